@@ -1,0 +1,37 @@
+"""aimsec: security middleware for trained ML models.
+
+>>> import aimsec_core                                   # doctest: +SKIP
+>>> guarded = aimsec_core.guard(model, name="digits")   # doctest: +SKIP
+>>> with aimsec_core.client("203.0.113.7"):             # doctest: +SKIP
+...     guarded.predict(x)
+
+This package imports no ML framework; adapters for torch, Keras, scikit-learn and
+onnxruntime are plugins found through the ``aimsec.adapters`` entry-point group.
+"""
+
+from .adapter import Adapter, Capabilities
+from .api import guard, guard_of, unguard
+from .audit import AuditLog
+from .context import client, current_client
+from .errors import (AdapterNotFoundError, AdversarialInputError, AimsecError,
+                     CalibrationError, ConfigurationError, EmptyInputError, InputFormatError,
+                     InputTooLargeError, InvalidInputError, NonFiniteInputError,
+                     SecurityViolation, StructuralAnomalyError, ValueRangeError)
+from .guard import Guard
+from .legacy import AIModelProtector
+from .registry import installed_adapters, register_adapter
+from .signature import Constraints, InputSpec
+from .sinks import CallRecord, Sink
+from .verdict import Finding, Verdict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AIModelProtector", "Adapter", "AdapterNotFoundError", "AdversarialInputError",
+    "AimsecError", "AuditLog", "CalibrationError", "CallRecord", "Capabilities",
+    "ConfigurationError", "Constraints", "EmptyInputError", "Finding", "Guard",
+    "InputFormatError", "InputSpec", "InputTooLargeError", "InvalidInputError",
+    "NonFiniteInputError", "SecurityViolation", "Sink", "StructuralAnomalyError",
+    "ValueRangeError", "Verdict", "client", "current_client", "guard", "guard_of",
+    "installed_adapters", "register_adapter", "unguard",
+]

@@ -1,0 +1,86 @@
+"""The adapter contract: what the core needs from a framework plugin, and nothing more.
+
+An adapter translates between one framework and the core; it never decides. It tells the
+core what the model declares (``signature``), turns the framework's call arguments into
+arrays the core can screen (``native``), gives detectors class scores and input gradients
+outside the guard, and builds the framework-shaped guarded object (``wrap``).
+
+Plugins register under the entry-point group ``aimsec.adapters``::
+
+    [project.entry-points."aimsec.adapters"]
+    myframework = "aimsec_myframework:MyFrameworkAdapter"
+
+``accepts`` must not import the framework: it looks the type up through ``sys.modules``, so
+guarding a scikit-learn model never loads torch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .guard import Guard
+    from .signature import InputSpec
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter can do; detectors and checks ask for these instead of types."""
+
+    gradients: bool = False  #: ``input_gradient`` and ``forward_with_gradient`` work
+    probabilities: bool = False  #: ``scores`` returns class probabilities or logits
+    device_arrays: bool = False  #: inputs may live on an accelerator; keep them there
+    signature: bool = False  #: the model declares its inputs' dtype and shape
+    host_sequences: bool = False  #: nested Python lists are valid model input
+
+
+class Adapter(ABC):
+    """Base class of every framework plugin (one instance per guarded model)."""
+
+    #: Short framework name used in audit lines and reports.
+    framework: ClassVar[str] = "unknown"
+    #: What the framework's call accepts, for error messages ("torch.Tensor").
+    input_types: ClassVar[str] = "an array"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    @classmethod
+    @abstractmethod
+    def accepts(cls, model: Any) -> bool:
+        """True when this adapter handles ``model``; must import nothing."""
+
+    def signature(self) -> list[InputSpec] | None:
+        """Declared inputs, in call order, or ``None`` where the model declares nothing."""
+        return None
+
+    @abstractmethod
+    def native(self, value: Any) -> Any | None:
+        """``value`` as an array the core can screen (array API), or ``None`` if ``value``
+        is not an array type of this framework. Never copies device arrays to the host."""
+
+    @abstractmethod
+    def wrap(self, guard: Guard) -> Any:
+        """The framework-shaped guarded object; it must expose ``__aimsec_guard__``."""
+
+    def scores(self, x: Any) -> Any:
+        """Class scores for a batch, computed outside the guard (no audit, no limits)."""
+        raise NotImplementedError(f"{type(self).__name__} gives no class scores")
+
+    def input_gradient(self, x: Any, labels: Any) -> Any:
+        """Gradient of the loss against ``labels`` with respect to ``x``, outside the guard.
+
+        Only where ``capabilities.gradients``; must leave the model exactly as found."""
+        raise NotImplementedError(f"{type(self).__name__} computes no gradients")
+
+    def forward_with_gradient(self, call: Any, x: Any) -> tuple[Any, Any, Any]:
+        """Run the real call once with autograd on ``x``: return ``(output, scores,
+        gradient of the loss at the predicted label)``. Only where ``capabilities.gradients``."""
+        raise NotImplementedError(f"{type(self).__name__} computes no gradients")
+
+    def device_digest(self, array: Any) -> str | None:
+        """A content digest computed where ``array`` lives, for arrays not on the host."""
+        return None

@@ -1,0 +1,92 @@
+"""Array helpers written once over the array API, so device arrays stay on their device.
+
+Only per-sample summaries (a handful of numbers per sample) ever leave the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+try:  # array-api-compat covers torch and others; numpy is handled directly (faster)
+    import array_api_compat
+except ImportError:  # pragma: no cover - a declared dependency
+    array_api_compat = None
+
+
+def namespace(array: Any) -> Any:
+    """The array-API namespace of ``array`` (plain numpy for numpy arrays)."""
+    if isinstance(array, np.ndarray):
+        return np
+    return array_api_compat.array_namespace(array)
+
+
+def to_host(array: Any) -> np.ndarray:
+    """A small array (per-sample summaries) as numpy, moved off its device if needed."""
+    if isinstance(array, np.ndarray):
+        return array
+    if array_api_compat.is_torch_array(array):  # torch reports a device object, not "cpu"
+        return array.detach().cpu().numpy()
+    return np.asarray(array_api_compat.to_device(array, "cpu"))
+
+
+def on_host(array: Any) -> bool:
+    if isinstance(array, np.ndarray):
+        return True
+    return str(array_api_compat.device(array)) == "cpu"
+
+
+def dtype_kind(array: Any) -> str:
+    """numpy's one-letter kind: ``f`` float, ``i``/``u`` integer, ``b`` bool, ``c`` complex,
+    anything else for object, string and the like."""
+    if isinstance(array, np.ndarray):
+        return array.dtype.kind
+    xp = namespace(array)
+    for kind, name in (("b", "bool"), ("f", "real floating"), ("i", "signed integer"),
+                       ("u", "unsigned integer"), ("c", "complex floating")):
+        if xp.isdtype(array.dtype, name):
+            return kind
+    return "O"
+
+
+def dtype_name(array: Any) -> str:
+    if isinstance(array, np.ndarray):
+        return array.dtype.name
+    return str(array.dtype).rsplit(".", 1)[-1]
+
+
+def declared_size(value: Any, limit: int) -> int:
+    """Elements a nested sequence declares, read along its first elements only.
+
+    Stops as soon as the count passes ``limit``, so a list declaring 10^9 elements is
+    measured in microseconds and never converted.
+    """
+    size = 1
+    node = value
+    while isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+        size *= len(node)
+        if size == 0 or size > limit:
+            return size
+        node = node[0]
+    return size
+
+
+def content_hash(arrays: Sequence[Any], device_digest: Any = None) -> str:
+    """A digest of the bytes, dtype and shape of every input (never of ``str(array)``,
+    which numpy truncates, so different large arrays would collide)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        digest.update(f"{dtype_name(array)}{tuple(array.shape)}|".encode())
+        if isinstance(array, np.ndarray):
+            digest.update(np.ascontiguousarray(array).data)
+        elif on_host(array):
+            digest.update(np.ascontiguousarray(np.from_dlpack(array)).data)
+        else:
+            remote = device_digest(array) if device_digest is not None else None
+            if remote is None:
+                remote = hashlib.blake2b(np.ascontiguousarray(to_host(array)).data).hexdigest()
+            digest.update(remote.encode())
+    return digest.hexdigest()

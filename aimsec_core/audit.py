@@ -1,0 +1,104 @@
+"""The audit trail: one JSON line per call, written through ``logging`` to a rotating file.
+
+Each distinct file gets one logger (``aimsec.audit.<n>``) with one handler, shared by every
+guard writing there; the handler's lock keeps lines whole across threads. The logger does
+not propagate, so audit lines never land in the application's own log unless it adds a
+handler to :attr:`AuditLog.logger`. The library never calls ``logging.basicConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .arrays import to_host
+from .config import (DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_PATH,
+                     parse_bool, parse_positive_int, resolve)
+from .sinks import CallRecord
+
+AUDIT_FILE = "audit.jsonl"
+
+_loggers: dict[Path, logging.Logger] = {}
+_loggers_lock = threading.Lock()
+
+
+class AuditLog:
+    """A sink writing one JSON line per call to ``<path>/audit.jsonl`` (or to ``file``).
+
+    Arguments left ``None`` come from ``SECURITY_LOG_PATH``, ``AIMSEC_LOG_MAX_BYTES``,
+    ``AIMSEC_LOG_BACKUPS`` and ``AIMSEC_LOG_INPUTS``. Raw inputs are written only when
+    ``include_inputs`` is true.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, file: str | Path | None = None,
+                 max_bytes: int | None = None, backups: int | None = None,
+                 include_inputs: bool | None = None) -> None:
+        if file is None:
+            folder = Path(resolve(path, "SECURITY_LOG_PATH", DEFAULT_LOG_PATH, str))
+            file = folder / AUDIT_FILE
+        self.file = Path(file).resolve()
+        self.include_inputs = resolve(include_inputs, "AIMSEC_LOG_INPUTS", False, parse_bool)
+        self.logger = _logger_for(
+            self.file,
+            resolve(max_bytes, "AIMSEC_LOG_MAX_BYTES", DEFAULT_LOG_MAX_BYTES, parse_positive_int),
+            resolve(backups, "AIMSEC_LOG_BACKUPS", DEFAULT_LOG_BACKUPS, parse_positive_int))
+
+    def record(self, event: CallRecord) -> None:
+        v = event.verdict
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(v.timestamp, timezone.utc).isoformat(),
+            "model": v.model,
+            "client": v.client,
+            "decision": event.outcome,
+            "input_hash": v.input_hash,
+            "shape": v.shape,
+            "dtype": v.dtype,
+            "batch_size": v.batch_size,
+            "flagged": [i for i, f in enumerate(v.flags) if f],
+            "findings": [f.as_dict() for f in v.findings],
+            "latency_ms": round(event.latency_s * 1000, 4),
+        }
+        if event.error:
+            line["error"] = event.error
+        if self.include_inputs and event.arrays:
+            line["inputs"] = {k: to_host(a).tolist() for k, a in event.arrays.items()}
+        level = logging.INFO if event.outcome == "allowed" else logging.WARNING
+        # makeRecord + handle skips findCaller's stack walk: the audit line needs no caller.
+        record = self.logger.makeRecord(self.logger.name, level, __file__, 0,
+                                        json.dumps(line, default=_jsonable), None, None)
+        self.logger.handle(record)
+
+    def flush(self) -> None:
+        for handler in self.logger.handlers:
+            handler.flush()
+
+
+def _logger_for(file: Path, max_bytes: int, backups: int) -> logging.Logger:
+    with _loggers_lock:
+        logger = _loggers.get(file)
+        if logger is None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            logger = logging.getLogger(f"aimsec.audit.{len(_loggers)}")
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+            handler = logging.handlers.RotatingFileHandler(
+                file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+            _loggers[file] = logger
+        return logger
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

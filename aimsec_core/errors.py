@@ -1,0 +1,109 @@
+"""The one error hierarchy.
+
+Every error aimsec raises derives from :class:`AimsecError` and also from the builtin a
+caller already catches: bad input is a ``ValueError``, an unknown model type a
+``TypeError``. Messages say what was wrong, what was expected, what was received and, where
+there is one, how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .verdict import Verdict
+
+
+class AimsecError(Exception):
+    """Root of every error raised by aimsec."""
+
+
+class ConfigurationError(AimsecError, ValueError):
+    """A setting, constraint or calibration file is invalid."""
+
+
+class AdapterNotFoundError(AimsecError, TypeError):
+    """No installed adapter accepts the model object."""
+
+
+class CalibrationError(AimsecError, RuntimeError):
+    """Calibration could not be done, or a calibration file does not fit the model."""
+
+
+class SecurityViolation(AimsecError):
+    """A call was refused. ``verdict`` holds every finding of the call."""
+
+    def __init__(self, message: str, verdict: Verdict | None = None) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+
+
+class InvalidInputError(SecurityViolation, ValueError):
+    """The input failed validation.
+
+    ``check`` names the failed check; ``expected`` and ``received`` describe the mismatch.
+    """
+
+    check = "input"
+
+    def __init__(
+        self,
+        message: str,
+        verdict: Verdict | None = None,
+        *,
+        check: str | None = None,
+        expected: Any = None,
+        received: Any = None,
+    ) -> None:
+        super().__init__(message, verdict)
+        if check is not None:
+            self.check = check
+        self.expected = expected
+        self.received = received
+
+
+class EmptyInputError(InvalidInputError):
+    check = "empty"
+
+
+class InputFormatError(InvalidInputError):
+    """Wrong type, dtype, rank or shape: the model could not run this input at all."""
+
+    check = "format"
+
+
+class InputTooLargeError(InvalidInputError):
+    check = "size"
+
+
+class NonFiniteInputError(InvalidInputError):
+    check = "finite"
+
+
+class ValueRangeError(InvalidInputError):
+    check = "range"
+
+
+class StructuralAnomalyError(InvalidInputError):
+    """``max_gradient`` or ``min_sparsity`` failed: the input's structure is unusual."""
+
+    check = "structure"
+
+
+class AdversarialInputError(SecurityViolation):
+    """A detector scored the input above its calibrated threshold."""
+
+
+#: check name -> the error raised when that check refuses a call.
+ERROR_FOR_CHECK: dict[str, type[InvalidInputError]] = {
+    "null": EmptyInputError,
+    "empty": EmptyInputError,
+    "format": InputFormatError,
+    "dtype": InputFormatError,
+    "shape": InputFormatError,
+    "size": InputTooLargeError,
+    "finite": NonFiniteInputError,
+    "range": ValueRangeError,
+    "max_gradient": StructuralAnomalyError,
+    "min_sparsity": StructuralAnomalyError,
+}

@@ -1,0 +1,130 @@
+"""Declared inputs and the user's constraints on them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import ConfigurationError
+
+#: Elements per call refused by default: a request this large is a denial-of-service
+#: attempt more often than a real batch. Raise it with ``max_size`` where it is not.
+DEFAULT_MAX_SIZE = 100_000_000
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One declared model input.
+
+    ``shape`` includes the batch axis; ``None`` marks a dimension of any length.
+    ``strict_dtype`` means the framework refuses any other dtype (ONNX, torch); otherwise
+    any real numeric dtype is accepted and cast by the framework (Keras, scikit-learn).
+    """
+
+    name: str
+    dtype: str | None = None
+    shape: tuple[int | None, ...] | None = None
+    strict_dtype: bool = False
+
+    def describe(self) -> str:
+        dims = "?" if self.shape is None else "(" + ", ".join(
+            "N" if d is None else str(d) for d in self.shape) + ")"
+        return f"{self.name}: {self.dtype or 'numeric'} {dims}"
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What a valid call looks like, beyond what the model declares.
+
+    ``sample_shape`` (without the batch axis) and ``dtype`` give an explicit spec for
+    models that declare none; they override a declared one.
+    """
+
+    min_value: float | None = None
+    max_value: float | None = None
+    max_size: int | None = DEFAULT_MAX_SIZE
+    max_gradient: float | None = None
+    min_sparsity: float | None = None
+    sample_shape: tuple[int | None, ...] | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("min_value", "max_value", "max_gradient", "min_sparsity"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not _is_real(value)):
+                raise ConfigurationError(
+                    f"constraint {name!r} must be a finite number; received {value!r}")
+        if self.max_size is not None and (
+                isinstance(self.max_size, bool) or not isinstance(self.max_size, int)
+                or self.max_size < 1):
+            raise ConfigurationError(
+                f"constraint 'max_size' must be a positive integer; received {self.max_size!r}")
+        if (self.min_value is not None and self.max_value is not None
+                and self.min_value > self.max_value):
+            raise ConfigurationError(
+                f"constraint 'min_value' ({self.min_value}) exceeds 'max_value' "
+                f"({self.max_value}); expected min_value <= max_value")
+        if self.max_gradient is not None and self.max_gradient < 0:
+            raise ConfigurationError(
+                f"constraint 'max_gradient' must be >= 0; received {self.max_gradient}")
+        if self.min_sparsity is not None and not 0 <= self.min_sparsity <= 1:
+            raise ConfigurationError(
+                f"constraint 'min_sparsity' is a share of non-zero values in [0, 1]; "
+                f"received {self.min_sparsity}")
+        if self.sample_shape is not None:
+            object.__setattr__(self, "sample_shape", tuple(self.sample_shape))
+
+    @classmethod
+    def coerce(cls, value: Constraints | Mapping[str, Any] | None) -> Constraints:
+        """Accept a ``Constraints``, a plain dict (the original tool's form) or ``None``."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(
+                f"constraints must be a Constraints or a dict; received {type(value).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown constraint(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**dict(value))
+
+    def __repr__(self) -> str:
+        set_ = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                         if getattr(self, f.name) != f.default)
+        return f"Constraints({set_})"
+
+    def with_(self, **changes: Any) -> Constraints:
+        return replace(self, **changes)
+
+    def explicit_spec(self, name: str) -> InputSpec | None:
+        if self.sample_shape is None and self.dtype is None:
+            return None
+        shape = None if self.sample_shape is None else (None, *self.sample_shape)
+        return InputSpec(name, self.dtype, shape, strict_dtype=self.dtype is not None)
+
+
+def _is_real(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def merge_specs(declared: Sequence[InputSpec] | None, constraints: Constraints,
+                names: Sequence[str]) -> dict[str, InputSpec | None]:
+    """The spec each input is checked against: an explicit one wins over a declared one."""
+    by_name = {spec.name: spec for spec in declared or ()}
+    merged: dict[str, InputSpec | None] = {}
+    for name in names:
+        spec = by_name.get(name)
+        explicit = constraints.explicit_spec(name)
+        if explicit is not None and spec is not None:
+            spec = InputSpec(name, explicit.dtype or spec.dtype, explicit.shape or spec.shape,
+                             explicit.strict_dtype or spec.strict_dtype)
+        merged[name] = explicit if spec is None else spec
+    return merged

@@ -1,0 +1,229 @@
+"""Input validation: turn one call's raw inputs into arrays and findings.
+
+Cheap checks run first and a check that makes the input unusable stops the rest. The
+content checks read each sample once for its minimum and maximum, which decide finiteness
+and range together; the structural checks run only when configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .adapter import Adapter
+from .arrays import declared_size, dtype_kind, dtype_name, namespace, to_host
+from .signature import Constraints, InputSpec
+from .verdict import Finding
+
+_NUMERIC_KINDS = frozenset("fiu")
+_KIND_NAMES = {"b": "bool", "c": "complex", "O": "object", "U": "str", "S": "bytes",
+               "V": "void", "M": "datetime", "m": "timedelta"}
+
+
+@dataclass
+class Validated:
+    """Arrays ready for detectors and the findings validation raised on the way."""
+
+    arrays: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    batch_size: int = 0
+    flags: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @property
+    def blocked(self) -> bool:
+        return any(f.blocking for f in self.findings)
+
+
+def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, InputSpec | None],
+             constraints: Constraints) -> Validated:
+    out = Validated()
+    for name, value in raw.items():
+        array = _coerce(name, value, adapter, constraints, out)
+        if array is None:
+            return out
+        if not _check_format(name, array, specs.get(name), out):
+            return out
+        out.arrays[name] = array
+    sizes = {name: _batch_size(a, specs.get(name)) for name, a in out.arrays.items()}
+    if len(set(sizes.values())) > 1:
+        _block(out, "shape", f"inputs disagree on the batch size: {sizes}; expected one "
+               "batch size shared by every input", expected="equal batch sizes", received=sizes)
+        return out
+    out.batch_size = next(iter(sizes.values()))
+    out.flags = np.zeros(out.batch_size, dtype=bool)
+    total = sum(int(np.prod(a.shape)) for a in out.arrays.values())
+    if constraints.max_size is not None and total > constraints.max_size:
+        _add(out, Finding("size", f"input has {total} elements; expected at most "
+                          f"{constraints.max_size} (max_size)",
+                          expected=constraints.max_size, received=total))
+    for name, array in out.arrays.items():
+        _check_content(name, array, out.batch_size, constraints, out)
+    return out
+
+
+def _coerce(name: str, value: Any, adapter: Adapter, constraints: Constraints,
+            out: Validated) -> Any | None:
+    """``value`` as an array, or ``None`` after recording why it cannot be one."""
+    if value is None:
+        _block(out, "null", f"input {name!r} is None; expected {adapter.input_types}",
+               expected=adapter.input_types, received=None)
+        return None
+    try:
+        array = adapter.native(value)
+    except Exception as exc:  # an adapter refusing a value is a format finding, not a crash
+        _block(out, "format", f"input {name!r} could not be read as {adapter.input_types}: "
+               f"{exc}", expected=adapter.input_types, received=type(value).__name__)
+        return None
+    if array is not None:
+        return array
+    is_sequence = isinstance(value, (list, tuple))
+    if not (adapter.capabilities.host_sequences and (is_sequence or np.isscalar(value))):
+        _block(out, "format", f"input {name!r} is a {type(value).__name__}; expected "
+               f"{adapter.input_types}", expected=adapter.input_types,
+               received=type(value).__name__)
+        return None
+    limit = constraints.max_size
+    if is_sequence and limit is not None:
+        declared = declared_size(value, limit)
+        if declared > limit:
+            _block(out, "size", f"input {name!r} declares more than {limit} elements; "
+                   f"refused before conversion (max_size={limit})", expected=limit,
+                   received=f">{limit}")
+            return None
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        _block(out, "format", f"input {name!r} is a ragged or non-numeric nested sequence "
+               f"({exc}); expected a rectangular array of numbers",
+               expected="rectangular numeric array", received=type(value).__name__)
+        return None
+
+
+def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated) -> bool:
+    shape = tuple(array.shape)
+    if 0 in shape:
+        _block(out, "empty", f"input {name!r} is empty (shape {shape}); expected at least "
+               "one sample with at least one value", expected="non-empty", received=shape)
+        return False
+    kind = dtype_kind(array)
+    received = dtype_name(array)
+    if kind not in _NUMERIC_KINDS:
+        _block(out, "dtype", f"input {name!r} has dtype {received} "
+               f"({_KIND_NAMES.get(kind, kind)}); expected real numbers (float or int)",
+               expected=spec.dtype if spec and spec.dtype else "real numeric",
+               received=received)
+        return False
+    if spec is None:
+        return True
+    if spec.dtype and spec.strict_dtype and received != spec.dtype:
+        _block(out, "dtype", f"input {name!r} has dtype {received}; the model declares "
+               f"{spec.dtype}. Convert it first (e.g. x.astype('{spec.dtype}'))",
+               expected=spec.dtype, received=received)
+        return False
+    if spec.shape is not None:
+        expected = spec.shape
+        fits = len(shape) == len(expected) and all(
+            e is None or e == r for e, r in zip(expected, shape))
+        if not fits:
+            hint = (" For a single sample, add the batch axis (x.reshape(1, -1) or x[None])."
+                    if len(shape) == len(expected) - 1 else "")
+            _block(out, "shape", f"input {name!r} has shape {shape}; the model expects "
+                   f"{spec.describe()}.{hint}", expected=spec.describe(), received=shape)
+            return False
+    return True
+
+
+def _batch_size(array: Any, spec: InputSpec | None) -> int:
+    if spec is None and array.ndim <= 1:
+        return 1  # no declared batch axis: a vector or scalar is one sample
+    return int(array.shape[0])
+
+
+def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated) -> None:
+    xp = namespace(array)
+    flat = xp.reshape(array, (n, -1))
+    is_float = dtype_kind(array) == "f"
+    bounded = c.min_value is not None or c.max_value is not None
+    if is_float or bounded:
+        lows = to_host(xp.min(flat, axis=1)).astype(np.float64)
+        highs = to_host(xp.max(flat, axis=1)).astype(np.float64)
+        finite = np.isfinite(lows) & np.isfinite(highs)
+        if not finite.all():
+            _add(out, Finding("finite", f"input {name!r}: {_count(~finite)} contain NaN or "
+                              "infinite values; expected finite numbers",
+                              samples=_indices(~finite), expected="finite",
+                              received="NaN/Inf"))
+        outside = np.zeros(n, dtype=bool)
+        if c.min_value is not None:
+            outside |= finite & (lows < c.min_value)
+        if c.max_value is not None:
+            outside |= finite & (highs > c.max_value)
+        if outside.any():
+            i = int(np.argmax(outside))
+            _add(out, Finding(
+                "range", f"input {name!r}: {_count(outside)} have values outside "
+                f"[{_fmt(c.min_value, '-inf')}, {_fmt(c.max_value, 'inf')}] (sample {i} spans "
+                f"[{lows[i]:.6g}, {highs[i]:.6g}])", samples=_indices(outside),
+                expected=(c.min_value, c.max_value), received=(float(lows[i]), float(highs[i]))))
+    if c.max_gradient is not None:
+        jumps = _largest_jump(xp, array, n)
+        steep = jumps > c.max_gradient
+        if steep.any():
+            _add(out, Finding(
+                "max_gradient", f"input {name!r}: {_count(steep)} have a jump between "
+                f"neighbouring values of up to {np.nanmax(jumps):.6g}; expected at most "
+                f"{c.max_gradient} (max_gradient)", samples=_indices(steep),
+                expected=c.max_gradient, received=float(np.nanmax(jumps))))
+    if c.min_sparsity is not None:
+        density = to_host(xp.sum(xp.astype(flat != 0, xp.float32), axis=1)) / flat.shape[1]
+        sparse = density < c.min_sparsity
+        if sparse.any():
+            _add(out, Finding(
+                "min_sparsity", f"input {name!r}: {_count(sparse)} have only "
+                f"{density.min():.3g} of values non-zero; expected at least "
+                f"{c.min_sparsity} (min_sparsity)", samples=_indices(sparse),
+                expected=c.min_sparsity, received=float(density.min())))
+
+
+def _largest_jump(xp: Any, array: Any, n: int) -> np.ndarray:
+    """Per sample, the largest absolute difference between neighbours along any axis."""
+    sample = xp.reshape(array, (n, -1)) if array.ndim <= 1 else array
+    sample = xp.astype(sample, xp.float64) if dtype_kind(sample) != "f" else sample
+    largest = np.zeros(n)
+    for axis in range(1, sample.ndim):
+        if sample.shape[axis] < 2:
+            continue
+        lead = (slice(None),) * axis
+        ahead, behind = sample[lead + (slice(1, None),)], sample[lead + (slice(None, -1),)]
+        diffs = xp.reshape(xp.abs(ahead - behind), (n, -1))
+        largest = np.maximum(largest, to_host(xp.max(diffs, axis=1)))
+    return largest
+
+
+def _add(out: Validated, finding: Finding) -> None:
+    out.findings.append(finding)
+    if finding.samples and len(out.flags):
+        out.flags[list(finding.samples)] = True
+    elif len(out.flags):
+        out.flags[:] = True
+
+
+def _block(out: Validated, check: str, reason: str, *, expected: Any, received: Any) -> None:
+    out.findings.append(Finding(check, reason, expected=expected, received=received,
+                                blocking=True))
+
+
+def _indices(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.flatnonzero(mask))
+
+
+def _count(mask: np.ndarray) -> str:
+    k = int(mask.sum())
+    return f"{k} sample{'s' if k != 1 else ''}"
+
+
+def _fmt(bound: float | None, unbounded: str) -> str:
+    return unbounded if bound is None else f"{bound:g}"

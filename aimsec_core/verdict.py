@@ -1,0 +1,79 @@
+"""What one screened call produced: findings and the verdict built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's objection.
+
+    ``samples`` are the batch indices it concerns; empty when it concerns the whole call.
+    ``blocking`` findings describe input the model cannot run at all (wrong type or shape):
+    they refuse the call even in monitor mode.
+    """
+
+    check: str
+    reason: str
+    samples: tuple[int, ...] = ()
+    expected: Any = None
+    received: Any = None
+    score: float | None = None
+    blocking: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"check": self.check, "reason": self.reason}
+        if self.samples:
+            out["samples"] = list(self.samples)
+        if self.score is not None:
+            out["score"] = self.score
+        return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one call.
+
+    ``allowed`` says whether the call reached the model. ``flags[i]`` is true when sample
+    ``i`` drew a finding; ``scores`` maps each detector to one score per sample.
+    """
+
+    allowed: bool
+    mode: str
+    model: str
+    client: str
+    batch_size: int
+    flags: tuple[bool, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    scores: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    input_hash: str = ""
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    timestamp: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        """True when no check objected (in monitor mode a call can be allowed yet unclean)."""
+        return not self.findings
+
+    @property
+    def checks(self) -> tuple[str, ...]:
+        """Names of the checks that objected, in order, without repeats."""
+        return tuple(dict.fromkeys(f.check for f in self.findings))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "allowed": self.allowed,
+            "mode": self.mode,
+            "model": self.model,
+            "client": self.client,
+            "batch_size": self.batch_size,
+            "flagged": [i for i, f in enumerate(self.flags) if f],
+            "findings": [f.as_dict() for f in self.findings],
+            "input_hash": self.input_hash,
+            "shape": list(self.shape) if self.shape is not None else None,
+            "dtype": self.dtype,
+            "timestamp": self.timestamp,
+        }
