@@ -44,6 +44,9 @@ class Adapter(ABC):
     #: What the framework's call accepts, for error messages ("torch.Tensor").
     input_types: ClassVar[str] = "an array"
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: False where the declared input can change after guarding (torch's ``.double()``):
+    #: the guard then asks ``signature()`` on every call, so keep it cheap.
+    static_signature: ClassVar[bool] = True
 
     def __init__(self, model: Any) -> None:
         self.model = model

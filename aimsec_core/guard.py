@@ -50,6 +50,8 @@ class Guard:
         return self._last.get()
 
     def specs_for(self, names: tuple[str, ...]) -> dict[str, InputSpec | None]:
+        if not self.adapter.static_signature:
+            return merge_specs(self.adapter.signature(), self.constraints, names)
         specs = self._specs.get(names)
         if specs is None:
             specs = self._specs[names] = merge_specs(self._declared, self.constraints, names)
@@ -73,7 +75,11 @@ class Guard:
             output = predict()
         except Exception as exc:
             self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}")
-            raise
+            if verdict.clean:
+                raise
+            # Monitor mode let flagged input through and the model choked on it: say why
+            # in our terms, keeping the model's own error as the cause.
+            raise _violation(verdict) from exc
         self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated)
         return output
 

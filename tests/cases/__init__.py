@@ -1,0 +1,73 @@
+"""One case per adapter: how to build a small trained digits model and call it both ways.
+
+The conformance suite and the fuzz tests are written once against :class:`AdapterCase`;
+each framework contributes one module here that defines ``CASE``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AdapterCase:
+    id: str
+    #: Builds and trains the model (called once per process, result cached).
+    build: Callable[[], Any]
+    #: A float32 batch of shape (n, 64), digits scaled to [0, 1] -> the framework's input.
+    to_native: Callable[[np.ndarray], Any]
+    #: Calls the plain model on a native input; returns numpy.
+    call_plain: Callable[[Any, Any], np.ndarray]
+    #: Calls the guarded model the way its framework's users do; returns numpy.
+    call_guarded: Callable[[Any, Any], np.ndarray]
+    #: Any numpy array (any dtype/shape) -> the framework's input type, or the array itself
+    #: when the framework has no array type of its own. Used by the fuzz tests.
+    from_numpy_any: Callable[[np.ndarray], Any]
+    #: Shape of one sample as the model takes it, e.g. (64,) or (1, 8, 8).
+    sample_shape: tuple[int, ...] = (64,)
+    #: The model declares its input shape, so a wrong shape is caught without constraints.
+    declares_shape: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def model(self) -> Any:
+        return _built(self.id, self.build)
+
+
+@lru_cache(maxsize=None)
+def _built_cached(case_id: str, build: Callable[[], Any]) -> Any:
+    return build()
+
+
+def _built(case_id: str, build: Callable[[], Any]) -> Any:
+    return _built_cached(case_id, build)
+
+
+CASE_MODULES = ("sklearn_case", "torch_case", "keras_case", "onnx_case")
+
+
+def all_cases() -> list[AdapterCase]:
+    cases = []
+    for name in CASE_MODULES:
+        try:
+            module = importlib.import_module(f"tests.cases.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tests.cases.{name}":
+                raise
+            continue  # TEMPORARY while adapters are being written
+        cases.append(module.CASE)
+    return cases
+
+
+@lru_cache(maxsize=1)
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """``load_digits`` scaled to [0, 1] as float32 (n, 64), and labels."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).astype(np.float32), y.astype(np.int64)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
+
+
+class ListSink:
+    """Keeps every call record, for assertions."""
+
+    def __init__(self) -> None:
+        self.events = []
+
+    def record(self, event) -> None:
+        self.events.append(event)
+
+    @property
+    def outcomes(self) -> list[str]:
+        return [e.outcome for e in self.events]
+
+
+@pytest.fixture
+def sink() -> ListSink:
+    return ListSink()
+
+
+@pytest.fixture(autouse=True)
+def _audit_into_tmp(tmp_path, monkeypatch):
+    """Guards built without explicit sinks write their audit log under the test's tmp dir."""
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path / "security_logs"))
