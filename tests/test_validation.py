@@ -1,0 +1,107 @@
+"""Validation on hand-checkable inputs, independent of any framework."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from aimsec_core import ConfigurationError, Constraints
+from aimsec_core.arrays import declared_size
+from aimsec_core.legacy import _HostArrays
+from aimsec_core.signature import InputSpec
+from aimsec_core.validation import validate
+
+
+def _run(value, spec=None, **constraints):
+    return validate({"x": value}, _HostArrays(None), {"x": spec}, Constraints(**constraints))
+
+
+def test_clean_batch_has_no_findings():
+    out = _run(np.ones((3, 4)), min_value=0, max_value=1)
+    assert out.findings == [] and out.batch_size == 3 and not out.flags.any()
+
+
+def test_nan_and_range_are_told_apart_per_sample():
+    x = np.zeros((4, 3))
+    x[1, 0] = np.nan
+    x[2, 2] = 7.0
+    out = _run(x, max_value=5)
+    by_check = {f.check: f for f in out.findings}
+    assert by_check["finite"].samples == (1,)
+    assert by_check["range"].samples == (2,)  # NaN sample is not also reported as out of range
+    assert out.flags.tolist() == [False, True, True, False]
+
+
+def test_integers_are_range_checked_without_a_float_copy():
+    out = _run(np.array([[1, 2], [3, 400]], dtype=np.int16), max_value=255)
+    assert [f.check for f in out.findings] == ["range"] and out.flags.tolist() == [False, True]
+
+
+def test_max_gradient_is_the_largest_neighbour_jump_on_every_axis():
+    image = np.zeros((1, 3, 3))
+    image[0, 1, 1] = 0.6  # jumps of 0.6 both along rows and along columns
+    assert _run(image, max_gradient=0.7).findings == []
+    finding, = _run(image, max_gradient=0.5).findings
+    assert finding.check == "max_gradient" and finding.received == pytest.approx(0.6)
+
+
+def test_min_sparsity_is_the_share_of_non_zero_values():
+    x = np.array([[0, 0, 0, 1.0], [1, 1, 0, 1.0]])
+    finding, = _run(x, min_sparsity=0.5).findings
+    assert finding.samples == (0,) and finding.received == pytest.approx(0.25)
+
+
+def test_a_vector_without_a_spec_is_one_sample():
+    assert _run(np.arange(5.0)).batch_size == 1
+
+
+def test_shape_against_spec_with_a_hint_for_a_missing_batch_axis():
+    out = _run(np.zeros(64), InputSpec("x", None, (None, 64)))
+    assert out.blocked and "add the batch axis" in out.findings[0].reason
+
+
+def test_strict_dtype_names_expected_and_received():
+    out = _run(np.zeros((1, 2), np.float64), InputSpec("x", "float32", (None, 2), True))
+    finding, = out.findings
+    assert (finding.check, finding.expected, finding.received) == ("dtype", "float32", "float64")
+
+
+@pytest.mark.parametrize("value", [np.array([[True, False]]), np.array([["a", "b"]]),
+                                   np.array([[1 + 2j]]), np.array([[None]], dtype=object)])
+def test_non_numeric_dtypes_are_refused(value):
+    out = _run(value)
+    assert out.blocked and out.findings[0].check == "dtype"
+
+
+def test_a_huge_nested_list_is_refused_before_conversion():
+    row = [0.0] * 10_000
+    huge = [row] * 100_000  # declares 10^9 elements while holding one row
+    start = time.perf_counter()
+    out = _run(huge, max_size=10_000_000)
+    assert time.perf_counter() - start < 0.5
+    assert out.blocked and out.findings[0].check == "size"
+
+
+def test_declared_size_reads_only_first_elements():
+    assert declared_size([[1, 2, 3]] * 4, 100) == 12
+    assert declared_size([[1, 2, 3]] * 4, 3) == 4  # stops once past the limit
+
+
+def test_ragged_lists_are_a_format_finding():
+    out = _run([[1.0, 2.0], [3.0]])
+    assert out.blocked and out.findings[0].check == "format"
+    assert "ragged" in out.findings[0].reason
+
+
+@pytest.mark.parametrize("bad", [{"min_value": 2, "max_value": 1}, {"max_size": 0},
+                                 {"min_sparsity": 1.5}, {"max_gradient": -1},
+                                 {"max_value": "high"}, {"unknown": 1}, {"min_value": np.nan}])
+def test_bad_constraints_are_configuration_errors(bad):
+    with pytest.raises(ConfigurationError):
+        Constraints.coerce(bad)
+
+
+def test_constraints_repr_shows_only_what_was_set():
+    assert repr(Constraints(max_value=1.0)) == "Constraints(max_value=1.0)"
