@@ -152,8 +152,8 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
         highs = to_host(xp.max(flat, axis=1)).astype(np.float64)
         finite = np.isfinite(lows) & np.isfinite(highs)
         if not finite.all():
-            _add(out, Finding("finite", f"input {name!r}: {_count(~finite)} contain NaN or "
-                              "infinite values; expected finite numbers",
+            _add(out, Finding("finite", f"input {name!r}, {_which(~finite)}: NaN or infinite "
+                              "values; expected finite numbers",
                               samples=_indices(~finite), expected="finite",
                               received="NaN/Inf"))
         outside = np.zeros(n, dtype=bool)
@@ -164,17 +164,17 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
         if outside.any():
             i = int(np.argmax(outside))
             _add(out, Finding(
-                "range", f"input {name!r}: {_count(outside)} have values outside "
-                f"[{_fmt(c.min_value, '-inf')}, {_fmt(c.max_value, 'inf')}] (sample {i} spans "
-                f"[{lows[i]:.6g}, {highs[i]:.6g}])", samples=_indices(outside),
+                "range", f"input {name!r}, {_which(outside)}: values span "
+                f"[{lows[i]:.6g}, {highs[i]:.6g}] (sample {i}); expected every value in "
+                f"[{_fmt(c.min_value, '-inf')}, {_fmt(c.max_value, 'inf')}]", samples=_indices(outside),
                 expected=(c.min_value, c.max_value), received=(float(lows[i]), float(highs[i]))))
     if c.max_gradient is not None:
         jumps = _largest_jump(xp, array, n)
         steep = jumps > c.max_gradient
         if steep.any():
             _add(out, Finding(
-                "max_gradient", f"input {name!r}: {_count(steep)} have a jump between "
-                f"neighbouring values of up to {np.nanmax(jumps):.6g}; expected at most "
+                "max_gradient", f"input {name!r}, {_which(steep)}: neighbouring values "
+                f"jump by up to {np.nanmax(jumps):.6g}; expected at most "
                 f"{c.max_gradient} (max_gradient)", samples=_indices(steep),
                 expected=c.max_gradient, received=float(np.nanmax(jumps))))
     if c.min_sparsity is not None:
@@ -182,8 +182,8 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
         sparse = density < c.min_sparsity
         if sparse.any():
             _add(out, Finding(
-                "min_sparsity", f"input {name!r}: {_count(sparse)} have only "
-                f"{density.min():.3g} of values non-zero; expected at least "
+                "min_sparsity", f"input {name!r}, {_which(sparse)}: only "
+                f"{density.min():.3g} of values are non-zero; expected at least "
                 f"{c.min_sparsity} (min_sparsity)", samples=_indices(sparse),
                 expected=c.min_sparsity, received=float(density.min())))
 
@@ -220,9 +220,14 @@ def _indices(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.flatnonzero(mask))
 
 
-def _count(mask: np.ndarray) -> str:
-    k = int(mask.sum())
-    return f"{k} sample{'s' if k != 1 else ''}"
+def _which(mask: np.ndarray, shown: int = 5) -> str:
+    """``"sample 3"`` or ``"samples 0, 4, 9 and 12 more"``."""
+    idx = np.flatnonzero(mask)
+    if len(idx) == 1:
+        return f"sample {idx[0]}"
+    listed = ", ".join(str(i) for i in idx[:shown])
+    more = f" and {len(idx) - shown} more" if len(idx) > shown else ""
+    return f"samples {listed}{more}"
 
 
 def _fmt(bound: float | None, unbounded: str) -> str:

@@ -1,0 +1,135 @@
+"""Small digits models for the demo, the evaluation and the benchmarks.
+
+scikit-learn's bundled ``load_digits`` (1,797 real 8x8 handwritten digits, no download),
+scaled to [0, 1]. Each builder imports its framework only when called and trains in
+seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FRAMEWORKS = ("sklearn", "torch", "keras", "onnx")
+_REQUIRES = {"sklearn": ("sklearn",), "torch": ("torch",), "keras": ("keras",),
+             "onnx": ("onnxruntime", "skl2onnx", "sklearn")}
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load(seed: int = 0) -> DigitsSplit:
+    """Digits as float32 (n, 64) in [0, 1] (multiples of 1/16), split 70/30, stratified."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        (x / 16.0).astype(np.float32), y.astype(np.int64), test_size=0.3, stratify=y,
+        random_state=seed)
+    return DigitsSplit(x_tr, y_tr, x_te, y_te)
+
+
+def available() -> list[str]:
+    """Frameworks whose packages are installed (checked without importing them)."""
+    return [f for f in FRAMEWORKS
+            if all(importlib.util.find_spec(m) is not None for m in _REQUIRES[f])]
+
+
+def sklearn_mlp(data: DigitsSplit, seed: int = 0) -> Any:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return MLPClassifier(hidden_layer_sizes=(64,), max_iter=400,
+                             random_state=seed).fit(data.x_train, data.y_train)
+
+
+def torch_cnn(data: DigitsSplit, seed: int = 0, epochs: int = 30) -> Any:
+    """A small CNN taking (N, 1, 8, 8) float32, returning logits."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
+    x = torch.from_numpy(data.x_train).reshape(-1, 1, 8, 8)
+    y = torch.from_numpy(data.y_train)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=generator).split(64):
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimiser.step()
+    return model.eval()
+
+
+def keras_mlp(data: DigitsSplit, seed: int = 0, epochs: int = 40) -> Any:
+    """A dense Keras model taking (N, 64) float32, returning softmax probabilities."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((64,), name="pixels"),
+                              keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+def onnx_session(data: DigitsSplit, seed: int = 0, sklearn_model: Any = None) -> Any:
+    """The scikit-learn MLP exported with skl2onnx and loaded into onnxruntime."""
+    import onnxruntime
+    from skl2onnx import to_onnx
+
+    model = sklearn_model if sklearn_model is not None else sklearn_mlp(data, seed)
+    exported = to_onnx(model, data.x_train[:1], options={id(model): {"zipmap": False}},
+                       target_opset=17)
+    return onnxruntime.InferenceSession(exported.SerializeToString(),
+                                        providers=["CPUExecutionProvider"])
+
+
+BUILDERS: dict[str, Callable[..., Any]] = {
+    "sklearn": sklearn_mlp, "torch": torch_cnn, "keras": keras_mlp, "onnx": onnx_session,
+}
+
+
+def as_model_input(framework: str, x: np.ndarray) -> Any:
+    """A float32 (n, 64) batch in the form each framework's model takes."""
+    if framework == "torch":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, 1, 8, 8)
+    return x
+
+
+def caller(framework: str) -> Callable[[Any, Any], Any]:
+    """How each framework's users call a model: ``call(model, x)``."""
+    if framework == "torch":
+        import torch
+
+        def run_torch(model: Any, x: Any) -> Any:
+            with torch.no_grad():
+                return model(x)
+        return run_torch
+    if framework == "keras":
+        return lambda model, x: model.predict(x, verbose=0)
+    if framework == "onnx":
+        return lambda session, x: session.run(None, {session.get_inputs()[0].name: x})
+    return lambda model, x: model.predict(x)

@@ -1,0 +1,58 @@
+"""Many threads on one guarded model: every call leaves exactly one whole audit line."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+
+import aimsec_core
+from aimsec_core import AuditLog
+
+THREADS, CALLS = 8, 2000
+
+
+def test_eight_threads_leave_sixteen_thousand_well_formed_lines(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 8))
+    model = LogisticRegression().fit(x, np.arange(40) % 3)
+    audit = AuditLog(tmp_path)
+    guarded = aimsec_core.guard(model, name="threads", sinks=[audit],
+                                constraints={"max_value": 0.95})
+    barrier = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        barrier.wait()
+        with aimsec_core.client(f"client-{t}"):
+            for i in range(CALLS):
+                row = x[(t * CALLS + i) % 40][None]
+                try:
+                    guarded.predict(row)
+                except aimsec_core.ValueRangeError:
+                    pass  # rows above 0.95 are refused; they must still be audited
+                except BaseException as exc:  # anything else is a bug
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    audit.flush()
+    assert errors == []
+    lines = audit.file.read_text().splitlines()
+    assert len(lines) == THREADS * CALLS
+    parsed = [json.loads(line) for line in lines]
+    per_client = {}
+    for line in parsed:
+        per_client[line["client"]] = per_client.get(line["client"], 0) + 1
+        assert line["decision"] in ("allowed", "rejected") and len(line["input_hash"]) == 32
+    assert per_client == {f"client-{t}": CALLS for t in range(THREADS)}
+    refused = sum(line["decision"] == "rejected" for line in parsed)
+    expected = sum(int((x[(t * CALLS + i) % 40] > 0.95).any())
+                   for t in range(THREADS) for i in range(CALLS))
+    assert refused == expected > 0
