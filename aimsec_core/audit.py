@@ -88,12 +88,47 @@ def _logger_for(file: Path, max_bytes: int, backups: int) -> logging.Logger:
             logger = logging.getLogger(f"aimsec.audit.{len(_loggers)}")
             logger.setLevel(logging.INFO)
             logger.propagate = False
-            handler = logging.handlers.RotatingFileHandler(
-                file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            logger.addHandler(handler)
+            logger.addHandler(_AuditFileHandler(file, max_bytes, backups))
             _loggers[file] = logger
         return logger
+
+
+class _AuditFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating file handler that counts the bytes it writes.
+
+    The stock handler stats and seeks the file before every line to decide on rotation;
+    the audit trail writes a line per prediction, so it keeps the count itself. Every line
+    is flushed: a crash loses no recorded call.
+    """
+
+    def __init__(self, file: Path, max_bytes: int, backups: int) -> None:
+        super().__init__(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._written = file.stat().st_size if file.exists() else 0
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 (stdlib name)
+        return 0 < self.maxBytes < self._written + len(record.getMessage()) + 1
+
+    def doRollover(self) -> None:  # noqa: N802 (stdlib name)
+        super().doRollover()
+        self._written = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # One frame instead of the stock chain (rotating -> file -> stream handler): this
+        # runs once per prediction.
+        try:
+            line = record.getMessage() + "\n"
+            if self.shouldRollover(record):
+                self.doRollover()
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(line)
+            self.stream.flush()
+            self._written += len(line)  # ASCII JSON: characters are bytes
+        except Exception:
+            self.handleError(record)
 
 
 def _jsonable(value: Any) -> Any:

@@ -7,6 +7,7 @@ and range together; the structural checks run only when configured.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +55,7 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         return out
     out.batch_size = next(iter(sizes.values()))
     out.flags = np.zeros(out.batch_size, dtype=bool)
-    total = sum(int(np.prod(a.shape)) for a in out.arrays.values())
+    total = sum(math.prod(a.shape) for a in out.arrays.values())
     if constraints.max_size is not None and total > constraints.max_size:
         _add(out, Finding("size", f"input has {total} elements; expected at most "
                           f"{constraints.max_size} (max_size)",
@@ -142,32 +143,24 @@ def _batch_size(array: Any, spec: InputSpec | None) -> int:
     return int(array.shape[0])
 
 
+def _extremes(xp: Any, flat: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample minimum and maximum, as host arrays; NaN propagates into both."""
+    if xp is np:
+        return flat.min(axis=1), flat.max(axis=1)  # methods skip numpy's dispatch layer
+    return to_host(xp.min(flat, axis=1)), to_host(xp.max(flat, axis=1))
+
+
 def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated) -> None:
     xp = namespace(array)
     flat = xp.reshape(array, (n, -1))
-    is_float = dtype_kind(array) == "f"
-    bounded = c.min_value is not None or c.max_value is not None
-    if is_float or bounded:
-        lows = to_host(xp.min(flat, axis=1)).astype(np.float64)
-        highs = to_host(xp.max(flat, axis=1)).astype(np.float64)
-        finite = np.isfinite(lows) & np.isfinite(highs)
-        if not finite.all():
-            _add(out, Finding("finite", f"input {name!r}, {_which(~finite)}: NaN or infinite "
-                              "values; expected finite numbers",
-                              samples=_indices(~finite), expected="finite",
-                              received="NaN/Inf"))
-        outside = np.zeros(n, dtype=bool)
-        if c.min_value is not None:
-            outside |= finite & (lows < c.min_value)
-        if c.max_value is not None:
-            outside |= finite & (highs > c.max_value)
-        if outside.any():
-            i = int(np.argmax(outside))
-            _add(out, Finding(
-                "range", f"input {name!r}, {_which(outside)}: values span "
-                f"[{lows[i]:.6g}, {highs[i]:.6g}] (sample {i}); expected every value in "
-                f"[{_fmt(c.min_value, '-inf')}, {_fmt(c.max_value, 'inf')}]", samples=_indices(outside),
-                expected=(c.min_value, c.max_value), received=(float(lows[i]), float(highs[i]))))
+    if dtype_kind(array) == "f" or c.min_value is not None or c.max_value is not None:
+        lows, highs = _extremes(xp, flat)
+        low, high = float(lows.min()), float(highs.max())
+        within = (math.isfinite(low) and math.isfinite(high)
+                  and (c.min_value is None or low >= c.min_value)
+                  and (c.max_value is None or high <= c.max_value))
+        if not within:  # the common clean case stops here, without per-sample masks
+            _report_extremes(name, lows.astype(np.float64), highs.astype(np.float64), c, out)
     if c.max_gradient is not None:
         jumps = _largest_jump(xp, array, n)
         steep = jumps > c.max_gradient
@@ -186,6 +179,28 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
                 f"{density.min():.3g} of values are non-zero; expected at least "
                 f"{c.min_sparsity} (min_sparsity)", samples=_indices(sparse),
                 expected=c.min_sparsity, received=float(density.min())))
+
+
+def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constraints,
+                     out: Validated) -> None:
+    finite = np.isfinite(lows) & np.isfinite(highs)
+    if not finite.all():
+        _add(out, Finding("finite", f"input {name!r}, {_which(~finite)}: NaN or infinite "
+                          "values; expected finite numbers", samples=_indices(~finite),
+                          expected="finite", received="NaN/Inf"))
+    outside = np.zeros(len(lows), dtype=bool)
+    if c.min_value is not None:
+        outside |= finite & (lows < c.min_value)
+    if c.max_value is not None:
+        outside |= finite & (highs > c.max_value)
+    if outside.any():
+        i = int(np.argmax(outside))
+        _add(out, Finding(
+            "range", f"input {name!r}, {_which(outside)}: values span "
+            f"[{lows[i]:.6g}, {highs[i]:.6g}] (sample {i}); expected every value in "
+            f"[{_fmt(c.min_value, '-inf')}, {_fmt(c.max_value, 'inf')}]",
+            samples=_indices(outside), expected=(c.min_value, c.max_value),
+            received=(float(lows[i]), float(highs[i]))))
 
 
 def _largest_jump(xp: Any, array: Any, n: int) -> np.ndarray:
