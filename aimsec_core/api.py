@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
@@ -16,7 +17,7 @@ GUARD_ATTRIBUTE = "__aimsec_guard__"
 
 def guard(model: Any, *, name: str | None = None, mode: str | None = None,
           constraints: Constraints | Mapping[str, Any] | None = None,
-          sinks: list[Sink] | None = None) -> Any:
+          sinks: list[Sink] | None = None, calibration: str | Path | None = None) -> Any:
     """Wrap ``model`` so every predict call is validated, screened and recorded.
 
     Returns an object of the framework's own shape (an ``nn.Module`` for torch, a model
@@ -24,7 +25,8 @@ def guard(model: Any, *, name: str | None = None, mode: str | None = None,
 
     ``mode`` is ``"enforce"`` (refuse bad calls with :class:`SecurityViolation`) or
     ``"monitor"`` (record and pass through); default from ``AIMSEC_MODE``, else enforce.
-    ``sinks`` default to the audit log under ``SECURITY_LOG_PATH``.
+    ``sinks`` default to the audit log under ``SECURITY_LOG_PATH``. ``calibration`` is a
+    file written by ``guarded.save_calibration`` and turns adversarial-input detection on.
     """
     if getattr(model, GUARD_ATTRIBUTE, None) is not None:
         raise ConfigurationError(
@@ -32,7 +34,7 @@ def guard(model: Any, *, name: str | None = None, mode: str | None = None,
             "or configure the existing guard")
     adapter = adapter_for(model)
     return adapter.wrap(Guard(model, adapter, name=name, mode=mode, constraints=constraints,
-                              sinks=sinks))
+                              sinks=sinks, calibration=calibration))
 
 
 def guard_of(guarded: Any) -> Guard:

@@ -90,3 +90,19 @@ def content_hash(arrays: Sequence[Any], device_digest: Any = None) -> str:
                 remote = hashlib.blake2b(np.ascontiguousarray(to_host(array)).data).hexdigest()
             digest.update(remote.encode())
     return digest.hexdigest()
+
+
+def largest_jump(array: Any, n: int) -> np.ndarray:
+    """Per sample, the largest absolute difference between neighbours along any axis."""
+    xp = namespace(array)
+    sample = xp.reshape(array, (n, -1)) if array.ndim <= 1 else array
+    sample = xp.astype(sample, xp.float64) if dtype_kind(sample) != "f" else sample
+    largest = np.zeros(n)
+    for axis in range(1, sample.ndim):
+        if sample.shape[axis] < 2:
+            continue
+        lead = (slice(None),) * axis
+        ahead, behind = sample[lead + (slice(1, None),)], sample[lead + (slice(None, -1),)]
+        diffs = xp.reshape(xp.abs(ahead - behind), (n, -1))
+        largest = np.maximum(largest, to_host(xp.max(diffs, axis=1)))
+    return largest

@@ -1,29 +1,38 @@
 """The one pipeline every guarded call goes through, whatever the framework.
 
-``Guard.call`` validates the inputs, decides, calls the real model only when allowed, and
-hands the outcome to the sinks. Adapters build the framework-shaped object around it and
-pass in a ``predict`` callable that runs the original model on the original arguments, so a
-valid call returns exactly what the unguarded model returns.
+``Guard.call`` validates the inputs, runs the calibrated detectors, decides, calls the real
+model only when allowed, and hands the outcome to the sinks. Adapters build the
+framework-shaped object around it and pass in a ``predict`` callable that runs the
+original model on the original arguments, so a valid call returns exactly what the
+unguarded model returns.
 """
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from .adapter import Adapter
-from .arrays import content_hash, dtype_name
+from .arrays import content_hash, dtype_name, to_host
 from .config import resolve_mode
 from .context import current_client
-from .errors import ERROR_FOR_CHECK, AdversarialInputError, SecurityViolation
+from .detection import DetectorSuite, Probe, select_detectors, softmax_if_needed
+from .detection.calibration import Calibration, calibrate
+from .errors import (ERROR_FOR_CHECK, AdversarialInputError, CalibrationError,
+                     SecurityViolation)
 from .signature import Constraints, InputSpec, merge_specs
 from .sinks import CallRecord, Sink, deliver
 from .validation import Validated, validate
 from .verdict import Finding, Verdict
 
 T = TypeVar("T")
+_NOT_YET = object()
 
 
 class Guard:
@@ -31,7 +40,8 @@ class Guard:
 
     def __init__(self, model: Any, adapter: Adapter, *, name: str | None = None,
                  mode: str | None = None, constraints: Constraints | Mapping[str, Any] | None = None,
-                 sinks: list[Sink] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 sinks: list[Sink] | None = None, calibration: Calibration | str | Path | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.model = model
         self.adapter = adapter
         self.name = name or type(model).__name__
@@ -39,10 +49,15 @@ class Guard:
         self.constraints = Constraints.coerce(constraints)
         self.sinks: list[Sink] = list(sinks) if sinks is not None else _default_sinks()
         self.clock = clock
+        self.calibration: Calibration | None = None
         self._declared: list[InputSpec] | None = adapter.signature()
         self._specs: dict[tuple[str, ...], dict[str, InputSpec | None]] = {}
         self._last: contextvars.ContextVar[Verdict | None] = contextvars.ContextVar(
             f"aimsec_last_verdict_{id(self)}", default=None)
+        if calibration is not None:
+            self.use_calibration(calibration)
+
+    # -- state -------------------------------------------------------------------------
 
     @property
     def last_verdict(self) -> Verdict | None:
@@ -57,31 +72,115 @@ class Guard:
             specs = self._specs[names] = merge_specs(self._declared, self.constraints, names)
         return specs
 
+    # -- calibration -------------------------------------------------------------------
+
+    def calibrate(self, x_clean: Any, *, fpr: float = 0.05, detectors: list[Any] | None = None,
+                  image_shape: tuple[int, int] | None = None, seed: int = 0) -> Calibration:
+        """Fit the detectors on clean data and set one threshold for ``fpr``.
+
+        Half of ``x_clean`` fits the detectors, the other half sets the threshold and
+        measures the false-positive rate achieved (``Calibration.achieved_fpr``).
+        """
+        name = self._declared[0].name if self._declared else "input"
+        validated = validate({name: x_clean}, self.adapter, self.specs_for((name,)),
+                             self.constraints)
+        if validated.findings:
+            raise CalibrationError(
+                "calibration data must be clean and valid: "
+                + "; ".join(f.reason for f in validated.findings[:3]))
+        x = np.asarray(to_host(validated.arrays[name]))
+        suite = DetectorSuite(select_detectors(detectors, self.adapter.capabilities,
+                                               image_shape))
+        bounds = (self.constraints.min_value, self.constraints.max_value)
+        value_range = bounds if None not in bounds else None
+        self.calibration = calibrate(self.adapter, suite, x, fpr=fpr, model=self.name,
+                                     seed=seed, value_range=value_range)
+        return self.calibration
+
+    def use_calibration(self, calibration: Calibration | str | Path) -> None:
+        if not isinstance(calibration, Calibration):
+            calibration = Calibration.load(calibration)
+        for detector in calibration.suite.detectors:
+            if detector.needs_gradient and not self.adapter.capabilities.gradients:
+                raise CalibrationError(
+                    f"the calibration uses detector {detector.name!r}, which needs "
+                    f"gradients; the {self.adapter.framework} adapter has none")
+        self.calibration = calibration
+
+    # -- the pipeline ------------------------------------------------------------------
+
     def screen(self, inputs: Mapping[str, Any]) -> tuple[Validated, Verdict]:
         """Validate ``inputs`` (name -> raw value) and build the verdict; call no model."""
         validated = validate(inputs, self.adapter, self.specs_for(tuple(inputs)), self.constraints)
         return validated, self._verdict(validated)
 
-    def call(self, inputs: Mapping[str, Any], predict: Callable[[], T]) -> T:
-        """Screen ``inputs``; if allowed, return ``predict()``; record the outcome either way."""
+    def call(self, inputs: Mapping[str, Any], predict: Callable[[], T],
+             forward: Callable[[Any], T] | None = None) -> T:
+        """Screen ``inputs``; if allowed, return the model's output; record either way.
+
+        ``forward(x)`` runs the same call on a replacement input; adapters with autograd
+        pass it so gradient analysis and the prediction share one forward pass.
+        """
         start = time.perf_counter()
         validated, verdict = self.screen(inputs)
+        output: Any = _NOT_YET
+        try:
+            if verdict.allowed and self._detecting(validated):
+                output, verdict = self._detect(validated, verdict, forward)
+        except SecurityViolation:
+            raise
+        except Exception as exc:
+            self._last.set(verdict)
+            self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}")
+            raise
         self._last.set(verdict)
         if not verdict.allowed:
             error = _violation(verdict)
             self._record(verdict, "rejected", start, validated, str(error))
             raise error
-        try:
-            output = predict()
-        except Exception as exc:
-            self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}")
-            if verdict.clean:
-                raise
-            # Monitor mode let flagged input through and the model choked on it: say why
-            # in our terms, keeping the model's own error as the cause.
-            raise _violation(verdict) from exc
+        if output is _NOT_YET:
+            try:
+                output = predict()
+            except Exception as exc:
+                self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}")
+                if verdict.clean:
+                    raise
+                # Monitor mode let flagged input through and the model choked on it: say
+                # why in our terms, keeping the model's own error as the cause.
+                raise _violation(verdict) from exc
         self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated)
         return output
+
+    def _detecting(self, validated: Validated) -> bool:
+        return self.calibration is not None and len(validated.arrays) == 1
+
+    def _detect(self, validated: Validated, verdict: Verdict,
+                forward: Callable[[Any], Any] | None) -> tuple[Any, Verdict]:
+        """Run the calibrated detectors; returns the model output when it came for free."""
+        assert self.calibration is not None
+        suite = self.calibration.suite
+        native = next(iter(validated.arrays.values()))
+        x = np.asarray(to_host(native))
+        output, gradient = _NOT_YET, None
+        if suite.needs_gradient and forward is not None:
+            output, probabilities, gradient = self.adapter.forward_with_gradient(forward, native)
+        else:
+            probabilities = self.adapter.scores(x)
+            if suite.needs_gradient:
+                gradient = self.adapter.input_gradient(
+                    x, softmax_if_needed(probabilities).argmax(axis=1))
+        probe = Probe(x, softmax_if_needed(probabilities), self.adapter.scores,
+                      None if gradient is None else np.asarray(to_host(gradient)))
+        scored = suite.score(probe)
+        flags = np.asarray(verdict.flags, dtype=bool) | scored.flags
+        findings = verdict.findings
+        if scored.flags.any():
+            findings += (_detection_finding(scored, suite),)
+        scores = {"suspicion": tuple(scored.combined.tolist()),
+                  **{k: tuple(v.tolist()) for k, v in scored.raw.items()}}
+        allowed = self.mode == "monitor" or not findings
+        return output, dataclasses.replace(verdict, allowed=allowed, flags=tuple(flags.tolist()),
+                                           findings=findings, scores=scores)
 
     def _verdict(self, validated: Validated) -> Verdict:
         findings = tuple(validated.findings)
@@ -105,6 +204,22 @@ class Guard:
         deliver(self.sinks, event)
 
 
+def _detection_finding(scored: Any, suite: DetectorSuite) -> Finding:
+    flagged = np.flatnonzero(scored.flags)
+    worst = int(flagged[np.argmax(scored.combined[flagged])])
+    loudest = max(scored.standardised, key=lambda name: scored.standardised[name][worst])
+    samples = ", ".join(str(i) for i in flagged[:5]) + (
+        f" and {len(flagged) - 5} more" if len(flagged) > 5 else "")
+    return Finding(
+        "adversarial",
+        f"sample{'s' if len(flagged) > 1 else ''} {samples}: suspicion "
+        f"{scored.combined[worst]:.3g} (sample {worst}, loudest detector {loudest!r}); "
+        f"expected at most {suite.threshold:.3g}, the threshold calibrated for "
+        f"{suite.fpr_target:.2%} false positives on clean data",
+        samples=tuple(int(i) for i in flagged), expected=suite.threshold,
+        received=float(scored.combined[worst]), score=float(scored.combined[worst]))
+
+
 def _violation(verdict: Verdict) -> SecurityViolation:
     """The typed error for a refused call: the first blocking finding, else the first one."""
     finding: Finding = next((f for f in verdict.findings if f.blocking), verdict.findings[0])
@@ -117,7 +232,6 @@ def _violation(verdict: Verdict) -> SecurityViolation:
         return AdversarialInputError(message, verdict)
     return error_type(message, verdict, check=finding.check, expected=finding.expected,
                       received=finding.received)
-
 
 
 def _default_sinks() -> list[Sink]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .adapter import Adapter
-from .arrays import declared_size, dtype_kind, dtype_name, namespace, to_host
+from .arrays import declared_size, dtype_kind, dtype_name, largest_jump, namespace, to_host
 from .signature import Constraints, InputSpec
 from .verdict import Finding
 
@@ -162,7 +162,7 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
         if not within:  # the common clean case stops here, without per-sample masks
             _report_extremes(name, lows.astype(np.float64), highs.astype(np.float64), c, out)
     if c.max_gradient is not None:
-        jumps = _largest_jump(xp, array, n)
+        jumps = largest_jump(array, n)
         steep = jumps > c.max_gradient
         if steep.any():
             _add(out, Finding(
@@ -201,21 +201,6 @@ def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constrai
             f"[{_fmt(c.min_value, '-inf')}, {_fmt(c.max_value, 'inf')}]",
             samples=_indices(outside), expected=(c.min_value, c.max_value),
             received=(float(lows[i]), float(highs[i]))))
-
-
-def _largest_jump(xp: Any, array: Any, n: int) -> np.ndarray:
-    """Per sample, the largest absolute difference between neighbours along any axis."""
-    sample = xp.reshape(array, (n, -1)) if array.ndim <= 1 else array
-    sample = xp.astype(sample, xp.float64) if dtype_kind(sample) != "f" else sample
-    largest = np.zeros(n)
-    for axis in range(1, sample.ndim):
-        if sample.shape[axis] < 2:
-            continue
-        lead = (slice(None),) * axis
-        ahead, behind = sample[lead + (slice(1, None),)], sample[lead + (slice(None, -1),)]
-        diffs = xp.reshape(xp.abs(ahead - behind), (n, -1))
-        largest = np.maximum(largest, to_host(xp.max(diffs, axis=1)))
-    return largest
 
 
 def _add(out: Validated, finding: Finding) -> None:

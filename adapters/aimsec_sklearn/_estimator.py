@@ -10,14 +10,14 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
 from aimsec_core.guard import Guard
-from aimsec_core.verdict import Verdict
+from aimsec_core.guarded import GuardedMixin
 
 
 def _inner_has(method: str) -> Any:
     return lambda self: hasattr(self.estimator, method)
 
 
-class GuardedEstimator(BaseEstimator):
+class GuardedEstimator(GuardedMixin, BaseEstimator):
     """Wraps a scikit-learn estimator so its predict-like calls are screened and recorded."""
 
     def __init__(self, estimator: Any, *, name: str | None = None, mode: str | None = None,
@@ -38,10 +38,6 @@ class GuardedEstimator(BaseEstimator):
                           mode=self.mode, constraints=self.constraints, sinks=self.sinks)
             self._aimsec_guard = guard
         return guard
-
-    @property
-    def last_verdict(self) -> Verdict | None:
-        return self.__aimsec_guard__.last_verdict
 
     def _screened(self, method: str, X: Any, *args: Any, **kwargs: Any) -> Any:
         return self.__aimsec_guard__.call(

@@ -1,0 +1,62 @@
+"""Adversarial-input detection: detectors, the calibrated suite, calibration files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..adapter import Capabilities
+from ..errors import ConfigurationError
+from .base import Detector, Probe, softmax_if_needed
+from .density import DensityDetector
+from .gradient import GradientNormDetector
+from .margin import MarginDetector
+from .noise import NoiseDetector
+from .squeeze import SqueezeDetector
+from .structure import JumpDetector, SparsityDetector
+from .suite import DetectorSuite, SuiteScores
+
+DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
+    GradientNormDetector, MarginDetector, DensityDetector, SqueezeDetector, NoiseDetector,
+    JumpDetector, SparsityDetector)}
+
+#: Used when ``calibrate`` is given no detector list; gradient only where autograd exists.
+DEFAULT_DETECTORS = ("gradient", "margin", "density", "squeeze")
+
+
+def build_detector(name: str, **config: Any) -> Detector:
+    try:
+        kind = DETECTORS[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown detector {name!r}; expected one of {sorted(DETECTORS)}") from None
+    return kind(**config)
+
+
+def select_detectors(names: list[str | Detector] | None, capabilities: Capabilities,
+                     image_shape: tuple[int, int] | None = None) -> list[Detector]:
+    """Detector objects for ``names`` (default: :data:`DEFAULT_DETECTORS`), leaving out the
+    gradient detector where the adapter has no autograd and refusing it when asked for."""
+    chosen = list(names) if names is not None else [
+        n for n in DEFAULT_DETECTORS if n != "gradient" or capabilities.gradients]
+    detectors = []
+    for item in chosen:
+        if isinstance(item, Detector):
+            detectors.append(item)
+            continue
+        config = {"image_shape": image_shape} if item in ("squeeze", "jump") else {}
+        detectors.append(build_detector(item, **config))
+    for detector in detectors:
+        if detector.needs_gradient and not capabilities.gradients:
+            raise ConfigurationError(
+                f"detector {detector.name!r} needs input gradients, which this model's "
+                "adapter cannot compute; choose model-agnostic detectors "
+                f"({', '.join(n for n, d in DETECTORS.items() if not d.needs_gradient)})")
+    if not detectors:
+        raise ConfigurationError("at least one detector is needed")
+    return detectors
+
+
+__all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
+           "GradientNormDetector", "JumpDetector", "MarginDetector", "NoiseDetector", "Probe",
+           "SparsityDetector", "SqueezeDetector", "SuiteScores", "build_detector",
+           "select_detectors", "softmax_if_needed"]

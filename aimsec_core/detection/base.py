@@ -1,0 +1,75 @@
+"""The detector contract, and the per-batch view of the model that detectors read."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
+    """Class scores as probabilities: rows that already sum to 1 are kept as they are."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:  # a binary decision function
+        scores = np.stack([-scores, scores], axis=1)
+    sums = scores.sum(axis=1)
+    if np.all(scores >= 0) and np.allclose(sums, 1.0, atol=1e-3):
+        return scores
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class Probe:
+    """What detectors see of one batch: the input on the host, the model's class
+    probabilities for it, its input gradient where autograd gave one, and a way to ask
+    the model about transformed copies (each such call is one extra forward pass)."""
+
+    x: np.ndarray
+    probabilities: np.ndarray
+    ask: Any  #: callable: numpy batch shaped like ``x`` -> class probabilities
+    gradient: np.ndarray | None = None
+    forward_passes: int = field(default=0)
+
+    def probabilities_of(self, x: np.ndarray) -> np.ndarray:
+        self.forward_passes += 1
+        return softmax_if_needed(self.ask(x.astype(self.x.dtype, copy=False)))
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+class Detector(ABC):
+    """One signal. ``score`` gives one number per sample; larger means more suspicious.
+
+    Thresholds are not set here: the suite standardises each detector's scores on clean
+    data and calibrates one threshold on their maximum (see ``suite.py``).
+    """
+
+    name: ClassVar[str]
+    #: Needs the input gradient (autograd adapters only).
+    needs_gradient: ClassVar[bool] = False
+    #: Extra forward passes per call, for the cost report.
+    forward_passes: ClassVar[int] = 0
+    #: Unusual in both directions (too low is as suspicious as too high).
+    two_sided: ClassVar[bool] = False
+
+    def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
+        """Learn what clean data looks like (most detectors need nothing)."""
+
+    @abstractmethod
+    def score(self, probe: Probe) -> np.ndarray: ...
+
+    def state(self) -> dict[str, Any]:
+        """Learned parameters (numbers and numpy arrays only), for the calibration file."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, for the calibration file."""
+        return {}

@@ -1,0 +1,130 @@
+"""Calibrating a detector suite on clean data, and keeping the result in a file.
+
+The file is one ``.npz`` (no pickle): the detectors' learned arrays plus a JSON document
+with the data hash, sample counts, per-detector thresholds and the false-positive rate
+achieved on the held-out clean data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..adapter import Adapter
+from ..arrays import content_hash, to_host
+from ..errors import CalibrationError
+from . import build_detector
+from .base import Detector, Probe, softmax_if_needed
+from .suite import DetectorSuite
+
+FORMAT = "aimsec-calibration/1"
+CHUNK = 512
+
+
+@dataclass
+class Calibration:
+    suite: DetectorSuite
+    value_range: tuple[float, float]
+    data_hash: str
+    fit_samples: int
+    threshold_samples: int
+    achieved_fpr: float
+    model: str
+    framework: str
+    created: str
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "model": self.model, "framework": self.framework,
+            "created": self.created, "data_hash": self.data_hash,
+            "samples": self.fit_samples + self.threshold_samples,
+            "fit_samples": self.fit_samples, "threshold_samples": self.threshold_samples,
+            "achieved_fpr": self.achieved_fpr, "value_range": list(self.value_range),
+            **self.suite.describe(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{d.name}.{key}": np.asarray(value)
+                  for d in self.suite.detectors for key, value in d.state().items()
+                  if value is not None}
+        meta = np.frombuffer(json.dumps(self.summary()).encode(), dtype=np.uint8)
+        np.savez_compressed(path, __meta__=meta, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        try:
+            with np.load(Path(path), allow_pickle=False) as stored:
+                meta = json.loads(bytes(stored["__meta__"]).decode())
+                arrays = {k: stored[k] for k in stored.files if k != "__meta__"}
+        except (OSError, ValueError, KeyError) as exc:
+            raise CalibrationError(f"cannot read calibration file {path}: {exc}") from exc
+        if meta.get("format") != FORMAT:
+            raise CalibrationError(
+                f"{path} is not an aimsec calibration (format {meta.get('format')!r}; "
+                f"expected {FORMAT!r})")
+        detectors: list[Detector] = []
+        for name, info in meta["detectors"].items():
+            config = {k: (tuple(v) if isinstance(v, list) else v)
+                      for k, v in info["config"].items()}
+            detector = build_detector(name, **config)
+            prefix = f"{name}."
+            detector.load_state({k[len(prefix):]: v for k, v in arrays.items()
+                                 if k.startswith(prefix)})
+            detectors.append(detector)
+        suite = DetectorSuite(
+            detectors, {n: i["centre"] for n, i in meta["detectors"].items()},
+            {n: i["spread"] for n, i in meta["detectors"].items()},
+            meta["threshold"], meta["fpr_target"])
+        return cls(suite, tuple(meta["value_range"]), meta["data_hash"], meta["fit_samples"],
+                   meta["threshold_samples"], meta["achieved_fpr"], meta["model"],
+                   meta["framework"], meta["created"])
+
+
+def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
+    """Ask the model about ``x`` outside the guard, in chunks."""
+    def ask(batch: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(adapter.scores(batch[i:i + CHUNK]))
+                               for i in range(0, len(batch), CHUNK)])
+
+    probabilities = softmax_if_needed(ask(x))
+    gradient = None
+    if need_gradient:
+        labels = probabilities.argmax(axis=1)
+        gradient = np.concatenate([
+            to_host(adapter.input_gradient(x[i:i + CHUNK], labels[i:i + CHUNK]))
+            for i in range(0, len(x), CHUNK)])
+    return Probe(x, probabilities, ask, gradient)
+
+
+def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: float,
+              model: str, fit_fraction: float = 0.5, seed: int = 0,
+              value_range: tuple[float, float] | None = None) -> Calibration:
+    """Fit ``suite`` on one part of clean ``x`` and set its threshold on the rest."""
+    if len(x) < 40:
+        raise CalibrationError(
+            f"calibration needs at least 40 clean samples; received {len(x)}. With n "
+            f"samples the threshold half resolves false-positive rates down to about 2/n")
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = int(len(x) * fit_fraction)
+    fit_x, threshold_x = x[order[:cut]], x[order[cut:]]
+    if fpr * len(threshold_x) < 1:
+        raise CalibrationError(
+            f"fpr={fpr} needs at least {int(np.ceil(1 / fpr / (1 - fit_fraction)))} clean "
+            f"samples to be measured; received {len(x)}")
+    if value_range is None:
+        value_range = (float(x.min()), float(x.max()))
+    suite.fit(probe_for(adapter, fit_x, suite.needs_gradient), value_range)
+    achieved = suite.set_threshold(probe_for(adapter, threshold_x, suite.needs_gradient), fpr)
+    return Calibration(suite, value_range, content_hash([x]), len(fit_x), len(threshold_x),
+                       achieved, model, adapter.framework,
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -1,0 +1,45 @@
+"""What every guarded object offers besides its framework's own methods.
+
+Adapters mix :class:`GuardedMixin` into their framework-shaped class, so the same
+``last_verdict``, ``calibrate`` and ``save_calibration`` exist on a guarded torch module,
+Keras model, scikit-learn estimator and onnxruntime session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CalibrationError
+
+if TYPE_CHECKING:
+    from .detection.calibration import Calibration
+    from .guard import Guard
+    from .verdict import Verdict
+
+
+class GuardedMixin:
+    __aimsec_guard__: Guard
+
+    @property
+    def last_verdict(self) -> Verdict | None:
+        """The verdict of the latest call from this thread or asyncio task."""
+        return self.__aimsec_guard__.last_verdict
+
+    def calibrate(self, x_clean: Any, *, fpr: float = 0.05, detectors: list[Any] | None = None,
+                  image_shape: tuple[int, int] | None = None, seed: int = 0) -> Calibration:
+        """Fit the adversarial-input detectors on clean data at a false-positive target.
+
+        ``detectors`` names them (default: gradient where autograd exists, margin,
+        density, squeeze); ``image_shape`` lets flat inputs be smoothed as images.
+        """
+        return self.__aimsec_guard__.calibrate(x_clean, fpr=fpr, detectors=detectors,
+                                               image_shape=image_shape, seed=seed)
+
+    def save_calibration(self, path: str | Path) -> Path:
+        """Write the calibration to ``path`` (``.npz``; load it with ``guard(...,
+        calibration=path)``)."""
+        calibration = self.__aimsec_guard__.calibration
+        if calibration is None:
+            raise CalibrationError("nothing to save: call calibrate(x_clean) first")
+        return calibration.save(path)
