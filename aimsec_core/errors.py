@@ -90,6 +90,11 @@ class StructuralAnomalyError(InvalidInputError):
     check = "structure"
 
 
+class UnguardedCallError(AimsecError, NotImplementedError):
+    """A framework method that would run the model without its inputs being screened;
+    ``aimsec_core.unguard(guarded)`` gives the plain model to callers who mean to."""
+
+
 class AdversarialInputError(SecurityViolation):
     """A detector scored the input above its calibrated threshold."""
 
@@ -99,6 +104,8 @@ ERROR_FOR_CHECK: dict[str, type[InvalidInputError]] = {
     "null": EmptyInputError,
     "empty": EmptyInputError,
     "format": InputFormatError,
+    "missing": InputFormatError,
+    "unknown": InputFormatError,
     "dtype": InputFormatError,
     "shape": InputFormatError,
     "size": InputTooLargeError,

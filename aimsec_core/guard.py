@@ -207,7 +207,7 @@ class Guard:
 def _detection_finding(scored: Any, suite: DetectorSuite) -> Finding:
     flagged = np.flatnonzero(scored.flags)
     worst = int(flagged[np.argmax(scored.combined[flagged])])
-    loudest = max(scored.standardised, key=lambda name: scored.standardised[name][worst])
+    loudest = max(scored.rarity, key=lambda name: scored.rarity[name][worst])
     samples = ", ".join(str(i) for i in flagged[:5]) + (
         f" and {len(flagged) - 5} more" if len(flagged) > 5 else "")
     return Finding(

@@ -7,6 +7,7 @@ and range together; the structural checks run only when configured.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,17 @@ from .verdict import Finding
 _NUMERIC_KINDS = frozenset("fiu")
 _KIND_NAMES = {"b": "bool", "c": "complex", "O": "object", "U": "str", "S": "bytes",
                "V": "void", "M": "datetime", "m": "timedelta"}
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Put in place of an input an adapter cannot hand to the model (a name missing from
+    the call, a name the model does not know): validation records ``reason`` as a
+    blocking finding of ``check`` for that input."""
+
+    reason: str
+    check: str = "format"
+    received: Any = None
 
 
 @dataclass
@@ -42,18 +54,19 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
              constraints: Constraints) -> Validated:
     out = Validated()
     for name, value in raw.items():
-        array = _coerce(name, value, adapter, constraints, out)
+        array = _coerce(name, value, adapter, specs.get(name), constraints, out)
         if array is None:
             return out
         if not _check_format(name, array, specs.get(name), out):
             return out
         out.arrays[name] = array
-    sizes = {name: _batch_size(a, specs.get(name)) for name, a in out.arrays.items()}
+    batched = _batched_inputs(out.arrays, specs)
+    sizes = {name: _batch_size(out.arrays[name], specs.get(name)) for name in batched}
     if len(set(sizes.values())) > 1:
         _block(out, "shape", f"inputs disagree on the batch size: {sizes}; expected one "
                "batch size shared by every input", expected="equal batch sizes", received=sizes)
         return out
-    out.batch_size = next(iter(sizes.values()))
+    out.batch_size = next(iter(sizes.values()), 1)
     out.flags = np.zeros(out.batch_size, dtype=bool)
     total = sum(math.prod(a.shape) for a in out.arrays.values())
     if constraints.max_size is not None and total > constraints.max_size:
@@ -61,13 +74,24 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
                           f"{constraints.max_size} (max_size)",
                           expected=constraints.max_size, received=total))
     for name, array in out.arrays.items():
-        _check_content(name, array, out.batch_size, constraints, out)
+        if name in batched:
+            _check_content(name, array, out.batch_size, constraints, out)
+        else:  # a call-level input (no batch axis): its findings concern the whole call
+            whole = Validated(flags=np.zeros(1, dtype=bool))
+            _check_content(name, array, 1, constraints, whole)
+            for finding in whole.findings:
+                _add(out, dataclasses.replace(finding, samples=()))
     return out
 
 
-def _coerce(name: str, value: Any, adapter: Adapter, constraints: Constraints,
-            out: Validated) -> Any | None:
+def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
+            constraints: Constraints, out: Validated) -> Any | None:
     """``value`` as an array, or ``None`` after recording why it cannot be one."""
+    if isinstance(value, Refused):
+        _block(out, value.check, f"input {name!r}: {value.reason}",
+               expected=spec.describe() if spec else adapter.input_types,
+               received=value.received)
+        return None
     if value is None:
         _block(out, "null", f"input {name!r} is None; expected {adapter.input_types}",
                expected=adapter.input_types, received=None)
@@ -95,6 +119,11 @@ def _coerce(name: str, value: Any, adapter: Adapter, constraints: Constraints,
                    received=f">{limit}")
             return None
     try:
+        if spec is not None and spec.strict_dtype and spec.dtype:
+            try:  # Python numbers become the declared dtype, as the framework would do
+                return np.asarray(value, dtype=spec.dtype)
+            except (ValueError, TypeError, OverflowError):
+                pass  # not numbers of that kind: convert as is and let the dtype check say so
         return np.asarray(value)
     except (ValueError, TypeError, OverflowError) as exc:
         _block(out, "format", f"input {name!r} is a ragged or non-numeric nested sequence "
@@ -111,7 +140,7 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
         return False
     kind = dtype_kind(array)
     received = dtype_name(array)
-    if kind not in _NUMERIC_KINDS:
+    if kind not in _NUMERIC_KINDS and not (spec is not None and spec.dtype == received):
         _block(out, "dtype", f"input {name!r} has dtype {received} "
                f"({_KIND_NAMES.get(kind, kind)}); expected real numbers (float or int)",
                expected=spec.dtype if spec and spec.dtype else "real numeric",
@@ -135,6 +164,16 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
                    f"{spec.describe()}.{hint}", expected=spec.describe(), received=shape)
             return False
     return True
+
+
+def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | None]
+                    ) -> list[str]:
+    """Inputs that carry the batch axis. Where some inputs declare a free first dimension,
+    inputs with a fixed one (or none at all) are per-call parameters and stay out."""
+    ranked = [name for name, a in arrays.items() if a.ndim > 0]
+    free = [name for name in ranked if (spec := specs.get(name)) is None
+            or spec.shape is None or not spec.shape or spec.shape[0] is None]
+    return free or ranked
 
 
 def _batch_size(array: Any, spec: InputSpec | None) -> int:

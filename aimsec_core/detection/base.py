@@ -37,6 +37,10 @@ class Probe:
         self.forward_passes += 1
         return softmax_if_needed(self.ask(x.astype(self.x.dtype, copy=False)))
 
+    def subset(self, index: np.ndarray) -> Probe:
+        return Probe(self.x[index], self.probabilities[index], self.ask,
+                     None if self.gradient is None else self.gradient[index])
+
     @property
     def predicted(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
@@ -56,6 +60,8 @@ class Detector(ABC):
     forward_passes: ClassVar[int] = 0
     #: Unusual in both directions (too low is as suspicious as too high).
     two_sided: ClassVar[bool] = False
+    #: ``fit`` learns from the data, so in-sample scores would flatter clean data.
+    learns: ClassVar[bool] = False
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
         """Learn what clean data looks like (most detectors need nothing)."""

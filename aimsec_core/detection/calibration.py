@@ -56,6 +56,7 @@ class Calibration:
         arrays = {f"{d.name}.{key}": np.asarray(value)
                   for d in self.suite.detectors for key, value in d.state().items()
                   if value is not None}
+        arrays.update({f"suite.{k}": v for k, v in self.suite.state().items()})
         meta = np.frombuffer(json.dumps(self.summary()).encode(), dtype=np.uint8)
         np.savez_compressed(path, __meta__=meta, **arrays)
         return path
@@ -81,10 +82,11 @@ class Calibration:
             detector.load_state({k[len(prefix):]: v for k, v in arrays.items()
                                  if k.startswith(prefix)})
             detectors.append(detector)
-        suite = DetectorSuite(
-            detectors, {n: i["centre"] for n, i in meta["detectors"].items()},
-            {n: i["spread"] for n, i in meta["detectors"].items()},
-            meta["threshold"], meta["fpr_target"])
+        suite = DetectorSuite(detectors, threshold=meta["threshold"],
+                              fpr_target=meta["fpr_target"])
+        suite.load_state({k[len("suite."):]: v for k, v in arrays.items()
+                          if k.startswith("suite.")},
+                         {n: i["tail"] for n, i in meta["detectors"].items()})
         return cls(suite, tuple(meta["value_range"]), meta["data_hash"], meta["fit_samples"],
                    meta["threshold_samples"], meta["achieved_fpr"], meta["model"],
                    meta["framework"], meta["created"])

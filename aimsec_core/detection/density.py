@@ -19,6 +19,7 @@ PROJECTED_DIM = 256
 
 class DensityDetector(Detector):
     name = "density"
+    learns = True
 
     def __init__(self, shrinkage: float = 0.01, seed: int = 0) -> None:
         self.shrinkage = shrinkage

@@ -1,14 +1,18 @@
 """Several detectors, one calibrated decision.
 
-Each detector's clean scores are standardised (median and interquartile spread on the fit
-half of the clean data); a sample's suspicion is its largest standardised score, and one
-threshold on that maximum is set at the ``1 - fpr`` quantile of the held-out half. So the
-false-positive target holds for the suite as a whole, not once per detector, and every
-detector's own threshold in raw units follows from it (recorded in the calibration).
+Detectors speak in different units and their clean scores are skewed in different ways
+(a confident model's margin is almost always tiny), so scores are compared by how rare
+they are on clean data: each detector keeps its sorted clean scores from the fit half,
+and a new score becomes ``-log10`` of the share of clean scores at least as extreme,
+extended past the largest clean score by an exponential tail so that ordering (and so
+ROC-AUC) is kept. A sample's suspicion is the largest of these; one threshold on it, set
+at the ``1 - fpr`` quantile of the held-out half, makes the false-positive target hold for
+the suite as a whole.
 """
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,18 +26,46 @@ from .base import Detector, Probe
 class SuiteScores:
     """Per-sample results of one screened batch."""
 
-    combined: np.ndarray  #: the largest standardised score per sample
-    standardised: dict[str, np.ndarray]
+    combined: np.ndarray  #: the suspicion: largest rarity over the detectors
+    rarity: dict[str, np.ndarray]
     raw: dict[str, np.ndarray]
     flags: np.ndarray
-    forward_passes: int = 0
+
+
+@dataclass
+class CleanReference:
+    """One detector's clean scores, sorted, and the scale of their upper tail."""
+
+    scores: np.ndarray
+    tail: float
+
+    @classmethod
+    def of(cls, scores: np.ndarray) -> CleanReference:
+        ordered = np.sort(np.asarray(scores, dtype=np.float64))
+        top = ordered[int(len(ordered) * 0.9):]
+        tail = float(np.mean(top - top[0])) if len(top) > 1 else 0.0
+        if not tail > 0:
+            tail = float(np.std(ordered)) or 1e-9
+        return cls(ordered, tail)
+
+    def upper_rarity(self, s: np.ndarray) -> np.ndarray:
+        """``-log10`` of the share of clean scores >= ``s`` (with one pseudo-count)."""
+        n = len(self.scores)
+        at_least = n - np.searchsorted(self.scores, s, side="left")
+        log_p = np.log10((at_least + 1) / (n + 1))
+        beyond = s > self.scores[-1]
+        log_p = np.where(beyond, -np.log10(n + 1) - (s - self.scores[-1]) / self.tail
+                         / np.log(10), log_p)
+        return -log_p
+
+    def lower_rarity(self, s: np.ndarray) -> np.ndarray:
+        return CleanReference(-self.scores[::-1], self.tail).upper_rarity(-s)
 
 
 @dataclass
 class DetectorSuite:
     detectors: list[Detector]
-    centre: dict[str, float] = field(default_factory=dict)
-    spread: dict[str, float] = field(default_factory=dict)
+    references: dict[str, CleanReference] = field(default_factory=dict)
     threshold: float | None = None
     fpr_target: float | None = None
 
@@ -41,58 +73,81 @@ class DetectorSuite:
     def needs_gradient(self) -> bool:
         return any(d.needs_gradient for d in self.detectors)
 
-    @property
-    def calibrated(self) -> bool:
-        return self.threshold is not None
+    def fit(self, probe: Probe, value_range: tuple[float, float], folds: int = 5) -> None:
+        """Fit every detector on clean data and keep its clean scores as reference.
 
-    def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
-        """Fit every detector on clean data, then learn how its clean scores spread."""
+        A detector that learns from the data is scored out of sample (each fold by a copy
+        fitted on the other folds): scored on its own training data it would look cleaner
+        than new clean data does, and the false-positive rate would overshoot.
+        """
+        fold_of = np.arange(len(probe.x)) % folds
         for detector in self.detectors:
-            detector.fit(probe, value_range)
-        for detector in self.detectors:
-            scores = detector.score(probe)
-            low, median, high = np.percentile(scores, [25, 50, 75])
-            spread = (high - low) / 1.349  # the standard deviation, were scores Gaussian
-            if not spread > 0:
-                spread = float(np.std(scores)) or 1e-6
-            self.centre[detector.name] = float(median)
-            self.spread[detector.name] = float(spread)
+            if detector.learns:
+                scores = np.empty(len(probe.x))
+                for k in range(folds):
+                    held_out = fold_of == k
+                    copy = deepcopy(detector)
+                    copy.fit(probe.subset(~held_out), value_range)
+                    scores[held_out] = copy.score(probe.subset(held_out))
+                detector.fit(probe, value_range)
+            else:
+                detector.fit(probe, value_range)
+                scores = detector.score(probe)
+            self.references[detector.name] = CleanReference.of(scores)
 
     def set_threshold(self, probe: Probe, fpr: float) -> float:
         """Threshold at the ``1 - fpr`` quantile of held-out clean data; returns the
         false-positive rate achieved on that data."""
         if not 0 < fpr < 1:
             raise CalibrationError(f"fpr must be in (0, 1); received {fpr}")
-        combined = self.score(probe, flag=False).combined
+        combined = self.score(probe).combined
         self.threshold = float(np.quantile(combined, 1 - fpr, method="higher"))
         self.fpr_target = fpr
         return float(np.mean(combined > self.threshold))
 
-    def score(self, probe: Probe, *, flag: bool = True) -> SuiteScores:
-        raw, standardised = {}, {}
-        for detector in self.detectors:
-            scores = np.asarray(detector.score(probe), dtype=np.float64)
-            z = (scores - self.centre[detector.name]) / self.spread[detector.name]
-            raw[detector.name] = scores
-            standardised[detector.name] = np.abs(z) if detector.two_sided else z
-        combined = np.max(np.stack(list(standardised.values())), axis=0)
-        combined = np.where(np.isnan(combined), np.inf, combined)  # NaN scores are suspect
-        flags = (combined > self.threshold) if flag and self.threshold is not None else (
-            np.zeros(len(combined), dtype=bool))
-        return SuiteScores(combined, standardised, raw, flags, probe.forward_passes)
+    def rarity(self, detector: Detector, scores: np.ndarray) -> np.ndarray:
+        reference = self.references[detector.name]
+        upper = reference.upper_rarity(scores)
+        if detector.two_sided:  # either tail, doubled p-value
+            upper = np.maximum(upper, reference.lower_rarity(scores)) - np.log10(2)
+        return np.where(np.isnan(scores), np.inf, upper)  # a NaN score is suspect
 
-    def raw_thresholds(self) -> dict[str, float]:
-        """Each detector's threshold in its own units (upper one for two-sided ones)."""
-        if self.threshold is None:
-            return {}
-        return {name: self.centre[name] + self.threshold * self.spread[name]
-                for name in self.centre}
+    def score(self, probe: Probe) -> SuiteScores:
+        raw, rarity = {}, {}
+        for detector in self.detectors:
+            raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
+            rarity[detector.name] = self.rarity(detector, raw[detector.name])
+        combined = np.max(np.stack(list(rarity.values())), axis=0)
+        flags = combined > self.threshold if self.threshold is not None else (
+            np.zeros(len(combined), dtype=bool))
+        return SuiteScores(combined, rarity, raw, flags)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"{name}.clean_scores": ref.scores for name, ref in self.references.items()}
+
+    def load_state(self, arrays: dict[str, np.ndarray], tails: dict[str, float]) -> None:
+        for name, tail in tails.items():
+            self.references[name] = CleanReference(np.asarray(arrays[f"{name}.clean_scores"]),
+                                                   tail)
 
     def describe(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "fpr_target": self.fpr_target,
-                "detectors": {d.name: {"centre": self.centre.get(d.name),
-                                       "spread": self.spread.get(d.name),
-                                       "raw_threshold": self.raw_thresholds().get(d.name),
+                "detectors": {d.name: {"tail": self.references[d.name].tail
+                                       if d.name in self.references else None,
+                                       "raw_threshold": self.raw_threshold(d),
                                        "two_sided": d.two_sided,
                                        "config": d.config()}
                               for d in self.detectors}}
+
+    def raw_threshold(self, detector: Detector) -> float | None:
+        """The score above which this detector alone flags a sample, in its own units."""
+        reference = self.references.get(detector.name)
+        if reference is None or self.threshold is None:
+            return None
+        candidates = np.unique(reference.scores)
+        above = candidates[self.rarity(detector, candidates) > self.threshold]
+        if len(above):
+            return float(above.min())
+        n = len(reference.scores)  # past the largest clean score: invert the tail
+        excess = (self.threshold - np.log10(n + 1)) * np.log(10) * reference.tail
+        return float(reference.scores[-1] + max(excess, 0.0))

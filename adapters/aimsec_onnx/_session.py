@@ -1,0 +1,143 @@
+"""The guarded ``InferenceSession`` (imports numpy and onnxruntime, so loaded on demand)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
+from typing import Any, TypeVar
+
+import numpy as np
+import onnxruntime
+
+from aimsec_core.arrays import declared_size
+from aimsec_core.errors import InputFormatError
+from aimsec_core.guard import Guard
+from aimsec_core.guarded import GuardedMixin
+
+from aimsec_core.errors import UnguardedCallError
+from aimsec_core.validation import Refused
+
+T = TypeVar("T")
+
+
+class GuardedSession(GuardedMixin):
+    """Screens and records every run of an ``InferenceSession``; passes the rest through.
+
+    ``isinstance(guarded, onnxruntime.InferenceSession)`` holds, so serving code that
+    checks the type keeps working; ``type(guarded)`` still tells the two apart.
+    """
+
+    def __init__(self, guard: Guard) -> None:
+        self.__aimsec_guard__ = guard
+        self._session = session = guard.model
+        # element type per declared input, for feeds given as nested lists
+        self._inputs = {spec.name: spec.dtype for spec in guard.adapter.signature() or ()}
+        self._constants = frozenset(arg.name for arg in session.get_overridable_initializers())
+        self._outputs = [arg.name for arg in session.get_outputs()]
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # what isinstance() consults after type()
+        return type(self._session)
+
+    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
+            run_options: Any = None) -> list[Any]:
+        """``InferenceSession.run``, screened."""
+        self._check_outputs(output_names)
+        return self._call(input_feed, lambda: self._session.run(
+            output_names, input_feed, run_options))
+
+    def run_with_ort_values(self, output_names: Sequence[str] | None,
+                            input_dict_ort_values: Mapping[str, Any],
+                            run_options: Any = None) -> Any:
+        """``InferenceSession.run_with_ort_values``, screened (CPU ``OrtValue`` inputs)."""
+        self._check_outputs(output_names)
+        return self._call(input_dict_ort_values, lambda: self._session.run_with_ort_values(
+            output_names, input_dict_ort_values, run_options), ort_values=True)
+
+    def run_async(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
+                  callback: Callable[..., Any], user_data: Any,
+                  run_options: Any = None) -> Any:
+        """``InferenceSession.run_async``, screened before it is scheduled: a refused feed
+        raises here and ``callback`` is never called. The recorded latency covers the
+        screening and the scheduling, not the inference."""
+        self._check_outputs(output_names)
+        return self._call(input_feed, lambda: self._session.run_async(
+            output_names, input_feed, callback, user_data, run_options))
+
+    def run_with_iobinding(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._unguarded("run_with_iobinding")
+
+    def run_with_ortvaluevector(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._unguarded("run_with_ortvaluevector")
+
+    def _call(self, feed: Any, predict: Callable[[], T], *, ort_values: bool = False) -> T:
+        return self.__aimsec_guard__.call(self._screened(feed, ort_values), predict)
+
+    def _screened(self, feed: Any, ort_values: bool) -> dict[Any, Any]:
+        """The feed as the core screens it: every declared input by name, a refusal in
+        place of a missing one, then the first unknown name (the core reports the first
+        refusal, and a feed built from client data may hold any number of keys)."""
+        declared = list(self._inputs)
+        if not isinstance(feed, Mapping):  # onnxruntime reads the feed through .keys()
+            return {declared[0]: Refused(
+                f"input_feed is a {type(feed).__name__}; expected a dict mapping input "
+                f"names {declared} to arrays", received=type(feed).__name__)}
+        screened: dict[Any, Any] = {}
+        for name in self._inputs:
+            if name not in feed:
+                held = list(islice(feed, 10)) + (["..."] if len(feed) > 10 else [])
+                screened[name] = Refused(
+                    f"missing from input_feed (which holds {held}); expected every input "
+                    f"the model declares: {declared}", check="missing", received=held)
+            elif ort_values and not isinstance(feed[name], onnxruntime.OrtValue):
+                screened[name] = Refused(
+                    f"run_with_ort_values takes onnxruntime.OrtValue values; received a "
+                    f"{type(feed[name]).__name__} (use run() for numpy arrays)",
+                    received=type(feed[name]).__name__)
+            else:
+                screened[name] = feed[name]
+        if len(feed) > len(screened):  # names beyond the declared inputs
+            unknown = next((name for name in feed if name not in self._inputs
+                            and name not in self._constants), None)
+            if unknown is not None:
+                screened[unknown] = Refused(
+                    f"no input of the model has this name; expected one of {declared}",
+                    check="unknown", received=unknown)
+        return screened
+
+    def _check_outputs(self, output_names: Any) -> None:
+        # The serving code's argument, not the client's input: refused before screening.
+        if output_names is None:
+            return
+        model = self.__aimsec_guard__.name
+        if isinstance(output_names, (str, bytes)) or not isinstance(output_names, Sequence):
+            raise InputFormatError(
+                f"{model}: output_names is a {type(output_names).__name__}; expected a list "
+                f"of output names from {self._outputs}, or None for all of them",
+                expected="list of output names", received=type(output_names).__name__)
+        unknown = [n for n in output_names if not isinstance(n, str) or n not in self._outputs]
+        if unknown:
+            raise InputFormatError(
+                f"{model}: unknown output name(s) {unknown}; the model's outputs are "
+                f"{self._outputs}", expected=self._outputs, received=unknown)
+
+    def _unguarded(self, method: str) -> UnguardedCallError:
+        return UnguardedCallError(
+            f"{method} runs the model on inputs aimsec cannot screen, so the guarded session "
+            "refuses it; use run() or run_with_ort_values(), or call it on "
+            "aimsec_core.unguard(session) to bypass the guard knowingly")
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for what this class lacks: the session's own API and attributes.
+        session = self.__dict__.get("_session")
+        if session is None:
+            raise AttributeError(name)
+        return getattr(session, name)
+
+    def __dir__(self) -> list[str]:
+        # object.__dir__ would list the session's class (see __class__), not this one.
+        return sorted({*dir(type(self)), *self.__dict__, *dir(self._session)})
+
+    def __repr__(self) -> str:
+        guard = self.__aimsec_guard__
+        return f"<guarded {type(self._session).__name__} {guard.name!r} ({guard.mode})>"
