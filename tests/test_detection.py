@@ -1,0 +1,146 @@
+"""Detectors and their calibration on hand-checkable data (framework-free where possible)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import CalibrationError, ConfigurationError
+from aimsec_core.adapter import Capabilities
+from aimsec_core.detection import (DensityDetector, DetectorSuite, MarginDetector, Probe,
+                                   select_detectors, softmax_if_needed)
+from aimsec_core.detection.calibration import Calibration
+from aimsec_core.detection.squeeze import median_smooth, reduce_bit_depth
+from aimsec_core.detection.suite import CleanReference
+
+
+def _probe(x, probabilities=None):
+    if probabilities is None:
+        probabilities = np.full((len(x), 2), 0.5)
+    return Probe(np.asarray(x, dtype=np.float64), np.asarray(probabilities), ask=None)
+
+
+def test_margin_is_one_minus_the_gap_between_the_top_two_classes():
+    probe = _probe(np.zeros((2, 1)), [[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
+    np.testing.assert_allclose(MarginDetector().score(probe), [0.5, 0.95])
+
+
+def test_softmax_is_applied_only_to_scores_that_are_not_probabilities():
+    probabilities = np.array([[0.25, 0.75]])
+    assert softmax_if_needed(probabilities) is not None
+    np.testing.assert_allclose(softmax_if_needed(probabilities), probabilities)
+    np.testing.assert_allclose(softmax_if_needed(np.array([[0.0, np.log(3)]])), probabilities)
+
+
+def test_bit_depth_reduction_and_median_smoothing_by_hand():
+    np.testing.assert_allclose(reduce_bit_depth(np.array([0.1, 0.2, 0.9]), 1, 0.0, 1.0),
+                               [0.0, 0.0, 1.0])
+    image = np.zeros((1, 1, 3, 3))
+    image[0, 0, 1, 1] = 1.0  # a lone bright pixel: every 2x2 window's median is 0
+    assert median_smooth(image, 2).max() == 0.0
+    image[0, 0, 1, 2] = 1.0  # two side by side: the windows holding both give (1+0)/2
+    assert median_smooth(image, 2).max() == 0.5
+    assert median_smooth(np.ones((1, 3, 3)), 2).min() == 1.0
+
+
+def test_density_scores_points_off_the_clean_data_higher():
+    rng = np.random.default_rng(0)
+    clean = rng.normal(0, 1, (400, 3)) * [1.0, 1.0, 0.01]  # third axis barely varies
+    probabilities = np.tile([1.0, 0.0], (400, 1))
+    detector = DensityDetector()
+    detector.fit(_probe(clean, probabilities), (-5, 5))
+    on, off = np.zeros((1, 3)), np.array([[0.0, 0.0, 0.5]])
+    near = detector.score(_probe(on, [[1.0, 0.0]]))
+    far = detector.score(_probe(off, [[1.0, 0.0]]))
+    assert far[0] > near[0] + 3  # 0.5 along a direction of spread 0.01 is very far
+
+
+def test_rarity_is_the_share_of_clean_scores_at_least_as_high():
+    reference = CleanReference.of(np.arange(99.0))  # 0 .. 98
+    # 10 of 99 clean scores are >= 89: p = (10 + 1) / 100
+    assert reference.upper_rarity(np.array([89.0]))[0] == pytest.approx(-np.log10(0.11))
+    beyond = reference.upper_rarity(np.array([98.0, 120.0, 200.0]))
+    assert beyond[0] < beyond[1] < beyond[2]  # past the clean maximum, order is kept
+
+
+def test_calibration_hits_its_false_positive_target_on_new_clean_data():
+    rng = np.random.default_rng(1)
+
+    def probe(n):
+        return _probe(np.zeros((n, 1)), rng.dirichlet([1.0, 1.0, 1.0], n))
+
+    suite = DetectorSuite([MarginDetector()])
+    suite.fit(probe(2000), (0.0, 1.0))
+    achieved = suite.set_threshold(probe(2000), fpr=0.05)
+    measured = suite.score(probe(20000)).flags.mean()
+    assert achieved <= 0.05
+    assert abs(measured - 0.05) < 0.02  # within sampling error of a 2,000-sample threshold
+
+
+def test_select_detectors_refuses_gradients_without_autograd():
+    with pytest.raises(ConfigurationError, match="needs input gradients"):
+        select_detectors(["gradient"], Capabilities())
+    names = [d.name for d in select_detectors(None, Capabilities())]
+    assert "gradient" not in names and "margin" in names
+    with pytest.raises(ConfigurationError, match="unknown detector"):
+        select_detectors(["nonsense"], Capabilities())
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.cases import digits
+
+    x, y = digits()
+    return LogisticRegression(max_iter=1000).fit(x[:900], y[:900]), x, y
+
+
+def test_calibration_file_round_trip_gives_the_same_scores(digits_model, tmp_path, sink):
+    model, x, _ = digits_model
+    guarded = aimsec_core.guard(model, sinks=[sink], mode="monitor",
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    calibration = guarded.calibrate(x[900:1400], fpr=0.05, image_shape=(8, 8))
+    path = guarded.save_calibration(tmp_path / "calibration")
+    assert path.suffix == ".npz"
+    loaded = Calibration.load(path)
+    assert loaded.data_hash == calibration.data_hash and loaded.fit_samples == 250
+    assert loaded.summary()["detectors"].keys() == calibration.summary()["detectors"].keys()
+    again = aimsec_core.guard(model, sinks=[sink], mode="monitor", calibration=path)
+    guarded.predict(x[1400:1450])
+    again.predict(x[1400:1450])
+    assert guarded.last_verdict.scores == again.last_verdict.scores
+    assert set(guarded.last_verdict.scores) >= {"suspicion", "margin", "density"}
+
+
+def test_calibration_refuses_bad_data(digits_model, sink):
+    model, x, _ = digits_model
+    guarded = aimsec_core.guard(model, sinks=[sink], constraints={"max_value": 1.0})
+    with pytest.raises(CalibrationError, match="clean and valid"):
+        guarded.calibrate(x[:100] * 2)
+    with pytest.raises(CalibrationError, match="at least 40"):
+        guarded.calibrate(x[:10])
+    with pytest.raises(CalibrationError, match="nothing to save"):
+        guarded.save_calibration("never.npz")
+
+
+def test_a_corrupt_calibration_file_is_a_calibration_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(CalibrationError, match="cannot read"):
+        Calibration.load(bad)
+
+
+def test_enforce_mode_refuses_inputs_the_detectors_flag(digits_model, sink):
+    model, x, _ = digits_model
+    guarded = aimsec_core.guard(model, sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    guarded.calibrate(x[900:1400], fpr=0.05)
+    noisy = np.clip(x[1400:1410] + np.random.default_rng(0).choice([-0.3, 0.3], (10, 64)),
+                    0, 1)  # an FGSM-like perturbation of every pixel
+    with pytest.raises(aimsec_core.AdversarialInputError) as caught:
+        guarded.predict(noisy)
+    verdict = caught.value.verdict
+    assert "adversarial" in verdict.checks and sum(verdict.flags) >= 8
+    assert sink.outcomes[-1] == "rejected"
