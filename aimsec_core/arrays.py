@@ -29,8 +29,16 @@ def to_host(array: Any) -> np.ndarray:
     if isinstance(array, np.ndarray):
         return array
     if array_api_compat.is_torch_array(array):  # torch reports a device object, not "cpu"
-        return array.detach().cpu().numpy()
+        host = array.detach().cpu()
+        if not numpy_has_dtype(host.dtype):
+            host = host.float()  # summaries of bfloat16 / float8 values, widened
+        return host.numpy()
     return np.asarray(array_api_compat.to_device(array, "cpu"))
+
+
+def numpy_has_dtype(dtype: Any) -> bool:
+    """Whether numpy has this dtype (it lacks bfloat16 and the float8 kinds)."""
+    return "bfloat16" not in str(dtype) and "float8" not in str(dtype)
 
 
 def on_host(array: Any) -> bool:
@@ -82,9 +90,9 @@ def content_hash(arrays: Sequence[Any], device_digest: Any = None) -> str:
         digest.update(f"{dtype_name(array)}{tuple(array.shape)}|".encode())
         if isinstance(array, np.ndarray):
             digest.update(np.ascontiguousarray(array).data)
-        elif on_host(array):
+        elif on_host(array) and numpy_has_dtype(array.dtype):
             digest.update(np.ascontiguousarray(np.from_dlpack(array)).data)
-        else:
+        else:  # on an accelerator, or of a dtype numpy lacks: digest where it lives
             remote = device_digest(array) if device_digest is not None else None
             if remote is None:
                 remote = hashlib.blake2b(np.ascontiguousarray(to_host(array)).data).hexdigest()

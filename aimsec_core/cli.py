@@ -16,11 +16,47 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
                       help="only this framework (repeatable); default: every installed one")
     demo.add_argument("--seed", type=int, default=0)
+    evaluate = commands.add_parser(
+        "evaluate", help="measure adversarial-input detection against IBM ART attacks")
+    evaluate.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
+                          help="only this framework (repeatable); default: every installed one")
+    evaluate.add_argument("--fpr", type=float, default=0.05,
+                          help="false-positive rate the threshold is calibrated for")
+    evaluate.add_argument("--detector", action="append",
+                          help="detector to use (repeatable); default: the standard set")
+    evaluate.add_argument("--quick", action="store_true", help="one epsilon, no CW/DeepFool")
+    evaluate.add_argument("--out", default="evaluation.json", help="where the JSON goes")
+    evaluate.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from . import demo as demo_job
 
         demo_job.run(calls=args.calls, frameworks=args.framework, seed=args.seed)
+    elif args.command == "evaluate":
+        return _evaluate(args)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from . import evaluation
+
+    console = Console()
+    try:
+        import art  # noqa: F401  (the attacks come from an independent library)
+    except ImportError:
+        console.print("aimsec evaluate needs IBM ART: pip install 'aimsec[eval]'")
+        return 2
+    rows = evaluation.evaluate(
+        args.framework, fpr=args.fpr, quick=args.quick, seed=args.seed,
+        detectors=args.detector,
+        progress=lambda r: console.print(f"  {r.framework:8s} {r.attack:18s} "
+                                         f"done in {r.seconds:.1f}s"))
+    console.print(evaluation.table(rows, args.fpr))
+    path = evaluation.write_json(rows, args.out, fpr=args.fpr, seed=args.seed,
+                                 detectors=args.detector or "default")
+    console.print(f"table written to {path}")
     return 0
 
 

@@ -21,22 +21,29 @@ _REQUIRES = {"sklearn": ("sklearn",), "torch": ("torch",), "keras": ("keras",),
 
 @dataclass(frozen=True)
 class DigitsSplit:
+    """Training data for the model, clean data to calibrate detectors on (never seen in
+    training), and test data seen by neither."""
+
     x_train: np.ndarray
     y_train: np.ndarray
+    x_calibration: np.ndarray
+    y_calibration: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
 
 
 def load(seed: int = 0) -> DigitsSplit:
-    """Digits as float32 (n, 64) in [0, 1] (multiples of 1/16), split 70/30, stratified."""
+    """Digits as float32 (n, 64) in [0, 1] (multiples of 1/16), split 50/25/25, stratified."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        (x / 16.0).astype(np.float32), y.astype(np.int64), test_size=0.3, stratify=y,
-        random_state=seed)
-    return DigitsSplit(x_tr, y_tr, x_te, y_te)
+    x, y = (x / 16.0).astype(np.float32), y.astype(np.int64)
+    x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, test_size=0.5, stratify=y,
+                                                  random_state=seed)
+    x_cal, x_te, y_cal, y_te = train_test_split(x_rest, y_rest, test_size=0.5,
+                                                stratify=y_rest, random_state=seed)
+    return DigitsSplit(x_tr, y_tr, x_cal, y_cal, x_te, y_te)
 
 
 def available() -> list[str]:

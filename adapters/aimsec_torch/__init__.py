@@ -1,1 +1,262 @@
-"""Placeholder: adapter under construction."""
+"""PyTorch adapter: a guarded model is still an ``nn.Module``.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import aimsec_core
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    >>> guarded = aimsec_core.guard(model, name="digits-torch", sinks=[],
+    ...                             constraints={"min_value": 0, "max_value": 1})
+    >>> isinstance(guarded, nn.Module)
+    True
+    >>> x = torch.rand(4, 1, 8, 8)
+    >>> with torch.no_grad():
+    ...     bool(torch.equal(guarded(x), model(x)))
+    True
+    >>> guarded(x.double())  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    aimsec_core.errors.InputFormatError: digits-torch: input 'input' has dtype float64; ...
+
+``forward`` is guarded: the first positional argument (else the first tensor keyword
+argument) is screened and must be a tensor, then the original module runs on the original
+arguments, so its hooks fire once and a valid call returns exactly what the plain model
+returns. With calibrated detectors, the gradient detector reuses that one forward pass. The guarded
+module shares the original's parameters, buffers and submodules (same objects, same
+``state_dict`` keys), so optimisers, checkpoints, ``.to(device)``, ``.double()``,
+``.train()``/``.eval()``, ``torch.no_grad()`` and ``torch.inference_mode()`` work unchanged.
+Other methods of the original (a custom ``predict``) are reachable but not guarded.
+
+The input's dtype is declared from the model's first floating-point parameter and checked
+on every call (so ``.double()`` after guarding is seen); its shape is not declared, so pass
+``constraints={"sample_shape": (1, 28, 28)}`` to have wrong shapes refused by the guard.
+Tensors are screened where they live: a CUDA input is never copied to the host.
+
+This module never imports torch at import time: installed adapters are loaded whenever
+any model is guarded, and guarding a scikit-learn model must not load torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from aimsec_core.adapter import Adapter, Capabilities
+from aimsec_core.arrays import numpy_has_dtype
+from aimsec_core.signature import InputSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from aimsec_core.guard import Guard
+
+__all__ = ["TorchAdapter"]
+
+
+class TorchAdapter(Adapter):
+    framework = "torch"
+    input_types = "a torch.Tensor"
+    capabilities = Capabilities(gradients=True, probabilities=True, device_arrays=True,
+                                signature=True, host_sequences=False)
+    static_signature = False  # model.double() after guarding changes the declared dtype
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(model, torch.nn.Module):
+            return False
+        kind = type(model)
+        # Keras 3 layers are nn.Modules on its torch backend: the Keras adapter guards those.
+        return not hasattr(kind, "__aimsec_guard__") and not any(
+            c.__module__.partition(".")[0] == "keras" for c in kind.__mro__)
+
+    def signature(self) -> list[InputSpec] | None:
+        """The dtype of the first floating-point parameter, strictly (torch does not cast)."""
+        torch = sys.modules["torch"]
+        for module in self.model.modules():
+            for param in module._parameters.values():
+                if param is not None and param.dtype.is_floating_point:
+                    if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+                        return None  # the input is integer indices, not float features
+                    return [InputSpec("input", _dtype_name(param.dtype), None,
+                                      strict_dtype=True)]
+        return None
+
+    def native(self, value: Any) -> Any | None:
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(value, torch.Tensor):
+            return None
+        if value.layout is not torch.strided or value.is_nested:
+            raise TypeError(f"a {value.layout} tensor is not supported; expected a dense "
+                            "(strided) tensor. Convert it first (x.to_dense())")
+        if value.is_quantized:
+            raise TypeError("a quantized tensor is not supported; expected a float or "
+                            "integer tensor. Convert it first (x.dequantize())")
+        if value.device.type == "meta":
+            raise TypeError("a meta tensor holds no values; expected a tensor with data")
+        return value.detach()  # same storage, same device; reductions build no graph
+
+    def device_digest(self, array: Any) -> str | None:
+        if array.device.type == "cpu" and numpy_has_dtype(array.dtype):
+            return None  # the core hashes host bytes itself
+        from ._digest import device_digest
+
+        return device_digest(array)
+
+    def wrap(self, guard: Guard) -> Any:
+        from ._module import GuardedModule
+
+        return GuardedModule(guard)
+
+    # -- detector support: forward/backward passes outside the guard ----------------------
+
+    def scores(self, x: Any) -> np.ndarray:
+        """Softmax class probabilities for ``x`` (numpy), computed in eval mode.
+
+        The model is switched to eval mode for the pass and each module's own mode is
+        restored after it: do not run this concurrently with training the same model."""
+        import torch
+
+        x = self._as_tensor(x)
+        with _evaluating(self.model), torch.no_grad():
+            logits = _class_logits(self.model(x))
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def input_gradient(self, x: Any, labels: Any) -> torch.Tensor:
+        """d(sum of cross-entropy against ``labels``)/dx, a tensor on x's device.
+
+        Summed, not averaged, so each sample's gradient is that of its own loss. Runs in
+        eval mode; parameters' ``.grad``, ``requires_grad`` and every module's mode are left
+        exactly as found, and it works under ``torch.no_grad()`` and ``inference_mode``.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        x = self._as_tensor(x)
+        _require_float(x)
+        with _evaluating(self.model), torch.inference_mode(False), torch.enable_grad():
+            leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
+            logits = _class_logits(self.model(leaf)).float()
+            target = torch.as_tensor(labels, device=logits.device)
+            if target.is_inference():
+                target = target.clone()  # inference tensors cannot be saved for backward
+            if not target.is_floating_point():
+                target = target.long()  # class indices; float targets are probabilities
+            loss = F.cross_entropy(logits, target, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, leaf, allow_unused=True)
+        return torch.zeros_like(leaf) if grad is None else grad.detach()
+
+    def forward_with_gradient(self, call: Callable[[Any], Any],
+                              x: Any) -> tuple[Any, np.ndarray, torch.Tensor]:
+        """Run ``call`` once with autograd on ``x``: ``(output, softmax scores, gradient of
+        the cross-entropy at the predicted label w.r.t. x)``.
+
+        ``output`` is what ``call(x)`` returns in the caller's mode: detached when grad mode
+        is off or nothing in the call requires grad, still attached to the parameters' (and
+        ``x``'s) graph when the caller trains. The model's mode is not changed: this is the
+        real call, not a second forward.
+        """
+        import torch
+        import torch.nn.functional as F
+        from torch.utils._pytree import tree_leaves, tree_map_only
+
+        _require_float(x)
+        grad_mode = torch.is_grad_enabled()  # False under no_grad and inference_mode
+        with torch.inference_mode(False), torch.enable_grad():
+            if grad_mode and x.requires_grad:
+                target = x  # keep the caller's graph: the output must reach x's history
+            else:
+                target = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
+            output = call(target)
+            logits = _class_logits(output)
+            predicted = logits.detach().argmax(dim=-1)
+            loss = F.cross_entropy(logits.float(), predicted, reduction="sum")
+            # The plain call's output is attached when x requires grad or the graph reaches
+            # any other leaf (a parameter): keep the graph for the caller's backward then.
+            keep_graph = grad_mode and (target is x or _reaches_other_leaves(
+                [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)], target))
+            (grad,) = torch.autograd.grad(loss, target, retain_graph=keep_graph,
+                                          allow_unused=True)
+        if not keep_graph:
+            output = tree_map_only(torch.Tensor, lambda t: t.detach(), output)
+        scores = torch.softmax(logits.detach().float(), dim=-1).cpu().numpy()
+        grad = torch.zeros_like(target) if grad is None else grad.detach()
+        return output, scores, grad
+
+    def _as_tensor(self, x: Any) -> torch.Tensor:
+        """A tensor as is; anything else (numpy) onto the model's device and float dtype."""
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x
+        tensor = torch.as_tensor(x)
+        param = next((p for p in self.model.parameters() if p.dtype.is_floating_point), None)
+        if param is None:
+            return tensor
+        dtype = param.dtype if tensor.is_floating_point() else None
+        return tensor.to(device=param.device, dtype=dtype)
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).rsplit(".", 1)[-1]  # torch.float32 -> "float32", as the core names it
+
+
+def _require_float(x: Any) -> None:
+    if not x.is_floating_point():
+        raise TypeError(f"input gradients need a floating-point input; received dtype "
+                        f"{_dtype_name(x.dtype)}. Detectors using gradients do not apply to "
+                        "models taking integer inputs")
+
+
+def _reaches_other_leaves(outputs: list[Any], leaf: Any) -> bool:
+    """Whether autograd can reach a leaf other than ``leaf`` from ``outputs``: stops at
+    the first one (a parameter, usually a step or two from the output)."""
+    stack = [t.grad_fn for t in outputs if t.requires_grad]
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf
+        if variable is not None and variable is not leaf:
+            return True
+        stack.extend(child for child, _ in node.next_functions)
+    return any(t.requires_grad and t.grad_fn is None and t is not leaf for t in outputs)
+
+
+@contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """Eval mode inside; afterwards every submodule's own mode exactly as it was."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _class_logits(output: Any) -> torch.Tensor:
+    """The (N, C) class logits in a model's output; a single logit becomes [0, z]."""
+    import torch
+
+    if isinstance(output, Mapping):
+        output = output["logits"] if "logits" in output else next(iter(output.values()))
+    elif isinstance(output, (tuple, list)):
+        output = output[0]
+    elif not isinstance(output, torch.Tensor) and hasattr(output, "logits"):
+        output = output.logits
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"the model returned a {type(output).__name__}; expected class logits "
+                        "as a tensor of shape (N, C)")
+    if output.ndim == 1:
+        output = output[:, None]
+    if output.ndim != 2:
+        raise ValueError(f"the model returned shape {tuple(output.shape)}; expected class "
+                         "logits of shape (N, C)")
+    if output.shape[1] == 1:  # one binary logit z: softmax([0, z]) = [1 - sigmoid, sigmoid]
+        output = torch.cat([torch.zeros_like(output), output], dim=1)
+    return output

@@ -20,7 +20,7 @@ DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
     JumpDetector, SparsityDetector)}
 
 #: Used when ``calibrate`` is given no detector list; gradient only where autograd exists.
-DEFAULT_DETECTORS = ("gradient", "margin", "density", "squeeze")
+DEFAULT_DETECTORS = ("gradient", "margin", "density", "sparsity")
 
 
 def build_detector(name: str, **config: Any) -> Detector:
