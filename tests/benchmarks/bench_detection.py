@@ -1,0 +1,62 @@
+"""Cost of adversarial-input detection, against the plain model in the same run.
+
+    python tests/benchmarks/bench_detection.py [--repeats 200]
+
+For torch and Keras: guarded with the default detectors (gradient analysis in the same
+forward pass as the prediction, plus margin, density and sparsity) over plain predict at
+batch 64 (target <= 2.5x). For every framework and each model-agnostic detector alone:
+guarded over plain, and the extra forward passes ("extra") it costs: one for the class
+scores of the input (shared by all detectors; free where the gradient pass gives them),
+plus the detector's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_overhead import interleaved  # noqa: E402  (same timing method)
+
+AGNOSTIC = ("margin", "density", "sparsity", "jump", "squeeze", "noise")
+
+
+def main(repeats: int) -> None:
+    import aimsec_core
+    from aimsec_core import digits
+
+    data = digits.load()
+    print(f"{'framework':<9}{'detectors':<34}{'extra':>7}{'plain ms':>10}{'guarded ms':>12}"
+          f"{'ratio':>8}")
+    for framework in digits.available():
+        model = digits.BUILDERS[framework](data)
+        call = digits.caller(framework)
+        x = digits.as_model_input(framework, data.x_test[:64])
+        calibration_x = digits.as_model_input(framework, data.x_calibration)
+        reps = max(repeats // 5, 20) if framework == "keras" else repeats
+        sets = [None] if framework in ("torch", "keras") else []
+        sets += [[name] for name in AGNOSTIC]
+        for detectors in sets:
+            guarded = aimsec_core.guard(model, sinks=[], mode="monitor",
+                                        constraints={"min_value": 0.0, "max_value": 1.0})
+            calibration = guarded.calibrate(calibration_x, detectors=detectors,
+                                            image_shape=(8, 8))
+            suite = calibration.suite
+            fused = suite.needs_gradient  # the prediction's own pass gives the scores
+            passes = (0 if fused else 1) + sum(d.forward_passes for d in suite.detectors)
+            label = "default: " + "+".join(d.name for d in calibration.suite.detectors) \
+                if detectors is None else detectors[0]
+            plain_s, guarded_s = interleaved(lambda: call(model, x), lambda: call(guarded, x),
+                                             reps)
+            print(f"{framework:<9}{label:<34}{passes:>7}{plain_s * 1e3:>10.3f}"
+                  f"{guarded_s * 1e3:>12.3f}{guarded_s / plain_s:>8.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=200)
+    main(parser.parse_args().repeats)
