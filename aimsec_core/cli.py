@@ -42,7 +42,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from . import evaluation
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)
     try:
         import art  # noqa: F401  (the attacks come from an independent library)
     except ImportError:

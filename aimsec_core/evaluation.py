@@ -58,7 +58,7 @@ def attacks(quick: bool = False) -> dict[str, Any]:
             est, eps=e, eps_step=e / 8, max_iter=20, batch_size=BATCH, verbose=False)
     if not quick:
         chosen["CW-L2"] = lambda est: CarliniL2Method(
-            est, max_iter=20, binary_search_steps=5, learning_rate=0.05, batch_size=BATCH,
+            est, max_iter=15, binary_search_steps=3, learning_rate=0.05, batch_size=BATCH,
             verbose=False)
         chosen["DeepFool"] = lambda est: DeepFool(est, max_iter=50, batch_size=BATCH,
                                                   verbose=False)
