@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
                           help="false-positive rate the threshold is calibrated for")
     evaluate.add_argument("--detector", action="append",
                           help="detector to use (repeatable); default: the standard set")
+    evaluate.add_argument("--attack", action="append",
+                          help="only attacks whose name starts with this (repeatable): "
+                               "FGSM, PGD, CW, DeepFool")
     evaluate.add_argument("--quick", action="store_true", help="one epsilon, no CW/DeepFool")
     evaluate.add_argument("--out", default="evaluation.json", help="where the JSON goes")
     evaluate.add_argument("--seed", type=int, default=0)
@@ -50,7 +53,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     rows = evaluation.evaluate(
         args.framework, fpr=args.fpr, quick=args.quick, seed=args.seed,
-        detectors=args.detector,
+        detectors=args.detector, only_attacks=args.attack,
         progress=lambda r: console.print(f"  {r.framework:8s} {r.attack:18s} "
                                          f"done in {r.seconds:.1f}s"))
     console.print(evaluation.table(rows, args.fpr))

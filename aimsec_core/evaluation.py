@@ -45,8 +45,9 @@ class Row:
     seconds: float
 
 
-def attacks(quick: bool = False) -> dict[str, Any]:
-    """Attack factories ``name -> (ART estimator -> attack)``."""
+def attacks(quick: bool = False, only: list[str] | None = None) -> dict[str, Any]:
+    """Attack factories ``name -> (ART estimator -> attack)``, optionally only those whose
+    name starts with one of ``only`` (e.g. "FGSM", "CW")."""
     from art.attacks.evasion import (CarliniL2Method, DeepFool, FastGradientMethod,
                                      ProjectedGradientDescent)
 
@@ -58,10 +59,13 @@ def attacks(quick: bool = False) -> dict[str, Any]:
             est, eps=e, eps_step=e / 8, max_iter=20, batch_size=BATCH, verbose=False)
     if not quick:
         chosen["CW-L2"] = lambda est: CarliniL2Method(
-            est, max_iter=15, binary_search_steps=3, learning_rate=0.05, batch_size=BATCH,
+            est, max_iter=15, binary_search_steps=4, initial_const=0.5, learning_rate=0.05,
+            batch_size=BATCH,
             verbose=False)
         chosen["DeepFool"] = lambda est: DeepFool(est, max_iter=50, batch_size=BATCH,
                                                   verbose=False)
+    if only:
+        chosen = {k: v for k, v in chosen.items() if any(k.startswith(o) for o in only)}
     return chosen
 
 
@@ -119,7 +123,7 @@ def _rate(flags: np.ndarray) -> float | None:
 
 def evaluate(frameworks: list[str] | None = None, *, fpr: float = 0.05, quick: bool = False,
              seed: int = 0, detectors: list[str] | None = None,
-             progress: Any = None) -> list[Row]:
+             only_attacks: list[str] | None = None, progress: Any = None) -> list[Row]:
     data = digits.load(seed)
     chosen = frameworks or digits.available()
     models = {f: digits.BUILDERS[f](data, seed) for f in chosen if f != "onnx"}
@@ -127,7 +131,7 @@ def evaluate(frameworks: list[str] | None = None, *, fpr: float = 0.05, quick: b
         models["onnx"] = digits.onnx_session(data, seed, models.get("sklearn"))
     transfer_source: dict[str, np.ndarray] = {}
     rows: list[Row] = []
-    attack_set = attacks(quick)
+    attack_set = attacks(quick, only_attacks)
     x, y = data.x_test, data.y_test
     for framework, model in models.items():
         guarded = guard(model, name=f"eval-{framework}", mode="monitor", sinks=[],

@@ -3,11 +3,12 @@
 Detectors speak in different units and their clean scores are skewed in different ways
 (a confident model's margin is almost always tiny), so scores are compared by how rare
 they are on clean data: each detector keeps its sorted clean scores from the fit half,
-and a new score becomes ``-log10`` of the share of clean scores at least as extreme,
-extended past the largest clean score by an exponential tail so that ordering (and so
-ROC-AUC) is kept. A sample's suspicion is the largest of these; one threshold on it, set
-at the ``1 - fpr`` quantile of the held-out half, makes the false-positive target hold for
-the suite as a whole.
+and a new score becomes its rarity, ``-log10`` of the share of clean scores at least as
+extreme, extended past the largest clean score by an exponential tail so that ordering
+(and so ROC-AUC) is kept. A sample's suspicion is the sum of its rarities (Fisher's way
+of combining p-values: moderate evidence from several detectors adds up, which the
+largest single one would miss); one threshold on it, set at the ``1 - fpr`` quantile of
+the held-out half, makes the false-positive target hold for the suite as a whole.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .base import Detector, Probe
 class SuiteScores:
     """Per-sample results of one screened batch."""
 
-    combined: np.ndarray  #: the suspicion: largest rarity over the detectors
+    combined: np.ndarray  #: the suspicion: the sum of the detectors' rarities
     rarity: dict[str, np.ndarray]
     raw: dict[str, np.ndarray]
     flags: np.ndarray
@@ -117,7 +118,7 @@ class DetectorSuite:
         for detector in self.detectors:
             raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
             rarity[detector.name] = self.rarity(detector, raw[detector.name])
-        combined = np.max(np.stack(list(rarity.values())), axis=0)
+        combined = np.sum(np.stack(list(rarity.values())), axis=0)
         flags = combined > self.threshold if self.threshold is not None else (
             np.zeros(len(combined), dtype=bool))
         return SuiteScores(combined, rarity, raw, flags)
