@@ -60,10 +60,27 @@ def dtype_kind(array: Any) -> str:
     return "O"
 
 
+_dtype_names: dict[Any, str] = {}
+
+
 def dtype_name(array: Any) -> str:
+    """``"float32"`` for numpy's and torch's float32 alike (cached: numpy's is slow)."""
+    dtype = array.dtype
+    name = _dtype_names.get(dtype)
+    if name is None:
+        name = dtype.name if isinstance(dtype, np.dtype) else str(dtype).rsplit(".", 1)[-1]
+        _dtype_names[dtype] = name
+    return name
+
+
+def host_view(array: Any) -> np.ndarray | None:
+    """A zero-copy numpy view of a host array (numpy's reductions have far less per-call
+    overhead than a framework's), or ``None`` for device arrays and dtypes numpy lacks."""
     if isinstance(array, np.ndarray):
-        return array.dtype.name
-    return str(array.dtype).rsplit(".", 1)[-1]
+        return array
+    if on_host(array) and numpy_has_dtype(array.dtype):
+        return np.from_dlpack(array)
+    return None
 
 
 def declared_size(value: Any, limit: int) -> int:
@@ -85,7 +102,9 @@ def declared_size(value: Any, limit: int) -> int:
 def content_hash(arrays: Sequence[Any], device_digest: Any = None) -> str:
     """A digest of the bytes, dtype and shape of every input (never of ``str(array)``,
     which numpy truncates, so different large arrays would collide)."""
-    digest = hashlib.blake2b(digest_size=16)
+    # SHA-256 (truncated to 128 bits): cryptographic, and on CPUs with SHA extensions
+    # about twice as fast as BLAKE2b.
+    digest = hashlib.sha256()
     for array in arrays:
         digest.update(f"{dtype_name(array)}{tuple(array.shape)}|".encode())
         if isinstance(array, np.ndarray):
@@ -95,9 +114,9 @@ def content_hash(arrays: Sequence[Any], device_digest: Any = None) -> str:
         else:  # on an accelerator, or of a dtype numpy lacks: digest where it lives
             remote = device_digest(array) if device_digest is not None else None
             if remote is None:
-                remote = hashlib.blake2b(np.ascontiguousarray(to_host(array)).data).hexdigest()
+                remote = hashlib.sha256(np.ascontiguousarray(to_host(array)).data).hexdigest()
             digest.update(remote.encode())
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
 
 
 def largest_jump(array: Any, n: int) -> np.ndarray:

@@ -7,6 +7,7 @@ numbers). The audit log is left behind under ``SECURITY_LOG_PATH``.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -24,8 +25,7 @@ from .errors import AimsecError
 from .sinks import CallRecord
 
 CLIENTS = ("203.0.113.7", "198.51.100.23", "api-key:analytics")
-CONSTRAINTS = {"min_value": 0.0, "max_value": 1.0, "max_size": 1_000_000,
-               "min_sparsity": 0.02}
+LIMITS = {"max_size": 1_000_000, "min_sparsity": 0.02}
 #: share of each kind of call in the replayed traffic
 TRAFFIC = {"clean": 0.70, "nan": 0.05, "out_of_range": 0.05, "blank_image": 0.04,
            "wrong_shape": 0.05, "wrong_dtype": 0.04, "null": 0.03, "huge_list": 0.04}
@@ -80,7 +80,7 @@ def traffic(data: digits.DigitsSplit, framework: str, calls: int,
 
 def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
         console: Console | None = None) -> Tally:
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     chosen = frameworks or digits.available()
     missing = sorted(set(chosen) - set(digits.available()))
     if missing:
@@ -96,7 +96,8 @@ def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
             models[framework] = digits.BUILDERS[framework](data, seed)
             progress.advance(task)
         for framework, model in models.items():
-            guarded = guard(model, name=f"digits-{framework}", constraints=CONSTRAINTS,
+            guarded = guard(model, name=f"digits-{framework}",
+                            constraints=digits.constraints(framework, **LIMITS),
                             sinks=[audit, tally])
             call = digits.caller(framework)
             task = progress.add_task(f"replaying traffic to {framework}", total=calls)

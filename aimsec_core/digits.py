@@ -117,6 +117,13 @@ BUILDERS: dict[str, Callable[..., Any]] = {
 }
 
 
+def constraints(framework: str, **extra: Any) -> dict[str, Any]:
+    """Constraints for a digits model: pixels in [0, 1]; torch modules declare no input
+    shape, so theirs is given explicitly."""
+    shape = {"sample_shape": (1, 8, 8)} if framework == "torch" else {}
+    return {"min_value": 0.0, "max_value": 1.0, **shape, **extra}
+
+
 def as_model_input(framework: str, x: np.ndarray) -> Any:
     """A float32 (n, 64) batch in the form each framework's model takes."""
     if framework == "torch":

@@ -135,7 +135,7 @@ def evaluate(frameworks: list[str] | None = None, *, fpr: float = 0.05, quick: b
     x, y = data.x_test, data.y_test
     for framework, model in models.items():
         guarded = guard(model, name=f"eval-{framework}", mode="monitor", sinks=[],
-                        constraints={"min_value": 0.0, "max_value": 1.0})
+                        constraints=digits.constraints(framework))
         guarded.calibrate(digits.as_model_input(framework, data.x_calibration), fpr=fpr,
                           detectors=detectors, image_shape=(8, 8), seed=seed)
         clean_scores, clean_flags = _suspicion(guarded, framework, x)

@@ -51,7 +51,7 @@ class Guard:
         self.clock = clock
         self.calibration: Calibration | None = None
         self._declared: list[InputSpec] | None = adapter.signature()
-        self._specs: dict[tuple[str, ...], dict[str, InputSpec | None]] = {}
+        self._specs: dict[tuple[Any, ...], dict[str, InputSpec | None]] = {}
         self._last: contextvars.ContextVar[Verdict | None] = contextvars.ContextVar(
             f"aimsec_last_verdict_{id(self)}", default=None)
         if calibration is not None:
@@ -65,11 +65,13 @@ class Guard:
         return self._last.get()
 
     def specs_for(self, names: tuple[str, ...]) -> dict[str, InputSpec | None]:
+        declared = self._declared
         if not self.adapter.static_signature:
-            return merge_specs(self.adapter.signature(), self.constraints, names)
-        specs = self._specs.get(names)
+            declared = self.adapter.signature()
+        key = (names, None if declared is None else tuple(declared))
+        specs = self._specs.get(key)
         if specs is None:
-            specs = self._specs[names] = merge_specs(self._declared, self.constraints, names)
+            specs = self._specs[key] = merge_specs(declared, self.constraints, names)
         return specs
 
     # -- calibration -------------------------------------------------------------------

@@ -139,7 +139,7 @@ def _request_hash(input_data: Any) -> str:
     except (ValueError, TypeError):
         pass
     text = json.dumps(input_data, sort_keys=True, default=repr)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _shape(input_data: Any) -> tuple[int, ...] | None:

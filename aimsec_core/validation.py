@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .adapter import Adapter
-from .arrays import declared_size, dtype_kind, dtype_name, largest_jump, namespace, to_host
+from .arrays import (declared_size, dtype_kind, dtype_name, host_view, largest_jump, namespace,
+                     to_host)
 from .signature import Constraints, InputSpec
 from .verdict import Finding
 
@@ -190,6 +191,9 @@ def _extremes(xp: Any, flat: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated) -> None:
+    view = host_view(array)
+    if view is not None:
+        array = view
     xp = namespace(array)
     flat = xp.reshape(array, (n, -1))
     if dtype_kind(array) == "f" or c.min_value is not None or c.max_value is not None:

@@ -55,6 +55,18 @@ if TYPE_CHECKING:
 __all__ = ["TorchAdapter"]
 
 
+_NO_FLOAT: Any = (None, None)
+
+
+def _first_float_parameter(model: Any) -> Any:
+    """``(module, parameter name)`` of the model's first floating-point parameter."""
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None and param.dtype.is_floating_point:
+                return module, name
+    return _NO_FLOAT
+
+
 class TorchAdapter(Adapter):
     framework = "torch"
     input_types = "a torch.Tensor"
@@ -73,16 +85,29 @@ class TorchAdapter(Adapter):
             c.__module__.partition(".")[0] == "keras" for c in kind.__mro__)
 
     def signature(self) -> list[InputSpec] | None:
-        """The dtype of the first floating-point parameter, strictly (torch does not cast)."""
+        """The dtype of the first floating-point parameter, strictly (torch does not cast).
+
+        Read on every call (``.double()`` may come after guarding), so the parameter is
+        found once and only its current dtype is looked up afterwards."""
+        found = self.__dict__.get("_first_float")
+        if found is None or (found is not _NO_FLOAT
+                             and found[0]._parameters.get(found[1]) is None):
+            found = self._first_float = _first_float_parameter(self.model)
+        if found is _NO_FLOAT:
+            return None
+        module, name = found
         torch = sys.modules["torch"]
-        for module in self.model.modules():
-            for param in module._parameters.values():
-                if param is not None and param.dtype.is_floating_point:
-                    if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
-                        return None  # the input is integer indices, not float features
-                    return [InputSpec("input", _dtype_name(param.dtype), None,
-                                      strict_dtype=True)]
-        return None
+        if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+            return None  # the input is integer indices, not float features
+        dtype = module._parameters[name].dtype
+        if not dtype.is_floating_point:
+            self._first_float = None  # converted to integers: look again next call
+            return None
+        specs = self.__dict__.get("_specs_by_dtype", {})
+        if dtype not in specs:
+            specs[dtype] = [InputSpec("input", _dtype_name(dtype), None, strict_dtype=True)]
+            self._specs_by_dtype = specs
+        return specs[dtype]
 
     def native(self, value: Any) -> Any | None:
         torch = sys.modules.get("torch")

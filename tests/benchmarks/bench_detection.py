@@ -42,7 +42,7 @@ def main(repeats: int) -> None:
         sets += [[name] for name in AGNOSTIC]
         for detectors in sets:
             guarded = aimsec_core.guard(model, sinks=[], mode="monitor",
-                                        constraints={"min_value": 0.0, "max_value": 1.0})
+                                        constraints=digits.constraints(framework))
             calibration = guarded.calibrate(calibration_x, detectors=detectors,
                                             image_shape=(8, 8))
             suite = calibration.suite

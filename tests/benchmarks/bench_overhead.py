@@ -56,7 +56,7 @@ def bench_adapters(repeats: int) -> None:
         for framework in digits.available():
             model = digits.BUILDERS[framework](data)
             guarded = aimsec_core.guard(model, name=f"bench-{framework}", sinks=[audit],
-                                        constraints={"min_value": 0.0, "max_value": 1.0})
+                                        constraints=digits.constraints(framework))
             call = digits.caller(framework)
             fixed = None
             for batch in (1, 64):
