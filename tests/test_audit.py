@@ -1,0 +1,72 @@
+"""The audit log: rotation keeps every line, raw inputs only on request, environment config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import AuditLog, ConfigurationError
+from aimsec_core.legacy import _HostArrays
+
+
+def _guard(audit):
+    return aimsec_core.Guard(None, _HostArrays(None), name="audited", sinks=[audit])
+
+
+def test_rotation_keeps_every_line(tmp_path):
+    audit = AuditLog(tmp_path, max_bytes=2_000, backups=50)
+    guard = _guard(audit)
+    for i in range(60):
+        guard.call({"x": np.full((1, 4), i / 60)}, lambda: None)
+    audit.flush()
+    files = sorted(tmp_path.glob("audit.jsonl*"))
+    assert len(files) > 3  # it rotated
+    assert all(f.stat().st_size <= 2_000 for f in files)
+    lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert len(lines) == 60 and len({line["input_hash"] for line in lines}) == 60
+
+
+def test_raw_inputs_are_written_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMSEC_LOG_INPUTS", "1")
+    audit = AuditLog(tmp_path / "with")
+    _guard(audit).call({"x": np.array([[0.25, 0.5]])}, lambda: None)
+    audit.flush()
+    line = json.loads(audit.file.read_text())
+    assert line["inputs"] == {"x": [[0.25, 0.5]]}
+
+
+def test_environment_settings_are_validated(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMSEC_LOG_MAX_BYTES", "lots")
+    with pytest.raises(ConfigurationError, match="AIMSEC_LOG_MAX_BYTES"):
+        AuditLog(tmp_path)
+    monkeypatch.setenv("AIMSEC_MODE", "block")
+    with pytest.raises(ConfigurationError, match="AIMSEC_MODE"):
+        aimsec_core.Guard(None, _HostArrays(None), sinks=[])
+
+
+def test_a_failing_sink_loses_neither_the_prediction_nor_other_records(tmp_path, caplog):
+    class Broken:
+        def record(self, event):
+            raise RuntimeError("disk full")
+
+    audit = AuditLog(tmp_path)
+    guard = aimsec_core.Guard(None, _HostArrays(None), sinks=[Broken(), audit])
+    assert guard.call({"x": np.ones((1, 2))}, lambda: "prediction") == "prediction"
+    audit.flush()
+    assert len(audit.file.read_text().splitlines()) == 1
+    assert "failed to record" in caplog.text
+
+
+def test_the_demo_leaves_an_audit_log(tmp_path, monkeypatch, capsys):
+    from aimsec_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--calls", "40", "--framework", "sklearn"]) == 0
+    out = capsys.readouterr().out
+    assert "digits-sklearn" in out and "audit log" in out
+    lines = (tmp_path / "security_logs" / "audit.jsonl").read_text().splitlines()
+    decisions = {json.loads(line)["decision"] for line in lines}
+    assert len(lines) == 40 and decisions == {"allowed", "rejected"}
