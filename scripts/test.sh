@@ -1,10 +1,6 @@
 #!/usr/bin/env bash
-# Install aimsec with every extra into .venv and run the default test suite.
+# Install aimsec with every extra and the test tools into .venv, then run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-# The CPU build of torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
-.venv/bin/pip install -q "torch==2.13.0"
-.venv/bin/pip install -q -e ".[all,test]"
+bash scripts/install.sh "all,test"
 .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Create .venv and install aimsec into it with the extras given (default: all).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+# The CPU build of torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
+.venv/bin/pip install -q "torch==2.13.0"
+.venv/bin/pip install -q -e ".[${1:-all}]"
