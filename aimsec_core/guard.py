@@ -27,7 +27,7 @@ from .detection.calibration import Calibration, calibrate
 from .errors import (ERROR_FOR_CHECK, AdversarialInputError, CalibrationError,
                      SecurityViolation)
 from .signature import Constraints, InputSpec, merge_specs
-from .sinks import CallRecord, Sink, deliver
+from .sinks import CallRecord, Sink, Sinks, deliver
 from .validation import Validated, validate
 from .verdict import Finding, Verdict
 
@@ -47,7 +47,8 @@ class Guard:
         self.name = name or type(model).__name__
         self.mode = resolve_mode(mode)
         self.constraints = Constraints.coerce(constraints)
-        self.sinks: list[Sink] = list(sinks) if sinks is not None else _default_sinks()
+        self.sinks = sinks if isinstance(sinks, Sinks) else Sinks(
+            sinks if sinks is not None else _default_sinks())
         self.clock = clock
         self.calibration: Calibration | None = None
         self._declared: list[InputSpec] | None = adapter.signature()

@@ -31,6 +31,18 @@ class Sink(Protocol):
     def record(self, event: CallRecord) -> None: ...
 
 
+class Sinks(list):  # type: ignore[type-arg]
+    """The sinks of a guard. They are shared services (files, databases, alert channels),
+    so copying a guarded model (``copy.deepcopy``, scikit-learn's ``clone``) shares them
+    rather than duplicating them."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Sinks:
+        return self
+
+    def __copy__(self) -> Sinks:
+        return self
+
+
 def deliver(sinks: list[Sink], event: CallRecord) -> None:
     for sink in sinks:
         try:
