@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import digits
-from .api import guard
+from .api import guard, guard_of
 
 GRID = 16  # digits pixels are k/16
 EPSILONS = (0.1, 0.2, 0.3)
@@ -136,8 +136,11 @@ def evaluate(frameworks: list[str] | None = None, *, fpr: float = 0.05, quick: b
     for framework, model in models.items():
         guarded = guard(model, name=f"eval-{framework}", mode="monitor", sinks=[],
                         constraints=digits.constraints(framework))
+        usable = None if detectors is None else [  # the gradient detector where it can run
+            d for d in detectors
+            if d != "gradient" or guard_of(guarded).adapter.capabilities.gradients]
         guarded.calibrate(digits.as_model_input(framework, data.x_calibration), fpr=fpr,
-                          detectors=detectors, image_shape=(8, 8), seed=seed)
+                          detectors=usable, image_shape=(8, 8), seed=seed)
         clean_scores, clean_flags = _suspicion(guarded, framework, x)
         correct = _predict(framework, model, x) == y
         for name, make in attack_set.items():

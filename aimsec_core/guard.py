@@ -39,8 +39,10 @@ class Guard:
     """Screens and records every call to one model."""
 
     def __init__(self, model: Any, adapter: Adapter, *, name: str | None = None,
-                 mode: str | None = None, constraints: Constraints | Mapping[str, Any] | None = None,
-                 sinks: list[Sink] | None = None, calibration: Calibration | str | Path | None = None,
+                 mode: str | None = None,
+                 constraints: Constraints | Mapping[str, Any] | None = None,
+                 sinks: list[Sink] | None = None,
+                 calibration: Calibration | str | Path | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.model = model
         self.adapter = adapter
@@ -64,6 +66,11 @@ class Guard:
     def last_verdict(self) -> Verdict | None:
         """The verdict of the latest call made from this thread or asyncio task."""
         return self._last.get()
+
+    def remember(self, verdict: Verdict | None) -> None:
+        """Make ``verdict`` this context's ``last_verdict`` (for adapters that screen in
+        another thread's context, such as a data pipeline's reader)."""
+        self._last.set(verdict)
 
     def specs_for(self, names: tuple[str, ...]) -> dict[str, InputSpec | None]:
         declared = self._declared
@@ -195,7 +202,8 @@ class Guard:
             allowed=allowed, mode=self.mode, model=self.name, client=current_client(),
             batch_size=validated.batch_size, flags=tuple(validated.flags.tolist()),
             findings=findings,
-            input_hash=content_hash(arrays, self.adapter.device_digest) if arrays and not blocked else "",
+            input_hash=(content_hash(arrays, self.adapter.device_digest)
+                        if arrays and not blocked else ""),
             shape=tuple(first.shape) if first is not None else None,
             dtype=dtype_name(first) if first is not None else None,
             timestamp=self.clock())

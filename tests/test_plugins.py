@@ -57,10 +57,10 @@ def test_entry_point_plugin_guards_its_model(tmp_path: Path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: table-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[aimsec.adapters]\ntable = table_plugin:TableAdapter\n")
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import aimsec_core, table_plugin
         guarded = aimsec_core.guard(table_plugin.TableModel(), sinks=[],
-                                    constraints={{"max_value": 10}})
+                                    constraints={"max_value": 10})
         print(guarded.predict([[1, 2], [3, 4]]))
         try:
             guarded.predict([[1, 2], [3, 40]])

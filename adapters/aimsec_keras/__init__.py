@@ -1,1 +1,199 @@
-"""Placeholder: adapter under construction."""
+"""Keras 3 adapter: a guarded model is still a ``keras.Model`` to every ``isinstance`` check.
+
+    >>> import keras
+    >>> from sklearn.datasets import load_digits
+    >>> import aimsec_core
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = (X / 16).astype("float32")
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((64,), name="pixels"),
+    ...                           keras.layers.Dense(10, activation="softmax")])
+    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    >>> _ = model.fit(X, y, epochs=2, verbose=0)
+    >>> guarded = aimsec_core.guard(model, name="digits-keras", sinks=[],
+    ...                             constraints={"min_value": 0, "max_value": 1})
+    >>> isinstance(guarded, keras.Model)
+    True
+    >>> bool((guarded.predict(X[:5], verbose=0) == model.predict(X[:5], verbose=0)).all())
+    True
+    >>> guarded.predict(X[:5, :63], verbose=0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    aimsec_core.errors.InputFormatError: digits-keras: input 'pixels' has shape (5, 63); ...
+
+``predict``, ``predict_on_batch``, ``evaluate`` and calling the model are guarded; every
+other attribute (``fit``, ``layers``, ``save``, ``compile`` ...) is the original model's.
+Works on the TensorFlow and the torch backend (``KERAS_BACKEND``); input gradients for the
+detectors use ``tf.GradientTape`` or ``torch.autograd`` and leave the model untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from aimsec_core.adapter import Adapter, Capabilities
+from aimsec_core.guard import Guard
+from aimsec_core.signature import InputSpec
+from aimsec_core.validation import Refused
+
+__all__ = ["KerasAdapter"]
+
+#: Name of the one input of a model that declares none (Keras' own argument name).
+DEFAULT_INPUT = "x"
+_GRADIENT_BACKENDS = ("tensorflow", "torch")
+
+
+class KerasAdapter(Adapter):
+    framework = "keras"
+    input_types = "a numpy array or backend tensor"
+    # Keras' predict refuses nested lists ("Unrecognized data type"), so neither do we.
+    capabilities = Capabilities(gradients=True, probabilities=True, signature=True)
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        self._specs: list[InputSpec] | None = None
+        # A Sequential model without an Input layer learns its input on its first call:
+        # until then the guard asks again on every call (cheap: the answer is cached).
+        self.static_signature = self.signature() is not None
+        if _keras().backend.backend() not in _GRADIENT_BACKENDS:
+            self.capabilities = Capabilities(probabilities=True, signature=True)
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        keras = sys.modules.get("keras")
+        return keras is not None and isinstance(model, keras.Model)
+
+    def signature(self) -> list[InputSpec] | None:
+        if self._specs is None:
+            try:
+                tensors = list(self.model.inputs)
+            except (AttributeError, ValueError):  # subclassed, or not built yet
+                return None
+            self._specs = [
+                # Any batch size: predict cuts the data into batches itself. Keras casts
+                # any real dtype to the declared one, hence not strict.
+                InputSpec(name, str(t.dtype), (None, *tuple(t.shape)[1:]), strict_dtype=False)
+                for name, t in zip(self._input_names(tensors), tensors)]
+        return self._specs
+
+    def _input_names(self, tensors: list[Any]) -> list[str]:
+        """The names Keras matches dict inputs by: the keys of a model built on a dict of
+        inputs (flattened in sorted order, as ``model.inputs`` is), else the tensors' names."""
+        try:
+            struct = self.model.input
+        except (AttributeError, ValueError):  # Sequential has no single ``input`` node
+            struct = None
+        if isinstance(struct, Mapping) and len(struct) == len(tensors):
+            return [str(key) for key in sorted(struct)]
+        return [t.name for t in tensors]
+
+    def inputs_of(self, x: Any) -> dict[str, Any]:
+        """Name -> raw value for everything ``x`` feeds the model, the ways Keras reads it:
+        one array, a list/tuple in input order, or a dict keyed by input name. A declared
+        input the call leaves out, or a name the model lacks, is refused by name."""
+        specs = self.signature()
+        names = [s.name for s in specs] if specs else None
+        if isinstance(x, Mapping):
+            given = {str(k): v for k, v in x.items()}
+            if names is None:
+                return given
+            held = list(given)[:10] + (["..."] if len(given) > 10 else [])
+            screened = {n: given[n] if n in given else Refused(
+                f"missing from the call's dict (which holds {held}); expected every input "
+                f"the model declares: {names}", check="missing", received=held)
+                for n in names}
+            unknown = next((k for k in given if k not in screened), None)
+            if unknown is not None:
+                screened[unknown] = Refused(f"no input of the model has this name; expected "
+                                            f"one of {names}", check="unknown", received=unknown)
+            return screened
+        if isinstance(x, (list, tuple)):
+            if names is None:
+                if not x or not all(self._is_array(v) for v in x):
+                    return {DEFAULT_INPUT: x}  # nested numbers: refused as one value
+                names = [DEFAULT_INPUT] if len(x) == 1 else [f"x[{i}]" for i in range(len(x))]
+            if len(names) > 1 or len(x) == 1:
+                return self._in_order(list(x), names)
+        if not names:
+            return {DEFAULT_INPUT: x}
+        return self._in_order([x], names)
+
+    @staticmethod
+    def _in_order(values: list[Any], names: list[str]) -> dict[str, Any]:
+        """Positional inputs by name; too few or too many are refused, by name."""
+        screened: dict[str, Any] = dict(zip(names, values))
+        count = f"the call gives {len(values)} input{'s' if len(values) != 1 else ''}"
+        for name in names[len(values):]:
+            screened[name] = Refused(f"missing: {count}; expected {len(names)}, in this "
+                                     f"order: {names}", check="missing", received=len(values))
+        if len(values) > len(names):
+            screened[f"input {len(names)}"] = Refused(
+                f"{count}; the model takes {len(names)}: {names}", check="unknown",
+                received=len(values))
+        return screened
+
+    def _is_array(self, value: Any) -> bool:
+        try:
+            return self.native(value) is not None
+        except Exception:  # an array we refuse to read: screening says why, by name
+            return True
+
+    def native(self, value: Any) -> Any | None:
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            return value
+        keras = _keras()
+        if isinstance(value, keras.KerasTensor):
+            raise TypeError(_SYMBOLIC)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(value, torch.Tensor):
+            return value.detach()  # stays on its device; the core reads it there
+        tf = sys.modules.get("tensorflow")
+        if tf is not None and isinstance(value, (tf.Tensor, tf.Variable)):
+            if not hasattr(value, "numpy"):  # a graph tensor inside tf.function
+                raise TypeError(_SYMBOLIC)
+            return value.numpy()
+        if isinstance(value, keras.Variable) or keras.ops.is_tensor(value):
+            return keras.ops.convert_to_numpy(value)
+        pandas = sys.modules.get("pandas")
+        if pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)):
+            return value.to_numpy()
+        return None
+
+    def scores(self, x: Any) -> Any:
+        from ._gradients import class_probabilities
+
+        output = _keras().ops.convert_to_numpy(self.model(x, training=False))
+        return class_probabilities(output)[0]
+
+    def input_gradient(self, x: Any, labels: Any) -> Any:
+        from ._gradients import forward_backward
+
+        return forward_backward(self.model, x, labels)[2]
+
+    def forward_with_gradient(self, call: Any, x: Any) -> tuple[Any, Any, Any]:
+        """``call`` maps the input (backend tensors, watched) to the model's output tensor;
+        ``None`` means ``model(x, training=False)`` with the output as numpy, the values
+        ``predict`` returns. The gradient is of the loss at the predicted label."""
+        from ._gradients import forward_backward
+
+        return forward_backward(self.model, x, None, call)
+
+    def wrap(self, guard: Guard) -> Any:
+        from ._model import GuardedModel
+
+        return GuardedModel(guard)
+
+
+_SYMBOLIC = ("a symbolic tensor carries no data to screen; a guarded model runs on concrete "
+             "arrays. To build a larger model around it, use aimsec_core.unguard(guarded) "
+             "and guard the result")
+
+
+def _keras() -> Any:
+    import keras  # already loaded: accepts() found a keras.Model
+
+    return keras

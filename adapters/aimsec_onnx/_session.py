@@ -6,10 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any, TypeVar
 
-import numpy as np
 import onnxruntime
 
-from aimsec_core.arrays import declared_size
 from aimsec_core.errors import InputFormatError
 from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin

@@ -10,17 +10,18 @@ from .base import Detector, Probe, softmax_if_needed
 from .density import DensityDetector
 from .gradient import GradientNormDetector
 from .margin import MarginDetector
+from .neighbours import NeighbourDetector
 from .noise import NoiseDetector
 from .squeeze import SqueezeDetector
 from .structure import JumpDetector, SparsityDetector
 from .suite import DetectorSuite, SuiteScores
 
 DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
-    GradientNormDetector, MarginDetector, DensityDetector, SqueezeDetector, NoiseDetector,
-    JumpDetector, SparsityDetector)}
+    GradientNormDetector, MarginDetector, DensityDetector, NeighbourDetector, SqueezeDetector,
+    NoiseDetector, JumpDetector, SparsityDetector)}
 
 #: Used when ``calibrate`` is given no detector list; gradient only where autograd exists.
-DEFAULT_DETECTORS = ("gradient", "margin", "density", "sparsity")
+DEFAULT_DETECTORS = ("gradient", "margin", "density", "sparsity", "neighbours")
 
 
 def build_detector(name: str, **config: Any) -> Detector:
@@ -57,6 +58,7 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
 
 
 __all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
-           "GradientNormDetector", "JumpDetector", "MarginDetector", "NoiseDetector", "Probe",
+           "GradientNormDetector", "JumpDetector", "MarginDetector", "NeighbourDetector",
+           "NoiseDetector", "Probe",
            "SparsityDetector", "SqueezeDetector", "SuiteScores", "build_detector",
            "select_detectors", "softmax_if_needed"]

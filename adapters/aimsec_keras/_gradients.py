@@ -1,0 +1,123 @@
+"""Class probabilities and input gradients on the TensorFlow and torch backends.
+
+One forward pass with the input watched, one backward pass of the cross-entropy, and
+nothing else: no optimizer step, no gradient left in any variable, ``training=False``
+unless the caller's own call asks otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from aimsec_core.detection import softmax_if_needed
+from aimsec_core.errors import ConfigurationError
+
+#: Below this a probability's log would be -inf; clipping there keeps the gradient finite.
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def class_probabilities(output: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``output`` as class probabilities, and whether it held logits (then softmaxed)."""
+    if output.ndim != 2:
+        raise ConfigurationError(
+            f"class scores need a model output of shape (batch, classes); received shape "
+            f"{output.shape}. Guard a classifier, or turn off the gradient-based detectors")
+    # The detectors' own rule: rows that already are probabilities are kept as they are.
+    probabilities = softmax_if_needed(output)
+    return probabilities, not np.array_equal(probabilities, output.astype(np.float64))
+
+
+class Forward:
+    """The guarded call run on a replacement input (the watched twin of ``x``).
+
+    ``run`` returns the model's output tensor; with ``to_numpy`` the caller gets it as
+    numpy (``predict``), otherwise as that tensor (calling the model)."""
+
+    def __init__(self, run: Callable[[Any], Any], *, to_numpy: bool = False) -> None:
+        self.run = run
+        self.to_numpy = to_numpy
+
+    def __call__(self, x: Any) -> Any:
+        return self.run(x)
+
+
+def forward_backward(model: Any, x: Any, labels: Any = None,
+                     call: Callable[[Any], Any] | None = None
+                     ) -> tuple[Any, np.ndarray, Any]:
+    """``(output, probabilities, d loss / d x)`` from one forward and one backward pass.
+
+    The loss is the summed cross-entropy against ``labels`` (the predicted labels when
+    ``None``), so each sample's gradient is its own, whatever the batch size. ``x`` may be
+    one array or a list/dict of arrays (multi-input models); the gradient, numpy, has its
+    structure. ``output`` is numpy for ``call=None`` (``model(x, training=False)``, the
+    values ``predict`` returns) and for a :class:`Forward` with ``to_numpy``; otherwise it
+    is what ``call`` returns.
+    """
+    if call is None:
+        call = Forward(lambda inputs: model(inputs, training=False), to_numpy=True)
+    to_numpy = bool(getattr(call, "to_numpy", False))
+    backend = keras.backend.backend()
+    flat = [_leaf(v, backend) for v in keras.tree.flatten(x)]
+    inputs = keras.tree.pack_sequence_as(x, flat)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # Watching only the inputs: no variable is recorded, nothing is kept for them.
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(flat)
+            output, values, probabilities, loss = _loss(call(inputs), labels)
+        grads = tape.gradient(loss, flat)
+    elif backend == "torch":
+        import torch
+
+        # A caller with grad mode on may backpropagate through the output it gets back:
+        # keep its graph then. autograd.grad (not backward) accumulates nothing into the
+        # parameters' ``.grad``.
+        keep = torch.is_grad_enabled() and not to_numpy
+        with torch.enable_grad():
+            output, values, probabilities, loss = _loss(call(inputs), labels)
+            grads = torch.autograd.grad(loss, flat, retain_graph=keep)
+        if not keep:
+            output = output.detach()
+    else:
+        raise NotImplementedError(
+            f"input gradients are computed on the tensorflow and torch backends; this "
+            f"process runs Keras on {backend!r}")
+    gradient = keras.tree.pack_sequence_as(x, [ops.convert_to_numpy(g) for g in grads])
+    return (values if to_numpy else output), probabilities, gradient
+
+
+def _leaf(value: Any, backend: str) -> Any:
+    """A floating backend tensor holding ``value``, detached from any graph of the caller's."""
+    tensor = ops.convert_to_tensor(value)
+    if not keras.backend.is_float_dtype(tensor.dtype):
+        tensor = ops.cast(tensor, keras.backend.floatx())
+    if backend == "torch":
+        # A detached view: requires_grad on it leaves the caller's own tensor as it was.
+        tensor = tensor.detach().requires_grad_(True)
+    return tensor
+
+
+def _loss(output: Any, labels: Any) -> tuple[Any, np.ndarray, np.ndarray, Any]:
+    """``(output, output as numpy, probabilities, summed cross-entropy tensor)``."""
+    if not ops.is_tensor(output):
+        raise ConfigurationError(
+            f"input gradients need a model with one output tensor of class scores; this "
+            f"model returns a {type(output).__name__}")
+    values = ops.convert_to_numpy(output)
+    probabilities, logits = class_probabilities(values)
+    target = probabilities.argmax(axis=1) if labels is None else np.asarray(labels)
+    index = ops.convert_to_tensor(target.astype(np.int64).reshape(-1, 1))
+    if logits:
+        log_p = ops.log_softmax(output, axis=-1)
+    else:
+        # log of the probabilities themselves, unclipped above: Keras' own loss clips at
+        # 1 - 1e-7, which zeroes the gradient of every confident prediction.
+        log_p = ops.log(ops.maximum(output, _TINY))
+    loss = -ops.sum(ops.take_along_axis(log_p, index, axis=1))
+    return output, values, probabilities, loss

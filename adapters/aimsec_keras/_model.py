@@ -1,0 +1,197 @@
+"""The guarded Keras model: a transparent proxy whose predict-like calls are screened.
+
+The proxy reports the original model's class (as ``wrapt.ObjectProxy`` does), so
+``isinstance(guarded, keras.Model)`` holds, and it reads and writes every attribute it does
+not guard on the original. Data given as a ``tf.data.Dataset``, a generator, a
+``keras.utils.PyDataset`` or a torch ``DataLoader`` is screened batch by batch as Keras
+consumes it; each batch is then one screened call in the audit trail. A refused batch ends
+the data there (Keras warns that the input ran out) and the refusal is raised once Keras
+has stopped; the batches before it were predicted, the refused one never reaches the model.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import itertools
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+
+from aimsec_core.errors import SecurityViolation
+from aimsec_core.guard import Guard
+from aimsec_core.guarded import GuardedMixin
+from aimsec_core.verdict import Verdict
+
+from ._gradients import Forward
+
+_OWN = frozenset({"_aimsec_guard"})
+
+
+class GuardedModel(GuardedMixin):
+    """A Keras model whose ``predict``, ``predict_on_batch``, ``evaluate`` and ``__call__``
+    go through the guard; everything else is the original model's. ``last_verdict``,
+    ``calibrate`` and ``save_calibration`` come with every guarded object."""
+
+    __slots__ = ("_aimsec_guard",)
+
+    def __init__(self, guard: Guard) -> None:
+        object.__setattr__(self, "_aimsec_guard", guard)
+
+    @property  # type: ignore[override]
+    def __aimsec_guard__(self) -> Guard:
+        return self._aimsec_guard
+
+    # --- guarded calls -----------------------------------------------------------------
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        return self._screened("predict", args, kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        return self._screened("evaluate", args, kwargs)
+
+    def predict_on_batch(self, x: Any) -> Any:
+        guard = self._aimsec_guard
+        return guard.call(guard.adapter.inputs_of(x), lambda: guard.model.predict_on_batch(x))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        guard = self._aimsec_guard
+        model = guard.model
+        if args:
+            x = args[0]
+            forward = Forward(lambda t: model(t, *args[1:], **kwargs))
+        else:
+            x = kwargs.get("inputs")
+            forward = Forward(lambda t: model(**{**kwargs, "inputs": t}))
+        return guard.call(guard.adapter.inputs_of(x), lambda: model(*args, **kwargs), forward)
+
+    def _screened(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        guard = self._aimsec_guard
+        method = getattr(guard.model, method_name)
+        signature = inspect.signature(method)
+        bound = signature.bind_partial(*args, **kwargs)
+        first = next(iter(signature.parameters))  # x, whatever an override calls it
+        x = bound.arguments.get(first)
+        pipeline = _pipeline(x)
+        if pipeline is None:
+            forward = None
+            if method_name == "predict" and not bound.arguments.get("callbacks"):
+                # With gradient detectors, the prediction and the gradient share one
+                # forward pass: model(x, training=False) computes what predict returns.
+                forward = Forward(lambda t: guard.model(t, training=False), to_numpy=True)
+            return guard.call(guard.adapter.inputs_of(x), lambda: method(*args, **kwargs),
+                              forward)
+        batches, length = pipeline
+        if (length is not None and "steps" in signature.parameters
+                and bound.arguments.get("steps") is None):
+            # A generator has no length: give Keras the pipeline's, as it would have read it.
+            bound.arguments["steps"] = length
+
+        def run(data: Any) -> Any:
+            bound.arguments[first] = data
+            return method(*bound.args, **bound.kwargs)
+
+        return _consume_screened(guard, batches, run)
+
+    # --- everything else is the original model's ------------------------------------------
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._aimsec_guard.model)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _OWN:  # not set yet (mid-construction): never recurse into ourselves
+            raise AttributeError(name)
+        return getattr(self._aimsec_guard.model, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN:
+            raise AttributeError(f"{name} of a guarded model is read-only")
+        setattr(self._aimsec_guard.model, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._aimsec_guard.model, name)
+
+    def __dir__(self) -> list[str]:
+        own = {name for name in dir(GuardedModel) if not name.startswith("_")}
+        return sorted({*dir(self._aimsec_guard.model), *own, "__aimsec_guard__"})
+
+    def __repr__(self) -> str:
+        return f"<guarded {self._aimsec_guard.model!r}>"
+
+    def __str__(self) -> str:
+        return str(self._aimsec_guard.model)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # The borrowed __class__ would make pickle/copy build a bare, broken model.
+        raise TypeError("a guarded model cannot be pickled or copied; save the original "
+                        "(aimsec_core.unguard(guarded).save(path)) and guard it again on load")
+
+
+def _pipeline(x: Any) -> tuple[Iterator[Any], int | None] | None:
+    """The batches of ``x`` and their number, when ``x`` is a data pipeline; else ``None``."""
+    if isinstance(x, types.GeneratorType):
+        return x, None
+    if isinstance(x, keras.utils.PyDataset):
+        count = x.num_batches
+        # Read here, in order (no workers): screening must see every batch the model sees.
+        return (x[i] for i in (range(count) if count is not None else itertools.count())), count
+    bases = [(base.__module__, base.__name__) for base in type(x).__mro__]
+    if any(module.startswith("tensorflow.python.") and name == "DatasetV2"
+           for module, name in bases):
+        count = int(x.cardinality())  # negative: infinite or unknown
+        return iter(x), count if count >= 0 else None
+    if ("torch.utils.data.dataloader", "DataLoader") in bases:
+        try:
+            return iter(x), len(x)
+        except TypeError:  # an IterableDataset without a length
+            return iter(x), None
+    return None
+
+
+def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any], Any]) -> Any:
+    """``run`` on a generator that screens each batch before Keras sees it.
+
+    TensorFlow pulls generator batches on its own threads, in a fresh context: each batch
+    is screened in a copy of the caller's context (client identity). A refused batch ends
+    the data there and the refusal is raised here once Keras has stopped: an error raised
+    inside TensorFlow's generator thread comes back wrapped, and its frames keep
+    TensorFlow's generator state alive until exit, where collecting it can deadlock.
+    """
+    caller = contextvars.copy_context()
+    refused: list[SecurityViolation] = []
+    seen: list[Verdict | None] = []
+
+    def allowed(data: Any) -> bool:
+        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        try:
+            guard.call(guard.adapter.inputs_of(x), lambda: None)
+        except SecurityViolation as exc:
+            refused.append(exc.with_traceback(None))
+            return False
+        finally:
+            seen.append(guard.last_verdict)
+        return True
+
+    def screened() -> Iterator[Any]:
+        for data in batches:
+            if not caller.copy().run(allowed, data):
+                return
+            # A generator must yield tuples; a bare batch or a list reads the same as one.
+            yield data if isinstance(data, tuple) else tuple(data) if isinstance(
+                data, list) else (data,)
+
+    try:
+        output = run(screened())
+    except Exception:
+        if not refused:
+            raise
+        # Keras choked on data that ended before it began (the first batch refused).
+    finally:
+        if seen:  # screened in the reader threads' contexts: tell the caller's
+            guard.remember(seen[-1])
+    if refused:
+        error = refused.pop()  # a traceback will hold this frame: no cycle through it
+        raise error from None
+    return output
+

@@ -1,0 +1,353 @@
+"""The Keras adapter: a guarded model is the original model, with its predict paths screened.
+
+Runs on the backend ``KERAS_BACKEND`` names (TensorFlow by default);
+``test_torch_backend_in_a_subprocess`` runs the conformance suite and this file again on
+the torch backend.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import InputFormatError, NonFiniteInputError, ValueRangeError
+from aimsec_keras import KerasAdapter
+from tests.cases import digits
+from tests.cases.keras_case import CASE
+
+BACKEND = keras.backend.backend()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def guarded(sink):
+    return aimsec_core.guard(CASE.model(), name="digits", sinks=[sink],
+                             constraints={"min_value": 0.0, "max_value": 1.0})
+
+
+def _batch(n: int = 8, start: int = 0) -> np.ndarray:
+    return digits()[0][start:start + n].copy()
+
+
+# --- the guarded object is the original model ----------------------------------------------
+
+def test_guarded_model_passes_for_the_original(guarded):
+    model = CASE.model()
+    assert isinstance(guarded, keras.Model) and isinstance(guarded, keras.Sequential)
+    assert aimsec_core.unguard(guarded) is model
+    assert isinstance(aimsec_core.guard_of(guarded).adapter, KerasAdapter)
+    assert guarded.layers == model.layers and guarded.optimizer is model.optimizer
+    assert guarded.compiled and guarded.loss == model.loss
+    for ours, theirs in zip(guarded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    lines: list[str] = []
+    guarded.summary(print_fn=lines.append)
+    assert "dense" in "".join(lines)
+    assert {"last_verdict", "calibrate", "layers"} <= set(dir(guarded))
+    assert "guarded" in repr(guarded)
+
+
+def test_attribute_writes_reach_the_original(guarded):
+    model = CASE.model()
+    guarded.trainable = False
+    try:
+        assert model.trainable is False and not model.trainable_weights
+    finally:
+        guarded.trainable = True
+    guarded.note = "set through the guard"
+    assert model.note == "set through the guard"
+    del guarded.note
+    assert not hasattr(model, "note")
+
+
+def test_guarded_model_cannot_be_pickled_into_a_broken_copy(guarded):
+    import copy
+
+    with pytest.raises(TypeError, match="unguard"):
+        copy.copy(guarded)
+
+
+# --- guarded calls -------------------------------------------------------------------------
+
+def test_call_and_evaluate_are_guarded_and_unchanged(guarded, sink):
+    model = CASE.model()
+    x, y = _batch(16), digits()[1][:16]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(guarded(x, training=False)),
+                                  keras.ops.convert_to_numpy(model(x, training=False)))
+    np.testing.assert_array_equal(guarded.predict_on_batch(x), model.predict_on_batch(x))
+    assert guarded.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+    assert sink.outcomes == ["allowed"] * 3
+    x[3, 5] = np.nan
+    for call in (lambda: guarded(x), lambda: guarded.evaluate(x, y, verbose=0),
+                 lambda: guarded.predict_on_batch(x)):
+        with pytest.raises(NonFiniteInputError, match="'pixels'") as caught:
+            call()
+        assert caught.value.verdict.flags[3]
+    assert sink.outcomes[3:] == ["rejected"] * 3
+
+
+def test_backend_tensors_are_screened(guarded):
+    x = _batch(4)
+    x[1, 0] = 3.0
+    tensor = keras.ops.convert_to_tensor(x)
+    with pytest.raises(ValueRangeError):
+        guarded.predict(tensor, verbose=0)
+    assert guarded.last_verdict.flags == (False, True, False, False)
+
+
+def test_symbolic_input_is_refused_with_the_way_out(guarded):
+    with pytest.raises(InputFormatError, match="unguard"):
+        guarded(keras.Input((64,)))
+
+
+def _two_input_model(as_dict: bool = False) -> keras.Model:
+    keras.utils.set_random_seed(1)
+    image, meta = keras.Input((64,), name="image"), keras.Input((3,), name="meta")
+    merged = keras.layers.Concatenate()([image, meta])
+    out = keras.layers.Dense(10, activation="softmax")(merged)
+    return keras.Model({"image": image, "meta": meta} if as_dict else [image, meta], out)
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["list-inputs", "dict-inputs"])
+def test_every_input_of_a_multi_input_model_is_screened(sink, as_dict):
+    model = _two_input_model(as_dict)
+    guarded = aimsec_core.guard(model, sinks=[sink], constraints={"max_value": 1.0})
+    assert [s.describe() for s in guarded.__aimsec_guard__.adapter.signature()] == [
+        "image: float32 (N, 64)", "meta: float32 (N, 3)"]
+    image, meta = _batch(5), np.full((5, 3), 0.5, np.float32)
+    good = {"image": image, "meta": meta}
+    if not as_dict:
+        np.testing.assert_array_equal(guarded.predict([image, meta], verbose=0),
+                                      model.predict([image, meta], verbose=0))
+    np.testing.assert_array_equal(guarded.predict(good, verbose=0),
+                                  model.predict(good, verbose=0))
+    bad_meta = meta.copy()
+    bad_meta[4, 1] = 7.0
+    with pytest.raises(ValueRangeError, match="input 'meta'") as caught:
+        guarded.predict({"image": image, "meta": bad_meta}, verbose=0)
+    assert caught.value.verdict.flags == (False,) * 4 + (True,)
+    with pytest.raises(InputFormatError, match=r"input 'meta' has shape \(5, 4\)"):
+        guarded.predict({"image": image, "meta": np.zeros((5, 4), np.float32)}, verbose=0)
+    with pytest.raises(InputFormatError, match="input 'meta': missing from the call"):
+        guarded.predict({"image": image}, verbose=0)
+    with pytest.raises(InputFormatError, match="input 'meta': missing: the call gives 1 input"):
+        guarded.predict([image] if not as_dict else image, verbose=0)
+    with pytest.raises(InputFormatError, match="input 'extra': no input of the model has"):
+        guarded.predict({**good, "extra": meta}, verbose=0)
+    with pytest.raises(InputFormatError, match="the call gives 3 inputs; the model takes 2"):
+        guarded.predict([image, meta, meta], verbose=0)
+    with pytest.raises(InputFormatError, match="batch size"):
+        guarded.predict({"image": image, "meta": meta[:4]}, verbose=0)
+
+
+def test_a_subclassed_model_taking_a_list_has_each_array_screened(sink):
+    class TwoArrays(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, arrays):
+            return self.dense(keras.ops.concatenate(arrays, axis=1))
+
+    guarded = aimsec_core.guard(TwoArrays(), sinks=[sink], constraints={"max_value": 1.0})
+    a, b = np.ones((2, 2), np.float32), np.ones((2, 1), np.float32)
+    assert guarded.predict(x=[a, b], verbose=0).shape == (2, 3)  # x as a keyword, too
+    with pytest.raises(ValueRangeError, match=r"input 'x\[1\]'"):
+        guarded.predict([a, b * 5], verbose=0)
+    with pytest.raises(InputFormatError, match="disagree on the batch size"):
+        guarded.predict([a, b[:1]], verbose=0)
+
+
+def test_a_model_that_learns_its_input_on_first_call_is_checked_from_then_on(sink):
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.layers.Dense(10, activation="softmax")])  # no Input
+    guarded = aimsec_core.guard(model, sinks=[sink])
+    guarded.predict(_batch(4), verbose=0)  # builds the model; nothing declared to check yet
+    with pytest.raises(InputFormatError, match=r"expects .*\(N, 64\)"):
+        guarded.predict(np.zeros((4, 63), np.float32), verbose=0)
+    assert guarded.predict(_batch(7), verbose=0).shape == (7, 10)  # any batch size
+
+
+# --- data pipelines: each batch screened as Keras reads it ---------------------------------
+
+class _Digits(keras.utils.PyDataset):
+    def __init__(self, x: np.ndarray) -> None:
+        super().__init__()
+        self.x = x
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.x[i * 10:(i + 1) * 10]
+
+
+def _pipelines():
+    import tensorflow as tf
+    import torch
+
+    return {
+        "generator": lambda x: ((x[i:i + 10],) for i in range(0, 40, 10)),
+        "pydataset": _Digits,
+        "tf.data": lambda x: tf.data.Dataset.from_tensor_slices(x).batch(10),
+        "dataloader": lambda x: torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.from_numpy(x)), batch_size=10),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")  # Keras' own, for generators
+@pytest.mark.parametrize("kind", ["generator", "pydataset", "tf.data", "dataloader"])
+def test_pipeline_batches_are_screened_as_they_are_read(guarded, sink, kind):
+    make = _pipelines()[kind]
+    x = _batch(40)
+    np.testing.assert_allclose(guarded.predict(make(x), verbose=0),
+                               CASE.model().predict(make(x), verbose=0), rtol=0, atol=0)
+    assert sink.outcomes == ["allowed"] * 4
+    sink.events.clear()
+    x[25, 3] = 1.5  # third batch, sample 5
+    with aimsec_core.client("198.51.100.4"), pytest.raises(ValueRangeError) as caught:
+        guarded.predict(make(x), verbose=0)
+    # TensorFlow reads later batches on its own threads: still the caller's client, the
+    # refusal raised as itself, and the last verdict is the refused batch's.
+    assert sink.outcomes == ["allowed", "allowed", "rejected"]
+    assert {e.verdict.client for e in sink.events} == {"198.51.100.4"}
+    assert guarded.last_verdict is caught.value.verdict
+    assert caught.value.verdict.flags[5] and sum(caught.value.verdict.flags) == 1
+    sink.events.clear()
+    x[0, 0] = -1.0  # the first batch: Keras never gets any data
+    with pytest.raises(ValueRangeError):
+        guarded.predict(make(x), verbose=0)
+    assert sink.outcomes == ["rejected"]
+
+
+def test_evaluate_screens_the_inputs_of_a_labelled_pipeline(guarded, sink):
+    import tensorflow as tf
+
+    x, y = _batch(40), digits()[1][:40]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(20)
+    assert guarded.evaluate(data, verbose=0) == CASE.model().evaluate(data, verbose=0)
+    assert sink.outcomes == ["allowed"] * 2
+    monitored = aimsec_core.guard(CASE.model(), mode="monitor", sinks=[sink],
+                                  constraints={"max_value": 1.0})
+    x[30, 0] = 2.0
+    monitored.evaluate(tf.data.Dataset.from_tensor_slices((x, y)).batch(20), verbose=0)
+    assert sink.outcomes[2:] == ["allowed", "flagged"]
+
+
+# --- gradients: a one-layer softmax model checked by hand ----------------------------------
+
+W = np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -0.5], [-1.0, 0.0, 1.0], [0.5, 0.5, 0.0]],
+             np.float32)
+B = np.array([0.1, -0.2, 0.0], np.float32)
+X = np.array([[0.2, 0.4, 0.1, 0.9], [1.0, 0.0, 0.3, 0.2]], np.float32)
+
+
+def _softmax_layer(activation: str | None = "softmax") -> keras.Model:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation=activation)])
+    model.set_weights([W, B])
+    return model
+
+
+def _by_hand(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """p = softmax(xW + b); d(-log p_y)/dx = (p - onehot(y)) W^T."""
+    z = X.astype(np.float64) @ W + B
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return p, (p - np.eye(3)[labels]) @ W.T
+
+
+@pytest.mark.parametrize("activation", ["softmax", None], ids=["probabilities", "logits"])
+def test_gradient_matches_the_hand_computation(activation):
+    model = _softmax_layer(activation)
+    adapter = KerasAdapter(model)
+    labels = np.array([2, 0])
+    p, expected = _by_hand(labels)
+    np.testing.assert_allclose(adapter.input_gradient(X, labels), expected, atol=1e-5)
+    np.testing.assert_allclose(adapter.scores(X), p, atol=1e-6)
+
+
+def test_forward_with_gradient_is_one_pass_at_the_predicted_label():
+    model = _softmax_layer()
+    adapter = KerasAdapter(model)
+    before = [w.copy() for w in model.get_weights()]
+    output, scores, gradient = adapter.forward_with_gradient(None, X)
+    predicted = _by_hand(np.zeros(2, int))[0].argmax(1)
+    p, expected = _by_hand(predicted)
+    assert scores.argmax(1).tolist() == predicted.tolist()
+    np.testing.assert_allclose(gradient, expected, atol=1e-5)
+    np.testing.assert_allclose(scores, p, atol=1e-6)
+    # The output is what predict returns (exactly so for this model on both backends).
+    np.testing.assert_allclose(output, model.predict(X, verbose=0), rtol=1e-6, atol=1e-7)
+    # Any other call: its own output comes back, a backend tensor here.
+    tensor, *rest = adapter.forward_with_gradient(lambda t: model(t, training=False), X)
+    assert keras.ops.is_tensor(tensor)
+    for ours, theirs in zip([keras.ops.convert_to_numpy(tensor), *rest],
+                            (output, scores, gradient)):
+        np.testing.assert_array_equal(ours, theirs)
+    # The model is left as found: weights, trainable flags, no gradient kept anywhere.
+    for now, then in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(now, then)
+    assert all(v.trainable for v in model.weights)
+    if BACKEND == "torch":
+        assert all(v.value.grad is None for v in model.weights)
+
+
+def test_gradient_of_a_multi_input_model_has_the_inputs_structure():
+    model = _two_input_model()
+    image, meta = _batch(3), np.full((3, 3), 0.5, np.float32)
+    gradient = KerasAdapter(model).input_gradient([image, meta], np.array([1, 2, 3]))
+    assert [g.shape for g in gradient] == [(3, 64), (3, 3)]
+    assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in gradient)
+
+
+def test_gradient_needs_a_classifier_output():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Reshape((2, 2))])
+    with pytest.raises(aimsec_core.ConfigurationError, match=r"\(batch, classes\)"):
+        KerasAdapter(model).input_gradient(X, np.array([0, 1]))
+
+
+def test_calibrated_detectors_share_the_prediction_forward_pass(sink, monkeypatch):
+    x, y = digits()
+    guarded = aimsec_core.guard(CASE.model(), mode="monitor", sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    guard = guarded.__aimsec_guard__
+    assert "gradient" in [d.name for d in guarded.calibrate(x[:600], fpr=0.05).suite.detectors]
+    passes = []
+    real = KerasAdapter.forward_with_gradient
+    monkeypatch.setattr(KerasAdapter, "forward_with_gradient",
+                        lambda self, call, v: passes.append(call) or real(self, call, v))
+    clean = x[1000:1100]
+    np.testing.assert_array_equal(guarded.predict(clean, verbose=0),
+                                  CASE.model().predict(clean, verbose=0))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(guarded(clean, training=False)),
+        keras.ops.convert_to_numpy(CASE.model()(clean, training=False)))
+    assert len(passes) == 2 and "gradient" in guarded.last_verdict.scores
+    clean_flagged = sum(guarded.last_verdict.flags)
+    # One signed-gradient step (FGSM, eps 0.1) against the true labels.
+    step = np.sign(guard.adapter.input_gradient(clean, y[1000:1100]))
+    guarded.predict(np.clip(clean + 0.1 * step, 0, 1).astype(np.float32), verbose=0)
+    assert sum(guarded.last_verdict.flags) > 3 * max(clean_flagged, 5)
+
+
+# --- the torch backend ---------------------------------------------------------------------
+
+def test_torch_backend_in_a_subprocess():
+    """Conformance and this file again, with Keras on torch (chosen before keras loads)."""
+    # One thread: the models are tiny, and torch's threads spin against each other (ten
+    # times slower) when the machine is busy with other tests.
+    env = {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/conformance", "tests/test_keras_adapter.py",
+         "-k", "keras and not test_torch_backend_in_a_subprocess"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
