@@ -31,8 +31,8 @@ class GuardedMixin:
         """Fit the adversarial-input detectors on clean data at a false-positive target.
 
         ``detectors`` names them (default: gradient where autograd exists, margin,
-        density, sparsity); ``image_shape`` lets flat inputs be treated as images by the
-        squeeze and jump detectors.
+        density, sparsity, neighbours); ``image_shape`` lets flat inputs be treated as
+        images by the squeeze and jump detectors.
         """
         return self.__aimsec_guard__.calibrate(x_clean, fpr=fpr, detectors=detectors,
                                                image_shape=image_shape, seed=seed)
