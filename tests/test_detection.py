@@ -144,3 +144,17 @@ def test_enforce_mode_refuses_inputs_the_detectors_flag(digits_model, sink):
     verdict = caught.value.verdict
     assert "adversarial" in verdict.checks and sum(verdict.flags) >= 8
     assert sink.outcomes[-1] == "rejected"
+
+
+def test_neighbours_score_is_positive_when_the_label_disagrees_with_the_neighbourhood():
+    from aimsec_core.detection import NeighbourDetector
+
+    clean = np.array([[0.0], [0.5], [1.0], [10.0], [10.5], [11.0]])
+    labels = np.repeat([[1.0, 0.0], [0.0, 1.0]], 3, axis=0)
+    detector = NeighbourDetector(k=2)
+    detector.fit(_probe(clean, labels), (0.0, 11.0))
+    near_zero = np.array([[0.75], [0.75]])
+    scores = detector.score(_probe(near_zero, [[1.0, 0.0], [0.0, 1.0]]))
+    # labelled 0: nearest same-label points at 0.25 and 0.25 vs other-label 9.25, 9.75
+    assert scores[0] == pytest.approx(np.log(0.25) - np.log(9.5), abs=1e-6)
+    assert scores[1] == pytest.approx(-scores[0], abs=1e-6)  # labelled 1: the reverse
