@@ -6,10 +6,15 @@ from . import AdapterCase, digits
 
 
 def _build():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
     x, y = digits()
-    return MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a test model, trained briefly
+        return MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(x, y)
 
 
 CASE = AdapterCase(
