@@ -47,17 +47,24 @@ def on_host(array: Any) -> bool:
     return str(array_api_compat.device(array)) == "cpu"
 
 
+_dtype_kinds: dict[Any, str] = {}
+
+
 def dtype_kind(array: Any) -> str:
     """numpy's one-letter kind: ``f`` float, ``i``/``u`` integer, ``b`` bool, ``c`` complex,
-    anything else for object, string and the like."""
+    anything else for object, string and the like (cached per dtype)."""
     if isinstance(array, np.ndarray):
         return array.dtype.kind
-    xp = namespace(array)
-    for kind, name in (("b", "bool"), ("f", "real floating"), ("i", "signed integer"),
-                       ("u", "unsigned integer"), ("c", "complex floating")):
-        if xp.isdtype(array.dtype, name):
-            return kind
-    return "O"
+    dtype = array.dtype
+    kind = _dtype_kinds.get(dtype)
+    if kind is None:
+        xp = namespace(array)
+        kind = next((k for k, name in (("b", "bool"), ("f", "real floating"),
+                                       ("i", "signed integer"), ("u", "unsigned integer"),
+                                       ("c", "complex floating"))
+                     if xp.isdtype(dtype, name)), "O")
+        _dtype_kinds[dtype] = kind
+    return kind
 
 
 _dtype_names: dict[Any, str] = {}

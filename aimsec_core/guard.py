@@ -170,7 +170,7 @@ class Guard:
         assert self.calibration is not None
         suite = self.calibration.suite
         native = next(iter(validated.arrays.values()))
-        x = np.asarray(to_host(native))
+        x = np.asarray(to_host(next(iter(validated.views.values()))))
         output, gradient = _NOT_YET, None
         if suite.needs_gradient and forward is not None:
             output, probabilities, gradient = self.adapter.forward_with_gradient(forward, native)
@@ -196,7 +196,7 @@ class Guard:
         findings = tuple(validated.findings)
         blocked = validated.blocked
         allowed = not blocked and (self.mode == "monitor" or not findings)
-        arrays = list(validated.arrays.values())
+        arrays = list(validated.views.values())
         first = arrays[0] if arrays else None
         return Verdict(
             allowed=allowed, mode=self.mode, model=self.name, client=current_client(),

@@ -42,6 +42,8 @@ class Validated:
     """Arrays ready for detectors and the findings validation raised on the way."""
 
     arrays: dict[str, Any] = field(default_factory=dict)
+    #: the same arrays as zero-copy numpy views where they live on the host
+    views: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     batch_size: int = 0
     flags: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -75,6 +77,8 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
                           f"{constraints.max_size} (max_size)",
                           expected=constraints.max_size, received=total))
     for name, array in out.arrays.items():
+        view = host_view(array)
+        out.views[name] = array = array if view is None else view
         if name in batched:
             _check_content(name, array, out.batch_size, constraints, out)
         else:  # a call-level input (no batch axis): its findings concern the whole call
@@ -191,9 +195,6 @@ def _extremes(xp: Any, flat: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated) -> None:
-    view = host_view(array)
-    if view is not None:
-        array = view
     xp = namespace(array)
     flat = xp.reshape(array, (n, -1))
     if dtype_kind(array) == "f" or c.min_value is not None or c.max_value is not None:
