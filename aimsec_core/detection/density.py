@@ -50,10 +50,21 @@ class DensityDetector(Detector):
     def score(self, probe: Probe) -> np.ndarray:
         if self.means is None or self.precision is None:
             raise ValueError("the density detector is not fitted")
-        features = self._features(probe.x)
-        diffs = features[:, None, :] - self.means[None]
-        distances = np.einsum("nkd,de,nke->nk", diffs, self.precision, diffs)
-        return np.log(distances.min(axis=1) + 1e-12)
+        whitener, white_means = self._whitened()
+        z = self._features(probe.x) @ whitener
+        # |z - m|^2 expanded: two matrix products instead of an (n, classes, d) tensor
+        distances = ((z ** 2).sum(axis=1)[:, None] + (white_means ** 2).sum(axis=1)[None]
+                     - 2 * z @ white_means.T)
+        return np.log(np.maximum(distances.min(axis=1), 0.0) + 1e-12)
+
+    def _whitened(self) -> tuple[np.ndarray, np.ndarray]:
+        """``W`` with ``W W^T = precision``, so Mahalanobis distance is Euclidean after
+        ``x @ W``; and the class means mapped the same way (computed once)."""
+        cached = self.__dict__.get("_white")
+        if cached is None or cached[0] is not self.precision:
+            whitener = np.linalg.cholesky(self.precision)
+            cached = self._white = (self.precision, whitener, self.means @ whitener)
+        return cached[1], cached[2]
 
     def state(self) -> dict[str, Any]:
         state = {"means": self.means, "precision": self.precision}
