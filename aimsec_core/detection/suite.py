@@ -23,6 +23,23 @@ from ..errors import CalibrationError
 from .base import Detector, Probe
 
 
+_controller: Any = None
+
+
+def single_threaded_blas() -> Any:
+    """A context in which numpy's BLAS runs on one thread.
+
+    The detectors' matrices are small, and a multi-threaded BLAS leaves its threads
+    spinning after each product; beside a framework's own thread pool (torch's) those
+    spinning threads slowed the very next forward pass tenfold on a 2-core machine."""
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()  # after numpy loaded its BLAS, so it is found
+    return _controller.limit(limits=1, user_api="blas")
+
+
 @dataclass
 class SuiteScores:
     """Per-sample results of one screened batch."""
@@ -115,9 +132,10 @@ class DetectorSuite:
 
     def score(self, probe: Probe) -> SuiteScores:
         raw, rarity = {}, {}
-        for detector in self.detectors:
-            raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
-            rarity[detector.name] = self.rarity(detector, raw[detector.name])
+        with single_threaded_blas():
+            for detector in self.detectors:
+                raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
+                rarity[detector.name] = self.rarity(detector, raw[detector.name])
         combined = np.sum(np.stack(list(rarity.values())), axis=0)
         flags = combined > self.threshold if self.threshold is not None else (
             np.zeros(len(combined), dtype=bool))
