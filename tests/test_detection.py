@@ -158,3 +158,17 @@ def test_neighbours_score_is_positive_when_the_label_disagrees_with_the_neighbou
     # labelled 0: nearest same-label points at 0.25 and 0.25 vs other-label 9.25, 9.75
     assert scores[0] == pytest.approx(np.log(0.25) - np.log(9.5), abs=1e-6)
     assert scores[1] == pytest.approx(-scores[0], abs=1e-6)  # labelled 1: the reverse
+
+
+def test_wide_inputs_are_projected_and_the_projection_is_kept():
+    from aimsec_core.detection import NeighbourDetector
+
+    rng = np.random.default_rng(0)
+    clean = rng.random((60, 3, 32, 32))  # 3,072 values a sample: past MAX_DIM
+    probe = _probe(clean, np.eye(2)[np.arange(60) % 2])
+    for detector in (DensityDetector(), NeighbourDetector()):
+        detector.fit(probe, (0.0, 1.0))
+        assert detector.projection.shape == (3072, detector.PROJECTED_DIM)
+        restored = type(detector)()
+        restored.load_state(detector.state())
+        np.testing.assert_allclose(restored.score(probe), detector.score(probe))

@@ -79,3 +79,39 @@ class Detector(ABC):
     def config(self) -> dict[str, Any]:
         """Constructor arguments, for the calibration file."""
         return {}
+
+
+class InputSpaceDetector(Detector):
+    """A detector that learns from clean inputs themselves, as flat vectors.
+
+    Inputs wider than ``MAX_DIM`` values go through a fixed random Gaussian projection to
+    ``PROJECTED_DIM`` first (distances are roughly kept, Johnson-Lindenstrauss), so memory
+    and cost stay bounded for large inputs."""
+
+    MAX_DIM: ClassVar[int] = 1024
+    PROJECTED_DIM: ClassVar[int] = 256
+    learns = True
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.projection: np.ndarray | None = None
+
+    def fit_features(self, x: np.ndarray) -> np.ndarray:
+        """Set up the projection for inputs like ``x``; return their features."""
+        d = int(np.prod(x.shape[1:]))
+        self.projection = None
+        if d > self.MAX_DIM:
+            rng = np.random.default_rng(self.seed)
+            self.projection = rng.normal(0, 1 / np.sqrt(self.PROJECTED_DIM),
+                                         (d, self.PROJECTED_DIM))
+        return self.features(x)
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        flat = x.reshape(len(x), -1).astype(np.float64)
+        return flat if self.projection is None else flat @ self.projection
+
+    def state(self) -> dict[str, Any]:
+        return {} if self.projection is None else {"projection": self.projection}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.projection = np.asarray(state["projection"]) if "projection" in state else None

@@ -10,34 +10,19 @@ from typing import Any
 
 import numpy as np
 
-from .base import Detector, Probe
+from .base import InputSpaceDetector, Probe
 
-#: Inputs wider than this are projected (fixed random Gaussian projection) before fitting.
-MAX_DIM = 1024
-PROJECTED_DIM = 256
-
-
-class DensityDetector(Detector):
+class DensityDetector(InputSpaceDetector):
     name = "density"
-    learns = True
 
     def __init__(self, shrinkage: float = 0.01, seed: int = 0) -> None:
+        super().__init__(seed)
         self.shrinkage = shrinkage
-        self.seed = seed
         self.means: np.ndarray | None = None
         self.precision: np.ndarray | None = None
-        self.projection: np.ndarray | None = None
-
-    def _features(self, x: np.ndarray) -> np.ndarray:
-        flat = x.reshape(len(x), -1).astype(np.float64)
-        return flat if self.projection is None else flat @ self.projection
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
-        d = int(np.prod(probe.x.shape[1:]))
-        if d > MAX_DIM:
-            rng = np.random.default_rng(self.seed)
-            self.projection = rng.normal(0, 1 / np.sqrt(PROJECTED_DIM), (d, PROJECTED_DIM))
-        features = self._features(probe.x)
+        features = self.fit_features(probe.x)
         labels = probe.predicted
         classes = np.unique(labels)
         self.means = np.stack([features[labels == c].mean(axis=0) for c in classes])
@@ -51,7 +36,7 @@ class DensityDetector(Detector):
         if self.means is None or self.precision is None:
             raise ValueError("the density detector is not fitted")
         whitener, white_means = self._whitened()
-        z = self._features(probe.x) @ whitener
+        z = self.features(probe.x) @ whitener
         # |z - m|^2 expanded: two matrix products instead of an (n, classes, d) tensor
         distances = ((z ** 2).sum(axis=1)[:, None] + (white_means ** 2).sum(axis=1)[None]
                      - 2 * z @ white_means.T)
@@ -67,15 +52,12 @@ class DensityDetector(Detector):
         return cached[1], cached[2]
 
     def state(self) -> dict[str, Any]:
-        state = {"means": self.means, "precision": self.precision}
-        if self.projection is not None:
-            state["projection"] = self.projection
-        return state
+        return {**super().state(), "means": self.means, "precision": self.precision}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
         self.means = np.asarray(state["means"])
         self.precision = np.asarray(state["precision"])
-        self.projection = np.asarray(state["projection"]) if "projection" in state else None
 
     def config(self) -> dict[str, Any]:
         return {"shrinkage": self.shrinkage, "seed": self.seed}

@@ -14,37 +14,26 @@ from typing import Any
 
 import numpy as np
 
-from .base import Detector, Probe
-from .density import MAX_DIM, PROJECTED_DIM
+from .base import InputSpaceDetector, Probe
 
 
-class NeighbourDetector(Detector):
+class NeighbourDetector(InputSpaceDetector):
     name = "neighbours"
-    learns = True
 
     def __init__(self, k: int = 5, seed: int = 0) -> None:
+        super().__init__(seed)
         self.k = k
-        self.seed = seed
         self.points: np.ndarray | None = None
         self.labels: np.ndarray | None = None
-        self.projection: np.ndarray | None = None
-
-    def _features(self, x: np.ndarray) -> np.ndarray:
-        flat = x.reshape(len(x), -1).astype(np.float64)
-        return flat if self.projection is None else flat @ self.projection
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
-        d = int(np.prod(probe.x.shape[1:]))
-        if d > MAX_DIM:
-            rng = np.random.default_rng(self.seed)
-            self.projection = rng.normal(0, 1 / np.sqrt(PROJECTED_DIM), (d, PROJECTED_DIM))
-        self.points = self._features(probe.x)
+        self.points = self.fit_features(probe.x)
         self.labels = probe.predicted
 
     def score(self, probe: Probe) -> np.ndarray:
         if self.points is None or self.labels is None:
             raise ValueError("the neighbours detector is not fitted")
-        features = self._features(probe.x)
+        features = self.features(probe.x)
         squared = ((features ** 2).sum(1)[:, None] + (self.points ** 2).sum(1)[None]
                    - 2 * features @ self.points.T)
         distances = np.sqrt(np.maximum(squared, 0.0))
@@ -64,15 +53,12 @@ class NeighbourDetector(Detector):
         return np.where(finite.any(axis=1), mean, distances.max(axis=1))
 
     def state(self) -> dict[str, Any]:
-        state = {"points": self.points, "labels": self.labels}
-        if self.projection is not None:
-            state["projection"] = self.projection
-        return state
+        return {**super().state(), "points": self.points, "labels": self.labels}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
         self.points = np.asarray(state["points"])
         self.labels = np.asarray(state["labels"])
-        self.projection = np.asarray(state["projection"]) if "projection" in state else None
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "seed": self.seed}
