@@ -125,7 +125,11 @@ def evaluate(frameworks: list[str] | None = None, *, fpr: float = 0.05, quick: b
              seed: int = 0, detectors: list[str] | None = None,
              only_attacks: list[str] | None = None, progress: Any = None) -> list[Row]:
     data = digits.load(seed)
-    chosen = frameworks or digits.available()
+    # Frameworks ART can attack directly first: the others are attacked by transfer of the
+    # torch model's adversarial examples.
+    chosen = sorted(frameworks or digits.available(), key=lambda f: f not in ("torch", "keras"))
+    if any(f in ("sklearn", "onnx") for f in chosen) and "torch" not in chosen:
+        chosen.insert(0, "torch")  # the source of the transferred examples
     models = {f: digits.BUILDERS[f](data, seed) for f in chosen if f != "onnx"}
     if "onnx" in chosen:
         models["onnx"] = digits.onnx_session(data, seed, models.get("sklearn"))
