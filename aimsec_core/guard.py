@@ -171,15 +171,14 @@ class Guard:
         suite = self.calibration.suite
         native = next(iter(validated.arrays.values()))
         x = np.asarray(to_host(next(iter(validated.views.values()))))
-        output, gradient = _NOT_YET, None
+        output, probabilities, gradient = _NOT_YET, None, None
         if suite.needs_gradient and forward is not None:
             output, probabilities, gradient = self.adapter.forward_with_gradient(forward, native)
-        else:
-            probabilities = self.adapter.scores(x)
-            if suite.needs_gradient:
-                gradient = self.adapter.input_gradient(
-                    x, softmax_if_needed(probabilities).argmax(axis=1))
-        probe = Probe(x, softmax_if_needed(probabilities), self.adapter.scores,
+            probabilities = softmax_if_needed(probabilities)
+        elif suite.needs_gradient:
+            probabilities = softmax_if_needed(self.adapter.scores(x))
+            gradient = self.adapter.input_gradient(x, probabilities.argmax(axis=1))
+        probe = Probe(x, probabilities, self.adapter.scores,
                       None if gradient is None else np.asarray(to_host(gradient)))
         scored = suite.score(probe)
         flags = np.asarray(verdict.flags, dtype=bool) | scored.flags

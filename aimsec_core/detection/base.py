@@ -25,13 +25,22 @@ def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
 class Probe:
     """What detectors see of one batch: the input on the host, the model's class
     probabilities for it, its input gradient where autograd gave one, and a way to ask
-    the model about transformed copies (each such call is one extra forward pass)."""
+    the model about transformed copies (each such call is one extra forward pass).
+
+    Probabilities not given up front are asked for on first use, so a suite of detectors
+    that never reads them (sparsity, jump, density) costs no forward pass at all."""
 
     x: np.ndarray
-    probabilities: np.ndarray
-    ask: Any  #: callable: numpy batch shaped like ``x`` -> class probabilities
+    given_probabilities: np.ndarray | None
+    ask: Any  #: callable: numpy batch shaped like ``x`` -> class scores
     gradient: np.ndarray | None = None
     forward_passes: int = field(default=0)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        if self.given_probabilities is None:
+            self.given_probabilities = self.probabilities_of(self.x)
+        return self.given_probabilities
 
     def probabilities_of(self, x: np.ndarray) -> np.ndarray:
         self.forward_passes += 1
