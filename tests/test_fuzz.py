@@ -71,3 +71,29 @@ def test_every_malformed_input_is_a_typed_error_or_a_correct_prediction(case):
 
     check()
     assert len(sink.events) > 0
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the models' own overflow warnings
+def test_monitor_mode_turns_model_failures_on_flagged_input_into_typed_errors(case):
+    """Monitor mode lets flagged input through; where the model then fails, the caller
+    still gets a typed error saying why, never the framework's own traceback."""
+    sink = ListSink()
+    constraints = {"min_value": 0.0, "max_value": 1.0, "max_size": 100_000}
+    if not case.declares_shape:
+        constraints["sample_shape"] = case.sample_shape
+    guarded = aimsec_core.guard(case.model(), name=f"fuzz-monitor-{case.id}", sinks=[sink],
+                                mode="monitor", constraints=constraints)
+    values = st.one_of(any_array.map(case.from_numpy_any), junk, _digits_shaped(case))
+
+    @settings(max_examples=EXAMPLES.get(case.id, 2000) // 4, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(value=values)
+    def check(value):
+        before = len(sink.events)
+        try:
+            case.call_guarded(guarded, value)
+        except AimsecError:
+            return
+        assert sink.events[before].outcome in ("allowed", "flagged")
+
+    check()
