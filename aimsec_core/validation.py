@@ -26,6 +26,10 @@ _KIND_NAMES = {"b": "bool", "c": "complex", "O": "object", "U": "str", "S": "byt
                "V": "void", "M": "datetime", "m": "timedelta"}
 
 
+_NO_FLAGS = np.zeros(0, dtype=bool)
+_NO_FLAGS.flags.writeable = False  # shared default: never written to
+
+
 @dataclass(frozen=True)
 class Refused:
     """Put in place of an input an adapter cannot hand to the model (a name missing from
@@ -46,7 +50,7 @@ class Validated:
     views: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     batch_size: int = 0
-    flags: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    flags: np.ndarray = field(default_factory=lambda: _NO_FLAGS)
 
     @property
     def blocked(self) -> bool:
@@ -198,12 +202,18 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
     xp = namespace(array)
     flat = xp.reshape(array, (n, -1))
     if dtype_kind(array) == "f" or c.min_value is not None or c.max_value is not None:
-        lows, highs = _extremes(xp, flat)
-        low, high = float(lows.min()), float(highs.max())
+        lows = highs = None
+        if xp is np:  # one min and one max over everything; per sample only if needed
+            low, high = float(flat.min()), float(flat.max())
+        else:  # on a device: per-sample summaries are all that come back to the host
+            lows, highs = _extremes(xp, flat)
+            low, high = float(lows.min()), float(highs.max())
         within = (math.isfinite(low) and math.isfinite(high)
                   and (c.min_value is None or low >= c.min_value)
                   and (c.max_value is None or high <= c.max_value))
         if not within:  # the common clean case stops here, without per-sample masks
+            if lows is None:
+                lows, highs = _extremes(xp, flat)
             _report_extremes(name, lows.astype(np.float64), highs.astype(np.float64), c, out)
     if c.max_gradient is not None:
         jumps = largest_jump(array, n)
