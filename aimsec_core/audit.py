@@ -21,6 +21,7 @@ import numpy as np
 from .arrays import to_host
 from .config import (DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_PATH,
                      parse_bool, parse_positive_int, resolve)
+from .errors import ConfigurationError
 from .sinks import CallRecord
 
 AUDIT_FILE = "audit.jsonl"
@@ -83,7 +84,15 @@ class AuditLog:
 def _logger_for(file: Path, max_bytes: int, backups: int) -> logging.Logger:
     with _loggers_lock:
         logger = _loggers.get(file)
-        if logger is None:
+        if logger is not None:
+            handler = logger.handlers[0]
+            if (handler.maxBytes, handler.backupCount) != (max_bytes, backups):
+                raise ConfigurationError(
+                    f"the audit log {file} is already open with max_bytes="
+                    f"{handler.maxBytes}, backups={handler.backupCount}; received "
+                    f"max_bytes={max_bytes}, backups={backups}. One file has one rotation "
+                    "policy: use the same settings or another folder")
+        else:
             file.parent.mkdir(parents=True, exist_ok=True)
             logger = logging.getLogger(f"aimsec.audit.{len(_loggers)}")
             logger.setLevel(logging.INFO)

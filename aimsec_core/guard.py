@@ -1,7 +1,9 @@
 """The one pipeline every guarded call goes through, whatever the framework.
 
-``Guard.call`` validates the inputs, runs the calibrated detectors, decides, calls the real
-model only when allowed, and hands the outcome to the sinks. Adapters build the
+``Guard.call`` validates the inputs, runs the calibrated detectors, decides, returns the real
+model's output only when allowed, and hands the outcome to the sinks. Validation findings
+stop a call before the model runs; detectors need the model's view of the input, so a call
+they refuse has run it (with gradient analysis, that is the call's own forward pass). Adapters build the
 framework-shaped object around it and pass in a ``predict`` callable that runs the
 original model on the original arguments, so a valid call returns exactly what the
 unguarded model returns.
@@ -142,7 +144,9 @@ class Guard:
         except Exception as exc:
             self._last.set(verdict)
             self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}")
-            raise
+            if verdict.clean:
+                raise
+            raise _violation(verdict) from exc  # monitor mode: flagged input broke a detector
         self._last.set(verdict)
         if not verdict.allowed:
             error = _violation(verdict)
@@ -162,7 +166,9 @@ class Guard:
         return output
 
     def _detecting(self, validated: Validated) -> bool:
-        return self.calibration is not None and len(validated.arrays) == 1
+        # NaN/Inf would only break the detectors' own passes; the finding already stands.
+        return (self.calibration is not None and len(validated.arrays) == 1
+                and not any(f.check == "finite" for f in validated.findings))
 
     def _detect(self, validated: Validated, verdict: Verdict,
                 forward: Callable[[Any], Any] | None) -> tuple[Any, Verdict]:
@@ -171,6 +177,14 @@ class Guard:
         suite = self.calibration.suite
         native = next(iter(validated.arrays.values()))
         x = np.asarray(to_host(next(iter(validated.views.values()))))
+        calibrated = tuple(self.calibration.sample_shape)
+        if tuple(x.shape[1:]) != calibrated:
+            finding = Finding(
+                "shape", f"input has samples of shape {tuple(x.shape[1:])}; the detectors were "
+                f"calibrated on samples of shape {calibrated}", expected=calibrated,
+                received=tuple(x.shape[1:]), blocking=True)
+            return _NOT_YET, dataclasses.replace(verdict, allowed=False,
+                                                 findings=verdict.findings + (finding,))
         output, probabilities, gradient = _NOT_YET, None, None
         if suite.needs_gradient and forward is not None:
             output, probabilities, gradient = self.adapter.forward_with_gradient(forward, native)

@@ -112,6 +112,9 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                f"{exc}", expected=adapter.input_types, received=type(value).__name__)
         return None
     if array is not None:
+        if isinstance(array, np.ndarray) and type(array) is not np.ndarray:
+            # masked arrays and other subclasses: check the values the model will read
+            array = np.asarray(array)
         return array
     is_sequence = isinstance(value, (list, tuple))
     if not (adapter.capabilities.host_sequences and (is_sequence or np.isscalar(value))):

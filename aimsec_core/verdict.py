@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,8 @@ class Finding:
         out: dict[str, Any] = {"check": self.check, "reason": self.reason}
         if self.samples:
             out["samples"] = list(self.samples)
-        if self.score is not None:
-            out["score"] = self.score
+        if self.score is not None:  # JSON has no Infinity/NaN: those become strings
+            out["score"] = self.score if math.isfinite(self.score) else str(self.score)
         return out
 
 

@@ -172,3 +172,71 @@ def test_wide_inputs_are_projected_and_the_projection_is_kept():
         restored = type(detector)()
         restored.load_state(detector.state())
         np.testing.assert_allclose(restored.score(probe), detector.score(probe))
+
+
+def test_review_regressions(digits_model, tmp_path, sink):
+    """Inputs the calibration never saw, damaged files, non-finite scores, masked arrays."""
+    import json
+    import zipfile
+
+    model, x, _ = digits_model
+    guarded = aimsec_core.guard(model, sinks=[sink], mode="monitor",
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    calibration = guarded.calibrate(x[900:1400])
+    assert calibration.sample_shape == (64,)
+    # a damaged file, and one missing a detector's arrays, are calibration errors
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(CalibrationError):
+        Calibration.load(bad)
+    path = guarded.save_calibration(tmp_path / "whole.npz")
+    with zipfile.ZipFile(path) as whole, zipfile.ZipFile(tmp_path / "part.npz", "w") as part:
+        for item in whole.namelist():
+            if not item.startswith("density."):
+                part.writestr(item, whole.read(item))
+    with pytest.raises(CalibrationError, match="incomplete or damaged"):
+        Calibration.load(tmp_path / "part.npz")
+    # NaN input in monitor mode: the finite finding stands and the model's own error is typed
+    nan = x[:2].copy()
+    nan[0, 1] = np.nan
+    with pytest.raises(aimsec_core.NonFiniteInputError):
+        guarded.predict(nan)
+    # a masked array is checked on the values the model reads, not the unmasked ones
+    masked = np.ma.masked_array(x[:1] * 0 + 7.0, mask=np.ones((1, 64)))
+    guarded.predict(masked)
+    assert "range" in guarded.last_verdict.checks
+    # the two-sided sparsity detector reports a low and a high threshold
+    summary = calibration.summary()["detectors"]["sparsity"]["raw_threshold"]
+    assert isinstance(summary, list) and len(summary) == 2
+    json.dumps(calibration.summary(), allow_nan=False)
+
+
+def test_single_threaded_blas_restores_the_application_setting_across_threads():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from aimsec_core.detection.suite import single_threaded_blas
+
+    np.ones((4, 4)) @ np.ones((4, 4))
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with single_threaded_blas():
+            a_in.set()
+            b_in.wait()
+        a_out.set()
+
+    def second():
+        a_in.wait()
+        with single_threaded_blas():
+            b_in.set()
+            a_out.wait()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before

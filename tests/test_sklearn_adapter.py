@@ -68,3 +68,19 @@ def test_python_lists_are_accepted_like_arrays(data, sink):
     x, y = data
     guarded = aimsec_core.guard(LogisticRegression(max_iter=500).fit(x, y), sinks=[sink])
     np.testing.assert_array_equal(guarded.predict(x[:4].tolist()), guarded.estimator.predict(x[:4]))
+
+
+def test_pickling_keeps_the_calibration_and_refitting_warns(data, sink):
+    import pickle
+
+    x, y = data
+    guarded = aimsec_core.guard(LogisticRegression(max_iter=500).fit(x, y), sinks=[sink],
+                                mode="monitor", constraints={"min_value": 0.0, "max_value": 1.0})
+    guarded.calibrate(x[:400])
+    twin = pickle.loads(pickle.dumps(guarded))
+    assert twin.__aimsec_guard__.calibration is not None
+    twin.predict(x[400:410])
+    assert "suspicion" in twin.last_verdict.scores
+    with pytest.warns(UserWarning, match="discards its detector calibration"):
+        guarded.fit(x, y)
+    assert guarded.__aimsec_guard__.calibration is None

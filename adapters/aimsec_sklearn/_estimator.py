@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 from sklearn.base import BaseEstimator
@@ -35,7 +36,8 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
             from . import SklearnAdapter
 
             guard = Guard(self.estimator, SklearnAdapter(self.estimator), name=self.name,
-                          mode=self.mode, constraints=self.constraints, sinks=self.sinks)
+                          mode=self.mode, constraints=self.constraints, sinks=self.sinks,
+                          calibration=self.__dict__.pop("_aimsec_calibration", None))
             self._aimsec_guard = guard
         return guard
 
@@ -45,6 +47,10 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> GuardedEstimator:
         self.estimator.fit(X, y, **fit_params)
+        previous = self.__dict__.get("_aimsec_guard")
+        if previous is not None and previous.calibration is not None:
+            warnings.warn("refitting the model discards its detector calibration (it described "
+                          "the old model); call calibrate(x_clean) again", stacklevel=2)
         self._aimsec_guard = None  # the declared input shape may have changed
         return self
 
@@ -82,5 +88,7 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_aimsec_guard", None)  # rebuilt on first use; its sinks hold files
+        guard = state.pop("_aimsec_guard", None)  # rebuilt on first use; its sinks hold files
+        if guard is not None and guard.calibration is not None:
+            state["_aimsec_calibration"] = guard.calibration  # plain arrays: it travels
         return state

@@ -8,6 +8,7 @@ achieved on the held-out clean data.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,7 @@ class Calibration:
     model: str
     framework: str
     created: str
+    sample_shape: tuple[int, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,7 @@ class Calibration:
             "samples": self.fit_samples + self.threshold_samples,
             "fit_samples": self.fit_samples, "threshold_samples": self.threshold_samples,
             "achieved_fpr": self.achieved_fpr, "value_range": list(self.value_range),
+            "sample_shape": list(self.sample_shape),
             **self.suite.describe(),
         }
 
@@ -67,12 +70,20 @@ class Calibration:
             with np.load(Path(path), allow_pickle=False) as stored:
                 meta = json.loads(bytes(stored["__meta__"]).decode())
                 arrays = {k: stored[k] for k in stored.files if k != "__meta__"}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise CalibrationError(f"cannot read calibration file {path}: {exc}") from exc
         if meta.get("format") != FORMAT:
             raise CalibrationError(
                 f"{path} is not an aimsec calibration (format {meta.get('format')!r}; "
                 f"expected {FORMAT!r})")
+        try:
+            return cls._restore(meta, arrays)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CalibrationError(f"calibration file {path} is incomplete or damaged: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Calibration:
         detectors: list[Detector] = []
         for name, info in meta["detectors"].items():
             config = {k: (tuple(v) if isinstance(v, list) else v)
@@ -89,7 +100,7 @@ class Calibration:
                          {n: i["tail"] for n, i in meta["detectors"].items()})
         return cls(suite, tuple(meta["value_range"]), meta["data_hash"], meta["fit_samples"],
                    meta["threshold_samples"], meta["achieved_fpr"], meta["model"],
-                   meta["framework"], meta["created"])
+                   meta["framework"], meta["created"], tuple(meta["sample_shape"]))
 
 
 def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
@@ -125,8 +136,15 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
             f"samples to be measured; received {len(x)}")
     if value_range is None:
         value_range = (float(x.min()), float(x.max()))
-    suite.fit(probe_for(adapter, fit_x, suite.needs_gradient), value_range)
-    achieved = suite.set_threshold(probe_for(adapter, threshold_x, suite.needs_gradient), fpr)
+    try:
+        suite.fit(probe_for(adapter, fit_x, suite.needs_gradient), value_range)
+        achieved = suite.set_threshold(probe_for(adapter, threshold_x, suite.needs_gradient),
+                                       fpr)
+    except np.linalg.LinAlgError as exc:
+        raise CalibrationError(
+            f"the clean data is too uniform to fit the detectors ({exc}); calibrate on "
+            "varied, representative inputs") from exc
     return Calibration(suite, value_range, content_hash([x]), len(fit_x), len(threshold_x),
                        achieved, model, adapter.framework,
-                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       tuple(int(d) for d in x.shape[1:]))

@@ -13,6 +13,9 @@ the held-out half, makes the false-positive target hold for the suite as a whole
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,21 +26,38 @@ from ..errors import CalibrationError
 from .base import Detector, Probe
 
 
-_controller: Any = None
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit: Any = None
+_blas_controller: Any = None
 
 
-def single_threaded_blas() -> Any:
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
     """A context in which numpy's BLAS runs on one thread.
 
     The detectors' matrices are small, and a multi-threaded BLAS leaves its threads
     spinning after each product; beside a framework's own thread pool (torch's) those
-    spinning threads slowed the very next forward pass tenfold on a 2-core machine."""
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
+    spinning threads slowed the very next forward pass tenfold on a 2-core machine.
+    The limit is process-wide, so concurrent calls share one: the first in sets it, the
+    last out restores what the application had."""
+    global _blas_users, _blas_limit, _blas_controller
+    with _blas_lock:
+        if _blas_users == 0:
+            if _blas_controller is None:  # created once numpy has loaded its BLAS
+                from threadpoolctl import ThreadpoolController
 
-        _controller = ThreadpoolController()  # after numpy loaded its BLAS, so it is found
-    return _controller.limit(limits=1, user_api="blas")
+                _blas_controller = ThreadpoolController()
+            _blas_limit = _blas_controller.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
 
 
 @dataclass
@@ -158,15 +178,21 @@ class DetectorSuite:
                                        "config": d.config()}
                               for d in self.detectors}}
 
-    def raw_threshold(self, detector: Detector) -> float | None:
-        """The score above which this detector alone flags a sample, in its own units."""
+    def raw_threshold(self, detector: Detector) -> float | list[float | None] | None:
+        """The score past which this detector alone flags a sample, in its own units;
+        ``[low, high]`` for two-sided detectors (``None`` where no clean score reaches)."""
         reference = self.references.get(detector.name)
         if reference is None or self.threshold is None:
             return None
         candidates = np.unique(reference.scores)
-        above = candidates[self.rarity(detector, candidates) > self.threshold]
-        if len(above):
-            return float(above.min())
+        flagged = candidates[self.rarity(detector, candidates) > self.threshold]
+        if detector.two_sided:
+            median = float(np.median(reference.scores))
+            low, high = flagged[flagged < median], flagged[flagged > median]
+            return [float(low.max()) if len(low) else None,
+                    float(high.min()) if len(high) else None]
+        if len(flagged):
+            return float(flagged.min())
         n = len(reference.scores)  # past the largest clean score: invert the tail
         excess = (self.threshold - np.log10(n + 1)) * np.log(10) * reference.tail
         return float(reference.scores[-1] + max(excess, 0.0))
