@@ -106,14 +106,17 @@ def declared_size(value: Any, limit: int) -> int:
     return size
 
 
-def content_hash(arrays: Sequence[Any], device_digest: Any = None) -> str:
-    """A digest of the bytes, dtype and shape of every input (never of ``str(array)``,
-    which numpy truncates, so different large arrays would collide)."""
+def content_hash(arrays: Sequence[Any], device_digest: Any = None,
+                 names: Sequence[str] | None = None) -> str:
+    """A digest of the bytes, dtype and shape of every input, and of their names when
+    given (never of ``str(array)``, which numpy truncates, so different large arrays
+    would collide)."""
     # SHA-256 (truncated to 128 bits): cryptographic, and on CPUs with SHA extensions
     # about twice as fast as BLAKE2b.
     digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(f"{dtype_name(array)}{tuple(array.shape)}|".encode())
+    for i, array in enumerate(arrays):
+        label = f"{names[i]!r}:" if names is not None else ""
+        digest.update(f"{label}{dtype_name(array)}{tuple(array.shape)}|".encode())
         if isinstance(array, np.ndarray):
             digest.update(np.ascontiguousarray(array).data)
         elif on_host(array) and numpy_has_dtype(array.dtype):

@@ -35,6 +35,7 @@ from .verdict import Finding, Verdict
 
 T = TypeVar("T")
 _NOT_YET = object()
+_SPEC_CACHE_SIZE = 64
 
 
 class Guard:
@@ -81,7 +82,9 @@ class Guard:
         key = (names, None if declared is None else tuple(declared))
         specs = self._specs.get(key)
         if specs is None:
-            specs = self._specs[key] = merge_specs(declared, self.constraints, names)
+            specs = merge_specs(declared, self.constraints, names)
+            if len(self._specs) < _SPEC_CACHE_SIZE:  # names can come from clients: bounded
+                self._specs[key] = specs
         return specs
 
     # -- calibration -------------------------------------------------------------------
@@ -211,11 +214,12 @@ class Guard:
         allowed = not blocked and (self.mode == "monitor" or not findings)
         arrays = list(validated.views.values())
         first = arrays[0] if arrays else None
+        names = list(validated.views) if len(arrays) > 1 else None
         return Verdict(
             allowed=allowed, mode=self.mode, model=self.name, client=current_client(),
             batch_size=validated.batch_size, flags=tuple(validated.flags.tolist()),
             findings=findings,
-            input_hash=(content_hash(arrays, self.adapter.device_digest)
+            input_hash=(content_hash(arrays, self.adapter.device_digest, names)
                         if arrays and not blocked else ""),
             shape=tuple(first.shape) if first is not None else None,
             dtype=dtype_name(first) if first is not None else None,

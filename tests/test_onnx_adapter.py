@@ -405,3 +405,21 @@ def test_a_bool_input(sink):
     guarded = aimsec_core.guard(session, sinks=[sink])
     feed = {"x": _x(), "scale": _x() > 0.5}
     np.testing.assert_array_equal(guarded.run(None, feed)[0], session.run(None, feed)[0])
+
+
+def test_client_chosen_feed_names_do_not_grow_the_guard_without_bound(two_inputs):
+    _, guarded = two_inputs
+    guard = aimsec_core.guard_of(guarded)
+    for i in range(200):
+        with pytest.raises(InputFormatError):
+            guarded.run(None, {**_split(), f"probe{i}": _split()["upper"]})
+    assert len(guard._specs) <= 64
+
+
+def test_the_content_hash_tells_inputs_apart_by_name(two_inputs, sink):
+    _, guarded = two_inputs
+    feed = _split()
+    guarded.run(None, feed)
+    first = guarded.last_verdict.input_hash
+    guarded.run(None, {"upper": feed["upper"], "lower": feed["lower"] + 1})
+    assert guarded.last_verdict.input_hash != first
