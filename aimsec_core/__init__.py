@@ -16,22 +16,25 @@ from .context import client, current_client
 from .errors import (AdapterNotFoundError, AdversarialInputError, AimsecError,
                      CalibrationError, ConfigurationError, EmptyInputError, InputFormatError,
                      InputTooLargeError, InvalidInputError, NonFiniteInputError,
-                     SecurityViolation, StructuralAnomalyError, ValueRangeError)
+                     SecurityViolation, StructuralAnomalyError, UnguardedCallError,
+                     ValueRangeError)
+from .detection.calibration import Calibration
 from .guard import Guard
 from .legacy import AIModelProtector
 from .registry import installed_adapters, register_adapter
 from .signature import Constraints, InputSpec
 from .sinks import CallRecord, Sink
+from .validation import Refused
 from .verdict import Finding, Verdict
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AIModelProtector", "Adapter", "AdapterNotFoundError", "AdversarialInputError",
-    "AimsecError", "AuditLog", "CalibrationError", "CallRecord", "Capabilities",
+    "AimsecError", "AuditLog", "Calibration", "CalibrationError", "CallRecord", "Capabilities",
     "ConfigurationError", "Constraints", "EmptyInputError", "Finding", "Guard",
     "InputFormatError", "InputSpec", "InputTooLargeError", "InvalidInputError",
-    "NonFiniteInputError", "SecurityViolation", "Sink", "StructuralAnomalyError",
-    "ValueRangeError", "Verdict", "client", "current_client", "guard", "guard_of",
+    "NonFiniteInputError", "Refused", "SecurityViolation", "Sink", "StructuralAnomalyError",
+    "UnguardedCallError", "ValueRangeError", "Verdict", "client", "current_client", "guard", "guard_of",
     "installed_adapters", "register_adapter", "unguard",
 ]
