@@ -35,6 +35,7 @@ __all__ = [
     "ConfigurationError", "Constraints", "EmptyInputError", "Finding", "Guard",
     "InputFormatError", "InputSpec", "InputTooLargeError", "InvalidInputError",
     "NonFiniteInputError", "Refused", "SecurityViolation", "Sink", "StructuralAnomalyError",
-    "UnguardedCallError", "ValueRangeError", "Verdict", "client", "current_client", "guard", "guard_of",
+    "UnguardedCallError", "ValueRangeError", "Verdict", "client", "current_client", "guard",
+    "guard_of",
     "installed_adapters", "register_adapter", "unguard",
 ]

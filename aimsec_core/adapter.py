@@ -20,6 +20,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
 if TYPE_CHECKING:
     from .guard import Guard
     from .signature import InputSpec
@@ -87,3 +89,22 @@ class Adapter(ABC):
     def device_digest(self, array: Any) -> str | None:
         """A content digest computed where ``array`` lives, for arrays not on the host."""
         return None
+
+
+class HostArrays(Adapter):
+    """Reads plain numpy arrays and nested lists and wraps nothing: for validating data
+    with no model behind it (the original tool's ``AIModelProtector``)."""
+
+    framework = "arrays"
+    input_types = "an array or nested list of numbers"
+    capabilities = Capabilities(host_sequences=True)
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        return False
+
+    def native(self, value: Any) -> Any | None:
+        return value if isinstance(value, np.ndarray) else None
+
+    def wrap(self, guard: Guard) -> Any:
+        raise NotImplementedError("HostArrays screens data; there is no model to wrap")

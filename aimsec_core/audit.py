@@ -62,7 +62,7 @@ class AuditLog:
             "shape": v.shape,
             "dtype": v.dtype,
             "batch_size": v.batch_size,
-            "flagged": [i for i, f in enumerate(v.flags) if f],
+            "flagged": v.flagged,
             "findings": [f.as_dict() for f in v.findings],
             "latency_ms": round(event.latency_s * 1000, 4),
         }

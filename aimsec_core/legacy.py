@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .adapter import Adapter, Capabilities
+from .adapter import HostArrays
 from .arrays import content_hash
 from .audit import AuditLog
 from .guard import Guard
@@ -28,24 +28,6 @@ from .verdict import Verdict
 
 #: The original tool applied these two structural checks even when not configured.
 _LEGACY_DEFAULTS = {"max_gradient": 100.0, "min_sparsity": 0.01}
-
-
-class _HostArrays(Adapter):
-    """Reads plain numpy arrays and nested lists; wraps nothing (there is no model)."""
-
-    framework = "arrays"
-    input_types = "an array or nested list of numbers"
-    capabilities = Capabilities(host_sequences=True)
-
-    @classmethod
-    def accepts(cls, model: Any) -> bool:
-        return False
-
-    def native(self, value: Any) -> Any | None:
-        return value if isinstance(value, np.ndarray) else None
-
-    def wrap(self, guard: Guard) -> Any:
-        raise NotImplementedError("AIModelProtector guards no model object")
 
 
 class AIModelProtector:
@@ -59,7 +41,7 @@ class AIModelProtector:
         self._lock = threading.Lock()
         constraints = Constraints.coerce({**_LEGACY_DEFAULTS, **self.input_constraints})
         audit = AuditLog(file=Path(log_file)) if log_file else AuditLog()
-        self._guard = Guard(None, _HostArrays(None), name=model_name, mode="enforce",
+        self._guard = Guard(None, HostArrays(None), name=model_name, mode="enforce",
                             constraints=constraints, sinks=[audit])
 
     def validate_input(self, input_data: Any) -> dict[str, Any]:

@@ -60,6 +60,16 @@ class Verdict:
         return not self.findings
 
     @property
+    def flagged(self) -> list[int]:
+        """Indices of the samples that drew a finding."""
+        return [i for i, f in enumerate(self.flags) if f]
+
+    def summary(self) -> str:
+        """One line for logs and consoles: decision, checks, flagged samples."""
+        return (f"allowed={self.allowed} checks={list(self.checks)} "
+                f"flagged samples={self.flagged}")
+
+    @property
     def checks(self) -> tuple[str, ...]:
         """Names of the checks that objected, in order, without repeats."""
         return tuple(dict.fromkeys(f.check for f in self.findings))
@@ -71,7 +81,7 @@ class Verdict:
             "model": self.model,
             "client": self.client,
             "batch_size": self.batch_size,
-            "flagged": [i for i, f in enumerate(self.flags) if f],
+            "flagged": self.flagged,
             "findings": [f.as_dict() for f in self.findings],
             "input_hash": self.input_hash,
             "shape": list(self.shape) if self.shape is not None else None,

@@ -46,7 +46,7 @@ def main() -> None:
 
     labels = guarded.predict(x[:5], verbose=0).argmax(axis=1)
     print(f"clean batch -> labels {labels.tolist()} (true {y[:5].tolist()}), "
-          f"verdict: {_summary(guarded.last_verdict)}")
+          f"verdict: {guarded.last_verdict.summary()}")
 
     out_of_range, not_finite = x[:4].copy(), x[:4].copy()
     out_of_range[2, 10] = 3.0  # one pixel out of range in sample 2
@@ -65,7 +65,7 @@ def main() -> None:
             guarded.predict(batch, verbose=0)
         except aimsec_core.SecurityViolation as error:
             print(f"{label:>14}: {type(error).__name__}: {error}")
-            print(f"{'':>14}  verdict: {_summary(error.verdict)}")
+            print(f"{'':>14}  verdict: {error.verdict.summary()}")
 
     # A pipeline is screened batch by batch as Keras reads it; the bad batch stops it.
     def batches():
@@ -79,18 +79,10 @@ def main() -> None:
             guarded.predict(batches(), verbose=0)
         except aimsec_core.ValueRangeError as error:
             print(f"{'pipeline':>14}: {type(error).__name__} in the third batch: "
-                  f"{_summary(error.verdict)}")
+                  f"{error.verdict.summary()}")
 
     audit.flush()
     print(f"audit log: {audit.file} ({len(audit.file.read_text().splitlines())} lines)")
-
-
-def _summary(verdict: aimsec_core.Verdict | None) -> str:
-    if verdict is None:
-        return "none"
-    flagged = [i for i, flag in enumerate(verdict.flags) if flag]
-    return (f"allowed={verdict.allowed} checks={list(verdict.checks)} "
-            f"flagged samples={flagged}")
 
 
 if __name__ == "__main__":

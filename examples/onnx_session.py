@@ -45,7 +45,7 @@ def main() -> None:
 
     labels, probabilities = guarded.run(None, {"X": x[:5]})
     print(f"clean batch -> labels {labels.tolist()} (true {y[:5].tolist()}), "
-          f"verdict: {_summary(guarded.last_verdict)}")
+          f"verdict: {guarded.last_verdict.summary()}")
 
     out_of_range, not_finite = x[:4].copy(), x[:4].copy()
     out_of_range[2, 10] = 3.0  # one pixel out of range in sample 2
@@ -64,18 +64,10 @@ def main() -> None:
             guarded.run(None, feed)
         except aimsec_core.SecurityViolation as error:
             print(f"{label:>15}: {type(error).__name__}: {error}")
-            print(f"{'':>15}  verdict: {_summary(error.verdict)}")
+            print(f"{'':>15}  verdict: {error.verdict.summary()}")
 
     audit.flush()
     print(f"audit log: {audit.file} ({len(audit.file.read_text().splitlines())} lines)")
-
-
-def _summary(verdict: aimsec_core.Verdict | None) -> str:
-    if verdict is None:
-        return "none"
-    flagged = [i for i, flag in enumerate(verdict.flags) if flag]
-    return (f"allowed={verdict.allowed} checks={list(verdict.checks)} "
-            f"flagged samples={flagged}")
 
 
 if __name__ == "__main__":

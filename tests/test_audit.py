@@ -9,11 +9,11 @@ import pytest
 
 import aimsec_core
 from aimsec_core import AuditLog, ConfigurationError
-from aimsec_core.legacy import _HostArrays
+from aimsec_core.adapter import HostArrays
 
 
 def _guard(audit):
-    return aimsec_core.Guard(None, _HostArrays(None), name="audited", sinks=[audit])
+    return aimsec_core.Guard(None, HostArrays(None), name="audited", sinks=[audit])
 
 
 def test_rotation_keeps_every_line(tmp_path):
@@ -44,7 +44,7 @@ def test_environment_settings_are_validated(tmp_path, monkeypatch):
         AuditLog(tmp_path)
     monkeypatch.setenv("AIMSEC_MODE", "block")
     with pytest.raises(ConfigurationError, match="AIMSEC_MODE"):
-        aimsec_core.Guard(None, _HostArrays(None), sinks=[])
+        aimsec_core.Guard(None, HostArrays(None), sinks=[])
 
 
 def test_a_failing_sink_loses_neither_the_prediction_nor_other_records(tmp_path, caplog):
@@ -53,7 +53,7 @@ def test_a_failing_sink_loses_neither_the_prediction_nor_other_records(tmp_path,
             raise RuntimeError("disk full")
 
     audit = AuditLog(tmp_path)
-    guard = aimsec_core.Guard(None, _HostArrays(None), sinks=[Broken(), audit])
+    guard = aimsec_core.Guard(None, HostArrays(None), sinks=[Broken(), audit])
     assert guard.call({"x": np.ones((1, 2))}, lambda: "prediction") == "prediction"
     audit.flush()
     assert len(audit.file.read_text().splitlines()) == 1

@@ -7,13 +7,13 @@ import pytest
 
 from aimsec_core import ConfigurationError, Constraints
 from aimsec_core.arrays import declared_size
-from aimsec_core.legacy import _HostArrays
+from aimsec_core.adapter import HostArrays
 from aimsec_core.signature import InputSpec
 from aimsec_core.validation import validate
 
 
 def _run(value, spec=None, **constraints):
-    return validate({"x": value}, _HostArrays(None), {"x": spec}, Constraints(**constraints))
+    return validate({"x": value}, HostArrays(None), {"x": spec}, Constraints(**constraints))
 
 
 def test_clean_batch_has_no_findings():

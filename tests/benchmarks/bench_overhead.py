@@ -73,12 +73,12 @@ def bench_adapters(repeats: int) -> None:
 
 def bench_validation(repeats: int) -> None:
     from aimsec_core import Constraints
-    from aimsec_core.legacy import _HostArrays
+    from aimsec_core.adapter import HostArrays
     from aimsec_core.validation import validate
 
     x = np.random.default_rng(0).random((1, 10_000_000), dtype=np.float32)
     constraints = Constraints(min_value=0.0, max_value=1.0, max_size=10**8)
-    adapter = _HostArrays(None)
+    adapter = HostArrays(None)
     one_max = median_time(lambda: x.max(), repeats // 10)
     checked = median_time(lambda: validate({"x": x}, adapter, {"x": None}, constraints),
                           repeats // 10)
