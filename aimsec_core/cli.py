@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--attack", action="append",
                           help="only attacks whose name starts with this (repeatable): "
                                "FGSM, PGD, CW, DeepFool")
+    evaluate.add_argument("--architecture", choices=("cnn", "mlp"), default="cnn",
+                          help="the torch and Keras models (scikit-learn's is an MLP)")
+    evaluate.add_argument("--no-reference", dest="reference", action="store_false",
+                          help="calibrate on the calibration split alone, without the "
+                               "training set as reference data")
     evaluate.add_argument("--quick", action="store_true", help="one epsilon, no CW/DeepFool")
     evaluate.add_argument("--out", default="evaluation.json", help="where the JSON goes")
     evaluate.add_argument("--seed", type=int, default=0)
@@ -53,12 +58,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     rows = evaluation.evaluate(
         args.framework, fpr=args.fpr, quick=args.quick, seed=args.seed,
-        detectors=args.detector, only_attacks=args.attack,
+        detectors=args.detector, only_attacks=args.attack, reference=args.reference,
+        architecture=args.architecture,
         progress=lambda r: console.print(f"  {r.framework:8s} {r.attack:18s} "
                                          f"done in {r.seconds:.1f}s"))
     console.print(evaluation.table(rows, args.fpr))
     path = evaluation.write_json(rows, args.out, fpr=args.fpr, seed=args.seed,
-                                 detectors=args.detector or "default")
+                                 detectors=args.detector or "default",
+                                 reference="training set" if args.reference else None,
+                                 architecture=args.architecture)
     console.print(f"table written to {path}")
     return 0
 

@@ -70,9 +70,16 @@ def torch_cnn(data: DigitsSplit, seed: int = 0, epochs: int = 30) -> Any:
     from torch import nn
 
     torch.manual_seed(seed)
-    model = nn.Sequential(
+    return _train_torch(nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10)),
+        data, seed, epochs)
+
+
+def _train_torch(model: Any, data: DigitsSplit, seed: int, epochs: int) -> Any:
+    import torch
+    from torch import nn
+
     x = torch.from_numpy(data.x_train).reshape(-1, 1, 8, 8)
     y = torch.from_numpy(data.y_train)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -86,14 +93,46 @@ def torch_cnn(data: DigitsSplit, seed: int = 0, epochs: int = 30) -> Any:
     return model.eval()
 
 
+def torch_mlp(data: DigitsSplit, seed: int = 0, epochs: int = 30) -> Any:
+    """One hidden layer of 64 units, taking (N, 1, 8, 8) float32 like the CNN."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return _train_torch(nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(),
+                                      nn.Linear(64, 10)), data, seed, epochs)
+
+
+def keras_cnn(data: DigitsSplit, seed: int = 0, epochs: int = 30) -> Any:
+    """The torch CNN's layers in Keras, taking (N, 64) float32, returning softmax
+    probabilities."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    return _train_keras(keras.Sequential([
+        keras.Input((64,), name="pixels"), layers.Reshape((8, 8, 1)),
+        layers.Conv2D(16, 3, padding="same", activation="relu"),
+        layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(2),
+        layers.Flatten(), layers.Dense(64, activation="relu"),
+        layers.Dense(10, activation="softmax")]), data, epochs)
+
+
 def keras_mlp(data: DigitsSplit, seed: int = 0, epochs: int = 40) -> Any:
-    """A dense Keras model taking (N, 64) float32, returning softmax probabilities."""
+    """One hidden layer of 64 units, taking (N, 64) float32, returning softmax
+    probabilities."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((64,), name="pixels"),
-                              keras.layers.Dense(64, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")])
+    return _train_keras(keras.Sequential([keras.Input((64,), name="pixels"),
+                                          keras.layers.Dense(64, activation="relu"),
+                                          keras.layers.Dense(10, activation="softmax")]),
+                        data, epochs)
+
+
+def _train_keras(model: Any, data: DigitsSplit, epochs: int) -> Any:
+    import keras
+
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=64, verbose=0)
@@ -113,8 +152,19 @@ def onnx_session(data: DigitsSplit, seed: int = 0, sklearn_model: Any = None) ->
 
 
 BUILDERS: dict[str, Callable[..., Any]] = {
-    "sklearn": sklearn_mlp, "torch": torch_cnn, "keras": keras_mlp, "onnx": onnx_session,
+    "sklearn": sklearn_mlp, "torch": torch_cnn, "keras": keras_cnn, "onnx": onnx_session,
 }
+
+#: The same two architectures in both frameworks with autograd; "cnn" is the default.
+ARCHITECTURES: dict[str, dict[str, Callable[..., Any]]] = {
+    "torch": {"cnn": torch_cnn, "mlp": torch_mlp},
+    "keras": {"cnn": keras_cnn, "mlp": keras_mlp},
+}
+
+
+def build(framework: str, data: DigitsSplit, seed: int = 0, architecture: str = "cnn") -> Any:
+    """A trained digits model; ``architecture`` applies where the framework has both."""
+    return ARCHITECTURES.get(framework, {}).get(architecture, BUILDERS[framework])(data, seed)
 
 
 def constraints(framework: str, **extra: Any) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Per framework: train a digits model, guard it, calibrate its detectors on held-o
 data at the target false-positive rate, attack it with IBM ART (FGSM and PGD-Linf at
 several epsilons, Carlini-Wagner L2, DeepFool), and measure on the successful adversarial
 examples: the detection rate (TPR) at the calibrated threshold, the false-positive rate on
-unseen clean data, and ROC-AUC. scikit-learn and ONNX models have no gradients for ART to
+unseen clean data, and ROC-AUC. The detectors that learn what clean inputs look like also
+get the training set as reference data, as a deployment would give them. scikit-learn and ONNX models have no gradients for ART to
 use, so they are attacked by transfer: the torch model's adversarial examples that fool
 them. Every adversarial example is also projected back onto the data's own value grid
 (digits pixels are multiples of 1/16) and scored again: a detector that only spots
@@ -123,14 +124,15 @@ def _rate(flags: np.ndarray) -> float | None:
 
 def evaluate(frameworks: list[str] | None = None, *, fpr: float = 0.05, quick: bool = False,
              seed: int = 0, detectors: list[str] | None = None,
-             only_attacks: list[str] | None = None, progress: Any = None) -> list[Row]:
+             only_attacks: list[str] | None = None, reference: bool = True,
+             architecture: str = "cnn", progress: Any = None) -> list[Row]:
     data = digits.load(seed)
     # Frameworks ART can attack directly first: the others are attacked by transfer of the
     # torch model's adversarial examples.
     chosen = sorted(frameworks or digits.available(), key=lambda f: f not in ("torch", "keras"))
     if any(f in ("sklearn", "onnx") for f in chosen) and "torch" not in chosen:
         chosen.insert(0, "torch")  # the source of the transferred examples
-    models = {f: digits.BUILDERS[f](data, seed) for f in chosen if f != "onnx"}
+    models = {f: digits.build(f, data, seed, architecture) for f in chosen if f != "onnx"}
     if "onnx" in chosen:
         models["onnx"] = digits.onnx_session(data, seed, models.get("sklearn"))
     transfer_source: dict[str, np.ndarray] = {}
@@ -144,7 +146,9 @@ def evaluate(frameworks: list[str] | None = None, *, fpr: float = 0.05, quick: b
             d for d in detectors
             if d != "gradient" or guard_of(guarded).adapter.capabilities.gradients]
         guarded.calibrate(digits.as_model_input(framework, data.x_calibration), fpr=fpr,
-                          detectors=usable, image_shape=(8, 8), seed=seed)
+                          detectors=usable, image_shape=(8, 8), seed=seed,
+                          reference=digits.as_model_input(framework, data.x_train)
+                          if reference else None)
         clean_scores, clean_flags = _suspicion(guarded, framework, x)
         correct = _predict(framework, model, x) == y
         for name, make in attack_set.items():

@@ -90,27 +90,33 @@ class Guard:
     # -- calibration -------------------------------------------------------------------
 
     def calibrate(self, x_clean: Any, *, fpr: float = 0.05, detectors: list[Any] | None = None,
-                  image_shape: tuple[int, int] | None = None, seed: int = 0) -> Calibration:
+                  image_shape: tuple[int, int] | None = None, seed: int = 0,
+                  reference: Any = None) -> Calibration:
         """Fit the detectors on clean data and set one threshold for ``fpr``.
 
         Half of ``x_clean`` fits the detectors, the other half sets the threshold and
-        measures the false-positive rate achieved (``Calibration.achieved_fpr``).
+        measures the false-positive rate achieved (``Calibration.achieved_fpr``). The
+        detectors that learn from data also learn from ``reference``, if given.
         """
-        name = self._declared[0].name if self._declared else "input"
-        validated = validate({name: x_clean}, self.adapter, self.specs_for((name,)),
-                             self.constraints)
-        if validated.findings:
-            raise CalibrationError(
-                "calibration data must be clean and valid: "
-                + "; ".join(f.reason for f in validated.findings[:3]))
-        x = np.asarray(to_host(validated.arrays[name]))
+        x = self._clean_data(x_clean, "calibration data")
+        extra = None if reference is None else self._clean_data(reference, "reference data")
         suite = DetectorSuite(select_detectors(detectors, self.adapter.capabilities,
                                                image_shape))
         bounds = (self.constraints.min_value, self.constraints.max_value)
         value_range = bounds if None not in bounds else None
         self.calibration = calibrate(self.adapter, suite, x, fpr=fpr, model=self.name,
-                                     seed=seed, value_range=value_range)
+                                     seed=seed, value_range=value_range, reference=extra)
         return self.calibration
+
+    def _clean_data(self, data: Any, what: str) -> np.ndarray:
+        """``data`` as a host array, refused unless it passes validation cleanly."""
+        name = self._declared[0].name if self._declared else "input"
+        validated = validate({name: data}, self.adapter, self.specs_for((name,)),
+                             self.constraints)
+        if validated.findings:
+            raise CalibrationError(f"{what} must be clean and valid: "
+                                   + "; ".join(f.reason for f in validated.findings[:3]))
+        return np.asarray(to_host(validated.arrays[name]))
 
     def use_calibration(self, calibration: Calibration | str | Path) -> None:
         if not isinstance(calibration, Calibration):

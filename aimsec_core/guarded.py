@@ -27,15 +27,19 @@ class GuardedMixin:
         return self.__aimsec_guard__.last_verdict
 
     def calibrate(self, x_clean: Any, *, fpr: float = 0.05, detectors: list[Any] | None = None,
-                  image_shape: tuple[int, int] | None = None, seed: int = 0) -> Calibration:
+                  image_shape: tuple[int, int] | None = None, seed: int = 0,
+                  reference: Any = None) -> Calibration:
         """Fit the adversarial-input detectors on clean data at a false-positive target.
 
         ``detectors`` names them (default: gradient where autograd exists, margin,
         density, sparsity, neighbours); ``image_shape`` lets flat inputs be treated as
-        images by the squeeze and jump detectors.
+        images by the squeeze and jump detectors. ``reference`` is more clean data (the
+        training set, say) for the detectors that learn what clean inputs look like
+        (density, neighbours); the threshold is still set on ``x_clean`` alone.
         """
         return self.__aimsec_guard__.calibrate(x_clean, fpr=fpr, detectors=detectors,
-                                               image_shape=image_shape, seed=seed)
+                                               image_shape=image_shape, seed=seed,
+                                               reference=reference)
 
     def save_calibration(self, path: str | Path) -> Path:
         """Write the calibration to ``path`` (``.npz``; load it with ``guard(...,

@@ -240,3 +240,80 @@ def test_single_threaded_blas_restores_the_application_setting_across_threads():
     for t in threads:
         t.join()
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+class _Fixed(MarginDetector):
+    """A detector whose scores are given up front."""
+
+    def __init__(self, name, scores):
+        self.name, self.scores = name, np.asarray(scores)
+
+    def score(self, probe):
+        return self.scores
+
+
+def test_the_suspicion_is_the_sum_of_the_two_largest_rarities():
+    rarities = [[3.0, 0.5, 0.1], [0.2, 2.0, 1.0], [0.0, 0.0, 4.0]]  # 3 detectors x 3 samples
+    suite = DetectorSuite([_Fixed(f"d{i}", row) for i, row in enumerate(rarities)])
+    suite.rarity = lambda detector, scores: scores  # rarity = raw score, to check the sum
+    np.testing.assert_allclose(suite.score(_probe(np.zeros((3, 1)))).combined,
+                               [3.0 + 0.2, 2.0 + 0.5, 4.0 + 1.0])
+    suite.top = None  # files written before the top-2 rule summed every detector
+    np.testing.assert_allclose(suite.score(_probe(np.zeros((3, 1)))).combined,
+                               [3.2, 2.5, 5.1])
+
+
+def test_default_detectors_measure_confidence_once():
+    with_gradients = [d.name for d in select_detectors(None, Capabilities(gradients=True))]
+    without = [d.name for d in select_detectors(None, Capabilities())]
+    assert with_gradients == ["gradient", "density", "sparsity", "neighbours"]
+    assert without == ["margin", "density", "sparsity", "neighbours"]
+
+
+def test_neighbours_keep_a_bounded_sorted_reference_and_old_files_still_score_alike():
+    from aimsec_core.detection import NeighbourDetector
+
+    rng = np.random.default_rng(1)
+    clean = rng.random((300, 4))
+    probabilities = np.eye(3)[rng.integers(0, 3, 300)]
+    detector = NeighbourDetector(k=3, max_points=100)
+    detector.fit(_probe(clean, probabilities), (0.0, 1.0))
+    assert len(detector.points) == 100 and np.all(np.diff(detector.labels) >= 0)
+    queries = _probe(rng.random((20, 4)), np.eye(3)[rng.integers(0, 3, 20)])
+    shuffled = rng.permutation(100)  # points stored in any order load the same
+    restored = NeighbourDetector(k=3, max_points=100)
+    restored.load_state({"points": detector.points[shuffled],
+                         "labels": detector.labels[shuffled]})
+    np.testing.assert_allclose(restored.score(queries), detector.score(queries), rtol=1e-6)
+    # brute force: mean distance to the 3 nearest points of the same / of other labels
+    d = np.linalg.norm(queries.x[:, None] - detector.points[None].astype(np.float64), axis=2)
+    same = detector.labels[None] == queries.predicted[:, None]
+    expected = [np.log(np.sort(row[m])[:3].mean()) - np.log(np.sort(row[~m])[:3].mean())
+                for row, m in zip(d, same)]
+    np.testing.assert_allclose(detector.score(queries), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_label_without_clean_neighbours_scores_finitely():
+    from aimsec_core.detection import NeighbourDetector
+
+    detector = NeighbourDetector(k=2)
+    detector.fit(_probe(np.array([[0.0], [1.0], [2.0]]), np.tile([1.0, 0.0, 0.0], (3, 1))),
+                 (0.0, 2.0))
+    scores = detector.score(_probe(np.array([[0.5]]), [[0.0, 0.0, 1.0]]))  # a label never seen
+    assert np.all(np.isfinite(scores))
+
+
+def test_reference_data_teaches_the_learning_detectors_but_never_sets_the_threshold(
+        digits_model, tmp_path, sink):
+    model, x, _ = digits_model
+    guarded = aimsec_core.guard(model, sinks=[sink], mode="monitor",
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    calibration = guarded.calibrate(x[900:1400], reference=x[:900])
+    assert calibration.reference_samples == 900 and calibration.threshold_samples == 250
+    neighbours = next(d for d in calibration.suite.detectors if d.name == "neighbours")
+    assert len(neighbours.points) == 1000  # 250 fit + 900 reference, capped at max_points
+    assert len(calibration.suite.references["neighbours"].scores) == 250  # scored: fit half
+    loaded = Calibration.load(guarded.save_calibration(tmp_path / "with_reference"))
+    assert loaded.reference_samples == 900 and loaded.summary()["top"] == 2
+    with pytest.raises(CalibrationError, match="reference data must be clean"):
+        guarded.calibrate(x[900:1400], reference=x[:100] * 2)

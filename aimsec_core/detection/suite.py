@@ -5,10 +5,16 @@ Detectors speak in different units and their clean scores are skewed in differen
 they are on clean data: each detector keeps its sorted clean scores from the fit half,
 and a new score becomes its rarity, ``-log10`` of the share of clean scores at least as
 extreme, extended past the largest clean score by an exponential tail so that ordering
-(and so ROC-AUC) is kept. A sample's suspicion is the sum of its rarities (Fisher's way
-of combining p-values: moderate evidence from several detectors adds up, which the
-largest single one would miss); one threshold on it, set at the ``1 - fpr`` quantile of
-the held-out half, makes the false-positive target hold for the suite as a whole.
+(and so ROC-AUC) is kept. A sample's suspicion is the sum of its ``top`` largest rarities
+(default two), the log of the rank-truncated product of its p-values (Dudbridge &
+Koeleman 2003). An attack shows in a couple of signals, not all: spread perturbations
+(FGSM, PGD) in density and sparsity, minimal ones (Carlini-Wagner, DeepFool) in confidence
+and neighbourhood. The second-largest rarity still lets moderate evidence from two
+detectors add up, which the largest alone would miss; summing every detector would let
+those that see nothing dilute those that do (on a one-layer Keras MLP, Carlini-Wagner
+detection fell from 84% to 76% that way). One threshold on the suspicion, set at the
+``1 - fpr`` quantile of the held-out half, makes the false-positive target hold for the
+suite as a whole.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ def single_threaded_blas() -> Iterator[None]:
 class SuiteScores:
     """Per-sample results of one screened batch."""
 
-    combined: np.ndarray  #: the suspicion: the sum of the detectors' rarities
+    combined: np.ndarray  #: the suspicion: the sum of the ``top`` largest rarities
     rarity: dict[str, np.ndarray]
     raw: dict[str, np.ndarray]
     flags: np.ndarray
@@ -106,18 +112,25 @@ class DetectorSuite:
     references: dict[str, CleanReference] = field(default_factory=dict)
     threshold: float | None = None
     fpr_target: float | None = None
+    #: How many of the largest rarities make the suspicion (None: all of them).
+    top: int | None = 2
 
     @property
     def needs_gradient(self) -> bool:
         return any(d.needs_gradient for d in self.detectors)
 
-    def fit(self, probe: Probe, value_range: tuple[float, float], folds: int = 5) -> None:
+    def fit(self, probe: Probe, value_range: tuple[float, float], folds: int = 5,
+            reference: Probe | None = None) -> None:
         """Fit every detector on clean data and keep its clean scores as reference.
 
         A detector that learns from the data is scored out of sample (each fold by a copy
         fitted on the other folds): scored on its own training data it would look cleaner
-        than new clean data does, and the false-positive rate would overshoot.
+        than new clean data does, and the false-positive rate would overshoot. Such
+        detectors also learn from ``reference`` (more clean data, never scored).
         """
+        def with_reference(part: Probe) -> Probe:
+            return part if reference is None else part.joined(reference)
+
         fold_of = np.arange(len(probe.x)) % folds
         for detector in self.detectors:
             if detector.learns:
@@ -125,9 +138,9 @@ class DetectorSuite:
                 for k in range(folds):
                     held_out = fold_of == k
                     copy = deepcopy(detector)
-                    copy.fit(probe.subset(~held_out), value_range)
+                    copy.fit(with_reference(probe.subset(~held_out)), value_range)
                     scores[held_out] = copy.score(probe.subset(held_out))
-                detector.fit(probe, value_range)
+                detector.fit(with_reference(probe), value_range)
             else:
                 detector.fit(probe, value_range)
                 scores = detector.score(probe)
@@ -156,7 +169,10 @@ class DetectorSuite:
             for detector in self.detectors:
                 raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
                 rarity[detector.name] = self.rarity(detector, raw[detector.name])
-        combined = np.sum(np.stack(list(rarity.values())), axis=0)
+        stacked = np.stack(list(rarity.values()))
+        if self.top is not None and self.top < len(stacked):
+            stacked = np.partition(stacked, len(stacked) - self.top, axis=0)[-self.top:]
+        combined = np.sum(stacked, axis=0)
         flags = combined > self.threshold if self.threshold is not None else (
             np.zeros(len(combined), dtype=bool))
         return SuiteScores(combined, rarity, raw, flags)
@@ -170,7 +186,7 @@ class DetectorSuite:
                                                    tail)
 
     def describe(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "fpr_target": self.fpr_target,
+        return {"threshold": self.threshold, "fpr_target": self.fpr_target, "top": self.top,
                 "detectors": {d.name: {"tail": self.references[d.name].tail
                                        if d.name in self.references else None,
                                        "raw_threshold": self.raw_threshold(d),

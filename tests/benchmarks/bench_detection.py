@@ -2,12 +2,13 @@
 
     python tests/benchmarks/bench_detection.py [--repeats 200]
 
-For torch and Keras: guarded with the default detectors (gradient analysis in the same
-forward pass as the prediction, plus margin, density and sparsity) over plain predict at
-batch 64 (target <= 2.5x). For every framework and each model-agnostic detector alone:
-guarded over plain, and the extra forward passes ("extra") it costs: one for the class
-scores of the input (shared by all detectors; free where the gradient pass gives them),
-plus the detector's own.
+For torch and Keras, guarded over plain predict at batch 64 (target <= 2.5x): gradient
+analysis alone (the gradient from the same forward pass as the prediction), the default
+detectors, and the default detectors with the training set as reference data (the
+neighbours detector then searches 1,000 clean inputs instead of the calibration half).
+For every framework and each model-agnostic detector alone: guarded over plain, and the
+extra forward passes ("extra") it costs: one for the class scores of the input (shared by
+all detectors; free where the gradient pass gives them), plus the detector's own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_overhead import interleaved  # noqa: E402  (same timing method)
 
-AGNOSTIC = ("margin", "density", "sparsity", "jump", "squeeze", "noise")
+AGNOSTIC = ("margin", "density", "sparsity", "neighbours", "jump", "squeeze", "noise")
 
 
 def main(repeats: int) -> None:
@@ -30,29 +31,34 @@ def main(repeats: int) -> None:
     from aimsec_core import digits
 
     data = digits.load()
-    print(f"{'framework':<9}{'detectors':<34}{'extra':>7}{'plain ms':>10}{'guarded ms':>12}"
+    print(f"{'framework':<9}{'detectors':<46}{'extra':>7}{'plain ms':>10}{'guarded ms':>12}"
           f"{'ratio':>8}")
     for framework in digits.available():
         model = digits.BUILDERS[framework](data)
         call = digits.caller(framework)
         x = digits.as_model_input(framework, data.x_test[:64])
         calibration_x = digits.as_model_input(framework, data.x_calibration)
+        reference = digits.as_model_input(framework, data.x_train)
         reps = max(repeats // 5, 20) if framework == "keras" else repeats
-        sets = [None] if framework in ("torch", "keras") else []
-        sets += [[name] for name in AGNOSTIC]
-        for detectors in sets:
+        setups: list[tuple[list[str] | None, bool]] = []
+        if framework in ("torch", "keras"):
+            setups += [(["gradient"], False), (None, False), (None, True)]
+        setups += [([name], False) for name in AGNOSTIC]
+        for detectors, with_reference in setups:
             guarded = aimsec_core.guard(model, sinks=[], mode="monitor",
                                         constraints=digits.constraints(framework))
             calibration = guarded.calibrate(calibration_x, detectors=detectors,
-                                            image_shape=(8, 8))
+                                            image_shape=(8, 8),
+                                            reference=reference if with_reference else None)
             suite = calibration.suite
             fused = suite.needs_gradient  # the prediction's own pass gives the scores
             passes = (0 if fused else 1) + sum(d.forward_passes for d in suite.detectors)
-            label = "default: " + "+".join(d.name for d in calibration.suite.detectors) \
-                if detectors is None else detectors[0]
+            names = "+".join(d.name for d in suite.detectors)
+            label = (f"default: {names}" if detectors is None else names) + (
+                " +reference" if with_reference else "")
             plain_s, guarded_s = interleaved(lambda: call(model, x), lambda: call(guarded, x),
                                              reps)
-            print(f"{framework:<9}{label:<34}{passes:>7}{plain_s * 1e3:>10.3f}"
+            print(f"{framework:<9}{label:<46}{passes:>7}{plain_s * 1e3:>10.3f}"
                   f"{guarded_s * 1e3:>12.3f}{guarded_s / plain_s:>8.2f}")
 
 
