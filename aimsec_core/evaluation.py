@@ -82,9 +82,14 @@ def art_estimator(framework: str, model: Any) -> Any:
         import keras
         from art.estimators.classification import TensorFlowV2Classifier
 
+        # The digits Keras model ends in a softmax. Carlini-Wagner's loss needs logits (on
+        # probabilities it stalls: 26% success instead of 100%), so ART sees log-probabilities,
+        # which differ from the logits by a per-sample constant.
+        log_probabilities = keras.Sequential([model, keras.layers.Lambda(
+            lambda p: keras.ops.log(keras.ops.maximum(p, 1e-12)))])
         return TensorFlowV2Classifier(
-            model, nb_classes=10, input_shape=(64,), clip_values=(0.0, 1.0),
-            loss_object=keras.losses.SparseCategoricalCrossentropy())
+            log_probabilities, nb_classes=10, input_shape=(64,), clip_values=(0.0, 1.0),
+            loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     raise ValueError(f"ART has no gradients for a {framework} model; attack by transfer")
 
 
