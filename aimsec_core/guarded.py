@@ -31,7 +31,7 @@ class GuardedMixin:
                   reference: Any = None) -> Calibration:
         """Fit the adversarial-input detectors on clean data at a false-positive target.
 
-        ``detectors`` names them (default: gradient where autograd exists, margin,
+        ``detectors`` names them (default: gradient where autograd exists, else margin;
         density, sparsity, neighbours); ``image_shape`` lets flat inputs be treated as
         images by the squeeze and jump detectors. ``reference`` is more clean data (the
         training set, say) for the detectors that learn what clean inputs look like

@@ -69,6 +69,27 @@ def test_enforce_mode_refuses_the_adversarial_batch(setup, sink):
     assert sink.outcomes == ["rejected"]
 
 
+def test_carlini_wagner_through_the_keras_log_probabilities_is_detected(sink):
+    """ART's CW needs logits; the evaluation hands it the Keras model's log-probabilities.
+    Reduced: 48 test digits, the full table is ``aimsec evaluate``."""
+    pytest.importorskip("keras")
+    from aimsec_core import evaluation
+
+    data = digits.load()
+    model = digits.keras_mlp(data, epochs=20)
+    guarded = aimsec_core.guard(model, name="art-cw", sinks=[sink], mode="monitor",
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    guarded.calibrate(data.x_calibration, fpr=0.05, reference=data.x_train)
+    x, y = data.x_test[:48], data.y_test[:48]
+    attack = evaluation.attacks(only=["CW"])["CW-L2"]
+    x_adv = attack(evaluation.art_estimator("keras", model)).generate(x).astype(np.float32)
+    correct = model.predict(x, verbose=0).argmax(1) == y
+    fooled = correct & (guarded.predict(x_adv, verbose=0).argmax(1) != y)
+    flags = np.array(guarded.last_verdict.flags)
+    assert fooled.sum() >= 0.9 * correct.sum()  # CW on probabilities would stall near 25%
+    assert flags[fooled].mean() >= 0.9
+
+
 def test_aimsec_evaluate_quick_writes_its_table(tmp_path, capsys):
     import json
 

@@ -38,8 +38,9 @@ def build_detector(name: str, **config: Any) -> Detector:
 
 def select_detectors(names: list[str | Detector] | None, capabilities: Capabilities,
                      image_shape: tuple[int, int] | None = None) -> list[Detector]:
-    """Detector objects for ``names`` (default: :data:`DEFAULT_DETECTORS`), leaving out the
-    gradient detector where the adapter has no autograd and refusing it when asked for."""
+    """Detector objects for ``names`` (default: :data:`DEFAULT_DETECTORS`, the margin in
+    the gradient detector's place where the adapter has no autograd); the gradient detector
+    is refused when asked for without autograd."""
     chosen = list(names) if names is not None else [
         n if n != "gradient" or capabilities.gradients else CONFIDENCE_WITHOUT_GRADIENTS
         for n in DEFAULT_DETECTORS]

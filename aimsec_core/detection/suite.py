@@ -11,8 +11,7 @@ Koeleman 2003). An attack shows in a couple of signals, not all: spread perturba
 (FGSM, PGD) in density and sparsity, minimal ones (Carlini-Wagner, DeepFool) in confidence
 and neighbourhood. The second-largest rarity still lets moderate evidence from two
 detectors add up, which the largest alone would miss; summing every detector would let
-those that see nothing dilute those that do (on a one-layer Keras MLP, Carlini-Wagner
-detection fell from 84% to 76% that way). One threshold on the suspicion, set at the
+those that see nothing dilute those that do. One threshold on the suspicion, set at the
 ``1 - fpr`` quantile of the held-out half, makes the false-positive target hold for the
 suite as a whole.
 """
