@@ -14,8 +14,7 @@ def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:  # a binary decision function
         scores = np.stack([-scores, scores], axis=1)
-    sums = scores.sum(axis=1)
-    if np.all(scores >= 0) and np.allclose(sums, 1.0, atol=1e-3):
+    if scores.min() >= 0 and np.abs(scores.sum(axis=1) - 1.0).max() <= 1e-3:
         return scores
     shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -79,6 +78,8 @@ class Detector(ABC):
     two_sided: ClassVar[bool] = False
     #: ``fit`` learns from the data, so in-sample scores would flatter clean data.
     learns: ClassVar[bool] = False
+    #: ``score`` multiplies matrices (numpy's BLAS then runs single-threaded; see suite.py).
+    multiplies_matrices: ClassVar[bool] = False
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
         """Learn what clean data looks like (most detectors need nothing)."""
@@ -108,6 +109,7 @@ class InputSpaceDetector(Detector):
     MAX_DIM: ClassVar[int] = 1024
     PROJECTED_DIM: ClassVar[int] = 256
     learns = True
+    multiplies_matrices = True
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

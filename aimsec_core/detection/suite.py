@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +82,12 @@ class CleanReference:
     scores: np.ndarray
     tail: float
 
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        # rarity of a score with i clean scores below it: -log10((n - i + 1) / (n + 1))
+        self._by_rank = np.log10(n + 1) - np.log10(np.arange(n, -1, -1) + 1.0)
+        self._mirrored: CleanReference | None = None
+
     @classmethod
     def of(cls, scores: np.ndarray) -> CleanReference:
         ordered = np.sort(np.asarray(scores, dtype=np.float64))
@@ -93,16 +99,17 @@ class CleanReference:
 
     def upper_rarity(self, s: np.ndarray) -> np.ndarray:
         """``-log10`` of the share of clean scores >= ``s`` (with one pseudo-count)."""
-        n = len(self.scores)
-        at_least = n - np.searchsorted(self.scores, s, side="left")
-        log_p = np.log10((at_least + 1) / (n + 1))
+        rarity = self._by_rank[np.searchsorted(self.scores, s, side="left")]
         beyond = s > self.scores[-1]
-        log_p = np.where(beyond, -np.log10(n + 1) - (s - self.scores[-1]) / self.tail
-                         / np.log(10), log_p)
-        return -log_p
+        if beyond.any():  # past every clean score: the exponential tail
+            rarity[beyond] = self._by_rank[-1] + (s[beyond] - self.scores[-1]) / (
+                self.tail * np.log(10))
+        return rarity
 
     def lower_rarity(self, s: np.ndarray) -> np.ndarray:
-        return CleanReference(-self.scores[::-1], self.tail).upper_rarity(-s)
+        if self._mirrored is None:
+            self._mirrored = CleanReference(-self.scores[::-1], self.tail)
+        return self._mirrored.upper_rarity(-s)
 
 
 @dataclass
@@ -164,7 +171,9 @@ class DetectorSuite:
 
     def score(self, probe: Probe) -> SuiteScores:
         raw, rarity = {}, {}
-        with single_threaded_blas():
+        blas = single_threaded_blas() if any(
+            d.multiplies_matrices for d in self.detectors) else nullcontext()
+        with blas:
             for detector in self.detectors:
                 raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
                 rarity[detector.name] = self.rarity(detector, raw[detector.name])
