@@ -64,15 +64,17 @@ def sklearn_mlp(data: DigitsSplit, seed: int = 0) -> Any:
                              random_state=seed).fit(data.x_train, data.y_train)
 
 
-def torch_cnn(data: DigitsSplit, seed: int = 0, epochs: int = 30) -> Any:
-    """A small CNN taking (N, 1, 8, 8) float32, returning logits."""
+def torch_cnn(data: DigitsSplit, seed: int = 0, epochs: int = 30, width: int = 1) -> Any:
+    """A small CNN taking (N, 1, 8, 8) float32, returning logits; ``width`` multiplies its
+    channels (the cost benchmark uses wider ones)."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
+    a, b = 16 * width, 32 * width
     return _train_torch(nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10)),
+        nn.Conv2d(1, a, 3, padding=1), nn.ReLU(), nn.Conv2d(a, b, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(b * 16, 64), nn.ReLU(), nn.Linear(64, 10)),
         data, seed, epochs)
 
 

@@ -9,6 +9,10 @@ neighbours detector then searches 1,000 clean inputs instead of the calibration 
 For every framework and each model-agnostic detector alone: guarded over plain, and the
 extra forward passes ("extra") it costs: one for the class scores of the input (shared by
 all detectors; free where the gradient pass gives them), plus the detector's own.
+
+The detectors' own cost is fixed per batch (a few tenths of a millisecond), so the ratio
+depends on how long the model takes; the last table repeats the torch rows for the same
+CNN with 2x and 4x the channels.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).parent))
@@ -56,10 +61,38 @@ def main(repeats: int) -> None:
             names = "+".join(d.name for d in suite.detectors)
             label = (f"default: {names}" if detectors is None else names) + (
                 " +reference" if with_reference else "")
-            plain_s, guarded_s = interleaved(lambda: call(model, x), lambda: call(guarded, x),
-                                             reps)
-            print(f"{framework:<9}{label:<46}{passes:>7}{plain_s * 1e3:>10.3f}"
-                  f"{guarded_s * 1e3:>12.3f}{guarded_s / plain_s:>8.2f}")
+            _row(framework, label, passes, model, guarded, call, x, reps)
+    _wider_torch_models(data, repeats)
+
+
+def _row(framework: str, label: str, passes: int, model: Any, guarded: Any, call: Any, x: Any,
+         reps: int) -> None:
+    plain_s, guarded_s = interleaved(lambda: call(model, x), lambda: call(guarded, x), reps)
+    print(f"{framework:<9}{label:<46}{passes:>7}{plain_s * 1e3:>10.3f}"
+          f"{guarded_s * 1e3:>12.3f}{guarded_s / plain_s:>8.2f}")
+
+
+def _wider_torch_models(data: Any, repeats: int) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return
+    import aimsec_core
+    from aimsec_core import digits
+
+    print("\ntorch CNN with wider layers (trained 5 epochs), batch 64")
+    call = digits.caller("torch")
+    x = digits.as_model_input("torch", data.x_test[:64])
+    for width in (2, 4):
+        model = digits.torch_cnn(data, epochs=5, width=width)
+        for detectors in (["gradient"], None):
+            guarded = aimsec_core.guard(model, sinks=[], mode="monitor",
+                                        constraints=digits.constraints("torch"))
+            suite = guarded.calibrate(digits.as_model_input("torch", data.x_calibration),
+                                      detectors=detectors).suite
+            names = "+".join(d.name for d in suite.detectors)
+            label = f"x{width}: " + (f"default: {names}" if detectors is None else names)
+            _row("torch", label, 0, model, guarded, call, x, repeats)
 
 
 if __name__ == "__main__":
