@@ -100,6 +100,10 @@ class Guard:
         """
         x = self._clean_data(x_clean, "calibration data")
         extra = None if reference is None else self._clean_data(reference, "reference data")
+        if extra is not None and extra.shape[1:] != x.shape[1:]:
+            raise CalibrationError(
+                f"reference data must have samples shaped like the calibration data, "
+                f"{tuple(x.shape[1:])}; received {tuple(extra.shape[1:])}")
         suite = DetectorSuite(select_detectors(detectors, self.adapter.capabilities,
                                                image_shape))
         bounds = (self.constraints.min_value, self.constraints.max_value)

@@ -280,13 +280,13 @@ def test_neighbours_keep_a_bounded_sorted_reference_and_old_files_still_score_al
     detector.fit(_probe(clean, probabilities), (0.0, 1.0))
     assert len(detector.points) == 100 and np.all(np.diff(detector.labels) >= 0)
     queries = _probe(rng.random((20, 4)), np.eye(3)[rng.integers(0, 3, 20)])
-    shuffled = rng.permutation(100)  # points stored in any order load the same
+    points = detector.points.astype(np.float64) + detector.centre
+    shuffled = rng.permutation(100)  # older files: uncentred points, in any order
     restored = NeighbourDetector(k=3, max_points=100)
-    restored.load_state({"points": detector.points[shuffled],
-                         "labels": detector.labels[shuffled]})
-    np.testing.assert_allclose(restored.score(queries), detector.score(queries), rtol=1e-6)
+    restored.load_state({"points": points[shuffled], "labels": detector.labels[shuffled]})
+    np.testing.assert_allclose(restored.score(queries), detector.score(queries), rtol=1e-5)
     # brute force: mean distance to the 3 nearest points of the same / of other labels
-    d = np.linalg.norm(queries.x[:, None] - detector.points[None].astype(np.float64), axis=2)
+    d = np.linalg.norm(queries.x[:, None] - points[None], axis=2)
     same = detector.labels[None] == queries.predicted[:, None]
     expected = [np.log(np.sort(row[m])[:3].mean()) - np.log(np.sort(row[~m])[:3].mean())
                 for row, m in zip(d, same)]
@@ -317,3 +317,41 @@ def test_reference_data_teaches_the_learning_detectors_but_never_sets_the_thresh
     assert loaded.reference_samples == 900 and loaded.summary()["top"] == 2
     with pytest.raises(CalibrationError, match="reference data must be clean"):
         guarded.calibrate(x[900:1400], reference=x[:100] * 2)
+
+
+def test_neighbours_keep_their_precision_when_inputs_share_a_large_offset():
+    from aimsec_core.detection import NeighbourDetector
+
+    rng = np.random.default_rng(2)
+    clean, queries = rng.random((300, 16)), rng.random((40, 16))
+    labels, predicted = np.eye(5)[rng.integers(0, 5, 300)], np.eye(5)[rng.integers(0, 5, 40)]
+    scores = []
+    for offset in (0.0, 1000.0):  # raw sensor readings, say: the same data shifted
+        detector = NeighbourDetector()
+        detector.fit(_probe(clean + offset, labels), (0.0, 1001.0))
+        restored = NeighbourDetector()
+        restored.load_state(detector.state())
+        scores.append(restored.score(_probe(queries + offset, predicted)))
+    np.testing.assert_allclose(scores[1], scores[0], atol=1e-3)
+
+
+def test_reference_data_is_checked_and_only_used_where_a_detector_learns(digits_model, sink):
+    import torch
+
+    model, x, _ = digits_model
+    guarded = aimsec_core.guard(model, sinks=[sink], mode="monitor")
+    calibration = guarded.calibrate(x[900:1400], detectors=["margin"], reference=x[:900])
+    assert calibration.reference_samples == 0  # the margin learns nothing from data
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    images = torch.from_numpy(x[900:1400].astype(np.float32)).reshape(-1, 1, 8, 8)
+    with pytest.raises(CalibrationError, match="shaped like the calibration data"):
+        aimsec_core.guard(flat, sinks=[sink]).calibrate(
+            images, reference=torch.from_numpy(x[:900].astype(np.float32)))
+
+
+def test_suite_and_rarity_edge_cases():
+    reference = CleanReference.of(np.arange(99.0))
+    assert reference.upper_rarity(200.0).shape == ()  # scalars in, scalars out
+    assert softmax_if_needed(np.empty((0, 10))).shape == (0, 10)
+    with pytest.raises(CalibrationError, match="top must be"):
+        DetectorSuite([MarginDetector()], top=0)

@@ -14,6 +14,8 @@ def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:  # a binary decision function
         scores = np.stack([-scores, scores], axis=1)
+    if scores.size == 0:
+        return scores
     if scores.min() >= 0 and np.abs(scores.sum(axis=1) - 1.0).max() <= 1e-3:
         return scores
     shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
@@ -53,7 +55,7 @@ class Probe:
         """This batch followed by ``other`` (a gradient only where both have one)."""
         gradient = None if self.gradient is None or other.gradient is None else (
             np.concatenate([self.gradient, other.gradient]))
-        return Probe(np.concatenate([self.x, other.x.astype(self.x.dtype, copy=False)]),
+        return Probe(np.concatenate([self.x, other.x]),
                      np.concatenate([self.probabilities, other.probabilities]), self.ask,
                      gradient)
 
@@ -65,8 +67,9 @@ class Probe:
 class Detector(ABC):
     """One signal. ``score`` gives one number per sample; larger means more suspicious.
 
-    Thresholds are not set here: the suite standardises each detector's scores on clean
-    data and calibrates one threshold on their maximum (see ``suite.py``).
+    Thresholds are not set here: the suite turns each detector's scores into their rarity
+    among clean scores and calibrates one threshold on the sum of each sample's two largest
+    rarities (see ``suite.py``).
     """
 
     name: ClassVar[str]

@@ -145,6 +145,8 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
     if value_range is None:
         value_range = (float(x.min()), float(x.max()))
     try:
+        if not any(d.learns for d in suite.detectors):
+            reference = None  # nothing would read it
         reference_probe = None if reference is None or not len(reference) else probe_for(
             adapter, reference, any(d.learns and d.needs_gradient for d in suite.detectors))
         suite.fit(probe_for(adapter, fit_x, suite.needs_gradient), value_range,

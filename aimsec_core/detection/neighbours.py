@@ -31,26 +31,35 @@ class NeighbourDetector(InputSpaceDetector):
         super().__init__(seed)
         self.k = k
         self.max_points = max_points
-        self.points: np.ndarray | None = None
+        self.points: np.ndarray | None = None  #: float32, centred on ``centre``
         self.labels: np.ndarray | None = None
+        self.centre: np.ndarray | None = None
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
-        features, labels = self.fit_features(probe.x), probe.predicted
-        if len(features) > self.max_points:
-            keep = np.random.default_rng(self.seed).choice(len(features), self.max_points,
+        x, labels = probe.x, probe.predicted
+        if len(x) > self.max_points:
+            keep = np.random.default_rng(self.seed).choice(len(x), self.max_points,
                                                            replace=False)
-            features, labels = features[keep], labels[keep]
-        self._keep(features, labels)
+            x, labels = x[keep], labels[keep]
+        self._keep(self.fit_features(x), labels)
 
-    def _keep(self, points: np.ndarray, labels: np.ndarray) -> None:
-        order = np.argsort(labels, kind="stable")  # one contiguous block of points per label
-        self.points, self.labels = np.asarray(points, dtype=np.float32)[order], labels[order]
+    def _keep(self, points: np.ndarray, labels: np.ndarray,
+              centre: np.ndarray | None = None) -> None:
+        """Points centred (float32 distances lose the digits a shared offset would take),
+        one contiguous block per label."""
+        points = np.asarray(points, dtype=np.float64)
+        if centre is None:
+            centre = points.mean(axis=0)
+            points = points - centre
+        order = np.argsort(labels, kind="stable")
+        self.points, self.labels = points[order].astype(np.float32), labels[order]
+        self.centre = np.asarray(centre, dtype=np.float64)
 
     def score(self, probe: Probe) -> np.ndarray:
         if self.points is None or self.labels is None:
             raise ValueError("the neighbours detector is not fitted")
         points, labels = self.points, self.labels
-        x = self.features(probe.x).astype(np.float32)
+        x = (self.features(probe.x) - self.centre).astype(np.float32)
         squared = ((x * x).sum(1)[:, None] + (points * points).sum(1)[None]
                    - 2 * (x @ points.T))
         np.maximum(squared, 0.0, out=squared)
@@ -78,11 +87,13 @@ class NeighbourDetector(InputSpaceDetector):
                 - np.log(_mean_distance(others, farthest) + 1e-9))
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "points": self.points, "labels": self.labels}
+        return {**super().state(), "points": self.points, "labels": self.labels,
+                "centre": self.centre}
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        self._keep(np.asarray(state["points"]), np.asarray(state["labels"]))
+        # Files without a centre hold the points themselves.
+        self._keep(np.asarray(state["points"]), np.asarray(state["labels"]), state.get("centre"))
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "max_points": self.max_points, "seed": self.seed}

@@ -99,12 +99,14 @@ class CleanReference:
 
     def upper_rarity(self, s: np.ndarray) -> np.ndarray:
         """``-log10`` of the share of clean scores >= ``s`` (with one pseudo-count)."""
-        rarity = self._by_rank[np.searchsorted(self.scores, s, side="left")]
-        beyond = s > self.scores[-1]
+        s = np.asarray(s, dtype=np.float64)
+        flat = s.reshape(-1)
+        rarity = self._by_rank[np.searchsorted(self.scores, flat, side="left")]
+        beyond = flat > self.scores[-1]
         if beyond.any():  # past every clean score: the exponential tail
-            rarity[beyond] = self._by_rank[-1] + (s[beyond] - self.scores[-1]) / (
+            rarity[beyond] = self._by_rank[-1] + (flat[beyond] - self.scores[-1]) / (
                 self.tail * np.log(10))
-        return rarity
+        return rarity.reshape(s.shape)
 
     def lower_rarity(self, s: np.ndarray) -> np.ndarray:
         if self._mirrored is None:
@@ -120,6 +122,11 @@ class DetectorSuite:
     fpr_target: float | None = None
     #: How many of the largest rarities make the suspicion (None: all of them).
     top: int | None = 2
+
+    def __post_init__(self) -> None:
+        if self.top is not None and not (isinstance(self.top, int) and self.top >= 1):
+            raise CalibrationError(f"top must be a positive number of detectors or None; "
+                                   f"received {self.top!r}")
 
     @property
     def needs_gradient(self) -> bool:
