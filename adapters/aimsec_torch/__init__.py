@@ -184,7 +184,6 @@ class TorchAdapter(Adapter):
         real call, not a second forward.
         """
         import torch
-        import torch.nn.functional as F
         from torch.utils._pytree import tree_leaves, tree_map_only
 
         _require_float(x)
@@ -196,17 +195,21 @@ class TorchAdapter(Adapter):
                 target = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
             output = call(target)
             logits = _class_logits(output)
-            predicted = logits.detach().argmax(dim=-1)
-            loss = F.cross_entropy(logits.float(), predicted, reduction="sum")
+            probabilities = torch.softmax(logits.detach().float(), dim=-1)
+            # d(sum of cross-entropy at the predicted labels)/d(logits) = softmax - one-hot:
+            # seeding the backward with it skips building the loss's own graph.
+            seed = probabilities.clone()
+            seed[torch.arange(len(seed), device=seed.device), seed.argmax(dim=-1)] -= 1.0
             # The plain call's output is attached when x requires grad or the graph reaches
             # any other leaf (a parameter): keep the graph for the caller's backward then.
             keep_graph = grad_mode and (target is x or _reaches_other_leaves(
                 [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)], target))
-            (grad,) = torch.autograd.grad(loss, target, retain_graph=keep_graph,
-                                          allow_unused=True)
+            (grad,) = torch.autograd.grad(logits, target, grad_outputs=seed.to(logits.dtype),
+                                          retain_graph=keep_graph, allow_unused=True)
         if not keep_graph:
-            output = tree_map_only(torch.Tensor, lambda t: t.detach(), output)
-        scores = torch.softmax(logits.detach().float(), dim=-1).cpu().numpy()
+            output = output.detach() if isinstance(output, torch.Tensor) else tree_map_only(
+                torch.Tensor, lambda t: t.detach(), output)
+        scores = probabilities.cpu().numpy()
         grad = torch.zeros_like(target) if grad is None else grad.detach()
         return output, scores, grad
 
