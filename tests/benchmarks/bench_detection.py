@@ -14,7 +14,8 @@ plus the detector's own.
 
 The detectors' own cost is fixed per batch (a few tenths of a millisecond), so the ratio
 depends on how long the model takes; the last table repeats the torch rows for the same
-CNN with 2x and 4x the channels.
+CNN with 2x and 4x the channels. Each torch model also gets a row for a bare forward +
+backward to the input, no guard at all: the floor any gradient analysis starts from.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main(repeats: int) -> None:
         reference = digits.as_model_input(framework, data.x_train)
         reps = max(repeats // 5, 20) if framework == "keras" else repeats
         setups: list[tuple[list[str] | None, bool]] = []
+        if framework == "torch":
+            _backward_floor("", model, x, call, reps)
         if framework in ("torch", "keras"):
             setups.append((["gradient"], False))
         setups += [(None, False), (None, True)] + [([name], False) for name in AGNOSTIC]
@@ -82,6 +85,21 @@ def _extra_forward_passes(guarded: Any, call: Any, x: Any) -> int:
     return len(asked)
 
 
+def _backward_floor(prefix: str, model: Any, x: Any, call: Any, reps: int) -> None:
+    import torch
+
+    def forward_backward() -> None:
+        leaf = x.detach().requires_grad_(True)
+        logits = model(leaf)
+        loss = torch.nn.functional.cross_entropy(logits, logits.detach().argmax(1),
+                                                 reduction="sum")
+        torch.autograd.grad(loss, leaf)
+
+    plain_s, floor_s = interleaved(lambda: call(model, x), forward_backward, reps)
+    print(f"{'torch':<9}{prefix + 'forward+backward alone, unguarded':<46}{'-':>7}"
+          f"{plain_s * 1e3:>10.3f}{floor_s * 1e3:>12.3f}{floor_s / plain_s:>8.2f}")
+
+
 def _row(framework: str, label: str, passes: int, model: Any, guarded: Any, call: Any, x: Any,
          reps: int) -> None:
     plain_s, guarded_s = interleaved(lambda: call(model, x), lambda: call(guarded, x), reps)
@@ -102,6 +120,7 @@ def _wider_torch_models(data: Any, repeats: int) -> None:
     x = digits.as_model_input("torch", data.x_test[:64])
     for width in (2, 4):
         model = digits.torch_cnn(data, epochs=5, width=width)
+        _backward_floor(f"x{width}: ", model, x, call, repeats)
         for detectors in (["gradient"], None):
             guarded = aimsec_core.guard(model, sinks=[], mode="monitor",
                                         constraints=digits.constraints("torch"))
