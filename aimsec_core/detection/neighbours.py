@@ -58,26 +58,19 @@ class NeighbourDetector(InputSpaceDetector):
     def score(self, probe: Probe) -> np.ndarray:
         if self.points is None or self.labels is None:
             raise ValueError("the neighbours detector is not fitted")
-        points, labels = self.points, self.labels
         x = (self.features(probe.x) - self.centre).astype(np.float32)
-        squared = ((x * x).sum(1)[:, None] + (points * points).sum(1)[None]
-                   - 2 * (x @ points.T))
+        squared = ((x * x).sum(1)[:, None] + (self.points * self.points).sum(1)[None]
+                   - 2 * (x @ self.points.T))
         np.maximum(squared, 0.0, out=squared)
-        # The k nearest of each label's block (partitions of small blocks, no masking):
-        # the same label's are the first group, the k nearest of all the others' the second.
-        classes, starts = np.unique(labels, return_index=True)
-        stops = np.r_[starts[1:], len(labels)]
-        nearest = np.full((len(x), len(classes), self.k), np.inf, dtype=np.float32)
-        for c, (start, stop) in enumerate(zip(starts, stops)):
-            k = min(self.k, stop - start)
-            nearest[:, c, :k] = np.partition(squared[:, start:stop], k - 1, axis=1)[:, :k]
-        rows = np.arange(len(x))
-        column = np.searchsorted(classes, probe.predicted)
-        known = (column < len(classes)) & (classes[np.minimum(column, len(classes) - 1)]
-                                           == probe.predicted)
+        classes, nearest = self._nearest_by_label(squared)
+        # The predicted label's k nearest are the "same" group; the k nearest among all
+        # the other labels' k nearest are the "other" group.
+        predicted = probe.predicted
+        known = np.flatnonzero(np.isin(predicted, classes))
+        column = np.searchsorted(classes, predicted[known])
         same = np.full((len(x), self.k), np.inf, dtype=np.float32)
-        same[known] = nearest[rows[known], column[known]]
-        nearest[rows[known], column[known]] = np.inf
+        same[known] = nearest[known, column]
+        nearest[known, column] = np.inf
         others = nearest.reshape(len(x), -1)
         k = min(self.k, others.shape[1])
         others = np.partition(others, k - 1, axis=1)[:, :k]
@@ -85,6 +78,19 @@ class NeighbourDetector(InputSpaceDetector):
         farthest = np.sqrt(squared.max(axis=1))
         return (np.log(_mean_distance(same, farthest) + 1e-9)
                 - np.log(_mean_distance(others, farthest) + 1e-9))
+
+    def _nearest_by_label(self, squared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored labels, and per row and label the ``k`` smallest squared distances
+        (inf-padded where a label has fewer points): one small partition per label's
+        block, cheaper than masking the whole matrix once per group."""
+        assert self.labels is not None
+        classes, starts = np.unique(self.labels, return_index=True)
+        stops = np.r_[starts[1:], len(self.labels)]
+        nearest = np.full((len(squared), len(classes), self.k), np.inf, dtype=np.float32)
+        for c, (start, stop) in enumerate(zip(starts, stops)):
+            k = min(self.k, stop - start)
+            nearest[:, c, :k] = np.partition(squared[:, start:stop], k - 1, axis=1)[:, :k]
+        return classes, nearest
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "points": self.points, "labels": self.labels,
