@@ -36,8 +36,9 @@ def main() -> None:
     print("pipeline accuracy on held-out digits:", round(pipeline.score(x_test, y_rest[500:]), 3))
 
     calibration = guarded.calibrate(x_clean, fpr=0.01, image_shape=(8, 8))
-    print(f"detectors calibrated on {calibration.fit_samples + calibration.threshold_samples} "
-          f"clean digits; false positives on the held-out half: {calibration.achieved_fpr:.1%}")
+    print(f"detectors calibrated on {calibration.samples} "
+          f"clean digits; false positives among them, each scored out of sample: "
+          f"{calibration.achieved_fpr:.1%}")
 
     noise = np.random.default_rng(0).choice([-0.2, 0.2], size=x_test[:5].shape)
     tries = {

@@ -78,6 +78,24 @@ def test_calibration_hits_its_false_positive_target_on_new_clean_data():
     assert abs(measured - 0.05) < 0.02  # within sampling error of a 2,000-sample threshold
 
 
+def test_cross_fitted_threshold_hits_its_target_on_new_clean_data():
+    """Every calibration sample sets the threshold, scored by what the other folds taught
+    (a learning detector included); new clean data then sees the target rate."""
+    rng = np.random.default_rng(3)
+
+    def probe(n):
+        x = rng.normal(0, 1, (n, 4))
+        return _probe(x, rng.dirichlet([1.0, 1.0, 1.0], n))
+
+    suite = DetectorSuite([MarginDetector(), DensityDetector()])
+    clean = suite.fit(probe(2000), (-5.0, 5.0))
+    assert set(clean) == {"margin", "density"} and len(clean["density"]) == 2000
+    achieved = suite.set_threshold_cross_fitted(clean, fpr=0.05)
+    measured = suite.score(probe(20000)).flags.mean()
+    assert achieved <= 0.05
+    assert abs(measured - 0.05) < 0.015  # within sampling error of 2,000 samples
+
+
 def test_select_detectors_refuses_gradients_without_autograd():
     with pytest.raises(ConfigurationError, match="needs input gradients"):
         select_detectors(["gradient"], Capabilities())
@@ -105,7 +123,7 @@ def test_calibration_file_round_trip_gives_the_same_scores(digits_model, tmp_pat
     path = guarded.save_calibration(tmp_path / "calibration")
     assert path.suffix == ".npz"
     loaded = Calibration.load(path)
-    assert loaded.data_hash == calibration.data_hash and loaded.fit_samples == 250
+    assert loaded.data_hash == calibration.data_hash and loaded.samples == 500
     assert loaded.summary()["detectors"].keys() == calibration.summary()["detectors"].keys()
     again = aimsec_core.guard(model, sinks=[sink], mode="monitor", calibration=path)
     guarded.predict(x[1400:1450])
@@ -309,10 +327,10 @@ def test_reference_data_teaches_the_learning_detectors_but_never_sets_the_thresh
     guarded = aimsec_core.guard(model, sinks=[sink], mode="monitor",
                                 constraints={"min_value": 0.0, "max_value": 1.0})
     calibration = guarded.calibrate(x[900:1400], reference=x[:900])
-    assert calibration.reference_samples == 900 and calibration.threshold_samples == 250
+    assert calibration.reference_samples == 900 and calibration.samples == 500
     neighbours = next(d for d in calibration.suite.detectors if d.name == "neighbours")
-    assert len(neighbours.points) == 1000  # 250 fit + 900 reference, capped at max_points
-    assert len(calibration.suite.references["neighbours"].scores) == 250  # scored: fit half
+    assert len(neighbours.points) == 1000  # 500 clean + 900 reference, capped at max_points
+    assert len(calibration.suite.references["neighbours"].scores) == 500  # scored: x_clean
     loaded = Calibration.load(guarded.save_calibration(tmp_path / "with_reference"))
     assert loaded.reference_samples == 900 and loaded.summary()["top"] == 2
     with pytest.raises(CalibrationError, match="reference data must be clean"):

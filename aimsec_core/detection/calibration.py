@@ -40,12 +40,15 @@ class Calibration:
     created: str
     sample_shape: tuple[int, ...] = ()
     reference_samples: int = 0
+    #: Clean samples given. Cross-fitted calibrations fit and threshold on all of them;
+    #: files from before kept a fit half and a threshold half.
+    samples: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
             "format": FORMAT, "model": self.model, "framework": self.framework,
             "created": self.created, "data_hash": self.data_hash,
-            "samples": self.fit_samples + self.threshold_samples,
+            "samples": self.samples or self.fit_samples + self.threshold_samples,
             "fit_samples": self.fit_samples, "threshold_samples": self.threshold_samples,
             "reference_samples": self.reference_samples,
             "achieved_fpr": self.achieved_fpr, "value_range": list(self.value_range),
@@ -104,7 +107,7 @@ class Calibration:
         return cls(suite, tuple(meta["value_range"]), meta["data_hash"], meta["fit_samples"],
                    meta["threshold_samples"], meta["achieved_fpr"], meta["model"],
                    meta["framework"], meta["created"], tuple(meta["sample_shape"]),
-                   meta.get("reference_samples", 0))
+                   meta.get("reference_samples", 0), meta.get("samples", 0))
 
 
 def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
@@ -124,24 +127,23 @@ def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
 
 
 def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: float,
-              model: str, fit_fraction: float = 0.5, seed: int = 0,
-              value_range: tuple[float, float] | None = None,
+              model: str, seed: int = 0, value_range: tuple[float, float] | None = None,
               reference: np.ndarray | None = None) -> Calibration:
-    """Fit ``suite`` on one part of clean ``x`` and set its threshold on the rest.
+    """Fit ``suite`` on clean ``x`` and set its threshold on the same data, cross-fitted:
+    the samples are split into folds, and each fold is scored by what the others taught
+    (see ``DetectorSuite.fit`` and ``set_threshold_cross_fitted``).
 
     ``reference`` is more clean data for the detectors that learn from data; it is never
     scored, so the clean scores and the threshold come from ``x`` alone."""
     if len(x) < 40:
         raise CalibrationError(
             f"calibration needs at least 40 clean samples; received {len(x)}. With n "
-            f"samples the threshold half resolves false-positive rates down to about 2/n")
-    order = np.random.default_rng(seed).permutation(len(x))
-    cut = int(len(x) * fit_fraction)
-    fit_x, threshold_x = x[order[:cut]], x[order[cut:]]
-    if fpr * len(threshold_x) < 1:
+            f"samples the threshold resolves false-positive rates down to about 1/n")
+    if fpr * len(x) < 1:
         raise CalibrationError(
-            f"fpr={fpr} needs at least {int(np.ceil(1 / fpr / (1 - fit_fraction)))} clean "
-            f"samples to be measured; received {len(x)}")
+            f"fpr={fpr} needs at least {int(np.ceil(1 / fpr))} clean samples to be "
+            f"measured; received {len(x)}")
+    shuffled = x[np.random.default_rng(seed).permutation(len(x))]  # folds go by position
     if value_range is None:
         value_range = (float(x.min()), float(x.max()))
     try:
@@ -149,16 +151,15 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
             reference = None  # nothing would read it
         reference_probe = None if reference is None or not len(reference) else probe_for(
             adapter, reference, any(d.learns and d.needs_gradient for d in suite.detectors))
-        suite.fit(probe_for(adapter, fit_x, suite.needs_gradient), value_range,
-                  reference=reference_probe)
-        achieved = suite.set_threshold(probe_for(adapter, threshold_x, suite.needs_gradient),
-                                       fpr)
+        clean = suite.fit(probe_for(adapter, shuffled, suite.needs_gradient), value_range,
+                          reference=reference_probe)
+        achieved = suite.set_threshold_cross_fitted(clean, fpr)
     except np.linalg.LinAlgError as exc:
         raise CalibrationError(
             f"the clean data is too uniform to fit the detectors ({exc}); calibrate on "
             "varied, representative inputs") from exc
-    return Calibration(suite, value_range, content_hash([x]), len(fit_x), len(threshold_x),
-                       achieved, model, adapter.framework,
+    return Calibration(suite, value_range, content_hash([x]), len(x), len(x), achieved,
+                       model, adapter.framework,
                        datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        tuple(int(d) for d in x.shape[1:]),
-                       0 if reference is None else len(reference))
+                       0 if reference is None else len(reference), samples=len(x))

@@ -65,6 +65,15 @@ def single_threaded_blas() -> Iterator[None]:
                 _blas_limit = None
 
 
+#: Folds for cross-fitting the detectors that learn, and for the threshold.
+FOLDS = 5
+
+
+def _check_fpr(fpr: float) -> None:
+    if not 0 < fpr < 1:
+        raise CalibrationError(f"fpr must be in (0, 1); received {fpr}")
+
+
 @dataclass
 class SuiteScores:
     """Per-sample results of one screened batch."""
@@ -132,9 +141,10 @@ class DetectorSuite:
     def needs_gradient(self) -> bool:
         return any(d.needs_gradient for d in self.detectors)
 
-    def fit(self, probe: Probe, value_range: tuple[float, float], folds: int = 5,
-            reference: Probe | None = None) -> None:
-        """Fit every detector on clean data and keep its clean scores as reference.
+    def fit(self, probe: Probe, value_range: tuple[float, float], folds: int = FOLDS,
+            reference: Probe | None = None) -> dict[str, np.ndarray]:
+        """Fit every detector on clean data and keep its clean scores as reference;
+        returns those scores, one array per detector, in ``probe``'s order.
 
         A detector that learns from the data is scored out of sample (each fold by a copy
         fitted on the other folds): scored on its own training data it would look cleaner
@@ -145,6 +155,7 @@ class DetectorSuite:
             return part if reference is None else part.joined(reference)
 
         fold_of = np.arange(len(probe.x)) % folds
+        clean: dict[str, np.ndarray] = {}
         for detector in self.detectors:
             if detector.learns:
                 scores = np.empty(len(probe.x))
@@ -157,20 +168,46 @@ class DetectorSuite:
             else:
                 detector.fit(probe, value_range)
                 scores = detector.score(probe)
+            clean[detector.name] = np.asarray(scores, dtype=np.float64)
             self.references[detector.name] = CleanReference.of(scores)
+        return clean
+
+    def set_threshold_cross_fitted(self, clean: dict[str, np.ndarray], fpr: float,
+                                   folds: int = FOLDS) -> float:
+        """Threshold from the same clean data :meth:`fit` scored: each fold's suspicion is
+        computed against the clean scores of the other folds only, so every sample is out
+        of sample and all of them set the threshold (twice the data a held-out half gives,
+        so the false-positive rate lands closer to its target). Returns the rate achieved
+        on that data."""
+        _check_fpr(fpr)
+        n = len(next(iter(clean.values())))
+        fold_of = np.arange(n) % folds
+        combined = np.empty(n)
+        for k in range(folds):
+            held_out = fold_of == k
+            combined[held_out] = self._combine({
+                d.name: self._rarity_against(d, clean[d.name][held_out],
+                                             CleanReference.of(clean[d.name][~held_out]))
+                for d in self.detectors})
+        return self._set_threshold(combined, fpr)
 
     def set_threshold(self, probe: Probe, fpr: float) -> float:
         """Threshold at the ``1 - fpr`` quantile of held-out clean data; returns the
         false-positive rate achieved on that data."""
-        if not 0 < fpr < 1:
-            raise CalibrationError(f"fpr must be in (0, 1); received {fpr}")
-        combined = self.score(probe).combined
+        _check_fpr(fpr)
+        return self._set_threshold(self.score(probe).combined, fpr)
+
+    def _set_threshold(self, combined: np.ndarray, fpr: float) -> float:
         self.threshold = float(np.quantile(combined, 1 - fpr, method="higher"))
         self.fpr_target = fpr
         return float(np.mean(combined > self.threshold))
 
     def rarity(self, detector: Detector, scores: np.ndarray) -> np.ndarray:
-        reference = self.references[detector.name]
+        return self._rarity_against(detector, scores, self.references[detector.name])
+
+    @staticmethod
+    def _rarity_against(detector: Detector, scores: np.ndarray,
+                        reference: CleanReference) -> np.ndarray:
         upper = reference.upper_rarity(scores)
         if detector.two_sided:  # either tail, doubled p-value
             upper = np.maximum(upper, reference.lower_rarity(scores)) - np.log10(2)
@@ -184,13 +221,17 @@ class DetectorSuite:
             for detector in self.detectors:
                 raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
                 rarity[detector.name] = self.rarity(detector, raw[detector.name])
-        stacked = np.stack(list(rarity.values()))
-        if self.top is not None and self.top < len(stacked):
-            stacked = np.partition(stacked, len(stacked) - self.top, axis=0)[-self.top:]
-        combined = np.sum(stacked, axis=0)
+        combined = self._combine(rarity)
         flags = combined > self.threshold if self.threshold is not None else (
             np.zeros(len(combined), dtype=bool))
         return SuiteScores(combined, rarity, raw, flags)
+
+    def _combine(self, rarity: dict[str, np.ndarray]) -> np.ndarray:
+        """The suspicion: per sample, the sum of the ``top`` largest rarities."""
+        stacked = np.stack(list(rarity.values()))
+        if self.top is not None and self.top < len(stacked):
+            stacked = np.partition(stacked, len(stacked) - self.top, axis=0)[-self.top:]
+        return np.sum(stacked, axis=0)
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"{name}.clean_scores": ref.scores for name, ref in self.references.items()}
