@@ -94,9 +94,10 @@ class Guard:
                   reference: Any = None) -> Calibration:
         """Fit the detectors on clean data and set one threshold for ``fpr``.
 
-        Half of ``x_clean`` fits the detectors, the other half sets the threshold and
-        measures the false-positive rate achieved (``Calibration.achieved_fpr``). The
-        detectors that learn from data also learn from ``reference``, if given.
+        Every sample of ``x_clean`` fits the detectors and sets the threshold, cross-fitted
+        over five folds so that each is scored out of sample; the false-positive rate
+        achieved on them is ``Calibration.achieved_fpr``. The detectors that learn from data
+        also learn from ``reference``, if given.
         """
         x = self._clean_data(x_clean, "calibration data")
         extra = None if reference is None else self._clean_data(reference, "reference data")

@@ -2,7 +2,7 @@
 
 Detectors speak in different units and their clean scores are skewed in different ways
 (a confident model's margin is almost always tiny), so scores are compared by how rare
-they are on clean data: each detector keeps its sorted clean scores from the fit half,
+they are on clean data: each detector keeps its sorted clean scores (out of sample),
 and a new score becomes its rarity, ``-log10`` of the share of clean scores at least as
 extreme, extended past the largest clean score by an exponential tail so that ordering
 (and so ROC-AUC) is kept. A sample's suspicion is the sum of its ``top`` largest rarities
@@ -12,8 +12,8 @@ Koeleman 2003). An attack shows in a couple of signals, not all: spread perturba
 and neighbourhood. The second-largest rarity still lets moderate evidence from two
 detectors add up, which the largest alone would miss; summing every detector would let
 those that see nothing dilute those that do. One threshold on the suspicion, set at the
-``1 - fpr`` quantile of the held-out half, makes the false-positive target hold for the
-suite as a whole.
+``1 - fpr`` quantile of the clean samples' own (cross-fitted) suspicion, makes the
+false-positive target hold for the suite as a whole.
 """
 
 from __future__ import annotations
