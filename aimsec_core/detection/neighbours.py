@@ -34,6 +34,8 @@ class NeighbourDetector(InputSpaceDetector):
         self.points: np.ndarray | None = None  #: float32, centred on ``centre``
         self.labels: np.ndarray | None = None
         self.centre: np.ndarray | None = None
+        # Derived from ``labels``: each label and where its block of points starts and ends.
+        self._blocks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
         x, labels = probe.x, probe.predicted
@@ -54,6 +56,8 @@ class NeighbourDetector(InputSpaceDetector):
         order = np.argsort(labels, kind="stable")
         self.points, self.labels = points[order].astype(np.float32), labels[order]
         self.centre = np.asarray(centre, dtype=np.float64)
+        classes, starts = np.unique(self.labels, return_index=True)
+        self._blocks = (classes, starts, np.r_[starts[1:], len(self.labels)])
 
     def score(self, probe: Probe) -> np.ndarray:
         if self.points is None or self.labels is None:
@@ -83,9 +87,8 @@ class NeighbourDetector(InputSpaceDetector):
         """The stored labels, and per row and label the ``k`` smallest squared distances
         (inf-padded where a label has fewer points): one small partition per label's
         block, cheaper than masking the whole matrix once per group."""
-        assert self.labels is not None
-        classes, starts = np.unique(self.labels, return_index=True)
-        stops = np.r_[starts[1:], len(self.labels)]
+        assert self._blocks is not None
+        classes, starts, stops = self._blocks
         nearest = np.full((len(squared), len(classes), self.k), np.inf, dtype=np.float32)
         for c, (start, stop) in enumerate(zip(starts, stops)):
             k = min(self.k, stop - start)

@@ -69,6 +69,12 @@ def single_threaded_blas() -> Iterator[None]:
 FOLDS = 5
 
 
+def _fold_of(n: int, folds: int) -> np.ndarray:
+    """Each sample's fold, by position (calibration shuffles the samples first); fitting
+    and thresholding must split alike."""
+    return np.arange(n) % folds
+
+
 def _check_fpr(fpr: float) -> None:
     if not 0 < fpr < 1:
         raise CalibrationError(f"fpr must be in (0, 1); received {fpr}")
@@ -154,7 +160,7 @@ class DetectorSuite:
         def with_reference(part: Probe) -> Probe:
             return part if reference is None else part.joined(reference)
 
-        fold_of = np.arange(len(probe.x)) % folds
+        fold_of = _fold_of(len(probe.x), folds)
         clean: dict[str, np.ndarray] = {}
         for detector in self.detectors:
             if detector.learns:
@@ -181,7 +187,7 @@ class DetectorSuite:
         on that data."""
         _check_fpr(fpr)
         n = len(next(iter(clean.values())))
-        fold_of = np.arange(n) % folds
+        fold_of = _fold_of(n, folds)
         combined = np.empty(n)
         for k in range(folds):
             held_out = fold_of == k
