@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .severity import highest, rank, severity_of
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -13,7 +15,9 @@ class Finding:
 
     ``samples`` are the batch indices it concerns; empty when it concerns the whole call.
     ``blocking`` findings describe input the model cannot run at all (wrong type or shape):
-    they refuse the call even in monitor mode.
+    they refuse the call even in monitor mode. ``severity`` is one of ``low``, ``medium``,
+    ``high``, ``critical``; left ``None`` it takes the check's default
+    (:data:`aimsec_core.severity.DEFAULT_SEVERITY`).
     """
 
     check: str
@@ -23,9 +27,17 @@ class Finding:
     received: Any = None
     score: float | None = None
     blocking: bool = False
+    severity: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.severity is None:
+            object.__setattr__(self, "severity", severity_of(self.check))
+        else:
+            rank(self.severity)  # refuses an unknown severity here, not in a report later
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"check": self.check, "reason": self.reason}
+        out: dict[str, Any] = {"check": self.check, "severity": self.severity,
+                               "reason": self.reason}
         if self.samples:
             out["samples"] = list(self.samples)
         if self.score is not None:  # JSON has no Infinity/NaN: those become strings
@@ -68,6 +80,11 @@ class Verdict:
         """One line for logs and consoles: decision, checks, flagged samples."""
         return (f"allowed={self.allowed} checks={list(self.checks)} "
                 f"flagged samples={self.flagged}")
+
+    @property
+    def severity(self) -> str | None:
+        """The most serious severity among the findings (``None`` for a clean call)."""
+        return highest([f.severity for f in self.findings if f.severity])
 
     @property
     def checks(self) -> tuple[str, ...]:
