@@ -17,7 +17,8 @@ from .errors import (AdapterNotFoundError, AdversarialInputError, AimsecError,
                      CalibrationError, ConfigurationError, EmptyInputError, InputFormatError,
                      InputTooLargeError, InvalidInputError, NonFiniteInputError,
                      SecurityViolation, StructuralAnomalyError, UnguardedCallError,
-                     ValueRangeError)
+                     ValueRangeError, RateLimitedError, ClientBlockedError, QueryAttackError,
+                     ExtractionSuspectedError, StoreUnavailableError)
 from .detection.calibration import Calibration
 from .guard import Guard
 from .legacy import AIModelProtector
@@ -31,7 +32,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AIModelProtector", "Adapter", "AdapterNotFoundError", "AdversarialInputError",
-    "AimsecError", "AuditLog", "Calibration", "CalibrationError", "CallRecord", "Capabilities",
+    "AimsecError", "AuditLog", "ClientBlockedError", "ExtractionSuspectedError",
+    "QueryAttackError", "RateLimitedError", "StoreUnavailableError", "Calibration", "CalibrationError", "CallRecord", "Capabilities",
     "ConfigurationError", "Constraints", "EmptyInputError", "Finding", "Guard",
     "InputFormatError", "InputSpec", "InputTooLargeError", "InvalidInputError",
     "NonFiniteInputError", "Refused", "SecurityViolation", "Sink", "StructuralAnomalyError",

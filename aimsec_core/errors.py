@@ -99,6 +99,38 @@ class AdversarialInputError(SecurityViolation):
     """A detector scored the input above its calibrated threshold."""
 
 
+class RateLimitedError(SecurityViolation):
+    """The client exceeded its request rate (or minimum interval). ``retry_after`` is the
+    number of seconds after which a call would be admitted again (HTTP ``Retry-After``)."""
+
+    def __init__(self, message: str, verdict: Verdict | None = None, *,
+                 retry_after: float = 0.0) -> None:
+        super().__init__(message, verdict)
+        self.retry_after = retry_after
+
+
+class ClientBlockedError(SecurityViolation):
+    """The client is locked out after too many refused calls. ``retry_after`` is the
+    number of seconds the lockout still lasts."""
+
+    def __init__(self, message: str, verdict: Verdict | None = None, *,
+                 retry_after: float = 0.0) -> None:
+        super().__init__(message, verdict)
+        self.retry_after = retry_after
+
+
+class QueryAttackError(SecurityViolation):
+    """The query stream looks like a black-box attack: repeated or near-duplicate queries."""
+
+
+class ExtractionSuspectedError(SecurityViolation):
+    """The client's queries look like a model-extraction attack."""
+
+
+class StoreUnavailableError(SecurityViolation):
+    """The shared state store is unreachable and the policy is ``fail_closed``."""
+
+
 #: check name -> the error raised when that check refuses a call.
 ERROR_FOR_CHECK: dict[str, type[InvalidInputError]] = {
     "null": EmptyInputError,

@@ -1,21 +1,15 @@
-"""The ``aimsec`` command."""
+"""``aimsec evaluate``: detection quality against IBM ART attacks."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from . import digits
+from .. import digits
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aimsec", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="guard digits models and replay mixed traffic")
-    demo.add_argument("--calls", type=int, default=200, help="calls per model (default 200)")
-    demo.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
-                      help="only this framework (repeatable); default: every installed one")
-    demo.add_argument("--seed", type=int, default=0)
+def register(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="measure adversarial-input detection against IBM ART attacks")
     evaluate.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
@@ -35,20 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--quick", action="store_true", help="one epsilon, no CW/DeepFool")
     evaluate.add_argument("--out", default="evaluation.json", help="where the JSON goes")
     evaluate.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from . import demo as demo_job
-
-        demo_job.run(calls=args.calls, frameworks=args.framework, seed=args.seed)
-    elif args.command == "evaluate":
-        return _evaluate(args)
-    return 0
+    evaluate.set_defaults(handler=run)
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from . import evaluation
+    from .. import evaluation
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     try:
@@ -69,7 +56,3 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  architecture=args.architecture)
     console.print(f"table written to {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

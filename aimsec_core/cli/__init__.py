@@ -1,0 +1,29 @@
+"""The ``aimsec`` command: one module per subcommand, each with ``register`` and ``run``.
+
+A subcommand module defines ``register(subparsers)`` (adds its parser and sets
+``run`` as the parser's ``handler`` default) and ``run(args) -> int``; adding a command
+is one module plus one name in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Subcommand modules, in the order ``aimsec --help`` lists them.
+COMMANDS = ("demo", "evaluate")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="aimsec", description="Security middleware for trained ML models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(commands)
+    args = parser.parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""``aimsec demo``: guard digits models and replay mixed traffic."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .. import digits
+
+
+def register(commands: Any) -> None:
+    demo = commands.add_parser("demo", help="guard digits models and replay mixed traffic")
+    demo.add_argument("--calls", type=int, default=200, help="calls per model (default 200)")
+    demo.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
+                      help="only this framework (repeatable); default: every installed one")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import demo as demo_job
+
+    demo_job.run(calls=args.calls, frameworks=args.framework, seed=args.seed)
+    return 0
