@@ -2,24 +2,31 @@
 
 Clean digits come from a few clients, mixed with the malformed calls a real endpoint sees
 (NaN, out-of-range values, wrong shape or dtype, nothing at all, a list declaring 10^8
-numbers). The audit log is left behind under ``SECURITY_LOG_PATH``.
+numbers). Each run writes into a folder of its own (``demo-<UTC time>`` under
+``SECURITY_LOG_PATH``) and prints where everything went.
+
+The models are small and trained for a few epochs (seconds on two cores): the demo shows
+the guard, not accuracy. ``aimsec evaluate`` trains the full-size models.
 """
 
 from __future__ import annotations
 
-import sys
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from . import digits
 from .api import guard
 from .audit import AuditLog
+from .config import DEFAULT_LOG_PATH, resolve
 from .context import client
 from .errors import AimsecError
 from .sinks import CallRecord
@@ -78,52 +85,115 @@ def traffic(data: digits.DigitsSplit, framework: str, calls: int,
         yield str(rng.choice(CLIENTS)), _spoil(kind, framework, batch)
 
 
+#: Demo-sized models: a few seconds of training each; the ONNX model is the exported
+#: scikit-learn one, so it is trained once.
+def _demo_models(framework: str, data: digits.DigitsSplit, seed: int,
+                 trained: dict[str, Any]) -> Any:
+    if framework == "sklearn" or (framework == "onnx" and "sklearn" not in trained):
+        model = digits.sklearn_mlp(data, seed, max_iter=150)
+        if framework == "sklearn":
+            return model
+        trained["sklearn"] = model
+    if framework == "onnx":
+        return digits.onnx_session(data, seed, sklearn_model=trained["sklearn"])
+    if framework == "torch":
+        return digits.torch_mlp(data, seed, epochs=8)
+    from .cli.quiet import native_stderr_silenced
+
+    with native_stderr_silenced():  # TensorFlow's native start-up lines
+        return digits.keras_mlp(data, seed, epochs=8)
+
+
+@dataclass
+class DemoRun:
+    """What a demo run left behind."""
+
+    folder: Path
+    audit_file: Path
+    tally: Tally
+    seconds: float
+
+
+class _Steps:
+    """Progress as plain lines: readable in a terminal, a CI log and a redirected file."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def run(self, label: str, work: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        self.console.print(f"  {label} ...", end="")
+        result = work()
+        self.console.print(f" {time.perf_counter() - start:.1f} s", highlight=False)
+        return result
+
+
+def run_folder(base: str | Path | None = None) -> Path:
+    """A new folder for one demo run: ``<base>/demo-<UTC time>``."""
+    root = Path(resolve(None if base is None else str(base), "SECURITY_LOG_PATH",
+                        DEFAULT_LOG_PATH, str))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    folder = root / f"demo-{stamp}"
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
 def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
-        console: Console | None = None) -> Tally:
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+        console: Console | None = None, out: str | Path | None = None) -> DemoRun:
+    """Train, guard and replay traffic; returns where the run's files went."""
+    started = time.perf_counter()
+    console = console or Console()
     chosen = frameworks or digits.available()
     missing = sorted(set(chosen) - set(digits.available()))
     if missing:
-        console.print(f"[yellow]not installed, skipped:[/] {', '.join(missing)}")
+        console.print(f"not installed, skipped: {', '.join(missing)}")
     chosen = [f for f in chosen if f not in missing]
+    folder = run_folder(out)
+    console.print(f"aimsec demo: {', '.join(chosen)}; this run writes to {folder}",
+                  highlight=False)
     data = digits.load(seed)
-    tally, audit = Tally(), AuditLog()
+    tally, audit = Tally(), AuditLog(folder)
     rng = np.random.default_rng(seed)
-    with Progress(console=console, transient=True) as progress:
-        models = {}
-        task = progress.add_task("training digits models", total=len(chosen))
-        for framework in chosen:
-            models[framework] = digits.BUILDERS[framework](data, seed)
-            progress.advance(task)
-        for framework, model in models.items():
-            guarded = guard(model, name=f"digits-{framework}",
-                            constraints=digits.constraints(framework, **LIMITS),
-                            sinks=[audit, tally])
-            call = digits.caller(framework)
-            task = progress.add_task(f"replaying traffic to {framework}", total=calls)
-            for who, x in traffic(data, framework, calls, rng):
-                with client(who):
-                    try:
-                        call(guarded, x)
-                    except AimsecError:
-                        pass  # refused and recorded; a server would answer 4xx here
-                progress.advance(task)
+    steps, trained = _Steps(console), {}
+    for framework in chosen:
+        model = steps.run(f"training the {framework} digits model",
+                          lambda: _demo_models(framework, data, seed, trained))
+        trained[framework] = model
+        guarded = guard(model, name=f"digits-{framework}",
+                        constraints=digits.constraints(framework, **LIMITS),
+                        sinks=[audit, tally])
+        steps.run(f"replaying {calls} calls to the guarded {framework} model",
+                  lambda: _replay(guarded, framework, data, calls, rng))
     audit.flush()
     console.print(summary_table(tally))
-    console.print(f"audit log: {audit.file}")
-    return tally
+    console.print(f"audit log: {audit.file}", highlight=False)
+    return DemoRun(folder, audit.file, tally, time.perf_counter() - started)
+
+
+def _replay(guarded: Any, framework: str, data: digits.DigitsSplit, calls: int,
+            rng: np.random.Generator) -> None:
+    call = digits.caller(framework)
+    for who, x in traffic(data, framework, calls, rng):
+        with client(who):
+            try:
+                call(guarded, x)
+            except AimsecError:
+                pass  # refused and recorded; a server would answer 4xx here
 
 
 def summary_table(tally: Tally) -> Table:
+    """One column per model and one row per outcome and check: stays narrow whatever the
+    number of checks (80 columns hold four models)."""
+    models = sorted(tally.calls)
     checks = sorted({c for counter in tally.checks.values() for c in counter})
-    table = Table(title="aimsec demo: calls per guarded model",
-                  caption="columns after 'rejected': calls each check objected to")
-    table.add_column("model", no_wrap=True)
-    for column in ("calls", "allowed", "rejected", *checks):
-        table.add_column(column, justify="right")
-    for model in sorted(tally.calls):
-        outcomes = tally.outcomes[model]
-        table.add_row(model, str(tally.calls[model]), str(outcomes["allowed"]),
-                      str(outcomes["rejected"]),
-                      *(str(tally.checks[model][c]) for c in checks))
+    table = Table(title="calls per guarded model",
+                  caption="rows under 'rejected': calls each check objected to")
+    table.add_column("", no_wrap=True)
+    for model in models:
+        table.add_column(model.removeprefix("digits-"), justify="right")
+    table.add_row("calls", *(str(tally.calls[m]) for m in models))
+    for outcome in ("allowed", "rejected"):
+        table.add_row(outcome, *(str(tally.outcomes[m][outcome]) for m in models))
+    for check in checks:
+        table.add_row(f"  {check}", *(str(tally.checks[m][check]) for m in models))
     return table

@@ -52,7 +52,7 @@ def available() -> list[str]:
             if all(importlib.util.find_spec(m) is not None for m in _REQUIRES[f])]
 
 
-def sklearn_mlp(data: DigitsSplit, seed: int = 0) -> Any:
+def sklearn_mlp(data: DigitsSplit, seed: int = 0, max_iter: int = 400) -> Any:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -60,7 +60,7 @@ def sklearn_mlp(data: DigitsSplit, seed: int = 0) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return MLPClassifier(hidden_layer_sizes=(64,), max_iter=400,
+        return MLPClassifier(hidden_layer_sizes=(64,), max_iter=max_iter,
                              random_state=seed).fit(data.x_train, data.y_train)
 
 

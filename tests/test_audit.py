@@ -58,15 +58,3 @@ def test_a_failing_sink_loses_neither_the_prediction_nor_other_records(tmp_path,
     audit.flush()
     assert len(audit.file.read_text().splitlines()) == 1
     assert "failed to record" in caplog.text
-
-
-def test_the_demo_leaves_an_audit_log(tmp_path, monkeypatch, capsys):
-    from aimsec_core.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    assert main(["demo", "--calls", "40", "--framework", "sklearn"]) == 0
-    out = capsys.readouterr().out
-    assert "digits-sklearn" in out and "audit log" in out
-    lines = (tmp_path / "security_logs" / "audit.jsonl").read_text().splitlines()
-    decisions = {json.loads(line)["decision"] for line in lines}
-    assert len(lines) == 40 and decisions == {"allowed", "rejected"}

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+#: Framework start-up chatter kept out of the command's output (the application's own
+#: settings win: these are defaults). TensorFlow reads them when it is first imported.
+QUIET_FRAMEWORKS = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
 
 #: Subcommand modules, in the order ``aimsec --help`` lists them.
 COMMANDS = ("demo", "evaluate")
 
 
 def main(argv: list[str] | None = None) -> int:
+    for variable, value in QUIET_FRAMEWORKS.items():
+        os.environ.setdefault(variable, value)
     parser = argparse.ArgumentParser(
         prog="aimsec", description="Security middleware for trained ML models.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -14,11 +14,17 @@ def register(commands: Any) -> None:
     demo.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
                       help="only this framework (repeatable); default: every installed one")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", help="folder under which the run's folder is made "
+                                    "(default: SECURITY_LOG_PATH, else ./security_logs)")
     demo.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import demo as demo_job
 
-    demo_job.run(calls=args.calls, frameworks=args.framework, seed=args.seed)
+    if args.calls < 1:
+        raise SystemExit("aimsec demo: --calls must be at least 1")
+    result = demo_job.run(calls=args.calls, frameworks=args.framework, seed=args.seed,
+                          out=args.out)
+    print(f"done in {result.seconds:.0f} s; everything is in {result.folder}")
     return 0

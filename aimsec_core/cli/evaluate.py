@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .. import evaluation
+    from .quiet import import_quietly
+
+    if args.framework is None or "keras" in args.framework:
+        import_quietly("tensorflow", "keras")
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     try:

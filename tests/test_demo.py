@@ -1,0 +1,38 @@
+"""``aimsec demo``: what a new user sees first."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+
+from aimsec_core import demo
+
+
+def test_each_run_gets_its_own_folder_and_says_where_everything_went(tmp_path, capsys):
+    from aimsec_core.cli import main
+
+    assert main(["demo", "--calls", "40", "--framework", "sklearn",
+                 "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--calls", "10", "--framework", "sklearn",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    folders = sorted(p for p in tmp_path.iterdir() if p.name.startswith("demo-"))
+    assert len(folders) == 2
+    first = (folders[0] / "audit.jsonl").read_text().splitlines()
+    second = (folders[1] / "audit.jsonl").read_text().splitlines()
+    assert (len(first), len(second)) == (40, 10)  # runs never append to each other
+    assert {json.loads(line)["decision"] for line in first} == {"allowed", "rejected"}
+    for folder in folders:
+        assert str(folder) in out.replace("\n", "")
+
+
+def test_progress_is_plain_lines_and_the_table_fits_80_columns(tmp_path):
+    console = Console(width=80, record=True, force_terminal=False)
+    demo.run(calls=30, frameworks=["sklearn"], console=console, out=tmp_path)
+    text = console.export_text()
+    assert "training the sklearn digits model ..." in text
+    assert "replaying 30 calls" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "…" not in text  # no header or cell cut short
+    assert "\x1b[" not in text
