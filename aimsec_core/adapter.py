@@ -86,6 +86,12 @@ class Adapter(ABC):
         gradient of the loss at the predicted label)``. Only where ``capabilities.gradients``."""
         raise NotImplementedError(f"{type(self).__name__} computes no gradients")
 
+    def parameters_digest(self) -> str | None:
+        """A digest of the model's learned parameters (weights, fitted arrays, graph), or
+        ``None`` where the framework exposes none; calibrations record it so a file made
+        for one model is not silently used on another."""
+        return None
+
     def device_digest(self, array: Any) -> str | None:
         """A content digest computed where ``array`` lives, for arrays not on the host."""
         return None

@@ -17,7 +17,8 @@ GUARD_ATTRIBUTE = "__aimsec_guard__"
 
 def guard(model: Any, *, name: str | None = None, mode: str | None = None,
           constraints: Constraints | Mapping[str, Any] | None = None,
-          sinks: list[Sink] | None = None, calibration: str | Path | None = None) -> Any:
+          sinks: list[Sink] | None = None, calibration: str | Path | None = None,
+          on_flagged: str = "call") -> Any:
     """Wrap ``model`` so every predict call is validated, screened and recorded.
 
     Returns an object of the framework's own shape (an ``nn.Module`` for torch, a model
@@ -27,6 +28,9 @@ def guard(model: Any, *, name: str | None = None, mode: str | None = None,
     ``"monitor"`` (record and pass through); default from ``AIMSEC_MODE``, else enforce.
     ``sinks`` default to the audit log under ``SECURITY_LOG_PATH``. ``calibration`` is a
     file written by ``guarded.save_calibration`` and turns adversarial-input detection on.
+    ``on_flagged`` says what a detector finding refuses: ``"call"`` (the whole call) or
+    ``"samples"`` (only the flagged samples: the error carries ``allowed`` indices and
+    their ``allowed_output``).
     """
     if getattr(model, GUARD_ATTRIBUTE, None) is not None:
         raise ConfigurationError(
@@ -34,7 +38,7 @@ def guard(model: Any, *, name: str | None = None, mode: str | None = None,
             "or configure the existing guard")
     adapter = adapter_for(model)
     return adapter.wrap(Guard(model, adapter, name=name, mode=mode, constraints=constraints,
-                              sinks=sinks, calibration=calibration))
+                              sinks=sinks, calibration=calibration, on_flagged=on_flagged))
 
 
 def guard_of(guarded: Any) -> Guard:

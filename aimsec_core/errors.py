@@ -31,7 +31,15 @@ class CalibrationError(AimsecError, RuntimeError):
 
 
 class SecurityViolation(AimsecError):
-    """A call was refused. ``verdict`` holds every finding of the call."""
+    """A call was refused. ``verdict`` holds every finding of the call.
+
+    When only the flagged samples were refused (a guard with ``on_flagged="samples"``),
+    ``allowed`` holds the batch indices that were not, and ``allowed_output`` the model's
+    output for them (rows in that order); otherwise ``allowed`` is empty and
+    ``allowed_output`` is ``None``."""
+
+    allowed: tuple[int, ...] = ()
+    allowed_output: Any = None
 
     def __init__(self, message: str, verdict: Verdict | None = None) -> None:
         super().__init__(message)

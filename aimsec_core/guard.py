@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,15 +26,18 @@ from .arrays import content_hash, dtype_name, to_host
 from .config import resolve_mode
 from .context import current_client
 from .detection import DetectorSuite, Probe, select_detectors, softmax_if_needed
-from .detection.calibration import Calibration, calibrate
+from .detection.calibration import (Calibration, calibrate, model_fingerprint,
+                                    per_sample_rate)
 from .errors import (ERROR_FOR_CHECK, AdversarialInputError, CalibrationError,
-                     SecurityViolation)
+                     ConfigurationError, SecurityViolation)
 from .signature import Constraints, InputSpec, merge_specs
 from .sinks import CallRecord, Sink, Sinks, deliver
 from .validation import Validated, validate
 from .verdict import Finding, Verdict
 
 T = TypeVar("T")
+#: What a detector finding refuses: the whole call, or only the flagged samples.
+ON_FLAGGED = ("call", "samples")
 _NOT_YET = object()
 _SPEC_CACHE_SIZE = 64
 
@@ -46,7 +50,7 @@ class Guard:
                  constraints: Constraints | Mapping[str, Any] | None = None,
                  sinks: list[Sink] | None = None,
                  calibration: Calibration | str | Path | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, on_flagged: str = "call") -> None:
         self.model = model
         self.adapter = adapter
         self.name = name or type(model).__name__
@@ -55,6 +59,10 @@ class Guard:
         self.sinks = sinks if isinstance(sinks, Sinks) else Sinks(
             sinks if sinks is not None else _default_sinks())
         self.clock = clock
+        if on_flagged not in ON_FLAGGED:
+            raise ConfigurationError(f"on_flagged must be one of {ON_FLAGGED}; received "
+                                     f"{on_flagged!r}")
+        self.on_flagged = on_flagged
         self.calibration: Calibration | None = None
         self._declared: list[InputSpec] | None = adapter.signature()
         self._specs: dict[tuple[Any, ...], dict[str, InputSpec | None]] = {}
@@ -91,14 +99,18 @@ class Guard:
 
     def calibrate(self, x_clean: Any, *, fpr: float = 0.05, detectors: list[Any] | None = None,
                   image_shape: tuple[int, int] | None = None, seed: int = 0,
-                  reference: Any = None) -> Calibration:
+                  reference: Any = None, batch_size: int | None = None) -> Calibration:
         """Fit the detectors on clean data and set one threshold for ``fpr``.
 
         Every sample of ``x_clean`` fits the detectors and sets the threshold, cross-fitted
         over five folds so that each is scored out of sample; the false-positive rate
         achieved on them is ``Calibration.achieved_fpr``. The detectors that learn from data
-        also learn from ``reference``, if given.
+        also learn from ``reference``, if given. ``fpr`` is per sample; with ``batch_size``
+        it is per call of that many samples (see ``per_sample_rate``).
         """
+        fpr = per_sample_rate(fpr, batch_size)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigurationError(f"seed must be a non-negative integer; received {seed!r}")
         x = self._clean_data(x_clean, "calibration data")
         extra = None if reference is None else self._clean_data(reference, "reference data")
         if extra is not None and extra.shape[1:] != x.shape[1:]:
@@ -123,9 +135,25 @@ class Guard:
                                    + "; ".join(f.reason for f in validated.findings[:3]))
         return np.asarray(to_host(validated.arrays[name]))
 
-    def use_calibration(self, calibration: Calibration | str | Path) -> None:
+    def use_calibration(self, calibration: Calibration | str | Path, *,
+                        force: bool = False) -> None:
+        """Turn detection on with ``calibration`` (an object or a file path).
+
+        A calibration made for another model (its recorded fingerprint differs) is refused
+        with :class:`CalibrationError`; ``force=True`` uses it anyway, with a warning."""
         if not isinstance(calibration, Calibration):
             calibration = Calibration.load(calibration)
+        expected = calibration.model_fingerprint
+        if expected is not None:
+            actual = model_fingerprint(self.adapter)
+            if actual != expected:
+                message = (f"the calibration was made for another model (fingerprint "
+                           f"{expected}, this {self.adapter.framework} model has {actual}: "
+                           "its weights or declared inputs differ); recalibrate on this "
+                           "model")
+                if not force:
+                    raise CalibrationError(message + ", or pass force=True to use it anyway")
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
         for detector in calibration.suite.detectors:
             if detector.needs_gradient and not self.adapter.capabilities.gradients:
                 raise CalibrationError(
@@ -164,6 +192,13 @@ class Guard:
         self._last.set(verdict)
         if not verdict.allowed:
             error = _violation(verdict)
+            if self._refuses_samples_only(verdict):
+                output = predict() if output is _NOT_YET else output
+                keep = ~np.asarray(verdict.flags, dtype=bool)
+                error.allowed = tuple(int(i) for i in np.flatnonzero(keep))
+                error.allowed_output = take_rows(output, keep, verdict.batch_size)
+                self._record(verdict, "partial", start, validated, str(error))
+                raise error
             self._record(verdict, "rejected", start, validated, str(error))
             raise error
         if output is _NOT_YET:
@@ -178,6 +213,14 @@ class Guard:
                 raise _violation(verdict) from exc
         self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated)
         return output
+
+    def _refuses_samples_only(self, verdict: Verdict) -> bool:
+        """With ``on_flagged="samples"``: the call is refused for its flagged samples only
+        when every finding is a detector's about some samples and some samples are clean
+        (validation findings always refuse the whole call: that input never reaches the
+        model)."""
+        return (self.on_flagged == "samples" and not all(verdict.flags)
+                and all(f.check == "adversarial" and f.samples for f in verdict.findings))
 
     def _detecting(self, validated: Validated) -> bool:
         # NaN/Inf would only break the detectors' own passes; the finding already stands.
@@ -241,6 +284,19 @@ class Guard:
         event = CallRecord(verdict, outcome, time.perf_counter() - start,
                            validated.arrays, error)
         deliver(self.sinks, event)
+
+
+def take_rows(output: Any, keep: np.ndarray, batch_size: int) -> Any:
+    """The rows ``keep`` of a model's output: arrays and tensors with the batch as first
+    axis are indexed, lists/tuples/dicts of them element-wise, anything else kept whole."""
+    if isinstance(output, Mapping):
+        return {k: take_rows(v, keep, batch_size) for k, v in output.items()}
+    if isinstance(output, (list, tuple)):
+        return type(output)(take_rows(v, keep, batch_size) for v in output)
+    shape = getattr(output, "shape", None)
+    if shape is not None and len(shape) > 0 and shape[0] == batch_size:
+        return output[keep]
+    return output
 
 
 def _detection_finding(scored: Any, suite: DetectorSuite) -> Finding:

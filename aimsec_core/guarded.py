@@ -28,18 +28,32 @@ class GuardedMixin:
 
     def calibrate(self, x_clean: Any, *, fpr: float = 0.05, detectors: list[Any] | None = None,
                   image_shape: tuple[int, int] | None = None, seed: int = 0,
-                  reference: Any = None) -> Calibration:
+                  reference: Any = None, batch_size: int | None = None) -> Calibration:
         """Fit the adversarial-input detectors on clean data at a false-positive target.
 
         ``detectors`` names them (default: gradient where autograd exists, else margin;
         density, sparsity, neighbours); ``image_shape`` lets flat inputs be treated as
         images by the squeeze and jump detectors. ``reference`` is more clean data (the
         training set, say) for the detectors that learn what clean inputs look like
-        (density, neighbours); the threshold is still set on ``x_clean`` alone.
+        (density, neighbours); the threshold is still set on ``x_clean`` alone. ``fpr`` is
+        the share of clean samples flagged; with ``batch_size`` it is the share of clean
+        calls of that many samples refused (a call is refused when any sample is flagged).
+        Raises ``ConfigurationError`` for arguments out of range and ``CalibrationError``
+        when the data cannot calibrate (too few samples, not clean).
         """
         return self.__aimsec_guard__.calibrate(x_clean, fpr=fpr, detectors=detectors,
                                                image_shape=image_shape, seed=seed,
-                                               reference=reference)
+                                               reference=reference, batch_size=batch_size)
+
+    def load_calibration(self, path: str | Path, *, force: bool = False) -> Calibration:
+        """Turn detection on with a file written by :meth:`save_calibration`.
+
+        The file is checked as untrusted input; one made for a different model (its
+        recorded fingerprint differs) raises ``CalibrationError`` unless ``force=True``."""
+        guard = self.__aimsec_guard__
+        guard.use_calibration(path, force=force)
+        assert guard.calibration is not None
+        return guard.calibration
 
     def save_calibration(self, path: str | Path) -> Path:
         """Write the calibration to ``path`` (``.npz``; load it with ``guard(...,

@@ -55,6 +55,15 @@ class SklearnAdapter(Adapter):
             return value.to_numpy()
         return None
 
+    def parameters_digest(self) -> str | None:
+        """SHA-256 over the estimator's parameters and fitted arrays (attributes ending in
+        ``_``), nested estimators (Pipeline steps) included."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        _digest_estimator(self.model, digest, depth=0)
+        return digest.hexdigest()[:32]
+
     def scores(self, x: Any) -> Any:
         if hasattr(self.model, "predict_proba"):
             return self.model.predict_proba(x)
@@ -67,3 +76,39 @@ class SklearnAdapter(Adapter):
                                    constraints=guard.constraints, sinks=guard.sinks)
         guarded._aimsec_guard = guard
         return guarded
+
+
+def _digest_estimator(estimator: Any, digest: Any, depth: int) -> None:
+    import numpy as np
+
+    base = sys.modules["sklearn.base"]
+    if depth > 8:  # nested meta-estimators deeper than this are not worth walking
+        return
+    digest.update(type(estimator).__qualname__.encode())
+    for name in sorted(vars(estimator)):
+        value = vars(estimator)[name]
+        if isinstance(value, base.BaseEstimator):
+            digest.update(name.encode())
+            _digest_estimator(value, digest, depth + 1)
+        elif isinstance(value, (list, tuple)) and any(
+                isinstance(v, base.BaseEstimator) for v in _flat(value)):
+            for item in _flat(value):
+                if isinstance(item, base.BaseEstimator):
+                    _digest_estimator(item, digest, depth + 1)
+        elif name.endswith("_") and not name.startswith("_"):
+            digest.update(name.encode())
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+                digest.update(np.ascontiguousarray(value).tobytes())
+            elif isinstance(value, (list, tuple)) and all(
+                    isinstance(v, np.ndarray) and v.dtype.kind in "biufc" for v in value):
+                for v in value:  # MLP coefs_ / intercepts_
+                    digest.update(np.ascontiguousarray(v).tobytes())
+            else:
+                digest.update(repr(value)[:10_000].encode())
+
+
+def _flat(items: Any) -> list[Any]:
+    out = []
+    for item in items:
+        out.extend(_flat(item) if isinstance(item, (list, tuple)) else [item])
+    return out

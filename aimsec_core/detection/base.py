@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import arguments
+
 
 def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
     """Class scores as probabilities: rows that already sum to 1 are kept as they are."""
@@ -64,6 +66,14 @@ class Probe:
         return self.probabilities.argmax(axis=1)
 
 
+def value_range_of(state: dict[str, Any]) -> tuple[float, float]:
+    """A stored ``value_range``: two finite numbers, low <= high."""
+    low, high = arguments.array(state, "value_range", 1, rows=2)
+    if low > high:
+        raise ValueError(f"member 'value_range' is [{low}, {high}]; expected low <= high")
+    return float(low), float(high)
+
+
 class Detector(ABC):
     """One signal. ``score`` gives one number per sample; larger means more suspicious.
 
@@ -83,6 +93,9 @@ class Detector(ABC):
     learns: ClassVar[bool] = False
     #: ``score`` multiplies matrices (numpy's BLAS then runs single-threaded; see suite.py).
     multiplies_matrices: ClassVar[bool] = False
+    #: Names of the arrays :meth:`state` returns: the only members of a calibration file
+    #: read for this detector.
+    state_keys: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
         """Learn what clean data looks like (most detectors need nothing)."""
@@ -96,6 +109,10 @@ class Detector(ABC):
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
+
+    def check_state(self, width: int) -> None:
+        """Raise ``ValueError`` unless the restored state fits samples of ``width`` values
+        (a calibration file is untrusted input)."""
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments, for the calibration file."""
@@ -113,9 +130,10 @@ class InputSpaceDetector(Detector):
     PROJECTED_DIM: ClassVar[int] = 256
     learns = True
     multiplies_matrices = True
+    state_keys: ClassVar[tuple[str, ...]] = ("projection",)
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+        self.seed = arguments.whole("seed", seed, 0, 2**63 - 1)
         self.projection: np.ndarray | None = None
 
     def fit_features(self, x: np.ndarray) -> np.ndarray:
@@ -136,4 +154,14 @@ class InputSpaceDetector(Detector):
         return {} if self.projection is None else {"projection": self.projection}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.projection = np.asarray(state["projection"]) if "projection" in state else None
+        self.projection = (arguments.array(state, "projection", 2)
+                           if "projection" in state else None)
+
+    def feature_width(self, width: int) -> int:
+        """Width of :meth:`features` for samples of ``width`` values."""
+        if self.projection is None:
+            return width
+        if self.projection.shape[0] != width:
+            raise ValueError(f"member 'projection' maps {self.projection.shape[0]} values; "
+                             f"the calibrated samples have {width}")
+        return int(self.projection.shape[1])

@@ -7,8 +7,9 @@ achieved on the held-out clean data.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import zipfile
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,12 +19,12 @@ import numpy as np
 
 from ..adapter import Adapter
 from ..arrays import content_hash, to_host
-from ..errors import CalibrationError
-from . import build_detector
+from ..errors import CalibrationError, ConfigurationError
+from . import DETECTORS, build_detector, calibration_file
 from .base import Detector, Probe, softmax_if_needed
 from .suite import DetectorSuite
 
-FORMAT = "aimsec-calibration/1"
+FORMAT = calibration_file.FORMAT
 CHUNK = 512
 
 
@@ -43,6 +44,9 @@ class Calibration:
     #: Clean samples given. Cross-fitted calibrations fit and threshold on all of them;
     #: files from before kept a fit half and a threshold half.
     samples: int = 0
+    #: What the model looked like when calibrated (see ``model_fingerprint``); ``None`` in
+    #: files from before fingerprints.
+    model_fingerprint: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -53,42 +57,45 @@ class Calibration:
             "reference_samples": self.reference_samples,
             "achieved_fpr": self.achieved_fpr, "value_range": list(self.value_range),
             "sample_shape": list(self.sample_shape),
+            "model_fingerprint": self.model_fingerprint,
             **self.suite.describe(),
         }
+
+    @property
+    def id(self) -> str:
+        """A short digest naming this calibration (audit lines carry it)."""
+        text = json.dumps({k: v for k, v in self.summary().items()}, sort_keys=True,
+                          default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"{d.name}.{key}": np.asarray(value)
                   for d in self.suite.detectors for key, value in d.state().items()
                   if value is not None}
         arrays.update({f"suite.{k}": v for k, v in self.suite.state().items()})
-        meta = np.frombuffer(json.dumps(self.summary()).encode(), dtype=np.uint8)
-        np.savez_compressed(path, __meta__=meta, **arrays)
-        return path
+        return calibration_file.write(path, self.summary(), arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
-        try:
-            with np.load(Path(path), allow_pickle=False) as stored:
-                meta = json.loads(bytes(stored["__meta__"]).decode())
-                arrays = {k: stored[k] for k in stored.files if k != "__meta__"}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise CalibrationError(f"cannot read calibration file {path}: {exc}") from exc
-        if meta.get("format") != FORMAT:
-            raise CalibrationError(
-                f"{path} is not an aimsec calibration (format {meta.get('format')!r}; "
-                f"expected {FORMAT!r})")
+        """Read a file written by :meth:`save`. The file is untrusted: anything malformed,
+        oversized or out of range raises :class:`CalibrationError` (see
+        ``calibration_file``)."""
+        meta, arrays = calibration_file.read(path, _members)
         try:
             return cls._restore(meta, arrays)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except CalibrationError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigurationError,
+                np.linalg.LinAlgError) as exc:
             raise CalibrationError(f"calibration file {path} is incomplete or damaged: "
                                    f"{type(exc).__name__}: {exc}") from exc
 
     @classmethod
     def _restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Calibration:
+        width = math.prod(meta["sample_shape"])
         detectors: list[Detector] = []
         for name, info in meta["detectors"].items():
             config = {k: (tuple(v) if isinstance(v, list) else v)
@@ -97,6 +104,7 @@ class Calibration:
             prefix = f"{name}."
             detector.load_state({k[len(prefix):]: v for k, v in arrays.items()
                                  if k.startswith(prefix)})
+            detector.check_state(width)
             detectors.append(detector)
         suite = DetectorSuite(detectors, threshold=meta["threshold"],
                               fpr_target=meta["fpr_target"],
@@ -104,10 +112,24 @@ class Calibration:
         suite.load_state({k[len("suite."):]: v for k, v in arrays.items()
                           if k.startswith("suite.")},
                          {n: i["tail"] for n, i in meta["detectors"].items()})
+        fingerprint = meta.get("model_fingerprint")
         return cls(suite, tuple(meta["value_range"]), meta["data_hash"], meta["fit_samples"],
                    meta["threshold_samples"], meta["achieved_fpr"], meta["model"],
                    meta["framework"], meta["created"], tuple(meta["sample_shape"]),
-                   meta.get("reference_samples", 0), meta.get("samples", 0))
+                   meta.get("reference_samples", 0), meta.get("samples", 0),
+                   fingerprint if isinstance(fingerprint, str) else None)
+
+
+def _members(meta: dict[str, Any]) -> list[str]:
+    """The array members the metadata calls for: each known detector's state and its
+    clean scores. Members of unknown detectors are never read (building them fails)."""
+    names = []
+    for name in meta["detectors"]:
+        kind = DETECTORS.get(name)
+        if kind is not None:
+            names += [f"{name}.{key}" for key in kind.state_keys]
+            names.append(f"suite.{name}.clean_scores")
+    return names
 
 
 def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
@@ -124,6 +146,36 @@ def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
             to_host(adapter.input_gradient(x[i:i + CHUNK], labels[i:i + CHUNK]))
             for i in range(0, len(x), CHUNK)])
     return Probe(x, probabilities, ask, gradient)
+
+
+def per_sample_rate(fpr: Any, batch_size: Any = None) -> float:
+    """The per-sample false-positive target that gives ``fpr`` per call.
+
+    The calibrated rate is per sample, but one flagged sample refuses a whole call, so a
+    call of ``b`` clean samples is refused with probability ``1 - (1 - r) ** b``. Given
+    ``batch_size=b``, the per-sample target ``r = 1 - (1 - fpr) ** (1 / b)`` makes ``fpr``
+    the rate at which clean calls of that size are refused. Raises
+    :class:`ConfigurationError` (a ``ValueError``) for arguments out of range.
+    """
+    if isinstance(fpr, bool) or not isinstance(fpr, (int, float, np.floating)) or not (
+            0 < float(fpr) < 1):
+        raise ConfigurationError(f"fpr is the false-positive rate to calibrate for, in "
+                                 f"(0, 1), e.g. 0.05; received {fpr!r}")
+    if batch_size is None:
+        return float(fpr)
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1):
+        raise ConfigurationError(f"batch_size is the number of samples per call the rate "
+                                 f"should hold for, a positive integer; received "
+                                 f"{batch_size!r}")
+    return float(1.0 - (1.0 - float(fpr)) ** (1.0 / int(batch_size)))
+
+
+def model_fingerprint(adapter: Adapter) -> str:
+    """What a calibration was made for: the framework, the declared inputs, and the
+    adapter's digest of the model's parameters where it has one."""
+    parts = [adapter.framework, repr(adapter.signature()), adapter.parameters_digest() or ""]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
 def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: float,
@@ -162,4 +214,5 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
                        model, adapter.framework,
                        datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        tuple(int(d) for d in x.shape[1:]),
-                       0 if reference is None else len(reference), samples=len(x))
+                       0 if reference is None else len(reference), samples=len(x),
+                       model_fingerprint=model_fingerprint(adapter))

@@ -10,14 +10,18 @@ from typing import Any
 
 import numpy as np
 
+from . import arguments
 from .base import InputSpaceDetector, Probe
+
 
 class DensityDetector(InputSpaceDetector):
     name = "density"
 
+    state_keys = ("projection", "means", "precision")
+
     def __init__(self, shrinkage: float = 0.01, seed: int = 0) -> None:
         super().__init__(seed)
-        self.shrinkage = shrinkage
+        self.shrinkage = arguments.real("shrinkage", shrinkage, 0.0, 1.0, open_low=True)
         self.means: np.ndarray | None = None
         self.precision: np.ndarray | None = None
 
@@ -56,8 +60,21 @@ class DensityDetector(InputSpaceDetector):
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        self.means = np.asarray(state["means"])
-        self.precision = np.asarray(state["precision"])
+        self.means = arguments.array(state, "means", 2)
+        self.precision = arguments.array(state, "precision", 2)
+
+    def check_state(self, width: int) -> None:
+        features = self.feature_width(width)
+        assert self.means is not None and self.precision is not None
+        if self.means.shape[1] != features or self.precision.shape != (features, features):
+            raise ValueError(f"density: means {self.means.shape} and precision "
+                             f"{self.precision.shape} do not fit {features} features")
+        if not np.allclose(self.precision, self.precision.T):
+            raise ValueError("density: the precision matrix is not symmetric")
+        try:
+            np.linalg.cholesky(self.precision)
+        except np.linalg.LinAlgError:
+            raise ValueError("density: the precision matrix is not positive definite") from None
 
     def config(self) -> dict[str, Any]:
         return {"shrinkage": self.shrinkage, "seed": self.seed}

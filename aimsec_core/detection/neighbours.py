@@ -21,16 +21,21 @@ from typing import Any
 
 import numpy as np
 
+from . import arguments
 from .base import InputSpaceDetector, Probe
 
 
 class NeighbourDetector(InputSpaceDetector):
     name = "neighbours"
 
+    state_keys = ("projection", "points", "labels", "centre")
+    #: Largest ``max_points``: the per-call distance matrix is (batch x points).
+    MAX_POINTS = 100_000
+
     def __init__(self, k: int = 5, max_points: int = 1000, seed: int = 0) -> None:
         super().__init__(seed)
-        self.k = k
-        self.max_points = max_points
+        self.max_points = arguments.whole("max_points", max_points, 1, self.MAX_POINTS)
+        self.k = arguments.whole("k", k, 1, min(1000, self.max_points))
         self.points: np.ndarray | None = None  #: float32, centred on ``centre``
         self.labels: np.ndarray | None = None
         self.centre: np.ndarray | None = None
@@ -101,8 +106,21 @@ class NeighbourDetector(InputSpaceDetector):
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        # Files without a centre hold the points themselves.
-        self._keep(np.asarray(state["points"]), np.asarray(state["labels"]), state.get("centre"))
+        points = arguments.array(state, "points", 2)
+        labels = arguments.array(state, "labels", 1, rows=len(points))
+        if len(points) > self.max_points or labels.dtype.kind not in "iu":
+            raise ValueError(f"neighbours: {len(points)} points with {labels.dtype} labels; "
+                             f"expected at most max_points={self.max_points} and integer labels")
+        centre = (arguments.array(state, "centre", 1, columns=points.shape[1])
+                  if "centre" in state else None)  # files without one hold the points as is
+        self._keep(points, labels, centre)
+
+    def check_state(self, width: int) -> None:
+        assert self.points is not None
+        features = self.feature_width(width)
+        if self.points.shape[1] != features:
+            raise ValueError(f"neighbours: points of width {self.points.shape[1]} do not fit "
+                             f"{features} features")
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "max_points": self.max_points, "seed": self.seed}

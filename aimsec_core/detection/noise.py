@@ -8,16 +8,19 @@ from typing import Any
 
 import numpy as np
 
-from .base import Detector, Probe
+from . import arguments
+from .base import Detector, Probe, value_range_of as _value_range
 
 
 class NoiseDetector(Detector):
     name = "noise"
 
+    state_keys = ("value_range",)
+
     def __init__(self, sigma: float = 0.05, draws: int = 8, seed: int = 0) -> None:
-        self.sigma = sigma
-        self.draws = draws
-        self.seed = seed
+        self.sigma = arguments.real("sigma", sigma, 0.0, 10.0, open_low=True)
+        self.draws = arguments.whole("draws", draws, 1, 256)
+        self.seed = arguments.whole("seed", seed, 0, 2**63 - 1)
         self.value_range = (0.0, 1.0)
 
     @property
@@ -41,7 +44,7 @@ class NoiseDetector(Detector):
         return {"value_range": np.asarray(self.value_range)}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.value_range = tuple(float(v) for v in state["value_range"])
+        self.value_range = _value_range(state)
 
     def config(self) -> dict[str, Any]:
         return {"sigma": self.sigma, "draws": self.draws, "seed": self.seed}

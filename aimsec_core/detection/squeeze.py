@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Detector, Probe
+from . import arguments
+from .base import Detector, Probe, value_range_of as _value_range
 
 
 def reduce_bit_depth(x: np.ndarray, bits: int, low: float, high: float) -> np.ndarray:
@@ -34,12 +35,13 @@ class SqueezeDetector(Detector):
     """``image_shape`` lets flat inputs (e.g. 64 features of an 8x8 image) be smoothed."""
 
     name = "squeeze"
+    state_keys = ("value_range",)
 
     def __init__(self, bits: int = 3, median: int = 2,
                  image_shape: tuple[int, int] | None = None) -> None:
-        self.bits = bits
-        self.median = median
-        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.bits = arguments.whole("bits", bits, 1, 16)
+        self.median = arguments.whole("median", median, 0, 16)
+        self.image_shape = arguments.image_shape(image_shape)
         self.value_range = (0.0, 1.0)
 
     @property
@@ -68,7 +70,7 @@ class SqueezeDetector(Detector):
         return {"value_range": np.asarray(self.value_range)}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.value_range = tuple(float(v) for v in state["value_range"])
+        self.value_range = _value_range(state)
 
     def config(self) -> dict[str, Any]:
         return {"bits": self.bits, "median": self.median,

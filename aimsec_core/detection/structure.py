@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..arrays import largest_jump
+from . import arguments
 from .base import Detector, Probe
 
 
@@ -21,7 +22,7 @@ class JumpDetector(Detector):
     name = "jump"
 
     def __init__(self, image_shape: tuple[int, int] | None = None) -> None:
-        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.image_shape = arguments.image_shape(image_shape)
 
     def score(self, probe: Probe) -> np.ndarray:
         x = probe.x

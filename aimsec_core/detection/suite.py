@@ -243,9 +243,15 @@ class DetectorSuite:
         return {f"{name}.clean_scores": ref.scores for name, ref in self.references.items()}
 
     def load_state(self, arrays: dict[str, np.ndarray], tails: dict[str, float]) -> None:
+        """Restore the clean scores :meth:`state` gave; ``ValueError`` unless each is a
+        non-empty sorted 1-d array without NaN (a file's, so untrusted)."""
         for name, tail in tails.items():
-            self.references[name] = CleanReference(np.asarray(arrays[f"{name}.clean_scores"]),
-                                                   tail)
+            scores = np.asarray(arrays[f"{name}.clean_scores"], dtype=np.float64)
+            if (scores.ndim != 1 or not len(scores) or np.isnan(scores).any()
+                    or (np.diff(scores) < 0).any()):
+                raise ValueError(f"the clean scores of {name!r} must be a sorted, non-empty "
+                                 f"1-d array without NaN; received shape {scores.shape}")
+            self.references[name] = CleanReference(scores, tail)
 
     def describe(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "fpr_target": self.fpr_target, "top": self.top,

@@ -1,0 +1,68 @@
+"""Checks for detector settings, which also arrive from calibration files (untrusted).
+
+Each raises :class:`~aimsec_core.errors.ConfigurationError` naming the setting, the range
+it must lie in and what was received.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigurationError
+
+
+def whole(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigurationError(f"detector setting {name!r} must be an integer in "
+                                 f"[{low}, {high}]; received {value!r}")
+    if not low <= value <= high:
+        raise ConfigurationError(f"detector setting {name!r} must lie in [{low}, {high}]; "
+                                 f"received {value}")
+    return int(value)
+
+
+def real(name: str, value: Any, low: float, high: float, *, open_low: bool = False) -> float:
+    """``value`` as a finite float in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ConfigurationError(f"detector setting {name!r} must be a number; "
+                                 f"received {value!r}")
+    value = float(value)
+    below = value <= low if open_low else value < low
+    if not math.isfinite(value) or below or value > high:
+        interval = f"{'(' if open_low else '['}{low}, {high}]"
+        raise ConfigurationError(f"detector setting {name!r} must lie in {interval}; "
+                                 f"received {value}")
+    return value
+
+
+def image_shape(value: Any) -> tuple[int, int] | None:
+    """``None`` or two positive sizes, as a tuple."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ConfigurationError(f"detector setting 'image_shape' must be two sizes "
+                                 f"(height, width); received {value!r}")
+    return (whole("image_shape", value[0], 1, 1 << 16), whole("image_shape", value[1], 1, 1 << 16))
+
+
+def array(state: dict[str, Any], key: str, ndim: int, *, rows: int | None = None,
+          columns: int | None = None, finite: bool = True) -> np.ndarray:
+    """``state[key]`` as a real-valued numpy array of ``ndim`` dimensions (and the given
+    leading/trailing sizes); ``ValueError`` naming the member otherwise."""
+    if key not in state:
+        raise ValueError(f"member {key!r} is missing")
+    value = np.asarray(state[key])
+    if value.dtype.kind not in "fiu" or value.ndim != ndim:
+        raise ValueError(f"member {key!r} must be a {ndim}-d real array; received "
+                         f"dtype {value.dtype} with shape {value.shape}")
+    if rows is not None and value.shape[0] != rows:
+        raise ValueError(f"member {key!r} has {value.shape[0]} rows; expected {rows}")
+    if columns is not None and value.shape[-1] != columns:
+        raise ValueError(f"member {key!r} has width {value.shape[-1]}; expected {columns}")
+    if finite and value.size and not np.isfinite(value).all():
+        raise ValueError(f"member {key!r} holds NaN or infinite values")
+    return value

@@ -1,0 +1,179 @@
+"""The calibration file: one ``.npz`` (a zip of ``.npy`` members, never pickle) holding a
+JSON document (``__meta__``) and the detectors' arrays.
+
+A calibration file is untrusted input: it decides what the guard lets through. Reading
+one therefore opens only the members the metadata names for known detectors, checks each
+member's declared size against a cap before anything is decompressed, reads arrays with
+``allow_pickle=False``, and checks the metadata's types and values (finite thresholds,
+sane counts) before any of it is used. Every problem is a :class:`CalibrationError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CalibrationError
+
+FORMAT = "aimsec-calibration/1"
+META = "__meta__"
+#: Largest member read (bytes, uncompressed), and largest file in all; raise them with
+#: ``AIMSEC_CALIBRATION_MAX_BYTES`` for detectors of very wide inputs.
+MAX_MEMBER_BYTES = 512 * 1024 * 1024
+MAX_META_BYTES = 1024 * 1024
+
+
+def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
+    np.savez_compressed(path, **{META: encoded}, **arrays)
+    return path
+
+
+def read(path: str | Path, members_for: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(metadata, arrays)`` from the file at ``path``.
+
+    ``members_for(meta)`` names the array members the metadata calls for; no other member
+    is read. Raises :class:`CalibrationError` for anything that is not a well-formed
+    calibration file within the size caps.
+    """
+    cap = _member_cap()
+    try:
+        with zipfile.ZipFile(Path(path)) as archive:
+            sizes = {info.filename: info.file_size for info in archive.infolist()}
+            meta = _meta(_read_member(archive, META, sizes, MAX_META_BYTES), path)
+            arrays = {}
+            for name in members_for(meta):
+                if f"{name}.npy" in sizes:
+                    arrays[name] = _read_member(archive, name, sizes, cap)
+    except CalibrationError:
+        raise
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError,
+            NotImplementedError, RuntimeError) as exc:  # RuntimeError: encrypted members
+        raise CalibrationError(f"cannot read calibration file {path}: it is not a readable "
+                               f".npz archive ({type(exc).__name__}: {exc})") from exc
+    return meta, arrays
+
+
+def _member_cap() -> int:
+    raw = os.environ.get("AIMSEC_CALIBRATION_MAX_BYTES")
+    if not raw:
+        return MAX_MEMBER_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise CalibrationError(f"AIMSEC_CALIBRATION_MAX_BYTES={raw!r}; expected a positive "
+                               "number of bytes")
+    return value
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, sizes: dict[str, int],
+                 cap: int) -> np.ndarray:
+    member = f"{name}.npy"
+    if member not in sizes:
+        raise CalibrationError(f"the calibration file has no member {name!r}")
+    if sizes[member] > cap:
+        raise CalibrationError(
+            f"member {name!r} declares {sizes[member]} bytes; at most {cap} are read "
+            "(AIMSEC_CALIBRATION_MAX_BYTES raises the cap for trusted files)")
+    with archive.open(member) as stream:  # yields at most the declared size
+        array = np.lib.format.read_array(stream, allow_pickle=False)
+    if array.dtype.kind not in "biuf":
+        raise CalibrationError(f"member {name!r} has dtype {array.dtype}; expected numbers")
+    return array
+
+
+def _meta(raw: np.ndarray, path: str | Path) -> dict[str, Any]:
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CalibrationError(f"{path}: the metadata member is not JSON text")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))  # NaN/Infinity: refused per field
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise CalibrationError(f"{path}: the metadata is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CalibrationError(f"{path}: the metadata is a {type(meta).__name__}; expected "
+                               "a JSON object")
+    if meta.get("format") != FORMAT:
+        raise CalibrationError(f"{path} is not an aimsec calibration (format "
+                               f"{str(meta.get('format'))[:40]!r}; expected {FORMAT!r})")
+    check_meta(meta)
+    return meta
+
+
+def check_meta(meta: dict[str, Any]) -> None:
+    """Types and ranges of every metadata field the guard relies on."""
+    _number(meta, "threshold", finite=True)
+    _number(meta, "fpr_target", low=0.0, high=1.0, open_ends=True)
+    _number(meta, "achieved_fpr", low=0.0, high=1.0)
+    for key in ("fit_samples", "threshold_samples"):
+        _count(meta, key)
+    for key in ("samples", "reference_samples"):
+        if key in meta:
+            _count(meta, key)
+    top = meta.get("top")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise CalibrationError(f"calibration field 'top' is {top!r}; expected a positive "
+                               "integer or null")
+    for key in ("model", "framework", "created", "data_hash"):
+        if not isinstance(meta.get(key), str):
+            raise CalibrationError(f"calibration field {key!r} must be a string; "
+                                   f"received {type(meta.get(key)).__name__}")
+    value_range = meta.get("value_range")
+    if (not isinstance(value_range, list) or len(value_range) != 2
+            or not all(_is_finite(v) for v in value_range) or value_range[0] > value_range[1]):
+        raise CalibrationError(f"calibration field 'value_range' is {value_range!r:.80}; "
+                               "expected [low, high], finite, low <= high")
+    shape = meta.get("sample_shape")
+    if (not isinstance(shape, list) or len(shape) > 8
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 24
+                       for d in shape)
+            or math.prod(shape) > 1 << 32):
+        raise CalibrationError(f"calibration field 'sample_shape' is {shape!r:.80}; expected "
+                               "a list of at most 8 positive sizes")
+    detectors = meta.get("detectors")
+    if not isinstance(detectors, dict) or not detectors or len(detectors) > 32:
+        raise CalibrationError("calibration field 'detectors' must map 1 to 32 detector "
+                               "names to their settings")
+    for name, info in detectors.items():
+        if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+            raise CalibrationError(f"detector {name[:40]!r}: expected an object with a "
+                                   "'config' object")
+        tail = info.get("tail")
+        if not (_is_finite(tail) and tail > 0):
+            raise CalibrationError(f"detector {name[:40]!r}: 'tail' is {tail!r:.40}; "
+                                   "expected a finite positive number")
+
+
+def _is_finite(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _number(meta: dict[str, Any], key: str, *, finite: bool = True, low: float | None = None,
+            high: float | None = None, open_ends: bool = False) -> None:
+    value = meta.get(key)
+    ok = _is_finite(value)
+    if ok and low is not None:
+        ok = value > low if open_ends else value >= low
+    if ok and high is not None:
+        ok = value < high if open_ends else value <= high
+    if not ok:
+        bounds = "" if low is None else f" in {'(' if open_ends else '['}{low}, {high}" \
+            f"{')' if open_ends else ']'}"
+        raise CalibrationError(f"calibration field {key!r} is {value!r:.40}; expected a "
+                               f"finite number{bounds}")
+
+
+def _count(meta: dict[str, Any], key: str) -> None:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1 << 40:
+        raise CalibrationError(f"calibration field {key!r} is {value!r:.40}; expected a "
+                               "non-negative integer")

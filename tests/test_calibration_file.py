@@ -1,0 +1,254 @@
+"""Calibration files are untrusted input; calibration arguments are checked; a detector
+finding can refuse only the flagged samples."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import aimsec_core
+from aimsec_core import CalibrationError, ConfigurationError
+from aimsec_core.detection.calibration import per_sample_rate
+from tests.cases import digits
+
+pytest.importorskip("sklearn")
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = digits()
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    x, y = data
+    return LogisticRegression(max_iter=300).fit(x[:900], y[:900])
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, model, data):
+    x, _ = data
+    guarded = aimsec_core.guard(model, sinks=[], constraints={"min_value": 0, "max_value": 1})
+    guarded.calibrate(x[900:1300], fpr=0.05)
+    return guarded.save_calibration(tmp_path_factory.mktemp("cal") / "digits.npz")
+
+
+def _members(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {info.filename: archive.read(info) for info in archive.infolist()}
+
+
+def _write(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, raw in members.items():
+            archive.writestr(name, raw)
+    return path
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def _meta(members) -> dict:
+    return json.loads(np.load(io.BytesIO(members["__meta__.npy"])).tobytes().decode())
+
+
+def _with_meta(members, meta_text: str) -> dict[str, bytes]:
+    return {**members, "__meta__.npy": _npy(np.frombuffer(meta_text.encode(), np.uint8))}
+
+
+def _guard(model):
+    return aimsec_core.guard(model, sinks=[], constraints={"min_value": 0, "max_value": 1})
+
+
+def _load(model, path):
+    return _guard(model).load_calibration(path)
+
+
+def test_a_saved_calibration_loads_and_detects(model, saved):
+    calibration = _load(model, saved)
+    assert calibration.model_fingerprint and calibration.suite.threshold is not None
+
+
+@pytest.mark.parametrize("field,value", [
+    ("threshold", "NaN"), ("threshold", "Infinity"), ("threshold", "-Infinity"),
+    ("threshold", "null"), ("threshold", '"high"'), ("fpr_target", "0"),
+    ("fpr_target", "1.5"), ("top", "0"), ("top", "true"), ("sample_shape", "[-1]"),
+    ("sample_shape", '"64"'), ("value_range", "[1, 0]"), ("fit_samples", "-3"),
+    ("model", "7"), ("detectors", "[]"), ("detectors", "{}"),
+])
+def test_metadata_of_the_wrong_type_or_range_is_refused(tmp_path, model, saved, field, value):
+    members = _members(saved)
+    text = json.dumps({**_meta(members), field: "__X__"}).replace('"__X__"', value)
+    with pytest.raises(CalibrationError, match=field):
+        _load(model, _write(tmp_path / "bad.npz", _with_meta(members, text)))
+
+
+@pytest.mark.parametrize("tail", ["NaN", "Infinity", "null", "0", "-1"])
+def test_a_non_finite_tail_is_refused(tmp_path, model, saved, tail):
+    members = _members(saved)
+    meta = _meta(members)
+    name = next(iter(meta["detectors"]))
+    meta["detectors"][name]["tail"] = "__X__"
+    text = json.dumps(meta).replace('"__X__"', tail)
+    with pytest.raises(CalibrationError, match="tail"):
+        _load(model, _write(tmp_path / "bad.npz", _with_meta(members, text)))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip at all", b"PK\x03\x04broken"])
+def test_a_file_that_is_not_an_npz_is_refused(tmp_path, model, content):
+    path = tmp_path / "junk.npz"
+    path.write_bytes(content)
+    with pytest.raises(CalibrationError, match="npz"):
+        _load(model, path)
+
+
+def test_metadata_that_is_not_an_object_is_refused(tmp_path, model, saved):
+    members = _with_meta(_members(saved), "[1, 2, 3]")
+    with pytest.raises(CalibrationError, match="JSON object"):
+        _load(model, _write(tmp_path / "bad.npz", members))
+
+
+def test_absurd_detector_settings_are_refused(tmp_path, model, saved):
+    members = _members(saved)
+    meta = _meta(members)
+    meta["detectors"]["neighbours"]["config"]["k"] = 10 ** 9
+    with pytest.raises(CalibrationError, match="'k'"):
+        _load(model, _write(tmp_path / "bad.npz", _with_meta(members, json.dumps(meta))))
+
+
+@pytest.mark.parametrize("member,array", [
+    ("neighbours.points.npy", np.zeros((10, 7), np.float32)),
+    ("density.precision.npy", np.zeros((64, 3))),
+    ("density.means.npy", np.full((10, 64), np.nan)),
+    ("suite.density.clean_scores.npy", np.array([3.0, 1.0, 2.0])),
+])
+def test_arrays_that_do_not_fit_the_model_are_refused(tmp_path, model, saved, member, array):
+    members = {**_members(saved), member: _npy(array)}
+    with pytest.raises(CalibrationError):
+        _load(model, _write(tmp_path / "bad.npz", members))
+
+
+def test_members_the_metadata_does_not_name_are_never_read(tmp_path, model, saved):
+    # an object array would need pickle to load: reading it would fail
+    members = {**_members(saved), "extra.npy": _npy(np.array([{"x": 1}], dtype=object))}
+    assert _load(model, _write(tmp_path / "extra.npz", members)).suite.threshold is not None
+
+
+def test_an_object_array_where_numbers_belong_is_refused(tmp_path, model, saved):
+    members = {**_members(saved),
+               "density.means.npy": _npy(np.array([{"x": 1}], dtype=object))}
+    with pytest.raises(CalibrationError):
+        _load(model, _write(tmp_path / "bad.npz", members))
+
+
+def test_a_member_larger_than_the_cap_is_refused_before_it_is_read(model, saved,
+                                                                   monkeypatch):
+    monkeypatch.setenv("AIMSEC_CALIBRATION_MAX_BYTES", "1000")
+    with pytest.raises(CalibrationError, match="declares .* bytes"):
+        _load(model, saved)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_calibration_for_another_model_is_refused_unless_forced(model, saved, data):
+    x, y = data
+    other = LogisticRegression(max_iter=50).fit(x[:300], y[:300])
+    with pytest.raises(CalibrationError, match="another model"):
+        _load(other, saved)
+    guarded = _guard(other)
+    with pytest.warns(RuntimeWarning, match="another model"):
+        guarded.load_calibration(saved, force=True)
+    assert aimsec_core.guard_of(guarded).calibration is not None
+
+
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_tampered_files_load_or_fail_with_calibration_error(tmp_path_factory, model, saved,
+                                                            data):
+    members = _members(saved)
+    meta = _meta(members)
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats()
+        | st.text(max_size=5), lambda inner: st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
+    field = data.draw(st.sampled_from(sorted(meta)))
+    meta[field] = data.draw(json_values)
+    member = data.draw(st.sampled_from(sorted(members)))
+    if member != "__meta__.npy" and data.draw(st.booleans()):
+        shape = data.draw(st.lists(st.integers(0, 4), max_size=3))
+        members[member] = _npy(np.full(shape, data.draw(st.floats()), dtype=np.float64))
+    text = json.dumps(meta)  # NaN/Infinity may appear: they must be refused, not used
+    path = _write(tmp_path_factory.mktemp("fuzz") / "t.npz", _with_meta(members, text))
+    try:
+        _load(model, path)
+    except CalibrationError:
+        pass
+
+
+@pytest.mark.parametrize("fpr", [0, 0.0, -0.1, 1, 1.5, float("nan"), "0.05", None, True])
+def test_calibration_arguments_out_of_range_are_clear_errors(model, data, fpr):
+    x, _ = data
+    with pytest.raises(ConfigurationError, match="fpr"):
+        _guard(model).calibrate(x[900:1300], fpr=fpr)
+
+
+@pytest.mark.parametrize("batch_size", [0, -2, 2.5, "32"])
+def test_a_bad_batch_size_is_a_clear_error(model, data, batch_size):
+    x, _ = data
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        _guard(model).calibrate(x[900:1300], fpr=0.05, batch_size=batch_size)
+
+
+def test_a_per_call_rate_sets_the_per_sample_target():
+    assert per_sample_rate(0.05) == 0.05
+    per_sample = per_sample_rate(0.05, 32)
+    assert 1 - (1 - per_sample) ** 32 == pytest.approx(0.05)
+
+
+def test_calibrating_for_a_batch_size_keeps_clean_calls_of_that_size(model, data):
+    x, _ = data
+    guarded = _guard(model)
+    calibration = guarded.calibrate(x[900:1600], fpr=0.05, batch_size=32)
+    assert calibration.suite.fpr_target == pytest.approx(per_sample_rate(0.05, 32))
+    clean = x[1600:1600 + 32 * 6]
+    refused = 0
+    for batch in clean.reshape(6, 32, 64):
+        try:
+            guarded.predict(batch)
+        except aimsec_core.AdversarialInputError:
+            refused += 1
+    assert refused <= 2  # per-sample calibration at 5% refused 9 of 12 such batches
+
+
+def test_refusing_only_the_flagged_samples_returns_the_others(model, data):
+    x, _ = data
+    guarded = aimsec_core.guard(model, sinks=[], on_flagged="samples",
+                                constraints={"min_value": 0, "max_value": 1})
+    guarded.calibrate(x[900:1300], fpr=0.05)
+    batch = x[1400:1408].copy()
+    rng = np.random.default_rng(0)
+    batch[3] = rng.random(64)  # uniform noise: nothing like a digit
+    with pytest.raises(aimsec_core.AdversarialInputError) as caught:
+        guarded.predict(batch)
+    error = caught.value
+    assert 3 not in error.allowed and len(error.allowed) >= 1
+    np.testing.assert_array_equal(error.allowed_output,
+                                  model.predict(batch[list(error.allowed)]))
+    assert error.verdict.flags[3]
+
+
+def test_on_flagged_is_checked(model):
+    with pytest.raises(ConfigurationError, match="on_flagged"):
+        aimsec_core.guard(model, sinks=[], on_flagged="rows")
