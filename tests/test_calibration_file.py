@@ -252,3 +252,20 @@ def test_refusing_only_the_flagged_samples_returns_the_others(model, data):
 def test_on_flagged_is_checked(model):
     with pytest.raises(ConfigurationError, match="on_flagged"):
         aimsec_core.guard(model, sinks=[], on_flagged="rows")
+
+
+def test_large_batches_are_scored_in_chunks_with_the_same_result(model, data, monkeypatch):
+    from aimsec_core.detection import suite as suite_module
+
+    x, _ = data
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    guarded.calibrate(x[900:1300], fpr=0.05)
+    batch = x[1300:1797]
+    guarded.predict(batch)
+    whole = guarded.last_verdict.scores
+    monkeypatch.setattr(suite_module, "SCORE_CHUNK", 64)
+    guarded.predict(batch)
+    chunked = guarded.last_verdict.scores
+    assert set(whole) == set(chunked)
+    for name in whole:
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-5)  # float32 BLAS

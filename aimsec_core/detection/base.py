@@ -49,6 +49,15 @@ class Probe:
         self.forward_passes += 1
         return softmax_if_needed(self.ask(x.astype(self.x.dtype, copy=False)))
 
+    def rows(self, start: int, stop: int) -> Probe:
+        """Rows ``start:stop`` as their own probe: what is known is sliced (views), what
+        is not is asked for per chunk, so a large batch is never probed whole."""
+        def part(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[start:stop]
+
+        return Probe(self.x[start:stop], part(self.given_probabilities), self.ask,
+                     part(self.gradient))
+
     def subset(self, index: np.ndarray) -> Probe:
         return Probe(self.x[index], self.probabilities[index], self.ask,
                      None if self.gradient is None else self.gradient[index])

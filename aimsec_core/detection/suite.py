@@ -67,6 +67,9 @@ def single_threaded_blas() -> Iterator[None]:
 
 #: Folds for cross-fitting the detectors that learn, and for the threshold.
 FOLDS = 5
+#: Rows scored at once: bounds the detectors' per-batch matrices (1,024 rows against
+#: 1,000 neighbour points is a 4 MB distance matrix).
+SCORE_CHUNK = 1024
 
 
 def _fold_of(n: int, folds: int) -> np.ndarray:
@@ -220,6 +223,22 @@ class DetectorSuite:
         return np.where(np.isnan(scores), np.inf, upper)  # a NaN score is suspect
 
     def score(self, probe: Probe) -> SuiteScores:
+        """Score a batch, :data:`SCORE_CHUNK` rows at a time: detectors build per-batch
+        matrices (the neighbours' distances are batch x points), so memory stays bounded
+        by the chunk, not the request."""
+        n = len(probe.x)
+        if n <= SCORE_CHUNK:
+            return self._score(probe)
+        chunks = [probe.rows(i, min(i + SCORE_CHUNK, n)) for i in range(0, n, SCORE_CHUNK)]
+        parts = [self._score(chunk) for chunk in chunks]
+        probe.forward_passes += sum(chunk.forward_passes for chunk in chunks)
+        return SuiteScores(
+            np.concatenate([p.combined for p in parts]),
+            {k: np.concatenate([p.rarity[k] for p in parts]) for k in parts[0].rarity},
+            {k: np.concatenate([p.raw[k] for p in parts]) for k in parts[0].raw},
+            np.concatenate([p.flags for p in parts]))
+
+    def _score(self, probe: Probe) -> SuiteScores:
         raw, rarity = {}, {}
         blas = single_threaded_blas() if any(
             d.multiplies_matrices for d in self.detectors) else nullcontext()
