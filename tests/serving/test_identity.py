@@ -6,9 +6,12 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aimsec_core import AimsecMiddleware, ConfigurationError
 from aimsec_core.serving import TrustedProxies, key_identity, parse_address, resolve_secret
+from aimsec_core.serving.addresses import MAX_HOPS
 
 from .asgi import Recorder, call
 
@@ -194,3 +197,33 @@ def test_parse_address(raw, expected):
 @pytest.mark.parametrize("raw", [None, 5, b"\xff\xfe", "[::1]x", "1.2.3.4:", "1.2.3.4 5"])
 def test_parse_address_refuses_without_raising(raw):
     assert parse_address(raw) is None
+
+
+# -- properties ----------------------------------------------------------------------------
+
+_trusted = TrustedProxies(["10.0.0.0/8", "fd00::/8"])
+_untrusted_ips = st.one_of(
+    st.ip_addresses(v=4, network="198.51.100.0/24"), st.ip_addresses(v=6, network="2001:db8::/32"))
+_trusted_ips = st.one_of(
+    st.ip_addresses(v=4, network="10.0.0.0/8"), st.ip_addresses(v=6, network="fd00::/8"))
+_anything = st.one_of(st.text(max_size=30), st.ip_addresses().map(str))
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.lists(_anything, max_size=10), client=_untrusted_ips,
+       suffix=st.lists(_trusted_ips, max_size=10), peer=_trusted_ips,
+       split=st.integers(0, 20))
+def test_what_the_client_writes_never_changes_who_it_is(prefix, client, suffix, peer, split):
+    """Whatever stands left of the right-most untrusted hop, in however many headers, the
+    client is that hop."""
+    hops = [h.replace(",", " ") for h in prefix] + [str(client)] + [str(h) for h in suffix]
+    cut = min(split, len(hops))  # several headers: the list split between two hops
+    headers = [", ".join(part).encode("utf-8") for part in (hops[:cut], hops[cut:]) if part]
+    if len(hops) <= MAX_HOPS:
+        assert _trusted.client(peer, headers) == client
+
+
+@settings(max_examples=100, deadline=None)
+@given(forwarded=st.lists(st.binary(max_size=100), max_size=5), peer=_untrusted_ips)
+def test_an_untrusted_peer_is_always_the_client(forwarded, peer):
+    assert _trusted.client(peer, forwarded) == peer

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -190,3 +192,13 @@ def test_hostile_headers_never_crash_or_leak_the_key(headers, key, peer, refuse)
     stripped = key.strip()
     for text in (identity.encode(), answer.body, b"".join(answer.headers.values())):
         assert stripped not in text
+
+
+def test_the_core_imports_no_web_framework():
+    code = ("import sys, aimsec_core; "
+            "print(','.join(m for m in ('starlette', 'fastapi', 'uvicorn', 'httpx') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

@@ -60,7 +60,8 @@ def served(service, tmp_path_factory):
 def post(url: str, rows, *, source: str = "127.0.0.1", headers=None) -> httpx.Response:
     transport = httpx.HTTPTransport(local_address=source)
     with httpx.Client(base_url=url, transport=transport, timeout=60) as http:
-        content = rows if isinstance(rows, str) else json.dumps({"inputs": np.asarray(rows).tolist()})
+        content = (rows if isinstance(rows, str)
+                   else json.dumps({"inputs": np.asarray(rows).tolist()}))
         return http.post("/predict", content=content, headers=headers or {})
 
 
