@@ -61,7 +61,7 @@ def train_digits_model() -> Any:
     from threadpoolctl import threadpool_limits
 
     x, y = load_digits(return_X_y=True)
-    with threadpool_limits(1, user_api="blas"):  # tiny matrices: threads only cost here
+    with threadpool_limits(1):  # a tiny model: worker threads would only cost here
         return LogisticRegression(max_iter=2000).fit(x[:1000], y[:1000])
 
 
