@@ -134,7 +134,7 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
             raise  # the middleware answers 422 / 403 / 429 / 503
         except Exception as exc:
             request_id = request.scope["aimsec"]["request_id"]
-            on_incident({"type": "inference_error", "model": "digits",
+            on_incident({"type": "inference_error", "model": aimsec_core.guard_of(guarded).name,
                          "client": aimsec_core.current_client(), "request_id": request_id,
                          "details": f"{type(exc).__name__}: {str(exc)[:200]}"})
             return JSONResponse(

@@ -107,6 +107,16 @@ def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(served, digits)
     assert last_client(sink) == "127.0.0.1"
 
 
+def test_hostile_headers_over_the_wire(served, digits):
+    url, sink, _ = served
+    headers = [("X-Forwarded-For", b"\xff\xfe, 300.1.1.1"), ("X-Forwarded-For", b"[::1"),
+               ("X-API-Key", b"k" * 5000), ("X-Request-ID", "\u00e9t\u00e9".encode())]
+    answer = post(url, digits[:1], source=PROXY, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert last_client(sink) == PROXY  # nothing forwarded could be believed
+    assert len(answer.headers["x-request-id"]) == 32
+
+
 def test_nan_input_is_422_and_recorded_for_its_client(served, digits):
     url, sink, _ = served
     row = ", ".join(["NaN"] + ["0"] * 63)
