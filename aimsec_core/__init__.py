@@ -23,6 +23,7 @@ from .detection.calibration import Calibration
 from .guard import Guard
 from .legacy import AIModelProtector
 from .registry import installed_adapters, register_adapter
+from .serving import AimsecMiddleware
 from .signature import Constraints, InputSpec
 from .sinks import CallRecord, Sink
 from .validation import Refused
@@ -31,6 +32,7 @@ from .verdict import Finding, Verdict
 __version__ = "0.1.0"
 
 __all__ = [
+    "AimsecMiddleware",
     "AIModelProtector", "Adapter", "AdapterNotFoundError", "AdversarialInputError",
     "AimsecError", "AuditLog", "ClientBlockedError", "ExtractionSuspectedError",
     "QueryAttackError", "RateLimitedError", "StoreUnavailableError", "Calibration", "CalibrationError", "CallRecord", "Capabilities",

@@ -1,0 +1,137 @@
+"""The calling address: the direct peer, or the client a trusted proxy forwarded.
+
+``X-Forwarded-For`` is written by whoever sent the request, so it is believed only as far
+as the chain of proxies is trusted: starting from the direct peer, each proxy that is
+configured as trusted vouches for the hop to its left, and the first hop that is not a
+trusted proxy is the client (the right-most untrusted hop; the rule of NGINX's
+``real_ip_recursive`` and of MDN's ``X-Forwarded-For`` guidance). Anything left of that hop
+was written by the client itself and is ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Union
+
+from ..config import resolve
+from ..errors import ConfigurationError
+
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+#: At most this many hops of ``X-Forwarded-For`` are read, from the right.
+MAX_HOPS = 32
+#: Longest text of one hop that can be an address (an IPv6 address with brackets and port).
+_MAX_HOP_CHARS = 64
+
+
+class TrustedProxies:
+    """The networks whose ``X-Forwarded-For`` is believed.
+
+    ``proxies`` holds addresses (``"10.0.0.7"``, ``"::1"``) or CIDR networks
+    (``"10.0.0.0/8"``, ``"fd00::/8"``) as strings or :mod:`ipaddress` objects; left ``None``
+    it comes from ``AIMSEC_TRUSTED_PROXIES`` (comma-separated), else none are trusted.
+    Raises :class:`ConfigurationError` for an entry that is neither.
+    """
+
+    def __init__(self, proxies: Iterable[str | Address | Network] | str | None = None) -> None:
+        entries = resolve(proxies, "AIMSEC_TRUSTED_PROXIES", (), _split)
+        if isinstance(entries, str):
+            entries = _split(entries)
+        self.networks: tuple[Network, ...] = tuple(_network(e) for e in entries)
+
+    def __contains__(self, address: Address) -> bool:
+        return any(address in network for network in self.networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def __repr__(self) -> str:
+        return f"TrustedProxies({[str(n) for n in self.networks]})"
+
+    def client(self, peer: Address, forwarded_for: list[bytes]) -> Address:
+        """The client's address, given the direct ``peer`` and every ``X-Forwarded-For``
+        header value in order (several headers read as one comma-separated list).
+
+        The peer itself when it is not a trusted proxy or nothing was forwarded. Otherwise
+        the right-most hop that is not a trusted proxy; when the hops run out, or one is not
+        an address, before an untrusted one is found, the last trusted address reached
+        (a malformed hop cannot be told apart from a forged one).
+        """
+        if peer not in self or not forwarded_for:
+            return peer
+        joined = b",".join(forwarded_for)
+        hops = joined.rsplit(b",", MAX_HOPS)
+        if len(hops) > MAX_HOPS:
+            hops = hops[1:]  # the left-most piece holds every hop beyond the limit
+        current = peer
+        for hop in reversed(hops):
+            address = parse_address(hop)
+            if address is None:
+                return current
+            if address not in self:
+                return address
+            current = address
+        return current
+
+
+def parse_address(raw: bytes | str | None) -> Address | None:
+    """An IP address from a peer or a forwarded hop, or ``None`` if it is not one.
+
+    Accepts ``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``, ``[2001:db8::1]:443``; drops an
+    IPv6 zone (``%eth0``) and unwraps IPv4-mapped IPv6 (``::ffff:1.2.3.4`` -> ``1.2.3.4``)
+    so one host has one identity. Never raises.
+    """
+    if isinstance(raw, bytes):
+        if len(raw) > _MAX_HOP_CHARS * 2:
+            return None
+        try:
+            raw = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(raw, str):
+        return None
+    text = raw.strip()
+    if not text or len(text) > _MAX_HOP_CHARS or not text.isascii():
+        return None
+    port: str | None = None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        text, port = host, (rest[1:] if rest else None)
+    elif text.count(":") == 1:  # IPv4 with a port; IPv6 has at least two colons
+        text, port = text.split(":")
+    if port is not None and not (port.isascii() and port.isdigit() and len(port) <= 5):
+        return None
+    text = text.split("%", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _network(entry: str | Address | Network) -> Network:
+    try:
+        if isinstance(entry, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            return ipaddress.ip_network(entry)
+        if isinstance(entry, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            return entry
+        network = ipaddress.ip_network(str(entry).strip(), strict=False)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"trusted proxy {entry!r} is not an IP address or CIDR network; expected e.g. "
+            f"'10.0.0.7', '10.0.0.0/8' or 'fd00::/8' ({exc})") from exc
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:  # '::ffff:10.0.0.7' names the IPv4 host peers are matched as
+            return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network

@@ -1,0 +1,180 @@
+"""The ASGI middleware: who is calling, per request, and the HTTP answer to a refused call.
+
+A plain ASGI callable (no framework import), so the identity it sets with
+:func:`aimsec_core.client` is a ``contextvars`` value of the task serving the request, seen
+by the endpoint, by the tasks it starts and by the worker threads frameworks copy the
+context into. (Starlette's ``BaseHTTPMiddleware`` runs the endpoint in another task, where
+values set by the middleware are lost; this class is not built on it.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from ..context import ANONYMOUS, client
+from ..errors import ConfigurationError, SecurityViolation
+from .addresses import Address, Network, TrustedProxies, parse_address
+from .keys import key_identity, resolve_secret
+from .refusals import refusal_for
+from .request_ids import request_id_context, request_id_from
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("aimsec.serving")
+
+#: API keys longer than this are not taken as keys (the peer address identifies instead).
+MAX_KEY_BYTES = 4096
+#: Key under which the downstream scope carries ``{"client": ..., "request_id": ...}``.
+SCOPE_KEY = "aimsec"
+
+
+class AimsecMiddleware:
+    """Sets the client identity and request id for every HTTP and websocket request, and
+    answers :class:`~aimsec_core.SecurityViolation` raised below it with a small JSON
+    refusal (429, 403, 422 or 503; see :mod:`aimsec_core.serving.refusals`).
+
+    Identity, first that applies:
+
+    1. ``key:<16 hex>`` when the request carries exactly one non-empty ``api_key_header``
+       (at most 4,096 bytes): a keyed hash of the key (:mod:`aimsec_core.serving.keys`;
+       ``key_secret`` else ``AIMSEC_CLIENT_KEY_SECRET`` else generated per process). The
+       key identifies; checking that it is valid stays the application's job.
+    2. The direct peer's address, or, when the peer is one of ``trusted_proxies``
+       (addresses or CIDR networks; else ``AIMSEC_TRUSTED_PROXIES``), the right-most
+       untrusted hop of ``X-Forwarded-For`` (:mod:`aimsec_core.serving.addresses`).
+    3. ``"anonymous"`` when the server gives no peer address (a Unix socket).
+
+    ``X-Request-ID`` is kept when safe (:mod:`aimsec_core.serving.request_ids`), else one is
+    generated; it is returned in the response's ``X-Request-ID`` header and the refusal
+    body. Downstream, ``scope["aimsec"]`` holds ``{"client", "request_id"}``.
+
+    Other scope types (``lifespan``) pass through untouched; websocket requests get their
+    identity but no refusal translation. With Starlette or FastAPI add it with
+    ``app.add_middleware(AimsecMiddleware, ...)``: wrapped around the whole application it
+    would sit outside Starlette's error handler, which answers 500 first.
+
+    Raises :class:`ConfigurationError` for an invalid proxy, secret or header name.
+    """
+
+    def __init__(self, app: ASGIApp, *, api_key_header: str | None = "X-API-Key",
+                 trusted_proxies: Iterable[str | Address | Network] | str | None = None,
+                 key_secret: str | bytes | None = None,
+                 forwarded_header: str = "X-Forwarded-For",
+                 request_id_header: str = "X-Request-ID",
+                 include_model: bool = False) -> None:
+        self.app = app
+        self.trusted_proxies = TrustedProxies(trusted_proxies)
+        self._secret = resolve_secret(key_secret)
+        self._key_header = None if api_key_header is None else _header_name(api_key_header)
+        self._forwarded_header = _header_name(forwarded_header)
+        self._request_id_header = _header_name(request_id_header)
+        self.include_model = include_model
+
+    def __repr__(self) -> str:  # the secret stays out of reprs and tracebacks
+        return (f"AimsecMiddleware(app={self.app!r}, trusted_proxies={self.trusted_proxies!r},"
+                f" api_key_header={self._key_header!r})")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        identity, request_id = self.identify(scope)
+        scope = {**scope, SCOPE_KEY: {"client": identity, "request_id": request_id}}
+        with client(identity), request_id_context(request_id):
+            if kind == "websocket":
+                await self.app(scope, receive, send)
+                return
+            await self._serve_http(scope, receive, send, identity, request_id)
+
+    def identify(self, scope: Scope) -> tuple[str, str]:
+        """``(client identity, request id)`` of the request described by ``scope``."""
+        keys: list[bytes] = []
+        forwarded: list[bytes] = []
+        request_ids: list[bytes] = []
+        for name, value in _headers(scope):
+            if name == self._key_header:
+                keys.append(value)
+            elif name == self._forwarded_header:
+                forwarded.append(value)
+            elif name == self._request_id_header:
+                request_ids.append(value)
+        return self._identity(scope, keys, forwarded), request_id_from(request_ids)
+
+    def _identity(self, scope: Scope, keys: list[bytes], forwarded: list[bytes]) -> str:
+        distinct = {key.strip() for key in keys} - {b""}
+        if len(distinct) == 1:
+            (key,) = distinct
+            if len(key) <= MAX_KEY_BYTES:
+                return key_identity(key, self._secret)
+        peer = _peer(scope)
+        if peer is None:
+            return ANONYMOUS
+        return str(self.trusted_proxies.client(peer, forwarded))
+
+    async def _serve_http(self, scope: Scope, receive: Receive, send: Send, identity: str,
+                          request_id: str) -> None:
+        started = False
+        id_header = (self._request_id_header, request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+                headers = list(message.get("headers") or ())
+                if not any(name.lower() == id_header[0] for name, _ in headers):
+                    headers.append(id_header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except SecurityViolation as error:
+            if started:  # the answer is already on its way: nothing left to say it with
+                raise
+            refusal = refusal_for(error, request_id=request_id,
+                                  include_model=self.include_model)
+            log.debug("refused request %s from %s: %s (HTTP %d)", request_id, identity,
+                      refusal.code, refusal.status)
+            await send({"type": "http.response.start", "status": refusal.status,
+                        "headers": [*refusal.headers, id_header]})
+            await send({"type": "http.response.body", "body": refusal.body})
+
+
+def _headers(scope: Scope) -> Iterable[tuple[bytes, bytes]]:
+    for pair in scope.get("headers") or ():
+        try:
+            name, value = pair
+        except (TypeError, ValueError):
+            continue
+        if isinstance(name, bytes) and isinstance(value, bytes):
+            yield name.lower(), value
+
+
+def _peer(scope: Scope) -> Address | None:
+    peer = scope.get("client")
+    if not peer:
+        return None
+    try:
+        host = peer[0]
+    except (TypeError, IndexError, KeyError):
+        return None
+    return parse_address(host)
+
+
+def _header_name(name: str) -> bytes:
+    try:
+        encoded = name.strip().lower().encode("ascii")
+    except (AttributeError, UnicodeEncodeError):
+        encoded = b""
+    if not encoded or any(c in encoded for c in b" \t:,;\"()/<>?@[\\]{}="):
+        raise ConfigurationError(
+            f"header name {name!r} is not a valid HTTP header name; expected e.g. "
+            "'X-API-Key'")
+    return encoded

@@ -1,0 +1,96 @@
+"""What a client is told when a call is refused: a status, a machine code, a generic line.
+
+The answer names the kind of refusal and nothing else: no finding's reason, score,
+threshold, configured limit, stack trace or (unless asked for) model name. The full story
+is in the audit log under the same client and request id. Attack refusals (adversarial
+input, query attack, extraction) share one code, so a prober cannot learn which detector
+fired.
+
+=========================  ======  =====================  ===============
+error                      status  ``error`` code         ``Retry-After``
+=========================  ======  =====================  ===============
+RateLimitedError           429     ``rate_limited``       yes
+ClientBlockedError         403     ``client_blocked``     yes
+InvalidInputError          422     ``invalid_input`` (or  no
+                                   a narrower code below)
+AdversarialInputError,     403     ``refused``            no
+QueryAttackError,
+ExtractionSuspectedError
+StoreUnavailableError      503     ``unavailable``        no
+any other violation        403     ``refused``            no
+=========================  ======  =====================  ===============
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from ..errors import (ClientBlockedError, EmptyInputError, InputFormatError,
+                      InputTooLargeError, InvalidInputError, NonFiniteInputError,
+                      RateLimitedError, SecurityViolation, StoreUnavailableError,
+                      ValueRangeError)
+
+#: Longest ``Retry-After`` sent (one day): a bound on what a broken limiter can say.
+MAX_RETRY_AFTER_S = 86_400
+
+# error type -> (status, code, message); the first matching entry wins (subclasses first).
+_ANSWERS: tuple[tuple[type[SecurityViolation], int, str, str], ...] = (
+    (RateLimitedError, 429, "rate_limited", "Too many requests; retry later."),
+    (ClientBlockedError, 403, "client_blocked",
+     "This client is temporarily blocked; retry later."),
+    (EmptyInputError, 422, "empty_input", "The request carried no input values."),
+    (InputFormatError, 422, "input_format",
+     "The input does not have the type or shape the model takes."),
+    (InputTooLargeError, 422, "input_too_large", "The input is too large."),
+    (NonFiniteInputError, 422, "non_finite_input", "The input contains NaN or infinite values."),
+    (ValueRangeError, 422, "value_out_of_range", "The input has values outside the allowed range."),
+    (InvalidInputError, 422, "invalid_input", "The input was rejected by validation."),
+    (StoreUnavailableError, 503, "unavailable",
+     "The service is temporarily unavailable; retry later."),
+)
+_DEFAULT = (403, "refused", "The request was refused by the service's security policy.")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An HTTP answer to a refused call: ``status``, ``headers`` (latin-1 ``bytes`` pairs,
+    ASGI style) and a JSON ``body`` ``{"error", "message", "request_id"}`` (``"model"`` too
+    when asked for)."""
+
+    status: int
+    code: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+
+def refusal_for(error: SecurityViolation, *, request_id: str | None = None,
+                include_model: bool = False) -> Refusal:
+    """The answer to ``error`` (see the module's table).
+
+    ``Retry-After`` is the error's ``retry_after`` rounded up to whole seconds (RFC 9110
+    section 10.2.3), at most one day; left out when the error has none that is finite.
+    ``include_model`` adds the refusing model's name from the verdict.
+    """
+    status, code, message = next(
+        ((s, c, m) for kind, s, c, m in _ANSWERS if isinstance(error, kind)), _DEFAULT)
+    body: dict[str, object] = {"error": code, "message": message, "request_id": request_id}
+    verdict = getattr(error, "verdict", None)
+    if include_model and verdict is not None:
+        body["model"] = verdict.model
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    retry_after = _retry_after(getattr(error, "retry_after", None))
+    if retry_after is not None and isinstance(error, (RateLimitedError, ClientBlockedError)):
+        headers.append((b"retry-after", str(retry_after).encode("ascii")))
+    payload = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    headers.append((b"content-length", str(len(payload)).encode("ascii")))
+    return Refusal(status, code, tuple(headers), payload)
+
+
+def _retry_after(seconds: object) -> int | None:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return min(MAX_RETRY_AFTER_S, max(0, math.ceil(seconds)))

@@ -1,0 +1,185 @@
+"""Serve a guarded digits model over HTTP: FastAPI, uvicorn and the aimsec middleware.
+
+At startup a logistic regression is trained on scikit-learn's bundled digits (seconds, no
+download), guarded and calibrated. ``AimsecMiddleware`` says who is calling (an API key,
+kept only as a keyed hash, or the address, ``X-Forwarded-For`` believed only from trusted
+proxies) and answers refused calls. The original tool's deployment flow, kept:
+
+- failed checks are refused: 422 (``non_finite_input``, ``input_format``, ...);
+- high-severity threats are refused: 403 ``refused`` (adversarial input, query attacks);
+  a client over its rate is told 429 with ``Retry-After``, a locked-out one 403;
+- inference errors are recorded as incidents and answered 500 ``inference_failed``.
+
+    python examples/fastapi_service.py
+    curl -s 127.0.0.1:8000/predict -H 'X-API-Key: demo-key' \\
+         -d '{"inputs": [[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2,
+              0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1,
+              12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]]}'
+
+Pixels are the digits' own 0-16 scale. Settings: ``AIMSEC_SERVE_HOST`` (127.0.0.1),
+``AIMSEC_SERVE_PORT`` (8000), ``AIMSEC_TRUSTED_PROXIES``, ``AIMSEC_CLIENT_KEY_SECRET``
+and the library's own (``SECURITY_LOG_PATH`` for the audit log, ``./security_logs``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+import aimsec_core
+
+log = logging.getLogger("aimsec.example.service")
+
+#: The original tool's settings dictionary, as its users keep it (its documented values).
+SECURITY_CONFIG = {
+    "max_requests_per_minute": 100,
+    "suspicious_pattern_threshold": 0.8,
+    "max_failed_attempts": 5,
+    "session_timeout": 3600,
+    "min_request_interval": 1.0,
+}
+#: Largest request body read, in bytes (a 64-pixel digit is about 200).
+MAX_BODY_BYTES = 1 << 20
+
+Incident = dict[str, Any]
+
+
+def train_digits_model() -> Any:
+    """A logistic regression on 1,000 of the bundled digits (pixels 0-16)."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    x, y = load_digits(return_X_y=True)
+    with threadpool_limits(1):  # a tiny model: worker threads would only cost here
+        return LogisticRegression(max_iter=2000).fit(x[:1000], y[:1000])
+
+
+def guard_digits(model: Any, *, sinks: list[aimsec_core.Sink] | None,
+                 policy: dict[str, Any] | None, calibrate: bool) -> Any:
+    """``model`` guarded for 8x8 digits; detectors calibrated on held-out digits at 1% FPR."""
+    options: dict[str, Any] = {"name": "digits", "sinks": sinks, "mode": "enforce",
+                               "constraints": {"min_value": 0, "max_value": 16}}
+    # Compatibility hook: rate limits and lockout (`policy`) come with request monitoring;
+    # versions without it serve the same flow minus 429 and lockout.
+    if policy is not None and "policy" in inspect.signature(aimsec_core.guard).parameters:
+        options["policy"] = policy
+    elif policy is not None:
+        log.warning("this aimsec has no request monitoring: rate limits are not enforced")
+    guarded = aimsec_core.guard(model, **options)
+    if calibrate:
+        from sklearn.datasets import load_digits
+
+        x, _ = load_digits(return_X_y=True)
+        guarded.calibrate(x[1000:1500], fpr=0.01, image_shape=(8, 8))
+    return guarded
+
+
+def log_incident(incident: Incident) -> None:
+    """Optional hook: where inference errors go.
+
+    Hands the incident to the incident store when this aimsec has one
+    (``aimsec_core.incidents.record``); otherwise logs it as a warning.
+    """
+    try:
+        from aimsec_core import incidents  # type: ignore[attr-defined]
+    except ImportError:
+        incidents = None
+    record = getattr(incidents, "record", None)
+    if callable(record):
+        record(incident)
+        return
+    log.warning("incident: %s", json.dumps(incident, sort_keys=True))
+
+
+def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None,
+               policy: dict[str, Any] | None = SECURITY_CONFIG, calibrate: bool = True,
+               trusted_proxies: Iterable[str] | None = None, key_secret: str | None = None,
+               on_incident: Callable[[Incident], None] = log_incident) -> FastAPI:
+    """The service. ``model`` defaults to a freshly trained digits model; ``sinks`` to the
+    audit log; ``trusted_proxies`` and ``key_secret`` to the environment."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        plain = model if model is not None else train_digits_model()
+        app.state.guarded = guard_digits(plain, sinks=sinks, policy=policy,
+                                         calibrate=calibrate)
+        yield
+
+    app = FastAPI(title="guarded digits", lifespan=lifespan)
+    app.add_middleware(aimsec_core.AimsecMiddleware, trusted_proxies=trusted_proxies,
+                       key_secret=key_secret)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Any:
+        inputs = parse_inputs(await read_body(request))
+        guarded = request.app.state.guarded
+        try:
+            labels = await run_in_threadpool(guarded.predict, inputs)
+        except aimsec_core.SecurityViolation:
+            raise  # the middleware answers 422 / 403 / 429 / 503
+        except Exception as exc:
+            request_id = request.scope["aimsec"]["request_id"]
+            on_incident({"type": "inference_error", "model": aimsec_core.guard_of(guarded).name,
+                         "client": aimsec_core.current_client(), "request_id": request_id,
+                         "details": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            return JSONResponse(
+                {"error": "inference_failed", "message": "The model could not process "
+                 "this request.", "request_id": request_id}, status_code=500)
+        return {"predictions": [int(label) for label in labels]}
+
+    return app
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused past :data:`MAX_BODY_BYTES` before it is all read."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise aimsec_core.InputTooLargeError(
+                f"request body exceeds {MAX_BODY_BYTES} bytes", check="size",
+                expected=MAX_BODY_BYTES, received=len(body))
+    return bytes(body)
+
+
+def parse_inputs(body: bytes) -> Any:
+    """``{"inputs": [[64 pixels], ...]}`` -> the nested list; the guard checks the rest."""
+    try:
+        payload = json.loads(body)  # NaN and Infinity parse, and the guard refuses them
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise aimsec_core.InputFormatError(
+            "request body is not JSON; expected {\"inputs\": [[64 pixels], ...]}",
+            check="format") from exc
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise aimsec_core.InputFormatError(
+            "request body has no 'inputs'; expected {\"inputs\": [[64 pixels], ...]}",
+            check="format")
+    return payload["inputs"]
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    host = os.environ.get("AIMSEC_SERVE_HOST", "127.0.0.1")
+    port = int(os.environ.get("AIMSEC_SERVE_PORT", "8000"))
+    # proxy_headers=False: the middleware decides whom to believe about X-Forwarded-For.
+    # uvicorn's own default would rewrite the peer from any header sent via 127.0.0.1.
+    uvicorn.run(create_app(), host=host, port=port, proxy_headers=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Who is calling: API keys, peers, trusted proxies and X-Forwarded-For, through the
+middleware on a raw ASGI harness."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aimsec_core import AimsecMiddleware, ConfigurationError
+from aimsec_core.serving import TrustedProxies, key_identity, parse_address, resolve_secret
+from aimsec_core.serving.addresses import MAX_HOPS
+
+from .asgi import Recorder, call
+
+SECRET = "s" * 32
+PROXY = ("10.0.0.5", 443)
+
+
+def identity(headers=(), *, peer=("203.0.113.7", 50000), **options) -> str:
+    app = Recorder()
+    options.setdefault("key_secret", SECRET)
+    call(AimsecMiddleware(app, **options), headers, peer=peer)
+    return app.client
+
+
+def xff(*values: str) -> list[tuple[bytes, bytes]]:
+    return [(b"x-forwarded-for", v.encode("utf-8")) for v in values]
+
+
+# -- API keys ------------------------------------------------------------------------------
+
+def test_api_key_becomes_a_keyed_hash_and_never_the_key():
+    seen = identity([(b"x-api-key", b"sk-live-abcdef")])
+    assert seen == key_identity(b"sk-live-abcdef", SECRET.encode())
+    assert seen.startswith("key:") and len(seen) == len("key:") + 16
+    assert "sk-live" not in seen
+    int(seen[4:], 16)  # hex digits
+
+
+def test_same_key_same_identity_other_key_or_secret_other_identity():
+    one = identity([(b"x-api-key", b"alpha")])
+    assert identity([(b"x-api-key", b" alpha ")], peer=("198.51.100.1", 1)) == one
+    assert identity([(b"x-api-key", b"beta")]) != one
+    assert identity([(b"x-api-key", b"alpha")], key_secret="t" * 32) != one
+
+
+def test_key_header_name_is_configurable_and_case_insensitive():
+    seen = identity([(b"Authorization", b"Bearer abc")], api_key_header="authorization")
+    assert seen == key_identity(b"Bearer abc", SECRET.encode())
+    assert identity([(b"x-api-key", b"abc")], api_key_header=None) == "203.0.113.7"
+
+
+@pytest.mark.parametrize("headers", [
+    [(b"x-api-key", b"")],
+    [(b"x-api-key", b"   ")],
+    [(b"x-api-key", b"one"), (b"x-api-key", b"two")],  # ambiguous: which one to believe?
+    [(b"x-api-key", b"k" * 5000)],                      # longer than any real key
+])
+def test_unusable_keys_fall_back_to_the_address(headers):
+    assert identity(headers) == "203.0.113.7"
+
+
+def test_secret_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AIMSEC_CLIENT_KEY_SECRET", "e" * 32)
+    seen = identity([(b"x-api-key", b"alpha")], key_secret=None)
+    assert seen == key_identity(b"alpha", b"e" * 32)
+
+
+def test_generated_secret_is_one_per_process(monkeypatch):
+    monkeypatch.delenv("AIMSEC_CLIENT_KEY_SECRET", raising=False)
+    assert resolve_secret() == resolve_secret()
+    assert len(resolve_secret()) == 32
+    first = identity([(b"x-api-key", b"alpha")], key_secret=None)
+    assert identity([(b"x-api-key", b"alpha")], key_secret=None) == first
+
+
+def test_short_secret_is_refused_without_echoing_it():
+    with pytest.raises(ConfigurationError, match="at least 16 bytes") as info:
+        AimsecMiddleware(Recorder(), key_secret="tooshort")
+    assert "tooshort" not in str(info.value)
+
+
+def test_secret_stays_out_of_the_repr():
+    assert SECRET not in repr(AimsecMiddleware(Recorder(), key_secret=SECRET))
+
+
+# -- peers and proxies ---------------------------------------------------------------------
+
+def test_peer_address_without_proxies():
+    assert identity() == "203.0.113.7"
+    assert identity(peer=("2001:DB8:0::1", 1)) == "2001:db8::1"  # canonical form
+    assert identity(peer=("::ffff:192.0.2.9", 1)) == "192.0.2.9"  # one host, one identity
+
+
+@pytest.mark.parametrize("peer", [None, (), ("", 0), ("/run/app.sock",), ("not-an-ip", 1), (5,)])
+def test_no_usable_peer_is_anonymous(peer):
+    assert identity(peer=peer) == "anonymous"
+
+
+def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored():
+    assert identity(xff("198.51.100.66"), trusted_proxies=["10.0.0.5"]) == "203.0.113.7"
+    assert identity(xff("198.51.100.66"), trusted_proxies=[]) == "203.0.113.7"
+
+
+def test_trusted_proxy_forwards_the_client():
+    assert identity(xff("198.51.100.66"), peer=PROXY, trusted_proxies=["10.0.0.5"]) \
+        == "198.51.100.66"
+
+
+def test_right_most_untrusted_hop_wins_over_what_the_client_wrote():
+    # the client wrote 1.1.1.1 itself; proxy 10.0.0.9 saw 198.51.100.66; 10.0.0.5 saw 10.0.0.9
+    seen = identity(xff("1.1.1.1, 198.51.100.66, 10.0.0.9"), peer=PROXY,
+                    trusted_proxies=["10.0.0.0/24"])
+    assert seen == "198.51.100.66"
+
+
+def test_several_forwarded_for_headers_read_as_one_list():
+    seen = identity(xff("1.1.1.1", "198.51.100.66, 10.0.0.9"), peer=PROXY,
+                    trusted_proxies=["10.0.0.0/24"])
+    assert seen == "198.51.100.66"
+
+
+def test_every_hop_trusted_gives_the_left_most():
+    assert identity(xff("10.0.0.7, 10.0.0.9"), peer=PROXY,
+                    trusted_proxies=["10.0.0.0/8"]) == "10.0.0.7"
+
+
+def test_ipv6_proxies_and_clients():
+    seen = identity(xff("2001:db8:cafe::17, fd00::2"), peer=("fd00::1", 443),
+                    trusted_proxies=["fd00::/8"])
+    assert seen == "2001:db8:cafe::17"
+    seen = identity(xff("[2001:db8::5]:4711"), peer=("fd00::1", 443), trusted_proxies=["fd00::/8"])
+    assert seen == "2001:db8::5"
+
+
+def test_ipv4_mapped_peer_matches_an_ipv4_proxy_entry():
+    assert identity(xff("198.51.100.66"), peer=("::ffff:10.0.0.5", 443),
+                    trusted_proxies=["10.0.0.0/24"]) == "198.51.100.66"
+    assert identity(xff("198.51.100.66"), peer=PROXY,
+                    trusted_proxies=["::ffff:10.0.0.5"]) == "198.51.100.66"
+
+
+@pytest.mark.parametrize("value", [
+    "garbage", "unknown", "", " , ", "300.1.1.1", "1.2.3", "01.2.3.4", "[::1", "::1]:80",
+    "1.2.3.4:80:90", "ａ.b.c.d", "\x00", "1.2.3.4/24", "a" * 10_000,
+])
+def test_malformed_hop_stops_at_the_last_trusted_address(value):
+    # Only a trusted proxy's own address is known for sure; the malformed text never is.
+    seen = identity(xff(value), peer=PROXY, trusted_proxies=["10.0.0.5"])
+    assert seen == "10.0.0.5"
+    seen = identity(xff(f"{value}, 10.0.0.9"), peer=PROXY, trusted_proxies=["10.0.0.0/24"])
+    assert seen == "10.0.0.9"
+
+
+def test_malformed_text_left_of_the_client_is_never_read():
+    assert identity(xff("garbage, 198.51.100.66"), peer=PROXY,
+                    trusted_proxies=["10.0.0.5"]) == "198.51.100.66"
+
+
+def test_hops_beyond_the_limit_are_not_read():
+    chain = ", ".join(["198.51.100.66"] + ["10.0.0.9"] * 40)
+    assert identity(xff(chain), peer=PROXY, trusted_proxies=["10.0.0.0/24"]) == "10.0.0.9"
+
+
+def test_trusted_proxies_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AIMSEC_TRUSTED_PROXIES", "192.0.2.0/24, 10.0.0.5")
+    assert identity(xff("198.51.100.66"), peer=PROXY) == "198.51.100.66"
+    assert identity(xff("198.51.100.66"), peer=PROXY, trusted_proxies=[]) == "10.0.0.5"
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.300", "proxy.internal", "10.0.0.0/33", ""])
+def test_invalid_trusted_proxy_is_a_configuration_error(bad):
+    with pytest.raises(ConfigurationError, match="trusted proxy"):
+        TrustedProxies([bad])
+
+
+def test_trusted_proxies_take_ipaddress_objects():
+    proxies = TrustedProxies([ipaddress.ip_address("10.0.0.5"),
+                              ipaddress.ip_network("fd00::/8")])
+    assert ipaddress.ip_address("10.0.0.5") in proxies
+    assert ipaddress.ip_address("fd00::9") in proxies
+    assert ipaddress.ip_address("10.0.0.6") not in proxies
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("1.2.3.4", "1.2.3.4"), ("1.2.3.4:8080", "1.2.3.4"), (" 1.2.3.4 ", "1.2.3.4"),
+    ("[::1]:443", "::1"), ("[::1]", "::1"), ("fe80::1%eth0", "fe80::1"),
+    (b"2001:db8::1", "2001:db8::1"), ("::ffff:1.2.3.4", "1.2.3.4"),
+])
+def test_parse_address(raw, expected):
+    assert str(parse_address(raw)) == expected
+
+
+@pytest.mark.parametrize("raw", [None, 5, b"\xff\xfe", "[::1]x", "1.2.3.4:", "1.2.3.4 5"])
+def test_parse_address_refuses_without_raising(raw):
+    assert parse_address(raw) is None
+
+
+# -- properties ----------------------------------------------------------------------------
+
+_trusted = TrustedProxies(["10.0.0.0/8", "fd00::/8"])
+_untrusted_ips = st.one_of(
+    st.ip_addresses(v=4, network="198.51.100.0/24"), st.ip_addresses(v=6, network="2001:db8::/32"))
+_trusted_ips = st.one_of(
+    st.ip_addresses(v=4, network="10.0.0.0/8"), st.ip_addresses(v=6, network="fd00::/8"))
+_anything = st.one_of(st.text(max_size=30), st.ip_addresses().map(str))
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.lists(_anything, max_size=10), client=_untrusted_ips,
+       suffix=st.lists(_trusted_ips, max_size=10), peer=_trusted_ips,
+       split=st.integers(0, 20))
+def test_what_the_client_writes_never_changes_who_it_is(prefix, client, suffix, peer, split):
+    """Whatever stands left of the right-most untrusted hop, in however many headers, the
+    client is that hop."""
+    hops = [h.replace(",", " ") for h in prefix] + [str(client)] + [str(h) for h in suffix]
+    cut = min(split, len(hops))  # several headers: the list split between two hops
+    headers = [", ".join(part).encode("utf-8") for part in (hops[:cut], hops[cut:]) if part]
+    if len(hops) <= MAX_HOPS:
+        assert _trusted.client(peer, headers) == client
+
+
+@settings(max_examples=100, deadline=None)
+@given(forwarded=st.lists(st.binary(max_size=100), max_size=5), peer=_untrusted_ips)
+def test_an_untrusted_peer_is_always_the_client(forwarded, peer):
+    assert _trusted.client(peer, forwarded) == peer

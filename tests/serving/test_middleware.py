@@ -1,0 +1,204 @@
+"""The middleware as an ASGI citizen: scope types, request ids, context isolation between
+concurrent requests, and hostile headers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aimsec_core import AimsecMiddleware, ConfigurationError, RateLimitedError, current_client
+from aimsec_core import context as core_context
+from aimsec_core.serving import key_identity, request_id_context
+
+from .asgi import Recorder, call, call_async
+
+SECRET = "s" * 32
+SAFE_ID = re.compile(r"[A-Za-z0-9._~:+=/-]{1,128}")
+
+
+def middleware(app, **options) -> AimsecMiddleware:
+    return AimsecMiddleware(app, key_secret=SECRET, **options)
+
+
+def test_lifespan_passes_through_untouched():
+    received = []
+
+    async def app(scope, receive, send):
+        received.append((scope, receive, send))
+
+    async def receive():
+        return {"type": "lifespan.startup"}
+
+    async def send(message):
+        pass
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+    asyncio.run(middleware(app)(scope, receive, send))
+    assert received == [(scope, receive, send)]
+    assert "aimsec" not in scope
+
+
+def test_websocket_gets_its_identity():
+    app = Recorder()
+
+    async def run():
+        async def receive():
+            return {"type": "websocket.connect"}
+
+        async def send(message):
+            pass
+
+        from .asgi import scope
+        await middleware(app)(scope([(b"x-api-key", b"ws-key")], kind="websocket"),
+                              receive, send)
+
+    asyncio.run(run())
+    assert app.seen[0]["type"] == "websocket"
+    assert app.client == key_identity(b"ws-key", SECRET.encode())
+
+
+def test_request_id_is_echoed_and_reaches_the_scope():
+    app = Recorder()
+    answer = call(middleware(app), [(b"x-request-id", b"0af7651916cd43dd8448eb211c80319c")])
+    assert answer.headers[b"x-request-id"] == b"0af7651916cd43dd8448eb211c80319c"
+    assert app.seen[0]["aimsec"] == {"client": "203.0.113.7",
+                                     "request_id": "0af7651916cd43dd8448eb211c80319c"}
+
+
+@pytest.mark.parametrize("value", [b"", b"x" * 129, b"<script>", b"a b", b"caf\xc3\xa9",
+                                   b"id\r\nSet-Cookie: x", b"\x00"])
+def test_unsafe_request_id_is_replaced(value):
+    app = Recorder()
+    answer = call(middleware(app), [(b"x-request-id", value)])
+    generated = answer.headers[b"x-request-id"]
+    assert re.fullmatch(rb"[0-9a-f]{32}", generated)
+    assert app.seen[0]["aimsec"]["request_id"] == generated.decode()
+
+
+def test_missing_request_id_is_generated_fresh_each_time():
+    app = middleware(Recorder())
+    assert call(app).headers[b"x-request-id"] != call(app).headers[b"x-request-id"]
+
+
+def test_downstream_request_id_header_is_not_doubled():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"X-Request-ID", b"own")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    assert call(middleware(app)).headers == {b"X-Request-ID": b"own"}
+
+
+def test_request_id_hook_enters_the_core_context_when_it_exists(monkeypatch):
+    entered = []
+
+    @contextlib.contextmanager
+    def request_id(value: str) -> Iterator[str]:
+        entered.append(("enter", value))
+        yield value
+        entered.append(("exit", value))
+
+    monkeypatch.setattr(core_context, "request_id", request_id, raising=False)
+    call(middleware(Recorder()), [(b"x-request-id", b"r-42")])
+    assert entered == [("enter", "r-42"), ("exit", "r-42")]
+
+
+def test_request_id_hook_is_a_no_op_without_core_support(monkeypatch):
+    monkeypatch.delattr(core_context, "request_id", raising=False)
+    with request_id_context("r-1") as value:
+        assert value == "r-1"
+
+
+@pytest.mark.parametrize("name", ["", "x api key", "x:key", "ключ"])
+def test_invalid_header_names_are_configuration_errors(name):
+    with pytest.raises(ConfigurationError, match="header name"):
+        middleware(Recorder(), api_key_header=name)
+
+
+def test_concurrent_requests_keep_their_own_identity():
+    """All requests are inside the app at once; each sees its own client before and after
+    the others ran, in a child task and in a worker thread."""
+    n = 20
+    seen: dict[str, tuple[str, str, str, str]] = {}
+
+    async def main() -> None:
+        arrived = 0
+        everyone_in = asyncio.Event()
+
+        async def app(scope, receive, send):
+            nonlocal arrived
+            before = current_client()
+            arrived += 1
+            if arrived == n:
+                everyone_in.set()
+            await everyone_in.wait()
+            child = await asyncio.create_task(_current())
+            thread = await asyncio.to_thread(current_client)
+            seen[scope["aimsec"]["client"]] = (before, current_client(), child, thread)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        wrapped = middleware(app)
+        await asyncio.gather(*(
+            call_async(wrapped, [(b"x-api-key", f"key-{i}".encode())] if i % 2 else [],
+                       peer=(f"198.51.100.{i}", 1000 + i))
+            for i in range(n)))
+        assert current_client() == "anonymous"
+
+    asyncio.run(main())
+    assert len(seen) == n
+    for identity, views in seen.items():
+        assert views == (identity,) * 4
+
+
+async def _current() -> str:
+    await asyncio.sleep(0)
+    return current_client()
+
+
+header_names = st.sampled_from([b"x-api-key", b"x-forwarded-for", b"x-request-id",
+                                b"X-Forwarded-For", b"X-API-KEY", b"host", b"x-other"])
+header_values = st.one_of(
+    st.binary(max_size=64), st.binary(min_size=5000, max_size=20000),
+    st.text(max_size=64).map(lambda t: t.encode("utf-8")),
+    st.lists(st.one_of(st.ip_addresses().map(str), st.text(max_size=20)), max_size=40)
+    .map(lambda hops: ", ".join(hops).encode("utf-8", "surrogatepass")),
+)
+peers = st.one_of(st.none(), st.tuples(st.ip_addresses().map(str), st.integers(0, 65535)),
+                  st.tuples(st.text(max_size=30), st.integers()), st.just(("",)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(headers=st.lists(st.tuples(header_names, header_values), max_size=8),
+       key=st.binary(min_size=4, max_size=200).map(lambda b: b"k!" + b),
+       peer=peers, refuse=st.booleans())
+def test_hostile_headers_never_crash_or_leak_the_key(headers, key, peer, refuse):
+    app = Recorder(raise_=RateLimitedError(f"limit for {key!r}", retry_after=1.0)
+                   if refuse else None)
+    headers = [*headers, (b"x-api-key", key)]
+    answer = call(middleware(app, trusted_proxies=["0.0.0.0/0", "::/0"]), headers, peer=peer)
+    identity = app.client
+    assert isinstance(identity, str) and identity
+    assert answer.status == (429 if refuse else 200)
+    assert SAFE_ID.fullmatch(answer.headers[b"x-request-id"].decode("ascii"))
+    stripped = key.strip()
+    for text in (identity.encode(), answer.body, b"".join(answer.headers.values())):
+        assert stripped not in text
+
+
+def test_the_core_imports_no_web_framework():
+    code = ("import sys, aimsec_core; "
+            "print(','.join(m for m in ('starlette', 'fastapi', 'uvicorn', 'httpx') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

@@ -1,0 +1,106 @@
+"""Refused calls get a status, a machine code and nothing of the guard's internals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aimsec_core import (AdversarialInputError, AimsecMiddleware, ClientBlockedError,
+                         EmptyInputError, ExtractionSuspectedError, Finding,
+                         InputFormatError, InputTooLargeError, InvalidInputError,
+                         NonFiniteInputError, QueryAttackError, RateLimitedError,
+                         SecurityViolation, StoreUnavailableError, StructuralAnomalyError,
+                         ValueRangeError, Verdict)
+from aimsec_core.serving import refusal_for
+
+from .asgi import Recorder, call
+
+SECRET_REASON = "suspicion 4.36 (loudest detector 'neighbours'); expected at most 4.1"
+
+
+def verdict() -> Verdict:
+    finding = Finding("adversarial", SECRET_REASON, score=4.36, expected=4.1)
+    return Verdict(allowed=False, mode="enforce", model="fraud-scorer-v7", client="1.2.3.4",
+                   batch_size=1, findings=(finding,))
+
+
+@pytest.mark.parametrize("error, status, code", [
+    (RateLimitedError(SECRET_REASON, verdict(), retry_after=2.2), 429, "rate_limited"),
+    (ClientBlockedError(SECRET_REASON, verdict(), retry_after=59.01), 403, "client_blocked"),
+    (InvalidInputError(SECRET_REASON, verdict()), 422, "invalid_input"),
+    (EmptyInputError(SECRET_REASON, verdict()), 422, "empty_input"),
+    (InputFormatError(SECRET_REASON, verdict()), 422, "input_format"),
+    (InputTooLargeError(SECRET_REASON, verdict()), 422, "input_too_large"),
+    (NonFiniteInputError(SECRET_REASON, verdict()), 422, "non_finite_input"),
+    (ValueRangeError(SECRET_REASON, verdict()), 422, "value_out_of_range"),
+    (StructuralAnomalyError(SECRET_REASON, verdict()), 422, "invalid_input"),
+    (AdversarialInputError(SECRET_REASON, verdict()), 403, "refused"),
+    (QueryAttackError(SECRET_REASON, verdict()), 403, "refused"),
+    (ExtractionSuspectedError(SECRET_REASON, verdict()), 403, "refused"),
+    (StoreUnavailableError(SECRET_REASON, verdict()), 503, "unavailable"),
+    (SecurityViolation(SECRET_REASON), 403, "refused"),
+])
+def test_each_refusal_has_its_status_and_code_and_leaks_nothing(error, status, code):
+    answer = refusal_for(error, request_id="req-1")
+    assert (answer.status, answer.code) == (status, code)
+    body = json.loads(answer.body)
+    assert set(body) == {"error", "message", "request_id"}
+    assert body["error"] == code and body["request_id"] == "req-1"
+    for secret in ("4.36", "4.1", "neighbours", "suspicion", "fraud-scorer", "1.2.3.4"):
+        assert secret not in answer.body.decode()
+    headers = dict(answer.headers)
+    assert headers[b"content-type"] == b"application/json"
+    assert int(headers[b"content-length"]) == len(answer.body)
+
+
+@pytest.mark.parametrize("seconds, header", [
+    (2.2, b"3"), (3.0, b"3"), (0.001, b"1"), (0, b"0"), (-5, b"0"), (1e12, b"86400"),
+])
+def test_retry_after_is_whole_seconds_rounded_up(seconds, header):
+    for error in (RateLimitedError("x", retry_after=seconds),
+                  ClientBlockedError("x", retry_after=seconds)):
+        assert dict(refusal_for(error).headers)[b"retry-after"] == header
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), None, "soon", True])
+def test_retry_after_is_left_out_when_unknown(seconds):
+    error = RateLimitedError("x")
+    error.retry_after = seconds
+    assert b"retry-after" not in dict(refusal_for(error).headers)
+
+
+def test_model_name_only_when_asked_for():
+    error = AdversarialInputError("x", verdict())
+    assert json.loads(refusal_for(error, include_model=True).body)["model"] == "fraud-scorer-v7"
+    assert "model" not in json.loads(refusal_for(error).body)
+
+
+def test_middleware_answers_a_violation_raised_below_it():
+    app = AimsecMiddleware(Recorder(raise_=RateLimitedError(SECRET_REASON, retry_after=1.5)),
+                           key_secret="s" * 32)
+    answer = call(app, [(b"x-request-id", b"abc-123")])
+    assert answer.status == 429
+    assert answer.headers[b"retry-after"] == b"2"
+    assert answer.headers[b"x-request-id"] == b"abc-123"
+    assert answer.json() == {"error": "rate_limited", "message": "Too many requests; retry later.",
+                             "request_id": "abc-123"}
+
+
+def test_middleware_include_model_option():
+    app = AimsecMiddleware(Recorder(raise_=AdversarialInputError("x", verdict())),
+                           key_secret="s" * 32, include_model=True)
+    assert call(app).json()["model"] == "fraud-scorer-v7"
+
+
+def test_violation_after_the_response_started_propagates():
+    app = AimsecMiddleware(Recorder(raise_=RateLimitedError("x"), started=True),
+                           key_secret="s" * 32)
+    with pytest.raises(RateLimitedError):
+        call(app)
+
+
+def test_other_errors_are_not_the_middlewares_business():
+    app = AimsecMiddleware(Recorder(raise_=RuntimeError("model crashed")), key_secret="s" * 32)
+    with pytest.raises(RuntimeError, match="model crashed"):
+        call(app)
