@@ -2,7 +2,7 @@
 
 Text is drawn as paths (``svg.fonttype = "path"``), so the page needs no font; each chart
 gets its own ``svg.hashsalt`` so element ids never clash between charts on one page; the
-XML prolog and comments are dropped. Labels are model and check names only — client ids,
+XML prolog, comments and metadata are dropped. Labels are model and check names only — client ids,
 the most hostile text in a trail, never reach a chart. Needs the ``report`` extra.
 """
 
@@ -18,7 +18,7 @@ from .model import DetectionSection, Report
 COLOURS = {"allowed": "#4c9a2a", "flagged": "#e0a100", "rejected": "#c0392b",
            "error": "#7f8c8d", "other": "#34495e"}
 _PROLOG = re.compile(r"^.*?(?=<svg)", re.S)
-_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_COMMENT = re.compile(r"<!--.*?-->|<metadata>.*?</metadata>", re.S)
 
 
 def _label(text: str) -> str:
