@@ -135,10 +135,12 @@ def test_threat_model_command_for_a_chatbot(tmp_path, capsys):
     assert main(["threat-model", "--chatbot", "firewall"]) == 2
 
 
-def test_threat_model_command_for_the_demo_guard(digits_model, monkeypatch, capsys):
+def test_threat_model_command_for_the_demo_guard(digits_model, monkeypatch, capsys, tmp_path):
     from aimsec_core import digits
 
     monkeypatch.setattr(digits, "sklearn_mlp", lambda data, seed=0: digits_model[0])  # fast
-    assert main(["threat-model", "--demo"]) == 0
-    out = capsys.readouterr().out
-    assert "guard of digits-sklearn" in out and "no calibration loaded" in out
+    assert main(["threat-model", "--demo", "--json", str(tmp_path / "demo.json")]) == 0
+    assert "guard of digits-sklearn" in capsys.readouterr().out
+    data = json.loads((tmp_path / "demo.json").read_text())
+    missing = {m["id"] for m in data["missing_controls"]}
+    assert "adversarial_detection" in missing and "input_validation" not in missing
