@@ -145,8 +145,8 @@ class Aggregator:
         return sum(self.decisions.values())
 
     def add(self, entry: AuditEntry) -> None:
-        model = self.models(entry.model)
-        checks = tuple(self.check_names(c) for c in entry.checks)
+        model = entry.model if entry.model in self.models.seen else self.models(entry.model)
+        checks = entry.checks and tuple(self.check_names(c) for c in entry.checks)
         decision = entry.decision
         self.decisions[decision] += 1
         counts = self.by_model.get(model)

@@ -93,6 +93,8 @@ def parse_time(value: Any) -> float | None:
 
 
 def _text(value: Any, default: str) -> str:
+    if type(value) is str and len(value) <= MAX_TEXT:  # the common case, first
+        return value
     if value is None:
         return default
     text = value if isinstance(value, str) else str(value)
@@ -100,9 +102,12 @@ def _text(value: Any, default: str) -> str:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+    kind = type(value)  # exact types: bool is no number here
+    if kind is float:
+        return value if value - value == 0 else None  # inf - inf and nan - nan are nan
+    if kind is int:
+        return float(value)
+    return None
 
 
 def _count(value: Any) -> int:
@@ -133,8 +138,8 @@ def _detection(value: Any) -> Detection | None:
     suspicion = value.get("suspicion_max")
     if suspicion in ("inf", "Infinity"):  # the writer spells non-finite numbers as strings
         suspicion = math.inf
-    suspicion = (suspicion if isinstance(suspicion, float) and math.isinf(suspicion)
-                 else _number(suspicion))
+    else:
+        suspicion = _number(suspicion)
     if threshold is None or suspicion is None:
         return None
     return Detection(suspicion, threshold, _number(value.get("fpr")),
