@@ -121,7 +121,8 @@ def _operations(report: Report) -> Iterator[Recommendation]:
     unreadable = report.sources["malformed"] + report.sources["oversized"]
     if unreadable:
         yield Recommendation(
-            "medium", f"{unreadable} audit lines could not be read",
+            "medium", f"{unreadable} audit {'lines' if unreadable > 1 else 'line'} could not "
+            "be read",
             "check the trail's integrity: lines were cut, edited or written by something else",
             {"malformed": report.sources["malformed"],
              "oversized": report.sources["oversized"]}, "sources")
