@@ -12,6 +12,7 @@ onnxruntime are plugins found through the ``aimsec.adapters`` entry-point group.
 from .adapter import Adapter, Capabilities
 from .api import guard, guard_of, unguard
 from .audit import AuditLog
+from .compat.threat_modeler import ChatbotThreatModeler
 from .context import client, current_client
 from .errors import (AdapterNotFoundError, AdversarialInputError, AimsecError,
                      CalibrationError, ConfigurationError, EmptyInputError, InputFormatError,
@@ -28,18 +29,20 @@ from .signature import Constraints, InputSpec
 from .sinks import CallRecord, Sink
 from .validation import Refused
 from .verdict import Finding, Verdict
+from .reporting import report
+from .threats import assess_guard
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AimsecMiddleware",
     "AIModelProtector", "Adapter", "AdapterNotFoundError", "AdversarialInputError",
-    "AimsecError", "AuditLog", "ClientBlockedError", "ExtractionSuspectedError",
+    "AimsecError", "AuditLog", "ChatbotThreatModeler", "ClientBlockedError", "ExtractionSuspectedError",
     "QueryAttackError", "RateLimitedError", "StoreUnavailableError", "Calibration", "CalibrationError", "CallRecord", "Capabilities",
     "ConfigurationError", "Constraints", "EmptyInputError", "Finding", "Guard",
     "InputFormatError", "InputSpec", "InputTooLargeError", "InvalidInputError",
     "NonFiniteInputError", "Refused", "SecurityViolation", "Sink", "StructuralAnomalyError",
     "UnguardedCallError", "ValueRangeError", "Verdict", "client", "current_client", "guard",
     "guard_of",
-    "installed_adapters", "register_adapter", "unguard",
+    "assess_guard", "installed_adapters", "register_adapter", "report", "unguard",
 ]

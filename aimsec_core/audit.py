@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import math
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +69,11 @@ class AuditLog:
         }
         if event.error:
             line["error"] = event.error
+        if v.threshold is not None and v.scores.get("suspicion"):
+            suspicion = v.scores["suspicion"]  # what reports need for drift: no per-sample list
+            line["detection"] = {"suspicion_max": _finite(max(suspicion)),
+                                 "threshold": v.threshold, "fpr": v.fpr,
+                                 "above": sum(s > v.threshold for s in suspicion)}
         if self.include_inputs and event.arrays:
             line["inputs"] = {k: to_host(a).tolist() for k, a in event.arrays.items()}
         level = logging.INFO if event.outcome == "allowed" else logging.WARNING
@@ -138,6 +144,10 @@ class _AuditFileHandler(logging.handlers.RotatingFileHandler):
             self._written += len(line)  # ASCII JSON: characters are bytes
         except Exception:
             self.handleError(record)
+
+
+def _finite(value: float) -> float | str:
+    return round(value, 4) if math.isfinite(value) else str(value)  # JSON has no inf/NaN
 
 
 def _jsonable(value: Any) -> Any:

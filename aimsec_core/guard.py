@@ -260,7 +260,8 @@ class Guard:
                   **{k: tuple(v.tolist()) for k, v in scored.raw.items()}}
         allowed = self.mode == "monitor" or not findings
         return output, dataclasses.replace(verdict, allowed=allowed, flags=tuple(flags.tolist()),
-                                           findings=findings, scores=scores)
+                                           findings=findings, scores=scores,
+                                           threshold=suite.threshold, fpr=suite.fpr_target)
 
     def _verdict(self, validated: Validated) -> Verdict:
         findings = tuple(validated.findings)

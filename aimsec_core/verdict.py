@@ -65,6 +65,10 @@ class Verdict:
     shape: tuple[int, ...] | None = None
     dtype: str | None = None
     timestamp: float = 0.0
+    #: The calibrated suspicion threshold and false-positive target the detectors decided
+    #: with; ``None`` when no detector ran on this call.
+    threshold: float | None = None
+    fpr: float | None = None
 
     @property
     def clean(self) -> bool:

@@ -1,0 +1,104 @@
+"""The original tool's ``ChatbotThreatModeler``, on the chatbot threat catalogue.
+
+>>> from aimsec_core import ChatbotThreatModeler
+>>> modeler = ChatbotThreatModeler()
+>>> assessment = modeler.assess_implementation({"api_authentication", "rate_limiting"})
+>>> report = modeler.generate_report(assessment)
+>>> report["risk_level"], len(report["missing_controls"])
+('Critical', 7)
+
+Same names, arguments, keys, risk levels and score formula as the original (the share of
+the 14 controls missing, plus 10 per applicable critical threat, capped at 100), without
+its defects: the catalogue is never changed by an assessment (each instance holds its own
+copy, and assessments hold their own data), a control missing for two threats is listed
+once, unknown control ids are refused with :class:`~aimsec_core.ConfigurationError` (also
+a ``ValueError``), and nothing configures logging.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..threats.catalogue import load_catalogue
+from ..threats.modeler import risk_level
+
+#: Points the original adds to the score for each applicable critical threat.
+CRITICAL_THREAT_POINTS = 10
+
+
+class ChatbotThreatModeler:
+    """Scores a chatbot deployment's implemented controls against known threats."""
+
+    def __init__(self) -> None:
+        catalogue = load_catalogue("chatbot")
+        #: control id -> {"name", "description"}; this instance's own copy.
+        self.security_controls: dict[str, dict[str, str]] = {
+            c.id: {"name": c.name, "description": c.description}
+            for c in catalogue.controls.values()}
+        #: the known threats, with the original's keys.
+        self.threats: list[dict[str, Any]] = [
+            {"category": t.category, "severity": t.severity, "description": t.description,
+             "impact": t.impact, "likelihood": t.likelihood,
+             "recommended_controls": list(t.controls)}
+            for t in catalogue.threats]
+
+    def assess_implementation(self, implemented_controls: Iterable[str]) -> dict[str, Any]:
+        """``{"threats", "missing_controls", "risk_score", "timestamp"}`` for the given
+        implemented control ids; raises ``ConfigurationError`` for an unknown id."""
+        if isinstance(implemented_controls, str):
+            raise ConfigurationError(
+                f"implemented_controls must be a set of control ids; received the string "
+                f"{implemented_controls!r}")
+        implemented = set(implemented_controls)
+        unknown = sorted(str(c) for c in implemented if c not in self.security_controls)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown control id{'s' if len(unknown) > 1 else ''} {unknown}; expected ids "
+                f"among {sorted(self.security_controls)}")
+        applicable, missing = [], {}
+        for threat in self.threats:
+            absent = [c for c in threat["recommended_controls"] if c not in implemented]
+            if absent:
+                applicable.append(copy.deepcopy(threat))
+                missing.update(dict.fromkeys(absent))
+        return {"threats": applicable, "missing_controls": list(missing),
+                "risk_score": self._score(applicable, implemented),
+                "timestamp": datetime.now(timezone.utc).isoformat()}
+
+    def _score(self, applicable: list[dict[str, Any]], implemented: set[str]) -> float:
+        total = len(self.security_controls)
+        share_missing = 100 * (total - len(implemented)) / total
+        critical = sum(1 for t in applicable if t["severity"] == "critical")
+        return round(min(100.0, share_missing + CRITICAL_THREAT_POINTS * critical), 1)
+
+    def generate_report(self, assessment: dict[str, Any]) -> dict[str, Any]:
+        """The original report: timestamp, risk score and level, threats, missing controls
+        (name and description, once each) and recommendations."""
+        missing = list(dict.fromkeys(assessment.get("missing_controls", [])))
+        unknown = [c for c in missing if c not in self.security_controls]
+        if unknown:
+            raise ConfigurationError(f"the assessment names unknown controls {unknown}")
+        score = assessment["risk_score"]
+        return {
+            "timestamp": assessment.get("timestamp",
+                                        datetime.now(timezone.utc).isoformat()),
+            "risk_score": score,
+            "risk_level": risk_level(score),
+            "threats": [{k: copy.deepcopy(t[k]) for k in
+                         ("category", "severity", "description", "impact", "likelihood",
+                          "recommended_controls")} for t in assessment.get("threats", [])],
+            "missing_controls": [dict(self.security_controls[c]) for c in missing],
+            "recommendations": [
+                f"Implement {self.security_controls[c]['name']}: "
+                f"{self.security_controls[c]['description']}" for c in missing],
+        }
+
+    def export_report(self, report: dict[str, Any], filename: str | Path) -> None:
+        """Write ``report`` as JSON to ``filename``."""
+        Path(filename).write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -1,0 +1,105 @@
+"""``aimsec_core.report(...)``: read the trail and the incidents, write report.json and
+report.html."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..config import DEFAULT_LOG_PATH, resolve
+from ..errors import ConfigurationError
+from .aggregate import Aggregator
+from .console import print_summary, reading_progress
+from .incidents import load_incidents, summarise_incidents
+from .model import Report, build_report
+from .period import parse_period
+from .reader import ReadStats, audit_files, read_entries, total_bytes
+from .recommend import recommend
+
+JSON_FILE = "report.json"
+HTML_FILE = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What :func:`report` produced."""
+
+    report: Report
+    json_path: Path
+    html_path: Path
+
+
+def report(logs: str | Path | None = None, *, since: str | datetime | None = None,
+           until: str | datetime | None = None, model: str | None = None,
+           out: str | Path = ".", db: str | Path | None = None,
+           incidents: Iterable[Mapping[str, Any]] | None = None,
+           console: Console | None = None, now: datetime | None = None) -> ReportFiles:
+    """Read the audit trail (rotated files included) and write ``report.json`` and
+    ``report.html`` into ``out``.
+
+    ``logs`` is the audit folder or file (default ``SECURITY_LOG_PATH``, else
+    ``./security_logs``). ``since``/``until`` are datetimes, ISO 8601 strings or ages
+    (``24h``, ``7d``) before ``now``; ``model`` keeps one model's calls. Incidents come
+    from ``incidents`` (any iterable of incident mappings) or else from the incident
+    store at ``db`` (its default location when ``None``), when aimsec's incident store is
+    installed. A short summary goes to ``console`` (pass ``Console(quiet=True)`` for none).
+
+    Raises :class:`ConfigurationError` for a missing trail or a bad period; malformed
+    lines are counted in the report, never raised. Needs the ``report`` extra (Jinja2,
+    matplotlib).
+    """
+    console = console or Console()
+    now = now or datetime.now(timezone.utc)
+    start, end = parse_period(since, until, now)
+    folder = resolve(None if logs is None else str(logs), "SECURITY_LOG_PATH",
+                     DEFAULT_LOG_PATH, str)
+    files = audit_files(folder)
+    span = (end or now).timestamp() - start.timestamp() if start is not None else None
+    aggregator, stats = Aggregator(span=span), ReadStats()
+    with reading_progress(console, total_bytes(files)) as progress:
+        for entry in read_entries(files, stats, since=start.timestamp() if start else None,
+                                  until=end.timestamp() if end else None, model=model,
+                                  progress=progress):
+            aggregator.add(entry)
+    note = ""
+    if incidents is None:
+        incidents, note = load_incidents(db)
+    section = summarise_incidents(incidents, since=start.timestamp() if start else None,
+                                  until=end.timestamp() if end else None, model=model,
+                                  note=note)
+    result = build_report(aggregator, stats, section, since=start, until=end, model=model,
+                          generated=now)
+    result.recommendations = recommend(result)
+    paths = write_report(result, out)
+    print_summary(console, result, paths)
+    return ReportFiles(result, *paths)
+
+
+def write_report(result: Report, out: str | Path) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.html`` into ``out`` (created if needed)."""
+    from .charts import all_charts
+    from .html import render_html
+
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create the report folder {folder}: {exc}") from exc
+    json_path, html_path = folder / JSON_FILE, folder / HTML_FILE
+    _write(json_path, json.dumps(result.as_dict(), indent=2, default=str))
+    _write(html_path, render_html(result, all_charts(result)))
+    return json_path, html_path
+
+
+def _write(path: Path, text: str) -> None:
+    """Write through a temporary file, so a reader never sees half a report."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)

@@ -1,0 +1,184 @@
+"""Incidents for the report, through one small interface.
+
+An incident source is any iterable of mappings with the incident store's fields: ``id``,
+``model``, ``threat``, ``client``, ``severity``, ``status``, ``first_seen``, ``last_seen``,
+``count``, ``evidence``, ``owasp``, ``atlas_techniques``, ``atlas_mitigations``. Tests and
+other tools pass plain dicts; :func:`load_incidents` reads aimsec's SQLite incident store
+when ``aimsec_core.incidents`` is installed, and otherwise says why there is none.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..severity import SEVERITIES
+from .records import MAX_TEXT, parse_time
+
+#: Open incidents listed in the report (all are counted).
+MAX_LISTED = 50
+OPEN_STATUSES = ("open", "acknowledged")
+#: Method names tried, in order, on the incident store to list incidents.
+_QUERY_METHODS = ("query", "list", "incidents", "search", "all")
+
+
+@dataclass
+class IncidentRow:
+    id: str
+    model: str
+    threat: str
+    client: str
+    severity: str
+    status: str
+    first_seen: str
+    last_seen: str
+    count: int
+    owasp: list[str]
+    atlas_techniques: list[str]
+    atlas_mitigations: list[str]
+
+
+@dataclass
+class IncidentsSection:
+    """``available`` is false when no store could be read; ``note`` then says why."""
+
+    available: bool
+    note: str = ""
+    total: int = 0
+    open: int = 0
+    open_by_severity: dict[str, int] = field(default_factory=dict)
+    by_status: dict[str, int] = field(default_factory=dict)
+    listed: list[IncidentRow] = field(default_factory=list)
+
+
+def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
+                        since: float | None = None, until: float | None = None,
+                        model: str | None = None, note: str = "") -> IncidentsSection:
+    """Count ``source``'s incidents seen in the period and list the most serious open ones
+    (highest severity first, then most repeated), at most :data:`MAX_LISTED`."""
+    if source is None:
+        return IncidentsSection(False, note or "no incident store")
+    section = IncidentsSection(True, note)
+    statuses: Counter[str] = Counter()
+    open_severity: Counter[str] = Counter()
+    kept: list[tuple[tuple[int, int], int, IncidentRow]] = []
+    for number, raw in enumerate(source):
+        if not isinstance(raw, Mapping):
+            continue
+        row = _row(raw)
+        if model is not None and row.model != model:
+            continue
+        last = parse_time(row.last_seen) or parse_time(row.first_seen)
+        first = parse_time(row.first_seen) or last
+        if since is not None and last is not None and last < since:
+            continue
+        if until is not None and first is not None and first >= until:
+            continue
+        section.total += 1
+        statuses[row.status] += 1
+        if row.status in OPEN_STATUSES:
+            section.open += 1
+            open_severity[row.severity] += 1
+            rank = SEVERITIES.index(row.severity) if row.severity in SEVERITIES else -1
+            kept.append(((-rank, -row.count), number, row))
+            if len(kept) > 4 * MAX_LISTED:  # stay bounded: keep only the best candidates
+                kept = sorted(kept, key=lambda k: (k[0], k[1]))[:MAX_LISTED]
+    section.listed = [r for _, _, r in sorted(kept, key=lambda k: (k[0], k[1]))[:MAX_LISTED]]
+    section.by_status = dict(statuses)
+    section.open_by_severity = {s: open_severity[s] for s in reversed(SEVERITIES)
+                                if open_severity[s]}
+    return section
+
+
+def load_incidents(db: str | Path | None) -> tuple[Iterable[Mapping[str, Any]] | None, str]:
+    """``(source, note)``: the incident store's incidents, or ``None`` and the reason.
+
+    Uses ``aimsec_core.incidents`` when importable: its store class (``IncidentStore``)
+    opened on ``db`` (its own default when ``None``), listed through the first of
+    :data:`_QUERY_METHODS` it has.
+    """
+    try:
+        module = importlib.import_module("aimsec_core.incidents")
+    except ImportError:
+        return None, "no incident store: aimsec_core.incidents is not installed"
+    store_type = getattr(module, "IncidentStore", None)
+    if store_type is None:
+        return None, "no incident store: aimsec_core.incidents has no IncidentStore"
+    if db is not None and not Path(db).exists():
+        return None, f"no incident store at {db}"
+    try:
+        store = store_type(db) if db is not None else store_type()
+    except Exception as exc:  # a store that cannot open is reported, not raised
+        return None, f"no incident store: cannot open it ({type(exc).__name__}: {exc})"
+    for name in _QUERY_METHODS:
+        method = getattr(store, name, None)
+        if callable(method) and _callable_without_arguments(method):
+            try:
+                return list(_as_mappings(method())), ""
+            except Exception as exc:
+                return None, f"no incident store: listing failed ({type(exc).__name__}: {exc})"
+    return None, "no incident store: the store offers no way to list incidents"
+
+
+def _callable_without_arguments(method: Any) -> bool:
+    try:
+        signature = inspect.signature(method)
+    except (TypeError, ValueError):
+        return True
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in signature.parameters.values())
+
+
+def _as_mappings(items: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
+    for item in items:
+        if isinstance(item, Mapping):
+            yield item
+        elif hasattr(item, "as_dict"):
+            yield item.as_dict()
+        elif hasattr(item, "__dataclass_fields__"):
+            from dataclasses import asdict
+
+            yield asdict(item)
+
+
+def _row(raw: Mapping[str, Any]) -> IncidentRow:
+    def text(key: str, default: str = "") -> str:
+        value = raw.get(key)
+        if value is None:
+            return default
+        value = value if isinstance(value, str) else str(value)
+        return value[:MAX_TEXT]
+
+    def ids(key: str) -> list[str]:
+        value = raw.get(key)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            return []
+        return [str(v)[:40] for v in value[:12]]
+
+    count = raw.get("count")
+    return IncidentRow(
+        id=text("id"), model=text("model", "unknown"), threat=text("threat", "unknown"),
+        client=text("client", "anonymous"), severity=text("severity", "unknown").lower(),
+        status=text("status", "open").lower(), first_seen=_time_text(raw.get("first_seen")),
+        last_seen=_time_text(raw.get("last_seen")),
+        count=count if isinstance(count, int) and not isinstance(count, bool) else 1,
+        owasp=ids("owasp"), atlas_techniques=ids("atlas_techniques"),
+        atlas_mitigations=ids("atlas_mitigations"))
+
+
+def _time_text(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        from datetime import datetime, timezone
+
+        try:
+            return datetime.fromtimestamp(value, timezone.utc).isoformat()
+        except (OverflowError, OSError, ValueError):
+            return ""
+    return str(value)[:40] if value is not None else ""

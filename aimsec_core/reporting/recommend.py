@@ -1,0 +1,128 @@
+"""Recommendations derived from what the report saw, each pointing at its evidence.
+
+Every rule reads the finished :class:`~.model.Report` and yields nothing when its evidence
+is absent, so a quiet period gives a short list. Rules, most urgent first:
+
+- a client refused :data:`MIN_REFUSALS` or more times by an attack check (near-duplicate,
+  repeat, extraction, lockout, rate limit, adversarial): block it or require an API key;
+  by a validation check: a broken client or probing;
+- calibration drift (see :func:`~.model.drift_test`): recalibrate;
+- a model whose calls carried no detection summary: adversarial detection is off;
+- open high/critical incidents; calls let through in monitor mode; calls ending in error;
+  unreadable audit lines; no incident store; no calls at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..severity import SEVERITIES
+from .model import Recommendation, Report
+
+#: Refusals of one client by one check before it earns a recommendation of its own.
+MIN_REFUSALS = 10
+#: Share of calls ending in error worth a look.
+ERROR_SHARE = 0.01
+ATTACK_CHECKS = {"near_duplicate": "near-duplicate", "repeat": "repeated-query",
+                 "extraction": "extraction", "lockout": "lockout",
+                 "rate_limit": "rate-limit", "adversarial": "adversarial-input"}
+MAX_CLIENT_RECOMMENDATIONS = 5
+
+
+def recommend(report: Report) -> list[Recommendation]:
+    """The report's recommendations, most urgent first."""
+    found = [*_clients(report), *_detection(report), *_incidents(report),
+             *_operations(report)]
+    order = {p: i for i, p in enumerate(reversed(SEVERITIES))}
+    return sorted(found, key=lambda r: order[r.priority])  # stable: rule order within a level
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "0%"
+
+
+def _clients(report: Report) -> Iterator[Recommendation]:
+    made = 0
+    for pair in report.top_clients.by_refusing_check:
+        if pair.count < MIN_REFUSALS or made >= MAX_CLIENT_RECOMMENDATIONS:
+            continue
+        made += 1
+        evidence = {"client": pair.client, "check": pair.check, "refusals": pair.count}
+        if pair.check in ATTACK_CHECKS:
+            yield Recommendation(
+                "high", f"client {pair.client} was refused {pair.count} times by the "
+                f"{ATTACK_CHECKS[pair.check]} check",
+                "block it or require an API key (and look at what it sent)", evidence,
+                "clients")
+        else:
+            yield Recommendation(
+                "medium", f"client {pair.client} sent {pair.count} calls refused by the "
+                f"{pair.check} check", "a broken client or probing: contact its owner, or "
+                "block it if it keeps on", evidence, "clients")
+
+
+def _detection(report: Report) -> Iterator[Recommendation]:
+    for section in report.detection:
+        if section.drift and section.observed_rate is not None and section.fpr is not None:
+            yield Recommendation(
+                "high", f"{section.observed_rate:.1%} of clean calls to {section.model} "
+                f"exceed the threshold, against {section.fpr:.1%} calibrated",
+                "recalibrate on recent clean data (guarded.calibrate); if a few clients "
+                "account for it, treat it as an attack instead",
+                {"model": section.model, "screened_samples": section.screened,
+                 "above_threshold": section.above, "calibrated_fpr": section.fpr,
+                 "z_score": section.z_score}, "detection")
+    for model, calls in report.models_without_detection.items():
+        yield Recommendation(
+            "high", f"no calibration for {model}: adversarial detection is off",
+            "calibrate it on held-out clean data (guarded.calibrate(x_clean, fpr=0.01)) and "
+            "load the file with guard(..., calibration=...)",
+            {"model": model, "calls_without_detection": calls}, "detection")
+
+
+def _incidents(report: Report) -> Iterator[Recommendation]:
+    section = report.incidents
+    if not section.available:
+        yield Recommendation("low", section.note or "no incident store",
+                             "configure the incident store so findings become incidents",
+                             {"incident_store": None}, "incidents")
+        return
+    serious = {s: n for s, n in section.open_by_severity.items() if s in ("high", "critical")}
+    if serious:
+        total = sum(serious.values())
+        yield Recommendation(
+            "critical" if "critical" in serious else "high",
+            f"{total} open incident{'s' if total > 1 else ''} of high or critical severity",
+            "triage them: acknowledge, block the clients behind them, resolve",
+            {"open_by_severity": serious}, "incidents")
+
+
+def _operations(report: Report) -> Iterator[Recommendation]:
+    calls = report.calls
+    if calls == 0:
+        yield Recommendation(
+            "low", "no calls in the period", "check --logs, --since, --until and --model",
+            {"lines_read": report.sources["lines"],
+             "outside_period_or_model": report.sources["outside_period_or_model"]},
+            "summary")
+        return
+    flagged = report.totals.get("flagged", 0)
+    if flagged:
+        yield Recommendation(
+            "medium", f"{flagged} calls with findings were let through (monitor mode)",
+            "switch to enforce mode once the findings are understood",
+            {"flagged_calls": flagged, "share": _share(flagged, calls)}, "summary")
+    errors = report.totals.get("error", 0)
+    if errors and errors / calls >= ERROR_SHARE:
+        yield Recommendation(
+            "medium", f"{_share(errors, calls)} of calls ended in an error",
+            "read the audit lines' error field: the model or a detector failed",
+            {"error_calls": errors, "calls": calls}, "summary")
+    unreadable = report.sources["malformed"] + report.sources["oversized"]
+    if unreadable:
+        yield Recommendation(
+            "medium", f"{unreadable} audit {'lines' if unreadable > 1 else 'line'} could not "
+            "be read",
+            "check the trail's integrity: lines were cut, edited or written by something else",
+            {"malformed": report.sources["malformed"],
+             "oversized": report.sources["oversized"]}, "sources")

@@ -1,0 +1,146 @@
+"""One audit line as the report reads it, and the one function that parses it.
+
+The line format grows (request ids, versions, a hash chain, bounded ``flagged`` lists), so
+:func:`parse_line` reads only the keys a report needs and tolerates absent and extra keys:
+``flagged`` may be a list of batch indices or ``{"count": n, "first": [...]}``; a finding
+without a ``check`` counts as ``"unknown"``. A line that is not a JSON object, or has no
+readable ``time``, is malformed: :func:`parse_line` returns ``None`` and the reader counts it.
+
+Everything in a line is treated as hostile text: strings are cut to :data:`MAX_TEXT`
+characters, so one forged line cannot grow the report's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+#: Longest client id, model or check name kept (longer ones are cut and marked with "…").
+MAX_TEXT = 200
+DECISIONS = ("allowed", "flagged", "rejected", "error")
+#: Findings that stop a call as a query-stream attack (repeat, near-duplicate, extraction).
+QUERY_ATTACK_CHECKS = frozenset({"repeat", "near_duplicate", "extraction"})
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """The detectors' summary of one call (present only when detection ran)."""
+
+    suspicion_max: float  #: the largest per-sample suspicion of the call
+    threshold: float      #: the calibrated threshold the call was judged against
+    fpr: float | None     #: the false-positive rate the threshold was calibrated for
+    above: int            #: samples whose suspicion exceeded the threshold
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """The parts of one audit line a report aggregates."""
+
+    time: float                       #: seconds since the epoch (UTC)
+    model: str
+    client: str
+    decision: str                     #: one of DECISIONS, else "other"
+    batch_size: int
+    flagged: int                      #: how many samples drew a finding
+    checks: tuple[str, ...]           #: the checks that objected, without repeats
+    latency_ms: float | None
+    detection: Detection | None
+
+    @property
+    def refused(self) -> bool:
+        return self.decision == "rejected"
+
+
+def parse_line(line: str | bytes) -> AuditEntry | None:
+    """The entry of one audit line, or ``None`` when the line is malformed."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    when = parse_time(raw.get("time"))
+    if when is None:
+        return None
+    decision = raw.get("decision")
+    return AuditEntry(
+        time=when,
+        model=_text(raw.get("model"), "unknown"),
+        client=_text(raw.get("client"), "anonymous"),
+        decision=decision if decision in DECISIONS else "other",
+        batch_size=_count(raw.get("batch_size")),
+        flagged=_flagged_count(raw.get("flagged")),
+        checks=_checks(raw.get("findings")),
+        latency_ms=_number(raw.get("latency_ms")),
+        detection=_detection(raw.get("detection")),
+    )
+
+
+def parse_time(value: Any) -> float | None:
+    """Seconds since the epoch for an ISO 8601 string (naive times are UTC), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _text(value: Any, default: str) -> str:
+    if type(value) is str and len(value) <= MAX_TEXT:  # the common case, first
+        return value
+    if value is None:
+        return default
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
+
+
+def _number(value: Any) -> float | None:
+    kind = type(value)  # exact types: bool is no number here
+    if kind is float:
+        return value if value - value == 0 else None  # inf - inf and nan - nan are nan
+    if kind is int:
+        return float(value)
+    return None
+
+
+def _count(value: Any) -> int:
+    number = _number(value)
+    return int(number) if number is not None and number >= 0 else 0
+
+
+def _flagged_count(value: Any) -> int:
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, dict):
+        return _count(value.get("count"))
+    return 0
+
+
+def _checks(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    names = (_text(f.get("check"), "unknown") if isinstance(f, dict) else "unknown"
+             for f in value)
+    return tuple(dict.fromkeys(names))
+
+
+def _detection(value: Any) -> Detection | None:
+    if not isinstance(value, dict):
+        return None
+    threshold = _number(value.get("threshold"))
+    suspicion = value.get("suspicion_max")
+    if suspicion in ("inf", "Infinity"):  # the writer spells non-finite numbers as strings
+        suspicion = math.inf
+    else:
+        suspicion = _number(suspicion)
+    if threshold is None or suspicion is None:
+        return None
+    return Detection(suspicion, threshold, _number(value.get("fpr")),
+                     _count(value.get("above")))

@@ -1,0 +1,65 @@
+"""An assessment as JSON, Markdown and a rich table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from .modeler import Assessment
+
+
+def to_json(assessment: Assessment) -> str:
+    return json.dumps(assessment.as_dict(), indent=2)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(assessment: Assessment) -> str:
+    lines = [f"# Threat model: {_cell(assessment.subject or assessment.catalogue)}", "",
+             f"Catalogue `{assessment.catalogue}`, {assessment.timestamp}. "
+             f"**Risk {assessment.risk_score:g}/100 ({assessment.risk_level})**.", "",
+             "## Controls", "", "| control | in place | source | detail |", "|---|---|---|---|"]
+    for c in assessment.controls:
+        lines.append(f"| {_cell(c.name or c.id)} | {'yes' if c.implemented else 'no'} | "
+                     f"{c.source} | {_cell(c.detail)} |")
+    lines += ["", "## Threats left open", "",
+              "| threat | severity | likelihood | missing controls | OWASP | ATLAS techniques "
+              "| ATLAS mitigations |", "|---|---|---|---|---|---|---|"]
+    for t in assessment.threats:
+        lines.append(f"| {_cell(t.category)} | {t.severity} | {t.likelihood} | "
+                     f"{', '.join(t.missing_controls)} | {', '.join(t.owasp) or '–'} | "
+                     f"{', '.join(t.atlas_techniques) or '–'} | "
+                     f"{', '.join(t.atlas_mitigations)} |")
+    lines += ["", "## Recommendations, most risk removed first", ""]
+    lines += [f"{i}. {_cell(r)}" for i, r in enumerate(assessment.recommendations, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def write(assessment: Assessment, json_path: str | Path | None = None,
+          markdown_path: str | Path | None = None) -> None:
+    if json_path:
+        Path(json_path).write_text(to_json(assessment), encoding="utf-8")
+    if markdown_path:
+        Path(markdown_path).write_text(to_markdown(assessment), encoding="utf-8")
+
+
+def table(assessment: Assessment) -> Table:
+    """Controls with their state, and the threats each leaves open."""
+    result = Table(title=f"threat model: {escape(assessment.subject or assessment.catalogue)}"
+                         f" — risk {assessment.risk_score:g}/100 ({assessment.risk_level})")
+    for column in ("control", "in place", "detail", "leaves open"):
+        result.add_column(column)
+    open_threats: dict[str, list[str]] = {}
+    for threat in assessment.threats:
+        for cid in threat.missing_controls:
+            open_threats.setdefault(cid, []).append(threat.id)
+    for c in assessment.controls:
+        mark = "[green]yes[/]" if c.implemented else "[red]no[/]"
+        result.add_row(escape(c.name or c.id), mark, escape(c.detail),
+                       escape(", ".join(open_threats.get(c.id, []))))
+    return result

@@ -1,0 +1,99 @@
+"""Incidents through the source interface, the audit line's detection summary, the command."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core.cli import main
+from aimsec_core.reporting.incidents import MAX_LISTED, load_incidents, summarise_incidents
+
+
+def _incident(i, **kw):
+    return {"id": str(i), "model": "m", "threat": "range", "client": f"c{i}",
+            "severity": "medium", "status": "open", "first_seen": "2026-09-21T10:00:00+00:00",
+            "last_seen": "2026-09-21T11:00:00+00:00", "count": i, "evidence": {},
+            "owasp": ["ML01"], "atlas_techniques": ["AML.T0043"],
+            "atlas_mitigations": ["AML.M0015"], **kw}
+
+
+def test_incidents_from_plain_dicts_are_counted_filtered_and_ranked():
+    items = [_incident(i) for i in range(200)]
+    items += [_incident(900, severity="critical", count=1),
+              _incident(901, status="resolved", severity="critical"),
+              _incident(902, model="other", severity="critical"),
+              _incident(903, last_seen="2020-01-01T00:00:00+00:00",
+                        first_seen="2020-01-01T00:00:00+00:00")]
+    section = summarise_incidents(iter(items), model="m", since=1_700_000_000)
+    assert section.available and section.total == 202 and section.open == 201
+    assert section.by_status == {"open": 201, "resolved": 1}
+    assert section.open_by_severity == {"critical": 1, "medium": 200}
+    assert len(section.listed) == MAX_LISTED
+    assert section.listed[0].id == "900" and section.listed[1].count == 199
+
+
+def test_no_store_says_so():
+    section = summarise_incidents(None, note="no incident store")
+    assert not section.available and section.note == "no incident store"
+    if "aimsec_core.incidents" not in sys.modules:
+        source, note = load_incidents(None)
+        try:
+            import aimsec_core.incidents  # noqa: F401
+        except ImportError:
+            assert source is None and note.startswith("no incident store")
+
+
+def test_audit_lines_carry_the_detection_summary(tmp_path):
+    sklearn = pytest.importorskip("sklearn")
+    from sklearn.naive_bayes import GaussianNB
+
+    from aimsec_core import digits
+
+    data = digits.load(0)
+    model = GaussianNB().fit(data.x_train, data.y_train)  # trains in milliseconds
+    audit = aimsec_core.AuditLog(tmp_path)
+    guarded = aimsec_core.guard(model, name="lr", sinks=[audit], mode="monitor",
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    calibration = guarded.calibrate(data.x_calibration, fpr=0.05,
+                                    detectors=["density", "sparsity"])
+    guarded.predict(data.x_test[:40])
+    noisy = np.clip(data.x_test[:40] + np.random.default_rng(0).normal(0, 0.3, (40, 64)),
+                    0, 1).astype(np.float32)
+    guarded.predict(noisy)
+    audit.flush()
+    lines = [json.loads(line) for line in audit.file.read_text().splitlines()]
+    verdict = aimsec_core.guard_of(guarded).last_verdict
+    summary = lines[-1]["detection"]
+    suspicion = verdict.scores["suspicion"]
+    assert summary["threshold"] == calibration.suite.threshold and summary["fpr"] == 0.05
+    assert summary["above"] == sum(s > summary["threshold"] for s in suspicion) > 0
+    assert summary["suspicion_max"] == pytest.approx(max(suspicion), abs=1e-4)
+    report = aimsec_core.report(tmp_path, out=tmp_path / "out", incidents=[],
+                                console=__import__("rich.console").console.Console(quiet=True))
+    section = report.report.detection[0]
+    assert section.screened == 80 and section.above == lines[0]["detection"]["above"] + summary["above"]
+
+
+def test_the_report_command(tmp_path, capsys):
+    audit = aimsec_core.AuditLog(tmp_path / "logs")
+    guard = aimsec_core.Guard(None, aimsec_core.adapter.HostArrays(None), name="cli",
+                              sinks=[audit], constraints={"max_value": 1.0})
+    for value in (0.5, 2.0, 0.1):
+        try:
+            guard.call({"x": np.full((1, 3), value)}, lambda: None)
+        except aimsec_core.ValueRangeError:
+            pass
+    audit.flush()
+    out = tmp_path / "out"
+    assert main(["report", "--logs", str(tmp_path / "logs"), "--out", str(out),
+                 "--since", "7d", "--model", "cli"]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert data["totals"]["allowed"] == 2 and data["totals"]["rejected"] == 1
+    assert data["refusals_by_check"] == {"range": 1}
+    assert "report.html" in capsys.readouterr().out
+    assert main(["report", "--logs", str(tmp_path / "logs"), "--since", "last tuesday"]) == 2
+    assert "--since" in capsys.readouterr().out

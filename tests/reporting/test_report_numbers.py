@@ -1,0 +1,153 @@
+"""Report numbers against an audit trail the test writes itself (rotated files included)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from rich.console import Console
+
+import aimsec_core
+from aimsec_core.reporting.model import drift_test
+
+from .trail import FPR, T0, write_trail
+
+QUIET = Console(quiet=True)
+
+
+@pytest.fixture(scope="module")
+def trail(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trail")
+    expected = write_trail(folder / "logs")
+    current = folder / "logs" / "audit.jsonl"
+    with current.open("a") as stream:  # the other line forms a reader meets
+        stream.write("not json at all\n")
+        stream.write('["a", "list"]\n')
+        stream.write(json.dumps({"decision": "allowed"}) + "\n")  # no time
+        stream.write(json.dumps({"time": "2026-09-21T00:00:00+00:00", "model": "m-new",
+                                 "client": "203.0.113.7", "decision": "rejected",
+                                 "flagged": {"count": 3, "first": [0, 1, 2]}, "batch_size": 3,
+                                 "findings": [{"check": "range", "samples": {"count": 3}}],
+                                 "request_id": "r-1", "prev": "abc", "version": "9"}) + "\n")
+    return folder, expected
+
+
+@pytest.fixture(scope="module")
+def full(trail):
+    return _report(trail[0])
+
+
+def _report(folder, **kwargs):
+    return aimsec_core.report(folder / "logs", out=folder / "out", console=QUIET,
+                              incidents=[], **kwargs).report
+
+
+def test_the_trail_rotated(trail):
+    folder, _ = trail
+    assert len(list((folder / "logs").glob("audit.jsonl.*"))) >= 3
+
+
+def test_counts_per_decision_and_check(trail, full):
+    folder, expected = trail
+    report = full
+    totals = dict(expected.decisions)
+    totals["rejected"] += 1  # the hand-written new-format line
+    assert {k: v for k, v in report.totals.items() if v} == totals
+    checks = dict(expected.refusals_by_check)
+    checks["range"] += 1
+    assert report.refusals_by_check == checks
+    assert report.sources["malformed"] == 3
+    assert report.sources["used"] == sum(totals.values())
+    assert report.flagged_samples >= 3
+    assert report.by_model["m-new"] == {"rejected": 1}
+
+
+def test_top_clients(trail, full):
+    folder, expected = trail
+    report = _report(folder, model="m-drift")  # one model: the new-format line drops out
+    assert report.top_clients.exact
+    report_all = full
+    refusals = dict(expected.refusals_by_client)
+    refusals["203.0.113.7"] += 1
+    assert {c.client: c.count for c in report_all.top_clients.by_refusals} == refusals
+    assert {c.client: c.count for c in report_all.top_clients.by_query_attacks} == dict(
+        expected.query_attacks_by_client)
+    top_pair = report_all.top_clients.by_refusing_check[0]
+    assert (top_pair.client, top_pair.check) == ("attacker-1", "near_duplicate")
+    assert top_pair.count == expected.refusals_by_pair[("attacker-1", "near_duplicate")]
+    assert sum(report.totals.values()) == expected.by_model["m-drift"]
+
+
+def test_drift_share_against_the_calibrated_rate(trail, full):
+    folder, expected = trail
+    report = full
+    sections = {s.model: s for s in report.detection}
+    for model in ("m-drift", "m-steady"):
+        s = sections[model]
+        assert (s.screened, s.above) == (expected.screened[model], expected.above[model])
+        assert s.observed_rate == pytest.approx(expected.above[model] / expected.screened[model])
+        assert s.fpr == FPR
+    assert sections["m-drift"].drift and not sections["m-steady"].drift
+    assert report.models_without_detection == {}
+
+
+def test_recommendations_point_at_their_evidence(trail, full):
+    folder, expected = trail
+    report = full
+    titles = [r.title for r in report.recommendations]
+    count = expected.refusals_by_pair[("attacker-1", "near_duplicate")]
+    assert f"client attacker-1 was refused {count} times by the near-duplicate check" in titles
+    drift = next(r for r in report.recommendations if r.section == "detection")
+    assert drift.title.startswith(f"{expected.above['m-drift'] / expected.screened['m-drift']:.1%}"
+                                  " of clean calls to m-drift exceed the threshold, against 5.0%")
+    assert drift.evidence["above_threshold"] == expected.above["m-drift"]
+    assert any(r.title == "3 audit lines could not be read" for r in report.recommendations)
+
+
+def test_period_filters(trail):
+    folder, expected = trail
+    middle = expected.times[300]
+    since = datetime.fromtimestamp(middle, timezone.utc).isoformat()
+    report = _report(folder, since=since, until=datetime.fromtimestamp(T0 + 60 * 10_000,
+                                                                       timezone.utc))
+    assert report.calls == len([t for t in expected.times if t >= middle])
+    relative = _report(folder, since="1h", now=datetime.fromtimestamp(expected.times[-1] + 1,
+                                                                      timezone.utc))
+    assert relative.calls == len([t for t in expected.times if t >= expected.times[-1] + 1 - 3600])
+
+
+def test_report_json_is_written(trail, full):
+    folder, _ = trail
+    data = json.loads((folder / "out" / "report.json").read_text())
+    assert data["format"] == "aimsec-report/1" and data["totals"]["allowed"] > 0
+    assert (folder / "out" / "report.html").stat().st_size > 10_000
+
+
+def test_no_calibration_means_no_detection(tmp_path):
+    guard = aimsec_core.Guard(None, aimsec_core.adapter.HostArrays(None), name="plain",
+                              sinks=[aimsec_core.AuditLog(tmp_path / "logs")])
+    import numpy as np
+
+    for _ in range(3):
+        guard.call({"x": np.ones((1, 2))}, lambda: None)
+    report = aimsec_core.report(tmp_path / "logs", out=tmp_path, console=QUIET,
+                                incidents=[]).report
+    assert report.models_without_detection == {"plain": 3}
+    assert any(r.title == "no calibration for plain: adversarial detection is off"
+               for r in report.recommendations)
+
+
+def test_drift_test_is_one_sided_and_needs_evidence():
+    assert drift_test(1000, 120, 0.05)[2]
+    assert not drift_test(1000, 55, 0.05)[2]       # within noise
+    assert not drift_test(20, 10, 0.05)[2]         # too few samples
+    assert drift_test(0, 0, 0.05) == (None, None, False)
+
+
+def test_a_missing_trail_is_a_clear_error(tmp_path):
+    with pytest.raises(aimsec_core.ConfigurationError, match="no audit trail"):
+        aimsec_core.report(tmp_path / "nowhere", out=tmp_path, console=QUIET)
+    (tmp_path / "audit.jsonl").write_text("")
+    with pytest.raises(aimsec_core.ConfigurationError, match="--since"):
+        aimsec_core.report(tmp_path, since="yesterday-ish", out=tmp_path, console=QUIET)
