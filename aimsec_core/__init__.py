@@ -21,6 +21,8 @@ from .errors import (AdapterNotFoundError, AdversarialInputError, AimsecError,
                      ExtractionSuspectedError, StoreUnavailableError)
 from .detection.calibration import Calibration
 from .guard import Guard
+from .compat import AISecurityMonitor
+from .incidents import IncidentSink, IncidentStore
 from .legacy import AIModelProtector
 from .registry import installed_adapters, register_adapter
 from .signature import Constraints, InputSpec
@@ -31,6 +33,7 @@ from .verdict import Finding, Verdict
 __version__ = "0.1.0"
 
 __all__ = [
+    "AISecurityMonitor", "IncidentSink", "IncidentStore",
     "AIModelProtector", "Adapter", "AdapterNotFoundError", "AdversarialInputError",
     "AimsecError", "AuditLog", "ClientBlockedError", "ExtractionSuspectedError",
     "QueryAttackError", "RateLimitedError", "StoreUnavailableError", "Calibration", "CalibrationError", "CallRecord", "Capabilities",

@@ -54,7 +54,7 @@ class Alert:
 
     @property
     def subject(self) -> str:
-        return clip(f"[aimsec] {self.severity.upper()} {self.threat} on model {self.model} "
+        return clip(f"aimsec {self.severity.upper()}: {self.threat} on model {self.model} "
                     f"from {self.client} ({self.count}x)", 250)
 
     def text(self) -> str:
