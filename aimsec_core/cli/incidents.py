@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
                       .replace("  ", " "))
         return 0
     console.print(table(found, time.time()))
+    for line in legend(found):
+        console.print(line, highlight=False)
     console.print(f"{len(found)} incident(s) from {path}; details: aimsec incidents --json")
     return 0
 
@@ -103,17 +105,26 @@ def table(incidents: list[Any], now: float) -> Any:
     out = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="aimsec incidents")
     out.add_column("#", justify="right", no_wrap=True)
     out.add_column("severity", no_wrap=True)
-    out.add_column("threat", overflow="fold", ratio=2)
-    out.add_column("model", overflow="fold", ratio=2)
-    out.add_column("client", overflow="fold", ratio=2)
+    out.add_column("threat", overflow="ellipsis", no_wrap=True, max_width=22)
+    out.add_column("model", overflow="fold", ratio=1)
+    out.add_column("client", overflow="fold", ratio=1)
     out.add_column("count", justify="right", no_wrap=True)
     out.add_column("last", justify="right", no_wrap=True)
-    out.add_column("ATLAS", overflow="fold", ratio=1)
     for i in incidents:
         out.add_row(str(i.id), f"[{_STYLE.get(i.severity, '')}]{i.severity}[/]",
                     _escape(i.threat), _escape(i.model), _escape(i.client), f"{i.count:,}",
-                    ago(now - i.last_seen), " ".join(i.taxonomy.techniques) or "-")
+                    ago(now - i.last_seen))
     return out
+
+
+def legend(incidents: list[Any]) -> list[str]:
+    """One line per threat shown: its OWASP ML Top 10 ids, ATLAS techniques, mitigations."""
+    lines = []
+    for threat in dict.fromkeys(i.threat for i in incidents):
+        row = next(i for i in incidents if i.threat == threat).taxonomy
+        parts = [" ".join(ids) for ids in (row.owasp, row.techniques, row.mitigations) if ids]
+        lines.append(f"{_escape(threat)}: {' / '.join(parts) or 'unmapped'}")
+    return lines
 
 
 def ago(seconds: float) -> str:
