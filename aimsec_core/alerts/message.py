@@ -64,20 +64,21 @@ class Alert:
             f"aimsec security alert: {self.severity.upper()} ({KINDS.get(self.kind, self.kind)})",
             "",
             f"Model:       {clip(self.model)}",
-            f"Threat:      {clip(self.threat)} ({mapping.title})",
+            f"Threat:      {clip(self.threat)} - {mapping.title}",
             f"Severity:    {self.severity}",
             f"Client:      {clip(self.client)}",
-            f"Count:       {self.count} occurrence(s), first {iso(self.first_seen)}, "
-            f"last {iso(self.last_seen)}",
+            f"Count:       {self.count} occurrence(s)",
             f"Suppressed:  {self.suppressed} duplicate(s) reported in this message only",
+            f"First seen:  {iso(self.first_seen)}",
+            f"Last seen:   {iso(self.last_seen)}",
         ]
         if self.incident_id is not None:
             lines.append(f"Incident:    #{self.incident_id} (aimsec incidents)")
-        lines += [
-            f"OWASP ML:    {_named(mapping.owasp)}",
-            f"ATLAS:       {_named(mapping.techniques)}",
-            f"Mitigations: {_named(mapping.mitigations)}",
-        ]
+        for heading, ids in (("OWASP ML Top 10", mapping.owasp),
+                             ("MITRE ATLAS techniques", mapping.techniques),
+                             ("MITRE ATLAS mitigations", mapping.mitigations)):
+            lines += ["", f"{heading}:"] + [f"  {i} {NAMES.get(i, '')}".rstrip() for i in ids
+                                            or ("-",)]
         for name, value in self.extra.items():
             lines.append(f"{clip(name, 40)}: {clip(value, 300)}")
         if self.reasons:
@@ -113,7 +114,3 @@ class Alert:
         message["X-Aimsec-Severity"] = self.severity
         message.set_content(self.text())
         return message
-
-
-def _named(ids: tuple[str, ...]) -> str:
-    return ", ".join(f"{i} {NAMES.get(i, '')}".strip() for i in ids) or "-"
