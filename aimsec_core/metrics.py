@@ -27,8 +27,8 @@ metric                                 type       labels
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any
+import weakref
+from typing import Any, Protocol
 
 from .sinks import CallRecord
 from .verdict import Verdict
@@ -65,6 +65,11 @@ def outcome_of(event: CallRecord) -> str:
     return "invalid"
 
 
+class Queue(Protocol):
+    @property
+    def depth(self) -> int: ...
+
+
 class Metrics:
     """The collectors, registered once per ``registry`` (default: prometheus_client's
     global ``REGISTRY``); build one with :func:`metrics_for`. Methods never raise."""
@@ -90,8 +95,8 @@ class Metrics:
                                     ["severity"], registry=r)
         self._depth = prom.Gauge("aimsec_alert_queue_depth",
                                  "Occurrences waiting for the background worker", registry=r)
-        self._depth_sources: list[Callable[[], int]] = []
-        self._depth.set_function(lambda: sum(source() for source in self._depth_sources))
+        self._queues: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._depth.set_function(lambda: sum(queue.depth for queue in list(self._queues)))
 
     def record_call(self, event: CallRecord) -> None:
         v: Verdict = event.verdict
@@ -109,9 +114,10 @@ class Metrics:
     def drop(self, severity: str) -> None:
         self.dropped.labels(severity).inc()
 
-    def watch_queue(self, depth: Callable[[], int]) -> None:
-        """Add a queue whose ``depth()`` the gauge sums at scrape time."""
-        self._depth_sources.append(depth)
+    def watch_queue(self, queue: Queue) -> None:
+        """Add ``queue`` (held weakly) to those whose ``depth`` the gauge sums at scrape
+        time."""
+        self._queues.add(queue)
 
 
 class NullMetrics:
@@ -125,7 +131,7 @@ class NullMetrics:
 
     def drop(self, severity: str) -> None: ...
 
-    def watch_queue(self, depth: Callable[[], int]) -> None: ...
+    def watch_queue(self, queue: Queue) -> None: ...
 
 
 _by_registry: dict[int, Metrics] = {}

@@ -87,7 +87,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._unstored: list[Occurrence] = []
         self._autostart = start
-        self.metrics.watch_queue(lambda: self.depth)
+        self.metrics.watch_queue(self)
 
     # -- the predict path ----------------------------------------------------------------
 

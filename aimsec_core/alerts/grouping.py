@@ -6,8 +6,10 @@ are counted, not sent, until the group has been quiet for ``group_interval`` (it
 then carries what was suppressed), or until ``repeat_interval`` has passed while it keeps
 firing (a reminder). A severity above the last message's is sent at once. A group quiet for
 ``repeat_interval`` after its last message is forgotten. Occurrences below the alert floor
-(``policy.floor``) form no group: they are incidents, not alerts. Reference: Prometheus Alertmanager's ``group_by``, ``group_wait``,
-``group_interval`` and ``repeat_interval`` (https://prometheus.io/docs/alerting/latest/configuration/).
+(``policy.floor``) form no group: they are incidents, not alerts.
+
+Reference: Prometheus Alertmanager's ``group_by``, ``group_wait``, ``group_interval`` and
+``repeat_interval`` (https://prometheus.io/docs/alerting/latest/configuration/).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 variable                           meaning                                     default
 =================================  ==========================================  ===============
 ``AIMSEC_INCIDENTS``               ``0`` turns the incident sink off           ``1``
-``AIMSEC_INCIDENT_DB``             the SQLite file                             ``<SECURITY_LOG_PATH>/incidents.sqlite3``
+``AIMSEC_INCIDENT_DB``             the SQLite file                             log folder's
+                                                                               ``incidents.sqlite3``
 ``AIMSEC_INCIDENT_SEVERITY``       least severity that makes an incident       ``medium``
 ``AIMSEC_INCIDENT_WINDOW``         seconds a repeat still joins an incident    ``3600``
 ``AIMSEC_ALERTS``                  ``0`` turns alerts off                      ``1``

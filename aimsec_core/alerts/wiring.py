@@ -45,6 +45,7 @@ def default_locations() -> dict[str, Path]:
 
 def security_sinks(*, incidents: IncidentsOption = None, alerts: AlertsOption = None,
                    metrics: bool | None = None, registry: Any = None,
+                   policy: GroupingPolicy | None = None,
                    clock: Callable[[], float] = time.time) -> list[Sink]:
     """The sinks that follow the audit log in a guard.
 
@@ -54,7 +55,11 @@ def security_sinks(*, incidents: IncidentsOption = None, alerts: AlertsOption = 
     from the environment, else the outbox), or channel objects.
     ``metrics``: ``None`` (``AIMSEC_METRICS``, default on when prometheus_client is
     installed); ``registry`` a prometheus ``CollectorRegistry``.
+    ``policy``: the grouping timers and alert floor (default
+    :meth:`GroupingPolicy.resolve`, i.e. the environment). A demo that wants its medium
+    findings alerted passes ``GroupingPolicy.resolve(floor="medium")``.
     """
+    policy = policy or GroupingPolicy.resolve()
     sinks: list[Sink] = []
     counters = metrics_for(registry) if enabled(metrics, "AIMSEC_METRICS") else NullMetrics()
     if not isinstance(counters, NullMetrics):
@@ -65,11 +70,11 @@ def security_sinks(*, incidents: IncidentsOption = None, alerts: AlertsOption = 
         return sinks
     key: Hashable = (str(store.path) if store is not None else None,
                      _alerts_key(alerts, channels) if alerting else None,
-                     id(counters), id(clock))
+                     policy, id(counters), id(clock))
     with _shared_lock:
         dispatcher = _shared.get(key)
         if dispatcher is None:
-            grouper = Grouper(GroupingPolicy.resolve(), _group_state(), clock=clock) \
+            grouper = Grouper(policy, _group_state(policy), clock=clock) \
                 if alerting else None
             dispatcher = Dispatcher(store, grouper, channels, fallback=_outbox(channels),
                                     clock=clock, metrics=counters)
@@ -112,8 +117,8 @@ def _channels(option: AlertsOption) -> tuple[list[Channel], bool]:
 
 def _alerts_key(option: AlertsOption, channels: list[Channel]) -> Hashable:
     if option is None or isinstance(option, bool):  # from the environment
-        return ("env", SmtpSettings.from_env(), WebhookSettings.from_env(),
-                GroupingPolicy.resolve(), redis_url(), str(default_locations()["outbox"]))
+        return ("env", SmtpSettings.from_env(), WebhookSettings.from_env(), redis_url(),
+                str(default_locations()["outbox"]))
     return ("explicit", tuple(id(c) for c in channels))
 
 
@@ -124,10 +129,10 @@ def _outbox(channels: list[Channel]) -> OutboxChannel:
     return OutboxChannel(sender=smtp.sender, recipients=smtp.recipients)
 
 
-def _group_state() -> Any:
+def _group_state(policy: GroupingPolicy) -> Any:
     url = redis_url()
     if url is None:
         return None
     from .state import RedisGroupState
 
-    return RedisGroupState.from_url(url, ttl_s=2 * GroupingPolicy.resolve().repeat_interval)
+    return RedisGroupState.from_url(url, ttl_s=2 * policy.repeat_interval)

@@ -20,7 +20,6 @@ high.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -116,7 +115,6 @@ class AISecurityMonitor:
         self._dispatcher = Dispatcher(
             self.store, Grouper(GroupingPolicy.resolve(floor="medium"), clock=clock),
             channels, fallback=outbox, clock=clock)
-        self._lock = threading.Lock()
 
     # -- the original API ----------------------------------------------------------------
 
@@ -174,8 +172,11 @@ class AISecurityMonitor:
         return self._dispatcher.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush and stop the background worker (also done at interpreter exit)."""
-        return self._dispatcher.close(timeout)
+        """Flush, stop the background worker and close the database (also done at
+        interpreter exit)."""
+        done = self._dispatcher.close(timeout)
+        self.store.close()
+        return done
 
     def _raise(self, threat: str, severity: str, ip: str, now: float, details: Any) -> None:
         evidence = Evidence()

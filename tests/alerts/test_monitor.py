@@ -117,8 +117,8 @@ def test_bad_arguments_say_what_was_expected(tmp_path):
     monitor.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                    HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(ip=st.one_of(st.text(max_size=300), st.none(), st.integers()),
        data=st.recursive(st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=5),
                                    st.integers()),

@@ -107,3 +107,15 @@ def test_a_broken_incident_database_never_reaches_a_prediction(model, tmp_path):
         guarded.predict(X * 2)
     assert guarded.predict(X).tolist() == model.predict(X).tolist()
     guarded.close(5)
+
+
+def test_a_demo_can_alert_on_medium_findings(model, tmp_path):
+    from aimsec_core.alerts import GroupingPolicy
+
+    sinks = security_sinks(policy=GroupingPolicy.resolve(floor="medium"), metrics=False)
+    guarded = aimsec_core.guard(model, name="demo", constraints={"max_value": 1.0},
+                                sinks=[AuditLog(), *sinks])
+    with pytest.raises(aimsec_core.ValueRangeError):
+        guarded.predict(X * 2)
+    assert guarded.close(30)
+    assert len(list(default_locations()["outbox"].glob("*.eml"))) == 1
