@@ -7,8 +7,9 @@ the queue holds ``capacity`` groups, the oldest pending group of the lowest seve
 first (counted in ``dropped`` and the metrics); a newcomer less severe than everything
 queued is the one dropped. Nothing on the predict path waits for SQLite, SMTP or HTTP.
 
-The worker thread wakes on new work or every ``tick_s`` and runs :meth:`pump`: one
-transaction writes the batch to the incident store, the grouper decides which groups send
+The worker thread runs :meth:`pump` every ``tick_s`` while there is work (and at once
+when work arrives after a rest), so occurrences are written in batches: one transaction
+writes a round's batch to the incident store, the grouper decides which groups send
 now, channels deliver, failed deliveries wait their backoff (driven by ``clock``), and
 after the last attempt go to the fallback channel (the outbox). ``flush`` and ``close``
 (called by ``guarded.close()`` and at interpreter exit) deliver what is queued within a
@@ -82,6 +83,7 @@ class Dispatcher:
         self._seq = itertools.count()
         self._incident_ids: OrderedDict[Group, int] = OrderedDict()
         self._flush_requested = False
+        self._resting = False  #: the worker waits for work with nothing else to do
         self._flushed = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -112,7 +114,8 @@ class Dispatcher:
             if len(self._where) == 1:
                 if self._thread is None and self._autostart:
                     self._start_locked()
-                self._cond.notify()
+                elif self._resting:  # otherwise the next round (tick_s) takes it, batched
+                    self._cond.notify()
 
     def _make_room(self, level: int) -> bool:
         for lower in range(level + 1):
@@ -155,9 +158,11 @@ class Dispatcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._where and not self._flush_requested and not self._stopping:
+                if not self._flush_requested and not self._stopping:
                     idle = self._idle()
+                    self._resting = idle
                     self._cond.wait(self.idle_exit_s if idle else self.tick_s)
+                    self._resting = False
                     if idle and self._idle() and not self._flush_requested \
                             and not self._stopping:
                         self._thread = None  # nothing to do: the next occurrence restarts it
