@@ -56,9 +56,14 @@ Limiter = Callable[[str], tuple[bool, int]]
 def per_minute_limiter(max_requests: int) -> Limiter:
     """A moving-window limit of ``max_requests`` per IP per minute, in this process (the
     ``limits`` library, whose memory storage expires idle keys)."""
-    from limits import RateLimitItemPerMinute
-    from limits.storage import MemoryStorage
-    from limits.strategies import MovingWindowRateLimiter
+    try:
+        from limits import RateLimitItemPerMinute
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
+    except ImportError as exc:
+        raise ConfigurationError(
+            "AISecurityMonitor's per-IP rate limit needs the 'limits' package; install it "
+            "with pip install 'aimsec[monitoring]' (or pass limiter=...)") from exc
 
     limiter, item = MovingWindowRateLimiter(MemoryStorage()), RateLimitItemPerMinute(
         max_requests)
