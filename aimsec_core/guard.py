@@ -276,7 +276,8 @@ def _violation(verdict: Verdict) -> SecurityViolation:
 def _default_sinks(incidents: Any = None, alerts: Any = None) -> list[Sink]:
     """The audit log, then metrics, incidents and alerts as configured (explicit argument,
     else environment; see :func:`aimsec_core.alerts.security_sinks`). On the predict path
-    they cost a length check for a clean call."""
+    incidents and alerts cost a clean call one length check; metrics, when
+    prometheus_client is installed, a counter update and a histogram observation."""
     from .alerts.wiring import security_sinks
     from .audit import AuditLog
 
