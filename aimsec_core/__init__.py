@@ -22,6 +22,8 @@ from .errors import (AdapterNotFoundError, AdversarialInputError, AimsecError,
                      ExtractionSuspectedError, StoreUnavailableError)
 from .detection.calibration import Calibration
 from .guard import Guard
+from .compat import AISecurityMonitor
+from .incidents import IncidentSink, IncidentStore
 from .legacy import AIModelProtector
 from .registry import installed_adapters, register_adapter
 from .serving import AimsecMiddleware
@@ -35,7 +37,7 @@ from .threats import assess_guard
 __version__ = "0.1.0"
 
 __all__ = [
-    "AimsecMiddleware",
+    "AISecurityMonitor", "AimsecMiddleware", "IncidentSink", "IncidentStore",
     "AIModelProtector", "Adapter", "AdapterNotFoundError", "AdversarialInputError",
     "AimsecError", "AuditLog", "ChatbotThreatModeler", "ClientBlockedError", "ExtractionSuspectedError",
     "QueryAttackError", "RateLimitedError", "StoreUnavailableError", "Calibration", "CalibrationError", "CallRecord", "Capabilities",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
-from .guard import Guard
+from .guard import Guard, _default_sinks
 from .registry import adapter_for
 from .signature import Constraints
 from .sinks import Sink
@@ -18,7 +18,7 @@ GUARD_ATTRIBUTE = "__aimsec_guard__"
 def guard(model: Any, *, name: str | None = None, mode: str | None = None,
           constraints: Constraints | Mapping[str, Any] | None = None,
           sinks: list[Sink] | None = None, calibration: str | Path | None = None,
-          on_flagged: str = "call") -> Any:
+          on_flagged: str = "call", incidents: Any = None, alerts: Any = None) -> Any:
     """Wrap ``model`` so every predict call is validated, screened and recorded.
 
     Returns an object of the framework's own shape (an ``nn.Module`` for torch, a model
@@ -31,11 +31,24 @@ def guard(model: Any, *, name: str | None = None, mode: str | None = None,
     ``on_flagged`` says what a detector finding refuses: ``"call"`` (the whole call) or
     ``"samples"`` (only the flagged samples: the error carries ``allowed`` indices and
     their ``allowed_output``).
+
+    ``incidents`` (``True``/``False``, a database path or an ``IncidentStore``) and
+    ``alerts`` (``True``/``False`` or channel objects) choose the default sinks after the
+    audit log; left ``None`` they follow ``AIMSEC_INCIDENTS``/``AIMSEC_ALERTS`` (both on by
+    default: incidents in ``<SECURITY_LOG_PATH>/incidents.sqlite3``, alerts by SMTP if
+    ``ALERT_SMTP_SERVER`` is set, else ``.eml`` files in ``<SECURITY_LOG_PATH>/outbox``).
+    They cannot be combined with ``sinks``. ``guarded.close()`` delivers what is queued.
     """
     if getattr(model, GUARD_ATTRIBUTE, None) is not None:
         raise ConfigurationError(
             f"{type(model).__name__} is already guarded; call aimsec_core.unguard() first "
             "or configure the existing guard")
+    if sinks is not None and (incidents is not None or alerts is not None):
+        raise ConfigurationError(
+            "pass either sinks=[...] or incidents=/alerts=, not both; to combine them add "
+            "aimsec_core.alerts.security_sinks(incidents=..., alerts=...) to your sinks")
+    if incidents is not None or alerts is not None:
+        sinks = _default_sinks(incidents=incidents, alerts=alerts)
     adapter = adapter_for(model)
     return adapter.wrap(Guard(model, adapter, name=name, mode=mode, constraints=constraints,
                               sinks=sinks, calibration=calibration, on_flagged=on_flagged))

@@ -11,12 +11,21 @@ variable                      meaning                                           
 ``AIMSEC_LOG_BACKUPS``        rotated audit files kept                           ``10``
 ``AIMSEC_LOG_INPUTS``         ``1`` writes raw inputs into audit lines           ``0``
 ============================  =================================================  ==================
+
+Incidents, alerts and metrics (resolved in :mod:`aimsec_core.alerts.settings`, the table of
+their variables is in its docstring and the README): ``AIMSEC_INCIDENTS``,
+``AIMSEC_INCIDENT_DB``, ``AIMSEC_INCIDENT_SEVERITY``, ``AIMSEC_INCIDENT_WINDOW``,
+``AIMSEC_ALERTS``, ``AIMSEC_ALERT_SEVERITY``, ``AIMSEC_ALERT_GROUP_WAIT``,
+``AIMSEC_ALERT_GROUP_INTERVAL``, ``AIMSEC_ALERT_REPEAT_INTERVAL``, ``AIMSEC_REDIS_URL``,
+``AIMSEC_METRICS``, ``ALERT_SMTP_*``, ``ALERT_SENDER``, ``ALERT_RECIPIENTS``,
+``ALERT_WEBHOOK_URL``, ``ALERT_WEBHOOK_SECRET``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigurationError
@@ -27,6 +36,8 @@ MODES = ("enforce", "monitor")
 DEFAULT_LOG_PATH = "security_logs"
 DEFAULT_LOG_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_LOG_BACKUPS = 10
+INCIDENTS_FILE = "incidents.sqlite3"  #: the incident database, under SECURITY_LOG_PATH
+OUTBOX_FOLDER = "outbox"  #: alerts kept as .eml files, under SECURITY_LOG_PATH
 
 
 def resolve(explicit: T | None, env: str, default: T, parse: Callable[[str], T]) -> T:
@@ -71,3 +82,23 @@ def resolve_mode(explicit: str | None) -> str:
         return parse_mode(mode)
     except ValueError as exc:
         raise ConfigurationError(f"mode: {exc}") from exc
+
+
+def log_folder(explicit: str | Path | None = None) -> Path:
+    """The folder of the audit log, incident database and outbox (``SECURITY_LOG_PATH``)."""
+    return Path(resolve(explicit, "SECURITY_LOG_PATH", DEFAULT_LOG_PATH, str))
+
+
+def parse_seconds(raw: Any) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"expected a finite number of seconds >= 0, received {raw!r}")
+    return value
+
+
+def parse_severity(raw: Any) -> str:
+    from .severity import SEVERITIES
+
+    if raw not in SEVERITIES:
+        raise ValueError(f"expected one of {SEVERITIES}, received {raw!r}")
+    return str(raw)

@@ -330,7 +330,12 @@ def _violation(verdict: Verdict) -> SecurityViolation:
                       received=finding.received)
 
 
-def _default_sinks() -> list[Sink]:
+def _default_sinks(incidents: Any = None, alerts: Any = None) -> list[Sink]:
+    """The audit log, then metrics, incidents and alerts as configured (explicit argument,
+    else environment; see :func:`aimsec_core.alerts.security_sinks`). On the predict path
+    incidents and alerts cost a clean call one length check; metrics, when
+    prometheus_client is installed, a counter update and a histogram observation."""
+    from .alerts.wiring import security_sinks
     from .audit import AuditLog
 
-    return [AuditLog()]
+    return [AuditLog(), *security_sinks(incidents=incidents, alerts=alerts)]

@@ -55,6 +55,23 @@ class GuardedMixin:
         assert guard.calibration is not None
         return guard.calibration
 
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush this guard's sinks: deliver the queued incidents and alerts within
+        ``timeout`` seconds (True when all were delivered in time) and flush the audit log.
+        The guarded model stays usable; shared background workers keep serving other
+        guards, and stop at interpreter exit."""
+        done = True
+        for sink in self.__aimsec_guard__.sinks:
+            flush = getattr(sink, "flush", None)
+            if not callable(flush):
+                continue
+            try:
+                result = flush(timeout=timeout) if _takes_timeout(flush) else flush()
+                done = done and result is not False
+            except Exception:  # closing must not raise into serving code's shutdown
+                done = False
+        return done
+
     def save_calibration(self, path: str | Path) -> Path:
         """Write the calibration to ``path`` (``.npz``; load it with ``guard(...,
         calibration=path)``)."""
@@ -62,3 +79,12 @@ class GuardedMixin:
         if calibration is None:
             raise CalibrationError("nothing to save: call calibrate(x_clean) first")
         return calibration.save(path)
+
+
+def _takes_timeout(method: Any) -> bool:
+    import inspect
+
+    try:
+        return "timeout" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False

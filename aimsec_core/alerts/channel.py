@@ -1,0 +1,47 @@
+"""What an alert channel is, how it fails, and how long to wait before trying again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..errors import AimsecError
+from .message import Alert
+
+
+class DeliveryError(AimsecError, ConnectionError):
+    """A channel could not deliver an alert. ``retryable`` is false when trying again
+    cannot help (the server refused the message or the credentials)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """Delivers alerts somewhere. ``send`` raises :class:`DeliveryError` on failure and
+    nothing else; ``name`` labels metrics and delivery records (``smtp``, ``webhook``,
+    ``outbox``)."""
+
+    name: str
+
+    def send(self, alert: Alert) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: attempt ``n`` (1-based) failed -> wait
+    ``min(cap_s, base_s * factor ** (n - 1))`` seconds before attempt ``n + 1``; after
+    ``attempts`` attempts the alert goes to the fallback channel (the outbox).
+
+    The defaults try 10 times over about 17 minutes (1, 2, 4, ... 256 s).
+    """
+
+    base_s: float = 1.0
+    factor: float = 2.0
+    cap_s: float = 300.0
+    attempts: int = 10
+
+    def delay(self, attempt: int) -> float:
+        return min(self.cap_s, self.base_s * self.factor ** max(0, attempt - 1))

@@ -1,0 +1,359 @@
+"""The background worker behind incidents and alerts: a bounded queue and one thread.
+
+The predict path only calls :meth:`Dispatcher.submit`, which folds the occurrence into the
+queue under a lock and returns: identical occurrences (same model, threat and client)
+share one slot and add to its count, so a flood costs one slot, not one per finding. When
+the queue holds ``capacity`` groups, the oldest pending group of the lowest severity goes
+first (counted in ``dropped`` and the metrics); a newcomer less severe than everything
+queued is the one dropped. Nothing on the predict path waits for SQLite, SMTP or HTTP.
+
+The worker thread runs :meth:`pump` every ``tick_s`` while there is work (and at once
+when work arrives after a rest), so occurrences are written in batches: one transaction
+writes a round's batch to the incident store, the grouper decides which groups send
+now, channels deliver, failed deliveries wait their backoff (driven by ``clock``), and
+after the last attempt go to the fallback channel (the outbox). ``flush`` and ``close``
+(called by ``guarded.close()`` and at interpreter exit) deliver what is queued within a
+timeout. Tests drive ``pump`` by hand with ``start=False`` and a fake clock.
+"""
+
+from __future__ import annotations
+
+import atexit
+import heapq
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..incidents.model import Occurrence
+from ..incidents.store import IncidentStore
+from ..metrics import Metrics, NullMetrics
+from ..severity import SEVERITIES, rank
+from .channel import Backoff, Channel, DeliveryError
+from .grouping import Grouper
+from .message import Alert
+
+log = logging.getLogger("aimsec.alerts")
+
+Group = tuple[str, str, str]
+_MAX_IDS = 10_000  #: group -> latest incident id, remembered for messages
+
+
+@dataclass(order=True)
+class _Retry:
+    due: float
+    seq: int
+    alert: Alert = field(compare=False)
+    channel: Any = field(compare=False)
+    attempt: int = field(compare=False)
+
+
+class Dispatcher:
+    """Writes occurrences to ``store`` and sends ``grouper``'s alerts through ``channels``,
+    in a background thread. Either part may be ``None`` (incidents only, alerts only)."""
+
+    def __init__(self, store: IncidentStore | None = None, grouper: Grouper | None = None,
+                 channels: Sequence[Channel] = (), *, fallback: Channel | None = None,
+                 capacity: int = 1024, backoff: Backoff | None = None,
+                 clock: Callable[[], float] = time.time,
+                 metrics: Metrics | NullMetrics | None = None, start: bool = True,
+                 tick_s: float = 1.0, idle_exit_s: float = 30.0) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1; received {capacity}")
+        self.store, self.grouper = store, grouper
+        self.channels = list(channels)
+        self.fallback = fallback
+        self.capacity = capacity
+        self.backoff = backoff or Backoff()
+        self.clock = clock
+        self.metrics = metrics or NullMetrics()
+        self.tick_s = tick_s
+        self.idle_exit_s = idle_exit_s
+        self.dropped: dict[str, int] = {s: 0 for s in SEVERITIES}
+        self._pending: list[OrderedDict[Group, Occurrence]] = [OrderedDict() for _ in SEVERITIES]
+        self._where: dict[Group, int] = {}
+        self._cond = threading.Condition(threading.Lock())
+        self._pump_lock = threading.RLock()
+        self._retries: list[_Retry] = []
+        self._seq = itertools.count()
+        self._incident_ids: OrderedDict[Group, int] = OrderedDict()
+        self._flush_requested = False
+        self._resting = False  #: the worker waits for work with nothing else to do
+        self._flushed = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._unstored: list[Occurrence] = []
+        self._autostart = start
+        self.metrics.watch_queue(self)
+
+    # -- the predict path ----------------------------------------------------------------
+
+    def submit(self, occurrence: Occurrence) -> None:
+        """Queue ``occurrence``; never blocks on I/O, never raises for a full queue."""
+        key, level = occurrence.key, rank(occurrence.severity)
+        with self._cond:
+            where = self._where.get(key)
+            if where is not None:
+                queued = self._pending[where][key]
+                queued.merge(occurrence)
+                if level > where:  # escalated: it now queues among the more severe
+                    del self._pending[where][key]
+                    self._pending[level][key] = queued
+                    self._where[key] = level
+                return
+            if len(self._where) >= self.capacity and not self._make_room(level):
+                self._count_drop(occurrence.severity)
+                return
+            self._pending[level][key] = occurrence
+            self._where[key] = level
+            if len(self._where) == 1:
+                if self._thread is None and self._autostart:
+                    self._start_locked()
+                elif self._resting:  # otherwise the next round (tick_s) takes it, batched
+                    self._cond.notify()
+
+    def _make_room(self, level: int) -> bool:
+        for lower in range(level + 1):
+            if self._pending[lower]:
+                victim, dropped = self._pending[lower].popitem(last=False)
+                del self._where[victim]
+                self._count_drop(dropped.severity)
+                return True
+        return False
+
+    def _count_drop(self, severity: str) -> None:
+        self.dropped[severity] += 1
+        self.metrics.drop(severity)
+
+    @property
+    def depth(self) -> int:
+        """Groups of occurrences waiting for the worker."""
+        return len(self._where)
+
+    # -- the worker ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread now (``start=True`` starts it at the first occurrence;
+        it stops again after ``idle_exit_s`` seconds with nothing to do)."""
+        with self._cond:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="aimsec-alerts",
+                                            daemon=True)
+            self._thread.start()
+            _live.add(self)
+
+    def _idle(self) -> bool:
+        return (not self._where and not self._retries and not self._unstored
+                and (self.grouper is None or self.grouper.idle))
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._flush_requested and not self._stopping:
+                    idle = self._idle()
+                    self._resting = idle
+                    self._cond.wait(self.idle_exit_s if idle else self.tick_s)
+                    self._resting = False
+                    if idle and self._idle() and not self._flush_requested \
+                            and not self._stopping:
+                        self._thread = None  # nothing to do: the next occurrence restarts it
+                        if self.store is not None:
+                            self.store.release()
+                        return
+                flush, stopping = self._flush_requested, self._stopping
+            try:
+                self.pump(force=flush or stopping, final=stopping)
+            except Exception:  # the worker must survive anything a backend throws
+                log.exception("aimsec alert worker failed a round")
+            if flush or stopping:
+                with self._cond:
+                    self._flush_requested = False
+                self._flushed.set()
+            if stopping:
+                if self.store is not None:
+                    self.store.release()
+                return
+
+    def pump(self, *, force: bool = False, final: bool = False) -> int:
+        """One round: store what is queued, send what is due, retry what failed. ``force``
+        sends every pending group now; ``final`` also hands undeliverable alerts to the
+        fallback instead of waiting. Returns the number of occurrences processed."""
+        with self._pump_lock:
+            processed = self.ingest()
+            now = self.clock()
+            self._retry_due(now, force, final)
+            if self.grouper is not None:
+                for alert in self.grouper.due(now, force=force):
+                    self._deliver(self._with_incident(alert), now, final)
+            return processed
+
+    def ingest(self) -> int:
+        """Store what is queued and count it into its groups, sending nothing (readers call
+        it to see their latest incidents). Returns the number of occurrences."""
+        with self._pump_lock:
+            batch = self._drain()
+            if batch:
+                self._store(batch)
+                if self.grouper is not None:
+                    for occurrence in batch:
+                        self.grouper.observe(occurrence)
+            return sum(o.count for o in batch)
+
+    def _drain(self) -> list[Occurrence]:
+        with self._cond:
+            batch = [o for level in self._pending for o in level.values()]
+            for level in self._pending:
+                level.clear()
+            self._where.clear()
+        batch.sort(key=lambda o: o.first_seen)
+        return batch
+
+    def _store(self, batch: list[Occurrence]) -> None:
+        if self.store is None:
+            return
+        todo, self._unstored = self._unstored + batch, []
+        try:
+            results = self.store.record(todo)
+        except Exception:
+            log.exception("aimsec could not write %d incident occurrence(s); retrying at "
+                          "the next round", len(todo))
+            for lost in todo[:-self.capacity]:
+                self._count_drop(lost.severity)
+            self._unstored = todo[-self.capacity:]
+            return
+        for incident, opened in results:
+            if opened:
+                self.metrics.incident_opened(incident.severity)
+            key = (incident.model, incident.threat, incident.client)
+            self._incident_ids[key] = incident.id
+            self._incident_ids.move_to_end(key)
+        while len(self._incident_ids) > _MAX_IDS:
+            self._incident_ids.popitem(last=False)
+
+    def _with_incident(self, alert: Alert) -> Alert:
+        incident_id = self._incident_ids.get((alert.model, alert.threat, alert.client))
+        if incident_id is None or self.store is None:
+            return alert
+        try:
+            incident = self.store.get(incident_id)
+        except Exception:
+            return replace(alert, incident_id=incident_id)
+        return replace(alert, incident_id=incident_id,
+                       reasons=tuple(incident.evidence.reasons) or alert.reasons)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def _deliver(self, alert: Alert, now: float, final: bool) -> None:
+        channels = self.channels or ([self.fallback] if self.fallback is not None else [])
+        if not channels:
+            log.warning("aimsec alert with no channel: %s", alert.summary())
+        for channel in channels:
+            self._attempt(alert, channel, 1, now, final)
+
+    def _attempt(self, alert: Alert, channel: Channel, attempt: int, now: float,
+                 final: bool) -> None:
+        try:
+            channel.send(alert)
+        except Exception as exc:
+            retryable = isinstance(exc, DeliveryError) and exc.retryable
+            if not isinstance(exc, DeliveryError):
+                log.exception("aimsec alert channel %r raised", channel)
+            if retryable and attempt < self.backoff.attempts and not final:
+                heapq.heappush(self._retries, _Retry(now + self.backoff.delay(attempt),
+                                                     next(self._seq), alert, channel,
+                                                     attempt + 1))
+                self._note(alert, channel, "retrying", attempt, str(exc))
+                return
+            self._note(alert, channel, "failed", attempt, str(exc))
+            self._to_fallback(alert, channel)
+            return
+        self._note(alert, channel, "sent", attempt)
+
+    def _to_fallback(self, alert: Alert, failed: Channel) -> None:
+        if self.fallback is None or self.fallback is failed:
+            log.error("aimsec alert lost after channel %r failed: %s", failed, alert.summary())
+            return
+        try:
+            self.fallback.send(alert)
+        except Exception as exc:
+            self._note(alert, self.fallback, "failed", 1, str(exc))
+            log.error("aimsec alert lost: fallback %r failed too: %s", self.fallback,
+                      alert.summary())
+        else:
+            self._note(alert, self.fallback, "outbox", 1)
+
+    def _retry_due(self, now: float, force: bool, final: bool) -> None:
+        while self._retries and (force or self._retries[0].due <= now):
+            retry = heapq.heappop(self._retries)
+            self._attempt(retry.alert, retry.channel, retry.attempt, now, final)
+            if force and not final:
+                break  # one more try each on a flush; the rest keep their schedule
+
+    def _note(self, alert: Alert, channel: Channel, status: str, attempt: int,
+              error: str | None = None) -> None:
+        self.metrics.alert(channel.name, status)
+        if status != "sent":
+            log.warning("aimsec alert via %s %s (attempt %d): %s", channel.name, status,
+                        attempt, error or alert.summary())
+        if self.store is not None:
+            try:
+                self.store.record_delivery(group_key=alert.group_key, channel=channel.name,
+                                           status=status, attempt=attempt,
+                                           incident_id=alert.incident_id, error=error,
+                                           time_s=self.clock())
+            except Exception:
+                log.exception("aimsec could not record an alert delivery")
+
+    @property
+    def retries(self) -> int:
+        """Deliveries waiting for their next attempt."""
+        return len(self._retries)
+
+    # -- flushing ------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Store and send everything queued now (pending groups included, ignoring their
+        timers); True when done within ``timeout`` seconds."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            self.pump(force=True)
+            return True
+        with self._cond:
+            self._flushed.clear()
+            self._flush_requested = True
+            self._cond.notify()
+        return self._flushed.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush, then stop the worker. Alerts still undeliverable go to the fallback."""
+        thread = self._thread
+        _live.discard(self)
+        if thread is None or not thread.is_alive():
+            self.pump(force=True, final=True)
+            return True
+        with self._cond:
+            self._flushed.clear()
+            self._stopping = True
+            self._cond.notify()
+        thread.join(timeout)
+        return not thread.is_alive()
+
+
+_live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all(timeout: float = 5.0) -> None:
+    """At interpreter exit, every running dispatcher delivers what it holds (bounded)."""
+    deadline = time.monotonic() + timeout
+    for dispatcher in list(_live):
+        dispatcher.close(max(0.1, deadline - time.monotonic()))

@@ -1,0 +1,135 @@
+"""Alert grouping with Alertmanager's semantics: which group sends what, and when.
+
+Occurrences are grouped by (model, threat, client). A new group waits ``group_wait`` to
+collect more, then sends one message with its count. Later occurrences are duplicates: they
+are counted, not sent, until the group has been quiet for ``group_interval`` (its follow-up
+then carries what was suppressed), or until ``repeat_interval`` has passed while it keeps
+firing (a reminder). A severity above the last message's is sent at once. A group quiet for
+``repeat_interval`` after its last message is forgotten. Occurrences below the alert floor
+(``policy.floor``) form no group: they are incidents, not alerts.
+
+Reference: Prometheus Alertmanager's ``group_by``, ``group_wait``, ``group_interval`` and
+``repeat_interval`` (https://prometheus.io/docs/alerting/latest/configuration/).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..incidents.model import Occurrence
+from ..severity import SEVERITIES, rank
+from .message import Alert
+from .settings import GroupingPolicy
+from .state import DELETE, Action, GroupRecord, GroupState, MemoryGroupState
+
+log = logging.getLogger("aimsec.alerts")
+
+
+def decide(record: GroupRecord, now: float, policy: GroupingPolicy, *, force: bool = False
+           ) -> tuple[str | None, Action]:
+    """The policy, in one place: the message ``record``'s group sends at ``now`` (a kind
+    from :data:`~aimsec_core.alerts.message.KINDS`, or ``None``) and the record's new
+    state. ``force`` sends whatever is pending (shutdown)."""
+    quiet_since = max(record.last_seen, record.sent_at)
+    kind: str | None = None
+    if record.sent_at < 0:
+        if force or now >= record.created + policy.group_wait:
+            kind = "new"
+    elif record.pending > 0:
+        if record.rank > record.sent_rank:
+            kind = "escalation"
+        elif force:
+            kind = "flush"
+        elif now >= record.sent_at + policy.repeat_interval:
+            kind = "reminder"
+        elif now >= record.sent_at + policy.group_interval \
+                and now >= record.last_seen + policy.group_interval:
+            kind = "update"
+    elif now >= quiet_since + policy.repeat_interval:
+        return None, DELETE
+    if kind is None:
+        return None, None
+    return kind, replace(record, pending=0, sent_at=now, sent_rank=record.rank,
+                         messages=record.messages + 1)
+
+
+class Grouper:
+    """Feeds occurrences into groups and turns due groups into :class:`Alert`\\ s.
+
+    ``state`` is shared by replicas when it is a
+    :class:`~aimsec_core.alerts.state.RedisGroupState`; if it fails, occurrences are
+    grouped in this process instead (a replica may then send what another also sends:
+    duplicates rather than silence).
+    """
+
+    def __init__(self, policy: GroupingPolicy | None = None, state: GroupState | None = None,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy or GroupingPolicy.resolve()
+        self.state: GroupState = state or MemoryGroupState()
+        self._local = MemoryGroupState() if state is not None else None
+        self.clock = clock
+        self._floor = rank(self.policy.floor)
+
+    @property
+    def idle(self) -> bool:
+        """True when no group can become due without new occurrences (a shared state is
+        never idle: other replicas feed it)."""
+        return (isinstance(self.state, MemoryGroupState) and not self.state.ids()
+                and (self._local is None or not self._local.ids()))
+
+    def observe(self, occurrence: Occurrence) -> None:
+        """Count ``occurrence`` into its group (ignored below the alert floor)."""
+        o = occurrence
+        if rank(o.severity) < self._floor:
+            return
+        fields = dict(count=o.count, rank=rank(o.severity), first_seen=o.first_seen,
+                      last_seen=o.last_seen, reason=o.evidence.reasons[0]
+                      if o.evidence.reasons else "")
+        try:
+            self.state.add(o.key, **fields)  # type: ignore[arg-type]
+        except Exception:
+            if self._local is None:
+                raise
+            log.warning("aimsec alert state %r failed; grouping %s in this process",
+                        self.state, o.key, exc_info=True)
+            self._local.add(o.key, **fields)  # type: ignore[arg-type]
+
+    def due(self, now: float | None = None, *, force: bool = False) -> list[Alert]:
+        """Claim and return the messages due at ``now`` (default: the clock)."""
+        now = self.clock() if now is None else now
+        alerts: list[Alert] = []
+        for state in (self.state, self._local):
+            if state is None:
+                continue
+            try:
+                ids = state.ids()
+            except Exception:
+                log.warning("aimsec alert state %r failed to list groups", state,
+                            exc_info=True)
+                continue
+            for group_id in ids:
+                try:
+                    alert = state.transact(group_id, lambda r: self._claim(r, now, force))
+                except Exception:
+                    log.warning("aimsec alert state %r failed on a group", state,
+                                exc_info=True)
+                    continue
+                if alert is not None:
+                    alerts.append(alert)
+        return alerts
+
+    def _claim(self, record: GroupRecord, now: float, force: bool
+               ) -> tuple[Alert | None, Action]:
+        kind, action = decide(record, now, self.policy, force=force)
+        if kind is None:
+            return None, action
+        first = record.sent_at < 0
+        return Alert(kind=kind, model=record.model, threat=record.threat,
+                     client=record.client, severity=SEVERITIES[record.rank],
+                     count=record.total,
+                     suppressed=record.pending - 1 if first else record.pending,
+                     first_seen=record.first_seen, last_seen=record.last_seen, sent_at=now,
+                     reasons=(record.reason,) if record.reason else ()), action

@@ -1,0 +1,198 @@
+"""Alert, incident and metrics settings: explicit argument, then environment, then default.
+
+=================================  ==========================================  ===============
+variable                           meaning                                     default
+=================================  ==========================================  ===============
+``AIMSEC_INCIDENTS``               ``0`` turns the incident sink off           ``1``
+``AIMSEC_INCIDENT_DB``             the SQLite file                             log folder's
+                                                                               ``incidents.sqlite3``
+``AIMSEC_INCIDENT_SEVERITY``       least severity that makes an incident       ``medium``
+``AIMSEC_INCIDENT_WINDOW``         seconds a repeat still joins an incident    ``3600``
+``AIMSEC_ALERTS``                  ``0`` turns alerts off                      ``1``
+``AIMSEC_ALERT_SEVERITY``          least severity that alerts                  ``high``
+``AIMSEC_ALERT_GROUP_WAIT``        seconds collected before a group's first    ``30``
+``AIMSEC_ALERT_GROUP_INTERVAL``    least seconds between messages of a group   ``300``
+``AIMSEC_ALERT_REPEAT_INTERVAL``   seconds between reminders of a firing group ``14400``
+``AIMSEC_REDIS_URL``               Redis shared by replicas (one message per   none
+                                   group across them)
+``AIMSEC_METRICS``                 ``0`` turns the Prometheus sink off         ``1``
+``ALERT_SMTP_SERVER``              SMTP host; unset: alerts go to the outbox   none
+``ALERT_SMTP_PORT``                SMTP port                                   ``587``
+``ALERT_SMTP_TLS``                 ``starttls``, ``ssl`` (implicit) or         ``starttls``
+                                   ``none``                                    (``ssl`` on 465)
+``ALERT_SMTP_USERNAME``            login (with ``ALERT_SMTP_PASSWORD``)        none
+``ALERT_SMTP_PASSWORD``            never logged, never in a repr               none
+``ALERT_SMTP_CAFILE``              CA bundle for a private mail server         system CAs
+``ALERT_SMTP_TIMEOUT``             seconds per SMTP connection                 ``10``
+``ALERT_SENDER``                   From address                                ``aimsec@<host>``
+``ALERT_RECIPIENTS``               comma-separated To addresses                required
+``ALERT_WEBHOOK_URL``              JSON POST target (Slack-compatible)         none
+``ALERT_WEBHOOK_SECRET``           HMAC-SHA256 key for the signature header    none
+=================================  ==========================================  ===============
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import parse_bool, parse_seconds, parse_severity, resolve
+from ..errors import ConfigurationError
+
+SMTP_SECURITY = ("starttls", "ssl", "none")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to send alert emails. ``security``: ``starttls`` (upgrade a plain
+    connection, port 587), ``ssl`` (implicit TLS, port 465) or ``none`` (a local relay)."""
+
+    server: str
+    port: int
+    sender: str
+    recipients: tuple[str, ...]
+    security: str = "starttls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_s: float = 10.0
+    cafile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.security not in SMTP_SECURITY:
+            raise ConfigurationError(f"SMTP security must be one of {SMTP_SECURITY}; "
+                                     f"received {self.security!r}")
+        if not self.recipients:
+            raise ConfigurationError(
+                "SMTP alerts need at least one recipient; set ALERT_RECIPIENTS (comma-"
+                "separated) or alert_settings['email_recipients']")
+        for address in (self.sender, *self.recipients):
+            if "@" not in address or any(c in address for c in "\r\n"):
+                raise ConfigurationError(f"{address!r} is not an email address; expected "
+                                         "name@domain")
+        if not 0 < self.port < 65536:
+            raise ConfigurationError(f"SMTP port must be in 1..65535; received {self.port}")
+
+    @classmethod
+    def from_env(cls, **explicit: Any) -> SmtpSettings | None:
+        """Settings from ``ALERT_SMTP_*``, ``ALERT_SENDER`` and ``ALERT_RECIPIENTS``
+        (keyword arguments win); ``None`` when no server is configured."""
+        server = resolve(explicit.get("server"), "ALERT_SMTP_SERVER", "", str)
+        if not server:
+            return None
+        port = resolve(explicit.get("port"), "ALERT_SMTP_PORT", 587, int)
+        security = resolve(explicit.get("security"), "ALERT_SMTP_TLS",
+                           "ssl" if port == 465 else "starttls", str).lower()
+        return cls(
+            server=server, port=port,
+            sender=resolve(explicit.get("sender"), "ALERT_SENDER", _default_sender(), str),
+            recipients=resolve(explicit.get("recipients"), "ALERT_RECIPIENTS", (),
+                               parse_addresses),
+            security=security,
+            username=resolve(explicit.get("username"), "ALERT_SMTP_USERNAME", None, str),
+            password=resolve(explicit.get("password"), "ALERT_SMTP_PASSWORD", None, str),
+            timeout_s=resolve(explicit.get("timeout_s"), "ALERT_SMTP_TIMEOUT", 10.0,
+                              parse_seconds),
+            cafile=resolve(explicit.get("cafile"), "ALERT_SMTP_CAFILE", None, str))
+
+    @classmethod
+    def from_alert_settings(cls, alert_settings: Mapping[str, Any]) -> SmtpSettings | None:
+        """Settings from the original tool's ``alert_settings`` dictionary
+        (``email_recipients`` and ``smtp_settings``: ``server``, ``port``, ``sender``,
+        ``use_tls``, optional ``username``, ``password``); what it leaves out comes from
+        the environment. ``None`` when neither names a server."""
+        smtp = alert_settings.get("smtp_settings") or {}
+        if not isinstance(smtp, Mapping):
+            raise ConfigurationError("alert_settings['smtp_settings'] must be a dict with "
+                                     f"server, port, sender, use_tls; received {smtp!r}")
+        recipients = alert_settings.get("email_recipients")
+        if isinstance(recipients, str):
+            recipients = parse_addresses(recipients)
+        port = smtp.get("port")
+        use_tls = smtp.get("use_tls")
+        security = None
+        if use_tls is not None:
+            security = "starttls" if use_tls else (
+                "ssl" if port is not None and int(port) == 465 else "none")
+        return cls.from_env(
+            server=smtp.get("server"), port=None if port is None else int(port),
+            sender=smtp.get("sender"),
+            recipients=None if recipients is None else tuple(str(r) for r in recipients),
+            security=security, username=smtp.get("username"), password=smtp.get("password"))
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str
+    secret: str | None = field(default=None, repr=False)
+    timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, url: str | None = None, secret: str | None = None) -> WebhookSettings | None:
+        url = resolve(url, "ALERT_WEBHOOK_URL", "", str)
+        if not url:
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"ALERT_WEBHOOK_URL must be an http(s) URL; received "
+                                     f"{url!r}")
+        return cls(url, resolve(secret, "ALERT_WEBHOOK_SECRET", None, str))
+
+
+@dataclass(frozen=True)
+class GroupingPolicy:
+    """Alertmanager's timers (seconds) and the least severity that alerts.
+
+    ``group_wait``: how long a new group collects occurrences before its first message.
+    ``group_interval``: the least time between two messages of a group; a group that has
+    been quiet this long sends what it suppressed since its last message.
+    ``repeat_interval``: a group still firing is reminded this often; a group quiet this
+    long after its last message is forgotten (its next occurrence starts a new group).
+    A severity higher than the last message's is sent at once.
+    """
+
+    group_wait: float = 30.0
+    group_interval: float = 300.0
+    repeat_interval: float = 4 * 3600.0
+    floor: str = "high"
+
+    @classmethod
+    def resolve(cls, group_wait: float | None = None, group_interval: float | None = None,
+                repeat_interval: float | None = None, floor: str | None = None) -> GroupingPolicy:
+        return cls(
+            resolve(group_wait, "AIMSEC_ALERT_GROUP_WAIT", cls.group_wait, parse_seconds),
+            resolve(group_interval, "AIMSEC_ALERT_GROUP_INTERVAL", cls.group_interval,
+                    parse_seconds),
+            resolve(repeat_interval, "AIMSEC_ALERT_REPEAT_INTERVAL", cls.repeat_interval,
+                    parse_seconds),
+            resolve(floor, "AIMSEC_ALERT_SEVERITY", cls.floor, parse_severity))
+
+
+def enabled(explicit: bool | None, env: str) -> bool:
+    """Whether a switchable part (``AIMSEC_INCIDENTS``, ``AIMSEC_ALERTS``,
+    ``AIMSEC_METRICS``) is on."""
+    return resolve(explicit, env, True, parse_bool)
+
+
+def incident_floor(explicit: str | None = None) -> str:
+    return resolve(explicit, "AIMSEC_INCIDENT_SEVERITY", "medium", parse_severity)
+
+
+def redis_url(explicit: str | None = None) -> str | None:
+    return resolve(explicit, "AIMSEC_REDIS_URL", None, str)
+
+
+def parse_addresses(raw: str) -> tuple[str, ...]:
+    addresses = tuple(a.strip() for a in raw.split(",") if a.strip())
+    for address in addresses:
+        if "@" not in address or any(c in address for c in "\r\n"):
+            raise ValueError(f"{address!r} is not an email address")
+    return addresses
+
+
+def _default_sender() -> str:
+    return f"aimsec@{socket.gethostname() or 'localhost'}"
+
+
+__all__ = ["GroupingPolicy", "SmtpSettings", "WebhookSettings", "enabled", "incident_floor",
+           "redis_url"]

@@ -1,0 +1,77 @@
+"""Alerts as JSON POSTs: Slack-compatible ``text``, the full alert, an optional signature.
+
+The body is ``{"text": "<one line>", "alert": {...}}``: Slack and Mattermost incoming
+webhooks show ``text`` and ignore the rest; other receivers read ``alert``. With a secret,
+two headers let the receiver check origin and freshness (the scheme of Stripe's and
+Slack's request signing): ``X-Aimsec-Timestamp`` (Unix seconds) and
+``X-Aimsec-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from .channel import DeliveryError
+from .message import Alert
+from .settings import WebhookSettings
+
+TIMESTAMP_HEADER = "X-Aimsec-Timestamp"
+SIGNATURE_HEADER = "X-Aimsec-Signature"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str, *, now: float,
+           tolerance_s: float = 300.0) -> bool:
+    """For receivers: whether ``signature`` is ``body``'s and ``timestamp`` is within
+    ``tolerance_s`` of ``now`` (a replayed old request fails)."""
+    try:
+        fresh = abs(now - float(timestamp)) <= tolerance_s
+    except ValueError:
+        return False
+    return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+class WebhookChannel:
+    """POSTs each alert to ``settings.url``. 5xx, 408, 429 and network errors are retried
+    by the dispatcher; other 4xx answers are not (the receiver rejects the request)."""
+
+    name = "webhook"
+
+    def __init__(self, settings: WebhookSettings, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"WebhookChannel({self.settings.url!r}, signed={self.settings.secret is not None})"
+
+    def send(self, alert: Alert) -> None:
+        body = json.dumps({"text": alert.summary(), "alert": alert.as_dict()}).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "aimsec-alerts"}
+        if self.settings.secret:
+            timestamp = str(int(self.clock()))
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = sign(self.settings.secret, timestamp, body)
+        request = urllib.request.Request(self.settings.url, data=body, headers=headers,
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as answer:
+                answer.read(1024)
+        except urllib.error.HTTPError as exc:
+            raise DeliveryError(
+                f"webhook {self.settings.url} answered HTTP {exc.code} {exc.reason}",
+                retryable=exc.code >= 500 or exc.code in (408, 429)) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DeliveryError(f"cannot reach the webhook {self.settings.url}: "
+                                f"{type(exc).__name__}: {exc}") from None

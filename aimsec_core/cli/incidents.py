@@ -1,0 +1,142 @@
+"""``aimsec incidents``: list incidents from the SQLite incident store, or change a status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from ..incidents.model import STATUSES
+from ..severity import SEVERITIES
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_STYLE = {"low": "dim", "medium": "yellow", "high": "bold red", "critical": "bold white on red"}
+
+
+def since(text: str) -> float:
+    """``30m``, ``24h``, ``7d`` (ago) or an ISO 8601 date/time -> seconds since the epoch."""
+    match = _SPAN.match(text)
+    if match:
+        return time.time() - float(match.group(1)) * _UNIT_S[match.group(2)]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a span such as 30m, 24h, 7d or an ISO date such as 2026-01-31; "
+            f"received {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "incidents", help="list open incidents (most severe first)",
+        description="List incidents from the incident database, most severe and latest "
+                    "first; or acknowledge/resolve one.")
+    parser.add_argument("--since", type=since, metavar="SPAN|DATE",
+                        help="only incidents seen since then: 30m, 24h, 7d or an ISO date")
+    parser.add_argument("--severity", choices=SEVERITIES, help="at least this severity")
+    parser.add_argument("--status", choices=(*STATUSES, "all"), default="open",
+                        help="which incidents (default: open)")
+    parser.add_argument("--limit", type=int, default=200, help="most rows (default 200)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--db", metavar="PATH", help="the incident database (default: "
+                        "AIMSEC_INCIDENT_DB, else SECURITY_LOG_PATH/incidents.sqlite3)")
+    parser.add_argument("--ack", type=int, metavar="ID", help="mark incident ID acknowledged")
+    parser.add_argument("--resolve", type=int, metavar="ID", help="mark incident ID resolved")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..incidents.store import IncidentStore, database_path
+
+    console = Console(width=None if sys.stdout.isatty() else 80)
+    path = database_path(args.db)
+    if not path.exists():
+        if args.json:
+            print("[]")
+        else:
+            console.print(f"no incident database at {path}: nothing recorded yet")
+        return 0
+    store = IncidentStore(path)
+    try:
+        for incident_id, status in ((args.ack, "acknowledged"), (args.resolve, "resolved")):
+            if incident_id is not None:
+                try:
+                    store.set_status(incident_id, status)
+                except KeyError as exc:
+                    console.print(f"[red]{exc.args[0]}[/]")
+                    return 1
+                console.print(f"incident #{incident_id} {status}")
+        if args.ack is not None or args.resolve is not None:
+            return 0
+        statuses = STATUSES if args.status == "all" else (args.status,)
+        found = store.incidents(statuses=statuses, since=args.since, severity=args.severity,
+                                limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([i.as_dict() for i in found], indent=2))
+        return 0
+    if not found:
+        console.print(f"no {args.status if args.status != 'all' else ''} incidents in {path}"
+                      .replace("  ", " "))
+        return 0
+    console.print(table(found, time.time()))
+    for line in legend(found):
+        console.print(line, highlight=False)
+    console.print(f"{len(found)} incident(s) from {path}; details: aimsec incidents --json")
+    return 0
+
+
+def table(incidents: list[Any], now: float) -> Any:
+    """A rich table of ``incidents`` that reads at 80 columns."""
+    from rich import box
+    from rich.table import Table
+
+    out = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="aimsec incidents")
+    out.add_column("#", justify="right", no_wrap=True)
+    out.add_column("severity", no_wrap=True)
+    out.add_column("threat", overflow="ellipsis", no_wrap=True, max_width=22)
+    out.add_column("model", overflow="fold", ratio=1)
+    out.add_column("client", overflow="fold", ratio=1)
+    out.add_column("count", justify="right", no_wrap=True)
+    out.add_column("last", justify="right", no_wrap=True)
+    for i in incidents:
+        out.add_row(str(i.id), f"[{_STYLE.get(i.severity, '')}]{i.severity}[/]",
+                    _escape(i.threat), _escape(i.model), _escape(i.client), f"{i.count:,}",
+                    ago(now - i.last_seen))
+    return out
+
+
+def legend(incidents: list[Any]) -> list[str]:
+    """One line per threat shown: its OWASP ML Top 10 ids, ATLAS techniques, mitigations."""
+    lines = []
+    for threat in dict.fromkeys(i.threat for i in incidents):
+        row = next(i for i in incidents if i.threat == threat).taxonomy
+        parts = [" ".join(ids) for ids in (row.owasp, row.techniques, row.mitigations) if ids]
+        lines.append(f"{_escape(threat)}: {' / '.join(parts) or 'unmapped'}")
+    return lines
+
+
+def ago(seconds: float) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: how long ago, in one short word."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

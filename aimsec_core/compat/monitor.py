@@ -1,0 +1,215 @@
+"""The original tool's ``AISecurityMonitor``, on the incident store and alert dispatcher.
+
+Its API is unchanged: ``AISecurityMonitor(model_name, alert_settings, logging_path=None)``,
+``detect_threat({"ip_address", "input_data"})``, ``log_incident({"type", "details"})`` and
+``get_incident_summary(hours=24)`` return the original dictionaries. Its defects are gone:
+it configures no logging; per-IP request counts live in a moving-window limiter that
+forgets idle clients; alert emails are grouped (one per IP and threat, with the count of
+what was suppressed) and sent by a background thread, never inside ``detect_threat``;
+incidents are kept in SQLite under ``logging_path`` and survive a restart.
+
+The checks are the original's: ``rate_limit_exceeded`` (more than
+``max_requests_per_minute`` from one IP, severity medium), and the input patterns
+``extreme_values`` (a value beyond ±1e6), ``suspicious_sparsity`` (under 1% non-zero),
+``potential_adversarial_pattern`` (every finite difference of the input above 100; a
+property of the input alone, not of the model: the guard's calibrated detectors are the
+real adversarial-input check) and ``analysis_error`` (the input is not numeric), severity
+high.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..alerts.dispatcher import Dispatcher
+from ..alerts.grouping import Grouper
+from ..alerts.outbox import OutboxChannel
+from ..alerts.settings import GroupingPolicy, SmtpSettings
+from ..alerts.smtp import SmtpChannel
+from ..config import INCIDENTS_FILE, OUTBOX_FOLDER, log_folder
+from ..context import ANONYMOUS
+from ..errors import ConfigurationError
+from ..incidents.model import Evidence, Occurrence, clip
+from ..incidents.store import IncidentStore
+from ..severity import SEVERITIES, highest, severity_of
+
+EXTREME_VALUE = 1e6
+MIN_NON_ZERO_SHARE = 0.01
+MAX_DIFFERENCE = 100.0
+DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
+#: the original's threat names and the severity each gives
+SEVERITY = {"rate_limit_exceeded": "medium", "extreme_values": "high",
+            "suspicious_sparsity": "high", "potential_adversarial_pattern": "high",
+            "analysis_error": "high"}
+
+#: ip -> (admitted, requests seen in the last minute, counting this one)
+Limiter = Callable[[str], tuple[bool, int]]
+
+
+def per_minute_limiter(max_requests: int) -> Limiter:
+    """A moving-window limit of ``max_requests`` per IP per minute, in this process (the
+    ``limits`` library, whose memory storage expires idle keys)."""
+    try:
+        from limits import RateLimitItemPerMinute
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
+    except ImportError as exc:
+        raise ConfigurationError(
+            "AISecurityMonitor's per-IP rate limit needs the 'limits' package; install it "
+            "with pip install 'aimsec[monitoring]' (or pass limiter=...)") from exc
+
+    limiter, item = MovingWindowRateLimiter(MemoryStorage()), RateLimitItemPerMinute(
+        max_requests)
+
+    def admit(ip: str) -> tuple[bool, int]:
+        admitted = limiter.hit(item, "aimsec-monitor", ip)
+        remaining = limiter.get_window_stats(item, "aimsec-monitor", ip).remaining
+        return admitted, max_requests - remaining + (0 if admitted else 1)
+
+    return admit
+
+
+class AISecurityMonitor:
+    """Per-request threat checks with incidents and grouped alert emails.
+
+    ``alert_settings``: ``{"email_recipients": [...], "smtp_settings": {"server", "port",
+    "sender", "use_tls", optional "username", "password"}, "alert_thresholds":
+    {"max_requests_per_minute", "suspicious_pattern_threshold", optional
+    "failed_attempts_threshold"}}``; SMTP fields it leaves out come from ``ALERT_SMTP_*``.
+    Without an SMTP server alerts go to ``<logging_path>/outbox`` as ``.eml`` files.
+    ``logging_path`` defaults to ``SECURITY_LOG_PATH``; incidents are kept in
+    ``<logging_path>/incidents.sqlite3``. Medium and high incidents alert, grouped per
+    (model, threat, IP) with ``AIMSEC_ALERT_GROUP_WAIT`` etc. (see the README).
+
+    Keyword-only extras for tests and services: ``clock``, ``limiter``, ``channels``.
+    """
+
+    def __init__(self, model_name: str, alert_settings: Mapping[str, Any] | None,
+                 logging_path: str | Path | None = None, *,
+                 clock: Callable[[], float] = time.time, limiter: Limiter | None = None,
+                 channels: list[Any] | None = None) -> None:
+        if alert_settings is not None and not isinstance(alert_settings, Mapping):
+            raise ConfigurationError(
+                "alert_settings must be a dict with email_recipients, smtp_settings and "
+                f"alert_thresholds; received {type(alert_settings).__name__}")
+        self.model_name = clip(model_name)
+        self.alert_settings = dict(alert_settings or {})
+        self.logging_path = log_folder(None if logging_path is None else str(logging_path))
+        thresholds = self.alert_settings.get("alert_thresholds") or {}
+        self.max_requests_per_minute = int(thresholds.get(
+            "max_requests_per_minute", DEFAULT_MAX_REQUESTS_PER_MINUTE))
+        if self.max_requests_per_minute < 1:
+            raise ConfigurationError("alert_thresholds['max_requests_per_minute'] must be at "
+                                     f"least 1; received {self.max_requests_per_minute}")
+        self.clock = clock
+        self._admit = limiter or per_minute_limiter(self.max_requests_per_minute)
+        smtp = SmtpSettings.from_alert_settings(self.alert_settings)
+        if channels is None:
+            channels = [SmtpChannel(smtp)] if smtp is not None else []
+        self.store = IncidentStore(self.logging_path / INCIDENTS_FILE, clock=clock)
+        outbox = OutboxChannel(self.logging_path / OUTBOX_FOLDER,
+                               **({"sender": smtp.sender, "recipients": smtp.recipients}
+                                  if smtp is not None else {}))
+        self._dispatcher = Dispatcher(
+            self.store, Grouper(GroupingPolicy.resolve(floor="medium"), clock=clock),
+            channels, fallback=outbox, clock=clock)
+
+    # -- the original API ----------------------------------------------------------------
+
+    def detect_threat(self, request_data: Mapping[str, Any]) -> dict[str, Any]:
+        """Check one request; returns ``{"timestamp", "severity", "threats_detected",
+        "details"}``. Detected threats become incidents (and alerts) in the background."""
+        if not isinstance(request_data, Mapping):
+            raise ConfigurationError("detect_threat expects {'ip_address': str, "
+                                     f"'input_data': array}}; received "
+                                     f"{type(request_data).__name__}")
+        now = self.clock()
+        ip = clip(request_data.get("ip_address") or ANONYMOUS)
+        details: dict[str, Any] = {}
+        admitted, seen = self._admit(ip)
+        if not admitted:
+            details["rate_limit_exceeded"] = {"requests_last_minute": seen,
+                                              "max_requests_per_minute":
+                                              self.max_requests_per_minute}
+        details.update(_input_threats(request_data.get("input_data")))
+        threats = list(details)
+        for threat in threats:
+            self._raise(threat, SEVERITY[threat], ip, now, details[threat])
+        return {"timestamp": datetime.fromtimestamp(now).isoformat(),
+                "severity": highest([SEVERITY[t] for t in threats]) or "low",
+                "threats_detected": threats, "details": details}
+
+    def log_incident(self, incident: Mapping[str, Any]) -> None:
+        """Record an incident the caller found (``{"type": str, "details": ...}``, optional
+        ``"severity"`` and ``"ip_address"``), e.g. an inference error."""
+        if not isinstance(incident, Mapping) or not incident.get("type"):
+            raise ConfigurationError("log_incident expects {'type': str, 'details': ...}; "
+                                     f"received {incident!r:.200}")
+        threat = clip(incident["type"])
+        severity = incident.get("severity")
+        if severity not in SEVERITIES:
+            severity = severity_of(threat)
+        details = incident.get("details")
+        ip = incident.get("ip_address") or (details.get("ip_address")
+                                            if isinstance(details, Mapping) else None)
+        self._raise(threat, severity, clip(ip or ANONYMOUS), self.clock(), details)
+
+    def get_incident_summary(self, hours: float = 24) -> dict[str, Any]:
+        """``{"total_incidents", "by_severity": {"low", "medium", "high"}, "unique_ips",
+        "most_common_threats": {threat: occurrences, most first}}`` over the last
+        ``hours``, read from the incident database (so it survives a restart). A repeat of
+        the same threat from the same IP within the incident window is one incident with a
+        count; ``most_common_threats`` counts occurrences."""
+        self._dispatcher.ingest()
+        return self.store.summary(self.clock() - float(hours) * 3600, model=self.model_name)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send the pending alerts now, without waiting for their group timers."""
+        return self._dispatcher.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush, stop the background worker and close the database (also done at
+        interpreter exit)."""
+        done = self._dispatcher.close(timeout)
+        self.store.close()
+        return done
+
+    def _raise(self, threat: str, severity: str, ip: str, now: float, details: Any) -> None:
+        evidence = Evidence()
+        evidence.add(reason=f"{threat}: {json.dumps(details, default=str)}")
+        self._dispatcher.submit(Occurrence(self.model_name, threat, ip, severity, now, now, 1,
+                                           evidence))
+
+
+def _input_threats(input_data: Any) -> dict[str, Any]:
+    """The original's input checks: threat name -> details, for those that fire."""
+    try:
+        x = np.asarray(input_data, dtype=np.float64)
+        if x.size == 0:
+            raise ValueError("the input is empty")
+    except (TypeError, ValueError, OverflowError) as exc:
+        return {"analysis_error": {"error": clip(f"{type(exc).__name__}: {exc}", 200)}}
+    found: dict[str, Any] = {}
+    with np.errstate(invalid="ignore", over="ignore"):
+        magnitude = np.abs(x)
+        if np.any(magnitude > EXTREME_VALUE):
+            found["extreme_values"] = {"max_abs_value": float(np.nanmax(magnitude))}
+        share = np.count_nonzero(x) / x.size
+        if share < MIN_NON_ZERO_SHARE:
+            found["suspicious_sparsity"] = {"non_zero_share": float(share)}
+        if x.ndim and min(x.shape) >= 2:
+            steps = np.gradient(x)
+            steps = steps if isinstance(steps, (list, tuple)) else [steps]
+            smallest = min(float(np.min(np.abs(s))) for s in steps)
+            if smallest > MAX_DIFFERENCE:
+                found["potential_adversarial_pattern"] = {"min_abs_difference": smallest}
+    return found

@@ -1,0 +1,16 @@
+"""Incidents: serious findings kept as a queryable history.
+
+A finding at or above the incident severity becomes an occurrence (:class:`IncidentSink`,
+on the predict path, enqueue only); the background dispatcher folds occurrences of the
+same (model, threat, client) into one :class:`Incident` with a count, in a SQLite file
+(:class:`IncidentStore`). Each threat maps to OWASP ML Top 10 ids and MITRE ATLAS
+techniques and mitigations (:mod:`.taxonomy`, one table).
+"""
+
+from .model import STATUSES, Evidence, Incident, Occurrence
+from .sink import IncidentSink
+from .store import IncidentStore, IncidentStoreError
+from .taxonomy import TAXONOMY, ThreatMapping, mapping_for
+
+__all__ = ["STATUSES", "TAXONOMY", "Evidence", "Incident", "IncidentSink", "IncidentStore",
+           "IncidentStoreError", "Occurrence", "ThreatMapping", "mapping_for"]

@@ -1,0 +1,141 @@
+"""What an incident is: a run of findings of one threat, from one client, against one model.
+
+An :class:`Occurrence` is what the predict path hands over (one or more identical findings,
+already merged); an :class:`Incident` is what the store keeps. Both carry bounded
+:class:`Evidence`: finding reasons, scores and input hashes, never the raw input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..severity import rank
+from .taxonomy import ThreatMapping, mapping_for
+
+STATUSES = ("open", "acknowledged", "resolved")
+
+MAX_REASONS = 5  #: distinct reasons kept per incident (the first ones seen)
+MAX_SCORES = 10  #: scores kept (the highest)
+MAX_HASHES = 10  #: distinct input hashes kept (the first ones seen)
+MAX_TEXT = 300  #: characters kept of a reason
+MAX_NAME = 200  #: characters kept of a model, threat or client name
+
+
+def clip(text: Any, limit: int = MAX_NAME) -> str:
+    """``text`` as a printable string of at most ``limit`` characters (client-controlled
+    names may hold anything: control characters become spaces)."""
+    value = str(text)
+    if not value.isprintable():
+        value = "".join(c if c.isprintable() else " " for c in value)
+    return value if len(value) <= limit else value[:limit - 1] + "…"
+
+
+@dataclass
+class Evidence:
+    """Why an incident exists, bounded whatever the number of occurrences."""
+
+    reasons: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    input_hashes: list[str] = field(default_factory=list)
+
+    def add(self, reason: str | None = None, score: float | None = None,
+            input_hash: str | None = None) -> None:
+        if reason:
+            text = clip(reason, MAX_TEXT)
+            if text not in self.reasons and len(self.reasons) < MAX_REASONS:
+                self.reasons.append(text)
+        if score is not None and math.isfinite(score):
+            self.scores = sorted([*self.scores, float(score)], reverse=True)[:MAX_SCORES]
+        if input_hash and input_hash not in self.input_hashes \
+                and len(self.input_hashes) < MAX_HASHES:
+            self.input_hashes.append(clip(input_hash, 64))
+
+    def merge(self, other: Evidence) -> None:
+        for reason in other.reasons:
+            self.add(reason=reason)
+        for score in other.scores:
+            self.add(score=score)
+        for input_hash in other.input_hashes:
+            self.add(input_hash=input_hash)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reasons": list(self.reasons), "scores": list(self.scores),
+                "input_hashes": list(self.input_hashes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Evidence:
+        data = data or {}
+        return cls(list(data.get("reasons", [])), list(data.get("scores", [])),
+                   list(data.get("input_hashes", [])))
+
+
+@dataclass
+class Occurrence:
+    """``count`` findings of ``threat`` by ``client`` against ``model``, seen between
+    ``first_seen`` and ``last_seen`` (seconds since the epoch), merged before storage."""
+
+    model: str
+    threat: str
+    client: str
+    severity: str
+    first_seen: float
+    last_seen: float
+    count: int = 1
+    evidence: Evidence = field(default_factory=Evidence)
+
+    def __post_init__(self) -> None:
+        rank(self.severity)  # refuse an unknown severity here, not in the worker
+        self.model, self.threat, self.client = (clip(self.model), clip(self.threat),
+                                                clip(self.client))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The grouping key: (model, threat, client)."""
+        return (self.model, self.threat, self.client)
+
+    def merge(self, other: Occurrence) -> None:
+        """Fold ``other`` (same key) into this one."""
+        self.count += other.count
+        self.first_seen = min(self.first_seen, other.first_seen)
+        self.last_seen = max(self.last_seen, other.last_seen)
+        if rank(other.severity) > rank(self.severity):
+            self.severity = other.severity
+        self.evidence.merge(other.evidence)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One stored incident. Times are seconds since the epoch (UTC)."""
+
+    id: int
+    model: str
+    threat: str
+    client: str
+    severity: str
+    status: str
+    first_seen: float
+    last_seen: float
+    count: int
+    evidence: Evidence
+
+    @property
+    def taxonomy(self) -> ThreatMapping:
+        """The threat's OWASP ML Top 10 ids and MITRE ATLAS techniques and mitigations."""
+        return mapping_for(self.threat)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "model": self.model, "threat": self.threat, "client": self.client,
+            "severity": self.severity, "status": self.status,
+            "first_seen": iso(self.first_seen), "last_seen": iso(self.last_seen),
+            "count": self.count, "evidence": self.evidence.as_dict(),
+            "taxonomy": self.taxonomy.as_dict(),
+        }
+
+
+def iso(timestamp: float) -> str:
+    """``timestamp`` (seconds since the epoch) as an ISO 8601 UTC string."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,276 @@
+"""The incident store: one SQLite file, safe for many threads and processes writing at once.
+
+Each thread gets its own connection (WAL journal, ``busy_timeout``), and every write is one
+``BEGIN IMMEDIATE`` transaction: the upsert of a batch of occurrences reads the group's
+recent incident and updates it under SQLite's write lock, so two writers can never both
+open an incident for the same (model, threat, client) or lose each other's counts. A write
+that still finds the database locked after ``busy_timeout`` is retried until ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
+from ..errors import AimsecError
+from ..severity import SEVERITIES, rank
+from .model import STATUSES, Evidence, Incident, Occurrence, clip
+from .schema import migrate
+
+log = logging.getLogger("aimsec.incidents")
+
+DEFAULT_WINDOW_S = 3600.0
+_COLUMNS = ("id, model, threat, client, severity, status, first_seen, last_seen, count, "
+            "evidence")
+
+
+def database_path(explicit: str | Path | None = None) -> Path:
+    """The incident database: ``explicit``, else ``AIMSEC_INCIDENT_DB``, else
+    ``<SECURITY_LOG_PATH>/incidents.sqlite3`` (absolute)."""
+    default = log_folder() / INCIDENTS_FILE
+    return Path(resolve(None if explicit is None else str(explicit), "AIMSEC_INCIDENT_DB",
+                        str(default), str)).resolve()
+
+
+class IncidentStoreError(AimsecError, RuntimeError):
+    """The incident database could not be opened or written."""
+
+
+class IncidentStore:
+    """Incidents in the SQLite file ``path``.
+
+    ``path`` defaults to ``AIMSEC_INCIDENT_DB``, else ``<SECURITY_LOG_PATH>/incidents.sqlite3``.
+    An occurrence joins the incident of its (model, threat, client) whose last finding is
+    at most ``window_s`` seconds older (default ``AIMSEC_INCIDENT_WINDOW``, else 3600) and
+    that is not resolved; otherwise it opens a new one. ``timeout_s`` bounds how long a
+    write waits for other writers before :class:`IncidentStoreError`.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, window_s: float | None = None,
+                 timeout_s: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+        self.path = database_path(path)
+        self.window_s = resolve(window_s, "AIMSEC_INCIDENT_WINDOW", DEFAULT_WINDOW_S,
+                                parse_seconds)
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()  # the file is opened (and migrated) at its first use
+
+    def __repr__(self) -> str:
+        return f"IncidentStore({str(self.path)!r})"
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # forked: the parent's connections are not ours
+            self._local, self._connections, self._pid = threading.local(), [], os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=self.timeout_s,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+                self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+                conn.execute("PRAGMA synchronous = NORMAL")
+                self._retry(lambda: migrate(conn))
+            except (sqlite3.Error, OSError, RuntimeError) as exc:
+                raise IncidentStoreError(
+                    f"cannot open the incident database {self.path}: {exc}; expected a "
+                    "writable SQLite file (set AIMSEC_INCIDENT_DB or SECURITY_LOG_PATH)"
+                ) from exc
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def release(self) -> None:
+        """Close the calling thread's connection (the next use opens a new one)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            conn.close()
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    def _retry(self, action: Callable[[], Any]) -> Any:
+        """Run ``action``, retrying while SQLite says the database is locked or busy."""
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.005
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)  # off the predict path: only the writer thread waits here
+            delay = min(delay * 2, 0.2)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        def attempt() -> Any:
+            with self._write() as conn:
+                return work(conn)
+        try:
+            return self._retry(attempt)
+        except sqlite3.Error as exc:
+            raise IncidentStoreError(f"writing to the incident database {self.path} "
+                                     f"failed: {exc}") from exc
+
+    # -- writes --------------------------------------------------------------------------
+
+    def record(self, occurrences: Iterable[Occurrence]) -> list[tuple[Incident, bool]]:
+        """Add ``occurrences`` in one transaction; returns each one's incident after the
+        update and whether it was opened by this call."""
+        batch = list(occurrences)
+        return self._transaction(lambda conn: [self._upsert(conn, o) for o in batch]) \
+            if batch else []
+
+    def _upsert(self, conn: sqlite3.Connection, o: Occurrence) -> tuple[Incident, bool]:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM incidents WHERE model = ? AND threat = ? AND client = ?"
+            " AND last_seen >= ? AND status != 'resolved' ORDER BY last_seen DESC LIMIT 1",
+            (o.model, o.threat, o.client, o.first_seen - self.window_s)).fetchone()
+        if row is None:
+            cursor = conn.execute(
+                "INSERT INTO incidents (model, threat, client, severity, severity_rank, "
+                "first_seen, last_seen, count, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (o.model, o.threat, o.client, o.severity, rank(o.severity), o.first_seen,
+                 o.last_seen, o.count, json.dumps(o.evidence.as_dict())))
+            return Incident(int(cursor.lastrowid or 0), o.model, o.threat, o.client,
+                            o.severity, "open", o.first_seen, o.last_seen, o.count,
+                            o.evidence), True
+        found = _incident(row)
+        evidence = found.evidence
+        evidence.merge(o.evidence)
+        severity = max(found.severity, o.severity, key=rank)
+        first, last = min(found.first_seen, o.first_seen), max(found.last_seen, o.last_seen)
+        conn.execute(
+            "UPDATE incidents SET count = count + ?, first_seen = ?, last_seen = ?, "
+            "severity = ?, severity_rank = ?, evidence = ? WHERE id = ?",
+            (o.count, first, last, severity, rank(severity), json.dumps(evidence.as_dict()),
+             found.id))
+        return Incident(found.id, found.model, found.threat, found.client, severity,
+                        found.status, first, last, found.count + o.count, evidence), False
+
+    def set_status(self, incident_id: int, status: str) -> Incident:
+        """Mark an incident ``acknowledged`` or ``resolved`` (or ``open`` again). Raises
+        ``KeyError`` for an unknown id and ``ValueError`` for an unknown status."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
+        self._transaction(lambda conn: conn.execute(
+            "UPDATE incidents SET status = ? WHERE id = ?", (status, int(incident_id))))
+        return self.get(incident_id)
+
+    def record_delivery(self, *, group_key: str, channel: str, status: str, attempt: int,
+                        incident_id: int | None = None, error: str | None = None,
+                        time_s: float | None = None) -> None:
+        """Note what happened to one alert on one channel (``sent``, ``retrying``,
+        ``failed``, ``outbox``)."""
+        self._transaction(lambda conn: conn.execute(
+            "INSERT INTO deliveries (time, incident_id, group_key, channel, status, attempt, "
+            "error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.clock() if time_s is None else time_s, incident_id, clip(group_key, 600),
+             channel, status, attempt, None if error is None else clip(error, 500))))
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, incident_id: int) -> Incident:
+        row = self._conn().execute(f"SELECT {_COLUMNS} FROM incidents WHERE id = ?",
+                                   (int(incident_id),)).fetchone()
+        if row is None:
+            raise KeyError(f"no incident with id {incident_id} in {self.path}")
+        return _incident(row)
+
+    def incidents(self, *, statuses: Iterable[str] = ("open",), since: float | None = None,
+                  severity: str | None = None, model: str | None = None,
+                  limit: int = 1000) -> list[Incident]:
+        """Incidents with one of ``statuses``, last seen at or after ``since`` (seconds
+        since the epoch), at least as severe as ``severity``; most severe, then latest
+        first."""
+        where, params = ["status IN (%s)" % ",".join("?" * len(tuple(statuses)))], \
+            list(statuses)
+        if since is not None:
+            where.append("last_seen >= ?")
+            params.append(since)
+        if severity is not None:
+            where.append("severity_rank >= ?")
+            params.append(rank(severity))
+        if model is not None:
+            where.append("model = ?")
+            params.append(model)
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM incidents WHERE {' AND '.join(where)} "
+            "ORDER BY severity_rank DESC, last_seen DESC LIMIT ?", (*params, int(limit)))
+        return [_incident(row) for row in rows]
+
+    def summary(self, since: float, model: str | None = None) -> dict[str, Any]:
+        """The original tool's summary of incidents active since ``since``:
+        ``total_incidents``, ``by_severity``, ``unique_ips``, ``most_common_threats``
+        (occurrences per threat, most first)."""
+        where, params = "last_seen >= ?", [since]
+        if model is not None:
+            where, params = where + " AND model = ?", [since, model]
+        conn = self._conn()
+        by_severity = dict(conn.execute(
+            f"SELECT severity, COUNT(*) FROM incidents WHERE {where} GROUP BY severity",
+            params).fetchall())
+        total, clients = conn.execute(
+            f"SELECT COUNT(*), COUNT(DISTINCT client) FROM incidents WHERE {where}",
+            params).fetchone()
+        threats = conn.execute(
+            f"SELECT threat, SUM(count) FROM incidents WHERE {where} GROUP BY threat "
+            "ORDER BY SUM(count) DESC, threat", params).fetchall()
+        severities = {name: int(by_severity.get(name, 0)) for name in SEVERITIES[:3]}
+        if by_severity.get("critical"):
+            severities["critical"] = int(by_severity["critical"])
+        return {"total_incidents": int(total), "by_severity": severities,
+                "unique_ips": int(clients),
+                "most_common_threats": {threat: int(n) for threat, n in threats}}
+
+    def deliveries(self, *, since: float = 0.0) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT time, incident_id, group_key, channel, status, attempt, error "
+            "FROM deliveries WHERE time >= ? ORDER BY id", (since,)).fetchall()
+        keys = ("time", "incident_id", "group_key", "channel", "status", "attempt", "error")
+        return [dict(zip(keys, row)) for row in rows]
+
+
+def _incident(row: tuple[Any, ...]) -> Incident:
+    (id_, model, threat, client, severity, status, first, last, count, evidence) = row
+    return Incident(int(id_), model, threat, client, severity, status, float(first),
+                    float(last), int(count), Evidence.from_dict(json.loads(evidence)))

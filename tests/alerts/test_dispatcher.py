@@ -1,0 +1,162 @@
+"""The background dispatcher: a bounded queue that never blocks a prediction and drops the
+oldest low-severity work first; retries with backoff; the outbox as the last resort; every
+delivery recorded in the incident store and the metrics; flush on close."""
+
+from __future__ import annotations
+
+import email
+import threading
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aimsec_core.alerts import Backoff, Dispatcher, Grouper, GroupingPolicy, OutboxChannel
+from aimsec_core.incidents import IncidentStore, Occurrence
+from aimsec_core.metrics import Metrics
+
+from .fakes import ListChannel
+
+NOW_POLICY = GroupingPolicy(group_wait=0, group_interval=300, repeat_interval=14400,
+                            floor="medium")
+
+
+def occ(clock, client, severity="high", threat="adversarial"):
+    return Occurrence("m", threat, client, severity, clock(), clock())
+
+
+def test_a_full_queue_drops_the_oldest_lowest_severity_first(clock):
+    dispatcher = Dispatcher(None, None, capacity=3, clock=clock, start=False)
+    for client, severity in (("a", "medium"), ("b", "high"), ("c", "medium")):
+        dispatcher.submit(occ(clock, client, severity))
+    dispatcher.submit(occ(clock, "d", "high"))  # full: the oldest medium ("a") goes
+    dispatcher.submit(occ(clock, "e", "low"))  # less severe than everything queued: dropped
+    dispatcher.submit(occ(clock, "b", "high"))  # joins its queued group: no slot needed
+    queued = {o.client: o.count for level in dispatcher._pending for o in level.values()}
+    assert queued == {"b": 2, "c": 1, "d": 1}
+    assert dispatcher.dropped == {"low": 1, "medium": 1, "high": 0, "critical": 0}
+    assert dispatcher.depth == 3
+
+
+def test_identical_occurrences_share_one_slot_and_an_escalation_moves_it(clock):
+    dispatcher = Dispatcher(None, None, capacity=2, clock=clock, start=False)
+    for _ in range(1000):
+        dispatcher.submit(occ(clock, "a", "medium"))
+    dispatcher.submit(occ(clock, "a", "critical"))
+    dispatcher.submit(occ(clock, "b", "medium"))
+    dispatcher.submit(occ(clock, "c", "medium"))  # full: "b", the only medium, goes
+    assert dispatcher._pending[3]["m", "adversarial", "a"].count == 1001
+    assert dispatcher.dropped["medium"] == 1
+
+
+def test_submit_never_waits_for_a_stuck_channel(tmp_path, clock):
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck:
+        name = "stuck"
+
+        def send(self, alert):
+            entered.set()
+            release.wait(30)
+
+    dispatcher = Dispatcher(IncidentStore(tmp_path / "db.sqlite3"), Grouper(NOW_POLICY,
+                            clock=clock), [Stuck()], clock=clock, capacity=10)
+    dispatcher.submit(occ(clock, "first"))
+    assert entered.wait(30)  # the worker is now inside send() and will stay there
+    for i in range(10_000):  # a prediction's submits go through regardless
+        dispatcher.submit(occ(clock, f"client-{i}", "medium"))
+    assert dispatcher.depth == 10 and dispatcher.dropped["medium"] == 9_990
+    release.set()
+    assert dispatcher.close(30)
+
+
+def test_a_failing_channel_is_retried_with_backoff_then_the_outbox(tmp_path, clock):
+    store = IncidentStore(tmp_path / "db.sqlite3", clock=clock)
+    failing = ListChannel(failures=99)
+    registry = CollectorRegistry()
+    outbox = OutboxChannel(tmp_path / "outbox")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [failing],
+                            fallback=outbox, backoff=Backoff(base_s=1, attempts=4),
+                            clock=clock, metrics=Metrics(registry), start=False)
+    dispatcher.submit(occ(clock, "203.0.113.7"))
+    attempts_at = []
+    for _ in range(20):
+        before = failing.failures
+        dispatcher.pump()
+        if failing.failures < before:
+            attempts_at.append(clock() - 1_800_000_000.0)
+        clock.advance(1)
+    assert attempts_at == [0, 1, 3, 7]  # waits of 1, 2, 4 seconds
+    statuses = [(d["channel"], d["status"], d["attempt"]) for d in store.deliveries()]
+    assert statuses == [("list", "retrying", 1), ("list", "retrying", 2),
+                        ("list", "retrying", 3), ("list", "failed", 4), ("outbox", "outbox", 1)]
+    [saved] = list((tmp_path / "outbox").glob("*.eml"))
+    message = email.message_from_bytes(saved.read_bytes())
+    assert "HIGH: adversarial on model m from 203.0.113.7" in message["Subject"]
+    assert registry.get_sample_value("aimsec_alerts_total",
+                                     {"channel": "list", "status": "retrying"}) == 3
+    assert registry.get_sample_value("aimsec_alerts_total",
+                                     {"channel": "outbox", "status": "outbox"}) == 1
+
+
+def test_a_channel_back_up_gets_the_alert_and_nothing_is_sent_twice(tmp_path, clock):
+    flaky = ListChannel(failures=2)
+    dispatcher = Dispatcher(IncidentStore(tmp_path / "db.sqlite3"),
+                            Grouper(NOW_POLICY, clock=clock), [flaky], clock=clock,
+                            start=False)
+    dispatcher.submit(occ(clock, "x"))
+    for _ in range(10):
+        dispatcher.pump()
+        clock.advance(1)
+    assert [a.client for a in flaky.sent] == ["x"] and dispatcher.retries == 0
+
+
+def test_a_refusal_is_not_retried(tmp_path, clock):
+    refused = ListChannel(failures=1, retryable=False)
+    outbox = ListChannel()
+    outbox.name = "outbox"
+    dispatcher = Dispatcher(None, Grouper(NOW_POLICY, clock=clock), [refused],
+                            fallback=outbox, clock=clock, start=False)
+    dispatcher.submit(occ(clock, "x"))
+    dispatcher.pump()
+    assert dispatcher.retries == 0 and len(outbox.sent) == 1
+
+
+def test_without_channels_alerts_go_to_the_outbox(tmp_path, clock):
+    dispatcher = Dispatcher(None, Grouper(NOW_POLICY, clock=clock), [],
+                            fallback=OutboxChannel(tmp_path / "outbox"), clock=clock,
+                            start=False)
+    dispatcher.submit(occ(clock, "x"))
+    dispatcher.pump()
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+def test_close_flushes_the_queue_and_pending_groups_through_the_worker(tmp_path, channel):
+    store = IncidentStore(tmp_path / "db.sqlite3")
+    dispatcher = Dispatcher(store, Grouper(GroupingPolicy(group_wait=3600, floor="medium")),
+                            [channel])
+    import time
+
+    for i in range(50):
+        dispatcher.submit(Occurrence("m", "range", f"c{i % 5}", "medium", time.time(),
+                                     time.time()))
+    assert dispatcher.close(30)
+    assert sum(i.count for i in store.incidents()) == 50
+    assert sorted(a.client for a in channel.sent) == [f"c{i}" for i in range(5)]
+
+
+def test_a_broken_store_loses_neither_the_alert_nor_the_occurrences(tmp_path, clock,
+                                                                      channel):
+    (tmp_path / "file").write_text("not a folder")
+    broken = IncidentStore(tmp_path / "file" / "db.sqlite3", timeout_s=0.1)
+    dispatcher = Dispatcher(broken, Grouper(NOW_POLICY, clock=clock), [channel],
+                            clock=clock, start=False)
+    dispatcher.submit(occ(clock, "x"))
+    dispatcher.pump()
+    assert len(channel.sent) == 1
+    assert len(dispatcher._unstored) == 1  # kept for the next round
+
+
+@pytest.mark.parametrize("capacity", [0, -1])
+def test_capacity_must_be_positive(capacity):
+    with pytest.raises(ValueError, match="capacity"):
+        Dispatcher(None, None, capacity=capacity, start=False)

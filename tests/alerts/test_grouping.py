@@ -1,0 +1,114 @@
+"""Alertmanager semantics on a clock moved by hand: group_wait, duplicates suppressed and
+counted, the quiet follow-up, repeat_interval reminders, escalation at once, forgetting."""
+
+from __future__ import annotations
+
+import pytest
+
+from aimsec_core.alerts import Grouper, GroupingPolicy
+from aimsec_core.incidents import Occurrence
+
+POLICY = GroupingPolicy(group_wait=30, group_interval=300, repeat_interval=4 * 3600,
+                        floor="medium")
+
+
+def occurrence(clock, severity="high", client="203.0.113.7", threat="adversarial", count=1):
+    return Occurrence("digits", threat, client, severity, clock(), clock(), count)
+
+
+@pytest.fixture
+def grouper(clock):
+    return Grouper(POLICY, clock=clock)
+
+
+def test_first_message_waits_group_wait_and_counts_what_it_collected(grouper, clock):
+    grouper.observe(occurrence(clock))
+    assert grouper.due() == []
+    clock.advance(10)
+    grouper.observe(occurrence(clock, count=4))
+    clock.advance(19.9)
+    assert grouper.due() == []
+    clock.advance(0.2)
+    [alert] = grouper.due()
+    assert (alert.kind, alert.count, alert.suppressed) == ("new", 5, 4)
+    assert (alert.model, alert.threat, alert.client, alert.severity) == (
+        "digits", "adversarial", "203.0.113.7", "high")
+    assert grouper.due() == []  # claimed: nothing twice
+
+
+def test_duplicates_wait_for_the_group_to_go_quiet_then_carry_the_suppressed_count(grouper,
+                                                                                   clock):
+    grouper.observe(occurrence(clock))
+    clock.advance(30)
+    assert [a.kind for a in grouper.due()] == ["new"]
+    for _ in range(10):  # still firing: one a minute for ten minutes
+        clock.advance(60)
+        grouper.observe(occurrence(clock))
+        assert grouper.due() == []
+    clock.advance(299)
+    assert grouper.due() == []
+    clock.advance(1)
+    [update] = grouper.due()
+    assert (update.kind, update.count, update.suppressed) == ("update", 11, 10)
+    clock.advance(4 * 3600 - 1)
+    assert grouper.due() == []
+
+
+def test_a_group_that_keeps_firing_is_reminded_every_repeat_interval(grouper, clock):
+    grouper.observe(occurrence(clock))
+    clock.advance(30)
+    grouper.due()
+    kinds = []
+    for _ in range(int(9 * 3600 / 60)):
+        clock.advance(60)
+        grouper.observe(occurrence(clock))
+        kinds += [(a.kind, a.suppressed) for a in grouper.due()]
+    assert kinds == [("reminder", 240), ("reminder", 240)]
+
+
+def test_severity_escalation_is_sent_at_once(grouper, clock):
+    grouper.observe(occurrence(clock, severity="medium"))
+    clock.advance(30)
+    assert [a.severity for a in grouper.due()] == ["medium"]
+    clock.advance(1)
+    grouper.observe(occurrence(clock, severity="critical"))
+    [alert] = grouper.due()
+    assert (alert.kind, alert.severity, alert.suppressed) == ("escalation", "critical", 1)
+
+
+def test_groups_are_per_model_threat_and_client(grouper, clock):
+    for client in ("a", "b"):
+        for threat in ("adversarial", "extraction"):
+            grouper.observe(occurrence(clock, client=client, threat=threat))
+    clock.advance(30)
+    alerts = grouper.due()
+    assert sorted((a.client, a.threat) for a in alerts) == [
+        ("a", "adversarial"), ("a", "extraction"), ("b", "adversarial"), ("b", "extraction")]
+
+
+def test_below_the_floor_nothing_is_grouped_or_sent(clock):
+    grouper = Grouper(GroupingPolicy(floor="high"), clock=clock)
+    grouper.observe(occurrence(clock, severity="medium"))
+    clock.advance(3600)
+    assert grouper.due() == [] and grouper.idle
+
+
+def test_a_quiet_group_is_forgotten_and_starts_over(grouper, clock):
+    grouper.observe(occurrence(clock))
+    clock.advance(30)
+    grouper.due()
+    clock.advance(4 * 3600)
+    assert grouper.due() == [] and grouper.idle
+    grouper.observe(occurrence(clock))
+    clock.advance(30)
+    [alert] = grouper.due()
+    assert (alert.kind, alert.count) == ("new", 1)
+
+
+def test_force_sends_what_is_pending_at_shutdown(grouper, clock):
+    grouper.observe(occurrence(clock))
+    [alert] = grouper.due(force=True)
+    assert alert.kind == "new"
+    grouper.observe(occurrence(clock))
+    [alert] = grouper.due(force=True)
+    assert (alert.kind, alert.suppressed) == ("flush", 1)

@@ -1,0 +1,94 @@
+"""Replicas sharing Redis send one message per group, not one per replica (a real
+redis-server on a free loopback port)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from aimsec_core.alerts import Grouper, GroupingPolicy, RedisGroupState
+from aimsec_core.incidents import Occurrence
+
+from .fakes import FakeClock
+
+POLICY = GroupingPolicy(group_wait=30, group_interval=300, repeat_interval=14400,
+                        floor="medium")
+
+
+def occ(clock, client="203.0.113.7", severity="high", count=1):
+    return Occurrence("digits", "adversarial", client, severity, clock(), clock(), count)
+
+
+@pytest.fixture
+def replicas(redis_server, clock):
+    prefix = f"test:{id(clock)}:"
+    return [Grouper(POLICY, RedisGroupState(redis.Redis.from_url(redis_server.url),
+                                            prefix=prefix), clock=clock) for _ in range(3)]
+
+
+def test_three_replicas_seeing_the_same_flood_send_one_message(replicas, clock):
+    sent = []
+    for _ in range(60):
+        for replica in replicas:  # every replica sees the attack (a round-robin balancer)
+            replica.observe(occ(clock, count=5))
+            sent += replica.due()
+        clock.advance(1)
+    for _ in range(4 * 3600 // 30):  # the next four hours, every replica ticking
+        clock.advance(30)
+        sent += [a for r in replicas for a in r.due()]
+    first, follow_up = sent
+    assert (first.kind, follow_up.kind) == ("new", "update")
+    assert first.count + follow_up.suppressed == 900 == follow_up.count
+
+
+def test_the_first_message_is_claimed_once_when_replicas_race(replicas, clock):
+    for replica in replicas:
+        replica.observe(occ(clock, count=10))
+    clock.advance(30)
+    got, start = [], threading.Barrier(len(replicas))
+
+    def claim(replica):
+        start.wait()
+        got.extend(replica.due())
+
+    threads = [threading.Thread(target=claim, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    [alert] = got
+    assert (alert.kind, alert.count, alert.suppressed) == ("new", 30, 29)
+
+
+def test_escalation_on_one_replica_is_sent_once(replicas, clock):
+    replicas[0].observe(occ(clock, severity="medium"))
+    clock.advance(30)
+    assert len([a for r in replicas for a in r.due()]) == 1
+    replicas[2].observe(occ(clock, severity="critical"))
+    [alert] = [a for r in replicas for a in r.due()]
+    assert (alert.kind, alert.severity) == ("escalation", "critical")
+
+
+def test_groups_expire_in_redis(redis_server, clock):
+    client = redis.Redis.from_url(redis_server.url)
+    state = RedisGroupState(client, prefix="ttl:", ttl_s=60)
+    Grouper(POLICY, state, clock=clock).observe(occ(clock))
+    [group_id] = state.ids()
+    assert 0 < client.pttl(group_id) <= 60_000
+
+
+def test_redis_down_falls_back_to_grouping_in_this_process(clock):
+    from .servers import free_port
+
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    dead = RedisGroupState(redis.Redis(port=free_port(), socket_connect_timeout=0.5,
+                                       retry=Retry(NoBackoff(), 0)))
+    grouper = Grouper(POLICY, dead, clock=FakeClock())
+    grouper.observe(occ(grouper.clock, count=3))
+    grouper.clock.advance(30)
+    [alert] = grouper.due()
+    assert alert.count == 3

@@ -1,0 +1,86 @@
+"""Alert settings: the original alert_settings, the environment, and secrets kept out of
+reprs and logs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from aimsec_core import ConfigurationError
+from aimsec_core.alerts import GroupingPolicy, SmtpChannel, SmtpSettings, WebhookSettings
+from aimsec_core.alerts.wiring import security_sinks
+
+
+def test_from_the_environment(monkeypatch):
+    assert SmtpSettings.from_env() is None
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_SENDER", "ml@example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org, b@example.org,")
+    monkeypatch.setenv("ALERT_SMTP_USERNAME", "ml")
+    monkeypatch.setenv("ALERT_SMTP_PASSWORD", "hunter2")
+    s = SmtpSettings.from_env()
+    assert (s.server, s.port, s.security, s.recipients, s.username) == (
+        "mail.example.org", 587, "starttls", ("a@example.org", "b@example.org"), "ml")
+    monkeypatch.setenv("ALERT_SMTP_PORT", "465")
+    assert SmtpSettings.from_env().security == "ssl"
+
+
+def test_from_the_original_alert_settings_with_the_environment_filling_in(monkeypatch):
+    monkeypatch.setenv("ALERT_SMTP_PASSWORD", "from-env")
+    s = SmtpSettings.from_alert_settings({
+        "email_recipients": ["soc@example.org"],
+        "smtp_settings": {"server": "smtp.example.org", "port": 25,
+                          "sender": "ml@example.org", "use_tls": False, "username": "u"}})
+    assert (s.server, s.port, s.security, s.password) == ("smtp.example.org", 25, "none",
+                                                          "from-env")
+    assert SmtpSettings.from_alert_settings({"email_recipients": ["x@y.z"]}) is None
+
+
+def test_the_password_is_never_shown(monkeypatch, caplog):
+    s = SmtpSettings("h", 25, "a@b.c", ("d@e.f",), password="hunter2", username="u")
+    assert "hunter2" not in repr(s) and "hunter2" not in repr(SmtpChannel(s))
+    assert "hunter2" not in repr(WebhookSettings("https://h/x", secret="hunter2"))
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "127.0.0.1")
+    monkeypatch.setenv("ALERT_SMTP_PORT", "1")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "d@e.f")
+    monkeypatch.setenv("ALERT_SMTP_PASSWORD", "hunter2")
+    with caplog.at_level(logging.DEBUG):
+        sinks = security_sinks(metrics=False)
+        assert "hunter2" not in repr(sinks)
+    assert "hunter2" not in caplog.text
+
+
+@pytest.mark.parametrize("env, value, match", [
+    ("ALERT_SMTP_PORT", "smtp", "ALERT_SMTP_PORT"),
+    ("ALERT_RECIPIENTS", "not-an-address", "ALERT_RECIPIENTS"),
+    ("ALERT_SMTP_TLS", "maybe", "security must be one of"),
+])
+def test_bad_settings_name_the_variable(monkeypatch, env, value, match):
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigurationError, match=match):
+        SmtpSettings.from_env()
+
+
+def test_no_recipients_is_an_error(monkeypatch):
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    with pytest.raises(ConfigurationError, match="ALERT_RECIPIENTS"):
+        SmtpSettings.from_env()
+
+
+def test_grouping_policy_from_the_environment(monkeypatch):
+    assert GroupingPolicy.resolve() == GroupingPolicy(30, 300, 14400, "high")
+    monkeypatch.setenv("AIMSEC_ALERT_GROUP_WAIT", "5")
+    monkeypatch.setenv("AIMSEC_ALERT_SEVERITY", "medium")
+    assert GroupingPolicy.resolve(group_interval=60) == GroupingPolicy(5, 60, 14400, "medium")
+    monkeypatch.setenv("AIMSEC_ALERT_SEVERITY", "severe")
+    with pytest.raises(ConfigurationError, match="AIMSEC_ALERT_SEVERITY"):
+        GroupingPolicy.resolve()
+
+
+def test_webhook_url_must_be_http(monkeypatch):
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "file:///etc/passwd")
+    with pytest.raises(ConfigurationError, match="http"):
+        WebhookSettings.from_env()

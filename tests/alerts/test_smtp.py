@@ -1,0 +1,149 @@
+"""Alert emails against a real SMTP server (aiosmtpd on a loopback port): plain, STARTTLS
+with login, implicit TLS; a server that is down, then back."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from aimsec_core.alerts import (Alert, DeliveryError, Dispatcher, Grouper, GroupingPolicy,
+                                SmtpChannel, SmtpSettings)
+from aimsec_core.incidents import IncidentStore, Occurrence
+
+from .servers import SmtpServer, authenticator
+
+T0 = 1_800_000_000.0
+
+
+def alert(**overrides) -> Alert:
+    fields = dict(kind="new", model="digits-torch", threat="adversarial",
+                  client="203.0.113.7", severity="high", count=12, suppressed=11,
+                  first_seen=T0, last_seen=T0 + 20, sent_at=T0 + 30,
+                  reasons=("sample 0: suspicion 9.1",), incident_id=7)
+    fields.update(overrides)
+    return Alert(**fields)
+
+
+def settings(server, **overrides) -> SmtpSettings:
+    fields = dict(server="127.0.0.1", port=server.port, sender="aimsec@example.org",
+                  recipients=("soc@example.org", "oncall@example.org"), security="none",
+                  timeout_s=10)
+    fields.update(overrides)
+    return SmtpSettings(**fields)
+
+
+def test_the_email_names_model_severity_threat_client_and_count(smtp_server):
+    SmtpChannel(settings(smtp_server)).send(alert())
+    [got] = smtp_server.inbox.messages
+    assert got.mail_from == "aimsec@example.org"
+    assert got.rcpt_tos == ["soc@example.org", "oncall@example.org"]
+    subject = got.message["Subject"]
+    assert "HIGH" in subject and "digits-torch" in subject
+    body = got.message.get_content()
+    for expected in ("Model:       digits-torch", "Severity:    high",
+                     "Threat:      adversarial", "Client:      203.0.113.7",
+                     "Count:       12 occurrence(s)", "Suppressed:  11", "Incident:    #7",
+                     "AML.T0043 Craft Adversarial Data", "ML01 Input Manipulation Attack",
+                     "sample 0: suspicion 9.1"):
+        assert expected in body
+    assert got.message["To"] == "soc@example.org, oncall@example.org"
+
+
+def test_starttls_and_login(tls_ca, server_tls, client_tls):
+    server = SmtpServer(tls_context=server_tls, require_starttls=True,
+                        authenticator=authenticator(b"alerts", b"s3cret"),
+                        auth_require_tls=True).start()
+    try:
+        channel = SmtpChannel(settings(server, security="starttls", username="alerts",
+                                       password="s3cret"), ssl_context=client_tls)
+        channel.send(alert())
+        [got] = server.inbox.messages
+        assert got.tls and got.login == b"alerts"
+        with pytest.raises(DeliveryError) as refused:
+            SmtpChannel(settings(server, security="starttls", username="alerts",
+                                 password="wrong"), ssl_context=client_tls).send(alert())
+        assert not refused.value.retryable and "wrong" not in str(refused.value)
+    finally:
+        server.stop()
+
+
+def test_starttls_with_the_ca_file_from_the_environment(tmp_path, monkeypatch, tls_ca,
+                                                        server_tls):
+    server = SmtpServer(tls_context=server_tls, require_starttls=True).start()
+    try:
+        tls_ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("ALERT_SMTP_SERVER", "127.0.0.1")
+        monkeypatch.setenv("ALERT_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("ALERT_RECIPIENTS", "soc@example.org")
+        monkeypatch.setenv("ALERT_SMTP_CAFILE", str(tmp_path / "ca.pem"))
+        SmtpChannel(SmtpSettings.from_env()).send(alert())
+        assert server.inbox.messages[0].tls
+    finally:
+        server.stop()
+
+
+def test_implicit_tls(server_tls, client_tls):
+    server = SmtpServer(ssl_context=server_tls).start()
+    try:
+        SmtpChannel(settings(server, security="ssl"), ssl_context=client_tls).send(alert())
+        assert server.inbox.messages[0].message["Subject"].startswith("aimsec HIGH: adversarial")
+    finally:
+        server.stop()
+
+
+def test_an_untrusted_certificate_is_refused_and_retryable(server_tls):
+    server = SmtpServer(tls_context=server_tls).start()
+    try:
+        with pytest.raises(DeliveryError, match="starttls"):
+            SmtpChannel(settings(server, security="starttls")).send(alert())
+    finally:
+        server.stop()
+
+
+def test_hostile_client_names_cannot_inject_headers(smtp_server):
+    SmtpChannel(settings(smtp_server)).send(
+        alert(client="x\r\nBcc: victim@example.org\r\n", model="m\nX-Evil: 1"))
+    [got] = smtp_server.inbox.messages
+    assert got.message["Bcc"] is None and got.message["X-Evil"] is None
+    assert got.rcpt_tos == ["soc@example.org", "oncall@example.org"]
+
+
+def test_server_down_then_back(tmp_path, clock, caplog):
+    """Predictions go on while the mail server is down; the failure is recorded; the alert
+    arrives once the server is back."""
+    import aimsec_core
+    from sklearn.linear_model import LogisticRegression
+
+    server = SmtpServer()  # not started: nothing listens on its port
+    store = IncidentStore(tmp_path / "incidents.sqlite3", clock=clock)
+    dispatcher = Dispatcher(store, Grouper(GroupingPolicy(group_wait=30), clock=clock),
+                            [SmtpChannel(settings(server, timeout_s=5))], clock=clock,
+                            start=False)
+    model = LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])
+    guarded = aimsec_core.guard(model, name="lr", constraints={"max_value": 1.0},
+                                sinks=[aimsec_core.IncidentSink(dispatcher, floor="medium")])
+    adversarial = Occurrence("lr", "adversarial", "203.0.113.7", "high", clock(), clock())
+    dispatcher.submit(adversarial)
+    with aimsec_core.client("203.0.113.7"):
+        for _ in range(5):
+            with pytest.raises(aimsec_core.ValueRangeError):
+                guarded.predict(np.eye(4) * 3)
+        assert guarded.predict(np.eye(4)).tolist() == model.predict(np.eye(4)).tolist()
+    clock.advance(30)
+    with caplog.at_level(logging.WARNING, logger="aimsec.alerts"):
+        dispatcher.pump()
+    [failure] = store.deliveries()
+    assert (failure["channel"], failure["status"]) == ("smtp", "retrying")
+    assert "Connection refused" in failure["error"] or "refused" in failure["error"].lower()
+    server.start()
+    try:
+        clock.advance(1)
+        dispatcher.pump()
+        [got] = server.inbox.messages
+        assert "adversarial" in got.message["Subject"]
+        assert store.deliveries()[-1]["status"] == "sent"
+        assert [i.threat for i in store.incidents()] == ["adversarial", "range"]
+    finally:
+        server.stop()

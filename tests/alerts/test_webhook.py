@@ -1,0 +1,73 @@
+"""Webhook alerts against a real local HTTP server: the body, the HMAC signature, and a
+500 answer retried with backoff until delivered."""
+
+from __future__ import annotations
+
+import json
+
+from aimsec_core.alerts import (Backoff, Dispatcher, Grouper, GroupingPolicy, WebhookChannel,
+                                WebhookSettings)
+from aimsec_core.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
+from aimsec_core.incidents import IncidentStore, Occurrence
+
+from .test_smtp import alert
+
+
+def test_body_is_slack_compatible_and_signed(hook_server, clock):
+    server = hook_server()
+    WebhookChannel(WebhookSettings(server.url, secret="k3y"), clock=clock).send(alert())
+    [(headers, body)] = server.hook.requests
+    payload = json.loads(body)
+    assert payload["text"].startswith("aimsec HIGH: adversarial on model digits-torch from "
+                                      "203.0.113.7: 12 occurrence(s), 11 suppressed")
+    assert payload["alert"]["severity"] == "high" and payload["alert"]["count"] == 12
+    assert payload["alert"]["taxonomy"]["atlas_techniques"] == ["AML.T0043", "AML.T0015"]
+    assert headers["Content-Type"] == "application/json"
+    timestamp, signature = headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER]
+    assert timestamp == str(int(clock()))
+    assert verify("k3y", timestamp, body, signature, now=clock())
+    assert not verify("other", timestamp, body, signature, now=clock())
+    assert not verify("k3y", timestamp, body + b" ", signature, now=clock())
+    assert not verify("k3y", timestamp, body, signature, now=clock() + 301)  # replayed late
+    assert signature == sign("k3y", timestamp, body)
+
+
+def test_unsigned_without_a_secret(hook_server):
+    server = hook_server()
+    WebhookChannel(WebhookSettings(server.url)).send(alert())
+    [(headers, _)] = server.hook.requests
+    assert SIGNATURE_HEADER not in headers
+
+
+def test_a_500_is_retried_with_backoff_until_delivered(tmp_path, hook_server, clock):
+    server = hook_server([500, 503])
+    store = IncidentStore(tmp_path / "db.sqlite3", clock=clock)
+    dispatcher = Dispatcher(store, Grouper(GroupingPolicy(group_wait=0, floor="medium"),
+                                           clock=clock),
+                            [WebhookChannel(WebhookSettings(server.url), clock=clock)],
+                            backoff=Backoff(base_s=2), clock=clock, start=False)
+    dispatcher.submit(Occurrence("m", "extraction", "key:9", "high", clock(), clock()))
+    tried_at = []
+    for second in range(10):
+        before = len(server.hook.requests)
+        dispatcher.pump()
+        tried_at += [second] * (len(server.hook.requests) - before)
+        clock.advance(1)
+    assert tried_at == [0, 2, 6]  # waits of 2 and 4 seconds
+    assert [(d["status"], d["attempt"]) for d in store.deliveries()] == [
+        ("retrying", 1), ("retrying", 2), ("sent", 3)]
+    assert "HTTP 500" in store.deliveries()[0]["error"]
+    bodies = [json.loads(body) for _, body in server.hook.requests]
+    assert all(b["alert"]["threat"] == "extraction" for b in bodies)
+
+
+def test_a_4xx_is_not_retried(hook_server):
+    from aimsec_core.alerts import DeliveryError
+
+    server = hook_server([404])
+    try:
+        WebhookChannel(WebhookSettings(server.url)).send(alert())
+    except DeliveryError as exc:
+        assert not exc.retryable and "404" in str(exc)
+    else:
+        raise AssertionError("a 404 must raise DeliveryError")

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+import pytest
+
+from ..alerts.fakes import FakeClock, ListChannel
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def channel() -> ListChannel:
+    return ListChannel()

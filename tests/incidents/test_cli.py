@@ -1,0 +1,61 @@
+"""``aimsec incidents``: a table readable at 80 columns, JSON, filters, status changes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from aimsec_core.cli import main
+from aimsec_core.incidents import IncidentStore, Occurrence
+
+
+@pytest.fixture
+def db(tmp_path):
+    store = IncidentStore(tmp_path / "incidents.sqlite3")
+    now = time.time()
+    store.record([
+        Occurrence("digits-sklearn-with-a-long-name", "adversarial",
+                   "api-key:analytics-team-production-eu", "high", now, now, 1234),
+        Occurrence("digits-torch", "range", "203.0.113.7", "medium", now - 7200, now - 7200),
+        Occurrence("digits-torch", "format", "198.51.100.23", "low", now, now),
+    ])
+    return store.path
+
+
+def test_table_fits_80_columns(db, capsys):
+    assert main(["incidents", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    for expected in ("adversarial", "high", "1,234", "AML.T0043", "203.0.113.7"):
+        assert expected in out
+    assert out.index("adversarial") < out.index("range")  # most severe first
+
+
+def test_json_and_filters(db, capsys):
+    main(["incidents", "--db", str(db), "--json", "--severity", "medium", "--since", "1h"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["threat"] for r in rows] == ["adversarial"]
+    assert rows[0]["count"] == 1234 and rows[0]["taxonomy"]["owasp"] == ["ML01"]
+    main(["incidents", "--db", str(db), "--json", "--since", "2000-01-01"])
+    assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def test_acknowledge_and_resolve(db, capsys):
+    main(["incidents", "--db", str(db), "--resolve", "1"])
+    main(["incidents", "--db", str(db), "--ack", "2"])
+    main(["incidents", "--db", str(db), "--json"])
+    assert [r["id"] for r in json.loads(capsys.readouterr().out.split("\n", 2)[2])] == [3]
+    assert main(["incidents", "--db", str(db), "--ack", "99"]) == 1
+
+
+def test_no_database_yet(tmp_path, capsys):
+    assert main(["incidents", "--db", str(tmp_path / "none.sqlite3"), "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+
+
+def test_a_bad_since_is_a_usage_error(db, capsys):
+    with pytest.raises(SystemExit):
+        main(["incidents", "--db", str(db), "--since", "yesterday"])
+    assert "expected a span such as 30m" in capsys.readouterr().err

@@ -1,0 +1,121 @@
+"""Guards raise incidents and alerts by default, off the predict path; guard(...,
+incidents=, alerts=) and the environment choose; close() delivers what is queued."""
+
+from __future__ import annotations
+
+import email
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import aimsec_core
+from aimsec_core.alerts import Dispatcher, default_locations, security_sinks
+from aimsec_core.audit import AuditLog
+from aimsec_core.incidents import IncidentSink, IncidentStore
+from aimsec_core.sinks import CallRecord
+from aimsec_core.verdict import Finding, Verdict
+
+X = np.eye(4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return LogisticRegression().fit(X, [0, 1, 0, 1])
+
+
+def call(*findings: Finding) -> CallRecord:
+    return CallRecord(Verdict(allowed=True, mode="monitor", model="m", client="c",
+                              batch_size=1, findings=findings, input_hash="h" * 32,
+                              timestamp=1_800_000_000.0), "flagged", 0.0,
+                      arrays={"x": np.full((1, 4), 123456.0)})
+
+
+def test_the_sink_queues_only_findings_at_or_above_the_floor(clock):
+    dispatcher = Dispatcher(None, None, clock=clock, start=False)
+    sink = IncidentSink(dispatcher, floor="medium")
+    sink.record(call())
+    sink.record(call(Finding("format", "bad shape")))  # low
+    assert dispatcher.depth == 0
+    sink.record(call(Finding("range", "too big"), Finding("adversarial", "odd", score=7.0)))
+    queued = {o.threat: o for level in dispatcher._pending for o in level.values()}
+    assert set(queued) == {"range", "adversarial"}
+    evidence = queued["adversarial"].evidence
+    assert evidence.scores == [7.0] and evidence.input_hashes == ["h" * 32]
+    assert "123456" not in repr(queued)  # the raw input never reaches an incident
+
+
+def test_default_guard_records_incidents_and_leaves_alerts_in_the_outbox(model, monkeypatch,
+                                                                         tmp_path):
+    monkeypatch.setenv("AIMSEC_ALERT_SEVERITY", "medium")
+    guarded = aimsec_core.guard(model, name="lr", constraints={"max_value": 1.0})
+    kinds = [type(s).__name__ for s in guarded.__aimsec_guard__.sinks]
+    assert kinds == ["AuditLog", "MetricsSink", "IncidentSink"]
+    with aimsec_core.client("203.0.113.7"):
+        for _ in range(20):
+            with pytest.raises(aimsec_core.ValueRangeError):
+                guarded.predict(X * 2)
+        assert guarded.predict(X).tolist() == model.predict(X).tolist()
+    assert guarded.close(30)
+    where = default_locations()
+    assert where["incidents"] == (tmp_path / "security_logs" / "incidents.sqlite3").resolve()
+    [incident] = IncidentStore(where["incidents"]).incidents()
+    assert (incident.model, incident.threat, incident.client, incident.count) == (
+        "lr", "range", "203.0.113.7", 20)
+    [eml] = list(where["outbox"].glob("*.eml"))
+    message = email.message_from_bytes(eml.read_bytes())
+    assert "MEDIUM: range on model lr from 203.0.113.7" in message["Subject"]
+    assert "Count:       20 occurrence(s)" in message.get_payload()  # sent once, at close
+
+
+def test_guards_with_the_same_settings_share_one_dispatcher(model):
+    first = aimsec_core.guard(model, name="a").__aimsec_guard__.sinks[-1]
+    second = aimsec_core.guard(model, name="b").__aimsec_guard__.sinks[-1]
+    assert first.dispatcher is second.dispatcher
+
+
+def test_incidents_and_alerts_can_be_turned_off(model, monkeypatch, tmp_path):
+    guarded = aimsec_core.guard(model, incidents=False, alerts=False)
+    assert [type(s) for s in guarded.__aimsec_guard__.sinks][:1] == [AuditLog]
+    assert not any(isinstance(s, IncidentSink) for s in guarded.__aimsec_guard__.sinks)
+    monkeypatch.setenv("AIMSEC_INCIDENTS", "0")
+    monkeypatch.setenv("AIMSEC_ALERTS", "0")
+    monkeypatch.setenv("AIMSEC_METRICS", "0")
+    assert security_sinks() == []
+
+
+def test_explicit_database_and_channels(model, tmp_path, channel):
+    guarded = aimsec_core.guard(model, name="lr", constraints={"max_value": 1.0},
+                                incidents=tmp_path / "mine.sqlite3", alerts=[channel])
+    sink = guarded.__aimsec_guard__.sinks[-1]
+    assert sink.dispatcher.store.path == (tmp_path / "mine.sqlite3").resolve()
+    assert sink.dispatcher.channels == [channel]
+
+
+def test_sinks_and_incidents_together_are_refused(model, sink):
+    with pytest.raises(aimsec_core.ConfigurationError, match="either sinks"):
+        aimsec_core.guard(model, sinks=[sink], incidents=False)
+    with pytest.raises(aimsec_core.ConfigurationError, match="incidents="):
+        aimsec_core.guard(model, incidents=42)
+
+
+def test_a_broken_incident_database_never_reaches_a_prediction(model, tmp_path):
+    (tmp_path / "file").write_text("x")
+    guarded = aimsec_core.guard(model, constraints={"max_value": 1.0},
+                                incidents=tmp_path / "file" / "db.sqlite3", alerts=False)
+    with pytest.raises(aimsec_core.ValueRangeError):
+        guarded.predict(X * 2)
+    assert guarded.predict(X).tolist() == model.predict(X).tolist()
+    guarded.close(5)
+
+
+def test_a_demo_can_alert_on_medium_findings(model, tmp_path):
+    from aimsec_core.alerts import GroupingPolicy
+
+    sinks = security_sinks(policy=GroupingPolicy.resolve(floor="medium"), metrics=False)
+    guarded = aimsec_core.guard(model, name="demo", constraints={"max_value": 1.0},
+                                sinks=[AuditLog(), *sinks])
+    with pytest.raises(aimsec_core.ValueRangeError):
+        guarded.predict(X * 2)
+    assert guarded.close(30)
+    assert len(list(default_locations()["outbox"].glob("*.eml"))) == 1

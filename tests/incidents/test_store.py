@@ -1,0 +1,163 @@
+"""The SQLite incident store: repeats update one incident, evidence stays bounded, the
+schema migrates, the original summary, statuses."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aimsec_core.incidents import Evidence, IncidentStore, IncidentStoreError, Occurrence
+from aimsec_core.incidents.schema import MIGRATIONS, VERSION
+
+from ..alerts.fakes import FakeClock
+
+
+def occ(clock, client="203.0.113.7", threat="adversarial", severity="high", count=1,
+        reason=None, score=None, input_hash=None, model="digits"):
+    evidence = Evidence()
+    evidence.add(reason=reason, score=score, input_hash=input_hash)
+    return Occurrence(model, threat, client, severity, clock(), clock(), count, evidence)
+
+
+@pytest.fixture
+def store(tmp_path, clock):
+    return IncidentStore(tmp_path / "incidents.sqlite3", clock=clock, window_s=3600)
+
+
+def test_repeats_within_the_window_update_one_incident(store, clock):
+    [(first, opened)] = store.record([occ(clock, reason="a")])
+    assert opened and first.count == 1
+    for _ in range(3):
+        clock.advance(600)
+        [(same, opened)] = store.record([occ(clock, count=10, reason="b")])
+        assert not opened and same.id == first.id
+    incident = store.get(first.id)
+    assert incident.count == 31 and incident.evidence.reasons == ["a", "b"]
+    assert incident.last_seen - incident.first_seen == 1800
+    clock.advance(3601)  # the group went quiet longer than the window: a new incident
+    [(later, opened)] = store.record([occ(clock)])
+    assert opened and later.id != first.id
+
+
+def test_model_threat_and_client_each_make_their_own_incident(store, clock):
+    store.record([occ(clock), occ(clock, client="other"), occ(clock, threat="range"),
+                  occ(clock, model="other")])
+    assert len(store.incidents()) == 4
+
+
+def test_a_resolved_incident_is_not_reopened(store, clock):
+    [(incident, _)] = store.record([occ(clock)])
+    assert store.set_status(incident.id, "resolved").status == "resolved"
+    [(fresh, opened)] = store.record([occ(clock)])
+    assert opened and fresh.id != incident.id
+    assert [i.id for i in store.incidents()] == [fresh.id]
+    assert len(store.incidents(statuses=("open", "resolved"))) == 2
+
+
+def test_status_errors(store):
+    with pytest.raises(ValueError, match="expected one of"):
+        store.set_status(1, "closed")
+    with pytest.raises(KeyError, match="no incident with id 99"):
+        store.set_status(99, "resolved")
+
+
+def test_severity_rises_never_falls(store, clock):
+    store.record([occ(clock, severity="medium")])
+    store.record([occ(clock, severity="critical")])
+    store.record([occ(clock, severity="low")])
+    [incident] = store.incidents()
+    assert incident.severity == "critical" and incident.count == 3
+
+
+def test_evidence_is_bounded_and_holds_no_input(store, clock):
+    store.record([occ(clock, reason=f"reason {i}" * 100, score=float(i),
+                      input_hash=f"{i:032x}") for i in range(1000)])
+    [incident] = store.incidents()
+    e = incident.evidence
+    assert incident.count == 1000
+    assert len(e.reasons) == 5 and all(len(r) <= 300 for r in e.reasons)
+    assert e.scores == [float(i) for i in range(999, 989, -1)]
+    assert len(e.input_hashes) == 10
+
+
+def test_filters_and_order(store, clock):
+    store.record([occ(clock, client="old", severity="critical")])
+    clock.advance(100)
+    store.record([occ(clock, client="low", severity="low"),
+                  occ(clock, client="new", severity="high")])
+    assert [i.client for i in store.incidents()] == ["old", "new", "low"]
+    assert [i.client for i in store.incidents(severity="high")] == ["old", "new"]
+    assert [i.client for i in store.incidents(since=clock() - 1)] == ["new", "low"]
+
+
+def test_summary_is_the_original_dictionary(store, clock):
+    store.record([occ(clock, client="1.1.1.1", threat="rate_limit_exceeded",
+                      severity="medium", count=7),
+                  occ(clock, client="2.2.2.2", threat="extreme_values", count=2),
+                  occ(clock, client="1.1.1.1", threat="extreme_values", model="other")])
+    assert store.summary(clock() - 60, model="digits") == {
+        "total_incidents": 2, "by_severity": {"low": 0, "medium": 1, "high": 1},
+        "unique_ips": 2, "most_common_threats": {"rate_limit_exceeded": 7,
+                                                 "extreme_values": 2}}
+    assert store.summary(clock() + 1)["total_incidents"] == 0
+
+
+def test_reopening_keeps_everything(tmp_path, clock):
+    path = tmp_path / "incidents.sqlite3"
+    IncidentStore(path, clock=clock).record([occ(clock, count=5)])
+    [incident] = IncidentStore(path, clock=clock).incidents()
+    assert incident.count == 5
+
+
+def test_an_old_schema_is_migrated_in_place(tmp_path, clock):
+    path = tmp_path / "v1.sqlite3"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO incidents (model, threat, client, severity, severity_rank, "
+                 "first_seen, last_seen, count, evidence) VALUES "
+                 "('m', 'range', 'c', 'medium', 1, 1, 1, 4, ?)", (json.dumps({}),))
+    conn.commit()
+    conn.close()
+    store = IncidentStore(path, clock=clock)
+    [incident] = store.incidents()
+    assert incident.count == 4
+    store.record_delivery(group_key="k", channel="smtp", status="sent", attempt=1)
+    assert store.deliveries()[0]["status"] == "sent"
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION == 2
+
+
+def test_a_newer_schema_or_a_bad_path_is_a_clear_error(tmp_path, clock):
+    path = tmp_path / "future.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(IncidentStoreError, match="schema version 99.*upgrade aimsec"):
+        IncidentStore(path).incidents()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(IncidentStoreError, match="cannot open the incident database"):
+        IncidentStore(tmp_path / "file" / "db.sqlite3").incidents()
+
+
+def test_default_path_is_under_security_log_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path / "logs"))
+    assert IncidentStore().path == (tmp_path / "logs" / "incidents.sqlite3").resolve()
+    monkeypatch.setenv("AIMSEC_INCIDENT_DB", str(tmp_path / "elsewhere.db"))
+    assert IncidentStore().path == (tmp_path / "elsewhere.db").resolve()
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(client=st.text(max_size=400), model=st.text(max_size=50), reason=st.text(max_size=600))
+def test_hostile_names_are_stored_clipped_and_printable(store, client, model, reason):
+    clock = FakeClock()
+    [(incident, _)] = store.record([occ(clock, client=client, model=model, reason=reason)])
+    stored = store.get(incident.id)
+    for text in (stored.client, stored.model, *stored.evidence.reasons):
+        assert len(text) <= 300 and text.isprintable()
+    assert stored.client == incident.client
