@@ -9,8 +9,6 @@ when ``aimsec_core.incidents`` is installed, and otherwise says why there is non
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,8 +21,8 @@ from .records import MAX_TEXT, parse_time
 #: Open incidents listed in the report (all are counted).
 MAX_LISTED = 50
 OPEN_STATUSES = ("open", "acknowledged")
-#: Method names tried, in order, on the incident store to list incidents.
-_QUERY_METHODS = ("query", "list", "incidents", "search", "all")
+#: Every status an incident can have: the report counts them all.
+INCIDENT_STATUSES = ("open", "acknowledged", "resolved")
 
 
 @dataclass
@@ -95,55 +93,33 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
     return section
 
 
-def load_incidents(db: str | Path | None) -> tuple[Iterable[Mapping[str, Any]] | None, str]:
-    """``(source, note)``: the incident store's incidents, or ``None`` and the reason.
+def load_incidents(db: str | Path | None, *, since: float | None = None,
+                   limit: int = 100_000) -> tuple[Iterable[Mapping[str, Any]] | None, str]:
+    """``(source, note)``: the incident store's incidents (every status, last seen at or
+    after ``since``), or ``None`` and the reason none could be read.
 
-    Uses ``aimsec_core.incidents`` when importable: its store class (``IncidentStore``)
-    opened on ``db`` (its own default when ``None``), listed through the first of
-    :data:`_QUERY_METHODS` it has.
-    """
+    ``db`` is the SQLite file (default: ``AIMSEC_INCIDENT_DB``, else
+    ``<SECURITY_LOG_PATH>/incidents.sqlite3``); a file that does not exist is reported,
+    never created."""
+    from ..incidents import IncidentStore
+    from ..incidents.store import database_path
+
+    path = database_path(db)
+    if not path.exists():
+        return None, f"no incident store at {path}"
+    store = IncidentStore(path)
     try:
-        module = importlib.import_module("aimsec_core.incidents")
-    except ImportError:
-        return None, "no incident store: aimsec_core.incidents is not installed"
-    store_type = getattr(module, "IncidentStore", None)
-    if store_type is None:
-        return None, "no incident store: aimsec_core.incidents has no IncidentStore"
-    if db is not None and not Path(db).exists():
-        return None, f"no incident store at {db}"
-    try:
-        store = store_type(db) if db is not None else store_type()
-    except Exception as exc:  # a store that cannot open is reported, not raised
-        return None, f"no incident store: cannot open it ({type(exc).__name__}: {exc})"
-    for name in _QUERY_METHODS:
-        method = getattr(store, name, None)
-        if callable(method) and _callable_without_arguments(method):
-            try:
-                return list(_as_mappings(method())), ""
-            except Exception as exc:
-                return None, f"no incident store: listing failed ({type(exc).__name__}: {exc})"
-    return None, "no incident store: the store offers no way to list incidents"
+        incidents = store.incidents(statuses=INCIDENT_STATUSES, since=since, limit=limit)
+        return [_flattened(incident.as_dict()) for incident in incidents], ""
+    except Exception as exc:  # a damaged store is reported on the page, not raised
+        return None, f"the incident store {path} could not be read ({type(exc).__name__})"
+    finally:
+        store.close()
 
 
-def _callable_without_arguments(method: Any) -> bool:
-    try:
-        signature = inspect.signature(method)
-    except (TypeError, ValueError):
-        return True
-    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-               for p in signature.parameters.values())
-
-
-def _as_mappings(items: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
-    for item in items:
-        if isinstance(item, Mapping):
-            yield item
-        elif hasattr(item, "as_dict"):
-            yield item.as_dict()
-        elif hasattr(item, "__dataclass_fields__"):
-            from dataclasses import asdict
-
-            yield asdict(item)
+def _flattened(incident: dict[str, Any]) -> dict[str, Any]:
+    """The store's incident with its taxonomy's ids at the top level, as rows read them."""
+    return {**incident, **incident.pop("taxonomy", {})}
 
 
 def _row(raw: Mapping[str, Any]) -> IncidentRow:

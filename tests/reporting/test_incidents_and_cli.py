@@ -36,15 +36,30 @@ def test_incidents_from_plain_dicts_are_counted_filtered_and_ranked():
     assert section.listed[0].id == "900" and section.listed[1].count == 199
 
 
-def test_no_store_says_so():
+def test_no_store_says_so(tmp_path):
     section = summarise_incidents(None, note="no incident store")
     assert not section.available and section.note == "no incident store"
-    if "aimsec_core.incidents" not in sys.modules:
-        source, note = load_incidents(None)
-        try:
-            import aimsec_core.incidents  # noqa: F401
-        except ImportError:
-            assert source is None and note.startswith("no incident store")
+    missing = tmp_path / "none.sqlite3"
+    source, note = load_incidents(missing)
+    assert source is None and note.startswith("no incident store at")
+    assert not missing.exists()  # reading a report never creates a database
+
+
+def test_incidents_come_from_the_real_store_with_their_taxonomy(tmp_path):
+    from aimsec_core.incidents import IncidentStore
+    from aimsec_core.incidents.model import Occurrence
+
+    path = tmp_path / "incidents.sqlite3"
+    store = IncidentStore(path)
+    store.record([Occurrence("digits", "extraction", "<b>x</b>", "high",
+                             1_700_000_000.0, 1_700_000_060.0, count=3)])
+    store.close()
+    source, note = load_incidents(path)
+    assert note == "" and len(source) == 1
+    section = summarise_incidents(source)
+    row = section.listed[0]
+    assert (row.threat, row.client, row.severity) == ("extraction", "<b>x</b>", "high")
+    assert "ML05" in row.owasp and "AML.T0024.002" in row.atlas_techniques
 
 
 def test_audit_lines_carry_the_detection_summary(tmp_path):
