@@ -2,8 +2,10 @@
 
 Clean digits come from a few clients, mixed with the malformed calls a real endpoint sees
 (NaN, out-of-range values, wrong shape or dtype, nothing at all, a list declaring 10^8
-numbers). Each run writes into a folder of its own (``demo-<UTC time>`` under
-``SECURITY_LOG_PATH``) and prints where everything went.
+numbers) and with inputs the calibrated detectors should flag (noise images that pass
+every validation check). Each run writes into a folder of its own (``demo-<UTC time>``
+under ``SECURITY_LOG_PATH``): the audit trail, the incident database, the alert outbox
+(``.eml`` files) and the report, and prints where everything went.
 
 The models are small and trained for a few epochs (seconds on two cores): the demo shows
 the guard, not accuracy. ``aimsec evaluate`` trains the full-size models.
@@ -34,8 +36,11 @@ from .sinks import CallRecord
 CLIENTS = ("203.0.113.7", "198.51.100.23", "api-key:analytics")
 LIMITS = {"max_size": 1_000_000, "min_sparsity": 0.02}
 #: share of each kind of call in the replayed traffic
-TRAFFIC = {"clean": 0.70, "nan": 0.05, "out_of_range": 0.05, "blank_image": 0.04,
-           "wrong_shape": 0.05, "wrong_dtype": 0.04, "null": 0.03, "huge_list": 0.04}
+TRAFFIC = {"clean": 0.67, "nan": 0.05, "out_of_range": 0.05, "blank_image": 0.04,
+           "wrong_shape": 0.05, "wrong_dtype": 0.04, "null": 0.03, "huge_list": 0.04,
+           "noise": 0.03}
+#: Detectors are calibrated so that 5% of clean calls of this many samples are refused.
+CALL_FPR, CALL_SIZE = 0.05, 8
 
 
 class Tally:
@@ -54,10 +59,12 @@ class Tally:
             self.checks[model][check] += 1
 
 
-def _spoil(kind: str, framework: str, batch: np.ndarray) -> Any:
+def _spoil(kind: str, framework: str, batch: np.ndarray, rng: np.random.Generator) -> Any:
     """One call's input of the given kind, built from a clean (n, 64) batch."""
     x = batch.copy()
-    if kind == "nan":
+    if kind == "noise":  # on the digits' grid and in range: only the detectors object
+        x[0] = rng.integers(0, 17, size=x.shape[1]) / 16.0
+    elif kind == "nan":
         x[0, 13] = np.nan
     elif kind == "out_of_range":
         x[-1] *= 3.0
@@ -82,7 +89,7 @@ def traffic(data: digits.DigitsSplit, framework: str, calls: int,
         start = int(rng.integers(0, len(data.x_test) - 16))
         batch = data.x_test[start:start + int(rng.integers(1, 16))]
         kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
-        yield str(rng.choice(CLIENTS)), _spoil(kind, framework, batch)
+        yield str(rng.choice(CLIENTS)), _spoil(kind, framework, batch, rng)
 
 
 #: Demo-sized models: a few seconds of training each; the ONNX model is the exported
@@ -112,6 +119,9 @@ class DemoRun:
     audit_file: Path
     tally: Tally
     seconds: float
+    incidents: Path | None = None
+    outbox: Path | None = None
+    report: Path | None = None
 
 
 class _Steps:
@@ -153,6 +163,7 @@ def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
                   highlight=False)
     data = digits.load(seed)
     tally, audit = Tally(), AuditLog(folder)
+    security = _security_sinks(folder)
     rng = np.random.default_rng(seed)
     steps, trained = _Steps(console), {}
     for framework in chosen:
@@ -161,13 +172,60 @@ def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
         trained[framework] = model
         guarded = guard(model, name=f"digits-{framework}",
                         constraints=digits.constraints(framework, **LIMITS),
-                        sinks=[audit, tally])
+                        sinks=[audit, tally, *security])
+        steps.run(f"calibrating its detectors ({CALL_FPR:.0%} of clean calls of "
+                  f"{CALL_SIZE} refused)", lambda: guarded.calibrate(
+                      digits.as_model_input(framework, data.x_calibration), fpr=CALL_FPR,
+                      batch_size=CALL_SIZE,
+                      reference=digits.as_model_input(framework, data.x_train)))
         steps.run(f"replaying {calls} calls to the guarded {framework} model",
                   lambda: _replay(guarded, framework, data, calls, rng))
+        guarded.close()  # incidents stored, alerts written before the next model
     audit.flush()
+    result = DemoRun(folder, audit.file, tally, 0.0)
     console.print(summary_table(tally))
-    console.print(f"audit log: {audit.file}", highlight=False)
-    return DemoRun(folder, audit.file, tally, time.perf_counter() - started)
+    _where_everything_went(result, console)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _security_sinks(folder: Path) -> list[Any]:
+    """Incidents (medium severity and up) and alerts (high and up, as ``.eml`` files)
+    inside the run's folder: what a security team would receive from this traffic."""
+    from .alerts import OutboxChannel, security_sinks
+
+    return security_sinks(incidents=folder / "incidents.sqlite3",
+                          alerts=[OutboxChannel(folder / "outbox")])
+
+
+def _where_everything_went(result: DemoRun, console: Console) -> None:
+    console.print(f"audit log:  {result.audit_file}", highlight=False)
+    incidents = result.folder / "incidents.sqlite3"
+    if incidents.exists():
+        result.incidents = incidents
+        from .incidents import IncidentStore
+
+        store = IncidentStore(incidents)
+        try:
+            count = len(store.incidents())
+        finally:
+            store.close()
+        console.print(f"incidents:  {count} open in {incidents} (aimsec incidents "
+                      f"--db {incidents})", highlight=False)
+    outbox = result.folder / "outbox"
+    if outbox.exists():
+        result.outbox = outbox
+        console.print(f"alerts:     {len(list(outbox.glob('*.eml')))} e-mails in {outbox}",
+                      highlight=False)
+    try:
+        from .reporting import report
+    except ImportError:  # the report extra (Jinja2, matplotlib) is not installed
+        console.print("report:     not written (pip install 'aimsec[report]')")
+        return
+    files = report(result.folder, out=result.folder, db=incidents,
+                   console=Console(quiet=True))
+    result.report = files.html_path
+    console.print(f"report:     {files.html_path}", highlight=False)
 
 
 def _replay(guarded: Any, framework: str, data: digits.DigitsSplit, calls: int,
