@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Subcommand modules, in the order ``aimsec --help`` lists them.
-COMMANDS = ("demo", "evaluate")
+COMMANDS = ("demo", "evaluate", "audit")
 
 
 def main(argv: list[str] | None = None) -> int:
