@@ -12,7 +12,8 @@ onnxruntime are plugins found through the ``aimsec.adapters`` entry-point group.
 from .adapter import Adapter, Capabilities
 from .api import guard, guard_of, unguard
 from .audit import AuditLog
-from .context import client, current_client
+from .context import (client, current_client, current_request_id, isolated,
+                      isolated_generator, request_id)
 from .errors import (AdapterNotFoundError, AdversarialInputError, AimsecError,
                      CalibrationError, ConfigurationError, EmptyInputError, InputFormatError,
                      InputTooLargeError, InvalidInputError, NonFiniteInputError,
@@ -37,7 +38,7 @@ __all__ = [
     "ConfigurationError", "Constraints", "EmptyInputError", "Finding", "Guard",
     "InputFormatError", "InputSpec", "InputTooLargeError", "InvalidInputError",
     "NonFiniteInputError", "Refused", "SecurityViolation", "Sink", "StructuralAnomalyError",
-    "UnguardedCallError", "ValueRangeError", "Verdict", "client", "current_client", "guard",
-    "guard_of",
+    "UnguardedCallError", "ValueRangeError", "Verdict", "client", "current_client",
+    "current_request_id", "guard", "guard_of", "isolated", "isolated_generator", "request_id",
     "installed_adapters", "register_adapter", "unguard",
 ]

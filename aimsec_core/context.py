@@ -112,6 +112,11 @@ class _Isolated(Generator[Y, S, R]):
     def close(self) -> None:
         self._context.run(self._generator.close)
 
+    def __del__(self) -> None:
+        # A generator dropped unfinished is closed by the garbage collector: in its own
+        # context, so its ``with client(...)`` blocks unwind where they were entered.
+        self.close()
+
 
 def isolated(generator: Generator[Y, S, R]) -> Generator[Y, S, R]:
     """``generator``, advanced in a copy of the current context made now.

@@ -38,6 +38,7 @@ class AuditWriter:
 
     def __init__(self, file: Path, max_bytes: int, backups: int, fsync: bool) -> None:
         self.file = file
+        self._path = os.fspath(file)
         self.max_bytes = max_bytes
         self.backups = backups
         self.fsync = fsync
@@ -90,7 +91,7 @@ class AuditWriter:
         """Make our view match the file: reopen it if it was rotated or removed, and take
         the chain from its last line if anyone else wrote to it since our last line."""
         try:
-            stat = os.stat(self.file)
+            stat = os.stat(self._path)
             inode: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
         except FileNotFoundError:
             inode = None
@@ -104,7 +105,7 @@ class AuditWriter:
         if self._fd >= 0:
             os.close(self._fd)
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.file, _OPEN_FLAGS, 0o644)
+        self._fd = os.open(self._path, _OPEN_FLAGS, 0o644)
         stat = os.fstat(self._fd)
         self._inode = (stat.st_dev, stat.st_ino)
         self._size = -1
