@@ -11,6 +11,8 @@ generator with :func:`isolated` to give it a context of its own.
 from __future__ import annotations
 
 import contextvars
+import itertools
+import os
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -71,14 +73,14 @@ def request_id(value: str | None = None) -> Iterator[str]:
 
     Serving code passes the request's ``X-Request-ID`` so audit lines can be joined with
     the application's own logs; ``None`` generates one (32 hex digits, a UUID4). Calls made
-    outside any block get a fresh id each. Raises
+    outside any block get a fresh id each (:func:`new_request_id`). Raises
     :class:`~aimsec_core.errors.ConfigurationError` for an empty or non-string value.
 
     >>> with request_id("req-42"):
     ...     current_request_id()
     'req-42'
     """
-    value = new_request_id() if value is None else _checked(value, "request id")
+    value = uuid.uuid4().hex if value is None else _checked(value, "request id")
     token = _current_request.set(value)
     try:
         yield value
@@ -92,8 +94,22 @@ def current_request_id() -> str | None:
 
 
 def new_request_id() -> str:
-    """A fresh request id: a random UUID4 as 32 hex digits."""
-    return uuid.uuid4().hex
+    """A fresh request id for a call made outside any :func:`request_id` block: 32 hex
+    digits, a random 64-bit prefix drawn once per process followed by a 64-bit counter
+    (unique without a system call per prediction; not a secret)."""
+    return f"{_process_prefix}{next(_counter):016x}"
+
+
+def _new_process() -> None:
+    global _process_prefix, _counter
+    _process_prefix = os.urandom(8).hex()
+    _counter = itertools.count()
+
+
+_process_prefix, _counter = "", itertools.count()
+_new_process()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process)
 
 
 class _Isolated(Generator[Y, S, R]):

@@ -234,18 +234,18 @@ class Guard:
         return Verdict(
             allowed=allowed, mode=self.mode, model=self.name, client=current_client(),
             batch_size=validated.batch_size, flags=tuple(validated.flags.tolist()),
-            findings=findings, input_hash=self._input_hash(validated),
+            findings=findings, input_hash=self._input_hash(validated, blocked),
             shape=tuple(first.shape) if first is not None else None,
             dtype=dtype_name(first) if first is not None else None,
             timestamp=self.clock(),
             input_type=None if isinstance(raw, Refused) else type(raw).__name__,
-            request_id=current_request_id() or new_request_id(),
+            request_id=current_request_id() or new_request_id(),  # from serving code, or new
             calibration_id=self.calibration_id)
 
-    def _input_hash(self, validated: Validated) -> str:
+    def _input_hash(self, validated: Validated, blocked: bool) -> str:
         """The content hash of what validation read; empty when reading the bytes is not
         safe (over ``max_size``) or not meaningful (object arrays hold pointers)."""
-        if validated.blocked:  # hash what was read up to the refusal, where it is plain data
+        if blocked:  # hash what was read up to the refusal, where it is plain data
             arrays = list(validated.seen.values())
             names = list(validated.seen)
             if validated.oversized or any(dtype_kind(a) not in _HASHABLE_KINDS

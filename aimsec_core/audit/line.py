@@ -52,11 +52,10 @@ def render(event: CallRecord, *, version: str, include_inputs: bool,
     """The body of ``event``'s line, short enough that the closed line fits in ``cap``."""
     room = cap - _LINK_BYTES
     body = _render(event, version, include_inputs, _NORMAL, room)
-    if len(body) > room:
-        body = _render(event, version, False, _TERSE, room)
-    if len(body) > room:
-        body = _minimal(event, version)
-    return body
+    if len(body) <= room:
+        return body
+    body = _render(event, version, False, _TERSE, room)
+    return body if len(body) <= room else _minimal(event, version)
 
 
 def _render(event: CallRecord, version: str, include_inputs: bool, limits: _Limits,
@@ -105,6 +104,12 @@ def text(value: str, limit: int) -> str:
     """``value`` as a JSON string literal of ASCII characters: at most ``limit``
     characters of it (then ``...[+N chars]``), control characters escaped, unpaired
     surrogates replaced by ``?``."""
+    if len(value) <= limit and value.isascii():
+        return _quote(value)
+    return _quoted(value, limit)
+
+
+def _quoted(value: str, limit: int) -> str:
     if len(value) > limit:
         value = f"{value[:limit]}...[+{len(value) - limit} chars]"
     if not value.isascii():

@@ -57,13 +57,15 @@ class AuditWriter:
             try:
                 self._follow_file()
                 line = link(body, self._prev)
+                size = len(line)
                 if (self.max_bytes and self.backups and self._size
-                        and self._size + len(line) > self.max_bytes):
+                        and self._size + size > self.max_bytes):
                     self._rotate()
-                _write_all(self._fd, line)
+                if os.write(self._fd, line) != size:  # a short write (disk full, signal)
+                    raise OSError(f"the audit file {self.file} took only part of a line")
                 if self.fsync:
                     os.fsync(self._fd)
-                self._size += len(line)
+                self._size += size
                 self._prev = digest(line[:-1])
             finally:
                 if locked:
