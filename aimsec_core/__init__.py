@@ -13,7 +13,8 @@ from .adapter import Adapter, Capabilities
 from .api import guard, guard_of, unguard
 from .audit import AuditLog
 from .compat.threat_modeler import ChatbotThreatModeler
-from .context import client, current_client
+from .context import (client, current_client, current_request_id, isolated,
+                      isolated_generator, request_id)
 from .errors import (AdapterNotFoundError, AdversarialInputError, AimsecError,
                      CalibrationError, ConfigurationError, EmptyInputError, InputFormatError,
                      InputTooLargeError, InvalidInputError, NonFiniteInputError,
@@ -44,7 +45,8 @@ __all__ = [
     "ConfigurationError", "Constraints", "EmptyInputError", "Finding", "Guard",
     "InputFormatError", "InputSpec", "InputTooLargeError", "InvalidInputError",
     "NonFiniteInputError", "Refused", "SecurityViolation", "Sink", "StructuralAnomalyError",
-    "UnguardedCallError", "ValueRangeError", "Verdict", "client", "current_client", "guard",
-    "guard_of",
-    "assess_guard", "installed_adapters", "register_adapter", "report", "unguard",
+    "UnguardedCallError", "ValueRangeError", "Verdict", "assess_guard", "client",
+    "current_client", "current_request_id", "guard", "guard_of", "isolated",
+    "isolated_generator", "request_id", "installed_adapters", "register_adapter", "report",
+    "unguard",
 ]

@@ -10,6 +10,7 @@ variable                      meaning                                           
 ``AIMSEC_LOG_MAX_BYTES``      audit file size before it rotates                  ``52428800``
 ``AIMSEC_LOG_BACKUPS``        rotated audit files kept                           ``10``
 ``AIMSEC_LOG_INPUTS``         ``1`` writes raw inputs into audit lines           ``0``
+``AIMSEC_LOG_FSYNC``          ``1`` syncs every audit line to disk               ``0``
 ============================  =================================================  ==================
 
 Incidents, alerts and metrics (resolved in :mod:`aimsec_core.alerts.settings`, the table of

@@ -1,37 +1,61 @@
-"""Who is calling: set once per request, read by every guarded call beneath it.
+"""Who is calling and which request this is: set once per request, read by every guarded
+call beneath it.
 
-A ``contextvars.ContextVar`` keeps the value per thread and per asyncio task, so a server
-handling many requests at once never mixes their clients up.
+``contextvars.ContextVar`` keeps each value per thread and per asyncio task, so a server
+handling many requests at once never mixes them up. Generators are the exception: a
+generator runs in the context of whoever advances it, so two request handlers written as
+generators and interleaved on one thread share (and overwrite) one value. Wrap each such
+generator with :func:`isolated` to give it a context of its own.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from functools import wraps
+from typing import Any, TypeVar
 
 ANONYMOUS = "anonymous"
+
+Y = TypeVar("Y")
+S = TypeVar("S")
+R = TypeVar("R")
 
 _current_client: contextvars.ContextVar[str] = contextvars.ContextVar(
     "aimsec_client", default=ANONYMOUS
 )
+_current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "aimsec_request_id", default=None
+)
+
+
+def _checked(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"{what} must be a non-empty string; received {type(value).__name__} "
+            f"{str(value)[:80]!r}")
+    return value
 
 
 @contextmanager
 def client(identity: str) -> Iterator[str]:
     """Attribute every guarded call inside the block to ``identity`` (an address or key id).
 
+    ``identity`` is written to the audit trail escaped and truncated (it may come from a
+    client). Raises :class:`~aimsec_core.errors.ConfigurationError` unless it is a
+    non-empty string.
+
     >>> with client("203.0.113.7"):
     ...     current_client()
     '203.0.113.7'
     """
-    if not isinstance(identity, str) or not identity:
-        from .errors import ConfigurationError
-
-        raise ConfigurationError(
-            f"client identity must be a non-empty string; received {identity!r}"
-        )
-    token = _current_client.set(identity)
+    token = _current_client.set(_checked(identity, "client identity"))
     try:
         yield identity
     finally:
@@ -41,3 +65,102 @@ def client(identity: str) -> Iterator[str]:
 def current_client() -> str:
     """The identity set by the innermost :func:`client` block, or ``"anonymous"``."""
     return _current_client.get()
+
+
+@contextmanager
+def request_id(value: str | None = None) -> Iterator[str]:
+    """Tag every guarded call inside the block with the request id ``value``.
+
+    Serving code passes the request's ``X-Request-ID`` so audit lines can be joined with
+    the application's own logs; ``None`` generates one (32 hex digits, a UUID4). Calls made
+    outside any block get a fresh id each (:func:`new_request_id`). Raises
+    :class:`~aimsec_core.errors.ConfigurationError` for an empty or non-string value.
+
+    >>> with request_id("req-42"):
+    ...     current_request_id()
+    'req-42'
+    """
+    value = uuid.uuid4().hex if value is None else _checked(value, "request id")
+    token = _current_request.set(value)
+    try:
+        yield value
+    finally:
+        _current_request.reset(token)
+
+
+def current_request_id() -> str | None:
+    """The id set by the innermost :func:`request_id` block, or ``None`` outside one."""
+    return _current_request.get()
+
+
+def new_request_id() -> str:
+    """A fresh request id for a call made outside any :func:`request_id` block: 32 hex
+    digits, a random 64-bit prefix drawn once per process followed by a 64-bit counter
+    (unique without a system call per prediction; not a secret)."""
+    return f"{_process_prefix}{next(_counter):016x}"
+
+
+def _new_process() -> None:
+    global _process_prefix, _counter
+    _process_prefix = os.urandom(8).hex()
+    _counter = itertools.count()
+
+
+_process_prefix, _counter = "", itertools.count()
+_new_process()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process)
+
+
+class _Isolated(Generator[Y, S, R]):
+    """A generator advanced inside a context of its own (see :func:`isolated`)."""
+
+    def __init__(self, generator: Generator[Y, S, R], context: contextvars.Context) -> None:
+        self._generator = generator
+        self._context = context
+
+    def send(self, value: S) -> Y:
+        return self._context.run(self._generator.send, value)
+
+    def throw(self, *args: Any) -> Y:  # type: ignore[override]
+        return self._context.run(self._generator.throw, *args)
+
+    def close(self) -> None:
+        self._context.run(self._generator.close)
+
+    def __del__(self) -> None:
+        # A generator dropped unfinished is closed by the garbage collector: in its own
+        # context, so its ``with client(...)`` blocks unwind where they were entered.
+        self.close()
+
+
+def isolated(generator: Generator[Y, S, R]) -> Generator[Y, S, R]:
+    """``generator``, advanced in a copy of the current context made now.
+
+    What the generator sets with :func:`client` or :func:`request_id` stays inside it, and
+    what the code advancing it sets does not leak in: two handlers written as generators
+    and interleaved on one thread keep their own identities.
+
+    >>> def handler(name):
+    ...     with client(name):
+    ...         yield current_client()
+    ...         yield current_client()
+    >>> a, b = isolated(handler("a")), isolated(handler("b"))
+    >>> [next(a), next(b), next(a), next(b)]
+    ['a', 'b', 'a', 'b']
+
+    Also usable as a decorator on a generator function (:func:`isolated_generator`).
+    Async generators are not covered: run each in its own task instead.
+    """
+    return _Isolated(generator, contextvars.copy_context())
+
+
+def isolated_generator(function: Callable[..., Generator[Y, S, R]]
+                       ) -> Callable[..., Generator[Y, S, R]]:
+    """Decorate a generator function so that every generator it makes is :func:`isolated`."""
+
+    @wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Y, S, R]:
+        return isolated(function(*args, **kwargs))
+
+    return wrapper

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import hashlib
+import json
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -22,9 +24,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .adapter import Adapter
-from .arrays import content_hash, dtype_name, to_host
+from .arrays import content_hash, dtype_kind, dtype_name, to_host
 from .config import resolve_mode
-from .context import current_client
+from .context import current_client, current_request_id, new_request_id
 from .detection import DetectorSuite, Probe, select_detectors, softmax_if_needed
 from .detection.calibration import (Calibration, calibrate, model_fingerprint,
                                     per_sample_rate)
@@ -32,7 +34,7 @@ from .errors import (ERROR_FOR_CHECK, AdversarialInputError, CalibrationError,
                      ConfigurationError, SecurityViolation)
 from .signature import Constraints, InputSpec, merge_specs
 from .sinks import CallRecord, Sink, Sinks, deliver
-from .validation import Validated, validate
+from .validation import Refused, Validated, validate
 from .verdict import Finding, Verdict
 
 T = TypeVar("T")
@@ -64,6 +66,7 @@ class Guard:
                                      f"{on_flagged!r}")
         self.on_flagged = on_flagged
         self.calibration: Calibration | None = None
+        self._calibration_id: tuple[Calibration | None, str | None] = (None, None)
         self._declared: list[InputSpec] | None = adapter.signature()
         self._specs: dict[tuple[Any, ...], dict[str, InputSpec | None]] = {}
         self._last: contextvars.ContextVar[Verdict | None] = contextvars.ContextVar(
@@ -132,7 +135,7 @@ class Guard:
                              self.constraints)
         if validated.findings:
             raise CalibrationError(f"{what} must be clean and valid: "
-                                   + "; ".join(f.reason for f in validated.findings[:3]))
+                                   + "; ".join(f.message for f in validated.findings[:3]))
         return np.asarray(to_host(validated.arrays[name]))
 
     def use_calibration(self, calibration: Calibration | str | Path, *,
@@ -166,7 +169,7 @@ class Guard:
     def screen(self, inputs: Mapping[str, Any]) -> tuple[Validated, Verdict]:
         """Validate ``inputs`` (name -> raw value) and build the verdict; call no model."""
         validated = validate(inputs, self.adapter, self.specs_for(tuple(inputs)), self.constraints)
-        return validated, self._verdict(validated)
+        return validated, self._verdict(validated, inputs)
 
     def call(self, inputs: Mapping[str, Any], predict: Callable[[], T],
              forward: Callable[[Any], T] | None = None) -> T:
@@ -197,9 +200,10 @@ class Guard:
                 keep = ~np.asarray(verdict.flags, dtype=bool)
                 error.allowed = tuple(int(i) for i in np.flatnonzero(keep))
                 error.allowed_output = take_rows(output, keep, verdict.batch_size)
-                self._record(verdict, "partial", start, validated, str(error))
+                self._record(verdict, "partial", start, validated, _message(verdict, False))
                 raise error
-            self._record(verdict, "rejected", start, validated, str(error))
+            # the line gets the reason without its detail (which may hold input values)
+            self._record(verdict, "rejected", start, validated, _message(verdict, False))
             raise error
         if output is _NOT_YET:
             try:
@@ -225,6 +229,7 @@ class Guard:
     def _detecting(self, validated: Validated) -> bool:
         # NaN/Inf would only break the detectors' own passes; the finding already stands.
         return (self.calibration is not None and len(validated.arrays) == 1
+                and not validated.oversized
                 and not any(f.check == "finite" for f in validated.findings))
 
     def _detect(self, validated: Validated, verdict: Verdict,
@@ -263,22 +268,53 @@ class Guard:
                                            findings=findings, scores=scores,
                                            threshold=suite.threshold, fpr=suite.fpr_target)
 
-    def _verdict(self, validated: Validated) -> Verdict:
+    def _verdict(self, validated: Validated, inputs: Mapping[str, Any]) -> Verdict:
         findings = tuple(validated.findings)
         blocked = validated.blocked
         allowed = not blocked and (self.mode == "monitor" or not findings)
-        arrays = list(validated.views.values())
-        first = arrays[0] if arrays else None
-        names = list(validated.views) if len(arrays) > 1 else None
+        seen = validated.seen
+        first = next(iter(seen.values())) if seen else None
+        raw = next(iter(inputs.values()), None) if inputs else None
         return Verdict(
             allowed=allowed, mode=self.mode, model=self.name, client=current_client(),
             batch_size=validated.batch_size, flags=tuple(validated.flags.tolist()),
-            findings=findings,
-            input_hash=(content_hash(arrays, self.adapter.device_digest, names)
-                        if arrays and not blocked else ""),
+            findings=findings, input_hash=self._input_hash(validated, blocked),
             shape=tuple(first.shape) if first is not None else None,
             dtype=dtype_name(first) if first is not None else None,
-            timestamp=self.clock())
+            timestamp=self.clock(),
+            input_type=None if isinstance(raw, Refused) else type(raw).__name__,
+            request_id=current_request_id() or new_request_id(),  # from serving code, or new
+            calibration_id=self.calibration_id)
+
+    def _input_hash(self, validated: Validated, blocked: bool) -> str:
+        """The content hash of what validation read; empty when reading the bytes is not
+        safe (over ``max_size``) or not meaningful (object arrays hold pointers)."""
+        if blocked:  # hash what was read up to the refusal, where it is plain data
+            arrays = list(validated.seen.values())
+            names = list(validated.seen)
+            if validated.oversized or any(dtype_kind(a) not in _HASHABLE_KINDS
+                                          for a in arrays):
+                return ""
+        else:
+            if validated.oversized:
+                return ""
+            arrays = list(validated.views.values())
+            names = list(validated.views)
+        if not arrays:
+            return ""
+        return content_hash(arrays, self.adapter.device_digest,
+                            names if len(arrays) > 1 else None)
+
+    @property
+    def calibration_id(self) -> str | None:
+        """A digest of the calibration in use (its settings, thresholds and detector
+        state), ``None`` without one: audit lines name the calibration that screened them."""
+        calibration = self.calibration
+        cached, digest = self._calibration_id
+        if calibration is not cached:
+            digest = None if calibration is None else _calibration_digest(calibration)
+            self._calibration_id = (calibration, digest)
+        return digest
 
     def _record(self, verdict: Verdict, outcome: str, start: float, validated: Validated,
                 error: str | None = None) -> None:
@@ -316,13 +352,37 @@ def _detection_finding(scored: Any, suite: DetectorSuite) -> Finding:
         received=float(scored.combined[worst]), score=float(scored.combined[worst]))
 
 
+_HASHABLE_KINDS = frozenset("biufcSUmM")
+
+
+def _calibration_digest(calibration: Calibration) -> str:
+    hasher = hashlib.sha256(json.dumps(calibration.summary(), sort_keys=True,
+                                       default=str).encode())
+    states = [(d.name, d.state()) for d in calibration.suite.detectors]
+    for owner, state in states + [("suite", calibration.suite.state())]:
+        for key, value in sorted(state.items()):
+            if value is not None:
+                array = np.ascontiguousarray(value)
+                hasher.update(f"{owner}.{key}:{array.dtype}{array.shape}|".encode())
+                if array.dtype.kind != "O":
+                    hasher.update(array.data)
+    return hasher.hexdigest()[:32]
+
+
+def _message(verdict: Verdict, detail: bool = True) -> str:
+    """The refused call's message: the first blocking finding, else the first one."""
+    finding: Finding = next((f for f in verdict.findings if f.blocking), verdict.findings[0])
+    extra = len(verdict.findings) - 1
+    message = f"{verdict.model}: {finding.message if detail else finding.reason}"
+    if extra:
+        message += f" (+{extra} more finding{'s' if extra > 1 else ''}; see .verdict)"
+    return message
+
+
 def _violation(verdict: Verdict) -> SecurityViolation:
     """The typed error for a refused call: the first blocking finding, else the first one."""
     finding: Finding = next((f for f in verdict.findings if f.blocking), verdict.findings[0])
-    extra = len(verdict.findings) - 1
-    message = f"{verdict.model}: {finding.reason}"
-    if extra:
-        message += f" (+{extra} more finding{'s' if extra > 1 else ''}; see .verdict)"
+    message = _message(verdict)
     error_type = ERROR_FOR_CHECK.get(finding.check)
     if error_type is None:
         return AdversarialInputError(message, verdict)

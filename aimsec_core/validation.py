@@ -51,6 +51,11 @@ class Validated:
     findings: list[Finding] = field(default_factory=list)
     batch_size: int = 0
     flags: np.ndarray = field(default_factory=lambda: _NO_FLAGS)
+    #: every input that became an array, in order, including one refused for its format
+    #: (so a refused call's line still says what it received)
+    seen: dict[str, Any] = field(default_factory=dict)
+    #: more elements than ``max_size``: decided from the shapes, the content was not read
+    oversized: bool = False
 
     @property
     def blocked(self) -> bool:
@@ -64,6 +69,7 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         array = _coerce(name, value, adapter, specs.get(name), constraints, out)
         if array is None:
             return out
+        out.seen[name] = array
         if not _check_format(name, array, specs.get(name), out):
             return out
         out.arrays[name] = array
@@ -74,12 +80,16 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
                "batch size shared by every input", expected="equal batch sizes", received=sizes)
         return out
     out.batch_size = next(iter(sizes.values()), 1)
-    out.flags = np.zeros(out.batch_size, dtype=bool)
     total = sum(math.prod(a.shape) for a in out.arrays.values())
     if constraints.max_size is not None and total > constraints.max_size:
+        # Decided from the shapes alone, before anything reads, copies or allocates per
+        # sample: refusing a huge input (or a broadcast view) costs the same as a small one.
+        out.oversized = True
         _add(out, Finding("size", f"input has {total} elements; expected at most "
-                          f"{constraints.max_size} (max_size)",
+                          f"{constraints.max_size} (max_size); its content was not read",
                           expected=constraints.max_size, received=total))
+        return out
+    out.flags = np.zeros(out.batch_size, dtype=bool)
     for name, array in out.arrays.items():
         view = host_view(array)
         out.views[name] = array = array if view is None else view
@@ -108,8 +118,9 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
     try:
         array = adapter.native(value)
     except Exception as exc:  # an adapter refusing a value is a format finding, not a crash
-        _block(out, "format", f"input {name!r} could not be read as {adapter.input_types}: "
-               f"{exc}", expected=adapter.input_types, received=type(value).__name__)
+        _block(out, "format", f"input {name!r} could not be read as {adapter.input_types} "
+               f"({type(exc).__name__})", expected=adapter.input_types,
+               received=type(value).__name__, detail=str(exc))
         return None
     if array is not None:
         if isinstance(array, np.ndarray) and type(array) is not np.ndarray:
@@ -138,9 +149,10 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                 pass  # not numbers of that kind: convert as is and let the dtype check say so
         return np.asarray(value)
     except (ValueError, TypeError, OverflowError) as exc:
-        _block(out, "format", f"input {name!r} is a ragged or non-numeric nested sequence "
-               f"({exc}); expected a rectangular array of numbers",
-               expected="rectangular numeric array", received=type(value).__name__)
+        _block(out, "format", f"input {name!r} is a ragged or non-numeric nested sequence; "
+               "expected a rectangular array of numbers",
+               expected="rectangular numeric array", received=type(value).__name__,
+               detail=str(exc))
         return None
 
 
@@ -224,18 +236,19 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
         if steep.any():
             _add(out, Finding(
                 "max_gradient", f"input {name!r}, {_which(steep)}: neighbouring values "
-                f"jump by up to {np.nanmax(jumps):.6g}; expected at most "
-                f"{c.max_gradient} (max_gradient)", samples=_indices(steep),
-                expected=c.max_gradient, received=float(np.nanmax(jumps))))
+                f"jump by more than {c.max_gradient} (max_gradient)", samples=_indices(steep),
+                expected=c.max_gradient, received=float(np.nanmax(jumps)),
+                detail=f"largest jump {np.nanmax(jumps):.6g}"))
     if c.min_sparsity is not None:
         density = to_host(xp.sum(xp.astype(flat != 0, xp.float32), axis=1)) / flat.shape[1]
         sparse = density < c.min_sparsity
         if sparse.any():
             _add(out, Finding(
-                "min_sparsity", f"input {name!r}, {_which(sparse)}: only "
-                f"{density.min():.3g} of values are non-zero; expected at least "
-                f"{c.min_sparsity} (min_sparsity)", samples=_indices(sparse),
-                expected=c.min_sparsity, received=float(density.min())))
+                "min_sparsity", f"input {name!r}, {_which(sparse)}: fewer than "
+                f"{c.min_sparsity} of values are non-zero (min_sparsity)",
+                samples=_indices(sparse), expected=c.min_sparsity,
+                received=float(density.min()),
+                detail=f"least share of non-zero values {density.min():.3g}"))
 
 
 def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constraints,
@@ -253,11 +266,12 @@ def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constrai
     if outside.any():
         i = int(np.argmax(outside))
         _add(out, Finding(
-            "range", f"input {name!r}, {_which(outside)}: values span "
-            f"[{lows[i]:.6g}, {highs[i]:.6g}] (sample {i}); expected every value in "
-            f"[{_fmt(c.min_value, '-inf')}, {_fmt(c.max_value, 'inf')}]",
+            "range", f"input {name!r}, {_which(outside)}: values outside the allowed range; "
+            f"expected every value in [{_fmt(c.min_value, '-inf')}, "
+            f"{_fmt(c.max_value, 'inf')}]",
             samples=_indices(outside), expected=(c.min_value, c.max_value),
-            received=(float(lows[i]), float(highs[i]))))
+            received=(float(lows[i]), float(highs[i])),
+            detail=f"sample {i} spans [{lows[i]:.6g}, {highs[i]:.6g}]"))
 
 
 def _add(out: Validated, finding: Finding) -> None:
@@ -268,9 +282,10 @@ def _add(out: Validated, finding: Finding) -> None:
         out.flags[:] = True
 
 
-def _block(out: Validated, check: str, reason: str, *, expected: Any, received: Any) -> None:
+def _block(out: Validated, check: str, reason: str, *, expected: Any, received: Any,
+           detail: str = "") -> None:
     out.findings.append(Finding(check, reason, expected=expected, received=received,
-                                blocking=True))
+                                blocking=True, detail=detail))
 
 
 def _indices(mask: np.ndarray) -> tuple[int, ...]:
@@ -278,7 +293,7 @@ def _indices(mask: np.ndarray) -> tuple[int, ...]:
 
 
 def _which(mask: np.ndarray, shown: int = 5) -> str:
-    """``"sample 3"`` or ``"samples 0, 4, 9 and 12 more"``."""
+    """``"sample 3"`` or ``"samples 0, 4, 9, 11, 15 and 12 more"``."""
     idx = np.flatnonzero(mask)
     if len(idx) == 1:
         return f"sample {idx[0]}"

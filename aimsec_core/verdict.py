@@ -13,6 +13,11 @@ from .severity import highest, rank, severity_of
 class Finding:
     """One check's objection.
 
+    ``reason`` says which constraint was broken and for how many samples, never the input's
+    values: it is what the audit trail records. ``detail`` holds what was received when that
+    is derived from the values (the extremes of a range violation, a converter's message):
+    it reaches the caller through :attr:`message` and the raised error, and the audit trail
+    only when raw inputs are logged (``AIMSEC_LOG_INPUTS``).
     ``samples`` are the batch indices it concerns; empty when it concerns the whole call.
     ``blocking`` findings describe input the model cannot run at all (wrong type or shape):
     they refuse the call even in monitor mode. ``severity`` is one of ``low``, ``medium``,
@@ -28,6 +33,7 @@ class Finding:
     score: float | None = None
     blocking: bool = False
     severity: str | None = None
+    detail: str = ""
 
     def __post_init__(self) -> None:
         if self.severity is None:
@@ -35,9 +41,16 @@ class Finding:
         else:
             rank(self.severity)  # refuses an unknown severity here, not in a report later
 
+    @property
+    def message(self) -> str:
+        """The reason with its detail, for the caller (errors, consoles)."""
+        return f"{self.reason} ({self.detail})" if self.detail else self.reason
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"check": self.check, "severity": self.severity,
                                "reason": self.reason}
+        if self.detail:
+            out["detail"] = self.detail
         if self.samples:
             out["samples"] = list(self.samples)
         if self.score is not None:  # JSON has no Infinity/NaN: those become strings
@@ -51,6 +64,11 @@ class Verdict:
 
     ``allowed`` says whether the call reached the model. ``flags[i]`` is true when sample
     ``i`` drew a finding; ``scores`` maps each detector to one score per sample.
+    ``input_type``, ``shape`` and ``dtype`` describe the first input as far as it was read
+    (also for refused calls); ``input_hash`` is empty when its bytes were not read (an
+    input refused before conversion, over ``max_size``, or not numeric). ``request_id``
+    comes from :func:`aimsec_core.request_id` or is generated; ``calibration_id`` is the
+    digest of the calibration that screened the call (``None`` without one).
     """
 
     allowed: bool
@@ -69,6 +87,9 @@ class Verdict:
     #: with; ``None`` when no detector ran on this call.
     threshold: float | None = None
     fpr: float | None = None
+    input_type: str | None = None
+    request_id: str = ""
+    calibration_id: str | None = None
 
     @property
     def clean(self) -> bool:
@@ -107,5 +128,8 @@ class Verdict:
             "input_hash": self.input_hash,
             "shape": list(self.shape) if self.shape is not None else None,
             "dtype": self.dtype,
+            "input_type": self.input_type,
             "timestamp": self.timestamp,
+            "request_id": self.request_id,
+            "calibration_id": self.calibration_id,
         }

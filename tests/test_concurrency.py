@@ -1,4 +1,5 @@
-"""Many threads on one guarded model: every call leaves exactly one whole audit line."""
+"""Many threads on one guarded model: every call leaves exactly one whole audit line, and
+the lines form one unbroken hash chain."""
 
 from __future__ import annotations
 
@@ -56,3 +57,5 @@ def test_eight_threads_leave_sixteen_thousand_well_formed_lines(tmp_path):
     expected = sum(int((x[(t * CALLS + i) % 40] > 0.95).any())
                    for t in range(THREADS) for i in range(CALLS))
     assert refused == expected > 0
+    verified = aimsec_core.audit.verify_trail(audit.file)  # one unbroken hash chain
+    assert verified.intact and verified.lines == THREADS * CALLS

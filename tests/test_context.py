@@ -53,3 +53,104 @@ def test_client_identity_must_be_a_non_empty_string(bad):
     with pytest.raises(ConfigurationError):
         with client(bad):
             pass
+
+
+# -- generators (one thread, interleaved handlers) -------------------------------------
+
+def _handler(name: str, seen: list[str]):
+    with client(name):
+        yield
+        seen.append(current_client())
+        yield
+
+
+def _interleave(a, b) -> None:
+    next(a), next(b)  # both handlers enter their client() block
+    next(a), next(b)  # and read their identity after the other one entered
+
+
+def test_plain_generators_on_one_thread_share_one_client():
+    """The limitation, kept visible: a generator runs in the context of its caller."""
+    seen: list[str] = []
+    a, b = _handler("a", seen), _handler("b", seen)
+    _interleave(a, b)
+    assert seen == ["b", "b"]  # "a" reads b's identity
+    b.close(), a.close()  # unwound last-in first-out, the shared value is restored
+    assert current_client() == "anonymous"
+
+
+def test_isolated_generators_keep_their_own_client_and_leave_the_caller_alone():
+    from aimsec_core import isolated, isolated_generator
+
+    seen: list[str] = []
+    with client("caller"):
+        _interleave(isolated(_handler("a", seen)), isolated(_handler("b", seen)))
+        assert current_client() == "caller"
+    assert seen == ["a", "b"]
+
+    seen.clear()
+    handler = isolated_generator(_handler)
+    a, b = handler("a", seen), handler("b", seen)
+    _interleave(a, b)
+    assert seen == ["a", "b"]
+    assert list(a) == [] and list(b) == []  # run to completion; the blocks close cleanly
+    assert current_client() == "anonymous"
+
+
+def test_isolated_generators_pass_send_throw_and_close_through():
+    from aimsec_core import isolated
+
+    def echo():
+        with client("echo"):
+            received = yield current_client()
+            try:
+                yield received
+            except KeyError:
+                yield "caught"
+
+    gen = isolated(echo())
+    assert next(gen) == "echo" and gen.send("hello") == "hello"
+    assert gen.throw(KeyError("k")) == "caught"
+    gen.close()
+    assert current_client() == "anonymous"
+
+
+def test_guarded_calls_from_isolated_generators_are_attributed_to_their_client(tmp_path):
+    import json
+
+    import numpy as np
+
+    import aimsec_core
+    from aimsec_core.adapter import HostArrays
+
+    audit = aimsec_core.AuditLog(tmp_path)
+    guard = aimsec_core.Guard(None, HostArrays(None), sinks=[audit])
+
+    @aimsec_core.isolated_generator
+    def stream(name: str):
+        with client(name):
+            for _ in range(2):
+                guard.call({"x": np.zeros((1, 2))}, lambda: None)
+                yield
+
+    a, b = stream("a"), stream("b")
+    for _ in range(2):
+        next(a), next(b)
+    clients = [json.loads(line)["client"] for line in audit.file.read_text().splitlines()]
+    assert clients == ["a", "b", "a", "b"]
+
+
+# -- request ids ---------------------------------------------------------------------------
+
+def test_request_ids_nest_and_default_to_generated_ones():
+    from aimsec_core import current_request_id, request_id
+
+    assert current_request_id() is None
+    with request_id("outer"):
+        with request_id() as generated:
+            assert current_request_id() == generated and len(generated) == 32
+        assert current_request_id() == "outer"
+    assert current_request_id() is None
+    with pytest.raises(ConfigurationError):
+        with request_id(""):
+            pass

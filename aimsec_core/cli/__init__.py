@@ -17,7 +17,7 @@ import sys
 QUIET_FRAMEWORKS = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
 
 #: Subcommand modules, in the order ``aimsec --help`` lists them.
-COMMANDS = ("demo", "evaluate", "report", "incidents", "threat_model")
+COMMANDS = ("demo", "evaluate", "report", "incidents", "threat_model", "audit")
 
 
 def main(argv: list[str] | None = None) -> int:

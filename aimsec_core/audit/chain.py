@@ -1,0 +1,70 @@
+"""The hash chain: each line names the SHA-256 of the line before it.
+
+A line is a JSON object whose last key is ``"prev"``: the hex SHA-256 of the previous line's
+exact bytes (without its newline), or ``null`` for the first line a trail ever had. The
+chain runs per file and continues across rotation (the first line of a new file names the
+last line of the rotated one) and across restarts (the writer reads the file's last line).
+Changing, removing or reordering any line breaks the link of the line after it (FIPS 180-4
+SHA-256; the construction is a plain hash chain, as in Schneier and Kelsey, "Secure audit
+logs to support computer forensics", ACM TISSEC 2(2), 1999, without the MAC keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+#: ``prev`` of the first line of a trail (JSON text).
+GENESIS = b"null"
+_PREV = b',"prev":'
+_BLOCK = 64 * 1024
+
+
+def link(body: bytes, prev: bytes) -> bytes:
+    """The full line: ``body`` (an unclosed JSON object, ``{"time":...``) + ``prev``
+    (JSON text: a quoted hex digest or ``null``) + ``}`` + newline."""
+    return body + _PREV + prev + b"}\n"
+
+
+def digest(line: bytes) -> bytes:
+    """``prev`` for the line after ``line`` (its bytes without the newline), as JSON text."""
+    return b'"' + hashlib.sha256(line).hexdigest().encode() + b'"'
+
+
+def tail_digest(path: Path) -> tuple[bytes | None, bool]:
+    """The digest of the last line of ``path`` (JSON text; ``None`` for an empty or
+    missing file) and whether the file ends with a newline. Reads the last line only,
+    in blocks, whatever its length."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return None, True
+    with handle:
+        size = handle.seek(0, 2)
+        if size == 0:
+            return None, True
+        handle.seek(size - 1)
+        complete = handle.read(1) == b"\n"
+        end = size - 1 if complete else size
+        start, pos = 0, end
+        while pos > 0:
+            step = min(_BLOCK, pos)
+            pos -= step
+            handle.seek(pos)
+            newline = handle.read(step).rfind(b"\n")
+            if newline >= 0:
+                start = pos + newline + 1
+                break
+        hasher = hashlib.sha256()
+        handle.seek(start)
+        remaining = end - start
+        while remaining:
+            chunk = handle.read(min(_BLOCK, remaining))
+            hasher.update(chunk)
+            remaining -= len(chunk)
+    return b'"' + hasher.hexdigest().encode() + b'"', complete
+
+
+def rotated(path: Path, index: int) -> Path:
+    """The ``index``-th rotated file of ``path`` (``audit.jsonl.1`` is the newest)."""
+    return path.with_name(f"{path.name}.{index}")

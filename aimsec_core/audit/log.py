@@ -1,0 +1,88 @@
+"""The audit sink: one line per call to ``<SECURITY_LOG_PATH>/audit.jsonl``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..config import (DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_PATH,
+                      parse_bool, parse_positive_int, resolve)
+from ..sinks import CallRecord
+from .line import render
+from .writer import writer_for
+
+AUDIT_FILE = "audit.jsonl"
+
+
+class AuditLog:
+    """A sink writing one JSON line per call to ``<path>/audit.jsonl`` (or to ``file``).
+
+    Arguments left ``None`` come from ``SECURITY_LOG_PATH``, ``AIMSEC_LOG_MAX_BYTES``,
+    ``AIMSEC_LOG_BACKUPS``, ``AIMSEC_LOG_INPUTS`` and ``AIMSEC_LOG_FSYNC``. Raw inputs (and
+    the value-bearing ``detail`` of findings) are written only when ``include_inputs`` is
+    true. Every ``AuditLog`` of one file shares the process's writer for it
+    (:mod:`aimsec_core.audit.writer`); the line is in the file (handed to the operating
+    system in one write) before :meth:`record` returns, and with ``fsync`` on disk.
+
+    The trail does not go through :mod:`logging`, so no logging configuration of the
+    application (``dictConfig``, ``fileConfig``, disabled loggers) can silence it.
+    ``also_log_to="aimsec.audit"`` additionally hands each line, as the message, to that
+    logger (INFO for allowed calls, WARNING otherwise): an extra destination, off by
+    default, subject to the application's logging configuration.
+
+    Copies and pickles of an ``AuditLog`` write to the same file (the pickle holds the
+    settings, not the open file).
+
+    Raises :class:`~aimsec_core.errors.ConfigurationError` for invalid environment values
+    or when the file is already open in this process with another rotation policy.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, file: str | Path | None = None,
+                 max_bytes: int | None = None, backups: int | None = None,
+                 include_inputs: bool | None = None, fsync: bool | None = None,
+                 also_log_to: str | None = None) -> None:
+        if file is None:
+            folder = Path(resolve(path, "SECURITY_LOG_PATH", DEFAULT_LOG_PATH, str))
+            file = folder / AUDIT_FILE
+        self.file = Path(file).resolve()
+        self.include_inputs = resolve(include_inputs, "AIMSEC_LOG_INPUTS", False, parse_bool)
+        self.max_bytes = resolve(max_bytes, "AIMSEC_LOG_MAX_BYTES", DEFAULT_LOG_MAX_BYTES,
+                                 parse_positive_int)
+        self.backups = resolve(backups, "AIMSEC_LOG_BACKUPS", DEFAULT_LOG_BACKUPS,
+                               parse_positive_int)
+        self.fsync = resolve(fsync, "AIMSEC_LOG_FSYNC", False, parse_bool)
+        self.also_log_to = also_log_to
+        self._attach()
+
+    def _attach(self) -> None:
+        from .. import __version__
+
+        self._version = __version__
+        self._writer = writer_for(self.file, self.max_bytes, self.backups, self.fsync)
+        self._logger = logging.getLogger(self.also_log_to) if self.also_log_to else None
+
+    def record(self, event: CallRecord) -> None:
+        """Write ``event``'s line. Raises ``OSError`` when the file cannot be written (the
+        guard reports a failing sink on the ``aimsec`` logger and carries on)."""
+        line = self._writer.write(render(event, version=self._version,
+                                         include_inputs=self.include_inputs))
+        if self._logger is not None:
+            level = logging.INFO if event.outcome == "allowed" else logging.WARNING
+            self._logger.log(level, line[:-1].decode("ascii"))
+
+    def flush(self) -> None:
+        """Nothing to do: every line is in the file when :meth:`record` returns. Kept for
+        code written against sinks that buffer."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"file": self.file, "max_bytes": self.max_bytes, "backups": self.backups,
+                "include_inputs": self.include_inputs, "fsync": self.fsync,
+                "also_log_to": self.also_log_to}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._attach()
+
+    def __repr__(self) -> str:
+        return f"AuditLog({str(self.file)!r})"

@@ -1,0 +1,135 @@
+"""Check an audit trail's hash chain and name the first broken line.
+
+Reads each file once, line by line, holding one line at a time (lines longer than
+:data:`LONGEST_LINE` are reported, never read whole), so a trail of any size is checked in
+bounded memory.
+
+What the chain proves and what it cannot: a changed, removed, inserted or reordered line
+breaks the link of the line after it, and a cut-short last line is not valid JSON. Lines
+cut from the *start* of the trail look like lines that rotation dropped, and a change to
+the *last* line has no successor to expose it: compare the head digest this check prints
+with one recorded elsewhere (``--head``) to cover the end too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+LONGEST_LINE = 64 * 1024  #: lines are at most 8 KB; anything far longer is damage
+_ROTATED = re.compile(r"^(?P<base>.+)\.(?P<index>\d+)$")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of :func:`verify_trail`.
+
+    ``intact`` is false when ``broken_file``/``broken_line`` (1-based) name the first line
+    that fails; ``reason`` says why. ``head`` is the hex SHA-256 of the last line checked;
+    ``anchored`` is false when the trail's first line links to a line no longer present
+    (rotated away).
+    """
+
+    intact: bool
+    files: tuple[Path, ...]
+    lines: int
+    head: str | None
+    anchored: bool
+    broken_file: Path | None = None
+    broken_line: int | None = None
+    reason: str = ""
+
+
+def trail_files(path: Path) -> list[Path]:
+    """The files of the trail at ``path``, oldest first: a file and its rotated siblings
+    (``audit.jsonl.3``, ``.2``, ``.1``, then ``audit.jsonl``), or for a folder holding one
+    trail, that trail. Raises ``FileNotFoundError`` / ``ValueError`` when there is none or
+    the folder holds several (name the file then)."""
+    if path.is_dir():
+        bases = {_base(p.name) for p in path.iterdir()
+                 if p.is_file() and not p.name.endswith(".lock")}
+        if not bases:
+            raise FileNotFoundError(f"no audit trail in {path}")
+        if len(bases) > 1:
+            raise ValueError(f"{path} holds several trails ({', '.join(sorted(bases))}); "
+                             "name one of the files")
+        path = path / bases.pop()
+    siblings = []
+    if path.parent.is_dir():
+        for p in path.parent.iterdir():
+            match = _ROTATED.match(p.name)
+            if match and match["base"] == path.name and p.is_file():
+                siblings.append((int(match["index"]), p))
+    files = [p for _, p in sorted(siblings, reverse=True)]
+    if path.exists():
+        files.append(path)
+    if not files:
+        raise FileNotFoundError(f"no audit trail at {path}")
+    return files
+
+
+def _base(name: str) -> str:
+    match = _ROTATED.match(name)
+    return match["base"] if match else name
+
+
+def verify_trail(path: str | Path, head: str | None = None) -> Verification:
+    """Check the trail at ``path`` (see :func:`trail_files`); ``head``, if given, is the
+    hex digest the last line must have."""
+    files = tuple(trail_files(Path(path)))
+    expected: str | None = None
+    anchored = True
+    count = 0
+    for file in files:
+        for number, raw in _lines(file):
+            count += 1
+            problem = _check(raw, expected, first=count == 1)
+            if problem is not None:
+                return Verification(False, files, count, expected, anchored, file, number,
+                                    problem)
+            if count == 1:
+                anchored = json.loads(raw)["prev"] is None
+            expected = hashlib.sha256(raw[:-1]).hexdigest()
+    if head is not None and head != expected:
+        last = files[-1]
+        return Verification(False, files, count, expected, anchored, last, None,
+                            f"the last line's digest is {expected}; expected {head} "
+                            "(lines were changed or removed at the end)")
+    return Verification(True, files, count, expected, anchored)
+
+
+def _lines(file: Path) -> Iterator[tuple[int, bytes]]:
+    with open(file, "rb") as handle:
+        number = 0
+        while True:
+            raw = handle.readline(LONGEST_LINE + 1)
+            if not raw:
+                return
+            number += 1
+            yield number, raw
+            if len(raw) > LONGEST_LINE and not raw.endswith(b"\n"):
+                return  # reported by _check; the rest of this file is not read
+
+
+def _check(raw: bytes, expected: str | None, first: bool) -> str | None:
+    if not raw.endswith(b"\n"):
+        if len(raw) > LONGEST_LINE:
+            return f"line longer than {LONGEST_LINE} bytes (audit lines are at most 8 KB)"
+        return "the line is cut short (no newline at the end of the file)"
+    try:
+        line = json.loads(raw)
+    except ValueError as exc:
+        return f"not a JSON line ({exc.__class__.__name__}: {exc})"
+    if not isinstance(line, dict) or "prev" not in line:
+        return "not an audit line (no \"prev\" link)"
+    if first:
+        return None
+    if line["prev"] != expected:
+        return (f"its \"prev\" is {line['prev']!r}, but the line before it hashes to "
+                f"{expected!r}: a line was changed, removed, inserted or reordered here "
+                "or just before")
+    return None

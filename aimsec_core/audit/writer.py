@@ -1,0 +1,191 @@
+"""The file writer behind the audit trail: one per file and process, owned by the library.
+
+Every line goes to the file in one ``os.write`` on a descriptor opened with ``O_APPEND``
+before the call that produced it returns: nothing is buffered in the process, so a crash
+of the process loses no recorded call (``fsync=True`` also survives a crash of the
+machine, at the cost of a disk flush per line).
+
+Threads share one writer per file (a lock). Processes appending to the same file
+coordinate through ``fcntl.flock`` on a lock file beside it (``audit.jsonl.lock``): under
+that lock a writer checks whether another process appended or rotated since its own last
+line, reopens the file if it was rotated, and re-reads the last line to continue the hash
+chain. So several workers (gunicorn, ``multiprocessing``, joblib) can share one trail
+without interleaving partial lines or forking the chain. Where ``fcntl`` does not exist
+(Windows) only threads are coordinated: give each process its own file there.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from ..errors import ConfigurationError
+from .chain import GENESIS, digest, link, rotated, tail_digest
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: threads only (see the module docstring)
+    fcntl = None  # type: ignore[assignment]
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+class AuditWriter:
+    """Appends chained lines to ``file``, rotating it past ``max_bytes`` into ``backups``
+    numbered files (``audit.jsonl.1`` newest). ``max_bytes=0`` or ``backups=0`` never
+    rotates. Obtain one with :func:`writer_for`: one writer per file and process."""
+
+    def __init__(self, file: Path, max_bytes: int, backups: int, fsync: bool) -> None:
+        self.file = file
+        self._path = os.fspath(file)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._lock_fd = -1
+        self._inode: tuple[int, int] | None = None
+        self._size = -1  # bytes in the file after our last line; -1: unknown
+        self._prev = GENESIS
+
+    def write(self, body: bytes) -> bytes:
+        """Close ``body`` (an unclosed JSON object) with its ``prev`` link and append it;
+        returns the line written. Raises ``OSError`` when the file cannot be written."""
+        with self._lock:
+            locked = self._lock_processes()
+            try:
+                self._follow_file()
+                line = link(body, self._prev)
+                size = len(line)
+                if (self.max_bytes and self.backups and self._size
+                        and self._size + size > self.max_bytes):
+                    self._rotate()
+                if os.write(self._fd, line) != size:  # a short write (disk full, signal)
+                    raise OSError(f"the audit file {self.file} took only part of a line")
+                if self.fsync:
+                    os.fsync(self._fd)
+                self._size += size
+                self._prev = digest(line[:-1])
+            finally:
+                if locked:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        return line
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    # -- internals (called with the thread lock held) -----------------------------------
+
+    def _lock_processes(self) -> bool:
+        if fcntl is None:
+            return False
+        if self._lock_fd < 0:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.file.with_name(self.file.name + ".lock"),
+                                    os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                                    0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        return True
+
+    def _follow_file(self) -> None:
+        """Make our view match the file: reopen it if it was rotated or removed, and take
+        the chain from its last line if anyone else wrote to it since our last line."""
+        try:
+            stat = os.stat(self._path)
+            inode: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            inode = None
+        if inode is None or inode != self._inode or self._fd < 0:
+            self._open()
+            stat = os.fstat(self._fd)
+        if stat.st_size != self._size:
+            self._resume()
+
+    def _open(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self._path, _OPEN_FLAGS, 0o644)
+        stat = os.fstat(self._fd)
+        self._inode = (stat.st_dev, stat.st_ino)
+        self._size = -1
+
+    def _resume(self) -> None:
+        """Continue the chain from the last line on disk: this file's, else the newest
+        rotated file's, else (a new trail) what this writer last wrote."""
+        prev, complete = tail_digest(self.file)
+        if not complete:  # a line cut short by a crash: end it, chain to what is there
+            _write_all(self._fd, b"\n")
+        if prev is None and self.backups:
+            prev, _ = tail_digest(rotated(self.file, 1))
+        if prev is not None:
+            self._prev = prev
+        self._size = os.fstat(self._fd).st_size
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        for index in range(self.backups - 1, 0, -1):
+            source = rotated(self.file, index)
+            if source.exists():
+                os.replace(source, rotated(self.file, index + 1))
+        os.replace(self.file, rotated(self.file, 1))
+        self._open()
+        self._size = 0
+
+    def _close(self) -> None:
+        for fd in (self._fd, self._lock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._lock_fd = -1
+        self._inode, self._size = None, -1
+
+    def _after_fork(self) -> None:
+        # The child shares the parent's open file descriptions; flock locks belong to
+        # those, so the child needs its own (and a fresh thread lock: the parent's may have
+        # been held by a thread that does not exist here).
+        self._lock = threading.Lock()
+        self._fd = self._lock_fd = -1
+        self._inode, self._size = None, -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+_writers: dict[Path, AuditWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(file: Path, max_bytes: int, backups: int, fsync: bool) -> AuditWriter:
+    """The process's writer for ``file`` (resolved path), created on first use. Raises
+    :class:`~aimsec_core.errors.ConfigurationError` when the file is already open with
+    another rotation policy: one file has one."""
+    with _writers_lock:
+        writer = _writers.get(file)
+        if writer is None:
+            writer = _writers[file] = AuditWriter(file, max_bytes, backups, fsync)
+        elif (writer.max_bytes, writer.backups) != (max_bytes, backups):
+            raise ConfigurationError(
+                f"the audit log {file} is already open with max_bytes={writer.max_bytes}, "
+                f"backups={writer.backups}; received max_bytes={max_bytes}, "
+                f"backups={backups}. One file has one rotation policy: use the same "
+                "settings or another folder")
+        else:
+            writer.fsync = writer.fsync or fsync
+        return writer
+
+
+def _reset_after_fork() -> None:
+    global _writers_lock
+    _writers_lock = threading.Lock()
+    for writer in _writers.values():
+        writer._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

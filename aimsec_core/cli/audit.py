@@ -1,0 +1,43 @@
+"""``aimsec audit verify PATH``: check an audit trail's hash chain.
+
+Exit status 0 when the trail is intact, 1 when a line is broken (the first one is named:
+file and line number), 2 when there is no trail at ``PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="work with the audit trail")
+    actions = audit.add_subparsers(dest="action", required=True)
+    verify = actions.add_parser(
+        "verify", help="check the hash chain of a trail and name the first broken line")
+    verify.add_argument("path", help="an audit file (its rotated files are included) or "
+                                     "the folder holding it")
+    verify.add_argument("--head", help="hex SHA-256 the last line must have (recorded "
+                                       "earlier), to cover changes at the end")
+    audit.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audit import verify_trail
+
+    try:
+        result = verify_trail(args.path, head=args.head)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"aimsec audit verify: {exc}", file=sys.stderr)
+        return 2
+    if not result.intact:
+        where = f"{result.broken_file}" + (
+            f", line {result.broken_line}" if result.broken_line is not None else "")
+        print(f"BROKEN: {where}: {result.reason}")
+        return 1
+    start = ("starts at the trail's first line" if result.anchored
+             else "starts after lines rotated away (its first link is not checked)")
+    print(f"intact: {result.lines} lines in {len(result.files)} file(s); {start}; "
+          f"head {result.head}")
+    return 0

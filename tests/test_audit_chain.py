@@ -1,0 +1,171 @@
+"""The hash chain, ``aimsec audit verify``, rotation, restarts and several processes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import AuditLog
+from aimsec_core.adapter import HostArrays
+from aimsec_core.audit import verify_trail
+from aimsec_core.audit.chain import tail_digest
+from aimsec_core.audit.writer import AuditWriter
+from aimsec_core.cli import main
+
+
+def _write(audit: AuditLog, calls: int, start: int = 0) -> None:
+    guard = aimsec_core.Guard(None, HostArrays(None), name="chained", sinks=[audit])
+    for i in range(start, start + calls):
+        guard.call({"x": np.full((1, 3), float(i))}, lambda: None)
+
+
+@pytest.fixture
+def trail(tmp_path):
+    audit = AuditLog(tmp_path / "logs")
+    _write(audit, 6)
+    return audit.file
+
+
+def _lines(file):
+    return file.read_bytes().splitlines(keepends=True)
+
+
+def test_an_intact_trail_verifies_and_each_line_names_the_one_before(trail, capsys):
+    lines = _lines(trail)
+    assert json.loads(lines[0])["prev"] is None
+    import hashlib
+    for before, after in zip(lines, lines[1:]):
+        assert json.loads(after)["prev"] == hashlib.sha256(before[:-1]).hexdigest()
+    assert main(["audit", "verify", str(trail)]) == 0
+    out = capsys.readouterr().out
+    assert "intact: 6 lines" in out and hashlib.sha256(lines[-1][:-1]).hexdigest() in out
+
+
+def _broken_at(path, capsys) -> str:
+    assert main(["audit", "verify", str(path)]) == 1
+    return capsys.readouterr().out
+
+
+def test_a_modified_line_is_found(trail, capsys):
+    lines = _lines(trail)
+    lines[2] = lines[2].replace(b'"decision":"allowed"', b'"decision":"rejected"')
+    trail.write_bytes(b"".join(lines))
+    assert "line 4:" in _broken_at(trail, capsys)
+
+
+def test_a_deleted_line_is_found(trail, capsys):
+    lines = _lines(trail)
+    del lines[3]
+    trail.write_bytes(b"".join(lines))
+    assert "line 4:" in _broken_at(trail, capsys)
+
+
+def test_a_reordered_line_is_found(trail, capsys):
+    lines = _lines(trail)
+    lines[1], lines[2] = lines[2], lines[1]
+    trail.write_bytes(b"".join(lines))
+    assert "line 2:" in _broken_at(trail, capsys)
+
+
+def test_a_truncated_last_line_is_found(trail, capsys):
+    data = trail.read_bytes()
+    trail.write_bytes(data[:-40])
+    out = _broken_at(trail, capsys)
+    assert "line 6:" in out and "cut short" in out
+
+
+def test_a_changed_last_line_is_found_against_a_recorded_head(trail, capsys):
+    head = verify_trail(trail).head
+    lines = _lines(trail)
+    lines[-1] = lines[-1].replace(b'"model":"chained"', b'"model":"chainee"')
+    trail.write_bytes(b"".join(lines))
+    assert verify_trail(trail).intact  # nothing follows it: the chain alone cannot tell
+    assert main(["audit", "verify", str(trail), "--head", head]) == 1
+    assert "expected" in capsys.readouterr().out
+
+
+def test_a_missing_trail_is_exit_status_two(tmp_path, capsys):
+    assert main(["audit", "verify", str(tmp_path / "nothing")]) == 2
+    assert "no audit trail" in capsys.readouterr().err
+
+
+def test_the_chain_continues_across_rotation_and_a_deleted_rotated_line_is_named(tmp_path,
+                                                                                  capsys):
+    audit = AuditLog(tmp_path, max_bytes=2_000, backups=50)
+    _write(audit, 40)
+    files = verify_trail(tmp_path).files
+    assert len(files) > 3 and files[-1].name == "audit.jsonl"
+    assert verify_trail(tmp_path).lines == 40 and verify_trail(tmp_path).anchored
+    assert main(["audit", "verify", str(tmp_path)]) == 0  # the folder: every file, in order
+    capsys.readouterr()
+    middle = files[len(files) // 2]
+    lines = _lines(middle)
+    middle.write_bytes(b"".join(lines[1:]))  # the first line of a rotated file
+    out = _broken_at(tmp_path, capsys)
+    assert f"{middle}, line 1:" in out
+
+
+def test_a_restarted_process_continues_the_chain(tmp_path):
+    file = tmp_path / "audit.jsonl"
+    AuditWriter(file, 0, 0, False).write(b'{"n":1')
+    AuditWriter(file, 0, 0, False).write(b'{"n":2')  # a new writer: reads the last line
+    assert verify_trail(file).intact and verify_trail(file).lines == 2
+    # a line cut short by a crash stays visible: it is ended and chained to, and reported
+    with open(file, "ab") as handle:
+        handle.write(b'{"n":3,"pr')
+    AuditWriter(file, 0, 0, False).write(b'{"n":4')
+    result = verify_trail(file)
+    assert not result.intact and result.broken_line == 3
+    assert tail_digest(file)[1]  # the file ends with a whole line again
+
+
+def _worker(folder: str, worker: int, calls: int) -> None:
+    audit = AuditLog(folder, max_bytes=20_000, backups=100)
+    with aimsec_core.client(f"worker-{worker}"):
+        _write(audit, calls, start=worker * calls)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="processes coordinate through flock")
+def test_several_processes_share_one_trail_without_breaking_it(tmp_path):
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter, as a real worker
+    workers, calls = 4, 150
+    processes = [context.Process(target=_worker, args=(str(tmp_path), w, calls))
+                 for w in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+        assert process.exitcode == 0
+    result = verify_trail(tmp_path)
+    assert result.intact, result.reason
+    assert result.lines == workers * calls and len(result.files) > 3
+    clients = [json.loads(line)["client"] for f in result.files
+               for line in f.read_text().splitlines()]
+    assert sorted(set(clients)) == [f"worker-{w}" for w in range(workers)]
+
+
+def _forked_worker(audit: AuditLog, worker: int, calls: int) -> None:
+    _write(audit, calls, start=worker * calls)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_forked_children_of_a_writing_process_keep_the_trail_whole(tmp_path):
+    audit = AuditLog(tmp_path, max_bytes=8_000, backups=100)
+    _write(audit, 5)  # the parent's writer is open (and its lock file) before the fork
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_forked_worker, args=(audit, w, 60))
+                 for w in range(1, 4)]
+    for process in processes:
+        process.start()
+    _write(audit, 60, start=1000)
+    for process in processes:
+        process.join()
+        assert process.exitcode == 0
+    result = verify_trail(tmp_path)
+    assert result.intact, result.reason
+    assert result.lines == 5 + 60 * 4
