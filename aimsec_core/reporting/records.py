@@ -21,6 +21,8 @@ from typing import Any
 #: Longest client id, model or check name kept (longer ones are cut and marked with "…").
 MAX_TEXT = 200
 DECISIONS = ("allowed", "flagged", "rejected", "error")
+#: Decisions counted as another: a call refused for its flagged samples only is a refusal.
+SAME_AS = {"partial": "rejected"}
 #: Findings that stop a call as a query-stream attack (repeat, near-duplicate, extraction).
 QUERY_ATTACK_CHECKS = frozenset({"repeat", "near_duplicate", "extraction"})
 
@@ -70,7 +72,7 @@ def parse_line(line: str | bytes) -> AuditEntry | None:
         time=when,
         model=_text(raw.get("model"), "unknown"),
         client=_text(raw.get("client"), "anonymous"),
-        decision=decision if decision in DECISIONS else "other",
+        decision=SAME_AS.get(decision, decision if decision in DECISIONS else "other"),
         batch_size=_count(raw.get("batch_size")),
         flagged=_flagged_count(raw.get("flagged")),
         checks=_checks(raw.get("findings")),
