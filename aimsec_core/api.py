@@ -17,7 +17,8 @@ GUARD_ATTRIBUTE = "__aimsec_guard__"
 
 def guard(model: Any, *, name: str | None = None, mode: str | None = None,
           constraints: Constraints | Mapping[str, Any] | None = None,
-          sinks: list[Sink] | None = None, calibration: str | Path | None = None) -> Any:
+          sinks: list[Sink] | None = None, calibration: str | Path | None = None,
+          policy: Mapping[str, Any] | bool | None = None, store: Any = None) -> Any:
     """Wrap ``model`` so every predict call is validated, screened and recorded.
 
     Returns an object of the framework's own shape (an ``nn.Module`` for torch, a model
@@ -27,6 +28,10 @@ def guard(model: Any, *, name: str | None = None, mode: str | None = None,
     ``"monitor"`` (record and pass through); default from ``AIMSEC_MODE``, else enforce.
     ``sinks`` default to the audit log under ``SECURITY_LOG_PATH``. ``calibration`` is a
     file written by ``guarded.save_calibration`` and turns adversarial-input detection on.
+    ``policy`` sets request monitoring (a dict: the original ``SECURITY_CONFIG`` keys and
+    aimsec's own, see the README; ``False`` turns monitoring off); ``store`` is where its
+    state lives: ``"memory://"`` or a ``"redis://host:port/db"`` URL shared by replicas
+    (default from ``AIMSEC_STORE_URL``, else memory).
     """
     if getattr(model, GUARD_ATTRIBUTE, None) is not None:
         raise ConfigurationError(
@@ -34,7 +39,8 @@ def guard(model: Any, *, name: str | None = None, mode: str | None = None,
             "or configure the existing guard")
     adapter = adapter_for(model)
     return adapter.wrap(Guard(model, adapter, name=name, mode=mode, constraints=constraints,
-                              sinks=sinks, calibration=calibration))
+                              sinks=sinks, calibration=calibration, policy=policy,
+                              store=store))
 
 
 def guard_of(guarded: Any) -> Guard:

@@ -10,6 +10,7 @@ variable                      meaning                                           
 ``AIMSEC_LOG_MAX_BYTES``      audit file size before it rotates                  ``52428800``
 ``AIMSEC_LOG_BACKUPS``        rotated audit files kept                           ``10``
 ``AIMSEC_LOG_INPUTS``         ``1`` writes raw inputs into audit lines           ``0``
+``AIMSEC_STORE_URL``          monitoring state: ``memory://`` or ``redis://...``   ``memory://``
 ============================  =================================================  ==================
 """
 
@@ -71,3 +72,11 @@ def resolve_mode(explicit: str | None) -> str:
         return parse_mode(mode)
     except ValueError as exc:
         raise ConfigurationError(f"mode: {exc}") from exc
+
+
+DEFAULT_STORE_URL = "memory://"
+
+
+def resolve_store_url(explicit: str | None) -> str:
+    """The monitoring store: the argument, else ``AIMSEC_STORE_URL``, else ``memory://``."""
+    return resolve(explicit, "AIMSEC_STORE_URL", DEFAULT_STORE_URL, str)

@@ -15,11 +15,15 @@ ANONYMOUS = "anonymous"
 _current_client: contextvars.ContextVar[str] = contextvars.ContextVar(
     "aimsec_client", default=ANONYMOUS
 )
+_current_tier: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "aimsec_client_tier", default=None)
 
 
 @contextmanager
-def client(identity: str) -> Iterator[str]:
+def client(identity: str, tier: str | None = None) -> Iterator[str]:
     """Attribute every guarded call inside the block to ``identity`` (an address or key id).
+
+    ``tier`` names the policy tier whose limits apply (``policy={"tiers": {...}}``).
 
     >>> with client("203.0.113.7"):
     ...     current_client()
@@ -32,12 +36,19 @@ def client(identity: str) -> Iterator[str]:
             f"client identity must be a non-empty string; received {identity!r}"
         )
     token = _current_client.set(identity)
+    tier_token = _current_tier.set(tier)
     try:
         yield identity
     finally:
+        _current_tier.reset(tier_token)
         _current_client.reset(token)
 
 
 def current_client() -> str:
     """The identity set by the innermost :func:`client` block, or ``"anonymous"``."""
     return _current_client.get()
+
+
+def current_tier() -> str | None:
+    """The policy tier set by the innermost :func:`client` block (``None``: the base)."""
+    return _current_tier.get()
