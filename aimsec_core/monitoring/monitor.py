@@ -305,6 +305,17 @@ class Monitor:
             self.refused(visit, tuple(f.check for f in refusing))
         return visit.findings
 
+    def note(self, client: str, input_hash: str, tier: str | None = None) -> None:
+        """Count a request that was not screened here (the original ``log_request``):
+        towards the client's repeats and in ``request_analysis``, deciding nothing."""
+        rules = self.policy.rules_for(tier)
+        now = self.clock()
+        if input_hash and (client != ANONYMOUS or rules.watch_anonymous) and rules.max_repeats:
+            key = client_key(client)
+            self._use(now, None, lambda s: s.observe(self.model, key, now, rules, self.policy,
+                                                     input_hash, None, 0))
+        self.stats.record(now, client[:_READABLE_ID], input_hash, False, ())
+
     def request_analysis(self, window_minutes: float = 60) -> dict[str, Any]:
         """Totals, unique inputs, rates and top clients, repeated inputs, near-duplicate
         matches and active suspicions over the last ``window_minutes``."""
