@@ -122,9 +122,15 @@ class FingerprintIndex:
 
     def _insert(self, hashes: np.ndarray, serial: int) -> None:
         buckets = hashes & self._mask
-        ways = np.argmin(self.t_serial[buckets], axis=1)  # an empty or the oldest entry
-        self.t_hash[buckets, ways] = hashes
-        self.t_serial[buckets, ways] = serial
+        if len(np.unique(buckets)) == len(buckets):
+            ways = np.argmin(self.t_serial[buckets], axis=1)  # an empty or the oldest entry
+            self.t_hash[buckets, ways] = hashes
+            self.t_serial[buckets, ways] = serial
+            return
+        for bucket, value in zip(buckets, hashes):  # two hashes share a bucket: one by one
+            way = int(np.argmin(self.t_serial[bucket]))
+            self.t_hash[bucket, way] = value
+            self.t_serial[bucket, way] = serial
 
     def _grow(self) -> None:
         old = (self.fp_serial, self.fp_time, self.fp_client, self.fp_content, self.fp_hashes)

@@ -19,9 +19,11 @@ _SWEEP_EVERY = 4096
 class MemoryStore(Store):
     url = "memory://"
 
-    def __init__(self) -> None:
+    def __init__(self, *, secret: bytes | None = None) -> None:
+        """``secret``: the fingerprint salt (32 random bytes unless given, e.g. by a test
+        that needs reproducible fingerprints)."""
         self._lock = threading.Lock()
-        self._secret = os.urandom(32)
+        self._secret = secret if secret is not None else os.urandom(32)
         self._quota: Any = None  # limits is imported when a quota is first used
         self._last: dict[str, float] = {}  # key -> time of the last admitted call
         self._locked: dict[str, float] = {}  # key -> lockout end

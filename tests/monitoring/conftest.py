@@ -35,18 +35,10 @@ def clock() -> Clock:
 
 @pytest.fixture(scope="session")
 def digits_model():
-    """A logistic regression on digits (trains in well under a second)."""
-    import warnings
+    """The conformance suite's scikit-learn digits MLP (built once per process)."""
+    from tests.cases.sklearn_case import CASE
 
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    from tests.cases import digits
-
-    x, y = digits()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return LogisticRegression(max_iter=200).fit(x, y)
+    return CASE.model()
 
 
 def free_port() -> int:
