@@ -28,14 +28,15 @@ TEST_EVERY = 10  #: queries between two tests of one client (PRADA)
 
 
 class _ClientState:
-    __slots__ = ("sets", "counts", "members", "thresholds", "distances", "since_test",
-                 "width", "last_w")
+    __slots__ = ("sets", "counts", "members", "sums", "thresholds", "distances",
+                 "since_test", "width", "last_w")
 
     def __init__(self, width: int, window: int) -> None:
         self.width = width
         self.sets: dict[Hashable, np.ndarray] = {}
         self.counts: dict[Hashable, int] = {}
         self.members: dict[Hashable, deque[float]] = {}
+        self.sums: dict[Hashable, tuple[float, float]] = {}  # of members: sum, squares
         self.thresholds: dict[Hashable, float] = {}
         self.distances: deque[float] = deque(maxlen=window)
         self.since_test = 0
@@ -94,17 +95,24 @@ class ExtractionTracker:
         if count:
             stored = members[:min(count, self.set_size)]
             diff = stored - row
-            distance = float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
+            distance = float(np.sqrt(np.min((diff * diff).sum(axis=1))))
             if distance == 0.0:  # an exact repeat teaches an attacker nothing: not counted
                 return
             state.distances.append(distance)
             state.since_test += 1
             if distance <= state.thresholds[label]:
                 return
-            state.members[label].append(distance)
-            spread = np.fromiter(state.members[label], dtype=np.float64)
-            state.thresholds[label] = max(state.thresholds[label],
-                                          float(spread.mean() - spread.std()))
+            members_d = state.members[label]
+            total, squares = state.sums.get(label, (0.0, 0.0))
+            if len(members_d) == members_d.maxlen:
+                evicted = members_d[0]
+                total, squares = total - evicted, squares - evicted * evicted
+            members_d.append(distance)
+            total, squares = total + distance, squares + distance * distance
+            state.sums[label] = (total, squares)
+            mean = total / len(members_d)
+            std = max(0.0, squares / len(members_d) - mean * mean) ** 0.5
+            state.thresholds[label] = max(state.thresholds[label], mean - std)
         members[count % self.set_size] = row
         state.counts[label] = count + 1
 

@@ -14,8 +14,9 @@ Differences from the paper, all to fit tabular rows and small inputs as well as 
   next to hue around 1), so one relative step serves both.
 - The salt is one offset per position (a fraction of a step), drawn from the secret.
 - Windows are hashed with a keyed polynomial (random odd 64-bit coefficients from the
-  secret, finished with the SplitMix64 mixer) instead of SHA-256: vectorized, and an
-  attacker without the secret cannot predict which windows are kept.
+  secret), mixed by a xor-shift and a multiplication by 2^64/phi whose high 32 bits are
+  kept, instead of SHA-256: vectorized, and an attacker without the secret cannot
+  predict which windows are kept.
 - Hashes are kept as 32-bit values (the index keys); inputs with fewer windows than ``S``
   keep all of their distinct windows, and the match threshold is a share of the query's
   fingerprint (``T / S`` = 25 / 50 = 0.5 in the paper).
@@ -27,8 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd
+_SHIFT = np.uint64(29)
+_HIGH = np.uint64(32)
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,23 @@ class Fingerprinter:
         rng = np.random.default_rng(self._rng_seed + [1])
         self._coefficients = (rng.integers(1, 2**63, size=max(settings.window, 1),
                                            dtype=np.uint64) * np.uint64(2) + np.uint64(1))
+        self._offset = rng.integers(1, 2**63, dtype=np.uint64)
 
     def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
         return f"Fingerprinter({self.settings})"
 
-    def _salt(self, width: int) -> np.ndarray:
-        salt = self._salts.get(width)
-        if salt is None:
+    def _layout(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per input width: the salt (one offset per position) and the window gather
+        index ((windows, w) positions), cached."""
+        found = self._salts.get(width)
+        if found is None:
             salt = np.random.default_rng(self._rng_seed + [2, width]).random(width)
+            w = min(self.settings.window, width)
+            gather = np.arange(width - w + 1)[:, None] + np.arange(w)[None, :]
+            found = (salt, gather)
             if len(self._salts) < 64:  # widths come from model inputs: few, but bounded
-                self._salts[width] = salt
-        return salt
+                self._salts[width] = found
+        return found
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """``samples`` (n, d), any real dtype -> (n, k) uint32 hashes, k <= ``hashes``.
@@ -77,20 +85,19 @@ class Fingerprinter:
         """
         s = self.settings
         x = np.asarray(samples, dtype=np.float64)
-        n, width = x.shape
-        quantized = np.floor(np.arcsinh(x / s.unit) / s.step + self._salt(width))
+        salt, gather = self._layout(x.shape[1])
+        quantized = np.floor(np.arcsinh(x / s.unit) / s.step + salt)
         codes = quantized.astype(np.int64).view(np.uint64)
-        w = min(s.window, width)
-        windows = np.lib.stride_tricks.sliding_window_view(codes, w, axis=1)
-        with np.errstate(over="ignore"):
-            h = windows @ self._coefficients[:w]
-            h ^= h >> np.uint64(31)
-            h *= _MIX1
-            h ^= h >> np.uint64(27)
-            h *= _MIX2
-            h ^= h >> np.uint64(33)
-        h = (h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-        h[h == 0] = 1
+        # integer arrays wrap silently on overflow: the arithmetic is modulo 2^64
+        h = codes[:, gather] @ self._coefficients[:gather.shape[1]]
+        h += self._offset  # keyed, so a window of zeros hashes to a secret value too
+        h ^= h >> _SHIFT
+        h *= _MIX
+        h = (h >> _HIGH).astype(np.uint32)  # the product's high half is the mixed one
+        if len(h) == 1:
+            kept = np.unique(h[0])[::-1]
+            kept = kept[kept != 0][:s.hashes]
+            return kept[None]
         h.sort(axis=1)
         if h.shape[1] > 1:  # distinct values only: repeats become 0 and sort to the end
             h[:, :-1][h[:, :-1] == h[:, 1:]] = 0

@@ -98,12 +98,13 @@ class FingerprintIndex:
         slots = found % self._slots
         alive = ((self.fp_serial[slots] == found) & (self.fp_time[slots] >= since)
                  & (self.fp_content[slots] != np.uint64(content)))
-        found = found[alive]
+        found = np.sort(found[alive])
         if not len(found):
             return Match(0, len(hashes), False)
-        serials, counts = np.unique(found, return_counts=True)
+        starts = np.flatnonzero(np.r_[True, found[1:] != found[:-1]])
+        counts = np.diff(np.r_[starts, len(found)])
         best = int(np.argmax(counts))
-        owner = int(self.fp_client[serials[best] % self._slots])
+        owner = int(self.fp_client[found[starts[best]] % self._slots])
         return Match(int(counts[best]), len(hashes), owner == client)
 
     def _add(self, hashes: np.ndarray, content: int, client: int, now: float) -> None:
@@ -122,15 +123,15 @@ class FingerprintIndex:
 
     def _insert(self, hashes: np.ndarray, serial: int) -> None:
         buckets = hashes & self._mask
-        if len(np.unique(buckets)) == len(buckets):
-            ways = np.argmin(self.t_serial[buckets], axis=1)  # an empty or the oldest entry
-            self.t_hash[buckets, ways] = hashes
-            self.t_serial[buckets, ways] = serial
-            return
-        for bucket, value in zip(buckets, hashes):  # two hashes share a bucket: one by one
-            way = int(np.argmin(self.t_serial[bucket]))
-            self.t_hash[bucket, way] = value
-            self.t_serial[bucket, way] = serial
+        ways = np.argmin(self.t_serial[buckets], axis=1)  # an empty or the oldest entry
+        self.t_hash[buckets, ways] = hashes
+        self.t_serial[buckets, ways] = serial
+        lost = self.t_hash[buckets, ways] != hashes
+        if lost.any():  # two of its hashes took the same entry of one bucket: redo them
+            for bucket, value in zip(buckets[lost], hashes[lost]):
+                way = int(np.argmin(self.t_serial[bucket]))
+                self.t_hash[bucket, way] = value
+                self.t_serial[bucket, way] = serial
 
     def _grow(self) -> None:
         old = (self.fp_serial, self.fp_time, self.fp_client, self.fp_content, self.fp_hashes)
