@@ -35,6 +35,10 @@ def client(identity: str, tier: str | None = None) -> Iterator[str]:
         raise ConfigurationError(
             f"client identity must be a non-empty string; received {identity!r}"
         )
+    if tier is not None and not isinstance(tier, str):
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(f"client tier must be a string or None; received {tier!r}")
     token = _current_client.set(identity)
     tier_token = _current_tier.set(tier)
     try:
