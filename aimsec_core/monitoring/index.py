@@ -101,10 +101,10 @@ class FingerprintIndex:
         found = np.sort(found[alive])
         if not len(found):
             return Match(0, len(hashes), False)
-        starts = np.flatnonzero(np.r_[True, found[1:] != found[:-1]])
-        counts = np.diff(np.r_[starts, len(found)])
+        ends = np.append(np.flatnonzero(found[1:] != found[:-1]), len(found) - 1)
+        counts = np.diff(ends, prepend=-1)  # run lengths of equal serials
         best = int(np.argmax(counts))
-        owner = int(self.fp_client[found[starts[best]] % self._slots])
+        owner = int(self.fp_client[found[ends[best]] % self._slots])
         return Match(int(counts[best]), len(hashes), owner == client)
 
     def _add(self, hashes: np.ndarray, content: int, client: int, now: float) -> None:

@@ -219,7 +219,9 @@ class RedisStore(Store):
 
 
 def _buckets(policy: Policy) -> int:
-    entries = 1.5 * policy.near_duplicate_max_fingerprints * policy.near_duplicate_hashes
+    """Bucket lists for the model: room for the capped number of fingerprints' entries
+    (a fixed key count, so Redis memory stays bounded whatever the traffic)."""
+    entries = policy.near_duplicate_max_fingerprints * policy.near_duplicate_hashes
     return 1 << max(4, math.ceil(math.log2(entries / WAYS)))
 
 

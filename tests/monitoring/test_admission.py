@@ -174,3 +174,15 @@ def test_admit_client_without_a_model(clock):
     assert [f.check for f in monitor.admit_client("10.0.0.1")] == ["rate_limit"]
     assert [f.check for f in monitor.admit_client("10.0.0.1")] == ["lockout"]
     assert monitor.admit_client("10.0.0.2") == []
+
+
+def test_detector_passes_never_count_against_the_quota(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, mode="monitor", max_requests_per_minute=3)
+    x = digits()[0]
+    guarded.calibrate(x[1000:1400], fpr=0.05)  # detectors ask the model for scores
+    with aimsec_core.client("alice"):
+        for i in range(4):  # each call runs the detectors' own forward passes too
+            guarded.predict(x[i:i + 2])
+    quota = ["rate_limit" in e.verdict.checks for e in sink.events]
+    assert quota == [False, False, False, True]
+    assert all("suspicion" in e.verdict.scores for e in sink.events)
