@@ -185,18 +185,17 @@ class Monitor:
         fingerprinting = rules.near_duplicate or rules.extraction
         if fingerprinting:
             visit.samples = _samples(arrays, batch)
-        fingerprints = None
+        contents = None
         if rules.near_duplicate and visit.samples is not None:
             contents = _content_tags(visit.samples, input_hash)
-            fingerprints = (None, contents)  # hashes filled per store (its own secret)
         tag = int(visit.key[:8], 16)
 
         def observe(store: Store) -> Any:
-            fp = None
-            if fingerprints is not None:
-                fp = (self._fingerprinter(store)(visit.samples), fingerprints[1])
+            fingerprints = None
+            if contents is not None:  # hashed with the secret of the store that answers
+                fingerprints = (self._fingerprinter(store)(visit.samples), contents)
             return store.observe(self.model, visit.key, visit.now, rules, policy,
-                                 input_hash, fp, tag)
+                                 input_hash, fingerprints, tag)
 
         observation = self._use(visit.now, visit, observe)
         findings = []

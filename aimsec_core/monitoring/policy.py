@@ -28,7 +28,7 @@ FAIL_OPEN, FAIL_CLOSED = "fail_open", "fail_closed"
 class ClientRules:
     """Settings that may differ per client tier."""
 
-    #: calls one client may make in any 60 s (moving window); None: unlimited
+    #: calls one client may make in any 60 s (moving window); None or 0: unlimited
     max_requests_per_minute: int | None = None
     #: seconds that must pass between two calls of one client; 0: no minimum
     min_request_interval: float = 0.0
