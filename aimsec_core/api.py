@@ -18,7 +18,8 @@ GUARD_ATTRIBUTE = "__aimsec_guard__"
 def guard(model: Any, *, name: str | None = None, mode: str | None = None,
           constraints: Constraints | Mapping[str, Any] | None = None,
           sinks: list[Sink] | None = None, calibration: str | Path | None = None,
-          on_flagged: str = "call", incidents: Any = None, alerts: Any = None) -> Any:
+          on_flagged: str = "call", incidents: Any = None, alerts: Any = None,
+          policy: Mapping[str, Any] | bool | None = None, store: Any = None) -> Any:
     """Wrap ``model`` so every predict call is validated, screened and recorded.
 
     Returns an object of the framework's own shape (an ``nn.Module`` for torch, a model
@@ -38,6 +39,10 @@ def guard(model: Any, *, name: str | None = None, mode: str | None = None,
     default: incidents in ``<SECURITY_LOG_PATH>/incidents.sqlite3``, alerts by SMTP if
     ``ALERT_SMTP_SERVER`` is set, else ``.eml`` files in ``<SECURITY_LOG_PATH>/outbox``).
     They cannot be combined with ``sinks``. ``guarded.close()`` delivers what is queued.
+    ``policy`` sets request monitoring (a dict: the original ``SECURITY_CONFIG`` keys and
+    aimsec's own, see the README; ``False`` turns monitoring off); ``store`` is where its
+    state lives: ``"memory://"`` or a ``"redis://host:port/db"`` URL shared by replicas
+    (default from ``AIMSEC_STORE_URL``, else memory).
     """
     if getattr(model, GUARD_ATTRIBUTE, None) is not None:
         raise ConfigurationError(
@@ -51,7 +56,8 @@ def guard(model: Any, *, name: str | None = None, mode: str | None = None,
         sinks = _default_sinks(incidents=incidents, alerts=alerts)
     adapter = adapter_for(model)
     return adapter.wrap(Guard(model, adapter, name=name, mode=mode, constraints=constraints,
-                              sinks=sinks, calibration=calibration, on_flagged=on_flagged))
+                              sinks=sinks, calibration=calibration, on_flagged=on_flagged,
+                              policy=policy, store=store))
 
 
 def guard_of(guarded: Any) -> Guard:

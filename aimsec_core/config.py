@@ -11,6 +11,7 @@ variable                      meaning                                           
 ``AIMSEC_LOG_BACKUPS``        rotated audit files kept                           ``10``
 ``AIMSEC_LOG_INPUTS``         ``1`` writes raw inputs into audit lines           ``0``
 ``AIMSEC_LOG_FSYNC``          ``1`` syncs every audit line to disk               ``0``
+``AIMSEC_STORE_URL``          monitoring state: ``memory://`` or ``redis://...``   ``memory://``
 ============================  =================================================  ==================
 
 Incidents, alerts and metrics (resolved in :mod:`aimsec_core.alerts.settings`, the table of
@@ -103,3 +104,11 @@ def parse_severity(raw: Any) -> str:
     if raw not in SEVERITIES:
         raise ValueError(f"expected one of {SEVERITIES}, received {raw!r}")
     return str(raw)
+
+
+DEFAULT_STORE_URL = "memory://"
+
+
+def resolve_store_url(explicit: str | None) -> str:
+    """The monitoring store: the argument, else ``AIMSEC_STORE_URL``, else ``memory://``."""
+    return resolve(explicit, "AIMSEC_STORE_URL", DEFAULT_STORE_URL, str)

@@ -41,24 +41,33 @@ def _checked(value: object, what: str) -> str:
             f"{what} must be a non-empty string; received {type(value).__name__} "
             f"{str(value)[:80]!r}")
     return value
+_current_tier: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "aimsec_client_tier", default=None)
 
 
 @contextmanager
-def client(identity: str) -> Iterator[str]:
+def client(identity: str, tier: str | None = None) -> Iterator[str]:
     """Attribute every guarded call inside the block to ``identity`` (an address or key id).
 
     ``identity`` is written to the audit trail escaped and truncated (it may come from a
     client). Raises :class:`~aimsec_core.errors.ConfigurationError` unless it is a
     non-empty string.
+    ``tier`` names the policy tier whose limits apply (``policy={"tiers": {...}}``).
 
     >>> with client("203.0.113.7"):
     ...     current_client()
     '203.0.113.7'
     """
+    if tier is not None and not isinstance(tier, str):
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(f"client tier must be a string or None; received {tier!r}")
     token = _current_client.set(_checked(identity, "client identity"))
+    tier_token = _current_tier.set(tier)
     try:
         yield identity
     finally:
+        _current_tier.reset(tier_token)
         _current_client.reset(token)
 
 
@@ -164,3 +173,8 @@ def isolated_generator(function: Callable[..., Generator[Y, S, R]]
         return isolated(function(*args, **kwargs))
 
     return wrapper
+
+
+def current_tier() -> str | None:
+    """The policy tier set by the innermost :func:`client` block (``None``: the base)."""
+    return _current_tier.get()

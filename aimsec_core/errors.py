@@ -140,7 +140,7 @@ class StoreUnavailableError(SecurityViolation):
 
 
 #: check name -> the error raised when that check refuses a call.
-ERROR_FOR_CHECK: dict[str, type[InvalidInputError]] = {
+ERROR_FOR_CHECK: dict[str, type[SecurityViolation]] = {
     "null": EmptyInputError,
     "empty": EmptyInputError,
     "format": InputFormatError,
@@ -153,4 +153,12 @@ ERROR_FOR_CHECK: dict[str, type[InvalidInputError]] = {
     "range": ValueRangeError,
     "max_gradient": StructuralAnomalyError,
     "min_sparsity": StructuralAnomalyError,
+    # request monitoring
+    "rate_limit": RateLimitedError,
+    "min_interval": RateLimitedError,
+    "lockout": ClientBlockedError,
+    "repeat": QueryAttackError,
+    "near_duplicate": QueryAttackError,
+    "extraction": ExtractionSuspectedError,
+    "store_unavailable": StoreUnavailableError,
 }

@@ -15,6 +15,7 @@ import contextvars
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -26,12 +27,14 @@ import numpy as np
 from .adapter import Adapter
 from .arrays import content_hash, dtype_kind, dtype_name, to_host
 from .config import resolve_mode
-from .context import current_client, current_request_id, new_request_id
+from .context import current_client, current_request_id, current_tier, new_request_id
 from .detection import DetectorSuite, Probe, select_detectors, softmax_if_needed
 from .detection.calibration import (Calibration, calibrate, model_fingerprint,
                                     per_sample_rate)
 from .errors import (ERROR_FOR_CHECK, AdversarialInputError, CalibrationError,
-                     ConfigurationError, SecurityViolation)
+                     ClientBlockedError, ConfigurationError, InvalidInputError,
+                     RateLimitedError, SecurityViolation)
+from .monitoring import Monitor, Policy, Store, Visit, build_monitor
 from .signature import Constraints, InputSpec, merge_specs
 from .sinks import CallRecord, Sink, Sinks, deliver
 from .validation import Refused, Validated, validate
@@ -40,6 +43,7 @@ from .verdict import Finding, Verdict
 T = TypeVar("T")
 #: What a detector finding refuses: the whole call, or only the flagged samples.
 ON_FLAGGED = ("call", "samples")
+_log = logging.getLogger("aimsec")
 _NOT_YET = object()
 _SPEC_CACHE_SIZE = 64
 
@@ -52,7 +56,9 @@ class Guard:
                  constraints: Constraints | Mapping[str, Any] | None = None,
                  sinks: list[Sink] | None = None,
                  calibration: Calibration | str | Path | None = None,
-                 clock: Callable[[], float] = time.time, on_flagged: str = "call") -> None:
+                 clock: Callable[[], float] = time.time, on_flagged: str = "call",
+                 policy: Policy | Mapping[str, Any] | bool | None = None,
+                 store: str | Store | None = None) -> None:
         self.model = model
         self.adapter = adapter
         self.name = name or type(model).__name__
@@ -65,6 +71,9 @@ class Guard:
             raise ConfigurationError(f"on_flagged must be one of {ON_FLAGGED}; received "
                                      f"{on_flagged!r}")
         self.on_flagged = on_flagged
+        #: per-client monitoring (``None`` with ``policy=False``)
+        self.monitor: Monitor | None = build_monitor(self.name, policy, store, clock)
+        self._advisory = self.monitor.advisory_checks if self.monitor else frozenset()
         self.calibration: Calibration | None = None
         self._calibration_id: tuple[Calibration | None, str | None] = (None, None)
         self._declared: list[InputSpec] | None = adapter.signature()
@@ -179,7 +188,14 @@ class Guard:
         pass it so gradient analysis and the prediction share one forward pass.
         """
         start = time.perf_counter()
+        visit = None
+        if self.monitor is not None:  # admission: before the input is read
+            visit = self.monitor.admit(current_client(), current_tier())
+            if visit is not None and visit.findings and not self._allows(visit.findings):
+                self._refuse_admission(visit, start)
         validated, verdict = self.screen(inputs)
+        if visit is not None:
+            verdict = self._query_checks(visit, validated, verdict)
         output: Any = _NOT_YET
         try:
             if verdict.allowed and self._detecting(validated):
@@ -188,34 +204,41 @@ class Guard:
             raise
         except Exception as exc:
             self._last.set(verdict)
-            self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}")
+            self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
+                         visit)
             if verdict.clean:
                 raise
-            raise _violation(verdict) from exc  # monitor mode: flagged input broke a detector
+            raise _violation(verdict, self._advisory) from exc  # monitor mode: a detector broke
         self._last.set(verdict)
         if not verdict.allowed:
-            error = _violation(verdict)
+            error = _violation(verdict, self._advisory)
             if self._refuses_samples_only(verdict):
                 output = predict() if output is _NOT_YET else output
                 keep = ~np.asarray(verdict.flags, dtype=bool)
                 error.allowed = tuple(int(i) for i in np.flatnonzero(keep))
                 error.allowed_output = take_rows(output, keep, verdict.batch_size)
-                self._record(verdict, "partial", start, validated, _message(verdict, False))
+                self._record(verdict, "partial", start, validated,
+                             _message(verdict, self._advisory, False), visit)
                 raise error
             # the line gets the reason without its detail (which may hold input values)
-            self._record(verdict, "rejected", start, validated, _message(verdict, False))
+            self._record(verdict, "rejected", start, validated,
+                         _message(verdict, self._advisory, False), visit)
             raise error
         if output is _NOT_YET:
             try:
                 output = predict()
             except Exception as exc:
-                self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}")
+                self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
+                             visit)
                 if verdict.clean:
                     raise
                 # Monitor mode let flagged input through and the model choked on it: say
                 # why in our terms, keeping the model's own error as the cause.
-                raise _violation(verdict) from exc
-        self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated)
+                raise _violation(verdict, self._advisory) from exc
+        if visit is not None:  # learning needs the model's answer: it judges later calls
+            self._learn(visit, output)
+        self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated,
+                     visit=visit)
         return output
 
     def _refuses_samples_only(self, verdict: Verdict) -> bool:
@@ -225,6 +248,49 @@ class Guard:
         model)."""
         return (self.on_flagged == "samples" and not all(verdict.flags)
                 and all(f.check == "adversarial" and f.samples for f in verdict.findings))
+
+    def _allows(self, findings: Any) -> bool:
+        """Whether a call with ``findings`` goes ahead (monitor mode, or only advisory
+        findings such as a ``fail_open`` store outage)."""
+        return self.mode == "monitor" or all(f.check in self._advisory for f in findings)
+
+    def _refuse_admission(self, visit: Visit, start: float) -> None:
+        """Refuse a call at admission (quota, interval, lockout): the input is never read."""
+        verdict = Verdict(allowed=False, mode=self.mode, model=self.name,
+                          client=current_client(), batch_size=0,
+                          findings=tuple(visit.findings), timestamp=visit.now,
+                          request_id=current_request_id() or new_request_id(),
+                          calibration_id=self.calibration_id)
+        self._last.set(verdict)
+        error = _violation(verdict, self._advisory)
+        self._record(verdict, "rejected", start, None, str(error), visit)
+        raise error
+
+    def _query_checks(self, visit: Visit, validated: Validated, verdict: Verdict) -> Verdict:
+        """Admission findings (monitor mode) and the repeat / near-duplicate / suspicion
+        checks, on input that passed validation."""
+        assert self.monitor is not None
+        found = list(visit.findings)
+        if not validated.findings and verdict.input_hash:
+            found += self.monitor.check(visit, list(validated.views.values()),
+                                        validated.batch_size, verdict.input_hash)
+        if not found:
+            return verdict
+        findings = verdict.findings + tuple(found)
+        flags = list(verdict.flags)
+        for finding in found:
+            for i in finding.samples:
+                if i < len(flags):
+                    flags[i] = True
+        return dataclasses.replace(
+            verdict, findings=findings, flags=tuple(flags),
+            allowed=not validated.blocked and self._allows(findings))
+
+    def _learn(self, visit: Visit, output: Any) -> None:
+        try:
+            self.monitor.learn(visit, output)  # type: ignore[union-attr]
+        except Exception:  # learning must never cost the caller its prediction
+            _log.exception("aimsec monitoring failed to learn from a call")
 
     def _detecting(self, validated: Validated) -> bool:
         # NaN/Inf would only break the detectors' own passes; the finding already stands.
@@ -263,7 +329,7 @@ class Guard:
             findings += (_detection_finding(scored, suite),)
         scores = {"suspicion": tuple(scored.combined.tolist()),
                   **{k: tuple(v.tolist()) for k, v in scored.raw.items()}}
-        allowed = self.mode == "monitor" or not findings
+        allowed = self._allows(findings)
         return output, dataclasses.replace(verdict, allowed=allowed, flags=tuple(flags.tolist()),
                                            findings=findings, scores=scores,
                                            threshold=suite.threshold, fpr=suite.fpr_target)
@@ -271,7 +337,7 @@ class Guard:
     def _verdict(self, validated: Validated, inputs: Mapping[str, Any]) -> Verdict:
         findings = tuple(validated.findings)
         blocked = validated.blocked
-        allowed = not blocked and (self.mode == "monitor" or not findings)
+        allowed = not blocked and self._allows(findings)
         seen = validated.seen
         first = next(iter(seen.values())) if seen else None
         raw = next(iter(inputs.values()), None) if inputs else None
@@ -316,10 +382,16 @@ class Guard:
             self._calibration_id = (calibration, digest)
         return digest
 
-    def _record(self, verdict: Verdict, outcome: str, start: float, validated: Validated,
-                error: str | None = None) -> None:
+    def _record(self, verdict: Verdict, outcome: str, start: float,
+                validated: Validated | None, error: str | None = None,
+                visit: Visit | None = None) -> None:
+        if self.monitor is not None:
+            checks = verdict.checks
+            if outcome in ("rejected", "partial"):
+                self.monitor.refused(visit, checks)
+            self.monitor.seen(verdict.client, verdict.input_hash, outcome, checks, visit)
         event = CallRecord(verdict, outcome, time.perf_counter() - start,
-                           validated.arrays, error)
+                           validated.arrays if validated is not None else None, error)
         deliver(self.sinks, event)
 
 
@@ -369,9 +441,18 @@ def _calibration_digest(calibration: Calibration) -> str:
     return hasher.hexdigest()[:32]
 
 
-def _message(verdict: Verdict, detail: bool = True) -> str:
-    """The refused call's message: the first blocking finding, else the first one."""
-    finding: Finding = next((f for f in verdict.findings if f.blocking), verdict.findings[0])
+def _deciding(verdict: Verdict, advisory: frozenset[str]) -> Finding:
+    """The finding a refusal is named after: the first blocking one, else the first that
+    is not advisory (a ``fail_open`` store outage never names a refusal)."""
+    return next((f for f in verdict.findings if f.blocking), None) or next(
+        (f for f in verdict.findings if f.check not in advisory), verdict.findings[0])
+
+
+def _message(verdict: Verdict, advisory: frozenset[str] = frozenset(),
+             detail: bool = True) -> str:
+    """The refused call's message, with the deciding finding's detail (input values) only
+    when ``detail``: audit lines get it without."""
+    finding = _deciding(verdict, advisory)
     extra = len(verdict.findings) - 1
     message = f"{verdict.model}: {finding.message if detail else finding.reason}"
     if extra:
@@ -379,13 +460,17 @@ def _message(verdict: Verdict, detail: bool = True) -> str:
     return message
 
 
-def _violation(verdict: Verdict) -> SecurityViolation:
-    """The typed error for a refused call: the first blocking finding, else the first one."""
-    finding: Finding = next((f for f in verdict.findings if f.blocking), verdict.findings[0])
-    message = _message(verdict)
+def _violation(verdict: Verdict, advisory: frozenset[str] = frozenset()) -> SecurityViolation:
+    """The typed error for a refused call, named after :func:`_deciding`'s finding."""
+    finding = _deciding(verdict, advisory)
+    message = _message(verdict, advisory)
     error_type = ERROR_FOR_CHECK.get(finding.check)
     if error_type is None:
         return AdversarialInputError(message, verdict)
+    if issubclass(error_type, (RateLimitedError, ClientBlockedError)):
+        return error_type(message, verdict, retry_after=finding.score or 0.0)
+    if not issubclass(error_type, InvalidInputError):
+        return error_type(message, verdict)
     return error_type(message, verdict, check=finding.check, expected=finding.expected,
                       received=finding.received)
 

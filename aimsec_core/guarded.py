@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CalibrationError
+from .errors import CalibrationError, ConfigurationError
 
 if TYPE_CHECKING:
     from .detection.calibration import Calibration
@@ -71,6 +71,21 @@ class GuardedMixin:
             except Exception:  # closing must not raise into serving code's shutdown
                 done = False
         return done
+
+    def request_analysis(self, window_minutes: float = 60) -> dict[str, Any]:
+        """What request monitoring saw over the last ``window_minutes``.
+
+        The original ``analyze_requests`` keys (``total_requests``, ``unique_inputs``,
+        ``request_rate`` per minute, ``suspicious_patterns``) plus ``refused_requests``,
+        ``rate_per_client``, ``top_clients``, ``repeated_inputs``,
+        ``near_duplicate_matches``, ``findings`` (count per check) and
+        ``active_suspicions`` (lockouts, extraction). Counts are this process's calls.
+        """
+        monitor = self.__aimsec_guard__.monitor
+        if monitor is None:
+            raise ConfigurationError("request monitoring is off for this model "
+                                     "(guard(..., policy=False))")
+        return monitor.request_analysis(window_minutes)
 
     def save_calibration(self, path: str | Path) -> Path:
         """Write the calibration to ``path`` (``.npz``; load it with ``guard(...,

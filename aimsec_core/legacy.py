@@ -1,17 +1,21 @@
-"""The original tool's ``AIModelProtector`` API, kept working on top of the new core.
+"""The original tool's ``AIModelProtector`` API, on the guard's pipeline and monitoring.
 
-The dictionaries it returns keep their old keys. Two old defects are fixed underneath:
-requests are hashed by content (bytes, dtype, shape) instead of ``str(array)``, and the
-library no longer calls ``logging.basicConfig`` (lines go to the audit log instead).
+The dictionaries it returns keep their old keys. What changed underneath:
+
+- requests are hashed by content (bytes, dtype, shape) instead of ``str(array)``;
+- history is the monitor's bounded per-minute counters, not a list of every request
+  re-read on every call (constant time per call, bounded memory);
+- repeats are judged per client: one client sending the same input a sixth time within
+  the hour is refused for that input, and nobody else is; the client is the ``ip`` (or
+  ``ip_address``, ``client``) named in the request's metadata;
+- every refusal is an audit line naming its finding and its client;
+- the library no longer calls ``logging.basicConfig``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
 import time
-from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,96 +25,97 @@ import numpy as np
 from .adapter import HostArrays
 from .arrays import content_hash
 from .audit import AuditLog
+from .context import ANONYMOUS, client
+from .errors import SecurityViolation
 from .guard import Guard
+from .monitoring import Store
 from .signature import Constraints
-from .sinks import CallRecord, deliver
 from .verdict import Verdict
 
 #: The original tool applied these two structural checks even when not configured.
 _LEGACY_DEFAULTS = {"max_gradient": 100.0, "min_sparsity": 0.01}
+#: The original judged every request, named or not, by repeats alone.
+_LEGACY_POLICY = {"watch_anonymous": True, "near_duplicate": False, "extraction": False}
+_MONITORING_CHECKS = frozenset({"rate_limit", "min_interval", "lockout", "repeat",
+                                "near_duplicate", "extraction", "store_unavailable"})
+_IDENTITY_KEYS = ("ip", "ip_address", "client", "client_id")
 
 
 class AIModelProtector:
-    """Validate, log and analyse requests to a model, the original tool's way."""
+    """Validate, log and analyse requests to a model, the original tool's way.
+
+    ``policy`` and ``store`` (new, optional) are the guard's monitoring settings; by
+    default every request is watched for repeats (five identical requests per client
+    within an hour, the original's threshold).
+    """
 
     def __init__(self, model_name: str, input_constraints: dict[str, Any] | None = None,
-                 log_file: str | None = None) -> None:
+                 log_file: str | None = None, *, policy: Mapping[str, Any] | None = None,
+                 store: str | Store | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.model_name = model_name
         self.input_constraints = dict(input_constraints or {})
-        self.request_history: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
         constraints = Constraints.coerce({**_LEGACY_DEFAULTS, **self.input_constraints})
         audit = AuditLog(file=Path(log_file)) if log_file else AuditLog()
         self._guard = Guard(None, HostArrays(None), name=model_name, mode="enforce",
-                            constraints=constraints, sinks=[audit])
+                            constraints=constraints, sinks=[audit], clock=clock,
+                            policy={**_LEGACY_POLICY, **(policy or {})}, store=store)
 
     def validate_input(self, input_data: Any) -> dict[str, Any]:
         """``{"valid": bool, "issues": [str, ...]}`` for ``input_data``."""
-        return _as_result(self._screen(input_data))
-
-    def _screen(self, input_data: Any) -> Verdict | None:
         if isinstance(input_data, dict):
-            return None
-        return self._guard.screen({"input": input_data})[1]
+            return _as_result(None)
+        return _as_result(self._guard.screen({"input": input_data})[1])
 
     def log_request(self, input_data: Any, metadata: dict[str, Any] | None = None) -> None:
-        """Remember the request (by content hash) for :meth:`analyze_requests`."""
-        entry = {
-            "timestamp": datetime.now().isoformat(),
-            "input_hash": _request_hash(input_data),
-            "input_shape": _shape(input_data),
-            "metadata": metadata or {},
-        }
-        with self._lock:
-            self.request_history.append(entry)
+        """Count the request (by content hash, for its client) in :meth:`analyze_requests`."""
+        monitor = self._guard.monitor
+        if monitor is not None:
+            monitor.note(_identity(metadata), _request_hash(input_data))
 
     def analyze_requests(self, window_minutes: int = 60) -> dict[str, Any]:
-        """Counts and repeated inputs over the last ``window_minutes``."""
-        with self._lock:
-            history = list(self.request_history)
-        if not history:
+        """Counts, rates and suspicious patterns over the last ``window_minutes``
+        (``{}`` before the first request, as the original)."""
+        monitor = self._guard.monitor
+        if monitor is None:
             return {}
-        cutoff = time.time() - window_minutes * 60
-        recent = [r for r in history
-                  if datetime.fromisoformat(r["timestamp"]).timestamp() > cutoff]
-        counts = Counter(r["input_hash"] for r in recent)
-        threshold = max(5, len(recent) * 0.1)
-        repeated = {h: c for h, c in counts.items() if c > threshold}
-        analysis: dict[str, Any] = {
-            "total_requests": len(recent),
-            "unique_inputs": len(counts),
-            "request_rate": len(recent) / window_minutes,
-            "suspicious_patterns": [],
-        }
-        if repeated:
-            analysis["suspicious_patterns"].append({"type": "repeated_inputs",
-                                                    "details": repeated})
-        return analysis
+        analysis = monitor.request_analysis(window_minutes)
+        return analysis if analysis["total_requests"] else {}
 
     def protect(self, input_data: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validate, analyse and log one request; ``allow_inference`` is the decision."""
-        verdict = self._screen(input_data)
-        report = {
-            "timestamp": datetime.now().isoformat(),
-            "validation_result": _as_result(verdict),
+        """Validate, check and log one request; ``allow_inference`` is the decision."""
+        timestamp = datetime.now().isoformat()
+        with client(_identity(metadata)):
+            try:
+                self._guard.call({"input": input_data}, lambda: None)
+                allowed = True
+            except SecurityViolation:
+                allowed = False
+            verdict = self._guard.last_verdict
+        return {
+            "timestamp": timestamp,
+            "validation_result": _as_result(verdict, validation_only=True),
             "request_analysis": self.analyze_requests(),
-            "allow_inference": False,
+            "allow_inference": allowed,
         }
-        self.log_request(input_data, metadata)
-        report["allow_inference"] = bool(
-            report["validation_result"]["valid"]
-            and not report["request_analysis"].get("suspicious_patterns"))
-        if verdict is not None:
-            outcome = "allowed" if report["allow_inference"] else "rejected"
-            deliver(self._guard.sinks, CallRecord(verdict, outcome, 0.0))
-        return report
 
 
-def _as_result(verdict: Verdict | None) -> dict[str, Any]:
+def _identity(metadata: dict[str, Any] | None) -> str:
+    """The client a request's metadata names (the original's callers pass ``ip``)."""
+    for key in _IDENTITY_KEYS:
+        value = (metadata or {}).get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ANONYMOUS
+
+
+def _as_result(verdict: Verdict | None, validation_only: bool = False) -> dict[str, Any]:
     if verdict is None:
         return {"valid": False,
                 "issues": ["Input is a dict; expected an array or nested list of numbers"]}
-    return {"valid": verdict.clean, "issues": [f.reason for f in verdict.findings]}
+    findings = [f for f in verdict.findings
+                if not (validation_only and f.check in _MONITORING_CHECKS)]
+    return {"valid": not findings, "issues": [f.reason for f in findings]}
 
 
 def _request_hash(input_data: Any) -> str:
@@ -120,12 +125,4 @@ def _request_hash(input_data: Any) -> str:
             return content_hash([array])
     except (ValueError, TypeError):
         pass
-    text = json.dumps(input_data, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _shape(input_data: Any) -> tuple[int, ...] | None:
-    try:
-        return tuple(np.shape(input_data))
-    except (ValueError, TypeError):
-        return None
+    return content_hash([np.frombuffer(repr(input_data).encode()[:1 << 20], np.uint8)])

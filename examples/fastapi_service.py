@@ -23,7 +23,6 @@ and the library's own (``SECURITY_LOG_PATH`` for the audit log, ``./security_log
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -68,15 +67,9 @@ def train_digits_model() -> Any:
 def guard_digits(model: Any, *, sinks: list[aimsec_core.Sink] | None,
                  policy: dict[str, Any] | None, calibrate: bool) -> Any:
     """``model`` guarded for 8x8 digits; detectors calibrated on held-out digits at 1% FPR."""
-    options: dict[str, Any] = {"name": "digits", "sinks": sinks, "mode": "enforce",
-                               "constraints": {"min_value": 0, "max_value": 16}}
-    # Compatibility hook: rate limits and lockout (`policy`) come with request monitoring;
-    # versions without it serve the same flow minus 429 and lockout.
-    if policy is not None and "policy" in inspect.signature(aimsec_core.guard).parameters:
-        options["policy"] = policy
-    elif policy is not None:
-        log.warning("this aimsec has no request monitoring: rate limits are not enforced")
-    guarded = aimsec_core.guard(model, **options)
+    guarded = aimsec_core.guard(model, name="digits", sinks=sinks, mode="enforce",
+                                constraints={"min_value": 0, "max_value": 16},
+                                policy=policy if policy is not None else {})
     if calibrate:
         from sklearn.datasets import load_digits
 
@@ -85,21 +78,17 @@ def guard_digits(model: Any, *, sinks: list[aimsec_core.Sink] | None,
     return guarded
 
 
-def log_incident(incident: Incident) -> None:
-    """Optional hook: where inference errors go.
+_monitor: aimsec_core.AISecurityMonitor | None = None
 
-    Hands the incident to the incident store when this aimsec has one
-    (``aimsec_core.incidents.record``); otherwise logs it as a warning.
-    """
-    try:
-        from aimsec_core import incidents  # type: ignore[attr-defined]
-    except ImportError:
-        incidents = None
-    record = getattr(incidents, "record", None)
-    if callable(record):
-        record(incident)
-        return
-    log.warning("incident: %s", json.dumps(incident, sort_keys=True))
+
+def log_incident(incident: Incident) -> None:
+    """Where inference errors go: the incident store (``SECURITY_LOG_PATH``'s
+    ``incidents.sqlite3``), through the original tool's ``AISecurityMonitor.log_incident``
+    as its deployment example did; alerts follow the ``ALERT_*`` settings, else the outbox."""
+    global _monitor
+    if _monitor is None:
+        _monitor = aimsec_core.AISecurityMonitor("digits", alert_settings={})
+    _monitor.log_incident(incident)
 
 
 def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None,

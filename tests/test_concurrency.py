@@ -21,8 +21,12 @@ def test_eight_threads_leave_sixteen_thousand_well_formed_lines(tmp_path):
     x = rng.random((40, 8))
     model = LogisticRegression().fit(x, np.arange(40) % 3)
     audit = AuditLog(tmp_path)
+    # each client repeats 40 rows on purpose: monitoring runs (shared state under eight
+    # threads) with its repeat, near-duplicate and lockout decisions switched off
     guarded = aimsec_core.guard(model, name="threads", sinks=[audit],
-                                constraints={"max_value": 0.95})
+                                constraints={"max_value": 0.95},
+                                policy={"max_repeats": 0, "near_duplicate": False,
+                                        "max_failed_attempts": 0})
     barrier = threading.Barrier(THREADS)
     errors: list[BaseException] = []
 

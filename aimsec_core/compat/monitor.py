@@ -53,25 +53,23 @@ SEVERITY = {"rate_limit_exceeded": "medium", "extreme_values": "high",
 Limiter = Callable[[str], tuple[bool, int]]
 
 
-def per_minute_limiter(max_requests: int) -> Limiter:
-    """A moving-window limit of ``max_requests`` per IP per minute, in this process (the
-    ``limits`` library, whose memory storage expires idle keys)."""
-    try:
-        from limits import RateLimitItemPerMinute
-        from limits.storage import MemoryStorage
-        from limits.strategies import MovingWindowRateLimiter
-    except ImportError as exc:
-        raise ConfigurationError(
-            "AISecurityMonitor's per-IP rate limit needs the 'limits' package; install it "
-            "with pip install 'aimsec[monitoring]' (or pass limiter=...)") from exc
+def per_minute_limiter(max_requests: int, clock: Callable[[], float] = time.time,
+                       store: Any = "memory://") -> Limiter:
+    """A moving-window limit of ``max_requests`` per IP per minute on aimsec's request
+    monitoring (the ``limits`` library's moving window; ``store`` may be a ``redis://``
+    URL shared by replicas). Returns ``admit(ip) -> (admitted, requests counted)``: the
+    count is at least ``max_requests + 1`` for a refused call."""
+    from ..monitoring import build_monitor
 
-    limiter, item = MovingWindowRateLimiter(MemoryStorage()), RateLimitItemPerMinute(
-        max_requests)
+    monitor = build_monitor("AISecurityMonitor", {
+        "max_requests_per_minute": max_requests, "max_failed_attempts": 0,
+        "max_repeats": 0, "near_duplicate": False, "extraction": False,
+        "watch_anonymous": True}, store, clock)
+    assert monitor is not None
 
     def admit(ip: str) -> tuple[bool, int]:
-        admitted = limiter.hit(item, "aimsec-monitor", ip)
-        remaining = limiter.get_window_stats(item, "aimsec-monitor", ip).remaining
-        return admitted, max_requests - remaining + (0 if admitted else 1)
+        refused = any(f.check == "rate_limit" for f in monitor.admit_client(ip))
+        return not refused, max_requests + 1 if refused else 0
 
     return admit
 
@@ -109,7 +107,7 @@ class AISecurityMonitor:
             raise ConfigurationError("alert_thresholds['max_requests_per_minute'] must be at "
                                      f"least 1; received {self.max_requests_per_minute}")
         self.clock = clock
-        self._admit = limiter or per_minute_limiter(self.max_requests_per_minute)
+        self._admit = limiter or per_minute_limiter(self.max_requests_per_minute, clock)
         smtp = SmtpSettings.from_alert_settings(self.alert_settings)
         if channels is None:
             channels = [SmtpChannel(smtp)] if smtp is not None else []

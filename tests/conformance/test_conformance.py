@@ -177,3 +177,35 @@ def test_content_hash_sees_every_value(case, sink):
     case.call_guarded(guarded, case.to_native(y))
     first, second = (e.verdict.input_hash for e in sink.events)
     assert first != second
+
+
+def test_the_101st_call_in_a_minute_is_refused_and_recorded(case, sink):
+    """Request monitoring is part of every adapter's call path."""
+    from aimsec_core.guard import Guard
+
+    class Clock:
+        now = 1_700_000_000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    model = case.model()
+    adapter = aimsec_core.registry.adapter_for(model)
+    constraints = {} if case.declares_shape else {"sample_shape": case.sample_shape}
+    guarded = adapter.wrap(Guard(model, adapter, name=f"digits-{case.id}", sinks=[sink],
+                                 clock=clock, constraints=constraints,
+                                 policy={"max_requests_per_minute": 100, "max_repeats": 0,
+                                         "near_duplicate": False}))
+    x = case.to_native(_batch(1))
+    with aimsec_core.client("203.0.113.50"):
+        for _ in range(100):
+            case.call_guarded(guarded, x)
+            clock.now += 0.5
+        with pytest.raises(aimsec_core.RateLimitedError) as caught:
+            case.call_guarded(guarded, x)
+    assert caught.value.retry_after == pytest.approx(10.0)
+    assert sink.outcomes == ["allowed"] * 100 + ["rejected"]
+    last = sink.events[-1].verdict
+    assert last.checks == ("rate_limit",) and last.client == "203.0.113.50"
+    assert guarded.last_verdict is caught.value.verdict

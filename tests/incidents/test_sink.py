@@ -52,20 +52,28 @@ def test_default_guard_records_incidents_and_leaves_alerts_in_the_outbox(model, 
     kinds = [type(s).__name__ for s in guarded.__aimsec_guard__.sinks]
     assert kinds == ["AuditLog", "MetricsSink", "IncidentSink"]
     with aimsec_core.client("203.0.113.7"):
-        for _ in range(20):
+        for _ in range(5):  # the default policy locks a client out after 5 refused calls
             with pytest.raises(aimsec_core.ValueRangeError):
                 guarded.predict(X * 2)
-        assert guarded.predict(X).tolist() == model.predict(X).tolist()
+        for _ in range(15):
+            with pytest.raises(aimsec_core.ClientBlockedError):
+                guarded.predict(X)
+    assert guarded.predict(X).tolist() == model.predict(X).tolist()  # anonymous: served
     assert guarded.close(30)
     where = default_locations()
     assert where["incidents"] == (tmp_path / "security_logs" / "incidents.sqlite3").resolve()
-    [incident] = IncidentStore(where["incidents"]).incidents()
-    assert (incident.model, incident.threat, incident.client, incident.count) == (
-        "lr", "range", "203.0.113.7", 20)
-    [eml] = list(where["outbox"].glob("*.eml"))
-    message = email.message_from_bytes(eml.read_bytes())
-    assert "MEDIUM: range on model lr from 203.0.113.7" in message["Subject"]
-    assert "Count:       20 occurrence(s)" in message.get_payload()  # sent once, at close
+    found = {i.threat: i for i in IncidentStore(where["incidents"]).incidents()}
+    assert set(found) == {"range", "lockout"}
+    assert (found["range"].model, found["range"].client, found["range"].count) == (
+        "lr", "203.0.113.7", 5)
+    assert (found["lockout"].severity, found["lockout"].count) == ("high", 15)
+    messages = [email.message_from_bytes(eml.read_bytes())
+                for eml in where["outbox"].glob("*.eml")]
+    subjects = sorted(m["Subject"] for m in messages)
+    assert any("MEDIUM: range on model lr from 203.0.113.7" in s for s in subjects)
+    assert any("HIGH: lockout on model lr from 203.0.113.7" in s for s in subjects)
+    counts = [m.get_payload() for m in messages if "range" in m["Subject"]]
+    assert any("Count:       5 occurrence(s)" in body for body in counts)  # once, at close
 
 
 def test_guards_with_the_same_settings_share_one_dispatcher(model):

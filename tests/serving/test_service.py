@@ -201,7 +201,6 @@ def test_rate_limited_and_blocked_answers_through_uvicorn():
         assert "limit 100" not in answer.text and "5 refused" not in answer.text
 
 
-@pytest.mark.xfail(reason="needs monitoring policy", strict=False)
 def test_rate_limit_and_lockout_from_the_guard_policy(service, trained, digits):
     """End to end against the guard's own policy: the fourth call in a minute is 429, and
     after two refused calls the client is locked out (403) even with valid input."""

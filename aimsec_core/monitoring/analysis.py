@@ -1,0 +1,136 @@
+"""What the monitor saw: per-minute counters behind ``request_analysis()``.
+
+Bounded: one bucket per minute for the last ``horizon_minutes`` (24 h), each counting at
+most ``cap`` distinct clients and (client, input) pairs; near-duplicate matches and
+suspicions are kept in short bounded lists. These counters describe the calls this
+process served; the decisions they report (quotas, lockouts, suspicions, fingerprints)
+come from the shared store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+HORIZON_MINUTES = 24 * 60
+_CAP = 4096
+_EVENTS = 256
+
+
+@dataclass
+class _Minute:
+    minute: int
+    total: int = 0
+    refused: int = 0
+    clients: Counter[str] = field(default_factory=Counter)
+    inputs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (client, hash)
+    checks: Counter[str] = field(default_factory=Counter)
+
+
+class RequestStats:
+    """Counts calls per minute; thread-safe; O(1) per call."""
+
+    def __init__(self, horizon_minutes: int = HORIZON_MINUTES, cap: int = _CAP) -> None:
+        self.cap = cap
+        self._minutes: deque[_Minute] = deque(maxlen=horizon_minutes)
+        self._matches: deque[dict[str, Any]] = deque(maxlen=_EVENTS)
+        self._suspicions: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, now: float, client: str, input_hash: str, refused: bool,
+               checks: tuple[str, ...]) -> None:
+        minute = int(now // 60)
+        with self._lock:
+            bucket = self._minutes[-1] if self._minutes else None
+            if bucket is None or bucket.minute != minute:
+                bucket = _Minute(minute)
+                self._minutes.append(bucket)
+            bucket.total += 1
+            bucket.refused += refused
+            if client in bucket.clients or len(bucket.clients) < self.cap:
+                bucket.clients[client] += 1
+            if input_hash:
+                pair = (client, input_hash)
+                if pair in bucket.inputs or len(bucket.inputs) < self.cap:
+                    bucket.inputs[pair] += 1
+            for check in checks:
+                bucket.checks[check] += 1
+
+    def match(self, now: float, client: str, samples: list[int], share: float,
+              same_client: bool) -> None:
+        with self._lock:
+            self._matches.append({"time": _iso(now), "client": client, "samples": samples,
+                                  "shared": round(share, 3),
+                                  "with": "same client" if same_client else "another client",
+                                  "_t": now})
+
+    def suspect(self, now: float, client: str, check: str, until: float, reason: str) -> None:
+        with self._lock:
+            if len(self._suspicions) >= _CAP:
+                for key in [k for k, v in self._suspicions.items() if v["_until"] <= now]:
+                    del self._suspicions[key]
+            if len(self._suspicions) < _CAP or (client, check) in self._suspicions:
+                self._suspicions[(client, check)] = {
+                    "client": client, "check": check, "since": _iso(now),
+                    "until": _iso(until), "reason": reason, "_until": until}
+
+    def report(self, now: float, window_minutes: float, max_repeats: int) -> dict[str, Any]:
+        """The ``request_analysis`` dictionary over the last ``window_minutes``."""
+        first = int((now - window_minutes * 60) // 60)
+        clients: Counter[str] = Counter()
+        inputs: Counter[tuple[str, str]] = Counter()
+        checks: Counter[str] = Counter()
+        total = refused = 0
+        with self._lock:
+            for bucket in self._minutes:
+                if bucket.minute < first:
+                    continue
+                total += bucket.total
+                refused += bucket.refused
+                clients.update(bucket.clients)
+                inputs.update(bucket.inputs)
+                checks.update(bucket.checks)
+            since = now - window_minutes * 60
+            matches = [{k: v for k, v in m.items() if k != "_t"} for m in self._matches
+                       if m["_t"] >= since]
+            suspicions = [{k: v for k, v in s.items() if k != "_until"}
+                          for s in self._suspicions.values() if s["_until"] > now]
+        per_input: Counter[str] = Counter()
+        for (_, digest), count in inputs.items():
+            per_input[digest] += count
+        repeated = {f"{digest}": count for (client, digest), count in inputs.most_common(50)
+                    if count > max(1, max_repeats)}
+        patterns: list[dict[str, Any]] = []
+        if repeated:
+            patterns.append({"type": "repeated_inputs", "details": repeated})
+        if matches:
+            patterns.append({"type": "near_duplicates", "details": {
+                "matches": len(matches),
+                "clients": sorted({m["client"] for m in matches})[:50]}})
+        for check in ("rate_limit", "min_interval", "lockout", "extraction",
+                      "store_unavailable"):
+            if checks.get(check):
+                patterns.append({"type": check, "details": {"calls": checks[check]}})
+        minutes = max(window_minutes, 1e-9)
+        return {
+            "total_requests": total,
+            "unique_inputs": len(per_input),
+            "request_rate": total / minutes,
+            "suspicious_patterns": patterns,
+            "window_minutes": window_minutes,
+            "refused_requests": refused,
+            "rate_per_client": {c: n / minutes for c, n in clients.most_common(100)},
+            "top_clients": [{"client": c, "requests": n} for c, n in clients.most_common(10)],
+            "repeated_inputs": [{"client": c, "input_hash": h, "count": n}
+                                for (c, h), n in inputs.most_common(20) if n > 1],
+            "near_duplicate_matches": matches[-50:],
+            "findings": dict(checks.most_common()),
+            "active_suspicions": suspicions,
+        }
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat()

@@ -1,0 +1,129 @@
+"""The in-process store: the default, and the local state a ``fail_open`` guard falls back
+on while Redis is unreachable. Bounded: entries expire with their windows (swept every few
+thousand writes) and fingerprints are capped per model."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from typing import Any
+
+from .index import FingerprintIndex
+from .policy import ClientRules, Policy
+from .store import Admission, Fingerprints, Observation, Store
+
+_SWEEP_EVERY = 4096
+
+
+class MemoryStore(Store):
+    url = "memory://"
+
+    def __init__(self, *, secret: bytes | None = None) -> None:
+        """``secret``: the fingerprint salt (32 random bytes unless given, e.g. by a test
+        that needs reproducible fingerprints)."""
+        self._lock = threading.Lock()
+        self._secret = secret if secret is not None else os.urandom(32)
+        self._quota: Any = None  # limits is imported when a quota is first used
+        self._last: dict[str, float] = {}  # key -> time of the last admitted call
+        self._locked: dict[str, float] = {}  # key -> lockout end
+        self._failures: dict[str, deque[float]] = {}
+        self._repeats: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
+        self._suspects: dict[str, float] = {}
+        self._indexes: dict[str, FingerprintIndex] = {}
+        self._writes = 0
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+    def secret(self) -> bytes:
+        return self._secret
+
+    def index(self, model: str, policy: Policy) -> FingerprintIndex:
+        index = self._indexes.get(model)
+        if index is None:
+            index = self._indexes[model] = FingerprintIndex(
+                policy.near_duplicate_max_fingerprints, policy.near_duplicate_hashes)
+        return index
+
+    def admit(self, model: str, client: str, now: float, rules: ClientRules, *,
+              lockout: bool) -> Admission:
+        key = f"{model}\0{client}"
+        with self._lock:
+            self._tick(now)
+            locked = self._locked.get(key) if lockout else None
+            if locked is not None and locked > now:
+                return Admission(locked_for=locked - now)
+            rate_retry = None
+            if rules.max_requests_per_minute is not None:
+                if self._quota is None:
+                    from .ratelimit import Quota
+
+                    self._quota = Quota()
+                rate_retry = self._quota.hit(rules.max_requests_per_minute, now, model, client)
+            interval_retry = None
+            if rules.min_request_interval > 0:
+                last = self._last.get(key)
+                if last is not None and now - last < rules.min_request_interval:
+                    interval_retry = last + rules.min_request_interval - now
+                else:
+                    self._last[key] = now
+            return Admission(rate_retry=rate_retry, interval_retry=interval_retry)
+
+    def observe(self, model: str, client: str, now: float, rules: ClientRules,
+                policy: Policy, call_hash: str, fingerprints: Fingerprints | None,
+                client_tag: int) -> Observation:
+        key = f"{model}\0{client}"
+        with self._lock:
+            self._tick(now)
+            repeats = 0
+            if rules.max_repeats and call_hash:
+                rkey = f"{key}\0{call_hash}"
+                count, end = self._repeats.get(rkey, (0, now + rules.repeat_window))
+                if end <= now:
+                    count, end = 0, now + rules.repeat_window
+                repeats = count
+                self._repeats[rkey] = (count + 1, end)
+            suspect = self._suspects.get(key)
+        matches = []
+        if fingerprints is not None:
+            matches = self.index(model, policy).match_and_add(
+                fingerprints[0], fingerprints[1], client_tag, now, policy.near_duplicate_ttl)
+        return Observation(repeats=repeats, matches=matches,
+                           suspect_for=suspect - now if suspect and suspect > now else None)
+
+    def record_failure(self, model: str, client: str, now: float, rules: ClientRules) -> None:
+        if not rules.max_failed_attempts:
+            return
+        key = f"{model}\0{client}"
+        with self._lock:
+            failures = self._failures.get(key)
+            if failures is None or failures.maxlen != rules.max_failed_attempts:
+                failures = self._failures[key] = deque(failures or (),
+                                                       maxlen=rules.max_failed_attempts)
+            failures.append(now)
+            if (len(failures) == rules.max_failed_attempts
+                    and failures[0] >= now - rules.failure_window):
+                self._locked[key] = now + rules.session_timeout
+                failures.clear()
+
+    def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
+        with self._lock:
+            self._suspects[f"{model}\0{client}"] = until
+
+    def _tick(self, now: float) -> None:
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY:
+            return
+        if self._quota is not None:
+            self._quota.windows.now = now
+            self._quota.windows.sweep(60.0)
+        for table in (self._locked, self._suspects):
+            for key in [k for k, end in table.items() if end <= now]:
+                del table[key]
+        for key in [k for k, (_, end) in self._repeats.items() if end <= now]:
+            del self._repeats[key]
+        for key in [k for k, t in self._last.items() if t < now - 3600]:
+            del self._last[key]
+        for key in [k for k, f in self._failures.items() if not f or f[-1] < now - 86400]:
+            del self._failures[key]

@@ -1,0 +1,355 @@
+"""The monitor: per-client decisions of one guarded model, made through its store.
+
+``Guard.call`` asks it three things, in the pipeline's order:
+
+1. :meth:`Monitor.admit` — before the input is read: lockout, minimum interval, quota;
+2. :meth:`Monitor.check` — after validation: exact repeats, near-duplicate fingerprints
+   (per client and across all clients), a standing extraction suspicion;
+3. :meth:`Monitor.learn` — after the model answered: the extraction statistics, which
+   need the predicted class and so judge the client's next calls;
+
+and tells it :meth:`Monitor.refused` for every refused call (a failed attempt) and
+:meth:`Monitor.seen` for every call (the counters behind ``request_analysis``).
+
+Each check yields :class:`~aimsec_core.verdict.Finding` objects named after it
+(``rate_limit``, ``min_interval``, ``lockout``, ``repeat``, ``near_duplicate``,
+``extraction``, ``store_unavailable``); the guard turns them into a refusal (enforce) or a
+record (monitor). For admission findings ``score`` is the ``retry_after`` in seconds.
+
+When the store fails (Redis unreachable or slower than ``store_timeout``) the monitor
+keeps answering: ``fail_open`` serves the call on this process's own memory store with an
+advisory ``store_unavailable`` finding, ``fail_closed`` refuses it; it tries the store
+again every ``store_retry`` seconds and resumes the shared state as soon as it answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..arrays import to_host
+from ..context import ANONYMOUS
+from ..verdict import Finding
+from .analysis import RequestStats
+from .extraction import ExtractionTracker
+from .fingerprint import FingerprintSettings, Fingerprinter
+from .index import Match
+from .memory import MemoryStore
+from .outputs import predicted_classes
+from .policy import FAIL_OPEN, ClientRules, Policy
+from .store import Store, StoreError, client_key
+
+T = TypeVar("T")
+_READABLE_ID = 200  #: characters of a client id kept for reports
+
+
+@dataclass
+class Visit:
+    """One call as the monitor follows it from admission to learning."""
+
+    client: str
+    key: str
+    rules: ClientRules
+    now: float
+    watched: bool
+    store: Store
+    findings: list[Finding] = field(default_factory=list)
+    samples: np.ndarray | None = None
+    outage: bool = False
+
+
+class Monitor:
+    """Per-client monitoring of the model called ``model``.
+
+    ``store`` is shared by every replica when it is Redis; ``clock`` gives seconds (the
+    guard's clock, injectable in tests).
+    """
+
+    def __init__(self, model: str, policy: Policy, store: Store,
+                 clock: Callable[[], float]) -> None:
+        self.model = model
+        self.policy = policy
+        self.store = store
+        self.clock = clock
+        self.local = store if isinstance(store, MemoryStore) else MemoryStore()
+        self.stats = RequestStats()
+        self.extraction = ExtractionTracker(
+            window=policy.extraction_window, min_queries=policy.extraction_min_queries,
+            delta=policy.extraction_delta, set_size=policy.extraction_set_size,
+            clients=policy.extraction_clients)
+        self._fingerprinters: dict[bytes, Fingerprinter] = {}
+        self._down_until = -float("inf")
+        self._down_reason = ""
+        self._lock = threading.Lock()
+        #: checks that record without refusing (the outage finding under fail_open)
+        self.advisory_checks = frozenset(
+            {"store_unavailable"} if policy.store_failure == FAIL_OPEN else ())
+        self._idle = not any(r.max_requests_per_minute or r.min_request_interval > 0
+                             or r.watch_anonymous for r in policy.all_rules)
+
+    def __repr__(self) -> str:
+        return f"Monitor({self.model!r}, store={self.store!r})"
+
+    # -- the store, with its failure policy --------------------------------------------
+
+    def _use(self, now: float, visit: Visit | None, op: Callable[[Store], T]) -> T:
+        """``op`` on the shared store, else on the local one with an outage finding."""
+        store = self.store
+        if store is not self.local and (visit is None or not visit.outage):
+            if now >= self._down_until:
+                try:
+                    result = op(store)
+                except StoreError as exc:
+                    with self._lock:
+                        self._down_until = now + self.policy.store_retry
+                        self._down_reason = str(exc)[:200]
+                else:
+                    self._down_until = -float("inf")
+                    return result
+            if visit is not None:
+                self._outage(visit)
+            store = self.local
+        elif visit is not None and visit.outage:
+            store = self.local
+        return op(store)
+
+    def _outage(self, visit: Visit) -> None:
+        visit.outage = True
+        visit.store = self.local
+        closed = self.policy.store_failure != FAIL_OPEN
+        visit.findings.append(Finding(
+            "store_unavailable",
+            f"the state store {self.store!r} did not answer within "
+            f"{self.policy.store_timeout * 1000:.0f} ms ({self._down_reason}); "
+            + ("the call is refused (store_failure='fail_closed'); expected a reachable "
+               "store" if closed else
+               "served on this process's own monitoring state (store_failure='fail_open')"),
+            expected=self.policy.store_failure, received="unreachable"))
+
+    # -- 1. admission ------------------------------------------------------------------
+
+    def admit(self, client: str, tier: str | None = None) -> Visit | None:
+        """Lockout, minimum interval and quota for one call of ``client``.
+
+        Returns ``None`` when the policy watches nothing for this call (an anonymous call
+        under the default policy): the guard then skips monitoring altogether.
+        """
+        anonymous = client == ANONYMOUS
+        if anonymous and self._idle:
+            return None
+        rules = self.policy.rules_for(tier)
+        watched = not anonymous or rules.watch_anonymous
+        limited = rules.max_requests_per_minute is not None or rules.min_request_interval > 0
+        if not watched and not limited:
+            return None
+        now = self.clock()
+        visit = Visit(client[:_READABLE_ID], client_key(client), rules, now, watched,
+                      self.store)
+        lockout = watched and rules.max_failed_attempts > 0
+        admission = self._use(now, visit, lambda s: s.admit(self.model, visit.key, now, rules,
+                                                            lockout=lockout))
+        who = f"client {visit.client!r}"
+        if admission.locked_for is not None:
+            visit.findings.append(Finding(
+                "lockout", f"{who} is locked out for another {admission.locked_for:.0f} s "
+                f"after {rules.max_failed_attempts} refused calls within "
+                f"{rules.failure_window:g} s; expected no call before then",
+                expected=rules.max_failed_attempts, score=admission.locked_for))
+        if admission.rate_retry is not None:
+            visit.findings.append(Finding(
+                "rate_limit", f"{who} exceeded {rules.max_requests_per_minute} calls per "
+                f"minute; retry in {admission.rate_retry:.1f} s",
+                expected=rules.max_requests_per_minute, score=admission.rate_retry))
+        if admission.interval_retry is not None:
+            visit.findings.append(Finding(
+                "min_interval", f"{who} called again within {rules.min_request_interval:g} s "
+                f"(min_request_interval); retry in {admission.interval_retry:.2f} s",
+                expected=rules.min_request_interval, score=admission.interval_retry))
+        return visit
+
+    # -- 2. query checks ---------------------------------------------------------------
+
+    def check(self, visit: Visit, arrays: list[Any], batch: int, input_hash: str) -> list[Finding]:
+        """Repeat, near-duplicate and standing-suspicion findings for validated input.
+
+        ``arrays`` are the call's inputs (any array library), ``batch`` their batch size.
+        """
+        if not visit.watched:
+            return []
+        rules, policy = visit.rules, self.policy
+        fingerprinting = rules.near_duplicate or rules.extraction
+        if fingerprinting:
+            visit.samples = _samples(arrays, batch)
+        contents = None
+        if rules.near_duplicate and visit.samples is not None:
+            contents = _content_tags(visit.samples, input_hash)
+        tag = int(visit.key[:8], 16)
+
+        def observe(store: Store) -> Any:
+            fingerprints = None
+            if contents is not None:  # hashed with the secret of the store that answers
+                fingerprints = (self._fingerprinter(store)(visit.samples), contents)
+            return store.observe(self.model, visit.key, visit.now, rules, policy,
+                                 input_hash, fingerprints, tag)
+
+        observation = self._use(visit.now, visit, observe)
+        findings = []
+        who = f"client {visit.client!r}"
+        if rules.max_repeats and observation.repeats >= rules.max_repeats:
+            findings.append(Finding(
+                "repeat", f"{who} sent this exact input {observation.repeats + 1} times "
+                f"within {rules.repeat_window:g} s; expected at most {rules.max_repeats}",
+                expected=rules.max_repeats, received=observation.repeats + 1))
+        near = _near_duplicates(observation.matches, rules.suspicious_pattern_threshold)
+        if near:
+            best = max(near, key=lambda im: im[1].share)[1]
+            samples = [i for i, _ in near]
+            same = best.same_client
+            findings.append(Finding(
+                "near_duplicate",
+                f"{who}: sample{'s' if len(samples) > 1 else ''} "
+                f"{', '.join(map(str, samples[:5]))}{' …' if len(samples) > 5 else ''} "
+                f"share up to {best.shared} of {best.size} fingerprint hashes with a query "
+                f"{'this client' if same else 'another client'} sent within "
+                f"{policy.near_duplicate_ttl:g} s; expected at most "
+                f"{rules.suspicious_pattern_threshold:.0%} (a black-box attack's "
+                "queries are small steps from each other)",
+                samples=tuple(samples), expected=rules.suspicious_pattern_threshold,
+                received=round(best.share, 3), score=best.share))
+            self.stats.match(visit.now, visit.client, samples, best.share, same)
+        if observation.suspect_for is not None:
+            findings.append(Finding(
+                "extraction", f"{who} is suspected of model extraction for another "
+                f"{observation.suspect_for:.0f} s: the distances between its queries stopped "
+                f"looking natural (Shapiro-Wilk W below {policy.extraction_delta:g})",
+                expected=policy.extraction_delta, score=observation.suspect_for))
+        return findings
+
+    def _fingerprinter(self, store: Store) -> Fingerprinter:
+        secret = store.secret()
+        found = self._fingerprinters.get(secret)
+        if found is None:
+            p = self.policy
+            found = Fingerprinter(FingerprintSettings(
+                p.near_duplicate_window, p.near_duplicate_step, p.near_duplicate_unit,
+                p.near_duplicate_hashes), secret)
+            if len(self._fingerprinters) > 4:
+                self._fingerprinters.clear()
+            self._fingerprinters[secret] = found
+        return found
+
+    # -- 3. after the call -------------------------------------------------------------
+
+    def learn(self, visit: Visit, output: Any) -> None:
+        """Extraction statistics from the model's answer (admitted calls only)."""
+        if not (visit.watched and visit.rules.extraction) or visit.samples is None:
+            return
+        classes = predicted_classes(output, len(visit.samples))
+        if classes is None:
+            return
+        w = self.extraction.observe(visit.key, visit.samples, classes)
+        if w is not None:
+            until = visit.now + visit.rules.session_timeout
+            self._use(visit.now, None,
+                      lambda s: s.mark_suspect(self.model, visit.key, visit.now, until))
+            if visit.store is self.local and self.store is not self.local:
+                self.local.mark_suspect(self.model, visit.key, visit.now, until)
+            self.stats.suspect(visit.now, visit.client, "extraction", until,
+                               f"Shapiro-Wilk W {w:.3f} < {self.policy.extraction_delta:g} "
+                               "over the distances between its queries")
+
+    def refused(self, visit: Visit | None, checks: tuple[str, ...]) -> None:
+        """Count a refused call as a failed attempt of its client (lockout refusals are
+        the lockout itself and do not extend it)."""
+        if visit is None or not visit.watched or "lockout" in checks:
+            return
+        rules = visit.rules
+        if not rules.max_failed_attempts:
+            return
+        visit.store.record_failure(self.model, visit.key, visit.now, rules)
+        if visit.store is self.local:
+            return
+        # the shared store sends it with its next round trip; remember the lockout here
+        # too, so an outage in between cannot hide it
+        self.local.record_failure(self.model, visit.key, visit.now, rules)
+
+    def seen(self, client: str, input_hash: str, outcome: str, checks: tuple[str, ...],
+             visit: Visit | None) -> None:
+        """Count one finished call (every call, watched or not) for ``request_analysis``."""
+        now = visit.now if visit is not None else self.clock()
+        self.stats.record(now, client[:_READABLE_ID], input_hash, outcome == "rejected",
+                          checks)
+        if visit is not None and "lockout" in checks:
+            for finding in visit.findings:
+                if finding.check == "lockout" and finding.score:
+                    self.stats.suspect(now, visit.client, "lockout", now + finding.score,
+                                       finding.reason)
+
+    # -- public helpers ----------------------------------------------------------------
+
+    def admit_client(self, client: str, tier: str | None = None) -> list[Finding]:
+        """Admission for one call of ``client`` with no model behind it: the findings
+        (empty when admitted). Counts the call against the client's quota; a refused
+        call counts as a failed attempt."""
+        visit = self.admit(client, tier)
+        if visit is None:
+            return []
+        refusing = [f for f in visit.findings if f.check not in self.advisory_checks]
+        if refusing:
+            self.refused(visit, tuple(f.check for f in refusing))
+        return visit.findings
+
+    def note(self, client: str, input_hash: str, tier: str | None = None) -> None:
+        """Count a request that was not screened here (the original ``log_request``):
+        towards the client's repeats and in ``request_analysis``, deciding nothing."""
+        rules = self.policy.rules_for(tier)
+        now = self.clock()
+        if input_hash and (client != ANONYMOUS or rules.watch_anonymous) and rules.max_repeats:
+            key = client_key(client)
+            self._use(now, None, lambda s: s.observe(self.model, key, now, rules, self.policy,
+                                                     input_hash, None, 0))
+        self.stats.record(now, client[:_READABLE_ID], input_hash, False, ())
+
+    def request_analysis(self, window_minutes: float = 60) -> dict[str, Any]:
+        """Totals, unique inputs, rates and top clients, repeated inputs, near-duplicate
+        matches and active suspicions over the last ``window_minutes``."""
+        try:
+            self.store.flush()
+        except StoreError:
+            pass
+        return self.stats.report(self.clock(), window_minutes,
+                                 self.policy.rules.max_repeats)
+
+
+def _samples(arrays: list[Any], batch: int) -> np.ndarray | None:
+    """The call's inputs as one float64 row per sample (several inputs concatenated)."""
+    rows = []
+    for array in arrays:
+        host = np.asarray(array if isinstance(array, np.ndarray) else to_host(array))
+        if host.dtype.kind not in "biuf":
+            return None
+        n = batch if batch and host.size % batch == 0 and host.ndim else 1
+        rows.append(host.reshape(n, -1))
+    if not rows or len({r.shape[0] for r in rows}) != 1:
+        return None
+    out = rows[0] if len(rows) == 1 else np.concatenate(rows, axis=1)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _content_tags(samples: np.ndarray, input_hash: str) -> np.ndarray:
+    """A 32-bit digest of each sample's exact values (tells repeats from near-duplicates).
+
+    Always of the sample itself, never of the call: a sample sent alone and the same
+    sample inside another call's batch are the same content, an exact repeat rather than
+    a near-duplicate (identical queries tell a black-box attacker nothing new)."""
+    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=4).digest(),
+                                    "little") for row in samples], dtype=np.uint32)
+
+
+def _near_duplicates(matches: list[Match], threshold: float) -> list[tuple[int, Match]]:
+    return [(i, m) for i, m in enumerate(matches) if m.size and m.shared > threshold * m.size]

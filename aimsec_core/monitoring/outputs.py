@@ -1,0 +1,39 @@
+"""The predicted class of each sample, read from whatever a model returned.
+
+Extraction statistics are kept per predicted class. Guarded models return framework
+objects (a torch tensor, a numpy array of probabilities or of labels, onnxruntime's list
+of outputs); this reads the first array-like with one row per sample: a 2-D array gives
+its argmax, a 1-D array its values. Anything else gives ``None`` (no class: the sample is
+not learned from).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..arrays import to_host
+
+
+def predicted_classes(output: Any, batch: int) -> list[Any] | None:
+    """One hashable class per sample, or ``None`` when ``output`` shows none."""
+    candidates = output if isinstance(output, (list, tuple)) else [output]
+    for candidate in candidates[:4]:
+        try:
+            array = np.asarray(candidate if isinstance(candidate, np.ndarray)
+                               else to_host(candidate))
+        except Exception:  # not an array of any framework we can read
+            continue
+        if array.ndim == 0 or array.shape[0] != batch:
+            continue
+        if array.ndim == 1:
+            if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+                return [0] * batch  # a regression: one class for every answer
+            return array.tolist()
+        flat = array.reshape(batch, -1)
+        if flat.shape[1] == 1:
+            return flat[:, 0].tolist()
+        if flat.dtype.kind in "fiu":
+            return np.argmax(flat, axis=1).tolist()
+    return None

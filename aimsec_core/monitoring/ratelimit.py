@@ -1,0 +1,110 @@
+"""Per-client quotas on the ``limits`` library, driven by the guard's clock.
+
+The quota is ``limits``' moving window (exact: at most N calls in any 60 s), through
+``MovingWindowRateLimiter`` and ``RateLimitItemPerMinute``. ``limits``' own storages read
+the wall clock inside (``MemoryStorage`` stamps entries with ``time.time()`` and expires
+them from a timer thread; ``RedisStorage`` passes ``time.time()`` to its Lua script), so a
+test could not drive them without sleeping. Hence:
+
+- in memory, :class:`ClockedWindows` implements ``limits``' moving-window storage protocol
+  (``acquire_entry``, ``get_moving_window``) with the time the store is given;
+- on Redis, the store runs ``limits``' own moving-window Lua script
+  (``RedisStorage.SCRIPT_ACQUIRE_MOVING_WINDOW``) with the guard's clock as its timestamp,
+  pipelined with the lockout script so admission stays one round trip.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from limits import RateLimitItem, RateLimitItemPerMinute
+from limits.storage import MovingWindowSupport, RedisStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
+
+#: ``limits``' own Lua script for the moving window (KEYS: list; ARGV: now, limit,
+#: expiry, amount); returns true when the call is admitted.
+REDIS_ACQUIRE_SCRIPT: str = RedisStorage.SCRIPT_ACQUIRE_MOVING_WINDOW
+
+
+@lru_cache(maxsize=256)
+def per_minute(calls: int) -> RateLimitItem:
+    """The quota item for ``calls`` per minute (namespace ``aimsec``)."""
+    return RateLimitItemPerMinute(calls, namespace="aimsec")
+
+
+class ClockedWindows(Storage, MovingWindowSupport):
+    """``limits``' moving-window storage over timestamps the caller sets.
+
+    Each key holds its admitted calls' times, newest first, at most ``limit`` of them,
+    as ``limits``' ``MemoryStorage`` does. Set :attr:`now` before each use (the store
+    does, under its lock). Not registered under a URL scheme; only the moving window is
+    implemented.
+    """
+
+    STORAGE_SCHEME = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.events: dict[str, list[float]] = {}
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return Exception
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        raise NotImplementedError("only the moving window is kept")
+
+    def get(self, key: str) -> int:
+        raise NotImplementedError("only the moving window is kept")
+
+    def get_expiry(self, key: str) -> float:
+        raise NotImplementedError("only the moving window is kept")
+
+    def check(self) -> bool:
+        return True
+
+    def reset(self) -> int | None:
+        count = len(self.events)
+        self.events.clear()
+        return count
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        events = self.events.setdefault(key, [])
+        if len(events) >= limit - amount + 1 and events[limit - amount] >= self.now - expiry:
+            return False
+        events[:0] = [self.now] * amount
+        del events[limit:]
+        return True
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        events = [t for t in self.events.get(key, ()) if t >= self.now - expiry]
+        return (events[-1], len(events)) if events else (self.now, 0)
+
+    def clear(self, key: str) -> None:
+        self.events.pop(key, None)
+
+    def sweep(self, expiry: float) -> None:
+        """Forget keys whose newest call is older than ``expiry`` seconds."""
+        cutoff = self.now - expiry
+        for key in [k for k, v in self.events.items() if not v or v[0] < cutoff]:
+            del self.events[key]
+
+
+class Quota:
+    """``limits``' moving-window limiter over :class:`ClockedWindows`."""
+
+    def __init__(self) -> None:
+        self.windows = ClockedWindows()
+        self.limiter = MovingWindowRateLimiter(self.windows)  # type: ignore[arg-type]
+
+    def hit(self, calls: int, now: float, *identifiers: str) -> float | None:
+        """Count one call; ``None`` when admitted, else seconds until one would be."""
+        self.windows.now = now
+        item = per_minute(calls)
+        if self.limiter.hit(item, *identifiers):
+            return None
+        reset, _remaining = self.limiter.get_window_stats(item, *identifiers)
+        return max(0.0, reset - now)

@@ -1,0 +1,108 @@
+"""The Lua scripts the Redis store runs; each is atomic on the server.
+
+Keys are built by the store (``aimsec:<model>:...`` with hashed client ids). Fingerprint
+index entries are packed little-endian ``<I4I4I4I4I4``: hash, serial, time (whole
+seconds), client tag, content tag: 20 bytes each.
+"""
+
+#: Refused calls and suspicions buffered since the last round trip.
+#: KEYS: per failure (failures list, lock), then per suspicion (suspect key).
+#: ARGV: nfailures, then per failure (now, max, window, lockout); then per suspicion
+#: (until, ttl seconds).
+APPLY = """
+local nf = tonumber(ARGV[1])
+local a = 2
+for i = 1, nf do
+  local fkey, lkey = KEYS[2 * i - 1], KEYS[2 * i]
+  local now, max = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local window, lockout = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  a = a + 4
+  redis.call('LPUSH', fkey, ARGV[a - 4])
+  redis.call('LTRIM', fkey, 0, max - 1)
+  redis.call('EXPIRE', fkey, math.ceil(window))
+  if redis.call('LLEN', fkey) >= max and tonumber(redis.call('LINDEX', fkey, max - 1)) >= now - window then
+    redis.call('SET', lkey, tostring(now + lockout), 'EX', math.ceil(lockout))
+    redis.call('DEL', fkey)
+  end
+end
+local k = 2 * nf + 1
+while a <= #ARGV do
+  redis.call('SET', KEYS[k], ARGV[a], 'EX', math.max(1, math.ceil(tonumber(ARGV[a + 1]))))
+  k = k + 1
+  a = a + 2
+end
+return nf
+"""
+
+#: Lockout and minimum interval. KEYS: lock, last. ARGV: now, interval, check lock (0/1).
+#: Returns {"locked", seconds} / {"interval", seconds} / {"ok", ""}.
+ADMIT = """
+local now = tonumber(ARGV[1])
+if ARGV[3] == '1' then
+  local locked = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if locked > now then return {'locked', tostring(locked - now)} end
+end
+local interval = tonumber(ARGV[2])
+if interval > 0 then
+  local last = tonumber(redis.call('GET', KEYS[2]) or '-1e300')
+  if now - last < interval then return {'interval', tostring(last + interval - now)} end
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', math.ceil(interval) + 1)
+end
+return {'ok', ''}
+"""
+
+#: Repeats, standing suspicion, and the fingerprint index (match, then store, sample by
+#: sample). KEYS: repeat, suspect, serial, then one bucket key per hash of every sample.
+#: ARGV: now, repeat window (0: no repeat counting), ttl, capacity, ways, client tag,
+#: nsamples, then per sample: content tag, k, k hashes.
+#: Returns {repeats, suspect (string seconds or ""), best1, same1, best2, same2, ...}.
+OBSERVE = """
+local now = tonumber(ARGV[1])
+local rwindow = tonumber(ARGV[2])
+local ttl, capacity, ways = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local client, n = tonumber(ARGV[6]), tonumber(ARGV[7])
+local out = {0, ''}
+if rwindow > 0 then
+  out[1] = redis.call('INCR', KEYS[1]) - 1
+  if out[1] == 0 then redis.call('EXPIRE', KEYS[1], math.ceil(rwindow)) end
+end
+local suspect = tonumber(redis.call('GET', KEYS[2]) or '0')
+if suspect > now then out[2] = tostring(suspect - now) end
+if n == 0 then return out end
+local serial = tonumber(redis.call('GET', KEYS[3]) or '0')
+local since = math.floor(now - ttl)
+local oldest = serial - capacity
+local a, k = 8, 4
+for s = 1, n do
+  local content, m = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local counts, owners, best, bestserial = {}, {}, 0, nil
+  for j = 0, m - 1 do
+    local h = tonumber(ARGV[a + j])
+    local entries = redis.call('LRANGE', KEYS[k + j], 0, ways - 1)
+    for _, e in ipairs(entries) do
+      local eh, es, et, ec, ecv = struct.unpack('<I4I4I4I4I4', e)
+      if eh == h and et >= since and es > oldest and ecv ~= content then
+        local c = (counts[es] or 0) + 1
+        counts[es] = c
+        owners[es] = ec
+        if c > best then best, bestserial = c, es end
+      end
+    end
+  end
+  out[#out + 1] = best
+  out[#out + 1] = (bestserial ~= nil and owners[bestserial] == client) and 1 or 0
+  serial = serial + 1
+  local stamp = math.floor(now)
+  for j = 0, m - 1 do
+    local entry = struct.pack('<I4I4I4I4I4', tonumber(ARGV[a + j]), serial, stamp, client, content)
+    redis.call('LPUSH', KEYS[k + j], entry)
+    redis.call('LTRIM', KEYS[k + j], 0, ways - 1)
+    redis.call('EXPIRE', KEYS[k + j], math.ceil(ttl))
+  end
+  a = a + m
+  k = k + m
+end
+redis.call('SET', KEYS[3], serial)
+return out
+"""

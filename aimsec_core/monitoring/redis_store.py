@@ -1,0 +1,237 @@
+"""The Redis store: monitoring state shared by every replica of a model.
+
+Each guarded call costs at most two round trips: admission (one pipeline: buffered
+failures and suspicions, lockout and minimum interval, ``limits``' moving-window quota)
+and observation (one script: repeats, suspicion, fingerprint match-and-store). Every
+script is atomic on the server, so replicas never admit more than a quota between them.
+Commands never wait longer than ``timeout`` seconds (default 50 ms) and are not retried;
+a failure raises :class:`StoreError`, which the monitor turns into its failure policy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from .index import Match
+from .policy import ClientRules, Policy
+from .ratelimit import REDIS_ACQUIRE_SCRIPT
+from .redis_scripts import ADMIT, APPLY, OBSERVE
+from .store import Admission, Fingerprints, Observation, Store, StoreError
+
+#: Entries kept per index bucket (a bucket is one Redis list).
+WAYS = 16
+_SECRET_KEY = "aimsec:secret"
+
+
+class RedisStore(Store):
+    """``url``: ``redis://host:port/db``; ``connection_pool`` lets tests count round trips."""
+
+    def __init__(self, url: str, *, timeout: float = 0.05, connection_pool: Any = None) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.url = url
+        self._redis = redis
+        if connection_pool is not None:
+            self.client = redis.Redis(connection_pool=connection_pool)
+        else:
+            self.client = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+                health_check_interval=0)
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        redis.exceptions.BusyLoadingError, OSError)
+        self._lock = threading.Lock()
+        self._pending_keys: list[str] = []
+        self._pending_failures: list[Any] = []
+        self._pending_suspects: tuple[list[str], list[Any]] = ([], [])
+        self._local_secret = os.urandom(32)
+        self._secret: bytes | None = None
+        self._shas: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisStore({_redacted(self.url)!r})"
+
+    # -- connection --------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Load the scripts and agree on the secret (on first use and after an outage)."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for script in (APPLY, ADMIT, OBSERVE, REDIS_ACQUIRE_SCRIPT):
+                pipe.script_load(script)
+            pipe.set(_SECRET_KEY, self._secret or self._local_secret, nx=True)
+            pipe.get(_SECRET_KEY)
+            *shas, _, secret = pipe.execute()
+        except self._errors as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+        self._shas = dict(zip(("apply", "admit", "observe", "acquire"), shas))
+        self._secret = bytes(secret)
+
+    def secret(self) -> bytes:
+        if self._secret is None:
+            self.connect()
+        assert self._secret is not None
+        return self._secret
+
+    def _run(self, build: Any) -> list[Any]:
+        """Run one pipeline built by ``build(pipe)``; reload scripts once after a restart."""
+        if not self._shas:
+            self.connect()
+        for attempt in (0, 1):
+            pipe = self.client.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return pipe.execute()
+            except self._redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.connect()
+            except self._errors as exc:
+                self._shas = {}
+                raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    # -- operations --------------------------------------------------------------------
+
+    def admit(self, model: str, client: str, now: float, rules: ClientRules, *,
+              lockout: bool) -> Admission:
+        base = f"aimsec:{model}:{client}"
+        rate_key = f"{base}:rate"
+        limit = rules.max_requests_per_minute
+        pending = self._take_pending()
+
+        def build(pipe: Any) -> None:
+            if pending is not None:
+                keys, args = pending
+                pipe.evalsha(self._shas["apply"], len(keys), *keys, *args)
+            pipe.evalsha(self._shas["admit"], 2, f"{base}:lock", f"{base}:last", repr(now),
+                         repr(rules.min_request_interval), "1" if lockout else "0")
+            if limit is not None:
+                pipe.evalsha(self._shas["acquire"], 1, rate_key, repr(now), limit, 60, 1)
+                pipe.lindex(rate_key, limit - 1)
+
+        try:
+            replies = self._run(build)
+        except StoreError:
+            self._restore_pending(pending)
+            raise
+        if pending is not None:
+            replies = replies[1:]
+        state, seconds = (_text(v) for v in replies[0])
+        if state == "locked":
+            return Admission(locked_for=float(seconds))
+        interval = float(seconds) if state == "interval" else None
+        rate = None
+        if limit is not None and not replies[1]:
+            oldest = float(replies[2]) if replies[2] is not None else now
+            rate = max(0.0, oldest + 60 - now)
+        return Admission(rate_retry=rate, interval_retry=interval)
+
+    def observe(self, model: str, client: str, now: float, rules: ClientRules,
+                policy: Policy, call_hash: str, fingerprints: Fingerprints | None,
+                client_tag: int) -> Observation:
+        base = f"aimsec:{model}:{client}"
+        counting = bool(rules.max_repeats and call_hash)
+        keys = [f"{base}:rep:{call_hash}", f"{base}:suspect", f"aimsec:{model}:fp:serial"]
+        args: list[Any] = [repr(now), repr(rules.repeat_window) if counting else "0",
+                           repr(policy.near_duplicate_ttl),
+                           policy.near_duplicate_max_fingerprints, WAYS, client_tag]
+        rows = []
+        if fingerprints is not None:
+            buckets = _buckets(policy)
+            hashes, contents = fingerprints
+            args.append(len(hashes))
+            for row, content in zip(hashes, contents):
+                row = row[row != 0]
+                rows.append(len(row))
+                args += [int(content), len(row), *row.tolist()]
+                keys += [f"aimsec:{model}:fp:{int(b)}" for b in (row % np.uint32(buckets))]
+        else:
+            args.append(0)
+        reply = self._run(lambda pipe: pipe.evalsha(self._shas["observe"], len(keys),
+                                                    *keys, *args))[0]
+        suspect = _text(reply[1])
+        matches = [Match(int(reply[2 + 2 * i]), size, bool(reply[3 + 2 * i]))
+                   for i, size in enumerate(rows)]
+        return Observation(repeats=int(reply[0]) if counting else 0, matches=matches,
+                           suspect_for=float(suspect) if suspect else None)
+
+    def record_failure(self, model: str, client: str, now: float, rules: ClientRules) -> None:
+        if not rules.max_failed_attempts:
+            return
+        base = f"aimsec:{model}:{client}"
+        with self._lock:
+            self._pending_keys += [f"{base}:fail", f"{base}:lock"]
+            self._pending_failures += [repr(now), rules.max_failed_attempts,
+                                       repr(rules.failure_window), repr(rules.session_timeout)]
+
+    def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
+        with self._lock:
+            self._pending_suspects[0].append(f"aimsec:{model}:{client}:suspect")
+            self._pending_suspects[1].extend([repr(until), repr(until - now)])
+
+    def flush(self) -> None:
+        pending = self._take_pending()
+        if pending is None:
+            return
+        try:
+            self._run(lambda pipe: pipe.evalsha(self._shas["apply"], len(pending[0]),
+                                                *pending[0], *pending[1]))
+        except StoreError:
+            self._restore_pending(pending)
+            raise
+
+    def _take_pending(self) -> tuple[list[str], list[Any]] | None:
+        with self._lock:
+            if not self._pending_keys and not self._pending_suspects[0]:
+                return None
+            keys = self._pending_keys + self._pending_suspects[0]
+            suspects = self._pending_suspects[1]
+            args = [len(self._pending_keys) // 2, *self._pending_failures]
+            args += suspects  # (until, seconds) pairs
+            self._pending_keys, self._pending_failures = [], []
+            self._pending_suspects = ([], [])
+        return keys, args
+
+    def _restore_pending(self, pending: tuple[list[str], list[Any]] | None) -> None:
+        """Keep what could not be sent for the next round trip (bounded)."""
+        if pending is None:
+            return
+        keys, args = pending
+        nf = int(args[0])
+        with self._lock:
+            if len(self._pending_keys) < 2048:
+                self._pending_keys[:0] = keys[:2 * nf]
+                self._pending_failures[:0] = args[1:1 + 4 * nf]
+            if len(self._pending_suspects[0]) < 1024:
+                self._pending_suspects[0][:0] = keys[2 * nf:]
+                self._pending_suspects[1][:0] = args[1 + 4 * nf:]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _buckets(policy: Policy) -> int:
+    """Bucket lists for the model: room for the capped number of fingerprints' entries
+    (a fixed key count, so Redis memory stays bounded whatever the traffic)."""
+    entries = policy.near_duplicate_max_fingerprints * policy.near_duplicate_hashes
+    return 1 << max(4, math.ceil(math.log2(entries / WAYS)))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _redacted(url: str) -> str:
+    """``url`` without a password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

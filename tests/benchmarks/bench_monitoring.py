@@ -1,0 +1,273 @@
+"""Request monitoring: what it costs and how fast it refuses attacks, in one run.
+
+    python tests/benchmarks/bench_monitoring.py [--stored 1000000] [--repeats 2000]
+                                                [--no-redis] [--no-attacks]
+
+Prints side by side:
+
+1. the near-duplicate check (fingerprint + index match-and-store of one digits row) with
+   10^3 and 10^6 fingerprints stored (target ratio <= 1.3), and the bytes per stored
+   fingerprint (target <= 2 KB) in memory and, with a local ``redis-server``, in Redis;
+2. query checks per second (one identified client, digits rows) on memory and on Redis;
+3. a guarded call on the scikit-learn digits model with monitoring off, on with the
+   default policy and an anonymous caller, and on with an identified client (every check
+   running, memory store): the microseconds monitoring adds (target <= 30 us);
+4. IBM ART HopSkipJump, Boundary and Square against the guarded scikit-learn, ONNX and
+   torch digits models: queries until the first refusal, one client id and 10 rotating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import aimsec_core  # noqa: E402
+from aimsec_core import digits  # noqa: E402
+from aimsec_core.monitoring.fingerprint import FingerprintSettings, Fingerprinter  # noqa: E402
+from aimsec_core.monitoring.index import FingerprintIndex  # noqa: E402
+from aimsec_core.monitoring.policy import Policy  # noqa: E402
+
+SECRET = b"benchmark secret"
+
+
+def per_call(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds per call over 5 rounds of ``repeats // 5`` calls."""
+    for _ in range(20):
+        fn()
+    rounds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(max(1, repeats // 5)):
+            fn()
+        rounds.append((time.perf_counter() - start) / max(1, repeats // 5))
+    return statistics.median(rounds)
+
+
+def fingerprinter() -> Fingerprinter:
+    p = Policy()
+    return Fingerprinter(FingerprintSettings(p.near_duplicate_window, p.near_duplicate_step,
+                                             p.near_duplicate_unit, p.near_duplicate_hashes),
+                         SECRET)
+
+
+def filled_index(stored: int) -> FingerprintIndex:
+    """An index holding ``stored`` fingerprints of random 64-value rows."""
+    rng = np.random.default_rng(0)
+    index = FingerprintIndex(stored, 50, initial=stored)
+    f = fingerprinter()
+    for start in range(0, stored, 4096):
+        n = min(4096, stored - start)
+        rows = rng.random((n, 64))
+        index.match_and_add(f(rows), rng.integers(1, 2**32, n, dtype=np.uint32), 7, 0.0, 1e9)
+    return index
+
+
+def bench_index(stored: int, repeats: int) -> None:
+    x = digits.load().x_test
+    f = fingerprinter()
+    indexes = {}
+    for count in (1000, stored):
+        start = time.perf_counter()
+        indexes[count] = filled_index(count)
+        print(f"filled {count:>9,} fingerprints in {time.perf_counter() - start:.1f} s; "
+              f"{indexes[count].nbytes / count:6.0f} bytes per fingerprint")
+    times: dict[int, list[float]] = {count: [] for count in indexes}
+    i = [0]
+    for _ in range(5):  # alternate rounds, so load on the machine hits both alike
+        for count, index in indexes.items():
+            def check(index: FingerprintIndex = index) -> None:
+                row = x[i[0] % len(x)][None]
+                i[0] += 1
+                index.match_and_add(f(row), np.array([i[0]], np.uint32), 9, 1.0, 1e9)
+
+            times[count].append(per_call(check, repeats // 5))
+    small, large = (statistics.median(times[c]) for c in (1000, stored))
+    print(f"near-duplicate check (fingerprint + match + store one digits row): "
+          f"{small * 1e6:.1f} us with 1,000 stored, {large * 1e6:.1f} us with {stored:,}; "
+          f"ratio {large / small:.2f} (target <= 1.3)")
+
+
+def bench_checks(url: str | None, repeats: int) -> None:
+    from aimsec_core.monitoring import build_monitor
+    from aimsec_core.monitoring.memory import MemoryStore
+
+    x = digits.load().x_test
+    for label, store in (("memory", MemoryStore(secret=SECRET)), ("redis", url)):
+        if store is None:
+            continue
+        monitor = build_monitor("bench", {"max_requests_per_minute": 10**6,
+                                          "store_timeout": 1.0}, store, time.time)
+        i = [0]
+        outages = [0]
+
+        def one() -> None:
+            row = x[i[0] % len(x)][None] + i[0] * 1e-3
+            i[0] += 1
+            visit = monitor.admit("client-7")
+            monitor.check(visit, [row], 1, f"{i[0]:032x}")
+            outages[0] += visit.outage
+
+        seconds = per_call(one, repeats)
+        print(f"admission + query checks on {label:<6}: {1 / seconds:9.0f} per second "
+              f"({seconds * 1e6:.0f} us each; {outages[0]} of {i[0]} fell back to local "
+              "state)")
+
+
+def bench_guarded_call(repeats: int) -> None:
+    data = digits.load()
+    model = digits.sklearn_mlp(data)
+    x = data.x_test
+    with tempfile.TemporaryDirectory() as logs:
+        audit = aimsec_core.AuditLog(logs)
+        # monitor mode: a call whose rows repeat the test set (near-duplicates) still runs
+        # every check and the model, so the full cost is measured
+        off = aimsec_core.guard(model, name="off", sinks=[audit], policy=False, mode="monitor")
+        on = aimsec_core.guard(model, name="on", sinks=[audit], mode="monitor")
+        i = [0]
+
+        def row() -> np.ndarray:
+            i[0] += 1
+            return x[i[0] % len(x)][None] + (i[0] // len(x)) * 1e-4
+
+        def identified() -> None:
+            with aimsec_core.client("alice"):
+                on.predict(row())
+
+        def anonymous_off() -> None:
+            with aimsec_core.client("alice"):
+                off.predict(row())
+
+        plain = per_call(lambda: model.predict(row()), repeats)
+        t_off = per_call(anonymous_off, repeats)
+        t_anon = per_call(lambda: on.predict(row()), repeats)
+        t_on = per_call(identified, repeats)
+    print(f"sklearn digits MLP, one row: plain {plain * 1e6:.0f} us | guarded, monitoring "
+          f"off {t_off * 1e6:.0f} us | on, anonymous caller {t_anon * 1e6:.0f} us "
+          f"(+{(t_anon - t_off) * 1e6:.1f}) | on, identified client, every check "
+          f"{t_on * 1e6:.0f} us (+{(t_on - t_off) * 1e6:.1f} us, target <= 30)")
+
+
+def redis_server() -> tuple[subprocess.Popen[bytes], str] | None:
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        return None
+    import socket
+
+    import redis
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return process, f"redis://127.0.0.1:{port}/0"
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    process.terminate()
+    return None
+
+
+def redis_bytes_per_fingerprint(url: str, capacity: int = 20_000) -> None:
+    """Redis memory of the index filled past its cap (``capacity`` fingerprints live)."""
+    import redis
+
+    from aimsec_core.monitoring import build_monitor
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    before = client.info("memory")["used_memory"]
+    monitor = build_monitor("bytes", {"near_duplicate_max_fingerprints": capacity,
+                                      "store_timeout": 5.0}, url, time.time)
+    rng = np.random.default_rng(0)
+    outages = 0
+    for _ in range(0, 2 * capacity, 16):
+        visit = monitor.admit("c")
+        monitor.check(visit, [rng.random((16, 64))], 16, "")
+        outages += visit.outage
+    after = client.info("memory")["used_memory"]
+    print(f"redis: {(after - before) / capacity:.0f} bytes per stored fingerprint "
+          f"({2 * capacity:,} stored into an index capped at {capacity:,}; "
+          f"{outages} outages)")
+
+
+def bench_attacks() -> None:
+    from tests.monitoring.attacks import ATTACKS, queries_until_refusal
+
+    data = digits.load()
+    sk = digits.sklearn_mlp(data)
+    models: dict[str, tuple[object, Callable[[object, np.ndarray], np.ndarray]]] = {
+        "sklearn": (sk, lambda g, x: g.predict_proba(x))}
+    try:
+        models["onnx"] = (digits.onnx_session(data, sklearn_model=sk),
+                          lambda g, x: g.run(None, {g.get_inputs()[0].name: x})[1])
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        def torch_probabilities(g: object, x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                logits = g(torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, 1, 8, 8))
+            return torch.softmax(logits, dim=1).numpy()
+
+        models["torch"] = (digits.torch_cnn(data), torch_probabilities)
+    except ImportError:
+        pass
+    print(f"\n{'model':<9}{'attack':<13}{'queries until refusal: one id':>32}"
+          f"{'10 rotating ids':>20}")
+    for name, (model, probabilities) in models.items():
+        for attack in ATTACKS:
+            cells = []
+            for ids in (["mallory"], [f"mallory-{i}" for i in range(10)]):
+                runs = []
+                for seed in range(5):
+                    guarded = aimsec_core.guard(model, name=f"art-{name}", sinks=[],
+                                                constraints=digits.constraints(name))
+                    runs.append(queries_until_refusal(
+                        lambda x, g=guarded: probabilities(g, x), attack,
+                        data.x_test[seed:seed + 1], ids, budget=1000, seed=seed)[0])
+                cells.append(f"{min(runs)}-{max(runs)} (median {statistics.median(runs):g})")
+            print(f"{name:<9}{attack:<13}{cells[0]:>32}{cells[1]:>20}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stored", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=2000)
+    parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--no-attacks", action="store_true")
+    args = parser.parse_args()
+    bench_index(args.stored, args.repeats)
+    server = None if args.no_redis else redis_server()
+    try:
+        if server is not None:
+            redis_bytes_per_fingerprint(server[1])
+        bench_checks(server[1] if server else None, args.repeats)
+    finally:
+        if server is not None:
+            server[0].terminate()
+    bench_guarded_call(args.repeats)
+    if not args.no_attacks:
+        bench_attacks()
+
+
+if __name__ == "__main__":
+    main()

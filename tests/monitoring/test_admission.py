@@ -1,0 +1,188 @@
+"""Rate limits, minimum interval and lockout, driven by a controllable clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import ClientBlockedError, RateLimitedError, ValueRangeError
+from aimsec_core.guard import Guard
+from aimsec_core.registry import adapter_for
+from tests.cases import digits
+from tests.conftest import ListSink
+
+
+def _guard(model, clock, sink, mode="enforce", **policy):
+    adapter = adapter_for(model)
+    return adapter.wrap(Guard(model, adapter, name="digits", mode=mode, sinks=[sink],
+                              clock=clock, policy=policy,
+                              constraints={"min_value": 0.0, "max_value": 1.0}))
+
+
+def _x(i: int = 0) -> np.ndarray:
+    return digits()[0][i:i + 1]
+
+
+def test_the_101st_call_in_a_minute_is_refused_with_retry_after(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, max_requests_per_minute=100)
+    with aimsec_core.client("alice"):
+        for i in range(100):
+            guarded.predict(_x(i))
+            clock.advance(0.5)
+        with pytest.raises(RateLimitedError) as caught:
+            guarded.predict(_x(100))
+    # the first call was at t0; the window frees a slot at t0 + 60, now is t0 + 50
+    assert caught.value.retry_after == pytest.approx(10.0)
+    verdict = caught.value.verdict
+    assert verdict.checks == ("rate_limit",) and verdict.client == "alice"
+    assert sink.outcomes[-1] == "rejected" and len(sink.events) == 101
+    with aimsec_core.client("bob"):  # quotas are per client
+        guarded.predict(_x(0))
+    clock.advance(10.5)
+    with aimsec_core.client("alice"):  # the moving window has room again
+        guarded.predict(_x(1))
+
+
+def test_minimum_interval(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, min_request_interval=1.0)
+    with aimsec_core.client("alice"):
+        guarded.predict(_x())
+        clock.advance(0.25)
+        with pytest.raises(RateLimitedError) as caught:
+            guarded.predict(_x())
+        assert caught.value.retry_after == pytest.approx(0.75)
+        assert caught.value.verdict.checks == ("min_interval",)
+        clock.advance(0.75)
+        guarded.predict(_x())
+
+
+def test_lockout_after_refused_calls_lasts_session_timeout(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, max_failed_attempts=3, session_timeout=600,
+                     failure_window=60)
+    bad = _x().copy()
+    bad[0, 5] = 7.0
+    with aimsec_core.client("mallory"):
+        for _ in range(3):
+            with pytest.raises(ValueRangeError):
+                guarded.predict(bad)
+            clock.advance(1)
+        with pytest.raises(ClientBlockedError) as caught:
+            guarded.predict(_x())  # even a valid call: the input is never read
+        assert caught.value.retry_after == pytest.approx(599)
+        assert caught.value.verdict.checks == ("lockout",)
+        assert caught.value.verdict.severity == "high"
+    with aimsec_core.client("alice"):
+        guarded.predict(_x())
+    assert sink.events[3].verdict.input_hash == ""  # refused before validation
+    clock.advance(599)
+    with aimsec_core.client("mallory"):
+        guarded.predict(_x())
+
+
+def test_failures_spread_beyond_the_window_do_not_lock_out(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, max_failed_attempts=3, failure_window=60)
+    bad = _x().copy()
+    bad[0, 5] = 7.0
+    with aimsec_core.client("clumsy"):
+        for _ in range(6):
+            with pytest.raises(ValueRangeError):
+                guarded.predict(bad)
+            clock.advance(31)
+        guarded.predict(_x())
+
+
+def test_rate_limit_refusals_count_towards_lockout(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, max_requests_per_minute=2,
+                     max_failed_attempts=2)
+    with aimsec_core.client("flood"):
+        guarded.predict(_x())
+        guarded.predict(_x(1))
+        for _ in range(2):
+            with pytest.raises(RateLimitedError):
+                guarded.predict(_x(2))
+        with pytest.raises(ClientBlockedError):
+            guarded.predict(_x(2))
+
+
+def test_monitor_mode_records_and_lets_through(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, mode="monitor", max_requests_per_minute=1)
+    with aimsec_core.client("alice"):
+        guarded.predict(_x())
+        guarded.predict(_x(1))
+    assert sink.outcomes == ["allowed", "flagged"]
+    assert guarded.last_verdict.checks == ("rate_limit",) and guarded.last_verdict.allowed
+
+
+def test_tiers_are_chosen_per_call(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, max_requests_per_minute=1,
+                     tiers={"internal": {"max_requests_per_minute": 5}})
+    with aimsec_core.client("svc", tier="internal"):
+        for i in range(5):
+            guarded.predict(_x(i))
+    with aimsec_core.client("web"):
+        guarded.predict(_x())
+        with pytest.raises(RateLimitedError):
+            guarded.predict(_x(1))
+
+
+def test_anonymous_training_loop_is_never_throttled_or_flagged(digits_model, clock, sink):
+    """No client identity, the same validation set every epoch, thousands of calls."""
+    guarded = _guard(digits_model, clock, sink)
+    x = digits()[0][:50]
+    for _epoch in range(4):
+        for i in range(len(x)):
+            guarded.predict(x[i:i + 1])
+            clock.advance(0.001)
+        guarded.predict(x)  # and batches
+    bad = x[:1].copy()
+    bad[0, 0] = 9.0
+    for _ in range(10):  # refusals never lock the anonymous caller out
+        with pytest.raises(ValueRangeError):
+            guarded.predict(bad)
+    guarded.predict(x[:1])
+    assert set(sink.outcomes) == {"allowed", "rejected"}
+    assert all(e.verdict.checks in ((), ("range",)) for e in sink.events)
+
+
+def test_one_audit_line_per_call_refused_at_admission_too(digits_model, clock, tmp_path):
+    import json
+
+    audit = aimsec_core.AuditLog(tmp_path / "logs")
+    adapter = adapter_for(digits_model)
+    guarded = adapter.wrap(Guard(digits_model, adapter, name="audited", sinks=[audit],
+                                 clock=clock, policy={"max_requests_per_minute": 1}))
+    with aimsec_core.client("203.0.113.9"):
+        guarded.predict(_x())
+        with pytest.raises(RateLimitedError):
+            guarded.predict(_x())
+    audit.flush()
+    lines = [json.loads(line) for line in audit.file.read_text().splitlines()]
+    assert [line["decision"] for line in lines] == ["allowed", "rejected"]
+    assert lines[1]["client"] == "203.0.113.9"
+    assert lines[1]["findings"][0]["check"] == "rate_limit"
+    assert lines[1]["findings"][0]["severity"] == "medium"
+
+
+def test_admit_client_without_a_model(clock):
+    from aimsec_core.monitoring import build_monitor
+
+    monitor = build_monitor("api", {"max_requests_per_minute": 2, "max_failed_attempts": 2},
+                            None, clock)
+    assert monitor.admit_client("10.0.0.1") == [] and monitor.admit_client("10.0.0.1") == []
+    assert [f.check for f in monitor.admit_client("10.0.0.1")] == ["rate_limit"]
+    assert [f.check for f in monitor.admit_client("10.0.0.1")] == ["rate_limit"]
+    assert [f.check for f in monitor.admit_client("10.0.0.1")] == ["lockout"]
+    assert monitor.admit_client("10.0.0.2") == []
+
+
+def test_detector_passes_never_count_against_the_quota(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, mode="monitor", max_requests_per_minute=3)
+    x = digits()[0]
+    guarded.calibrate(x[1000:1400], fpr=0.05)  # detectors ask the model for scores
+    with aimsec_core.client("alice"):
+        for i in range(4):  # each call runs the detectors' own forward passes too
+            guarded.predict(x[i:i + 2])
+    quota = ["rate_limit" in e.verdict.checks for e in sink.events]
+    assert quota == [False, False, False, True]
+    assert all("suspicion" in e.verdict.scores for e in sink.events)

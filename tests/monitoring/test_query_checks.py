@@ -1,0 +1,202 @@
+"""Exact repeats, near-duplicate fingerprints and the fingerprint index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aimsec_core
+from aimsec_core import QueryAttackError
+from aimsec_core.adapter import HostArrays
+from aimsec_core.guard import Guard
+from aimsec_core.monitoring.fingerprint import FingerprintSettings, Fingerprinter
+from aimsec_core.monitoring.index import FingerprintIndex
+from aimsec_core.monitoring.memory import MemoryStore
+from aimsec_core.monitoring.policy import Policy
+from aimsec_core.registry import adapter_for
+from tests.cases import digits
+
+DEFAULT = Policy()
+SECRET = b"fixed secret for reproducible fingerprints"
+
+
+def _guard(model, clock, sink, mode="enforce", **policy):
+    adapter = adapter_for(model)
+    return adapter.wrap(Guard(model, adapter, name="digits", mode=mode, sinks=[sink],
+                              clock=clock, policy=policy, store=MemoryStore(secret=SECRET)))
+
+
+def _fingerprinter(secret: bytes = SECRET) -> Fingerprinter:
+    p = DEFAULT
+    return Fingerprinter(FingerprintSettings(p.near_duplicate_window, p.near_duplicate_step,
+                                             p.near_duplicate_unit, p.near_duplicate_hashes),
+                         secret)
+
+
+def _shared(a: np.ndarray, b: np.ndarray) -> float:
+    f = _fingerprinter()
+    fa, fb = f(a[None])[0], f(b[None])[0]
+    fa = fa[fa != 0]
+    return len(np.intersect1d(fa, fb[fb != 0])) / len(fa)
+
+
+# -- exact repeats ------------------------------------------------------------------------
+
+def test_repeats_are_judged_per_client(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, near_duplicate=False)
+    x = digits()[0][:1]
+    with aimsec_core.client("203.0.113.5"):
+        for _ in range(5):
+            guarded.predict(x)
+        with pytest.raises(QueryAttackError) as caught:
+            guarded.predict(x)
+        guarded.predict(digits()[0][1:2])  # its other inputs are fine
+    verdict = caught.value.verdict
+    assert verdict.checks == ("repeat",) and verdict.client == "203.0.113.5"
+    assert "6 times" in str(caught.value)
+    with aimsec_core.client("198.51.100.1"):  # nobody else is refused for it
+        guarded.predict(x)
+    clock.advance(3601)  # the repeat window has passed
+    with aimsec_core.client("203.0.113.5"):
+        guarded.predict(x)
+
+
+def test_exact_repeats_are_not_near_duplicates(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink)
+    x = digits()[0][7:8]
+    with aimsec_core.client("a"):
+        for _ in range(5):
+            guarded.predict(x)
+    with aimsec_core.client("b"):  # a popular input asked by many clients
+        guarded.predict(x)
+    assert sink.outcomes == ["allowed"] * 6
+
+
+def test_a_sample_alone_and_inside_another_batch_is_the_same_content(digits_model, clock,
+                                                                     sink):
+    guarded = _guard(digits_model, clock, sink)
+    x = digits()[0][10:12]
+    with aimsec_core.client("a"):
+        guarded.predict(x)
+    with aimsec_core.client("b"):  # the first sample of a's batch, sent alone
+        guarded.predict(x[:1])
+    with aimsec_core.client("c"):  # and a batch ending with it
+        guarded.predict(np.concatenate([digits()[0][20:21], x[:1]]))
+    assert sink.outcomes == ["allowed"] * 3
+
+
+# -- near-duplicates ----------------------------------------------------------------------
+
+def test_near_duplicates_are_refused_for_the_same_client_and_across_clients(
+        digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink)
+    x = digits()[0][10:11]
+    step = x.copy()
+    step[0, 27:30] = np.clip(step[0, 27:30] + 0.25, 0, 1)  # one small square changed
+    with aimsec_core.client("attacker-1"):
+        guarded.predict(x)
+    with aimsec_core.client("attacker-2"), pytest.raises(QueryAttackError) as caught:
+        guarded.predict(step)
+    finding = caught.value.verdict.findings[0]
+    assert finding.check == "near_duplicate" and finding.severity == "high"
+    assert "another client" in finding.reason and finding.samples == (0,)
+    analysis = guarded.request_analysis()
+    assert analysis["near_duplicate_matches"][0]["client"] == "attacker-2"
+    assert analysis["near_duplicate_matches"][0]["with"] == "another client"
+
+
+def test_near_duplicates_inside_one_batch(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, mode="monitor")
+    x = digits()[0][20:21]
+    batch = np.vstack([x, np.clip(x + 0.002, 0, 1), digits()[0][30:31]]).astype(np.float32)
+    with aimsec_core.client("c"):
+        guarded.predict(batch)
+    assert guarded.last_verdict.checks == ("near_duplicate",)
+    assert guarded.last_verdict.flags == (False, True, False)
+
+
+def test_fingerprints_expire_after_their_ttl(digits_model, clock, sink):
+    guarded = _guard(digits_model, clock, sink, near_duplicate_ttl=60)
+    x = digits()[0][40:41]
+    with aimsec_core.client("c"):
+        guarded.predict(x)
+        clock.advance(61)
+        guarded.predict(np.clip(x + 0.01, 0, 1).astype(np.float32))
+
+
+def test_multi_input_models_fingerprint_the_concatenated_inputs(clock, sink):
+    guard = Guard(None, HostArrays(None), name="two-inputs", sinks=[sink], clock=clock,
+                  store=MemoryStore(secret=SECRET))
+    rng = np.random.default_rng(1)
+    image, row = rng.random((1, 64)), rng.random((1, 13)) * 100
+    with aimsec_core.client("c"):
+        guard.call({"image": image, "row": row}, lambda: None)
+        with pytest.raises(QueryAttackError):
+            guard.call({"image": image + 0.005, "row": row * 1.001}, lambda: None)
+        guard.call({"image": rng.random((1, 64)), "row": rng.random((1, 13)) * 100},
+                   lambda: None)
+
+
+def test_wine_rows_match_their_own_perturbations_not_each_other():
+    from sklearn.datasets import load_wine
+
+    rows = load_wine().data
+    rng = np.random.default_rng(0)
+    f = _fingerprinter()
+    fp = f(rows)
+    index = FingerprintIndex(1000, DEFAULT.near_duplicate_hashes)
+    benign = index.match_and_add(fp, np.arange(len(rows), dtype=np.uint32) + 1, 1, 0.0, 60.0)
+    false = sum(m.shared > 0.5 * m.size for m in benign)
+    assert false <= 2  # of 178 real wine rows (a couple are near-identical in the data)
+    close = rows[:50] * (1 + rng.normal(0, 0.005, (50, 13)))
+    hits = sum(_shared(a, b) > 0.5 for a, b in zip(close, rows[:50]))
+    assert hits >= 30  # per query; an attack sends many, one match refuses it
+
+
+# -- fingerprints and the index ----------------------------------------------------------
+
+def test_the_secret_changes_the_fingerprint_and_never_shows():
+    x = digits()[0][:3]
+    a, b = _fingerprinter(b"a" * 32)(x), _fingerprinter(b"b" * 32)(x)
+    assert not np.array_equal(a, b)
+    assert "aaaa" not in repr(_fingerprinter(b"a" * 32))
+    from aimsec_core.monitoring.memory import MemoryStore
+
+    store = MemoryStore()
+    assert store.secret().hex() not in repr(store) and len(store.secret()) == 32
+
+
+def test_benign_digits_rarely_match_each_other():
+    x = digits()[0]
+    index = FingerprintIndex(10_000, DEFAULT.near_duplicate_hashes)
+    matches = index.match_and_add(_fingerprinter()(x), np.arange(len(x), dtype=np.uint32) + 1,
+                                  1, 0.0, 3600.0)
+    assert sum(m.shared > 0.5 * m.size for m in matches) <= 2  # of 1,797
+
+
+def test_index_capacity_replaces_the_oldest():
+    rng = np.random.default_rng(0)
+    index = FingerprintIndex(64, 8, initial=16)
+    first = rng.integers(1, 2**32, (1, 8), dtype=np.uint32)
+    index.match_and_add(first, np.array([1], np.uint32), 1, 0.0, 1e9)
+    assert index.match_and_add(first, np.array([2], np.uint32), 1, 0.0, 1e9)[0].shared == 8
+    others = rng.integers(1, 2**32, (100, 8), dtype=np.uint32)
+    index.match_and_add(others, np.arange(100, dtype=np.uint32) + 10, 1, 0.0, 1e9)
+    assert len(index) == 64 and index._slots == 64
+    assert index.match_and_add(first, np.array([3], np.uint32), 1, 0.0, 1e9)[0].shared == 0
+
+
+def test_bytes_per_stored_fingerprint_stay_under_2kb():
+    index = FingerprintIndex(4096, 50, initial=4096)
+    assert index.nbytes / 4096 <= 2048
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1,
+                max_size=200))
+def test_any_finite_row_fingerprints(values):
+    row = np.asarray(values, dtype=np.float64)[None]
+    fp = _fingerprinter()(row)
+    assert fp.dtype == np.uint32 and fp.shape[0] == 1 and 1 <= (fp != 0).sum() <= 50

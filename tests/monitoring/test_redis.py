@@ -1,0 +1,145 @@
+"""Monitoring state shared through a real redis-server: replicas, round trips, outages."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import pytest
+import redis
+
+import aimsec_core
+from aimsec_core import QueryAttackError, RateLimitedError, StoreUnavailableError
+from aimsec_core.guard import Guard
+from aimsec_core.monitoring.redis_store import RedisStore
+from aimsec_core.registry import adapter_for
+from tests.cases import digits
+from tests.conftest import ListSink
+from tests.monitoring import replica
+
+
+class CountingConnection(redis.connection.Connection):
+    """Counts round trips: one per command or pipeline written to the socket."""
+
+    sent = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sent += 1
+        return super().send_packed_command(command, check_health)
+
+
+def _guard(model, clock, store, sink=None, mode="enforce", **policy):
+    adapter = adapter_for(model)
+    return adapter.wrap(Guard(model, adapter, name="digits", mode=mode,
+                              sinks=[sink if sink is not None else ListSink()],
+                              clock=clock, policy=policy, store=store))
+
+
+def test_a_guarded_call_costs_at_most_two_round_trips(redis_server, digits_model, clock):
+    pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1",
+                                port=redis_server.port, socket_timeout=0.5)
+    store = RedisStore(redis_server.url, connection_pool=pool)
+    guarded = _guard(digits_model, clock, store, mode="enforce", max_requests_per_minute=1000,
+                     min_request_interval=0.01, max_failed_attempts=100, max_repeats=1)
+    x = digits()[0]
+    refused = 0
+    with aimsec_core.client("counted"):
+        guarded.predict(x[:1])  # the first call also loads the scripts and the secret
+        counts = []
+        for i in range(1, 40):
+            clock.advance(1)
+            before = CountingConnection.sent
+            try:  # distinct rows, batches, and exact repeats (refused: max_repeats=1)
+                guarded.predict(x[i:i + 1] if i % 3 == 1 else x[i:i + 4] if i % 3 == 2
+                                else x[i - 1:i + 3])  # the previous call again
+            except aimsec_core.SecurityViolation:
+                refused += 1  # its failure rides on the next round trip
+            counts.append(CountingConnection.sent - before)
+    assert refused >= 10
+    assert max(counts) <= 2 and min(counts) >= 1
+
+
+def test_two_processes_share_one_clients_quota_exactly(redis_server):
+    context = multiprocessing.get_context("spawn")
+    start = context.Manager().Event()
+    policy = {"max_requests_per_minute": 50, "near_duplicate": False, "max_repeats": 0}
+    with context.Pool(2) as pool:
+        jobs = [pool.apply_async(replica.send, (redis_server.url, policy, "shared-client",
+                                                list(range(k, 80, 2)), start))
+                for k in (0, 1)]
+        start.set()
+        admitted = [job.get(timeout=120) for job in jobs]
+    assert sum(admitted) == 50 and all(a > 0 for a in admitted)
+
+
+def test_a_near_duplicate_attack_split_across_processes_is_refused(redis_server, clock):
+    x = digits()[0][5:6]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:  # the first replica sees the seed query
+        assert pool.apply(replica.first_query, (redis_server.url, x, "acct-1")) == ""
+    step = x.copy()
+    step[0, 27:30] = np.clip(step[0, 27:30] + 0.25, 0, 1)
+    guarded = _guard(replica.model(), clock, redis_server.url)  # the second replica
+    with aimsec_core.client("acct-2"), pytest.raises(QueryAttackError) as caught:
+        guarded.predict(step)
+    assert "another client" in caught.value.verdict.findings[0].reason
+
+
+def test_redis_outage_fail_open_then_resume(redis_server, digits_model, clock):
+    sink = ListSink()
+    policy = {"max_requests_per_minute": 3, "store_retry": 5.0}
+    first = _guard(digits_model, clock, redis_server.url, sink, **policy)
+    second = _guard(digits_model, clock, redis_server.url, ListSink(), **policy)
+    x = digits()[0]
+    with aimsec_core.client("c"):
+        first.predict(x[:1])
+        redis_server.stop()
+        for i in range(1, 4):  # every call answered, on local state, with the finding
+            clock.advance(1)
+            first.predict(x[i:i + 1])
+            assert first.last_verdict.checks == ("store_unavailable",)
+            assert first.last_verdict.allowed
+        clock.advance(1)
+        with pytest.raises(RateLimitedError):  # local state still enforces the quota
+            first.predict(x[5:6])
+        assert "store_unavailable" in first.last_verdict.checks
+        redis_server.start()
+        clock.advance(65)  # past the retry interval and the old minute
+        first.predict(x[6:7])
+        first.predict(x[7:8])
+        assert first.last_verdict.clean  # the shared store answers again
+        second.predict(x[8:9])  # the other replica shares the quota: 3 used
+        with pytest.raises(RateLimitedError):
+            second.predict(x[9:10])
+    assert all(e.outcome in ("allowed", "flagged", "rejected") for e in sink.events)
+    assert sum("store_unavailable" in e.verdict.checks for e in sink.events) == 4
+
+
+def test_redis_outage_fail_closed_refuses(redis_server, digits_model, clock):
+    guarded = _guard(digits_model, clock, redis_server.url, store_failure="fail_closed")
+    x = digits()[0]
+    with aimsec_core.client("c"):
+        guarded.predict(x[:1])
+        redis_server.stop()
+        with pytest.raises(StoreUnavailableError) as caught:
+            guarded.predict(x[1:2])
+        assert "fail_closed" in str(caught.value)
+
+
+def test_monitor_mode_on_redis_records_findings(redis_server, digits_model, clock):
+    sink = ListSink()
+    guarded = _guard(digits_model, clock, redis_server.url, sink, mode="monitor",
+                     max_requests_per_minute=1)
+    x = digits()[0]
+    with aimsec_core.client("m"):
+        guarded.predict(x[:1])
+        guarded.predict(x[1:2])
+    assert sink.outcomes == ["allowed", "flagged"]
+
+
+def test_the_secret_is_shared_and_not_in_repr(redis_server):
+    a, b = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    assert a.secret() == b.secret() and len(a.secret()) == 32
+    assert a.secret().hex() not in repr(a)
+    assert "secret" not in repr(RedisStore("redis://:hunter2@127.0.0.1:1/0")).lower()
+    assert "hunter2" not in repr(RedisStore("redis://:hunter2@127.0.0.1:1/0"))
