@@ -351,8 +351,9 @@ def _check_sparse(name: str, array: SparseValues, n: int, c: Constraints, out: V
         if not _within(low, high, c, cast, allow_nan):
             lows, highs = np.full(rows, np.inf), np.full(rows, -np.inf)
             smaller, larger = (np.fmin, np.fmax) if allow_nan else (np.minimum, np.maximum)
-            smaller.at(lows, array.rows, data)
-            larger.at(highs, array.rows, data)
+            with np.errstate(invalid="ignore"):  # NaN is what is being looked for
+                smaller.at(lows, array.rows, data)
+                larger.at(highs, array.rows, data)
             has_zero = array.stored_per_row() < cols
             lows[has_zero] = smaller(lows[has_zero], 0.0)
             highs[has_zero] = larger(highs[has_zero], 0.0)
