@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -101,8 +102,17 @@ def test_sparse_hash_follows_content_not_identity(logreg, sink):
     assert hashes[0] == hashes[1] != hashes[2]
 
 
-def test_sparse_input_is_refused_in_scikit_learns_words_where_the_model_takes_none(data, sink):
-    model = HistGradientBoostingClassifier(max_iter=5).fit(*data)
+@pytest.fixture(scope="module")
+def boosting(data):
+    """A model that handles NaN and takes no sparse input (one OpenMP thread: spinning
+    threads make it slow to fit on a busy machine)."""
+    with threadpool_limits(1, user_api="openmp"):
+        return HistGradientBoostingClassifier(max_iter=3).fit(data[0], data[1] % 2)
+
+
+def test_sparse_input_is_refused_in_scikit_learns_words_where_the_model_takes_none(
+        data, boosting, sink):
+    model = boosting
     with pytest.raises(aimsec_core.InputFormatError, match="sparse"):
         _guard(model, sink).predict(sp.csr_matrix(data[0][:2]))
 
@@ -205,9 +215,8 @@ def test_a_text_pipeline_takes_lists_and_arrays_of_strings(sink):
 
 # -- NaN and dtypes -----------------------------------------------------------------------
 
-def test_nan_is_allowed_where_the_model_handles_it_and_inf_never(data, sink):
-    x, y = data
-    model = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+def test_nan_is_allowed_where_the_model_handles_it_and_inf_never(data, boosting, sink):
+    x, model = data[0], boosting
     holes = x[:4].copy()
     holes[1, 3] = np.nan
     guarded = _guard(model, sink, max_value=1.0)
@@ -253,3 +262,12 @@ def test_float64_values_a_tree_would_turn_into_inf_are_refused(make, data, sink)
     largest[1, 0] = 1e39
     with pytest.raises(aimsec_core.NonFiniteInputError, match="sample 1: values beyond float32"):
         guarded.predict(largest)
+
+
+def test_calibrated_detectors_refuse_what_they_cannot_read(data, logreg, sink):
+    guarded = _guard(logreg, sink, min_value=0.0, max_value=1.0)
+    guarded.calibrate(digits()[0][400:700])
+    guarded.predict(data[0][:3])
+    with pytest.raises(aimsec_core.InputFormatError, match="calibrated on dense arrays"):
+        guarded.predict(sp.csr_matrix(data[0][:3]))
+    assert sink.outcomes == ["allowed", "rejected"]
