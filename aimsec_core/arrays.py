@@ -196,7 +196,9 @@ def content_hash(arrays: Sequence[Any], device_digest: Any = None,
     for i, array in enumerate(arrays):
         label = f"{names[i]!r}:" if names is not None else ""
         digest.update(f"{label}{dtype_name(array)}{tuple(array.shape)}|".encode())
-        if isinstance(array, np.ndarray):
+        if isinstance(array, np.ndarray) and array.dtype.kind != "O":
+            digest.update(np.ascontiguousarray(array).data)
+        elif isinstance(array, np.ndarray):
             _digest_block(digest, array)
         elif isinstance(array, STRUCTURED):
             _digest_structured(digest, array)

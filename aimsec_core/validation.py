@@ -77,7 +77,8 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         return out
     out.batch_size = next(iter(sizes.values()), 1)
     out.flags = np.zeros(out.batch_size, dtype=bool)
-    total = sum(element_count(a) for a in out.arrays.values())
+    total = sum(math.prod(a.shape) if isinstance(a, np.ndarray) else element_count(a)
+                for a in out.arrays.values())
     if constraints.max_size is not None and total > constraints.max_size:
         _add(out, Finding("size", f"input has {total} elements; expected at most "
                           f"{constraints.max_size} (max_size)",
@@ -154,17 +155,20 @@ def _first_leaf_is_text(value: Any) -> bool:
     return isinstance(value, (str, bytes))
 
 
-def _kinds(array: Any) -> set[str]:
+def _refused_kinds(array: Any, spec: InputSpec | None) -> list[str]:
+    """The dtype kinds in ``array`` the model does not take (usually none)."""
+    accepted = _NUMERIC_KINDS if spec is None else _accepted_kinds(spec.accepts_bool,
+                                                                   spec.accepts_strings)
     if isinstance(array, ColumnBlocks):
-        return {b.dtype.kind for b in array.blocks}
-    return {dtype_kind(array.data if isinstance(array, SparseValues) else array)}
+        return sorted({b.dtype.kind for b in array.blocks} - accepted)
+    kind = dtype_kind(array.data if isinstance(array, SparseValues) else array)
+    return [] if kind in accepted else [kind]
 
 
-def _accepted_kinds(spec: InputSpec | None) -> frozenset[str]:
-    if spec is None:
-        return _NUMERIC_KINDS
-    return (_NUMERIC_KINDS | (frozenset("b") if spec.accepts_bool else frozenset())
-            | (_TEXT_KINDS | frozenset("b") if spec.accepts_strings else frozenset()))
+@functools.lru_cache(maxsize=None)
+def _accepted_kinds(accepts_bool: bool, accepts_strings: bool) -> frozenset[str]:
+    return (_NUMERIC_KINDS | (frozenset("b") if accepts_bool or accepts_strings else frozenset())
+            | (_TEXT_KINDS if accepts_strings else frozenset()))
 
 
 def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated) -> bool:
@@ -178,13 +182,14 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
                "model does not take sparse input. Convert it to a dense array first "
                "(x.toarray())", expected="dense array", received=f"sparse {array.format}")
         return False
-    accepted = _accepted_kinds(spec)
     received = dtype_name(array)
-    refused = sorted(_kinds(array) - accepted)
+    refused = (() if not isinstance(array, STRUCTURED) and dtype_kind(array) in _NUMERIC_KINDS
+               else _refused_kinds(array, spec))  # real numbers, the common case, first
     if refused and not (spec is not None and spec.dtype == received):
         names = ", ".join(_KIND_NAMES.get(k, k) for k in refused)
-        wanted = ("numbers, booleans, strings or other objects" if "O" in accepted
-                  else "real numbers (float or int)" + (" or booleans" if "b" in accepted else ""))
+        wanted = ("numbers, booleans, strings or other objects" if spec and spec.accepts_strings
+                  else "real numbers (float or int)"
+                  + (" or booleans" if spec and spec.accepts_bool else ""))
         _block(out, "dtype", f"input {name!r} has dtype {received} ({names}); expected "
                f"{wanted}", expected=spec.dtype if spec and spec.dtype else "real numeric",
                received=received)
@@ -233,18 +238,18 @@ def _check_values(name: str, array: Any, n: int, c: Constraints, spec: InputSpec
                   out: Validated) -> None:
     """The content checks that apply to what ``array`` holds: numbers get all of them,
     Python objects and strings only the missing-value one; tables go block by block."""
-    allow_nan = c.allow_nan if c.allow_nan is not None else bool(spec and spec.allow_nan)
+    allow_nan = c.allow_nan if c.allow_nan is not None else (spec is not None and spec.allow_nan)
     if isinstance(array, ColumnBlocks):
         for block in array.blocks:
             _check_values(name, block, n, c, spec, out)
     elif isinstance(array, SparseValues):
         _check_sparse(name, array, n, c, out, allow_nan, _cast_limit(spec, array.data))
-    elif dtype_kind(array) in _TEXT_KINDS:
-        if not allow_nan and dtype_kind(array) == "O":
+    elif (kind := dtype_kind(array)) in _TEXT_KINDS:
+        if not allow_nan and kind == "O":
             _check_missing(name, array, n, out)
     else:
-        _check_content(name, array, n, c, out, allow_nan=allow_nan,
-                       cast=_cast_limit(spec, array))
+        cast = None if spec is None or spec.dtype is None else _cast_limit(spec, array)
+        _check_content(name, array, n, c, out, allow_nan, cast)
 
 
 def _cast_limit(spec: InputSpec | None, array: Any) -> tuple[str, float] | None:
@@ -301,11 +306,12 @@ def _within(low: float, high: float, c: Constraints, cast: tuple[str, float] | N
             and (cast is None or (-cast[1] <= low and high <= cast[1])))
 
 
-def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated, *,
+def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated,
                    allow_nan: bool = False, cast: tuple[str, float] | None = None) -> None:
     xp = namespace(array)
-    flat = xp.reshape(array, (n, -1))
-    if dtype_kind(array) == "f" or c.min_value is not None or c.max_value is not None:
+    flat = array.reshape(n, -1) if xp is np else xp.reshape(array, (n, -1))  # skip dispatch
+    kind = array.dtype.kind if xp is np else dtype_kind(array)
+    if kind == "f" or c.min_value is not None or c.max_value is not None:
         lows = highs = None
         if xp is np and not allow_nan:  # one min and one max over everything
             low, high = float(flat.min()), float(flat.max())
@@ -315,7 +321,12 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
         else:  # on a device: per-sample summaries are all that come back to the host
             lows, highs = _extremes(xp, flat, allow_nan)
             low, high = float(np.fmin.reduce(lows)), float(np.fmax.reduce(highs))
-        if not _within(low, high, c, cast, allow_nan):  # the clean case stops here
+        within = (math.isfinite(low) and math.isfinite(high)  # the clean case, inline
+                  and (c.min_value is None or low >= c.min_value)
+                  and (c.max_value is None or high <= c.max_value))
+        if not within or cast is not None or allow_nan:
+            within = _within(low, high, c, cast, allow_nan)
+        if not within:  # the clean case stops here
             if lows is None:
                 lows, highs = _extremes(xp, flat, allow_nan)
             _report_extremes(name, lows.astype(np.float64), highs.astype(np.float64), c, out,

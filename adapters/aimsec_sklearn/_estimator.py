@@ -6,6 +6,7 @@ import copy
 import warnings
 from typing import Any
 
+import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
@@ -15,7 +16,11 @@ from aimsec_core.guarded import GuardedMixin
 
 
 def _inner_has(method: str) -> Any:
-    return lambda self: hasattr(self._fitted, method)
+    def check(self: GuardedEstimator) -> bool:
+        state = self.__dict__
+        return hasattr(state["estimator_"] if "estimator_" in state else state.get("estimator"),
+                       method)
+    return check
 
 
 def _screened_method(method: str, doc: str) -> Any:
@@ -53,8 +58,12 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
 
     @property
     def __aimsec_guard__(self) -> Guard:
-        guard = getattr(self, "_aimsec_guard", None)
-        model = self._fitted
+        state = self.__dict__
+        model = state["estimator_"] if "estimator_" in state else state.get("estimator")
+        try:
+            guard = self._aimsec_guard
+        except AttributeError:
+            guard = None
         if guard is None or guard.model is not model:
             from . import SklearnAdapter
 
@@ -68,7 +77,8 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
 
     def _screened(self, method: str, X: Any, *args: Any, **kwargs: Any) -> Any:
         guard = self.__aimsec_guard__
-        X = guard.adapter.model_input(X)  # type: ignore[attr-defined]
+        if type(X) is not np.ndarray or X.dtype.kind == "O":  # plain numeric arrays as they are
+            X = guard.adapter.model_input(X)  # type: ignore[attr-defined]
         return guard.call({"X": X}, lambda: getattr(guard.model, method)(X, *args, **kwargs))
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> GuardedEstimator:

@@ -41,6 +41,8 @@ def model_input(value: Any, takes_strings: bool) -> Any:
 def read(value: Any, takes_strings: bool) -> Any | None:
     """``value`` as the core reads it: an ndarray, ``SparseValues``, ``ColumnBlocks``, or
     ``None`` for Python lists and scalars (the core converts those itself)."""
+    if type(value) is np.ndarray and value.dtype.kind != "O":
+        return value  # the common case, first
     if _is_sparse(value):
         return _sparse(value)
     if _is_pandas(value):
