@@ -140,7 +140,7 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
             except (ValueError, TypeError, OverflowError):
                 pass  # not numbers of that kind: convert as is and let the dtype check say so
         if spec is not None and spec.accepts_strings and _first_leaf_is_text(value):
-            return np.asarray(value, dtype=object)  # a str array pads every value: no
+            return np.asarray(value, dtype=object)  # a str array would pad every string
         return np.asarray(value)
     except (ValueError, TypeError, OverflowError) as exc:
         _block(out, "format", f"input {name!r} is a ragged or non-numeric nested sequence "
