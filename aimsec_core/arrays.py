@@ -6,7 +6,10 @@ Only per-sample summaries (a handful of numbers per sample) ever leave the devic
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,82 @@ try:  # array-api-compat covers torch and others; numpy is handled directly (fas
     import array_api_compat
 except ImportError:  # pragma: no cover - a declared dependency
     array_api_compat = None
+
+
+@dataclass(frozen=True, eq=False)
+class SparseValues:
+    """A 2-D sparse matrix as the checks read it, never densified.
+
+    ``data`` holds the stored values, one per stored entry and with duplicates already
+    summed (as the model will sum them); every other entry is an implicit zero. The row of
+    each stored value comes from ``indptr`` (compressed rows, CSR) or ``row`` (one row
+    index per value, as CSC's ``indices`` or COO's ``row``). ``parts`` are the arrays that
+    place the values (indices, indptr, ...), hashed with ``data``, ``format`` and ``shape``.
+    """
+
+    format: str
+    shape: tuple[int, int]
+    data: np.ndarray
+    parts: tuple[np.ndarray, ...]
+    indptr: np.ndarray | None = None
+    row: np.ndarray | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """The row of every stored value (int64, one per value of ``data``)."""
+        if self.row is not None:
+            return np.asarray(self.row, dtype=np.int64)
+        assert self.indptr is not None
+        return np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))
+
+    def stored_per_row(self) -> np.ndarray:
+        if self.indptr is not None:
+            return np.diff(self.indptr)
+        return np.bincount(self.rows, minlength=self.shape[0])
+
+    def tolist(self) -> dict[str, Any]:
+        """A JSON-able description (for audit lines that include their inputs)."""
+        return {"format": self.format, "shape": list(self.shape),
+                "data": self.data.tolist(), "parts": [p.tolist() for p in self.parts]}
+
+
+@dataclass(frozen=True, eq=False)
+class ColumnBlocks:
+    """A table whose columns differ in kind (a DataFrame of numbers and strings), as
+    blocks of columns sharing one numpy dtype, each of shape ``(n_rows, k)``: numeric
+    blocks get the numeric checks, the others the checks that apply to any value."""
+
+    shape: tuple[int, int]
+    blocks: tuple[np.ndarray, ...]
+    columns: tuple[str, ...] = ()
+    dtype: str = "mixed"
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def tolist(self) -> list[list[Any]]:
+        return [list(row) for row in zip(*(c for b in self.blocks for c in b.T.tolist()))]
+
+
+#: Inputs the core reads through their own structure instead of as one array.
+STRUCTURED = (SparseValues, ColumnBlocks)
+
+
+def element_count(array: Any) -> int:
+    """Elements an input holds, for ``max_size``: the stored values of a sparse matrix,
+    or its rows where there are more of those (the model answers every row)."""
+    if isinstance(array, SparseValues):
+        return max(int(array.data.size), int(array.shape[0]))
+    return math.prod(array.shape)
 
 
 def namespace(array: Any) -> Any:
@@ -26,7 +105,7 @@ def namespace(array: Any) -> Any:
 
 def to_host(array: Any) -> np.ndarray:
     """A small array (per-sample summaries) as numpy, moved off its device if needed."""
-    if isinstance(array, np.ndarray):
+    if isinstance(array, (np.ndarray, *STRUCTURED)):
         return array
     if array_api_compat.is_torch_array(array):  # torch reports a device object, not "cpu"
         host = array.detach().cpu()
@@ -117,8 +196,12 @@ def content_hash(arrays: Sequence[Any], device_digest: Any = None,
     for i, array in enumerate(arrays):
         label = f"{names[i]!r}:" if names is not None else ""
         digest.update(f"{label}{dtype_name(array)}{tuple(array.shape)}|".encode())
-        if isinstance(array, np.ndarray):
+        if isinstance(array, np.ndarray) and array.dtype.kind != "O":
             digest.update(np.ascontiguousarray(array).data)
+        elif isinstance(array, np.ndarray):
+            _digest_block(digest, array)
+        elif isinstance(array, STRUCTURED):
+            _digest_structured(digest, array)
         elif on_host(array) and numpy_has_dtype(array.dtype):
             digest.update(np.ascontiguousarray(np.from_dlpack(array)).data)
         else:  # on an accelerator, or of a dtype numpy lacks: digest where it lives
@@ -127,6 +210,31 @@ def content_hash(arrays: Sequence[Any], device_digest: Any = None,
                 remote = hashlib.sha256(np.ascontiguousarray(to_host(array)).data).hexdigest()
             digest.update(remote.encode())
     return digest.hexdigest()[:32]
+
+
+def _digest_structured(digest: Any, array: Any) -> None:
+    """Sparse matrices by format, index arrays and values; tables by column names and
+    blocks (object columns through their elements' text, type-tagged)."""
+    if isinstance(array, SparseValues):
+        digest.update(f"{array.format}|".encode())
+        for part in (*array.parts, array.data):
+            digest.update(f"{part.dtype.str}{part.shape}|".encode())
+            digest.update(np.ascontiguousarray(part).data)
+        return
+    digest.update(repr(array.columns).encode())
+    for block in array.blocks:
+        digest.update(f"{block.dtype.str}{block.shape}|".encode())
+        _digest_block(digest, block)
+
+
+def _digest_block(digest: Any, block: np.ndarray) -> None:
+    """A host array's values: its memory, or for Python objects their type and ``repr``
+    (their memory holds only pointers)."""
+    if block.dtype.kind != "O":
+        digest.update(np.ascontiguousarray(block).data)
+        return
+    for value in block.ravel().tolist():
+        digest.update(f"{type(value).__name__}:{value!r}\x00".encode())
 
 
 def largest_jump(array: Any, n: int) -> np.ndarray:

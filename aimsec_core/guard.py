@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .adapter import Adapter
-from .arrays import content_hash, dtype_kind, dtype_name, to_host
+from .arrays import STRUCTURED, content_hash, dtype_kind, dtype_name, to_host
 from .config import resolve_mode
 from .context import current_client, current_request_id, current_tier, new_request_id
 from .detection import DetectorSuite, Probe, select_detectors, softmax_if_needed
@@ -304,6 +304,14 @@ class Guard:
         assert self.calibration is not None
         suite = self.calibration.suite
         native = next(iter(validated.arrays.values()))
+        if isinstance(native, STRUCTURED):  # never densified, so the detectors can't read it
+            finding = Finding(
+                "format", f"input is a {type(native).__name__}; the detectors were calibrated "
+                "on dense arrays and read only those. Pass a dense array (x.toarray(), "
+                "df.to_numpy())", expected="dense array", received=type(native).__name__,
+                blocking=True)
+            return _NOT_YET, dataclasses.replace(verdict, allowed=False,
+                                                 findings=verdict.findings + (finding,))
         x = np.asarray(to_host(next(iter(validated.views.values()))))
         calibrated = tuple(self.calibration.sample_shape)
         if tuple(x.shape[1:]) != calibrated:
@@ -358,8 +366,9 @@ class Guard:
         if blocked:  # hash what was read up to the refusal, where it is plain data
             arrays = list(validated.seen.values())
             names = list(validated.seen)
-            if validated.oversized or any(dtype_kind(a) not in _HASHABLE_KINDS
-                                          for a in arrays):
+            if validated.oversized or any(
+                    not isinstance(a, STRUCTURED) and dtype_kind(a) not in _HASHABLE_KINDS
+                    for a in arrays):
                 return ""
         else:
             if validated.oversized:

@@ -20,13 +20,25 @@ class InputSpec:
 
     ``shape`` includes the batch axis; ``None`` marks a dimension of any length.
     ``strict_dtype`` means the framework refuses any other dtype (ONNX, torch); otherwise
-    any real numeric dtype is accepted and cast by the framework (Keras, scikit-learn).
+    any real numeric dtype is accepted and cast by the framework (Keras, scikit-learn) to
+    ``dtype`` where one is given, so float values beyond that dtype's range are refused as
+    non-finite (they would become infinite inside the model).
+
+    What else the framework takes for this input, beyond real numbers in a dense array:
+    ``accepts_bool`` (booleans, cast to numbers), ``accepts_strings`` (strings, objects and
+    categories: format checks apply, numeric content checks only to numeric values),
+    ``accepts_sparse`` (sparse matrices, checked on their stored values) and ``allow_nan``
+    (NaN marks a missing value; infinities stay refused).
     """
 
     name: str
     dtype: str | None = None
     shape: tuple[int | None, ...] | None = None
     strict_dtype: bool = False
+    accepts_bool: bool = False
+    accepts_strings: bool = False
+    accepts_sparse: bool = False
+    allow_nan: bool = False
 
     def describe(self) -> str:
         dims = "?" if self.shape is None else "(" + ", ".join(
@@ -39,7 +51,9 @@ class Constraints:
     """What a valid call looks like, beyond what the model declares.
 
     ``sample_shape`` (without the batch axis) and ``dtype`` give an explicit spec for
-    models that declare none; they override a declared one.
+    models that declare none; they override a declared one. ``allow_nan`` lets NaN
+    through as a missing value (``True``) or refuses it (``False``) whatever the model
+    declares; ``None`` follows the model.
     """
 
     min_value: float | None = None
@@ -49,6 +63,7 @@ class Constraints:
     min_sparsity: float | None = None
     sample_shape: tuple[int | None, ...] | None = None
     dtype: str | None = None
+    allow_nan: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_value", "max_value", "max_gradient", "min_sparsity"):
@@ -73,6 +88,9 @@ class Constraints:
             raise ConfigurationError(
                 f"constraint 'min_sparsity' is a share of non-zero values in [0, 1]; "
                 f"received {self.min_sparsity}")
+        if self.allow_nan is not None and not isinstance(self.allow_nan, bool):
+            raise ConfigurationError(
+                f"constraint 'allow_nan' must be True, False or None; received {self.allow_nan!r}")
         if self.sample_shape is not None:
             object.__setattr__(self, "sample_shape", tuple(self.sample_shape))
 
@@ -124,7 +142,8 @@ def merge_specs(declared: Sequence[InputSpec] | None, constraints: Constraints,
         spec = by_name.get(name)
         explicit = constraints.explicit_spec(name)
         if explicit is not None and spec is not None:
-            spec = InputSpec(name, explicit.dtype or spec.dtype, explicit.shape or spec.shape,
-                             explicit.strict_dtype or spec.strict_dtype)
+            spec = replace(spec, dtype=explicit.dtype or spec.dtype,
+                           shape=explicit.shape or spec.shape,
+                           strict_dtype=explicit.strict_dtype or spec.strict_dtype)
         merged[name] = explicit if spec is None else spec
     return merged

@@ -8,6 +8,7 @@ and range together; the structural checks run only when configured.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from .adapter import Adapter
-from .arrays import (declared_size, dtype_kind, dtype_name, host_view, largest_jump, namespace,
-                     to_host)
+from .arrays import (STRUCTURED, ColumnBlocks, SparseValues, declared_size, dtype_kind,
+                     dtype_name, element_count, host_view, largest_jump, namespace, to_host)
 from .signature import Constraints, InputSpec
 from .verdict import Finding
 
 _NUMERIC_KINDS = frozenset("fiu")
+_TEXT_KINDS = frozenset("OUS")  # Python objects, str, bytes: taken by models that take strings
 _KIND_NAMES = {"b": "bool", "c": "complex", "O": "object", "U": "str", "S": "bytes",
                "V": "void", "M": "datetime", "m": "timedelta"}
 
@@ -80,7 +82,8 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
                "batch size shared by every input", expected="equal batch sizes", received=sizes)
         return out
     out.batch_size = next(iter(sizes.values()), 1)
-    total = sum(math.prod(a.shape) for a in out.arrays.values())
+    total = sum(math.prod(a.shape) if isinstance(a, np.ndarray) else element_count(a)
+                for a in out.arrays.values())
     if constraints.max_size is not None and total > constraints.max_size:
         # Decided from the shapes alone, before anything reads, copies or allocates per
         # sample: refusing a huge input (or a broadcast view) costs the same as a small one.
@@ -91,13 +94,13 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         return out
     out.flags = np.zeros(out.batch_size, dtype=bool)
     for name, array in out.arrays.items():
-        view = host_view(array)
+        view = array if isinstance(array, STRUCTURED) else host_view(array)
         out.views[name] = array = array if view is None else view
         if name in batched:
-            _check_content(name, array, out.batch_size, constraints, out)
+            _check_values(name, array, out.batch_size, constraints, specs.get(name), out)
         else:  # a call-level input (no batch axis): its findings concern the whole call
             whole = Validated(flags=np.zeros(1, dtype=bool))
-            _check_content(name, array, 1, constraints, whole)
+            _check_values(name, array, 1, constraints, specs.get(name), whole)
             for finding in whole.findings:
                 _add(out, dataclasses.replace(finding, samples=()))
     return out
@@ -147,6 +150,8 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                 return np.asarray(value, dtype=spec.dtype)
             except (ValueError, TypeError, OverflowError):
                 pass  # not numbers of that kind: convert as is and let the dtype check say so
+        if spec is not None and spec.accepts_strings and _first_leaf_is_text(value):
+            return np.asarray(value, dtype=object)  # a str array would pad every string
         return np.asarray(value)
     except (ValueError, TypeError, OverflowError) as exc:
         _block(out, "format", f"input {name!r} is a ragged or non-numeric nested sequence; "
@@ -156,18 +161,49 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
         return None
 
 
+def _first_leaf_is_text(value: Any) -> bool:
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return isinstance(value, (str, bytes))
+
+
+def _refused_kinds(array: Any, spec: InputSpec | None) -> list[str]:
+    """The dtype kinds in ``array`` the model does not take (usually none)."""
+    accepted = _NUMERIC_KINDS if spec is None else _accepted_kinds(spec.accepts_bool,
+                                                                   spec.accepts_strings)
+    if isinstance(array, ColumnBlocks):
+        return sorted({b.dtype.kind for b in array.blocks} - accepted)
+    kind = dtype_kind(array.data if isinstance(array, SparseValues) else array)
+    return [] if kind in accepted else [kind]
+
+
+@functools.lru_cache(maxsize=None)
+def _accepted_kinds(accepts_bool: bool, accepts_strings: bool) -> frozenset[str]:
+    return (_NUMERIC_KINDS | (frozenset("b") if accepts_bool or accepts_strings else frozenset())
+            | (_TEXT_KINDS if accepts_strings else frozenset()))
+
+
 def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated) -> bool:
     shape = tuple(array.shape)
     if 0 in shape:
         _block(out, "empty", f"input {name!r} is empty (shape {shape}); expected at least "
                "one sample with at least one value", expected="non-empty", received=shape)
         return False
-    kind = dtype_kind(array)
+    if isinstance(array, SparseValues) and not (spec is not None and spec.accepts_sparse):
+        _block(out, "format", f"input {name!r} is a sparse matrix ({array.format}); the "
+               "model does not take sparse input. Convert it to a dense array first "
+               "(x.toarray())", expected="dense array", received=f"sparse {array.format}")
+        return False
     received = dtype_name(array)
-    if kind not in _NUMERIC_KINDS and not (spec is not None and spec.dtype == received):
-        _block(out, "dtype", f"input {name!r} has dtype {received} "
-               f"({_KIND_NAMES.get(kind, kind)}); expected real numbers (float or int)",
-               expected=spec.dtype if spec and spec.dtype else "real numeric",
+    refused = (() if not isinstance(array, STRUCTURED) and dtype_kind(array) in _NUMERIC_KINDS
+               else _refused_kinds(array, spec))  # real numbers, the common case, first
+    if refused and not (spec is not None and spec.dtype == received):
+        names = ", ".join(_KIND_NAMES.get(k, k) for k in refused)
+        wanted = ("numbers, booleans, strings or other objects" if spec and spec.accepts_strings
+                  else "real numbers (float or int)"
+                  + (" or booleans" if spec and spec.accepts_bool else ""))
+        _block(out, "dtype", f"input {name!r} has dtype {received} ({names}); expected "
+               f"{wanted}", expected=spec.dtype if spec and spec.dtype else "real numeric",
                received=received)
         return False
     if spec is None:
@@ -182,8 +218,12 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
         fits = len(shape) == len(expected) and all(
             e is None or e == r for e, r in zip(expected, shape))
         if not fits:
-            hint = (" For a single sample, add the batch axis (x.reshape(1, -1) or x[None])."
-                    if len(shape) == len(expected) - 1 else "")
+            hint = (" Reshape your data: for a single sample, add the batch axis "
+                    "(x.reshape(1, -1) or x[None])." if len(shape) == len(expected) - 1 else "")
+            if len(shape) == len(expected) == 2 and expected[1] is not None:
+                # scikit-learn's wording, which tools written for it look for
+                hint = (f" ({name} has {shape[1]} features, but it is expecting "
+                        f"{expected[1]} features as input.)")
             _block(out, "shape", f"input {name!r} has shape {shape}; the model expects "
                    f"{spec.describe()}.{hint}", expected=spec.describe(), received=shape)
             return False
@@ -206,30 +246,103 @@ def _batch_size(array: Any, spec: InputSpec | None) -> int:
     return int(array.shape[0])
 
 
-def _extremes(xp: Any, flat: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample minimum and maximum, as host arrays; NaN propagates into both."""
+def _check_values(name: str, array: Any, n: int, c: Constraints, spec: InputSpec | None,
+                  out: Validated) -> None:
+    """The content checks that apply to what ``array`` holds: numbers get all of them,
+    Python objects and strings only the missing-value one; tables go block by block."""
+    allow_nan = c.allow_nan if c.allow_nan is not None else (spec is not None and spec.allow_nan)
+    if isinstance(array, ColumnBlocks):
+        for block in array.blocks:
+            _check_values(name, block, n, c, spec, out)
+    elif isinstance(array, SparseValues):
+        _check_sparse(name, array, n, c, out, allow_nan, _cast_limit(spec, array.data))
+    elif (kind := dtype_kind(array)) in _TEXT_KINDS:
+        if not allow_nan and kind == "O":
+            _check_missing(name, array, n, out)
+    else:
+        cast = None if spec is None or spec.dtype is None else _cast_limit(spec, array)
+        _check_content(name, array, n, c, out, allow_nan, cast)
+
+
+def _cast_limit(spec: InputSpec | None, array: Any) -> tuple[str, float] | None:
+    """``(dtype, largest finite value)`` where the framework casts floats to a narrower
+    float dtype it declares (float64 to float32): larger values become infinite there."""
+    if spec is None or not spec.dtype or spec.strict_dtype or dtype_kind(array) != "f":
+        return None
+    return _narrowing(dtype_name(array), spec.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _narrowing(source: str, target: str) -> tuple[str, float] | None:
+    try:
+        src, dst = np.dtype(source), np.dtype(target)
+    except TypeError:
+        return None  # a dtype numpy lacks (bfloat16): nothing to compare
+    if dst.kind != "f" or src.itemsize <= dst.itemsize:
+        return None
+    return dst.name, float(np.finfo(dst).max)
+
+
+def _extremes(xp: Any, flat: Any, skip_nan: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample minimum and maximum, as host arrays; NaN propagates into both, unless
+    ``skip_nan`` (then only a sample of nothing but NaN gets NaN)."""
     if xp is np:
+        if skip_nan:
+            return np.fmin.reduce(flat, axis=1), np.fmax.reduce(flat, axis=1)
         return flat.min(axis=1), flat.max(axis=1)  # methods skip numpy's dispatch layer
-    return to_host(xp.min(flat, axis=1)), to_host(xp.max(flat, axis=1))
+    if not skip_nan:
+        return to_host(xp.min(flat, axis=1)), to_host(xp.max(flat, axis=1))
+    nan = xp.isnan(flat)
+    lows = to_host(xp.min(xp.where(nan, xp.full_like(flat, math.inf), flat), axis=1))
+    highs = to_host(xp.max(xp.where(nan, xp.full_like(flat, -math.inf), flat), axis=1))
+    return _mark_all_missing(lows.astype(np.float64), highs.astype(np.float64))
 
 
-def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated) -> None:
+def _mark_all_missing(lows: np.ndarray, highs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Samples whose minimum exceeds their maximum held nothing but NaN: NaN for both."""
+    empty = lows > highs
+    if empty.any():
+        lows, highs = lows.copy(), highs.copy()
+        lows[empty] = highs[empty] = np.nan
+    return lows, highs
+
+
+def _within(low: float, high: float, c: Constraints, cast: tuple[str, float] | None,
+            allow_nan: bool) -> bool:
+    """Whether one minimum and maximum (over a sample or a whole batch) pass every bound."""
+    if allow_nan and math.isnan(low) and math.isnan(high):
+        return True  # nothing but missing values
+    return (math.isfinite(low) and math.isfinite(high)
+            and (c.min_value is None or low >= c.min_value)
+            and (c.max_value is None or high <= c.max_value)
+            and (cast is None or (-cast[1] <= low and high <= cast[1])))
+
+
+def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated,
+                   allow_nan: bool = False, cast: tuple[str, float] | None = None) -> None:
     xp = namespace(array)
-    flat = xp.reshape(array, (n, -1))
-    if dtype_kind(array) == "f" or c.min_value is not None or c.max_value is not None:
+    flat = array.reshape(n, -1) if xp is np else xp.reshape(array, (n, -1))  # skip dispatch
+    kind = array.dtype.kind if xp is np else dtype_kind(array)
+    if kind == "f" or c.min_value is not None or c.max_value is not None:
         lows = highs = None
-        if xp is np:  # one min and one max over everything; per sample only if needed
+        if xp is np and not allow_nan:  # one min and one max over everything
             low, high = float(flat.min()), float(flat.max())
+        elif xp is np:
+            low = float(np.fmin.reduce(flat, axis=None))
+            high = float(np.fmax.reduce(flat, axis=None))
         else:  # on a device: per-sample summaries are all that come back to the host
-            lows, highs = _extremes(xp, flat)
-            low, high = float(lows.min()), float(highs.max())
-        within = (math.isfinite(low) and math.isfinite(high)
+            lows, highs = _extremes(xp, flat, allow_nan)
+            low, high = float(np.fmin.reduce(lows)), float(np.fmax.reduce(highs))
+        within = (math.isfinite(low) and math.isfinite(high)  # the clean case, inline
                   and (c.min_value is None or low >= c.min_value)
                   and (c.max_value is None or high <= c.max_value))
-        if not within:  # the common clean case stops here, without per-sample masks
+        if not within or cast is not None or allow_nan:
+            within = _within(low, high, c, cast, allow_nan)
+        if not within:  # the clean case stops here
             if lows is None:
-                lows, highs = _extremes(xp, flat)
-            _report_extremes(name, lows.astype(np.float64), highs.astype(np.float64), c, out)
+                lows, highs = _extremes(xp, flat, allow_nan)
+            _report_extremes(name, lows.astype(np.float64), highs.astype(np.float64), c, out,
+                             allow_nan, cast)
     if c.max_gradient is not None:
         jumps = largest_jump(array, n)
         steep = jumps > c.max_gradient
@@ -241,23 +354,104 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
                 detail=f"largest jump {np.nanmax(jumps):.6g}"))
     if c.min_sparsity is not None:
         density = to_host(xp.sum(xp.astype(flat != 0, xp.float32), axis=1)) / flat.shape[1]
-        sparse = density < c.min_sparsity
-        if sparse.any():
-            _add(out, Finding(
-                "min_sparsity", f"input {name!r}, {_which(sparse)}: fewer than "
-                f"{c.min_sparsity} of values are non-zero (min_sparsity)",
-                samples=_indices(sparse), expected=c.min_sparsity,
-                received=float(density.min()),
-                detail=f"least share of non-zero values {density.min():.3g}"))
+        _report_density(name, density, c, out)
+
+
+def _check_sparse(name: str, array: SparseValues, n: int, c: Constraints, out: Validated,
+                  allow_nan: bool, cast: tuple[str, float] | None) -> None:
+    """The numeric checks on a sparse matrix's stored values and its implicit zeros."""
+    data, (rows, cols) = array.data, array.shape
+    if data.dtype.kind == "f" or c.min_value is not None or c.max_value is not None:
+        zeros = data.size < rows * cols  # canonical: each entry stored at most once
+        if data.size == 0:
+            low = high = 0.0
+        elif allow_nan:
+            low, high = float(np.fmin.reduce(data)), float(np.fmax.reduce(data))
+        else:
+            low, high = float(data.min()), float(data.max())
+        if zeros and not math.isnan(low):
+            low, high = min(low, 0.0), max(high, 0.0)
+        if not _within(low, high, c, cast, allow_nan):
+            lows, highs = np.full(rows, np.inf), np.full(rows, -np.inf)
+            smaller, larger = (np.fmin, np.fmax) if allow_nan else (np.minimum, np.maximum)
+            with np.errstate(invalid="ignore"):  # NaN is what is being looked for
+                smaller.at(lows, array.rows, data)
+                larger.at(highs, array.rows, data)
+            has_zero = array.stored_per_row() < cols
+            lows[has_zero] = smaller(lows[has_zero], 0.0)
+            highs[has_zero] = larger(highs[has_zero], 0.0)
+            lows, highs = _mark_all_missing(lows, highs)
+            _report_extremes(name, lows, highs, c, out, allow_nan, cast)
+    if c.max_gradient is not None:
+        _add(out, Finding(
+            "max_gradient", f"input {name!r} is a sparse matrix; the max_gradient constraint "
+            "compares neighbouring values and is not checked on sparse input. Pass a dense "
+            "array (x.toarray()) or drop max_gradient", expected="dense array",
+            received=f"sparse {array.format}"))
+    if c.min_sparsity is not None:
+        nonzero = np.bincount(array.rows[data != 0], minlength=rows)
+        _report_density(name, nonzero / cols, c, out)
+
+
+def _report_density(name: str, density: np.ndarray, c: Constraints, out: Validated) -> None:
+    assert c.min_sparsity is not None
+    sparse = density < c.min_sparsity
+    if sparse.any():
+        _add(out, Finding(
+            "min_sparsity", f"input {name!r}, {_which(sparse)}: fewer than "
+            f"{c.min_sparsity} of values are non-zero (min_sparsity)",
+            samples=_indices(sparse), expected=c.min_sparsity,
+            received=float(density.min()),
+            detail=f"least share of non-zero values {density.min():.3g}"))
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+_missing = np.frompyfunc(_is_missing, 1, 1)
+
+
+def _check_missing(name: str, array: np.ndarray, n: int, out: Validated) -> None:
+    """Python objects (strings, categories): ``None`` or NaN marks a missing value."""
+    missing = _missing(array.reshape(n, -1)).astype(bool).any(axis=1)
+    if missing.any():
+        _add(out, Finding("null", f"input {name!r}, {_which(missing)}: missing values (None "
+                          "or NaN); expected a value in every place, as the model does not "
+                          "handle missing values", samples=_indices(missing),
+                          expected="no missing values", received="None/NaN"))
 
 
 def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constraints,
-                     out: Validated) -> None:
-    finite = np.isfinite(lows) & np.isfinite(highs)
-    if not finite.all():
-        _add(out, Finding("finite", f"input {name!r}, {_which(~finite)}: NaN or infinite "
-                          "values; expected finite numbers", samples=_indices(~finite),
-                          expected="finite", received="NaN/Inf"))
+                     out: Validated, allow_nan: bool = False,
+                     cast: tuple[str, float] | None = None) -> None:
+    nan = np.isnan(lows) | np.isnan(highs)
+    inf = np.isinf(lows) | np.isinf(highs)
+    bad = inf if allow_nan else inf | nan
+    if bad.any():
+        if allow_nan or not nan.any():
+            what, received = "infinite values (inf)", "inf"
+        else:
+            what, received = ("NaN values" if not inf.any() else "NaN or infinite values",
+                              "NaN" if not inf.any() else "NaN/Inf")
+        expected = ("finite numbers or NaN (a missing value, which the model handles)"
+                    if allow_nan else "finite numbers")
+        _add(out, Finding("finite", f"input {name!r}, {_which(bad)}: {what}; expected "
+                          f"{expected}", samples=_indices(bad), expected="finite",
+                          received=received))
+    finite = ~(nan | inf)
+    if cast is not None:
+        dtype, largest = cast
+        overflow = finite & ((lows < -largest) | (highs > largest))
+        if overflow.any():
+            i = int(np.argmax(overflow))
+            _add(out, Finding(
+                "finite", f"input {name!r}, {_which(overflow)}: values beyond {dtype}'s "
+                f"range, which become infinite when the model casts its input to {dtype}; "
+                f"expected values within +-{largest:.6g}", samples=_indices(overflow),
+                expected=f"finite {dtype}", received=(float(lows[i]), float(highs[i])),
+                detail=f"sample {i} spans [{lows[i]:.6g}, {highs[i]:.6g}]"))
+            finite &= ~overflow
     outside = np.zeros(len(lows), dtype=bool)
     if c.min_value is not None:
         outside |= finite & (lows < c.min_value)

@@ -97,3 +97,38 @@ def test_monitor_mode_turns_model_failures_on_flagged_input_into_typed_errors(ca
         assert sink.events[before].outcome in ("allowed", "flagged")
 
     check()
+
+
+def _with_valid_inputs(cases: list[AdapterCase]) -> list:
+    """Cases without a strategy are expected failures naming what is missing, never skips."""
+    return [pytest.param(c, id=c.id, marks=() if c.valid_inputs is not None else
+                         pytest.mark.xfail(strict=True, reason=(
+                             f"the {c.id} case has no AdapterCase.valid_inputs strategy "
+                             "(inputs its plain model accepts) yet")))
+            for c in cases]
+
+
+@pytest.mark.parametrize("mode", ["monitor", "enforce"])
+@pytest.mark.parametrize("valid_case", _with_valid_inputs(CASES))
+def test_every_input_the_plain_model_accepts_gives_the_same_result_through_the_guard(
+        valid_case, mode):
+    """Valid for the framework: whatever container, dtype or layout the plain model takes
+    runs through the guard (no content constraints) clean, with the plain model's result."""
+    assert valid_case.valid_inputs is not None, f"{valid_case.id}: no valid_inputs strategy"
+    sink = ListSink()
+    model = valid_case.model()
+    constraints = {} if valid_case.declares_shape else {"sample_shape": valid_case.sample_shape}
+    guarded = aimsec_core.guard(model, name=f"valid-{valid_case.id}", sinks=[sink], mode=mode,
+                                constraints=constraints)
+
+    @settings(max_examples=EXAMPLES.get(valid_case.id, 2000) // 8, deadline=None,
+              database=None, suppress_health_check=list(HealthCheck))
+    @given(value=valid_case.valid_inputs())
+    def check(value):
+        expected = valid_case.call_plain(model, value)
+        before = len(sink.events)
+        out = valid_case.call_guarded(guarded, value)
+        assert sink.events[before].outcome == "allowed", sink.events[before].verdict.findings
+        np.testing.assert_array_equal(out, expected)
+
+    check()

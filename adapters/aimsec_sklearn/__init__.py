@@ -10,10 +10,24 @@
     >>> bool((guarded.predict(X[:5] / 16) == model.predict(X[:5] / 16)).all())
     True
 
-``predict``, ``predict_proba``, ``predict_log_proba``, ``decision_function`` and ``score``
-are guarded where the wrapped estimator has them; ``fit`` fits the wrapped estimator in
-place (as ``Pipeline`` does with its steps). ``get_params``/``clone`` work, so the guarded
-model goes into a ``Pipeline`` or ``cross_val_score`` unchanged.
+Every way to run the model through the guarded object is screened (one record, one
+verdict per call): ``predict``, ``predict_proba``, ``predict_log_proba``,
+``predict_joint_log_proba``, ``decision_function``, ``score``, ``score_samples``,
+``transform`` and ``staged_predict``/``staged_predict_proba``/``staged_decision_function``,
+each where the wrapped estimator has it. ``fit`` fits a clone of the estimator into
+``estimator_`` (scikit-learn's rule for meta-estimators: parameters are never changed) and
+the guard then screens calls to that fitted clone; ``fit_predict`` and ``fit_transform``
+are not offered (call ``fit``, then the screened method). ``get_params``/``clone`` work, so
+the guarded model goes into a ``Pipeline`` or ``cross_val_score`` unchanged. ``estimator``,
+``estimator_`` and fitted attributes such as ``tree_`` are the plain model's own parts:
+calls made on them directly are not screened.
+
+``X`` may be anything the estimator takes (see ``_inputs`` and ``_spec``): numpy arrays of
+numbers or booleans, nested lists, objects with ``__array__``, pandas DataFrames (handed
+over unchanged, feature names included), scipy sparse matrices where the estimator's tags
+say ``sparse`` (checked on their stored values, never densified), strings and categories
+where the estimators reading ``X`` first say ``string`` or ``categorical``, and NaN where
+every part of the model says ``allow_nan``.
 """
 
 from __future__ import annotations
@@ -24,6 +38,9 @@ from typing import Any
 from aimsec_core.adapter import Adapter, Capabilities
 from aimsec_core.guard import Guard
 from aimsec_core.signature import InputSpec
+
+from . import _inputs
+from ._spec import input_spec
 
 __all__ = ["SklearnAdapter"]
 
@@ -39,21 +56,19 @@ class SklearnAdapter(Adapter):
         return (base is not None and isinstance(model, base.BaseEstimator)
                 and hasattr(model, "predict"))
 
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        self.spec = input_spec(model)
+
     def signature(self) -> list[InputSpec] | None:
-        n_features = getattr(self.model, "n_features_in_", None)
-        if n_features is None:
-            return None
-        return [InputSpec("X", None, (None, int(n_features)))]
+        return [self.spec]
+
+    def model_input(self, value: Any) -> Any:
+        """What the estimator is handed for ``value`` (see ``_inputs.model_input``)."""
+        return _inputs.model_input(value, self.spec.accepts_strings)
 
     def native(self, value: Any) -> Any | None:
-        import numpy as np
-
-        if isinstance(value, np.ndarray):
-            return value
-        pandas = sys.modules.get("pandas")
-        if pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)):
-            return value.to_numpy()
-        return None
+        return _inputs.read(value, self.spec.accepts_strings)
 
     def parameters_digest(self) -> str | None:
         """SHA-256 over the estimator's parameters and fitted arrays (attributes ending in

@@ -6,7 +6,8 @@ import copy
 import warnings
 from typing import Any
 
-from sklearn.base import BaseEstimator
+import numpy as np
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
@@ -15,11 +16,33 @@ from aimsec_core.guarded import GuardedMixin
 
 
 def _inner_has(method: str) -> Any:
-    return lambda self: hasattr(self.estimator, method)
+    def check(self: GuardedEstimator) -> bool:
+        state = self.__dict__
+        return hasattr(state["estimator_"] if "estimator_" in state else state.get("estimator"),
+                       method)
+    return check
+
+
+def _screened_method(method: str, doc: str) -> Any:
+    """A method that screens ``X`` and runs the fitted estimator's method of that name."""
+
+    def call(self: GuardedEstimator, X: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._screened(method, X, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = method
+    call.__doc__ = doc
+    return available_if(_inner_has(method))(call)
 
 
 class GuardedEstimator(GuardedMixin, BaseEstimator):
-    """Wraps a scikit-learn estimator so its predict-like calls are screened and recorded."""
+    """Wraps a scikit-learn estimator so its predict-like calls are screened and recorded.
+
+    The guard lives in a slot, outside ``__dict__`` (scikit-learn checks that predicting
+    leaves ``__dict__`` unchanged), and is built on first use for the fitted estimator:
+    ``estimator_`` after ``fit``, else ``estimator`` (a model guarded already trained).
+    """
+
+    __slots__ = ("_aimsec_guard", "_aimsec_calibration")
 
     def __init__(self, estimator: Any, *, name: str | None = None, mode: str | None = None,
                  constraints: Any = None, sinks: list[Any] | None = None) -> None:
@@ -30,65 +53,88 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         self.sinks = sinks
 
     @property
+    def _fitted(self) -> Any:
+        return self.__dict__.get("estimator_", self.__dict__.get("estimator"))
+
+    @property
     def __aimsec_guard__(self) -> Guard:
-        guard = self.__dict__.get("_aimsec_guard")
-        if guard is None or guard.model is not self.estimator:
+        state = self.__dict__
+        model = state["estimator_"] if "estimator_" in state else state.get("estimator")
+        try:
+            guard = self._aimsec_guard
+        except AttributeError:
+            guard = None
+        if guard is None or guard.model is not model:
             from . import SklearnAdapter
 
-            guard = Guard(self.estimator, SklearnAdapter(self.estimator), name=self.name,
-                          mode=self.mode, constraints=self.constraints, sinks=self.sinks,
-                          calibration=self.__dict__.pop("_aimsec_calibration", None))
+            calibration = getattr(self, "_aimsec_calibration", None)
+            self._aimsec_calibration = None
+            guard = Guard(model, SklearnAdapter(model), name=self.name, mode=self.mode,
+                          constraints=self.constraints, sinks=self.sinks,
+                          calibration=calibration)
             self._aimsec_guard = guard
         return guard
 
     def _screened(self, method: str, X: Any, *args: Any, **kwargs: Any) -> Any:
-        return self.__aimsec_guard__.call(
-            {"X": X}, lambda: getattr(self.estimator, method)(X, *args, **kwargs))
+        guard = self.__aimsec_guard__
+        if type(X) is not np.ndarray or X.dtype.kind == "O":  # plain numeric arrays as they are
+            X = guard.adapter.model_input(X)  # type: ignore[attr-defined]
+        return guard.call({"X": X}, lambda: getattr(guard.model, method)(X, *args, **kwargs))
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> GuardedEstimator:
-        self.estimator.fit(X, y, **fit_params)
-        previous = self.__dict__.get("_aimsec_guard")
+        """Fit a clone of ``estimator`` into ``estimator_`` (training data is not screened)."""
+        fitted = clone(self.estimator).fit(X, y, **fit_params)
+        previous = getattr(self, "_aimsec_guard", None)
         if previous is not None and previous.calibration is not None:
             warnings.warn("refitting the model discards its detector calibration (it described "
                           "the old model); call calibrate(x_clean) again", stacklevel=2)
-        self._aimsec_guard = None  # the declared input shape may have changed
+        self.estimator_ = fitted  # the guard is rebuilt for it on the next call
         return self
 
-    @available_if(_inner_has("predict"))
-    def predict(self, X: Any, **kwargs: Any) -> Any:
-        return self._screened("predict", X, **kwargs)
-
-    @available_if(_inner_has("predict_proba"))
-    def predict_proba(self, X: Any, **kwargs: Any) -> Any:
-        return self._screened("predict_proba", X, **kwargs)
-
-    @available_if(_inner_has("predict_log_proba"))
-    def predict_log_proba(self, X: Any, **kwargs: Any) -> Any:
-        return self._screened("predict_log_proba", X, **kwargs)
-
-    @available_if(_inner_has("decision_function"))
-    def decision_function(self, X: Any, **kwargs: Any) -> Any:
-        return self._screened("decision_function", X, **kwargs)
+    predict = _screened_method("predict", "Screened ``estimator.predict(X)``.")
+    predict_proba = _screened_method("predict_proba", "Screened ``predict_proba(X)``.")
+    predict_log_proba = _screened_method("predict_log_proba",
+                                         "Screened ``predict_log_proba(X)``.")
+    predict_joint_log_proba = _screened_method("predict_joint_log_proba",
+                                               "Screened ``predict_joint_log_proba(X)``.")
+    decision_function = _screened_method("decision_function",
+                                         "Screened ``decision_function(X)``.")
 
     @available_if(_inner_has("score"))
     def score(self, X: Any, y: Any = None, **kwargs: Any) -> Any:
+        """Screened ``estimator.score(X, y)`` (``X`` is screened; ``y`` is the caller's)."""
         return self._screened("score", X, y, **kwargs)
 
+    score_samples = _screened_method("score_samples", "Screened ``score_samples(X)``.")
+    transform = _screened_method("transform", "Screened ``transform(X)``.")
+    staged_predict = _screened_method(
+        "staged_predict", "Screened once for all stages; returns the estimator's generator.")
+    staged_predict_proba = _screened_method(
+        "staged_predict_proba", "Screened once for all stages; returns the generator.")
+    staged_decision_function = _screened_method(
+        "staged_decision_function", "Screened once for all stages; returns the generator.")
+
     def __sklearn_tags__(self) -> Any:
-        return copy.deepcopy(get_tags(self.estimator))
+        return copy.deepcopy(get_tags(self._fitted))
 
     def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self.estimator, "n_features_in_") or hasattr(self.estimator, "classes_")
+        model = self._fitted
+        return hasattr(model, "n_features_in_") or hasattr(model, "classes_")
 
     def __getattr__(self, name: str) -> Any:
         # Fitted attributes (classes_, n_features_in_, coef_ ...) read through to the model.
         if name.endswith("_") and not name.startswith("__") and "estimator" in self.__dict__:
-            return getattr(self.__dict__["estimator"], name)
+            return getattr(self._fitted, name)
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        guard = state.pop("_aimsec_guard", None)  # rebuilt on first use; its sinks hold files
+        guard = getattr(self, "_aimsec_guard", None)  # rebuilt on first use; sinks hold files
         if guard is not None and guard.calibration is not None:
             state["_aimsec_calibration"] = guard.calibration  # plain arrays: it travels
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self._aimsec_calibration = state.pop("_aimsec_calibration", None)
+        self.__dict__.update(state)

@@ -33,6 +33,11 @@ class AdapterCase:
     sample_shape: tuple[int, ...] = (64,)
     #: The model declares its input shape, so a wrong shape is caught without constraints.
     declares_shape: bool = True
+    #: A function returning a hypothesis strategy of inputs the PLAIN model accepts, in
+    #: the framework's own forms (every dtype, container and layout it takes), for the
+    #: "valid for the framework" fuzz test: through the guard each must give exactly the
+    #: plain model's result. ``None`` until the adapter's case provides one.
+    valid_inputs: Callable[[], Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def model(self) -> Any:

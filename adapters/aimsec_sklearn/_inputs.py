@@ -1,0 +1,132 @@
+"""``X`` as scikit-learn reads it, for the core's checks (numpy only; scipy and pandas
+are looked up through ``sys.modules``, so they are never imported here).
+
+- numpy arrays: as they are; an object array of numbers becomes float64 for an estimator
+  that takes only numbers (``check_array`` does the same);
+- anything else with ``__array__`` (a tensor, an xarray, a lazy array): ``np.asarray``
+  once, and the estimator gets that array (so it is converted exactly once);
+- scipy sparse matrices and arrays: their stored values, never densified (formats other
+  than canonical CSR/CSC are converted to CSR, summing duplicate entries as the estimator
+  will);
+- pandas DataFrames and Series: their values converted by scikit-learn's rules (one
+  common numeric dtype, nullable columns as float with NaN); a frame whose columns differ
+  in kind becomes column blocks. The estimator gets the frame itself, feature names and
+  all.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from aimsec_core.arrays import ColumnBlocks, SparseValues
+
+
+def model_input(value: Any, takes_strings: bool) -> Any:
+    """What the estimator is handed for ``value``: the value itself, or the array it
+    would convert it to where converting twice could differ or cost twice."""
+    if isinstance(value, np.ndarray):
+        return _numeric_objects(value, takes_strings)
+    if _is_sparse(value) or _is_pandas(value) or not hasattr(value, "__array__"):
+        return value
+    try:
+        array = np.asarray(value)
+    except Exception:  # noqa: BLE001 - the core reports the value it cannot read
+        return value
+    return _numeric_objects(array, takes_strings)
+
+
+def read(value: Any, takes_strings: bool) -> Any | None:
+    """``value`` as the core reads it: an ndarray, ``SparseValues``, ``ColumnBlocks``, or
+    ``None`` for Python lists and scalars (the core converts those itself)."""
+    if type(value) is np.ndarray and value.dtype.kind != "O":
+        return value  # the common case, first
+    if _is_sparse(value):
+        return _sparse(value)
+    if _is_pandas(value):
+        return _frame(value, takes_strings)
+    if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
+        return model_input(np.asarray(value), takes_strings)
+    return None
+
+
+def _numeric_objects(array: np.ndarray, takes_strings: bool) -> np.ndarray:
+    if array.dtype.kind != "O" or takes_strings:
+        return array
+    try:
+        return array.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return array  # not numbers: the dtype check refuses it
+
+
+def _is_sparse(value: Any) -> bool:
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(value)
+
+
+def _is_pandas(value: Any) -> bool:
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series))
+
+
+def _sparse(matrix: Any) -> SparseValues:
+    if matrix.ndim != 2:
+        raise ValueError(f"a sparse input must be 2-D (n_samples, n_features); received "
+                         f"shape {matrix.shape}")
+    canonical = matrix
+    if matrix.format not in ("csr", "csc"):
+        canonical = matrix.tocsr()  # sums duplicate entries, as the estimator's CSR will
+    elif not matrix.has_canonical_format:
+        canonical = matrix.copy()
+        canonical.sum_duplicates()
+    shape = (int(matrix.shape[0]), int(matrix.shape[1]))
+    parts = (canonical.indices, canonical.indptr)
+    if canonical.format == "csr":
+        return SparseValues(matrix.format, shape, canonical.data, parts, indptr=canonical.indptr)
+    return SparseValues(matrix.format, shape, canonical.data, parts, row=canonical.indices)
+
+
+def _frame(frame: Any, takes_strings: bool) -> Any:
+    pandas = sys.modules["pandas"]
+    if isinstance(frame, pandas.Series):
+        frame = frame.to_frame()
+        one_d = True
+    else:
+        one_d = False
+    dtypes = list(frame.dtypes)
+    numeric = [_numeric(d) for d in dtypes]
+    if all(numeric) or not takes_strings:
+        try:
+            values = _as_numbers(frame, dtypes)
+        except (TypeError, ValueError):
+            values = None  # strings or objects: refused below unless the model takes them
+        if values is not None:
+            return values.ravel() if one_d else values
+    if one_d:
+        return frame.iloc[:, 0].to_numpy(dtype=object)
+    kinds = np.asarray(numeric)
+    blocks, columns = [], []
+    for is_numeric in (True, False):
+        chosen = frame.loc[:, kinds == is_numeric]
+        if chosen.shape[1]:
+            blocks.append(_as_numbers(chosen, list(chosen.dtypes)) if is_numeric
+                          else chosen.to_numpy(dtype=object))
+            columns.extend(str(c) for c in chosen.columns)
+    return ColumnBlocks((int(frame.shape[0]), int(frame.shape[1])), tuple(blocks),
+                        tuple(columns))
+
+
+def _numeric(dtype: Any) -> bool:
+    if isinstance(dtype, np.dtype):
+        return dtype.kind in "biuf"
+    return getattr(dtype, "kind", "O") in "biuf"  # pandas' nullable Int64, Float64, boolean
+
+
+def _as_numbers(frame: Any, dtypes: list[Any]) -> np.ndarray:
+    """A frame's values as ``check_array`` makes them: numpy dtypes to their common type;
+    pandas' nullable ones to float64 with NaN for missing values; objects to float64."""
+    if dtypes and all(isinstance(d, np.dtype) and d.kind in "biuf" for d in dtypes):
+        return frame.to_numpy(dtype=np.result_type(*dtypes))
+    return frame.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -1,0 +1,134 @@
+"""What a scikit-learn estimator takes as ``X``, read from its own tags.
+
+scikit-learn describes an estimator's input in ``get_tags(est).input_tags`` (``string``,
+``categorical``, ``two_d_array``, ``sparse``, ``allow_nan``); a composite (``Pipeline``,
+``ColumnTransformer``, ``FeatureUnion``) does not pass every tag of its parts up, so the
+parts are read too:
+
+- strings: the estimators that first read ``X`` (a pipeline's first step, a column
+  transformer's transformers) take strings or categories;
+- NaN: every part allows it (a conservative rule: a step that keeps NaN would hand it to
+  a later step that refuses it, and no tag says which steps impute);
+- sparse: the estimator's own tag (``Pipeline`` already requires every step's);
+- the cast: no tag says which dtype an estimator casts ``X`` to, so this is the one
+  table kept here: a fitted scikit-learn decision tree (a ``sklearn.tree._tree.Tree``)
+  reads ``X`` as float32 (its documentation: "Internally, it will be converted to
+  ``dtype=np.float32``"). A model holding one (trees, forests, gradient boosting,
+  isolation forests, a pipeline or ensemble containing one) declares float32, so float64
+  values beyond float32's range are refused instead of becoming infinite inside it. Trees
+  are scikit-learn 1.9's only narrowing cast (``HistGradientBoosting*`` reads float64).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from aimsec_core.signature import InputSpec
+
+#: The dtype scikit-learn's decision trees convert ``X`` to (``sklearn/tree/_classes.py``).
+TREE_DTYPE = "float32"
+_MAX_DEPTH = 4  # composites nest a few levels at most; bounds the walk on odd objects
+
+
+def input_spec(model: Any) -> InputSpec:
+    """The ``InputSpec`` of ``X`` for a (fitted or not) scikit-learn estimator."""
+    first = [_tags(part) for part in _first_readers(model, 0)]
+    strings = any(t.string or t.categorical for t in first)
+    documents = strings and not any(t.two_d_array for t in first)  # TfidfVectorizer
+    n_features = getattr(model, "n_features_in_", None)
+    if documents:
+        shape: tuple[int | None, ...] | None = (None,)
+    elif isinstance(n_features, (int, np.integer)):
+        shape = (None, int(n_features))
+    else:
+        shape = (None, None) if all(t.two_d_array for t in first) else None
+    own = _tags(model)
+    return InputSpec(
+        "X", _tree_dtype(model, 0), shape, accepts_bool=True, accepts_strings=strings,
+        accepts_sparse=bool(own.sparse),
+        allow_nan=all(_tags(part).allow_nan for part in _leaves(model, 0)))
+
+
+def _tags(estimator: Any) -> Any:
+    from sklearn.utils import get_tags
+    from sklearn.utils._tags import InputTags
+
+    try:
+        return get_tags(estimator).input_tags
+    except Exception:  # an object that is not a scikit-learn estimator: the defaults
+        return InputTags()
+
+
+def _is_estimator(step: Any) -> bool:
+    return step is not None and not isinstance(step, str) and hasattr(step, "get_params")
+
+
+def _steps(model: Any) -> list[Any] | None:
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, list):
+        return [s[1] for s in steps if isinstance(s, tuple) and len(s) > 1 and _is_estimator(s[1])]
+    return None
+
+
+def _transformers(model: Any) -> list[Any] | None:
+    for attribute in ("transformers", "transformer_list"):
+        found = getattr(model, attribute, None)
+        if isinstance(found, list):
+            return [t[1] for t in found if isinstance(t, tuple) and len(t) > 1
+                    and _is_estimator(t[1])]
+    return None
+
+
+def _first_readers(model: Any, depth: int) -> list[Any]:
+    """The estimators that read ``X`` as the caller passed it."""
+    if depth < _MAX_DEPTH:
+        steps = _steps(model)
+        if steps:
+            return _first_readers(steps[0], depth + 1)
+        transformers = _transformers(model)
+        if transformers:
+            return [r for t in transformers for r in _first_readers(t, depth + 1)]
+    return [model]
+
+
+def _leaves(model: Any, depth: int) -> list[Any]:
+    """Every estimator the data goes through (the composites' parts, not the composites)."""
+    if depth < _MAX_DEPTH:
+        parts = _steps(model) or _transformers(model)
+        if parts:
+            return [leaf for part in parts for leaf in _leaves(part, depth + 1)]
+    return [model]
+
+
+def _members(model: Any) -> Iterator[Any]:
+    """Fitted parts of a composite or an ensemble."""
+    yield from _steps(model) or ()
+    yield from _transformers(model) or ()
+    for attribute in ("estimators_", "estimator_", "best_estimator_", "final_estimator_"):
+        found = model.__dict__.get(attribute) if hasattr(model, "__dict__") else None
+        if isinstance(found, np.ndarray):
+            yield from found.ravel().tolist()
+        elif isinstance(found, (list, tuple)):
+            yield from found
+        elif found is not None:
+            yield found
+
+
+def _tree_dtype(model: Any, depth: int) -> str | None:
+    """``TREE_DTYPE`` where a fitted decision tree reads the input, else ``None``."""
+    trees = sys.modules.get("sklearn.tree._tree")
+    if trees is None:
+        return None
+    if isinstance(getattr(model, "__dict__", {}).get("tree_"), trees.Tree):
+        return TREE_DTYPE
+    if depth >= _MAX_DEPTH:
+        return None
+    for member in _members(model):
+        found = _tree_dtype(member, depth + 1)
+        if found is not None:
+            return found
+    return None
