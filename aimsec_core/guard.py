@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,20 +135,31 @@ class Guard:
 
     # -- the pipeline ------------------------------------------------------------------
 
-    def screen(self, inputs: Mapping[str, Any]) -> tuple[Validated, Verdict]:
-        """Validate ``inputs`` (name -> raw value) and build the verdict; call no model."""
+    def screen(self, inputs: Mapping[str, Any], refusals: Sequence[Finding] = ()
+               ) -> tuple[Validated, Verdict]:
+        """Validate ``inputs`` (name -> raw value) and build the verdict; call no model.
+        ``refusals`` are blocking findings about the call's other arguments."""
         validated = validate(inputs, self.adapter, self.specs_for(tuple(inputs)), self.constraints)
+        validated.findings.extend(refusals)
         return validated, self._verdict(validated)
 
-    def call(self, inputs: Mapping[str, Any], predict: Callable[[], T],
-             forward: Callable[[Any], T] | None = None) -> T:
+    def call(self, inputs: Mapping[str, Any], predict: Callable[..., T],
+             forward: Callable[[Any], T] | None = None, *, rebuilt: bool = False,
+             refusals: Sequence[Finding] = ()) -> T:
         """Screen ``inputs``; if allowed, return the model's output; record either way.
 
         ``forward(x)`` runs the same call on a replacement input; adapters with autograd
         pass it so gradient analysis and the prediction share one forward pass.
+        With ``rebuilt``, ``predict`` takes one argument: name -> array for each input the
+        core rebuilt in place of the caller's object (a native-order copy of a big-endian
+        array, the array a nested list becomes), which a framework reading raw memory must
+        be handed so the model reads exactly what was checked.
+        ``refusals`` are blocking findings the adapter made about arguments that are not
+        inputs (onnxruntime's ``output_names``): recorded with the input findings, in one
+        verdict and one record.
         """
         start = time.perf_counter()
-        validated, verdict = self.screen(inputs)
+        validated, verdict = self.screen(inputs, refusals)
         output: Any = _NOT_YET
         try:
             if verdict.allowed and self._detecting(validated):
@@ -168,7 +179,8 @@ class Guard:
             raise error
         if output is _NOT_YET:
             try:
-                output = predict()
+                output = predict({name: validated.arrays[name] for name in validated.replaced}
+                                 ) if rebuilt else predict()
             except Exception as exc:
                 self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}")
                 if verdict.clean:

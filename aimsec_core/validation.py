@@ -3,6 +3,13 @@
 Cheap checks run first and a check that makes the input unusable stops the rest. The
 content checks read each sample once for its minimum and maximum, which decide finiteness
 and range together; the structural checks run only when configured.
+
+What is checked is what the model reads. A numpy array whose memory is not its values in
+native order (big-endian data from a ``.npy`` file, say) is checked, hashed and handed on
+as a native-order copy (``Validated.arrays``); a framework that casts inputs to its
+declared dtype (a non-strict :class:`InputSpec`, or a nested list under a strict one) has
+the values checked as that cast leaves them, so ``1e39`` on its way to ``float32`` is an
+infinite value, and ``300`` on its way to ``int8`` a value out of range.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ class Validated:
     findings: list[Finding] = field(default_factory=list)
     batch_size: int = 0
     flags: np.ndarray = field(default_factory=lambda: _NO_FLAGS)
+    #: inputs whose array the core built for the model to read, in place of the caller's
+    #: object: a native-order copy, or the array a nested list becomes (see Guard.call)
+    replaced: set[str] = field(default_factory=set)
 
     @property
     def blocked(self) -> bool:
@@ -60,20 +70,23 @@ class Validated:
 def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, InputSpec | None],
              constraints: Constraints) -> Validated:
     out = Validated()
+    reads_as: dict[str, np.dtype] = {}  # inputs the framework casts before the model reads
+    listed: set[str] = set()  # nested lists, which the framework casts to the declared dtype
     for name, value in raw.items():
-        array = _coerce(name, value, adapter, specs.get(name), constraints, out)
+        spec = specs.get(name)
+        array = _coerce(name, value, adapter, spec, constraints, out, listed)
         if array is None:
             return out
-        if not _check_format(name, array, specs.get(name), out):
+        if not _check_format(name, array, spec, out, cast=name in listed):
             return out
+        target = _cast_target(array, spec)
+        if target is not None:
+            reads_as[name] = target
         out.arrays[name] = array
-    batched = _batched_inputs(out.arrays, specs)
-    sizes = {name: _batch_size(out.arrays[name], specs.get(name)) for name in batched}
-    if len(set(sizes.values())) > 1:
-        _block(out, "shape", f"inputs disagree on the batch size: {sizes}; expected one "
-               "batch size shared by every input", expected="equal batch sizes", received=sizes)
+    out.replaced |= listed
+    batched = _batched_inputs(out.arrays, specs, out)
+    if batched is None:
         return out
-    out.batch_size = next(iter(sizes.values()), 1)
     out.flags = np.zeros(out.batch_size, dtype=bool)
     total = sum(math.prod(a.shape) for a in out.arrays.values())
     if constraints.max_size is not None and total > constraints.max_size:
@@ -83,19 +96,25 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
     for name, array in out.arrays.items():
         view = host_view(array)
         out.views[name] = array = array if view is None else view
+        if dtype_kind(array) not in _CHECKED_KINDS:
+            continue  # text: nothing to measure
+        target = reads_as.get(name)
         if name in batched:
-            _check_content(name, array, out.batch_size, constraints, out)
+            _check_content(name, array, out.batch_size, constraints, out, target)
         else:  # a call-level input (no batch axis): its findings concern the whole call
             whole = Validated(flags=np.zeros(1, dtype=bool))
-            _check_content(name, array, 1, constraints, whole)
+            _check_content(name, array, 1, constraints, whole, target)
             for finding in whole.findings:
                 _add(out, dataclasses.replace(finding, samples=()))
+    for name in listed & set(reads_as):  # a nested list: the array the framework builds
+        out.arrays[name] = out.views[name] = _cast(out.arrays[name], reads_as[name])
     return out
 
 
 def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
-            constraints: Constraints, out: Validated) -> Any | None:
-    """``value`` as an array, or ``None`` after recording why it cannot be one."""
+            constraints: Constraints, out: Validated, listed: set[str]) -> Any | None:
+    """``value`` as an array, or ``None`` after recording why it cannot be one. Adds
+    ``name`` to ``listed`` when the array was built from Python numbers."""
     if isinstance(value, Refused):
         _block(out, value.check, f"input {name!r}: {value.reason}",
                expected=spec.describe() if spec else adapter.input_types,
@@ -112,9 +131,10 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                f"{exc}", expected=adapter.input_types, received=type(value).__name__)
         return None
     if array is not None:
-        if isinstance(array, np.ndarray) and type(array) is not np.ndarray:
-            # masked arrays and other subclasses: check the values the model will read
-            array = np.asarray(array)
+        if isinstance(array, np.ndarray):
+            if not array.dtype.isnative and array.dtype.fields is None:
+                out.replaced.add(name)  # the model must read the copy, not the caller's
+            array = _as_stored(array)
         return array
     is_sequence = isinstance(value, (list, tuple))
     if not (adapter.capabilities.host_sequences and (is_sequence or np.isscalar(value))):
@@ -131,12 +151,10 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                    received=f">{limit}")
             return None
     try:
-        if spec is not None and spec.strict_dtype and spec.dtype:
-            try:  # Python numbers become the declared dtype, as the framework would do
-                return np.asarray(value, dtype=spec.dtype)
-            except (ValueError, TypeError, OverflowError):
-                pass  # not numbers of that kind: convert as is and let the dtype check say so
-        return np.asarray(value)
+        # As is: the framework casts the numbers to the declared dtype, checked as cast.
+        array = _as_stored(np.asarray(value))
+        listed.add(name)
+        return array
     except (ValueError, TypeError, OverflowError) as exc:
         _block(out, "format", f"input {name!r} is a ragged or non-numeric nested sequence "
                f"({exc}); expected a rectangular array of numbers",
@@ -144,7 +162,10 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
         return None
 
 
-def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated) -> bool:
+def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated, *,
+                  cast: bool = False) -> bool:
+    """Dtype and shape against ``spec``. ``cast``: the array was built from a nested list,
+    which the framework converts to the declared dtype itself."""
     shape = tuple(array.shape)
     if 0 in shape:
         _block(out, "empty", f"input {name!r} is empty (shape {shape}); expected at least "
@@ -152,7 +173,12 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
         return False
     kind = dtype_kind(array)
     received = dtype_name(array)
-    if kind not in _NUMERIC_KINDS and not (spec is not None and spec.dtype == received):
+    if spec is not None and spec.dtype == _TEXT:
+        return _check_text(name, array, kind, received, out) and _check_shape(
+            name, shape, spec, out)
+    casts = spec is not None and bool(spec.dtype) and (cast or not spec.strict_dtype)
+    if kind not in _NUMERIC_KINDS and not (spec is not None and spec.dtype == received) and not (
+            kind == "b" and casts and _numeric(spec.dtype)):
         _block(out, "dtype", f"input {name!r} has dtype {received} "
                f"({_KIND_NAMES.get(kind, kind)}); expected real numbers (float or int)",
                expected=spec.dtype if spec and spec.dtype else "real numeric",
@@ -160,15 +186,32 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
         return False
     if spec is None:
         return True
-    if spec.dtype and spec.strict_dtype and received != spec.dtype:
+    if spec.dtype and spec.strict_dtype and received != spec.dtype and not (
+            cast and _numeric(spec.dtype)):
         _block(out, "dtype", f"input {name!r} has dtype {received}; the model declares "
                f"{spec.dtype}. Convert it first (e.g. x.astype('{spec.dtype}'))",
                expected=spec.dtype, received=received)
         return False
+    return _check_shape(name, shape, spec, out)
+
+
+def _check_text(name: str, array: Any, kind: str, received: str, out: Validated) -> bool:
+    """A text input takes numpy ``str`` arrays, and object arrays holding only ``str``."""
+    if kind == "U" or (kind == "O" and isinstance(array, np.ndarray) and all(
+            type(v) is str for v in array.flat)):
+        return True
+    what = "objects other than str" if kind == "O" else f"{_KIND_NAMES.get(kind, kind)} values"
+    _block(out, "dtype", f"input {name!r} has dtype {received} holding {what}; the model "
+           "declares text. Pass a numpy str array (np.asarray(values, dtype=str)) or an "
+           "object array of str", expected=_TEXT, received=received)
+    return False
+
+
+def _check_shape(name: str, shape: tuple[int, ...], spec: InputSpec, out: Validated) -> bool:
     if spec.shape is not None:
         expected = spec.shape
         fits = len(shape) == len(expected) and all(
-            e is None or e == r for e, r in zip(expected, shape))
+            not isinstance(e, int) or e == r for e, r in zip(expected, shape))
         if not fits:
             hint = (" For a single sample, add the batch axis (x.reshape(1, -1) or x[None])."
                     if len(shape) == len(expected) - 1 else "")
@@ -178,14 +221,56 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
     return True
 
 
-def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | None]
-                    ) -> list[str]:
-    """Inputs that carry the batch axis. Where some inputs declare a free first dimension,
-    inputs with a fixed one (or none at all) are per-call parameters and stay out."""
+def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | None],
+                    out: Validated) -> set[str] | None:
+    """Inputs that carry the batch axis; sets ``out.batch_size`` (``None`` after a
+    blocking finding: inputs that disagree on a shared dimension).
+
+    Where the inputs declare symbolic dimensions, only dimensions sharing a symbol must
+    agree, and the batch axis is the leading symbol most inputs share: ``queries [Q, 4]``
+    with ``keys [K, 4]`` is a batch of queries and one set of keys. Otherwise every input
+    with a free first dimension (or, if none has one, every input with an axis) carries
+    the batch, and they must agree on its length.
+    """
     ranked = [name for name, a in arrays.items() if a.ndim > 0]
+    declared = {name: spec for name in arrays
+                if (spec := specs.get(name)) is not None and spec.shape}
+    if any(spec.symbols for spec in declared.values()):
+        return _by_symbol(arrays, declared, out)
     free = [name for name in ranked if (spec := specs.get(name)) is None
             or spec.shape is None or not spec.shape or spec.shape[0] is None]
-    return free or ranked
+    batched = free or ranked
+    sizes = {name: _batch_size(arrays[name], specs.get(name)) for name in batched}
+    if len(set(sizes.values())) > 1:
+        _block(out, "shape", f"inputs disagree on the batch size: {sizes}; expected one "
+               "batch size shared by every input", expected="equal batch sizes", received=sizes)
+        return None
+    out.batch_size = next(iter(sizes.values()), 1)
+    return set(batched)
+
+
+def _by_symbol(arrays: Mapping[str, Any], declared: Mapping[str, InputSpec],
+               out: Validated) -> set[str] | None:
+    lengths: dict[str, dict[tuple[str, int], int]] = {}  # symbol -> {(input, axis): length}
+    for name, spec in declared.items():
+        for symbol, axes in spec.symbols.items():
+            for axis in axes:
+                lengths.setdefault(symbol, {})[name, axis] = int(arrays[name].shape[axis])
+    for symbol, seen in lengths.items():
+        if len(set(seen.values())) > 1:
+            listed = ", ".join(f"{name!r} has {n} (axis {axis})"
+                               for (name, axis), n in seen.items())
+            _block(out, "shape", f"inputs disagree on dimension {symbol!r}: {listed}; the "
+                   f"model declares these dimensions as one, {symbol!r}, so they must have "
+                   "the same length", expected=f"equal lengths for {symbol!r}",
+                   received={f"{name}[{axis}]": n for (name, axis), n in seen.items()})
+            return None
+    leading = [spec.shape[0] for spec in declared.values() if isinstance(spec.shape[0], str)]
+    batch = max(leading, key=leading.count) if leading else None
+    batched = {name for name, spec in declared.items() if batch is not None
+               and spec.shape[0] == batch}
+    out.batch_size = int(arrays[next(iter(batched))].shape[0]) if batched else 1
+    return batched
 
 
 def _batch_size(array: Any, spec: InputSpec | None) -> int:
@@ -201,23 +286,32 @@ def _extremes(xp: Any, flat: Any) -> tuple[np.ndarray, np.ndarray]:
     return to_host(xp.min(flat, axis=1)), to_host(xp.max(flat, axis=1))
 
 
-def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated) -> None:
+def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated,
+                   target: np.dtype | None = None) -> None:
+    """Finiteness, range and structure; ``target`` is the dtype the framework casts the
+    input to before the model reads it (``None``: read as it is)."""
     xp = namespace(array)
     flat = xp.reshape(array, (n, -1))
-    if dtype_kind(array) == "f" or c.min_value is not None or c.max_value is not None:
+    if (dtype_kind(array) == "f" or c.min_value is not None or c.max_value is not None
+            or target is not None):
         lows = highs = None
         if xp is np:  # one min and one max over everything; per sample only if needed
-            low, high = float(flat.min()), float(flat.max())
+            low, high = flat.min(), flat.max()
         else:  # on a device: per-sample summaries are all that come back to the host
             lows, highs = _extremes(xp, flat)
-            low, high = float(lows.min()), float(highs.max())
-        within = (math.isfinite(low) and math.isfinite(high)
+            low, high = lows.min(), highs.max()
+        if target is not None:  # the values as the model reads them, after the cast
+            (low, high), lost = _as_read(np.array([low, high]), target)
+            within = not lost.any()
+        else:
+            low, high, within = float(low), float(high), True
+        within = (within and math.isfinite(low) and math.isfinite(high)
                   and (c.min_value is None or low >= c.min_value)
                   and (c.max_value is None or high <= c.max_value))
         if not within:  # the common clean case stops here, without per-sample masks
             if lows is None:
                 lows, highs = _extremes(xp, flat)
-            _report_extremes(name, lows.astype(np.float64), highs.astype(np.float64), c, out)
+            _report_extremes(name, lows, highs, c, out, target)
     if c.max_gradient is not None:
         jumps = largest_jump(array, n)
         steep = jumps > c.max_gradient
@@ -239,12 +333,23 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
 
 
 def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constraints,
-                     out: Validated) -> None:
-    finite = np.isfinite(lows) & np.isfinite(highs)
+                     out: Validated, target: np.dtype | None = None) -> None:
+    """Findings from per-sample extremes (in the input's own dtype); with ``target``, the
+    values are judged as the framework's cast to it leaves them."""
+    source = lows.dtype.name
+    finite = np.isfinite(lows.astype(np.float64)) & np.isfinite(highs.astype(np.float64))
     if not finite.all():
         _add(out, Finding("finite", f"input {name!r}, {_which(~finite)}: NaN or infinite "
                           "values; expected finite numbers", samples=_indices(~finite),
                           expected="finite", received="NaN/Inf"))
+    if target is not None:
+        (lows, lost_low), (highs, lost_high) = _as_read(lows, target), _as_read(highs, target)
+        lost = finite & (lost_low | lost_high)
+        if lost.any():
+            _add(out, _unrepresentable(name, lost, source, target))
+        finite &= ~lost
+    else:
+        lows, highs = lows.astype(np.float64), highs.astype(np.float64)
     outside = np.zeros(len(lows), dtype=bool)
     if c.min_value is not None:
         outside |= finite & (lows < c.min_value)
@@ -258,6 +363,88 @@ def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constrai
             f"[{_fmt(c.min_value, '-inf')}, {_fmt(c.max_value, 'inf')}]",
             samples=_indices(outside), expected=(c.min_value, c.max_value),
             received=(float(lows[i]), float(highs[i]))))
+
+
+_TEXT = "str"
+_CHECKED_KINDS = frozenset("fiub")
+
+
+def _numeric(dtype: str | None) -> bool:
+    try:
+        return np.dtype(dtype).kind in "fiub"
+    except TypeError:  # a dtype numpy lacks (bfloat16): the framework's own
+        return False
+
+
+def _as_stored(array: np.ndarray) -> np.ndarray:
+    """``array`` as a plain ndarray whose memory holds its values in native byte order:
+    masked arrays and other subclasses give their data; big-endian arrays (and other
+    non-native orders) a native-order copy, since a framework reading raw memory
+    (onnxruntime) would read other values than numpy shows."""
+    if type(array) is not np.ndarray:
+        array = np.asarray(array)
+    if not array.dtype.isnative and array.dtype.fields is None:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _cast_target(array: Any, spec: InputSpec | None) -> np.dtype | None:
+    """The dtype the framework casts ``array`` to before the model reads it, when that
+    cast can change values beyond rounding (narrowing: float64 to float32, int64 to int8,
+    int to float16); ``None`` when it reads the array as it is."""
+    if spec is None or not spec.dtype or dtype_name(array) == spec.dtype:
+        return None
+    try:
+        target = np.dtype(spec.dtype)
+        source = np.dtype(dtype_name(array))
+    except TypeError:  # a dtype numpy lacks (bfloat16): nothing to compare
+        return None
+    if source.kind not in "fiu" or target.kind not in "fiu":
+        return None  # bools become 0/1, anything becomes a bool: always representable
+    if np.can_cast(source, target, "safe"):
+        return None  # widening: every value survives
+    return target
+
+
+def _as_read(values: np.ndarray, target: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (extremes, in the input's dtype) as float64 after the framework's cast
+    to ``target``, and a mask of those the cast cannot represent: beyond a float type's
+    range (they become infinite) or an integer type's (they wrap around)."""
+    wide = values.astype(np.float64)
+    if target.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            read = values.astype(target).astype(np.float64)
+        return read, np.isfinite(wide) & ~np.isfinite(read)
+    info = np.iinfo(target)
+    if values.dtype.kind in "iu":  # exact: numpy compares integers with Python ints exactly
+        return wide, (values < info.min) | (values > info.max)
+    read = np.trunc(wide)  # float to int drops the fraction
+    with np.errstate(invalid="ignore"):
+        lost = np.isfinite(read) & ((read < info.min) | (read >= 2.0 ** (info.bits - (
+            target.kind == "i"))))
+    return read, lost
+
+
+def _cast(array: np.ndarray, target: np.dtype) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(target)
+
+
+def _unrepresentable(name: str, lost: np.ndarray, source: str, target: np.dtype) -> Finding:
+    if target.kind == "f":
+        limit = float(np.finfo(target).max)
+        return Finding(
+            "finite", f"input {name!r}, {_which(lost)}: values beyond {target.name}'s range "
+            f"(±{limit:.6g}), which become infinite when the {source} input is cast to "
+            f"{target.name}, the dtype the model reads; expected finite {target.name} "
+            f"values", samples=_indices(lost), expected=f"finite {target.name}",
+            received=f"{source} beyond ±{limit:.6g}")
+    info = np.iinfo(target)
+    return Finding(
+        "range", f"input {name!r}, {_which(lost)}: values outside {target.name}'s range "
+        f"[{info.min}, {info.max}], which wrap around when the {source} input is cast to "
+        f"{target.name}, the dtype the model reads; expected values {target.name} can hold",
+        samples=_indices(lost), expected=(info.min, info.max), received=f"{source} beyond")
 
 
 def _add(out: Validated, finding: Finding) -> None:

@@ -159,10 +159,24 @@ def test_bad_feeds_are_typed_and_recorded(guarded, sink, feed, error, check, say
     ("probabilities", "output_names is a str"),
     ([1], r"unknown output name\(s\) \[1\]"),
 ])
-def test_bad_output_names_are_typed(guarded, sink, names, match):
-    with pytest.raises(InputFormatError, match=match):
+def test_bad_output_names_are_typed_and_recorded(guarded, sink, names, match):
+    with pytest.raises(InputFormatError, match=match) as caught:
         guarded.run(names, {"X": _x()})
-    assert sink.outcomes == []  # refused before any input was screened
+    assert sink.outcomes == ["rejected"]  # one record, one verdict
+    assert sink.events[0].verdict is caught.value.verdict is guarded.last_verdict
+    bad = _x()
+    bad[2, 0] = np.nan  # the feed is screened too: both findings in the one verdict
+    with pytest.raises(InputFormatError, match=match) as caught:
+        guarded.run(names, {"X": bad})
+    assert caught.value.verdict.checks == ("finite", "format")
+    assert caught.value.verdict.flags[2] and sink.outcomes == ["rejected"] * 2
+
+
+def test_client_built_output_names_keep_the_message_short(guarded, sink):
+    names = ["x" * 10_000] + [f"out{i}" for i in range(10_000)]
+    with pytest.raises(InputFormatError) as caught:
+        guarded.run(names, {"X": _x()})
+    assert len(str(caught.value)) < 1000 and sink.outcomes == ["rejected"]
 
 
 def test_nested_lists_are_screened_as_the_array_onnxruntime_builds(plain, guarded, sink):
@@ -184,24 +198,24 @@ def test_nested_lists_are_screened_as_the_array_onnxruntime_builds(plain, guarde
 @pytest.mark.parametrize("onnx_type,dtype", [
     ("tensor(float)", "float32"), ("tensor(double)", "float64"),
     ("tensor(float16)", "float16"), ("tensor(int64)", "int64"), ("tensor(int32)", "int32"),
-    ("tensor(uint8)", "uint8"), ("tensor(bool)", "bool"), ("tensor(string)", None),
-    ("tensor(bfloat16)", None), ("seq(map(int64,tensor(float)))", None),
+    ("tensor(uint8)", "uint8"), ("tensor(bool)", "bool"), ("tensor(string)", "str"),
+    ("tensor(bfloat16)", "bfloat16"), ("seq(map(int64,tensor(float)))", None),
 ])
 def test_onnx_types_map_to_numpy_dtypes(onnx_type, dtype):
     assert onnx_dtype(onnx_type) == dtype
 
 
 @pytest.mark.parametrize("dims,shape", [
-    (["N", 64], (None, 64)), ([None, 3, 8, 8], (None, 3, 8, 8)), ([1, 64], (1, 64)),
+    (["N", 64], ("N", 64)), ([None, 3, 8, 8], (None, 3, 8, 8)), ([1, 64], (1, 64)),
     ([], None),  # unknown rank (onnxruntime reports scalars the same way)
 ])
-def test_symbolic_dimensions_are_free(dims, shape):
+def test_dimensions_keep_their_symbols(dims, shape):
     assert onnx_shape(dims) == shape
 
 
 def test_signature_is_the_session_s(plain):
     assert OnnxAdapter(plain).signature() == [
-        InputSpec("X", "float32", (None, 64), strict_dtype=True)]
+        InputSpec("X", "float32", (None, 64), strict_dtype=True)]  # skl2onnx names no symbol
 
 
 def test_scores_are_the_probability_output(plain):
@@ -307,8 +321,8 @@ def test_two_input_model_runs_unchanged(two_inputs, sink):
     np.testing.assert_allclose(out, SKLEARN.model().predict_proba(_x(4)), rtol=1e-4,
                                atol=1e-6)  # a real trained model, not random weights
     assert OnnxAdapter(session).signature() == [
-        InputSpec("upper", "float32", (None, 32), strict_dtype=True),
-        InputSpec("lower", "int64", (None, 32), strict_dtype=True)]
+        InputSpec("upper", "float32", ("N", 32), strict_dtype=True),
+        InputSpec("lower", "int64", ("N", 32), strict_dtype=True)]
     assert sink.outcomes == ["allowed"]
 
 
@@ -316,7 +330,7 @@ def test_two_input_model_runs_unchanged(two_inputs, sink):
 BAD_SECOND_INPUT = [
     ({"lower": _split()["upper"]}, InputFormatError, "dtype", ["'lower'", "int64"]),
     ({"lower": _split()["lower"][:, :16]}, InputFormatError, "shape", ["'lower'", "(4, 16)"]),
-    ({"lower": _split(3)["lower"]}, InputFormatError, "shape", ["'lower'", "3"]),
+    ({"lower": _split(3)["lower"]}, InputFormatError, "shape", ["'lower'", "3", "'N'"]),
     ({"lower": None}, EmptyInputError, "null", ["'lower'"]),
     ({"lower": _split()["lower"].tolist()}, None, None, []),  # a list of ints is fine
     ({"extra": _split()["upper"]}, InputFormatError, "unknown",
