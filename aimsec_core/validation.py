@@ -196,15 +196,32 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
 
 
 def _check_text(name: str, array: Any, kind: str, received: str, out: Validated) -> bool:
-    """A text input takes numpy ``str`` arrays, and object arrays holding only ``str``."""
-    if kind == "U" or (kind == "O" and isinstance(array, np.ndarray) and all(
-            type(v) is str for v in array.flat)):
-        return True
-    what = "objects other than str" if kind == "O" else f"{_KIND_NAMES.get(kind, kind)} values"
+    """A text input takes numpy ``str`` arrays and object arrays holding only ``str``,
+    each encodable as UTF-8 and free of NUL (a runtime reading C strings stops there)."""
+    if kind in "UO" and isinstance(array, np.ndarray):
+        bad = next((v for v in array.flat if not isinstance(v, str) or not _clean_text(v)), None)
+        if bad is None:
+            return True
+        what = ("objects other than str" if not isinstance(bad, str)
+                else "text with a NUL character or a lone surrogate")
+    else:
+        what = f"{_KIND_NAMES.get(kind, kind)} values"
     _block(out, "dtype", f"input {name!r} has dtype {received} holding {what}; the model "
            "declares text. Pass a numpy str array (np.asarray(values, dtype=str)) or an "
-           "object array of str", expected=_TEXT, received=received)
+           "object array of str, in UTF-8 without NUL", expected=_TEXT, received=received)
     return False
+
+
+def _clean_text(value: str) -> bool:
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_shape(name: str, shape: tuple[int, ...], spec: InputSpec, out: Validated) -> bool:
