@@ -102,9 +102,12 @@ def test_backend_tensors_are_screened(guarded):
     assert guarded.last_verdict.flags == (False, True, False, False)
 
 
-def test_symbolic_input_is_refused_with_the_way_out(guarded):
-    with pytest.raises(InputFormatError, match="unguard"):
+def test_symbolic_input_is_refused_with_the_way_out(guarded, sink):
+    with pytest.raises(aimsec_core.UnguardedCallError, match="unguard"):
         guarded(keras.Input((64,)))
+    with pytest.raises(InputFormatError, match="unguard"):  # predict: a bad input, recorded
+        guarded.predict(keras.Input((64,)), verbose=0)
+    assert sink.outcomes == ["rejected"]
 
 
 def _two_input_model(as_dict: bool = False) -> keras.Model:
