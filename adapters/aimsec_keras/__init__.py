@@ -144,6 +144,9 @@ class KerasAdapter(Adapter):
         import numpy as np
 
         if isinstance(value, np.ndarray):
+            if value.dtype.kind == "f" and value.dtype.itemsize > 8:
+                raise TypeError(f"Keras takes no {value.dtype.name} (long double) arrays; "
+                                "convert them first (x.astype('float64'))")
             return value
         keras = _keras()
         if isinstance(value, keras.KerasTensor):
