@@ -395,13 +395,18 @@ def _numeric(dtype: str | None) -> bool:
 
 def _as_stored(array: np.ndarray) -> np.ndarray:
     """``array`` as a plain ndarray whose memory holds its values in native byte order:
-    masked arrays and other subclasses give their data; big-endian arrays (and other
-    non-native orders) a native-order copy, since a framework reading raw memory
-    (onnxruntime) would read other values than numpy shows."""
-    if type(array) is not np.ndarray:
-        array = np.asarray(array)
-    if not array.dtype.isnative and array.dtype.fields is None:
-        array = array.astype(array.dtype.newbyteorder("="))
+    masked arrays and other subclasses give their data, other byte orders a copy."""
+    return native_order(array if type(array) is np.ndarray else np.asarray(array))
+
+
+def native_order(array: Any) -> Any:
+    """A native-order copy of a numpy array stored in another byte order (big-endian data
+    from a ``.npy`` file), else ``array`` itself. A framework reading raw memory
+    (onnxruntime, torch) would read other values from it than numpy shows; validation
+    checks the copy, and adapters hand the model that copy."""
+    if (isinstance(array, np.ndarray) and not array.dtype.isnative
+            and array.dtype.fields is None):
+        return array.astype(array.dtype.newbyteorder("="))
     return array
 
 

@@ -17,12 +17,20 @@ Refused with ``UnguardedCallError`` (the model never runs; ``aimsec_core.unguard
 the plain model to callers who bypass the guard knowingly):
 
 - ``call`` reached through the proxy (also what ``keras.layers.Layer.__call__(guarded, x)``
-  and wrappers such as ``TimeDistributed`` use), ``predict_step``, ``test_step``,
+  and wrappers such as ``TimeDistributed`` use), ``forward`` (the torch backend's),
+  ``predict_step``, ``test_step``,
   ``make_predict_function``, ``predict_function``, ``make_test_function``,
   ``test_function``, ``export``
 - ``tf.function(guarded)`` and a ``tf.function`` that calls it (traced on symbolic tensors)
 - functional re-use as a layer, ``keras.Model(inputs, guarded(inputs))``, and a
-  ``Sequential([guarded])`` compiled by ``predict``
+  ``Sequential([guarded])`` compiled by ``predict`` (on the torch backend ``predict`` runs
+  eagerly and calls the guarded object: screened)
+
+Private attributes (``_run_through_graph``, the torch backend's ``_call_impl``) and the
+layers themselves (``guarded.layers[0](x)``) are the original's: Keras reads them when the
+guarded model sits inside another one. A base class's method called on the guarded object
+(``keras.layers.Layer.__call__(guarded, x)``) reaches ``call`` on TensorFlow (refused) but
+the original's ``_call_impl`` on torch: programming around the proxy, not a way to serve.
 
 Training (``fit``, ``train_on_batch``, ``train_step``) is the original model's: it learns
 from data, it does not answer a caller.
@@ -90,7 +98,10 @@ SCREENED: dict[str, Callable[[Any, np.ndarray], Any]] = {
     "type(g).__call__": lambda g, x: type(g).__call__(g, x),
     "Sequential([g])": lambda g, x: keras.Sequential([g])(x),
 }
-if tf is not None:
+if tf is None:  # the torch backend predicts eagerly: the guarded layer sees real tensors
+    SCREENED["Sequential([g]).predict"] = lambda g, x: keras.Sequential([g]).predict(
+        x, verbose=0)
+else:
     SCREENED["predict(tf.data)"] = lambda g, x: g.predict(
         tf.data.Dataset.from_tensor_slices(x).batch(4), verbose=0)
     SCREENED["evaluate(tf.data)"] = lambda g, x: g.evaluate(
@@ -115,18 +126,20 @@ def test_each_path_is_screened(guarded, sink, path):
 
 REFUSED: dict[str, Callable[[Any, np.ndarray], Any]] = {
     "call via the proxy": lambda g, x: g.call(x),
-    "Layer.__call__": lambda g, x: keras.layers.Layer.__call__(g, x),
     "predict_step": lambda g, x: g.predict_step(x),
     "test_step": lambda g, x: g.test_step((x, LABELS)),
     "make_predict_function": lambda g, x: g.make_predict_function(),
     "predict_function": lambda g, x: g.predict_function,
     "make_test_function": lambda g, x: g.make_test_function(),
     "test_function": lambda g, x: g.test_function,
+    "forward (torch backend)": lambda g, x: g.forward(x),
     "export": lambda g, x: g.export("never-written"),
     "functional re-use": lambda g, x: keras.Model(inputs := keras.Input((4,)), g(inputs)),
-    "Sequential([g]).predict": lambda g, x: keras.Sequential([g]).predict(x, verbose=0),
 }
-if tf is not None:
+if tf is not None:  # compiled: the guarded layer would be traced on symbolic tensors
+    REFUSED["Layer.__call__"] = lambda g, x: keras.layers.Layer.__call__(g, x)
+    REFUSED["Sequential([g]).predict"] = lambda g, x: keras.Sequential([g]).predict(
+        x, verbose=0)
     REFUSED["tf.function(g)"] = lambda g, x: tf.function(g)(x)
     REFUSED["tf.function calling g"] = lambda g, x: tf.function(lambda t: g(t))(
         tf.constant(x))

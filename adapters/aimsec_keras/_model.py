@@ -24,6 +24,7 @@ import keras
 from aimsec_core.errors import SecurityViolation, UnguardedAttributeError, UnguardedCallError
 from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
+from aimsec_core.validation import native_order
 from aimsec_core.verdict import Verdict
 
 from ._gradients import Forward, OwnOutput
@@ -32,6 +33,7 @@ _OWN = frozenset({"_aimsec_guard"})
 #: Attributes of a Keras model that run it on inputs the guard never sees -> what they are.
 UNGUARDED = {
     "call": "the layer's forward computation, called directly",
+    "forward": "the torch backend's forward computation, called directly",
     "predict_step": "one step of predict, on a batch it is handed",
     "test_step": "one step of evaluate, on a batch it is handed",
     "make_predict_function": "the builder of predict's compiled step",
@@ -65,17 +67,19 @@ class GuardedModel(GuardedMixin):
 
     def predict_on_batch(self, x: Any) -> Any:
         guard = self._aimsec_guard
+        x = _native(x)
         run = OwnOutput(lambda: guard.model.predict_on_batch(x))
         return guard.call(guard.adapter.inputs_of(x), run, run)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         guard = self._aimsec_guard
         model = guard.model
+        args = list(args)  # type: ignore[assignment]
         if args:
-            x = args[0]
+            x = args[0] = _native(args[0])
             forward = Forward(lambda t: model(t, *args[1:], **kwargs))
         else:
-            x = kwargs.get("inputs")
+            x = kwargs["inputs"] = _native(kwargs.get("inputs"))
             forward = Forward(lambda t: model(**{**kwargs, "inputs": t}))
         if _symbolic(x):
             raise _as_is(UnguardedCallError(
@@ -96,9 +100,11 @@ class GuardedModel(GuardedMixin):
         x = bound.arguments.get(first)
         pipeline = _pipeline(x)
         if pipeline is None:
+            if first in bound.arguments:
+                x = bound.arguments[first] = _native(x)
             # predict's own output is returned as it is; gradient detectors take their
             # pass beside it (evaluate returns no predictions to reuse)
-            run = OwnOutput(lambda: method(*args, **kwargs))
+            run = OwnOutput(lambda: method(*bound.args, **bound.kwargs))
             return guard.call(guard.adapter.inputs_of(x), run,
                               run if method_name == "predict" else None)
         batches, length = pipeline
@@ -151,6 +157,20 @@ class GuardedModel(GuardedMixin):
         # The borrowed __class__ would make pickle/copy build a bare, broken model.
         raise TypeError("a guarded model cannot be pickled or copied; save the original "
                         "(aimsec_core.unguard(guarded).save(path)) and guard it again on load")
+
+
+def _native(x: Any) -> Any:
+    """``x`` with every numpy array stored in non-native byte order replaced by the
+    native-order copy validation checks (the torch backend reads raw memory and refuses
+    them; TensorFlow reads their values): an array, or a tuple, list or dict of them."""
+    if isinstance(x, (list, tuple)):
+        converted = [native_order(v) for v in x]
+        if any(a is not b for a, b in zip(converted, x)):
+            return type(x)(converted) if type(x) in (list, tuple) else x
+        return x
+    if isinstance(x, dict):
+        return {k: native_order(v) for k, v in x.items()}
+    return native_order(x)
 
 
 def _as_is(error: Exception) -> Exception:
@@ -207,7 +227,7 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     seen: list[Verdict | None] = []
 
     def allowed(data: Any) -> bool:
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        x = keras.utils.unpack_x_y_sample_weight(data)[0]  # already in native order
         try:
             guard.call(guard.adapter.inputs_of(x), lambda: None)
         except SecurityViolation as exc:
@@ -219,6 +239,7 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
 
     def screened() -> Iterator[Any]:
         for data in batches:
+            data = _native(data)
             if not caller.copy().run(allowed, data):
                 return
             # A generator must yield tuples; a bare batch or a list reads the same as one.
