@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from typing import Any
 
 from .errors import ConfigurationError
@@ -40,7 +41,7 @@ class InputSpec:
             "N" if d is None else str(d) for d in self.shape) + ")"
         return f"{self.name}: {self.dtype or 'numeric'} {dims}"
 
-    @property
+    @cached_property
     def symbols(self) -> dict[str, list[int]]:
         """Symbol -> the axes that carry it (``{"N": [0]}`` for ``("N", 64)``)."""
         found: dict[str, list[int]] = {}

@@ -106,8 +106,10 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
             _check_content(name, array, 1, constraints, whole, target)
             for finding in whole.findings:
                 _add(out, dataclasses.replace(finding, samples=()))
-    for name in listed & set(reads_as):  # a nested list: the array the framework builds
-        out.arrays[name] = out.views[name] = _cast(out.arrays[name], reads_as[name])
+    for name in listed:  # a nested list: the array the framework builds from it
+        spec = specs.get(name)
+        if spec is not None and _numeric(spec.dtype) and dtype_name(out.arrays[name]) != spec.dtype:
+            out.arrays[name] = out.views[name] = _cast(out.arrays[name], np.dtype(spec.dtype))
     return out
 
 

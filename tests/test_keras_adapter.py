@@ -343,13 +343,14 @@ def test_calibrated_detectors_share_the_prediction_forward_pass(sink, monkeypatc
 # --- the torch backend ---------------------------------------------------------------------
 
 def test_torch_backend_in_a_subprocess():
-    """Conformance and this file again, with Keras on torch (chosen before keras loads)."""
+    """Conformance, this file and the call paths again, with Keras on torch (chosen before
+    keras loads)."""
     # One thread: the models are tiny, and torch's threads spin against each other (ten
     # times slower) when the machine is busy with other tests.
     env = {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/conformance", "tests/test_keras_adapter.py",
+         "tests/conformance", "tests/test_keras_adapter.py", "tests/test_keras_call_paths.py",
          "-k", "keras and not test_torch_backend_in_a_subprocess"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
