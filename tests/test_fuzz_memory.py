@@ -168,6 +168,8 @@ def case(request) -> AdapterCase:
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable:UserWarning")
 def test_what_the_model_reads_is_what_was_checked(case):
     sink = ListSink()
     constraints: dict[str, Any] = {"max_size": 100_000}
