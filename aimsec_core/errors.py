@@ -103,6 +103,12 @@ class UnguardedCallError(AimsecError, NotImplementedError):
     ``aimsec_core.unguard(guarded)`` gives the plain model to callers who mean to."""
 
 
+class UnguardedAttributeError(UnguardedCallError, AttributeError):
+    """An attribute of the model that would run it unscreened (a framework's private
+    session handle, say), refused when read through the guarded object; ``hasattr`` is
+    false for it, as for any attribute that is not there."""
+
+
 class AdversarialInputError(SecurityViolation):
     """A detector scored the input above its calibrated threshold."""
 

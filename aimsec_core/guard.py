@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -175,17 +175,28 @@ class Guard:
 
     # -- the pipeline ------------------------------------------------------------------
 
-    def screen(self, inputs: Mapping[str, Any]) -> tuple[Validated, Verdict]:
-        """Validate ``inputs`` (name -> raw value) and build the verdict; call no model."""
+    def screen(self, inputs: Mapping[str, Any], refusals: Sequence[Finding] = ()
+               ) -> tuple[Validated, Verdict]:
+        """Validate ``inputs`` (name -> raw value) and build the verdict; call no model.
+        ``refusals`` are blocking findings about the call's other arguments."""
         validated = validate(inputs, self.adapter, self.specs_for(tuple(inputs)), self.constraints)
+        validated.findings.extend(refusals)
         return validated, self._verdict(validated, inputs)
 
-    def call(self, inputs: Mapping[str, Any], predict: Callable[[], T],
-             forward: Callable[[Any], T] | None = None) -> T:
+    def call(self, inputs: Mapping[str, Any], predict: Callable[..., T],
+             forward: Callable[[Any], T] | None = None, *, rebuilt: bool = False,
+             refusals: Sequence[Finding] = ()) -> T:
         """Screen ``inputs``; if allowed, return the model's output; record either way.
 
         ``forward(x)`` runs the same call on a replacement input; adapters with autograd
         pass it so gradient analysis and the prediction share one forward pass.
+        With ``rebuilt``, ``predict`` takes one argument: name -> array for each input the
+        core rebuilt in place of the caller's object (a native-order copy of a big-endian
+        array, the array a nested list becomes), which a framework reading raw memory must
+        be handed so the model reads exactly what was checked.
+        ``refusals`` are blocking findings the adapter made about arguments that are not
+        inputs (onnxruntime's ``output_names``): recorded with the input findings, in one
+        verdict and one record.
         """
         start = time.perf_counter()
         visit = None
@@ -193,7 +204,7 @@ class Guard:
             visit = self.monitor.admit(current_client(), current_tier())
             if visit is not None and visit.findings and not self._allows(visit.findings):
                 self._refuse_admission(visit, start)
-        validated, verdict = self.screen(inputs)
+        validated, verdict = self.screen(inputs, refusals)
         if visit is not None:
             verdict = self._query_checks(visit, validated, verdict)
         output: Any = _NOT_YET
@@ -213,7 +224,8 @@ class Guard:
         if not verdict.allowed:
             error = _violation(verdict, self._advisory)
             if self._refuses_samples_only(verdict):
-                output = predict() if output is _NOT_YET else output
+                output = self._predict(predict, validated, rebuilt) if (
+                    output is _NOT_YET) else output
                 keep = ~np.asarray(verdict.flags, dtype=bool)
                 error.allowed = tuple(int(i) for i in np.flatnonzero(keep))
                 error.allowed_output = take_rows(output, keep, verdict.batch_size)
@@ -226,7 +238,7 @@ class Guard:
             raise error
         if output is _NOT_YET:
             try:
-                output = predict()
+                output = self._predict(predict, validated, rebuilt)
             except Exception as exc:
                 self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
                              visit)
@@ -240,6 +252,13 @@ class Guard:
         self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated,
                      visit=visit)
         return output
+
+    @staticmethod
+    def _predict(predict: Callable[..., T], validated: Validated, rebuilt: bool) -> T:
+        """Run the model: with ``rebuilt``, handing it the arrays the core rebuilt."""
+        if rebuilt:
+            return predict({name: validated.arrays[name] for name in validated.replaced})
+        return predict()
 
     def _refuses_samples_only(self, verdict: Verdict) -> bool:
         """With ``on_flagged="samples"``: the call is refused for its flagged samples only

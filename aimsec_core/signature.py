@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from typing import Any
 
 from .errors import ConfigurationError
@@ -18,11 +19,16 @@ DEFAULT_MAX_SIZE = 100_000_000
 class InputSpec:
     """One declared model input.
 
-    ``shape`` includes the batch axis; ``None`` marks a dimension of any length.
-    ``strict_dtype`` means the framework refuses any other dtype (ONNX, torch); otherwise
-    any real numeric dtype is accepted and cast by the framework (Keras, scikit-learn) to
-    ``dtype`` where one is given, so float values beyond that dtype's range are refused as
-    non-finite (they would become infinite inside the model).
+    ``shape`` includes the batch axis. Each dimension is a length (``int``), ``None`` (any
+    length) or a symbol (``str``, ONNX's ``dim_param``): any length, but every dimension
+    sharing that symbol, in this input or another, must have the same one. ``None`` for the
+    whole shape declares nothing (not even the rank).
+
+    ``dtype`` is the dtype the model reads the input in. ``strict_dtype`` means the
+    framework refuses any other dtype (ONNX, torch). Otherwise the framework casts any real
+    numeric input (and bools) to ``dtype`` itself (Keras), and validation checks the values
+    as that cast leaves them: a value the cast turns infinite or wraps around is a finding.
+    ``"str"`` declares text: numpy ``str`` arrays or object arrays holding only ``str``.
 
     What else the framework takes for this input, beyond real numbers in a dense array:
     ``accepts_bool`` (booleans, cast to numbers), ``accepts_strings`` (strings, objects and
@@ -33,7 +39,7 @@ class InputSpec:
 
     name: str
     dtype: str | None = None
-    shape: tuple[int | None, ...] | None = None
+    shape: tuple[int | str | None, ...] | None = None
     strict_dtype: bool = False
     accepts_bool: bool = False
     accepts_strings: bool = False
@@ -44,6 +50,15 @@ class InputSpec:
         dims = "?" if self.shape is None else "(" + ", ".join(
             "N" if d is None else str(d) for d in self.shape) + ")"
         return f"{self.name}: {self.dtype or 'numeric'} {dims}"
+
+    @cached_property
+    def symbols(self) -> dict[str, list[int]]:
+        """Symbol -> the axes that carry it (``{"N": [0]}`` for ``("N", 64)``)."""
+        found: dict[str, list[int]] = {}
+        for axis, dim in enumerate(self.shape or ()):
+            if isinstance(dim, str):
+                found.setdefault(dim, []).append(axis)
+        return found
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,13 @@
 Cheap checks run first and a check that makes the input unusable stops the rest. The
 content checks read each sample once for its minimum and maximum, which decide finiteness
 and range together; the structural checks run only when configured.
+
+What is checked is what the model reads. A numpy array whose memory is not its values in
+native order (big-endian data from a ``.npy`` file, say) is checked, hashed and handed on
+as a native-order copy (``Validated.arrays``); a framework that casts inputs to its
+declared dtype (a non-strict :class:`InputSpec`, or a nested list under a strict one) has
+the values checked as that cast leaves them, so ``1e39`` on its way to ``float32`` is an
+infinite value, and ``300`` on its way to ``int8`` a value out of range.
 """
 
 from __future__ import annotations
@@ -58,6 +65,9 @@ class Validated:
     seen: dict[str, Any] = field(default_factory=dict)
     #: more elements than ``max_size``: decided from the shapes, the content was not read
     oversized: bool = False
+    #: inputs whose array the core built for the model to read, in place of the caller's
+    #: object: a native-order copy, or the array a nested list becomes (see Guard.call)
+    replaced: set[str] = field(default_factory=set)
 
     @property
     def blocked(self) -> bool:
@@ -67,21 +77,24 @@ class Validated:
 def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, InputSpec | None],
              constraints: Constraints) -> Validated:
     out = Validated()
+    reads_as: dict[str, np.dtype] = {}  # inputs the framework casts before the model reads
+    listed: set[str] = set()  # nested lists, which the framework casts to the declared dtype
     for name, value in raw.items():
-        array = _coerce(name, value, adapter, specs.get(name), constraints, out)
+        spec = specs.get(name)
+        array = _coerce(name, value, adapter, spec, constraints, out, listed)
         if array is None:
             return out
         out.seen[name] = array
-        if not _check_format(name, array, specs.get(name), out):
+        if not _check_format(name, array, spec, out, cast=name in listed):
             return out
+        target = None if isinstance(array, STRUCTURED) else _cast_target(array, spec)
+        if target is not None:
+            reads_as[name] = target
         out.arrays[name] = array
-    batched = _batched_inputs(out.arrays, specs)
-    sizes = {name: _batch_size(out.arrays[name], specs.get(name)) for name in batched}
-    if len(set(sizes.values())) > 1:
-        _block(out, "shape", f"inputs disagree on the batch size: {sizes}; expected one "
-               "batch size shared by every input", expected="equal batch sizes", received=sizes)
+    out.replaced |= listed
+    batched = _batched_inputs(out.arrays, specs, out)
+    if batched is None:
         return out
-    out.batch_size = next(iter(sizes.values()), 1)
     total = sum(math.prod(a.shape) if isinstance(a, np.ndarray) else element_count(a)
                 for a in out.arrays.values())
     if constraints.max_size is not None and total > constraints.max_size:
@@ -96,19 +109,27 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
     for name, array in out.arrays.items():
         view = array if isinstance(array, STRUCTURED) else host_view(array)
         out.views[name] = array = array if view is None else view
+        target = reads_as.get(name)
         if name in batched:
-            _check_values(name, array, out.batch_size, constraints, specs.get(name), out)
+            _check_values(name, array, out.batch_size, constraints, specs.get(name), out,
+                          target)
         else:  # a call-level input (no batch axis): its findings concern the whole call
             whole = Validated(flags=np.zeros(1, dtype=bool))
-            _check_values(name, array, 1, constraints, specs.get(name), whole)
+            _check_values(name, array, 1, constraints, specs.get(name), whole, target)
             for finding in whole.findings:
                 _add(out, dataclasses.replace(finding, samples=()))
+    for name in listed:  # a nested list: the array the framework builds from it
+        spec = specs.get(name)
+        if spec is not None and _numeric(spec.dtype) and dtype_name(out.arrays[name]) != spec.dtype:
+            out.arrays[name] = out.views[name] = out.seen[name] = _cast(
+                out.arrays[name], np.dtype(spec.dtype))
     return out
 
 
 def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
-            constraints: Constraints, out: Validated) -> Any | None:
-    """``value`` as an array, or ``None`` after recording why it cannot be one."""
+            constraints: Constraints, out: Validated, listed: set[str]) -> Any | None:
+    """``value`` as an array, or ``None`` after recording why it cannot be one. Adds
+    ``name`` to ``listed`` when the array was built from Python numbers."""
     if isinstance(value, Refused):
         _block(out, value.check, f"input {name!r}: {value.reason}",
                expected=spec.describe() if spec else adapter.input_types,
@@ -126,9 +147,10 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                received=type(value).__name__, detail=str(exc))
         return None
     if array is not None:
-        if isinstance(array, np.ndarray) and type(array) is not np.ndarray:
-            # masked arrays and other subclasses: check the values the model will read
-            array = np.asarray(array)
+        if isinstance(array, np.ndarray):
+            if not array.dtype.isnative and array.dtype.fields is None:
+                out.replaced.add(name)  # the model must read the copy, not the caller's
+            array = _as_stored(array)
         return array
     is_sequence = isinstance(value, (list, tuple))
     if not (adapter.capabilities.host_sequences and (is_sequence or np.isscalar(value))):
@@ -145,14 +167,12 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                    received=f">{limit}")
             return None
     try:
-        if spec is not None and spec.strict_dtype and spec.dtype:
-            try:  # Python numbers become the declared dtype, as the framework would do
-                return np.asarray(value, dtype=spec.dtype)
-            except (ValueError, TypeError, OverflowError):
-                pass  # not numbers of that kind: convert as is and let the dtype check say so
         if spec is not None and spec.accepts_strings and _first_leaf_is_text(value):
             return np.asarray(value, dtype=object)  # a str array would pad every string
-        return np.asarray(value)
+        # As is: the framework casts the numbers to the declared dtype, checked as cast.
+        array = _as_stored(np.asarray(value))
+        listed.add(name)
+        return array
     except (ValueError, TypeError, OverflowError) as exc:
         _block(out, "format", f"input {name!r} is a ragged or non-numeric nested sequence; "
                "expected a rectangular array of numbers",
@@ -183,7 +203,10 @@ def _accepted_kinds(accepts_bool: bool, accepts_strings: bool) -> frozenset[str]
             | (_TEXT_KINDS if accepts_strings else frozenset()))
 
 
-def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated) -> bool:
+def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated, *,
+                  cast: bool = False) -> bool:
+    """Dtype and shape against ``spec``. ``cast``: the array was built from a nested list,
+    which the framework converts to the declared dtype itself."""
     shape = tuple(array.shape)
     if 0 in shape:
         _block(out, "empty", f"input {name!r} is empty (shape {shape}); expected at least "
@@ -195,8 +218,14 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
                "(x.toarray())", expected="dense array", received=f"sparse {array.format}")
         return False
     received = dtype_name(array)
+    if spec is not None and spec.dtype == _TEXT:
+        return _check_text(name, array, dtype_kind(array), received, out) and _check_shape(
+            name, shape, spec, out)
     refused = (() if not isinstance(array, STRUCTURED) and dtype_kind(array) in _NUMERIC_KINDS
                else _refused_kinds(array, spec))  # real numbers, the common case, first
+    casts = spec is not None and bool(spec.dtype) and (cast or not spec.strict_dtype)
+    if refused == ["b"] and casts and _numeric(spec.dtype):  # type: ignore[union-attr]
+        refused = []  # booleans the framework casts to its numeric dtype itself
     if refused and not (spec is not None and spec.dtype == received):
         names = ", ".join(_KIND_NAMES.get(k, k) for k in refused)
         wanted = ("numbers, booleans, strings or other objects" if spec and spec.accepts_strings
@@ -208,19 +237,55 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
         return False
     if spec is None:
         return True
-    if spec.dtype and spec.strict_dtype and received != spec.dtype:
+    if spec.dtype and spec.strict_dtype and received != spec.dtype and not (
+            cast and _numeric(spec.dtype)):
         _block(out, "dtype", f"input {name!r} has dtype {received}; the model declares "
                f"{spec.dtype}. Convert it first (e.g. x.astype('{spec.dtype}'))",
                expected=spec.dtype, received=received)
         return False
+    return _check_shape(name, shape, spec, out)
+
+
+def _check_text(name: str, array: Any, kind: str, received: str, out: Validated) -> bool:
+    """A text input takes numpy ``str`` arrays and object arrays holding only ``str``,
+    each encodable as UTF-8 and free of NUL (a runtime reading C strings stops there)."""
+    if kind in "UO" and isinstance(array, np.ndarray):
+        bad = next((v for v in array.flat if not isinstance(v, str) or not _clean_text(v)), None)
+        if bad is None:
+            return True
+        what = ("objects other than str" if not isinstance(bad, str)
+                else "text with a NUL character or a lone surrogate")
+    else:
+        what = f"{_KIND_NAMES.get(kind, kind)} values"
+    _block(out, "dtype", f"input {name!r} has dtype {received} holding {what}; the model "
+           "declares text. Pass a numpy str array (np.asarray(values, dtype=str)) or an "
+           "object array of str, in UTF-8 without NUL", expected=_TEXT, received=received)
+    return False
+
+
+def _clean_text(value: str) -> bool:
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_shape(name: str, shape: tuple[int, ...], spec: InputSpec, out: Validated) -> bool:
+    """Rank and every declared length (a symbolic dimension takes any length here; inputs
+    sharing a symbol are compared in :func:`_batched_inputs`)."""
     if spec.shape is not None:
         expected = spec.shape
         fits = len(shape) == len(expected) and all(
-            e is None or e == r for e, r in zip(expected, shape))
+            not isinstance(e, int) or e == r for e, r in zip(expected, shape))
         if not fits:
             hint = (" Reshape your data: for a single sample, add the batch axis "
                     "(x.reshape(1, -1) or x[None])." if len(shape) == len(expected) - 1 else "")
-            if len(shape) == len(expected) == 2 and expected[1] is not None:
+            if len(shape) == len(expected) == 2 and isinstance(expected[1], int):
                 # scikit-learn's wording, which tools written for it look for
                 hint = (f" ({name} has {shape[1]} features, but it is expecting "
                         f"{expected[1]} features as input.)")
@@ -230,14 +295,56 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
     return True
 
 
-def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | None]
-                    ) -> list[str]:
-    """Inputs that carry the batch axis. Where some inputs declare a free first dimension,
-    inputs with a fixed one (or none at all) are per-call parameters and stay out."""
+def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | None],
+                    out: Validated) -> set[str] | None:
+    """Inputs that carry the batch axis; sets ``out.batch_size`` (``None`` after a
+    blocking finding: inputs that disagree on a shared dimension).
+
+    Where the inputs declare symbolic dimensions, only dimensions sharing a symbol must
+    agree, and the batch axis is the leading symbol most inputs share: ``queries [Q, 4]``
+    with ``keys [K, 4]`` is a batch of queries and one set of keys. Otherwise every input
+    with a free first dimension (or, if none has one, every input with an axis) carries
+    the batch, and they must agree on its length.
+    """
     ranked = [name for name, a in arrays.items() if a.ndim > 0]
+    declared = {name: spec for name in arrays
+                if (spec := specs.get(name)) is not None and spec.shape}
+    if any(spec.symbols for spec in declared.values()):
+        return _by_symbol(arrays, declared, out)
     free = [name for name in ranked if (spec := specs.get(name)) is None
             or spec.shape is None or not spec.shape or spec.shape[0] is None]
-    return free or ranked
+    batched = free or ranked
+    sizes = {name: _batch_size(arrays[name], specs.get(name)) for name in batched}
+    if len(set(sizes.values())) > 1:
+        _block(out, "shape", f"inputs disagree on the batch size: {sizes}; expected one "
+               "batch size shared by every input", expected="equal batch sizes", received=sizes)
+        return None
+    out.batch_size = next(iter(sizes.values()), 1)
+    return set(batched)
+
+
+def _by_symbol(arrays: Mapping[str, Any], declared: Mapping[str, InputSpec],
+               out: Validated) -> set[str] | None:
+    lengths: dict[str, dict[tuple[str, int], int]] = {}  # symbol -> {(input, axis): length}
+    for name, spec in declared.items():
+        for symbol, axes in spec.symbols.items():
+            for axis in axes:
+                lengths.setdefault(symbol, {})[name, axis] = int(arrays[name].shape[axis])
+    for symbol, seen in lengths.items():
+        if len(set(seen.values())) > 1:
+            listed = ", ".join(f"{name!r} has {n} (axis {axis})"
+                               for (name, axis), n in seen.items())
+            _block(out, "shape", f"inputs disagree on dimension {symbol!r}: {listed}; the "
+                   f"model declares these dimensions as one, {symbol!r}, so they must have "
+                   "the same length", expected=f"equal lengths for {symbol!r}",
+                   received={f"{name}[{axis}]": n for (name, axis), n in seen.items()})
+            return None
+    leading = [spec.shape[0] for spec in declared.values() if isinstance(spec.shape[0], str)]
+    batch = max(leading, key=leading.count) if leading else None
+    batched = {name for name, spec in declared.items() if batch is not None
+               and spec.shape[0] == batch}
+    out.batch_size = int(arrays[next(iter(batched))].shape[0]) if batched else 1
+    return batched
 
 
 def _batch_size(array: Any, spec: InputSpec | None) -> int:
@@ -247,40 +354,21 @@ def _batch_size(array: Any, spec: InputSpec | None) -> int:
 
 
 def _check_values(name: str, array: Any, n: int, c: Constraints, spec: InputSpec | None,
-                  out: Validated) -> None:
+                  out: Validated, target: np.dtype | None = None) -> None:
     """The content checks that apply to what ``array`` holds: numbers get all of them,
-    Python objects and strings only the missing-value one; tables go block by block."""
+    Python objects and strings only the missing-value one; tables go block by block.
+    ``target`` is the dtype the framework casts the input to before the model reads it."""
     allow_nan = c.allow_nan if c.allow_nan is not None else (spec is not None and spec.allow_nan)
     if isinstance(array, ColumnBlocks):
         for block in array.blocks:
-            _check_values(name, block, n, c, spec, out)
+            _check_values(name, block, n, c, spec, out, _cast_target(block, spec))
     elif isinstance(array, SparseValues):
-        _check_sparse(name, array, n, c, out, allow_nan, _cast_limit(spec, array.data))
+        _check_sparse(name, array, n, c, out, allow_nan, _cast_target(array.data, spec))
     elif (kind := dtype_kind(array)) in _TEXT_KINDS:
         if not allow_nan and kind == "O":
             _check_missing(name, array, n, out)
     else:
-        cast = None if spec is None or spec.dtype is None else _cast_limit(spec, array)
-        _check_content(name, array, n, c, out, allow_nan, cast)
-
-
-def _cast_limit(spec: InputSpec | None, array: Any) -> tuple[str, float] | None:
-    """``(dtype, largest finite value)`` where the framework casts floats to a narrower
-    float dtype it declares (float64 to float32): larger values become infinite there."""
-    if spec is None or not spec.dtype or spec.strict_dtype or dtype_kind(array) != "f":
-        return None
-    return _narrowing(dtype_name(array), spec.dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _narrowing(source: str, target: str) -> tuple[str, float] | None:
-    try:
-        src, dst = np.dtype(source), np.dtype(target)
-    except TypeError:
-        return None  # a dtype numpy lacks (bfloat16): nothing to compare
-    if dst.kind != "f" or src.itemsize <= dst.itemsize:
-        return None
-    return dst.name, float(np.finfo(dst).max)
+        _check_content(name, array, n, c, out, allow_nan, target)
 
 
 def _extremes(xp: Any, flat: Any, skip_nan: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -307,42 +395,46 @@ def _mark_all_missing(lows: np.ndarray, highs: np.ndarray) -> tuple[np.ndarray, 
     return lows, highs
 
 
-def _within(low: float, high: float, c: Constraints, cast: tuple[str, float] | None,
+def _within(low: Any, high: Any, c: Constraints, target: np.dtype | None,
             allow_nan: bool) -> bool:
-    """Whether one minimum and maximum (over a sample or a whole batch) pass every bound."""
+    """Whether one minimum and maximum (over a sample or a whole batch, in the input's own
+    dtype) pass every bound, as the model reads them after the cast to ``target``."""
     if allow_nan and math.isnan(low) and math.isnan(high):
         return True  # nothing but missing values
+    if target is not None:
+        (low, high), lost = _as_read(np.array([low, high]), target)
+        if lost.any():
+            return False
     return (math.isfinite(low) and math.isfinite(high)
             and (c.min_value is None or low >= c.min_value)
-            and (c.max_value is None or high <= c.max_value)
-            and (cast is None or (-cast[1] <= low and high <= cast[1])))
+            and (c.max_value is None or high <= c.max_value))
 
 
 def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated,
-                   allow_nan: bool = False, cast: tuple[str, float] | None = None) -> None:
+                   allow_nan: bool = False, target: np.dtype | None = None) -> None:
+    """Finiteness, range and structure; ``target`` is the dtype the framework casts the
+    input to before the model reads it (``None``: read as it is)."""
     xp = namespace(array)
     flat = array.reshape(n, -1) if xp is np else xp.reshape(array, (n, -1))  # skip dispatch
     kind = array.dtype.kind if xp is np else dtype_kind(array)
-    if kind == "f" or c.min_value is not None or c.max_value is not None:
+    if kind == "f" or c.min_value is not None or c.max_value is not None or target is not None:
         lows = highs = None
         if xp is np and not allow_nan:  # one min and one max over everything
-            low, high = float(flat.min()), float(flat.max())
+            low, high = flat.min(), flat.max()  # in the input's dtype: exact for integers
         elif xp is np:
-            low = float(np.fmin.reduce(flat, axis=None))
-            high = float(np.fmax.reduce(flat, axis=None))
+            low, high = np.fmin.reduce(flat, axis=None), np.fmax.reduce(flat, axis=None)
         else:  # on a device: per-sample summaries are all that come back to the host
             lows, highs = _extremes(xp, flat, allow_nan)
-            low, high = float(np.fmin.reduce(lows)), float(np.fmax.reduce(highs))
+            low, high = np.fmin.reduce(lows), np.fmax.reduce(highs)
         within = (math.isfinite(low) and math.isfinite(high)  # the clean case, inline
                   and (c.min_value is None or low >= c.min_value)
                   and (c.max_value is None or high <= c.max_value))
-        if not within or cast is not None or allow_nan:
-            within = _within(low, high, c, cast, allow_nan)
+        if not within or target is not None or allow_nan:
+            within = _within(low, high, c, target, allow_nan)
         if not within:  # the clean case stops here
             if lows is None:
                 lows, highs = _extremes(xp, flat, allow_nan)
-            _report_extremes(name, lows.astype(np.float64), highs.astype(np.float64), c, out,
-                             allow_nan, cast)
+            _report_extremes(name, lows, highs, c, out, allow_nan, target)
     if c.max_gradient is not None:
         jumps = largest_jump(array, n)
         steep = jumps > c.max_gradient
@@ -358,7 +450,7 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
 
 
 def _check_sparse(name: str, array: SparseValues, n: int, c: Constraints, out: Validated,
-                  allow_nan: bool, cast: tuple[str, float] | None) -> None:
+                  allow_nan: bool, target: np.dtype | None) -> None:
     """The numeric checks on a sparse matrix's stored values and its implicit zeros."""
     data, (rows, cols) = array.data, array.shape
     if data.dtype.kind == "f" or c.min_value is not None or c.max_value is not None:
@@ -371,7 +463,7 @@ def _check_sparse(name: str, array: SparseValues, n: int, c: Constraints, out: V
             low, high = float(data.min()), float(data.max())
         if zeros and not math.isnan(low):
             low, high = min(low, 0.0), max(high, 0.0)
-        if not _within(low, high, c, cast, allow_nan):
+        if not _within(low, high, c, target, allow_nan):
             lows, highs = np.full(rows, np.inf), np.full(rows, -np.inf)
             smaller, larger = (np.fmin, np.fmax) if allow_nan else (np.minimum, np.maximum)
             with np.errstate(invalid="ignore"):  # NaN is what is being looked for
@@ -381,7 +473,7 @@ def _check_sparse(name: str, array: SparseValues, n: int, c: Constraints, out: V
             lows[has_zero] = smaller(lows[has_zero], 0.0)
             highs[has_zero] = larger(highs[has_zero], 0.0)
             lows, highs = _mark_all_missing(lows, highs)
-            _report_extremes(name, lows, highs, c, out, allow_nan, cast)
+            _report_extremes(name, lows, highs, c, out, allow_nan, target)
     if c.max_gradient is not None:
         _add(out, Finding(
             "max_gradient", f"input {name!r} is a sparse matrix; the max_gradient constraint "
@@ -424,9 +516,13 @@ def _check_missing(name: str, array: np.ndarray, n: int, out: Validated) -> None
 
 def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constraints,
                      out: Validated, allow_nan: bool = False,
-                     cast: tuple[str, float] | None = None) -> None:
-    nan = np.isnan(lows) | np.isnan(highs)
-    inf = np.isinf(lows) | np.isinf(highs)
+                     target: np.dtype | None = None) -> None:
+    """Findings from per-sample extremes (in the input's own dtype); with ``target``, the
+    values are judged as the framework's cast to it leaves them."""
+    source = lows.dtype.name
+    wide_lows, wide_highs = lows.astype(np.float64), highs.astype(np.float64)
+    nan = np.isnan(wide_lows) | np.isnan(wide_highs)
+    inf = np.isinf(wide_lows) | np.isinf(wide_highs)
     bad = inf if allow_nan else inf | nan
     if bad.any():
         if allow_nan or not nan.any():
@@ -440,18 +536,14 @@ def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constrai
                           f"{expected}", samples=_indices(bad), expected="finite",
                           received=received))
     finite = ~(nan | inf)
-    if cast is not None:
-        dtype, largest = cast
-        overflow = finite & ((lows < -largest) | (highs > largest))
-        if overflow.any():
-            i = int(np.argmax(overflow))
-            _add(out, Finding(
-                "finite", f"input {name!r}, {_which(overflow)}: values beyond {dtype}'s "
-                f"range, which become infinite when the model casts its input to {dtype}; "
-                f"expected values within +-{largest:.6g}", samples=_indices(overflow),
-                expected=f"finite {dtype}", received=(float(lows[i]), float(highs[i])),
-                detail=f"sample {i} spans [{lows[i]:.6g}, {highs[i]:.6g}]"))
-            finite &= ~overflow
+    if target is not None:
+        (wide_lows, lost_low), (wide_highs, lost_high) = (_as_read(lows, target),
+                                                          _as_read(highs, target))
+        lost = finite & (lost_low | lost_high)
+        if lost.any():
+            _add(out, _unrepresentable(name, lost, source, target))
+        finite &= ~lost
+    lows, highs = wide_lows, wide_highs
     outside = np.zeros(len(lows), dtype=bool)
     if c.min_value is not None:
         outside |= finite & (lows < c.min_value)
@@ -466,6 +558,93 @@ def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constrai
             samples=_indices(outside), expected=(c.min_value, c.max_value),
             received=(float(lows[i]), float(highs[i])),
             detail=f"sample {i} spans [{lows[i]:.6g}, {highs[i]:.6g}]"))
+
+
+_TEXT = "str"
+_CHECKED_KINDS = frozenset("fiub")
+
+
+def _numeric(dtype: str | None) -> bool:
+    try:
+        return np.dtype(dtype).kind in "fiub"
+    except TypeError:  # a dtype numpy lacks (bfloat16): the framework's own
+        return False
+
+
+def _as_stored(array: np.ndarray) -> np.ndarray:
+    """``array`` as a plain ndarray whose memory holds its values in native byte order:
+    masked arrays and other subclasses give their data, other byte orders a copy."""
+    return native_order(array if type(array) is np.ndarray else np.asarray(array))
+
+
+def native_order(array: Any) -> Any:
+    """A native-order copy of a numpy array stored in another byte order (big-endian data
+    from a ``.npy`` file), else ``array`` itself. A framework reading raw memory
+    (onnxruntime, torch) would read other values from it than numpy shows; validation
+    checks the copy, and adapters hand the model that copy."""
+    if (isinstance(array, np.ndarray) and not array.dtype.isnative
+            and array.dtype.fields is None):
+        return array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _cast_target(array: Any, spec: InputSpec | None) -> np.dtype | None:
+    """The dtype the framework casts ``array`` to before the model reads it, when that
+    cast can change values beyond rounding (narrowing: float64 to float32, int64 to int8,
+    int to float16); ``None`` when it reads the array as it is."""
+    if spec is None or not spec.dtype or dtype_name(array) == spec.dtype:
+        return None
+    try:
+        target = np.dtype(spec.dtype)
+        source = np.dtype(dtype_name(array))
+    except TypeError:  # a dtype numpy lacks (bfloat16): nothing to compare
+        return None
+    if source.kind not in "fiu" or target.kind not in "fiu":
+        return None  # bools become 0/1, anything becomes a bool: always representable
+    if np.can_cast(source, target, "safe"):
+        return None  # widening: every value survives
+    return target
+
+
+def _as_read(values: np.ndarray, target: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (extremes, in the input's dtype) as float64 after the framework's cast
+    to ``target``, and a mask of those the cast cannot represent: beyond a float type's
+    range (they become infinite) or an integer type's (they wrap around)."""
+    wide = values.astype(np.float64)
+    if target.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            read = values.astype(target).astype(np.float64)
+        return read, np.isfinite(wide) & ~np.isfinite(read)
+    info = np.iinfo(target)
+    if values.dtype.kind in "iu":  # exact: numpy compares integers with Python ints exactly
+        return wide, (values < info.min) | (values > info.max)
+    read = np.trunc(wide)  # float to int drops the fraction
+    with np.errstate(invalid="ignore"):
+        lost = np.isfinite(read) & ((read < info.min) | (read >= 2.0 ** (info.bits - (
+            target.kind == "i"))))
+    return read, lost
+
+
+def _cast(array: np.ndarray, target: np.dtype) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(target)
+
+
+def _unrepresentable(name: str, lost: np.ndarray, source: str, target: np.dtype) -> Finding:
+    if target.kind == "f":
+        limit = float(np.finfo(target).max)
+        return Finding(
+            "finite", f"input {name!r}, {_which(lost)}: values beyond {target.name}'s range "
+            f"(±{limit:.6g}), which become infinite when the {source} input is cast to "
+            f"{target.name}, the dtype the model reads; expected finite {target.name} "
+            f"values", samples=_indices(lost), expected=f"finite {target.name}",
+            received=f"{source} beyond ±{limit:.6g}")
+    info = np.iinfo(target)
+    return Finding(
+        "range", f"input {name!r}, {_which(lost)}: values outside {target.name}'s range "
+        f"[{info.min}, {info.max}], which wrap around when the {source} input is cast to "
+        f"{target.name}, the dtype the model reads; expected values {target.name} can hold",
+        samples=_indices(lost), expected=(info.min, info.max), received=f"{source} beyond")
 
 
 def _add(out: Validated, finding: Finding) -> None:

@@ -102,9 +102,12 @@ def test_backend_tensors_are_screened(guarded):
     assert guarded.last_verdict.flags == (False, True, False, False)
 
 
-def test_symbolic_input_is_refused_with_the_way_out(guarded):
-    with pytest.raises(InputFormatError, match="unguard"):
+def test_symbolic_input_is_refused_with_the_way_out(guarded, sink):
+    with pytest.raises(aimsec_core.UnguardedCallError, match="unguard"):
         guarded(keras.Input((64,)))
+    with pytest.raises(InputFormatError, match="unguard"):  # predict: a bad input, recorded
+        guarded.predict(keras.Input((64,)), verbose=0)
+    assert sink.outcomes == ["rejected"]
 
 
 def _two_input_model(as_dict: bool = False) -> keras.Model:
@@ -340,14 +343,70 @@ def test_calibrated_detectors_share_the_prediction_forward_pass(sink, monkeypatc
 # --- the torch backend ---------------------------------------------------------------------
 
 def test_torch_backend_in_a_subprocess():
-    """Conformance and this file again, with Keras on torch (chosen before keras loads)."""
+    """Conformance, this file and the call paths again, with Keras on torch (chosen before
+    keras loads)."""
     # One thread: the models are tiny, and torch's threads spin against each other (ten
     # times slower) when the machine is busy with other tests.
     env = {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/conformance", "tests/test_keras_adapter.py",
+         "tests/conformance", "tests/test_keras_adapter.py", "tests/test_keras_call_paths.py",
          "-k", "keras and not test_torch_backend_in_a_subprocess"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout
+
+
+# --- the values checked are the values the model reads --------------------------------------
+
+def _cast_model(dtype: str) -> keras.Model:
+    """An identity model on a ``dtype`` input: its output is what it read, as float32."""
+    inputs = keras.Input((4,), dtype=dtype, name="v")
+    return keras.Model(inputs, keras.layers.Activation("linear", dtype="float32")(
+        keras.ops.cast(inputs, "float32")))
+
+
+@pytest.mark.parametrize("path", ["predict", "predict_on_batch", "call"])
+def test_finite_float64_beyond_float32_is_refused_on_every_path(sink, path):
+    guarded = aimsec_core.guard(_cast_model("float32"), sinks=[sink])
+    run = {"predict": lambda x: guarded.predict(x, verbose=0),
+           "predict_on_batch": guarded.predict_on_batch, "call": guarded}[path]
+    x = np.full((3, 4), 0.5)
+    x[1, 2] = -1e39  # finite in float64; -inf once Keras casts it to the declared float32
+    with pytest.raises(NonFiniteInputError, match="float64 input is cast to float32") as caught:
+        run(x)
+    assert caught.value.verdict.flags == (False, True, False) and sink.outcomes == ["rejected"]
+    x[1, 2] = 1e30  # within float32: read as the float32 nearest, and allowed
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(run(x)), x.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype,fed,bad,error", [
+    ("float16", np.float32, 7e4, NonFiniteInputError),  # beyond float16's 65504
+    ("int8", np.int64, 300, ValueRangeError),  # would wrap around to 44
+    ("uint8", np.float32, -2.0, ValueRangeError),  # would wrap around to 254
+])
+def test_declared_input_dtypes_are_honoured(sink, dtype, fed, bad, error):
+    model = _cast_model(dtype)
+    guarded = aimsec_core.guard(model, sinks=[sink])
+    assert guarded.__aimsec_guard__.adapter.signature()[0].dtype == dtype
+    x = np.ones((2, 4), fed)
+    np.testing.assert_array_equal(guarded.predict_on_batch(x), model.predict_on_batch(x))
+    x[0, 3] = bad
+    with pytest.raises(error, match=f"cast to {dtype}") as caught:
+        guarded.predict_on_batch(x)
+    assert caught.value.verdict.flags == (True, False)
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+def test_dtypes_keras_casts_itself_are_accepted(sink):
+    model = _cast_model("float32")
+    guarded = aimsec_core.guard(model, sinks=[sink])
+    for x in (np.eye(2, 4, dtype=bool), np.arange(8, dtype=np.uint8).reshape(2, 4),
+              np.arange(8, dtype=np.int64).reshape(2, 4), np.ones((2, 4), np.float16),
+              np.ones((2, 4), ">f8")):  # big-endian: the torch backend itself refuses it
+        np.testing.assert_array_equal(guarded.predict_on_batch(x),
+                                      model.predict_on_batch(x.astype(x.dtype.newbyteorder("="))))
+    assert sink.outcomes == ["allowed"] * 5
+    if np.dtype(np.longdouble).itemsize > 8:  # where long double is wider than float64
+        with pytest.raises(InputFormatError, match="long double"):
+            guarded.predict_on_batch(np.ones((2, 4), np.longdouble))

@@ -159,10 +159,24 @@ def test_bad_feeds_are_typed_and_recorded(guarded, sink, feed, error, check, say
     ("probabilities", "output_names is a str"),
     ([1], r"unknown output name\(s\) \[1\]"),
 ])
-def test_bad_output_names_are_typed(guarded, sink, names, match):
-    with pytest.raises(InputFormatError, match=match):
+def test_bad_output_names_are_typed_and_recorded(guarded, sink, names, match):
+    with pytest.raises(InputFormatError, match=match) as caught:
         guarded.run(names, {"X": _x()})
-    assert sink.outcomes == []  # refused before any input was screened
+    assert sink.outcomes == ["rejected"]  # one record, one verdict
+    assert sink.events[0].verdict is caught.value.verdict is guarded.last_verdict
+    bad = _x()
+    bad[2, 0] = np.nan  # the feed is screened too: both findings in the one verdict
+    with pytest.raises(InputFormatError, match=match) as caught:
+        guarded.run(names, {"X": bad})
+    assert caught.value.verdict.checks == ("finite", "format")
+    assert caught.value.verdict.flags[2] and sink.outcomes == ["rejected"] * 2
+
+
+def test_client_built_output_names_keep_the_message_short(guarded, sink):
+    names = ["x" * 10_000] + [f"out{i}" for i in range(10_000)]
+    with pytest.raises(InputFormatError) as caught:
+        guarded.run(names, {"X": _x()})
+    assert len(str(caught.value)) < 1000 and sink.outcomes == ["rejected"]
 
 
 def test_nested_lists_are_screened_as_the_array_onnxruntime_builds(plain, guarded, sink):
@@ -184,24 +198,24 @@ def test_nested_lists_are_screened_as_the_array_onnxruntime_builds(plain, guarde
 @pytest.mark.parametrize("onnx_type,dtype", [
     ("tensor(float)", "float32"), ("tensor(double)", "float64"),
     ("tensor(float16)", "float16"), ("tensor(int64)", "int64"), ("tensor(int32)", "int32"),
-    ("tensor(uint8)", "uint8"), ("tensor(bool)", "bool"), ("tensor(string)", None),
-    ("tensor(bfloat16)", None), ("seq(map(int64,tensor(float)))", None),
+    ("tensor(uint8)", "uint8"), ("tensor(bool)", "bool"), ("tensor(string)", "str"),
+    ("tensor(bfloat16)", "bfloat16"), ("seq(map(int64,tensor(float)))", None),
 ])
 def test_onnx_types_map_to_numpy_dtypes(onnx_type, dtype):
     assert onnx_dtype(onnx_type) == dtype
 
 
 @pytest.mark.parametrize("dims,shape", [
-    (["N", 64], (None, 64)), ([None, 3, 8, 8], (None, 3, 8, 8)), ([1, 64], (1, 64)),
+    (["N", 64], ("N", 64)), ([None, 3, 8, 8], (None, 3, 8, 8)), ([1, 64], (1, 64)),
     ([], None),  # unknown rank (onnxruntime reports scalars the same way)
 ])
-def test_symbolic_dimensions_are_free(dims, shape):
+def test_dimensions_keep_their_symbols(dims, shape):
     assert onnx_shape(dims) == shape
 
 
 def test_signature_is_the_session_s(plain):
     assert OnnxAdapter(plain).signature() == [
-        InputSpec("X", "float32", (None, 64), strict_dtype=True)]
+        InputSpec("X", "float32", (None, 64), strict_dtype=True)]  # skl2onnx names no symbol
 
 
 def test_scores_are_the_probability_output(plain):
@@ -307,8 +321,8 @@ def test_two_input_model_runs_unchanged(two_inputs, sink):
     np.testing.assert_allclose(out, SKLEARN.model().predict_proba(_x(4)), rtol=1e-4,
                                atol=1e-6)  # a real trained model, not random weights
     assert OnnxAdapter(session).signature() == [
-        InputSpec("upper", "float32", (None, 32), strict_dtype=True),
-        InputSpec("lower", "int64", (None, 32), strict_dtype=True)]
+        InputSpec("upper", "float32", ("N", 32), strict_dtype=True),
+        InputSpec("lower", "int64", ("N", 32), strict_dtype=True)]
     assert sink.outcomes == ["allowed"]
 
 
@@ -316,7 +330,7 @@ def test_two_input_model_runs_unchanged(two_inputs, sink):
 BAD_SECOND_INPUT = [
     ({"lower": _split()["upper"]}, InputFormatError, "dtype", ["'lower'", "int64"]),
     ({"lower": _split()["lower"][:, :16]}, InputFormatError, "shape", ["'lower'", "(4, 16)"]),
-    ({"lower": _split(3)["lower"]}, InputFormatError, "shape", ["'lower'", "3"]),
+    ({"lower": _split(3)["lower"]}, InputFormatError, "shape", ["'lower'", "3", "'N'"]),
     ({"lower": None}, EmptyInputError, "null", ["'lower'"]),
     ({"lower": _split()["lower"].tolist()}, None, None, []),  # a list of ints is fine
     ({"extra": _split()["upper"]}, InputFormatError, "unknown",
@@ -373,7 +387,7 @@ def test_per_sample_flags_span_the_inputs(two_inputs, sink, mode):
     assert sink.outcomes == ["flagged" if mode == "monitor" else "rejected"]
 
 
-# --- known gaps (in the core's validation, not in the adapter) ---------------------------
+# --- per-call inputs -----------------------------------------------------------------
 
 def _scaled_model(scale_type: int, scale_dims: list) -> ort.InferenceSession:
     """``y = x * scale``: a batch ``x`` and one per-call parameter ``scale``."""
@@ -423,3 +437,150 @@ def test_the_content_hash_tells_inputs_apart_by_name(two_inputs, sink):
     first = guarded.last_verdict.input_hash
     guarded.run(None, {"upper": feed["upper"], "lower": feed["lower"] + 1})
     assert guarded.last_verdict.input_hash != first
+
+
+# --- every element type, symbols by name ---------------------------------------------------
+
+def _identity(element: int, dims: list | None = ["N", 4]) -> ort.InferenceSession:
+    return ort.InferenceSession(_graph_session(
+        "identity", [("Identity", ["x"], ["y"])], [("x", element, dims)],
+        [("y", element, dims)]), providers=["CPUExecutionProvider"])
+
+
+def _element_types() -> list[tuple[str, type]]:
+    return [("BOOL", np.bool_), ("INT8", np.int8), ("INT16", np.int16), ("INT32", np.int32),
+            ("INT64", np.int64), ("UINT8", np.uint8), ("UINT16", np.uint16),
+            ("UINT32", np.uint32), ("UINT64", np.uint64), ("FLOAT16", np.float16),
+            ("FLOAT", np.float32), ("DOUBLE", np.float64)]
+
+
+@pytest.mark.parametrize("element,dtype", _element_types(), ids=[e for e, _ in _element_types()])
+def test_every_numeric_element_type_is_accepted_when_it_matches(sink, element, dtype):
+    from onnx import TensorProto
+
+    session = _identity(getattr(TensorProto, element))
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    x = (np.arange(8).reshape(2, 4) % 2).astype(dtype)
+    np.testing.assert_array_equal(guarded.run(None, {"x": x})[0], session.run(None, {"x": x})[0])
+    other = np.float32 if dtype is not np.float32 else np.float64
+    with pytest.raises(InputFormatError, match=np.dtype(dtype).name):
+        guarded.run(None, {"x": x.astype(other)})
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+def test_string_inputs_take_text_and_refuse_the_rest(sink):
+    from onnx import TensorProto
+
+    session = _identity(TensorProto.STRING)
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    words = [["a", "bc", "d", "é"], ["x", "y", "", "z"]]
+    for feed in (np.array(words), np.array(words, dtype=object), words):
+        np.testing.assert_array_equal(guarded.run(None, {"x": feed})[0],
+                                      session.run(None, {"x": feed})[0])
+    assert guarded.last_verdict.input_hash  # hashed, as text
+    # bytes arrays are read as raw memory by onnxruntime; objects that are not str
+    # would be turned into text behind the caller's back
+    # and it reads text only up to a NUL, and cannot encode lone surrogates
+    for bad in (np.array([[b"a", b"b", b"c", b"d"]]), np.array([[1, 2, 3, 4]], dtype=object),
+                np.ones((2, 4), np.float32), np.array([["a\x00b", "b", "c", "d"]]),
+                np.array([["\ud800", "b", "c", "d"]], dtype=object)):
+        with pytest.raises(InputFormatError, match="declares text"):
+            guarded.run(None, {"x": bad})
+    assert sink.outcomes == ["allowed"] * 3 + ["rejected"] * 5
+
+
+def test_equal_text_in_object_arrays_hashes_alike(sink):
+    from onnx import TensorProto
+
+    guarded = aimsec_core.guard(_identity(TensorProto.STRING), sinks=[sink])
+    hashes = []
+    for _ in range(2):  # equal strings, distinct objects
+        feed = np.array([["".join(["a", str(i)]) for i in range(4)]], dtype=object)
+        guarded.run(None, {"x": feed})
+        hashes.append(guarded.last_verdict.input_hash)
+    assert hashes[0] == hashes[1]
+
+
+@lru_cache(maxsize=1)
+def _attention() -> bytes:
+    """``scores = queries @ keys^T``: queries ``[Q, 4]``, keys ``[K, 4]``."""
+    from onnx import TensorProto
+
+    return _graph_session(
+        "attention", [("Transpose", ["keys"], ["keys_t"], {"perm": [1, 0]}),
+                      ("MatMul", ["queries", "keys_t"], ["scores"])],
+        [("queries", TensorProto.FLOAT, ["Q", 4]), ("keys", TensorProto.FLOAT, ["K", 4])],
+        [("scores", TensorProto.FLOAT, ["Q", "K"])])
+
+
+def test_dimensions_with_different_symbols_need_not_agree(sink):
+    session = ort.InferenceSession(_attention(), providers=["CPUExecutionProvider"])
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    rng = np.random.default_rng(0)
+    feed = {"queries": rng.random((2, 4), np.float32), "keys": rng.random((5, 4), np.float32)}
+    np.testing.assert_array_equal(guarded.run(None, feed)[0], session.run(None, feed)[0])
+    assert guarded.last_verdict.batch_size == 2  # the first input's leading symbol
+    feed["keys"][3, 1] = np.nan  # keys are not the batch: the whole call is flagged
+    with pytest.raises(NonFiniteInputError, match="'keys'") as caught:
+        guarded.run(None, feed)
+    assert caught.value.verdict.flags == (True, True)
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+def test_dimensions_sharing_a_symbol_must_agree_wherever_they_are(sink):
+    from onnx import TensorProto
+
+    session = ort.InferenceSession(_graph_session(
+        "pair", [("Add", ["a", "b"], ["y"])],
+        [("a", TensorProto.FLOAT, ["N", "T"]), ("b", TensorProto.FLOAT, ["N", "T"])],
+        [("y", TensorProto.FLOAT, ["N", "T"])]), providers=["CPUExecutionProvider"])
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    ok = {"a": np.ones((2, 3), np.float32), "b": np.ones((2, 3), np.float32)}
+    np.testing.assert_array_equal(guarded.run(None, ok)[0], session.run(None, ok)[0])
+    with pytest.raises(InputFormatError, match=r"dimension 'T': 'a' has 3 \(axis 1\), 'b' has 4"):
+        guarded.run(None, {"a": ok["a"], "b": np.ones((2, 4), np.float32)})
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+def test_a_scalar_declared_as_empty_shape_is_not_a_batch(sink):
+    from onnx import TensorProto
+
+    session = _scaled_model(TensorProto.FLOAT, [])
+    assert OnnxAdapter(session).signature()[1].shape is None  # [] may also be unknown rank
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    feed = {"x": _x(3), "scale": np.array(0.5, np.float32)}
+    np.testing.assert_array_equal(guarded.run(None, feed)[0], session.run(None, feed)[0])
+    assert guarded.last_verdict.batch_size == 3
+
+
+# --- the values checked are the values onnxruntime reads -----------------------------------
+
+def test_a_big_endian_feed_runs_as_the_values_numpy_shows(plain, guarded, sink):
+    x = _x()
+    big = x.astype(">f4")  # what np.load gives for a .npy written on a big-endian machine
+    wrong = plain.run(["probabilities"], {"X": big})[0]  # the raw bytes, misread
+    assert not np.allclose(wrong, plain.run(["probabilities"], {"X": x})[0], equal_nan=True)
+    np.testing.assert_array_equal(guarded.run(["probabilities"], {"X": big})[0],
+                                  plain.run(["probabilities"], {"X": x})[0])
+    big[4, 2] = np.nan
+    with pytest.raises(NonFiniteInputError) as caught:
+        guarded.run(None, {"X": big})
+    assert caught.value.verdict.flags[4]
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+def test_big_endian_and_native_inputs_hash_alike(guarded):
+    x = _x()
+    guarded.run(None, {"X": x})
+    native = guarded.last_verdict.input_hash
+    guarded.run(None, {"X": x.astype(">f4")})
+    assert guarded.last_verdict.input_hash == native
+
+
+def test_list_numbers_beyond_the_declared_dtype_are_refused_naming_both(guarded, sink):
+    rows = _x(2).tolist()
+    rows[1][3] = 1e39  # a Python float: finite, but infinite once cast to float32
+    with pytest.raises(NonFiniteInputError, match="float64 input is cast to float32") as caught:
+        guarded.run(None, {"X": rows})
+    assert caught.value.verdict.flags == (False, True)
+    assert sink.outcomes == ["rejected"]

@@ -144,6 +144,9 @@ class KerasAdapter(Adapter):
         import numpy as np
 
         if isinstance(value, np.ndarray):
+            if value.dtype.kind == "f" and value.dtype.itemsize > 8:
+                raise TypeError(f"Keras takes no {value.dtype.name} (long double) arrays; "
+                                "convert them first (x.astype('float64'))")
             return value
         keras = _keras()
         if isinstance(value, keras.KerasTensor):
@@ -175,11 +178,20 @@ class KerasAdapter(Adapter):
         return forward_backward(self.model, x, labels)[2]
 
     def forward_with_gradient(self, call: Any, x: Any) -> tuple[Any, Any, Any]:
-        """``call`` maps the input (backend tensors, watched) to the model's output tensor;
-        ``None`` means ``model(x, training=False)`` with the output as numpy, the values
-        ``predict`` returns. The gradient is of the loss at the predicted label."""
-        from ._gradients import forward_backward
+        """``call`` maps the input (backend tensors, watched) to the model's output tensor,
+        and that one forward pass gives the output and the gradient; ``None`` means
+        ``model(x, training=False)`` with the output as numpy. An :class:`OwnOutput` is
+        the guarded call itself: its output is returned untouched, and the gradient comes
+        from a pass of its own. The gradient is of the loss at the predicted label."""
+        import numpy as np
 
+        from ._gradients import OwnOutput, class_probabilities, forward_backward
+
+        if isinstance(call, OwnOutput):
+            output = call()
+            probabilities = class_probabilities(np.asarray(output))[0]
+            labels = probabilities.argmax(axis=1)
+            return output, probabilities, forward_backward(self.model, x, labels)[2]
         return forward_backward(self.model, x, None, call)
 
     def wrap(self, guard: Guard) -> Any:

@@ -46,6 +46,19 @@ class Forward:
         return self.run(x)
 
 
+class OwnOutput:
+    """The guarded call itself (``predict``, ``predict_on_batch``), run as it is: its
+    output is what the caller gets, bit for bit, and the gradient comes from a pass of its
+    own at the labels that output predicts. (``predict`` runs a compiled function on
+    batches of its own size; an eager pass over the whole input rounds differently.)"""
+
+    def __init__(self, run: Callable[[], Any]) -> None:
+        self.run = run
+
+    def __call__(self) -> Any:
+        return self.run()
+
+
 def forward_backward(model: Any, x: Any, labels: Any = None,
                      call: Callable[[Any], Any] | None = None
                      ) -> tuple[Any, np.ndarray, Any]:

@@ -14,20 +14,34 @@ from __future__ import annotations
 import contextvars
 import inspect
 import itertools
+import sys
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
 
-from aimsec_core.errors import SecurityViolation
+from aimsec_core.errors import SecurityViolation, UnguardedAttributeError, UnguardedCallError
 from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
+from aimsec_core.validation import native_order
 from aimsec_core.verdict import Verdict
 
-from ._gradients import Forward
+from ._gradients import Forward, OwnOutput
 
 _OWN = frozenset({"_aimsec_guard"})
+#: Attributes of a Keras model that run it on inputs the guard never sees -> what they are.
+UNGUARDED = {
+    "call": "the layer's forward computation, called directly",
+    "forward": "the torch backend's forward computation, called directly",
+    "predict_step": "one step of predict, on a batch it is handed",
+    "test_step": "one step of evaluate, on a batch it is handed",
+    "make_predict_function": "the builder of predict's compiled step",
+    "make_test_function": "the builder of evaluate's compiled step",
+    "predict_function": "predict's compiled step",
+    "test_function": "evaluate's compiled step",
+    "export": "an export of the model as an unguarded artifact",
+}
 
 
 class GuardedModel(GuardedMixin):
@@ -53,17 +67,28 @@ class GuardedModel(GuardedMixin):
 
     def predict_on_batch(self, x: Any) -> Any:
         guard = self._aimsec_guard
-        return guard.call(guard.adapter.inputs_of(x), lambda: guard.model.predict_on_batch(x))
+        x = _native(x)
+        run = OwnOutput(lambda: guard.model.predict_on_batch(x))
+        return guard.call(guard.adapter.inputs_of(x), run, run)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         guard = self._aimsec_guard
         model = guard.model
+        args = list(args)  # type: ignore[assignment]
         if args:
-            x = args[0]
+            x = args[0] = _native(args[0])
             forward = Forward(lambda t: model(t, *args[1:], **kwargs))
         else:
-            x = kwargs.get("inputs")
+            x = kwargs["inputs"] = _native(kwargs.get("inputs"))
             forward = Forward(lambda t: model(**{**kwargs, "inputs": t}))
+        if _symbolic(x):
+            raise _as_is(UnguardedCallError(
+                "the guarded model was called on symbolic tensors (building a larger model "
+                "around it, tf.function, export): the guard cannot screen inputs that do "
+                "not exist yet, and would not be in the traced graph. Build on "
+                "aimsec_core.unguard(guarded) and guard the resulting model instead"))
+        # Calling the model is eager: the gradient's forward pass computes exactly what
+        # the plain call does, so the two share it.
         return guard.call(guard.adapter.inputs_of(x), lambda: model(*args, **kwargs), forward)
 
     def _screened(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -75,13 +100,13 @@ class GuardedModel(GuardedMixin):
         x = bound.arguments.get(first)
         pipeline = _pipeline(x)
         if pipeline is None:
-            forward = None
-            if method_name == "predict" and not bound.arguments.get("callbacks"):
-                # With gradient detectors, the prediction and the gradient share one
-                # forward pass: model(x, training=False) computes what predict returns.
-                forward = Forward(lambda t: guard.model(t, training=False), to_numpy=True)
-            return guard.call(guard.adapter.inputs_of(x), lambda: method(*args, **kwargs),
-                              forward)
+            if first in bound.arguments:
+                x = bound.arguments[first] = _native(x)
+            # predict's own output is returned as it is; gradient detectors take their
+            # pass beside it (evaluate returns no predictions to reuse)
+            run = OwnOutput(lambda: method(*bound.args, **bound.kwargs))
+            return guard.call(guard.adapter.inputs_of(x), run,
+                              run if method_name == "predict" else None)
         batches, length = pipeline
         if (length is not None and "steps" in signature.parameters
                 and bound.arguments.get("steps") is None):
@@ -102,6 +127,12 @@ class GuardedModel(GuardedMixin):
     def __getattr__(self, name: str) -> Any:
         if name in _OWN:  # not set yet (mid-construction): never recurse into ourselves
             raise AttributeError(name)
+        if name in UNGUARDED:
+            raise _as_is(UnguardedAttributeError(
+                f"{name} runs the model without the guard (it is {UNGUARDED[name]}); the "
+                "guarded model refuses it. Use predict, predict_on_batch, evaluate or call "
+                "the guarded model, or use aimsec_core.unguard(guarded) to bypass the guard "
+                "knowingly"))
         return getattr(self._aimsec_guard.model, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -126,6 +157,39 @@ class GuardedModel(GuardedMixin):
         # The borrowed __class__ would make pickle/copy build a bare, broken model.
         raise TypeError("a guarded model cannot be pickled or copied; save the original "
                         "(aimsec_core.unguard(guarded).save(path)) and guard it again on load")
+
+
+def _native(x: Any) -> Any:
+    """``x`` with every numpy array stored in non-native byte order replaced by the
+    native-order copy validation checks (the torch backend reads raw memory and refuses
+    them; TensorFlow reads their values): an array, or a tuple, list or dict of them."""
+    if isinstance(x, (list, tuple)):
+        converted = [native_order(v) for v in x]
+        if any(a is not b for a, b in zip(converted, x)):
+            return type(x)(converted) if type(x) in (list, tuple) else x
+        return x
+    if isinstance(x, dict):
+        return {k: native_order(v) for k, v in x.items()}
+    return native_order(x)
+
+
+def _as_is(error: Exception) -> Exception:
+    """``error``, marked so that TensorFlow's autograph (tracing a ``tf.function``)
+    re-raises it as itself instead of wrapping it in a ``StagingError``."""
+    error.ag_pass_through = True  # type: ignore[attr-defined]
+    return error
+
+
+def _symbolic(x: Any) -> bool:
+    """Whether ``x`` holds symbolic tensors: Keras' own (functional models) or graph
+    tensors of a ``tf.function`` being traced."""
+    tf = sys.modules.get("tensorflow")
+    for leaf in keras.tree.flatten(x) if isinstance(x, (list, tuple, dict)) else [x]:
+        if isinstance(leaf, keras.KerasTensor):
+            return True
+        if tf is not None and isinstance(leaf, tf.Tensor) and not hasattr(leaf, "numpy"):
+            return True
+    return False
 
 
 def _pipeline(x: Any) -> tuple[Iterator[Any], int | None] | None:
@@ -163,7 +227,7 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     seen: list[Verdict | None] = []
 
     def allowed(data: Any) -> bool:
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        x = keras.utils.unpack_x_y_sample_weight(data)[0]  # already in native order
         try:
             guard.call(guard.adapter.inputs_of(x), lambda: None)
         except SecurityViolation as exc:
@@ -175,6 +239,7 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
 
     def screened() -> Iterator[Any]:
         for data in batches:
+            data = _native(data)
             if not caller.copy().run(allowed, data):
                 return
             # A generator must yield tuples; a bare batch or a list reads the same as one.

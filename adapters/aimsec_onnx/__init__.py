@@ -21,12 +21,18 @@
     True
 
 ``run``, ``run_with_ort_values`` and ``run_async`` are guarded: every declared input of the
-feed is screened against the dtype and shape the model declares, a missing or unknown input
-name is refused with the name in the message. ``run_with_iobinding`` and
-``run_with_ortvaluevector`` take inputs the guard cannot read, so they raise
-:class:`UnguardedCallError`; ``aimsec_core.unguard(guarded)`` gives the plain session for
-callers who bypass the guard on purpose. Everything else (``get_inputs``, ``get_outputs``,
-``get_modelmeta``, ``get_providers`` ...) is the session's own.
+feed is screened against the element type and shape the model declares (every tensor
+element type numpy has, ``str`` for ``tensor(string)``; symbolic dimensions by name: only
+dimensions sharing a symbol must agree), a missing or unknown input name is refused with
+the name in the message, and so are unknown ``output_names``, in the same verdict and audit
+record as the feed's findings. A big-endian array (which onnxruntime would read as raw
+little-endian bytes) is checked and run as the native-order copy the core makes of it.
+``run_with_iobinding``, ``run_with_ortvaluevector`` and ``io_binding`` take inputs the guard
+cannot read, and the session's private attributes (``_sess``) reach the unguarded runtime,
+so they raise :class:`UnguardedCallError`; ``aimsec_core.unguard(guarded)`` gives the
+plain session for callers who bypass the guard on purpose. Everything else
+(``get_inputs``, ``get_outputs``, ``get_modelmeta``, ``get_providers`` ...) is the
+session's own.
 
 Overridable initializers (``get_overridable_initializers``) may be fed as with the plain
 session; they are model constants, not samples, and pass through unscreened.
@@ -45,11 +51,9 @@ from aimsec_core.signature import InputSpec
 
 __all__ = ["OnnxAdapter", "UnguardedCallError"]
 
-#: ONNX element types whose numpy dtype name differs from the ONNX one.
-_DTYPES = {"float": "float32", "double": "float64"}
-#: ONNX element types with no numpy dtype of the same name: no dtype check for them.
-_NO_NUMPY_DTYPE = frozenset({"string", "bfloat16", "float8e4m3fn", "float8e4m3fnuz",
-                             "float8e5m2", "float8e5m2fnuz", "int4", "uint4", "float4e2m1"})
+#: ONNX element types whose numpy dtype name differs from the ONNX one; ``str`` is the
+#: core's name for text (numpy str arrays, object arrays of str).
+_DTYPES = {"float": "float32", "double": "float64", "string": "str"}
 _FLOAT_TYPES = frozenset({"tensor(float)", "tensor(double)", "tensor(float16)"})
 
 
@@ -124,21 +128,23 @@ class OnnxAdapter(Adapter):
 
 
 def onnx_dtype(onnx_type: str) -> str | None:
-    """numpy dtype name of an ONNX tensor type (``'tensor(float)'`` -> ``'float32'``);
-    ``None`` for non-tensor types and element types numpy has no dtype for."""
+    """The dtype name the core checks for an ONNX tensor type (``'tensor(float)'`` ->
+    ``'float32'``, ``'tensor(string)'`` -> ``'str'``); element types numpy lacks keep their
+    ONNX name (``'bfloat16'``), so a numpy array is refused for them by name. ``None`` for
+    sequences, maps and optionals."""
     if not (onnx_type.startswith("tensor(") and onnx_type.endswith(")")):
-        return None  # sequences, maps, optionals
-    element = onnx_type[len("tensor("):-1]
-    if element in _NO_NUMPY_DTYPE:
         return None
+    element = onnx_type[len("tensor("):-1]
     return _DTYPES.get(element, element)
 
 
-def onnx_shape(dims: list[Any]) -> tuple[int | None, ...] | None:
-    """Declared shape with symbolic or unknown dimensions as ``None``.
+def onnx_shape(dims: list[Any]) -> tuple[int | str | None, ...] | None:
+    """Declared shape: fixed lengths as ``int``, symbolic dimensions (``dim_param``) by
+    name, unnamed free ones as ``None``.
 
-    onnxruntime reports an input of unknown rank as ``[]``, like a scalar, so an empty
-    shape declares nothing."""
+    onnxruntime reports an input of unknown rank as ``[]``, exactly as it reports a scalar
+    (and it runs a scalar input fed an array of any rank), so an empty shape declares
+    nothing: a 0-d array is fed as is and never counted as a batch."""
     if not dims:
         return None
-    return tuple(d if isinstance(d, int) else None for d in dims)
+    return tuple(d if isinstance(d, (int, str)) else None for d in dims)

@@ -8,12 +8,11 @@ from typing import Any, TypeVar
 
 import onnxruntime
 
-from aimsec_core.errors import InputFormatError
+from aimsec_core.errors import UnguardedAttributeError, UnguardedCallError
 from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
-
-from aimsec_core.errors import UnguardedCallError
 from aimsec_core.validation import Refused
+from aimsec_core.verdict import Finding
 
 T = TypeVar("T")
 
@@ -40,17 +39,16 @@ class GuardedSession(GuardedMixin):
     def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
             run_options: Any = None) -> list[Any]:
         """``InferenceSession.run``, screened."""
-        self._check_outputs(output_names)
-        return self._call(input_feed, lambda: self._session.run(
-            output_names, input_feed, run_options))
+        return self._call(output_names, input_feed, lambda feed: self._session.run(
+            output_names, feed, run_options))
 
     def run_with_ort_values(self, output_names: Sequence[str] | None,
                             input_dict_ort_values: Mapping[str, Any],
                             run_options: Any = None) -> Any:
         """``InferenceSession.run_with_ort_values``, screened (CPU ``OrtValue`` inputs)."""
-        self._check_outputs(output_names)
-        return self._call(input_dict_ort_values, lambda: self._session.run_with_ort_values(
-            output_names, input_dict_ort_values, run_options), ort_values=True)
+        return self._call(output_names, input_dict_ort_values,
+                          lambda feed: self._session.run_with_ort_values(
+                              output_names, feed, run_options), ort_values=True)
 
     def run_async(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
                   callback: Callable[..., Any], user_data: Any,
@@ -58,9 +56,8 @@ class GuardedSession(GuardedMixin):
         """``InferenceSession.run_async``, screened before it is scheduled: a refused feed
         raises here and ``callback`` is never called. The recorded latency covers the
         screening and the scheduling, not the inference."""
-        self._check_outputs(output_names)
-        return self._call(input_feed, lambda: self._session.run_async(
-            output_names, input_feed, callback, user_data, run_options))
+        return self._call(output_names, input_feed, lambda feed: self._session.run_async(
+            output_names, feed, callback, user_data, run_options))
 
     def run_with_iobinding(self, *args: Any, **kwargs: Any) -> Any:
         raise self._unguarded("run_with_iobinding")
@@ -68,8 +65,21 @@ class GuardedSession(GuardedMixin):
     def run_with_ortvaluevector(self, *args: Any, **kwargs: Any) -> Any:
         raise self._unguarded("run_with_ortvaluevector")
 
-    def _call(self, feed: Any, predict: Callable[[], T], *, ort_values: bool = False) -> T:
-        return self.__aimsec_guard__.call(self._screened(feed, ort_values), predict)
+    def io_binding(self) -> Any:
+        raise self._unguarded("io_binding")
+
+    def _call(self, output_names: Any, feed: Any, predict: Callable[[Any], T], *,
+              ort_values: bool = False) -> T:
+        """Screen ``feed`` (and ``output_names``) and run ``predict`` on the feed with the
+        arrays the core rebuilt in place of the caller's (native byte order, lists as
+        arrays), so onnxruntime reads exactly what was checked."""
+        refusals = self._check_outputs(output_names)
+
+        def run(rebuilt: Mapping[str, Any]) -> T:
+            return predict({**feed, **rebuilt} if rebuilt else feed)
+
+        return self.__aimsec_guard__.call(self._screened(feed, ort_values), run,
+                                          rebuilt=True, refusals=refusals)
 
     def _screened(self, feed: Any, ort_values: bool) -> dict[Any, Any]:
         """The feed as the core screens it: every declared input by name, a refusal in
@@ -103,21 +113,25 @@ class GuardedSession(GuardedMixin):
                     check="unknown", received=unknown)
         return screened
 
-    def _check_outputs(self, output_names: Any) -> None:
-        # The serving code's argument, not the client's input: refused before screening.
+    def _check_outputs(self, output_names: Any) -> tuple[Finding, ...]:
+        """Findings that refuse the call for its ``output_names``: checked with the feed,
+        so the verdict and the audit record hold both."""
         if output_names is None:
-            return
-        model = self.__aimsec_guard__.name
+            return ()
         if isinstance(output_names, (str, bytes)) or not isinstance(output_names, Sequence):
-            raise InputFormatError(
-                f"{model}: output_names is a {type(output_names).__name__}; expected a list "
+            return (Finding(
+                "format", f"output_names is a {type(output_names).__name__}; expected a list "
                 f"of output names from {self._outputs}, or None for all of them",
-                expected="list of output names", received=type(output_names).__name__)
-        unknown = [n for n in output_names if not isinstance(n, str) or n not in self._outputs]
+                expected="list of output names", received=type(output_names).__name__,
+                blocking=True),)
+        unknown = [n for n in islice(output_names, 1000)
+                   if not isinstance(n, str) or n not in self._outputs][:10]
         if unknown:
-            raise InputFormatError(
-                f"{model}: unknown output name(s) {unknown}; the model's outputs are "
-                f"{self._outputs}", expected=self._outputs, received=unknown)
+            return (Finding(
+                "format", f"unknown output name(s) {[_short(n) for n in unknown]}; the "
+                f"model's outputs are {self._outputs}", expected=self._outputs,
+                received=[_short(n) for n in unknown], blocking=True),)
+        return ()
 
     def _unguarded(self, method: str) -> UnguardedCallError:
         return UnguardedCallError(
@@ -130,6 +144,12 @@ class GuardedSession(GuardedMixin):
         session = self.__dict__.get("_session")
         if session is None:
             raise AttributeError(name)
+        if name.startswith("_") and not name.startswith("__"):
+            # _sess is the runtime itself: its run() would take any feed unscreened
+            raise UnguardedAttributeError(
+                f"{name} is a private attribute of the session, which reaches the "
+                "unguarded runtime; the guarded session refuses it. Use "
+                "aimsec_core.unguard(session) to bypass the guard knowingly")
         return getattr(session, name)
 
     def __dir__(self) -> list[str]:
@@ -139,3 +159,10 @@ class GuardedSession(GuardedMixin):
     def __repr__(self) -> str:
         guard = self.__aimsec_guard__
         return f"<guarded {type(self._session).__name__} {guard.name!r} ({guard.mode})>"
+
+
+def _short(name: Any) -> Any:
+    """An output name as the message shows it: a client may build it, so bounded."""
+    if isinstance(name, str):
+        return name[:40] + "..." if len(name) > 40 else name
+    return name if isinstance(name, (int, float, type(None))) else f"<{type(name).__name__}>"
