@@ -7,9 +7,9 @@ the :class:`~aimsec_core.guard.Guard` object (its constraints, mode, calibration
 monitoring policy and store), except API-key identity, which lives in front of the guard
 (the serving middleware sets ``guard.api_key_identity``; callers may pass it).
 
-Monitoring, the state store and alerts are optional parts of a guard; they are read
-defensively (attributes or mapping keys, whichever the guard has), and a part a guard
-lacks reads as "not configured".
+Monitoring (``guard.monitor``: its policy's base rules and its store) and incidents and
+alerts (an ``IncidentSink`` among the sinks) are optional parts of a guard; a part a
+guard lacks reads as "off" or "not configured".
 """
 
 from __future__ import annotations
@@ -35,58 +35,48 @@ class GuardControl:
     observe: Callable[[Guard, bool | None], Observation]
 
 
-_MISSING = object()
+def _rules(guard: Guard) -> Any:
+    """The base tier's monitoring rules, or ``None`` when monitoring is off
+    (``guard(model, policy=False)``)."""
+    monitor = getattr(guard, "monitor", None)
+    return None if monitor is None else monitor.policy.rules
 
 
-def _lookup(root: Any, path: str) -> Any:
-    """``root.a.b`` (attributes or mapping keys), or None when any step is absent."""
-    value = root
-    for part in path.split("."):
-        if value is None:
-            return None
-        if isinstance(value, dict):
-            value = value.get(part)
-        else:
-            value = getattr(value, part, None)
-    return value
-
-
-def _first(guard: Guard, *paths: str) -> tuple[str, Any]:
-    for path in paths:
-        value = _lookup(guard, path)
-        if value is not None:
-            return path, value
-    return "", None
-
-
-def _enabled(value: Any) -> bool:
-    """A setting counts as on when it is true, a positive number, or an object/mapping
-    whose ``enabled`` is not false."""
-    if value is None or value is False:
-        return False
-    if isinstance(value, (int, float)):
-        return value > 0
-    flag = value.get("enabled", True) if isinstance(value, dict) else getattr(
-        value, "enabled", True)
-    return bool(flag)
-
-
-_POLICY = ("policy", "monitor.policy", "monitoring.policy")
-
-
-def _policy_setting(guard: Guard, *names: str) -> tuple[str, Any]:
-    return _first(guard, *(f"{p}.{n}" for p in _POLICY for n in names))
-
-
-def _monitoring(names: tuple[str, ...], what: str) -> Callable[[Guard, bool | None], Observation]:
+def _monitoring(read: Callable[[Any], tuple[bool, str]],
+                what: str) -> Callable[[Guard, bool | None], Observation]:
     def observe(guard: Guard, _: bool | None) -> Observation:
-        path, value = _policy_setting(guard, *names)
-        if value is None:
-            return Observation(False, f"not configured (the guard has no {what} setting)")
-        if _enabled(value):
-            return Observation(True, f"{path} = {value!r}")
-        return Observation(False, f"off ({path} = {value!r})")
+        rules = _rules(guard)
+        if rules is None:
+            return Observation(False, f"off: request monitoring is disabled (policy=False), "
+                                      f"so no {what}")
+        return Observation(*read(rules))
     return observe
+
+
+def _rate(rules: Any) -> tuple[bool, str]:
+    rate, gap = rules.max_requests_per_minute, rules.min_request_interval
+    on = bool(rate) or gap > 0
+    return on, (f"max_requests_per_minute = {rate}, min_request_interval = {gap:g} s"
+                if on else "no rate limit: policy max_requests_per_minute is not set")
+
+
+def _lockout(rules: Any) -> tuple[bool, str]:
+    on = rules.max_failed_attempts > 0
+    return on, (f"locked out for {rules.session_timeout:g} s after "
+                f"{rules.max_failed_attempts} refused calls" if on
+                else "off: policy max_failed_attempts = 0")
+
+
+def _queries(rules: Any) -> tuple[bool, str]:
+    on = rules.near_duplicate
+    return on, (f"near-duplicate fingerprints (threshold "
+                f"{rules.suspicious_pattern_threshold:.0%}), repeats up to {rules.max_repeats}"
+                if on else "off: policy near_duplicate = False")
+
+
+def _extraction(rules: Any) -> tuple[bool, str]:
+    return rules.extraction, ("PRADA distance test on identified clients" if rules.extraction
+                              else "off: policy extraction = False")
 
 
 def _validation(guard: Guard, _: bool | None) -> Observation:
@@ -143,27 +133,24 @@ def _inputs_not_logged(guard: Guard, _: bool | None) -> Observation:
 
 
 def _store(guard: Guard, _: bool | None) -> Observation:
-    path, store = _first(guard, "store", "monitor.store", "monitoring.store", "policy.store")
-    if store is None:
-        return Observation(False, "not configured (no state store)")
-    url = store if isinstance(store, str) else str(getattr(store, "url", "") or "")
-    kind = type(store).__name__
-    shared = url.startswith(("redis://", "rediss://", "unix://")) or "redis" in kind.lower()
-    where = url or kind
-    return Observation(shared, f"{where} (shared across replicas)" if shared else
-                       f"{where}: in-process, each replica counts alone")
+    monitor = getattr(guard, "monitor", None)
+    if monitor is None:
+        return Observation(False, "off: request monitoring is disabled (policy=False)")
+    url = str(monitor.store.url)
+    shared = url.startswith(("redis://", "rediss://", "unix://"))
+    return Observation(shared, f"{url} (shared across replicas)" if shared else
+                       f"{url}: in-process, each replica counts alone")
 
 
 def _alerts(guard: Guard, _: bool | None) -> Observation:
-    path, alerts = _first(guard, "alerts", "alerting", "dispatcher")
-    if alerts is not None and _enabled(alerts):
-        return Observation(True, f"{path}: {type(alerts).__name__}")
-    sinks = [type(s).__name__ for s in guard.sinks
-             if type(s).__module__.startswith(("aimsec_core.alerts", "aimsec_core.incidents"))
-             or getattr(s, "channels", None)]
-    if sinks:
-        return Observation(True, "sinks: " + ", ".join(sinks))
-    return Observation(False, "not configured (no incident or alert sink)")
+    from ..incidents import IncidentSink
+
+    sinks = [s for s in guard.sinks if isinstance(s, IncidentSink)]
+    if not sinks:
+        return Observation(False, "not configured (no incident sink among the guard's sinks)")
+    channels = sorted({getattr(c, "name", type(c).__name__)
+                       for s in sinks for c in getattr(s.dispatcher, "channels", ())})
+    return Observation(True, f"incidents stored; alerts via {', '.join(channels) or 'the outbox'}")
 
 
 def _api_key(guard: Guard, given: bool | None) -> Observation:
@@ -192,20 +179,16 @@ GUARD_CONTROLS: dict[str, GuardControl] = {
     "rate_limiting": GuardControl(
         "policy max_requests_per_minute (or min_request_interval) > 0",
         "guard(model, policy={'max_requests_per_minute': 100})",
-        _monitoring(("max_requests_per_minute", "rate_limit", "requests_per_minute",
-                     "min_request_interval"), "rate-limit")),
+        _monitoring(_rate, "rate limit")),
     "client_lockout": GuardControl(
         "policy max_failed_attempts > 0", "guard(model, policy={'max_failed_attempts': 5})",
-        _monitoring(("max_failed_attempts", "lockout"), "lockout")),
+        _monitoring(_lockout, "lockout")),
     "query_monitoring": GuardControl(
-        "policy near-duplicate (or repeat) monitoring on",
-        "guard(model, policy={'near_duplicates': True})",
-        _monitoring(("near_duplicates", "near_duplicate", "near_duplicate_threshold",
-                     "repeats", "max_repeats"), "near-duplicate")),
+        "policy near_duplicate on (the default for identified clients)",
+        "guard(model, policy={'near_duplicate': True})", _monitoring(_queries, "query checks")),
     "extraction_monitoring": GuardControl(
-        "policy extraction monitoring on", "guard(model, policy={'extraction': True})",
-        _monitoring(("extraction", "extraction_monitoring", "extraction_threshold"),
-                    "extraction")),
+        "policy extraction on (the default for identified clients)",
+        "guard(model, policy={'extraction': True})", _monitoring(_extraction, "extraction")),
     "shared_state": GuardControl(
         "the monitoring store is Redis (not in-process memory)",
         "guard(model, store='redis://...') or AIMSEC_STORE_URL", _store),
@@ -215,7 +198,7 @@ GUARD_CONTROLS: dict[str, GuardControl] = {
     "inputs_not_logged": GuardControl("no AuditLog with include_inputs",
                                       "AIMSEC_LOG_INPUTS=0 (the default)", _inputs_not_logged),
     "security_alerts": GuardControl(
-        "guard.alerts, or an incident/alert sink among guard.sinks",
+        "an IncidentSink among guard.sinks (the default sinks have one) and its channels",
         "configure incidents and alert channels (ALERT_SMTP_SERVER, a webhook)", _alerts),
     "api_key_identity": GuardControl(
         "guard.api_key_identity (set by the API-key middleware) or the caller's statement",

@@ -10,6 +10,7 @@ import pytest
 import aimsec_core
 from aimsec_core import ConfigurationError, assess_guard, guard_of
 from aimsec_core.cli import main
+from aimsec_core.monitoring import build_monitor
 from aimsec_core.threats import load_catalogue
 from aimsec_core.threats.guard_controls import GUARD_CONTROLS
 
@@ -30,10 +31,17 @@ def guarded(digits_model, tmp_path):
     model, data = digits_model
     guarded = aimsec_core.guard(model, name="digits-nb", mode="enforce",
                                 constraints={"min_value": 0.0, "max_value": 1.0},
-                                sinks=[aimsec_core.AuditLog(tmp_path)])
+                                sinks=[aimsec_core.AuditLog(tmp_path)],
+                                policy={"max_requests_per_minute": 100,
+                                        "max_failed_attempts": 5})
     guarded.calibrate(data.x_calibration, fpr=0.05, detectors=["sparsity"])
-    guard_of(guarded).policy = {"max_requests_per_minute": 100, "max_failed_attempts": 5}
     return guarded
+
+
+def _repoliced(guard, **policy):
+    """The guard's monitoring rebuilt with ``policy``, as ``guard(model, policy=...)``
+    would build it."""
+    guard.monitor = build_monitor(guard.name, policy, "memory://", guard.clock)
 
 
 def _implemented(assessment):
@@ -52,14 +60,19 @@ def test_controls_come_from_the_configuration(guarded):
             "client_lockout", "audit_logging", "inputs_not_logged"} <= _implemented(assessment)
     details = {c.id: c.detail for c in assessment.controls}
     assert "5.0% false positives" in details["adversarial_detection"]
-    assert "not configured" in details["extraction_monitoring"]
+    assert "PRADA" in details["extraction_monitoring"]  # on by default
+    assert "memory://" in details["shared_state"] and "shared_state" not in _implemented(
+        assessment)
     assert all(c.source == "guard" for c in assessment.controls
                if c.id in GUARD_CONTROLS)
 
 
 @pytest.mark.parametrize("switch_off, control", [
-    (lambda g: setattr(g, "policy", {"max_requests_per_minute": 0, "max_failed_attempts": 5}),
-     "rate_limiting"),
+    (lambda g: _repoliced(g, max_failed_attempts=5), "rate_limiting"),
+    (lambda g: _repoliced(g, max_requests_per_minute=100, max_failed_attempts=0),
+     "client_lockout"),
+    (lambda g: _repoliced(g, max_requests_per_minute=100, near_duplicate=False),
+     "query_monitoring"),
     (lambda g: setattr(g, "mode", "monitor"), "enforce_mode"),
     (lambda g: setattr(g, "calibration", None), "adversarial_detection"),
     (lambda g: g.sinks.clear(), "audit_logging"),
