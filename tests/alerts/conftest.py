@@ -4,7 +4,7 @@ import ssl
 
 import pytest
 
-from .fakes import FakeClock, ListChannel
+from tests.fakes import FakeClock, ListChannel
 from .servers import HookServer, RedisServer, SmtpServer
 
 

@@ -1,25 +1,17 @@
 """Real servers for alert tests, each on a free loopback port: SMTP (aiosmtpd), HTTP
-(http.server in a thread) and Redis (redis-server). Waits for them are bounded."""
+(http.server in a thread); Redis is in :mod:`tests.servers`. Waits for them are bounded."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.servers import RedisServer, free_port  # noqa: F401  (re-exported for the tests)
 
 
 # -- SMTP ----------------------------------------------------------------------------------
@@ -120,36 +112,3 @@ class HookServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-# -- Redis ---------------------------------------------------------------------------------
-
-class RedisServer:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 20
-        while True:  # bounded wait for a real server to accept connections
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(10)
-            self._process = None

@@ -14,7 +14,7 @@ from aimsec_core.alerts import Backoff, Dispatcher, Grouper, GroupingPolicy, Out
 from aimsec_core.incidents import IncidentStore, Occurrence
 from aimsec_core.metrics import Metrics
 
-from .fakes import ListChannel
+from tests.fakes import ListChannel
 
 NOW_POLICY = GroupingPolicy(group_wait=0, group_interval=300, repeat_interval=14400,
                             floor="medium")

@@ -19,7 +19,7 @@ from aimsec_core.metrics import Metrics, MetricsSink, outcome_of
 from aimsec_core.sinks import CallRecord
 from aimsec_core.verdict import Finding, Verdict
 
-from .fakes import ListChannel
+from tests.fakes import ListChannel
 
 
 def record(outcome: str, *checks: str) -> CallRecord:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aimsec_core import AISecurityMonitor, ConfigurationError
 
-from .fakes import ListChannel
+from tests.fakes import ListChannel
 from .servers import SmtpServer
 
 

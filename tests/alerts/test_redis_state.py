@@ -11,7 +11,7 @@ import redis
 from aimsec_core.alerts import Grouper, GroupingPolicy, RedisGroupState
 from aimsec_core.incidents import Occurrence
 
-from .fakes import FakeClock
+from tests.fakes import FakeClock
 
 POLICY = GroupingPolicy(group_wait=30, group_interval=300, repeat_interval=14400,
                         floor="medium")

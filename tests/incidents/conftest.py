@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..alerts.fakes import FakeClock, ListChannel
+from tests.fakes import FakeClock, ListChannel
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from aimsec_core.incidents import Evidence, IncidentStore, IncidentStoreError, Occurrence
 from aimsec_core.incidents.schema import MIGRATIONS, VERSION
 
-from ..alerts.fakes import FakeClock
+from tests.fakes import FakeClock
 
 
 def occ(clock, client="203.0.113.7", threat="adversarial", severity="high", count=1,
