@@ -116,7 +116,8 @@ class Guard:
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
         """``data`` as a host array, refused unless it passes validation cleanly."""
         name = self._declared[0].name if self._declared else "input"
-        validated = validate({name: data}, self.adapter, self.specs_for((name,)),
+        validated = validate({name: self.adapter.from_host(data)}, self.adapter,
+                             self.specs_for((name,)),
                              self.constraints)
         if validated.findings:
             raise CalibrationError(f"{what} must be clean and valid: "
@@ -181,7 +182,8 @@ class Guard:
 
     def _detecting(self, validated: Validated) -> bool:
         # NaN/Inf would only break the detectors' own passes; the finding already stands.
-        return (self.calibration is not None and len(validated.arrays) == 1
+        # Detectors read the first (primary) input; other inputs are validated only.
+        return (self.calibration is not None and len(validated.arrays) >= 1
                 and not any(f.check == "finite" for f in validated.findings))
 
     def _detect(self, validated: Validated, verdict: Verdict,
@@ -230,7 +232,7 @@ class Guard:
             allowed=allowed, mode=self.mode, model=self.name, client=current_client(),
             batch_size=validated.batch_size, flags=tuple(validated.flags.tolist()),
             findings=findings,
-            input_hash=(content_hash(arrays, self.adapter.device_digest, names)
+            input_hash=(content_hash(arrays, self.adapter.host_bytes, names)
                         if arrays and not blocked else ""),
             shape=tuple(first.shape) if first is not None else None,
             dtype=dtype_name(first) if first is not None else None,

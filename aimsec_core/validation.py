@@ -83,11 +83,12 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
     for name, array in out.arrays.items():
         view = host_view(array)
         out.views[name] = array = array if view is None else view
+        own = constraints.for_input(name)  # the call's constraints with this input's own
         if name in batched:
-            _check_content(name, array, out.batch_size, constraints, out)
+            _check_content(name, array, out.batch_size, own, out)
         else:  # a call-level input (no batch axis): its findings concern the whole call
             whole = Validated(flags=np.zeros(1, dtype=bool))
-            _check_content(name, array, 1, constraints, whole)
+            _check_content(name, array, 1, own, whole)
             for finding in whole.findings:
                 _add(out, dataclasses.replace(finding, samples=()))
     return out
@@ -152,7 +153,9 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
         return False
     kind = dtype_kind(array)
     received = dtype_name(array)
-    if kind not in _NUMERIC_KINDS and not (spec is not None and spec.dtype == received):
+    # bool is fine where nothing is declared (a torch model's mask argument); else a number
+    if (kind not in _NUMERIC_KINDS and not (spec is not None and spec.dtype == received)
+            and not (kind == "b" and spec is None)):
         _block(out, "dtype", f"input {name!r} has dtype {received} "
                f"({_KIND_NAMES.get(kind, kind)}); expected real numbers (float or int)",
                expected=spec.dtype if spec and spec.dtype else "real numeric",
@@ -181,8 +184,11 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
 def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | None]
                     ) -> list[str]:
     """Inputs that carry the batch axis. Where some inputs declare a free first dimension,
-    inputs with a fixed one (or none at all) are per-call parameters and stay out."""
+    inputs with a fixed one (or none at all) are per-call parameters and stay out; where
+    some inputs are declared, undeclared ones (a torch model's extra arguments) stay out."""
     ranked = [name for name, a in arrays.items() if a.ndim > 0]
+    if len(ranked) > 1 and any(specs.get(name) is not None for name in ranked):
+        ranked = [name for name in ranked if specs.get(name) is not None]
     free = [name for name in ranked if (spec := specs.get(name)) is None
             or spec.shape is None or not spec.shape or spec.shape[0] is None]
     return free or ranked
@@ -206,11 +212,12 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
     flat = xp.reshape(array, (n, -1))
     if dtype_kind(array) == "f" or c.min_value is not None or c.max_value is not None:
         lows = highs = None
+        # .item(): Python ints for integer inputs, so bounds compare exactly beyond 2**53
         if xp is np:  # one min and one max over everything; per sample only if needed
-            low, high = float(flat.min()), float(flat.max())
+            low, high = flat.min().item(), flat.max().item()
         else:  # on a device: per-sample summaries are all that come back to the host
             lows, highs = _extremes(xp, flat)
-            low, high = float(lows.min()), float(highs.max())
+            low, high = lows.min().item(), highs.max().item()
         within = (math.isfinite(low) and math.isfinite(high)
                   and (c.min_value is None or low >= c.min_value)
                   and (c.max_value is None or high <= c.max_value))

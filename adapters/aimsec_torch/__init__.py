@@ -43,7 +43,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from aimsec_core.adapter import Adapter, Capabilities
-from aimsec_core.arrays import numpy_has_dtype
 from aimsec_core.signature import InputSpec
 
 if TYPE_CHECKING:
@@ -51,6 +50,8 @@ if TYPE_CHECKING:
     import torch
 
     from aimsec_core.guard import Guard
+
+    from ._arguments import Binder
 
 __all__ = ["TorchAdapter"]
 
@@ -85,29 +86,46 @@ class TorchAdapter(Adapter):
             c.__module__.partition(".")[0] == "keras" for c in kind.__mro__)
 
     def signature(self) -> list[InputSpec] | None:
-        """The dtype of the first floating-point parameter, strictly (torch does not cast).
+        """The forward's first parameter, with the dtype of the first floating-point
+        parameter, strictly (torch does not cast); no dtype where the model takes integer
+        indices (an embedding first) or has no floating-point parameter.
 
         Read on every call (``.double()`` may come after guarding), so the parameter is
         found once and only its current dtype is looked up afterwards."""
+        name = self.binder().first_name
         found = self.__dict__.get("_first_float")
         if found is None or (found is not _NO_FLOAT
                              and found[0]._parameters.get(found[1]) is None):
             found = self._first_float = _first_float_parameter(self.model)
-        if found is _NO_FLOAT:
-            return None
-        module, name = found
-        torch = sys.modules["torch"]
-        if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
-            return None  # the input is integer indices, not float features
-        dtype = module._parameters[name].dtype
-        if not dtype.is_floating_point:
-            self._first_float = None  # converted to integers: look again next call
-            return None
-        specs = self.__dict__.get("_specs_by_dtype", {})
-        if dtype not in specs:
-            specs[dtype] = [InputSpec("input", _dtype_name(dtype), None, strict_dtype=True)]
-            self._specs_by_dtype = specs
-        return specs[dtype]
+        dtype = None
+        if found is not _NO_FLOAT:
+            module, param = found
+            torch = sys.modules["torch"]
+            if not isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+                dtype = module._parameters[param].dtype  # else the input is indices
+                if not dtype.is_floating_point:
+                    self._first_float = None  # converted to integers: look again next call
+                    dtype = None
+        specs = self.__dict__.setdefault("_specs", {})
+        spec = specs.get((name, dtype))
+        if spec is None:
+            spec = specs[(name, dtype)] = [InputSpec(
+                name, None if dtype is None else _dtype_name(dtype), None,
+                strict_dtype=dtype is not None)]
+        return spec
+
+    def binder(self) -> Binder:
+        """The model's ``forward`` signature, read once per forward function."""
+        model = self.model
+        inner = model.__dict__.get("_modules", {}).get("_orig_mod")  # a torch.compile'd model
+        target = inner if inner is not None and hasattr(model, "_orig_mod") else model
+        forward = target.__dict__.get("forward") or type(target).forward
+        cached = self.__dict__.get("_binder")
+        if cached is None or cached[0] is not forward:
+            from ._arguments import Binder
+
+            cached = self._binder = (forward, Binder(target.forward))
+        return cached[1]
 
     def native(self, value: Any) -> Any | None:
         torch = sys.modules.get("torch")
@@ -121,14 +139,36 @@ class TorchAdapter(Adapter):
                             "integer tensor. Convert it first (x.dequantize())")
         if value.device.type == "meta":
             raise TypeError("a meta tensor holds no values; expected a tensor with data")
-        return value.detach()  # same storage, same device; reductions build no graph
+        from ._tensors import readable
 
-    def device_digest(self, array: Any) -> str | None:
-        if array.device.type == "cpu" and numpy_has_dtype(array.dtype):
-            return None  # the core hashes host bytes itself
-        from ._digest import device_digest
+        return readable(value)  # the values the model reads, on their device
 
-        return device_digest(array)
+    def host_bytes(self, array: Any) -> Any:
+        from ._tensors import exact_bytes
+
+        return exact_bytes(array)
+
+    def from_host(self, array: Any) -> Any:
+        """A numpy array (or anything ``np.asarray`` takes) as a tensor on the model's
+        device, dtype unchanged; a tensor as is."""
+        import numpy as np
+        import torch
+
+        if isinstance(array, torch.Tensor):
+            return array
+        try:
+            host = np.asarray(array)
+            if host.dtype.kind not in "biufc":
+                return array  # not numbers: validation says what was expected
+            if (not host.dtype.isnative or any(s < 0 for s in host.strides)
+                    or not host.flags.writeable):
+                host = np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("="))
+            tensor = torch.from_numpy(host)
+        except (TypeError, ValueError, RuntimeError):
+            return array
+        device = next((t.device for t in self.model.parameters()), None) or next(
+            (t.device for t in self.model.buffers()), torch.device("cpu"))
+        return tensor.to(device)
 
     def wrap(self, guard: Guard) -> Any:
         from ._module import GuardedModule
