@@ -153,9 +153,7 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated)
         return False
     kind = dtype_kind(array)
     received = dtype_name(array)
-    # bool is fine where nothing is declared (a torch model's mask argument); else a number
-    if (kind not in _NUMERIC_KINDS and not (spec is not None and spec.dtype == received)
-            and not (kind == "b" and spec is None)):
+    if kind not in _NUMERIC_KINDS and not (spec is not None and spec.dtype == received):
         _block(out, "dtype", f"input {name!r} has dtype {received} "
                f"({_KIND_NAMES.get(kind, kind)}); expected real numbers (float or int)",
                expected=spec.dtype if spec and spec.dtype else "real numeric",
@@ -224,7 +222,7 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
         if not within:  # the common clean case stops here, without per-sample masks
             if lows is None:
                 lows, highs = _extremes(xp, flat)
-            _report_extremes(name, lows.astype(np.float64), highs.astype(np.float64), c, out)
+            _report_extremes(name, lows, highs, c, out)  # integers stay exact
     if c.max_gradient is not None:
         jumps = largest_jump(array, n)
         steep = jumps > c.max_gradient

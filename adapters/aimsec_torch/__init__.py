@@ -94,8 +94,8 @@ class TorchAdapter(Adapter):
         found once and only its current dtype is looked up afterwards."""
         name = self.binder().first_name
         found = self.__dict__.get("_first_float")
-        if found is None or (found is not _NO_FLOAT
-                             and found[0]._parameters.get(found[1]) is None):
+        if found is None or (found is not _NO_FLOAT and (
+                found[1] not in found[0]._parameters or found[0]._parameters[found[1]] is None)):
             found = self._first_float = _first_float_parameter(self.model)
         dtype = None
         if found is not _NO_FLOAT:
@@ -116,15 +116,17 @@ class TorchAdapter(Adapter):
 
     def binder(self) -> Binder:
         """The model's ``forward`` signature, read once per forward function."""
-        model = self.model
-        inner = model.__dict__.get("_modules", {}).get("_orig_mod")  # a torch.compile'd model
-        target = inner if inner is not None and hasattr(model, "_orig_mod") else model
-        forward = target.__dict__.get("forward") or type(target).forward
+        target = self.model
+        dynamo = sys.modules.get("torch._dynamo.eval_frame")
+        if dynamo is not None and isinstance(target, dynamo.OptimizedModule):
+            target = target._orig_mod  # torch.compile(model): the compiled model's forward
+        forward = target.forward
+        key = getattr(forward, "__func__", forward)
         cached = self.__dict__.get("_binder")
-        if cached is None or cached[0] is not forward:
+        if cached is None or cached[0] is not key:
             from ._arguments import Binder
 
-            cached = self._binder = (forward, Binder(target.forward))
+            cached = self._binder = (key, Binder(forward))
         return cached[1]
 
     def native(self, value: Any) -> Any | None:

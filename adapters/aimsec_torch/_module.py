@@ -38,7 +38,7 @@ from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused
 
 from ._arguments import ArgumentsError, tensors_in
-from ._tensors import is_transformed
+from ._tensors import inside_transforms, is_transformed, outside_transforms
 
 #: The original's dicts the guarded module uses as its own: same parameters, buffers and
 #: submodules, so ``parameters()``, ``state_dict()``, optimisers and ``.to()`` see one model.
@@ -67,7 +67,7 @@ class GuardedModule(GuardedMixin, nn.Module):
         object.__setattr__(self, "_aimsec_original", original)
         object.__setattr__(self, "_aimsec_guard", guard)
         for name in _SHARED:
-            object.__setattr__(self, name, original.__dict__[name])
+            object.__setattr__(self, name, getattr(original, name))  # traced: delegated
 
     # -- the guarded call -----------------------------------------------------------------
 
@@ -93,15 +93,18 @@ class GuardedModule(GuardedMixin, nn.Module):
             inputs, where = {binder.first_name: Refused(str(exc))}, None
         if not inputs:
             inputs = {binder.first_name: None}
+        elif len(inputs) > 1:
+            inputs = _masks_as_bytes(inputs)
+
+        if any(is_transformed(t) for t in inputs.values() if isinstance(t, torch.Tensor)):
+            return self._aimsec_transformed(inputs, args, kwargs)
 
         def predict() -> Any:
             return original(*args, **kwargs)
 
         forward = None
         x = next(iter(inputs.values()))
-        if (where is not None and isinstance(x, torch.Tensor)
-                and not any(is_transformed(t) for t in inputs.values()
-                            if isinstance(t, torch.Tensor))):
+        if where is not None and isinstance(x, torch.Tensor):
             joined = torch.is_grad_enabled() and x.requires_grad
 
             def forward(replacement: Any) -> Any:  # the same call on x's autograd twin
@@ -115,6 +118,23 @@ class GuardedModule(GuardedMixin, nn.Module):
             return guard.call(inputs, predict, forward)
         finally:
             _SCREENING.reset(token)
+
+    def _aimsec_transformed(self, inputs: dict[str, Any], args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> Any:
+        """Under ``torch.func`` transforms: screen the real values with the transforms
+        suspended, run the model under them (detectors use their own passes)."""
+        original = self._aimsec_original
+        with outside_transforms() as stack:
+
+            def predict() -> Any:
+                with inside_transforms(stack):
+                    return original(*args, **kwargs)
+
+            token = _SCREENING.set(True)
+            try:
+                return self._aimsec_guard.call(inputs, predict)
+            finally:
+                _SCREENING.reset(token)
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """Compile the original model in place (``nn.Module.compile``); the guard stays
@@ -243,6 +263,19 @@ class GuardedModule(GuardedMixin, nn.Module):
 
         object.__setattr__(self, "_aimsec_guard", Guard(
             original, TorchAdapter(original), name=name, mode=mode, constraints=constraints))
+
+
+def _masks_as_bytes(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Boolean masks among the extra arguments (attention and padding masks), screened as
+    their zero-copy uint8 view: the same 0/1 values, in a dtype the core takes as numbers.
+    A boolean primary input stays as it is (a dtype error for a float model)."""
+    names = iter(inputs)
+    next(names)
+    masks = [n for n in names if isinstance(t := inputs[n], torch.Tensor)
+             and t.dtype is torch.bool]
+    if not masks:
+        return inputs
+    return {n: t.view(torch.uint8) if n in masks else t for n, t in inputs.items()}
 
 
 def _active_tracer() -> str | None:

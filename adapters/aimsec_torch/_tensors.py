@@ -10,6 +10,8 @@ resolved (copied) before anything reads the tensor.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -48,18 +50,38 @@ def readable(value: torch.Tensor) -> torch.Tensor:
 
 
 def _unwrapped(value: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        while _functorch.is_functorch_wrapped_tensor(value):
-            if _functorch.is_batchedtensor(value):
-                level_axis = _functorch.maybe_get_bdim(value)
-                value = _functorch.get_unwrapped(value)
-                if level_axis is not None:
-                    value = value.movedim(level_axis, 0)
-                    if value.ndim > 1:  # merge the vmapped axis into the logical first one
-                        value = value.reshape(-1, *value.shape[2:])
-            else:  # autograd (grad, vjp, jacrev) or functionalisation levels: same values
-                value = _functorch.get_unwrapped(value)
+    """The plain tensor under every transform level, each vmapped axis merged into the
+    logical first one. Call it with the transforms' interpreter stack cleared
+    (:func:`outside_transforms`): ops on plain tensors must not be wrapped again."""
+    axes = []  # each vmap level's axis, in the logical shape of the level below, outermost first
+    while _functorch.is_functorch_wrapped_tensor(value):
+        if _functorch.is_batchedtensor(value):
+            axes.append(_functorch.maybe_get_bdim(value))
+        value = _functorch.get_unwrapped(value)  # grad/jvp/functionalize: same values
+    for front, axis in enumerate(reversed(axes)):  # innermost first
+        value = value.movedim(front + axis, front)
+    if axes:
+        logical = value.shape[len(axes):]
+        value = value.reshape(-1, *logical[1:])  # (b1 * b2 * ... * n, *rest)
     return value
+
+
+@contextmanager
+def outside_transforms() -> Iterator[list[Any]]:
+    """Suspend active ``torch.func`` transforms (yields their stack, for
+    :func:`inside_transforms`): tensor ops then act on plain values and stay plain."""
+    from torch._functorch.pyfunctorch import temporarily_clear_interpreter_stack
+
+    with temporarily_clear_interpreter_stack() as stack:
+        yield stack
+
+
+def inside_transforms(stack: list[Any]) -> Any:
+    """The transforms suspended by :func:`outside_transforms`, active again (the model's
+    own call must run under them)."""
+    from torch._functorch.pyfunctorch import temporarily_restore_interpreter_stack
+
+    return temporarily_restore_interpreter_stack(stack)
 
 
 def is_transformed(value: torch.Tensor) -> bool:
