@@ -403,3 +403,20 @@ def test_calibrate_accepts_numpy_and_keeps_dtype_errors_clear():
         g.calibrate(clean.astype(np.float64))
     big_endian = clean.astype(">f4")
     g.calibrate(big_endian, detectors=["margin"])  # converted by value, not by raw bytes
+
+
+def test_per_input_constraints_are_checked_when_configured():
+    from aimsec_core import ConfigurationError, Constraints
+
+    c = Constraints.coerce({"min_value": 0, "max_value": 1,
+                            "inputs": {"ids": {"max_value": 99, "sample_shape": None}}})
+    assert c.for_input("ids").max_value == 99 and c.for_input("ids").min_value == 0
+    assert c.for_input("x") is c
+    assert c == Constraints.coerce({"min_value": 0, "max_value": 1,
+                                    "inputs": {"ids": {"max_value": 99, "sample_shape": None}}})
+    for bad, match in [({"inputs": {"ids": {"max_size": 5}}}, "max_size"),
+                       ({"inputs": {"ids": {"colour": 1}}}, "colour"),
+                       ({"inputs": {"ids": {"max_value": "x"}}}, "'ids'"),
+                       ({"inputs": ["ids"]}, "map input names")]:
+        with pytest.raises(ConfigurationError, match=match):
+            Constraints.coerce(bad)

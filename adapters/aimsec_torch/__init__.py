@@ -17,19 +17,21 @@
     Traceback (most recent call last):
     aimsec_core.errors.InputFormatError: digits-torch: input 'input' has dtype float64; ...
 
-``forward`` is guarded: the first positional argument (else the first tensor keyword
-argument) is screened and must be a tensor, then the original module runs on the original
-arguments, so its hooks fire once and a valid call returns exactly what the plain model
-returns. With calibrated detectors, the gradient detector reuses that one forward pass. The guarded
-module shares the original's parameters, buffers and submodules (same objects, same
-``state_dict`` keys), so optimisers, checkpoints, ``.to(device)``, ``.double()``,
+``forward`` is guarded: the call's arguments are bound to the original's ``forward``
+signature and every tensor in them is screened under its parameter's name (``x``, ``mask``,
+``inputs[0]``), then the original module runs on the original arguments, so its hooks fire
+once and a valid call returns exactly what the plain model returns. With calibrated
+detectors, the gradient detector reuses that one forward pass on the first (primary) input.
+The guarded module shares the original's parameters, buffers and submodules (same objects,
+same ``state_dict`` keys), so optimisers, checkpoints, ``.to(device)``, ``.double()``,
 ``.train()``/``.eval()``, ``torch.no_grad()`` and ``torch.inference_mode()`` work unchanged.
-Other methods of the original (a custom ``predict``) are reachable but not guarded.
+Compiled, transformed, traced calls and custom methods: see ``_module``.
 
-The input's dtype is declared from the model's first floating-point parameter and checked
-on every call (so ``.double()`` after guarding is seen); its shape is not declared, so pass
-``constraints={"sample_shape": (1, 28, 28)}`` to have wrong shapes refused by the guard.
-Tensors are screened where they live: a CUDA input is never copied to the host.
+The primary input's dtype is declared from the model's first floating-point parameter and
+checked on every call (so ``.double()`` after guarding is seen); its shape is not declared,
+so pass ``constraints={"sample_shape": (1, 28, 28)}`` to have wrong shapes refused by the
+guard. Tensors are screened where they live: only per-sample summaries of a CUDA input
+leave the device, and its bytes are copied to the host once for the SHA-256 content hash.
 
 This module never imports torch at import time: installed adapters are loaded whenever
 any model is guarded, and guarding a scikit-learn model must not load torch.
