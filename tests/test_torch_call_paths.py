@@ -420,3 +420,14 @@ def test_per_input_constraints_are_checked_when_configured():
                        ({"inputs": ["ids"]}, "map input names")]:
         with pytest.raises(ConfigurationError, match=match):
             Constraints.coerce(bad)
+
+
+def test_huge_nested_lists_are_refused_without_being_walked(sink):
+    model, g = make(sink)
+    rows = [[0.0] * 4] * 10**6  # declares 4 million numbers
+
+    with pytest.raises(InputFormatError, match="items"):
+        g(rows)
+    with pytest.raises(InputFormatError, match="deep"):
+        g([[[[[X]]]]])
+    assert sink.outcomes == ["rejected", "rejected"] and model.seen == []

@@ -15,6 +15,9 @@ from typing import Any
 #: call beyond either is refused (a list of a million tiny tensors costs a million checks).
 MAX_TENSORS = 256
 MAX_DEPTH = 4
+#: Container items looked at per call, at most: a nested list of a million numbers is
+#: refused after this many, never walked (numbers in lists are not a torch input anyway).
+MAX_ITEMS = 4096
 _KEY_CHARS = 40  # a container key shown in an input name, at most (keys may be hostile)
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -114,13 +117,14 @@ def tensors_in(bound: list[tuple[str, Any, Located]], tensor_type: type
     Raises :class:`ArgumentsError` past :data:`MAX_TENSORS` or :data:`MAX_DEPTH`."""
     found: dict[str, Any] = {}
     primary: Located | None = None
+    budget = [MAX_ITEMS]
     for name, value, where in bound:
         if isinstance(value, tensor_type):
             if not found:
                 primary = where
             _add(found, name, value)
         elif isinstance(value, (list, tuple, Mapping)):
-            _search(found, name, value, tensor_type, 1)
+            _search(found, name, value, tensor_type, 1, budget)
     if not found:
         fallback = next(((n, v, w) for n, v, w in bound if v is not None), None)
         if fallback is not None:
@@ -129,17 +133,22 @@ def tensors_in(bound: list[tuple[str, Any, Located]], tensor_type: type
 
 
 def _search(found: dict[str, Any], name: str, value: Any, tensor_type: type,
-            depth: int) -> None:
+            depth: int, budget: list[int]) -> None:
     if depth > MAX_DEPTH:
         raise ArgumentsError(f"argument {name!r} nests containers more than {MAX_DEPTH} "
                              "deep; expected tensors at most that deep")
+    budget[0] -= len(value)
+    if budget[0] < 0:
+        raise ArgumentsError(f"the call's arguments hold more than {MAX_ITEMS} items in "
+                             f"lists, tuples or dicts (at {name!r}); expected tensors, or "
+                             f"at most {MAX_ITEMS} items around them")
     items = (((f"[{_key(k)}]", v) for k, v in value.items()) if isinstance(value, Mapping)
              else ((f"[{i}]", v) for i, v in enumerate(value)))
     for suffix, item in items:
         if isinstance(item, tensor_type):
             _add(found, name + suffix, item)
         elif isinstance(item, (list, tuple, Mapping)) and not isinstance(item, (str, bytes)):
-            _search(found, name + suffix, item, tensor_type, depth + 1)
+            _search(found, name + suffix, item, tensor_type, depth + 1, budget)
 
 
 def _add(found: dict[str, Any], name: str, tensor: Any) -> None:
