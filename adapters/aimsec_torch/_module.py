@@ -113,11 +113,7 @@ class GuardedModule(GuardedMixin, nn.Module):
                 a, k = where.replaced(args, kwargs, replacement)
                 return original(*a, **k)
 
-        token = _SCREENING.set(True)
-        try:
-            return guard.call(inputs, predict, forward)
-        finally:
-            _SCREENING.reset(token)
+        return _screened_call(guard, inputs, predict, forward)
 
     def _aimsec_transformed(self, inputs: dict[str, Any], args: tuple[Any, ...],
                             kwargs: dict[str, Any]) -> Any:
@@ -130,11 +126,7 @@ class GuardedModule(GuardedMixin, nn.Module):
                 with inside_transforms(stack):
                     return original(*args, **kwargs)
 
-            token = _SCREENING.set(True)
-            try:
-                return self._aimsec_guard.call(inputs, predict)
-            finally:
-                _SCREENING.reset(token)
+            return _screened_call(self._aimsec_guard, inputs, predict)
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """Compile the original model in place (``nn.Module.compile``); the guard stays
@@ -300,6 +292,15 @@ def _outside_graph(module: GuardedModule, args: tuple[Any, ...],
 #: True while a guarded call runs: the model's own submodule calls are the screened call.
 _SCREENING: contextvars.ContextVar[bool] = contextvars.ContextVar("aimsec_torch_screening",
                                                                   default=False)
+
+
+def _screened_call(guard: Guard, inputs: dict[str, Any], predict: Callable[[], Any],
+                   forward: Callable[[Any], Any] | None = None) -> Any:
+    token = _SCREENING.set(True)
+    try:
+        return guard.call(inputs, predict, forward)
+    finally:
+        _SCREENING.reset(token)
 
 
 @dataclass
