@@ -39,6 +39,7 @@ any model is guarded, and guarding a scikit-learn model must not load torch.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -143,14 +144,10 @@ class TorchAdapter(Adapter):
                             "integer tensor. Convert it first (x.dequantize())")
         if value.device.type == "meta":
             raise TypeError("a meta tensor holds no values; expected a tensor with data")
-        from ._tensors import readable
-
-        return readable(value)  # the values the model reads, on their device
+        return _helpers().readable(value)  # the values the model reads, on their device
 
     def host_bytes(self, array: Any) -> Any:
-        from ._tensors import exact_bytes
-
-        return exact_bytes(array)
+        return _helpers().exact_bytes(array)
 
     def from_host(self, array: Any) -> Any:
         """A numpy array (or anything ``np.asarray`` takes) as a tensor on the model's
@@ -269,6 +266,12 @@ class TorchAdapter(Adapter):
             return tensor
         dtype = param.dtype if tensor.is_floating_point() else None
         return tensor.to(device=param.device, dtype=dtype)
+
+
+def _helpers() -> Any:
+    """The tensor helpers (they import torch), loaded on first use."""
+    return sys.modules.get(f"{__name__}._tensors") or importlib.import_module("._tensors",
+                                                                              __name__)
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Tensors screened in one call at most, and how deep containers are searched for them: a
 #: call beyond either is refused (a list of a million tiny tensors costs a million checks).
@@ -27,8 +26,7 @@ class ArgumentsError(ValueError):
     """The arguments do not fit ``forward``, or hold too many tensors to screen."""
 
 
-@dataclass(frozen=True)
-class Located:
+class Located(NamedTuple):
     """Where an argument sits in the call: ``position`` in ``args`` or ``keyword``."""
 
     position: int | None
@@ -57,6 +55,7 @@ class Binder:
                 break
             leading.append(p)
         self._leading = tuple(p.name for p in leading)
+        self._at = tuple(Located(i, None) for i in range(len(leading)))
         self._required = sum(p.default is inspect.Parameter.empty for p in leading)
         self._fast = len(leading) == len(params) or (
             len(params) > len(leading)
@@ -80,8 +79,7 @@ class Binder:
 
         Raises :class:`ArgumentsError` when the arguments do not fit the signature."""
         if not kwargs and self._fast and self._required <= len(args) <= len(self._leading):
-            return [(name, value, Located(i, None))  # the common call: positional only
-                    for i, (name, value) in enumerate(zip(self._leading, args))]
+            return list(zip(self._leading, args, self._at))  # the common call: positional
         if self.signature is None:
             return ([(f"args[{i}]", v, Located(i, None)) for i, v in enumerate(args)]
                     + [(k, v, Located(None, k)) for k, v in kwargs.items()])

@@ -96,8 +96,9 @@ class GuardedModule(GuardedMixin, nn.Module):
         elif len(inputs) > 1:
             inputs = _masks_as_bytes(inputs)
 
-        if any(is_transformed(t) for t in inputs.values() if isinstance(t, torch.Tensor)):
-            return self._aimsec_transformed(inputs, args, kwargs)
+        for t in inputs.values():
+            if isinstance(t, torch.Tensor) and is_transformed(t):
+                return self._aimsec_transformed(inputs, args, kwargs)
 
         def predict() -> Any:
             return original(*args, **kwargs)

@@ -28,14 +28,15 @@ def readable(value: torch.Tensor) -> torch.Tensor:
     logical ``(n, *rest)`` read by the model for each of ``b`` vmapped entries is screened as
     one ``(b * n, *rest)`` batch: every value the model reads, the logical rank kept.
     Raises ``TypeError`` for tensors that hold no readable values."""
-    if is_fake(value):
-        raise TypeError("a fake tensor (tracing with FakeTensorMode or torch.export) holds "
-                        "no values to screen; call the guarded model on real tensors")
     if _functorch.is_functorch_wrapped_tensor(value):
         value = _unwrapped(value)
     elif torch._is_functional_tensor(value):
         value = torch._from_functional_tensor(value)
     if type(value) is not torch.Tensor and not isinstance(value, torch.nn.Parameter):
+        if is_fake(value):
+            raise TypeError("a fake tensor (tracing with FakeTensorMode or torch.export) "
+                            "holds no values to screen; call the guarded model on real "
+                            "tensors")
         if is_traceable_wrapper_subclass(value):
             raise TypeError(f"a {type(value).__name__} wraps other tensors and cannot be "
                             "read in place; convert it to a plain tensor first (e.g. "
@@ -84,9 +85,8 @@ def inside_transforms(stack: list[Any]) -> Any:
     return temporarily_restore_interpreter_stack(stack)
 
 
-def is_transformed(value: torch.Tensor) -> bool:
-    """Whether ``value`` is wrapped by a ``torch.func`` transform (vmap, grad, ...)."""
-    return bool(_functorch.is_functorch_wrapped_tensor(value))
+#: Whether a tensor is wrapped by a ``torch.func`` transform (vmap, grad, ...).
+is_transformed = _functorch.is_functorch_wrapped_tensor
 
 
 def exact_bytes(tensor: torch.Tensor) -> memoryview:
