@@ -273,7 +273,7 @@ def _masks_as_bytes(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def _active_tracer() -> str | None:
     """The tracer recording this call, if any: it would keep the model, not the guard."""
-    if torch.jit.is_tracing():
+    if torch._C._is_tracing():  # torch.jit.is_tracing() without its scripting check
         return "torch.jit.trace"
     if torch.fx._symbolic_trace._is_fx_tracing_flag:
         return "torch.fx.symbolic_trace"
