@@ -92,9 +92,17 @@ class Adapter(ABC):
         for one model is not silently used on another."""
         return None
 
-    def device_digest(self, array: Any) -> str | None:
-        """A content digest computed where ``array`` lives, for arrays not on the host."""
+    def host_bytes(self, array: Any) -> bytes | memoryview | None:
+        """The exact bytes of ``array`` (its values in C order) on the host, for the content
+        hash of arrays numpy cannot read in place (on an accelerator, or of a dtype numpy
+        lacks); ``None`` to let the core convert it."""
         return None
+
+    def from_host(self, array: Any) -> Any:
+        """A host array-like (numpy) as this framework's input, for offline calibration:
+        on the model's device, dtype unchanged (a wrong dtype stays a clear error). Returns
+        ``array`` itself where there is nothing to convert or it cannot be converted."""
+        return array
 
 
 class HostArrays(Adapter):

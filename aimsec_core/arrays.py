@@ -185,30 +185,36 @@ def declared_size(value: Any, limit: int) -> int:
     return size
 
 
-def content_hash(arrays: Sequence[Any], device_digest: Any = None,
+def content_hash(arrays: Sequence[Any], host_bytes: Any = None,
                  names: Sequence[str] | None = None) -> str:
-    """A digest of the bytes, dtype and shape of every input, and of their names when
-    given (never of ``str(array)``, which numpy truncates, so different large arrays
-    would collide)."""
-    # SHA-256 (truncated to 128 bits): cryptographic, and on CPUs with SHA extensions
-    # about twice as fast as BLAKE2b.
+    """SHA-256 (first 128 bits) of the bytes, dtype and shape of every input, and of their
+    names when given (never of ``str(array)``, which numpy truncates, so different large
+    arrays would collide).
+
+    The bytes are the array's values in C order, read where numpy can read them and
+    otherwise asked of ``host_bytes(array)`` (an adapter's: an accelerator's array copied to
+    the host once, or a dtype numpy lacks), so one content hashes the same wherever it lives.
+    """
+    # SHA-256: cryptographic, and on CPUs with SHA extensions about twice as fast as BLAKE2b.
     digest = hashlib.sha256()
     for i, array in enumerate(arrays):
         label = f"{names[i]!r}:" if names is not None else ""
         digest.update(f"{label}{dtype_name(array)}{tuple(array.shape)}|".encode())
         if isinstance(array, np.ndarray) and array.dtype.kind != "O":
-            digest.update(np.ascontiguousarray(array).data)
+            data = np.ascontiguousarray(array).data
         elif isinstance(array, np.ndarray):
             _digest_block(digest, array)
+            continue
         elif isinstance(array, STRUCTURED):
             _digest_structured(digest, array)
+            continue
         elif on_host(array) and numpy_has_dtype(array.dtype):
-            digest.update(np.ascontiguousarray(np.from_dlpack(array)).data)
-        else:  # on an accelerator, or of a dtype numpy lacks: digest where it lives
-            remote = device_digest(array) if device_digest is not None else None
-            if remote is None:
-                remote = hashlib.sha256(np.ascontiguousarray(to_host(array)).data).hexdigest()
-            digest.update(remote.encode())
+            data = np.ascontiguousarray(np.from_dlpack(array)).data
+        else:
+            data = host_bytes(array) if host_bytes is not None else None
+            if data is None:
+                data = np.ascontiguousarray(to_host(array)).data
+        digest.update(data)
     return digest.hexdigest()[:32]
 
 

@@ -140,7 +140,8 @@ class Guard:
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
         """``data`` as a host array, refused unless it passes validation cleanly."""
         name = self._declared[0].name if self._declared else "input"
-        validated = validate({name: data}, self.adapter, self.specs_for((name,)),
+        validated = validate({name: self.adapter.from_host(data)}, self.adapter,
+                             self.specs_for((name,)),
                              self.constraints)
         if validated.findings:
             raise CalibrationError(f"{what} must be clean and valid: "
@@ -313,7 +314,8 @@ class Guard:
 
     def _detecting(self, validated: Validated) -> bool:
         # NaN/Inf would only break the detectors' own passes; the finding already stands.
-        return (self.calibration is not None and len(validated.arrays) == 1
+        # Detectors read the first (primary) input; other inputs are validated only.
+        return (self.calibration is not None and len(validated.arrays) >= 1
                 and not validated.oversized
                 and not any(f.check == "finite" for f in validated.findings))
 
@@ -396,7 +398,7 @@ class Guard:
             names = list(validated.views)
         if not arrays:
             return ""
-        return content_hash(arrays, self.adapter.device_digest,
+        return content_hash(arrays, self.adapter.host_bytes,
                             names if len(arrays) > 1 else None)
 
     @property

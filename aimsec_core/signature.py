@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
@@ -69,6 +69,11 @@ class Constraints:
     models that declare none; they override a declared one. ``allow_nan`` lets NaN
     through as a missing value (``True``) or refuses it (``False``) whatever the model
     declares; ``None`` follows the model.
+
+    Every constraint applies to every input of a call. ``inputs`` overrides them per input
+    name, field by field: ``{"min_value": 0, "max_value": 1, "inputs": {"ids": {"max_value":
+    30521}, "mask": {"sample_shape": None}}}`` (``None`` lifts a constraint for that input).
+    ``max_size`` counts the whole call, so it is not set per input.
     """
 
     min_value: float | None = None
@@ -79,6 +84,10 @@ class Constraints:
     sample_shape: tuple[int | None, ...] | None = None
     dtype: str | None = None
     allow_nan: bool | None = None
+    #: input name -> {constraint: value} overriding the ones above for that input
+    inputs: Mapping[str, Mapping[str, Any]] | None = field(default=None, hash=False)
+    _per_input: dict[str, Constraints] = field(init=False, repr=False, compare=False,
+                                               hash=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("min_value", "max_value", "max_gradient", "min_sparsity"):
@@ -108,6 +117,37 @@ class Constraints:
                 f"constraint 'allow_nan' must be True, False or None; received {self.allow_nan!r}")
         if self.sample_shape is not None:
             object.__setattr__(self, "sample_shape", tuple(self.sample_shape))
+        if self.inputs is not None:
+            self._resolve_inputs()
+
+    def _resolve_inputs(self) -> None:
+        """Check ``inputs`` and build each named input's constraints once."""
+        if not isinstance(self.inputs, Mapping):
+            raise ConfigurationError(
+                f"constraint 'inputs' must map input names to dicts of constraints; "
+                f"received {type(self.inputs).__name__}")
+        per_input = {f.name for f in fields(self) if f.init} - {"inputs", "max_size"}
+        normalised: dict[str, dict[str, Any]] = {}
+        for name, overrides in self.inputs.items():
+            if not isinstance(name, str) or not isinstance(overrides, Mapping):
+                raise ConfigurationError(
+                    f"constraint 'inputs' must map input names (str) to dicts of "
+                    f"constraints; received {name!r}: {type(overrides).__name__}")
+            unknown = sorted(set(overrides) - per_input)
+            if unknown:
+                raise ConfigurationError(
+                    f"unknown per-input constraint(s) {unknown} for input {name!r}; "
+                    f"expected some of {sorted(per_input)}")
+            normalised[name] = dict(overrides)
+            try:
+                self._per_input[name] = replace(self, inputs=None, **overrides)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"input {name!r}: {exc}") from None
+        object.__setattr__(self, "inputs", normalised)
+
+    def for_input(self, name: str) -> Constraints:
+        """The constraints input ``name`` is checked against (its overrides applied)."""
+        return self._per_input.get(name, self) if self._per_input else self
 
     @classmethod
     def coerce(cls, value: Constraints | Mapping[str, Any] | None) -> Constraints:
@@ -119,7 +159,7 @@ class Constraints:
         if not isinstance(value, Mapping):
             raise ConfigurationError(
                 f"constraints must be a Constraints or a dict; received {type(value).__name__}")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls) if f.init}
         unknown = sorted(set(value) - known)
         if unknown:
             raise ConfigurationError(
@@ -128,17 +168,18 @@ class Constraints:
 
     def __repr__(self) -> str:
         set_ = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                         if getattr(self, f.name) != f.default)
+                         if f.init and getattr(self, f.name) != f.default)
         return f"Constraints({set_})"
 
     def with_(self, **changes: Any) -> Constraints:
         return replace(self, **changes)
 
     def explicit_spec(self, name: str) -> InputSpec | None:
-        if self.sample_shape is None and self.dtype is None:
+        own = self.for_input(name)
+        if own.sample_shape is None and own.dtype is None:
             return None
-        shape = None if self.sample_shape is None else (None, *self.sample_shape)
-        return InputSpec(name, self.dtype, shape, strict_dtype=self.dtype is not None)
+        shape = None if own.sample_shape is None else (None, *own.sample_shape)
+        return InputSpec(name, own.dtype, shape, strict_dtype=own.dtype is not None)
 
 
 def _is_real(value: Any) -> bool:

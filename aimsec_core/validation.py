@@ -110,12 +110,12 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         view = array if isinstance(array, STRUCTURED) else host_view(array)
         out.views[name] = array = array if view is None else view
         target = reads_as.get(name)
+        own = constraints.for_input(name)  # the call's constraints with this input's own
         if name in batched:
-            _check_values(name, array, out.batch_size, constraints, specs.get(name), out,
-                          target)
+            _check_values(name, array, out.batch_size, own, specs.get(name), out, target)
         else:  # a call-level input (no batch axis): its findings concern the whole call
             whole = Validated(flags=np.zeros(1, dtype=bool))
-            _check_values(name, array, 1, constraints, specs.get(name), whole, target)
+            _check_values(name, array, 1, own, specs.get(name), whole, target)
             for finding in whole.findings:
                 _add(out, dataclasses.replace(finding, samples=()))
     for name in listed:  # a nested list: the array the framework builds from it
@@ -304,13 +304,16 @@ def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | N
     agree, and the batch axis is the leading symbol most inputs share: ``queries [Q, 4]``
     with ``keys [K, 4]`` is a batch of queries and one set of keys. Otherwise every input
     with a free first dimension (or, if none has one, every input with an axis) carries
-    the batch, and they must agree on its length.
+    the batch, and they must agree on its length; where some inputs are declared,
+    undeclared ones (a torch model's extra arguments) stay out.
     """
     ranked = [name for name, a in arrays.items() if a.ndim > 0]
     declared = {name: spec for name in arrays
                 if (spec := specs.get(name)) is not None and spec.shape}
     if any(spec.symbols for spec in declared.values()):
         return _by_symbol(arrays, declared, out)
+    if len(ranked) > 1 and any(specs.get(name) is not None for name in ranked):
+        ranked = [name for name in ranked if specs.get(name) is not None]
     free = [name for name in ranked if (spec := specs.get(name)) is None
             or spec.shape is None or not spec.shape or spec.shape[0] is None]
     batched = free or ranked
@@ -419,13 +422,16 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
     kind = array.dtype.kind if xp is np else dtype_kind(array)
     if kind == "f" or c.min_value is not None or c.max_value is not None or target is not None:
         lows = highs = None
+        # .item(): Python ints for integer inputs, so bounds compare exactly beyond 2**53
         if xp is np and not allow_nan:  # one min and one max over everything
-            low, high = flat.min(), flat.max()  # in the input's dtype: exact for integers
+            low, high = flat.min().item(), flat.max().item()
         elif xp is np:
-            low, high = np.fmin.reduce(flat, axis=None), np.fmax.reduce(flat, axis=None)
+            low = np.fmin.reduce(flat, axis=None).item()
+            high = np.fmax.reduce(flat, axis=None).item()
         else:  # on a device: per-sample summaries are all that come back to the host
             lows, highs = _extremes(xp, flat, allow_nan)
-            low, high = np.fmin.reduce(lows), np.fmax.reduce(highs)
+            smaller, larger = (np.fmin, np.fmax) if allow_nan else (np.minimum, np.maximum)
+            low, high = smaller.reduce(lows).item(), larger.reduce(highs).item()  # NaN kept
         within = (math.isfinite(low) and math.isfinite(high)  # the clean case, inline
                   and (c.min_value is None or low >= c.min_value)
                   and (c.max_value is None or high <= c.max_value))
@@ -543,7 +549,9 @@ def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constrai
         if lost.any():
             _add(out, _unrepresentable(name, lost, source, target))
         finite &= ~lost
-    lows, highs = wide_lows, wide_highs
+        lows, highs = wide_lows, wide_highs
+    elif lows.dtype.kind not in "iu":  # integers stay exact against integer bounds
+        lows, highs = wide_lows, wide_highs
     outside = np.zeros(len(lows), dtype=bool)
     if c.min_value is not None:
         outside |= finite & (lows < c.min_value)

@@ -17,8 +17,6 @@ from torch import nn  # noqa: E402
 import aimsec_core  # noqa: E402
 from aimsec_core import InputFormatError  # noqa: E402
 from aimsec_torch import TorchAdapter  # noqa: E402
-from aimsec_torch._digest import (BASES, CHUNK, P, device_digest,  # noqa: E402
-                                  lane_weights)
 from tests.conftest import ListSink  # noqa: E402
 
 W = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, -1.0]], dtype=np.float32)
@@ -104,8 +102,11 @@ def test_signature_is_the_first_floating_parameter_dtype():
     spec = TorchAdapter(linear().double()).signature()[0]
     assert (spec.name, spec.dtype, spec.shape, spec.strict_dtype) == (
         "input", "float64", None, True)
-    assert TorchAdapter(nn.ReLU()).signature() is None  # no parameters: nothing declared
-    assert TorchAdapter(nn.Sequential(nn.Embedding(5, 3))).signature() is None  # int input
+    # no floating-point parameter, or integer indices first: the input, without a dtype
+    for model in (nn.ReLU(), nn.Sequential(nn.Embedding(5, 3))):
+        spec = TorchAdapter(model).signature()[0]
+        assert (spec.name, spec.dtype, spec.strict_dtype) == ("input", None, False)
+    assert TorchAdapter(Net()).signature()[0].name == "x"  # named after forward's parameter
 
 
 def test_native_detaches_without_copying():
@@ -411,51 +412,46 @@ def test_gradients_refuse_integer_input():
         TorchAdapter(linear()).input_gradient(torch.zeros(2, 3, dtype=torch.int64), [0, 1])
 
 
-# -- the content digest computed on the device -------------------------------------------
+# -- the content hash: SHA-256 over the exact bytes, wherever the tensor lives ------------
 
 
-def reference_digest(tensor: torch.Tensor) -> str:
-    """The same multilinear hash written plainly over numpy, chunk by chunk."""
-    data = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-    data += b"\0" * (len(data) % 2)
-    halves = np.frombuffer(data, dtype="<u2").astype(np.int64)
-    halves = np.pad(halves, (0, (-len(halves)) % CHUNK)).reshape(-1, CHUNK)
-    weights = lane_weights("cpu").numpy()
-    lanes = []
-    for lane in range(4):
-        sums = (halves * weights[lane]).sum(axis=1) % P
-        lanes.append(sum(pow(BASES[lane], c, P) * int(s) for c, s in enumerate(sums)) % P)
-    return "".join(f"{v:08x}" for v in lanes)
+def test_host_bytes_are_the_exact_values_in_c_order():
+    adapter = TorchAdapter(linear())
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    assert bytes(adapter.host_bytes(x.t())) == x.t().contiguous().numpy().tobytes()
+    b = torch.tensor([1.0, -2.5, 3.0e38], dtype=torch.bfloat16)
+    assert bytes(adapter.host_bytes(b)) == b.view(torch.int16).numpy().tobytes()  # no widening
+    neg = torch.tensor([0.5, 0.25])._neg_view()
+    assert bytes(adapter.host_bytes(neg)) == np.array([-0.5, -0.25], np.float32).tobytes()
 
 
-def test_device_digest_is_left_to_the_core_for_cpu_tensors():
-    assert TorchAdapter(linear()).device_digest(torch.zeros(3)) is None
+def test_one_content_hashes_the_same_whichever_path_reads_it():
+    """The core reads CPU float tensors itself; other tensors come through host_bytes
+    (what a CUDA tensor takes): both are SHA-256 over the same bytes."""
+    from aimsec_core.arrays import content_hash
 
-
-@pytest.mark.parametrize("tensor", [
-    torch.arange(24, dtype=torch.float32).reshape(2, 3, 4),
-    torch.arange(-7, 8, dtype=torch.int64),
-    torch.arange(11, dtype=torch.uint8)[1:10],  # odd byte count at an odd offset
-    torch.linspace(-1, 1, 70_000, dtype=torch.float16),  # more than one chunk
-    torch.rand(600_000, generator=torch.Generator().manual_seed(0)),  # more than a pass
-], ids=["float32", "int64", "uint8-odd", "float16-chunks", "float32-blocks"])
-def test_device_digest_matches_the_plain_reference(tensor):
-    assert device_digest(tensor) == reference_digest(tensor)
-
-
-def test_device_digest_sees_every_bit_and_not_the_layout():
-    x = torch.zeros(4, 300)
-    base = device_digest(x)
+    adapter = TorchAdapter(linear())
+    x = torch.rand(4, 300, generator=torch.Generator().manual_seed(0))
+    read_by_core = content_hash([adapter.native(x)], adapter.host_bytes)
+    forced = content_hash([_OffHost(x)], adapter.host_bytes)
+    assert read_by_core == forced
     y = x.clone()
-    y[3, 299] = -0.0  # one sign bit
-    assert device_digest(y) != base
-    z = x.clone()
-    z[[0, 1]] = torch.tensor([1.0, 2.0])[:, None]
-    assert device_digest(z) != device_digest(z[[1, 0]])  # position matters
-    strided = torch.rand(300, 4).t()  # non-contiguous: digested by content
-    assert device_digest(strided) == device_digest(strided.contiguous())
-    weights = lane_weights("cpu")
-    assert int(weights.min()) >= 1 and int(weights.max()) < P
+    y[3, 299] = -y[3, 299]  # one sign bit
+    assert content_hash([y], adapter.host_bytes) != read_by_core
+    b = x.to(torch.bfloat16)
+    c = b.clone()
+    c.view(torch.int16)[0, 0] ^= 1  # one mantissa bit, lost if bfloat16 were widened
+    assert content_hash([b], adapter.host_bytes) != content_hash([c], adapter.host_bytes)
+
+
+class _OffHost:
+    """A CPU tensor presented to the core as if it lived on an accelerator."""
+
+    def __init__(self, tensor):
+        self.tensor, self.dtype, self.shape = tensor, tensor.dtype, tensor.shape
+
+    def __getattr__(self, name):
+        return getattr(self.tensor, name)
 
 
 # -- detectors on the real call ----------------------------------------------------------

@@ -17,19 +17,21 @@
     Traceback (most recent call last):
     aimsec_core.errors.InputFormatError: digits-torch: input 'input' has dtype float64; ...
 
-``forward`` is guarded: the first positional argument (else the first tensor keyword
-argument) is screened and must be a tensor, then the original module runs on the original
-arguments, so its hooks fire once and a valid call returns exactly what the plain model
-returns. With calibrated detectors, the gradient detector reuses that one forward pass. The guarded
-module shares the original's parameters, buffers and submodules (same objects, same
-``state_dict`` keys), so optimisers, checkpoints, ``.to(device)``, ``.double()``,
+``forward`` is guarded: the call's arguments are bound to the original's ``forward``
+signature and every tensor in them is screened under its parameter's name (``x``, ``mask``,
+``inputs[0]``), then the original module runs on the original arguments, so its hooks fire
+once and a valid call returns exactly what the plain model returns. With calibrated
+detectors, the gradient detector reuses that one forward pass on the first (primary) input.
+The guarded module shares the original's parameters, buffers and submodules (same objects,
+same ``state_dict`` keys), so optimisers, checkpoints, ``.to(device)``, ``.double()``,
 ``.train()``/``.eval()``, ``torch.no_grad()`` and ``torch.inference_mode()`` work unchanged.
-Other methods of the original (a custom ``predict``) are reachable but not guarded.
+Compiled, transformed, traced calls and custom methods: see ``_module``.
 
-The input's dtype is declared from the model's first floating-point parameter and checked
-on every call (so ``.double()`` after guarding is seen); its shape is not declared, so pass
-``constraints={"sample_shape": (1, 28, 28)}`` to have wrong shapes refused by the guard.
-Tensors are screened where they live: a CUDA input is never copied to the host.
+The primary input's dtype is declared from the model's first floating-point parameter and
+checked on every call (so ``.double()`` after guarding is seen); its shape is not declared,
+so pass ``constraints={"sample_shape": (1, 28, 28)}`` to have wrong shapes refused by the
+guard. Tensors are screened where they live: only per-sample summaries of a CUDA input
+leave the device, and its bytes are copied to the host once for the SHA-256 content hash.
 
 This module never imports torch at import time: installed adapters are loaded whenever
 any model is guarded, and guarding a scikit-learn model must not load torch.
@@ -37,13 +39,13 @@ any model is guarded, and guarding a scikit-learn model must not load torch.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from aimsec_core.adapter import Adapter, Capabilities
-from aimsec_core.arrays import numpy_has_dtype
 from aimsec_core.signature import InputSpec
 
 if TYPE_CHECKING:
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
     import torch
 
     from aimsec_core.guard import Guard
+
+    from ._arguments import Binder
 
 __all__ = ["TorchAdapter"]
 
@@ -85,29 +89,48 @@ class TorchAdapter(Adapter):
             c.__module__.partition(".")[0] == "keras" for c in kind.__mro__)
 
     def signature(self) -> list[InputSpec] | None:
-        """The dtype of the first floating-point parameter, strictly (torch does not cast).
+        """The forward's first parameter, with the dtype of the first floating-point
+        parameter, strictly (torch does not cast); no dtype where the model takes integer
+        indices (an embedding first) or has no floating-point parameter.
 
         Read on every call (``.double()`` may come after guarding), so the parameter is
         found once and only its current dtype is looked up afterwards."""
+        name = self.binder().first_name
         found = self.__dict__.get("_first_float")
-        if found is None or (found is not _NO_FLOAT
-                             and found[0]._parameters.get(found[1]) is None):
+        if found is None or (found is not _NO_FLOAT and (
+                found[1] not in found[0]._parameters or found[0]._parameters[found[1]] is None)):
             found = self._first_float = _first_float_parameter(self.model)
-        if found is _NO_FLOAT:
-            return None
-        module, name = found
-        torch = sys.modules["torch"]
-        if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
-            return None  # the input is integer indices, not float features
-        dtype = module._parameters[name].dtype
-        if not dtype.is_floating_point:
-            self._first_float = None  # converted to integers: look again next call
-            return None
-        specs = self.__dict__.get("_specs_by_dtype", {})
-        if dtype not in specs:
-            specs[dtype] = [InputSpec("input", _dtype_name(dtype), None, strict_dtype=True)]
-            self._specs_by_dtype = specs
-        return specs[dtype]
+        dtype = None
+        if found is not _NO_FLOAT:
+            module, param = found
+            torch = sys.modules["torch"]
+            if not isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+                dtype = module._parameters[param].dtype  # else the input is indices
+                if not dtype.is_floating_point:
+                    self._first_float = None  # converted to integers: look again next call
+                    dtype = None
+        specs = self.__dict__.setdefault("_specs", {})
+        spec = specs.get((name, dtype))
+        if spec is None:
+            spec = specs[(name, dtype)] = [InputSpec(
+                name, None if dtype is None else _dtype_name(dtype), None,
+                strict_dtype=dtype is not None)]
+        return spec
+
+    def binder(self) -> Binder:
+        """The model's ``forward`` signature, read once per forward function."""
+        target = self.model
+        dynamo = sys.modules.get("torch._dynamo.eval_frame")
+        if dynamo is not None and isinstance(target, dynamo.OptimizedModule):
+            target = target._orig_mod  # torch.compile(model): the compiled model's forward
+        forward = target.forward
+        key = getattr(forward, "__func__", forward)
+        cached = self.__dict__.get("_binder")
+        if cached is None or cached[0] is not key:
+            from ._arguments import Binder
+
+            cached = self._binder = (key, Binder(forward))
+        return cached[1]
 
     def native(self, value: Any) -> Any | None:
         torch = sys.modules.get("torch")
@@ -121,14 +144,32 @@ class TorchAdapter(Adapter):
                             "integer tensor. Convert it first (x.dequantize())")
         if value.device.type == "meta":
             raise TypeError("a meta tensor holds no values; expected a tensor with data")
-        return value.detach()  # same storage, same device; reductions build no graph
+        return _helpers().readable(value)  # the values the model reads, on their device
 
-    def device_digest(self, array: Any) -> str | None:
-        if array.device.type == "cpu" and numpy_has_dtype(array.dtype):
-            return None  # the core hashes host bytes itself
-        from ._digest import device_digest
+    def host_bytes(self, array: Any) -> Any:
+        return _helpers().exact_bytes(array)
 
-        return device_digest(array)
+    def from_host(self, array: Any) -> Any:
+        """A numpy array (or anything ``np.asarray`` takes) as a tensor on the model's
+        device, dtype unchanged; a tensor as is."""
+        import numpy as np
+        import torch
+
+        if isinstance(array, torch.Tensor):
+            return array
+        try:
+            host = np.asarray(array)
+            if host.dtype.kind not in "biufc":
+                return array  # not numbers: validation says what was expected
+            if (not host.dtype.isnative or any(s < 0 for s in host.strides)
+                    or not host.flags.writeable):
+                host = np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("="))
+            tensor = torch.from_numpy(host)
+        except (TypeError, ValueError, RuntimeError):
+            return array
+        device = next((t.device for t in self.model.parameters()), None) or next(
+            (t.device for t in self.model.buffers()), torch.device("cpu"))
+        return tensor.to(device)
 
     def wrap(self, guard: Guard) -> Any:
         from ._module import GuardedModule
@@ -225,6 +266,12 @@ class TorchAdapter(Adapter):
             return tensor
         dtype = param.dtype if tensor.is_floating_point() else None
         return tensor.to(device=param.device, dtype=dtype)
+
+
+def _helpers() -> Any:
+    """The tensor helpers (they import torch), loaded on first use."""
+    return sys.modules.get(f"{__name__}._tensors") or importlib.import_module("._tensors",
+                                                                              __name__)
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -1,21 +1,54 @@
-"""The guarded ``nn.Module`` (imports torch, so loaded on demand by ``TorchAdapter.wrap``)."""
+"""The guarded ``nn.Module`` (imports torch, so loaded on demand by ``TorchAdapter.wrap``).
+
+Every way to run the model through the guarded module is screened or refused:
+
+- ``guarded(x)``, ``guarded.forward(...)``, positional, keyword or mixed arguments: the
+  arguments are bound to the original's ``forward`` signature and every tensor in them is
+  screened under its parameter's name;
+- ``torch.compile(guarded)``: the guard runs outside the graph (a graph break), every call;
+  ``guarded.compile()`` compiles the original model and keeps the guard outside it;
+- ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``...): the real values under the
+  transform's wrappers are screened;
+- tracers that would record the model without the guard (``torch.jit.trace``,
+  ``torch.jit.script``, ``torch.fx.symbolic_trace``, ``torch.export``) raise
+  ``UnguardedCallError``: trace the plain model, then guard what the tracer returns;
+- methods of the original (a custom ``predict``) run bound to the guarded module, so their
+  ``self(x)`` is screened; a direct call of the model or one of its submodules from such a
+  method, which would bypass the guard, raises ``UnguardedCallError``.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import copy
+import functools
+import threading
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from aimsec_core.errors import UnguardedCallError
 from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
+from aimsec_core.validation import Refused
+
+from ._arguments import ArgumentsError, tensors_in
+from ._tensors import inside_transforms, is_transformed, outside_transforms
 
 #: The original's dicts the guarded module uses as its own: same parameters, buffers and
 #: submodules, so ``parameters()``, ``state_dict()``, optimisers and ``.to()`` see one model.
 _SHARED = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set",
            "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
            "_load_state_dict_post_hooks")
+
+_HOW_TO_TRACE = ("trace or export the plain model and guard the result instead: traced = "
+                 "torch.jit.trace(aimsec_core.unguard(guarded), example); guarded = "
+                 "aimsec_core.guard(traced)")
 
 
 class GuardedModule(GuardedMixin, nn.Module):
@@ -34,32 +67,78 @@ class GuardedModule(GuardedMixin, nn.Module):
         object.__setattr__(self, "_aimsec_original", original)
         object.__setattr__(self, "_aimsec_guard", guard)
         for name in _SHARED:
-            object.__setattr__(self, name, original.__dict__[name])
+            object.__setattr__(self, name, getattr(original, name))  # traced: delegated
 
     # -- the guarded call -----------------------------------------------------------------
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        original = self._aimsec_original
-        if args:
-            x, key = args[0], None
-        else:  # called with keywords only: screen the first tensor among them
-            key = next((k for k, v in kwargs.items() if isinstance(v, torch.Tensor)),
-                       next(iter(kwargs), None))
-            x = kwargs.get(key) if key is not None else None
+        if torch.compiler.is_compiling():  # traced by dynamo (torch.compile or export)
+            if torch.compiler.is_exporting():
+                raise UnguardedCallError(f"torch.export would record the model without its "
+                                         f"guard; {_HOW_TO_TRACE}")
+            return _outside_graph(self, args, kwargs)
+        tracer = _active_tracer()
+        if tracer is not None:
+            raise UnguardedCallError(f"{tracer} would record the model without its guard; "
+                                     f"{_HOW_TO_TRACE}")
+        return self._aimsec_screened(args, kwargs)
+
+    def _aimsec_screened(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Screen every tensor argument by name; run the original on the arguments as given."""
+        guard, original = self._aimsec_guard, self._aimsec_original
+        binder = guard.adapter.binder()
+        try:
+            inputs, where = tensors_in(binder.bind(args, kwargs), torch.Tensor)
+        except ArgumentsError as exc:
+            inputs, where = {binder.first_name: Refused(str(exc))}, None
+        if not inputs:
+            inputs = {binder.first_name: None}
+        elif len(inputs) > 1:
+            inputs = _masks_as_bytes(inputs)
+
+        for t in inputs.values():
+            if isinstance(t, torch.Tensor) and is_transformed(t):
+                return self._aimsec_transformed(inputs, args, kwargs)
 
         def predict() -> Any:
             return original(*args, **kwargs)
 
-        joined = torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad
+        forward = None
+        x = next(iter(inputs.values()))
+        if where is not None and isinstance(x, torch.Tensor):
+            joined = torch.is_grad_enabled() and x.requires_grad
 
-        def forward(replacement: Any) -> Any:  # the same call on x's autograd twin
-            if joined and replacement is not x:  # the output must still reach x's graph
-                replacement = _Joined.apply(x, replacement)
-            if key is None:
-                return original(replacement, *args[1:], **kwargs)
-            return original(*args, **{**kwargs, key: replacement})
+            def forward(replacement: Any) -> Any:  # the same call on x's autograd twin
+                if joined and replacement is not x:  # the output must still reach x's graph
+                    replacement = _Joined.apply(x, replacement)
+                a, k = where.replaced(args, kwargs, replacement)
+                return original(*a, **k)
 
-        return self._aimsec_guard.call({"input": x}, predict, forward)
+        return _screened_call(guard, inputs, predict, forward)
+
+    def _aimsec_transformed(self, inputs: dict[str, Any], args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> Any:
+        """Under ``torch.func`` transforms: screen the real values with the transforms
+        suspended, run the model under them (detectors use their own passes)."""
+        original = self._aimsec_original
+        with outside_transforms() as stack:
+
+            def predict() -> Any:
+                with inside_transforms(stack):
+                    return original(*args, **kwargs)
+
+            return _screened_call(self._aimsec_guard, inputs, predict)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Compile the original model in place (``nn.Module.compile``); the guard stays
+        outside the compiled graph and screens every call."""
+        self._aimsec_original.compile(*args, **kwargs)
+
+    def __prepare_scriptable__(self) -> Any:
+        raise UnguardedCallError(f"torch.jit.script would compile the model without its "
+                                 f"guard; script the plain model and guard the result "
+                                 f"instead: aimsec_core.guard(torch.jit.script("
+                                 f"aimsec_core.unguard(guarded)))")
 
     @property
     def __aimsec_guard__(self) -> Guard:
@@ -113,7 +192,10 @@ class GuardedModule(GuardedMixin, nn.Module):
             original = self.__dict__.get("_aimsec_original")
             if original is None:
                 raise
-            return getattr(original, name)
+            value = getattr(original, name)
+            if isinstance(value, types.MethodType) and value.__self__ is original:
+                return _guarded_method(self, value)  # a custom predict(): screened
+            return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         original = self.__dict__.get("_aimsec_original")
@@ -174,6 +256,118 @@ class GuardedModule(GuardedMixin, nn.Module):
 
         object.__setattr__(self, "_aimsec_guard", Guard(
             original, TorchAdapter(original), name=name, mode=mode, constraints=constraints))
+
+
+def _masks_as_bytes(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Boolean masks among the extra arguments (attention and padding masks), screened as
+    their zero-copy uint8 view: the same 0/1 values, in a dtype the core takes as numbers.
+    A boolean primary input stays as it is (a dtype error for a float model)."""
+    names = iter(inputs)
+    next(names)
+    masks = [n for n in names if isinstance(t := inputs[n], torch.Tensor)
+             and t.dtype is torch.bool]
+    if not masks:
+        return inputs
+    return {n: t.view(torch.uint8) if n in masks else t for n, t in inputs.items()}
+
+
+def _active_tracer() -> str | None:
+    """The tracer recording this call, if any: it would keep the model, not the guard."""
+    if torch._C._is_tracing():  # torch.jit.is_tracing() without its scripting check
+        return "torch.jit.trace"
+    if torch.fx._symbolic_trace._is_fx_tracing_flag:
+        return "torch.fx.symbolic_trace"
+    return None
+
+
+@torch.compiler.disable
+def _outside_graph(module: GuardedModule, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
+    """The guarded call run eagerly, as a graph break in a compiled caller: screening reads
+    real values and every call is screened, whatever the compiled graph caches."""
+    return module._aimsec_screened(args, kwargs)
+
+
+# -- methods of the original, called through the guarded module ---------------------------
+
+#: True while a guarded call runs: the model's own submodule calls are the screened call.
+_SCREENING: contextvars.ContextVar[bool] = contextvars.ContextVar("aimsec_torch_screening",
+                                                                  default=False)
+
+
+def _screened_call(guard: Guard, inputs: dict[str, Any], predict: Callable[[], Any],
+                   forward: Callable[[Any], Any] | None = None) -> Any:
+    token = _SCREENING.set(True)
+    try:
+        return guard.call(inputs, predict, forward)
+    finally:
+        _SCREENING.reset(token)
+
+
+@dataclass
+class _Watch:
+    guarded: GuardedModule
+    method: str
+    parts: set[int] | None = field(default=None)  # ids of the model's modules, when needed
+
+
+_WATCH: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("aimsec_torch_watch",
+                                                                      default=None)
+_hook_lock = threading.Lock()
+_hook_users = 0
+_hook_handle: Any = None
+
+
+def _guarded_method(guarded: GuardedModule, method: types.MethodType) -> Callable[..., Any]:
+    """``method`` of the original, run bound to ``guarded`` (so ``self(x)`` and
+    ``self.forward(x)`` are screened; a function using ``super()`` stays bound to the
+    original) under a watch that refuses direct calls of the model's modules."""
+    func = method.__func__
+    uses_super = "__class__" in getattr(func, "__code__", types.SimpleNamespace(
+        co_freevars=())).co_freevars
+    bound = method if uses_super else types.MethodType(func, guarded)
+
+    @functools.wraps(func)
+    def screened(*args: Any, **kwargs: Any) -> Any:
+        token = _WATCH.set(_Watch(guarded, func.__name__))
+        try:
+            with _watching():
+                return bound(*args, **kwargs)
+        finally:
+            _WATCH.reset(token)
+
+    return screened
+
+
+@contextmanager
+def _watching() -> Iterator[None]:
+    """A global forward pre-hook while a method of a guarded model runs (shared, counted)."""
+    global _hook_users, _hook_handle
+    with _hook_lock:
+        _hook_users += 1
+        if _hook_handle is None:
+            _hook_handle = nn.modules.module.register_module_forward_pre_hook(_refuse_bypass)
+    try:
+        yield
+    finally:
+        with _hook_lock:
+            _hook_users -= 1
+            if _hook_users == 0 and _hook_handle is not None:
+                _hook_handle.remove()
+                _hook_handle = None
+
+
+def _refuse_bypass(module: nn.Module, args: Any) -> None:
+    watch = _WATCH.get()
+    if watch is None or _SCREENING.get() or module is watch.guarded:
+        return
+    if watch.parts is None:
+        watch.parts = {id(m) for m in watch.guarded._aimsec_original.modules()}
+    if id(module) in watch.parts:
+        raise UnguardedCallError(
+            f"{watch.method}() calls {type(module).__name__} of the guarded model directly, "
+            f"which would run it without screening its input; call self(x) in the method, "
+            f"or aimsec_core.unguard(guarded).{watch.method}(...) to run it unguarded")
 
 
 def _rebuilt(guard: Guard, model: Any) -> Guard:

@@ -4,11 +4,14 @@
 
 (a) Screens a CUDA batch through the guard (every validation check on, the audit log
     writing to a temp folder) under ``torch.profiler`` (CPU + CUDA activities) and reads
-    every device->host memcpy from the trace: none may be as large as the input. Prints
-    the bytes copied (a few numbers per sample, and the 4-number content digest). A control
-    run (``x.cpu()``) proves the profiler sees such copies at all.
+    every device->host memcpy from the trace: exactly one may be as large as the input (its
+    bytes, copied once for the SHA-256 content hash); every other is a few numbers per
+    sample. A control run (``x.cpu()``) proves the profiler sees such copies at all. Checks
+    that the input hashes the same on the device and on the CPU.
 (b) Prints the guarded/plain time of a small CNN at the given batch size: warm-up,
     ``torch.cuda.synchronize()`` around each call, median of many interleaved runs.
+(c) Prints the content hash's own cost on the device (copy to the host + SHA-256) against
+    the plain forward pass, at the given batch size and at 64x it.
 
 Without CUDA it prints "skipped: no CUDA device" and exits 0. ``--device cpu`` runs the
 same code on the CPU (a smoke test of the script; no copies to look for there).
@@ -88,13 +91,56 @@ def check_no_host_copy(torch, device: str, batch: int) -> bool:
         print(f"    INCONCLUSIVE: the profiler did not see the control copy x.cpu() "
               f"({size} bytes; saw {control}); is CUPTI available?")
         return False
-    largest = max(copies, default=0)
-    if largest >= size or -1 in copies:
-        print(f"    FAIL: a device->host copy of {largest} bytes (input is {size} bytes)")
+    whole = [c for c in copies if c >= size]
+    others = [c for c in copies if c < size]
+    if whole != [size] or -1 in copies:
+        print(f"    FAIL: expected one device->host copy of the input ({size} bytes, for the "
+              f"hash); saw {sorted(whole)}")
         return False
-    print(f"    ok: nothing near the input's size left the device (largest copy {largest} "
-          f"bytes; the control x.cpu() copied {size})")
+    largest = max(others, default=0)
+    print(f"    ok: the input's bytes left the device once (the hash); every other copy is "
+          f"small (largest {largest} bytes; the control x.cpu() copied {size})")
+    from aimsec_core.arrays import content_hash
+
+    adapter = guarded.__aimsec_guard__.adapter
+    on_device = content_hash([x], adapter.host_bytes)
+    on_host = content_hash([x.cpu()], adapter.host_bytes)
+    if on_device != on_host:
+        print(f"    FAIL: the input hashes {on_device} on {device} and {on_host} on the CPU")
+        return False
+    print(f"    ok: the same hash on {device} and on the CPU ({on_device})")
     return True
+
+
+def hash_cost(torch, device: str, batch: int, runs: int) -> None:
+    import aimsec_core
+    from aimsec_core.arrays import content_hash
+
+    cuda = device.startswith("cuda")
+    model = small_cnn(torch).to(device)
+    adapter = aimsec_core.guard(model, sinks=[]).__aimsec_guard__.adapter
+    print(f"(c) content hash on {device} (copy to host + SHA-256) against one forward pass:")
+    for n in (batch, batch * 64):
+        x = torch.rand(n, 1, 8, 8, device=device)
+
+        def timed(fn: Callable[[], object]) -> float:
+            samples = []
+            for i in range(runs // 5 + 10):
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                fn()
+                if cuda:
+                    torch.cuda.synchronize()
+                if i >= 10:
+                    samples.append(time.perf_counter() - start)
+            return statistics.median(samples)
+
+        with torch.no_grad():
+            forward = timed(lambda: model(x))
+        hashing = timed(lambda: content_hash([x], adapter.host_bytes))
+        print(f"    batch {n:>6} ({x.numel() * 4 / 1e6:.2f} MB): hash {hashing * 1e6:9.1f} us, "
+              f"forward {forward * 1e6:9.1f} us, ratio {hashing / forward:5.2f}x")
 
 
 def timing(torch, device: str, batch: int, runs: int) -> None:
@@ -155,6 +201,7 @@ def main() -> int:
     print(f"torch {torch.__version__} on {name}")
     ok = check_no_host_copy(torch, args.device, args.batch)
     timing(torch, args.device, args.batch, args.runs)
+    hash_cost(torch, args.device, args.batch, args.runs)
     return 0 if ok else 1
 
 

@@ -1,0 +1,161 @@
+"""A call's arguments bound to the model's ``forward`` signature, and every tensor in them
+named by parameter: ``x``, ``mask``, ``inputs[0]``, ``batch['ids']``, ``args[1]``.
+
+Pure Python apart from the tensor type check (``torch`` is imported by the caller first).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+#: Tensors screened in one call at most, and how deep containers are searched for them: a
+#: call beyond either is refused (a list of a million tiny tensors costs a million checks).
+MAX_TENSORS = 256
+MAX_DEPTH = 4
+#: Container items looked at per call, at most: a nested list of a million numbers is
+#: refused after this many, never walked (numbers in lists are not a torch input anyway).
+MAX_ITEMS = 4096
+_KEY_CHARS = 40  # a container key shown in an input name, at most (keys may be hostile)
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+class ArgumentsError(ValueError):
+    """The arguments do not fit ``forward``, or hold too many tensors to screen."""
+
+
+class Located(NamedTuple):
+    """Where an argument sits in the call: ``position`` in ``args`` or ``keyword``."""
+
+    position: int | None
+    keyword: str | None
+
+    def replaced(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.position is not None:
+            return args[:self.position] + (value,) + args[self.position + 1:], kwargs
+        return args, {**kwargs, self.keyword: value}  # type: ignore[dict-item]
+
+
+class Binder:
+    """``forward``'s signature, read once: binds calls and names their tensors."""
+
+    def __init__(self, forward: Callable[..., Any]) -> None:
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(forward)
+        except (TypeError, ValueError):  # a builtin or C forward: no signature to bind to
+            self.signature = None
+        params = list(self.signature.parameters.values()) if self.signature else []
+        self._params = params
+        leading = []
+        for p in params:
+            if p.kind not in _POSITIONAL:
+                break
+            leading.append(p)
+        self._leading = tuple(p.name for p in leading)
+        self._at = tuple(Located(i, None) for i in range(len(leading)))
+        self._required = sum(p.default is inspect.Parameter.empty for p in leading)
+        self._fast = len(leading) == len(params) or (
+            len(params) > len(leading)
+            and all(p.default is not inspect.Parameter.empty or p.kind in (
+                inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+                for p in params[len(leading):]))
+        first = params[0] if params else None
+        if first is None or first.kind is inspect.Parameter.VAR_KEYWORD:
+            self.first_name = "input"
+        elif first.kind is inspect.Parameter.VAR_POSITIONAL:
+            self.first_name = f"{first.name}[0]"
+        else:
+            self.first_name = first.name
+
+    def describe(self) -> str:
+        return f"forward{self.signature}" if self.signature else "forward(...)"
+
+    def bind(self, args: tuple[Any, ...],
+             kwargs: Mapping[str, Any]) -> list[tuple[str, Any, Located]]:
+        """``(name, value, where)`` of every argument passed, in signature order.
+
+        Raises :class:`ArgumentsError` when the arguments do not fit the signature."""
+        if not kwargs and self._fast and self._required <= len(args) <= len(self._leading):
+            return list(zip(self._leading, args, self._at))  # the common call: positional
+        if self.signature is None:
+            return ([(f"args[{i}]", v, Located(i, None)) for i, v in enumerate(args)]
+                    + [(k, v, Located(None, k)) for k, v in kwargs.items()])
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentsError(f"the arguments do not fit {self.describe()}: {exc}") from None
+        out: list[tuple[str, Any, Located]] = []
+        for index, param in enumerate(self._params):  # index: the parameter's position
+            if param.name not in bound.arguments:
+                continue
+            value = bound.arguments[param.name]
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                out.extend((f"{param.name}[{i}]", v, Located(index + i, None))
+                           for i, v in enumerate(value))
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                out.extend((k, v, Located(None, k)) for k, v in value.items())
+            elif param.kind in _POSITIONAL and param.name not in kwargs:
+                out.append((param.name, value, Located(index, None)))
+            else:
+                out.append((param.name, value, Located(None, param.name)))
+        return out
+
+
+def tensors_in(bound: list[tuple[str, Any, Located]], tensor_type: type
+               ) -> tuple[dict[str, Any], Located | None]:
+    """Every tensor in the bound arguments by name, in call order, and where the first
+    one (the primary input) sits when it is an argument itself (``None`` when it sits in
+    a container).
+
+    Where no argument holds a tensor, the first argument that is not ``None`` is returned
+    as the one input, so the guard refuses it in the framework's terms.
+    Raises :class:`ArgumentsError` past :data:`MAX_TENSORS` or :data:`MAX_DEPTH`."""
+    found: dict[str, Any] = {}
+    primary: Located | None = None
+    budget = [MAX_ITEMS]
+    for name, value, where in bound:
+        if isinstance(value, tensor_type):
+            if not found:
+                primary = where
+            _add(found, name, value)
+        elif isinstance(value, (list, tuple, Mapping)):
+            _search(found, name, value, tensor_type, 1, budget)
+    if not found:
+        fallback = next(((n, v, w) for n, v, w in bound if v is not None), None)
+        if fallback is not None:
+            return {fallback[0]: fallback[1]}, fallback[2]
+    return found, primary
+
+
+def _search(found: dict[str, Any], name: str, value: Any, tensor_type: type,
+            depth: int, budget: list[int]) -> None:
+    if depth > MAX_DEPTH:
+        raise ArgumentsError(f"argument {name!r} nests containers more than {MAX_DEPTH} "
+                             "deep; expected tensors at most that deep")
+    budget[0] -= len(value)
+    if budget[0] < 0:
+        raise ArgumentsError(f"the call's arguments hold more than {MAX_ITEMS} items in "
+                             f"lists, tuples or dicts (at {name!r}); expected tensors, or "
+                             f"at most {MAX_ITEMS} items around them")
+    items = (((f"[{_key(k)}]", v) for k, v in value.items()) if isinstance(value, Mapping)
+             else ((f"[{i}]", v) for i, v in enumerate(value)))
+    for suffix, item in items:
+        if isinstance(item, tensor_type):
+            _add(found, name + suffix, item)
+        elif isinstance(item, (list, tuple, Mapping)) and not isinstance(item, (str, bytes)):
+            _search(found, name + suffix, item, tensor_type, depth + 1, budget)
+
+
+def _add(found: dict[str, Any], name: str, tensor: Any) -> None:
+    if len(found) >= MAX_TENSORS:
+        raise ArgumentsError(f"the call holds more than {MAX_TENSORS} tensors; expected at "
+                             f"most {MAX_TENSORS} tensor arguments")
+    found[name] = tensor
+
+
+def _key(key: Any) -> str:
+    text = repr(key) if isinstance(key, (str, int)) else f"<{type(key).__name__}>"
+    return text if len(text) <= _KEY_CHARS else text[:_KEY_CHARS - 3] + "..."

@@ -1,0 +1,433 @@
+"""Every way to run a torch model through its guarded module is screened or refused.
+
+Screened (exactly one audit record, a verdict, NaN refused before the model reads it):
+
+- ``guarded(x)``, ``guarded(x=x)``, ``guarded(x, mask=m)``, ``guarded(mask=m, x=x)``
+  (arguments bound to ``forward``'s signature; every tensor screened by name);
+- ``guarded.forward(x)``, ``guarded.__call__(x)``;
+- a custom method of the model calling ``self(x)`` or ``self.forward(x)``;
+- ``torch.compile(guarded)`` and ``guarded.compile()`` (the guard runs outside the graph);
+- ``torch.func.vmap``, ``grad``, ``jacrev`` and ``functional_call`` (the real values under
+  the transform's wrappers are screened);
+- ``torch.no_grad()``, ``torch.inference_mode()``, ``nn.DataParallel`` (CPU);
+- forward hooks on the guarded module and on the original (each fires once);
+- a guarded ``torch.jit.trace``/``torch.jit.script`` module and a guarded
+  ``ExportedProgram.module()`` (trace the plain model, then guard the result).
+
+Refused with ``UnguardedCallError`` (the tracer would record the model without its guard):
+
+- ``torch.jit.trace(guarded)``, ``torch.jit.script(guarded)``, ``torch.fx.symbolic_trace``,
+  ``torch.export.export(guarded)``; with ``strict=True`` torch's own tracer wraps the error
+  (its message still names ``UnguardedCallError`` and the fix);
+- a custom method that calls the model's submodules directly (``self.fc(x)``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import aimsec_core  # noqa: E402
+from aimsec_core import (InputFormatError, NonFiniteInputError, UnguardedCallError,  # noqa: E402
+                         ValueRangeError)
+from tests.conftest import ListSink  # noqa: E402
+
+LIMITS = {"min_value": 0.0, "max_value": 1.0}
+
+
+class Masked(nn.Module):
+    """``fc(x * mask)``; remembers every ``x`` it reads (outside transforms)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 2)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if not torch.compiler.is_compiling() and type(x) is torch.Tensor:
+            self.seen.append(x.detach().clone())
+        if mask is not None:
+            x = x * mask
+        return self.fc(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x).argmax(dim=1)
+
+    def predict_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x).argmax(dim=1)
+
+    def bypass(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+    def describe(self) -> str:
+        return "masked"
+
+
+def make(sink: ListSink, **constraints):
+    model = Masked().eval()
+    return model, aimsec_core.guard(model, name="paths", sinks=[sink],
+                                    constraints={**LIMITS, **constraints})
+
+
+X = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]])
+NAN = X.clone()
+NAN[1, 2] = math.nan
+
+
+# -- the input checked is the model's input ---------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, 2.0, -1.0])
+def test_keyword_order_does_not_choose_the_screened_input(sink, bad):
+    model, g = make(sink)
+    x = X.clone()
+    x[0, 0] = bad
+    with pytest.raises((NonFiniteInputError, ValueRangeError), match="'x'"):
+        g(mask=torch.ones(1, 4), x=x)
+    assert model.seen == [] and sink.outcomes == ["rejected"]
+
+
+def test_every_tensor_argument_is_screened_by_name(sink):
+    model, g = make(sink)
+    with pytest.raises(NonFiniteInputError, match="'mask'"):
+        g(X, mask=NAN)
+    with pytest.raises(NonFiniteInputError, match=r"'args\[1\]'|'batch\['m'\]'|mask"):
+        g(X, NAN)  # positional mask
+    assert model.seen == []
+    out = g(X, mask=torch.ones(2, 4))
+    assert torch.equal(out, model.fc(X)) and g.last_verdict.allowed
+
+
+def test_tensors_inside_containers_are_screened(sink):
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, inputs: list, extra: dict) -> torch.Tensor:
+            return self.fc(inputs[0] + extra["b"])
+
+    g = aimsec_core.guard(Pair(), sinks=[sink], constraints=LIMITS)
+    g([X], {"b": X})
+    with pytest.raises(NonFiniteInputError, match=r"extra\['b'\]"):
+        g([X], {"b": NAN})
+    with pytest.raises(ValueRangeError, match=r"inputs\[0\]"):
+        g([X + 5], {"b": X})
+    assert sink.outcomes == ["allowed", "rejected", "rejected"]
+
+
+def test_per_input_constraints_and_integer_indices():
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(100, 4)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.fc((self.emb(ids) * mask[..., None]).sum(1))
+
+    sink = ListSink()
+    g = aimsec_core.guard(Tagger(), sinks=[sink], constraints={
+        "min_value": 0, "max_value": 1, "inputs": {"ids": {"max_value": 99}}})
+    ids, mask = torch.tensor([[1, 50, 99]]), torch.tensor([[1.0, 1.0, 0.0]])
+    g(ids, mask)  # int64 ids are not refused for not being float
+    g(ids, mask.bool())  # a boolean mask, as torch takes it
+    with pytest.raises(ValueRangeError, match="'ids'"):
+        g(torch.tensor([[1, 100, 2]]), mask)
+    with pytest.raises(ValueRangeError, match="'mask'"):
+        g(ids, mask * 3)
+    assert sink.outcomes == ["allowed", "allowed", "rejected", "rejected"]
+
+
+def test_the_declared_dtype_applies_to_the_primary_input_only(sink):
+    model, g = make(sink)
+    with pytest.raises(InputFormatError, match="'x' has dtype float64"):
+        g(X.double())
+    g(X, mask=torch.ones(2, 4, dtype=torch.float64).float())
+    g(X, mask=torch.ones(1, 4, dtype=torch.int64))  # torch promotes x * int mask
+    assert sink.outcomes == ["rejected", "allowed", "allowed"]
+
+
+def test_arguments_that_do_not_fit_forward_are_refused_and_recorded(sink):
+    model, g = make(sink)
+    with pytest.raises(InputFormatError, match="do not fit forward"):
+        g(X, mask=X, other=X)
+    assert sink.outcomes == ["rejected"] and model.seen == []
+
+
+def test_extra_arguments_keep_their_own_leading_dimension(sink):
+    """An LSTM's (h0, c0) lead with the layer count, not the batch: not a batch mismatch."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 3, num_layers=2, batch_first=True)
+    g = aimsec_core.guard(lstm, sinks=[sink])
+    x, h = torch.rand(5, 7, 4), (torch.zeros(2, 5, 3), torch.zeros(2, 5, 3))
+    out, _ = g(x, h)
+    assert torch.equal(out, lstm(x, h)[0]) and sink.outcomes == ["allowed"]
+    with pytest.raises(NonFiniteInputError, match=r"hx\[0\]"):
+        g(x, (torch.full((2, 5, 3), math.nan), h[1]))
+
+
+# -- every call path ---------------------------------------------------------------------
+
+
+def _vmapped(g, x):
+    return torch.func.vmap(g)(x[:, None])[:, 0]
+
+
+def _grad(g, x):
+    return torch.func.grad(lambda v: g(v).sum())(x)
+
+
+def _jacrev(g, x):
+    return torch.func.jacrev(g)(x)
+
+
+def _functional_call(g, x):
+    return torch.func.functional_call(g, dict(g.named_parameters()), (x,))
+
+
+def _compiled(g, x):
+    return torch.compile(g, backend="eager")(x)
+
+
+def _compiled_in_place(g, x):
+    g.compile(backend="eager")
+    return g(x)
+
+
+def _data_parallel(g, x):
+    return nn.DataParallel(g)(x)
+
+
+def _no_grad(g, x):
+    with torch.no_grad():
+        return g(x)
+
+
+def _inference_mode(g, x):
+    with torch.inference_mode():
+        return g(x.clone())
+
+
+SCREENED = {
+    "positional": lambda g, x: g(x),
+    "keyword": lambda g, x: g(x=x),
+    "mixed": lambda g, x: g(x, mask=torch.ones_like(x)),
+    "keywords-reversed": lambda g, x: g(mask=torch.ones_like(x), x=x),
+    "forward": lambda g, x: g.forward(x),
+    "__call__": lambda g, x: g.__call__(x),
+    "method-self-call": lambda g, x: g.predict(x),
+    "method-self-forward": lambda g, x: g.predict_forward(x),
+    "torch.compile": _compiled,
+    "module.compile": _compiled_in_place,
+    "vmap": _vmapped,
+    "grad": _grad,
+    "jacrev": _jacrev,
+    "functional_call": _functional_call,
+    "no_grad": _no_grad,
+    "inference_mode": _inference_mode,
+    "DataParallel": _data_parallel,
+}
+
+
+@pytest.mark.parametrize("path", list(SCREENED))
+def test_each_call_path_is_screened(path):
+    sink = ListSink()
+    model, g = make(sink)
+    call = SCREENED[path]
+    call(g, X)
+    assert sink.outcomes == ["allowed"], sink.outcomes  # exactly one record
+    assert g.last_verdict is not None and g.last_verdict.allowed
+    if path not in ("vmap", "grad", "jacrev", "torch.compile", "module.compile"):
+        assert len(model.seen) == 1
+    model.seen.clear()
+    with pytest.raises(NonFiniteInputError):
+        call(g, NAN)
+    assert sink.outcomes == ["allowed", "rejected"]
+    assert not g.last_verdict.allowed and model.seen == []  # the model never read it
+    assert call(g, X) is not None and sink.outcomes[-1] == "allowed"  # and again (caches)
+
+
+def test_a_compiled_guarded_model_returns_the_plain_output_and_screens_every_call():
+    sink = ListSink()
+    model, g = make(sink)
+    compiled = torch.compile(g, backend="aot_eager")
+    for _ in range(3):
+        assert torch.allclose(compiled(X), model.fc(X))
+    with pytest.raises(ValueRangeError):
+        compiled(X + 1)
+    assert sink.outcomes == ["allowed"] * 3 + ["rejected"]
+
+
+def test_transforms_screen_the_real_values_of_every_vmapped_entry():
+    sink = ListSink()
+    model, g = make(sink)
+    batch = torch.stack([X, X, X.clone().fill_(0.5)])
+    batch[2, 1, 3] = 7.0  # one value in one vmapped entry
+    with pytest.raises(ValueRangeError):
+        torch.func.vmap(g)(batch)
+    verdict = g.last_verdict
+    assert verdict.shape == (6, 4)  # the vmapped axis merged into the batch axis
+    out = torch.func.vmap(g)(torch.stack([X, X]))
+    assert torch.allclose(out[1], model.fc(X))
+    grads = torch.func.grad(lambda v: g(v).sum())(X)
+    assert torch.allclose(grads, model.fc.weight.sum(0).expand(2, 4))
+
+
+def test_hooks_fire_once_on_each_module(sink):
+    model, g = make(sink)
+    fired: list[str] = []
+    model.register_forward_pre_hook(lambda m, a: fired.append("original-pre"))
+    model.register_forward_hook(lambda m, a, o: fired.append("original"))
+    g.register_forward_hook(lambda m, a, o: fired.append("guarded"))
+    g(X)
+    g.predict(X)
+    assert fired == ["original-pre", "original", "guarded"] * 2
+
+
+def test_methods_that_bypass_the_guard_are_refused_and_others_work(sink):
+    model, g = make(sink)
+    with pytest.raises(UnguardedCallError, match="bypass.*unguard"):
+        g.bypass(X)
+    assert g.describe() == "masked"
+    assert torch.equal(aimsec_core.unguard(g).bypass(X), model.fc(X))  # meant unguarded
+    model.fc(X)  # the hook is gone once the method returns
+    assert sink.outcomes == []
+
+
+@pytest.mark.parametrize("tracer", [
+    lambda g: torch.jit.trace(g, X),
+    lambda g: torch.jit.script(g),
+    lambda g: torch.fx.symbolic_trace(g),
+    lambda g: torch.export.export(g, (X,)),
+], ids=["jit.trace", "jit.script", "fx.symbolic_trace", "export"])
+def test_tracers_that_would_drop_the_guard_are_refused(sink, tracer):
+    model, g = make(sink)
+    with pytest.raises(UnguardedCallError, match="unguard"):
+        tracer(g)
+    assert model.seen == [] and sink.outcomes == []
+
+
+def test_strict_export_fails_with_the_guards_explanation(sink):
+    model, g = make(sink)
+    with pytest.raises(Exception, match="UnguardedCallError") as caught:
+        torch.export.export(g, (X,), strict=True)
+    assert "unguard" in str(caught.value)
+
+
+@pytest.mark.parametrize("build", [
+    lambda m: torch.jit.trace(m, X),
+    lambda m: torch.jit.script(m),
+    lambda m: torch.export.export(m, (X,)).module(),
+], ids=["traced", "scripted", "exported"])
+def test_a_traced_model_can_be_guarded_instead(build):
+    sink = ListSink()
+    plain = nn.Linear(4, 2).eval()
+    g = aimsec_core.guard(build(plain), sinks=[sink], constraints=LIMITS)
+    assert torch.allclose(g(X), plain(X))
+    with pytest.raises(NonFiniteInputError):
+        g(NAN)
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+# -- values checked are values read -----------------------------------------------------
+
+
+@pytest.mark.parametrize("view", [
+    lambda t: (-t)._neg_view(),  # raw memory is -t: in range; the model reads t... below
+    lambda t: t.t().contiguous().t(),  # non-contiguous
+    lambda t: t[:1].expand(2, 4),  # zero-strided broadcast
+], ids=["neg-bit", "transposed", "expanded"])
+def test_views_are_checked_on_their_logical_values(sink, view):
+    model, g = make(sink)
+    out_of_range = X - 1.0  # every value below min_value 0
+    v = view(out_of_range)
+    assert (v < 0).all()  # what the model reads
+    with pytest.raises(ValueRangeError):
+        g(v)
+    assert model.seen == []
+
+
+def test_a_negative_view_of_clean_values_passes_and_hashes_like_a_plain_copy(sink):
+    model, g = make(sink)
+    neg = (-X)._neg_view()  # logical values X, raw memory -X
+    assert neg.is_neg()
+    g(neg)
+    first = g.last_verdict.input_hash
+    g(X.clone())
+    assert g.last_verdict.input_hash == first and sink.outcomes == ["allowed", "allowed"]
+
+
+def test_low_precision_tensors_are_checked_on_their_values():
+    sink = ListSink()
+    model = nn.Linear(4, 2).to(torch.bfloat16)
+    g = aimsec_core.guard(model, sinks=[sink], constraints=LIMITS)
+    g(X.to(torch.bfloat16))
+    with pytest.raises(ValueRangeError):
+        g((X + 1).to(torch.bfloat16))
+    with pytest.raises(NonFiniteInputError):
+        g(NAN.to(torch.bfloat16))
+    assert sink.outcomes == ["allowed", "rejected", "rejected"]
+
+
+def test_narrowing_and_integer_inputs(sink):
+    model, g = make(sink)
+    with pytest.raises(InputFormatError, match="float64"):
+        g(torch.full((1, 4), 1e39, dtype=torch.float64))  # would overflow float32
+    with pytest.raises(InputFormatError, match="int64"):
+        g(torch.ones(1, 4, dtype=torch.int64))  # torch does not cast into Linear
+    ids = aimsec_core.guard(nn.Identity(), sinks=[sink], constraints={"max_value": 2**53})
+    big = torch.tensor([[2**53 + 1]])  # float64 would round it to 2**53 and let it pass
+    with pytest.raises(ValueRangeError):
+        ids(big)
+
+
+# -- calibration takes numpy -------------------------------------------------------------
+
+
+def test_calibrate_accepts_numpy_and_keeps_dtype_errors_clear():
+    sink = ListSink()
+    model, g = make(sink)
+    rng = np.random.default_rng(0)
+    clean = rng.random((60, 4), dtype=np.float32)
+    g.calibrate(clean, detectors=["gradient", "margin"])
+    g(X, mask=torch.ones(2, 4))  # detection runs on x with the mask present
+    assert "gradient" in g.last_verdict.scores
+    with pytest.raises(aimsec_core.CalibrationError, match="float64.*float32|float32.*float64"):
+        g.calibrate(clean.astype(np.float64))
+    big_endian = clean.astype(">f4")
+    g.calibrate(big_endian, detectors=["margin"])  # converted by value, not by raw bytes
+
+
+def test_per_input_constraints_are_checked_when_configured():
+    from aimsec_core import ConfigurationError, Constraints
+
+    c = Constraints.coerce({"min_value": 0, "max_value": 1,
+                            "inputs": {"ids": {"max_value": 99, "sample_shape": None}}})
+    assert c.for_input("ids").max_value == 99 and c.for_input("ids").min_value == 0
+    assert c.for_input("x") is c
+    assert c == Constraints.coerce({"min_value": 0, "max_value": 1,
+                                    "inputs": {"ids": {"max_value": 99, "sample_shape": None}}})
+    for bad, match in [({"inputs": {"ids": {"max_size": 5}}}, "max_size"),
+                       ({"inputs": {"ids": {"colour": 1}}}, "colour"),
+                       ({"inputs": {"ids": {"max_value": "x"}}}, "'ids'"),
+                       ({"inputs": ["ids"]}, "map input names")]:
+        with pytest.raises(ConfigurationError, match=match):
+            Constraints.coerce(bad)
+
+
+def test_huge_nested_lists_are_refused_without_being_walked(sink):
+    model, g = make(sink)
+    rows = [[0.0] * 4] * 10**6  # declares 4 million numbers
+
+    with pytest.raises(InputFormatError, match="items"):
+        g(rows)
+    with pytest.raises(InputFormatError, match="deep"):
+        g([[[[[X]]]]])
+    assert sink.outcomes == ["rejected", "rejected"] and model.seen == []
