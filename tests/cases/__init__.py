@@ -76,3 +76,30 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
     x, y = load_digits(return_X_y=True)
     return (x / 16.0).astype(np.float32), y.astype(np.int64)
+
+
+def float_batches(dtypes):
+    """Batches of (n, 64) finite values in the float32 range, in the given dtypes."""
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    def arrays(dtype):
+        dtype = np.dtype(dtype)
+        elements = (hnp.from_dtype(dtype, min_value=-1000, max_value=1000, allow_nan=False,
+                                   allow_infinity=False) if dtype.kind == "f"
+                    else hnp.from_dtype(dtype))
+        return hnp.arrays(dtype, st.tuples(st.integers(1, 6), st.just(64)), elements=elements)
+
+    return st.sampled_from(dtypes).flatmap(arrays)
+
+
+def layouts(array: np.ndarray, *, lists: bool, big_endian: bool):
+    """The same values in the layouts numpy users hand over."""
+    from hypothesis import strategies as st
+
+    forms = [array, np.asfortranarray(array), np.repeat(array, 2, axis=0)[::2]]
+    if big_endian:  # a big-endian .npy, say
+        forms.append(array.astype(array.dtype.newbyteorder(">")))
+    if lists:
+        forms.append(array.tolist())
+    return st.sampled_from(forms)

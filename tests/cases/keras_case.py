@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import AdapterCase, digits
+from . import AdapterCase, float_batches, layouts, digits
 
 
 def _build():
@@ -25,6 +25,13 @@ def _build():
     return model
 
 
+def valid_inputs():
+    """What Keras casts to its float32 input itself: float32, float64 and integer arrays,
+    in any layout or byte order (Keras' predict takes no nested lists)."""
+    return float_batches([np.float32, np.float64, np.int32, np.int64, np.uint8]).flatmap(
+        lambda a: layouts(a, lists=False, big_endian=True))
+
+
 CASE = AdapterCase(
     id="keras",
     build=_build,
@@ -33,4 +40,5 @@ CASE = AdapterCase(
     call_guarded=lambda guarded, x: np.asarray(guarded.predict(x, verbose=0)),
     from_numpy_any=lambda a: a,
     declares_shape=True,
+    valid_inputs=valid_inputs,
 )

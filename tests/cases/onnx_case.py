@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import AdapterCase
+from . import AdapterCase, float_batches, layouts
 
 
 @lru_cache(maxsize=1)
@@ -34,6 +34,15 @@ def _probabilities(session: Any, x: Any) -> np.ndarray:
     return session.run(["probabilities"], {"X": x})[0]
 
 
+def valid_inputs():
+    """What onnxruntime takes for a float input: float32 arrays in any layout, and nested
+    lists of numbers (it builds the float32 array itself). Not big-endian arrays: the plain
+    session misreads their bytes, so its answer is no reference (the guard hands it a
+    native-order copy; tests/test_fuzz_memory.py covers that)."""
+    return float_batches([np.float32]).flatmap(
+        lambda a: layouts(a, lists=True, big_endian=False))
+
+
 CASE = AdapterCase(
     id="onnx",
     build=session,
@@ -42,4 +51,5 @@ CASE = AdapterCase(
     call_guarded=_probabilities,
     from_numpy_any=lambda a: a,
     declares_shape=True,
+    valid_inputs=valid_inputs,
 )

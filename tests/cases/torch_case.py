@@ -54,6 +54,31 @@ def _call(model, x) -> np.ndarray:
         return model(x).numpy()
 
 
+def valid_inputs():
+    """Float32 batches as torch reads them, in the layouts torch takes: contiguous,
+    strided and transposed views, broadcast (expanded) views and negative-bit views."""
+    import torch
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    elements = hnp.from_dtype(np.dtype(np.float32), min_value=-1000, max_value=1000,
+                              allow_nan=False, allow_infinity=False)
+    batches = hnp.arrays(np.float32, st.tuples(st.integers(1, 6), st.just(64)),
+                         elements=elements)
+
+    def forms(array: np.ndarray):
+        x = torch.from_numpy(array.reshape(-1, 1, 8, 8))
+        return st.sampled_from([
+            x,
+            x.repeat(2, 1, 1, 1)[::2],  # a strided view
+            x.transpose(2, 3).contiguous().transpose(2, 3),  # non-contiguous, same values
+            x[:1].expand(len(x), -1, -1, -1),  # a broadcast view: one row's memory
+            (-x)._neg_view(),  # values x, memory -x
+        ])
+
+    return batches.flatmap(forms)
+
+
 CASE = AdapterCase(
     id="torch",
     build=_build,
@@ -63,4 +88,5 @@ CASE = AdapterCase(
     from_numpy_any=_from_numpy_any,
     sample_shape=(1, 8, 8),
     declares_shape=False,
+    valid_inputs=valid_inputs,
 )
