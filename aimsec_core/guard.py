@@ -433,9 +433,16 @@ class Guard:
         Sinks are shared by ``copy.deepcopy`` and re-opened by a pickle
         (:class:`~aimsec_core.sinks.Sinks`), which raises ``UncopyableError`` for one that
         cannot travel. The per-context ``last_verdict`` and the caches start empty."""
+        return self._state(portable=True)
+
+    def _state(self, *, portable: bool) -> dict[str, Any]:
+        """The state of :meth:`__getstate__`; without ``portable``, the store object itself
+        (a guard in this process for another model shares its monitoring state)."""
         monitor = self.monitor
-        store: str | None = None
-        if monitor is not None:
+        store: Store | str | None = None
+        if monitor is not None and not portable:
+            store = monitor.store
+        elif monitor is not None:
             url = getattr(monitor.store, "url", None)
             if not isinstance(url, str) or not url:
                 raise UncopyableError(
@@ -462,9 +469,7 @@ class Guard:
         """A guard like this one for another model (a refitted estimator): the same
         settings, sinks, policy and monitoring store, and no calibration (it described the
         old model; calibrate again)."""
-        state = self.__getstate__()
-        if self.monitor is not None:
-            state["store"] = self.monitor.store  # same process: the same monitoring state
+        state = self._state(portable=False)
         state.update(model=model, calibration=None)
         guard = Guard.__new__(Guard)
         guard.__setstate__(state)

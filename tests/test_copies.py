@@ -175,9 +175,13 @@ def test_a_store_without_a_url_is_refused_by_name(calibrations):
     class Unnamed(MemoryStore):
         url = ""
 
-    guarded = _guarded("sklearn", calibrations, [], store=Unnamed())
+    from sklearn.base import clone
+
+    store = Unnamed()
+    guarded = _guarded("sklearn", calibrations, [], store=store)
     with pytest.raises(UncopyableError, match="monitoring store"):
         pickle.dumps(guarded)
+    assert guard_of(clone(guarded)).monitor.store is store  # this process: shared as it is
 
 
 # --- scikit-learn: clone, refit, cross-validation workers, racing threads -------------------
