@@ -26,6 +26,12 @@ class AdapterNotFoundError(AimsecError, TypeError):
     """No installed adapter accepts the model object."""
 
 
+class UncopyableError(ConfigurationError, TypeError):
+    """A guarded object, or a part of its guard (a sink), that cannot be pickled or
+    copied without losing part of the guard: refused, never silently dropped. The message
+    names the part and how to fix it."""
+
+
 class CalibrationError(AimsecError, RuntimeError):
     """Calibration could not be done, or a calibration file does not fit the model."""
 

@@ -33,7 +33,7 @@ from .detection.calibration import (Calibration, calibrate, model_fingerprint,
                                     per_sample_rate)
 from .errors import (ERROR_FOR_CHECK, AdversarialInputError, CalibrationError,
                      ClientBlockedError, ConfigurationError, InvalidInputError,
-                     RateLimitedError, SecurityViolation)
+                     RateLimitedError, SecurityViolation, UncopyableError)
 from .monitoring import Monitor, Policy, Store, Visit, build_monitor
 from .signature import Constraints, InputSpec, merge_specs
 from .sinks import CallRecord, Sink, Sinks, deliver
@@ -64,8 +64,8 @@ class Guard:
         self.name = name or type(model).__name__
         self.mode = resolve_mode(mode)
         self.constraints = Constraints.coerce(constraints)
-        self.sinks = sinks if isinstance(sinks, Sinks) else Sinks(
-            sinks if sinks is not None else _default_sinks())
+        self.sinks = sinks if isinstance(sinks, Sinks) else (
+            Sinks(sinks) if sinks is not None else _default_sinks())
         self.clock = clock
         if on_flagged not in ON_FLAGGED:
             raise ConfigurationError(f"on_flagged must be one of {ON_FLAGGED}; received "
@@ -425,6 +425,59 @@ class Guard:
         deliver(self.sinks, event)
 
 
+    # -- copies and pickles ------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy or a pickle of the guard carries: the model, the adapter's class,
+        the settings, the calibration (its arrays travel inside the pickle), the monitoring
+        policy and where its state lives, and the sinks. A ``memory://`` store belongs to
+        its process (a copy starts a fresh one); any other store is re-opened by its URL.
+        Sinks are shared by ``copy.deepcopy`` and re-opened by a pickle
+        (:class:`~aimsec_core.sinks.Sinks`), which raises ``UncopyableError`` for one that
+        cannot travel. The per-context ``last_verdict`` and the caches start empty."""
+        return self._state(portable=True)
+
+    def _state(self, *, portable: bool) -> dict[str, Any]:
+        """The state of :meth:`__getstate__`; without ``portable``, the store object itself
+        (a guard in this process for another model shares its monitoring state)."""
+        monitor = self.monitor
+        store: Store | str | None = None
+        if monitor is not None and not portable:
+            store = monitor.store
+        elif monitor is not None:
+            url = getattr(monitor.store, "url", None)
+            if not isinstance(url, str) or not url:
+                raise UncopyableError(
+                    f"the monitoring store {monitor.store!r} has no URL to re-open it by, so a "
+                    "copy of the guarded model cannot share its state; use "
+                    "store='memory://' or a 'redis://...' URL")
+            store = "memory://" if url.startswith("memory://") else url
+        return {"model": self.model, "adapter": type(self.adapter), "name": self.name,
+                "mode": self.mode, "constraints": self.constraints, "sinks": self.sinks,
+                "calibration": self.calibration, "clock": self.clock,
+                "on_flagged": self.on_flagged,
+                "policy": monitor.policy if monitor is not None else False, "store": store}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        model = state["model"]
+        self.__init__(model, state["adapter"](model),  # type: ignore[misc]
+                      name=state["name"], mode=state["mode"], constraints=state["constraints"],
+                      sinks=state["sinks"], clock=state["clock"],
+                      on_flagged=state["on_flagged"], policy=state["policy"],
+                      store=state["store"])
+        self.calibration = state["calibration"]  # made for this very model: no re-check
+
+    def rebound(self, model: Any) -> Guard:
+        """A guard like this one for another model (a refitted estimator): the same
+        settings, sinks, policy and monitoring store, and no calibration (it described the
+        old model; calibrate again)."""
+        state = self._state(portable=False)
+        state.update(model=model, calibration=None)
+        guard = Guard.__new__(Guard)
+        guard.__setstate__(state)
+        return guard
+
+
 def take_rows(output: Any, keep: np.ndarray, batch_size: int) -> Any:
     """The rows ``keep`` of a model's output: arrays and tensors with the batch as first
     axis are indexed, lists/tuples/dicts of them element-wise, anything else kept whole."""
@@ -505,7 +558,7 @@ def _violation(verdict: Verdict, advisory: frozenset[str] = frozenset()) -> Secu
                       received=finding.received)
 
 
-def _default_sinks(incidents: Any = None, alerts: Any = None) -> list[Sink]:
+def _default_sinks(incidents: Any = None, alerts: Any = None) -> Sinks:
     """The audit log, then metrics, incidents and alerts as configured (explicit argument,
     else environment; see :func:`aimsec_core.alerts.security_sinks`). On the predict path
     incidents and alerts cost a clean call one length check; metrics, when
@@ -513,4 +566,5 @@ def _default_sinks(incidents: Any = None, alerts: Any = None) -> list[Sink]:
     from .alerts.wiring import security_sinks
     from .audit import AuditLog
 
-    return [AuditLog(), *security_sinks(incidents=incidents, alerts=alerts)]
+    return Sinks([AuditLog(), *security_sinks(incidents=incidents, alerts=alerts)],
+                 settings={"incidents": incidents, "alerts": alerts})

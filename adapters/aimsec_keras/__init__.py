@@ -43,6 +43,11 @@ __all__ = ["KerasAdapter"]
 #: Name of the one input of a model that declares none (Keras' own argument name).
 DEFAULT_INPUT = "x"
 _GRADIENT_BACKENDS = ("tensorflow", "torch")
+#: ``predict``'s batch size when the call gives none (Keras' documented default).
+KERAS_BATCH_SIZE = 32
+#: The fewest samples a gradient pass or a score pass takes at once: the call's batch size
+#: when larger. Bounds the memory a guarded call adds (see ``bench_memory.py``).
+GRADIENT_CHUNK = 256
 
 
 class KerasAdapter(Adapter):
@@ -167,15 +172,25 @@ class KerasAdapter(Adapter):
         return None
 
     def scores(self, x: Any) -> Any:
+        """Class probabilities, computed ``GRADIENT_CHUNK`` samples at a time."""
+        import numpy as np
+
         from ._gradients import class_probabilities
 
-        output = _keras().ops.convert_to_numpy(self.model(x, training=False))
+        keras = _keras()
+        total = len(x) if hasattr(x, "__len__") and not isinstance(x, Mapping) else None
+        if total is None or total <= GRADIENT_CHUNK or isinstance(x, (list, tuple)):
+            parts = [x]
+        else:
+            parts = [x[i:i + GRADIENT_CHUNK] for i in range(0, total, GRADIENT_CHUNK)]
+        output = np.concatenate([keras.ops.convert_to_numpy(self.model(p, training=False))
+                                 for p in parts])
         return class_probabilities(output)[0]
 
     def input_gradient(self, x: Any, labels: Any) -> Any:
         from ._gradients import forward_backward
 
-        return forward_backward(self.model, x, labels)[2]
+        return forward_backward(self.model, x, labels, chunk=GRADIENT_CHUNK)[2]
 
     def forward_with_gradient(self, call: Any, x: Any) -> tuple[Any, Any, Any]:
         """``call`` maps the input (backend tensors, watched) to the model's output tensor,
@@ -191,7 +206,9 @@ class KerasAdapter(Adapter):
             output = call()
             probabilities = class_probabilities(np.asarray(output))[0]
             labels = probabilities.argmax(axis=1)
-            return output, probabilities, forward_backward(self.model, x, labels)[2]
+            chunk = max(call.batch_size or KERAS_BATCH_SIZE, GRADIENT_CHUNK)
+            return output, probabilities, forward_backward(self.model, x, labels,
+                                                           chunk=chunk)[2]
         return forward_backward(self.model, x, None, call)
 
     def wrap(self, guard: Guard) -> Any:

@@ -52,15 +52,17 @@ class OwnOutput:
     own at the labels that output predicts. (``predict`` runs a compiled function on
     batches of its own size; an eager pass over the whole input rounds differently.)"""
 
-    def __init__(self, run: Callable[[], Any]) -> None:
+    def __init__(self, run: Callable[[], Any], batch_size: int | None = None) -> None:
         self.run = run
+        #: the call's own batch size, which the gradient pass works in (Keras' default 32)
+        self.batch_size = batch_size
 
     def __call__(self) -> Any:
         return self.run()
 
 
 def forward_backward(model: Any, x: Any, labels: Any = None,
-                     call: Callable[[Any], Any] | None = None
+                     call: Callable[[Any], Any] | None = None, *, chunk: int | None = None
                      ) -> tuple[Any, np.ndarray, Any]:
     """``(output, probabilities, d loss / d x)`` from one forward and one backward pass.
 
@@ -70,7 +72,41 @@ def forward_backward(model: Any, x: Any, labels: Any = None,
     structure. ``output`` is numpy for ``call=None`` (``model(x, training=False)``, the
     values ``predict`` returns) and for a :class:`Forward` with ``to_numpy``; otherwise it
     is what ``call`` returns.
+
+    With ``call=None`` and ``chunk``, the passes run on ``chunk`` samples at a time (the
+    results are concatenated), so the memory the pass holds (activations kept for the
+    backward pass) is that of one chunk, not of the whole batch: a calibrated ``predict``
+    on 50,000 rows stays within a small factor of the plain call's peak. Each sample's
+    gradient does not depend on the others, so chunking changes no value.
     """
+    total = _batch_length(x)
+    if call is not None or chunk is None or total is None or total <= chunk:
+        return _one_pass(model, x, labels, call)
+    parts = []
+    for start in range(0, total, chunk):
+        end = min(start + chunk, total)
+        part = keras.tree.map_structure(lambda v: v[start:end], x)
+        parts.append(_one_pass(model, part, None if labels is None
+                               else np.asarray(labels)[start:end], None))
+    values = np.concatenate([p[0] for p in parts])
+    probabilities = np.concatenate([p[1] for p in parts])
+    leaves = [keras.tree.flatten(p[2]) for p in parts]
+    gradient = keras.tree.pack_sequence_as(
+        x, [np.concatenate([leaf[i] for leaf in leaves]) for i in range(len(leaves[0]))])
+    return values, probabilities, gradient
+
+
+def _batch_length(x: Any) -> int | None:
+    """The number of samples in ``x`` (its leaves' first dimension), if it has one."""
+    leaves = keras.tree.flatten(x)
+    shape = getattr(leaves[0], "shape", None) if leaves else None
+    return int(shape[0]) if shape is not None and len(shape) > 0 and shape[0] is not None \
+        else None
+
+
+def _one_pass(model: Any, x: Any, labels: Any, call: Callable[[Any], Any] | None
+              ) -> tuple[Any, np.ndarray, Any]:
+    """:func:`forward_backward` on all of ``x`` at once."""
     if call is None:
         call = Forward(lambda inputs: model(inputs, training=False), to_numpy=True)
     to_numpy = bool(getattr(call, "to_numpy", False))

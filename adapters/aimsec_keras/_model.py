@@ -21,7 +21,8 @@ from typing import Any
 
 import keras
 
-from aimsec_core.errors import SecurityViolation, UnguardedAttributeError, UnguardedCallError
+from aimsec_core.errors import (SecurityViolation, UncopyableError, UnguardedAttributeError,
+                                UnguardedCallError)
 from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import native_order
@@ -104,7 +105,9 @@ class GuardedModel(GuardedMixin):
                 x = bound.arguments[first] = _native(x)
             # predict's own output is returned as it is; gradient detectors take their
             # pass beside it (evaluate returns no predictions to reuse)
-            run = OwnOutput(lambda: method(*bound.args, **bound.kwargs))
+            size = bound.arguments.get("batch_size")
+            run = OwnOutput(lambda: method(*bound.args, **bound.kwargs),
+                            batch_size=size if isinstance(size, int) and size > 0 else None)
             return guard.call(guard.adapter.inputs_of(x), run,
                               run if method_name == "predict" else None)
         batches, length = pipeline
@@ -154,9 +157,18 @@ class GuardedModel(GuardedMixin):
         return str(self._aimsec_guard.model)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        # The borrowed __class__ would make pickle/copy build a bare, broken model.
-        raise TypeError("a guarded model cannot be pickled or copied; save the original "
-                        "(aimsec_core.unguard(guarded).save(path)) and guard it again on load")
+        # copy.copy, copy.deepcopy and pickle all come here. A copy sharing the Keras model
+        # would be no copy, and a Keras model is only partly copyable (clone_model rebuilds
+        # layers, not the compiled loss, optimizer or a subclassed model's code): refused,
+        # with the way to make a guarded twin on purpose.
+        raise UncopyableError(
+            "a guarded Keras model cannot be pickled or copied (a copy would share the "
+            "model or lose its compile state). Save the original "
+            "(aimsec_core.unguard(guarded).save(path)) and guard it again on load, or "
+            "clone it: twin = keras.models.clone_model(model); "
+            "twin.set_weights(model.get_weights()); compile it as needed; then "
+            "aimsec_core.guard(twin, calibration=aimsec_core.guard_of(guarded).calibration, "
+            "...) with the same settings")
 
 
 def _native(x: Any) -> Any:

@@ -156,6 +156,13 @@ class GuardedSession(GuardedMixin):
         # object.__dir__ would list the session's class (see __class__), not this one.
         return sorted({*dir(type(self)), *self.__dict__, *dir(self._session)})
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Copies and pickles open a session of their own on the same model and keep the
+        whole guard (see ``_copies``)."""
+        from ._copies import portable, restore
+
+        return (restore, (portable(self.__aimsec_guard__),))
+
     def __repr__(self) -> str:
         guard = self.__aimsec_guard__
         return f"<guarded {type(self._session).__name__} {guard.name!r} ({guard.mode})>"

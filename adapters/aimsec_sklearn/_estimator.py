@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 from typing import Any
 
@@ -38,11 +39,14 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
     """Wraps a scikit-learn estimator so its predict-like calls are screened and recorded.
 
     The guard lives in a slot, outside ``__dict__`` (scikit-learn checks that predicting
-    leaves ``__dict__`` unchanged), and is built on first use for the fitted estimator:
-    ``estimator_`` after ``fit``, else ``estimator`` (a model guarded already trained).
+    leaves ``__dict__`` unchanged), and screens the fitted estimator: ``estimator_`` after
+    ``fit``, else ``estimator`` (a model guarded already trained). Copies keep the whole
+    guard (:meth:`aimsec_core.guard.Guard.__getstate__`): a pickle or ``deepcopy`` carries
+    its calibration, monitoring policy, ``on_flagged``, clock and sinks; ``clone`` and
+    ``fit`` keep all of it but the calibration, which described the model before it.
     """
 
-    __slots__ = ("_aimsec_guard", "_aimsec_calibration")
+    __slots__ = ("_aimsec_guard",)
 
     def __init__(self, estimator: Any, *, name: str | None = None, mode: str | None = None,
                  constraints: Any = None, sinks: list[Any] | None = None) -> None:
@@ -58,23 +62,21 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
 
     @property
     def __aimsec_guard__(self) -> Guard:
-        state = self.__dict__
-        model = state["estimator_"] if "estimator_" in state else state.get("estimator")
-        try:
-            guard = self._aimsec_guard
-        except AttributeError:
-            guard = None
-        if guard is None or guard.model is not model:
-            from . import SklearnAdapter
+        guard = getattr(self, "_aimsec_guard", None)
+        model = self._fitted
+        if guard is not None and guard.model is model:
+            return guard
+        with _BUILDING:  # first calls racing in several threads build one guard
+            guard = getattr(self, "_aimsec_guard", None)
+            if guard is None:  # built from the parameters (the constructor, set_params)
+                from . import SklearnAdapter
 
-            calibration = getattr(self, "_aimsec_calibration", None)
-            self._aimsec_calibration = None
-            guard = Guard(model, SklearnAdapter(model), name=self.name, mode=self.mode,
-                          constraints=self.constraints, sinks=self.sinks,
-                          calibration=calibration)
+                guard = Guard(model, SklearnAdapter(model), name=self.name, mode=self.mode,
+                              constraints=self.constraints, sinks=self.sinks)
+            elif guard.model is not model:  # refitted: same guard, no calibration
+                guard = guard.rebound(model)
             self._aimsec_guard = guard
         return guard
-
     def _screened(self, method: str, X: Any, *args: Any, **kwargs: Any) -> Any:
         guard = self.__aimsec_guard__
         if type(X) is not np.ndarray or X.dtype.kind == "O":  # plain numeric arrays as they are
@@ -127,14 +129,24 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
             return getattr(self._fitted, name)
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
+    def __sklearn_clone__(self) -> GuardedEstimator:
+        """scikit-learn's clone (an unfitted copy with the same parameters) keeping the
+        guard's policy, monitoring store, ``on_flagged``, clock and sinks."""
+        twin = super().__sklearn_clone__()
+        twin._aimsec_guard = self.__aimsec_guard__.rebound(twin._fitted)
+        return twin
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        guard = getattr(self, "_aimsec_guard", None)  # rebuilt on first use; sinks hold files
-        if guard is not None and guard.calibration is not None:
-            state["_aimsec_calibration"] = guard.calibration  # plain arrays: it travels
+        state["_aimsec_guard"] = self.__aimsec_guard__  # the whole guard travels
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        self._aimsec_calibration = state.pop("_aimsec_calibration", None)
+        guard = state.pop("_aimsec_guard", None)
         self.__dict__.update(state)
+        self._aimsec_guard = guard  # restored with the estimator: nothing built lazily
+
+
+#: Serialises building a guard on first use (cheap: taken only when one must be built).
+_BUILDING = threading.Lock()
