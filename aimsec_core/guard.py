@@ -467,14 +467,21 @@ class Guard:
                       store=state["store"])
         self.calibration = state["calibration"]  # made for this very model: no re-check
 
-    def rebound(self, model: Any) -> Guard:
-        """A guard like this one for another model (a refitted estimator): the same
-        settings, sinks, policy and monitoring store, and no calibration (it described the
-        old model; calibrate again)."""
+    def copied_for(self, model: Any) -> Guard:
+        """This guard for a copy of its model (``copy.deepcopy`` of a guarded module): the
+        same settings, calibration, sinks, policy and monitoring store."""
         state = self._state(portable=False)
-        state.update(model=model, calibration=None)
+        state["model"] = model
         guard = Guard.__new__(Guard)
         guard.__setstate__(state)
+        return guard
+
+    def rebound(self, model: Any) -> Guard:
+        """A guard like this one for another model (a refitted estimator): as
+        :meth:`copied_for`, without the calibration (it described the old model; calibrate
+        again)."""
+        guard = self.copied_for(model)
+        guard.calibration = None
         return guard
 
 

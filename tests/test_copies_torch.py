@@ -1,7 +1,6 @@
 """torch: a deepcopy and a pickle of a guarded module keep the whole guard (its
 calibration: the copy refuses the batch the original refuses; its sinks: the copy writes to
-the same trail). Marked as a known gap while the torch adapter rebuilds its guard from a
-few fields when copied."""
+the same trail)."""
 
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ def _round_trip(guarded):
     return pickle.loads(pickle.dumps(guarded))
 
 
-@pytest.mark.xfail(strict=False, reason="torch adapter rebuilds its guard")
 @pytest.mark.parametrize("make_copy", [copy.deepcopy, _round_trip], ids=["deepcopy", "pickle"])
 def test_a_torch_copy_refuses_what_the_original_refuses_and_writes_the_same_trail(
         make_copy, tmp_path):

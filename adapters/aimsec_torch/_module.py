@@ -235,27 +235,12 @@ class GuardedModule(GuardedMixin, nn.Module):
         for name, value in self.__dict__.items():
             if name != "_aimsec_guard":  # the shared dicts stay shared through the memo
                 object.__setattr__(new, name, copy.deepcopy(value, memo))
-        object.__setattr__(new, "_aimsec_guard", _rebuilt(self._aimsec_guard,
-                                                          new._aimsec_original))
+        object.__setattr__(new, "_aimsec_guard",
+                           self._aimsec_guard.copied_for(new._aimsec_original))
         return new
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickles without the guard's sinks (files, sockets): a loaded copy records to
-        the default audit log; guard the unpickled ``unguard(m)`` again to configure it."""
-        state = super().__getstate__()
-        guard = state.pop("_aimsec_guard")
-        state["_aimsec_guard_spec"] = (guard.name, guard.mode, guard.constraints)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        name, mode, constraints = state.pop("_aimsec_guard_spec")
-        self.__dict__.update(state)
-        super().__setstate__({})
-        original = self._aimsec_original
-        from . import TorchAdapter
-
-        object.__setattr__(self, "_aimsec_guard", Guard(
-            original, TorchAdapter(original), name=name, mode=mode, constraints=constraints))
+    # Pickling (``pickle``, ``torch.save``) carries the guard whole: ``Guard.__getstate__``
+    # takes its settings, calibration, policy and sinks (re-opened in the loading process).
 
 
 def _masks_as_bytes(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -368,11 +353,6 @@ def _refuse_bypass(module: nn.Module, args: Any) -> None:
             f"{watch.method}() calls {type(module).__name__} of the guarded model directly, "
             f"which would run it without screening its input; call self(x) in the method, "
             f"or aimsec_core.unguard(guarded).{watch.method}(...) to run it unguarded")
-
-
-def _rebuilt(guard: Guard, model: Any) -> Guard:
-    return Guard(model, type(guard.adapter)(model), name=guard.name, mode=guard.mode,
-                 constraints=guard.constraints, sinks=list(guard.sinks), clock=guard.clock)
 
 
 class _Joined(torch.autograd.Function):
