@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import parse_bool, parse_seconds, parse_severity, resolve
+from ..config import parse_bool, parse_seconds, parse_severity, resolve, resolve_store_url
 from ..errors import ConfigurationError
 
 SMTP_SECURITY = ("starttls", "ssl", "none")
@@ -179,7 +179,15 @@ def incident_floor(explicit: str | None = None) -> str:
 
 
 def redis_url(explicit: str | None = None) -> str | None:
-    return resolve(explicit, "AIMSEC_REDIS_URL", None, str)
+    """Where alert groups are shared across replicas: the argument, else
+    ``AIMSEC_REDIS_URL``, else the monitoring store's ``AIMSEC_STORE_URL`` when it is a
+    Redis URL (one Redis serves both), else ``None`` (groups are per process)."""
+    found = resolve(explicit, "AIMSEC_REDIS_URL", None, str)
+    if found is None:
+        store = resolve_store_url(None)
+        if store.startswith(("redis://", "rediss://", "unix://")):
+            found = store
+    return found
 
 
 def parse_addresses(raw: str) -> tuple[str, ...]:
