@@ -15,6 +15,7 @@ import contextvars
 import dataclasses
 import hashlib
 import json
+import math
 import logging
 import time
 import warnings
@@ -387,10 +388,12 @@ class Guard:
         if blocked:  # hash what was read up to the refusal, where it is plain data
             arrays = list(validated.seen.values())
             names = list(validated.seen)
+            limit = self.constraints.max_size
             if validated.oversized or any(
                     not isinstance(a, STRUCTURED) and dtype_kind(a) not in _HASHABLE_KINDS
-                    for a in arrays):
-                return ""
+                    for a in arrays) or (limit is not None and sum(
+                        math.prod(a.shape) for a in arrays) > limit):
+                return ""  # over max_size: never read, whatever else refused the call
         else:
             if validated.oversized:
                 return ""
@@ -514,7 +517,7 @@ def _detection_finding(scored: Any, suite: DetectorSuite) -> Finding:
         received=float(scored.combined[worst]), score=float(scored.combined[worst]))
 
 
-_HASHABLE_KINDS = frozenset("biufcSUmM")
+_HASHABLE_KINDS = frozenset("biufcSU")  # datetimes: numpy cannot export their buffer
 
 
 def _calibration_digest(calibration: Calibration) -> str:

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .log import AUDIT_FILE
+
 LONGEST_LINE = 64 * 1024  #: lines are at most 8 KB; anything far longer is damage
 _ROTATED = re.compile(r"^(?P<base>.+)\.(?P<index>\d+)$")
 
@@ -49,6 +51,9 @@ def trail_files(path: Path) -> list[Path]:
     (``audit.jsonl.3``, ``.2``, ``.1``, then ``audit.jsonl``), or for a folder holding one
     trail, that trail. Raises ``FileNotFoundError`` / ``ValueError`` when there is none or
     the folder holds several (name the file then)."""
+    if path.is_dir():
+        if (path / AUDIT_FILE).exists():  # the guard's own trail, beside its incident
+            path = path / AUDIT_FILE      # database and outbox
     if path.is_dir():
         bases = {_base(p.name) for p in path.iterdir()
                  if p.is_file() and not p.name.endswith(".lock")}

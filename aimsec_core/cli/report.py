@@ -18,7 +18,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--out", default=".", help="folder for the report (default: here)")
     parser.add_argument("--logs", help="audit folder or file (default: SECURITY_LOG_PATH, "
                         "else ./security_logs)")
-    parser.add_argument("--db", help="incident store file (default: the store's own)")
+    parser.add_argument("--db", help="incident store file (default: incidents.sqlite3 beside the "
+                        "trail, else the store's own)")
     parser.set_defaults(handler=run)
 
 

@@ -27,6 +27,9 @@ META = "__meta__"
 #: ``AIMSEC_CALIBRATION_MAX_BYTES`` for detectors of very wide inputs.
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 MAX_META_BYTES = 1024 * 1024
+#: Largest plausible threshold: a suspicion is the sum of two rarities (-log10 p-values
+#: of clean scores, about 3 each for a thousand samples); far beyond it nothing is flagged.
+MAX_THRESHOLD = 1e6
 
 
 def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
@@ -110,7 +113,7 @@ def _meta(raw: np.ndarray, path: str | Path) -> dict[str, Any]:
 
 def check_meta(meta: dict[str, Any]) -> None:
     """Types and ranges of every metadata field the guard relies on."""
-    _number(meta, "threshold", finite=True)
+    _number(meta, "threshold", low=0.0, high=MAX_THRESHOLD)  # a sum of two rarities
     _number(meta, "fpr_target", low=0.0, high=1.0, open_ends=True)
     _number(meta, "achieved_fpr", low=0.0, high=1.0)
     for key in ("fit_samples", "threshold_samples"):

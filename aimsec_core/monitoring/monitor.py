@@ -63,6 +63,15 @@ class Visit:
     outage: bool = False
 
 
+#: Refusals that count towards a lockout: input outside the policy (non-finite, out of
+#: range, oversized, structurally odd), a rate limit ignored, and query-stream attacks.
+#: Not malformed input (a client's bug: format, shape, dtype, null, empty), not exact
+#: repeats or a too-short interval (retries), and not a detector's refusal (those come at
+#: the calibrated false-positive rate, so ordinary clients would collect them).
+FAILED_ATTEMPT_CHECKS = frozenset({"finite", "range", "size", "max_gradient", "min_sparsity",
+                                   "rate_limit", "near_duplicate", "extraction"})
+
+
 class Monitor:
     """Per-client monitoring of the model called ``model``.
 
@@ -264,9 +273,11 @@ class Monitor:
                                "over the distances between its queries")
 
     def refused(self, visit: Visit | None, checks: tuple[str, ...]) -> None:
-        """Count a refused call as a failed attempt of its client (lockout refusals are
-        the lockout itself and do not extend it)."""
-        if visit is None or not visit.watched or "lockout" in checks:
+        """Count a refused call as a failed attempt of its client when one of ``checks``
+        is :data:`FAILED_ATTEMPT_CHECKS` (lockout refusals are the lockout itself and do
+        not extend it)."""
+        if (visit is None or not visit.watched or "lockout" in checks
+                or not FAILED_ATTEMPT_CHECKS.intersection(checks)):
             return
         rules = visit.rules
         if not rules.max_failed_attempts:

@@ -48,8 +48,8 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     ``./security_logs``). ``since``/``until`` are datetimes, ISO 8601 strings or ages
     (``24h``, ``7d``) before ``now``; ``model`` keeps one model's calls. Incidents come
     from ``incidents`` (any iterable of incident mappings) or else from the incident
-    store at ``db`` (its default location when ``None``), when aimsec's incident store is
-    installed. A short summary goes to ``console`` (pass ``Console(quiet=True)`` for none).
+    store at ``db`` (when ``None``: the ``incidents.sqlite3`` beside the trail, else the
+    store's default location). A short summary goes to ``console`` (pass ``Console(quiet=True)`` for none).
 
     Raises :class:`ConfigurationError` for a missing trail or a bad period; malformed
     lines are counted in the report, never raised. Needs the ``report`` extra (Jinja2,
@@ -61,6 +61,9 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     folder = resolve(None if logs is None else str(logs), "SECURITY_LOG_PATH",
                      DEFAULT_LOG_PATH, str)
     files = audit_files(folder)
+    if db is None and incidents is None:  # the incident store beside the trail, if any
+        beside = files[-1].parent / "incidents.sqlite3" if files else None
+        db = beside if beside is not None and beside.exists() else None
     span = (end or now).timestamp() - start.timestamp() if start is not None else None
     aggregator, stats = Aggregator(span=span), ReadStats()
     with reading_progress(console, total_bytes(files)) as progress:

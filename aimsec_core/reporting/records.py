@@ -81,6 +81,10 @@ def parse_line(line: str | bytes) -> AuditEntry | None:
     )
 
 
+#: Years an audit time may fall in; others are malformed (charts cannot place them).
+_FIRST_YEAR, _LAST_YEAR = 1970, 9000
+
+
 def parse_time(value: Any) -> float | None:
     """Seconds since the epoch for an ISO 8601 string (naive times are UTC), else None."""
     if not isinstance(value, str):
@@ -91,6 +95,8 @@ def parse_time(value: Any) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
+    if not _FIRST_YEAR <= when.year <= _LAST_YEAR:
+        return None  # no audit line was written then: a forged or broken time
     return when.timestamp()
 
 

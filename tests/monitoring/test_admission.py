@@ -92,6 +92,31 @@ def test_failures_spread_beyond_the_window_do_not_lock_out(digits_model, clock, 
         guarded.predict(_x())
 
 
+def test_client_bugs_repeats_and_detector_refusals_never_lock_a_client_out(
+        digits_model, clock, sink):
+    """Malformed calls (a client's bug), exact repeats (retries) and refusals by the
+    calibrated detectors (which come at their false-positive rate) are not failed attempts."""
+    from tests.cases import digits
+
+    guarded = _guard(digits_model, clock, sink, max_failed_attempts=2)
+    guarded.calibrate(digits()[0][900:1300], fpr=0.05)
+    with aimsec_core.client("ordinary"):
+        for _ in range(4):  # a 1-D row: the commonest client mistake
+            with pytest.raises(aimsec_core.InputFormatError):
+                guarded.predict(_x()[0])
+        for _ in range(8):  # the same row again and again: repeats, refused after 5
+            try:
+                guarded.predict(_x())
+            except aimsec_core.QueryAttackError:
+                pass
+        noise = np.random.default_rng(0).random((1, 64))  # refused by the detectors
+        for _ in range(4):
+            with pytest.raises(aimsec_core.AdversarialInputError):
+                guarded.predict(noise)
+        guarded.predict(_x(3))  # still served
+    assert "lockout" not in {c for e in sink.events for c in e.verdict.checks}
+
+
 def test_rate_limit_refusals_count_towards_lockout(digits_model, clock, sink):
     guarded = _guard(digits_model, clock, sink, max_requests_per_minute=2,
                      max_failed_attempts=2)

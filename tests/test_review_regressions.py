@@ -1,0 +1,116 @@
+"""Regressions from an adversarial review: each test is one reported defect."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import AuditLog
+from aimsec_core.cli import main
+from tests.cases import digits
+
+pytest.importorskip("sklearn")
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    x, y = digits()
+    return LogisticRegression(max_iter=200).fit(x[:600], y[:600])
+
+
+def _lines(audit: AuditLog) -> list[dict]:
+    return [json.loads(line) for line in audit.file.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[s]", "timedelta64[ms]"])
+def test_datetime_input_is_a_typed_refusal_with_one_audit_line(model, tmp_path, dtype):
+    audit = AuditLog(tmp_path)
+    guarded = aimsec_core.guard(model, sinks=[audit])
+    with pytest.raises(aimsec_core.InputFormatError):
+        guarded.predict(np.zeros((2, 64), dtype))
+    [line] = _lines(audit)
+    assert line["decision"] == "rejected" and line["input_hash"] == ""
+
+
+def test_a_wrong_shaped_view_over_max_size_is_never_read(model, tmp_path):
+    audit = AuditLog(tmp_path)
+    guarded = aimsec_core.guard(model, sinks=[audit], constraints={"max_size": 1000})
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(10 ** 6, 10 ** 4),
+                                           strides=(0, 0))  # 10^10 elements, 8 bytes
+    with pytest.raises(aimsec_core.InvalidInputError):
+        guarded.predict(huge)
+    with pytest.raises(aimsec_core.InvalidInputError):
+        guarded.predict(np.ones((100, 100)))  # wrong width and over max_size
+    assert [line["input_hash"] for line in _lines(audit)] == ["", ""]
+
+
+def test_audit_verify_reads_the_trail_beside_the_incident_database(model, tmp_path,
+                                                                    monkeypatch, capsys):
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path))
+    guarded = aimsec_core.guard(model, constraints={"max_value": 1.0})  # default sinks
+    with pytest.raises(aimsec_core.ValueRangeError):
+        guarded.predict(np.full((1, 64), 5.0))
+    assert guarded.close(10)
+    assert (tmp_path / "incidents.sqlite3").exists()
+    assert main(["audit", "verify", str(tmp_path)]) == 0
+    assert "intact" in capsys.readouterr().out.lower()
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00"])
+def test_a_report_counts_an_absurd_timestamp_as_malformed(tmp_path, when):
+    pytest.importorskip("jinja2")
+    from aimsec_core.reporting import report
+    from rich.console import Console
+
+    good = {"time": "2026-11-26T04:12:20+00:00", "model": "m", "client": "c",
+            "decision": "allowed", "findings": [], "latency_ms": 0.2}
+    (tmp_path / "audit.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(
+        {"time": when, "model": "m", "decision": "allowed"}) + "\n")
+    files = report(tmp_path, out=tmp_path / "out", console=Console(quiet=True))
+    data = json.loads(files.json_path.read_text())
+    assert data["totals"]["allowed"] == 1
+    assert (data["sources"]["used"], data["sources"]["malformed"]) == (1, 1)
+    assert files.html_path.exists()
+
+
+def test_the_report_finds_the_incident_store_beside_the_trail(model, tmp_path, monkeypatch):
+    pytest.importorskip("jinja2")
+    from aimsec_core.reporting import report
+    from rich.console import Console
+
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path / "elsewhere"))
+    logs = tmp_path / "logs"
+    guarded = aimsec_core.guard(model, incidents=logs / "incidents.sqlite3", alerts=False,
+                                constraints={"max_value": 1.0})
+    aimsec_core.guard_of(guarded).sinks.insert(0, AuditLog(logs))
+    with aimsec_core.client("203.0.113.9"), pytest.raises(aimsec_core.ValueRangeError):
+        guarded.predict(np.full((1, 64), 5.0))
+    assert guarded.close(10)
+    files = report(logs, out=tmp_path / "out", console=Console(quiet=True))
+    assert files.report.incidents.available and files.report.incidents.total == 1
+
+
+def test_a_calibration_threshold_far_outside_the_suspicion_scale_is_refused(model, tmp_path):
+    import io
+    import zipfile
+
+    x, _ = digits()
+    guarded = aimsec_core.guard(model, sinks=[])
+    guarded.calibrate(x[600:1000])
+    path = guarded.save_calibration(tmp_path / "c.npz")
+    with zipfile.ZipFile(path) as archive:
+        members = {i.filename: archive.read(i) for i in archive.infolist()}
+    meta = json.loads(np.load(io.BytesIO(members["__meta__.npy"])).tobytes())
+    meta["threshold"] = -1e308
+    buffer = io.BytesIO()
+    np.save(buffer, np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    members["__meta__.npy"] = buffer.getvalue()
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:
+        for name, raw in members.items():
+            archive.writestr(name, raw)
+    with pytest.raises(aimsec_core.CalibrationError, match="threshold"):
+        aimsec_core.guard(model, sinks=[]).load_calibration(tmp_path / "bad.npz")
