@@ -1,6 +1,8 @@
 """Alert grouping with Alertmanager's semantics: which group sends what, and when.
 
-Occurrences are grouped by (model, threat, client). A new group waits ``group_wait`` to
+Occurrences are grouped by (model, threat, client), with at most ``policy.max_clients``
+clients of one (model, threat) in groups of their own per ``repeat_interval``: further
+clients share one roll-up group (client :data:`ROLLUP`). A new group waits ``group_wait`` to
 collect more, then sends one message with its count. Later occurrences are duplicates: they
 are counted, not sent, until the group has been quiet for ``group_interval`` (its follow-up
 then carries what was suppressed), or until ``repeat_interval`` has passed while it keeps
@@ -26,6 +28,8 @@ from .settings import GroupingPolicy
 from .state import DELETE, Action, GroupRecord, GroupState, MemoryGroupState
 
 log = logging.getLogger("aimsec.alerts")
+#: The client of a roll-up group: occurrences from clients beyond ``max_clients``.
+ROLLUP = "(further clients)"
 
 
 def decide(record: GroupRecord, now: float, policy: GroupingPolicy, *, force: bool = False
@@ -72,6 +76,8 @@ class Grouper:
         self._local = MemoryGroupState() if state is not None else None
         self.clock = clock
         self._floor = rank(self.policy.floor)
+        #: (model, threat) -> clients with groups of their own -> when last seen
+        self._own: dict[tuple[str, str], dict[str, float]] = {}
 
     @property
     def idle(self) -> bool:
@@ -88,14 +94,31 @@ class Grouper:
         fields = dict(count=o.count, rank=rank(o.severity), first_seen=o.first_seen,
                       last_seen=o.last_seen, reason=o.evidence.reasons[0]
                       if o.evidence.reasons else "")
+        key = self._group_of(o)
         try:
-            self.state.add(o.key, **fields)  # type: ignore[arg-type]
+            self.state.add(key, **fields)  # type: ignore[arg-type]
         except Exception:
             if self._local is None:
                 raise
             log.warning("aimsec alert state %r failed; grouping %s in this process",
                         self.state, o.key, exc_info=True)
-            self._local.add(o.key, **fields)  # type: ignore[arg-type]
+            self._local.add(key, **fields)  # type: ignore[arg-type]
+
+    def _group_of(self, o: Occurrence) -> tuple[str, str, str]:
+        """``o``'s group: its own, or the roll-up once ``max_clients`` other clients of its
+        (model, threat) have groups of their own (counted in this process)."""
+        cap = self.policy.max_clients
+        if not cap:
+            return o.key
+        model, threat, client = o.key
+        own = self._own.setdefault((model, threat), {})
+        horizon = o.last_seen - self.policy.repeat_interval
+        for known in [c for c, seen in own.items() if seen < horizon]:
+            del own[known]
+        if client in own or len(own) < cap:
+            own[client] = max(own.get(client, o.last_seen), o.last_seen)
+            return o.key
+        return (model, threat, ROLLUP)
 
     def due(self, now: float | None = None, *, force: bool = False) -> list[Alert]:
         """Claim and return the messages due at ``now`` (default: the clock)."""

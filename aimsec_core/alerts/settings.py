@@ -38,7 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import parse_bool, parse_seconds, parse_severity, resolve, resolve_store_url
+from ..config import (parse_bool, parse_positive_int, parse_seconds, parse_severity,
+                      resolve, resolve_store_url)
 from ..errors import ConfigurationError
 
 SMTP_SECURITY = ("starttls", "ssl", "none")
@@ -149,23 +150,31 @@ class GroupingPolicy:
     ``repeat_interval``: a group still firing is reminded this often; a group quiet this
     long after its last message is forgotten (its next occurrence starts a new group).
     A severity higher than the last message's is sent at once.
+    ``max_clients``: clients of one (model, threat) that get groups of their own within a
+    ``repeat_interval``; occurrences from further clients share one roll-up group, so an
+    attacker rotating client ids (API keys identify, they do not authenticate) cannot turn
+    one attack into a message per id. 0 lifts the cap.
     """
 
     group_wait: float = 30.0
     group_interval: float = 300.0
     repeat_interval: float = 4 * 3600.0
     floor: str = "high"
+    max_clients: int = 3
 
     @classmethod
     def resolve(cls, group_wait: float | None = None, group_interval: float | None = None,
-                repeat_interval: float | None = None, floor: str | None = None) -> GroupingPolicy:
+                repeat_interval: float | None = None, floor: str | None = None,
+                max_clients: int | None = None) -> GroupingPolicy:
         return cls(
             resolve(group_wait, "AIMSEC_ALERT_GROUP_WAIT", cls.group_wait, parse_seconds),
             resolve(group_interval, "AIMSEC_ALERT_GROUP_INTERVAL", cls.group_interval,
                     parse_seconds),
             resolve(repeat_interval, "AIMSEC_ALERT_REPEAT_INTERVAL", cls.repeat_interval,
                     parse_seconds),
-            resolve(floor, "AIMSEC_ALERT_SEVERITY", cls.floor, parse_severity))
+            resolve(floor, "AIMSEC_ALERT_SEVERITY", cls.floor, parse_severity),
+            resolve(max_clients, "AIMSEC_ALERT_MAX_CLIENTS", cls.max_clients,
+                    parse_positive_int))
 
 
 def enabled(explicit: bool | None, env: str) -> bool:

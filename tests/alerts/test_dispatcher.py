@@ -132,8 +132,8 @@ def test_without_channels_alerts_go_to_the_outbox(tmp_path, clock):
 
 def test_close_flushes_the_queue_and_pending_groups_through_the_worker(tmp_path, channel):
     store = IncidentStore(tmp_path / "db.sqlite3")
-    dispatcher = Dispatcher(store, Grouper(GroupingPolicy(group_wait=3600, floor="medium")),
-                            [channel])
+    dispatcher = Dispatcher(store, Grouper(GroupingPolicy(group_wait=3600, floor="medium",
+                                                          max_clients=0)), [channel])
     import time
 
     for i in range(50):
@@ -142,6 +142,26 @@ def test_close_flushes_the_queue_and_pending_groups_through_the_worker(tmp_path,
     assert dispatcher.close(30)
     assert sum(i.count for i in store.incidents()) == 50
     assert sorted(a.client for a in channel.sent) == [f"c{i}" for i in range(5)]
+
+
+def test_clients_beyond_the_cap_share_one_roll_up_group(tmp_path, clock, channel):
+    """An attacker rotating client ids gets no message per id: past max_clients, one
+    roll-up group carries the rest."""
+    from aimsec_core.alerts.grouping import ROLLUP
+
+    store = IncidentStore(tmp_path / "db.sqlite3", clock=clock)
+    dispatcher = Dispatcher(store, Grouper(GroupingPolicy(group_wait=30, floor="high",
+                                                          max_clients=3), clock=clock),
+                            [channel], clock=clock, start=False)
+    for i in range(300):
+        dispatcher.submit(Occurrence("m", "adversarial", f"bot-{i}", "high", clock(), clock()))
+    clock.advance(31)
+    dispatcher.pump()
+    clients = sorted(a.client for a in channel.sent)
+    assert clients == sorted([ROLLUP, "bot-0", "bot-1", "bot-2"])
+    rollup = next(a for a in channel.sent if a.client == ROLLUP)
+    assert rollup.count == 297
+    assert len(store.incidents(limit=1000)) == 300  # incidents keep every client
 
 
 def test_a_broken_store_loses_neither_the_alert_nor_the_occurrences(tmp_path, clock,
