@@ -17,7 +17,8 @@ def register(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="measure adversarial-input detection against IBM ART attacks")
     evaluate.add_argument("--dataset", action="append", choices=DATASET_NAMES,
-                          help="only this data set (repeatable); default: all of them")
+                          help="only this data set (repeatable); default: all of them "
+                               "(digits alone with --quick)")
     evaluate.add_argument("--adaptive", action="store_true",
                           help="also run the adaptive attacks, which know the detectors")
     evaluate.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     for table in evaluation.tables(rows, args.fpr):
         console.print(table)
     path = evaluation.write_json(rows, args.out, fpr=args.fpr, seed=args.seed,
-                                 datasets=args.dataset or list(DATASET_NAMES),
+                                 datasets=args.dataset or (
+                                     ["digits"] if args.quick else list(DATASET_NAMES)),
                                  adaptive=args.adaptive, quick=args.quick,
                                  detectors=args.detector or "default",
                                  reference="training set" if args.reference else None,
