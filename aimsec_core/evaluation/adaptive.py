@@ -144,28 +144,34 @@ def high_confidence(model: Any, calibration: Any, dataset: Dataset, x: np.ndarra
 
 
 def detector_aware(model: Any, calibration: Any, dataset: Dataset, x: np.ndarray,
-                   y: np.ndarray, eps: float, steps: int, constrained: bool) -> np.ndarray:
-    """Targeted PGD on ``margin + lam * suspicion`` for every target class and penalty;
-    per sample the fooling iterate with the lowest suspicion over all of them."""
+                   y: np.ndarray, eps: float, steps: int, constrained: bool,
+                   targets: int | None = None,
+                   penalties: tuple[float, ...] = PENALTIES) -> np.ndarray:
+    """Targeted PGD on ``margin + lam * suspicion`` for every target class (or, given
+    ``targets``, the ``targets`` classes the model ranks highest after the true one) and
+    every penalty ``lam``; per sample the fooling iterate with the lowest suspicion over
+    all of them."""
     import torch
 
     with _frozen(model):
         suite = Suite(model, calibration, dataset.sample_shape)
         x0, label = torch.from_numpy(x), torch.from_numpy(y)
+        with torch.no_grad():
+            logits = model(x0.reshape(-1, *dataset.sample_shape))
+        logits.scatter_(1, label[:, None], -torch.inf)
+        ranked = logits.argsort(dim=1, descending=True)[:, :dataset.classes - 1]
         box = _Box(x0, eps, dataset, constrained)
         best = x0.clone()
         quality = torch.full((len(x0),), float("inf"))
-        for target_class in range(dataset.classes):
-            target = torch.full_like(label, target_class)
-            active = label != target_class
-            if not active.any():
-                continue
-            for lam in PENALTIES:
-                def step(values: Any) -> tuple[Any, Any, Any]:
+        for rank in range(min(targets or dataset.classes - 1, dataset.classes - 1)):
+            target = ranked[:, rank].contiguous()
+            for lam in penalties:
+                def step(values: Any, lam: float = lam, target: Any = target) -> tuple[
+                        Any, Any, Any]:
                     logits, suspicion = suite(values)
                     margin = _margin(logits, target, True)
                     loss = (TARGETED_KAPPA - margin).clamp_min(0) + lam * suspicion
-                    return loss, active & (logits.argmax(dim=1) == target), suspicion
+                    return loss, logits.argmax(dim=1) == target, suspicion
 
                 found, found_quality = _pgd(x0, box, eps, steps, step)
                 better = found_quality < quality

@@ -113,19 +113,23 @@ class Suite:
                    for t in [*captured, logits]]
         return logits, reduced
 
-    def __call__(self, x: Any) -> tuple[Any, Any]:
+    def raw_scores(self, x: Any) -> tuple[Any, dict[str, Any]]:
+        """``(logits, {detector: raw score})``, each score as the detector computes it."""
         import torch
 
         names = {d.name for d in self.detectors}
         logits, features = self._forward(x, "features" in names)
         probabilities = torch.softmax(logits, dim=1)
         predicted = probabilities.argmax(dim=1).detach()
-        rarities = []
-        for detector in self.detectors:
-            raw = getattr(self, "_" + detector.name)(detector, x, logits, probabilities,
-                                                     predicted, features)
-            rarities.append(self.rarity[detector.name](raw))
-        stacked = torch.stack(rarities)
+        return logits, {d.name: getattr(self, "_" + d.name)(d, x, logits, probabilities,
+                                                              predicted, features)
+                        for d in self.detectors}
+
+    def __call__(self, x: Any) -> tuple[Any, Any]:
+        import torch
+
+        logits, raw = self.raw_scores(x)
+        stacked = torch.stack([self.rarity[name](score) for name, score in raw.items()])
         top = stacked.topk(min(self.top or len(stacked), len(stacked)), dim=0).values
         return logits, top.sum(dim=0)
 
