@@ -3,7 +3,7 @@ and their calibration (white box: the model, the detectors' learned state, the c
 scores and the threshold). Torch only (the attacks need autograd); their examples are
 transferred to the other frameworks' models of the same data set.
 
-All are L-infinity PGD with signed steps of ``eps / 10`` from the clean input, keeping per
+All are L-infinity PGD, 50 signed steps of ``eps / 10`` (``quick``: 40) from the clean input, keeping per
 sample the best iterate (see each attack), on the same budget as the standard attacks
 (digits ``eps = 0.2``; tabular ``eps = 0.1``):
 
@@ -18,7 +18,7 @@ sample the best iterate (see each attack), on the same budget as the standard at
 - ``PGD adaptive targeted``: the loss adds the differentiable suite of ``surrogates.py``
   (every detector's score, its rarity and the suspicion, exactly as the guard computes
   them) to a targeted margin loss (``kappa = 2``): ``margin + lam * suspicion`` for
-  ``lam`` in {0.5, 2}; on digits with the grid and zero constraints as above. Run once per
+  ``lam`` in {0.5, 2} (``quick``: 1 alone); on digits with the grid and zero constraints as above. Run once per
   target class; per sample the result is, among the iterates of every target and ``lam``
   that fool the model, the one with the lowest suspicion (the attacker can compute it: it
   knows the calibration), so it is "best of all targets".
@@ -36,11 +36,12 @@ import numpy as np
 from .datasets import Dataset
 from .surrogates import Suite
 
-STEPS = 100
+STEPS = 50
 QUICK_STEPS = 40
 HIGH_CONFIDENCE = 20.0
 TARGETED_KAPPA = 2.0
 PENALTIES = (0.5, 2.0)
+QUICK_PENALTIES = (1.0,)
 
 
 def attacks(dataset: Dataset, quick: bool = False,
@@ -55,8 +56,9 @@ def attacks(dataset: Dataset, quick: bool = False,
     if constrained:
         chosen[f"PGD kappa=20 grid+zeros eps={eps}"] = lambda m, c, x, y: high_confidence(
             m, c, dataset, x, y, eps, steps, constrained=True)
+    penalties = QUICK_PENALTIES if quick else PENALTIES
     chosen[f"PGD adaptive targeted eps={eps}"] = lambda m, c, x, y: detector_aware(
-        m, c, dataset, x, y, eps, steps, constrained=constrained)
+        m, c, dataset, x, y, eps, steps, constrained=constrained, penalties=penalties)
     return chosen
 
 
