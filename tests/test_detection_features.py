@@ -75,3 +75,21 @@ def test_torch_features_come_from_the_real_call_and_survive_a_calibration_file(t
     np.testing.assert_allclose(restored.last_verdict.scores["features"], scores)
     loaded = Calibration.load(path)
     assert loaded.suite.detectors[0].name == "features"
+
+
+def test_keras_features_come_from_an_intermediate_output_model():
+    pytest.importorskip("keras")
+    data = digits.load()
+    model = digits.keras_cnn(data, epochs=1)
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor",
+                                constraints=digits.constraints("keras"))
+    adapter = aimsec_core.guard_of(guarded).adapter
+    assert adapter.capabilities.features
+    layers = adapter.features(data.x_test[:8])
+    # conv blocks averaged per channel, the dense layer, the log-probabilities last
+    assert [f.shape for f in layers] == [(8, 16), (8, 32), (8, 64), (8, 10)]
+    np.testing.assert_allclose(np.exp(layers[-1]), model.predict(data.x_test[:8], verbose=0),
+                               rtol=1e-4, atol=1e-6)
+    guarded.calibrate(data.x_calibration, fpr=0.05, detectors=["features", "margin"])
+    guarded.predict(data.x_test[:16], verbose=0)
+    assert len(guarded.last_verdict.scores["features"]) == 16

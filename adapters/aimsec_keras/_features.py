@@ -35,6 +35,7 @@ def _extractor(model: Any) -> tuple[Any, bool]:
     softmax = bool(layers) and _activation_name(layers[-1]) == "softmax"
     try:
         inputs = model.inputs
+        inputs = inputs[0] if len(inputs) == 1 else inputs  # one input: as Keras expects
         chosen = [l for l in layers[:-1] if _activation_name(l) not in _LINEAR]
         if len(chosen) > MAX_LAYERS:
             step = len(chosen) / MAX_LAYERS

@@ -69,7 +69,7 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
 
 
 __all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
-           "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector", "NeighbourDetector",
-           "NoiseDetector", "Probe",
+           "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector",
+           "NeighbourDetector", "NoiseDetector", "Probe",
            "SparsityDetector", "SqueezeDetector", "SuiteScores", "build_detector",
            "select_detectors", "softmax_if_needed"]

@@ -3,9 +3,9 @@ and their calibration (white box: the model, the detectors' learned state, the c
 scores and the threshold). Torch only (the attacks need autograd); their examples are
 transferred to the other frameworks' models of the same data set.
 
-All are L-infinity PGD, 50 signed steps of ``eps / 10`` (``quick``: 40) from the clean input, keeping per
-sample the best iterate (see each attack), on the same budget as the standard attacks
-(digits ``eps = 0.2``; tabular ``eps = 0.1``):
+All are L-infinity PGD, 50 signed steps of ``eps / 10`` (``quick``: 40) from the clean
+input, keeping per sample the best iterate (see each attack), on the same budget as the
+standard attacks (digits ``eps = 0.2``; tabular ``eps = 0.1``):
 
 - ``PGD kappa=20``: untargeted, high confidence: the Carlini-Wagner margin loss
   ``max(z_y - max_{j != y} z_j, -kappa)``; a confident example defeats the detectors that
@@ -18,10 +18,11 @@ sample the best iterate (see each attack), on the same budget as the standard at
 - ``PGD adaptive targeted``: the loss adds the differentiable suite of ``surrogates.py``
   (every detector's score, its rarity and the suspicion, exactly as the guard computes
   them) to a targeted margin loss (``kappa = 2``): ``margin + lam * suspicion`` for
-  ``lam`` in {0.5, 2} (``quick``: 1 alone); on digits with the grid and zero constraints as above. Run once per
-  target class; per sample the result is, among the iterates of every target and ``lam``
-  that fool the model, the one with the lowest suspicion (the attacker can compute it: it
-  knows the calibration), so it is "best of all targets".
+  ``lam`` in {0.5, 2} (``quick``: 1 alone); on digits with the grid and zero
+  constraints as above. Run once per target class; per sample the result is, among the
+  iterates of every target and ``lam`` that fool the model, the one with the lowest
+  suspicion (the attacker can compute it: it knows the calibration), so it is "best of
+  all targets".
 
 Seeds: none is drawn; the attacks are deterministic given the model and the calibration.
 """
