@@ -22,14 +22,16 @@ def register(commands: Any) -> None:
     evaluate.add_argument("--adaptive", action="store_true",
                           help="also run the adaptive attacks, which know the detectors")
     evaluate.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
-                          help="only this framework (repeatable); default: every installed one")
+                          help="only this framework (repeatable; torch always runs: the "
+                               "source of transferred and adaptive examples); default: every "
+                               "installed one")
     evaluate.add_argument("--fpr", type=float, default=0.05,
                           help="false-positive rate the threshold is calibrated for")
     evaluate.add_argument("--detector", action="append",
                           help="detector to use (repeatable); default: the standard set")
     evaluate.add_argument("--attack", action="append",
                           help="only attacks whose name starts with this (repeatable): "
-                               "FGSM, PGD, CW, DeepFool")
+                               "FGSM, PGD, CW, DeepFool, HopSkipJump")
     evaluate.add_argument("--architecture", choices=("cnn", "mlp"), default="cnn",
                           help="the torch and Keras models (scikit-learn's is an MLP)")
     evaluate.add_argument("--no-reference", dest="reference", action="store_false",

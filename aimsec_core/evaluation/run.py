@@ -56,12 +56,10 @@ def evaluate(frameworks: list[str] | None = None, *, datasets: list[str] | None 
 
 def _models(dataset: Dataset, frameworks: list[str] | None, seed: int,
             architecture: str) -> dict[str, Any]:
-    # Frameworks ART can attack directly first: the others are attacked by transfer of the
-    # torch model's adversarial examples, which also makes torch the adaptive attacks' target.
-    chosen = sorted(frameworks or digits.available(), key=lambda f: f not in ("torch", "keras"))
-    if any(f != "torch" for f in chosen) and "torch" not in chosen:
-        chosen.insert(0, "torch")
-    chosen.sort(key=lambda f: f != "torch")
+    # torch first: its examples are transferred to scikit-learn and ONNX, and it is the
+    # adaptive attacks' target; then the other framework ART can attack directly.
+    order = ("torch", "keras", "sklearn", "onnx")
+    chosen = [f for f in order if f in (frameworks or digits.available()) or f == "torch"]
     arch = architecture if dataset.image_shape else "mlp"
     models = {f: digits.build(f, dataset.split, seed, arch) for f in chosen if f != "onnx"}
     if "onnx" in chosen:
