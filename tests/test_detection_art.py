@@ -108,4 +108,4 @@ def test_aimsec_evaluate_quick_writes_its_table(tmp_path, capsys):
     sklearn_fgsm = next(r for r in rows if r["framework"] == "sklearn" and "FGSM" in r["attack"])
     assert sklearn_fgsm["successful"] > 0 and sklearn_fgsm["tpr"] >= 0.9
     assert sklearn_fgsm["fpr_clean"] <= 0.1
-    assert "aimsec evaluate" in capsys.readouterr().out
+    assert "digits: attacks that don't know the detectors" in capsys.readouterr().out
