@@ -36,6 +36,7 @@ class Capabilities:
     device_arrays: bool = False  #: inputs may live on an accelerator; keep them there
     signature: bool = False  #: the model declares its inputs' dtype and shape
     host_sequences: bool = False  #: nested Python lists are valid model input
+    features: bool = False  #: ``features`` gives the model's internal activations
 
 
 class Adapter(ABC):
@@ -85,6 +86,19 @@ class Adapter(ABC):
         """Run the real call once with autograd on ``x``: return ``(output, scores,
         gradient of the loss at the predicted label)``. Only where ``capabilities.gradients``."""
         raise NotImplementedError(f"{type(self).__name__} computes no gradients")
+
+    def features(self, x: Any) -> list[np.ndarray]:
+        """The model's internal activations for a batch, outside the guard: one float
+        array (N, width) per hooked layer, earliest first, the class logits last; spatial
+        maps averaged per channel (Lee et al. 2018). Only where ``capabilities.features``;
+        must leave the model exactly as found."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no internal features")
+
+    def forward_with_features(self, call: Any, x: Any) -> tuple[Any, Any, list[np.ndarray]]:
+        """Run the real call once, capturing :meth:`features` on the way: ``(output, class
+        scores, features)``. Adapters that cannot share the pass leave this unimplemented
+        and the guard asks :meth:`features` separately."""
+        raise NotImplementedError(f"{type(self).__name__} cannot share the feature pass")
 
     def parameters_digest(self) -> str | None:
         """A digest of the model's learned parameters (weights, fitted arrays, graph), or

@@ -35,10 +35,16 @@ class DigitsSplit:
 def load(seed: int = 0) -> DigitsSplit:
     """Digits as float32 (n, 64) in [0, 1] (multiples of 1/16), split 50/25/25, stratified."""
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
-    x, y = (x / 16.0).astype(np.float32), y.astype(np.int64)
+    return split((x / 16.0).astype(np.float32), y.astype(np.int64), seed)
+
+
+def split(x: np.ndarray, y: np.ndarray, seed: int = 0) -> DigitsSplit:
+    """``x`` (n, d) and labels ``y`` split 50/25/25 into train, calibration and test,
+    stratified by label, shuffled with ``seed``."""
+    from sklearn.model_selection import train_test_split
+
     x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, test_size=0.5, stratify=y,
                                                   random_state=seed)
     x_cal, x_te, y_cal, y_te = train_test_split(x_rest, y_rest, test_size=0.5,
@@ -78,11 +84,12 @@ def torch_cnn(data: DigitsSplit, seed: int = 0, epochs: int = 30, width: int = 1
         data, seed, epochs)
 
 
-def _train_torch(model: Any, data: DigitsSplit, seed: int, epochs: int) -> Any:
+def _train_torch(model: Any, data: DigitsSplit, seed: int, epochs: int,
+                 shape: tuple[int, ...] = (1, 8, 8)) -> Any:
     import torch
     from torch import nn
 
-    x = torch.from_numpy(data.x_train).reshape(-1, 1, 8, 8)
+    x = torch.from_numpy(data.x_train).reshape(-1, *shape)
     y = torch.from_numpy(data.y_train)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(seed)
@@ -96,13 +103,20 @@ def _train_torch(model: Any, data: DigitsSplit, seed: int, epochs: int) -> Any:
 
 
 def torch_mlp(data: DigitsSplit, seed: int = 0, epochs: int = 30) -> Any:
-    """One hidden layer of 64 units, taking (N, 1, 8, 8) float32 like the CNN."""
+    """One hidden layer of 64 units, returning logits. It flattens its input, so it takes
+    digits as (N, 1, 8, 8) float32 like the CNN, and any other features as (N, d)."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
-    return _train_torch(nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(),
-                                      nn.Linear(64, 10)), data, seed, epochs)
+    width, classes = _widths(data)
+    return _train_torch(nn.Sequential(nn.Flatten(), nn.Linear(width, 64), nn.ReLU(),
+                                      nn.Linear(64, classes)), data, seed, epochs, (width,))
+
+
+def _widths(data: DigitsSplit) -> tuple[int, int]:
+    """Features per sample and number of classes of ``data``."""
+    return int(data.x_train.shape[1]), int(data.y_train.max()) + 1
 
 
 def keras_cnn(data: DigitsSplit, seed: int = 0, epochs: int = 30) -> Any:
@@ -121,14 +135,15 @@ def keras_cnn(data: DigitsSplit, seed: int = 0, epochs: int = 30) -> Any:
 
 
 def keras_mlp(data: DigitsSplit, seed: int = 0, epochs: int = 40) -> Any:
-    """One hidden layer of 64 units, taking (N, 64) float32, returning softmax
-    probabilities."""
+    """One hidden layer of 64 units, taking (N, d) float32 (d = 64 for digits), returning
+    softmax probabilities."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    return _train_keras(keras.Sequential([keras.Input((64,), name="pixels"),
+    width, classes = _widths(data)
+    return _train_keras(keras.Sequential([keras.Input((width,), name="pixels"),
                                           keras.layers.Dense(64, activation="relu"),
-                                          keras.layers.Dense(10, activation="softmax")]),
+                                          keras.layers.Dense(classes, activation="softmax")]),
                         data, epochs)
 
 
@@ -176,12 +191,14 @@ def constraints(framework: str, **extra: Any) -> dict[str, Any]:
     return {"min_value": 0.0, "max_value": 1.0, **shape, **extra}
 
 
-def as_model_input(framework: str, x: np.ndarray) -> Any:
-    """A float32 (n, 64) batch in the form each framework's model takes."""
+def as_model_input(framework: str, x: np.ndarray,
+                   sample_shape: tuple[int, ...] = (1, 8, 8)) -> Any:
+    """A float32 (n, d) batch in the form each framework's model takes: torch models take
+    samples shaped ``sample_shape`` (digits images by default), the others (n, d)."""
     if framework == "torch":
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, 1, 8, 8)
+        return torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, *sample_shape)
     return x
 
 

@@ -343,15 +343,23 @@ class Guard:
                 received=tuple(x.shape[1:]), blocking=True)
             return _NOT_YET, dataclasses.replace(verdict, allowed=False,
                                                  findings=verdict.findings + (finding,))
-        output, probabilities, gradient = _NOT_YET, None, None
+        output, probabilities, gradient, features = _NOT_YET, None, None, None
         if suite.needs_gradient and forward is not None:
             output, probabilities, gradient = self.adapter.forward_with_gradient(forward, native)
             probabilities = softmax_if_needed(probabilities)
         elif suite.needs_gradient:
             probabilities = softmax_if_needed(self.adapter.scores(x))
             gradient = self.adapter.input_gradient(x, probabilities.argmax(axis=1))
+        elif suite.needs_features and forward is not None:
+            try:  # the real call, with the features captured on the way
+                output, probabilities, features = self.adapter.forward_with_features(
+                    forward, native)
+                probabilities = softmax_if_needed(probabilities)
+            except NotImplementedError:
+                pass
         probe = Probe(x, probabilities, self.adapter.scores,
-                      None if gradient is None else np.asarray(to_host(gradient)))
+                      None if gradient is None else np.asarray(to_host(gradient)),
+                      given_features=features, ask_features=self.adapter.features)
         scored = suite.score(probe)
         flags = np.asarray(verdict.flags, dtype=bool) | scored.flags
         findings = verdict.findings

@@ -96,12 +96,16 @@ def test_aimsec_evaluate_quick_writes_its_table(tmp_path, capsys):
     from aimsec_core.cli import main
 
     out = tmp_path / "evaluation.json"
-    assert main(["evaluate", "--quick", "--framework", "sklearn", "--out", str(out)]) == 0
+    assert main(["evaluate", "--quick", "--framework", "sklearn", "--dataset", "digits",
+                 "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     # sklearn has no gradients for ART: torch runs too, as the source of transferred attacks
     assert {(r["framework"], r["attack"]) for r in rows} == {
-        (f, a) for f in ("torch", "sklearn") for a in ("FGSM eps=0.2", "PGD-Linf eps=0.2")}
+        ("torch", "FGSM eps=0.2"), ("torch", "PGD-Linf eps=0.2"),
+        ("sklearn", "FGSM eps=0.2 (transfer)"), ("sklearn", "PGD-Linf eps=0.2 (transfer)")}
+    assert {r["dataset"] for r in rows} == {"digits"}
+    assert all(abs(sum(r["loudest"].values()) - 1) < 1e-3 for r in rows if r["tpr"])
     sklearn_fgsm = next(r for r in rows if r["framework"] == "sklearn" and "FGSM" in r["attack"])
     assert sklearn_fgsm["successful"] > 0 and sklearn_fgsm["tpr"] >= 0.9
     assert sklearn_fgsm["fpr_clean"] <= 0.1
-    assert "aimsec evaluate" in capsys.readouterr().out
+    assert "digits: attacks that don't know the detectors" in capsys.readouterr().out

@@ -216,6 +216,10 @@ class KerasAdapter(Adapter):
 
         return GuardedModel(guard)
 
+    # -- internal features for the detectors (see _features.py) ---------------------------
+    from ._features import features  # noqa: E402
+    capabilities = Capabilities(**{**capabilities.__dict__, "features": True})
+
 
 _SYMBOLIC = ("a symbolic tensor carries no data to screen; a guarded model runs on concrete "
              "arrays. To build a larger model around it, use aimsec_core.unguard(guarded) "

@@ -267,6 +267,10 @@ class TorchAdapter(Adapter):
         dtype = param.dtype if tensor.is_floating_point() else None
         return tensor.to(device=param.device, dtype=dtype)
 
+    # -- internal features for the detectors (see _features.py) ---------------------------
+    from ._features import features, forward_with_features  # noqa: E402
+    capabilities = Capabilities(**{**capabilities.__dict__, "features": True})
+
 
 def _helpers() -> Any:
     """The tensor helpers (they import torch), loaded on first use."""

@@ -8,6 +8,7 @@ from ..adapter import Capabilities
 from ..errors import ConfigurationError
 from .base import Detector, Probe, softmax_if_needed
 from .density import DensityDetector
+from .features import FeatureDensityDetector
 from .gradient import GradientNormDetector
 from .margin import MarginDetector
 from .neighbours import NeighbourDetector
@@ -18,7 +19,7 @@ from .suite import DetectorSuite, SuiteScores
 
 DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
     GradientNormDetector, MarginDetector, DensityDetector, NeighbourDetector, SqueezeDetector,
-    NoiseDetector, JumpDetector, SparsityDetector)}
+    NoiseDetector, JumpDetector, SparsityDetector, FeatureDensityDetector)}
 
 #: Used when ``calibrate`` is given no detector list: the input gradient where autograd
 #: exists, else the margin (both measure the model's confidence; together they would count
@@ -52,6 +53,11 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
         config = {"image_shape": image_shape} if item in ("squeeze", "jump") else {}
         detectors.append(build_detector(item, **config))
     for detector in detectors:
+        if detector.needs_features and not capabilities.features:
+            raise ConfigurationError(
+                f"detector {detector.name!r} reads the model's internal features, which "
+                "this model's adapter cannot give; use 'density' (the same model on the "
+                "input itself) instead")
         if detector.needs_gradient and not capabilities.gradients:
             raise ConfigurationError(
                 f"detector {detector.name!r} needs input gradients, which this model's "
@@ -63,7 +69,7 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
 
 
 __all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
-           "GradientNormDetector", "JumpDetector", "MarginDetector", "NeighbourDetector",
-           "NoiseDetector", "Probe",
+           "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector",
+           "NeighbourDetector", "NoiseDetector", "Probe",
            "SparsityDetector", "SqueezeDetector", "SuiteScores", "build_detector",
            "select_detectors", "softmax_if_needed"]

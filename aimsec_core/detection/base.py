@@ -38,6 +38,19 @@ class Probe:
     ask: Any  #: callable: numpy batch shaped like ``x`` -> class scores
     gradient: np.ndarray | None = None
     forward_passes: int = field(default=0)
+    #: The model's internal features (one (n, width) array per layer), where the adapter
+    #: gives them; asked for through ``ask_features`` on first use otherwise.
+    given_features: list[np.ndarray] | None = None
+    ask_features: Any = None  #: callable: numpy batch -> list of (n, width) arrays
+
+    @property
+    def features(self) -> list[np.ndarray]:
+        if self.given_features is None:
+            if self.ask_features is None:
+                raise ValueError("this model's adapter gives no internal features")
+            self.forward_passes += 1
+            self.given_features = [np.asarray(f) for f in self.ask_features(self.x)]
+        return self.given_features
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -55,20 +68,30 @@ class Probe:
         def part(values: np.ndarray | None) -> np.ndarray | None:
             return None if values is None else values[start:stop]
 
+        features = None if self.given_features is None else [
+            f[start:stop] for f in self.given_features]
         return Probe(self.x[start:stop], part(self.given_probabilities), self.ask,
-                     part(self.gradient))
+                     part(self.gradient), given_features=features,
+                     ask_features=self.ask_features)
 
     def subset(self, index: np.ndarray) -> Probe:
+        features = None if self.given_features is None else [
+            f[index] for f in self.given_features]
         return Probe(self.x[index], self.probabilities[index], self.ask,
-                     None if self.gradient is None else self.gradient[index])
+                     None if self.gradient is None else self.gradient[index],
+                     given_features=features, ask_features=self.ask_features)
 
     def joined(self, other: Probe) -> Probe:
-        """This batch followed by ``other`` (a gradient only where both have one)."""
+        """This batch followed by ``other`` (a gradient or features only where both have
+        them)."""
         gradient = None if self.gradient is None or other.gradient is None else (
             np.concatenate([self.gradient, other.gradient]))
+        features = None if self.given_features is None or other.given_features is None \
+            else [np.concatenate(pair) for pair in zip(self.given_features,
+                                                       other.given_features)]
         return Probe(np.concatenate([self.x, other.x]),
                      np.concatenate([self.probabilities, other.probabilities]), self.ask,
-                     gradient)
+                     gradient, given_features=features, ask_features=self.ask_features)
 
     @property
     def predicted(self) -> np.ndarray:
@@ -94,6 +117,8 @@ class Detector(ABC):
     name: ClassVar[str]
     #: Needs the input gradient (autograd adapters only).
     needs_gradient: ClassVar[bool] = False
+    #: Reads the model's internal features (adapters with ``capabilities.features``).
+    needs_features: ClassVar[bool] = False
     #: Extra forward passes per call, for the cost report.
     forward_passes: ClassVar[int] = 0
     #: Unusual in both directions (too low is as suspicious as too high).

@@ -132,11 +132,16 @@ def _members(meta: dict[str, Any]) -> list[str]:
     return names
 
 
-def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
+def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool,
+              need_features: bool = False) -> Probe:
     """Ask the model about ``x`` outside the guard, in chunks."""
     def ask(batch: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(adapter.scores(batch[i:i + CHUNK]))
                                for i in range(0, len(batch), CHUNK)])
+
+    def ask_features(batch: np.ndarray) -> list[np.ndarray]:
+        parts = [adapter.features(batch[i:i + CHUNK]) for i in range(0, len(batch), CHUNK)]
+        return [np.concatenate(layer) for layer in zip(*parts)]
 
     probabilities = softmax_if_needed(ask(x))
     gradient = None
@@ -145,7 +150,9 @@ def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool) -> Probe:
         gradient = np.concatenate([
             to_host(adapter.input_gradient(x[i:i + CHUNK], labels[i:i + CHUNK]))
             for i in range(0, len(x), CHUNK)])
-    return Probe(x, probabilities, ask, gradient)
+    features = ask_features(x) if need_features else None
+    return Probe(x, probabilities, ask, gradient, given_features=features,
+                 ask_features=ask_features if adapter.capabilities.features else None)
 
 
 def per_sample_rate(fpr: Any, batch_size: Any = None) -> float:
@@ -202,8 +209,10 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
         if not any(d.learns for d in suite.detectors):
             reference = None  # nothing would read it
         reference_probe = None if reference is None or not len(reference) else probe_for(
-            adapter, reference, any(d.learns and d.needs_gradient for d in suite.detectors))
-        clean = suite.fit(probe_for(adapter, shuffled, suite.needs_gradient), value_range,
+            adapter, reference, any(d.learns and d.needs_gradient for d in suite.detectors),
+            any(d.learns and d.needs_features for d in suite.detectors))
+        clean = suite.fit(probe_for(adapter, shuffled, suite.needs_gradient,
+                                    suite.needs_features), value_range,
                           reference=reference_probe)
         achieved = suite.set_threshold_cross_fitted(clean, fpr)
     except np.linalg.LinAlgError as exc:

@@ -150,6 +150,10 @@ class DetectorSuite:
     def needs_gradient(self) -> bool:
         return any(d.needs_gradient for d in self.detectors)
 
+    @property
+    def needs_features(self) -> bool:
+        return any(d.needs_features for d in self.detectors)
+
     def fit(self, probe: Probe, value_range: tuple[float, float], folds: int = FOLDS,
             reference: Probe | None = None) -> dict[str, np.ndarray]:
         """Fit every detector on clean data and keep its clean scores as reference;

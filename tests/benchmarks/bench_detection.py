@@ -7,7 +7,9 @@ gradient from the same forward pass as the prediction; target <= 2.5x); for ever
 framework, the default detectors, and the default detectors with the training set as
 reference data (the neighbours detector then searches 1,000 clean inputs instead of the
 calibration half).
-For every framework and each model-agnostic detector alone: guarded over plain, and the
+For torch and Keras also the ``features`` detector alone (internal activations; torch
+captures them during the prediction's own forward pass) and a suite with it in the
+gradient's place. For every framework and each model-agnostic detector alone: guarded over plain, and the
 extra forward passes ("extra") it costs, counted during one call: the class scores of the
 input (shared by the detectors that read them; free where the gradient pass gives them),
 plus the detector's own.
@@ -52,7 +54,8 @@ def main(repeats: int) -> None:
         if framework == "torch":
             _backward_floor("", model, x, call, reps)
         if framework in ("torch", "keras"):
-            setups.append((["gradient"], False))
+            setups += [(["gradient"], False), (["features"], False),
+                       (["features", "margin", "density", "sparsity", "neighbours"], True)]
         setups += [(None, False), (None, True)] + [([name], False) for name in AGNOSTIC]
         for detectors, with_reference in setups:
             guarded = aimsec_core.guard(model, sinks=[], mode="monitor",

@@ -1,0 +1,101 @@
+"""Internal features of a torch model for the detectors: forward hooks on its activation
+modules capture what each layer computed, during the real call where the guard shares it.
+
+Which layers: every activation module (``nn.ReLU``, ``nn.GELU`` ...; not softmax), at most
+:data:`MAX_LAYERS` of them, evenly spaced and always including the last; a model with
+no activation modules (functional activations) gives the input of its last
+``nn.Linear`` instead. Spatial maps (N, C, ...) are averaged per channel, as Lee et al.
+(NeurIPS 2018) do for their Mahalanobis scores; the class logits come last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+MAX_LAYERS = 4
+
+
+def _feature_points(model: Any) -> list[tuple[Any, bool]]:
+    """``(module, on_input)`` pairs to hook, in execution order for sequential models."""
+    from torch import nn
+
+    activations = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU,
+                   nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Tanh, nn.Sigmoid, nn.Softplus)
+    found = [m for m in model.modules() if isinstance(m, activations)]
+    if len(found) > MAX_LAYERS:
+        step = len(found) / MAX_LAYERS
+        found = [found[min(len(found) - 1, int(round((i + 1) * step)) - 1)]
+                 for i in range(MAX_LAYERS)]
+    if found:
+        return [(m, False) for m in found]
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return [(linear[-1], True)] if linear else []
+
+
+def _points(adapter: Any) -> list[tuple[Any, bool]]:
+    cached = adapter.__dict__.get("_feature_points")
+    if cached is None:
+        cached = adapter._feature_points = _feature_points(adapter.model)
+    return cached
+
+
+@contextmanager
+def _capturing(points: list[tuple[Any, bool]]) -> Iterator[list[Any]]:
+    """Hooks on ``points`` for the duration; yields the list the captured tensors join,
+    in the order the layers ran."""
+    captured: list[Any] = []
+
+    def on_output(module: Any, inputs: Any, output: Any) -> None:
+        captured.append(output.detach())
+
+    def on_input(module: Any, inputs: Any) -> None:
+        captured.append(inputs[0].detach())
+
+    handles = [m.register_forward_pre_hook(on_input) if before else
+               m.register_forward_hook(on_output) for m, before in points]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _reduced(tensors: list[Any], logits: Any) -> list[np.ndarray]:
+    out = []
+    for t in [*tensors, logits]:
+        t = t.float()
+        if t.ndim > 2:
+            t = t.flatten(2).mean(dim=2)  # per-channel average of a spatial map
+        out.append(t.reshape(len(t), -1).cpu().numpy())
+    return out
+
+
+def features(self: Any, x: Any) -> list[np.ndarray]:
+    """The model's features for ``x``, in eval mode, outside the guard (see module doc)."""
+    import torch
+
+    from . import _class_logits, _evaluating
+
+    x = self._as_tensor(x)
+    with _evaluating(self.model), torch.no_grad(), _capturing(_points(self)) as captured:
+        logits = _class_logits(self.model(x))
+    return _reduced(captured, logits)
+
+
+def forward_with_features(self: Any, call: Callable[[Any], Any],
+                          x: Any) -> tuple[Any, np.ndarray, list[np.ndarray]]:
+    """Run ``call(x)`` once with the hooks on: ``(output, softmax scores, features)``.
+    The output is the real call's, in the caller's mode and grad mode."""
+    import torch
+
+    from . import _class_logits
+
+    with _capturing(_points(self)) as captured:
+        output = call(x)
+    logits = _class_logits(output).detach()
+    scores = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return output, scores, _reduced(captured, logits)

@@ -1,0 +1,62 @@
+"""Class-conditional Gaussians with one shared (tied) covariance, the model of Lee et al.
+(NeurIPS 2018): fitted on clean features labelled by the model's own predictions, scored
+by Mahalanobis distance. Shared by the detectors that measure distance from clean data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class TiedGaussians:
+    classes: np.ndarray  #: (k,) the labels seen, sorted
+    means: np.ndarray  #: (k, d)
+    precision: np.ndarray  #: (d, d), symmetric positive definite
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray, shrinkage: float) -> TiedGaussians:
+        """Means per label and the pooled within-class covariance, shrunk towards a scaled
+        identity by ``shrinkage`` (a ridge of ``shrinkage`` times the mean variance), so
+        directions clean data never uses stay finite. Raises ``LinAlgError`` if singular."""
+        classes = np.unique(labels)
+        means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+        centred = features - means[np.searchsorted(classes, labels)]
+        covariance = centred.T @ centred / max(len(features) - len(classes), 1)
+        ridge = shrinkage * np.trace(covariance) / len(covariance)
+        precision = np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
+        return cls(classes, means, (precision + precision.T) / 2)
+
+    def whitened(self) -> tuple[np.ndarray, np.ndarray]:
+        """``W`` with ``W W^T = precision`` (Mahalanobis distance is Euclidean after
+        ``x @ W``) and the means mapped alike; computed once per precision matrix."""
+        cached = self.__dict__.get("_white")
+        if cached is None or cached[0] is not self.precision:
+            whitener = np.linalg.cholesky(self.precision)
+            cached = self._white = (self.precision, whitener, self.means @ whitener)
+        return cached[1], cached[2]
+
+    def squared_distances(self, features: np.ndarray) -> np.ndarray:
+        """(n, k) squared Mahalanobis distances of each row to each class mean."""
+        whitener, white_means = self.whitened()
+        z = features @ whitener
+        # |z - m|^2 expanded: two matrix products instead of an (n, k, d) tensor
+        distances = ((z ** 2).sum(axis=1)[:, None] + (white_means ** 2).sum(axis=1)[None]
+                     - 2 * z @ white_means.T)
+        return np.maximum(distances, 0.0)
+
+    def check(self, width: int | None, what: str) -> None:
+        """``ValueError`` unless the arrays fit each other (and ``width`` features)."""
+        d = self.means.shape[1]
+        if (width is not None and d != width) or self.precision.shape != (d, d) or len(
+                self.classes) != len(self.means):
+            raise ValueError(f"{what}: means {self.means.shape}, precision "
+                             f"{self.precision.shape} and {len(self.classes)} classes do not "
+                             f"fit {width if width is not None else d} features")
+        if not np.allclose(self.precision, self.precision.T):
+            raise ValueError(f"{what}: the precision matrix is not symmetric")
+        try:
+            np.linalg.cholesky(self.precision)
+        except np.linalg.LinAlgError:
+            raise ValueError(f"{what}: the precision matrix is not positive definite") from None

@@ -1,0 +1,95 @@
+"""The ``features`` detector (class-conditional Gaussians on the model's internal features)
+and the adapters' ``features`` contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import ConfigurationError, digits
+from aimsec_core.adapter import Capabilities
+from aimsec_core.detection import FeatureDensityDetector, Probe, select_detectors
+from aimsec_core.detection.calibration import Calibration
+
+
+def _probe(features, labels, classes=2):
+    probabilities = np.eye(classes)[labels]
+    return Probe(np.zeros((len(labels), 1)), probabilities, ask=None,
+                 given_features=[np.asarray(f, dtype=np.float64) for f in features])
+
+
+def test_the_score_is_the_distance_to_the_predicted_class_not_the_nearest():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    early = rng.normal(0, 1, (400, 2)) + np.where(labels[:, None] == 0, -4.0, 4.0)
+    late = rng.normal(0, 1, (400, 2)) + np.where(labels[:, None] == 0, -4.0, 4.0)
+    detector = FeatureDensityDetector()
+    detector.fit(_probe([early, late], labels), (0, 1))
+    # early features of class 0, late ones of class 1, predicted 1: an adversarial pattern
+    mixed = _probe([[[-4.0, -4.0]], [[4.0, 4.0]]], np.array([1]))
+    agreeing = _probe([[[4.0, 4.0]], [[4.0, 4.0]]], np.array([1]))
+    assert detector.score(mixed)[0] > detector.score(agreeing)[0] + 1.0
+
+
+def test_features_need_an_adapter_that_gives_them():
+    with pytest.raises(ConfigurationError, match="internal features"):
+        select_detectors(["features"], Capabilities(probabilities=True))
+
+
+def test_torch_features_come_from_the_real_call_and_survive_a_calibration_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    data = digits.load()
+    model = digits.torch_cnn(data, epochs=2)
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor",
+                                constraints=digits.constraints("torch"))
+    adapter = aimsec_core.guard_of(guarded).adapter
+    assert adapter.capabilities.features
+    x = digits.as_model_input("torch", data.x_test[:8])
+    layers = adapter.features(x)
+    assert [f.shape for f in layers] == [(8, 16), (8, 32), (8, 64), (8, 10)]
+    with torch.no_grad():
+        np.testing.assert_allclose(layers[-1], model(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert not any(m._forward_hooks for m in model.modules())  # hooks removed
+
+    guarded.calibrate(digits.as_model_input("torch", data.x_calibration), fpr=0.05,
+                      detectors=["features", "margin"])
+    asked = []
+    original = adapter.features
+    adapter.features = lambda batch: (asked.append(1), original(batch))[1]
+    try:
+        with torch.no_grad():
+            out = guarded(x)
+    finally:
+        del adapter.features
+    assert asked == []  # the features came with the prediction: no second forward pass
+    with torch.no_grad():
+        assert torch.equal(out, model(x))
+    scores = guarded.last_verdict.scores["features"]
+
+    path = aimsec_core.guard_of(guarded).calibration.save(tmp_path / "features.npz")
+    restored = aimsec_core.guard(model, sinks=[], mode="monitor", calibration=path,
+                                 constraints=digits.constraints("torch"))
+    with torch.no_grad():
+        restored(x)
+    np.testing.assert_allclose(restored.last_verdict.scores["features"], scores)
+    loaded = Calibration.load(path)
+    assert loaded.suite.detectors[0].name == "features"
+
+
+def test_keras_features_come_from_an_intermediate_output_model():
+    pytest.importorskip("keras")
+    data = digits.load()
+    model = digits.keras_cnn(data, epochs=1)
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor",
+                                constraints=digits.constraints("keras"))
+    adapter = aimsec_core.guard_of(guarded).adapter
+    assert adapter.capabilities.features
+    layers = adapter.features(data.x_test[:8])
+    # conv blocks averaged per channel, the dense layer, the log-probabilities last
+    assert [f.shape for f in layers] == [(8, 16), (8, 32), (8, 64), (8, 10)]
+    np.testing.assert_allclose(np.exp(layers[-1]), model.predict(data.x_test[:8], verbose=0),
+                               rtol=1e-4, atol=1e-6)
+    guarded.calibrate(data.x_calibration, fpr=0.05, detectors=["features", "margin"])
+    guarded.predict(data.x_test[:16], verbose=0)
+    assert len(guarded.last_verdict.scores["features"]) == 16
