@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from tests.fakes import FakeClock, ListChannel
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
 
 
@@ -30,3 +32,15 @@ def sink() -> ListSink:
 def _audit_into_tmp(tmp_path, monkeypatch):
     """Guards built without explicit sinks write their audit log under the test's tmp dir."""
     monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path / "security_logs"))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand."""
+    return FakeClock()
+
+
+@pytest.fixture
+def channel() -> ListChannel:
+    """An alert channel that keeps what it is sent."""
+    return ListChannel()

@@ -4,7 +4,6 @@ import ssl
 
 import pytest
 
-from tests.fakes import FakeClock, ListChannel
 from .servers import HookServer, RedisServer, SmtpServer
 
 
@@ -56,11 +55,3 @@ def redis_server():
     server.stop()
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def channel() -> ListChannel:
-    return ListChannel()
