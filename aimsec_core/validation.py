@@ -307,6 +307,15 @@ def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | N
     the batch, and they must agree on its length; where some inputs are declared,
     undeclared ones (a torch model's extra arguments) stay out.
     """
+    if len(arrays) == 1:  # the common case: one input carries the batch, nothing to agree
+        (name, array), = arrays.items()
+        spec = specs.get(name)
+        if spec is None or not spec.shape or not spec.symbols:
+            if array.ndim == 0:  # a scalar: a call-level input, no batch
+                out.batch_size = 1
+                return set()
+            out.batch_size = _batch_size(array, spec)
+            return {name}
     ranked = [name for name, a in arrays.items() if a.ndim > 0]
     declared = {name: spec for name in arrays
                 if (spec := specs.get(name)) is not None and spec.shape}
