@@ -39,6 +39,11 @@ LIMITS = {"max_size": 1_000_000, "min_sparsity": 0.02}
 TRAFFIC = {"clean": 0.67, "nan": 0.05, "out_of_range": 0.05, "blank_image": 0.04,
            "wrong_shape": 0.05, "wrong_dtype": 0.04, "null": 0.03, "huge_list": 0.04,
            "noise": 0.03}
+#: The demo's three clients each send every kind of call: with the default lockout (five
+#: refused calls in ten minutes lock a client out for an hour) they would be locked out
+#: within seconds and the table would show nothing but ``lockout``. A real deployment keeps
+#: it; here it is off so that every check shows.
+POLICY = {"max_failed_attempts": 0}
 #: Detectors are calibrated so that 5% of clean calls of this many samples are refused.
 CALL_FPR, CALL_SIZE = 0.05, 8
 
@@ -192,7 +197,7 @@ def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
         trained[framework] = model
         guarded = guard(model, name=f"digits-{framework}",
                         constraints=digits.constraints(framework, **LIMITS),
-                        sinks=[audit, tally, *security])
+                        sinks=[audit, tally, *security], policy=POLICY)
         steps.run(f"calibrating its detectors ({CALL_FPR:.0%} of clean calls of "
                   f"{CALL_SIZE} refused)", lambda: guarded.calibrate(
                       digits.as_model_input(framework, data.x_calibration), fpr=CALL_FPR,
