@@ -166,17 +166,28 @@ class FingerprintIndex:
                 self.t_serial[bucket, way] = serial
 
     def _grow(self) -> None:
+        """Double the slots (up to ``capacity``) and rebuild the table in one pass: each
+        bucket gets its ``ways`` most recent entries, as inserting one by one would."""
         old = (self.fp_serial, self.fp_time, self.fp_client, self.fp_content, self.fp_hashes)
         self._allocate(min(self.capacity, self._slots * 2))
-        for serial, time, client, content, hashes in zip(*old):
-            if serial == _EMPTY:
-                continue
-            slot = serial % self._slots
-            self.fp_serial[slot], self.fp_time[slot] = serial, time
-            self.fp_client[slot], self.fp_content[slot] = client, content
-            self.fp_hashes[slot] = hashes
-            kept = hashes[hashes != 0]
-            self._insert(kept, kept & self._mask, int(serial))
+        live = np.flatnonzero(old[0] != _EMPTY)
+        live = live[np.argsort(old[0][live], kind="stable")]  # oldest first
+        serials = old[0][live]
+        slots = serials % self._slots
+        for new, previous in zip((self.fp_serial, self.fp_time, self.fp_client,
+                                  self.fp_content, self.fp_hashes), old):
+            new[slots] = previous[live]
+        hashes = old[4][live]
+        kept = hashes != 0
+        values = hashes[kept]  # row-major: in serial order
+        owners = np.broadcast_to(serials[:, None], hashes.shape)[kept]
+        buckets = (values & self._mask).astype(np.int64)
+        order = np.argsort(buckets, kind="stable")  # by bucket, oldest first within one
+        buckets, values, owners = buckets[order], values[order], owners[order]
+        from_end = np.searchsorted(buckets, buckets, side="right") - 1 - np.arange(len(buckets))
+        recent = from_end < self.ways
+        self.t_hash[buckets[recent], from_end[recent]] = values[recent]
+        self.t_serial[buckets[recent], from_end[recent]] = owners[recent]
 
 
 def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
