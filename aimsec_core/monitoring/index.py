@@ -166,28 +166,22 @@ class FingerprintIndex:
                 self.t_serial[bucket, way] = serial
 
     def _grow(self) -> None:
-        """Double the slots (up to ``capacity``) and rebuild the table in one pass: each
-        bucket gets its ``ways`` most recent entries, as inserting one by one would."""
+        """Double the slots (up to ``capacity``) and split each bucket of the table into
+        the buckets its entries now fall in (the mask gains bits; an entry keeps its way,
+        so none collides). Growing happens before the ring ever wraps, so serial ``i``
+        stays in slot ``i``. Entries a crowded bucket had already dropped stay dropped."""
+        slots = self._slots
         old = (self.fp_serial, self.fp_time, self.fp_client, self.fp_content, self.fp_hashes)
-        self._allocate(min(self.capacity, self._slots * 2))
-        live = np.flatnonzero(old[0] != _EMPTY)
-        live = live[np.argsort(old[0][live], kind="stable")]  # oldest first
-        serials = old[0][live]
-        slots = serials % self._slots
+        old_hash, old_serial = self.t_hash, self.t_serial
+        self._allocate(min(self.capacity, slots * 2))
         for new, previous in zip((self.fp_serial, self.fp_time, self.fp_client,
                                   self.fp_content, self.fp_hashes), old):
-            new[slots] = previous[live]
-        hashes = old[4][live]
-        kept = hashes != 0
-        values = hashes[kept]  # row-major: in serial order
-        owners = np.broadcast_to(serials[:, None], hashes.shape)[kept]
-        buckets = (values & self._mask).astype(np.int64)
-        order = np.argsort(buckets, kind="stable")  # by bucket, oldest first within one
-        buckets, values, owners = buckets[order], values[order], owners[order]
-        from_end = np.searchsorted(buckets, buckets, side="right") - 1 - np.arange(len(buckets))
-        recent = from_end < self.ways
-        self.t_hash[buckets[recent], from_end[recent]] = values[recent]
-        self.t_serial[buckets[recent], from_end[recent]] = owners[recent]
+            new[:slots] = previous
+        used = old_serial != _EMPTY
+        values = old_hash[used]
+        ways = np.nonzero(used)[1]
+        self.t_hash[values & self._mask, ways] = values
+        self.t_serial[values & self._mask, ways] = old_serial[used]
 
 
 def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
