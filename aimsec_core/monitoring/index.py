@@ -105,7 +105,13 @@ class FingerprintIndex:
         # count the candidates, then read the best few one by one: usually the first is
         # alive (stored within the ttl, not overwritten, other content)
         if len(found) <= _COUNTER_MAX:
-            ranked = Counter(found.tolist()).most_common(_SCALAR_TRIES)
+            counts = Counter(found.tolist())
+            serial = max(counts, key=counts.__getitem__)
+            slot = serial % self._slots
+            if (self.fp_serial[slot] == serial and self.fp_time[slot] >= since
+                    and self.fp_content[slot] != content):
+                return Match(counts[serial], size, int(self.fp_client[slot]) == client)
+            ranked = counts.most_common(_SCALAR_TRIES)
         else:
             found.sort()
             ends, counts = _runs(found)
@@ -158,6 +164,8 @@ class FingerprintIndex:
         ways = entries.argmin(axis=1)  # an empty or the oldest entry
         self.t_hash[buckets, ways] = hashes
         self.t_serial[buckets, ways] = serial
+        if len(set(buckets.tolist())) == len(buckets):
+            return
         lost = self.t_hash[buckets, ways] != hashes
         if lost.any():  # two of its hashes took the same entry of one bucket: redo them
             for bucket, value in zip(buckets[lost], hashes[lost]):
