@@ -18,6 +18,7 @@ queries per class, ``window`` distances and the ``clients`` most recently seen c
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Hashable
@@ -98,7 +99,7 @@ class ExtractionTracker:
         if count:
             stored = members[:min(count, self.set_size)]
             diff = stored - row
-            distance = float(np.sqrt(np.min((diff * diff).sum(axis=1))))
+            distance = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min()))
             if distance == 0.0:  # an exact repeat teaches an attacker nothing: not counted
                 return
             state.distances.append(distance)
