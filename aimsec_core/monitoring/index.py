@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,9 +28,9 @@ _SCALAR_TRIES = 4  #: best candidates checked one by one before the vectorized f
 _COUNTER_MAX = 48  #: candidates counted in Python below this many, with numpy above
 
 
-@dataclass(frozen=True)
-class Match:
-    """The best stored fingerprint for one query sample."""
+class Match(NamedTuple):
+    """The best stored fingerprint for one query sample (a named tuple: one is made per
+    sample of every watched call)."""
 
     shared: int  #: hashes it shares with the query
     size: int  #: hashes in the query's fingerprint
