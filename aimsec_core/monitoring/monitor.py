@@ -371,8 +371,9 @@ def _content_tags(samples: np.ndarray, input_hash: str) -> np.ndarray:
     Always of the sample itself, never of the call: a sample sent alone and the same
     sample inside another call's batch are the same content, an exact repeat rather than
     a near-duplicate (identical queries tell a black-box attacker nothing new)."""
-    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=4).digest(),
-                                    "little") for row in samples], dtype=np.uint32)
+    digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=4).digest()
+                       for row in samples)
+    return np.frombuffer(digests, dtype="<u4").astype(np.uint32)
 
 
 def _near_duplicates(matches: list[Match], threshold: float) -> list[tuple[int, Match]]:
