@@ -8,7 +8,8 @@ the set's members. Natural queries give minimum distances that look normally dis
 synthetic probes (random perturbations around a few seeds, Jacobian-based augmentation)
 do not. Every 10 queries, once ``min_queries`` distances exist, the Shapiro-Wilk W of the
 most recent ``window`` of them (3-sigma outliers removed) is computed; W below ``delta``
-(0.9 in the reference implementation) flags the client.
+(0.9 in the reference implementation) flags the client. W is computed by
+:func:`~aimsec_core.monitoring.shapiro.shapiro_w` (scipy's statistic, coefficients cached).
 
 The class comes from the model's answer, so a query is judged after the model ran; the
 suspicion this raises refuses the client's next calls. State is bounded: ``set_size``
@@ -17,12 +18,15 @@ queries per class, ``window`` distances and the ``clients`` most recently seen c
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
+
+from .shapiro import shapiro_w
 
 TEST_EVERY = 10  #: queries between two tests of one client (PRADA)
 
@@ -95,7 +99,7 @@ class ExtractionTracker:
         if count:
             stored = members[:min(count, self.set_size)]
             diff = stored - row
-            distance = float(np.sqrt(np.min((diff * diff).sum(axis=1))))
+            distance = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min()))
             if distance == 0.0:  # an exact repeat teaches an attacker nothing: not counted
                 return
             state.distances.append(distance)
@@ -118,11 +122,9 @@ class ExtractionTracker:
 
 
 def _shapiro(distances: np.ndarray) -> float | None:
-    from scipy.stats import shapiro
-
     mean, std = distances.mean(), distances.std()
     if std > 0:
         distances = distances[np.abs(distances - mean) <= 3 * std]
     if len(distances) < 3 or np.ptp(distances) == 0:
         return 0.0 if len(distances) >= 3 else None  # identical distances: not natural
-    return float(shapiro(distances).statistic)
+    return shapiro_w(distances)

@@ -24,13 +24,14 @@ Differences from the paper, all to fit tabular rows and small inputs as well as 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd
 _SHIFT = np.uint64(29)
-_HIGH = np.uint64(32)
+_HIGH_HALF = 1 if sys.byteorder == "little" else 0  #: index of a uint64's high uint32
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class Fingerprinter:
         self._coefficients = (rng.integers(1, 2**63, size=max(settings.window, 1),
                                            dtype=np.uint64) * np.uint64(2) + np.uint64(1))
         self._offset = rng.integers(1, 2**63, dtype=np.uint64)
+        self._inverse_unit = 1.0 / settings.unit
+        self._inverse_step = 1.0 / settings.step
 
     def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
         return f"Fingerprinter({self.settings})"
@@ -86,19 +89,24 @@ class Fingerprinter:
         s = self.settings
         x = np.asarray(samples, dtype=np.float64)
         salt, gather = self._layout(x.shape[1])
-        quantized = np.floor(np.arcsinh(x / s.unit) / s.step + salt)
-        codes = quantized.astype(np.int64).view(np.uint64)
+        quantized = np.arcsinh(x * self._inverse_unit if s.unit != 1.0 else x)
+        quantized *= self._inverse_step
+        quantized += salt
+        codes = np.floor(quantized, out=quantized).astype(np.int64).view(np.uint64)
         # integer arrays wrap silently on overflow: the arithmetic is modulo 2^64
         h = codes[:, gather] @ self._coefficients[:gather.shape[1]]
         h += self._offset  # keyed, so a window of zeros hashes to a secret value too
         h ^= h >> _SHIFT
         h *= _MIX
-        h = (h >> _HIGH).astype(np.uint32)  # the product's high half is the mixed one
-        if len(h) == 1:
-            kept = np.unique(h[0])[::-1]
-            kept = kept[kept != 0][:s.hashes]
-            return kept[None]
-        h.sort(axis=1)
+        # the product's high half is the mixed one: read it in place, sorted in the copy
+        h = np.sort(h.view(np.uint32)[:, _HIGH_HALF::2], axis=1)
+        if len(h) == 1:  # one row: descending, without repeats and the (never kept) zero
+            row = h[0, ::-1]
+            distinct = np.empty(len(row), dtype=bool)
+            distinct[0] = row[0] != 0
+            np.not_equal(row[1:], row[:-1], out=distinct[1:])
+            distinct[1:] &= row[1:] != 0
+            return row[distinct][:s.hashes][None]
         if h.shape[1] > 1:  # distinct values only: repeats become 0 and sort to the end
             h[:, :-1][h[:, :-1] == h[:, 1:]] = 0
             h.sort(axis=1)

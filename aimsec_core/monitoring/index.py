@@ -18,16 +18,19 @@ tag (28 bytes), and 1.5 * S table entries of 12 bytes: about 1.1 KB at S = 50.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from typing import NamedTuple
 
 import numpy as np
 
 _EMPTY = -1
+_SCALAR_TRIES = 4  #: best candidates checked one by one before the vectorized fallback
+_COUNTER_MAX = 48  #: candidates counted in Python below this many, with numpy above
 
 
-@dataclass(frozen=True)
-class Match:
-    """The best stored fingerprint for one query sample."""
+class Match(NamedTuple):
+    """The best stored fingerprint for one query sample (a named tuple: one is made per
+    sample of every watched call)."""
 
     shared: int  #: hashes it shares with the query
     size: int  #: hashes in the query's fingerprint
@@ -82,34 +85,66 @@ class FingerprintIndex:
         (exact repeats are the repeat check's business), then store the row."""
         out = []
         with self._lock:
-            for row, content in zip(fingerprints, contents):
-                hashes = row[row != 0]
-                out.append(self._best(hashes, int(content), client, now - ttl))
-                self._add(hashes, int(content), client, now)
+            for row, content in zip(fingerprints, contents.tolist()):
+                # rows are sorted descending: the zero padding is at the end
+                hashes = row if not len(row) or row[-1] else row[:np.count_nonzero(row)]
+                buckets = hashes & self._mask
+                entries = self.t_serial[buckets]  # (len(hashes), ways) serials
+                out.append(self._best(hashes, buckets, entries, content, client, now - ttl))
+                self._add(hashes, buckets, entries, content, client, now)
         return out
 
-    def _best(self, hashes: np.ndarray, content: int, client: int, since: float) -> Match:
-        if not len(hashes):
+    def _best(self, hashes: np.ndarray, buckets: np.ndarray, entries: np.ndarray,
+              content: int, client: int, since: float) -> Match:
+        size = len(hashes)
+        if not size:
             return Match(0, 0, False)
-        buckets = hashes & self._mask
-        found = self.t_serial[buckets][self.t_hash[buckets] == hashes[:, None]]
+        found = entries[self.t_hash[buckets] == hashes[:, None]]
         if not len(found):
-            return Match(0, len(hashes), False)
+            return Match(0, size, False)
+        # count the candidates, then read the best few one by one: usually the first is
+        # alive (stored within the ttl, not overwritten, other content)
+        if len(found) <= _COUNTER_MAX:
+            counts = Counter(found.tolist())
+            serial = max(counts, key=counts.__getitem__)
+            slot = serial % self._slots
+            if (self.fp_serial[slot] == serial and self.fp_time[slot] >= since
+                    and self.fp_content[slot] != content):
+                return Match(counts[serial], size, int(self.fp_client[slot]) == client)
+            ranked = counts.most_common(_SCALAR_TRIES)
+        else:
+            found.sort()
+            ends, counts = _runs(found)
+            top = np.argsort(counts)[:-_SCALAR_TRIES - 1:-1]
+            ranked = list(zip(found[ends[top]].tolist(), counts[top].tolist()))
+        for serial, count in ranked:
+            slot = serial % self._slots
+            if (self.fp_serial[slot] == serial and self.fp_time[slot] >= since
+                    and self.fp_content[slot] != content):
+                return Match(count, size, int(self.fp_client[slot]) == client)
+        if len(ranked) < _SCALAR_TRIES:
+            return Match(0, size, False)
+        return self._best_alive(found, size, content, client, since)
+
+    def _best_alive(self, found: np.ndarray, size: int, content: int, client: int,
+                    since: float) -> Match:
+        """The vectorized fallback of :meth:`_best` when its first candidates are dead."""
         slots = found % self._slots
         alive = ((self.fp_serial[slots] == found) & (self.fp_time[slots] >= since)
                  & (self.fp_content[slots] != np.uint64(content)))
         found = np.sort(found[alive])
         if not len(found):
-            return Match(0, len(hashes), False)
-        ends = np.append(np.flatnonzero(found[1:] != found[:-1]), len(found) - 1)
-        counts = np.diff(ends, prepend=-1)  # run lengths of equal serials
+            return Match(0, size, False)
+        ends, counts = _runs(found)
         best = int(np.argmax(counts))
         owner = int(self.fp_client[found[ends[best]] % self._slots])
-        return Match(int(counts[best]), len(hashes), owner == client)
+        return Match(int(counts[best]), size, owner == client)
 
-    def _add(self, hashes: np.ndarray, content: int, client: int, now: float) -> None:
+    def _add(self, hashes: np.ndarray, buckets: np.ndarray, entries: np.ndarray | None,
+             content: int, client: int, now: float) -> None:
         if self._serial >= self._slots and self._slots < self.capacity:
             self._grow()
+            buckets, entries = hashes & self._mask, None
         serial = self._serial
         self._serial += 1
         slot = serial % self._slots
@@ -117,15 +152,20 @@ class FingerprintIndex:
         self.fp_time[slot] = now
         self.fp_client[slot] = client
         self.fp_content[slot] = content
-        self.fp_hashes[slot] = 0
-        self.fp_hashes[slot, :len(hashes)] = hashes
-        self._insert(hashes, serial)
+        stored = self.fp_hashes[slot]
+        stored[len(hashes):] = 0
+        stored[:len(hashes)] = hashes
+        self._insert(hashes, buckets, serial, entries)
 
-    def _insert(self, hashes: np.ndarray, serial: int) -> None:
-        buckets = hashes & self._mask
-        ways = np.argmin(self.t_serial[buckets], axis=1)  # an empty or the oldest entry
+    def _insert(self, hashes: np.ndarray, buckets: np.ndarray, serial: int,
+                entries: np.ndarray | None = None) -> None:
+        if entries is None:
+            entries = self.t_serial[buckets]
+        ways = entries.argmin(axis=1)  # an empty or the oldest entry
         self.t_hash[buckets, ways] = hashes
         self.t_serial[buckets, ways] = serial
+        if len(set(buckets.tolist())) == len(buckets):
+            return
         lost = self.t_hash[buckets, ways] != hashes
         if lost.any():  # two of its hashes took the same entry of one bucket: redo them
             for bucket, value in zip(buckets[lost], hashes[lost]):
@@ -134,13 +174,32 @@ class FingerprintIndex:
                 self.t_serial[bucket, way] = serial
 
     def _grow(self) -> None:
+        """Double the slots (up to ``capacity``) and split each bucket of the table into
+        the buckets its entries now fall in (the mask gains bits; an entry keeps its way,
+        so none collides). Growing happens before the ring ever wraps, so serial ``i``
+        stays in slot ``i``. Entries a crowded bucket had already dropped stay dropped."""
+        slots = self._slots
         old = (self.fp_serial, self.fp_time, self.fp_client, self.fp_content, self.fp_hashes)
-        self._allocate(min(self.capacity, self._slots * 2))
-        for serial, time, client, content, hashes in zip(*old):
-            if serial == _EMPTY:
-                continue
-            slot = serial % self._slots
-            self.fp_serial[slot], self.fp_time[slot] = serial, time
-            self.fp_client[slot], self.fp_content[slot] = client, content
-            self.fp_hashes[slot] = hashes
-            self._insert(hashes[hashes != 0], int(serial))
+        old_hash, old_serial = self.t_hash, self.t_serial
+        self._allocate(min(self.capacity, slots * 2))
+        for new, previous in zip((self.fp_serial, self.fp_time, self.fp_client,
+                                  self.fp_content, self.fp_hashes), old):
+            new[:slots] = previous
+        used = old_serial != _EMPTY
+        values = old_hash[used]
+        ways = np.nonzero(used)[1]
+        self.t_hash[values & self._mask, ways] = values
+        self.t_serial[values & self._mask, ways] = old_serial[used]
+
+
+def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a sorted non-empty array: the last index of each run of equal values, and the
+    run lengths (slicing, not ``np.diff``'s padding, which costs more at this size)."""
+    change = np.flatnonzero(ordered[1:] != ordered[:-1])
+    ends = np.empty(len(change) + 1, dtype=np.int64)
+    ends[:-1] = change
+    ends[-1] = len(ordered) - 1
+    counts = ends.copy()
+    counts[1:] -= ends[:-1]
+    counts[0] += 1
+    return ends, counts

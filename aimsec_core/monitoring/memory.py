@@ -14,6 +14,7 @@ from .policy import ClientRules, Policy
 from .store import Admission, Fingerprints, Observation, Store
 
 _SWEEP_EVERY = 4096
+_ADMITTED = Admission()
 
 
 class MemoryStore(Store):
@@ -68,6 +69,8 @@ class MemoryStore(Store):
                     interval_retry = last + rules.min_request_interval - now
                 else:
                     self._last[key] = now
+            if rate_retry is None and interval_retry is None:
+                return _ADMITTED
             return Admission(rate_retry=rate_retry, interval_retry=interval_retry)
 
     def observe(self, model: str, client: str, now: float, rules: ClientRules,

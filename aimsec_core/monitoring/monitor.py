@@ -46,6 +46,7 @@ from .store import Store, StoreError, client_key
 
 T = TypeVar("T")
 _READABLE_ID = 200  #: characters of a client id kept for reports
+_KEYS_KEPT = 4096  #: client keys remembered (ids up to _READABLE_ID characters)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Monitor:
             delta=policy.extraction_delta, set_size=policy.extraction_set_size,
             clients=policy.extraction_clients)
         self._fingerprinters: dict[bytes, Fingerprinter] = {}
+        self._keys: dict[str, str] = {}
         self._down_until = -float("inf")
         self._down_reason = ""
         self._lock = threading.Lock()
@@ -157,7 +159,7 @@ class Monitor:
         if not watched and not limited:
             return None
         now = self.clock()
-        visit = Visit(client[:_READABLE_ID], client_key(client), rules, now, watched,
+        visit = Visit(client[:_READABLE_ID], self._key(client), rules, now, watched,
                       self.store)
         lockout = watched and rules.max_failed_attempts > 0
         admission = self._use(now, visit, lambda s: s.admit(self.model, visit.key, now, rules,
@@ -180,6 +182,17 @@ class Monitor:
                 f"(min_request_interval); retry in {admission.interval_retry:.2f} s",
                 expected=rules.min_request_interval, score=admission.interval_retry))
         return visit
+
+    def _key(self, client: str) -> str:
+        """:func:`client_key`, remembered for a bounded number of short ids."""
+        key = self._keys.get(client)
+        if key is None:
+            key = client_key(client)
+            if len(client) <= _READABLE_ID:
+                if len(self._keys) >= _KEYS_KEPT:
+                    self._keys.clear()
+                self._keys[client] = key
+        return key
 
     # -- 2. query checks ---------------------------------------------------------------
 
@@ -358,8 +371,9 @@ def _content_tags(samples: np.ndarray, input_hash: str) -> np.ndarray:
     Always of the sample itself, never of the call: a sample sent alone and the same
     sample inside another call's batch are the same content, an exact repeat rather than
     a near-duplicate (identical queries tell a black-box attacker nothing new)."""
-    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=4).digest(),
-                                    "little") for row in samples], dtype=np.uint32)
+    digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=4).digest()
+                       for row in samples)
+    return np.frombuffer(digests, dtype="<u4").astype(np.uint32)
 
 
 def _near_duplicates(matches: list[Match], threshold: float) -> list[tuple[int, Match]]:

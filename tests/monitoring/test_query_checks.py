@@ -200,3 +200,70 @@ def test_any_finite_row_fingerprints(values):
     row = np.asarray(values, dtype=np.float64)[None]
     fp = _fingerprinter()(row)
     assert fp.dtype == np.uint32 and fp.shape[0] == 1 and 1 <= (fp != 0).sum() <= 50
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(4, 400), st.sampled_from([4, 12, 40]))
+def test_the_best_match_is_the_stored_fingerprint_sharing_most_hashes(seed, alphabet, stored):
+    """Against a brute-force scan: alive (within the ttl, other content) and sharing most
+    hashes, whether few or many candidates (counted in Python or with numpy)."""
+    rng = np.random.default_rng(seed)
+    hashes = 8
+    index = FingerprintIndex(1000, hashes, ways=64, initial=16)  # no bucket ever overflows
+    kept: list[tuple[set[int], int, float]] = []
+    for step in range(stored + 20):
+        row = np.sort(rng.choice(np.arange(1, alphabet + 1, dtype=np.uint32),
+                                 size=min(hashes, alphabet), replace=False))[::-1]
+        content, now = int(rng.integers(0, 6)), float(step)
+        match = index.match_and_add(row[None], np.array([content], np.uint32), step % 3,
+                                    now, 10.0)[0]
+        alive = [len(set(row.tolist()) & h) for h, c, t in kept
+                 if t >= now - 10.0 and c != content]
+        assert match.shared == max(alive, default=0) and match.size == len(row)
+        kept.append((set(row.tolist()), content, now))
+
+
+def test_growing_keeps_every_entry_and_finds_what_it_found():
+    rng = np.random.default_rng(1)
+    rows = np.sort(rng.integers(1, 3000, (900, 3, 20), dtype=np.uint32), axis=2)[:, :, ::-1]
+    grown = FingerprintIndex(100_000, 20, ways=4, initial=16)
+    direct = FingerprintIndex(100_000, 20, ways=4, initial=4096)
+    for k, batch in enumerate(rows):
+        contents = np.arange(3, dtype=np.uint32) + 3 * k
+        grown.match_and_add(batch, contents, k, float(k), 1e9)
+        direct.match_and_add(batch, contents, k, float(k), 1e9)
+    assert grown._slots == 4096 and len(grown) == 2700  # grown 8 times
+
+    def table(index: FingerprintIndex) -> list[set[tuple[int, int]]]:
+        return [set(zip(s.tolist(), h.tolist())) for s, h in zip(index.t_serial, index.t_hash)]
+
+    kept, full = table(grown), table(direct)
+    assert all(a <= b for a, b in zip(kept, full))  # a subset of the same buckets' entries
+    assert sum(map(len, kept)) >= 0.9 * sum(map(len, full))  # only crowded buckets lose
+    for name in ("fp_serial", "fp_time", "fp_client", "fp_content", "fp_hashes"):
+        assert np.array_equal(getattr(grown, name), getattr(direct, name))
+    last = rows[-1]  # the most recent fingerprints are whole in both
+    again = grown.match_and_add(last, np.array([9, 9, 9], np.uint32), 0, 901.0, 1e9)
+    assert [m.shared for m in again] == [20, 20, 20]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(3, 400), st.integers(0, 2**32 - 1),
+       st.sampled_from(["normal", "exponential", "uniform", "lumpy"]))
+def test_shapiro_w_is_scipys_statistic(n, seed, shape):
+    from scipy.stats import shapiro
+
+    from aimsec_core.monitoring.shapiro import shapiro_w
+
+    rng = np.random.default_rng(seed)
+    values = {"normal": lambda: rng.normal(5, 2, n), "exponential": lambda: rng.exponential(1, n),
+              "uniform": lambda: rng.random(n),
+              "lumpy": lambda: np.round(rng.random(n) * 3) + rng.random(n) * 1e-3}[shape]()
+    assert shapiro_w(values) == pytest.approx(float(shapiro(values).statistic), abs=1e-6)
+
+
+def test_shapiro_w_needs_three_values():
+    from aimsec_core.monitoring.shapiro import shapiro_w
+
+    with pytest.raises(ValueError, match="at least 3"):
+        shapiro_w(np.array([1.0, 2.0]))
