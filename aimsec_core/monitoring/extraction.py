@@ -8,8 +8,8 @@ the set's members. Natural queries give minimum distances that look normally dis
 synthetic probes (random perturbations around a few seeds, Jacobian-based augmentation)
 do not. Every 10 queries, once ``min_queries`` distances exist, the Shapiro-Wilk W of the
 most recent ``window`` of them (3-sigma outliers removed) is computed; W below ``delta``
-(0.9 in the reference implementation) flags the client. W is computed by
-:func:`~aimsec_core.monitoring.shapiro.shapiro_w` (scipy's statistic, coefficients cached).
+(0.9 in the reference implementation) flags the client. W is scipy's
+(``scipy.stats.shapiro``, Royston's algorithm), run once every 10 queries.
 
 The class comes from the model's answer, so a query is judged after the model ran; the
 suspicion this raises refuses the client's next calls. State is bounded: ``set_size``
@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from .shapiro import shapiro_w
 
 TEST_EVERY = 10  #: queries between two tests of one client (PRADA)
 
@@ -122,9 +121,11 @@ class ExtractionTracker:
 
 
 def _shapiro(distances: np.ndarray) -> float | None:
+    from scipy.stats import shapiro
+
     mean, std = distances.mean(), distances.std()
     if std > 0:
         distances = distances[np.abs(distances - mean) <= 3 * std]
     if len(distances) < 3 or np.ptp(distances) == 0:
         return 0.0 if len(distances) >= 3 else None  # identical distances: not natural
-    return shapiro_w(distances)
+    return float(shapiro(distances).statistic)

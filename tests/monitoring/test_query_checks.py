@@ -245,25 +245,3 @@ def test_growing_keeps_every_entry_and_finds_what_it_found():
     last = rows[-1]  # the most recent fingerprints are whole in both
     again = grown.match_and_add(last, np.array([9, 9, 9], np.uint32), 0, 901.0, 1e9)
     assert [m.shared for m in again] == [20, 20, 20]
-
-
-@settings(max_examples=80, deadline=None)
-@given(st.integers(3, 400), st.integers(0, 2**32 - 1),
-       st.sampled_from(["normal", "exponential", "uniform", "lumpy"]))
-def test_shapiro_w_is_scipys_statistic(n, seed, shape):
-    from scipy.stats import shapiro
-
-    from aimsec_core.monitoring.shapiro import shapiro_w
-
-    rng = np.random.default_rng(seed)
-    values = {"normal": lambda: rng.normal(5, 2, n), "exponential": lambda: rng.exponential(1, n),
-              "uniform": lambda: rng.random(n),
-              "lumpy": lambda: np.round(rng.random(n) * 3) + rng.random(n) * 1e-3}[shape]()
-    assert shapiro_w(values) == pytest.approx(float(shapiro(values).statistic), abs=1e-6)
-
-
-def test_shapiro_w_needs_three_values():
-    from aimsec_core.monitoring.shapiro import shapiro_w
-
-    with pytest.raises(ValueError, match="at least 3"):
-        shapiro_w(np.array([1.0, 2.0]))
