@@ -114,3 +114,24 @@ def test_a_calibration_threshold_far_outside_the_suspicion_scale_is_refused(mode
             archive.writestr(name, raw)
     with pytest.raises(aimsec_core.CalibrationError, match="threshold"):
         aimsec_core.guard(model, sinks=[]).load_calibration(tmp_path / "bad.npz")
+
+
+def test_incidents_on_a_file_that_is_no_database_is_a_one_line_error(tmp_path, capsys):
+    bogus = tmp_path / "passwd"
+    bogus.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert main(["incidents", "--db", str(bogus)]) == 2
+    out = capsys.readouterr().out
+    assert "aimsec incidents:" in out and "Traceback" not in out
+
+
+def test_incidents_says_when_the_list_is_cut(tmp_path, capsys):
+    from aimsec_core.incidents import IncidentStore
+    from aimsec_core.incidents.model import Occurrence
+
+    store = IncidentStore(tmp_path / "i.sqlite3")
+    store.record([Occurrence("m", "range", f"c{i}", "medium", 1e9, 1e9 + i)
+                  for i in range(5)])
+    store.close()
+    assert main(["incidents", "--db", str(tmp_path / "i.sqlite3"), "--limit", "3",
+                 "--since", "2000-01-01"]) == 0
+    assert "--limit shows more" in capsys.readouterr().out

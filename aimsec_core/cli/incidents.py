@@ -55,8 +55,9 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
-    from ..incidents.store import IncidentStore, database_path
+    from ..incidents.store import IncidentStore, IncidentStoreError, database_path
 
     console = Console(width=None if sys.stdout.isatty() else 80)
     path = database_path(args.db)
@@ -68,21 +69,32 @@ def run(args: argparse.Namespace) -> int:
         return 0
     store = IncidentStore(path)
     try:
-        for incident_id, status in ((args.ack, "acknowledged"), (args.resolve, "resolved")):
-            if incident_id is not None:
-                try:
-                    store.set_status(incident_id, status)
-                except KeyError as exc:
-                    console.print(f"[red]{exc.args[0]}[/]")
-                    return 1
-                console.print(f"incident #{incident_id} {status}")
-        if args.ack is not None or args.resolve is not None:
-            return 0
-        statuses = STATUSES if args.status == "all" else (args.status,)
-        found = store.incidents(statuses=statuses, since=args.since, severity=args.severity,
-                                limit=args.limit)
+        return _show(args, store, path, console)
+    except IncidentStoreError as exc:  # not an incident database, or one that cannot be read
+        console.print(f"[red]aimsec incidents:[/] {escape(str(exc))}")
+        return 2
     finally:
         store.close()
+
+
+def _show(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:
+    """Change a status (``--ack``/``--resolve``) or list incidents; ``IncidentStoreError``
+    when the file is not an incident database."""
+    for incident_id, status in ((args.ack, "acknowledged"), (args.resolve, "resolved")):
+        if incident_id is not None:
+            try:
+                store.set_status(incident_id, status)
+            except KeyError as exc:
+                console.print(f"[red]{exc.args[0]}[/]")
+                return 1
+            console.print(f"incident #{incident_id} {status}")
+    if args.ack is not None or args.resolve is not None:
+        return 0
+    statuses = STATUSES if args.status == "all" else (args.status,)
+    found = store.incidents(statuses=statuses, since=args.since, severity=args.severity,
+                            limit=args.limit + 1)
+    cut = len(found) > args.limit
+    found = found[:args.limit]
     if args.json:
         print(json.dumps([i.as_dict() for i in found], indent=2))
         return 0
@@ -93,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(table(found, time.time()))
     for line in legend(found):
         console.print(line, highlight=False)
-    console.print(f"{len(found)} incident(s) from {path}; details: aimsec incidents --json")
+    more = f" (the {args.limit} most severe and recent; --limit shows more)" if cut else ""
+    console.print(f"{len(found)} incident(s){more} from {path}; details: aimsec incidents "
+                  "--json")
     return 0
 
 
