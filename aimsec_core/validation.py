@@ -160,7 +160,14 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
         return None
     limit = constraints.max_size
     if is_sequence and limit is not None:
-        declared = declared_size(value, limit)
+        try:
+            declared = declared_size(value, limit)
+        except Exception as exc:  # a sequence whose len() or items fail: not readable
+            _block(out, "format", f"input {name!r} is a {type(value).__name__} that could not "
+                   f"be read ({type(exc).__name__}); expected a rectangular sequence of numbers",
+                   expected="rectangular numeric array", received=type(value).__name__,
+                   detail=str(exc))
+            return None
         if declared > limit:
             _block(out, "size", f"input {name!r} declares more than {limit} elements; "
                    f"refused before conversion (max_size={limit})", expected=limit,
@@ -173,7 +180,7 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
         array = _as_stored(np.asarray(value))
         listed.add(name)
         return array
-    except (ValueError, TypeError, OverflowError) as exc:
+    except Exception as exc:  # ragged, non-numeric, or a sequence whose items fail to read
         _block(out, "format", f"input {name!r} is a ragged or non-numeric nested sequence; "
                "expected a rectangular array of numbers",
                expected="rectangular numeric array", received=type(value).__name__,

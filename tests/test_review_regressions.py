@@ -135,3 +135,19 @@ def test_incidents_says_when_the_list_is_cut(tmp_path, capsys):
     assert main(["incidents", "--db", str(tmp_path / "i.sqlite3"), "--limit", "3",
                  "--since", "2000-01-01"]) == 0
     assert "--limit shows more" in capsys.readouterr().out
+
+
+class _Treacherous(list):
+    """A list whose length cannot be read."""
+
+    def __len__(self):
+        raise RuntimeError("no length for you")
+
+
+def test_a_sequence_that_fails_to_read_is_a_typed_refusal_with_one_line(model, tmp_path):
+    audit = AuditLog(tmp_path)
+    guarded = aimsec_core.guard(model, sinks=[audit])
+    with pytest.raises(aimsec_core.InputFormatError, match="could not be read"):
+        guarded.predict(_Treacherous([[0.0] * 64]))
+    [line] = _lines(audit)
+    assert line["decision"] == "rejected"
