@@ -178,7 +178,7 @@ class Suite:
                  predicted: Any, features: Any) -> Any:
         import torch
 
-        whitener, white_means = detector._whitened()
+        whitener, white_means = detector.gaussians.whitened()
         z = self._projected(detector, x) @ _tensor(whitener, torch.float64)
         d = torch.cdist(z, _tensor(white_means, torch.float64)) ** 2
         return torch.log(d.min(dim=1).values + 1e-12).float()
