@@ -25,7 +25,7 @@ from .detection.calibration import Calibration
 from .guard import Guard
 from .compat import AISecurityMonitor
 from .incidents import IncidentSink, IncidentStore
-from .legacy import AIModelProtector
+from .compat.protector import AIModelProtector
 from .registry import installed_adapters, register_adapter
 from .serving import AimsecMiddleware
 from .signature import Constraints, InputSpec

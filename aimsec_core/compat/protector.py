@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from .adapter import HostArrays
-from .arrays import content_hash
-from .audit import AuditLog
-from .context import ANONYMOUS, client
-from .errors import SecurityViolation
-from .guard import Guard
-from .monitoring import Store
-from .signature import Constraints
-from .verdict import Verdict
+from ..adapter import HostArrays
+from ..arrays import content_hash
+from ..audit import AuditLog
+from ..context import ANONYMOUS, client
+from ..errors import SecurityViolation
+from ..guard import Guard
+from ..monitoring import Store
+from ..signature import Constraints
+from ..verdict import Verdict
 
 #: The original tool applied these two structural checks even when not configured.
 _LEGACY_DEFAULTS = {"max_gradient": 100.0, "min_sparsity": 0.01}
