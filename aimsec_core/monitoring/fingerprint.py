@@ -14,9 +14,11 @@ Differences from the paper, all to fit tabular rows and small inputs as well as 
   next to hue around 1), so one relative step serves both.
 - The salt is one offset per position (a fraction of a step), drawn from the secret.
 - Windows are hashed with a keyed polynomial (random odd 64-bit coefficients from the
-  secret), mixed by a xor-shift and a multiplication by 2^64/phi whose high 32 bits are
-  kept, instead of SHA-256: vectorized, and an attacker without the secret cannot
-  predict which windows are kept.
+  secret, arithmetic modulo 2^64) whose high 32 bits are kept, instead of SHA-256:
+  vectorized, and an attacker without the secret cannot predict which windows are kept.
+  Windows one quantization step apart differ by a secret 64-bit coefficient, so their
+  high halves are unrelated; the quantized codes carry a large secret-free offset
+  (2^20 steps), which makes truncation a floor and keys even an all-zero window.
 - Hashes are kept as 32-bit values (the index keys); inputs with fewer windows than ``S``
   keep all of their distinct windows, and the match threshold is a share of the query's
   fingerprint (``T / S`` = 25 / 50 = 0.5 in the paper).
@@ -29,8 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd
-_SHIFT = np.uint64(29)
+_BIAS = float(2**20)  #: added to the quantized values: truncation is then a floor
 _HIGH_HALF = 1 if sys.byteorder == "little" else 0  #: index of a uint64's high uint32
 
 
@@ -60,7 +61,6 @@ class Fingerprinter:
         rng = np.random.default_rng(self._rng_seed + [1])
         self._coefficients = (rng.integers(1, 2**63, size=max(settings.window, 1),
                                            dtype=np.uint64) * np.uint64(2) + np.uint64(1))
-        self._offset = rng.integers(1, 2**63, dtype=np.uint64)
         self._inverse_unit = 1.0 / settings.unit
         self._inverse_step = 1.0 / settings.step
 
@@ -68,11 +68,11 @@ class Fingerprinter:
         return f"Fingerprinter({self.settings})"
 
     def _layout(self, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per input width: the salt (one offset per position) and the window gather
-        index ((windows, w) positions), cached."""
+        """Per input width: the salt (one offset per position, plus the bias) and the
+        window gather index ((windows, w) positions), cached."""
         found = self._salts.get(width)
         if found is None:
-            salt = np.random.default_rng(self._rng_seed + [2, width]).random(width)
+            salt = np.random.default_rng(self._rng_seed + [2, width]).random(width) + _BIAS
             w = min(self.settings.window, width)
             gather = np.arange(width - w + 1)[:, None] + np.arange(w)[None, :]
             found = (salt, gather)
@@ -92,21 +92,19 @@ class Fingerprinter:
         quantized = np.arcsinh(x * self._inverse_unit if s.unit != 1.0 else x)
         quantized *= self._inverse_step
         quantized += salt
-        codes = np.floor(quantized, out=quantized).astype(np.int64).view(np.uint64)
+        # asinh keeps finite values far inside int64: the cast cannot overflow
+        codes = quantized.astype(np.int64).view(np.uint64)
         # integer arrays wrap silently on overflow: the arithmetic is modulo 2^64
         h = codes[:, gather] @ self._coefficients[:gather.shape[1]]
-        h += self._offset  # keyed, so a window of zeros hashes to a secret value too
-        h ^= h >> _SHIFT
-        h *= _MIX
-        # the product's high half is the mixed one: read it in place, sorted in the copy
-        h = np.sort(h.view(np.uint32)[:, _HIGH_HALF::2], axis=1)
-        if len(h) == 1:  # one row: descending, without repeats and the (never kept) zero
-            row = h[0, ::-1]
+        high = h.view(np.uint32)[:, _HIGH_HALF::2]
+        if len(high) == 1:  # one row: its distinct non-zero values, largest first
+            row = np.sort(high[0])
             distinct = np.empty(len(row), dtype=bool)
-            distinct[0] = row[0] != 0
-            np.not_equal(row[1:], row[:-1], out=distinct[1:])
-            distinct[1:] &= row[1:] != 0
-            return row[distinct][:s.hashes][None]
+            distinct[-1] = True
+            np.not_equal(row[:-1], row[1:], out=distinct[:-1])
+            row = row[distinct][::-1][:s.hashes]
+            return (row if row[-1] else row[row != 0])[None]
+        h = np.sort(high, axis=1)
         if h.shape[1] > 1:  # distinct values only: repeats become 0 and sort to the end
             h[:, :-1][h[:, :-1] == h[:, 1:]] = 0
             h.sort(axis=1)

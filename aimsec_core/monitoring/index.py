@@ -5,18 +5,23 @@ stored and memory never grows past the cap:
 
 - fingerprints live in a ring of at most ``capacity`` slots (the oldest is replaced) and
   count only while younger than ``ttl`` seconds;
-- the index is a table of buckets of ``ways`` entries (hash, serial); a bucket keeps its
+- the index is a table of buckets of ``ways`` entries, each one 64-bit word holding the
+  storing fingerprint's serial (high half) and the hash (low half); a bucket keeps its
   most recent entries. A query reads one bucket per hash: ``S * ways`` entries, whatever
   the number stored. Windows common to most inputs (a blank border) fill their bucket with
   recent entries only, which is all the near-duplicate test needs: an attack's queries
   follow each other.
 
+Serials are 32-bit: after 2^32 stored fingerprints (weeks of a busy model) the index
+starts over empty, forgetting at most ``ttl`` seconds of history once.
+
 Per stored fingerprint: its hashes (4 bytes each), serial, time, client tag and content
-tag (28 bytes), and 1.5 * S table entries of 12 bytes: about 1.1 KB at S = 50.
+tag (28 bytes), and 1.5 * S table entries of 8 bytes: about 830 bytes at S = 50.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from typing import NamedTuple
@@ -26,6 +31,9 @@ import numpy as np
 _EMPTY = -1
 _SCALAR_TRIES = 4  #: best candidates checked one by one before the vectorized fallback
 _COUNTER_MAX = 48  #: candidates counted in Python below this many, with numpy above
+_SERIALS = 1 << 32  #: serials fit the high half of a table entry
+_LOW_HALF = 0 if sys.byteorder == "little" else 1  #: index of a uint64's low uint32
+_HALF = np.uint64(32)
 
 
 class Match(NamedTuple):
@@ -55,7 +63,8 @@ class FingerprintIndex:
         self.ways = ways
         self._lock = threading.Lock()
         self._serial = 0
-        self._allocate(min(capacity, initial))
+        self._initial = min(capacity, initial)
+        self._allocate(self._initial)
 
     def _allocate(self, slots: int) -> None:
         self._slots = slots
@@ -65,15 +74,26 @@ class FingerprintIndex:
         self.fp_content = np.zeros(slots, dtype=np.uint64)
         self.fp_hashes = np.zeros((slots, self.hashes), dtype=np.uint32)
         buckets = 1 << max(4, int(np.ceil(np.log2(1.5 * slots * self.hashes / self.ways))))
-        self._mask = np.uint32(buckets - 1)
-        self.t_hash = np.zeros((buckets, self.ways), dtype=np.uint32)
-        self.t_serial = np.full((buckets, self.ways), _EMPTY, dtype=np.int64)
+        self._mask = buckets - 1
+        #: (buckets, ways) entries: serial << 32 | hash; 0 is empty (no hash is 0)
+        self.table = np.zeros((buckets, self.ways), dtype=np.uint64)
+
+    @property
+    def t_hash(self) -> np.ndarray:
+        """The table's hashes ((buckets, ways) uint32; 0 where empty)."""
+        return self.table.view(np.uint32)[:, _LOW_HALF::2]
+
+    @property
+    def t_serial(self) -> np.ndarray:
+        """The table's serials ((buckets, ways) int64; -1 where empty)."""
+        serials = (self.table >> _HALF).astype(np.int64)
+        serials[self.t_hash == 0] = _EMPTY
+        return serials
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.fp_serial, self.fp_time, self.fp_client,
-                                      self.fp_content, self.fp_hashes, self.t_hash,
-                                      self.t_serial))
+                                      self.fp_content, self.fp_hashes, self.table))
 
     def __len__(self) -> int:
         return min(self._serial, self._slots)
@@ -84,22 +104,32 @@ class FingerprintIndex:
         match among fingerprints stored within ``ttl`` seconds with other content
         (exact repeats are the repeat check's business), then store the row."""
         out = []
+        since = now - ttl
         with self._lock:
             for row, content in zip(fingerprints, contents.tolist()):
                 # rows are sorted descending: the zero padding is at the end
                 hashes = row if not len(row) or row[-1] else row[:np.count_nonzero(row)]
-                buckets = hashes & self._mask
-                entries = self.t_serial[buckets]  # (len(hashes), ways) serials
-                out.append(self._best(hashes, buckets, entries, content, client, now - ttl))
+                if not len(hashes):
+                    out.append(Match(0, 0, False))
+                    continue
+                buckets = hashes.astype(np.intp)
+                buckets &= self._mask
+                entries = self.table.take(buckets, axis=0)  # (len(hashes), ways)
+                hit = entries.view(np.uint32)[:, _LOW_HALF::2] == hashes[:, None]
+                out.append(self._best(entries[hit] >> _HALF, len(hashes), content, client,
+                                      since))
                 self._add(hashes, buckets, entries, content, client, now)
         return out
 
-    def _best(self, hashes: np.ndarray, buckets: np.ndarray, entries: np.ndarray,
-              content: int, client: int, since: float) -> Match:
-        size = len(hashes)
-        if not size:
-            return Match(0, 0, False)
-        found = entries[self.t_hash[buckets] == hashes[:, None]]
+    def _alive(self, serial: int, content: int, since: float) -> bool:
+        """Whether the fingerprint ``serial`` still counts: not overwritten, stored
+        within the ttl, other content."""
+        slot = serial % self._slots
+        return bool(self.fp_serial[slot] == serial and self.fp_time[slot] >= since
+                    and self.fp_content[slot] != content)
+
+    def _best(self, found: np.ndarray, size: int, content: int, client: int,
+              since: float) -> Match:
         if not len(found):
             return Match(0, size, False)
         # count the candidates, then read the best few one by one: usually the first is
@@ -107,10 +137,9 @@ class FingerprintIndex:
         if len(found) <= _COUNTER_MAX:
             counts = Counter(found.tolist())
             serial = max(counts, key=counts.__getitem__)
-            slot = serial % self._slots
-            if (self.fp_serial[slot] == serial and self.fp_time[slot] >= since
-                    and self.fp_content[slot] != content):
-                return Match(counts[serial], size, int(self.fp_client[slot]) == client)
+            if self._alive(serial, content, since):
+                return Match(counts[serial], size,
+                             int(self.fp_client[serial % self._slots]) == client)
             ranked = counts.most_common(_SCALAR_TRIES)
         else:
             found.sort()
@@ -118,13 +147,11 @@ class FingerprintIndex:
             top = np.argsort(counts)[:-_SCALAR_TRIES - 1:-1]
             ranked = list(zip(found[ends[top]].tolist(), counts[top].tolist()))
         for serial, count in ranked:
-            slot = serial % self._slots
-            if (self.fp_serial[slot] == serial and self.fp_time[slot] >= since
-                    and self.fp_content[slot] != content):
-                return Match(count, size, int(self.fp_client[slot]) == client)
+            if self._alive(serial, content, since):
+                return Match(count, size, int(self.fp_client[serial % self._slots]) == client)
         if len(ranked) < _SCALAR_TRIES:
             return Match(0, size, False)
-        return self._best_alive(found, size, content, client, since)
+        return self._best_alive(found.astype(np.int64), size, content, client, since)
 
     def _best_alive(self, found: np.ndarray, size: int, content: int, client: int,
                     since: float) -> Match:
@@ -142,9 +169,13 @@ class FingerprintIndex:
 
     def _add(self, hashes: np.ndarray, buckets: np.ndarray, entries: np.ndarray | None,
              content: int, client: int, now: float) -> None:
-        if self._serial >= self._slots and self._slots < self.capacity:
+        if self._serial >= _SERIALS:  # serials would no longer fit: start over
+            self._serial = 0
+            self._allocate(self._initial)
+            buckets, entries = hashes.astype(np.intp) & self._mask, None
+        elif self._serial >= self._slots and self._slots < self.capacity:
             self._grow()
-            buckets, entries = hashes & self._mask, None
+            buckets, entries = hashes.astype(np.intp) & self._mask, None
         serial = self._serial
         self._serial += 1
         slot = serial % self._slots
@@ -160,18 +191,17 @@ class FingerprintIndex:
     def _insert(self, hashes: np.ndarray, buckets: np.ndarray, serial: int,
                 entries: np.ndarray | None = None) -> None:
         if entries is None:
-            entries = self.t_serial[buckets]
-        ways = entries.argmin(axis=1)  # an empty or the oldest entry
-        self.t_hash[buckets, ways] = hashes
-        self.t_serial[buckets, ways] = serial
+            entries = self.table.take(buckets, axis=0)
+        ways = entries.argmin(axis=1)  # an empty or the oldest entry (serial is high)
+        values = hashes.astype(np.uint64)
+        values |= np.uint64(serial) << _HALF
+        self.table[buckets, ways] = values
         if len(set(buckets.tolist())) == len(buckets):
             return
-        lost = self.t_hash[buckets, ways] != hashes
+        lost = self.table[buckets, ways] != values
         if lost.any():  # two of its hashes took the same entry of one bucket: redo them
-            for bucket, value in zip(buckets[lost], hashes[lost]):
-                way = int(np.argmin(self.t_serial[bucket]))
-                self.t_hash[bucket, way] = value
-                self.t_serial[bucket, way] = serial
+            for bucket, value in zip(buckets[lost], values[lost]):
+                self.table[bucket, int(np.argmin(self.table[bucket]))] = value
 
     def _grow(self) -> None:
         """Double the slots (up to ``capacity``) and split each bucket of the table into
@@ -180,16 +210,16 @@ class FingerprintIndex:
         stays in slot ``i``. Entries a crowded bucket had already dropped stay dropped."""
         slots = self._slots
         old = (self.fp_serial, self.fp_time, self.fp_client, self.fp_content, self.fp_hashes)
-        old_hash, old_serial = self.t_hash, self.t_serial
+        old_table = self.table
         self._allocate(min(self.capacity, slots * 2))
         for new, previous in zip((self.fp_serial, self.fp_time, self.fp_client,
                                   self.fp_content, self.fp_hashes), old):
             new[:slots] = previous
-        used = old_serial != _EMPTY
-        values = old_hash[used]
+        used = old_table != 0
+        values = old_table[used]
         ways = np.nonzero(used)[1]
-        self.t_hash[values & self._mask, ways] = values
-        self.t_serial[values & self._mask, ways] = old_serial[used]
+        hashes = values.view(np.uint32)[_LOW_HALF::2].astype(np.intp)
+        self.table[hashes & self._mask, ways] = values
 
 
 def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
