@@ -74,7 +74,7 @@ class Fingerprinter:
         if found is None:
             salt = np.random.default_rng(self._rng_seed + [2, width]).random(width) + _BIAS
             w = min(self.settings.window, width)
-            gather = np.arange(width - w + 1)[:, None] + np.arange(w)[None, :]
+            gather = (np.arange(width - w + 1)[:, None] + np.arange(w)[None, :]).astype(np.intp)
             found = (salt, gather)
             if len(self._salts) < 64:  # widths come from model inputs: few, but bounded
                 self._salts[width] = found
@@ -95,7 +95,7 @@ class Fingerprinter:
         # asinh keeps finite values far inside int64: the cast cannot overflow
         codes = quantized.astype(np.int64).view(np.uint64)
         # integer arrays wrap silently on overflow: the arithmetic is modulo 2^64
-        h = codes[:, gather] @ self._coefficients[:gather.shape[1]]
+        h = codes.take(gather, axis=1) @ self._coefficients[:gather.shape[1]]
         high = h.view(np.uint32)[:, _HIGH_HALF::2]
         if len(high) == 1:  # one row: its distinct non-zero values, largest first
             row = np.sort(high[0])

@@ -112,12 +112,16 @@ class FingerprintIndex:
                 if not len(hashes):
                     out.append(Match(0, 0, False))
                     continue
+                if self._serial >= self._slots and (self._slots < self.capacity
+                                                    or self._serial >= _SERIALS):
+                    self._make_room()
                 buckets = hashes.astype(np.intp)
                 buckets &= self._mask
                 entries = self.table.take(buckets, axis=0)  # (len(hashes), ways)
                 hit = entries.view(np.uint32)[:, _LOW_HALF::2] == hashes[:, None]
-                out.append(self._best(entries[hit] >> _HALF, len(hashes), content, client,
-                                      since))
+                found = entries[hit]
+                out.append(self._best(found >> _HALF, len(hashes), content, client, since)
+                           if len(found) else Match(0, len(hashes), False))
                 self._add(hashes, buckets, entries, content, client, now)
         return out
 
@@ -130,8 +134,7 @@ class FingerprintIndex:
 
     def _best(self, found: np.ndarray, size: int, content: int, client: int,
               since: float) -> Match:
-        if not len(found):
-            return Match(0, size, False)
+        """The best alive candidate among ``found`` (serials, one per shared hash)."""
         # count the candidates, then read the best few one by one: usually the first is
         # alive (stored within the ttl, not overwritten, other content)
         if len(found) <= _COUNTER_MAX:
@@ -167,15 +170,19 @@ class FingerprintIndex:
         owner = int(self.fp_client[found[ends[best]] % self._slots])
         return Match(int(counts[best]), size, owner == client)
 
-    def _add(self, hashes: np.ndarray, buckets: np.ndarray, entries: np.ndarray | None,
-             content: int, client: int, now: float) -> None:
-        if self._serial >= _SERIALS:  # serials would no longer fit: start over
+    def _make_room(self) -> None:
+        """Before storing serial ``_serial``: grow while under ``capacity``; start over
+        when serials would no longer fit the table's entries."""
+        if self._serial >= _SERIALS:
             self._serial = 0
             self._allocate(self._initial)
-            buckets, entries = hashes.astype(np.intp) & self._mask, None
-        elif self._serial >= self._slots and self._slots < self.capacity:
+        else:
             self._grow()
-            buckets, entries = hashes.astype(np.intp) & self._mask, None
+
+    def _add(self, hashes: np.ndarray, buckets: np.ndarray, entries: np.ndarray,
+             content: int, client: int, now: float) -> None:
+        """Store ``hashes`` as the next serial; ``entries`` are its buckets' entries as
+        read just before (the way to replace: an empty or the oldest entry)."""
         serial = self._serial
         self._serial += 1
         slot = serial % self._slots
@@ -186,15 +193,9 @@ class FingerprintIndex:
         stored = self.fp_hashes[slot]
         stored[len(hashes):] = 0
         stored[:len(hashes)] = hashes
-        self._insert(hashes, buckets, serial, entries)
-
-    def _insert(self, hashes: np.ndarray, buckets: np.ndarray, serial: int,
-                entries: np.ndarray | None = None) -> None:
-        if entries is None:
-            entries = self.table.take(buckets, axis=0)
         ways = entries.argmin(axis=1)  # an empty or the oldest entry (serial is high)
         values = hashes.astype(np.uint64)
-        values |= np.uint64(serial) << _HALF
+        values |= np.uint64(serial << 32)
         self.table[buckets, ways] = values
         if len(set(buckets.tolist())) == len(buckets):
             return

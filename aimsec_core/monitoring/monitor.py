@@ -90,6 +90,7 @@ class Monitor:
         self.stats = RequestStats()
         self.extraction = ExtractionTracker(
             window=policy.extraction_window, min_queries=policy.extraction_min_queries,
+            test_every=policy.extraction_test_every,
             delta=policy.extraction_delta, set_size=policy.extraction_set_size,
             clients=policy.extraction_clients)
         self._fingerprinters: dict[bytes, Fingerprinter] = {}

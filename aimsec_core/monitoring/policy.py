@@ -69,6 +69,9 @@ class Policy:
     near_duplicate_max_fingerprints: int = 100_000  #: stored per model, oldest replaced
     extraction_window: int = 200  #: most recent distances tested per client
     extraction_min_queries: int = 100  #: distances needed before the first test (PRADA)
+    #: queries between two tests of one client: a flag comes at most this many queries
+    #: late, and scipy's Shapiro-Wilk (~50 us) is paid once per this many queries
+    extraction_test_every: int = 50
     #: Shapiro-Wilk W below which a client is suspected of extraction (PRADA's delta)
     extraction_delta: float = 0.9
     extraction_set_size: int = 64  #: stored queries per client and predicted class
@@ -134,7 +137,8 @@ class Policy:
     def _check(self) -> None:
         for name in ("near_duplicate_window", "near_duplicate_hashes",
                      "near_duplicate_max_fingerprints", "extraction_window",
-                     "extraction_min_queries", "extraction_set_size", "extraction_clients"):
+                     "extraction_min_queries", "extraction_test_every", "extraction_set_size",
+                     "extraction_clients"):
             _require(name, getattr(self, name), int, 1)
         for name in ("near_duplicate_step", "near_duplicate_unit", "near_duplicate_ttl",
                      "store_timeout", "store_retry"):
