@@ -1,8 +1,10 @@
 """The Lua scripts the Redis store runs; each is atomic on the server.
 
 Keys are built by the store (``aimsec:<model>:...`` with hashed client ids). Fingerprint
-index entries are packed little-endian ``<I4I4I4I4I4``: hash, serial, time (whole
-seconds), client tag, content tag: 20 bytes each.
+index entries are packed little-endian ``<I4I4I4I2I2``: hash, serial, time (whole
+seconds), and the low 16 bits of the client tag and of the content tag: 16 bytes each.
+Short tags only blur two rare cases: a near-duplicate taken for an exact repeat of the
+same content (1 in 65,536 pairs) and a match attributed to the same client.
 """
 
 #: Refused calls and suspicions buffered since the last round trip.
@@ -81,7 +83,7 @@ for s = 1, n do
     local h = tonumber(ARGV[a + j])
     local entries = redis.call('LRANGE', KEYS[k + j], 0, ways - 1)
     for _, e in ipairs(entries) do
-      local eh, es, et, ec, ecv = struct.unpack('<I4I4I4I4I4', e)
+      local eh, es, et, ec, ecv = struct.unpack('<I4I4I4I2I2', e)
       if eh == h and et >= since and es > oldest and ecv ~= content then
         local c = (counts[es] or 0) + 1
         counts[es] = c
@@ -95,7 +97,7 @@ for s = 1, n do
   serial = serial + 1
   local stamp = math.floor(now)
   for j = 0, m - 1 do
-    local entry = struct.pack('<I4I4I4I4I4', tonumber(ARGV[a + j]), serial, stamp, client, content)
+    local entry = struct.pack('<I4I4I4I2I2', tonumber(ARGV[a + j]), serial, stamp, client, content)
     redis.call('LPUSH', KEYS[k + j], entry)
     redis.call('LTRIM', KEYS[k + j], 0, ways - 1)
     redis.call('EXPIRE', KEYS[k + j], math.ceil(ttl))

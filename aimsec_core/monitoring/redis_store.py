@@ -26,6 +26,7 @@ from .store import Admission, Fingerprints, Observation, Store, StoreError
 #: Entries kept per index bucket (a bucket is one Redis list).
 WAYS = 16
 _SECRET_KEY = "aimsec:secret"
+_TAG = 0xFFFF  #: client and content tags keep their low 16 bits in an index entry
 
 
 class RedisStore(Store):
@@ -142,7 +143,7 @@ class RedisStore(Store):
         keys = [f"{base}:rep:{call_hash}", f"{base}:suspect", f"aimsec:{model}:fp:serial"]
         args: list[Any] = [repr(now), repr(rules.repeat_window) if counting else "0",
                            repr(policy.near_duplicate_ttl),
-                           policy.near_duplicate_max_fingerprints, WAYS, client_tag]
+                           policy.near_duplicate_max_fingerprints, WAYS, client_tag & _TAG]
         rows = []
         if fingerprints is not None:
             buckets = _buckets(policy)
@@ -151,7 +152,7 @@ class RedisStore(Store):
             for row, content in zip(hashes, contents):
                 row = row[row != 0]
                 rows.append(len(row))
-                args += [int(content), len(row), *row.tolist()]
+                args += [int(content) & _TAG, len(row), *row.tolist()]
                 keys += [f"aimsec:{model}:fp:{int(b)}" for b in (row % np.uint32(buckets))]
         else:
             args.append(0)
