@@ -49,7 +49,7 @@ _READABLE_ID = 200  #: characters of a client id kept for reports
 _KEYS_KEPT = 4096  #: client keys remembered (ids up to _READABLE_ID characters)
 
 
-@dataclass
+@dataclass(slots=True)
 class Visit:
     """One call as the monitor follows it from admission to learning."""
 
@@ -363,7 +363,7 @@ def _samples(arrays: list[Any], batch: int) -> np.ndarray | None:
     if not rows or len({r.shape[0] for r in rows}) != 1:
         return None
     out = rows[0] if len(rows) == 1 else np.concatenate(rows, axis=1)
-    return np.asarray(out, dtype=np.float64)
+    return out if out.dtype == np.float64 else out.astype(np.float64)
 
 
 def _content_tags(samples: np.ndarray, input_hash: str) -> np.ndarray:
@@ -372,9 +372,10 @@ def _content_tags(samples: np.ndarray, input_hash: str) -> np.ndarray:
     Always of the sample itself, never of the call: a sample sent alone and the same
     sample inside another call's batch are the same content, an exact repeat rather than
     a near-duplicate (identical queries tell a black-box attacker nothing new)."""
-    digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=4).digest()
-                       for row in samples)
-    return np.frombuffer(digests, dtype="<u4").astype(np.uint32)
+    if not samples.flags.c_contiguous:
+        samples = np.ascontiguousarray(samples)
+    return np.array([int.from_bytes(hashlib.blake2b(row, digest_size=4).digest(), "little")
+                     for row in samples], dtype=np.uint32)
 
 
 def _near_duplicates(matches: list[Match], threshold: float) -> list[tuple[int, Match]]:
