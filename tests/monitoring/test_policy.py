@@ -41,6 +41,7 @@ def test_unknown_keys_name_the_valid_ones():
     ("suspicious_pattern_threshold", 1.5), ("near_duplicate", "yes"),
     ("store_failure", "fail_sometimes"), ("near_duplicate_window", 0),
     ("extraction_delta", -0.1), ("max_failed_attempts", True),
+    ("extraction_test_every", 0), ("extraction_test_every", 2.5),
 ])
 def test_bad_values_are_configuration_errors(key, value):
     with pytest.raises(ConfigurationError, match=key):

@@ -245,3 +245,31 @@ def test_growing_keeps_every_entry_and_finds_what_it_found():
     last = rows[-1]  # the most recent fingerprints are whole in both
     again = grown.match_and_add(last, np.array([9, 9, 9], np.uint32), 0, 901.0, 1e9)
     assert [m.shared for m in again] == [20, 20, 20]
+
+
+def test_the_index_starts_over_when_serials_no_longer_fit(monkeypatch):
+    """Serials share a 64-bit table entry with the hash; past 2^32 stored fingerprints
+    the index empties itself once and goes on matching what comes after."""
+    from aimsec_core.monitoring import index as index_module
+
+    monkeypatch.setattr(index_module, "_SERIALS", 40)
+    rng = np.random.default_rng(3)
+    index = FingerprintIndex(16, 8, initial=16)
+    rows = np.sort(rng.integers(1, 2**32, (45, 8), dtype=np.uint32), axis=1)[:, ::-1]
+    for k, row in enumerate(rows[:40]):
+        index.match_and_add(row[None], np.array([k], np.uint32), 1, float(k), 1e9)
+    assert index.match_and_add(rows[39][None], np.array([99], np.uint32), 1, 40.0,
+                               1e9)[0].shared == 0  # the 41st: history forgotten
+    assert len(index) == 1
+    again = index.match_and_add(rows[39][None], np.array([98], np.uint32), 2, 41.0, 1e9)[0]
+    assert again.shared == 8 and not again.same_client
+
+
+def test_the_table_views_show_what_was_stored():
+    index = FingerprintIndex(64, 8, initial=16)
+    row = np.arange(8, 0, -1, dtype=np.uint32) * 977
+    index.match_and_add(row[None], np.array([1], np.uint32), 1, 0.0, 1e9)
+    stored = index.t_hash != 0
+    assert sorted(index.t_hash[stored].tolist()) == sorted(row.tolist())
+    assert set(index.t_serial[stored].tolist()) == {0}
+    assert (index.t_serial[~stored] == -1).all()
