@@ -29,7 +29,8 @@ def setup():
                                 constraints=digits.constraints("torch"))
     guarded.calibrate(digits.as_model_input("torch", data.split.x_calibration), fpr=0.05,
                       reference=digits.as_model_input("torch", data.split.x_train),
-                      detectors=["gradient", "density", "sparsity", "neighbours", "features"])
+                      detectors=["gradient", "density", "sparsity", "neighbours", "support",
+                                 "features"])
     return data, model, guarded
 
 
@@ -81,6 +82,7 @@ def test_the_strongest_adaptive_attack_is_caught_at_its_measured_floor(setup):
     row = measure(data, "torch", "adaptive", "adaptive", guarded, model, x_adv, y, correct,
                   screen(guarded, "torch", data, x), 0.0)
     assert row.successful >= 10  # the attack works on this model
-    # measured: 20 of the 48 fooled, 12 of them flagged (TPR 0.60, all by 'neighbours');
-    # the floor sits two samples under it, so a real regression fails
-    assert row.tpr >= 0.5
+    # measured: 20 of the 48 fooled, 13 of them flagged (TPR 0.65; 'neighbours' loudest on
+    # 10, 'support' on 3; without 'support' 12, TPR 0.60); the floor sits two samples
+    # under it, so a real regression fails
+    assert row.tpr >= 0.55

@@ -15,6 +15,10 @@ the largest), and the suspicion is the sum of the two largest rarities, as in th
   label held fixed at each step (its argmax has no gradient);
 - ``sparsity``: counts exact zeros, which has no gradient; the attacks that keep the zero
   pattern leave it at its clean value (that is the attacker's answer to it);
+- ``support``: exact, ``neighbours`` on the 0/1 pattern of values above the floor; a step
+  function, so no gradient: the attacks that keep the zero pattern cannot move it (their
+  answer is the choice of target: best of all targets picks the one whose shape the
+  source is nearest), and those that move zeros meet ``sparsity``;
 - ``noise``: expectation over its Gaussian draws (the detector's seed is fixed, so the
   attacker who knows it reproduces the very draws);
 - ``squeeze`` and ``jump``: not differentiable; BPDA (Athalye et al. 2018) is not
@@ -28,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-SUPPORTED = ("gradient", "margin", "density", "neighbours", "features", "sparsity", "noise")
+SUPPORTED = ("gradient", "margin", "density", "neighbours", "features", "sparsity", "noise",
+             "support")
 
 
 def _tensor(value: Any, dtype: Any = None) -> Any:
@@ -185,9 +190,24 @@ class Suite:
 
     def _neighbours(self, detector: Any, x: Any, logits: Any, probabilities: Any,
                     predicted: Any, features: Any) -> Any:
+        return self._neighbour_ratio(detector, self._projected(detector, x), predicted)
+
+    def _support(self, detector: Any, x: Any, logits: Any, probabilities: Any,
+                 predicted: Any, features: Any) -> Any:
         import torch
 
-        z = self._projected(detector, x) - _tensor(detector.centre, torch.float64)
+        if not detector.active:
+            return torch.zeros(len(x))
+        shape = (x.detach() > detector.floor).double()  # a step: no gradient
+        return self._neighbour_ratio(detector, self._projected(detector, shape), predicted)
+
+    @staticmethod
+    def _neighbour_ratio(detector: Any, projected: Any, predicted: Any) -> Any:
+        """``log(d_same / d_other)`` of the ``neighbours`` detector, from features already
+        projected as the detector projects them."""
+        import torch
+
+        z = projected - _tensor(detector.centre, torch.float64)
         points = _tensor(detector.points, torch.float64)
         labels = torch.as_tensor(detector.labels)
         squared = torch.cdist(z, points) ** 2 + 1e-12
