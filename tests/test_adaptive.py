@@ -53,6 +53,30 @@ def test_the_differentiable_suite_computes_the_guards_scores(setup):
     assert np.corrcoef(suspicion.detach().numpy(), verdict.scores["suspicion"])[0, 1] > 0.95
 
 
+def test_the_relaxed_support_and_sparsity_are_exact_forward_with_a_gradient(setup):
+    from aimsec_core.evaluation.surrogates import Suite
+
+    data, model, guarded = setup
+    calibration = aimsec_core.guard_of(guarded).calibration
+    x = data.split.x_test[:32]
+    with torch.no_grad():
+        guarded(digits.as_model_input("torch", x))
+    verdict = guarded.last_verdict
+    suite = Suite(model, calibration, data.sample_shape, relaxation=1 / 16)
+    values = torch.from_numpy(x).requires_grad_(True)
+    _, raw = suite.raw_scores(values)
+    for name in ("support", "sparsity"):  # straight-through: the exact score forward
+        np.testing.assert_allclose(raw[name].detach().numpy(), verdict.scores[name],
+                                   rtol=1e-3, atol=1e-3, err_msg=name)
+    (grad,) = torch.autograd.grad(raw["support"].sum() + raw["sparsity"].sum(), values)
+    grad = grad.numpy()
+    # the relaxation reaches the pixels at the floor and the faint ones, not the strokes
+    assert (np.abs(grad[x == 0]) > 0).mean() > 0.5
+    assert np.abs(grad[x >= 0.5]).max() < 1e-3 * np.abs(grad[x == 0]).max()
+    with pytest.raises(ValueError):
+        Suite(model, calibration, data.sample_shape, relaxation=0.0)
+
+
 def test_the_constrained_attack_keeps_zeros_grid_and_budget(setup):
     from aimsec_core.evaluation import adaptive
 

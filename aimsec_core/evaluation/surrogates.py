@@ -18,7 +18,8 @@ the largest), and the suspicion is the sum of the two largest rarities, as in th
   both are exact with no gradient (the attacks that keep the zero pattern cannot move
   them; their answer to ``support`` is the choice of target). With ``relaxation`` (a
   width ``w``, in the data's units) each pattern is exact in the forward pass and takes
-  its gradient from ``sigmoid((v - floor - w/2) / (w/4))`` (``v = |x|`` for zeros):
+  its gradient from ``sigmoid((v - floor - w/2) / (w/4))`` (for zeros: floor 0, ``v = x``
+  on data that cannot go below 0, else ``|x|``, which has no gradient at 0):
   straight-through estimation, the BPDA of Athalye et al. (2018), so an attack that
   may move zeros is steered by both;
 - ``noise``: expectation over its Gaussian draws (the detector's seed is fixed, so the
@@ -162,7 +163,10 @@ class Suite:
 
     def _sparsity(self, detector: Any, x: Any, logits: Any, probabilities: Any,
                   predicted: Any, features: Any) -> Any:
-        return (1.0 - self._above(x.abs(), 0.0)).mean(dim=1).float()
+        # on data that cannot go below zero, zero is the floor: relaxed one-sided (|x|
+        # would have no gradient at 0, where the attack needs one)
+        magnitude = x if self.value_range[0] >= 0 else x.abs()
+        return (1.0 - self._above(magnitude, 0.0)).mean(dim=1).float()
 
     def _noise(self, detector: Any, x: Any, logits: Any, probabilities: Any,
                predicted: Any, features: Any) -> Any:
