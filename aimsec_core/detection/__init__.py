@@ -15,16 +15,18 @@ from .neighbours import NeighbourDetector
 from .noise import NoiseDetector
 from .squeeze import SqueezeDetector
 from .structure import JumpDetector, SparsityDetector
+from .support import SupportDetector
 from .suite import DetectorSuite, SuiteScores
 
 DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
     GradientNormDetector, MarginDetector, DensityDetector, NeighbourDetector, SqueezeDetector,
-    NoiseDetector, JumpDetector, SparsityDetector, FeatureDensityDetector)}
+    NoiseDetector, JumpDetector, SparsityDetector, FeatureDensityDetector, SupportDetector)}
 
 #: Used when ``calibrate`` is given no detector list: the input gradient where autograd
 #: exists, else the margin (both measure the model's confidence; together they would count
-#: it twice), then density, sparsity and neighbours.
-DEFAULT_DETECTORS = ("gradient", "density", "sparsity", "neighbours")
+#: it twice), then density, sparsity, neighbours, and neighbours on the input's support
+#: (which switches itself off on data whose floor value means nothing).
+DEFAULT_DETECTORS = ("gradient", "density", "sparsity", "neighbours", "support")
 CONFIDENCE_WITHOUT_GRADIENTS = "margin"
 
 
@@ -71,5 +73,5 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
 __all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
            "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector",
            "NeighbourDetector", "NoiseDetector", "Probe",
-           "SparsityDetector", "SqueezeDetector", "SuiteScores", "build_detector",
+           "SparsityDetector", "SqueezeDetector", "SuiteScores", "SupportDetector", "build_detector",
            "select_detectors", "softmax_if_needed"]

@@ -23,6 +23,15 @@ standard attacks (digits ``eps = 0.2``; tabular ``eps = 0.1``):
   iterates of every target and ``lam`` that fool the model, the one with the lowest
   suspicion (the attacker can compute it: it knows the calibration), so it is "best of
   all targets".
+- ``PGD adaptive targeted, support-aware`` (digits): the same, but the zero pattern may
+  change: zeros may rise and values within ``eps`` of zero may fall to it (on the grid),
+  and the ``support`` and ``sparsity`` scores, step functions of the input, are relaxed
+  for the gradient: the pattern ``x > floor`` becomes ``sigmoid`` of the distance above
+  the floor over a quarter grid step, centred half a step above it, while the forward
+  pass keeps the exact pattern (straight-through, BPDA in Athalye et al. 2018's sense).
+  Every detector of the default suite is then in the loss; reshaping at an unchanged
+  zero count (small strokes dropped, as many zeros raised) is one of the moves the
+  ``sparsity`` penalty leaves it.
 
 Seeds: none is drawn; the attacks are deterministic given the model and the calibration.
 """
@@ -60,21 +69,28 @@ def attacks(dataset: Dataset, quick: bool = False,
     penalties = QUICK_PENALTIES if quick else PENALTIES
     chosen[f"PGD adaptive targeted eps={eps}"] = lambda m, c, x, y: detector_aware(
         m, c, dataset, x, y, eps, steps, constrained=constrained, penalties=penalties)
+    if constrained:
+        chosen[f"PGD adaptive targeted, support-aware eps={eps}"] = (
+            lambda m, c, x, y: detector_aware(m, c, dataset, x, y, eps, steps,
+                                              constrained=True, penalties=penalties,
+                                              reshape=True))
     return chosen
 
 
 class _Box:
     """Where an example may go: the L-infinity ball around ``x`` within the data's range;
-    with ``constrained``, zeros fixed, other values at least one grid step, on the grid."""
+    with ``grid``, on the data's value grid; with ``keep_zeros`` also, zeros fixed and
+    other values at least one grid step (the zero pattern cannot change)."""
 
-    def __init__(self, x: Any, eps: float, dataset: Dataset, constrained: bool) -> None:
+    def __init__(self, x: Any, eps: float, dataset: Dataset, constrained: bool,
+                 keep_zeros: bool = True) -> None:
         import torch
 
         self.x, self.constrained = x, constrained
         self.low = (x - eps).clamp(0.0, 1.0)
         self.high = (x + eps).clamp(0.0, 1.0)
         self.grid = dataset.grid
-        if constrained:
+        if constrained and keep_zeros:
             zero = x == 0
             step = 1.0 / float(dataset.grid)
             self.low = torch.where(zero, torch.zeros_like(x), self.low.clamp_min(step))
@@ -149,21 +165,31 @@ def high_confidence(model: Any, calibration: Any, dataset: Dataset, x: np.ndarra
 def detector_aware(model: Any, calibration: Any, dataset: Dataset, x: np.ndarray,
                    y: np.ndarray, eps: float, steps: int, constrained: bool,
                    targets: int | None = None,
-                   penalties: tuple[float, ...] = PENALTIES) -> np.ndarray:
+                   penalties: tuple[float, ...] = PENALTIES,
+                   reshape: bool = False) -> np.ndarray:
     """Targeted PGD on ``margin + lam * suspicion`` for every target class (or, given
     ``targets``, the ``targets`` classes the model ranks highest after the true one) and
     every penalty ``lam``; per sample the fooling iterate with the lowest suspicion over
-    all of them."""
+    all of them.
+
+    ``reshape`` (with ``constrained``: data on a grid): zeros may rise and small values
+    fall to zero within ``eps``, so the support pattern can change; the suite's
+    ``support`` and ``sparsity`` scores then get a gradient through the relaxed pattern
+    (``Suite(relaxation=...)``, one grid step wide, the exact pattern in the forward
+    pass)."""
     import torch
 
+    if reshape and not (constrained and dataset.grid):
+        raise ValueError("reshape needs a constrained attack on data with a value grid")
     with _frozen(model):
-        suite = Suite(model, calibration, dataset.sample_shape)
+        relaxation = 1.0 / float(dataset.grid) if reshape else None
+        suite = Suite(model, calibration, dataset.sample_shape, relaxation=relaxation)
         x0, label = torch.from_numpy(x), torch.from_numpy(y)
         with torch.no_grad():
             logits = model(x0.reshape(-1, *dataset.sample_shape))
         logits.scatter_(1, label[:, None], -torch.inf)
         ranked = logits.argsort(dim=1, descending=True)[:, :dataset.classes - 1]
-        box = _Box(x0, eps, dataset, constrained)
+        box = _Box(x0, eps, dataset, constrained, keep_zeros=not reshape)
         best = x0.clone()
         quality = torch.full((len(x0),), float("inf"))
         for rank in range(min(targets or dataset.classes - 1, dataset.classes - 1)):

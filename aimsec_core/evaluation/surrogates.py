@@ -13,8 +13,15 @@ the largest), and the suspicion is the sum of the two largest rarities, as in th
   again (double backpropagation);
 - ``margin``, ``density``, ``neighbours``, ``features``: exact, with the model's predicted
   label held fixed at each step (its argmax has no gradient);
-- ``sparsity``: counts exact zeros, which has no gradient; the attacks that keep the zero
-  pattern leave it at its clean value (that is the attacker's answer to it);
+- ``sparsity``: counts exact zeros, a step function; ``support``: ``neighbours`` on the
+  0/1 pattern of values above the floor, a step function too. Without ``relaxation``
+  both are exact with no gradient (the attacks that keep the zero pattern cannot move
+  them; their answer to ``support`` is the choice of target). With ``relaxation`` (a
+  width ``w``, in the data's units) each pattern is exact in the forward pass and takes
+  its gradient from ``sigmoid((v - floor - w/2) / (w/4))`` (for zeros: floor 0, ``v = x``
+  on data that cannot go below 0, else ``|x|``, which has no gradient at 0):
+  straight-through estimation, the BPDA of Athalye et al. (2018), so an attack that
+  may move zeros is steered by both;
 - ``noise``: expectation over its Gaussian draws (the detector's seed is fixed, so the
   attacker who knows it reproduces the very draws);
 - ``squeeze`` and ``jump``: not differentiable; BPDA (Athalye et al. 2018) is not
@@ -28,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-SUPPORTED = ("gradient", "margin", "density", "neighbours", "features", "sparsity", "noise")
+SUPPORTED = ("gradient", "margin", "density", "neighbours", "features", "sparsity", "noise",
+             "support")
 
 
 def _tensor(value: Any, dtype: Any = None) -> Any:
@@ -76,7 +84,11 @@ class Suite:
     both differentiable in ``x``. ``model`` is the plain torch model; ``calibration`` the
     guard's; ``sample_shape`` what the model takes per sample."""
 
-    def __init__(self, model: Any, calibration: Any, sample_shape: tuple[int, ...]) -> None:
+    def __init__(self, model: Any, calibration: Any, sample_shape: tuple[int, ...],
+                 relaxation: float | None = None) -> None:
+        if relaxation is not None and not relaxation > 0:
+            raise ValueError(f"relaxation is a positive width; received {relaxation}")
+        self.relaxation = relaxation
         suite = calibration.suite
         unsupported = [d.name for d in suite.detectors if d.name not in SUPPORTED]
         if unsupported:
@@ -151,7 +163,10 @@ class Suite:
 
     def _sparsity(self, detector: Any, x: Any, logits: Any, probabilities: Any,
                   predicted: Any, features: Any) -> Any:
-        return (x == 0).float().mean(dim=1)  # no gradient: see the module docstring
+        # on data that cannot go below zero, zero is the floor: relaxed one-sided (|x|
+        # would have no gradient at 0, where the attack needs one)
+        magnitude = x if self.value_range[0] >= 0 else x.abs()
+        return (1.0 - self._above(magnitude, 0.0)).mean(dim=1).float()
 
     def _noise(self, detector: Any, x: Any, logits: Any, probabilities: Any,
                predicted: Any, features: Any) -> Any:
@@ -185,9 +200,36 @@ class Suite:
 
     def _neighbours(self, detector: Any, x: Any, logits: Any, probabilities: Any,
                     predicted: Any, features: Any) -> Any:
+        return self._neighbour_ratio(detector, self._projected(detector, x), predicted)
+
+    def _support(self, detector: Any, x: Any, logits: Any, probabilities: Any,
+                 predicted: Any, features: Any) -> Any:
         import torch
 
-        z = self._projected(detector, x) - _tensor(detector.centre, torch.float64)
+        if not detector.active:
+            return torch.zeros(len(x))
+        shape = self._above(x, detector.floor)
+        return self._neighbour_ratio(detector, self._projected(detector, shape), predicted)
+
+    def _above(self, x: Any, floor: float) -> Any:
+        """``x > floor`` as 0/1 (float64); with ``relaxation``, the gradient of its
+        sigmoid relaxation passes straight through (see the module docstring)."""
+        import torch
+
+        exact = (x.detach() > floor).double()
+        if self.relaxation is None:
+            return exact
+        w = self.relaxation
+        soft = torch.sigmoid((x.double() - floor - w / 2) / (w / 4))
+        return exact + (soft - soft.detach())
+
+    @staticmethod
+    def _neighbour_ratio(detector: Any, projected: Any, predicted: Any) -> Any:
+        """``log(d_same / d_other)`` of the ``neighbours`` detector, from features already
+        projected as the detector projects them."""
+        import torch
+
+        z = projected - _tensor(detector.centre, torch.float64)
         points = _tensor(detector.points, torch.float64)
         labels = torch.as_tensor(detector.labels)
         squared = torch.cdist(z, points) ** 2 + 1e-12
