@@ -13,18 +13,20 @@ from .gradient import GradientNormDetector
 from .margin import MarginDetector
 from .neighbours import NeighbourDetector
 from .noise import NoiseDetector
+from .shift import ShiftDetector
 from .squeeze import SqueezeDetector
 from .structure import JumpDetector, SparsityDetector
 from .suite import DetectorSuite, SuiteScores
 
 DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
     GradientNormDetector, MarginDetector, DensityDetector, NeighbourDetector, SqueezeDetector,
-    NoiseDetector, JumpDetector, SparsityDetector, FeatureDensityDetector)}
+    NoiseDetector, JumpDetector, SparsityDetector, FeatureDensityDetector, ShiftDetector)}
 
 #: Used when ``calibrate`` is given no detector list: the input gradient where autograd
 #: exists, else the margin (both measure the model's confidence; together they would count
-#: it twice), then density, sparsity and neighbours.
-DEFAULT_DETECTORS = ("gradient", "density", "sparsity", "neighbours")
+#: it twice), then density, sparsity, neighbours and shift (which abstains, scoring 0,
+#: where the clean data has no noise floor to look in).
+DEFAULT_DETECTORS = ("gradient", "density", "sparsity", "neighbours", "shift")
 CONFIDENCE_WITHOUT_GRADIENTS = "margin"
 
 
@@ -70,6 +72,6 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
 
 __all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
            "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector",
-           "NeighbourDetector", "NoiseDetector", "Probe",
+           "NeighbourDetector", "NoiseDetector", "Probe", "ShiftDetector",
            "SparsityDetector", "SqueezeDetector", "SuiteScores", "build_detector",
            "select_detectors", "softmax_if_needed"]

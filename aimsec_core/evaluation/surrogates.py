@@ -11,8 +11,9 @@ the largest), and the suspicion is the sum of the two largest rarities, as in th
 
 - ``gradient``: the norm of the input gradient at the predicted label, differentiated
   again (double backpropagation);
-- ``margin``, ``density``, ``neighbours``, ``features``: exact, with the model's predicted
-  label held fixed at each step (its argmax has no gradient);
+- ``margin``, ``density``, ``neighbours``, ``features``, ``shift``: exact, with the
+  model's predicted label (and for ``shift`` its runner-up) held fixed at each step (an
+  argmax has no gradient);
 - ``sparsity``: counts exact zeros, which has no gradient; the attacks that keep the zero
   pattern leave it at its clean value (that is the attacker's answer to it);
 - ``noise``: expectation over its Gaussian draws (the detector's seed is fixed, so the
@@ -28,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-SUPPORTED = ("gradient", "margin", "density", "neighbours", "features", "sparsity", "noise")
+SUPPORTED = ("gradient", "margin", "density", "neighbours", "features", "sparsity", "noise",
+             "shift")
 
 
 def _tensor(value: Any, dtype: Any = None) -> Any:
@@ -220,3 +222,22 @@ class Suite:
         known = classes[column] == predicted
         chosen = torch.where(known, d.gather(1, column[:, None])[:, 0], d.min(dim=1).values)
         return (0.5 * torch.log(chosen + 1e-12)).float()
+
+    def _shift(self, detector: Any, x: Any, logits: Any, probabilities: Any,
+               predicted: Any, features: Any) -> Any:
+        import torch
+
+        # The detector's own arithmetic on the labels (held fixed); linear in x after that.
+        order = np.argsort(probabilities.detach().cpu().numpy(), axis=1)
+        if detector.whitener.shape[1] == 0:
+            return x.new_zeros(x.shape[0])
+        rows, known = detector._rows(order[:, -1])
+        runner, known_too = detector._rows(order[:, -2] if order.shape[1] > 1 else order[:, -1])
+        step = detector._sign_step(detector.discriminants[rows] - detector.discriminants[runner])
+        towards = step @ detector.whitener
+        length = np.linalg.norm(towards, axis=1)
+        direction = np.where((known & known_too & (length > 0))[:, None],
+                             towards / np.maximum(length, 1e-300)[:, None], 0.0)
+        offset = (self._projected(detector, x) - _tensor(detector.means[rows], torch.float64)
+                  ) @ _tensor(detector.whitener, torch.float64)
+        return (offset * _tensor(direction, torch.float64)).sum(dim=1).float()
