@@ -12,11 +12,15 @@ So the score tests for exactly that displacement. With ``t`` the class the model
 and ``r`` its runner-up, ``s = sign(P (mu_t - mu_r))`` is the sign pattern of the linear
 discriminant from ``r`` to ``t`` (``P`` the tied precision, ``mu`` the class means): the
 direction an attack from ``r`` to ``t`` steps in wherever the model is close to linear,
-read from the data, so no gradient is needed and the same test runs for every framework.
-With ``W`` the whitener of the noise floor, the score is the component of ``W'(x - mu_t)``
-along ``W's``: standard normal for clean inputs under the Gaussian model, shifted by
-``eps * |W's|`` for an input moved by ``eps * s`` (the likelihood-ratio test for a known
-direction). One-sided: only a step towards ``t`` is suspect.
+read from the data, so no gradient is needed and the test runs for every framework.
+Where the probe carries the model's input gradient (autograd adapters, when the suite
+holds the gradient detector) the model's own step, ``-sign`` of the loss gradient at the
+predicted label, is tested too and the larger of the two results kept: a model that is
+far from linear steps where the discriminant does not. With ``W`` the whitener of the
+noise floor, each test is the component of ``W'(x - mu_t)`` along ``W's``: standard
+normal for clean inputs under the Gaussian model, shifted by ``eps * |W's|`` for an input
+moved by ``eps * s`` (the likelihood-ratio test for a known direction). One-sided: only a
+step towards ``t`` is suspect.
 
 Where the spectrum has no clear floor (the largest ratio between neighbouring eigenvalues
 under ``min_gap``: uncorrelated features, images whose pixels all vary alike) there is
@@ -84,23 +88,47 @@ class ShiftDetector(InputSpaceDetector):
         if self.whitener.shape[1] == 0:  # abstains (a NaN input stays suspect)
             return np.where(np.isnan(probe.x.reshape(len(probe.x), -1)).any(axis=1),
                             np.nan, 0.0)
-        order = np.argsort(probe.probabilities, axis=1)
+        predicted, runner_up, known = self.classes_of(probe.probabilities)
+        offset = (self.features(probe.x) - self.means[predicted]) @ self.whitener
+        steps = [self.discriminant_step(predicted, runner_up)]
+        if probe.gradient is not None:
+            steps.append(self.gradient_step(probe.gradient))
+        tests = [self.along(offset, step) for step in steps]
+        # no direction to test: a class clean data never had
+        return np.where(known, np.max(tests, axis=0), 0.0)
+
+    def classes_of(self, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
+        """Rows of ``means`` for the predicted and the runner-up class, and whether clean
+        data had both."""
+        order = np.argsort(probabilities, axis=1)
         predicted, known = self._rows(order[:, -1])
         runner_up, known_too = self._rows(order[:, -2] if order.shape[1] > 1 else order[:, -1])
-        step = self._sign_step(self.discriminants[predicted] - self.discriminants[runner_up])
-        towards = step @ self.whitener
-        offset = (self.features(probe.x) - self.means[predicted]) @ self.whitener
-        length = np.linalg.norm(towards, axis=1)
-        scores = (offset * towards).sum(axis=1) / np.maximum(length, 1e-300)
-        # no direction to test: a class clean data never had, or a tie of the two classes
-        return np.where(known & known_too & (length > 0), scores, 0.0)
+        return predicted, runner_up, known & known_too
 
-    def _sign_step(self, discriminant: np.ndarray) -> np.ndarray:
-        """The sign of ``discriminant`` (in feature space) taken where attacks take it, on
-        the input values: through the projection and back where inputs are projected."""
+    def discriminant_step(self, predicted: np.ndarray, runner_up: np.ndarray) -> np.ndarray:
+        """The sign of the discriminant from the runner-up to the predicted class, taken on
+        the input values (through the projection and back where inputs are projected)."""
+        assert self.discriminants is not None
+        discriminant = self.discriminants[predicted] - self.discriminants[runner_up]
         if self.projection is None:
             return np.sign(discriminant)
         return np.sign(discriminant @ self.projection.T) @ self.projection
+
+    def gradient_step(self, gradient: np.ndarray) -> np.ndarray:
+        """Minus the sign of the loss gradient at the predicted label: the direction that
+        made the prediction, as an attack that ended there stepped, in feature space."""
+        step = -np.sign(np.asarray(gradient, dtype=np.float64).reshape(len(gradient), -1))
+        return step if self.projection is None else step @ self.projection
+
+    def along(self, offset: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """The component of the whitened ``offset`` along the whitened ``step`` (0 where
+        the step has no part in the noise floor)."""
+        assert self.whitener is not None
+        towards = step @ self.whitener
+        length = np.linalg.norm(towards, axis=1)
+        return np.where(length > 0, (offset * towards).sum(axis=1) / np.maximum(length, 1e-300),
+                        0.0)
 
     def _rows(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of ``means`` for ``labels``, and which labels clean data had at all."""

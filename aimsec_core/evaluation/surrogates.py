@@ -226,18 +226,27 @@ class Suite:
     def _shift(self, detector: Any, x: Any, logits: Any, probabilities: Any,
                predicted: Any, features: Any) -> Any:
         import torch
+        import torch.nn.functional as F
 
-        # The detector's own arithmetic on the labels (held fixed); linear in x after that.
-        order = np.argsort(probabilities.detach().cpu().numpy(), axis=1)
-        if detector.whitener.shape[1] == 0:
+        if detector.whitener.shape[1] == 0:  # it abstains
             return x.new_zeros(x.shape[0])
-        rows, known = detector._rows(order[:, -1])
-        runner, known_too = detector._rows(order[:, -2] if order.shape[1] > 1 else order[:, -1])
-        step = detector._sign_step(detector.discriminants[rows] - detector.discriminants[runner])
-        towards = step @ detector.whitener
-        length = np.linalg.norm(towards, axis=1)
-        direction = np.where((known & known_too & (length > 0))[:, None],
-                             towards / np.maximum(length, 1e-300)[:, None], 0.0)
+        # The classes and the steps' signs are held fixed (no gradient through an argmax
+        # or a sign); the score is linear in x after that, as the detector computes it.
+        rows, runner, known = detector.classes_of(probabilities.detach().cpu().numpy())
+        steps = [detector.discriminant_step(rows, runner)]
+        if any(d.needs_gradient for d in self.detectors):  # the probe carries the gradient
+            loss = F.cross_entropy(logits, predicted, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x, retain_graph=True)
+            steps.append(detector.gradient_step(grad.detach().cpu().numpy()))
+        whitener = _tensor(detector.whitener, torch.float64)
         offset = (self._projected(detector, x) - _tensor(detector.means[rows], torch.float64)
-                  ) @ _tensor(detector.whitener, torch.float64)
-        return (offset * _tensor(direction, torch.float64)).sum(dim=1).float()
+                  ) @ whitener
+        tests = []
+        for step in steps:
+            towards = step @ detector.whitener
+            length = np.linalg.norm(towards, axis=1)
+            unit = np.where((length > 0)[:, None],
+                            towards / np.maximum(length, 1e-300)[:, None], 0.0)
+            tests.append((offset * _tensor(unit, torch.float64)).sum(dim=1))
+        best = torch.stack(tests).max(dim=0).values
+        return torch.where(torch.as_tensor(known), best, torch.zeros_like(best)).float()
