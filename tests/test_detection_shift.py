@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aimsec_core.detection import DetectorSuite, Probe, ShiftDetector, select_detectors
-from aimsec_core.adapter import Capabilities
+from aimsec_core.detection import DetectorSuite, Probe, ShiftDetector
 
 
 def _correlated(n: int, seed: int = 0, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -101,11 +100,6 @@ def test_its_state_round_trips_and_damaged_state_is_refused(fitted):
         ShiftDetector().load_state(damaged)
     with pytest.raises(ValueError):
         ShiftDetector().load_state({**fitted.state(), "classes": np.array([1, 0])})
-
-
-def test_it_is_a_default_detector():
-    names = [d.name for d in select_detectors(None, Capabilities(gradients=False))]
-    assert "shift" in names
 
 
 def test_the_differentiable_copy_computes_the_guards_shift_score():
