@@ -32,7 +32,7 @@ class GuardedMixin:
         """Fit the adversarial-input detectors on clean data at a false-positive target.
 
         ``detectors`` names them (default: gradient where autograd exists, else margin;
-        density, sparsity, neighbours); ``image_shape`` lets flat inputs be treated as
+        density, sparsity, neighbours, shift); ``image_shape`` lets flat inputs be treated as
         images by the squeeze and jump detectors. ``reference`` is more clean data (the
         training set, say) for the detectors that learn what clean inputs look like
         (density, neighbours); the threshold is still set on ``x_clean`` alone. ``fpr`` is

@@ -13,6 +13,7 @@ from .gradient import GradientNormDetector
 from .margin import MarginDetector
 from .neighbours import NeighbourDetector
 from .noise import NoiseDetector
+from .shift import ShiftDetector
 from .squeeze import SqueezeDetector
 from .structure import JumpDetector, SparsityDetector
 from .support import SupportDetector
@@ -20,15 +21,18 @@ from .suite import DetectorSuite, SuiteScores
 
 DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
     GradientNormDetector, MarginDetector, DensityDetector, NeighbourDetector, SqueezeDetector,
-    NoiseDetector, JumpDetector, SparsityDetector, FeatureDensityDetector, SupportDetector)}
+    NoiseDetector, JumpDetector, SparsityDetector, FeatureDensityDetector, ShiftDetector,
+    SupportDetector)}
 
 #: Used when ``calibrate`` is given no detector list: the input gradient where autograd
 #: exists, else the margin (both measure the model's confidence; together they would count
-#: it twice), then density, sparsity and neighbours. ``support`` (neighbours on the input's
-#: support) is not among them: it lifted the zero-keeping adaptive attack's detection on
-#: digits (0.62 to 0.75) but an attacker free to change the zero pattern, aiming at it
-#: through a relaxed pattern, silences it (0.40 either way), at +0.4x a torch forward.
-DEFAULT_DETECTORS = ("gradient", "density", "sparsity", "neighbours")
+#: it twice), then density, sparsity, neighbours and shift (which abstains, scoring 0,
+#: where the clean data has no noise floor to look in). ``support`` (neighbours on the
+#: input's support) is not among them: it lifted the zero-keeping adaptive attack's
+#: detection on digits (0.62 to 0.75), but an attacker free to change the zero pattern,
+#: aiming at it through a relaxed pattern, silences it (0.40 either way), at +0.4x a torch
+#: forward.
+DEFAULT_DETECTORS = ("gradient", "density", "sparsity", "neighbours", "shift")
 CONFIDENCE_WITHOUT_GRADIENTS = "margin"
 
 
@@ -74,6 +78,6 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
 
 __all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
            "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector",
-           "NeighbourDetector", "NoiseDetector", "Probe",
+           "NeighbourDetector", "NoiseDetector", "Probe", "ShiftDetector",
            "SparsityDetector", "SqueezeDetector", "SuiteScores", "SupportDetector", "build_detector",
            "select_detectors", "softmax_if_needed"]

@@ -11,8 +11,9 @@ the largest), and the suspicion is the sum of the two largest rarities, as in th
 
 - ``gradient``: the norm of the input gradient at the predicted label, differentiated
   again (double backpropagation);
-- ``margin``, ``density``, ``neighbours``, ``features``: exact, with the model's predicted
-  label held fixed at each step (its argmax has no gradient);
+- ``margin``, ``density``, ``neighbours``, ``features``, ``shift``: exact, with the
+  model's predicted label (and for ``shift`` its runner-up) held fixed at each step (an
+  argmax has no gradient);
 - ``sparsity``: counts exact zeros, a step function; ``support``: ``neighbours`` on the
   0/1 pattern of values above the floor, a step function too. Without ``relaxation``
   both are exact with no gradient (the attacks that keep the zero pattern cannot move
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 SUPPORTED = ("gradient", "margin", "density", "neighbours", "features", "sparsity", "noise",
-             "support")
+             "support", "shift")
 
 
 def _tensor(value: Any, dtype: Any = None) -> Any:
@@ -262,3 +263,31 @@ class Suite:
         known = classes[column] == predicted
         chosen = torch.where(known, d.gather(1, column[:, None])[:, 0], d.min(dim=1).values)
         return (0.5 * torch.log(chosen + 1e-12)).float()
+
+    def _shift(self, detector: Any, x: Any, logits: Any, probabilities: Any,
+               predicted: Any, features: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        if detector.whitener.shape[1] == 0:  # it abstains
+            return x.new_zeros(x.shape[0])
+        # The classes and the steps' signs are held fixed (no gradient through an argmax
+        # or a sign); the score is linear in x after that, as the detector computes it.
+        rows, runner, known = detector.classes_of(probabilities.detach().cpu().numpy())
+        steps = [detector.discriminant_step(rows, runner)]
+        if any(d.needs_gradient for d in self.detectors):  # the probe carries the gradient
+            loss = F.cross_entropy(logits, predicted, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x, retain_graph=True)
+            steps.append(detector.gradient_step(grad.detach().cpu().numpy()))
+        whitener = _tensor(detector.whitener, torch.float64)
+        offset = (self._projected(detector, x) - _tensor(detector.means[rows], torch.float64)
+                  ) @ whitener
+        tests = []
+        for step in steps:
+            towards = step @ detector.whitener
+            length = np.linalg.norm(towards, axis=1)
+            unit = np.where((length > 0)[:, None],
+                            towards / np.maximum(length, 1e-300)[:, None], 0.0)
+            tests.append((offset * _tensor(unit, torch.float64)).sum(dim=1))
+        best = torch.stack(tests).max(dim=0).values
+        return torch.where(torch.as_tensor(known), best, torch.zeros_like(best)).float()
