@@ -30,8 +30,8 @@ DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
 #: where the clean data has no noise floor to look in). ``support`` (neighbours on the
 #: input's support) is not among them: it lifted the zero-keeping adaptive attack's
 #: detection on digits (0.62 to 0.75), but an attacker free to change the zero pattern,
-#: aiming at it through a relaxed pattern, silences it (0.40 with it, 0.46 without), at +0.4x a torch
-#: forward.
+#: aiming at it through a relaxed pattern, silences it (0.40 with it, 0.46 without), and
+#: it costs +0.4x a torch forward.
 DEFAULT_DETECTORS = ("gradient", "density", "sparsity", "neighbours", "shift")
 CONFIDENCE_WITHOUT_GRADIENTS = "margin"
 
