@@ -36,7 +36,9 @@ def setup():
     return data, model, guarded
 
 
-def test_the_differentiable_suite_computes_the_guards_scores(setup):
+def _screened_with_suite(setup, **options):
+    """32 test digits screened by the guard, its verdict, and the differentiable suite
+    rebuilt from the same calibration (``options``: the suite's, e.g. ``relaxation``)."""
     from aimsec_core.evaluation.surrogates import Suite
 
     data, model, guarded = setup
@@ -44,8 +46,11 @@ def test_the_differentiable_suite_computes_the_guards_scores(setup):
     x = data.split.x_test[:32]
     with torch.no_grad():
         guarded(digits.as_model_input("torch", x))
-    verdict = guarded.last_verdict
-    suite = Suite(model, calibration, data.sample_shape)
+    return x, guarded.last_verdict, Suite(model, calibration, data.sample_shape, **options)
+
+
+def test_the_differentiable_suite_computes_the_guards_scores(setup):
+    x, verdict, suite = _screened_with_suite(setup)
     _, raw = suite.raw_scores(torch.from_numpy(x).requires_grad_(True))
     for name, score in raw.items():
         np.testing.assert_allclose(score.detach().numpy(), verdict.scores[name], rtol=1e-3,
@@ -60,11 +65,7 @@ def test_the_relaxed_support_and_sparsity_are_exact_forward_with_a_gradient(setu
 
     data, model, guarded = setup
     calibration = aimsec_core.guard_of(guarded).calibration
-    x = data.split.x_test[:32]
-    with torch.no_grad():
-        guarded(digits.as_model_input("torch", x))
-    verdict = guarded.last_verdict
-    suite = Suite(model, calibration, data.sample_shape, relaxation=1 / 16)
+    x, verdict, suite = _screened_with_suite(setup, relaxation=1 / 16)
     values = torch.from_numpy(x).requires_grad_(True)
     _, raw = suite.raw_scores(values)
     for name in ("support", "sparsity"):  # straight-through: the exact score forward
