@@ -156,6 +156,25 @@ def test_calibration_refuses_bad_data(digits_model, sink):
         guarded.save_calibration("never.npz")
 
 
+def test_calibration_data_with_nan_is_refused_by_name(sink):
+    # a model that allows NaN passes it through validation; the detectors cannot learn
+    # from it (shift's eigendecomposition failed as "too uniform", before it a raw
+    # ValueError from the calibration metadata)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6))
+    x[::4, 2] = np.nan
+    model = HistGradientBoostingClassifier(max_iter=3).fit(x, (x[:, 0] > 0).astype(int))
+    guarded = aimsec_core.guard(model, sinks=[sink], policy=False)
+    with pytest.raises(CalibrationError, match="x_clean holds NaN"):
+        guarded.calibrate(x)
+    complete = x[1::4].repeat(2, 0) + rng.normal(0, 0.1, (60, 6))
+    with pytest.raises(CalibrationError, match="reference holds NaN"):
+        guarded.calibrate(complete, reference=x)
+    guarded.calibrate(complete)
+
+
 def test_a_corrupt_calibration_file_is_a_calibration_error(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
