@@ -212,7 +212,7 @@ def test_extreme_values_and_nan_fingerprint_without_numpy_warnings(unit, step):
     # error) on a guarded call, and each row still gets a fingerprint of its own
     f = Fingerprinter(FingerprintSettings(12, step, unit, 50), SECRET)
     rows = np.array([[1e308] * 20, [-1e308] * 20, [np.nan] * 20, [5e-324] * 20,
-                     [1.0, np.nan] * 10, np.linspace(-1e308, 1e308, 20)])
+                     [1.0, np.nan] * 10, np.linspace(-1.0, 1.0, 20) * 1e308])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         batch = f(rows)
