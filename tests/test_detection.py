@@ -26,6 +26,19 @@ def test_margin_is_one_minus_the_gap_between_the_top_two_classes():
     np.testing.assert_allclose(MarginDetector().score(probe), [0.5, 0.95])
 
 
+def test_a_model_of_one_class_calibrates_with_the_default_detectors(sink):
+    # predict_proba of a one-class estimator has one column: the margin's runner-up
+    # lookup raised a raw IndexError from calibrate
+    from sklearn.dummy import DummyClassifier
+
+    x = np.random.default_rng(0).normal(size=(120, 6))
+    model = DummyClassifier().fit(x, np.zeros(len(x), int))
+    guarded = aimsec_core.guard(model, sinks=[sink], policy=False)
+    guarded.calibrate(x[:80])
+    np.testing.assert_array_equal(guarded.predict(x[80:]), 0)
+    assert MarginDetector().score(_probe(x[:2], [[1.0], [1.0]])).tolist() == [0.0, 0.0]
+
+
 def test_softmax_is_applied_only_to_scores_that_are_not_probabilities():
     probabilities = np.array([[0.25, 0.75]])
     assert softmax_if_needed(probabilities) is not None
@@ -141,6 +154,25 @@ def test_calibration_refuses_bad_data(digits_model, sink):
         guarded.calibrate(x[:10])
     with pytest.raises(CalibrationError, match="nothing to save"):
         guarded.save_calibration("never.npz")
+
+
+def test_calibration_data_with_nan_is_refused_by_name(sink):
+    # a model that allows NaN passes it through validation; the detectors cannot learn
+    # from it (shift's eigendecomposition failed as "too uniform", before it a raw
+    # ValueError from the calibration metadata)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6))
+    x[::4, 2] = np.nan
+    model = HistGradientBoostingClassifier(max_iter=3).fit(x, (x[:, 0] > 0).astype(int))
+    guarded = aimsec_core.guard(model, sinks=[sink], policy=False)
+    with pytest.raises(CalibrationError, match="x_clean holds NaN"):
+        guarded.calibrate(x)
+    complete = x[1::4].repeat(2, 0) + rng.normal(0, 0.1, (60, 6))
+    with pytest.raises(CalibrationError, match="reference holds NaN"):
+        guarded.calibrate(complete, reference=x)
+    guarded.calibrate(complete)
 
 
 def test_a_corrupt_calibration_file_is_a_calibration_error(tmp_path):

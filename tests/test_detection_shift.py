@@ -102,6 +102,18 @@ def test_its_state_round_trips_and_damaged_state_is_refused(fitted):
         ShiftDetector().load_state({**fitted.state(), "classes": np.array([1, 0])})
 
 
+@pytest.mark.parametrize("classes", [np.array([], dtype=np.int64),
+                                     np.array([0, 2**64 - 1], dtype=np.uint64)])
+def test_state_without_classes_or_with_labels_past_int64_is_refused(fitted, classes):
+    # a hostile calibration file: no class at all made every guarded call raise a raw
+    # IndexError; a uint64 label past int64 wrapped to -1 and broke the sorted lookup
+    rows = len(classes)
+    state = {**fitted.state(), "classes": classes, "means": fitted.means[:1].repeat(rows, 0),
+             "discriminants": fitted.discriminants[:1].repeat(rows, 0)}
+    with pytest.raises(ValueError, match="class labels"):
+        ShiftDetector().load_state(state)
+
+
 def test_the_differentiable_copy_computes_the_guards_shift_score():
     torch = pytest.importorskip("torch")
     import aimsec_core

@@ -202,6 +202,11 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
         raise CalibrationError(
             f"fpr={fpr} needs at least {int(np.ceil(1 / fpr))} clean samples to be "
             f"measured; received {len(x)}")
+    for name, data in (("x_clean", x), ("reference", reference)):
+        if data is not None and data.dtype.kind in "fc" and not np.isfinite(data).all():
+            raise CalibrationError(
+                f"{name} holds NaN or infinite values; the detectors learn from finite "
+                "values only: calibrate on complete rows (impute or drop the missing ones)")
     shuffled = x[np.random.default_rng(seed).permutation(len(x))]  # folds go by position
     if value_range is None:
         value_range = (float(x.min()), float(x.max()))

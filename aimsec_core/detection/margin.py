@@ -13,4 +13,6 @@ class MarginDetector(Detector):
 
     def score(self, probe: Probe) -> np.ndarray:
         top2 = np.sort(probe.probabilities, axis=1)[:, -2:]
+        if top2.shape[1] < 2:  # a model of one class: no runner-up, nothing is close
+            return 1.0 - top2[:, -1]
         return 1.0 - (top2[:, 1] - top2[:, 0])

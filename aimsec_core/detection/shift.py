@@ -143,8 +143,11 @@ class ShiftDetector(InputSpaceDetector):
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         classes = arguments.array(state, "classes", 1)
-        if classes.dtype.kind not in "iu" or (np.diff(classes) <= 0).any():
-            raise ValueError("shift: class labels must be sorted distinct integers")
+        if (classes.dtype.kind not in "iu" or not len(classes)
+                or (classes.dtype.kind == "u" and classes.max() > np.iinfo(np.int64).max)
+                or (np.diff(classes.astype(np.int64)) <= 0).any()):
+            raise ValueError("shift: class labels must be one or more sorted distinct "
+                             "int64 integers")
         self.classes = classes.astype(np.int64)
         self.means = arguments.array(state, "means", 2, rows=len(classes))
         self.discriminants = arguments.array(state, "discriminants", 2, rows=len(classes),

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _BIAS = float(2**20)  #: added to the quantized values: truncation is then a floor
+_CODE_LIMIT = float(2**62)  #: quantized values are clipped to this magnitude (int64-safe)
 _HIGH_HALF = 1 if sys.byteorder == "little" else 0  #: index of a uint64's high uint32
 
 
@@ -63,6 +64,8 @@ class Fingerprinter:
                                            dtype=np.uint64) * np.uint64(2) + np.uint64(1))
         self._inverse_unit = 1.0 / settings.unit
         self._inverse_step = 1.0 / settings.step
+        #: whether a finite value can scale past float64's range (then it becomes inf)
+        self._may_overflow = settings.unit < 1.0 or settings.step < 1e-300
 
     def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
         return f"Fingerprinter({self.settings})"
@@ -80,6 +83,13 @@ class Fingerprinter:
                 self._salts[width] = found
         return found
 
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) float64: asinh-compressed values in quantization steps (a new array)."""
+        unit = self.settings.unit
+        quantized = np.arcsinh(x * self._inverse_unit if unit != 1.0 else x)
+        quantized *= self._inverse_step
+        return quantized
+
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """``samples`` (n, d), any real dtype -> (n, k) uint32 hashes, k <= ``hashes``.
 
@@ -89,10 +99,17 @@ class Fingerprinter:
         s = self.settings
         x = np.asarray(samples, dtype=np.float64)
         salt, gather = self._layout(x.shape[1])
-        quantized = np.arcsinh(x * self._inverse_unit if s.unit != 1.0 else x)
-        quantized *= self._inverse_step
+        if self._may_overflow:  # a huge value over a small unit or step becomes inf
+            with np.errstate(over="ignore"):
+                quantized = self._quantize(x)
+        else:
+            quantized = self._quantize(x)
         quantized += salt
-        # asinh keeps finite values far inside int64: the cast cannot overflow
+        # asinh keeps finite values inside int64 (|asinh| <= 710.5) unless the step is
+        # tiny; what lies past the bound (infinities) takes it, NaN (allow_nan) the lower
+        # one, so the cast never overflows
+        np.fmax(quantized, -_CODE_LIMIT, out=quantized)
+        np.fmin(quantized, _CODE_LIMIT, out=quantized)
         codes = quantized.astype(np.int64).view(np.uint64)
         # integer arrays wrap silently on overflow: the arithmetic is modulo 2^64
         h = codes.take(gather, axis=1) @ self._coefficients[:gather.shape[1]]

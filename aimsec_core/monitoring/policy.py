@@ -22,6 +22,9 @@ from typing import Any
 from ..errors import ConfigurationError
 
 FAIL_OPEN, FAIL_CLOSED = "fail_open", "fail_closed"
+#: Least near_duplicate_step and near_duplicate_unit: the fingerprint scales by their
+#: reciprocals, which must stay finite (a subnormal value would make them inf).
+_SMALLEST_SCALE = 1e-300
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,10 @@ class Policy:
                      "extraction_min_queries", "extraction_test_every", "extraction_set_size",
                      "extraction_clients"):
             _require(name, getattr(self, name), int, 1)
-        for name in ("near_duplicate_step", "near_duplicate_unit", "near_duplicate_ttl",
-                     "store_timeout", "store_retry"):
+        for name in ("near_duplicate_ttl", "store_timeout", "store_retry"):
             _require(name, getattr(self, name), float, 0.0, strict=True)
+        for name in ("near_duplicate_step", "near_duplicate_unit"):  # finite reciprocals
+            _require(name, getattr(self, name), float, _SMALLEST_SCALE)
         _require("extraction_delta", self.extraction_delta, float, 0.0, 1.0)
         if self.extraction_min_queries < 3 or self.extraction_window < 3:
             raise ConfigurationError("extraction_window and extraction_min_queries must be "

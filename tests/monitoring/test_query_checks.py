@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -200,6 +202,24 @@ def test_any_finite_row_fingerprints(values):
     row = np.asarray(values, dtype=np.float64)[None]
     fp = _fingerprinter()(row)
     assert fp.dtype == np.uint32 and fp.shape[0] == 1 and 1 <= (fp != 0).sum() <= 50
+
+
+@pytest.mark.parametrize("unit, step", [(1.0, 0.2), (1e-300, 0.2), (1.0, 1e-20),
+                                        (1.0, 1e-310)])
+def test_extreme_values_and_nan_fingerprint_without_numpy_warnings(unit, step):
+    # NaN reaches the monitor where allow_nan lets it through; a huge value over a small
+    # unit or step scales past float64 or int64: neither may warn (or raise, under -W
+    # error) on a guarded call, and each row still gets a fingerprint of its own
+    f = Fingerprinter(FingerprintSettings(12, step, unit, 50), SECRET)
+    rows = np.array([[1e308] * 20, [-1e308] * 20, [np.nan] * 20, [5e-324] * 20,
+                     [1.0, np.nan] * 10, np.linspace(-1.0, 1.0, 20) * 1e308])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = f(rows)
+        alone = [f(row[None])[0] for row in rows]
+    assert batch.dtype == np.uint32 and (batch != 0).any(axis=1).all()
+    for row, single in zip(batch, alone):
+        assert np.array_equal(row[row != 0], single)
 
 
 @settings(max_examples=40, deadline=None)
