@@ -32,6 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 _BIAS = float(2**20)  #: added to the quantized values: truncation is then a floor
+_GATHERED = 4096  #: widest input whose windows are gathered (and whose layout is cached)
+#: most values of a call hashed through the gather (its temporary is w times larger)
+_GATHERED_VALUES = 1 << 16
 _CODE_LIMIT = float(2**62)  #: quantized values are clipped to this magnitude (int64-safe)
 _HIGH_HALF = 1 if sys.byteorder == "little" else 0  #: index of a uint64's high uint32
 
@@ -70,18 +73,39 @@ class Fingerprinter:
     def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
         return f"Fingerprinter({self.settings})"
 
-    def _layout(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+    def _layout(self, width: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Per input width: the salt (one offset per position, plus the bias) and the
-        window gather index ((windows, w) positions), cached."""
+        window gather index ((windows, w) positions; ``None`` past :data:`_GATHERED`
+        values, where it would cost w times the input's memory), cached for narrow
+        inputs (widths come from model inputs: few, but a client may vary them)."""
         found = self._salts.get(width)
         if found is None:
             salt = np.random.default_rng(self._rng_seed + [2, width]).random(width) + _BIAS
             w = min(self.settings.window, width)
-            gather = (np.arange(width - w + 1)[:, None] + np.arange(w)[None, :]).astype(np.intp)
+            gather = None
+            if width <= _GATHERED:
+                gather = (np.arange(width - w + 1)[:, None]
+                          + np.arange(w)[None, :]).astype(np.intp)
+                if len(self._salts) < 64:
+                    self._salts[width] = (salt, gather)
             found = (salt, gather)
-            if len(self._salts) < 64:  # widths come from model inputs: few, but bounded
-                self._salts[width] = found
         return found
+
+    def _window_hashes(self, codes: np.ndarray, gather: np.ndarray | None) -> np.ndarray:
+        """(n, windows) uint64: each window's keyed polynomial, modulo 2^64 (integer
+        arrays wrap silently). Small calls gather their windows into one matrix product;
+        wide inputs and large batches add the w shifted, scaled copies of each row
+        instead, which gives the same values in memory proportional to the input."""
+        w = min(self.settings.window, codes.shape[1])
+        if gather is not None and codes.size <= _GATHERED_VALUES:
+            return codes.take(gather, axis=1) @ self._coefficients[:w]
+        windows = codes.shape[1] - w + 1
+        h = codes[:, :windows] * self._coefficients[0]
+        step = np.empty_like(h)
+        for k in range(1, w):
+            np.multiply(codes[:, k:k + windows], self._coefficients[k], out=step)
+            h += step
+        return h
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
         """(n, d) float64: asinh-compressed values in quantization steps (a new array)."""
@@ -111,8 +135,7 @@ class Fingerprinter:
         np.fmax(quantized, -_CODE_LIMIT, out=quantized)
         np.fmin(quantized, _CODE_LIMIT, out=quantized)
         codes = quantized.astype(np.int64).view(np.uint64)
-        # integer arrays wrap silently on overflow: the arithmetic is modulo 2^64
-        h = codes.take(gather, axis=1) @ self._coefficients[:gather.shape[1]]
+        h = self._window_hashes(codes, gather)
         high = h.view(np.uint32)[:, _HIGH_HALF::2]
         if len(high) == 1:  # one row: its distinct non-zero values, largest first
             row = np.sort(high[0])

@@ -293,3 +293,19 @@ def test_the_table_views_show_what_was_stored():
     assert sorted(index.t_hash[stored].tolist()) == sorted(row.tolist())
     assert set(index.t_serial[stored].tolist()) == {0}
     assert (index.t_serial[~stored] == -1).all()
+
+
+def test_wide_inputs_hash_their_windows_alike_without_a_gather_table(monkeypatch):
+    """Past _GATHERED values the windows are summed shift by shift, not gathered (w times
+    the input's memory, cached per width): the same fingerprints, and nothing cached."""
+    from aimsec_core.monitoring import fingerprint as fingerprint_module
+
+    rows = np.random.default_rng(5).normal(size=(3, 300))
+    gathered = _fingerprinter()(rows)
+    monkeypatch.setattr(fingerprint_module, "_GATHERED", 100)
+    wide = _fingerprinter()
+    np.testing.assert_array_equal(wide(rows), gathered)
+    assert wide._salts == {}
+    monkeypatch.setattr(fingerprint_module, "_GATHERED", 4096)
+    monkeypatch.setattr(fingerprint_module, "_GATHERED_VALUES", 500)  # a large batch
+    np.testing.assert_array_equal(_fingerprinter()(rows), gathered)
