@@ -142,7 +142,7 @@ class Policy:
                      "near_duplicate_max_fingerprints", "extraction_window",
                      "extraction_min_queries", "extraction_test_every", "extraction_set_size",
                      "extraction_clients"):
-            _require(name, getattr(self, name), int, 1)
+            _require(name, getattr(self, name), int, 1, _LARGEST.get(name, math.inf))
         for name in ("near_duplicate_ttl", "store_timeout", "store_retry"):
             _require(name, getattr(self, name), float, 0.0, strict=True)
         for name in ("near_duplicate_step", "near_duplicate_unit"):  # finite reciprocals
@@ -154,6 +154,12 @@ class Policy:
         if self.store_failure not in (FAIL_OPEN, FAIL_CLOSED):
             raise ConfigurationError(f"store_failure must be {FAIL_OPEN!r} or "
                                      f"{FAIL_CLOSED!r}; received {self.store_failure!r}")
+
+
+#: Upper bounds for settings that size memory the monitor allocates up front (the index
+#: holds ``near_duplicate_hashes`` per slot; a window of many values is one hash).
+_LARGEST = {"near_duplicate_window": 65_536, "near_duplicate_hashes": 4_096,
+            "extraction_set_size": 65_536, "extraction_window": 10_000_000}
 
 
 def _rules(values: dict[str, Any], base: ClientRules, where: str) -> ClientRules:

@@ -42,6 +42,7 @@ def test_unknown_keys_name_the_valid_ones():
     ("store_failure", "fail_sometimes"), ("near_duplicate_window", 0),
     ("extraction_delta", -0.1), ("max_failed_attempts", True),
     ("extraction_test_every", 0), ("extraction_test_every", 2.5),
+    ("near_duplicate_hashes", 10**30), ("near_duplicate_window", 10**9),
     # subnormal: the reciprocal the fingerprint scales by is inf, and 0 * inf is NaN
     ("near_duplicate_step", 1e-320), ("near_duplicate_unit", 1e-320),
 ])
