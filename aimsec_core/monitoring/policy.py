@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +108,7 @@ class Policy:
             raise ConfigurationError(
                 f"policy must be a dict of settings (e.g. the original SECURITY_CONFIG); "
                 f"received {type(policy).__name__}")
-        settings = dict(policy)
+        settings = _plain(policy)
         tiers_raw = settings.pop("tiers", None) or {}
         rule_keys = {f.name for f in dataclasses.fields(ClientRules)}
         policy_keys = {f.name for f in dataclasses.fields(cls)} - {"rules", "tiers"}
@@ -131,7 +132,7 @@ class Policy:
                 raise ConfigurationError(
                     f"policy tier {name!r}: unknown or non-tier key(s) {bad}; a tier may "
                     f"set {sorted(rule_keys)}")
-            tiers[name] = _rules(dict(overrides), rules, f"policy tier {name!r}")
+            tiers[name] = _rules(_plain(overrides), rules, f"policy tier {name!r}")
         values = {k: v for k, v in settings.items() if k in policy_keys}
         out = cls(rules=rules, tiers=tiers, **values)
         out._check()
@@ -154,6 +155,22 @@ class Policy:
         if self.store_failure not in (FAIL_OPEN, FAIL_CLOSED):
             raise ConfigurationError(f"store_failure must be {FAIL_OPEN!r} or "
                                      f"{FAIL_CLOSED!r}; received {self.store_failure!r}")
+
+
+def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings with numpy numbers as Python ones (a config read through numpy or
+    pandas gives ``np.int64(100)``); anything else is left for validation to judge."""
+    out = {}
+    for key, value in settings.items():
+        if type(value).__module__ == "numpy":
+            if isinstance(value, numbers.Integral):
+                value = int(value)
+            elif isinstance(value, numbers.Real):
+                value = float(value)
+            elif type(value).__name__ == "bool":  # numpy's bool_
+                value = bool(value)
+        out[key] = value
+    return out
 
 
 #: Upper bounds for settings that size memory the monitor allocates up front (the index

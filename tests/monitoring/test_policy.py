@@ -78,3 +78,18 @@ def test_policy_false_turns_monitoring_off(digits_model):
     assert aimsec_core.guard_of(guarded).monitor is None
     with pytest.raises(ConfigurationError, match="off"):
         guarded.request_analysis()
+
+
+def test_numpy_numbers_are_taken_as_python_numbers():
+    import numpy as np
+
+    policy = Policy.coerce({"max_requests_per_minute": np.int64(100),
+                            "min_request_interval": np.float32(0.5),
+                            "near_duplicate": np.bool_(False),
+                            "tiers": {"internal": {"max_requests_per_minute": np.int32(7)}}})
+    assert policy.rules.max_requests_per_minute == 100
+    assert type(policy.rules.max_requests_per_minute) is int
+    assert policy.rules.min_request_interval == 0.5 and policy.rules.near_duplicate is False
+    assert type(policy.tiers["internal"].max_requests_per_minute) is int
+    with pytest.raises(ConfigurationError, match="max_requests_per_minute"):
+        Policy.coerce({"max_requests_per_minute": np.float64(2.5)})
