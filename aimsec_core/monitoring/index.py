@@ -16,7 +16,8 @@ Serials are 32-bit: after 2^32 stored fingerprints (weeks of a busy model) the i
 starts over empty, forgetting at most ``ttl`` seconds of history once.
 
 Per stored fingerprint: its hashes (4 bytes each), serial, time, client tag and content
-tag (28 bytes), and 1.5 * S table entries of 8 bytes: about 830 bytes at S = 50.
+tag (28 bytes), and 1.5 to 3 * S table entries of 8 bytes (the bucket count rounds up to a
+power of two): 830 bytes to 1.4 KB at S = 50 (1.3 KB measured with 10^6 stored).
 """
 
 from __future__ import annotations
