@@ -79,5 +79,5 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
 __all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
            "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector",
            "NeighbourDetector", "NoiseDetector", "Probe", "ShiftDetector",
-           "SparsityDetector", "SqueezeDetector", "SuiteScores", "SupportDetector", "build_detector",
-           "select_detectors", "softmax_if_needed"]
+           "SparsityDetector", "SqueezeDetector", "SuiteScores", "SupportDetector",
+           "build_detector", "select_detectors", "softmax_if_needed"]
