@@ -116,8 +116,7 @@ class FingerprintIndex:
                 if self._serial >= self._slots and (self._slots < self.capacity
                                                     or self._serial >= _SERIALS):
                     self._make_room()
-                buckets = hashes.astype(np.intp)
-                buckets &= self._mask
+                buckets = np.bitwise_and(hashes, self._mask, dtype=np.intp)
                 entries = self.table.take(buckets, axis=0)  # (len(hashes), ways)
                 hit = entries.view(np.uint32)[:, _LOW_HALF::2] == hashes[:, None]
                 found = entries[hit]
@@ -195,8 +194,7 @@ class FingerprintIndex:
         stored[len(hashes):] = 0
         stored[:len(hashes)] = hashes
         ways = entries.argmin(axis=1)  # an empty or the oldest entry (serial is high)
-        values = hashes.astype(np.uint64)
-        values |= np.uint64(serial << 32)
+        values = np.bitwise_or(hashes, np.uint64(serial << 32), dtype=np.uint64)
         self.table[buckets, ways] = values
         if len(set(buckets.tolist())) == len(buckets):
             return
