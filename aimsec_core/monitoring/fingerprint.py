@@ -27,6 +27,7 @@ Differences from the paper, all to fit tabular rows and small inputs as well as 
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,13 +108,6 @@ class Fingerprinter:
             h += step
         return h
 
-    def _quantize(self, x: np.ndarray) -> np.ndarray:
-        """(n, d) float64: asinh-compressed values in quantization steps (a new array)."""
-        unit = self.settings.unit
-        quantized = np.arcsinh(x * self._inverse_unit if unit != 1.0 else x)
-        quantized *= self._inverse_step
-        return quantized
-
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """``samples`` (n, d), any real dtype -> (n, k) uint32 hashes, k <= ``hashes``.
 
@@ -123,11 +117,10 @@ class Fingerprinter:
         s = self.settings
         x = np.asarray(samples, dtype=np.float64)
         salt, gather = self._layout(x.shape[1])
-        if self._may_overflow:  # a huge value over a small unit or step becomes inf
-            with np.errstate(over="ignore"):
-                quantized = self._quantize(x)
-        else:
-            quantized = self._quantize(x)
+        # a huge value over a small unit or step becomes inf (clipped below)
+        with np.errstate(over="ignore") if self._may_overflow else nullcontext():
+            quantized = np.arcsinh(x * self._inverse_unit if s.unit != 1.0 else x)
+            quantized *= self._inverse_step
         quantized += salt
         # asinh keeps finite values inside int64 (|asinh| <= 710.5) unless the step is
         # tiny; what lies past the bound (infinities) takes it, NaN (allow_nan) the lower

@@ -210,7 +210,7 @@ class Monitor:
             visit.samples = _samples(arrays, batch)
         contents = None
         if rules.near_duplicate and visit.samples is not None:
-            contents = _content_tags(visit.samples, input_hash)
+            contents = _content_tags(visit.samples)
         tag = int(visit.key[:8], 16)
 
         def observe(store: Store) -> Any:
@@ -366,7 +366,7 @@ def _samples(arrays: list[Any], batch: int) -> np.ndarray | None:
     return out if out.dtype == np.float64 else out.astype(np.float64)
 
 
-def _content_tags(samples: np.ndarray, input_hash: str) -> np.ndarray:
+def _content_tags(samples: np.ndarray) -> np.ndarray:
     """A 32-bit digest of each sample's exact values (tells repeats from near-duplicates).
 
     Always of the sample itself, never of the call: a sample sent alone and the same

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,19 +157,11 @@ class Policy:
 
 
 def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings with numpy numbers as Python ones (a config read through numpy or
+    """The settings with numpy scalars as Python ones (a config read through numpy or
     pandas gives ``np.int64(100)``); anything else is left for validation to judge."""
-    out = {}
-    for key, value in settings.items():
-        if type(value).__module__ == "numpy":
-            if isinstance(value, numbers.Integral):
-                value = int(value)
-            elif isinstance(value, numbers.Real):
-                value = float(value)
-            elif type(value).__name__ == "bool":  # numpy's bool_
-                value = bool(value)
-        out[key] = value
-    return out
+    return {key: value.item() if type(value).__module__ == "numpy"
+            and getattr(value, "ndim", None) == 0 else value
+            for key, value in settings.items()}
 
 
 #: Upper bounds for settings that size memory the monitor allocates up front (the index
