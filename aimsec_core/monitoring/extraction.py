@@ -28,21 +28,30 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 
 TEST_EVERY = 50  #: queries between two tests of one client (default)
 
 
+class _ClassState:
+    """One client's queries of one predicted class: PRADA's growing set."""
+
+    __slots__ = ("members", "count", "distances", "total", "squares", "threshold")
+
+    def __init__(self, size: int, width: int) -> None:
+        self.members = np.empty((size, width), np.float32)  #: a ring of the set's queries
+        self.count = 0  #: queries ever added (the ring holds the last ``size``)
+        self.distances: deque[float] = deque(maxlen=size)  #: the members' distances
+        self.total = self.squares = 0.0  #: sum and sum of squares of ``distances``
+        self.threshold = 0.0
+
+
 class _ClientState:
-    __slots__ = ("sets", "counts", "members", "sums", "thresholds", "distances",
-                 "since_test", "width", "last_w")
+    __slots__ = ("classes", "distances", "since_test", "width", "last_w")
 
     def __init__(self, width: int, window: int) -> None:
         self.width = width
-        self.sets: dict[Hashable, np.ndarray] = {}
-        self.counts: dict[Hashable, int] = {}
-        self.members: dict[Hashable, deque[float]] = {}
-        self.sums: dict[Hashable, tuple[float, float]] = {}  # of members: sum, squares
-        self.thresholds: dict[Hashable, float] = {}
+        self.classes: dict[Hashable, _ClassState] = {}
         self.distances: deque[float] = deque(maxlen=window)
         self.since_test = 0
         self.last_w: float | None = None
@@ -89,38 +98,43 @@ class ExtractionTracker:
         return None
 
     def _learn(self, state: _ClientState, row: np.ndarray, label: Hashable) -> None:
-        members = state.sets.get(label)
-        if members is None:
-            if len(state.sets) >= 1024:  # labels come from the model; still bounded
+        group = state.classes.get(label)
+        if group is None:
+            if len(state.classes) >= 1024:  # labels come from the model; still bounded
                 return
-            state.sets[label] = members = np.empty((self.set_size, state.width), np.float32)
-            state.counts[label] = 0
-            state.members[label] = deque(maxlen=self.set_size)
-            state.thresholds[label] = 0.0
-        count = state.counts[label]
+            group = state.classes[label] = _ClassState(self.set_size, state.width)
+        count = group.count
         if count:
-            stored = members[:min(count, self.set_size)]
-            diff = stored - row
-            distance = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min()))
+            distance = math.sqrt(_min_square_distance(group.members,
+                                                      min(count, self.set_size), row))
             if distance == 0.0:  # an exact repeat teaches an attacker nothing: not counted
                 return
             state.distances.append(distance)
             state.since_test += 1
-            if distance <= state.thresholds[label]:
+            if distance <= group.threshold:
                 return
-            members_d = state.members[label]
-            total, squares = state.sums.get(label, (0.0, 0.0))
-            if len(members_d) == members_d.maxlen:
-                evicted = members_d[0]
-                total, squares = total - evicted, squares - evicted * evicted
-            members_d.append(distance)
-            total, squares = total + distance, squares + distance * distance
-            state.sums[label] = (total, squares)
-            mean = total / len(members_d)
-            std = max(0.0, squares / len(members_d) - mean * mean) ** 0.5
-            state.thresholds[label] = max(state.thresholds[label], mean - std)
-        members[count % self.set_size] = row
-        state.counts[label] = count + 1
+            ring = group.distances
+            if len(ring) == ring.maxlen:
+                evicted = ring[0]
+                group.total -= evicted
+                group.squares -= evicted * evicted
+            ring.append(distance)
+            group.total += distance
+            group.squares += distance * distance
+            mean = group.total / len(ring)
+            std = max(0.0, group.squares / len(ring) - mean * mean) ** 0.5
+            group.threshold = max(group.threshold, mean - std)
+        group.members[count % self.set_size] = row
+        group.count = count + 1
+
+
+def _min_square_distance(members: np.ndarray, count: int, row: np.ndarray) -> float:
+    """The least squared L2 distance from ``row`` to the first ``count`` ``members``."""
+    compiled = kernels.load()
+    if compiled is not None:
+        return float(compiled.min_square_distance(members, count, row))
+    diff = members[:count] - row
+    return float(np.einsum("ij,ij->i", diff, diff).min())
 
 
 def _shapiro(distances: np.ndarray) -> float | None:

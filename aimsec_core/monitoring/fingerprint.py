@@ -29,8 +29,11 @@ from __future__ import annotations
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+
+from . import kernels
 
 _BIAS = float(2**20)  #: added to the quantized values: truncation is then a floor
 _GATHERED = 4096  #: widest input whose windows are gathered (and whose layout is cached)
@@ -49,6 +52,12 @@ class FingerprintSettings:
     step: float
     unit: float
     hashes: int
+
+
+class _Layout(NamedTuple):
+    salt: np.ndarray  #: (d,) float64: the secret offset of each position, plus the bias
+    content: np.ndarray  #: (d,) uint64: the content tag's secret odd coefficients
+    gather: np.ndarray | None  #: (windows, w) positions of each window, or None
 
 
 class Fingerprinter:
@@ -74,22 +83,25 @@ class Fingerprinter:
     def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
         return f"Fingerprinter({self.settings})"
 
-    def _layout(self, width: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Per input width: the salt (one offset per position, plus the bias) and the
-        window gather index ((windows, w) positions; ``None`` past :data:`_GATHERED`
-        values, where it would cost w times the input's memory), cached for narrow
-        inputs (widths come from model inputs: few, but a client may vary them)."""
+    def _layout(self, width: int) -> _Layout:
+        """Per input width: the salt (one offset per position, plus the bias), the
+        content-tag coefficients, and the window gather index ((windows, w) positions;
+        ``None`` past :data:`_GATHERED` values, where it would cost w times the input's
+        memory), cached for narrow inputs (widths come from model inputs: few, but a
+        client may vary them)."""
         found = self._salts.get(width)
         if found is None:
             salt = np.random.default_rng(self._rng_seed + [2, width]).random(width) + _BIAS
+            content = (np.random.default_rng(self._rng_seed + [3, width]).integers(
+                1, 2**63, size=width, dtype=np.uint64) * np.uint64(2) + np.uint64(1))
             w = min(self.settings.window, width)
             gather = None
             if width <= _GATHERED:
                 gather = (np.arange(width - w + 1)[:, None]
                           + np.arange(w)[None, :]).astype(np.intp)
-                if len(self._salts) < 64:
-                    self._salts[width] = (salt, gather)
-            found = (salt, gather)
+            found = _Layout(salt, content, gather)
+            if gather is not None and len(self._salts) < 64:
+                self._salts[width] = found
         return found
 
     def _window_hashes(self, codes: np.ndarray, gather: np.ndarray | None) -> np.ndarray:
@@ -114,9 +126,32 @@ class Fingerprinter:
         Rows are sorted descending; a row with fewer distinct windows than ``k`` is padded
         with zeros (0 is never a kept hash).
         """
+        return self.fingerprint(samples)[0]
+
+    def fingerprint(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The hashes of :meth:`__call__` and each sample's content tag ((n,) uint32).
+
+        A content tag is a keyed digest of the sample's exact float64 values: each bit
+        pattern folded (xor of its two 32-bit halves into the low one, so values with
+        long runs of trailing zero bits, such as 0.5 or 3.0, still reach the kept bits),
+        times a secret odd 64-bit coefficient, summed modulo 2^64, high 32 bits kept.
+        Equal samples have equal tags, and without the secret an attacker cannot make two
+        different samples share one (it tells exact repeats, which are the repeat check's
+        business, from near-duplicates)."""
+        x = np.ascontiguousarray(samples, dtype=np.float64)
+        layout = self._layout(x.shape[1])
+        compiled = kernels.load()
+        if compiled is not None:
+            return self._compiled(compiled, x, layout)
+        bits = x.view(np.uint64)
+        folded = bits ^ (bits >> np.uint64(32))
+        tags = (folded @ layout.content).view(np.uint32)[..., _HIGH_HALF::2]
+        return self._hashes(x, layout.salt, layout.gather), tags.reshape(len(x))
+
+    def _hashes(self, x: np.ndarray, salt: np.ndarray, gather: np.ndarray | None
+                ) -> np.ndarray:
+        """The numpy form of the fingerprint (the compiled kernel gives the same)."""
         s = self.settings
-        x = np.asarray(samples, dtype=np.float64)
-        salt, gather = self._layout(x.shape[1])
         # a huge value over a small unit or step becomes inf (clipped below)
         with np.errstate(over="ignore") if self._may_overflow else nullcontext():
             quantized = np.arcsinh(x * self._inverse_unit if s.unit != 1.0 else x)
@@ -142,3 +177,16 @@ class Fingerprinter:
             h[:, :-1][h[:, :-1] == h[:, 1:]] = 0
             h.sort(axis=1)
         return h[:, ::-1][:, :s.hashes]
+
+    def _compiled(self, compiled: object, x: np.ndarray, layout: _Layout
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`fingerprint` in one compiled kernel: the same values, the same shapes."""
+        s = self.settings
+        out = np.empty((len(x), s.hashes), dtype=np.uint32)
+        tags = np.empty(len(x), dtype=np.uint32)
+        kept = compiled.fingerprint_rows(  # type: ignore[attr-defined]
+            x, x.view(np.uint64), layout.salt, layout.content, self._coefficients,
+            self._inverse_unit, self._inverse_step, s.unit != 1.0, out, tags)
+        if len(x) != 1:  # a batch keeps a column per window, up to S, as sorting gives
+            kept = min(s.hashes, x.shape[1] - min(s.window, x.shape[1]) + 1)
+        return out[:, :kept], tags

@@ -29,6 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import kernels
+
 _EMPTY = -1
 _SCALAR_TRIES = 4  #: best candidates checked one by one before the vectorized fallback
 _COUNTER_MAX = 48  #: candidates counted in Python below this many, with numpy above
@@ -104,6 +106,9 @@ class FingerprintIndex:
         """For each row of ``fingerprints`` ((n, <= S) uint32, zero-padded): the best
         match among fingerprints stored within ``ttl`` seconds with other content
         (exact repeats are the repeat check's business), then store the row."""
+        compiled = kernels.load()
+        if compiled is not None:
+            return self._compiled(compiled, fingerprints, contents, client, now, now - ttl)
         out = []
         since = now - ttl
         with self._lock:
@@ -124,6 +129,29 @@ class FingerprintIndex:
                            if len(found) else Match(0, len(hashes), False))
                 self._add(hashes, buckets, entries, content, client, now)
         return out
+
+    def _compiled(self, compiled: object, fingerprints: np.ndarray, contents: np.ndarray,
+                  client: int, now: float, since: float) -> list[Match]:
+        """:meth:`match_and_add` in a compiled kernel, which stops where the index must
+        grow or start over (done here, between its calls)."""
+        n = len(fingerprints)
+        rows = np.ascontiguousarray(fingerprints, dtype=np.uint32)
+        contents = np.ascontiguousarray(contents, dtype=np.uint64)
+        shared, sizes, same = found = np.zeros((3, n), dtype=np.int64)
+        done = 0
+        with self._lock:
+            while done < n:
+                if self._serial >= self._slots and (self._slots < self.capacity
+                                                    or self._serial >= _SERIALS):
+                    self._make_room()
+                limit = self._slots if self._slots < self.capacity else _SERIALS
+                step, self._serial = compiled.match_and_add_rows(  # type: ignore[attr-defined]
+                    rows[done:], contents[done:], client, now, since, self.table,
+                    self._mask, self.fp_serial, self.fp_time, self.fp_client,
+                    self.fp_content, self.fp_hashes, self._serial, limit, shared[done:],
+                    sizes[done:], same[done:])
+                done += step
+        return [Match(a, b, c == 1) for a, b, c in zip(*found.tolist())]
 
     def _alive(self, serial: int, content: int, since: float) -> bool:
         """Whether the fingerprint ``serial`` still counts: not overwritten, stored

@@ -24,7 +24,6 @@ again every ``store_retry`` seconds and resumes the shared state as soon as it a
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -205,18 +204,15 @@ class Monitor:
         if not visit.watched:
             return []
         rules, policy = visit.rules, self.policy
-        fingerprinting = rules.near_duplicate or rules.extraction
-        if fingerprinting:
+        if rules.near_duplicate or rules.extraction:
             visit.samples = _samples(arrays, batch)
-        contents = None
-        if rules.near_duplicate and visit.samples is not None:
-            contents = _content_tags(visit.samples)
+        fingerprinting = rules.near_duplicate and visit.samples is not None
         tag = int(visit.key[:8], 16)
 
         def observe(store: Store) -> Any:
-            fingerprints = None
-            if contents is not None:  # hashed with the secret of the store that answers
-                fingerprints = (self._fingerprinter(store)(visit.samples), contents)
+            # fingerprints and content tags keyed by the secret of the store that answers
+            fingerprints = (self._fingerprinter(store).fingerprint(visit.samples)
+                            if fingerprinting else None)
             return store.observe(self.model, visit.key, visit.now, rules, policy,
                                  input_hash, fingerprints, tag)
 
@@ -364,18 +360,6 @@ def _samples(arrays: list[Any], batch: int) -> np.ndarray | None:
         return None
     out = rows[0] if len(rows) == 1 else np.concatenate(rows, axis=1)
     return out if out.dtype == np.float64 else out.astype(np.float64)
-
-
-def _content_tags(samples: np.ndarray) -> np.ndarray:
-    """A 32-bit digest of each sample's exact values (tells repeats from near-duplicates).
-
-    Always of the sample itself, never of the call: a sample sent alone and the same
-    sample inside another call's batch are the same content, an exact repeat rather than
-    a near-duplicate (identical queries tell a black-box attacker nothing new)."""
-    if not samples.flags.c_contiguous:
-        samples = np.ascontiguousarray(samples)
-    return np.array([int.from_bytes(hashlib.blake2b(row, digest_size=4).digest(), "little")
-                     for row in samples], dtype=np.uint32)
 
 
 def _near_duplicates(matches: list[Match], threshold: float) -> list[tuple[int, Match]]:

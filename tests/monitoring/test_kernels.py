@@ -1,0 +1,108 @@
+"""The compiled kernels give what the numpy implementations give.
+
+Replicas sharing a Redis store must hash alike whether or not numba is installed, and the
+numpy forms stay the fallback, so every kernel is checked against its numpy form on the
+same inputs, hostile ones included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from aimsec_core.monitoring import extraction, kernels
+from aimsec_core.monitoring.fingerprint import FingerprintSettings, Fingerprinter
+from aimsec_core.monitoring.index import FingerprintIndex
+from tests.cases import digits
+
+pytestmark = pytest.mark.skipif(kernels.load() is None, reason="numba is not installed")
+SECRET = b"fixed secret for reproducible fingerprints"
+
+
+def _numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "load", lambda: None)
+
+
+def _both(monkeypatch: pytest.MonkeyPatch, call):  # type: ignore[no-untyped-def]
+    compiled = call()
+    with monkeypatch.context() as m:
+        _numpy(m)
+        reference = call()
+    return compiled, reference
+
+
+values = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
+                   st.sampled_from([0.0, -0.0, 1e308, -1e308, 5e-324, 0.5, 3.0]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(x=hnp.arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 40)),
+                    elements=values),
+       window=st.integers(1, 16), step=st.sampled_from([1e-300, 0.05, 0.2, 3.0]),
+       unit=st.sampled_from([1e-6, 1.0, 250.0]), hashes=st.integers(1, 60))
+def test_fingerprints_and_content_tags_match_numpy(x, window, step, unit, hashes):
+    f = Fingerprinter(FingerprintSettings(window, step, unit, hashes), SECRET)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        (fast, fast_tags), (slow, slow_tags) = _both(monkeypatch, lambda: f.fingerprint(x))
+    assert fast.dtype == slow.dtype == np.uint32 and fast.shape == slow.shape
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(fast_tags, slow_tags)
+
+
+def test_content_tags_tell_apart_values_with_long_runs_of_zero_bits(monkeypatch):
+    # digits hold multiples of 1/16: their float64 patterns end in ~48 zero bits, which a
+    # plain keyed sum would leave out of the kept bits (every tag alike in its low half)
+    f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
+    x = np.unique(digits()[0].astype(np.float64), axis=0)
+    for tags in _both(monkeypatch, lambda: f.fingerprint(x)[1]):
+        low = np.unique(tags & 0xFFFF)  # the Redis store keeps 16 bits
+        assert len(low) > 0.97 * len(x)  # birthday collisions only (about 1.4%)
+
+
+def test_the_index_matches_the_same_way_compiled_and_in_numpy(monkeypatch):
+    x = digits()[0].astype(np.float64)
+    rng = np.random.default_rng(3)
+    f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
+    # benign rows, near-duplicates of them, exact repeats; batches of 1 to 7; a capacity
+    # small enough to grow, wrap and expire (ttl) within the stream
+    moved = x[:150].copy()
+    moved[:, 27:30] += 0.25
+    stream = np.concatenate([x[:300], moved, x[:40]])
+    cuts = np.cumsum(rng.integers(1, 8, len(stream)))
+    batches = np.split(stream, cuts[cuts < len(stream)])
+
+    def run() -> list:
+        index = FingerprintIndex(256, 50, initial=16)
+        out = []
+        for k, batch in enumerate(batches):
+            hashes, tags = f.fingerprint(batch)
+            out += index.match_and_add(hashes, tags, k % 3, float(k), 40.0)
+        return out
+
+    fast, slow = _both(monkeypatch, run)
+    assert [(m.shared, m.size) for m in fast] == [(m.shared, m.size) for m in slow]
+    assert sum(m.shared > 25 for m in fast) >= 30  # near-duplicates within the ttl found
+    # which of equally good matches is reported may differ (a benign row shares a hash or
+    # two with many others); a near-duplicate's match has one owner
+    assert all(a.same_client == b.same_client for a, b in zip(fast, slow) if a.shared > 25)
+
+
+def test_extraction_distances_agree_to_float32_rounding(monkeypatch):
+    rng = np.random.default_rng(0)
+    members = rng.random((64, 64)).astype(np.float32)
+    row = rng.random(64).astype(np.float32)
+    fast, slow = _both(monkeypatch,
+                       lambda: extraction._min_square_distance(members, 40, row))
+    assert fast == pytest.approx(slow, rel=1e-5)
+
+
+def test_aimsec_jit_0_turns_the_kernels_off(monkeypatch):
+    monkeypatch.setattr(kernels, "_loaded", [])
+    monkeypatch.setenv("AIMSEC_JIT", "0")
+    assert kernels.load() is None
+    monkeypatch.setattr(kernels, "_loaded", [])
+    monkeypatch.setenv("AIMSEC_JIT", "1")
+    assert kernels.load() is not None
