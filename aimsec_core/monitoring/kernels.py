@@ -17,11 +17,13 @@ guarded call does not wait.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from types import SimpleNamespace
 from typing import Any
 
+_log = logging.getLogger("aimsec")
 _lock = threading.Lock()
 _loaded: list[Any] = []  #: the kernels once loaded (``None`` when unavailable)
 
@@ -42,9 +44,14 @@ def _compile() -> Any:
         return None
     try:
         from . import _compiled
-    except ImportError:
+
+        _compiled.warm_up()
+    except ImportError:  # numba is not installed
         return None
-    _compiled.warm_up()
+    except Exception:  # e.g. no writable cache folder, an LLVM the platform lacks
+        _log.warning("aimsec: numba could not compile the monitoring kernels; the numpy "
+                     "forms run instead", exc_info=True)
+        return None
     return SimpleNamespace(fingerprint_rows=_compiled.fingerprint_rows,
                            match_and_add_rows=_compiled.match_and_add_rows,
                            min_square_distance=_compiled.min_square_distance)

@@ -106,3 +106,17 @@ def test_aimsec_jit_0_turns_the_kernels_off(monkeypatch):
     monkeypatch.setattr(kernels, "_loaded", [])
     monkeypatch.setenv("AIMSEC_JIT", "1")
     assert kernels.load() is not None
+
+
+def test_a_kernel_that_cannot_compile_leaves_the_numpy_forms_running(monkeypatch, caplog):
+    from aimsec_core.monitoring import _compiled
+
+    def broken() -> None:
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(kernels, "_loaded", [])
+    monkeypatch.setattr(_compiled, "warm_up", broken)
+    assert kernels.load() is None
+    assert "numpy forms run instead" in caplog.text
+    f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
+    assert f(digits()[0][:2]).shape == (2, 50)
