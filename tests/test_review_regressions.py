@@ -151,3 +151,30 @@ def test_a_sequence_that_fails_to_read_is_a_typed_refusal_with_one_line(model, t
         guarded.predict(_Treacherous([[0.0] * 64]))
     [line] = _lines(audit)
     assert line["decision"] == "rejected"
+
+
+@pytest.mark.parametrize("member", ["neighbours.points.npy", "density.means.npy",
+                                    "suite.neighbours.clean_scores.npy"])
+def test_a_calibration_file_with_values_whose_squares_overflow_is_refused(model, tmp_path,
+                                                                          member):
+    # finite but huge: distances and variances computed from them become inf, which made
+    # every later call look adversarial
+    import io
+    import zipfile
+
+    x, _ = digits()
+    guarded = aimsec_core.guard(model, sinks=[])
+    guarded.calibrate(x[600:1000])
+    path = guarded.save_calibration(tmp_path / "c.npz")
+    with zipfile.ZipFile(path) as archive:
+        members = {i.filename: archive.read(i) for i in archive.infolist()}
+    values = np.load(io.BytesIO(members[member])).astype(np.float64)
+    values.reshape(-1)[-1] = 1e308
+    buffer = io.BytesIO()
+    np.save(buffer, values)
+    members[member] = buffer.getvalue()
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:
+        for name, raw in members.items():
+            archive.writestr(name, raw)
+    with pytest.raises(aimsec_core.CalibrationError, match="magnitude"):
+        aimsec_core.guard(model, sinks=[]).load_calibration(tmp_path / "bad.npz")

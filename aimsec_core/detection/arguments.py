@@ -49,10 +49,16 @@ def image_shape(value: Any) -> tuple[int, int] | None:
     return (whole("image_shape", value[0], 1, 1 << 16), whole("image_shape", value[1], 1, 1 << 16))
 
 
+#: Largest magnitude a detector's stored value may have: the detectors square and sum
+#: these (distances, variances), which must stay finite in float64 (about 1.8e308).
+MAX_MAGNITUDE = 1e150
+
+
 def array(state: dict[str, Any], key: str, ndim: int, *, rows: int | None = None,
           columns: int | None = None, finite: bool = True) -> np.ndarray:
     """``state[key]`` as a real-valued numpy array of ``ndim`` dimensions (and the given
-    leading/trailing sizes); ``ValueError`` naming the member otherwise."""
+    leading/trailing sizes), finite and within :data:`MAX_MAGNITUDE`; ``ValueError``
+    naming the member otherwise."""
     if key not in state:
         raise ValueError(f"member {key!r} is missing")
     value = np.asarray(state[key])
@@ -65,4 +71,10 @@ def array(state: dict[str, Any], key: str, ndim: int, *, rows: int | None = None
         raise ValueError(f"member {key!r} has width {value.shape[-1]}; expected {columns}")
     if finite and value.size and not np.isfinite(value).all():
         raise ValueError(f"member {key!r} holds NaN or infinite values")
+    if finite and value.size and value.dtype.kind == "f":
+        largest = float(np.abs(value).max())
+        if largest > MAX_MAGNITUDE:
+            raise ValueError(f"member {key!r} holds a value of magnitude {largest:.3g}; "
+                             f"expected at most {MAX_MAGNITUDE:g} (the detectors square "
+                             "and sum these values, which must stay finite)")
     return value

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationError
+from . import arguments
 from .base import Detector, Probe
 
 
@@ -271,9 +272,12 @@ class DetectorSuite:
         for name, tail in tails.items():
             scores = np.asarray(arrays[f"{name}.clean_scores"], dtype=np.float64)
             if (scores.ndim != 1 or not len(scores) or np.isnan(scores).any()
-                    or (np.diff(scores) < 0).any()):
+                    or (np.diff(scores) < 0).any()
+                    or np.abs(scores).max() > arguments.MAX_MAGNITUDE):
                 raise ValueError(f"the clean scores of {name!r} must be a sorted, non-empty "
-                                 f"1-d array without NaN; received shape {scores.shape}")
+                                 f"1-d array without NaN, of magnitudes at most "
+                                 f"{arguments.MAX_MAGNITUDE:g}; received shape "
+                                 f"{scores.shape}")
             self.references[name] = CleanReference(scores, tail)
 
     def describe(self) -> dict[str, Any]:
