@@ -9,10 +9,11 @@ C library instead of numpy's loops, which may differ in the last bit, and so dec
 quantization boundary differently about once in 10^13 values).
 
 :func:`load` returns the compiled kernels, or ``None`` where numba is not installed or
-``AIMSEC_JIT=0`` is set; the numpy implementations in :mod:`.fingerprint`,
-:mod:`.index` and :mod:`.extraction` are then used. Kernels compile on first use (about a
-second) and are cached on disk by numba; :func:`load` compiles them at once, so the first
-guarded call does not wait.
+``AIMSEC_JIT=0`` is set, and while they compile: the first call starts compiling them in
+a background thread (about 3 s the first time, half a second from numba's on-disk cache),
+and the numpy implementations in :mod:`.fingerprint`, :mod:`.index` and
+:mod:`.extraction` serve until then. Either gives the same results, so no guarded call
+waits for a compiler.
 """
 
 from __future__ import annotations
@@ -25,23 +26,41 @@ from typing import Any
 
 _log = logging.getLogger("aimsec")
 _lock = threading.Lock()
-_loaded: list[Any] = []  #: the kernels once loaded (``None`` when unavailable)
+_loaded: list[Any] = []  #: the kernels once loading ended (``None`` when unavailable)
+_loader: list[threading.Thread] = []  #: the thread compiling them, once started
 
 
-def load() -> Any:
+def load(*, wait: bool = False) -> Any:
     """The compiled kernels (``fingerprint_rows``, ``match_and_add_rows``,
-    ``min_square_distance``) as attributes of one object, or ``None``."""
+    ``min_square_distance``) as attributes of one object, or ``None`` (unavailable, or
+    still compiling unless ``wait``)."""
     if _loaded:
         return _loaded[0]
     with _lock:
-        if not _loaded:
-            _loaded.append(_compile())
-    return _loaded[0]
+        if not _loaded and not _loader:
+            if os.environ.get("AIMSEC_JIT", "1").strip().lower() in ("0", "false", "no",
+                                                                      "off"):
+                _loaded.append(None)
+                return None
+            thread = threading.Thread(target=lambda: _loaded.append(_compile()),
+                                      name="aimsec-kernels")
+            _loader.append(thread)
+            thread.start()
+    if wait:
+        _loader[0].join()
+    return _loaded[0] if _loaded else None
+
+
+def _forget_loader() -> None:
+    """In a forked child the compiling thread does not exist: start over if needed."""
+    if not _loaded:
+        _loader.clear()
+
+
+os.register_at_fork(after_in_child=_forget_loader)
 
 
 def _compile() -> Any:
-    if os.environ.get("AIMSEC_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
     try:
         from . import _compiled
 

@@ -294,6 +294,11 @@ def main() -> None:
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--no-attacks", action="store_true")
     args = parser.parse_args()
+    from aimsec_core.monitoring import kernels
+
+    compiled = kernels.load(wait=True) is not None  # not the numpy forms of a first call
+    print("monitoring kernels: " + ("compiled (numba)" if compiled else
+                                    "numpy forms (numba not installed, or AIMSEC_JIT=0)"))
     bench_index(args.stored, args.repeats)
     server = None if args.no_redis else redis_server()
     try:

@@ -18,7 +18,8 @@ from aimsec_core.monitoring.fingerprint import FingerprintSettings, Fingerprinte
 from aimsec_core.monitoring.index import FingerprintIndex
 from tests.cases import digits
 
-pytestmark = pytest.mark.skipif(kernels.load() is None, reason="numba is not installed")
+pytestmark = pytest.mark.skipif(kernels.load(wait=True) is None,
+                                reason="numba is not installed")
 SECRET = b"fixed secret for reproducible fingerprints"
 
 
@@ -99,13 +100,38 @@ def test_extraction_distances_agree_to_float32_rounding(monkeypatch):
     assert fast == pytest.approx(slow, rel=1e-5)
 
 
+def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "_loaded", [])
+    monkeypatch.setattr(kernels, "_loader", [])
+
+
 def test_aimsec_jit_0_turns_the_kernels_off(monkeypatch):
-    monkeypatch.setattr(kernels, "_loaded", [])
+    _fresh(monkeypatch)
     monkeypatch.setenv("AIMSEC_JIT", "0")
-    assert kernels.load() is None
-    monkeypatch.setattr(kernels, "_loaded", [])
+    assert kernels.load(wait=True) is None
+    _fresh(monkeypatch)
     monkeypatch.setenv("AIMSEC_JIT", "1")
-    assert kernels.load() is not None
+    assert kernels.load(wait=True) is not None
+
+
+def test_the_numpy_forms_serve_while_the_kernels_compile(monkeypatch):
+    import threading
+
+    from aimsec_core.monitoring import _compiled
+
+    release = threading.Event()
+    real = _compiled.warm_up
+    monkeypatch.setattr(_compiled, "warm_up", lambda: (release.wait(30), real()))
+    _fresh(monkeypatch)
+    f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
+    x = digits()[0][:3]
+    assert kernels.load() is None  # compiling: the numpy forms answer
+    before = f.fingerprint(x)
+    release.set()
+    assert kernels.load(wait=True) is not None
+    after = f.fingerprint(x)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
 
 
 def test_a_kernel_that_cannot_compile_leaves_the_numpy_forms_running(monkeypatch, caplog):
@@ -114,9 +140,9 @@ def test_a_kernel_that_cannot_compile_leaves_the_numpy_forms_running(monkeypatch
     def broken() -> None:
         raise RuntimeError("cannot cache function: no locator available")
 
-    monkeypatch.setattr(kernels, "_loaded", [])
+    _fresh(monkeypatch)
     monkeypatch.setattr(_compiled, "warm_up", broken)
-    assert kernels.load() is None
+    assert kernels.load(wait=True) is None
     assert "numpy forms run instead" in caplog.text
     f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
     assert f(digits()[0][:2]).shape == (2, 50)
