@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 _CODE_LIMIT = float(2**62)  #: as in .fingerprint
+_FLAT = 1.0  #: as in .fingerprint
 _LOW = np.uint64(0xFFFFFFFF)
 _HALF = np.uint64(32)
 
@@ -24,8 +25,8 @@ def fingerprint_rows(x, bits, salt, content, coefficients, inverse_unit, inverse
                      scaled, out, tags):
     """Fingerprints of ``x`` ((n, d) float64, C order; ``bits`` its uint64 view) into
     ``out`` ((n, S) uint32): each row's distinct non-zero window hashes, largest first,
-    zero-padded; each row's content tag into ``tags``. Returns the most hashes any row
-    kept."""
+    zero-padded (all zeros for a flat row); each row's content tag into ``tags``. Returns
+    the most hashes any row kept."""
     n, d = x.shape
     w = min(coefficients.shape[0], d)
     windows = d - w + 1
@@ -35,16 +36,26 @@ def fingerprint_rows(x, bits, salt, content, coefficients, inverse_unit, inverse
     kept = 0
     for r in range(n):
         tag = np.uint64(0)
+        low, high_q, nan = np.inf, -np.inf, False
         for i in range(d):
             tag += (bits[r, i] ^ (bits[r, i] >> _HALF)) * content[i]
             v = x[r, i] * inverse_unit if scaled else x[r, i]
-            q = math.asinh(v) * inverse_step + salt[i]
+            q = math.asinh(v) * inverse_step
+            if q != q:
+                nan = True
+            low = min(low, q)
+            high_q = max(high_q, q)
+            q += salt[i]
             if not q >= -_CODE_LIMIT:  # NaN takes the lower bound, as np.fmax gives it
                 q = -_CODE_LIMIT
             elif q > _CODE_LIMIT:
                 q = _CODE_LIMIT
             codes[i] = np.uint64(np.int64(q))
         tags[r] = np.uint32(tag >> _HALF)
+        if not nan and high_q - low < _FLAT:  # flat (or no values): no fingerprint
+            for j in range(hashes):
+                out[r, j] = 0
+            continue
         for s in range(windows):
             h = np.uint64(0)
             for k in range(w):

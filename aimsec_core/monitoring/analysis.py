@@ -28,6 +28,7 @@ class _Minute:
     clients: Counter[str] = field(default_factory=Counter)
     inputs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (client, hash)
     checks: Counter[str] = field(default_factory=Counter)
+    flat: int = 0  #: samples too flat to fingerprint
 
 
 class RequestStats:
@@ -42,12 +43,8 @@ class RequestStats:
 
     def record(self, now: float, client: str, input_hash: str, refused: bool,
                checks: tuple[str, ...]) -> None:
-        minute = int(now // 60)
         with self._lock:
-            bucket = self._minutes[-1] if self._minutes else None
-            if bucket is None or bucket.minute != minute:
-                bucket = _Minute(minute)
-                self._minutes.append(bucket)
+            bucket = self._bucket(now)
             bucket.total += 1
             bucket.refused += refused
             if client in bucket.clients or len(bucket.clients) < self.cap:
@@ -58,6 +55,21 @@ class RequestStats:
                     bucket.inputs[pair] += 1
             for check in checks:
                 bucket.checks[check] += 1
+
+    def flat(self, now: float, samples: int) -> None:
+        """Count samples that got no fingerprint (flat: every value within one step)."""
+        with self._lock:
+            self._bucket(now).flat += samples
+
+    def _bucket(self, now: float) -> _Minute:
+        """The bucket of ``now``'s minute (a new one when the minute changed); under the
+        lock."""
+        minute = int(now // 60)
+        bucket = self._minutes[-1] if self._minutes else None
+        if bucket is None or bucket.minute != minute:
+            bucket = _Minute(minute)
+            self._minutes.append(bucket)
+        return bucket
 
     def match(self, now: float, client: str, samples: list[int], share: float,
               same_client: bool) -> None:
@@ -83,13 +95,14 @@ class RequestStats:
         clients: Counter[str] = Counter()
         inputs: Counter[tuple[str, str]] = Counter()
         checks: Counter[str] = Counter()
-        total = refused = 0
+        total = refused = flat = 0
         with self._lock:
             for bucket in self._minutes:
                 if bucket.minute < first:
                     continue
                 total += bucket.total
                 refused += bucket.refused
+                flat += bucket.flat
                 clients.update(bucket.clients)
                 inputs.update(bucket.inputs)
                 checks.update(bucket.checks)
@@ -127,6 +140,7 @@ class RequestStats:
             "repeated_inputs": [{"client": c, "input_hash": h, "count": n}
                                 for (c, h), n in inputs.most_common(20) if n > 1],
             "near_duplicate_matches": matches[-50:],
+            "flat_samples": flat,
             "findings": dict(checks.most_common()),
             "active_suspicions": suspicions,
         }

@@ -39,6 +39,11 @@ _BIAS = float(2**20)  #: added to the quantized values: truncation is then a flo
 _GATHERED = 4096  #: widest input whose windows are gathered (and whose layout is cached)
 #: most values of a call hashed through the gather (its temporary is w times larger)
 _GATHERED_VALUES = 1 << 16
+#: A sample whose values all lie within this many quantization steps of each other is
+#: flat (a blank image, an idle sensor): it gets no fingerprint. Its windows hash alike
+#: but for the salt's pattern, so any two flat samples of about the same level would share
+#: their whole fingerprint, whoever sent them; a black-box attack's queries carry features.
+_FLAT = 1.0
 _CODE_LIMIT = float(2**62)  #: quantized values are clipped to this magnitude (int64-safe)
 _HIGH_HALF = 1 if sys.byteorder == "little" else 0  #: index of a uint64's high uint32
 
@@ -124,7 +129,8 @@ class Fingerprinter:
         """``samples`` (n, d), any real dtype -> (n, k) uint32 hashes, k <= ``hashes``.
 
         Rows are sorted descending; a row with fewer distinct windows than ``k`` is padded
-        with zeros (0 is never a kept hash).
+        with zeros (0 is never a kept hash); a flat sample's row is all zeros (see
+        :data:`_FLAT`).
         """
         return self.fingerprint(samples)[0]
 
@@ -156,6 +162,9 @@ class Fingerprinter:
         with np.errstate(over="ignore") if self._may_overflow else nullcontext():
             quantized = np.arcsinh(x * self._inverse_unit if s.unit != 1.0 else x)
             quantized *= self._inverse_step
+        with np.errstate(invalid="ignore"):  # inf - inf: NaN, which is not flat
+            flat = (np.ptp(quantized, axis=1) < _FLAT if quantized.shape[1]
+                    else np.ones(len(quantized), dtype=bool))
         quantized += salt
         # asinh keeps finite values inside int64 (|asinh| <= 710.5) unless the step is
         # tiny; what lies past the bound (infinities) takes it, NaN (allow_nan) the lower
@@ -166,6 +175,8 @@ class Fingerprinter:
         h = self._window_hashes(codes, gather)
         high = h.view(np.uint32)[:, _HIGH_HALF::2]
         if len(high) == 1:  # one row: its distinct non-zero values, largest first
+            if flat[0]:
+                return np.zeros((1, 0), dtype=np.uint32)
             row = np.sort(high[0])
             distinct = np.empty(len(row), dtype=bool)
             distinct[-1] = True
@@ -176,6 +187,7 @@ class Fingerprinter:
         if h.shape[1] > 1:  # distinct values only: repeats become 0 and sort to the end
             h[:, :-1][h[:, :-1] == h[:, 1:]] = 0
             h.sort(axis=1)
+        h[flat] = 0
         return h[:, ::-1][:, :s.hashes]
 
     def _compiled(self, compiled: object, x: np.ndarray, layout: _Layout

@@ -225,6 +225,8 @@ class Monitor:
                 f"within {rules.repeat_window:g} s; expected at most {rules.max_repeats}",
                 expected=rules.max_repeats, received=observation.repeats + 1))
         near = _near_duplicates(observation.matches, rules.suspicious_pattern_threshold)
+        if fingerprinting and not all(m.size for m in observation.matches):
+            self.stats.flat(visit.now, sum(not m.size for m in observation.matches))
         if near:
             best = max(near, key=lambda im: im[1].share)[1]
             samples = [i for i, _ in near]

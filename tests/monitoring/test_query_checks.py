@@ -119,6 +119,29 @@ def test_near_duplicates_inside_one_batch(digits_model, clock, sink):
     assert guarded.last_verdict.flags == (False, True, False)
 
 
+def test_nearly_constant_inputs_from_many_clients_are_not_near_duplicates(digits_model,
+                                                                         clock, sink):
+    # blank images, an idle sensor's readings: every window hashes alike, so any two of
+    # them would share their whole fingerprint; 50 clients each send a slightly different
+    # one, and narrow inputs (wine's 13 features: 2 windows) are still judged
+    guarded = _guard(digits_model, clock, sink)
+    rng = np.random.default_rng(0)
+    for i in range(50):
+        with aimsec_core.client(f"sensor-{i}"):
+            guarded.predict((0.5 + rng.normal(0, 1e-4, (1, 64))).astype(np.float32))
+            guarded.predict(np.full((1, 64), rng.integers(0, 3) / 16, np.float32))
+    assert sink.outcomes == ["allowed"] * 100
+    assert guarded.request_analysis()["flat_samples"] == 100  # seen, not fingerprinted
+    # a query with features is judged as before: a digit, then the digit a step away
+    x = digits()[0][10:11]
+    step = x.copy()
+    step[0, 27:30] = np.clip(step[0, 27:30] + 0.25, 0, 1)
+    with aimsec_core.client("a"):
+        guarded.predict(x)
+    with aimsec_core.client("b"), pytest.raises(QueryAttackError):
+        guarded.predict(step)
+
+
 def test_fingerprints_expire_after_their_ttl(digits_model, clock, sink):
     guarded = _guard(digits_model, clock, sink, near_duplicate_ttl=60)
     x = digits()[0][40:41]
@@ -201,7 +224,10 @@ def test_bytes_per_stored_fingerprint_stay_under_2kb():
 def test_any_finite_row_fingerprints(values):
     row = np.asarray(values, dtype=np.float64)[None]
     fp = _fingerprinter()(row)
-    assert fp.dtype == np.uint32 and fp.shape[0] == 1 and 1 <= (fp != 0).sum() <= 50
+    levels = np.arcsinh(row) / DEFAULT.near_duplicate_step
+    flat = np.ptp(levels) < 1.0  # within one quantization step: no fingerprint
+    assert fp.dtype == np.uint32 and fp.shape[0] == 1
+    assert (fp != 0).sum() == 0 if flat else 1 <= (fp != 0).sum() <= 50
 
 
 @pytest.mark.parametrize("unit, step", [(1.0, 0.2), (1e-300, 0.2), (1.0, 1e-20),
@@ -209,7 +235,7 @@ def test_any_finite_row_fingerprints(values):
 def test_extreme_values_and_nan_fingerprint_without_numpy_warnings(unit, step):
     # NaN reaches the monitor where allow_nan lets it through; a huge value over a small
     # unit or step scales past float64 or int64: neither may warn (or raise, under -W
-    # error) on a guarded call, and each row still gets a fingerprint of its own
+    # error) on a guarded call; a row that is not flat gets a fingerprint of its own
     f = Fingerprinter(FingerprintSettings(12, step, unit, 50), SECRET)
     rows = np.array([[1e308] * 20, [-1e308] * 20, [np.nan] * 20, [5e-324] * 20,
                      [1.0, np.nan] * 10, np.linspace(-1.0, 1.0, 20) * 1e308])
@@ -217,7 +243,11 @@ def test_extreme_values_and_nan_fingerprint_without_numpy_warnings(unit, step):
         warnings.simplefilter("error")
         batch = f(rows)
         alone = [f(row[None])[0] for row in rows]
-    assert batch.dtype == np.uint32 and (batch != 0).any(axis=1).all()
+    assert batch.dtype == np.uint32
+    fingerprinted = (batch != 0).any(axis=1)
+    assert fingerprinted[[2, 4, 5]].all()  # a NaN or a spread of values: never flat
+    if (unit, step) == (1.0, 0.2):  # constant finite rows are flat: no fingerprint
+        assert not fingerprinted[[0, 1, 3]].any()
     for row, single in zip(batch, alone):
         assert np.array_equal(row[row != 0], single)
 
