@@ -34,11 +34,13 @@ from .errors import AimsecError
 from .sinks import CallRecord
 
 CLIENTS = ("203.0.113.7", "198.51.100.23", "api-key:analytics")
+#: The client whose calls are a black-box attack's probes (``probe`` in the traffic).
+PROBER = "api-key:scraper"
 LIMITS = {"max_size": 1_000_000, "min_sparsity": 0.02}
 #: share of each kind of call in the replayed traffic
-TRAFFIC = {"clean": 0.67, "nan": 0.05, "out_of_range": 0.05, "blank_image": 0.04,
+TRAFFIC = {"clean": 0.62, "nan": 0.05, "out_of_range": 0.05, "blank_image": 0.04,
            "wrong_shape": 0.05, "wrong_dtype": 0.04, "null": 0.03, "huge_list": 0.04,
-           "noise": 0.03}
+           "noise": 0.03, "probe": 0.05}
 #: The demo's three clients each send every kind of call: with the default lockout (five
 #: refused calls in ten minutes lock a client out for an hour) they would be locked out
 #: within seconds and the table would show nothing but ``lockout``. A real deployment keeps
@@ -89,12 +91,25 @@ def _spoil(kind: str, framework: str, batch: np.ndarray, rng: np.random.Generato
 
 def traffic(data: digits.DigitsSplit, framework: str, calls: int,
             rng: np.random.Generator) -> Iterator[tuple[str, Any]]:
+    """(client, model input) per call: clean and spoiled batches from the ordinary
+    clients, and a black-box attacker's probes from :data:`PROBER`: one digit walked a
+    few pixels at a time, as HopSkipJump or Boundary walk towards the decision boundary
+    (each probe valid and clean-looking on its own; the request monitor refuses them as
+    near-duplicates)."""
     kinds, weights = zip(*TRAFFIC.items())
+    # a digit the ordinary clients never send (they draw from the test split): probes
+    # around an input others send make those senders near-duplicates too (README)
+    probe = data.x_calibration[int(rng.integers(0, len(data.x_calibration)))].copy()
     for _ in range(calls):
         start = int(rng.integers(0, len(data.x_test) - 16))
         batch = data.x_test[start:start + int(rng.integers(1, 16))]
         kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
-        yield str(rng.choice(CLIENTS)), _spoil(kind, framework, batch, rng)
+        if kind == "probe":
+            moved = rng.choice(len(probe), 3, replace=False)
+            probe[moved] = np.clip(probe[moved] + rng.choice([-1, 1], 3) / 16, 0.0, 1.0)
+            yield PROBER, digits.as_model_input(framework, probe[None])
+        else:
+            yield str(rng.choice(CLIENTS)), _spoil(kind, framework, batch, rng)
 
 
 #: Demo-sized models: a few seconds of training each; the ONNX model is the exported
