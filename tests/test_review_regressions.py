@@ -94,7 +94,8 @@ def test_the_report_finds_the_incident_store_beside_the_trail(model, tmp_path, m
     assert files.report.incidents.available and files.report.incidents.total == 1
 
 
-def test_a_calibration_threshold_far_outside_the_suspicion_scale_is_refused(model, tmp_path):
+def _calibration_file_with(model, tmp_path, member, edit):  # type: ignore[no-untyped-def]
+    """A calibration file of ``model`` whose ``member`` array went through ``edit``."""
     import io
     import zipfile
 
@@ -104,16 +105,24 @@ def test_a_calibration_threshold_far_outside_the_suspicion_scale_is_refused(mode
     path = guarded.save_calibration(tmp_path / "c.npz")
     with zipfile.ZipFile(path) as archive:
         members = {i.filename: archive.read(i) for i in archive.infolist()}
-    meta = json.loads(np.load(io.BytesIO(members["__meta__.npy"])).tobytes())
-    meta["threshold"] = -1e308
     buffer = io.BytesIO()
-    np.save(buffer, np.frombuffer(json.dumps(meta).encode(), np.uint8))
-    members["__meta__.npy"] = buffer.getvalue()
+    np.save(buffer, edit(np.load(io.BytesIO(members[member]))))
+    members[member] = buffer.getvalue()
     with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:
         for name, raw in members.items():
             archive.writestr(name, raw)
+    return tmp_path / "bad.npz"
+
+
+def test_a_calibration_threshold_far_outside_the_suspicion_scale_is_refused(model, tmp_path):
+    def edit(raw: np.ndarray) -> np.ndarray:
+        meta = json.loads(raw.tobytes())
+        meta["threshold"] = -1e308
+        return np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+    bad = _calibration_file_with(model, tmp_path, "__meta__.npy", edit)
     with pytest.raises(aimsec_core.CalibrationError, match="threshold"):
-        aimsec_core.guard(model, sinks=[]).load_calibration(tmp_path / "bad.npz")
+        aimsec_core.guard(model, sinks=[]).load_calibration(bad)
 
 
 def test_incidents_on_a_file_that_is_no_database_is_a_one_line_error(tmp_path, capsys):
@@ -159,22 +168,11 @@ def test_a_calibration_file_with_values_whose_squares_overflow_is_refused(model,
                                                                           member):
     # finite but huge: distances and variances computed from them become inf, which made
     # every later call look adversarial
-    import io
-    import zipfile
+    def edit(values: np.ndarray) -> np.ndarray:
+        values = values.astype(np.float64)
+        values.reshape(-1)[-1] = 1e308
+        return values
 
-    x, _ = digits()
-    guarded = aimsec_core.guard(model, sinks=[])
-    guarded.calibrate(x[600:1000])
-    path = guarded.save_calibration(tmp_path / "c.npz")
-    with zipfile.ZipFile(path) as archive:
-        members = {i.filename: archive.read(i) for i in archive.infolist()}
-    values = np.load(io.BytesIO(members[member])).astype(np.float64)
-    values.reshape(-1)[-1] = 1e308
-    buffer = io.BytesIO()
-    np.save(buffer, values)
-    members[member] = buffer.getvalue()
-    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:
-        for name, raw in members.items():
-            archive.writestr(name, raw)
+    bad = _calibration_file_with(model, tmp_path, member, edit)
     with pytest.raises(aimsec_core.CalibrationError, match="magnitude"):
-        aimsec_core.guard(model, sinks=[]).load_calibration(tmp_path / "bad.npz")
+        aimsec_core.guard(model, sinks=[]).load_calibration(bad)
