@@ -143,3 +143,32 @@ def test_the_secret_is_shared_and_not_in_repr(redis_server):
     assert a.secret().hex() not in repr(a)
     assert "secret" not in repr(RedisStore("redis://:hunter2@127.0.0.1:1/0")).lower()
     assert "hunter2" not in repr(RedisStore("redis://:hunter2@127.0.0.1:1/0"))
+
+
+@pytest.mark.parametrize("failure", ["fail_closed", "fail_open"])
+def test_a_store_failing_during_the_query_checks_applies_the_failure_policy(
+        redis_server, digits_model, clock, failure):
+    # admission reached Redis; the query checks' round trip did not (the server went away
+    # in between): that call's verdict must carry the outage as well
+    store = RedisStore(redis_server.url)
+    sink = ListSink()
+    guarded = _guard(digits_model, clock, store, sink, store_failure=failure)
+    x = digits()[0]
+    with aimsec_core.client("c"):
+        guarded.predict(x[:1])
+        observe = store.observe
+
+        def stop_then_observe(*args, **kwargs):  # type: ignore[no-untyped-def]
+            redis_server.stop()
+            return observe(*args, **kwargs)
+
+        store.observe = stop_then_observe  # type: ignore[method-assign]
+        clock.advance(1)
+        if failure == "fail_closed":
+            with pytest.raises(StoreUnavailableError):
+                guarded.predict(x[1:2])
+        else:
+            guarded.predict(x[1:2])
+    assert guarded.last_verdict.checks == ("store_unavailable",)
+    # fail_open serves the call with its advisory finding recorded
+    assert sink.outcomes[-1] == ("rejected" if failure == "fail_closed" else "flagged")
