@@ -172,3 +172,54 @@ def test_a_store_failing_during_the_query_checks_applies_the_failure_policy(
     assert guarded.last_verdict.checks == ("store_unavailable",)
     # fail_open serves the call with its advisory finding recorded
     assert sink.outcomes[-1] == ("rejected" if failure == "fail_closed" else "flagged")
+
+
+def test_an_error_reply_from_redis_applies_the_failure_policy(redis_server, digits_model,
+                                                               clock):
+    # out of memory under maxmemory (likewise READONLY after a failover, BUSY behind a
+    # long script): the store failed, and every call still gets an answer in policy terms
+    guarded = _guard(digits_model, clock, redis_server.url, store_failure="fail_closed")
+    x = digits()[0]
+    with aimsec_core.client("c"):
+        guarded.predict(x[:1])
+        admin = redis.Redis(port=redis_server.port)
+        admin.config_set("maxmemory", 1)
+        try:
+            clock.advance(1)
+            with pytest.raises(StoreUnavailableError) as caught:
+                guarded.predict(x[1:2])
+        finally:
+            admin.config_set("maxmemory", 0)
+            admin.close()
+        assert "OutOfMemoryError" in str(caught.value)
+        clock.advance(2)  # past store_retry: the store answers again
+        guarded.predict(x[2:3])
+        assert guarded.last_verdict.clean
+
+
+def test_a_url_where_something_else_answers_applies_the_failure_policy(digits_model, clock):
+    # a URL pointing at an HTTP port (a typo, a proxy) gets replies that are not Redis's
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        guarded = _guard(digits_model, clock, f"redis://127.0.0.1:{port}/0")
+        with aimsec_core.client("c"):
+            guarded.predict(digits()[0][:1])
+        assert guarded.last_verdict.checks == ("store_unavailable",)
+    finally:
+        server.close()
