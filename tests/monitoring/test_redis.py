@@ -223,3 +223,27 @@ def test_a_url_where_something_else_answers_applies_the_failure_policy(digits_mo
         assert guarded.last_verdict.checks == ("store_unavailable",)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("serial", [2**32 - 2, 2**40])
+def test_the_redis_index_keeps_matching_past_two_to_the_32_stored_fingerprints(
+        redis_server, digits_model, clock, serial):
+    # entries hold 32-bit serials; a counter past 2^32 (weeks of a busy model; or a store
+    # written by an earlier release) once made every entry look older than the capacity
+    guarded = _guard(digits_model, clock, redis_server.url, mode="monitor")
+    admin = redis.Redis(port=redis_server.port)
+    admin.set("aimsec:digits:fp:serial", serial)
+    x = digits()[0].astype(np.float64)
+    with aimsec_core.client("c"):
+        for i in range(4):  # serials wrap past 2^32 within these
+            clock.advance(1)
+            guarded.predict(x[i:i + 1])
+            assert guarded.last_verdict.clean
+        for i in (3, 0):  # a small step from one stored after the wrap, and one before
+            step = x[i:i + 1].copy()
+            step[0, 20] += 0.05
+            clock.advance(1)
+            guarded.predict(step)
+            assert guarded.last_verdict.checks == ("near_duplicate",), i
+    assert int(admin.get("aimsec:digits:fp:serial")) < 2**32
+    admin.close()
