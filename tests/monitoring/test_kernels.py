@@ -120,3 +120,31 @@ def test_a_kernel_that_cannot_compile_leaves_the_numpy_forms_running(monkeypatch
     assert "numpy forms run instead" in caplog.text
     f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
     assert f(digits()[0][:2]).shape == (2, 50)
+
+
+def test_no_guarded_call_compiles_another_kernel_specialization():
+    # numba compiles one specialization per argument type (about a second each, on the
+    # caller's time): read-only, unaligned or Fortran-ordered input (np.frombuffer over a
+    # request body) and a clock giving ints must reach the kernels as the types load()
+    # compiled
+    from aimsec_core.monitoring import _compiled
+
+    kernels_ = (_compiled.fingerprint_rows, _compiled.match_and_add_rows,
+                _compiled.min_square_distance)
+    x = digits()[0][:3].astype(np.float64)
+    f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
+    f.fingerprint(x)
+    FingerprintIndex(64, 50).match_and_add(*f.fingerprint(x), 1, 0.0, 60.0)
+    before = [len(k.signatures) for k in kernels_]
+    unaligned = np.frombuffer(b"\0" + x.tobytes(), np.float64, offset=1).reshape(x.shape)
+    assert not unaligned.flags.aligned and not unaligned.flags.writeable
+    read_only = x.copy()
+    read_only.setflags(write=False)
+    index = FingerprintIndex(64, 50)
+    for samples in (unaligned, read_only, np.asfortranarray(x)):
+        hashes, tags = f.fingerprint(samples)
+        np.testing.assert_array_equal(hashes, f(x))
+        index.match_and_add(hashes, tags, np.uint32(7), 1_700_000_000, 60)
+    tracker = extraction.ExtractionTracker()
+    tracker.observe("c", read_only.astype(np.float32), [0, 0, 1])
+    assert [len(k.signatures) for k in kernels_] == before
