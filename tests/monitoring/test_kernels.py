@@ -7,6 +7,8 @@ same inputs, hostile ones included.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -148,3 +150,25 @@ def test_no_guarded_call_compiles_another_kernel_specialization():
     tracker = extraction.ExtractionTracker()
     tracker.observe("c", read_only.astype(np.float32), [0, 0, 1])
     assert [len(k.signatures) for k in kernels_] == before
+
+
+@pytest.mark.parametrize("extreme", [1e20, 1e39, 1e300, -np.inf, np.nan])
+def test_extraction_distances_stay_finite_and_alike_for_extreme_values(monkeypatch,
+                                                                        extreme):
+    # float32 squares overflowed past 1e19, the cast past 3.4e38; NaN gave NaN in numpy
+    # and inf compiled: each poisoned the client's window (NaN W, no flag)
+    rng = np.random.default_rng(0)
+    rows = rng.random((30, 16))
+    rows[::7, 3] = extreme
+
+    def run() -> list[float]:
+        tracker = extraction.ExtractionTracker(window=50, min_queries=10, test_every=5)
+        for i in range(len(rows)):
+            tracker.observe("c", rows[i:i + 1], [i % 2])
+        return list(tracker._clients["c"].distances)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast, slow = _both(monkeypatch, run)
+    assert np.isfinite(fast).all() and len(fast) == len(slow) == 28
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
