@@ -57,7 +57,9 @@ class RedisStore(Store):
         self._pending_suspects: tuple[list[str], list[Any]] = ([], [])
         self._local_secret = os.urandom(32)
         self._secret: bytes | None = None
+        #: script digests; replaced whole, never emptied, as other threads read them
         self._shas: dict[str, str] = {}
+        self._reconnect = True  #: connect before the next command (first use, a failure)
 
     def __repr__(self) -> str:
         return f"RedisStore({_redacted(self.url)!r})"
@@ -77,6 +79,7 @@ class RedisStore(Store):
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
         self._shas = dict(zip(("apply", "admit", "observe", "acquire"), shas))
         self._secret = bytes(secret)
+        self._reconnect = False
 
     def secret(self) -> bytes:
         if self._secret is None:
@@ -86,7 +89,7 @@ class RedisStore(Store):
 
     def _run(self, build: Any) -> list[Any]:
         """Run one pipeline built by ``build(pipe)``; reload scripts once after a restart."""
-        if not self._shas:
+        if self._reconnect or not self._shas:
             self.connect()
         for attempt in (0, 1):
             pipe = self.client.pipeline(transaction=False)
@@ -98,7 +101,7 @@ class RedisStore(Store):
                     raise StoreError(f"{type(exc).__name__}: {exc}") from exc
                 self.connect()
             except self._errors as exc:
-                self._shas = {}
+                self._reconnect = True
                 raise StoreError(f"{type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")
 

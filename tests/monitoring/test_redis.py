@@ -247,3 +247,42 @@ def test_the_redis_index_keeps_matching_past_two_to_the_32_stored_fingerprints(
             assert guarded.last_verdict.checks == ("near_duplicate",), i
     assert int(admin.get("aimsec:digits:fp:serial")) < 2**32
     admin.close()
+
+
+def test_a_failure_in_one_thread_never_breaks_a_call_another_thread_is_building(
+        redis_server):
+    # a failed command used to empty the script digests while another thread, past the
+    # check, was about to read them: that call raised a raw KeyError
+    import threading
+
+    from aimsec_core.monitoring.policy import ClientRules
+    from aimsec_core.monitoring.store import StoreError
+
+    store = RedisStore(redis_server.url)
+    store.connect()
+    pipeline = store.client.pipeline
+    entered, release = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def held_pipeline(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "held":
+            entered.set()
+            release.wait(10)
+        return pipeline(*args, **kwargs)
+
+    def admit() -> None:
+        try:
+            store.admit("digits", "b", 1.0, ClientRules(), lockout=True)
+        except BaseException as exc:  # noqa: BLE001 - what it raised is the point
+            raised.append(exc)
+
+    store.client.pipeline = held_pipeline  # type: ignore[method-assign]
+    held = threading.Thread(target=admit, name="held")
+    held.start()
+    assert entered.wait(10)
+    redis_server.stop()
+    with pytest.raises(StoreError):
+        store.admit("digits", "a", 1.0, ClientRules(), lockout=True)
+    release.set()
+    held.join(10)
+    assert len(raised) == 1 and isinstance(raised[0], StoreError), raised
