@@ -291,10 +291,12 @@ class Guard:
         """Admission findings (monitor mode) and the repeat / near-duplicate / suspicion
         checks, on input that passed validation."""
         assert self.monitor is not None
-        found = list(visit.findings)
+        checked: list[Finding] = []
         if not validated.findings and verdict.input_hash:
-            found += self.monitor.check(visit, list(validated.views.values()),
-                                        validated.batch_size, verdict.input_hash)
+            checked = self.monitor.check(visit, list(validated.views.values()),
+                                         validated.batch_size, verdict.input_hash)
+        # read after the checks: a store that fails during them adds its outage finding
+        found = list(visit.findings) + checked
         if not found:
             return verdict
         findings = verdict.findings + tuple(found)

@@ -140,6 +140,70 @@ def test_arrays_that_do_not_fit_the_model_are_refused(tmp_path, model, saved, me
         _load(model, _write(tmp_path / "bad.npz", members))
 
 
+def _points_scaled(members, scale: float) -> bytes:
+    points = np.load(io.BytesIO(members["neighbours.points.npy"])).astype(np.float64)
+    return _npy((points * scale).astype(np.float32))
+
+
+@pytest.mark.parametrize("change,match", [
+    # finite float32, under the float64 magnitude cap: their float32 squares overflowed
+    # and every call was flagged
+    (lambda m: {"neighbours.points.npy": _points_scaled(m, 1e19)}, "points"),
+    (lambda m: {"neighbours.points.npy": _npy(np.zeros((0, 64), np.float32)),
+                "neighbours.labels.npy": _npy(np.zeros(0, np.int64))}, "points"),
+    # no class at all: every call raised a raw ValueError (a minimum over no classes)
+    (lambda m: {"density.means.npy": _npy(np.zeros((0, 64)))}, "means"),
+], ids=["points-past-float32-squares", "no-points", "no-class-means"])
+def test_well_formed_arrays_that_break_every_call_are_refused_by_name(tmp_path, model,
+                                                                      saved, change, match):
+    members = _members(saved)
+    members.update(change(members))
+    with pytest.raises(CalibrationError, match=match):
+        _load(model, _write(tmp_path / "bad.npz", members))
+
+
+@pytest.fixture(scope="module")
+def saved_making_inputs(tmp_path_factory, model, data):
+    """A calibration whose detectors make inputs of their own for the model."""
+    x, _ = data
+    guarded = aimsec_core.guard(model, sinks=[])
+    guarded.calibrate(x[900:1300], fpr=0.05, detectors=["squeeze", "noise", "support",
+                                                        "margin"], image_shape=(8, 8))
+    return guarded.save_calibration(tmp_path_factory.mktemp("cal") / "making.npz")
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_scaled_arrays_load_refused_by_name_or_serve_without_raw_errors(
+        tmp_path_factory, model, saved, saved_making_inputs, data):
+    # every array member, scaled by anything that keeps it finite: either the file is
+    # refused, or clean calls get verdicts (no numpy warning, no error from the model fed
+    # a detector's input of NaN or past float32)
+    x, _ = digits()
+    source = data.draw(st.sampled_from([saved, saved_making_inputs]))
+    members = _members(source)
+    member = data.draw(st.sampled_from(sorted(m for m in members if m != "__meta__.npy")))
+    scale = data.draw(st.sampled_from([1e-300, 1e-30, 1e19, 1e30, 1e38, 1e100, 1e149,
+                                       -1e149]))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    with np.errstate(all="ignore"):
+        array = (np.load(io.BytesIO(members[member])).astype(np.float64) * scale).astype(dtype)
+    if not np.isfinite(array).all():
+        return
+    members[member] = _npy(array)
+    path = _write(tmp_path_factory.mktemp("scaled") / "s.npz", members)
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            guarded.load_calibration(path)
+        except CalibrationError:
+            return
+        guarded.predict(x[1300:1310].astype(np.float32))
+    assert guarded.last_verdict is not None
+
+
 def test_members_the_metadata_does_not_name_are_never_read(tmp_path, model, saved):
     # an object array would need pickle to load: reading it would fail
     members = {**_members(saved), "extra.npy": _npy(np.array([{"x": 1}], dtype=object))}

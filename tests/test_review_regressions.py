@@ -176,3 +176,21 @@ def test_a_calibration_file_with_values_whose_squares_overflow_is_refused(model,
     bad = _calibration_file_with(model, tmp_path, member, edit)
     with pytest.raises(aimsec_core.CalibrationError, match="magnitude"):
         aimsec_core.guard(model, sinks=[]).load_calibration(bad)
+
+
+@pytest.mark.parametrize("value", [1e20, 1e39, 1e300])
+def test_huge_input_values_are_flagged_without_numpy_warnings(model, value):
+    # the detectors' float32 squares and float64 Mahalanobis sums overflowed on them:
+    # the verdict was right, with a RuntimeWarning (an exception where warnings are errors)
+    import warnings
+
+    x, _ = digits()
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    guarded.calibrate(x[600:1000])
+    hostile = x[1000:1003].astype(np.float64)
+    hostile[:, 5] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guarded.predict(hostile)
+    assert guarded.last_verdict.checks == ("adversarial",)
+    assert all(guarded.last_verdict.flags)

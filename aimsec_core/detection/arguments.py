@@ -52,6 +52,8 @@ def image_shape(value: Any) -> tuple[int, int] | None:
 #: Largest magnitude a detector's stored value may have: the detectors square and sum
 #: these (distances, variances), which must stay finite in float64 (about 1.8e308).
 MAX_MAGNITUDE = 1e150
+#: Largest finite float32 (detectors computing in float32, models reading it).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def array(state: dict[str, Any], key: str, ndim: int, *, rows: int | None = None,
@@ -71,10 +73,17 @@ def array(state: dict[str, Any], key: str, ndim: int, *, rows: int | None = None
         raise ValueError(f"member {key!r} has width {value.shape[-1]}; expected {columns}")
     if finite and value.size and not np.isfinite(value).all():
         raise ValueError(f"member {key!r} holds NaN or infinite values")
-    if finite and value.size and value.dtype.kind == "f":
-        largest = float(np.abs(value).max())
-        if largest > MAX_MAGNITUDE:
-            raise ValueError(f"member {key!r} holds a value of magnitude {largest:.3g}; "
-                             f"expected at most {MAX_MAGNITUDE:g} (the detectors square "
-                             "and sum these values, which must stay finite)")
+    if finite and value.dtype.kind == "f":
+        bounded(key, value, MAX_MAGNITUDE, "the detectors square and sum these values, "
+                "which must stay finite")
     return value
+
+
+def bounded(key: str, value: np.ndarray, limit: float, why: str) -> None:
+    """``ValueError`` naming member ``key`` when a value of ``value`` (a finite real array)
+    exceeds ``limit`` in magnitude; ``why`` says what the limit protects."""
+    if value.size:
+        largest = float(np.abs(value, dtype=np.float64).max())
+        if largest > limit:
+            raise ValueError(f"member {key!r} holds a value of magnitude {largest:.3g}; "
+                             f"expected at most {limit:.3g} ({why})")

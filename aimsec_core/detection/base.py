@@ -99,8 +99,13 @@ class Probe:
 
 
 def value_range_of(state: dict[str, Any]) -> tuple[float, float]:
-    """A stored ``value_range``: two finite numbers, low <= high."""
-    low, high = arguments.array(state, "value_range", 1, rows=2)
+    """A stored ``value_range``: two finite numbers, low <= high, within float32's range
+    (the detectors that keep one hand the model inputs inside it)."""
+    value = arguments.array(state, "value_range", 1, rows=2)
+    arguments.bounded("value_range", value, arguments.FLOAT32_MAX,
+                      "inputs made inside it go to the model, in which larger values "
+                      "are commonly infinite")
+    low, high = value
     if low > high:
         raise ValueError(f"member 'value_range' is [{low}, {high}]; expected low <= high")
     return float(low), float(high)

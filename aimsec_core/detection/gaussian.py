@@ -49,6 +49,8 @@ class TiedGaussians:
     def check(self, width: int | None, what: str) -> None:
         """``ValueError`` unless the arrays fit each other (and ``width`` features)."""
         d = self.means.shape[1]
+        if not len(self.means):  # the score is a minimum over the classes
+            raise ValueError(f"{what}: no class means; expected at least one")
         if (width is not None and d != width) or self.precision.shape != (d, d) or len(
                 self.classes) != len(self.means):
             raise ValueError(f"{what}: means {self.means.shape}, precision "

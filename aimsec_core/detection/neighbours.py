@@ -67,7 +67,10 @@ class NeighbourDetector(InputSpaceDetector):
     def score(self, probe: Probe) -> np.ndarray:
         if self.points is None or self.labels is None:
             raise ValueError("the neighbours detector is not fitted")
-        x = (self.features(probe.x) - self.centre).astype(np.float32)
+        # past the reach of float32 squares an input is far from every point anyway:
+        # clipped there, its distances stay finite (and large)
+        reach = float32_reach(self.points.shape[1])
+        x = np.clip(self.features(probe.x) - self.centre, -reach, reach).astype(np.float32)
         squared = ((x * x).sum(1)[:, None] + (self.points * self.points).sum(1)[None]
                    - 2 * (x @ self.points.T))
         np.maximum(squared, 0.0, out=squared)
@@ -108,9 +111,11 @@ class NeighbourDetector(InputSpaceDetector):
         super().load_state(state)
         points = arguments.array(state, "points", 2)
         labels = arguments.array(state, "labels", 1, rows=len(points))
-        if len(points) > self.max_points or labels.dtype.kind not in "iu":
+        if not 0 < len(points) <= self.max_points or labels.dtype.kind not in "iu":
             raise ValueError(f"neighbours: {len(points)} points with {labels.dtype} labels; "
-                             f"expected at most max_points={self.max_points} and integer labels")
+                             f"expected 1 to max_points={self.max_points} and integer labels")
+        arguments.bounded("points", points, float32_reach(points.shape[1]),
+                          "their squared distances, summed in float32, must stay finite")
         centre = (arguments.array(state, "centre", 1, columns=points.shape[1])
                   if "centre" in state else None)  # files without one hold the points as is
         self._keep(points, labels, centre)
@@ -124,6 +129,13 @@ class NeighbourDetector(InputSpaceDetector):
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "max_points": self.max_points, "seed": self.seed}
+
+
+def float32_reach(width: int) -> float:
+    """Largest magnitude per value for which squared distances between vectors of
+    ``width`` values, summed in float32 (norms and a product, as :meth:`score` does),
+    stay finite: ``sqrt(FLOAT32_MAX / (8 * width))``, 8.1e17 for 64 values."""
+    return float(np.sqrt(arguments.FLOAT32_MAX / (8 * max(width, 1))))
 
 
 def _mean_distance(squared: np.ndarray, fallback: np.ndarray) -> np.ndarray:

@@ -15,10 +15,14 @@ from .base import Detector, Probe, value_range_of as _value_range
 
 
 def reduce_bit_depth(x: np.ndarray, bits: int, low: float, high: float) -> np.ndarray:
+    """``x`` on ``2 ** bits`` levels spanning ``[low, high]``, in ``x``'s dtype. Computed
+    in float64: a span below float32's smallest normal would be 0 in float32 arithmetic
+    (numpy keeps a float32 array's dtype), and NaN would reach the model."""
     levels = 2 ** bits - 1
     span = high - low if high > low else 1.0
-    unit = np.clip((x - low) / span, 0.0, 1.0)
-    return np.round(unit * levels) / levels * span + low
+    unit = np.clip((np.asarray(x, dtype=np.float64) - low) / span, 0.0, 1.0)
+    squeezed = np.round(unit * levels) / levels * span + low
+    return squeezed.astype(x.dtype, copy=False) if x.dtype.kind == "f" else squeezed
 
 
 def median_smooth(images: np.ndarray, size: int = 2) -> np.ndarray:

@@ -247,7 +247,9 @@ class DetectorSuite:
         raw, rarity = {}, {}
         blas = single_threaded_blas() if any(
             d.multiplies_matrices for d in self.detectors) else nullcontext()
-        with blas:
+        # a hostile input's values may overflow a detector's arithmetic: inf is far and a
+        # NaN score is suspect (see rarity), so those are verdicts, not warnings
+        with blas, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for detector in self.detectors:
                 raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
                 rarity[detector.name] = self.rarity(detector, raw[detector.name])

@@ -3,8 +3,8 @@
 Each is the compiled form of one numpy implementation and must give its results exactly:
 ``fingerprint_rows`` of :meth:`.fingerprint.Fingerprinter.__call__`,
 ``match_and_add_rows`` of :meth:`.index.FingerprintIndex.match_and_add`,
-``min_square_distance`` of the nearest-member distance in :mod:`.extraction` (to float32
-rounding).
+``min_square_distance`` of the nearest-member distance in :mod:`.extraction` (to
+rounding: the sums run in another order).
 """
 
 from __future__ import annotations
@@ -151,13 +151,14 @@ def match_and_add_rows(fingerprints, contents, client, now, since, table, mask, 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
 def min_square_distance(stored, count, row):  # type: ignore[no-untyped-def]
     """The least squared L2 distance from ``row`` ((d,) float32) to the first ``count``
-    rows of ``stored`` ((m, d) float32), summed in float32 in whatever order vectorizes
-    (numpy's einsum sums in another: the two agree to float32 rounding)."""
+    rows of ``stored`` ((m, d) float32), summed in float64 (finite for any finite float32
+    values) in whatever order vectorizes (numpy's einsum sums in another: the two agree
+    to rounding)."""
     best = np.inf
     for i in range(count):
-        total = np.float32(0.0)
+        total = 0.0
         for j in range(row.shape[0]):
-            diff = stored[i, j] - row[j]
+            diff = np.float64(stored[i, j]) - np.float64(row[j])
             total += diff * diff
         best = min(best, total)
     return best

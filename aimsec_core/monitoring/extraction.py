@@ -31,6 +31,9 @@ import numpy as np
 from . import kernels
 
 TEST_EVERY = 50  #: queries between two tests of one client (default)
+#: Stored queries are float32; values past its range (and NaN, where the policy lets it
+#: through) take the nearest bound, so every distance stays finite.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class _ClassState:
@@ -78,8 +81,13 @@ class ExtractionTracker:
         """Learn from ``samples`` ((n, d) float) that the model labelled ``classes``.
 
         Returns the Shapiro-Wilk W when a test ran and fell below ``delta``, else ``None``.
+        Values past float32's range, and NaN, count as float32's largest magnitude: a
+        distance to them is large and finite (an infinite or NaN one would make every
+        test in whose window it lies return NaN, which flags nothing, and freeze the
+        class's threshold at infinity).
         """
-        x = np.asarray(samples, dtype=np.float32)
+        x = np.fmin(samples, _FLOAT32_MAX)  # NaN becomes the bound too
+        x = np.fmax(x, -_FLOAT32_MAX, out=x).astype(np.float32)
         with self._lock:
             state = self._clients.get(client)
             if state is None or state.width != x.shape[1]:
@@ -129,11 +137,12 @@ class ExtractionTracker:
 
 
 def _min_square_distance(members: np.ndarray, count: int, row: np.ndarray) -> float:
-    """The least squared L2 distance from ``row`` to the first ``count`` ``members``."""
+    """The least squared L2 distance from ``row`` to the first ``count`` ``members``
+    (float32, finite), summed in float64: finite for any float32 values."""
     compiled = kernels.load()
     if compiled is not None:
         return float(compiled.min_square_distance(members, count, row))
-    diff = members[:count] - row
+    diff = members[:count].astype(np.float64) - row
     return float(np.einsum("ij,ij->i", diff, diff).min())
 
 

@@ -144,7 +144,10 @@ class Fingerprinter:
         Equal samples have equal tags, and without the secret an attacker cannot make two
         different samples share one (it tells exact repeats, which are the repeat check's
         business, from near-duplicates)."""
-        x = np.ascontiguousarray(samples, dtype=np.float64)
+        # C order, aligned and writable whatever the caller's array (np.frombuffer over a
+        # request body is read-only, with an offset unaligned): the kernel's types, so no
+        # call compiles another specialization
+        x = np.require(samples, np.float64, ("C", "A", "W"))
         layout = self._layout(x.shape[1])
         compiled = kernels.load()
         if compiled is not None:

@@ -135,8 +135,11 @@ class FingerprintIndex:
         """:meth:`match_and_add` in a compiled kernel, which stops where the index must
         grow or start over (done here, between its calls)."""
         n = len(fingerprints)
-        rows = np.ascontiguousarray(fingerprints, dtype=np.uint32)
-        contents = np.ascontiguousarray(contents, dtype=np.uint64)
+        # the kernel's types whatever the caller passed (a clock giving ints included), so
+        # no call compiles another specialization
+        rows = np.require(fingerprints, np.uint32, ("C", "A", "W"))
+        contents = np.require(contents, np.uint64, ("C", "A", "W"))
+        client, now, since = int(client), float(now), float(since)
         shared, sizes, same = found = np.zeros((3, n), dtype=np.int64)
         done = 0
         with self._lock:

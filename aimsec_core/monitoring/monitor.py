@@ -61,13 +61,18 @@ class Visit:
     findings: list[Finding] = field(default_factory=list)
     samples: np.ndarray | None = None
     outage: bool = False
+    #: a near-duplicate finding matched a query this client sent itself (not only others')
+    own_near_duplicate: bool = False
 
 
 #: Refusals that count towards a lockout: input outside the policy (non-finite, out of
 #: range, oversized, structurally odd), a rate limit ignored, and query-stream attacks.
 #: Not malformed input (a client's bug: format, shape, dtype, null, empty), not exact
 #: repeats or a too-short interval (retries), and not a detector's refusal (those come at
-#: the calibrated false-positive rate, so ordinary clients would collect them).
+#: the calibrated false-positive rate, so ordinary clients would collect them). A
+#: near-duplicate counts only when it matched the client's own earlier query: one that
+#: matched only other clients' queries may be a bystander sending a popular input that an
+#: attacker stored perturbed copies of (to lock it out); the call is refused all the same.
 FAILED_ATTEMPT_CHECKS = frozenset({"finite", "range", "size", "max_gradient", "min_sparsity",
                                    "rate_limit", "near_duplicate", "extraction"})
 
@@ -231,6 +236,7 @@ class Monitor:
             best = max(near, key=lambda im: im[1].share)[1]
             samples = [i for i, _ in near]
             same = best.same_client
+            visit.own_near_duplicate = any(m.same_client for _, m in near)
             findings.append(Finding(
                 "near_duplicate",
                 f"{who}: sample{'s' if len(samples) > 1 else ''} "
@@ -287,9 +293,13 @@ class Monitor:
     def refused(self, visit: Visit | None, checks: tuple[str, ...]) -> None:
         """Count a refused call as a failed attempt of its client when one of ``checks``
         is :data:`FAILED_ATTEMPT_CHECKS` (lockout refusals are the lockout itself and do
-        not extend it)."""
-        if (visit is None or not visit.watched or "lockout" in checks
-                or not FAILED_ATTEMPT_CHECKS.intersection(checks)):
+        not extend it; a near-duplicate only when it matched the client's own query)."""
+        if visit is None or not visit.watched or "lockout" in checks:
+            return
+        failing = set(FAILED_ATTEMPT_CHECKS.intersection(checks))
+        if not visit.own_near_duplicate:
+            failing.discard("near_duplicate")
+        if not failing:
             return
         rules = visit.rules
         if not rules.max_failed_attempts:

@@ -3,6 +3,9 @@
 Keys are built by the store (``aimsec:<model>:...`` with hashed client ids). Fingerprint
 index entries are packed little-endian ``<I4I4I4I2I2``: hash, serial, time (whole
 seconds), and the low 16 bits of the client tag and of the content tag: 16 bytes each.
+Serials count modulo 2^32, as the entries hold them, and an entry is alive while fewer
+than ``capacity`` serials have been stored after it (counted modulo 2^32), so the index
+keeps working past 2^32 stored fingerprints.
 Short tags only blur two rare cases: a near-duplicate taken for an exact repeat of the
 same content (1 in 65,536 pairs) and a match attributed to the same client.
 """
@@ -71,9 +74,9 @@ end
 local suspect = tonumber(redis.call('GET', KEYS[2]) or '0')
 if suspect > now then out[2] = tostring(suspect - now) end
 if n == 0 then return out end
-local serial = tonumber(redis.call('GET', KEYS[3]) or '0')
+local serials = 4294967296
+local serial = tonumber(redis.call('GET', KEYS[3]) or '0') % serials
 local since = math.floor(now - ttl)
-local oldest = serial - capacity
 local a, k = 8, 4
 for s = 1, n do
   local content, m = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
@@ -84,7 +87,7 @@ for s = 1, n do
     local entries = redis.call('LRANGE', KEYS[k + j], 0, ways - 1)
     for _, e in ipairs(entries) do
       local eh, es, et, ec, ecv = struct.unpack('<I4I4I4I2I2', e)
-      if eh == h and et >= since and es > oldest and ecv ~= content then
+      if eh == h and et >= since and (serial - es) % serials < capacity and ecv ~= content then
         local c = (counts[es] or 0) + 1
         counts[es] = c
         owners[es] = ec
@@ -94,7 +97,7 @@ for s = 1, n do
   end
   out[#out + 1] = best
   out[#out + 1] = (bestserial ~= nil and owners[bestserial] == client) and 1 or 0
-  serial = serial + 1
+  serial = (serial + 1) % serials
   local stamp = math.floor(now)
   for j = 0, m - 1 do
     local entry = struct.pack('<I4I4I4I2I2', tonumber(ARGV[a + j]), serial, stamp, client, content)

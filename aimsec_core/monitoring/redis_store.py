@@ -5,7 +5,8 @@ failures and suspicions, lockout and minimum interval, ``limits``' moving-window
 and observation (one script: repeats, suspicion, fingerprint match-and-store). Every
 script is atomic on the server, so replicas never admit more than a quota between them.
 Commands never wait longer than ``timeout`` seconds (default 50 ms) and are not retried;
-a failure raises :class:`StoreError`, which the monitor turns into its failure policy.
+a failure (no answer in time, an error reply, an answer that is not Redis's) raises
+:class:`StoreError`, which the monitor turns into its failure policy.
 """
 
 from __future__ import annotations
@@ -46,15 +47,19 @@ class RedisStore(Store):
                 url, socket_timeout=timeout, socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
                 health_check_interval=0)
-        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                        redis.exceptions.BusyLoadingError, OSError)
+        # any failure of the store is an outage for the failure policy, not only an
+        # unreachable one: an error reply (OOM under maxmemory, READONLY after a failover,
+        # BUSY behind a long script) or something that is not Redis answering the URL
+        self._errors = (redis.exceptions.RedisError, OSError)
         self._lock = threading.Lock()
         self._pending_keys: list[str] = []
         self._pending_failures: list[Any] = []
         self._pending_suspects: tuple[list[str], list[Any]] = ([], [])
         self._local_secret = os.urandom(32)
         self._secret: bytes | None = None
+        #: script digests; replaced whole, never emptied, as other threads read them
         self._shas: dict[str, str] = {}
+        self._reconnect = True  #: connect before the next command (first use, a failure)
 
     def __repr__(self) -> str:
         return f"RedisStore({_redacted(self.url)!r})"
@@ -74,6 +79,7 @@ class RedisStore(Store):
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
         self._shas = dict(zip(("apply", "admit", "observe", "acquire"), shas))
         self._secret = bytes(secret)
+        self._reconnect = False
 
     def secret(self) -> bytes:
         if self._secret is None:
@@ -83,19 +89,19 @@ class RedisStore(Store):
 
     def _run(self, build: Any) -> list[Any]:
         """Run one pipeline built by ``build(pipe)``; reload scripts once after a restart."""
-        if not self._shas:
+        if self._reconnect or not self._shas:
             self.connect()
         for attempt in (0, 1):
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
             try:
                 return pipe.execute()
-            except self._redis.exceptions.NoScriptError:
+            except self._redis.exceptions.NoScriptError as exc:
                 if attempt:
-                    raise
+                    raise StoreError(f"{type(exc).__name__}: {exc}") from exc
                 self.connect()
             except self._errors as exc:
-                self._shas = {}
+                self._reconnect = True
                 raise StoreError(f"{type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")
 

@@ -94,3 +94,24 @@ def test_a_suspected_client_is_refused_in_enforce_mode(digits_model):
             guarded.predict(sample[None].astype(np.float32))
     with aimsec_core.client("someone-else"):
         guarded.predict(x[:1])
+
+
+def test_queries_past_float32s_range_do_not_blind_the_extraction_test(digits_model):
+    # one value of 1e30 every 40 queries: its squared distance overflowed float32, and an
+    # infinite distance in the window made every Shapiro-Wilk test return NaN (no flag)
+    x = digits()[0]
+    rng = np.random.default_rng(0)
+    guarded = _guard(digits_model, mode="monitor", near_duplicate=False, max_repeats=0)
+    probes = _sign_step_augmentation(rng, x[rng.choice(len(x), 10, replace=False)])
+
+    def poisoned():  # type: ignore[no-untyped-def]
+        for n, sample in enumerate(probes, start=1):
+            if n % 40 == 0:
+                sample = sample.copy()
+                sample[0] = 1e30
+            yield sample
+
+    found = _extraction_calls(guarded, "thief", poisoned(), 500)
+    assert found is not None
+    monitor = aimsec_core.guard_of(guarded).monitor
+    assert np.isfinite(list(monitor.extraction._clients[client_key("thief")].distances)).all()

@@ -7,6 +7,8 @@ same inputs, hostile ones included.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -146,3 +148,53 @@ def test_a_kernel_that_cannot_compile_leaves_the_numpy_forms_running(monkeypatch
     assert "numpy forms run instead" in caplog.text
     f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
     assert f(digits()[0][:2]).shape == (2, 50)
+
+
+def test_no_guarded_call_compiles_another_kernel_specialization():
+    # numba compiles one specialization per argument type (about a second each, on the
+    # caller's time): read-only, unaligned or Fortran-ordered input (np.frombuffer over a
+    # request body) and a clock giving ints must reach the kernels as the types load()
+    # compiled
+    from aimsec_core.monitoring import _compiled
+
+    kernels_ = (_compiled.fingerprint_rows, _compiled.match_and_add_rows,
+                _compiled.min_square_distance)
+    x = digits()[0][:3].astype(np.float64)
+    f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
+    f.fingerprint(x)
+    FingerprintIndex(64, 50).match_and_add(*f.fingerprint(x), 1, 0.0, 60.0)
+    before = [len(k.signatures) for k in kernels_]
+    unaligned = np.frombuffer(b"\0" + x.tobytes(), np.float64, offset=1).reshape(x.shape)
+    assert not unaligned.flags.aligned and not unaligned.flags.writeable
+    read_only = x.copy()
+    read_only.setflags(write=False)
+    index = FingerprintIndex(64, 50)
+    for samples in (unaligned, read_only, np.asfortranarray(x)):
+        hashes, tags = f.fingerprint(samples)
+        np.testing.assert_array_equal(hashes, f(x))
+        index.match_and_add(hashes, tags, np.uint32(7), 1_700_000_000, 60)
+    tracker = extraction.ExtractionTracker()
+    tracker.observe("c", read_only.astype(np.float32), [0, 0, 1])
+    assert [len(k.signatures) for k in kernels_] == before
+
+
+@pytest.mark.parametrize("extreme", [1e20, 1e39, 1e300, -np.inf, np.nan])
+def test_extraction_distances_stay_finite_and_alike_for_extreme_values(monkeypatch,
+                                                                        extreme):
+    # float32 squares overflowed past 1e19, the cast past 3.4e38; NaN gave NaN in numpy
+    # and inf compiled: each poisoned the client's window (NaN W, no flag)
+    rng = np.random.default_rng(0)
+    rows = rng.random((30, 16))
+    rows[::7, 3] = extreme
+
+    def run() -> list[float]:
+        tracker = extraction.ExtractionTracker(window=50, min_queries=10, test_every=5)
+        for i in range(len(rows)):
+            tracker.observe("c", rows[i:i + 1], [i % 2])
+        return list(tracker._clients["c"].distances)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast, slow = _both(monkeypatch, run)
+    assert np.isfinite(fast).all() and len(fast) == len(slow) == 28
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)

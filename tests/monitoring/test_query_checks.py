@@ -109,6 +109,42 @@ def test_near_duplicates_are_refused_for_the_same_client_and_across_clients(
     assert analysis["near_duplicate_matches"][0]["with"] == "another client"
 
 
+def test_a_bystander_matching_only_others_queries_is_refused_but_never_locked_out(
+        digits_model, clock, sink):
+    # an attacker stores one perturbed copy of each popular input; a client then sending
+    # the popular inputs themselves matches those copies: refused (Blacklight's rule across
+    # accounts), but counting these towards its lockout let the attacker lock it out
+    from aimsec_core import ClientBlockedError
+
+    guarded = _guard(digits_model, clock, sink)
+    x = digits()[0][:8].astype(np.float64)
+    rng = np.random.default_rng(0)
+    with aimsec_core.client("mallory"):
+        for row in x:
+            copy = row.copy()
+            copy[rng.integers(64)] += 0.02
+            clock.advance(1)
+            guarded.predict(copy[None])
+    with aimsec_core.client("alice"):
+        for row in x:  # more than max_failed_attempts (5) refusals
+            clock.advance(1)
+            with pytest.raises(QueryAttackError):
+                guarded.predict(row[None])
+        clock.advance(1)
+        guarded.predict(digits()[0][100:101])  # not locked out
+    # a client whose near-duplicates match its own queries still collects failed attempts
+    seed = digits()[0][200:201].astype(np.float64)
+    with aimsec_core.client("prober"):
+        guarded.predict(seed)
+        with pytest.raises(ClientBlockedError):
+            for i in range(8):
+                step = seed.copy()
+                step[0, i] += 0.02
+                clock.advance(1)
+                with pytest.raises(QueryAttackError):
+                    guarded.predict(step)
+
+
 def test_near_duplicates_inside_one_batch(digits_model, clock, sink):
     guarded = _guard(digits_model, clock, sink, mode="monitor")
     x = digits()[0][20:21]

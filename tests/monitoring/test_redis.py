@@ -143,3 +143,146 @@ def test_the_secret_is_shared_and_not_in_repr(redis_server):
     assert a.secret().hex() not in repr(a)
     assert "secret" not in repr(RedisStore("redis://:hunter2@127.0.0.1:1/0")).lower()
     assert "hunter2" not in repr(RedisStore("redis://:hunter2@127.0.0.1:1/0"))
+
+
+@pytest.mark.parametrize("failure", ["fail_closed", "fail_open"])
+def test_a_store_failing_during_the_query_checks_applies_the_failure_policy(
+        redis_server, digits_model, clock, failure):
+    # admission reached Redis; the query checks' round trip did not (the server went away
+    # in between): that call's verdict must carry the outage as well
+    store = RedisStore(redis_server.url)
+    sink = ListSink()
+    guarded = _guard(digits_model, clock, store, sink, store_failure=failure)
+    x = digits()[0]
+    with aimsec_core.client("c"):
+        guarded.predict(x[:1])
+        observe = store.observe
+
+        def stop_then_observe(*args, **kwargs):  # type: ignore[no-untyped-def]
+            redis_server.stop()
+            return observe(*args, **kwargs)
+
+        store.observe = stop_then_observe  # type: ignore[method-assign]
+        clock.advance(1)
+        if failure == "fail_closed":
+            with pytest.raises(StoreUnavailableError):
+                guarded.predict(x[1:2])
+        else:
+            guarded.predict(x[1:2])
+    assert guarded.last_verdict.checks == ("store_unavailable",)
+    # fail_open serves the call with its advisory finding recorded
+    assert sink.outcomes[-1] == ("rejected" if failure == "fail_closed" else "flagged")
+
+
+def test_an_error_reply_from_redis_applies_the_failure_policy(redis_server, digits_model,
+                                                               clock):
+    # out of memory under maxmemory (likewise READONLY after a failover, BUSY behind a
+    # long script): the store failed, and every call still gets an answer in policy terms
+    guarded = _guard(digits_model, clock, redis_server.url, store_failure="fail_closed")
+    x = digits()[0]
+    with aimsec_core.client("c"):
+        guarded.predict(x[:1])
+        admin = redis.Redis(port=redis_server.port)
+        admin.config_set("maxmemory", 1)
+        try:
+            clock.advance(1)
+            with pytest.raises(StoreUnavailableError) as caught:
+                guarded.predict(x[1:2])
+        finally:
+            admin.config_set("maxmemory", 0)
+            admin.close()
+        assert "OutOfMemoryError" in str(caught.value)
+        clock.advance(2)  # past store_retry: the store answers again
+        guarded.predict(x[2:3])
+        assert guarded.last_verdict.clean
+
+
+def test_a_url_where_something_else_answers_applies_the_failure_policy(digits_model, clock):
+    # a URL pointing at an HTTP port (a typo, a proxy) gets replies that are not Redis's
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        guarded = _guard(digits_model, clock, f"redis://127.0.0.1:{port}/0")
+        with aimsec_core.client("c"):
+            guarded.predict(digits()[0][:1])
+        assert guarded.last_verdict.checks == ("store_unavailable",)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("serial", [2**32 - 2, 2**40])
+def test_the_redis_index_keeps_matching_past_two_to_the_32_stored_fingerprints(
+        redis_server, digits_model, clock, serial):
+    # entries hold 32-bit serials; a counter past 2^32 (weeks of a busy model; or a store
+    # written by an earlier release) once made every entry look older than the capacity
+    guarded = _guard(digits_model, clock, redis_server.url, mode="monitor")
+    admin = redis.Redis(port=redis_server.port)
+    admin.set("aimsec:digits:fp:serial", serial)
+    x = digits()[0].astype(np.float64)
+    with aimsec_core.client("c"):
+        for i in range(4):  # serials wrap past 2^32 within these
+            clock.advance(1)
+            guarded.predict(x[i:i + 1])
+            assert guarded.last_verdict.clean
+        for i in (3, 0):  # a small step from one stored after the wrap, and one before
+            step = x[i:i + 1].copy()
+            step[0, 20] += 0.05
+            clock.advance(1)
+            guarded.predict(step)
+            assert guarded.last_verdict.checks == ("near_duplicate",), i
+    assert int(admin.get("aimsec:digits:fp:serial")) < 2**32
+    admin.close()
+
+
+def test_a_failure_in_one_thread_never_breaks_a_call_another_thread_is_building(
+        redis_server):
+    # a failed command used to empty the script digests while another thread, past the
+    # check, was about to read them: that call raised a raw KeyError
+    import threading
+
+    from aimsec_core.monitoring.policy import ClientRules
+    from aimsec_core.monitoring.store import StoreError
+
+    store = RedisStore(redis_server.url)
+    store.connect()
+    pipeline = store.client.pipeline
+    entered, release = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def held_pipeline(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "held":
+            entered.set()
+            release.wait(10)
+        return pipeline(*args, **kwargs)
+
+    def admit() -> None:
+        try:
+            store.admit("digits", "b", 1.0, ClientRules(), lockout=True)
+        except BaseException as exc:  # noqa: BLE001 - what it raised is the point
+            raised.append(exc)
+
+    store.client.pipeline = held_pipeline  # type: ignore[method-assign]
+    held = threading.Thread(target=admit, name="held")
+    held.start()
+    assert entered.wait(10)
+    redis_server.stop()
+    with pytest.raises(StoreError):
+        store.admit("digits", "a", 1.0, ClientRules(), lockout=True)
+    release.set()
+    held.join(10)
+    assert len(raised) == 1 and isinstance(raised[0], StoreError), raised
