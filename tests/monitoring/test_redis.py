@@ -59,6 +59,31 @@ def test_a_guarded_call_costs_at_most_two_round_trips(redis_server, digits_model
     assert max(counts) <= 2 and min(counts) >= 1
 
 
+def test_a_large_batch_is_observed_in_slices_that_still_see_each_other(redis_server,
+                                                                      digits_model, clock):
+    # one script call per ROWS_PER_SCRIPT samples: a batch of thousands would otherwise
+    # hold the server (and every replica's calls) past their timeout
+    from aimsec_core.monitoring.redis_store import ROWS_PER_SCRIPT
+
+    pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1",
+                                port=redis_server.port, socket_timeout=0.5)
+    store = RedisStore(redis_server.url, connection_pool=pool)
+    sink = ListSink()
+    guarded = _guard(digits_model, clock, store, sink, mode="monitor")
+    x = digits()[0]
+    n = 2 * ROWS_PER_SCRIPT + 20
+    batch = x[:n].copy()
+    batch[n - 1] = x[3]  # the first slice's sample, a step away, in the last slice
+    batch[n - 1, 27:30] = np.clip(batch[n - 1, 27:30] + 0.25, 0, 1)
+    with aimsec_core.client("bulk"):
+        guarded.predict(x[500:501])  # scripts and secret loaded
+        before = CountingConnection.sent
+        guarded.predict(batch)
+    assert CountingConnection.sent - before == 1 + 3  # admission, then three slices
+    assert guarded.last_verdict.checks == ("near_duplicate",)
+    assert guarded.last_verdict.flags[n - 1] and sum(guarded.last_verdict.flags) <= 3
+
+
 def test_two_processes_share_one_clients_quota_exactly(redis_server):
     context = multiprocessing.get_context("spawn")
     start = context.Manager().Event()
