@@ -15,12 +15,14 @@ does, would cost a guarded call about 50 us more, while a flag that comes up to
 
 The class comes from the model's answer, so a query is judged after the model ran; the
 suspicion this raises refuses the client's next calls. State is bounded: ``set_size``
-queries per class, ``window`` distances and the ``clients`` most recently seen clients.
+queries per class of at most :data:`MAX_WIDTH` values each, :data:`MAX_CLASSES` classes
+and ``window`` distances per client, and the ``clients`` most recently seen clients.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Hashable
@@ -34,6 +36,16 @@ TEST_EVERY = 50  #: queries between two tests of one client (default)
 #: Stored queries are float32; values past its range (and NaN, where the policy lets it
 #: through) take the nearest bound, so every distance stays finite.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Values of a query kept for its distances: wider inputs keep this many of their
+#: positions, chosen at random (with a seed of this process, so a client cannot know
+#: which) once per width. Squared distances over a random subset of positions estimate
+#: the full ones up to a constant factor, which the test (normality of the minimum
+#: distances) does not see; memory and time per query stay bounded for any input size.
+MAX_WIDTH = 128
+#: Predicted classes whose sets one client keeps (the least recently used goes first):
+#: with the width bound, at most 16 x set_size x 128 x 4 bytes (512 KB at the default
+#: set size) per client.
+MAX_CLASSES = 16
 
 
 class _ClassState:
@@ -53,8 +65,8 @@ class _ClientState:
     __slots__ = ("classes", "distances", "since_test", "width", "last_w")
 
     def __init__(self, width: int, window: int) -> None:
-        self.width = width
-        self.classes: dict[Hashable, _ClassState] = {}
+        self.width = width  #: of the client's inputs (a new width starts over)
+        self.classes: OrderedDict[Hashable, _ClassState] = OrderedDict()
         self.distances: deque[float] = deque(maxlen=window)
         self.since_test = 0
         self.last_w: float | None = None
@@ -70,6 +82,21 @@ class ExtractionTracker:
         self.set_size, self.max_clients = set_size, clients
         self._clients: OrderedDict[str, _ClientState] = OrderedDict()
         self._lock = threading.Lock()
+        self._seed = int.from_bytes(os.urandom(8), "little")
+        self._positions: dict[int, np.ndarray] = {}  #: width -> positions kept
+
+    def _kept(self, samples: np.ndarray) -> np.ndarray:
+        """``samples`` reduced to at most :data:`MAX_WIDTH` of their positions."""
+        width = samples.shape[1]
+        if width <= MAX_WIDTH:
+            return samples
+        positions = self._positions.get(width)
+        if positions is None:
+            rng = np.random.default_rng([self._seed, width])
+            positions = np.sort(rng.choice(width, MAX_WIDTH, replace=False))
+            if len(self._positions) < 64:
+                self._positions[width] = positions
+        return samples[:, positions]
 
     def statistic(self, client: str) -> float | None:
         """The client's latest Shapiro-Wilk W (``None`` before its first test)."""
@@ -86,12 +113,13 @@ class ExtractionTracker:
         test in whose window it lies return NaN, which flags nothing, and freeze the
         class's threshold at infinity).
         """
-        x = np.fmin(samples, _FLOAT32_MAX)  # NaN becomes the bound too
+        width = samples.shape[1]
+        x = np.fmin(self._kept(samples), _FLOAT32_MAX)  # NaN becomes the bound too
         x = np.fmax(x, -_FLOAT32_MAX, out=x).astype(np.float32)
         with self._lock:
             state = self._clients.get(client)
-            if state is None or state.width != x.shape[1]:
-                state = self._clients[client] = _ClientState(x.shape[1], self.window)
+            if state is None or state.width != width:
+                state = self._clients[client] = _ClientState(width, self.window)
                 if len(self._clients) > self.max_clients:
                     self._clients.popitem(last=False)
             else:
@@ -108,9 +136,11 @@ class ExtractionTracker:
     def _learn(self, state: _ClientState, row: np.ndarray, label: Hashable) -> None:
         group = state.classes.get(label)
         if group is None:
-            if len(state.classes) >= 1024:  # labels come from the model; still bounded
-                return
-            group = state.classes[label] = _ClassState(self.set_size, state.width)
+            if len(state.classes) >= MAX_CLASSES:
+                state.classes.popitem(last=False)
+            group = state.classes[label] = _ClassState(self.set_size, len(row))
+        else:
+            state.classes.move_to_end(label)
         count = group.count
         if count:
             distance = math.sqrt(_min_square_distance(group.members,
