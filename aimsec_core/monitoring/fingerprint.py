@@ -92,8 +92,8 @@ class Fingerprinter:
         """Per input width: the salt (one offset per position, plus the bias), the
         content-tag coefficients, and the window gather index ((windows, w) positions;
         ``None`` past :data:`_GATHERED` values, where it would cost w times the input's
-        memory), cached for narrow inputs (widths come from model inputs: few, but a
-        client may vary them)."""
+        memory), cached: up to 64 narrow widths and 4 wide ones (16 bytes a value: 2.4 MB
+        at 150,528; widths come from model inputs: few, but a client may vary them)."""
         found = self._salts.get(width)
         if found is None:
             salt = np.random.default_rng(self._rng_seed + [2, width]).random(width) + _BIAS
@@ -105,7 +105,8 @@ class Fingerprinter:
                 gather = (np.arange(width - w + 1)[:, None]
                           + np.arange(w)[None, :]).astype(np.intp)
             found = _Layout(salt, content, gather)
-            if gather is not None and len(self._salts) < 64:
+            wide = sum(layout.gather is None for layout in self._salts.values())
+            if len(self._salts) < 64 and (gather is not None or wide < 4):
                 self._salts[width] = found
         return found
 

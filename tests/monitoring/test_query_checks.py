@@ -363,7 +363,8 @@ def test_the_table_views_show_what_was_stored():
 
 def test_wide_inputs_hash_their_windows_alike_without_a_gather_table(monkeypatch):
     """Past _GATHERED values the windows are summed shift by shift, not gathered (w times
-    the input's memory, cached per width): the same fingerprints, and nothing cached."""
+    the input's memory, cached per width): the same fingerprints, and no gather table
+    cached (the salt and content coefficients are, for at most four wide widths)."""
     from aimsec_core.monitoring import fingerprint as fingerprint_module
 
     rows = np.random.default_rng(5).normal(size=(3, 300))
@@ -371,7 +372,10 @@ def test_wide_inputs_hash_their_windows_alike_without_a_gather_table(monkeypatch
     monkeypatch.setattr(fingerprint_module, "_GATHERED", 100)
     wide = _fingerprinter()
     np.testing.assert_array_equal(wide(rows), gathered)
-    assert wide._salts == {}
+    assert [layout.gather for layout in wide._salts.values()] == [None]
+    for width in range(301, 310):
+        wide(np.random.default_rng(width).normal(size=(1, width)))
+    assert len(wide._salts) == 4
     monkeypatch.setattr(fingerprint_module, "_GATHERED", 4096)
     monkeypatch.setattr(fingerprint_module, "_GATHERED_VALUES", 500)  # a large batch
     np.testing.assert_array_equal(_fingerprinter()(rows), gathered)
