@@ -43,8 +43,12 @@ class MemoryStore(Store):
     def index(self, model: str, policy: Policy) -> FingerprintIndex:
         index = self._indexes.get(model)
         if index is None:
-            index = self._indexes[model] = FingerprintIndex(
-                policy.near_duplicate_max_fingerprints, policy.near_duplicate_hashes)
+            with self._lock:  # two first calls at once must not make two indexes
+                index = self._indexes.get(model)
+                if index is None:
+                    index = self._indexes[model] = FingerprintIndex(
+                        policy.near_duplicate_max_fingerprints,
+                        policy.near_duplicate_hashes)
         return index
 
     def admit(self, model: str, client: str, now: float, rules: ClientRules, *,

@@ -379,3 +379,22 @@ def test_wide_inputs_hash_their_windows_alike_without_a_gather_table(monkeypatch
     monkeypatch.setattr(fingerprint_module, "_GATHERED", 4096)
     monkeypatch.setattr(fingerprint_module, "_GATHERED_VALUES", 500)  # a large batch
     np.testing.assert_array_equal(_fingerprinter()(rows), gathered)
+
+
+def test_first_calls_at_once_share_one_fingerprint_index():
+    import threading
+
+    store = MemoryStore(secret=SECRET)
+    barrier = threading.Barrier(8)
+    seen = []
+
+    def first_call() -> None:
+        barrier.wait()
+        seen.append(store.index("digits", DEFAULT))
+
+    threads = [threading.Thread(target=first_call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(index) for index in seen}) == 1
