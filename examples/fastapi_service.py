@@ -3,7 +3,10 @@
 At startup a logistic regression is trained on scikit-learn's bundled digits (seconds, no
 download), guarded and calibrated. ``AimsecMiddleware`` says who is calling (an API key,
 kept only as a keyed hash, or the address, ``X-Forwarded-For`` believed only from trusted
-proxies) and answers refused calls. The original tool's deployment flow, kept:
+proxies) and answers refused calls. Only the keys in ``AIMSEC_API_KEYS`` (comma-separated;
+``demo-key`` when unset) identify a caller: any other key is ignored and the address
+identifies instead, so a client cannot shed its rate limit or lockout by sending a fresh
+invented key with every request. The original tool's deployment flow, kept:
 
 - failed checks are refused: 422 (``non_finite_input``, ``input_format``, ...);
 - high-severity threats are refused: 403 ``refused`` (adversarial input, query attacks);
@@ -17,8 +20,8 @@ proxies) and answers refused calls. The original tool's deployment flow, kept:
               12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]]}'
 
 Pixels are the digits' own 0-16 scale. Settings: ``AIMSEC_SERVE_HOST`` (127.0.0.1),
-``AIMSEC_SERVE_PORT`` (8000), ``AIMSEC_TRUSTED_PROXIES``, ``AIMSEC_CLIENT_KEY_SECRET``
-and the library's own (``SECURITY_LOG_PATH`` for the audit log, ``./security_logs``).
+``AIMSEC_SERVE_PORT`` (8000), ``AIMSEC_API_KEYS``, ``AIMSEC_TRUSTED_PROXIES``,
+``AIMSEC_CLIENT_KEY_SECRET`` and the library's own (``SECURITY_LOG_PATH`` for the audit log, ``./security_logs``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ SECURITY_CONFIG = {
     "session_timeout": 3600,
     "min_request_interval": 1.0,
 }
+#: The API key accepted when ``AIMSEC_API_KEYS`` is unset (the one the curl line uses).
+DEMO_KEYS = ("demo-key",)
 #: Largest request body read, in bytes (a 64-pixel digit is about 200).
 MAX_BODY_BYTES = 1 << 20
 
@@ -94,9 +99,14 @@ def log_incident(incident: Incident) -> None:
 def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None,
                policy: dict[str, Any] | None = SECURITY_CONFIG, calibrate: bool = True,
                trusted_proxies: Iterable[str] | None = None, key_secret: str | None = None,
+               api_keys: Iterable[str] | None = None,
                on_incident: Callable[[Incident], None] = log_incident) -> FastAPI:
     """The service. ``model`` defaults to a freshly trained digits model; ``sinks`` to the
-    audit log; ``trusted_proxies`` and ``key_secret`` to the environment."""
+    audit log; ``trusted_proxies`` and ``key_secret`` to the environment; ``api_keys`` (the
+    keys that identify a caller) to ``AIMSEC_API_KEYS``, else :data:`DEMO_KEYS`."""
+    if api_keys is None:
+        listed = os.environ.get("AIMSEC_API_KEYS", "")
+        api_keys = [k.strip() for k in listed.split(",") if k.strip()] or list(DEMO_KEYS)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,7 +117,7 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
 
     app = FastAPI(title="guarded digits", lifespan=lifespan)
     app.add_middleware(aimsec_core.AimsecMiddleware, trusted_proxies=trusted_proxies,
-                       key_secret=key_secret)
+                       key_secret=key_secret, api_keys=api_keys)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

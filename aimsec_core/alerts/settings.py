@@ -37,6 +37,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..config import (parse_bool, parse_positive_int, parse_seconds, parse_severity,
                       resolve, resolve_store_url)
@@ -125,9 +126,22 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    url: str
+    """Where webhook alerts go. ``url`` is a secret too (a Slack, Mattermost or Teams
+    incoming-webhook URL carries its token in the path, a URL may carry a password or a
+    ``?token=``): reprs, errors, logs and delivery records show only
+    :attr:`display_url` (scheme, host and port)."""
+
+    url: str = field(repr=False)
     secret: str | None = field(default=None, repr=False)
     timeout_s: float = 5.0
+
+    @property
+    def display_url(self) -> str:
+        return redacted_url(self.url)
+
+    def __repr__(self) -> str:
+        return (f"WebhookSettings(url={self.display_url!r}, signed={self.secret is not None}, "
+                f"timeout_s={self.timeout_s})")
 
     @classmethod
     def from_env(cls, url: str | None = None, secret: str | None = None) -> WebhookSettings | None:
@@ -135,8 +149,8 @@ class WebhookSettings:
         if not url:
             return None
         if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"ALERT_WEBHOOK_URL must be an http(s) URL; received "
-                                     f"{url!r}")
+            raise ConfigurationError("ALERT_WEBHOOK_URL must be an http(s) URL; received "
+                                     f"one starting {url[:6]!r}")  # the rest may be secret
         return cls(url, resolve(secret, "ALERT_WEBHOOK_SECRET", None, str))
 
 
@@ -175,6 +189,20 @@ class GroupingPolicy:
             resolve(floor, "AIMSEC_ALERT_SEVERITY", cls.floor, parse_severity),
             resolve(max_clients, "AIMSEC_ALERT_MAX_CLIENTS", cls.max_clients,
                     parse_positive_int))
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without what may be secret: ``scheme://host[:port]/…`` (no user, password,
+    path, query or fragment)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparsable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}/…" if parts.scheme else "<unparsable URL>"
 
 
 def enabled(explicit: bool | None, env: str) -> bool:

@@ -9,17 +9,19 @@ Slack's request signing): ``X-Aimsec-Timestamp`` (Unix seconds) and
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
 from .channel import DeliveryError
 from .message import Alert
-from .settings import WebhookSettings
+from .settings import WebhookSettings, redacted_url
 
 TIMESTAMP_HEADER = "X-Aimsec-Timestamp"
 SIGNATURE_HEADER = "X-Aimsec-Signature"
@@ -42,6 +44,25 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, *, now: flo
     return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
+def _split_credentials(url: str) -> tuple[str, bytes | None]:
+    """``url`` without its ``user:password@`` part, and that part (percent-decoded) for a
+    Basic ``Authorization`` header; ``urllib`` would take it for part of the host name."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    netloc = parts.netloc.rpartition("@")[2]
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    return (urllib.parse.urlunsplit(parts._replace(netloc=netloc)),
+            f"{user}:{password}".encode("utf-8"))
+
+
+def _scrubbed(exc: BaseException, url: str) -> str:
+    """``exc``'s text with the secret parts of ``url`` taken out (``ValueError`` for an
+    unknown URL type quotes the whole URL)."""
+    return str(exc).replace(url, redacted_url(url))[:300]
+
+
 class WebhookChannel:
     """POSTs each alert to ``settings.url``. 5xx, 408, 429 and network errors are retried
     by the dispatcher; other 4xx answers are not (the receiver rejects the request)."""
@@ -54,7 +75,8 @@ class WebhookChannel:
         self.clock = clock
 
     def __repr__(self) -> str:
-        return f"WebhookChannel({self.settings.url!r}, signed={self.settings.secret is not None})"
+        return (f"WebhookChannel({self.settings.display_url!r}, "
+                f"signed={self.settings.secret is not None})")
 
     def send(self, alert: Alert) -> None:
         body = json.dumps({"text": alert.summary(), "alert": alert.as_dict()}).encode()
@@ -63,15 +85,24 @@ class WebhookChannel:
             timestamp = str(int(self.clock()))
             headers[TIMESTAMP_HEADER] = timestamp
             headers[SIGNATURE_HEADER] = sign(self.settings.secret, timestamp, body)
-        request = urllib.request.Request(self.settings.url, data=body, headers=headers,
-                                         method="POST")
+        try:
+            target, credentials = _split_credentials(self.settings.url)
+        except ValueError as exc:
+            raise DeliveryError(f"cannot reach the webhook {self.settings.display_url}: "
+                                f"{type(exc).__name__}: {_scrubbed(exc, self.settings.url)}",
+                                retryable=False) from None
+        if credentials is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
+        request = urllib.request.Request(target, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as answer:
                 answer.read(1024)
         except urllib.error.HTTPError as exc:
             raise DeliveryError(
-                f"webhook {self.settings.url} answered HTTP {exc.code} {exc.reason}",
+                f"webhook {self.settings.display_url} answered HTTP {exc.code} "
+                f"{str(exc.reason)[:100]}",
                 retryable=exc.code >= 500 or exc.code in (408, 429)) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise DeliveryError(f"cannot reach the webhook {self.settings.url}: "
-                                f"{type(exc).__name__}: {exc}") from None
+            raise DeliveryError(f"cannot reach the webhook {self.settings.display_url}: "
+                                f"{type(exc).__name__}: {_scrubbed(exc, self.settings.url)}"
+                                ) from None

@@ -222,8 +222,8 @@ class IncidentStore:
         """Incidents with one of ``statuses``, last seen at or after ``since`` (seconds
         since the epoch), at least as severe as ``severity``; most severe, then latest
         first."""
-        where, params = ["status IN (%s)" % ",".join("?" * len(tuple(statuses)))], \
-            list(statuses)
+        wanted = [str(status) for status in statuses]  # read once: it may be a generator
+        where, params = ["status IN (%s)" % ",".join("?" * len(wanted))], list(wanted)
         if since is not None:
             where.append("last_seen >= ?")
             params.append(since)

@@ -9,11 +9,12 @@ or 503 and a small JSON body that leaks no internals.
 >>> app.add_middleware(AimsecMiddleware, trusted_proxies=["10.0.0.0/8"])  # doctest: +SKIP
 """
 
-from .addresses import TrustedProxies, parse_address
+from .addresses import TrustedProxies, client_network, parse_address
 from .keys import key_identity, resolve_secret
 from .middleware import AimsecMiddleware
 from .refusals import Refusal, refusal_for
 from .request_ids import request_id_context, request_id_from
 
-__all__ = ["AimsecMiddleware", "Refusal", "TrustedProxies", "key_identity", "parse_address",
-           "refusal_for", "request_id_context", "request_id_from", "resolve_secret"]
+__all__ = ["AimsecMiddleware", "Refusal", "TrustedProxies", "client_network", "key_identity",
+           "parse_address", "refusal_for", "request_id_context", "request_id_from",
+           "resolve_secret"]

@@ -57,7 +57,9 @@ class TrustedProxies:
         The peer itself when it is not a trusted proxy or nothing was forwarded. Otherwise
         the right-most hop that is not a trusted proxy; when the hops run out, or one is not
         an address, before an untrusted one is found, the last trusted address reached
-        (a malformed hop cannot be told apart from a forged one).
+        (a malformed hop cannot be told apart from a forged one). Empty list elements
+        (``"1.2.3.4, , 10.0.0.7"``, or an empty header) are skipped, as RFC 9110 section
+        5.6.1 asks of a recipient.
         """
         if peer not in self or not forwarded_for:
             return peer
@@ -67,6 +69,8 @@ class TrustedProxies:
             hops = hops[1:]  # the left-most piece holds every hop beyond the limit
         current = peer
         for hop in reversed(hops):
+            if not hop.strip():
+                continue
             address = parse_address(hop)
             if address is None:
                 return current
@@ -113,6 +117,30 @@ def parse_address(raw: bytes | str | None) -> Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def client_network(address: Address, ipv6_prefix: int = 128) -> Address | Network:
+    """The identity of a calling address: IPv4 addresses as they are; an IPv6 address as
+    its ``/ipv6_prefix`` network when ``ipv6_prefix`` is below 128.
+
+    One IPv6 subscriber is usually routed a whole /64 (RFC 6177; a /56 or /48 is common
+    too) and can pick a fresh address in it for every request, so counting per IPv6
+    address would give one caller 2**64 identities (rate limits and lockouts evaded).
+    Raises :class:`ConfigurationError` for a prefix outside 0-128.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and checked_prefix(ipv6_prefix) < 128:
+        return ipaddress.ip_network(f"{address}/{ipv6_prefix}", strict=False)
+    return address
+
+
+def checked_prefix(ipv6_prefix: object) -> int:
+    """``ipv6_prefix`` if it is an IPv6 prefix length (0-128), else
+    :class:`ConfigurationError`."""
+    if isinstance(ipv6_prefix, bool) or not isinstance(ipv6_prefix, int) \
+            or not 0 <= ipv6_prefix <= 128:
+        raise ConfigurationError(
+            f"ipv6_prefix must be an integer from 0 to 128 (e.g. 64); received {ipv6_prefix!r}")
+    return ipv6_prefix
 
 
 def _split(raw: str) -> tuple[str, ...]:

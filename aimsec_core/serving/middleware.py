@@ -13,9 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from ..config import resolve
 from ..context import ANONYMOUS, client
 from ..errors import ConfigurationError, SecurityViolation
-from .addresses import Address, Network, TrustedProxies, parse_address
+from .addresses import (Address, Network, TrustedProxies, checked_prefix, client_network,
+                        parse_address)
 from .keys import key_identity, resolve_secret
 from .refusals import refusal_for
 from .request_ids import request_id_context, request_id_from
@@ -30,6 +32,8 @@ log = logging.getLogger("aimsec.serving")
 
 #: API keys longer than this are not taken as keys (the peer address identifies instead).
 MAX_KEY_BYTES = 4096
+#: Default prefix length an IPv6 caller is counted by (one subscriber's /64).
+DEFAULT_IPV6_PREFIX = 64
 #: Key under which the downstream scope carries ``{"client": ..., "request_id": ...}``.
 SCOPE_KEY = "aimsec"
 
@@ -43,11 +47,16 @@ class AimsecMiddleware:
 
     1. ``key:<16 hex>`` when the request carries exactly one non-empty ``api_key_header``
        (at most 4,096 bytes): a keyed hash of the key (:mod:`aimsec_core.serving.keys`;
-       ``key_secret`` else ``AIMSEC_CLIENT_KEY_SECRET`` else generated per process). The
-       key identifies; checking that it is valid stays the application's job.
+       ``key_secret`` else ``AIMSEC_CLIENT_KEY_SECRET`` else generated per process). Any
+       key identifies unless ``api_keys`` lists the accepted ones: then another key is
+       ignored (the address identifies), so a caller inventing a fresh key per request
+       cannot shed its rate limit or lockout. Checking keys stays the application's job.
     2. The direct peer's address, or, when the peer is one of ``trusted_proxies``
        (addresses or CIDR networks; else ``AIMSEC_TRUSTED_PROXIES``), the right-most
-       untrusted hop of ``X-Forwarded-For`` (:mod:`aimsec_core.serving.addresses`).
+       untrusted hop of ``X-Forwarded-For`` (:mod:`aimsec_core.serving.addresses`). An
+       IPv6 address counts as its ``/ipv6_prefix`` network (else ``AIMSEC_IPV6_PREFIX``,
+       else 64; 128 keeps single addresses), e.g. ``2001:db8:0:1::/64``: one subscriber
+       holds a whole /64 and could use a new address per request.
     3. ``"anonymous"`` when the server gives no peer address (a Unix socket).
 
     ``X-Request-ID`` is kept when safe (:mod:`aimsec_core.serving.request_ids`), else one is
@@ -67,11 +76,15 @@ class AimsecMiddleware:
                  key_secret: str | bytes | None = None,
                  forwarded_header: str = "X-Forwarded-For",
                  request_id_header: str = "X-Request-ID",
-                 include_model: bool = False) -> None:
+                 include_model: bool = False, api_keys: Iterable[str | bytes] | None = None,
+                 ipv6_prefix: int | None = None) -> None:
         self.app = app
         self.trusted_proxies = TrustedProxies(trusted_proxies)
         self._secret = resolve_secret(key_secret)
         self._key_header = None if api_key_header is None else _header_name(api_key_header)
+        self._accepted = _accepted_identities(api_keys, self._secret)
+        self.ipv6_prefix = checked_prefix(
+            resolve(ipv6_prefix, "AIMSEC_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, int))
         self._forwarded_header = _header_name(forwarded_header)
         self._request_id_header = _header_name(request_id_header)
         self.include_model = include_model
@@ -112,11 +125,14 @@ class AimsecMiddleware:
         if len(distinct) == 1:
             (key,) = distinct
             if len(key) <= MAX_KEY_BYTES:
-                return key_identity(key, self._secret)
+                identity = key_identity(key, self._secret)
+                if self._accepted is None or identity in self._accepted:
+                    return identity
         peer = _peer(scope)
         if peer is None:
             return ANONYMOUS
-        return str(self.trusted_proxies.client(peer, forwarded))
+        return str(client_network(self.trusted_proxies.client(peer, forwarded),
+                                  self.ipv6_prefix))
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send, identity: str,
                           request_id: str) -> None:
@@ -145,6 +161,24 @@ class AimsecMiddleware:
             await send({"type": "http.response.start", "status": refusal.status,
                         "headers": [*refusal.headers, id_header]})
             await send({"type": "http.response.body", "body": refusal.body})
+
+
+def _accepted_identities(keys: Iterable[str | bytes] | None,
+                         secret: bytes) -> frozenset[str] | None:
+    if keys is None:
+        return None
+    if isinstance(keys, (str, bytes)):
+        raise ConfigurationError("api_keys must be a collection of keys, not one string; "
+                                 "expected e.g. ['key-1', 'key-2']")
+    accepted = set()
+    for key in keys:
+        raw = key.encode("utf-8") if isinstance(key, str) else key
+        if not isinstance(raw, bytes) or not raw.strip() or len(raw.strip()) > MAX_KEY_BYTES:
+            raise ConfigurationError(
+                f"api_keys holds an unusable key (a {type(key).__name__}); expected "
+                f"non-empty strings of at most {MAX_KEY_BYTES} bytes")
+        accepted.add(key_identity(raw.strip(), secret))
+    return frozenset(accepted)
 
 
 def _headers(scope: Scope) -> Iterable[tuple[bytes, bytes]]:

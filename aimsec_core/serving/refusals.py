@@ -91,6 +91,8 @@ def refusal_for(error: SecurityViolation, *, request_id: str | None = None,
 def _retry_after(seconds: object) -> int | None:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         return None
+    if isinstance(seconds, int):  # exact: a huge int has no float (math.isfinite raises)
+        return min(MAX_RETRY_AFTER_S, max(0, seconds))
     if not math.isfinite(seconds):
         return None
     return min(MAX_RETRY_AFTER_S, max(0, math.ceil(seconds)))

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
-from aimsec_core.alerts import (Backoff, Dispatcher, Grouper, GroupingPolicy, WebhookChannel,
-                                WebhookSettings)
+from aimsec_core.alerts import (Backoff, DeliveryError, Dispatcher, Grouper, GroupingPolicy,
+                                WebhookChannel, WebhookSettings)
 from aimsec_core.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 from aimsec_core.incidents import IncidentStore, Occurrence
 
@@ -71,3 +72,46 @@ def test_a_4xx_is_not_retried(hook_server):
         assert not exc.retryable and "404" in str(exc)
     else:
         raise AssertionError("a 404 must raise DeliveryError")
+
+
+def test_the_webhook_url_stays_out_of_errors_records_and_reprs(tmp_path, hook_server, clock):
+    # an incoming-webhook URL carries its token in the path (Slack: /services/T../B../<token>)
+    token = "XyZ5ecretT0ken"
+    server = hook_server([500, 503])
+    url = server.url.rstrip("/") + f"/services/T0/B0/{token}?key={token}"
+    host_url = url.replace("http://", f"http://user:{token}@", 1)
+    store = IncidentStore(tmp_path / "db.sqlite3", clock=clock)
+    channel = WebhookChannel(WebhookSettings(host_url, secret="k3y"), clock=clock)
+    dispatcher = Dispatcher(store, Grouper(GroupingPolicy(group_wait=0, floor="medium"),
+                                           clock=clock), [channel],
+                            backoff=Backoff(base_s=1), clock=clock, start=False)
+    dispatcher.submit(Occurrence("m", "extraction", "key:9", "high", clock(), clock()))
+    for _ in range(3):
+        dispatcher.pump()
+        clock.advance(2)
+    errors = [d["error"] for d in store.deliveries() if d["error"]]
+    [(headers, _)] = server.hook.requests[2:]  # the third attempt got through, logged in
+    assert headers["Authorization"] == "Basic " + base64.b64encode(
+        f"user:{token}".encode()).decode()
+    assert len(errors) == 2 and "HTTP 500" in errors[0] and "HTTP 503" in errors[1]
+    shown = [*errors, repr(channel), repr(channel.settings), str(channel.settings)]
+    unreachable = WebhookChannel(WebhookSettings(f"http://127.0.0.1:1/hook/{token}"))
+    for bad in (unreachable, WebhookChannel(WebhookSettings(f"http://[::1/{token}"))):
+        try:
+            bad.send(alert())
+        except DeliveryError as exc:
+            shown.append(str(exc))
+    assert len(shown) == 7
+    assert not [text for text in shown if token in text]
+    assert all("127.0.0.1" in text for text in shown[:5])
+
+
+def test_a_webhook_url_that_is_not_http_is_refused_without_echoing_it(monkeypatch):
+    import pytest
+
+    from aimsec_core import ConfigurationError
+
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "hooks.example/services/T0/B0/XyZ5ecret")
+    with pytest.raises(ConfigurationError, match="ALERT_WEBHOOK_URL") as info:
+        WebhookSettings.from_env()
+    assert "XyZ5ecret" not in str(info.value)

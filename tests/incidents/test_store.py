@@ -161,3 +161,9 @@ def test_hostile_names_are_stored_clipped_and_printable(store, client, model, re
     for text in (stored.client, stored.model, *stored.evidence.reasons):
         assert len(text) <= 300 and text.isprintable()
     assert stored.client == incident.client
+
+
+def test_statuses_may_be_any_iterable(store, clock):
+    store.record([Occurrence("m", "range", "c", "medium", clock(), clock())])
+    wanted = (status for status in ("open", "acknowledged"))  # read twice, it was empty
+    assert [i.client for i in store.incidents(statuses=wanted)] == ["c"]

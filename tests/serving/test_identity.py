@@ -63,6 +63,25 @@ def test_unusable_keys_fall_back_to_the_address(headers):
     assert identity(headers) == "203.0.113.7"
 
 
+def test_with_api_keys_listed_an_invented_key_does_not_make_a_new_client():
+    # an attacker sending a fresh key per request would otherwise shed its rate limit
+    accepted = ["alpha", b"beta"]
+    assert identity([(b"x-api-key", b"alpha")], api_keys=accepted) \
+        == key_identity(b"alpha", SECRET.encode())
+    assert identity([(b"x-api-key", b" beta")], api_keys=accepted) \
+        == key_identity(b"beta", SECRET.encode())
+    for invented in (b"alpha2", b"gamma", b"ALPHA"):
+        assert identity([(b"x-api-key", invented)], api_keys=accepted) == "203.0.113.7"
+    assert identity([(b"x-api-key", b"gamma")], api_keys=[]) == "203.0.113.7"
+
+
+@pytest.mark.parametrize("bad", ["alpha", b"alpha", [""], ["  "], [None], ["k" * 5000]])
+def test_unusable_api_keys_are_configuration_errors(bad):
+    with pytest.raises(ConfigurationError, match="api_keys") as info:
+        AimsecMiddleware(Recorder(), key_secret=SECRET, api_keys=bad)
+    assert "alpha" not in str(info.value)
+
+
 def test_secret_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("AIMSEC_CLIENT_KEY_SECRET", "e" * 32)
     seen = identity([(b"x-api-key", b"alpha")], key_secret=None)
@@ -91,7 +110,7 @@ def test_secret_stays_out_of_the_repr():
 
 def test_peer_address_without_proxies():
     assert identity() == "203.0.113.7"
-    assert identity(peer=("2001:DB8:0::1", 1)) == "2001:db8::1"  # canonical form
+    assert identity(peer=("2001:DB8:0::1", 1), ipv6_prefix=128) == "2001:db8::1"  # canonical
     assert identity(peer=("::ffff:192.0.2.9", 1)) == "192.0.2.9"  # one host, one identity
 
 
@@ -130,10 +149,38 @@ def test_every_hop_trusted_gives_the_left_most():
 
 def test_ipv6_proxies_and_clients():
     seen = identity(xff("2001:db8:cafe::17, fd00::2"), peer=("fd00::1", 443),
-                    trusted_proxies=["fd00::/8"])
+                    trusted_proxies=["fd00::/8"], ipv6_prefix=128)
     assert seen == "2001:db8:cafe::17"
-    seen = identity(xff("[2001:db8::5]:4711"), peer=("fd00::1", 443), trusted_proxies=["fd00::/8"])
+    seen = identity(xff("[2001:db8::5]:4711"), peer=("fd00::1", 443), trusted_proxies=["fd00::/8"],
+                    ipv6_prefix=128)
     assert seen == "2001:db8::5"
+    seen = identity(xff("2001:db8:cafe::17, fd00::2"), peer=("fd00::1", 443),
+                    trusted_proxies=["fd00::/8"])
+    assert seen == "2001:db8:cafe::/64"  # the default: one subscriber's /64
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+@settings(max_examples=50, deadline=None)
+def test_addresses_of_one_ipv6_subscriber_share_one_identity(host_a, host_b):
+    # an attacker holding 2001:db8:1:2::/64 picks a fresh address per request
+    network = int(ipaddress.ip_address("2001:db8:1:2::"))
+    peers = [str(ipaddress.IPv6Address(network + host)) for host in (host_a, host_b)]
+    seen = {identity(peer=(peer, 1)) for peer in peers}
+    assert seen == {"2001:db8:1:2::/64"}
+    assert identity(peer=(peers[0], 1), ipv6_prefix=56) == "2001:db8:1::/56"
+    assert identity(peer=("2001:db8:1:3::1", 1)) != "2001:db8:1:2::/64"
+
+
+def test_ipv6_prefix_from_the_environment_and_checked(monkeypatch):
+    monkeypatch.setenv("AIMSEC_IPV6_PREFIX", "48")
+    assert identity(peer=("2001:db8:1:2::9", 1)) == "2001:db8:1::/48"
+    assert identity(peer=("192.0.2.9", 1)) == "192.0.2.9"  # IPv4 is never widened
+    monkeypatch.setenv("AIMSEC_IPV6_PREFIX", "sixty-four")
+    with pytest.raises(ConfigurationError, match="AIMSEC_IPV6_PREFIX"):
+        identity()
+    for bad in (-1, 129, True, 64.0):
+        with pytest.raises(ConfigurationError, match="ipv6_prefix"):
+            identity(ipv6_prefix=bad)
 
 
 def test_ipv4_mapped_peer_matches_an_ipv4_proxy_entry():
@@ -153,6 +200,15 @@ def test_malformed_hop_stops_at_the_last_trusted_address(value):
     assert seen == "10.0.0.5"
     seen = identity(xff(f"{value}, 10.0.0.9"), peer=PROXY, trusted_proxies=["10.0.0.0/24"])
     assert seen == "10.0.0.9"
+
+
+@pytest.mark.parametrize("values", [("198.51.100.66, , 10.0.0.9",), ("198.51.100.66,",),
+                                    ("198.51.100.66", ""), ("198.51.100.66", " , ")])
+def test_empty_list_elements_are_skipped(values):
+    # RFC 9110 section 5.6.1: a recipient ignores empty list elements (they stopped the
+    # walk at the proxy, so every client behind it shared the proxy's identity)
+    assert identity(xff(*values), peer=PROXY, trusted_proxies=["10.0.0.0/24"]) \
+        == "198.51.100.66"
 
 
 def test_malformed_text_left_of_the_client_is_never_read():

@@ -56,6 +56,7 @@ def test_each_refusal_has_its_status_and_code_and_leaks_nothing(error, status, c
 
 @pytest.mark.parametrize("seconds, header", [
     (2.2, b"3"), (3.0, b"3"), (0.001, b"1"), (0, b"0"), (-5, b"0"), (1e12, b"86400"),
+    (10**400, b"86400"), (-(10**400), b"0"),  # ints too large for a float raised before
 ])
 def test_retry_after_is_whole_seconds_rounded_up(seconds, header):
     for error in (RateLimitedError("x", retry_after=seconds),

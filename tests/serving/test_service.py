@@ -61,7 +61,7 @@ def served(service, trained, tmp_path_factory):
     sink = ListSink()
     audit = aimsec_core.AuditLog(tmp_path_factory.mktemp("audit"))
     app = service.create_app(model=copy.deepcopy(trained), sinks=[sink, audit], policy=None,
-                             trusted_proxies=[PROXY], key_secret=SECRET)
+                             trusted_proxies=[PROXY], key_secret=SECRET, api_keys=[RAW_KEY])
     with running(app) as url:
         yield url, sink, audit
 
@@ -162,7 +162,7 @@ def test_inference_error_becomes_an_incident_and_a_generic_500(service, digits):
     incidents = []
     model = Crashing().fit(digits[:50], np.arange(50) % 10)
     app = service.create_app(model=model, calibrate=False, sinks=[], key_secret=SECRET,
-                             on_incident=incidents.append)
+                             api_keys=[RAW_KEY], on_incident=incidents.append)
     with running(app) as url:
         answer = post(url, digits[:1], headers={"X-API-Key": RAW_KEY, "X-Request-ID": "r-9"})
     assert answer.status_code == 500
@@ -208,7 +208,7 @@ def test_rate_limit_and_lockout_from_the_guard_policy(service, trained, digits):
     policy = {"max_requests_per_minute": 3, "min_request_interval": 0,
               "max_failed_attempts": 2, "session_timeout": 600}
     app = service.create_app(model=copy.deepcopy(trained), sinks=[sink], policy=policy,
-                             calibrate=False, key_secret=SECRET)
+                             calibrate=False, key_secret=SECRET, api_keys=["flooder", "prober"])
     with running(app) as url:
         flood = [post(url, digits[:1], headers={"X-API-Key": "flooder"}) for _ in range(4)]
         assert [a.status_code for a in flood] == [200, 200, 200, 429]
@@ -223,3 +223,22 @@ def test_rate_limit_and_lockout_from_the_guard_policy(service, trained, digits):
     seen = {e.verdict.client for e in sink.events}
     assert key_identity("prober", SECRET.encode()) in seen
     assert not {"flooder", "prober"} & seen
+
+
+def test_inventing_a_key_per_request_does_not_shed_the_rate_limit(service, trained, digits,
+                                                                  monkeypatch):
+    """A fresh made-up key per request was a fresh client each time: never rate limited.
+    As shipped (``AIMSEC_API_KEYS`` unset) only ``demo-key`` identifies."""
+    monkeypatch.delenv("AIMSEC_API_KEYS", raising=False)
+    sink = ListSink()
+    policy = {"max_requests_per_minute": 3, "min_request_interval": 0}
+    app = service.create_app(model=copy.deepcopy(trained), sinks=[sink], policy=policy,
+                             calibrate=False, key_secret=SECRET)
+    with running(app) as url:
+        answers = [post(url, digits[:1], headers={"X-API-Key": f"invented-{i}"})
+                   for i in range(4)]
+        demo = post(url, digits[:1], headers={"X-API-Key": "demo-key"})
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert demo.status_code == 200  # a listed key is its own client
+    assert {e.verdict.client for e in sink.events} \
+        == {"127.0.0.1", key_identity("demo-key", SECRET.encode())}
