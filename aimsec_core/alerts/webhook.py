@@ -23,6 +23,17 @@ from .channel import DeliveryError
 from .message import Alert
 from .settings import WebhookSettings, redacted_url
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are failed deliveries: urllib would resend a POST answered 301-303 as a
+    bodiless GET (an alert recorded as sent that never arrived) and carry the signature
+    and credentials to wherever the answer points."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
 TIMESTAMP_HEADER = "X-Aimsec-Timestamp"
 SIGNATURE_HEADER = "X-Aimsec-Signature"
 
@@ -95,12 +106,14 @@ class WebhookChannel:
             headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
         request = urllib.request.Request(target, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as answer:
+            with _OPENER.open(request, timeout=self.settings.timeout_s) as answer:
                 answer.read(1024)
         except urllib.error.HTTPError as exc:
+            moved = " (a redirect, not followed: configure the final URL)" if (
+                300 <= exc.code < 400) else ""
             raise DeliveryError(
                 f"webhook {self.settings.display_url} answered HTTP {exc.code} "
-                f"{str(exc.reason)[:100]}",
+                f"{str(exc.reason)[:100]}{moved}",
                 retryable=exc.code >= 500 or exc.code in (408, 429)) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise DeliveryError(f"cannot reach the webhook {self.settings.display_url}: "

@@ -81,6 +81,7 @@ class Hook:
 
     statuses: list[int] = field(default_factory=list)
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    location: str | None = None  #: sent with a 3xx status (a redirect)
 
 
 class HookServer:
@@ -94,8 +95,15 @@ class HookServer:
                 hook.requests.append(({k: v for k, v in self.headers.items()}, body))
                 status = hook.statuses.pop(0) if hook.statuses else 200
                 self.send_response(status)
+                if hook.location and 300 <= status < 400:
+                    self.send_header("Location", hook.location)
                 self.end_headers()
                 self.wfile.write(json.dumps({"ok": status == 200}).encode())
+
+            def do_GET(self) -> None:  # noqa: N802  (what a followed redirect becomes)
+                hook.requests.append(({k: v for k, v in self.headers.items()}, b""))
+                self.send_response(200)
+                self.end_headers()
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -74,6 +74,26 @@ def test_a_4xx_is_not_retried(hook_server):
         raise AssertionError("a 404 must raise DeliveryError")
 
 
+def test_a_redirect_is_a_failed_delivery_and_nothing_reaches_its_target(hook_server):
+    # urllib would follow it: a POST answered 302 became a bodiless GET (an alert recorded
+    # as sent that never arrived), with the signature and credentials sent to the target
+    from aimsec_core.alerts import DeliveryError
+
+    target = hook_server()
+    for status in (301, 302, 303, 307, 308):
+        server = hook_server([status])
+        server.hook.location = target.url
+        settings = WebhookSettings(server.url.replace("http://", "http://u:p@"),
+                                   secret="s3cret")
+        try:
+            WebhookChannel(settings).send(alert())
+        except DeliveryError as exc:
+            assert not exc.retryable and str(status) in str(exc) and "redirect" in str(exc)
+        else:
+            raise AssertionError(f"a {status} must raise DeliveryError")
+    assert target.hook.requests == []
+
+
 def test_the_webhook_url_stays_out_of_errors_records_and_reprs(tmp_path, hook_server, clock):
     # an incoming-webhook URL carries its token in the path (Slack: /services/T../B../<token>)
     token = "XyZ5ecretT0ken"
