@@ -112,5 +112,7 @@ class Alert:
         message["Date"] = formatdate(self.sent_at, localtime=False, usegmt=True)
         message["Message-ID"] = make_msgid(domain="aimsec.local")
         message["X-Aimsec-Severity"] = self.severity
-        message.set_content(self.text())
+        # quoted-printable keeps every byte 7-bit: client ids and reasons may hold any
+        # character, and a server without 8BITMIME may refuse (or mangle) 8-bit bodies
+        message.set_content(self.text(), cte="quoted-printable")
         return message

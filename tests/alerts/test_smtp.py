@@ -110,6 +110,16 @@ def test_hostile_client_names_cannot_inject_headers(smtp_server):
     assert got.rcpt_tos == ["soc@example.org", "oncall@example.org"]
 
 
+def test_a_non_ascii_client_id_travels_as_seven_bit_text(smtp_server):
+    # an 8-bit body needs 8BITMIME, which a strict server may not offer
+    sent = alert(client="münchen-Ω-客户", reasons=("naïve: ✓",))
+    raw = sent.email("aimsec@example.org", ["soc@example.org"]).as_bytes()
+    assert max(raw) < 128
+    SmtpChannel(settings(smtp_server)).send(sent)
+    [got] = smtp_server.inbox.messages
+    assert "münchen-Ω-客户" in got.message.get_content()
+
+
 def test_server_down_then_back(tmp_path, clock, caplog):
     """Predictions go on while the mail server is down; the failure is recorded; the alert
     arrives once the server is back."""
