@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .adapter import Adapter
-from .arrays import STRUCTURED, content_hash, dtype_kind, dtype_name, to_host
+from .arrays import STRUCTURED, ColumnBlocks, content_hash, dtype_kind, dtype_name, to_host
 from .config import resolve_mode
 from .context import current_client, current_request_id, current_tier, new_request_id
 from .detection import DetectorSuite, Probe, select_detectors, softmax_if_needed
@@ -399,9 +399,8 @@ class Guard:
             arrays = list(validated.seen.values())
             names = list(validated.seen)
             limit = self.constraints.max_size
-            if validated.oversized or any(
-                    not isinstance(a, STRUCTURED) and dtype_kind(a) not in _HASHABLE_KINDS
-                    for a in arrays) or (limit is not None and sum(
+            if validated.oversized or not all(_hashable(a) for a in arrays) or (
+                    limit is not None and sum(
                         math.prod(a.shape) for a in arrays) > limit):
                 return ""  # over max_size: never read, whatever else refused the call
         else:
@@ -528,6 +527,15 @@ def _detection_finding(scored: Any, suite: DetectorSuite) -> Finding:
 
 
 _HASHABLE_KINDS = frozenset("biufcSU")  # datetimes: numpy cannot export their buffer
+
+
+def _hashable(array: Any) -> bool:
+    """Whether a refused input's content can be hashed: plain data, or a table whose
+    blocks are plain data or Python objects (hashed through their text)."""
+    if isinstance(array, ColumnBlocks):
+        return all(b.dtype.kind in _HASHABLE_KINDS or b.dtype.kind == "O"
+                   for b in array.blocks)
+    return isinstance(array, STRUCTURED) or dtype_kind(array) in _HASHABLE_KINDS
 
 
 def _calibration_digest(calibration: Calibration) -> str:

@@ -271,3 +271,44 @@ def test_calibrated_detectors_refuse_what_they_cannot_read(data, logreg, sink):
     with pytest.raises(aimsec_core.InputFormatError, match="calibrated on dense arrays"):
         guarded.predict(sp.csr_matrix(data[0][:3]))
     assert sink.outcomes == ["allowed", "rejected"]
+
+
+# -- frames and arrays scikit-learn refuses: typed refusals, one record each ----------------
+
+_ODD = {
+    "datetime column": lambda x: x.assign(px0=pd.date_range("2020", periods=len(x))),
+    "timedelta column": lambda x: x.assign(px0=pd.to_timedelta(np.arange(len(x)), "s")),
+    "tz-aware column": lambda x: x.assign(px0=pd.date_range("2020", periods=len(x), tz="UTC")),
+    "complex column": lambda x: x.assign(px0=x["px0"] + 1j),
+    "duplicate labels": lambda x: x.set_axis(["px0"] * 2 + list(x.columns[2:]), axis=1),
+    "mixed labels": lambda x: x.set_axis([0] + list(x.columns[1:]), axis=1),
+}
+
+
+@pytest.mark.parametrize("odd", list(_ODD), ids=list(_ODD))
+def test_frames_scikit_learn_refuses_are_typed_refusals_before_the_model(odd, data, sink):
+    # complex and date columns were read as real parts and nanosecond counts (passing the
+    # checks), odd labels went through: the estimator then raised its own raw error
+    x, y = data
+    frame = pd.DataFrame(x[:5], columns=[f"px{i}" for i in range(64)])
+    model = LogisticRegression(max_iter=300).fit(x, y)
+    bad = _ODD[odd](frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Exception) as plain:
+            model.predict(bad)  # scikit-learn refuses it too
+        assert not isinstance(plain.value, aimsec_core.AimsecError)
+        with pytest.raises(aimsec_core.InputFormatError) as refused:
+            _guard(model, sink).predict(bad)
+    assert not refused.value.verdict.allowed
+    [event] = sink.events
+    assert event.outcome == "rejected"
+
+
+def test_np_matrix_is_refused_as_scikit_learn_refuses_it(data, logreg, sink):
+    x = np.asmatrix(data[0][:3])
+    with pytest.raises(TypeError):
+        logreg.predict(x)
+    with pytest.raises(aimsec_core.InputFormatError, match="np.matrix"):
+        _guard(logreg, sink).predict(x)
+    assert [e.outcome for e in sink.events] == ["rejected"]

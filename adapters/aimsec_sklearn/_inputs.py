@@ -1,7 +1,8 @@
 """``X`` as scikit-learn reads it, for the core's checks (numpy only; scipy and pandas
 are looked up through ``sys.modules``, so they are never imported here).
 
-- numpy arrays: as they are; an object array of numbers becomes float64 for an estimator
+- numpy arrays: as they are (``np.matrix``, which scikit-learn refuses, raises
+  ``TypeError``); an object array of numbers becomes float64 for an estimator
   that takes only numbers (``check_array`` does the same);
 - anything else with ``__array__`` (a tensor, an xarray, a lazy array): ``np.asarray``
   once, and the estimator gets that array (so it is converted exactly once);
@@ -9,9 +10,12 @@ are looked up through ``sys.modules``, so they are never imported here).
   than canonical CSR/CSC are converted to CSR, summing duplicate entries as the estimator
   will);
 - pandas DataFrames and Series: their values converted by scikit-learn's rules (one
-  common numeric dtype, nullable columns as float with NaN); a frame whose columns differ
-  in kind becomes column blocks. The estimator gets the frame itself, feature names and
-  all.
+  common numeric dtype, nullable columns as float with NaN, object columns as float64
+  where they hold numbers); a frame whose columns differ in kind becomes column blocks.
+  Complex, datetime and timedelta columns are never read as numbers (``check_array``
+  refuses them; pandas would hand over real parts and nanosecond counts). Column labels
+  scikit-learn refuses (duplicates, strings mixed with other types) raise ``ValueError``.
+  The estimator gets the frame itself, feature names and all.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ def read(value: Any, takes_strings: bool) -> Any | None:
         return _sparse(value)
     if _is_pandas(value):
         return _frame(value, takes_strings)
+    if isinstance(value, np.matrix):  # check_array refuses it: so does the guard
+        raise TypeError("np.matrix is not supported, as scikit-learn refuses it; convert "
+                        "it first (np.asarray(X))")
     if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
         return model_input(np.asarray(value), takes_strings)
     return None
@@ -95,13 +102,16 @@ def _frame(frame: Any, takes_strings: bool) -> Any:
         one_d = True
     else:
         one_d = False
+        _check_labels(frame.columns)
     dtypes = list(frame.dtypes)
     numeric = [_numeric(d) for d in dtypes]
     if all(numeric) or not takes_strings:
-        try:
-            values = _as_numbers(frame, dtypes)
-        except (TypeError, ValueError):
-            values = None  # strings or objects: refused below unless the model takes them
+        values = None  # strings, objects, dates: refused below unless the model takes them
+        if all(_kind(d) in "biufO" for d in dtypes):  # complex, dates: never numbers
+            try:
+                values = _as_numbers(frame, dtypes)
+            except (TypeError, ValueError):
+                pass
         if values is not None:
             return values.ravel() if one_d else values
     if one_d:
@@ -112,16 +122,38 @@ def _frame(frame: Any, takes_strings: bool) -> Any:
         chosen = frame.loc[:, kinds == is_numeric]
         if chosen.shape[1]:
             blocks.append(_as_numbers(chosen, list(chosen.dtypes)) if is_numeric
-                          else chosen.to_numpy(dtype=object))
+                          else chosen.to_numpy(dtype=object) if takes_strings
+                          else chosen.to_numpy())  # its own dtype, named in the refusal
             columns.extend(str(c) for c in chosen.columns)
     return ColumnBlocks((int(frame.shape[0]), int(frame.shape[1])), tuple(blocks),
                         tuple(columns))
 
 
+def _kind(dtype: Any) -> str:
+    """A column dtype's kind; pandas' own dtypes (nullable Int64, Float64, boolean, tz-aware
+    datetimes, categories, strings) report one too, ``"O"`` where they hold objects."""
+    return getattr(dtype, "kind", "O")
+
+
 def _numeric(dtype: Any) -> bool:
-    if isinstance(dtype, np.dtype):
-        return dtype.kind in "biuf"
-    return getattr(dtype, "kind", "O") in "biuf"  # pandas' nullable Int64, Float64, boolean
+    return _kind(dtype) in "biuf"
+
+
+def _check_labels(columns: Any) -> None:
+    """Raise ``ValueError`` for column labels scikit-learn refuses in any frame it reads
+    (``sklearn.utils.validation._get_feature_names``): duplicates, or strings mixed with
+    labels of other types."""
+    if columns.is_unique:
+        types = {type(c) for c in columns}
+        if len(types) <= 1 or str not in types:
+            return
+        names = sorted(t.__name__ for t in types)
+        raise ValueError(f"the DataFrame's column labels mix strings with {names}; "
+                         "scikit-learn takes all-string labels (X.columns = "
+                         "X.columns.astype(str)) or none")
+    repeated = columns[columns.duplicated()].unique()[:5].tolist()
+    raise ValueError(f"the DataFrame has duplicate column labels {repeated}; expected "
+                     "each column label once")
 
 
 def _as_numbers(frame: Any, dtypes: list[Any]) -> np.ndarray:
