@@ -54,6 +54,7 @@ BAD = [
     (["threat-model", "--model-config", "{tmp}/text.txt"], "cannot read the model config"),
     (["threat-model", "--chatbot", "firewall"], "unknown control id"),
     (["audit", "verify", "{tmp}/missing"], "no audit trail"),
+    (["audit", "verify", "{tmp}/logs", "--head", "zz"], "--head"),
 ]
 
 

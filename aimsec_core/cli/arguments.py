@@ -46,6 +46,15 @@ def rate(text: str) -> float:
     return value
 
 
+def sha256_hex(text: str) -> str:
+    """A SHA-256 digest as 64 hexadecimal digits (``--head``), lower-cased."""
+    digest = text.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"expected a SHA-256 digest (64 hex digits, as "
+                                         f"printed after 'head'); received {text!r}")
+    return digest
+
+
 def fail(command: str, message: object, status: int = 2) -> int:
     """Print ``aimsec COMMAND: MESSAGE`` as one line on standard error; returns ``status``."""
     text = " ".join(str(message).split())
