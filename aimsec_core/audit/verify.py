@@ -127,7 +127,7 @@ def _check(raw: bytes, expected: str | None, first: bool) -> str | None:
         return "the line is cut short (no newline at the end of the file)"
     try:
         line = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested deep
         return f"not a JSON line ({exc.__class__.__name__}: {exc})"
     if not isinstance(line, dict) or "prev" not in line:
         return "not an audit line (no \"prev\" link)"

@@ -29,7 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(commands)
     args = parser.parse_args(argv)
-    return int(args.handler(args) or 0)
+    from ..errors import AimsecError
+    from .arguments import fail
+
+    try:
+        return int(args.handler(args) or 0)
+    except (AimsecError, OSError) as exc:  # a bad file or setting: one line, no traceback
+        return fail(args.command, exc)
+    except KeyboardInterrupt:
+        return fail(args.command, "interrupted", 130)
 
 
 if __name__ == "__main__":

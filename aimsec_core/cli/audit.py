@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from .arguments import sha256_hex
+
 
 def register(commands: Any) -> None:
     audit = commands.add_parser("audit", help="work with the audit trail")
@@ -18,7 +20,7 @@ def register(commands: Any) -> None:
         "verify", help="check the hash chain of a trail and name the first broken line")
     verify.add_argument("path", help="an audit file (its rotated files are included) or "
                                      "the folder holding it")
-    verify.add_argument("--head", help="hex SHA-256 the last line must have (recorded "
+    verify.add_argument("--head", type=sha256_hex, help="hex SHA-256 the last line must have (recorded "
                                        "earlier), to cover changes at the end")
     audit.set_defaults(handler=run)
 

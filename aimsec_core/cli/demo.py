@@ -6,11 +6,13 @@ import argparse
 from typing import Any
 
 from .. import digits
+from .arguments import positive_int
 
 
 def register(commands: Any) -> None:
     demo = commands.add_parser("demo", help="guard digits models and replay mixed traffic")
-    demo.add_argument("--calls", type=int, default=200, help="calls per model (default 200)")
+    demo.add_argument("--calls", type=positive_int, default=200,
+                      help="calls per model (default 200)")
     demo.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
                       help="only this framework (repeatable); default: every installed one")
     demo.add_argument("--seed", type=int, default=0)
@@ -22,8 +24,6 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import demo as demo_job
 
-    if args.calls < 1:
-        raise SystemExit("aimsec demo: --calls must be at least 1")
     result = demo_job.run(calls=args.calls, frameworks=args.framework, seed=args.seed,
                           out=args.out)
     print(f"done in {result.seconds:.0f} s; everything is in {result.folder}")

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from .. import digits
+from .arguments import rate
 
 #: The data sets of ``aimsec_core.evaluation.datasets`` (named here so that building the
 #: parser imports no evaluation code).
@@ -25,7 +26,7 @@ def register(commands: Any) -> None:
                           help="only this framework (repeatable; torch always runs: the "
                                "source of transferred and adaptive examples); default: every "
                                "installed one")
-    evaluate.add_argument("--fpr", type=float, default=0.05,
+    evaluate.add_argument("--fpr", type=rate, default=0.05,
                           help="false-positive rate the threshold is calibrated for")
     evaluate.add_argument("--detector", action="append",
                           help="detector to use (repeatable); default: the standard set")

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..incidents.model import STATUSES
 from ..severity import SEVERITIES
+from .arguments import fail, positive_int, row_id
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -44,18 +45,19 @@ def register(commands: Any) -> None:
     parser.add_argument("--severity", choices=SEVERITIES, help="at least this severity")
     parser.add_argument("--status", choices=(*STATUSES, "all"), default="open",
                         help="which incidents (default: open)")
-    parser.add_argument("--limit", type=int, default=200, help="most rows (default 200)")
+    parser.add_argument("--limit", type=positive_int, default=200,
+                        help="most rows (default 200)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--db", metavar="PATH", help="the incident database (default: "
                         "AIMSEC_INCIDENT_DB, else SECURITY_LOG_PATH/incidents.sqlite3)")
-    parser.add_argument("--ack", type=int, metavar="ID", help="mark incident ID acknowledged")
-    parser.add_argument("--resolve", type=int, metavar="ID", help="mark incident ID resolved")
+    parser.add_argument("--ack", type=row_id, metavar="ID", help="mark incident ID acknowledged")
+    parser.add_argument("--resolve", type=row_id, metavar="ID",
+                        help="mark incident ID resolved")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
     from ..incidents.store import IncidentStore, IncidentStoreError, database_path
 
@@ -67,12 +69,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             console.print(f"no incident database at {path}: nothing recorded yet")
         return 0
-    store = IncidentStore(path)
+    if not path.is_file():
+        return fail("incidents", f"{path} is not a file; expected the incident database "
+                                 "(an SQLite file)")
+    changing = args.ack is not None or args.resolve is not None
+    store = IncidentStore(path, read_only=not changing)  # listing never changes the file
     try:
         return _show(args, store, path, console)
     except IncidentStoreError as exc:  # not an incident database, or one that cannot be read
-        console.print(f"[red]aimsec incidents:[/] {escape(str(exc))}")
-        return 2
+        return fail("incidents", exc)
     finally:
         store.close()
 
@@ -85,8 +90,7 @@ def _show(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:
             try:
                 store.set_status(incident_id, status)
             except KeyError as exc:
-                console.print(f"[red]{exc.args[0]}[/]")
-                return 1
+                return fail("incidents", exc.args[0], 1)
             console.print(f"incident #{incident_id} {status}")
     if args.ack is not None or args.resolve is not None:
         return 0

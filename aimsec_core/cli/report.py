@@ -25,16 +25,15 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
     from ..errors import ConfigurationError
     from ..reporting import report
+    from .arguments import fail
 
     console = Console()
     try:
         report(args.logs, since=args.since, until=args.until, model=args.model, out=args.out,
                db=args.db, console=console)
     except ConfigurationError as exc:
-        console.print("[red]aimsec report:[/]", escape(str(exc)))
-        return 2
+        return fail("report", exc)
     return 0

@@ -34,14 +34,16 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import AimsecError
     from ..threats import export
+    from .arguments import fail
 
     console = Console()
     try:
         assessment = _assess(args, console)
         export.write(assessment, args.json, args.markdown)
     except AimsecError as exc:
-        console.print("[red]aimsec threat-model:[/]", escape(str(exc)))
-        return 2
+        return fail("threat-model", exc)
+    except OSError as exc:  # --json or --markdown names a folder, or one that is missing
+        return fail("threat-model", f"cannot write {exc.filename}: {exc.strerror or exc}")
     console.print(export.table(assessment))
     for number, text in enumerate(assessment.recommendations[:5], 1):
         console.print(f"{number}. {escape(text)}")

@@ -24,7 +24,7 @@ from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError
 from ..severity import SEVERITIES, rank
 from .model import STATUSES, Evidence, Incident, Occurrence, clip
-from .schema import migrate
+from .schema import VERSION, migrate, version_of
 
 log = logging.getLogger("aimsec.incidents")
 
@@ -53,11 +53,17 @@ class IncidentStore:
     at most ``window_s`` seconds older (default ``AIMSEC_INCIDENT_WINDOW``, else 3600) and
     that is not resolved; otherwise it opens a new one. ``timeout_s`` bounds how long a
     write waits for other writers before :class:`IncidentStoreError`.
+
+    ``read_only=True`` is for readers (reports, listings): the file is opened read-only,
+    never created, migrated nor switched to WAL, and a file without aimsec's schema raises
+    :class:`IncidentStoreError` at the first read instead of gaining aimsec's tables.
     """
 
     def __init__(self, path: str | Path | None = None, *, window_s: float | None = None,
-                 timeout_s: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+                 timeout_s: float = 30.0, clock: Callable[[], float] = time.time,
+                 read_only: bool = False) -> None:
         self.path = database_path(path)
+        self.read_only = read_only
         self.window_s = resolve(window_s, "AIMSEC_INCIDENT_WINDOW", DEFAULT_WINDOW_S,
                                 parse_seconds)
         self.timeout_s = timeout_s
@@ -76,6 +82,8 @@ class IncidentStore:
         if self._pid != os.getpid():  # forked: the parent's connections are not ours
             self._local, self._connections, self._pid = threading.local(), [], os.getpid()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None and self.read_only:
+            conn = self._open_read_only()
         if conn is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +101,29 @@ class IncidentStore:
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        conn = None
+        try:
+            conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True,
+                                   timeout=self.timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+            found = version_of(conn)
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise IncidentStoreError(f"cannot read the incident database {self.path}: "
+                                     f"{exc}; expected an SQLite file") from exc
+        if not 1 <= found <= VERSION:
+            conn.close()
+            raise IncidentStoreError(
+                f"{self.path} is not an incident database this aimsec can read (schema "
+                f"version {found}; expected 1 to {VERSION})")
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
         return conn
 
     def release(self) -> None:
@@ -210,11 +241,22 @@ class IncidentStore:
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, incident_id: int) -> Incident:
-        row = self._conn().execute(f"SELECT {_COLUMNS} FROM incidents WHERE id = ?",
-                                   (int(incident_id),)).fetchone()
-        if row is None:
+        found = self._read(f"SELECT {_COLUMNS} FROM incidents WHERE id = ?",
+                           (int(incident_id),))
+        if not found:
             raise KeyError(f"no incident with id {incident_id} in {self.path}")
-        return _incident(row)
+        return found[0]
+
+    def _read(self, query: str, params: tuple[Any, ...]) -> list[Incident]:
+        """The incidents ``query`` selects; a file whose table or rows are not
+        aimsec's (another schema, text where times belong) raises IncidentStoreError."""
+        conn = self._conn()
+        try:
+            rows = conn.execute(query, params).fetchall()
+            return [_incident(row) for row in rows]
+        except (sqlite3.Error, ValueError, TypeError, AttributeError) as exc:
+            raise IncidentStoreError(f"the incident database {self.path} could not be read "
+                                     f"({type(exc).__name__}: {exc})") from exc
 
     def incidents(self, *, statuses: Iterable[str] = ("open",), since: float | None = None,
                   severity: str | None = None, model: str | None = None,
@@ -233,10 +275,9 @@ class IncidentStore:
         if model is not None:
             where.append("model = ?")
             params.append(model)
-        rows = self._conn().execute(
+        return self._read(
             f"SELECT {_COLUMNS} FROM incidents WHERE {' AND '.join(where)} "
             "ORDER BY severity_rank DESC, last_seen DESC LIMIT ?", (*params, int(limit)))
-        return [_incident(row) for row in rows]
 
     def summary(self, since: float, model: str | None = None) -> dict[str, Any]:
         """The original tool's summary of incidents active since ``since``:

@@ -112,8 +112,10 @@ class DetectionStats:
         self.threshold, self.fpr = threshold, fpr
         if len(self.thresholds) < 16:
             self.thresholds.add(threshold)
-        index = int(suspicion_max / SUSPICION_STEP) if suspicion_max >= 0 else 0
-        self.histogram[min(index, SUSPICION_BINS)] += 1
+        # Compared before any int(): an infinite suspicion (written as "inf") or one whose
+        # quotient overflows lands in the last bin instead of raising OverflowError.
+        bins = suspicion_max / SUSPICION_STEP if suspicion_max > 0 else 0.0
+        self.histogram[SUSPICION_BINS if bins >= SUSPICION_BINS else int(bins)] += 1
 
 
 class Aggregator:

@@ -96,8 +96,12 @@ def write_report(result: Report, out: str | Path) -> tuple[Path, Path]:
     except OSError as exc:
         raise ConfigurationError(f"cannot create the report folder {folder}: {exc}") from exc
     json_path, html_path = folder / JSON_FILE, folder / HTML_FILE
-    _write(json_path, json.dumps(result.as_dict(), indent=2, default=str))
-    _write(html_path, render_html(result, all_charts(result)))
+    try:
+        _write(json_path, json.dumps(result.as_dict(), indent=2, default=str))
+        _write(html_path, render_html(result, all_charts(result)))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write the report into {folder}: "
+                                 f"{exc.strerror or exc}") from exc
     return json_path, html_path
 
 

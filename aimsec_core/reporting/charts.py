@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +41,11 @@ def _svg(figure: Any, name: str) -> str:
 
     plt = _pyplot()
     buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": f"aimsec-{name}"}):
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": f"aimsec-{name}"}), \
+            warnings.catch_warnings():
+        # A name with characters the font lacks is drawn with boxes; the warning about
+        # each would otherwise go to the terminal of whoever runs the report.
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
         figure.savefig(buffer, format="svg", bbox_inches="tight",
                        metadata={"Date": None, "Creator": None})
     plt.close(figure)

@@ -107,7 +107,9 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
     path = database_path(db)
     if not path.exists():
         return None, f"no incident store at {path}"
-    store = IncidentStore(path)
+    if not path.is_file():
+        return None, f"the incident store {path} is not a file"
+    store = IncidentStore(path, read_only=True)  # a report never changes the file it reads
     try:
         incidents = store.incidents(statuses=INCIDENT_STATUSES, since=since, limit=limit)
         return [_flattened(incident.as_dict()) for incident in incidents], ""

@@ -22,6 +22,15 @@ def parse_moment(value: str | datetime | None, now: datetime,
     """
     if value is None or value == "":
         return None
+    try:
+        return _moment(value, now, what)
+    except OverflowError:  # 99999999999d, or a date whose UTC time leaves years 1-9999
+        raise ConfigurationError(
+            f"--{what} {value!r} lies outside the dates a report can cover (years 1 to "
+            "9999); expected e.g. 2026-11-26, 24h or 7d") from None
+
+
+def _moment(value: str | datetime, now: datetime, what: str) -> datetime:
     if isinstance(value, datetime):
         moment = value
     else:

@@ -31,6 +31,7 @@ class ReadStats:
     oversized: int = 0      #: longer than MAX_LINE_BYTES
     outside: int = 0        #: outside the period or of another model
     used: int = 0
+    vanished: list[str] = field(default_factory=list)  #: listed, gone before being read
 
 
 def audit_files(logs: str | Path) -> list[Path]:
@@ -43,7 +44,7 @@ def audit_files(logs: str | Path) -> list[Path]:
     rotated = []
     for candidate in current.parent.glob(current.name + ".*"):
         suffix = candidate.name[len(current.name) + 1:]
-        if suffix.isdigit() and candidate.is_file():
+        if suffix.isdecimal() and candidate.is_file():  # "²" is a digit int() refuses
             rotated.append((int(suffix), candidate))
     files = [p for _, p in sorted(rotated, reverse=True)]
     if current.is_file():
@@ -65,8 +66,16 @@ def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = N
     filtered-out lines are counted in ``stats``, never raised.
     """
     for file in files:
+        try:
+            stream = open(file, "rb")
+        except FileNotFoundError:  # rotated away since it was listed: its lines moved on
+            stats.vanished.append(str(file))
+            continue
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the audit file {file}: "
+                                     f"{exc.strerror or exc}") from exc
         stats.files.append(str(file))
-        with open(file, "rb") as stream:
+        with stream:
             pending = 0
             while True:
                 line = stream.readline(MAX_LINE_BYTES)
@@ -115,4 +124,11 @@ def _skip_rest_of_line(stream: object) -> int:
 
 
 def total_bytes(files: list[Path]) -> int:
-    return sum(f.stat().st_size for f in files)
+    """The files' combined size (a file rotated away meanwhile counts 0)."""
+    total = 0
+    for file in files:
+        try:
+            total += file.stat().st_size
+        except OSError:
+            continue
+    return total

@@ -60,7 +60,7 @@ def parse_line(line: str | bytes) -> AuditEntry | None:
     """The entry of one audit line, or ``None`` when the line is malformed."""
     try:
         raw = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         return None
     if not isinstance(raw, dict):
         return None

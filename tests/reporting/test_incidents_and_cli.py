@@ -111,4 +111,4 @@ def test_the_report_command(tmp_path, capsys):
     assert data["refusals_by_check"] == {"range": 1}
     assert "report.html" in capsys.readouterr().out
     assert main(["report", "--logs", str(tmp_path / "logs"), "--since", "last tuesday"]) == 2
-    assert "--since" in capsys.readouterr().out
+    assert "--since" in capsys.readouterr().err  # errors go to standard error

@@ -134,7 +134,7 @@ def test_threat_model_command_from_a_config_file(tmp_path, capsys):
     assert main(["threat-model", "--model-config", str(config)]) == 2
     config.write_text(json.dumps({"guard": {"turbo": True}}))
     assert main(["threat-model", "--model-config", str(config)]) == 2
-    assert "not settings of this aimsec's guard" in capsys.readouterr().out
+    assert "not settings of this aimsec's guard" in capsys.readouterr().err
 
 
 def test_threat_model_command_for_a_chatbot(tmp_path, capsys):

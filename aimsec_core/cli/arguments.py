@@ -1,0 +1,62 @@
+"""Argument types shared by the subcommands, and the one way a command reports an error.
+
+A bad argument ends the command with one line on standard error and a nonzero exit
+status, never a traceback: argparse types raise ``argparse.ArgumentTypeError`` (argparse
+prints ``usage`` and the message, exit status 2); a command's own checks call :func:`fail`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+#: SQLite's largest INTEGER: row ids (incident ids) above it cannot exist.
+SQLITE_MAX_INT = 2**63 - 1
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (``--limit``, ``--calls``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1; received {text}")
+    return value
+
+
+def row_id(text: str) -> int:
+    """A database row id: an integer from 1 to 2**63 - 1."""
+    value = positive_int(text)
+    if value > SQLITE_MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected an id of at most {SQLITE_MAX_INT}; "
+                                         f"received {text}")
+    return value
+
+
+def rate(text: str) -> float:
+    """A rate strictly between 0 and 1 (``--fpr``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; received {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate in (0, 1), e.g. 0.05; "
+                                         f"received {text}")
+    return value
+
+
+def sha256_hex(text: str) -> str:
+    """A SHA-256 digest as 64 hexadecimal digits (``--head``), lower-cased."""
+    digest = text.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"expected a SHA-256 digest (64 hex digits, as "
+                                         f"printed after 'head'); received {text!r}")
+    return digest
+
+
+def fail(command: str, message: object, status: int = 2) -> int:
+    """Print ``aimsec COMMAND: MESSAGE`` as one line on standard error; returns ``status``."""
+    text = " ".join(str(message).split())
+    print(f"aimsec {command}: {text}", file=sys.stderr)
+    return status

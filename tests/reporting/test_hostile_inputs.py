@@ -1,0 +1,171 @@
+"""Damaged and hostile inputs to ``aimsec report``: each is counted or refused with a
+clear error, never a traceback, and nothing injected reaches the page as markup."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+import aimsec_core
+from aimsec_core.errors import ConfigurationError
+from aimsec_core.reporting import parse_line
+from aimsec_core.reporting.aggregate import SUSPICION_BINS, Aggregator
+from aimsec_core.reporting.period import parse_period
+from aimsec_core.reporting.reader import ReadStats, audit_files, read_entries
+
+QUIET = Console(quiet=True)
+
+
+def _line(**fields) -> str:
+    return json.dumps({"time": "2026-09-21T10:00:00+00:00", "model": "m",
+                       "decision": "allowed", **fields})
+
+
+def _trail(folder: Path, *lines: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "audit.jsonl").write_text("".join(f"{line}\n" for line in lines))
+    return folder
+
+
+def test_a_line_nested_thousands_deep_is_malformed_not_fatal(tmp_path):
+    deep = '{"time": "2026-09-21T10:00:00", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert parse_line("[" * 100_000) is None and parse_line(deep) is None
+    files = aimsec_core.report(_trail(tmp_path / "logs", deep, _line()), out=tmp_path / "out",
+                               incidents=[], console=QUIET)
+    assert files.report.sources["malformed"] == 1 and files.report.calls == 1
+
+
+@pytest.mark.parametrize("suspicion", ['"inf"', "1e308"])
+def test_an_infinite_or_huge_suspicion_lands_in_the_last_bin(tmp_path, suspicion):
+    # The writer spells a non-finite suspicion as "inf": int(inf) raised OverflowError.
+    raw = _line().replace('"decision"', '"detection": {"suspicion_max": %s, "threshold": '
+                          '2.0, "fpr": 0.05, "above": 1}, "decision"' % suspicion)
+    entry = parse_line(raw)
+    assert entry is not None and entry.detection is not None
+    aggregator = Aggregator()
+    aggregator.add(entry)
+    histogram = aggregator.detection["m"].histogram
+    assert histogram[SUSPICION_BINS] == 1 and sum(histogram) == 1
+    files = aimsec_core.report(_trail(tmp_path / "logs", raw), out=tmp_path / "out",
+                               incidents=[], console=QUIET)
+    assert files.report.detection[0].histogram[-1] == 1
+
+
+def test_a_rotated_name_with_a_non_decimal_digit_is_ignored(tmp_path):
+    folder = _trail(tmp_path / "logs", _line())
+    (folder / "audit.jsonl.\u00b2").write_text(_line() + "\n")  # "²".isdigit() is True
+    (folder / "audit.jsonl.1").write_text(_line() + "\n")
+    assert [p.name for p in audit_files(folder)] == ["audit.jsonl.1", "audit.jsonl"]
+
+
+def test_a_file_rotated_away_before_it_is_read_is_noted(tmp_path):
+    folder = _trail(tmp_path / "logs", _line())
+    (folder / "audit.jsonl.1").write_text(_line() + "\n")
+    files = audit_files(folder)
+    files[0].unlink()  # the guard rotated (and dropped) it meanwhile
+    stats = ReadStats()
+    assert len(list(read_entries(files, stats))) == 1
+    assert stats.vanished == [str(files[0])] and stats.files == [str(files[1])]
+
+
+@pytest.mark.parametrize("since", ["99999999999d", "9999-12-31T23:59:59-05:00",
+                                   "0001-01-01T00:00:00+01:00", "9" * 400 + "w"])
+def test_a_period_outside_the_calendar_is_a_configuration_error(since):
+    with pytest.raises(ConfigurationError, match="outside the dates"):
+        parse_period(since, None)
+
+
+def test_the_command_reports_a_bad_period_in_one_line(tmp_path, capsys):
+    from aimsec_core.cli import main
+
+    folder = _trail(tmp_path / "logs", _line())
+    assert main(["report", "--logs", str(folder), "--since", "99999999999d",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aimsec report: --since")
+
+
+def _foreign(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: _foreign(p),                                     # someone else's database
+    lambda p: (p.write_bytes(b""), p)[1],                      # an empty file
+    lambda p: (p.write_bytes(b"not sqlite at all" * 64), p)[1],  # not SQLite
+])
+def test_a_foreign_incident_file_is_reported_and_left_unchanged(tmp_path, make):
+    db = make(tmp_path / "other.sqlite3")
+    before = db.read_bytes()
+    files = aimsec_core.report(_trail(tmp_path / "logs", _line()), out=tmp_path / "out",
+                               db=db, console=QUIET)
+    section = files.report.incidents
+    assert not section.available and str(db) in section.note
+    assert db.read_bytes() == before  # no tables added, no WAL switch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "other.sqlite3", "out"]
+
+
+def test_an_incident_folder_is_reported(tmp_path):
+    files = aimsec_core.report(_trail(tmp_path / "logs", _line()), out=tmp_path / "out",
+                               db=tmp_path, console=QUIET)
+    assert not files.report.incidents.available and "not a file" in files.report.incidents.note
+
+
+class _Markup(HTMLParser):
+    """Collects the page's elements and attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+        self.attributes: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.attributes.update(name for name, _ in attrs)
+
+
+#: What the page and matplotlib's SVG are made of: nothing else may appear.
+PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "section", "div",
+             "h1", "h2", "h3", "b", "span", "a", "p", "table", "tr", "th", "td", "ul", "li",
+             "svg", "g", "path", "defs", "use", "clippath", "rect", "polyline", "line"}
+
+HOSTILE = st.sampled_from([
+    "</svg><script>document.title='pwned'</script>", "a-->b<img src=x onerror=alert(1)>",
+    "$\\alpha^{x}$", "\\$", "x\\", "{{7*7}}", "]]><svg onload=alert(1)>", "\u202e\x00"])
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
+@given(names=st.lists(st.one_of(HOSTILE, st.text(max_size=30)), min_size=1, max_size=3))
+def test_hostile_model_check_and_client_names_never_become_markup(tmp_path, names):
+    lines = []
+    for i, name in enumerate(names):
+        for decision in ("rejected", "allowed"):
+            lines.append(json.dumps({
+                "time": f"2026-09-21T10:0{i}:00+00:00", "model": name, "client": name,
+                "decision": decision, "findings": [{"check": name}], "latency_ms": 1.5,
+                "detection": {"suspicion_max": 1.0, "threshold": 0.5, "fpr": 0.05,
+                              "above": 1}}))
+    incidents = [{"id": name, "model": name, "threat": name, "client": name,
+                  "severity": "high", "status": "open", "owasp": [name]} for name in names]
+    files = aimsec_core.report(_trail(tmp_path / "logs", *lines), out=tmp_path / "out",
+                               incidents=incidents, console=QUIET)
+    markup = _Markup()
+    markup.feed(files.html_path.read_text())
+    assert markup.tags <= PAGE_TAGS, markup.tags - PAGE_TAGS
+    assert not {a for a in markup.attributes if a.startswith("on")}
+    assert files.report.calls == 2 * len(names)
+    assert all(math.isfinite(v) for v in files.report.latency.percentiles.values())

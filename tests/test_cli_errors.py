@@ -1,0 +1,92 @@
+"""Every bad argument of the ``aimsec`` commands ends in one line on standard error and a
+nonzero exit status, never a traceback."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from aimsec_core.cli import main
+
+
+def _run(argv, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse refuses the argument itself
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
+@pytest.fixture
+def paths(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "audit.jsonl").write_text(
+        '{"time": "2026-09-21T10:00:00", "model": "m", "decision": "allowed"}\n')
+    (tmp_path / "text.txt").write_text("not a database\n")
+    conn = sqlite3.connect(tmp_path / "foreign.sqlite3")
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    return tmp_path
+
+
+BAD = [
+    (["incidents", "--limit", "-1"], "--limit"),
+    (["incidents", "--limit", "0"], "--limit"),
+    (["incidents", "--ack", "99999999999999999999"], "--ack"),
+    (["incidents", "--resolve", "0"], "--resolve"),
+    (["incidents", "--db", "{tmp}"], "not a file"),
+    (["incidents", "--db", "{tmp}/text.txt"], "text.txt"),
+    (["incidents", "--db", "{tmp}/foreign.sqlite3"], "not an incident database"),
+    (["evaluate", "--fpr", "2"], "--fpr"),
+    (["evaluate", "--fpr", "-0.1"], "--fpr"),
+    (["demo", "--calls", "0"], "--calls"),
+    (["demo", "--calls", "many"], "--calls"),
+    (["report", "--logs", "{tmp}/logs", "--since", "99999999999d", "--out", "{tmp}/o"],
+     "--since"),
+    (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/text.txt"], "report folder"),
+    (["report", "--logs", "{tmp}/missing"], "no audit trail"),
+    (["threat-model", "--chatbot", "rate_limiting", "--json", "{tmp}"], "cannot write"),
+    (["threat-model", "--chatbot", "rate_limiting", "--markdown", "{tmp}/no/such/x.md"],
+     "cannot write"),
+    (["threat-model", "--model-config", "{tmp}"], "cannot read the model config"),
+    (["threat-model", "--model-config", "{tmp}/text.txt"], "cannot read the model config"),
+    (["threat-model", "--chatbot", "firewall"], "unknown control id"),
+    (["audit", "verify", "{tmp}/missing"], "no audit trail"),
+    (["audit", "verify", "{tmp}/logs", "--head", "zz"], "--head"),
+]
+
+
+@pytest.mark.parametrize("argv, says", BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
+def test_a_bad_argument_is_one_line_and_a_nonzero_status(paths, capsys, argv, says):
+    status, err = _run([a.format(tmp=paths) for a in argv], capsys)
+    assert status not in (0, None)
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith(f"aimsec {argv[0]}") and says in last, err
+    assert "Traceback" not in err
+
+
+def test_listing_a_foreign_database_leaves_it_unchanged(paths, capsys):
+    db = paths / "foreign.sqlite3"
+    before = db.read_bytes()
+    status, _ = _run(["incidents", "--db", str(db)], capsys)
+    assert status == 2 and db.read_bytes() == before
+    assert sorted(p.name for p in paths.iterdir()) == ["foreign.sqlite3", "logs", "text.txt"]
+
+
+def test_a_damaged_incident_row_is_an_error_not_a_traceback(tmp_path, capsys):
+    from aimsec_core.incidents import IncidentStore
+
+    db = tmp_path / "incidents.sqlite3"
+    store = IncidentStore(db)
+    store.incidents()  # creates the schema
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO incidents (model, threat, client, severity, severity_rank, "
+                 "first_seen, last_seen, count, evidence) VALUES "
+                 "('m', 't', 'c', 'high', 2, 'x', 'y', 1, 'not json')")
+    conn.commit()
+    conn.close()
+    status, err = _run(["incidents", "--db", str(db), "--status", "all"], capsys)
+    assert status == 2 and "could not be read" in err and err.count("\n") == 1
