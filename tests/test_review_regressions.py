@@ -129,8 +129,9 @@ def test_incidents_on_a_file_that_is_no_database_is_a_one_line_error(tmp_path, c
     bogus = tmp_path / "passwd"
     bogus.write_text("root:x:0:0:root:/root:/bin/bash\n")
     assert main(["incidents", "--db", str(bogus)]) == 2
-    out = capsys.readouterr().out
-    assert "aimsec incidents:" in out and "Traceback" not in out
+    err = capsys.readouterr().err  # errors are one line on standard error
+    assert "aimsec incidents:" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_incidents_says_when_the_list_is_cut(tmp_path, capsys):
