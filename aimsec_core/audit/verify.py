@@ -23,7 +23,8 @@ from pathlib import Path
 from .log import AUDIT_FILE
 
 LONGEST_LINE = 64 * 1024  #: lines are at most 8 KB; anything far longer is damage
-_ROTATED = re.compile(r"^(?P<base>.+)\.(?P<index>\d+)$")
+#: A rotated file: the trail's name and an index of ASCII digits ("audit.jsonl.²" is none)
+_ROTATED = re.compile(r"^(?P<base>.+)\.(?P<index>[0-9]+)$")
 
 
 @dataclass(frozen=True)

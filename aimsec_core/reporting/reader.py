@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..audit import AUDIT_FILE
+from ..audit.verify import trail_files
 from ..errors import ConfigurationError
 from .records import AuditEntry, parse_line
 
@@ -35,26 +36,19 @@ class ReadStats:
 
 
 def audit_files(logs: str | Path) -> list[Path]:
-    """The trail's files, oldest first, for a folder holding ``audit.jsonl`` or a file.
+    """The trail's files, oldest first (:func:`aimsec_core.audit.verify.trail_files`: the
+    same files ``aimsec audit verify`` checks), for a folder holding ``audit.jsonl`` or a
+    file.
 
     Raises :class:`ConfigurationError` when nothing is there.
     """
-    path = Path(logs)
-    current = path / AUDIT_FILE if path.is_dir() else path
-    rotated = []
-    for candidate in current.parent.glob(current.name + ".*"):
-        suffix = candidate.name[len(current.name) + 1:]
-        if suffix.isdecimal() and candidate.is_file():  # "²" is a digit int() refuses
-            rotated.append((int(suffix), candidate))
-    files = [p for _, p in sorted(rotated, reverse=True)]
-    if current.is_file():
-        files.append(current)
-    if not files:
+    try:
+        return trail_files(Path(logs))
+    except (FileNotFoundError, ValueError) as exc:
         raise ConfigurationError(
-            f"no audit trail at {path}: expected {AUDIT_FILE} (and its rotated files "
-            f"{AUDIT_FILE}.1 …) in that folder, or an audit file. Point --logs (or "
-            "SECURITY_LOG_PATH) at the folder a guard writes to")
-    return files
+            f"{exc}: expected {AUDIT_FILE} (and its rotated files {AUDIT_FILE}.1 …) in "
+            "that folder, or an audit file. Point --logs (or SECURITY_LOG_PATH) at the "
+            "folder a guard writes to") from None
 
 
 def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = None,
