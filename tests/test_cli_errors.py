@@ -53,6 +53,8 @@ BAD = [
     (["threat-model", "--model-config", "{tmp}"], "cannot read the model config"),
     (["threat-model", "--model-config", "{tmp}/text.txt"], "cannot read the model config"),
     (["threat-model", "--chatbot", "firewall"], "unknown control id"),
+    (["threat-model", "--chatbot", "rate_limiting", "--api-key-identity"],
+     "--api-key-identity"),
     (["audit", "verify", "{tmp}/missing"], "no audit trail"),
     (["audit", "verify", "{tmp}/logs", "--head", "zz"], "--head"),
 ]

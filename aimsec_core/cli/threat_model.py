@@ -20,7 +20,8 @@ def register(commands: Any) -> None:
                          help="a chatbot's implemented control ids, comma-separated "
                               "(the original ChatbotThreatModeler's catalogue)")
     parser.add_argument("--api-key-identity", action="store_true", default=None,
-                        help="an API-key middleware identifies clients in front of the guard")
+                        help="an API-key middleware identifies clients in front of the guard "
+                             "(not with --chatbot)")
     parser.add_argument("--declare", action="append", default=[], metavar="ID",
                         help="a control outside the guard that is in place (repeatable)")
     parser.add_argument("--json", metavar="PATH", help="write the assessment as JSON")
@@ -58,6 +59,11 @@ def _assess(args: argparse.Namespace, console: Any) -> Any:
 
     if args.chatbot is not None:
         from ..compat.threat_modeler import ChatbotThreatModeler
+        from ..errors import ConfigurationError
+
+        if args.api_key_identity:  # a chatbot's controls are its list of ids
+            raise ConfigurationError("--api-key-identity describes a guard; with --chatbot, "
+                                     "list the chatbot's controls in --chatbot or --declare")
 
         ids = {c.strip() for c in args.chatbot.split(",") if c.strip()} | set(args.declare)
         assessment = ThreatModeler("chatbot").assess(ids, subject="chatbot")
