@@ -41,6 +41,7 @@ class NeighbourDetector(InputSpaceDetector):
         self.centre: np.ndarray | None = None
         # Derived from ``labels``: each label and where its block of points starts and ends.
         self._blocks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._norms: np.ndarray | None = None  #: derived from ``points``
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
         x, labels = probe.x, probe.predicted
@@ -63,6 +64,7 @@ class NeighbourDetector(InputSpaceDetector):
         self.centre = np.asarray(centre, dtype=np.float64)
         classes, starts = np.unique(self.labels, return_index=True)
         self._blocks = (classes, starts, np.r_[starts[1:], len(self.labels)])
+        self._norms = (self.points * self.points).sum(1)  #: each point's squared norm
 
     def score(self, probe: Probe) -> np.ndarray:
         if self.points is None or self.labels is None:
@@ -71,8 +73,7 @@ class NeighbourDetector(InputSpaceDetector):
         # clipped there, its distances stay finite (and large)
         reach = float32_reach(self.points.shape[1])
         x = np.clip(self.features(probe.x) - self.centre, -reach, reach).astype(np.float32)
-        squared = ((x * x).sum(1)[:, None] + (self.points * self.points).sum(1)[None]
-                   - 2 * (x @ self.points.T))
+        squared = (x * x).sum(1)[:, None] + self._norms[None] - 2 * (x @ self.points.T)
         np.maximum(squared, 0.0, out=squared)
         classes, nearest = self._nearest_by_label(squared)
         # The predicted label's k nearest are the "same" group; the k nearest among all
