@@ -24,6 +24,8 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
+from ..config import parse_bool, resolve
+
 _log = logging.getLogger("aimsec")
 _lock = threading.Lock()
 _loaded: list[Any] = []  #: the kernels once loading ended (``None`` when unavailable)
@@ -38,8 +40,7 @@ def load(*, wait: bool = False) -> Any:
         return _loaded[0]
     with _lock:
         if not _loaded and not _loader:
-            if os.environ.get("AIMSEC_JIT", "1").strip().lower() in ("0", "false", "no",
-                                                                      "off"):
+            if not resolve(None, "AIMSEC_JIT", True, parse_bool):
                 _loaded.append(None)
                 return None
             thread = threading.Thread(target=lambda: _loaded.append(_compile()),

@@ -198,3 +198,12 @@ def test_extraction_distances_stay_finite_and_alike_for_extreme_values(monkeypat
         fast, slow = _both(monkeypatch, run)
     assert np.isfinite(fast).all() and len(fast) == len(slow) == 28
     np.testing.assert_allclose(fast, slow, rtol=1e-12)
+
+
+def test_an_unreadable_aimsec_jit_is_a_configuration_error(monkeypatch):
+    from aimsec_core import ConfigurationError
+
+    _fresh(monkeypatch)
+    monkeypatch.setenv("AIMSEC_JIT", "maybe")
+    with pytest.raises(ConfigurationError, match="AIMSEC_JIT"):
+        kernels.load()
