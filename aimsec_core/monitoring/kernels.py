@@ -43,8 +43,10 @@ def load(*, wait: bool = False) -> Any:
             if not resolve(None, "AIMSEC_JIT", True, parse_bool):
                 _loaded.append(None)
                 return None
+            # a daemon: a process that ends (or a forked child whose compiler state was
+            # copied mid-compile) never waits for it
             thread = threading.Thread(target=lambda: _loaded.append(_compile()),
-                                      name="aimsec-kernels")
+                                      name="aimsec-kernels", daemon=True)
             _loader.append(thread)
             thread.start()
     if wait:
