@@ -50,6 +50,10 @@ class Adapter(ABC):
     #: False where the declared input can change after guarding (torch's ``.double()``):
     #: the guard then asks ``signature()`` on every call, so keep it cheap.
     static_signature: ClassVar[bool] = True
+    #: False where the declared inputs' names are generated afresh for each copy of the
+    #: same model (Keras names a ``Sequential`` input ``keras_tensor_7`` on one load and
+    #: ``input_layer`` on the next): a calibration's model fingerprint then leaves them out.
+    stable_input_names: ClassVar[bool] = True
 
     def __init__(self, model: Any) -> None:
         self.model = model

@@ -296,6 +296,13 @@ def test_calibrating_for_a_batch_size_keeps_clean_calls_of_that_size(model, data
     assert refused <= 2  # per-sample calibration at 5% refused 9 of 12 such batches
 
 
+def test_too_little_data_for_a_per_call_rate_names_the_batch_size(model, data):
+    x, _ = data
+    with pytest.raises(CalibrationError, match=r"fpr=0.05 per call of batch_size=32 .* at "
+                                               r"least 625 clean samples.*received 400"):
+        _guard(model).calibrate(x[900:1300], fpr=0.05, batch_size=32)
+
+
 def test_refusing_only_the_flagged_samples_returns_the_others(model, data):
     x, _ = data
     guarded = aimsec_core.guard(model, sinks=[], on_flagged="samples",

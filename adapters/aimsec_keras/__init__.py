@@ -55,6 +55,8 @@ class KerasAdapter(Adapter):
     input_types = "a numpy array or backend tensor"
     # Keras' predict refuses nested lists ("Unrecognized data type"), so neither do we.
     capabilities = Capabilities(gradients=True, probabilities=True, signature=True)
+    # A Sequential model's input tensor is named afresh on every build or load.
+    stable_input_names = False
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
@@ -93,6 +95,20 @@ class KerasAdapter(Adapter):
         if isinstance(struct, Mapping) and len(struct) == len(tensors):
             return [str(key) for key in sorted(struct)]
         return [t.name for t in tensors]
+
+    def parameters_digest(self) -> str | None:
+        """SHA-256 over the model's weights (trainable and not), in order: each one's dtype,
+        shape and bytes. Weight names are left out: Keras numbers them afresh per build."""
+        import hashlib
+
+        import numpy as np
+
+        digest = hashlib.sha256()
+        for weight in self.model.get_weights():
+            weight = np.ascontiguousarray(weight)
+            digest.update(f"{weight.dtype.str}|{weight.shape}|".encode())
+            digest.update(weight.tobytes())
+        return digest.hexdigest()[:32]
 
     def inputs_of(self, x: Any) -> dict[str, Any]:
         """Name -> raw value for everything ``x`` feeds the model, the ways Keras reads it:

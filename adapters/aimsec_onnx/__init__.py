@@ -73,6 +73,23 @@ class OnnxAdapter(Adapter):
         return [InputSpec(arg.name, onnx_dtype(arg.type), onnx_shape(arg.shape),
                           strict_dtype=True) for arg in self.model.get_inputs()]
 
+    def parameters_digest(self) -> str | None:
+        """SHA-256 over the model the session was opened from (its bytes, or its file's);
+        ``None`` where onnxruntime keeps neither."""
+        import hashlib
+
+        model = self.model.__dict__.get("_model_bytes") or self.model.__dict__.get(
+            "_model_path")
+        if isinstance(model, str):
+            try:
+                with open(model, "rb") as file:
+                    model = file.read()
+            except OSError:
+                return None
+        if not isinstance(model, bytes):
+            return None
+        return hashlib.sha256(model).hexdigest()[:32]
+
     def native(self, value: Any) -> Any | None:
         import numpy as np
 

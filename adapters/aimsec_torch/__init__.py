@@ -149,6 +149,17 @@ class TorchAdapter(Adapter):
     def host_bytes(self, array: Any) -> Any:
         return _helpers().exact_bytes(array)
 
+    def parameters_digest(self) -> str | None:
+        """SHA-256 over the ``state_dict`` (parameters and buffers): each key, dtype, shape
+        and exact bytes (read once from the device)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for key, tensor in self.model.state_dict().items():
+            digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(_helpers().exact_bytes(tensor.detach()))
+        return digest.hexdigest()[:32]
+
     def from_host(self, array: Any) -> Any:
         """A numpy array (or anything ``np.asarray`` takes) as a tensor on the model's
         device, dtype unchanged; a tensor as is."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -179,9 +179,13 @@ def per_sample_rate(fpr: Any, batch_size: Any = None) -> float:
 
 
 def model_fingerprint(adapter: Adapter) -> str:
-    """What a calibration was made for: the framework, the declared inputs, and the
-    adapter's digest of the model's parameters where it has one."""
-    parts = [adapter.framework, repr(adapter.signature()), adapter.parameters_digest() or ""]
+    """What a calibration was made for: the framework, the declared inputs (their names
+    only where the adapter keeps them stable across copies of a model), and the adapter's
+    digest of the model's parameters where it has one."""
+    declared = adapter.signature()
+    if declared is not None and not adapter.stable_input_names:
+        declared = [replace(spec, name="") for spec in declared]
+    parts = [adapter.framework, repr(declared), adapter.parameters_digest() or ""]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 

@@ -32,6 +32,12 @@ _loaded: list[Any] = []  #: the kernels once loading ended (``None`` when unavai
 _loader: list[threading.Thread] = []  #: the thread compiling them, once started
 
 
+def enabled() -> bool:
+    """Whether ``AIMSEC_JIT`` lets the kernels compile (default on); an unreadable value
+    raises :class:`~aimsec_core.errors.ConfigurationError`."""
+    return resolve(None, "AIMSEC_JIT", True, parse_bool)
+
+
 def load(*, wait: bool = False) -> Any:
     """The compiled kernels (``fingerprint_rows``, ``match_and_add_rows``,
     ``min_square_distance``) as attributes of one object, or ``None`` (unavailable, or
@@ -40,7 +46,7 @@ def load(*, wait: bool = False) -> Any:
         return _loaded[0]
     with _lock:
         if not _loaded and not _loader:
-            if not resolve(None, "AIMSEC_JIT", True, parse_bool):
+            if not enabled():
                 _loaded.append(None)
                 return None
             # a daemon: a process that ends (or a forked child whose compiler state was

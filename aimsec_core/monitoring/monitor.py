@@ -37,6 +37,7 @@ from ..verdict import Finding
 from .analysis import RequestStats
 from .extraction import ExtractionTracker
 from .fingerprint import FingerprintSettings, Fingerprinter
+from . import kernels
 from .index import Match
 from .memory import MemoryStore
 from .outputs import predicted_classes
@@ -86,6 +87,7 @@ class Monitor:
 
     def __init__(self, model: str, policy: Policy, store: Store,
                  clock: Callable[[], float]) -> None:
+        kernels.enabled()  # AIMSEC_JIT is read when the guard is built, not on a call
         self.model = model
         self.policy = policy
         self.store = store

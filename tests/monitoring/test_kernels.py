@@ -207,3 +207,19 @@ def test_an_unreadable_aimsec_jit_is_a_configuration_error(monkeypatch):
     monkeypatch.setenv("AIMSEC_JIT", "maybe")
     with pytest.raises(ConfigurationError, match="AIMSEC_JIT"):
         kernels.load()
+
+
+def test_an_unreadable_aimsec_jit_is_refused_when_the_guard_is_built(monkeypatch):
+    """Not on the first watched call, where it would refuse every identified client's
+    predict calls instead of the deployment's start."""
+    import aimsec_core
+    from aimsec_core import ConfigurationError
+
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    x, y = digits()
+    model = sklearn.LogisticRegression(max_iter=20).fit(x[:200], y[:200])
+    _fresh(monkeypatch)
+    monkeypatch.setenv("AIMSEC_JIT", "maybe")
+    with pytest.raises(ConfigurationError, match="AIMSEC_JIT"):
+        aimsec_core.guard(model, sinks=[])
+    aimsec_core.guard(model, sinks=[], policy=False)  # no monitoring: nothing compiles
