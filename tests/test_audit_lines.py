@@ -181,6 +181,7 @@ def test_opting_in_writes_values_and_details(tmp_path):
     _refused(_guard(audit, max_value=100.0), np.array([[34.0, RAW]]))
     line = _last(audit)
     assert line["inputs"] == {"x": [[34.0, RAW]]}
+    assert '"inputs":{"x":[[34.0,987654.0]]}' in audit.file.read_text()  # compact, as all
     assert "987654" in line["findings"][0]["detail"]
     huge = np.zeros((1, 100_000))
     _guard(audit).call({"x": huge}, lambda: None)
@@ -221,6 +222,9 @@ def test_the_calibration_id_names_the_calibration_in_use(tmp_path):
     first = guard.calibration_id
     guarded.predict(x[600:601])
     assert _last(audit)["calibration"] == first and len(first) == 32
+    written = audit.file.read_text().splitlines()[-1]
+    assert '"detection":{"suspicion_max":' in written and ", " not in written.split(
+        '"detection":')[1].split("}")[0]  # compact JSON, as the rest of the line
     saved = guard.calibration.save(tmp_path / "cal.npz")
     guard.use_calibration(saved)
     assert guard.calibration_id == first  # the same calibration, reloaded

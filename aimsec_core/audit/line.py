@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from json import dumps
 from json.encoder import encode_basestring_ascii as _quote  # type: ignore[attr-defined]
 from typing import Any
@@ -186,12 +187,16 @@ def _inputs(arrays: dict[str, Any], room: int) -> str:
     return rendered
 
 
+#: JSON without spaces, as the rest of the line is written; NaN is not JSON
+_compact = partial(dumps, separators=(",", ":"), allow_nan=False)
+
+
 def _values(values: Any) -> str:
     """Nested lists of numbers as JSON; NaN and infinities (not JSON) as strings."""
     try:
-        return dumps(values, allow_nan=False)
+        return _compact(values)
     except ValueError:
-        return dumps(_finite(values), allow_nan=False)
+        return _compact(_finite(values))
 
 
 def _detection(suspicion: Sequence[float], threshold: float, fpr: float | None) -> str:
@@ -199,9 +204,9 @@ def _detection(suspicion: Sequence[float], threshold: float, fpr: float | None) 
     suspicion, the threshold and false-positive target it was judged by, and how many
     samples were above it."""
     top = max(suspicion)
-    return dumps({"suspicion_max": round(top, 4) if math.isfinite(top) else str(top),
-                  "threshold": threshold, "fpr": fpr,
-                  "above": sum(s > threshold for s in suspicion)}, allow_nan=False)
+    return _compact({"suspicion_max": round(top, 4) if math.isfinite(top) else str(top),
+                     "threshold": threshold, "fpr": fpr,
+                     "above": sum(s > threshold for s in suspicion)})
 
 
 def _finite(value: Any) -> Any:
