@@ -58,3 +58,12 @@ def test_a_failing_sink_loses_neither_the_prediction_nor_other_records(tmp_path,
     audit.flush()
     assert len(audit.file.read_text().splitlines()) == 1
     assert "failed to record" in caplog.text
+
+
+def test_an_audit_folder_that_is_a_file_is_a_configuration_error(tmp_path):
+    # it was accepted, and every line was then lost to the failing sink
+    taken = tmp_path / "passwd"
+    taken.write_text("root:x:0:0\n")
+    with pytest.raises(ConfigurationError, match="is a file"):
+        AuditLog(taken)
+    AuditLog(tmp_path / "not-yet" / "made")  # a folder that can be made is fine

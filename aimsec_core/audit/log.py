@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import (DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_PATH,
                       parse_bool, parse_positive_int, resolve)
+from ..errors import ConfigurationError
 from ..sinks import CallRecord
 from .line import render
 from .writer import writer_for
@@ -34,8 +35,9 @@ class AuditLog:
     Copies and pickles of an ``AuditLog`` write to the same file (the pickle holds the
     settings, not the open file).
 
-    Raises :class:`~aimsec_core.errors.ConfigurationError` for invalid environment values
-    or when the file is already open in this process with another rotation policy.
+    Raises :class:`~aimsec_core.errors.ConfigurationError` for invalid environment values,
+    a folder that is a file, or when the file is already open in this process with another
+    rotation policy.
     """
 
     def __init__(self, path: str | Path | None = None, *, file: str | Path | None = None,
@@ -46,6 +48,9 @@ class AuditLog:
             folder = Path(resolve(path, "SECURITY_LOG_PATH", DEFAULT_LOG_PATH, str))
             file = folder / AUDIT_FILE
         self.file = Path(file).resolve()
+        if self.file.parent.exists() and not self.file.parent.is_dir():
+            raise ConfigurationError(f"the audit log's folder {self.file.parent} is a file; "
+                                     "expected a folder (or a path where one can be made)")
         self.include_inputs = resolve(include_inputs, "AIMSEC_LOG_INPUTS", False, parse_bool)
         self.max_bytes = resolve(max_bytes, "AIMSEC_LOG_MAX_BYTES", DEFAULT_LOG_MAX_BYTES,
                                  parse_positive_int)

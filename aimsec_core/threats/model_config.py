@@ -98,6 +98,6 @@ def _sinks(audit: Any, path: Path) -> list[Any]:
                                  f"{{\"path\": ..., \"include_inputs\": ...}}; received {audit!r}")
     try:
         return [AuditLog(audit.get("path"), include_inputs=audit.get("include_inputs"))]
-    except OSError as exc:
+    except (OSError, ConfigurationError) as exc:
         raise ConfigurationError(f"model config {path}: cannot open the audit folder "
                                  f"{audit.get('path')}: {exc}") from exc

@@ -135,6 +135,10 @@ def test_threat_model_command_from_a_config_file(tmp_path, capsys):
     config.write_text(json.dumps({"guard": {"turbo": True}}))
     assert main(["threat-model", "--model-config", str(config)]) == 2
     assert "not settings of this aimsec's guard" in capsys.readouterr().err
+    # an audit "folder" that is a file: the guard could not write there
+    config.write_text(json.dumps({"name": "x", "audit": {"path": str(config)}}))
+    assert main(["threat-model", "--model-config", str(config)]) == 2
+    assert "cannot open the audit folder" in capsys.readouterr().err
 
 
 def test_threat_model_command_for_a_chatbot(tmp_path, capsys):
