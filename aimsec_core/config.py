@@ -29,6 +29,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -107,6 +108,25 @@ def parse_severity(raw: Any) -> str:
 
 
 DEFAULT_STORE_URL = "memory://"
+
+
+def redacted_url(url: str, *, path: bool = False) -> str:
+    """``url`` as it may be shown (reprs, errors, logs, records): ``scheme://host[:port]``,
+    then its path when ``path`` (a Redis database number) or ``/…`` (a webhook's path may
+    be its token); never a user, password, query or fragment (``***@`` marks dropped
+    credentials)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparsable URL>"
+    if not parts.scheme:
+        return "<unparsable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    credentials = "***@" if "@" in parts.netloc else ""
+    return f"{parts.scheme}://{credentials}{host}{port}" + (parts.path if path else "/…")
 
 
 def resolve_store_url(explicit: str | None) -> str:

@@ -121,16 +121,12 @@ class Guard:
         also learn from ``reference``, if given. ``fpr`` is per sample; with ``batch_size``
         it is per call of that many samples (see ``per_sample_rate``).
         """
-        requested, fpr = fpr, per_sample_rate(fpr, batch_size)
+        asked = (None if batch_size is None  # how the rate was put, for errors about it
+                 else f"fpr={fpr} per call of batch_size={batch_size} samples")
+        fpr = per_sample_rate(fpr, batch_size)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigurationError(f"seed must be a non-negative integer; received {seed!r}")
         x = self._clean_data(x_clean, "calibration data")
-        if batch_size is not None and fpr * len(x) < 1:
-            raise CalibrationError(
-                f"fpr={requested} per call of batch_size={batch_size} samples is a per-sample "
-                f"target of {fpr:.3g}, which needs at least {math.ceil(1 / fpr)} clean samples "
-                f"to be measured; received {len(x)}. Calibrate on more clean data, or target "
-                "a smaller batch_size or a larger fpr")
         extra = None if reference is None else self._clean_data(reference, "reference data")
         if extra is not None and extra.shape[1:] != x.shape[1:]:
             raise CalibrationError(
@@ -141,7 +137,8 @@ class Guard:
         bounds = (self.constraints.min_value, self.constraints.max_value)
         value_range = bounds if None not in bounds else None
         self.calibration = calibrate(self.adapter, suite, x, fpr=fpr, model=self.name,
-                                     seed=seed, value_range=value_range, reference=extra)
+                                     seed=seed, value_range=value_range, reference=extra,
+                                     asked=asked)
         return self.calibration
 
     def _clean_data(self, data: Any, what: str) -> np.ndarray:

@@ -37,10 +37,9 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..config import (parse_bool, parse_positive_int, parse_seconds, parse_severity,
-                      resolve, resolve_store_url)
+                      redacted_url, resolve, resolve_store_url)
 from ..errors import ConfigurationError
 
 SMTP_SECURITY = ("starttls", "ssl", "none")
@@ -189,20 +188,6 @@ class GroupingPolicy:
             resolve(floor, "AIMSEC_ALERT_SEVERITY", cls.floor, parse_severity),
             resolve(max_clients, "AIMSEC_ALERT_MAX_CLIENTS", cls.max_clients,
                     parse_positive_int))
-
-
-def redacted_url(url: str) -> str:
-    """``url`` without what may be secret: ``scheme://host[:port]/…`` (no user, password,
-    path, query or fragment)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        return "<unparsable URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{port}/…" if parts.scheme else "<unparsable URL>"
 
 
 def enabled(explicit: bool | None, env: str) -> bool:

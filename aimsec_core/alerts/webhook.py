@@ -21,7 +21,9 @@ from collections.abc import Callable
 
 from .channel import DeliveryError
 from .message import Alert
-from .settings import WebhookSettings, redacted_url
+from ..config import redacted_url
+from .settings import WebhookSettings
+
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """Redirects are failed deliveries: urllib would resend a POST answered 301-303 as a

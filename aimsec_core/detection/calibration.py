@@ -191,21 +191,26 @@ def model_fingerprint(adapter: Adapter) -> str:
 
 def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: float,
               model: str, seed: int = 0, value_range: tuple[float, float] | None = None,
-              reference: np.ndarray | None = None) -> Calibration:
+              reference: np.ndarray | None = None, asked: str | None = None) -> Calibration:
     """Fit ``suite`` on clean ``x`` and set its threshold on the same data, cross-fitted:
     the samples are split into folds, and each fold is scored by what the others taught
     (see ``DetectorSuite.fit`` and ``set_threshold_cross_fitted``).
 
     ``reference`` is more clean data for the detectors that learn from data; it is never
-    scored, so the clean scores and the threshold come from ``x`` alone."""
+    scored, so the clean scores and the threshold come from ``x`` alone. ``asked`` says
+    how the caller put the rate, where ``fpr`` was derived from it (a per-call rate)."""
     if len(x) < 40:
         raise CalibrationError(
             f"calibration needs at least 40 clean samples; received {len(x)}. With n "
             f"samples the threshold resolves false-positive rates down to about 1/n")
     if fpr * len(x) < 1:
+        target = f"{asked} is a per-sample target of {fpr:.3g}, which" if asked else (
+            f"fpr={fpr}")
         raise CalibrationError(
-            f"fpr={fpr} needs at least {int(np.ceil(1 / fpr))} clean samples to be "
-            f"measured; received {len(x)}")
+            f"{target} needs at least {int(np.ceil(1 / fpr))} clean samples to be "
+            f"measured; received {len(x)}. Calibrate on more clean data"
+            + (", or target a smaller batch_size or a larger fpr" if asked else
+               ", or target a larger fpr"))
     for name, data in (("x_clean", x), ("reference", reference)):
         if data is not None and data.dtype.kind in "fc" and not np.isfinite(data).all():
             raise CalibrationError(

@@ -42,6 +42,7 @@ class NeighbourDetector(InputSpaceDetector):
         # Derived from ``labels``: each label and where its block of points starts and ends.
         self._blocks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._norms: np.ndarray | None = None  #: derived from ``points``
+        self._reach = 0.0  #: derived from ``points``
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
         x, labels = probe.x, probe.predicted
@@ -65,14 +66,15 @@ class NeighbourDetector(InputSpaceDetector):
         classes, starts = np.unique(self.labels, return_index=True)
         self._blocks = (classes, starts, np.r_[starts[1:], len(self.labels)])
         self._norms = (self.points * self.points).sum(1)  #: each point's squared norm
+        self._reach = float32_reach(self.points.shape[1])  #: inputs are clipped there
 
     def score(self, probe: Probe) -> np.ndarray:
         if self.points is None or self.labels is None:
             raise ValueError("the neighbours detector is not fitted")
         # past the reach of float32 squares an input is far from every point anyway:
         # clipped there, its distances stay finite (and large)
-        reach = float32_reach(self.points.shape[1])
-        x = np.clip(self.features(probe.x) - self.centre, -reach, reach).astype(np.float32)
+        x = np.clip(self.features(probe.x) - self.centre, -self._reach,
+                    self._reach).astype(np.float32)
         squared = (x * x).sum(1)[:, None] + self._norms[None] - 2 * (x @ self.points.T)
         np.maximum(squared, 0.0, out=squared)
         classes, nearest = self._nearest_by_label(squared)

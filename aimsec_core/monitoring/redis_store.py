@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import redacted_url
 from .index import Match
 from .policy import ClientRules, Policy
 from .ratelimit import REDIS_ACQUIRE_SCRIPT
@@ -67,7 +68,7 @@ class RedisStore(Store):
         self._reconnect = True  #: connect before the next command (first use, a failure)
 
     def __repr__(self) -> str:
-        return f"RedisStore({_redacted(self.url)!r})"
+        return f"RedisStore({redacted_url(self.url, path=True)!r})"
 
     # -- connection --------------------------------------------------------------------
 
@@ -250,11 +251,3 @@ def _buckets(policy: Policy) -> int:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _redacted(url: str) -> str:
-    """``url`` without a password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -311,3 +311,8 @@ def test_a_failure_in_one_thread_never_breaks_a_call_another_thread_is_building(
     release.set()
     held.join(10)
     assert len(raised) == 1 and isinstance(raised[0], StoreError), raised
+
+
+def test_the_store_url_shows_without_its_password():
+    store = RedisStore("redis://:s3cret@127.0.0.1:1/2")
+    assert repr(store) == "RedisStore('redis://***@127.0.0.1:1/2')"
