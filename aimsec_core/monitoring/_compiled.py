@@ -3,7 +3,7 @@
 Each is the compiled form of one numpy implementation and must give its results exactly:
 ``fingerprint_rows`` of :meth:`.fingerprint.Fingerprinter.__call__`,
 ``match_and_add_rows`` of :meth:`.index.FingerprintIndex.match_and_add`,
-``min_square_distance`` of the nearest-member distance in :mod:`.extraction` (to
+``distance_and_join`` of :func:`.extraction.distance_and_join` (the distance to
 rounding: the sums run in another order).
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 _CODE_LIMIT = float(2**62)  #: as in .fingerprint
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  #: as in .extraction
 _FLAT = 1.0  #: as in .fingerprint
 _LOW = np.uint64(0xFFFFFFFF)
 _HALF = np.uint64(32)
@@ -149,19 +150,33 @@ def match_and_add_rows(fingerprints, contents, client, now, since, table, mask, 
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
-def min_square_distance(stored, count, row):  # type: ignore[no-untyped-def]
-    """The least squared L2 distance from ``row`` ((d,) float32) to the first ``count``
-    rows of ``stored`` ((m, d) float32), summed in float64 (finite for any finite float32
-    values) in whatever order vectorizes (numpy's einsum sums in another: the two agree
-    to rounding)."""
+def distance_and_join(stored, count, row, threshold):  # type: ignore[no-untyped-def]
+    """PRADA's step for one query of one class: the least L2 distance from ``row`` ((d,)
+    float64, rounded to float32; values past float32's range and NaN take its largest
+    magnitude) to the first ``min(count, m)`` rows of ``stored`` ((m, d) float32), summed
+    in float64 in whatever order vectorizes (numpy's einsum sums in another: the two agree
+    to rounding); -1.0 when ``count`` is 0. The query joins the set, as row
+    ``count % m``, when ``count`` is 0 or the distance exceeds ``threshold``."""
+    m, d = stored.shape
+    query = np.empty(d, np.float32)
+    for j in range(d):
+        v = row[j]
+        if not v <= _FLOAT32_MAX:  # NaN too, as np.fmin gives it
+            v = _FLOAT32_MAX
+        elif v < -_FLOAT32_MAX:
+            v = -_FLOAT32_MAX
+        query[j] = np.float32(v)
     best = np.inf
-    for i in range(count):
+    for i in range(min(count, m)):
         total = 0.0
-        for j in range(row.shape[0]):
-            diff = np.float64(stored[i, j]) - np.float64(row[j])
+        for j in range(d):
+            diff = np.float64(stored[i, j]) - np.float64(query[j])
             total += diff * diff
         best = min(best, total)
-    return best
+    distance = math.sqrt(best) if count else -1.0
+    if count == 0 or distance > threshold:
+        stored[count % m, :] = query
+    return distance
 
 
 def warm_up() -> None:
@@ -176,4 +191,4 @@ def warm_up() -> None:
                        np.zeros(4, np.uint32), np.zeros(4, np.uint64),
                        np.zeros((4, 2), np.uint32), 0, 4, np.zeros(1, np.int64),
                        np.zeros(1, np.int64), np.zeros(1, np.int64))
-    min_square_distance(np.zeros((2, 3), np.float32), 1, np.zeros(3, np.float32))
+    distance_and_join(np.zeros((2, 3), np.float32), 1, np.zeros(3), 0.0)

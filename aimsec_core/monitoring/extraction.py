@@ -8,10 +8,11 @@ the set's members. Natural queries give minimum distances that look normally dis
 synthetic probes (random perturbations around a few seeds, Jacobian-based augmentation)
 do not. Every ``test_every`` queries (default 50), once ``min_queries`` distances exist,
 the Shapiro-Wilk W of the most recent ``window`` of them (3-sigma outliers removed) is
-computed; W below ``delta`` (0.9 in the reference implementation) flags the client. W is
-scipy's (``scipy.stats.shapiro``, Royston's algorithm); testing every query, as PRADA
-does, would cost a guarded call about 50 us more, while a flag that comes up to
-``test_every`` queries late changes little against an attack of hundreds of queries.
+computed; W below ``delta`` (0.9 in the reference implementation) flags the client. W
+uses Royston's coefficients (:mod:`.shapiro`, the statistic of ``scipy.stats.shapiro``);
+testing every query, as PRADA does, would cost a guarded call a few microseconds more,
+while a flag that comes up to ``test_every`` queries late changes little against an
+attack of hundreds of queries.
 
 The class comes from the model's answer, so a query is judged after the model ran; the
 suspicion this raises refuses the client's next calls. State is bounded: ``set_size``
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
+from .shapiro import shapiro_w
 
 TEST_EVERY = 50  #: queries between two tests of one client (default)
 #: Stored queries are float32; values past its range (and NaN, where the policy lets it
@@ -114,8 +116,9 @@ class ExtractionTracker:
         class's threshold at infinity).
         """
         width = samples.shape[1]
-        x = np.fmin(self._kept(samples), _FLOAT32_MAX)  # NaN becomes the bound too
-        x = np.fmax(x, -_FLOAT32_MAX, out=x).astype(np.float32)
+        x = kernels.kernel_array(self._kept(samples), np.float64)
+        compiled = kernels.load()
+        join = distance_and_join if compiled is None else compiled.distance_and_join
         with self._lock:
             state = self._clients.get(client)
             if state is None or state.width != width:
@@ -125,7 +128,7 @@ class ExtractionTracker:
             else:
                 self._clients.move_to_end(client)
             for row, label in zip(x, classes):
-                self._learn(state, row, label)
+                self._learn(state, row, label, join)
             if state.since_test >= self.test_every and len(state.distances) >= self.min_queries:
                 state.since_test = 0
                 state.last_w = _shapiro(np.fromiter(state.distances, dtype=np.float64))
@@ -133,7 +136,8 @@ class ExtractionTracker:
                     return state.last_w
         return None
 
-    def _learn(self, state: _ClientState, row: np.ndarray, label: Hashable) -> None:
+    def _learn(self, state: _ClientState, row: np.ndarray, label: Hashable,
+               join: Any) -> None:
         group = state.classes.get(label)
         if group is None:
             if len(state.classes) >= MAX_CLASSES:
@@ -142,14 +146,14 @@ class ExtractionTracker:
         else:
             state.classes.move_to_end(label)
         count = group.count
+        threshold = group.threshold
+        distance = join(group.members, count, row, threshold)  # stores row if it joins
         if count:
-            distance = math.sqrt(_min_square_distance(group.members,
-                                                      min(count, self.set_size), row))
             if distance == 0.0:  # an exact repeat teaches an attacker nothing: not counted
                 return
             state.distances.append(distance)
             state.since_test += 1
-            if distance <= group.threshold:
+            if distance <= threshold:
                 return
             ring = group.distances
             if len(ring) == ring.maxlen:
@@ -161,27 +165,33 @@ class ExtractionTracker:
             group.squares += distance * distance
             mean = group.total / len(ring)
             std = max(0.0, group.squares / len(ring) - mean * mean) ** 0.5
-            group.threshold = max(group.threshold, mean - std)
-        group.members[count % self.set_size] = row
+            group.threshold = max(threshold, mean - std)
         group.count = count + 1
 
 
-def _min_square_distance(members: np.ndarray, count: int, row: np.ndarray) -> float:
-    """The least squared L2 distance from ``row`` to the first ``count`` ``members``
-    (float32, finite), summed in float64: finite for any float32 values."""
-    compiled = kernels.load()
-    if compiled is not None:
-        return float(compiled.min_square_distance(members, count, row))
-    diff = members[:count].astype(np.float64) - row
-    return float(np.einsum("ij,ij->i", diff, diff).min())
+def distance_and_join(members: np.ndarray, count: int, row: np.ndarray,
+                      threshold: float) -> float:
+    """PRADA's step for one query of one class (the numpy form of the compiled kernel):
+    the least L2 distance from ``row`` ((d,) float64, rounded to float32; values past
+    float32's range and NaN take its largest magnitude) to the first
+    ``min(count, len(members))`` of ``members`` ((m, d) float32), summed in float64:
+    finite for any values; -1.0 when ``count`` is 0. The query joins the set, as row
+    ``count % m``, when ``count`` is 0 or the distance exceeds ``threshold``."""
+    query = np.fmin(row, _FLOAT32_MAX)  # NaN becomes the bound too
+    query = np.fmax(query, -_FLOAT32_MAX, out=query).astype(np.float32)
+    distance = -1.0
+    if count:
+        diff = members[:min(count, len(members))].astype(np.float64) - query
+        distance = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min()))
+    if count == 0 or distance > threshold:
+        members[count % len(members)] = query
+    return distance
 
 
 def _shapiro(distances: np.ndarray) -> float | None:
-    from scipy.stats import shapiro
-
     mean, std = distances.mean(), distances.std()
     if std > 0:
         distances = distances[np.abs(distances - mean) <= 3 * std]
     if len(distances) < 3 or np.ptp(distances) == 0:
         return 0.0 if len(distances) >= 3 else None  # identical distances: not natural
-    return float(shapiro(distances).statistic)
+    return shapiro_w(distances)

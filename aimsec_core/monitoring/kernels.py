@@ -24,6 +24,8 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+
 from ..config import parse_bool, resolve
 
 _log = logging.getLogger("aimsec")
@@ -40,7 +42,7 @@ def enabled() -> bool:
 
 def load(*, wait: bool = False) -> Any:
     """The compiled kernels (``fingerprint_rows``, ``match_and_add_rows``,
-    ``min_square_distance``) as attributes of one object, or ``None`` (unavailable, or
+    ``distance_and_join``) as attributes of one object, or ``None`` (unavailable, or
     still compiling unless ``wait``)."""
     if _loaded:
         return _loaded[0]
@@ -58,6 +60,17 @@ def load(*, wait: bool = False) -> Any:
     if wait:
         _loader[0].join()
     return _loaded[0] if _loaded else None
+
+
+def kernel_array(x: Any, dtype: type) -> np.ndarray:
+    """``x`` as the kernels take it: an ``ndarray`` of ``dtype``, C order, aligned and
+    writable (the types :func:`load` compiled for, so no call compiles another
+    specialization); ``x`` itself when it is one, else a copy."""
+    if type(x) is np.ndarray and x.dtype == dtype:
+        flags = x.flags
+        if flags.c_contiguous and flags.behaved:  # behaved: aligned and writable
+            return x
+    return np.require(x, dtype, ("C", "A", "W"))
 
 
 def _forget_loader() -> None:
@@ -82,4 +95,4 @@ def _compile() -> Any:
         return None
     return SimpleNamespace(fingerprint_rows=_compiled.fingerprint_rows,
                            match_and_add_rows=_compiled.match_and_add_rows,
-                           min_square_distance=_compiled.min_square_distance)
+                           distance_and_join=_compiled.distance_and_join)

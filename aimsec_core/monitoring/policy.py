@@ -73,7 +73,8 @@ class Policy:
     extraction_window: int = 200  #: most recent distances tested per client
     extraction_min_queries: int = 100  #: distances needed before the first test (PRADA)
     #: queries between two tests of one client: a flag comes at most this many queries
-    #: late, and scipy's Shapiro-Wilk (~50 us) is paid once per this many queries
+    #: late, and the Shapiro-Wilk test (a sort of ``extraction_window`` distances) is
+    #: paid once per this many queries
     extraction_test_every: int = 50
     #: Shapiro-Wilk W below which a client is suspected of extraction (PRADA's delta)
     extraction_delta: float = 0.9

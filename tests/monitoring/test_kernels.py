@@ -93,13 +93,27 @@ def test_the_index_matches_the_same_way_compiled_and_in_numpy(monkeypatch):
     assert all(a.same_client == b.same_client for a, b in zip(fast, slow) if a.shared > 25)
 
 
-def test_extraction_distances_agree_to_float32_rounding(monkeypatch):
+@pytest.mark.parametrize("threshold", [0.0, 3.0, 1e9])
+def test_extraction_distances_agree_to_float32_rounding(monkeypatch, threshold):
     rng = np.random.default_rng(0)
     members = rng.random((64, 64)).astype(np.float32)
-    row = rng.random(64).astype(np.float32)
-    fast, slow = _both(monkeypatch,
-                       lambda: extraction._min_square_distance(members, 40, row))
-    assert fast == pytest.approx(slow, rel=1e-5)
+    row = rng.random(64) * 1.5
+
+    def step() -> tuple[float, np.ndarray]:
+        stored = members.copy()
+        join = extraction.distance_and_join
+        compiled = kernels.load()
+        if compiled is not None:
+            join = compiled.distance_and_join
+        return join(stored, 40, row, threshold), stored
+
+    (fast, fast_stored), (slow, slow_stored) = _both(monkeypatch, step)
+    assert fast == pytest.approx(slow, rel=1e-6)
+    np.testing.assert_array_equal(fast_stored, slow_stored)  # joined alike (or not)
+    joined = not np.array_equal(fast_stored, members)
+    assert joined == (fast > threshold)
+    if joined:
+        np.testing.assert_array_equal(fast_stored[40], row.astype(np.float32))
 
 
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,7 +172,7 @@ def test_no_guarded_call_compiles_another_kernel_specialization():
     from aimsec_core.monitoring import _compiled
 
     kernels_ = (_compiled.fingerprint_rows, _compiled.match_and_add_rows,
-                _compiled.min_square_distance)
+                _compiled.distance_and_join)
     x = digits()[0][:3].astype(np.float64)
     f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
     f.fingerprint(x)
