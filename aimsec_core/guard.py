@@ -299,9 +299,9 @@ class Guard:
             checked = self.monitor.check(visit, list(validated.views.values()),
                                          validated.batch_size, verdict.input_hash)
         # read after the checks: a store that fails during them adds its outage finding
-        found = list(visit.findings) + checked
-        if not found:
+        if not visit.findings and not checked:
             return verdict
+        found = list(visit.findings) + checked
         findings = verdict.findings + tuple(found)
         flags = list(verdict.flags)
         for finding in found:

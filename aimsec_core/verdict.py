@@ -114,6 +114,8 @@ class Verdict:
     @property
     def checks(self) -> tuple[str, ...]:
         """Names of the checks that objected, in order, without repeats."""
+        if not self.findings:
+            return ()
         return tuple(dict.fromkeys(f.check for f in self.findings))
 
     def as_dict(self) -> dict[str, Any]:

@@ -22,13 +22,14 @@ _HALF = np.uint64(32)
 
 
 @njit(cache=True, nogil=True)
-def fingerprint_rows(x, bits, salt, content, coefficients, inverse_unit, inverse_step,  # type: ignore[no-untyped-def]
+def fingerprint_rows(x, salt, content, coefficients, inverse_unit, inverse_step,  # type: ignore[no-untyped-def]
                      scaled, out, tags):
-    """Fingerprints of ``x`` ((n, d) float64, C order; ``bits`` its uint64 view) into
+    """Fingerprints of ``x`` ((n, d) float64, C order) into
     ``out`` ((n, S) uint32): each row's distinct non-zero window hashes, largest first,
     zero-padded (all zeros for a flat row); each row's content tag into ``tags``. Returns
     the most hashes any row kept."""
     n, d = x.shape
+    bits = x.view(np.uint64)
     w = min(coefficients.shape[0], d)
     windows = d - w + 1
     codes = np.empty(d, np.uint64)
@@ -182,11 +183,11 @@ def distance_and_join(stored, count, row, threshold):  # type: ignore[no-untyped
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel for the types the monitor uses."""
     x = np.zeros((1, 3))
-    fingerprint_rows(x, x.view(np.uint64), np.zeros(3), np.ones(3, np.uint64),
+    fingerprint_rows(x, np.zeros(3), np.ones(3, np.uint64),
                      np.ones(2, np.uint64), 1.0, 1.0, False, np.zeros((1, 2), np.uint32),
                      np.zeros(1, np.uint32))
     table = np.zeros((16, 8), np.uint64)
-    match_and_add_rows(np.array([[5, 3]], np.uint32), np.ones(1, np.uint64), 1, 0.0, 0.0,
+    match_and_add_rows(np.array([[5, 3]], np.uint32), np.ones(1, np.uint32), 1, 0.0, 0.0,
                        table, np.int64(15), np.full(4, -1, np.int64), np.zeros(4),
                        np.zeros(4, np.uint32), np.zeros(4, np.uint64),
                        np.zeros((4, 2), np.uint32), 0, 4, np.zeros(1, np.int64),

@@ -82,6 +82,7 @@ class Fingerprinter:
                                            dtype=np.uint64) * np.uint64(2) + np.uint64(1))
         self._inverse_unit = 1.0 / settings.unit
         self._inverse_step = 1.0 / settings.step
+        self._scaled = settings.unit != 1.0
         #: whether a finite value can scale past float64's range (then it becomes inf)
         self._may_overflow = settings.unit < 1.0 or settings.step < 1e-300
 
@@ -148,7 +149,7 @@ class Fingerprinter:
         # C order, aligned and writable whatever the caller's array (np.frombuffer over a
         # request body is read-only, with an offset unaligned): the kernel's types, so no
         # call compiles another specialization
-        x = np.require(samples, np.float64, ("C", "A", "W"))
+        x = kernels.kernel_array(samples, np.float64)
         layout = self._layout(x.shape[1])
         compiled = kernels.load()
         if compiled is not None:
@@ -198,11 +199,12 @@ class Fingerprinter:
                   ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`fingerprint` in one compiled kernel: the same values, the same shapes."""
         s = self.settings
-        out = np.empty((len(x), s.hashes), dtype=np.uint32)
-        tags = np.empty(len(x), dtype=np.uint32)
+        n = len(x)
+        out = np.empty((n, s.hashes), dtype=np.uint32)
+        tags = np.empty(n, dtype=np.uint32)
         kept = compiled.fingerprint_rows(  # type: ignore[attr-defined]
-            x, x.view(np.uint64), layout.salt, layout.content, self._coefficients,
-            self._inverse_unit, self._inverse_step, s.unit != 1.0, out, tags)
-        if len(x) != 1:  # a batch keeps a column per window, up to S, as sorting gives
+            x, layout.salt, layout.content, self._coefficients, self._inverse_unit,
+            self._inverse_step, self._scaled, out, tags)
+        if n != 1:  # a batch keeps a column per window, up to S, as sorting gives
             kept = min(s.hashes, x.shape[1] - min(s.window, x.shape[1]) + 1)
-        return out[:, :kept], tags
+        return (out if kept == s.hashes else out[:, :kept]), tags

@@ -137,8 +137,8 @@ class FingerprintIndex:
         n = len(fingerprints)
         # the kernel's types whatever the caller passed (a clock giving ints included), so
         # no call compiles another specialization
-        rows = np.require(fingerprints, np.uint32, ("C", "A", "W"))
-        contents = np.require(contents, np.uint64, ("C", "A", "W"))
+        rows = kernels.kernel_array(fingerprints, np.uint32)
+        contents = kernels.kernel_array(contents, np.uint32)
         client, now, since = int(client), float(now), float(since)
         shared, sizes, same = found = np.zeros((3, n), dtype=np.int64)
         done = 0

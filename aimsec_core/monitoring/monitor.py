@@ -225,39 +225,52 @@ class Monitor:
 
         observation = self._use(visit.now, visit, observe)
         findings = []
-        who = f"client {visit.client!r}"
         if rules.max_repeats and observation.repeats >= rules.max_repeats:
             findings.append(Finding(
-                "repeat", f"{who} sent this exact input {observation.repeats + 1} times "
-                f"within {rules.repeat_window:g} s; expected at most {rules.max_repeats}",
+                "repeat", f"client {visit.client!r} sent this exact input "
+                f"{observation.repeats + 1} times within {rules.repeat_window:g} s; expected "
+                f"at most {rules.max_repeats}",
                 expected=rules.max_repeats, received=observation.repeats + 1))
-        near = _near_duplicates(observation.matches, rules.suspicious_pattern_threshold)
-        if fingerprinting and not all(m.size for m in observation.matches):
-            self.stats.flat(visit.now, sum(not m.size for m in observation.matches))
+        threshold = rules.suspicious_pattern_threshold
+        near = []
+        flat = 0
+        for i, match in enumerate(observation.matches):
+            if not match.size:
+                flat += 1
+            elif match.shared > threshold * match.size:
+                near.append((i, match))
+        if flat and fingerprinting:
+            self.stats.flat(visit.now, flat)
         if near:
-            best = max(near, key=lambda im: im[1].share)[1]
-            samples = [i for i, _ in near]
-            same = best.same_client
-            visit.own_near_duplicate = any(m.same_client for _, m in near)
-            findings.append(Finding(
-                "near_duplicate",
-                f"{who}: sample{'s' if len(samples) > 1 else ''} "
-                f"{', '.join(map(str, samples[:5]))}{' …' if len(samples) > 5 else ''} "
-                f"share up to {best.shared} of {best.size} fingerprint hashes with a query "
-                f"{'this client' if same else 'another client'} sent within "
-                f"{policy.near_duplicate_ttl:g} s; expected at most "
-                f"{rules.suspicious_pattern_threshold:.0%} (a black-box attack's "
-                "queries are small steps from each other)",
-                samples=tuple(samples), expected=rules.suspicious_pattern_threshold,
-                received=round(best.share, 3), score=best.share))
-            self.stats.match(visit.now, visit.client, samples, best.share, same)
+            findings.append(self._near_duplicate(visit, near))
         if observation.suspect_for is not None:
             findings.append(Finding(
-                "extraction", f"{who} is suspected of model extraction for another "
-                f"{observation.suspect_for:.0f} s: the distances between its queries stopped "
-                f"looking natural (Shapiro-Wilk W below {policy.extraction_delta:g})",
+                "extraction", f"client {visit.client!r} is suspected of model extraction for "
+                f"another {observation.suspect_for:.0f} s: the distances between its queries "
+                f"stopped looking natural (Shapiro-Wilk W below {policy.extraction_delta:g})",
                 expected=policy.extraction_delta, score=observation.suspect_for))
         return findings
+
+    def _near_duplicate(self, visit: Visit, near: list[tuple[int, Match]]) -> Finding:
+        """The finding for the samples ``near`` (index, best match) that matched a stored
+        query; counted in ``request_analysis``."""
+        rules, policy = visit.rules, self.policy
+        best = max(near, key=lambda im: im[1].share)[1]
+        samples = [i for i, _ in near]
+        same = best.same_client
+        visit.own_near_duplicate = any(m.same_client for _, m in near)
+        self.stats.match(visit.now, visit.client, samples, best.share, same)
+        return Finding(
+            "near_duplicate",
+            f"client {visit.client!r}: sample{'s' if len(samples) > 1 else ''} "
+            f"{', '.join(map(str, samples[:5]))}{' …' if len(samples) > 5 else ''} "
+            f"share up to {best.shared} of {best.size} fingerprint hashes with a query "
+            f"{'this client' if same else 'another client'} sent within "
+            f"{policy.near_duplicate_ttl:g} s; expected at most "
+            f"{rules.suspicious_pattern_threshold:.0%} (a black-box attack's "
+            "queries are small steps from each other)",
+            samples=tuple(samples), expected=rules.suspicious_pattern_threshold,
+            received=round(best.share, 3), score=best.share)
 
     def _fingerprinter(self, store: Store) -> Fingerprinter:
         secret = store.secret()
@@ -365,16 +378,16 @@ def _samples(arrays: list[Any], batch: int) -> np.ndarray | None:
     """The call's inputs as one float64 row per sample (several inputs concatenated)."""
     rows = []
     for array in arrays:
-        host = np.asarray(array if isinstance(array, np.ndarray) else to_host(array))
+        host = array if type(array) is np.ndarray else np.asarray(to_host(array))
         if host.dtype.kind not in "biuf":
             return None
         n = batch if batch and host.size % batch == 0 and host.ndim else 1
         rows.append(host.reshape(n, -1))
-    if not rows or len({r.shape[0] for r in rows}) != 1:
+    if not rows:
         return None
-    out = rows[0] if len(rows) == 1 else np.concatenate(rows, axis=1)
+    out = rows[0]
+    if len(rows) > 1:
+        if len({r.shape[0] for r in rows}) != 1:
+            return None
+        out = np.concatenate(rows, axis=1)
     return out if out.dtype == np.float64 else out.astype(np.float64)
-
-
-def _near_duplicates(matches: list[Match], threshold: float) -> list[tuple[int, Match]]:
-    return [(i, m) for i, m in enumerate(matches) if m.size and m.shared > threshold * m.size]

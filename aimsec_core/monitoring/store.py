@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,12 +42,12 @@ class Admission:
     locked_for: float | None = None  #: seconds the client's lockout still lasts
 
 
-@dataclass(frozen=True)
-class Observation:
-    """What the store knows about one call's content."""
+class Observation(NamedTuple):
+    """What the store knows about one call's content (a named tuple: one is made per
+    watched call)."""
 
     repeats: int = 0  #: earlier identical calls by the client within the repeat window
-    matches: list[Match] = field(default_factory=list)  #: best match per sample
+    matches: Sequence[Match] = ()  #: best match per sample
     suspect_for: float | None = None  #: seconds a standing extraction suspicion lasts
 
 
