@@ -3,6 +3,7 @@
 Each is the compiled form of one numpy implementation and must give its results exactly:
 ``fingerprint_rows`` of :meth:`.fingerprint.Fingerprinter.__call__`,
 ``match_and_add_rows`` of :meth:`.index.FingerprintIndex.match_and_add`,
+``fingerprint_match_and_add_rows`` of the two in turn,
 ``distance_and_join`` of :func:`.extraction.distance_and_join` (the distance to
 rounding: the sums run in another order).
 """
@@ -24,130 +25,208 @@ _HALF = np.uint64(32)
 @njit(cache=True, nogil=True)
 def fingerprint_rows(x, salt, content, coefficients, inverse_unit, inverse_step,  # type: ignore[no-untyped-def]
                      scaled, out, tags):
-    """Fingerprints of ``x`` ((n, d) float64, C order) into
-    ``out`` ((n, S) uint32): each row's distinct non-zero window hashes, largest first,
-    zero-padded (all zeros for a flat row); each row's content tag into ``tags``. Returns
-    the most hashes any row kept."""
+    """Fingerprints of ``x`` ((n, d) float64, C order) into ``out`` ((n, S) uint32): each
+    row's distinct non-zero window hashes, largest first, zero-padded (all zeros for a
+    flat row); each row's content tag into ``tags``. Returns the most hashes any row
+    kept."""
     n, d = x.shape
     bits = x.view(np.uint64)
-    w = min(coefficients.shape[0], d)
-    windows = d - w + 1
-    codes = np.empty(d, np.uint64)
-    high = np.empty(windows, np.uint32)
-    hashes = out.shape[1]
+    codes, high, memo_keys, memo_values = _scratch(d, coefficients.shape[0])
     kept = 0
     for r in range(n):
-        tag = np.uint64(0)
-        low, high_q, nan = np.inf, -np.inf, False
-        for i in range(d):
-            tag += (bits[r, i] ^ (bits[r, i] >> _HALF)) * content[i]
-            v = x[r, i] * inverse_unit if scaled else x[r, i]
-            q = math.asinh(v) * inverse_step
-            if q != q:
-                nan = True
-            low = min(low, q)
-            high_q = max(high_q, q)
-            q += salt[i]
-            if not q >= -_CODE_LIMIT:  # NaN takes the lower bound, as np.fmax gives it
-                q = -_CODE_LIMIT
-            elif q > _CODE_LIMIT:
-                q = _CODE_LIMIT
-            codes[i] = np.uint64(np.int64(q))
-        tags[r] = np.uint32(tag >> _HALF)
-        if not nan and high_q - low < _FLAT:  # flat (or no values): no fingerprint
-            for j in range(hashes):
-                out[r, j] = 0
-            continue
-        for s in range(windows):
-            h = np.uint64(0)
-            for k in range(w):
-                h += codes[s + k] * coefficients[k]
-            high[s] = np.uint32(h >> _HALF)
-        high.sort()
-        count = 0
-        for s in range(windows - 1, -1, -1):
-            if count == hashes:
-                break
-            v = high[s]
-            if v != 0 and (count == 0 or v != out[r, count - 1]):
-                out[r, count] = v
-                count += 1
-        for j in range(count, hashes):
-            out[r, j] = 0
+        count, tags[r] = _fingerprint_row(x[r], bits[r], salt, content, coefficients,
+                                          inverse_unit, inverse_step, scaled, codes, high,
+                                          memo_keys, memo_values, out[r])
         kept = max(kept, count)
     return kept
 
 
 @njit(cache=True, nogil=True)
-def match_and_add_rows(fingerprints, contents, client, now, since, table, mask, fp_serial,  # type: ignore[no-untyped-def]
-                       fp_time, fp_client, fp_content, fp_hashes, serial, limit,
-                       shared, sizes, same):
-    """Match each row of ``fingerprints`` against the index, then store it as the next
-    serial, while serials stay below ``limit``. Fills ``shared``, ``sizes``, ``same`` per
-    row (``same``: 1 when the best match was stored by ``client``); returns (rows done,
-    next serial)."""
-    slots = fp_serial.shape[0]
-    ways = table.shape[1]
+def match_and_add_rows(fingerprints, contents, start, client, now, since, table, mask,  # type: ignore[no-untyped-def]
+                       fp_serial, fp_time, fp_client, fp_content, fp_hashes, serial, limit,
+                       matches):
+    """From row ``start`` on, match each row of ``fingerprints`` against the index, then
+    store it as the next serial, while serials stay below ``limit``. Fills column ``r`` of
+    ``matches`` ((3, n) int64) with the hashes the best match shares, the row's hash
+    count, and 1 when the best match was stored by ``client``; returns (rows done, next
+    serial)."""
     n, width = fingerprints.shape
-    found = np.empty(max(1, width * ways), np.int64)
-    buckets = np.empty(max(1, width), np.int64)
-    firsts = np.empty(max(1, width), np.uint64)
-    for r in range(n):
+    found, buckets, firsts = _match_scratch(width, table.shape[1])
+    for r in range(start, n):
         size = 0
         while size < width and fingerprints[r, size] != 0:
             size += 1
-        sizes[r] = size
-        shared[r] = 0
-        same[r] = 0
+        matches[0, r], matches[1, r], matches[2, r] = 0, size, 0
         if size == 0:
             continue
         if serial >= limit:
             return r, serial
-        content = np.uint64(contents[r])
-        # the buckets first, each read once: independent loads the processor overlaps
-        # (with 10^6 fingerprints stored the table is far larger than the caches)
-        for j in range(size):
-            buckets[j] = np.int64(fingerprints[r, j]) & mask
-            firsts[j] = table[buckets[j], 0]
-        m = 0
-        for j in range(size):  # candidates: alive stored fingerprints sharing a hash
-            h = np.uint64(fingerprints[r, j])
-            bucket = buckets[j]
-            for k in range(ways):
-                entry = firsts[j] if k == 0 else table[bucket, k]
-                if entry & _LOW == h:
-                    s = np.int64(entry >> _HALF)
-                    slot = s % slots
-                    if (fp_serial[slot] == s and fp_time[slot] >= since
-                            and fp_content[slot] != content):
-                        found[m] = s
-                        m += 1
-        if m:  # the most shared; among equals the most recent
-            ordered = np.sort(found[:m])
-            run = 0
-            for i in range(m):
-                run = run + 1 if i and ordered[i] == ordered[i - 1] else 1
-                if run >= shared[r]:
-                    shared[r] = run
-                    same[r] = 1 if fp_client[ordered[i] % slots] == client else 0
-        slot = serial % slots
-        fp_serial[slot] = serial
-        fp_time[slot] = now
-        fp_client[slot] = client
-        fp_content[slot] = content
-        for j in range(fp_hashes.shape[1]):
-            fp_hashes[slot, j] = fingerprints[r, j] if j < size else 0
-        high = np.uint64(serial) << _HALF
-        for j in range(size):  # into an empty or the oldest entry of each bucket
-            h = np.uint64(fingerprints[r, j])
-            bucket = buckets[j]
-            way = 0
-            for k in range(1, ways):
-                if table[bucket, k] < table[bucket, way]:
-                    way = k
-            table[bucket, way] = high | h
+        matches[0, r], matches[2, r] = _match_and_add_row(
+            fingerprints[r], size, np.uint64(contents[r]), client, now, since, table, mask,
+            fp_serial, fp_time, fp_client, fp_content, fp_hashes, serial, found, buckets,
+            firsts)
         serial += 1
     return n, serial
+
+
+@njit(cache=True, nogil=True)
+def fingerprint_match_and_add_rows(x, salt, content, coefficients, inverse_unit,  # type: ignore[no-untyped-def]
+                                   inverse_step, scaled, start, client, now, since, table,
+                                   mask, fp_serial, fp_time, fp_client, fp_content,
+                                   fp_hashes, serial, limit, matches):
+    """``fingerprint_rows`` then ``match_and_add_rows`` in one pass over the rows of
+    ``x`` ((n, d) float64, C order), with the same results, from row ``start`` on: the
+    fingerprints never leave the kernel."""
+    n, d = x.shape
+    bits = x.view(np.uint64)
+    codes, high, memo_keys, memo_values = _scratch(d, coefficients.shape[0])
+    width = fp_hashes.shape[1]
+    row = np.empty(width, np.uint32)
+    found, buckets, firsts = _match_scratch(width, table.shape[1])
+    for r in range(start, n):
+        size, tag = _fingerprint_row(x[r], bits[r], salt, content, coefficients,
+                                     inverse_unit, inverse_step, scaled, codes, high,
+                                     memo_keys, memo_values, row)
+        matches[0, r], matches[1, r], matches[2, r] = 0, size, 0
+        if size == 0:
+            continue
+        if serial >= limit:
+            return r, serial
+        matches[0, r], matches[2, r] = _match_and_add_row(
+            row, size, np.uint64(tag), client, now, since, table, mask, fp_serial, fp_time,
+            fp_client, fp_content, fp_hashes, serial, found, buckets, firsts)
+        serial += 1
+    return n, serial
+
+
+_MEMO = 32  #: asinh values remembered per call (inputs repeat values: borders, levels)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  #: multiplier of the memo's hash
+
+
+@njit(cache=True, nogil=True)
+def _scratch(d, w):  # type: ignore[no-untyped-def]
+    """Working arrays of a fingerprint pass: codes, window hashes, and the asinh memo
+    (keys: float64 bit patterns; every slot starts as +0.0, whose asinh is +0.0)."""
+    windows = d - min(w, d) + 1
+    memo_keys = np.zeros(_MEMO, np.uint64)
+    memo_values = np.zeros(_MEMO, np.float64)
+    return np.empty(d, np.uint64), np.empty(windows, np.uint32), memo_keys, memo_values
+
+
+@njit(cache=True, nogil=True)
+def _fingerprint_row(x, bits, salt, content, coefficients, inverse_unit, inverse_step,  # type: ignore[no-untyped-def]
+                     scaled, codes, high, memo_keys, memo_values, out):
+    """One row's fingerprint into ``out`` ((S,) uint32, zero-padded) as in
+    ``fingerprint_rows``; returns (hashes kept, content tag)."""
+    d = x.shape[0]
+    w = min(coefficients.shape[0], d)
+    windows = d - w + 1
+    hashes = out.shape[0]
+    tag = np.uint64(0)
+    low, high_q, nan = np.inf, -np.inf, False
+    for i in range(d):
+        b = bits[i]
+        tag += (b ^ (b >> _HALF)) * content[i]
+        slot = (b * _GOLDEN) >> np.uint64(59)  # the same value gives the same asinh
+        if memo_keys[slot] == b:
+            a = memo_values[slot]
+        else:
+            a = math.asinh(x[i] * inverse_unit if scaled else x[i])
+            memo_keys[slot] = b
+            memo_values[slot] = a
+        q = a * inverse_step
+        if q != q:
+            nan = True
+        low = min(low, q)
+        high_q = max(high_q, q)
+        q += salt[i]
+        if not q >= -_CODE_LIMIT:  # NaN takes the lower bound, as np.fmax gives it
+            q = -_CODE_LIMIT
+        elif q > _CODE_LIMIT:
+            q = _CODE_LIMIT
+        codes[i] = np.uint64(np.int64(q))
+    tag32 = np.uint32(tag >> _HALF)
+    if not nan and high_q - low < _FLAT:  # flat (or no values): no fingerprint
+        out[:] = 0
+        return 0, tag32
+    for s in range(windows):
+        h = np.uint64(0)
+        for k in range(w):
+            h += codes[s + k] * coefficients[k]
+        high[s] = np.uint32(h >> _HALF)
+    high.sort()
+    count = 0
+    for s in range(windows - 1, -1, -1):
+        if count == hashes:
+            break
+        v = high[s]
+        if v != 0 and (count == 0 or v != out[count - 1]):
+            out[count] = v
+            count += 1
+    out[count:] = 0
+    return count, tag32
+
+
+@njit(cache=True, nogil=True)
+def _match_scratch(width, ways):  # type: ignore[no-untyped-def]
+    """Working arrays of a match pass: candidate serials, buckets, their first entries."""
+    return (np.empty(max(1, width * ways), np.int64), np.empty(max(1, width), np.int64),
+            np.empty(max(1, width), np.uint64))
+
+
+@njit(cache=True, nogil=True)
+def _match_and_add_row(row, size, content, client, now, since, table, mask, fp_serial,  # type: ignore[no-untyped-def]
+                       fp_time, fp_client, fp_content, fp_hashes, serial, found, buckets,
+                       firsts):
+    """Match one fingerprint (the first ``size`` values of ``row``, ``size`` > 0) against
+    the index, then store it as ``serial``; returns (hashes the best match shares, 1 when
+    ``client`` stored it else 0)."""
+    slots = fp_serial.shape[0]
+    ways = table.shape[1]
+    # the buckets first, each read once: independent loads the processor overlaps
+    # (with 10^6 fingerprints stored the table is far larger than the caches)
+    for j in range(size):
+        buckets[j] = np.int64(row[j]) & mask
+        firsts[j] = table[buckets[j], 0]
+    m = 0
+    for j in range(size):  # candidates: alive stored fingerprints sharing a hash
+        h = np.uint64(row[j])
+        bucket = buckets[j]
+        for k in range(ways):
+            entry = firsts[j] if k == 0 else table[bucket, k]
+            if entry & _LOW == h:
+                s = np.int64(entry >> _HALF)
+                slot = s % slots
+                if (fp_serial[slot] == s and fp_time[slot] >= since
+                        and fp_content[slot] != content):
+                    found[m] = s
+                    m += 1
+    shared, same = 0, 0
+    if m:  # the most shared; among equals the most recent
+        ordered = np.sort(found[:m])
+        run = 0
+        for i in range(m):
+            run = run + 1 if i and ordered[i] == ordered[i - 1] else 1
+            if run >= shared:
+                shared = run
+                same = 1 if fp_client[ordered[i] % slots] == client else 0
+    slot = serial % slots
+    fp_serial[slot] = serial
+    fp_time[slot] = now
+    fp_client[slot] = client
+    fp_content[slot] = content
+    for j in range(fp_hashes.shape[1]):
+        fp_hashes[slot, j] = row[j] if j < size else 0
+    high = np.uint64(serial) << _HALF
+    for j in range(size):  # into an empty or the oldest entry of each bucket
+        h = np.uint64(row[j])
+        bucket = buckets[j]
+        way = 0
+        for k in range(1, ways):
+            if table[bucket, k] < table[bucket, way]:
+                way = k
+        table[bucket, way] = high | h
+    return shared, same
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -187,9 +266,14 @@ def warm_up() -> None:
                      np.ones(2, np.uint64), 1.0, 1.0, False, np.zeros((1, 2), np.uint32),
                      np.zeros(1, np.uint32))
     table = np.zeros((16, 8), np.uint64)
-    match_and_add_rows(np.array([[5, 3]], np.uint32), np.ones(1, np.uint32), 1, 0.0, 0.0,
+    fingerprint_match_and_add_rows(x, np.zeros(3), np.ones(3, np.uint64),
+                                   np.ones(2, np.uint64), 1.0, 1.0, False, 0, 1, 0.0, 0.0,
+                                   table, np.int64(15), np.full(4, -1, np.int64),
+                                   np.zeros(4), np.zeros(4, np.uint32),
+                                   np.zeros(4, np.uint64), np.zeros((4, 2), np.uint32), 0,
+                                   4, np.zeros((3, 1), np.int64))
+    match_and_add_rows(np.array([[5, 3]], np.uint32), np.ones(1, np.uint32), 0, 1, 0.0, 0.0,
                        table, np.int64(15), np.full(4, -1, np.int64), np.zeros(4),
                        np.zeros(4, np.uint32), np.zeros(4, np.uint64),
-                       np.zeros((4, 2), np.uint32), 0, 4, np.zeros(1, np.int64),
-                       np.zeros(1, np.int64), np.zeros(1, np.int64))
+                       np.zeros((4, 2), np.uint32), 0, 4, np.zeros((3, 1), np.int64))
     distance_and_join(np.zeros((2, 3), np.float32), 1, np.zeros(3), 0.0)

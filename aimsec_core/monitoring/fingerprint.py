@@ -203,8 +203,32 @@ class Fingerprinter:
         out = np.empty((n, s.hashes), dtype=np.uint32)
         tags = np.empty(n, dtype=np.uint32)
         kept = compiled.fingerprint_rows(  # type: ignore[attr-defined]
-            x, layout.salt, layout.content, self._coefficients, self._inverse_unit,
-            self._inverse_step, self._scaled, out, tags)
+            *self._kernel_arguments(x, layout), out, tags)
         if n != 1:  # a batch keeps a column per window, up to S, as sorting gives
             kept = min(s.hashes, x.shape[1] - min(s.window, x.shape[1]) + 1)
         return (out if kept == s.hashes else out[:, :kept]), tags
+
+    def kernel_arguments(self, samples: np.ndarray) -> tuple[object, ...]:
+        """``samples`` ((n, d), any real dtype) and the secret layout of their width, as
+        the compiled fingerprint takes them: (x, salt, content coefficients, window
+        coefficients, 1 / unit, 1 / step, whether to scale by the unit). Never logged."""
+        x = kernels.kernel_array(samples, np.float64)
+        return self._kernel_arguments(x, self._layout(x.shape[1]))
+
+    def _kernel_arguments(self, x: np.ndarray, layout: _Layout) -> tuple[object, ...]:
+        return (x, layout.salt, layout.content, self._coefficients, self._inverse_unit,
+                self._inverse_step, self._scaled)
+
+
+class Query(NamedTuple):
+    """A call's samples with the fingerprinter keyed by the secret of the store that
+    answers: the store fingerprints them (the memory store in the same compiled pass
+    that matches them against its index)."""
+
+    fingerprinter: Fingerprinter
+    samples: np.ndarray  #: (n, d) real
+
+    def fingerprints(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n, <= S) uint32 hashes and (n,) uint32 content tags
+        (:meth:`Fingerprinter.fingerprint`)."""
+        return self.fingerprinter.fingerprint(self.samples)

@@ -25,11 +25,13 @@ from __future__ import annotations
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from . import kernels
+from .fingerprint import Query
 
 _EMPTY = -1
 _SCALAR_TRIES = 4  #: best candidates checked one by one before the vectorized fallback
@@ -108,7 +110,11 @@ class FingerprintIndex:
         (exact repeats are the repeat check's business), then store the row."""
         compiled = kernels.load()
         if compiled is not None:
-            return self._compiled(compiled, fingerprints, contents, client, now, now - ttl)
+            # the kernel's types whatever the caller passed, so no call compiles another
+            # specialization
+            rows = (kernels.kernel_array(fingerprints, np.uint32),
+                    kernels.kernel_array(contents, np.uint32))
+            return self._compiled(compiled.match_and_add_rows, rows, client, now, now - ttl)
         out = []
         since = now - ttl
         with self._lock:
@@ -130,17 +136,26 @@ class FingerprintIndex:
                 self._add(hashes, buckets, entries, content, client, now)
         return out
 
-    def _compiled(self, compiled: object, fingerprints: np.ndarray, contents: np.ndarray,
+    def fingerprint_match_and_add(self, query: Query, client: int, now: float,
+                                  ttl: float) -> list[Match]:
+        """:meth:`match_and_add` of ``query``'s fingerprints and content tags, computed
+        in the same compiled pass where the kernels are loaded."""
+        compiled = kernels.load()
+        if compiled is None:
+            return self.match_and_add(*query.fingerprints(), client, now, ttl)
+        return self._compiled(compiled.fingerprint_match_and_add_rows,
+                              query.fingerprinter.kernel_arguments(query.samples), client,
+                              now, now - ttl)
+
+    def _compiled(self, kernel: Callable[..., tuple[int, int]], rows: tuple[object, ...],
                   client: int, now: float, since: float) -> list[Match]:
-        """:meth:`match_and_add` in a compiled kernel, which stops where the index must
-        grow or start over (done here, between its calls)."""
-        n = len(fingerprints)
-        # the kernel's types whatever the caller passed (a clock giving ints included), so
-        # no call compiles another specialization
-        rows = kernels.kernel_array(fingerprints, np.uint32)
-        contents = kernels.kernel_array(contents, np.uint32)
+        """Run ``kernel`` (a compiled match-and-store pass, its leading arguments ``rows``
+        describing the rows) over every row; it stops where the index must grow or start
+        over (done here, between its calls)."""
+        n = len(rows[0])  # type: ignore[arg-type]
+        # the kernel's types whatever the caller passed (a clock giving ints included)
         client, now, since = int(client), float(now), float(since)
-        shared, sizes, same = found = np.zeros((3, n), dtype=np.int64)
+        found = np.empty((3, n), dtype=np.int64)  # shared, size, same client per row
         done = 0
         with self._lock:
             while done < n:
@@ -148,13 +163,12 @@ class FingerprintIndex:
                                                     or self._serial >= _SERIALS):
                     self._make_room()
                 limit = self._slots if self._slots < self.capacity else _SERIALS
-                step, self._serial = compiled.match_and_add_rows(  # type: ignore[attr-defined]
-                    rows[done:], contents[done:], client, now, since, self.table,
-                    self._mask, self.fp_serial, self.fp_time, self.fp_client,
-                    self.fp_content, self.fp_hashes, self._serial, limit, shared[done:],
-                    sizes[done:], same[done:])
-                done += step
-        return [Match(a, b, c == 1) for a, b, c in zip(*found.tolist())]
+                done, self._serial = kernel(
+                    *rows, done, client, now, since, self.table, self._mask, self.fp_serial,
+                    self.fp_time, self.fp_client, self.fp_content, self.fp_hashes,
+                    self._serial, limit, found)
+        shared, sizes, same = found.tolist()
+        return [Match(a, b, c == 1) for a, b, c in zip(shared, sizes, same)]
 
     def _alive(self, serial: int, content: int, since: float) -> bool:
         """Whether the fingerprint ``serial`` still counts: not overwritten, stored

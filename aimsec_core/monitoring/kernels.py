@@ -42,7 +42,7 @@ def enabled() -> bool:
 
 def load(*, wait: bool = False) -> Any:
     """The compiled kernels (``fingerprint_rows``, ``match_and_add_rows``,
-    ``distance_and_join``) as attributes of one object, or ``None`` (unavailable, or
+    ``fingerprint_match_and_add_rows``, ``distance_and_join``) as attributes of one object, or ``None`` (unavailable, or
     still compiling unless ``wait``)."""
     if _loaded:
         return _loaded[0]
@@ -95,4 +95,6 @@ def _compile() -> Any:
         return None
     return SimpleNamespace(fingerprint_rows=_compiled.fingerprint_rows,
                            match_and_add_rows=_compiled.match_and_add_rows,
+                           fingerprint_match_and_add_rows=(
+                               _compiled.fingerprint_match_and_add_rows),
                            distance_and_join=_compiled.distance_and_join)

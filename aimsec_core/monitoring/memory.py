@@ -9,9 +9,10 @@ import threading
 from collections import deque
 from typing import Any
 
-from .index import FingerprintIndex
+from .index import FingerprintIndex, Match
 from .policy import ClientRules, Policy
-from .store import Admission, Fingerprints, Observation, Store
+from .fingerprint import Query
+from .store import Admission, Observation, Store
 
 _SWEEP_EVERY = 4096
 _ADMITTED = Admission()
@@ -78,7 +79,7 @@ class MemoryStore(Store):
             return Admission(rate_retry=rate_retry, interval_retry=interval_retry)
 
     def observe(self, model: str, client: str, now: float, rules: ClientRules,
-                policy: Policy, call_hash: str, fingerprints: Fingerprints | None,
+                policy: Policy, call_hash: str, query: Query | None,
                 client_tag: int) -> Observation:
         key = f"{model}\0{client}"
         with self._lock:
@@ -86,18 +87,19 @@ class MemoryStore(Store):
             repeats = 0
             if rules.max_repeats and call_hash:
                 rkey = f"{key}\0{call_hash}"
-                count, end = self._repeats.get(rkey, (0, now + rules.repeat_window))
-                if end <= now:
-                    count, end = 0, now + rules.repeat_window
-                repeats = count
-                self._repeats[rkey] = (count + 1, end)
+                seen = self._repeats.get(rkey)
+                if seen is None or seen[1] <= now:
+                    self._repeats[rkey] = (1, now + rules.repeat_window)
+                else:
+                    repeats = seen[0]
+                    self._repeats[rkey] = (repeats + 1, seen[1])
             suspect = self._suspects.get(key)
-        matches = []
-        if fingerprints is not None:
-            matches = self.index(model, policy).match_and_add(
-                fingerprints[0], fingerprints[1], client_tag, now, policy.near_duplicate_ttl)
-        return Observation(repeats=repeats, matches=matches,
-                           suspect_for=suspect - now if suspect and suspect > now else None)
+        matches: list[Match] = []
+        if query is not None:
+            matches = self.index(model, policy).fingerprint_match_and_add(
+                query, client_tag, now, policy.near_duplicate_ttl)
+        return Observation(repeats, matches,
+                           suspect - now if suspect and suspect > now else None)
 
     def record_failure(self, model: str, client: str, now: float, rules: ClientRules) -> None:
         if not rules.max_failed_attempts:

@@ -36,13 +36,13 @@ from ..context import ANONYMOUS
 from ..verdict import Finding
 from .analysis import RequestStats
 from .extraction import ExtractionTracker
-from .fingerprint import FingerprintSettings, Fingerprinter
+from .fingerprint import FingerprintSettings, Fingerprinter, Query
 from . import kernels
 from .index import Match
 from .memory import MemoryStore
 from .outputs import predicted_classes
 from .policy import FAIL_OPEN, ClientRules, Policy
-from .store import Store, StoreError, client_key
+from .store import Admission, Store, StoreError, client_key
 
 T = TypeVar("T")
 _READABLE_ID = 200  #: characters of a client id kept for reports
@@ -171,23 +171,9 @@ class Monitor:
         lockout = watched and rules.max_failed_attempts > 0
         admission = self._use(now, visit, lambda s: s.admit(self.model, visit.key, now, rules,
                                                             lockout=lockout))
-        who = f"client {visit.client!r}"
-        if admission.locked_for is not None:
-            visit.findings.append(Finding(
-                "lockout", f"{who} is locked out for another {admission.locked_for:.0f} s "
-                f"after {rules.max_failed_attempts} refused calls within "
-                f"{rules.failure_window:g} s; expected no call before then",
-                expected=rules.max_failed_attempts, score=admission.locked_for))
-        if admission.rate_retry is not None:
-            visit.findings.append(Finding(
-                "rate_limit", f"{who} exceeded {rules.max_requests_per_minute} calls per "
-                f"minute; retry in {admission.rate_retry:.1f} s",
-                expected=rules.max_requests_per_minute, score=admission.rate_retry))
-        if admission.interval_retry is not None:
-            visit.findings.append(Finding(
-                "min_interval", f"{who} called again within {rules.min_request_interval:g} s "
-                f"(min_request_interval); retry in {admission.interval_retry:.2f} s",
-                expected=rules.min_request_interval, score=admission.interval_retry))
+        if (admission.locked_for is not None or admission.rate_retry is not None
+                or admission.interval_retry is not None):
+            visit.findings += _admission_findings(visit.client, rules, admission)
         return visit
 
     def _key(self, client: str) -> str:
@@ -218,10 +204,10 @@ class Monitor:
 
         def observe(store: Store) -> Any:
             # fingerprints and content tags keyed by the secret of the store that answers
-            fingerprints = (self._fingerprinter(store).fingerprint(visit.samples)
-                            if fingerprinting else None)
+            query = (Query(self._fingerprinter(store), visit.samples)
+                     if fingerprinting else None)
             return store.observe(self.model, visit.key, visit.now, rules, policy,
-                                 input_hash, fingerprints, tag)
+                                 input_hash, query, tag)
 
         observation = self._use(visit.now, visit, observe)
         findings = []
@@ -372,6 +358,30 @@ class Monitor:
             pass
         return self.stats.report(self.clock(), window_minutes,
                                  self.policy.rules.max_repeats)
+
+
+def _admission_findings(client: str, rules: ClientRules, admission: Admission
+                        ) -> list[Finding]:
+    """The findings of a call that admission turned down (one per reason)."""
+    who = f"client {client!r}"
+    findings = []
+    if admission.locked_for is not None:
+        findings.append(Finding(
+            "lockout", f"{who} is locked out for another {admission.locked_for:.0f} s "
+            f"after {rules.max_failed_attempts} refused calls within "
+            f"{rules.failure_window:g} s; expected no call before then",
+            expected=rules.max_failed_attempts, score=admission.locked_for))
+    if admission.rate_retry is not None:
+        findings.append(Finding(
+            "rate_limit", f"{who} exceeded {rules.max_requests_per_minute} calls per "
+            f"minute; retry in {admission.rate_retry:.1f} s",
+            expected=rules.max_requests_per_minute, score=admission.rate_retry))
+    if admission.interval_retry is not None:
+        findings.append(Finding(
+            "min_interval", f"{who} called again within {rules.min_request_interval:g} s "
+            f"(min_request_interval); retry in {admission.interval_retry:.2f} s",
+            expected=rules.min_request_interval, score=admission.interval_retry))
+    return findings
 
 
 def _samples(arrays: list[Any], batch: int) -> np.ndarray | None:

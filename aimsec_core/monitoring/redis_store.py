@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from ..config import redacted_url
+from .fingerprint import Query
 from .index import Match
 from .policy import ClientRules, Policy
 from .ratelimit import REDIS_ACQUIRE_SCRIPT
 from .redis_scripts import ADMIT, APPLY, OBSERVE
-from .store import Admission, Fingerprints, Observation, Store, StoreError
+from .store import Admission, Observation, Store, StoreError
 
 #: Entries kept per index bucket (a bucket is one Redis list).
 WAYS = 16
@@ -148,7 +149,7 @@ class RedisStore(Store):
         return Admission(rate_retry=rate, interval_retry=interval)
 
     def observe(self, model: str, client: str, now: float, rules: ClientRules,
-                policy: Policy, call_hash: str, fingerprints: Fingerprints | None,
+                policy: Policy, call_hash: str, query: Query | None,
                 client_tag: int) -> Observation:
         """One script call for the repeats, the suspicion and the first
         :data:`ROWS_PER_SCRIPT` fingerprints; one more per further slice of a large batch
@@ -156,6 +157,7 @@ class RedisStore(Store):
         meanwhile: one call of thousands of rows would hold every replica's calls past
         their timeout)."""
         base = f"aimsec:{model}:{client}"
+        fingerprints = None if query is None else query.fingerprints()
         counting = bool(rules.max_repeats and call_hash)
         head: list[Any] = [repr(now), repr(policy.near_duplicate_ttl),
                            policy.near_duplicate_max_fingerprints, WAYS, client_tag & _TAG]

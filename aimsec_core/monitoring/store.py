@@ -18,15 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
-
 from ..errors import ConfigurationError
+from .fingerprint import Query
 from .index import Match
 from .policy import ClientRules, Policy
-
-#: A fingerprint batch for :meth:`Store.observe`: (n, <= S) uint32 hashes and (n,) uint32
-#: content tags (a digest of each sample's exact bytes).
-Fingerprints = tuple[np.ndarray, np.ndarray]
 
 
 class StoreError(Exception):
@@ -67,10 +62,10 @@ class Store(ABC):
 
     @abstractmethod
     def observe(self, model: str, client: str, now: float, rules: ClientRules,
-                policy: Policy, call_hash: str, fingerprints: Fingerprints | None,
+                policy: Policy, call_hash: str, query: Query | None,
                 client_tag: int) -> Observation:
-        """Count ``call_hash`` as a repeat, match and store ``fingerprints``, and read the
-        client's standing suspicion."""
+        """Count ``call_hash`` as a repeat, match and store the fingerprints of ``query``'s
+        samples (hashes and content tags), and read the client's standing suspicion."""
 
     @abstractmethod
     def record_failure(self, model: str, client: str, now: float, rules: ClientRules) -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from aimsec_core.monitoring import extraction, kernels
-from aimsec_core.monitoring.fingerprint import FingerprintSettings, Fingerprinter
+from aimsec_core.monitoring.fingerprint import FingerprintSettings, Fingerprinter, Query
 from aimsec_core.monitoring.index import FingerprintIndex
 from tests.cases import digits
 
@@ -65,32 +65,63 @@ def test_content_tags_tell_apart_values_with_long_runs_of_zero_bits(monkeypatch)
         assert len(low) > 0.97 * len(x)  # birthday collisions only (about 1.4%)
 
 
-def test_the_index_matches_the_same_way_compiled_and_in_numpy(monkeypatch):
+def _stream() -> list[np.ndarray]:
+    """Benign rows, near-duplicates of them, exact repeats, a flat row and hostile values,
+    in batches of 1 to 7."""
     x = digits()[0].astype(np.float64)
     rng = np.random.default_rng(3)
-    f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
-    # benign rows, near-duplicates of them, exact repeats; batches of 1 to 7; a capacity
-    # small enough to grow, wrap and expire (ttl) within the stream
     moved = x[:150].copy()
     moved[:, 27:30] += 0.25
-    stream = np.concatenate([x[:300], moved, x[:40]])
+    hostile = x[300:304].copy()
+    hostile[0, 5], hostile[1, 9], hostile[2, 0] = np.nan, np.inf, -1e308
+    hostile[3] = 2.0  # flat: no fingerprint
+    stream = np.concatenate([x[:300], hostile, moved, x[:40]])
     cuts = np.cumsum(rng.integers(1, 8, len(stream)))
-    batches = np.split(stream, cuts[cuts < len(stream)])
+    return np.split(stream, cuts[cuts < len(stream)])
 
-    def run() -> list:
-        index = FingerprintIndex(256, 50, initial=16)
-        out = []
-        for k, batch in enumerate(batches):
-            hashes, tags = f.fingerprint(batch)
-            out += index.match_and_add(hashes, tags, k % 3, float(k), 40.0)
-        return out
 
-    fast, slow = _both(monkeypatch, run)
+def _run_index(match) -> list:  # type: ignore[no-untyped-def]
+    # a capacity small enough to grow, wrap and expire (ttl) within the stream
+    index = FingerprintIndex(256, 50, initial=16)
+    out = []
+    for k, batch in enumerate(_stream()):
+        out += match(index, batch, k)
+    return out
+
+
+def _assert_same_matches(fast: list, slow: list) -> None:
     assert [(m.shared, m.size) for m in fast] == [(m.shared, m.size) for m in slow]
     assert sum(m.shared > 25 for m in fast) >= 30  # near-duplicates within the ttl found
     # which of equally good matches is reported may differ (a benign row shares a hash or
     # two with many others); a near-duplicate's match has one owner
     assert all(a.same_client == b.same_client for a, b in zip(fast, slow) if a.shared > 25)
+
+
+def test_the_index_matches_the_same_way_compiled_and_in_numpy(monkeypatch):
+    f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
+
+    def match(index, batch, k):  # type: ignore[no-untyped-def]
+        hashes, tags = f.fingerprint(batch)
+        return index.match_and_add(hashes, tags, k % 3, float(k), 40.0)
+
+    _assert_same_matches(*_both(monkeypatch, lambda: _run_index(match)))
+
+
+def test_fingerprinting_and_matching_in_one_pass_match_the_two_passes(monkeypatch):
+    f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
+
+    def one_pass(index, batch, k):  # type: ignore[no-untyped-def]
+        return index.fingerprint_match_and_add(Query(f, batch), k % 3, float(k), 40.0)
+
+    def two_passes(index, batch, k):  # type: ignore[no-untyped-def]
+        return index.match_and_add(*f.fingerprint(batch), k % 3, float(k), 40.0)
+
+    fused = _run_index(one_pass)
+    assert [m.size for m in fused].count(0) == 1  # the flat row
+    _assert_same_matches(fused, _run_index(two_passes))  # both compiled
+    with monkeypatch.context() as m:
+        _numpy(m)
+        _assert_same_matches(fused, _run_index(two_passes))
 
 
 @pytest.mark.parametrize("threshold", [0.0, 3.0, 1e9])
@@ -172,7 +203,7 @@ def test_no_guarded_call_compiles_another_kernel_specialization():
     from aimsec_core.monitoring import _compiled
 
     kernels_ = (_compiled.fingerprint_rows, _compiled.match_and_add_rows,
-                _compiled.distance_and_join)
+                _compiled.fingerprint_match_and_add_rows, _compiled.distance_and_join)
     x = digits()[0][:3].astype(np.float64)
     f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
     f.fingerprint(x)
@@ -187,6 +218,8 @@ def test_no_guarded_call_compiles_another_kernel_specialization():
         hashes, tags = f.fingerprint(samples)
         np.testing.assert_array_equal(hashes, f(x))
         index.match_and_add(hashes, tags, np.uint32(7), 1_700_000_000, 60)
+        index.fingerprint_match_and_add(Query(f, samples), np.uint32(7), 1_700_000_000, 60)
+        index.fingerprint_match_and_add(Query(f, samples.astype(np.float32)), 7, 1.0, 60.0)
     tracker = extraction.ExtractionTracker()
     tracker.observe("c", read_only.astype(np.float32), [0, 0, 1])
     assert [len(k.signatures) for k in kernels_] == before
