@@ -154,7 +154,7 @@ def _fingerprint_row(x, bits, salt, content, coefficients, inverse_unit, inverse
         for k in range(w):
             h += codes[s + k] * coefficients[k]
         high[s] = np.uint32(h >> _HALF)
-    high.sort()
+    _sort(high)
     count = 0
     for s in range(windows - 1, -1, -1):
         if count == hashes:
@@ -165,6 +165,24 @@ def _fingerprint_row(x, bits, salt, content, coefficients, inverse_unit, inverse
             count += 1
     out[count:] = 0
     return count, tag32
+
+
+_GAPS = np.array([701, 301, 132, 57, 23, 10, 4, 1], np.int64)  #: Ciura's shell sort gaps
+
+
+@njit(cache=True, nogil=True)
+def _sort(values):  # type: ignore[no-untyped-def]
+    """Sort ``values`` in place, ascending (Shell's sort with Ciura's gaps: no allocation
+    and little code; a call sorts a few dozen values, an attack's at most S * ways)."""
+    n = values.shape[0]
+    for gap in _GAPS:
+        for i in range(gap, n):
+            v = values[i]
+            j = i
+            while j >= gap and values[j - gap] > v:
+                values[j] = values[j - gap]
+                j -= gap
+            values[j] = v
 
 
 @njit(cache=True, nogil=True)
@@ -203,7 +221,8 @@ def _match_and_add_row(row, size, content, client, now, since, table, mask, fp_s
                     m += 1
     shared, same = 0, 0
     if m:  # the most shared; among equals the most recent
-        ordered = np.sort(found[:m])
+        ordered = found[:m]
+        _sort(ordered)
         run = 0
         for i in range(m):
             run = run + 1 if i and ordered[i] == ordered[i - 1] else 1

@@ -47,9 +47,12 @@ class RequestStats:
             bucket = self._bucket(now)
             bucket.total += 1
             bucket.refused += refused
-            _count(bucket.clients, client, self.cap)
+            if client in bucket.clients or len(bucket.clients) < self.cap:
+                bucket.clients[client] += 1
             if input_hash:
-                _count(bucket.inputs, (client, input_hash), self.cap)
+                pair = (client, input_hash)
+                if pair in bucket.inputs or len(bucket.inputs) < self.cap:
+                    bucket.inputs[pair] += 1
             for check in checks:
                 bucket.checks[check] += 1
 
@@ -141,15 +144,6 @@ class RequestStats:
             "findings": dict(checks.most_common()),
             "active_suspicions": suspicions,
         }
-
-
-def _count(counter: Counter[Any], key: Any, cap: int) -> None:
-    """One more ``key`` in ``counter``, which takes new keys while under ``cap``."""
-    count = counter.get(key)  # dict.get: no Counter.__missing__ call for a new key
-    if count is not None:
-        counter[key] = count + 1
-    elif len(counter) < cap:
-        counter[key] = 1
 
 
 def _iso(seconds: float) -> str:

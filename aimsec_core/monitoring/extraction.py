@@ -116,7 +116,8 @@ class ExtractionTracker:
         class's threshold at infinity).
         """
         width = samples.shape[1]
-        x = kernels.kernel_array(self._kept(samples), np.float64)
+        x = kernels.kernel_array(samples if width <= MAX_WIDTH else self._kept(samples),
+                                 np.float64)
         compiled = kernels.load()
         join = distance_and_join if compiled is None else compiled.distance_and_join
         with self._lock:

@@ -63,6 +63,8 @@ class _Layout(NamedTuple):
     salt: np.ndarray  #: (d,) float64: the secret offset of each position, plus the bias
     content: np.ndarray  #: (d,) uint64: the content tag's secret odd coefficients
     gather: np.ndarray | None  #: (windows, w) positions of each window, or None
+    #: the compiled fingerprint's arguments after the samples (see ``kernel_arguments``)
+    kernel: tuple[object, ...]
 
 
 class Fingerprinter:
@@ -105,7 +107,9 @@ class Fingerprinter:
             if width <= _GATHERED:
                 gather = (np.arange(width - w + 1)[:, None]
                           + np.arange(w)[None, :]).astype(np.intp)
-            found = _Layout(salt, content, gather)
+            found = _Layout(salt, content, gather, (
+                salt, content, self._coefficients, self._inverse_unit, self._inverse_step,
+                self._scaled))
             wide = sum(layout.gather is None for layout in self._salts.values())
             if len(self._salts) < 64 and (gather is not None or wide < 4):
                 self._salts[width] = found
@@ -202,8 +206,7 @@ class Fingerprinter:
         n = len(x)
         out = np.empty((n, s.hashes), dtype=np.uint32)
         tags = np.empty(n, dtype=np.uint32)
-        kept = compiled.fingerprint_rows(  # type: ignore[attr-defined]
-            *self._kernel_arguments(x, layout), out, tags)
+        kept = compiled.fingerprint_rows(x, *layout.kernel, out, tags)  # type: ignore[attr-defined]
         if n != 1:  # a batch keeps a column per window, up to S, as sorting gives
             kept = min(s.hashes, x.shape[1] - min(s.window, x.shape[1]) + 1)
         return (out if kept == s.hashes else out[:, :kept]), tags
@@ -213,11 +216,8 @@ class Fingerprinter:
         the compiled fingerprint takes them: (x, salt, content coefficients, window
         coefficients, 1 / unit, 1 / step, whether to scale by the unit). Never logged."""
         x = kernels.kernel_array(samples, np.float64)
-        return self._kernel_arguments(x, self._layout(x.shape[1]))
-
-    def _kernel_arguments(self, x: np.ndarray, layout: _Layout) -> tuple[object, ...]:
-        return (x, layout.salt, layout.content, self._coefficients, self._inverse_unit,
-                self._inverse_step, self._scaled)
+        layout = self._salts.get(x.shape[1]) or self._layout(x.shape[1])
+        return (x, *layout.kernel)
 
 
 class Query(NamedTuple):

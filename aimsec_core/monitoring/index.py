@@ -82,6 +82,9 @@ class FingerprintIndex:
         self._mask = buckets - 1
         #: (buckets, ways) entries: serial << 32 | hash; 0 is empty (no hash is 0)
         self.table = np.zeros((buckets, self.ways), dtype=np.uint64)
+        #: the compiled kernels' arguments for the index's state, in their order
+        self._state = (self.table, self._mask, self.fp_serial, self.fp_time, self.fp_client,
+                       self.fp_content, self.fp_hashes)
 
     @property
     def t_hash(self) -> np.ndarray:
@@ -163,11 +166,11 @@ class FingerprintIndex:
                                                     or self._serial >= _SERIALS):
                     self._make_room()
                 limit = self._slots if self._slots < self.capacity else _SERIALS
-                done, self._serial = kernel(
-                    *rows, done, client, now, since, self.table, self._mask, self.fp_serial,
-                    self.fp_time, self.fp_client, self.fp_content, self.fp_hashes,
-                    self._serial, limit, found)
+                done, self._serial = kernel(*rows, done, client, now, since, *self._state,
+                                            self._serial, limit, found)
         shared, sizes, same = found.tolist()
+        if n == 1:
+            return [Match(shared[0], sizes[0], same[0] == 1)]
         return [Match(a, b, c == 1) for a, b, c in zip(shared, sizes, same)]
 
     def _alive(self, serial: int, content: int, since: float) -> bool:

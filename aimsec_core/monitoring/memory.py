@@ -27,11 +27,12 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._secret = secret if secret is not None else os.urandom(32)
         self._quota: Any = None  # limits is imported when a quota is first used
-        self._last: dict[str, float] = {}  # key -> time of the last admitted call
-        self._locked: dict[str, float] = {}  # key -> lockout end
-        self._failures: dict[str, deque[float]] = {}
-        self._repeats: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
-        self._suspects: dict[str, float] = {}
+        # keyed by (model, client key); repeats by (model, client key, content hash)
+        self._last: dict[tuple[str, str], float] = {}  # time of the last admitted call
+        self._locked: dict[tuple[str, str], float] = {}  # lockout end
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._repeats: dict[tuple[str, str, str], tuple[int, float]] = {}  # (count, end)
+        self._suspects: dict[tuple[str, str], float] = {}
         self._indexes: dict[str, FingerprintIndex] = {}
         self._writes = 0
 
@@ -54,7 +55,7 @@ class MemoryStore(Store):
 
     def admit(self, model: str, client: str, now: float, rules: ClientRules, *,
               lockout: bool) -> Admission:
-        key = f"{model}\0{client}"
+        key = (model, client)
         with self._lock:
             self._tick(now)
             locked = self._locked.get(key) if lockout else None
@@ -81,12 +82,12 @@ class MemoryStore(Store):
     def observe(self, model: str, client: str, now: float, rules: ClientRules,
                 policy: Policy, call_hash: str, query: Query | None,
                 client_tag: int) -> Observation:
-        key = f"{model}\0{client}"
+        key = (model, client)
         with self._lock:
             self._tick(now)
             repeats = 0
             if rules.max_repeats and call_hash:
-                rkey = f"{key}\0{call_hash}"
+                rkey = (model, client, call_hash)
                 seen = self._repeats.get(rkey)
                 if seen is None or seen[1] <= now:
                     self._repeats[rkey] = (1, now + rules.repeat_window)
@@ -96,15 +97,16 @@ class MemoryStore(Store):
             suspect = self._suspects.get(key)
         matches: list[Match] = []
         if query is not None:
-            matches = self.index(model, policy).fingerprint_match_and_add(
-                query, client_tag, now, policy.near_duplicate_ttl)
+            index = self._indexes.get(model) or self.index(model, policy)
+            matches = index.fingerprint_match_and_add(query, client_tag, now,
+                                                      policy.near_duplicate_ttl)
         return Observation(repeats, matches,
                            suspect - now if suspect and suspect > now else None)
 
     def record_failure(self, model: str, client: str, now: float, rules: ClientRules) -> None:
         if not rules.max_failed_attempts:
             return
-        key = f"{model}\0{client}"
+        key = (model, client)
         with self._lock:
             failures = self._failures.get(key)
             if failures is None or failures.maxlen != rules.max_failed_attempts:
@@ -118,7 +120,7 @@ class MemoryStore(Store):
 
     def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
         with self._lock:
-            self._suspects[f"{model}\0{client}"] = until
+            self._suspects[(model, client)] = until
 
     def _tick(self, now: float) -> None:
         self._writes += 1

@@ -100,6 +100,8 @@ class Monitor:
             delta=policy.extraction_delta, set_size=policy.extraction_set_size,
             clients=policy.extraction_clients)
         self._fingerprinters: dict[bytes, Fingerprinter] = {}
+        #: the local store and its fingerprinter, once made
+        self._fingerprinting: tuple[Store | None, Fingerprinter | None] = (None, None)
         self._keys: dict[str, str] = {}
         self._down_until = -float("inf")
         self._down_reason = ""
@@ -160,17 +162,21 @@ class Monitor:
         anonymous = client == ANONYMOUS
         if anonymous and self._idle:
             return None
-        rules = self.policy.rules_for(tier)
+        rules = self.policy.rules if tier is None else self.policy.rules_for(tier)
         watched = not anonymous or rules.watch_anonymous
-        limited = rules.max_requests_per_minute is not None or rules.min_request_interval > 0
-        if not watched and not limited:
+        if not watched and not (rules.max_requests_per_minute is not None
+                                or rules.min_request_interval > 0):
             return None
         now = self.clock()
-        visit = Visit(client[:_READABLE_ID], self._key(client), rules, now, watched,
-                      self.store)
+        key = self._keys.get(client) or self._key(client)
+        store = self.store
+        visit = Visit(client[:_READABLE_ID], key, rules, now, watched, store)
         lockout = watched and rules.max_failed_attempts > 0
-        admission = self._use(now, visit, lambda s: s.admit(self.model, visit.key, now, rules,
-                                                            lockout=lockout))
+        if store is self.local:  # this process's memory: nothing to fall back on
+            admission = store.admit(self.model, key, now, rules, lockout=lockout)
+        else:
+            admission = self._use(now, visit, lambda s: s.admit(self.model, key, now, rules,
+                                                                lockout=lockout))
         if (admission.locked_for is not None or admission.rate_retry is not None
                 or admission.interval_retry is not None):
             visit.findings += _admission_findings(visit.client, rules, admission)
@@ -178,13 +184,11 @@ class Monitor:
 
     def _key(self, client: str) -> str:
         """:func:`client_key`, remembered for a bounded number of short ids."""
-        key = self._keys.get(client)
-        if key is None:
-            key = client_key(client)
-            if len(client) <= _READABLE_ID:
-                if len(self._keys) >= _KEYS_KEPT:
-                    self._keys.clear()
-                self._keys[client] = key
+        key = client_key(client)
+        if len(client) <= _READABLE_ID:
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            self._keys[client] = key
         return key
 
     # -- 2. query checks ---------------------------------------------------------------
@@ -209,7 +213,10 @@ class Monitor:
             return store.observe(self.model, visit.key, visit.now, rules, policy,
                                  input_hash, query, tag)
 
-        observation = self._use(visit.now, visit, observe)
+        if visit.store is self.store is self.local:  # nothing to fall back on
+            observation = observe(self.local)
+        else:
+            observation = self._use(visit.now, visit, observe)
         findings = []
         if rules.max_repeats and observation.repeats >= rules.max_repeats:
             findings.append(Finding(
@@ -259,6 +266,8 @@ class Monitor:
             received=round(best.share, 3), score=best.share)
 
     def _fingerprinter(self, store: Store) -> Fingerprinter:
+        if store is self._fingerprinting[0]:
+            return self._fingerprinting[1]
         secret = store.secret()
         found = self._fingerprinters.get(secret)
         if found is None:
@@ -269,6 +278,8 @@ class Monitor:
             if len(self._fingerprinters) > 4:
                 self._fingerprinters.clear()
             self._fingerprinters[secret] = found
+        if store is self.local:  # its secret never changes: skip the lookup next time
+            self._fingerprinting = (store, found)
         return found
 
     # -- 3. after the call -------------------------------------------------------------

@@ -18,6 +18,9 @@ from ..arrays import to_host
 
 def predicted_classes(output: Any, batch: int) -> list[Any] | None:
     """One hashable class per sample, or ``None`` when ``output`` shows none."""
+    if (type(output) is np.ndarray and output.ndim == 1 and output.dtype.kind in "iub"
+            and output.shape[0] == batch):  # labels (scikit-learn's predict)
+        return output.tolist()
     candidates = output if isinstance(output, (list, tuple)) else [output]
     for candidate in candidates[:4]:
         try:
