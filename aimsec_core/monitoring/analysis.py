@@ -50,9 +50,10 @@ class RequestStats:
             if client in bucket.clients or len(bucket.clients) < self.cap:
                 bucket.clients[client] += 1
             if input_hash:
-                pair = (client, input_hash)
-                if pair in bucket.inputs or len(bucket.inputs) < self.cap:
-                    bucket.inputs[pair] += 1
+                pair, inputs = (client, input_hash), bucket.inputs
+                count = inputs.get(pair)  # dict's get: a new pair calls no __missing__
+                if count is not None or len(inputs) < self.cap:
+                    inputs[pair] = (count or 0) + 1
             for check in checks:
                 bucket.checks[check] += 1
 

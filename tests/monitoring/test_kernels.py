@@ -147,6 +147,18 @@ def test_extraction_distances_agree_to_float32_rounding(monkeypatch, threshold):
         np.testing.assert_array_equal(fast_stored[40], row.astype(np.float32))
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 53, 400, 3000])
+def test_the_kernels_sort_sorts_in_place(n):
+    from aimsec_core.monitoring import _compiled
+
+    rng = np.random.default_rng(n)
+    for values in (rng.integers(0, 2**32, n).astype(np.uint32),
+                   rng.integers(0, 20, n).astype(np.int64)):  # many ties
+        ordered = values.copy()
+        _compiled._sort(ordered)
+        np.testing.assert_array_equal(ordered, np.sort(values))
+
+
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "_loaded", [])
     monkeypatch.setattr(kernels, "_loader", [])
