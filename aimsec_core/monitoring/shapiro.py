@@ -17,13 +17,14 @@ algorithm AS R94 (Applied Statistics 44, 1995):
 Only W is computed (PRADA compares it with a threshold), not its p-value. W agrees with
 ``scipy.stats.shapiro``'s statistic to about 1e-9 (a test checks sizes 3 to 5,000). The
 coefficients depend on ``n`` only and are kept for the last few sizes, so a test of a
-few hundred values costs a sort and two dot products.
+few hundred values costs a sort and two dot products (and needs no scipy).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from statistics import NormalDist
 
 import numpy as np
 
@@ -75,10 +76,10 @@ def _coefficients(n: int) -> np.ndarray:
     if n == 3:
         a[-1] = math.sqrt(0.5)
     else:
-        from scipy.special import ndtri  # Phi^-1
-
-        # the upper half of the expected normal order statistics (m_(n+1-i) = -m_i)
-        m = ndtri((np.arange(n - half + 1, n + 1) - 0.375) / (n + 0.25))
+        # the upper half of the expected normal order statistics (m_(n+1-i) = -m_i);
+        # Phi^-1 is Wichura's AS 241 (the standard library's), to double precision
+        quantile = NormalDist().inv_cdf
+        m = np.array([quantile((i - 0.375) / (n + 0.25)) for i in range(n - half + 1, n + 1)])
         squares = 2.0 * float(m @ m)  # m'm over all n (the middle one is 0 for odd n)
         u = 1.0 / math.sqrt(n)
         c = m / math.sqrt(squares)
