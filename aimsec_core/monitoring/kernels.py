@@ -3,8 +3,9 @@
 A watched call fingerprints its samples, matches them against the index and stores them,
 and measures PRADA's minimum distance. Written with numpy, that is some forty small array
 operations per call; beside a model, whose code and data fill the caches, each costs one to
-two microseconds. These kernels do the same work in one compiled call each, with the same
-results bit for bit (the hashes are integer arithmetic modulo 2^64; ``asinh`` comes from the
+two microseconds. These kernels do the same work in two compiled calls (the in-process store
+fingerprints, matches and stores a call's samples in one; PRADA's step is the other), with
+the same results bit for bit (the hashes are integer arithmetic modulo 2^64; ``asinh`` comes from the
 C library instead of numpy's loops, which may differ in the last bit, and so decides a
 quantization boundary differently about once in 10^13 values).
 

@@ -9,9 +9,9 @@ import threading
 from collections import deque
 from typing import Any
 
+from .fingerprint import Query
 from .index import FingerprintIndex, Match
 from .policy import ClientRules, Policy
-from .fingerprint import Query
 from .store import Admission, Observation, Store
 
 _SWEEP_EVERY = 4096

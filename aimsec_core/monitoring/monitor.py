@@ -100,8 +100,7 @@ class Monitor:
             delta=policy.extraction_delta, set_size=policy.extraction_set_size,
             clients=policy.extraction_clients)
         self._fingerprinters: dict[bytes, Fingerprinter] = {}
-        #: the local store and its fingerprinter, once made
-        self._fingerprinting: tuple[Store | None, Fingerprinter | None] = (None, None)
+        self._local_fingerprinter: Fingerprinter | None = None  #: the local store's
         self._keys: dict[str, str] = {}
         self._down_until = -float("inf")
         self._down_reason = ""
@@ -266,8 +265,9 @@ class Monitor:
             received=round(best.share, 3), score=best.share)
 
     def _fingerprinter(self, store: Store) -> Fingerprinter:
-        if store is self._fingerprinting[0]:
-            return self._fingerprinting[1]
+        local = self._local_fingerprinter
+        if local is not None and store is self.local:
+            return local
         secret = store.secret()
         found = self._fingerprinters.get(secret)
         if found is None:
@@ -279,7 +279,7 @@ class Monitor:
                 self._fingerprinters.clear()
             self._fingerprinters[secret] = found
         if store is self.local:  # its secret never changes: skip the lookup next time
-            self._fingerprinting = (store, found)
+            self._local_fingerprinter = found
         return found
 
     # -- 3. after the call -------------------------------------------------------------
