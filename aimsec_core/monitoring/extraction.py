@@ -190,9 +190,12 @@ def distance_and_join(members: np.ndarray, count: int, row: np.ndarray,
 
 
 def _shapiro(distances: np.ndarray) -> float | None:
-    mean, std = distances.mean(), distances.std()
+    # mean and std as numpy's methods compute them (the same sums), without their
+    # Python-level overhead
+    centred = distances - np.add.reduce(distances) / len(distances)
+    std = math.sqrt(np.add.reduce(centred * centred) / len(distances))
     if std > 0:
-        distances = distances[np.abs(distances - mean) <= 3 * std]
-    if len(distances) < 3 or np.ptp(distances) == 0:
+        distances = distances[np.abs(centred) <= 3 * std]
+    if len(distances) < 3 or distances.max() == distances.min():
         return 0.0 if len(distances) >= 3 else None  # identical distances: not natural
     return shapiro_w(distances)

@@ -47,7 +47,7 @@ def shapiro_w(x: np.ndarray) -> float:
     if n < 3:
         raise ValueError(f"Shapiro-Wilk W needs at least 3 values; received {n}")
     a = coefficients(n)
-    centred = values - values.mean()  # W is shift-invariant (sum a_i = 0 exactly)
+    centred = values - np.add.reduce(values) / n  # W is shift-invariant (sum a_i = 0)
     spread = float(centred @ centred)
     if not spread > 0:
         return math.nan
