@@ -55,8 +55,10 @@ def main(repeats: int, frameworks: list[str] | None = None, default_only: bool =
         setups: list[tuple[list[str] | None, bool]] = []
         if framework == "torch":
             _backward_floor("", model, x, call, reps)
+        if framework in ("torch", "keras"):
+            setups.append((["gradient"], False))
         if framework in ("torch", "keras") and not default_only:
-            setups += [(["gradient"], False), (["features"], False),
+            setups += [(["features"], False),
                        (["features", "margin", "density", "sparsity", "neighbours"], True)]
         setups += [(None, False), (None, True)]
         if not default_only:
@@ -146,8 +148,8 @@ if __name__ == "__main__":
                                                                  "onnx"),
                         help="only these frameworks (repeatable; default: every installed)")
     parser.add_argument("--default-only", action="store_true",
-                        help="only the unguarded floor and the default suites, no per-detector "
-                             "rows")
+                        help="only the unguarded floor, gradient analysis alone and the default "
+                             "suites (no features or per-detector rows)")
     parser.add_argument("--no-wider", action="store_true",
                         help="skip the table of wider torch models")
     args = parser.parse_args()
