@@ -12,6 +12,7 @@ from aimsec_core.detection import (DensityDetector, DetectorSuite, MarginDetecto
                                    select_detectors, softmax_if_needed)
 from aimsec_core.detection.calibration import Calibration
 from aimsec_core.detection.squeeze import median_smooth, reduce_bit_depth
+from aimsec_core.detection.structure import SparsityDetector
 from aimsec_core.detection.suite import CleanReference
 
 
@@ -67,6 +68,15 @@ def test_density_scores_points_off_the_clean_data_higher():
     near = detector.score(_probe(on, [[1.0, 0.0]]))
     far = detector.score(_probe(off, [[1.0, 0.0]]))
     assert far[0] > near[0] + 3  # 0.5 along a direction of spread 0.01 is very far
+    # the nearest class mean's distance, as the (n, classes) distances give it
+    queries = rng.normal(0, 1, (50, 3))
+    np.testing.assert_allclose(
+        detector.gaussians.nearest_squared_distance(queries),
+        detector.gaussians.squared_distances(queries).min(axis=1), rtol=1e-12)
+    difference = queries[:, None] - detector.gaussians.means[None]
+    brute = np.einsum("nkd,de,nke->nk", difference, detector.gaussians.precision, difference)
+    np.testing.assert_allclose(detector.gaussians.squared_distances(queries), brute,
+                               rtol=1e-9)
 
 
 def test_rarity_is_the_share_of_clean_scores_at_least_as_high():
@@ -75,6 +85,10 @@ def test_rarity_is_the_share_of_clean_scores_at_least_as_high():
     assert reference.upper_rarity(np.array([89.0]))[0] == pytest.approx(-np.log10(0.11))
     beyond = reference.upper_rarity(np.array([98.0, 120.0, 200.0]))
     assert beyond[0] < beyond[1] < beyond[2]  # past the clean maximum, order is kept
+    suite = DetectorSuite([MarginDetector(), SparsityDetector()], references={
+        "margin": reference, "sparsity": reference})
+    for detector in suite.detectors:  # a NaN score is suspect, in either tail
+        assert suite.rarity(detector, np.array([np.nan, 50.0]))[0] == np.inf
 
 
 def test_calibration_hits_its_false_positive_target_on_new_clean_data():
@@ -290,6 +304,9 @@ def test_single_threaded_blas_restores_the_application_setting_across_threads():
     for t in threads:
         t.join()
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+    with single_threaded_blas():
+        inside = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert inside and set(inside) == {1}
 
 
 class _Fixed(MarginDetector):
@@ -341,6 +358,30 @@ def test_neighbours_keep_a_bounded_sorted_reference_and_old_files_still_score_al
     expected = [np.log(np.sort(row[m])[:3].mean()) - np.log(np.sort(row[~m])[:3].mean())
                 for row, m in zip(d, same)]
     np.testing.assert_allclose(detector.score(queries), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_neighbours_match_brute_force_whatever_the_label_sizes():
+    """Labels of very different sizes (one spread over several blocks of the per-call
+    layout), one with fewer points than k, a prediction no clean point has, a NaN input."""
+    from aimsec_core.detection import NeighbourDetector
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2, 3], [400, 2, 60, 25])
+    clean = rng.random((len(labels), 6))
+    detector = NeighbourDetector(k=4)
+    detector.fit(_probe(clean, np.eye(5)[labels]), (0.0, 1.0))
+    assert len(detector._blocks.label) > 4  # the large label takes several blocks
+    predicted = np.r_[np.arange(5), rng.integers(0, 4, 35)]  # label 4: no clean points
+    queries = rng.random((40, 6))
+    scores = detector.score(_probe(queries, np.eye(5)[predicted]))
+    d = np.linalg.norm(queries[:, None] - clean[None], axis=2)
+    for row, label, score in zip(d, predicted, scores):
+        same, other = np.sort(row[labels == label])[:4], np.sort(row[labels != label])[:4]
+        expected = np.log(same.mean() if len(same) else row.max()) - np.log(other.mean())
+        assert score == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    nan = queries[:2].copy()
+    nan[0, 3] = np.nan
+    assert np.isnan(detector.score(_probe(nan, np.eye(5)[[0, 1]]))[0])
 
 
 def test_a_label_without_clean_neighbours_scores_finitely():

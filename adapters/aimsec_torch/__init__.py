@@ -250,8 +250,9 @@ class TorchAdapter(Adapter):
             probabilities = torch.softmax(logits.detach().float(), dim=-1)
             # d(sum of cross-entropy at the predicted labels)/d(logits) = softmax - one-hot:
             # seeding the backward with it skips building the loss's own graph.
-            seed = probabilities.clone()
-            seed[torch.arange(len(seed), device=seed.device), seed.argmax(dim=-1)] -= 1.0
+            predicted = probabilities.argmax(dim=-1, keepdim=True)
+            seed = probabilities.scatter_add(1, predicted, torch.full(
+                predicted.shape, -1.0, dtype=probabilities.dtype, device=predicted.device))
             # The plain call's output is attached when x requires grad or the graph reaches
             # any other leaf (a parameter): keep the graph for the caller's backward then.
             keep_graph = grad_mode and (target is x or _reaches_other_leaves(

@@ -40,8 +40,8 @@ class DensityDetector(InputSpaceDetector):
     def score(self, probe: Probe) -> np.ndarray:
         if self.gaussians is None:
             raise ValueError("the density detector is not fitted")
-        distances = self.gaussians.squared_distances(self.features(probe.x))
-        return np.log(distances.min(axis=1) + 1e-12)
+        return np.log(self.gaussians.nearest_squared_distance(self.features(probe.x))
+                      + 1e-12)
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "means": self.means, "precision": self.precision}

@@ -31,20 +31,39 @@ class TiedGaussians:
     def whitened(self) -> tuple[np.ndarray, np.ndarray]:
         """``W`` with ``W W^T = precision`` (Mahalanobis distance is Euclidean after
         ``x @ W``) and the means mapped alike; computed once per precision matrix."""
+        return self._whitening()[:2]
+
+    def _whitening(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``W``, the whitened means ``M``, ``[W, -2 W M^T]`` (one product of a row with
+        it gives ``z = x W`` and ``-2 z M^T``) and the means' squared norms; computed once
+        per precision matrix and means."""
         cached = self.__dict__.get("_white")
-        if cached is None or cached[0] is not self.precision:
+        if cached is None or cached[0] is not self.precision or cached[1] is not self.means:
             whitener = np.linalg.cholesky(self.precision)
-            cached = self._white = (self.precision, whitener, self.means @ whitener)
-        return cached[1], cached[2]
+            white_means = self.means @ whitener
+            joint = np.hstack([whitener, -2 * (whitener @ white_means.T)])
+            cached = self._white = (self.precision, self.means, whitener, white_means,
+                                    joint, (white_means ** 2).sum(axis=1))
+        return cached[2:]
+
+    def _parts(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, ``|z|^2`` and ``|m|^2 - 2 z.m`` for each class mean ``m``: their sum
+        is the squared distance (expanded: one matrix product, no (n, k, d) tensor)."""
+        _, _, joint, norms = self._whitening()
+        product = features @ joint
+        z = product[:, :len(joint)]
+        return np.einsum("ij,ij->i", z, z), product[:, len(joint):] + norms
 
     def squared_distances(self, features: np.ndarray) -> np.ndarray:
         """(n, k) squared Mahalanobis distances of each row to each class mean."""
-        whitener, white_means = self.whitened()
-        z = features @ whitener
-        # |z - m|^2 expanded: two matrix products instead of an (n, k, d) tensor
-        distances = ((z ** 2).sum(axis=1)[:, None] + (white_means ** 2).sum(axis=1)[None]
-                     - 2 * z @ white_means.T)
-        return np.maximum(distances, 0.0)
+        own, to_means = self._parts(features)
+        to_means += own[:, None]
+        return np.maximum(to_means, 0.0, out=to_means)
+
+    def nearest_squared_distance(self, features: np.ndarray) -> np.ndarray:
+        """(n,) squared Mahalanobis distance of each row to its nearest class mean."""
+        own, to_means = self._parts(features)
+        return np.maximum(own + to_means.min(axis=1), 0.0)
 
     def check(self, width: int | None, what: str) -> None:
         """``ValueError`` unless the arrays fit each other (and ``width`` features)."""

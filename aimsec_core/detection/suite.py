@@ -34,8 +34,8 @@ from .base import Detector, Probe
 
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_limit: Any = None
-_blas_controller: Any = None
+_blas_libraries: Any = None  #: threadpoolctl's handles on the BLAS libraries numpy loaded
+_blas_original: list[Any] = []
 
 
 @contextmanager
@@ -46,15 +46,21 @@ def single_threaded_blas() -> Iterator[None]:
     spinning after each product; beside a framework's own thread pool (torch's) those
     spinning threads slowed the very next forward pass tenfold on a 2-core machine.
     The limit is process-wide, so concurrent calls share one: the first in sets it, the
-    last out restores what the application had."""
-    global _blas_users, _blas_limit, _blas_controller
+    last out restores what the application had. Each library is asked and set directly
+    (two calls into it, a few microseconds), not through a ``threadpoolctl`` limiter,
+    which describes every loaded library first (tens of microseconds per call)."""
+    global _blas_users, _blas_libraries, _blas_original
     with _blas_lock:
         if _blas_users == 0:
-            if _blas_controller is None:  # created once numpy has loaded its BLAS
+            if _blas_libraries is None:  # found once numpy has loaded its BLAS
                 from threadpoolctl import ThreadpoolController
 
-                _blas_controller = ThreadpoolController()
-            _blas_limit = _blas_controller.limit(limits=1, user_api="blas")
+                _blas_libraries = ThreadpoolController().select(
+                    user_api="blas").lib_controllers
+            _blas_original = [library.get_num_threads() for library in _blas_libraries]
+            for library, threads in zip(_blas_libraries, _blas_original):
+                if threads != 1:
+                    _set_threads(library, 1)
         _blas_users += 1
     try:
         yield
@@ -62,8 +68,24 @@ def single_threaded_blas() -> Iterator[None]:
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                _blas_limit.restore_original_limits()
-                _blas_limit = None
+                for library, threads in zip(_blas_libraries, _blas_original):
+                    if threads is not None and threads != 1:
+                        _set_threads(library, threads)
+
+
+def _set_threads(library: Any, threads: int) -> None:
+    """Set a BLAS library's thread count from whichever thread holds the lock.
+
+    threadpoolctl 3.8 lets only the first thread that set OpenBLAS's process-wide limit
+    set it again (others are silently ignored), so a limit set by one request's thread
+    and restored by another's stayed at one thread; the lock above already serialises
+    the setting, so the claim is released around each set."""
+    release = getattr(type(library), "clear_controlling_thread", None)
+    if release is not None:
+        release(force=True)
+    library.set_num_threads(threads)
+    if release is not None:
+        release(force=True)
 
 
 #: Folds for cross-fitting the detectors that learn, and for the threshold.
@@ -117,14 +139,17 @@ class CleanReference:
         return cls(ordered, tail)
 
     def upper_rarity(self, s: np.ndarray) -> np.ndarray:
-        """``-log10`` of the share of clean scores >= ``s`` (with one pseudo-count)."""
+        """``-log10`` of the share of clean scores >= ``s`` (with one pseudo-count); inf
+        for NaN (a NaN score is suspect)."""
         s = np.asarray(s, dtype=np.float64)
         flat = s.reshape(-1)
         rarity = self._by_rank[np.searchsorted(self.scores, flat, side="left")]
-        beyond = flat > self.scores[-1]
-        if beyond.any():  # past every clean score: the exponential tail
-            rarity[beyond] = self._by_rank[-1] + (flat[beyond] - self.scores[-1]) / (
+        within = flat <= self.scores[-1]
+        if not within.all():  # past every clean score (the exponential tail), or NaN
+            beyond = ~within
+            past = self._by_rank[-1] + (flat[beyond] - self.scores[-1]) / (
                 self.tail * np.log(10))
+            rarity[beyond] = np.where(np.isnan(past), np.inf, past)
         return rarity.reshape(s.shape)
 
     def lower_rarity(self, s: np.ndarray) -> np.ndarray:
@@ -222,10 +247,10 @@ class DetectorSuite:
     @staticmethod
     def _rarity_against(detector: Detector, scores: np.ndarray,
                         reference: CleanReference) -> np.ndarray:
-        upper = reference.upper_rarity(scores)
+        upper = reference.upper_rarity(scores)  # inf for NaN: a NaN score is suspect
         if detector.two_sided:  # either tail, doubled p-value
             upper = np.maximum(upper, reference.lower_rarity(scores)) - np.log10(2)
-        return np.where(np.isnan(scores), np.inf, upper)  # a NaN score is suspect
+        return upper
 
     def score(self, probe: Probe) -> SuiteScores:
         """Score a batch, :data:`SCORE_CHUNK` rows at a time: detectors build per-batch

@@ -1,6 +1,7 @@
 """Cost of adversarial-input detection, against the plain model in the same run.
 
-    python tests/benchmarks/bench_detection.py [--repeats 200]
+    python tests/benchmarks/bench_detection.py [--repeats 200] [--framework torch ...]
+        [--default-only] [--no-wider]
 
 Guarded over plain predict at batch 64: for torch and Keras, gradient analysis alone (the
 gradient from the same forward pass as the prediction; target <= 2.5x); for every
@@ -36,14 +37,15 @@ from bench_overhead import interleaved  # noqa: E402  (same timing method)
 AGNOSTIC = ("margin", "density", "sparsity", "neighbours", "jump", "squeeze", "noise")
 
 
-def main(repeats: int) -> None:
+def main(repeats: int, frameworks: list[str] | None = None, default_only: bool = False,
+         wider: bool = True) -> None:
     import aimsec_core
     from aimsec_core import digits
 
     data = digits.load()
     print(f"{'framework':<9}{'detectors':<46}{'extra':>7}{'plain ms':>10}{'guarded ms':>12}"
           f"{'ratio':>8}")
-    for framework in digits.available():
+    for framework in [f for f in digits.available() if not frameworks or f in frameworks]:
         model = digits.BUILDERS[framework](data)
         call = digits.caller(framework)
         x = digits.as_model_input(framework, data.x_test[:64])
@@ -54,9 +56,13 @@ def main(repeats: int) -> None:
         if framework == "torch":
             _backward_floor("", model, x, call, reps)
         if framework in ("torch", "keras"):
-            setups += [(["gradient"], False), (["features"], False),
+            setups.append((["gradient"], False))
+        if framework in ("torch", "keras") and not default_only:
+            setups += [(["features"], False),
                        (["features", "margin", "density", "sparsity", "neighbours"], True)]
-        setups += [(None, False), (None, True)] + [([name], False) for name in AGNOSTIC]
+        setups += [(None, False), (None, True)]
+        if not default_only:
+            setups += [([name], False) for name in AGNOSTIC]
         for detectors, with_reference in setups:
             guarded = aimsec_core.guard(model, sinks=[], mode="monitor",
                                         constraints=digits.constraints(framework))
@@ -69,7 +75,8 @@ def main(repeats: int) -> None:
             label = (f"default: {names}" if detectors is None else names) + (
                 " +reference" if with_reference else "")
             _row(framework, label, passes, model, guarded, call, x, reps)
-    _wider_torch_models(data, repeats)
+    if wider and (not frameworks or "torch" in frameworks):
+        _wider_torch_models(data, repeats)
 
 
 def _extra_forward_passes(guarded: Any, call: Any, x: Any) -> int:
@@ -137,4 +144,13 @@ def _wider_torch_models(data: Any, repeats: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=200)
-    main(parser.parse_args().repeats)
+    parser.add_argument("--framework", action="append", choices=("sklearn", "torch", "keras",
+                                                                 "onnx"),
+                        help="only these frameworks (repeatable; default: every installed)")
+    parser.add_argument("--default-only", action="store_true",
+                        help="only the unguarded floor, gradient analysis alone and the default "
+                             "suites (no features or per-detector rows)")
+    parser.add_argument("--no-wider", action="store_true",
+                        help="skip the table of wider torch models")
+    args = parser.parse_args()
+    main(args.repeats, args.framework, args.default_only, not args.no_wider)
