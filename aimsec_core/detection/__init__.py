@@ -13,6 +13,7 @@ from .gradient import GradientNormDetector
 from .margin import MarginDetector
 from .neighbours import NeighbourDetector
 from .noise import NoiseDetector
+from .robust import RobustDetector
 from .shift import ShiftDetector
 from .squeeze import SqueezeDetector
 from .structure import JumpDetector, SparsityDetector
@@ -22,7 +23,7 @@ from .suite import DetectorSuite, SuiteScores
 DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
     GradientNormDetector, MarginDetector, DensityDetector, NeighbourDetector, SqueezeDetector,
     NoiseDetector, JumpDetector, SparsityDetector, FeatureDensityDetector, ShiftDetector,
-    SupportDetector)}
+    SupportDetector, RobustDetector)}
 
 #: Used when ``calibrate`` is given no detector list: the input gradient where autograd
 #: exists, else the margin (both measure the model's confidence; together they would count
@@ -78,6 +79,6 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
 
 __all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
            "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector",
-           "NeighbourDetector", "NoiseDetector", "Probe", "ShiftDetector",
+           "NeighbourDetector", "NoiseDetector", "Probe", "RobustDetector", "ShiftDetector",
            "SparsityDetector", "SqueezeDetector", "SuiteScores", "SupportDetector",
            "build_detector", "select_detectors", "softmax_if_needed"]
