@@ -32,10 +32,11 @@ class GuardedMixin:
         """Fit the adversarial-input detectors on clean data at a false-positive target.
 
         ``detectors`` names them (default: gradient where autograd exists, else margin;
-        density, sparsity, neighbours, shift); ``image_shape`` lets flat inputs be treated as
-        images by the squeeze and jump detectors. ``reference`` is more clean data (the
-        training set, say) for the detectors that learn what clean inputs look like
-        (density, neighbours, shift); the threshold is still set on ``x_clean`` alone. ``fpr`` is
+        density, sparsity, neighbours, shift, robust); ``image_shape`` lets flat inputs be
+        treated as images by the squeeze and jump detectors. ``reference`` is more clean
+        data (the training set, say) for the detectors that learn what clean inputs look
+        like (density, neighbours, shift, robust); the threshold is still set on
+        ``x_clean`` alone. ``fpr`` is
         the share of clean samples flagged; with ``batch_size`` it is the share of clean
         calls of that many samples refused (a call is refused when any sample is flagged).
         Raises ``ConfigurationError`` for arguments out of range and ``CalibrationError``

@@ -333,8 +333,9 @@ def test_the_suspicion_is_the_sum_of_the_two_largest_rarities():
 def test_default_detectors_measure_confidence_once():
     with_gradients = [d.name for d in select_detectors(None, Capabilities(gradients=True))]
     without = [d.name for d in select_detectors(None, Capabilities())]
-    assert with_gradients == ["gradient", "density", "sparsity", "neighbours", "shift"]
-    assert without == ["margin", "density", "sparsity", "neighbours", "shift"]
+    assert with_gradients == ["gradient", "density", "sparsity", "neighbours", "shift",
+                              "robust"]
+    assert without == ["margin", "density", "sparsity", "neighbours", "shift", "robust"]
 
 
 def test_neighbours_keep_a_bounded_sorted_reference_and_old_files_still_score_alike():

@@ -130,6 +130,9 @@ class Detector(ABC):
     two_sided: ClassVar[bool] = False
     #: ``fit`` learns from the data, so in-sample scores would flatter clean data.
     learns: ClassVar[bool] = False
+    #: With reference data, ``fit`` once on it alone (every calibration sample is then out
+    #: of sample) instead of once per fold: for detectors whose fit is costly.
+    fits_on_reference: ClassVar[bool] = False
     #: ``score`` multiplies matrices (numpy's BLAS then runs single-threaded; see suite.py).
     multiplies_matrices: ClassVar[bool] = False
     #: Names of the arrays :meth:`state` returns: the only members of a calibration file

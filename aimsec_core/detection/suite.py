@@ -188,7 +188,8 @@ class DetectorSuite:
         A detector that learns from the data is scored out of sample (each fold by a copy
         fitted on the other folds): scored on its own training data it would look cleaner
         than new clean data does, and the false-positive rate would overshoot. Such
-        detectors also learn from ``reference`` (more clean data, never scored).
+        detectors also learn from ``reference`` (more clean data, never scored); those
+        whose fit is costly (``fits_on_reference``) learn from it alone, once.
         """
         def with_reference(part: Probe) -> Probe:
             return part if reference is None else part.joined(reference)
@@ -196,7 +197,10 @@ class DetectorSuite:
         fold_of = _fold_of(len(probe.x), folds)
         clean: dict[str, np.ndarray] = {}
         for detector in self.detectors:
-            if detector.learns:
+            if detector.learns and detector.fits_on_reference and reference is not None:
+                detector.fit(reference, value_range)  # the calibration data is unseen
+                scores = detector.score(probe)
+            elif detector.learns:
                 scores = np.empty(len(probe.x))
                 for k in range(folds):
                     held_out = fold_of == k

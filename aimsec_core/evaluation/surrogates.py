@@ -11,7 +11,7 @@ the largest), and the suspicion is the sum of the two largest rarities, as in th
 
 - ``gradient``: the norm of the input gradient at the predicted label, differentiated
   again (double backpropagation);
-- ``margin``, ``density``, ``neighbours``, ``features``, ``shift``: exact, with the
+- ``margin``, ``density``, ``neighbours``, ``features``, ``shift``, ``robust``: exact, with the
   model's predicted label (and for ``shift`` its runner-up) held fixed at each step (an
   argmax has no gradient);
 - ``sparsity``: counts exact zeros, a step function; ``support``: ``neighbours`` on the
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 SUPPORTED = ("gradient", "margin", "density", "neighbours", "features", "sparsity", "noise",
-             "support", "shift")
+             "support", "shift", "robust")
 
 
 def _tensor(value: Any, dtype: Any = None) -> Any:
@@ -291,3 +291,14 @@ class Suite:
             tests.append((offset * _tensor(unit, torch.float64)).sum(dim=1))
         best = torch.stack(tests).max(dim=0).values
         return torch.where(torch.as_tensor(known), best, torch.zeros_like(best)).float()
+
+    def _robust(self, detector: Any, x: Any, logits: Any, probabilities: Any,
+                predicted: Any, features: Any) -> Any:
+        import torch
+
+        c = detector.classifier
+        w1, b1, w2, b2 = (_tensor(v) for v in (c.w1, c.b1, c.w2, c.b2))
+        r = torch.relu(x.float() @ w1 + b1) @ w2 + b2
+        own = r.gather(1, predicted[:, None])[:, 0]
+        others = r.scatter(1, predicted[:, None], -torch.inf)
+        return others.max(dim=1).values - own
