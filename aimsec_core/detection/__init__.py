@@ -7,6 +7,7 @@ from typing import Any
 from ..adapter import Capabilities
 from ..errors import ConfigurationError
 from .base import Detector, Probe, softmax_if_needed
+from .boundary import BoundaryDetector
 from .density import DensityDetector
 from .features import FeatureDensityDetector
 from .gradient import GradientNormDetector
@@ -22,7 +23,7 @@ from .suite import DetectorSuite, SuiteScores
 DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
     GradientNormDetector, MarginDetector, DensityDetector, NeighbourDetector, SqueezeDetector,
     NoiseDetector, JumpDetector, SparsityDetector, FeatureDensityDetector, ShiftDetector,
-    SupportDetector)}
+    SupportDetector, BoundaryDetector)}
 
 #: Used when ``calibrate`` is given no detector list: the input gradient where autograd
 #: exists, else the margin (both measure the model's confidence; together they would count
@@ -76,7 +77,7 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
     return detectors
 
 
-__all__ = ["DETECTORS", "DEFAULT_DETECTORS", "DensityDetector", "Detector", "DetectorSuite",
+__all__ = ["DETECTORS", "DEFAULT_DETECTORS", "BoundaryDetector", "DensityDetector", "Detector", "DetectorSuite",
            "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector",
            "NeighbourDetector", "NoiseDetector", "Probe", "ShiftDetector",
            "SparsityDetector", "SqueezeDetector", "SuiteScores", "SupportDetector",

@@ -11,6 +11,8 @@ the largest), and the suspicion is the sum of the two largest rarities, as in th
 
 - ``gradient``: the norm of the input gradient at the predicted label, differentiated
   again (double backpropagation);
+- ``boundary``: the log-odds of the top two classes times ``1 - p_t`` over that same
+  gradient's norm, differentiated through both (double backpropagation);
 - ``margin``, ``density``, ``neighbours``, ``features``, ``shift``: exact, with the
   model's predicted label (and for ``shift`` its runner-up) held fixed at each step (an
   argmax has no gradient);
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-SUPPORTED = ("gradient", "margin", "density", "neighbours", "features", "sparsity", "noise",
+SUPPORTED = ("gradient", "boundary", "margin", "density", "neighbours", "features", "sparsity", "noise",
              "support", "shift")
 
 
@@ -156,6 +158,20 @@ class Suite:
         loss = F.cross_entropy(logits, predicted, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x, create_graph=True)
         return torch.log(grad.flatten(1).norm(dim=1) + 1e-12)
+
+    def _boundary(self, detector: Any, x: Any, logits: Any, probabilities: Any,
+                  predicted: Any, features: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        loss = F.cross_entropy(logits, predicted, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+        log_p = torch.log_softmax(logits, dim=1)
+        top2 = log_p.topk(2, dim=1).values
+        rest = 1.0 - probabilities.gather(1, predicted[:, None])[:, 0]
+        return (torch.log(grad.flatten(1).norm(dim=1).clamp_min(1e-30))
+                - torch.log((top2[:, 0] - top2[:, 1]).clamp_min(1e-12))
+                - torch.log(rest.clamp_min(1e-30)))
 
     def _margin(self, detector: Any, x: Any, logits: Any, probabilities: Any,
                 predicted: Any, features: Any) -> Any:
