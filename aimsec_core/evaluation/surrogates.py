@@ -180,6 +180,8 @@ class Suite:
 
     def _sparsity(self, detector: Any, x: Any, logits: Any, probabilities: Any,
                   predicted: Any, features: Any) -> Any:
+        if not detector.active:  # it abstains
+            return x.new_zeros(x.shape[0])
         # on data that cannot go below zero, zero is the floor: relaxed one-sided (|x|
         # would have no gradient at 0, where the attack needs one)
         magnitude = x if self.value_range[0] >= 0 else x.abs()
