@@ -113,7 +113,9 @@ def test_select_detectors_refuses_gradients_without_autograd():
     with pytest.raises(ConfigurationError, match="needs input gradients"):
         select_detectors(["gradient"], Capabilities())
     names = [d.name for d in select_detectors(None, Capabilities())]
-    assert "gradient" not in names and "margin" in names
+    assert not {"gradient", "boundary"} & set(names) and "margin" in names
+    with pytest.raises(ConfigurationError, match="needs input gradients"):
+        select_detectors(["boundary"], Capabilities())
     with pytest.raises(ConfigurationError, match="unknown detector"):
         select_detectors(["nonsense"], Capabilities())
 
@@ -316,7 +318,7 @@ def test_the_suspicion_is_the_sum_of_the_two_largest_rarities():
 def test_default_detectors_measure_confidence_once():
     with_gradients = [d.name for d in select_detectors(None, Capabilities(gradients=True))]
     without = [d.name for d in select_detectors(None, Capabilities())]
-    assert with_gradients == ["gradient", "density", "sparsity", "neighbours", "shift"]
+    assert with_gradients == ["boundary", "density", "sparsity", "neighbours", "shift"]
     assert without == ["margin", "density", "sparsity", "neighbours", "shift"]
 
 
