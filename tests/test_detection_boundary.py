@@ -137,3 +137,11 @@ def test_the_differentiable_copy_computes_the_guards_boundary_score():
     _, suspicion = suite(inputs)
     (grad,) = torch.autograd.grad(suspicion.sum(), inputs)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0  # an attacker can descend it
+
+
+def test_evaluate_gives_models_without_autograd_the_margin_in_its_place():
+    from aimsec_core.evaluation.run import _usable
+
+    asked = ["boundary", "gradient", "density", "neighbours"]
+    assert _usable(asked, gradients=True) == asked
+    assert _usable(asked, gradients=False) == ["margin", "density", "neighbours"]
