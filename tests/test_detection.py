@@ -127,7 +127,9 @@ def test_select_detectors_refuses_gradients_without_autograd():
     with pytest.raises(ConfigurationError, match="needs input gradients"):
         select_detectors(["gradient"], Capabilities())
     names = [d.name for d in select_detectors(None, Capabilities())]
-    assert "gradient" not in names and "margin" in names
+    assert not {"gradient", "boundary"} & set(names) and "margin" in names
+    with pytest.raises(ConfigurationError, match="needs input gradients"):
+        select_detectors(["boundary"], Capabilities())
     with pytest.raises(ConfigurationError, match="unknown detector"):
         select_detectors(["nonsense"], Capabilities())
 
@@ -333,7 +335,7 @@ def test_the_suspicion_is_the_sum_of_the_two_largest_rarities():
 def test_default_detectors_measure_confidence_once():
     with_gradients = [d.name for d in select_detectors(None, Capabilities(gradients=True))]
     without = [d.name for d in select_detectors(None, Capabilities())]
-    assert with_gradients == ["gradient", "density", "sparsity", "neighbours", "shift",
+    assert with_gradients == ["boundary", "density", "sparsity", "neighbours", "shift",
                               "robust"]
     assert without == ["margin", "density", "sparsity", "neighbours", "shift", "robust"]
 
@@ -447,3 +449,32 @@ def test_suite_and_rarity_edge_cases():
     assert softmax_if_needed(np.empty((0, 10))).shape == (0, 10)
     with pytest.raises(CalibrationError, match="top must be"):
         DetectorSuite([MarginDetector()], top=0)
+
+
+def test_sparsity_abstains_where_zeros_are_rare_and_counts_them_where_common():
+    """Min-max scaled features hold a zero only at a feature's minimum: one clean input
+    with a zero, where calibration held none, was flagged by a rarity of millions; the
+    detector now abstains there. On digits-like data (half the values zero) it counts."""
+    from aimsec_core.detection import SparsityDetector
+
+    rng = np.random.default_rng(0)
+    tabular = rng.uniform(0.01, 1.0, (200, 13))
+    suite = DetectorSuite([SparsityDetector(), MarginDetector()])
+    clean = suite.fit(_probe(tabular, rng.dirichlet([1, 1], 200)), (0.0, 1.0))
+    suite.set_threshold_cross_fitted(clean, fpr=0.05)
+    assert not suite.detectors[0].active
+    at_minimum = tabular[:20].copy()
+    at_minimum[:, 3] = 0.0
+    scores = suite.score(_probe(at_minimum, np.tile([0.9, 0.1], (20, 1))))
+    assert (scores.raw["sparsity"] == 0).all() and not scores.flags.any()
+    images = np.where(rng.random((200, 64)) < 0.5, 0.0, rng.uniform(0.1, 1.0, (200, 64)))
+    detector = SparsityDetector()
+    detector.fit(_probe(images), (0.0, 1.0))
+    assert detector.active
+    np.testing.assert_allclose(detector.score(_probe(images[:3])),
+                               (images[:3] == 0).mean(axis=1))
+    restored = SparsityDetector()
+    restored.load_state(SparsityDetector().state() | {"active": np.array([0.0])})
+    assert not restored.active
+    with pytest.raises(ValueError, match="active"):
+        SparsityDetector().load_state({"active": np.array([0.5])})

@@ -321,7 +321,7 @@ def test_calibrated_detectors_share_the_prediction_forward_pass(sink, monkeypatc
     guarded = aimsec_core.guard(CASE.model(), mode="monitor", sinks=[sink],
                                 constraints={"min_value": 0.0, "max_value": 1.0})
     guard = guarded.__aimsec_guard__
-    assert "gradient" in [d.name for d in guarded.calibrate(x[:600], fpr=0.05).suite.detectors]
+    assert "boundary" in [d.name for d in guarded.calibrate(x[:600], fpr=0.05).suite.detectors]
     passes = []
     real = KerasAdapter.forward_with_gradient
     monkeypatch.setattr(KerasAdapter, "forward_with_gradient",
@@ -332,7 +332,7 @@ def test_calibrated_detectors_share_the_prediction_forward_pass(sink, monkeypatc
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(guarded(clean, training=False)),
         keras.ops.convert_to_numpy(CASE.model()(clean, training=False)))
-    assert len(passes) == 2 and "gradient" in guarded.last_verdict.scores
+    assert len(passes) == 2 and "boundary" in guarded.last_verdict.scores
     clean_flagged = sum(guarded.last_verdict.flags)
     # One signed-gradient step (FGSM, eps 0.1) against the true labels.
     step = np.sign(guard.adapter.input_gradient(clean, y[1000:1100]))

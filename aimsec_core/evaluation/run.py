@@ -74,9 +74,8 @@ def _target(dataset: Dataset, framework: str, model: Any, x: np.ndarray, y: np.n
                     constraints=digits.constraints(framework,
                                                    sample_shape=dataset.sample_shape)
                     if framework == "torch" else digits.constraints(framework))
-    usable = None if detectors is None else [  # the gradient detector where it can run
-        d for d in detectors
-        if d != "gradient" or guard_of(guarded).adapter.capabilities.gradients]
+    usable = None if detectors is None else _usable(
+        detectors, guard_of(guarded).adapter.capabilities.gradients)
 
     def model_input(values: np.ndarray) -> Any:
         return digits.as_model_input(framework, values, dataset.sample_shape)
@@ -86,6 +85,23 @@ def _target(dataset: Dataset, framework: str, model: Any, x: np.ndarray, y: np.n
                       reference=model_input(split.x_train) if reference else None)
     return Target(framework, model, guarded, predict(framework, model, dataset, x) == y,
                   screen(guarded, framework, dataset, x))
+
+
+def _usable(detectors: list[str], gradients: bool) -> list[str]:
+    """``detectors`` as a model without autograd can run them: those that need the input
+    gradient give way to the margin, once, as in the default set."""
+    from ..detection import CONFIDENCE_WITHOUT_GRADIENTS, DETECTORS
+
+    if gradients:
+        return list(detectors)
+    usable: list[str] = []
+    for name in detectors:
+        kind = DETECTORS.get(name)
+        if kind is not None and kind.needs_gradient:
+            name = CONFIDENCE_WITHOUT_GRADIENTS
+        if name not in usable:
+            usable.append(name)
+    return usable
 
 
 def _evaluate(dataset: Dataset, frameworks: list[str] | None, *, fpr: float, quick: bool,
