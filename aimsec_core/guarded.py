@@ -31,7 +31,7 @@ class GuardedMixin:
                   reference: Any = None, batch_size: int | None = None) -> Calibration:
         """Fit the adversarial-input detectors on clean data at a false-positive target.
 
-        ``detectors`` names them (default: gradient where autograd exists, else margin;
+        ``detectors`` names them (default: boundary where autograd exists, else margin;
         density, sparsity, neighbours, shift, robust); ``image_shape`` lets flat inputs be
         treated as images by the squeeze and jump detectors. ``reference`` is more clean
         data (the training set, say) for the detectors that learn what clean inputs look
