@@ -145,3 +145,29 @@ def test_evaluate_gives_models_without_autograd_the_margin_in_its_place():
     asked = ["boundary", "gradient", "density", "neighbours"]
     assert _usable(asked, gradients=True) == asked
     assert _usable(asked, gradients=False) == ["margin", "density", "neighbours"]
+
+
+def test_the_detector_aware_attack_gets_across_the_boundary_it_guards():
+    """-log(log-odds) has no bound at the decision boundary: differentiated as it is, it
+    walled the boundary off and the adaptive attack fooled nothing (a gradient-masking
+    artefact that flatters the detector); its copy takes a smoothed gradient."""
+    torch = pytest.importorskip("torch")
+    import aimsec_core
+    from aimsec_core import digits
+    from aimsec_core.evaluation import adaptive, datasets
+    from aimsec_core.evaluation.measure import predict
+
+    data = datasets.load("wine", 0)
+    model = digits.torch_mlp(data.split, epochs=30)
+    guarded = aimsec_core.guard(model, name="boundary", sinks=[], mode="monitor",
+                                constraints=digits.constraints(
+                                    "torch", sample_shape=data.sample_shape))
+    guarded.calibrate(torch.from_numpy(data.split.x_calibration), fpr=0.05,
+                      detectors=["boundary", "density"])
+    x, y = data.split.x_test, data.split.y_test
+    x_adv = adaptive.detector_aware(model, aimsec_core.guard_of(guarded).calibration, data,
+                                    x, y, 0.1, 20, constrained=False, targets=1,
+                                    penalties=(1.0,))
+    correct = predict("torch", model, data, x) == y
+    fooled = correct & (predict("torch", model, data, x_adv) != y)
+    assert fooled.sum() >= 12  # measured: 18 of 45 (unsmoothed: 0)

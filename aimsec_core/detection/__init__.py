@@ -33,14 +33,16 @@ DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
 #: abstains, scoring 0, where the clean data has no noise floor to look in) and robust
 #: (disagreement with an adversarially trained MLP fitted at calibration: against the
 #: strongest adaptive attack on digits, every detector in its loss, it lifted detection from
-#: 0.46 to about 0.75). ``boundary`` took the plain gradient norm's place: from the same
-#: gradient, it caught Carlini-Wagner and DeepFool on wine at 0.92 and 0.83 against 0.68 and
-#: 0.68 (torch, seeds 0-4), on textured digits at 0.89 and 0.98 against 0.86 and 0.96 (seeds
-#: 0-1), DeepFool on tabular at 0.68 against 0.58 (seeds 0-2), with the rest within 0.02.
-#: ``support`` (neighbours on the input's support) is not among them: it lifted the
-#: zero-keeping adaptive attack's detection on digits (0.62 to 0.75), but an attacker free
-#: to change the zero pattern, aiming at it through a relaxed pattern, silences it (0.40
-#: with it, 0.46 without), and it costs +0.4x a torch forward.
+#: 0.46 to 0.77 in a quick run). ``boundary`` took the plain gradient norm's place: from the
+#: same gradient, in the same suite, it caught Carlini-Wagner and DeepFool on wine at 0.75
+#: and 0.76 against 0.51 and 0.50 (torch, eight seeds; Keras, five: 0.85 and 0.79 against
+#: 0.58 and 0.53), on textured digits at 0.87 and 0.98 against 0.84 and 0.96 (torch, three
+#: seeds), DeepFool on tabular at 0.71 against 0.64 (torch, five seeds; Keras 0.74 against
+#: 0.64); the other means moved by 0.03 or less. ``support`` (neighbours on the input's
+#: support) is not among them: it lifted the zero-keeping adaptive attack's detection on
+#: digits (0.62 to 0.75), but an attacker free to change the zero pattern, aiming at it
+#: through a relaxed pattern, silences it (0.40 with it, 0.46 without), and it costs +0.4x a
+#: torch forward.
 DEFAULT_DETECTORS = ("boundary", "density", "sparsity", "neighbours", "shift", "robust")
 CONFIDENCE_WITHOUT_GRADIENTS = "margin"
 
