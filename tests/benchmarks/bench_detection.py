@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_overhead import interleaved  # noqa: E402  (same timing method)
 
-AGNOSTIC = ("margin", "density", "sparsity", "neighbours", "jump", "squeeze", "noise")
+AGNOSTIC = ("margin", "density", "sparsity", "neighbours", "jump", "squeeze", "noise", "robust")
 
 
 def main(repeats: int, frameworks: list[str] | None = None, default_only: bool = False,
