@@ -1,7 +1,7 @@
 """Cost of adversarial-input detection, against the plain model in the same run.
 
     python tests/benchmarks/bench_detection.py [--repeats 200] [--framework torch ...]
-        [--default-only] [--no-wider] [--torch-threads N]
+        [--default-only] [--no-wider] [--torch-threads N] [--clock wall|cpu]
 
 Guarded over plain predict at batch 64: for torch and Keras, gradient analysis alone (the
 gradient from the same forward pass as the prediction; target <= 2.5x); for every
@@ -157,7 +157,18 @@ if __name__ == "__main__":
                              "loaded machine a second thread's wake-ups can dominate every "
                              "call that leaves torch for a while; one thread measures the "
                              "work itself")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: the process's CPU clock, which time spent waiting for a "
+                             "core on a loaded machine does not advance (with one torch "
+                             "thread: the work itself; with more, every thread's spinning "
+                             "counts too)")
     args = parser.parse_args()
+    if args.clock == "cpu":
+        import time
+
+        import bench_overhead
+
+        bench_overhead.clock = time.process_time
     if args.torch_threads is not None:
         import torch
 
