@@ -1,7 +1,7 @@
 """Cost of adversarial-input detection, against the plain model in the same run.
 
     python tests/benchmarks/bench_detection.py [--repeats 200] [--framework torch ...]
-        [--default-only] [--no-wider]
+        [--default-only] [--no-wider] [--torch-threads N] [--clock wall|cpu]
 
 Guarded over plain predict at batch 64: for torch and Keras, gradient analysis alone (the
 gradient from the same forward pass as the prediction; target <= 2.5x); for every
@@ -152,5 +152,25 @@ if __name__ == "__main__":
                              "suites (no features or per-detector rows)")
     parser.add_argument("--no-wider", action="store_true",
                         help="skip the table of wider torch models")
+    parser.add_argument("--torch-threads", type=int,
+                        help="torch's intra-op threads (default: torch's own choice). On a "
+                             "loaded machine a second thread's wake-ups can dominate every "
+                             "call that leaves torch for a while; one thread measures the "
+                             "work itself")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: the process's CPU clock, which time spent waiting for a "
+                             "core on a loaded machine does not advance (with one torch "
+                             "thread: the work itself; with more, every thread's spinning "
+                             "counts too)")
     args = parser.parse_args()
+    if args.clock == "cpu":
+        import time
+
+        import bench_overhead
+
+        bench_overhead.clock = time.process_time
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     main(args.repeats, args.framework, args.default_only, not args.no_wider)
