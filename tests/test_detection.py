@@ -478,3 +478,60 @@ def test_sparsity_abstains_where_zeros_are_rare_and_counts_them_where_common():
     assert not restored.active
     with pytest.raises(ValueError, match="active"):
         SparsityDetector().load_state({"active": np.array([0.5])})
+
+
+class _SeesOnlyInLargeSamples(DensityDetector):
+    """A learning detector that abstains when fitted on fewer than ``needs`` samples."""
+
+    name = "picky"
+
+    def __init__(self, needs):
+        super().__init__()
+        self.needs, self.off = needs, False
+
+    def fit(self, probe, value_range):
+        super().fit(probe, value_range)
+        self.off = len(probe.x) < self.needs
+
+    @property
+    def abstains(self):
+        return self.off
+
+    def abstain(self):
+        self.off = True
+
+    def score(self, probe):
+        return np.zeros(len(probe.x)) if self.off else super().score(probe)
+
+
+def test_a_detector_that_abstains_on_some_folds_abstains_for_good():
+    """Fold copies fitted on 4/5 of the data abstained (clean scores all 0) while the fit
+    on all of it did not: new clean inputs were then rarer than every clean score by
+    millions of decades, and nearly all flagged. Where the data does not say clearly, the
+    detector abstains, and its clean scores are those of the detector that scores."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (100, 3))
+    probe = _probe(x, rng.dirichlet([1.0, 1.0], 100))
+    suite = DetectorSuite([MarginDetector(), _SeesOnlyInLargeSamples(needs=100)])
+    clean = suite.fit(probe, (-5.0, 5.0))
+    picky = suite.detectors[1]
+    assert picky.abstains and not clean["picky"].any()
+    suite.set_threshold_cross_fitted(clean, fpr=0.05)
+    new = _probe(rng.normal(0, 1, (2000, 3)), rng.dirichlet([1.0, 1.0], 2000))
+    assert suite.score(new).flags.mean() < 0.1
+    both = DetectorSuite([_SeesOnlyInLargeSamples(needs=10)])  # never abstains
+    assert both.fit(probe, (-5.0, 5.0))["picky"].any() and not both.detectors[0].abstains
+
+
+def test_shift_found_in_all_the_calibration_data_but_not_its_folds_abstains(digits_model,
+                                                                            sink):
+    """Digits, 300 calibration samples, no reference: the shift detector's noise floor
+    showed in all 300 but in none of the 240-sample folds, and 45% of new clean inputs
+    were flagged at a 5% target."""
+    model, x, _ = digits_model
+    guarded = aimsec_core.guard(model, sinks=[sink], mode="monitor",
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    calibration = guarded.calibrate(x[1000:1300], fpr=0.05, detectors=["margin", "shift"])
+    assert calibration.suite.detectors[1].abstains
+    guarded.predict(x[1500:])
+    assert np.mean(guarded.last_verdict.flags) < 0.2  # 0.46 before; margin alone: 0.11

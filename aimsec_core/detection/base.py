@@ -156,6 +156,16 @@ class Detector(ABC):
         """Raise ``ValueError`` unless the restored state fits samples of ``width`` values
         (a calibration file is untrusted input)."""
 
+    @property
+    def abstains(self) -> bool:
+        """Whether the fitted detector abstains (scores every finite input 0) because the
+        data it learnt from holds nothing for it to look at."""
+        return False
+
+    def abstain(self) -> None:
+        """Make the fitted detector abstain (detectors that can abstain override it)."""
+        raise NotImplementedError(f"the {self.name} detector cannot abstain")
+
     def config(self) -> dict[str, Any]:
         """Constructor arguments, for the calibration file."""
         return {}

@@ -82,6 +82,14 @@ class ShiftDetector(InputSpaceDetector):
         gap = int(np.argmax(ratios))
         return live[:gap + 1] if ratios[gap] >= self.min_gap else live[:0]
 
+    @property
+    def abstains(self) -> bool:
+        return self.whitener is not None and self.whitener.shape[1] == 0
+
+    def abstain(self) -> None:
+        assert self.whitener is not None
+        self.whitener = self.whitener[:, :0]
+
     def score(self, probe: Probe) -> np.ndarray:
         if self.whitener is None or self.means is None or self.discriminants is None:
             raise ValueError("the shift detector is not fitted")

@@ -49,6 +49,14 @@ class SupportDetector(NeighbourDetector):
     def active(self) -> bool:
         return self.points is not None
 
+    @property
+    def abstains(self) -> bool:
+        return self.floor is not None and not self.active
+
+    def abstain(self) -> None:
+        self.points = self.labels = self.centre = self._blocks = None
+        self.projection = None
+
     def support(self, x: np.ndarray) -> np.ndarray:
         """(n, d) float32: 1 where a value is above the floor, 0 where it is at or below."""
         if self.floor is None:
