@@ -152,3 +152,29 @@ def test_settings_out_of_range_are_refused():
     for setting in ({"hidden": 0}, {"eps": -0.1}, {"attack_steps": 101}, {"epochs": 1.5}):
         with pytest.raises(ConfigurationError):
             RobustDetector(**setting)
+
+
+def test_a_model_of_one_class_saves_and_reloads_its_calibration(tmp_path):
+    # its classifier had one logit, so every clean score was -inf, the tail NaN, and
+    # saving the calibration raised a raw ValueError from the JSON encoder
+    from sklearn.dummy import DummyClassifier
+
+    x = np.random.default_rng(0).normal(size=(60, 6))
+    model = DummyClassifier().fit(x, np.zeros(len(x), int))
+    guarded = aimsec_core.guard(model, sinks=[], policy=False)
+    guarded.calibrate(x[:40], detectors=[RobustDetector(epochs=2), "density"])
+    path = guarded.save_calibration(tmp_path / "one.npz")
+    again = aimsec_core.guard(model, sinks=[], policy=False, calibration=path)
+    again.predict(x[40:])
+    assert list(again.last_verdict.scores["robust"]) == [0.0] * 20
+
+
+def test_a_classifier_of_other_classes_than_the_model_is_a_calibration_error(fitted):
+    # a (crafted) file whose classifier has 3 classes for a 10-class model raised a raw
+    # ValueError on every call
+    data, detector = fitted
+    restored = RobustDetector()
+    state = {k: np.asarray(v) for k, v in detector.state().items()}
+    restored.load_state({**state, "w2": state["w2"][:, :3], "b2": state["b2"][:3]})
+    with pytest.raises(aimsec_core.CalibrationError, match="3 classes; the model gives 10"):
+        restored.score(_probe(data.x_test[:5], data.y_test[:5]))

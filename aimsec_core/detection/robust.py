@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CalibrationError
 from . import arguments
 from .base import Detector, Probe
 from .robust_mlp import BATCH, RobustMLP
@@ -72,7 +73,9 @@ class RobustDetector(Detector):
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
         x = probe.x.reshape(len(probe.x), -1).astype(np.float32)
-        labels, classes = probe.predicted, probe.probabilities.shape[1]
+        # a model of one class still gets a classifier of two (one never predicted), so
+        # the file keeps the same form; ``score`` abstains for it
+        labels, classes = probe.predicted, max(probe.probabilities.shape[1], 2)
         rng = np.random.default_rng(self.seed)
         if len(x) > self.max_samples:
             keep = rng.choice(len(x), self.max_samples, replace=False)
@@ -89,12 +92,17 @@ class RobustDetector(Detector):
     def score(self, probe: Probe) -> np.ndarray:
         if self.classifier is None:
             raise ValueError("the robust detector is not fitted")
+        classes = probe.probabilities.shape[1]
+        if classes < 2:  # a model of one class: no other class to prefer
+            return np.zeros(len(probe.x))
+        if self.classifier.w2.shape[1] != classes:  # the file was made for another model
+            raise CalibrationError(
+                f"the calibration's robust detector has a classifier of "
+                f"{self.classifier.w2.shape[1]} classes; the model gives {classes}: "
+                "recalibrate on this model")
         logits = self.classifier.logits(
             probe.x.reshape(len(probe.x), -1).astype(np.float32)).astype(np.float64)
         rows, predicted = np.arange(len(logits)), probe.predicted
-        if logits.shape[1] != probe.probabilities.shape[1]:
-            raise ValueError(f"the robust detector's classifier has {logits.shape[1]} "
-                             f"classes; the model gives {probe.probabilities.shape[1]}")
         own = logits[rows, predicted]
         logits[rows, predicted] = -np.inf
         return logits.max(axis=1) - own
