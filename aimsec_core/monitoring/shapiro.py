@@ -40,12 +40,21 @@ def shapiro_w(x: np.ndarray) -> float:
     """Shapiro-Wilk W of ``x`` ((n,) real, n >= 3, not all equal) as a float in (0, 1].
 
     Raises ``ValueError`` for fewer than three values; NaN when they are all equal (W is
-    undefined) or any is NaN.
+    undefined) or any is NaN or infinite. Any finite magnitudes are fine (W is
+    scale-invariant: values past 1e150, or all within 1e-150, are divided by the
+    largest first).
     """
     values = np.sort(np.asarray(x, dtype=np.float64).ravel())
     n = len(values)
     if n < 3:
         raise ValueError(f"Shapiro-Wilk W needs at least 3 values; received {n}")
+    scale = max(abs(float(values[0])), abs(float(values[-1])))  # NaN sorts last
+    if not math.isfinite(scale) or math.isnan(values[-1]):
+        return math.nan
+    if scale == 0.0:
+        return math.nan  # all zero
+    if not 1e-150 < scale < 1e150:  # their squares would overflow or underflow
+        values = values / scale
     a = coefficients(n)
     centred = values - np.add.reduce(values) / n  # W is shift-invariant (sum a_i = 0)
     spread = float(centred @ centred)

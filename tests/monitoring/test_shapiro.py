@@ -65,3 +65,14 @@ def test_w_does_not_depend_on_order_or_shift_and_is_one_for_normal_scores():
 def test_fewer_than_three_values_are_refused():
     with pytest.raises(ValueError, match="at least 3"):
         shapiro_w(np.array([1.0, 2.0]))
+
+
+def test_extreme_magnitudes_give_the_same_w_and_infinities_nan():
+    # 1e200 squared overflowed: a raw OverflowError; subnormal values gave NaN
+    x = np.random.default_rng(1).normal(size=50)
+    w = shapiro_w(x)
+    for scale in (1e200, 1e-310):
+        assert shapiro_w(x * scale) == pytest.approx(w, abs=1e-9)
+    for bad in (np.inf, -np.inf, np.nan):
+        assert math.isnan(shapiro_w(np.append(x, bad)))
+    assert math.isnan(shapiro_w(np.zeros(5)))
