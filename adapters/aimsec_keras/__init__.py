@@ -191,7 +191,7 @@ class KerasAdapter(Adapter):
         """Class probabilities, computed ``GRADIENT_CHUNK`` samples at a time."""
         import numpy as np
 
-        from ._gradients import class_probabilities
+        from ._gradients import class_probabilities, ends_in_sigmoid
 
         keras = _keras()
         total = len(x) if hasattr(x, "__len__") and not isinstance(x, Mapping) else None
@@ -201,7 +201,7 @@ class KerasAdapter(Adapter):
             parts = [x[i:i + GRADIENT_CHUNK] for i in range(0, total, GRADIENT_CHUNK)]
         output = np.concatenate([keras.ops.convert_to_numpy(self.model(p, training=False))
                                  for p in parts])
-        return class_probabilities(output)[0]
+        return class_probabilities(output, ends_in_sigmoid(self.model))[0]
 
     def input_gradient(self, x: Any, labels: Any) -> Any:
         from ._gradients import forward_backward
@@ -216,11 +216,13 @@ class KerasAdapter(Adapter):
         from a pass of its own. The gradient is of the loss at the predicted label."""
         import numpy as np
 
-        from ._gradients import OwnOutput, class_probabilities, forward_backward
+        from ._gradients import (OwnOutput, class_probabilities, ends_in_sigmoid,
+                                 forward_backward)
 
         if isinstance(call, OwnOutput):
             output = call()
-            probabilities = class_probabilities(np.asarray(output))[0]
+            probabilities = class_probabilities(np.asarray(output),
+                                                ends_in_sigmoid(self.model))[0]
             labels = probabilities.argmax(axis=1)
             chunk = max(call.batch_size or KERAS_BATCH_SIZE, GRADIENT_CHUNK)
             return output, probabilities, forward_backward(self.model, x, labels,

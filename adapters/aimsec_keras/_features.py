@@ -20,7 +20,8 @@ MAX_LAYERS = 4
 _LINEAR = ("linear", "softmax", None)
 
 
-def _activation_name(layer: Any) -> str | None:
+def activation_name(layer: Any) -> str | None:
+    """The name of ``layer``'s activation ("relu-like" for the activation layers)."""
     if type(layer).__name__ in ("ReLU", "LeakyReLU", "ELU", "PReLU"):
         return "relu-like"
     activation = getattr(layer, "activation", None)
@@ -32,11 +33,11 @@ def _extractor(model: Any) -> tuple[Any, bool]:
     import keras
 
     layers = list(getattr(model, "layers", []))
-    softmax = bool(layers) and _activation_name(layers[-1]) == "softmax"
+    softmax = bool(layers) and activation_name(layers[-1]) == "softmax"
     try:
         inputs = model.inputs
         inputs = inputs[0] if len(inputs) == 1 else inputs  # one input: as Keras expects
-        chosen = [l for l in layers[:-1] if _activation_name(l) not in _LINEAR]
+        chosen = [l for l in layers[:-1] if activation_name(l) not in _LINEAR]
         if len(chosen) > MAX_LAYERS:
             step = len(chosen) / MAX_LAYERS
             chosen = [chosen[min(len(chosen) - 1, int(round((i + 1) * step)) - 1)]

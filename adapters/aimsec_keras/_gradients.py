@@ -21,15 +21,34 @@ from aimsec_core.errors import ConfigurationError
 _TINY = float(np.finfo(np.float32).tiny)
 
 
-def class_probabilities(output: np.ndarray) -> tuple[np.ndarray, bool]:
-    """``output`` as class probabilities, and whether it held logits (then softmaxed)."""
+def class_probabilities(output: np.ndarray, sigmoid: bool = False) -> tuple[np.ndarray, bool]:
+    """``output`` as class probabilities, and whether it held logits (then softmaxed).
+
+    A single column is a binary classifier's: with ``sigmoid`` (the model ends in a sigmoid,
+    :func:`ends_in_sigmoid`) the probability ``p`` of class 1, giving ``[1 - p, p]``;
+    otherwise a logit ``z``, giving ``softmax([0, z])``."""
     if output.ndim != 2:
         raise ConfigurationError(
             f"class scores need a model output of shape (batch, classes); received shape "
             f"{output.shape}. Guard a classifier, or turn off the gradient-based detectors")
+    if output.shape[1] == 1:
+        column = output.astype(np.float64)
+        if sigmoid:
+            p = np.clip(column, 0.0, 1.0)
+            return np.concatenate([1.0 - p, p], axis=1), False
+        return softmax_if_needed(np.concatenate([np.zeros_like(column), column], axis=1)), True
     # The detectors' own rule: rows that already are probabilities are kept as they are.
     probabilities = softmax_if_needed(output)
     return probabilities, not np.array_equal(probabilities, output.astype(np.float64))
+
+
+def ends_in_sigmoid(model: Any) -> bool:
+    """Whether ``model``'s last layer has a sigmoid activation (``Dense(1,
+    activation="sigmoid")``): a single output column is then a probability, not a logit."""
+    from ._features import activation_name
+
+    layers = getattr(model, "layers", None) or []
+    return bool(layers) and activation_name(layers[-1]) == "sigmoid"
 
 
 class Forward:
@@ -110,6 +129,7 @@ def _one_pass(model: Any, x: Any, labels: Any, call: Callable[[Any], Any] | None
     if call is None:
         call = Forward(lambda inputs: model(inputs, training=False), to_numpy=True)
     to_numpy = bool(getattr(call, "to_numpy", False))
+    sigmoid = ends_in_sigmoid(model)
     backend = keras.backend.backend()
     flat = [_leaf(v, backend) for v in keras.tree.flatten(x)]
     inputs = keras.tree.pack_sequence_as(x, flat)
@@ -119,7 +139,7 @@ def _one_pass(model: Any, x: Any, labels: Any, call: Callable[[Any], Any] | None
         # Watching only the inputs: no variable is recorded, nothing is kept for them.
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(flat)
-            output, values, probabilities, loss = _loss(call(inputs), labels)
+            output, values, probabilities, loss = _loss(call(inputs), labels, sigmoid)
         grads = tape.gradient(loss, flat)
     elif backend == "torch":
         import torch
@@ -129,7 +149,7 @@ def _one_pass(model: Any, x: Any, labels: Any, call: Callable[[Any], Any] | None
         # parameters' ``.grad``.
         keep = torch.is_grad_enabled() and not to_numpy
         with torch.enable_grad():
-            output, values, probabilities, loss = _loss(call(inputs), labels)
+            output, values, probabilities, loss = _loss(call(inputs), labels, sigmoid)
             grads = torch.autograd.grad(loss, flat, retain_graph=keep)
         if not keep:
             output = output.detach()
@@ -152,21 +172,27 @@ def _leaf(value: Any, backend: str) -> Any:
     return tensor
 
 
-def _loss(output: Any, labels: Any) -> tuple[Any, np.ndarray, np.ndarray, Any]:
-    """``(output, output as numpy, probabilities, summed cross-entropy tensor)``."""
+def _loss(output: Any, labels: Any, sigmoid: bool = False
+          ) -> tuple[Any, np.ndarray, np.ndarray, Any]:
+    """``(output, output as numpy, probabilities, summed cross-entropy tensor)``; a single
+    column as :func:`class_probabilities` reads it."""
     if not ops.is_tensor(output):
         raise ConfigurationError(
             f"input gradients need a model with one output tensor of class scores; this "
             f"model returns a {type(output).__name__}")
     values = ops.convert_to_numpy(output)
-    probabilities, logits = class_probabilities(values)
+    probabilities, logits = class_probabilities(values, sigmoid)
+    scores = output
+    if values.ndim == 2 and values.shape[1] == 1:  # a binary classifier's single column
+        scores = (ops.concatenate([1.0 - output, output], axis=1) if sigmoid
+                  else ops.concatenate([ops.zeros_like(output), output], axis=1))
     target = probabilities.argmax(axis=1) if labels is None else np.asarray(labels)
     index = ops.convert_to_tensor(target.astype(np.int64).reshape(-1, 1))
     if logits:
-        log_p = ops.log_softmax(output, axis=-1)
+        log_p = ops.log_softmax(scores, axis=-1)
     else:
         # log of the probabilities themselves, unclipped above: Keras' own loss clips at
         # 1 - 1e-7, which zeroes the gradient of every confident prediction.
-        log_p = ops.log(ops.maximum(output, _TINY))
+        log_p = ops.log(ops.maximum(scores, _TINY))
     loss = -ops.sum(ops.take_along_axis(log_p, index, axis=1))
     return output, values, probabilities, loss

@@ -198,7 +198,7 @@ class TorchAdapter(Adapter):
 
         x = self._as_tensor(x)
         with _evaluating(self.model), torch.no_grad():
-            logits = _class_logits(self.model(x))
+            logits = _class_logits(self.model(x), self.model)
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
     def input_gradient(self, x: Any, labels: Any) -> torch.Tensor:
@@ -215,7 +215,7 @@ class TorchAdapter(Adapter):
         _require_float(x)
         with _evaluating(self.model), torch.inference_mode(False), torch.enable_grad():
             leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
-            logits = _class_logits(self.model(leaf)).float()
+            logits = _class_logits(self.model(leaf), self.model).float()
             target = torch.as_tensor(labels, device=logits.device)
             if target.is_inference():
                 target = target.clone()  # inference tensors cannot be saved for backward
@@ -246,7 +246,7 @@ class TorchAdapter(Adapter):
             else:
                 target = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
             output = call(target)
-            logits = _class_logits(output)
+            logits = _class_logits(output, self.model)
             probabilities = torch.softmax(logits.detach().float(), dim=-1)
             # d(sum of cross-entropy at the predicted labels)/d(logits) = softmax - one-hot:
             # seeding the backward with it skips building the loss's own graph.
@@ -330,8 +330,15 @@ def _evaluating(model: Any) -> Iterator[None]:
             module.training = training
 
 
-def _class_logits(output: Any) -> torch.Tensor:
-    """The (N, C) class logits in a model's output; a single logit becomes [0, z]."""
+def _class_logits(output: Any, model: Any = None) -> torch.Tensor:
+    """The (N, C) class logits in a model's output.
+
+    A single column is a binary classifier's: a logit ``z`` becomes ``[0, z]``
+    (``softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]``); where ``model`` ends in
+    ``nn.Sigmoid`` (its last registered module) the column is the probability ``p`` of
+    class 1, whose log-odds ``log p - log(1 - p)`` (``p`` kept within float32's
+    resolution of 0 and 1) stands in for ``z``.
+    """
     import torch
 
     if isinstance(output, Mapping):
@@ -348,6 +355,21 @@ def _class_logits(output: Any) -> torch.Tensor:
     if output.ndim != 2:
         raise ValueError(f"the model returned shape {tuple(output.shape)}; expected class "
                          "logits of shape (N, C)")
-    if output.shape[1] == 1:  # one binary logit z: softmax([0, z]) = [1 - sigmoid, sigmoid]
+    if output.shape[1] == 1:
+        if model is not None and _ends_in_sigmoid(model):
+            tiny = torch.finfo(torch.float32).eps
+            p = output.float().clamp(tiny, 1 - tiny)
+            output = torch.log(p) - torch.log1p(-p)
         output = torch.cat([torch.zeros_like(output), output], dim=1)
     return output
+
+
+def _ends_in_sigmoid(model: Any) -> bool:
+    """Whether the last module ``model`` registers is an ``nn.Sigmoid``: its single
+    output column is then a probability, not a logit."""
+    import torch
+
+    last = None
+    for last in model.modules():
+        pass
+    return isinstance(last, torch.nn.Sigmoid)

@@ -3,7 +3,8 @@
 Extraction statistics are kept per predicted class. Guarded models return framework
 objects (a torch tensor, a numpy array of probabilities or of labels, onnxruntime's list
 of outputs); this reads the first array-like with one row per sample: a 2-D array gives
-its argmax, a 1-D array its values. Anything else gives ``None`` (no class: the sample is
+its argmax, a 1-D array its values, a single column of a binary classifier's scores
+the side of its decision threshold (0.5 for probabilities, 0 for logits). Anything else gives ``None`` (no class: the sample is
 not learned from).
 """
 
@@ -36,7 +37,17 @@ def predicted_classes(output: Any, batch: int) -> list[Any] | None:
             return array.tolist()
         flat = array.reshape(batch, -1)
         if flat.shape[1] == 1:
-            return flat[:, 0].tolist()
+            return _binary_classes(flat[:, 0])
         if flat.dtype.kind in "fiu":
             return np.argmax(flat, axis=1).tolist()
     return None
+
+
+def _binary_classes(column: np.ndarray) -> list[Any]:
+    """Classes from one column: labels as they are; a binary classifier's scores by side
+    of its threshold, 0.5 where the batch's values all lie in [0, 1] (probabilities), 0
+    otherwise (logits)."""
+    if column.dtype.kind != "f" or np.all(np.mod(column, 1) == 0):
+        return column.tolist()
+    threshold = 0.5 if np.all((column >= 0) & (column <= 1)) else 0.0
+    return (column > threshold).astype(np.int64).tolist()

@@ -1,0 +1,111 @@
+"""Binary classifiers with a single output column (one logit, or a sigmoid's probability).
+
+Such a column is a two-class model, not a one-class one: the class probabilities are
+``[1 - p, p]``, the gradient is that of the predicted class's cross-entropy, and the
+detectors that read the margin (``boundary``, ``robust``) score it like any other model.
+Before, a Keras ``Dense(1, activation="sigmoid")`` model was read as one class (every
+probability 1, a zero gradient) and its confidence detectors scored 0 on every input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core.monitoring.outputs import predicted_classes
+
+
+def _data(n: int = 240, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, d)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 1.0).astype(np.int64)
+    return x, y
+
+
+def _torch_binary(sigmoid: bool):
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    x, y = _data()
+    torch.manual_seed(0)
+    layers = [nn.Linear(x.shape[1], 16), nn.ReLU(), nn.Linear(16, 1)]
+    model = nn.Sequential(*(layers + [nn.Sigmoid()] if sigmoid else layers))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).float()
+    loss_fn = nn.BCELoss() if sigmoid else nn.BCEWithLogitsLoss()
+    for _ in range(150):
+        optimiser.zero_grad()
+        loss_fn(model(xt)[:, 0], yt).backward()
+        optimiser.step()
+    return model.eval(), x
+
+
+@pytest.mark.parametrize("sigmoid", [False, True], ids=["logit", "nn.Sigmoid"])
+def test_torch_single_column_reads_as_two_classes(sigmoid):
+    torch = pytest.importorskip("torch")
+    model, x = _torch_binary(sigmoid)
+    adapter = aimsec_core.guard_of(aimsec_core.guard(model, sinks=[])).adapter
+    with torch.no_grad():
+        column = model(torch.from_numpy(x[:20]))[:, 0].double().numpy()
+    p = column if sigmoid else 1 / (1 + np.exp(-column))
+    scores = adapter.scores(x[:20])
+    assert scores.shape == (20, 2)
+    np.testing.assert_allclose(scores[:, 1], p, atol=1e-5)
+    # the gradient of the predicted class's cross-entropy, not the zero of a one-class model
+    labels = scores.argmax(axis=1)
+    gradient = adapter.input_gradient(x[:20], labels).numpy()
+    leaf = torch.from_numpy(x[:20]).requires_grad_(True)
+    q = model(leaf)[:, 0] if sigmoid else torch.sigmoid(model(leaf)[:, 0])
+    q = q.double()
+    chosen = torch.where(torch.from_numpy(labels) == 1, q, 1 - q)
+    (expected,) = torch.autograd.grad(-torch.log(chosen).sum(), leaf)
+    np.testing.assert_allclose(gradient, expected.numpy(), rtol=1e-3, atol=1e-6)
+    assert np.abs(gradient).sum() > 0
+
+
+@pytest.mark.parametrize("sigmoid", [False, True], ids=["logit", "nn.Sigmoid"])
+def test_torch_binary_model_is_screened_by_its_margin(sigmoid):
+    torch = pytest.importorskip("torch")
+    model, x = _torch_binary(sigmoid)
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    guarded.calibrate(torch.from_numpy(x[:160]))
+    with torch.no_grad():
+        guarded(torch.from_numpy(x[160:]))
+    scores = guarded.last_verdict.scores
+    # one class would score 0 on every input: a two-class model's margins differ
+    assert np.ptp(scores["boundary"]) > 0 and np.ptp(scores["robust"]) > 0
+
+
+def test_keras_sigmoid_output_reads_as_two_classes():
+    keras = pytest.importorskip("keras")
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((x.shape[1],)),
+                              keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x, y, epochs=5, verbose=0)
+    adapter = aimsec_core.guard_of(aimsec_core.guard(model, sinks=[])).adapter
+    p = np.asarray(model(x[:20], training=False), dtype=np.float64)[:, 0]
+    scores = adapter.scores(x[:20])
+    assert scores.shape == (20, 2)
+    np.testing.assert_allclose(scores[:, 1], p, atol=1e-6)
+    gradient = np.asarray(adapter.input_gradient(x[:20], scores.argmax(axis=1)))
+    assert np.abs(gradient).sum(axis=1).min() > 0
+
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    guarded.calibrate(x[:160])
+    guarded.predict(x[160:], verbose=0)
+    scores = guarded.last_verdict.scores
+    assert np.ptp(scores["boundary"]) > 0 and np.ptp(scores["robust"]) > 0
+
+
+@pytest.mark.parametrize(("column", "expected"), [
+    ([0.2, 0.7, 0.5, 0.9], [0, 1, 0, 1]),      # probabilities: threshold 0.5
+    ([-2.0, 0.3, 1.5, -0.1], [0, 1, 1, 0]),    # logits: threshold 0
+    ([0.0, 1.0, 2.0, 1.0], [0, 1, 2, 1]),      # labels as they are
+])
+def test_monitoring_reads_a_single_column_as_binary_classes(column, expected):
+    output = np.asarray(column, dtype=np.float32)[:, None]
+    assert predicted_classes(output, len(column)) == expected
