@@ -109,3 +109,41 @@ def test_keras_sigmoid_output_reads_as_two_classes():
 def test_monitoring_reads_a_single_column_as_binary_classes(column, expected):
     output = np.asarray(column, dtype=np.float32)[:, None]
     assert predicted_classes(output, len(column)) == expected
+
+
+def _onnx_binary(sigmoid: bool, tmp_path=None):
+    """A linear binary classifier as an ONNX graph (MatMul, Add, then Sigmoid or not),
+    opened from bytes or from a file."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.array([[3.0], [3.0], [0.5], [0.0], [0.0], [-0.5]], dtype=np.float32)
+    b = np.array([-3.0], dtype=np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]),
+             helper.make_node("Add", ["z", "b"], ["logit" if sigmoid else "score"])]
+    if sigmoid:
+        nodes.append(helper.make_node("Sigmoid", ["logit"], ["score"]))
+    graph = helper.make_graph(
+        nodes, "binary", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    if tmp_path is None:
+        return ort.InferenceSession(model.SerializeToString()), w, b
+    path = tmp_path / "binary.onnx"
+    onnx.save(model, str(path))
+    return ort.InferenceSession(str(path)), w, b
+
+
+@pytest.mark.parametrize("sigmoid", [False, True], ids=["logit", "Sigmoid"])
+@pytest.mark.parametrize("from_file", [False, True], ids=["bytes", "file"])
+def test_onnx_single_column_reads_as_two_classes(sigmoid, from_file, tmp_path):
+    session, w, b = _onnx_binary(sigmoid, tmp_path if from_file else None)
+    x, _ = _data(40)
+    adapter = aimsec_core.guard_of(aimsec_core.guard(session, sinks=[])).adapter
+    scores = adapter.scores(x)
+    z = (x.astype(np.float64) @ w.astype(np.float64) + b)[:, 0]
+    assert scores.shape == (40, 2)
+    np.testing.assert_allclose(scores[:, 1], 1 / (1 + np.exp(-z)), atol=1e-5)

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from aimsec_core.detection import softmax_if_needed
+from aimsec_core.detection import binary_probabilities, softmax_if_needed
 from aimsec_core.errors import ConfigurationError
 
 #: Below this a probability's log would be -inf; clipping there keeps the gradient finite.
@@ -32,11 +32,7 @@ def class_probabilities(output: np.ndarray, sigmoid: bool = False) -> tuple[np.n
             f"class scores need a model output of shape (batch, classes); received shape "
             f"{output.shape}. Guard a classifier, or turn off the gradient-based detectors")
     if output.shape[1] == 1:
-        column = output.astype(np.float64)
-        if sigmoid:
-            p = np.clip(column, 0.0, 1.0)
-            return np.concatenate([1.0 - p, p], axis=1), False
-        return softmax_if_needed(np.concatenate([np.zeros_like(column), column], axis=1)), True
+        return binary_probabilities(output, sigmoid), not sigmoid
     # The detectors' own rule: rows that already are probabilities are kept as they are.
     probabilities = softmax_if_needed(output)
     return probabilities, not np.array_equal(probabilities, output.astype(np.float64))

@@ -119,7 +119,30 @@ class OnnxAdapter(Adapter):
             import numpy as np
 
             x = np.asarray(x, dtype=dtype)
-        return self.model.run([self.probability_output], {inputs[0].name: x})[0]
+        scores = self.model.run([self.probability_output], {inputs[0].name: x})[0]
+        if getattr(scores, "ndim", 0) == 2 and scores.shape[1] == 1:
+            from aimsec_core.detection import binary_probabilities
+
+            return binary_probabilities(scores, self.sigmoid_output)
+        return scores
+
+    @cached_property
+    def sigmoid_output(self) -> bool:
+        """Whether a Sigmoid node produces :attr:`probability_output` (a binary
+        classifier's single column is then a probability, otherwise a logit); read from the
+        model the session was opened from, where onnxruntime keeps it and ``onnx`` is
+        installed."""
+        model = self.model.__dict__.get("_model_bytes") or self.model.__dict__.get(
+            "_model_path")
+        try:
+            import onnx
+
+            graph = (onnx.load_model_from_string(model) if isinstance(model, bytes)
+                     else onnx.load(model, load_external_data=False)).graph
+        except Exception:  # no onnx package, no model kept, or one onnx cannot parse
+            return False
+        output = self.probability_output
+        return any(node.op_type == "Sigmoid" and output in node.output for node in graph.node)
 
     @cached_property
     def probability_output(self) -> str:

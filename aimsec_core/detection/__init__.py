@@ -6,7 +6,7 @@ from typing import Any
 
 from ..adapter import Capabilities
 from ..errors import ConfigurationError
-from .base import Detector, Probe, softmax_if_needed
+from .base import Detector, Probe, binary_probabilities, softmax_if_needed
 from .boundary import BoundaryDetector
 from .density import DensityDetector
 from .features import FeatureDensityDetector
@@ -93,4 +93,4 @@ __all__ = ["DETECTORS", "DEFAULT_DETECTORS", "BoundaryDetector", "DensityDetecto
            "FeatureDensityDetector", "GradientNormDetector", "JumpDetector", "MarginDetector",
            "NeighbourDetector", "NoiseDetector", "Probe", "RobustDetector", "ShiftDetector",
            "SparsityDetector", "SqueezeDetector", "SuiteScores", "SupportDetector",
-           "build_detector", "select_detectors", "softmax_if_needed"]
+           "binary_probabilities", "build_detector", "select_detectors", "softmax_if_needed"]

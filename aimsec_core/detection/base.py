@@ -24,6 +24,18 @@ def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def binary_probabilities(column: np.ndarray, probability: bool) -> np.ndarray:
+    """A binary classifier's single column of class-1 scores, ``(n,)`` or ``(n, 1)``, as
+    ``(n, 2)`` float64 class probabilities: ``[1 - p, p]`` where it holds probabilities
+    ``p`` (a sigmoid's output; clipped into [0, 1]), ``[1 - sigmoid(z), sigmoid(z)]``
+    where it holds logits ``z``."""
+    values = np.asarray(column, dtype=np.float64).reshape(-1, 1)
+    if probability:
+        p = np.clip(values, 0.0, 1.0)
+        return np.concatenate([1.0 - p, p], axis=1)
+    return softmax_if_needed(np.concatenate([np.zeros_like(values), values], axis=1))
+
+
 @dataclass
 class Probe:
     """What detectors see of one batch: the input on the host, the model's class
