@@ -3,9 +3,9 @@
 Extraction statistics are kept per predicted class. Guarded models return framework
 objects (a torch tensor, a numpy array of probabilities or of labels, onnxruntime's list
 of outputs); this reads the first array-like with one row per sample: a 2-D array gives
-its argmax, a 1-D array its values, a single column of a binary classifier's scores
-the side of its decision threshold (0.5 for probabilities, 0 for logits). Anything else gives ``None`` (no class: the sample is
-not learned from).
+its argmax, a 1-D array its values, a single column of a binary classifier's scores the
+side of its decision threshold (0.5 for probabilities, 0 for logits). Anything else gives
+``None`` (no class: the sample is not learned from).
 """
 
 from __future__ import annotations

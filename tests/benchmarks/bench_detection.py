@@ -10,8 +10,8 @@ reference data (the neighbours detector then searches 1,000 clean inputs instead
 calibration half).
 For torch and Keras also the ``features`` detector alone (internal activations; torch
 captures them during the prediction's own forward pass) and a suite with it in the
-gradient's place. For every framework and each model-agnostic detector alone: guarded over plain, and the
-extra forward passes ("extra") it costs, counted during one call: the class scores of the
+gradient's place. For every framework and each model-agnostic detector alone: guarded
+over plain, and the extra forward passes ("extra") it costs, counted during one call: the class scores of the
 input (shared by the detectors that read them; free where the gradient pass gives them),
 plus the detector's own.
 
