@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..arrays import content_hash, to_host
 from ..errors import CalibrationError, ConfigurationError
 from . import DETECTORS, build_detector, calibration_file
 from .base import Detector, Probe, softmax_if_needed
+from .coverage import fpr_interval
 from .suite import DetectorSuite
 
 FORMAT = calibration_file.FORMAT
@@ -48,6 +50,14 @@ class Calibration:
     #: files from before fingerprints.
     model_fingerprint: str | None = None
 
+    @property
+    def fpr_interval(self) -> tuple[float, float]:
+        """The central 95% interval of the false-positive rate on new clean data (like the
+        calibration data), given how many of the calibration samples the threshold
+        flagged: small calibration sets give wide intervals (``coverage.py``)."""
+        n = self.samples or self.threshold_samples
+        return fpr_interval(min(n - 1, round(self.achieved_fpr * n)), n)
+
     def summary(self) -> dict[str, Any]:
         return {
             "format": FORMAT, "model": self.model, "framework": self.framework,
@@ -55,7 +65,9 @@ class Calibration:
             "samples": self.samples or self.fit_samples + self.threshold_samples,
             "fit_samples": self.fit_samples, "threshold_samples": self.threshold_samples,
             "reference_samples": self.reference_samples,
-            "achieved_fpr": self.achieved_fpr, "value_range": list(self.value_range),
+            "achieved_fpr": self.achieved_fpr,
+            "fpr_interval": [round(v, 6) for v in self.fpr_interval],
+            "value_range": list(self.value_range),
             "sample_shape": list(self.sample_shape),
             "model_fingerprint": self.model_fingerprint,
             **self.suite.describe(),
@@ -233,9 +245,17 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
         raise CalibrationError(
             f"the clean data is too uniform to fit the detectors ({exc}); calibrate on "
             "varied, representative inputs") from exc
-    return Calibration(suite, value_range, content_hash([x]), len(x), len(x), achieved,
-                       model, adapter.framework,
-                       datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       tuple(int(d) for d in x.shape[1:]),
-                       0 if reference is None else len(reference), samples=len(x),
-                       model_fingerprint=model_fingerprint(adapter))
+    calibration = Calibration(suite, value_range, content_hash([x]), len(x), len(x),
+                              achieved, model, adapter.framework,
+                              datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              tuple(int(d) for d in x.shape[1:]),
+                              0 if reference is None else len(reference), samples=len(x),
+                              model_fingerprint=model_fingerprint(adapter))
+    low, high = calibration.fpr_interval
+    if high > 2 * fpr:
+        warnings.warn(
+            f"calibrated on {len(x)} clean samples for a false-positive rate of {fpr:.3g}: "
+            f"on new clean data it may lie anywhere in {low:.2%}-{high:.2%} (95% interval); "
+            f"calibrate on more clean data (about {int(np.ceil(10 / fpr))} samples keep it "
+            "under twice the target)", UserWarning, stacklevel=4)
+    return calibration

@@ -107,10 +107,12 @@ def _calibration(guard: Guard, _: bool | None) -> Observation:
     if calibration is None:
         return Observation(False, "no calibration loaded: detection is off")
     target = calibration.suite.fpr_target
+    low, high = calibration.fpr_interval
     return Observation(True, f"calibrated for {target:.1%} false positives "
                              f"(measured {calibration.achieved_fpr:.1%} on "
                              f"{calibration.samples or calibration.threshold_samples} clean "
-                             "samples)")
+                             f"samples; on new clean data {low:.1%}-{high:.1%}, 95% "
+                             "interval)")
 
 
 def _audit_logs(guard: Guard) -> list[AuditLog]:
