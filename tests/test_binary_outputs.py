@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aimsec_core
+from aimsec_core.detection import binary_probabilities
 from aimsec_core.monitoring.outputs import predicted_classes
 
 
@@ -147,3 +150,19 @@ def test_onnx_single_column_reads_as_two_classes(sigmoid, from_file, tmp_path):
     z = (x.astype(np.float64) @ w.astype(np.float64) + b)[:, 0]
     assert scores.shape == (40, 2)
     np.testing.assert_allclose(scores[:, 1], 1 / (1 + np.exp(-z)), atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-50, 50), min_size=1, max_size=4), st.booleans())
+def test_a_logit_column_is_read_as_logits_whatever_its_values(logits, column):
+    # a batch whose every logit is 1 gives rows [0, 1] that sum to 1: they were kept as
+    # probabilities (class 1 certain) instead of [1 - sigmoid(1), sigmoid(1)]
+    z = np.asarray(logits)
+    probabilities = binary_probabilities(z[:, None] if column else z, probability=False)
+    np.testing.assert_allclose(probabilities[:, 1], 1 / (1 + np.exp(-z)), rtol=1e-12)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+
+
+def test_a_batch_of_logits_equal_to_one_is_not_certain():
+    probabilities = binary_probabilities(np.ones((3, 1)), probability=False)
+    np.testing.assert_allclose(probabilities[:, 1], 1 / (1 + np.exp(-1.0)))
