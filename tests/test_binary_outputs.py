@@ -166,3 +166,60 @@ def test_a_logit_column_is_read_as_logits_whatever_its_values(logits, column):
 def test_a_batch_of_logits_equal_to_one_is_not_certain():
     probabilities = binary_probabilities(np.ones((3, 1)), probability=False)
     np.testing.assert_allclose(probabilities[:, 1], 1 / (1 + np.exp(-1.0)))
+
+
+def _onnx_session(nodes, output_shape, initializers=()):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.array([[3.0], [3.0], [0.5], [0.0], [0.0], [-0.5]], dtype=np.float32)
+    b = np.array([-3.0], dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["z"]),
+         helper.make_node("Add", ["z", "b"], ["logit"]), *nodes], "binary",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, output_shape)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+         *initializers])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString()), w, b
+
+
+def _squeeze(source):
+    from onnx import helper, numpy_helper
+
+    return ([helper.make_node("Squeeze", [source, "axis"], ["score"])],
+            [numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")])
+
+
+@pytest.mark.parametrize("ending", ["Sigmoid, Identity", "Sigmoid, Squeeze", "Squeeze"])
+def test_onnx_sigmoid_is_found_through_nodes_that_only_move_values(ending):
+    # exporters often end a graph with Identity or a reshape after the Sigmoid: its
+    # probability was read as a logit (sigmoid applied twice)
+    from onnx import helper
+
+    sigmoid = ending.startswith("Sigmoid")
+    nodes = [helper.make_node("Sigmoid", ["logit"], ["p"])] if sigmoid else []
+    source = "p" if sigmoid else "logit"
+    if ending.endswith("Identity"):
+        nodes.append(helper.make_node("Identity", [source], ["score"]))
+        session, w, b = _onnx_session(nodes, ["N", 1])
+    else:
+        extra_nodes, initializers = _squeeze(source)
+        session, w, b = _onnx_session(nodes + extra_nodes, ["N"], initializers)
+    x, _ = _data(40)
+    scores = aimsec_core.guard_of(aimsec_core.guard(session, sinks=[])).adapter.scores(x)
+    z = (x.astype(np.float64) @ w.astype(np.float64) + b)[:, 0]
+    assert scores.shape == (40, 2)
+    np.testing.assert_allclose(scores[:, 1], 1 / (1 + np.exp(-z)), atol=1e-5)
+
+
+def test_onnx_single_column_of_an_unreadable_graph_warns_it_is_taken_for_a_logit(tmp_path):
+    session, _, _ = _onnx_binary(True, tmp_path)
+    (tmp_path / "binary.onnx").unlink()  # the session runs on; its graph is gone
+    adapter = aimsec_core.guard_of(aimsec_core.guard(session, sinks=[])).adapter
+    x, _ = _data(4)
+    with pytest.warns(RuntimeWarning, match="read as a logit"):
+        adapter.scores(x)
