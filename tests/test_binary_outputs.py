@@ -223,3 +223,40 @@ def test_onnx_single_column_of_an_unreadable_graph_warns_it_is_taken_for_a_logit
     x, _ = _data(4)
     with pytest.warns(RuntimeWarning, match="read as a logit"):
         adapter.scores(x)
+
+
+def _keras_sigmoid_models():
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inner = keras.Sequential([keras.Input((6,)), layers.Dense(4, activation="tanh"),
+                              layers.Dense(1, activation="sigmoid")])
+    inputs = keras.Input((6,))
+    output = layers.Dropout(0.5)(layers.Activation("sigmoid")(layers.Dense(1)(inputs)))
+    aux = layers.Dense(3)(inputs)  # built last: the model's last layer, not its output's
+    return {
+        "nested model": keras.Sequential([keras.Input((6,)), inner]),
+        "then Flatten": keras.Sequential([keras.Input((6,)), layers.Dense(1, "sigmoid"),
+                                          layers.Flatten()]),
+        "shape (n,)": keras.Sequential([keras.Input((6,)), layers.Dense(1, "sigmoid"),
+                                        layers.Reshape(())]),
+        "functional, Activation then Dropout": keras.Model(inputs, [output, aux]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["nested model", "then Flatten", "shape (n,)",
+                                  "functional, Activation then Dropout"])
+def test_keras_sigmoid_is_found_where_its_output_comes_from(kind):
+    # the last layer alone was read: a sigmoid inside a nested model or before a reshape
+    # had its probability read as a logit, and an (n,) output was refused
+    model = _keras_sigmoid_models()[kind]
+    adapter = aimsec_core.guard_of(aimsec_core.guard(model, sinks=[])).adapter
+    x, _ = _data(8)
+    output = model(x, training=False)
+    p = np.asarray(output[0] if isinstance(output, list) else output, np.float64)
+    scores = adapter.scores(x)
+    assert scores.shape == (8, 2)
+    np.testing.assert_allclose(scores[:, 1], p.reshape(-1), atol=1e-6)
+    if kind != "functional, Activation then Dropout":  # gradients need one output
+        gradient = np.asarray(adapter.input_gradient(x, scores.argmax(axis=1)))
+        assert gradient.shape == x.shape and np.abs(gradient).sum(axis=1).min() > 0
