@@ -136,14 +136,27 @@ class Guard:
                                                image_shape))
         bounds = (self.constraints.min_value, self.constraints.max_value)
         value_range = bounds if None not in bounds else None
-        self.calibration = calibrate(self.adapter, suite, x, fpr=fpr, model=self.name,
-                                     seed=seed, value_range=value_range, reference=extra,
-                                     asked=asked)
+        try:
+            self.calibration = calibrate(self.adapter, suite, x, fpr=fpr, model=self.name,
+                                         seed=seed, value_range=value_range,
+                                         reference=extra, asked=asked)
+        except NotImplementedError as exc:  # what the adapter cannot give the detectors
+            raise CalibrationError(f"the detectors cannot read this {self.adapter.framework} "
+                                   f"model: {exc}") from exc
         return self.calibration
 
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
         """``data`` as a host array, refused unless it passes validation cleanly."""
         name = self._declared[0].name if self._declared else "input"
+        if (self._declared and len(self._declared) > 1
+                and isinstance(data, (list, tuple, Mapping))
+                and len(data) == len(self._declared)):
+            raise CalibrationError(
+                f"the detectors read one input, and {what} is one array of it; this model "
+                f"declares inputs {[spec.name for spec in self._declared]} and received a "
+                f"{type(data).__name__} of {len(data)} (one per input?). The detectors "
+                f"cannot screen a model that needs several inputs: use it uncalibrated "
+                f"(every input is still validated), or guard a single-input model")
         validated = validate({name: self.adapter.from_host(data)}, self.adapter,
                              self.specs_for((name,)),
                              self.constraints)
