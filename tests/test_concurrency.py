@@ -67,10 +67,9 @@ def test_eight_threads_leave_sixteen_thousand_well_formed_lines(tmp_path):
 
 def test_a_call_is_screened_by_the_calibration_in_place_when_it_began():
     # another thread's refit (which drops the calibration) or recalibration landing
-    # between validation and the detectors: the call failed on the missing calibration
-    # (AssertionError), or its audit line named one calibration while another scored it
+    # between validation and the detectors: the call went unscreened, or was scored by
+    # the new calibration, under a verdict naming the one it began with
     from sklearn.linear_model import LogisticRegression
-
 
     rng = np.random.default_rng(0)
     x = rng.random((120, 4))
