@@ -136,14 +136,27 @@ class Guard:
                                                image_shape))
         bounds = (self.constraints.min_value, self.constraints.max_value)
         value_range = bounds if None not in bounds else None
-        self.calibration = calibrate(self.adapter, suite, x, fpr=fpr, model=self.name,
-                                     seed=seed, value_range=value_range, reference=extra,
-                                     asked=asked)
+        try:
+            self.calibration = calibrate(self.adapter, suite, x, fpr=fpr, model=self.name,
+                                         seed=seed, value_range=value_range,
+                                         reference=extra, asked=asked)
+        except NotImplementedError as exc:  # what the adapter cannot give the detectors
+            raise CalibrationError(f"the detectors cannot read this {self.adapter.framework} "
+                                   f"model: {exc}") from exc
         return self.calibration
 
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
         """``data`` as a host array, refused unless it passes validation cleanly."""
         name = self._declared[0].name if self._declared else "input"
+        if (self._declared and len(self._declared) > 1
+                and isinstance(data, (list, tuple, Mapping))
+                and len(data) == len(self._declared)):
+            raise CalibrationError(
+                f"the detectors read one input, and {what} is one array of it; this model "
+                f"declares inputs {[spec.name for spec in self._declared]} and received a "
+                f"{type(data).__name__} of {len(data)} (one per input?). The detectors "
+                f"cannot screen a model that needs several inputs: use it uncalibrated "
+                f"(every input is still validated), or guard a single-input model")
         validated = validate({name: self.adapter.from_host(data)}, self.adapter,
                              self.specs_for((name,)),
                              self.constraints)
@@ -209,13 +222,16 @@ class Guard:
             visit = self.monitor.admit(current_client(), current_tier())
             if visit is not None and visit.findings and not self._allows(visit.findings):
                 self._refuse_admission(visit, start)
+        # one calibration screens the whole call, whatever another thread's calibrate,
+        # use_calibration or refit sets meanwhile
+        calibration = self.calibration
         validated, verdict = self.screen(inputs, refusals)
         if visit is not None:
             verdict = self._query_checks(visit, validated, verdict)
         output: Any = _NOT_YET
         try:
-            if verdict.allowed and self._detecting(validated):
-                output, verdict = self._detect(validated, verdict, forward)
+            if verdict.allowed and self._detecting(validated, calibration):
+                output, verdict = self._detect(validated, verdict, forward, calibration)
         except SecurityViolation:
             raise
         except Exception as exc:
@@ -318,18 +334,20 @@ class Guard:
         except Exception:  # learning must never cost the caller its prediction
             _log.exception("aimsec monitoring failed to learn from a call")
 
-    def _detecting(self, validated: Validated) -> bool:
+    def _detecting(self, validated: Validated, calibration: Calibration | None) -> bool:
         # NaN/Inf would only break the detectors' own passes; the finding already stands.
         # Detectors read the first (primary) input; other inputs are validated only.
-        return (self.calibration is not None and len(validated.arrays) >= 1
+        return (calibration is not None and len(validated.arrays) >= 1
                 and not validated.oversized
                 and not any(f.check == "finite" for f in validated.findings))
 
     def _detect(self, validated: Validated, verdict: Verdict,
-                forward: Callable[[Any], Any] | None) -> tuple[Any, Verdict]:
-        """Run the calibrated detectors; returns the model output when it came for free."""
-        assert self.calibration is not None
-        suite = self.calibration.suite
+                forward: Callable[[Any], Any] | None,
+                calibration: Calibration) -> tuple[Any, Verdict]:
+        """Run the calibrated detectors; returns the model output when it came for free.
+        The verdict names ``calibration``, the one that screened it."""
+        verdict = dataclasses.replace(verdict, calibration_id=self._digest(calibration))
+        suite = calibration.suite
         native = next(iter(validated.arrays.values()))
         if isinstance(native, STRUCTURED):  # never densified, so the detectors can't read it
             finding = Finding(
@@ -340,7 +358,7 @@ class Guard:
             return _NOT_YET, dataclasses.replace(verdict, allowed=False,
                                                  findings=verdict.findings + (finding,))
         x = np.asarray(to_host(next(iter(validated.views.values()))))
-        calibrated = tuple(self.calibration.sample_shape)
+        calibrated = tuple(calibration.sample_shape)
         if tuple(x.shape[1:]) != calibrated:
             finding = Finding(
                 "shape", f"input has samples of shape {tuple(x.shape[1:])}; the detectors were "
@@ -420,7 +438,9 @@ class Guard:
     def calibration_id(self) -> str | None:
         """A digest of the calibration in use (its settings, thresholds and detector
         state), ``None`` without one: audit lines name the calibration that screened them."""
-        calibration = self.calibration
+        return self._digest(self.calibration)
+
+    def _digest(self, calibration: Calibration | None) -> str | None:
         cached, digest = self._calibration_id
         if calibration is not cached:
             digest = None if calibration is None else _calibration_digest(calibration)

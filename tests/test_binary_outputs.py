@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aimsec_core
+from aimsec_core.detection import binary_probabilities
 from aimsec_core.monitoring.outputs import predicted_classes
 
 
@@ -147,3 +150,113 @@ def test_onnx_single_column_reads_as_two_classes(sigmoid, from_file, tmp_path):
     z = (x.astype(np.float64) @ w.astype(np.float64) + b)[:, 0]
     assert scores.shape == (40, 2)
     np.testing.assert_allclose(scores[:, 1], 1 / (1 + np.exp(-z)), atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-50, 50), min_size=1, max_size=4), st.booleans())
+def test_a_logit_column_is_read_as_logits_whatever_its_values(logits, column):
+    # a batch whose every logit is 1 gives rows [0, 1] that sum to 1: they were kept as
+    # probabilities (class 1 certain) instead of [1 - sigmoid(1), sigmoid(1)]
+    z = np.asarray(logits)
+    probabilities = binary_probabilities(z[:, None] if column else z, probability=False)
+    np.testing.assert_allclose(probabilities[:, 1], 1 / (1 + np.exp(-z)), rtol=1e-12)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+
+
+def test_a_batch_of_logits_equal_to_one_is_not_certain():
+    probabilities = binary_probabilities(np.ones((3, 1)), probability=False)
+    np.testing.assert_allclose(probabilities[:, 1], 1 / (1 + np.exp(-1.0)))
+
+
+def _onnx_session(nodes, output_shape, initializers=()):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.array([[3.0], [3.0], [0.5], [0.0], [0.0], [-0.5]], dtype=np.float32)
+    b = np.array([-3.0], dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["z"]),
+         helper.make_node("Add", ["z", "b"], ["logit"]), *nodes], "binary",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, output_shape)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+         *initializers])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString()), w, b
+
+
+def _squeeze(source):
+    from onnx import helper, numpy_helper
+
+    return ([helper.make_node("Squeeze", [source, "axis"], ["score"])],
+            [numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")])
+
+
+@pytest.mark.parametrize("ending", ["Sigmoid, Identity", "Sigmoid, Squeeze", "Squeeze"])
+def test_onnx_sigmoid_is_found_through_nodes_that_only_move_values(ending):
+    # exporters often end a graph with Identity or a reshape after the Sigmoid: its
+    # probability was read as a logit (sigmoid applied twice)
+    from onnx import helper
+
+    sigmoid = ending.startswith("Sigmoid")
+    nodes = [helper.make_node("Sigmoid", ["logit"], ["p"])] if sigmoid else []
+    source = "p" if sigmoid else "logit"
+    if ending.endswith("Identity"):
+        nodes.append(helper.make_node("Identity", [source], ["score"]))
+        session, w, b = _onnx_session(nodes, ["N", 1])
+    else:
+        extra_nodes, initializers = _squeeze(source)
+        session, w, b = _onnx_session(nodes + extra_nodes, ["N"], initializers)
+    x, _ = _data(40)
+    scores = aimsec_core.guard_of(aimsec_core.guard(session, sinks=[])).adapter.scores(x)
+    z = (x.astype(np.float64) @ w.astype(np.float64) + b)[:, 0]
+    assert scores.shape == (40, 2)
+    np.testing.assert_allclose(scores[:, 1], 1 / (1 + np.exp(-z)), atol=1e-5)
+
+
+def test_onnx_single_column_of_an_unreadable_graph_warns_it_is_taken_for_a_logit(tmp_path):
+    session, _, _ = _onnx_binary(True, tmp_path)
+    (tmp_path / "binary.onnx").unlink()  # the session runs on; its graph is gone
+    adapter = aimsec_core.guard_of(aimsec_core.guard(session, sinks=[])).adapter
+    x, _ = _data(4)
+    with pytest.warns(RuntimeWarning, match="read as a logit"):
+        adapter.scores(x)
+
+
+def _keras_sigmoid_models():
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inner = keras.Sequential([keras.Input((6,)), layers.Dense(4, activation="tanh"),
+                              layers.Dense(1, activation="sigmoid")])
+    inputs = keras.Input((6,))
+    output = layers.Dropout(0.5)(layers.Activation("sigmoid")(layers.Dense(1)(inputs)))
+    aux = layers.Dense(3)(inputs)  # built last: the model's last layer, not its output's
+    return {
+        "nested model": keras.Sequential([keras.Input((6,)), inner]),
+        "then Flatten": keras.Sequential([keras.Input((6,)), layers.Dense(1, "sigmoid"),
+                                          layers.Flatten()]),
+        "shape (n,)": keras.Sequential([keras.Input((6,)), layers.Dense(1, "sigmoid"),
+                                        layers.Reshape(())]),
+        "functional, Activation then Dropout": keras.Model(inputs, [output, aux]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["nested model", "then Flatten", "shape (n,)",
+                                  "functional, Activation then Dropout"])
+def test_keras_sigmoid_is_found_where_its_output_comes_from(kind):
+    # the last layer alone was read: a sigmoid inside a nested model or before a reshape
+    # had its probability read as a logit, and an (n,) output was refused
+    model = _keras_sigmoid_models()[kind]
+    adapter = aimsec_core.guard_of(aimsec_core.guard(model, sinks=[])).adapter
+    x, _ = _data(8)
+    output = model(x, training=False)
+    p = np.asarray(output[0] if isinstance(output, list) else output, np.float64)
+    scores = adapter.scores(x)
+    assert scores.shape == (8, 2)
+    np.testing.assert_allclose(scores[:, 1], p.reshape(-1), atol=1e-6)
+    if kind != "functional, Activation then Dropout":  # gradients need one output
+        gradient = np.asarray(adapter.input_gradient(x, scores.argmax(axis=1)))
+        assert gradient.shape == x.shape and np.abs(gradient).sum(axis=1).min() > 0

@@ -63,3 +63,45 @@ def test_eight_threads_leave_sixteen_thousand_well_formed_lines(tmp_path):
     assert refused == expected > 0
     verified = aimsec_core.audit.verify_trail(audit.file)  # one unbroken hash chain
     assert verified.intact and verified.lines == THREADS * CALLS
+
+
+def test_a_call_is_screened_by_the_calibration_in_place_when_it_began():
+    # another thread's refit (which drops the calibration) or recalibration landing
+    # between validation and the detectors: the call went unscreened, or was scored by
+    # the new calibration, under a verdict naming the one it began with
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 4))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    first = guarded.calibrate(x[:60], detectors=["margin", "density"])
+    guard = aimsec_core.guard_of(guarded)
+    screen = guard.screen
+    expected = guard.calibration_id
+
+    def screen_then_drop(*args, **kwargs):
+        result = screen(*args, **kwargs)
+        guard.calibration = None  # what a concurrent refit leaves
+        return result
+
+    guard.screen = screen_then_drop
+    guarded.predict(x[60:64])
+    verdict = guarded.last_verdict
+    assert verdict.scores and verdict.threshold == first.suite.threshold
+    assert verdict.calibration_id == expected
+
+    guard.calibration = first
+    second = guarded.calibrate(x[60:], detectors=["margin"], fpr=0.2)
+    guard.calibration = first
+
+    def screen_then_swap(*args, **kwargs):
+        result = screen(*args, **kwargs)
+        guard.calibration = second
+        return result
+
+    guard.screen = screen_then_swap
+    guarded.predict(x[:4])
+    verdict = guarded.last_verdict
+    assert set(verdict.scores) == {"suspicion", "margin", "density"}
+    assert verdict.calibration_id == expected

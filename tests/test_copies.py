@@ -286,3 +286,24 @@ def test_a_pickle_in_another_process_keeps_the_calibration_and_the_trail(
     lines = _lines(trail)
     assert [line["decision"] for line in lines] == ["rejected", "allowed", "rejected"]
     assert lines[1]["calibration"] == lines[2]["calibration"] == lines[0]["calibration"]
+
+
+def test_a_session_whose_file_is_gone_cannot_be_copied_and_says_why(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    guarded = aimsec_core.guard(ort.InferenceSession(str(path)), sinks=[])
+    path.unlink()  # the session runs from memory; a copy must read the file again
+    with pytest.raises(UncopyableError, match="model.onnx") as caught:
+        copy.deepcopy(guarded)
+    assert caught.value.__cause__ is not None
+    guarded.run(None, {"x": np.ones((1, 2), np.float32)})  # the original is unharmed

@@ -584,3 +584,14 @@ def test_list_numbers_beyond_the_declared_dtype_are_refused_naming_both(guarded,
         guarded.run(None, {"X": rows})
     assert caught.value.verdict.flags == (False, True)
     assert sink.outcomes == ["rejected"]
+
+
+def test_calibrating_a_two_input_model_says_the_detectors_read_one_input(two_inputs):
+    # a feed of both inputs was refused as "input 'upper' is a dict; expected a numpy
+    # array", as if the data were malformed
+    _, guarded = two_inputs
+    with pytest.raises(aimsec_core.CalibrationError,
+                       match=r"read one input.*\['upper', 'lower'\].*dict of 2"):
+        guarded.calibrate(_split(40))
+    with pytest.raises(aimsec_core.AimsecError, match="single-input"):
+        guarded.calibrate(_split(40)["upper"])

@@ -188,7 +188,8 @@ class KerasAdapter(Adapter):
         return None
 
     def scores(self, x: Any) -> Any:
-        """Class probabilities, computed ``GRADIENT_CHUNK`` samples at a time."""
+        """Class probabilities, computed ``GRADIENT_CHUNK`` samples at a time, from the
+        model's first output where it has several (a list or dict of heads)."""
         import numpy as np
 
         from ._gradients import class_probabilities, ends_in_sigmoid
@@ -199,8 +200,9 @@ class KerasAdapter(Adapter):
             parts = [x]
         else:
             parts = [x[i:i + GRADIENT_CHUNK] for i in range(0, total, GRADIENT_CHUNK)]
-        output = np.concatenate([keras.ops.convert_to_numpy(self.model(p, training=False))
-                                 for p in parts])
+        output = np.concatenate([
+            keras.ops.convert_to_numpy(keras.tree.flatten(self.model(p, training=False))[0])
+            for p in parts])
         return class_probabilities(output, ends_in_sigmoid(self.model))[0]
 
     def input_gradient(self, x: Any, labels: Any) -> Any:

@@ -24,27 +24,58 @@ _TINY = float(np.finfo(np.float32).tiny)
 def class_probabilities(output: np.ndarray, sigmoid: bool = False) -> tuple[np.ndarray, bool]:
     """``output`` as class probabilities, and whether it held logits (then softmaxed).
 
-    A single column is a binary classifier's: with ``sigmoid`` (the model ends in a sigmoid,
-    :func:`ends_in_sigmoid`) the probability ``p`` of class 1, giving ``[1 - p, p]``;
-    otherwise a logit ``z``, giving ``softmax([0, z])``."""
+    A single column, ``(n, 1)`` or ``(n,)``, is a binary classifier's: with ``sigmoid``
+    (the model ends in a sigmoid, :func:`ends_in_sigmoid`) the probability ``p`` of
+    class 1, giving ``[1 - p, p]``; otherwise a logit ``z``, giving ``softmax([0, z])``."""
+    if output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1):
+        return binary_probabilities(output, sigmoid), not sigmoid
     if output.ndim != 2:
         raise ConfigurationError(
             f"class scores need a model output of shape (batch, classes); received shape "
             f"{output.shape}. Guard a classifier, or turn off the gradient-based detectors")
-    if output.shape[1] == 1:
-        return binary_probabilities(output, sigmoid), not sigmoid
     # The detectors' own rule: rows that already are probabilities are kept as they are.
     probabilities = softmax_if_needed(output)
     return probabilities, not np.array_equal(probabilities, output.astype(np.float64))
 
 
+#: Layers whose output holds their input's values (reshaped; dropout is off at inference).
+_VALUE_PRESERVING = frozenset({"Flatten", "Reshape", "Identity", "Dropout"})
+
+
 def ends_in_sigmoid(model: Any) -> bool:
-    """Whether ``model``'s last layer has a sigmoid activation (``Dense(1,
-    activation="sigmoid")``): a single output column is then a probability, not a logit."""
+    """Whether ``model``'s output comes from a sigmoid activation (``Dense(1,
+    activation="sigmoid")``, an ``Activation("sigmoid")`` layer), directly, through
+    layers that only reshape it (``Flatten``, ``Reshape``, ``Identity``, ``Dropout``), or
+    as the output of a nested model ending so: a single output column is then a
+    probability, not a logit. The layer producing the (first) output is followed back;
+    a model without symbolic outputs (subclassed) is judged by its last layer."""
     from ._features import activation_name
 
-    layers = getattr(model, "layers", None) or []
-    return bool(layers) and activation_name(layers[-1]) == "sigmoid"
+    layer = _output_layer(model)
+    for _ in range(256):  # a bound, not a limit any real model reaches
+        if layer is None:
+            return False
+        if activation_name(layer) == "sigmoid":
+            return True
+        if getattr(layer, "layers", None) and layer is not model:  # a nested model
+            model, layer = layer, _output_layer(layer)
+            continue
+        if type(layer).__name__ not in _VALUE_PRESERVING:
+            return False
+        try:
+            layer = layer.input._keras_history.operation
+        except (AttributeError, ValueError, TypeError):
+            return False
+    return False
+
+
+def _output_layer(model: Any) -> Any:
+    """The layer producing ``model``'s first output, or its last layer."""
+    try:
+        return model.outputs[0]._keras_history.operation
+    except (AttributeError, IndexError, ValueError, TypeError):  # subclassed, not built
+        layers = getattr(model, "layers", None) or []
+        return layers[-1] if layers else None
 
 
 class Forward:
@@ -179,9 +210,10 @@ def _loss(output: Any, labels: Any, sigmoid: bool = False
     values = ops.convert_to_numpy(output)
     probabilities, logits = class_probabilities(values, sigmoid)
     scores = output
-    if values.ndim == 2 and values.shape[1] == 1:  # a binary classifier's single column
-        scores = (ops.concatenate([1.0 - output, output], axis=1) if sigmoid
-                  else ops.concatenate([ops.zeros_like(output), output], axis=1))
+    if values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1):  # binary: one column
+        column = ops.reshape(output, (-1, 1))
+        scores = (ops.concatenate([1.0 - column, column], axis=1) if sigmoid
+                  else ops.concatenate([ops.zeros_like(column), column], axis=1))
     target = probabilities.argmax(axis=1) if labels is None else np.asarray(labels)
     index = ops.convert_to_tensor(target.astype(np.int64).reshape(-1, 1))
     if logits:

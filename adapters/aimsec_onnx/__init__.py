@@ -41,6 +41,7 @@ session; they are model constants, not samples, and pass through unscreened.
 from __future__ import annotations
 
 import sys
+import warnings
 from functools import cached_property
 from typing import Any
 
@@ -55,6 +56,9 @@ __all__ = ["OnnxAdapter", "UnguardedCallError"]
 #: core's name for text (numpy str arrays, object arrays of str).
 _DTYPES = {"float": "float32", "double": "float64", "string": "str"}
 _FLOAT_TYPES = frozenset({"tensor(float)", "tensor(double)", "tensor(float16)"})
+#: Nodes whose output holds their first input's values (reshaped or cast).
+_VALUE_PRESERVING = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                               "Cast"})
 
 
 class OnnxAdapter(Adapter):
@@ -120,7 +124,8 @@ class OnnxAdapter(Adapter):
 
             x = np.asarray(x, dtype=dtype)
         scores = self.model.run([self.probability_output], {inputs[0].name: x})[0]
-        if getattr(scores, "ndim", 0) == 2 and scores.shape[1] == 1:
+        ndim = getattr(scores, "ndim", 0)
+        if ndim == 1 or (ndim == 2 and scores.shape[1] == 1):  # a binary classifier's column
             from aimsec_core.detection import binary_probabilities
 
             return binary_probabilities(scores, self.sigmoid_output)
@@ -129,9 +134,12 @@ class OnnxAdapter(Adapter):
     @cached_property
     def sigmoid_output(self) -> bool:
         """Whether a Sigmoid node produces :attr:`probability_output` (a binary
-        classifier's single column is then a probability, otherwise a logit); read from the
-        model the session was opened from, where onnxruntime keeps it and ``onnx`` is
-        installed."""
+        classifier's single column is then a probability, otherwise a logit), directly or
+        through nodes that only move values (``Identity``, ``Reshape``, ``Flatten``,
+        ``Squeeze``, ``Unsqueeze``, ``Cast``: what exporters put at a graph's end); read
+        from the model the session was opened from, where onnxruntime keeps it and ``onnx``
+        is installed. Where it cannot be read, a ``RuntimeWarning`` says the column is
+        taken for a logit."""
         model = self.model.__dict__.get("_model_bytes") or self.model.__dict__.get(
             "_model_path")
         try:
@@ -139,22 +147,42 @@ class OnnxAdapter(Adapter):
 
             graph = (onnx.load_model_from_string(model) if isinstance(model, bytes)
                      else onnx.load(model, load_external_data=False)).graph
-        except Exception:  # no onnx package, no model kept, or one onnx cannot parse
+        except Exception as exc:  # no onnx package, no model kept, or one onnx cannot parse
+            warnings.warn(
+                f"cannot read the ONNX graph ({type(exc).__name__}: {exc}) to tell whether "
+                f"the single column of output {self.probability_output!r} is a sigmoid's "
+                "probability; it is read as a logit. Install the onnx package and keep the "
+                "model file (or open the session from its bytes)", RuntimeWarning,
+                stacklevel=2)
             return False
-        output = self.probability_output
-        return any(node.op_type == "Sigmoid" and output in node.output for node in graph.node)
+        producers = {name: node for node in graph.node for name in node.output}
+        name = self.probability_output
+        for _ in range(len(graph.node)):
+            node = producers.get(name)
+            if node is None or not node.input:
+                return False
+            if node.op_type == "Sigmoid":
+                return True
+            if node.op_type not in _VALUE_PRESERVING:
+                return False
+            name = node.input[0]
+        return False
 
     @cached_property
     def probability_output(self) -> str:
         """The output holding class probabilities: one named ``probabilities`` (what
-        skl2onnx exports with ``zipmap=False``), else the only 2-D float output."""
+        skl2onnx exports with ``zipmap=False``), else the only 2-D float output, else the
+        only 1-D one (a binary classifier's single column, shape ``(N,)``)."""
         outputs = self.model.get_outputs()
-        matrices = [arg.name for arg in outputs
-                    if arg.type in _FLOAT_TYPES and len(arg.shape) == 2]
-        if "probabilities" in matrices:
-            return "probabilities"
-        if len(matrices) == 1:
-            return matrices[0]
+        for rank in (2, 1):
+            matrices = [arg.name for arg in outputs
+                        if arg.type in _FLOAT_TYPES and len(arg.shape) == rank]
+            if "probabilities" in matrices:
+                return "probabilities"
+            if len(matrices) == 1:
+                return matrices[0]
+            if matrices:
+                break
         raise NotImplementedError(
             f"cannot tell which output holds class probabilities among "
             f"{[(arg.name, arg.type, arg.shape) for arg in outputs]}; expected one named "

@@ -62,9 +62,18 @@ class SessionRecipe:
         options = onnxruntime.SessionOptions()
         for name, value in self.options:
             setattr(options, name, _enum(name, value))
-        return onnxruntime.InferenceSession(self.model, sess_options=options,
-                                            providers=list(self.providers),
-                                            provider_options=list(self.provider_options))
+        try:
+            return onnxruntime.InferenceSession(self.model, sess_options=options,
+                                                providers=list(self.providers),
+                                                provider_options=list(self.provider_options))
+        except Exception as exc:  # the file moved or was deleted since the original opened
+            source = (f"the file {self.model!r}" if isinstance(self.model, str)
+                      else "its bytes")
+            raise UncopyableError(
+                f"a copy of the guarded session must open the model again from {source}, "
+                f"and onnxruntime could not ({type(exc).__name__}: {exc}); keep the model "
+                "file where the session was opened from, or open the session from the "
+                "model's bytes") from exc
 
 
 def _provider_options(session: Any) -> list[dict[str, Any]]:

@@ -20,8 +20,7 @@ def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
         return scores
     if scores.min() >= 0 and np.abs(scores.sum(axis=1) - 1.0).max() <= 1e-3:
         return scores
-    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return _softmax(scores)
 
 
 def binary_probabilities(column: np.ndarray, probability: bool) -> np.ndarray:
@@ -33,7 +32,14 @@ def binary_probabilities(column: np.ndarray, probability: bool) -> np.ndarray:
     if probability:
         p = np.clip(values, 0.0, 1.0)
         return np.concatenate([1.0 - p, p], axis=1)
-    return softmax_if_needed(np.concatenate([np.zeros_like(values), values], axis=1))
+    # softmax([0, z]) taken directly: through softmax_if_needed, a batch whose every
+    # logit is 1 would pass for rows of probabilities [0, 1]
+    return _softmax(np.concatenate([np.zeros_like(values), values], axis=1))
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 @dataclass
