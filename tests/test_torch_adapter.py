@@ -150,6 +150,7 @@ def test_train_and_eval_set_the_originals_mode():
     assert g.eval() is g
     assert not model.training and not any(m.training for m in model.modules())
     g.train()
+    assert inside == [False, False]
     assert model.training and all(m.training for m in model.modules())
     model.eval()  # and the other way round: one mode, read from the original
     assert not g.training
@@ -497,3 +498,38 @@ def test_a_calibrated_guard_keeps_the_callers_graph_exactly():
     assert "gradient" in g.last_verdict.scores and attack.grad is None
     out.sum().backward()
     np.testing.assert_allclose(attack.grad.numpy(), np.tile(W.sum(axis=0), (3, 1)), rtol=1e-6)
+
+
+def test_overlapping_eval_passes_in_two_threads_restore_train_mode():
+    """Two threads' detector passes overlap on a model in train mode: each used to save
+    the modes it found, so the second saved eval mode and, leaving last, left the model
+    in eval mode for good (dropout off in training). The passes now share one switch."""
+    import threading
+
+    from aimsec_torch import _evaluating
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    inside: list[bool] = []  # the mode the second pass saw, twice
+
+    def first() -> None:
+        with _evaluating(model):
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with _evaluating(model):
+            inside.append(model.training)
+            second_in.set()
+            first_out.wait(5)
+            inside.append(model.training)  # still inside this pass
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert inside == [False, False]
+    assert model.training and all(m.training for m in model.modules())

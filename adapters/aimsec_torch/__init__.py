@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -318,16 +319,34 @@ def _reaches_other_leaves(outputs: list[Any], leaf: Any) -> bool:
     return any(t.requires_grad and t.grad_fn is None and t is not leaf for t in outputs)
 
 
+#: Per model (by id) in eval mode for the detectors' own passes: how many passes are in
+#: and every submodule's mode before the first, restored when the last leaves.
+_EVALUATING: dict[int, tuple[int, list[tuple[Any, bool]]]] = {}
+_EVALUATING_LOCK = threading.Lock()
+
+
 @contextmanager
 def _evaluating(model: Any) -> Iterator[None]:
-    """Eval mode inside; afterwards every submodule's own mode exactly as it was."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
+    """Eval mode inside; afterwards every submodule's own mode exactly as it was. Passes
+    that overlap in several threads share one switch: the first saves the modes, the last
+    restores them (each saving its own would let a later one restore eval mode for good)."""
+    key = id(model)
+    with _EVALUATING_LOCK:
+        count, modes = _EVALUATING.get(key, (0, []))
+        if not count:
+            modes = [(module, module.training) for module in model.modules()]
+            model.eval()
+        _EVALUATING[key] = (count + 1, modes)
     try:
         yield
     finally:
-        for module, training in modes:
-            module.training = training
+        with _EVALUATING_LOCK:
+            count, modes = _EVALUATING.pop(key)
+            if count > 1:
+                _EVALUATING[key] = (count - 1, modes)
+            else:
+                for module, training in modes:
+                    module.training = training
 
 
 def _class_logits(output: Any, model: Any = None) -> torch.Tensor:
