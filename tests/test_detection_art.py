@@ -108,4 +108,9 @@ def test_aimsec_evaluate_quick_writes_its_table(tmp_path, capsys):
     sklearn_fgsm = next(r for r in rows if r["framework"] == "sklearn" and "FGSM" in r["attack"])
     assert sklearn_fgsm["successful"] > 0 and sklearn_fgsm["tpr"] >= 0.9
     assert sklearn_fgsm["fpr_clean"] <= 0.1
-    assert "digits: attacks that don't know the detectors" in capsys.readouterr().out
+    # the interval the calibration (449 clean digits at 5%) expects the clean FPR in
+    low, high = sklearn_fgsm["fpr_interval"]
+    assert 0.02 < low < 0.05 < high < 0.09
+    printed = capsys.readouterr().out
+    assert "digits: attacks that don't know the detectors" in printed
+    assert f"({low:.0%}-{high:.0%})" in printed

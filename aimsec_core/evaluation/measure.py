@@ -35,6 +35,9 @@ class Row:
     grid_tpr: float | None = None
     grid_roc_auc: float | None = None
     seconds: float = 0.0
+    #: the central 95% interval the calibration expects ``fpr_clean`` in
+    #: (``Calibration.fpr_interval``): on small calibration sets, wide
+    fpr_interval: tuple[float, float] | None = None
 
 
 @dataclass
@@ -116,6 +119,9 @@ def measure(dataset: Dataset, framework: str, attack: str, kind: str, guarded: A
               float(fooled.sum() / max(correct.sum(), 1)), rate(adversarial.flags),
               float(clean.flags.mean()), auc(clean.suspicion, adversarial.suspicion),
               loudest_shares(adversarial), seconds=round(seconds, 2))
+    calibration = guard_of(guarded).calibration
+    if calibration is not None:
+        row.fpr_interval = tuple(round(v, 4) for v in calibration.fpr_interval)
     if dataset.grid is not None and kind == "standard":
         # A detector that merely spots off-grid values would score nothing here.
         on_grid = np.round(x_adv * dataset.grid) / dataset.grid

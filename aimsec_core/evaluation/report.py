@@ -24,13 +24,22 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
+def _fpr(row: Row) -> str:
+    """The measured clean FPR, with the 95% interval the calibration expects it in."""
+    if row.fpr_interval is None:
+        return _pct(row.fpr_clean)
+    low, high = row.fpr_interval
+    return f"{row.fpr_clean:.1%} ({low:.0%}-{high:.0%})"
+
+
 def _loudest(shares: dict[str, float], top: int = 2) -> str:
     return ", ".join(f"{name} {share:.0%}" for name, share in list(shares.items())[:top])
 
 
 def tables(rows: list[Row], fpr: float) -> list[Any]:
     """One ``rich`` table per (data set, kind) present in ``rows``, in order of first
-    appearance. "(t)": examples made on the torch model, transferred."""
+    appearance. "(t)": examples made on the torch model, transferred; FPR: on the clean
+    test samples, and in brackets the 95% interval the calibration expects it in."""
     from rich.table import Table
 
     out = []
@@ -50,7 +59,7 @@ def tables(rows: list[Row], fpr: float) -> list[Any]:
             transfer = r.attack.endswith(" (transfer)")
             cells = [r.framework + (" (t)" if transfer else ""),
                      r.attack.removesuffix(" (transfer)"),
-                     f"{r.success_rate:.0%} ({r.successful})", _pct(r.tpr), _pct(r.fpr_clean),
+                     f"{r.success_rate:.0%} ({r.successful})", _pct(r.tpr), _fpr(r),
                      "-" if r.roc_auc is None else f"{r.roc_auc:.3f}", _loudest(r.loudest)]
             if grid:
                 cells.append("-" if r.grid_successful is None

@@ -4,6 +4,7 @@ on held-out clean data, attack it, and measure the guard on the test split."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,9 +81,11 @@ def _target(dataset: Dataset, framework: str, model: Any, x: np.ndarray, y: np.n
     def model_input(values: np.ndarray) -> Any:
         return digits.as_model_input(framework, values, dataset.sample_shape)
 
-    guarded.calibrate(model_input(split.x_calibration), fpr=fpr, detectors=usable,
-                      image_shape=dataset.image_shape, seed=seed,
-                      reference=model_input(split.x_train) if reference else None)
+    with warnings.catch_warnings():  # small calibration splits: each row shows the interval
+        warnings.filterwarnings("ignore", "calibrated on", UserWarning)
+        guarded.calibrate(model_input(split.x_calibration), fpr=fpr, detectors=usable,
+                          image_shape=dataset.image_shape, seed=seed,
+                          reference=model_input(split.x_train) if reference else None)
     return Target(framework, model, guarded, predict(framework, model, dataset, x) == y,
                   screen(guarded, framework, dataset, x))
 
