@@ -311,6 +311,24 @@ def test_single_threaded_blas_restores_the_application_setting_across_threads():
     assert inside and set(inside) == {1}
 
 
+def test_single_threaded_blas_finds_libraries_loaded_after_its_first_use(monkeypatch):
+    """A BLAS loaded by an import after the first detection call (scipy's, torch's) was
+    never limited: the libraries were found once. Any import since makes it look again."""
+    import sys
+
+    from threadpoolctl import threadpool_info
+
+    from aimsec_core.detection import suite
+
+    np.ones((4, 4)) @ np.ones((4, 4))
+    # as if found before any BLAS was loaded, with an import since
+    monkeypatch.setattr(suite, "_blas_libraries", [])
+    monkeypatch.setattr(suite, "_blas_modules_seen", len(sys.modules) - 1)
+    with suite.single_threaded_blas():
+        inside = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert inside and set(inside) == {1}
+
+
 class _Fixed(MarginDetector):
     """A detector whose scores are given up front."""
 

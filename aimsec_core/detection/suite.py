@@ -18,6 +18,7 @@ false-positive target hold for the suite as a whole.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -36,6 +37,7 @@ _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_libraries: Any = None  #: threadpoolctl's handles on the BLAS libraries numpy loaded
 _blas_original: list[Any] = []
+_blas_modules_seen = 0  #: len(sys.modules) when the libraries were last found
 
 
 @contextmanager
@@ -49,14 +51,17 @@ def single_threaded_blas() -> Iterator[None]:
     last out restores what the application had. Each library is asked and set directly
     (two calls into it, a few microseconds), not through a ``threadpoolctl`` limiter,
     which describes every loaded library first (tens of microseconds per call)."""
-    global _blas_users, _blas_libraries, _blas_original
+    global _blas_users, _blas_libraries, _blas_original, _blas_modules_seen
     with _blas_lock:
         if _blas_users == 0:
-            if _blas_libraries is None:  # found once numpy has loaded its BLAS
+            if _blas_libraries is None or len(sys.modules) != _blas_modules_seen:
+                # found again after any import, which may have loaded another BLAS (scipy's,
+                # torch's): one found before it would be limited and the new one not
                 from threadpoolctl import ThreadpoolController
 
                 _blas_libraries = ThreadpoolController().select(
                     user_api="blas").lib_controllers
+                _blas_modules_seen = len(sys.modules)
             _blas_original = [library.get_num_threads() for library in _blas_libraries]
             for library, threads in zip(_blas_libraries, _blas_original):
                 if threads != 1:
