@@ -260,3 +260,25 @@ def test_keras_sigmoid_is_found_where_its_output_comes_from(kind):
     if kind != "functional, Activation then Dropout":  # gradients need one output
         gradient = np.asarray(adapter.input_gradient(x, scores.argmax(axis=1)))
         assert gradient.shape == x.shape and np.abs(gradient).sum(axis=1).min() > 0
+
+
+def test_a_sigmoid_inside_forward_is_caught_at_calibration():
+    """A torch model applying torch.sigmoid in its forward (no nn.Sigmoid module) has its
+    probability read as a logit: every sample then lands in class 1. Calibration says so
+    instead of silently learning nothing from the classes."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Probability(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(6, 1)
+
+        def forward(self, x):
+            return torch.sigmoid(self.linear(x))
+
+    torch.manual_seed(0)
+    x, _ = _data()
+    guarded = aimsec_core.guard(Probability().eval(), sinks=[])
+    with pytest.warns(UserWarning, match="predicts class 1 for all 160 calibration samples"):
+        guarded.calibrate(torch.from_numpy(x[:160]))

@@ -167,6 +167,23 @@ def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool,
                  ask_features=ask_features if adapter.capabilities.features else None)
 
 
+def _warn_if_one_class(probe: Probe) -> None:
+    """Warn when the model predicts one class for every calibration sample: the detectors
+    that compare classes (``boundary``, ``neighbours``, ``robust``) then learn nothing,
+    whether the data covers one class only or the model's output is misread (a single
+    sigmoid column taken for a logit: see the README on class scores)."""
+    predicted = probe.predicted
+    if len(predicted) and probe.probabilities.shape[1] > 1 and (
+            predicted == predicted[0]).all():
+        warnings.warn(
+            f"the model predicts class {int(predicted[0])} for all {len(predicted)} "
+            "calibration samples: the detectors that compare classes learn nothing from "
+            "them. Calibrate on data of every class; for a binary model with one output "
+            "column, check that it is read as a probability or a logit as it should be "
+            "(a sigmoid applied inside forward is read as a logit)", UserWarning,
+            stacklevel=4)
+
+
 def per_sample_rate(fpr: Any, batch_size: Any = None) -> float:
     """The per-sample false-positive target that gives ``fpr`` per call.
 
@@ -237,9 +254,9 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
         reference_probe = None if reference is None or not len(reference) else probe_for(
             adapter, reference, any(d.learns and d.needs_gradient for d in suite.detectors),
             any(d.learns and d.needs_features for d in suite.detectors))
-        clean = suite.fit(probe_for(adapter, shuffled, suite.needs_gradient,
-                                    suite.needs_features), value_range,
-                          reference=reference_probe)
+        probe = probe_for(adapter, shuffled, suite.needs_gradient, suite.needs_features)
+        _warn_if_one_class(probe)
+        clean = suite.fit(probe, value_range, reference=reference_probe)
         achieved = suite.set_threshold_cross_fitted(clean, fpr)
     except np.linalg.LinAlgError as exc:
         raise CalibrationError(
