@@ -14,6 +14,7 @@ the guard, not accuracy. ``aimsec evaluate`` trains the full-size models.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -169,12 +170,21 @@ class _Steps:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.noted: set[str] = set()
 
     def run(self, label: str, work: Callable[[], Any]) -> Any:
+        """Run ``work`` under a progress line; a warning it raises is printed once per run
+        as a note after the line (never in the middle of it, nor with its source line)."""
         start = time.perf_counter()
         self.console.print(f"  {label} ...", end="")
-        result = work()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = work()
         self.console.print(f" {time.perf_counter() - start:.1f} s", highlight=False)
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            if message not in self.noted:
+                self.noted.add(message)
+                self.console.print(f"    note: {message}", highlight=False)
         return result
 
 

@@ -50,3 +50,22 @@ def test_the_demo_attacker_is_refused_as_near_duplicates_and_hardly_anyone_else(
     # about once in 5,000 (a fresh fingerprint secret each run): measured over 70 runs,
     # 69 had no stray finding and one had two
     assert len(near) - near.count(demo.PROBER) <= 4
+
+
+def test_warnings_become_one_note_after_the_progress_line(tmp_path, recwarn):
+    console = Console(width=80, record=True, force_terminal=False)
+    steps = demo._Steps(console)
+
+    def warns() -> int:
+        import warnings
+
+        warnings.warn("calibrate on more clean data", UserWarning)
+        return 7
+
+    assert steps.run("calibrating", warns) == 7
+    assert steps.run("calibrating again", warns) == 7
+    lines = console.export_text().splitlines()
+    assert lines[0].startswith("  calibrating ...") and lines[0].endswith(" s")
+    assert [line for line in lines if "note:" in line] == [
+        "    note: calibrate on more clean data"]
+    assert len(recwarn) == 0  # nothing reaches stderr with a source line

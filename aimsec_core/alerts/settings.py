@@ -200,6 +200,9 @@ def incident_floor(explicit: str | None = None) -> str:
     return resolve(explicit, "AIMSEC_INCIDENT_SEVERITY", "medium", parse_severity)
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 def redis_url(explicit: str | None = None) -> str | None:
     """Where alert groups are shared across replicas: the argument, else
     ``AIMSEC_REDIS_URL``, else the monitoring store's ``AIMSEC_STORE_URL`` when it is a
@@ -207,8 +210,13 @@ def redis_url(explicit: str | None = None) -> str | None:
     found = resolve(explicit, "AIMSEC_REDIS_URL", None, str)
     if found is None:
         store = resolve_store_url(None)
-        if store.startswith(("redis://", "rediss://", "unix://")):
+        if store.startswith(REDIS_SCHEMES):
             found = store
+    elif not found.startswith(REDIS_SCHEMES):
+        source = "redis_url" if explicit is not None else "AIMSEC_REDIS_URL"
+        raise ConfigurationError(
+            f"{source} must be a redis://, rediss:// or unix:// URL; received one starting "
+            f"{found[:6]!r}")
     return found
 
 

@@ -41,7 +41,8 @@ def register(commands: Any) -> None:
     evaluate.add_argument("--quick", action="store_true",
                           help="one epsilon, no CW/DeepFool/HopSkipJump, 200 test samples "
                                "per data set, shorter adaptive attacks")
-    evaluate.add_argument("--out", default="evaluation.json", help="where the JSON goes")
+    evaluate.add_argument("--out", default="evaluation.json",
+                          help="where the JSON goes (default: evaluation.json, here)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.set_defaults(handler=run)
 

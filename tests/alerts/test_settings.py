@@ -84,3 +84,18 @@ def test_webhook_url_must_be_http(monkeypatch):
     monkeypatch.setenv("ALERT_WEBHOOK_URL", "file:///etc/passwd")
     with pytest.raises(ConfigurationError, match="http"):
         WebhookSettings.from_env()
+
+
+def test_redis_url_must_be_a_redis_url_and_is_not_echoed(monkeypatch):
+    from aimsec_core.alerts.settings import redis_url
+
+    monkeypatch.delenv("AIMSEC_STORE_URL", raising=False)
+    monkeypatch.setenv("AIMSEC_REDIS_URL", "10.0.0.5:6379")
+    with pytest.raises(ConfigurationError, match="AIMSEC_REDIS_URL") as caught:
+        redis_url()
+    assert "6379" not in str(caught.value)
+    monkeypatch.setenv("AIMSEC_REDIS_URL", "redis://:s3cret@10.0.0.5:6379/0")
+    assert redis_url() == "redis://:s3cret@10.0.0.5:6379/0"
+    monkeypatch.delenv("AIMSEC_REDIS_URL")
+    monkeypatch.setenv("AIMSEC_STORE_URL", "redis://10.0.0.6:6379/1")
+    assert redis_url() == "redis://10.0.0.6:6379/1"
