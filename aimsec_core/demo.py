@@ -173,15 +173,20 @@ class _Steps:
         self.noted: set[str] = set()
 
     def run(self, label: str, work: Callable[[], Any]) -> Any:
-        """Run ``work`` under a progress line; a warning it raises is printed once per run
-        as a note after the line (never in the middle of it, nor with its source line)."""
+        """Run ``work`` under a progress line; a warning aimsec raises is printed once per
+        run as a note after the line (never in the middle of it, nor with its source line);
+        other libraries' warnings are shown as usual, after the line."""
         start = time.perf_counter()
         self.console.print(f"  {label} ...", end="")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:  # the filters in force stay
             result = work()
         self.console.print(f" {time.perf_counter() - start:.1f} s", highlight=False)
-        for message in dict.fromkeys(str(w.message) for w in caught):
+        for caught_warning in caught:
+            if "aimsec" not in caught_warning.filename:  # another library's: shown as usual
+                warnings.showwarning(caught_warning.message, caught_warning.category,
+                                     caught_warning.filename, caught_warning.lineno)
+                continue
+            message = str(caught_warning.message)
             if message not in self.noted:
                 self.noted.add(message)
                 self.console.print(f"    note: {message}", highlight=False)

@@ -59,8 +59,19 @@ def test_warnings_become_one_note_after_the_progress_line(tmp_path, recwarn):
     def warns() -> int:
         import warnings
 
-        warnings.warn("calibrate on more clean data", UserWarning)
+        import aimsec_core
+
+        # as aimsec's calibration raises it (the demo's own code in the stack)
+        warnings.warn_explicit("calibrate on more clean data", UserWarning,
+                               aimsec_core.__file__, 1)
         return 7
+
+    def other_library_warns() -> int:
+        import warnings
+
+        warnings.warn_explicit("a library's own deprecation", DeprecationWarning,
+                               "/site-packages/somelib/core.py", 1)
+        return 8
 
     assert steps.run("calibrating", warns) == 7
     assert steps.run("calibrating again", warns) == 7
@@ -69,3 +80,6 @@ def test_warnings_become_one_note_after_the_progress_line(tmp_path, recwarn):
     assert [line for line in lines if "note:" in line] == [
         "    note: calibrate on more clean data"]
     assert len(recwarn) == 0  # nothing reaches stderr with a source line
+    # another library's warning is not the demo's to reword: shown as usual
+    assert steps.run("loading", other_library_warns) == 8
+    assert [str(w.message) for w in recwarn] == ["a library's own deprecation"]
