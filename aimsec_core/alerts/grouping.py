@@ -78,6 +78,8 @@ class Grouper:
         self._floor = rank(self.policy.floor)
         #: (model, threat) -> clients with groups of their own -> when last seen
         self._own: dict[tuple[str, str], dict[str, float]] = {}
+        #: when a state's failure was last logged with its traceback (one per minute)
+        self._failure_logged: dict[int, float] = {}
 
     @property
     def idle(self) -> bool:
@@ -130,19 +132,27 @@ class Grouper:
             try:
                 ids = state.ids()
             except Exception:
-                log.warning("aimsec alert state %r failed to list groups", state,
-                            exc_info=True)
+                self._log_failure(state, "failed to list groups")
                 continue
             for group_id in ids:
                 try:
                     alert = state.transact(group_id, lambda r: self._claim(r, now, force))
                 except Exception:
-                    log.warning("aimsec alert state %r failed on a group", state,
-                                exc_info=True)
+                    self._log_failure(state, "failed on a group")
                     continue
                 if alert is not None:
                     alerts.append(alert)
         return alerts
+
+    def _log_failure(self, state: GroupState, what: str) -> None:
+        """Log a state's failure: with its traceback at most once a minute per state (an
+        unreachable Redis fails every pass), in one line otherwise."""
+        now = time.monotonic()
+        last = self._failure_logged.get(id(state))
+        detailed = last is None or now - last >= 60.0
+        if detailed:
+            self._failure_logged[id(state)] = now
+        log.warning("aimsec alert state %r %s", state, what, exc_info=detailed)
 
     def _claim(self, record: GroupRecord, now: float, force: bool
                ) -> tuple[Alert | None, Action]:

@@ -112,3 +112,23 @@ def test_force_sends_what_is_pending_at_shutdown(grouper, clock):
     grouper.observe(occurrence(clock))
     [alert] = grouper.due(force=True)
     assert (alert.kind, alert.suppressed) == ("flush", 1)
+
+
+def test_an_unreachable_state_logs_its_traceback_once_not_every_pass(clock, caplog):
+    """A shared state that is down fails on every pass: its traceback is logged once (a
+    minute), the later failures in one line each."""
+    import logging
+
+    from aimsec_core.alerts.grouping import MemoryGroupState
+
+    class Down(MemoryGroupState):
+        def ids(self):
+            raise ConnectionError("redis is down")
+
+    grouper = Grouper(GroupingPolicy(), Down(), clock=clock)
+    with caplog.at_level(logging.WARNING, logger="aimsec"):
+        for _ in range(3):
+            grouper.due()
+    failures = [r for r in caplog.records if "failed to list groups" in r.getMessage()]
+    assert len(failures) == 3
+    assert [bool(r.exc_info) for r in failures] == [True, False, False]
