@@ -541,8 +541,10 @@ def _detection_finding(scored: Any, suite: DetectorSuite) -> Finding:
         f" and {len(flagged) - 5} more" if len(flagged) > 5 else "")
     return Finding(
         "adversarial",
-        f"sample{'s' if len(flagged) > 1 else ''} {samples}: suspicion "
-        f"{scored.combined[worst]:.3g} (sample {worst}, loudest detector {loudest!r}); "
+        (f"samples {samples}: highest suspicion {scored.combined[worst]:.3g} (sample "
+         f"{worst}, loudest detector {loudest!r}); " if len(flagged) > 1 else
+         f"sample {samples}: suspicion {scored.combined[worst]:.3g} (loudest detector "
+         f"{loudest!r}); ") +
         f"expected at most {suite.threshold:.3g}, the threshold calibrated for "
         f"{suite.fpr_target:.2%} false positives on clean data",
         samples=tuple(int(i) for i in flagged), expected=suite.threshold,
