@@ -346,7 +346,7 @@ class Guard:
                 calibration: Calibration) -> tuple[Any, Verdict]:
         """Run the calibrated detectors; returns the model output when it came for free.
         The verdict names ``calibration``, the one that screened it."""
-        verdict = dataclasses.replace(verdict, calibration_id=self._digest(calibration))
+        named = self._digest(calibration)
         suite = calibration.suite
         native = next(iter(validated.arrays.values()))
         if isinstance(native, STRUCTURED):  # never densified, so the detectors can't read it
@@ -355,7 +355,7 @@ class Guard:
                 "on dense arrays and read only those. Pass a dense array (x.toarray(), "
                 "df.to_numpy())", expected="dense array", received=type(native).__name__,
                 blocking=True)
-            return _NOT_YET, dataclasses.replace(verdict, allowed=False,
+            return _NOT_YET, dataclasses.replace(verdict, allowed=False, calibration_id=named,
                                                  findings=verdict.findings + (finding,))
         x = np.asarray(to_host(next(iter(validated.views.values()))))
         calibrated = tuple(calibration.sample_shape)
@@ -364,7 +364,7 @@ class Guard:
                 "shape", f"input has samples of shape {tuple(x.shape[1:])}; the detectors were "
                 f"calibrated on samples of shape {calibrated}", expected=calibrated,
                 received=tuple(x.shape[1:]), blocking=True)
-            return _NOT_YET, dataclasses.replace(verdict, allowed=False,
+            return _NOT_YET, dataclasses.replace(verdict, allowed=False, calibration_id=named,
                                                  findings=verdict.findings + (finding,))
         output, probabilities, gradient, features = _NOT_YET, None, None, None
         if suite.needs_gradient and forward is not None:
@@ -393,7 +393,8 @@ class Guard:
         allowed = self._allows(findings)
         return output, dataclasses.replace(verdict, allowed=allowed, flags=tuple(flags.tolist()),
                                            findings=findings, scores=scores,
-                                           threshold=suite.threshold, fpr=suite.fpr_target)
+                                           threshold=suite.threshold, fpr=suite.fpr_target,
+                                           calibration_id=named)
 
     def _verdict(self, validated: Validated, inputs: Mapping[str, Any]) -> Verdict:
         findings = tuple(validated.findings)
