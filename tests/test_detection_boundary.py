@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from aimsec_core.detection import BoundaryDetector, DetectorSuite, MarginDetector, Probe
+from tests.cases.evaluation_case import guarded_mlp
 
 
 def _linear(x: np.ndarray, w: np.ndarray) -> Probe:
@@ -114,17 +115,9 @@ def test_a_guard_calibrated_with_it_saves_and_loads_the_same_verdicts(tmp_path):
 def test_the_differentiable_copy_computes_the_guards_boundary_score():
     torch = pytest.importorskip("torch")
     import aimsec_core
-    from aimsec_core import digits
-    from aimsec_core.evaluation import datasets
     from aimsec_core.evaluation.surrogates import Suite
 
-    data = datasets.load("wine", 0)
-    model = digits.torch_mlp(data.split, epochs=5)
-    guarded = aimsec_core.guard(model, name="boundary", sinks=[], mode="monitor",
-                                constraints=digits.constraints(
-                                    "torch", sample_shape=data.sample_shape))
-    guarded.calibrate(torch.from_numpy(data.split.x_calibration), fpr=0.05,
-                      detectors=["boundary", "density"])
+    data, model, guarded = guarded_mlp("wine", ["boundary", "density"], name="boundary")
     x = data.split.x_test[:40]
     with torch.no_grad():
         guarded(torch.from_numpy(x))
@@ -153,17 +146,11 @@ def test_the_detector_aware_attack_gets_across_the_boundary_it_guards():
     artefact that flatters the detector); its copy takes a smoothed gradient."""
     torch = pytest.importorskip("torch")
     import aimsec_core
-    from aimsec_core import digits
-    from aimsec_core.evaluation import adaptive, datasets
+    from aimsec_core.evaluation import adaptive
     from aimsec_core.evaluation.measure import predict
 
-    data = datasets.load("wine", 0)
-    model = digits.torch_mlp(data.split, epochs=30)
-    guarded = aimsec_core.guard(model, name="boundary", sinks=[], mode="monitor",
-                                constraints=digits.constraints(
-                                    "torch", sample_shape=data.sample_shape))
-    guarded.calibrate(torch.from_numpy(data.split.x_calibration), fpr=0.05,
-                      detectors=["boundary", "density"])
+    data, model, guarded = guarded_mlp("wine", ["boundary", "density"], epochs=30,
+                                       name="boundary")
     x, y = data.split.x_test, data.split.y_test
     x_adv = adaptive.detector_aware(model, aimsec_core.guard_of(guarded).calibration, data,
                                     x, y, 0.1, 20, constrained=False, targets=1,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from aimsec_core.detection import DetectorSuite, Probe, ShiftDetector
+from tests.cases.evaluation_case import guarded_mlp
 
 
 def _correlated(n: int, seed: int = 0, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -117,18 +118,10 @@ def test_state_without_classes_or_with_labels_past_int64_is_refused(fitted, clas
 def test_the_differentiable_copy_computes_the_guards_shift_score():
     torch = pytest.importorskip("torch")
     import aimsec_core
-    from aimsec_core import digits
-    from aimsec_core.evaluation import datasets
     from aimsec_core.evaluation.surrogates import Suite
 
-    data = datasets.load("tabular", 0)
-    model = digits.torch_mlp(data.split, epochs=5)
-    guarded = aimsec_core.guard(model, name="shift", sinks=[], mode="monitor",
-                                constraints=digits.constraints(
-                                    "torch", sample_shape=data.sample_shape))
-    guarded.calibrate(torch.from_numpy(data.split.x_calibration), fpr=0.05,
-                      reference=torch.from_numpy(data.split.x_train),
-                      detectors=["gradient", "density", "shift"])
+    data, model, guarded = guarded_mlp("tabular", ["gradient", "density", "shift"],
+                                       name="shift", reference=True)
     detector = aimsec_core.guard_of(guarded).calibration.suite.detectors[-1]
     assert detector.whitener.shape[1] > 0  # correlated features: a noise floor
     x = data.split.x_test[:40]

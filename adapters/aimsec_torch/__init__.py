@@ -44,6 +44,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from aimsec_core.adapter import Adapter, Capabilities
@@ -199,7 +200,7 @@ class TorchAdapter(Adapter):
 
         x = self._as_tensor(x)
         with _evaluating(self.model), torch.no_grad():
-            logits = _class_logits(self.model(x), self.model)
+            logits = _class_logits(self.model(x), self)
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
     def input_gradient(self, x: Any, labels: Any) -> torch.Tensor:
@@ -216,7 +217,7 @@ class TorchAdapter(Adapter):
         _require_float(x)
         with _evaluating(self.model), torch.inference_mode(False), torch.enable_grad():
             leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
-            logits = _class_logits(self.model(leaf), self.model).float()
+            logits = _class_logits(self.model(leaf), self).float()
             target = torch.as_tensor(labels, device=logits.device)
             if target.is_inference():
                 target = target.clone()  # inference tensors cannot be saved for backward
@@ -247,7 +248,7 @@ class TorchAdapter(Adapter):
             else:
                 target = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
             output = call(target)
-            logits = _class_logits(output, self.model)
+            logits = _class_logits(output, self)
             probabilities = torch.softmax(logits.detach().float(), dim=-1)
             # d(sum of cross-entropy at the predicted labels)/d(logits) = softmax - one-hot:
             # seeding the backward with it skips building the loss's own graph.
@@ -266,6 +267,13 @@ class TorchAdapter(Adapter):
         scores = probabilities.cpu().numpy()
         grad = torch.zeros_like(target) if grad is None else grad.detach()
         return output, scores, grad
+
+    @cached_property
+    def sigmoid_output(self) -> bool:
+        """Whether the model's single output column is a probability (it ends in
+        ``nn.Sigmoid``), found once: walking every module on each call would cost a large
+        model's binary classifier on its hot path."""
+        return _ends_in_sigmoid(self.model)
 
     def _as_tensor(self, x: Any) -> torch.Tensor:
         """A tensor as is; anything else (numpy) onto the model's device and float dtype."""
@@ -349,12 +357,12 @@ def _evaluating(model: Any) -> Iterator[None]:
                     module.training = training
 
 
-def _class_logits(output: Any, model: Any = None) -> torch.Tensor:
+def _class_logits(output: Any, adapter: Any = None) -> torch.Tensor:
     """The (N, C) class logits in a model's output.
 
     A single column is a binary classifier's: a logit ``z`` becomes ``[0, z]``
-    (``softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]``); where ``model`` ends in
-    ``nn.Sigmoid`` (its last registered module) the column is the probability ``p`` of
+    (``softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]``); where the ``adapter``'s model
+    ends in ``nn.Sigmoid`` (its last registered module) the column is the probability ``p`` of
     class 1, whose log-odds ``log p - log(1 - p)`` (``p`` kept within float32's
     resolution of 0 and 1) stands in for ``z``.
     """
@@ -375,7 +383,7 @@ def _class_logits(output: Any, model: Any = None) -> torch.Tensor:
         raise ValueError(f"the model returned shape {tuple(output.shape)}; expected class "
                          "logits of shape (N, C)")
     if output.shape[1] == 1:
-        if model is not None and _ends_in_sigmoid(model):
+        if adapter is not None and adapter.sigmoid_output:
             tiny = torch.finfo(torch.float32).eps
             p = output.float().clamp(tiny, 1 - tiny)
             output = torch.log(p) - torch.log1p(-p)

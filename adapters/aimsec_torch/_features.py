@@ -82,7 +82,7 @@ def features(self: Any, x: Any) -> list[np.ndarray]:
 
     x = self._as_tensor(x)
     with _evaluating(self.model), torch.no_grad(), _capturing(_points(self)) as captured:
-        logits = _class_logits(self.model(x), self.model)
+        logits = _class_logits(self.model(x), self)
     return _reduced(captured, logits)
 
 
@@ -96,6 +96,6 @@ def forward_with_features(self: Any, call: Callable[[Any], Any],
 
     with _capturing(_points(self)) as captured:
         output = call(x)
-    logits = _class_logits(output, self.model).detach()
+    logits = _class_logits(output, self).detach()
     scores = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return output, scores, _reduced(captured, logits)
