@@ -5,7 +5,8 @@ Each is the compiled form of one numpy implementation and must give its results 
 ``match_and_add_rows`` of :meth:`.index.FingerprintIndex.match_and_add`,
 ``fingerprint_match_and_add_rows`` of the two in turn,
 ``distance_and_join`` of :func:`.extraction.distance_and_join` (the distance to
-rounding: the sums run in another order).
+rounding: the sums run in another order), ``rebucket`` of the table split in
+:meth:`.index.FingerprintIndex._grow`.
 """
 
 from __future__ import annotations
@@ -97,6 +98,19 @@ def fingerprint_match_and_add_rows(x, salt, content, coefficients, inverse_unit,
             fp_client, fp_content, fp_hashes, serial, found, buckets, firsts)
         serial += 1
     return n, serial
+
+
+@njit(cache=True, nogil=True)
+def rebucket(old, table, mask):  # type: ignore[no-untyped-def]
+    """Move every entry of ``old`` ((buckets, ways) uint64, 0 where empty) into
+    ``table`` (a larger such table, all empty) at the bucket its hash (low half) falls in
+    under ``mask``, in the same way."""
+    buckets, ways = old.shape
+    for b in range(buckets):
+        for k in range(ways):
+            entry = old[b, k]
+            if entry != 0:
+                table[np.int64(entry & _LOW) & mask, k] = entry
 
 
 _MEMO = 32  #: asinh values remembered per call (inputs repeat values: borders, levels)
@@ -296,3 +310,4 @@ def warm_up() -> None:
                        np.zeros(4, np.uint32), np.zeros(4, np.uint64),
                        np.zeros((4, 2), np.uint32), 0, 4, np.zeros((3, 1), np.int64))
     distance_and_join(np.zeros((2, 3), np.float32), 1, np.zeros(3), 0.0)
+    rebucket(table, np.zeros((32, 8), np.uint64), np.int64(31))

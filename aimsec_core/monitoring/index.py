@@ -263,6 +263,10 @@ class FingerprintIndex:
         for new, previous in zip((self.fp_serial, self.fp_time, self.fp_client,
                                   self.fp_content, self.fp_hashes), old):
             new[:slots] = previous
+        compiled = kernels.load()
+        if compiled is not None:  # one pass, no temporaries the size of the table
+            compiled.rebucket(old_table, self.table, np.int64(self._mask))
+            return
         used = old_table != 0
         values = old_table[used]
         ways = np.nonzero(used)[1]

@@ -43,8 +43,8 @@ def enabled() -> bool:
 
 def load(*, wait: bool = False) -> Any:
     """The compiled kernels (``fingerprint_rows``, ``match_and_add_rows``,
-    ``fingerprint_match_and_add_rows``, ``distance_and_join``) as attributes of one object, or ``None`` (unavailable, or
-    still compiling unless ``wait``)."""
+    ``fingerprint_match_and_add_rows``, ``distance_and_join``, ``rebucket``) as attributes
+    of one object, or ``None`` (unavailable, or still compiling unless ``wait``)."""
     if _loaded:
         return _loaded[0]
     with _lock:
@@ -98,4 +98,5 @@ def _compile() -> Any:
                            match_and_add_rows=_compiled.match_and_add_rows,
                            fingerprint_match_and_add_rows=(
                                _compiled.fingerprint_match_and_add_rows),
-                           distance_and_join=_compiled.distance_and_join)
+                           distance_and_join=_compiled.distance_and_join,
+                           rebucket=_compiled.rebucket)

@@ -7,6 +7,7 @@ same inputs, hostile ones included.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -282,3 +283,24 @@ def test_an_unreadable_aimsec_jit_is_refused_when_the_guard_is_built(monkeypatch
     with pytest.raises(ConfigurationError, match="AIMSEC_JIT"):
         aimsec_core.guard(model, sinks=[])
     aimsec_core.guard(model, sinks=[], policy=False)  # no monitoring: nothing compiles
+
+
+def test_the_table_splits_the_same_way_compiled_and_in_numpy(monkeypatch):
+    """Growing the index moves every entry to its new bucket in one compiled pass: the
+    same table as the numpy form gives."""
+    rng = np.random.default_rng(4)
+    index = FingerprintIndex(100_000, 30, ways=4, initial=256)
+    for k, batch in enumerate(np.sort(rng.integers(1, 2**32, (120, 2, 30), dtype=np.uint32),
+                                      axis=2)[:, :, ::-1]):
+        index.match_and_add(batch, np.arange(2, dtype=np.uint32) + 2 * k, k, float(k), 1e9)
+    assert index._slots == 256 and np.count_nonzero(index.table) > 3000
+
+    def grow() -> FingerprintIndex:
+        grown = copy.copy(index)  # the same arrays: growing replaces them, never writes them
+        grown._grow()
+        return grown
+
+    fast, slow = _both(monkeypatch, grow)
+    assert fast._slots == slow._slots == 512
+    assert np.array_equal(fast.table, slow.table)
+    assert np.count_nonzero(fast.table) == np.count_nonzero(index.table)
