@@ -54,6 +54,12 @@ class Adapter(ABC):
     #: same model (Keras names a ``Sequential`` input ``keras_tensor_7`` on one load and
     #: ``input_layer`` on the next): a calibration's model fingerprint then leaves them out.
     stable_input_names: ClassVar[bool] = True
+    #: Whether a binary classifier's single output column is the probability of class 1
+    #: (a sigmoid's output) rather than a logit. Adapters that can read the model say so
+    #: (torch: ``nn.Sigmoid`` last; Keras and ONNX: a sigmoid producing the output);
+    #: calibration sets it on the instance where the model's answers show a sigmoid the
+    #: adapter cannot see (:func:`read_single_column`).
+    sigmoid_output: bool = False
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -140,3 +146,12 @@ class HostArrays(Adapter):
 
     def wrap(self, guard: Guard) -> Any:
         raise NotImplementedError("HostArrays screens data; there is no model to wrap")
+
+
+def read_single_column(adapter: Adapter, probability: bool) -> None:
+    """Make ``adapter`` read a binary classifier's single output column as a probability
+    (``probability=True``), or as its own reading of the model says (``False``)."""
+    if probability:
+        adapter.sigmoid_output = True
+    else:  # forget the instance's setting: the class's reading (computed afresh) stands
+        vars(adapter).pop("sigmoid_output", None)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .adapter import Adapter
+from .adapter import Adapter, read_single_column
 from .arrays import STRUCTURED, ColumnBlocks, content_hash, dtype_kind, dtype_name, to_host
 from .config import resolve_mode
 from .context import current_client, current_request_id, current_tier, new_request_id
@@ -75,7 +75,7 @@ class Guard:
         #: per-client monitoring (``None`` with ``policy=False``)
         self.monitor: Monitor | None = build_monitor(self.name, policy, store, clock)
         self._advisory = self.monitor.advisory_checks if self.monitor else frozenset()
-        self.calibration: Calibration | None = None
+        self._calibration: Calibration | None = None
         self._calibration_id: tuple[Calibration | None, str | None] = (None, None)
         self._declared: list[InputSpec] | None = adapter.signature()
         self._specs: dict[tuple[Any, ...], dict[str, InputSpec | None]] = {}
@@ -144,6 +144,17 @@ class Guard:
             raise CalibrationError(f"the detectors cannot read this {self.adapter.framework} "
                                    f"model: {exc}") from exc
         return self.calibration
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The calibration screening calls (``None``: detection is off)."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, calibration: Calibration | None) -> None:
+        if calibration is not None:  # read the model's output as it was calibrated
+            read_single_column(self.adapter, calibration.sigmoid_output)
+        self._calibration = calibration
 
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
         """``data`` as a host array, refused unless it passes validation cleanly."""

@@ -9,6 +9,8 @@ probability 1, a zero gradient) and its confidence detectors scored 0 on every i
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -262,23 +264,109 @@ def test_keras_sigmoid_is_found_where_its_output_comes_from(kind):
         assert gradient.shape == x.shape and np.abs(gradient).sum(axis=1).min() > 0
 
 
-def test_a_sigmoid_inside_forward_is_caught_at_calibration():
-    """A torch model applying torch.sigmoid in its forward (no nn.Sigmoid module) has its
-    probability read as a logit: every sample then lands in class 1. Calibration says so
-    instead of silently learning nothing from the classes."""
+def _sigmoid_in_forward(train: bool):
+    """A torch model applying torch.sigmoid inside forward (no nn.Sigmoid module)."""
     torch = pytest.importorskip("torch")
     from torch import nn
 
     class Probability(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.linear = nn.Linear(6, 1)
+            self.hidden = nn.Linear(6, 16)
+            self.out = nn.Linear(16, 1)
 
         def forward(self, x):
-            return torch.sigmoid(self.linear(x))
+            return torch.sigmoid(self.out(torch.relu(self.hidden(x))))
 
     torch.manual_seed(0)
-    x, _ = _data()
-    guarded = aimsec_core.guard(Probability().eval(), sinks=[])
+    x, y = _data()
+    model = Probability()
+    if train:
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y).float()
+        for _ in range(150):
+            optimiser.zero_grad()
+            nn.functional.binary_cross_entropy(model(xt)[:, 0], yt).backward()
+            optimiser.step()
+    return model.eval(), x, y
+
+
+def test_a_sigmoid_inside_forward_is_found_at_calibration_and_kept(tmp_path):
+    """Read as a logit, a sigmoid's probability put every sample in class 1 and the
+    detectors that compare classes learned nothing. Calibration now sees the telltale
+    (every logit within [0, 1]), reads the column as a probability, says so, and records
+    it: the guard and any guard using the saved calibration read it the same way."""
+    torch = pytest.importorskip("torch")
+    model, x, y = _sigmoid_in_forward(train=True)
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    adapter = aimsec_core.guard_of(guarded).adapter
+    assert not adapter.sigmoid_output  # no nn.Sigmoid to see
+    with pytest.warns(UserWarning, match="reads it as a probability from now on"):
+        calibration = guarded.calibrate(torch.from_numpy(x[:160]))
+    assert calibration.sigmoid_output and adapter.sigmoid_output
+    with torch.no_grad():
+        p = model(torch.from_numpy(x[160:]))[:, 0].double().numpy()
+    scores = adapter.scores(x[160:])
+    np.testing.assert_allclose(scores[:, 1], p, atol=1e-5)
+    assert (scores.argmax(axis=1) == y[160:]).mean() > 0.9
+    with torch.no_grad():
+        guarded(torch.from_numpy(x[160:]))
+    assert np.ptp(guarded.last_verdict.scores["boundary"]) > 0
+
+    path = guarded.save_calibration(tmp_path / "c.npz")
+    fresh = aimsec_core.guard(model, sinks=[])
+    fresh_adapter = aimsec_core.guard_of(fresh).adapter
+    assert not fresh_adapter.sigmoid_output
+    fresh.load_calibration(path)
+    assert fresh_adapter.sigmoid_output
+    np.testing.assert_allclose(fresh_adapter.scores(x[160:]), scores, atol=1e-6)
+
+
+def test_a_logit_model_keeps_its_reading():
+    """A logit model's calibration logits leave [0, 1]: nothing is reread, nothing said."""
+    torch = pytest.importorskip("torch")
+    model, x = _torch_binary(sigmoid=False)
+    guarded = aimsec_core.guard(model, sinks=[])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        calibration = guarded.calibrate(torch.from_numpy(x[:200]), fpr=0.05)
+    assert not calibration.sigmoid_output
+    assert "sigmoid_output" not in calibration.summary()
+    assert not aimsec_core.guard_of(guarded).adapter.sigmoid_output
+
+
+def test_a_model_of_one_class_either_way_is_still_reported():
+    """Where neither reading gives two classes (an untrained model), the column keeps the
+    adapter's reading and calibration warns that every sample got one class."""
+    torch = pytest.importorskip("torch")
+    model, x, _ = _sigmoid_in_forward(train=False)
+    with torch.no_grad():  # the untrained model puts every sample on one side of 0.5
+        q = model(torch.from_numpy(x[:160]))[:, 0].numpy()
+    assert (q > 0.5).all() or (q < 0.5).all()
+    guarded = aimsec_core.guard(model, sinks=[])
     with pytest.warns(UserWarning, match="predicts class 1 for all 160 calibration samples"):
-        guarded.calibrate(torch.from_numpy(x[:160]))
+        calibration = guarded.calibrate(torch.from_numpy(x[:160]))
+    assert not calibration.sigmoid_output
+    assert not aimsec_core.guard_of(guarded).adapter.sigmoid_output
+
+
+def test_keras_sigmoid_the_adapter_cannot_see_is_found_at_calibration():
+    """A sigmoid inside a Lambda layer carries no activation name: calibration finds it."""
+    keras = pytest.importorskip("keras")
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((x.shape[1],)),
+                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1),
+                              keras.layers.Lambda(keras.ops.sigmoid)])
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x, y, epochs=30, verbose=0)
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    adapter = aimsec_core.guard_of(guarded).adapter
+    assert not adapter.sigmoid_output
+    with pytest.warns(UserWarning, match="reads it as a probability from now on"):
+        calibration = guarded.calibrate(x[:160])
+    assert calibration.sigmoid_output and adapter.sigmoid_output
+    p = np.asarray(model(x[160:], training=False), dtype=np.float64)[:, 0]
+    np.testing.assert_allclose(adapter.scores(x[160:])[:, 1], p, atol=1e-6)
+    guarded.predict(x[160:], verbose=0)
+    assert np.ptp(guarded.last_verdict.scores["boundary"]) > 0

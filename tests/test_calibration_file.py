@@ -86,7 +86,8 @@ def test_a_saved_calibration_loads_and_detects(model, saved):
     ("threshold", "null"), ("threshold", '"high"'), ("fpr_target", "0"),
     ("fpr_target", "1.5"), ("top", "0"), ("top", "true"), ("sample_shape", "[-1]"),
     ("sample_shape", '"64"'), ("value_range", "[1, 0]"), ("fit_samples", "-3"),
-    ("model", "7"), ("detectors", "[]"), ("detectors", "{}"),
+    ("model", "7"), ("detectors", "[]"), ("detectors", "{}"), ("sigmoid_output", "1"),
+    ("sigmoid_output", '"yes"'),
 ])
 def test_metadata_of_the_wrong_type_or_range_is_refused(tmp_path, model, saved, field, value):
     members = _members(saved)

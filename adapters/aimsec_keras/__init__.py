@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 from aimsec_core.adapter import Adapter, Capabilities
@@ -187,12 +188,20 @@ class KerasAdapter(Adapter):
             return value.to_numpy()
         return None
 
+    @cached_property
+    def sigmoid_output(self) -> bool:
+        """Whether a sigmoid produces the model's output (a binary classifier's single
+        column is then a probability, otherwise a logit), found once."""
+        from ._gradients import ends_in_sigmoid
+
+        return ends_in_sigmoid(self.model)
+
     def scores(self, x: Any) -> Any:
         """Class probabilities, computed ``GRADIENT_CHUNK`` samples at a time, from the
         model's first output where it has several (a list or dict of heads)."""
         import numpy as np
 
-        from ._gradients import class_probabilities, ends_in_sigmoid
+        from ._gradients import class_probabilities
 
         keras = _keras()
         total = len(x) if hasattr(x, "__len__") and not isinstance(x, Mapping) else None
@@ -203,12 +212,13 @@ class KerasAdapter(Adapter):
         output = np.concatenate([
             keras.ops.convert_to_numpy(keras.tree.flatten(self.model(p, training=False))[0])
             for p in parts])
-        return class_probabilities(output, ends_in_sigmoid(self.model))[0]
+        return class_probabilities(output, self.sigmoid_output)[0]
 
     def input_gradient(self, x: Any, labels: Any) -> Any:
         from ._gradients import forward_backward
 
-        return forward_backward(self.model, x, labels, chunk=GRADIENT_CHUNK)[2]
+        return forward_backward(self.model, x, labels, chunk=GRADIENT_CHUNK,
+                                sigmoid=self.sigmoid_output)[2]
 
     def forward_with_gradient(self, call: Any, x: Any) -> tuple[Any, Any, Any]:
         """``call`` maps the input (backend tensors, watched) to the model's output tensor,
@@ -218,18 +228,16 @@ class KerasAdapter(Adapter):
         from a pass of its own. The gradient is of the loss at the predicted label."""
         import numpy as np
 
-        from ._gradients import (OwnOutput, class_probabilities, ends_in_sigmoid,
-                                 forward_backward)
+        from ._gradients import OwnOutput, class_probabilities, forward_backward
 
         if isinstance(call, OwnOutput):
             output = call()
-            probabilities = class_probabilities(np.asarray(output),
-                                                ends_in_sigmoid(self.model))[0]
+            probabilities = class_probabilities(np.asarray(output), self.sigmoid_output)[0]
             labels = probabilities.argmax(axis=1)
             chunk = max(call.batch_size or KERAS_BATCH_SIZE, GRADIENT_CHUNK)
-            return output, probabilities, forward_backward(self.model, x, labels,
-                                                           chunk=chunk)[2]
-        return forward_backward(self.model, x, None, call)
+            return output, probabilities, forward_backward(
+                self.model, x, labels, chunk=chunk, sigmoid=self.sigmoid_output)[2]
+        return forward_backward(self.model, x, None, call, sigmoid=self.sigmoid_output)
 
     def wrap(self, guard: Guard) -> Any:
         from ._model import GuardedModel

@@ -108,8 +108,8 @@ class OwnOutput:
 
 
 def forward_backward(model: Any, x: Any, labels: Any = None,
-                     call: Callable[[Any], Any] | None = None, *, chunk: int | None = None
-                     ) -> tuple[Any, np.ndarray, Any]:
+                     call: Callable[[Any], Any] | None = None, *, chunk: int | None = None,
+                     sigmoid: bool | None = None) -> tuple[Any, np.ndarray, Any]:
     """``(output, probabilities, d loss / d x)`` from one forward and one backward pass.
 
     The loss is the summed cross-entropy against ``labels`` (the predicted labels when
@@ -124,16 +124,21 @@ def forward_backward(model: Any, x: Any, labels: Any = None,
     backward pass) is that of one chunk, not of the whole batch: a calibrated ``predict``
     on 50,000 rows stays within a small factor of the plain call's peak. Each sample's
     gradient does not depend on the others, so chunking changes no value.
+
+    ``sigmoid``: whether a single output column is a probability (the adapter's
+    ``sigmoid_output``); ``None`` reads it from the model (:func:`ends_in_sigmoid`).
     """
+    if sigmoid is None:
+        sigmoid = ends_in_sigmoid(model)
     total = _batch_length(x)
     if call is not None or chunk is None or total is None or total <= chunk:
-        return _one_pass(model, x, labels, call)
+        return _one_pass(model, x, labels, call, sigmoid)
     parts = []
     for start in range(0, total, chunk):
         end = min(start + chunk, total)
         part = keras.tree.map_structure(lambda v: v[start:end], x)
         parts.append(_one_pass(model, part, None if labels is None
-                               else np.asarray(labels)[start:end], None))
+                               else np.asarray(labels)[start:end], None, sigmoid))
     values = np.concatenate([p[0] for p in parts])
     probabilities = np.concatenate([p[1] for p in parts])
     leaves = [keras.tree.flatten(p[2]) for p in parts]
@@ -150,13 +155,12 @@ def _batch_length(x: Any) -> int | None:
         else None
 
 
-def _one_pass(model: Any, x: Any, labels: Any, call: Callable[[Any], Any] | None
-              ) -> tuple[Any, np.ndarray, Any]:
+def _one_pass(model: Any, x: Any, labels: Any, call: Callable[[Any], Any] | None,
+              sigmoid: bool) -> tuple[Any, np.ndarray, Any]:
     """:func:`forward_backward` on all of ``x`` at once."""
     if call is None:
         call = Forward(lambda inputs: model(inputs, training=False), to_numpy=True)
     to_numpy = bool(getattr(call, "to_numpy", False))
-    sigmoid = ends_in_sigmoid(model)
     backend = keras.backend.backend()
     flat = [_leaf(v, backend) for v in keras.tree.flatten(x)]
     inputs = keras.tree.pack_sequence_as(x, flat)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..adapter import Adapter
+from ..adapter import Adapter, read_single_column
 from ..arrays import content_hash, to_host
 from ..errors import CalibrationError, ConfigurationError
 from . import DETECTORS, build_detector, calibration_file
@@ -49,6 +49,9 @@ class Calibration:
     #: What the model looked like when calibrated (see ``model_fingerprint``); ``None`` in
     #: files from before fingerprints.
     model_fingerprint: str | None = None
+    #: The model's single output column is read as a probability though the adapter saw
+    #: no sigmoid: calibration found one applied inside the model (:func:`calibrate`).
+    sigmoid_output: bool = False
 
     @property
     def fpr_interval(self) -> tuple[float, float]:
@@ -70,6 +73,8 @@ class Calibration:
             "value_range": list(self.value_range),
             "sample_shape": list(self.sample_shape),
             "model_fingerprint": self.model_fingerprint,
+            # only where set: the digests of calibrations that never needed it stay as they were
+            **({"sigmoid_output": True} if self.sigmoid_output else {}),
             **self.suite.describe(),
         }
 
@@ -129,7 +134,8 @@ class Calibration:
                    meta["threshold_samples"], meta["achieved_fpr"], meta["model"],
                    meta["framework"], meta["created"], tuple(meta["sample_shape"]),
                    meta.get("reference_samples", 0), meta.get("samples", 0),
-                   fingerprint if isinstance(fingerprint, str) else None)
+                   fingerprint if isinstance(fingerprint, str) else None,
+                   meta.get("sigmoid_output", False))
 
 
 def _members(meta: dict[str, Any]) -> list[str]:
@@ -165,6 +171,41 @@ def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool,
     features = ask_features(x) if need_features else None
     return Probe(x, probabilities, ask, gradient, given_features=features,
                  ask_features=ask_features if adapter.capabilities.features else None)
+
+
+#: sigmoid(1): a probability read as a logit z gives class 1 the probability
+#: sigmoid(z) <= sigmoid(1) (float32 rounding allowed for)
+_SIGMOID_OF_ONE = 1.0 / (1.0 + math.exp(-1.0)) + 1e-6
+
+
+def _hidden_sigmoid(adapter: Adapter, probe: Probe, suite: DetectorSuite
+                    ) -> tuple[Probe, bool]:
+    """The probe to calibrate on, and whether the model's single output column turned out
+    to be a probability the adapter could not see (a sigmoid applied inside a torch
+    ``forward``, a custom layer).
+
+    Read as a logit ``z``, a sigmoid's output ``p`` lies in [0, 1]: every calibration
+    sample then gets class 1 with ``z`` in [0, 1], which a logit model trained on two
+    classes does not give. Where that happens, the column is read again as a probability;
+    if that gives both classes the reading stays (with a warning saying so) and the
+    calibration records it, so the guard reads every later call the same way."""
+    p = probe.probabilities
+    if (adapter.sigmoid_output or p.ndim != 2 or p.shape[1] != 2 or not len(p)
+            or not np.all((p[:, 1] >= 0.5) & (p[:, 1] <= _SIGMOID_OF_ONE))):
+        return probe, False
+    read_single_column(adapter, True)
+    again = probe_for(adapter, probe.x, suite.needs_gradient, suite.needs_features)
+    if len(np.unique(again.predicted)) < 2:
+        read_single_column(adapter, False)  # not that either: the warning below says so
+        return probe, False
+    warnings.warn(
+        f"every calibration sample got class 1 with the model's single output column "
+        f"read as a logit in [0, 1], as a sigmoid's probability would; read as a "
+        f"probability it gives both classes ({int((again.predicted == 0).sum())} of "
+        f"{len(p)} samples class 0), so the guard reads it as a probability from now on "
+        "(the model applies a sigmoid the adapter cannot see, such as torch.sigmoid in "
+        "forward); the calibration records this", UserWarning, stacklevel=4)
+    return again, True
 
 
 def _warn_if_one_class(probe: Probe) -> None:
@@ -251,11 +292,12 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
     try:
         if not any(d.learns for d in suite.detectors):
             reference = None  # nothing would read it
+        probe = probe_for(adapter, shuffled, suite.needs_gradient, suite.needs_features)
+        probe, sigmoid = _hidden_sigmoid(adapter, probe, suite)
+        _warn_if_one_class(probe)
         reference_probe = None if reference is None or not len(reference) else probe_for(
             adapter, reference, any(d.learns and d.needs_gradient for d in suite.detectors),
             any(d.learns and d.needs_features for d in suite.detectors))
-        probe = probe_for(adapter, shuffled, suite.needs_gradient, suite.needs_features)
-        _warn_if_one_class(probe)
         clean = suite.fit(probe, value_range, reference=reference_probe)
         achieved = suite.set_threshold_cross_fitted(clean, fpr)
     except np.linalg.LinAlgError as exc:
@@ -267,7 +309,8 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
                               datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               tuple(int(d) for d in x.shape[1:]),
                               0 if reference is None else len(reference), samples=len(x),
-                              model_fingerprint=model_fingerprint(adapter))
+                              model_fingerprint=model_fingerprint(adapter),
+                              sigmoid_output=sigmoid)
     low, high = calibration.fpr_interval
     if high > 2 * fpr:
         warnings.warn(

@@ -121,6 +121,8 @@ def check_meta(meta: dict[str, Any]) -> None:
     for key in ("samples", "reference_samples"):
         if key in meta:
             _count(meta, key)
+    if not isinstance(meta.get("sigmoid_output", False), bool):
+        raise CalibrationError("calibration field 'sigmoid_output' must be true or false")
     top = meta.get("top")
     if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
         raise CalibrationError(f"calibration field 'top' is {top!r}; expected a positive "
