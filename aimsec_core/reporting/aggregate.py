@@ -103,12 +103,21 @@ class DetectionStats:
     fpr: float | None = None
     thresholds: set[float] = field(default_factory=set)
     histogram: list[int] = field(default_factory=lambda: [0] * (SUSPICION_BINS + 1))
+    #: per client, samples above the threshold and samples screened (the busiest only)
+    above_by_client: HeavyHitters[str] = field(
+        default_factory=lambda: HeavyHitters(CLIENT_CAPACITY))
+    screened_by_client: HeavyHitters[str] = field(
+        default_factory=lambda: HeavyHitters(CLIENT_CAPACITY))
 
     def add(self, suspicion_max: float, threshold: float, fpr: float | None, above: int,
-            samples: int) -> None:
+            samples: int, client: str) -> None:
         self.calls += 1
-        self.screened += max(samples, above, 1)
+        screened = max(samples, above, 1)
+        self.screened += screened
         self.above += above
+        self.screened_by_client.add(client, screened)
+        if above:
+            self.above_by_client.add(client, above)
         self.threshold, self.fpr = threshold, fpr
         if len(self.thresholds) < 16:
             self.thresholds.add(threshold)
@@ -192,4 +201,4 @@ class Aggregator:
         if stats is None:
             stats = self.detection[model] = DetectionStats()
         stats.add(found.suspicion_max, found.threshold, found.fpr, found.above,
-                  entry.batch_size)
+                  entry.batch_size, entry.client)

@@ -121,7 +121,7 @@ def drift(report: Report) -> str | None:
     labels = [_label(s.model) for s in sections]
     positions = range(len(sections))
     axes.barh([p + 0.2 for p in positions], [100 * (s.observed_rate or 0) for s in sections],
-              height=0.4, color=[COLOURS["rejected"] if s.drift else "#2e86c1"
+              height=0.4, color=[COLOURS["rejected"] if s.drift or s.sources else "#2e86c1"
                                  for s in sections], label="observed")
     axes.barh([p - 0.2 for p in positions], [100 * (s.fpr or 0) for s in sections],
               height=0.4, color="#bdc3c7", label="calibrated")

@@ -52,7 +52,9 @@ def print_summary(console: Console, report: Report, paths: tuple[Path, Path]) ->
     for s in report.detection:
         rate = "–" if s.observed_rate is None else f"{s.observed_rate:.1%}"
         fpr = "–" if s.fpr is None else f"{s.fpr:.1%}"
-        flag = " [bold red]drift[/]" if s.drift else ""
+        flag = " [bold red]drift[/]" if s.drift else (
+            f": [bold red]not drift, {len(s.sources)} client(s) send it[/] (the rest "
+            f"{s.rest_rate:.1%})" if s.sources and s.rest_rate is not None else "")
         console.print(f"detection {escape(s.model)}: {rate} of clean samples above the "
                       f"threshold, {fpr} calibrated{flag}")
     for rec in report.recommendations[:5]:

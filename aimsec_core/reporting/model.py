@@ -24,6 +24,8 @@ TOP_CLIENTS = 10
 #: calibrated rate by this many binomial standard deviations.
 DRIFT_MIN_SAMPLES = 100
 DRIFT_SIGMAS = 3.0
+#: A client is a source of the excess with at least this many samples above the threshold.
+SOURCE_MIN_ABOVE = 5
 
 
 @dataclass
@@ -80,14 +82,30 @@ class TopClients:
 
 
 @dataclass
+class DriftSource:
+    """A client whose own samples above the threshold are far beyond the calibrated rate
+    (``screened`` is an upper bound where the client counters overflowed, ``above`` a
+    lower one: the claim errs towards drift)."""
+
+    client: str
+    screened: int
+    above: int
+
+
+@dataclass
 class DetectionSection:
     """One model's suspicion against its calibrated threshold.
 
     ``histogram`` counts calls by their largest suspicion in bins of ``bin_width`` from 0
     (the last bin holds everything above). ``observed_rate`` is the share of screened
-    samples above the threshold among calls no other check objected to; ``drift`` is true
-    when it exceeds the calibrated ``fpr`` by more than ``DRIFT_SIGMAS`` binomial standard
-    deviations (with at least ``DRIFT_MIN_SAMPLES`` samples).
+    samples above the threshold among calls no other check objected to. An excess over the
+    calibrated ``fpr`` comes from the data or the model changing (drift) or from a few
+    clients sending adversarial inputs (an attack): ``sources`` are the fewest clients
+    whose removal leaves the rest of the traffic (``rest_rate``, at least
+    ``DRIFT_MIN_SAMPLES`` samples) within the calibrated rate, each itself far beyond it;
+    empty where no such few clients explain it. ``drift`` is true when the rate of the
+    traffic outside ``sources`` exceeds ``fpr`` by more than ``DRIFT_SIGMAS`` binomial
+    standard deviations (with at least ``DRIFT_MIN_SAMPLES`` samples).
     """
 
     model: str
@@ -102,6 +120,8 @@ class DetectionSection:
     recalibrated: bool
     bin_width: float
     histogram: list[int]
+    sources: list[DriftSource] = field(default_factory=list)
+    rest_rate: float | None = None
 
 
 @dataclass
@@ -193,13 +213,42 @@ def drift_test(screened: int, above: int, fpr: float | None) -> tuple[float | No
 
 
 def _detection(model: str, stats: DetectionStats) -> DetectionSection:
-    rate, z, drift = drift_test(stats.screened, stats.above, stats.fpr)
+    rate, z, _ = drift_test(stats.screened, stats.above, stats.fpr)
+    sources, screened, above = drift_sources(stats)
+    rest_rate, _, drift = drift_test(screened, above, stats.fpr)
     last = max((i for i, n in enumerate(stats.histogram) if n), default=0)
     return DetectionSection(
         model=model, calls=stats.calls, screened=stats.screened, above=stats.above,
         threshold=stats.threshold, fpr=stats.fpr, observed_rate=rate, z_score=z,
         drift=drift, recalibrated=len(stats.thresholds) > 1, bin_width=SUSPICION_STEP,
-        histogram=stats.histogram[:last + 1])
+        histogram=stats.histogram[:last + 1], sources=sources, rest_rate=rest_rate)
+
+
+def drift_sources(stats: DetectionStats) -> tuple[list[DriftSource], int, int]:
+    """The few clients an excess above the threshold comes from, and the samples screened
+    and above outside them: clients are taken by their samples above the threshold, most
+    first (at most ``TOP_CLIENTS``), while the traffic left still drifts and each is
+    itself ``DRIFT_SIGMAS`` beyond the calibrated rate; they count as sources only if the
+    traffic left (at least ``DRIFT_MIN_SAMPLES`` samples) then no longer drifts. An
+    excess spread over every client is drift, however many clients there are."""
+    fpr, screened, above = stats.fpr, stats.screened, stats.above
+    picked: list[DriftSource] = []
+    known = stats.screened_by_client
+    for client, client_above in stats.above_by_client.top(TOP_CLIENTS):
+        if not drift_test(screened, above, fpr)[2]:
+            break
+        # a lower bound above and an upper bound screened: the claim errs towards drift
+        client_screened = min(screened, max(client_above, known.counts.get(client, 0)
+                                            + known.error_bound))
+        z = drift_test(client_screened, client_above, fpr)[1]
+        if client_above < SOURCE_MIN_ABOVE or z is None or z <= DRIFT_SIGMAS:
+            break
+        picked.append(DriftSource(client, client_screened, client_above))
+        screened, above = screened - client_screened, above - client_above
+    if (picked and screened >= DRIFT_MIN_SAMPLES
+            and not drift_test(screened, above, fpr)[2]):
+        return picked, screened, above
+    return [], stats.screened, stats.above
 
 
 def build_report(agg: Aggregator, stats: ReadStats, incidents: IncidentsSection, *,

@@ -63,12 +63,25 @@ def _clients(report: Report) -> Iterator[Recommendation]:
 
 def _detection(report: Report) -> Iterator[Recommendation]:
     for section in report.detection:
+        if section.sources:
+            names = ", ".join(s.client for s in section.sources[:5])
+            yield Recommendation(
+                "high", f"{len(section.sources)} client(s) send the samples above the "
+                f"threshold on {section.model}: {names}",
+                "an attack from few sources, not calibration drift (the rest of the traffic "
+                "stays within the calibrated rate): review these clients' calls and "
+                "incidents, and block them if it goes on",
+                {"model": section.model, "calibrated_fpr": section.fpr,
+                 "rate_without_them": section.rest_rate,
+                 "clients": [{"client": s.client, "screened_samples": s.screened,
+                              "above_threshold": s.above} for s in section.sources]},
+                "detection")
         if section.drift and section.observed_rate is not None and section.fpr is not None:
             yield Recommendation(
                 "high", f"{section.observed_rate:.1%} of clean calls to {section.model} "
                 f"exceed the threshold, against {section.fpr:.1%} calibrated",
-                "recalibrate on recent clean data (guarded.calibrate); if a few clients "
-                "account for it, treat it as an attack instead",
+                "recalibrate on recent clean data (guarded.calibrate): no few clients "
+                "account for it",
                 {"model": section.model, "screened_samples": section.screened,
                  "above_threshold": section.above, "calibrated_fpr": section.fpr,
                  "z_score": section.z_score}, "detection")

@@ -11,7 +11,7 @@ from rich.console import Console
 import aimsec_core
 from aimsec_core.reporting.model import drift_test
 
-from .trail import FPR, T0, write_trail
+from .trail import FPR, T0, write_screened, write_trail
 
 QUIET = Console(quiet=True)
 
@@ -151,3 +151,41 @@ def test_a_missing_trail_is_a_clear_error(tmp_path):
     (tmp_path / "audit.jsonl").write_text("")
     with pytest.raises(aimsec_core.ConfigurationError, match="--since"):
         aimsec_core.report(tmp_path, since="yesterday-ish", out=tmp_path, console=QUIET)
+
+
+BENIGN = {f"10.0.0.{i}": FPR for i in range(1, 7)}
+
+
+@pytest.mark.parametrize("attackers", [("attacker-1",), ("attacker-1", "attacker-2")])
+def test_an_excess_from_few_clients_is_an_attack_not_drift(tmp_path, attackers):
+    """Adversarial inputs from a few clients raise the share above the threshold; the
+    rest of the traffic stays at the calibrated rate: the report names the clients and
+    does not call it drift (recalibrating would only teach the threshold the attack)."""
+    above = write_screened(tmp_path / "logs", {**BENIGN, **{a: 0.6 for a in attackers}})
+    report = _report(tmp_path)
+    (section,) = report.detection
+    assert section.observed_rate > 2 * FPR and section.z_score > 3
+    assert not section.drift
+    assert [s.client for s in section.sources] == sorted(
+        attackers, key=lambda a: (-above[a], a))
+    assert all(s.above == above[s.client] and s.screened == 120 for s in section.sources)
+    assert section.rest_rate == pytest.approx(
+        sum(above[c] for c in BENIGN) / (120 * len(BENIGN)))
+    (advice,) = [r for r in report.recommendations if r.section == "detection"]
+    assert "attack from few sources, not calibration drift" in advice.action
+    assert [c["client"] for c in advice.evidence["clients"]] == [
+        s.client for s in section.sources]
+
+
+def test_an_excess_from_every_client_is_drift(tmp_path):
+    write_screened(tmp_path / "logs", {client: 0.25 for client in BENIGN})
+    (section,) = _report(tmp_path).detection
+    assert section.drift and not section.sources
+    assert section.rest_rate == section.observed_rate
+
+
+def test_an_attack_within_drift_is_drift(tmp_path):
+    """Where the rest of the traffic drifts too, the excess is not the attacker's alone."""
+    write_screened(tmp_path / "logs", {**{c: 0.2 for c in BENIGN}, "attacker-1": 0.8})
+    (section,) = _report(tmp_path).detection
+    assert section.drift and not section.sources

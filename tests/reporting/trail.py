@@ -94,3 +94,29 @@ def write_trail(folder: Path, calls: int = 600, seed: int = 0,
             expected.above[model] += above
     audit.flush()
     return expected
+
+
+def write_screened(folder: Path, rates: dict[str, float], calls: int = 120,
+                   seed: int = 0, model: str = "m") -> Counter:
+    """``calls`` screened, clean-looking calls of one sample per client, a share ``rates
+    [client]`` of them above the threshold (in shuffled order); returns each client's
+    count above it."""
+    rng = random.Random(seed)
+    audit = AuditLog(folder)
+    order = [client for client in rates for _ in range(calls)]
+    rng.shuffle(order)
+    above: Counter = Counter()
+    for i, client in enumerate(order):
+        hit = rng.random() < rates[client]
+        suspicion = (rng.uniform(2.1, 6) if hit else rng.uniform(0, 1.9),)
+        findings = (Finding("adversarial", "suspicion above threshold", samples=(0,)),
+                    ) if hit else ()
+        verdict = Verdict(allowed=not hit, mode="enforce", model=model, client=client,
+                          batch_size=1, flags=(hit,), findings=findings,
+                          scores={"suspicion": suspicion}, input_hash=f"{i:032x}",
+                          shape=(1, 4), dtype="float32", timestamp=T0 + i,
+                          threshold=THRESHOLD, fpr=FPR)
+        audit.record(CallRecord(verdict, "rejected" if hit else "allowed", 0.001))
+        above[client] += hit
+    audit.flush()
+    return above
