@@ -62,6 +62,10 @@ class Guard:
                  store: str | Store | None = None) -> None:
         self.model = model
         self.adapter = adapter
+        if name is not None and not (isinstance(name, str) and name):
+            raise ConfigurationError(f"name must be a non-empty string (or None for the "
+                                     f"model's class name); received {type(name).__name__} "
+                                     f"{name!r:.80}")
         self.name = name or type(model).__name__
         self.mode = resolve_mode(mode)
         self.constraints = Constraints.coerce(constraints)

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from .adapter import Adapter
-from .arrays import (STRUCTURED, ColumnBlocks, SparseValues, declared_size, dtype_kind,
-                     dtype_name, element_count, host_view, largest_jump, namespace, to_host)
+from .arrays import (MAX_NESTING, STRUCTURED, ColumnBlocks, SparseValues, declared_size,
+                     dtype_kind, dtype_name, element_count, host_view, largest_jump, namespace,
+                     to_host)
 from .signature import Constraints, InputSpec
 from .verdict import Finding
 
@@ -189,7 +190,9 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
 
 
 def _first_leaf_is_text(value: Any) -> bool:
-    while isinstance(value, (list, tuple)) and value:
+    for _ in range(MAX_NESTING + 1):  # bounded: a list may contain itself
+        if not (isinstance(value, (list, tuple)) and value):
+            break
         value = value[0]
     return isinstance(value, (str, bytes))
 

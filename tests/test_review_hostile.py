@@ -1,0 +1,103 @@
+"""Regressions from a hostile-input review: each test is one reported defect."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import AuditLog
+from tests.cases import digits
+
+pytest.importorskip("sklearn")
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    x, y = digits()
+    return LogisticRegression(max_iter=200).fit(x[:600], y[:600])
+
+
+def _lines(audit: AuditLog) -> list[dict]:
+    return [json.loads(line) for line in audit.file.read_text().splitlines()]
+
+
+def _self_containing() -> list:
+    looped: list = []
+    looped.append(looped)
+    return looped
+
+
+def _nested(depth: int) -> list:
+    value: list = [0.5] * 64
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("make", [_self_containing, lambda: _nested(200)],
+                         ids=["contains-itself", "nested-200-deep"])
+def test_a_list_no_array_can_hold_is_a_format_refusal_not_a_hang(model, tmp_path, make):
+    audit = AuditLog(tmp_path)
+    guarded = aimsec_core.guard(model, sinks=[audit])
+    with pytest.raises(aimsec_core.InputFormatError, match="nested deeper than 64"):
+        guarded.predict(make())
+    [line] = _lines(audit)
+    assert line["decision"] == "rejected" and line["findings"][0]["check"] == "format"
+
+
+@pytest.mark.parametrize("name", [5, "", b"digits", ["digits"]])
+def test_a_model_name_that_is_not_a_string_is_refused_at_guard(model, tmp_path, name):
+    # a non-string name was taken, and every audit line of the guard was then lost
+    with pytest.raises(aimsec_core.ConfigurationError, match="name must be a non-empty"):
+        aimsec_core.guard(model, name=name, sinks=[AuditLog(tmp_path)])
+
+
+@pytest.mark.parametrize("constraints, match", [
+    ({"min_value": "0"}, "'min_value' must be a finite number"),
+    ({"max_value": 10 ** 400}, "'max_value' must be a finite number"),
+    ({"sample_shape": "64"}, "'sample_shape' must be a tuple"),  # read as (6, 4) before
+    ({"sample_shape": (-1,)}, "'sample_shape' must be a tuple"),
+    ({"sample_shape": (64.0,)}, "'sample_shape' must be a tuple"),
+    ({"sample_shape": 64}, "'sample_shape' must be a tuple"),
+    ({"dtype": "nonsense"}, "'dtype' must name"),
+    ({"dtype": 5}, "'dtype' must name"),
+    ({"dtype": "datetime64[s]"}, "'dtype' must name"),
+    ({"inputs": {"X": {"dtype": "floot32"}}}, "input 'X': constraint 'dtype' must name"),
+])
+def test_a_constraint_of_the_wrong_type_is_a_configuration_error(constraints, match):
+    # each was taken and then raised a raw TypeError/OverflowError at the first call, or
+    # refused every call as the caller's wrong shape or dtype
+    with pytest.raises(aimsec_core.ConfigurationError, match=match):
+        aimsec_core.Constraints.coerce(constraints)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, "f8", np.dtype("float64"), ">f8", "float64"])
+def test_a_dtype_constraint_is_read_in_any_of_numpys_spellings(model, tmp_path, dtype):
+    guarded = aimsec_core.guard(model, sinks=[AuditLog(tmp_path)], constraints={"dtype": dtype})
+    assert aimsec_core.Constraints.coerce({"dtype": dtype}).dtype == "float64"
+    x, _ = digits()
+    # was refused: "the model declares <class 'numpy.float64'>"
+    assert guarded.predict(x[:2].astype(np.float64)).shape == (2,)
+
+
+def test_sample_shape_accepts_numpy_ints_and_none():
+    shape = aimsec_core.Constraints(sample_shape=[np.int64(8), None]).sample_shape
+    assert shape == (8, None) and type(shape[0]) is int
+
+
+@pytest.mark.parametrize("store", ["redis://:notaport/0", "redis://h:99999/0",
+                                   "redis://h/0?db=x", 5])
+def test_a_store_url_redis_cannot_parse_is_a_configuration_error(model, tmp_path, store):
+    pytest.importorskip("redis")
+    with pytest.raises(aimsec_core.ConfigurationError, match="store"):
+        aimsec_core.guard(model, sinks=[AuditLog(tmp_path)], store=store)
+
+
+def test_a_refused_store_url_never_echoes_its_password(model, tmp_path):
+    with pytest.raises(aimsec_core.ConfigurationError) as caught:
+        aimsec_core.guard(model, sinks=[AuditLog(tmp_path)], store="http://user:s3cret@host/0")
+    assert "s3cret" not in str(caught.value)
