@@ -51,6 +51,14 @@ class Refused:
     received: Any = None
 
 
+def shown_name(name: Any) -> Any:
+    """A name as a message shows it, bounded: names a call was given (a feed's keys, a
+    dict's, ``output_names``) come from clients and may be megabytes long."""
+    if isinstance(name, str):
+        return name[:40] + "..." if len(name) > 40 else name
+    return name if isinstance(name, (int, float, type(None))) else f"<{type(name).__name__}>"
+
+
 @dataclass
 class Validated:
     """Arrays ready for detectors and the findings validation raised on the way."""
@@ -131,8 +139,8 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
             constraints: Constraints, out: Validated, listed: set[str]) -> Any | None:
     """``value`` as an array, or ``None`` after recording why it cannot be one. Adds
     ``name`` to ``listed`` when the array was built from Python numbers."""
-    if isinstance(value, Refused):
-        _block(out, value.check, f"input {name!r}: {value.reason}",
+    if isinstance(value, Refused):  # its name may be one the client made up: bounded
+        _block(out, value.check, f"input {shown_name(name)!r}: {value.reason}",
                expected=spec.describe() if spec else adapter.input_types,
                received=value.received)
         return None

@@ -101,3 +101,34 @@ def test_a_refused_store_url_never_echoes_its_password(model, tmp_path):
     with pytest.raises(aimsec_core.ConfigurationError) as caught:
         aimsec_core.guard(model, sinks=[AuditLog(tmp_path)], store="http://user:s3cret@host/0")
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_near_duplicate_threshold_of_zero_is_refused():
+    # 0 made every query a near-duplicate of any stored one: clients refused, locked out
+    with pytest.raises(aimsec_core.ConfigurationError, match="suspicious_pattern_threshold"):
+        aimsec_core.guard(LogisticRegression(), policy={"suspicious_pattern_threshold": 0})
+
+
+def test_a_nested_torch_tensor_is_refused_by_its_name(tmp_path):
+    torch = pytest.importorskip("torch")
+    guarded = aimsec_core.guard(torch.nn.Linear(4, 2), sinks=[AuditLog(tmp_path)])
+    with pytest.warns(UserWarning):  # torch: nested tensors are a prototype
+        nested = torch.nested.nested_tensor([torch.rand(2, 4), torch.rand(3, 4)])
+    with pytest.raises(aimsec_core.InputFormatError, match="a nested tensor is not supported"):
+        guarded(nested)  # was "a torch.strided tensor is not supported; expected ... strided"
+
+
+def test_a_feed_key_of_a_megabyte_is_shown_bounded(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from tests.cases.onnx_case import CASE
+
+    session = CASE.model()
+    assert isinstance(session, ort.InferenceSession)
+    guarded = aimsec_core.guard(session, sinks=[AuditLog(tmp_path)])
+    name = session.get_inputs()[0].name
+    x, _ = digits()
+    x = x[:2].astype(np.float32)
+    for feed in ({"k" * 10 ** 6: x}, {name: x, "k" * 10 ** 6: x}):
+        with pytest.raises(aimsec_core.InputFormatError) as caught:
+            guarded.run(None, feed)
+        assert len(str(caught.value)) < 1000  # was the whole key, twice
