@@ -55,6 +55,16 @@ def test_no_database_yet(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "[]"
 
 
+@pytest.mark.parametrize("flag", ["--ack", "--resolve"])
+def test_marking_an_incident_without_a_database_fails_like_an_unknown_id(tmp_path, capsys,
+                                                                         flag):
+    # it said "nothing recorded yet" and exited 0, as if the incident had been marked
+    missing = tmp_path / "none.sqlite3"
+    assert main(["incidents", "--db", str(missing), flag, "3"]) == 1
+    assert "no incident with id 3" in capsys.readouterr().err
+    assert not missing.exists()
+
+
 def test_a_bad_since_is_a_usage_error(db, capsys):
     with pytest.raises(SystemExit):
         main(["incidents", "--db", str(db), "--since", "yesterday"])
