@@ -132,3 +132,21 @@ def test_a_feed_key_of_a_megabyte_is_shown_bounded(tmp_path):
         with pytest.raises(aimsec_core.InputFormatError) as caught:
             guarded.run(None, feed)
         assert len(str(caught.value)) < 1000  # was the whole key, twice
+
+
+@pytest.mark.parametrize("window", [0, -5, float("nan"), float("inf"), "60", None, True])
+def test_request_analysis_refuses_a_window_that_is_not_a_positive_number(model, window):
+    # NaN, inf, strings and None raised raw ValueError/TypeError; 0 reported a rate of 1e9
+    guarded = aimsec_core.guard(model, sinks=[])
+    with pytest.raises(aimsec_core.ConfigurationError, match="window_minutes"):
+        guarded.request_analysis(window_minutes=window)
+
+
+def test_request_analysis_past_the_kept_day_reports_the_day_it_read(model):
+    guarded = aimsec_core.guard(model, sinks=[])
+    x, _ = digits()
+    guarded.predict(x[:2])
+    week = guarded.request_analysis(window_minutes=7 * 24 * 60)
+    assert week["window_minutes"] == 24 * 60 and week["total_requests"] == 1
+    assert week["request_rate"] == pytest.approx(1 / (24 * 60))
+    assert guarded.request_analysis(window_minutes=np.int64(5))["total_requests"] == 1
