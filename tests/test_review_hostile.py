@@ -150,3 +150,20 @@ def test_request_analysis_past_the_kept_day_reports_the_day_it_read(model):
     assert week["window_minutes"] == 24 * 60 and week["total_requests"] == 1
     assert week["request_rate"] == pytest.approx(1 / (24 * 60))
     assert guarded.request_analysis(window_minutes=np.int64(5))["total_requests"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+@pytest.mark.parametrize("columns", [["c", "b", "a"], ["z", "b", "c"], ["a", "b"]])
+def test_a_frame_with_other_feature_names_is_a_format_refusal(tmp_path, columns):
+    # scikit-learn's own ValueError came out of the model raw, recorded as an error
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    fitted = pd.DataFrame(rng.random((40, 3)), columns=["a", "b", "c"])
+    audit = AuditLog(tmp_path)
+    guarded = aimsec_core.guard(LogisticRegression(), sinks=[audit])
+    guarded.fit(fitted, np.arange(40) % 2)  # the guarded estimator fits a clone
+    assert guarded.predict(fitted[:2]).shape == (2,)
+    assert guarded.predict(pd.DataFrame(fitted.to_numpy()[:2])).shape == (2,)  # by position
+    with pytest.raises(aimsec_core.InputFormatError, match="not the feature names"):
+        guarded.predict(pd.DataFrame(fitted.to_numpy()[:2, :len(columns)], columns=columns))
+    assert [line["decision"] for line in _lines(audit)] == ["allowed", "allowed", "rejected"]
