@@ -69,3 +69,20 @@ def test_a_bad_since_is_a_usage_error(db, capsys):
     with pytest.raises(SystemExit):
         main(["incidents", "--db", str(db), "--since", "yesterday"])
     assert "expected a span such as 30m" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("column, value", [
+    ("severity", "[/]"),         # rich markup: MarkupError
+    ("client", b"\xff\xfe"),     # a blob: TypeError (table), not JSON serializable (--json)
+    ("last_seen", 1e308),        # OverflowError: timestamp out of range
+    ("severity", "extreme"),     # not a severity aimsec writes
+])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_row_aimsec_did_not_write_is_a_clear_error(db, capsys, column, value, as_json):
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE incidents SET {column} = ? WHERE id = 1", (value,))
+    argv = ["incidents", "--db", str(db), "--status", "all"] + (["--json"] if as_json else [])
+    assert main(argv) == 2
+    assert "could not be read" in capsys.readouterr().err
