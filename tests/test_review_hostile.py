@@ -22,6 +22,8 @@ def model():
 
 
 def _lines(audit: AuditLog) -> list[dict]:
+    if not audit.file.exists():
+        return []
     return [json.loads(line) for line in audit.file.read_text().splitlines()]
 
 
@@ -167,3 +169,55 @@ def test_a_frame_with_other_feature_names_is_a_format_refusal(tmp_path, columns)
     with pytest.raises(aimsec_core.InputFormatError, match="not the feature names"):
         guarded.predict(pd.DataFrame(fitted.to_numpy()[:2, :len(columns)], columns=columns))
     assert [line["decision"] for line in _lines(audit)] == ["allowed", "allowed", "rejected"]
+
+
+class _FailingPredict(LogisticRegression):
+    """Scores (predict_proba) work, predict fails: a model that breaks mid-call."""
+
+    def predict(self, X):
+        if getattr(self, "failure", None) is not None:
+            raise self.failure
+        return super().predict(X)
+
+
+@pytest.fixture(scope="module")
+def calibrated_failing(tmp_path_factory):
+    x, y = digits()
+    model = _FailingPredict(max_iter=300).fit(x[:800], y[:800])
+    audit = AuditLog(tmp_path_factory.mktemp("audit"))
+    guarded = aimsec_core.guard(model, sinks=[audit], on_flagged="samples")
+    guarded.calibrate(x[800:1300], fpr=0.05, detectors=["margin", "density"])
+    return guarded, audit
+
+
+def test_a_model_failing_after_samples_were_flagged_still_leaves_its_line(calibrated_failing):
+    # with on_flagged="samples" the model's error escaped raw and the call left no line
+    guarded, audit = calibrated_failing
+    x, _ = digits()
+    noisy = np.clip(x[1300:1304] + 0.45 * np.sign(np.random.default_rng(0).standard_normal(
+        (4, 64))), 0, 1).astype(x.dtype)
+    batch = np.vstack([x[1304:1306], noisy])
+    before = len(_lines(audit))
+    aimsec_core.unguard(guarded).failure = RuntimeError("model down")
+    try:
+        with pytest.raises(aimsec_core.AdversarialInputError) as caught:
+            guarded.predict(batch)
+    finally:
+        aimsec_core.unguard(guarded).failure = None
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    lines = _lines(audit)[before:]
+    assert [line["decision"] for line in lines] == ["error"]
+    assert "model down" in lines[0]["error"]
+
+
+def test_an_interrupted_call_still_leaves_its_line(calibrated_failing):
+    guarded, audit = calibrated_failing
+    x, _ = digits()
+    before = len(_lines(audit))
+    aimsec_core.unguard(guarded).failure = KeyboardInterrupt()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            guarded.predict(x[1304:1305])  # a clean digit: the model itself is interrupted
+    finally:
+        aimsec_core.unguard(guarded).failure = None
+    assert [line["decision"] for line in _lines(audit)[before:]] == ["error"]
