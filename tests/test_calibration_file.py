@@ -366,3 +366,17 @@ def test_large_batches_are_scored_in_chunks_with_the_same_result(model, data, mo
     assert set(whole) == set(chunked)
     for name in whole:
         np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-5)  # float32 BLAS
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"detectors": "margin"}, "received the string 'margin'"),  # was "unknown detector 'm'"
+    ({"detectors": ["margin", "density", "margin"]}, "listed more than once"),
+    ({"image_shape": "8x8"}, "must be two sizes"),
+    # the squeeze and jump detectors reshaped with numpy's raw ValueError
+    ({"detectors": ["margin", "squeeze"], "image_shape": (7, 7)}, "does not fit samples"),
+    ({"detectors": ["margin", "jump"], "image_shape": (4, 4)}, "does not fit samples"),
+])
+def test_detector_choices_that_cannot_work_are_clear_errors(model, data, options, match):
+    x, _ = data
+    with pytest.raises(ConfigurationError, match=match):
+        _guard(model).calibrate(x[900:1300], fpr=0.05, **options)
