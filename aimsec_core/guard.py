@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -176,6 +177,10 @@ class Guard:
         A calibration made for another model (its recorded fingerprint differs) is refused
         with :class:`CalibrationError`; ``force=True`` uses it anyway, with a warning."""
         if not isinstance(calibration, Calibration):
+            if not isinstance(calibration, (str, os.PathLike)):
+                raise ConfigurationError(f"calibration must be a Calibration or the path of a "
+                                         f"calibration file; received "
+                                         f"{type(calibration).__name__}")
             calibration = Calibration.load(calibration)
         expected = calibration.model_fingerprint
         if expected is not None:

@@ -221,3 +221,20 @@ def test_an_interrupted_call_still_leaves_its_line(calibrated_failing):
     finally:
         aimsec_core.unguard(guarded).failure = None
     assert [line["decision"] for line in _lines(audit)[before:]] == ["error"]
+
+
+@pytest.mark.parametrize("sinks, match", [
+    ("audit", "received str"),  # each letter became a sink failing every call
+    ([5], "received int 5"),
+    (5, "received int"),  # TypeError
+])
+def test_sinks_that_cannot_record_are_refused_at_guard(model, sinks, match):
+    with pytest.raises(aimsec_core.ConfigurationError, match=match):
+        aimsec_core.guard(model, sinks=sinks)
+
+
+@pytest.mark.parametrize("calibration", [5, b"digits.npz", ["digits.npz"]])
+def test_a_calibration_that_is_neither_a_file_nor_a_calibration_is_refused(model, calibration):
+    # int and list raised TypeError from the file reader
+    with pytest.raises(aimsec_core.ConfigurationError, match="calibration must be"):
+        aimsec_core.guard(model, sinks=[], calibration=calibration)
