@@ -169,15 +169,29 @@ def host_view(array: Any) -> np.ndarray | None:
     return None
 
 
+# The most axes an array may have (numpy 2's limit): a sequence nested deeper (or one that
+# contains itself, ``x = []; x.append(x)``) can never become an array.
+MAX_NESTING = 64
+
+
 def declared_size(value: Any, limit: int) -> int:
     """Elements a nested sequence declares, read along its first elements only.
 
     Stops as soon as the count passes ``limit``, so a list declaring 10^9 elements is
     measured in microseconds and never converted.
+
+    Raises:
+        ValueError: the sequence nests deeper than ``MAX_NESTING`` levels (a list that
+            contains itself included), which no array can hold.
     """
     size = 1
     node = value
+    depth = 0
     while isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+        depth += 1
+        if depth > MAX_NESTING:
+            raise ValueError(f"nested deeper than {MAX_NESTING} levels (an array has at "
+                             f"most {MAX_NESTING} axes), or a sequence containing itself")
         size *= len(node)
         if size == 0 or size > limit:
             return size

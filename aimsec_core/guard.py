@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,10 @@ class Guard:
                  store: str | Store | None = None) -> None:
         self.model = model
         self.adapter = adapter
+        if name is not None and not (isinstance(name, str) and name):
+            raise ConfigurationError(f"name must be a non-empty string (or None for the "
+                                     f"model's class name); received {type(name).__name__} "
+                                     f"{name!r:.80}")
         self.name = name or type(model).__name__
         self.mode = resolve_mode(mode)
         self.constraints = Constraints.coerce(constraints)
@@ -183,6 +188,10 @@ class Guard:
         A calibration made for another model (its recorded fingerprint differs) is refused
         with :class:`CalibrationError`; ``force=True`` uses it anyway, with a warning."""
         if not isinstance(calibration, Calibration):
+            if not isinstance(calibration, (str, os.PathLike)):
+                raise ConfigurationError(f"calibration must be a Calibration or the path of a "
+                                         f"calibration file; received "
+                                         f"{type(calibration).__name__}")
             calibration = Calibration.load(calibration)
         expected = calibration.model_fingerprint
         if expected is not None:
@@ -245,19 +254,19 @@ class Guard:
                 output, verdict = self._detect(validated, verdict, forward, calibration)
         except SecurityViolation:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # KeyboardInterrupt too: the call still gets its line
             self._last.set(verdict)
             self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
                          visit)
-            if verdict.clean:
+            if verdict.clean or not isinstance(exc, Exception):
                 raise
             raise _violation(verdict, self._advisory) from exc  # monitor mode: a detector broke
         self._last.set(verdict)
         if not verdict.allowed:
             error = _violation(verdict, self._advisory)
             if self._refuses_samples_only(verdict):
-                output = self._predict(predict, validated, rebuilt) if (
-                    output is _NOT_YET) else output
+                if output is _NOT_YET:
+                    output = self._run(predict, validated, rebuilt, verdict, start, visit)
                 keep = ~np.asarray(verdict.flags, dtype=bool)
                 error.allowed = tuple(int(i) for i in np.flatnonzero(keep))
                 error.allowed_output = take_rows(output, keep, verdict.batch_size)
@@ -269,21 +278,28 @@ class Guard:
                          _message(verdict, self._advisory, False), visit)
             raise error
         if output is _NOT_YET:
-            try:
-                output = self._predict(predict, validated, rebuilt)
-            except Exception as exc:
-                self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
-                             visit)
-                if verdict.clean:
-                    raise
-                # Monitor mode let flagged input through and the model choked on it: say
-                # why in our terms, keeping the model's own error as the cause.
-                raise _violation(verdict, self._advisory) from exc
+            output = self._run(predict, validated, rebuilt, verdict, start, visit)
         if visit is not None:  # learning needs the model's answer: it judges later calls
             self._learn(visit, output)
         self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated,
                      visit=visit)
         return output
+
+    def _run(self, predict: Callable[..., T], validated: Validated, rebuilt: bool,
+             verdict: Verdict, start: float, visit: Any) -> T:
+        """The model's output; when the model raises (or is interrupted), the call's
+        ``error`` line is written first, then the error goes on: as it was for a clean
+        call or an interruption, else as the violation the findings make (monitor mode let
+        flagged input through and the model choked on it; or only some samples were to be
+        refused), the model's own error as its cause."""
+        try:
+            return self._predict(predict, validated, rebuilt)
+        except BaseException as exc:
+            self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
+                         visit)
+            if verdict.clean or not isinstance(exc, Exception):
+                raise
+            raise _violation(verdict, self._advisory) from exc
 
     @staticmethod
     def _predict(predict: Callable[..., T], validated: Validated, rebuilt: bool) -> T:

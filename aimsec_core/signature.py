@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from .errors import ConfigurationError
 
 #: Elements per call refused by default: a request this large is a denial-of-service
@@ -92,9 +94,10 @@ class Constraints:
     def __post_init__(self) -> None:
         for name in ("min_value", "max_value", "max_gradient", "min_sparsity"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not _is_real(value)):
+            if value is not None and (isinstance(value, (bool, str, bytes))
+                                      or not _is_real(value)):
                 raise ConfigurationError(
-                    f"constraint {name!r} must be a finite number; received {value!r}")
+                    f"constraint {name!r} must be a finite number; received {value!r:.80}")
         if self.max_size is not None and (
                 isinstance(self.max_size, bool) or not isinstance(self.max_size, int)
                 or self.max_size < 1):
@@ -116,7 +119,9 @@ class Constraints:
             raise ConfigurationError(
                 f"constraint 'allow_nan' must be True, False or None; received {self.allow_nan!r}")
         if self.sample_shape is not None:
-            object.__setattr__(self, "sample_shape", tuple(self.sample_shape))
+            object.__setattr__(self, "sample_shape", _sample_shape(self.sample_shape))
+        if self.dtype is not None:
+            object.__setattr__(self, "dtype", _dtype_name(self.dtype))
         if self.inputs is not None:
             self._resolve_inputs()
 
@@ -185,8 +190,54 @@ class Constraints:
 def _is_real(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
         return False
+
+
+def _sample_shape(value: Any) -> tuple[int | None, ...]:
+    """``value`` as a tuple of positive lengths or ``None`` (any length); raises
+    :class:`ConfigurationError` for anything else (a string, negative or fractional
+    lengths), which would otherwise refuse every call as the caller's wrong shape."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) and not (
+            hasattr(value, "__iter__") and hasattr(value, "__len__")):
+        raise ConfigurationError(f"constraint 'sample_shape' must be a tuple of lengths "
+                                 f"(ints >= 1, or None for any); received {value!r:.80}")
+    dims = tuple(value)
+    for dim in dims:
+        if dim is not None and (isinstance(dim, bool) or not hasattr(dim, "__index__")
+                                or int(dim) < 1):
+            raise ConfigurationError(
+                f"constraint 'sample_shape' must be a tuple of lengths (ints >= 1, or None "
+                f"for any); received {value!r:.80}")
+    return tuple(None if dim is None else int(dim) for dim in dims)
+
+
+#: Dtypes a framework has and numpy lacks, by the name a tensor of them reports.
+_FRAMEWORK_DTYPES = frozenset({"bfloat16", "complex32", "float8_e4m3fn", "float8_e4m3fnuz",
+                               "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu"})
+
+
+def _dtype_name(value: Any) -> str:
+    """The name a ``dtype`` constraint is compared under (``"float32"`` for
+    ``np.float32``, ``"f4"``, ``torch.float32`` or ``"float32"``); ``"str"`` declares text.
+    Raises :class:`ConfigurationError` for a name no framework has."""
+    if isinstance(value, str) and value in _FRAMEWORK_DTYPES | {"str"}:
+        return value
+    text = str(value)
+    if text.startswith("torch."):  # a torch dtype (the core imports no framework)
+        name = text.rsplit(".", 1)[-1]
+        if name in _FRAMEWORK_DTYPES:
+            return name
+        value = name
+    try:
+        dtype = np.dtype(value)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind not in "biufcU":
+        raise ConfigurationError(
+            f"constraint 'dtype' must name a numeric, bool or text dtype ('float32', "
+            f"np.float32, 'int64', 'bool', 'str'); received {value!r:.80}")
+    return "str" if dtype.kind == "U" else dtype.name
 
 
 def merge_specs(declared: Sequence[InputSpec] | None, constraints: Constraints,

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import UncopyableError
+from .errors import ConfigurationError, UncopyableError
 from .verdict import Verdict
 
 log = logging.getLogger("aimsec")
@@ -34,6 +34,21 @@ class Sink(Protocol):
     def record(self, event: CallRecord) -> None: ...
 
 
+def _checked(sinks: Any) -> list[Any]:
+    """``sinks`` as a list, each with a callable ``record``; raises
+    :class:`ConfigurationError` otherwise (a string's letters, or a number, would each
+    fail every call, and with no audit log among them every call's record is lost)."""
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Iterable):
+        raise ConfigurationError(f"sinks must be a list of objects with record(event); "
+                                 f"received {type(sinks).__name__}")
+    found = list(sinks)
+    for sink in found:
+        if not callable(getattr(sink, "record", None)):
+            raise ConfigurationError(f"sinks must be objects with record(event); received "
+                                     f"{type(sink).__name__} {sink!r:.60}")
+    return found
+
+
 class Sinks(list):  # type: ignore[type-arg]
     """The sinks of a guard. They are shared services (files, databases, alert channels),
     so copying a guarded model (``copy.deepcopy``, scikit-learn's ``clone``) shares them
@@ -50,7 +65,7 @@ class Sinks(list):  # type: ignore[type-arg]
 
     def __init__(self, sinks: Iterable[Sink] = (), *,
                  settings: Mapping[str, Any] | None = None) -> None:
-        super().__init__(sinks)
+        super().__init__(_checked(sinks))
         #: ``security_sinks`` keyword arguments the built sinks came from, and which they are
         self.settings = dict(settings) if settings is not None else None
         self._built = [s for s in self if not _is_audit_log(s)] if settings is not None else []

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from .adapter import Adapter
-from .arrays import (STRUCTURED, ColumnBlocks, SparseValues, declared_size, dtype_kind,
-                     dtype_name, element_count, host_view, largest_jump, namespace, to_host)
+from .arrays import (MAX_NESTING, STRUCTURED, ColumnBlocks, SparseValues, declared_size,
+                     dtype_kind, dtype_name, element_count, host_view, largest_jump, namespace,
+                     to_host)
 from .signature import Constraints, InputSpec
 from .verdict import Finding
 
@@ -48,6 +49,14 @@ class Refused:
     reason: str
     check: str = "format"
     received: Any = None
+
+
+def shown_name(name: Any) -> Any:
+    """A name as a message shows it, bounded: names a call was given (a feed's keys, a
+    dict's, ``output_names``) come from clients and may be megabytes long."""
+    if isinstance(name, str):
+        return name[:40] + "..." if len(name) > 40 else name
+    return name if isinstance(name, (int, float, type(None))) else f"<{type(name).__name__}>"
 
 
 @dataclass
@@ -130,8 +139,8 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
             constraints: Constraints, out: Validated, listed: set[str]) -> Any | None:
     """``value`` as an array, or ``None`` after recording why it cannot be one. Adds
     ``name`` to ``listed`` when the array was built from Python numbers."""
-    if isinstance(value, Refused):
-        _block(out, value.check, f"input {name!r}: {value.reason}",
+    if isinstance(value, Refused):  # its name may be one the client made up: bounded
+        _block(out, value.check, f"input {shown_name(name)!r}: {value.reason}",
                expected=spec.describe() if spec else adapter.input_types,
                received=value.received)
         return None
@@ -189,7 +198,9 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
 
 
 def _first_leaf_is_text(value: Any) -> bool:
-    while isinstance(value, (list, tuple)) and value:
+    for _ in range(MAX_NESTING + 1):  # bounded: a list may contain itself
+        if not (isinstance(value, (list, tuple)) and value):
+            break
         value = value[0]
     return isinstance(value, (str, bytes))
 

@@ -161,7 +161,9 @@ def parse_inputs(body: bytes) -> Any:
     """``{"inputs": [[64 pixels], ...]}`` -> the nested list; the guard checks the rest."""
     try:
         payload = json.loads(body)  # NaN and Infinity parse, and the guard refuses them
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError: not UTF-8, not JSON, or an integer past Python's digit limit;
+    # RecursionError: arrays or objects nested past the parser's depth
+    except (ValueError, RecursionError) as exc:
         raise aimsec_core.InputFormatError(
             "request body is not JSON; expected {\"inputs\": [[64 pixels], ...]}",
             check="format") from exc

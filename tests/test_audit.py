@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -67,3 +68,24 @@ def test_an_audit_folder_that_is_a_file_is_a_configuration_error(tmp_path):
     with pytest.raises(ConfigurationError, match="is a file"):
         AuditLog(taken)
     AuditLog(tmp_path / "not-yet" / "made")  # a folder that can be made is fine
+
+
+def test_an_audit_folder_that_would_be_made_under_a_file_is_a_configuration_error(tmp_path):
+    # accepted: every call's line was then lost (NotADirectoryError, logged per call)
+    taken = tmp_path / "passwd"
+    taken.write_text("root:x:0:0\n")
+    with pytest.raises(ConfigurationError, match="is a file"):
+        AuditLog(taken / "logs" / "aimsec")
+    assert taken.read_text() == "root:x:0:0\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root may write to any folder")
+def test_an_audit_folder_the_process_may_not_write_is_a_configuration_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(ConfigurationError, match="not writable"):
+            AuditLog(locked / "logs")
+    finally:
+        locked.chmod(0o700)

@@ -225,6 +225,32 @@ def test_a_member_larger_than_the_cap_is_refused_before_it_is_read(model, saved,
         _load(model, saved)
 
 
+@pytest.mark.parametrize("shape", [(10 ** 12,), (2 ** 20, 2 ** 20), (3, 64)])
+def test_a_member_whose_header_claims_more_than_it_holds_is_refused_unallocated(
+        tmp_path, model, saved, shape):
+    # a few bytes claiming 8 TB raised MemoryError (numpy sized its buffer by the header)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    members = {**_members(saved), "density.means.npy": header.getvalue() + bytes(16)}
+    with pytest.raises(CalibrationError, match="declares an array of shape"):
+        _load(model, _write(tmp_path / "claims.npz", members))
+
+
+def test_a_corrupted_compressed_member_is_a_calibration_error(tmp_path, model, saved):
+    # a deflate stream broken inside raised zlib.error
+    raw = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as archive:
+        info = archive.getinfo("density.means.npy")
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start:start + info.compress_size] = bytes([0xFF]) * info.compress_size
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(bytes(raw))
+    with pytest.raises(CalibrationError, match="not a readable"):
+        _load(model, broken)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_a_calibration_for_another_model_is_refused_unless_forced(model, saved, data):
     x, y = data
@@ -341,3 +367,17 @@ def test_large_batches_are_scored_in_chunks_with_the_same_result(model, data, mo
     assert set(whole) == set(chunked)
     for name in whole:
         np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-5)  # float32 BLAS
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"detectors": "margin"}, "received the string 'margin'"),  # was "unknown detector 'm'"
+    ({"detectors": ["margin", "density", "margin"]}, "listed more than once"),
+    ({"image_shape": "8x8"}, "must be two sizes"),
+    # the squeeze and jump detectors reshaped with numpy's raw ValueError
+    ({"detectors": ["margin", "squeeze"], "image_shape": (7, 7)}, "does not fit samples"),
+    ({"detectors": ["margin", "jump"], "image_shape": (4, 4)}, "does not fit samples"),
+])
+def test_detector_choices_that_cannot_work_are_clear_errors(model, data, options, match):
+    x, _ = data
+    with pytest.raises(ConfigurationError, match=match):
+        _guard(model).calibrate(x[900:1300], fpr=0.05, **options)

@@ -6,8 +6,9 @@ import json
 import logging
 
 import numpy as np
+import pytest
 
-from aimsec_core import AIModelProtector
+from aimsec_core import AIModelProtector, ConfigurationError
 
 
 def test_protect_returns_the_original_keys(tmp_path):
@@ -60,3 +61,13 @@ def test_no_logging_configuration_is_touched():
     before = list(root.handlers)
     AIModelProtector("prod").protect([[0.5]])
     assert root.handlers == before
+
+
+@pytest.mark.parametrize("metadata", [["ip"], "203.0.113.7", 5])
+def test_metadata_that_is_not_a_dict_is_a_configuration_error(tmp_path, metadata):
+    # it raised AttributeError ('list' object has no attribute 'get')
+    protector = AIModelProtector("prod", {"max_value": 1.0},
+                                 log_file=str(tmp_path / "legacy.log"))
+    with pytest.raises(ConfigurationError, match="metadata must be a dict"):
+        protector.protect(np.full((2, 4), 0.5), metadata)
+    assert protector.protect(np.full((2, 4), 0.5), None)["allow_inference"] is True

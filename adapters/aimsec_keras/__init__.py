@@ -32,12 +32,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from functools import cached_property
+from itertools import islice
 from typing import Any
 
 from aimsec_core.adapter import Adapter, Capabilities
 from aimsec_core.guard import Guard
 from aimsec_core.signature import InputSpec
-from aimsec_core.validation import Refused
+from aimsec_core.validation import Refused, shown_name
 
 __all__ = ["KerasAdapter"]
 
@@ -121,7 +122,8 @@ class KerasAdapter(Adapter):
             given = {str(k): v for k, v in x.items()}
             if names is None:
                 return given
-            held = list(given)[:10] + (["..."] if len(given) > 10 else [])
+            held = [shown_name(key) for key in islice(given, 10)] + (
+                ["..."] if len(given) > 10 else [])
             screened = {n: given[n] if n in given else Refused(
                 f"missing from the call's dict (which holds {held}); expected every input "
                 f"the model declares: {names}", check="missing", received=held)
@@ -129,7 +131,8 @@ class KerasAdapter(Adapter):
             unknown = next((k for k in given if k not in screened), None)
             if unknown is not None:
                 screened[unknown] = Refused(f"no input of the model has this name; expected "
-                                            f"one of {names}", check="unknown", received=unknown)
+                                            f"one of {names}", check="unknown",
+                                            received=shown_name(unknown))
             return screened
         if isinstance(x, (list, tuple)):
             if names is None:

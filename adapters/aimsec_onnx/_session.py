@@ -11,7 +11,7 @@ import onnxruntime
 from aimsec_core.errors import UnguardedAttributeError, UnguardedCallError
 from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
-from aimsec_core.validation import Refused
+from aimsec_core.validation import Refused, shown_name
 from aimsec_core.verdict import Finding
 
 T = TypeVar("T")
@@ -93,7 +93,8 @@ class GuardedSession(GuardedMixin):
         screened: dict[Any, Any] = {}
         for name in self._inputs:
             if name not in feed:
-                held = list(islice(feed, 10)) + (["..."] if len(feed) > 10 else [])
+                held = [shown_name(key) for key in islice(feed, 10)] + (
+                    ["..."] if len(feed) > 10 else [])
                 screened[name] = Refused(
                     f"missing from input_feed (which holds {held}); expected every input "
                     f"the model declares: {declared}", check="missing", received=held)
@@ -110,7 +111,7 @@ class GuardedSession(GuardedMixin):
             if unknown is not None:
                 screened[unknown] = Refused(
                     f"no input of the model has this name; expected one of {declared}",
-                    check="unknown", received=unknown)
+                    check="unknown", received=shown_name(unknown))
         return screened
 
     def _check_outputs(self, output_names: Any) -> tuple[Finding, ...]:
@@ -128,9 +129,9 @@ class GuardedSession(GuardedMixin):
                    if not isinstance(n, str) or n not in self._outputs][:10]
         if unknown:
             return (Finding(
-                "format", f"unknown output name(s) {[_short(n) for n in unknown]}; the "
+                "format", f"unknown output name(s) {[shown_name(n) for n in unknown]}; the "
                 f"model's outputs are {self._outputs}", expected=self._outputs,
-                received=[_short(n) for n in unknown], blocking=True),)
+                received=[shown_name(n) for n in unknown], blocking=True),)
         return ()
 
     def _unguarded(self, method: str) -> UnguardedCallError:
@@ -166,10 +167,3 @@ class GuardedSession(GuardedMixin):
     def __repr__(self) -> str:
         guard = self.__aimsec_guard__
         return f"<guarded {type(self._session).__name__} {guard.name!r} ({guard.mode})>"
-
-
-def _short(name: Any) -> Any:
-    """An output name as the message shows it: a client may build it, so bounded."""
-    if isinstance(name, str):
-        return name[:40] + "..." if len(name) > 40 else name
-    return name if isinstance(name, (int, float, type(None))) else f"<{type(name).__name__}>"

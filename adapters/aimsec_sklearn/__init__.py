@@ -68,7 +68,8 @@ class SklearnAdapter(Adapter):
         return _inputs.model_input(value, self.spec.accepts_strings)
 
     def native(self, value: Any) -> Any | None:
-        return _inputs.read(value, self.spec.accepts_strings)
+        return _inputs.read(value, self.spec.accepts_strings,
+                            getattr(self.model, "feature_names_in_", None))
 
     def parameters_digest(self) -> str | None:
         """SHA-256 over the estimator's parameters and fitted arrays (attributes ending in

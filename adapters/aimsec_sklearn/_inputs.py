@@ -14,7 +14,8 @@ are looked up through ``sys.modules``, so they are never imported here).
   where they hold numbers); a frame whose columns differ in kind becomes column blocks.
   Complex, datetime and timedelta columns are never read as numbers (``check_array``
   refuses them; pandas would hand over real parts and nanosecond counts). Column labels
-  scikit-learn refuses (duplicates, strings mixed with other types) raise ``ValueError``.
+  scikit-learn refuses (duplicates, strings mixed with other types, string names that
+  are not the fitted ``feature_names_in_`` in order) raise ``ValueError``.
   The estimator gets the frame itself, feature names and all.
 """
 
@@ -42,14 +43,18 @@ def model_input(value: Any, takes_strings: bool) -> Any:
     return _numeric_objects(array, takes_strings)
 
 
-def read(value: Any, takes_strings: bool) -> Any | None:
+def read(value: Any, takes_strings: bool, fitted_names: Any = None) -> Any | None:
     """``value`` as the core reads it: an ndarray, ``SparseValues``, ``ColumnBlocks``, or
-    ``None`` for Python lists and scalars (the core converts those itself)."""
+    ``None`` for Python lists and scalars (the core converts those itself).
+    ``fitted_names`` (the estimator's ``feature_names_in_``) are the column names a
+    DataFrame must carry, in that order, when its columns are named."""
     if type(value) is np.ndarray and value.dtype.kind != "O":
         return value  # the common case, first
     if _is_sparse(value):
         return _sparse(value)
     if _is_pandas(value):
+        if fitted_names is not None:
+            _check_feature_names(value, fitted_names)
         return _frame(value, takes_strings)
     if isinstance(value, np.matrix):  # check_array refuses it: so does the guard
         raise TypeError("np.matrix is not supported, as scikit-learn refuses it; convert "
@@ -154,6 +159,29 @@ def _check_labels(columns: Any) -> None:
     repeated = columns[columns.duplicated()].unique()[:5].tolist()
     raise ValueError(f"the DataFrame has duplicate column labels {repeated}; expected "
                      "each column label once")
+
+
+def _check_feature_names(frame: Any, fitted: Any) -> None:
+    """Raise ``ValueError`` where scikit-learn would (``BaseEstimator._check_feature_names``):
+    a DataFrame whose columns are all strings and are not the fitted feature names in
+    their order. Frames with other labels are read by position, as scikit-learn does."""
+    pandas = sys.modules["pandas"]
+    if not isinstance(frame, pandas.DataFrame):
+        return
+    columns = list(frame.columns)
+    if not columns or not all(isinstance(c, str) for c in columns):
+        return
+    fitted = [str(name) for name in fitted]
+    if columns == fitted:
+        return
+    unseen = [c for c in columns if c not in set(fitted)][:5]
+    missing = [f for f in fitted if f not in set(columns)][:5]
+    shown = [c[:40] for c in columns[:5]] + (["..."] if len(columns) > 5 else [])
+    what = (f"unseen at fit: {[c[:40] for c in unseen]}; missing: {missing}"
+            if unseen or missing else "the same names in another order")
+    raise ValueError(f"the DataFrame's columns {shown} are not the feature names the "
+                     f"estimator was fitted with ({what}); expected the columns "
+                     f"{fitted[:5]}{' ...' if len(fitted) > 5 else ''} in that order")
 
 
 def _as_numbers(frame: Any, dtypes: list[Any]) -> np.ndarray:

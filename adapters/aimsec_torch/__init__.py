@@ -138,7 +138,10 @@ class TorchAdapter(Adapter):
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(value, torch.Tensor):
             return None
-        if value.layout is not torch.strided or value.is_nested:
+        if value.is_nested:  # its layout may read torch.strided: name it by what it is
+            raise TypeError("a nested tensor is not supported; expected a dense (strided) "
+                            "tensor. Pad it first (x.to_padded_tensor(0.0))")
+        if value.layout is not torch.strided:
             raise TypeError(f"a {value.layout} tensor is not supported; expected a dense "
                             "(strided) tensor. Convert it first (x.to_dense())")
         if value.is_quantized:

@@ -102,8 +102,7 @@ class Grouper:
         except Exception:
             if self._local is None:
                 raise
-            log.warning("aimsec alert state %r failed; grouping %s in this process",
-                        self.state, o.key, exc_info=True)
+            self._log_failure(self.state, "failed; grouping in this process")
             self._local.add(key, **fields)  # type: ignore[arg-type]
 
     def _group_of(self, o: Occurrence) -> tuple[str, str, str]:

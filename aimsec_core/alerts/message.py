@@ -1,7 +1,8 @@
 """What an alert says, written once for every channel: subject, text body, JSON body, email.
 
 Names a client controls (model names come from code, client ids from requests) are clipped
-and stripped of control characters before they reach a header or a line.
+and stripped of control characters before they reach a header or a line, and cannot open
+an RFC 2047 encoded word in the subject.
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ class Alert:
 
     @property
     def subject(self) -> str:
+        # "=?" opens an RFC 2047 encoded word, which the email library decodes when the
+        # header is set: a client id "=?utf-8?b?...?=" could smuggle a line break and
+        # headers of its own (Bcc:, Reply-To:) into the message. "= ?" is inert.
         return clip(f"aimsec {self.severity.upper()}: {self.threat} on model {self.model} "
-                    f"from {self.client} ({self.count}x)", 250)
+                    f"from {self.client} ({self.count}x)", 250).replace("=?", "= ?")
 
     def text(self) -> str:
         """The plain-text body (email, outbox)."""

@@ -33,6 +33,7 @@ variable                           meaning                                     d
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,11 @@ class SmtpSettings:
                                          "name@domain")
         if not 0 < self.port < 65536:
             raise ConfigurationError(f"SMTP port must be in 1..65535; received {self.port}")
+        if self.cafile is not None and self.security != "none" \
+                and not os.path.isfile(self.cafile):
+            # every alert would fail its TLS handshake, retried for minutes, then the outbox
+            raise ConfigurationError(f"SMTP CA bundle {self.cafile!r} (ALERT_SMTP_CAFILE) "
+                                     "is not a file; expected a PEM file of CA certificates")
 
     @classmethod
     def from_env(cls, **explicit: Any) -> SmtpSettings | None:

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, TypeVar, Union
 
+from ..config import redacted_url
+from ..errors import ConfigurationError
+
 R = TypeVar("R")
 Group = tuple[str, str, str]  #: (model, threat, client)
 
@@ -153,8 +156,12 @@ class RedisGroupState:
     def from_url(cls, url: str, **kwargs: Any) -> RedisGroupState:
         import redis
 
-        return cls(redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0),
-                   **kwargs)
+        try:
+            client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        except ValueError as exc:  # redis' own parsing: a bad port, db or query value
+            raise ConfigurationError(f"alert group Redis URL {redacted_url(url, path=True)!r} "
+                                     f"cannot be used: {exc}") from None
+        return cls(client, **kwargs)
 
     def __repr__(self) -> str:
         return f"RedisGroupState(prefix={self.prefix!r})"

@@ -1,7 +1,8 @@
 """Alerts as JSON POSTs: Slack-compatible ``text``, the full alert, an optional signature.
 
 The body is ``{"text": "<one line>", "alert": {...}}``: Slack and Mattermost incoming
-webhooks show ``text`` and ignore the rest; other receivers read ``alert``. With a secret,
+webhooks show ``text`` (escaped: a client id cannot mention a channel or make a link) and
+ignore the rest; other receivers read ``alert``, which holds the names as recorded. With a secret,
 two headers let the receiver check origin and freshness (the scheme of Stripe's and
 Slack's request signing): ``X-Aimsec-Timestamp`` (Unix seconds) and
 ``X-Aimsec-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>``.
@@ -23,6 +24,15 @@ from .channel import DeliveryError
 from .message import Alert
 from ..config import redacted_url
 from .settings import WebhookSettings
+
+
+def chat_text(text: str) -> str:
+    """``text`` as a chat receiver should show it, not act on it: ``&``, ``<`` and ``>``
+    escaped as Slack's message formatting asks (``<!channel>``, ``<https://…|link>`` in a
+    client id would otherwise notify everyone or show a link), and ``@`` kept from starting
+    a mention (``@channel``, ``@all`` in Mattermost) by a zero-width joiner after it."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("@", "@\u2060"))
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -92,7 +102,8 @@ class WebhookChannel:
                 f"signed={self.settings.secret is not None})")
 
     def send(self, alert: Alert) -> None:
-        body = json.dumps({"text": alert.summary(), "alert": alert.as_dict()}).encode()
+        body = json.dumps({"text": chat_text(alert.summary()),
+                           "alert": alert.as_dict()}).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "aimsec-alerts"}
         if self.settings.secret:
             timestamp = str(int(self.clock()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,25 @@ from .line import render
 from .writer import writer_for
 
 AUDIT_FILE = "audit.jsonl"
+
+
+def _check_folder(folder: Path) -> None:
+    """Raise :class:`ConfigurationError` when the audit folder can never be written: it, or
+    the nearest part of its path that exists, is a file or a folder this process may not
+    write to (every call's line would otherwise be lost, one logged error each). Reads
+    only: nothing is created here."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigurationError(f"the audit log's folder {folder} cannot be made: "
+                                 f"{existing} is a file; expected a folder (or a path "
+                                 "where one can be made)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is" if existing == folder else f"would be made in {existing}, which is"
+        raise ConfigurationError(f"the audit log's folder {folder} {what} not writable by "
+                                 "this process; expected a folder it can write to "
+                                 "(SECURITY_LOG_PATH)")
 
 
 class AuditLog:
@@ -36,7 +56,8 @@ class AuditLog:
     settings, not the open file).
 
     Raises :class:`~aimsec_core.errors.ConfigurationError` for invalid environment values,
-    a folder that is a file, or when the file is already open in this process with another
+    a folder that is (or would be made under) a file or that this process may not write
+    to, or when the file is already open in this process with another
     rotation policy.
     """
 
@@ -48,9 +69,7 @@ class AuditLog:
             folder = Path(resolve(path, "SECURITY_LOG_PATH", DEFAULT_LOG_PATH, str))
             file = folder / AUDIT_FILE
         self.file = Path(file).resolve()
-        if self.file.parent.exists() and not self.file.parent.is_dir():
-            raise ConfigurationError(f"the audit log's folder {self.file.parent} is a file; "
-                                     "expected a folder (or a path where one can be made)")
+        _check_folder(self.file.parent)
         self.include_inputs = resolve(include_inputs, "AIMSEC_LOG_INPUTS", False, parse_bool)
         self.max_bytes = resolve(max_bytes, "AIMSEC_LOG_MAX_BYTES", DEFAULT_LOG_MAX_BYTES,
                                  parse_positive_int)

@@ -63,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 80)
     path = database_path(args.db)
+    changing = args.ack is not None or args.resolve is not None
     if not path.exists():
+        if changing:  # nothing to mark: as for an unknown id in an existing database
+            wanted = args.ack if args.ack is not None else args.resolve
+            return fail("incidents", f"no incident with id {wanted}: there is no incident "
+                                     f"database at {path}", 1)
         if args.json:
             print("[]")
         else:
@@ -72,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         return fail("incidents", f"{path} is not a file; expected the incident database "
                                  "(an SQLite file)")
-    changing = args.ack is not None or args.resolve is not None
     store = IncidentStore(path, read_only=not changing)  # listing never changes the file
     try:
         return _show(args, store, path, console)

@@ -20,9 +20,11 @@ high.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +166,12 @@ class AISecurityMonitor:
         "most_common_threats": {threat: occurrences, most first}}`` over the last
         ``hours``, read from the incident database (so it survives a restart). A repeat of
         the same threat from the same IP within the incident window is one incident with a
-        count; ``most_common_threats`` counts occurrences."""
+        count; ``most_common_threats`` counts occurrences. Raises
+        :class:`ConfigurationError` unless ``hours`` is a positive finite number."""
+        if isinstance(hours, bool) or not isinstance(hours, Real) \
+                or not math.isfinite(hours) or hours <= 0:
+            raise ConfigurationError(f"hours must be a positive number; received "
+                                     f"{hours!r:.80}")
         self._dispatcher.ingest()
         return self.store.summary(self.clock() - float(hours) * 3600, model=self.model_name)
 

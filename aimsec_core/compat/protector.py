@@ -26,7 +26,7 @@ from ..adapter import HostArrays
 from ..arrays import content_hash
 from ..audit import AuditLog
 from ..context import ANONYMOUS, client
-from ..errors import SecurityViolation
+from ..errors import ConfigurationError, SecurityViolation
 from ..guard import Guard
 from ..monitoring import Store
 from ..signature import Constraints
@@ -101,7 +101,11 @@ class AIModelProtector:
 
 
 def _identity(metadata: dict[str, Any] | None) -> str:
-    """The client a request's metadata names (the original's callers pass ``ip``)."""
+    """The client a request's metadata names (the original's callers pass ``ip``).
+    Raises :class:`ConfigurationError` for metadata that is not a dict."""
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise ConfigurationError(f"metadata must be a dict such as {{'ip': '203.0.113.7'}}; "
+                                 f"received {type(metadata).__name__}")
     for key in _IDENTITY_KEYS:
         value = (metadata or {}).get(key)
         if isinstance(value, str) and value:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..threats.catalogue import load_catalogue
+from ..threats.catalogue import control_ids, load_catalogue
 from ..threats.modeler import risk_level
 
 #: Points the original adds to the score for each applicable critical threat.
@@ -51,11 +51,7 @@ class ChatbotThreatModeler:
     def assess_implementation(self, implemented_controls: Iterable[str]) -> dict[str, Any]:
         """``{"threats", "missing_controls", "risk_score", "timestamp"}`` for the given
         implemented control ids; raises ``ConfigurationError`` for an unknown id."""
-        if isinstance(implemented_controls, str):
-            raise ConfigurationError(
-                f"implemented_controls must be a set of control ids; received the string "
-                f"{implemented_controls!r}")
-        implemented = set(implemented_controls)
+        implemented = control_ids(implemented_controls, "implemented_controls")
         unknown = sorted(str(c) for c in implemented if c not in self.security_controls)
         if unknown:
             raise ConfigurationError(

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..adapter import Capabilities
 from ..errors import ConfigurationError
+from . import arguments
 from .base import Detector, Probe, binary_probabilities, softmax_if_needed
 from .boundary import BoundaryDetector
 from .density import DensityDetector
@@ -61,6 +62,10 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
     """Detector objects for ``names`` (default: :data:`DEFAULT_DETECTORS`, the margin in
     the boundary detector's place where the adapter has no autograd); a detector that
     needs the input gradient is refused when asked for without autograd."""
+    image_shape = arguments.image_shape(image_shape)  # checked even where no detector reads it
+    if isinstance(names, (str, bytes)):  # its letters are no detectors
+        raise ConfigurationError(f"detectors must be a list of detector names; received the "
+                                 f"string {names!r:.80} (write [{names!r:.80}])")
     chosen = list(names) if names is not None else [
         n if not DETECTORS[n].needs_gradient or capabilities.gradients
         else CONFIDENCE_WITHOUT_GRADIENTS
@@ -85,6 +90,11 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
                 f"({', '.join(n for n, d in DETECTORS.items() if not d.needs_gradient)})")
     if not detectors:
         raise ConfigurationError("at least one detector is needed")
+    named = [d.name for d in detectors]
+    repeated = sorted({n for n in named if named.count(n) > 1})
+    if repeated:  # the suspicion would count one detector's evidence twice
+        raise ConfigurationError(f"detector(s) {repeated} listed more than once; expected "
+                                 "each detector once")
     return detectors
 
 

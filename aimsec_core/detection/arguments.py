@@ -49,6 +49,20 @@ def image_shape(value: Any) -> tuple[int, int] | None:
     return (whole("image_shape", value[0], 1, 1 << 16), whole("image_shape", value[1], 1, 1 << 16))
 
 
+def as_images(x: np.ndarray, shape: tuple[int, int], *, channels: bool) -> np.ndarray:
+    """Flat samples ``x`` (n, d) as images of ``shape`` (``(n, c, h, w)`` with
+    ``channels``, else ``(n, h, w)``); raises :class:`ConfigurationError` when ``d`` values
+    do not make such images (an ``image_shape`` that does not fit the data)."""
+    per_sample = x[0].size if len(x) else 0
+    pixels = shape[0] * shape[1]
+    fits = per_sample % pixels == 0 if channels else per_sample == pixels
+    if not fits:
+        wanted = f"a multiple of {pixels}" if channels else str(pixels)
+        raise ConfigurationError(f"detector setting 'image_shape' {shape} does not fit samples "
+                                 f"of {per_sample} values; expected {wanted} values per sample")
+    return x.reshape(len(x), -1, *shape) if channels else x.reshape(len(x), *shape)
+
+
 #: Largest magnitude a detector's stored value may have: the detectors square and sum
 #: these (distances, variances), which must stay finite in float64 (about 1.8e308).
 MAX_MAGNITUDE = 1e150

@@ -3,8 +3,8 @@ JSON document (``__meta__``) and the detectors' arrays.
 
 A calibration file is untrusted input: it decides what the guard lets through. Reading
 one therefore opens only the members the metadata names for known detectors, checks each
-member's declared size against a cap before anything is decompressed, reads arrays with
-``allow_pickle=False``, and checks the metadata's types and values (finite thresholds,
+member's declared size against a cap before anything is decompressed, reads arrays
+without pickle and only where the array header's shape matches the member's size, and checks the metadata's types and values (finite thresholds,
 sane counts) before any of it is used. Every problem is a :class:`CalibrationError`.
 """
 
@@ -14,6 +14,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ def read(path: str | Path, members_for: Any) -> tuple[dict[str, Any], dict[str, 
     except CalibrationError:
         raise
     except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError,
-            NotImplementedError, RuntimeError) as exc:  # RuntimeError: encrypted members
+            NotImplementedError, RuntimeError,  # RuntimeError: encrypted members
+            zlib.error) as exc:  # a corrupted deflate stream
         raise CalibrationError(f"cannot read calibration file {path}: it is not a readable "
                                f".npz archive ({type(exc).__name__}: {exc})") from exc
     return meta, arrays
@@ -88,10 +90,32 @@ def _read_member(archive: zipfile.ZipFile, name: str, sizes: dict[str, int],
             f"member {name!r} declares {sizes[member]} bytes; at most {cap} are read "
             "(AIMSEC_CALIBRATION_MAX_BYTES raises the cap for trusted files)")
     with archive.open(member) as stream:  # yields at most the declared size
-        array = np.lib.format.read_array(stream, allow_pickle=False)
-    if array.dtype.kind not in "biuf":
-        raise CalibrationError(f"member {name!r} has dtype {array.dtype}; expected numbers")
-    return array
+        shape, fortran, dtype = _npy_header(stream)
+        if dtype.kind not in "biuf" or dtype.hasobject:
+            raise CalibrationError(f"member {name!r} has dtype {dtype}; expected numbers")
+        # The header's shape, not the member's size, sizes numpy's buffer: a member of a
+        # few bytes claiming terabytes must be refused before anything is allocated.
+        claimed = math.prod(shape) * dtype.itemsize
+        if claimed != sizes[member] - stream.tell():
+            raise CalibrationError(
+                f"member {name!r} declares an array of shape {shape} ({claimed} bytes) but "
+                f"holds {sizes[member] - stream.tell()} bytes of data")
+        data = bytearray(claimed)  # writable, as read_array's arrays are
+        got = stream.readinto(data)
+    if got != claimed:
+        raise CalibrationError(f"member {name!r} ends early ({got} of {claimed} bytes)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _npy_header(stream: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from an ``.npy`` stream's header, the stream left
+    at the first data byte."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(stream)
+    raise ValueError(f"unsupported .npy format version {version}")
 
 
 def _meta(raw: np.ndarray, path: str | Path) -> dict[str, Any]:

@@ -57,7 +57,7 @@ class SqueezeDetector(Detector):
 
     def _as_images(self, x: np.ndarray) -> np.ndarray | None:
         if self.image_shape is not None:
-            return x.reshape(len(x), -1, *self.image_shape)
+            return arguments.as_images(x, self.image_shape, channels=True)
         return x if x.ndim >= 3 else None
 
     def score(self, probe: Probe) -> np.ndarray:

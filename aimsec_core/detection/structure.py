@@ -27,7 +27,7 @@ class JumpDetector(Detector):
     def score(self, probe: Probe) -> np.ndarray:
         x = probe.x
         if self.image_shape is not None:
-            x = x.reshape(len(x), *self.image_shape)
+            x = arguments.as_images(x, self.image_shape, channels=False)
         return largest_jump(x, len(x))
 
     def config(self) -> dict[str, Any]:

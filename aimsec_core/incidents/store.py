@@ -311,7 +311,21 @@ class IncidentStore:
         return [dict(zip(keys, row)) for row in rows]
 
 
+#: The latest time an incident can carry: datetime's last second (9999-12-31).
+_LAST_SECOND = 253_402_300_799.0
+
+
 def _incident(row: tuple[Any, ...]) -> Incident:
+    """The incident of one row; ``ValueError`` or ``TypeError`` for a row aimsec did not
+    write (a foreign or edited file): names that are not text, a severity or status
+    aimsec does not know, times no calendar holds."""
     (id_, model, threat, client, severity, status, first, last, count, evidence) = row
-    return Incident(int(id_), model, threat, client, severity, status, float(first),
-                    float(last), int(count), Evidence.from_dict(json.loads(evidence)))
+    if not all(isinstance(v, str) for v in (model, threat, client, severity, status)):
+        raise TypeError("a name, severity or status that is not text")
+    if severity not in SEVERITIES or status not in STATUSES:
+        raise ValueError(f"severity {severity[:20]!r} or status {status[:20]!r} unknown")
+    first, last = float(first), float(last)
+    if not (0.0 <= first <= _LAST_SECOND and 0.0 <= last <= _LAST_SECOND):
+        raise ValueError("first or last seen outside the calendar")
+    return Incident(int(id_), model, threat, client, severity, status, first, last,
+                    int(count), Evidence.from_dict(json.loads(evidence)))

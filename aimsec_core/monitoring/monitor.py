@@ -24,17 +24,20 @@ again every ``store_retry`` seconds and resumes the shared state as soon as it a
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, TypeVar
 
 import numpy as np
 
 from ..arrays import to_host
 from ..context import ANONYMOUS
+from ..errors import ConfigurationError
 from ..verdict import Finding
-from .analysis import RequestStats
+from .analysis import HORIZON_MINUTES, RequestStats
 from .extraction import ExtractionTracker
 from .fingerprint import FingerprintSettings, Fingerprinter, Query
 from . import kernels
@@ -362,7 +365,17 @@ class Monitor:
 
     def request_analysis(self, window_minutes: float = 60) -> dict[str, Any]:
         """Totals, unique inputs, rates and top clients, repeated inputs, near-duplicate
-        matches and active suspicions over the last ``window_minutes``."""
+        matches and active suspicions over the last ``window_minutes``.
+
+        The counters keep the last 24 hours: a longer window is read as 24 h, and the
+        result's ``window_minutes`` (the span its rates are per) says so. Raises
+        :class:`ConfigurationError` unless ``window_minutes`` is a positive finite number.
+        """
+        if isinstance(window_minutes, bool) or not isinstance(window_minutes, Real) \
+                or not math.isfinite(window_minutes) or window_minutes <= 0:
+            raise ConfigurationError(f"window_minutes must be a positive number of minutes; "
+                                     f"received {window_minutes!r:.80}")
+        window_minutes = min(window_minutes, HORIZON_MINUTES)
         try:
             self.store.flush()
         except StoreError:

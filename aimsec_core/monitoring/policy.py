@@ -186,8 +186,10 @@ def _rules(values: dict[str, Any], base: ClientRules, where: str) -> ClientRules
         _require(name, getattr(rules, name), float, 0.0, where=where)
     for name in ("session_timeout", "failure_window", "repeat_window"):
         _require(name, getattr(rules, name), float, 0.0, strict=True, where=where)
+    # 0 would make every query a near-duplicate of any stored one (it shares >= 0 hashes):
+    # every identified client refused and locked out; ``near_duplicate: false`` turns it off
     _require("suspicious_pattern_threshold", rules.suspicious_pattern_threshold, float, 0.0,
-             1.0, where=where)
+             1.0, strict=True, where=where)
     for name in ("near_duplicate", "extraction", "watch_anonymous"):
         if not isinstance(getattr(rules, name), bool):
             raise ConfigurationError(f"{where}: {name} must be true or false; received "

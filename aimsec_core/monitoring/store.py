@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..config import redacted_url
 from ..errors import ConfigurationError
 from .fingerprint import Query
 from .index import Match
@@ -92,6 +93,9 @@ def open_store(url: str | Store | None, *, timeout: float = 0.05) -> Store:
     if isinstance(url, Store):
         return url
     url = url or "memory://"
+    if not isinstance(url, str):
+        raise ConfigurationError(f"store must be 'memory://', a 'redis://host:port' URL or a "
+                                 f"Store; received {type(url).__name__}")
     if url.startswith("memory://"):
         from .memory import MemoryStore
 
@@ -99,6 +103,11 @@ def open_store(url: str | Store | None, *, timeout: float = 0.05) -> Store:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .redis_store import RedisStore
 
-        return RedisStore(url, timeout=timeout)
+        try:
+            return RedisStore(url, timeout=timeout)
+        except ValueError as exc:  # redis' own parsing: a bad port, db or query value
+            raise ConfigurationError(f"store URL {redacted_url(url, path=True)!r} cannot be "
+                                     f"used: {exc}") from None
+    shown = redacted_url(url) if "@" in url else url[:80]  # credentials are never echoed
     raise ConfigurationError(f"store must be 'memory://' or a 'redis://host:port' URL; "
-                             f"received {url!r}")
+                             f"received {shown!r}")

@@ -68,6 +68,8 @@ def parse_line(line: str | bytes) -> AuditEntry | None:
     if when is None:
         return None
     decision = raw.get("decision")
+    if not isinstance(decision, str):  # a forged object or list would not even hash
+        decision = "other"
     return AuditEntry(
         time=when,
         model=_text(raw.get("model"), "unknown"),
@@ -101,12 +103,14 @@ def parse_time(value: Any) -> float | None:
 
 
 def _text(value: Any, default: str) -> str:
-    if type(value) is str and len(value) <= MAX_TEXT:  # the common case, first
+    if type(value) is str and len(value) <= MAX_TEXT and value.isascii():  # the common case
         return value
     if value is None:
         return default
     text = value if isinstance(value, str) else str(value)
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
+    text = text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
+    # a "\ud800" escape parses to a lone surrogate, which no file can be written with
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _number(value: Any) -> float | None:

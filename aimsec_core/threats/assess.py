@@ -8,6 +8,7 @@ from typing import Any
 from ..api import guard_of
 from ..errors import ConfigurationError
 from ..guard import Guard
+from .catalogue import control_ids
 from .guard_controls import GUARD_CONTROLS, observe_guard
 from .modeler import Assessment, ControlStatus, ThreatModeler
 
@@ -26,9 +27,12 @@ def assess_guard(guarded: Any, *, api_key_identity: bool | None = None,
     that is not guarded, an unknown id, or a declared id the guard itself decides.
     """
     guard = guarded if isinstance(guarded, Guard) else guard_of(guarded)
+    if api_key_identity is not None and not isinstance(api_key_identity, bool):
+        raise ConfigurationError(f"api_key_identity must be True, False or None; received "
+                                 f"{api_key_identity!r:.80}")
     modeler = ThreatModeler(catalogue)
     controls = modeler.catalogue.controls
-    declared = set(declared)
+    declared = control_ids(() if declared is None else declared, "declared")
     unknown = modeler.catalogue.unknown(declared)
     if unknown:
         raise ConfigurationError(f"unknown control ids {unknown}; controls that can be "

@@ -185,3 +185,17 @@ def _ids(value: Any, pattern: re.Pattern[str], what: str, note: Any, fail: Any) 
     if not value and not (isinstance(note, str) and note):
         raise fail(f"{what} is empty: name at least one id, or say why none fits in a note")
     return tuple(value)
+
+
+def control_ids(value: Any, name: str) -> set[Any]:
+    """``value``, an iterable of control ids, as a set (ids are checked against a
+    catalogue by the caller). Raises :class:`ConfigurationError` for a string, whose
+    letters are no ids, and for anything that is not an iterable of ids."""
+    if isinstance(value, (str, bytes)):
+        raise ConfigurationError(f"{name} must be a set of control ids; received the string "
+                                 f"{value!r:.80}")
+    try:
+        return set(value)
+    except TypeError:  # not iterable, or holding unhashable items
+        raise ConfigurationError(f"{name} must be a set of control ids; received "
+                                 f"{type(value).__name__}") from None

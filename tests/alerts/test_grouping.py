@@ -132,3 +132,26 @@ def test_an_unreachable_state_logs_its_traceback_once_not_every_pass(clock, capl
     failures = [r for r in caplog.records if "failed to list groups" in r.getMessage()]
     assert len(failures) == 3
     assert [bool(r.exc_info) for r in failures] == [True, False, False]
+
+
+def test_an_unreachable_state_logs_its_traceback_once_not_every_occurrence(clock, caplog):
+    """Observing into a state that is down falls back to this process's groups: the
+    traceback is logged once a minute, not once per occurrence (a flood of findings
+    logged a flood of tracebacks)."""
+    import logging
+
+    from aimsec_core.alerts.grouping import MemoryGroupState
+
+    class Down(MemoryGroupState):
+        def add(self, key, **fields):
+            raise ConnectionError("redis is down")
+
+    grouper = Grouper(GroupingPolicy(), Down(), clock=clock)
+    with caplog.at_level(logging.WARNING, logger="aimsec"):
+        for _ in range(3):
+            grouper.observe(occurrence(clock))
+    failures = [r for r in caplog.records if "grouping in this process" in r.getMessage()]
+    assert [bool(r.exc_info) for r in failures] == [True, False, False]
+    clock.advance(30)
+    [alert] = grouper.due()
+    assert alert.count == 3  # grouped here, none lost

@@ -138,3 +138,14 @@ def _shared_monitor(path) -> AISecurityMonitor:
     if key not in _monitors:
         _monitors[key] = AISecurityMonitor("fuzz", {}, path, channels=[ListChannel()])
     return _monitors[key]
+
+
+@pytest.mark.parametrize("hours", ["x", float("nan"), -1, 0, None])
+def test_a_summary_window_that_is_not_a_positive_number_is_refused(tmp_path, clock, hours):
+    # "x" raised ValueError; NaN and negative windows silently reported nothing
+    monitor = AISecurityMonitor("m", {}, tmp_path, clock=clock, channels=[ListChannel()])
+    try:
+        with pytest.raises(ConfigurationError, match="hours must be a positive number"):
+            monitor.get_incident_summary(hours=hours)
+    finally:
+        monitor.close()

@@ -99,3 +99,14 @@ def test_redis_url_must_be_a_redis_url_and_is_not_echoed(monkeypatch):
     monkeypatch.delenv("AIMSEC_REDIS_URL")
     monkeypatch.setenv("AIMSEC_STORE_URL", "redis://10.0.0.6:6379/1")
     assert redis_url() == "redis://10.0.0.6:6379/1"
+
+
+def test_a_ca_bundle_that_is_not_a_file_is_a_configuration_error(monkeypatch, tmp_path):
+    # accepted: every alert then failed its TLS handshake, retried for minutes
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "soc@example.org")
+    monkeypatch.setenv("ALERT_SMTP_CAFILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigurationError, match="ALERT_SMTP_CAFILE"):
+        SmtpSettings.from_env()
+    monkeypatch.setenv("ALERT_SMTP_TLS", "none")  # no TLS: the bundle is never read
+    assert SmtpSettings.from_env().cafile is not None

@@ -110,6 +110,22 @@ def test_hostile_client_names_cannot_inject_headers(smtp_server):
     assert got.rcpt_tos == ["soc@example.org", "oncall@example.org"]
 
 
+@pytest.mark.parametrize("field", ["client", "model"])
+def test_an_encoded_word_cannot_smuggle_headers_into_the_subject(smtp_server, field):
+    # "=?utf-8?b?...?=" was decoded when the subject was set: its CR LF and "Bcc:" became
+    # a header of the message (in the outbox's .eml files as in the mail sent)
+    smuggled = "=?utf-8?b?eA0KQmNjOiB2aWN0aW1AZXhhbXBsZS5vcmcNClgtRXZpbDogMQ0K?="
+    sent = alert(**{field: smuggled})
+    email = sent.email("aimsec@example.org", ["soc@example.org"])
+    assert email["Bcc"] is None and email["X-Evil"] is None
+    assert b"\nBcc:" not in email.as_bytes() and b"\nX-Evil:" not in email.as_bytes()
+    SmtpChannel(settings(smtp_server)).send(sent)
+    [got] = smtp_server.inbox.messages
+    assert got.message["Bcc"] is None and got.message["X-Evil"] is None
+    assert "victim@example.org" not in str(got.message["Subject"])
+    assert smuggled in got.message.get_content()  # the body names it as it was sent
+
+
 def test_a_non_ascii_client_id_travels_as_seven_bit_text(smtp_server):
     # an 8-bit body needs 8BITMIME, which a strict server may not offer
     sent = alert(client="münchen-Ω-客户", reasons=("naïve: ✓",))

@@ -135,3 +135,17 @@ def test_a_webhook_url_that_is_not_http_is_refused_without_echoing_it(monkeypatc
     with pytest.raises(ConfigurationError, match="ALERT_WEBHOOK_URL") as info:
         WebhookSettings.from_env()
     assert "XyZ5ecret" not in str(info.value)
+
+
+def test_a_client_id_cannot_ping_a_channel_or_make_a_link_in_chat(hook_server):
+    # Slack acts on <!channel> and <url|label>, Mattermost on @channel: a client id (from
+    # a request) reached the text as it was
+    server = hook_server()
+    hostile = "<!channel> <https://evil.example|click> @channel & co"
+    WebhookChannel(WebhookSettings(server.url)).send(alert(client=hostile))
+    [(_, body)] = server.hook.requests
+    payload = json.loads(body)
+    text = payload["text"]
+    assert "<" not in text and ">" not in text and "@channel" not in text
+    assert "&lt;!channel&gt;" in text and "&amp; co" in text
+    assert payload["alert"]["client"] == hostile  # the data keeps the id as recorded

@@ -55,7 +55,34 @@ def test_no_database_yet(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "[]"
 
 
+@pytest.mark.parametrize("flag", ["--ack", "--resolve"])
+def test_marking_an_incident_without_a_database_fails_like_an_unknown_id(tmp_path, capsys,
+                                                                         flag):
+    # it said "nothing recorded yet" and exited 0, as if the incident had been marked
+    missing = tmp_path / "none.sqlite3"
+    assert main(["incidents", "--db", str(missing), flag, "3"]) == 1
+    assert "no incident with id 3" in capsys.readouterr().err
+    assert not missing.exists()
+
+
 def test_a_bad_since_is_a_usage_error(db, capsys):
     with pytest.raises(SystemExit):
         main(["incidents", "--db", str(db), "--since", "yesterday"])
     assert "expected a span such as 30m" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("column, value", [
+    ("severity", "[/]"),         # rich markup: MarkupError
+    ("client", b"\xff\xfe"),     # a blob: TypeError (table), not JSON serializable (--json)
+    ("last_seen", 1e308),        # OverflowError: timestamp out of range
+    ("severity", "extreme"),     # not a severity aimsec writes
+])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_row_aimsec_did_not_write_is_a_clear_error(db, capsys, column, value, as_json):
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE incidents SET {column} = ? WHERE id = 1", (value,))
+    argv = ["incidents", "--db", str(db), "--status", "all"] + (["--json"] if as_json else [])
+    assert main(argv) == 2
+    assert "could not be read" in capsys.readouterr().err

@@ -169,3 +169,28 @@ def test_hostile_model_check_and_client_names_never_become_markup(tmp_path, name
     assert not {a for a in markup.attributes if a.startswith("on")}
     assert files.report.calls == 2 * len(names)
     assert all(math.isfinite(v) for v in files.report.latency.percentiles.values())
+
+
+#: Any JSON value, lone surrogates included ("\ud800" parses to one).
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.sampled_from(
+        ["\ud800", "x\udfffy", "", "2026-09-21T10:00:00"]) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["count", "first", "check", "threshold", "suspicion_max", "fpr",
+                         "above"]), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
+@given(fields=st.dictionaries(st.sampled_from(
+    ["model", "client", "decision", "batch_size", "flagged", "findings", "latency_ms",
+     "detection"]), JSON_VALUES, min_size=1))
+def test_any_json_value_in_any_field_is_read_or_counted_never_fatal(tmp_path, fields):
+    # a decision that was an object raised TypeError (unhashable); a client or model
+    # holding a lone surrogate raised UnicodeEncodeError writing the page
+    line = json.dumps({"time": "2026-09-21T10:00:00+00:00", **fields})
+    files = aimsec_core.report(_trail(tmp_path / "logs", line, _line()), out=tmp_path / "out",
+                               incidents=[], console=QUIET)
+    assert files.report.calls + files.report.sources["malformed"] == 2
+    files.html_path.read_text(encoding="utf-8")

@@ -134,6 +134,9 @@ def test_nan_input_is_422_and_recorded_for_its_client(served, digits):
 @pytest.mark.parametrize("content, code", [
     ("not json", "input_format"), ('{"rows": []}', "input_format"),
     ('{"inputs": [[1, 2, 3]]}', "input_format"), ('{"inputs": [[99] ]}', "input_format"),
+    # JSON nested past the parser's recursion limit, and an integer past Python's digit
+    # limit for str -> int: both were a 500
+    ("[" * 100_000, "input_format"), ('{"inputs": [[' + "9" * 5000 + "]]}", "input_format"),
 ])
 def test_malformed_requests_are_422(served, content, code):
     url, _, _ = served

@@ -161,3 +161,21 @@ def test_threat_model_command_for_the_demo_guard(digits_model, monkeypatch, caps
     data = json.loads((tmp_path / "demo.json").read_text())
     missing = {m["id"] for m in data["missing_controls"]}
     assert "adversarial_detection" in missing and "input_validation" not in missing
+
+
+@pytest.mark.parametrize("keywords, match", [
+    ({"declared": "artifact_verification"}, "received the string"),  # was read letter by letter
+    ({"declared": 5}, "received int"),  # TypeError
+    ({"api_key_identity": "yes"}, "api_key_identity must be True, False or None"),
+])
+def test_declared_controls_and_identity_of_the_wrong_type_are_refused(guarded, keywords,
+                                                                       match):
+    with pytest.raises(aimsec_core.ConfigurationError, match=match):
+        aimsec_core.assess_guard(guarded, **keywords)
+    assert aimsec_core.assess_guard(guarded, declared=None).risk_score > 0
+
+
+@pytest.mark.parametrize("implemented", [None, 5, [{}]])
+def test_the_original_modeler_refuses_what_is_not_a_set_of_ids(implemented):
+    with pytest.raises(aimsec_core.ConfigurationError, match="must be a set of control ids"):
+        aimsec_core.ChatbotThreatModeler().assess_implementation(implemented)
