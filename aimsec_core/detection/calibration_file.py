@@ -4,8 +4,11 @@ JSON document (``__meta__``) and the detectors' arrays.
 A calibration file is untrusted input: it decides what the guard lets through. Reading
 one therefore opens only the members the metadata names for known detectors, checks each
 member's declared size against a cap before anything is decompressed, reads arrays
-without pickle and only where the array header's shape matches the member's size, and checks the metadata's types and values (finite thresholds,
-sane counts) before any of it is used. Every problem is a :class:`CalibrationError`.
+without pickle and only where the array header's shape matches the member's size, checks
+the metadata's types and values (finite thresholds, sane counts), and checks the file's
+digest (and signature, where ``AIMSEC_CALIBRATION_KEY`` is set:
+:mod:`.calibration_integrity`) before any of it is used. Every problem is a
+:class:`CalibrationError`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationError
+from .calibration_integrity import seal, verify
 
 FORMAT = "aimsec-calibration/1"
 META = "__meta__"
@@ -35,6 +39,7 @@ MAX_THRESHOLD = 1e6
 
 def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    meta = seal(meta, arrays)
     encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
     np.savez_compressed(path, **{META: encoded}, **arrays)
     return path
@@ -63,6 +68,7 @@ def read(path: str | Path, members_for: Any) -> tuple[dict[str, Any], dict[str, 
             zlib.error) as exc:  # a corrupted deflate stream
         raise CalibrationError(f"cannot read calibration file {path}: it is not a readable "
                                f".npz archive ({type(exc).__name__}: {exc})") from exc
+    verify(meta, arrays, path)
     return meta, arrays
 
 
