@@ -323,15 +323,44 @@ class Guard:
 
     def _refuse_admission(self, visit: Visit, start: float) -> None:
         """Refuse a call at admission (quota, interval, lockout): the input is never read."""
+        raise self._refused_unread(tuple(visit.findings), visit, start)
+
+    def _refused_unread(self, findings: tuple[Finding, ...], visit: Visit | None,
+                        start: float) -> SecurityViolation:
+        """Record a call refused before its input was read; the error to raise."""
         verdict = Verdict(allowed=False, mode=self.mode, model=self.name,
-                          client=current_client(), batch_size=0,
-                          findings=tuple(visit.findings), timestamp=visit.now,
+                          client=current_client(), batch_size=0, findings=findings,
+                          timestamp=visit.now if visit is not None else self.clock(),
                           request_id=current_request_id() or new_request_id(),
                           calibration_id=self.calibration_id)
         self._last.set(verdict)
         error = _violation(verdict, self._advisory)
         self._record(verdict, "rejected", start, None, str(error), visit)
-        raise error
+        return error
+
+    def refuse(self, error: InvalidInputError) -> SecurityViolation:
+        """Record a request that serving code refused before it could reach the model (a
+        body too large to read, one that is not JSON): one ``rejected`` audit line naming
+        ``error``'s check, counted for the calling client like any refused call (against
+        its quota, and as a failed attempt where the check is one that counts). Returns
+        the error to raise: ``error`` with the verdict attached, or the client's rate
+        limit or lockout where admission refuses it first (``RateLimitedError``,
+        ``ClientBlockedError``, which the middleware answers 429 / 403).
+
+        Raises :class:`ConfigurationError` when ``error`` is not an
+        :class:`InvalidInputError` (the typed errors that say what was wrong)."""
+        if not isinstance(error, InvalidInputError):
+            raise ConfigurationError(
+                f"refuse() records an InvalidInputError (what was wrong with a request); "
+                f"received {type(error).__name__}")
+        start = time.perf_counter()
+        visit = None
+        if self.monitor is not None:
+            visit = self.monitor.admit(current_client(), current_tier())
+        finding = Finding(error.check, str(error)[:500], expected=error.expected,
+                          received=error.received)
+        admission = tuple(visit.findings) if visit is not None else ()
+        return self._refused_unread((*admission, finding), visit, start)
 
     def _query_checks(self, visit: Visit, validated: Validated, verdict: Verdict) -> Verdict:
         """Admission findings (monitor mode) and the repeat / near-duplicate / suspicion

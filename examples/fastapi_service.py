@@ -126,8 +126,12 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
 
     @app.post("/predict")
     async def predict(request: Request) -> Any:
-        inputs = parse_inputs(await read_body(request))
         guarded = request.app.state.guarded
+        try:
+            inputs = parse_inputs(await read_body(request))
+        except aimsec_core.InvalidInputError as exc:
+            # refused before it could reach the model: recorded like any refused call
+            raise aimsec_core.guard_of(guarded).refuse(exc) from None
         try:
             labels = await run_in_threadpool(guarded.predict, inputs)
         except aimsec_core.SecurityViolation:

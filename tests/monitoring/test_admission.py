@@ -211,3 +211,31 @@ def test_detector_passes_never_count_against_the_quota(digits_model, clock, sink
     quota = ["rate_limit" in e.verdict.checks for e in sink.events]
     assert quota == [False, False, False, True]
     assert all("suspicion" in e.verdict.scores for e in sink.events)
+
+
+def test_a_request_refused_before_the_guard_is_recorded_and_counted(digits_model, clock, sink):
+    """Serving code that refuses a request before it could reach the model (a body too
+    large, not JSON) records it through ``refuse``: one rejected line for its client, a
+    failed attempt where its check counts, and the lockout answered once it applies."""
+    from aimsec_core import ConfigurationError, InputFormatError, InputTooLargeError
+
+    guarded = _guard(digits_model, clock, sink, max_failed_attempts=3, session_timeout=60)
+    guard = aimsec_core.guard_of(guarded)
+    with aimsec_core.client("mallory"):
+        error = guard.refuse(InputFormatError("request body is not JSON", check="format"))
+        assert isinstance(error, InputFormatError) and error.verdict.checks == ("format",)
+        assert sink.outcomes[-1] == "rejected" and len(sink.events) == 1
+        assert error.verdict.client == "mallory" and error.verdict.batch_size == 0
+        for _ in range(3):  # oversized bodies count as failed attempts; malformed ones not
+            error = guard.refuse(InputTooLargeError(
+                "request body exceeds 1000000 bytes", check="size", expected=1_000_000,
+                received=1_000_001))
+            assert error.verdict.checks == ("size",)
+        blocked = guard.refuse(InputFormatError("request body is not JSON", check="format"))
+        assert isinstance(blocked, ClientBlockedError)
+        assert blocked.verdict.checks == ("lockout", "format")
+        assert len(sink.events) == 5
+        with pytest.raises(ClientBlockedError):
+            guarded.predict(_x())
+    with pytest.raises(ConfigurationError, match="InvalidInputError"):
+        guard.refuse(RuntimeError("boom"))  # type: ignore[arg-type]

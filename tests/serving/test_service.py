@@ -138,10 +138,17 @@ def test_nan_input_is_422_and_recorded_for_its_client(served, digits):
     # limit for str -> int: both were a 500
     ("[" * 100_000, "input_format"), ('{"inputs": [[' + "9" * 5000 + "]]}", "input_format"),
 ])
-def test_malformed_requests_are_422(served, content, code):
-    url, _, _ = served
-    answer = post(url, content)
+def test_malformed_requests_are_422_and_recorded(served, content, code):
+    url, sink, _ = served
+    before = len(sink.events)
+    answer = post(url, content, headers={"X-API-Key": RAW_KEY})
     assert answer.status_code == 422 and answer.json()["error"] == code
+    # one record for the request, whether the body or the guard refused it
+    assert len(sink.events) == before + 1 and sink.outcomes[-1] == "rejected"
+    verdict = sink.events[-1].verdict
+    assert verdict.client == key_identity(RAW_KEY, SECRET.encode())
+    assert verdict.request_id == answer.json()["request_id"]
+    assert [f.check for f in verdict.findings] in (["format"], ["shape"], ["range"])
 
 
 def test_high_severity_threat_is_refused_without_internals(served):
