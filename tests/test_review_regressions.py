@@ -108,6 +108,16 @@ def _calibration_file_with(model, tmp_path, member, edit):  # type: ignore[no-un
     buffer = io.BytesIO()
     np.save(buffer, edit(np.load(io.BytesIO(members[member]))))
     members[member] = buffer.getvalue()
+    # with a digest that matches, as anyone without AIMSEC_CALIBRATION_KEY can write one:
+    # the file's contents must be refused on their own
+    from aimsec_core.detection.calibration_integrity import seal
+
+    arrays = {name[:-4]: np.load(io.BytesIO(raw)) for name, raw in members.items()}
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+    meta.pop("integrity", None)
+    buffer = io.BytesIO()
+    np.save(buffer, np.frombuffer(json.dumps(seal(meta, arrays)).encode(), np.uint8))
+    members["__meta__.npy"] = buffer.getvalue()
     with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:
         for name, raw in members.items():
             archive.writestr(name, raw)
