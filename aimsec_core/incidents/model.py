@@ -28,9 +28,11 @@ def clip(text: Any, limit: int = MAX_NAME) -> str:
     """``text`` as a printable string of at most ``limit`` characters (client-controlled
     names may hold anything: control characters become spaces)."""
     value = str(text)
+    if len(value) > limit:  # cut first: a name of megabytes is never scanned whole
+        value = value[:limit - 1] + "…"
     if not value.isprintable():
         value = "".join(c if c.isprintable() else " " for c in value)
-    return value if len(value) <= limit else value[:limit - 1] + "…"
+    return value
 
 
 @dataclass
