@@ -381,17 +381,19 @@ def test_neighbours_keep_a_bounded_sorted_reference_and_old_files_still_score_al
     np.testing.assert_allclose(detector.score(queries), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_neighbours_match_brute_force_whatever_the_label_sizes():
-    """Labels of very different sizes (one spread over several blocks of the per-call
-    layout), one with fewer points than k, a prediction no clean point has, a NaN input."""
-    from aimsec_core.detection import NeighbourDetector
+@pytest.mark.parametrize("sorted_up_to", [0, 10_000])  # rows partitioned, rows sorted
+def test_neighbours_match_brute_force_whatever_the_label_sizes(monkeypatch, sorted_up_to):
+    """Labels of very different sizes, one with fewer points than k, a prediction no clean
+    point has, a NaN input."""
+    from aimsec_core.detection import NeighbourDetector, neighbours
+
+    monkeypatch.setattr(neighbours, "SORTED_UP_TO", sorted_up_to)
 
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1, 2, 3], [400, 2, 60, 25])
     clean = rng.random((len(labels), 6))
     detector = NeighbourDetector(k=4)
     detector.fit(_probe(clean, np.eye(5)[labels]), (0.0, 1.0))
-    assert len(detector._blocks.label) > 4  # the large label takes several blocks
     predicted = np.r_[np.arange(5), rng.integers(0, 4, 35)]  # label 4: no clean points
     queries = rng.random((40, 6))
     scores = detector.score(_probe(queries, np.eye(5)[predicted]))
@@ -400,6 +402,10 @@ def test_neighbours_match_brute_force_whatever_the_label_sizes():
         same, other = np.sort(row[labels == label])[:4], np.sort(row[labels != label])[:4]
         expected = np.log(same.mean() if len(same) else row.max()) - np.log(other.mean())
         assert score == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    full = np.isin(predicted, [0, 2, 3])  # a batch whose groups all hold k points
+    np.testing.assert_allclose(
+        detector.score(_probe(queries[full], np.eye(5)[predicted[full]])), scores[full],
+        rtol=1e-5, atol=1e-5)
     nan = queries[:2].copy()
     nan[0, 3] = np.nan
     assert np.isnan(detector.score(_probe(nan, np.eye(5)[[0, 1]]))[0])
