@@ -329,6 +329,34 @@ def test_single_threaded_blas_finds_libraries_loaded_after_its_first_use(monkeyp
     assert inside and set(inside) == {1}
 
 
+@pytest.mark.parametrize("internal_api, threading_layer", [("mkl", "intel"),
+                                                             ("openblas", "openmp")])
+def test_single_threaded_blas_sets_other_libraries_through_their_controller(
+        internal_api, threading_layer):
+    """OpenBLAS with its own threads is set through its C functions; any other library
+    (and OpenBLAS threaded by OpenMP, whose limit is per thread) through threadpoolctl's
+    controller."""
+    from aimsec_core.detection import suite
+
+    class Controller:
+        threads = 4
+
+        def _get_symbol(self, name):
+            raise AssertionError("only OpenBLAS's own threads are set directly")
+
+        def get_num_threads(self):
+            return self.threads
+
+        def set_num_threads(self, threads):
+            self.threads = threads
+
+    controller = Controller()
+    controller.internal_api, controller.threading_layer = internal_api, threading_layer
+    get, set_threads = suite._thread_functions(controller)
+    set_threads(1)
+    assert controller.threads == 1 and get() == 1
+
+
 class _Fixed(MarginDetector):
     """A detector whose scores are given up front."""
 

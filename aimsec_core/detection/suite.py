@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,13 +34,52 @@ from .base import Detector, Probe
 
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_libraries: Any = None  #: threadpoolctl's handles on the BLAS libraries numpy loaded
+#: ``(get, set)`` thread-count functions of each BLAS library numpy and others loaded
+_blas_libraries: Any = None
 _blas_original: list[Any] = []
 _blas_modules_seen = 0  #: len(sys.modules) when the libraries were last found
 
 
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
+class _SingleThreadedBlas:
+    """See :func:`single_threaded_blas` (a class, not a generator: this runs on every
+    screened batch, and a generator-based context costs several times as much)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        global _blas_users, _blas_libraries, _blas_original, _blas_modules_seen
+        with _blas_lock:
+            if _blas_users == 0:
+                if _blas_libraries is None or len(sys.modules) != _blas_modules_seen:
+                    # found again after any import, which may have loaded another BLAS
+                    # (scipy's, torch's): one found before it would be limited and the new
+                    # one not
+                    from threadpoolctl import ThreadpoolController
+
+                    _blas_libraries = [_thread_functions(library) for library in
+                                       ThreadpoolController().select(
+                                           user_api="blas").lib_controllers]
+                    _blas_modules_seen = len(sys.modules)
+                _blas_original = [get() for get, _ in _blas_libraries]
+                for (_, set_threads), threads in zip(_blas_libraries, _blas_original):
+                    if threads != 1:
+                        set_threads(1)
+            _blas_users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        global _blas_users
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for (_, set_threads), threads in zip(_blas_libraries, _blas_original):
+                    if threads is not None and threads != 1:
+                        set_threads(threads)
+
+
+_SINGLE_THREADED_BLAS = _SingleThreadedBlas()
+
+
+def single_threaded_blas() -> _SingleThreadedBlas:
     """A context in which numpy's BLAS runs on one thread.
 
     The detectors' matrices are small, and a multi-threaded BLAS leaves its threads
@@ -49,37 +87,28 @@ def single_threaded_blas() -> Iterator[None]:
     spinning threads slowed the very next forward pass tenfold on a 2-core machine.
     The limit is process-wide, so concurrent calls share one: the first in sets it, the
     last out restores what the application had. Each library is asked and set directly
-    (two calls into it, a few microseconds), not through a ``threadpoolctl`` limiter,
-    which describes every loaded library first (tens of microseconds per call)."""
-    global _blas_users, _blas_libraries, _blas_original, _blas_modules_seen
-    with _blas_lock:
-        if _blas_users == 0:
-            if _blas_libraries is None or len(sys.modules) != _blas_modules_seen:
-                # found again after any import, which may have loaded another BLAS (scipy's,
-                # torch's): one found before it would be limited and the new one not
-                from threadpoolctl import ThreadpoolController
+    (see :func:`_thread_functions`), not through a ``threadpoolctl`` limiter, which
+    describes every loaded library first (tens of microseconds per call)."""
+    return _SINGLE_THREADED_BLAS
 
-                _blas_libraries = ThreadpoolController().select(
-                    user_api="blas").lib_controllers
-                _blas_modules_seen = len(sys.modules)
-            _blas_original = [library.get_num_threads() for library in _blas_libraries]
-            for library, threads in zip(_blas_libraries, _blas_original):
-                if threads != 1:
-                    _set_threads(library, 1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for library, threads in zip(_blas_libraries, _blas_original):
-                    if threads is not None and threads != 1:
-                        _set_threads(library, threads)
+
+def _thread_functions(library: Any) -> tuple[Any, Any]:
+    """``(get, set)`` for the thread count of one BLAS library (a ``threadpoolctl``
+    controller). OpenBLAS with its own threads: its C functions themselves, a ctypes call
+    each (``threadpoolctl``'s methods around them, which also track a controlling thread,
+    cost about 15 times as much); any other library: the controller's methods."""
+    find = getattr(library, "_get_symbol", None)  # resolves the build's symbol affixes
+    if (find is not None and library.internal_api == "openblas"
+            and getattr(library, "threading_layer", None) != "openmp"):
+        get, set_threads = find("openblas_get_num_threads"), find("openblas_set_num_threads")
+        if get is not None and set_threads is not None:
+            return get, set_threads
+    return library.get_num_threads, lambda threads: _set_threads(library, threads)
 
 
 def _set_threads(library: Any, threads: int) -> None:
-    """Set a BLAS library's thread count from whichever thread holds the lock.
+    """Set a BLAS library's thread count through its ``threadpoolctl`` controller, from
+    whichever thread holds the lock.
 
     threadpoolctl 3.8 lets only the first thread that set OpenBLAS's process-wide limit
     set it again (others are silently ignored), so a limit set by one request's thread
@@ -148,7 +177,7 @@ class CleanReference:
         for NaN (a NaN score is suspect)."""
         s = np.asarray(s, dtype=np.float64)
         flat = s.reshape(-1)
-        rarity = self._by_rank[np.searchsorted(self.scores, flat, side="left")]
+        rarity = self._by_rank[self.scores.searchsorted(flat, side="left")]
         within = flat <= self.scores[-1]
         if not within.all():  # past every clean score (the exponential tail), or NaN
             beyond = ~within
@@ -307,8 +336,9 @@ class DetectorSuite:
         """The suspicion: per sample, the sum of the ``top`` largest rarities."""
         stacked = np.stack(list(rarity.values()))
         if self.top is not None and self.top < len(stacked):
-            stacked = np.partition(stacked, len(stacked) - self.top, axis=0)[-self.top:]
-        return np.sum(stacked, axis=0)
+            stacked.partition(len(stacked) - self.top, axis=0)  # a new array: in place
+            stacked = stacked[-self.top:]
+        return stacked.sum(axis=0)
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"{name}.clean_scores": ref.scores for name, ref in self.references.items()}
