@@ -409,13 +409,16 @@ def test_neighbours_keep_a_bounded_sorted_reference_and_old_files_still_score_al
     np.testing.assert_allclose(detector.score(queries), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("sorted_up_to", [0, 10_000])  # rows partitioned, rows sorted
-def test_neighbours_match_brute_force_whatever_the_label_sizes(monkeypatch, sorted_up_to):
+# rows sorted in chunks, labels' columns searched; rows sorted whole, labels' in a table
+@pytest.mark.parametrize("chunk, label_table", [(8, 0), (10_000, 1 << 16)])
+def test_neighbours_match_brute_force_whatever_the_label_sizes(monkeypatch, chunk,
+                                                               label_table):
     """Labels of very different sizes, one with fewer points than k, a prediction no clean
     point has, a NaN input."""
     from aimsec_core.detection import NeighbourDetector, neighbours
 
-    monkeypatch.setattr(neighbours, "SORTED_UP_TO", sorted_up_to)
+    monkeypatch.setattr(neighbours, "CHUNK", chunk)
+    monkeypatch.setattr(neighbours, "LABEL_TABLE", label_table)
 
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1, 2, 3], [400, 2, 60, 25])

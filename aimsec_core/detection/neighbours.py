@@ -74,9 +74,9 @@ class NeighbourDetector(InputSpaceDetector):
         np.minimum(x, self._reach, out=x)
         np.maximum(x, -self._reach, out=x)
         x = x.astype(np.float32)
-        squared = self._layout.nearest(x, probe.predicted, self.k)  # (n, 2, k)
+        squared = self._layout.nearest(x, probe.predicted)  # (n, 2, k)
         total = np.sqrt(squared).sum(axis=2)
-        if np.isfinite(total).all():  # k points in each group: the means' log ratio
+        if np.isfinite(total.sum()):  # k points in each group: the means' log ratio
             logs = np.log(total + self.k * 1e-9)
             return logs[:, 0] - logs[:, 1]
         # fewer than k points in a group, none at all, or a NaN input
@@ -138,29 +138,44 @@ def _mean_distance(squared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return total / np.maximum(count, 1), count > 0
 
 
-def _smallest(values: np.ndarray, k: int) -> np.ndarray:
-    """``values`` (n, m), reordered in place: per row, the ``k`` smallest first, (n, k).
-    Rows of up to :data:`SORTED_UP_TO` values are sorted (numpy's vectorised sort beats
-    its partition there), longer ones partitioned."""
-    if values.shape[1] <= SORTED_UP_TO:
-        values.sort(axis=1)
-    elif values.shape[1] > k:
-        values.partition(k - 1, axis=1)
-    return values[:, :k]
+#: Values per sorted chunk of a row: numpy's vectorised sort is fastest on a few hundred
+#: values (x86-64, 64 rows: 1,024 values in chunks of 256 sort in 33 us, whole in 65; a
+#: partition takes 52), so a longer row is sorted in chunks and their ``k`` smallest merged.
+CHUNK = 256
 
 
-#: Row length up to which sorting a row finds its ``k`` smallest faster than partitioning
-#: it (numpy 2 on x86-64, 64 rows: 17 against 28 us at 490 values, 64 against 55 at 1,000).
-SORTED_UP_TO = 600
+def _split(total: int, k: int) -> tuple[int, int]:
+    """``(chunks, width)``: at least ``total`` columns as equal chunks of at least ``k``
+    and, where ``k`` allows, about :data:`CHUNK` values each."""
+    chunks = max(1, total // max(CHUNK, k))
+    return chunks, -(-total // chunks)
+
+
+def _smallest(values: np.ndarray, chunks: int, k: int) -> np.ndarray:
+    """``values`` (n, chunks * width), sorted in place chunk by chunk: per row its ``k``
+    smallest, ascending, (n, k)."""
+    n = len(values)
+    parts = values.reshape(n, chunks, -1)
+    parts.sort(axis=2)
+    if chunks == 1:
+        return values[:, :k]
+    heads = parts[:, :, :k].reshape(n, -1)  # a copy: each chunk's k smallest
+    heads.sort(axis=1)
+    return heads[:, :k]
+
+
+#: Labels up to which :class:`_Layout` finds a label's columns through a table.
+LABEL_TABLE = 1 << 16
 
 
 class _Layout:
     """The points laid out for one matrix product and two row selections per call.
 
     Columns: each point once, sorted by label, then padding (a zero point of infinite
-    norm: its distance is inf) making at least ``k + 1`` columns. ``columns`` holds per
-    label the columns of its points, padded to the largest label's count (and to at least
-    ``k``) with a padding column; its last row is all padding, for a predicted label that
+    norm: its distance is inf) making at least ``k`` columns beyond the points of any one
+    label, in equal chunks (:func:`_split`). ``columns`` holds per label the columns of
+    its points, padded with a padding column to the largest label's count (and to at least
+    ``k``), in equal chunks too; its last row is all padding, for a predicted label that
     no clean point has. A row's "same" group is then gathered through its label's columns,
     and its "other" group is what the row holds once those columns are set to inf."""
 
@@ -168,18 +183,26 @@ class _Layout:
         """``points`` float32 (n, d), sorted by ``labels`` (n,)."""
         classes, starts, counts = np.unique(labels, return_index=True, return_counts=True)
         n = len(points)
-        padding = max(1, k + 1 - n)
-        self.scaled = np.zeros((points.shape[1], n + padding), dtype=np.float32)
+        self.k = k
+        self.other_chunks, width = _split(max(n + 1, k), k)
+        self.scaled = np.zeros((points.shape[1], self.other_chunks * width), dtype=np.float32)
         self.scaled[:, :n] = -2 * points.T  #: (d, columns): -2 times each point
-        self.norms = np.full(n + padding, np.inf, dtype=np.float32)
+        self.norms = np.full(self.scaled.shape[1], np.inf, dtype=np.float32)
         self.norms[:n] = (points * points).sum(axis=1)  #: (columns,) squared norms
         self.classes = classes
-        self.columns = np.full((len(classes) + 1, max(int(counts.max()), k)), n,
-                               dtype=np.intp)
+        self.same_chunks, width = _split(max(int(counts.max()), k), k)
+        self.columns = np.full((len(classes) + 1, self.same_chunks * width), n, dtype=np.intp)
         for row, (start, count) in enumerate(zip(starts, counts)):
             self.columns[row, :count] = np.arange(start, start + count)
+        # Predicted labels are column indices of the model's scores: each one's row of
+        # ``columns`` read from a table (its last entry, the padding row, for any label
+        # past the largest), where the labels are such indices and few.
+        self.row_of: np.ndarray | None = None
+        if 0 <= classes[0] and classes[-1] < LABEL_TABLE:
+            self.row_of = np.full(int(classes[-1]) + 2, len(classes), dtype=np.intp)
+            self.row_of[classes] = np.arange(len(classes))
 
-    def nearest(self, x: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    def nearest(self, x: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         """(n, 2, k) float32 squared distances of each row of ``x`` to its ``k`` nearest
         points labelled ``predicted`` ([:, 0]) and labelled otherwise ([:, 1]); inf where
         a group has fewer than ``k`` points."""
@@ -188,11 +211,16 @@ class _Layout:
         # rounding error can make a tiny distance negative)
         partial = x @ self.scaled
         partial += self.norms
-        row = np.searchsorted(self.classes, predicted).clip(0, len(self.classes) - 1)
-        own = self.columns[np.where(self.classes[row] == predicted, row, len(self.classes))]
+        if self.row_of is not None:
+            own = self.columns[self.row_of[np.minimum(predicted, len(self.row_of) - 1)]]
+        else:  # labels from a file that no model's scores index
+            row = np.searchsorted(self.classes, predicted).clip(0, len(self.classes) - 1)
+            own = self.columns[np.where(self.classes[row] == predicted, row,
+                                        len(self.classes))]
         rows = np.arange(len(x))[:, None]
         same = partial[rows, own]
         partial[rows, own] = np.inf  # left: the points of every other label
-        nearest = np.stack([_smallest(same, k), _smallest(partial, k)], axis=1)
+        nearest = np.stack([_smallest(same, self.same_chunks, self.k),
+                            _smallest(partial, self.other_chunks, self.k)], axis=1)
         nearest += np.einsum("ij,ij->i", x, x)[:, None, None]
         return np.maximum(nearest, 0.0, out=nearest)
