@@ -176,15 +176,17 @@ class CleanReference:
         """``-log10`` of the share of clean scores >= ``s`` (with one pseudo-count); inf
         for NaN (a NaN score is suspect)."""
         s = np.asarray(s, dtype=np.float64)
-        flat = s.reshape(-1)
-        rarity = self._by_rank[self.scores.searchsorted(flat, side="left")]
-        within = flat <= self.scores[-1]
-        if not within.all():  # past every clean score (the exponential tail), or NaN
-            beyond = ~within
-            past = self._by_rank[-1] + (flat[beyond] - self.scores[-1]) / (
+        if s.ndim != 1:
+            return self.upper_rarity(s.reshape(-1)).reshape(s.shape)
+        n = len(self.scores)
+        ranks = self.scores.searchsorted(s, side="left")  # n past every clean score, or NaN
+        rarity = self._by_rank.take(ranks)
+        if len(s) and ranks.max() == n:  # past every clean score (the exponential tail)
+            beyond = ranks == n
+            past = self._by_rank[-1] + (s[beyond] - self.scores[-1]) / (
                 self.tail * np.log(10))
             rarity[beyond] = np.where(np.isnan(past), np.inf, past)
-        return rarity.reshape(s.shape)
+        return rarity
 
     def lower_rarity(self, s: np.ndarray) -> np.ndarray:
         if self._mirrored is None:
@@ -318,27 +320,32 @@ class DetectorSuite:
             np.concatenate([p.flags for p in parts]))
 
     def _score(self, probe: Probe) -> SuiteScores:
-        raw, rarity = {}, {}
+        raw = {}
+        table = np.empty((len(self.detectors), len(probe.x)))  # each detector's rarities
         blas = single_threaded_blas() if any(
             d.multiplies_matrices for d in self.detectors) else nullcontext()
         # a hostile input's values may overflow a detector's arithmetic: inf is far and a
         # NaN score is suspect (see rarity), so those are verdicts, not warnings
         with blas, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for detector in self.detectors:
+            for row, detector in enumerate(self.detectors):
                 raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
-                rarity[detector.name] = self.rarity(detector, raw[detector.name])
-        combined = self._combine(rarity)
+                table[row] = self.rarity(detector, raw[detector.name])
+        combined = self._suspicion(table)
         flags = combined > self.threshold if self.threshold is not None else (
             np.zeros(len(combined), dtype=bool))
+        rarity = {detector.name: row for detector, row in zip(self.detectors, table)}
         return SuiteScores(combined, rarity, raw, flags)
 
     def _combine(self, rarity: dict[str, np.ndarray]) -> np.ndarray:
-        """The suspicion: per sample, the sum of the ``top`` largest rarities."""
-        stacked = np.stack(list(rarity.values()))
-        if self.top is not None and self.top < len(stacked):
-            stacked.partition(len(stacked) - self.top, axis=0)  # a new array: in place
-            stacked = stacked[-self.top:]
-        return stacked.sum(axis=0)
+        """The suspicion for each detector's rarities."""
+        return self._suspicion(np.stack(list(rarity.values())))
+
+    def _suspicion(self, table: np.ndarray) -> np.ndarray:
+        """Per sample (column of the (detectors, n) ``table``), the sum of the ``top``
+        largest rarities."""
+        if self.top is not None and self.top < len(table):
+            table = np.partition(table, len(table) - self.top, axis=0)[-self.top:]
+        return table.sum(axis=0)
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"{name}.clean_scores": ref.scores for name, ref in self.references.items()}
