@@ -220,7 +220,8 @@ class _Layout:
         rows = np.arange(len(x))[:, None]
         same = partial[rows, own]
         partial[rows, own] = np.inf  # left: the points of every other label
-        nearest = np.stack([_smallest(same, self.same_chunks, self.k),
-                            _smallest(partial, self.other_chunks, self.k)], axis=1)
+        nearest = np.empty((len(x), 2, self.k), dtype=np.float32)
+        nearest[:, 0] = _smallest(same, self.same_chunks, self.k)
+        nearest[:, 1] = _smallest(partial, self.other_chunks, self.k)
         nearest += np.einsum("ij,ij->i", x, x)[:, None, None]
         return np.maximum(nearest, 0.0, out=nearest)
