@@ -173,9 +173,9 @@ LABEL_TABLE = 1 << 16
 class _Layout:
     """The points laid out for one matrix product and two row selections per call.
 
-    Columns: each point once, sorted by label, then padding (a zero point of infinite
-    norm: its distance is inf) making at least ``k`` columns beyond the points of any one
-    label, in equal chunks (:func:`_split`). ``columns`` holds per label the columns of
+    Columns: each point once, sorted by label, then at least one padding column (a zero
+    point of infinite norm: its distance is inf), as many as make equal chunks of at least
+    ``k`` (:func:`_split`). ``columns`` holds per label the columns of
     its points, padded with a padding column to the largest label's count (and to at least
     ``k``), in equal chunks too; its last row is all padding, for a predicted label that
     no clean point has. A row's "same" group is then gathered through its label's columns,
