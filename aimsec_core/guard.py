@@ -440,7 +440,8 @@ class Guard:
                       None if gradient is None else np.asarray(to_host(gradient)),
                       given_features=features, ask_features=self.adapter.features)
         scored = suite.score(probe)
-        flags = np.asarray(verdict.flags, dtype=bool) | scored.flags
+        flags = (scored.flags | np.asarray(verdict.flags, dtype=bool) if any(verdict.flags)
+                 else scored.flags)
         findings = verdict.findings
         if scored.flags.any():
             findings += (_detection_finding(scored, suite),)
@@ -591,21 +592,23 @@ def take_rows(output: Any, keep: np.ndarray, batch_size: int) -> Any:
 
 
 def _detection_finding(scored: Any, suite: DetectorSuite) -> Finding:
-    flagged = np.flatnonzero(scored.flags)
-    worst = int(flagged[np.argmax(scored.combined[flagged])])
+    flagged = scored.flags.nonzero()[0]
+    indices = flagged.tolist()
+    worst = indices[int(scored.combined[flagged].argmax())]
+    suspicion = float(scored.combined[worst])
     loudest = max(scored.rarity, key=lambda name: scored.rarity[name][worst])
-    samples = ", ".join(str(i) for i in flagged[:5]) + (
-        f" and {len(flagged) - 5} more" if len(flagged) > 5 else "")
+    samples = ", ".join(map(str, indices[:5])) + (
+        f" and {len(indices) - 5} more" if len(indices) > 5 else "")
     return Finding(
         "adversarial",
-        (f"samples {samples}: highest suspicion {scored.combined[worst]:.3g} (sample "
-         f"{worst}, loudest detector {loudest!r}); " if len(flagged) > 1 else
-         f"sample {samples}: suspicion {scored.combined[worst]:.3g} (loudest detector "
+        (f"samples {samples}: highest suspicion {suspicion:.3g} (sample "
+         f"{worst}, loudest detector {loudest!r}); " if len(indices) > 1 else
+         f"sample {samples}: suspicion {suspicion:.3g} (loudest detector "
          f"{loudest!r}); ") +
         f"expected at most {suite.threshold:.3g}, the threshold calibrated for "
         f"{suite.fpr_target:.2%} false positives on clean data",
-        samples=tuple(int(i) for i in flagged), expected=suite.threshold,
-        received=float(scored.combined[worst]), score=float(scored.combined[worst]))
+        samples=tuple(indices), expected=suite.threshold, received=suspicion,
+        score=suspicion)
 
 
 _HASHABLE_KINDS = frozenset("biufcSU")  # datetimes: numpy cannot export their buffer

@@ -329,6 +329,34 @@ def test_single_threaded_blas_finds_libraries_loaded_after_its_first_use(monkeyp
     assert inside and set(inside) == {1}
 
 
+@pytest.mark.parametrize("internal_api, threading_layer", [("mkl", "intel"),
+                                                             ("openblas", "openmp")])
+def test_single_threaded_blas_sets_other_libraries_through_their_controller(
+        internal_api, threading_layer):
+    """OpenBLAS with its own threads is set through its C functions; any other library
+    (and OpenBLAS threaded by OpenMP, whose limit is per thread) through threadpoolctl's
+    controller."""
+    from aimsec_core.detection import suite
+
+    class Controller:
+        threads = 4
+
+        def _get_symbol(self, name):
+            raise AssertionError("only OpenBLAS's own threads are set directly")
+
+        def get_num_threads(self):
+            return self.threads
+
+        def set_num_threads(self, threads):
+            self.threads = threads
+
+    controller = Controller()
+    controller.internal_api, controller.threading_layer = internal_api, threading_layer
+    get, set_threads = suite._thread_functions(controller)
+    set_threads(1)
+    assert controller.threads == 1 and get() == 1
+
+
 class _Fixed(MarginDetector):
     """A detector whose scores are given up front."""
 
@@ -381,17 +409,22 @@ def test_neighbours_keep_a_bounded_sorted_reference_and_old_files_still_score_al
     np.testing.assert_allclose(detector.score(queries), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_neighbours_match_brute_force_whatever_the_label_sizes():
-    """Labels of very different sizes (one spread over several blocks of the per-call
-    layout), one with fewer points than k, a prediction no clean point has, a NaN input."""
-    from aimsec_core.detection import NeighbourDetector
+# rows sorted in chunks, labels' columns searched; rows sorted whole, labels' in a table
+@pytest.mark.parametrize("chunk, label_table", [(8, 0), (10_000, 1 << 16)])
+def test_neighbours_match_brute_force_whatever_the_label_sizes(monkeypatch, chunk,
+                                                               label_table):
+    """Labels of very different sizes, one with fewer points than k, a prediction no clean
+    point has, a NaN input."""
+    from aimsec_core.detection import NeighbourDetector, neighbours
+
+    monkeypatch.setattr(neighbours, "CHUNK", chunk)
+    monkeypatch.setattr(neighbours, "LABEL_TABLE", label_table)
 
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1, 2, 3], [400, 2, 60, 25])
     clean = rng.random((len(labels), 6))
     detector = NeighbourDetector(k=4)
     detector.fit(_probe(clean, np.eye(5)[labels]), (0.0, 1.0))
-    assert len(detector._blocks.label) > 4  # the large label takes several blocks
     predicted = np.r_[np.arange(5), rng.integers(0, 4, 35)]  # label 4: no clean points
     queries = rng.random((40, 6))
     scores = detector.score(_probe(queries, np.eye(5)[predicted]))
@@ -400,6 +433,10 @@ def test_neighbours_match_brute_force_whatever_the_label_sizes():
         same, other = np.sort(row[labels == label])[:4], np.sort(row[labels != label])[:4]
         expected = np.log(same.mean() if len(same) else row.max()) - np.log(other.mean())
         assert score == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    full = np.isin(predicted, [0, 2, 3])  # a batch whose groups all hold k points
+    np.testing.assert_allclose(
+        detector.score(_probe(queries[full], np.eye(5)[predicted[full]])), scores[full],
+        rtol=1e-5, atol=1e-5)
     nan = queries[:2].copy()
     nan[0, 3] = np.nan
     assert np.isnan(detector.score(_probe(nan, np.eye(5)[[0, 1]]))[0])

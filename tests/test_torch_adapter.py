@@ -350,12 +350,24 @@ def test_input_gradient_uses_eval_mode_and_restores_mixed_modes():
     assert_unchanged(model, before)
 
 
-def test_forward_with_gradient_is_one_forward_and_one_backward_at_the_prediction():
+class _Marked(torch.Tensor):
+    """A tensor subclass (its own __torch_function__ may take calls over)."""
+
+
+# the backward straight from the engine; through torch.autograd.grad where torch lacks that
+# call or the input is a tensor subclass
+@pytest.mark.parametrize("path", ["engine", "no engine", "subclass"])
+def test_forward_with_gradient_is_one_forward_and_one_backward_at_the_prediction(
+        monkeypatch, path):
+    if path == "no engine":
+        monkeypatch.delattr(torch.autograd.graph, "_engine_run_backward")
     model = linear().eval()
     forwards: list[int] = []
     model.register_forward_hook(lambda m, a, o: forwards.append(1))
     before = state_of(model)
     x = torch.from_numpy(X)
+    if path == "subclass":
+        x = x.as_subclass(_Marked)
     with torch.no_grad():
         output, scores, grad = TorchAdapter(model).forward_with_gradient(model, x)
         plain = model(x)

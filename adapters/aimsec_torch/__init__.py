@@ -241,7 +241,6 @@ class TorchAdapter(Adapter):
         real call, not a second forward.
         """
         import torch
-        from torch.utils._pytree import tree_leaves, tree_map_only
 
         _require_float(x)
         grad_mode = torch.is_grad_enabled()  # False under no_grad and inference_mode
@@ -261,12 +260,11 @@ class TorchAdapter(Adapter):
             # The plain call's output is attached when x requires grad or the graph reaches
             # any other leaf (a parameter): keep the graph for the caller's backward then.
             keep_graph = grad_mode and (target is x or _reaches_other_leaves(
-                [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)], target))
-            (grad,) = torch.autograd.grad(logits, target, grad_outputs=seed.to(logits.dtype),
-                                          retain_graph=keep_graph, allow_unused=True)
+                _output_tensors(output), target))
+            grad = _backward(logits, seed.to(logits.dtype), target, keep_graph)
         if not keep_graph:
-            output = output.detach() if isinstance(output, torch.Tensor) else tree_map_only(
-                torch.Tensor, lambda t: t.detach(), output)
+            output = (output.detach() if isinstance(output, torch.Tensor)
+                      else _output_detached(output))
         scores = probabilities.cpu().numpy()
         grad = torch.zeros_like(target) if grad is None else grad.detach()
         return output, scores, grad
@@ -311,6 +309,42 @@ def _require_float(x: Any) -> None:
         raise TypeError(f"input gradients need a floating-point input; received dtype "
                         f"{_dtype_name(x.dtype)}. Detectors using gradients do not apply to "
                         "models taking integer inputs")
+
+
+def _output_tensors(output: Any) -> list[Any]:
+    """The tensors in a model's output (a tensor, or a tuple, dict... holding some)."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    return [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+
+
+def _output_detached(output: Any) -> Any:
+    """A model's output (a tuple, dict... of tensors) with every tensor detached."""
+    import torch
+    from torch.utils._pytree import tree_map_only
+
+    return tree_map_only(torch.Tensor, lambda t: t.detach(), output)
+
+
+def _backward(output: torch.Tensor, seed: torch.Tensor, leaf: torch.Tensor,
+              keep_graph: bool) -> torch.Tensor | None:
+    """``d(output . seed)/d(leaf)`` (``None`` where ``leaf`` is unused), as
+    ``torch.autograd.grad`` computes it.
+
+    Plain tensors go straight to the engine call ``torch.autograd.grad`` makes once it has
+    checked its arguments: ``seed`` is built to fit ``output`` (same shape and dtype), and
+    the check cost some 30 us on every screened call. Tensor subclasses (whose
+    ``__torch_function__`` may take the call over), or a torch without that call, go
+    through ``torch.autograd.grad`` itself."""
+    import torch
+
+    engine = getattr(torch.autograd.graph, "_engine_run_backward", None)
+    if engine is None or type(output) is not torch.Tensor or type(leaf) is not torch.Tensor:
+        return torch.autograd.grad(output, leaf, grad_outputs=seed, retain_graph=keep_graph,
+                                   allow_unused=True)[0]
+    return engine((output,), (seed,), keep_graph, False, (leaf,), True,
+                  accumulate_grad=False)[0]
 
 
 def _reaches_other_leaves(outputs: list[Any], leaf: Any) -> bool:

@@ -60,6 +60,8 @@ class Probe:
     #: gives them; asked for through ``ask_features`` on first use otherwise.
     given_features: list[np.ndarray] | None = None
     ask_features: Any = None  #: callable: numpy batch -> list of (n, width) arrays
+    _predicted: np.ndarray | None = field(default=None, init=False, repr=False,
+                                          compare=False)
 
     @property
     def features(self) -> list[np.ndarray]:
@@ -113,7 +115,10 @@ class Probe:
 
     @property
     def predicted(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
+        """(n,) the class each sample is predicted, found once (several detectors read it)."""
+        if self._predicted is None:
+            self._predicted = self.probabilities.argmax(axis=1)
+        return self._predicted
 
 
 def value_range_of(state: dict[str, Any]) -> tuple[float, float]:

@@ -53,16 +53,17 @@ class BoundaryDetector(Detector):
         n = len(probe.x)
         if probabilities.shape[1] < 2:  # a model of one class has no boundary to be near
             return np.zeros(n)
-        order = np.argsort(probabilities, axis=1)
-        rows = np.arange(n)
-        top = probabilities[rows, order[:, -1]]
-        second = probabilities[rows, order[:, -2]]
+        rows, predicted = np.arange(n), probe.predicted
         # 1 - p_t as the sum of the others: exact where p_t rounds to 1
         others = probabilities.copy()
-        others[rows, order[:, -1]] = 0.0
-        rest = others.sum(axis=1)
-        log_odds = np.log(np.maximum(top, _TINY)) - np.log(np.maximum(second, _TINY))
-        steepness = np.linalg.norm(
-            np.asarray(probe.gradient, dtype=np.float64).reshape(n, -1), axis=1)
-        return (np.log(np.maximum(steepness, _TINY)) - np.log(np.maximum(log_odds, _TIE))
-                - np.log(np.maximum(rest, _TINY)))
+        others[rows, predicted] = 0.0
+        # the logarithms of p_t, p_r, 1 - p_t and |grad CE_t|, floored, taken at once
+        logs = np.empty((4, n))
+        logs[0] = probabilities[rows, predicted]
+        others.max(axis=1, out=logs[1])
+        others.sum(axis=1, out=logs[2])
+        gradient = np.asarray(probe.gradient).reshape(n, -1)
+        np.sqrt(np.einsum("ij,ij->i", gradient, gradient, dtype=np.float64), out=logs[3])
+        np.log(np.maximum(logs, _TINY, out=logs), out=logs)
+        log_odds = logs[0] - logs[1]
+        return logs[3] - np.log(np.maximum(log_odds, _TIE)) - logs[2]

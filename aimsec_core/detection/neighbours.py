@@ -39,7 +39,7 @@ class NeighbourDetector(InputSpaceDetector):
         self.points: np.ndarray | None = None  #: float32, centred on ``centre``
         self.labels: np.ndarray | None = None
         self.centre: np.ndarray | None = None
-        self._blocks: _Blocks | None = None  #: derived from ``points`` and ``labels``
+        self._layout: _Layout | None = None  #: derived from ``points`` and ``labels``
         self._reach = 0.0  #: derived from ``points``
 
     def fit(self, probe: Probe, value_range: tuple[float, float]) -> None:
@@ -61,23 +61,26 @@ class NeighbourDetector(InputSpaceDetector):
         order = np.argsort(labels, kind="stable")
         self.points, self.labels = points[order].astype(np.float32), labels[order]
         self.centre = np.asarray(centre, dtype=np.float64)
-        self._blocks = _Blocks.of(self.points, self.labels, self.k)
+        self._layout = _Layout(self.points, self.labels, self.k)
         self._reach = float32_reach(self.points.shape[1])  #: inputs are clipped there
 
     def score(self, probe: Probe) -> np.ndarray:
-        if self.points is None or self._blocks is None:
+        if self.points is None or self._layout is None:
             raise ValueError("the neighbours detector is not fitted")
+        x = self.features(probe.x)  # a new float64 array: centred and clipped in place
+        x -= self.centre
         # past the reach of float32 squares an input is far from every point anyway:
         # clipped there, its distances stay finite (and large)
-        x = np.clip(self.features(probe.x) - self.centre, -self._reach,
-                    self._reach).astype(np.float32)
-        # Per block its k nearest; the predicted label's k nearest are the "same" group,
-        # the k nearest among all the other labels' the "other" group.
-        nearest = self._blocks.nearest(x, self.k)  # (n, blocks, k)
-        mine = self._blocks.label[None, :] == probe.predicted[:, None]
-        apart = np.where(np.stack([mine, ~mine], axis=1), np.float32(0), np.float32(np.inf))
-        groups = nearest.reshape(len(x), 1, -1) + apart.repeat(self.k, axis=2)
-        mean, found = _mean_distance(_smallest(groups, self.k))  # (n, 2) each
+        np.minimum(x, self._reach, out=x)
+        np.maximum(x, -self._reach, out=x)
+        x = x.astype(np.float32)
+        squared = self._layout.nearest(x, probe.predicted)  # (n, 2, k)
+        total = np.sqrt(squared).sum(axis=2)
+        if np.isfinite(total.sum()):  # k points in each group: the means' log ratio
+            logs = np.log(total + self.k * 1e-9)
+            return logs[:, 0] - logs[:, 1]
+        # fewer than k points in a group, none at all, or a NaN input
+        mean, found = _mean_distance(squared)  # (n, 2) each
         lost = ~found.all(axis=1)
         if lost.any():  # a label with no clean points counts as far as the farthest point
             farthest = np.sqrt(self._squared(x[lost]).max(axis=1))
@@ -135,66 +138,92 @@ def _mean_distance(squared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return total / np.maximum(count, 1), count > 0
 
 
-def _smallest(values: np.ndarray, k: int) -> np.ndarray:
-    """``values`` (n, g, m): per row and group, the ``k`` smallest, in no order:
-    (n, g, k)."""
-    return values if values.shape[2] <= k else np.partition(values, k - 1, axis=2)[..., :k]
+#: Most values per sorted chunk of a row: numpy's vectorised sort is fastest on rows of up
+#: to a few hundred values and sorts a row in steps of powers of two (x86-64, 64 rows of
+#: 1,004 values: in 2 chunks of 502 in 34 us, in 4 of 251 in 34, in 3 of 335 in 49, whole
+#: in 65; a partition takes 52), so a longer row is sorted in chunks and their ``k``
+#: smallest merged.
+CHUNK = 512
 
 
-class _Blocks:
-    """The points laid out for one matrix product per call: each label's points in blocks
-    of ``width`` columns (a label with more points takes several, the last padded), so
-    that one in-place partition of the (n, blocks, width) products gives every block's
-    ``k`` nearest; a label's ``k`` nearest are then the ``k`` smallest among its blocks'.
+def _split(total: int, k: int) -> tuple[int, int]:
+    """``(chunks, width)``: at least ``total`` columns as equal chunks of at most
+    :data:`CHUNK` values where ``k`` allows, and of at least ``k``."""
+    chunks = max(1, min(-(-total // CHUNK), total // k))
+    return chunks, -(-total // chunks)
 
-    Padding columns hold a zero point of infinite norm: never among the nearest unless a
-    label has fewer than ``k`` points, where they stand for the missing ones (inf)."""
 
-    def __init__(self, scaled: np.ndarray, norms: np.ndarray, label: np.ndarray,
-                 width: int) -> None:
-        self.scaled = scaled  #: (d, blocks * width) float32: -2 times the points
-        self.norms = norms  #: (blocks * width,) float32: each point's squared norm
-        self.label = label  #: (blocks,) the label of each block
-        self.width = width
+def _smallest(values: np.ndarray, chunks: int, k: int) -> np.ndarray:
+    """``values`` (n, chunks * width), sorted in place chunk by chunk: per row its ``k``
+    smallest, ascending, (n, k)."""
+    n = len(values)
+    parts = values.reshape(n, chunks, -1)
+    parts.sort(axis=2)
+    if chunks == 1:
+        return values[:, :k]
+    heads = parts[:, :, :k].reshape(n, -1)  # a copy: each chunk's k smallest
+    heads.sort(axis=1)
+    return heads[:, :k]
 
-    @classmethod
-    def of(cls, points: np.ndarray, labels: np.ndarray, k: int) -> _Blocks:
-        """Blocks of ``points`` (float32, sorted by ``labels``)."""
+
+#: Labels up to which :class:`_Layout` finds a label's columns through a table.
+LABEL_TABLE = 1 << 16
+
+
+class _Layout:
+    """The points laid out for one matrix product and two row selections per call.
+
+    Columns: each point once, sorted by label, then at least one padding column (a zero
+    point of infinite norm: its distance is inf), as many as make equal chunks of at least
+    ``k`` (:func:`_split`). ``columns`` holds per label the columns of
+    its points, padded with a padding column to the largest label's count (and to at least
+    ``k``), in equal chunks too; its last row is all padding, for a predicted label that
+    no clean point has. A row's "same" group is then gathered through its label's columns,
+    and its "other" group is what the row holds once those columns are set to inf."""
+
+    def __init__(self, points: np.ndarray, labels: np.ndarray, k: int) -> None:
+        """``points`` float32 (n, d), sorted by ``labels`` (n,)."""
         classes, starts, counts = np.unique(labels, return_index=True, return_counts=True)
-        width = _block_width(counts, k)
-        per_label = -(-counts // width)  # blocks per label, rounded up
-        first = np.r_[0, np.cumsum(per_label)[:-1]] * width
-        padded = np.zeros((int(per_label.sum()) * width, points.shape[1]), dtype=np.float32)
-        norms = np.full(len(padded), np.inf, dtype=np.float32)
-        for begin, start, count in zip(first, starts, counts):
-            padded[begin:begin + count] = points[start:start + count]
-            norms[begin:begin + count] = (points[start:start + count] ** 2).sum(1)
-        return cls(np.ascontiguousarray(-2 * padded.T), norms,
-                   np.repeat(classes, per_label), width)
+        n = len(points)
+        self.k = k
+        self.other_chunks, width = _split(max(n + 1, k), k)
+        self.scaled = np.zeros((points.shape[1], self.other_chunks * width), dtype=np.float32)
+        self.scaled[:, :n] = -2 * points.T  #: (d, columns): -2 times each point
+        self.norms = np.full(self.scaled.shape[1], np.inf, dtype=np.float32)
+        self.norms[:n] = (points * points).sum(axis=1)  #: (columns,) squared norms
+        self.classes = classes
+        self.same_chunks, width = _split(max(int(counts.max()), k), k)
+        self.columns = np.full((len(classes) + 1, self.same_chunks * width), n, dtype=np.intp)
+        for row, (start, count) in enumerate(zip(starts, counts)):
+            self.columns[row, :count] = np.arange(start, start + count)
+        # Predicted labels are column indices of the model's scores: each one's row of
+        # ``columns`` read from a table (its last entry, the padding row, for any label
+        # past the largest), where the labels are such indices and few.
+        self.row_of: np.ndarray | None = None
+        if 0 <= classes[0] and classes[-1] < LABEL_TABLE:
+            self.row_of = np.full(int(classes[-1]) + 2, len(classes), dtype=np.intp)
+            self.row_of[classes] = np.arange(len(classes))
 
-    def nearest(self, x: np.ndarray, k: int) -> np.ndarray:
-        """(n, blocks, k) float32: per row of ``x`` and block, the ``k`` smallest squared
-        distances (inf for padding), in no order."""
+    def nearest(self, x: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """(n, 2, k) float32 squared distances of each row of ``x`` to its ``k`` nearest
+        points labelled ``predicted`` ([:, 0]) and labelled otherwise ([:, 1]); inf where
+        a group has fewer than ``k`` points."""
         # |x - p|^2 = |x|^2 + |p|^2 - 2 x.p; |x|^2 is the same along a row, so the order
         # is decided without it and it is added to the k kept (as is the clamp at 0: a
         # rounding error can make a tiny distance negative)
         partial = x @ self.scaled
         partial += self.norms
-        blocks = partial.reshape(len(x), -1, self.width)
-        blocks.partition(k - 1, axis=2)
-        nearest = blocks[:, :, :k] + (x * x).sum(1)[:, None, None]
+        if self.row_of is not None:
+            own = self.columns[self.row_of[np.minimum(predicted, len(self.row_of) - 1)]]
+        else:  # labels from a file that no model's scores index
+            row = np.searchsorted(self.classes, predicted).clip(0, len(self.classes) - 1)
+            own = self.columns[np.where(self.classes[row] == predicted, row,
+                                        len(self.classes))]
+        rows = np.arange(len(x))[:, None]
+        same = partial[rows, own]
+        partial[rows, own] = np.inf  # left: the points of every other label
+        nearest = np.empty((len(x), 2, self.k), dtype=np.float32)
+        nearest[:, 0] = _smallest(same, self.same_chunks, self.k)
+        nearest[:, 1] = _smallest(partial, self.other_chunks, self.k)
+        nearest += np.einsum("ij,ij->i", x, x)[:, None, None]
         return np.maximum(nearest, 0.0, out=nearest)
-
-
-def _block_width(counts: np.ndarray, k: int) -> int:
-    """Columns per block (at least ``k``) for labels with ``counts`` points: the fewest
-    columns in all, padding included, with each block counted as ``4 k`` columns more
-    (the per-call work on its ``k`` nearest costs about that much, measured on digits).
-    One block per label where labels are about balanced."""
-    largest = int(counts.max())
-    widths = {max(k, -(-largest // parts)) for parts in range(1, 65)}
-
-    def cost(width: int) -> int:
-        blocks = -(-counts // width)
-        return int((blocks * width).sum() + 4 * k * blocks.sum())
-    return min(widths, key=lambda w: (cost(w), -w))

@@ -101,7 +101,8 @@ class RobustDetector(Detector):
                 f"{self.classifier.w2.shape[1]} classes; the model gives {classes}: "
                 "recalibrate on this model")
         logits = self.classifier.logits(
-            probe.x.reshape(len(probe.x), -1).astype(np.float32)).astype(np.float64)
+            probe.x.reshape(len(probe.x), -1).astype(np.float32, copy=False)
+        ).astype(np.float64)
         rows, predicted = np.arange(len(logits)), probe.predicted
         own = logits[rows, predicted]
         logits[rows, predicted] = -np.inf

@@ -35,8 +35,12 @@ class RobustMLP:
     b2: np.ndarray  #: (k,)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        hidden = np.maximum(x @ self.w1 + self.b1, 0.0)
-        return hidden @ self.w2 + self.b2
+        hidden = x @ self.w1
+        hidden += self.b1
+        np.maximum(hidden, 0.0, out=hidden)
+        out = hidden @ self.w2
+        out += self.b2
+        return out
 
     @property
     def parameters(self) -> list[np.ndarray]:

@@ -62,7 +62,7 @@ class SparsityDetector(Detector):
         flat = probe.x.reshape(len(probe.x), -1)
         if not self.active:  # abstains (a NaN input stays suspect)
             return np.where(np.isnan(flat).any(axis=1), np.nan, 0.0)
-        return (flat == 0).mean(axis=1)
+        return (flat == 0).sum(axis=1) / flat.shape[1]  # the share of zeros
 
     def state(self) -> dict[str, Any]:
         return {"active": np.asarray([1.0 if self.active else 0.0])}

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,13 +34,52 @@ from .base import Detector, Probe
 
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_libraries: Any = None  #: threadpoolctl's handles on the BLAS libraries numpy loaded
+#: ``(get, set)`` thread-count functions of each BLAS library numpy and others loaded
+_blas_libraries: Any = None
 _blas_original: list[Any] = []
 _blas_modules_seen = 0  #: len(sys.modules) when the libraries were last found
 
 
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
+class _SingleThreadedBlas:
+    """See :func:`single_threaded_blas` (a class, not a generator: this runs on every
+    screened batch, and a generator-based context costs several times as much)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        global _blas_users, _blas_libraries, _blas_original, _blas_modules_seen
+        with _blas_lock:
+            if _blas_users == 0:
+                if _blas_libraries is None or len(sys.modules) != _blas_modules_seen:
+                    # found again after any import, which may have loaded another BLAS
+                    # (scipy's, torch's): one found before it would be limited and the new
+                    # one not
+                    from threadpoolctl import ThreadpoolController
+
+                    _blas_libraries = [_thread_functions(library) for library in
+                                       ThreadpoolController().select(
+                                           user_api="blas").lib_controllers]
+                    _blas_modules_seen = len(sys.modules)
+                _blas_original = [get() for get, _ in _blas_libraries]
+                for (_, set_threads), threads in zip(_blas_libraries, _blas_original):
+                    if threads != 1:
+                        set_threads(1)
+            _blas_users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        global _blas_users
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for (_, set_threads), threads in zip(_blas_libraries, _blas_original):
+                    if threads is not None and threads != 1:
+                        set_threads(threads)
+
+
+_SINGLE_THREADED_BLAS = _SingleThreadedBlas()
+
+
+def single_threaded_blas() -> _SingleThreadedBlas:
     """A context in which numpy's BLAS runs on one thread.
 
     The detectors' matrices are small, and a multi-threaded BLAS leaves its threads
@@ -49,37 +87,28 @@ def single_threaded_blas() -> Iterator[None]:
     spinning threads slowed the very next forward pass tenfold on a 2-core machine.
     The limit is process-wide, so concurrent calls share one: the first in sets it, the
     last out restores what the application had. Each library is asked and set directly
-    (two calls into it, a few microseconds), not through a ``threadpoolctl`` limiter,
-    which describes every loaded library first (tens of microseconds per call)."""
-    global _blas_users, _blas_libraries, _blas_original, _blas_modules_seen
-    with _blas_lock:
-        if _blas_users == 0:
-            if _blas_libraries is None or len(sys.modules) != _blas_modules_seen:
-                # found again after any import, which may have loaded another BLAS (scipy's,
-                # torch's): one found before it would be limited and the new one not
-                from threadpoolctl import ThreadpoolController
+    (see :func:`_thread_functions`), not through a ``threadpoolctl`` limiter, which
+    describes every loaded library first (tens of microseconds per call)."""
+    return _SINGLE_THREADED_BLAS
 
-                _blas_libraries = ThreadpoolController().select(
-                    user_api="blas").lib_controllers
-                _blas_modules_seen = len(sys.modules)
-            _blas_original = [library.get_num_threads() for library in _blas_libraries]
-            for library, threads in zip(_blas_libraries, _blas_original):
-                if threads != 1:
-                    _set_threads(library, 1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for library, threads in zip(_blas_libraries, _blas_original):
-                    if threads is not None and threads != 1:
-                        _set_threads(library, threads)
+
+def _thread_functions(library: Any) -> tuple[Any, Any]:
+    """``(get, set)`` for the thread count of one BLAS library (a ``threadpoolctl``
+    controller). OpenBLAS with its own threads: its C functions themselves, a ctypes call
+    each (``threadpoolctl``'s methods around them, which also track a controlling thread,
+    cost about 15 times as much); any other library: the controller's methods."""
+    find = getattr(library, "_get_symbol", None)  # resolves the build's symbol affixes
+    if (find is not None and library.internal_api == "openblas"
+            and getattr(library, "threading_layer", None) != "openmp"):
+        get, set_threads = find("openblas_get_num_threads"), find("openblas_set_num_threads")
+        if get is not None and set_threads is not None:
+            return get, set_threads
+    return library.get_num_threads, lambda threads: _set_threads(library, threads)
 
 
 def _set_threads(library: Any, threads: int) -> None:
-    """Set a BLAS library's thread count from whichever thread holds the lock.
+    """Set a BLAS library's thread count through its ``threadpoolctl`` controller, from
+    whichever thread holds the lock.
 
     threadpoolctl 3.8 lets only the first thread that set OpenBLAS's process-wide limit
     set it again (others are silently ignored), so a limit set by one request's thread
@@ -147,15 +176,17 @@ class CleanReference:
         """``-log10`` of the share of clean scores >= ``s`` (with one pseudo-count); inf
         for NaN (a NaN score is suspect)."""
         s = np.asarray(s, dtype=np.float64)
-        flat = s.reshape(-1)
-        rarity = self._by_rank[np.searchsorted(self.scores, flat, side="left")]
-        within = flat <= self.scores[-1]
-        if not within.all():  # past every clean score (the exponential tail), or NaN
-            beyond = ~within
-            past = self._by_rank[-1] + (flat[beyond] - self.scores[-1]) / (
+        if s.ndim != 1:
+            return self.upper_rarity(s.reshape(-1)).reshape(s.shape)
+        n = len(self.scores)
+        ranks = self.scores.searchsorted(s, side="left")  # n past every clean score, or NaN
+        rarity = self._by_rank.take(ranks)
+        if len(s) and ranks.max() == n:  # past every clean score (the exponential tail)
+            beyond = ranks == n
+            past = self._by_rank[-1] + (s[beyond] - self.scores[-1]) / (
                 self.tail * np.log(10))
             rarity[beyond] = np.where(np.isnan(past), np.inf, past)
-        return rarity.reshape(s.shape)
+        return rarity
 
     def lower_rarity(self, s: np.ndarray) -> np.ndarray:
         if self._mirrored is None:
@@ -289,26 +320,32 @@ class DetectorSuite:
             np.concatenate([p.flags for p in parts]))
 
     def _score(self, probe: Probe) -> SuiteScores:
-        raw, rarity = {}, {}
+        raw = {}
+        table = np.empty((len(self.detectors), len(probe.x)))  # each detector's rarities
         blas = single_threaded_blas() if any(
             d.multiplies_matrices for d in self.detectors) else nullcontext()
         # a hostile input's values may overflow a detector's arithmetic: inf is far and a
         # NaN score is suspect (see rarity), so those are verdicts, not warnings
         with blas, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for detector in self.detectors:
+            for row, detector in enumerate(self.detectors):
                 raw[detector.name] = np.asarray(detector.score(probe), dtype=np.float64)
-                rarity[detector.name] = self.rarity(detector, raw[detector.name])
-        combined = self._combine(rarity)
+                table[row] = self.rarity(detector, raw[detector.name])
+        combined = self._suspicion(table)
         flags = combined > self.threshold if self.threshold is not None else (
             np.zeros(len(combined), dtype=bool))
+        rarity = {detector.name: row for detector, row in zip(self.detectors, table)}
         return SuiteScores(combined, rarity, raw, flags)
 
     def _combine(self, rarity: dict[str, np.ndarray]) -> np.ndarray:
-        """The suspicion: per sample, the sum of the ``top`` largest rarities."""
-        stacked = np.stack(list(rarity.values()))
-        if self.top is not None and self.top < len(stacked):
-            stacked = np.partition(stacked, len(stacked) - self.top, axis=0)[-self.top:]
-        return np.sum(stacked, axis=0)
+        """The suspicion for each detector's rarities."""
+        return self._suspicion(np.stack(list(rarity.values())))
+
+    def _suspicion(self, table: np.ndarray) -> np.ndarray:
+        """Per sample (column of the (detectors, n) ``table``), the sum of the ``top``
+        largest rarities."""
+        if self.top is not None and self.top < len(table):
+            table = np.partition(table, len(table) - self.top, axis=0)[-self.top:]
+        return table.sum(axis=0)
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"{name}.clean_scores": ref.scores for name, ref in self.references.items()}

@@ -54,7 +54,7 @@ class SupportDetector(NeighbourDetector):
         return self.floor is not None and not self.active
 
     def abstain(self) -> None:
-        self.points = self.labels = self.centre = self._blocks = None
+        self.points = self.labels = self.centre = self._layout = None
         self.projection = None
 
     def support(self, x: np.ndarray) -> np.ndarray:
@@ -90,7 +90,7 @@ class SupportDetector(NeighbourDetector):
         if "points" in state:
             super().load_state(state)
         else:
-            self.points = self.labels = self.centre = self._blocks = None
+            self.points = self.labels = self.centre = self._layout = None
             self.projection = None
 
     def check_state(self, width: int) -> None:
