@@ -354,13 +354,8 @@ class _Marked(torch.Tensor):
     """A tensor subclass (its own __torch_function__ may take calls over)."""
 
 
-# the backward straight from the engine; through torch.autograd.grad where torch lacks that
-# call or the input is a tensor subclass
-@pytest.mark.parametrize("path", ["engine", "no engine", "subclass"])
-def test_forward_with_gradient_is_one_forward_and_one_backward_at_the_prediction(
-        monkeypatch, path):
-    if path == "no engine":
-        monkeypatch.delattr(torch.autograd.graph, "_engine_run_backward")
+@pytest.mark.parametrize("path", ["tensor", "subclass"])
+def test_forward_with_gradient_is_one_forward_and_one_backward_at_the_prediction(path):
     model = linear().eval()
     forwards: list[int] = []
     model.register_forward_hook(lambda m, a, o: forwards.append(1))

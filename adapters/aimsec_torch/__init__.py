@@ -261,7 +261,8 @@ class TorchAdapter(Adapter):
             # any other leaf (a parameter): keep the graph for the caller's backward then.
             keep_graph = grad_mode and (target is x or _reaches_other_leaves(
                 _output_tensors(output), target))
-            grad = _backward(logits, seed.to(logits.dtype), target, keep_graph)
+            (grad,) = torch.autograd.grad(logits, target, grad_outputs=seed.to(logits.dtype),
+                                          retain_graph=keep_graph, allow_unused=True)
         if not keep_graph:
             output = (output.detach() if isinstance(output, torch.Tensor)
                       else _output_detached(output))
@@ -325,26 +326,6 @@ def _output_detached(output: Any) -> Any:
     from torch.utils._pytree import tree_map_only
 
     return tree_map_only(torch.Tensor, lambda t: t.detach(), output)
-
-
-def _backward(output: torch.Tensor, seed: torch.Tensor, leaf: torch.Tensor,
-              keep_graph: bool) -> torch.Tensor | None:
-    """``d(output . seed)/d(leaf)`` (``None`` where ``leaf`` is unused), as
-    ``torch.autograd.grad`` computes it.
-
-    Plain tensors go straight to the engine call ``torch.autograd.grad`` makes once it has
-    checked its arguments: ``seed`` is built to fit ``output`` (same shape and dtype), and
-    the check cost some 30 us on every screened call. Tensor subclasses (whose
-    ``__torch_function__`` may take the call over), or a torch without that call, go
-    through ``torch.autograd.grad`` itself."""
-    import torch
-
-    engine = getattr(torch.autograd.graph, "_engine_run_backward", None)
-    if engine is None or type(output) is not torch.Tensor or type(leaf) is not torch.Tensor:
-        return torch.autograd.grad(output, leaf, grad_outputs=seed, retain_graph=keep_graph,
-                                   allow_unused=True)[0]
-    return engine((output,), (seed,), keep_graph, False, (leaf,), True,
-                  accumulate_grad=False)[0]
 
 
 def _reaches_other_leaves(outputs: list[Any], leaf: Any) -> bool:
