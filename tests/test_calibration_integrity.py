@@ -97,26 +97,26 @@ def test_edited_metadata_does_not_load(tmp_path, monkeypatch, model, calibrated,
         _load(model, path)
 
 
-def test_a_flipped_value_in_an_array_does_not_load(tmp_path, monkeypatch, model, calibrated):
-    monkeypatch.delenv(calibration_integrity.KEY_VARIABLE, raising=False)
-    path = _save(calibrated, tmp_path / "c.npz", monkeypatch)
-    members = _members(path)
+def _flip_one_score(members) -> None:
     name = next(n for n in members if n.startswith("suite.") and n.endswith("clean_scores.npy"))
     scores = np.load(io.BytesIO(members[name]))
     scores[0] = np.nextafter(scores[0], np.inf)  # one ulp: finite, in range
     members[name] = _npy(scores)
-    _rewrite(path, members)
-    with pytest.raises(CalibrationError, match="sha256 digest does not match"):
-        _load(model, path)
 
 
-def test_a_dropped_member_does_not_load(tmp_path, monkeypatch, model, calibrated):
+def _drop_a_member(members) -> None:
+    members.pop(next(n for n in members if n.startswith("density.")))
+
+
+@pytest.mark.parametrize("damage", [_flip_one_score, _drop_a_member],
+                         ids=["a value moved by one ulp", "a member dropped"])
+def test_damaged_arrays_do_not_load(tmp_path, monkeypatch, model, calibrated, damage):
     monkeypatch.delenv(calibration_integrity.KEY_VARIABLE, raising=False)
     path = _save(calibrated, tmp_path / "c.npz", monkeypatch)
     members = _members(path)
-    members.pop(next(n for n in members if n.startswith("density.")))
+    damage(members)
     _rewrite(path, members)
-    with pytest.raises(CalibrationError):
+    with pytest.raises(CalibrationError, match="sha256 digest does not match"):
         _load(model, path)
 
 

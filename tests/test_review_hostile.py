@@ -9,7 +9,7 @@ import pytest
 
 import aimsec_core
 from aimsec_core import AuditLog
-from tests.cases import digits
+from tests.cases import audit_lines, digits, digits_logistic
 
 pytest.importorskip("sklearn")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -17,14 +17,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 @pytest.fixture(scope="module")
 def model():
-    x, y = digits()
-    return LogisticRegression(max_iter=200).fit(x[:600], y[:600])
-
-
-def _lines(audit: AuditLog) -> list[dict]:
-    if not audit.file.exists():
-        return []
-    return [json.loads(line) for line in audit.file.read_text().splitlines()]
+    return digits_logistic()
 
 
 def _self_containing() -> list:
@@ -47,7 +40,7 @@ def test_a_list_no_array_can_hold_is_a_format_refusal_not_a_hang(model, tmp_path
     guarded = aimsec_core.guard(model, sinks=[audit])
     with pytest.raises(aimsec_core.InputFormatError, match="nested deeper than 64"):
         guarded.predict(make())
-    [line] = _lines(audit)
+    [line] = audit_lines(audit)
     assert line["decision"] == "rejected" and line["findings"][0]["check"] == "format"
 
 
@@ -168,7 +161,7 @@ def test_a_frame_with_other_feature_names_is_a_format_refusal(tmp_path, columns)
     assert guarded.predict(pd.DataFrame(fitted.to_numpy()[:2])).shape == (2,)  # by position
     with pytest.raises(aimsec_core.InputFormatError, match="not the feature names"):
         guarded.predict(pd.DataFrame(fitted.to_numpy()[:2, :len(columns)], columns=columns))
-    assert [line["decision"] for line in _lines(audit)] == ["allowed", "allowed", "rejected"]
+    assert [line["decision"] for line in audit_lines(audit)] == ["allowed", "allowed", "rejected"]
 
 
 class _FailingPredict(LogisticRegression):
@@ -197,7 +190,7 @@ def test_a_model_failing_after_samples_were_flagged_still_leaves_its_line(calibr
     noisy = np.clip(x[1300:1304] + 0.45 * np.sign(np.random.default_rng(0).standard_normal(
         (4, 64))), 0, 1).astype(x.dtype)
     batch = np.vstack([x[1304:1306], noisy])
-    before = len(_lines(audit))
+    before = len(audit_lines(audit))
     aimsec_core.unguard(guarded).failure = RuntimeError("model down")
     try:
         with pytest.raises(aimsec_core.AdversarialInputError) as caught:
@@ -205,7 +198,7 @@ def test_a_model_failing_after_samples_were_flagged_still_leaves_its_line(calibr
     finally:
         aimsec_core.unguard(guarded).failure = None
     assert isinstance(caught.value.__cause__, RuntimeError)
-    lines = _lines(audit)[before:]
+    lines = audit_lines(audit)[before:]
     assert [line["decision"] for line in lines] == ["error"]
     assert "model down" in lines[0]["error"]
 
@@ -213,14 +206,14 @@ def test_a_model_failing_after_samples_were_flagged_still_leaves_its_line(calibr
 def test_an_interrupted_call_still_leaves_its_line(calibrated_failing):
     guarded, audit = calibrated_failing
     x, _ = digits()
-    before = len(_lines(audit))
+    before = len(audit_lines(audit))
     aimsec_core.unguard(guarded).failure = KeyboardInterrupt()
     try:
         with pytest.raises(KeyboardInterrupt):
             guarded.predict(x[1304:1305])  # a clean digit: the model itself is interrupted
     finally:
         aimsec_core.unguard(guarded).failure = None
-    assert [line["decision"] for line in _lines(audit)[before:]] == ["error"]
+    assert [line["decision"] for line in audit_lines(audit)[before:]] == ["error"]
 
 
 @pytest.mark.parametrize("sinks, match", [

@@ -10,20 +10,14 @@ import pytest
 import aimsec_core
 from aimsec_core import AuditLog
 from aimsec_core.cli import main
-from tests.cases import digits
+from tests.cases import audit_lines, digits, digits_logistic
 
 pytest.importorskip("sklearn")
-from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model():
-    x, y = digits()
-    return LogisticRegression(max_iter=200).fit(x[:600], y[:600])
-
-
-def _lines(audit: AuditLog) -> list[dict]:
-    return [json.loads(line) for line in audit.file.read_text().splitlines()]
+    return digits_logistic()
 
 
 @pytest.mark.parametrize("dtype", ["datetime64[s]", "timedelta64[ms]"])
@@ -32,7 +26,7 @@ def test_datetime_input_is_a_typed_refusal_with_one_audit_line(model, tmp_path, 
     guarded = aimsec_core.guard(model, sinks=[audit])
     with pytest.raises(aimsec_core.InputFormatError):
         guarded.predict(np.zeros((2, 64), dtype))
-    [line] = _lines(audit)
+    [line] = audit_lines(audit)
     assert line["decision"] == "rejected" and line["input_hash"] == ""
 
 
@@ -45,7 +39,7 @@ def test_a_wrong_shaped_view_over_max_size_is_never_read(model, tmp_path):
         guarded.predict(huge)
     with pytest.raises(aimsec_core.InvalidInputError):
         guarded.predict(np.ones((100, 100)))  # wrong width and over max_size
-    assert [line["input_hash"] for line in _lines(audit)] == ["", ""]
+    assert [line["input_hash"] for line in audit_lines(audit)] == ["", ""]
 
 
 def test_audit_verify_reads_the_trail_beside_the_incident_database(model, tmp_path,
@@ -169,7 +163,7 @@ def test_a_sequence_that_fails_to_read_is_a_typed_refusal_with_one_line(model, t
     guarded = aimsec_core.guard(model, sinks=[audit])
     with pytest.raises(aimsec_core.InputFormatError, match="could not be read"):
         guarded.predict(_Treacherous([[0.0] * 64]))
-    [line] = _lines(audit)
+    [line] = audit_lines(audit)
     assert line["decision"] == "rejected"
 
 

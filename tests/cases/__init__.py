@@ -78,6 +78,23 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return (x / 16.0).astype(np.float32), y.astype(np.int64)
 
 
+def digits_logistic() -> Any:
+    """scikit-learn's LogisticRegression fitted on the first 600 digits."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits()
+    return LogisticRegression(max_iter=200).fit(x[:600], y[:600])
+
+
+def audit_lines(audit: Any) -> list[dict[str, Any]]:
+    """The JSON lines an ``AuditLog`` wrote so far (none before its first line)."""
+    import json
+
+    if not audit.file.exists():
+        return []
+    return [json.loads(line) for line in audit.file.read_text().splitlines()]
+
+
 def float_batches(dtypes):
     """Batches of (n, 64) finite values in the float32 range, in the given dtypes."""
     from hypothesis import strategies as st
