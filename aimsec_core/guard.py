@@ -345,7 +345,9 @@ class Guard:
         its quota, and as a failed attempt where the check is one that counts). Returns
         the error to raise: ``error`` with the verdict attached, or the client's rate
         limit or lockout where admission refuses it first (``RateLimitedError``,
-        ``ClientBlockedError``, which the middleware answers 429 / 403).
+        ``ClientBlockedError``, which the middleware answers 429 / 403); in monitor mode
+        admission refuses nothing, and ``error`` is returned with admission's findings
+        recorded after it.
 
         Raises :class:`ConfigurationError` when ``error`` is not an
         :class:`InvalidInputError` (the typed errors that say what was wrong)."""
@@ -360,6 +362,8 @@ class Guard:
         finding = Finding(error.check, str(error)[:500], expected=error.expected,
                           received=error.received)
         admission = tuple(visit.findings) if visit is not None else ()
+        if self._allows(admission):  # monitor mode, or advisory only: the request's own
+            return self._refused_unread((finding, *admission), visit, start)  # error
         return self._refused_unread((*admission, finding), visit, start)
 
     def _query_checks(self, visit: Visit, validated: Validated, verdict: Verdict) -> Verdict:
