@@ -157,8 +157,8 @@ class Guard:
 
     @calibration.setter
     def calibration(self, calibration: Calibration | None) -> None:
-        if calibration is not None:  # read the model's output as it was calibrated
-            read_single_column(self.adapter, calibration.sigmoid_output)
+        # read the model's output as it was calibrated; without a calibration, its own way
+        read_single_column(self.adapter, calibration is not None and calibration.sigmoid_output)
         self._calibration = calibration
 
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
