@@ -349,12 +349,17 @@ class Guard:
         admission refuses nothing, and ``error`` is returned with admission's findings
         recorded after it.
 
+        An ``error`` that already carries a verdict (a guard raised it, and recorded it)
+        is returned as it is: no second line, no second count.
+
         Raises :class:`ConfigurationError` when ``error`` is not an
         :class:`InvalidInputError` (the typed errors that say what was wrong)."""
         if not isinstance(error, InvalidInputError):
             raise ConfigurationError(
                 f"refuse() records an InvalidInputError (what was wrong with a request); "
                 f"received {type(error).__name__}")
+        if error.verdict is not None:  # a guard's own refusal: recorded and counted once
+            return error
         start = time.perf_counter()
         visit = None
         if self.monitor is not None:
