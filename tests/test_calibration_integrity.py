@@ -213,3 +213,14 @@ def test_a_non_ascii_key_signs_and_verifies(tmp_path, monkeypatch, model, calibr
     monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, "cle-\u79d8\u5bc6")
     with pytest.raises(CalibrationError, match="signed with another key"):
         _load(model, path)
+
+
+@pytest.mark.parametrize("recorded", [{}, {"hmac_sha256": "0" * 64}], ids=["empty", "hmac only"])
+def test_an_integrity_field_without_its_digest_does_not_load(
+        tmp_path, monkeypatch, model, calibrated, recorded):
+    # without a key such a field used to skip every comparison
+    monkeypatch.delenv(calibration_integrity.KEY_VARIABLE, raising=False)
+    path = _save(calibrated, tmp_path / "c.npz", monkeypatch)
+    _edit_meta(path, lambda meta: meta.__setitem__("integrity", recorded))
+    with pytest.raises(CalibrationError, match="no sha256 digest"):
+        _load(model, path)

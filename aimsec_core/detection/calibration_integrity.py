@@ -80,6 +80,9 @@ def verify(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Any) -> No
         raise CalibrationError(
             f"{path} carries no signature" if recorded is None else
             f"{path}: calibration field 'integrity' must map digest names to hex text")
+    if "sha256" not in recorded:  # every file written since digests carries one
+        raise CalibrationError(f"{path}: calibration field 'integrity' holds no sha256 "
+                               "digest")
     if key is not None and "hmac_sha256" not in recorded:
         raise CalibrationError(
             f"{path} is not signed; {KEY_VARIABLE} is set, so only calibrations signed "
