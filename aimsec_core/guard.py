@@ -157,8 +157,8 @@ class Guard:
 
     @calibration.setter
     def calibration(self, calibration: Calibration | None) -> None:
-        if calibration is not None:  # read the model's output as it was calibrated
-            read_single_column(self.adapter, calibration.sigmoid_output)
+        # read the model's output as it was calibrated; without a calibration, its own way
+        read_single_column(self.adapter, calibration is not None and calibration.sigmoid_output)
         self._calibration = calibration
 
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
@@ -345,7 +345,12 @@ class Guard:
         its quota, and as a failed attempt where the check is one that counts). Returns
         the error to raise: ``error`` with the verdict attached, or the client's rate
         limit or lockout where admission refuses it first (``RateLimitedError``,
-        ``ClientBlockedError``, which the middleware answers 429 / 403).
+        ``ClientBlockedError``, which the middleware answers 429 / 403); in monitor mode
+        admission refuses nothing, and ``error`` is returned with admission's findings
+        recorded after it.
+
+        An ``error`` that already carries a verdict (a guard raised it, and recorded it)
+        is returned as it is: no second line, no second count.
 
         Raises :class:`ConfigurationError` when ``error`` is not an
         :class:`InvalidInputError` (the typed errors that say what was wrong)."""
@@ -353,6 +358,8 @@ class Guard:
             raise ConfigurationError(
                 f"refuse() records an InvalidInputError (what was wrong with a request); "
                 f"received {type(error).__name__}")
+        if error.verdict is not None:  # a guard's own refusal: recorded and counted once
+            return error
         start = time.perf_counter()
         visit = None
         if self.monitor is not None:
@@ -360,6 +367,8 @@ class Guard:
         finding = Finding(error.check, str(error)[:500], expected=error.expected,
                           received=error.received)
         admission = tuple(visit.findings) if visit is not None else ()
+        if self._allows(admission):  # monitor mode, or advisory only: the request's own
+            return self._refused_unread((finding, *admission), visit, start)  # error
         return self._refused_unread((*admission, finding), visit, start)
 
     def _query_checks(self, visit: Visit, validated: Validated, verdict: Verdict) -> Verdict:

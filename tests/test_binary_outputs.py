@@ -370,3 +370,24 @@ def test_keras_sigmoid_the_adapter_cannot_see_is_found_at_calibration():
     np.testing.assert_allclose(adapter.scores(x[160:])[:, 1], p, atol=1e-6)
     guarded.predict(x[160:], verbose=0)
     assert np.ptp(guarded.last_verdict.scores["boundary"]) > 0
+
+
+def test_a_hidden_sigmoid_is_found_again_at_every_calibration():
+    """The second calibration of a guard whose first found a hidden sigmoid used to see
+    the adapter already reading a probability, record that it found none, and switch the
+    adapter back to logits: the detectors fitted on one reading then screened the other."""
+    torch = pytest.importorskip("torch")
+    model, x, _ = _sigmoid_in_forward(train=True)
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    guard = aimsec_core.guard_of(guarded)
+    with pytest.warns(UserWarning, match="reads it as a probability from now on"):
+        first = guarded.calibrate(torch.from_numpy(x[:160]))
+    with pytest.warns(UserWarning, match="reads it as a probability from now on"):
+        second = guarded.calibrate(torch.from_numpy(x[40:200]))
+    assert first.sigmoid_output and second.sigmoid_output and guard.adapter.sigmoid_output
+    guard.calibration = None  # detection off: the adapter reads the model its own way
+    assert not guard.adapter.sigmoid_output
+    rebound = guard.copied_for(model)
+    assert not rebound.adapter.sigmoid_output
+    rebound.calibration = second
+    assert rebound.adapter.sigmoid_output and not guard.adapter.sigmoid_output

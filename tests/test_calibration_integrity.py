@@ -165,3 +165,62 @@ def _arrays(path) -> dict[str, np.ndarray]:
     members = _members(path)
     return {name[:-4]: np.load(io.BytesIO(raw)) for name, raw in members.items()
             if name != "__meta__.npy"}
+
+
+def test_nan_in_an_unchecked_field_is_refused_as_a_calibration_error(
+        tmp_path, monkeypatch, model, calibrated):
+    # NaN in a field no check reads (here a detector's config) used to pass the field
+    # checks and then crash the digest with a raw ValueError (strict JSON has no NaN)
+    monkeypatch.delenv(calibration_integrity.KEY_VARIABLE, raising=False)
+    path = _save(calibrated, tmp_path / "c.npz", monkeypatch)
+    _edit_meta(path, lambda meta: next(iter(meta["detectors"].values()))["config"]
+               .__setitem__("extra", float("nan")))
+    with pytest.raises(CalibrationError, match="NaN or Infinity"):
+        _load(model, path)
+
+
+@pytest.mark.parametrize("recorded", ["\u00e9" * 64, "\udce9"], ids=["non-ascii", "surrogate"])
+def test_a_non_ascii_signature_is_refused_as_a_calibration_error(
+        tmp_path, monkeypatch, model, calibrated, recorded):
+    # hmac.compare_digest raises TypeError on non-ASCII text
+    path = _save(calibrated, tmp_path / "c.npz", monkeypatch, key=KEY)
+    members = _members(path)
+    meta = json.loads(np.load(io.BytesIO(members["__meta__.npy"])).tobytes().decode())
+    meta["integrity"]["hmac_sha256"] = recorded
+    text = json.dumps(meta)  # ASCII escapes: a lone surrogate survives as \udce9
+    members["__meta__.npy"] = _npy(np.frombuffer(text.encode(), np.uint8))
+    _rewrite(path, members)
+    monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, KEY)
+    with pytest.raises(CalibrationError, match="hex text"):
+        _load(model, path)
+
+
+def test_a_key_set_but_empty_is_an_error_not_no_key(tmp_path, monkeypatch, model, calibrated):
+    # an empty secret (a deployment whose secret did not arrive) used to mean "no key":
+    # unsigned files loaded and saved files went unsigned, silently
+    unsigned = _save(calibrated, tmp_path / "u.npz", monkeypatch)
+    monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, "")
+    with pytest.raises(CalibrationError, match="set but empty"):
+        _load(model, unsigned)
+    with pytest.raises(CalibrationError, match="set but empty"):
+        calibrated.save_calibration(tmp_path / "v.npz")
+
+
+def test_a_non_ascii_key_signs_and_verifies(tmp_path, monkeypatch, model, calibrated):
+    path = _save(calibrated, tmp_path / "c.npz", monkeypatch, key="cl\u00e9-\u79d8\u5bc6")
+    monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, "cl\u00e9-\u79d8\u5bc6")
+    assert _load(model, path).id == aimsec_core.guard_of(calibrated).calibration.id
+    monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, "cle-\u79d8\u5bc6")
+    with pytest.raises(CalibrationError, match="signed with another key"):
+        _load(model, path)
+
+
+@pytest.mark.parametrize("recorded", [{}, {"hmac_sha256": "0" * 64}], ids=["empty", "hmac only"])
+def test_an_integrity_field_without_its_digest_does_not_load(
+        tmp_path, monkeypatch, model, calibrated, recorded):
+    # without a key such a field used to skip every comparison
+    monkeypatch.delenv(calibration_integrity.KEY_VARIABLE, raising=False)
+    path = _save(calibrated, tmp_path / "c.npz", monkeypatch)
+    _edit_meta(path, lambda meta: meta.__setitem__("integrity", recorded))
+    with pytest.raises(CalibrationError, match="no sha256 digest"):
+        _load(model, path)

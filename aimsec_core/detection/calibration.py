@@ -7,6 +7,7 @@ achieved on the held-out clean data.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -287,6 +288,12 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
                 f"{name} holds NaN or infinite values; the detectors learn from finite "
                 "values only: calibrate on complete rows (impute or drop the missing ones)")
     shuffled = x[np.random.default_rng(seed).permutation(len(x))]  # folds go by position
+    # A copy read the adapter's own way: a hidden sigmoid is looked for afresh (a reading
+    # an earlier calibration found would otherwise be kept but recorded as not found), and
+    # calls screened meanwhile keep the reading of the calibration in use; the guard
+    # applies the new calibration's reading when it installs it.
+    adapter = copy.copy(adapter)
+    read_single_column(adapter, False)
     if value_range is None:
         value_range = (float(x.min()), float(x.max()))
     try:

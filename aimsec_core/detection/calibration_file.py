@@ -137,7 +137,12 @@ def _meta(raw: np.ndarray, path: str | Path) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise CalibrationError(f"{path} is not an aimsec calibration (format "
                                f"{str(meta.get('format'))[:40]!r}; expected {FORMAT!r})")
-    check_meta(meta)
+    check_meta(meta)  # names the field where a checked field holds NaN or Infinity
+    try:  # ... and none may appear anywhere else: the digest is over strict JSON
+        json.dumps(meta, allow_nan=False)
+    except ValueError as exc:
+        raise CalibrationError(f"{path}: the metadata holds NaN or Infinity, which are not "
+                               "JSON numbers") from exc
     return meta
 
 

@@ -28,8 +28,16 @@ KEY_VARIABLE = "AIMSEC_CALIBRATION_KEY"
 
 
 def _key() -> bytes | None:
+    """The key's bytes as the environment holds them (``os.fsencode``: a key that is not
+    valid UTF-8 keeps its bytes); ``None`` where the variable is unset. Set but empty (a
+    secret that did not arrive) is an error, not "no key": signing must not fail open."""
     raw = os.environ.get(KEY_VARIABLE)
-    return raw.encode("utf-8", "surrogatepass") if raw else None
+    if raw is None:
+        return None
+    if not raw:
+        raise CalibrationError(f"{KEY_VARIABLE} is set but empty; set the signing key, or "
+                               "unset the variable to use calibrations without signatures")
+    return os.fsencode(raw)
 
 
 def _feed(digest: Any, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -67,11 +75,14 @@ def verify(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Any) -> No
     recorded = meta.get(FIELD)
     if recorded is None and key is None:
         return
-    if not isinstance(recorded, dict) or not all(
-            isinstance(v, str) for v in recorded.values()):
+    if not isinstance(recorded, dict) or not all(  # compare_digest takes ASCII text only
+            isinstance(v, str) and v.isascii() for v in recorded.values()):
         raise CalibrationError(
             f"{path} carries no signature" if recorded is None else
             f"{path}: calibration field 'integrity' must map digest names to hex text")
+    if "sha256" not in recorded:  # every file written since digests carries one
+        raise CalibrationError(f"{path}: calibration field 'integrity' holds no sha256 "
+                               "digest")
     if key is not None and "hmac_sha256" not in recorded:
         raise CalibrationError(
             f"{path} is not signed; {KEY_VARIABLE} is set, so only calibrations signed "

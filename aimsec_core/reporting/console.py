@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +14,17 @@ from rich.table import Table
 
 from .model import Report
 
+#: C0 and C1 control characters: a client id or model name from the trail holding
+#: terminal escape sequences must not drive the terminal it is printed on.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
 #: Without a terminal, a plain line is printed each time this share of the trail is read.
 PLAIN_STEP = 0.25
+
+
+def _shown(text: str) -> str:
+    """``text`` for the terminal: control characters as ``\\xNN``, rich markup escaped."""
+    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
 
 
 @contextmanager
@@ -55,10 +65,10 @@ def print_summary(console: Console, report: Report, paths: tuple[Path, Path]) ->
         flag = " [bold red]drift[/]" if s.drift else (
             f": [bold red]not drift, {len(s.sources)} client(s) send it[/] (the rest "
             f"{s.rest_rate:.1%})" if s.sources and s.rest_rate is not None else "")
-        console.print(f"detection {escape(s.model)}: {rate} of clean samples above the "
+        console.print(f"detection {_shown(s.model)}: {rate} of clean samples above the "
                       f"threshold, {fpr} calibrated{flag}")
     for rec in report.recommendations[:5]:
-        console.print(f"[bold]{rec.priority}[/]: {escape(rec.title)}: {escape(rec.action)}")
+        console.print(f"[bold]{rec.priority}[/]: {_shown(rec.title)}: {_shown(rec.action)}")
     if len(report.recommendations) > 5:
         console.print(f"… {len(report.recommendations) - 5} more in the report")
     console.print(f"report: {paths[1]} (data: {paths[0]})")

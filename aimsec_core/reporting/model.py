@@ -227,8 +227,9 @@ def _detection(model: str, stats: DetectionStats) -> DetectionSection:
 def drift_sources(stats: DetectionStats) -> tuple[list[DriftSource], int, int]:
     """The few clients an excess above the threshold comes from, and the samples screened
     and above outside them: clients are taken by their samples above the threshold, most
-    first (at most ``TOP_CLIENTS``), while the traffic left still drifts and each is
-    itself ``DRIFT_SIGMAS`` beyond the calibrated rate; they count as sources only if the
+    first (at most ``TOP_CLIENTS``), while the traffic left still drifts, skipping any
+    not itself ``DRIFT_SIGMAS`` beyond the calibrated rate (a busy client has many samples
+    above at the calibrated rate, and must not hide a smaller attacker); they count as sources only if the
     traffic left (at least ``DRIFT_MIN_SAMPLES`` samples) then no longer drifts. An
     excess spread over every client is drift, however many clients there are."""
     fpr, screened, above = stats.fpr, stats.screened, stats.above
@@ -240,9 +241,11 @@ def drift_sources(stats: DetectionStats) -> tuple[list[DriftSource], int, int]:
         # a lower bound above and an upper bound screened: the claim errs towards drift
         client_screened = min(screened, max(client_above, known.counts.get(client, 0)
                                             + known.error_bound))
+        if client_above < SOURCE_MIN_ABOVE:
+            break  # the rest have fewer still
         z = drift_test(client_screened, client_above, fpr)[1]
-        if client_above < SOURCE_MIN_ABOVE or z is None or z <= DRIFT_SIGMAS:
-            break
+        if z is None or z <= DRIFT_SIGMAS:
+            continue  # a busy client at the calibrated rate: many above, but not a source
         picked.append(DriftSource(client, client_screened, client_above))
         screened, above = screened - client_screened, above - client_above
     if (picked and screened >= DRIFT_MIN_SAMPLES

@@ -239,3 +239,34 @@ def test_a_request_refused_before_the_guard_is_recorded_and_counted(digits_model
             guarded.predict(_x())
     with pytest.raises(ConfigurationError, match="InvalidInputError"):
         guard.refuse(RuntimeError("boom"))  # type: ignore[arg-type]
+
+
+def test_in_monitor_mode_a_refused_request_is_its_own_error_not_a_rate_limit(
+        digits_model, clock, sink):
+    """Monitor mode lets a client past its quota; a request refused before the model
+    used to come back as RateLimitedError (a 429 the monitor-mode service never sends
+    for predictions), named after the quota finding instead of its own."""
+    from aimsec_core import InputFormatError
+
+    guarded = _guard(digits_model, clock, sink, mode="monitor", max_requests_per_minute=1)
+    guard = aimsec_core.guard_of(guarded)
+    with aimsec_core.client("mallory"):
+        guarded.predict(_x())
+        guarded.predict(_x(1))  # over the quota: let through, recorded
+        error = guard.refuse(InputFormatError("request body is not JSON", check="format"))
+    assert type(error) is InputFormatError
+    assert error.verdict.checks == ("format", "rate_limit")
+    assert sink.outcomes[-1] == "rejected"
+
+
+def test_refusing_a_guards_own_refusal_records_nothing_more(digits_model, clock, sink):
+    """Serving code that hands refuse() an error the guard raised (and recorded) used to
+    write a second rejected line and count a second failed attempt."""
+    guarded = _guard(digits_model, clock, sink, max_failed_attempts=2, session_timeout=60)
+    guard = aimsec_core.guard_of(guarded)
+    with aimsec_core.client("mallory"):
+        with pytest.raises(ValueRangeError) as caught:
+            guarded.predict(_x() + 5.0)
+        assert guard.refuse(caught.value) is caught.value
+        assert len(sink.events) == 1
+        guarded.predict(_x())  # one failed attempt of two: not locked out

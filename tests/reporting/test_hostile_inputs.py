@@ -194,3 +194,22 @@ def test_any_json_value_in_any_field_is_read_or_counted_never_fatal(tmp_path, fi
                                incidents=[], console=QUIET)
     assert files.report.calls + files.report.sources["malformed"] == 2
     files.html_path.read_text(encoding="utf-8")
+
+
+def test_a_client_id_with_terminal_escapes_does_not_reach_the_terminal(tmp_path):
+    """A client id holding escape sequences, named as an attack source in a
+    recommendation, used to be printed to the terminal raw (ESC c resets it)."""
+    import io
+
+    from .trail import write_screened
+
+    hostile = "evil\x1bc\x1b]0;pwned\x07\x9b31m"
+    write_screened(tmp_path / "logs", {**{f"10.0.0.{i}": 0.05 for i in range(6)},
+                                       hostile: 0.6})
+    shown = io.StringIO()
+    files = aimsec_core.report(tmp_path / "logs", out=tmp_path / "out", incidents=[],
+                               console=Console(file=shown, width=400, color_system=None))
+    assert [s.client for s in files.report.detection[0].sources] == [hostile]
+    text = shown.getvalue()
+    assert "evil\\x1bc\\x1b]0;pwned\\x07\\x9b31m" in text
+    assert not any(c in text for c in "\x1b\x07\x9b")

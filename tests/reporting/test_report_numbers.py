@@ -189,3 +189,18 @@ def test_an_attack_within_drift_is_drift(tmp_path):
     write_screened(tmp_path / "logs", {**{c: 0.2 for c in BENIGN}, "attacker-1": 0.8})
     (section,) = _report(tmp_path).detection
     assert section.drift and not section.sources
+
+
+def test_a_busy_client_at_the_calibrated_rate_does_not_hide_an_attacker():
+    """The busiest benign client has the most samples above the threshold (at the
+    calibrated rate); the attacker, with fewer, used to go unnamed and the excess was
+    called drift (whose advice, recalibrating, teaches the threshold the attack)."""
+    from aimsec_core.reporting.aggregate import DetectionStats
+    from aimsec_core.reporting.model import _detection
+
+    stats = DetectionStats()
+    stats.add(1.0, 2.0, 0.01, 1000, 100_000, "busy-benign")  # exactly the calibrated rate
+    stats.add(9.0, 2.0, 0.01, 500, 500, "attacker")
+    section = _detection("m", stats)
+    assert [s.client for s in section.sources] == ["attacker"]
+    assert not section.drift and section.rest_rate == pytest.approx(0.01)
