@@ -26,6 +26,9 @@ DRIFT_MIN_SAMPLES = 100
 DRIFT_SIGMAS = 3.0
 #: A client is a source of the excess with at least this many samples above the threshold.
 SOURCE_MIN_ABOVE = 5
+#: Sources hold at most this share of the screened samples: most of the traffic drifting
+#: is drift, whoever sends it.
+SOURCES_MAX_SHARE = 0.5
 
 
 @dataclass
@@ -229,9 +232,11 @@ def drift_sources(stats: DetectionStats) -> tuple[list[DriftSource], int, int]:
     and above outside them: clients are taken by their samples above the threshold, most
     first (at most ``TOP_CLIENTS``), while the traffic left still drifts, skipping any
     not itself ``DRIFT_SIGMAS`` beyond the calibrated rate (a busy client has many samples
-    above at the calibrated rate, and must not hide a smaller attacker); they count as sources only if the
-    traffic left (at least ``DRIFT_MIN_SAMPLES`` samples) then no longer drifts. An
-    excess spread over every client is drift, however many clients there are."""
+    above at the calibrated rate, and must not hide a smaller attacker); they count as
+    sources only if the traffic left (at least ``DRIFT_MIN_SAMPLES`` samples, and at least
+    ``1 - SOURCES_MAX_SHARE`` of all screened) then no longer drifts: a few clients, not
+    most of the traffic. An excess spread over every client is drift, however many
+    clients there are."""
     fpr, screened, above = stats.fpr, stats.screened, stats.above
     picked: list[DriftSource] = []
     known = stats.screened_by_client
@@ -248,7 +253,8 @@ def drift_sources(stats: DetectionStats) -> tuple[list[DriftSource], int, int]:
             continue  # a busy client at the calibrated rate: many above, but not a source
         picked.append(DriftSource(client, client_screened, client_above))
         screened, above = screened - client_screened, above - client_above
-    if (picked and screened >= DRIFT_MIN_SAMPLES
+    if (picked and screened >= max(DRIFT_MIN_SAMPLES,
+                                   (1 - SOURCES_MAX_SHARE) * stats.screened)
             and not drift_test(screened, above, fpr)[2]):
         return picked, screened, above
     return [], stats.screened, stats.above

@@ -204,3 +204,13 @@ def test_a_busy_client_at_the_calibrated_rate_does_not_hide_an_attacker():
     section = _detection("m", stats)
     assert [s.client for s in section.sources] == ["attacker"]
     assert not section.drift and section.rest_rate == pytest.approx(0.01)
+
+
+def test_most_of_the_traffic_drifting_is_drift_whoever_sends_it(tmp_path):
+    """Two busy clients sending most of the calls, both above the rate, and a small
+    normal remainder: the traffic drifted; it is not an attack from a few sources."""
+    rates = {"busy-1": 0.25, "busy-2": 0.25, "10.0.0.1": FPR}
+    write_screened(tmp_path / "logs", rates, calls=150)
+    write_screened(tmp_path / "logs", {"10.0.0.2": FPR}, calls=100, seed=1)
+    (section,) = _report(tmp_path).detection
+    assert section.drift and not section.sources
