@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -256,11 +256,7 @@ class Guard:
             raise
         except BaseException as exc:  # KeyboardInterrupt too: the call still gets its line
             self._last.set(verdict)
-            self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
-                         visit)
-            if verdict.clean or not isinstance(exc, Exception):
-                raise
-            raise _violation(verdict, self._advisory) from exc  # monitor mode: a detector broke
+            self._failed(exc, verdict, start, validated, visit)  # a detector broke
         self._last.set(verdict)
         if not verdict.allowed:
             error = _violation(verdict, self._advisory)
@@ -295,11 +291,18 @@ class Guard:
         try:
             return self._predict(predict, validated, rebuilt)
         except BaseException as exc:
-            self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
-                         visit)
-            if verdict.clean or not isinstance(exc, Exception):
-                raise
-            raise _violation(verdict, self._advisory) from exc
+            self._failed(exc, verdict, start, validated, visit)
+
+    def _failed(self, exc: BaseException, verdict: Verdict, start: float,
+                validated: Validated, visit: Any) -> NoReturn:
+        """Write the call's ``error`` line for ``exc``, then raise: ``exc`` itself for a
+        clean call or an interruption, else the violation the findings make, with ``exc``
+        as its cause."""
+        self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
+                     visit)
+        if verdict.clean or not isinstance(exc, Exception):
+            raise exc
+        raise _violation(verdict, self._advisory) from exc
 
     @staticmethod
     def _predict(predict: Callable[..., T], validated: Validated, rebuilt: bool) -> T:
