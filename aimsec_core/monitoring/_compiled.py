@@ -4,8 +4,8 @@ Each is the compiled form of one numpy implementation and must give its results 
 ``fingerprint_rows`` of :meth:`.fingerprint.Fingerprinter.__call__`,
 ``match_and_add_rows`` of :meth:`.index.FingerprintIndex.match_and_add`,
 ``fingerprint_match_and_add_rows`` of the two in turn,
-``distance_and_join`` of :func:`.extraction.distance_and_join` (the distance to
-rounding: the sums run in another order), ``rebucket`` of the table split in
+``learn_rows`` of :func:`.extraction.learn_rows` (the distances to rounding: the sums
+run in another order), ``rebucket`` of the table split in
 :meth:`.index.FingerprintIndex._grow`.
 """
 
@@ -262,6 +262,40 @@ def _match_and_add_row(row, size, content, client, now, since, table, mask, fp_s
     return shared, same
 
 
+@njit(cache=True, nogil=True)
+def learn_rows(x, slots, members, classes, class_distances, distances, ring):  # type: ignore[no-untyped-def]
+    """PRADA's step for each row of ``x`` ((n, d) float64) in turn, as
+    :func:`.extraction.learn_rows` (the distances to rounding: see
+    ``distance_and_join``)."""
+    set_size, window = members.shape[1], distances.shape[0]
+    for r in range(x.shape[0]):
+        slot = slots[r]
+        count, threshold = np.int64(classes[slot, 0]), classes[slot, 1]
+        distance = distance_and_join(members[slot], count, x[r], threshold)
+        if count and distance == 0.0:
+            continue
+        if count:
+            distances[ring[0] % window] = distance
+            ring[0] += 1
+            ring[1] += 1
+            if distance <= threshold:
+                continue
+            appended = np.int64(classes[slot, 4])
+            if appended >= set_size:
+                evicted = class_distances[slot, appended % set_size]
+                classes[slot, 2] -= evicted
+                classes[slot, 3] -= evicted * evicted
+            class_distances[slot, appended % set_size] = distance
+            classes[slot, 4] = appended + 1
+            classes[slot, 2] += distance
+            classes[slot, 3] += distance * distance
+            length = min(appended + 1, set_size)
+            mean = classes[slot, 2] / length
+            std = max(0.0, classes[slot, 3] / length - mean * mean) ** 0.5
+            classes[slot, 1] = max(threshold, mean - std)
+        classes[slot, 0] = count + 1
+
+
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
 def distance_and_join(stored, count, row, threshold):  # type: ignore[no-untyped-def]
     """PRADA's step for one query of one class: the least L2 distance from ``row`` ((d,)
@@ -309,5 +343,6 @@ def warm_up() -> None:
                        table, np.int64(15), np.full(4, -1, np.int64), np.zeros(4),
                        np.zeros(4, np.uint32), np.zeros(4, np.uint64),
                        np.zeros((4, 2), np.uint32), 0, 4, np.zeros((3, 1), np.int64))
-    distance_and_join(np.zeros((2, 3), np.float32), 1, np.zeros(3), 0.0)
+    learn_rows(np.zeros((1, 3)), np.zeros(1, np.int64), np.zeros((1, 2, 3), np.float32),
+               np.zeros((16, 5)), np.zeros((16, 2)), np.zeros(4), np.zeros(2, np.int64))
     rebucket(table, np.zeros((32, 8), np.uint64), np.int64(31))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
@@ -50,28 +50,67 @@ MAX_WIDTH = 128
 MAX_CLASSES = 16
 
 
-class _ClassState:
-    """One client's queries of one predicted class: PRADA's growing set."""
-
-    __slots__ = ("members", "count", "distances", "total", "squares", "threshold")
-
-    def __init__(self, size: int, width: int) -> None:
-        self.members = np.empty((size, width), np.float32)  #: a ring of the set's queries
-        self.count = 0  #: queries ever added (the ring holds the last ``size``)
-        self.distances: deque[float] = deque(maxlen=size)  #: the members' distances
-        self.total = self.squares = 0.0  #: sum and sum of squares of ``distances``
-        self.threshold = 0.0
+#: Columns of a client's per-class table (float64; counts stay exact below 2^53).
+COUNT, THRESHOLD, TOTAL, SQUARES, APPENDED = range(5)
 
 
 class _ClientState:
-    __slots__ = ("classes", "distances", "since_test", "width", "last_w")
+    """One client's PRADA state, in arrays the compiled step updates in place.
 
-    def __init__(self, width: int, window: int) -> None:
+    Per predicted class (a slot of the first axis): a growing set of queries (a ring of
+    ``set_size`` rows of ``members``), the distances of the set's members (a ring in
+    ``class_distances``, their sum and sum of squares in ``classes``) and the running
+    threshold; per client: the most recent ``window`` minimum distances (a ring in
+    ``distances``; ``ring`` holds how many were ever appended and how many since the last
+    test)."""
+
+    __slots__ = ("width", "labels", "members", "classes", "class_distances", "distances",
+                 "ring", "last_w")
+
+    def __init__(self, width: int, kept: int, window: int, set_size: int) -> None:
         self.width = width  #: of the client's inputs (a new width starts over)
-        self.classes: OrderedDict[Hashable, _ClassState] = OrderedDict()
-        self.distances: deque[float] = deque(maxlen=window)
-        self.since_test = 0
+        #: predicted class -> its slot, least recently used first
+        self.labels: OrderedDict[Hashable, int] = OrderedDict()
+        #: (slots, set_size, kept) float32: grows by doubling up to MAX_CLASSES slots
+        self.members = np.zeros((1, set_size, kept), np.float32)
+        self.classes = np.zeros((MAX_CLASSES, 5), np.float64)  #: columns COUNT ... APPENDED
+        self.class_distances = np.zeros((MAX_CLASSES, set_size), np.float64)
+        self.distances = np.zeros(window, np.float64)
+        self.ring = np.zeros(2, np.int64)  #: distances ever appended, since the last test
         self.last_w: float | None = None
+
+    def slot(self, label: Hashable) -> int | None:
+        """The slot of ``label``'s class, made when new; ``None`` when making it needs
+        the least recently used class's slot (:meth:`evict` first)."""
+        labels = self.labels
+        slot = labels.get(label)
+        if slot is not None:
+            labels.move_to_end(label)
+            return slot
+        if len(labels) >= MAX_CLASSES:
+            return None
+        slot = labels[label] = len(labels)
+        if slot >= len(self.members):
+            grown = np.zeros((min(MAX_CLASSES, 2 * len(self.members)),
+                              *self.members.shape[1:]), np.float32)
+            grown[:len(self.members)] = self.members
+            self.members = grown
+        return slot
+
+    def evict(self, label: Hashable) -> int:
+        """Give the least recently used class's slot to ``label``, starting it empty."""
+        _, slot = self.labels.popitem(last=False)
+        self.classes[slot] = 0.0
+        self.labels[label] = slot
+        return slot
+
+    def recent(self) -> np.ndarray:
+        """The client's most recent minimum distances, oldest first ((<= window,))."""
+        appended, size = int(self.ring[0]), len(self.distances)
+        if appended <= size:
+            return self.distances[:appended].copy()
+        start = appended % size
+        return np.concatenate((self.distances[start:], self.distances[:start]))
 
 
 class ExtractionTracker:
@@ -119,55 +158,84 @@ class ExtractionTracker:
         x = kernels.kernel_array(samples if width <= MAX_WIDTH else self._kept(samples),
                                  np.float64)
         compiled = kernels.load()
-        join = distance_and_join if compiled is None else compiled.distance_and_join
+        learn = learn_rows if compiled is None else compiled.learn_rows
         with self._lock:
             state = self._clients.get(client)
             if state is None or state.width != width:
-                state = self._clients[client] = _ClientState(width, self.window)
+                state = self._clients[client] = _ClientState(
+                    width, x.shape[1], self.window, self.set_size)
                 if len(self._clients) > self.max_clients:
                     self._clients.popitem(last=False)
             else:
                 self._clients.move_to_end(client)
-            for row, label in zip(x, classes):
-                self._learn(state, row, label, join)
-            if state.since_test >= self.test_every and len(state.distances) >= self.min_queries:
-                state.since_test = 0
-                state.last_w = _shapiro(np.fromiter(state.distances, dtype=np.float64))
+            slot = state.slot(classes[0]) if len(classes) == 1 else None
+            if slot is not None:
+                learn(x, np.array((slot,), np.int64), state.members, state.classes,
+                      state.class_distances, state.distances, state.ring)
+            else:
+                self._learn_batch(state, x, classes, learn)
+            ring = state.ring
+            if ring[1] >= self.test_every and min(ring[0], self.window) >= self.min_queries:
+                ring[1] = 0
+                state.last_w = _shapiro(state.recent())
                 if state.last_w is not None and state.last_w < self.delta:
                     return state.last_w
         return None
 
-    def _learn(self, state: _ClientState, row: np.ndarray, label: Hashable,
-               join: Any) -> None:
-        group = state.classes.get(label)
-        if group is None:
-            if len(state.classes) >= MAX_CLASSES:
-                state.classes.popitem(last=False)
-            group = state.classes[label] = _ClassState(self.set_size, len(row))
-        else:
-            state.classes.move_to_end(label)
-        count = group.count
-        threshold = group.threshold
-        distance = join(group.members, count, row, threshold)  # stores row if it joins
+    @staticmethod
+    def _learn_batch(state: _ClientState, x: np.ndarray, classes: list[Any],
+                     learn: Any) -> None:
+        """The rows of a batch in order, in runs between the evictions of a class."""
+        start, slots = 0, []
+        for i, label in enumerate(classes):
+            slot = state.slot(label)
+            if slot is None:  # the rows before it learn from the class it replaces
+                learn(x[start:i], np.array(slots, np.int64), state.members,
+                      state.classes, state.class_distances, state.distances, state.ring)
+                start, slots = i, []
+                slot = state.evict(label)
+            slots.append(slot)
+        learn(x[start:], np.array(slots, np.int64), state.members, state.classes,
+              state.class_distances, state.distances, state.ring)
+
+
+def learn_rows(x: np.ndarray, slots: np.ndarray, members: np.ndarray, classes: np.ndarray,
+               class_distances: np.ndarray, distances: np.ndarray, ring: np.ndarray) -> None:
+    """PRADA's step for each row of ``x`` ((n, d) float64) in turn, whose predicted class
+    has slot ``slots[i]`` ((n,) int64); the numpy form of the compiled kernel. The arrays
+    are those of :class:`_ClientState`, updated in place.
+
+    The row's least L2 distance to its class's set (:func:`distance_and_join`) joins the
+    client's distances, unless the set was empty or the row repeats a member exactly (a
+    repeat teaches an attacker nothing); when it exceeds the class's threshold, the row
+    joins the set, the distance joins the members' distances, and the threshold becomes
+    ``max(old, mean - std)`` of those."""
+    set_size, window = members.shape[1], len(distances)
+    for row, slot in zip(x, slots.tolist()):
+        state = classes[slot]
+        count, threshold = int(state[COUNT]), float(state[THRESHOLD])
+        distance = distance_and_join(members[slot], count, row, threshold)
+        if count and distance == 0.0:
+            continue
         if count:
-            if distance == 0.0:  # an exact repeat teaches an attacker nothing: not counted
-                return
-            state.distances.append(distance)
-            state.since_test += 1
+            distances[ring[0] % window] = distance
+            ring += 1
             if distance <= threshold:
-                return
-            ring = group.distances
-            if len(ring) == ring.maxlen:
-                evicted = ring[0]
-                group.total -= evicted
-                group.squares -= evicted * evicted
-            ring.append(distance)
-            group.total += distance
-            group.squares += distance * distance
-            mean = group.total / len(ring)
-            std = max(0.0, group.squares / len(ring) - mean * mean) ** 0.5
-            group.threshold = max(threshold, mean - std)
-        group.count = count + 1
+                continue
+            appended = int(state[APPENDED])
+            if appended >= set_size:
+                evicted = class_distances[slot, appended % set_size]
+                state[TOTAL] -= evicted
+                state[SQUARES] -= evicted * evicted
+            class_distances[slot, appended % set_size] = distance
+            state[APPENDED] = appended + 1
+            state[TOTAL] += distance
+            state[SQUARES] += distance * distance
+            length = min(appended + 1, set_size)
+            mean = state[TOTAL] / length
+            std = max(0.0, state[SQUARES] / length - mean * mean) ** 0.5
+            state[THRESHOLD] = max(threshold, mean - std)
+        state[COUNT] = count + 1
 
 
 def distance_and_join(members: np.ndarray, count: int, row: np.ndarray,

@@ -43,7 +43,7 @@ def enabled() -> bool:
 
 def load(*, wait: bool = False) -> Any:
     """The compiled kernels (``fingerprint_rows``, ``match_and_add_rows``,
-    ``fingerprint_match_and_add_rows``, ``distance_and_join``, ``rebucket``) as attributes
+    ``fingerprint_match_and_add_rows``, ``learn_rows``, ``rebucket``) as attributes
     of one object, or ``None`` (unavailable, or still compiling unless ``wait``)."""
     if _loaded:
         return _loaded[0]
@@ -98,5 +98,5 @@ def _compile() -> Any:
                            match_and_add_rows=_compiled.match_and_add_rows,
                            fingerprint_match_and_add_rows=(
                                _compiled.fingerprint_match_and_add_rows),
-                           distance_and_join=_compiled.distance_and_join,
+                           learn_rows=_compiled.learn_rows,
                            rebucket=_compiled.rebucket)

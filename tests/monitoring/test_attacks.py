@@ -114,4 +114,4 @@ def test_queries_past_float32s_range_do_not_blind_the_extraction_test(digits_mod
     found = _extraction_calls(guarded, "thief", poisoned(), 500)
     assert found is not None
     monitor = aimsec_core.guard_of(guarded).monitor
-    assert np.isfinite(list(monitor.extraction._clients[client_key("thief")].distances)).all()
+    assert np.isfinite(list(monitor.extraction._clients[client_key("thief")].recent())).all()

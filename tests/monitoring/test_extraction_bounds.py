@@ -51,7 +51,7 @@ def test_wide_inputs_are_judged_on_a_subset_of_positions():
         draws = wide[rng.permutation(len(wide))[:600]]
         assert _flagged_after(tracker, f"honest-{honest}", draws, classify, 600) is None
     state = tracker._clients["thief"]
-    assert all(group.members.shape[1] == MAX_WIDTH for group in state.classes.values())
+    assert state.members.shape[2] == MAX_WIDTH
 
 
 def test_memory_per_client_is_bounded_by_classes_and_width():
@@ -62,7 +62,7 @@ def test_memory_per_client_is_bounded_by_classes_and_width():
         rows = rng.random((2, width)).astype(np.float32)
         tracker.observe("many-classes", rows, [label, label])
     state = tracker._clients["many-classes"]
-    assert len(state.classes) == MAX_CLASSES
-    assert list(state.classes) == list(range(100 - MAX_CLASSES, 100))  # the most recent
-    held = sum(group.members.nbytes for group in state.classes.values())
+    assert len(state.labels) == MAX_CLASSES
+    assert list(state.labels) == list(range(100 - MAX_CLASSES, 100))  # the most recent
+    held = state.members.nbytes
     assert held <= MAX_CLASSES * 8 * MAX_WIDTH * 4

@@ -134,9 +134,10 @@ def test_extraction_distances_agree_to_float32_rounding(monkeypatch, threshold):
     def step() -> tuple[float, np.ndarray]:
         stored = members.copy()
         join = extraction.distance_and_join
-        compiled = kernels.load()
-        if compiled is not None:
-            join = compiled.distance_and_join
+        if kernels.load() is not None:
+            from aimsec_core.monitoring import _compiled
+
+            join = _compiled.distance_and_join
         return join(stored, 40, row, threshold), stored
 
     (fast, fast_stored), (slow, slow_stored) = _both(monkeypatch, step)
@@ -146,6 +147,35 @@ def test_extraction_distances_agree_to_float32_rounding(monkeypatch, threshold):
     assert joined == (fast > threshold)
     if joined:
         np.testing.assert_array_equal(fast_stored[40], row.astype(np.float32))
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_prada_state_is_the_same_compiled_and_in_numpy(monkeypatch, batch):
+    # 600 rows of 20 classes (more than a client keeps: classes are evicted, within a
+    # batch too), with exact repeats: every array of the client's state and every test
+    # come out alike
+    rng = np.random.default_rng(3)
+    seeds = rng.random((20, 32))
+    labels = rng.integers(0, 20, 600)
+    rows = seeds[labels] + rng.normal(0, 0.05, (600, 32)) * (rng.random((600, 1)) < 0.9)
+
+    def run():  # type: ignore[no-untyped-def]
+        tracker = extraction.ExtractionTracker(window=120, min_queries=40, test_every=10,
+                                               set_size=16)
+        flags = [tracker.observe("c", rows[i:i + batch], labels[i:i + batch].tolist())
+                 for i in range(0, len(rows), batch)]
+        return tracker._clients["c"], flags
+
+    (fast, fast_flags), (slow, slow_flags) = _both(monkeypatch, run)
+    assert list(fast.labels.items()) == list(slow.labels.items())
+    assert len(fast.labels) == extraction.MAX_CLASSES
+    np.testing.assert_array_equal(fast.ring, slow.ring)
+    np.testing.assert_array_equal(fast.members, slow.members)
+    np.testing.assert_allclose(fast.recent(), slow.recent(), rtol=1e-9)
+    np.testing.assert_allclose(fast.classes, slow.classes, rtol=1e-9)
+    np.testing.assert_allclose(fast.class_distances, slow.class_distances, rtol=1e-9)
+    assert [f is None for f in fast_flags] == [f is None for f in slow_flags]
+    assert fast.last_w == pytest.approx(slow.last_w, rel=1e-9)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 53, 400, 3000])
@@ -216,7 +246,7 @@ def test_no_guarded_call_compiles_another_kernel_specialization():
     from aimsec_core.monitoring import _compiled
 
     kernels_ = (_compiled.fingerprint_rows, _compiled.match_and_add_rows,
-                _compiled.fingerprint_match_and_add_rows, _compiled.distance_and_join)
+                _compiled.fingerprint_match_and_add_rows, _compiled.learn_rows)
     x = digits()[0][:3].astype(np.float64)
     f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
     f.fingerprint(x)
@@ -251,7 +281,7 @@ def test_extraction_distances_stay_finite_and_alike_for_extreme_values(monkeypat
         tracker = extraction.ExtractionTracker(window=50, min_queries=10, test_every=5)
         for i in range(len(rows)):
             tracker.observe("c", rows[i:i + 1], [i % 2])
-        return list(tracker._clients["c"].distances)
+        return list(tracker._clients["c"].recent())
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
