@@ -73,6 +73,10 @@ class FingerprintIndex:
 
     def _allocate(self, slots: int) -> None:
         self._slots = slots
+        #: the serial before which to grow (under capacity) or start over (past 2^32)
+        self._limit = slots if slots < self.capacity else _SERIALS
+        #: the kernels' results for a one-row call (reused under the lock)
+        self._found = np.empty((3, 1), dtype=np.int64)
         self.fp_serial = np.full(slots, _EMPTY, dtype=np.int64)
         self.fp_time = np.zeros(slots, dtype=np.float64)
         self.fp_client = np.zeros(slots, dtype=np.uint32)
@@ -127,8 +131,7 @@ class FingerprintIndex:
                 if not len(hashes):
                     out.append(Match(0, 0, False))
                     continue
-                if self._serial >= self._slots and (self._slots < self.capacity
-                                                    or self._serial >= _SERIALS):
+                if self._serial >= self._limit:
                     self._make_room()
                 buckets = np.bitwise_and(hashes, self._mask, dtype=np.intp)
                 entries = self.table.take(buckets, axis=0)  # (len(hashes), ways)
@@ -146,9 +149,9 @@ class FingerprintIndex:
         compiled = kernels.load()
         if compiled is None:
             return self.match_and_add(*query.fingerprints(), client, now, ttl)
+        fingerprinter, samples = query
         return self._compiled(compiled.fingerprint_match_and_add_rows,
-                              query.fingerprinter.kernel_arguments(query.samples), client,
-                              now, now - ttl)
+                              fingerprinter.kernel_arguments(samples), client, now, now - ttl)
 
     def _compiled(self, kernel: Callable[..., tuple[int, int]], rows: tuple[object, ...],
                   client: int, now: float, since: float) -> list[Match]:
@@ -158,17 +161,16 @@ class FingerprintIndex:
         n = len(rows[0])  # type: ignore[arg-type]
         # the kernel's types whatever the caller passed (a clock giving ints included)
         client, now, since = int(client), float(now), float(since)
-        found = np.empty((3, n), dtype=np.int64)  # shared, size, same client per row
         done = 0
         with self._lock:
+            # shared, size, same client per row
+            found = self._found if n == 1 else np.empty((3, n), dtype=np.int64)
             while done < n:
-                if self._serial >= self._slots and (self._slots < self.capacity
-                                                    or self._serial >= _SERIALS):
+                if self._serial >= self._limit:
                     self._make_room()
-                limit = self._slots if self._slots < self.capacity else _SERIALS
                 done, self._serial = kernel(*rows, done, client, now, since, *self._state,
-                                            self._serial, limit, found)
-        shared, sizes, same = found.tolist()
+                                            self._serial, self._limit, found)
+            shared, sizes, same = found.tolist()
         if n == 1:
             return [Match(shared[0], sizes[0], same[0] == 1)]
         return [Match(a, b, c == 1) for a, b, c in zip(shared, sizes, same)]

@@ -57,7 +57,9 @@ class MemoryStore(Store):
               lockout: bool) -> Admission:
         key = (model, client)
         with self._lock:
-            self._tick(now)
+            self._writes += 1
+            if not self._writes % _SWEEP_EVERY:
+                self._sweep(now)
             locked = self._locked.get(key) if lockout else None
             if locked is not None and locked > now:
                 return Admission(locked_for=locked - now)
@@ -84,7 +86,9 @@ class MemoryStore(Store):
                 client_tag: int) -> Observation:
         key = (model, client)
         with self._lock:
-            self._tick(now)
+            self._writes += 1
+            if not self._writes % _SWEEP_EVERY:
+                self._sweep(now)
             repeats = 0
             if rules.max_repeats and call_hash:
                 rkey = (model, client, call_hash)
@@ -97,7 +101,9 @@ class MemoryStore(Store):
             suspect = self._suspects.get(key)
         matches: list[Match] = []
         if query is not None:
-            index = self._indexes.get(model) or self.index(model, policy)
+            index = self._indexes.get(model)
+            if index is None:
+                index = self.index(model, policy)
             matches = index.fingerprint_match_and_add(query, client_tag, now,
                                                       policy.near_duplicate_ttl)
         return Observation(repeats, matches,
@@ -122,10 +128,8 @@ class MemoryStore(Store):
         with self._lock:
             self._suspects[(model, client)] = until
 
-    def _tick(self, now: float) -> None:
-        self._writes += 1
-        if self._writes % _SWEEP_EVERY:
-            return
+    def _sweep(self, now: float) -> None:
+        """Drop expired entries (every :data:`_SWEEP_EVERY` writes, under the lock)."""
         if self._quota is not None:
             self._quota.windows.now = now
             self._quota.windows.sweep(60.0)

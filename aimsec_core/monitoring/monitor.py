@@ -58,6 +58,7 @@ class Visit:
 
     client: str
     key: str
+    tag: int  #: the client's tag in the fingerprint index (from its key)
     rules: ClientRules
     now: float
     watched: bool
@@ -104,7 +105,7 @@ class Monitor:
             clients=policy.extraction_clients)
         self._fingerprinters: dict[bytes, Fingerprinter] = {}
         self._local_fingerprinter: Fingerprinter | None = None  #: the local store's
-        self._keys: dict[str, str] = {}
+        self._keys: dict[str, tuple[str, int]] = {}  #: client id -> key and tag
         self._down_until = -float("inf")
         self._down_reason = ""
         self._lock = threading.Lock()
@@ -170,9 +171,9 @@ class Monitor:
                                 or rules.min_request_interval > 0):
             return None
         now = self.clock()
-        key = self._keys.get(client) or self._key(client)
+        key, tag = self._keys.get(client) or self._key(client)
         store = self.store
-        visit = Visit(client[:_READABLE_ID], key, rules, now, watched, store)
+        visit = Visit(client[:_READABLE_ID], key, tag, rules, now, watched, store)
         lockout = watched and rules.max_failed_attempts > 0
         if store is self.local:  # this process's memory: nothing to fall back on
             admission = store.admit(self.model, key, now, rules, lockout=lockout)
@@ -184,14 +185,16 @@ class Monitor:
             visit.findings += _admission_findings(visit.client, rules, admission)
         return visit
 
-    def _key(self, client: str) -> str:
-        """:func:`client_key`, remembered for a bounded number of short ids."""
+    def _key(self, client: str) -> tuple[str, int]:
+        """:func:`client_key` and the client's index tag (its first 32 bits), remembered
+        for a bounded number of short ids."""
         key = client_key(client)
+        found = key, int(key[:8], 16)
         if len(client) <= _READABLE_ID:
             if len(self._keys) >= _KEYS_KEPT:
                 self._keys.clear()
-            self._keys[client] = key
-        return key
+            self._keys[client] = found
+        return found
 
     # -- 2. query checks ---------------------------------------------------------------
 
@@ -203,21 +206,23 @@ class Monitor:
         if not visit.watched:
             return []
         rules, policy = visit.rules, self.policy
+        samples = None
         if rules.near_duplicate or rules.extraction:
-            visit.samples = _samples(arrays, batch)
-        fingerprinting = rules.near_duplicate and visit.samples is not None
-        tag = int(visit.key[:8], 16)
-
-        def observe(store: Store) -> Any:
-            # fingerprints and content tags keyed by the secret of the store that answers
-            query = (Query(self._fingerprinter(store), visit.samples)
+            samples = visit.samples = _samples(arrays, batch)
+        fingerprinting = rules.near_duplicate and samples is not None
+        local = self.local
+        if visit.store is self.store is local:  # nothing to fall back on
+            query = (Query(self._local_fingerprinter or self._fingerprinter(local), samples)
                      if fingerprinting else None)
-            return store.observe(self.model, visit.key, visit.now, rules, policy,
-                                 input_hash, query, tag)
-
-        if visit.store is self.store is self.local:  # nothing to fall back on
-            observation = observe(self.local)
+            observation = local.observe(self.model, visit.key, visit.now, rules, policy,
+                                        input_hash, query, visit.tag)
         else:
+            def observe(store: Store) -> Any:
+                # fingerprints and content tags keyed by the secret of the store that answers
+                query = Query(self._fingerprinter(store), samples) if fingerprinting else None
+                return store.observe(self.model, visit.key, visit.now, rules, policy,
+                                     input_hash, query, visit.tag)
+
             observation = self._use(visit.now, visit, observe)
         findings = []
         if rules.max_repeats and observation.repeats >= rules.max_repeats:
