@@ -294,6 +294,7 @@ def learn_rows(x, slots, members, classes, class_distances, distances, ring):  #
             std = max(0.0, classes[slot, 3] / length - mean * mean) ** 0.5
             classes[slot, 1] = max(threshold, mean - std)
         classes[slot, 0] = count + 1
+    return ring[1]
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})

@@ -125,6 +125,7 @@ class ExtractionTracker:
         self._lock = threading.Lock()
         self._seed = int.from_bytes(os.urandom(8), "little")
         self._positions: dict[int, np.ndarray] = {}  #: width -> positions kept
+        self._one = np.zeros(1, np.int64)  #: the slot of a one-row call (under the lock)
 
     def _kept(self, samples: np.ndarray) -> np.ndarray:
         """``samples`` reduced to at most :data:`MAX_WIDTH` of their positions."""
@@ -170,13 +171,15 @@ class ExtractionTracker:
                 self._clients.move_to_end(client)
             slot = state.slot(classes[0]) if len(classes) == 1 else None
             if slot is not None:
-                learn(x, np.array((slot,), np.int64), state.members, state.classes,
-                      state.class_distances, state.distances, state.ring)
+                one = self._one
+                one[0] = slot
+                since_test = learn(x, one, state.members, state.classes,
+                                   state.class_distances, state.distances, state.ring)
             else:
-                self._learn_batch(state, x, classes, learn)
-            ring = state.ring
-            if ring[1] >= self.test_every and min(ring[0], self.window) >= self.min_queries:
-                ring[1] = 0
+                since_test = self._learn_batch(state, x, classes, learn)
+            if (since_test >= self.test_every
+                    and min(state.ring[0], self.window) >= self.min_queries):
+                state.ring[1] = 0
                 state.last_w = _shapiro(state.recent())
                 if state.last_w is not None and state.last_w < self.delta:
                     return state.last_w
@@ -184,8 +187,9 @@ class ExtractionTracker:
 
     @staticmethod
     def _learn_batch(state: _ClientState, x: np.ndarray, classes: list[Any],
-                     learn: Any) -> None:
-        """The rows of a batch in order, in runs between the evictions of a class."""
+                     learn: Any) -> int:
+        """The rows of a batch in order, in runs between the evictions of a class;
+        returns the distances recorded since the last test."""
         start, slots = 0, []
         for i, label in enumerate(classes):
             slot = state.slot(label)
@@ -195,15 +199,16 @@ class ExtractionTracker:
                 start, slots = i, []
                 slot = state.evict(label)
             slots.append(slot)
-        learn(x[start:], np.array(slots, np.int64), state.members, state.classes,
-              state.class_distances, state.distances, state.ring)
+        return learn(x[start:], np.array(slots, np.int64), state.members, state.classes,
+                     state.class_distances, state.distances, state.ring)
 
 
 def learn_rows(x: np.ndarray, slots: np.ndarray, members: np.ndarray, classes: np.ndarray,
-               class_distances: np.ndarray, distances: np.ndarray, ring: np.ndarray) -> None:
+               class_distances: np.ndarray, distances: np.ndarray, ring: np.ndarray) -> int:
     """PRADA's step for each row of ``x`` ((n, d) float64) in turn, whose predicted class
     has slot ``slots[i]`` ((n,) int64); the numpy form of the compiled kernel. The arrays
-    are those of :class:`_ClientState`, updated in place.
+    are those of :class:`_ClientState`, updated in place; returns the distances recorded
+    since the last test (``ring[1]``).
 
     The row's least L2 distance to its class's set (:func:`distance_and_join`) joins the
     client's distances, unless the set was empty or the row repeats a member exactly (a
@@ -236,6 +241,7 @@ def learn_rows(x: np.ndarray, slots: np.ndarray, members: np.ndarray, classes: n
             std = max(0.0, state[SQUARES] / length - mean * mean) ** 0.5
             state[THRESHOLD] = max(threshold, mean - std)
         state[COUNT] = count + 1
+    return int(ring[1])
 
 
 def distance_and_join(members: np.ndarray, count: int, row: np.ndarray,
