@@ -380,7 +380,7 @@ class Guard:
         assert self.monitor is not None
         checked: list[Finding] = []
         if not validated.findings and verdict.input_hash:
-            checked = self.monitor.check(visit, list(validated.views.values()),
+            checked = self.monitor.check(visit, validated.views.values(),
                                          validated.batch_size, verdict.input_hash)
         # read after the checks: a store that fails during them adds its outage finding
         if not visit.findings and not checked:

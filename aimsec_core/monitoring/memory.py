@@ -12,10 +12,9 @@ from typing import Any
 from .fingerprint import Query
 from .index import FingerprintIndex, Match
 from .policy import ClientRules, Policy
-from .store import Admission, Observation, Store
+from .store import ADMITTED, Admission, Observation, Store
 
 _SWEEP_EVERY = 4096
-_ADMITTED = Admission()
 
 
 class MemoryStore(Store):
@@ -56,6 +55,12 @@ class MemoryStore(Store):
     def admit(self, model: str, client: str, now: float, rules: ClientRules, *,
               lockout: bool) -> Admission:
         key = (model, client)
+        if rules.max_requests_per_minute is None and not rules.min_request_interval > 0:
+            # only the lockout to read: one dict lookup (atomic), no lock to take
+            locked = self._locked.get(key) if lockout else None
+            if locked is not None and locked > now:
+                return Admission(locked_for=locked - now)
+            return ADMITTED
         with self._lock:
             self._writes += 1
             if not self._writes % _SWEEP_EVERY:
@@ -78,7 +83,7 @@ class MemoryStore(Store):
                 else:
                     self._last[key] = now
             if rate_retry is None and interval_retry is None:
-                return _ADMITTED
+                return ADMITTED
             return Admission(rate_retry=rate_retry, interval_retry=interval_retry)
 
     def observe(self, model: str, client: str, now: float, rules: ClientRules,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, TypeVar
@@ -45,7 +45,7 @@ from .index import Match
 from .memory import MemoryStore
 from .outputs import predicted_classes
 from .policy import FAIL_OPEN, ClientRules, Policy
-from .store import Admission, Store, StoreError, client_key
+from .store import ADMITTED, Admission, Store, StoreError, client_key
 
 T = TypeVar("T")
 _READABLE_ID = 200  #: characters of a client id kept for reports
@@ -180,8 +180,9 @@ class Monitor:
         else:
             admission = self._use(now, visit, lambda s: s.admit(self.model, key, now, rules,
                                                                 lockout=lockout))
-        if (admission.locked_for is not None or admission.rate_retry is not None
-                or admission.interval_retry is not None):
+        if admission is not ADMITTED and (admission.locked_for is not None
+                                          or admission.rate_retry is not None
+                                          or admission.interval_retry is not None):
             visit.findings += _admission_findings(visit.client, rules, admission)
         return visit
 
@@ -198,7 +199,8 @@ class Monitor:
 
     # -- 2. query checks ---------------------------------------------------------------
 
-    def check(self, visit: Visit, arrays: list[Any], batch: int, input_hash: str) -> list[Finding]:
+    def check(self, visit: Visit, arrays: Collection[Any], batch: int, input_hash: str
+              ) -> list[Finding]:
         """Repeat, near-duplicate and standing-suspicion findings for validated input.
 
         ``arrays`` are the call's inputs (any array library), ``batch`` their batch size.
@@ -413,7 +415,7 @@ def _admission_findings(client: str, rules: ClientRules, admission: Admission
     return findings
 
 
-def _samples(arrays: list[Any], batch: int) -> np.ndarray | None:
+def _samples(arrays: Collection[Any], batch: int) -> np.ndarray | None:
     """The call's inputs as one float64 row per sample (several inputs concatenated)."""
     rows = []
     for array in arrays:

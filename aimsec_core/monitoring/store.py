@@ -38,6 +38,10 @@ class Admission:
     locked_for: float | None = None  #: seconds the client's lockout still lasts
 
 
+#: The admission of a call that nothing turned down (shared: it is never changed).
+ADMITTED = Admission()
+
+
 class Observation(NamedTuple):
     """What the store knows about one call's content (a named tuple: one is made per
     watched call)."""
