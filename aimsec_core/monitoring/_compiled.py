@@ -221,28 +221,19 @@ def _match_and_add_row(row, size, content, client, now, since, table, mask, fp_s
         buckets[j] = np.int64(row[j]) & mask
         firsts[j] = table[buckets[j], 0]
     m = 0
-    for j in range(size):  # candidates: alive stored fingerprints sharing a hash
+    for j in range(size):  # candidates: stored fingerprints sharing a hash
         h = np.uint64(row[j])
         bucket = buckets[j]
         for k in range(ways):
             entry = firsts[j] if k == 0 else table[bucket, k]
             if entry & _LOW == h:
-                s = np.int64(entry >> _HALF)
-                slot = s % slots
-                if (fp_serial[slot] == s and fp_time[slot] >= since
-                        and fp_content[slot] != content):
-                    found[m] = s
-                    m += 1
+                found[m] = np.int64(entry >> _HALF)
+                m += 1
     shared, same = 0, 0
-    if m:  # the most shared; among equals the most recent
-        ordered = found[:m]
-        _sort(ordered)
-        run = 0
-        for i in range(m):
-            run = run + 1 if i and ordered[i] == ordered[i - 1] else 1
-            if run >= shared:
-                shared = run
-                same = 1 if fp_client[ordered[i] % slots] == client else 0
+    if m:  # the most shared alive; among equals the most recent
+        shared, best = _best_alive(found[:m], content, since, fp_serial, fp_time, fp_content)
+        if shared:
+            same = 1 if fp_client[best % slots] == client else 0
     slot = serial % slots
     fp_serial[slot] = serial
     fp_time[slot] = now
@@ -295,6 +286,31 @@ def learn_rows(x, slots, members, classes, class_distances, distances, ring):  #
             classes[slot, 1] = max(threshold, mean - std)
         classes[slot, 0] = count + 1
     return ring[1]
+
+
+@njit(cache=True, nogil=True)
+def _best_alive(found, content, since, fp_serial, fp_time, fp_content):  # type: ignore[no-untyped-def]
+    """Among the serials in ``found`` (one per shared hash; sorted here), the alive one
+    (not overwritten, stored since ``since``, other content) occurring most often, among
+    equals the most recent: returns (its count, its serial), (0, -1) when none is alive.
+    Counted first from the serials alone; the stored fingerprints' fields are read only
+    for a serial that would beat the best so far (a few per query, not one per hash)."""
+    _sort(found)
+    slots = fp_serial.shape[0]
+    best_count, best = 0, -1
+    i = found.shape[0] - 1
+    while i >= 0:  # runs of equal serials, most recent first: an equal count does not win
+        j = i
+        while j > 0 and found[j - 1] == found[i]:
+            j -= 1
+        if i - j + 1 > best_count:
+            s = found[i]
+            slot = s % slots
+            if (fp_serial[slot] == s and fp_time[slot] >= since
+                    and fp_content[slot] != content):
+                best_count, best = i - j + 1, s
+        i = j - 1
+    return best_count, best
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
