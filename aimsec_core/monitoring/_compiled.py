@@ -5,7 +5,8 @@ Each is the compiled form of one numpy implementation and must give its results 
 ``match_and_add_rows`` of :meth:`.index.FingerprintIndex.match_and_add`,
 ``fingerprint_match_and_add_rows`` of the two in turn,
 ``learn_rows`` of :func:`.extraction.learn_rows` (the distances to rounding: the sums
-run in another order), ``rebucket`` of the table split in
+run in another order), ``prada_sample`` and ``shapiro_sorted`` of
+:func:`.extraction._shapiro` (to rounding), ``rebucket`` of the table split in
 :meth:`.index.FingerprintIndex._grow`.
 """
 
@@ -313,6 +314,59 @@ def _best_alive(found, content, since, fp_serial, fp_time, fp_content):  # type:
     return best_count, best
 
 
+@njit(cache=True, nogil=True)
+def prada_sample(distances, appended, out):  # type: ignore[no-untyped-def]
+    """The sample PRADA's test reads, as :func:`.extraction._shapiro` takes it: the ring
+    ``distances`` ((window,) float64) after ``appended`` appends, oldest first, without
+    the values more than 3 standard deviations from the mean (when they spread at all),
+    sorted ascending into ``out``; returns how many."""
+    size = distances.shape[0]
+    n = min(appended, size)
+    start = appended % size if appended > size else 0
+    total = 0.0
+    for i in range(n):
+        out[i] = distances[(start + i) % size]
+        total += out[i]
+    mean = total / n
+    squares = 0.0
+    for i in range(n):
+        squares += (out[i] - mean) * (out[i] - mean)
+    bound = 3.0 * math.sqrt(squares / n)
+    kept = n
+    if bound > 0:
+        kept = 0
+        for i in range(n):
+            if abs(out[i] - mean) <= bound:
+                out[kept] = out[i]
+                kept += 1
+    out[:kept].sort()
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def shapiro_sorted(x, a):  # type: ignore[no-untyped-def]
+    """Shapiro-Wilk W of ``x`` ((n,) float64, sorted ascending, finite) with the
+    coefficients ``a`` of :func:`.shapiro.coefficients`, as :func:`.shapiro.shapiro_w`
+    computes it (to rounding)."""
+    n = x.shape[0]
+    scale = max(abs(x[0]), abs(x[n - 1]))
+    if scale == 0.0:
+        return np.nan
+    if not 1e-150 < scale < 1e150:  # their squares would overflow or underflow
+        x = x / scale
+    total = 0.0
+    for i in range(n):
+        total += x[i]
+    mean = total / n
+    dot, spread = 0.0, 0.0
+    for i in range(n):
+        dot += a[i] * (x[i] - mean)
+        spread += (x[i] - mean) * (x[i] - mean)
+    if not spread > 0:
+        return np.nan
+    return min(1.0, dot * dot / spread)
+
+
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
 def distance_and_join(stored, count, row, threshold):  # type: ignore[no-untyped-def]
     """PRADA's step for one query of one class: the least L2 distance from ``row`` ((d,)
@@ -363,3 +417,5 @@ def warm_up() -> None:
     learn_rows(np.zeros((1, 3)), np.zeros(1, np.int64), np.zeros((1, 2, 3), np.float32),
                np.zeros((16, 5)), np.zeros((16, 2)), np.zeros(4), np.zeros(2, np.int64))
     rebucket(table, np.zeros((32, 8), np.uint64), np.int64(31))
+    prada_sample(np.arange(4.0), 4, np.zeros(4))
+    shapiro_sorted(np.arange(4.0), np.array([-0.6, -0.2, 0.2, 0.6]))

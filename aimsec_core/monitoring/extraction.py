@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .shapiro import shapiro_w
+from .shapiro import coefficients, shapiro_w
 
 TEST_EVERY = 50  #: queries between two tests of one client (default)
 #: Stored queries are float32; values past its range (and NaN, where the policy lets it
@@ -126,6 +126,7 @@ class ExtractionTracker:
         self._seed = int.from_bytes(os.urandom(8), "little")
         self._positions: dict[int, np.ndarray] = {}  #: width -> positions kept
         self._one = np.zeros(1, np.int64)  #: the slot of a one-row call (under the lock)
+        self._sample = np.empty(0, np.float64)  #: the compiled test's working copy
 
     def _kept(self, samples: np.ndarray) -> np.ndarray:
         """``samples`` reduced to at most :data:`MAX_WIDTH` of their positions."""
@@ -180,10 +181,21 @@ class ExtractionTracker:
             if (since_test >= self.test_every
                     and min(state.ring[0], self.window) >= self.min_queries):
                 state.ring[1] = 0
-                state.last_w = _shapiro(state.recent())
+                state.last_w = (_shapiro(state.recent()) if compiled is None
+                                else self._shapiro_compiled(compiled, state))
                 if state.last_w is not None and state.last_w < self.delta:
                     return state.last_w
         return None
+
+    def _shapiro_compiled(self, compiled: Any, state: _ClientState) -> float | None:
+        """:func:`_shapiro` of the client's recent distances, in two compiled passes
+        (the same W to rounding: the sums run in another order)."""
+        if len(self._sample) < len(state.distances):
+            self._sample = np.empty(len(state.distances), np.float64)
+        n = compiled.prada_sample(state.distances, int(state.ring[0]), self._sample)
+        if n < 3 or self._sample[0] == self._sample[n - 1]:
+            return 0.0 if n >= 3 else None
+        return compiled.shapiro_sorted(self._sample[:n], coefficients(n))
 
     @staticmethod
     def _learn_batch(state: _ClientState, x: np.ndarray, classes: list[Any],
@@ -264,6 +276,9 @@ def distance_and_join(members: np.ndarray, count: int, row: np.ndarray,
 
 
 def _shapiro(distances: np.ndarray) -> float | None:
+    """PRADA's test statistic: Shapiro-Wilk W of ``distances`` ((n,) float64) without
+    their 3-sigma outliers; 0.0 when the rest are all equal (not natural), ``None`` when
+    fewer than three remain."""
     # mean and std as numpy's methods compute them (the same sums), without their
     # Python-level overhead
     centred = distances - np.add.reduce(distances) / len(distances)

@@ -43,8 +43,9 @@ def enabled() -> bool:
 
 def load(*, wait: bool = False) -> Any:
     """The compiled kernels (``fingerprint_rows``, ``match_and_add_rows``,
-    ``fingerprint_match_and_add_rows``, ``learn_rows``, ``rebucket``) as attributes
-    of one object, or ``None`` (unavailable, or still compiling unless ``wait``)."""
+    ``fingerprint_match_and_add_rows``, ``learn_rows``, ``prada_sample``,
+    ``shapiro_sorted``, ``rebucket``) as attributes of one object, or ``None``
+    (unavailable, or still compiling unless ``wait``)."""
     if _loaded:
         return _loaded[0]
     with _lock:
@@ -99,4 +100,6 @@ def _compile() -> Any:
                            fingerprint_match_and_add_rows=(
                                _compiled.fingerprint_match_and_add_rows),
                            learn_rows=_compiled.learn_rows,
+                           prada_sample=_compiled.prada_sample,
+                           shapiro_sorted=_compiled.shapiro_sorted,
                            rebucket=_compiled.rebucket)

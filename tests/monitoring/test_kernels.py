@@ -178,6 +178,44 @@ def test_prada_state_is_the_same_compiled_and_in_numpy(monkeypatch, batch):
     assert fast.last_w == pytest.approx(slow.last_w, rel=1e-9)
 
 
+@pytest.mark.parametrize("case", ["natural", "outliers", "wrapped", "equal", "few", "probes"])
+def test_prada_test_statistic_is_the_same_compiled_and_in_numpy(case):
+    from aimsec_core.monitoring import _compiled
+
+    rng = np.random.default_rng(7)
+    window, appended = 200, 150
+    distances = rng.gamma(3.0, 1.0, window)
+    if case == "outliers":
+        distances[[3, 40, 99]] = [80.0, 95.0, 1e6]
+    elif case == "wrapped":
+        appended = 1_234  # the ring went round: the oldest value sits at 1,234 % 200
+    elif case == "equal":
+        distances[:] = 2.5
+    elif case == "few":
+        appended = 2
+    elif case == "probes":  # an attack's distances: a few values, repeated
+        distances = rng.choice([0.1, 0.1, 0.1, 0.5], window)
+    tracker = extraction.ExtractionTracker(window=window)
+    state = extraction._ClientState(8, 8, window, 16)
+    state.distances[:] = distances
+    state.ring[0] = appended
+    compiled = tracker._shapiro_compiled(kernels.load(), state)
+    reference = extraction._shapiro(state.recent())
+    if reference is None:
+        assert compiled is None
+    else:
+        assert compiled == pytest.approx(reference, rel=1e-12, abs=1e-12)
+    recent = state.recent()  # the sample the test reads: sorted, 3-sigma outliers out
+    centred = recent - recent.mean()
+    spread = centred.std()
+    expected = np.sort(recent[np.abs(centred) <= 3 * spread] if spread > 0 else recent)
+    sample = np.empty(window)
+    n = _compiled.prada_sample(state.distances, appended, sample)
+    np.testing.assert_allclose(sample[:n], expected, rtol=1e-12)
+    if case == "outliers":
+        assert 1e6 not in sample[:n] and n < len(recent)
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 53, 400, 3000])
 def test_the_kernels_sort_sorts_in_place(n):
     from aimsec_core.monitoring import _compiled
