@@ -1,12 +1,15 @@
 """The in-process store: the default, and the local state a ``fail_open`` guard falls back
 on while Redis is unreachable. Bounded: entries expire with their windows (swept every few
-thousand writes) and fingerprints are capped per model."""
+thousand writes), each table keeps at most :data:`KEPT` entries (the oldest go first: a
+client sending endless distinct inputs, or rotating endless ids, cannot grow it), and
+fingerprints are capped per model."""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .fingerprint import Query
@@ -15,6 +18,10 @@ from .policy import ClientRules, Policy
 from .store import ADMITTED, Admission, Observation, Store
 
 _SWEEP_EVERY = 4096
+#: Entries each table keeps (about 70 MB for the repeats table, the largest): past it the
+#: least recently renewed are forgotten, so an input last repeated before the last KEPT
+#: distinct inputs starts its count again.
+KEPT = 1 << 18
 
 
 class MemoryStore(Store):
@@ -81,7 +88,7 @@ class MemoryStore(Store):
                 if last is not None and now - last < rules.min_request_interval:
                     interval_retry = last + rules.min_request_interval - now
                 else:
-                    self._last[key] = now
+                    _renew(self._last, key, now)
             if rate_retry is None and interval_retry is None:
                 return ADMITTED
             return Admission(rate_retry=rate_retry, interval_retry=interval_retry)
@@ -98,11 +105,13 @@ class MemoryStore(Store):
             if rules.max_repeats and call_hash:
                 rkey = (model, client, call_hash)
                 seen = self._repeats.get(rkey)
-                if seen is None or seen[1] <= now:
+                if seen is None:
                     self._repeats[rkey] = (1, now + rules.repeat_window)
+                elif seen[1] <= now:
+                    _renew(self._repeats, rkey, (1, now + rules.repeat_window))
                 else:
                     repeats = seen[0]
-                    self._repeats[rkey] = (repeats + 1, seen[1])
+                    _renew(self._repeats, rkey, (repeats + 1, seen[1]))
             suspect = self._suspects.get(key)
         matches: list[Match] = []
         if query is not None:
@@ -119,31 +128,53 @@ class MemoryStore(Store):
             return
         key = (model, client)
         with self._lock:
-            failures = self._failures.get(key)
+            failures = self._failures.pop(key, None)
             if failures is None or failures.maxlen != rules.max_failed_attempts:
-                failures = self._failures[key] = deque(failures or (),
-                                                       maxlen=rules.max_failed_attempts)
+                failures = deque(failures or (), maxlen=rules.max_failed_attempts)
+            self._failures[key] = failures  # the most recently failed last
             failures.append(now)
             if (len(failures) == rules.max_failed_attempts
                     and failures[0] >= now - rules.failure_window):
-                self._locked[key] = now + rules.session_timeout
+                _renew(self._locked, key, now + rules.session_timeout)
                 failures.clear()
 
     def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
         with self._lock:
-            self._suspects[(model, client)] = until
+            _renew(self._suspects, (model, client), until)
 
     def _sweep(self, now: float) -> None:
-        """Drop expired entries (every :data:`_SWEEP_EVERY` writes, under the lock)."""
+        """Drop expired entries and those past :data:`KEPT` (every :data:`_SWEEP_EVERY`
+        writes, under the lock), oldest first, in time proportional to what is dropped.
+
+        Windows are fixed per tier, so insertion order is about expiry order; an expired
+        entry that a longer-lived one keeps from the front waits for the next sweeps (every
+        read treats an expired entry as absent)."""
         if self._quota is not None:
             self._quota.windows.now = now
             self._quota.windows.sweep(60.0)
-        for table in (self._locked, self._suspects):
-            for key in [k for k, end in table.items() if end <= now]:
-                del table[key]
-        for key in [k for k, (_, end) in self._repeats.items() if end <= now]:
-            del self._repeats[key]
-        for key in [k for k, t in self._last.items() if t < now - 3600]:
-            del self._last[key]
-        for key in [k for k, f in self._failures.items() if not f or f[-1] < now - 86400]:
-            del self._failures[key]
+        _forget(self._locked, lambda end: end <= now)
+        _forget(self._suspects, lambda end: end <= now)
+        _forget(self._repeats, lambda seen: seen[1] <= now)
+        _forget(self._last, lambda last: last < now - 3600)
+        _forget(self._failures, lambda failures: not failures or failures[-1] < now - 86400)
+
+
+def _renew(table: dict[Any, Any], key: Any, value: Any) -> None:
+    """Set ``key`` as the newest entry of ``table`` (a dict keeps a key where it was
+    first inserted; the sweep relies on the oldest entries coming first)."""
+    table.pop(key, None)
+    table[key] = value
+
+
+def _forget(table: dict[Any, Any], expired: Callable[[Any], bool]) -> None:
+    """Drop ``table``'s entries from the oldest on while they are expired or more than
+    :data:`KEPT` remain."""
+    excess = len(table) - KEPT
+    doomed = []
+    for key, value in table.items():
+        if len(doomed) < excess or expired(value):
+            doomed.append(key)
+        else:
+            break
+    for key in doomed:
+        del table[key]

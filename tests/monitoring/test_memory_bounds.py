@@ -1,0 +1,65 @@
+"""The in-process store stays bounded whatever clients send: distinct inputs without end,
+rotating ids, lockouts and suspicions; expired entries go even behind a long-lived one."""
+
+from __future__ import annotations
+
+import pytest
+
+from aimsec_core.monitoring import memory
+from aimsec_core.monitoring.memory import MemoryStore
+from aimsec_core.monitoring.policy import ClientRules, Policy
+
+RULES = ClientRules(max_repeats=3, repeat_window=100.0, min_request_interval=0.5,
+                    max_failed_attempts=2, failure_window=50.0, session_timeout=30.0)
+
+
+@pytest.fixture
+def small(monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(memory, "KEPT", 64)
+    monkeypatch.setattr(memory, "_SWEEP_EVERY", 16)
+    return MemoryStore(secret=b"s" * 32)
+
+
+def _observe(store: MemoryStore, client: str, digest: str, now: float) -> int:
+    return store.observe("m", client, now, RULES, Policy(), digest, None, 0).repeats
+
+
+def test_endless_distinct_inputs_keep_at_most_kept_repeat_entries(small):
+    for i in range(2_000):
+        _observe(small, "flood", f"{i:064x}", float(i) * 1e-3)
+    assert len(small._repeats) <= 64 + 16
+    # the newest inputs are still counted
+    assert _observe(small, "flood", f"{1_999:064x}", 2.0) == 1
+
+
+def test_rotating_ids_keep_at_most_kept_entries_per_table(small):
+    for i in range(2_000):
+        now = float(i)
+        client = f"id-{i}"
+        small.admit("m", client, now, RULES, lockout=True)
+        small.record_failure("m", client, now, RULES)
+        small.record_failure("m", client, now, RULES)  # locked out
+        small.mark_suspect("m", client, now, now + 1e6)
+    for table in (small._last, small._failures, small._locked, small._suspects):
+        assert len(table) <= 64 + 16
+
+
+def test_an_entry_renewed_long_after_it_was_made_does_not_hold_expired_ones(small):
+    # one client repeats an input once per window for a long time; a thousand others
+    # come and go behind it: their expired entries are swept, not kept until the cap
+    for hour in range(40):
+        now = hour * 200.0
+        assert _observe(small, "regular", "a" * 64, now) == 0  # its window had ended
+        for i in range(25):
+            _observe(small, f"passer-{hour}-{i}", f"{i:064x}", now + i)
+    assert len(small._repeats) <= 25 + 16 + 1
+
+
+def test_a_repeat_within_its_window_is_counted_after_sweeps(small):
+    for i in range(3):
+        assert _observe(small, "c", "b" * 64, float(i)) == i
+    for i in range(200):  # sweeps run; this entry is live and among the newest 64
+        _observe(small, "d", f"{i:064x}", 3.0 + i * 0.01)
+        if i % 20 == 0:
+            _observe(small, "c", "b" * 64, 3.0 + i * 0.01)
+    assert _observe(small, "c", "b" * 64, 6.0) >= 3
