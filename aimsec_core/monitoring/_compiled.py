@@ -232,7 +232,8 @@ def _match_and_add_row(row, size, content, client, now, since, table, mask, fp_s
                 m += 1
     shared, same = 0, 0
     if m:  # the most shared alive; among equals the most recent
-        shared, best = _best_alive(found[:m], content, since, fp_serial, fp_time, fp_content)
+        shared, best = _most_shared(found[:m], content, since, fp_serial, fp_time,
+                                    fp_content)
         if shared:
             same = 1 if fp_client[best % slots] == client else 0
     slot = serial % slots
@@ -244,13 +245,14 @@ def _match_and_add_row(row, size, content, client, now, since, table, mask, fp_s
         fp_hashes[slot, j] = row[j] if j < size else 0
     high = np.uint64(serial) << _HALF
     for j in range(size):  # into an empty or the oldest entry of each bucket
-        h = np.uint64(row[j])
         bucket = buckets[j]
-        way = 0
-        for k in range(1, ways):
-            if table[bucket, k] < table[bucket, way]:
-                way = k
-        table[bucket, way] = high | h
+        way, oldest = 0, table[bucket, 0]
+        for k in range(1, ways):  # selects, not branches: which entry is oldest is random
+            entry = table[bucket, k]
+            older = entry < oldest
+            way = k if older else way
+            oldest = entry if older else oldest
+        table[bucket, way] = high | np.uint64(row[j])
     return shared, same
 
 
@@ -287,6 +289,51 @@ def learn_rows(x, slots, members, classes, class_distances, distances, ring):  #
             classes[slot, 1] = max(threshold, mean - std)
         classes[slot, 0] = count + 1
     return ring[1]
+
+
+@njit(cache=True, nogil=True)
+def _most_shared(found, content, since, fp_serial, fp_time, fp_content):  # type: ignore[no-untyped-def]
+    """:func:`_best_alive`, counting the serials in a small open-addressing table
+    instead of sorting them (a sort of a hundred random values mispredicts most of its
+    branches); when the serial counted most often is not alive, :func:`_best_alive`
+    ranks the rest. The table's memory is never initialised: a slot is valid when the
+    distinct serial it points to points back to it (a sparse set)."""
+    m = found.shape[0]
+    size = 16
+    while size < 2 * m:
+        size *= 2
+    mask = size - 1
+    index_of = np.empty(size, np.int64)  # slot -> index of its distinct serial
+    slot_of = np.empty(m, np.int64)  # distinct serial -> its slot
+    serials = np.empty(m, np.int64)
+    counts = np.empty(m, np.int64)
+    distinct = 0
+    for i in range(m):
+        s = found[i]
+        p = s & mask  # serials are consecutive: they spread over the slots as they are
+        while True:
+            d = index_of[p]
+            if 0 <= d < distinct and slot_of[d] == p:
+                if serials[d] == s:
+                    counts[d] += 1
+                    break
+                p = (p + 1) & mask
+            else:
+                index_of[p] = distinct
+                slot_of[distinct] = p
+                serials[distinct] = s
+                counts[distinct] = 1
+                distinct += 1
+                break
+    best = 0
+    for d in range(1, distinct):
+        if counts[d] > counts[best] or (counts[d] == counts[best] and serials[d] > serials[best]):
+            best = d
+    s = serials[best]
+    slot = s % fp_serial.shape[0]
+    if fp_serial[slot] == s and fp_time[slot] >= since and fp_content[slot] != content:
+        return counts[best], s
+    return _best_alive(found, content, since, fp_serial, fp_time, fp_content)
 
 
 @njit(cache=True, nogil=True)

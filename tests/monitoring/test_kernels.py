@@ -216,6 +216,31 @@ def test_prada_test_statistic_is_the_same_compiled_and_in_numpy(case):
         assert 1e6 not in sample[:n] and n < len(recent)
 
 
+def test_counting_candidates_in_a_table_picks_what_sorting_them_picks():
+    # serials of 1 to 400 candidates; the stored fingerprints alive, overwritten, expired
+    # or of the query's own content: the same (count, serial) either way, whether the
+    # serial counted most often is alive or the ranking has to go further
+    from aimsec_core.monitoring import _compiled
+
+    slots, first = 64, 1_000
+    beyond = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        found = rng.integers(first, first + int(rng.integers(1, 100)), int(rng.integers(1, 401)))
+        fp_serial = np.empty(slots, np.int64)
+        for serial in range(first, first + slots):
+            fp_serial[serial % slots] = serial if rng.random() > 0.2 else -1  # overwritten
+        fp_time = np.where(rng.random(slots) < 0.3, 0.0, 10.0)  # 0.0: expired
+        fp_content = np.where(rng.random(slots) < 0.1, 7, 8).astype(np.uint64)  # 7: own
+        args = (np.uint64(7), 5.0, fp_serial, fp_time, fp_content)
+        expected = _compiled._best_alive(found.copy(), *args)
+        assert _compiled._most_shared(found.copy(), *args) == expected
+        values, counts = np.unique(found, return_counts=True)
+        top = values[np.lexsort((values, counts))[-1]]
+        beyond += expected[1] != top
+    assert 20 < beyond < 180  # both ways taken
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 53, 400, 3000])
 def test_the_kernels_sort_sorts_in_place(n):
     from aimsec_core.monitoring import _compiled
