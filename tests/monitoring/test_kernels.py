@@ -309,7 +309,8 @@ def test_no_guarded_call_compiles_another_kernel_specialization():
     from aimsec_core.monitoring import _compiled
 
     kernels_ = (_compiled.fingerprint_rows, _compiled.match_and_add_rows,
-                _compiled.fingerprint_match_and_add_rows, _compiled.learn_rows)
+                _compiled.fingerprint_match_and_add_rows, _compiled.learn_rows,
+                _compiled.prada_sample, _compiled.shapiro_sorted, _compiled.rebucket)
     x = digits()[0][:3].astype(np.float64)
     f = Fingerprinter(FingerprintSettings(12, 0.2, 1.0, 50), SECRET)
     f.fingerprint(x)
@@ -328,6 +329,18 @@ def test_no_guarded_call_compiles_another_kernel_specialization():
         index.fingerprint_match_and_add(Query(f, samples.astype(np.float32)), 7, 1.0, 60.0)
     tracker = extraction.ExtractionTracker()
     tracker.observe("c", read_only.astype(np.float32), [0, 0, 1])
+    # PRADA's test (its coefficients are read-only), a batch split by a class eviction,
+    # and the index growing
+    tracker = extraction.ExtractionTracker(window=8, min_queries=4, test_every=1)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        tracker.observe("c", rng.random((2, 5)), [i % 17, (i + 1) % 17])
+    assert tracker.statistic("c") is not None
+    tracker.observe("c", rng.random((3, 5)), [100, 101, 102])
+    grown = FingerprintIndex(64, 50, initial=2)
+    for i in range(3):
+        grown.fingerprint_match_and_add(Query(f, x[i:i + 1]), 7, 1.0, 60.0)
+    assert grown._slots > 2
     assert [len(k.signatures) for k in kernels_] == before
 
 
