@@ -17,6 +17,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .shapiro import coefficients
+
 _CODE_LIMIT = float(2**62)  #: as in .fingerprint
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  #: as in .extraction
 _FLAT = 1.0  #: as in .fingerprint
@@ -465,4 +467,5 @@ def warm_up() -> None:
                np.zeros((16, 5)), np.zeros((16, 2)), np.zeros(4), np.zeros(2, np.int64))
     rebucket(table, np.zeros((32, 8), np.uint64), np.int64(31))
     prada_sample(np.arange(4.0), 4, np.zeros(4))
-    shapiro_sorted(np.arange(4.0), np.array([-0.6, -0.2, 0.2, 0.6]))
+    # the coefficients as the tracker passes them: read-only (another type to numba)
+    shapiro_sorted(np.arange(4.0), coefficients(4))

@@ -154,8 +154,12 @@ class ExtractionTracker:
         Values past float32's range, and NaN, count as float32's largest magnitude: a
         distance to them is large and finite (an infinite or NaN one would make every
         test in whose window it lies return NaN, which flags nothing, and freeze the
-        class's threshold at infinity).
+        class's threshold at infinity). Raises ``ValueError`` unless ``classes`` has one
+        class per row (the compiled step reads one slot per row, unchecked).
         """
+        if len(classes) != len(samples):
+            raise ValueError(f"one class per sample expected: {len(samples)} samples, "
+                             f"{len(classes)} classes")
         width = samples.shape[1]
         x = kernels.kernel_array(samples if width <= MAX_WIDTH else self._kept(samples),
                                  np.float64)

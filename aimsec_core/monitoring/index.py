@@ -22,10 +22,12 @@ power of two): 830 bytes to 1.4 KB at S = 50 (1.3 KB measured with 10^6 stored).
 
 from __future__ import annotations
 
+import heapq
 import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
+from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -36,6 +38,7 @@ from .fingerprint import Query
 _EMPTY = -1
 _SCALAR_TRIES = 4  #: best candidates checked one by one before the vectorized fallback
 _COUNTER_MAX = 48  #: candidates counted in Python below this many, with numpy above
+_COUNT_THEN_SERIAL = itemgetter(1, 0)  #: ranks (serial, count) pairs
 _SERIALS = 1 << 32  #: serials fit the high half of a table entry
 _LOW_HALF = 0 if sys.byteorder == "little" else 1  #: index of a uint64's low uint32
 _HALF = np.uint64(32)
@@ -184,20 +187,22 @@ class FingerprintIndex:
 
     def _best(self, found: np.ndarray, size: int, content: int, client: int,
               since: float) -> Match:
-        """The best alive candidate among ``found`` (serials, one per shared hash)."""
+        """The best alive candidate among ``found`` (serials, one per shared hash): the
+        one sharing most hashes, among equals the most recent (the compiled kernel's
+        choice: which client stored it decides whether a near-duplicate counts as the
+        client's own)."""
         # count the candidates, then read the best few one by one: usually the first is
         # alive (stored within the ttl, not overwritten, other content)
         if len(found) <= _COUNTER_MAX:
             counts = Counter(found.tolist())
-            serial = max(counts, key=counts.__getitem__)
+            serial, count = max(counts.items(), key=_COUNT_THEN_SERIAL)
             if self._alive(serial, content, since):
-                return Match(counts[serial], size,
-                             int(self.fp_client[serial % self._slots]) == client)
-            ranked = counts.most_common(_SCALAR_TRIES)
+                return Match(count, size, int(self.fp_client[serial % self._slots]) == client)
+            ranked = heapq.nlargest(_SCALAR_TRIES, counts.items(), key=_COUNT_THEN_SERIAL)
         else:
             found.sort()
             ends, counts = _runs(found)
-            top = np.argsort(counts)[:-_SCALAR_TRIES - 1:-1]
+            top = np.lexsort((ends, counts))[:-_SCALAR_TRIES - 1:-1]  # serials ascend
             ranked = list(zip(found[ends[top]].tolist(), counts[top].tolist()))
         for serial, count in ranked:
             if self._alive(serial, content, since):
@@ -216,7 +221,7 @@ class FingerprintIndex:
         if not len(found):
             return Match(0, size, False)
         ends, counts = _runs(found)
-        best = int(np.argmax(counts))
+        best = len(counts) - 1 - int(np.argmax(counts[::-1]))  # the most recent of equals
         owner = int(self.fp_client[found[ends[best]] % self._slots])
         return Match(int(counts[best]), size, owner == client)
 
@@ -246,12 +251,20 @@ class FingerprintIndex:
         ways = entries.argmin(axis=1)  # an empty or the oldest entry (serial is high)
         values = np.bitwise_or(hashes, np.uint64(serial << 32), dtype=np.uint64)
         self.table[buckets, ways] = values
-        if len(set(buckets.tolist())) == len(buckets):
+        order = buckets.tolist()
+        if len(set(order)) == len(order):
             return
-        lost = self.table[buckets, ways] != values
-        if lost.any():  # two of its hashes took the same entry of one bucket: redo them
-            for bucket, value in zip(buckets[lost], values[lost]):
-                self.table[bucket, int(np.argmin(self.table[bucket]))] = value
+        # hashes sharing a bucket go one after another into the oldest entry left, as the
+        # compiled kernel stores them (past ``ways`` of them, the row's own entries are the
+        # oldest left): redo those buckets from what they held before
+        shared = Counter(order)
+        for j, bucket in enumerate(order):
+            if shared[bucket] > 1:
+                self.table[bucket] = entries[j]
+        for j, bucket in enumerate(order):
+            if shared[bucket] > 1:
+                entry = self.table[bucket]
+                entry[int(entry.argmin())] = values[j]
 
     def _grow(self) -> None:
         """Double the slots (up to ``capacity``) and split each bucket of the table into

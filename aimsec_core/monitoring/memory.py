@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +35,9 @@ class MemoryStore(Store):
         self._quota: Any = None  # limits is imported when a quota is first used
         # keyed by (model, client key); repeats by (model, client key, content hash)
         self._last: dict[tuple[str, str], float] = {}  # time of the last admitted call
-        self._locked: dict[tuple[str, str], float] = {}  # lockout end
+        #: lockout end; read without the lock (admission without a quota or interval), so
+        #: an OrderedDict: a lockout renewed moves to the end without leaving the table
+        self._locked: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._failures: dict[tuple[str, str], deque[float]] = {}
         self._repeats: dict[tuple[str, str, str], tuple[int, float]] = {}  # (count, end)
         self._suspects: dict[tuple[str, str], float] = {}
@@ -69,9 +71,7 @@ class MemoryStore(Store):
                 return Admission(locked_for=locked - now)
             return ADMITTED
         with self._lock:
-            self._writes += 1
-            if not self._writes % _SWEEP_EVERY:
-                self._sweep(now)
+            self._tick(now)
             locked = self._locked.get(key) if lockout else None
             if locked is not None and locked > now:
                 return Admission(locked_for=locked - now)
@@ -98,9 +98,7 @@ class MemoryStore(Store):
                 client_tag: int) -> Observation:
         key = (model, client)
         with self._lock:
-            self._writes += 1
-            if not self._writes % _SWEEP_EVERY:
-                self._sweep(now)
+            self._tick(now)
             repeats = 0
             if rules.max_repeats and call_hash:
                 rkey = (model, client, call_hash)
@@ -137,10 +135,21 @@ class MemoryStore(Store):
                     and failures[0] >= now - rules.failure_window):
                 _renew(self._locked, key, now + rules.session_timeout)
                 failures.clear()
+            self._tick(now)
 
     def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
         with self._lock:
             _renew(self._suspects, (model, client), until)
+            self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        """Count one write (under the lock); every :data:`_SWEEP_EVERY` writes, sweep.
+        Every write counts, failures and suspicions too: a stream of refused calls from
+        rotating ids is admitted without the lock and never observed, and must still be
+        swept."""
+        self._writes += 1
+        if not self._writes % _SWEEP_EVERY:
+            self._sweep(now)
 
     def _sweep(self, now: float) -> None:
         """Drop expired entries and those past :data:`KEPT` (every :data:`_SWEEP_EVERY`
@@ -161,7 +170,13 @@ class MemoryStore(Store):
 
 def _renew(table: dict[Any, Any], key: Any, value: Any) -> None:
     """Set ``key`` as the newest entry of ``table`` (a dict keeps a key where it was
-    first inserted; the sweep relies on the oldest entries coming first)."""
+    first inserted; the sweep relies on the oldest entries coming first). An
+    ``OrderedDict`` moves the key without removing it: a reader without the lock never
+    finds it missing in between."""
+    if isinstance(table, OrderedDict):
+        table[key] = value
+        table.move_to_end(key)
+        return
     table.pop(key, None)
     table[key] = value
 

@@ -4,6 +4,7 @@ test still works on wide inputs, where it keeps a random subset of positions."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from aimsec_core.monitoring.extraction import MAX_CLASSES, MAX_WIDTH, ExtractionTracker
 from tests.cases import digits
@@ -66,3 +67,25 @@ def test_memory_per_client_is_bounded_by_classes_and_width():
     assert list(state.labels) == list(range(100 - MAX_CLASSES, 100))  # the most recent
     held = state.members.nbytes
     assert held <= MAX_CLASSES * 8 * MAX_WIDTH * 4
+
+
+def test_classes_that_do_not_match_the_samples_are_refused_before_any_state_changes(
+        monkeypatch):
+    # the compiled step reads one class slot per row without bounds checks: three rows
+    # with one class read (and wrote through) memory past the slot array
+    from aimsec_core.monitoring import kernels
+
+    rng = np.random.default_rng(0)
+    for compiled in (False, True):
+        with monkeypatch.context() as m:
+            if not compiled:
+                m.setattr(kernels, "load", lambda: None)
+            tracker = ExtractionTracker()
+            tracker.observe("c", rng.random((1, 8)), [0])
+            before = tracker._clients["c"].ring.copy()
+            for rows, classes in ((3, [0]), (5, [0, 1]), (1, [0, 1])):
+                with pytest.raises(ValueError, match="one class per sample"):
+                    tracker.observe("c", rng.random((rows, 8)), classes)
+            state = tracker._clients["c"]
+            assert list(state.labels) == [0]
+            np.testing.assert_array_equal(state.ring, before)

@@ -63,3 +63,26 @@ def test_a_repeat_within_its_window_is_counted_after_sweeps(small):
         if i % 20 == 0:
             _observe(small, "c", "b" * 64, 3.0 + i * 0.01)
     assert _observe(small, "c", "b" * 64, 6.0) >= 3
+
+
+def test_refused_calls_from_rotating_ids_are_swept_without_a_quota(small, digits_model,
+                                                                   clock):
+    # without a quota or interval admission reads the lockout without the lock (no write
+    # counted), and an invalid call is never observed: the failures of a stream of such
+    # calls from ever new ids must still be swept
+    import aimsec_core
+    from aimsec_core import ValueRangeError
+    from aimsec_core.guard import Guard
+    from aimsec_core.registry import adapter_for
+    from tests.cases import digits
+
+    adapter = adapter_for(digits_model)
+    guard = Guard(digits_model, adapter, name="digits", sinks=[], clock=clock,
+                  store=small, constraints={"min_value": 0.0, "max_value": 1.0})
+    guarded = adapter.wrap(guard)
+    bad = digits()[0][:1] + 2.0
+    for i in range(300):
+        with aimsec_core.client(f"id-{i}"), pytest.raises(ValueRangeError):
+            guarded.predict(bad)
+        clock.advance(0.1)
+    assert len(small._failures) <= 64 + 16
