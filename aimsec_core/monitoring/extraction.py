@@ -170,6 +170,7 @@ class ExtractionTracker:
             if state is None or state.width != width:
                 state = self._clients[client] = _ClientState(
                     width, x.shape[1], self.window, self.set_size)
+                self._clients.move_to_end(client)  # a new width: a new state, the newest
                 if len(self._clients) > self.max_clients:
                     self._clients.popitem(last=False)
             else:

@@ -152,6 +152,11 @@ class Policy:
         if self.extraction_min_queries < 3 or self.extraction_window < 3:
             raise ConfigurationError("extraction_window and extraction_min_queries must be "
                                      "at least 3 (Shapiro-Wilk needs three values)")
+        if self.extraction_min_queries > self.extraction_window:
+            raise ConfigurationError(
+                f"extraction_min_queries ({self.extraction_min_queries}) must not exceed "
+                f"extraction_window ({self.extraction_window}): the test reads at most the "
+                "window's distances, so it would never run")
         if self.store_failure not in (FAIL_OPEN, FAIL_CLOSED):
             raise ConfigurationError(f"store_failure must be {FAIL_OPEN!r} or "
                                      f"{FAIL_CLOSED!r}; received {self.store_failure!r}")

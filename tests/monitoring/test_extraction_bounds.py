@@ -89,3 +89,14 @@ def test_classes_that_do_not_match_the_samples_are_refused_before_any_state_chan
             state = tracker._clients["c"]
             assert list(state.labels) == [0]
             np.testing.assert_array_equal(state.ring, before)
+
+
+def test_a_client_whose_input_width_changes_is_the_most_recent_client():
+    # its new state must not sit where its old one was first made (dropped first)
+    tracker = ExtractionTracker(clients=3)
+    rng = np.random.default_rng(0)
+    for client in ("a", "b", "c"):
+        tracker.observe(client, rng.random((1, 8)), [0])
+    tracker.observe("a", rng.random((1, 16)), [0])  # "a" again, another width
+    tracker.observe("d", rng.random((1, 8)), [0])  # one client too many: the oldest goes
+    assert list(tracker._clients) == ["c", "a", "d"]

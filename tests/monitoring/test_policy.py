@@ -51,6 +51,13 @@ def test_bad_values_are_configuration_errors(key, value):
         Policy.coerce({key: value})
 
 
+def test_a_first_extraction_test_past_the_window_is_a_configuration_error():
+    # the test reads at most the window's distances: it would never run, silently
+    with pytest.raises(ConfigurationError, match="extraction_min_queries.*extraction_window"):
+        Policy.coerce({"extraction_min_queries": 300, "extraction_window": 200})
+    assert Policy.coerce({"extraction_min_queries": 200, "extraction_window": 200})
+
+
 def test_tiers_override_per_client_rules_only():
     policy = Policy.coerce({"max_requests_per_minute": 10,
                             "tiers": {"internal": {"max_requests_per_minute": 1000}}})
