@@ -166,15 +166,22 @@ def test_prada_state_is_the_same_compiled_and_in_numpy(monkeypatch, batch):
         return tracker._clients["c"], flags
 
     (fast, fast_flags), (slow, slow_flags) = _both(monkeypatch, run)
-    assert list(fast.labels.items()) == list(slow.labels.items())
     assert len(fast.labels) == extraction.MAX_CLASSES
+    _assert_same_prada_state(fast, slow, fast_flags, slow_flags)
+    assert fast.last_w == pytest.approx(slow.last_w, rel=1e-9)
+
+
+def _assert_same_prada_state(fast, slow, fast_flags, slow_flags) -> None:  # type: ignore[no-untyped-def]
+    """One client's PRADA state and test outcomes alike, compiled and in numpy (the
+    distances to rounding)."""
+    assert [(repr(k), v) for k, v in fast.labels.items()] == \
+        [(repr(k), v) for k, v in slow.labels.items()]
     np.testing.assert_array_equal(fast.ring, slow.ring)
     np.testing.assert_array_equal(fast.members, slow.members)
     np.testing.assert_allclose(fast.recent(), slow.recent(), rtol=1e-9)
     np.testing.assert_allclose(fast.classes, slow.classes, rtol=1e-9)
     np.testing.assert_allclose(fast.class_distances, slow.class_distances, rtol=1e-9)
     assert [f is None for f in fast_flags] == [f is None for f in slow_flags]
-    assert fast.last_w == pytest.approx(slow.last_w, rel=1e-9)
 
 
 @pytest.mark.parametrize("case", ["natural", "outliers", "wrapped", "equal", "few", "probes"])
@@ -537,14 +544,7 @@ def test_prada_streams_give_the_same_state_compiled_and_in_numpy(
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         (fast, fast_flags), (slow, slow_flags) = _both(monkeypatch, run)
-    assert [(repr(k), v) for k, v in fast.labels.items()] == \
-        [(repr(k), v) for k, v in slow.labels.items()]
-    np.testing.assert_array_equal(fast.ring, slow.ring)
-    np.testing.assert_array_equal(fast.members, slow.members)
-    np.testing.assert_allclose(fast.recent(), slow.recent(), rtol=1e-9)
-    np.testing.assert_allclose(fast.classes, slow.classes, rtol=1e-9)
-    np.testing.assert_allclose(fast.class_distances, slow.class_distances, rtol=1e-9)
-    assert [f is None for f in fast_flags] == [f is None for f in slow_flags]
+    _assert_same_prada_state(fast, slow, fast_flags, slow_flags)
     assert (fast.last_w is None) == (slow.last_w is None)
     if fast.last_w is not None:
         assert fast.last_w == pytest.approx(slow.last_w, rel=1e-7, abs=1e-9)
