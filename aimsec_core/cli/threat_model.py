@@ -13,7 +13,8 @@ def register(commands: Any) -> None:
                     "A model endpoint's controls are read from a guard's configuration.")
     subject = parser.add_mutually_exclusive_group(required=True)
     subject.add_argument("--demo", action="store_true",
-                         help="the guard `aimsec demo` puts on its scikit-learn digits model")
+                         help="the guard `aimsec demo` puts on its scikit-learn digits model, "
+                              "before its detectors are calibrated")
     subject.add_argument("--model-config", metavar="FILE",
                          help="a JSON file of guard settings (see the README)")
     subject.add_argument("--chatbot", metavar="IDS",
@@ -82,14 +83,15 @@ def _assess(args: argparse.Namespace, console: Any) -> Any:
 
 
 def _demo_guard() -> Any:
-    """The guard ``aimsec demo`` builds for its scikit-learn digits model."""
+    """The guard ``aimsec demo`` builds for its scikit-learn digits model (its constraints
+    and monitoring policy, lockout off), before calibration: detection reads as off."""
     from .. import digits
     from ..api import guard
-    from ..demo import LIMITS
+    from ..demo import LIMITS, POLICY
     from ..errors import ConfigurationError
 
     if "sklearn" not in digits.available():
         raise ConfigurationError("--demo needs scikit-learn (pip install 'aimsec[sklearn]')")
     model = digits.sklearn_mlp(digits.load(0))
     return guard(model, name="digits-sklearn",
-                 constraints=digits.constraints("sklearn", **LIMITS))
+                 constraints=digits.constraints("sklearn", **LIMITS), policy=POLICY)

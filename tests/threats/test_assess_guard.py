@@ -161,6 +161,7 @@ def test_threat_model_command_for_the_demo_guard(digits_model, monkeypatch, caps
     data = json.loads((tmp_path / "demo.json").read_text())
     missing = {m["id"] for m in data["missing_controls"]}
     assert "adversarial_detection" in missing and "input_validation" not in missing
+    assert "client_lockout" in missing  # the demo turns lockout off; its threat model says so
 
 
 @pytest.mark.parametrize("keywords, match", [
