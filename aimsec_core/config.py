@@ -51,10 +51,31 @@ def resolve(explicit: T | None, env: str, default: T, parse: Callable[[str], T])
     if raw is None or raw == "":
         return default
     try:
-        return parse(raw)
+        reader: Callable[[str], T] = _NUMBERS.get(parse, parse)
+        return reader(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(
             f"environment variable {env}={raw!r} is invalid: {exc}") from exc
+
+
+def parse_int(raw: str) -> int:
+    """``raw`` as an integer (``ValueError`` saying so, not Python's literal message)."""
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"expected an integer, received {raw!r}") from None
+
+
+def parse_float(raw: str) -> float:
+    """``raw`` as a number (``ValueError`` saying so, not Python's conversion message)."""
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number, received {raw!r}") from None
+
+
+#: ``resolve(..., int)`` and ``resolve(..., float)`` read through these.
+_NUMBERS: dict[Any, Callable[[str], Any]] = {int: parse_int, float: parse_float}
 
 
 def parse_bool(raw: str) -> bool:
@@ -67,9 +88,12 @@ def parse_bool(raw: str) -> bool:
 
 
 def parse_positive_int(raw: str) -> int:
-    value = int(raw)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
     if value < 0:
-        raise ValueError("expected a non-negative integer")
+        raise ValueError(f"expected a non-negative integer, received {raw!r}")
     return value
 
 
@@ -93,7 +117,10 @@ def log_folder(explicit: str | Path | None = None) -> Path:
 
 
 def parse_seconds(raw: Any) -> float:
-    value = float(raw)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"expected a finite number of seconds >= 0, received {raw!r}")
     return value

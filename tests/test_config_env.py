@@ -1,0 +1,50 @@
+"""Settings from environment variables: a value that does not parse names the variable and
+what it expects, never Python's own conversion message."""
+
+import pytest
+
+from aimsec_core.config import resolve
+from aimsec_core.errors import ConfigurationError
+
+
+@pytest.mark.parametrize("variable, raw, expected", [
+    ("AIMSEC_LOG_MAX_BYTES", "abc", "expected a non-negative integer, received 'abc'"),
+    ("AIMSEC_LOG_BACKUPS", "2.5", "expected a non-negative integer, received '2.5'"),
+    ("AIMSEC_INCIDENT_WINDOW", "1h", "expected a finite number of seconds >= 0, received '1h'"),
+    ("AIMSEC_ALERT_GROUP_INTERVAL", "x", "expected a finite number of seconds >= 0"),
+    ("AIMSEC_ALERT_MAX_CLIENTS", "three", "expected a non-negative integer, received 'three'"),
+    ("ALERT_SMTP_PORT", "smtp", "expected an integer, received 'smtp'"),
+])
+def test_an_unparsable_number_says_what_the_variable_expects(monkeypatch, tmp_path, variable,
+                                                              raw, expected):
+    import aimsec_core
+
+    monkeypatch.chdir(tmp_path)  # nothing is written, but never into the checkout
+    monkeypatch.setenv(variable, raw)
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.invalid")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "security@example.invalid")
+    with pytest.raises(ConfigurationError) as info:
+        if variable.startswith("AIMSEC_LOG_"):
+            aimsec_core.AuditLog()
+        elif variable == "AIMSEC_INCIDENT_WINDOW":
+            from aimsec_core.incidents import IncidentStore
+            IncidentStore()
+        elif variable == "ALERT_SMTP_PORT":
+            from aimsec_core.alerts.settings import SmtpSettings
+            SmtpSettings.from_env()
+        else:
+            from aimsec_core.alerts.settings import GroupingPolicy
+            GroupingPolicy.resolve()
+    message = str(info.value)
+    assert message.startswith(f"environment variable {variable}={raw!r} is invalid")
+    assert expected in message
+    assert "literal" not in message and "could not convert" not in message
+
+
+@pytest.mark.parametrize("parse, raw, expected", [(int, "7", 7), (float, "0.5", 0.5)])
+def test_plain_numbers_still_parse(monkeypatch, parse, raw, expected):
+    monkeypatch.setenv("AIMSEC_TEST_NUMBER", raw)
+    assert resolve(None, "AIMSEC_TEST_NUMBER", 0, parse) == expected
+    monkeypatch.setenv("AIMSEC_TEST_NUMBER", "seven")
+    with pytest.raises(ConfigurationError, match="expected an integer|expected a number"):
+        resolve(None, "AIMSEC_TEST_NUMBER", 0, parse)
