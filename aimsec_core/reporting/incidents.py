@@ -106,7 +106,8 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
 
     path = database_path(db)
     if not path.exists():
-        return None, f"no incident store at {path}"
+        return None, (f"no incident store at {path} (a guard creates it with its first "
+                      "incident: none configured there, or nothing recorded yet)")
     if not path.is_file():
         return None, f"the incident store {path} is not a file"
     store = IncidentStore(path, read_only=True)  # a report never changes the file it reads

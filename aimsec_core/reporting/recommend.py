@@ -97,7 +97,9 @@ def _incidents(report: Report) -> Iterator[Recommendation]:
     section = report.incidents
     if not section.available:
         yield Recommendation("low", section.note or "no incident store",
-                             "configure the incident store so findings become incidents",
+                             "point --db at the guards' incident store, or configure one "
+                             "(AIMSEC_INCIDENT_DB, guard(..., incidents=...)) so findings "
+                             "become incidents",
                              {"incident_store": None}, "incidents")
         return
     serious = {s: n for s, n in section.open_by_severity.items() if s in ("high", "critical")}

@@ -42,6 +42,7 @@ def test_no_store_says_so(tmp_path):
     missing = tmp_path / "none.sqlite3"
     source, note = load_incidents(missing)
     assert source is None and note.startswith("no incident store at")
+    assert "nothing recorded yet" in note  # the file appears with a guard's first incident
     assert not missing.exists()  # reading a report never creates a database
 
 
