@@ -159,6 +159,10 @@ def ago(seconds: float) -> str:
 
 
 def _escape(text: str) -> str:
+    """``text`` for the terminal: control and bidirectional formatting characters as
+    escapes (a database may have been edited to hold any), rich markup escaped."""
     from rich.markup import escape
 
-    return escape(text)
+    from ..visible import visible
+
+    return escape(visible(text))

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from .model import Report
-from .visible import visible
+from ..visible import visible
 
 #: Without a terminal, a plain line is printed each time this share of the trail is read.
 PLAIN_STEP = 0.25
@@ -20,7 +20,7 @@ PLAIN_STEP = 0.25
 
 def _shown(text: str) -> str:
     """``text`` for the terminal: control and bidi characters as escapes
-    (:func:`.visible.visible`), rich markup escaped."""
+    (:func:`aimsec_core.visible.visible`), rich markup escaped."""
     return escape(visible(text))
 
 

@@ -3,7 +3,8 @@
 The page loads nothing: styles are inline, charts are inline SVG, there is no script, and
 a Content-Security-Policy forbids anything else. Every value from the trail (client ids,
 model and check names, incident fields) has its control and bidirectional formatting
-characters written as escapes (:func:`.visible.visible`) and is escaped by Jinja2; only the SVG charts, which
+characters written as escapes (:func:`aimsec_core.visible.visible`) and is escaped by
+Jinja2; only the SVG charts, which
 matplotlib writes from model and check names alone, are marked safe.
 """
 
@@ -13,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .model import Report
-from .visible import visible
+from ..visible import visible
 
 
 def _environment() -> Any:
@@ -33,8 +34,8 @@ def render_html(report: Report, charts: dict[str, Any]) -> str:
 
 
 def _finalize(value: Any) -> Any:
-    """Every ``{{ value }}``: text shown with :func:`.visible.visible`; markup marked
-    safe (the charts) and other values unchanged."""
+    """Every ``{{ value }}``: text shown with :func:`aimsec_core.visible.visible`; markup
+    marked safe (the charts) and other values unchanged."""
     from markupsafe import Markup
 
     if isinstance(value, str) and not isinstance(value, Markup):

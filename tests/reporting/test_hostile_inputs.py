@@ -239,7 +239,7 @@ def test_controls_and_bidi_overrides_are_shown_as_escapes_on_the_page(tmp_path):
 
 @given(st.text())
 def test_visible_text_holds_no_acting_character_and_keeps_the_rest(text):
-    from aimsec_core.reporting.visible import visible
+    from aimsec_core.visible import visible
 
     acting = set(ACTING) | {chr(c) for c in (*range(0x20), *range(0x7f, 0xa0))}
     shown = visible(text)

@@ -1,4 +1,4 @@
-"""Text from the trail made safe to show: characters that act rather than print.
+"""Text from callers and stored files made safe to show: characters that act rather than print.
 
 Client ids, model and check names come from callers. C0 and C1 control characters could
 drive a terminal (escape sequences) or break an HTML page (NUL is a parse error there),
