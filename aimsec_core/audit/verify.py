@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
+from ..files import open_regular
 from .log import AUDIT_FILE
 
 LONGEST_LINE = 64 * 1024  #: lines are at most 8 KB; anything far longer is damage
@@ -81,40 +79,6 @@ def trail_files(path: Path) -> list[Path]:
     return files
 
 
-def open_trail_file(path: Path) -> BinaryIO:
-    """``path`` opened for binary reading, after checking that it is a regular file.
-
-    A FIFO, device or socket in a trail's place is hostile input: a FIFO blocks the
-    reader forever, ``/dev/zero`` never ends. The file is opened without blocking and
-    then checked, so one swapped in after the listing is refused too. Raises
-    ``ValueError`` for anything but a regular file, ``OSError`` when it cannot be opened.
-    """
-    fd = os.open(path, os.O_RDONLY | _NONBLOCK)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"{path} is not a regular file (it is a {_kind(mode)}); "
-                             "expected an audit file")
-        if _NONBLOCK:
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISDIR, "folder")):
-        if test(mode):
-            return name
-    return "special file"
-
-
 def _base(name: str) -> str:
     match = _ROTATED.match(name)
     return match["base"] if match else name
@@ -146,7 +110,7 @@ def verify_trail(path: str | Path, head: str | None = None) -> Verification:
 
 
 def _lines(file: Path) -> Iterator[tuple[int, bytes]]:
-    with open_trail_file(file) as handle:
+    with open_regular(file) as handle:
         number = 0
         while True:
             raw = handle.readline(LONGEST_LINE + 1)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..audit import AUDIT_FILE
-from ..audit.verify import open_trail_file, trail_files
+from ..audit.verify import trail_files
 from ..errors import ConfigurationError
+from ..files import open_regular
 from .records import AuditEntry, parse_line
 
 #: Longest audit line read; longer ones (e.g. unbounded ``flagged`` lists) are skipped.
@@ -61,7 +62,7 @@ def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = N
     """
     for file in files:
         try:
-            stream = open_trail_file(file)
+            stream = open_regular(file)
         except FileNotFoundError:  # rotated away since it was listed: its lines moved on
             stats.vanished.append(str(file))
             continue
