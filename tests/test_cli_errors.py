@@ -34,6 +34,7 @@ def paths(tmp_path):
 BAD = [
     (["incidents", "--limit", "-1"], "--limit"),
     (["incidents", "--limit", "0"], "--limit"),
+    (["incidents", "--limit", "9223372036854775807"], "--limit"),  # OverflowError binding it
     (["incidents", "--ack", "99999999999999999999"], "--ack"),
     (["incidents", "--resolve", "0"], "--resolve"),
     (["incidents", "--db", "{tmp}"], "not a file"),
