@@ -50,3 +50,16 @@ def test_verify_trail_raises_a_value_error_naming_the_file(tmp_path):
     logs = _fifo(tmp_path / "logs")
     with pytest.raises(ValueError, match="audit.jsonl is not a regular file"):
         verify_trail(logs)
+
+
+def test_a_forged_link_of_kilobytes_is_named_in_a_bounded_line(tmp_path, capsys):
+    """A "prev" of 60 KB was printed whole in the BROKEN line."""
+    import json
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "audit.jsonl").write_text(json.dumps({"prev": None}) + "\n"
+                                      + json.dumps({"prev": "A" * 60_000}) + "\n")
+    assert main(["audit", "verify", str(logs)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("BROKEN:") and "line 2" in out and len(out) < 1000

@@ -136,7 +136,7 @@ def _check(raw: bytes, expected: str | None, first: bool) -> str | None:
     if first:
         return None
     if line["prev"] != expected:
-        return (f"its \"prev\" is {line['prev']!r}, but the line before it hashes to "
+        return (f"its \"prev\" is {line['prev']!r:.100}, but the line before it hashes to "
                 f"{expected!r}: a line was changed, removed, inserted or reordered here "
                 "or just before")
     return None
