@@ -246,3 +246,16 @@ def test_visible_text_holds_no_acting_character_and_keeps_the_rest(text):
     assert not set(shown) & acting
     if not set(text) & acting:
         assert shown == text
+
+
+def test_a_report_is_written_whatever_lies_at_a_fixed_temporary_name(tmp_path):
+    """Every report went through ``report.html.partial``: a folder (or another report
+    being written) at that name made the write fail or mixed two reports."""
+    out = tmp_path / "out"
+    (out / "report.html.partial").mkdir(parents=True)
+    (out / "report.json.partial").mkdir()
+    files = aimsec_core.report(_trail(tmp_path / "logs", _line()), out=out, incidents=[],
+                               console=QUIET)
+    assert files.report.calls == 1 and files.html_path.read_text().startswith("<!")
+    assert {p.name for p in out.iterdir()} == {"report.html", "report.json",
+                                               "report.html.partial", "report.json.partial"}
