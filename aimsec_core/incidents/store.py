@@ -23,7 +23,7 @@ from typing import Any
 from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError
 from ..severity import SEVERITIES, rank
-from .model import STATUSES, Evidence, Incident, Occurrence, clip
+from .model import MAX_NAME, STATUSES, Evidence, Incident, Occurrence, clip
 from .schema import VERSION, migrate, version_of
 
 log = logging.getLogger("aimsec.incidents")
@@ -31,8 +31,12 @@ log = logging.getLogger("aimsec.incidents")
 DEFAULT_WINDOW_S = 3600.0
 #: Damaged rows of one group passed over before a new incident is opened for it.
 _DAMAGED_PASSED = 8
-_COLUMNS = ("id, model, threat, client, severity, status, first_seen, last_seen, count, "
-            "evidence")
+#: The columns an incident is read from; text is read cut one character past the longest
+#: aimsec writes, so an edited row of megabytes is refused without being held whole.
+_COLUMNS = (f"id, substr(model, 1, {MAX_NAME + 1}), substr(threat, 1, {MAX_NAME + 1}), "
+            f"substr(client, 1, {MAX_NAME + 1}), substr(severity, 1, 20), "
+            "substr(status, 1, 20), first_seen, last_seen, count, "
+            "substr(evidence, 1, 65537)")
 
 
 def database_path(explicit: str | Path | None = None) -> Path:
@@ -331,7 +335,7 @@ _LAST_SECOND = 253_402_300_799.0
 #: SQLite's largest INTEGER: an incident's count never exceeds it.
 _MOST_COUNTED = 2**63 - 1
 #: Evidence is a few bounded lists (about 5 KB); far longer text was not written by aimsec.
-_LONGEST_EVIDENCE = 64 * 1024
+_LONGEST_EVIDENCE = 65536  # as _COLUMNS reads it
 
 
 def _incident(row: tuple[Any, ...]) -> Incident:
@@ -341,6 +345,8 @@ def _incident(row: tuple[Any, ...]) -> Incident:
     (id_, model, threat, client, severity, status, first, last, count, evidence) = row
     if not all(isinstance(v, str) for v in (model, threat, client, severity, status)):
         raise TypeError("a name, severity or status that is not text")
+    if max(len(model), len(threat), len(client)) > MAX_NAME:
+        raise ValueError(f"a model, threat or client name longer than {MAX_NAME} characters")
     if severity not in SEVERITIES or status not in STATUSES:
         raise ValueError(f"severity {severity[:20]!r} or status {status[:20]!r} unknown")
     first, last = float(first), float(last)

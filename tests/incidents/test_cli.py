@@ -82,6 +82,7 @@ def test_a_bad_since_is_a_usage_error(db, capsys):
     ("evidence", "[" * 100_000),  # longer than any evidence aimsec writes
     ("evidence", "[1]"),         # AttributeError: not an object
     ("evidence", '{"reasons": 5}'),
+    ("client", "x" * 1_000_000),  # printed whole; aimsec writes at most 200 characters
 ])
 @pytest.mark.parametrize("as_json", [False, True])
 def test_a_row_aimsec_did_not_write_is_a_clear_error(db, capsys, column, value, as_json):
