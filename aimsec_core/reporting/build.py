@@ -75,7 +75,8 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
             aggregator.add(entry)
     note = ""
     if incidents is None:
-        incidents, note = load_incidents(db)
+        # only incidents still active in the period: older ones cannot crowd them out
+        incidents, note = load_incidents(db, since=start.timestamp() if start else None)
     section = summarise_incidents(incidents, since=start.timestamp() if start else None,
                                   until=end.timestamp() if end else None, model=model,
                                   note=note)
