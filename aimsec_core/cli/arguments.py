@@ -66,7 +66,11 @@ def sha256_hex(text: str) -> str:
 
 
 def fail(command: str, message: object, status: int = 2) -> int:
-    """Print ``aimsec COMMAND: MESSAGE`` as one line on standard error; returns ``status``."""
-    text = " ".join(str(message).split())
+    """Print ``aimsec COMMAND: MESSAGE`` as one line on standard error, control and bidi
+    characters as escapes (messages quote file names and settings an attacker may have
+    chosen); returns ``status``."""
+    from ..visible import visible
+
+    text = visible(" ".join(str(message).split()))
     print(f"aimsec {command}: {text}", file=sys.stderr)
     return status
