@@ -16,10 +16,12 @@ of controls; the guard they describe is built for real (over no model) and then 
     }
 
 ``audit`` is ``true`` (the default audit log), ``false`` (none) or an object with ``path``
-and ``include_inputs``; ``guard`` holds further ``guard()`` keywords, refused when this
-version's guard has no such setting. ``calibration`` is loaded and validated as the guard
-would load it; with no model there, it is not checked against one. ``api_key_identity``
-and ``declared`` state what lies in front of and around the guard.
+and ``include_inputs``; ``guard`` holds further ``guard()`` keywords (``policy``, ``store``,
+``on_flagged``): one this version's guard lacks, one with a top-level key of its own, or
+one JSON cannot express (``clock``) is refused. ``calibration`` is loaded and validated as
+the guard would load it; with no model there, it is not checked against one.
+``api_key_identity`` and ``declared`` state what lies in front of and around the guard.
+The file is read only when it is a regular file of at most 1 MB.
 """
 
 from __future__ import annotations
