@@ -34,6 +34,7 @@ def paths(tmp_path):
 BAD = [
     (["incidents", "--limit", "-1"], "--limit"),
     (["incidents", "--limit", "0"], "--limit"),
+    (["incidents", "--limit", "9223372036854775807"], "--limit"),  # OverflowError binding it
     (["incidents", "--ack", "99999999999999999999"], "--ack"),
     (["incidents", "--resolve", "0"], "--resolve"),
     (["incidents", "--db", "{tmp}"], "not a file"),
@@ -92,3 +93,19 @@ def test_a_damaged_incident_row_is_an_error_not_a_traceback(tmp_path, capsys):
     conn.close()
     status, err = _run(["incidents", "--db", str(db), "--status", "all"], capsys)
     assert status == 2 and "could not be read" in err and err.count("\n") == 1
+
+
+def test_file_names_in_an_error_cannot_drive_the_terminal(tmp_path, capsys):
+    """A folder of two trails is refused naming both; a name holding ESC sequences
+    reached the terminal raw."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.jsonl").write_text("")
+    (logs / "b\x1b]0;owned\x07\u202e.jsonl").write_text("")
+    status, err = _run(["audit", "verify", str(logs)], capsys)
+    status_report, err_report = _run(["report", "--logs", str(logs), "--out",
+                                      str(tmp_path / "o")], capsys)
+    assert (status, status_report) == (2, 2)
+    for text in (err, err_report):
+        assert "holds several trails" in text and "b\\x1b]0;owned\\x07\\u202e.jsonl" in text
+        assert not set(text) & {"\x1b", "\x07", "\u202e"}

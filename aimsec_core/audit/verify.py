@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import open_regular
 from .log import AUDIT_FILE
 
 LONGEST_LINE = 64 * 1024  #: lines are at most 8 KB; anything far longer is damage
@@ -109,7 +110,7 @@ def verify_trail(path: str | Path, head: str | None = None) -> Verification:
 
 
 def _lines(file: Path) -> Iterator[tuple[int, bytes]]:
-    with open(file, "rb") as handle:
+    with open_regular(file) as handle:
         number = 0
         while True:
             raw = handle.readline(LONGEST_LINE + 1)
@@ -135,7 +136,7 @@ def _check(raw: bytes, expected: str | None, first: bool) -> str | None:
     if first:
         return None
     if line["prev"] != expected:
-        return (f"its \"prev\" is {line['prev']!r}, but the line before it hashes to "
+        return (f"its \"prev\" is {line['prev']!r:.100}, but the line before it hashes to "
                 f"{expected!r}: a line was changed, removed, inserted or reordered here "
                 "or just before")
     return None

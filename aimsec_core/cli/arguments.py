@@ -34,6 +34,16 @@ def row_id(text: str) -> int:
     return value
 
 
+def row_limit(text: str) -> int:
+    """How many rows to list (``--limit``): an integer from 1 to 2**63 - 2 (SQLite's
+    largest INTEGER, less the one row read to tell whether more were left out)."""
+    value = positive_int(text)
+    if value > SQLITE_MAX_INT - 1:
+        raise argparse.ArgumentTypeError(f"expected a number of rows of at most "
+                                         f"{SQLITE_MAX_INT - 1}; received {text}")
+    return value
+
+
 def rate(text: str) -> float:
     """A rate strictly between 0 and 1 (``--fpr``)."""
     try:
@@ -56,7 +66,11 @@ def sha256_hex(text: str) -> str:
 
 
 def fail(command: str, message: object, status: int = 2) -> int:
-    """Print ``aimsec COMMAND: MESSAGE`` as one line on standard error; returns ``status``."""
-    text = " ".join(str(message).split())
+    """Print ``aimsec COMMAND: MESSAGE`` as one line on standard error, control and bidi
+    characters as escapes (messages quote file names and settings an attacker may have
+    chosen); returns ``status``."""
+    from ..visible import visible
+
+    text = visible(" ".join(str(message).split()))
     print(f"aimsec {command}: {text}", file=sys.stderr)
     return status

@@ -7,7 +7,6 @@ file and line number), 2 when there is no trail at ``PATH``.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from .arguments import sha256_hex
@@ -27,16 +26,17 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import verify_trail
+    from ..visible import visible
+    from .arguments import fail
 
     try:
         result = verify_trail(args.path, head=args.head)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"aimsec audit verify: {exc}", file=sys.stderr)
-        return 2
+        return fail("audit verify", exc)
     if not result.intact:
         where = f"{result.broken_file}" + (
             f", line {result.broken_line}" if result.broken_line is not None else "")
-        print(f"BROKEN: {where}: {result.reason}")
+        print(visible(f"BROKEN: {where}: {result.reason}"))
         return 1
     start = ("starts at the trail's first line" if result.anchored
              else "starts after lines rotated away (its first link is not checked)")

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..incidents.model import STATUSES
 from ..severity import SEVERITIES
-from .arguments import fail, positive_int, row_id
+from .arguments import fail, row_id, row_limit
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -45,7 +45,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--severity", choices=SEVERITIES, help="at least this severity")
     parser.add_argument("--status", choices=(*STATUSES, "all"), default="open",
                         help="which incidents (default: open)")
-    parser.add_argument("--limit", type=positive_int, default=200,
+    parser.add_argument("--limit", type=row_limit, default=200,
                         help="most rows (default 200)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--db", metavar="PATH", help="the incident database (default: "
@@ -159,6 +159,10 @@ def ago(seconds: float) -> str:
 
 
 def _escape(text: str) -> str:
+    """``text`` for the terminal: control and bidirectional formatting characters as
+    escapes (a database may have been edited to hold any), rich markup escaped."""
     from rich.markup import escape
 
-    return escape(text)
+    from ..visible import visible
+
+    return escape(visible(text))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationError
+from ..files import open_regular
 from .calibration_integrity import seal, verify
 
 FORMAT = "aimsec-calibration/1"
@@ -54,7 +55,8 @@ def read(path: str | Path, members_for: Any) -> tuple[dict[str, Any], dict[str, 
     """
     cap = _member_cap()
     try:
-        with zipfile.ZipFile(Path(path)) as archive:
+        # a FIFO here blocked forever and /dev/zero was read without end: regular files only
+        with open_regular(Path(path)) as stream, zipfile.ZipFile(stream) as archive:
             sizes = {info.filename: info.file_size for info in archive.infolist()}
             meta = _meta(_read_member(archive, META, sizes, MAX_META_BYTES), path)
             arrays = {}

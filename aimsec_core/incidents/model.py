@@ -69,9 +69,26 @@ class Evidence:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Evidence:
-        data = data or {}
-        return cls(list(data.get("reasons", [])), list(data.get("scores", [])),
-                   list(data.get("input_hashes", [])))
+        """The evidence ``as_dict`` wrote, read back from a file that may have been edited:
+        only text reasons and hashes and finite number scores are kept, clipped and
+        bounded as :meth:`add` keeps them. Raises ``ValueError`` when ``data`` or one of
+        its lists is of another type."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(f"evidence is a JSON {type(data).__name__}; expected an object")
+        evidence = cls()
+        for key, kinds, argument in (("reasons", (str,), "reason"),
+                                     ("scores", (int, float), "score"),
+                                     ("input_hashes", (str,), "input_hash")):
+            values = data.get(key, [])
+            if not isinstance(values, list):
+                raise ValueError(f"evidence {key!r} is a JSON {type(values).__name__}; "
+                                 "expected a list")
+            for value in values:
+                if type(value) in kinds:  # exact types: a bool is no score
+                    evidence.add(**{argument: float(value) if key == "scores" else value})
+        return evidence
 
 
 @dataclass

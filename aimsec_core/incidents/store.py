@@ -23,14 +23,20 @@ from typing import Any
 from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError
 from ..severity import SEVERITIES, rank
-from .model import STATUSES, Evidence, Incident, Occurrence, clip
+from .model import MAX_NAME, STATUSES, Evidence, Incident, Occurrence, clip
 from .schema import VERSION, migrate, version_of
 
 log = logging.getLogger("aimsec.incidents")
 
 DEFAULT_WINDOW_S = 3600.0
-_COLUMNS = ("id, model, threat, client, severity, status, first_seen, last_seen, count, "
-            "evidence")
+#: Damaged rows of one group passed over before a new incident is opened for it.
+_DAMAGED_PASSED = 8
+#: The columns an incident is read from; text is read cut one character past the longest
+#: aimsec writes, so an edited row of megabytes is refused without being held whole.
+_COLUMNS = (f"id, substr(model, 1, {MAX_NAME + 1}), substr(threat, 1, {MAX_NAME + 1}), "
+            f"substr(client, 1, {MAX_NAME + 1}), substr(severity, 1, 20), "
+            "substr(status, 1, 20), first_seen, last_seen, count, "
+            "substr(evidence, 1, 65537)")
 
 
 def database_path(explicit: str | Path | None = None) -> Path:
@@ -192,11 +198,8 @@ class IncidentStore:
             if batch else []
 
     def _upsert(self, conn: sqlite3.Connection, o: Occurrence) -> tuple[Incident, bool]:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM incidents WHERE model = ? AND threat = ? AND client = ?"
-            " AND last_seen >= ? AND status != 'resolved' ORDER BY last_seen DESC LIMIT 1",
-            (o.model, o.threat, o.client, o.first_seen - self.window_s)).fetchone()
-        if row is None:
+        found = self._recent(conn, o)
+        if found is None:
             cursor = conn.execute(
                 "INSERT INTO incidents (model, threat, client, severity, severity_rank, "
                 "first_seen, last_seen, count, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -205,7 +208,6 @@ class IncidentStore:
             return Incident(int(cursor.lastrowid or 0), o.model, o.threat, o.client,
                             o.severity, "open", o.first_seen, o.last_seen, o.count,
                             o.evidence), True
-        found = _incident(row)
         evidence = found.evidence
         evidence.merge(o.evidence)
         severity = max(found.severity, o.severity, key=rank)
@@ -217,6 +219,23 @@ class IncidentStore:
              found.id))
         return Incident(found.id, found.model, found.threat, found.client, severity,
                         found.status, first, last, found.count + o.count, evidence), False
+
+    def _recent(self, conn: sqlite3.Connection, o: Occurrence) -> Incident | None:
+        """The latest unresolved incident of ``o``'s group within the window. A row aimsec
+        cannot read (an edited file) is passed over, logged, and left as it is: the
+        occurrence joins the next readable one or opens a new incident, so one damaged row
+        never blocks the writes of every batch it falls in."""
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM incidents WHERE model = ? AND threat = ? AND client = ?"
+            " AND last_seen >= ? AND status != 'resolved' ORDER BY last_seen DESC LIMIT ?",
+            (o.model, o.threat, o.client, o.first_seen - self.window_s, _DAMAGED_PASSED + 1))
+        for row in rows:
+            try:
+                return _incident(row)
+            except (ValueError, TypeError) as exc:
+                log.warning("incident row %r in %s is not one aimsec wrote (%s); a new "
+                            "occurrence does not join it", row[0], self.path, exc)
+        return None
 
     def set_status(self, incident_id: int, status: str) -> Incident:
         """Mark an incident ``acknowledged`` or ``resolved`` (or ``open`` again). Raises
@@ -254,7 +273,7 @@ class IncidentStore:
         try:
             rows = conn.execute(query, params).fetchall()
             return [_incident(row) for row in rows]
-        except (sqlite3.Error, ValueError, TypeError, AttributeError) as exc:
+        except (sqlite3.Error, ValueError, TypeError, AttributeError, OverflowError) as exc:
             raise IncidentStoreError(f"the incident database {self.path} could not be read "
                                      f"({type(exc).__name__}: {exc})") from exc
 
@@ -313,6 +332,10 @@ class IncidentStore:
 
 #: The latest time an incident can carry: datetime's last second (9999-12-31).
 _LAST_SECOND = 253_402_300_799.0
+#: SQLite's largest INTEGER: an incident's count never exceeds it.
+_MOST_COUNTED = 2**63 - 1
+#: Evidence is a few bounded lists (about 5 KB); far longer text was not written by aimsec.
+_LONGEST_EVIDENCE = 65536  # as _COLUMNS reads it
 
 
 def _incident(row: tuple[Any, ...]) -> Incident:
@@ -322,10 +345,21 @@ def _incident(row: tuple[Any, ...]) -> Incident:
     (id_, model, threat, client, severity, status, first, last, count, evidence) = row
     if not all(isinstance(v, str) for v in (model, threat, client, severity, status)):
         raise TypeError("a name, severity or status that is not text")
+    if max(len(model), len(threat), len(client)) > MAX_NAME:
+        raise ValueError(f"a model, threat or client name longer than {MAX_NAME} characters")
     if severity not in SEVERITIES or status not in STATUSES:
         raise ValueError(f"severity {severity[:20]!r} or status {status[:20]!r} unknown")
     first, last = float(first), float(last)
     if not (0.0 <= first <= _LAST_SECOND and 0.0 <= last <= _LAST_SECOND):
         raise ValueError("first or last seen outside the calendar")
+    if type(count) is not int or not 0 <= count <= _MOST_COUNTED:
+        raise ValueError(f"count {str(count)[:20]!r} is not a whole number from 0 to "
+                         f"{_MOST_COUNTED}")
+    if not isinstance(evidence, (str, bytes)) or len(evidence) > _LONGEST_EVIDENCE:
+        raise ValueError(f"evidence is not JSON text of at most {_LONGEST_EVIDENCE} bytes")
+    try:
+        found = json.loads(evidence)
+    except RecursionError:  # arrays nested thousands deep
+        raise ValueError("evidence is JSON nested too deep") from None
     return Incident(int(id_), model, threat, client, severity, status, first, last,
-                    int(count), Evidence.from_dict(json.loads(evidence)))
+                    count, Evidence.from_dict(found))

@@ -3,8 +3,10 @@ report.html."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -73,7 +75,8 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
             aggregator.add(entry)
     note = ""
     if incidents is None:
-        incidents, note = load_incidents(db)
+        # only incidents still active in the period: older ones cannot crowd them out
+        incidents, note = load_incidents(db, since=start.timestamp() if start else None)
     section = summarise_incidents(incidents, since=start.timestamp() if start else None,
                                   until=end.timestamp() if end else None, model=model,
                                   note=note)
@@ -106,7 +109,15 @@ def write_report(result: Report, out: str | Path) -> tuple[Path, Path]:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write through a temporary file, so a reader never sees half a report."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    """Write through a temporary file of its own, so a reader never sees half a report and
+    two reports written into one folder at once never write into the same file."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                   suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,18 +12,16 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from .model import Report
-
-#: C0 and C1 control characters: a client id or model name from the trail holding
-#: terminal escape sequences must not drive the terminal it is printed on.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+from ..visible import visible
 
 #: Without a terminal, a plain line is printed each time this share of the trail is read.
 PLAIN_STEP = 0.25
 
 
 def _shown(text: str) -> str:
-    """``text`` for the terminal: control characters as ``\\xNN``, rich markup escaped."""
-    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+    """``text`` for the terminal: control and bidi characters as escapes
+    (:func:`aimsec_core.visible.visible`), rich markup escaped."""
+    return escape(visible(text))
 
 
 @contextmanager

@@ -2,7 +2,9 @@
 
 The page loads nothing: styles are inline, charts are inline SVG, there is no script, and
 a Content-Security-Policy forbids anything else. Every value from the trail (client ids,
-model and check names, incident fields) is escaped by Jinja2; only the SVG charts, which
+model and check names, incident fields) has its control and bidirectional formatting
+characters written as escapes (:func:`aimsec_core.visible.visible`) and is escaped by
+Jinja2; only the SVG charts, which
 matplotlib writes from model and check names alone, are marked safe.
 """
 
@@ -12,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .model import Report
+from ..visible import visible
 
 
 def _environment() -> Any:
@@ -19,7 +22,7 @@ def _environment() -> Any:
 
     env = Environment(loader=PackageLoader("aimsec_core.reporting", "templates"),
                       autoescape=True, undefined=StrictUndefined, trim_blocks=True,
-                      lstrip_blocks=True)
+                      lstrip_blocks=True, finalize=_finalize)
     env.filters.update(num=_num, pct=_pct, ratio=_ratio, ms=_ms, fixed=_fixed, when=_when,
                        day=_day, duration=_duration)
     return env
@@ -28,6 +31,16 @@ def _environment() -> Any:
 def render_html(report: Report, charts: dict[str, Any]) -> str:
     """The page for ``report`` with ``charts`` (see :func:`.charts.all_charts`)."""
     return _environment().get_template("report.html.j2").render(r=report, charts=charts)
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ value }}``: text shown with :func:`aimsec_core.visible.visible`; markup
+    marked safe (the charts) and other values unchanged."""
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible(value)
+    return value
 
 
 def _num(value: Any) -> str:

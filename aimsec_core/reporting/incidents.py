@@ -96,7 +96,8 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
 def load_incidents(db: str | Path | None, *, since: float | None = None,
                    limit: int = 100_000) -> tuple[Iterable[Mapping[str, Any]] | None, str]:
     """``(source, note)``: the incident store's incidents (every status, last seen at or
-    after ``since``), or ``None`` and the reason none could be read.
+    after ``since``; the ``limit`` most severe and recent, the note saying so when there
+    were more), or ``None`` and the reason none could be read.
 
     ``db`` is the SQLite file (default: ``AIMSEC_INCIDENT_DB``, else
     ``<SECURITY_LOG_PATH>/incidents.sqlite3``); a file that does not exist is reported,
@@ -112,8 +113,10 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
         return None, f"the incident store {path} is not a file"
     store = IncidentStore(path, read_only=True)  # a report never changes the file it reads
     try:
-        incidents = store.incidents(statuses=INCIDENT_STATUSES, since=since, limit=limit)
-        return [_flattened(incident.as_dict()) for incident in incidents], ""
+        incidents = store.incidents(statuses=INCIDENT_STATUSES, since=since, limit=limit + 1)
+        note = (f"only the {limit:,} most severe and recent incidents were read; more are "
+                "in the store (aimsec incidents --status all)") if len(incidents) > limit else ""
+        return [_flattened(incident.as_dict()) for incident in incidents[:limit]], note
     except Exception as exc:  # a damaged store is reported on the page, not raised
         return None, f"the incident store {path} could not be read ({type(exc).__name__})"
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..audit import AUDIT_FILE
 from ..audit.verify import trail_files
 from ..errors import ConfigurationError
+from ..files import open_regular
 from .records import AuditEntry, parse_line
 
 #: Longest audit line read; longer ones (e.g. unbounded ``flagged`` lists) are skipped.
@@ -61,10 +62,12 @@ def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = N
     """
     for file in files:
         try:
-            stream = open(file, "rb")
+            stream = open_regular(file)
         except FileNotFoundError:  # rotated away since it was listed: its lines moved on
             stats.vanished.append(str(file))
             continue
+        except ValueError as exc:  # a FIFO or device in the trail's place
+            raise ConfigurationError(f"cannot read the audit file: {exc}") from None
         except OSError as exc:
             raise ConfigurationError(f"cannot read the audit file {file}: "
                                      f"{exc.strerror or exc}") from exc

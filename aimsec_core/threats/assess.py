@@ -35,7 +35,7 @@ def assess_guard(guarded: Any, *, api_key_identity: bool | None = None,
     declared = control_ids(() if declared is None else declared, "declared")
     unknown = modeler.catalogue.unknown(declared)
     if unknown:
-        raise ConfigurationError(f"unknown control ids {unknown}; controls that can be "
+        raise ConfigurationError(f"unknown control ids {unknown!r:.200}; controls that can be "
                                  f"declared: {_declarable(modeler)}")
     observed_by_guard = sorted(c for c in declared if controls[c].observed == "guard")
     if observed_by_guard:

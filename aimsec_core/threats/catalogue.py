@@ -77,7 +77,7 @@ class Catalogue:
     threats: tuple[Threat, ...]
 
     def unknown(self, control_ids: set[str]) -> list[str]:
-        return sorted(c for c in control_ids if c not in self.controls)
+        return sorted((c for c in control_ids if c not in self.controls), key=str)
 
 
 def load_catalogue(source: str | Path) -> Catalogue:

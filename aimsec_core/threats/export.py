@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from ..visible import visible
 from .modeler import Assessment
 
 
@@ -16,7 +17,14 @@ def to_json(assessment: Assessment) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """``text`` for one Markdown table cell or line: :func:`_shown`, ``|`` escaped."""
+    return _shown(text).replace("|", "\\|")
+
+
+def _shown(text: str) -> str:
+    """``text`` (a guard name may hold anything) with line breaks, control and bidi
+    characters as escapes and unpaired surrogates, which no file can hold, as ``?``."""
+    return visible(text).encode("utf-8", "replace").decode("utf-8")
 
 
 def to_markdown(assessment: Assessment) -> str:
@@ -50,7 +58,8 @@ def write(assessment: Assessment, json_path: str | Path | None = None,
 
 def table(assessment: Assessment) -> Table:
     """Controls with their state, and the threats each leaves open."""
-    result = Table(title=f"threat model: {escape(assessment.subject or assessment.catalogue)}"
+    result = Table(title=f"threat model: "
+                         f"{escape(_shown(assessment.subject or assessment.catalogue))}"
                          f" — risk {assessment.risk_score:g}/100 ({assessment.risk_level})")
     for column in ("control", "in place", "detail", "leaves open"):
         result.add_column(column)
@@ -60,6 +69,6 @@ def table(assessment: Assessment) -> Table:
             open_threats.setdefault(cid, []).append(threat.id)
     for c in assessment.controls:
         mark = "[green]yes[/]" if c.implemented else "[red]no[/]"
-        result.add_row(escape(c.name or c.id), mark, escape(c.detail),
+        result.add_row(escape(_shown(c.name or c.id)), mark, escape(_shown(c.detail)),
                        escape(", ".join(open_threats.get(c.id, []))))
     return result

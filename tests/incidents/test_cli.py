@@ -76,6 +76,13 @@ def test_a_bad_since_is_a_usage_error(db, capsys):
     ("client", b"\xff\xfe"),     # a blob: TypeError (table), not JSON serializable (--json)
     ("last_seen", 1e308),        # OverflowError: timestamp out of range
     ("severity", "extreme"),     # not a severity aimsec writes
+    ("count", 1e400),            # REAL infinity: OverflowError traceback
+    ("count", -3),
+    ("evidence", "[" * 5000),    # RecursionError traceback
+    ("evidence", "[" * 100_000),  # longer than any evidence aimsec writes
+    ("evidence", "[1]"),         # AttributeError: not an object
+    ("evidence", '{"reasons": 5}'),
+    ("client", "x" * 1_000_000),  # printed whole; aimsec writes at most 200 characters
 ])
 @pytest.mark.parametrize("as_json", [False, True])
 def test_a_row_aimsec_did_not_write_is_a_clear_error(db, capsys, column, value, as_json):
@@ -86,3 +93,15 @@ def test_a_row_aimsec_did_not_write_is_a_clear_error(db, capsys, column, value, 
     argv = ["incidents", "--db", str(db), "--status", "all"] + (["--json"] if as_json else [])
     assert main(argv) == 2
     assert "could not be read" in capsys.readouterr().err
+
+
+def test_control_and_bidi_characters_of_an_edited_row_are_shown_as_escapes(db, capsys):
+    """An edited database's client id reached the terminal with its ESC and U+202E."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE incidents SET client = ? WHERE id = 1", ("a\x1b[2J\u202eb",))
+    assert main(["incidents", "--db", str(db), "--status", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "\\x1b[2J\\u202eb" in out.replace("\n", "")

@@ -167,3 +167,58 @@ def test_statuses_may_be_any_iterable(store, clock):
     store.record([Occurrence("m", "range", "c", "medium", clock(), clock())])
     wanted = (status for status in ("open", "acknowledged"))  # read twice, it was empty
     assert [i.client for i in store.incidents(statuses=wanted)] == ["c"]
+
+
+@pytest.mark.parametrize("column, value", [
+    ("count", 1e400),                     # OverflowError escaped the writer
+    ("evidence", "[" * 5000),             # RecursionError
+    ("evidence", "[1]"),                  # AttributeError
+    ("severity", "extreme"),
+])
+def test_a_damaged_row_never_blocks_the_writes_of_its_group(store, clock, column, value):
+    """A row of an edited database used to make every batch holding an occurrence of its
+    group raise (so the whole batch was retried and finally dropped); the occurrence now
+    opens a new incident, and the damaged row is left as it was."""
+    store.record([occ(clock)])
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(f"UPDATE incidents SET {column} = ? WHERE id = 1", (value,))
+    clock.advance(60)
+    results = store.record([occ(clock, score=2.0), occ(clock, client="other")])
+    assert [(i.id, i.client, i.count, opened) for i, opened in results] == [
+        (2, "203.0.113.7", 1, True), (3, "other", 1, True)]
+    clock.advance(60)
+    [(again, opened)] = store.record([occ(clock)])
+    assert (again.id, again.count, opened) == (2, 2, False)
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute(f"SELECT {column} FROM incidents WHERE id = 1").fetchone()[0] \
+            == (value if column != "count" else float("inf"))
+
+
+def test_a_text_score_in_edited_evidence_is_dropped_not_merged(store, clock):
+    """``{"scores": ["x"]}`` made the next merge raise TypeError (str < float)."""
+    store.record([occ(clock, score=1.0)])
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE incidents SET evidence = ?", ('{"scores": ["x", 3, true]}',))
+    [(incident, opened)] = store.record([occ(clock, score=2.0)])
+    assert (incident.count, opened, incident.evidence.scores) == (2, False, [3.0, 2.0])
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["reasons", "scores", "input_hashes", "x"]), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(data=JSON_VALUES)
+def test_evidence_read_back_is_bounded_typed_or_refused(data):
+    try:
+        evidence = Evidence.from_dict(data)
+    except ValueError:
+        return
+    assert all(isinstance(r, str) for r in evidence.reasons)
+    assert all(isinstance(h, str) for h in evidence.input_hashes)
+    assert all(type(s) is float and s - s == 0 for s in evidence.scores)
+    assert evidence.scores == sorted(evidence.scores, reverse=True)
+    assert len(evidence.reasons) <= 5 and len(evidence.scores) <= 10
+    evidence.merge(Evidence(["r"], [1.0], ["h"]))  # a merge never raises

@@ -213,3 +213,49 @@ def test_a_client_id_with_terminal_escapes_does_not_reach_the_terminal(tmp_path)
     text = shown.getvalue()
     assert "evil\\x1bc\\x1b]0;pwned\\x07\\x9b31m" in text
     assert not any(c in text for c in "\x1b\x07\x9b")
+
+
+#: Characters that act rather than print: controls and bidirectional formatting.
+ACTING = ("\x00\x07\x1b\x7f\x9b\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+          "\u2066\u2067\u2068\u2069")
+
+
+def test_controls_and_bidi_overrides_are_shown_as_escapes_on_the_page(tmp_path):
+    """A client id ``evil\\u202egnp.exe`` used to reach the page raw (it read as
+    ``evilexe.png``), and NUL and ESC bytes with it."""
+    hostile = "evil\u202egnp.exe\x00\x1b[31m\u2067x"
+    lines = [json.dumps({"time": "2026-09-21T10:00:00+00:00", "model": hostile,
+                         "client": hostile, "decision": "rejected",
+                         "findings": [{"check": hostile}]})]
+    incidents = [{"id": 1, "model": hostile, "threat": hostile, "client": hostile,
+                  "severity": "high", "status": "open"}]
+    files = aimsec_core.report(_trail(tmp_path / "logs", *lines), out=tmp_path / "out",
+                               incidents=incidents, console=QUIET)
+    page = files.html_path.read_text(encoding="utf-8")
+    assert not set(page) & set(ACTING)
+    assert "evil\\u202egnp.exe\\x00\\x1b[31m\\u2067x" in page
+    assert files.report.top_clients.by_calls[0].client == hostile  # the data keeps it
+
+
+@given(st.text())
+def test_visible_text_holds_no_acting_character_and_keeps_the_rest(text):
+    from aimsec_core.visible import visible
+
+    acting = set(ACTING) | {chr(c) for c in (*range(0x20), *range(0x7f, 0xa0))}
+    shown = visible(text)
+    assert not set(shown) & acting
+    if not set(text) & acting:
+        assert shown == text
+
+
+def test_a_report_is_written_whatever_lies_at_a_fixed_temporary_name(tmp_path):
+    """Every report went through ``report.html.partial``: a folder (or another report
+    being written) at that name made the write fail or mixed two reports."""
+    out = tmp_path / "out"
+    (out / "report.html.partial").mkdir(parents=True)
+    (out / "report.json.partial").mkdir()
+    files = aimsec_core.report(_trail(tmp_path / "logs", _line()), out=out, incidents=[],
+                               console=QUIET)
+    assert files.report.calls == 1 and files.html_path.read_text().startswith("<!")
+    assert {p.name for p in out.iterdir()} == {"report.html", "report.json",
+                                               "report.html.partial", "report.json.partial"}

@@ -113,3 +113,30 @@ def test_the_report_command(tmp_path, capsys):
     assert "report.html" in capsys.readouterr().out
     assert main(["report", "--logs", str(tmp_path / "logs"), "--since", "last tuesday"]) == 2
     assert "--since" in capsys.readouterr().err  # errors go to standard error
+
+
+def test_old_severe_incidents_cannot_crowd_the_periods_out_of_the_report(tmp_path):
+    """The report read the store's most severe incidents of all time (at most ``limit``)
+    and filtered them by period afterwards: an attacker's older critical incidents pushed
+    the period's own out, silently."""
+    from rich.console import Console
+
+    from aimsec_core.incidents import IncidentStore
+    from aimsec_core.incidents.model import Occurrence
+
+    from .trail import T0, write_trail
+
+    write_trail(tmp_path / "logs", calls=5)
+    path = tmp_path / "logs" / "incidents.sqlite3"
+    store = IncidentStore(path)
+    store.record([Occurrence("m", "extraction", f"old-{i}", "critical", T0 - 86400 * 30,
+                             T0 - 86400 * 30) for i in range(5)]
+                 + [Occurrence("m", "range", "now", "medium", T0 + 60, T0 + 60)])
+    store.close()
+    source, note = load_incidents(path, since=T0 - 3600, limit=3)
+    assert note == "" and [row["client"] for row in source] == ["now"]
+    source, note = load_incidents(path, limit=3)
+    assert len(source) == 3 and "only the 3 most severe and recent incidents" in note
+    files = aimsec_core.report(tmp_path / "logs", since="2026-09-21", out=tmp_path / "out",
+                               console=Console(quiet=True))
+    assert files.report.incidents.total == 1

@@ -1,0 +1,53 @@
+"""Opening files named by hostile input (audit trails, configuration files) safely.
+
+A FIFO, device or socket where a regular file should be is hostile input: a FIFO blocks
+its reader forever, ``/dev/zero`` never ends. :func:`open_regular` opens without blocking,
+checks what it opened, and refuses anything but a regular file, so one swapped in after a
+listing is refused too. :func:`read_bounded` also refuses a file too large to hold.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """``path`` opened for binary reading. Raises ``ValueError`` when it is not a regular
+    file (naming what it is), ``OSError`` when it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | _NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path} is not a regular file (it is a {_kind(mode)}); "
+                             "expected a file")
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bounded(path: str | Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them. Raises
+    ``ValueError`` for a longer file or one that is not regular, ``OSError`` when it
+    cannot be read."""
+    with open_regular(path) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is longer than {limit} bytes")
+    return data
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
