@@ -232,8 +232,8 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
         return False
     if isinstance(array, SparseValues) and not (spec is not None and spec.accepts_sparse):
         _block(out, "format", f"input {name!r} is a sparse matrix ({array.format}); the "
-               "model does not take sparse input. Convert it to a dense array first "
-               "(x.toarray())", expected="dense array", received=f"sparse {array.format}")
+               f"model does not take sparse input. Convert it to a dense array first "
+               f"({array.densify})", expected="dense array", received=f"sparse {array.format}")
         return False
     received = dtype_name(array)
     if spec is not None and spec.dtype == _TEXT:
