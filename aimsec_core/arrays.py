@@ -29,6 +29,7 @@ class SparseValues:
     each stored value comes from ``indptr`` (compressed rows, CSR) or ``row`` (one row
     index per value, as CSC's ``indices`` or COO's ``row``). ``parts`` are the arrays that
     place the values (indices, indptr, ...), hashed with ``data``, ``format`` and ``shape``.
+    ``densify`` is how the caller makes a dense copy of the input, for refusals.
     """
 
     format: str
@@ -37,6 +38,7 @@ class SparseValues:
     parts: tuple[np.ndarray, ...]
     indptr: np.ndarray | None = None
     row: np.ndarray | None = None
+    densify: str = "x.toarray()"
 
     @property
     def ndim(self) -> int:

@@ -232,8 +232,8 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
         return False
     if isinstance(array, SparseValues) and not (spec is not None and spec.accepts_sparse):
         _block(out, "format", f"input {name!r} is a sparse matrix ({array.format}); the "
-               "model does not take sparse input. Convert it to a dense array first "
-               "(x.toarray())", expected="dense array", received=f"sparse {array.format}")
+               f"model does not take sparse input. Convert it to a dense array first "
+               f"({array.densify})", expected="dense array", received=f"sparse {array.format}")
         return False
     received = dtype_name(array)
     if spec is not None and spec.dtype == _TEXT:
@@ -346,11 +346,29 @@ def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | N
     batched = free or ranked
     sizes = {name: _batch_size(arrays[name], specs.get(name)) for name in batched}
     if len(set(sizes.values())) > 1:
+        batched, sizes = _vectors_beside_a_batch(batched, sizes, arrays, specs)
+    if len(set(sizes.values())) > 1:
         _block(out, "shape", f"inputs disagree on the batch size: {sizes}; expected one "
                "batch size shared by every input", expected="equal batch sizes", received=sizes)
         return None
     out.batch_size = next(iter(sizes.values()), 1)
     return set(batched)
+
+
+def _vectors_beside_a_batch(batched: list[str], sizes: dict[str, int],
+                            arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | None]
+                            ) -> tuple[list[str], dict[str, int]]:
+    """Undeclared 1-D inputs beside inputs that agree on a batch size (a torch model's
+    ``{"x": (N, 4), "mask": (N,)}``): a vector as long as that batch holds one value per
+    sample (a mask, lengths, labels); one of another length is one value for the whole
+    call, as a scalar is. Unchanged where the other inputs disagree among themselves."""
+    vectors = {name for name in batched if specs.get(name) is None and arrays[name].ndim == 1}
+    others = {sizes[name] for name in batched if name not in vectors}
+    if not vectors or len(others) != 1:
+        return batched, sizes
+    (n,) = others
+    kept = [name for name in batched if name not in vectors or arrays[name].shape[0] == n]
+    return kept, {name: n if name in vectors else sizes[name] for name in kept}
 
 
 def _by_symbol(arrays: Mapping[str, Any], declared: Mapping[str, InputSpec],

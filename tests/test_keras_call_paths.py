@@ -6,7 +6,8 @@ Screened (one audit record per call, ``last_verdict`` set, a NaN input refused w
 - ``predict(x)``, ``predict(x=x)``; ``predict`` on a generator, a ``tf.data.Dataset`` and a
   ``keras.utils.PyDataset`` (one record per batch: one batch here)
 - ``predict_on_batch(x)``
-- ``evaluate(x, y)``, and on a labelled ``tf.data.Dataset``
+- ``evaluate(x, y)``, and on a labelled ``tf.data.Dataset``; ``test_on_batch(x, y)`` (its
+  loss and metrics answer the caller as ``evaluate``'s do)
 - calling it: ``guarded(x)``, ``guarded(inputs=x)``, ``guarded(x, training=False)``
 - ``type(guarded).__call__(guarded, x)`` and ``guarded.__call__(x)``
 - a ``keras.Sequential([guarded])`` called eagerly: it calls the guarded object (Keras
@@ -20,7 +21,8 @@ the plain model to callers who bypass the guard knowingly):
   and wrappers such as ``TimeDistributed`` use), ``forward`` (the torch backend's),
   ``predict_step``, ``test_step``,
   ``make_predict_function``, ``predict_function``, ``make_test_function``,
-  ``test_function``, ``export``
+  ``test_function``, ``export``, ``stateless_call`` (a forward pass on the variable
+  values it is handed)
 - ``tf.function(guarded)`` and a ``tf.function`` that calls it (traced on symbolic tensors)
 - functional re-use as a layer, ``keras.Model(inputs, guarded(inputs))``, and a
   ``Sequential([guarded])`` compiled by ``predict`` (on the torch backend ``predict`` runs
@@ -92,6 +94,8 @@ SCREENED: dict[str, Callable[[Any, np.ndarray], Any]] = {
     "predict(PyDataset)": lambda g, x: g.predict(_OneBatch(x), verbose=0),
     "predict_on_batch": lambda g, x: g.predict_on_batch(x),
     "evaluate": lambda g, x: g.evaluate(x, LABELS, verbose=0),
+    "test_on_batch": lambda g, x: g.test_on_batch(x, LABELS),
+    "test_on_batch(x=)": lambda g, x: g.test_on_batch(x=x, y=LABELS),
     "call": lambda g, x: g(x),
     "call(inputs=)": lambda g, x: g(inputs=x),
     "call(training=False)": lambda g, x: g(x, training=False),
@@ -134,6 +138,9 @@ REFUSED: dict[str, Callable[[Any, np.ndarray], Any]] = {
     "test_function": lambda g, x: g.test_function,
     "forward (torch backend)": lambda g, x: g.forward(x),
     "export": lambda g, x: g.export("never-written"),
+    "stateless_call": lambda g, x: g.stateless_call(
+        [v.value for v in g.trainable_variables],
+        [v.value for v in g.non_trainable_variables], x),
     "functional re-use": lambda g, x: keras.Model(inputs := keras.Input((4,)), g(inputs)),
 }
 if tf is not None:  # compiled: the guarded layer would be traced on symbolic tensors

@@ -117,6 +117,37 @@ def test_sparse_input_is_refused_in_scikit_learns_words_where_the_model_takes_no
         _guard(model, sink).predict(sp.csr_matrix(data[0][:2]))
 
 
+
+def _sparse_frame(x, fill=0.0):
+    return pd.DataFrame(x).astype(pd.SparseDtype(np.float64, fill))
+
+
+def test_a_frame_of_sparse_columns_is_refused_as_sparse_where_the_model_takes_none(
+        data, boosting, sink):
+    """scikit-learn reads a DataFrame whose every column is sparse as a sparse matrix:
+    the guard refuses it as it refuses one, not the model with its own TypeError."""
+    with pytest.raises(aimsec_core.InputFormatError, match=r"sparse columns.*to_dense"):
+        _guard(boosting, sink).predict(_sparse_frame(data[0][:4]))
+    assert sink.outcomes == ["rejected"]
+
+
+def test_a_frame_of_sparse_columns_is_checked_on_its_stored_values(data, logreg, sink):
+    frame = _sparse_frame(np.where(data[0][:6] > 0.5, data[0][:6], 0.0))
+    guarded = _guard(logreg, sink, min_value=0.0, max_value=1.0)
+    np.testing.assert_array_equal(guarded.predict_proba(frame), logreg.predict_proba(frame))
+    with pytest.raises(aimsec_core.ValueRangeError):
+        guarded.predict(frame * 3)
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+def test_sparse_columns_filled_with_nan_are_a_typed_refusal(data, logreg, sink):
+    """pandas makes no sparse matrix of a fill value other than 0 (scikit-learn's
+    check_array then fails with pandas' own ValueError)."""
+    with pytest.raises(aimsec_core.InputFormatError, match="fill value"):
+        _guard(logreg, sink).predict(_sparse_frame(data[0][:4], fill=np.nan))
+    assert sink.outcomes == ["rejected"]
+
+
 # -- array-likes and DataFrames -----------------------------------------------------------
 
 class Lazy:

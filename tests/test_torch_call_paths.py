@@ -173,6 +173,49 @@ def test_extra_arguments_keep_their_own_leading_dimension(sink):
         g(x, (torch.full((2, 5, 3), math.nan), h[1]))
 
 
+
+class _DictBatch(nn.Module):
+    """Takes one dict: features (N, 4) and a per-sample mask or weight vector (N,)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.fc(batch["x"]) * batch["w"][:, None]
+
+
+def test_a_vector_per_sample_beside_the_batch_in_a_dict_is_per_sample(sink):
+    """A vector as long as the batch (a mask, lengths, labels) beside it in a dict was
+    taken as one sample and the valid call refused for disagreeing batch sizes."""
+    model = _DictBatch().eval()
+    g = aimsec_core.guard(model, sinks=[sink], constraints=LIMITS)
+    w = torch.tensor([1.0, 0.0])
+    with torch.no_grad():
+        assert torch.equal(g({"x": X, "w": w}), model({"x": X, "w": w}))
+    bad = w.clone()
+    bad[1] = math.nan
+    with pytest.raises(NonFiniteInputError, match=r"batch\['w'\]") as caught:
+        g({"x": X, "w": bad})
+    assert caught.value.verdict.flags == (False, True)  # the sample the NaN belongs to
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+def test_a_vector_of_another_length_beside_the_batch_concerns_the_whole_call(sink):
+    class Biased(nn.Module):
+        def forward(self, batch: dict) -> torch.Tensor:
+            return batch["x"] + batch["bias"]
+
+    g = aimsec_core.guard(Biased(), sinks=[sink], constraints=LIMITS)
+    bias = torch.tensor([0.0, 0.1, 0.0, 0.1])  # one value per feature, not per sample
+    assert torch.equal(g({"x": X, "bias": bias}), X + bias)
+    with pytest.raises(ValueRangeError) as caught:
+        g({"x": X, "bias": bias * 30})
+    assert caught.value.verdict.flags == (True, True)
+    with pytest.raises(InputFormatError, match="disagree on the batch size"):
+        g({"x": X, "bias": torch.zeros(3, 4)})  # two batches: still refused
+    assert sink.outcomes == ["allowed", "rejected", "rejected"]
+
 # -- every call path ---------------------------------------------------------------------
 
 

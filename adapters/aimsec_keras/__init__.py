@@ -21,8 +21,9 @@
     ...
     aimsec_core.errors.InputFormatError: digits-keras: input 'pixels' has shape (5, 63); ...
 
-``predict``, ``predict_on_batch``, ``evaluate`` and calling the model are guarded; every
-other attribute (``fit``, ``layers``, ``save``, ``compile`` ...) is the original model's.
+``predict``, ``predict_on_batch``, ``evaluate``, ``test_on_batch`` and calling the model are
+guarded; every other attribute (``fit``, ``layers``, ``save``, ``compile`` ...) is the
+original model's.
 Works on the TensorFlow and the torch backend (``KERAS_BACKEND``); input gradients for the
 detectors use ``tf.GradientTape`` or ``torch.autograd`` and leave the model untouched.
 """

@@ -42,12 +42,13 @@ UNGUARDED = {
     "predict_function": "predict's compiled step",
     "test_function": "evaluate's compiled step",
     "export": "an export of the model as an unguarded artifact",
+    "stateless_call": "a forward pass on variable values it is handed",
 }
 
 
 class GuardedModel(GuardedMixin):
-    """A Keras model whose ``predict``, ``predict_on_batch``, ``evaluate`` and ``__call__``
-    go through the guard; everything else is the original model's. ``last_verdict``,
+    """A Keras model whose ``predict``, ``predict_on_batch``, ``evaluate``,
+    ``test_on_batch`` and ``__call__`` go through the guard; everything else is the original model's. ``last_verdict``,
     ``calibrate`` and ``save_calibration`` come with every guarded object."""
 
     __slots__ = ("_aimsec_guard",)
@@ -65,6 +66,10 @@ class GuardedModel(GuardedMixin):
 
     def evaluate(self, *args: Any, **kwargs: Any) -> Any:
         return self._screened("evaluate", args, kwargs)
+
+    def test_on_batch(self, *args: Any, **kwargs: Any) -> Any:
+        """``evaluate`` on one batch (its loss and metrics answer the caller): screened."""
+        return self._screened("test_on_batch", args, kwargs)
 
     def predict_on_batch(self, x: Any) -> Any:
         guard = self._aimsec_guard
@@ -133,7 +138,8 @@ class GuardedModel(GuardedMixin):
         if name in UNGUARDED:
             raise _as_is(UnguardedAttributeError(
                 f"{name} runs the model without the guard (it is {UNGUARDED[name]}); the "
-                "guarded model refuses it. Use predict, predict_on_batch, evaluate or call "
+                "guarded model refuses it. Use predict, predict_on_batch, evaluate, "
+                "test_on_batch or call "
                 "the guarded model, or use aimsec_core.unguard(guarded) to bypass the guard "
                 "knowingly"))
         return getattr(self._aimsec_guard.model, name)

@@ -8,7 +8,8 @@ are looked up through ``sys.modules``, so they are never imported here).
   once, and the estimator gets that array (so it is converted exactly once);
 - scipy sparse matrices and arrays: their stored values, never densified (formats other
   than canonical CSR/CSC are converted to CSR, summing duplicate entries as the estimator
-  will);
+  will); a DataFrame whose columns are all pandas ``SparseDtype`` likewise, as the sparse
+  matrix ``check_array`` makes of it (``frame.sparse.to_coo()``; fill value 0 only);
 - pandas DataFrames and Series: their values converted by scikit-learn's rules (one
   common numeric dtype, nullable columns as float with NaN, object columns as float64
   where they hold numbers); a frame whose columns differ in kind becomes column blocks.
@@ -21,6 +22,7 @@ are looked up through ``sys.modules``, so they are never imported here).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -55,6 +57,8 @@ def read(value: Any, takes_strings: bool, fitted_names: Any = None) -> Any | Non
     if _is_pandas(value):
         if fitted_names is not None:
             _check_feature_names(value, fitted_names)
+        if _all_sparse_columns(value):
+            return _sparse_frame(value)
         return _frame(value, takes_strings)
     if isinstance(value, np.matrix):  # check_array refuses it: so does the guard
         raise TypeError("np.matrix is not supported, as scikit-learn refuses it; convert "
@@ -81,6 +85,30 @@ def _is_sparse(value: Any) -> bool:
 def _is_pandas(value: Any) -> bool:
     pandas = sys.modules.get("pandas")
     return pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series))
+
+
+def _all_sparse_columns(frame: Any) -> bool:
+    """Whether ``check_array`` reads ``frame`` as a sparse matrix: a DataFrame with
+    columns, every one of them of pandas' ``SparseDtype``."""
+    pandas = sys.modules["pandas"]
+    return (isinstance(frame, pandas.DataFrame) and frame.shape[1] > 0
+            and all(isinstance(d, pandas.SparseDtype) for d in frame.dtypes))
+
+
+def _sparse_frame(frame: Any) -> SparseValues:
+    """The sparse matrix scikit-learn makes of a DataFrame of sparse columns
+    (``frame.sparse.to_coo()``), as its stored values; ``ValueError`` where pandas cannot
+    make one (a fill value other than 0)."""
+    _check_labels(frame.columns)
+    fills = {d.fill_value for d in frame.dtypes}
+    if any(not (isinstance(f, (int, float, np.number)) and f == 0) for f in fills):
+        shown = sorted(map(repr, fills))[:5]
+        raise ValueError(f"the DataFrame's sparse columns have fill values {shown}; "
+                         "scikit-learn reads sparse columns as a sparse matrix, which needs "
+                         "fill value 0 (X.sparse.to_dense() gives a dense frame)")
+    values = _sparse(frame.sparse.to_coo())
+    return dataclasses.replace(values, format="DataFrame of sparse columns",
+                               densify="X.sparse.to_dense()")
 
 
 def _sparse(matrix: Any) -> SparseValues:
