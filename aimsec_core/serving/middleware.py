@@ -15,11 +15,11 @@ from typing import Any
 
 from ..config import resolve
 from ..context import ANONYMOUS, client
-from ..errors import ConfigurationError, SecurityViolation
+from ..errors import ConfigurationError
 from .addresses import (Address, Network, TrustedProxies, checked_prefix, client_network,
                         parse_address)
 from .keys import key_identity, resolve_secret
-from .refusals import refusal_for
+from .refusals import refusal_for, violation_in
 from .request_ids import request_id_context, request_id_from
 
 Scope = MutableMapping[str, Any]
@@ -151,8 +151,9 @@ class AimsecMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except SecurityViolation as error:
-            if started:  # the answer is already on its way: nothing left to say it with
+        except BaseException as raised:
+            error = violation_in(raised)
+            if error is None or started:  # started: nothing left to say the refusal with
                 raise
             refusal = refusal_for(error, request_id=request_id,
                                   include_model=self.include_model)

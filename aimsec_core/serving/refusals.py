@@ -23,6 +23,7 @@ any other violation        403     ``refused``            no
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 from dataclasses import dataclass
@@ -86,6 +87,38 @@ def refusal_for(error: SecurityViolation, *, request_id: str | None = None,
     payload = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     headers.append((b"content-length", str(len(payload)).encode("ascii")))
     return Refusal(status, code, tuple(headers), payload)
+
+
+def violation_in(error: BaseException) -> SecurityViolation | None:
+    """The :class:`SecurityViolation` ``error`` stands for, else ``None``.
+
+    ``error`` itself when it is one; the first of an exception group (PEP 654: what a
+    violation raised in a task group's child task arrives as, from ``asyncio.TaskGroup``
+    or anyio) whose leaves are all violations, nested groups included. A group holding any
+    other error is a crash, not a refusal: ``None``.
+    """
+    if isinstance(error, SecurityViolation):
+        return error
+    if _GROUP is None or not isinstance(error, _GROUP):
+        return None
+    leaves = [violation_in(inner) for inner in error.exceptions]
+    if not leaves or any(leaf is None for leaf in leaves):
+        return None
+    return leaves[0]
+
+
+def _group_type() -> type[BaseException] | None:
+    builtin = getattr(builtins, "BaseExceptionGroup", None)
+    if builtin is not None:
+        return builtin
+    try:  # Python 3.10: the backport anyio raises
+        from exceptiongroup import BaseExceptionGroup
+    except ImportError:
+        return None
+    return BaseExceptionGroup
+
+
+_GROUP = _group_type()
 
 
 def _retry_after(seconds: object) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -105,3 +106,30 @@ def test_other_errors_are_not_the_middlewares_business():
     app = AimsecMiddleware(Recorder(raise_=RuntimeError("model crashed")), key_secret="s" * 32)
     with pytest.raises(RuntimeError, match="model crashed"):
         call(app)
+
+
+def _group(*errors: BaseException) -> BaseException:
+    return BaseExceptionGroup("unhandled errors in a TaskGroup", list(errors))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are builtin from 3.11")
+def test_violation_inside_an_exception_group_is_answered():
+    # a violation raised in a task group's child task reaches the middleware wrapped in an
+    # exception group (anyio, asyncio.TaskGroup): it was a 500
+    error = RateLimitedError(SECRET_REASON, retry_after=1.5)
+    for raised in (_group(error), _group(_group(error), AdversarialInputError("x"))):
+        answer = call(AimsecMiddleware(Recorder(raise_=raised), key_secret="s" * 32))
+        assert answer.status == 429 and answer.json()["error"] == "rate_limited"
+        assert answer.headers[b"retry-after"] == b"2"
+        assert SECRET_REASON.encode() not in answer.body
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are builtin from 3.11")
+def test_exception_group_with_a_crash_in_it_stays_a_crash():
+    raised = _group(RateLimitedError("x"), RuntimeError("model crashed"))
+    with pytest.raises(BaseExceptionGroup) as info:
+        call(AimsecMiddleware(Recorder(raise_=raised), key_secret="s" * 32))
+    assert info.value is raised
+    started = _group(RateLimitedError("x"))
+    with pytest.raises(BaseExceptionGroup):
+        call(AimsecMiddleware(Recorder(raise_=started, started=True), key_secret="s" * 32))
