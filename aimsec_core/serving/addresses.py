@@ -83,9 +83,11 @@ class TrustedProxies:
 def parse_address(raw: bytes | str | None) -> Address | None:
     """An IP address from a peer or a forwarded hop, or ``None`` if it is not one.
 
-    Accepts ``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``, ``[2001:db8::1]:443``; drops an
-    IPv6 zone (``%eth0``) and unwraps IPv4-mapped IPv6 (``::ffff:1.2.3.4`` -> ``1.2.3.4``)
-    so one host has one identity. Never raises.
+    Accepts ``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``, ``[2001:db8::1]:443`` (ports
+    0-65535); drops an IPv6 zone (``%eth0``) and unwraps IPv4-mapped IPv6
+    (``::ffff:1.2.3.4`` -> ``1.2.3.4``) so one host has one identity. A zone on an IPv4
+    address, an empty zone, brackets around IPv4 or a port past 65535 make it not an
+    address. Never raises.
     """
     if isinstance(raw, bytes):
         if len(raw) > _MAX_HOP_CHARS * 2:
@@ -100,19 +102,25 @@ def parse_address(raw: bytes | str | None) -> Address | None:
     if not text or len(text) > _MAX_HOP_CHARS or not text.isascii():
         return None
     port: str | None = None
-    if text.startswith("["):
+    bracketed = text.startswith("[")
+    if bracketed:
         host, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
             return None
         text, port = host, (rest[1:] if rest else None)
     elif text.count(":") == 1:  # IPv4 with a port; IPv6 has at least two colons
         text, port = text.split(":")
-    if port is not None and not (port.isascii() and port.isdigit() and len(port) <= 5):
+    if port is not None and not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
         return None
-    text = text.split("%", 1)[0]
+    text, percent, zone = text.partition("%")
+    if percent and not zone:
+        return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
+        return None
+    # a zone names an IPv6 link; brackets hold IPv6 only (RFC 3986 section 3.2.2)
+    if isinstance(address, ipaddress.IPv4Address) and (percent or bracketed):
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped

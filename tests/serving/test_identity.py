@@ -250,9 +250,34 @@ def test_parse_address(raw, expected):
     assert str(parse_address(raw)) == expected
 
 
-@pytest.mark.parametrize("raw", [None, 5, b"\xff\xfe", "[::1]x", "1.2.3.4:", "1.2.3.4 5"])
+@pytest.mark.parametrize("raw", [
+    None, 5, b"\xff\xfe", "[::1]x", "1.2.3.4:", "1.2.3.4 5",
+    # a zone belongs to an IPv6 address; brackets hold IPv6 only (RFC 3986); ports stop
+    # at 65535: each of these was read as 1.2.3.4 or fe80::1
+    "1.2.3.4%eth0", "[1.2.3.4]", "[1.2.3.4]:80", "1.2.3.4:65536", "1.2.3.4:99999",
+    "[::1]:65536", "fe80::1%", "[fe80::1%]:80",
+])
 def test_parse_address_refuses_without_raising(raw):
     assert parse_address(raw) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(address=st.ip_addresses(), port=st.integers(0, 99_999), zone=st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="%,[]"),
+    max_size=8))
+def test_parse_address_reads_every_written_form_and_no_broken_one(address, port, zone):
+    expected = getattr(address, "ipv4_mapped", None) or address
+    if address.version == 4:
+        forms = {str(address): True, f"{address}:{port}": port <= 65535,
+                 f"[{address}]": False, f"{address}%{zone}": False}
+    else:
+        zoned = f"{address}%{zone}" if address.ipv4_mapped is None else None
+        forms = {str(address): True, f"[{address}]": True,
+                 f"[{address}]:{port}": port <= 65535, f"{address}%": False}
+        if zoned is not None:
+            forms[zoned] = bool(zone)
+    for text, valid in forms.items():
+        assert parse_address(text) == (expected if valid else None), text
 
 
 # -- properties ----------------------------------------------------------------------------
