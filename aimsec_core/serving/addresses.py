@@ -32,7 +32,9 @@ class TrustedProxies:
     ``proxies`` holds addresses (``"10.0.0.7"``, ``"::1"``) or CIDR networks
     (``"10.0.0.0/8"``, ``"fd00::/8"``) as strings or :mod:`ipaddress` objects; left ``None``
     it comes from ``AIMSEC_TRUSTED_PROXIES`` (comma-separated), else none are trusted.
-    Raises :class:`ConfigurationError` for an entry that is neither.
+    Raises :class:`ConfigurationError` for an entry that is neither, and for a network
+    written with host bits (``"10.0.0.5/24"``: the proxy ``10.0.0.5``, or all of
+    ``10.0.0.0/24``?).
     """
 
     def __init__(self, proxies: Iterable[str | Address | Network] | str | None = None) -> None:
@@ -161,11 +163,18 @@ def _network(entry: str | Address | Network) -> Network:
             return ipaddress.ip_network(entry)
         if isinstance(entry, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
             return entry
-        network = ipaddress.ip_network(str(entry).strip(), strict=False)
+        text = str(entry).strip()
+        network = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
         raise ConfigurationError(
             f"trusted proxy {entry!r} is not an IP address or CIDR network; expected e.g. "
             f"'10.0.0.7', '10.0.0.0/8' or 'fd00::/8' ({exc})") from exc
+    try:
+        ipaddress.ip_network(text)
+    except ValueError:  # an address with a prefix length: which one was meant?
+        raise ConfigurationError(
+            f"trusted proxy {entry!r} has host bits set: write '{text.split('/')[0]}' to "
+            f"trust that proxy, or '{network}' to trust every host of its network") from None
     if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
         mapped = network.network_address.ipv4_mapped
         if mapped is not None:  # '::ffff:10.0.0.7' names the IPv4 host peers are matched as

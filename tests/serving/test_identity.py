@@ -233,6 +233,20 @@ def test_invalid_trusted_proxy_is_a_configuration_error(bad):
         TrustedProxies([bad])
 
 
+@pytest.mark.parametrize("entry, proxy, network", [
+    ("10.0.0.5/24", "10.0.0.5", "10.0.0.0/24"), ("fd00::7/64", "fd00::7", "fd00::/64"),
+    ("::ffff:10.0.0.5/120", "::ffff:10.0.0.5", "::ffff:a00:0/120"),
+])
+def test_trusted_proxy_with_host_bits_is_a_configuration_error(entry, proxy, network):
+    # '10.0.0.5/24' (an interface's address as `ip addr` prints it) silently trusted all
+    # 256 hosts of 10.0.0.0/24, any of which could then forge X-Forwarded-For
+    with pytest.raises(ConfigurationError, match="host bits") as info:
+        TrustedProxies([entry])
+    assert f"'{proxy}'" in str(info.value) and f"'{network}'" in str(info.value)
+    assert identity(xff("198.51.100.66"), peer=("10.0.0.6", 1),
+                    trusted_proxies=["10.0.0.0/24"]) == "198.51.100.66"
+
+
 def test_trusted_proxies_take_ipaddress_objects():
     proxies = TrustedProxies([ipaddress.ip_address("10.0.0.5"),
                               ipaddress.ip_network("fd00::/8")])
