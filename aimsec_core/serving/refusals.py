@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import json
 import math
+import numbers
 from dataclasses import dataclass
 
 from ..errors import (ClientBlockedError, EmptyInputError, InputFormatError,
@@ -70,8 +71,9 @@ def refusal_for(error: SecurityViolation, *, request_id: str | None = None,
                 include_model: bool = False) -> Refusal:
     """The answer to ``error`` (see the module's table).
 
-    ``Retry-After`` is the error's ``retry_after`` rounded up to whole seconds (RFC 9110
-    section 10.2.3), at most one day; left out when the error has none that is finite.
+    ``Retry-After`` is the error's ``retry_after`` (any real number: int, float, numpy
+    scalar, fraction) rounded up to whole seconds (RFC 9110 section 10.2.3), 0 to one day;
+    left out when the error has none that is finite.
     ``include_model`` adds the refusing model's name from the verdict.
     """
     status, code, message = next(
@@ -122,10 +124,15 @@ _GROUP = _group_type()
 
 
 def _retry_after(seconds: object) -> int | None:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+    """Whole seconds from any real number (numpy scalars and fractions too), else None."""
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
         return None
-    if isinstance(seconds, int):  # exact: a huge int has no float (math.isfinite raises)
-        return min(MAX_RETRY_AFTER_S, max(0, seconds))
-    if not math.isfinite(seconds):
+    if isinstance(seconds, numbers.Integral):  # exact: a huge int has no float
+        return min(MAX_RETRY_AFTER_S, max(0, int(seconds)))
+    try:
+        value = float(seconds)
+    except OverflowError:  # a fraction past float's range
+        return MAX_RETRY_AFTER_S if seconds > 0 else 0
+    if not math.isfinite(value):
         return None
-    return min(MAX_RETRY_AFTER_S, max(0, math.ceil(seconds)))
+    return min(MAX_RETRY_AFTER_S, max(0, math.ceil(value)))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from aimsec_core import (AdversarialInputError, AimsecMiddleware, ClientBlockedError,
@@ -65,7 +67,20 @@ def test_retry_after_is_whole_seconds_rounded_up(seconds, header):
         assert dict(refusal_for(error).headers)[b"retry-after"] == header
 
 
-@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), None, "soon", True])
+@pytest.mark.parametrize("seconds, header", [
+    (np.float32(2.5), b"3"), (np.float16(0.2), b"1"), (np.int64(7), b"7"),
+    (Fraction(5, 2), b"3"), (np.int64(-3), b"0"), (np.uint64(2**63), b"86400"),
+    (Fraction(10**400, 3), b"86400"), (Fraction(-(10**400), 3), b"0"),
+])
+def test_retry_after_from_any_real_number(seconds, header):
+    # a limiter computing with numpy float32 or fractions lost its Retry-After header
+    for error in (RateLimitedError("x", retry_after=seconds),
+                  ClientBlockedError("x", retry_after=seconds)):
+        assert dict(refusal_for(error).headers)[b"retry-after"] == header
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), None, "soon", True,
+                                     np.float32("nan"), np.bool_(True), 1j])
 def test_retry_after_is_left_out_when_unknown(seconds):
     error = RateLimitedError("x")
     error.retry_after = seconds
