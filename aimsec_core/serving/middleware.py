@@ -15,12 +15,13 @@ from typing import Any
 
 from ..config import resolve
 from ..context import ANONYMOUS, client
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, SecurityViolation
 from .addresses import (Address, Network, TrustedProxies, checked_prefix, client_network,
                         parse_address)
 from .keys import key_identity, resolve_secret
-from .refusals import refusal_for, violation_in
+from .refusals import Refusal, refusal_for, violation_in
 from .request_ids import request_id_context, request_id_from
+from .websocket import serve_websocket
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -63,8 +64,10 @@ class AimsecMiddleware:
     generated; it is returned in the response's ``X-Request-ID`` header and the refusal
     body. Downstream, ``scope["aimsec"]`` holds ``{"client", "request_id"}``.
 
-    Other scope types (``lifespan``) pass through untouched; websocket requests get their
-    identity but no refusal translation. With Starlette or FastAPI add it with
+    Other scope types (``lifespan``) pass through untouched. A websocket request refused
+    before its accept is denied (the JSON answer where the server offers the denial
+    extension, else HTTP 403), after it closed with code 1013 or 1008
+    (:mod:`aimsec_core.serving.websocket`). With Starlette or FastAPI add it with
     ``app.add_middleware(AimsecMiddleware, ...)``: wrapped around the whole application it
     would sit outside Starlette's error handler, which answers 500 first.
 
@@ -102,7 +105,10 @@ class AimsecMiddleware:
         scope = {**scope, SCOPE_KEY: {"client": identity, "request_id": request_id}}
         with client(identity), request_id_context(request_id):
             if kind == "websocket":
-                await self.app(scope, receive, send)
+                await serve_websocket(
+                    self.app, scope, receive, send,
+                    lambda error: self._refusal(error, identity, request_id),
+                    (self._request_id_header, request_id.encode("ascii")))
                 return
             await self._serve_http(scope, receive, send, identity, request_id)
 
@@ -155,13 +161,16 @@ class AimsecMiddleware:
             error = violation_in(raised)
             if error is None or started:  # started: nothing left to say the refusal with
                 raise
-            refusal = refusal_for(error, request_id=request_id,
-                                  include_model=self.include_model)
-            log.debug("refused request %s from %s: %s (HTTP %d)", request_id, identity,
-                      refusal.code, refusal.status)
+            refusal = self._refusal(error, identity, request_id)
             await send({"type": "http.response.start", "status": refusal.status,
                         "headers": [*refusal.headers, id_header]})
             await send({"type": "http.response.body", "body": refusal.body})
+
+    def _refusal(self, error: SecurityViolation, identity: str, request_id: str) -> Refusal:
+        refusal = refusal_for(error, request_id=request_id, include_model=self.include_model)
+        log.debug("refused request %s from %s: %s (HTTP %d)", request_id, identity,
+                  refusal.code, refusal.status)
+        return refusal
 
 
 def _accepted_identities(keys: Iterable[str | bytes] | None,

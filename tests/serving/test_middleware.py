@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import subprocess
 import sys
@@ -14,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aimsec_core import AimsecMiddleware, ConfigurationError, RateLimitedError, current_client
+from aimsec_core import (AdversarialInputError, AimsecMiddleware, ConfigurationError,
+                         RateLimitedError, StoreUnavailableError, current_client)
 from aimsec_core import context as core_context
-from aimsec_core.serving import key_identity, request_id_context
+from aimsec_core.serving import key_identity, refusal_for, request_id_context
 
 from .asgi import Recorder, call, call_async
 
@@ -202,3 +204,82 @@ def test_the_core_imports_no_web_framework():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+# -- websocket refusals --------------------------------------------------------------------
+
+def _websocket(app, *, extensions=None, peer_closes=False) -> list[dict]:
+    """Drive ``app`` behind the middleware as one websocket connection; the messages sent."""
+    from .asgi import scope as make_scope
+
+    sent: list[dict] = []
+    incoming = [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "x"}]
+    if peer_closes:
+        incoming[1] = {"type": "websocket.disconnect", "code": 1001}
+
+    async def receive():
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message):
+        sent.append(message)
+
+    ws_scope = make_scope(kind="websocket")
+    ws_scope["extensions"] = extensions or {}
+    asyncio.run(middleware(app)(ws_scope, receive, send))
+    return sent
+
+
+def _ws_app(error, *, accept: bool, close: bool = False):
+    async def app(scope, receive, send):
+        await receive()
+        if accept:
+            await send({"type": "websocket.accept"})
+            await receive()
+        if close:
+            await send({"type": "websocket.close", "code": 1000})
+        raise error
+    return app
+
+
+@pytest.mark.parametrize("error, code", [
+    (RateLimitedError("limit 100 for 'k'", retry_after=3), 1013),
+    (AdversarialInputError("suspicion 4.36"), 1008),
+    (StoreUnavailableError("redis down at 10.0.0.9"), 1013),
+])
+def test_websocket_violation_after_accept_closes_with_a_policy_code(error, code):
+    # it propagated: the server closed with 1011 (internal error) and logged a crash
+    sent = _websocket(_ws_app(error, accept=True))
+    assert sent[0] == {"type": "websocket.accept"}
+    assert sent[1] == {"type": "websocket.close", "code": code,
+                       "reason": refusal_for(error).code}
+    assert len(sent) == 2
+
+
+def test_websocket_violation_before_accept_is_denied():
+    error = RateLimitedError("limit 100 for 'k'", retry_after=3)
+    # the server answers a close before accept with HTTP 403
+    assert _websocket(_ws_app(error, accept=False)) == [
+        {"type": "websocket.close", "code": 1013, "reason": "rate_limited"}]
+    # with the denial-response extension: the same JSON answer as over HTTP
+    sent = _websocket(_ws_app(error, accept=False),
+                      extensions={"websocket.http.response": {}})
+    start, body = sent
+    assert start["type"] == "websocket.http.response.start" and start["status"] == 429
+    headers = dict(start["headers"])
+    assert headers[b"retry-after"] == b"3" and len(headers[b"x-request-id"]) == 32
+    assert body["type"] == "websocket.http.response.body"
+    assert json.loads(body["body"])["error"] == "rate_limited"
+    assert b"limit 100" not in body["body"]
+
+
+@pytest.mark.parametrize("options", [{"close": True}, {"peer_closes": True}])
+def test_websocket_violation_after_the_close_propagates(options):
+    close = options.get("close", False)
+    app = _ws_app(RateLimitedError("x"), accept=True, close=close)
+    with pytest.raises(RateLimitedError):
+        _websocket(app, peer_closes=options.get("peer_closes", False))
+
+
+def test_websocket_crash_is_not_a_refusal():
+    with pytest.raises(RuntimeError):
+        _websocket(_ws_app(RuntimeError("boom"), accept=True))
