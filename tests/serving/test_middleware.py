@@ -11,7 +11,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +23,7 @@ from aimsec_core import context as core_context
 from aimsec_core.serving import key_identity, refusal_for, request_id_context
 
 from .asgi import Recorder, call, call_async
+from .servers import running
 
 SECRET = "s" * 32
 SAFE_ID = re.compile(r"[A-Za-z0-9._~:+=/-]{1,128}")
@@ -283,3 +286,48 @@ def test_websocket_violation_after_the_close_propagates(options):
 def test_websocket_crash_is_not_a_refusal():
     with pytest.raises(RuntimeError):
         _websocket(_ws_app(RuntimeError("boom"), accept=True))
+
+
+def test_concurrent_requests_through_uvicorn_keep_their_own_identity():
+    """Many requests in flight at once over real HTTP (keep-alive connections reused by
+    different identities), to an async endpoint and to a sync one run in the threadpool:
+    each sees only its own client and request id, however the server interleaves them."""
+    app = FastAPI()
+    app.add_middleware(AimsecMiddleware, key_secret=SECRET, trusted_proxies=["127.0.0.1"])
+
+    def seen(request: Request) -> dict[str, str]:
+        return {"client": current_client(), "request_id": core_context.current_request_id(),
+                "scope": request.scope["aimsec"]["client"]}
+
+    @app.get("/async")
+    async def in_task(request: Request) -> dict[str, object]:
+        before = seen(request)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return {"views": [before, seen(request), await asyncio.to_thread(seen, request)]}
+
+    @app.get("/sync")
+    def in_thread(request: Request) -> dict[str, object]:
+        return {"views": [seen(request)]}
+
+    def headers(i: int) -> dict[str, str]:
+        ident = {"X-API-Key": f"key-{i}"} if i % 2 else {"X-Forwarded-For": f"198.51.100.{i}"}
+        return {**ident, "X-Request-ID": f"req-{i}"}
+
+    def expected(i: int) -> str:
+        return key_identity(f"key-{i}", SECRET.encode()) if i % 2 else f"198.51.100.{i}"
+
+    async def main(url: str) -> list[tuple[int, dict]]:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+            answers = await asyncio.gather(*(
+                http.get("/async" if i % 3 else "/sync", headers=headers(i))
+                for i in range(160)))
+        return [(i, answer.json()) for i, answer in enumerate(answers)]
+
+    with running(app) as url:
+        results = asyncio.run(main(url))
+    for i, body in results:
+        for view in body["views"]:
+            assert view == {"client": expected(i), "request_id": f"req-{i}",
+                            "scope": expected(i)}
