@@ -20,6 +20,8 @@ from ..errors import ConfigurationError
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
+#: The trusted-proxy entry that trusts a peer without an IP address (a Unix socket).
+UNIX = "unix"
 #: At most this many hops of ``X-Forwarded-For`` are read, from the right.
 MAX_HOPS = 32
 #: Longest text of one hop that can be an address (an IPv6 address with brackets and port).
@@ -30,7 +32,9 @@ class TrustedProxies:
     """The networks whose ``X-Forwarded-For`` is believed.
 
     ``proxies`` holds addresses (``"10.0.0.7"``, ``"::1"``) or CIDR networks
-    (``"10.0.0.0/8"``, ``"fd00::/8"``) as strings or :mod:`ipaddress` objects; left ``None``
+    (``"10.0.0.0/8"``, ``"fd00::/8"``) as strings or :mod:`ipaddress` objects, and
+    ``"unix"`` to trust a peer without an IP address (the proxy in front of a server
+    listening on a Unix socket, whose requests otherwise have no address); left ``None``
     it comes from ``AIMSEC_TRUSTED_PROXIES`` (comma-separated), else none are trusted.
     Raises :class:`ConfigurationError` for an entry that is neither, and for a network
     written with host bits (``"10.0.0.5/24"``: the proxy ``10.0.0.5``, or all of
@@ -41,29 +45,36 @@ class TrustedProxies:
         entries = resolve(proxies, "AIMSEC_TRUSTED_PROXIES", (), _split)
         if isinstance(entries, str):
             entries = _split(entries)
-        self.networks: tuple[Network, ...] = tuple(_network(e) for e in entries)
+        entries = list(entries)
+        #: Whether a peer without an IP address (a Unix socket) is a trusted proxy.
+        self.unix = any(_is_unix(e) for e in entries)
+        self.networks: tuple[Network, ...] = tuple(
+            _network(e) for e in entries if not _is_unix(e))
 
     def __contains__(self, address: Address) -> bool:
         return any(address in network for network in self.networks)
 
     def __bool__(self) -> bool:
-        return bool(self.networks)
+        return self.unix or bool(self.networks)
 
     def __repr__(self) -> str:
-        return f"TrustedProxies({[str(n) for n in self.networks]})"
+        names = [UNIX] * self.unix + [str(n) for n in self.networks]
+        return f"TrustedProxies({names})"
 
-    def client(self, peer: Address, forwarded_for: list[bytes]) -> Address:
-        """The client's address, given the direct ``peer`` and every ``X-Forwarded-For``
-        header value in order (several headers read as one comma-separated list).
+    def client(self, peer: Address | None, forwarded_for: list[bytes]) -> Address | None:
+        """The client's address, given the direct ``peer`` (``None`` when it has no IP
+        address: a Unix socket) and every ``X-Forwarded-For`` header value in order
+        (several headers read as one comma-separated list).
 
         The peer itself when it is not a trusted proxy or nothing was forwarded. Otherwise
         the right-most hop that is not a trusted proxy; when the hops run out, or one is not
         an address, before an untrusted one is found, the last trusted address reached
-        (a malformed hop cannot be told apart from a forged one). Empty list elements
-        (``"1.2.3.4, , 10.0.0.7"``, or an empty header) are skipped, as RFC 9110 section
-        5.6.1 asks of a recipient.
+        (a malformed hop cannot be told apart from a forged one), ``None`` if none was.
+        Empty list elements (``"1.2.3.4, , 10.0.0.7"``, or an empty header) are skipped,
+        as RFC 9110 section 5.6.1 asks of a recipient.
         """
-        if peer not in self or not forwarded_for:
+        trusted = self.unix if peer is None else peer in self
+        if not trusted or not forwarded_for:
             return peer
         joined = b",".join(forwarded_for)
         hops = joined.rsplit(b",", MAX_HOPS)
@@ -151,6 +162,10 @@ def checked_prefix(ipv6_prefix: object) -> int:
         raise ConfigurationError(
             f"ipv6_prefix must be an integer from 0 to 128 (e.g. 64); received {ipv6_prefix!r}")
     return ipv6_prefix
+
+
+def _is_unix(entry: object) -> bool:
+    return isinstance(entry, str) and entry.strip().lower() == UNIX
 
 
 def _split(raw: str) -> tuple[str, ...]:

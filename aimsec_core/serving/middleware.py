@@ -58,7 +58,9 @@ class AimsecMiddleware:
        IPv6 address counts as its ``/ipv6_prefix`` network (else ``AIMSEC_IPV6_PREFIX``,
        else 64; 128 keeps single addresses), e.g. ``2001:db8:0:1::/64``: one subscriber
        holds a whole /64 and could use a new address per request.
-    3. ``"anonymous"`` when the server gives no peer address (a Unix socket).
+    3. ``"anonymous"`` when the server gives no peer address (a Unix socket) and no
+       forwarded one is believed (``"unix"`` among ``trusted_proxies`` trusts the proxy
+       in front of a Unix socket).
 
     ``X-Request-ID`` is kept when safe (:mod:`aimsec_core.serving.request_ids`), else one is
     generated; it is returned in the response's ``X-Request-ID`` header and the refusal
@@ -134,11 +136,10 @@ class AimsecMiddleware:
                 identity = key_identity(key, self._secret)
                 if self._accepted is None or identity in self._accepted:
                     return identity
-        peer = _peer(scope)
-        if peer is None:
+        address = self.trusted_proxies.client(_peer(scope), forwarded)
+        if address is None:
             return ANONYMOUS
-        return str(client_network(self.trusted_proxies.client(peer, forwarded),
-                                  self.ipv6_prefix))
+        return str(client_network(address, self.ipv6_prefix))
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send, identity: str,
                           request_id: str) -> None:

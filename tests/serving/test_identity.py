@@ -221,6 +221,33 @@ def test_hops_beyond_the_limit_are_not_read():
     assert identity(xff(chain), peer=PROXY, trusted_proxies=["10.0.0.0/24"]) == "10.0.0.9"
 
 
+@pytest.mark.parametrize("peer", [None, ("", 0), ("/run/app.sock",)])
+def test_a_trusted_unix_socket_proxy_forwards_the_client(peer):
+    # nginx in front of the server over a Unix socket: no peer address, so every caller
+    # was "anonymous" (never throttled by the default policy), with no way to say the
+    # socket's peer is the proxy
+    assert identity(xff("198.51.100.66"), peer=peer, trusted_proxies=["unix"]) \
+        == "198.51.100.66"
+    assert identity(xff("1.1.1.1, 198.51.100.66, 10.0.0.9"), peer=peer,
+                    trusted_proxies=["10.0.0.0/24", "UNIX"]) == "198.51.100.66"
+    # nothing believable forwarded: no address is known
+    for values, expected in (((), "anonymous"), (("garbage",), "anonymous"),
+                             (("",), "anonymous"), (("10.0.0.9",), "10.0.0.9"),
+                             (("garbage, 10.0.0.9",), "10.0.0.9")):
+        assert identity(xff(*values), peer=peer,
+                        trusted_proxies=["unix", "10.0.0.0/24"]) == expected
+    # untrusted by default, and "unix" trusts no IP peer
+    assert identity(xff("198.51.100.66"), peer=peer) == "anonymous"
+    assert identity(xff("198.51.100.66"), trusted_proxies=["unix"]) == "203.0.113.7"
+
+
+def test_unix_proxy_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AIMSEC_TRUSTED_PROXIES", "unix, 10.0.0.5")
+    assert identity(xff("198.51.100.66"), peer=None) == "198.51.100.66"
+    assert repr(TrustedProxies()) == "TrustedProxies(['unix', '10.0.0.5/32'])"
+    assert TrustedProxies(["unix"]) and not TrustedProxies([])
+
+
 def test_trusted_proxies_from_the_environment(monkeypatch):
     monkeypatch.setenv("AIMSEC_TRUSTED_PROXIES", "192.0.2.0/24, 10.0.0.5")
     assert identity(xff("198.51.100.66"), peer=PROXY) == "198.51.100.66"
