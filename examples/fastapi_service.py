@@ -38,8 +38,9 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 import aimsec_core
 
@@ -138,6 +139,8 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
                  "request_id": request.scope["aimsec"]["request_id"]}, status_code=415)
         try:
             inputs = parse_inputs(await read_body(request))
+        except ClientDisconnect:  # the caller left mid-body: nobody to answer, no input
+            return Response(status_code=400)
         except aimsec_core.InvalidInputError as exc:
             # refused before it could reach the model: recorded like any refused call
             raise aimsec_core.guard_of(guarded).refuse(exc) from None

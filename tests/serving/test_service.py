@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -183,6 +185,36 @@ def test_json_media_types_are_served(served, digits, n, content_type):
     answer = post(url, digits[n:n + 1], content_type=content_type, source=PROXY,
                   headers={"X-Forwarded-For": f"198.51.100.{100 + n}"})
     assert answer.status_code == 200, answer.text
+
+
+def test_a_caller_leaving_mid_body_is_no_crash(service, trained):
+    """A client that closes the connection halfway through its body made the endpoint
+    raise (``ClientDisconnect``): one server-log traceback per aborted upload, a cheap way
+    to flood the error log."""
+    sink = ListSink()
+    app = service.create_app(model=copy.deepcopy(trained), sinks=[sink], policy=None,
+                             calibrate=False, key_secret=SECRET, api_keys=[RAW_KEY])
+    raised: list[BaseException] = []
+    finished = threading.Event()
+
+    async def watched(scope, receive, send):
+        try:
+            await app(scope, receive, send)
+        except BaseException as error:
+            raised.append(error)
+            raise
+        finally:
+            if scope["type"] == "http":
+                finished.set()
+
+    with running(watched) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=60) as conn:
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 100000\r\n\r\n{\"inputs\": [[0, 1")
+        assert finished.wait(timeout=120)
+    assert raised == []
+    assert sink.events == []  # nothing was decided about an input that never arrived
 
 
 def test_high_severity_threat_is_refused_without_internals(served):
