@@ -73,7 +73,9 @@ class AimsecMiddleware:
     ``app.add_middleware(AimsecMiddleware, ...)``: wrapped around the whole application it
     would sit outside Starlette's error handler, which answers 500 first.
 
-    Raises :class:`ConfigurationError` for an invalid proxy, secret or header name.
+    Raises :class:`ConfigurationError` for an invalid proxy, secret or header name, for
+    one header named for two jobs, and for ``forwarded_header="Forwarded"`` (RFC 7239's
+    syntax is not ``X-Forwarded-For``'s).
     """
 
     def __init__(self, app: ASGIApp, *, api_key_header: str | None = "X-API-Key",
@@ -92,6 +94,7 @@ class AimsecMiddleware:
             resolve(ipv6_prefix, "AIMSEC_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, int))
         self._forwarded_header = _header_name(forwarded_header)
         self._request_id_header = _header_name(request_id_header)
+        _check_distinct(self._key_header, self._forwarded_header, self._request_id_header)
         self.include_model = include_model
 
     def __repr__(self) -> str:  # the secret stays out of reprs and tracebacks
@@ -211,6 +214,19 @@ def _peer(scope: Scope) -> Address | None:
     except (TypeError, IndexError, KeyError):
         return None
     return parse_address(host)
+
+
+def _check_distinct(key: bytes | None, forwarded: bytes, request_id: bytes) -> None:
+    names = [n for n in (key, forwarded, request_id) if n is not None]
+    if len(set(names)) < len(names):
+        raise ConfigurationError(
+            "api_key_header, forwarded_header and request_id_header name the same header "
+            f"twice ({[n.decode() for n in names]}); each needs its own")
+    if forwarded == b"forwarded":
+        raise ConfigurationError(
+            "forwarded_header 'Forwarded' (RFC 7239: 'for=192.0.2.7;proto=https') is not "
+            "read: its syntax differs from X-Forwarded-For's list of addresses. Have the "
+            "proxy set X-Forwarded-For")
 
 
 def _header_name(name: str) -> bytes:

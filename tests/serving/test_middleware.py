@@ -128,6 +128,22 @@ def test_invalid_header_names_are_configuration_errors(name):
         middleware(Recorder(), api_key_header=name)
 
 
+@pytest.mark.parametrize("options", [
+    {"api_key_header": "X-Forwarded-For"}, {"request_id_header": "x-api-key"},
+    {"forwarded_header": "X-Request-ID"},
+])
+def test_one_header_for_two_jobs_is_a_configuration_error(options):
+    # the key header shadowed the forwarded one: X-Forwarded-For was never read
+    with pytest.raises(ConfigurationError, match="name the same header"):
+        middleware(Recorder(), **options)
+
+
+def test_rfc_7239_forwarded_is_not_read_as_x_forwarded_for():
+    # 'for=198.51.100.7;proto=https' is no address: every caller became the proxy
+    with pytest.raises(ConfigurationError, match="Forwarded"):
+        middleware(Recorder(), forwarded_header="Forwarded")
+
+
 def test_concurrent_requests_keep_their_own_identity():
     """All requests are inside the app at once; each sees its own client before and after
     the others ran, in a child task and in a worker thread."""
