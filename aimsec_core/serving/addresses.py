@@ -11,6 +11,7 @@ was written by the client itself and is ignored.
 from __future__ import annotations
 
 import ipaddress
+import warnings
 from collections.abc import Iterable
 from typing import Union
 
@@ -36,6 +37,7 @@ class TrustedProxies:
     ``"unix"`` to trust a peer without an IP address (the proxy in front of a server
     listening on a Unix socket, whose requests otherwise have no address); left ``None``
     it comes from ``AIMSEC_TRUSTED_PROXIES`` (comma-separated), else none are trusted.
+    Warns (``RuntimeWarning``) for a ``/0`` network: every address trusted.
     Raises :class:`ConfigurationError` for an entry that is neither, and for a network
     written with host bits (``"10.0.0.5/24"``: the proxy ``10.0.0.5``, or all of
     ``10.0.0.0/24``?).
@@ -50,6 +52,14 @@ class TrustedProxies:
         self.unix = any(_is_unix(e) for e in entries)
         self.networks: tuple[Network, ...] = tuple(
             _network(e) for e in entries if not _is_unix(e))
+        for network in self.networks:
+            if network.prefixlen == 0:
+                warnings.warn(
+                    f"trusted proxy {network} makes every address of its family a trusted "
+                    "proxy: a client's own left-most X-Forwarded-For hop is then believed, "
+                    "and unless the proxy replaces the header rather than appending to it, "
+                    "each client picks its identity. List the proxies' own addresses",
+                    RuntimeWarning, stacklevel=2)
 
     def __contains__(self, address: Address) -> bool:
         return any(address in network for network in self.networks)

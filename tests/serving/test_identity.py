@@ -274,6 +274,18 @@ def test_trusted_proxy_with_host_bits_is_a_configuration_error(entry, proxy, net
                     trusted_proxies=["10.0.0.0/24"]) == "198.51.100.66"
 
 
+@pytest.mark.parametrize("everything", ["0.0.0.0/0", "::/0", "::ffff:0:0/96"])
+def test_trusting_every_address_warns(everything):
+    # every hop is then trusted, the client-written left-most one too: behind a proxy that
+    # appends to X-Forwarded-For, a client picks its identity (and a fresh one per call)
+    with pytest.warns(RuntimeWarning, match="every address"):
+        TrustedProxies(["10.0.0.5", everything])
+    with pytest.warns(RuntimeWarning):
+        seen = identity(xff("6.6.6.6, 198.51.100.66"), peer=PROXY,
+                        trusted_proxies=[everything, "0.0.0.0/0"])
+    assert seen == "6.6.6.6"  # as configured; the warning says why
+
+
 def test_trusted_proxies_take_ipaddress_objects():
     proxies = TrustedProxies([ipaddress.ip_address("10.0.0.5"),
                               ipaddress.ip_network("fd00::/8")])

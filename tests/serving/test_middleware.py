@@ -197,6 +197,7 @@ peers = st.one_of(st.none(), st.tuples(st.ip_addresses().map(str), st.integers(0
                   st.tuples(st.text(max_size=30), st.integers()), st.just(("",)))
 
 
+@pytest.mark.filterwarnings("ignore:trusted proxy .*/0:RuntimeWarning")  # trusts everything
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(headers=st.lists(st.tuples(header_names, header_values), max_size=8),
        key=st.binary(min_size=4, max_size=200).map(lambda b: b"k!" + b),
