@@ -62,6 +62,12 @@ class AimsecMiddleware:
        forwarded one is believed (``"unix"`` among ``trusted_proxies`` trusts the proxy
        in front of a Unix socket).
 
+    The application's ``http.response.start`` is passed on with its first body message
+    (the ASGI specification lets a server send nothing before that one), so a violation
+    raised between the two, as when a guarded generator feeds Starlette's
+    ``StreamingResponse``, is still answered as a refusal; one raised after the first body
+    chunk propagates (the answer is on its way).
+
     ``X-Request-ID`` is kept when safe (:mod:`aimsec_core.serving.request_ids`), else one is
     generated; it is returned in the response's ``X-Request-ID`` header and the refusal
     body. Downstream, ``scope["aimsec"]`` holds ``{"client", "request_id"}``.
@@ -146,17 +152,21 @@ class AimsecMiddleware:
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send, identity: str,
                           request_id: str) -> None:
-        started = False
+        started = False  # whether a response start has gone to the server
+        pending: Message | None = None  # the app's start, held until its first body chunk
         id_header = (self._request_id_header, request_id.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message.get("type") == "http.response.start":
-                started = True
+            nonlocal started, pending
+            if message.get("type") == "http.response.start" and not started:
                 headers = list(message.get("headers") or ())
                 if not any(name.lower() == id_header[0] for name, _ in headers):
                     headers.append(id_header)
-                message = {**message, "headers": headers}
+                pending = {**message, "headers": headers}
+                return
+            if pending is not None:
+                started, held, pending = True, pending, None
+                await send(held)
             await send(message)
 
         try:
@@ -169,6 +179,9 @@ class AimsecMiddleware:
             await send({"type": "http.response.start", "status": refusal.status,
                         "headers": [*refusal.headers, id_header]})
             await send({"type": "http.response.body", "body": refusal.body})
+            return
+        if pending is not None:  # a start with no body after it: the server's to judge
+            await send(pending)
 
     def _refusal(self, error: SecurityViolation, identity: str, request_id: str) -> Refusal:
         refusal = refusal_for(error, request_id=request_id, include_model=self.include_model)

@@ -348,3 +348,31 @@ def test_concurrent_requests_through_uvicorn_keep_their_own_identity():
         for view in body["views"]:
             assert view == {"client": expected(i), "request_id": f"req-{i}",
                             "scope": expected(i)}
+
+
+def test_a_guarded_stream_refused_before_its_first_chunk_is_answered_over_http():
+    """A StreamingResponse fed by a guarded generator: refused at the first chunk, the
+    client got a 200 and a connection cut mid-body; now the refusal."""
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+    app.add_middleware(AimsecMiddleware, key_secret=SECRET)
+
+    @app.get("/stream")
+    async def stream(fail_at: int) -> StreamingResponse:
+        async def chunks():
+            for i in range(3):
+                if i == fail_at:
+                    raise RateLimitedError("120 calls in 60 s; limit 100", retry_after=7)
+                yield f"chunk {i}\n".encode()
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        refused = http.get("/stream", params={"fail_at": 0})
+        whole = http.get("/stream", params={"fail_at": 9})
+        with pytest.raises(httpx.RemoteProtocolError):  # mid-stream: nothing else to do
+            http.get("/stream", params={"fail_at": 1})
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "7"
+    assert refused.json()["error"] == "rate_limited" and "limit 100" not in refused.text
+    assert whole.status_code == 200 and whole.text == "chunk 0\nchunk 1\nchunk 2\n"
+    assert whole.headers["x-request-id"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from fractions import Fraction
@@ -108,6 +109,49 @@ def test_middleware_include_model_option():
     app = AimsecMiddleware(Recorder(raise_=AdversarialInputError("x", verdict())),
                            key_secret="s" * 32, include_model=True)
     assert call(app).json()["model"] == "fraud-scorer-v7"
+
+
+def test_violation_between_the_start_and_the_first_body_chunk_is_answered():
+    # Starlette's StreamingResponse sends its start before asking a (guarded) generator
+    # for the first chunk: the violation came after the start, so the client got a 200
+    # cut short. Nothing of the start has reached the client yet (ASGI lets a server send
+    # nothing before the first body message), so the refusal replaces it.
+    sent_start = []
+
+    async def streaming(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        sent_start.append(True)
+        raise RateLimitedError(SECRET_REASON, retry_after=4)
+
+    answer = call(AimsecMiddleware(streaming, key_secret="s" * 32))
+    assert sent_start == [True]
+    assert answer.status == 429 and answer.headers[b"retry-after"] == b"4"
+    assert answer.headers[b"content-type"] == b"application/json"
+    assert answer.json()["error"] == "rate_limited"
+
+
+def test_a_response_start_reaches_the_server_with_the_first_body_chunk():
+    sent: list[str] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        sent.append("start")
+        await send({"type": "http.response.body", "body": b""})
+        sent.append("body")
+
+    async def main():
+        seen = []
+
+        async def server_send(message):
+            seen.append((message["type"], list(sent)))
+
+        from .asgi import scope
+        await AimsecMiddleware(app, key_secret="s" * 32)(scope(), None, server_send)
+        return seen
+
+    assert asyncio.run(main()) == [("http.response.start", ["start"]),
+                                   ("http.response.body", ["start"])]
 
 
 def test_violation_after_the_response_started_propagates():
