@@ -152,7 +152,7 @@ class AimsecMiddleware:
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send, identity: str,
                           request_id: str) -> None:
-        started = False  # whether a response start has gone to the server
+        started = False  # whether anything of the response has gone to the server
         pending: Message | None = None  # the app's start, held until its first body chunk
         id_header = (self._request_id_header, request_id.encode("ascii"))
 
@@ -164,8 +164,9 @@ class AimsecMiddleware:
                     headers.append(id_header)
                 pending = {**message, "headers": headers}
                 return
+            started = True
             if pending is not None:
-                started, held, pending = True, pending, None
+                held, pending = pending, None
                 await send(held)
             await send(message)
 

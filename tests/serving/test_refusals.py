@@ -9,6 +9,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aimsec_core import (AdversarialInputError, AimsecMiddleware, ClientBlockedError,
                          EmptyInputError, ExtractionSuspectedError, Finding,
@@ -192,3 +194,51 @@ def test_exception_group_with_a_crash_in_it_stays_a_crash():
     started = _group(RateLimitedError("x"))
     with pytest.raises(BaseExceptionGroup):
         call(AimsecMiddleware(Recorder(raise_=started, started=True), key_secret="s" * 32))
+
+
+_raised = st.sampled_from([None, RateLimitedError("x", retry_after=2),
+                           AdversarialInputError("x"), RuntimeError("crash")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.booleans(), chunks=st.integers(0, 2), end=st.booleans(), raised=_raised)
+def test_a_refusal_exactly_when_nothing_got_out(start, chunks, end, raised):
+    """Whatever an application sends before it raises, the server gets the app's messages
+    unchanged but for the request id header, or, when a violation came before any body
+    message got out, only the refusal: never two starts, never a refusal after a chunk."""
+    steps = ["start"] * start + ["chunk"] * chunks + ["end"] * end
+
+    async def app(scope, receive, send):
+        for step in steps:
+            if step == "start":
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+            else:
+                await send({"type": "http.response.body", "body": b"x",
+                            "more_body": step == "chunk"})
+        if raised is not None:
+            raise raised
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def run():
+        from .asgi import scope
+        await AimsecMiddleware(app, key_secret="s" * 32)(scope(), None, send)
+
+    body_got_out = chunks + end > 0
+    if isinstance(raised, SecurityViolation) and not body_got_out:
+        asyncio.run(run())
+        assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+        assert sent[0]["status"] in (429, 403)
+        return
+    if raised is None:
+        asyncio.run(run())
+        expected = steps
+    else:
+        with pytest.raises(type(raised)):
+            asyncio.run(run())
+        expected = steps if body_got_out else []  # a start alone is held back: a 500 follows
+    assert [m["type"].rsplit(".", 1)[1] for m in sent] \
+        == [{"start": "start"}.get(step, "body") for step in expected]
