@@ -102,6 +102,7 @@ class AimsecMiddleware:
         self._request_id_header = _header_name(request_id_header)
         _check_distinct(self._key_header, self._forwarded_header, self._request_id_header)
         self.include_model = include_model
+        self._warned_unix = False
 
     def __repr__(self) -> str:  # the secret stays out of reprs and tracebacks
         return (f"AimsecMiddleware(app={self.app!r}, trusted_proxies={self.trusted_proxies!r},"
@@ -145,8 +146,16 @@ class AimsecMiddleware:
                 identity = key_identity(key, self._secret)
                 if self._accepted is None or identity in self._accepted:
                     return identity
-        address = self.trusted_proxies.client(_peer(scope), forwarded)
+        peer = _peer(scope)
+        address = self.trusted_proxies.client(peer, forwarded)
         if address is None:
+            if forwarded and not self.trusted_proxies.unix and not self._warned_unix:
+                self._warned_unix = True
+                log.warning(
+                    "aimsec: requests whose peer has no IP address (a Unix socket) carry "
+                    "X-Forwarded-For, which is not believed: every such caller is "
+                    "'anonymous', which the default policy does not throttle. If a proxy "
+                    "forwards to this Unix socket, add 'unix' to trusted_proxies")
             return ANONYMOUS
         return str(client_network(address, self.ipv6_prefix))
 

@@ -241,6 +241,24 @@ def test_a_trusted_unix_socket_proxy_forwards_the_client(peer):
     assert identity(xff("198.51.100.66"), trusted_proxies=["unix"]) == "203.0.113.7"
 
 
+def test_forwarded_for_over_an_untrusted_unix_socket_warns_once(caplog):
+    app = Recorder()
+    wrapped = AimsecMiddleware(app, key_secret=SECRET)
+    with caplog.at_level("WARNING", logger="aimsec.serving"):
+        for _ in range(3):
+            call(wrapped, xff("198.51.100.66"), peer=None)
+        call(wrapped, peer=None)  # nothing forwarded: nothing to say
+    assert app.client == "anonymous"
+    warnings = [r for r in caplog.records if "add 'unix' to trusted_proxies" in r.message]
+    assert len(warnings) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aimsec.serving"):
+        call(AimsecMiddleware(Recorder(), key_secret=SECRET, trusted_proxies=["unix"]),
+             xff("garbage"), peer=None)
+        call(AimsecMiddleware(Recorder(), key_secret=SECRET), peer=None)
+    assert not caplog.records
+
+
 def test_unix_proxy_from_the_environment(monkeypatch):
     monkeypatch.setenv("AIMSEC_TRUSTED_PROXIES", "unix, 10.0.0.5")
     assert identity(xff("198.51.100.66"), peer=None) == "198.51.100.66"
