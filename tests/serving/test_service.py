@@ -187,6 +187,21 @@ def test_json_media_types_are_served(served, digits, n, content_type):
     assert answer.status_code == 200, answer.text
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_past_the_limit_is_422_and_recorded(served, service, chunked):
+    url, sink, _ = served
+    size = service.MAX_BODY_BYTES + 1
+    content = (iter([b" " * 65536] * (size // 65536 + 1)) if chunked
+               else b'{"inputs": [[' + b"0," * (size // 2) + b"0]]}")
+    before = len(sink.events)
+    with httpx.Client(base_url=url, timeout=60) as http:
+        answer = http.post("/predict", content=content,
+                           headers={"Content-Type": "application/json", "X-API-Key": RAW_KEY})
+    assert answer.status_code == 422 and answer.json()["error"] == "input_too_large"
+    assert len(sink.events) == before + 1
+    assert [f.check for f in sink.events[-1].verdict.findings] == ["size"]
+
+
 def test_a_caller_leaving_mid_body_is_no_crash(service, trained):
     """A client that closes the connection halfway through its body made the endpoint
     raise (``ClientDisconnect``): one server-log traceback per aborted upload, a cheap way
