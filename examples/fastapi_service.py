@@ -8,6 +8,8 @@ proxies) and answers refused calls. Only the keys in ``AIMSEC_API_KEYS`` (comma-
 identifies instead, so a client cannot shed its rate limit or lockout by sending a fresh
 invented key with every request. The original tool's deployment flow, kept:
 
+- a body not declared JSON (``Content-Type: application/json``) is answered 415 and not
+  counted as a refused call (a web page cannot make browsers send JSON unasked);
 - failed checks are refused: 422 (``non_finite_input``, ``input_format``, ...);
 - high-severity threats are refused: 403 ``refused`` (adversarial input, query attacks);
   a client over its rate is told 429 with ``Retry-After``, a locked-out one 403;
@@ -15,6 +17,7 @@ invented key with every request. The original tool's deployment flow, kept:
 
     python examples/fastapi_service.py
     curl -s 127.0.0.1:8000/predict -H 'X-API-Key: demo-key' \\
+         -H 'Content-Type: application/json' \\
          -d '{"inputs": [[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2,
               0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1,
               12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]]}'
@@ -35,8 +38,9 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 import aimsec_core
 
@@ -127,8 +131,16 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
     @app.post("/predict")
     async def predict(request: Request) -> Any:
         guarded = request.app.state.guarded
+        if not is_json(request.headers.get("content-type")):
+            # not recorded as a refused call: see is_json
+            return JSONResponse(
+                {"error": "unsupported_media_type", "message": "The request body must be "
+                 "JSON (Content-Type: application/json).",
+                 "request_id": request.scope["aimsec"]["request_id"]}, status_code=415)
         try:
             inputs = parse_inputs(await read_body(request))
+        except ClientDisconnect:  # the caller left mid-body: nobody to answer, no input
+            return Response(status_code=400)
         except aimsec_core.InvalidInputError as exc:
             # refused before it could reach the model: recorded like any refused call
             raise aimsec_core.guard_of(guarded).refuse(exc) from None
@@ -147,6 +159,21 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
         return {"predictions": [int(label) for label in labels]}
 
     return app
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` is JSON: ``application/json`` or ``application/*+json``
+    (RFC 6839), parameters such as ``charset`` allowed.
+
+    Browsers send a cross-site POST without asking the service first (no CORS preflight)
+    only with no type or ``text/plain``, a form or multipart type; insisting on JSON keeps
+    any web page from making its visitors' browsers send refused bodies that would count
+    toward their addresses' lockout.
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    kind, slash, subtype = media.partition("/")
+    return kind == "application" and bool(slash) and (
+        subtype == "json" or (subtype.endswith("+json") and len(subtype) > len("+json")))
 
 
 async def read_body(request: Request) -> bytes:

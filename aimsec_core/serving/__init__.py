@@ -12,9 +12,9 @@ or 503 and a small JSON body that leaks no internals.
 from .addresses import TrustedProxies, client_network, parse_address
 from .keys import key_identity, resolve_secret
 from .middleware import AimsecMiddleware
-from .refusals import Refusal, refusal_for
+from .refusals import Refusal, refusal_for, violation_in
 from .request_ids import request_id_context, request_id_from
 
 __all__ = ["AimsecMiddleware", "Refusal", "TrustedProxies", "client_network", "key_identity",
            "parse_address", "refusal_for", "request_id_context", "request_id_from",
-           "resolve_secret"]
+           "resolve_secret", "violation_in"]

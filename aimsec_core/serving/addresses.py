@@ -11,6 +11,7 @@ was written by the client itself and is ignored.
 from __future__ import annotations
 
 import ipaddress
+import warnings
 from collections.abc import Iterable
 from typing import Union
 
@@ -20,6 +21,8 @@ from ..errors import ConfigurationError
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
+#: The trusted-proxy entry that trusts a peer without an IP address (a Unix socket).
+UNIX = "unix"
 #: At most this many hops of ``X-Forwarded-For`` are read, from the right.
 MAX_HOPS = 32
 #: Longest text of one hop that can be an address (an IPv6 address with brackets and port).
@@ -30,38 +33,58 @@ class TrustedProxies:
     """The networks whose ``X-Forwarded-For`` is believed.
 
     ``proxies`` holds addresses (``"10.0.0.7"``, ``"::1"``) or CIDR networks
-    (``"10.0.0.0/8"``, ``"fd00::/8"``) as strings or :mod:`ipaddress` objects; left ``None``
+    (``"10.0.0.0/8"``, ``"fd00::/8"``) as strings or :mod:`ipaddress` objects, and
+    ``"unix"`` to trust a peer without an IP address (the proxy in front of a server
+    listening on a Unix socket, whose requests otherwise have no address); left ``None``
     it comes from ``AIMSEC_TRUSTED_PROXIES`` (comma-separated), else none are trusted.
-    Raises :class:`ConfigurationError` for an entry that is neither.
+    Warns (``RuntimeWarning``) for a ``/0`` network: every address trusted.
+    Raises :class:`ConfigurationError` for an entry that is neither, and for a network
+    written with host bits (``"10.0.0.5/24"``: the proxy ``10.0.0.5``, or all of
+    ``10.0.0.0/24``?).
     """
 
     def __init__(self, proxies: Iterable[str | Address | Network] | str | None = None) -> None:
         entries = resolve(proxies, "AIMSEC_TRUSTED_PROXIES", (), _split)
         if isinstance(entries, str):
             entries = _split(entries)
-        self.networks: tuple[Network, ...] = tuple(_network(e) for e in entries)
+        entries = list(entries)
+        #: Whether a peer without an IP address (a Unix socket) is a trusted proxy.
+        self.unix = any(_is_unix(e) for e in entries)
+        self.networks: tuple[Network, ...] = tuple(
+            _network(e) for e in entries if not _is_unix(e))
+        for network in self.networks:
+            if network.prefixlen == 0:
+                warnings.warn(
+                    f"trusted proxy {network} makes every address of its family a trusted "
+                    "proxy: a client's own left-most X-Forwarded-For hop is then believed, "
+                    "and unless the proxy replaces the header rather than appending to it, "
+                    "each client picks its identity. List the proxies' own addresses",
+                    RuntimeWarning, stacklevel=2)
 
     def __contains__(self, address: Address) -> bool:
         return any(address in network for network in self.networks)
 
     def __bool__(self) -> bool:
-        return bool(self.networks)
+        return self.unix or bool(self.networks)
 
     def __repr__(self) -> str:
-        return f"TrustedProxies({[str(n) for n in self.networks]})"
+        names = [UNIX] * self.unix + [str(n) for n in self.networks]
+        return f"TrustedProxies({names})"
 
-    def client(self, peer: Address, forwarded_for: list[bytes]) -> Address:
-        """The client's address, given the direct ``peer`` and every ``X-Forwarded-For``
-        header value in order (several headers read as one comma-separated list).
+    def client(self, peer: Address | None, forwarded_for: list[bytes]) -> Address | None:
+        """The client's address, given the direct ``peer`` (``None`` when it has no IP
+        address: a Unix socket) and every ``X-Forwarded-For`` header value in order
+        (several headers read as one comma-separated list).
 
         The peer itself when it is not a trusted proxy or nothing was forwarded. Otherwise
         the right-most hop that is not a trusted proxy; when the hops run out, or one is not
         an address, before an untrusted one is found, the last trusted address reached
-        (a malformed hop cannot be told apart from a forged one). Empty list elements
-        (``"1.2.3.4, , 10.0.0.7"``, or an empty header) are skipped, as RFC 9110 section
-        5.6.1 asks of a recipient.
+        (a malformed hop cannot be told apart from a forged one), ``None`` if none was.
+        Empty list elements (``"1.2.3.4, , 10.0.0.7"``, or an empty header) are skipped,
+        as RFC 9110 section 5.6.1 asks of a recipient.
         """
-        if peer not in self or not forwarded_for:
+        trusted = self.unix if peer is None else peer in self
+        if not trusted or not forwarded_for:
             return peer
         joined = b",".join(forwarded_for)
         hops = joined.rsplit(b",", MAX_HOPS)
@@ -83,9 +106,11 @@ class TrustedProxies:
 def parse_address(raw: bytes | str | None) -> Address | None:
     """An IP address from a peer or a forwarded hop, or ``None`` if it is not one.
 
-    Accepts ``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``, ``[2001:db8::1]:443``; drops an
-    IPv6 zone (``%eth0``) and unwraps IPv4-mapped IPv6 (``::ffff:1.2.3.4`` -> ``1.2.3.4``)
-    so one host has one identity. Never raises.
+    Accepts ``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``, ``[2001:db8::1]:443`` (ports
+    0-65535); drops an IPv6 zone (``%eth0``) and unwraps IPv4-mapped IPv6
+    (``::ffff:1.2.3.4`` -> ``1.2.3.4``) so one host has one identity. A zone on an IPv4
+    address, an empty zone, brackets around IPv4 or a port past 65535 make it not an
+    address. Never raises.
     """
     if isinstance(raw, bytes):
         if len(raw) > _MAX_HOP_CHARS * 2:
@@ -100,19 +125,25 @@ def parse_address(raw: bytes | str | None) -> Address | None:
     if not text or len(text) > _MAX_HOP_CHARS or not text.isascii():
         return None
     port: str | None = None
-    if text.startswith("["):
+    bracketed = text.startswith("[")
+    if bracketed:
         host, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
             return None
         text, port = host, (rest[1:] if rest else None)
     elif text.count(":") == 1:  # IPv4 with a port; IPv6 has at least two colons
         text, port = text.split(":")
-    if port is not None and not (port.isascii() and port.isdigit() and len(port) <= 5):
+    if port is not None and not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
         return None
-    text = text.split("%", 1)[0]
+    text, percent, zone = text.partition("%")
+    if percent and not zone:
+        return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
+        return None
+    # a zone names an IPv6 link; brackets hold IPv6 only (RFC 3986 section 3.2.2)
+    if isinstance(address, ipaddress.IPv4Address) and (percent or bracketed):
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
@@ -143,6 +174,10 @@ def checked_prefix(ipv6_prefix: object) -> int:
     return ipv6_prefix
 
 
+def _is_unix(entry: object) -> bool:
+    return isinstance(entry, str) and entry.strip().lower() == UNIX
+
+
 def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -153,11 +188,18 @@ def _network(entry: str | Address | Network) -> Network:
             return ipaddress.ip_network(entry)
         if isinstance(entry, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
             return entry
-        network = ipaddress.ip_network(str(entry).strip(), strict=False)
+        text = str(entry).strip()
+        network = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
         raise ConfigurationError(
             f"trusted proxy {entry!r} is not an IP address or CIDR network; expected e.g. "
             f"'10.0.0.7', '10.0.0.0/8' or 'fd00::/8' ({exc})") from exc
+    try:
+        ipaddress.ip_network(text)
+    except ValueError:  # an address with a prefix length: which one was meant?
+        raise ConfigurationError(
+            f"trusted proxy {entry!r} has host bits set: write '{text.split('/')[0]}' to "
+            f"trust that proxy, or '{network}' to trust every host of its network") from None
     if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
         mapped = network.network_address.ipv4_mapped
         if mapped is not None:  # '::ffff:10.0.0.7' names the IPv4 host peers are matched as

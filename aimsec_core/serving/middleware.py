@@ -19,8 +19,9 @@ from ..errors import ConfigurationError, SecurityViolation
 from .addresses import (Address, Network, TrustedProxies, checked_prefix, client_network,
                         parse_address)
 from .keys import key_identity, resolve_secret
-from .refusals import refusal_for
+from .refusals import Refusal, refusal_for, violation_in
 from .request_ids import request_id_context, request_id_from
+from .websocket import serve_websocket
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,18 +58,30 @@ class AimsecMiddleware:
        IPv6 address counts as its ``/ipv6_prefix`` network (else ``AIMSEC_IPV6_PREFIX``,
        else 64; 128 keeps single addresses), e.g. ``2001:db8:0:1::/64``: one subscriber
        holds a whole /64 and could use a new address per request.
-    3. ``"anonymous"`` when the server gives no peer address (a Unix socket).
+    3. ``"anonymous"`` when the server gives no peer address (a Unix socket) and no
+       forwarded one is believed (``"unix"`` among ``trusted_proxies`` trusts the proxy
+       in front of a Unix socket).
+
+    The application's ``http.response.start`` is passed on with its first body message
+    (the ASGI specification lets a server send nothing before that one), so a violation
+    raised between the two, as when a guarded generator feeds Starlette's
+    ``StreamingResponse``, is still answered as a refusal; one raised after the first body
+    chunk propagates (the answer is on its way).
 
     ``X-Request-ID`` is kept when safe (:mod:`aimsec_core.serving.request_ids`), else one is
     generated; it is returned in the response's ``X-Request-ID`` header and the refusal
     body. Downstream, ``scope["aimsec"]`` holds ``{"client", "request_id"}``.
 
-    Other scope types (``lifespan``) pass through untouched; websocket requests get their
-    identity but no refusal translation. With Starlette or FastAPI add it with
+    Other scope types (``lifespan``) pass through untouched. A websocket request refused
+    before its accept is denied (the JSON answer where the server offers the denial
+    extension, else HTTP 403), after it closed with code 1013 or 1008
+    (:mod:`aimsec_core.serving.websocket`). With Starlette or FastAPI add it with
     ``app.add_middleware(AimsecMiddleware, ...)``: wrapped around the whole application it
     would sit outside Starlette's error handler, which answers 500 first.
 
-    Raises :class:`ConfigurationError` for an invalid proxy, secret or header name.
+    Raises :class:`ConfigurationError` for an invalid proxy, secret or header name, for
+    one header named for two jobs, and for ``forwarded_header="Forwarded"`` (RFC 7239's
+    syntax is not ``X-Forwarded-For``'s).
     """
 
     def __init__(self, app: ASGIApp, *, api_key_header: str | None = "X-API-Key",
@@ -87,7 +100,9 @@ class AimsecMiddleware:
             resolve(ipv6_prefix, "AIMSEC_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, int))
         self._forwarded_header = _header_name(forwarded_header)
         self._request_id_header = _header_name(request_id_header)
+        _check_distinct(self._key_header, self._forwarded_header, self._request_id_header)
         self.include_model = include_model
+        self._warned_unix = False
 
     def __repr__(self) -> str:  # the secret stays out of reprs and tracebacks
         return (f"AimsecMiddleware(app={self.app!r}, trusted_proxies={self.trusted_proxies!r},"
@@ -102,7 +117,10 @@ class AimsecMiddleware:
         scope = {**scope, SCOPE_KEY: {"client": identity, "request_id": request_id}}
         with client(identity), request_id_context(request_id):
             if kind == "websocket":
-                await self.app(scope, receive, send)
+                await serve_websocket(
+                    self.app, scope, receive, send,
+                    lambda error: self._refusal(error, identity, request_id),
+                    (self._request_id_header, request_id.encode("ascii")))
                 return
             await self._serve_http(scope, receive, send, identity, request_id)
 
@@ -129,38 +147,57 @@ class AimsecMiddleware:
                 if self._accepted is None or identity in self._accepted:
                     return identity
         peer = _peer(scope)
-        if peer is None:
+        address = self.trusted_proxies.client(peer, forwarded)
+        if address is None:
+            if forwarded and not self.trusted_proxies.unix and not self._warned_unix:
+                self._warned_unix = True
+                log.warning(
+                    "aimsec: requests whose peer has no IP address (a Unix socket) carry "
+                    "X-Forwarded-For, which is not believed: every such caller is "
+                    "'anonymous', which the default policy does not throttle. If a proxy "
+                    "forwards to this Unix socket, add 'unix' to trusted_proxies")
             return ANONYMOUS
-        return str(client_network(self.trusted_proxies.client(peer, forwarded),
-                                  self.ipv6_prefix))
+        return str(client_network(address, self.ipv6_prefix))
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send, identity: str,
                           request_id: str) -> None:
-        started = False
+        started = False  # whether anything of the response has gone to the server
+        pending: Message | None = None  # the app's start, held until its first body chunk
         id_header = (self._request_id_header, request_id.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message.get("type") == "http.response.start":
-                started = True
+            nonlocal started, pending
+            if message.get("type") == "http.response.start" and not started:
                 headers = list(message.get("headers") or ())
                 if not any(name.lower() == id_header[0] for name, _ in headers):
                     headers.append(id_header)
-                message = {**message, "headers": headers}
+                pending = {**message, "headers": headers}
+                return
+            started = True
+            if pending is not None:
+                held, pending = pending, None
+                await send(held)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
-        except SecurityViolation as error:
-            if started:  # the answer is already on its way: nothing left to say it with
+        except BaseException as raised:
+            error = violation_in(raised)
+            if error is None or started:  # started: nothing left to say the refusal with
                 raise
-            refusal = refusal_for(error, request_id=request_id,
-                                  include_model=self.include_model)
-            log.debug("refused request %s from %s: %s (HTTP %d)", request_id, identity,
-                      refusal.code, refusal.status)
+            refusal = self._refusal(error, identity, request_id)
             await send({"type": "http.response.start", "status": refusal.status,
                         "headers": [*refusal.headers, id_header]})
             await send({"type": "http.response.body", "body": refusal.body})
+            return
+        if pending is not None:  # a start with no body after it: the server's to judge
+            await send(pending)
+
+    def _refusal(self, error: SecurityViolation, identity: str, request_id: str) -> Refusal:
+        refusal = refusal_for(error, request_id=request_id, include_model=self.include_model)
+        log.debug("refused request %s from %s: %s (HTTP %d)", request_id, identity,
+                  refusal.code, refusal.status)
+        return refusal
 
 
 def _accepted_identities(keys: Iterable[str | bytes] | None,
@@ -200,6 +237,19 @@ def _peer(scope: Scope) -> Address | None:
     except (TypeError, IndexError, KeyError):
         return None
     return parse_address(host)
+
+
+def _check_distinct(key: bytes | None, forwarded: bytes, request_id: bytes) -> None:
+    names = [n for n in (key, forwarded, request_id) if n is not None]
+    if len(set(names)) < len(names):
+        raise ConfigurationError(
+            "api_key_header, forwarded_header and request_id_header name the same header "
+            f"twice ({[n.decode() for n in names]}); each needs its own")
+    if forwarded == b"forwarded":
+        raise ConfigurationError(
+            "forwarded_header 'Forwarded' (RFC 7239: 'for=192.0.2.7;proto=https') is not "
+            "read: its syntax differs from X-Forwarded-For's list of addresses. Have the "
+            "proxy set X-Forwarded-For")
 
 
 def _header_name(name: str) -> bytes:

@@ -23,8 +23,10 @@ any other violation        403     ``refused``            no
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
+import numbers
 from dataclasses import dataclass
 
 from ..errors import (ClientBlockedError, EmptyInputError, InputFormatError,
@@ -69,8 +71,9 @@ def refusal_for(error: SecurityViolation, *, request_id: str | None = None,
                 include_model: bool = False) -> Refusal:
     """The answer to ``error`` (see the module's table).
 
-    ``Retry-After`` is the error's ``retry_after`` rounded up to whole seconds (RFC 9110
-    section 10.2.3), at most one day; left out when the error has none that is finite.
+    ``Retry-After`` is the error's ``retry_after`` (any real number: int, float, numpy
+    scalar, fraction) rounded up to whole seconds (RFC 9110 section 10.2.3), 0 to one day;
+    left out when the error has none that is finite.
     ``include_model`` adds the refusing model's name from the verdict.
     """
     status, code, message = next(
@@ -88,11 +91,48 @@ def refusal_for(error: SecurityViolation, *, request_id: str | None = None,
     return Refusal(status, code, tuple(headers), payload)
 
 
+def violation_in(error: BaseException) -> SecurityViolation | None:
+    """The :class:`SecurityViolation` ``error`` stands for, else ``None``.
+
+    ``error`` itself when it is one; the first of an exception group (PEP 654: what a
+    violation raised in a task group's child task arrives as, from ``asyncio.TaskGroup``
+    or anyio) whose leaves are all violations, nested groups included. A group holding any
+    other error is a crash, not a refusal: ``None``.
+    """
+    if isinstance(error, SecurityViolation):
+        return error
+    if _GROUP is None or not isinstance(error, _GROUP):
+        return None
+    leaves = [violation_in(inner) for inner in error.exceptions]
+    if not leaves or any(leaf is None for leaf in leaves):
+        return None
+    return leaves[0]
+
+
+def _group_type() -> type[BaseException] | None:
+    builtin = getattr(builtins, "BaseExceptionGroup", None)
+    if builtin is not None:
+        return builtin
+    try:  # Python 3.10: the backport anyio raises
+        from exceptiongroup import BaseExceptionGroup
+    except ImportError:
+        return None
+    return BaseExceptionGroup
+
+
+_GROUP = _group_type()
+
+
 def _retry_after(seconds: object) -> int | None:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+    """Whole seconds from any real number (numpy scalars and fractions too), else None."""
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
         return None
-    if isinstance(seconds, int):  # exact: a huge int has no float (math.isfinite raises)
-        return min(MAX_RETRY_AFTER_S, max(0, seconds))
-    if not math.isfinite(seconds):
+    if isinstance(seconds, numbers.Integral):  # exact: a huge int has no float
+        return min(MAX_RETRY_AFTER_S, max(0, int(seconds)))
+    try:
+        value = float(seconds)
+    except OverflowError:  # a fraction past float's range
+        return MAX_RETRY_AFTER_S if seconds > 0 else 0
+    if not math.isfinite(value):
         return None
-    return min(MAX_RETRY_AFTER_S, max(0, math.ceil(seconds)))
+    return min(MAX_RETRY_AFTER_S, max(0, math.ceil(value)))

@@ -23,7 +23,8 @@ class Answer:
 @dataclass
 class Recorder:
     """A downstream app that answers 200 and remembers what it saw; ``raise_`` makes it
-    raise that error instead (after ``started`` if set: once the response has begun)."""
+    raise that error instead (after ``started`` if set: once the response has begun, its
+    first body chunk sent)."""
 
     raise_: BaseException | None = None
     started: bool = False
@@ -39,6 +40,7 @@ class Recorder:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain")]})
         if self.raise_ is not None:
+            await send({"type": "http.response.body", "body": b"o", "more_body": True})
             raise self.raise_
         await send({"type": "http.response.body", "body": b"ok"})
 

@@ -221,6 +221,51 @@ def test_hops_beyond_the_limit_are_not_read():
     assert identity(xff(chain), peer=PROXY, trusted_proxies=["10.0.0.0/24"]) == "10.0.0.9"
 
 
+@pytest.mark.parametrize("peer", [None, ("", 0), ("/run/app.sock",)])
+def test_a_trusted_unix_socket_proxy_forwards_the_client(peer):
+    # nginx in front of the server over a Unix socket: no peer address, so every caller
+    # was "anonymous" (never throttled by the default policy), with no way to say the
+    # socket's peer is the proxy
+    assert identity(xff("198.51.100.66"), peer=peer, trusted_proxies=["unix"]) \
+        == "198.51.100.66"
+    assert identity(xff("1.1.1.1, 198.51.100.66, 10.0.0.9"), peer=peer,
+                    trusted_proxies=["10.0.0.0/24", "UNIX"]) == "198.51.100.66"
+    # nothing believable forwarded: no address is known
+    for values, expected in (((), "anonymous"), (("garbage",), "anonymous"),
+                             (("",), "anonymous"), (("10.0.0.9",), "10.0.0.9"),
+                             (("garbage, 10.0.0.9",), "10.0.0.9")):
+        assert identity(xff(*values), peer=peer,
+                        trusted_proxies=["unix", "10.0.0.0/24"]) == expected
+    # untrusted by default, and "unix" trusts no IP peer
+    assert identity(xff("198.51.100.66"), peer=peer) == "anonymous"
+    assert identity(xff("198.51.100.66"), trusted_proxies=["unix"]) == "203.0.113.7"
+
+
+def test_forwarded_for_over_an_untrusted_unix_socket_warns_once(caplog):
+    app = Recorder()
+    wrapped = AimsecMiddleware(app, key_secret=SECRET)
+    with caplog.at_level("WARNING", logger="aimsec.serving"):
+        for _ in range(3):
+            call(wrapped, xff("198.51.100.66"), peer=None)
+        call(wrapped, peer=None)  # nothing forwarded: nothing to say
+    assert app.client == "anonymous"
+    warnings = [r for r in caplog.records if "add 'unix' to trusted_proxies" in r.message]
+    assert len(warnings) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aimsec.serving"):
+        call(AimsecMiddleware(Recorder(), key_secret=SECRET, trusted_proxies=["unix"]),
+             xff("garbage"), peer=None)
+        call(AimsecMiddleware(Recorder(), key_secret=SECRET), peer=None)
+    assert not caplog.records
+
+
+def test_unix_proxy_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AIMSEC_TRUSTED_PROXIES", "unix, 10.0.0.5")
+    assert identity(xff("198.51.100.66"), peer=None) == "198.51.100.66"
+    assert repr(TrustedProxies()) == "TrustedProxies(['unix', '10.0.0.5/32'])"
+    assert TrustedProxies(["unix"]) and not TrustedProxies([])
+
+
 def test_trusted_proxies_from_the_environment(monkeypatch):
     monkeypatch.setenv("AIMSEC_TRUSTED_PROXIES", "192.0.2.0/24, 10.0.0.5")
     assert identity(xff("198.51.100.66"), peer=PROXY) == "198.51.100.66"
@@ -231,6 +276,32 @@ def test_trusted_proxies_from_the_environment(monkeypatch):
 def test_invalid_trusted_proxy_is_a_configuration_error(bad):
     with pytest.raises(ConfigurationError, match="trusted proxy"):
         TrustedProxies([bad])
+
+
+@pytest.mark.parametrize("entry, proxy, network", [
+    ("10.0.0.5/24", "10.0.0.5", "10.0.0.0/24"), ("fd00::7/64", "fd00::7", "fd00::/64"),
+    ("::ffff:10.0.0.5/120", "::ffff:10.0.0.5", "::ffff:a00:0/120"),
+])
+def test_trusted_proxy_with_host_bits_is_a_configuration_error(entry, proxy, network):
+    # '10.0.0.5/24' (an interface's address as `ip addr` prints it) silently trusted all
+    # 256 hosts of 10.0.0.0/24, any of which could then forge X-Forwarded-For
+    with pytest.raises(ConfigurationError, match="host bits") as info:
+        TrustedProxies([entry])
+    assert f"'{proxy}'" in str(info.value) and f"'{network}'" in str(info.value)
+    assert identity(xff("198.51.100.66"), peer=("10.0.0.6", 1),
+                    trusted_proxies=["10.0.0.0/24"]) == "198.51.100.66"
+
+
+@pytest.mark.parametrize("everything", ["0.0.0.0/0", "::/0", "::ffff:0:0/96"])
+def test_trusting_every_address_warns(everything):
+    # every hop is then trusted, the client-written left-most one too: behind a proxy that
+    # appends to X-Forwarded-For, a client picks its identity (and a fresh one per call)
+    with pytest.warns(RuntimeWarning, match="every address"):
+        TrustedProxies(["10.0.0.5", everything])
+    with pytest.warns(RuntimeWarning):
+        seen = identity(xff("6.6.6.6, 198.51.100.66"), peer=PROXY,
+                        trusted_proxies=[everything, "0.0.0.0/0"])
+    assert seen == "6.6.6.6"  # as configured; the warning says why
 
 
 def test_trusted_proxies_take_ipaddress_objects():
@@ -250,9 +321,34 @@ def test_parse_address(raw, expected):
     assert str(parse_address(raw)) == expected
 
 
-@pytest.mark.parametrize("raw", [None, 5, b"\xff\xfe", "[::1]x", "1.2.3.4:", "1.2.3.4 5"])
+@pytest.mark.parametrize("raw", [
+    None, 5, b"\xff\xfe", "[::1]x", "1.2.3.4:", "1.2.3.4 5",
+    # a zone belongs to an IPv6 address; brackets hold IPv6 only (RFC 3986); ports stop
+    # at 65535: each of these was read as 1.2.3.4 or fe80::1
+    "1.2.3.4%eth0", "[1.2.3.4]", "[1.2.3.4]:80", "1.2.3.4:65536", "1.2.3.4:99999",
+    "[::1]:65536", "fe80::1%", "[fe80::1%]:80",
+])
 def test_parse_address_refuses_without_raising(raw):
     assert parse_address(raw) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(address=st.ip_addresses(), port=st.integers(0, 99_999), zone=st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="%,[]"),
+    max_size=8))
+def test_parse_address_reads_every_written_form_and_no_broken_one(address, port, zone):
+    expected = getattr(address, "ipv4_mapped", None) or address
+    if address.version == 4:
+        forms = {str(address): True, f"{address}:{port}": port <= 65535,
+                 f"[{address}]": False, f"{address}%{zone}": False}
+    else:
+        zoned = f"{address}%{zone}" if address.ipv4_mapped is None else None
+        forms = {str(address): True, f"[{address}]": True,
+                 f"[{address}]:{port}": port <= 65535, f"{address}%": False}
+        if zoned is not None:
+            forms[zoned] = bool(zone)
+    for text, valid in forms.items():
+        assert parse_address(text) == (expected if valid else None), text
 
 
 # -- properties ----------------------------------------------------------------------------

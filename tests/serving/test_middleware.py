@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aimsec_core import AimsecMiddleware, ConfigurationError, RateLimitedError, current_client
+from aimsec_core import (AdversarialInputError, AimsecMiddleware, ConfigurationError,
+                         RateLimitedError, StoreUnavailableError, current_client)
 from aimsec_core import context as core_context
-from aimsec_core.serving import key_identity, request_id_context
+from aimsec_core.serving import key_identity, refusal_for, request_id_context
 
 from .asgi import Recorder, call, call_async
+from .servers import running
 
 SECRET = "s" * 32
 SAFE_ID = re.compile(r"[A-Za-z0-9._~:+=/-]{1,128}")
@@ -123,6 +128,22 @@ def test_invalid_header_names_are_configuration_errors(name):
         middleware(Recorder(), api_key_header=name)
 
 
+@pytest.mark.parametrize("options", [
+    {"api_key_header": "X-Forwarded-For"}, {"request_id_header": "x-api-key"},
+    {"forwarded_header": "X-Request-ID"},
+])
+def test_one_header_for_two_jobs_is_a_configuration_error(options):
+    # the key header shadowed the forwarded one: X-Forwarded-For was never read
+    with pytest.raises(ConfigurationError, match="name the same header"):
+        middleware(Recorder(), **options)
+
+
+def test_rfc_7239_forwarded_is_not_read_as_x_forwarded_for():
+    # 'for=198.51.100.7;proto=https' is no address: every caller became the proxy
+    with pytest.raises(ConfigurationError, match="Forwarded"):
+        middleware(Recorder(), forwarded_header="Forwarded")
+
+
 def test_concurrent_requests_keep_their_own_identity():
     """All requests are inside the app at once; each sees its own client before and after
     the others ran, in a child task and in a worker thread."""
@@ -176,6 +197,7 @@ peers = st.one_of(st.none(), st.tuples(st.ip_addresses().map(str), st.integers(0
                   st.tuples(st.text(max_size=30), st.integers()), st.just(("",)))
 
 
+@pytest.mark.filterwarnings("ignore:trusted proxy .*/0:RuntimeWarning")  # trusts everything
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(headers=st.lists(st.tuples(header_names, header_values), max_size=8),
        key=st.binary(min_size=4, max_size=200).map(lambda b: b"k!" + b),
@@ -202,3 +224,155 @@ def test_the_core_imports_no_web_framework():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+# -- websocket refusals --------------------------------------------------------------------
+
+def _websocket(app, *, extensions=None, peer_closes=False) -> list[dict]:
+    """Drive ``app`` behind the middleware as one websocket connection; the messages sent."""
+    from .asgi import scope as make_scope
+
+    sent: list[dict] = []
+    incoming = [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "x"}]
+    if peer_closes:
+        incoming[1] = {"type": "websocket.disconnect", "code": 1001}
+
+    async def receive():
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message):
+        sent.append(message)
+
+    ws_scope = make_scope(kind="websocket")
+    ws_scope["extensions"] = extensions or {}
+    asyncio.run(middleware(app)(ws_scope, receive, send))
+    return sent
+
+
+def _ws_app(error, *, accept: bool, close: bool = False):
+    async def app(scope, receive, send):
+        await receive()
+        if accept:
+            await send({"type": "websocket.accept"})
+            await receive()
+        if close:
+            await send({"type": "websocket.close", "code": 1000})
+        raise error
+    return app
+
+
+@pytest.mark.parametrize("error, code", [
+    (RateLimitedError("limit 100 for 'k'", retry_after=3), 1013),
+    (AdversarialInputError("suspicion 4.36"), 1008),
+    (StoreUnavailableError("redis down at 10.0.0.9"), 1013),
+])
+def test_websocket_violation_after_accept_closes_with_a_policy_code(error, code):
+    # it propagated: the server closed with 1011 (internal error) and logged a crash
+    sent = _websocket(_ws_app(error, accept=True))
+    assert sent[0] == {"type": "websocket.accept"}
+    assert sent[1] == {"type": "websocket.close", "code": code,
+                       "reason": refusal_for(error).code}
+    assert len(sent) == 2
+
+
+def test_websocket_violation_before_accept_is_denied():
+    error = RateLimitedError("limit 100 for 'k'", retry_after=3)
+    # the server answers a close before accept with HTTP 403
+    assert _websocket(_ws_app(error, accept=False)) == [
+        {"type": "websocket.close", "code": 1013, "reason": "rate_limited"}]
+    # with the denial-response extension: the same JSON answer as over HTTP
+    sent = _websocket(_ws_app(error, accept=False),
+                      extensions={"websocket.http.response": {}})
+    start, body = sent
+    assert start["type"] == "websocket.http.response.start" and start["status"] == 429
+    headers = dict(start["headers"])
+    assert headers[b"retry-after"] == b"3" and len(headers[b"x-request-id"]) == 32
+    assert body["type"] == "websocket.http.response.body"
+    assert json.loads(body["body"])["error"] == "rate_limited"
+    assert b"limit 100" not in body["body"]
+
+
+@pytest.mark.parametrize("options", [{"close": True}, {"peer_closes": True}])
+def test_websocket_violation_after_the_close_propagates(options):
+    close = options.get("close", False)
+    app = _ws_app(RateLimitedError("x"), accept=True, close=close)
+    with pytest.raises(RateLimitedError):
+        _websocket(app, peer_closes=options.get("peer_closes", False))
+
+
+def test_websocket_crash_is_not_a_refusal():
+    with pytest.raises(RuntimeError):
+        _websocket(_ws_app(RuntimeError("boom"), accept=True))
+
+
+def test_concurrent_requests_through_uvicorn_keep_their_own_identity():
+    """Many requests in flight at once over real HTTP (keep-alive connections reused by
+    different identities), to an async endpoint and to a sync one run in the threadpool:
+    each sees only its own client and request id, however the server interleaves them."""
+    app = FastAPI()
+    app.add_middleware(AimsecMiddleware, key_secret=SECRET, trusted_proxies=["127.0.0.1"])
+
+    def seen(request: Request) -> dict[str, str]:
+        return {"client": current_client(), "request_id": core_context.current_request_id(),
+                "scope": request.scope["aimsec"]["client"]}
+
+    @app.get("/async")
+    async def in_task(request: Request) -> dict[str, object]:
+        before = seen(request)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return {"views": [before, seen(request), await asyncio.to_thread(seen, request)]}
+
+    @app.get("/sync")
+    def in_thread(request: Request) -> dict[str, object]:
+        return {"views": [seen(request)]}
+
+    def headers(i: int) -> dict[str, str]:
+        ident = {"X-API-Key": f"key-{i}"} if i % 2 else {"X-Forwarded-For": f"198.51.100.{i}"}
+        return {**ident, "X-Request-ID": f"req-{i}"}
+
+    def expected(i: int) -> str:
+        return key_identity(f"key-{i}", SECRET.encode()) if i % 2 else f"198.51.100.{i}"
+
+    async def main(url: str) -> list[tuple[int, dict]]:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+            answers = await asyncio.gather(*(
+                http.get("/async" if i % 3 else "/sync", headers=headers(i))
+                for i in range(160)))
+        return [(i, answer.json()) for i, answer in enumerate(answers)]
+
+    with running(app) as url:
+        results = asyncio.run(main(url))
+    for i, body in results:
+        for view in body["views"]:
+            assert view == {"client": expected(i), "request_id": f"req-{i}",
+                            "scope": expected(i)}
+
+
+def test_a_guarded_stream_refused_before_its_first_chunk_is_answered_over_http():
+    """A StreamingResponse fed by a guarded generator: refused at the first chunk, the
+    client got a 200 and a connection cut mid-body; now the refusal."""
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+    app.add_middleware(AimsecMiddleware, key_secret=SECRET)
+
+    @app.get("/stream")
+    async def stream(fail_at: int) -> StreamingResponse:
+        async def chunks():
+            for i in range(3):
+                if i == fail_at:
+                    raise RateLimitedError("120 calls in 60 s; limit 100", retry_after=7)
+                yield f"chunk {i}\n".encode()
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        refused = http.get("/stream", params={"fail_at": 0})
+        whole = http.get("/stream", params={"fail_at": 9})
+        with pytest.raises(httpx.RemoteProtocolError):  # mid-stream: nothing else to do
+            http.get("/stream", params={"fail_at": 1})
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "7"
+    assert refused.json()["error"] == "rate_limited" and "limit 100" not in refused.text
+    assert whole.status_code == 200 and whole.text == "chunk 0\nchunk 1\nchunk 2\n"
+    assert whole.headers["x-request-id"]

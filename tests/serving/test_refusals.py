@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+from fractions import Fraction
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aimsec_core import (AdversarialInputError, AimsecMiddleware, ClientBlockedError,
                          EmptyInputError, ExtractionSuspectedError, Finding,
@@ -64,7 +70,20 @@ def test_retry_after_is_whole_seconds_rounded_up(seconds, header):
         assert dict(refusal_for(error).headers)[b"retry-after"] == header
 
 
-@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), None, "soon", True])
+@pytest.mark.parametrize("seconds, header", [
+    (np.float32(2.5), b"3"), (np.float16(0.2), b"1"), (np.int64(7), b"7"),
+    (Fraction(5, 2), b"3"), (np.int64(-3), b"0"), (np.uint64(2**63), b"86400"),
+    (Fraction(10**400, 3), b"86400"), (Fraction(-(10**400), 3), b"0"),
+])
+def test_retry_after_from_any_real_number(seconds, header):
+    # a limiter computing with numpy float32 or fractions lost its Retry-After header
+    for error in (RateLimitedError("x", retry_after=seconds),
+                  ClientBlockedError("x", retry_after=seconds)):
+        assert dict(refusal_for(error).headers)[b"retry-after"] == header
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), None, "soon", True,
+                                     np.float32("nan"), np.bool_(True), 1j])
 def test_retry_after_is_left_out_when_unknown(seconds):
     error = RateLimitedError("x")
     error.retry_after = seconds
@@ -94,6 +113,49 @@ def test_middleware_include_model_option():
     assert call(app).json()["model"] == "fraud-scorer-v7"
 
 
+def test_violation_between_the_start_and_the_first_body_chunk_is_answered():
+    # Starlette's StreamingResponse sends its start before asking a (guarded) generator
+    # for the first chunk: the violation came after the start, so the client got a 200
+    # cut short. Nothing of the start has reached the client yet (ASGI lets a server send
+    # nothing before the first body message), so the refusal replaces it.
+    sent_start = []
+
+    async def streaming(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        sent_start.append(True)
+        raise RateLimitedError(SECRET_REASON, retry_after=4)
+
+    answer = call(AimsecMiddleware(streaming, key_secret="s" * 32))
+    assert sent_start == [True]
+    assert answer.status == 429 and answer.headers[b"retry-after"] == b"4"
+    assert answer.headers[b"content-type"] == b"application/json"
+    assert answer.json()["error"] == "rate_limited"
+
+
+def test_a_response_start_reaches_the_server_with_the_first_body_chunk():
+    sent: list[str] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        sent.append("start")
+        await send({"type": "http.response.body", "body": b""})
+        sent.append("body")
+
+    async def main():
+        seen = []
+
+        async def server_send(message):
+            seen.append((message["type"], list(sent)))
+
+        from .asgi import scope
+        await AimsecMiddleware(app, key_secret="s" * 32)(scope(), None, server_send)
+        return seen
+
+    assert asyncio.run(main()) == [("http.response.start", ["start"]),
+                                   ("http.response.body", ["start"])]
+
+
 def test_violation_after_the_response_started_propagates():
     app = AimsecMiddleware(Recorder(raise_=RateLimitedError("x"), started=True),
                            key_secret="s" * 32)
@@ -105,3 +167,78 @@ def test_other_errors_are_not_the_middlewares_business():
     app = AimsecMiddleware(Recorder(raise_=RuntimeError("model crashed")), key_secret="s" * 32)
     with pytest.raises(RuntimeError, match="model crashed"):
         call(app)
+
+
+def _group(*errors: BaseException) -> BaseException:
+    return BaseExceptionGroup("unhandled errors in a TaskGroup", list(errors))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are builtin from 3.11")
+def test_violation_inside_an_exception_group_is_answered():
+    # a violation raised in a task group's child task reaches the middleware wrapped in an
+    # exception group (anyio, asyncio.TaskGroup): it was a 500
+    error = RateLimitedError(SECRET_REASON, retry_after=1.5)
+    for raised in (_group(error), _group(_group(error), AdversarialInputError("x"))):
+        answer = call(AimsecMiddleware(Recorder(raise_=raised), key_secret="s" * 32))
+        assert answer.status == 429 and answer.json()["error"] == "rate_limited"
+        assert answer.headers[b"retry-after"] == b"2"
+        assert SECRET_REASON.encode() not in answer.body
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are builtin from 3.11")
+def test_exception_group_with_a_crash_in_it_stays_a_crash():
+    raised = _group(RateLimitedError("x"), RuntimeError("model crashed"))
+    with pytest.raises(BaseExceptionGroup) as info:
+        call(AimsecMiddleware(Recorder(raise_=raised), key_secret="s" * 32))
+    assert info.value is raised
+    started = _group(RateLimitedError("x"))
+    with pytest.raises(BaseExceptionGroup):
+        call(AimsecMiddleware(Recorder(raise_=started, started=True), key_secret="s" * 32))
+
+
+_raised = st.sampled_from([None, RateLimitedError("x", retry_after=2),
+                           AdversarialInputError("x"), RuntimeError("crash")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.booleans(), chunks=st.integers(0, 2), end=st.booleans(), raised=_raised)
+def test_a_refusal_exactly_when_nothing_got_out(start, chunks, end, raised):
+    """Whatever an application sends before it raises, the server gets the app's messages
+    unchanged but for the request id header, or, when a violation came before any body
+    message got out, only the refusal: never two starts, never a refusal after a chunk."""
+    steps = ["start"] * start + ["chunk"] * chunks + ["end"] * end
+
+    async def app(scope, receive, send):
+        for step in steps:
+            if step == "start":
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+            else:
+                await send({"type": "http.response.body", "body": b"x",
+                            "more_body": step == "chunk"})
+        if raised is not None:
+            raise raised
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def run():
+        from .asgi import scope
+        await AimsecMiddleware(app, key_secret="s" * 32)(scope(), None, send)
+
+    body_got_out = chunks + end > 0
+    if isinstance(raised, SecurityViolation) and not body_got_out:
+        asyncio.run(run())
+        assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+        assert sent[0]["status"] in (429, 403)
+        return
+    if raised is None:
+        asyncio.run(run())
+        expected = steps
+    else:
+        with pytest.raises(type(raised)):
+            asyncio.run(run())
+        expected = steps if body_got_out else []  # a start alone is held back: a 500 follows
+    assert [m["type"].rsplit(".", 1)[1] for m in sent] \
+        == [{"start": "start"}.get(step, "body") for step in expected]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -66,12 +68,16 @@ def served(service, trained, tmp_path_factory):
         yield url, sink, audit
 
 
-def post(url: str, rows, *, source: str = "127.0.0.1", headers=None) -> httpx.Response:
+def post(url: str, rows, *, source: str = "127.0.0.1", headers=None,
+         content_type: str | None = "application/json") -> httpx.Response:
     transport = httpx.HTTPTransport(local_address=source)
+    sent = list(headers.items() if isinstance(headers, dict) else headers or ())
+    if content_type is not None:
+        sent.append(("Content-Type", content_type))
     with httpx.Client(base_url=url, transport=transport, timeout=60) as http:
         content = (rows if isinstance(rows, str)
                    else json.dumps({"inputs": np.asarray(rows).tolist()}))
-        return http.post("/predict", content=content, headers=headers or {})
+        return http.post("/predict", content=content, headers=sent)
 
 
 def last_client(sink: ListSink) -> str:
@@ -149,6 +155,81 @@ def test_malformed_requests_are_422_and_recorded(served, content, code):
     assert verdict.client == key_identity(RAW_KEY, SECRET.encode())
     assert verdict.request_id == answer.json()["request_id"]
     assert [f.check for f in verdict.findings] in (["format"], ["shape"], ["range"])
+
+
+@pytest.mark.parametrize("content_type", [
+    None, "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x", "application/jsonp", "json", "",
+])
+def test_a_body_that_is_not_declared_json_is_415_and_never_counted(served, content_type):
+    # A web page can make its visitors' browsers POST these without a CORS preflight
+    # ("simple requests"); each refused body counted toward the lockout of the visitor's
+    # address, so any page could lock out the users of an internal service.
+    url, sink, _ = served
+    before = len(sink.events)
+    nan = '{"inputs": [[' + ", ".join(["NaN"] * 64) + "]]}"
+    answer = post(url, nan, content_type=content_type)
+    assert answer.status_code == 415
+    assert answer.json() == {"error": "unsupported_media_type", "request_id":
+                             answer.headers["x-request-id"], "message":
+                             "The request body must be JSON (Content-Type: application/json)."}
+    assert len(sink.events) == before
+
+
+@pytest.mark.parametrize("n, content_type", list(enumerate([
+    "application/json", "application/json; charset=utf-8", "Application/JSON",
+    "application/problem+json", "application/json ;charset=UTF-8",
+])))
+def test_json_media_types_are_served(served, digits, n, content_type):
+    url, _, _ = served  # a client of its own each: repeated digits would look like a probe
+    answer = post(url, digits[n:n + 1], content_type=content_type, source=PROXY,
+                  headers={"X-Forwarded-For": f"198.51.100.{100 + n}"})
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_past_the_limit_is_422_and_recorded(served, service, chunked):
+    url, sink, _ = served
+    size = service.MAX_BODY_BYTES + 1
+    content = (iter([b" " * 65536] * (size // 65536 + 1)) if chunked
+               else b'{"inputs": [[' + b"0," * (size // 2) + b"0]]}")
+    before = len(sink.events)
+    with httpx.Client(base_url=url, timeout=60) as http:
+        answer = http.post("/predict", content=content,
+                           headers={"Content-Type": "application/json", "X-API-Key": RAW_KEY})
+    assert answer.status_code == 422 and answer.json()["error"] == "input_too_large"
+    assert len(sink.events) == before + 1
+    assert [f.check for f in sink.events[-1].verdict.findings] == ["size"]
+
+
+def test_a_caller_leaving_mid_body_is_no_crash(service, trained):
+    """A client that closes the connection halfway through its body made the endpoint
+    raise (``ClientDisconnect``): one server-log traceback per aborted upload, a cheap way
+    to flood the error log."""
+    sink = ListSink()
+    app = service.create_app(model=copy.deepcopy(trained), sinks=[sink], policy=None,
+                             calibrate=False, key_secret=SECRET, api_keys=[RAW_KEY])
+    raised: list[BaseException] = []
+    finished = threading.Event()
+
+    async def watched(scope, receive, send):
+        try:
+            await app(scope, receive, send)
+        except BaseException as error:
+            raised.append(error)
+            raise
+        finally:
+            if scope["type"] == "http":
+                finished.set()
+
+    with running(watched) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=60) as conn:
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 100000\r\n\r\n{\"inputs\": [[0, 1")
+        assert finished.wait(timeout=120)
+    assert raised == []
+    assert sink.events == []  # nothing was decided about an input that never arrived
 
 
 def test_high_severity_threat_is_refused_without_internals(served):
