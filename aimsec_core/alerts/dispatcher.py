@@ -22,6 +22,7 @@ import atexit
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -318,6 +319,24 @@ class Dispatcher:
         """Deliveries waiting for their next attempt."""
         return len(self._retries)
 
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's worker thread did not come along, and its locks
+        may have been held at the fork. Start over with fresh locks and nothing queued:
+        what the parent queued or holds in its groups is the parent's to send (sending
+        it here too would duplicate it); the child's own findings start the child's
+        worker."""
+        self._cond = threading.Condition(threading.Lock())
+        self._pump_lock = threading.RLock()
+        self._flushed = threading.Event()
+        self._thread, self._resting = None, False
+        self._flush_requested = self._stopping = False
+        self._pending = [OrderedDict() for _ in SEVERITIES]
+        self._where.clear()
+        self._retries.clear()
+        self._unstored = []
+        if self.grouper is not None:
+            self.grouper.forget_local()
+
     # -- flushing ------------------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -349,6 +368,15 @@ class Dispatcher:
 
 
 _live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for dispatcher in list(_live):
+        dispatcher._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @atexit.register

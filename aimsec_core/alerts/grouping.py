@@ -88,6 +88,15 @@ class Grouper:
         return (isinstance(self.state, MemoryGroupState) and not self.state.ids()
                 and (self._local is None or not self._local.ids()))
 
+    def forget_local(self) -> None:
+        """Drop the groups held in this process (a shared state is kept): a forked child
+        calls it, so that it does not send the parent's groups a second time."""
+        if isinstance(self.state, MemoryGroupState):
+            self.state = MemoryGroupState()
+        if self._local is not None:
+            self._local = MemoryGroupState()
+        self._own.clear()
+
     def observe(self, occurrence: Occurrence) -> None:
         """Count ``occurrence`` into its group (ignored below the alert floor)."""
         o = occurrence

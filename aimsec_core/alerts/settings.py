@@ -23,7 +23,7 @@ variable                           meaning                                     d
 ``ALERT_SMTP_USERNAME``            login (with ``ALERT_SMTP_PASSWORD``)        none
 ``ALERT_SMTP_PASSWORD``            never logged, never in a repr               none
 ``ALERT_SMTP_CAFILE``              CA bundle for a private mail server         system CAs
-``ALERT_SMTP_TIMEOUT``             seconds per SMTP connection                 ``10``
+``ALERT_SMTP_TIMEOUT``             seconds for a whole SMTP exchange           ``10``
 ``ALERT_SENDER``                   From address                                ``aimsec@<host>``
 ``ALERT_RECIPIENTS``               comma-separated To addresses                required
 ``ALERT_WEBHOOK_URL``              JSON POST target (Slack-compatible)         none

@@ -6,6 +6,7 @@ import smtplib
 import ssl
 
 from .channel import DeliveryError
+from .deadline import Deadline
 from .message import Alert
 from .settings import SmtpSettings
 
@@ -18,7 +19,9 @@ class SmtpChannel:
     """Sends each alert as one email (subject: severity, threat, model, client, count).
 
     A connection is opened per message: alerts are rare by construction (grouped), and
-    a long-lived connection would only go stale. The password is never logged or shown
+    a long-lived connection would only go stale. ``settings.timeout_s`` bounds the whole
+    exchange (connect to QUIT), not only each read: a server that stalls or trickles its
+    replies fails the attempt (retried) instead of holding the delivery thread. The password is never logged or shown
     in ``repr`` (see :class:`~aimsec_core.alerts.settings.SmtpSettings`).
     """
 
@@ -41,20 +44,25 @@ class SmtpChannel:
     def send(self, alert: Alert) -> None:
         s = self.settings
         message = alert.email(s.sender, s.recipients)
+        if s.security == "ssl":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(timeout=s.timeout_s, context=self._tls())
+        else:
+            client = smtplib.SMTP(timeout=s.timeout_s)
+        # built unconnected, so that the deadline covers the greeting too; STARTTLS checks
+        # the certificate against the host given to the constructor, which is set here
+        client._host = s.server
+        deadline = Deadline(s.timeout_s, lambda: [getattr(client, "sock", None)])
         try:
-            if s.security == "ssl":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(s.server, s.port, timeout=s.timeout_s,
-                                                        context=self._tls())
-            else:
-                client = smtplib.SMTP(s.server, s.port, timeout=s.timeout_s)
-            with client:
+            with deadline, client:
+                client.connect(s.server, s.port)
                 client.ehlo()
                 if s.security == "starttls":
                     client.starttls(context=self._tls())
                     client.ehlo()
                 if s.username:
                     client.login(s.username, s.password or "")
-                client.send_message(message, from_addr=s.sender, to_addrs=list(s.recipients))
+                refused = client.send_message(message, from_addr=s.sender,
+                                              to_addrs=list(s.recipients))
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(f"SMTP server {s.server}:{s.port} refused the login of "
                                 f"{s.username!r} (code {exc.smtp_code}); check "
@@ -66,12 +74,31 @@ class SmtpChannel:
                 f"{_text(exc.smtp_error)}",
                 retryable=exc.smtp_code not in _PERMANENT or exc.smtp_code == 552) from None
         except smtplib.SMTPRecipientsRefused as exc:
+            # a 4yz per recipient is temporary (greylisting, a full mailbox): try again
             raise DeliveryError(f"SMTP server {s.server}:{s.port} refused every recipient: "
-                                f"{sorted(exc.recipients)}", retryable=False) from None
+                                f"{_refusals(exc.recipients)}",
+                                retryable=_temporary(exc.recipients)) from None
         except (smtplib.SMTPException, OSError) as exc:  # refused, timed out, TLS, hung up
             raise DeliveryError(f"cannot send the alert through {s.server}:{s.port} "
-                                f"({s.security}): {type(exc).__name__}: {exc}") from None
+                                f"({s.security}): {type(exc).__name__}: {exc}"
+                                f"{deadline.note()}") from None
+        if refused:
+            # the others have it: sending again would duplicate it for them, so the alert
+            # goes to the fallback (the outbox) instead, and the refusal is recorded
+            raise DeliveryError(f"SMTP server {s.server}:{s.port} delivered the alert to "
+                                f"{len(s.recipients) - len(refused)} of "
+                                f"{len(s.recipients)} recipients; refused "
+                                f"{_refusals(refused)}", retryable=False)
 
 
 def _text(raw: bytes | str) -> str:
     return (raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw))[:200]
+
+
+def _temporary(refusals: dict[str, tuple[int, bytes]]) -> bool:
+    return any(not 500 <= code < 600 for code, _ in refusals.values())
+
+
+def _refusals(refusals: dict[str, tuple[int, bytes]]) -> str:
+    return ", ".join(f"{address} ({code} {_text(reply)[:80]})"
+                     for address, (code, reply) in sorted(refusals.items()))

@@ -13,14 +13,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from .channel import DeliveryError
+from .deadline import Deadline
 from .message import Alert
 from ..config import redacted_url
 from .settings import WebhookSettings
@@ -44,7 +47,35 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+class _Watched:
+    """Opens HTTP(S) connections through ``urllib`` (proxies and all) and keeps them, so a
+    :class:`~aimsec_core.alerts.deadline.Deadline` can reach their sockets."""
+
+    def __init__(self) -> None:
+        self.connections: list[http.client.HTTPConnection] = []
+
+    def sockets(self) -> list[Any]:
+        return [c.sock for c in list(self.connections)]
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        kept = self.connections
+
+        def keep(kind: type[http.client.HTTPConnection]) -> Callable[..., Any]:
+            def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+                kept.append(kind(*args, **kwargs))
+                return kept[-1]
+            return make
+
+        class Http(urllib.request.HTTPHandler):
+            def http_open(self, req: urllib.request.Request) -> Any:
+                return self.do_open(keep(http.client.HTTPConnection), req)
+
+        class Https(urllib.request.HTTPSHandler):
+            def https_open(self, req: urllib.request.Request) -> Any:
+                return self.do_open(keep(http.client.HTTPSConnection), req,
+                                    context=self._context)
+
+        return urllib.request.build_opener(_NoRedirects, Http, Https)
 
 TIMESTAMP_HEADER = "X-Aimsec-Timestamp"
 SIGNATURE_HEADER = "X-Aimsec-Signature"
@@ -88,7 +119,9 @@ def _scrubbed(exc: BaseException, url: str) -> str:
 
 class WebhookChannel:
     """POSTs each alert to ``settings.url``. 5xx, 408, 429 and network errors are retried
-    by the dispatcher; other 4xx answers are not (the receiver rejects the request)."""
+    by the dispatcher; other 4xx answers are not (the receiver rejects the request).
+    ``settings.timeout_s`` bounds the whole request (connect to the answer's first KiB),
+    not only each read: a receiver that stalls or trickles fails the attempt (retried)."""
 
     name = "webhook"
 
@@ -118,8 +151,11 @@ class WebhookChannel:
         if credentials is not None:
             headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
         request = urllib.request.Request(target, data=body, headers=headers, method="POST")
+        watched = _Watched()
+        deadline = Deadline(self.settings.timeout_s, watched.sockets)
         try:
-            with _OPENER.open(request, timeout=self.settings.timeout_s) as answer:
+            with deadline, watched.opener().open(request,
+                                                 timeout=self.settings.timeout_s) as answer:
                 answer.read(1024)
         except urllib.error.HTTPError as exc:
             moved = " (a redirect, not followed: configure the final URL)" if (
@@ -128,7 +164,8 @@ class WebhookChannel:
                 f"webhook {self.settings.display_url} answered HTTP {exc.code} "
                 f"{str(exc.reason)[:100]}{moved}",
                 retryable=exc.code >= 500 or exc.code in (408, 429)) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError,
+                ValueError) as exc:  # HTTPException: an answer that is not HTTP
             raise DeliveryError(f"cannot reach the webhook {self.settings.display_url}: "
                                 f"{type(exc).__name__}: {_scrubbed(exc, self.settings.url)}"
-                                ) from None
+                                f"{deadline.note()}") from None

@@ -120,3 +120,41 @@ class HookServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- hostile peers -------------------------------------------------------------------------
+
+class TrickleServer:
+    """Accepts one connection and sends ``payload`` one byte every ``interval_s`` seconds
+    (a peer that is never quite silent long enough for a socket timeout), then waits up to
+    10 s for the client to hang up. ``sent`` counts the bytes that went out before the
+    client hung up."""
+
+    def __init__(self, payload: bytes, interval_s: float = 0.05) -> None:
+        import socket
+
+        self.payload, self.interval_s, self.sent = payload, interval_s, 0
+        self.done = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import time
+
+        connection, _ = self._listener.accept()
+        with connection:
+            try:
+                for byte in self.payload:
+                    connection.sendall(bytes([byte]))
+                    self.sent += 1
+                    time.sleep(self.interval_s)
+                connection.settimeout(10)
+                while connection.recv(65536):  # what the client sends, until it hangs up
+                    pass
+            except OSError:
+                pass  # the client hung up
+        self.done.set()
+
+    def stop(self) -> None:
+        self._listener.close()

@@ -5,7 +5,10 @@ delivery recorded in the incident store and the metrics; flush on close."""
 from __future__ import annotations
 
 import email
+import json
+import os
 import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -180,3 +183,36 @@ def test_a_broken_store_loses_neither_the_alert_nor_the_occurrences(tmp_path, cl
 def test_capacity_must_be_positive(capacity):
     with pytest.raises(ValueError, match="capacity"):
         Dispatcher(None, None, capacity=capacity, start=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_a_worker_of_its_own_and_does_not_resend_the_parents(clock,
+                                                                                channel):
+    # pre-fork servers (gunicorn --preload) fork after the parent's worker started: the
+    # child inherited a dead thread object, never started its own, and its findings
+    # stayed queued until dropped
+    dispatcher = Dispatcher(None, Grouper(NOW_POLICY, clock=clock), [channel], clock=clock,
+                            tick_s=0.01)
+    dispatcher.submit(occ(clock, "parent"))
+    assert dispatcher.flush(30) and [a.client for a in channel.sent] == ["parent"]
+    dispatcher.submit(occ(clock, "parent-later"))  # queued in the parent at the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what its own worker sent, then leave at once
+        try:
+            channel.sent.clear()
+            dispatcher.submit(occ(clock, "child"))
+            deadline = time.monotonic() + 30
+            while not channel.sent and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1)  # anything the child would wrongly resend goes in this round
+            os.write(write, json.dumps([a.client for a in channel.sent]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        sent_by_child = json.loads(pipe.read() or b"null")
+    os.waitpid(pid, 0)
+    assert sent_by_child == ["child"]
+    assert dispatcher.close(30)
+    assert [a.client for a in channel.sent] == ["parent", "parent-later"]

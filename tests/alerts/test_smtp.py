@@ -12,7 +12,7 @@ from aimsec_core.alerts import (Alert, DeliveryError, Dispatcher, Grouper, Group
                                 SmtpChannel, SmtpSettings)
 from aimsec_core.incidents import IncidentStore, Occurrence
 
-from .servers import SmtpServer, authenticator
+from .servers import Inbox, SmtpServer, TrickleServer, authenticator
 
 T0 = 1_800_000_000.0
 
@@ -172,5 +172,49 @@ def test_server_down_then_back(tmp_path, clock, caplog):
         assert "adversarial" in got.message["Subject"]
         assert store.deliveries()[-1]["status"] == "sent"
         assert [i.threat for i in store.incidents()] == ["adversarial", "range"]
+    finally:
+        server.stop()
+
+
+class Greylisting(Inbox):
+    """Refuses ``oncall@`` with a temporary 450 at RCPT TO, as greylisting servers do."""
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
+        if address.startswith("oncall@"):
+            return "450 4.2.0 greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@pytest.fixture
+def greylisting_server():
+    server = SmtpServer()
+    server.inbox = Greylisting()
+    yield server.start()
+    server.stop()
+
+
+def test_a_temporary_refusal_of_every_recipient_is_retried(greylisting_server):
+    with pytest.raises(DeliveryError, match="450") as refused:
+        SmtpChannel(settings(greylisting_server, recipients=("oncall@example.org",))
+                    ).send(alert())
+    assert refused.value.retryable
+    assert greylisting_server.inbox.messages == []
+
+
+def test_a_recipient_refused_while_others_got_it_is_not_silently_sent(greylisting_server):
+    with pytest.raises(DeliveryError, match="1 of 2 recipients.*oncall@example.org") as part:
+        SmtpChannel(settings(greylisting_server)).send(alert())
+    assert not part.value.retryable  # a retry would send the others a second copy
+    assert [m.rcpt_tos for m in greylisting_server.inbox.messages] == [["soc@example.org"]]
+
+
+def test_a_server_trickling_its_greeting_cannot_hold_the_delivery_thread():
+    server = TrickleServer(b"220 " + b"x" * 400 + b"\r\n")  # 20 s at one byte per 50 ms
+    try:
+        with pytest.raises(DeliveryError, match="whole exchange took over 1 s") as stalled:
+            SmtpChannel(settings(server, timeout_s=1.0)).send(alert())
+        assert stalled.value.retryable
+        assert server.done.wait(10) and server.sent < 400
     finally:
         server.stop()

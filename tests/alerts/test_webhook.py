@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from aimsec_core.alerts import (Backoff, DeliveryError, Dispatcher, Grouper, GroupingPolicy,
                                 WebhookChannel, WebhookSettings)
 from aimsec_core.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 from aimsec_core.incidents import IncidentStore, Occurrence
 
+from .servers import TrickleServer
 from .test_smtp import alert
 
 
@@ -149,3 +152,29 @@ def test_a_client_id_cannot_ping_a_channel_or_make_a_link_in_chat(hook_server):
     assert "<" not in text and ">" not in text and "@channel" not in text
     assert "&lt;!channel&gt;" in text and "&amp; co" in text
     assert payload["alert"]["client"] == hostile  # the data keeps the id as recorded
+
+
+def test_a_receiver_trickling_its_answer_cannot_hold_the_delivery_thread():
+    # the status line itself trickles: cut short, it is no answer at all
+    server = TrickleServer(b"HTTP/1.1" + b" " * 400 + b"200 OK\r\n\r\n")
+    try:
+        with pytest.raises(DeliveryError, match="whole exchange took over 1 s") as stalled:
+            WebhookChannel(WebhookSettings(f"http://127.0.0.1:{server.port}/hook",
+                                           timeout_s=1.0)).send(alert())
+        assert stalled.value.retryable
+        assert server.done.wait(10) and server.sent < 400
+    finally:
+        server.stop()
+
+
+def test_an_answer_that_is_not_http_is_a_retryable_delivery_error():
+    # http.client raises BadStatusLine (an HTTPException, not an OSError) for it: before,
+    # it escaped the channel, which the dispatcher took for a bug and never retried
+    server = TrickleServer(b"SSH-2.0-OpenSSH_9.6\r\n", interval_s=0)
+    try:
+        with pytest.raises(DeliveryError, match="BadStatusLine") as garbled:
+            WebhookChannel(WebhookSettings(f"http://127.0.0.1:{server.port}/hook")
+                           ).send(alert())
+        assert garbled.value.retryable
+    finally:
+        server.stop()
