@@ -293,7 +293,10 @@ class Dispatcher:
             self._note(alert, self.fallback, "outbox", 1)
 
     def _retry_due(self, now: float, force: bool, final: bool) -> None:
-        while self._retries and (force or self._retries[0].due <= now):
+        # a retry due further ahead than the longest backoff was scheduled before the
+        # clock went back: it is due now, not after the jump
+        while self._retries and (force or self._retries[0].due <= now
+                                 or self._retries[0].due - now > self.backoff.cap_s):
             retry = heapq.heappop(self._retries)
             self._attempt(retry.alert, retry.channel, retry.attempt, now, final)
             if force and not final:

@@ -36,7 +36,17 @@ def decide(record: GroupRecord, now: float, policy: GroupingPolicy, *, force: bo
            ) -> tuple[str | None, Action]:
     """The policy, in one place: the message ``record``'s group sends at ``now`` (a kind
     from :data:`~aimsec_core.alerts.message.KINDS`, or ``None``) and the record's new
-    state. ``force`` sends whatever is pending (shutdown)."""
+    state. ``force`` sends whatever is pending (shutdown).
+
+    A clock that went back (an NTP step, a corrected RTC) would leave the record's times in
+    the future and every timer waiting out the jump on top of its interval; times ahead of
+    ``now`` are brought back to ``now`` instead, so a timer waits at most its interval."""
+    ahead = now < max(record.created, record.last_seen, record.sent_at)
+    if ahead:
+        record = replace(record, created=min(record.created, now),
+                         first_seen=min(record.first_seen, now),
+                         last_seen=min(record.last_seen, now),
+                         sent_at=min(record.sent_at, now))
     quiet_since = max(record.last_seen, record.sent_at)
     kind: str | None = None
     if record.sent_at < 0:
@@ -55,7 +65,7 @@ def decide(record: GroupRecord, now: float, policy: GroupingPolicy, *, force: bo
     elif now >= quiet_since + policy.repeat_interval:
         return None, DELETE
     if kind is None:
-        return None, None
+        return None, record if ahead else None
     return kind, replace(record, pending=0, sent_at=now, sent_rank=record.rank,
                          messages=record.messages + 1)
 

@@ -216,3 +216,15 @@ def test_a_forked_child_runs_a_worker_of_its_own_and_does_not_resend_the_parents
     assert sent_by_child == ["child"]
     assert dispatcher.close(30)
     assert [a.client for a in channel.sent] == ["parent", "parent-later"]
+
+
+def test_a_retry_is_not_held_back_by_a_clock_that_went_back(tmp_path, clock):
+    failing = ListChannel(failures=1)
+    dispatcher = Dispatcher(None, Grouper(NOW_POLICY, clock=clock), [failing], clock=clock,
+                            backoff=Backoff(base_s=1, attempts=3), start=False)
+    dispatcher.submit(occ(clock, "a"))
+    dispatcher.pump()
+    assert dispatcher.retries == 1 and failing.sent == []
+    clock.advance(-3600)  # the retry was due in 1 s; now the clock says an hour earlier
+    dispatcher.pump()
+    assert dispatcher.retries == 0 and [a.client for a in failing.sent] == ["a"]

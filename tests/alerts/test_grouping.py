@@ -155,3 +155,18 @@ def test_an_unreachable_state_logs_its_traceback_once_not_every_occurrence(clock
     clock.advance(30)
     [alert] = grouper.due()
     assert alert.count == 3  # grouped here, none lost
+
+
+def test_a_clock_that_goes_back_delays_a_group_by_its_timer_not_by_the_jump(grouper, clock):
+    grouper.observe(occurrence(clock))
+    clock.advance(-3600)  # an NTP step back by an hour
+    assert grouper.due() == []
+    clock.advance(30)
+    [first] = grouper.due()  # group_wait after the jump, not an hour and group_wait
+    assert (first.kind, first.count) == ("new", 1)
+    grouper.observe(occurrence(clock))
+    clock.advance(-3600)
+    grouper.due()
+    clock.advance(300)
+    [update] = grouper.due()  # the quiet follow-up, group_interval after the jump
+    assert (update.kind, update.suppressed) == ("update", 1)
