@@ -102,12 +102,11 @@ class AISecurityMonitor:
         self.model_name = clip(model_name)
         self.alert_settings = dict(alert_settings or {})
         self.logging_path = log_folder(None if logging_path is None else str(logging_path))
-        thresholds = self.alert_settings.get("alert_thresholds") or {}
-        self.max_requests_per_minute = int(thresholds.get(
-            "max_requests_per_minute", DEFAULT_MAX_REQUESTS_PER_MINUTE))
-        if self.max_requests_per_minute < 1:
-            raise ConfigurationError("alert_thresholds['max_requests_per_minute'] must be at "
-                                     f"least 1; received {self.max_requests_per_minute}")
+        if self.logging_path.exists() and not self.logging_path.is_dir():
+            raise ConfigurationError(  # incidents and alerts written under it would be lost
+                f"logging_path {str(self.logging_path)!r:.200} is not a folder; expected a "
+                "folder for the incident database and the alert outbox")
+        self.max_requests_per_minute = _max_requests(self.alert_settings)
         self.clock = clock
         self._admit = limiter or per_minute_limiter(self.max_requests_per_minute, clock)
         smtp = SmtpSettings.from_alert_settings(self.alert_settings)
@@ -169,7 +168,7 @@ class AISecurityMonitor:
         count; ``most_common_threats`` counts occurrences. Raises
         :class:`ConfigurationError` unless ``hours`` is a positive finite number."""
         if isinstance(hours, bool) or not isinstance(hours, Real) \
-                or not math.isfinite(hours) or hours <= 0:
+                or not _finite(hours) or hours <= 0:
             raise ConfigurationError(f"hours must be a positive number; received "
                                      f"{hours!r:.80}")
         self._dispatcher.ingest()
@@ -193,6 +192,29 @@ class AISecurityMonitor:
         evidence.add(reason=f"{threat}: {json.dumps(details, default=str)}")
         self._dispatcher.submit(Occurrence(self.model_name, threat, ip, severity, now, now, 1,
                                            evidence))
+
+
+def _finite(value: Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _max_requests(alert_settings: Mapping[str, Any]) -> int:
+    """``alert_thresholds['max_requests_per_minute']``: an integer of at least 1 (default
+    100). Raises :class:`ConfigurationError` for anything else."""
+    thresholds = alert_settings.get("alert_thresholds") or {}
+    if not isinstance(thresholds, Mapping):
+        raise ConfigurationError("alert_settings['alert_thresholds'] must be a dict such as "
+                                 "{'max_requests_per_minute': 100}; received "
+                                 f"{type(thresholds).__name__}")
+    value = thresholds.get("max_requests_per_minute", DEFAULT_MAX_REQUESTS_PER_MINUTE)
+    if isinstance(value, bool) or not isinstance(value, Real) or not _finite(value) \
+            or value != int(value) or value < 1:
+        raise ConfigurationError("alert_thresholds['max_requests_per_minute'] must be a "
+                                 f"whole number of at least 1; received {value!r:.80}")
+    return int(value)
 
 
 def _input_threats(input_data: Any) -> dict[str, Any]:

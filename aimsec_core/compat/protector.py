@@ -54,6 +54,10 @@ class AIModelProtector:
                  store: str | Store | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.model_name = model_name
+        if input_constraints is not None and not isinstance(input_constraints, Mapping):
+            raise ConfigurationError(
+                "input_constraints must be a dict such as {'max_value': 1.0}; received "
+                f"{type(input_constraints).__name__}")
         self.input_constraints = dict(input_constraints or {})
         constraints = Constraints.coerce({**_LEGACY_DEFAULTS, **self.input_constraints})
         audit = AuditLog(file=Path(log_file)) if log_file else AuditLog()

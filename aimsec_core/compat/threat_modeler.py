@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from numbers import Real
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,10 @@ class ChatbotThreatModeler:
     def generate_report(self, assessment: dict[str, Any]) -> dict[str, Any]:
         """The original report: timestamp, risk score and level, threats, missing controls
         (name and description, once each) and recommendations."""
-        missing = list(dict.fromkeys(assessment.get("missing_controls", [])))
+        score, missing, threats = _assessment_parts(assessment)
         unknown = [c for c in missing if c not in self.security_controls]
         if unknown:
             raise ConfigurationError(f"the assessment names unknown controls {unknown}")
-        score = assessment["risk_score"]
         return {
             "timestamp": assessment.get("timestamp",
                                         datetime.now(timezone.utc).isoformat()),
@@ -88,7 +88,7 @@ class ChatbotThreatModeler:
             "risk_level": risk_level(score),
             "threats": [{k: copy.deepcopy(t[k]) for k in
                          ("category", "severity", "description", "impact", "likelihood",
-                          "recommended_controls")} for t in assessment.get("threats", [])],
+                          "recommended_controls")} for t in threats],
             "missing_controls": [dict(self.security_controls[c]) for c in missing],
             "recommendations": [
                 f"Implement {self.security_controls[c]['name']}: "
@@ -98,3 +98,37 @@ class ChatbotThreatModeler:
     def export_report(self, report: dict[str, Any], filename: str | Path) -> None:
         """Write ``report`` as JSON to ``filename``."""
         Path(filename).write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
+_THREAT_KEYS = ("category", "severity", "description", "impact", "likelihood",
+                "recommended_controls")
+
+
+def _assessment_parts(assessment: Any) -> tuple[float, list[str], list[dict[str, Any]]]:
+    """The risk score, missing control ids (once each) and threats of an assessment from
+    :meth:`ChatbotThreatModeler.assess_implementation`. Raises
+    :class:`ConfigurationError` for anything else."""
+    expected = "expected the dict assess_implementation returns"
+    if not isinstance(assessment, Mapping):
+        raise ConfigurationError(f"assessment must be a dict; {expected}; received "
+                                 f"{type(assessment).__name__}")
+    score = assessment.get("risk_score")
+    if isinstance(score, bool) or not isinstance(score, Real) \
+            or not 0 <= float(score) <= 100:
+        raise ConfigurationError(f"assessment['risk_score'] must be a number in [0, 100]; "
+                                 f"received {score!r:.80}")
+    missing = assessment.get("missing_controls", [])
+    if isinstance(missing, (str, bytes)) or not isinstance(missing, Iterable) \
+            or isinstance(missing, Mapping) or not all(isinstance(c, str) for c in missing):
+        raise ConfigurationError("assessment['missing_controls'] must be a list of control "
+                                 f"ids; received {missing!r:.80}")
+    threats = assessment.get("threats", [])
+    if isinstance(threats, (str, bytes, Mapping)) or not isinstance(threats, Iterable):
+        raise ConfigurationError(f"assessment['threats'] must be a list of threats; "
+                                 f"received {threats!r:.80}")
+    threats = list(threats)
+    for threat in threats:
+        if not isinstance(threat, Mapping) or any(k not in threat for k in _THREAT_KEYS):
+            raise ConfigurationError(f"each of assessment['threats'] must be a dict with "
+                                     f"{list(_THREAT_KEYS)}; received {threat!r:.80}")
+    return score, list(dict.fromkeys(missing)), threats

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..adapter import Capabilities
@@ -51,9 +52,9 @@ CONFIDENCE_WITHOUT_GRADIENTS = "margin"
 def build_detector(name: str, **config: Any) -> Detector:
     try:
         kind = DETECTORS[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable item, such as a dict
         raise ConfigurationError(
-            f"unknown detector {name!r}; expected one of {sorted(DETECTORS)}") from None
+            f"unknown detector {name!r:.80}; expected one of {sorted(DETECTORS)}") from None
     return kind(**config)
 
 
@@ -66,6 +67,9 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
     if isinstance(names, (str, bytes)):  # its letters are no detectors
         raise ConfigurationError(f"detectors must be a list of detector names; received the "
                                  f"string {names!r:.80} (write [{names!r:.80}])")
+    if names is not None and not isinstance(names, Iterable):
+        raise ConfigurationError(f"detectors must be a list of detector names; received "
+                                 f"{type(names).__name__}")
     chosen = list(names) if names is not None else [
         n if not DETECTORS[n].needs_gradient or capabilities.gradients
         else CONFIDENCE_WITHOUT_GRADIENTS
@@ -75,6 +79,9 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
         if isinstance(item, Detector):
             detectors.append(item)
             continue
+        if not isinstance(item, str):
+            raise ConfigurationError(f"unknown detector {item!r:.80}; expected one of "
+                                     f"{sorted(DETECTORS)}")
         config = {"image_shape": image_shape} if item in ("squeeze", "jump") else {}
         detectors.append(build_detector(item, **config))
     for detector in detectors:

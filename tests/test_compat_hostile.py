@@ -1,0 +1,108 @@
+"""Hostile arguments to the original tool's classes and to the detector choice: each is
+a typed error naming what was wrong, never a raw Python exception."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aimsec_core import (AIModelProtector, AISecurityMonitor, ChatbotThreatModeler,
+                         ConfigurationError)
+from aimsec_core.adapter import Capabilities
+from aimsec_core.detection import select_detectors
+
+
+@pytest.mark.parametrize("constraints", ["x", 5, [("max_value", 1.0)]])
+def test_protector_constraints_that_are_not_a_dict_are_refused(constraints):
+    # they raised ValueError / TypeError from dict()
+    with pytest.raises(ConfigurationError, match="input_constraints must be a dict"):
+        AIModelProtector("prod", constraints)
+
+
+@pytest.mark.parametrize("thresholds, match", [
+    ({"max_requests_per_minute": "abc"}, "whole number of at least 1"),
+    ({"max_requests_per_minute": float("nan")}, "whole number of at least 1"),
+    ({"max_requests_per_minute": 2.7}, "whole number of at least 1"),
+    ({"max_requests_per_minute": True}, "whole number of at least 1"),
+    ({"max_requests_per_minute": 0}, "whole number of at least 1"),
+    ([1], "alert_thresholds'\\] must be a dict"),
+])
+def test_monitor_thresholds_of_the_wrong_kind_are_refused(tmp_path, thresholds, match):
+    # 'abc' and NaN raised ValueError from int(), a list AttributeError; 2.7 became 2
+    with pytest.raises(ConfigurationError, match=match):
+        AISecurityMonitor("m", {"alert_thresholds": thresholds}, tmp_path)
+
+
+def test_monitor_whole_float_threshold_still_works(tmp_path):
+    monitor = AISecurityMonitor("m", {"alert_thresholds": {"max_requests_per_minute": 3.0}},
+                                tmp_path)
+    try:
+        assert monitor.max_requests_per_minute == 3
+    finally:
+        monitor.close()
+
+
+def test_monitor_logging_path_that_is_a_file_is_refused(tmp_path):
+    # it was accepted, and every incident and alert written under it was then lost
+    path = tmp_path / "afile"
+    path.write_text("x")
+    with pytest.raises(ConfigurationError, match="is not a folder"):
+        AISecurityMonitor("m", {}, path)
+
+
+@pytest.mark.parametrize("hours", [10 ** 400, -(10 ** 400)])
+def test_summary_hours_beyond_any_float_are_refused(tmp_path, hours):
+    # it raised OverflowError from math.isfinite
+    monitor = AISecurityMonitor("m", {}, tmp_path)
+    try:
+        with pytest.raises(ConfigurationError, match="hours must be a positive number"):
+            monitor.get_incident_summary(hours)
+    finally:
+        monitor.close()
+
+
+@pytest.mark.parametrize("assessment, match", [
+    (None, "assessment must be a dict"),
+    ({}, "risk_score"),
+    ({"risk_score": "x"}, "risk_score"),
+    ({"risk_score": float("nan")}, "risk_score"),  # raised StopIteration
+    ({"risk_score": 50, "missing_controls": "rate_limiting"}, "missing_controls"),
+    ({"risk_score": 50, "missing_controls": [["x"]]}, "missing_controls"),
+    ({"risk_score": 50, "threats": "ab"}, "threats"),
+    ({"risk_score": 50, "threats": [{}]}, "threats"),
+])
+def test_a_report_of_a_malformed_assessment_is_refused(assessment, match):
+    with pytest.raises(ConfigurationError, match=match):
+        ChatbotThreatModeler().generate_report(assessment)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.dictionaries(st.sampled_from(["risk_score", "missing_controls", "threats"]),
+                       st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=5),
+                                 st.lists(st.one_of(st.text(max_size=5), st.integers(),
+                                                    st.dictionaries(st.text(max_size=3),
+                                                                    st.integers())),
+                                          max_size=3))))
+def test_any_assessment_reports_or_is_a_configuration_error(assessment):
+    modeler = ChatbotThreatModeler()
+    try:
+        report = modeler.generate_report(assessment)
+    except ConfigurationError:
+        return
+    assert report["risk_level"] in ("Critical", "High", "Medium", "Low")
+
+
+def test_a_real_assessment_still_reports():
+    modeler = ChatbotThreatModeler()
+    report = modeler.generate_report(modeler.assess_implementation({"rate_limiting"}))
+    assert report["risk_level"] == "Critical" and report["missing_controls"]
+
+
+@pytest.mark.parametrize("detectors", [5, [{"name": "margin"}], [["margin"]],
+                                       [np.array([1, 2])]])
+def test_detector_lists_of_the_wrong_kind_are_refused(detectors):
+    # they raised TypeError ('int' object is not iterable, unhashable type)
+    with pytest.raises(ConfigurationError, match="detector"):
+        select_detectors(detectors, Capabilities())
