@@ -157,6 +157,11 @@ class Guard:
 
     @calibration.setter
     def calibration(self, calibration: Calibration | None) -> None:
+        if calibration is not None and not isinstance(calibration, Calibration):
+            raise CalibrationError(
+                f"a guard's calibration is a Calibration (from calibrate() or "
+                f"load_calibration()) or None; received {type(calibration).__name__}. To "
+                f"use a calibration file, pass its path to use_calibration()")
         # read the model's output as it was calibrated; without a calibration, its own way
         read_single_column(self.adapter, calibration is not None and calibration.sigmoid_output)
         self._calibration = calibration

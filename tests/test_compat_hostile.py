@@ -106,3 +106,16 @@ def test_detector_lists_of_the_wrong_kind_are_refused(detectors):
     # they raised TypeError ('int' object is not iterable, unhashable type)
     with pytest.raises(ConfigurationError, match="detector"):
         select_detectors(detectors, Capabilities())
+
+
+@pytest.mark.parametrize("junk", ["calibration.npz", 5, {"thresholds": {}}])
+def test_a_guards_calibration_set_to_something_else_is_refused(junk):
+    # it raised AttributeError (the setter read .sigmoid_output); the guard keeps its own
+    import aimsec_core
+    from aimsec_core import CalibrationError
+    from tests.cases import digits_logistic
+
+    guard = aimsec_core.guard_of(aimsec_core.guard(digits_logistic()))
+    with pytest.raises(CalibrationError, match="Calibration .* or None; received"):
+        guard.calibration = junk
+    assert guard.calibration is None
