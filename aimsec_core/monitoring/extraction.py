@@ -79,6 +79,12 @@ class _ClientState:
         self.ring = np.zeros(2, np.int64)  #: distances ever appended, since the last test
         self.last_w: float | None = None
 
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays the PRADA step takes after the rows and their slots, in its order
+        (``members`` is read afresh: a new class may have grown it)."""
+        return (self.members, self.classes, self.class_distances, self.distances, self.ring)
+
     def slot(self, label: Hashable) -> int | None:
         """The slot of ``label``'s class, made when new; ``None`` when making it needs
         the least recently used class's slot (:meth:`evict` first)."""
@@ -179,8 +185,7 @@ class ExtractionTracker:
             if slot is not None:
                 one = self._one
                 one[0] = slot
-                since_test = learn(x, one, state.members, state.classes,
-                                   state.class_distances, state.distances, state.ring)
+                since_test = learn(x, one, *state.arrays)
             else:
                 since_test = self._learn_batch(state, x, classes, learn)
             if (since_test >= self.test_every
@@ -211,13 +216,11 @@ class ExtractionTracker:
         for i, label in enumerate(classes):
             slot = state.slot(label)
             if slot is None:  # the rows before it learn from the class it replaces
-                learn(x[start:i], np.array(slots, np.int64), state.members,
-                      state.classes, state.class_distances, state.distances, state.ring)
+                learn(x[start:i], np.array(slots, np.int64), *state.arrays)
                 start, slots = i, []
                 slot = state.evict(label)
             slots.append(slot)
-        return learn(x[start:], np.array(slots, np.int64), state.members, state.classes,
-                     state.class_distances, state.distances, state.ring)
+        return learn(x[start:], np.array(slots, np.int64), *state.arrays)
 
 
 def learn_rows(x: np.ndarray, slots: np.ndarray, members: np.ndarray, classes: np.ndarray,
