@@ -152,6 +152,8 @@ def redacted_url(url: str, *, path: bool = False) -> str:
         return "<unparsable URL>"
     if ":" in host:
         host = f"[{host}]"
+    if "@" in parts.path:  # an unescaped "/" in a password: "redis://u:p/ss@h", "x://p/ss@h"
+        return f"{parts.scheme}://***@…"
     credentials = "***@" if "@" in parts.netloc else ""
     return f"{parts.scheme}://{credentials}{host}{port}" + (parts.path if path else "/…")
 

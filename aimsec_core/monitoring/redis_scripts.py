@@ -10,11 +10,20 @@ Short tags only blur two rare cases: a near-duplicate taken for an exact repeat 
 same content (1 in 65,536 pairs) and a match attributed to the same client.
 """
 
+#: Seconds as Redis' EXPIRE / SET EX take them: whole, at least 1, and at most about 68
+#: years (a valid policy may say 1e300 s, which Redis refuses as out of range; a key
+#: that outlives its use is harmless, as each entry carries its own time).
+_SECONDS = """
+local function seconds(x)
+  return math.min(math.max(1, math.ceil(x)), 2147483647)
+end
+"""
+
 #: Refused calls and suspicions buffered since the last round trip.
 #: KEYS: per failure (failures list, lock), then per suspicion (suspect key).
 #: ARGV: nfailures, then per failure (now, max, window, lockout); then per suspicion
 #: (until, ttl seconds).
-APPLY = """
+APPLY = _SECONDS + """
 local nf = tonumber(ARGV[1])
 local a = 2
 for i = 1, nf do
@@ -24,36 +33,48 @@ for i = 1, nf do
   a = a + 4
   redis.call('LPUSH', fkey, ARGV[a - 4])
   redis.call('LTRIM', fkey, 0, max - 1)
-  redis.call('EXPIRE', fkey, math.ceil(window))
+  redis.call('EXPIRE', fkey, seconds(window))
   if redis.call('LLEN', fkey) >= max and tonumber(redis.call('LINDEX', fkey, max - 1)) >= now - window then
-    redis.call('SET', lkey, tostring(now + lockout), 'EX', math.ceil(lockout))
+    redis.call('SET', lkey, tostring(now + lockout), 'EX', seconds(lockout))
     redis.call('DEL', fkey)
   end
 end
 local k = 2 * nf + 1
 while a <= #ARGV do
-  redis.call('SET', KEYS[k], ARGV[a], 'EX', math.max(1, math.ceil(tonumber(ARGV[a + 1]))))
+  redis.call('SET', KEYS[k], ARGV[a], 'EX', seconds(tonumber(ARGV[a + 1])))
   k = k + 1
   a = a + 2
 end
 return nf
 """
 
-#: Lockout and minimum interval. KEYS: lock, last. ARGV: now, interval, check lock (0/1).
-#: Returns {"locked", seconds} / {"interval", seconds} / {"ok", ""}.
-ADMIT = """
+#: Lockout and minimum interval, and the fingerprint secret. KEYS: lock, last, secret.
+#: ARGV: now, interval, check lock (0/1), the caller's secret.
+#: Returns {"locked", seconds, secret} / {"interval", seconds, secret} / {"ok", "", secret}
+#: where secret is "" when the caller's is the stored one, else the stored one (the key
+#: was flushed or evicted and another replica wrote its own first); a missing secret is
+#: written back, so replicas never fingerprint with different secrets for long.
+ADMIT = _SECONDS + """
+local secret = redis.call('GET', KEYS[3])
+if not secret then
+  redis.call('SET', KEYS[3], ARGV[4])
+  secret = ARGV[4]
+end
+if secret == ARGV[4] then secret = '' end
 local now = tonumber(ARGV[1])
 if ARGV[3] == '1' then
   local locked = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if locked > now then return {'locked', tostring(locked - now)} end
+  if locked > now then return {'locked', tostring(locked - now), secret} end
 end
 local interval = tonumber(ARGV[2])
 if interval > 0 then
   local last = tonumber(redis.call('GET', KEYS[2]) or '-1e300')
-  if now - last < interval then return {'interval', tostring(last + interval - now)} end
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', math.ceil(interval) + 1)
+  if now - last < interval then
+    return {'interval', tostring(last + interval - now), secret}
+  end
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', seconds(interval + 1))
 end
-return {'ok', ''}
+return {'ok', '', secret}
 """
 
 #: Repeats, standing suspicion, and the fingerprint index (match, then store, sample by
@@ -61,7 +82,7 @@ return {'ok', ''}
 #: ARGV: now, repeat window (0: no repeat counting), ttl, capacity, ways, client tag,
 #: nsamples, then per sample: content tag, k, k hashes.
 #: Returns {repeats, suspect (string seconds or ""), best1, same1, best2, same2, ...}.
-OBSERVE = """
+OBSERVE = _SECONDS + """
 local now = tonumber(ARGV[1])
 local rwindow = tonumber(ARGV[2])
 local ttl, capacity, ways = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -69,7 +90,7 @@ local client, n = tonumber(ARGV[6]), tonumber(ARGV[7])
 local out = {0, ''}
 if rwindow > 0 then
   out[1] = redis.call('INCR', KEYS[1]) - 1
-  if out[1] == 0 then redis.call('EXPIRE', KEYS[1], math.ceil(rwindow)) end
+  if out[1] == 0 then redis.call('EXPIRE', KEYS[1], seconds(rwindow)) end
 end
 local suspect = tonumber(redis.call('GET', KEYS[2]) or '0')
 if suspect > now then out[2] = tostring(suspect - now) end
@@ -103,7 +124,7 @@ for s = 1, n do
     local entry = struct.pack('<I4I4I4I2I2', tonumber(ARGV[a + j]), serial, stamp, client, content)
     redis.call('LPUSH', KEYS[k + j], entry)
     redis.call('LTRIM', KEYS[k + j], 0, ways - 1)
-    redis.call('EXPIRE', KEYS[k + j], math.ceil(ttl))
+    redis.call('EXPIRE', KEYS[k + j], seconds(ttl))
   end
   a = a + m
   k = k + m

@@ -13,10 +13,14 @@ a failure (no answer in time, an error reply, an answer that is not Redis's) rai
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
 import threading
+from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -34,6 +38,9 @@ WAYS = 16
 #: time): a larger batch takes one more round trip per slice.
 ROWS_PER_SCRIPT = 64
 _SECRET_KEY = "aimsec:secret"
+#: Longest model name used as it is in keys (UTF-8 bytes); a longer one, or one Redis
+#: cannot encode, is keyed by its hash.
+_NAME_BYTES = 128
 _TAG = 0xFFFF  #: client and content tags keep their low 16 bits in an index entry
 
 
@@ -46,6 +53,7 @@ class RedisStore(Store):
         from redis.retry import Retry
 
         self.url = url
+        _check_database(url)
         self._redis = redis
         if connection_pool is not None:
             self.client = redis.Redis(connection_pool=connection_pool)
@@ -58,6 +66,9 @@ class RedisStore(Store):
         # unreachable one: an error reply (OOM under maxmemory, READONLY after a failover,
         # BUSY behind a long script) or something that is not Redis answering the URL
         self._errors = (redis.exceptions.RedisError, OSError)
+        #: what a reply of the wrong shape raises while it is read or unpacked (a server
+        #: speaking Redis' protocol without being Redis, e.g. answering "+OK" to anything)
+        self._garbled = (AttributeError, TypeError, ValueError, IndexError, KeyError)
         self._lock = threading.Lock()
         self._pending_keys: list[str] = []
         self._pending_failures: list[Any] = []
@@ -82,10 +93,12 @@ class RedisStore(Store):
             pipe.set(_SECRET_KEY, self._secret or self._local_secret, nx=True)
             pipe.get(_SECRET_KEY)
             *shas, _, secret = pipe.execute()
-        except self._errors as exc:
+            shas = [_text(sha) for sha in shas]
+            secret = bytes(secret)
+        except (*self._errors, *self._garbled) as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
         self._shas = dict(zip(("apply", "admit", "observe", "acquire"), shas))
-        self._secret = bytes(secret)
+        self._secret = secret
         self._reconnect = False
 
     def secret(self) -> bytes:
@@ -107,16 +120,21 @@ class RedisStore(Store):
                 if attempt:
                     raise StoreError(f"{type(exc).__name__}: {exc}") from exc
                 self.connect()
-            except self._errors as exc:
+            except (*self._errors, *self._garbled) as exc:
                 self._reconnect = True
                 raise StoreError(f"{type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")
+
+    def _garbled_reply(self, exc: Exception) -> StoreError:
+        """The error for a reply that is not Redis's (reconnect before the next command)."""
+        self._reconnect = True
+        return StoreError(f"a reply that is not Redis's ({type(exc).__name__}: {exc})")
 
     # -- operations --------------------------------------------------------------------
 
     def admit(self, model: str, client: str, now: float, rules: ClientRules, *,
               lockout: bool) -> Admission:
-        base = f"aimsec:{model}:{client}"
+        base = f"{_namespace(model)}:{client}"
         rate_key = f"{base}:rate"
         limit = rules.max_requests_per_minute
         pending = self._take_pending()
@@ -125,8 +143,9 @@ class RedisStore(Store):
             if pending is not None:
                 keys, args = pending
                 pipe.evalsha(self._shas["apply"], len(keys), *keys, *args)
-            pipe.evalsha(self._shas["admit"], 2, f"{base}:lock", f"{base}:last", repr(now),
-                         repr(rules.min_request_interval), "1" if lockout else "0")
+            pipe.evalsha(self._shas["admit"], 3, f"{base}:lock", f"{base}:last", _SECRET_KEY,
+                         repr(now), repr(rules.min_request_interval), "1" if lockout else "0",
+                         self._secret or self._local_secret)
             if limit is not None:
                 pipe.evalsha(self._shas["acquire"], 1, rate_key, repr(now), limit, 60, 1)
                 pipe.lindex(rate_key, limit - 1)
@@ -136,16 +155,22 @@ class RedisStore(Store):
         except StoreError:
             self._restore_pending(pending)
             raise
-        if pending is not None:
-            replies = replies[1:]
-        state, seconds = (_text(v) for v in replies[0])
-        if state == "locked":
-            return Admission(locked_for=float(seconds))
-        interval = float(seconds) if state == "interval" else None
-        rate = None
-        if limit is not None and not replies[1]:
-            oldest = float(replies[2]) if replies[2] is not None else now
-            rate = max(0.0, oldest + 60 - now)
+        try:
+            if pending is not None:
+                replies = replies[1:]
+            state, seconds, secret = replies[0]
+            state = _text(state)
+            if secret:  # the stored secret is another replica's: use it from now on
+                self._secret = bytes(secret)
+            if state == "locked":
+                return Admission(locked_for=float(seconds))
+            interval = float(seconds) if state == "interval" else None
+            rate = None
+            if limit is not None and not replies[1]:
+                oldest = float(replies[2]) if replies[2] is not None else now
+                rate = max(0.0, oldest + 60 - now)
+        except self._garbled as exc:
+            raise self._garbled_reply(exc) from exc
         return Admission(rate_retry=rate, interval_retry=interval)
 
     def observe(self, model: str, client: str, now: float, rules: ClientRules,
@@ -156,7 +181,8 @@ class RedisStore(Store):
         (the script costs about 0.3 ms a row on the server, which serves nobody else
         meanwhile: one call of thousands of rows would hold every replica's calls past
         their timeout)."""
-        base = f"aimsec:{model}:{client}"
+        namespace = _namespace(model)
+        base = f"{namespace}:{client}"
         fingerprints = None if query is None else query.fingerprints()
         counting = bool(rules.max_repeats and call_hash)
         head: list[Any] = [repr(now), repr(policy.near_duplicate_ttl),
@@ -166,7 +192,7 @@ class RedisStore(Store):
             for i in range(0, max(len(fingerprints[0]), 1), ROWS_PER_SCRIPT)]
         repeats, suspect, matches = 0, "", []
         for k, (hashes, contents) in enumerate(slices):
-            keys = [f"{base}:rep:{call_hash}", f"{base}:suspect", f"aimsec:{model}:fp:serial"]
+            keys = [f"{base}:rep:{call_hash}", f"{base}:suspect", f"{namespace}:fp:serial"]
             args: list[Any] = [head[0], repr(rules.repeat_window) if counting and not k
                                else "0", *head[1:]]
             sizes = []
@@ -177,22 +203,26 @@ class RedisStore(Store):
                     row = row[row != 0]
                     sizes.append(len(row))
                     args += [int(content) & _TAG, len(row), *row.tolist()]
-                    keys += [f"aimsec:{model}:fp:{int(b)}" for b in (row % np.uint32(buckets))]
+                    keys += [f"{namespace}:fp:{int(b)}" for b in (row % np.uint32(buckets))]
             else:
                 args.append(0)
             reply = self._run(lambda pipe: pipe.evalsha(self._shas["observe"], len(keys),
                                                         *keys, *args))[0]
-            if not k:
-                repeats, suspect = int(reply[0]), _text(reply[1])
-            matches += [Match(int(reply[2 + 2 * i]), size, bool(reply[3 + 2 * i]))
-                        for i, size in enumerate(sizes)]
+            try:
+                if not k:
+                    repeats, suspect = int(reply[0]), _text(reply[1])
+                matches += [Match(int(reply[2 + 2 * i]), size, bool(reply[3 + 2 * i]))
+                            for i, size in enumerate(sizes)]
+                suspect_for = float(suspect) if suspect else None
+            except self._garbled as exc:
+                raise self._garbled_reply(exc) from exc
         return Observation(repeats=repeats if counting else 0, matches=matches,
-                           suspect_for=float(suspect) if suspect else None)
+                           suspect_for=suspect_for)
 
     def record_failure(self, model: str, client: str, now: float, rules: ClientRules) -> None:
         if not rules.max_failed_attempts:
             return
-        base = f"aimsec:{model}:{client}"
+        base = f"{_namespace(model)}:{client}"
         with self._lock:
             self._pending_keys += [f"{base}:fail", f"{base}:lock"]
             self._pending_failures += [repr(now), rules.max_failed_attempts,
@@ -200,7 +230,7 @@ class RedisStore(Store):
 
     def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
         with self._lock:
-            self._pending_suspects[0].append(f"aimsec:{model}:{client}:suspect")
+            self._pending_suspects[0].append(f"{_namespace(model)}:{client}:suspect")
             self._pending_suspects[1].extend([repr(until), repr(until - now)])
 
     def flush(self) -> None:
@@ -242,6 +272,35 @@ class RedisStore(Store):
 
     def close(self) -> None:
         self.client.close()
+
+
+@lru_cache(maxsize=256)
+def _namespace(model: str) -> str:
+    """The key prefix of ``model``'s state: ``aimsec:<name>``, or ``aimsec:#<hash>`` for a
+    name longer than :data:`_NAME_BYTES` or one UTF-8 cannot encode (a lone surrogate),
+    so keys stay short and every name has one."""
+    try:
+        encoded = model.encode("utf-8")
+    except UnicodeEncodeError:
+        encoded = b""
+    if encoded and len(encoded) <= _NAME_BYTES:
+        return f"aimsec:{model}"
+    digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"aimsec:#{digest}"
+
+
+def _check_database(url: str) -> None:
+    """Raise ``ValueError`` unless a ``redis://`` URL's path is empty or a database number
+    (redis-py ignores a path it cannot read as one, so the state would silently go to
+    database 0, and reads ``/1/2`` as database 12). The message never repeats the URL."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return  # redis-py's own parsing reports it
+    if parts.scheme in ("redis", "rediss") and parts.path not in ("", "/") \
+            and not re.fullmatch(r"/[0-9]+", parts.path):
+        raise ValueError("the path after host:port must be empty or a database number "
+                         "such as /0 (is a '/' in the password not escaped as %2F?)")
 
 
 def _buckets(policy: Policy) -> int:

@@ -1,0 +1,174 @@
+"""The Redis store against hostile input and unlucky operations, on a real redis-server:
+a flushed server, settings at the edge of their range, names Redis cannot encode,
+something else answering the URL, URLs that do not say what they seem to."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+import redis
+
+import aimsec_core
+from aimsec_core import ConfigurationError, QueryAttackError, StoreUnavailableError
+from aimsec_core.guard import Guard
+from aimsec_core.monitoring.redis_store import RedisStore
+from aimsec_core.monitoring.store import open_store
+from aimsec_core.registry import adapter_for
+from tests.cases import digits
+from tests.conftest import ListSink
+
+
+def _guard(model, clock, store, sink=None, mode="enforce", name="digits", **policy):
+    adapter = adapter_for(model)
+    return adapter.wrap(Guard(model, adapter, name=name, mode=mode,
+                              sinks=[sink if sink is not None else ListSink()],
+                              clock=clock, policy=policy, store=store))
+
+
+def _step(row: np.ndarray) -> np.ndarray:
+    out = row.copy()
+    out[0, 27:30] = np.clip(out[0, 27:30] + 0.25, 0, 1)
+    return out
+
+
+def test_replicas_agree_on_the_secret_after_the_server_is_flushed(redis_server,
+                                                                   digits_model, clock):
+    # FLUSHALL (or eviction of the secret key) without a dropped connection: a replica
+    # kept its old secret while one started afterwards wrote a new one, so their
+    # fingerprints never matched again and an attack split across them went unseen
+    first = _guard(digits_model, clock, redis_server.url)
+    x = digits()[0]
+    with aimsec_core.client("a"):
+        first.predict(x[100:101])  # scripts and secret loaded
+    admin = redis.Redis(port=redis_server.port)
+    admin.flushall()
+    admin.close()
+    second = _guard(digits_model, clock, redis_server.url)
+    clock.advance(1)
+    with aimsec_core.client("acct-1"):
+        second.predict(x[5:6])
+    clock.advance(1)
+    with aimsec_core.client("acct-2"), pytest.raises(QueryAttackError):
+        first.predict(_step(x[5:6]))
+
+
+@pytest.mark.parametrize("setting", ["session_timeout", "failure_window", "repeat_window",
+                                     "near_duplicate_ttl", "min_request_interval"])
+def test_long_but_valid_durations_work_on_redis(redis_server, digits_model, clock, setting):
+    # 1e300 s passes validation (and works in memory), but Redis' EXPIRE / SET EX took
+    # no such number: every round trip failed, and a buffered failure carrying it kept
+    # failing every later one, so the store looked down for good
+    sink = ListSink()
+    policy = {setting: 1e300, "max_failed_attempts": 1, "max_repeats": 2,
+              "store_failure": "fail_closed"}
+    guarded = _guard(digits_model, clock, redis_server.url, sink, **policy)
+    x = digits()[0]
+    with aimsec_core.client("c"):
+        guarded.predict(x[:1])
+        clock.advance(1)
+        if setting == "min_request_interval":
+            with pytest.raises(aimsec_core.SecurityViolation):
+                guarded.predict(x[1:2])
+            checks = [("min_interval",)]
+        else:
+            guarded.predict(x[:1])  # a repeat, counted
+            clock.advance(1)
+            guarded.predict(x[40:41])
+            clock.advance(1)
+            with pytest.raises(QueryAttackError):
+                guarded.predict(_step(x[40:41]))  # its own near-duplicate: a failure
+            clock.advance(1)
+            with pytest.raises(aimsec_core.ClientBlockedError):
+                guarded.predict(x[60:61])  # locked out
+            checks = [(), (), ("near_duplicate",), ("lockout",)]
+    assert [e.verdict.checks for e in sink.events][1:] == checks
+
+
+def test_a_model_name_redis_cannot_encode_is_served(redis_server, digits_model, clock):
+    # a lone surrogate in the name (from a decoded file name, or a name a tenant chose)
+    # reached the key encoder and raised a raw UnicodeEncodeError out of every call
+    guarded = _guard(digits_model, clock, redis_server.url, name="model-\udcff")
+    x = digits()[0]
+    with aimsec_core.client("c"):
+        guarded.predict(x[:1])
+    assert guarded.last_verdict.clean
+
+
+def test_long_or_odd_model_names_keep_to_their_own_bounded_keys(redis_server, digits_model,
+                                                                clock):
+    long_name = "m" * 100_000
+    guarded = _guard(digits_model, clock, redis_server.url, name=long_name,
+                     max_requests_per_minute=5)
+    x = digits()[0]
+    with aimsec_core.client("c"):
+        guarded.predict(x[:1])
+    admin = redis.Redis(port=redis_server.port)
+    try:
+        assert max(len(k) for k in admin.keys("*")) < 200
+    finally:
+        admin.close()
+
+
+def _fake_server(reply: bytes):
+    """A TCP server on a loopback port that answers ``reply`` to anything it is sent."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    while conn.recv(65536):
+                        conn.sendall(reply)
+                except OSError:
+                    pass
+
+    threading.Thread(target=answer, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("reply", [b"+OK\r\n", b":1\r\n", b"*1\r\n$2\r\nhi\r\n",
+                                   b"%1\r\n+a\r\n+b\r\n"])
+def test_a_server_answering_redis_shaped_nonsense_applies_the_failure_policy(
+        digits_model, clock, reply):
+    # replies in Redis' protocol but of shapes the client does not expect (another
+    # service, a proxy) raised raw AttributeError / TypeError out of the guarded call
+    server = _fake_server(reply)
+    try:
+        url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+        guarded = _guard(digits_model, clock, url, store_failure="fail_closed",
+                         max_requests_per_minute=10)
+        with aimsec_core.client("c"), pytest.raises(StoreUnavailableError):
+            guarded.predict(digits()[0][:1])
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("path", ["/abc", "/1/2", "/0x1", "/-1", "/ 1"])
+def test_a_redis_url_whose_path_is_not_a_database_number_is_refused(path):
+    # redis-py ignores a path it cannot read as a number (state silently in db 0) and
+    # reads "/1/2" as db 12
+    with pytest.raises(ConfigurationError) as caught:
+        open_store(f"redis://:hunter2@127.0.0.1:6379{path}")
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379", "redis://127.0.0.1:6379/",
+                                 "redis://127.0.0.1:6379/15", "redis://127.0.0.1/0?db=3"])
+def test_a_redis_url_with_a_database_number_or_none_is_accepted(url):
+    assert isinstance(open_store(url), RedisStore)
+
+
+@pytest.mark.parametrize("url", ["redis://user:pa/ss@127.0.0.1:6379/0",
+                                 "redis://pa/ss@127.0.0.1:6379/0"])
+def test_a_password_that_splits_the_url_is_not_echoed(url):
+    # an unescaped "/" in the password makes the rest of it look like the URL's path
+    with pytest.raises(ConfigurationError) as caught:
+        open_store(url)
+    assert "ss@" not in str(caught.value) and "pa/" not in str(caught.value)
