@@ -1,0 +1,72 @@
+"""The guard core under hostile conditions: a disk that fills mid-line, an input another
+thread changes between its check and the model reading it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import AuditLog
+from aimsec_core.adapter import HostArrays
+from aimsec_core.audit import verify_trail
+from tests.cases import all_cases, digits
+from tests.conftest import ListSink
+
+
+def _guard(audit: AuditLog) -> aimsec_core.Guard:
+    return aimsec_core.Guard(None, HostArrays(None), name="hostile", sinks=[audit],
+                             policy=False)
+
+
+def _call(guard: aimsec_core.Guard, i: int) -> None:
+    guard.call({"x": np.full((1, 3), float(i))}, lambda: None)
+
+
+def _disk_fills_once(monkeypatch, file, *, then_full: bool) -> list[int]:
+    """``os.write`` to ``file`` takes half of the next line (the disk filled up); with
+    ``then_full`` the write after that fails with ENOSPC as well. Returns the calls made."""
+    real = os.write
+    state = {"short": True, "full": then_full}
+    calls = []
+
+    def write(fd, data):
+        if os.path.realpath(f"/proc/self/fd/{fd}") != str(file):
+            return real(fd, data)
+        calls.append(len(data))
+        if state["short"]:
+            state["short"] = False
+            return real(fd, bytes(data[:len(data) // 2]))
+        if state["full"]:
+            state["full"] = False
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    return calls
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+@pytest.mark.parametrize("then_full", [True, False], ids=["disk-stays-full", "write-resumes"])
+def test_a_line_the_disk_took_only_part_of_leaves_the_trail_verifiable(tmp_path, monkeypatch,
+                                                                       caplog, then_full):
+    """A short write (disk full, a signal) must not leave half a line in the trail: the
+    writer completes the line or removes its start, so later lines chain on and
+    ``aimsec audit verify`` still finds the trail intact."""
+    audit = AuditLog(tmp_path / "logs")
+    guard = _guard(audit)
+    _call(guard, 0)
+    calls = _disk_fills_once(monkeypatch, audit.file.resolve(), then_full=then_full)
+    _call(guard, 1)  # its line fails (the sink error is logged; the call goes on)
+    monkeypatch.undo()
+    assert calls
+    _call(guard, 2)
+    result = verify_trail(audit.file)
+    assert result.intact, result.reason
+    lines = audit.file.read_bytes().splitlines()
+    assert len(lines) == (2 if then_full else 3)
+    assert all(line.startswith(b'{"time"') and line.endswith(b"}") for line in lines)
