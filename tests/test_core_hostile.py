@@ -70,3 +70,32 @@ def test_a_line_the_disk_took_only_part_of_leaves_the_trail_verifiable(tmp_path,
     lines = audit.file.read_bytes().splitlines()
     assert len(lines) == (2 if then_full else 3)
     assert all(line.startswith(b'{"time"') and line.endswith(b"}") for line in lines)
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("this object has no text")
+
+
+class _SurrogateRepr:
+    def __repr__(self) -> str:
+        return "\udcff"
+
+
+@pytest.mark.parametrize("element", [_NoRepr(), _SurrogateRepr()], ids=["raising", "surrogate"])
+def test_an_object_array_whose_elements_have_hostile_reprs_leaves_one_line(element):
+    """Object arrays are hashed through their elements' text; an element whose ``repr``
+    raises or is not encodable must neither crash the call nor cost it its audit line."""
+    from aimsec_core.arrays import content_hash
+
+    array = np.array([[element, "a"]], dtype=object)
+    assert content_hash([array]) == content_hash([array.copy()])  # deterministic
+    assert content_hash([array]) != content_hash([np.array([["b", "a"]], dtype=object)])
+
+    sink = ListSink()
+    guard = aimsec_core.Guard(None, HostArrays(None), name="objects", sinks=[sink],
+                              policy=False)
+    guard.specs_for = lambda names: {n: aimsec_core.InputSpec(n, accepts_strings=True)
+                                     for n in names}
+    assert guard.call({"x": array}, lambda: "read") == "read"
+    assert sink.outcomes == ["allowed"]
