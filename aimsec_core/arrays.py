@@ -256,7 +256,18 @@ def _digest_block(digest: Any, block: np.ndarray) -> None:
         digest.update(np.ascontiguousarray(block).data)
         return
     for value in block.ravel().tolist():
-        digest.update(f"{type(value).__name__}:{value!r}\x00".encode())
+        digest.update(_element_text(value))
+
+
+def _element_text(value: Any) -> bytes:
+    """An object's type and ``repr`` as bytes to hash; an object whose ``repr`` raises
+    (hostile input) is hashed by its type alone, and one whose text holds lone surrogates
+    with them escaped, so no element can cost a call its hash (or its audit line)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - any object may be handed in
+        text = "<no repr>"
+    return f"{type(value).__name__}:{text}\x00".encode("utf-8", "backslashreplace")
 
 
 def largest_jump(array: Any, n: int) -> np.ndarray:

@@ -181,6 +181,10 @@ class KerasAdapter(Adapter):
         if torch is not None and isinstance(value, torch.Tensor):
             return value.detach()  # stays on its device; the core reads it there
         tf = sys.modules.get("tensorflow")
+        if tf is not None and isinstance(value, tf.RaggedTensor):  # converting pads it
+            raise TypeError("a tf.RaggedTensor is not supported: the guard would check a "
+                            "zero-padded copy the model never reads; pad it first "
+                            "(x.to_tensor())")
         if tf is not None and isinstance(value, (tf.Tensor, tf.Variable)):
             if not hasattr(value, "numpy"):  # a graph tensor inside tf.function
                 raise TypeError(_SYMBOLIC)
@@ -189,6 +193,10 @@ class KerasAdapter(Adapter):
             return keras.ops.convert_to_numpy(value)
         pandas = sys.modules.get("pandas")
         if pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)):
+            dtypes = value.dtypes if isinstance(value, pandas.DataFrame) else [value.dtype]
+            if any(isinstance(d, pandas.SparseDtype) for d in dtypes):
+                raise TypeError("pandas sparse columns are not supported, as Keras refuses "
+                                "them; convert them first (x.sparse.to_dense())")
             return value.to_numpy()
         return None
 

@@ -61,8 +61,7 @@ class AuditWriter:
                 if (self.max_bytes and self.backups and self._size
                         and self._size + size > self.max_bytes):
                     self._rotate()
-                if os.write(self._fd, line) != size:  # a short write (disk full, signal)
-                    raise OSError(f"the audit file {self.file} took only part of a line")
+                self._append(line)
                 if self.fsync:
                     os.fsync(self._fd)
                 self._size += size
@@ -134,6 +133,23 @@ class AuditWriter:
         os.replace(self.file, rotated(self.file, 1))
         self._open()
         self._size = 0
+
+    def _append(self, line: bytes) -> None:
+        """Write ``line`` whole or not at all: after a short write (a signal, a disk
+        filling up) the rest is written; if that fails, the part already in the file is cut
+        off again, so the next line chains to a complete one (we hold the file: no other
+        writer appended meanwhile)."""
+        written = os.write(self._fd, line)
+        if written == len(line):
+            return
+        try:
+            _write_all(self._fd, line[written:])
+        except OSError:
+            try:  # back to the size before this line (exact: checked under the lock)
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self._size = -1  # could not cut it: the next line ends it and re-reads
+            raise
 
     def _close(self) -> None:
         for fd in (self._fd, self._lock_fd):
