@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from .. import digits
-from .arguments import rate
+from .arguments import fail, rate
 
 #: The data sets of ``aimsec_core.evaluation.datasets`` (named here so that building the
 #: parser imports no evaluation code).
 DATASET_NAMES = ("digits", "digits-textured", "wine", "tabular")
+#: The standard attacks' names up to their budgets (``evaluation.standard``), and those
+#: ``--quick`` runs.
+ATTACK_NAMES = ("FGSM", "PGD-Linf", "CW-L2", "DeepFool", "HopSkipJump")
+QUICK_ATTACKS = ("FGSM", "PGD-Linf")
+#: Largest seed: scikit-learn's ``random_state`` and numpy's legacy seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+
+
+def seed(text: str) -> int:
+    """A seed from 0 to 2**32 - 1 (``--seed``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; received {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED}; "
+                                         f"received {text}")
+    return value
 
 
 def register(commands: Any) -> None:
@@ -43,8 +62,44 @@ def register(commands: Any) -> None:
                                "per data set, shorter adaptive attacks")
     evaluate.add_argument("--out", default="evaluation.json",
                           help="where the JSON goes (default: evaluation.json, here)")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=seed, default=0,
+                          help=f"seed of the data splits, models and attacks, 0 to {MAX_SEED}")
     evaluate.set_defaults(handler=run)
+
+
+def _refusal(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, found before minutes of training: an attack
+    that names none, detectors the suite would refuse, an output that cannot be written."""
+    runs = QUICK_ATTACKS if args.quick else ATTACK_NAMES
+    for wanted in args.attack or ():
+        if not any(name.startswith(wanted) or wanted.startswith(name) for name in runs):
+            return (f"--attack {wanted!r} names none of the attacks"
+                    f"{' --quick runs' if args.quick else ''}: {', '.join(runs)}")
+    if args.detector is not None:
+        from ..adapter import Capabilities
+        from ..detection import select_detectors
+        from ..errors import ConfigurationError
+
+        try:
+            select_detectors(args.detector, Capabilities(gradients=True, features=True))
+        except ConfigurationError as exc:
+            return f"--detector: {exc}"
+    return _unwritable(Path(args.out))
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written, or None; a file this check creates is removed."""
+    if path.is_dir():
+        return f"--out {path} is a folder; expected a file to write the JSON to"
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        return f"--out {path}: cannot write there ({exc.strerror or exc})"
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     from .. import evaluation
     from .quiet import import_quietly
 
+    refusal = _refusal(args)
+    if refusal is not None:
+        return fail("evaluate", refusal)
     if args.framework is None or "keras" in args.framework:
         import_quietly("tensorflow", "keras")
 

@@ -30,7 +30,10 @@ def real(name: str, value: Any, low: float, high: float, *, open_low: bool = Fal
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         raise ConfigurationError(f"detector setting {name!r} must be a number; "
                                  f"received {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer past float range (a file's JSON may hold one)
+        value = math.inf if value > 0 else -math.inf
     below = value <= low if open_low else value < low
     if not math.isfinite(value) or below or value > high:
         interval = f"{'(' if open_low else '['}{low}, {high}]"

@@ -246,7 +246,13 @@ def per_sample_rate(fpr: Any, batch_size: Any = None) -> float:
         raise ConfigurationError(f"batch_size is the number of samples per call the rate "
                                  f"should hold for, a positive integer; received "
                                  f"{batch_size!r}")
-    return float(1.0 - (1.0 - float(fpr)) ** (1.0 / int(batch_size)))
+    # in logs: 1 - (1 - fpr) ** (1 / b) loses a tiny fpr to rounding (1 - 1e-17 == 1.0)
+    rate = -math.expm1(math.log1p(-float(fpr)) / int(batch_size))
+    if not rate > 0:
+        raise ConfigurationError(f"fpr={fpr!r} per call of batch_size={batch_size} samples "
+                                 "is a per-sample rate too small to represent; target a "
+                                 "larger fpr or a smaller batch_size")
+    return rate
 
 
 def model_fingerprint(adapter: Adapter) -> str:
@@ -277,8 +283,10 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
     if fpr * len(x) < 1:
         target = f"{asked} is a per-sample target of {fpr:.3g}, which" if asked else (
             f"fpr={fpr}")
+        needed = 1 / fpr  # inf for a subnormal fpr
+        needed_text = str(math.ceil(needed)) if needed < 1e15 else f"{needed:.3g}"
         raise CalibrationError(
-            f"{target} needs at least {int(np.ceil(1 / fpr))} clean samples to be "
+            f"{target} needs at least {needed_text} clean samples to be "
             f"measured; received {len(x)}. Calibrate on more clean data"
             + (", or target a smaller batch_size or a larger fpr" if asked else
                ", or target a larger fpr"))

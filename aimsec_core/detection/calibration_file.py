@@ -195,8 +195,14 @@ def check_meta(meta: dict[str, Any]) -> None:
 
 
 def _is_finite(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    """A JSON number that is a finite float (an integer past float range, such as
+    ``10**400``, is valid JSON but no float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _number(meta: dict[str, Any], key: str, *, finite: bool = True, low: float | None = None,

@@ -1,0 +1,204 @@
+"""Hostile calibration arguments, calibration files, concurrent recalibration and
+``aimsec evaluate`` arguments: typed errors saying what was wrong, never a raw one."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import CalibrationError
+from aimsec_core.cli import main
+from aimsec_core.detection.calibration_integrity import seal
+from aimsec_core.errors import AimsecError
+from tests.cases import digits
+
+pytest.importorskip("sklearn")
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = digits()
+    return x.astype(np.float64), y
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    x, y = data
+    return LogisticRegression(max_iter=200).fit(x[:600], y[:600])
+
+
+def _guard(model):
+    return aimsec_core.guard(model, sinks=[])
+
+
+# -- calibration arguments ---------------------------------------------------------------
+
+@pytest.mark.parametrize("fpr, batch_size", [
+    (5e-324, None),  # 1 / fpr is infinite: the sample count it needs is no integer
+    (1e-17, 2),      # the per-sample target rounds to 0 in float64
+    (1e-10, 10**9),
+])
+def test_a_rate_too_small_to_measure_is_a_typed_error(model, data, fpr, batch_size):
+    x, _ = data
+    with pytest.raises(AimsecError, match="fpr"):
+        _guard(model).calibrate(x[600:700], fpr=fpr, batch_size=batch_size)
+
+
+# -- calibration files -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, model, data):
+    """The saved file's metadata (without digests) and arrays."""
+    x, _ = data
+    guarded = _guard(model)
+    guarded.calibrate(x[600:900], detectors=["margin", "density", "noise"])
+    path = guarded.save_calibration(tmp_path_factory.mktemp("cal") / "c.npz")
+    with zipfile.ZipFile(path) as archive:
+        raw = {i.filename: archive.read(i) for i in archive.infolist()}
+    meta = json.loads(np.load(io.BytesIO(raw.pop("__meta__.npy"))).tobytes())
+    meta.pop("integrity")
+    arrays = {k[:-len(".npy")]: np.load(io.BytesIO(v)) for k, v in raw.items()}
+    return meta, arrays
+
+
+def _sealed(path, meta, arrays):
+    """A file as an attacker who rewrites the (unkeyed) digest writes it."""
+    meta = seal(meta, arrays)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in {"__meta__": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                            **arrays}.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+    return path
+
+
+HUGE = 10**400  # valid JSON; too large for a float
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(threshold=HUGE),
+    lambda m: m.update(fpr_target=-HUGE),
+    lambda m: m.update(achieved_fpr=HUGE),
+    lambda m: m.update(value_range=[0, HUGE]),
+    lambda m: m["detectors"]["margin"].update(tail=HUGE),
+    lambda m: m["detectors"]["density"]["config"].update(shrinkage=HUGE),
+    lambda m: m["detectors"]["noise"]["config"].update(sigma=-HUGE),
+], ids=["threshold", "fpr_target", "achieved_fpr", "value_range", "tail",
+        "density-shrinkage", "noise-sigma"])
+def test_integers_too_large_for_a_float_in_a_calibration_file_are_refused(
+        tmp_path, model, members, edit):
+    meta, arrays = members
+    meta = copy.deepcopy(meta)
+    edit(meta)
+    path = _sealed(tmp_path / "huge.npz", meta, arrays)
+    with pytest.raises(CalibrationError):
+        _guard(model).load_calibration(path)
+
+
+# -- concurrent recalibration ------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Guard.calibration's setter sets the shared adapter's single-column reading "
+    "(read_single_column) for the new calibration while calls that captured the old one "
+    "are still being scored, so such a call is scored with the old calibration's "
+    "references and the new one's reading of the model's output; the fix belongs in "
+    "aimsec_core/guard.py (score each call with the reading its captured calibration "
+    "records)"))
+def test_a_call_is_scored_with_the_output_reading_of_its_own_calibration(data):
+    torch = pytest.importorskip("torch")
+    x, y = data
+    x = x.astype(np.float32)
+
+    class HiddenSigmoid(torch.nn.Module):  # a sigmoid the adapter cannot see
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                                              torch.nn.Linear(16, 1))
+
+        def forward(self, v):
+            return torch.sigmoid(self.layers(v))
+
+    torch.manual_seed(0)
+    net = HiddenSigmoid()
+    optimiser = torch.optim.Adam(net.parameters(), 1e-2)
+    inputs = torch.tensor(x[:600])
+    labels = torch.tensor((y[:600] >= 5).astype(np.float32))[:, None]
+    for _ in range(150):
+        optimiser.zero_grad()
+        torch.nn.functional.binary_cross_entropy(net(inputs), labels).backward()
+        optimiser.step()
+    guarded = aimsec_core.guard(net, sinks=[], mode="monitor")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        calibration = guarded.calibrate(x[600:900], detectors=["margin", "density"])
+    assert calibration.sigmoid_output
+    probe = torch.tensor(x[900:904])
+    guarded(probe)
+    alone = guarded.last_verdict.scores["suspicion"]
+
+    guard = aimsec_core.guard_of(guarded)
+    screen = guard.screen
+
+    def screen_then_drop(*args, **kwargs):  # another thread drops the calibration here
+        result = screen(*args, **kwargs)
+        guard.calibration = None
+        return result
+
+    guard.screen = screen_then_drop
+    guarded(probe)
+    verdict = guarded.last_verdict
+    assert verdict.threshold == calibration.suite.threshold
+    np.testing.assert_allclose(verdict.scores["suspicion"], alone)
+
+
+# -- aimsec evaluate ---------------------------------------------------------------------
+
+@pytest.fixture
+def never_evaluated(monkeypatch):
+    """``aimsec evaluate`` whose evaluation fails the test if it starts: a bad argument
+    must be refused before minutes of training."""
+    from aimsec_core import evaluation
+
+    def evaluate(*args, **kwargs):
+        raise AssertionError("the evaluation ran despite a bad argument")
+
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+
+
+def _run(argv, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse refused the argument itself
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**32)], "--seed"),
+    (["--out", "{tmp}"], "{tmp}"),
+    (["--out", "{tmp}/no/such/folder/out.json"], "out.json"),
+    (["--attack", "Boundary"], "Boundary"),
+    (["--quick", "--attack", "CW"], "CW"),
+    (["--detector", "nope"], "nope"),
+    (["--detector", "density", "--detector", "density"], "density"),
+])
+def test_evaluate_refuses_bad_arguments_before_it_trains(tmp_path, capsys, never_evaluated,
+                                                          argv, says):
+    pytest.importorskip("art")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    status, err = _run(["evaluate", *argv], capsys)
+    assert status == 2
+    last = err.strip().splitlines()[-1]  # argparse prints its usage lines above
+    assert last.startswith("aimsec evaluate") and says.replace("{tmp}", str(tmp_path)) in last
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
