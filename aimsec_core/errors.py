@@ -174,3 +174,14 @@ ERROR_FOR_CHECK: dict[str, type[SecurityViolation]] = {
     "extraction": ExtractionSuspectedError,
     "store_unavailable": StoreUnavailableError,
 }
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"Type: message"`` for ``exc``, as an audit line records a model's error. The
+    message is the exception's own ``str``; one whose ``__str__`` raises (a model's error
+    is the model's code) is written ``<unprintable>``, so the line is never lost to it."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<unprintable>"
+    return f"{type(exc).__name__}: {message}"

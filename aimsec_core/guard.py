@@ -12,6 +12,7 @@ exactly what the unguarded model returns.
 from __future__ import annotations
 
 import contextvars
+import copy
 import dataclasses
 import hashlib
 import json
@@ -21,6 +22,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -35,7 +37,7 @@ from .detection.calibration import (Calibration, calibrate, model_fingerprint,
                                     per_sample_rate)
 from .errors import (ERROR_FOR_CHECK, AdversarialInputError, CalibrationError,
                      ClientBlockedError, ConfigurationError, InvalidInputError,
-                     RateLimitedError, SecurityViolation, UncopyableError)
+                     RateLimitedError, SecurityViolation, UncopyableError, exception_text)
 from .monitoring import Monitor, Policy, Store, Visit, build_monitor
 from .signature import Constraints, InputSpec, merge_specs
 from .sinks import CallRecord, Sink, Sinks, deliver
@@ -81,6 +83,10 @@ class Guard:
         self.monitor: Monitor | None = build_monitor(self.name, policy, store, clock)
         self._advisory = self.monitor.advisory_checks if self.monitor else frozenset()
         self._calibration: Calibration | None = None
+        #: the calibration and the adapter reading the model's output its way, set
+        #: together: a call captures both, so a calibration installed meanwhile (with
+        #: another reading of a single output column) never changes how it is scored
+        self._screening: tuple[Calibration | None, Adapter] = (None, adapter)
         self._calibration_id: tuple[Calibration | None, str | None] = (None, None)
         self._declared: list[InputSpec] | None = adapter.signature()
         self._specs: dict[tuple[Any, ...], dict[str, InputSpec | None]] = {}
@@ -129,8 +135,9 @@ class Guard:
         asked = (None if batch_size is None  # how the rate was put, for errors about it
                  else f"fpr={fpr} per call of batch_size={batch_size} samples")
         fpr = per_sample_rate(fpr, batch_size)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
             raise ConfigurationError(f"seed must be a non-negative integer; received {seed!r}")
+        seed = int(seed)  # a numpy integer too
         x = self._clean_data(x_clean, "calibration data")
         extra = None if reference is None else self._clean_data(reference, "reference data")
         if extra is not None and extra.shape[1:] != x.shape[1:]:
@@ -155,6 +162,13 @@ class Guard:
         """The calibration screening calls (``None``: detection is off)."""
         return self._calibration
 
+    @property
+    def scoring_adapter(self) -> Adapter:
+        """The adapter detection reads the model's outputs through: :attr:`adapter`, or a
+        copy of it reading a single output column as a probability where the calibration in
+        use found a sigmoid the adapter cannot see."""
+        return self._screening[1]
+
     @calibration.setter
     def calibration(self, calibration: Calibration | None) -> None:
         if calibration is not None and not isinstance(calibration, Calibration):
@@ -162,8 +176,13 @@ class Guard:
                 f"a guard's calibration is a Calibration (from calibrate() or "
                 f"load_calibration()) or None; received {type(calibration).__name__}. To "
                 f"use a calibration file, pass its path to use_calibration()")
-        # read the model's output as it was calibrated; without a calibration, its own way
-        read_single_column(self.adapter, calibration is not None and calibration.sigmoid_output)
+        # read the model's output as it was calibrated; without a calibration, its own
+        # way. A copy of the adapter: calls screened meanwhile keep their own reading
+        reader = self.adapter
+        if calibration is not None and calibration.sigmoid_output:
+            reader = copy.copy(self.adapter)
+            read_single_column(reader, True)
+        self._screening = (calibration, reader)
         self._calibration = calibration
 
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
@@ -249,14 +268,15 @@ class Guard:
                 self._refuse_admission(visit, start)
         # one calibration screens the whole call, whatever another thread's calibrate,
         # use_calibration or refit sets meanwhile
-        calibration = self.calibration
+        calibration, reader = self._screening
         validated, verdict = self.screen(inputs, refusals)
         if visit is not None:
             verdict = self._query_checks(visit, validated, verdict)
         output: Any = _NOT_YET
         try:
             if verdict.allowed and self._detecting(validated, calibration):
-                output, verdict = self._detect(validated, verdict, forward, calibration)
+                output, verdict = self._detect(validated, verdict, forward, calibration,
+                                               reader)
         except SecurityViolation:
             raise
         except BaseException as exc:  # KeyboardInterrupt too: the call still gets its line
@@ -303,7 +323,7 @@ class Guard:
         """Write the call's ``error`` line for ``exc``, then raise: ``exc`` itself for a
         clean call or an interruption, else the violation the findings make, with ``exc``
         as its cause."""
-        self._record(verdict, "error", start, validated, f"{type(exc).__name__}: {exc}",
+        self._record(verdict, "error", start, validated, exception_text(exc),
                      visit)
         if verdict.clean or not isinstance(exc, Exception):
             raise exc
@@ -416,9 +436,10 @@ class Guard:
 
     def _detect(self, validated: Validated, verdict: Verdict,
                 forward: Callable[[Any], Any] | None,
-                calibration: Calibration) -> tuple[Any, Verdict]:
+                calibration: Calibration, reader: Adapter) -> tuple[Any, Verdict]:
         """Run the calibrated detectors; returns the model output when it came for free.
-        The verdict names ``calibration``, the one that screened it."""
+        The verdict names ``calibration``, the one that screened it; ``reader`` is the
+        adapter reading the model's output as ``calibration`` says."""
         named = self._digest(calibration)
         suite = calibration.suite
         native = next(iter(validated.arrays.values()))
@@ -441,21 +462,21 @@ class Guard:
                                                  findings=verdict.findings + (finding,))
         output, probabilities, gradient, features = _NOT_YET, None, None, None
         if suite.needs_gradient and forward is not None:
-            output, probabilities, gradient = self.adapter.forward_with_gradient(forward, native)
+            output, probabilities, gradient = reader.forward_with_gradient(forward, native)
             probabilities = softmax_if_needed(probabilities)
         elif suite.needs_gradient:
-            probabilities = softmax_if_needed(self.adapter.scores(x))
-            gradient = self.adapter.input_gradient(x, probabilities.argmax(axis=1))
+            probabilities = softmax_if_needed(reader.scores(x))
+            gradient = reader.input_gradient(x, probabilities.argmax(axis=1))
         elif suite.needs_features and forward is not None:
             try:  # the real call, with the features captured on the way
-                output, probabilities, features = self.adapter.forward_with_features(
+                output, probabilities, features = reader.forward_with_features(
                     forward, native)
                 probabilities = softmax_if_needed(probabilities)
             except NotImplementedError:
                 pass
-        probe = Probe(x, probabilities, self.adapter.scores,
+        probe = Probe(x, probabilities, reader.scores,
                       None if gradient is None else np.asarray(to_host(gradient)),
-                      given_features=features, ask_features=self.adapter.features)
+                      given_features=features, ask_features=reader.features)
         scored = suite.score(probe)
         flags = (scored.flags | np.asarray(verdict.flags, dtype=bool) if any(verdict.flags)
                  else scored.flags)

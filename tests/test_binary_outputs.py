@@ -303,7 +303,10 @@ def test_a_sigmoid_inside_forward_is_found_at_calibration_and_kept(tmp_path):
     assert not adapter.sigmoid_output  # no nn.Sigmoid to see
     with pytest.warns(UserWarning, match="reads it as a probability from now on"):
         calibration = guarded.calibrate(torch.from_numpy(x[:160]))
-    assert calibration.sigmoid_output and adapter.sigmoid_output
+    assert calibration.sigmoid_output
+    assert not adapter.sigmoid_output  # the guard's own adapter keeps its reading
+    adapter = aimsec_core.guard_of(guarded).scoring_adapter
+    assert adapter.sigmoid_output
     with torch.no_grad():
         p = model(torch.from_numpy(x[160:]))[:, 0].double().numpy()
     scores = adapter.scores(x[160:])
@@ -315,9 +318,9 @@ def test_a_sigmoid_inside_forward_is_found_at_calibration_and_kept(tmp_path):
 
     path = guarded.save_calibration(tmp_path / "c.npz")
     fresh = aimsec_core.guard(model, sinks=[])
-    fresh_adapter = aimsec_core.guard_of(fresh).adapter
-    assert not fresh_adapter.sigmoid_output
+    assert not aimsec_core.guard_of(fresh).scoring_adapter.sigmoid_output
     fresh.load_calibration(path)
+    fresh_adapter = aimsec_core.guard_of(fresh).scoring_adapter
     assert fresh_adapter.sigmoid_output
     np.testing.assert_allclose(fresh_adapter.scores(x[160:]), scores, atol=1e-6)
 
@@ -332,7 +335,7 @@ def test_a_logit_model_keeps_its_reading():
         calibration = guarded.calibrate(torch.from_numpy(x[:200]), fpr=0.05)
     assert not calibration.sigmoid_output
     assert "sigmoid_output" not in calibration.summary()
-    assert not aimsec_core.guard_of(guarded).adapter.sigmoid_output
+    assert not aimsec_core.guard_of(guarded).scoring_adapter.sigmoid_output
 
 
 def test_a_model_of_one_class_either_way_is_still_reported():
@@ -347,7 +350,7 @@ def test_a_model_of_one_class_either_way_is_still_reported():
     with pytest.warns(UserWarning, match="predicts class 1 for all 160 calibration samples"):
         calibration = guarded.calibrate(torch.from_numpy(x[:160]))
     assert not calibration.sigmoid_output
-    assert not aimsec_core.guard_of(guarded).adapter.sigmoid_output
+    assert not aimsec_core.guard_of(guarded).scoring_adapter.sigmoid_output
 
 
 def test_keras_sigmoid_the_adapter_cannot_see_is_found_at_calibration():
@@ -365,7 +368,9 @@ def test_keras_sigmoid_the_adapter_cannot_see_is_found_at_calibration():
     assert not adapter.sigmoid_output
     with pytest.warns(UserWarning, match="reads it as a probability from now on"):
         calibration = guarded.calibrate(x[:160])
-    assert calibration.sigmoid_output and adapter.sigmoid_output
+    assert calibration.sigmoid_output and not adapter.sigmoid_output
+    adapter = aimsec_core.guard_of(guarded).scoring_adapter
+    assert adapter.sigmoid_output
     p = np.asarray(model(x[160:], training=False), dtype=np.float64)[:, 0]
     np.testing.assert_allclose(adapter.scores(x[160:])[:, 1], p, atol=1e-6)
     guarded.predict(x[160:], verbose=0)
@@ -384,10 +389,12 @@ def test_a_hidden_sigmoid_is_found_again_at_every_calibration():
         first = guarded.calibrate(torch.from_numpy(x[:160]))
     with pytest.warns(UserWarning, match="reads it as a probability from now on"):
         second = guarded.calibrate(torch.from_numpy(x[40:200]))
-    assert first.sigmoid_output and second.sigmoid_output and guard.adapter.sigmoid_output
+    assert first.sigmoid_output and second.sigmoid_output
+    assert guard.scoring_adapter.sigmoid_output
     guard.calibration = None  # detection off: the adapter reads the model its own way
-    assert not guard.adapter.sigmoid_output
+    assert not guard.scoring_adapter.sigmoid_output
     rebound = guard.copied_for(model)
-    assert not rebound.adapter.sigmoid_output
+    assert not rebound.scoring_adapter.sigmoid_output
     rebound.calibration = second
-    assert rebound.adapter.sigmoid_output and not guard.adapter.sigmoid_output
+    assert rebound.scoring_adapter.sigmoid_output and not guard.scoring_adapter.sigmoid_output
+    assert not guard.adapter.sigmoid_output and not rebound.adapter.sigmoid_output

@@ -183,3 +183,26 @@ def test_keras_inputs_it_cannot_read_as_checked_are_typed_errors(make):
         guarded.predict(value, verbose=0)
     assert caught.value.check == "format"
     assert sink.outcomes == ["rejected"]
+
+
+def test_a_model_error_whose_message_cannot_be_printed_still_leaves_its_line():
+    """A model raising an exception whose ``__str__`` raises: the call's error line is
+    written (``<unprintable>`` in place of the message) and the model's error goes on."""
+    from sklearn.linear_model import LogisticRegression
+
+    class Unprintable(RuntimeError):
+        def __str__(self) -> str:
+            raise ValueError("no text for you")
+
+    class Broken(LogisticRegression):
+        def predict(self, x):  # type: ignore[no-untyped-def]
+            raise Unprintable()
+
+    rng = np.random.default_rng(0)
+    model = Broken().fit(rng.random((20, 3)), np.arange(20) % 2)
+    sink = ListSink()
+    guarded = aimsec_core.guard(model, sinks=[sink])
+    with pytest.raises(Unprintable):
+        guarded.predict(rng.random((2, 3)))
+    assert sink.outcomes == ["error"]
+    assert sink.events[0].error == "Unprintable: <unprintable>"

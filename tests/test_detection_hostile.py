@@ -52,6 +52,13 @@ def test_a_rate_too_small_to_measure_is_a_typed_error(model, data, fpr, batch_si
         _guard(model).calibrate(x[600:700], fpr=fpr, batch_size=batch_size)
 
 
+def test_a_numpy_integer_seed_is_a_seed(model, data):
+    x, _ = data
+    chosen = _guard(model).calibrate(x[600:900], seed=np.int64(3), detectors=["margin"])
+    plain = _guard(model).calibrate(x[600:900], seed=3, detectors=["margin"])
+    assert chosen.suite.threshold == plain.suite.threshold
+
+
 # -- calibration files -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -106,13 +113,6 @@ def test_integers_too_large_for_a_float_in_a_calibration_file_are_refused(
 
 # -- concurrent recalibration ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Guard.calibration's setter sets the shared adapter's single-column reading "
-    "(read_single_column) for the new calibration while calls that captured the old one "
-    "are still being scored, so such a call is scored with the old calibration's "
-    "references and the new one's reading of the model's output; the fix belongs in "
-    "aimsec_core/guard.py (score each call with the reading its captured calibration "
-    "records)"))
 def test_a_call_is_scored_with_the_output_reading_of_its_own_calibration(data):
     torch = pytest.importorskip("torch")
     x, y = data
