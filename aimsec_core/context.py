@@ -34,13 +34,16 @@ _current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 def _checked(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not str.__len__(value):
         from .errors import ConfigurationError
 
+        shown = str.__str__(value)[:80] if isinstance(value, str) else ""
         raise ConfigurationError(
             f"{what} must be a non-empty string; received {type(value).__name__} "
-            f"{str(value)[:80]!r}")
-    return value
+            f"{shown!r}")
+    # a str subclass is read as the plain string it holds: its own methods (a __len__ or
+    # __getitem__ that lies) never decide what the audit line or the store key holds
+    return value if type(value) is str else str.__str__(value)
 _current_tier: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "aimsec_client_tier", default=None)
 

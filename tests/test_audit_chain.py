@@ -59,6 +59,25 @@ def test_a_modified_line_is_found(trail, capsys):
     assert "line 4:" in _broken_at(trail, capsys)
 
 
+@pytest.mark.parametrize("prev", [[1], 7, "not a digest", "A" * 64, "0" * 63])
+def test_a_first_line_linking_to_something_other_than_a_digest_is_found(trail, capsys, prev):
+    """The first line's link is not checked against a line (those were rotated away),
+    but it must still be one: null or a SHA-256 hex digest."""
+    lines = _lines(trail)
+    first = json.loads(lines[0])
+    first["prev"] = prev
+    lines[0] = json.dumps(first, separators=(",", ":")).encode() + b"\n"
+    trail.write_bytes(b"".join(lines[:1]))
+    assert "line 1:" in _broken_at(trail, capsys)
+
+
+def test_a_first_line_linking_to_a_digest_starts_after_rotated_lines(trail):
+    lines = _lines(trail)
+    trail.write_bytes(b"".join(lines[2:]))
+    result = verify_trail(trail)
+    assert result.intact and not result.anchored
+
+
 def test_a_deleted_line_is_found(trail, capsys):
     lines = _lines(trail)
     del lines[3]

@@ -206,3 +206,22 @@ def test_a_model_error_whose_message_cannot_be_printed_still_leaves_its_line():
         guarded.predict(rng.random((2, 3)))
     assert sink.outcomes == ["error"]
     assert sink.events[0].error == "Unprintable: <unprintable>"
+
+
+def test_a_client_id_of_a_lying_str_subclass_is_read_as_the_text_it_holds():
+    class Lying(str):
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, item):  # type: ignore[no-untyped-def]
+            return "x" * 100_000
+
+        def __str__(self) -> str:
+            return "someone else"
+
+    with aimsec_core.client(Lying("a" * 300)):
+        who = aimsec_core.current_client()
+    assert type(who) is str and who == "a" * 300
+    with pytest.raises(aimsec_core.ConfigurationError):
+        with aimsec_core.client(Lying("")):
+            pass

@@ -79,6 +79,9 @@ def trail_files(path: Path) -> list[Path]:
     return files
 
 
+_DIGEST = re.compile("[0-9a-f]{64}")  #: a SHA-256 hex digest, as the writer links lines
+
+
 def _base(name: str) -> str:
     match = _ROTATED.match(name)
     return match["base"] if match else name
@@ -133,8 +136,12 @@ def _check(raw: bytes, expected: str | None, first: bool) -> str | None:
         return f"not a JSON line ({exc.__class__.__name__}: {exc})"
     if not isinstance(line, dict) or "prev" not in line:
         return "not an audit line (no \"prev\" link)"
-    if first:
-        return None
+    if first:  # null: the trail's start; a digest: it starts after lines rotated away
+        prev = line["prev"]
+        if prev is None or (isinstance(prev, str) and _DIGEST.fullmatch(prev)):
+            return None
+        return (f"the first line's \"prev\" is {prev!r:.100}; expected null (the trail's "
+                "first line) or the 64-hex-digit digest of a line before it")
     if line["prev"] != expected:
         return (f"its \"prev\" is {line['prev']!r:.100}, but the line before it hashes to "
                 f"{expected!r}: a line was changed, removed, inserted or reordered here "
