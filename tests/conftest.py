@@ -44,3 +44,15 @@ def clock() -> FakeClock:
 def channel() -> ListChannel:
     """An alert channel that keeps what it is sent."""
     return ListChannel()
+
+
+def run_cli(argv, capsys):
+    """``aimsec`` with ``argv``: its exit status (argparse's own refusals included) and what
+    it wrote to stderr."""
+    from aimsec_core.cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse refuses the argument itself
+        status = exc.code
+    return status, capsys.readouterr().err

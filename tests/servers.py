@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def answering_server(reply: bytes) -> socket.socket:
+    """A TCP server on a loopback port that answers ``reply`` to everything it is sent
+    (something that is not the server a URL expects); close it to stop it."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    while conn.recv(65536):
+                        conn.sendall(reply)
+                except OSError:
+                    pass
+
+    threading.Thread(target=answer, daemon=True).start()
+    return server
 
 
 class RedisServer:

@@ -7,15 +7,7 @@ import sqlite3
 
 import pytest
 
-from aimsec_core.cli import main
-
-
-def _run(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exc:  # argparse refuses the argument itself
-        status = exc.code
-    return status, capsys.readouterr().err
+from tests.conftest import run_cli
 
 
 @pytest.fixture
@@ -63,7 +55,7 @@ BAD = [
 
 @pytest.mark.parametrize("argv, says", BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
 def test_a_bad_argument_is_one_line_and_a_nonzero_status(paths, capsys, argv, says):
-    status, err = _run([a.format(tmp=paths) for a in argv], capsys)
+    status, err = run_cli([a.format(tmp=paths) for a in argv], capsys)
     assert status not in (0, None)
     last = err.rstrip("\n").splitlines()[-1]
     assert last.startswith(f"aimsec {argv[0]}") and says in last, err
@@ -73,7 +65,7 @@ def test_a_bad_argument_is_one_line_and_a_nonzero_status(paths, capsys, argv, sa
 def test_listing_a_foreign_database_leaves_it_unchanged(paths, capsys):
     db = paths / "foreign.sqlite3"
     before = db.read_bytes()
-    status, _ = _run(["incidents", "--db", str(db)], capsys)
+    status, _ = run_cli(["incidents", "--db", str(db)], capsys)
     assert status == 2 and db.read_bytes() == before
     assert sorted(p.name for p in paths.iterdir()) == ["foreign.sqlite3", "logs", "text.txt"]
 
@@ -91,7 +83,7 @@ def test_a_damaged_incident_row_is_an_error_not_a_traceback(tmp_path, capsys):
                  "('m', 't', 'c', 'high', 2, 'x', 'y', 1, 'not json')")
     conn.commit()
     conn.close()
-    status, err = _run(["incidents", "--db", str(db), "--status", "all"], capsys)
+    status, err = run_cli(["incidents", "--db", str(db), "--status", "all"], capsys)
     assert status == 2 and "could not be read" in err and err.count("\n") == 1
 
 
@@ -102,8 +94,8 @@ def test_file_names_in_an_error_cannot_drive_the_terminal(tmp_path, capsys):
     logs.mkdir()
     (logs / "a.jsonl").write_text("")
     (logs / "b\x1b]0;owned\x07\u202e.jsonl").write_text("")
-    status, err = _run(["audit", "verify", str(logs)], capsys)
-    status_report, err_report = _run(["report", "--logs", str(logs), "--out",
+    status, err = run_cli(["audit", "verify", str(logs)], capsys)
+    status_report, err_report = run_cli(["report", "--logs", str(logs), "--out",
                                       str(tmp_path / "o")], capsys)
     assert (status, status_report) == (2, 2)
     for text in (err, err_report):

@@ -14,7 +14,7 @@ import pytest
 
 import aimsec_core
 from aimsec_core import CalibrationError
-from aimsec_core.cli import main
+from tests.conftest import run_cli
 from aimsec_core.detection.calibration_integrity import seal
 from aimsec_core.errors import AimsecError
 from tests.cases import digits
@@ -174,14 +174,6 @@ def never_evaluated(monkeypatch):
     monkeypatch.setattr(evaluation, "evaluate", evaluate)
 
 
-def _run(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exc:  # argparse refused the argument itself
-        status = exc.code
-    return status, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("argv, says", [
     (["--seed", "-1"], "--seed"),
     (["--seed", str(2**32)], "--seed"),
@@ -196,7 +188,7 @@ def test_evaluate_refuses_bad_arguments_before_it_trains(tmp_path, capsys, never
                                                           argv, says):
     pytest.importorskip("art")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    status, err = _run(["evaluate", *argv], capsys)
+    status, err = run_cli(["evaluate", *argv], capsys)
     assert status == 2
     last = err.strip().splitlines()[-1]  # argparse prints its usage lines above
     assert last.startswith("aimsec evaluate") and says.replace("{tmp}", str(tmp_path)) in last

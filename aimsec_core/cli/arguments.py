@@ -14,15 +14,23 @@ import sys
 SQLITE_MAX_INT = 2**63 - 1
 
 
-def positive_int(text: str) -> int:
-    """An integer of at least 1 (``--limit``, ``--calls``)."""
+def whole_number(text: str, low: int, high: int | None = None) -> int:
+    """``text`` as an integer from ``low`` to ``high`` (no bound when ``None``); an
+    ``argparse.ArgumentTypeError`` saying what was expected otherwise."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number; received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1; received {text}")
+    if value < low or (high is not None and value > high):
+        expected = (f"a number of at least {low}" if high is None
+                    else f"a number from {low} to {high}")
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (``--limit``, ``--calls``)."""
+    return whole_number(text, 1)
 
 
 def row_id(text: str) -> int:

@@ -23,14 +23,9 @@ MAX_SEED = 2**32 - 1
 
 def seed(text: str) -> int:
     """A seed from 0 to 2**32 - 1 (``--seed``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number; received {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED}; "
-                                         f"received {text}")
-    return value
+    from .arguments import whole_number
+
+    return whole_number(text, 0, MAX_SEED)
 
 
 def register(commands: Any) -> None:

@@ -15,6 +15,7 @@ from aimsec_core.monitoring.redis_store import RedisStore
 from aimsec_core.registry import adapter_for
 from tests.cases import digits
 from tests.conftest import ListSink
+from tests.servers import answering_server
 from tests.monitoring import replica
 
 
@@ -224,23 +225,8 @@ def test_an_error_reply_from_redis_applies_the_failure_policy(redis_server, digi
 
 def test_a_url_where_something_else_answers_applies_the_failure_policy(digits_model, clock):
     # a URL pointing at an HTTP port (a typo, a proxy) gets replies that are not Redis's
-    import socket
-    import threading
-
-    server = socket.create_server(("127.0.0.1", 0))
+    server = answering_server(b"HTTP/1.1 400 Bad Request\r\n\r\n")
     port = server.getsockname()[1]
-
-    def answer() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(4096)
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-
-    threading.Thread(target=answer, daemon=True).start()
     try:
         guarded = _guard(digits_model, clock, f"redis://127.0.0.1:{port}/0")
         with aimsec_core.client("c"):

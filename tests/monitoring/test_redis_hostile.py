@@ -4,9 +4,6 @@ something else answering the URL, URLs that do not say what they seem to."""
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import numpy as np
 import pytest
 import redis
@@ -19,6 +16,7 @@ from aimsec_core.monitoring.store import open_store
 from aimsec_core.registry import adapter_for
 from tests.cases import digits
 from tests.conftest import ListSink
+from tests.servers import answering_server
 
 
 def _guard(model, clock, store, sink=None, mode="enforce", name="digits", **policy):
@@ -112,34 +110,13 @@ def test_long_or_odd_model_names_keep_to_their_own_bounded_keys(redis_server, di
         admin.close()
 
 
-def _fake_server(reply: bytes):
-    """A TCP server on a loopback port that answers ``reply`` to anything it is sent."""
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def answer() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    while conn.recv(65536):
-                        conn.sendall(reply)
-                except OSError:
-                    pass
-
-    threading.Thread(target=answer, daemon=True).start()
-    return server
-
-
 @pytest.mark.parametrize("reply", [b"+OK\r\n", b":1\r\n", b"*1\r\n$2\r\nhi\r\n",
                                    b"%1\r\n+a\r\n+b\r\n"])
 def test_a_server_answering_redis_shaped_nonsense_applies_the_failure_policy(
         digits_model, clock, reply):
     # replies in Redis' protocol but of shapes the client does not expect (another
     # service, a proxy) raised raw AttributeError / TypeError out of the guarded call
-    server = _fake_server(reply)
+    server = answering_server(reply)
     try:
         url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
         guarded = _guard(digits_model, clock, url, store_failure="fail_closed",
