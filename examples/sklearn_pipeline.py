@@ -2,7 +2,7 @@
 
 Trains a logistic regression on the bundled digits inside a Pipeline whose last step is
 the guarded model, scores it with cross-validation, calibrates the adversarial-input
-detectors on held-out clean digits at 1% false positives, and shows what happens to
+detectors on held-out clean digits at 2% false positives, and shows what happens to
 malformed and perturbed inputs. The audit log goes to a temporary folder.
 
     python examples/sklearn_pipeline.py

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-# The CPU build of torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
-.venv/bin/pip install -q "torch==2.13.0"
+# The CPU build of torch first: a bare "torch" requirement would pull a multi-GB CUDA build
+# from PyPI. PyTorch's CPU index holds 2.13.0+cpu, which ranks above PyPI's 2.13.0.
+.venv/bin/pip install -q --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 .venv/bin/pip install -q -e ".[${1:-all}]"

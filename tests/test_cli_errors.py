@@ -101,3 +101,24 @@ def test_file_names_in_an_error_cannot_drive_the_terminal(tmp_path, capsys):
     for text in (err, err_report):
         assert "holds several trails" in text and "b\\x1b]0;owned\\x07\\u202e.jsonl" in text
         assert not set(text) & {"\x1b", "\x07", "\u202e"}
+
+
+def test_the_commands_point_at_the_latest_demo_run(tmp_path, capsys, monkeypatch):
+    logs = tmp_path / "security_logs"
+    for run in ("demo-20261130-100000-000000", "demo-20261130-110000-000000"):
+        (logs / run).mkdir(parents=True)
+        (logs / run / "audit.jsonl").write_text("")
+    latest = logs / "demo-20261130-110000-000000"
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(logs))
+    monkeypatch.delenv("AIMSEC_INCIDENT_DB", raising=False)
+
+    status, err = _run(["report", "--out", str(tmp_path / "out")], capsys)
+    assert status == 2 and f"--logs {latest}" in err
+    status, err = _run(["audit", "verify", str(logs)], capsys)
+    assert status == 2 and f"aimsec audit verify {latest}" in err
+    assert main(["incidents"]) == 0
+    out = "".join(capsys.readouterr().out.split())  # the table's console wraps lines
+    assert f"--db{latest / 'incidents.sqlite3'}" in out
+
+    status, err = _run(["report", "--since", "bogus"], capsys)  # another error: no hint
+    assert status == 2 and "demo run" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 #: SQLite's largest INTEGER: row ids (incident ids) above it cannot exist.
 SQLITE_MAX_INT = 2**63 - 1
@@ -82,3 +83,21 @@ def fail(command: str, message: object, status: int = 2) -> int:
     text = visible(" ".join(str(message).split()))
     print(f"aimsec {command}: {text}", file=sys.stderr)
     return status
+
+
+def demo_run_hint(folder: str | Path, option: str) -> str:
+    """``; the latest aimsec demo run is in F: OPTION F`` when ``folder`` holds no trail of
+    its own but ``aimsec demo`` runs (``demo-<UTC time>/``, each with its trail) beneath it,
+    else ``""``: the commands read ``./security_logs`` itself, not a demo run's folder."""
+    base = Path(folder)
+    try:
+        if (base / "audit.jsonl").exists():
+            return ""
+        runs = sorted(p for p in base.glob("demo-*") if (p / "audit.jsonl").is_file())
+    except OSError:
+        return ""
+    if not runs:
+        return ""
+    latest = runs[-1]
+    target = latest / "incidents.sqlite3" if option == "--db" else latest
+    return f"; the latest aimsec demo run is in {latest}: {option} {target}".rstrip()

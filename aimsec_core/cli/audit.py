@@ -27,11 +27,13 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..audit import verify_trail
     from ..visible import visible
-    from .arguments import fail
+    from .arguments import demo_run_hint, fail
 
     try:
         result = verify_trail(args.path, head=args.head)
-    except (FileNotFoundError, ValueError) as exc:
+    except FileNotFoundError as exc:
+        return fail("audit verify", f"{exc}{demo_run_hint(args.path, 'aimsec audit verify')}")
+    except ValueError as exc:
         return fail("audit verify", exc)
     if not result.intact:
         where = f"{result.broken_file}" + (

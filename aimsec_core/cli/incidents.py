@@ -12,7 +12,7 @@ from typing import Any
 
 from ..incidents.model import STATUSES
 from ..severity import SEVERITIES
-from .arguments import fail, row_id, row_limit
+from .arguments import demo_run_hint, fail, row_id, row_limit
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -72,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print("[]")
         else:
-            console.print(f"no incident database at {path}: nothing recorded yet")
+            hint = demo_run_hint(path.parent, "--db") if args.db is None else ""
+            console.print(f"no incident database at {path}: nothing recorded yet{hint}",
+                          markup=False, highlight=False)
         return 0
     if not path.is_file():
         return fail("incidents", f"{path} is not a file; expected the incident database "

@@ -26,14 +26,17 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ..config import log_folder
     from ..errors import ConfigurationError
     from ..reporting import report
-    from .arguments import fail
+    from .arguments import demo_run_hint, fail
 
     console = Console()
     try:
         report(args.logs, since=args.since, until=args.until, model=args.model, out=args.out,
                db=args.db, console=console)
     except ConfigurationError as exc:
-        return fail("report", exc)
+        missing = str(exc).startswith("no audit trail")
+        hint = demo_run_hint(log_folder(args.logs), "--logs") if missing else ""
+        return fail("report", f"{exc}{hint}")
     return 0

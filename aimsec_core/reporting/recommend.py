@@ -4,8 +4,8 @@ Every rule reads the finished :class:`~.model.Report` and yields nothing when it
 is absent, so a quiet period gives a short list. Rules, most urgent first:
 
 - a client refused :data:`MIN_REFUSALS` or more times by an attack check (near-duplicate,
-  repeat, extraction, lockout, rate limit, adversarial): block it or require an API key;
-  by a validation check: a broken client or probing;
+  repeat, extraction, lockout, rate limit, adversarial): block it or require an API key
+  (revoke its key or block it, where the client already is an API key); by a validation check: a broken client or probing;
 - calibration drift (see :func:`~.model.drift_test`): recalibrate;
 - a model whose calls carried no detection summary: adversarial detection is off;
 - open high/critical incidents; calls let through in monitor mode; calls ending in error;
@@ -27,6 +27,8 @@ ATTACK_CHECKS = {"near_duplicate": "near-duplicate", "repeat": "repeated-query",
                  "extraction": "extraction", "lockout": "lockout",
                  "rate_limit": "rate-limit", "adversarial": "adversarial-input"}
 MAX_CLIENT_RECOMMENDATIONS = 5
+#: Client ids that name an API key: the serving middleware's ``key:<16 hex>``, ``api-key:...``.
+KEY_CLIENT_PREFIXES = ("key:", "api-key:")
 
 
 def recommend(report: Report) -> list[Recommendation]:
@@ -52,7 +54,9 @@ def _clients(report: Report) -> Iterator[Recommendation]:
             yield Recommendation(
                 "high", f"client {pair.client} was refused {pair.count} times by the "
                 f"{ATTACK_CHECKS[pair.check]} check",
-                "block it or require an API key (and look at what it sent)", evidence,
+                ("revoke its API key or block it" if pair.client.startswith(KEY_CLIENT_PREFIXES)
+                 else "block it or require an API key") + " (and look at what it sent)",
+                evidence,
                 "clients")
         else:
             yield Recommendation(

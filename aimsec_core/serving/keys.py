@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 
@@ -33,8 +34,14 @@ def resolve_secret(secret: str | bytes | None = None) -> bytes:
     secret generated once per process (identities then change on restart and differ
     between processes).
 
-    Raises :class:`ConfigurationError` for a secret shorter than 16 bytes.
+    Raises :class:`ConfigurationError` for a secret shorter than 16 bytes, and for
+    ``AIMSEC_CLIENT_KEY_SECRET`` set but empty (a secret that never arrived: each process
+    would silently make identities of its own).
     """
+    if secret is None and os.environ.get("AIMSEC_CLIENT_KEY_SECRET") == "":
+        raise ConfigurationError(
+            "AIMSEC_CLIENT_KEY_SECRET is set but empty; set the shared secret, or unset the "
+            "variable for a random secret per process")
     chosen = resolve(secret, "AIMSEC_CLIENT_KEY_SECRET", None, str)
     if chosen is None:
         return _generated_secret()

@@ -214,3 +214,13 @@ def test_most_of_the_traffic_drifting_is_drift_whoever_sends_it(tmp_path):
     write_screened(tmp_path / "logs", {"10.0.0.2": FPR}, calls=100, seed=1)
     (section,) = _report(tmp_path).detection
     assert section.drift and not section.sources
+
+
+def test_a_client_that_already_is_an_api_key_is_told_to_revoke_it(tmp_path):
+    write_screened(tmp_path / "logs", {"key:00ff00ff00ff00ff": 1.0, "198.51.100.9": 1.0})
+    report = aimsec_core.report(tmp_path / "logs", out=tmp_path / "out", console=QUIET,
+                                incidents=[]).report
+    actions = {r.evidence["client"]: r.action for r in report.recommendations
+               if r.section == "clients"}
+    assert actions["key:00ff00ff00ff00ff"].startswith("revoke its API key or block it")
+    assert actions["198.51.100.9"].startswith("block it or require an API key")

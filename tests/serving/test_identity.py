@@ -88,6 +88,12 @@ def test_secret_comes_from_the_environment(monkeypatch):
     assert seen == key_identity(b"alpha", b"e" * 32)
 
 
+def test_an_empty_secret_in_the_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("AIMSEC_CLIENT_KEY_SECRET", "")
+    with pytest.raises(ConfigurationError, match="set but empty"):
+        AimsecMiddleware(Recorder())
+
+
 def test_generated_secret_is_one_per_process(monkeypatch):
     monkeypatch.delenv("AIMSEC_CLIENT_KEY_SECRET", raising=False)
     assert resolve_secret() == resolve_secret()
