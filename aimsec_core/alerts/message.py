@@ -72,10 +72,12 @@ class Alert:
             f"Severity:    {self.severity}",
             f"Client:      {clip(self.client)}",
             f"Count:       {self.count} occurrence(s)",
-            f"Suppressed:  {self.suppressed} duplicate(s) reported in this message only",
             f"First seen:  {iso(self.first_seen)}",
             f"Last seen:   {iso(self.last_seen)}",
         ]
+        if self.suppressed:  # a message for one occurrence suppressed none
+            lines.insert(7, f"Suppressed:  {self.suppressed} duplicate(s) reported in this "
+                            "message only")
         if self.incident_id is not None:
             lines.append(f"Incident:    #{self.incident_id} (aimsec incidents)")
         for heading, ids in (("OWASP ML Top 10", mapping.owasp),

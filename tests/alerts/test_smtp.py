@@ -51,6 +51,13 @@ def test_the_email_names_model_severity_threat_client_and_count(smtp_server):
     assert got.message["To"] == "soc@example.org, oncall@example.org"
 
 
+def test_a_message_for_one_occurrence_says_nothing_of_suppressed_duplicates():
+    body = alert(count=1, suppressed=0).text()
+    assert "Suppressed" not in body and "Count:       1 occurrence(s)" in body
+    lines = alert().text().splitlines()
+    assert lines[lines.index("Count:       12 occurrence(s)") + 1].startswith("Suppressed:  11")
+
+
 def test_starttls_and_login(tls_ca, server_tls, client_tls):
     server = SmtpServer(tls_context=server_tls, require_starttls=True,
                         authenticator=authenticator(b"alerts", b"s3cret"),
