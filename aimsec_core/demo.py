@@ -37,6 +37,11 @@ from .sinks import CallRecord
 CLIENTS = ("203.0.113.7", "198.51.100.23", "api-key:analytics")
 #: The client whose calls are a black-box attack's probes (``probe`` in the traffic).
 PROBER = "api-key:scraper"
+#: The client sending the noise images (``noise``): inputs only the detectors object to,
+#: from one source, as an adversary's or a broken client's would come. Spread over the
+#: ordinary clients they would raise every model's detection rate for all its traffic,
+#: which the report rightly reads as calibration drift.
+FUZZER = "api-key:fuzzer"
 LIMITS = {"max_size": 1_000_000, "min_sparsity": 0.02}
 #: share of each kind of call in the replayed traffic
 TRAFFIC = {"clean": 0.62, "nan": 0.05, "out_of_range": 0.05, "blank_image": 0.04,
@@ -109,6 +114,8 @@ def traffic(data: digits.DigitsSplit, framework: str, calls: int,
             moved = rng.choice(len(probe), 3, replace=False)
             probe[moved] = np.clip(probe[moved] + rng.choice([-1, 1], 3) / 16, 0.0, 1.0)
             yield PROBER, digits.as_model_input(framework, probe[None])
+        elif kind == "noise":
+            yield FUZZER, _spoil(kind, framework, batch, rng)
         else:
             yield str(rng.choice(CLIENTS)), _spoil(kind, framework, batch, rng)
 
