@@ -63,7 +63,9 @@ class AIModelProtector:
         audit = AuditLog(file=Path(log_file)) if log_file else AuditLog()
         self._guard = Guard(None, HostArrays(None), name=model_name, mode="enforce",
                             constraints=constraints, sinks=[audit], clock=clock,
-                            policy={**_LEGACY_POLICY, **(policy or {})}, store=store)
+                            policy=({**_LEGACY_POLICY, **policy} if isinstance(policy, Mapping)
+                                    else _LEGACY_POLICY if policy is None else policy),
+                            store=store)
 
     def validate_input(self, input_data: Any) -> dict[str, Any]:
         """``{"valid": bool, "issues": [str, ...]}`` for ``input_data``."""

@@ -17,6 +17,11 @@ from typing import Any
 
 HORIZON_MINUTES = 24 * 60
 _CAP = 4096
+#: Distinct clients and (client, input) pairs kept over the whole horizon: past it the
+#: oldest minutes lose their detail (their totals stay). Bounds memory (a few MB, where
+#: 24 h of rotating ids at the per-minute cap would hold gigabytes) and the cost of a
+#: report, which merges the detail of its minutes.
+_DETAIL = 4 * _CAP
 _EVENTS = 256
 _PENDING = 256  #: calls kept before they are counted into their minutes
 
@@ -37,6 +42,8 @@ class RequestStats:
 
     def __init__(self, horizon_minutes: int = HORIZON_MINUTES, cap: int = _CAP) -> None:
         self.cap = cap
+        self.detail_budget = max(_DETAIL, 2 * cap)  #: the newest minute always fits
+        self._detail = 0  #: distinct entries in the buckets' clients and inputs
         self._minutes: deque[_Minute] = deque(maxlen=horizon_minutes)
         self._matches: deque[dict[str, Any]] = deque(maxlen=_EVENTS)
         self._suspicions: dict[tuple[str, str], dict[str, Any]] = {}
@@ -66,15 +73,23 @@ class RequestStats:
             bucket.total += 1
             bucket.refused += refused
             clients = bucket.clients
-            if client in clients or len(clients) < cap:
-                clients[client] += 1
+            count = clients.get(client)
+            if count is not None or len(clients) < cap:
+                clients[client] = (count or 0) + 1
+                self._detail += count is None
             if input_hash:
                 pair, inputs = (client, input_hash), bucket.inputs
                 count = inputs.get(pair)  # dict's get: a new pair calls no __missing__
                 if count is not None or len(inputs) < cap:
                     inputs[pair] = (count or 0) + 1
+                    self._detail += count is None
             for check in checks:
                 bucket.checks[check] += 1
+        minutes = iter(self._minutes)
+        while self._detail > self.detail_budget:  # the oldest minutes' detail goes first
+            oldest = next(minutes)
+            self._detail -= len(oldest.clients) + len(oldest.inputs)
+            oldest.clients, oldest.inputs = Counter(), Counter()
 
     def flat(self, now: float, samples: int) -> None:
         """Count samples that got no fingerprint (flat: every value within one step)."""
@@ -89,6 +104,9 @@ class RequestStats:
         bucket = self._minutes[-1] if self._minutes else None
         if bucket is None or bucket.minute != minute:
             bucket = _Minute(minute)
+            if len(self._minutes) == self._minutes.maxlen:
+                dropped = self._minutes.popleft()
+                self._detail -= len(dropped.clients) + len(dropped.inputs)
             self._minutes.append(bucket)
         return bucket
 

@@ -68,13 +68,13 @@ class MemoryStore(Store):
             # only the lockout to read: one dict lookup (atomic), no lock to take
             locked = self._locked.get(key) if lockout else None
             if locked is not None and locked > now:
-                return Admission(locked_for=locked - now)
+                return Admission(locked_for=self._lockout_left(key, locked, now, rules))
             return ADMITTED
         with self._lock:
             self._tick(now)
             locked = self._locked.get(key) if lockout else None
             if locked is not None and locked > now:
-                return Admission(locked_for=locked - now)
+                return Admission(locked_for=self._lockout_left(key, locked, now, rules))
             rate_retry = None
             if rules.max_requests_per_minute is not None:
                 if self._quota is None:
@@ -85,6 +85,8 @@ class MemoryStore(Store):
             interval_retry = None
             if rules.min_request_interval > 0:
                 last = self._last.get(key)
+                if last is not None and last > now:  # stamped by a clock since set back
+                    last = self._last[key] = now
                 if last is not None and now - last < rules.min_request_interval:
                     interval_retry = last + rules.min_request_interval - now
                 else:
@@ -105,12 +107,14 @@ class MemoryStore(Store):
                 seen = self._repeats.get(rkey)
                 if seen is None:
                     self._repeats[rkey] = (1, now + rules.repeat_window)
-                elif seen[1] <= now:
+                elif seen[1] <= now or seen[1] - now > rules.repeat_window:  # or set back
                     _renew(self._repeats, rkey, (1, now + rules.repeat_window))
                 else:
                     repeats = seen[0]
                     _renew(self._repeats, rkey, (repeats + 1, seen[1]))
             suspect = self._suspects.get(key)
+            if suspect is not None and suspect - now > rules.session_timeout:  # set back
+                suspect = self._suspects[key] = now + rules.session_timeout
         matches: list[Match] = []
         if query is not None:
             index = self._indexes.get(model)
@@ -120,6 +124,18 @@ class MemoryStore(Store):
                                                       policy.near_duplicate_ttl)
         return Observation(repeats, matches,
                            suspect - now if suspect and suspect > now else None)
+
+    def _lockout_left(self, key: tuple[str, str], locked: float, now: float,
+                      rules: ClientRules) -> float:
+        """Seconds ``key``'s lockout (ending at ``locked``) still lasts: at most
+        ``session_timeout``. A lockout set by a clock that ran ahead and was set back
+        would otherwise last as long as the clock's error; it is shortened to end
+        ``session_timeout`` from ``now``."""
+        left = locked - now
+        if left > rules.session_timeout:
+            left = rules.session_timeout
+            self._locked[key] = now + left  # the key keeps its place: no reader misses it
+        return left
 
     def record_failure(self, model: str, client: str, now: float, rules: ClientRules) -> None:
         if not rules.max_failed_attempts:

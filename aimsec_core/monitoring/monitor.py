@@ -378,6 +378,9 @@ class Monitor:
         result's ``window_minutes`` (the span its rates are per) says so. Raises
         :class:`ConfigurationError` unless ``window_minutes`` is a positive finite number.
         """
+        if isinstance(window_minutes, int) and not isinstance(window_minutes, bool) \
+                and window_minutes > HORIZON_MINUTES:  # one beyond any float too
+            window_minutes = HORIZON_MINUTES
         if isinstance(window_minutes, bool) or not isinstance(window_minutes, Real) \
                 or not math.isfinite(window_minutes) or window_minutes <= 0:
             raise ConfigurationError(f"window_minutes must be a positive number of minutes; "

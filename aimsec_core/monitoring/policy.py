@@ -176,6 +176,11 @@ _LARGEST = {"near_duplicate_window": 65_536, "near_duplicate_hashes": 4_096,
             "extraction_set_size": 65_536, "extraction_window": 10_000_000}
 
 
+#: Largest count a per-client setting may hold (the stores keep counts in machine
+#: integers: a failed-attempt deque's length, Redis' Lua numbers).
+_LARGEST_COUNT = 2**31 - 1
+
+
 def _rules(values: dict[str, Any], base: ClientRules, where: str) -> ClientRules:
     if values.get("max_requests_per_minute") in (0,):
         values["max_requests_per_minute"] = None
@@ -184,9 +189,10 @@ def _rules(values: dict[str, Any], base: ClientRules, where: str) -> ClientRules
     except TypeError as exc:  # pragma: no cover - keys were checked
         raise ConfigurationError(f"{where}: {exc}") from exc
     if rules.max_requests_per_minute is not None:
-        _require("max_requests_per_minute", rules.max_requests_per_minute, int, 1, where=where)
+        _require("max_requests_per_minute", rules.max_requests_per_minute, int, 1,
+                 _LARGEST_COUNT, where=where)
     for name in ("max_failed_attempts", "max_repeats"):
-        _require(name, getattr(rules, name), int, 0, where=where)
+        _require(name, getattr(rules, name), int, 0, _LARGEST_COUNT, where=where)
     for name in ("min_request_interval",):
         _require(name, getattr(rules, name), float, 0.0, where=where)
     for name in ("session_timeout", "failure_window", "repeat_window"):
@@ -206,10 +212,18 @@ def _require(name: str, value: Any, kind: type, low: float, high: float = math.i
              strict: bool = False, where: str = "policy") -> None:
     ok_type = (isinstance(value, int) and not isinstance(value, bool)) if kind is int else (
         isinstance(value, (int, float)) and not isinstance(value, bool))
-    in_range = ok_type and math.isfinite(value) if kind is float else ok_type
+    in_range = ok_type and _finite(value) if kind is float else ok_type
     if in_range:
         in_range = (value > low if strict else value >= low) and value <= high
     if not in_range:
         bound = f"{'>' if strict else '>='} {low}" + (f" and <= {high}" if high < math.inf else "")
         raise ConfigurationError(f"{where}: {name} must be {'an integer' if kind is int else 'a number'} "
                                  f"{bound}; received {value!r}")
+
+
+def _finite(value: float) -> bool:
+    """Whether ``value`` is a finite float (an integer beyond any float is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

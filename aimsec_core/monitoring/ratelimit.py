@@ -73,6 +73,8 @@ class ClockedWindows(Storage, MovingWindowSupport):
         if amount > limit:
             return False
         events = self.events.setdefault(key, [])
+        if events and events[0] > self.now:  # stamped by a clock since set back: now
+            events[:] = [min(t, self.now) for t in events]
         if len(events) >= limit - amount + 1 and events[limit - amount] >= self.now - expiry:
             return False
         events[:0] = [self.now] * amount
