@@ -170,10 +170,14 @@ def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
             for key, value in settings.items()}
 
 
-#: Upper bounds for settings that size memory the monitor allocates up front (the index
-#: holds ``near_duplicate_hashes`` per slot; a window of many values is one hash).
+#: Upper bounds for settings that size memory the monitor allocates (the index holds
+#: ``near_duplicate_hashes`` per slot; a window of many values is one hash). The
+#: fingerprints: 10^7 is about 13 GB at the default 50 hashes. The extraction window:
+#: Royston's approximation of the Shapiro-Wilk coefficients holds for up to 5,000 values
+#: (AS R94), and each tracked client keeps the window (8 bytes a distance).
 _LARGEST = {"near_duplicate_window": 65_536, "near_duplicate_hashes": 4_096,
-            "extraction_set_size": 65_536, "extraction_window": 10_000_000}
+            "near_duplicate_max_fingerprints": 10_000_000,
+            "extraction_set_size": 65_536, "extraction_window": 5_000}
 
 
 #: Largest count a per-client setting may hold (the stores keep counts in machine

@@ -47,6 +47,14 @@ def test_counts_past_what_the_store_can_hold_are_a_configuration_error(clock, ke
         build_monitor("m", {key: 2**63}, None, clock)
 
 
+@pytest.mark.parametrize("key, largest", [("near_duplicate_max_fingerprints", 10**7),
+                                          ("extraction_window", 5_000)])
+def test_sizes_past_their_bound_are_a_configuration_error(clock, key, largest):
+    build_monitor("m", {key: largest}, None, clock)
+    with pytest.raises(ConfigurationError, match=key):
+        build_monitor("m", {key: largest + 1}, None, clock)
+
+
 def test_a_protector_policy_that_is_not_a_dict_is_a_configuration_error():
     with pytest.raises(ConfigurationError):
         AIModelProtector("m", policy=[1])  # type: ignore[arg-type]
