@@ -119,3 +119,33 @@ def test_a_guards_calibration_set_to_something_else_is_refused(junk):
     with pytest.raises(CalibrationError, match="Calibration .* or None; received"):
         guard.calibration = junk
     assert guard.calibration is None
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+@pytest.mark.parametrize("ip", [
+    [[list(range(1000))] * 1000] * 10,  # ten million numbers, nested
+    {"a": {"b": {"c": {"d": "x" * 10**6}}}},
+    np.arange(3),  # an array: its truth value is an error
+    _Unprintable(),
+    b"\x00\xff" * 10**5,
+])
+def test_detect_threat_reads_any_ip_address_as_bounded_text(tmp_path, ip):
+    monitor = AISecurityMonitor("m", {}, tmp_path)
+    try:
+        result = monitor.detect_threat({"ip_address": ip, "input_data": np.zeros(4)})
+        assert set(result) >= {"timestamp", "severity", "threats_detected", "details"}
+    finally:
+        monitor.close()
+
+
+def test_clip_keeps_plain_text_and_bounds_the_rest():
+    from aimsec_core.incidents.model import clip
+
+    assert clip("203.0.113.7") == "203.0.113.7"
+    assert clip(42) == "42"
+    assert len(clip([[0] * 10**5] * 10**3, 200)) <= 200
+    assert clip(_Unprintable()) == "<_Unprintable>"

@@ -130,7 +130,9 @@ class AISecurityMonitor:
                                      f"'input_data': array}}; received "
                                      f"{type(request_data).__name__}")
         now = self.clock()
-        ip = clip(request_data.get("ip_address") or ANONYMOUS)
+        ip = request_data.get("ip_address")
+        # not "or": an array's truth value is an error, and any object may be sent here
+        ip = ANONYMOUS if ip is None or (isinstance(ip, str) and not ip) else clip(ip)
         details: dict[str, Any] = {}
         admitted, seen = self._admit(ip)
         if not admitted:

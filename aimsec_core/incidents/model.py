@@ -8,6 +8,7 @@ already merged); an :class:`Incident` is what the store keeps. Both carry bounde
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -26,13 +27,29 @@ MAX_NAME = 200  #: characters kept of a model, threat or client name
 
 def clip(text: Any, limit: int = MAX_NAME) -> str:
     """``text`` as a printable string of at most ``limit`` characters (client-controlled
-    names may hold anything: control characters become spaces)."""
-    value = str(text)
+    names may hold anything: control characters become spaces). A container is shown
+    through a bounded ``reprlib`` (a nested list of millions is never written out whole);
+    an object whose ``str`` raises by its type's name."""
+    value = text if type(text) is str else _text_of(text, limit)
     if len(value) > limit:  # cut first: a name of megabytes is never scanned whole
         value = value[:limit - 1] + "…"
     if not value.isprintable():
         value = "".join(c if c.isprintable() else " " for c in value)
     return value
+
+
+def _text_of(value: Any, limit: int) -> str:
+    if isinstance(value, (dict, list, tuple, set, frozenset, bytes, bytearray)):
+        shown = reprlib.Repr()
+        shown.maxlevel, shown.maxstring, shown.maxother = 3, limit, limit
+        try:
+            return shown.repr(value)
+        except Exception:
+            return f"<{type(value).__name__}>"
+    try:
+        return str.__str__(value) if isinstance(value, str) else str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 @dataclass
