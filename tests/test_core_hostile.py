@@ -225,3 +225,12 @@ def test_a_client_id_of_a_lying_str_subclass_is_read_as_the_text_it_holds():
     with pytest.raises(aimsec_core.ConfigurationError):
         with aimsec_core.client(Lying("")):
             pass
+
+
+def test_an_audit_file_that_is_a_folder_is_refused_when_the_log_is_made(tmp_path):
+    from aimsec_core import AIModelProtector
+
+    with pytest.raises(aimsec_core.ConfigurationError, match="not a regular file"):
+        AuditLog(file=tmp_path)
+    with pytest.raises(aimsec_core.ConfigurationError, match="not a regular file"):
+        AIModelProtector("m", log_file=str(tmp_path))

@@ -70,6 +70,10 @@ class AuditLog:
             file = folder / AUDIT_FILE
         self.file = Path(file).resolve()
         _check_folder(self.file.parent)
+        if self.file.exists() and not self.file.is_file():
+            raise ConfigurationError(
+                f"the audit log file {self.file} is not a regular file (a folder, a FIFO or "
+                "a device); expected a file to append to, or a path where one can be made")
         self.include_inputs = resolve(include_inputs, "AIMSEC_LOG_INPUTS", False, parse_bool)
         self.max_bytes = resolve(max_bytes, "AIMSEC_LOG_MAX_BYTES", DEFAULT_LOG_MAX_BYTES,
                                  parse_positive_int)
