@@ -149,3 +149,23 @@ def test_clip_keeps_plain_text_and_bounds_the_rest():
     assert clip(42) == "42"
     assert len(clip([[0] * 10**5] * 10**3, 200)) <= 200
     assert clip(_Unprintable()) == "<_Unprintable>"
+
+
+def test_export_report_writes_numpy_values_and_refuses_what_json_cannot_hold(tmp_path):
+    import json
+    from datetime import datetime, timezone
+
+    modeler = ChatbotThreatModeler()
+    report = {"risk_score": np.float64(12.5), "counts": np.arange(3), "tags": {"b", "a"},
+              "when": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+    modeler.export_report(report, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text()) == {
+        "risk_score": 12.5, "counts": [0, 1, 2], "tags": ["a", "b"],
+        "when": "2026-01-01T00:00:00+00:00"}
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    for bad in ({"x": object()}, cyclic):
+        with pytest.raises(ConfigurationError, match="cannot be written as JSON"):
+            modeler.export_report(bad, tmp_path / "bad.json")
+    with pytest.raises(ConfigurationError, match="is a folder"):
+        modeler.export_report({}, tmp_path)

@@ -96,8 +96,31 @@ class ChatbotThreatModeler:
         }
 
     def export_report(self, report: dict[str, Any], filename: str | Path) -> None:
-        """Write ``report`` as JSON to ``filename``."""
-        Path(filename).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        """Write ``report`` as JSON to ``filename``. numpy values, sets and datetimes are
+        written as JSON numbers, lists and ISO 8601 text. Raises
+        :class:`ConfigurationError` for a report JSON cannot hold (other objects, a
+        reference cycle) or a ``filename`` that is a folder."""
+        try:
+            text = json.dumps(report, indent=2, default=_json_value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ConfigurationError(f"the report cannot be written as JSON: {exc}; expected "
+                                     "the dict generate_threat_report returns") from None
+        path = Path(filename)
+        if path.is_dir():
+            raise ConfigurationError(f"filename {str(path)!r:.200} is a folder; expected a "
+                                     "file to write the report to")
+        path.write_text(text, encoding="utf-8")
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON-writable form of a value ``json`` cannot write itself (``default=``)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 _THREAT_KEYS = ("category", "severity", "description", "impact", "likelihood",
