@@ -200,9 +200,11 @@ class GuardedModule(GuardedMixin, nn.Module):
     def __setattr__(self, name: str, value: Any) -> None:
         original = self.__dict__.get("_aimsec_original")
         if (original is not None and name not in self.__dict__ and name in original.__dict__
-                and not hasattr(nn.Module, name)  # nn.Module's own (_compiled_call_impl)
-                and not isinstance(value, (nn.Module, torch.Tensor))):
-            setattr(original, name, value)  # a plain attribute of the model: one copy of it
+                and not hasattr(nn.Module, name)):  # nn.Module's own (_compiled_call_impl)
+            # A plain attribute of the model (a number, a tensor): one copy of it, the one
+            # its forward reads. A parameter or module given in its place is registered by
+            # the model's own __setattr__, into the dicts both share.
+            setattr(original, name, value)
             return
         super().__setattr__(name, value)
 

@@ -1,0 +1,168 @@
+"""A guarded model inside the training and evaluation loops written for the plain one.
+
+Each test runs the loop a user already has, unchanged, on the guarded object, and checks
+that it behaves as on the plain model: same outputs, no refusal or finding from the default
+settings, one audit line per guarded call.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import aimsec_core
+
+
+def _digits(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    pixels, labels = load_digits(return_X_y=True)
+    return (pixels[:n] / 16).astype(np.float32), labels[:n]
+
+
+def _audit_lines(tmp_path) -> list[dict]:
+    path = tmp_path / "security_logs" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# -- torch ----------------------------------------------------------------------------------
+
+
+def test_torch_tensor_attribute_set_on_the_guarded_module_reaches_the_model(tmp_path):
+    """Temperature scaling after training: ``guarded.temperature = torch.tensor(t)`` must
+    change what the model computes, as ``model.temperature = ...`` does on the plain one."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+            self.temperature = torch.tensor(1.0)  # a plain attribute, not a buffer
+
+        def forward(self, x):
+            return self.fc(x) / self.temperature
+
+    torch.manual_seed(0)
+    model = Scaled()
+    guarded = aimsec_core.guard(model)
+    guarded.temperature = torch.tensor(2.0)
+    x = torch.from_numpy(_digits(8)[0])
+    assert model.temperature.item() == 2.0
+    with torch.no_grad():
+        assert torch.equal(guarded(x), model.fc(x) / 2.0)
+
+
+def test_torch_parameter_set_over_a_plain_attribute_is_the_model_s_parameter(tmp_path):
+    """Turning a fixed temperature into a learnt one through the guarded module registers
+    the parameter on the model: it reaches the optimiser, the checkpoint and the forward."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+            self.temperature = 1.0
+
+        def forward(self, x):
+            return self.fc(x) / self.temperature
+
+    model = Scaled()
+    guarded = aimsec_core.guard(model)
+    guarded.temperature = nn.Parameter(torch.tensor(3.0))
+    assert "temperature" in model.state_dict()
+    assert "temperature" not in vars(model)  # nothing left shadowing the parameter
+    x = torch.from_numpy(_digits(4)[0])
+    guarded(x).sum().backward()
+    assert model.temperature.grad is not None
+
+
+def test_torch_training_and_eval_epochs_run_as_on_the_plain_model(tmp_path):
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    x, y = _digits()
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    guarded = aimsec_core.guard(model)
+    optimizer = torch.optim.SGD(guarded.parameters(), lr=0.1)
+    calls = 0
+    for _ in range(3):
+        guarded.train()
+        for i in range(0, 400, 100):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(guarded(x[i:i + 100]), y[i:i + 100]).backward()
+            optimizer.step()
+            calls += 1
+        guarded.eval()
+        with torch.no_grad():
+            for i in range(400, 600, 50):  # the same validation set every epoch
+                assert torch.equal(guarded(x[i:i + 50]), model(x[i:i + 50]))
+                calls += 1
+    lines = _audit_lines(tmp_path)
+    assert len(lines) == calls
+    assert {line["decision"] for line in lines} == {"allowed"}
+    assert not any(line["findings"] for line in lines)
+
+
+# -- scikit-learn ---------------------------------------------------------------------------
+
+
+def test_sklearn_partial_fit_trains_incrementally_like_the_plain_estimator(tmp_path):
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import SGDClassifier
+
+    x, y = _digits()
+    plain = SGDClassifier(random_state=0)
+    guarded = aimsec_core.guard(SGDClassifier(random_state=0))
+    for epoch in range(3):
+        for i in range(0, 400, 100):
+            kwargs = {"classes": np.arange(10)} if epoch == i == 0 else {}
+            plain.partial_fit(x[i:i + 100], y[i:i + 100], **kwargs)
+            assert guarded.partial_fit(x[i:i + 100], y[i:i + 100], **kwargs) is guarded
+        np.testing.assert_array_equal(guarded.predict(x[400:]), plain.predict(x[400:]))
+    assert guarded.get_params()["estimator"].__dict__.get("coef_") is None  # never fitted
+    lines = _audit_lines(tmp_path)
+    assert len(lines) == 3 and {line["decision"] for line in lines} == {"allowed"}
+
+
+def test_sklearn_partial_fit_continues_a_model_guarded_already_trained(tmp_path):
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import SGDClassifier
+
+    x, y = _digits()
+    trained = SGDClassifier(random_state=0).fit(x[:300], y[:300])
+    before = trained.coef_.copy()
+    plain = SGDClassifier(random_state=0).fit(x[:300], y[:300])
+    guarded = aimsec_core.guard(trained)
+    plain.partial_fit(x[300:400], y[300:400])
+    guarded.partial_fit(x[300:400], y[300:400])
+    np.testing.assert_array_equal(guarded.estimator_.coef_, plain.coef_)
+    np.testing.assert_array_equal(trained.coef_, before)  # the parameter is left as given
+
+
+def test_sklearn_partial_fit_drops_a_calibration_that_described_the_model_before(tmp_path):
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import SGDClassifier
+
+    x, y = _digits()
+    guarded = aimsec_core.guard(SGDClassifier(loss="log_loss", random_state=0).fit(x, y))
+    guarded.calibrate(x[:300])
+    with pytest.warns(UserWarning, match="calibrat"):
+        guarded.partial_fit(x[300:400], y[300:400])
+    assert aimsec_core.guard_of(guarded).calibration is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left to drop: no second warning
+        guarded.partial_fit(x[400:500], y[400:500])
+
+
+def test_sklearn_partial_fit_is_offered_only_where_the_estimator_has_it():
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import LogisticRegression
+
+    guarded = aimsec_core.guard(LogisticRegression())
+    assert not hasattr(guarded, "partial_fit")
