@@ -166,3 +166,58 @@ def test_sklearn_partial_fit_is_offered_only_where_the_estimator_has_it():
 
     guarded = aimsec_core.guard(LogisticRegression())
     assert not hasattr(guarded, "partial_fit")
+
+
+def _digits_net(torch, nn):
+    """A small digits classifier with dropout and batch norm, trained briefly (seeded)."""
+    x, y = _digits(1000)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Linear(32, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(5):
+        for i in range(0, 600, 100):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100]).backward()
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return model.eval(), x, y
+
+
+def test_torch_calibrated_guard_scores_a_training_step_as_the_model_it_calibrated(tmp_path):
+    """Detectors are calibrated on the model in eval mode. In a fine-tuning step (train
+    mode: dropout, batch statistics) the caller's forward pass is another function: the
+    detectors must score the input as calibrated (the same scores as in eval mode), not
+    refuse clean training batches, and the training step must equal the plain model's."""
+    torch = pytest.importorskip("torch")
+    import copy
+
+    from torch import nn
+
+    model, x, y = _digits_net(torch, nn)
+    plain = copy.deepcopy(model)
+    guarded = aimsec_core.guard(model, mode="monitor")
+    guarded.calibrate(x[:600])
+    batch, labels = x[600:700], y[600:700]
+    with torch.no_grad():
+        guarded(batch)
+    evaluated = np.asarray(guarded.last_verdict.scores["suspicion"])
+
+    guarded.train()
+    plain.train()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is None for g in grads), grads[0]
+    torch.manual_seed(7)
+    loss = nn.functional.cross_entropy(guarded(batch), labels)
+    trained = np.asarray(guarded.last_verdict.scores["suspicion"])
+    torch.manual_seed(7)
+    plain_loss = nn.functional.cross_entropy(plain(batch), labels)
+    np.testing.assert_allclose(trained, evaluated, rtol=1e-4, atol=1e-5)
+    assert loss.item() == plain_loss.item()  # same dropout draws, same batch statistics
+    loss.backward()
+    plain_loss.backward()
+    for ours, theirs in zip(model.parameters(), plain.parameters()):
+        assert torch.equal(ours.grad, theirs.grad), (ours.grad - theirs.grad).abs().max()
+    assert torch.equal(model[1].running_mean, plain[1].running_mean)
+    assert model.training and all(m.training for m in model.modules())

@@ -105,7 +105,9 @@ class GuardedModule(GuardedMixin, nn.Module):
 
         forward = None
         x = next(iter(inputs.values()))
-        if where is not None and isinstance(x, torch.Tensor):
+        # In train mode (dropout, batch statistics) the caller's pass is not the function
+        # the detectors were calibrated on: they take their own eval-mode pass instead.
+        if where is not None and isinstance(x, torch.Tensor) and not original.training:
             joined = torch.is_grad_enabled() and x.requires_grad
 
             def forward(replacement: Any) -> Any:  # the same call on x's autograd twin
