@@ -221,3 +221,30 @@ def test_torch_calibrated_guard_scores_a_training_step_as_the_model_it_calibrate
         assert torch.equal(ours.grad, theirs.grad), (ours.grad - theirs.grad).abs().max()
     assert torch.equal(model[1].running_mean, plain[1].running_mean)
     assert model.training and all(m.training for m in model.modules())
+
+
+# -- Keras ----------------------------------------------------------------------------------
+
+
+def test_keras_calibrated_guard_scores_a_training_call_as_the_model_it_calibrated(tmp_path):
+    """A custom training loop calls ``model(x, training=True)`` under a gradient tape:
+    dropout and batch statistics make that another function than the one calibrated, so
+    the detectors must score the input as in inference (not refuse clean batches), and
+    the call's output must still carry the gradient to the weights."""
+    keras = pytest.importorskip("keras")
+
+    x, y = _digits(1000)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32),
+                              keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                              keras.layers.Dropout(0.5), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:600], y[:600], epochs=3, verbose=0)
+    guarded = aimsec_core.guard(model, mode="monitor")
+    guarded.calibrate(x[:600], detectors=["boundary"])
+    batch = x[600:700]
+    guarded(batch)
+    inferred = np.asarray(guarded.last_verdict.scores["suspicion"])
+    guarded(batch, training=True)
+    trained = np.asarray(guarded.last_verdict.scores["suspicion"])
+    np.testing.assert_allclose(trained, inferred, rtol=1e-4, atol=1e-5)
