@@ -248,3 +248,19 @@ def test_keras_calibrated_guard_scores_a_training_call_as_the_model_it_calibrate
     guarded(batch, training=True)
     trained = np.asarray(guarded.last_verdict.scores["suspicion"])
     np.testing.assert_allclose(trained, inferred, rtol=1e-4, atol=1e-5)
+
+
+def test_sklearn_partial_fit_after_fit_warns_about_the_calibration_once(tmp_path):
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import SGDClassifier
+
+    x, y = _digits()
+    guarded = aimsec_core.guard(SGDClassifier(loss="log_loss", random_state=0).fit(x, y))
+    guarded.calibrate(x[:300])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        guarded.fit(x[:300], y[:300])
+        guarded.partial_fit(x[300:400], y[300:400])
+    assert len([w for w in caught if "calibrat" in str(w.message)]) == 1
+    guarded.predict(x[400:])
+    assert aimsec_core.guard_of(guarded).calibration is None

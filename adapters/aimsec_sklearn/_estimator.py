@@ -107,7 +107,8 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
             fitted = copy.deepcopy(self.estimator)
         fitted.partial_fit(X, y, *args, **fit_params)
         guard = getattr(self, "_aimsec_guard", None)
-        if guard is not None and guard.calibration is not None:
+        if (guard is not None and guard.calibration is not None
+                and guard.model is self._fitted):  # after fit(), fit has warned already
             warnings.warn("training the model further discards its detector calibration "
                           "(it described the model before); call calibrate(x_clean) again",
                           stacklevel=2)
