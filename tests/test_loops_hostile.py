@@ -264,3 +264,30 @@ def test_sklearn_partial_fit_after_fit_warns_about_the_calibration_once(tmp_path
     assert len([w for w in caught if "calibrat" in str(w.message)]) == 1
     guarded.predict(x[400:])
     assert aimsec_core.guard_of(guarded).calibration is None
+
+
+def test_torch_pruning_the_guarded_module_prunes_the_model(tmp_path):
+    """``torch.nn.utils.prune`` on the guarded module (a one-layer model) works as on the
+    plain one: the masked weight is what the model computes with, the checkpoint has the
+    same keys, and ``prune.remove`` makes the pruning permanent."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = nn.Linear(64, 10)
+    plain = nn.Linear(64, 10)
+    plain.load_state_dict(model.state_dict())
+    guarded = aimsec_core.guard(model)
+    prune.l1_unstructured(guarded, "weight", amount=0.5)
+    prune.l1_unstructured(plain, "weight", amount=0.5)
+    x = torch.from_numpy(_digits(8)[0])
+    with torch.no_grad():
+        assert torch.equal(guarded(x), plain(x))
+    assert list(guarded.state_dict()) == list(plain.state_dict())
+    prune.remove(guarded, "weight")
+    prune.remove(plain, "weight")
+    assert list(guarded.state_dict()) == list(plain.state_dict()) == ["bias", "weight"]
+    assert isinstance(model.weight, nn.Parameter) and int((model.weight == 0).sum()) == 320
+    with torch.no_grad():
+        assert torch.equal(guarded(x), plain(x))
