@@ -3,15 +3,16 @@
 ``parametrize_with_checks`` is how scikit-learn itself decides whether an object is an
 estimator: fitting never changes parameters, predicting never changes ``__dict__``, sparse,
 object-dtype, list and NaN input behave as the tags say, and errors for NaN/inf, feature
-counts and 1-D input use scikit-learn's wording. Every check passes on the three guarded
-models below (a linear model, a tree that handles NaN and a pipeline); none is marked as an
-expected failure. The guard is in enforce mode with no constraints, so these are the
+counts and 1-D input use scikit-learn's wording. Every check passes on the four guarded
+models below (a linear model, a tree that handles NaN, a pipeline and an incremental
+learner, whose ``partial_fit`` the checks exercise too); none is marked as an expected
+failure. The guard is in enforce mode with no constraints, so these are the
 checks of what the wrapped estimator accepts.
 """
 
 from __future__ import annotations
 
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
@@ -28,6 +29,7 @@ GUARDED = [
     _guarded(LogisticRegression(), "linear"),
     _guarded(DecisionTreeClassifier(random_state=0), "tree"),
     _guarded(make_pipeline(StandardScaler(), LogisticRegression()), "pipeline"),
+    _guarded(SGDClassifier(random_state=0), "incremental"),
 ]
 
 

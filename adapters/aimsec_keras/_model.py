@@ -94,7 +94,11 @@ class GuardedModel(GuardedMixin):
                 "not exist yet, and would not be in the traced graph. Build on "
                 "aimsec_core.unguard(guarded) and guard the resulting model instead"))
         # Calling the model is eager: the gradient's forward pass computes exactly what
-        # the plain call does, so the two share it.
+        # the plain call does, so the two share it. Not with ``training=True`` (dropout,
+        # batch statistics): that is another function than the one the detectors were
+        # calibrated on, so they take their own ``training=False`` pass beside it.
+        if kwargs.get("training"):
+            forward = None
         return guard.call(guard.adapter.inputs_of(x), lambda: model(*args, **kwargs), forward)
 
     def _screened(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

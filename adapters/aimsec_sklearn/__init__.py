@@ -16,7 +16,8 @@ verdict per call): ``predict``, ``predict_proba``, ``predict_log_proba``,
 ``transform`` and ``staged_predict``/``staged_predict_proba``/``staged_decision_function``,
 each where the wrapped estimator has it. ``fit`` fits a clone of the estimator into
 ``estimator_`` (scikit-learn's rule for meta-estimators: parameters are never changed) and
-the guard then screens calls to that fitted clone; ``fit_predict`` and ``fit_transform``
+the guard then screens calls to that fitted clone (``partial_fit`` trains ``estimator_``
+further, starting from a copy of the estimator as guarded); ``fit_predict`` and ``fit_transform``
 are not offered (call ``fit``, then the screened method). ``get_params``/``clone`` work, so
 the guarded model goes into a ``Pipeline`` or ``cross_val_score`` unchanged. ``estimator``,
 ``estimator_`` and fitted attributes such as ``tree_`` are the plain model's own parts:

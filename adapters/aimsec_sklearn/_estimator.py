@@ -93,6 +93,29 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         self.estimator_ = fitted  # the guard is rebuilt for it on the next call
         return self
 
+    @available_if(_inner_has("partial_fit"))
+    def partial_fit(self, X: Any, y: Any = None, *args: Any, **fit_params: Any
+                    ) -> GuardedEstimator:
+        """Train ``estimator_`` on one more batch (training data is not screened).
+
+        The first call starts from a copy of ``estimator`` as it is, trained or not (the
+        parameter is never changed); the next ones continue ``estimator_``. A detector
+        calibration is dropped with a warning: it described the model before the update.
+        """
+        fitted = self.__dict__.get("estimator_")
+        if fitted is None:
+            fitted = copy.deepcopy(self.estimator)
+        fitted.partial_fit(X, y, *args, **fit_params)
+        guard = getattr(self, "_aimsec_guard", None)
+        if (guard is not None and guard.calibration is not None
+                and guard.model is self._fitted):  # after fit(), fit has warned already
+            warnings.warn("training the model further discards its detector calibration "
+                          "(it described the model before); call calibrate(x_clean) again",
+                          stacklevel=2)
+            self._aimsec_guard = guard.rebound(fitted)
+        self.estimator_ = fitted  # a new model: the guard is rebuilt for it on the next call
+        return self
+
     predict = _screened_method("predict", "Screened ``estimator.predict(X)``.")
     predict_proba = _screened_method("predict_proba", "Screened ``predict_proba(X)``.")
     predict_log_proba = _screened_method("predict_log_proba",

@@ -105,7 +105,9 @@ class GuardedModule(GuardedMixin, nn.Module):
 
         forward = None
         x = next(iter(inputs.values()))
-        if where is not None and isinstance(x, torch.Tensor):
+        # In train mode (dropout, batch statistics) the caller's pass is not the function
+        # the detectors were calibrated on: they take their own eval-mode pass instead.
+        if where is not None and isinstance(x, torch.Tensor) and not original.training:
             joined = torch.is_grad_enabled() and x.requires_grad
 
             def forward(replacement: Any) -> Any:  # the same call on x's autograd twin
@@ -199,12 +201,24 @@ class GuardedModule(GuardedMixin, nn.Module):
 
     def __setattr__(self, name: str, value: Any) -> None:
         original = self.__dict__.get("_aimsec_original")
-        if (original is not None and name not in self.__dict__ and name in original.__dict__
+        if (original is not None and name not in self.__dict__
                 and not hasattr(nn.Module, name)  # nn.Module's own (_compiled_call_impl)
-                and not isinstance(value, (nn.Module, torch.Tensor))):
-            setattr(original, name, value)  # a plain attribute of the model: one copy of it
+                and (name in original.__dict__ or isinstance(value, torch.Tensor))):
+            # A plain attribute of the model (a number, a tensor; pruning's masked weight):
+            # one copy of it, the one its forward reads. A parameter or module given in its
+            # place is registered by the model's own __setattr__, into the dicts both share.
+            setattr(original, name, value)
             return
         super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        original = self.__dict__.get("_aimsec_original")
+        if (original is not None and name not in self.__dict__ and name in original.__dict__
+                and name not in self._parameters and name not in self._buffers
+                and name not in self._modules):
+            delattr(original, name)  # the plain attribute __setattr__ put there
+            return
+        super().__delattr__(name)
 
     # Containers (Sequential, ModuleList, ModuleDict) index, iterate and measure as before.
     def __getitem__(self, key: Any) -> Any:
