@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from aimsec_core.cli import main
 from tests.conftest import run_cli
 
 
@@ -112,13 +113,13 @@ def test_the_commands_point_at_the_latest_demo_run(tmp_path, capsys, monkeypatch
     monkeypatch.setenv("SECURITY_LOG_PATH", str(logs))
     monkeypatch.delenv("AIMSEC_INCIDENT_DB", raising=False)
 
-    status, err = _run(["report", "--out", str(tmp_path / "out")], capsys)
+    status, err = run_cli(["report", "--out", str(tmp_path / "out")], capsys)
     assert status == 2 and f"--logs {latest}" in err
-    status, err = _run(["audit", "verify", str(logs)], capsys)
+    status, err = run_cli(["audit", "verify", str(logs)], capsys)
     assert status == 2 and f"aimsec audit verify {latest}" in err
     assert main(["incidents"]) == 0
     out = "".join(capsys.readouterr().out.split())  # the table's console wraps lines
     assert f"--db{latest / 'incidents.sqlite3'}" in out
 
-    status, err = _run(["report", "--since", "bogus"], capsys)  # another error: no hint
+    status, err = run_cli(["report", "--since", "bogus"], capsys)  # another error: no hint
     assert status == 2 and "demo run" not in err
