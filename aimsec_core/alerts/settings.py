@@ -20,8 +20,8 @@ variable                           meaning                                     d
 ``ALERT_SMTP_PORT``                SMTP port                                   ``587``
 ``ALERT_SMTP_TLS``                 ``starttls``, ``ssl`` (implicit) or         ``starttls``
                                    ``none``                                    (``ssl`` on 465)
-``ALERT_SMTP_USERNAME``            login (with ``ALERT_SMTP_PASSWORD``)        none
-``ALERT_SMTP_PASSWORD``            never logged, never in a repr               none
+``ALERT_SMTP_USERNAME``            ASCII login, with ``ALERT_SMTP_PASSWORD``   none
+``ALERT_SMTP_PASSWORD``            ASCII; never logged, never in a repr        none
 ``ALERT_SMTP_CAFILE``              CA bundle for a private mail server         system CAs
 ``ALERT_SMTP_TIMEOUT``             seconds for a whole SMTP exchange           ``10``
 ``ALERT_SENDER``                   From address                                ``aimsec@<host>``
@@ -73,6 +73,14 @@ class SmtpSettings:
             if "@" not in address or any(c in address for c in "\r\n"):
                 raise ConfigurationError(f"{address!r} is not an email address; expected "
                                          "name@domain")
+        for part, value, variable in (("user name", self.username, "ALERT_SMTP_USERNAME"),
+                                      ("password", self.password, "ALERT_SMTP_PASSWORD")):
+            # smtplib sends every AUTH exchange as ASCII: any other character would fail
+            # each alert with an error quoting it. The value itself is never shown.
+            if isinstance(value, str) and not value.isascii():
+                raise ConfigurationError(
+                    f"the SMTP {part} ({variable}) holds characters outside ASCII, which "
+                    "SMTP login (smtplib's AUTH) cannot send; use an ASCII login")
         if not 0 < self.port < 65536:
             raise ConfigurationError(f"SMTP port must be in 1..65535; received {self.port}")
         if self.cafile is not None and self.security != "none" \

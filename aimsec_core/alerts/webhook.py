@@ -112,8 +112,13 @@ def _split_credentials(url: str) -> tuple[str, bytes | None]:
 
 
 def _scrubbed(exc: BaseException, url: str) -> str:
-    """``exc``'s text with the secret parts of ``url`` taken out (``ValueError`` for an
-    unknown URL type quotes the whole URL)."""
+    """``exc``'s text with the secret parts of ``url`` taken out. An error about the URL
+    itself (``ValueError``: an unknown URL type; ``InvalidURL``: a space or control
+    character) quotes the URL or its path, escaped in ways a replacement cannot follow, so
+    its text is not shown at all."""
+    if isinstance(exc, (ValueError, http.client.InvalidURL)):
+        return ("the URL is malformed (expected http(s)://host[:port]/path with no spaces "
+                "or control characters)")
     return str(exc).replace(url, redacted_url(url))[:300]
 
 
@@ -142,15 +147,17 @@ class WebhookChannel:
             timestamp = str(int(self.clock()))
             headers[TIMESTAMP_HEADER] = timestamp
             headers[SIGNATURE_HEADER] = sign(self.settings.secret, timestamp, body)
-        try:
+        try:  # urllib quotes a URL it cannot use in its error: the URL is the secret
             target, credentials = _split_credentials(self.settings.url)
+            if credentials is not None:
+                headers["Authorization"] = ("Basic "
+                                            + base64.b64encode(credentials).decode("ascii"))
+            request = urllib.request.Request(target, data=body, headers=headers,
+                                             method="POST")
         except ValueError as exc:
             raise DeliveryError(f"cannot reach the webhook {self.settings.display_url}: "
                                 f"{type(exc).__name__}: {_scrubbed(exc, self.settings.url)}",
                                 retryable=False) from None
-        if credentials is not None:
-            headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
-        request = urllib.request.Request(target, data=body, headers=headers, method="POST")
         watched = _Watched()
         deadline = Deadline(self.settings.timeout_s, watched.sockets)
         try:
@@ -166,6 +173,7 @@ class WebhookChannel:
                 retryable=exc.code >= 500 or exc.code in (408, 429)) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError,
                 ValueError) as exc:  # HTTPException: an answer that is not HTTP
+            malformed = isinstance(exc, (ValueError, http.client.InvalidURL))
             raise DeliveryError(f"cannot reach the webhook {self.settings.display_url}: "
                                 f"{type(exc).__name__}: {_scrubbed(exc, self.settings.url)}"
-                                f"{deadline.note()}") from None
+                                f"{deadline.note()}", retryable=not malformed) from None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..audit import AuditLog
+from ..config import redacted_url
 from ..guard import Guard
 
 
@@ -140,8 +141,9 @@ def _store(guard: Guard, _: bool | None) -> Observation:
         return Observation(False, "off: request monitoring is disabled (policy=False)")
     url = str(monitor.store.url)
     shared = url.startswith(("redis://", "rediss://", "unix://"))
-    return Observation(shared, f"{url} (shared across replicas)" if shared else
-                       f"{url}: in-process, each replica counts alone")
+    shown = redacted_url(url, path=True)  # a Redis URL may carry a user and password
+    return Observation(shared, f"{shown} (shared across replicas)" if shared else
+                       f"{shown}: in-process, each replica counts alone")
 
 
 def _alerts(guard: Guard, _: bool | None) -> Observation:
