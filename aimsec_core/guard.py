@@ -81,6 +81,9 @@ class Guard:
         self.on_flagged = on_flagged
         #: per-client monitoring (``None`` with ``policy=False``)
         self.monitor: Monitor | None = build_monitor(self.name, policy, store, clock)
+        #: the store came from AIMSEC_STORE_URL: a pickle re-reads it where it is loaded
+        #: instead of carrying the URL (and any password in it)
+        self._store_from_environment = store is None
         self._advisory = self.monitor.advisory_checks if self.monitor else frozenset()
         self._calibration: Calibration | None = None
         #: the calibration and the adapter reading the model's output its way, set
@@ -583,6 +586,8 @@ class Guard:
                     "copy of the guarded model cannot share its state; use "
                     "store='memory://' or a 'redis://...' URL")
             store = "memory://" if url.startswith("memory://") else url
+            if self._store_from_environment and store != "memory://":
+                store = None  # AIMSEC_STORE_URL where the copy is loaded
         return {"model": self.model, "adapter": type(self.adapter), "name": self.name,
                 "mode": self.mode, "constraints": self.constraints, "sinks": self.sinks,
                 "calibration": self.calibration, "clock": self.clock,

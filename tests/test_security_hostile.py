@@ -164,10 +164,6 @@ def test_an_ascii_smtp_login_still_reaches_the_server():
     assert got.login == b"alerts"
 
 
-@pytest.mark.xfail(strict=True, reason="Guard._state pickles monitor.store.url as resolved, "
-                   "so a store URL read from AIMSEC_STORE_URL travels with its password; "
-                   "the guard would have to record that the URL came from the environment "
-                   "and re-read AIMSEC_STORE_URL where the pickle is loaded")
 def test_a_store_url_from_the_environment_is_not_carried_by_a_pickle(monkeypatch, tmp_path):
     redis = RedisServer().start()
     try:
@@ -176,6 +172,15 @@ def test_a_store_url_from_the_environment_is_not_carried_by_a_pickle(monkeypatch
                            f"redis://default:{TOKEN}@127.0.0.1:{redis.port}/0")
         guarded = aimsec_core.guard(_estimator(), incidents=False, alerts=False)
         data = pickle.dumps(guarded)
+        assert TOKEN.encode() not in data
+        # where it is loaded, the copy reads AIMSEC_STORE_URL again: the same shared store
+        restored = aimsec_core.guard_of(pickle.loads(data))
+        assert restored.monitor.store.url == aimsec_core.guard_of(guarded).monitor.store.url
+        # a store given in code travels by its URL, as the README says
+        explicit = aimsec_core.guard(_estimator(), incidents=False, alerts=False,
+                                     store=f"redis://127.0.0.1:{redis.port}/0")
+        copy = aimsec_core.guard_of(pickle.loads(pickle.dumps(explicit)))
+        monkeypatch.delenv("AIMSEC_STORE_URL")
+        assert copy.monitor.store.url.endswith(f":{redis.port}/0")
     finally:
         redis.stop()
-    assert TOKEN.encode() not in data
