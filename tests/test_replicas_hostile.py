@@ -1,0 +1,89 @@
+"""Several worker processes sharing one audit trail, one incident database and one alert
+state: processes forked from a parent that already used them, killed mid-write, or leaving
+through multiprocessing's exit path (which skips ``atexit``)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aimsec_core.alerts import Dispatcher
+from aimsec_core.audit import verify_trail
+from aimsec_core.audit.writer import writer_for
+from aimsec_core.incidents import IncidentStore, Occurrence
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32",
+                                reason="needs os.fork and fcntl.flock")
+
+
+def _submit_and_return(dispatcher: Dispatcher, client: str) -> None:
+    now = time.time()
+    dispatcher.submit(Occurrence("m", "range", client, "medium", now, now))
+
+
+@needs_fork
+def test_a_forked_multiprocessing_child_stores_its_findings_before_it_exits(tmp_path):
+    # multiprocessing's forked children leave through os._exit, which skips atexit: the
+    # occurrences a child queued just before returning were never written
+    path = tmp_path / "incidents.sqlite3"
+    dispatcher = Dispatcher(IncidentStore(path), None, tick_s=1.0)
+    _submit_and_return(dispatcher, "parent")
+    assert dispatcher.flush(30)
+    child = multiprocessing.get_context("fork").Process(
+        target=_submit_and_return, args=(dispatcher, "child"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert sorted(i.client for i in IncidentStore(path).incidents()) == ["child", "parent"]
+    dispatcher.close(30)
+
+
+def _fork_then_die_holding_the_lock(file: str, ready: int, go: int, done: int) -> None:
+    """A process that wrote to the trail, forked a child, and is then killed in the middle
+    of a write (while it holds the trail's lock)."""
+    writer = writer_for(Path(file), 0, 0, False)
+    writer.write(b'{"who":"parent"')
+    if os.fork() == 0:  # the child: waits until its parent is dead, then writes
+        try:
+            os.read(go, 1)
+            signal.alarm(20)  # a child stuck on the lock ends here, with SIGALRM
+            writer.write(b'{"who":"child"')
+            os.write(done, b"1")
+        finally:
+            os._exit(0)
+    import fcntl
+
+    fcntl.flock(writer._lock_fd, fcntl.LOCK_EX)  # as inside write(), then killed
+    os.write(ready, b"1")
+    time.sleep(600)
+
+
+@needs_fork
+def test_a_child_outlives_a_parent_killed_while_it_held_the_trail_lock(tmp_path):
+    file = tmp_path / "audit.jsonl"
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()  # (a multiprocessing parent could not be joined: its child holds
+    if pid == 0:     # the sentinel pipe open)
+        try:
+            _fork_then_die_holding_the_lock(str(file), ready_w, go_r, done_w)
+        finally:
+            os._exit(1)
+    os.close(ready_w)
+    os.close(done_w)
+    assert os.read(ready_r, 1) == b"1"
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.write(go_w, b"1")
+    assert os.read(done_r, 1) == b"1"  # empty (b"") when the child died on its alarm
+    for fd in (ready_r, go_r, go_w, done_r):
+        os.close(fd)
+    result = verify_trail(file)
+    assert result.intact and result.lines == 2, result.reason
