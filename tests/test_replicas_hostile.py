@@ -87,3 +87,67 @@ def test_a_child_outlives_a_parent_killed_while_it_held_the_trail_lock(tmp_path)
         os.close(fd)
     result = verify_trail(file)
     assert result.intact and result.lines == 2, result.reason
+
+
+class _SilentServer:
+    """A TCP server that reads requests and never answers: a Redis that hangs (paused,
+    partitioned away). ``connections`` counts the connections made to it (a client gives
+    up a connection whose answer timed out)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn) -> None:
+        with conn:
+            while True:
+                try:
+                    if not conn.recv(65536):
+                        return
+                except OSError:
+                    return
+
+
+def test_a_hung_redis_is_waited_for_once_per_round_not_once_per_alert_group(clock):
+    # every group's add waited out the socket timeout: a round of N groups held the
+    # worker N timeouts long, past the exit flush's bound, so the alerts were lost
+    import redis
+
+    from aimsec_core.alerts import Grouper, GroupingPolicy
+    from aimsec_core.alerts.state import RedisGroupState
+
+    from tests.fakes import ListChannel
+
+    hung = _SilentServer()
+    state = RedisGroupState(redis.Redis.from_url(  # as from_url builds it, waiting less
+        f"redis://127.0.0.1:{hung.port}/0", socket_timeout=0.2, socket_connect_timeout=0.2))
+    policy = GroupingPolicy(group_wait=0, group_interval=300, repeat_interval=14400,
+                            floor="medium", max_clients=0)
+    channel = ListChannel()
+    dispatcher = Dispatcher(None, Grouper(policy, state, clock=clock), [channel],
+                            clock=clock, start=False)
+    for client in range(6):
+        dispatcher.submit(Occurrence("m", "adversarial", f"c{client}", "high", clock(),
+                                     clock()))
+    dispatcher.pump()
+    assert sorted(a.client for a in channel.sent) == [f"c{i}" for i in range(6)]
+    assert hung.connections == 1  # the first add; the rest of the round grouped here
+    hung.server.close()

@@ -76,15 +76,18 @@ class Grouper:
     ``state`` is shared by replicas when it is a
     :class:`~aimsec_core.alerts.state.RedisGroupState`; if it fails, occurrences are
     grouped in this process instead (a replica may then send what another also sends:
-    duplicates rather than silence).
+    duplicates rather than silence), and the shared state is left alone for ``retry_s``
+    seconds: a Redis that hangs costs one timeout per ``retry_s``, not one per group.
     """
 
     def __init__(self, policy: GroupingPolicy | None = None, state: GroupState | None = None,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, clock: Callable[[], float] = time.time, retry_s: float = 5.0) -> None:
         self.policy = policy or GroupingPolicy.resolve()
         self.state: GroupState = state or MemoryGroupState()
         self._local = MemoryGroupState() if state is not None else None
         self.clock = clock
+        self.retry_s = retry_s
+        self._shared_retry_at = 0.0  #: time.monotonic() before which a failed state rests
         self._floor = rank(self.policy.floor)
         #: (model, threat) -> clients with groups of their own -> when last seen
         self._own: dict[tuple[str, str], dict[str, float]] = {}
@@ -116,13 +119,23 @@ class Grouper:
                       last_seen=o.last_seen, reason=o.evidence.reasons[0]
                       if o.evidence.reasons else "")
         key = self._group_of(o)
+        if self._local is not None and self._shared_resting():
+            self._local.add(key, **fields)  # type: ignore[arg-type]
+            return
         try:
             self.state.add(key, **fields)  # type: ignore[arg-type]
         except Exception:
             if self._local is None:
                 raise
+            self._shared_failed()
             self._log_failure(self.state, "failed; grouping in this process")
             self._local.add(key, **fields)  # type: ignore[arg-type]
+
+    def _shared_resting(self) -> bool:
+        return time.monotonic() < self._shared_retry_at
+
+    def _shared_failed(self) -> None:
+        self._shared_retry_at = time.monotonic() + self.retry_s
 
     def _group_of(self, o: Occurrence) -> tuple[str, str, str]:
         """``o``'s group: its own, or the roll-up once ``max_clients`` other clients of its
@@ -147,15 +160,24 @@ class Grouper:
         for state in (self.state, self._local):
             if state is None:
                 continue
+            shared = state is self.state and self._local is not None
+            if shared and self._shared_resting():
+                continue
             try:
                 ids = state.ids()
             except Exception:
+                if shared:
+                    self._shared_failed()
                 self._log_failure(state, "failed to list groups")
                 continue
             for group_id in ids:
+                if shared and self._shared_resting():
+                    break
                 try:
                     alert = state.transact(group_id, lambda r: self._claim(r, now, force))
                 except Exception:
+                    if shared:
+                        self._shared_failed()
                     self._log_failure(state, "failed on a group")
                     continue
                 if alert is not None:
