@@ -151,3 +151,42 @@ def test_a_hung_redis_is_waited_for_once_per_round_not_once_per_alert_group(cloc
     assert sorted(a.client for a in channel.sent) == [f"c{i}" for i in range(6)]
     assert hung.connections == 1  # the first add; the rest of the round grouped here
     hung.server.close()
+
+
+@needs_fork
+def test_a_child_forked_while_a_parent_thread_held_the_incident_store_lock_can_write(
+        tmp_path):
+    # the child reset its connections after a fork but kept the parent's lock, held for
+    # ever there by a thread that was not forked along
+    import threading
+
+    store = IncidentStore(tmp_path / "incidents.sqlite3")
+    store.incidents()  # the parent's connection is open
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._lock:  # as release() or a first connection does, briefly
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.alarm(20)  # a child stuck on the lock ends here, with SIGALRM
+            now = time.time()
+            store.record([Occurrence("m", "range", "child", "medium", now, now)])
+            os.write(done_w, b"1")
+        finally:
+            os._exit(0)
+    os.close(done_w)
+    release.set()
+    holder.join()
+    finished = os.read(done_r, 1)
+    os.close(done_r)
+    os.waitpid(pid, 0)
+    assert finished == b"1"
+    assert [i.client for i in store.incidents()] == ["child"]
