@@ -190,3 +190,39 @@ def test_a_child_forked_while_a_parent_thread_held_the_incident_store_lock_can_w
     os.waitpid(pid, 0)
     assert finished == b"1"
     assert [i.client for i in store.incidents()] == ["child"]
+
+
+@needs_fork
+def test_a_child_forked_while_a_parent_thread_built_a_guards_sinks_can_build_its_own(
+        tmp_path):
+    import threading
+
+    from aimsec_core.alerts import wiring
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with wiring._shared_lock:  # as security_sinks() does while it builds a dispatcher
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.alarm(20)  # a child stuck on the lock ends here, with SIGALRM
+            wiring.security_sinks(incidents=tmp_path / "incidents.sqlite3", alerts=False,
+                                  metrics=False)
+            os.write(done_w, b"1")
+        finally:
+            os._exit(0)
+    os.close(done_w)
+    release.set()
+    holder.join()
+    finished = os.read(done_r, 1)
+    os.close(done_r)
+    os.waitpid(pid, 0)
+    assert finished == b"1"
