@@ -226,3 +226,29 @@ def test_a_child_forked_while_a_parent_thread_built_a_guards_sinks_can_build_its
     os.close(done_r)
     os.waitpid(pid, 0)
     assert finished == b"1"
+
+
+def test_a_replica_leaving_sends_its_own_pending_groups_not_the_other_replicas(clock):
+    # its exit flush forced every group in Redis: each worker recycled (gunicorn
+    # max_requests) sent the groups of every model and client at once, group_wait or not
+    import redis
+
+    from aimsec_core.alerts import Grouper, GroupingPolicy
+    from aimsec_core.alerts.state import RedisGroupState
+
+    from tests.servers import RedisServer
+
+    server = RedisServer().start()
+    try:
+        policy = GroupingPolicy(group_wait=30, group_interval=300, repeat_interval=14400,
+                                floor="medium")
+        staying, leaving = (Grouper(policy, RedisGroupState(redis.Redis.from_url(
+            server.url)), clock=clock) for _ in range(2))
+        for grouper, model in ((staying, "a"), (leaving, "b")):
+            grouper.observe(Occurrence(model, "adversarial", "c", "high", clock(), clock()))
+        assert [a.model for a in leaving.due(force=True)] == ["b"]  # its own, at once
+        assert staying.due() == []  # the other replica's group still collects
+        clock.advance(30)
+        assert [(a.model, a.kind) for a in staying.due()] == [("a", "new")]
+    finally:
+        server.stop()
