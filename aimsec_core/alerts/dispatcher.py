@@ -151,6 +151,7 @@ class Dispatcher:
                                             daemon=True)
             self._thread.start()
             _live.add(self)
+            _close_at_exit()
 
     def _idle(self) -> bool:
         return (not self._where and not self._retries and not self._unstored
@@ -388,3 +389,20 @@ def _close_all(timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     for dispatcher in list(_live):
         dispatcher.close(max(0.1, deadline - time.monotonic()))
+
+
+_exit_hooked_pid = -1
+
+
+def _close_at_exit() -> None:
+    """Also run :func:`_close_all` on multiprocessing's exit path, once per process: its
+    forked children (``multiprocessing``, ``Pool``, joblib with ``fork``) leave through
+    ``os._exit``, which skips ``atexit``, so what such a child queued would be lost. A
+    process that runs both paths closes once: a closed dispatcher leaves ``_live``."""
+    global _exit_hooked_pid
+    if _exit_hooked_pid == os.getpid():
+        return
+    _exit_hooked_pid = os.getpid()
+    from multiprocessing import util
+
+    util.Finalize(None, _close_all, exitpriority=10)

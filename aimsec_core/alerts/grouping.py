@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -25,11 +26,13 @@ from ..incidents.model import Occurrence
 from ..severity import SEVERITIES, rank
 from .message import Alert
 from .settings import GroupingPolicy
-from .state import DELETE, Action, GroupRecord, GroupState, MemoryGroupState
+from .state import DELETE, Action, Group, GroupRecord, GroupState, MemoryGroupState
 
 log = logging.getLogger("aimsec.alerts")
 #: The client of a roll-up group: occurrences from clients beyond ``max_clients``.
 ROLLUP = "(further clients)"
+#: Shared groups remembered as fed by this replica (the oldest are forgotten first).
+_MAX_FED = 10_000
 
 
 def decide(record: GroupRecord, now: float, policy: GroupingPolicy, *, force: bool = False
@@ -76,15 +79,22 @@ class Grouper:
     ``state`` is shared by replicas when it is a
     :class:`~aimsec_core.alerts.state.RedisGroupState`; if it fails, occurrences are
     grouped in this process instead (a replica may then send what another also sends:
-    duplicates rather than silence).
+    duplicates rather than silence), and the shared state is left alone for ``retry_s``
+    seconds: a Redis that hangs costs one timeout per ``retry_s``, not one per group.
+    A forced pass (a flush, the exit of a process) sends the shared groups this replica
+    fed since it last sent them; the other replicas' groups keep their timers.
     """
 
     def __init__(self, policy: GroupingPolicy | None = None, state: GroupState | None = None,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, clock: Callable[[], float] = time.time, retry_s: float = 5.0) -> None:
         self.policy = policy or GroupingPolicy.resolve()
         self.state: GroupState = state or MemoryGroupState()
         self._local = MemoryGroupState() if state is not None else None
         self.clock = clock
+        self.retry_s = retry_s
+        self._shared_retry_at = 0.0  #: time.monotonic() before which a failed state rests
+        #: shared groups this replica fed since it last sent them (what a forced pass sends)
+        self._fed: OrderedDict[Group, None] = OrderedDict()
         self._floor = rank(self.policy.floor)
         #: (model, threat) -> clients with groups of their own -> when last seen
         self._own: dict[tuple[str, str], dict[str, float]] = {}
@@ -106,6 +116,7 @@ class Grouper:
         if self._local is not None:
             self._local = MemoryGroupState()
         self._own.clear()
+        self._fed.clear()
 
     def observe(self, occurrence: Occurrence) -> None:
         """Count ``occurrence`` into its group (ignored below the alert floor)."""
@@ -116,13 +127,29 @@ class Grouper:
                       last_seen=o.last_seen, reason=o.evidence.reasons[0]
                       if o.evidence.reasons else "")
         key = self._group_of(o)
+        if self._local is not None and self._shared_resting():
+            self._local.add(key, **fields)  # type: ignore[arg-type]
+            return
         try:
             self.state.add(key, **fields)  # type: ignore[arg-type]
         except Exception:
             if self._local is None:
                 raise
+            self._shared_failed()
             self._log_failure(self.state, "failed; grouping in this process")
             self._local.add(key, **fields)  # type: ignore[arg-type]
+            return
+        if self._local is not None:
+            self._fed[key] = None
+            self._fed.move_to_end(key)
+            while len(self._fed) > _MAX_FED:
+                self._fed.popitem(last=False)
+
+    def _shared_resting(self) -> bool:
+        return time.monotonic() < self._shared_retry_at
+
+    def _shared_failed(self) -> None:
+        self._shared_retry_at = time.monotonic() + self.retry_s
 
     def _group_of(self, o: Occurrence) -> tuple[str, str, str]:
         """``o``'s group: its own, or the roll-up once ``max_clients`` other clients of its
@@ -147,19 +174,31 @@ class Grouper:
         for state in (self.state, self._local):
             if state is None:
                 continue
+            shared = state is self.state and self._local is not None
+            if shared and self._shared_resting():
+                continue
             try:
                 ids = state.ids()
             except Exception:
+                if shared:
+                    self._shared_failed()
                 self._log_failure(state, "failed to list groups")
                 continue
             for group_id in ids:
+                if shared and self._shared_resting():
+                    break
                 try:
-                    alert = state.transact(group_id, lambda r: self._claim(r, now, force))
+                    alert = state.transact(group_id, lambda r: self._claim(
+                        r, now, force and (not shared or r.group in self._fed)))
                 except Exception:
+                    if shared:
+                        self._shared_failed()
                     self._log_failure(state, "failed on a group")
                     continue
                 if alert is not None:
                     alerts.append(alert)
+                    if shared:
+                        self._fed.pop((alert.model, alert.threat, alert.client), None)
         return alerts
 
     def _log_failure(self, state: GroupState, what: str) -> None:

@@ -9,6 +9,7 @@ settings share one dispatcher (one background thread, one database connection).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -35,6 +36,16 @@ AlertsOption = bool | Channel | Sequence[Channel] | None
 
 _shared: weakref.WeakValueDictionary[Hashable, Dispatcher] = weakref.WeakValueDictionary()
 _shared_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    # a thread of the parent may have held it at the fork; that thread does not exist here
+    global _shared_lock
+    _shared_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def default_locations() -> dict[str, Path]:

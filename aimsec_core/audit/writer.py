@@ -161,8 +161,17 @@ class AuditWriter:
     def _after_fork(self) -> None:
         # The child shares the parent's open file descriptions; flock locks belong to
         # those, so the child needs its own (and a fresh thread lock: the parent's may have
-        # been held by a thread that does not exist here).
+        # been held by a thread that does not exist here). Its copies are closed, not just
+        # forgotten: a lock the parent takes later on the shared description would
+        # otherwise outlive a parent killed while holding it, and no writer of the trail
+        # could take the lock again (closing a copy never releases the parent's lock).
         self._lock = threading.Lock()
+        for fd in (self._fd, self._lock_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         self._fd = self._lock_fd = -1
         self._inode, self._size = None, -1
 

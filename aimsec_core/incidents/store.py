@@ -85,8 +85,10 @@ class IncidentStore:
     # -- connections ---------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():  # forked: the parent's connections are not ours
+        if self._pid != os.getpid():  # forked: the parent's connections are not ours, and
+            # its lock may have been held by a thread that did not come along
             self._local, self._connections, self._pid = threading.local(), [], os.getpid()
+            self._lock = threading.Lock()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None and self.read_only:
             conn = self._open_read_only()
