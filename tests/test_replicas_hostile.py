@@ -153,19 +153,15 @@ def test_a_hung_redis_is_waited_for_once_per_round_not_once_per_alert_group(cloc
     hung.server.close()
 
 
-@needs_fork
-def test_a_child_forked_while_a_parent_thread_held_the_incident_store_lock_can_write(
-        tmp_path):
-    # the child reset its connections after a fork but kept the parent's lock, held for
-    # ever there by a thread that was not forked along
+def _child_finishes_despite_a_lock_held_at_fork(lock, work) -> bool:
+    """Fork while a parent thread holds ``lock``; whether the child finishes ``work()``
+    (a child stuck on the lock it inherited held ends with SIGALRM after 20 s)."""
     import threading
 
-    store = IncidentStore(tmp_path / "incidents.sqlite3")
-    store.incidents()  # the parent's connection is open
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with store._lock:  # as release() or a first connection does, briefly
+        with lock:
             held.set()
             release.wait(30)
 
@@ -176,9 +172,8 @@ def test_a_child_forked_while_a_parent_thread_held_the_incident_store_lock_can_w
     pid = os.fork()
     if pid == 0:
         try:
-            signal.alarm(20)  # a child stuck on the lock ends here, with SIGALRM
-            now = time.time()
-            store.record([Occurrence("m", "range", "child", "medium", now, now)])
+            signal.alarm(20)
+            work()
             os.write(done_w, b"1")
         finally:
             os._exit(0)
@@ -188,44 +183,34 @@ def test_a_child_forked_while_a_parent_thread_held_the_incident_store_lock_can_w
     finished = os.read(done_r, 1)
     os.close(done_r)
     os.waitpid(pid, 0)
-    assert finished == b"1"
+    return finished == b"1"
+
+
+@needs_fork
+def test_a_child_forked_while_a_parent_thread_held_the_incident_store_lock_can_write(
+        tmp_path):
+    # the child reset its connections after a fork but kept the parent's lock (held, as
+    # release() or a first connection does, by a thread that was not forked along)
+    store = IncidentStore(tmp_path / "incidents.sqlite3")
+    store.incidents()  # the parent's connection is open
+
+    def write() -> None:
+        now = time.time()
+        store.record([Occurrence("m", "range", "child", "medium", now, now)])
+
+    assert _child_finishes_despite_a_lock_held_at_fork(store._lock, write)
     assert [i.client for i in store.incidents()] == ["child"]
 
 
 @needs_fork
 def test_a_child_forked_while_a_parent_thread_built_a_guards_sinks_can_build_its_own(
         tmp_path):
-    import threading
-
     from aimsec_core.alerts import wiring
 
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with wiring._shared_lock:  # as security_sinks() does while it builds a dispatcher
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    held.wait(30)
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            signal.alarm(20)  # a child stuck on the lock ends here, with SIGALRM
-            wiring.security_sinks(incidents=tmp_path / "incidents.sqlite3", alerts=False,
-                                  metrics=False)
-            os.write(done_w, b"1")
-        finally:
-            os._exit(0)
-    os.close(done_w)
-    release.set()
-    holder.join()
-    finished = os.read(done_r, 1)
-    os.close(done_r)
-    os.waitpid(pid, 0)
-    assert finished == b"1"
+    # held as security_sinks() holds it while it builds a dispatcher
+    assert _child_finishes_despite_a_lock_held_at_fork(
+        wiring._shared_lock, lambda: wiring.security_sinks(
+            incidents=tmp_path / "incidents.sqlite3", alerts=False, metrics=False))
 
 
 def test_a_replica_leaving_sends_its_own_pending_groups_not_the_other_replicas(clock):
