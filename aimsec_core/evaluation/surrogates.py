@@ -5,9 +5,11 @@ detected", 2017) and Tramèr et al. ("On adaptive attacks to adversarial example
 defenses", 2020).
 
 Each detector's raw score is computed as the detector computes it, then turned into its
-rarity among the calibration's clean scores (the step function of ``suite.py`` linearly
-interpolated between clean scores so it has a gradient, the same exponential tail past
-the largest), and the suspicion is the sum of the two largest rarities, as in the suite.
+rarity among the calibration's clean scores (the step function of ``suite.py``, exact in
+the forward pass, with the gradient of its linear interpolation between clean scores:
+straight-through; the same exponential tail past the largest), and the suspicion is the
+sum of the two largest rarities, as in the suite: the attacker's suspicion is the
+guard's, so its choice of example ("best of all targets") is made on the guard's number.
 
 - ``gradient``: the norm of the input gradient at the predicted label, differentiated
   again (double backpropagation);
@@ -57,7 +59,7 @@ def _tensor(value: Any, dtype: Any = None) -> Any:
 
 class Rarity:
     """A detector's rarity among its clean scores, as ``suite.CleanReference`` computes it,
-    made piecewise linear."""
+    exact forward, with a piecewise-linear gradient."""
 
     def __init__(self, reference: Any, two_sided: bool) -> None:
         import torch
@@ -72,14 +74,24 @@ class Rarity:
         self.torch = torch
 
     def _upper(self, s: Any, scores: Any, by_rank: Any) -> Any:
+        """The guard's upper rarity of ``s`` in the forward pass (the step function of
+        ``CleanReference.upper_rarity``), with the gradient of its linear interpolation
+        between clean scores (straight-through): the attacker's suspicion is then the
+        guard's, not an upper envelope of it that reads up to a step (0.3 at the top) high
+        in the clean scores' sparse upper tail, where the threshold sits."""
         torch = self.torch
-        i = torch.searchsorted(scores, s.detach().contiguous()).clamp(1, len(scores) - 1)
+        detached = s.detach().contiguous()
+        i = torch.searchsorted(scores, detached).clamp(1, len(scores) - 1)
         lo, hi = scores[i - 1], scores[i]
         w = ((s - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
         inside = by_rank[i] + w * (by_rank[i + 1] - by_rank[i])
         below = torch.zeros_like(s)
         beyond = by_rank[-1] + (s - scores[-1]) * self.slope
-        return torch.where(s < scores[0], below, torch.where(s > scores[-1], beyond, inside))
+        smooth = torch.where(s < scores[0], below, torch.where(s > scores[-1], beyond, inside))
+        # clean scores strictly below s, as the guard counts them
+        step = by_rank[torch.searchsorted(scores, detached)]
+        exact = torch.where(detached > scores[-1], beyond.detach(), step)
+        return exact + (smooth - smooth.detach())
 
     def __call__(self, s: Any) -> Any:
         upper = self._upper(s, self.scores, self.by_rank)
