@@ -71,7 +71,9 @@ def _models(dataset: Dataset, frameworks: list[str] | None, seed: int,
 def _target(dataset: Dataset, framework: str, model: Any, x: np.ndarray, y: np.ndarray, *,
             fpr: float, seed: int, detectors: list[str] | None, reference: bool) -> Target:
     split = dataset.split
+    # detection alone: no request monitoring (it would open AIMSEC_STORE_URL's store)
     guarded = guard(model, name=f"eval-{dataset.name}-{framework}", mode="monitor", sinks=[],
+                    policy=False,
                     constraints=digits.constraints(framework,
                                                    sample_shape=dataset.sample_shape)
                     if framework == "torch" else digits.constraints(framework))
