@@ -4,7 +4,6 @@ through multiprocessing's exit path (which skips ``atexit``)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sys
@@ -22,26 +21,47 @@ needs_fork = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win3
                                 reason="needs os.fork and fcntl.flock")
 
 
-def _submit_and_return(dispatcher: Dispatcher, client: str) -> None:
+_FORKED_CHILD = """
+import multiprocessing, sys, time
+from aimsec_core.alerts import Dispatcher
+from aimsec_core.incidents import IncidentStore, Occurrence
+
+def submit(dispatcher, client):
     now = time.time()
     dispatcher.submit(Occurrence("m", "range", client, "medium", now, now))
+
+if __name__ == "__main__":
+    path = sys.argv[1]
+    dispatcher = Dispatcher(IncidentStore(path), None, tick_s=1.0)
+    submit(dispatcher, "parent")
+    assert dispatcher.flush(30)
+    child = multiprocessing.get_context("fork").Process(target=submit,
+                                                        args=(dispatcher, "child"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0, child.exitcode
+    dispatcher.close(30)
+"""
 
 
 @needs_fork
 def test_a_forked_multiprocessing_child_stores_its_findings_before_it_exits(tmp_path):
     # multiprocessing's forked children leave through os._exit, which skips atexit: the
-    # occurrences a child queued just before returning were never written
+    # occurrences a child queued just before returning were never written. Forked from a
+    # fresh interpreter: a test process holding the threads of torch, TensorFlow and
+    # earlier tests' servers may hang any forked child on a lock one of them held.
+    import subprocess
+
     path = tmp_path / "incidents.sqlite3"
-    dispatcher = Dispatcher(IncidentStore(path), None, tick_s=1.0)
-    _submit_and_return(dispatcher, "parent")
-    assert dispatcher.flush(30)
-    child = multiprocessing.get_context("fork").Process(
-        target=_submit_and_return, args=(dispatcher, "child"))
-    child.start()
-    child.join(60)
-    assert child.exitcode == 0
+    script = tmp_path / "forked_child.py"
+    script.write_text(_FORKED_CHILD)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), str(root / "adapters"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script), str(path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(i.client for i in IncidentStore(path).incidents()) == ["child", "parent"]
-    dispatcher.close(30)
 
 
 def _fork_then_die_holding_the_lock(file: str, ready: int, go: int, done: int) -> None:

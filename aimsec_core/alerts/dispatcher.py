@@ -375,8 +375,14 @@ _live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 
 
 def _forget_after_fork() -> None:
+    """In a forked child, every dispatcher inherited running starts over, and none stays
+    live: the child closes at exit only those whose worker it started itself (one used
+    here starts it with its first finding). Closing the others would run a final pass on
+    state the parent owns (its Redis connections, its stores), which can hang the child's
+    exit."""
     for dispatcher in list(_live):
         dispatcher._after_fork()
+    _live.clear()
 
 
 if hasattr(os, "register_at_fork"):
