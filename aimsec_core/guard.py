@@ -610,6 +610,8 @@ class Guard:
         state["model"] = model
         guard = Guard.__new__(Guard)
         guard.__setstate__(state)
+        # the same store, from the same place: a pickle of the copy re-reads the variable too
+        guard._store_from_environment = self._store_from_environment
         return guard
 
     def rebound(self, model: Any) -> Guard:

@@ -184,3 +184,24 @@ def test_a_store_url_from_the_environment_is_not_carried_by_a_pickle(monkeypatch
         assert copy.monitor.store.url.endswith(f":{redis.port}/0")
     finally:
         redis.stop()
+
+
+def test_a_store_url_from_the_environment_stays_out_of_pickles_of_refits_and_clones(
+        monkeypatch, tmp_path):
+    # a refit or clone rebuilds the guard around the same store object: it still came
+    # from AIMSEC_STORE_URL, so a pickle of it must not carry the URL either
+    from sklearn.base import clone
+
+    redis = RedisServer().start()
+    try:
+        monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path))
+        monkeypatch.setenv("AIMSEC_STORE_URL",
+                           f"redis://default:{TOKEN}@127.0.0.1:{redis.port}/0")
+        guarded = aimsec_core.guard(_estimator(), incidents=False, alerts=False)
+        x, y = np.random.default_rng(1).random((20, 3)), np.arange(20) % 2
+        guarded.fit(x, y)
+        guarded.predict(x[:2])  # the guard is rebound to the refitted model
+        assert TOKEN.encode() not in pickle.dumps(guarded)
+        assert TOKEN.encode() not in pickle.dumps(clone(guarded).fit(x, y))
+    finally:
+        redis.stop()
