@@ -164,44 +164,44 @@ def test_an_ascii_smtp_login_still_reaches_the_server():
     assert got.login == b"alerts"
 
 
-def test_a_store_url_from_the_environment_is_not_carried_by_a_pickle(monkeypatch, tmp_path):
+@pytest.fixture
+def environment_redis(monkeypatch, tmp_path):
+    """A local Redis named by ``AIMSEC_STORE_URL`` with a password in the URL."""
     redis = RedisServer().start()
     try:
         monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path))
         monkeypatch.setenv("AIMSEC_STORE_URL",
                            f"redis://default:{TOKEN}@127.0.0.1:{redis.port}/0")
-        guarded = aimsec_core.guard(_estimator(), incidents=False, alerts=False)
-        data = pickle.dumps(guarded)
-        assert TOKEN.encode() not in data
-        # where it is loaded, the copy reads AIMSEC_STORE_URL again: the same shared store
-        restored = aimsec_core.guard_of(pickle.loads(data))
-        assert restored.monitor.store.url == aimsec_core.guard_of(guarded).monitor.store.url
-        # a store given in code travels by its URL, as the README says
-        explicit = aimsec_core.guard(_estimator(), incidents=False, alerts=False,
-                                     store=f"redis://127.0.0.1:{redis.port}/0")
-        copy = aimsec_core.guard_of(pickle.loads(pickle.dumps(explicit)))
-        monkeypatch.delenv("AIMSEC_STORE_URL")
-        assert copy.monitor.store.url.endswith(f":{redis.port}/0")
+        yield redis
     finally:
         redis.stop()
 
 
+def test_a_store_url_from_the_environment_is_not_carried_by_a_pickle(environment_redis,
+                                                                       monkeypatch):
+    guarded = aimsec_core.guard(_estimator(), incidents=False, alerts=False)
+    data = pickle.dumps(guarded)
+    assert TOKEN.encode() not in data
+    # where it is loaded, the copy reads AIMSEC_STORE_URL again: the same shared store
+    restored = aimsec_core.guard_of(pickle.loads(data))
+    assert restored.monitor.store.url == aimsec_core.guard_of(guarded).monitor.store.url
+    # a store given in code travels by its URL, as the README says
+    explicit = aimsec_core.guard(_estimator(), incidents=False, alerts=False,
+                                 store=f"redis://127.0.0.1:{environment_redis.port}/0")
+    copy = aimsec_core.guard_of(pickle.loads(pickle.dumps(explicit)))
+    monkeypatch.delenv("AIMSEC_STORE_URL")
+    assert copy.monitor.store.url.endswith(f":{environment_redis.port}/0")
+
+
 def test_a_store_url_from_the_environment_stays_out_of_pickles_of_refits_and_clones(
-        monkeypatch, tmp_path):
+        environment_redis):
     # a refit or clone rebuilds the guard around the same store object: it still came
     # from AIMSEC_STORE_URL, so a pickle of it must not carry the URL either
     from sklearn.base import clone
 
-    redis = RedisServer().start()
-    try:
-        monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path))
-        monkeypatch.setenv("AIMSEC_STORE_URL",
-                           f"redis://default:{TOKEN}@127.0.0.1:{redis.port}/0")
-        guarded = aimsec_core.guard(_estimator(), incidents=False, alerts=False)
-        x, y = np.random.default_rng(1).random((20, 3)), np.arange(20) % 2
-        guarded.fit(x, y)
-        guarded.predict(x[:2])  # the guard is rebound to the refitted model
-        assert TOKEN.encode() not in pickle.dumps(guarded)
-        assert TOKEN.encode() not in pickle.dumps(clone(guarded).fit(x, y))
-    finally:
-        redis.stop()
+    guarded = aimsec_core.guard(_estimator(), incidents=False, alerts=False)
+    x, y = np.random.default_rng(1).random((20, 3)), np.arange(20) % 2
+    guarded.fit(x, y)
+    guarded.predict(x[:2])  # the guard is rebound to the refitted model
+    assert TOKEN.encode() not in pickle.dumps(guarded)
+    assert TOKEN.encode() not in pickle.dumps(clone(guarded).fit(x, y))
