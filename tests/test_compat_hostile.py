@@ -149,6 +149,9 @@ def test_clip_keeps_plain_text_and_bounds_the_rest():
     assert clip(42) == "42"
     assert len(clip([[0] * 10**5] * 10**3, 200)) <= 200
     assert clip(_Unprintable()) == "<_Unprintable>"
+    # a small container shows whole, as its str did (not cut to reprlib's first 6 items)
+    assert clip(list(range(10))) == str(list(range(10)))
+    assert clip({f"k{i}": i for i in range(8)}) == str({f"k{i}": i for i in range(8)})
 
 
 def test_export_report_writes_numpy_values_and_refuses_what_json_cannot_hold(tmp_path):

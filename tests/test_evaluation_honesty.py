@@ -18,15 +18,11 @@ torch = pytest.importorskip("torch")
 def setup():
     """The digits CNN, guarded and calibrated as the evaluation does it (default
     detectors, 5% FPR, the training set as reference), on test samples 0-63."""
-    from aimsec_core.evaluation import datasets, run
+    from aimsec_core.evaluation import run
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = datasets.load("digits", 0)
-        model = digits.torch_cnn(data.split, epochs=15)
-    finally:
-        torch.set_num_threads(threads)
+    from tests.test_adaptive import digits_cnn
+
+    data, model = digits_cnn()
     x, y = data.split.x_test[:64], data.split.y_test[:64]
     target = run._target(data, "torch", model, x, y, fpr=0.05, seed=0, detectors=None,
                          reference=True)

@@ -41,7 +41,12 @@ def clip(text: Any, limit: int = MAX_NAME) -> str:
 def _text_of(value: Any, limit: int) -> str:
     if isinstance(value, (dict, list, tuple, set, frozenset, bytes, bytearray)):
         shown = reprlib.Repr()
-        shown.maxlevel, shown.maxstring, shown.maxother = 3, limit, limit
+        shown.maxlevel, shown.maxstring, shown.maxother = 2, limit, limit
+        # two levels deep (a deeper container reads "[...]"), with as many items per
+        # container as ``limit`` characters can hold (two each at least): only what the
+        # cut drops anyway is left out, and the work stays (limit / 2) ** 2 items at most
+        shown.maxlist = shown.maxtuple = shown.maxdict = shown.maxset = \
+            shown.maxfrozenset = limit // 2
         try:
             return shown.repr(value)
         except Exception:

@@ -5,7 +5,8 @@ is absent, so a quiet period gives a short list. Rules, most urgent first:
 
 - a client refused :data:`MIN_REFUSALS` or more times by an attack check (near-duplicate,
   repeat, extraction, lockout, rate limit, adversarial): block it or require an API key
-  (revoke its key or block it, where the client already is an API key); by a validation check: a broken client or probing;
+  (revoke its key or block it, where the client already is an API key); by a validation
+  check: a broken client or probing;
 - calibration drift (see :func:`~.model.drift_test`): recalibrate;
 - a model whose calls carried no detection summary: adversarial detection is off;
 - open high/critical incidents; calls let through in monitor mode; calls ending in error;
