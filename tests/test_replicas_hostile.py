@@ -21,46 +21,48 @@ needs_fork = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win3
                                 reason="needs os.fork and fcntl.flock")
 
 
-_FORKED_CHILD = """
-import multiprocessing, sys, time
-from aimsec_core.alerts import Dispatcher
-from aimsec_core.incidents import IncidentStore, Occurrence
+def _in_a_fresh_interpreter(scenario: str, *args: object) -> None:
+    """Run ``scenario`` (a function of this module) in a fresh interpreter, which must
+    exit 0. The scenarios fork: forked from this test process, which holds the threads of
+    torch, TensorFlow and earlier tests' servers, a child may hang on a lock one of those
+    held at the fork, whatever aimsec does."""
+    import subprocess
 
-def submit(dispatcher, client):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), str(root / "adapters"), os.environ.get("PYTHONPATH", "")])}
+    code = (f"import sys; from tests.test_replicas_hostile import {scenario}; "
+            f"{scenario}(*sys.argv[1:])")
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _submit(dispatcher: Dispatcher, client: str) -> None:
     now = time.time()
     dispatcher.submit(Occurrence("m", "range", client, "medium", now, now))
 
-if __name__ == "__main__":
-    path = sys.argv[1]
+
+def _multiprocessing_child_queues_then_exits(path: str) -> None:
+    import multiprocessing
+
     dispatcher = Dispatcher(IncidentStore(path), None, tick_s=1.0)
-    submit(dispatcher, "parent")
+    _submit(dispatcher, "parent")
     assert dispatcher.flush(30)
-    child = multiprocessing.get_context("fork").Process(target=submit,
+    child = multiprocessing.get_context("fork").Process(target=_submit,
                                                         args=(dispatcher, "child"))
     child.start()
     child.join(60)
     assert child.exitcode == 0, child.exitcode
     dispatcher.close(30)
-"""
 
 
 @needs_fork
 def test_a_forked_multiprocessing_child_stores_its_findings_before_it_exits(tmp_path):
     # multiprocessing's forked children leave through os._exit, which skips atexit: the
-    # occurrences a child queued just before returning were never written. Forked from a
-    # fresh interpreter: a test process holding the threads of torch, TensorFlow and
-    # earlier tests' servers may hang any forked child on a lock one of them held.
-    import subprocess
-
+    # occurrences a child queued just before returning were never written
     path = tmp_path / "incidents.sqlite3"
-    script = tmp_path / "forked_child.py"
-    script.write_text(_FORKED_CHILD)
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(root), str(root / "adapters"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(script), str(path)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _in_a_fresh_interpreter("_multiprocessing_child_queues_then_exits", path)
     assert sorted(i.client for i in IncidentStore(path).incidents()) == ["child", "parent"]
 
 
@@ -84,9 +86,7 @@ def _fork_then_die_holding_the_lock(file: str, ready: int, go: int, done: int) -
     time.sleep(600)
 
 
-@needs_fork
-def test_a_child_outlives_a_parent_killed_while_it_held_the_trail_lock(tmp_path):
-    file = tmp_path / "audit.jsonl"
+def _a_child_outlives_a_parent_killed_holding_the_trail_lock(file: str) -> None:
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     done_r, done_w = os.pipe()
@@ -107,6 +107,12 @@ def test_a_child_outlives_a_parent_killed_while_it_held_the_trail_lock(tmp_path)
         os.close(fd)
     result = verify_trail(file)
     assert result.intact and result.lines == 2, result.reason
+
+
+@needs_fork
+def test_a_child_outlives_a_parent_killed_while_it_held_the_trail_lock(tmp_path):
+    _in_a_fresh_interpreter("_a_child_outlives_a_parent_killed_holding_the_trail_lock",
+                            tmp_path / "audit.jsonl")
 
 
 class _SilentServer:
@@ -206,12 +212,10 @@ def _child_finishes_despite_a_lock_held_at_fork(lock, work) -> bool:
     return finished == b"1"
 
 
-@needs_fork
-def test_a_child_forked_while_a_parent_thread_held_the_incident_store_lock_can_write(
-        tmp_path):
+def _a_child_writes_incidents_despite_the_store_lock_held_at_fork(path: str) -> None:
     # the child reset its connections after a fork but kept the parent's lock (held, as
     # release() or a first connection does, by a thread that was not forked along)
-    store = IncidentStore(tmp_path / "incidents.sqlite3")
+    store = IncidentStore(path)
     store.incidents()  # the parent's connection is open
 
     def write() -> None:
@@ -223,14 +227,26 @@ def test_a_child_forked_while_a_parent_thread_held_the_incident_store_lock_can_w
 
 
 @needs_fork
-def test_a_child_forked_while_a_parent_thread_built_a_guards_sinks_can_build_its_own(
+def test_a_child_forked_while_a_parent_thread_held_the_incident_store_lock_can_write(
         tmp_path):
+    _in_a_fresh_interpreter("_a_child_writes_incidents_despite_the_store_lock_held_at_fork",
+                            tmp_path / "incidents.sqlite3")
+
+
+def _a_child_builds_sinks_despite_the_wiring_lock_held_at_fork(folder: str) -> None:
     from aimsec_core.alerts import wiring
 
     # held as security_sinks() holds it while it builds a dispatcher
     assert _child_finishes_despite_a_lock_held_at_fork(
         wiring._shared_lock, lambda: wiring.security_sinks(
-            incidents=tmp_path / "incidents.sqlite3", alerts=False, metrics=False))
+            incidents=Path(folder) / "incidents.sqlite3", alerts=False, metrics=False))
+
+
+@needs_fork
+def test_a_child_forked_while_a_parent_thread_built_a_guards_sinks_can_build_its_own(
+        tmp_path):
+    _in_a_fresh_interpreter("_a_child_builds_sinks_despite_the_wiring_lock_held_at_fork",
+                            tmp_path)
 
 
 def test_a_replica_leaving_sends_its_own_pending_groups_not_the_other_replicas(clock):
