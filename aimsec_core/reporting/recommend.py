@@ -9,6 +9,7 @@ is absent, so a quiet period gives a short list. Rules, most urgent first:
   check: a broken client or probing;
 - calibration drift (see :func:`~.model.drift_test`): recalibrate;
 - a model whose calls carried no detection summary: adversarial detection is off;
+- a broken hash chain: the trail was changed, its numbers are not to be trusted;
 - open high/critical incidents; calls let through in monitor mode; calls ending in error;
   unreadable audit lines; no incident store; no calls at all.
 """
@@ -34,7 +35,7 @@ KEY_CLIENT_PREFIXES = ("key:", "api-key:")
 
 def recommend(report: Report) -> list[Recommendation]:
     """The report's recommendations, most urgent first."""
-    found = [*_clients(report), *_detection(report), *_incidents(report),
+    found = [*_chain(report), *_clients(report), *_detection(report), *_incidents(report),
              *_operations(report)]
     order = {p: i for i, p in enumerate(reversed(SEVERITIES))}
     return sorted(found, key=lambda r: order[r.priority])  # stable: rule order within a level
@@ -42,6 +43,21 @@ def recommend(report: Report) -> list[Recommendation]:
 
 def _share(part: int, whole: int) -> str:
     return f"{part / whole:.1%}" if whole else "0%"
+
+
+def _chain(report: Report) -> Iterator[Recommendation]:
+    chain = report.sources["chain"]
+    if chain["breaks"]:
+        where = chain["first_break"]
+        yield Recommendation(
+            "critical", f"the audit trail's hash chain breaks {chain['breaks']} "
+            f"time{'s' if chain['breaks'] > 1 else ''}, first at line {where['line']} of "
+            f"{where['file']}",
+            "lines were changed, removed, inserted or reordered (or the trail was rotated "
+            "by another tool): run aimsec audit verify on it, and trust none of this "
+            "report's numbers until it is explained",
+            {"breaks": chain["breaks"], "first_break": where, "lines_checked": chain["checked"]},
+            "sources")
 
 
 def _clients(report: Report) -> Iterator[Recommendation]:
