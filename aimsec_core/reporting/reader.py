@@ -22,7 +22,7 @@ from ..audit import AUDIT_FILE
 from ..audit.verify import trail_files
 from ..errors import ConfigurationError
 from ..files import open_regular
-from .records import AuditEntry, parse_line
+from .records import AuditEntry, as_read, parse_line
 
 #: Longest audit line read; longer ones (e.g. unbounded ``flagged`` lists) are skipped.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -122,6 +122,7 @@ def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = N
     ``progress(n)`` is told about every ``n`` bytes read. Malformed, oversized and
     filtered-out lines are counted in ``stats``, never raised.
     """
+    model = None if model is None else as_read(model)  # a long name is read cut short
     for file in files:
         try:
             stream = open_regular(file)

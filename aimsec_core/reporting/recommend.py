@@ -23,7 +23,7 @@ from .model import Recommendation, Report
 
 #: Refusals of one client by one check before it earns a recommendation of its own.
 MIN_REFUSALS = 10
-#: Share of calls ending in error worth a look.
+#: Share of calls ending in error above which it is worth a look.
 ERROR_SHARE = 0.01
 ATTACK_CHECKS = {"near_duplicate": "near-duplicate", "repeat": "repeated-query",
                  "extraction": "extraction", "lockout": "lockout",
@@ -149,7 +149,7 @@ def _operations(report: Report) -> Iterator[Recommendation]:
             "switch to enforce mode once the findings are understood",
             {"flagged_calls": flagged, "share": _share(flagged, calls)}, "summary")
     errors = report.totals.get("error", 0)
-    if errors and errors / calls >= ERROR_SHARE:
+    if errors and errors / calls > ERROR_SHARE:
         yield Recommendation(
             "medium", f"{_share(errors, calls)} of calls ended in an error",
             "read the audit lines' error field: the model or a detector failed",

@@ -78,3 +78,44 @@ def test_a_trail_written_before_the_chain_is_unchained_not_broken(tmp_path):
     chain = _report(logs, tmp_path / "out").report.sources["chain"]
     assert chain == {"checked": 0, "breaks": 0, "first_break": None, "unchained": 5,
                      "anchored": None}
+
+
+def _plain_trail(folder: Path, lines: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "audit.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder
+
+
+def _at(second: int) -> str:
+    return f"2026-09-21T10:{second // 60:02d}:{second % 60:02d}+00:00"
+
+
+def test_errors_at_exactly_one_percent_earn_no_recommendation(tmp_path):
+    """The page promises a recommendation for *more than* 1% of calls ending in error."""
+    lines = [{"time": _at(i), "model": "m", "decision": "error" if i < k else "allowed"}
+             for k, n in ((1, 100),) for i in range(n)]
+    quiet = _report(_plain_trail(tmp_path / "a", lines), tmp_path / "a-out").report
+    assert quiet.totals["error"] == 1 and quiet.calls == 100
+    assert not [r for r in quiet.recommendations if "error_calls" in r.evidence]
+    lines[1]["decision"] = "error"  # 2%
+    loud = _report(_plain_trail(tmp_path / "b", lines), tmp_path / "b-out").report
+    assert [r for r in loud.recommendations if "error_calls" in r.evidence]
+
+
+def test_exactly_ten_refusals_earn_a_recommendation_nine_do_not(tmp_path):
+    lines = [{"time": _at(i), "model": "m", "client": client, "decision": "rejected",
+              "findings": [{"check": "repeat"}]}
+             for client, n in (("ten", 10), ("nine", 9)) for i in range(n)]
+    recs = _report(_plain_trail(tmp_path / "logs", lines), tmp_path / "out").report
+    named = [r.evidence.get("client") for r in recs.recommendations if r.section == "clients"]
+    assert named == ["ten"]
+
+
+def test_a_model_name_longer_than_the_report_keeps_is_still_selected_by_its_name(tmp_path):
+    """The guard writes model names up to 256 characters; --model with the name as
+    written must select its calls."""
+    name = "digits-" + "x" * 240
+    lines = [{"time": _at(i), "model": model, "decision": "allowed"}
+             for i, model in enumerate((name, name, "other-model"))]
+    found = _report(_plain_trail(tmp_path / "logs", lines), tmp_path / "out", model=name)
+    assert found.report.calls == 2
