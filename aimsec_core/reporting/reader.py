@@ -4,10 +4,16 @@ The trail is ``audit.jsonl`` plus the files rotation left beside it, ``audit.jso
 (the most recent) to ``audit.jsonl.N`` (the oldest). Lines are read one at a time from
 binary files, so memory does not grow with the trail; a line longer than
 :data:`MAX_LINE_BYTES` is skipped (and counted) without being held whole.
+
+Every line's hash-chain link (its ``"prev"``, see :mod:`aimsec_core.audit.chain`) is
+checked on the way, lines outside the period included, so a report says when the trail it
+counted was changed (:class:`ChainCheck`), as ``aimsec audit verify`` would.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +22,65 @@ from ..audit import AUDIT_FILE
 from ..audit.verify import trail_files
 from ..errors import ConfigurationError
 from ..files import open_regular
-from .records import AuditEntry, parse_line
+from .records import AuditEntry, as_read, parse_line
 
 #: Longest audit line read; longer ones (e.g. unbounded ``flagged`` lists) are skipped.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+#: A line's link as the writer puts it, last: ``,"prev":null}`` or ``,"prev":"<64 hex>"}``.
+_LINK = re.compile(rb',"prev":(null|"[0-9a-f]{64}")\}\r?\n\Z')
+
+
+@dataclass
+class ChainCheck:
+    """The trail's hash chain as the reader met it.
+
+    ``checked`` lines carried a link (or lacked one after the chain began); ``breaks`` of
+    them did not match the digest of the line before: a line was changed, removed,
+    inserted or reordered just before (``first_break``: ``{"file", "line"}``, 1-based). Lines before the chain's
+    first link (a trail written before the chain existed) are ``unchained``; once the
+    chain has begun, a line without a link is a break. ``anchored``: the first linked line
+    starts the trail (``prev`` null) rather than following lines rotated away; ``None``
+    without a link. A last line without its newline (being written) is left unchecked.
+    """
+
+    checked: int = 0
+    breaks: int = 0
+    first_break: dict[str, object] | None = None
+    unchained: int = 0
+    anchored: bool | None = None
+    _expected: bytes | None = field(default=None, repr=False)  #: the last line's digest
+    _started: bool = field(default=False, repr=False)
+
+    def add(self, line: bytes, digest: bytes, file: Path, number: int) -> None:
+        """Check ``line`` (its bytes, newline included) whose own digest is ``digest``."""
+        if not line.endswith(b"\n"):
+            self._expected = None  # cut short (or being written): no successor to check
+            return
+        link = _LINK.search(line[-80:])
+        if link is None and not self._started:
+            self.unchained += 1
+        else:
+            self.checked += 1
+            if not self._started:
+                self._started = True
+                self.anchored = link is not None and link.group(1) == b"null"
+            elif self._expected is not None and (
+                    link is None or link.group(1) != b'"' + self._expected + b'"'):
+                self.breaks += 1
+                if self.first_break is None:
+                    self.first_break = {"file": str(file), "line": number}
+        self._expected = digest
+
+    def lost(self) -> None:
+        """Lines went missing between two files (one rotated away while being read)."""
+        self._expected = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"checked": self.checked, "breaks": self.breaks,
+                "first_break": self.first_break, "unchained": self.unchained,
+                "anchored": self.anchored}
 
 
 @dataclass
@@ -34,6 +95,7 @@ class ReadStats:
     outside: int = 0        #: outside the period or of another model
     used: int = 0
     vanished: list[str] = field(default_factory=list)  #: listed, gone before being read
+    chain: ChainCheck = field(default_factory=ChainCheck)
 
 
 def audit_files(logs: str | Path) -> list[Path]:
@@ -60,11 +122,13 @@ def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = N
     ``progress(n)`` is told about every ``n`` bytes read. Malformed, oversized and
     filtered-out lines are counted in ``stats``, never raised.
     """
+    model = None if model is None else as_read(model)  # a long name is read cut short
     for file in files:
         try:
             stream = open_regular(file)
         except FileNotFoundError:  # rotated away since it was listed: its lines moved on
             stats.vanished.append(str(file))
+            stats.chain.lost()
             continue
         except ValueError as exc:  # a FIFO or device in the trail's place
             raise ConfigurationError(f"cannot read the audit file: {exc}") from None
@@ -73,15 +137,21 @@ def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = N
                                      f"{exc.strerror or exc}") from exc
         stats.files.append(str(file))
         with stream:
-            pending = 0
+            pending = number = 0
             while True:
                 line = stream.readline(MAX_LINE_BYTES)
                 if not line:
                     break
+                number += 1
                 size = len(line)
+                hasher = hashlib.sha256(line.rstrip(b"\n"))
                 oversized = size == MAX_LINE_BYTES and not line.endswith(b"\n")
                 if oversized:
-                    size += _skip_rest_of_line(stream)
+                    skipped, last = _skip_rest_of_line(stream, hasher)
+                    size += skipped
+                    line = last  # its end, where the link would be
+                if not line.isspace():
+                    stats.chain.add(line, hasher.hexdigest().encode(), file, number)
                 pending += size
                 if pending >= 1 << 20:
                     stats.bytes += pending
@@ -111,13 +181,17 @@ def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = N
                 progress(pending)
 
 
-def _skip_rest_of_line(stream: object) -> int:
-    skipped = 0
+def _skip_rest_of_line(stream: object, hasher: object) -> tuple[int, bytes]:
+    """Read to the end of the line: the bytes skipped and the last chunk (hashed into
+    ``hasher`` without the newline)."""
+    skipped, chunk = 0, b""
     while True:
+        previous = chunk
         chunk = stream.readline(MAX_LINE_BYTES)  # type: ignore[attr-defined]
         skipped += len(chunk)
+        hasher.update(chunk.rstrip(b"\n"))  # type: ignore[attr-defined]
         if not chunk or chunk.endswith(b"\n"):
-            return skipped
+            return skipped, chunk or previous
 
 
 def total_bytes(files: list[Path]) -> int:

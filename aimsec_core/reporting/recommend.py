@@ -9,6 +9,7 @@ is absent, so a quiet period gives a short list. Rules, most urgent first:
   check: a broken client or probing;
 - calibration drift (see :func:`~.model.drift_test`): recalibrate;
 - a model whose calls carried no detection summary: adversarial detection is off;
+- a broken hash chain: the trail was changed, its numbers are not to be trusted;
 - open high/critical incidents; calls let through in monitor mode; calls ending in error;
   unreadable audit lines; no incident store; no calls at all.
 """
@@ -22,7 +23,7 @@ from .model import Recommendation, Report
 
 #: Refusals of one client by one check before it earns a recommendation of its own.
 MIN_REFUSALS = 10
-#: Share of calls ending in error worth a look.
+#: Share of calls ending in error above which it is worth a look.
 ERROR_SHARE = 0.01
 ATTACK_CHECKS = {"near_duplicate": "near-duplicate", "repeat": "repeated-query",
                  "extraction": "extraction", "lockout": "lockout",
@@ -34,7 +35,7 @@ KEY_CLIENT_PREFIXES = ("key:", "api-key:")
 
 def recommend(report: Report) -> list[Recommendation]:
     """The report's recommendations, most urgent first."""
-    found = [*_clients(report), *_detection(report), *_incidents(report),
+    found = [*_chain(report), *_clients(report), *_detection(report), *_incidents(report),
              *_operations(report)]
     order = {p: i for i, p in enumerate(reversed(SEVERITIES))}
     return sorted(found, key=lambda r: order[r.priority])  # stable: rule order within a level
@@ -42,6 +43,21 @@ def recommend(report: Report) -> list[Recommendation]:
 
 def _share(part: int, whole: int) -> str:
     return f"{part / whole:.1%}" if whole else "0%"
+
+
+def _chain(report: Report) -> Iterator[Recommendation]:
+    chain = report.sources["chain"]
+    if chain["breaks"]:
+        where = chain["first_break"]
+        yield Recommendation(
+            "critical", f"the audit trail's hash chain breaks {chain['breaks']} "
+            f"time{'s' if chain['breaks'] > 1 else ''}, first at line {where['line']} of "
+            f"{where['file']}",
+            "lines were changed, removed, inserted or reordered (or the trail was rotated "
+            "by another tool): run aimsec audit verify on it, and trust none of this "
+            "report's numbers until it is explained",
+            {"breaks": chain["breaks"], "first_break": where, "lines_checked": chain["checked"]},
+            "sources")
 
 
 def _clients(report: Report) -> Iterator[Recommendation]:
@@ -133,7 +149,7 @@ def _operations(report: Report) -> Iterator[Recommendation]:
             "switch to enforce mode once the findings are understood",
             {"flagged_calls": flagged, "share": _share(flagged, calls)}, "summary")
     errors = report.totals.get("error", 0)
-    if errors and errors / calls >= ERROR_SHARE:
+    if errors and errors / calls > ERROR_SHARE:
         yield Recommendation(
             "medium", f"{_share(errors, calls)} of calls ended in an error",
             "read the audit lines' error field: the model or a detector failed",

@@ -102,6 +102,12 @@ def parse_time(value: Any) -> float | None:
     return when.timestamp()
 
 
+def as_read(name: str) -> str:
+    """``name`` as :func:`parse_line` reads it from a line (cut to :data:`MAX_TEXT`), so a
+    name given by a user compares equal to the lines that carry it."""
+    return _text(name, "unknown")
+
+
 def _text(value: Any, default: str) -> str:
     if type(value) is str and len(value) <= MAX_TEXT and value.isascii():  # the common case
         return value

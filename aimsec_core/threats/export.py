@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from rich.markup import escape
@@ -16,9 +17,16 @@ def to_json(assessment: Assessment) -> str:
     return json.dumps(assessment.as_dict(), indent=2)
 
 
+#: Characters that make Markdown markup (HTML, links, images, code, emphasis, tables):
+#: each is written after a backslash, which CommonMark reads as the character itself.
+_MARKUP = re.compile(r"([\\`*_\[\]<>&|~!#])")
+
+
 def _cell(text: str) -> str:
-    """``text`` for one Markdown table cell or line: :func:`_shown`, ``|`` escaped."""
-    return _shown(text).replace("|", "\\|")
+    """``text`` for one Markdown table cell or line: :func:`_shown`, then every character
+    that could make markup (``<``, ``[``, ``|``, ...) backslash-escaped, so a name shows
+    as written wherever the Markdown is rendered."""
+    return _MARKUP.sub(r"\\\1", _shown(text))
 
 
 def _shown(text: str) -> str:

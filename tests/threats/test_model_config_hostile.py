@@ -55,7 +55,9 @@ def test_names_with_controls_bidi_and_surrogates_are_shown_as_escapes(tmp_path, 
     markdown = (tmp_path / "t.md").read_text(encoding="utf-8")
     for shown in (captured.out, markdown):
         assert not set(shown) & {"\x1b", "\u202e"}
-    assert markdown.startswith("# Threat model: guard of a\\x1b[2J\\u202eb\\x0a# injected?\n")
+    # the escapes' backslashes and the markup characters are themselves backslash-escaped
+    assert markdown.startswith(
+        "# Threat model: guard of a\\\\x1b\\[2J\\\\u202eb\\\\x0a\\# injected?\n")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX special files")
@@ -83,3 +85,28 @@ def test_declared_ids_of_mixed_types_are_refused_by_name(tmp_path):
     guard = Guard(None, HostArrays(None), name="g", sinks=[])
     with pytest.raises(ConfigurationError, match="unknown control ids"):
         assess_guard(guard, declared=[1, "nope"])  # sorting them raised TypeError
+
+
+@pytest.mark.parametrize("name", [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>",
+    "[click](javascript:alert(1))",
+    "![x](http://tracker.invalid/p.png)",
+    "\\<b>bold</b>",
+    "a|b`code`*em*_u_~~s~~&amp;",
+])
+def test_markdown_shows_a_hostile_name_as_text_not_markup(tmp_path, capsys, name):
+    """A name from the config file became raw HTML, a link or an image wherever the
+    Markdown is rendered."""
+    from markdown_it import MarkdownIt
+
+    text = json.dumps({"name": name, "audit": False})
+    status, _ = _run(tmp_path, capsys, text, "--markdown", str(tmp_path / "t.md"))
+    assert status == 0
+    rendered = MarkdownIt("commonmark").enable("table").enable("strikethrough").render(
+        (tmp_path / "t.md").read_text(encoding="utf-8"))
+    title = rendered.split("</h1>")[0]
+    for tag in ("<img", "<script", "<a ", "<b>", "<code", "<em", "<s>", "<strong"):
+        assert tag not in title, title
+    from html import unescape
+    assert unescape(title).endswith(f"Threat model: guard of {name}")
