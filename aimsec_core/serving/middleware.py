@@ -3,8 +3,12 @@
 A plain ASGI callable (no framework import), so the identity it sets with
 :func:`aimsec_core.client` is a ``contextvars`` value of the task serving the request, seen
 by the endpoint, by the tasks it starts and by the worker threads frameworks copy the
-context into. (Starlette's ``BaseHTTPMiddleware`` runs the endpoint in another task, where
-values set by the middleware are lost; this class is not built on it.)
+context into (``run_in_threadpool``, ``anyio.to_thread.run_sync``, ``asyncio.to_thread``,
+background tasks). ``loop.run_in_executor`` and a ``ThreadPoolExecutor`` copy nothing: a
+guarded call there is ``"anonymous"`` unless submitted through
+``contextvars.copy_context().run``. (Starlette's ``BaseHTTPMiddleware`` runs the endpoint
+in another task, where values set by the middleware are lost; this class is not built on
+it.)
 """
 
 from __future__ import annotations
