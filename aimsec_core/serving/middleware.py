@@ -3,8 +3,12 @@
 A plain ASGI callable (no framework import), so the identity it sets with
 :func:`aimsec_core.client` is a ``contextvars`` value of the task serving the request, seen
 by the endpoint, by the tasks it starts and by the worker threads frameworks copy the
-context into. (Starlette's ``BaseHTTPMiddleware`` runs the endpoint in another task, where
-values set by the middleware are lost; this class is not built on it.)
+context into (``run_in_threadpool``, ``anyio.to_thread.run_sync``, ``asyncio.to_thread``,
+background tasks). ``loop.run_in_executor`` and a ``ThreadPoolExecutor`` copy nothing: a
+guarded call there is ``"anonymous"`` unless submitted through
+``contextvars.copy_context().run``. (Starlette's ``BaseHTTPMiddleware`` runs the endpoint
+in another task, where values set by the middleware are lost; this class is not built on
+it.)
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from ..errors import ConfigurationError, SecurityViolation
 from .addresses import (Address, Network, TrustedProxies, checked_prefix, client_network,
                         parse_address)
 from .keys import key_identity, resolve_secret
-from .refusals import Refusal, refusal_for, violation_in
-from .request_ids import request_id_context, request_id_from
-from .websocket import serve_websocket
+from .refusals import Refusal, ambiguous_key_refusal, refusal_for, violation_in
+from .request_ids import is_safe_request_id, request_id_context, request_id_from
+from .websocket import deny_websocket, serve_websocket
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,6 +56,10 @@ class AimsecMiddleware:
        key identifies unless ``api_keys`` lists the accepted ones: then another key is
        ignored (the address identifies), so a caller inventing a fresh key per request
        cannot shed its rate limit or lockout. Checking keys stays the application's job.
+       A request with several different keys is answered 400 ``ambiguous_api_key`` and
+       never reaches the application: which one the application would read is its
+       framework's choice, so a locked-out key sent along with an invented one would be
+       served as the one and counted as the other.
     2. The direct peer's address, or, when the peer is one of ``trusted_proxies``
        (addresses or CIDR networks; else ``AIMSEC_TRUSTED_PROXIES``), the right-most
        untrusted hop of ``X-Forwarded-For`` (:mod:`aimsec_core.serving.addresses`). An
@@ -70,7 +78,8 @@ class AimsecMiddleware:
 
     ``X-Request-ID`` is kept when safe (:mod:`aimsec_core.serving.request_ids`), else one is
     generated; it is returned in the response's ``X-Request-ID`` header and the refusal
-    body. Downstream, ``scope["aimsec"]`` holds ``{"client", "request_id"}``.
+    body. Downstream, ``scope["aimsec"]`` holds ``{"client", "request_id"}``; a second
+    ``AimsecMiddleware`` below keeps the request id the first one chose.
 
     Other scope types (``lifespan``) pass through untouched. A websocket request refused
     before its accept is denied (the JSON answer where the server offers the denial
@@ -113,19 +122,38 @@ class AimsecMiddleware:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        identity, request_id = self.identify(scope)
+        keys, forwarded, request_ids = self._read_headers(scope)
+        request_id = _outer_request_id(scope) or request_id_from(request_ids)
+        id_header = (self._request_id_header, request_id.encode("ascii"))
+        if len(_distinct_keys(keys)) > 1:
+            refusal = ambiguous_key_refusal(request_id)
+            log.debug("refused request %s: %s (HTTP %d)", request_id, refusal.code,
+                      refusal.status)
+            if kind == "websocket":
+                await deny_websocket(scope, send, refusal, id_header)
+            else:
+                await _send_refusal(send, refusal, id_header)
+            return
+        identity = self._identity(scope, keys, forwarded)
         scope = {**scope, SCOPE_KEY: {"client": identity, "request_id": request_id}}
         with client(identity), request_id_context(request_id):
             if kind == "websocket":
                 await serve_websocket(
                     self.app, scope, receive, send,
-                    lambda error: self._refusal(error, identity, request_id),
-                    (self._request_id_header, request_id.encode("ascii")))
+                    lambda error: self._refusal(error, identity, request_id), id_header)
                 return
             await self._serve_http(scope, receive, send, identity, request_id)
 
     def identify(self, scope: Scope) -> tuple[str, str]:
-        """``(client identity, request id)`` of the request described by ``scope``."""
+        """``(client identity, request id)`` of the request described by ``scope`` (the
+        address's identity for a request carrying several different API keys, which
+        the middleware refuses)."""
+        keys, forwarded, request_ids = self._read_headers(scope)
+        request_id = _outer_request_id(scope) or request_id_from(request_ids)
+        return self._identity(scope, keys, forwarded), request_id
+
+    def _read_headers(self, scope: Scope) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """The values of the API key, forwarded-for and request id headers, in order."""
         keys: list[bytes] = []
         forwarded: list[bytes] = []
         request_ids: list[bytes] = []
@@ -136,10 +164,10 @@ class AimsecMiddleware:
                 forwarded.append(value)
             elif name == self._request_id_header:
                 request_ids.append(value)
-        return self._identity(scope, keys, forwarded), request_id_from(request_ids)
+        return keys, forwarded, request_ids
 
     def _identity(self, scope: Scope, keys: list[bytes], forwarded: list[bytes]) -> str:
-        distinct = {key.strip() for key in keys} - {b""}
+        distinct = _distinct_keys(keys)
         if len(distinct) == 1:
             (key,) = distinct
             if len(key) <= MAX_KEY_BYTES:
@@ -185,10 +213,7 @@ class AimsecMiddleware:
             error = violation_in(raised)
             if error is None or started:  # started: nothing left to say the refusal with
                 raise
-            refusal = self._refusal(error, identity, request_id)
-            await send({"type": "http.response.start", "status": refusal.status,
-                        "headers": [*refusal.headers, id_header]})
-            await send({"type": "http.response.body", "body": refusal.body})
+            await _send_refusal(send, self._refusal(error, identity, request_id), id_header)
             return
         if pending is not None:  # a start with no body after it: the server's to judge
             await send(pending)
@@ -216,6 +241,24 @@ def _accepted_identities(keys: Iterable[str | bytes] | None,
                 f"non-empty strings of at most {MAX_KEY_BYTES} bytes")
         accepted.add(key_identity(raw.strip(), secret))
     return frozenset(accepted)
+
+
+async def _send_refusal(send: Send, refusal: Refusal, id_header: tuple[bytes, bytes]) -> None:
+    await send({"type": "http.response.start", "status": refusal.status,
+                "headers": [*refusal.headers, id_header]})
+    await send({"type": "http.response.body", "body": refusal.body})
+
+
+def _distinct_keys(keys: list[bytes]) -> set[bytes]:
+    return {key.strip() for key in keys} - {b""}
+
+
+def _outer_request_id(scope: Scope) -> str | None:
+    """The request id an enclosing ``AimsecMiddleware`` already chose (the middleware added
+    twice, or around a mounted application that adds it too): one request, one id."""
+    outer = scope.get(SCOPE_KEY)
+    value = outer.get("request_id") if isinstance(outer, dict) else None
+    return value if is_safe_request_id(value) else None
 
 
 def _headers(scope: Scope) -> Iterable[tuple[bytes, bytes]]:

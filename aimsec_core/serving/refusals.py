@@ -91,6 +91,20 @@ def refusal_for(error: SecurityViolation, *, request_id: str | None = None,
     return Refusal(status, code, tuple(headers), payload)
 
 
+def ambiguous_key_refusal(request_id: str | None = None) -> Refusal:
+    """The answer to a request carrying several different API keys: 400
+    ``ambiguous_api_key``. Which key the application reads (the first header, the last,
+    or all joined with commas) is the framework's choice, so no identity is right: the
+    middleware could count the request against one client while the application serves it
+    as another (a locked-out key then sent along with a second, invented one)."""
+    body = {"error": "ambiguous_api_key", "request_id": request_id,
+            "message": "The request carried more than one API key; send exactly one."}
+    payload = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    headers = ((b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+               (b"content-length", str(len(payload)).encode("ascii")))
+    return Refusal(400, "ambiguous_api_key", headers, payload)
+
+
 def violation_in(error: BaseException) -> SecurityViolation | None:
     """The :class:`SecurityViolation` ``error`` stands for, else ``None``.
 

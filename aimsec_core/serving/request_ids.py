@@ -28,6 +28,12 @@ def request_id_from(values: Iterable[bytes]) -> str:
     return uuid.uuid4().hex
 
 
+def is_safe_request_id(value: object) -> bool:
+    """Whether ``value`` is a request id that may be repeated as it is (see the module)."""
+    return isinstance(value, str) and value.isascii() \
+        and _SAFE.fullmatch(value.encode("ascii")) is not None
+
+
 def request_id_context(value: str) -> AbstractContextManager[object]:
     """Hook: attribute every guarded call in the block to request ``value``.
 

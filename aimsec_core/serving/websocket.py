@@ -60,10 +60,22 @@ async def serve_websocket(app: Callable[[Any, Receive, Send], Awaitable[None]],
         if error is None or state == "closed":
             raise
         refusal = refuse(error)
-        if state == "connecting" and DENIAL_EXTENSION in (scope.get("extensions") or {}):
-            await send({"type": "websocket.http.response.start", "status": refusal.status,
-                        "headers": [*refusal.headers, id_header]})
-            await send({"type": "websocket.http.response.body", "body": refusal.body})
+        if state == "connecting":
+            await deny_websocket(scope, send, refusal, id_header)
             return
         code = TRY_AGAIN_LATER if refusal.code in _RETRYABLE else POLICY_VIOLATION
         await send({"type": "websocket.close", "code": code, "reason": refusal.code})
+
+
+async def deny_websocket(scope: MutableMapping[str, Any], send: Send, refusal: Refusal,
+                         id_header: tuple[bytes, bytes]) -> None:
+    """Refuse a websocket handshake the application has not accepted: ``refusal`` as an
+    HTTP answer where the server offers the denial extension, else a close before the
+    accept (which the server answers with HTTP 403)."""
+    if DENIAL_EXTENSION in (scope.get("extensions") or {}):
+        await send({"type": "websocket.http.response.start", "status": refusal.status,
+                    "headers": [*refusal.headers, id_header]})
+        await send({"type": "websocket.http.response.body", "body": refusal.body})
+        return
+    code = TRY_AGAIN_LATER if refusal.code in _RETRYABLE else POLICY_VIOLATION
+    await send({"type": "websocket.close", "code": code, "reason": refusal.code})

@@ -56,7 +56,7 @@ def test_key_header_name_is_configurable_and_case_insensitive():
 @pytest.mark.parametrize("headers", [
     [(b"x-api-key", b"")],
     [(b"x-api-key", b"   ")],
-    [(b"x-api-key", b"one"), (b"x-api-key", b"two")],  # ambiguous: which one to believe?
+    [(b"x-api-key", b""), (b"x-api-key", b"  ")],
     [(b"x-api-key", b"k" * 5000)],                      # longer than any real key
 ])
 def test_unusable_keys_fall_back_to_the_address(headers):
