@@ -20,9 +20,12 @@ DEFAULT_SEVERITY: dict[str, str] = {
     # format: the model could not run the input at all
     "null": "low", "empty": "low", "format": "low", "dtype": "low", "shape": "low",
     "missing": "low", "unknown": "low",
+    # what serving code refuses itself (``refuse``) with a bare InvalidInputError
+    "input": "low",
     # content and size outside the policy
     "size": "medium", "finite": "medium", "range": "medium",
     "max_gradient": "medium", "min_sparsity": "medium",
+    "structure": "medium",  # a StructuralAnomalyError refused without naming its check
     # admission and query-stream monitoring
     "rate_limit": "medium", "min_interval": "low", "store_unavailable": "medium",
     "repeat": "low", "lockout": "high", "near_duplicate": "high", "extraction": "high",

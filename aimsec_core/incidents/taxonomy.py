@@ -46,10 +46,11 @@ _FLOOD = _row("Query flood", "", "AML.T0029 AML.T0034", "AML.M0004")
 TAXONOMY: dict[str, ThreatMapping] = {
     # validation: the model could not run the input
     "null": _MALFORMED, "empty": _MALFORMED, "format": _MALFORMED, "dtype": _MALFORMED,
-    "shape": _MALFORMED, "missing": _MALFORMED, "unknown": _MALFORMED,
+    "shape": _MALFORMED, "missing": _MALFORMED, "unknown": _MALFORMED, "input": _MALFORMED,
     # validation: content and size outside the policy
     "size": _row("Oversized call", "", "AML.T0029 AML.T0034", "AML.M0004"),
     "finite": _CRAFTED, "range": _CRAFTED, "max_gradient": _CRAFTED, "min_sparsity": _CRAFTED,
+    "structure": _CRAFTED,
     # admission and query-stream monitoring
     "rate_limit": _FLOOD, "min_interval": _FLOOD,
     "store_unavailable": _row("Monitoring state unavailable", "", "", "AML.M0024"),
