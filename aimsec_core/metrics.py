@@ -65,6 +65,11 @@ def outcome_of(event: CallRecord) -> str:
     return "invalid"
 
 
+#: id(registry) -> its Metrics (which holds the registry, so the id is never reused)
+_by_registry: dict[int, Metrics] = {}
+_lock = threading.Lock()
+
+
 class Queue(Protocol):
     @property
     def depth(self) -> int: ...
@@ -72,13 +77,35 @@ class Queue(Protocol):
 
 class Metrics:
     """The collectors, registered once per ``registry`` (default: prometheus_client's
-    global ``REGISTRY``); build one with :func:`metrics_for`. Methods never raise."""
+    global ``REGISTRY``): ``Metrics(registry)`` and :func:`metrics_for` give the same
+    object for the same registry, so neither registers a name twice. Methods never
+    raise."""
 
-    def __init__(self, registry: Any = None) -> None:
+    def __new__(cls, registry: Any = None) -> Metrics:
         import prometheus_client as prom
 
-        self.registry = registry if registry is not None else prom.REGISTRY
-        r = self.registry
+        registry = registry if registry is not None else prom.REGISTRY
+        with _lock:
+            found = _by_registry.get(id(registry))
+            if found is None or found.registry is not registry:
+                found = super().__new__(cls)
+                found._register(registry)
+                _by_registry[id(registry)] = found
+            return found
+
+    def __init__(self, registry: Any = None) -> None:
+        """Nothing to do: :meth:`__new__` registered the collectors, once."""
+
+    def __copy__(self) -> Metrics:  # the registry's collectors: a copy is the same ones
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Metrics:
+        return self
+
+    def _register(self, registry: Any) -> None:
+        import prometheus_client as prom
+
+        self.registry = r = registry
         self.calls = prom.Counter("aimsec_calls", "Guarded calls by outcome",
                                   ["model", "outcome"], registry=r)
         self.latency = prom.Histogram("aimsec_guard_latency_seconds",
@@ -134,23 +161,12 @@ class NullMetrics:
     def watch_queue(self, queue: Queue) -> None: ...
 
 
-_by_registry: dict[int, Metrics] = {}
-_lock = threading.Lock()
-
-
 def metrics_for(registry: Any = None) -> Metrics | NullMetrics:
     """The :class:`Metrics` of ``registry`` (one set of collectors per registry; default:
     the global one), or :class:`NullMetrics` without prometheus_client."""
     if not available():
         return NullMetrics()
-    import prometheus_client as prom
-
-    registry = registry if registry is not None else prom.REGISTRY
-    with _lock:
-        found = _by_registry.get(id(registry))
-        if found is None or found.registry is not registry:
-            found = _by_registry[id(registry)] = Metrics(registry)
-        return found
+    return Metrics(registry)
 
 
 class MetricsSink:
