@@ -94,3 +94,28 @@ def test_an_ml_dtypes_array_is_hashed_by_its_bytes():
     a, b = x.astype(ml_dtypes.bfloat16), (x + 1).astype(ml_dtypes.bfloat16)
     assert content_hash([a]) == content_hash([a.copy()]) != content_hash([b])
     assert content_hash([a]) == content_hash([np.asfortranarray(a)])
+
+
+def _string_lookup_model():
+    import keras
+
+    word = keras.Input((1,), dtype="string", name="word")
+    ids = keras.layers.StringLookup(vocabulary=["a", "b", "c"])(word)
+    hot = keras.layers.CategoryEncoding(num_tokens=4, output_mode="one_hot")(ids)
+    return keras.Model(word, keras.layers.Dense(2, activation="softmax")(hot))
+
+
+def test_a_keras_string_input_takes_text(sink):
+    tf = pytest.importorskip("tensorflow")
+    model = _string_lookup_model()
+    guarded = aimsec_core.guard(model, sinks=[sink])
+    words = np.array([["a"], ["b"], ["z"]])
+    np.testing.assert_array_equal(guarded(words.astype(object)), model(words.astype(object)))
+    np.testing.assert_array_equal(guarded.predict(tf.constant(words), verbose=0),
+                                  model.predict(tf.constant(words), verbose=0))
+    # numbers, and bytes that are not text, are refused typed (TensorFlow's own error
+    # for numbers is a graph-execution traceback)
+    for bad in (np.ones((3, 1), np.float32), tf.constant([[b"\xff"], [b"a"], [b"b"]])):
+        with pytest.raises(InputFormatError):
+            guarded.predict(bad, verbose=0)
+    assert sink.outcomes == ["allowed", "allowed", "rejected", "rejected"]
