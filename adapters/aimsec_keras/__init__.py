@@ -23,7 +23,8 @@
 
 ``predict``, ``predict_on_batch``, ``evaluate``, ``test_on_batch`` and calling the model are
 guarded; every other attribute (``fit``, ``layers``, ``save``, ``compile`` ...) is the
-original model's.
+original model's. A ``dtype="string"`` input takes text (object arrays of ``str``, or a
+TensorFlow string tensor of UTF-8 bytes, screened as the text it holds).
 Works on the TensorFlow and the torch backend (``KERAS_BACKEND``); input gradients for the
 detectors use ``tf.GradientTape`` or ``torch.autograd`` and leave the model untouched.
 """
@@ -84,7 +85,8 @@ class KerasAdapter(Adapter):
             self._specs = [
                 # Any batch size: predict cuts the data into batches itself. Keras casts
                 # any real dtype to the declared one, hence not strict.
-                InputSpec(name, str(t.dtype), (None, *tuple(t.shape)[1:]), strict_dtype=False)
+                InputSpec(name, "str" if str(t.dtype) == "string" else str(t.dtype),
+                          (None, *tuple(t.shape)[1:]), strict_dtype=False)
                 for name, t in zip(self._input_names(tensors), tensors)]
         return self._specs
 
@@ -188,6 +190,12 @@ class KerasAdapter(Adapter):
         if tf is not None and isinstance(value, (tf.Tensor, tf.Variable)):
             if not hasattr(value, "numpy"):  # a graph tensor inside tf.function
                 raise TypeError(_SYMBOLIC)
+            if value.dtype == tf.string:  # bytes elements: screened as the text they hold
+                try:
+                    return _decode(value.numpy())
+                except UnicodeDecodeError as exc:
+                    raise TypeError(f"a string tensor holding bytes that are not UTF-8 "
+                                    f"text ({exc.reason})") from None
             return value.numpy()
         if isinstance(value, keras.Variable) or keras.ops.is_tensor(value):
             return keras.ops.convert_to_numpy(value)
@@ -264,6 +272,13 @@ class KerasAdapter(Adapter):
 _SYMBOLIC = ("a symbolic tensor carries no data to screen; a guarded model runs on concrete "
              "arrays. To build a larger model around it, use aimsec_core.unguard(guarded) "
              "and guard the result")
+
+
+def _decode(array: Any) -> Any:
+    """An object array of ``bytes`` as an object array of the ``str`` they encode in UTF-8."""
+    import numpy as np
+
+    return np.frompyfunc(lambda item: item.decode("utf-8"), 1, 1)(array).astype(object)
 
 
 def _keras() -> Any:

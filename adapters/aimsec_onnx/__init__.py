@@ -98,6 +98,11 @@ class OnnxAdapter(Adapter):
         import numpy as np
 
         if isinstance(value, np.ndarray):
+            if value.dtype.kind == "V" and not value.dtype.names:
+                # ml_dtypes' bfloat16, float8...: onnxruntime cannot convert them
+                raise TypeError(
+                    f"onnxruntime converts no numpy {value.dtype.name} arrays (an ml_dtypes "
+                    "type numpy lacks), so the guarded session cannot run this input")
             return value
         ort = sys.modules.get("onnxruntime")
         if ort is not None and isinstance(value, ort.OrtValue):
@@ -198,8 +203,10 @@ class OnnxAdapter(Adapter):
 def onnx_dtype(onnx_type: str) -> str | None:
     """The dtype name the core checks for an ONNX tensor type (``'tensor(float)'`` ->
     ``'float32'``, ``'tensor(string)'`` -> ``'str'``); element types numpy lacks keep their
-    ONNX name (``'bfloat16'``), so a numpy array is refused for them by name. ``None`` for
-    sequences, maps and optionals."""
+    ONNX name (``'bfloat16'``), so a numpy array is refused for them by name. An optional
+    tensor (``'optional(tensor(float))'``) is its tensor's; ``None`` for sequences and maps."""
+    if onnx_type.startswith("optional(") and onnx_type.endswith(")"):
+        onnx_type = onnx_type[len("optional("):-1]
     if not (onnx_type.startswith("tensor(") and onnx_type.endswith(")")):
         return None
     element = onnx_type[len("tensor("):-1]

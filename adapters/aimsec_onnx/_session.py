@@ -30,6 +30,9 @@ class GuardedSession(GuardedMixin):
         # element type per declared input, for feeds given as nested lists
         self._inputs = {spec.name: spec.dtype for spec in guard.adapter.signature() or ()}
         self._constants = frozenset(arg.name for arg in session.get_overridable_initializers())
+        # optional(...) inputs the caller may leave out of the feed, as onnxruntime allows
+        self._optional = frozenset(arg.name for arg in session.get_inputs()
+                                   if arg.type.startswith("optional("))
         self._outputs = [arg.name for arg in session.get_outputs()]
 
     @property  # type: ignore[misc]
@@ -87,11 +90,13 @@ class GuardedSession(GuardedMixin):
         refusal, and a feed built from client data may hold any number of keys)."""
         declared = list(self._inputs)
         if not isinstance(feed, Mapping):  # onnxruntime reads the feed through .keys()
-            return {declared[0]: Refused(
+            return {(declared or ["input_feed"])[0]: Refused(
                 f"input_feed is a {type(feed).__name__}; expected a dict mapping input "
                 f"names {declared} to arrays", received=type(feed).__name__)}
         screened: dict[Any, Any] = {}
         for name in self._inputs:
+            if name not in feed and name in self._optional:
+                continue
             if name not in feed:
                 held = [shown_name(key) for key in islice(feed, 10)] + (
                     ["..."] if len(feed) > 10 else [])
