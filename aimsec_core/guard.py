@@ -85,10 +85,10 @@ class Guard:
         #: instead of carrying the URL (and any password in it)
         self._store_from_environment = store is None
         self._advisory = self.monitor.advisory_checks if self.monitor else frozenset()
-        self._calibration: Calibration | None = None
-        #: the calibration and the adapter reading the model's output its way, set
-        #: together: a call captures both, so a calibration installed meanwhile (with
-        #: another reading of a single output column) never changes how it is scored
+        #: the calibration (``None``: detection off) and the adapter reading the model's
+        #: output its way, set together: a call captures both, so a calibration installed
+        #: meanwhile (with another reading of a single output column) never changes how
+        #: it is scored
         self._screening: tuple[Calibration | None, Adapter] = (None, adapter)
         self._calibration_id: tuple[Calibration | None, str | None] = (None, None)
         self._declared: list[InputSpec] | None = adapter.signature()
@@ -163,7 +163,7 @@ class Guard:
     @property
     def calibration(self) -> Calibration | None:
         """The calibration screening calls (``None``: detection is off)."""
-        return self._calibration
+        return self._screening[0]
 
     @property
     def scoring_adapter(self) -> Adapter:
@@ -186,7 +186,6 @@ class Guard:
             reader = copy.copy(self.adapter)
             read_single_column(reader, True)
         self._screening = (calibration, reader)
-        self._calibration = calibration
 
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
         """``data`` as a host array, refused unless it passes validation cleanly."""
