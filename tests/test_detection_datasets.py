@@ -34,3 +34,16 @@ def test_textured_digits_have_no_zero_and_no_grid():
 def test_unknown_data_sets_are_named():
     with pytest.raises(ValueError, match="expected one of"):
         datasets.load("mnist")
+
+
+@pytest.mark.parametrize("name", ["wine", "tabular"])
+def test_tabular_data_sets_are_scaled_by_their_training_split_alone(name):
+    """The scale comes from the training split (as a deployed model's preprocessing
+    would): every feature spans exactly [0, 1] there (scaled over the whole data set,
+    a feature whose extreme lies in a held-out sample would not), and the calibration
+    and test splits, whose values may fall outside the training range, are clipped."""
+    split = datasets.load(name, 0).split
+    np.testing.assert_allclose(split.x_train.min(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(split.x_train.max(axis=0), 1.0, atol=1e-6)
+    held_out = np.concatenate([split.x_calibration, split.x_test])
+    assert held_out.min() >= 0.0 and held_out.max() <= 1.0

@@ -11,6 +11,11 @@ test, stratified, seeded).
   and no attack budget evaluated (at most 0.3) can reach zero.
 - ``wine``: scikit-learn's ``load_wine`` (178 samples, 13 chemical measurements, 3
   classes), min-max scaled.
+
+Tabular features are split first, then min-max scaled with the training split's minima
+and maxima (``MinMaxScaler(clip=True)``), as a deployed model's preprocessing would be:
+calibration and test values outside the training range are clipped to [0, 1], and
+nothing about the calibration or test split leaks into the scale.
 - ``tabular``: ``make_classification`` (2,000 samples, 20 features, 6 informative and 10
   redundant ones, which are linear mixtures of the informative and so correlated with
   them; 2 classes), each feature plus Gaussian noise of 0.3 times its spread (the
@@ -87,17 +92,26 @@ def _textured(seed: int) -> Dataset:
     return Dataset("digits-textured", split, 10, (8, 8), None, False, IMAGE_EPSILONS)
 
 
-def _min_max(x: np.ndarray) -> np.ndarray:
-    low, high = x.min(axis=0), x.max(axis=0)
-    return ((x - low) / np.where(high > low, high - low, 1.0)).astype(np.float32)
+def _scaled_split(x: np.ndarray, y: np.ndarray, seed: int) -> DigitsSplit:
+    """``x`` split as :func:`digits.split` does, then min-max scaled to [0, 1] (float32)
+    by the training split alone, values past its range clipped."""
+    from sklearn.preprocessing import MinMaxScaler
+
+    raw = digits.split(x, y.astype(np.int64), seed)
+    scaler = MinMaxScaler(clip=True).fit(raw.x_train)
+
+    def scale(part: np.ndarray) -> np.ndarray:
+        return scaler.transform(part).astype(np.float32)
+
+    return DigitsSplit(scale(raw.x_train), raw.y_train, scale(raw.x_calibration),
+                       raw.y_calibration, scale(raw.x_test), raw.y_test)
 
 
 def _wine(seed: int) -> Dataset:
     from sklearn.datasets import load_wine
 
     x, y = load_wine(return_X_y=True)
-    return Dataset("wine", digits.split(_min_max(x), y.astype(np.int64), seed), 3, None,
-                   None, False, TABULAR_EPSILONS)
+    return Dataset("wine", _scaled_split(x, y, seed), 3, None, None, False, TABULAR_EPSILONS)
 
 
 def _tabular(seed: int) -> Dataset:
@@ -106,8 +120,8 @@ def _tabular(seed: int) -> Dataset:
     x, y = make_classification(n_samples=2000, n_features=20, n_informative=6,
                                n_redundant=10, n_classes=2, random_state=seed)
     x = x + np.random.default_rng([seed, 13]).normal(0.0, 0.3, x.shape) * x.std(axis=0)
-    return Dataset("tabular", digits.split(_min_max(x), y.astype(np.int64), seed), 2, None,
-                   None, False, TABULAR_EPSILONS)
+    return Dataset("tabular", _scaled_split(x, y, seed), 2, None, None, False,
+                   TABULAR_EPSILONS)
 
 
 DATASETS: dict[str, Callable[[int], Dataset]] = {
