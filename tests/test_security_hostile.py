@@ -5,7 +5,6 @@ logins. Real local servers where a delivery is attempted."""
 from __future__ import annotations
 
 import json
-import logging
 import pickle
 
 import numpy as np
@@ -13,10 +12,8 @@ import pytest
 
 import aimsec_core
 from aimsec_core import ConfigurationError
-from aimsec_core.alerts import (DeliveryError, Dispatcher, Grouper, GroupingPolicy,
-                                SmtpSettings, WebhookChannel, WebhookSettings)
+from aimsec_core.alerts import DeliveryError, SmtpSettings, WebhookChannel, WebhookSettings
 from aimsec_core.alerts.message import Alert
-from aimsec_core.incidents import IncidentStore, Occurrence
 
 from tests.alerts.servers import HookServer, SmtpServer, authenticator
 from tests.servers import RedisServer
