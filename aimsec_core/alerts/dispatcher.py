@@ -183,6 +183,10 @@ class Dispatcher:
             if stopping:
                 if self.store is not None:
                     self.store.release()
+                with self._cond:  # a later occurrence starts a new worker, as after a rest
+                    self._thread = None
+                    if self._where and self._autostart:  # arrived during the final round
+                        self._start_locked()
                 return
 
     def pump(self, *, force: bool = False, final: bool = False) -> int:
@@ -357,7 +361,8 @@ class Dispatcher:
         return self._flushed.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush, then stop the worker. Alerts still undeliverable go to the fallback."""
+        """Flush, then stop the worker. Alerts still undeliverable go to the fallback. A
+        later occurrence starts a new worker (the dispatcher may be shared by guards)."""
         thread = self._thread
         _live.discard(self)
         if thread is None or not thread.is_alive():

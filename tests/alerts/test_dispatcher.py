@@ -228,3 +228,27 @@ def test_a_retry_is_not_held_back_by_a_clock_that_went_back(tmp_path, clock):
     clock.advance(-3600)  # the retry was due in 1 s; now the clock says an hour earlier
     dispatcher.pump()
     assert dispatcher.retries == 0 and [a.client for a in failing.sent] == ["a"]
+
+
+def test_an_occurrence_after_close_starts_the_worker_again(tmp_path):
+    """close() left its finished thread in place, and submit() only started a worker when
+    there was none: every later occurrence (a shared dispatcher keeps serving other guards)
+    stayed queued for good, neither stored nor alerted."""
+    arrived = threading.Event()
+
+    class Signalling(ListChannel):
+        def send(self, alert):
+            super().send(alert)
+            if len(self.sent) == 2:
+                arrived.set()
+
+    channel = Signalling()
+    store = IncidentStore(tmp_path / "db.sqlite3")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY), [channel], tick_s=0.01)
+    dispatcher.submit(occ(time.time, "a"))
+    assert dispatcher.close(timeout=30)
+    dispatcher.submit(occ(time.time, "b"))
+    assert arrived.wait(60), f"still queued: {dispatcher.depth}"
+    assert [a.client for a in channel.sent] == ["a", "b"]
+    assert {i.client for i in store.incidents()} == {"a", "b"}
+    assert dispatcher.close(timeout=30)
