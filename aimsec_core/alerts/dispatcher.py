@@ -207,7 +207,7 @@ class Dispatcher:
         it to see their latest incidents). Returns the number of occurrences."""
         with self._pump_lock:
             batch = self._drain()
-            if batch:
+            if batch or self._unstored:  # what a failed write kept is retried either way
                 self._store(batch)
                 if self.grouper is not None:
                     for occurrence in batch:

@@ -252,3 +252,26 @@ def test_an_occurrence_after_close_starts_the_worker_again(tmp_path):
     assert [a.client for a in channel.sent] == ["a", "b"]
     assert {i.client for i in store.incidents()} == {"a", "b"}
     assert dispatcher.close(timeout=30)
+
+
+def test_occurrences_kept_after_a_failed_write_are_written_without_new_ones(tmp_path, clock,
+                                                                             channel):
+    """A round whose write failed (the database locked by another process) kept its
+    occurrences for the next round, but only a round with new occurrences wrote them: with
+    none coming, they waited for good and were lost at exit."""
+    import sqlite3
+
+    store = IncidentStore(tmp_path / "db.sqlite3", timeout_s=0.2)
+    store.record([occ(clock, "earlier")])
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
+                            clock=clock, start=False)
+    dispatcher.submit(occ(clock, "x"))
+    dispatcher.pump()
+    assert len(dispatcher._unstored) == 1 and len(channel.sent) == 1
+    locker.execute("ROLLBACK")
+    locker.close()
+    dispatcher.pump()
+    assert not dispatcher._unstored
+    assert {i.client for i in store.incidents()} == {"earlier", "x"}
