@@ -266,7 +266,7 @@ def test_occurrences_kept_after_a_failed_write_are_written_without_new_ones(tmp_
     locker = sqlite3.connect(store.path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
-                            clock=clock, start=False)
+                            clock=clock, start=False, store_retry_s=0)
     dispatcher.submit(occ(clock, "x"))
     dispatcher.pump()
     assert len(dispatcher._unstored) == 1 and len(channel.sent) == 1
@@ -275,3 +275,52 @@ def test_occurrences_kept_after_a_failed_write_are_written_without_new_ones(tmp_
     dispatcher.pump()
     assert not dispatcher._unstored
     assert {i.client for i in store.incidents()} == {"earlier", "x"}
+
+
+class CountingStore(IncidentStore):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = {"record": 0, "record_delivery": 0, "get": 0}
+
+    def record(self, occurrences):
+        self.calls["record"] += 1
+        return super().record(occurrences)
+
+    def record_delivery(self, **kwargs):
+        self.calls["record_delivery"] += 1
+        return super().record_delivery(**kwargs)
+
+    def get(self, incident_id):
+        self.calls["get"] += 1
+        return super().get(incident_id)
+
+
+def test_a_locked_database_costs_one_wait_not_one_per_delivery_and_loses_no_record(
+        tmp_path, clock, channel, caplog):
+    """With the incident database locked by another process, each delivery record of a
+    round waited the store's whole timeout (30 s by default), one after the other, before
+    the next alert went out; and every round logged a traceback."""
+    import logging
+    import sqlite3
+
+    store = CountingStore(tmp_path / "db.sqlite3", timeout_s=0.2, clock=clock)
+    store.record([occ(clock, "earlier")])
+    store.calls["record"] = 0
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
+                            clock=clock, start=False, store_retry_s=3600)
+    for client in "abc":
+        dispatcher.submit(occ(clock, client))
+    with caplog.at_level(logging.ERROR, logger="aimsec.alerts"):
+        for _ in range(5):
+            dispatcher.pump()
+    assert len(channel.sent) == 3
+    assert store.calls == {"record": 1, "record_delivery": 0, "get": 0}
+    assert sum(1 for r in caplog.records if r.exc_info) == 1
+    locker.execute("ROLLBACK")
+    locker.close()
+    dispatcher.flush()  # a flush tries the store again at once
+    assert {i.client for i in store.incidents()} == {"earlier", "a", "b", "c"}
+    assert sorted(d["group_key"] for d in store.deliveries() if d["status"] == "sent") == \
+        sorted(a.group_key for a in channel.sent)
