@@ -22,6 +22,7 @@ import atexit
 import heapq
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -56,14 +57,20 @@ class _Retry:
 
 class Dispatcher:
     """Writes occurrences to ``store`` and sends ``grouper``'s alerts through ``channels``,
-    in a background thread. Either part may be ``None`` (incidents only, alerts only)."""
+    in a background thread. Either part may be ``None`` (incidents only, alerts only).
+
+    A store that fails (locked by another process, read-only, damaged) is left alone for
+    ``store_retry_s`` seconds: alerts still go out, and the occurrences and delivery
+    records wait in memory (at most ``capacity`` of each) for a later round, a flush or
+    ``close``."""
 
     def __init__(self, store: IncidentStore | None = None, grouper: Grouper | None = None,
                  channels: Sequence[Channel] = (), *, fallback: Channel | None = None,
                  capacity: int = 1024, backoff: Backoff | None = None,
                  clock: Callable[[], float] = time.time,
                  metrics: Metrics | NullMetrics | None = None, start: bool = True,
-                 tick_s: float = 1.0, idle_exit_s: float = 30.0) -> None:
+                 tick_s: float = 1.0, idle_exit_s: float = 30.0,
+                 store_retry_s: float = 5.0) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1; received {capacity}")
         self.store, self.grouper = store, grouper
@@ -75,6 +82,7 @@ class Dispatcher:
         self.metrics = metrics or NullMetrics()
         self.tick_s = tick_s
         self.idle_exit_s = idle_exit_s
+        self.store_retry_s = store_retry_s
         self.dropped: dict[str, int] = {s: 0 for s in SEVERITIES}
         self._pending: list[OrderedDict[Group, Occurrence]] = [OrderedDict() for _ in SEVERITIES]
         self._where: dict[Group, int] = {}
@@ -89,6 +97,11 @@ class Dispatcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._unstored: list[Occurrence] = []
+        #: delivery records waiting for the store (it failed): keyword arguments
+        self._unnoted: list[dict[str, Any]] = []
+        #: time.monotonic() before which a failed store is left alone
+        self._store_retry_at = 0.0
+        self._store_failure_logged = -math.inf
         self._autostart = start
         self.metrics.watch_queue(self)
 
@@ -155,6 +168,7 @@ class Dispatcher:
 
     def _idle(self) -> bool:
         return (not self._where and not self._retries and not self._unstored
+                and not self._unnoted
                 and (self.grouper is None or self.grouper.idle))
 
     def _run(self) -> None:
@@ -183,6 +197,10 @@ class Dispatcher:
             if stopping:
                 if self.store is not None:
                     self.store.release()
+                with self._cond:  # a later occurrence starts a new worker, as after a rest
+                    self._thread = None
+                    if self._where and self._autostart:  # arrived during the final round
+                        self._start_locked()
                 return
 
     def pump(self, *, force: bool = False, final: bool = False) -> int:
@@ -190,6 +208,8 @@ class Dispatcher:
         sends every pending group now; ``final`` also hands undeliverable alerts to the
         fallback instead of waiting. Returns the number of occurrences processed."""
         with self._pump_lock:
+            if force:  # a flush or close tries a store that failed a moment ago again
+                self._store_retry_at = 0.0
             processed = self.ingest()
             now = self.clock()
             self._retry_due(now, force, final)
@@ -203,7 +223,7 @@ class Dispatcher:
         it to see their latest incidents). Returns the number of occurrences."""
         with self._pump_lock:
             batch = self._drain()
-            if batch:
+            if batch or self._unstored or self._unnoted:  # what a failed write kept too
                 self._store(batch)
                 if self.grouper is not None:
                     for occurrence in batch:
@@ -223,15 +243,18 @@ class Dispatcher:
         if self.store is None:
             return
         todo, self._unstored = self._unstored + batch, []
-        try:
-            results = self.store.record(todo)
-        except Exception:
-            log.exception("aimsec could not write %d incident occurrence(s); retrying at "
-                          "the next round", len(todo))
+        results = None
+        if not self._store_resting():
+            try:
+                results = self.store.record(todo)
+            except Exception:
+                self._store_failed(f"could not write {len(todo)} incident occurrence(s)")
+        if results is None:  # kept for a later round
             for lost in todo[:-self.capacity]:
                 self._count_drop(lost.severity)
             self._unstored = todo[-self.capacity:]
             return
+        self._record_unnoted()
         for incident, opened in results:
             if opened:
                 self.metrics.incident_opened(incident.severity)
@@ -241,9 +264,34 @@ class Dispatcher:
         while len(self._incident_ids) > _MAX_IDS:
             self._incident_ids.popitem(last=False)
 
+    def _store_resting(self) -> bool:
+        return time.monotonic() < self._store_retry_at
+
+    def _store_failed(self, what: str) -> None:
+        """After a store failure (a locked, read-only or damaged database) the store is
+        left alone for ``store_retry_s``: a database locked by another process cost
+        ``timeout_s`` for each write of a round (each delivery record), holding every
+        alert behind it. The traceback is logged at most once a minute."""
+        now = time.monotonic()
+        self._store_retry_at = now + self.store_retry_s
+        detailed = now - self._store_failure_logged >= 60.0
+        if detailed:
+            self._store_failure_logged = now
+        log.error("aimsec %s in %r; kept, retried in %g s", what, self.store,
+                  self.store_retry_s, exc_info=detailed)
+
+    def _record_unnoted(self) -> None:
+        while self._unnoted and self.store is not None:
+            try:
+                self.store.record_delivery(**self._unnoted[0])
+            except Exception:
+                self._store_failed("could not record an alert delivery")
+                return
+            self._unnoted.pop(0)
+
     def _with_incident(self, alert: Alert) -> Alert:
         incident_id = self._incident_ids.get((alert.model, alert.threat, alert.client))
-        if incident_id is None or self.store is None:
+        if incident_id is None or self.store is None or self._store_resting():
             return alert
         try:
             incident = self.store.get(incident_id)
@@ -309,14 +357,20 @@ class Dispatcher:
         if status != "sent":
             log.warning("aimsec alert via %s %s (attempt %d): %s", channel.name, status,
                         attempt, error or alert.summary())
-        if self.store is not None:
+        if self.store is None:
+            return
+        record = dict(group_key=alert.group_key, channel=channel.name, status=status,
+                      attempt=attempt, incident_id=alert.incident_id, error=error,
+                      time_s=self.clock())
+        if not self._unnoted and not self._store_resting():
             try:
-                self.store.record_delivery(group_key=alert.group_key, channel=channel.name,
-                                           status=status, attempt=attempt,
-                                           incident_id=alert.incident_id, error=error,
-                                           time_s=self.clock())
+                self.store.record_delivery(**record)
+                return
             except Exception:
-                log.exception("aimsec could not record an alert delivery")
+                self._store_failed("could not record an alert delivery")
+        if len(self._unnoted) >= self.capacity:  # bounded like the queue: the oldest go
+            self._unnoted.pop(0)
+        self._unnoted.append(record)
 
     @property
     def retries(self) -> int:
@@ -337,7 +391,7 @@ class Dispatcher:
         self._pending = [OrderedDict() for _ in SEVERITIES]
         self._where.clear()
         self._retries.clear()
-        self._unstored = []
+        self._unstored, self._unnoted = [], []
         if self.grouper is not None:
             self.grouper.forget_local()
 
@@ -357,7 +411,8 @@ class Dispatcher:
         return self._flushed.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush, then stop the worker. Alerts still undeliverable go to the fallback."""
+        """Flush, then stop the worker. Alerts still undeliverable go to the fallback. A
+        later occurrence starts a new worker (the dispatcher may be shared by guards)."""
         thread = self._thread
         _live.discard(self)
         if thread is None or not thread.is_alive():

@@ -33,6 +33,7 @@ variable                           meaning                                     d
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -62,6 +63,13 @@ class SmtpSettings:
     cafile: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.server, str) or not self.server.strip():
+            raise ConfigurationError(f"SMTP server (ALERT_SMTP_SERVER) must be a host name; "
+                                     f"received {self.server!r:.60}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise ConfigurationError(f"SMTP port (ALERT_SMTP_PORT) must be an integer in "
+                                     f"1..65535; received {self.port!r:.40}")
+        _check_timeout(self.timeout_s, "SMTP", "ALERT_SMTP_TIMEOUT")
         if self.security not in SMTP_SECURITY:
             raise ConfigurationError(f"SMTP security must be one of {SMTP_SECURITY}; "
                                      f"received {self.security!r}")
@@ -123,16 +131,22 @@ class SmtpSettings:
                                      f"server, port, sender, use_tls; received {smtp!r}")
         recipients = alert_settings.get("email_recipients")
         if isinstance(recipients, str):
-            recipients = parse_addresses(recipients)
-        port = smtp.get("port")
+            try:
+                recipients = parse_addresses(recipients)
+            except ValueError as exc:
+                raise ConfigurationError(f"alert_settings['email_recipients']: {exc}; "
+                                         "expected name@domain addresses") from None
+        elif recipients is not None and not isinstance(recipients, (list, tuple, set)):
+            raise ConfigurationError("alert_settings['email_recipients'] must be a list of "
+                                     "addresses or a comma-separated string; received "
+                                     f"{type(recipients).__name__}")
+        port = _port(smtp.get("port"))
         use_tls = smtp.get("use_tls")
         security = None
         if use_tls is not None:
-            security = "starttls" if use_tls else (
-                "ssl" if port is not None and int(port) == 465 else "none")
+            security = "starttls" if use_tls else ("ssl" if port == 465 else "none")
         return cls.from_env(
-            server=smtp.get("server"), port=None if port is None else int(port),
-            sender=smtp.get("sender"),
+            server=smtp.get("server"), port=port, sender=smtp.get("sender"),
             recipients=None if recipients is None else tuple(str(r) for r in recipients),
             security=security, username=smtp.get("username"), password=smtp.get("password"))
 
@@ -148,6 +162,19 @@ class WebhookSettings:
     secret: str | None = field(default=None, repr=False)
     timeout_s: float = 5.0
 
+    def __post_init__(self) -> None:
+        # urllib also opens file:// and ftp:// URLs: a file:// "webhook" read a local file
+        # and recorded every alert as sent, while none went anywhere
+        if not isinstance(self.url, str) or not self.url.lower().startswith(
+                ("http://", "https://")):
+            shown = self.url[:6] if isinstance(self.url, str) else type(self.url).__name__
+            raise ConfigurationError("the webhook URL (ALERT_WEBHOOK_URL) must be an http(s) "
+                                     f"URL; received one starting {shown!r}")  # may be secret
+        if self.secret is not None and not isinstance(self.secret, str):
+            raise ConfigurationError("the webhook secret (ALERT_WEBHOOK_SECRET) must be text; "
+                                     f"received {type(self.secret).__name__}")
+        _check_timeout(self.timeout_s, "webhook", "timeout_s")
+
     @property
     def display_url(self) -> str:
         return redacted_url(self.url)
@@ -161,9 +188,6 @@ class WebhookSettings:
         url = resolve(url, "ALERT_WEBHOOK_URL", "", str)
         if not url:
             return None
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError("ALERT_WEBHOOK_URL must be an http(s) URL; received "
-                                     f"one starting {url[:6]!r}")  # the rest may be secret
         return cls(url, resolve(secret, "ALERT_WEBHOOK_SECRET", None, str))
 
 
@@ -188,6 +212,23 @@ class GroupingPolicy:
     repeat_interval: float = 4 * 3600.0
     floor: str = "high"
     max_clients: int = 3
+
+    def __post_init__(self) -> None:
+        # a NaN timer never came due (no alert, ever); a negative one sent at once
+        for name in ("group_wait", "group_interval", "repeat_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value < math.inf:
+                raise ConfigurationError(f"alert {name} must be a finite number of seconds "
+                                         f">= 0; received {value!r:.40}")
+        try:
+            parse_severity(self.floor)
+        except ValueError as exc:
+            raise ConfigurationError(f"alert floor (AIMSEC_ALERT_SEVERITY): {exc}") from None
+        if isinstance(self.max_clients, bool) or not isinstance(self.max_clients, int) \
+                or self.max_clients < 0:
+            raise ConfigurationError("alert max_clients (AIMSEC_ALERT_MAX_CLIENTS) must be a "
+                                     f"whole number >= 0; received {self.max_clients!r:.40}")
 
     @classmethod
     def resolve(cls, group_wait: float | None = None, group_interval: float | None = None,
@@ -232,6 +273,27 @@ def redis_url(explicit: str | None = None) -> str | None:
             f"{source} must be a redis://, rediss:// or unix:// URL; received one starting "
             f"{found[:6]!r}")
     return found
+
+
+def _check_timeout(value: Any, what: str, source: str) -> None:
+    """A timeout socket and timer can use: a finite number of seconds > 0 (0 made a
+    non-blocking socket, NaN or a negative one a ValueError at every alert)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 < value < math.inf:
+        raise ConfigurationError(f"the {what} timeout ({source}) must be a finite number of "
+                                 f"seconds > 0; received {value!r:.40}")
+
+
+def _port(value: Any) -> int | None:
+    """``alert_settings['smtp_settings']['port']`` as an integer (``None`` if absent)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    raise ConfigurationError("alert_settings['smtp_settings']['port'] must be an integer "
+                             f"in 1..65535; received {value!r:.40}")
 
 
 def parse_addresses(raw: str) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ already merged); an :class:`Incident` is what the store keeps. Both carry bounde
 from __future__ import annotations
 
 import math
+import numbers
 import reprlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +24,8 @@ MAX_SCORES = 10  #: scores kept (the highest)
 MAX_HASHES = 10  #: distinct input hashes kept (the first ones seen)
 MAX_TEXT = 300  #: characters kept of a reason
 MAX_NAME = 200  #: characters kept of a model, threat or client name
+#: The latest time an incident can carry: datetime's last second (9999-12-31).
+LAST_SECOND = 253_402_300_799.0
 
 
 def clip(text: Any, limit: int = MAX_NAME) -> str:
@@ -116,7 +119,11 @@ class Evidence:
 @dataclass
 class Occurrence:
     """``count`` findings of ``threat`` by ``client`` against ``model``, seen between
-    ``first_seen`` and ``last_seen`` (seconds since the epoch), merged before storage."""
+    ``first_seen`` and ``last_seen`` (seconds since the epoch), merged before storage.
+
+    Raises ``ValueError`` for an unknown severity, a time outside 0 .. year 9999 (NaN and
+    infinity included), ``first_seen`` after ``last_seen``, or a count that is not a whole
+    number >= 1."""
 
     model: str
     threat: str
@@ -128,7 +135,24 @@ class Occurrence:
     evidence: Evidence = field(default_factory=Evidence)
 
     def __post_init__(self) -> None:
-        rank(self.severity)  # refuse an unknown severity here, not in the worker
+        # refused here, not in the worker: there, one bad occurrence failed the
+        # transaction of every batch it was retried in, and their incidents were lost
+        rank(self.severity)
+        for name in ("first_seen", "last_seen"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not 0.0 <= value <= LAST_SECOND:
+                raise ValueError(f"occurrence {name} must be seconds since the epoch from 0 "
+                                 f"to {LAST_SECOND:.0f} (year 9999); received {value!r:.40}")
+        if self.first_seen > self.last_seen:
+            raise ValueError(f"occurrence first_seen {self.first_seen!r} is after its "
+                             f"last_seen {self.last_seen!r}; expected first <= last")
+        if isinstance(self.count, bool) or not isinstance(self.count, numbers.Integral) \
+                or self.count < 1:
+            raise ValueError(f"occurrence count must be a whole number >= 1; received "
+                             f"{self.count!r:.40}")
+        self.first_seen, self.last_seen = float(self.first_seen), float(self.last_seen)
+        self.count = int(self.count)
         self.model, self.threat, self.client = (clip(self.model), clip(self.threat),
                                                 clip(self.client))
 

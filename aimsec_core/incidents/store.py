@@ -23,7 +23,7 @@ from typing import Any
 from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError
 from ..severity import SEVERITIES, rank
-from .model import MAX_NAME, STATUSES, Evidence, Incident, Occurrence, clip
+from .model import LAST_SECOND, MAX_NAME, STATUSES, Evidence, Incident, Occurrence, clip
 from .schema import VERSION, migrate, version_of
 
 log = logging.getLogger("aimsec.incidents")
@@ -98,6 +98,7 @@ class IncidentStore:
                 conn = sqlite3.connect(self.path, timeout=self.timeout_s,
                                        isolation_level=None, check_same_thread=False)
                 conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+                conn.text_factory = _text
                 self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
                 conn.execute("PRAGMA synchronous = NORMAL")
                 self._retry(lambda: migrate(conn))
@@ -118,6 +119,7 @@ class IncidentStore:
                                    timeout=self.timeout_s, isolation_level=None,
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+            conn.text_factory = _text
             found = version_of(conn)
         except sqlite3.Error as exc:
             if conn is not None:
@@ -332,12 +334,16 @@ class IncidentStore:
         return [dict(zip(keys, row)) for row in rows]
 
 
-#: The latest time an incident can carry: datetime's last second (9999-12-31).
-_LAST_SECOND = 253_402_300_799.0
 #: SQLite's largest INTEGER: an incident's count never exceeds it.
 _MOST_COUNTED = 2**63 - 1
 #: Evidence is a few bounded lists (about 5 KB); far longer text was not written by aimsec.
 _LONGEST_EVIDENCE = 65536  # as _COLUMNS reads it
+
+
+def _text(raw: bytes) -> str:
+    """SQLite text as ``str``; bytes that are not UTF-8 (an edited file) read as U+FFFD
+    instead of failing the whole query: one such row failed every write of its group."""
+    return raw.decode("utf-8", errors="replace")
 
 
 def _incident(row: tuple[Any, ...]) -> Incident:
@@ -352,7 +358,7 @@ def _incident(row: tuple[Any, ...]) -> Incident:
     if severity not in SEVERITIES or status not in STATUSES:
         raise ValueError(f"severity {severity[:20]!r} or status {status[:20]!r} unknown")
     first, last = float(first), float(last)
-    if not (0.0 <= first <= _LAST_SECOND and 0.0 <= last <= _LAST_SECOND):
+    if not (0.0 <= first <= LAST_SECOND and 0.0 <= last <= LAST_SECOND):
         raise ValueError("first or last seen outside the calendar")
     if type(count) is not int or not 0 <= count <= _MOST_COUNTED:
         raise ValueError(f"count {str(count)[:20]!r} is not a whole number from 0 to "

@@ -228,3 +228,99 @@ def test_a_retry_is_not_held_back_by_a_clock_that_went_back(tmp_path, clock):
     clock.advance(-3600)  # the retry was due in 1 s; now the clock says an hour earlier
     dispatcher.pump()
     assert dispatcher.retries == 0 and [a.client for a in failing.sent] == ["a"]
+
+
+def test_an_occurrence_after_close_starts_the_worker_again(tmp_path):
+    """close() left its finished thread in place, and submit() only started a worker when
+    there was none: every later occurrence (a shared dispatcher keeps serving other guards)
+    stayed queued for good, neither stored nor alerted."""
+    arrived = threading.Event()
+
+    class Signalling(ListChannel):
+        def send(self, alert):
+            super().send(alert)
+            if len(self.sent) == 2:
+                arrived.set()
+
+    channel = Signalling()
+    store = IncidentStore(tmp_path / "db.sqlite3")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY), [channel], tick_s=0.01)
+    dispatcher.submit(occ(time.time, "a"))
+    assert dispatcher.close(timeout=30)
+    dispatcher.submit(occ(time.time, "b"))
+    assert arrived.wait(60), f"still queued: {dispatcher.depth}"
+    assert [a.client for a in channel.sent] == ["a", "b"]
+    assert {i.client for i in store.incidents()} == {"a", "b"}
+    assert dispatcher.close(timeout=30)
+
+
+def test_occurrences_kept_after_a_failed_write_are_written_without_new_ones(tmp_path, clock,
+                                                                             channel):
+    """A round whose write failed (the database locked by another process) kept its
+    occurrences for the next round, but only a round with new occurrences wrote them: with
+    none coming, they waited for good and were lost at exit."""
+    import sqlite3
+
+    store = IncidentStore(tmp_path / "db.sqlite3", timeout_s=0.2)
+    store.record([occ(clock, "earlier")])
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
+                            clock=clock, start=False, store_retry_s=0)
+    dispatcher.submit(occ(clock, "x"))
+    dispatcher.pump()
+    assert len(dispatcher._unstored) == 1 and len(channel.sent) == 1
+    locker.execute("ROLLBACK")
+    locker.close()
+    dispatcher.pump()
+    assert not dispatcher._unstored
+    assert {i.client for i in store.incidents()} == {"earlier", "x"}
+
+
+class CountingStore(IncidentStore):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = {"record": 0, "record_delivery": 0, "get": 0}
+
+    def record(self, occurrences):
+        self.calls["record"] += 1
+        return super().record(occurrences)
+
+    def record_delivery(self, **kwargs):
+        self.calls["record_delivery"] += 1
+        return super().record_delivery(**kwargs)
+
+    def get(self, incident_id):
+        self.calls["get"] += 1
+        return super().get(incident_id)
+
+
+def test_a_locked_database_costs_one_wait_not_one_per_delivery_and_loses_no_record(
+        tmp_path, clock, channel, caplog):
+    """With the incident database locked by another process, each delivery record of a
+    round waited the store's whole timeout (30 s by default), one after the other, before
+    the next alert went out; and every round logged a traceback."""
+    import logging
+    import sqlite3
+
+    store = CountingStore(tmp_path / "db.sqlite3", timeout_s=0.2, clock=clock)
+    store.record([occ(clock, "earlier")])
+    store.calls["record"] = 0
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
+                            clock=clock, start=False, store_retry_s=3600)
+    for client in "abc":
+        dispatcher.submit(occ(clock, client))
+    with caplog.at_level(logging.ERROR, logger="aimsec.alerts"):
+        for _ in range(5):
+            dispatcher.pump()
+    assert len(channel.sent) == 3
+    assert store.calls == {"record": 1, "record_delivery": 0, "get": 0}
+    assert sum(1 for r in caplog.records if r.exc_info) == 1
+    locker.execute("ROLLBACK")
+    locker.close()
+    dispatcher.flush()  # a flush tries the store again at once
+    assert {i.client for i in store.incidents()} == {"earlier", "a", "b", "c"}
+    assert sorted(d["group_key"] for d in store.deliveries() if d["status"] == "sent") == \
+        sorted(a.group_key for a in channel.sent)

@@ -110,3 +110,63 @@ def test_a_ca_bundle_that_is_not_a_file_is_a_configuration_error(monkeypatch, tm
         SmtpSettings.from_env()
     monkeypatch.setenv("ALERT_SMTP_TLS", "none")  # no TLS: the bundle is never read
     assert SmtpSettings.from_env().cafile is not None
+
+
+@pytest.mark.parametrize("url", ["file:///etc/hostname", "ftp://127.0.0.1/x", "hooks.example/x"])
+def test_a_webhook_built_directly_must_be_http_too(url):
+    # urllib opened a file:// "webhook" as a local file: every alert was recorded as sent
+    with pytest.raises(ConfigurationError, match="http"):
+        WebhookSettings(url)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10", True])
+def test_a_timeout_no_socket_can_use_is_a_configuration_error(timeout):
+    # accepted: every alert then raised ValueError (non-blocking socket, out of range)
+    with pytest.raises(ConfigurationError, match="timeout"):
+        SmtpSettings("mail.example.org", 25, "a@example.org", ("b@example.org",),
+                     security="none", timeout_s=timeout)
+    with pytest.raises(ConfigurationError, match="timeout"):
+        WebhookSettings("https://hooks.example/x", timeout_s=timeout)
+
+
+def test_a_zero_smtp_timeout_from_the_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    monkeypatch.setenv("ALERT_SMTP_TIMEOUT", "0")
+    with pytest.raises(ConfigurationError, match="ALERT_SMTP_TIMEOUT"):
+        SmtpSettings.from_env()
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"email_recipients": 5, "smtp_settings": {"server": "x"}}, "email_recipients"),
+    ({"email_recipients": "not-an-address", "smtp_settings": {"server": "x"}},
+     "email_recipients"),
+    ({"email_recipients": ["a@b.c"], "smtp_settings": {"server": "x", "port": "abc"}}, "port"),
+    ({"email_recipients": ["a@b.c"], "smtp_settings": {"server": "x", "port": 25.5}}, "port"),
+    ({"email_recipients": ["a@b.c"], "smtp_settings": {"server": 5}}, "SMTP server"),
+])
+def test_the_original_alert_settings_with_wrong_types_are_configuration_errors(
+        monkeypatch, settings, match):
+    # raw TypeError / ValueError tracebacks before
+    monkeypatch.delenv("ALERT_SMTP_SERVER", raising=False)
+    with pytest.raises(ConfigurationError, match=match):
+        SmtpSettings.from_alert_settings(settings)
+
+
+def test_the_original_alert_settings_take_a_port_given_as_text(monkeypatch):
+    found = SmtpSettings.from_alert_settings(
+        {"email_recipients": ["a@b.c"], "smtp_settings": {"server": "x", "port": "465"}})
+    assert (found.port, found.security) == (465, "ssl")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("group_wait", float("nan")),   # the timer never came due: no alert, ever
+    ("group_interval", -5),
+    ("repeat_interval", float("inf")),
+    ("floor", "severe"),
+    ("max_clients", -1),
+    ("max_clients", 2.5),
+])
+def test_a_grouping_policy_built_directly_is_checked_like_the_environment(field, value):
+    with pytest.raises(ConfigurationError, match=field):
+        GroupingPolicy(**{field: value})

@@ -222,3 +222,48 @@ def test_evidence_read_back_is_bounded_typed_or_refused(data):
     assert evidence.scores == sorted(evidence.scores, reverse=True)
     assert len(evidence.reasons) <= 5 and len(evidence.scores) <= 10
     evidence.merge(Evidence(["r"], [1.0], ["h"]))  # a merge never raises
+
+
+@pytest.mark.parametrize("first, last, count", [
+    (float("nan"), float("nan"), 1),   # NOT NULL failed the whole batch, retried forever
+    (float("inf"), float("inf"), 1),
+    (1e12, 1e12, 1),                   # stored, then every listing failed to read it back
+    (-1e12, -1e12, 1),
+    (10.0, 5.0, 1),                    # first after last
+    (10.0, 10.0, 0),
+    (10.0, 10.0, -3),                  # a negative count made its row unreadable
+    (10.0, 10.0, 1.5),
+    (10.0, 10.0, True),
+    ("10", "10", 1),
+])
+def test_an_occurrence_no_store_can_hold_is_refused_when_built(first, last, count):
+    with pytest.raises(ValueError, match="occurrence (first_seen|last_seen|count)"):
+        Occurrence("m", "adversarial", "c", "high", first, last, count)
+
+
+def test_numpy_times_and_counts_are_taken_as_numbers():
+    np = pytest.importorskip("numpy")
+    o = Occurrence("m", "adversarial", "c", "high", np.float64(5.0), np.float32(6.0),
+                   np.int64(3))
+    assert (type(o.first_seen), type(o.last_seen), type(o.count)) == (float, float, int)
+
+
+def test_text_that_is_not_utf8_in_a_row_never_blocks_the_writes_of_its_group(store, clock):
+    """An edited row whose evidence held bytes that are not UTF-8 made SQLite fail the
+    group's lookup, so every batch holding that group (and every other occurrence in it)
+    failed to write, round after round."""
+    store.record([occ(clock)])
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE incidents SET evidence = CAST(X'7bff7d' AS TEXT) WHERE id = 1")
+    clock.advance(60)
+    results = store.record([occ(clock), occ(clock, client="other")])
+    assert [(i.id, i.client, opened) for i, opened in results] == [
+        (2, "203.0.113.7", True), (3, "other", True)]
+
+
+def test_a_name_that_is_not_utf8_reads_with_replacement_characters(store, clock):
+    store.record([occ(clock)])
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE incidents SET client = CAST(X'41ff42' AS TEXT) WHERE id = 1")
+    [incident] = store.incidents()
+    assert incident.client == "A\ufffdB"
