@@ -18,13 +18,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError
 from ..severity import SEVERITIES, rank
 from .model import LAST_SECOND, MAX_NAME, STATUSES, Evidence, Incident, Occurrence, clip
 from .schema import VERSION, migrate, version_of
+
+T = TypeVar("T")
 
 log = logging.getLogger("aimsec.incidents")
 
@@ -246,6 +248,7 @@ class IncidentStore:
         ``KeyError`` for an unknown id and ``ValueError`` for an unknown status."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
+        self.get(incident_id)  # an unknown id or an unreadable row: nothing changes
         self._transaction(lambda conn: conn.execute(
             "UPDATE incidents SET status = ? WHERE id = ?", (status, int(incident_id))))
         return self.get(incident_id)
@@ -271,12 +274,16 @@ class IncidentStore:
         return found[0]
 
     def _read(self, query: str, params: tuple[Any, ...]) -> list[Incident]:
-        """The incidents ``query`` selects; a file whose table or rows are not
-        aimsec's (another schema, text where times belong) raises IncidentStoreError."""
+        """The incidents ``query`` selects (see :meth:`_reading`)."""
+        return self._reading(lambda conn: [
+            _incident(row) for row in conn.execute(query, params).fetchall()])
+
+    def _reading(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on the connection; a file whose tables or rows are not aimsec's
+        (another schema, text where times or counts belong) raises IncidentStoreError."""
         conn = self._conn()
         try:
-            rows = conn.execute(query, params).fetchall()
-            return [_incident(row) for row in rows]
+            return work(conn)
         except (sqlite3.Error, ValueError, TypeError, AttributeError, OverflowError) as exc:
             raise IncidentStoreError(f"the incident database {self.path} could not be read "
                                      f"({type(exc).__name__}: {exc})") from exc
@@ -309,29 +316,35 @@ class IncidentStore:
         where, params = "last_seen >= ?", [since]
         if model is not None:
             where, params = where + " AND model = ?", [since, model]
-        conn = self._conn()
-        by_severity = dict(conn.execute(
-            f"SELECT severity, COUNT(*) FROM incidents WHERE {where} GROUP BY severity",
-            params).fetchall())
-        total, clients = conn.execute(
-            f"SELECT COUNT(*), COUNT(DISTINCT client) FROM incidents WHERE {where}",
-            params).fetchone()
-        threats = conn.execute(
-            f"SELECT threat, SUM(count) FROM incidents WHERE {where} GROUP BY threat "
-            "ORDER BY SUM(count) DESC, threat", params).fetchall()
-        severities = {name: int(by_severity.get(name, 0)) for name in SEVERITIES[:3]}
-        if by_severity.get("critical"):
-            severities["critical"] = int(by_severity["critical"])
-        return {"total_incidents": int(total), "by_severity": severities,
-                "unique_ips": int(clients),
-                "most_common_threats": {threat: int(n) for threat, n in threats}}
+        return self._reading(lambda conn: _summary(conn, where, params))
 
     def deliveries(self, *, since: float = 0.0) -> list[dict[str, Any]]:
-        rows = self._conn().execute(
-            "SELECT time, incident_id, group_key, channel, status, attempt, error "
-            "FROM deliveries WHERE time >= ? ORDER BY id", (since,)).fetchall()
+        """What happened to each alert on each channel since ``since`` (seconds since the
+        epoch), oldest first: dicts of time, incident_id, group_key, channel, status,
+        attempt, error. Raises IncidentStoreError where the file is not aimsec's."""
         keys = ("time", "incident_id", "group_key", "channel", "status", "attempt", "error")
-        return [dict(zip(keys, row)) for row in rows]
+        return self._reading(lambda conn: [dict(zip(keys, row)) for row in conn.execute(
+            "SELECT time, incident_id, group_key, channel, status, attempt, error "
+            "FROM deliveries WHERE time >= ? ORDER BY id", (since,)).fetchall()])
+
+
+def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[str, Any]:
+    """:meth:`IncidentStore.summary` over the incidents ``where`` selects."""
+    by_severity = dict(conn.execute(
+        f"SELECT severity, COUNT(*) FROM incidents WHERE {where} GROUP BY severity",
+        params).fetchall())
+    total, clients = conn.execute(
+        f"SELECT COUNT(*), COUNT(DISTINCT client) FROM incidents WHERE {where}",
+        params).fetchone()
+    threats = conn.execute(
+        f"SELECT threat, SUM(count) FROM incidents WHERE {where} GROUP BY threat "
+        "ORDER BY SUM(count) DESC, threat", params).fetchall()
+    severities = {name: int(by_severity.get(name, 0)) for name in SEVERITIES[:3]}
+    if by_severity.get("critical"):
+        severities["critical"] = int(by_severity["critical"])
+    return {"total_incidents": int(total), "by_severity": severities,
+            "unique_ips": int(clients),
+            "most_common_threats": {threat: int(n) for threat, n in threats}}
 
 
 #: SQLite's largest INTEGER: an incident's count never exceeds it.

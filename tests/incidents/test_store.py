@@ -267,3 +267,44 @@ def test_a_name_that_is_not_utf8_reads_with_replacement_characters(store, clock)
         conn.execute("UPDATE incidents SET client = CAST(X'41ff42' AS TEXT) WHERE id = 1")
     [incident] = store.incidents()
     assert incident.client == "A\ufffdB"
+
+
+def _edit(path, sql):
+    conn = sqlite3.connect(path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+
+
+def test_summary_and_deliveries_of_a_foreign_table_are_store_errors(tmp_path, clock):
+    """Tables that are not aimsec's (without its columns) gave raw sqlite3 tracebacks from
+    summary() and deliveries()."""
+    path = tmp_path / "edited.sqlite3"
+    store = IncidentStore(path, clock=clock)
+    store.record([occ(clock)])
+    store.close()
+    _edit(path, "DROP TABLE incidents")
+    _edit(path, "CREATE TABLE incidents (id INTEGER PRIMARY KEY)")
+    _edit(path, "DROP TABLE deliveries")
+    _edit(path, "CREATE TABLE deliveries (id INTEGER PRIMARY KEY)")
+    again = IncidentStore(path, clock=clock)
+    with pytest.raises(IncidentStoreError, match="could not be read"):
+        again.summary(0.0)
+    with pytest.raises(IncidentStoreError, match="could not be read"):
+        again.deliveries()
+    again.close()
+
+
+def test_acknowledging_an_unreadable_incident_changes_nothing(tmp_path, clock):
+    path = tmp_path / "edited.sqlite3"
+    store = IncidentStore(path, clock=clock)
+    (incident, _), = store.record([occ(clock)])
+    store.close()
+    _edit(path, "UPDATE incidents SET evidence = 'not json'")
+    again = IncidentStore(path, clock=clock)
+    with pytest.raises(IncidentStoreError):
+        again.set_status(incident.id, "acknowledged")
+    again.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT status FROM incidents").fetchone() == ("open",)
+    conn.close()
