@@ -1,0 +1,66 @@
+"""Hand-edited audit lines with values no writer produces, and report outputs at hostile
+paths: each gives a sensible report or a one-line error, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import aimsec_core
+from aimsec_core.reporting import parse_line
+
+QUIET = Console(quiet=True)
+TIME = "2026-11-26T04:12:20+00:00"
+
+
+def _line(**fields) -> str:
+    line = {"time": TIME, "model": "m", "client": "c", "decision": "allowed",
+            "batch_size": 1, "findings": [], "latency_ms": 0.4}
+    line.update(fields)
+    return json.dumps(line)
+
+
+def _report(tmp_path: Path, *lines: str):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "audit.jsonl").write_text("".join(f"{line}\n" for line in lines))
+    return aimsec_core.report(logs, out=tmp_path / "out", console=QUIET,
+                              db=tmp_path / "none.sqlite3")
+
+
+HUGE = 10**400  # valid JSON, and Python reads it, but no float holds it
+
+
+@pytest.mark.parametrize("fields", [
+    {"batch_size": HUGE}, {"latency_ms": HUGE}, {"latency_ms": -HUGE},
+    {"flagged": {"count": HUGE}},
+    {"detection": {"suspicion_max": HUGE, "threshold": 2, "fpr": 0.05, "above": 0}},
+    {"detection": {"suspicion_max": 1, "threshold": HUGE, "fpr": 0.05, "above": 0}},
+    {"detection": {"suspicion_max": 1, "threshold": 2, "fpr": HUGE, "above": 0}},
+    {"detection": {"suspicion_max": 1, "threshold": 2, "fpr": 0.05, "above": HUGE}},
+], ids=["batch", "latency", "latency-neg", "flagged", "suspicion", "threshold", "fpr", "above"])
+def test_an_integer_too_large_for_a_float_is_read_as_absent(tmp_path, fields):
+    entry = parse_line(_line(**fields))
+    assert entry is not None and entry.time > 0
+    files = _report(tmp_path, _line(), _line(**fields))
+    assert files.report.totals["allowed"] == 2
+    assert files.report.samples < 10  # never a 400-digit sample count
+    assert json.loads(files.json_path.read_text())["totals"]["allowed"] == 2
+
+
+@pytest.mark.parametrize("fpr", [1e307, -1e307, 1.5, -0.01])
+def test_a_false_positive_rate_outside_zero_to_one_is_no_rate(tmp_path, fpr):
+    detection = {"suspicion_max": 1.0, "threshold": 2.0, "fpr": fpr, "above": 0}
+    files = _report(tmp_path, _line(detection=detection))
+    section, = files.report.detection
+    assert section.fpr is None and section.drift is False
+    assert len(files.html_path.read_text()) < 200_000  # no 300-digit percentage
+
+
+def test_a_count_beyond_any_batch_is_read_as_absent(tmp_path):
+    files = _report(tmp_path, _line(batch_size=1e308), _line(flagged={"count": 2.0**60}),
+                    _line(batch_size=3))
+    assert files.report.samples == 1 + 3 and files.report.flagged_samples == 0
