@@ -64,3 +64,15 @@ def test_a_count_beyond_any_batch_is_read_as_absent(tmp_path):
     files = _report(tmp_path, _line(batch_size=1e308), _line(flagged={"count": 2.0**60}),
                     _line(batch_size=3))
     assert files.report.samples == 1 + 3 and files.report.flagged_samples == 0
+
+
+@pytest.mark.parametrize("name", ["out[/]", "out[red]x", "out[bold"])
+def test_an_output_folder_named_like_terminal_markup_is_printed_as_named(tmp_path, name):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "audit.jsonl").write_text(_line() + "\n")
+    console = Console(record=True, width=400, color_system=None)
+    files = aimsec_core.report(logs, out=tmp_path / name, console=console,
+                               db=tmp_path / "none.sqlite3")
+    assert files.html_path == tmp_path / name / "report.html"
+    assert str(files.html_path) in console.export_text()
