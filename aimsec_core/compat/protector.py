@@ -14,6 +14,7 @@ The dictionaries it returns keep their old keys. What changed underneath:
 
 from __future__ import annotations
 
+import reprlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -135,4 +136,8 @@ def _request_hash(input_data: Any) -> str:
             return content_hash([array])
     except (ValueError, TypeError):
         pass
-    return content_hash([np.frombuffer(repr(input_data).encode()[:1 << 20], np.uint8)])
+    try:
+        text = repr(input_data)
+    except RecursionError:  # nested thousands deep: hashed by a bounded view of it
+        text = reprlib.repr(input_data)
+    return content_hash([np.frombuffer(text.encode()[:1 << 20], np.uint8)])

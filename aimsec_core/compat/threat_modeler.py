@@ -98,10 +98,10 @@ class ChatbotThreatModeler:
     def export_report(self, report: dict[str, Any], filename: str | Path) -> None:
         """Write ``report`` as JSON to ``filename``. numpy values, sets and datetimes are
         written as JSON numbers, lists and ISO 8601 text. Raises
-        :class:`ConfigurationError` for a report JSON cannot hold (other objects, a
-        reference cycle) or a ``filename`` that is a folder."""
+        :class:`ConfigurationError` for a report JSON cannot hold (other objects, NaN or
+        infinity, a reference cycle) or a ``filename`` that is a folder."""
         try:
-            text = json.dumps(report, indent=2, default=_json_value)
+            text = json.dumps(report, indent=2, default=_json_value, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
             raise ConfigurationError(f"the report cannot be written as JSON: {exc}; expected "
                                      "the dict generate_threat_report returns") from None
