@@ -66,8 +66,9 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     if db is None and incidents is None:  # the incident store beside the trail, if any
         beside = files[-1].parent / "incidents.sqlite3" if files else None
         db = beside if beside is not None and beside.exists() else None
-    span = (end or now).timestamp() - start.timestamp() if start is not None else None
-    aggregator, stats = Aggregator(span=span), ReadStats()
+    # the bars' width follows the calls found, not the period asked for: a year asked of
+    # two hours of calls is still drawn in minutes (the timeline widens as calls spread)
+    aggregator, stats = Aggregator(), ReadStats()
     with reading_progress(console, total_bytes(files)) as progress:
         for entry in read_entries(files, stats, since=start.timestamp() if start else None,
                                   until=end.timestamp() if end else None, model=model,

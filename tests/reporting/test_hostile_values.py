@@ -76,3 +76,15 @@ def test_an_output_folder_named_like_terminal_markup_is_printed_as_named(tmp_pat
                                db=tmp_path / "none.sqlite3")
     assert files.html_path == tmp_path / name / "report.html"
     assert str(files.html_path) in console.export_text()
+
+
+def test_a_period_far_wider_than_the_data_keeps_the_timeline_fine(tmp_path):
+    # two hours of calls, asked for since 2020: the bars follow the data, not the period
+    lines = [_line(time=f"2026-11-26T{4 + i // 60:02d}:{i % 60:02d}:00+00:00")
+             for i in range(120)]
+    files = _report(tmp_path, *lines)
+    wide = aimsec_core.report(tmp_path / "logs", since="2020-01-01", out=tmp_path / "wide",
+                              console=QUIET, db=tmp_path / "none.sqlite3")
+    assert wide.report.timeline_bucket_seconds == files.report.timeline_bucket_seconds <= 3600
+    assert len(wide.report.timeline) >= 2
+    assert sum(sum(b.decisions.values()) for b in wide.report.timeline) == 120
