@@ -21,7 +21,7 @@ from .aggregate import Aggregator
 from .console import print_summary, reading_progress
 from .incidents import load_incidents, summarise_incidents
 from .model import Report, build_report
-from .period import parse_period
+from .period import as_utc, parse_period
 from .reader import ReadStats, audit_files, read_entries, total_bytes
 from .recommend import recommend
 
@@ -47,19 +47,26 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     ``report.html`` into ``out``.
 
     ``logs`` is the audit folder or file (default ``SECURITY_LOG_PATH``, else
-    ``./security_logs``). ``since``/``until`` are datetimes, ISO 8601 strings or ages
-    (``24h``, ``7d``) before ``now``; ``model`` keeps one model's calls. Incidents come
+    ``./security_logs``). ``since``/``until`` are datetimes, dates, ISO 8601 strings or
+    ages before ``now`` (``"24h"``, ``"7d"``, a ``timedelta``), naive ones in UTC;
+    ``model`` keeps one model's calls. Incidents come
     from ``incidents`` (any iterable of incident mappings) or else from the incident
     store at ``db`` (when ``None``: the ``incidents.sqlite3`` beside the trail, else the
     store's default location). A short summary goes to ``console`` (pass ``Console(quiet=True)`` for none).
 
-    Raises :class:`ConfigurationError` for a missing trail or a bad period; malformed
+    Raises :class:`ConfigurationError` for a missing trail, a bad period, or ``out``,
+    ``db`` or ``incidents`` of the wrong kind; malformed
     lines are counted in the report, never raised. Needs the ``report`` extra (Jinja2,
     matplotlib).
     """
     console = console or Console()
-    now = now or datetime.now(timezone.utc)
+    now = as_utc(now or datetime.now(timezone.utc))
     start, end = parse_period(since, until, now)
+    out = _path(out, "out")
+    db = None if db is None else _path(db, "db")
+    if incidents is not None and not isinstance(incidents, Iterable):
+        raise ConfigurationError(f"incidents must be an iterable of incident mappings (or None "
+                                 f"to read the store); received {type(incidents).__name__}")
     folder = resolve(None if logs is None else str(logs), "SECURITY_LOG_PATH",
                      DEFAULT_LOG_PATH, str)
     files = audit_files(folder)
@@ -87,6 +94,16 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     paths = write_report(result, out)
     print_summary(console, result, paths)
     return ReportFiles(result, *paths)
+
+
+def _path(value: object, what: str) -> Path:
+    """``value`` as a path; :class:`ConfigurationError` naming ``what`` for anything that is
+    no path (``None``, a number, text with a NUL character)."""
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(text, str) or "\x00" in text:
+        raise ConfigurationError(f"{what} must be a path (text without NUL characters); "
+                                 f"received {type(value).__name__} {value!r:.80}")
+    return Path(value)
 
 
 def write_report(result: Report, out: str | Path) -> tuple[Path, Path]:
