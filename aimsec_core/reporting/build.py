@@ -84,7 +84,8 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     note = ""
     if incidents is None:
         # only incidents still active in the period: older ones cannot crowd them out
-        incidents, note = load_incidents(db, since=start.timestamp() if start else None)
+        incidents, note = load_incidents(db, since=start.timestamp() if start else None,
+                                         model=model)
     section = summarise_incidents(incidents, since=start.timestamp() if start else None,
                                   until=end.timestamp() if end else None, model=model,
                                   note=note)

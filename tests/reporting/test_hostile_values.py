@@ -88,3 +88,37 @@ def test_a_period_far_wider_than_the_data_keeps_the_timeline_fine(tmp_path):
     assert wide.report.timeline_bucket_seconds == files.report.timeline_bucket_seconds <= 3600
     assert len(wide.report.timeline) >= 2
     assert sum(sum(b.decisions.values()) for b in wide.report.timeline) == 120
+
+
+def test_the_incident_limit_applies_to_the_model_asked_for(tmp_path):
+    from aimsec_core.incidents import IncidentStore
+    from aimsec_core.incidents.model import Occurrence
+    from aimsec_core.reporting.incidents import load_incidents, summarise_incidents
+
+    path = tmp_path / "incidents.sqlite3"
+    store = IncidentStore(path)
+    store.record([Occurrence("busy", "extraction", f"c{i}", "critical", 1.7e9, 1.7e9, 1)
+                  for i in range(3)])
+    store.record([Occurrence("quiet", "repeat", "c", "low", 1.7e9, 1.7e9, 1)])
+    store.close()
+    # more severe incidents of another model filled the limit before the model was chosen
+    source, note = load_incidents(path, model="quiet", limit=2)
+    section = summarise_incidents(source, model="quiet", note=note)
+    assert section.total == 1 and section.listed[0].threat == "repeat" and note == ""
+
+
+def test_incidents_of_a_model_with_a_long_name_are_found_by_that_name(tmp_path):
+    from aimsec_core.incidents import IncidentStore
+    from aimsec_core.incidents.model import Occurrence
+
+    name = "m" * 300
+    store = IncidentStore(tmp_path / "incidents.sqlite3")
+    store.record([Occurrence(name, "extraction", "c", "high", 1.7e9, 1.7e9, 1)])
+    store.close()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "audit.jsonl").write_text(_line(model=name) + "\n")
+    files = aimsec_core.report(logs, model=name, out=tmp_path / "out", console=QUIET,
+                               db=tmp_path / "incidents.sqlite3")
+    assert files.report.calls == 1
+    assert files.report.incidents.total == 1  # the store keeps the name cut short
