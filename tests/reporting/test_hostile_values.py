@@ -122,3 +122,14 @@ def test_incidents_of_a_model_with_a_long_name_are_found_by_that_name(tmp_path):
                                db=tmp_path / "incidents.sqlite3")
     assert files.report.calls == 1
     assert files.report.incidents.total == 1  # the store keeps the name cut short
+
+
+def test_the_demo_prints_a_folder_named_like_terminal_markup_as_named(tmp_path):
+    pytest.importorskip("sklearn")
+    from aimsec_core import demo
+
+    console = Console(record=True, width=1000, color_system=None)
+    result = demo.run(calls=5, frameworks=["sklearn"], console=console,
+                      out=tmp_path / "runs[/]")  # a MarkupError before
+    text = console.export_text()
+    assert str(result.folder) in text and f"report:     {result.report}" in text
