@@ -76,3 +76,20 @@ def test_a_status_mapping_still_scores():
     by_mapping = ThreatModeler("chatbot").assess({"rate_limiting": status})
     by_ids = ThreatModeler("chatbot").assess({"rate_limiting"})
     assert by_mapping.risk_score == by_ids.risk_score < 100
+
+
+def test_a_failed_write_names_the_file_it_could_not_write(tmp_path, capsys, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from aimsec_core.cli import main
+
+    def full(self, *args, **kwargs):  # as /dev/full: the error carries no file name
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    target = tmp_path / "tm.json"
+    status = main(["threat-model", "--chatbot", "rate_limiting", "--json", str(target)])
+    error = capsys.readouterr().err
+    assert status == 2 and str(target) in error and "No space left" in error
+    assert "None" not in error
