@@ -133,3 +133,24 @@ def test_the_demo_prints_a_folder_named_like_terminal_markup_as_named(tmp_path):
                       out=tmp_path / "runs[/]")  # a MarkupError before
     text = console.export_text()
     assert str(result.folder) in text and f"report:     {result.report}" in text
+
+
+@pytest.mark.parametrize("inserted", [b"", b"   ", b"\t"], ids=["empty", "spaces", "tab"])
+def test_a_blank_line_inserted_in_the_trail_breaks_the_chain_as_verify_says(tmp_path,
+                                                                           inserted):
+    from aimsec_core.audit.verify import verify_trail
+
+    from .trail import write_trail
+
+    logs = tmp_path / "logs"
+    write_trail(logs, calls=20, max_bytes=10**9)
+    trail = logs / "audit.jsonl"
+    lines = trail.read_bytes().split(b"\n")
+    trail.write_bytes(b"\n".join([*lines[:5], inserted, *lines[5:]]))
+    verdict = verify_trail(logs)
+    assert not verdict.intact and verdict.broken_line == 6
+    files = aimsec_core.report(logs, out=tmp_path / "out", console=QUIET,
+                               db=tmp_path / "none.sqlite3")
+    chain = files.report.sources["chain"]
+    assert chain["breaks"] >= 1 and chain["first_break"] == {"file": str(trail), "line": 6}
+    assert files.report.calls == 20 and files.report.sources["lines"] == 20
