@@ -154,3 +154,18 @@ def test_a_blank_line_inserted_in_the_trail_breaks_the_chain_as_verify_says(tmp_
     chain = files.report.sources["chain"]
     assert chain["breaks"] >= 1 and chain["first_break"] == {"file": str(trail), "line": 6}
     assert files.report.calls == 20 and files.report.sources["lines"] == 20
+
+
+@pytest.mark.parametrize("times", [
+    ("2026-10-27T00:00:00", "2026-11-26T00:00:00"),
+    ("1970-01-01T00:00:00", "2026-01-01T00:00:00", "9000-06-01T00:00:00"),
+], ids=["a-month-apart", "millennia-apart"])
+def test_calls_far_apart_get_bars_wide_enough_to_see(tmp_path, times):
+    from datetime import datetime, timezone
+
+    files = _report(tmp_path, *(_line(time=t) for t in times))
+    seconds = [datetime.fromisoformat(t).replace(tzinfo=timezone.utc).timestamp()
+               for t in times]
+    width = files.report.timeline_bucket_seconds
+    assert (max(seconds) - min(seconds)) / width <= 200  # minute-wide bars before
+    assert sum(sum(b.decisions.values()) for b in files.report.timeline) == len(times)
