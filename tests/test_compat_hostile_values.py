@@ -91,3 +91,15 @@ def test_export_report_refuses_what_is_not_json(tmp_path, value):
 def test_smtp_settings_of_the_wrong_kind_are_a_configuration_error(tmp_path, settings):
     with pytest.raises(ConfigurationError):
         AISecurityMonitor("m", settings, tmp_path)
+
+
+@pytest.mark.parametrize("path", ["a\x00b", 5, ["x"]], ids=["nul", "int", "list"])
+def test_paths_that_are_no_paths_are_refused_by_name(tmp_path, path):
+    modeler = ChatbotThreatModeler()
+    report = modeler.generate_report(modeler.assess_implementation(set()))
+    with pytest.raises(ConfigurationError, match="filename must be a path"):
+        modeler.export_report(report, path)
+    with pytest.raises(ConfigurationError, match="logging_path must be a path"):
+        AISecurityMonitor("m", {}, path)
+    with pytest.raises(ConfigurationError, match="log_file must be a path"):
+        AIModelProtector("p", None, path)

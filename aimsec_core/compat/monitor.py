@@ -38,6 +38,7 @@ from ..alerts.smtp import SmtpChannel
 from ..config import INCIDENTS_FILE, OUTBOX_FOLDER, log_folder
 from ..context import ANONYMOUS
 from ..errors import ConfigurationError
+from ..files import as_path
 from ..incidents.model import MAX_TEXT, Evidence, Occurrence, clip
 from ..incidents.store import IncidentStore
 from ..severity import SEVERITIES, highest, severity_of
@@ -101,7 +102,8 @@ class AISecurityMonitor:
                 f"alert_thresholds; received {type(alert_settings).__name__}")
         self.model_name = clip(model_name)
         self.alert_settings = dict(alert_settings or {})
-        self.logging_path = log_folder(None if logging_path is None else str(logging_path))
+        self.logging_path = log_folder(None if logging_path is None
+                                       else str(as_path(logging_path, "logging_path")))
         if self.logging_path.exists() and not self.logging_path.is_dir():
             raise ConfigurationError(  # incidents and alerts written under it would be lost
                 f"logging_path {str(self.logging_path)!r:.200} is not a folder; expected a "

@@ -18,7 +18,6 @@ import reprlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from ..arrays import content_hash
 from ..audit import AuditLog
 from ..context import ANONYMOUS, client
 from ..errors import ConfigurationError, SecurityViolation
+from ..files import as_path
 from ..guard import Guard
 from ..monitoring import Store
 from ..signature import Constraints
@@ -61,7 +61,7 @@ class AIModelProtector:
                 f"{type(input_constraints).__name__}")
         self.input_constraints = dict(input_constraints or {})
         constraints = Constraints.coerce({**_LEGACY_DEFAULTS, **self.input_constraints})
-        audit = AuditLog(file=Path(log_file)) if log_file else AuditLog()
+        audit = AuditLog(file=as_path(log_file, "log_file")) if log_file else AuditLog()
         self._guard = Guard(None, HostArrays(None), name=model_name, mode="enforce",
                             constraints=constraints, sinks=[audit], clock=clock,
                             policy=({**_LEGACY_POLICY, **policy} if isinstance(policy, Mapping)

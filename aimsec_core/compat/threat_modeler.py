@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..files import as_path
 from ..threats.catalogue import control_ids, load_catalogue
 from ..threats.modeler import risk_level
 
@@ -105,7 +106,7 @@ class ChatbotThreatModeler:
         except (TypeError, ValueError, RecursionError) as exc:
             raise ConfigurationError(f"the report cannot be written as JSON: {exc}; expected "
                                      "the dict generate_threat_report returns") from None
-        path = Path(filename)
+        path = as_path(filename, "filename")
         if path.is_dir():
             raise ConfigurationError(f"filename {str(path)!r:.200} is a folder; expected a "
                                      "file to write the report to")

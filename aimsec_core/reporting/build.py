@@ -17,6 +17,7 @@ from rich.console import Console
 
 from ..config import DEFAULT_LOG_PATH, resolve
 from ..errors import ConfigurationError
+from ..files import as_path
 from .aggregate import Aggregator
 from .console import print_summary, reading_progress
 from .incidents import load_incidents, summarise_incidents
@@ -62,8 +63,8 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     console = console or Console()
     now = as_utc(now or datetime.now(timezone.utc))
     start, end = parse_period(since, until, now)
-    out = _path(out, "out")
-    db = None if db is None else _path(db, "db")
+    out = as_path(out, "out")
+    db = None if db is None else as_path(db, "db")
     if incidents is not None and not isinstance(incidents, Iterable):
         raise ConfigurationError(f"incidents must be an iterable of incident mappings (or None "
                                  f"to read the store); received {type(incidents).__name__}")
@@ -95,16 +96,6 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     paths = write_report(result, out)
     print_summary(console, result, paths)
     return ReportFiles(result, *paths)
-
-
-def _path(value: object, what: str) -> Path:
-    """``value`` as a path; :class:`ConfigurationError` naming ``what`` for anything that is
-    no path (``None``, a number, text with a NUL character)."""
-    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
-    if not isinstance(text, str) or "\x00" in text:
-        raise ConfigurationError(f"{what} must be a path (text without NUL characters); "
-                                 f"received {type(value).__name__} {value!r:.80}")
-    return Path(value)
 
 
 def write_report(result: Report, out: str | Path) -> tuple[Path, Path]:
