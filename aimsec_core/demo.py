@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import digits
@@ -221,7 +222,7 @@ def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
         console.print(f"not installed, skipped: {', '.join(missing)}")
     chosen = [f for f in chosen if f not in missing]
     folder = run_folder(out)
-    console.print(f"aimsec demo: {', '.join(chosen)}; this run writes to {folder}",
+    console.print(f"aimsec demo: {', '.join(chosen)}; this run writes to {_shown(folder)}",
                   highlight=False)
     data = digits.load(seed)
     tally, audit = Tally(), AuditLog(folder)
@@ -251,6 +252,14 @@ def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
     return result
 
 
+def _shown(path: Path) -> str:
+    """``path`` for the console: shown as named (rich markup escaped, control characters
+    as escapes), whatever the folder given with ``--out`` is called."""
+    from .visible import visible
+
+    return escape(visible(str(path)))
+
+
 def _security_sinks(folder: Path) -> list[Any]:
     """Incidents (medium severity and up) and alerts (high and up, as ``.eml`` files)
     inside the run's folder: what a security team would receive from this traffic."""
@@ -261,7 +270,7 @@ def _security_sinks(folder: Path) -> list[Any]:
 
 
 def _where_everything_went(result: DemoRun, console: Console) -> None:
-    console.print(f"audit log:  {result.audit_file}", highlight=False)
+    console.print(f"audit log:  {_shown(result.audit_file)}", highlight=False)
     incidents = result.folder / "incidents.sqlite3"
     if incidents.exists():
         result.incidents = incidents
@@ -272,12 +281,13 @@ def _where_everything_went(result: DemoRun, console: Console) -> None:
             count = len(store.incidents())
         finally:
             store.close()
-        console.print(f"incidents:  {count} open in {incidents} (aimsec incidents "
-                      f"--db {incidents})", highlight=False)
+        console.print(f"incidents:  {count} open in {_shown(incidents)} (aimsec incidents "
+                      f"--db {_shown(incidents)})", highlight=False)
     outbox = result.folder / "outbox"
     if outbox.exists():
         result.outbox = outbox
-        console.print(f"alerts:     {len(list(outbox.glob('*.eml')))} e-mails in {outbox}",
+        console.print(f"alerts:     {len(list(outbox.glob('*.eml')))} e-mails in "
+                      f"{_shown(outbox)}",
                       highlight=False)
     try:
         from .reporting import report
@@ -287,7 +297,7 @@ def _where_everything_went(result: DemoRun, console: Console) -> None:
     files = report(result.folder, out=result.folder, db=incidents,
                    console=Console(quiet=True))
     result.report = files.html_path
-    console.print(f"report:     {files.html_path}", highlight=False)
+    console.print(f"report:     {_shown(files.html_path)}", highlight=False)
 
 
 def _replay(guarded: Any, framework: str, data: digits.DigitsSplit, calls: int,

@@ -16,6 +16,19 @@ from typing import BinaryIO
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
+def as_path(value: object, what: str) -> Path:
+    """``value`` (text or an ``os.PathLike``) as a path. Raises
+    :class:`~aimsec_core.errors.ConfigurationError` naming ``what`` for anything that is no
+    path: ``None``, a number, text with a NUL character (no file can be named so)."""
+    from .errors import ConfigurationError
+
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(text, str) or "\x00" in text:
+        raise ConfigurationError(f"{what} must be a path (text without NUL characters); "
+                                 f"received {type(value).__name__} {value!r:.80}")
+    return Path(text)
+
+
 def open_regular(path: str | Path) -> BinaryIO:
     """``path`` opened for binary reading. Raises ``ValueError`` when it is not a regular
     file (naming what it is), ``OSError`` when it cannot be opened."""

@@ -106,8 +106,10 @@ def verify_trail(path: str | Path, head: str | None = None) -> Verification:
             expected = hashlib.sha256(raw[:-1]).hexdigest()
     if head is not None and head != expected:
         last = files[-1]
+        found = ("the trail has no lines" if expected is None
+                 else f"the last line's digest is {expected}")
         return Verification(False, files, count, expected, anchored, last, None,
-                            f"the last line's digest is {expected}; expected {head} "
+                            f"{found}; expected {head} "
                             "(lines were changed or removed at the end)")
     return Verification(True, files, count, expected, anchored)
 

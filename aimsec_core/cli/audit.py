@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             f", line {result.broken_line}" if result.broken_line is not None else "")
         print(visible(f"BROKEN: {where}: {result.reason}"))
         return 1
+    if result.head is None:  # no line: nothing to chain, no digest to record
+        print(f"intact: 0 lines in {len(result.files)} file(s): the trail is empty")
+        return 0
     start = ("starts at the trail's first line" if result.anchored
              else "starts after lines rotated away (its first link is not checked)")
     print(f"intact: {result.lines} lines in {len(result.files)} file(s); {start}; "

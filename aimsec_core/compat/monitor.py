@@ -13,8 +13,8 @@ The checks are the original's: ``rate_limit_exceeded`` (more than
 ``extreme_values`` (a value beyond ±1e6), ``suspicious_sparsity`` (under 1% non-zero),
 ``potential_adversarial_pattern`` (every finite difference of the input above 100; a
 property of the input alone, not of the model: the guard's calibrated detectors are the
-real adversarial-input check) and ``analysis_error`` (the input is not numeric), severity
-high.
+real adversarial-input check) and ``analysis_error`` (the input is not numeric, or holds
+NaN, against which every comparison is false), severity high.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from ..alerts.smtp import SmtpChannel
 from ..config import INCIDENTS_FILE, OUTBOX_FOLDER, log_folder
 from ..context import ANONYMOUS
 from ..errors import ConfigurationError
-from ..incidents.model import Evidence, Occurrence, clip
+from ..files import as_path
+from ..incidents.model import MAX_TEXT, Evidence, Occurrence, clip
 from ..incidents.store import IncidentStore
 from ..severity import SEVERITIES, highest, severity_of
 
@@ -101,7 +102,8 @@ class AISecurityMonitor:
                 f"alert_thresholds; received {type(alert_settings).__name__}")
         self.model_name = clip(model_name)
         self.alert_settings = dict(alert_settings or {})
-        self.logging_path = log_folder(None if logging_path is None else str(logging_path))
+        self.logging_path = log_folder(None if logging_path is None
+                                       else str(as_path(logging_path, "logging_path")))
         if self.logging_path.exists() and not self.logging_path.is_dir():
             raise ConfigurationError(  # incidents and alerts written under it would be lost
                 f"logging_path {str(self.logging_path)!r:.200} is not a folder; expected a "
@@ -191,9 +193,18 @@ class AISecurityMonitor:
 
     def _raise(self, threat: str, severity: str, ip: str, now: float, details: Any) -> None:
         evidence = Evidence()
-        evidence.add(reason=f"{threat}: {json.dumps(details, default=str)}")
+        evidence.add(reason=f"{threat}: {_details_text(details)}")
         self._dispatcher.submit(Occurrence(self.model_name, threat, ip, severity, now, now, 1,
                                            evidence))
+
+
+def _details_text(details: Any) -> str:
+    """``details`` as JSON text, or, for what JSON cannot hold (keys that are not text, a
+    reference cycle, nesting thousands deep), as bounded text (:func:`clip`)."""
+    try:
+        return json.dumps(details, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return clip(details, MAX_TEXT)
 
 
 def _finite(value: Real) -> bool:
@@ -228,6 +239,10 @@ def _input_threats(input_data: Any) -> dict[str, Any]:
     except (TypeError, ValueError, OverflowError) as exc:
         return {"analysis_error": {"error": clip(f"{type(exc).__name__}: {exc}", 200)}}
     found: dict[str, Any] = {}
+    nan = int(np.count_nonzero(np.isnan(x)))
+    if nan:  # every comparison with NaN is false: one would switch the checks below off
+        found["analysis_error"] = {"error": f"the input holds {nan} NaN value(s) of "
+                                            f"{x.size}, which no check can judge"}
     with np.errstate(invalid="ignore", over="ignore"):
         magnitude = np.abs(x)
         if np.any(magnitude > EXTREME_VALUE):

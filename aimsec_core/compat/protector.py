@@ -14,10 +14,10 @@ The dictionaries it returns keep their old keys. What changed underneath:
 
 from __future__ import annotations
 
+import reprlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from ..arrays import content_hash
 from ..audit import AuditLog
 from ..context import ANONYMOUS, client
 from ..errors import ConfigurationError, SecurityViolation
+from ..files import as_path
 from ..guard import Guard
 from ..monitoring import Store
 from ..signature import Constraints
@@ -60,7 +61,7 @@ class AIModelProtector:
                 f"{type(input_constraints).__name__}")
         self.input_constraints = dict(input_constraints or {})
         constraints = Constraints.coerce({**_LEGACY_DEFAULTS, **self.input_constraints})
-        audit = AuditLog(file=Path(log_file)) if log_file else AuditLog()
+        audit = AuditLog(file=as_path(log_file, "log_file")) if log_file else AuditLog()
         self._guard = Guard(None, HostArrays(None), name=model_name, mode="enforce",
                             constraints=constraints, sinks=[audit], clock=clock,
                             policy=({**_LEGACY_POLICY, **policy} if isinstance(policy, Mapping)
@@ -135,4 +136,8 @@ def _request_hash(input_data: Any) -> str:
             return content_hash([array])
     except (ValueError, TypeError):
         pass
-    return content_hash([np.frombuffer(repr(input_data).encode()[:1 << 20], np.uint8)])
+    try:
+        text = repr(input_data)
+    except RecursionError:  # nested thousands deep: hashed by a bounded view of it
+        text = reprlib.repr(input_data)
+    return content_hash([np.frombuffer(text.encode()[:1 << 20], np.uint8)])

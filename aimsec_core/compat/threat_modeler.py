@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..files import as_path
 from ..threats.catalogue import control_ids, load_catalogue
 from ..threats.modeler import risk_level
 
@@ -98,14 +99,14 @@ class ChatbotThreatModeler:
     def export_report(self, report: dict[str, Any], filename: str | Path) -> None:
         """Write ``report`` as JSON to ``filename``. numpy values, sets and datetimes are
         written as JSON numbers, lists and ISO 8601 text. Raises
-        :class:`ConfigurationError` for a report JSON cannot hold (other objects, a
-        reference cycle) or a ``filename`` that is a folder."""
+        :class:`ConfigurationError` for a report JSON cannot hold (other objects, NaN or
+        infinity, a reference cycle) or a ``filename`` that is a folder."""
         try:
-            text = json.dumps(report, indent=2, default=_json_value)
+            text = json.dumps(report, indent=2, default=_json_value, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
             raise ConfigurationError(f"the report cannot be written as JSON: {exc}; expected "
                                      "the dict generate_threat_report returns") from None
-        path = Path(filename)
+        path = as_path(filename, "filename")
         if path.is_dir():
             raise ConfigurationError(f"filename {str(path)!r:.200} is a folder; expected a "
                                      "file to write the report to")

@@ -76,16 +76,27 @@ class Timeline:
         if checks:
             self.checks[key].update(checks)
 
+    def fit(self, first: float, last: float) -> None:
+        """Widen the buckets until ``first`` to ``last`` spans at most ``max_buckets`` of
+        them, so that on a chart of that span each bar is at least 1/``max_buckets`` wide
+        (a few calls years apart would otherwise be minute-wide bars no one can see)."""
+        while (last - first) / self.width > self.max_buckets:
+            self._merge()
+
     def _widen(self) -> None:
         while len(self.decisions) > self.max_buckets:
-            wider = next((w for w in BUCKET_WIDTHS if w > self.width), self.width * 2)
-            merged_decisions: dict[int, Counter[str]] = {}
-            merged_checks: dict[int, Counter[str]] = {}
-            for key, counts in self.decisions.items():
-                new = key * self.width // wider
-                merged_decisions.setdefault(new, Counter()).update(counts)
-                merged_checks.setdefault(new, Counter()).update(self.checks[key])
-            self.width, self.decisions, self.checks = wider, merged_decisions, merged_checks
+            self._merge()
+
+    def _merge(self) -> None:
+        """Merge the buckets into the next wider width."""
+        wider = next((w for w in BUCKET_WIDTHS if w > self.width), self.width * 2)
+        merged_decisions: dict[int, Counter[str]] = {}
+        merged_checks: dict[int, Counter[str]] = {}
+        for key, counts in self.decisions.items():
+            new = key * self.width // wider
+            merged_decisions.setdefault(new, Counter()).update(counts)
+            merged_checks.setdefault(new, Counter()).update(self.checks[key])
+        self.width, self.decisions, self.checks = wider, merged_decisions, merged_checks
 
 
 @dataclass

@@ -17,11 +17,12 @@ from rich.console import Console
 
 from ..config import DEFAULT_LOG_PATH, resolve
 from ..errors import ConfigurationError
+from ..files import as_path
 from .aggregate import Aggregator
 from .console import print_summary, reading_progress
 from .incidents import load_incidents, summarise_incidents
 from .model import Report, build_report
-from .period import parse_period
+from .period import as_utc, parse_period
 from .reader import ReadStats, audit_files, read_entries, total_bytes
 from .recommend import recommend
 
@@ -47,27 +48,35 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     ``report.html`` into ``out``.
 
     ``logs`` is the audit folder or file (default ``SECURITY_LOG_PATH``, else
-    ``./security_logs``). ``since``/``until`` are datetimes, ISO 8601 strings or ages
-    (``24h``, ``7d``) before ``now``; ``model`` keeps one model's calls. Incidents come
+    ``./security_logs``). ``since``/``until`` are datetimes, dates, ISO 8601 strings or
+    ages before ``now`` (``"24h"``, ``"7d"``, a ``timedelta``), naive ones in UTC;
+    ``model`` keeps one model's calls. Incidents come
     from ``incidents`` (any iterable of incident mappings) or else from the incident
     store at ``db`` (when ``None``: the ``incidents.sqlite3`` beside the trail, else the
     store's default location). A short summary goes to ``console`` (pass ``Console(quiet=True)`` for none).
 
-    Raises :class:`ConfigurationError` for a missing trail or a bad period; malformed
+    Raises :class:`ConfigurationError` for a missing trail, a bad period, or ``out``,
+    ``db`` or ``incidents`` of the wrong kind; malformed
     lines are counted in the report, never raised. Needs the ``report`` extra (Jinja2,
     matplotlib).
     """
     console = console or Console()
-    now = now or datetime.now(timezone.utc)
+    now = as_utc(now or datetime.now(timezone.utc))
     start, end = parse_period(since, until, now)
+    out = as_path(out, "out")
+    db = None if db is None else as_path(db, "db")
+    if incidents is not None and not isinstance(incidents, Iterable):
+        raise ConfigurationError(f"incidents must be an iterable of incident mappings (or None "
+                                 f"to read the store); received {type(incidents).__name__}")
     folder = resolve(None if logs is None else str(logs), "SECURITY_LOG_PATH",
                      DEFAULT_LOG_PATH, str)
     files = audit_files(folder)
     if db is None and incidents is None:  # the incident store beside the trail, if any
         beside = files[-1].parent / "incidents.sqlite3" if files else None
         db = beside if beside is not None and beside.exists() else None
-    span = (end or now).timestamp() - start.timestamp() if start is not None else None
-    aggregator, stats = Aggregator(span=span), ReadStats()
+    # the bars' width follows the calls found, not the period asked for: a year asked of
+    # two hours of calls is still drawn in minutes (the timeline widens as calls spread)
+    aggregator, stats = Aggregator(), ReadStats()
     with reading_progress(console, total_bytes(files)) as progress:
         for entry in read_entries(files, stats, since=start.timestamp() if start else None,
                                   until=end.timestamp() if end else None, model=model,
@@ -76,7 +85,8 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     note = ""
     if incidents is None:
         # only incidents still active in the period: older ones cannot crowd them out
-        incidents, note = load_incidents(db, since=start.timestamp() if start else None)
+        incidents, note = load_incidents(db, since=start.timestamp() if start else None,
+                                         model=model)
     section = summarise_incidents(incidents, since=start.timestamp() if start else None,
                                   until=end.timestamp() if end else None, model=model,
                                   note=note)

@@ -68,4 +68,4 @@ def print_summary(console: Console, report: Report, paths: tuple[Path, Path]) ->
         console.print(f"[bold]{rec.priority}[/]: {_shown(rec.title)}: {_shown(rec.action)}")
     if len(report.recommendations) > 5:
         console.print(f"… {len(report.recommendations) - 5} more in the report")
-    console.print(f"report: {paths[1]} (data: {paths[0]})")
+    console.print(f"report: {_shown(str(paths[1]))} (data: {_shown(str(paths[0]))})")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..severity import SEVERITIES
-from .records import MAX_TEXT, parse_time
+from .records import MAX_TEXT, as_read, parse_time
 
 #: Open incidents listed in the report (all are counted).
 MAX_LISTED = 50
@@ -65,11 +65,13 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
     statuses: Counter[str] = Counter()
     open_severity: Counter[str] = Counter()
     kept: list[tuple[tuple[int, int], int, IncidentRow]] = []
+    # a long name is kept cut short: by the store (as audit lines are read) or by _row
+    names = None if model is None else {model[:MAX_TEXT], as_read(model)}
     for number, raw in enumerate(source):
         if not isinstance(raw, Mapping):
             continue
         row = _row(raw)
-        if model is not None and row.model != model:
+        if names is not None and row.model not in names:
             continue
         last = parse_time(row.last_seen) or parse_time(row.first_seen)
         first = parse_time(row.first_seen) or last
@@ -94,15 +96,17 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
 
 
 def load_incidents(db: str | Path | None, *, since: float | None = None,
-                   limit: int = 100_000) -> tuple[Iterable[Mapping[str, Any]] | None, str]:
+                   model: str | None = None, limit: int = 100_000
+                   ) -> tuple[Iterable[Mapping[str, Any]] | None, str]:
     """``(source, note)``: the incident store's incidents (every status, last seen at or
-    after ``since``; the ``limit`` most severe and recent, the note saying so when there
-    were more), or ``None`` and the reason none could be read.
+    after ``since``, of ``model`` when given; the ``limit`` most severe and recent, the
+    note saying so when there were more), or ``None`` and the reason none could be read.
 
     ``db`` is the SQLite file (default: ``AIMSEC_INCIDENT_DB``, else
     ``<SECURITY_LOG_PATH>/incidents.sqlite3``); a file that does not exist is reported,
     never created."""
     from ..incidents import IncidentStore
+    from ..incidents.model import clip
     from ..incidents.store import database_path
 
     path = database_path(db)
@@ -113,7 +117,9 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
         return None, f"the incident store {path} is not a file"
     store = IncidentStore(path, read_only=True)  # a report never changes the file it reads
     try:
-        incidents = store.incidents(statuses=INCIDENT_STATUSES, since=since, limit=limit + 1)
+        incidents = store.incidents(statuses=INCIDENT_STATUSES, since=since,
+                                    model=None if model is None else clip(model),
+                                    limit=limit + 1)
         note = (f"only the {limit:,} most severe and recent incidents were read; more are "
                 "in the store (aimsec incidents --status all)") if len(incidents) > limit else ""
         return [_flattened(incident.as_dict()) for incident in incidents[:limit]], note

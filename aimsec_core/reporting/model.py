@@ -264,6 +264,8 @@ def build_report(agg: Aggregator, stats: ReadStats, incidents: IncidentsSection,
                  since: datetime | None, until: datetime | None, model: str | None,
                  generated: datetime) -> Report:
     """The report of what ``agg`` counted (recommendations are added by the caller)."""
+    if agg.first is not None and agg.last is not None:
+        agg.timeline.fit(agg.first, agg.last)
     width = agg.timeline.width
     timeline = [TimeBucket(_iso(key * width) or "", dict(agg.timeline.decisions[key]),
                            dict(agg.timeline.checks[key]))

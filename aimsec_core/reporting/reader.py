@@ -40,7 +40,7 @@ class ChainCheck:
     them did not match the digest of the line before: a line was changed, removed,
     inserted or reordered just before (``first_break``: ``{"file", "line"}``, 1-based). Lines before the chain's
     first link (a trail written before the chain existed) are ``unchained``; once the
-    chain has begun, a line without a link is a break. ``anchored``: the first linked line
+    chain has begun, a line without a link (a blank one too) is a break. ``anchored``: the first linked line
     starts the trail (``prev`` null) rather than following lines rotated away; ``None``
     without a link. A last line without its newline (being written) is left unchecked.
     """
@@ -60,6 +60,8 @@ class ChainCheck:
             return
         link = _LINK.search(line[-80:])
         if link is None and not self._started:
+            if line.isspace():
+                return  # a blank line before the chain begins is no line of a trail
             self.unchained += 1
         else:
             self.checked += 1
@@ -150,8 +152,9 @@ def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = N
                     skipped, last = _skip_rest_of_line(stream, hasher)
                     size += skipped
                     line = last  # its end, where the link would be
-                if not line.isspace():
-                    stats.chain.add(line, hasher.hexdigest().encode(), file, number)
+                # a blank line is no audit line: once the chain has begun it is a break,
+                # as aimsec audit verify says (the file was edited)
+                stats.chain.add(line, hasher.hexdigest().encode(), file, number)
                 pending += size
                 if pending >= 1 << 20:
                     stats.bytes += pending

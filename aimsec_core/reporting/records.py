@@ -25,6 +25,9 @@ DECISIONS = ("allowed", "flagged", "rejected", "error")
 SAME_AS = {"partial": "rejected"}
 #: Findings that stop a call as a query-stream attack (repeat, near-duplicate, extraction).
 QUERY_ATTACK_CHECKS = frozenset({"repeat", "near_duplicate", "extraction"})
+#: Largest count (batch size, flagged or above-threshold samples) read from a line: 2**53,
+#: the last whole number a float holds exactly; a larger one is no count a call had.
+MAX_COUNT = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +36,7 @@ class Detection:
 
     suspicion_max: float  #: the largest per-sample suspicion of the call
     threshold: float      #: the calibrated threshold the call was judged against
-    fpr: float | None     #: the false-positive rate the threshold was calibrated for
+    fpr: float | None     #: the false-positive rate the threshold was calibrated for (0-1)
     above: int            #: samples whose suspicion exceeded the threshold
 
 
@@ -124,13 +127,21 @@ def _number(value: Any) -> float | None:
     if kind is float:
         return value if value - value == 0 else None  # inf - inf and nan - nan are nan
     if kind is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # JSON allows integers of hundreds of digits; no float does
+            return None
     return None
 
 
 def _count(value: Any) -> int:
     number = _number(value)
-    return int(number) if number is not None and number >= 0 else 0
+    return int(number) if number is not None and 0 <= number <= MAX_COUNT else 0
+
+
+def _rate(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and 0 <= number <= 1 else None
 
 
 def _flagged_count(value: Any) -> int:
@@ -160,5 +171,5 @@ def _detection(value: Any) -> Detection | None:
         suspicion = _number(suspicion)
     if threshold is None or suspicion is None:
         return None
-    return Detection(suspicion, threshold, _number(value.get("fpr")),
+    return Detection(suspicion, threshold, _rate(value.get("fpr")),
                      _count(value.get("above")))

@@ -90,6 +90,10 @@ def load_catalogue(source: str | Path) -> Catalogue:
             encoding="utf-8")
         where = f"built-in catalogue {source!r}"
     else:
+        if not isinstance(source, (str, Path)) or "\x00" in str(source):
+            raise ConfigurationError(
+                f"cannot read threat catalogue {source!r:.80}: expected a built-in name "
+                f"({', '.join(BUILT_IN)}) or the path of a JSON file")
         try:
             text = Path(source).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -99,6 +103,8 @@ def load_catalogue(source: str | Path) -> Catalogue:
         where = f"threat catalogue {source}"
     try:
         raw = json.loads(text)
+    except RecursionError:  # arrays nested thousands deep
+        raise ConfigurationError(f"{where} is not a catalogue: JSON nested too deep") from None
     except ValueError as exc:
         raise ConfigurationError(f"{where} is not valid JSON: {exc}") from exc
     return parse_catalogue(raw, where)
@@ -117,7 +123,7 @@ def parse_catalogue(raw: Any, where: str = "threat catalogue") -> Catalogue:
                    "observed}")
     controls = {}
     for cid, info in controls_raw.items():
-        if not _ID.match(cid) or not isinstance(info, dict):
+        if not _ID.fullmatch(cid) or not isinstance(info, dict):
             raise fail(f"control {cid!r}: expected a lower_snake_case id mapped to an object")
         name, description = info.get("name"), info.get("description")
         observed = info.get("observed", "declared")
@@ -152,7 +158,7 @@ def _threat(item: Any, controls: dict[str, Control], fail: Any) -> Threat:
         if not isinstance(value, str) or not value:
             raise fail(f"expected a non-empty string \"{key}\"")
         texts[key] = value
-    if not _ID.match(texts["id"]):
+    if not _ID.fullmatch(texts["id"]):
         raise fail(f"id {texts['id']!r} must be lower_snake_case")
     severity, likelihood = item.get("severity"), item.get("likelihood")
     if severity not in SEVERITIES:
@@ -160,7 +166,7 @@ def _threat(item: Any, controls: dict[str, Control], fail: Any) -> Threat:
     if likelihood not in LIKELIHOODS:
         raise fail(f"likelihood must be one of {list(LIKELIHOODS)}; received {likelihood!r}")
     wanted = item.get("controls")
-    if not isinstance(wanted, list) or not wanted:
+    if not isinstance(wanted, list) or not wanted or not all(isinstance(c, str) for c in wanted):
         raise fail("expected \"controls\": a non-empty list of control ids")
     unknown = [c for c in wanted if c not in controls]
     if unknown:
@@ -179,7 +185,7 @@ def _threat(item: Any, controls: dict[str, Control], fail: Any) -> Threat:
 
 
 def _ids(value: Any, pattern: re.Pattern[str], what: str, note: Any, fail: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and pattern.match(v)
+    if not isinstance(value, list) or not all(isinstance(v, str) and pattern.fullmatch(v)
                                               for v in value):
         raise fail(f"{what} must be a list of ids like {pattern.pattern}; received {value!r}")
     if not value and not (isinstance(note, str) and note):

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import ConfigurationError
 from ..visible import visible
 from .modeler import Assessment
 
@@ -58,10 +59,16 @@ def to_markdown(assessment: Assessment) -> str:
 
 def write(assessment: Assessment, json_path: str | Path | None = None,
           markdown_path: str | Path | None = None) -> None:
-    if json_path:
-        Path(json_path).write_text(to_json(assessment), encoding="utf-8")
-    if markdown_path:
-        Path(markdown_path).write_text(to_markdown(assessment), encoding="utf-8")
+    """Write the JSON and/or Markdown files. Raises :class:`ConfigurationError` naming the
+    file for one that cannot be written (a folder, a missing folder, a full disk)."""
+    for path, render in ((json_path, to_json), (markdown_path, to_markdown)):
+        if not path:
+            continue
+        try:
+            Path(path).write_text(render(assessment), encoding="utf-8")
+        except OSError as exc:  # a full disk's error carries no file name of its own
+            raise ConfigurationError(f"cannot write {_shown(str(path))}: "
+                                     f"{exc.strerror or exc}") from exc
 
 
 def table(assessment: Assessment) -> Table:

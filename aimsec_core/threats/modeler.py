@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import ConfigurationError
-from .catalogue import Catalogue, Threat, load_catalogue
+from .catalogue import Catalogue, Threat, control_ids, load_catalogue
 
 #: The original tool's risk levels: Critical >= 75, High >= 50, Medium >= 25, else Low.
 RISK_LEVELS = ((75, "Critical"), (50, "High"), (25, "Medium"), (0, "Low"))
@@ -142,15 +142,16 @@ class ThreatModeler:
                   ) -> dict[str, ControlStatus]:
         if isinstance(implemented, Mapping):
             given = dict(implemented)
-        else:
-            if isinstance(implemented, str):
+            odd = sorted(str(c) for c, s in given.items() if not isinstance(s, ControlStatus))
+            if odd:
                 raise ConfigurationError(
-                    f"implemented controls must be a collection of control ids; received "
-                    f"the string {implemented!r}")
-            ids = set(implemented)
+                    f"a mapping of controls must map each id to a ControlStatus; received "
+                    f"other values for {odd!r:.200} (pass a set of the ids in place instead)")
+        else:
+            ids = control_ids(implemented, "implemented controls")
             bad = [c for c in ids if not isinstance(c, str)]
             if bad:
-                raise ConfigurationError(f"control ids must be strings; received {bad!r}")
+                raise ConfigurationError(f"control ids must be strings; received {bad!r:.200}")
             given = {cid: ControlStatus(cid, "", True) for cid in ids}
         unknown = self.catalogue.unknown(set(given))
         if unknown:
