@@ -79,15 +79,14 @@ def test_export_report_refuses_what_is_not_json(tmp_path, value):
     assert json.loads(target.read_text())["risk_score"] == report["risk_score"]
 
 
-@pytest.mark.xfail(strict=True, reason="SmtpSettings.from_alert_settings (aimsec_core.alerts) "
-                   "calls int() and iterates without checking the kind: a raw ValueError or "
-                   "TypeError instead of a ConfigurationError naming the setting")
 @pytest.mark.parametrize("settings", [
     {"smtp_settings": {"server": "mail", "port": "abc", "sender": "s@example.org"},
      "email_recipients": ["a@example.org"]},
+    {"smtp_settings": {"server": "mail", "port": 25.7, "sender": "s@example.org"},
+     "email_recipients": ["a@example.org"]},
     {"smtp_settings": {"server": "mail", "port": 25, "sender": "s@example.org"},
      "email_recipients": 5},
-], ids=["port-text", "recipients-int"])
+], ids=["port-text", "port-fraction", "recipients-int"])
 def test_smtp_settings_of_the_wrong_kind_are_a_configuration_error(tmp_path, settings):
     with pytest.raises(ConfigurationError):
         AISecurityMonitor("m", settings, tmp_path)
