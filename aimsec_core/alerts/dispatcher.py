@@ -30,6 +30,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ..incidents.model import Occurrence
@@ -39,6 +40,7 @@ from ..severity import SEVERITIES, rank
 from .channel import Backoff, Channel, DeliveryError
 from .grouping import Grouper
 from .message import Alert
+from .outbox import OutboxChannel
 
 log = logging.getLogger("aimsec.alerts")
 
@@ -212,10 +214,13 @@ class Dispatcher:
                 self._store_retry_at = 0.0
             processed = self.ingest()
             now = self.clock()
-            self._retry_due(now, force, final)
+            if final:
+                self._final_round(now)
+                return processed
+            self._retry_due(now, force)
             if self.grouper is not None:
                 for alert in self.grouper.due(now, force=force):
-                    self._deliver(self._with_incident(alert), now, final)
+                    self._deliver(self._with_incident(alert), now)
             return processed
 
     def ingest(self) -> int:
@@ -302,15 +307,21 @@ class Dispatcher:
 
     # -- delivery ------------------------------------------------------------------------
 
-    def _deliver(self, alert: Alert, now: float, final: bool) -> None:
-        channels = self.channels or ([self.fallback] if self.fallback is not None else [])
+    def _channels(self) -> list[Channel]:
+        return self.channels or ([self.fallback] if self.fallback is not None else [])
+
+    def _deliver(self, alert: Alert, now: float) -> None:
+        channels = self._channels()
         if not channels:
             log.warning("aimsec alert with no channel: %s", alert.summary())
         for channel in channels:
-            self._attempt(alert, channel, 1, now, final)
+            self._attempt(alert, channel, 1, now, False)
 
     def _attempt(self, alert: Alert, channel: Channel, attempt: int, now: float,
-                 final: bool) -> None:
+                 final: bool, *, fallback: bool = True) -> bool:
+        """One try of ``alert`` on ``channel``; True when it went. A failure is retried
+        later, or (last attempt, or ``final``) handed to the fallback unless
+        ``fallback`` is false (the alert already has its outbox copy)."""
         try:
             channel.send(alert)
         except Exception as exc:
@@ -322,11 +333,53 @@ class Dispatcher:
                                                      next(self._seq), alert, channel,
                                                      attempt + 1))
                 self._note(alert, channel, "retrying", attempt, str(exc))
-                return
+                return False
             self._note(alert, channel, "failed", attempt, str(exc))
-            self._to_fallback(alert, channel)
-            return
+            if fallback:
+                self._to_fallback(alert, channel)
+            return False
         self._note(alert, channel, "sent", attempt)
+        return True
+
+    def _final_round(self, now: float) -> None:
+        """The last round (``close``, interpreter exit): every alert still to go, new
+        groups and waiting retries alike, is first written to the outbox, then tried once
+        on its channels; the outbox copy is removed once every channel took the alert.
+        Exit allows ``close`` a few seconds while one channel exchange may take its whole
+        timeout: a channel that hangs then leaves the copies of what it did not send in
+        the outbox, where they were lost before. An alert sent just before the process
+        ended may keep its copy too (sent twice, never lost)."""
+        jobs: list[tuple[Alert, list[Channel], int]] = []
+        while self._retries:
+            retry = heapq.heappop(self._retries)
+            jobs.append((retry.alert, [retry.channel], retry.attempt))
+        if self.grouper is not None:
+            jobs += [(self._with_incident(alert), self._channels(), 1)
+                     for alert in self.grouper.due(now, force=True)]
+        outbox = self.fallback if isinstance(self.fallback, OutboxChannel) else None
+        copies = [self._copy(outbox, alert, channels) for alert, channels, _ in jobs]
+        for (alert, channels, attempt), copy in zip(jobs, copies):
+            if not channels:
+                log.warning("aimsec alert with no channel: %s", alert.summary())
+            sent = [self._attempt(alert, channel, attempt, now, True,
+                                  fallback=copy is None) for channel in channels]
+            if copy is None:
+                continue
+            if all(sent):
+                copy.unlink(missing_ok=True)
+            else:
+                self._note(alert, outbox, "outbox", 1)  # type: ignore[arg-type]
+
+    def _copy(self, outbox: OutboxChannel | None, alert: Alert,
+              channels: list[Channel]) -> Path | None:
+        """The outbox copy of ``alert`` written before its final try, or None (no outbox,
+        the outbox is its channel, or the outbox failed: then it is tried as before)."""
+        if outbox is None or not channels or any(c is outbox for c in channels):
+            return None
+        try:
+            return outbox.write(alert)
+        except DeliveryError:
+            return None
 
     def _to_fallback(self, alert: Alert, failed: Channel) -> None:
         if self.fallback is None or self.fallback is failed:
@@ -341,14 +394,14 @@ class Dispatcher:
         else:
             self._note(alert, self.fallback, "outbox", 1)
 
-    def _retry_due(self, now: float, force: bool, final: bool) -> None:
+    def _retry_due(self, now: float, force: bool) -> None:
         # a retry due further ahead than the longest backoff was scheduled before the
         # clock went back: it is due now, not after the jump
         while self._retries and (force or self._retries[0].due <= now
                                  or self._retries[0].due - now > self.backoff.cap_s):
             retry = heapq.heappop(self._retries)
-            self._attempt(retry.alert, retry.channel, retry.attempt, now, final)
-            if force and not final:
+            self._attempt(retry.alert, retry.channel, retry.attempt, now, False)
+            if force:
                 break  # one more try each on a flush; the rest keep their schedule
 
     def _note(self, alert: Alert, channel: Channel, status: str, attempt: int,

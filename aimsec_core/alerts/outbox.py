@@ -36,18 +36,25 @@ class OutboxChannel:
         return f"OutboxChannel({str(self.folder)!r})"
 
     def send(self, alert: Alert) -> None:
+        self.write(alert)
+
+    def write(self, alert: Alert) -> Path:
+        """Write ``alert`` as one ``.eml`` file; returns its path. Raises
+        :class:`DeliveryError` when the folder cannot take it."""
         data = bytes(alert.email(self.sender, self.recipients))
         stamp = _stamp(alert.sent_at)
         digest = hashlib.sha256(data).hexdigest()[:12]  # names never hold client text
+        target = self.folder / f"{stamp}-{alert.severity}-{digest}.eml"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-            os.replace(tmp, self.folder / f"{stamp}-{alert.severity}-{digest}.eml")
+            os.replace(tmp, target)
         except OSError as exc:
             raise DeliveryError(f"cannot write the alert to the outbox {self.folder}: {exc}; "
                                 "expected a writable folder (SECURITY_LOG_PATH)") from exc
+        return target
 
 
 def _stamp(seconds: float) -> str:

@@ -324,3 +324,56 @@ def test_a_locked_database_costs_one_wait_not_one_per_delivery_and_loses_no_reco
     assert {i.client for i in store.incidents()} == {"earlier", "a", "b", "c"}
     assert sorted(d["group_key"] for d in store.deliveries() if d["status"] == "sent") == \
         sorted(a.group_key for a in channel.sent)
+
+
+def test_a_channel_hanging_at_close_leaves_every_alert_of_the_last_round_in_the_outbox(
+        tmp_path):
+    """Exit gives close() a few seconds, a channel exchange may take its whole timeout:
+    alerts of the final round behind a hanging channel were lost when the process ended.
+    They are now written to the outbox before the round sends them; each copy goes once
+    its alert went out."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Hanging:
+        name = "hanging"
+
+        def __init__(self):
+            self.sent = []
+
+        def send(self, alert):
+            entered.set()
+            release.wait(30)
+            self.sent.append(alert)
+
+    channel, outbox = Hanging(), OutboxChannel(tmp_path / "outbox")
+    dispatcher = Dispatcher(None, Grouper(GroupingPolicy(group_wait=3600, floor="medium")),
+                            [channel], fallback=outbox)
+    for client in ("a", "b", "c"):
+        dispatcher.submit(Occurrence("m", "range", client, "high", time.time(),
+                                     time.time()))
+    assert not dispatcher.close(0.2)  # the hanging channel holds the final round
+    assert entered.wait(30)  # the final round is inside its first send, and stays there
+    copies = sorted((tmp_path / "outbox").glob("*.eml"))
+    subjects = sorted(email.message_from_bytes(p.read_bytes())["Subject"] for p in copies)
+    assert len(copies) == 3 and all("range on model m" in s for s in subjects), subjects
+    release.set()  # the channel answers after all: the copies of what it sent go
+    thread = dispatcher._thread
+    if thread is not None:
+        thread.join(30)
+    assert sorted(a.client for a in channel.sent) == ["a", "b", "c"]
+    assert not list((tmp_path / "outbox").glob("*.eml"))
+
+
+def test_copies_of_alerts_a_channel_refuses_at_close_stay_as_their_outbox_delivery(
+        tmp_path, clock):
+    store = IncidentStore(tmp_path / "db.sqlite3", clock=clock)
+    refusing = ListChannel(failures=5, retryable=False)
+    dispatcher = Dispatcher(store, Grouper(GroupingPolicy(group_wait=3600, floor="medium"),
+                                           clock=clock), [refusing],
+                            fallback=OutboxChannel(tmp_path / "outbox"), clock=clock,
+                            start=False)
+    dispatcher.submit(occ(clock, "x"))
+    assert dispatcher.close(30)
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1  # one copy, not two
+    statuses = [(d["channel"], d["status"]) for d in store.deliveries()]
+    assert statuses == [("list", "failed"), ("outbox", "outbox")]
