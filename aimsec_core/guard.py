@@ -627,6 +627,17 @@ class Guard:
         guard.calibration = None
         return guard
 
+    def refitted(self, model: Any) -> Guard:
+        """This guard for its model trained again (a refit or ``partial_fit`` of the same
+        guarded object): as :meth:`rebound`, keeping what describes the calls rather than
+        the model: the monitor (the counters behind ``request_analysis``, the extraction
+        statistics) and each thread's ``last_verdict``. So calls still running on this
+        guard, in other threads, are counted and remembered where the next calls are."""
+        guard = self.rebound(model)
+        guard.monitor = self.monitor
+        guard._last = self._last
+        return guard
+
 
 def take_rows(output: Any, keep: np.ndarray, batch_size: int) -> Any:
     """The rows ``keep`` of a model's output: arrays and tensors with the batch as first
