@@ -148,6 +148,9 @@ def test_each_call_keeps_its_line_client_calibration_output_and_verdict(case_id,
         assert (calibration_id is not None) == scored == ("detection" in line)
     verified = aimsec_core.audit.verify_trail(audit.file)
     assert verified.intact, verified.reason
+    from aimsec_core.cli import main
+
+    assert main(["audit", "verify", str(audit.file)]) == 0  # `aimsec audit verify`
     assert guarded.request_analysis()["total_requests"] == total
     assert registry.get_sample_value("aimsec_guard_latency_seconds_count",
                                      {"model": case_id}) == total
