@@ -239,13 +239,18 @@ class Guard:
 
     # -- the pipeline ------------------------------------------------------------------
 
-    def screen(self, inputs: Mapping[str, Any], refusals: Sequence[Finding] = ()
+    def screen(self, inputs: Mapping[str, Any], refusals: Sequence[Finding] = (), *,
+               calibration: Calibration | None | object = _NOT_YET
                ) -> tuple[Validated, Verdict]:
         """Validate ``inputs`` (name -> raw value) and build the verdict; call no model.
-        ``refusals`` are blocking findings about the call's other arguments."""
+        ``refusals`` are blocking findings about the call's other arguments; the verdict
+        names ``calibration`` (default: the one in use now), the one screening the call."""
         validated = validate(inputs, self.adapter, self.specs_for(tuple(inputs)), self.constraints)
         validated.findings.extend(refusals)
-        return validated, self._verdict(validated, inputs)
+        if calibration is _NOT_YET:
+            calibration = self.calibration
+        return validated, self._verdict(validated, inputs,
+                                        self._digest(calibration))  # type: ignore[arg-type]
 
     def call(self, inputs: Mapping[str, Any], predict: Callable[..., T],
              forward: Callable[[Any], T] | None = None, *, rebuilt: bool = False,
@@ -271,7 +276,7 @@ class Guard:
         # one calibration screens the whole call, whatever another thread's calibrate,
         # use_calibration or refit sets meanwhile
         calibration, reader = self._screening
-        validated, verdict = self.screen(inputs, refusals)
+        validated, verdict = self.screen(inputs, refusals, calibration=calibration)
         if visit is not None:
             verdict = self._query_checks(visit, validated, verdict)
         output: Any = _NOT_YET
@@ -493,7 +498,8 @@ class Guard:
                                            threshold=suite.threshold, fpr=suite.fpr_target,
                                            calibration_id=named)
 
-    def _verdict(self, validated: Validated, inputs: Mapping[str, Any]) -> Verdict:
+    def _verdict(self, validated: Validated, inputs: Mapping[str, Any],
+                 calibration_id: str | None) -> Verdict:
         findings = tuple(validated.findings)
         blocked = validated.blocked
         allowed = not blocked and self._allows(findings)
@@ -509,7 +515,7 @@ class Guard:
             timestamp=self.clock(),
             input_type=None if isinstance(raw, Refused) else type(raw).__name__,
             request_id=current_request_id() or new_request_id(),  # from serving code, or new
-            calibration_id=self.calibration_id)
+            calibration_id=calibration_id)
 
     def _input_hash(self, validated: Validated, blocked: bool) -> str:
         """The content hash of what validation read; empty when reading the bytes is not
@@ -619,6 +625,17 @@ class Guard:
         again)."""
         guard = self.copied_for(model)
         guard.calibration = None
+        return guard
+
+    def refitted(self, model: Any) -> Guard:
+        """This guard for its model trained again (a refit or ``partial_fit`` of the same
+        guarded object): as :meth:`rebound`, keeping what describes the calls rather than
+        the model: the monitor (the counters behind ``request_analysis``, the extraction
+        statistics) and each thread's ``last_verdict``. So calls still running on this
+        guard, in other threads, are counted and remembered where the next calls are."""
+        guard = self.rebound(model)
+        guard.monitor = self.monitor
+        guard._last = self._last
         return guard
 
 

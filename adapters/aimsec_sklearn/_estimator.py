@@ -74,7 +74,7 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
                 guard = Guard(model, SklearnAdapter(model), name=self.name, mode=self.mode,
                               constraints=self.constraints, sinks=self.sinks)
             elif guard.model is not model:  # refitted: same guard, no calibration
-                guard = guard.rebound(model)
+                guard = guard.refitted(model)
             self._aimsec_guard = guard
         return guard
     def _screened(self, method: str, X: Any, *args: Any, **kwargs: Any) -> Any:
@@ -112,7 +112,7 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
             warnings.warn("training the model further discards its detector calibration "
                           "(it described the model before); call calibrate(x_clean) again",
                           stacklevel=2)
-            self._aimsec_guard = guard.rebound(fitted)
+            self._aimsec_guard = guard.refitted(fitted)
         self.estimator_ = fitted  # a new model: the guard is rebuilt for it on the next call
         return self
 

@@ -41,14 +41,14 @@ from __future__ import annotations
 
 import importlib
 import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from aimsec_core.adapter import Adapter, Capabilities
 from aimsec_core.signature import InputSpec
+
+from ._modes import evaluating as _evaluating
 
 if TYPE_CHECKING:
     import numpy as np
@@ -198,7 +198,9 @@ class TorchAdapter(Adapter):
         """Softmax class probabilities for ``x`` (numpy), computed in eval mode.
 
         The model is switched to eval mode for the pass and each module's own mode is
-        restored after it: do not run this concurrently with training the same model."""
+        restored after it; guarded calls running the model in train mode wait for the
+        pass (``_modes``). Do not run it while the unguarded model trains in another
+        thread."""
         import torch
 
         x = self._as_tensor(x)
@@ -343,36 +345,6 @@ def _reaches_other_leaves(outputs: list[Any], leaf: Any) -> bool:
             return True
         stack.extend(child for child, _ in node.next_functions)
     return any(t.requires_grad and t.grad_fn is None and t is not leaf for t in outputs)
-
-
-#: Per model (by id) in eval mode for the detectors' own passes: how many passes are in
-#: and every submodule's mode before the first, restored when the last leaves.
-_EVALUATING: dict[int, tuple[int, list[tuple[Any, bool]]]] = {}
-_EVALUATING_LOCK = threading.Lock()
-
-
-@contextmanager
-def _evaluating(model: Any) -> Iterator[None]:
-    """Eval mode inside; afterwards every submodule's own mode exactly as it was. Passes
-    that overlap in several threads share one switch: the first saves the modes, the last
-    restores them (each saving its own would let a later one restore eval mode for good)."""
-    key = id(model)
-    with _EVALUATING_LOCK:
-        count, modes = _EVALUATING.get(key, (0, []))
-        if not count:
-            modes = [(module, module.training) for module in model.modules()]
-            model.eval()
-        _EVALUATING[key] = (count + 1, modes)
-    try:
-        yield
-    finally:
-        with _EVALUATING_LOCK:
-            count, modes = _EVALUATING.pop(key)
-            if count > 1:
-                _EVALUATING[key] = (count - 1, modes)
-            else:
-                for module, training in modes:
-                    module.training = training
 
 
 def _class_logits(output: Any, adapter: Any = None) -> torch.Tensor:

@@ -25,7 +25,7 @@ import functools
 import threading
 import types
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused
 
 from ._arguments import ArgumentsError, tensors_in
+from ._modes import own_mode, own_training
 from ._tensors import inside_transforms, is_transformed, outside_transforms
 
 #: The original's dicts the guarded module uses as its own: same parameters, buffers and
@@ -100,14 +101,20 @@ class GuardedModule(GuardedMixin, nn.Module):
             if isinstance(t, torch.Tensor) and is_transformed(t):
                 return self._aimsec_transformed(inputs, args, kwargs)
 
+        # the mode the user set, whatever another thread's detector pass switched it to
+        training = own_training(original)
+
         def predict() -> Any:
+            if training:  # the model's own train mode, never a detector's eval switch
+                with own_mode(original):
+                    return original(*args, **kwargs)
             return original(*args, **kwargs)
 
         forward = None
         x = next(iter(inputs.values()))
         # In train mode (dropout, batch statistics) the caller's pass is not the function
         # the detectors were calibrated on: they take their own eval-mode pass instead.
-        if where is not None and isinstance(x, torch.Tensor) and not original.training:
+        if where is not None and isinstance(x, torch.Tensor) and not training:
             joined = torch.is_grad_enabled() and x.requires_grad
 
             def forward(replacement: Any) -> Any:  # the same call on x's autograd twin
@@ -126,7 +133,8 @@ class GuardedModule(GuardedMixin, nn.Module):
         with outside_transforms() as stack:
 
             def predict() -> Any:
-                with inside_transforms(stack):
+                with inside_transforms(stack), (
+                        own_mode(original) if own_training(original) else nullcontext()):
                     return original(*args, **kwargs)
 
             return _screened_call(self._aimsec_guard, inputs, predict)

@@ -1,0 +1,391 @@
+"""One guarded model, many threads (and asyncio tasks handing calls to threads), while
+other threads recalibrate, refit, switch clients, read ``request_analysis``, close, copy
+and pickle it.
+
+What a user relies on, checked per call: exactly one audit line (one hash chain that
+verifies), carrying that call's client and request id; the verdict it names the
+calibration that screened it, and only that one; the thread gets its own model output
+and its own ``last_verdict``; ``request_analysis`` and the Prometheus counters count
+every call once; no thread hangs and no untyped exception escapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import pickle
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import AuditLog
+from aimsec_core.metrics import MetricsSink, metrics_for
+from tests.cases import all_cases, digits, digits_logistic
+
+THREADS = 8
+JOIN_S = 120  # a hang fails the test instead of stalling the run
+
+
+def _run(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_S)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+
+
+def _lines(audit: AuditLog) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in audit.file.read_text().splitlines()]
+
+
+# -- every adapter: one line, one client, one calibration, one output per call ------------
+
+CASES = {case.id: case for case in all_cases()}
+CALLS = {"sklearn": 40, "onnx": 40, "torch": 40, "keras": 6}  # per thread
+
+
+@pytest.mark.parametrize("case_id", sorted(CASES))
+def test_each_call_keeps_its_line_client_calibration_output_and_verdict(case_id, tmp_path):
+    """Eight clients call one guarded model while other threads swap its calibration
+    (two of them and none), read request_analysis, close it and copy it."""
+    from prometheus_client import CollectorRegistry
+
+    case = CASES[case_id]
+    model = case.model()
+    x, _ = digits()
+    native = (lambda a: case.to_native(a.reshape((-1, *case.sample_shape))))
+    audit = AuditLog(file=tmp_path / "audit.jsonl")
+    registry = CollectorRegistry()
+    guarded = aimsec_core.guard(model, name=case_id, mode="monitor",
+                                sinks=[audit, MetricsSink(metrics_for(registry))],
+                                constraints={"min_value": 0, "max_value": 1},
+                                policy={"max_repeats": 0, "near_duplicate": False,
+                                        "max_failed_attempts": 0})
+    guard = aimsec_core.guard_of(guarded)
+    calibrations = [guarded.calibrate(native(x[600:800]), detectors=["margin"]),
+                    guarded.calibrate(native(x[800:1000]), detectors=["margin", "density"],
+                                      fpr=0.2)]
+    installed = {None}
+    for calibration in calibrations:
+        guard.calibration = calibration
+        installed.add(guard.calibration_id)
+    guard.calibration = None
+    rows = 32
+    expected = [case.call_plain(model, native(x[r:r + 1])) for r in range(rows)]
+    calls = CALLS[case_id]
+    seen: dict[str, tuple[str, str | None, bool]] = {}  # request id -> client, calibration
+    problems: list[Any] = []
+    stop = threading.Event()
+    start = threading.Barrier(THREADS + 2)
+
+    def caller(t: int) -> None:
+        start.wait()
+        with aimsec_core.client(f"client-{t}"):
+            for i in range(calls):
+                r = (t * calls + i) % rows
+                rid = f"req-{t}-{i}"
+                try:
+                    with aimsec_core.request_id(rid):
+                        out = case.call_guarded(guarded, native(x[r:r + 1]))
+                except Exception as exc:  # monitor mode refuses nothing here
+                    problems.append(("raised", rid, repr(exc)))
+                    continue
+                verdict = guarded.last_verdict
+                if verdict.request_id != rid or verdict.client != f"client-{t}":
+                    problems.append(("last_verdict", rid, verdict.request_id, verdict.client))
+                if not np.allclose(out, expected[r], atol=1e-5):
+                    problems.append(("output", rid))
+                seen[rid] = (f"client-{t}", verdict.calibration_id, bool(verdict.scores))
+
+    def recalibrator() -> None:
+        start.wait()
+        k = 0
+        while not stop.is_set():
+            guard.calibration = (calibrations + [None])[k % 3]
+            k += 1
+            stop.wait(0.0005)
+
+    def bystander() -> None:
+        start.wait()
+        while not stop.is_set():
+            try:
+                guarded.request_analysis()
+                assert guarded.close(timeout=1.0)
+                if case_id != "keras":  # Keras models cannot be copied (documented)
+                    copy.deepcopy(guarded)  # shares the sinks
+                    with pytest.raises(aimsec_core.UncopyableError):
+                        pickle.dumps(guarded)  # the metrics sink of a private registry
+            except BaseException as exc:
+                problems.append(("bystander", repr(exc)))
+                return
+            stop.wait(0.002)
+
+    callers = [threading.Thread(target=caller, args=(t,)) for t in range(THREADS)]
+    others = [threading.Thread(target=recalibrator), threading.Thread(target=bystander)]
+    for thread in callers + others:
+        thread.start()
+    for thread in callers:
+        thread.join(JOIN_S)
+    stop.set()
+    for thread in others:
+        thread.join(JOIN_S)
+    assert not any(thread.is_alive() for thread in callers + others), "a thread hung"
+    assert problems == []
+
+    total = THREADS * calls
+    lines = [line for line in _lines(audit) if line["request_id"].startswith("req-")]
+    assert len(lines) == len({line["request_id"] for line in lines}) == len(seen) == total
+    for line in lines:
+        client, calibration_id, scored = seen[line["request_id"]]
+        assert line["client"] == client
+        assert line["calibration"] == calibration_id and calibration_id in installed
+        # named a calibration exactly when one screened it
+        assert (calibration_id is not None) == scored == ("detection" in line)
+    verified = aimsec_core.audit.verify_trail(audit.file)
+    assert verified.intact, verified.reason
+    from aimsec_core.cli import main
+
+    assert main(["audit", "verify", str(audit.file)]) == 0  # `aimsec audit verify`
+    assert guarded.request_analysis()["total_requests"] == total
+    assert registry.get_sample_value("aimsec_guard_latency_seconds_count",
+                                     {"model": case_id}) == total
+
+
+def test_a_call_begun_without_calibration_names_none_though_one_arrives_meanwhile():
+    """A calibration installed by another thread after a call captured "none" but before
+    its verdict was built: the call ran unscreened, and its line named the new
+    calibration (with no detection in it)."""
+    model = digits_logistic()
+    x, _ = digits()
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    guard = aimsec_core.guard_of(guarded)
+    calibration = guarded.calibrate(x[600:900], detectors=["margin"])
+    guard.calibration = None
+    screen = guard.screen
+
+    def install_then_screen(*args: Any, **kwargs: Any) -> Any:
+        guard.calibration = calibration  # another thread's calibrate() lands here
+        return screen(*args, **kwargs)
+
+    guard.screen = install_then_screen
+    guarded.predict(x[:2])
+    verdict = guarded.last_verdict
+    assert not verdict.scores and verdict.threshold is None
+    assert verdict.calibration_id is None
+
+    guard.screen = screen  # and the next call is screened by it, and names it
+    guarded.predict(x[:2])
+    assert guarded.last_verdict.scores
+    assert guarded.last_verdict.calibration_id == guard.calibration_id is not None
+
+
+# -- torch: a detector's eval-mode pass never switches another thread's training call -----
+
+def test_torch_calls_in_train_mode_run_in_train_mode_while_detectors_switch_to_eval():
+    """A model in train mode, calibrated: each call's detectors take their own eval-mode
+    pass (switching the shared model to eval and back), so another thread's call running
+    meanwhile ran in eval mode (no dropout, no batch-statistics update): the output of a
+    function the caller never asked for."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class ModeMark(nn.Module):  # +100 in train mode: which mode ran shows in the output
+        def forward(self, x: Any) -> Any:
+            return x + (100.0 if self.training else 0.0)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), ModeMark())
+    x, _ = digits()
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor", policy=False)
+    guarded.eval()
+    guarded.calibrate(x[:300], detectors=["margin"])
+    guarded.train()
+    inputs = torch.from_numpy(x[300:332])
+    eval_mode: list[tuple[int, int]] = []
+    start = threading.Barrier(THREADS)
+
+    def work(t: int) -> None:
+        start.wait()
+        for i in range(200):
+            with torch.no_grad():
+                out = guarded(inputs[(t + i) % 32][None])
+            if float(out.min()) < 50:
+                eval_mode.append((t, i))
+            if not guarded.last_verdict.scores:
+                eval_mode.append((t, -1))  # screened, too
+
+    _run([threading.Thread(target=work, args=(t,)) for t in range(THREADS)])
+    assert eval_mode == []
+    assert all(m.training for m in model.modules())  # left in train mode
+
+
+# -- scikit-learn: a refit in another thread loses no count and no verdict ----------------
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_refits_in_another_thread_lose_no_call_count_and_no_threads_last_verdict():
+    """``fit`` rebuilt the guard around a fresh monitor and a fresh ``last_verdict``: the
+    calls made before it (and those still running on the old guard) vanished from
+    ``request_analysis``, and a thread reading ``last_verdict`` after its own call got
+    ``None`` when another thread had refitted meanwhile."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits()
+    guarded = aimsec_core.guard(LogisticRegression(max_iter=100), sinks=[],
+                                policy={"max_repeats": 0, "near_duplicate": False})
+    guarded.fit(x[:300], y[:300])
+    calls = 150
+    problems: list[Any] = []
+    done = threading.Event()
+    start = threading.Barrier(THREADS + 1)
+
+    def caller(t: int) -> None:
+        start.wait()
+        with aimsec_core.client(f"client-{t}"):
+            for i in range(calls):
+                rid = f"req-{t}-{i}"
+                with aimsec_core.request_id(rid):
+                    guarded.predict(x[600 + i:601 + i])
+                verdict = guarded.last_verdict
+                if verdict is None or verdict.request_id != rid:
+                    problems.append((rid, verdict and verdict.request_id))
+
+    def refitter() -> None:
+        start.wait()
+        k = 0
+        while not done.is_set() or k < 3:  # at least three refits, whatever the timing
+            guarded.fit(x[k % 3 * 100:300 + k % 3 * 100], y[k % 3 * 100:300 + k % 3 * 100])
+            k += 1
+            done.wait(0.005)
+
+    callers = [threading.Thread(target=caller, args=(t,)) for t in range(THREADS)]
+    refit = threading.Thread(target=refitter)
+    for thread in callers + [refit]:
+        thread.start()
+    for thread in callers:
+        thread.join(JOIN_S)
+    done.set()
+    refit.join(JOIN_S)
+    assert not any(thread.is_alive() for thread in callers + [refit]), "a thread hung"
+    assert problems == []
+    analysis = guarded.request_analysis()
+    assert analysis["total_requests"] == THREADS * calls
+    assert {c["client"]: c["requests"] for c in analysis["top_clients"]} == {
+        f"client-{t}": calls for t in range(THREADS)}
+    # the refit still drops the calibration (it described the model before)
+    guarded.calibrate(x[600:900], detectors=["margin"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        guarded.fit(x[:300], y[:300])
+    guarded.predict(x[:1])
+    assert aimsec_core.guard_of(guarded).calibration is None
+
+
+def test_a_clone_still_counts_its_own_calls():
+    """A clone (cross-validation) is another estimator: its calls are not the original's."""
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits()
+    guarded = aimsec_core.guard(LogisticRegression(max_iter=100), sinks=[])
+    guarded.fit(x[:300], y[:300])
+    with aimsec_core.client("a"):
+        guarded.predict(x[:1])
+    twin = clone(guarded).fit(x[:300], y[:300])
+    with aimsec_core.client("b"):
+        twin.predict(x[:1])
+        twin.predict(x[1:2])
+    assert guarded.request_analysis()["total_requests"] == 1
+    assert twin.request_analysis()["total_requests"] == 2
+
+
+# -- asyncio: tasks handing calls to worker threads ----------------------------------------
+
+def test_tasks_calling_through_to_thread_keep_their_clients_and_verdicts(tmp_path):
+    """``asyncio.to_thread`` runs each call in a copy of the task's context: the line
+    carries the task's client; the verdict is that of the call, in the worker; the task
+    itself never sees another task's verdict."""
+    model = digits_logistic()
+    x, _ = digits()
+    audit = AuditLog(file=tmp_path / "audit.jsonl")
+    guarded = aimsec_core.guard(model, sinks=[audit], constraints={"max_value": 0.9},
+                                policy={"max_repeats": 0, "near_duplicate": False,
+                                        "max_failed_attempts": 0})
+    calls = 40
+    problems: list[Any] = []
+
+    def screened(rid: str, row: np.ndarray) -> tuple[str, Any]:
+        try:
+            guarded.predict(row)
+            outcome = "allowed"
+        except aimsec_core.ValueRangeError:
+            outcome = "rejected"
+        verdict = guarded.last_verdict
+        if verdict.request_id != rid:
+            problems.append(("worker", rid, verdict.request_id))
+        return outcome, verdict
+
+    async def task(t: int) -> list[tuple[str, str]]:
+        outcomes = []
+        with aimsec_core.client(f"task-{t}"):
+            for i in range(calls):
+                rid = f"req-{t}-{i}"
+                with aimsec_core.request_id(rid):
+                    outcome, _ = await asyncio.to_thread(screened, rid, x[t * calls + i][None])
+                mine = guarded.last_verdict  # the task's own context: none of its calls ran here
+                if mine is not None:
+                    problems.append(("task", rid, mine.request_id))
+                outcomes.append((rid, outcome))
+        return outcomes
+
+    async def main() -> list[list[tuple[str, str]]]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(task(t) for t in range(THREADS))), JOIN_S)
+
+    results = asyncio.run(main())
+    assert problems == []
+    lines = {line["request_id"]: line for line in _lines(audit)}
+    assert len(lines) == THREADS * calls
+    for t, outcomes in enumerate(results):
+        for rid, outcome in outcomes:
+            assert lines[rid]["client"] == f"task-{t}"
+            assert lines[rid]["decision"] == outcome
+    assert aimsec_core.audit.verify_trail(audit.file).intact
+
+
+# -- calibration files: one thread saves while another (or a replica) loads ----------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "save_calibration writes the .npz in place (truncate, then write), so a load meanwhile "
+    "reads a half-written archive and raises CalibrationError (297 of 300 loads racing a "
+    "re-save failed); the writer belongs in the detection package's calibration_file: "
+    "write a temporary file beside it and os.replace it"))
+def test_a_calibration_file_being_saved_again_still_loads_whole(tmp_path, monkeypatch):
+    import os
+
+    from aimsec_core.detection import calibration_file
+
+    x, _ = digits()
+    guarded = aimsec_core.guard(digits_logistic(), sinks=[], mode="monitor")
+    guarded.calibrate(x[600:900], detectors=["margin"])
+    path = guarded.save_calibration(tmp_path / "calibration.npz")
+    reader = aimsec_core.guard(digits_logistic(), sinks=[], mode="monitor")
+    loaded: list[Any] = []
+    savez = calibration_file.np.savez_compressed
+
+    def save_with_a_load_midway(file: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(file, (str, os.PathLike)):
+            open(file, "wb").close()  # what writing starts with: the file it writes, empty
+        try:  # another thread loads the file at this moment
+            loaded.append(reader.load_calibration(path))
+        except aimsec_core.CalibrationError as exc:
+            loaded.append(exc)
+        savez(file, *args, **kwargs)
+
+    monkeypatch.setattr(calibration_file.np, "savez_compressed", save_with_a_load_midway)
+    guarded.save_calibration(path)
+    assert len(loaded) == 1 and not isinstance(loaded[0], Exception), loaded
