@@ -20,7 +20,8 @@ from .errors import (AdapterNotFoundError, AdversarialInputError, AimsecError,
                      InputTooLargeError, InvalidInputError, NonFiniteInputError,
                      SecurityViolation, StructuralAnomalyError, UnguardedCallError,
                      ValueRangeError, RateLimitedError, ClientBlockedError, QueryAttackError,
-                     ExtractionSuspectedError, StoreUnavailableError, UncopyableError)
+                     ExtractionSuspectedError, StoreUnavailableError, UncopyableError,
+                     MissingExtraError)
 from .detection.calibration import Calibration
 from .guard import Guard
 from .compat import AISecurityMonitor
@@ -41,7 +42,8 @@ __all__ = [
     "AISecurityMonitor", "AimsecMiddleware", "IncidentSink", "IncidentStore",
     "AIModelProtector", "Adapter", "AdapterNotFoundError", "AdversarialInputError",
     "AimsecError", "AuditLog", "ChatbotThreatModeler", "ClientBlockedError", "ExtractionSuspectedError",
-    "QueryAttackError", "RateLimitedError", "StoreUnavailableError", "UncopyableError", "Calibration", "CalibrationError", "CallRecord", "Capabilities",
+    "MissingExtraError", "QueryAttackError", "RateLimitedError", "StoreUnavailableError",
+    "UncopyableError", "Calibration", "CalibrationError", "CallRecord", "Capabilities",
     "ConfigurationError", "Constraints", "EmptyInputError", "Finding", "Guard",
     "InputFormatError", "InputSpec", "InputTooLargeError", "InvalidInputError",
     "NonFiniteInputError", "Refused", "SecurityViolation", "Sink", "StructuralAnomalyError",

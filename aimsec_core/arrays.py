@@ -105,6 +105,14 @@ def namespace(array: Any) -> Any:
     return array_api_compat.array_namespace(array)
 
 
+def astype(array: Any, dtype: Any) -> Any:
+    """``array`` cast to ``dtype`` (a copy) on its own device: the array API's ``astype``,
+    which numpy has as a function only from 2.1 (before, only the method)."""
+    if isinstance(array, np.ndarray):
+        return array.astype(dtype)
+    return namespace(array).astype(array, dtype)
+
+
 def to_host(array: Any) -> np.ndarray:
     """A small array (per-sample summaries) as numpy, moved off its device if needed."""
     if isinstance(array, (np.ndarray, *STRUCTURED)):
@@ -277,7 +285,7 @@ def largest_jump(array: Any, n: int) -> np.ndarray:
     """Per sample, the largest absolute difference between neighbours along any axis."""
     xp = namespace(array)
     sample = xp.reshape(array, (n, -1)) if array.ndim <= 1 else array
-    sample = xp.astype(sample, xp.float64) if dtype_kind(sample) != "f" else sample
+    sample = astype(sample, xp.float64) if dtype_kind(sample) != "f" else sample
     largest = np.zeros(n)
     for axis in range(1, sample.ndim):
         if sample.shape[axis] < 2:

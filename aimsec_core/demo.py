@@ -32,7 +32,8 @@ from .api import guard
 from .audit import AuditLog
 from .config import DEFAULT_LOG_PATH, resolve
 from .context import client
-from .errors import AimsecError
+from .errors import AimsecError, MissingExtraError
+from .extras import require
 from .sinks import CallRecord
 
 CLIENTS = ("203.0.113.7", "198.51.100.23", "api-key:analytics")
@@ -213,11 +214,19 @@ def run_folder(base: str | Path | None = None) -> Path:
 
 def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
         console: Console | None = None, out: str | Path | None = None) -> DemoRun:
-    """Train, guard and replay traffic; returns where the run's files went."""
+    """Train, guard and replay traffic; returns where the run's files went.
+
+    Raises :class:`MissingExtraError` without scikit-learn (the digits data come from it)
+    or when none of ``frameworks`` is installed; the ones missing among several are
+    skipped with a note."""
     started = time.perf_counter()
     console = console or Console()
+    require(("sklearn",), "sklearn", "the demo's digits data set")
     chosen = frameworks or digits.available()
     missing = sorted(set(chosen) - set(digits.available()))
+    if missing and set(missing) == set(chosen):
+        raise MissingExtraError(f"{', '.join(missing)}: not installed (pip install "
+                                f"'aimsec[{','.join(missing)}]')", name=missing[0])
     if missing:
         console.print(f"not installed, skipped: {', '.join(missing)}")
     chosen = [f for f in chosen if f not in missing]
@@ -289,13 +298,15 @@ def _where_everything_went(result: DemoRun, console: Console) -> None:
         console.print(f"alerts:     {len(list(outbox.glob('*.eml')))} e-mails in "
                       f"{_shown(outbox)}",
                       highlight=False)
+    from .reporting import report
+
     try:
-        from .reporting import report
-    except ImportError:  # the report extra (Jinja2, matplotlib) is not installed
-        console.print("report:     not written (pip install 'aimsec[report]')")
+        files = report(result.folder, out=result.folder, db=incidents,
+                       console=Console(quiet=True))
+    except MissingExtraError:  # the report extra (Jinja2, matplotlib) is not installed
+        console.print("report:     not written (pip install 'aimsec[report]')", markup=False,
+                      highlight=False)
         return
-    files = report(result.folder, out=result.folder, db=incidents,
-                   console=Console(quiet=True))
     result.report = files.html_path
     console.print(f"report:     {_shown(files.html_path)}", highlight=False)
 

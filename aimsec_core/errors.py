@@ -26,6 +26,12 @@ class AdapterNotFoundError(AimsecError, TypeError):
     """No installed adapter accepts the model object."""
 
 
+class MissingExtraError(AimsecError, ImportError):
+    """A feature was asked for whose optional dependencies are not installed. The message
+    names the packages and the extra that brings them (``pip install 'aimsec[report]'``);
+    ``name`` is the first missing module."""
+
+
 class UncopyableError(ConfigurationError, TypeError):
     """A guarded object, or a part of its guard (a sink), that cannot be pickled or
     copied without losing part of the guard: refused, never silently dropped. The message

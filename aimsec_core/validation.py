@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .adapter import Adapter
-from .arrays import (MAX_NESTING, STRUCTURED, ColumnBlocks, SparseValues, declared_size,
+from .arrays import (MAX_NESTING, STRUCTURED, ColumnBlocks, SparseValues, astype, declared_size,
                      dtype_kind, dtype_name, element_count, host_view, largest_jump, namespace,
                      to_host)
 from .signature import Constraints, InputSpec
@@ -496,7 +496,7 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
                 expected=c.max_gradient, received=float(np.nanmax(jumps)),
                 detail=f"largest jump {np.nanmax(jumps):.6g}"))
     if c.min_sparsity is not None:
-        density = to_host(xp.sum(xp.astype(flat != 0, xp.float32), axis=1)) / flat.shape[1]
+        density = to_host(xp.sum(astype(flat != 0, xp.float32), axis=1)) / flat.shape[1]
         _report_density(name, density, c, out)
 
 

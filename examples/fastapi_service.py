@@ -15,6 +15,7 @@ invented key with every request. The original tool's deployment flow, kept:
   a client over its rate is told 429 with ``Retry-After``, a locked-out one 403;
 - inference errors are recorded as incidents and answered 500 ``inference_failed``.
 
+    pip install -e '.[sklearn,serve]'    # the extras it needs, from a checkout
     python examples/fastapi_service.py
     curl -s 127.0.0.1:8000/predict -H 'X-API-Key: demo-key' \\
          -H 'Content-Type: application/json' \\

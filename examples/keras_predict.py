@@ -5,8 +5,9 @@ and sends it a clean batch, a handful of malformed ones, and a data pipeline wit
 batch in it. Runs on whichever backend ``KERAS_BACKEND`` names (TensorFlow by default).
 The audit log goes to a temporary folder, printed at the end.
 
+    pip install -e '.[keras,sklearn]'    # the extras it needs, from a checkout
     python examples/keras_predict.py
-    KERAS_BACKEND=torch python examples/keras_predict.py
+    KERAS_BACKEND=torch python examples/keras_predict.py    # with the torch extra too
 """
 
 from __future__ import annotations

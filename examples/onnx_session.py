@@ -4,6 +4,7 @@ Trains a small scikit-learn MLP on the bundled digits, exports it to ONNX with s
 loads it into an InferenceSession, guards it, and sends it one clean feed and a handful of
 malformed ones. The audit log goes to a temporary folder, printed at the end.
 
+    pip install -e '.[onnx]'    # the extras it needs, from a checkout
     python examples/onnx_session.py
 """
 

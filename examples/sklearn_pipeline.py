@@ -5,6 +5,7 @@ the guarded model, scores it with cross-validation, calibrates the adversarial-i
 detectors on held-out clean digits at 2% false positives, and shows what happens to
 malformed and perturbed inputs. The audit log goes to a temporary folder.
 
+    pip install -e '.[sklearn]'    # the extras it needs, from a checkout
     python examples/sklearn_pipeline.py
 """
 

@@ -6,6 +6,7 @@ it), then runs a DataLoader eval loop over the guarded model under ``torch.no_gr
 A few batches carry a "sensor glitch" (a pixel far outside [0, 1], or a NaN): they are let
 through, flagged, and written to the audit log, in a temporary folder printed at the end.
 
+    pip install -e '.[torch,sklearn]'    # the extras it needs, from a checkout
     python examples/torch_eval_loop.py
 """
 

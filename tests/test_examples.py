@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +40,33 @@ def test_sklearn_pipeline_calibrates_at_the_rate_it_states(tmp_path):
     doc = (ROOT / "examples" / "sklearn_pipeline.py").read_text()
     assert "at 2% false positives" in doc
     assert "calibrated for 2.00% false positives" in out
+
+
+#: import names whose distribution is named otherwise
+DISTRIBUTIONS = {"sklearn": "scikit-learn"}
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_an_example_names_the_extras_that_bring_what_it_uses(name):
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    text = (ROOT / "examples" / name).read_text()
+    tree = ast.parse(text)
+    said = re.search(r"pip install -e '\.\[([a-z,]+)\]'", ast.get_docstring(tree) or "")
+    assert said, f"{name} does not say which extras it needs"
+    extras = project["optional-dependencies"]
+    brought = _requirement_names(project["dependencies"]).union(
+        *(_requirement_names(extras[extra]) for extra in said.group(1).split(",")))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    needed = {DISTRIBUTIONS.get(m, m) for m in imported
+              if m not in sys.stdlib_module_names and m != "aimsec_core"}
+    if "max_requests_per_minute" in text:  # a rate limit runs on the limits library
+        needed.add("limits")
+    assert needed - brought == set()

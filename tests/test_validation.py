@@ -51,6 +51,17 @@ def test_min_sparsity_is_the_share_of_non_zero_values():
     assert finding.samples == (0,) and finding.received == pytest.approx(0.25)
 
 
+def test_structural_checks_run_on_numpy_without_the_astype_function(monkeypatch):
+    # numpy before 2.1 has only the ndarray.astype method, not the array API's function
+    monkeypatch.delattr(np, "astype", raising=False)
+    ints = np.array([[0, 0, 0, 9], [1, 1, 2, 1]], dtype=np.int64)
+    out = _run(ints, min_sparsity=0.5, max_gradient=3)
+    by_check = {f.check: f for f in out.findings}
+    assert by_check["min_sparsity"].samples == (0,)
+    assert by_check["max_gradient"].samples == (0,)
+    assert by_check["max_gradient"].received == pytest.approx(9)
+
+
 def test_a_vector_without_a_spec_is_one_sample():
     assert _run(np.arange(5.0)).batch_size == 1
 

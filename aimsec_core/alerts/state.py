@@ -154,6 +154,9 @@ class RedisGroupState:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisGroupState:
+        from ..extras import require
+
+        require(("redis",), "redis", "alert groups shared through Redis")
         import redis
 
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import digits
+from ..extras import require
 from .arguments import fail, rate
 
 #: The data sets of ``aimsec_core.evaluation.datasets`` (named here so that building the
@@ -110,11 +111,10 @@ def run(args: argparse.Namespace) -> int:
         import_quietly("tensorflow", "keras")
 
     console = Console(width=None if sys.stdout.isatty() else 150)
-    try:
-        import art  # noqa: F401  (the attacks come from an independent library)
-    except ImportError:
-        console.print("aimsec evaluate needs IBM ART: pip install 'aimsec[eval]'")
-        return 2
+    # the attacks come from an independent library, the data sets from scikit-learn, and
+    # torch's model is the source of the transferred and adaptive examples
+    require(("art", "sklearn", "scipy"), "eval", "the evaluation (IBM ART's attacks)")
+    require(("torch",), "torch", "the evaluation (its examples are crafted on a torch model)")
     rows = evaluation.evaluate(
         args.framework, fpr=args.fpr, quick=args.quick, seed=args.seed,
         detectors=args.detector, only_attacks=args.attack, reference=args.reference,

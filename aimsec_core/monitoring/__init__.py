@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import resolve_store_url
+from ..extras import require
 from .monitor import Monitor, Visit
 from .policy import ClientRules, Policy
 from .store import Store, StoreError, open_store
@@ -32,6 +33,8 @@ def build_monitor(model: str, policy: Policy | Mapping[str, Any] | bool | None,
     if policy is False:
         return None
     settings = Policy.coerce(None if policy is True else policy)  # type: ignore[arg-type]
+    if any(rules.max_requests_per_minute is not None for rules in settings.all_rules):
+        require(("limits",), "monitoring", "the max_requests_per_minute rate limit")
     if not isinstance(store, Store):
         store = open_store(resolve_store_url(store), timeout=settings.store_timeout)
     return Monitor(model, settings, store, clock)

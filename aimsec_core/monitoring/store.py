@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from ..config import redacted_url
 from ..errors import ConfigurationError
+from ..extras import require
 from .fingerprint import Query
 from .index import Match
 from .policy import ClientRules, Policy
@@ -105,6 +106,7 @@ def open_store(url: str | Store | None, *, timeout: float = 0.05) -> Store:
 
         return MemoryStore()
     if url.startswith(("redis://", "rediss://", "unix://")):
+        require(("redis", "limits"), "redis", "a Redis monitoring store")
         from .redis_store import RedisStore
 
         try:

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from ..config import DEFAULT_LOG_PATH, resolve
 from ..errors import ConfigurationError
+from ..extras import require
 from ..files import as_path
 from .aggregate import Aggregator
 from .console import print_summary, reading_progress
@@ -28,6 +29,8 @@ from .recommend import recommend
 
 JSON_FILE = "report.json"
 HTML_FILE = "report.html"
+#: What the HTML page and its charts are drawn with: the ``report`` extra.
+RENDERERS = ("jinja2", "matplotlib")
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,9 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     Raises :class:`ConfigurationError` for a missing trail, a bad period, or ``out``,
     ``db`` or ``incidents`` of the wrong kind; malformed
     lines are counted in the report, never raised. Needs the ``report`` extra (Jinja2,
-    matplotlib).
+    matplotlib): without it, :class:`MissingExtraError` before anything is read.
     """
+    _require_renderers()
     console = console or Console()
     now = as_utc(now or datetime.now(timezone.utc))
     start, end = parse_period(since, until, now)
@@ -99,7 +103,9 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
 
 
 def write_report(result: Report, out: str | Path) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.html`` into ``out`` (created if needed)."""
+    """Write ``report.json`` and ``report.html`` into ``out`` (created if needed);
+    :class:`MissingExtraError` without the ``report`` extra."""
+    _require_renderers()
     from .charts import all_charts
     from .html import render_html
 
@@ -131,3 +137,9 @@ def _write(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
+
+
+def _require_renderers() -> None:
+    """:class:`MissingExtraError` naming the ``report`` extra when Jinja2 or matplotlib is
+    missing (checked before the trail is read, not after)."""
+    require(RENDERERS, "report", "the HTML report")
