@@ -359,11 +359,6 @@ def test_tasks_calling_through_to_thread_keep_their_clients_and_verdicts(tmp_pat
 
 # -- calibration files: one thread saves while another (or a replica) loads ----------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "save_calibration writes the .npz in place (truncate, then write), so a load meanwhile "
-    "reads a half-written archive and raises CalibrationError (297 of 300 loads racing a "
-    "re-save failed); the writer belongs in the detection package's calibration_file: "
-    "write a temporary file beside it and os.replace it"))
 def test_a_calibration_file_being_saved_again_still_loads_whole(tmp_path, monkeypatch):
     import os
 
@@ -389,3 +384,15 @@ def test_a_calibration_file_being_saved_again_still_loads_whole(tmp_path, monkey
     monkeypatch.setattr(calibration_file.np, "savez_compressed", save_with_a_load_midway)
     guarded.save_calibration(path)
     assert len(loaded) == 1 and not isinstance(loaded[0], Exception), loaded
+
+
+def test_a_calibration_file_that_cannot_be_written_is_a_calibration_error(tmp_path):
+    x, _ = digits()
+    guarded = aimsec_core.guard(digits_logistic(), sinks=[], mode="monitor")
+    guarded.calibrate(x[600:900], detectors=["margin"])
+    (tmp_path / "taken.npz").mkdir()
+    (tmp_path / "a-file").write_text("")
+    for target in (tmp_path / "taken.npz", tmp_path / "a-file" / "c.npz"):
+        with pytest.raises(aimsec_core.CalibrationError, match="cannot write the calibration"):
+            guarded.save_calibration(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "taken.npz"]

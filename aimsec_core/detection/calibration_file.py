@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import zipfile
 import zlib
 from pathlib import Path
@@ -39,10 +40,27 @@ MAX_THRESHOLD = 1e6
 
 
 def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the calibration file at ``path`` whole: into a new file beside it (created
+    as any new file, under the process's umask), then renamed over ``path``. A reader
+    meanwhile sees the old file or the new one, never a half-written archive, and two
+    writers at once leave one of the two files, not a mix."""
     meta = seal(meta, arrays)
     encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
-    np.savez_compressed(path, **{META: encoded}, **arrays)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                np.savez_compressed(out, **{META: encoded}, **arrays)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise CalibrationError(f"cannot write the calibration file {path}: "
+                               f"{exc.strerror or exc}; expected a writable file path "
+                               "in an existing or creatable folder") from exc
     return path
 
 
