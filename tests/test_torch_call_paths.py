@@ -323,6 +323,30 @@ def test_transforms_screen_the_real_values_of_every_vmapped_entry():
     assert torch.allclose(grads, model.fc.weight.sum(0).expand(2, 4))
 
 
+def test_transforms_over_the_parameters_screen_a_plain_input(sink):
+    """torch.func over the parameters (per-example gradients, model ensembles) with a plain
+    input: the input is not wrapped, the transforms are active all the same."""
+    model, g = make(sink)
+    params = {k: v.detach() for k, v in g.named_parameters()}
+
+    def loss(p, module):
+        return torch.func.functional_call(module, p, (X,)).square().sum()
+
+    grads = torch.func.grad(loss)(params, g)
+    expected = torch.func.grad(loss)(params, model)
+    assert grads.keys() == expected.keys()
+    assert all(torch.equal(grads[k], expected[k]) for k in grads)
+
+    stacked = {k: torch.stack([v, 2 * v]) for k, v in params.items()}
+    ensemble = torch.func.vmap(lambda p, x: torch.func.functional_call(g, p, (x,)),
+                               in_dims=(0, None))(stacked, X)
+    assert torch.equal(ensemble, torch.func.vmap(
+        lambda p, x: torch.func.functional_call(model, p, (x,)), in_dims=(0, None))(stacked, X))
+    with pytest.raises(NonFiniteInputError):
+        torch.func.grad(lambda p: torch.func.functional_call(g, p, (NAN,)).sum())(params)
+    assert sink.outcomes == ["allowed", "allowed", "rejected"]
+
+
 def test_hooks_fire_once_on_each_module(sink):
     model, g = make(sink)
     fired: list[str] = []

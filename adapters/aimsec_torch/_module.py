@@ -7,7 +7,8 @@ Every way to run the model through the guarded module is screened or refused:
   screened under its parameter's name;
 - ``torch.compile(guarded)``: the guard runs outside the graph (a graph break), every call;
   ``guarded.compile()`` compiles the original model and keeps the guard outside it;
-- ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``...): the real values under the
+- ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``...), over the input or only
+  over the parameters (``functional_call`` inside them): the real values under the
   transform's wrappers are screened;
 - tracers that would record the model without the guard (``torch.jit.trace``,
   ``torch.jit.script``, ``torch.fx.symbolic_trace``, ``torch.export``) raise
@@ -39,7 +40,7 @@ from aimsec_core.validation import Refused
 
 from ._arguments import ArgumentsError, tensors_in
 from ._modes import own_mode, own_training
-from ._tensors import inside_transforms, is_transformed, outside_transforms
+from ._tensors import inside_transforms, outside_transforms, transforming
 
 #: The original's dicts the guarded module uses as its own: same parameters, buffers and
 #: submodules, so ``parameters()``, ``state_dict()``, optimisers and ``.to()`` see one model.
@@ -97,9 +98,8 @@ class GuardedModule(GuardedMixin, nn.Module):
         elif len(inputs) > 1:
             inputs = _masks_as_bytes(inputs)
 
-        for t in inputs.values():
-            if isinstance(t, torch.Tensor) and is_transformed(t):
-                return self._aimsec_transformed(inputs, args, kwargs)
+        if transforming():
+            return self._aimsec_transformed(inputs, args, kwargs)
 
         # the mode the user set, whatever another thread's detector pass switched it to
         training = own_training(original)

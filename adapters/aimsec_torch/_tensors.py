@@ -85,8 +85,11 @@ def inside_transforms(stack: list[Any]) -> Any:
     return temporarily_restore_interpreter_stack(stack)
 
 
-#: Whether a tensor is wrapped by a ``torch.func`` transform (vmap, grad, ...).
-is_transformed = _functorch.is_functorch_wrapped_tensor
+def transforming() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, ...) is active: its wrappers are on
+    the input, or only on the parameters (per-example gradients, a vmapped ensemble), where
+    every tensor op, reading a plain input's values included, still goes through them."""
+    return _functorch.peek_interpreter_stack() is not None
 
 
 def exact_bytes(tensor: torch.Tensor) -> memoryview:
