@@ -84,9 +84,10 @@ class GuardedModel(GuardedMixin):
         if args:
             x = args[0] = _native(args[0])
             forward = Forward(lambda t: model(t, *args[1:], **kwargs))
-        else:
-            x = kwargs["inputs"] = _native(kwargs.get("inputs"))
-            forward = Forward(lambda t: model(**{**kwargs, "inputs": t}))
+        else:  # by keyword: Keras binds it to ``call``'s first argument, whatever its name
+            name = _input_argument(model)
+            x = kwargs[name] = _native(kwargs.get(name))
+            forward = Forward(lambda t: model(**{**kwargs, name: t}))
         if _symbolic(x):
             raise _as_is(UnguardedCallError(
                 "the guarded model was called on symbolic tensors (building a larger model "
@@ -120,8 +121,13 @@ class GuardedModel(GuardedMixin):
             return guard.call(guard.adapter.inputs_of(x), run,
                               run if method_name == "predict" else None)
         batches, length = pipeline
-        if (length is not None and "steps" in signature.parameters
-                and bound.arguments.get("steps") is None):
+        steps = bound.arguments.get("steps")
+        if isinstance(steps, int) and steps > 0:
+            # Keras reads no more than that, but TensorFlow's reader of a generator reads
+            # ahead: a batch past the last step would be screened (and could be refused)
+            # though the model never reads it.
+            batches = itertools.islice(batches, steps)
+        elif length is not None and "steps" in signature.parameters and steps is None:
             # A generator has no length: give Keras the pipeline's, as it would have read it.
             bound.arguments["steps"] = length
 
@@ -129,7 +135,11 @@ class GuardedModel(GuardedMixin):
             bound.arguments[first] = data
             return method(*bound.args, **bound.kwargs)
 
-        return _consume_screened(guard, batches, run)
+        try:
+            return _consume_screened(guard, batches, run)
+        finally:
+            if isinstance(x, keras.utils.PyDataset):  # its epoch ends with the call
+                pipeline[0].close()  # type: ignore[attr-defined]
 
     # --- everything else is the original model's ------------------------------------------
     @property  # type: ignore[misc]
@@ -219,9 +229,7 @@ def _pipeline(x: Any) -> tuple[Iterator[Any], int | None] | None:
     if isinstance(x, types.GeneratorType):
         return x, None
     if isinstance(x, keras.utils.PyDataset):
-        count = x.num_batches
-        # Read here, in order (no workers): screening must see every batch the model sees.
-        return (x[i] for i in (range(count) if count is not None else itertools.count())), count
+        return _epoch_of(x), x.num_batches
     bases = [(base.__module__, base.__name__) for base in type(x).__mro__]
     if any(module.startswith("tensorflow.python.") and name == "DatasetV2"
            for module, name in bases):
@@ -233,6 +241,31 @@ def _pipeline(x: Any) -> tuple[Iterator[Any], int | None] | None:
         except TypeError:  # an IterableDataset without a length
             return iter(x), None
     return None
+
+
+def _epoch_of(data: Any) -> Iterator[Any]:
+    """The batches of a ``keras.utils.PyDataset``, read here in order (no workers: screening
+    must see every batch the model sees), between its ``on_epoch_begin`` and
+    ``on_epoch_end`` hooks, as Keras calls them around a ``predict`` or ``evaluate``."""
+    count = data.num_batches
+    data.on_epoch_begin()
+    try:
+        for i in range(count) if count is not None else itertools.count():
+            yield data[i]
+    finally:
+        data.on_epoch_end()
+
+
+def _input_argument(model: Any) -> str:
+    """The name of the first argument of ``model.call`` (``inputs`` on Keras' own models),
+    which a caller may pass by keyword."""
+    try:
+        parameter = next(iter(inspect.signature(model.call).parameters.values()))
+    except (TypeError, ValueError, StopIteration):
+        return "inputs"
+    if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        return "inputs"
+    return parameter.name
 
 
 def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any], Any]) -> Any:
