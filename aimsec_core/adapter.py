@@ -44,6 +44,9 @@ class Adapter(ABC):
 
     #: Short framework name used in audit lines and reports.
     framework: ClassVar[str] = "unknown"
+    #: Top-level modules the framework needs (checked without importing them, to say in
+    #: an error which frameworks are missing); empty: nothing beyond the adapter.
+    requires: ClassVar[tuple[str, ...]] = ()
     #: What the framework's call accepts, for error messages ("torch.Tensor").
     input_types: ClassVar[str] = "an array"
     capabilities: ClassVar[Capabilities] = Capabilities()

@@ -9,6 +9,7 @@ from typing import Any
 
 from .adapter import Adapter
 from .errors import AdapterNotFoundError
+from .extras import installed
 
 ENTRY_POINT_GROUP = "aimsec.adapters"
 
@@ -52,9 +53,13 @@ def adapter_for(model: Any) -> Adapter:
     for adapter in adapters:
         if adapter.accepts(model):
             return adapter(model)
-    names = ", ".join(a.framework for a in adapters) or "none"
+    usable = [a.framework for a in adapters if all(map(installed, a.requires))]
+    missing = [a.framework for a in adapters if not all(map(installed, a.requires))]
+    names = ", ".join(usable) or "none"
+    if missing:
+        names += f" (adapters whose framework is not installed: {', '.join(missing)})"
     raise AdapterNotFoundError(
         f"no installed adapter accepts a {type(model).__module__}.{type(model).__qualname__}; "
-        f"installed adapters: {names}. Install the extra for its framework "
+        f"frameworks installed with an adapter: {names}. Install the extra for its framework "
         "(pip install 'aimsec[torch]', '[keras]', '[sklearn]' or '[onnx]') or register one "
         "with aimsec_core.register_adapter")

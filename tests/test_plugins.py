@@ -88,3 +88,13 @@ def test_unknown_model_type_gets_a_clear_error():
 def test_register_adapter_refuses_non_adapters():
     with pytest.raises(TypeError, match="Adapter subclass"):
         aimsec_core.register_adapter(dict)
+
+
+def test_the_error_tells_frameworks_installed_from_adapters_without_theirs(monkeypatch):
+    """It listed every adapter as 'installed' on a machine without their frameworks."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(AdapterNotFoundError) as caught:
+        aimsec_core.guard(object())
+    message = str(caught.value)
+    assert "adapters whose framework is not installed: onnx" in message
+    assert "frameworks installed with an adapter: " in message and "sklearn" in message

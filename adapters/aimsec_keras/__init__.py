@@ -56,6 +56,7 @@ GRADIENT_CHUNK = 256
 
 class KerasAdapter(Adapter):
     framework = "keras"
+    requires = ("keras",)
     input_types = "a numpy array or backend tensor"
     # Keras' predict refuses nested lists ("Unrecognized data type"), so neither do we.
     capabilities = Capabilities(gradients=True, probabilities=True, signature=True)

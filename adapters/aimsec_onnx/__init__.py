@@ -63,6 +63,7 @@ _VALUE_PRESERVING = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Uns
 
 class OnnxAdapter(Adapter):
     framework = "onnx"
+    requires = ("onnxruntime",)
     input_types = "a numpy array"
     # onnxruntime's run takes nested lists too, cast to the declared element type.
     capabilities = Capabilities(probabilities=True, signature=True, host_sequences=True)

@@ -48,6 +48,7 @@ __all__ = ["SklearnAdapter"]
 
 class SklearnAdapter(Adapter):
     framework = "sklearn"
+    requires = ("sklearn",)
     input_types = "an array-like of shape (n_samples, n_features)"
     capabilities = Capabilities(probabilities=True, signature=True, host_sequences=True)
 

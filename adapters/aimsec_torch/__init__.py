@@ -75,6 +75,7 @@ def _first_float_parameter(model: Any) -> Any:
 
 class TorchAdapter(Adapter):
     framework = "torch"
+    requires = ("torch",)
     input_types = "a torch.Tensor"
     capabilities = Capabilities(gradients=True, probabilities=True, device_arrays=True,
                                 signature=True, host_sequences=False)
