@@ -18,3 +18,15 @@ def test_an_emptied_trail_fails_a_recorded_head_without_saying_none(tmp_path, ca
     assert main(["audit", "verify", str(tmp_path), "--head", "ab" * 32]) == 1
     out = capsys.readouterr().out
     assert "BROKEN" in out and "no lines" in out and "None" not in out
+
+
+def test_without_a_path_it_reads_security_log_path(tmp_path, monkeypatch, capsys):
+    # the README's commands read SECURITY_LOG_PATH (else ./security_logs) by default;
+    # audit verify used to require its path
+    (tmp_path / "audit.jsonl").write_bytes(b"")
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path))
+    assert main(["audit", "verify"]) == 0
+    assert "intact: 0 lines" in capsys.readouterr().out
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path / "elsewhere"))
+    assert main(["audit", "verify"]) == 2
+    assert "elsewhere" in capsys.readouterr().err

@@ -13,8 +13,11 @@ variable                           meaning                                     d
 ``AIMSEC_ALERT_GROUP_WAIT``        seconds collected before a group's first    ``30``
 ``AIMSEC_ALERT_GROUP_INTERVAL``    least seconds between messages of a group   ``300``
 ``AIMSEC_ALERT_REPEAT_INTERVAL``   seconds between reminders of a firing group ``14400``
-``AIMSEC_REDIS_URL``               Redis shared by replicas (one message per   none
-                                   group across them)
+``AIMSEC_ALERT_MAX_CLIENTS``       clients of one (model, threat) with groups  ``3``
+                                   of their own per repeat interval; ``0``: no
+                                   cap
+``AIMSEC_REDIS_URL``               Redis shared by replicas (one message per   ``AIMSEC_STORE_URL``
+                                   group across them)                          if Redis, else none
 ``AIMSEC_METRICS``                 ``0`` turns the Prometheus sink off         ``1``
 ``ALERT_SMTP_SERVER``              SMTP host; unset: alerts go to the outbox   none
 ``ALERT_SMTP_PORT``                SMTP port                                   ``587``

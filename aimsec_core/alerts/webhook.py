@@ -90,7 +90,20 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def verify(secret: str, timestamp: str, body: bytes, signature: str, *, now: float,
            tolerance_s: float = 300.0) -> bool:
     """For receivers: whether ``signature`` is ``body``'s and ``timestamp`` is within
-    ``tolerance_s`` of ``now`` (a replayed old request fails)."""
+    ``tolerance_s`` of ``now`` (a replayed old request fails).
+
+    ``body`` is the request body exactly as received (``bytes``); ``timestamp`` and
+    ``signature`` are the headers' values as ``str``. Raises ``TypeError`` naming the
+    argument for any other type (a parsed or decoded body would never match)."""
+    for name, value, expected in (("secret", secret, str), ("timestamp", timestamp, str),
+                                  ("body", body, (bytes, bytearray, memoryview)),
+                                  ("signature", signature, str)):
+        if not isinstance(value, expected):
+            wanted = "bytes, the request body exactly as received" if name == "body" \
+                else "str"
+            raise TypeError(f"webhook.verify: {name} must be {wanted}; received "
+                            f"{type(value).__name__}")
+    body = bytes(body)
     try:
         fresh = abs(now - float(timestamp)) <= tolerance_s
     except ValueError:

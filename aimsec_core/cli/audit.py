@@ -1,4 +1,5 @@
-"""``aimsec audit verify PATH``: check an audit trail's hash chain.
+"""``aimsec audit verify [PATH]``: check an audit trail's hash chain (default: the folder
+``SECURITY_LOG_PATH`` names, else ``./security_logs``, as the other commands read).
 
 Exit status 0 when the trail is intact, 1 when a line is broken (the first one is named:
 file and line number), 2 when there is no trail at ``PATH``.
@@ -17,8 +18,9 @@ def register(commands: Any) -> None:
     actions = audit.add_subparsers(dest="action", required=True)
     verify = actions.add_parser(
         "verify", help="check the hash chain of a trail and name the first broken line")
-    verify.add_argument("path", help="an audit file (its rotated files are included) or "
-                                     "the folder holding it")
+    verify.add_argument("path", nargs="?", help="an audit file (its rotated files are "
+                        "included) or the folder holding it (default: SECURITY_LOG_PATH, "
+                        "else ./security_logs)")
     verify.add_argument("--head", type=sha256_hex, help="hex SHA-256 the last line must have (recorded "
                                        "earlier), to cover changes at the end")
     audit.set_defaults(handler=run)
@@ -26,9 +28,12 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import verify_trail
+    from ..config import log_folder
     from ..visible import visible
     from .arguments import demo_run_hint, fail
 
+    if args.path is None:
+        args.path = str(log_folder())
     try:
         result = verify_trail(args.path, head=args.head)
     except FileNotFoundError as exc:

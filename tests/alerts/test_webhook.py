@@ -36,6 +36,21 @@ def test_body_is_slack_compatible_and_signed(hook_server, clock):
     assert signature == sign("k3y", timestamp, body)
 
 
+@pytest.mark.parametrize("argument", ["body", "timestamp", "signature"])
+def test_verify_names_an_argument_of_the_wrong_type(argument):
+    timestamp, body = "1700000000", b'{"text": "x"}'
+    given = {"timestamp": timestamp, "body": body,
+             "signature": sign("k3y", timestamp, body)}
+    assert verify("k3y", **given, now=1700000000.0)
+    assert verify("k3y", timestamp, bytearray(body), given["signature"], now=1700000000.0)
+    # a body decoded to str (or headers read as bytes) used to fail deep inside hmac
+    given[argument] = given[argument].decode() if argument == "body" \
+        else given[argument].encode()
+    with pytest.raises(TypeError, match=f"{argument} must be .*; received "
+                                        f"{type(given[argument]).__name__}"):
+        verify("k3y", **given, now=1700000000.0)
+
+
 def test_unsigned_without_a_secret(hook_server):
     server = hook_server()
     WebhookChannel(WebhookSettings(server.url)).send(alert())
