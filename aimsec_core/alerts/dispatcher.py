@@ -348,7 +348,8 @@ class Dispatcher:
         Exit allows ``close`` a few seconds while one channel exchange may take its whole
         timeout: a channel that hangs then leaves the copies of what it did not send in
         the outbox, where they were lost before. An alert sent just before the process
-        ended may keep its copy too (sent twice, never lost)."""
+        ended may keep its copy too (sent twice, never lost). An alert waiting for retries
+        on several channels has one copy, removed once all of them took it."""
         jobs: list[tuple[Alert, list[Channel], int]] = []
         while self._retries:
             retry = heapq.heappop(self._retries)
@@ -357,18 +358,29 @@ class Dispatcher:
             jobs += [(self._with_incident(alert), self._channels(), 1)
                      for alert in self.grouper.due(now, force=True)]
         outbox = self.fallback if isinstance(self.fallback, OutboxChannel) else None
-        copies = [self._copy(outbox, alert, channels) for alert, channels, _ in jobs]
-        for (alert, channels, attempt), copy in zip(jobs, copies):
+        # per alert (its retries on several channels are one alert): its copy, its jobs left
+        copies: dict[int, Path | None] = {}
+        left: dict[int, int] = {}
+        for alert, channels, _ in jobs:
+            if id(alert) not in copies:
+                copies[id(alert)] = self._copy(outbox, alert, channels)
+            left[id(alert)] = left.get(id(alert), 0) + 1
+        missed: set[int] = set()
+        for alert, channels, attempt in jobs:
+            copy = copies[id(alert)]
             if not channels:
                 log.warning("aimsec alert with no channel: %s", alert.summary())
             sent = [self._attempt(alert, channel, attempt, now, True,
                                   fallback=copy is None) for channel in channels]
-            if copy is None:
+            if not all(sent):
+                missed.add(id(alert))
+            left[id(alert)] -= 1
+            if copy is None or left[id(alert)]:
                 continue
-            if all(sent):
-                copy.unlink(missing_ok=True)
-            else:
+            if id(alert) in missed:
                 self._note(alert, outbox, "outbox", 1)  # type: ignore[arg-type]
+            else:
+                copy.unlink(missing_ok=True)
 
     def _copy(self, outbox: OutboxChannel | None, alert: Alert,
               channels: list[Channel]) -> Path | None:

@@ -377,3 +377,27 @@ def test_copies_of_alerts_a_channel_refuses_at_close_stay_as_their_outbox_delive
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1  # one copy, not two
     statuses = [(d["channel"], d["status"]) for d in store.deliveries()]
     assert statuses == [("list", "failed"), ("outbox", "outbox")]
+
+
+@pytest.mark.parametrize("second_failures, copies", [(99, 1), (0, 1)])
+def test_an_alert_retried_on_two_channels_at_close_has_one_outbox_copy(
+        tmp_path, clock, second_failures, copies):
+    """An alert both channels failed has a retry on each; the final round wrote a copy per
+    retry (the same alert twice in the outbox when both failed again), and the first
+    channel to take it removed only its own copy. One copy per alert now, removed only
+    once every channel took it."""
+
+    class Named(ListChannel):
+        def __init__(self, name, failures):
+            super().__init__(failures=failures)
+            self.name = name
+
+    first, second = Named("first", 99), Named("second", 1 + second_failures)
+    dispatcher = Dispatcher(None, Grouper(NOW_POLICY, clock=clock), [first, second],
+                            fallback=OutboxChannel(tmp_path / "outbox"), clock=clock,
+                            start=False)
+    dispatcher.submit(occ(clock, "x"))
+    dispatcher.pump()  # both fail: one retry each, same alert
+    assert dispatcher.retries == 2
+    dispatcher.close(30)
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == copies
