@@ -11,15 +11,15 @@ test, stratified, seeded).
   and no attack budget evaluated (at most 0.3) can reach zero.
 - ``wine``: scikit-learn's ``load_wine`` (178 samples, 13 chemical measurements, 3
   classes), min-max scaled.
-
-Tabular features are split first, then min-max scaled with the training split's minima
-and maxima (``MinMaxScaler(clip=True)``), as a deployed model's preprocessing would be:
-calibration and test values outside the training range are clipped to [0, 1], and
-nothing about the calibration or test split leaks into the scale.
 - ``tabular``: ``make_classification`` (2,000 samples, 20 features, 6 informative and 10
   redundant ones, which are linear mixtures of the informative and so correlated with
   them; 2 classes), each feature plus Gaussian noise of 0.3 times its spread (the
   correlations are strong but not exact, as measured data would be), min-max scaled.
+
+The wine and tabular features are split first, then min-max scaled with the training
+split's minima and maxima (``MinMaxScaler(clip=True)``), as a deployed model's
+preprocessing would be: calibration and test values outside the training range are
+clipped to [0, 1], and nothing about the calibration or test split leaks into the scale.
 """
 
 from __future__ import annotations
