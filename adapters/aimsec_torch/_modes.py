@@ -7,9 +7,13 @@ When both happen at once in different threads on one model, the switch would mak
 other thread's training call run in eval mode (no dropout, batch statistics not updated).
 So per model the two never overlap: eval-mode passes share one switch (the first saves
 every submodule's mode, the last restores them), calls in the model's own mode share the
-mode as set, and each kind waits while the other is in (a waiting eval-mode pass goes
-first, so neither kind can keep the other out for good). A model in eval mode is never
-switched, and its calls take no part in this.
+mode as set, and each kind waits while the other is in. A waiting eval-mode pass goes
+first, so calls in train mode cannot keep passes out; a new pass joins one that is in, so
+passes overlapping without a break (several threads calibrating, or calls that the
+detectors refuse, which end without a model call) keep train-mode calls waiting until
+they pause. A guarded train-mode call takes its passes before its model call and waits
+there, so threads calling the guarded model alone always get through. A model in eval
+mode is never switched, and its calls take no part in this.
 """
 
 from __future__ import annotations
