@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from . import digits
@@ -35,6 +34,7 @@ from .context import client
 from .errors import AimsecError, MissingExtraError
 from .extras import require
 from .sinks import CallRecord
+from .visible import shown
 
 CLIENTS = ("203.0.113.7", "198.51.100.23", "api-key:analytics")
 #: The client whose calls are a black-box attack's probes (``probe`` in the traffic).
@@ -231,7 +231,7 @@ def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
         console.print(f"not installed, skipped: {', '.join(missing)}")
     chosen = [f for f in chosen if f not in missing]
     folder = run_folder(out)
-    console.print(f"aimsec demo: {', '.join(chosen)}; this run writes to {_shown(folder)}",
+    console.print(f"aimsec demo: {', '.join(chosen)}; this run writes to {shown(folder)}",
                   highlight=False)
     data = digits.load(seed)
     tally, audit = Tally(), AuditLog(folder)
@@ -261,14 +261,6 @@ def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
     return result
 
 
-def _shown(path: Path) -> str:
-    """``path`` for the console: shown as named (rich markup escaped, control characters
-    as escapes), whatever the folder given with ``--out`` is called."""
-    from .visible import visible
-
-    return escape(visible(str(path)))
-
-
 def _security_sinks(folder: Path) -> list[Any]:
     """Incidents (medium severity and up) and alerts (high and up, as ``.eml`` files)
     inside the run's folder: what a security team would receive from this traffic."""
@@ -279,7 +271,7 @@ def _security_sinks(folder: Path) -> list[Any]:
 
 
 def _where_everything_went(result: DemoRun, console: Console) -> None:
-    console.print(f"audit log:  {_shown(result.audit_file)}", highlight=False)
+    console.print(f"audit log:  {shown(result.audit_file)}", highlight=False)
     incidents = result.folder / "incidents.sqlite3"
     if incidents.exists():
         result.incidents = incidents
@@ -290,13 +282,13 @@ def _where_everything_went(result: DemoRun, console: Console) -> None:
             count = len(store.incidents())
         finally:
             store.close()
-        console.print(f"incidents:  {count} open in {_shown(incidents)} (aimsec incidents "
-                      f"--db {_shown(incidents)})", highlight=False)
+        console.print(f"incidents:  {count} open in {shown(incidents)} (aimsec incidents "
+                      f"--db {shown(incidents)})", highlight=False)
     outbox = result.folder / "outbox"
     if outbox.exists():
         result.outbox = outbox
         console.print(f"alerts:     {len(list(outbox.glob('*.eml')))} e-mails in "
-                      f"{_shown(outbox)}",
+                      f"{shown(outbox)}",
                       highlight=False)
     from .reporting import report
 
@@ -308,7 +300,7 @@ def _where_everything_went(result: DemoRun, console: Console) -> None:
                       highlight=False)
         return
     result.report = files.html_path
-    console.print(f"report:     {_shown(files.html_path)}", highlight=False)
+    console.print(f"report:     {shown(files.html_path)}", highlight=False)
 
 
 def _replay(guarded: Any, framework: str, data: digits.DigitsSplit, calls: int,

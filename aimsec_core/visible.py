@@ -24,3 +24,12 @@ def visible(text: str) -> str:
     """``text`` with control and bidirectional formatting characters written as escapes
     (``"a\\x00b"`` for ``"a<NUL>b"``); other characters unchanged."""
     return _ACTING.sub(_escape, text)
+
+
+def shown(text: object) -> str:
+    """``text`` (or a path, as ``str``) for a rich console: :func:`visible`, then rich
+    markup escaped, so a name like ``out[/]`` prints as named instead of failing as
+    markup."""
+    from rich.markup import escape
+
+    return escape(visible(str(text)))

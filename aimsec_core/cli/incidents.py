@@ -12,6 +12,7 @@ from typing import Any
 
 from ..incidents.model import STATUSES
 from ..severity import SEVERITIES
+from ..visible import shown
 from .arguments import demo_run_hint, fail, row_id, row_limit
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -136,7 +137,7 @@ def table(incidents: list[Any], now: float) -> Any:
     out.add_column("last", justify="right", no_wrap=True)
     for i in incidents:
         out.add_row(str(i.id), f"[{_STYLE.get(i.severity, '')}]{i.severity}[/]",
-                    _escape(i.threat), _escape(i.model), _escape(i.client), f"{i.count:,}",
+                    shown(i.threat), shown(i.model), shown(i.client), f"{i.count:,}",
                     ago(now - i.last_seen))
     return out
 
@@ -147,7 +148,7 @@ def legend(incidents: list[Any]) -> list[str]:
     for threat in dict.fromkeys(i.threat for i in incidents):
         row = next(i for i in incidents if i.threat == threat).taxonomy
         parts = [" ".join(ids) for ids in (row.owasp, row.techniques, row.mitigations) if ids]
-        lines.append(f"{_escape(threat)}: {' / '.join(parts) or 'unmapped'}")
+        lines.append(f"{shown(threat)}: {' / '.join(parts) or 'unmapped'}")
     return lines
 
 
@@ -160,11 +161,3 @@ def ago(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def _escape(text: str) -> str:
-    """``text`` for the terminal: control and bidirectional formatting characters as
-    escapes (a database may have been edited to hold any), rich markup escaped."""
-    from rich.markup import escape
-
-    from ..visible import visible
-
-    return escape(visible(text))

@@ -7,21 +7,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from .model import Report
-from ..visible import visible
+from ..visible import shown
 
 #: Without a terminal, a plain line is printed each time this share of the trail is read.
 PLAIN_STEP = 0.25
-
-
-def _shown(text: str) -> str:
-    """``text`` for the terminal: control and bidi characters as escapes
-    (:func:`aimsec_core.visible.visible`), rich markup escaped."""
-    return escape(visible(text))
 
 
 @contextmanager
@@ -62,10 +55,10 @@ def print_summary(console: Console, report: Report, paths: tuple[Path, Path]) ->
         flag = " [bold red]drift[/]" if s.drift else (
             f": [bold red]not drift, {len(s.sources)} client(s) send it[/] (the rest "
             f"{s.rest_rate:.1%})" if s.sources and s.rest_rate is not None else "")
-        console.print(f"detection {_shown(s.model)}: {rate} of clean samples above the "
+        console.print(f"detection {shown(s.model)}: {rate} of clean samples above the "
                       f"threshold, {fpr} calibrated{flag}")
     for rec in report.recommendations[:5]:
-        console.print(f"[bold]{rec.priority}[/]: {_shown(rec.title)}: {_shown(rec.action)}")
+        console.print(f"[bold]{rec.priority}[/]: {shown(rec.title)}: {shown(rec.action)}")
     if len(report.recommendations) > 5:
         console.print(f"… {len(report.recommendations) - 5} more in the report")
-    console.print(f"report: {_shown(str(paths[1]))} (data: {_shown(str(paths[0]))})")
+    console.print(f"report: {shown(str(paths[1]))} (data: {shown(str(paths[0]))})")
