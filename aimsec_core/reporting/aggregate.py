@@ -53,12 +53,9 @@ class Timeline:
     ``max_buckets`` buckets; it widens (merging buckets) as later entries stretch the span.
     """
 
-    def __init__(self, max_buckets: int = MAX_BUCKETS, span: float | None = None) -> None:
+    def __init__(self, max_buckets: int = MAX_BUCKETS) -> None:
         self.max_buckets = max_buckets
         self.width = BUCKET_WIDTHS[0]
-        if span is not None:
-            self.width = next((w for w in BUCKET_WIDTHS if span / w <= max_buckets),
-                              BUCKET_WIDTHS[-1])
         self.decisions: dict[int, Counter[str]] = {}
         self.checks: dict[int, Counter[str]] = {}
 
@@ -141,9 +138,9 @@ class DetectionStats:
 class Aggregator:
     """Counts over a stream of :class:`AuditEntry`, in memory independent of its length."""
 
-    def __init__(self, *, span: float | None = None) -> None:
+    def __init__(self) -> None:
         self.models, self.check_names = Names(), Names()
-        self.timeline = Timeline(span=span)
+        self.timeline = Timeline()
         self.decisions: Counter[str] = Counter()
         self.by_model: dict[str, Counter[str]] = {}
         self.findings_by_check: Counter[str] = Counter()
