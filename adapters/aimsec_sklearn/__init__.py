@@ -18,8 +18,11 @@ each where the wrapped estimator has it. ``fit`` fits a clone of the estimator i
 ``estimator_`` (scikit-learn's rule for meta-estimators: parameters are never changed) and
 the guard then screens calls to that fitted clone (``partial_fit`` trains ``estimator_``
 further, starting from a copy of the estimator as guarded); ``fit_predict`` and ``fit_transform``
-are not offered (call ``fit``, then the screened method). ``get_params``/``clone`` work, so
-the guarded model goes into a ``Pipeline`` or ``cross_val_score`` unchanged. ``estimator``,
+are not offered (call ``fit``, then the screened method); with ``warm_start=True``, ``fit``
+trains a copy of the fitted model on, as the plain estimator's refit would.
+``get_params``/``clone``, ``set_output``, ``get_feature_names_out`` and metadata routing
+(the model's own requests) work, so the guarded model goes into a ``Pipeline`` or
+``cross_val_score`` unchanged. ``estimator``,
 ``estimator_`` and fitted attributes such as ``tree_`` are the plain model's own parts:
 calls made on them directly are not screened.
 

@@ -84,14 +84,33 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         return guard.call({"X": X}, lambda: getattr(guard.model, method)(X, *args, **kwargs))
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> GuardedEstimator:
-        """Fit a clone of ``estimator`` into ``estimator_`` (training data is not screened)."""
-        fitted = clone(self.estimator).fit(X, y, **fit_params)
+        """Fit a clone of ``estimator`` into ``estimator_`` (training data is not screened).
+
+        Where ``estimator`` has ``warm_start=True``, a copy of the fitted model (``estimator_``,
+        else ``estimator`` itself) takes the estimator's current parameters and goes on
+        training, as the plain estimator's own refit would (``n_estimators`` raised between
+        fits adds trees); ``estimator`` is never fitted either way.
+        """
+        fitted = self._warm_started()
+        fitted = (clone(self.estimator) if fitted is None else fitted).fit(X, y, **fit_params)
         previous = getattr(self, "_aimsec_guard", None)
         if previous is not None and previous.calibration is not None:
             warnings.warn("refitting the model discards its detector calibration (it described "
                           "the old model); call calibrate(x_clean) again", stacklevel=2)
         self.estimator_ = fitted  # the guard is rebuilt for it on the next call
         return self
+
+    def _warm_started(self) -> Any:
+        """A copy of the fitted model carrying ``estimator``'s parameters, or ``None`` where
+        ``estimator`` does not warm start. The copy keeps its own random state objects:
+        the plain model's refit draws on from where its last fit left them."""
+        if not self.estimator.get_params(deep=False).get("warm_start"):
+            return None
+        model = copy.deepcopy(self._fitted)
+        current = clone(self.estimator).get_params(deep=False)
+        model.set_params(**{name: value for name, value in current.items()
+                            if not isinstance(value, np.random.RandomState)})
+        return model
 
     @available_if(_inner_has("partial_fit"))
     def partial_fit(self, X: Any, y: Any = None, *args: Any, **fit_params: Any
@@ -139,6 +158,27 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
     staged_decision_function = _screened_method(
         "staged_decision_function", "Screened once for all stages; returns the generator.")
 
+    @available_if(_inner_has("set_output"))
+    def set_output(self, *, transform: str | None = None) -> GuardedEstimator:
+        """scikit-learn's ``set_output``: the container ``transform`` returns ("default",
+        "pandas", "polars"), set on ``estimator`` and on ``estimator_`` (clones keep it)."""
+        for model in {id(m): m for m in (self.__dict__.get("estimator"),
+                                         self.__dict__.get("estimator_")) if m is not None
+                      }.values():
+            model.set_output(transform=transform)
+        return self
+
+    @available_if(_inner_has("get_feature_names_out"))
+    def get_feature_names_out(self, input_features: Any = None) -> Any:
+        """The fitted model's output feature names (no data runs through it)."""
+        return self._fitted.get_feature_names_out(input_features)
+
+    def get_metadata_routing(self) -> Any:
+        """The metadata ``estimator`` requests (``set_fit_request`` and the like): the guard
+        hands every argument to the model as it receives it, so callers routing metadata
+        (``cross_validate(..., params=...)``, a ``Pipeline``) see the model's requests."""
+        return self.estimator.get_metadata_routing()
+
     def __sklearn_tags__(self) -> Any:
         return copy.deepcopy(get_tags(self._fitted))
 
@@ -150,7 +190,18 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         # Fitted attributes (classes_, n_features_in_, coef_ ...) read through to the model.
         if name.endswith("_") and not name.startswith("__") and "estimator" in self.__dict__:
             return getattr(self._fitted, name)
+        if name.startswith("set_") and name.endswith("_request") and "estimator" in self.__dict__:
+            return self._request_setter(getattr(self.__dict__["estimator"], name))
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def _request_setter(self, setter: Any) -> Any:
+        """``estimator``'s ``set_<method>_request``, returning the guarded estimator."""
+        def request(**requests: Any) -> GuardedEstimator:
+            setter(**requests)
+            return self
+        request.__name__ = request.__qualname__ = setter.__name__
+        request.__doc__ = setter.__doc__
+        return request
 
     def __sklearn_clone__(self) -> GuardedEstimator:
         """scikit-learn's clone (an unfitted copy with the same parameters) keeping the
