@@ -144,3 +144,22 @@ def test_a_fixed_batch_mismatch_is_not_called_a_feature_mismatch(sink):
         guarded.run(None, {"x": np.ones((2, 4), np.float32)})
     assert "features" not in str(caught.value)
     assert sink.outcomes == ["allowed", "rejected"]
+
+
+def test_an_optional_input_given_as_none_is_left_out(sink):
+    # onnxruntime reads None for an optional input as "no value"; the guard refused it as
+    # an EmptyInputError ("input 'o' is None")
+    from tests.test_onnx_keras_hostile import _optional_input_model
+
+    plain = ort.InferenceSession(_optional_input_model(), providers=["CPUExecutionProvider"])
+    guarded = aimsec_core.guard(plain, sinks=[sink])
+    x = np.ones((2, 4), np.float32)
+    feed = {"x": x, "o": None}
+    got, want = guarded.run(None, feed), plain.run(None, feed)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert not got[1] and not want[1]  # OptionalHasElement: no value given
+    with pytest.raises(aimsec_core.NonFiniteInputError):  # a given value is still screened
+        guarded.run(None, {"x": x, "o": x * np.nan})
+    with pytest.raises(aimsec_core.EmptyInputError):  # None is no value for a required one
+        guarded.run(None, {"x": None, "o": x})
+    assert sink.outcomes == ["allowed", "rejected", "rejected"]

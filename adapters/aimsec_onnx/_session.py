@@ -31,7 +31,8 @@ class GuardedSession(GuardedMixin):
         # element type per declared input, for feeds given as nested lists
         self._inputs = {spec.name: spec.dtype for spec in guard.adapter.signature() or ()}
         self._constants = frozenset(arg.name for arg in session.get_overridable_initializers())
-        # optional(...) inputs the caller may leave out of the feed, as onnxruntime allows
+        # optional(...) inputs the caller may leave out of the feed or give as None, as
+        # onnxruntime allows
         self._optional = frozenset(arg.name for arg in session.get_inputs()
                                    if arg.type.startswith("optional("))
         self._outputs = [arg.name for arg in session.get_outputs()]
@@ -126,8 +127,9 @@ class GuardedSession(GuardedMixin):
                 f"names {declared} to arrays", received=type(feed).__name__)}
         screened: dict[Any, Any] = {}
         for name in self._inputs:
-            if name not in feed and name in self._optional:
-                continue
+            if name in self._optional and (name not in feed or (
+                    feed[name] is None and not ort_values)):
+                continue  # run() reads None for an optional input as no value
             if name not in feed:
                 held = [shown_name(key) for key in islice(feed, 10)] + (
                     ["..."] if len(feed) > 10 else [])
