@@ -6,10 +6,11 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any, TypeVar
 
+import numpy as np
 import onnxruntime
 
 from aimsec_core.errors import UnguardedAttributeError, UnguardedCallError
-from aimsec_core.guard import Guard
+from aimsec_core.guard import Guard, take_rows
 from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused, shown_name
 from aimsec_core.verdict import Finding
@@ -30,7 +31,8 @@ class GuardedSession(GuardedMixin):
         # element type per declared input, for feeds given as nested lists
         self._inputs = {spec.name: spec.dtype for spec in guard.adapter.signature() or ()}
         self._constants = frozenset(arg.name for arg in session.get_overridable_initializers())
-        # optional(...) inputs the caller may leave out of the feed, as onnxruntime allows
+        # optional(...) inputs the caller may leave out of the feed or give as None, as
+        # onnxruntime allows
         self._optional = frozenset(arg.name for arg in session.get_inputs()
                                    if arg.type.startswith("optional("))
         self._outputs = [arg.name for arg in session.get_outputs()]
@@ -50,17 +52,47 @@ class GuardedSession(GuardedMixin):
                             run_options: Any = None) -> Any:
         """``InferenceSession.run_with_ort_values``, screened (CPU ``OrtValue`` inputs)."""
         return self._call(output_names, input_dict_ort_values,
-                          lambda feed: self._session.run_with_ort_values(
-                              output_names, feed, run_options), ort_values=True)
+                          lambda feed: self._allowed_rows(self._session.run_with_ort_values(
+                              output_names, feed, run_options)), ort_values=True)
 
     def run_async(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
                   callback: Callable[..., Any], user_data: Any,
                   run_options: Any = None) -> Any:
         """``InferenceSession.run_async``, screened before it is scheduled: a refused feed
-        raises here and ``callback`` is never called. The recorded latency covers the
-        screening and the scheduling, not the inference."""
+        raises here and ``callback`` is never called. Where only some samples are refused
+        (``on_flagged="samples"``), this raises the ``AdversarialInputError`` naming the
+        allowed samples and ``callback`` receives the outputs of those samples only. The
+        recorded latency covers the screening and the scheduling, not the inference."""
         return self._call(output_names, input_feed, lambda feed: self._session.run_async(
-            output_names, feed, callback, user_data, run_options))
+            output_names, feed, self._allowed_rows_to(callback), user_data, run_options))
+
+    def _allowed_rows_to(self, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """``callback``, or for a call refused for some samples only (the model then runs
+        on the whole batch) a callback handed the allowed samples' rows alone."""
+        kept = self._refused_rows()
+        if kept is None:
+            return callback
+
+        def allowed_rows(outputs: Any, user_data: Any, error: Any) -> Any:
+            return callback(None if outputs is None else _rows(outputs, *kept), user_data,
+                            error)
+
+        return allowed_rows
+
+    def _allowed_rows(self, outputs: list[Any]) -> list[Any]:
+        """``outputs``, or for a call refused for some samples only their allowed rows
+        (the rows ``allowed_output`` holds, as ``OrtValue`` where they were)."""
+        kept = self._refused_rows()
+        return outputs if kept is None else _rows(outputs, *kept)
+
+    def _refused_rows(self) -> tuple[np.ndarray, int] | None:
+        """While the model runs: ``None`` for a call the guard allows; for one it refuses
+        for some samples only (``on_flagged="samples"``), the rows to keep and the batch
+        size, from the verdict of the call being run."""
+        verdict = self.__aimsec_guard__.last_verdict
+        if verdict is None or verdict.allowed:
+            return None
+        return ~np.asarray(verdict.flags, dtype=bool), verdict.batch_size
 
     def run_with_iobinding(self, *args: Any, **kwargs: Any) -> Any:
         raise self._unguarded("run_with_iobinding")
@@ -95,8 +127,9 @@ class GuardedSession(GuardedMixin):
                 f"names {declared} to arrays", received=type(feed).__name__)}
         screened: dict[Any, Any] = {}
         for name in self._inputs:
-            if name not in feed and name in self._optional:
-                continue
+            if name in self._optional and (name not in feed or (
+                    feed[name] is None and not ort_values)):
+                continue  # run() reads None for an optional input as no value
             if name not in feed:
                 held = [shown_name(key) for key in islice(feed, 10)] + (
                     ["..."] if len(feed) > 10 else [])
@@ -172,3 +205,11 @@ class GuardedSession(GuardedMixin):
     def __repr__(self) -> str:
         guard = self.__aimsec_guard__
         return f"<guarded {type(self._session).__name__} {guard.name!r} ({guard.mode})>"
+
+
+def _rows(outputs: list[Any], keep: np.ndarray, batch_size: int) -> list[Any]:
+    """The rows ``keep`` of each output with the batch as first axis (``take_rows``), an
+    ``OrtValue`` tensor's as a new ``OrtValue``; other outputs whole."""
+    return [onnxruntime.OrtValue.ortvalue_from_numpy(take_rows(value.numpy(), keep, batch_size))
+            if isinstance(value, onnxruntime.OrtValue) and value.is_tensor()
+            else take_rows(value, keep, batch_size) for value in outputs]
