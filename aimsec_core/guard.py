@@ -641,13 +641,16 @@ class Guard:
 
 def take_rows(output: Any, keep: np.ndarray, batch_size: int) -> Any:
     """The rows ``keep`` of a model's output: arrays and tensors with the batch as first
-    axis are indexed, lists/tuples/dicts of them element-wise, anything else kept whole."""
+    axis are indexed, lists/tuples/dicts of them element-wise, anything else kept whole
+    (an onnxruntime ``OrtValue``, whose ``shape`` is a method: its adapter hands over only
+    the allowed rows itself)."""
     if isinstance(output, Mapping):
         return {k: take_rows(v, keep, batch_size) for k, v in output.items()}
     if isinstance(output, (list, tuple)):
         return type(output)(take_rows(v, keep, batch_size) for v in output)
     shape = getattr(output, "shape", None)
-    if shape is not None and len(shape) > 0 and shape[0] == batch_size:
+    if shape is not None and not callable(shape) and len(shape) > 0 \
+            and shape[0] == batch_size:
         return output[keep]
     return output
 

@@ -303,7 +303,8 @@ def _check_shape(name: str, shape: tuple[int, ...], spec: InputSpec, out: Valida
         if not fits:
             hint = (" Reshape your data: for a single sample, add the batch axis "
                     "(x.reshape(1, -1) or x[None])." if len(shape) == len(expected) - 1 else "")
-            if len(shape) == len(expected) == 2 and isinstance(expected[1], int):
+            if (len(shape) == len(expected) == 2 and isinstance(expected[1], int)
+                    and shape[1] != expected[1]):
                 # scikit-learn's wording, which tools written for it look for
                 hint = (f" ({name} has {shape[1]} features, but it is expecting "
                         f"{expected[1]} features as input.)")

@@ -70,11 +70,6 @@ def test_run_async_of_a_clean_batch_keeps_every_row(partial, sink):
     np.testing.assert_array_equal(got[0][1], aimsec_core.unguard(partial).run(None, {"X": x})[1])
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "aimsec_core.guard.take_rows reads an output's shape as a sequence; OrtValue.shape is a "
-    "method, so a partial refusal on run_with_ort_values raises a raw TypeError after the "
-    "model ran and writes no audit line. take_rows should keep whole an output whose shape "
-    "is not a sequence (the adapter hands it the allowed rows already)"))
 def test_run_with_ort_values_refuses_flagged_samples_only(partial, sink):
     batch = _batch()
     with pytest.raises(AdversarialInputError) as caught:
@@ -125,10 +120,6 @@ def test_the_extraction_monitor_learns_from_every_run_path(path, sink, monkeypat
     assert learnt == [aimsec_core.unguard(guarded).run(None, {"X": x})[0].tolist()]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "aimsec_core.validation._check_shape adds scikit-learn's 'has N features, but it is "
-    "expecting M features' hint to any 2-D mismatch, also one on the batch axis of a "
-    "fixed-batch model, where it reads 'x has 4 features, but it is expecting 4'"))
 def test_a_fixed_batch_mismatch_is_not_called_a_feature_mismatch(sink):
     from onnx import TensorProto
 
