@@ -295,7 +295,7 @@ class Guard:
             if self._refuses_samples_only(verdict):
                 if output is _NOT_YET:
                     output = self._run(predict, validated, rebuilt, verdict, start, visit)
-                keep = ~np.asarray(verdict.flags, dtype=bool)
+                keep = allowed_rows(verdict)
                 error.allowed = tuple(int(i) for i in np.flatnonzero(keep))
                 error.allowed_output = take_rows(output, keep, verdict.batch_size)
                 self._record(verdict, "partial", start, validated,
@@ -637,6 +637,14 @@ class Guard:
         guard.monitor = self.monitor
         guard._last = self._last
         return guard
+
+
+def allowed_rows(verdict: Verdict) -> np.ndarray | None:
+    """``None`` for a call allowed whole; for one refused (``(batch,)`` bool), the samples
+    whose outputs a refusal of the flagged samples only hands back: the unflagged ones."""
+    if verdict.allowed:
+        return None
+    return ~np.asarray(verdict.flags, dtype=bool)
 
 
 def take_rows(output: Any, keep: np.ndarray, batch_size: int) -> Any:

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime
 
 from aimsec_core.errors import UnguardedAttributeError, UnguardedCallError
-from aimsec_core.guard import Guard, take_rows
+from aimsec_core.guard import Guard, allowed_rows, take_rows
 from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused, shown_name
 from aimsec_core.verdict import Finding
@@ -90,9 +90,8 @@ class GuardedSession(GuardedMixin):
         for some samples only (``on_flagged="samples"``), the rows to keep and the batch
         size, from the verdict of the call being run."""
         verdict = self.__aimsec_guard__.last_verdict
-        if verdict is None or verdict.allowed:
-            return None
-        return ~np.asarray(verdict.flags, dtype=bool), verdict.batch_size
+        keep = None if verdict is None else allowed_rows(verdict)
+        return None if keep is None else (keep, verdict.batch_size)  # type: ignore[union-attr]
 
     def run_with_iobinding(self, *args: Any, **kwargs: Any) -> Any:
         raise self._unguarded("run_with_iobinding")
