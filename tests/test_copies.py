@@ -307,3 +307,51 @@ def test_a_session_whose_file_is_gone_cannot_be_copied_and_says_why(tmp_path):
         copy.deepcopy(guarded)
     assert caught.value.__cause__ is not None
     guarded.run(None, {"x": np.ones((1, 2), np.float32)})  # the original is unharmed
+
+
+# --- copies taken while other threads call ------------------------------------------------
+
+def _attribute_names(root: Any) -> dict[int, frozenset[str]]:
+    """For every object reachable from ``root`` through attributes and containers, the
+    names in its ``__dict__``: what ``copy.deepcopy`` iterates, live, for a plain object."""
+    found: dict[int, frozenset[str]] = {}
+    todo = [root]
+    while todo:
+        item = todo.pop()
+        if id(item) in found or isinstance(item, (np.ndarray, str, bytes, int, float)):
+            continue
+        if isinstance(item, dict):
+            found[id(item)] = frozenset(map(str, item))
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            found[id(item)] = frozenset()
+            todo.extend(item)
+        elif hasattr(item, "__dict__") and not isinstance(item, type):
+            found[id(item)] = frozenset(vars(item))
+            todo.extend(vars(item).values())
+    return found
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+def test_screening_adds_no_attribute_a_concurrent_copy_would_see_change(kind):
+    """A calibration's objects keep the same attributes through their first screenings.
+    A detector that added a cache attribute on first use changed a ``__dict__`` while a
+    ``copy.deepcopy`` of the guarded model, in another thread, was iterating it:
+    ``RuntimeError: dictionary changed size during iteration`` (the Gaussians'
+    whitening cache did)."""
+    from aimsec_core.detection import DETECTORS
+
+    x, _ = digits()
+    guarded = aimsec_core.guard(_model(kind), sinks=[], policy=False, mode="monitor",
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    names = [n for n, d in DETECTORS.items()
+             if not d.needs_gradient and n != "features"]  # no features from these models
+    calibration = guarded.calibrate(x[900:1400], fpr=0.05, detectors=names)
+    guard_of(guarded).calibration = calibration
+    before = _attribute_names(calibration)
+    clean, noisy = _batches()
+    for batch in (clean[:1], clean, noisy):
+        _predict(guarded, kind, batch)
+    after = _attribute_names(calibration)
+    changed = {k: sorted(after[k] ^ before[k]) for k in before if after.get(k) != before[k]}
+    assert changed == {}

@@ -15,6 +15,12 @@ class TiedGaussians:
     means: np.ndarray  #: (k, d)
     precision: np.ndarray  #: (d, d), symmetric positive definite
 
+    def __post_init__(self) -> None:
+        # the whitening cache has its key from the start: a first score adding it while
+        # another thread copies the calibration (copy.deepcopy walks this __dict__) would
+        # change the dict's size under the copy
+        self._white: tuple[np.ndarray, ...] | None = None
+
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, shrinkage: float) -> TiedGaussians:
         """Means per label and the pooled within-class covariance, shrunk towards a scaled
@@ -37,7 +43,7 @@ class TiedGaussians:
         """``W``, the whitened means ``M``, ``[W, -2 W M^T]`` (one product of a row with
         it gives ``z = x W`` and ``-2 z M^T``) and the means' squared norms; computed once
         per precision matrix and means."""
-        cached = self.__dict__.get("_white")
+        cached = self._white
         if cached is None or cached[0] is not self.precision or cached[1] is not self.means:
             whitener = np.linalg.cholesky(self.precision)
             white_means = self.means @ whitener
