@@ -93,3 +93,49 @@ def test_keras_features_come_from_an_intermediate_output_model():
     guarded.calibrate(data.x_calibration, fpr=0.05, detectors=["features", "margin"])
     guarded.predict(data.x_test[:16], verbose=0)
     assert len(guarded.last_verdict.scores["features"]) == 16
+
+
+def test_torch_concurrent_calls_each_capture_their_own_features():
+    """Threads calling one guarded model at once: each call's features are its own. With
+    hooks on the model's modules, a call captured the other threads' tensors too (a raw
+    ``ValueError: cannot reshape array`` or another sample's score); the capture is now
+    per call and the model carries no hook."""
+    import threading
+
+    torch = pytest.importorskip("torch")
+    data = digits.load()
+    model = digits.torch_cnn(data, epochs=1)
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor", policy=False,
+                                constraints=digits.constraints("torch"))
+    guarded.calibrate(digits.as_model_input("torch", data.x_calibration), fpr=0.05,
+                      detectors=["features", "margin"])
+    batches = [digits.as_model_input("torch", data.x_test[i:i + 1 + i % 3]) for i in range(8)]
+    alone = []
+    with torch.no_grad():
+        for x in batches:
+            guarded(x)
+            alone.append(np.asarray(guarded.last_verdict.scores["features"]))
+    problems: list[str] = []
+    start = threading.Barrier(4)
+
+    def caller(t: int) -> None:
+        start.wait()
+        for k in range(40):
+            i = (t + k) % len(batches)
+            try:
+                with torch.no_grad():
+                    guarded(batches[i])
+                scores = np.asarray(guarded.last_verdict.scores["features"])
+                if not np.allclose(scores, alone[i], rtol=1e-4):
+                    problems.append(f"call {i}: {scores} != {alone[i]}")
+            except Exception as exc:
+                problems.append(repr(exc))
+
+    threads = [threading.Thread(target=caller, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert problems == []
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())

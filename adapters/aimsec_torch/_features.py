@@ -6,15 +6,22 @@ Which layers: every activation module (``nn.ReLU``, ``nn.GELU`` ...; not softmax
 no activation modules (functional activations) gives the input of its last
 ``nn.Linear`` instead. Spatial maps (N, C, ...) are averaged per channel, as Lee et al.
 (NeurIPS 2018) do for their Mahalanobis scores; the class logits come last.
+
+The capture is torch's global module hooks reading this call's layers from a context
+variable (see ``_global_hooks``): other threads' calls of the same model, at the same
+time, capture their own tensors, and the model itself carries no hook.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
+
+from ._global_hooks import SharedHook
 
 MAX_LAYERS = 4
 
@@ -43,25 +50,45 @@ def _points(adapter: Any) -> list[tuple[Any, bool]]:
     return cached
 
 
+#: This call's capture: the hooked modules (by id; True where the input is taken) and
+#: the list the captured tensors join, in the order the layers ran.
+_CAPTURE: ContextVar[tuple[dict[int, bool], list[Any]] | None] = ContextVar(
+    "aimsec_torch_capture", default=None)
+
+
+def _on_input(module: Any, inputs: Any) -> None:
+    capture = _CAPTURE.get()
+    if capture is not None and capture[0].get(id(module)) is True:
+        capture[1].append(inputs[0].detach())
+
+
+def _on_output(module: Any, inputs: Any, output: Any) -> None:
+    capture = _CAPTURE.get()
+    if capture is not None and capture[0].get(id(module)) is False:
+        capture[1].append(output.detach())
+
+
+def _register() -> list[Any]:
+    from torch.nn.modules import module
+
+    return [module.register_module_forward_pre_hook(_on_input),
+            module.register_module_forward_hook(_on_output)]
+
+
+_HOOKS = SharedHook(_register)
+
+
 @contextmanager
 def _capturing(points: list[tuple[Any, bool]]) -> Iterator[list[Any]]:
-    """Hooks on ``points`` for the duration; yields the list the captured tensors join,
-    in the order the layers ran."""
+    """Captures ``points`` of this call (this thread, this context) for the duration;
+    yields the list the captured tensors join, in the order the layers ran."""
     captured: list[Any] = []
-
-    def on_output(module: Any, inputs: Any, output: Any) -> None:
-        captured.append(output.detach())
-
-    def on_input(module: Any, inputs: Any) -> None:
-        captured.append(inputs[0].detach())
-
-    handles = [m.register_forward_pre_hook(on_input) if before else
-               m.register_forward_hook(on_output) for m, before in points]
+    token = _CAPTURE.set(({id(m): before for m, before in points}, captured))
     try:
-        yield captured
+        with _HOOKS.active():
+            yield captured
     finally:
-        for handle in handles:
-            handle.remove()
+        _CAPTURE.reset(token)
 
 
 def _reduced(tensors: list[Any], logits: Any) -> list[np.ndarray]:

@@ -23,10 +23,9 @@ from __future__ import annotations
 import contextvars
 import copy
 import functools
-import threading
 import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +38,7 @@ from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused
 
 from ._arguments import ArgumentsError, tensors_in
+from ._global_hooks import SharedHook
 from ._modes import own_mode, own_training
 from ._tensors import inside_transforms, outside_transforms, transforming
 
@@ -320,9 +320,6 @@ class _Watch:
 
 _WATCH: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("aimsec_torch_watch",
                                                                       default=None)
-_hook_lock = threading.Lock()
-_hook_users = 0
-_hook_handle: Any = None
 
 
 def _guarded_method(guarded: GuardedModule, method: types.MethodType) -> Callable[..., Any]:
@@ -338,30 +335,12 @@ def _guarded_method(guarded: GuardedModule, method: types.MethodType) -> Callabl
     def screened(*args: Any, **kwargs: Any) -> Any:
         token = _WATCH.set(_Watch(guarded, func.__name__))
         try:
-            with _watching():
+            with _REFUSING.active():
                 return bound(*args, **kwargs)
         finally:
             _WATCH.reset(token)
 
     return screened
-
-
-@contextmanager
-def _watching() -> Iterator[None]:
-    """A global forward pre-hook while a method of a guarded model runs (shared, counted)."""
-    global _hook_users, _hook_handle
-    with _hook_lock:
-        _hook_users += 1
-        if _hook_handle is None:
-            _hook_handle = nn.modules.module.register_module_forward_pre_hook(_refuse_bypass)
-    try:
-        yield
-    finally:
-        with _hook_lock:
-            _hook_users -= 1
-            if _hook_users == 0 and _hook_handle is not None:
-                _hook_handle.remove()
-                _hook_handle = None
 
 
 def _refuse_bypass(module: nn.Module, args: Any) -> None:
@@ -375,6 +354,11 @@ def _refuse_bypass(module: nn.Module, args: Any) -> None:
             f"{watch.method}() calls {type(module).__name__} of the guarded model directly, "
             f"which would run it without screening its input; call self(x) in the method, "
             f"or aimsec_core.unguard(guarded).{watch.method}(...) to run it unguarded")
+
+
+#: While a method of a guarded model runs: refuses direct calls of its modules.
+_REFUSING = SharedHook(lambda: [nn.modules.module.register_module_forward_pre_hook(
+    _refuse_bypass)])
 
 
 class _Joined(torch.autograd.Function):

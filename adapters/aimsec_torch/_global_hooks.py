@@ -1,0 +1,43 @@
+"""torch's global module hooks (they run for every module's forward, in every thread),
+registered while at least one guarded call needs them and removed after the last.
+
+A guarded call watches or reads the model's modules this way rather than by hooks on the
+modules themselves: a module's own hook is seen by every thread calling the model (one
+call's capture would take another call's tensors) and is copied into a ``deepcopy`` or a
+pickle of the model taken meanwhile. Each call keeps its own state in a context variable
+that the hook reads; a hook finding none returns at once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class SharedHook:
+    """Global hooks registered by ``register`` (it returns their handles) while any
+    :meth:`active` block runs, in any thread; counted, so nested and concurrent blocks
+    share one registration."""
+
+    def __init__(self, register: Callable[[], list[Any]]) -> None:
+        self._register = register
+        self._lock = threading.Lock()
+        self._users = 0
+        self._handles: list[Any] = []
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        with self._lock:
+            self._users += 1
+            if self._users == 1:
+                self._handles = self._register()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    for handle in self._handles:
+                        handle.remove()
+                    self._handles = []
