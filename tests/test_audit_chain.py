@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sys
 
 import numpy as np
@@ -189,3 +190,35 @@ def test_forked_children_of_a_writing_process_keep_the_trail_whole(tmp_path):
     result = verify_trail(tmp_path)
     assert result.intact, result.reason
     assert result.lines == 5 + 60 * 4
+
+
+def test_an_audit_log_opened_while_another_process_rotates_the_trail_is_not_refused(
+        tmp_path):
+    """The trail's file is moved to ``.1`` and made again by a rotation at any moment: a
+    log opened meanwhile must not mistake the moved file for one that is not regular (it
+    asked "exists?" and then "a file?", and the rotation fell in between: a worker
+    process failed at start with ConfigurationError)."""
+    import threading
+
+    file = tmp_path / "audit.jsonl"
+    file.write_bytes(b"")
+    stop = threading.Event()
+
+    def rotating() -> None:
+        while not stop.is_set():
+            os.replace(file, tmp_path / "audit.jsonl.1")
+            file.write_bytes(b"")
+
+    mover = threading.Thread(target=rotating)
+    mover.start()
+    refused = []
+    try:
+        for _ in range(3000):
+            try:
+                AuditLog(file=file)
+            except aimsec_core.ConfigurationError as error:
+                refused.append(str(error))
+    finally:
+        stop.set()
+        mover.join()
+    assert refused == []

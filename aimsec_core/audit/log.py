@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,11 @@ class AuditLog:
             file = folder / AUDIT_FILE
         self.file = Path(file).resolve()
         _check_folder(self.file.parent)
-        if self.file.exists() and not self.file.is_file():
+        try:  # one stat: another process's rotation may move the file between two
+            mode: int | None = self.file.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            mode = None  # made on the first line
+        if mode is not None and not stat.S_ISREG(mode):
             raise ConfigurationError(
                 f"the audit log file {self.file} is not a regular file (a folder, a FIFO or "
                 "a device); expected a file to append to, or a path where one can be made")
