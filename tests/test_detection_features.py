@@ -139,3 +139,31 @@ def test_torch_concurrent_calls_each_capture_their_own_features():
     assert not any(thread.is_alive() for thread in threads)
     assert problems == []
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_torch_global_hooks_register_again_after_a_registration_that_failed():
+    """A registration that raised left its block counted as in: no later block registered
+    the hooks again, so every later capture came back empty."""
+    pytest.importorskip("torch")
+    from aimsec_torch._global_hooks import SharedHook
+
+    attempts, removed = [], []
+
+    class Handle:
+        def remove(self) -> None:
+            removed.append(self)
+
+    def register() -> list[Handle]:
+        attempts.append(None)
+        if len(attempts) == 2:
+            raise RuntimeError("cannot register")
+        return [Handle()]
+
+    hook = SharedHook(register)
+    with hook.active():
+        pass
+    with pytest.raises(RuntimeError), hook.active():
+        pass
+    with hook.active():
+        assert len(attempts) == 3  # registered again
+    assert len(removed) == 2
