@@ -254,6 +254,8 @@ def test_torch_mode_read_copied_or_changed_during_a_detector_pass_is_the_users()
         assert entered.wait(JOIN_S)
         seen = guarded.training
         twin, thawed = copy.deepcopy(guarded), pickle.loads(pickle.dumps(guarded))
+        copy.copy(guarded)  # shares the model: leaves it as the pass has it
+        in_pass = [m.training for m in model.modules()]
         switch = threading.Thread(target=guarded.eval)
         switch.start()
         switch.join(0.5)  # made during the pass (it waits for it, or the pass undoes it)
@@ -265,6 +267,7 @@ def test_torch_mode_read_copied_or_changed_during_a_detector_pass_is_the_users()
         release.set()
         handle.remove()
     assert seen is True
+    assert in_pass == [False] * 4
     assert [m.training for m in twin.modules()] == [True] * 4
     assert [m.training for m in thawed.modules()] == [True] * 4
     assert [m.training for m in model.modules()] == [False] * 4

@@ -278,7 +278,9 @@ class GuardedModule(GuardedMixin, nn.Module):
         state = dict(state)
         modes = state.pop("_aimsec_modes", None)
         super().__setstate__(state)
-        if modes is not None:
+        # a copy.copy shares the live model: one a pass has switched reads as its own
+        # modes already, and is never switched back under the pass
+        if modes is not None and modes != own_modes(self._aimsec_original):
             set_modes(self._aimsec_original, modes)
 
     # Pickling (``pickle``, ``torch.save``) carries the guard whole: ``Guard.__getstate__``
