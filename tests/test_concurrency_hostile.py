@@ -224,6 +224,55 @@ def test_torch_calls_in_train_mode_run_in_train_mode_while_detectors_switch_to_e
     assert all(m.training for m in model.modules())  # left in train mode
 
 
+def test_torch_mode_read_copied_or_changed_during_a_detector_pass_is_the_users():
+    """While another thread's call had the model switched to eval mode for its detectors'
+    pass, ``guarded.training`` read False, a deepcopy or a pickle of the guarded model
+    came out in eval mode for good (dropout off in the copy's training), and an
+    ``eval()`` made meanwhile was undone when the pass restored the modes it had saved."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from torch.nn.modules.module import register_module_forward_hook
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Dropout(0.1))
+    x, _ = digits()
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor", policy=False)
+    guarded.eval()
+    guarded.calibrate(x[:300], detectors=["margin"])
+    guarded.train()
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(module: Any, inputs: Any, output: Any) -> None:  # the detectors' pass waits
+        if module is model[2] and not module.training and not entered.is_set():
+            entered.set()
+            release.wait(JOIN_S)
+
+    handle = register_module_forward_hook(hold)  # global: nothing on the model to copy
+    try:
+        caller = threading.Thread(target=guarded, args=(torch.from_numpy(x[300:304]),))
+        caller.start()
+        assert entered.wait(JOIN_S)
+        seen = guarded.training
+        twin, thawed = copy.deepcopy(guarded), pickle.loads(pickle.dumps(guarded))
+        copy.copy(guarded)  # shares the model: leaves it as the pass has it
+        in_pass = [m.training for m in model.modules()]
+        switch = threading.Thread(target=guarded.eval)
+        switch.start()
+        switch.join(0.5)  # made during the pass (it waits for it, or the pass undoes it)
+        release.set()
+        _run([])
+        caller.join(JOIN_S)
+        switch.join(JOIN_S)
+    finally:
+        release.set()
+        handle.remove()
+    assert seen is True
+    assert in_pass == [False] * 4
+    assert [m.training for m in twin.modules()] == [True] * 4
+    assert [m.training for m in thawed.modules()] == [True] * 4
+    assert [m.training for m in model.modules()] == [False] * 4
+
+
 # -- scikit-learn: a refit in another thread loses no count and no verdict ----------------
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

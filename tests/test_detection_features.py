@@ -139,3 +139,55 @@ def test_torch_concurrent_calls_each_capture_their_own_features():
     assert not any(thread.is_alive() for thread in threads)
     assert problems == []
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_torch_global_hooks_register_again_after_a_registration_that_failed():
+    """A registration that raised left its block counted as in: no later block registered
+    the hooks again, so every later capture came back empty."""
+    pytest.importorskip("torch")
+    from aimsec_torch._global_hooks import SharedHook
+
+    attempts, removed = [], []
+
+    class Handle:
+        def remove(self) -> None:
+            removed.append(self)
+
+    def register() -> list[Handle]:
+        attempts.append(None)
+        if len(attempts) == 2:
+            raise RuntimeError("cannot register")
+        return [Handle()]
+
+    hook = SharedHook(register)
+    with hook.active():
+        pass
+    with pytest.raises(RuntimeError), hook.active():
+        pass
+    with hook.active():
+        assert len(attempts) == 3  # registered again
+    assert len(removed) == 2
+
+
+def test_torch_a_guarded_model_inside_another_keeps_the_outer_calls_features():
+    """A guarded backbone inside a guarded model: the backbone's own feature capture
+    replaced the outer call's, which then lost the layers inside the backbone (a raw
+    ``ValueError``: 'the model gives 10 features; the detector was calibrated on 58')."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    x = torch.rand(304, 64)
+    backbone = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU())
+    inner = aimsec_core.guard(backbone, sinks=[], mode="monitor", policy=False)
+    outer = aimsec_core.guard(nn.Sequential(inner, nn.Linear(16, 10)), sinks=[],
+                              mode="monitor", policy=False)
+    outer.calibrate(x[:300], detectors=["features", "margin"])
+    with torch.no_grad():
+        outer(x[300:])
+    alone = outer.last_verdict.scores["features"]
+    inner.calibrate(x[:300], detectors=["features", "margin"])  # now it captures too
+    with torch.no_grad():
+        outer(x[300:])
+    assert np.allclose(outer.last_verdict.scores["features"], alone)
+    assert len(inner.last_verdict.scores["features"]) == 4

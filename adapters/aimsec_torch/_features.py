@@ -50,22 +50,24 @@ def _points(adapter: Any) -> list[tuple[Any, bool]]:
     return cached
 
 
-#: This call's capture: the hooked modules (by id; True where the input is taken) and
-#: the list the captured tensors join, in the order the layers ran.
-_CAPTURE: ContextVar[tuple[dict[int, bool], list[Any]] | None] = ContextVar(
-    "aimsec_torch_capture", default=None)
+#: The captures of this context, innermost last: for each, the hooked modules (by id;
+#: True where the input is taken) and the list the captured tensors join, in the order
+#: the layers ran. A guarded model called inside another's call (a guarded backbone in a
+#: guarded model) adds its own capture; the outer call's goes on meanwhile.
+_CAPTURE: ContextVar[tuple[tuple[dict[int, bool], list[Any]], ...]] = ContextVar(
+    "aimsec_torch_capture", default=())
 
 
 def _on_input(module: Any, inputs: Any) -> None:
-    capture = _CAPTURE.get()
-    if capture is not None and capture[0].get(id(module)) is True:
-        capture[1].append(inputs[0].detach())
+    for points, captured in _CAPTURE.get():
+        if points.get(id(module)) is True:
+            captured.append(inputs[0].detach())
 
 
 def _on_output(module: Any, inputs: Any, output: Any) -> None:
-    capture = _CAPTURE.get()
-    if capture is not None and capture[0].get(id(module)) is False:
-        capture[1].append(output.detach())
+    for points, captured in _CAPTURE.get():
+        if points.get(id(module)) is False:
+            captured.append(output.detach())
 
 
 def _register() -> list[Any]:
@@ -83,7 +85,8 @@ def _capturing(points: list[tuple[Any, bool]]) -> Iterator[list[Any]]:
     """Captures ``points`` of this call (this thread, this context) for the duration;
     yields the list the captured tensors join, in the order the layers ran."""
     captured: list[Any] = []
-    token = _CAPTURE.set(({id(m): before for m, before in points}, captured))
+    token = _CAPTURE.set((*_CAPTURE.get(), ({id(m): before for m, before in points},
+                                             captured)))
     try:
         with _HOOKS.active():
             yield captured

@@ -29,9 +29,9 @@ class SharedHook:
     @contextmanager
     def active(self) -> Iterator[None]:
         with self._lock:
+            if self._users == 0:
+                self._handles = self._register()  # raising, the block is not counted in
             self._users += 1
-            if self._users == 1:
-                self._handles = self._register()
         try:
             yield
         finally:

@@ -14,6 +14,11 @@ detectors refuse, which end without a model call) keep train-mode calls waiting 
 they pause. A guarded train-mode call takes its passes before its model call and waits
 there, so threads calling the guarded model alone always get through. A model in eval
 mode is never switched, and its calls take no part in this.
+
+What the user sees is the mode the user set: ``guarded.training`` and copies or pickles
+taken during a pass read it (:func:`own_modes`), and a ``train()``/``eval()`` of the
+guarded model waits for the passes (:func:`own_mode`): made during one, the pass's
+restore at its end would undo it.
 """
 
 from __future__ import annotations
@@ -86,6 +91,25 @@ def own_training(model: Any) -> bool:
         if state is not None and state.evaluating:
             return state.saved[0][1]
         return bool(model.training)
+
+
+def own_modes(model: Any) -> list[bool]:
+    """Every submodule's mode (``model.modules()`` order) as the user set it, whatever a
+    detector's pass in another thread has switched meanwhile."""
+    with _CHANGED:
+        state = _MODES.get(model)
+        if state is not None and state.evaluating:
+            return [training for _, training in state.saved]
+        return [module.training for module in model.modules()]
+
+
+def set_modes(model: Any, modes: list[bool]) -> None:
+    """Give ``model``'s submodules ``modes`` (from :func:`own_modes` of the model it is a
+    copy of); left as they are where the two differ in structure."""
+    modules = list(model.modules())
+    if len(modules) == len(modes):
+        for module, training in zip(modules, modes):
+            module.training = training
 
 
 @contextmanager

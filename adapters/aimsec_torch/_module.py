@@ -39,7 +39,7 @@ from aimsec_core.validation import Refused
 
 from ._arguments import ArgumentsError, tensors_in
 from ._global_hooks import SharedHook
-from ._modes import own_mode, own_training
+from ._modes import own_mode, own_modes, own_training, set_modes
 from ._tensors import inside_transforms, outside_transforms, transforming
 
 #: The original's dicts the guarded module uses as its own: same parameters, buffers and
@@ -156,23 +156,28 @@ class GuardedModule(GuardedMixin, nn.Module):
 
     # -- one model: mode, device, state ---------------------------------------------------
 
+    # The mode the user set, read and changed past a detector's eval-mode pass in another
+    # thread (see ``_modes``): changed during the pass, its restore would undo the change.
     @property  # type: ignore[override]
     def training(self) -> bool:
         original = self.__dict__.get("_aimsec_original")
-        return True if original is None else original.training
+        return True if original is None else own_training(original)
 
     @training.setter
     def training(self, mode: bool) -> None:
         original = self.__dict__.get("_aimsec_original")
         if original is not None:  # nn.Module.__init__ sets it before the original is known
-            original.training = mode
+            with own_mode(original):
+                original.training = mode
 
     @property  # type: ignore[override]
     def _version(self) -> int:
         return self._aimsec_original._version
 
     def train(self, mode: bool = True) -> GuardedModule:
-        self._aimsec_original.train(mode)  # honours an original that overrides train()
+        original = self._aimsec_original
+        with own_mode(original):
+            original.train(mode)  # honours an original that overrides train()
         return self
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> GuardedModule:
@@ -251,15 +256,32 @@ class GuardedModule(GuardedMixin, nn.Module):
     # -- copies ---------------------------------------------------------------------------
 
     def __deepcopy__(self, memo: dict[int, Any]) -> GuardedModule:
-        """A guarded deep copy of the model, writing to the same sinks."""
+        """A guarded deep copy of the model, writing to the same sinks, in the modes the
+        user set (not eval mode, where another thread's detector pass has switched it)."""
+        modes = own_modes(self._aimsec_original)
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         for name, value in self.__dict__.items():
             if name != "_aimsec_guard":  # the shared dicts stay shared through the memo
                 object.__setattr__(new, name, copy.deepcopy(value, memo))
+        set_modes(new._aimsec_original, modes)
         object.__setattr__(new, "_aimsec_guard",
                            self._aimsec_guard.copied_for(new._aimsec_original))
         return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_aimsec_modes"] = own_modes(self._aimsec_original)  # as in __deepcopy__
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        modes = state.pop("_aimsec_modes", None)
+        super().__setstate__(state)
+        # a copy.copy shares the live model: one a pass has switched reads as its own
+        # modes already, and is never switched back under the pass
+        if modes is not None and modes != own_modes(self._aimsec_original):
+            set_modes(self._aimsec_original, modes)
 
     # Pickling (``pickle``, ``torch.save``) carries the guard whole: ``Guard.__getstate__``
     # takes its settings, calibration, policy and sinks (re-opened in the loading process).
