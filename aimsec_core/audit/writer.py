@@ -16,6 +16,7 @@ without interleaving partial lines or forking the chain. Where ``fcntl`` does no
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -28,6 +29,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: threads only (see the module docstring)
     fcntl = None  # type: ignore[assignment]
 
+_log = logging.getLogger("aimsec.audit")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -48,6 +50,7 @@ class AuditWriter:
         self._inode: tuple[int, int] | None = None
         self._size = -1  # bytes in the file after our last line; -1: unknown
         self._prev = GENESIS
+        self._rotation_failing = False  #: warned that renames fail; cleared by a rotation
 
     def write(self, body: bytes) -> bytes:
         """Close ``body`` (an unclosed JSON object) with its ``prev`` link and append it;
@@ -124,13 +127,31 @@ class AuditWriter:
         self._size = os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:
+        """Rename the file to ``.1`` (shifting older ones up) and start a new one. When a
+        rename fails (a folder where files can no longer be renamed, while the file itself
+        stays writable) the line goes to the file as it is, past ``max_bytes``: a trail
+        over its size loses nothing, one that cannot rotate would lose every later line.
+        Rotation is tried again with the next line; one warning per failing streak."""
+        size = self._size
         os.close(self._fd)
         self._fd = -1
-        for index in range(self.backups - 1, 0, -1):
-            source = rotated(self.file, index)
-            if source.exists():
-                os.replace(source, rotated(self.file, index + 1))
-        os.replace(self.file, rotated(self.file, 1))
+        try:
+            for index in range(self.backups - 1, 0, -1):
+                source = rotated(self.file, index)
+                if source.exists():
+                    os.replace(source, rotated(self.file, index + 1))
+            os.replace(self.file, rotated(self.file, 1))
+        except OSError as exc:
+            if not self._rotation_failing:
+                self._rotation_failing = True
+                _log.warning("aimsec: cannot rotate the audit log %s (%s: %s); lines are "
+                             "appended to it past its %d bytes until it can be renamed",
+                             self.file, type(exc).__name__, exc.strerror or exc,
+                             self.max_bytes)
+            self._open()
+            self._size = size  # the same file: nobody appended (we hold the lock)
+            return
+        self._rotation_failing = False
         self._open()
         self._size = 0
 
