@@ -85,7 +85,7 @@ class AuditWriter:
             return False
         if self._lock_fd < 0:
             self.file.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.file.with_name(self.file.name + ".lock"),
+            self._lock_fd = os.open(lock_path(self.file),
                                     os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
                                     0o644)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -195,6 +195,11 @@ class AuditWriter:
                     pass
         self._fd = self._lock_fd = -1
         self._inode, self._size = None, -1
+
+
+def lock_path(file: Path) -> Path:
+    """The lock file the writers of ``file`` coordinate through (``audit.jsonl.lock``)."""
+    return file.with_name(file.name + ".lock")
 
 
 def _write_all(fd: int, data: bytes) -> None:
