@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 from ..errors import ConfigurationError
+from ..files import open_appending
 from .chain import GENESIS, digest, link, rotated, tail_digest
 
 try:
@@ -30,7 +31,6 @@ except ImportError:  # pragma: no cover - Windows: threads only (see the module 
     fcntl = None  # type: ignore[assignment]
 
 _log = logging.getLogger("aimsec.audit")
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
 class AuditWriter:
@@ -109,7 +109,7 @@ class AuditWriter:
         if self._fd >= 0:
             os.close(self._fd)
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self._path, _OPEN_FLAGS, 0o644)
+        self._fd = open_appending(self._path)
         stat = os.fstat(self._fd)
         self._inode = (stat.st_dev, stat.st_ino)
         self._size = -1
@@ -121,7 +121,10 @@ class AuditWriter:
         if not complete:  # a line cut short by a crash: end it, chain to what is there
             _write_all(self._fd, b"\n")
         if prev is None and self.backups:
-            prev, _ = tail_digest(rotated(self.file, 1))
+            try:
+                prev, _ = tail_digest(rotated(self.file, 1))
+            except (OSError, ValueError):  # unreadable, or not a file (a FIFO): absent
+                prev = None
         if prev is not None:
             self._prev = prev
         self._size = os.fstat(self._fd).st_size
