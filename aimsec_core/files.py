@@ -8,6 +8,7 @@ listing is refused too. :func:`read_bounded` also refuses a file too large to ho
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -43,6 +44,32 @@ def open_regular(path: str | Path) -> BinaryIO:
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
+        raise
+
+
+def open_appending(path: str | Path, mode: int = 0o644) -> int:
+    """A descriptor of the regular file ``path`` opened for appending (``O_APPEND``,
+    created with ``mode`` if missing). Raises ``OSError`` when it cannot be opened or is
+    not a regular file: a FIFO is refused at once instead of blocking the opening until a
+    reader comes."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags | _NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: a FIFO without a reader
+            raise
+        fd = -1
+    try:
+        kind = os.fstat(fd).st_mode if fd >= 0 else os.stat(path).st_mode
+        if not stat.S_ISREG(kind):
+            raise OSError(errno.EINVAL, f"not a regular file (it is a {_kind(kind)}); "
+                          "expected a file to append to", os.fspath(path))
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
         raise
 
 

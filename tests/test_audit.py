@@ -89,3 +89,34 @@ def test_an_audit_folder_the_process_may_not_write_is_a_configuration_error(tmp_
             AuditLog(locked / "logs")
     finally:
         locked.chmod(0o700)
+
+
+def test_a_rotation_that_cannot_rename_keeps_every_line_in_the_live_file(tmp_path,
+                                                                          monkeypatch, caplog):
+    # A folder where files can no longer be renamed (permissions changed under a running
+    # service, a read-only bind mount of the folder, a security module) while the trail
+    # itself stays writable: the rotation failed, and every later line was lost with it.
+    from aimsec_core.audit import verify_trail
+
+    audit = AuditLog(tmp_path, max_bytes=2_000, backups=50)
+    guard = _guard(audit)
+    for i in range(5):
+        guard.call({"x": np.full((1, 4), i)}, lambda: None)
+    real_replace = os.replace
+
+    def refused(source, target, **kwargs):
+        raise PermissionError(13, "Permission denied", str(source))
+
+    monkeypatch.setattr(os, "replace", refused)
+    for i in range(5, 30):
+        guard.call({"x": np.full((1, 4), i)}, lambda: None)
+    assert verify_trail(tmp_path).lines == 30  # none lost ...
+    assert audit.file.stat().st_size > 2_000  # ... the file past max_bytes instead
+    assert "failed to record" not in caplog.text
+    assert "cannot rotate" in caplog.text and caplog.text.count("cannot rotate") == 1
+    monkeypatch.setattr(os, "replace", real_replace)
+    for i in range(30, 40):  # renaming works again: rotation resumes
+        guard.call({"x": np.full((1, 4), i)}, lambda: None)
+    result = verify_trail(tmp_path)
+    assert result.intact, result.reason
+    assert result.lines == 40 and len(result.files) > 1

@@ -131,6 +131,36 @@ def test_the_chain_continues_across_rotation_and_a_deleted_rotated_line_is_named
     assert f"{middle}, line 1:" in out
 
 
+@pytest.mark.parametrize("backups", [50, 4])  # 4: the oldest file is dropped meanwhile
+def test_a_rotation_while_the_trail_is_checked_is_no_false_break(tmp_path, monkeypatch,
+                                                                   backups):
+    # `aimsec audit verify` on a live service: another writer rotated the trail after the
+    # check listed its files and before it opened the later ones, which then held other
+    # lines than listed. The intact trail was reported BROKEN (or, with the oldest file
+    # dropped, as missing).
+    from aimsec_core.audit import verify as verify_module
+
+    audit = AuditLog(tmp_path, max_bytes=2_000, backups=backups)
+    _write(audit, 14)
+    before = verify_trail(tmp_path)
+    assert before.intact and len(before.files) > 3
+    real_check = verify_module._check
+    rotated = []
+
+    def check_then_rotate(*args, **kwargs):
+        if not rotated:  # another worker writes while the first line is checked
+            rotated.append(True)
+            _write(audit, 12, start=100)
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "_check", check_then_rotate)
+    result = verify_trail(tmp_path)
+    assert rotated and result.intact, result.reason
+    assert result.lines == before.lines  # the trail as it was when the check began
+    monkeypatch.undo()
+    assert verify_trail(tmp_path).intact
+
+
 def test_a_restarted_process_continues_the_chain(tmp_path):
     file = tmp_path / "audit.jsonl"
     AuditWriter(file, 0, 0, False).write(b'{"n":1')

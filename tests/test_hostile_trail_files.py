@@ -63,3 +63,38 @@ def test_a_forged_link_of_kilobytes_is_named_in_a_bounded_line(tmp_path, capsys)
     assert main(["audit", "verify", str(logs)]) == 1
     out = capsys.readouterr().out
     assert out.startswith("BROKEN:") and "line 2" in out and len(out) < 1000
+
+
+def _audited_call(audit) -> object:
+    import numpy as np
+
+    import aimsec_core
+    from aimsec_core.adapter import HostArrays
+
+    guard = aimsec_core.Guard(None, HostArrays(None), name="fifo", sinks=[audit], policy=False)
+    return guard.call({"x": np.ones((1, 2))}, lambda: "prediction")
+
+
+def test_a_fifo_as_the_newest_rotated_file_does_not_hang_the_writer(tmp_path):
+    # The writer reads the newest rotated file's last line to continue the chain when
+    # the trail is empty; a FIFO there blocked that read, with the writer's lock held:
+    # every guarded call of every thread hung.
+    from aimsec_core import AuditLog
+
+    _fifo(tmp_path, "audit.jsonl.1")
+    audit = AuditLog(tmp_path)
+    assert _audited_call(audit) == "prediction"
+    assert len(audit.file.read_bytes().splitlines()) == 1
+
+
+def test_a_fifo_swapped_in_for_the_trail_fails_the_sink_without_hanging(tmp_path, caplog):
+    # AuditLog refuses a FIFO when it is built; one put in the file's place later was
+    # opened for writing, which blocks until a reader comes: the call hung.
+    from aimsec_core import AuditLog
+
+    audit = AuditLog(tmp_path)
+    assert _audited_call(audit) == "prediction"
+    audit.file.unlink()
+    os.mkfifo(audit.file)
+    assert _audited_call(audit) == "prediction"
+    assert "failed to record" in caplog.text and "not a regular file" in caplog.text

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from ..files import open_regular
+
 #: ``prev`` of the first line of a trail (JSON text).
 GENESIS = b"null"
 _PREV = b',"prev":'
@@ -34,9 +36,10 @@ def digest(line: bytes) -> bytes:
 def tail_digest(path: Path) -> tuple[bytes | None, bool]:
     """The digest of the last line of ``path`` (JSON text; ``None`` for an empty or
     missing file) and whether the file ends with a newline. Reads the last line only,
-    in blocks, whatever its length."""
+    in blocks, whatever its length. Raises ``ValueError`` when ``path`` is not a regular
+    file (a FIFO would block the read), ``OSError`` when it cannot be read."""
     try:
-        handle = open(path, "rb")
+        handle = open_regular(path)
     except FileNotFoundError:
         return None, True
     with handle:

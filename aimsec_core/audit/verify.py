@@ -2,7 +2,10 @@
 
 Reads each file once, line by line, holding one line at a time (lines longer than
 :data:`LONGEST_LINE` are reported, never read whole), so a trail of any size is checked in
-bounded memory.
+bounded memory. A live trail can be checked while it is written: the files are opened
+together while its writers are held (for the time it takes to open them, not to read
+them), so a rotation meanwhile changes nothing the check reads, and lines appended after
+that moment are left for the next check.
 
 What the chain proves and what it cannot: a changed, removed, inserted or reordered line
 breaks the link of the line after it, and a cut-short last line is not valid JSON. Lines
@@ -15,13 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ..files import open_regular
 from .log import AUDIT_FILE
+from .writer import fcntl, lock_path
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 LONGEST_LINE = 64 * 1024  #: lines are at most 8 KB; anything far longer is damage
 #: A rotated file: the trail's name and an index of ASCII digits ("audit.jsonl.²" is none)
@@ -53,6 +63,11 @@ def trail_files(path: Path) -> list[Path]:
     (``audit.jsonl.3``, ``.2``, ``.1``, then ``audit.jsonl``), or for a folder holding one
     trail, that trail. Raises ``FileNotFoundError`` / ``ValueError`` when there is none or
     the folder holds several (name the file then)."""
+    return _rotated_files(_trail_path(path))
+
+
+def _trail_path(path: Path) -> Path:
+    """The trail's file (``audit.jsonl``, or the one trail a folder holds)."""
     if path.is_dir():
         if (path / AUDIT_FILE).exists():  # the guard's own trail, beside its incident
             path = path / AUDIT_FILE      # database and outbox
@@ -65,6 +80,10 @@ def trail_files(path: Path) -> list[Path]:
             raise ValueError(f"{path} holds several trails ({', '.join(sorted(bases))}); "
                              "name one of the files")
         path = path / bases.pop()
+    return path
+
+
+def _rotated_files(path: Path) -> list[Path]:
     siblings = []
     if path.parent.is_dir():
         for p in path.parent.iterdir():
@@ -79,6 +98,48 @@ def trail_files(path: Path) -> list[Path]:
     return files
 
 
+@contextmanager
+def _snapshot(path: Path) -> Iterator[list[tuple[Path, BinaryIO, int]]]:
+    """The trail's files, each opened with its size, taken while no writer of the trail
+    can append or rotate (a shared lock on the writers' lock file, when there is one).
+
+    A live trail keeps being written while it is checked: a rotation between listing
+    the files and opening a later one would shift the names, so the check would read
+    lines in the wrong order (or miss a file dropped meanwhile) and report an intact
+    trail as broken. Open files keep their lines whatever they are renamed to, and the
+    sizes bound each file to the lines it held at that moment (a line being appended
+    after the snapshot is never read half-written)."""
+    base = _trail_path(path)
+    with ExitStack() as stack:
+        opened = []
+        with _writers_held(base):
+            for file in _rotated_files(base):
+                handle = stack.enter_context(open_regular(file))
+                opened.append((file, handle, os.fstat(handle.fileno()).st_size))
+        yield opened
+
+
+@contextmanager
+def _writers_held(trail: Path) -> Iterator[None]:
+    """Hold the trail's writers (see :mod:`.writer`) for the block, where they coordinate
+    through ``flock``; without a usable lock file (no writer on this system, one that is
+    not a regular file, no ``fcntl``) the block runs unlocked."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(lock_path(trail), os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        yield
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 _DIGEST = re.compile("[0-9a-f]{64}")  #: a SHA-256 hex digest, as the writer links lines
 
 
@@ -90,20 +151,21 @@ def _base(name: str) -> str:
 def verify_trail(path: str | Path, head: str | None = None) -> Verification:
     """Check the trail at ``path`` (see :func:`trail_files`); ``head``, if given, is the
     hex digest the last line must have."""
-    files = tuple(trail_files(Path(path)))
-    expected: str | None = None
-    anchored = True
-    count = 0
-    for file in files:
-        for number, raw in _lines(file):
-            count += 1
-            problem = _check(raw, expected, first=count == 1)
-            if problem is not None:
-                return Verification(False, files, count, expected, anchored, file, number,
-                                    problem)
-            if count == 1:
-                anchored = json.loads(raw)["prev"] is None
-            expected = hashlib.sha256(raw[:-1]).hexdigest()
+    with _snapshot(Path(path)) as opened:
+        files = tuple(file for file, _, _ in opened)
+        expected: str | None = None
+        anchored = True
+        count = 0
+        for file, handle, size in opened:
+            for number, raw in _lines(handle, size):
+                count += 1
+                problem = _check(raw, expected, first=count == 1)
+                if problem is not None:
+                    return Verification(False, files, count, expected, anchored, file,
+                                        number, problem)
+                if count == 1:
+                    anchored = json.loads(raw)["prev"] is None
+                expected = hashlib.sha256(raw[:-1]).hexdigest()
     if head is not None and head != expected:
         last = files[-1]
         found = ("the trail has no lines" if expected is None
@@ -114,17 +176,18 @@ def verify_trail(path: str | Path, head: str | None = None) -> Verification:
     return Verification(True, files, count, expected, anchored)
 
 
-def _lines(file: Path) -> Iterator[tuple[int, bytes]]:
-    with open_regular(file) as handle:
-        number = 0
-        while True:
-            raw = handle.readline(LONGEST_LINE + 1)
-            if not raw:
-                return
-            number += 1
-            yield number, raw
-            if len(raw) > LONGEST_LINE and not raw.endswith(b"\n"):
-                return  # reported by _check; the rest of this file is not read
+def _lines(handle: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
+    """The first ``size`` bytes of ``handle`` line by line, numbered from 1."""
+    number = 0
+    while size > 0:
+        raw = handle.readline(min(LONGEST_LINE + 1, size))
+        if not raw:
+            return
+        size -= len(raw)
+        number += 1
+        yield number, raw
+        if len(raw) > LONGEST_LINE and not raw.endswith(b"\n"):
+            return  # reported by _check; the rest of this file is not read
 
 
 def _check(raw: bytes, expected: str | None, first: bool) -> str | None:

@@ -16,11 +16,13 @@ without interleaving partial lines or forking the chain. Where ``fcntl`` does no
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
 
 from ..errors import ConfigurationError
+from ..files import open_appending
 from .chain import GENESIS, digest, link, rotated, tail_digest
 
 try:
@@ -28,7 +30,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: threads only (see the module docstring)
     fcntl = None  # type: ignore[assignment]
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_log = logging.getLogger("aimsec.audit")
 
 
 class AuditWriter:
@@ -48,6 +50,7 @@ class AuditWriter:
         self._inode: tuple[int, int] | None = None
         self._size = -1  # bytes in the file after our last line; -1: unknown
         self._prev = GENESIS
+        self._rotation_failing = False  #: warned that renames fail; cleared by a rotation
 
     def write(self, body: bytes) -> bytes:
         """Close ``body`` (an unclosed JSON object) with its ``prev`` link and append it;
@@ -82,7 +85,7 @@ class AuditWriter:
             return False
         if self._lock_fd < 0:
             self.file.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.file.with_name(self.file.name + ".lock"),
+            self._lock_fd = os.open(lock_path(self.file),
                                     os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
                                     0o644)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -106,7 +109,7 @@ class AuditWriter:
         if self._fd >= 0:
             os.close(self._fd)
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self._path, _OPEN_FLAGS, 0o644)
+        self._fd = open_appending(self._path)
         stat = os.fstat(self._fd)
         self._inode = (stat.st_dev, stat.st_ino)
         self._size = -1
@@ -118,19 +121,40 @@ class AuditWriter:
         if not complete:  # a line cut short by a crash: end it, chain to what is there
             _write_all(self._fd, b"\n")
         if prev is None and self.backups:
-            prev, _ = tail_digest(rotated(self.file, 1))
+            try:
+                prev, _ = tail_digest(rotated(self.file, 1))
+            except (OSError, ValueError):  # unreadable, or not a file (a FIFO): absent
+                prev = None
         if prev is not None:
             self._prev = prev
         self._size = os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:
+        """Rename the file to ``.1`` (shifting older ones up) and start a new one. When a
+        rename fails (a folder where files can no longer be renamed, while the file itself
+        stays writable) the line goes to the file as it is, past ``max_bytes``: a trail
+        over its size loses nothing, one that cannot rotate would lose every later line.
+        Rotation is tried again with the next line; one warning per failing streak."""
+        size = self._size
         os.close(self._fd)
         self._fd = -1
-        for index in range(self.backups - 1, 0, -1):
-            source = rotated(self.file, index)
-            if source.exists():
-                os.replace(source, rotated(self.file, index + 1))
-        os.replace(self.file, rotated(self.file, 1))
+        try:
+            for index in range(self.backups - 1, 0, -1):
+                source = rotated(self.file, index)
+                if source.exists():
+                    os.replace(source, rotated(self.file, index + 1))
+            os.replace(self.file, rotated(self.file, 1))
+        except OSError as exc:
+            if not self._rotation_failing:
+                self._rotation_failing = True
+                _log.warning("aimsec: cannot rotate the audit log %s (%s: %s); lines are "
+                             "appended to it past its %d bytes until it can be renamed",
+                             self.file, type(exc).__name__, exc.strerror or exc,
+                             self.max_bytes)
+            self._open()
+            self._size = size  # the same file: nobody appended (we hold the lock)
+            return
+        self._rotation_failing = False
         self._open()
         self._size = 0
 
@@ -174,6 +198,11 @@ class AuditWriter:
                     pass
         self._fd = self._lock_fd = -1
         self._inode, self._size = None, -1
+
+
+def lock_path(file: Path) -> Path:
+    """The lock file the writers of ``file`` coordinate through (``audit.jsonl.lock``)."""
+    return file.with_name(file.name + ".lock")
 
 
 def _write_all(fd: int, data: bytes) -> None:
