@@ -7,6 +7,8 @@
   locks, size rotation, every line in the file before the call returns. It does not go
   through :mod:`logging`, so an application's logging configuration cannot silence it.
 - :mod:`.chain` — the hash chain linking each line to the one before.
+- :mod:`.snapshot` — a live trail's files opened together as they are at one moment, so
+  a rotation meanwhile shifts nothing a reader meets (``audit verify`` and ``report``).
 - :mod:`.verify` — checks a trail and names the first broken line (``aimsec audit verify``).
 """
 

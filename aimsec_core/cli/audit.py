@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("audit verify", f"{exc}{demo_run_hint(args.path, 'aimsec audit verify')}")
     except ValueError as exc:
         return fail("audit verify", exc)
+    except OSError as exc:  # a file that cannot be opened, or too many files at once
+        return fail("audit verify", exc if exc.filename or not exc.strerror else exc.strerror)
     if not result.intact:
         where = f"{result.broken_file}" + (
             f", line {result.broken_line}" if result.broken_line is not None else "")

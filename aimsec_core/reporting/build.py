@@ -24,7 +24,7 @@ from .console import print_summary, reading_progress
 from .incidents import load_incidents, summarise_incidents
 from .model import Report, build_report
 from .period import as_utc, parse_period
-from .reader import ReadStats, audit_files, read_entries, total_bytes
+from .reader import ReadStats, open_trail, read_entries, total_bytes
 from .recommend import recommend
 
 JSON_FILE = "report.json"
@@ -74,18 +74,19 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
                                  f"to read the store); received {type(incidents).__name__}")
     folder = resolve(None if logs is None else str(logs), "SECURITY_LOG_PATH",
                      DEFAULT_LOG_PATH, str)
-    files = audit_files(folder)
-    if db is None and incidents is None:  # the incident store beside the trail, if any
-        beside = files[-1].parent / "incidents.sqlite3" if files else None
-        db = beside if beside is not None and beside.exists() else None
     # the bars' width follows the calls found, not the period asked for: a year asked of
     # two hours of calls is still drawn in minutes (the timeline widens as calls spread)
     aggregator, stats = Aggregator(), ReadStats()
-    with reading_progress(console, total_bytes(files)) as progress:
-        for entry in read_entries(files, stats, since=start.timestamp() if start else None,
-                                  until=end.timestamp() if end else None, model=model,
-                                  progress=progress):
-            aggregator.add(entry)
+    with open_trail(folder) as files:  # as they are now: a guard may rotate meanwhile
+        if db is None and incidents is None:  # the incident store beside the trail, if any
+            beside = files[-1].path.parent / "incidents.sqlite3"
+            db = beside if beside.exists() else None
+        with reading_progress(console, total_bytes(files)) as progress:
+            for entry in read_entries(files, stats,
+                                      since=start.timestamp() if start else None,
+                                      until=end.timestamp() if end else None, model=model,
+                                      progress=progress):
+                aggregator.add(entry)
     note = ""
     if incidents is None:
         # only incidents still active in the period: older ones cannot crowd them out

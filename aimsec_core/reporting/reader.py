@@ -1,9 +1,11 @@
 """Streaming the audit trail: rotated files oldest first, one line at a time.
 
 The trail is ``audit.jsonl`` plus the files rotation left beside it, ``audit.jsonl.1``
-(the most recent) to ``audit.jsonl.N`` (the oldest). Lines are read one at a time from
-binary files, so memory does not grow with the trail; a line longer than
-:data:`MAX_LINE_BYTES` is skipped (and counted) without being held whole.
+(the most recent) to ``audit.jsonl.N`` (the oldest). A guard may rotate it while it is
+read, so the files are opened together as they are at one moment (:func:`open_trail`, the
+snapshot ``aimsec audit verify`` reads too) and each is read up to its size then. Lines
+are read one at a time from binary files, so memory does not grow with the trail; a line
+longer than :data:`MAX_LINE_BYTES` is skipped (and counted) without being held whole.
 
 Every line's hash-chain link (its ``"prev"``, see :mod:`aimsec_core.audit.chain`) is
 checked on the way, lines outside the period included, so a report says when the trail it
@@ -15,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..audit import AUDIT_FILE
-from ..audit.verify import trail_files
+from ..audit.snapshot import TrailFile, snapshot, trail_files, trail_path
 from ..errors import ConfigurationError
-from ..files import open_regular
 from .records import AuditEntry, as_read, parse_line
 
 #: Longest audit line read; longer ones (e.g. unbounded ``flagged`` lists) are skipped.
@@ -101,108 +103,139 @@ class ReadStats:
 
 
 def audit_files(logs: str | Path) -> list[Path]:
-    """The trail's files, oldest first (:func:`aimsec_core.audit.verify.trail_files`: the
-    same files ``aimsec audit verify`` checks), for a folder holding ``audit.jsonl`` or a
-    file.
+    """The trail's files, oldest first (:func:`aimsec_core.audit.snapshot.trail_files`:
+    the same files ``aimsec audit verify`` checks), for a folder holding ``audit.jsonl``
+    or a file. Their names only: :func:`open_trail` opens them for reading.
 
     Raises :class:`ConfigurationError` when nothing is there.
     """
     try:
         return trail_files(Path(logs))
     except (FileNotFoundError, ValueError) as exc:
-        raise ConfigurationError(
-            f"{exc}: expected {AUDIT_FILE} (and its rotated files {AUDIT_FILE}.1 …) in "
-            "that folder, or an audit file. Point --logs (or SECURITY_LOG_PATH) at the "
-            "folder a guard writes to") from None
+        raise _no_trail(exc) from None
 
 
-def read_entries(files: list[Path], stats: ReadStats, *, since: float | None = None,
+@contextmanager
+def open_trail(logs: str | Path) -> Iterator[list[TrailFile]]:
+    """The trail's files at ``logs`` (as :func:`audit_files`), opened together as they
+    are at this moment (:func:`aimsec_core.audit.snapshot.snapshot`, as ``aimsec audit
+    verify`` reads them), for :func:`read_entries`; closed when the block ends. A
+    rotation meanwhile changes nothing they hold, and lines written later are not read.
+
+    Raises :class:`ConfigurationError` when nothing is there, a file is not a regular
+    one, cannot be opened, or the trail has more files than may be open at once.
+    """
+    with ExitStack() as stack:
+        try:
+            base = trail_path(Path(logs))
+        except (FileNotFoundError, ValueError) as exc:  # nothing there, or several trails
+            raise _no_trail(exc) from None
+        try:
+            files = stack.enter_context(snapshot(base))
+        except FileNotFoundError as exc:  # everything rotated away meanwhile
+            raise _no_trail(exc) from None
+        except ValueError as exc:  # a FIFO or device in the trail's place
+            raise ConfigurationError(f"cannot read the audit file: {exc}") from None
+        except OSError as exc:  # a file that cannot be opened, or too many files at once
+            raise ConfigurationError(
+                f"cannot read the audit file {exc.filename}: {exc.strerror or exc}"
+                if exc.filename else exc.strerror or str(exc)) from exc
+        yield files
+
+
+def _no_trail(exc: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"{exc}: expected {AUDIT_FILE} (and its rotated files {AUDIT_FILE}.1 …) in "
+        "that folder, or an audit file. Point --logs (or SECURITY_LOG_PATH) at the "
+        "folder a guard writes to")
+
+
+def read_entries(files: list[TrailFile], stats: ReadStats, *, since: float | None = None,
                  until: float | None = None, model: str | None = None,
                  progress: Callable[[int], None] | None = None) -> Iterator[AuditEntry]:
-    """Entries of ``files`` with ``since <= time < until`` (and of ``model``, if given).
+    """Entries of ``files`` (from :func:`open_trail`) with ``since <= time < until`` (and
+    of ``model``, if given), each file read up to the size it had when it was opened.
 
     ``progress(n)`` is told about every ``n`` bytes read. Malformed, oversized and
-    filtered-out lines are counted in ``stats``, never raised.
+    filtered-out lines are counted in ``stats``, never raised. Raises
+    :class:`ConfigurationError` when a file cannot be read.
     """
     model = None if model is None else as_read(model)  # a long name is read cut short
     for file in files:
-        try:
-            stream = open_regular(file)
-        except FileNotFoundError:  # rotated away since it was listed: its lines moved on
-            stats.vanished.append(str(file))
+        if file.vanished:  # rotated away after it was listed: its lines moved on
+            stats.vanished.append(str(file.path))
             stats.chain.lost()
             continue
-        except ValueError as exc:  # a FIFO or device in the trail's place
-            raise ConfigurationError(f"cannot read the audit file: {exc}") from None
+        stats.files.append(str(file.path))
+        try:
+            yield from _file_entries(file, stats, since, until, model, progress)
         except OSError as exc:
-            raise ConfigurationError(f"cannot read the audit file {file}: "
+            raise ConfigurationError(f"cannot read the audit file {file.path}: "
                                      f"{exc.strerror or exc}") from exc
-        stats.files.append(str(file))
-        with stream:
-            pending = number = 0
-            while True:
-                line = stream.readline(MAX_LINE_BYTES)
-                if not line:
-                    break
-                number += 1
-                size = len(line)
-                hasher = hashlib.sha256(line.rstrip(b"\n"))
-                oversized = size == MAX_LINE_BYTES and not line.endswith(b"\n")
-                if oversized:
-                    skipped, last = _skip_rest_of_line(stream, hasher)
-                    size += skipped
-                    line = last  # its end, where the link would be
-                # a blank line is no audit line: once the chain has begun it is a break,
-                # as aimsec audit verify says (the file was edited)
-                stats.chain.add(line, hasher.hexdigest().encode(), file, number)
-                pending += size
-                if pending >= 1 << 20:
-                    stats.bytes += pending
-                    if progress is not None:
-                        progress(pending)
-                    pending = 0
-                if oversized:
-                    stats.lines += 1
-                    stats.oversized += 1
-                    continue
-                if line.isspace():
-                    continue
-                stats.lines += 1
-                entry = parse_line(line)
-                if entry is None:
-                    stats.malformed += 1
-                    continue
-                if ((since is not None and entry.time < since)
-                        or (until is not None and entry.time >= until)
-                        or (model is not None and entry.model != model)):
-                    stats.outside += 1
-                    continue
-                stats.used += 1
-                yield entry
+
+
+def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
+                  until: float | None, model: str | None,
+                  progress: Callable[[int], None] | None) -> Iterator[AuditEntry]:
+    pending = number = 0
+    while True:
+        line = file.readline(MAX_LINE_BYTES)
+        if not line:
+            break
+        number += 1
+        size = len(line)
+        hasher = hashlib.sha256(line.rstrip(b"\n"))
+        oversized = size == MAX_LINE_BYTES and not line.endswith(b"\n")
+        if oversized:
+            skipped, last = _skip_rest_of_line(file, hasher)
+            size += skipped
+            line = last  # its end, where the link would be
+        # a blank line is no audit line: once the chain has begun it is a break,
+        # as aimsec audit verify says (the file was edited)
+        stats.chain.add(line, hasher.hexdigest().encode(), file.path, number)
+        pending += size
+        if pending >= 1 << 20:
             stats.bytes += pending
-            if progress is not None and pending:
+            if progress is not None:
                 progress(pending)
+            pending = 0
+        if oversized:
+            stats.lines += 1
+            stats.oversized += 1
+            continue
+        if line.isspace():
+            continue
+        stats.lines += 1
+        entry = parse_line(line)
+        if entry is None:
+            stats.malformed += 1
+            continue
+        if ((since is not None and entry.time < since)
+                or (until is not None and entry.time >= until)
+                or (model is not None and entry.model != model)):
+            stats.outside += 1
+            continue
+        stats.used += 1
+        yield entry
+    stats.bytes += pending
+    if progress is not None and pending:
+        progress(pending)
 
 
-def _skip_rest_of_line(stream: object, hasher: object) -> tuple[int, bytes]:
+def _skip_rest_of_line(stream: TrailFile, hasher: object) -> tuple[int, bytes]:
     """Read to the end of the line: the bytes skipped and the last chunk (hashed into
     ``hasher`` without the newline)."""
     skipped, chunk = 0, b""
     while True:
         previous = chunk
-        chunk = stream.readline(MAX_LINE_BYTES)  # type: ignore[attr-defined]
+        chunk = stream.readline(MAX_LINE_BYTES)
         skipped += len(chunk)
         hasher.update(chunk.rstrip(b"\n"))  # type: ignore[attr-defined]
         if not chunk or chunk.endswith(b"\n"):
             return skipped, chunk or previous
 
 
-def total_bytes(files: list[Path]) -> int:
-    """The files' combined size (a file rotated away meanwhile counts 0)."""
-    total = 0
-    for file in files:
-        try:
-            total += file.stat().st_size
-        except OSError:
-            continue
-    return total
+def total_bytes(files: list[TrailFile]) -> int:
+    """The files' combined size when they were opened (the bytes :func:`read_entries`
+    reads)."""
+    return sum(file.size for file in files)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,7 +20,7 @@ from aimsec_core.errors import ConfigurationError
 from aimsec_core.reporting import parse_line
 from aimsec_core.reporting.aggregate import SUSPICION_BINS, Aggregator
 from aimsec_core.reporting.period import parse_period
-from aimsec_core.reporting.reader import ReadStats, audit_files, read_entries
+from aimsec_core.reporting.reader import ReadStats, audit_files, open_trail, read_entries
 
 QUIET = Console(quiet=True)
 
@@ -66,13 +67,23 @@ def test_a_rotated_name_with_a_non_decimal_digit_is_ignored(tmp_path):
     assert [p.name for p in audit_files(folder)] == ["audit.jsonl.1", "audit.jsonl"]
 
 
-def test_a_file_rotated_away_before_it_is_read_is_noted(tmp_path):
+def test_a_file_rotated_away_before_it_is_read_is_noted(tmp_path, monkeypatch):
+    from aimsec_core.audit import snapshot
+
     folder = _trail(tmp_path / "logs", _line())
     (folder / "audit.jsonl.1").write_text(_line() + "\n")
     files = audit_files(folder)
-    files[0].unlink()  # the guard rotated (and dropped) it meanwhile
+    real_open = snapshot.open_regular
+
+    def drop_then_open(path):
+        if path == files[0] and path.exists():
+            path.unlink()  # a writer that does not lock rotated (and dropped) it meanwhile
+        return real_open(path)
+
+    monkeypatch.setattr(snapshot, "open_regular", drop_then_open)
     stats = ReadStats()
-    assert len(list(read_entries(files, stats))) == 1
+    with open_trail(folder) as trail:
+        assert len(list(read_entries(trail, stats))) == 1
     assert stats.vanished == [str(files[0])] and stats.files == [str(files[1])]
 
 
@@ -259,3 +270,37 @@ def test_a_report_is_written_whatever_lies_at_a_fixed_temporary_name(tmp_path):
     assert files.report.calls == 1 and files.html_path.read_text().startswith("<!")
     assert {p.name for p in out.iterdir()} == {"report.html", "report.json",
                                                "report.html.partial", "report.json.partial"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+@pytest.mark.parametrize("command", ["report", "verify"])
+def test_more_trail_files_than_may_be_open_is_one_clear_line(tmp_path, capsys, command):
+    # Both commands hold one descriptor per trail file while reading: thousands of rotated
+    # files ran into the process's open-file limit with a bare "[Errno 24] Too many open
+    # files" naming one file.
+    import resource
+
+    from aimsec_core.cli import main
+
+    def argv(folder: Path) -> list[str]:
+        return (["audit", "verify", str(folder)] if command == "verify" else
+                ["report", "--logs", str(folder), "--out", str(tmp_path / "out"),
+                 "--db", str(tmp_path / "none.sqlite3")])
+
+    main(argv(_trail(tmp_path / "small", _line())))  # imports all it needs first
+    (tmp_path / "out" / "report.html").unlink(missing_ok=True)
+    folder = _trail(tmp_path / "logs", _line())
+    for index in range(1, 61):
+        (folder / f"audit.jsonl.{index}").write_text(_line() + "\n")
+    capsys.readouterr()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 30, hard))
+    try:
+        status = main(argv(folder))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    err = capsys.readouterr().err
+    assert status != 0 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("aimsec audit verify: " if command == "verify" else "aimsec report: ")
+    assert "cannot open the 61 files of the audit trail" in err and "ulimit -n" in err
+    assert "Traceback" not in err and not (tmp_path / "out" / "report.html").exists()

@@ -119,3 +119,37 @@ def test_a_model_name_longer_than_the_report_keeps_is_still_selected_by_its_name
              for i, model in enumerate((name, name, "other-model"))]
     found = _report(_plain_trail(tmp_path / "logs", lines), tmp_path / "out", model=name)
     assert found.report.calls == 2
+
+
+def test_a_rotation_while_the_report_reads_is_no_false_break(tmp_path, monkeypatch):
+    # `aimsec report` on a live service: a guard rotated the trail after the report listed
+    # its files and before it opened the later ones, which then held other lines than
+    # listed: lines were skipped or read twice and the intact trail was reported broken.
+    from aimsec_core.reporting import reader
+
+    logs = tmp_path / "logs"
+    write_trail(logs, calls=200, max_bytes=20_000)
+    listed = sorted(p.name for p in logs.iterdir())
+    before = _report(logs, tmp_path / "before").report
+    assert len(before.sources["files"]) >= 3 and before.sources["chain"]["breaks"] == 0
+    real_parse = reader.parse_line
+    rotated = []
+
+    def parse_then_rotate(line):
+        if not rotated:  # another worker writes while the first line is read
+            rotated.append(True)
+            write_trail(logs, calls=120, seed=1, max_bytes=20_000)
+        return real_parse(line)
+
+    monkeypatch.setattr(reader, "parse_line", parse_then_rotate)
+    during = _report(logs, tmp_path / "during").report
+    assert rotated and sorted(p.name for p in logs.iterdir()) != listed  # it rotated
+    chain = during.sources["chain"]
+    assert chain["breaks"] == 0 and chain["first_break"] is None, chain
+    assert chain["checked"] == 200 and chain["anchored"] is True
+    assert not [r for r in during.recommendations if r.section == "sources"]
+    # the trail as it was when the report began: no line lost, none counted twice
+    assert during.sources["lines"] == before.sources["lines"] == 200
+    assert during.totals == before.totals and during.by_model == before.by_model
+    assert during.sources["files"] == before.sources["files"]
+    assert during.sources["files_rotated_away"] == []
