@@ -35,6 +35,7 @@ from . import kernels
 from .shapiro import coefficients, shapiro_w
 
 TEST_EVERY = 50  #: queries between two tests of one client (default)
+_FLOAT64 = np.dtype(np.float64)
 #: Stored queries are float32; values past its range (and NaN, where the policy lets it
 #: through) take the nearest bound, so every distance stays finite.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -65,7 +66,7 @@ class _ClientState:
     test)."""
 
     __slots__ = ("width", "labels", "members", "classes", "class_distances", "distances",
-                 "ring", "last_w")
+                 "ring", "last_w", "arrays")
 
     def __init__(self, width: int, kept: int, window: int, set_size: int) -> None:
         self.width = width  #: of the client's inputs (a new width starts over)
@@ -78,12 +79,10 @@ class _ClientState:
         self.distances = np.zeros(window, np.float64)
         self.ring = np.zeros(2, np.int64)  #: distances ever appended, since the last test
         self.last_w: float | None = None
-
-    @property
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        """The arrays the PRADA step takes after the rows and their slots, in its order
-        (``members`` is read afresh: a new class may have grown it)."""
-        return (self.members, self.classes, self.class_distances, self.distances, self.ring)
+        #: the arrays the PRADA step takes after the rows and their slots, in its order
+        #: (made again when a new class grows ``members``)
+        self.arrays = (self.members, self.classes, self.class_distances, self.distances,
+                       self.ring)
 
     def slot(self, label: Hashable) -> int | None:
         """The slot of ``label``'s class, made when new; ``None`` when making it needs
@@ -101,6 +100,7 @@ class _ClientState:
                               *self.members.shape[1:]), np.float32)
             grown[:len(self.members)] = self.members
             self.members = grown
+            self.arrays = (grown, *self.arrays[1:])
         return slot
 
     def evict(self, label: Hashable) -> int:
@@ -167,8 +167,10 @@ class ExtractionTracker:
             raise ValueError(f"one class per sample expected: {len(samples)} samples, "
                              f"{len(classes)} classes")
         width = samples.shape[1]
-        x = kernels.kernel_array(samples if width <= MAX_WIDTH else self._kept(samples),
-                                 np.float64)
+        x = samples
+        if not (width <= MAX_WIDTH and type(x) is np.ndarray and x.dtype is _FLOAT64
+                and x.flags.c_contiguous and x.flags.behaved):
+            x = kernels.kernel_array(x if width <= MAX_WIDTH else self._kept(x), np.float64)
         compiled = kernels.load()
         learn = learn_rows if compiled is None else compiled.learn_rows
         with self._lock:
@@ -181,7 +183,14 @@ class ExtractionTracker:
                     self._clients.popitem(last=False)
             else:
                 self._clients.move_to_end(client)
-            slot = state.slot(classes[0]) if len(classes) == 1 else None
+            slot = None
+            if len(classes) == 1:  # the slot of its class (state.slot, inline when known)
+                label = classes[0]
+                slot = state.labels.get(label)
+                if slot is None:
+                    slot = state.slot(label)
+                else:
+                    state.labels.move_to_end(label)
             if slot is not None:
                 one = self._one
                 one[0] = slot

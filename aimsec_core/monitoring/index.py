@@ -80,6 +80,7 @@ class FingerprintIndex:
         self._limit = slots if slots < self.capacity else _SERIALS
         #: the kernels' results for a one-row call (reused under the lock)
         self._found = np.empty((3, 1), dtype=np.int64)
+        self._found_row = self._found.reshape(3)  #: the same memory, one value per field
         self.fp_serial = np.full(slots, _EMPTY, dtype=np.int64)
         self.fp_time = np.zeros(slots, dtype=np.float64)
         self.fp_client = np.zeros(slots, dtype=np.uint32)
@@ -153,8 +154,19 @@ class FingerprintIndex:
         if compiled is None:
             return self.match_and_add(*query.fingerprints(), client, now, ttl)
         fingerprinter, samples = query
-        return self._compiled(compiled.fingerprint_match_and_add_rows,
-                              fingerprinter.kernel_arguments(samples), client, now, now - ttl)
+        rows = fingerprinter.kernel_arguments(samples)
+        if len(samples) != 1 or type(client) is not int or type(now) is not float:
+            return self._compiled(compiled.fingerprint_match_and_add_rows, rows, client, now,
+                                  now - ttl)
+        # one row (a served call): :meth:`_compiled` without its loop
+        with self._lock:
+            if self._serial >= self._limit:
+                self._make_room()  # may allocate new arrays: read them after it
+            _, self._serial = compiled.fingerprint_match_and_add_rows(
+                *rows, 0, client, now, now - ttl, *self._state, self._serial, self._limit,
+                self._found)
+            shared, size, same = self._found_row.tolist()
+        return [Match(shared, size, same == 1)]
 
     def _compiled(self, kernel: Callable[..., tuple[int, int]], rows: tuple[object, ...],
                   client: int, now: float, since: float) -> list[Match]:

@@ -100,7 +100,9 @@ class MemoryStore(Store):
                 client_tag: int) -> Observation:
         key = (model, client)
         with self._lock:
-            self._tick(now)
+            self._writes += 1  # _tick, inline: once per watched call
+            if not self._writes % _SWEEP_EVERY:
+                self._sweep(now)
             repeats = 0
             if rules.max_repeats and call_hash:
                 rkey = (model, client, call_hash)

@@ -50,6 +50,7 @@ from .store import ADMITTED, Admission, Store, StoreError, client_key
 T = TypeVar("T")
 _READABLE_ID = 200  #: characters of a client id kept for reports
 _KEYS_KEPT = 4096  #: client keys remembered (ids up to _READABLE_ID characters)
+_FLOAT64 = np.dtype(np.float64)
 
 
 @dataclass(slots=True)
@@ -210,7 +211,14 @@ class Monitor:
         rules, policy = visit.rules, self.policy
         samples = None
         if rules.near_duplicate or rules.extraction:
-            samples = visit.samples = _samples(arrays, batch)
+            if len(arrays) == 1:  # one input: as a (batch, features) float64 array already?
+                for samples in arrays:
+                    if not (type(samples) is np.ndarray and samples.dtype is _FLOAT64
+                            and samples.ndim == 2 and samples.shape[0] == batch and batch):
+                        samples = _samples(arrays, batch)
+            else:
+                samples = _samples(arrays, batch)
+            visit.samples = samples
         fingerprinting = rules.near_duplicate and samples is not None
         local = self.local
         if visit.store is self.store is local:  # nothing to fall back on
