@@ -127,7 +127,8 @@ def _scratch(d, w):  # type: ignore[no-untyped-def]
     windows = d - min(w, d) + 1
     memo_keys = np.zeros(_MEMO, np.uint64)
     memo_values = np.zeros(_MEMO, np.float64)
-    return np.empty(d, np.uint64), np.empty(windows, np.uint32), memo_keys, memo_values
+    # the window hashes, then the same in descending order
+    return np.empty(d, np.uint64), np.empty(2 * windows, np.uint32), memo_keys, memo_values
 
 
 @njit(cache=True, nogil=True)
@@ -166,22 +167,49 @@ def _fingerprint_row(x, bits, salt, content, coefficients, inverse_unit, inverse
     if not nan and high_q - low < _FLAT:  # flat (or no values): no fingerprint
         out[:] = 0
         return 0, tag32
+    hashed, ordered = high[:windows], high[windows:2 * windows]
     for s in range(windows):
         h = np.uint64(0)
         for k in range(w):
             h += codes[s + k] * coefficients[k]
-        high[s] = np.uint32(h >> _HALF)
-    _sort(high)
+        hashed[s] = np.uint32(h >> _HALF)
+    _descending(hashed, ordered)
     count = 0
-    for s in range(windows - 1, -1, -1):
+    for s in range(windows):
         if count == hashes:
             break
-        v = high[s]
+        v = ordered[s]
         if v != 0 and (count == 0 or v != out[count - 1]):
             out[count] = v
             count += 1
     out[count:] = 0
     return count, tag32
+
+
+_RANKED = 64  #: most values :func:`_descending` orders by rank (quadratic, no branches)
+
+
+@njit(cache=True, nogil=True)
+def _descending(values, out):  # type: ignore[no-untyped-def]
+    """``values`` in descending order into ``out`` (as long). Up to :data:`_RANKED` values
+    by rank (each value's place is the count of larger ones, and of equal ones before
+    it): comparisons without branches, which a processor's cold branch predictor (beside
+    a model's code) does not slow down, unlike a sort's; more values by :func:`_sort`
+    (``values`` is sorted in place then)."""
+    n = values.shape[0]
+    if n <= _RANKED:
+        for i in range(n):
+            v = values[i]
+            rank = np.int32(0)
+            for j in range(n):
+                rank += np.int32(values[j] > v)
+            for j in range(i):
+                rank += np.int32(values[j] == v)
+            out[rank] = v
+        return
+    _sort(values)
+    for i in range(n):
+        out[i] = values[n - 1 - i]
 
 
 _GAPS = np.array([701, 301, 132, 57, 23, 10, 4, 1], np.int64)  #: Ciura's shell sort gaps
