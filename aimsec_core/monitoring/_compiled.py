@@ -191,20 +191,21 @@ _RANKED = 64  #: most values :func:`_descending` orders by rank (quadratic, no b
 
 @njit(cache=True, nogil=True)
 def _descending(values, out):  # type: ignore[no-untyped-def]
-    """``values`` in descending order into ``out`` (as long). Up to :data:`_RANKED` values
-    by rank (each value's place is the count of larger ones, and of equal ones before
-    it): comparisons without branches, which a processor's cold branch predictor (beside
-    a model's code) does not slow down, unlike a sort's; more values by :func:`_sort`
-    (``values`` is sorted in place then)."""
+    """``values`` in descending order into ``out`` (as long), where each run of equal
+    values may hold zeros after its first: its distinct values, in the order of their
+    first copies, are the same as sorting gives. Up to :data:`_RANKED` values by rank
+    (a value's place is the count of larger ones; equal values share it, the places
+    after it stay 0): comparisons without branches, which a processor's cold branch
+    predictor (beside a model's code) does not slow down, unlike a sort's; more values
+    by :func:`_sort` (``values`` is sorted in place then)."""
     n = values.shape[0]
     if n <= _RANKED:
+        out[:n] = 0
         for i in range(n):
             v = values[i]
             rank = np.int32(0)
             for j in range(n):
                 rank += np.int32(values[j] > v)
-            for j in range(i):
-                rank += np.int32(values[j] == v)
             out[rank] = v
         return
     _sort(values)

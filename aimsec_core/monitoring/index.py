@@ -166,7 +166,8 @@ class FingerprintIndex:
                 *rows, 0, client, now, now - ttl, *self._state, self._serial, self._limit,
                 self._found)
             shared, size, same = self._found_row.tolist()
-        return [Match(shared, size, same == 1)]
+        # tuple.__new__: a named tuple's own __new__ is a Python function, a call more
+        return [tuple.__new__(Match, (shared, size, same == 1))]
 
     def _compiled(self, kernel: Callable[..., tuple[int, int]], rows: tuple[object, ...],
                   client: int, now: float, since: float) -> list[Match]:

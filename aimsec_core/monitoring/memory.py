@@ -124,8 +124,9 @@ class MemoryStore(Store):
                 index = self.index(model, policy)
             matches = index.fingerprint_match_and_add(query, client_tag, now,
                                                       policy.near_duplicate_ttl)
-        return Observation(repeats, matches,
-                           suspect - now if suspect and suspect > now else None)
+        # tuple.__new__: a named tuple's own __new__ is a Python function, a call more
+        return tuple.__new__(Observation, (
+            repeats, matches, suspect - now if suspect and suspect > now else None))
 
     def _lockout_left(self, key: tuple[str, str], locked: float, now: float,
                       rules: ClientRules) -> float:

@@ -222,8 +222,9 @@ class Monitor:
         fingerprinting = rules.near_duplicate and samples is not None
         local = self.local
         if visit.store is self.store is local:  # nothing to fall back on
-            query = (Query(self._local_fingerprinter or self._fingerprinter(local), samples)
-                     if fingerprinting else None)
+            query = (tuple.__new__(Query, (self._local_fingerprinter
+                                           or self._fingerprinter(local), samples))
+                     if fingerprinting else None)  # tuple.__new__: Query's is a Python call
             observation = local.observe(self.model, visit.key, visit.now, rules, policy,
                                         input_hash, query, visit.tag)
         else:
