@@ -26,15 +26,54 @@ _LOW = np.uint64(0xFFFFFFFF)
 _HALF = np.uint64(32)
 
 
+_STATE_HEADER = 8  #: as in .index
+
+
 @njit(cache=True, nogil=True)
-def fingerprint_rows(x, salt, content, coefficients, inverse_unit, inverse_step,  # type: ignore[no-untyped-def]
-                     scaled, out, tags):
+def layout_parts(layout, d):  # type: ignore[no-untyped-def]
+    """The fingerprint's secret layout for rows of ``d`` values, unpacked from one uint64
+    array (one kernel argument instead of six; :meth:`.fingerprint.Fingerprinter`
+    packs it): the salt ((d,) float64), the content-tag coefficients ((d,) uint64), the
+    window coefficients ((w,) uint64), 1 / unit, 1 / step and whether to scale by the
+    unit (the last three words: two float64 bit patterns and 0 or 1)."""
+    end = layout.shape[0]
+    scalars = layout[end - 3:end - 1].view(np.float64)
+    return (layout[:d].view(np.float64), layout[d:2 * d], layout[2 * d:end - 3],
+            scalars[0], scalars[1], layout[end - 1] != 0)
+
+
+@njit(cache=True, nogil=True)
+def index_state(state):  # type: ignore[no-untyped-def]
+    """An index's arrays, views of one packed uint64 array (one kernel argument instead
+    of seven; :class:`.index.FingerprintIndex` packs it): the table ((buckets, ways)
+    uint64), its bucket mask, and per slot the serial (int64), time (float64), client
+    tag (uint32), content tag (uint64) and hashes ((slots, S) uint32). The first
+    ``_STATE_HEADER`` words give buckets, ways, slots and S."""
+    buckets, ways = np.int64(state[0]), np.int64(state[1])
+    slots, hashes = np.int64(state[2]), np.int64(state[3])
+    start = _STATE_HEADER + buckets * ways
+    table = state[_STATE_HEADER:start].reshape((buckets, ways))
+    fp_serial = state[start:start + slots].view(np.int64)
+    fp_time = state[start + slots:start + 2 * slots].view(np.float64)
+    fp_content = state[start + 2 * slots:start + 3 * slots]
+    start += 3 * slots
+    half = (slots + 1) // 2
+    fp_client = state[start:start + half].view(np.uint32)[:slots]
+    start += half
+    fp_hashes = state[start:start + (slots * hashes + 1) // 2].view(
+        np.uint32)[:slots * hashes].reshape((slots, hashes))
+    return table, buckets - 1, fp_serial, fp_time, fp_client, fp_content, fp_hashes
+
+
+@njit(cache=True, nogil=True)
+def fingerprint_rows(x, layout, out, tags):  # type: ignore[no-untyped-def]
     """Fingerprints of ``x`` ((n, d) float64, C order) into ``out`` ((n, S) uint32): each
     row's distinct non-zero window hashes, largest first, zero-padded (all zeros for a
-    flat row); each row's content tag into ``tags``. Returns the most hashes any row
-    kept."""
+    flat row); each row's content tag into ``tags``. ``layout``: see
+    :func:`layout_parts`. Returns the most hashes any row kept."""
     n, d = x.shape
     bits = x.view(np.uint64)
+    salt, content, coefficients, inverse_unit, inverse_step, scaled = layout_parts(layout, d)
     codes, high, memo_keys, memo_values = _scratch(d, coefficients.shape[0])
     kept = 0
     for r in range(n):
@@ -46,14 +85,14 @@ def fingerprint_rows(x, salt, content, coefficients, inverse_unit, inverse_step,
 
 
 @njit(cache=True, nogil=True)
-def match_and_add_rows(fingerprints, contents, start, client, now, since, table, mask,  # type: ignore[no-untyped-def]
-                       fp_serial, fp_time, fp_client, fp_content, fp_hashes, serial, limit,
-                       matches):
-    """From row ``start`` on, match each row of ``fingerprints`` against the index, then
-    store it as the next serial, while serials stay below ``limit``. Fills column ``r`` of
-    ``matches`` ((3, n) int64) with the hashes the best match shares, the row's hash
-    count, and 1 when the best match was stored by ``client``; returns (rows done, next
-    serial)."""
+def match_and_add_rows(fingerprints, contents, start, client, now, since, state, serial,  # type: ignore[no-untyped-def]
+                       limit, matches):
+    """From row ``start`` on, match each row of ``fingerprints`` against the index (its
+    packed ``state``: see :func:`index_state`), then store it as the next serial, while
+    serials stay below ``limit``. Fills column ``r`` of ``matches`` ((3, n) int64) with
+    the hashes the best match shares, the row's hash count, and 1 when the best match was
+    stored by ``client``; returns (rows done, next serial)."""
+    table, mask, fp_serial, fp_time, fp_client, fp_content, fp_hashes = index_state(state)
     n, width = fingerprints.shape
     found, buckets, firsts = _match_scratch(width, table.shape[1])
     for r in range(start, n):
@@ -74,14 +113,15 @@ def match_and_add_rows(fingerprints, contents, start, client, now, since, table,
 
 
 @njit(cache=True, nogil=True)
-def fingerprint_match_and_add_rows(x, salt, content, coefficients, inverse_unit,  # type: ignore[no-untyped-def]
-                                   inverse_step, scaled, start, client, now, since, table,
-                                   mask, fp_serial, fp_time, fp_client, fp_content,
-                                   fp_hashes, serial, limit, matches):
+def fingerprint_match_and_add_rows(x, layout, start, client, now, since, state, serial,  # type: ignore[no-untyped-def]
+                                   limit, matches):
     """``fingerprint_rows`` then ``match_and_add_rows`` in one pass over the rows of
     ``x`` ((n, d) float64, C order), with the same results, from row ``start`` on: the
-    fingerprints never leave the kernel."""
+    fingerprints never leave the kernel. Returns (rows done, next serial, and the last
+    row's column of ``matches``): a one-row call reads its match from the result."""
     n, d = x.shape
+    salt, content, coefficients, inverse_unit, inverse_step, scaled = layout_parts(layout, d)
+    table, mask, fp_serial, fp_time, fp_client, fp_content, fp_hashes = index_state(state)
     bits = x.view(np.uint64)
     codes, high, memo_keys, memo_values = _scratch(d, coefficients.shape[0])
     width = fp_hashes.shape[1]
@@ -95,12 +135,14 @@ def fingerprint_match_and_add_rows(x, salt, content, coefficients, inverse_unit,
         if size == 0:
             continue
         if serial >= limit:
-            return r, serial
+            return r, serial, 0, 0, 0
         matches[0, r], matches[2, r] = _match_and_add_row(
             row, size, np.uint64(tag), client, now, since, table, mask, fp_serial, fp_time,
             fp_client, fp_content, fp_hashes, serial, found, buckets, firsts)
         serial += 1
-    return n, serial
+    if n == 0:
+        return n, serial, 0, 0, 0
+    return n, serial, matches[0, n - 1], matches[1, n - 1], matches[2, n - 1]
 
 
 @njit(cache=True, nogil=True)
@@ -478,20 +520,19 @@ def distance_and_join(stored, count, row, threshold):  # type: ignore[no-untyped
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel for the types the monitor uses."""
     x = np.zeros((1, 3))
-    fingerprint_rows(x, np.zeros(3), np.ones(3, np.uint64),
-                     np.ones(2, np.uint64), 1.0, 1.0, False, np.zeros((1, 2), np.uint32),
-                     np.zeros(1, np.uint32))
-    table = np.zeros((16, 8), np.uint64)
-    fingerprint_match_and_add_rows(x, np.zeros(3), np.ones(3, np.uint64),
-                                   np.ones(2, np.uint64), 1.0, 1.0, False, 0, 1, 0.0, 0.0,
-                                   table, np.int64(15), np.full(4, -1, np.int64),
-                                   np.zeros(4), np.zeros(4, np.uint32),
-                                   np.zeros(4, np.uint64), np.zeros((4, 2), np.uint32), 0,
-                                   4, np.zeros((3, 1), np.int64))
+    layout = np.ones(2 * 3 + 2 + 3, np.uint64)  # salt, content, window coefficients
+    layout[-3:-1] = np.array([1.0, 1.0]).view(np.uint64)  # 1 / unit, 1 / step
+    layout[-1] = 0  # not scaled
+    fingerprint_rows(x, layout, np.zeros((1, 2), np.uint32), np.zeros(1, np.uint32))
+    # an index of 16 buckets of 8 ways and 4 slots of 2 hashes, empty
+    state = np.zeros(_STATE_HEADER + 16 * 8 + 3 * 4 + 2 + 4, np.uint64)
+    state[:4] = 16, 8, 4, 2
+    state[_STATE_HEADER + 16 * 8:_STATE_HEADER + 16 * 8 + 4] = np.uint64(2**64 - 1)  # -1
+    fingerprint_match_and_add_rows(x, layout, 0, 1, 0.0, 0.0, state, 0, 4,
+                                   np.zeros((3, 1), np.int64))
     match_and_add_rows(np.array([[5, 3]], np.uint32), np.ones(1, np.uint32), 0, 1, 0.0, 0.0,
-                       table, np.int64(15), np.full(4, -1, np.int64), np.zeros(4),
-                       np.zeros(4, np.uint32), np.zeros(4, np.uint64),
-                       np.zeros((4, 2), np.uint32), 0, 4, np.zeros((3, 1), np.int64))
+                       state, 0, 4, np.zeros((3, 1), np.int64))
+    table = np.zeros((16, 8), np.uint64)
     learn_rows(np.zeros((1, 3)), np.zeros(1, np.int64), np.zeros((1, 2, 3), np.float32),
                np.zeros((16, 5)), np.zeros((16, 2)), np.zeros(4), np.zeros(2, np.int64))
     rebucket(table, np.zeros((32, 8), np.uint64), np.int64(31))

@@ -108,9 +108,11 @@ class Fingerprinter:
             if width <= _GATHERED:
                 gather = (np.arange(width - w + 1)[:, None]
                           + np.arange(w)[None, :]).astype(np.intp)
-            found = _Layout(salt, content, gather, (
-                salt, content, self._coefficients, self._inverse_unit, self._inverse_step,
-                self._scaled))
+            # the compiled kernels' one layout argument (see _compiled.layout_parts)
+            packed = np.concatenate((salt.view(np.uint64), content, self._coefficients,
+                                     np.array([self._inverse_unit, self._inverse_step]).view(
+                                         np.uint64), np.array([self._scaled], np.uint64)))
+            found = _Layout(salt, content, gather, (packed,))
             wide = sum(layout.gather is None for layout in self._salts.values())
             if len(self._salts) < 64 and (gather is not None or wide < 4):
                 self._salts[width] = found
@@ -214,8 +216,9 @@ class Fingerprinter:
 
     def kernel_arguments(self, samples: np.ndarray) -> tuple[object, ...]:
         """``samples`` ((n, d), any real dtype) and the secret layout of their width, as
-        the compiled fingerprint takes them: (x, salt, content coefficients, window
-        coefficients, 1 / unit, 1 / step, whether to scale by the unit). Never logged."""
+        the compiled fingerprint takes them: (x, layout), the layout one uint64 array of
+        the salt's float64 bits, the content coefficients, the window coefficients, the
+        bits of 1 / unit and 1 / step, and whether to scale by the unit. Never logged."""
         if type(samples) is np.ndarray and samples.dtype is _FLOAT64:  # the usual case
             flags = samples.flags
             if flags.c_contiguous and flags.behaved and samples.ndim == 2:
