@@ -27,6 +27,7 @@ _HALF = np.uint64(32)
 
 
 _STATE_HEADER = 8  #: as in .index
+_MAX_CLASSES = 16  #: as in .extraction
 
 
 @njit(cache=True, nogil=True)
@@ -330,11 +331,17 @@ def _match_and_add_row(row, size, content, client, now, since, table, mask, fp_s
 
 
 @njit(cache=True, nogil=True)
-def learn_rows(x, slots, members, classes, class_distances, distances, ring):  # type: ignore[no-untyped-def]
+def learn_rows(x, slots, members, packed):  # type: ignore[no-untyped-def]
     """PRADA's step for each row of ``x`` ((n, d) float64) in turn, as
     :func:`.extraction.learn_rows` (the distances to rounding: see
-    ``distance_and_join``)."""
-    set_size, window = members.shape[1], distances.shape[0]
+    ``distance_and_join``); ``packed`` as :func:`.extraction.unpack` reads it."""
+    set_size = members.shape[1]
+    table, members_end = _MAX_CLASSES * 5, _MAX_CLASSES * (5 + set_size)
+    window = packed.shape[0] - members_end - 2
+    classes = packed[:table].reshape((_MAX_CLASSES, 5))
+    class_distances = packed[table:members_end].reshape((_MAX_CLASSES, set_size))
+    distances = packed[members_end:members_end + window]
+    ring = packed[members_end + window:].view(np.int64)
     for r in range(x.shape[0]):
         slot = slots[r]
         count, threshold = np.int64(classes[slot, 0]), classes[slot, 1]
@@ -534,7 +541,7 @@ def warm_up() -> None:
                        state, 0, 4, np.zeros((3, 1), np.int64))
     table = np.zeros((16, 8), np.uint64)
     learn_rows(np.zeros((1, 3)), np.zeros(1, np.int64), np.zeros((1, 2, 3), np.float32),
-               np.zeros((16, 5)), np.zeros((16, 2)), np.zeros(4), np.zeros(2, np.int64))
+               np.zeros(_MAX_CLASSES * (5 + 2) + 4 + 2))
     rebucket(table, np.zeros((32, 8), np.uint64), np.int64(31))
     prada_sample(np.arange(4.0), 4, np.zeros(4))
     # the coefficients as the tracker passes them: read-only (another type to numba)
