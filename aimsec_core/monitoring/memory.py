@@ -106,14 +106,14 @@ class MemoryStore(Store):
             repeats = 0
             if rules.max_repeats and call_hash:
                 rkey = (model, client, call_hash)
-                seen = self._repeats.get(rkey)
-                if seen is None:
-                    self._repeats[rkey] = (1, now + rules.repeat_window)
-                elif seen[1] <= now or seen[1] - now > rules.repeat_window:  # or set back
-                    _renew(self._repeats, rkey, (1, now + rules.repeat_window))
-                else:
-                    repeats = seen[0]
-                    _renew(self._repeats, rkey, (repeats + 1, seen[1]))
+                first = (1, now + rules.repeat_window)
+                seen = self._repeats.setdefault(rkey, first)  # one lookup for a new input
+                if seen is not first:
+                    if seen[1] <= now or seen[1] - now > rules.repeat_window:  # or set back
+                        _renew(self._repeats, rkey, first)
+                    else:
+                        repeats = seen[0]
+                        _renew(self._repeats, rkey, (repeats + 1, seen[1]))
             suspect = self._suspects.get(key)
             if suspect is not None and suspect - now > rules.session_timeout:  # set back
                 suspect = self._suspects[key] = now + rules.session_timeout
