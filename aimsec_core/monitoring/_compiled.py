@@ -165,13 +165,15 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  #: multiplier of the memo's hash
 
 @njit(cache=True, nogil=True)
 def _scratch(d, w):  # type: ignore[no-untyped-def]
-    """Working arrays of a fingerprint pass: codes, window hashes, and the asinh memo
-    (keys: float64 bit patterns; every slot starts as +0.0, whose asinh is +0.0)."""
+    """Working arrays of a fingerprint pass, views of one allocation (less code to run,
+    and a kernel's code is cold beside a model's): codes, window hashes (twice: as
+    computed, then in descending order), and the asinh memo (keys: float64 bit patterns;
+    every slot starts as +0.0, whose asinh is +0.0)."""
     windows = d - min(w, d) + 1
-    memo_keys = np.zeros(_MEMO, np.uint64)
-    memo_values = np.zeros(_MEMO, np.float64)
-    # the window hashes, then the same in descending order
-    return np.empty(d, np.uint64), np.empty(2 * windows, np.uint32), memo_keys, memo_values
+    work = np.zeros(d + windows + 2 * _MEMO, np.uint64)
+    memo = d + windows
+    return (work[:d], work[d:memo].view(np.uint32), work[memo:memo + _MEMO],
+            work[memo + _MEMO:].view(np.float64))
 
 
 @njit(cache=True, nogil=True)
@@ -276,9 +278,11 @@ def _sort(values):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def _match_scratch(width, ways):  # type: ignore[no-untyped-def]
-    """Working arrays of a match pass: candidate serials, buckets, their first entries."""
-    return (np.empty(max(1, width * ways), np.int64), np.empty(max(1, width), np.int64),
-            np.empty(max(1, width), np.uint64))
+    """Working arrays of a match pass, views of one allocation: candidate serials,
+    buckets, their first entries."""
+    found, width = max(1, width * ways), max(1, width)
+    work = np.empty(found + 2 * width, np.int64)
+    return (work[:found], work[found:found + width], work[found + width:].view(np.uint64))
 
 
 @njit(cache=True, nogil=True)
@@ -383,10 +387,11 @@ def _most_shared(found, content, since, fp_serial, fp_time, fp_content):  # type
     while size < 2 * m:
         size *= 2
     mask = size - 1
-    index_of = np.empty(size, np.int64)  # slot -> index of its distinct serial
-    slot_of = np.empty(m, np.int64)  # distinct serial -> its slot
-    serials = np.empty(m, np.int64)
-    counts = np.empty(m, np.int64)
+    work = np.empty(size + 3 * m, np.int64)  # one allocation for the four
+    index_of = work[:size]  # slot -> index of its distinct serial
+    slot_of = work[size:size + m]  # distinct serial -> its slot
+    serials = work[size + m:size + 2 * m]
+    counts = work[size + 2 * m:]
     distinct = 0
     for i in range(m):
         s = found[i]
