@@ -66,7 +66,7 @@ class _ClientState:
     test)."""
 
     __slots__ = ("width", "labels", "members", "classes", "class_distances", "distances",
-                 "ring", "last_w", "arrays", "packed")
+                 "ring", "last_w", "packed")
 
     def __init__(self, width: int, kept: int, window: int, set_size: int) -> None:
         self.width = width  #: of the client's inputs (a new width starts over)
@@ -82,9 +82,6 @@ class _ClientState:
          self.ring,  #: (2,) int64: distances ever appended, since the last test
          ) = unpack(self.packed, set_size)
         self.last_w: float | None = None
-        #: the arrays the PRADA step takes after the rows and their slots, in its order
-        #: (made again when a new class grows ``members``)
-        self.arrays = (self.members, self.packed)
 
     def slot(self, label: Hashable) -> int | None:
         """The slot of ``label``'s class, made when new; ``None`` when making it needs
@@ -102,7 +99,6 @@ class _ClientState:
                               *self.members.shape[1:]), np.float32)
             grown[:len(self.members)] = self.members
             self.members = grown
-            self.arrays = (grown, *self.arrays[1:])
         return slot
 
     def evict(self, label: Hashable) -> int:
@@ -171,7 +167,7 @@ class ExtractionTracker:
         width = samples.shape[1]
         x = samples
         if not (width <= MAX_WIDTH and type(x) is np.ndarray and x.dtype is _FLOAT64
-                and x.flags.c_contiguous and x.flags.behaved):
+                and x.flags.carray):  # carray: C order, aligned, writable
             x = kernels.kernel_array(x if width <= MAX_WIDTH else self._kept(x), np.float64)
         compiled = kernels.load()
         learn = learn_rows if compiled is None else compiled.learn_rows
@@ -196,7 +192,7 @@ class ExtractionTracker:
             if slot is not None:
                 one = self._one
                 one[0] = slot
-                since_test = learn(x, one, *state.arrays)
+                since_test = learn(x, one, state.members, state.packed)
             else:
                 since_test = self._learn_batch(state, x, classes, learn)
             if (since_test >= self.test_every
@@ -227,11 +223,11 @@ class ExtractionTracker:
         for i, label in enumerate(classes):
             slot = state.slot(label)
             if slot is None:  # the rows before it learn from the class it replaces
-                learn(x[start:i], np.array(slots, np.int64), *state.arrays)
+                learn(x[start:i], np.array(slots, np.int64), state.members, state.packed)
                 start, slots = i, []
                 slot = state.evict(label)
             slots.append(slot)
-        return learn(x[start:], np.array(slots, np.int64), *state.arrays)
+        return learn(x[start:], np.array(slots, np.int64), state.members, state.packed)
 
 
 def unpack(packed: np.ndarray, set_size: int) -> tuple[np.ndarray, ...]:

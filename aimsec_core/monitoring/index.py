@@ -165,18 +165,17 @@ class FingerprintIndex:
         compiled = kernels.load()
         if compiled is None:
             return self.match_and_add(*query.fingerprints(), client, now, ttl)
-        fingerprinter, samples = query
-        rows = fingerprinter.kernel_arguments(samples)
-        if len(samples) != 1 or type(client) is not int or type(now) is not float:
-            return self._compiled(compiled.fingerprint_match_and_add_rows, rows, client, now,
-                                  now - ttl)
+        x, layout = query.fingerprinter.kernel_arguments(query.samples)
+        if len(x) != 1 or type(client) is not int or type(now) is not float:
+            return self._compiled(compiled.fingerprint_match_and_add_rows, (x, layout),
+                                  client, now, now - ttl)
         # one row (a served call): :meth:`_compiled` without its loop
         with self._lock:
             if self._serial >= self._limit:
                 self._make_room()  # may allocate new arrays: read them after it
             _, self._serial, shared, size, same = compiled.fingerprint_match_and_add_rows(
-                *rows, 0, client, now, now - ttl, self._packed, self._serial, self._limit,
-                self._found)
+                x, layout, 0, client, now, now - ttl, self._packed, self._serial,
+                self._limit, self._found)
         # tuple.__new__: a named tuple's own __new__ is a Python function, a call more
         return [tuple.__new__(Match, (shared, size, same == 1))]
 
