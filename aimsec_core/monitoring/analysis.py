@@ -51,22 +51,24 @@ class RequestStats:
         self._suspicions: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
         #: calls not yet counted: (time, client, input hash, refused, checks)
-        self._pending: list[tuple[float, str, str, bool, tuple[str, ...]]] = []
+        #: (a deque: appended without the lock, atomically; drained under it)
+        self._pending: deque[tuple[float, str, str, bool, tuple[str, ...]]] = deque()
 
     def record(self, now: float, client: str, input_hash: str, refused: bool,
                checks: tuple[str, ...]) -> None:
         """Count one finished call. Calls are kept as they come and counted into their
         minutes :data:`_PENDING` at a time (and before any report): one tuple per call on
         the guarded path instead of four counter updates spread over memory."""
-        with self._lock:
-            pending = self._pending
-            pending.append((now, client, input_hash, refused, checks))
-            if len(pending) >= _PENDING:
+        pending = self._pending
+        pending.append((now, client, input_hash, refused, checks))
+        if len(pending) >= _PENDING:
+            with self._lock:
                 self._count()
 
     def _count(self) -> None:
         """Count the pending calls into their minutes' buckets (under the lock)."""
-        pending, self._pending = self._pending, []
+        queue = self._pending  # calls appended meanwhile wait for the next count
+        pending = [queue.popleft() for _ in range(len(queue))]
         if not pending:
             return
         times, clients, hashes, refusals, checks = zip(*pending)
