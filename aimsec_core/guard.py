@@ -308,7 +308,10 @@ class Guard:
         if output is _NOT_YET:
             output = self._run(predict, validated, rebuilt, verdict, start, visit)
         if visit is not None:  # learning needs the model's answer: it judges later calls
-            self._learn(visit, output)
+            try:
+                self.monitor.learn(visit, output)  # type: ignore[union-attr]
+            except Exception:  # learning must never cost the caller its prediction
+                _log.exception("aimsec monitoring failed to learn from a call")
         self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated,
                      visit=visit)
         return output
@@ -427,12 +430,6 @@ class Guard:
         return dataclasses.replace(
             verdict, findings=findings, flags=tuple(flags),
             allowed=not validated.blocked and self._allows(findings))
-
-    def _learn(self, visit: Visit, output: Any) -> None:
-        try:
-            self.monitor.learn(visit, output)  # type: ignore[union-attr]
-        except Exception:  # learning must never cost the caller its prediction
-            _log.exception("aimsec monitoring failed to learn from a call")
 
     def _detecting(self, validated: Validated, calibration: Calibration | None) -> bool:
         # NaN/Inf would only break the detectors' own passes; the finding already stands.
@@ -555,7 +552,7 @@ class Guard:
                 validated: Validated | None, error: str | None = None,
                 visit: Visit | None = None) -> None:
         if self.monitor is not None:
-            checks = verdict.checks
+            checks = verdict.checks if verdict.findings else ()
             if outcome in ("rejected", "partial"):
                 self.monitor.refused(visit, checks)
             self.monitor.seen(verdict.client, verdict.input_hash, outcome, checks, visit)

@@ -26,15 +26,55 @@ _LOW = np.uint64(0xFFFFFFFF)
 _HALF = np.uint64(32)
 
 
+_STATE_HEADER = 8  #: as in .index
+_MAX_CLASSES = 16  #: as in .extraction
+
+
 @njit(cache=True, nogil=True)
-def fingerprint_rows(x, salt, content, coefficients, inverse_unit, inverse_step,  # type: ignore[no-untyped-def]
-                     scaled, out, tags):
+def layout_parts(layout, d):  # type: ignore[no-untyped-def]
+    """The fingerprint's secret layout for rows of ``d`` values, unpacked from one uint64
+    array (one kernel argument instead of six; :meth:`.fingerprint.Fingerprinter`
+    packs it): the salt ((d,) float64), the content-tag coefficients ((d,) uint64), the
+    window coefficients ((w,) uint64), 1 / unit, 1 / step and whether to scale by the
+    unit (the last three words: two float64 bit patterns and 0 or 1)."""
+    end = layout.shape[0]
+    scalars = layout[end - 3:end - 1].view(np.float64)
+    return (layout[:d].view(np.float64), layout[d:2 * d], layout[2 * d:end - 3],
+            scalars[0], scalars[1], layout[end - 1] != 0)
+
+
+@njit(cache=True, nogil=True)
+def index_state(state):  # type: ignore[no-untyped-def]
+    """An index's arrays, views of one packed uint64 array (one kernel argument instead
+    of seven; :class:`.index.FingerprintIndex` packs it): the table ((buckets, ways)
+    uint64), its bucket mask, and per slot the serial (int64), time (float64), client
+    tag (uint32), content tag (uint64) and hashes ((slots, S) uint32). The first
+    ``_STATE_HEADER`` words give buckets, ways, slots and S."""
+    buckets, ways = np.int64(state[0]), np.int64(state[1])
+    slots, hashes = np.int64(state[2]), np.int64(state[3])
+    start = _STATE_HEADER + buckets * ways
+    table = state[_STATE_HEADER:start].reshape((buckets, ways))
+    fp_serial = state[start:start + slots].view(np.int64)
+    fp_time = state[start + slots:start + 2 * slots].view(np.float64)
+    fp_content = state[start + 2 * slots:start + 3 * slots]
+    start += 3 * slots
+    half = (slots + 1) // 2
+    fp_client = state[start:start + half].view(np.uint32)[:slots]
+    start += half
+    fp_hashes = state[start:start + (slots * hashes + 1) // 2].view(
+        np.uint32)[:slots * hashes].reshape((slots, hashes))
+    return table, buckets - 1, fp_serial, fp_time, fp_client, fp_content, fp_hashes
+
+
+@njit(cache=True, nogil=True)
+def fingerprint_rows(x, layout, out, tags):  # type: ignore[no-untyped-def]
     """Fingerprints of ``x`` ((n, d) float64, C order) into ``out`` ((n, S) uint32): each
     row's distinct non-zero window hashes, largest first, zero-padded (all zeros for a
-    flat row); each row's content tag into ``tags``. Returns the most hashes any row
-    kept."""
+    flat row); each row's content tag into ``tags``. ``layout``: see
+    :func:`layout_parts`. Returns the most hashes any row kept."""
     n, d = x.shape
     bits = x.view(np.uint64)
+    salt, content, coefficients, inverse_unit, inverse_step, scaled = layout_parts(layout, d)
     codes, high, memo_keys, memo_values = _scratch(d, coefficients.shape[0])
     kept = 0
     for r in range(n):
@@ -46,14 +86,14 @@ def fingerprint_rows(x, salt, content, coefficients, inverse_unit, inverse_step,
 
 
 @njit(cache=True, nogil=True)
-def match_and_add_rows(fingerprints, contents, start, client, now, since, table, mask,  # type: ignore[no-untyped-def]
-                       fp_serial, fp_time, fp_client, fp_content, fp_hashes, serial, limit,
-                       matches):
-    """From row ``start`` on, match each row of ``fingerprints`` against the index, then
-    store it as the next serial, while serials stay below ``limit``. Fills column ``r`` of
-    ``matches`` ((3, n) int64) with the hashes the best match shares, the row's hash
-    count, and 1 when the best match was stored by ``client``; returns (rows done, next
-    serial)."""
+def match_and_add_rows(fingerprints, contents, start, client, now, since, state, serial,  # type: ignore[no-untyped-def]
+                       limit, matches):
+    """From row ``start`` on, match each row of ``fingerprints`` against the index (its
+    packed ``state``: see :func:`index_state`), then store it as the next serial, while
+    serials stay below ``limit``. Fills column ``r`` of ``matches`` ((3, n) int64) with
+    the hashes the best match shares, the row's hash count, and 1 when the best match was
+    stored by ``client``; returns (rows done, next serial)."""
+    table, mask, fp_serial, fp_time, fp_client, fp_content, fp_hashes = index_state(state)
     n, width = fingerprints.shape
     found, buckets, firsts = _match_scratch(width, table.shape[1])
     for r in range(start, n):
@@ -74,14 +114,15 @@ def match_and_add_rows(fingerprints, contents, start, client, now, since, table,
 
 
 @njit(cache=True, nogil=True)
-def fingerprint_match_and_add_rows(x, salt, content, coefficients, inverse_unit,  # type: ignore[no-untyped-def]
-                                   inverse_step, scaled, start, client, now, since, table,
-                                   mask, fp_serial, fp_time, fp_client, fp_content,
-                                   fp_hashes, serial, limit, matches):
+def fingerprint_match_and_add_rows(x, layout, start, client, now, since, state, serial,  # type: ignore[no-untyped-def]
+                                   limit, matches):
     """``fingerprint_rows`` then ``match_and_add_rows`` in one pass over the rows of
     ``x`` ((n, d) float64, C order), with the same results, from row ``start`` on: the
-    fingerprints never leave the kernel."""
+    fingerprints never leave the kernel. Returns (rows done, next serial, and the last
+    row's column of ``matches``): a one-row call reads its match from the result."""
     n, d = x.shape
+    salt, content, coefficients, inverse_unit, inverse_step, scaled = layout_parts(layout, d)
+    table, mask, fp_serial, fp_time, fp_client, fp_content, fp_hashes = index_state(state)
     bits = x.view(np.uint64)
     codes, high, memo_keys, memo_values = _scratch(d, coefficients.shape[0])
     width = fp_hashes.shape[1]
@@ -95,12 +136,14 @@ def fingerprint_match_and_add_rows(x, salt, content, coefficients, inverse_unit,
         if size == 0:
             continue
         if serial >= limit:
-            return r, serial
+            return r, serial, 0, 0, 0
         matches[0, r], matches[2, r] = _match_and_add_row(
             row, size, np.uint64(tag), client, now, since, table, mask, fp_serial, fp_time,
             fp_client, fp_content, fp_hashes, serial, found, buckets, firsts)
         serial += 1
-    return n, serial
+    if n == 0:
+        return n, serial, 0, 0, 0
+    return n, serial, matches[0, n - 1], matches[1, n - 1], matches[2, n - 1]
 
 
 @njit(cache=True, nogil=True)
@@ -122,12 +165,15 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  #: multiplier of the memo's hash
 
 @njit(cache=True, nogil=True)
 def _scratch(d, w):  # type: ignore[no-untyped-def]
-    """Working arrays of a fingerprint pass: codes, window hashes, and the asinh memo
-    (keys: float64 bit patterns; every slot starts as +0.0, whose asinh is +0.0)."""
+    """Working arrays of a fingerprint pass, views of one allocation (less code to run,
+    and a kernel's code is cold beside a model's): codes, window hashes (twice: as
+    computed, then in descending order), and the asinh memo (keys: float64 bit patterns;
+    every slot starts as +0.0, whose asinh is +0.0)."""
     windows = d - min(w, d) + 1
-    memo_keys = np.zeros(_MEMO, np.uint64)
-    memo_values = np.zeros(_MEMO, np.float64)
-    return np.empty(d, np.uint64), np.empty(windows, np.uint32), memo_keys, memo_values
+    work = np.zeros(d + windows + 2 * _MEMO, np.uint64)
+    memo = d + windows
+    return (work[:d], work[d:memo].view(np.uint32), work[memo:memo + _MEMO],
+            work[memo + _MEMO:].view(np.float64))
 
 
 @njit(cache=True, nogil=True)
@@ -166,22 +212,50 @@ def _fingerprint_row(x, bits, salt, content, coefficients, inverse_unit, inverse
     if not nan and high_q - low < _FLAT:  # flat (or no values): no fingerprint
         out[:] = 0
         return 0, tag32
+    hashed, ordered = high[:windows], high[windows:2 * windows]
     for s in range(windows):
         h = np.uint64(0)
         for k in range(w):
             h += codes[s + k] * coefficients[k]
-        high[s] = np.uint32(h >> _HALF)
-    _sort(high)
+        hashed[s] = np.uint32(h >> _HALF)
+    _descending(hashed, ordered)
     count = 0
-    for s in range(windows - 1, -1, -1):
+    for s in range(windows):
         if count == hashes:
             break
-        v = high[s]
+        v = ordered[s]
         if v != 0 and (count == 0 or v != out[count - 1]):
             out[count] = v
             count += 1
     out[count:] = 0
     return count, tag32
+
+
+_RANKED = 64  #: most values :func:`_descending` orders by rank (quadratic, no branches)
+
+
+@njit(cache=True, nogil=True)
+def _descending(values, out):  # type: ignore[no-untyped-def]
+    """``values`` in descending order into ``out`` (as long), where each run of equal
+    values may hold zeros after its first: its distinct values, in the order of their
+    first copies, are the same as sorting gives. Up to :data:`_RANKED` values by rank
+    (a value's place is the count of larger ones; equal values share it, the places
+    after it stay 0): comparisons without branches, which a processor's cold branch
+    predictor (beside a model's code) does not slow down, unlike a sort's; more values
+    by :func:`_sort` (``values`` is sorted in place then)."""
+    n = values.shape[0]
+    if n <= _RANKED:
+        out[:n] = 0
+        for i in range(n):
+            v = values[i]
+            rank = np.int32(0)
+            for j in range(n):
+                rank += np.int32(values[j] > v)
+            out[rank] = v
+        return
+    _sort(values)
+    for i in range(n):
+        out[i] = values[n - 1 - i]
 
 
 _GAPS = np.array([701, 301, 132, 57, 23, 10, 4, 1], np.int64)  #: Ciura's shell sort gaps
@@ -204,9 +278,11 @@ def _sort(values):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def _match_scratch(width, ways):  # type: ignore[no-untyped-def]
-    """Working arrays of a match pass: candidate serials, buckets, their first entries."""
-    return (np.empty(max(1, width * ways), np.int64), np.empty(max(1, width), np.int64),
-            np.empty(max(1, width), np.uint64))
+    """Working arrays of a match pass, views of one allocation: candidate serials,
+    buckets, their first entries."""
+    found, width = max(1, width * ways), max(1, width)
+    work = np.empty(found + 2 * width, np.int64)
+    return (work[:found], work[found:found + width], work[found + width:].view(np.uint64))
 
 
 @njit(cache=True, nogil=True)
@@ -259,11 +335,17 @@ def _match_and_add_row(row, size, content, client, now, since, table, mask, fp_s
 
 
 @njit(cache=True, nogil=True)
-def learn_rows(x, slots, members, classes, class_distances, distances, ring):  # type: ignore[no-untyped-def]
+def learn_rows(x, slots, members, packed):  # type: ignore[no-untyped-def]
     """PRADA's step for each row of ``x`` ((n, d) float64) in turn, as
     :func:`.extraction.learn_rows` (the distances to rounding: see
-    ``distance_and_join``)."""
-    set_size, window = members.shape[1], distances.shape[0]
+    ``distance_and_join``); ``packed`` as :func:`.extraction.unpack` reads it."""
+    set_size = members.shape[1]
+    table, members_end = _MAX_CLASSES * 5, _MAX_CLASSES * (5 + set_size)
+    window = packed.shape[0] - members_end - 2
+    classes = packed[:table].reshape((_MAX_CLASSES, 5))
+    class_distances = packed[table:members_end].reshape((_MAX_CLASSES, set_size))
+    distances = packed[members_end:members_end + window]
+    ring = packed[members_end + window:].view(np.int64)
     for r in range(x.shape[0]):
         slot = slots[r]
         count, threshold = np.int64(classes[slot, 0]), classes[slot, 1]
@@ -305,10 +387,11 @@ def _most_shared(found, content, since, fp_serial, fp_time, fp_content):  # type
     while size < 2 * m:
         size *= 2
     mask = size - 1
-    index_of = np.empty(size, np.int64)  # slot -> index of its distinct serial
-    slot_of = np.empty(m, np.int64)  # distinct serial -> its slot
-    serials = np.empty(m, np.int64)
-    counts = np.empty(m, np.int64)
+    work = np.empty(size + 3 * m, np.int64)  # one allocation for the four
+    index_of = work[:size]  # slot -> index of its distinct serial
+    slot_of = work[size:size + m]  # distinct serial -> its slot
+    serials = work[size + m:size + 2 * m]
+    counts = work[size + 2 * m:]
     distinct = 0
     for i in range(m):
         s = found[i]
@@ -449,22 +532,21 @@ def distance_and_join(stored, count, row, threshold):  # type: ignore[no-untyped
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel for the types the monitor uses."""
     x = np.zeros((1, 3))
-    fingerprint_rows(x, np.zeros(3), np.ones(3, np.uint64),
-                     np.ones(2, np.uint64), 1.0, 1.0, False, np.zeros((1, 2), np.uint32),
-                     np.zeros(1, np.uint32))
-    table = np.zeros((16, 8), np.uint64)
-    fingerprint_match_and_add_rows(x, np.zeros(3), np.ones(3, np.uint64),
-                                   np.ones(2, np.uint64), 1.0, 1.0, False, 0, 1, 0.0, 0.0,
-                                   table, np.int64(15), np.full(4, -1, np.int64),
-                                   np.zeros(4), np.zeros(4, np.uint32),
-                                   np.zeros(4, np.uint64), np.zeros((4, 2), np.uint32), 0,
-                                   4, np.zeros((3, 1), np.int64))
+    layout = np.ones(2 * 3 + 2 + 3, np.uint64)  # salt, content, window coefficients
+    layout[-3:-1] = np.array([1.0, 1.0]).view(np.uint64)  # 1 / unit, 1 / step
+    layout[-1] = 0  # not scaled
+    fingerprint_rows(x, layout, np.zeros((1, 2), np.uint32), np.zeros(1, np.uint32))
+    # an index of 16 buckets of 8 ways and 4 slots of 2 hashes, empty
+    state = np.zeros(_STATE_HEADER + 16 * 8 + 3 * 4 + 2 + 4, np.uint64)
+    state[:4] = 16, 8, 4, 2
+    state[_STATE_HEADER + 16 * 8:_STATE_HEADER + 16 * 8 + 4] = np.uint64(2**64 - 1)  # -1
+    fingerprint_match_and_add_rows(x, layout, 0, 1, 0.0, 0.0, state, 0, 4,
+                                   np.zeros((3, 1), np.int64))
     match_and_add_rows(np.array([[5, 3]], np.uint32), np.ones(1, np.uint32), 0, 1, 0.0, 0.0,
-                       table, np.int64(15), np.full(4, -1, np.int64), np.zeros(4),
-                       np.zeros(4, np.uint32), np.zeros(4, np.uint64),
-                       np.zeros((4, 2), np.uint32), 0, 4, np.zeros((3, 1), np.int64))
+                       state, 0, 4, np.zeros((3, 1), np.int64))
+    table = np.zeros((16, 8), np.uint64)
     learn_rows(np.zeros((1, 3)), np.zeros(1, np.int64), np.zeros((1, 2, 3), np.float32),
-               np.zeros((16, 5)), np.zeros((16, 2)), np.zeros(4), np.zeros(2, np.int64))
+               np.zeros(_MAX_CLASSES * (5 + 2) + 4 + 2))
     rebucket(table, np.zeros((32, 8), np.uint64), np.int64(31))
     prada_sample(np.arange(4.0), 4, np.zeros(4))
     # the coefficients as the tracker passes them: read-only (another type to numba)

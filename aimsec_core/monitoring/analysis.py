@@ -10,7 +10,9 @@ come from the shared store.
 from __future__ import annotations
 
 import threading
+from itertools import chain
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -49,47 +51,69 @@ class RequestStats:
         self._suspicions: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
         #: calls not yet counted: (time, client, input hash, refused, checks)
-        self._pending: list[tuple[float, str, str, bool, tuple[str, ...]]] = []
+        #: (a deque: appended without the lock, atomically; drained under it)
+        self._pending: deque[tuple[float, str, str, bool, tuple[str, ...]]] = deque()
 
     def record(self, now: float, client: str, input_hash: str, refused: bool,
                checks: tuple[str, ...]) -> None:
         """Count one finished call. Calls are kept as they come and counted into their
         minutes :data:`_PENDING` at a time (and before any report): one tuple per call on
         the guarded path instead of four counter updates spread over memory."""
-        with self._lock:
-            pending = self._pending
-            pending.append((now, client, input_hash, refused, checks))
-            if len(pending) >= _PENDING:
+        pending = self._pending
+        pending.append((now, client, input_hash, refused, checks))
+        if len(pending) >= _PENDING:
+            with self._lock:
                 self._count()
 
     def _count(self) -> None:
         """Count the pending calls into their minutes' buckets (under the lock)."""
-        pending, self._pending = self._pending, []
-        cap = self.cap
+        queue = self._pending  # calls appended meanwhile wait for the next count
+        pending = [queue.popleft() for _ in range(len(queue))]
+        if not pending:
+            return
+        times, clients, hashes, refusals, checks = zip(*pending)
+        if min(times) // 60 == max(times) // 60:  # one minute (the usual case): counted
+            bucket = self._bucket(times[0])      # by the counters' own loops
+            bucket.total += len(pending)
+            bucket.refused += sum(refusals)
+            self._count_keys(bucket.clients, clients)
+            self._count_keys(bucket.inputs, [pair for pair in zip(clients, hashes) if pair[1]])
+            bucket.checks.update(chain.from_iterable(checks))
+        else:
+            self._count_calls(pending)
+        minutes = iter(self._minutes)
+        while self._detail > self.detail_budget:  # the oldest minutes' detail goes first
+            oldest = next(minutes)
+            self._detail -= len(oldest.clients) + len(oldest.inputs)
+            oldest.clients, oldest.inputs = Counter(), Counter()
+
+    def _count_keys(self, counter: Counter[Any], keys: Sequence[Any]) -> None:
+        """Count ``keys`` into ``counter``, each new key only while ``counter`` holds
+        fewer than ``cap`` (in order: the first ``cap`` distinct keys are kept)."""
+        if len(counter) + len(keys) <= self.cap:  # every key fits
+            before = len(counter)
+            counter.update(keys)
+            self._detail += len(counter) - before
+            return
+        for key in keys:
+            count = counter.get(key)
+            if count is not None or len(counter) < self.cap:
+                counter[key] = (count or 0) + 1
+                self._detail += count is None
+
+    def _count_calls(self, pending: list[tuple[float, str, str, bool, tuple[str, ...]]]
+                     ) -> None:
+        """Count ``pending`` calls one by one, into the minute of each (under the lock)."""
         bucket = None
         for now, client, input_hash, refused, checks in pending:
             if bucket is None or bucket.minute != now // 60:
                 bucket = self._bucket(now)
             bucket.total += 1
             bucket.refused += refused
-            clients = bucket.clients
-            count = clients.get(client)
-            if count is not None or len(clients) < cap:
-                clients[client] = (count or 0) + 1
-                self._detail += count is None
+            self._count_keys(bucket.clients, (client,))
             if input_hash:
-                pair, inputs = (client, input_hash), bucket.inputs
-                count = inputs.get(pair)  # dict's get: a new pair calls no __missing__
-                if count is not None or len(inputs) < cap:
-                    inputs[pair] = (count or 0) + 1
-                    self._detail += count is None
-            for check in checks:
-                bucket.checks[check] += 1
-        minutes = iter(self._minutes)
-        while self._detail > self.detail_budget:  # the oldest minutes' detail goes first
-            oldest = next(minutes)
-            self._detail -= len(oldest.clients) + len(oldest.inputs)
-            oldest.clients, oldest.inputs = Counter(), Counter()
+                self._count_keys(bucket.inputs, ((client, input_hash),))
+            bucket.checks.update(checks)
 
     def flat(self, now: float, samples: int) -> None:
         """Count samples that got no fingerprint (flat: every value within one step)."""

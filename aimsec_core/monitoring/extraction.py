@@ -35,6 +35,7 @@ from . import kernels
 from .shapiro import coefficients, shapiro_w
 
 TEST_EVERY = 50  #: queries between two tests of one client (default)
+_FLOAT64 = np.dtype(np.float64)
 #: Stored queries are float32; values past its range (and NaN, where the policy lets it
 #: through) take the nearest bound, so every distance stays finite.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -65,7 +66,7 @@ class _ClientState:
     test)."""
 
     __slots__ = ("width", "labels", "members", "classes", "class_distances", "distances",
-                 "ring", "last_w")
+                 "ring", "last_w", "packed")
 
     def __init__(self, width: int, kept: int, window: int, set_size: int) -> None:
         self.width = width  #: of the client's inputs (a new width starts over)
@@ -73,17 +74,14 @@ class _ClientState:
         self.labels: OrderedDict[Hashable, int] = OrderedDict()
         #: (slots, set_size, kept) float32: grows by doubling up to MAX_CLASSES slots
         self.members = np.zeros((1, set_size, kept), np.float32)
-        self.classes = np.zeros((MAX_CLASSES, 5), np.float64)  #: columns COUNT ... APPENDED
-        self.class_distances = np.zeros((MAX_CLASSES, set_size), np.float64)
-        self.distances = np.zeros(window, np.float64)
-        self.ring = np.zeros(2, np.int64)  #: distances ever appended, since the last test
+        #: the arrays below, views of one (the PRADA step's one argument for them)
+        self.packed = np.zeros(MAX_CLASSES * (5 + set_size) + window + 2, np.float64)
+        (self.classes,  #: (MAX_CLASSES, 5): columns COUNT ... APPENDED
+         self.class_distances,  #: (MAX_CLASSES, set_size)
+         self.distances,  #: (window,)
+         self.ring,  #: (2,) int64: distances ever appended, since the last test
+         ) = unpack(self.packed, set_size)
         self.last_w: float | None = None
-
-    @property
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        """The arrays the PRADA step takes after the rows and their slots, in its order
-        (``members`` is read afresh: a new class may have grown it)."""
-        return (self.members, self.classes, self.class_distances, self.distances, self.ring)
 
     def slot(self, label: Hashable) -> int | None:
         """The slot of ``label``'s class, made when new; ``None`` when making it needs
@@ -167,8 +165,10 @@ class ExtractionTracker:
             raise ValueError(f"one class per sample expected: {len(samples)} samples, "
                              f"{len(classes)} classes")
         width = samples.shape[1]
-        x = kernels.kernel_array(samples if width <= MAX_WIDTH else self._kept(samples),
-                                 np.float64)
+        x = samples
+        if not (width <= MAX_WIDTH and type(x) is np.ndarray and x.dtype is _FLOAT64
+                and x.flags.carray):  # carray: C order, aligned, writable
+            x = kernels.kernel_array(x if width <= MAX_WIDTH else self._kept(x), np.float64)
         compiled = kernels.load()
         learn = learn_rows if compiled is None else compiled.learn_rows
         with self._lock:
@@ -181,11 +181,18 @@ class ExtractionTracker:
                     self._clients.popitem(last=False)
             else:
                 self._clients.move_to_end(client)
-            slot = state.slot(classes[0]) if len(classes) == 1 else None
+            slot = None
+            if len(classes) == 1:  # the slot of its class (state.slot, inline when known)
+                label = classes[0]
+                slot = state.labels.get(label)
+                if slot is None:
+                    slot = state.slot(label)
+                else:
+                    state.labels.move_to_end(label)
             if slot is not None:
                 one = self._one
                 one[0] = slot
-                since_test = learn(x, one, *state.arrays)
+                since_test = learn(x, one, state.members, state.packed)
             else:
                 since_test = self._learn_batch(state, x, classes, learn)
             if (since_test >= self.test_every
@@ -216,25 +223,37 @@ class ExtractionTracker:
         for i, label in enumerate(classes):
             slot = state.slot(label)
             if slot is None:  # the rows before it learn from the class it replaces
-                learn(x[start:i], np.array(slots, np.int64), *state.arrays)
+                learn(x[start:i], np.array(slots, np.int64), state.members, state.packed)
                 start, slots = i, []
                 slot = state.evict(label)
             slots.append(slot)
-        return learn(x[start:], np.array(slots, np.int64), *state.arrays)
+        return learn(x[start:], np.array(slots, np.int64), state.members, state.packed)
 
 
-def learn_rows(x: np.ndarray, slots: np.ndarray, members: np.ndarray, classes: np.ndarray,
-               class_distances: np.ndarray, distances: np.ndarray, ring: np.ndarray) -> int:
+def unpack(packed: np.ndarray, set_size: int) -> tuple[np.ndarray, ...]:
+    """A client's per-class table ((MAX_CLASSES, 5)), the distances of each class's
+    members ((MAX_CLASSES, set_size)), its recent distances ((window,)) and their ring
+    counters ((2,) int64): views of ``packed`` ((MAX_CLASSES * (5 + set_size) + window +
+    2,) float64), in which the compiled kernel reads them the same way."""
+    table, members_end = MAX_CLASSES * 5, MAX_CLASSES * (5 + set_size)
+    return (packed[:table].reshape(MAX_CLASSES, 5),
+            packed[table:members_end].reshape(MAX_CLASSES, set_size),
+            packed[members_end:-2], packed[-2:].view(np.int64))
+
+
+def learn_rows(x: np.ndarray, slots: np.ndarray, members: np.ndarray,
+               packed: np.ndarray) -> int:
     """PRADA's step for each row of ``x`` ((n, d) float64) in turn, whose predicted class
     has slot ``slots[i]`` ((n,) int64); the numpy form of the compiled kernel. The arrays
-    are those of :class:`_ClientState`, updated in place; returns the distances recorded
-    since the last test (``ring[1]``).
+    are those of :class:`_ClientState` (``packed`` holds the others: :func:`unpack`),
+    updated in place; returns the distances recorded since the last test (``ring[1]``).
 
     The row's least L2 distance to its class's set (:func:`distance_and_join`) joins the
     client's distances, unless the set was empty or the row repeats a member exactly (a
     repeat teaches an attacker nothing); when it exceeds the class's threshold, the row
     joins the set, the distance joins the members' distances, and the threshold becomes
     ``max(old, mean - std)`` of those."""
+    classes, class_distances, distances, ring = unpack(packed, members.shape[1])
     set_size, window = members.shape[1], len(distances)
     for row, slot in zip(x, slots.tolist()):
         state = classes[slot]

@@ -46,6 +46,7 @@ _GATHERED_VALUES = 1 << 16
 _FLAT = 1.0
 _CODE_LIMIT = float(2**62)  #: quantized values are clipped to this magnitude (int64-safe)
 _HIGH_HALF = 1 if sys.byteorder == "little" else 0  #: index of a uint64's high uint32
+_FLOAT64 = np.dtype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class _Layout(NamedTuple):
     salt: np.ndarray  #: (d,) float64: the secret offset of each position, plus the bias
     content: np.ndarray  #: (d,) uint64: the content tag's secret odd coefficients
     gather: np.ndarray | None  #: (windows, w) positions of each window, or None
-    #: the compiled fingerprint's arguments after the samples (see ``kernel_arguments``)
-    kernel: tuple[object, ...]
+    #: the compiled fingerprint's layout argument, one uint64 array (``kernel_arguments``)
+    kernel: np.ndarray
 
 
 class Fingerprinter:
@@ -107,9 +108,11 @@ class Fingerprinter:
             if width <= _GATHERED:
                 gather = (np.arange(width - w + 1)[:, None]
                           + np.arange(w)[None, :]).astype(np.intp)
-            found = _Layout(salt, content, gather, (
-                salt, content, self._coefficients, self._inverse_unit, self._inverse_step,
-                self._scaled))
+            # the compiled kernels' one layout argument (see _compiled.layout_parts)
+            packed = np.concatenate((salt.view(np.uint64), content, self._coefficients,
+                                     np.array([self._inverse_unit, self._inverse_step]).view(
+                                         np.uint64), np.array([self._scaled], np.uint64)))
+            found = _Layout(salt, content, gather, packed)
             wide = sum(layout.gather is None for layout in self._salts.values())
             if len(self._salts) < 64 and (gather is not None or wide < 4):
                 self._salts[width] = found
@@ -206,18 +209,24 @@ class Fingerprinter:
         n = len(x)
         out = np.empty((n, s.hashes), dtype=np.uint32)
         tags = np.empty(n, dtype=np.uint32)
-        kept = compiled.fingerprint_rows(x, *layout.kernel, out, tags)  # type: ignore[attr-defined]
+        kept = compiled.fingerprint_rows(x, layout.kernel, out, tags)  # type: ignore[attr-defined]
         if n != 1:  # a batch keeps a column per window, up to S, as sorting gives
             kept = min(s.hashes, x.shape[1] - min(s.window, x.shape[1]) + 1)
         return (out if kept == s.hashes else out[:, :kept]), tags
 
-    def kernel_arguments(self, samples: np.ndarray) -> tuple[object, ...]:
+    def kernel_arguments(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``samples`` ((n, d), any real dtype) and the secret layout of their width, as
-        the compiled fingerprint takes them: (x, salt, content coefficients, window
-        coefficients, 1 / unit, 1 / step, whether to scale by the unit). Never logged."""
+        the compiled fingerprint takes them: (x, layout), the layout one uint64 array of
+        the salt's float64 bits, the content coefficients, the window coefficients, the
+        bits of 1 / unit and 1 / step, and whether to scale by the unit. Never logged."""
+        if type(samples) is np.ndarray and samples.dtype is _FLOAT64:  # the usual case
+            if samples.flags.carray and samples.ndim == 2:  # C order, aligned, writable
+                layout = self._salts.get(samples.shape[1])
+                if layout is not None:
+                    return samples, layout.kernel
         x = kernels.kernel_array(samples, np.float64)
         layout = self._salts.get(x.shape[1]) or self._layout(x.shape[1])
-        return (x, *layout.kernel)
+        return x, layout.kernel
 
 
 class Query(NamedTuple):

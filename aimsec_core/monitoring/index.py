@@ -42,6 +42,9 @@ _COUNT_THEN_SERIAL = itemgetter(1, 0)  #: ranks (serial, count) pairs
 _SERIALS = 1 << 32  #: serials fit the high half of a table entry
 _LOW_HALF = 0 if sys.byteorder == "little" else 1  #: index of a uint64's low uint32
 _HALF = np.uint64(32)
+#: Words of the packed state before the table: buckets, ways, slots, hashes, then zeros
+#: (64 bytes: the table's buckets stay on cache-line boundaries)
+_STATE_HEADER = 8
 
 
 class Match(NamedTuple):
@@ -80,16 +83,26 @@ class FingerprintIndex:
         self._limit = slots if slots < self.capacity else _SERIALS
         #: the kernels' results for a one-row call (reused under the lock)
         self._found = np.empty((3, 1), dtype=np.int64)
-        self.fp_serial = np.full(slots, _EMPTY, dtype=np.int64)
-        self.fp_time = np.zeros(slots, dtype=np.float64)
-        self.fp_client = np.zeros(slots, dtype=np.uint32)
-        self.fp_content = np.zeros(slots, dtype=np.uint64)
-        self.fp_hashes = np.zeros((slots, self.hashes), dtype=np.uint32)
         buckets = 1 << max(4, int(np.ceil(np.log2(1.5 * slots * self.hashes / self.ways))))
         self._mask = buckets - 1
+        # every array below is a view of one packed array, the compiled kernels' one
+        # argument for the index's state (views there too: see _compiled.index_state)
+        half = (slots + 1) // 2  # words holding ``slots`` uint32 values
+        start = _STATE_HEADER + buckets * self.ways
+        self._packed = packed = _aligned_zeros(
+            start + 3 * slots + half + (slots * self.hashes + 1) // 2)
+        packed[:4] = buckets, self.ways, slots, self.hashes
         #: (buckets, ways) entries: serial << 32 | hash; 0 is empty (no hash is 0)
-        self.table = _aligned_zeros((buckets, self.ways))
-        #: the compiled kernels' arguments for the index's state, in their order
+        self.table = packed[_STATE_HEADER:start].reshape(buckets, self.ways)
+        self.fp_serial = packed[start:start + slots].view(np.int64)
+        self.fp_serial.fill(_EMPTY)
+        self.fp_time = packed[start + slots:start + 2 * slots].view(np.float64)
+        self.fp_content = packed[start + 2 * slots:start + 3 * slots]
+        start += 3 * slots
+        self.fp_client = packed[start:start + half].view(np.uint32)[:slots]
+        self.fp_hashes = packed[start + half:].view(np.uint32)[:slots * self.hashes].reshape(
+            slots, self.hashes)
+        #: the index's state as the kernels unpack it, in their order
         self._state = (self.table, self._mask, self.fp_serial, self.fp_time, self.fp_client,
                        self.fp_content, self.fp_hashes)
 
@@ -152,9 +165,19 @@ class FingerprintIndex:
         compiled = kernels.load()
         if compiled is None:
             return self.match_and_add(*query.fingerprints(), client, now, ttl)
-        fingerprinter, samples = query
-        return self._compiled(compiled.fingerprint_match_and_add_rows,
-                              fingerprinter.kernel_arguments(samples), client, now, now - ttl)
+        x, layout = query.fingerprinter.kernel_arguments(query.samples)
+        if len(x) != 1 or type(client) is not int or type(now) is not float:
+            return self._compiled(compiled.fingerprint_match_and_add_rows, (x, layout),
+                                  client, now, now - ttl)
+        # one row (a served call): :meth:`_compiled` without its loop
+        with self._lock:
+            if self._serial >= self._limit:
+                self._make_room()  # may allocate new arrays: read them after it
+            _, self._serial, shared, size, same = compiled.fingerprint_match_and_add_rows(
+                x, layout, 0, client, now, now - ttl, self._packed, self._serial,
+                self._limit, self._found)
+        # tuple.__new__: a named tuple's own __new__ is a Python function, a call more
+        return [tuple.__new__(Match, (shared, size, same == 1))]
 
     def _compiled(self, kernel: Callable[..., tuple[int, int]], rows: tuple[object, ...],
                   client: int, now: float, since: float) -> list[Match]:
@@ -171,8 +194,8 @@ class FingerprintIndex:
             while done < n:
                 if self._serial >= self._limit:
                     self._make_room()
-                done, self._serial = kernel(*rows, done, client, now, since, *self._state,
-                                            self._serial, self._limit, found)
+                done, self._serial = kernel(*rows, done, client, now, since, self._packed,
+                                            self._serial, self._limit, found)[:2]
             shared, sizes, same = found.tolist()
         if n == 1:
             return [Match(shared[0], sizes[0], same[0] == 1)]
@@ -289,15 +312,16 @@ class FingerprintIndex:
         self.table[hashes & self._mask, ways] = values
 
 
-def _aligned_zeros(shape: tuple[int, int], align: int = 64) -> np.ndarray:
-    """A zeroed uint64 array of ``shape`` whose data starts on an ``align``-byte boundary.
+def _aligned_zeros(words: int, align: int = 64) -> np.ndarray:
+    """A zeroed uint64 array of ``words`` whose data starts on an ``align``-byte boundary.
 
     numpy's allocator aligns to 16 bytes: a bucket of 8 entries (64 bytes) then straddles
-    two cache lines, and every bucket read costs two memory accesses instead of one."""
-    nbytes = shape[0] * shape[1] * 8
+    two cache lines, and every bucket read costs two memory accesses instead of one (the
+    table starts :data:`_STATE_HEADER` words, 64 bytes, into the index's packed state)."""
+    nbytes = words * 8
     raw = np.zeros(nbytes + align, dtype=np.uint8)
     start = -raw.ctypes.data % align
-    return raw[start:start + nbytes].view(np.uint64).reshape(shape)
+    return raw[start:start + nbytes].view(np.uint64)
 
 
 def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -69,8 +69,7 @@ def kernel_array(x: Any, dtype: type) -> np.ndarray:
     writable (the types :func:`load` compiled for, so no call compiles another
     specialization); ``x`` itself when it is one, else a copy."""
     if type(x) is np.ndarray and x.dtype == dtype:
-        flags = x.flags
-        if flags.c_contiguous and flags.behaved:  # behaved: aligned and writable
+        if x.flags.carray:  # C order, aligned and writable
             return x
     return np.require(x, dtype, ("C", "A", "W"))
 

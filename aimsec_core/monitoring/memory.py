@@ -100,18 +100,20 @@ class MemoryStore(Store):
                 client_tag: int) -> Observation:
         key = (model, client)
         with self._lock:
-            self._tick(now)
+            self._writes += 1  # _tick, inline: once per watched call
+            if not self._writes % _SWEEP_EVERY:
+                self._sweep(now)
             repeats = 0
             if rules.max_repeats and call_hash:
                 rkey = (model, client, call_hash)
-                seen = self._repeats.get(rkey)
-                if seen is None:
-                    self._repeats[rkey] = (1, now + rules.repeat_window)
-                elif seen[1] <= now or seen[1] - now > rules.repeat_window:  # or set back
-                    _renew(self._repeats, rkey, (1, now + rules.repeat_window))
-                else:
-                    repeats = seen[0]
-                    _renew(self._repeats, rkey, (repeats + 1, seen[1]))
+                first = (1, now + rules.repeat_window)
+                seen = self._repeats.setdefault(rkey, first)  # one lookup for a new input
+                if seen is not first:
+                    if seen[1] <= now or seen[1] - now > rules.repeat_window:  # or set back
+                        _renew(self._repeats, rkey, first)
+                    else:
+                        repeats = seen[0]
+                        _renew(self._repeats, rkey, (repeats + 1, seen[1]))
             suspect = self._suspects.get(key)
             if suspect is not None and suspect - now > rules.session_timeout:  # set back
                 suspect = self._suspects[key] = now + rules.session_timeout
@@ -122,8 +124,9 @@ class MemoryStore(Store):
                 index = self.index(model, policy)
             matches = index.fingerprint_match_and_add(query, client_tag, now,
                                                       policy.near_duplicate_ttl)
-        return Observation(repeats, matches,
-                           suspect - now if suspect and suspect > now else None)
+        # tuple.__new__: a named tuple's own __new__ is a Python function, a call more
+        return tuple.__new__(Observation, (
+            repeats, matches, suspect - now if suspect and suspect > now else None))
 
     def _lockout_left(self, key: tuple[str, str], locked: float, now: float,
                       rules: ClientRules) -> float:

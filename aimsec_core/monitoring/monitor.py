@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, TypeVar
@@ -50,6 +50,7 @@ from .store import ADMITTED, Admission, Store, StoreError, client_key
 T = TypeVar("T")
 _READABLE_ID = 200  #: characters of a client id kept for reports
 _KEYS_KEPT = 4096  #: client keys remembered (ids up to _READABLE_ID characters)
+_FLOAT64 = np.dtype(np.float64)
 
 
 @dataclass(slots=True)
@@ -210,12 +211,20 @@ class Monitor:
         rules, policy = visit.rules, self.policy
         samples = None
         if rules.near_duplicate or rules.extraction:
-            samples = visit.samples = _samples(arrays, batch)
+            if len(arrays) == 1:  # one input: as a (batch, features) float64 array already?
+                for samples in arrays:
+                    if not (type(samples) is np.ndarray and samples.dtype is _FLOAT64
+                            and samples.ndim == 2 and samples.shape[0] == batch and batch):
+                        samples = _samples(arrays, batch)
+            else:
+                samples = _samples(arrays, batch)
+            visit.samples = samples
         fingerprinting = rules.near_duplicate and samples is not None
         local = self.local
         if visit.store is self.store is local:  # nothing to fall back on
-            query = (Query(self._local_fingerprinter or self._fingerprinter(local), samples)
-                     if fingerprinting else None)
+            query = (tuple.__new__(Query, (self._local_fingerprinter
+                                           or self._fingerprinter(local), samples))
+                     if fingerprinting else None)  # tuple.__new__: Query's is a Python call
             observation = local.observe(self.model, visit.key, visit.now, rules, policy,
                                         input_hash, query, visit.tag)
         else:
@@ -226,17 +235,36 @@ class Monitor:
                                      input_hash, query, visit.tag)
 
             observation = self._use(visit.now, visit, observe)
+        repeats, matches, suspect_for = observation
         findings = []
-        if rules.max_repeats and observation.repeats >= rules.max_repeats:
+        if rules.max_repeats and repeats >= rules.max_repeats:
             findings.append(Finding(
                 "repeat", f"client {visit.client!r} sent this exact input "
-                f"{observation.repeats + 1} times within {rules.repeat_window:g} s; expected "
+                f"{repeats + 1} times within {rules.repeat_window:g} s; expected "
                 f"at most {rules.max_repeats}",
-                expected=rules.max_repeats, received=observation.repeats + 1))
-        threshold = rules.suspicious_pattern_threshold
+                expected=rules.max_repeats, received=repeats + 1))
+        if len(matches) == 1:  # one sample (a served call): the loop below, unrolled
+            shared, size, _ = matches[0]
+            if size and shared <= rules.suspicious_pattern_threshold * size:
+                matches = ()  # fingerprinted, no near-duplicate: nothing to count
+        if matches:
+            self._match_findings(visit, matches, fingerprinting, findings)
+        if suspect_for is not None:
+            findings.append(Finding(
+                "extraction", f"client {visit.client!r} is suspected of model extraction for "
+                f"another {suspect_for:.0f} s: the distances between its queries "
+                f"stopped looking natural (Shapiro-Wilk W below {policy.extraction_delta:g})",
+                expected=policy.extraction_delta, score=suspect_for))
+        return findings
+
+    def _match_findings(self, visit: Visit, matches: Sequence[Match], fingerprinting: bool,
+                        findings: list[Finding]) -> None:
+        """Count the samples too flat to fingerprint, and add the near-duplicate finding
+        of the samples whose best match shares more than the threshold to ``findings``."""
+        threshold = visit.rules.suspicious_pattern_threshold
         near = []
         flat = 0
-        for i, match in enumerate(observation.matches):
+        for i, match in enumerate(matches):
             if not match.size:
                 flat += 1
             elif match.shared > threshold * match.size:
@@ -245,13 +273,6 @@ class Monitor:
             self.stats.flat(visit.now, flat)
         if near:
             findings.append(self._near_duplicate(visit, near))
-        if observation.suspect_for is not None:
-            findings.append(Finding(
-                "extraction", f"client {visit.client!r} is suspected of model extraction for "
-                f"another {observation.suspect_for:.0f} s: the distances between its queries "
-                f"stopped looking natural (Shapiro-Wilk W below {policy.extraction_delta:g})",
-                expected=policy.extraction_delta, score=observation.suspect_for))
-        return findings
 
     def _near_duplicate(self, visit: Visit, near: list[tuple[int, Match]]) -> Finding:
         """The finding for the samples ``near`` (index, best match) that matched a stored
