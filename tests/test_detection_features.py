@@ -191,3 +191,44 @@ def test_torch_a_guarded_model_inside_another_keeps_the_outer_calls_features():
         outer(x[300:])
     assert np.allclose(outer.last_verdict.scores["features"], alone)
     assert len(inner.last_verdict.scores["features"]) == 4
+
+
+def test_torch_layers_a_model_runs_in_a_worker_thread_are_captured():
+    """A model whose forward hands a layer to a thread pool: that layer runs in a thread
+    without the call's context, and its capture was lost (a raw ``ValueError``: 'the model
+    gives 42 features; the detector was calibrated on 58' once the layer ran there)."""
+    import concurrent.futures
+
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = nn.Sequential(nn.Linear(64, 32), nn.ReLU())
+            self.second = nn.Sequential(nn.Linear(32, 16), nn.ReLU())
+            self.head = nn.Linear(16, 10)
+            self.threaded = False
+
+        def forward(self, x: Any) -> Any:
+            h = self.first(x)
+            h = pool.submit(self.second, h).result() if self.threaded else self.second(h)
+            return self.head(h)
+
+    torch.manual_seed(0)
+    x = torch.rand(304, 64)
+    model = Pooled()
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor", policy=False)
+    guarded.calibrate(x[:300], detectors=["features", "margin"])
+    with torch.no_grad():
+        guarded(x[300:])
+    alone = guarded.last_verdict.scores["features"]
+    model.threaded = True
+    try:
+        with torch.no_grad():
+            guarded(x[300:])
+    finally:
+        pool.shutdown()
+    assert np.allclose(guarded.last_verdict.scores["features"], alone)

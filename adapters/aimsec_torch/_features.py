@@ -9,11 +9,15 @@ no activation modules (functional activations) gives the input of its last
 
 The capture is torch's global module hooks reading this call's layers from a context
 variable (see ``_global_hooks``): other threads' calls of the same model, at the same
-time, capture their own tensors, and the model itself carries no hook.
+time, capture their own tensors, and the model itself carries no hook. A layer the model
+runs in a thread of its own (a pool inside its forward) has no such context: it goes to
+the captures of the one thread watching that layer, and is not captured where calls in
+several threads watch it at once (the detector then refuses the call's feature count).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -58,14 +62,33 @@ _CAPTURE: ContextVar[tuple[tuple[dict[int, bool], list[Any]], ...]] = ContextVar
     "aimsec_torch_capture", default=())
 
 
+#: Every capture under way, in any thread: (thread id, hooked modules, captured list);
+#: replaced whole under the lock, read without it.
+_RUNNING: tuple[tuple[int, dict[int, bool], list[Any]], ...] = ()
+_RUNNING_LOCK = threading.Lock()
+
+
+def _captures(module: Any) -> tuple[tuple[dict[int, bool], list[Any]], ...]:
+    """This context's captures; in a thread without any (a model's own worker thread),
+    those watching ``module`` when they all come from one thread, else none."""
+    captures = _CAPTURE.get()
+    if captures or not _RUNNING:
+        return captures
+    key = id(module)
+    watching = [run for run in _RUNNING if key in run[1]]
+    if len({thread for thread, _, _ in watching}) != 1:
+        return ()  # nobody's, or concurrent calls': whose it is cannot be told
+    return tuple((points, captured) for _, points, captured in watching)
+
+
 def _on_input(module: Any, inputs: Any) -> None:
-    for points, captured in _CAPTURE.get():
+    for points, captured in _captures(module):
         if points.get(id(module)) is True:
             captured.append(inputs[0].detach())
 
 
 def _on_output(module: Any, inputs: Any, output: Any) -> None:
-    for points, captured in _CAPTURE.get():
+    for points, captured in _captures(module):
         if points.get(id(module)) is False:
             captured.append(output.detach())
 
@@ -84,14 +107,20 @@ _HOOKS = SharedHook(_register)
 def _capturing(points: list[tuple[Any, bool]]) -> Iterator[list[Any]]:
     """Captures ``points`` of this call (this thread, this context) for the duration;
     yields the list the captured tensors join, in the order the layers ran."""
+    global _RUNNING
     captured: list[Any] = []
-    token = _CAPTURE.set((*_CAPTURE.get(), ({id(m): before for m, before in points},
-                                             captured)))
+    hooked = {id(m): before for m, before in points}
+    run = (threading.get_ident(), hooked, captured)
+    token = _CAPTURE.set((*_CAPTURE.get(), (hooked, captured)))
+    with _RUNNING_LOCK:
+        _RUNNING = (*_RUNNING, run)
     try:
         with _HOOKS.active():
             yield captured
     finally:
         _CAPTURE.reset(token)
+        with _RUNNING_LOCK:
+            _RUNNING = tuple(other for other in _RUNNING if other is not run)
 
 
 def _reduced(tensors: list[Any], logits: Any) -> list[np.ndarray]:
