@@ -212,7 +212,7 @@ def test_torch_layers_a_model_runs_in_a_worker_thread_are_captured():
             self.head = nn.Linear(16, 10)
             self.threaded = False
 
-        def forward(self, x: Any) -> Any:
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.first(x)
             h = pool.submit(self.second, h).result() if self.threaded else self.second(h)
             return self.head(h)
