@@ -120,3 +120,34 @@ def test_a_rotation_that_cannot_rename_keeps_every_line_in_the_live_file(tmp_pat
     result = verify_trail(tmp_path)
     assert result.intact, result.reason
     assert result.lines == 40 and len(result.files) > 1
+
+
+def test_retrying_a_rotation_whose_last_rename_fails_drops_no_rotated_file(tmp_path,
+                                                                         monkeypatch, caplog):
+    # Only the live file cannot be renamed (an append-only attribute on it, or a reader
+    # holding it open where open files cannot be renamed): every retry shifted the
+    # rotated files up once more, each time dropping the oldest, until one was left.
+    audit = AuditLog(tmp_path, max_bytes=2_000, backups=4)
+    guard = _guard(audit)
+    for i in range(40):  # audit.jsonl.1 to .4 made
+        guard.call({"x": np.full((1, 4), i)}, lambda: None)
+    assert all((tmp_path / f"audit.jsonl.{k}").exists() for k in range(1, 5))
+    real_replace = os.replace
+
+    def live_file_stays(source, target, **kwargs):
+        if os.fspath(source) == os.fspath(audit.file):
+            raise PermissionError(1, "Operation not permitted", str(source))
+        return real_replace(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "replace", live_file_stays)
+    i = 40
+    while "cannot rotate" not in caplog.text:  # the first failed rotation
+        guard.call({"x": np.full((1, 4), i)}, lambda: None)
+        i += 1
+    rotated = {p.name: p.read_bytes() for p in tmp_path.glob("audit.jsonl.*")
+               if not p.name.endswith(".lock")}
+    assert len(rotated) == 3  # that rotation dropped the oldest, as any rotation does
+    for j in range(i, i + 30):
+        guard.call({"x": np.full((1, 4), j)}, lambda: None)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("audit.jsonl.*")
+            if not p.name.endswith(".lock")} == rotated

@@ -130,19 +130,22 @@ class AuditWriter:
         self._size = os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:
-        """Rename the file to ``.1`` (shifting older ones up) and start a new one. When a
-        rename fails (a folder where files can no longer be renamed, while the file itself
-        stays writable) the line goes to the file as it is, past ``max_bytes``: a trail
-        over its size loses nothing, one that cannot rotate would lose every later line.
-        Rotation is tried again with the next line; one warning per failing streak."""
+        """Rename the file to ``.1`` (shifting older ones up, up to the first free
+        number: ``.backups`` is dropped when none is) and start a new one. When a rename
+        fails (a folder where files can no longer be renamed, while the file itself stays
+        writable) the line goes to the file as it is, past ``max_bytes``: a trail over its
+        size loses nothing, one that cannot rotate would lose every later line. Rotation
+        is tried again with the next line; one warning per failing streak. A retry after
+        the older files moved but the file itself did not finds ``.1`` free and moves
+        nothing else (shifting them all again would drop the oldest each time)."""
         size = self._size
         os.close(self._fd)
         self._fd = -1
         try:
-            for index in range(self.backups - 1, 0, -1):
-                source = rotated(self.file, index)
-                if source.exists():
-                    os.replace(source, rotated(self.file, index + 1))
+            free = next((index for index in range(1, self.backups)
+                         if not rotated(self.file, index).exists()), self.backups)
+            for index in range(free - 1, 0, -1):
+                os.replace(rotated(self.file, index), rotated(self.file, index + 1))
             os.replace(self.file, rotated(self.file, 1))
         except OSError as exc:
             if not self._rotation_failing:
