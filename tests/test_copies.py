@@ -355,3 +355,24 @@ def test_screening_adds_no_attribute_a_concurrent_copy_would_see_change(kind):
     after = _attribute_names(calibration)
     changed = {k: sorted(after[k] ^ before[k]) for k in before if after.get(k) != before[k]}
     assert changed == {}
+
+
+def test_gaussians_pickled_without_their_whitening_cache_load_and_score():
+    """A calibration pickled before its first score carried no whitening-cache attribute
+    (a guarded model saved by an earlier version): loaded, its first score raised
+    ``AttributeError``. The cache is not pickled at all (it is recomputed)."""
+    import pickle
+
+    from aimsec_core.detection.gaussian import TiedGaussians
+
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(200, 6)), rng.integers(0, 3, 200)
+    gaussians = TiedGaussians.fit(features, labels, 0.1)
+    earlier = copy.copy(gaussians)
+    del earlier.__dict__["_white"]  # as an earlier version pickled it before a score
+    loaded = pickle.loads(pickle.dumps(earlier))
+    expected = gaussians.squared_distances(features[:5])  # fills the cache
+    np.testing.assert_allclose(loaded.squared_distances(features[:5]), expected)
+    carried = pickle.loads(pickle.dumps(gaussians))
+    assert carried._white is None  # the cache stays behind
+    np.testing.assert_allclose(carried.squared_distances(features[:5]), expected)

@@ -21,6 +21,18 @@ class TiedGaussians:
         # change the dict's size under the copy
         self._white: tuple[np.ndarray, ...] | None = None
 
+    def __getstate__(self) -> dict[str, object]:
+        """The arrays without the whitening cache (recomputed on the first score): a
+        pickle or copy stays the size of the Gaussians, and keeps the cache's key."""
+        state = dict(self.__dict__)
+        state["_white"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # a pickle taken by an earlier version before any score has no cache key
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_white", None)
+
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, shrinkage: float) -> TiedGaussians:
         """Means per label and the pooled within-class covariance, shrunk towards a scaled
