@@ -252,3 +252,26 @@ def test_an_audit_log_opened_while_another_process_rotates_the_trail_is_not_refu
         stop.set()
         mover.join()
     assert refused == []
+
+
+def test_a_guard_folder_read_mid_rotation_is_its_trail_not_several(tmp_path):
+    # Between renaming audit.jsonl to audit.jsonl.1 and making the new one, a writer's
+    # folder holds no audit.jsonl: the folder was then read as holding several trails
+    # (the rotated files' and the incident database's), and verify and report failed.
+    from aimsec_core.reporting.reader import open_trail
+
+    audit = AuditLog(tmp_path, max_bytes=2_000, backups=50)
+    guard = aimsec_core.Guard(None, HostArrays(None), name="audited", sinks=[audit])
+    for i in range(30):
+        guard.call({"x": np.full((1, 4), i)}, lambda: None)
+    (tmp_path / "incidents.sqlite3").write_bytes(b"")
+    lines = verify_trail(tmp_path).lines
+    # the moment inside a rotation: the newest file renamed, its successor not yet made
+    for index in range(50, 0, -1):
+        source = tmp_path / ("audit.jsonl" + (f".{index - 1}" if index > 1 else ""))
+        if source.exists():
+            os.replace(source, tmp_path / f"audit.jsonl.{index}")
+    result = verify_trail(tmp_path)
+    assert result.intact and result.lines == lines
+    with open_trail(tmp_path) as files:
+        assert [file.path.name for file in files][-1] == "audit.jsonl.1"

@@ -81,9 +81,13 @@ def trail_path(path: Path) -> Path:
     """The trail's newest file: ``path`` itself, or in a folder its ``audit.jsonl`` (the
     guard's own trail, beside its incident database and outbox), else the one trail the
     folder holds. Raises ``FileNotFoundError`` for a folder without a trail,
-    ``ValueError`` for one holding several."""
+    ``ValueError`` for one holding several.
+
+    The guard's trail is known by its newest rotated file too: inside a rotation, between
+    renaming ``audit.jsonl`` and making the next one, the folder holds no ``audit.jsonl``
+    (the snapshot then opens the files once the writer is done)."""
     if path.is_dir():
-        if (path / AUDIT_FILE).exists():
+        if (path / AUDIT_FILE).exists() or (path / f"{AUDIT_FILE}.1").exists():
             path = path / AUDIT_FILE
     if path.is_dir():
         bases = {_base(p.name) for p in path.iterdir()
