@@ -1,5 +1,5 @@
-"""Internal features of a torch model for the detectors: forward hooks on its activation
-modules capture what each layer computed, during the real call where the guard shares it.
+"""Internal features of a torch model for the detectors: forward hooks capture what its
+activation modules computed, during the real call where the guard shares it.
 
 Which layers: every activation module (``nn.ReLU``, ``nn.GELU`` ...; not softmax), at most
 :data:`MAX_LAYERS` of them, evenly spaced and always including the last; a model with

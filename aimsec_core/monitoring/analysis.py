@@ -10,11 +10,11 @@ come from the shared store.
 from __future__ import annotations
 
 import threading
-from itertools import chain
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import chain
 from typing import Any
 
 HORIZON_MINUTES = 24 * 60
