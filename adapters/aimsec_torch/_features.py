@@ -13,6 +13,9 @@ time, capture their own tensors, and the model itself carries no hook. A layer t
 runs in a thread of its own (a pool inside its forward) has no such context: it goes to
 the captures of the one thread watching that layer, and is not captured where calls in
 several threads watch it at once (the detector then refuses the call's feature count).
+The cost of that: an unguarded call of the same modules in another thread, during a
+guarded call, is taken for the model's own worker (its layers join the guarded call's
+capture, and the detector refuses that call's feature count).
 """
 
 from __future__ import annotations
