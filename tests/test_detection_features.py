@@ -232,3 +232,15 @@ def test_torch_layers_a_model_runs_in_a_worker_thread_are_captured():
     finally:
         pool.shutdown()
     assert np.allclose(guarded.last_verdict.scores["features"], alone)
+
+
+def test_a_features_calibration_for_other_layers_is_a_calibration_error_by_name():
+    """Features of another width than the calibration's (a file made for another model, or
+    layers changed since) are a ``CalibrationError`` saying to recalibrate, not numpy's or
+    a raw ``ValueError`` from inside the detector."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    detector = FeatureDensityDetector()
+    detector.fit(_probe([rng.normal(0, 1, (200, 4))], labels), (0, 1))
+    with pytest.raises(aimsec_core.CalibrationError, match="6 internal features.*made for 4"):
+        detector.score(_probe([rng.normal(0, 1, (3, 6))], np.array([0, 1, 0])))

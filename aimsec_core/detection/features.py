@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CalibrationError
 from . import arguments
 from .base import Detector, Probe
 from .gaussian import TiedGaussians
@@ -61,8 +62,10 @@ class FeatureDensityDetector(Detector):
             raise ValueError("the features detector is not fitted")
         raw = self.joint(probe)
         if raw.shape[1] != len(self.centre):
-            raise ValueError(f"the model gives {raw.shape[1]} features; the detector was "
-                             f"calibrated on {len(self.centre)}")
+            raise CalibrationError(
+                f"the model gives {raw.shape[1]} internal features; the calibration's "
+                f"features detector was made for {len(self.centre)}: it was made for another "
+                "model (or the model's layers changed); recalibrate on this model")
         return (raw - self.centre) / self.scale
 
     def score(self, probe: Probe) -> np.ndarray:
