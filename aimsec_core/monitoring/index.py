@@ -102,9 +102,6 @@ class FingerprintIndex:
         self.fp_client = packed[start:start + half].view(np.uint32)[:slots]
         self.fp_hashes = packed[start + half:].view(np.uint32)[:slots * self.hashes].reshape(
             slots, self.hashes)
-        #: the index's state as the kernels unpack it, in their order
-        self._state = (self.table, self._mask, self.fp_serial, self.fp_time, self.fp_client,
-                       self.fp_content, self.fp_hashes)
 
     @property
     def t_hash(self) -> np.ndarray:

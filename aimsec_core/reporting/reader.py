@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..audit import AUDIT_FILE
-from ..audit.snapshot import TrailFile, snapshot, trail_files, trail_path
+from ..audit.snapshot import TrailFile, snapshot, trail_path
 from ..errors import ConfigurationError
 from .records import AuditEntry, as_read, parse_line
 
@@ -102,22 +102,10 @@ class ReadStats:
     chain: ChainCheck = field(default_factory=ChainCheck)
 
 
-def audit_files(logs: str | Path) -> list[Path]:
-    """The trail's files, oldest first (:func:`aimsec_core.audit.snapshot.trail_files`:
-    the same files ``aimsec audit verify`` checks), for a folder holding ``audit.jsonl``
-    or a file. Their names only: :func:`open_trail` opens them for reading.
-
-    Raises :class:`ConfigurationError` when nothing is there.
-    """
-    try:
-        return trail_files(Path(logs))
-    except (FileNotFoundError, ValueError) as exc:
-        raise _no_trail(exc) from None
-
-
 @contextmanager
 def open_trail(logs: str | Path) -> Iterator[list[TrailFile]]:
-    """The trail's files at ``logs`` (as :func:`audit_files`), opened together as they
+    """The trail's files at ``logs`` (a folder holding ``audit.jsonl``, or a file: the
+    files ``aimsec audit verify`` checks, oldest first), opened together as they
     are at this moment (:func:`aimsec_core.audit.snapshot.snapshot`, as ``aimsec audit
     verify`` reads them), for :func:`read_entries`; closed when the block ends. A
     rotation meanwhile changes nothing they hold, and lines written later are not read.

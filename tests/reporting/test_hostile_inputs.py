@@ -20,7 +20,8 @@ from aimsec_core.errors import ConfigurationError
 from aimsec_core.reporting import parse_line
 from aimsec_core.reporting.aggregate import SUSPICION_BINS, Aggregator
 from aimsec_core.reporting.period import parse_period
-from aimsec_core.reporting.reader import ReadStats, audit_files, open_trail, read_entries
+from aimsec_core.audit.snapshot import trail_files
+from aimsec_core.reporting.reader import ReadStats, open_trail, read_entries
 
 QUIET = Console(quiet=True)
 
@@ -64,7 +65,7 @@ def test_a_rotated_name_with_a_non_decimal_digit_is_ignored(tmp_path):
     folder = _trail(tmp_path / "logs", _line())
     (folder / "audit.jsonl.\u00b2").write_text(_line() + "\n")  # "²".isdigit() is True
     (folder / "audit.jsonl.1").write_text(_line() + "\n")
-    assert [p.name for p in audit_files(folder)] == ["audit.jsonl.1", "audit.jsonl"]
+    assert [p.name for p in trail_files(folder)] == ["audit.jsonl.1", "audit.jsonl"]
 
 
 def test_a_file_rotated_away_before_it_is_read_is_noted(tmp_path, monkeypatch):
@@ -72,7 +73,7 @@ def test_a_file_rotated_away_before_it_is_read_is_noted(tmp_path, monkeypatch):
 
     folder = _trail(tmp_path / "logs", _line())
     (folder / "audit.jsonl.1").write_text(_line() + "\n")
-    files = audit_files(folder)
+    files = trail_files(folder)
     real_open = snapshot.open_regular
 
     def drop_then_open(path):
