@@ -7,15 +7,15 @@ no activation modules (functional activations) gives the input of its last
 ``nn.Linear`` instead. Spatial maps (N, C, ...) are averaged per channel, as Lee et al.
 (NeurIPS 2018) do for their Mahalanobis scores; the class logits come last.
 
-The capture is torch's global module hooks reading this call's layers from a context
-variable (see ``_global_hooks``): other threads' calls of the same model, at the same
-time, capture their own tensors, and the model itself carries no hook. A layer the model
-runs in a thread of its own (a pool inside its forward) has no such context: it goes to
-the captures of the one thread watching that layer, and is not captured where calls in
-several threads watch it at once (the detector then refuses the call's feature count).
-The cost of that: an unguarded call of the same modules in another thread, during a
-guarded call, is taken for the model's own worker (its layers join the guarded call's
-capture, and the detector refuses that call's feature count).
+The capture is torch's global module hooks, each call's layers going to the captures of
+its own thread (see ``_global_hooks``): other threads' calls of the same model, at the
+same time, capture their own tensors, and the model itself carries no hook. A layer the
+model runs in a thread of its own (a pool inside its forward) goes to the captures of the
+one thread watching that layer, and is not captured where calls in several threads watch
+it at once (the detector then refuses the call's feature count with a
+``CalibrationError``). The cost of that: an unguarded call of the same modules in another
+thread, during a guarded call, is taken for the model's own worker (its layers join the
+guarded call's capture, which is then refused alike).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -57,31 +56,30 @@ def _points(adapter: Any) -> list[tuple[Any, bool]]:
     return cached
 
 
-#: The captures of this context, innermost last: for each, the hooked modules (by id;
-#: True where the input is taken) and the list the captured tensors join, in the order
-#: the layers ran. A guarded model called inside another's call (a guarded backbone in a
-#: guarded model) adds its own capture; the outer call's goes on meanwhile.
-_CAPTURE: ContextVar[tuple[tuple[dict[int, bool], list[Any]], ...]] = ContextVar(
-    "aimsec_torch_capture", default=())
-
-
-#: Every capture under way, in any thread: (thread id, hooked modules, captured list);
-#: replaced whole under the lock, read without it.
+#: Every capture under way, in any thread, innermost last: (thread id, the hooked
+#: modules (by id; True where the input is taken), the list the captured tensors join in
+#: the order the layers ran). A guarded model called inside another's call (a guarded
+#: backbone) adds its own; the outer call's goes on meanwhile. Replaced whole under the
+#: lock, read without it.
 _RUNNING: tuple[tuple[int, dict[int, bool], list[Any]], ...] = ()
 _RUNNING_LOCK = threading.Lock()
 
 
-def _captures(module: Any) -> tuple[tuple[dict[int, bool], list[Any]], ...]:
-    """This context's captures; in a thread without any (a model's own worker thread),
+def _captures(module: Any) -> list[tuple[dict[int, bool], list[Any]]]:
+    """This thread's captures; in a thread without any (a model's own worker thread),
     those watching ``module`` when they all come from one thread, else none."""
-    captures = _CAPTURE.get()
-    if captures or not _RUNNING:
-        return captures
+    running = _RUNNING
+    if not running:
+        return []
+    me = threading.get_ident()
+    mine = [(points, captured) for thread, points, captured in running if thread == me]
+    if mine:
+        return mine
     key = id(module)
-    watching = [run for run in _RUNNING if key in run[1]]
+    watching = [run for run in running if key in run[1]]
     if len({thread for thread, _, _ in watching}) != 1:
-        return ()  # nobody's, or concurrent calls': whose it is cannot be told
-    return tuple((points, captured) for _, points, captured in watching)
+        return []  # nobody's, or concurrent calls': whose it is cannot be told
+    return [(points, captured) for _, points, captured in watching]
 
 
 def _on_input(module: Any, inputs: Any) -> None:
@@ -108,20 +106,17 @@ _HOOKS = SharedHook(_register)
 
 @contextmanager
 def _capturing(points: list[tuple[Any, bool]]) -> Iterator[list[Any]]:
-    """Captures ``points`` of this call (this thread, this context) for the duration;
-    yields the list the captured tensors join, in the order the layers ran."""
+    """Captures ``points`` of this call (this thread) for the duration; yields the list
+    the captured tensors join, in the order the layers ran."""
     global _RUNNING
     captured: list[Any] = []
-    hooked = {id(m): before for m, before in points}
-    run = (threading.get_ident(), hooked, captured)
-    token = _CAPTURE.set((*_CAPTURE.get(), (hooked, captured)))
+    run = (threading.get_ident(), {id(m): before for m, before in points}, captured)
     with _RUNNING_LOCK:
         _RUNNING = (*_RUNNING, run)
     try:
         with _HOOKS.active():
             yield captured
     finally:
-        _CAPTURE.reset(token)
         with _RUNNING_LOCK:
             _RUNNING = tuple(other for other in _RUNNING if other is not run)
 

@@ -4,8 +4,9 @@ registered while at least one guarded call needs them and removed after the last
 A guarded call watches or reads the model's modules this way rather than by hooks on the
 modules themselves: a module's own hook is seen by every thread calling the model (one
 call's capture would take another call's tensors) and is copied into a ``deepcopy`` or a
-pickle of the model taken meanwhile. Each call keeps its own state in a context variable
-that the hook reads; a hook finding none returns at once."""
+pickle of the model taken meanwhile. Each call keeps its own state where the hook finds
+it (the refusing hook: a context variable; the feature capture: a registry by thread);
+a hook finding none returns at once."""
 
 from __future__ import annotations
 
