@@ -309,7 +309,8 @@ class Guard:
             output = self._run(predict, validated, rebuilt, verdict, start, visit)
         if visit is not None:  # learning needs the model's answer: it judges later calls
             try:
-                self.monitor.learn(visit, output)  # type: ignore[union-attr]
+                self.monitor.learn(visit, output,  # type: ignore[union-attr]
+                                   self.adapter.native)
             except Exception:  # learning must never cost the caller its prediction
                 _log.exception("aimsec monitoring failed to learn from a call")
         self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated,

@@ -116,6 +116,26 @@ def test_monitoring_reads_a_single_column_as_binary_classes(column, expected):
     assert predicted_classes(output, len(column)) == expected
 
 
+
+class _Opaque:
+    """An output object no array library reads (as onnxruntime's OrtValue)."""
+
+    def __init__(self, values):
+        self.values = values
+
+
+def test_monitoring_reads_outputs_no_array_library_reads_through_the_adapter():
+    scores = np.array([[0.1, 0.9], [0.8, 0.2]], dtype=np.float32)
+    output = [_Opaque(scores)]
+    assert predicted_classes(output, 2) is None  # nothing reads it: not learned from
+    native = lambda value: value.values if isinstance(value, _Opaque) else None  # noqa: E731
+    assert predicted_classes(output, 2, native) == [1, 0]
+
+    def broken(value):
+        raise TypeError("not ours")
+
+    assert predicted_classes(output, 2, broken) is None  # the adapter's error: no class
+
 def _onnx_binary(sigmoid: bool, tmp_path=None):
     """A linear binary classifier as an ONNX graph (MatMul, Add, then Sigmoid or not),
     opened from bytes or from a file."""

@@ -99,10 +99,9 @@ def _run_async(guarded: Any, x: np.ndarray) -> None:
 
 @pytest.mark.parametrize("path", [
     "run",
-    pytest.param("run_with_ort_values", marks=pytest.mark.xfail(strict=True, reason=(
-        "the extraction monitor learns the predicted classes from the object the model "
-        "returns (aimsec_core.monitoring.outputs.predicted_classes), which cannot read "
-        "OrtValues: an extraction attack through run_with_ort_values goes unseen"))),
+    # OrtValue outputs are read by the adapter (an extraction attack through
+    # run_with_ort_values went unseen: no array library reads them)
+    "run_with_ort_values",
     pytest.param("run_async", marks=pytest.mark.xfail(strict=True, reason=(
         "run_async returns before the model answers and the core has no way to learn from "
         "the callback's outputs: an extraction attack through run_async goes unseen"))),

@@ -315,11 +315,13 @@ class Monitor:
 
     # -- 3. after the call -------------------------------------------------------------
 
-    def learn(self, visit: Visit, output: Any) -> None:
-        """Extraction statistics from the model's answer (admitted calls only)."""
+    def learn(self, visit: Visit, output: Any,
+              native: Callable[[Any], Any] | None = None) -> None:
+        """Extraction statistics from the model's answer (admitted calls only); ``native``
+        reads outputs no array library does (see :func:`.outputs.predicted_classes`)."""
         if not (visit.watched and visit.rules.extraction) or visit.samples is None:
             return
-        classes = predicted_classes(output, len(visit.samples))
+        classes = predicted_classes(output, len(visit.samples), native)
         if classes is None:
             return
         w = self.extraction.observe(visit.key, visit.samples, classes)

@@ -4,12 +4,14 @@ Extraction statistics are kept per predicted class. Guarded models return framew
 objects (a torch tensor, a numpy array of probabilities or of labels, onnxruntime's list
 of outputs); this reads the first array-like with one row per sample: a 2-D array gives
 its argmax, a 1-D array its values, a single column of a binary classifier's scores the
-side of its decision threshold (0.5 for probabilities, 0 for logits). Anything else gives
-``None`` (no class: the sample is not learned from).
+side of its decision threshold (0.5 for probabilities, 0 for logits). An object no array
+library reads (onnxruntime's ``OrtValue``) is read by the model's adapter (``native``).
+Anything else gives ``None`` (no class: the sample is not learned from).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,8 +19,11 @@ import numpy as np
 from ..arrays import to_host
 
 
-def predicted_classes(output: Any, batch: int) -> list[Any] | None:
-    """One hashable class per sample, or ``None`` when ``output`` shows none."""
+def predicted_classes(output: Any, batch: int,
+                      native: Callable[[Any], Any] | None = None) -> list[Any] | None:
+    """One hashable class per sample, or ``None`` when ``output`` shows none. ``native``
+    (an adapter's :meth:`~aimsec_core.adapter.Adapter.native`) reads what the array
+    libraries cannot; its errors and ``None`` mean "not an array"."""
     if (type(output) is np.ndarray and output.ndim == 1 and output.dtype.kind in "iub"
             and output.shape[0] == batch):  # labels (scikit-learn's predict)
         return output.tolist()
@@ -27,8 +32,10 @@ def predicted_classes(output: Any, batch: int) -> list[Any] | None:
         try:
             array = np.asarray(candidate if isinstance(candidate, np.ndarray)
                                else to_host(candidate))
-        except Exception:  # not an array of any framework we can read
-            continue
+        except Exception:  # not an array of any framework we can read: the adapter's?
+            array = _native(candidate, native)
+            if array is None:
+                continue
         if array.ndim == 0 or array.shape[0] != batch:
             continue
         if array.ndim == 1:
@@ -51,3 +58,14 @@ def _binary_classes(column: np.ndarray) -> list[Any]:
         return column.tolist()
     threshold = 0.5 if np.all((column >= 0) & (column <= 1)) else 0.0
     return (column > threshold).astype(np.int64).tolist()
+
+
+def _native(candidate: Any, native: Callable[[Any], Any] | None) -> np.ndarray | None:
+    """``candidate`` as numpy through the adapter's ``native``, or ``None``."""
+    if native is None:
+        return None
+    try:
+        array = native(candidate)
+        return None if array is None else np.asarray(to_host(array))
+    except Exception:  # the adapter does not read it either
+        return None
