@@ -20,23 +20,35 @@ end
 """
 
 #: Refused calls and suspicions buffered since the last round trip.
-#: KEYS: per failure (failures list, lock), then per suspicion (suspect key).
-#: ARGV: nfailures, then per failure (now, max, window, lockout); then per suspicion
-#: (until, ttl seconds).
+#: KEYS: per failure (failures sorted set, lock), then per suspicion (suspect key).
+#: ARGV: nfailures, then per failure (token, now, max, window, lockout); then per
+#: suspicion (until, ttl seconds).
+#: A failure is a member named by its token (unique per failure), scored by its time:
+#: sent twice (a round trip whose reply was lost is sent again with the next one) it
+#: counts once; one from before the lockout in force began (it was counted into that
+#: lockout) counts no more. A client is locked out when its last ``max`` failures lie
+#: within ``window`` seconds of the newest.
 APPLY = _SECONDS + """
 local nf = tonumber(ARGV[1])
 local a = 2
 for i = 1, nf do
   local fkey, lkey = KEYS[2 * i - 1], KEYS[2 * i]
-  local now, max = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local window, lockout = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  a = a + 4
-  redis.call('LPUSH', fkey, ARGV[a - 4])
-  redis.call('LTRIM', fkey, 0, max - 1)
-  redis.call('EXPIRE', fkey, seconds(window))
-  if redis.call('LLEN', fkey) >= max and tonumber(redis.call('LINDEX', fkey, max - 1)) >= now - window then
-    redis.call('SET', lkey, tostring(now + lockout), 'EX', seconds(lockout))
-    redis.call('DEL', fkey)
+  local token, now, max = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local window, lockout = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  a = a + 5
+  local locked = tonumber(redis.call('GET', lkey) or '0')
+  if not (locked > 0 and now <= locked - lockout) then
+    redis.call('ZADD', fkey, now, token)
+    redis.call('ZREMRANGEBYRANK', fkey, 0, -max - 1)
+    redis.call('EXPIRE', fkey, seconds(window))
+    if redis.call('ZCARD', fkey) >= max then
+      local oldest = redis.call('ZRANGE', fkey, 0, 0, 'WITHSCORES')
+      local newest = redis.call('ZRANGE', fkey, -1, -1, 'WITHSCORES')
+      if tonumber(oldest[2]) >= tonumber(newest[2]) - window then
+        redis.call('SET', lkey, tostring(now + lockout), 'EX', seconds(lockout))
+        redis.call('DEL', fkey)
+      end
+    end
   end
 end
 local k = 2 * nf + 1

@@ -42,6 +42,7 @@ _SECRET_KEY = "aimsec:secret"
 #: cannot encode, is keyed by its hash.
 _NAME_BYTES = 128
 _TAG = 0xFFFF  #: client and content tags keep their low 16 bits in an index entry
+_FAILURE_ARGS = 5  #: a buffered failure's arguments to the APPLY script
 
 
 class RedisStore(Store):
@@ -224,9 +225,11 @@ class RedisStore(Store):
             return
         base = f"{_namespace(model)}:{client}"
         with self._lock:
-            self._pending_keys += [f"{base}:fail", f"{base}:lock"]
-            self._pending_failures += [repr(now), rules.max_failed_attempts,
-                                       repr(rules.failure_window), repr(rules.session_timeout)]
+            # a token per failure: re-sent after a lost reply, it still counts once
+            self._pending_keys += [f"{base}:failed", f"{base}:lock"]
+            self._pending_failures += [os.urandom(8).hex(), repr(now),
+                                       rules.max_failed_attempts, repr(rules.failure_window),
+                                       repr(rules.session_timeout)]
 
     def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
         with self._lock:
@@ -265,10 +268,10 @@ class RedisStore(Store):
         with self._lock:
             if len(self._pending_keys) < 2048:
                 self._pending_keys[:0] = keys[:2 * nf]
-                self._pending_failures[:0] = args[1:1 + 4 * nf]
+                self._pending_failures[:0] = args[1:1 + _FAILURE_ARGS * nf]
             if len(self._pending_suspects[0]) < 1024:
                 self._pending_suspects[0][:0] = keys[2 * nf:]
-                self._pending_suspects[1][:0] = args[1 + 4 * nf:]
+                self._pending_suspects[1][:0] = args[1 + _FAILURE_ARGS * nf:]
 
     def close(self) -> None:
         self.client.close()

@@ -12,7 +12,8 @@ import aimsec_core
 from aimsec_core import ConfigurationError, QueryAttackError, StoreUnavailableError
 from aimsec_core.guard import Guard
 from aimsec_core.monitoring.redis_store import RedisStore
-from aimsec_core.monitoring.store import open_store
+from aimsec_core.monitoring.policy import Policy
+from aimsec_core.monitoring.store import StoreError, open_store
 from aimsec_core.registry import adapter_for
 from tests.cases import digits
 from tests.conftest import ListSink
@@ -149,3 +150,62 @@ def test_a_password_that_splits_the_url_is_not_echoed(url):
     with pytest.raises(ConfigurationError) as caught:
         open_store(url)
     assert "ss@" not in str(caught.value) and "pa/" not in str(caught.value)
+
+
+def _losing_one_reply(store: RedisStore) -> list[int]:
+    """Make the store's next round trip run on the server and then fail as a timeout
+    would (the reply lost); returns a list that counts the round trips."""
+    run, trips, lost = store._run, [], [False]
+
+    def run_then_lose(build):
+        trips.append(1)
+        replies = run(build)
+        if not lost[0]:
+            lost[0] = True
+            raise StoreError("TimeoutError: the reply did not come in time")
+        return replies
+
+    store._run = run_then_lose
+    return trips
+
+
+def test_failures_sent_again_after_a_lost_reply_count_once(redis_server, clock):
+    # the buffered failures went out with a round trip that ran on the server but whose
+    # reply timed out; kept for the next round trip, they were counted twice there, so a
+    # client was locked out after fewer refused calls than max_failed_attempts
+    rules = Policy.coerce({"max_failed_attempts": 3}).rules
+    store = RedisStore(redis_server.url, timeout=2.0)
+    now = clock()
+    for _ in range(2):
+        store.record_failure("m", "client", now, rules)
+    trips = _losing_one_reply(store)
+    with pytest.raises(StoreError):
+        store.flush()  # applied on the server; the reply lost
+    store.flush()  # what was buffered is sent again
+    assert len(trips) == 2
+    assert store.admit("m", "client", now + 1, rules, lockout=True).locked_for is None
+    store.record_failure("m", "client", now + 2, rules)  # the third: locked out now
+    store.flush()
+    assert store.admit("m", "client", now + 3, rules, lockout=True).locked_for > 0
+    store.close()
+
+
+def test_a_failure_counted_into_a_lockout_does_not_count_again(redis_server, clock):
+    # the lost reply carried the lockout itself; sent again, the same failures must not
+    # start counting towards the next lockout
+    rules = Policy.coerce({"max_failed_attempts": 2, "session_timeout": 10}).rules
+    store = RedisStore(redis_server.url, timeout=2.0)
+    now = clock()
+    for _ in range(2):
+        store.record_failure("m", "client", now, rules)
+    _losing_one_reply(store)
+    with pytest.raises(StoreError):
+        store.flush()
+    store.flush()
+    assert store.admit("m", "client", now + 1, rules, lockout=True).locked_for > 0
+    after = now + 11  # the lockout is over: one new failure is one, not three
+    assert store.admit("m", "client", after, rules, lockout=True).locked_for is None
+    store.record_failure("m", "client", after, rules)
+    store.flush()
+    assert store.admit("m", "client", after + 1, rules, lockout=True).locked_for is None
+    store.close()
