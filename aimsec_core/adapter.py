@@ -16,7 +16,9 @@ guarding a scikit-learn model never loads torch.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -158,3 +160,41 @@ def read_single_column(adapter: Adapter, probability: bool) -> None:
         adapter.sigmoid_output = True
     else:  # forget the instance's setting: the class's reading (computed afresh) stands
         vars(adapter).pop("sigmoid_output", None)
+
+
+class LaterAnswer:
+    """What an adapter's ``predict`` returns when the model answers later, through a
+    callback (onnxruntime's ``run_async``): the adapter calls :meth:`answer` with the
+    model's outputs when they come, and the guard learns from them then (the extraction
+    check needs the predicted classes). Thread-safe; an answer that comes before the guard
+    listens is kept for it, and each listener hears one answer at most."""
+
+    __slots__ = ("_lock", "_listener", "_outputs", "_answered")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listener: Callable[[Any], None] | None = None
+        self._outputs: Any = None
+        self._answered = False
+
+    def listen(self, listener: Callable[[Any], None]) -> None:
+        """Call ``listener(outputs)`` when the answer comes (now, if it came already)."""
+        with self._lock:
+            if not self._answered:
+                self._listener = listener
+                return
+            outputs, self._outputs = self._outputs, None
+        listener(outputs)
+
+    def answer(self, outputs: Any) -> None:
+        """The model's outputs (called by the adapter, from any thread); later calls are
+        ignored."""
+        with self._lock:
+            if self._answered:
+                return
+            self._answered = True
+            listener, self._listener = self._listener, None
+            if listener is None:
+                self._outputs = outputs
+                return
+        listener(outputs)

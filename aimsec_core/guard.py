@@ -28,7 +28,7 @@ from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
-from .adapter import Adapter, read_single_column
+from .adapter import Adapter, LaterAnswer, read_single_column
 from .arrays import STRUCTURED, ColumnBlocks, content_hash, dtype_kind, dtype_name, to_host
 from .config import resolve_mode
 from .context import current_client, current_request_id, current_tier, new_request_id
@@ -297,7 +297,8 @@ class Guard:
                     output = self._run(predict, validated, rebuilt, verdict, start, visit)
                 keep = allowed_rows(verdict)
                 error.allowed = tuple(int(i) for i in np.flatnonzero(keep))
-                error.allowed_output = take_rows(output, keep, verdict.batch_size)
+                error.allowed_output = (None if isinstance(output, LaterAnswer)  # callback's
+                                        else take_rows(output, keep, verdict.batch_size))
                 self._record(verdict, "partial", start, validated,
                              _message(verdict, self._advisory, False), visit)
                 raise error
@@ -308,14 +309,21 @@ class Guard:
         if output is _NOT_YET:
             output = self._run(predict, validated, rebuilt, verdict, start, visit)
         if visit is not None:  # learning needs the model's answer: it judges later calls
-            try:
-                self.monitor.learn(visit, output,  # type: ignore[union-attr]
-                                   self.adapter.native)
-            except Exception:  # learning must never cost the caller its prediction
-                _log.exception("aimsec monitoring failed to learn from a call")
+            if isinstance(output, LaterAnswer):  # answered through a callback
+                output.listen(lambda answer: self._learn(visit, answer))
+            else:
+                self._learn(visit, output)
         self._record(verdict, "allowed" if verdict.clean else "flagged", start, validated,
                      visit=visit)
         return output
+
+    def _learn(self, visit: Visit, output: Any) -> None:
+        """The monitor's learning from an admitted call's output, which must never cost
+        the caller its prediction (nor an adapter's callback thread its callback)."""
+        try:
+            self.monitor.learn(visit, output, self.adapter.native)  # type: ignore[union-attr]
+        except Exception:
+            _log.exception("aimsec monitoring failed to learn from a call")
 
     def _run(self, predict: Callable[..., T], validated: Validated, rebuilt: bool,
              verdict: Verdict, start: float, visit: Any) -> T:

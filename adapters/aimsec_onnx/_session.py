@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import numpy as np
 import onnxruntime
 
+from aimsec_core.adapter import LaterAnswer
 from aimsec_core.errors import UnguardedAttributeError, UnguardedCallError
 from aimsec_core.guard import Guard, allowed_rows, take_rows
 from aimsec_core.guarded import GuardedMixin
@@ -57,27 +58,35 @@ class GuardedSession(GuardedMixin):
 
     def run_async(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
                   callback: Callable[..., Any], user_data: Any,
-                  run_options: Any = None) -> Any:
+                  run_options: Any = None) -> None:
         """``InferenceSession.run_async``, screened before it is scheduled: a refused feed
         raises here and ``callback`` is never called. Where only some samples are refused
         (``on_flagged="samples"``), this raises the ``AdversarialInputError`` naming the
         allowed samples and ``callback`` receives the outputs of those samples only. The
         recorded latency covers the screening and the scheduling, not the inference."""
-        return self._call(output_names, input_feed, lambda feed: self._session.run_async(
-            output_names, feed, self._allowed_rows_to(callback), user_data, run_options))
+        def schedule(feed: Any) -> LaterAnswer:
+            later = LaterAnswer()
+            self._session.run_async(output_names, feed, self._answering(later, callback),
+                                    user_data, run_options)
+            return later
 
-    def _allowed_rows_to(self, callback: Callable[..., Any]) -> Callable[..., Any]:
-        """``callback``, or for a call refused for some samples only (the model then runs
-        on the whole batch) a callback handed the allowed samples' rows alone."""
+        self._call(output_names, input_feed, schedule)  # onnxruntime's run_async: None
+
+    def _answering(self, later: LaterAnswer, callback: Callable[..., Any]
+                   ) -> Callable[..., Any]:
+        """``callback``, after handing the outputs to the guard (``later``); for a call
+        refused for some samples only (the model then runs on the whole batch) handed the
+        allowed samples' rows alone."""
         kept = self._refused_rows()
-        if kept is None:
-            return callback
 
-        def allowed_rows(outputs: Any, user_data: Any, error: Any) -> Any:
-            return callback(None if outputs is None else _rows(outputs, *kept), user_data,
-                            error)
+        def answered(outputs: Any, user_data: Any, error: Any) -> Any:
+            if outputs is not None and not error:
+                later.answer(outputs)
+            if kept is not None and outputs is not None:
+                outputs = _rows(outputs, *kept)
+            return callback(outputs, user_data, error)
 
-        return allowed_rows
+        return answered
 
     def _allowed_rows(self, outputs: list[Any]) -> list[Any]:
         """``outputs``, or for a call refused for some samples only their allowed rows
