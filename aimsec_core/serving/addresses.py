@@ -164,13 +164,13 @@ def client_network(address: Address, ipv6_prefix: int = 128) -> Address | Networ
     return address
 
 
-def checked_prefix(ipv6_prefix: object) -> int:
+def checked_prefix(ipv6_prefix: object, name: str = "ipv6_prefix") -> int:
     """``ipv6_prefix`` if it is an IPv6 prefix length (0-128), else
-    :class:`ConfigurationError`."""
+    :class:`ConfigurationError` naming the setting ``name`` it came from."""
     if isinstance(ipv6_prefix, bool) or not isinstance(ipv6_prefix, int) \
             or not 0 <= ipv6_prefix <= 128:
         raise ConfigurationError(
-            f"ipv6_prefix must be an integer from 0 to 128 (e.g. 64); received {ipv6_prefix!r}")
+            f"{name} must be an integer from 0 to 128 (e.g. 64); received {ipv6_prefix!r}")
     return ipv6_prefix
 
 

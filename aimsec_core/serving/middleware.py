@@ -106,7 +106,8 @@ class AimsecMiddleware:
         self._key_header = None if api_key_header is None else _header_name(api_key_header)
         self._accepted = _accepted_identities(api_keys, self._secret)
         self.ipv6_prefix = checked_prefix(
-            resolve(ipv6_prefix, "AIMSEC_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, int))
+            resolve(ipv6_prefix, "AIMSEC_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, int),
+            "ipv6_prefix" if ipv6_prefix is not None else "AIMSEC_IPV6_PREFIX")
         self._forwarded_header = _header_name(forwarded_header)
         self._request_id_header = _header_name(request_id_header)
         _check_distinct(self._key_header, self._forwarded_header, self._request_id_header)
