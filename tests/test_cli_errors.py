@@ -136,3 +136,43 @@ def test_the_commands_point_at_the_latest_demo_run(tmp_path, capsys, monkeypatch
 
     status, err = run_cli(["report", "--since", "bogus"], capsys)  # another error: no hint
     assert status == 2 and "demo run" not in err
+
+
+@pytest.mark.parametrize("folder", ["runs[/]x", "runs[bold]", "runs\x1b]0;owned\x07"])
+@pytest.mark.parametrize("argv", [[], ["--status", "resolved"]])
+def test_an_incident_database_in_a_folder_named_like_markup_is_listed(tmp_path, capsys,
+                                                                      folder, argv):
+    """A path holding rich markup ('[/]') was a MarkupError traceback after the listing;
+    one holding ESC sequences reached the terminal raw."""
+    import time
+
+    from aimsec_core.incidents import IncidentStore
+    from aimsec_core.incidents.model import Occurrence
+
+    db = tmp_path / folder / "incidents.sqlite3"
+    db.parent.mkdir(parents=True)  # "runs[/]x" is "runs[" holding "]x": a closing tag
+    store = IncidentStore(db)
+    now = time.time()
+    store.record([Occurrence(model="m", threat="query_attack", client="c", severity="high",
+                             first_seen=now, last_seen=now)])
+    store.close()
+    status = main(["incidents", "--db", str(db), *argv])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "Traceback" not in captured.err and "\x1b" not in captured.out
+    assert "incidents.sqlite3" in captured.out.replace("\n", "")
+
+
+def test_evaluate_prints_an_output_named_like_markup_as_named(tmp_path, capsys, monkeypatch):
+    # after minutes of evaluation, a --out holding '[/]' ended in a MarkupError traceback
+    from aimsec_core import evaluation
+
+    out = tmp_path / "x[/]y.json"  # in a folder "x[", a closing tag
+    out.parent.mkdir()
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: [])
+    monkeypatch.setattr(evaluation, "tables", lambda rows, fpr: [])
+    monkeypatch.setattr(evaluation, "write_json", lambda rows, path, **k: path)
+    status = main(["evaluate", "--framework", "sklearn", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "x[/]y.json" in captured.out.replace("\n", "")

@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import digits
 from ..extras import require
+from ..visible import shown
 from .arguments import fail, rate
 
 #: The data sets of ``aimsec_core.evaluation.datasets`` (named here so that building the
@@ -136,5 +137,5 @@ def run(args: argparse.Namespace) -> int:
                                  detectors=args.detector or "default",
                                  reference="training set" if args.reference else None,
                                  architecture=args.architecture)
-    console.print(f"table written to {path}")
+    console.print(f"table written to {shown(path)}", highlight=False)
     return 0
