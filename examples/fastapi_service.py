@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -122,8 +123,12 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
         yield
 
     app = FastAPI(title="guarded digits", lifespan=lifespan)
-    app.add_middleware(aimsec_core.AimsecMiddleware, trusted_proxies=trusted_proxies,
-                       key_secret=key_secret, api_keys=api_keys)
+    settings = {"trusted_proxies": _listed(trusted_proxies), "key_secret": key_secret,
+                "api_keys": _listed(api_keys)}
+    # Starlette builds its middleware at the first event it serves: a bad setting would
+    # only surface there, once per request as a 500. Checked here, it stops the start.
+    aimsec_core.AimsecMiddleware(app, **settings)
+    app.add_middleware(aimsec_core.AimsecMiddleware, **settings)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -160,6 +165,11 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
         return {"predictions": [int(label) for label in labels]}
 
     return app
+
+
+def _listed(values: Any) -> Any:
+    """``values`` as a list (read twice: checked, then used), text and ``None`` as given."""
+    return values if values is None or isinstance(values, (str, bytes)) else list(values)
 
 
 def is_json(content_type: str | None) -> bool:
@@ -206,13 +216,32 @@ def parse_inputs(body: bytes) -> Any:
     return payload["inputs"]
 
 
+def serve_port() -> int:
+    """``AIMSEC_SERVE_PORT`` (default 8000); :class:`aimsec_core.ConfigurationError` unless
+    it is a port number, 1-65535."""
+    raw = os.environ.get("AIMSEC_SERVE_PORT", "").strip() or "8000"
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 65535):
+        raise aimsec_core.ConfigurationError(
+            f"AIMSEC_SERVE_PORT must be a port number from 1 to 65535; received {raw!r}")
+    return int(raw)
+
+
 def main() -> None:
+    """Serve on ``AIMSEC_SERVE_HOST``:``AIMSEC_SERVE_PORT``. A bad setting ends the start
+    with one line (exit status 2), before anything listens."""
     logging.basicConfig(level=logging.INFO)
     host = os.environ.get("AIMSEC_SERVE_HOST", "127.0.0.1")
-    port = int(os.environ.get("AIMSEC_SERVE_PORT", "8000"))
+    try:
+        port = serve_port()
+        app = create_app()
+    except aimsec_core.ConfigurationError as exc:
+        print(f"fastapi_service: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     # proxy_headers=False: the middleware decides whom to believe about X-Forwarded-For.
     # uvicorn's own default would rewrite the peer from any header sent via 127.0.0.1.
-    uvicorn.run(create_app(), host=host, port=port, proxy_headers=False)
+    # lifespan="on": a start-up that fails (training, calibration) stops the server; under
+    # uvicorn's default it would serve every request 500.
+    uvicorn.run(app, host=host, port=port, proxy_headers=False, lifespan="on")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ nonzero exit status, never a traceback."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
@@ -17,6 +18,9 @@ def paths(tmp_path):
     (tmp_path / "logs" / "audit.jsonl").write_text(
         '{"time": "2026-09-21T10:00:00", "model": "m", "decision": "allowed"}\n')
     (tmp_path / "text.txt").write_text("not a database\n")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # resolves to itself
+    os.mkfifo(tmp_path / "fifo")  # nobody reads it
+    (tmp_path / "loop.json").write_text('{"calibration": "loop"}')
     conn = sqlite3.connect(tmp_path / "foreign.sqlite3")
     conn.execute("CREATE TABLE notes (body TEXT)")
     conn.commit()
@@ -35,6 +39,13 @@ BAD = [
     (["incidents", "--db", "{tmp}/foreign.sqlite3"], "not an incident database"),
     (["evaluate", "--fpr", "2"], "--fpr"),
     (["evaluate", "--fpr", "-0.1"], "--fpr"),
+    (["evaluate", "--out", "{tmp}/fifo"], "FIFO nobody is reading"),  # it used to hang
+    (["incidents", "--db", "{tmp}/loop"], "symbolic links"),
+    (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/o", "--db", "{tmp}/loop"],
+     "symbolic links"),
+    (["threat-model", "--model-config", "{tmp}/loop.json"], "symbolic links"),
+    (["threat-model", "--model-config", "{tmp}/loop"], "cannot read the model config"),
+    (["audit", "verify", "{tmp}/fifo"], "not a regular file"),
     (["demo", "--calls", "0"], "--calls"),
     (["demo", "--calls", "many"], "--calls"),
     (["report", "--logs", "{tmp}/logs", "--since", "99999999999d", "--out", "{tmp}/o"],
@@ -54,6 +65,7 @@ BAD = [
 ]
 
 
+@pytest.mark.timeout(30)  # a check that blocks (opening a FIFO) fails instead of hanging
 @pytest.mark.parametrize("argv, says", BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
 def test_a_bad_argument_is_one_line_and_a_nonzero_status(paths, capsys, argv, says):
     status, err = run_cli([a.format(tmp=paths) for a in argv], capsys)
@@ -68,7 +80,8 @@ def test_listing_a_foreign_database_leaves_it_unchanged(paths, capsys):
     before = db.read_bytes()
     status, _ = run_cli(["incidents", "--db", str(db)], capsys)
     assert status == 2 and db.read_bytes() == before
-    assert sorted(p.name for p in paths.iterdir()) == ["foreign.sqlite3", "logs", "text.txt"]
+    assert sorted(p.name for p in paths.iterdir()) == [
+        "fifo", "foreign.sqlite3", "logs", "loop", "loop.json", "text.txt"]
 
 
 def test_a_damaged_incident_row_is_an_error_not_a_traceback(tmp_path, capsys):
@@ -123,3 +136,43 @@ def test_the_commands_point_at_the_latest_demo_run(tmp_path, capsys, monkeypatch
 
     status, err = run_cli(["report", "--since", "bogus"], capsys)  # another error: no hint
     assert status == 2 and "demo run" not in err
+
+
+@pytest.mark.parametrize("folder", ["runs[/]x", "runs[bold]", "runs\x1b]0;owned\x07"])
+@pytest.mark.parametrize("argv", [[], ["--status", "resolved"]])
+def test_an_incident_database_in_a_folder_named_like_markup_is_listed(tmp_path, capsys,
+                                                                      folder, argv):
+    """A path holding rich markup ('[/]') was a MarkupError traceback after the listing;
+    one holding ESC sequences reached the terminal raw."""
+    import time
+
+    from aimsec_core.incidents import IncidentStore
+    from aimsec_core.incidents.model import Occurrence
+
+    db = tmp_path / folder / "incidents.sqlite3"
+    db.parent.mkdir(parents=True)  # "runs[/]x" is "runs[" holding "]x": a closing tag
+    store = IncidentStore(db)
+    now = time.time()
+    store.record([Occurrence(model="m", threat="query_attack", client="c", severity="high",
+                             first_seen=now, last_seen=now)])
+    store.close()
+    status = main(["incidents", "--db", str(db), *argv])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "Traceback" not in captured.err and "\x1b" not in captured.out
+    assert "incidents.sqlite3" in captured.out.replace("\n", "")
+
+
+def test_evaluate_prints_an_output_named_like_markup_as_named(tmp_path, capsys, monkeypatch):
+    # after minutes of evaluation, a --out holding '[/]' ended in a MarkupError traceback
+    from aimsec_core import evaluation
+
+    out = tmp_path / "x[/]y.json"  # in a folder "x[", a closing tag
+    out.parent.mkdir()
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: [])
+    monkeypatch.setattr(evaluation, "tables", lambda rows, fpr: [])
+    monkeypatch.setattr(evaluation, "write_json", lambda rows, path, **k: path)
+    status = main(["evaluate", "--framework", "sklearn", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "x[/]y.json" in captured.out.replace("\n", "")

@@ -30,12 +30,17 @@ def main(argv: list[str] | None = None) -> int:
         importlib.import_module(f"{__name__}.{name}").register(commands)
     args = parser.parse_args(argv)
     from ..errors import AimsecError
-    from .arguments import fail
+    from .arguments import fail, is_symlink_loop
 
     try:
         return int(args.handler(args) or 0)
     except (AimsecError, OSError) as exc:  # a bad file or setting: one line, no traceback
         return fail(args.command, exc)
+    except RuntimeError as exc:
+        if not is_symlink_loop(exc):
+            raise
+        return fail(args.command, f"{exc}: the path leads to itself through symbolic links; "
+                                  "expected a file or folder")
     except KeyboardInterrupt:
         return fail(args.command, "interrupted", 130)
 

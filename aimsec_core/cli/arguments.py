@@ -85,6 +85,12 @@ def fail(command: str, message: object, status: int = 2) -> int:
     return status
 
 
+def is_symlink_loop(error: BaseException) -> bool:
+    """Whether ``error`` is pathlib's ``RuntimeError`` for a path whose symbolic links lead
+    back to themselves (``Path.resolve`` raises it, not ``OSError``, before Python 3.13)."""
+    return type(error) is RuntimeError and str(error).startswith("Symlink loop from ")
+
+
 def demo_run_hint(folder: str | Path, option: str) -> str:
     """``; the latest aimsec demo run is in F: OPTION F`` when ``folder`` holds no trail of
     its own but ``aimsec demo`` runs (``demo-<UTC time>/``, each with its trail) beneath it,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import digits
 from ..extras import require
+from ..visible import shown
 from .arguments import fail, rate
 
 #: The data sets of ``aimsec_core.evaluation.datasets`` (named here so that building the
@@ -84,14 +87,18 @@ def _refusal(args: argparse.Namespace) -> str | None:
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why ``path`` cannot be written, or None; a file this check creates is removed."""
+    """Why ``path`` cannot be written, or None; a file this check creates is removed.
+
+    Opened without blocking: a FIFO nobody reads is refused here (``ENXIO``) instead of
+    holding the command before it starts."""
     if path.is_dir():
         return f"--out {path} is a folder; expected a file to write the JSON to"
     existed = path.exists()
     try:
-        with path.open("a"):
-            pass
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666))
     except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return f"--out {path} is a FIFO nobody is reading; expected a file to write the JSON to"
         return f"--out {path}: cannot write there ({exc.strerror or exc})"
     if not existed:
         path.unlink(missing_ok=True)
@@ -130,5 +137,5 @@ def run(args: argparse.Namespace) -> int:
                                  detectors=args.detector or "default",
                                  reference="training set" if args.reference else None,
                                  architecture=args.architecture)
-    console.print(f"table written to {path}")
+    console.print(f"table written to {shown(path)}", highlight=False)
     return 0

@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
             print("[]")
         else:
             hint = demo_run_hint(path.parent, "--db") if args.db is None else ""
-            console.print(f"no incident database at {path}: nothing recorded yet{hint}",
-                          markup=False, highlight=False)
+            console.print(f"no incident database at {shown(path)}: nothing recorded "
+                          f"yet{shown(hint)}", highlight=False)
         return 0
     if not path.is_file():
         return fail("incidents", f"{path} is not a file; expected the incident database "
@@ -110,14 +110,14 @@ def _show(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:
         print(json.dumps([i.as_dict() for i in found], indent=2))
         return 0
     if not found:
-        console.print(f"no {args.status if args.status != 'all' else ''} incidents in {path}"
-                      .replace("  ", " "))
+        console.print(f"no {args.status if args.status != 'all' else ''} incidents in "
+                      .replace("  ", " ") + shown(path), highlight=False)
         return 0
     console.print(table(found, time.time()))
     for line in legend(found):
         console.print(line, highlight=False)
     more = f" (the {args.limit} most severe and recent; --limit shows more)" if cut else ""
-    console.print(f"{len(found)} incident(s){more} from {path}; details: aimsec incidents "
+    console.print(f"{len(found)} incident(s){more} from {shown(path)}; details: aimsec incidents "
                   "--json")
     return 0
 

@@ -25,6 +25,8 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 UNIX = "unix"
 #: At most this many hops of ``X-Forwarded-For`` are read, from the right.
 MAX_HOPS = 32
+#: RFC 6052's well-known prefix: IPv4 addresses translated to IPv6 (NAT64, SIIT).
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 #: Longest text of one hop that can be an address (an IPv6 address with brackets and port).
 _MAX_HOP_CHARS = 64
 
@@ -157,20 +159,25 @@ def client_network(address: Address, ipv6_prefix: int = 128) -> Address | Networ
     One IPv6 subscriber is usually routed a whole /64 (RFC 6177; a /56 or /48 is common
     too) and can pick a fresh address in it for every request, so counting per IPv6
     address would give one caller 2**64 identities (rate limits and lockouts evaded).
-    Raises :class:`ConfigurationError` for a prefix outside 0-128.
+    An address of the NAT64 well-known prefix ``64:ff9b::/96`` (RFC 6052) is an IPv4
+    client translated to IPv6 (a server behind SIIT or NAT64): its identity is that IPv4
+    address (``64:ff9b::203.0.113.7`` -> ``203.0.113.7``), not a /64 every IPv4 client
+    would share. Raises :class:`ConfigurationError` for a prefix outside 0-128.
     """
     if isinstance(address, ipaddress.IPv6Address) and checked_prefix(ipv6_prefix) < 128:
+        if address in NAT64_PREFIX:
+            return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
         return ipaddress.ip_network(f"{address}/{ipv6_prefix}", strict=False)
     return address
 
 
-def checked_prefix(ipv6_prefix: object) -> int:
+def checked_prefix(ipv6_prefix: object, name: str = "ipv6_prefix") -> int:
     """``ipv6_prefix`` if it is an IPv6 prefix length (0-128), else
-    :class:`ConfigurationError`."""
+    :class:`ConfigurationError` naming the setting ``name`` it came from."""
     if isinstance(ipv6_prefix, bool) or not isinstance(ipv6_prefix, int) \
             or not 0 <= ipv6_prefix <= 128:
         raise ConfigurationError(
-            f"ipv6_prefix must be an integer from 0 to 128 (e.g. 64); received {ipv6_prefix!r}")
+            f"{name} must be an integer from 0 to 128 (e.g. 64); received {ipv6_prefix!r}")
     return ipv6_prefix
 
 

@@ -47,8 +47,10 @@ def resolve_secret(secret: str | bytes | None = None) -> bytes:
         return _generated_secret()
     raw = chosen.encode("utf-8") if isinstance(chosen, str) else bytes(chosen)
     if len(raw) < MIN_SECRET_BYTES:
+        source = "key_secret" if secret is not None else "AIMSEC_CLIENT_KEY_SECRET"
         raise ConfigurationError(
-            f"the client-key secret must be at least {MIN_SECRET_BYTES} bytes; received "
+            f"the client-key secret ({source}) must be at least {MIN_SECRET_BYTES} bytes; "
+            "received "
             f"{len(raw)} bytes. Generate one with "
             "`python -c 'import secrets; print(secrets.token_hex(32))'`")
     return raw

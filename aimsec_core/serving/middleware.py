@@ -65,7 +65,8 @@ class AimsecMiddleware:
        untrusted hop of ``X-Forwarded-For`` (:mod:`aimsec_core.serving.addresses`). An
        IPv6 address counts as its ``/ipv6_prefix`` network (else ``AIMSEC_IPV6_PREFIX``,
        else 64; 128 keeps single addresses), e.g. ``2001:db8:0:1::/64``: one subscriber
-       holds a whole /64 and could use a new address per request.
+       holds a whole /64 and could use a new address per request (NAT64's
+       ``64:ff9b::/96`` counts as the IPv4 address it carries).
     3. ``"anonymous"`` when the server gives no peer address (a Unix socket) and no
        forwarded one is believed (``"unix"`` among ``trusted_proxies`` trusts the proxy
        in front of a Unix socket).
@@ -106,7 +107,8 @@ class AimsecMiddleware:
         self._key_header = None if api_key_header is None else _header_name(api_key_header)
         self._accepted = _accepted_identities(api_keys, self._secret)
         self.ipv6_prefix = checked_prefix(
-            resolve(ipv6_prefix, "AIMSEC_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, int))
+            resolve(ipv6_prefix, "AIMSEC_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, int),
+            "ipv6_prefix" if ipv6_prefix is not None else "AIMSEC_IPV6_PREFIX")
         self._forwarded_header = _header_name(forwarded_header)
         self._request_id_header = _header_name(request_id_header)
         _check_distinct(self._key_header, self._forwarded_header, self._request_id_header)

@@ -177,6 +177,19 @@ def test_addresses_of_one_ipv6_subscriber_share_one_identity(host_a, host_b):
     assert identity(peer=("2001:db8:1:3::1", 1)) != "2001:db8:1:2::/64"
 
 
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+@settings(max_examples=50, deadline=None)
+def test_ipv4_clients_translated_to_ipv6_keep_one_identity_each(a, b):
+    # Behind NAT64/SIIT every IPv4 client arrives as 64:ff9b::<its IPv4>: counted by /64,
+    # all of them were one client ("64:ff9b::/64"), so one abuser locked every one out.
+    peers = [f"64:ff9b::{ipaddress.IPv4Address(v)}" for v in (a, b)]
+    seen = [identity(peer=(peer, 1)) for peer in peers]
+    assert seen == [str(ipaddress.IPv4Address(a)), str(ipaddress.IPv4Address(b))]
+    # ipv6_prefix=128 keeps single addresses as they are
+    assert identity(peer=(peers[0], 1), ipv6_prefix=128) == str(ipaddress.ip_address(peers[0]))
+    assert identity(peer=("64:ff9b:0:0:1::7", 1)) == "64:ff9b::/64"  # outside the /96
+
+
 def test_ipv6_prefix_from_the_environment_and_checked(monkeypatch):
     monkeypatch.setenv("AIMSEC_IPV6_PREFIX", "48")
     assert identity(peer=("2001:db8:1:2::9", 1)) == "2001:db8:1::/48"

@@ -333,3 +333,54 @@ def test_inventing_a_key_per_request_does_not_shed_the_rate_limit(service, train
     assert demo.status_code == 200  # a listed key is its own client
     assert {e.verdict.client for e in sink.events} \
         == {"127.0.0.1", key_identity("demo-key", SECRET.encode())}
+
+
+# -- settings: a bad one stops the start, never a server that answers 500 ----------------
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("AIMSEC_TRUSTED_PROXIES", "bogus"), ("AIMSEC_CLIENT_KEY_SECRET", "short"),
+    ("AIMSEC_IPV6_PREFIX", "200"),
+])
+def test_a_bad_setting_fails_create_app_not_every_request(service, monkeypatch, variable,
+                                                          value):
+    # Starlette builds its middleware at the first event: the error surfaced there, and
+    # under uvicorn's default lifespan mode the server started and answered every request
+    # 500 with a traceback in its log.
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(aimsec_core.ConfigurationError, match=variable if variable !=
+                       "AIMSEC_TRUSTED_PROXIES" else "bogus"):
+        service.create_app(model=object(), calibrate=False, sinks=[])
+
+
+def test_settings_given_as_iterators_are_read_once_and_kept(service, trained, digits):
+    app = service.create_app(model=copy.deepcopy(trained), calibrate=False, sinks=[],
+                             policy=None, key_secret=SECRET,
+                             api_keys=iter([RAW_KEY]), trusted_proxies=iter([PROXY]))
+    with running(app) as url:
+        answer = post(url, digits[:1], source=PROXY,
+                      headers={"X-API-Key": RAW_KEY, "X-Forwarded-For": "198.51.100.9"})
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("port", ["abc", "99999", "0", "-1", "８０"])
+def test_a_bad_port_is_one_line_and_nothing_starts(service, monkeypatch, capsys, port):
+    monkeypatch.setenv("AIMSEC_SERVE_PORT", port)
+    started = []
+    monkeypatch.setattr(service.uvicorn, "run", lambda *a, **k: started.append(k))
+    with pytest.raises(SystemExit) as exited:
+        service.main()
+    assert exited.value.code == 2 and not started
+    err = capsys.readouterr().err
+    assert "AIMSEC_SERVE_PORT" in err and "Traceback" not in err
+
+
+def test_main_stops_when_its_start_up_fails(service, monkeypatch):
+    # uvicorn's default lifespan mode logs a failed start-up as "unsupported" and serves
+    # anyway, every request then a 500 (no model in app.state)
+    monkeypatch.delenv("AIMSEC_SERVE_PORT", raising=False)
+    monkeypatch.setattr(service, "train_digits_model", lambda: object())
+    started = []
+    monkeypatch.setattr(service.uvicorn, "run", lambda *a, **k: started.append(k))
+    service.main()
+    assert started[0]["lifespan"] == "on" and started[0]["proxy_headers"] is False
