@@ -40,6 +40,8 @@ BAD = [
     (["evaluate", "--fpr", "2"], "--fpr"),
     (["evaluate", "--fpr", "-0.1"], "--fpr"),
     (["evaluate", "--out", "{tmp}/fifo"], "FIFO nobody is reading"),  # it used to hang
+    (["evaluate", "--attack", ""], "is empty"),  # it used to select every attack
+    (["evaluate", "--attack", "Boundary"], "names none of the attacks"),
     (["incidents", "--db", "{tmp}/loop"], "symbolic links"),
     (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/o", "--db", "{tmp}/loop"],
      "symbolic links"),

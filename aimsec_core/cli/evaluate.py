@@ -71,6 +71,9 @@ def _refusal(args: argparse.Namespace) -> str | None:
     that names none, detectors the suite would refuse, an output that cannot be written."""
     runs = QUICK_ATTACKS if args.quick else ATTACK_NAMES
     for wanted in args.attack or ():
+        if not wanted.strip():  # a prefix of every name: it would select them all
+            return (f"--attack {wanted!r} is empty; expected the start of an attack's "
+                    f"name: {', '.join(runs)}")
         if not any(name.startswith(wanted) or wanted.startswith(name) for name in runs):
             return (f"--attack {wanted!r} names none of the attacks"
                     f"{' --quick runs' if args.quick else ''}: {', '.join(runs)}")
