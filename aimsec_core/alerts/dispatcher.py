@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigurationError
 from ..incidents.model import Occurrence
 from ..incidents.store import IncidentStore
 from ..metrics import Metrics, NullMetrics
@@ -73,8 +74,9 @@ class Dispatcher:
                  metrics: Metrics | NullMetrics | None = None, start: bool = True,
                  tick_s: float = 1.0, idle_exit_s: float = 30.0,
                  store_retry_s: float = 5.0) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1; received {capacity}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ConfigurationError("the dispatcher's capacity: expected a whole number >= 1; "
+                                     f"received {capacity!r:.40}")
         self.store, self.grouper = store, grouper
         self.channels = list(channels)
         self.fallback = fallback

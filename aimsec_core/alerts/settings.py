@@ -264,7 +264,13 @@ def enabled(explicit: bool | None, env: str) -> bool:
 
 
 def incident_floor(explicit: str | None = None) -> str:
-    return resolve(explicit, "AIMSEC_INCIDENT_SEVERITY", "medium", parse_severity)
+    """The least severity that makes an incident: ``explicit``, else
+    ``AIMSEC_INCIDENT_SEVERITY``, else ``medium``; ConfigurationError for another word."""
+    floor = resolve(explicit, "AIMSEC_INCIDENT_SEVERITY", "medium", parse_severity)
+    try:
+        return parse_severity(floor)
+    except ValueError as exc:
+        raise ConfigurationError(f"incident floor (AIMSEC_INCIDENT_SEVERITY): {exc}") from None
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

@@ -444,3 +444,11 @@ def test_a_store_stuck_at_close_leaves_every_alert_of_the_last_round_in_the_outb
             thread.join(30)
     assert sorted(a.client for a in channel.sent) == ["a", "b"]
     assert not list((tmp_path / "outbox").glob("*.eml"))
+
+
+@pytest.mark.parametrize("capacity", ["5", 2.5, None, True])
+def test_a_capacity_that_is_not_a_whole_number_is_a_configuration_error(capacity):
+    from aimsec_core import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="capacity"):
+        Dispatcher(None, None, capacity=capacity, start=False)

@@ -143,3 +143,11 @@ def test_a_score_that_is_not_one_number_loses_no_finding(clock, score):
     assert set(queued) == {"third_party", "adversarial"}
     assert queued["third_party"].evidence.scores == []
     assert queued["adversarial"].evidence.scores == [3.5]
+
+
+@pytest.mark.parametrize("floor", ["bogus", "HIGH", 3])
+def test_a_floor_given_in_code_is_a_configuration_error(clock, floor):
+    """AIMSEC_INCIDENT_SEVERITY=bogus is a ConfigurationError naming the setting;
+    IncidentSink(floor="bogus") was a bare ValueError from the severity scale."""
+    with pytest.raises(aimsec_core.ConfigurationError, match="AIMSEC_INCIDENT_SEVERITY"):
+        IncidentSink(Dispatcher(None, None, clock=clock, start=False), floor=floor)
