@@ -225,3 +225,31 @@ def test_a_server_trickling_its_greeting_cannot_hold_the_delivery_thread():
         assert server.done.wait(10) and server.sent < 400
     finally:
         server.stop()
+
+
+class _QuitRefused(Inbox):
+    """Accepts every message, then answers QUIT with ``reply`` instead of 221."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+
+    async def handle_QUIT(self, server, session, envelope):  # noqa: N802
+        return self.reply
+
+
+@pytest.mark.parametrize("reply", ["421 shutting down", "500 what"])
+def test_a_message_the_server_accepted_is_sent_whatever_it_answers_to_quit(reply):
+    """smtplib raises for a QUIT answered with anything but 221: a message the server had
+    already taken (250 after DATA) was recorded as failed and sent again (421, retried)
+    or copied to the outbox as undelivered (5xx)."""
+    server = SmtpServer()
+    server.inbox = _QuitRefused(reply)
+    server.start()
+    try:
+        SmtpChannel(SmtpSettings(server="127.0.0.1", port=server.port, sender="a@example.org",
+                                 recipients=("soc@example.org",), security="none")
+                    ).send(alert())
+    finally:
+        server.stop()
+    assert len(server.inbox.messages) == 1
