@@ -197,3 +197,16 @@ def test_an_answer_that_is_not_http_is_a_retryable_delivery_error():
         assert garbled.value.retryable
     finally:
         server.stop()
+
+
+def test_an_alert_the_receiver_answered_2xx_is_sent_even_if_its_body_never_ends():
+    """The status line says the receiver took the alert; a body cut short or stalled
+    after it (here: 10 of 5000 bytes, then silence until the deadline) failed the
+    delivery as retryable, and every retry posted the alert again."""
+    server = TrickleServer(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 10,
+                           interval_s=0)
+    try:
+        WebhookChannel(WebhookSettings(f"http://127.0.0.1:{server.port}/hook",
+                                       timeout_s=1.0)).send(alert())
+    finally:
+        server.stop()
