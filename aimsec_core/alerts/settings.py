@@ -337,9 +337,10 @@ def parse_addresses(raw: str) -> tuple[str, ...]:
 
 
 def _check_address(address: Any) -> None:
-    """``ValueError`` unless ``address`` is text shaped like name@domain on one line."""
-    if not isinstance(address, str) or "@" not in address \
-            or any(c in address for c in "\r\n"):
+    """``ValueError`` unless ``address`` is printable text shaped like name@domain: a
+    control or line-separator character (U+2028) in a header made the email library refuse
+    every alert, its outbox copy included."""
+    if not isinstance(address, str) or "@" not in address or not address.isprintable():
         raise ValueError(f"{address!r:.80} is not an email address; expected name@domain")
 
 

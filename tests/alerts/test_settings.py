@@ -202,3 +202,20 @@ def test_a_webhook_url_no_request_can_use_is_refused_at_startup_without_echoing_
     with pytest.raises(ConfigurationError, match="ALERT_WEBHOOK_URL") as error:
         WebhookSettings.from_env()
     assert "s3cret" not in str(error.value) and "expected" in str(error.value)
+
+
+@pytest.mark.parametrize("env", ["ALERT_SENDER", "ALERT_RECIPIENTS"])
+@pytest.mark.parametrize("bad", ["\u2028", "\x0b", "\x1b", "\x85"])
+def test_an_address_with_a_control_or_line_separator_character_is_refused(monkeypatch, env,
+                                                                          bad):
+    """Only CR and LF were refused: a U+2028 made the email library refuse every alert's
+    header (the outbox copy too, built from the same addresses: every alert lost), and
+    other control characters went into To:/From: raw."""
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    monkeypatch.setenv(env, f"soc@example.org{bad}x")
+    with pytest.raises(ConfigurationError, match=env):
+        SmtpSettings.from_env()
+    with pytest.raises(ConfigurationError, match="ALERT_RECIPIENTS"):
+        SmtpSettings(server="h", port=25, sender="a@example.org",
+                     recipients=(f"soc@example.org{bad}x",), security="none")
