@@ -407,6 +407,9 @@ class Dispatcher:
             return outbox.write(alert)
         except DeliveryError:
             return None
+        except Exception:  # a copy is a safety net: it never costs the round its alerts
+            log.exception("aimsec outbox %r raised writing a copy", outbox)
+            return None
 
     def _to_fallback(self, alert: Alert, failed: Channel) -> None:
         if self.fallback is None or self.fallback is failed:

@@ -452,3 +452,18 @@ def test_a_capacity_that_is_not_a_whole_number_is_a_configuration_error(capacity
 
     with pytest.raises(ConfigurationError, match="capacity"):
         Dispatcher(None, None, capacity=capacity, start=False)
+
+
+def test_an_outbox_that_raises_at_close_costs_its_copies_not_the_alerts(tmp_path, clock):
+    """The final round's copies are a safety net: an outbox raising something other than
+    a DeliveryError (here an address the email library refuses) ended the round before a
+    single alert was sent."""
+    channel = ListChannel()
+    dispatcher = Dispatcher(None, Grouper(GroupingPolicy(group_wait=3600, floor="medium"),
+                                          clock=clock), [channel],
+                            fallback=OutboxChannel(tmp_path / "outbox", sender="a@b\u2028c"),
+                            clock=clock, start=False)
+    for client in ("a", "b"):
+        dispatcher.submit(occ(clock, client))
+    assert dispatcher.close(30)
+    assert sorted(a.client for a in channel.sent) == ["a", "b"]
