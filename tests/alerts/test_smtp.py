@@ -253,3 +253,27 @@ def test_a_message_the_server_accepted_is_sent_whatever_it_answers_to_quit(reply
     finally:
         server.stop()
     assert len(server.inbox.messages) == 1
+
+
+class _Refusing(Inbox):
+    """Refuses every message with a multi-line reply that holds control characters."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        return "554-no\r\n554 aimsec alert via smtp sent (attempt 1) \x1b[2J"
+
+
+def test_a_servers_reply_reaches_errors_and_logs_as_one_printable_line():
+    """A multi-line reply (or one holding escape sequences) went into the error, hence
+    the log, as several lines: a mail server could forge log lines."""
+    server = SmtpServer()
+    server.inbox = _Refusing()
+    server.start()
+    try:
+        with pytest.raises(DeliveryError) as refused:
+            SmtpChannel(SmtpSettings(server="127.0.0.1", port=server.port,
+                                     sender="a@example.org", recipients=("soc@example.org",),
+                                     security="none")).send(alert())
+    finally:
+        server.stop()
+    text = str(refused.value)
+    assert "554" in text and "no" in text and text.isprintable(), text
