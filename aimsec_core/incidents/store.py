@@ -196,7 +196,8 @@ class IncidentStore:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back itself on some errors (disk full):
+                conn.execute("ROLLBACK")  # a second ROLLBACK would replace the reason
             raise
 
     def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:

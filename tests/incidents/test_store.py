@@ -325,3 +325,17 @@ def test_a_window_or_timeout_given_in_code_is_checked_like_the_environment(
         IncidentStore(tmp_path / "db.sqlite3", **{argument: value})
     assert "expected" in str(error.value) and "received" in str(error.value)
     assert not (tmp_path / "db.sqlite3").exists()
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path, clock):
+    """SQLite rolls a transaction back itself when the disk is full; the store's own
+    ROLLBACK then failed, and its "cannot rollback - no transaction is active" replaced
+    the reason in the error and the logs."""
+    store = IncidentStore(tmp_path / "db.sqlite3", clock=clock)
+    store.record([Occurrence("m", "range", "c", "high", clock(), clock())])
+    conn = store._conn()
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(IncidentStoreError, match="database or disk is full"):
+        store.record([Occurrence("m", "range", f"c{i}" * 50, "high", clock(), clock())
+                      for i in range(2000)])
+    assert [i.client for i in store.incidents()] == ["c"]  # the batch left nothing behind
