@@ -6,15 +6,18 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import AimsecError
+from ..incidents.model import clip
 from .message import Alert
 
 
 class DeliveryError(AimsecError, ConnectionError):
     """A channel could not deliver an alert. ``retryable`` is false when trying again
-    cannot help (the server refused the message or the credentials)."""
+    cannot help (the server refused the message or the credentials). The message quotes
+    what a peer answered, so it is kept to one printable line (control characters and
+    line breaks become spaces): it goes to logs and delivery records."""
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
+        super().__init__(clip(message, 1000))
         self.retryable = retryable
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigurationError
 from ..incidents.model import Occurrence
 from ..incidents.store import IncidentStore
 from ..metrics import Metrics, NullMetrics
@@ -73,8 +74,9 @@ class Dispatcher:
                  metrics: Metrics | NullMetrics | None = None, start: bool = True,
                  tick_s: float = 1.0, idle_exit_s: float = 30.0,
                  store_retry_s: float = 5.0) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1; received {capacity}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ConfigurationError("the dispatcher's capacity: expected a whole number >= 1; "
+                                     f"received {capacity!r:.40}")
         self.store, self.grouper = store, grouper
         self.channels = list(channels)
         self.fallback = fallback
@@ -212,11 +214,10 @@ class Dispatcher:
         with self._pump_lock:
             if force:  # a flush or close tries a store that failed a moment ago again
                 self._store_retry_at = 0.0
+            if final:
+                return self._final_round(self.clock())
             processed = self.ingest()
             now = self.clock()
-            if final:
-                self._final_round(now)
-                return processed
             self._retry_due(now, force)
             if self.grouper is not None:
                 for alert in self.grouper.due(now, force=force):
@@ -341,21 +342,29 @@ class Dispatcher:
         self._note(alert, channel, "sent", attempt)
         return True
 
-    def _final_round(self, now: float) -> None:
+    def _final_round(self, now: float) -> int:
         """The last round (``close``, interpreter exit): every alert still to go, new
-        groups and waiting retries alike, is first written to the outbox, then tried once
-        on its channels; the outbox copy is removed once every channel took the alert.
-        Exit allows ``close`` a few seconds while one channel exchange may take its whole
-        timeout: a channel that hangs then leaves the copies of what it did not send in
-        the outbox, where they were lost before. An alert sent just before the process
-        ended may keep its copy too (sent twice, never lost). An alert waiting for retries
-        on several channels has one copy, removed once all of them took it."""
+        groups and waiting retries alike, is first written to the outbox, then the
+        round's occurrences to the store, then each alert is tried once on its channels;
+        the outbox copy is removed once every channel took the alert. Exit allows
+        ``close`` a few seconds while one channel exchange may take its whole timeout and
+        a write to a database another process holds locked the store's ``timeout_s``: a
+        channel or store that hangs then leaves the copies of what was not sent in the
+        outbox, where they were lost before. An alert sent just before the process ended
+        may keep its copy too (sent twice, never lost). An alert waiting for retries on
+        several channels has one copy, removed once all of them took it. Returns the
+        number of occurrences processed."""
+        batch = self._drain()
+        if self.grouper is not None:
+            for occurrence in batch:
+                self.grouper.observe(occurrence)
         jobs: list[tuple[Alert, list[Channel], int]] = []
         while self._retries:
             retry = heapq.heappop(self._retries)
             jobs.append((retry.alert, [retry.channel], retry.attempt))
+        fresh = len(jobs)  # the alerts after this one still lack their incident id
         if self.grouper is not None:
-            jobs += [(self._with_incident(alert), self._channels(), 1)
+            jobs += [(alert, self._channels(), 1)
                      for alert in self.grouper.due(now, force=True)]
         outbox = self.fallback if isinstance(self.fallback, OutboxChannel) else None
         # per alert (its retries on several channels are one alert): its copy, its jobs left
@@ -365,22 +374,28 @@ class Dispatcher:
             if id(alert) not in copies:
                 copies[id(alert)] = self._copy(outbox, alert, channels)
             left[id(alert)] = left.get(id(alert), 0) + 1
+        if batch or self._unstored or self._unnoted:
+            self._store(batch)
         missed: set[int] = set()
-        for alert, channels, attempt in jobs:
-            copy = copies[id(alert)]
+        for index, (alert, channels, attempt) in enumerate(jobs):
+            key = id(alert)
+            copy = copies[key]
+            if index >= fresh:  # a new group's alert: its incident id, stored meanwhile
+                alert = self._with_incident(alert)
             if not channels:
                 log.warning("aimsec alert with no channel: %s", alert.summary())
             sent = [self._attempt(alert, channel, attempt, now, True,
                                   fallback=copy is None) for channel in channels]
             if not all(sent):
-                missed.add(id(alert))
-            left[id(alert)] -= 1
-            if copy is None or left[id(alert)]:
+                missed.add(key)
+            left[key] -= 1
+            if copy is None or left[key]:
                 continue
-            if id(alert) in missed:
+            if key in missed:
                 self._note(alert, outbox, "outbox", 1)  # type: ignore[arg-type]
             else:
                 copy.unlink(missing_ok=True)
+        return sum(o.count for o in batch)
 
     def _copy(self, outbox: OutboxChannel | None, alert: Alert,
               channels: list[Channel]) -> Path | None:
@@ -391,6 +406,9 @@ class Dispatcher:
         try:
             return outbox.write(alert)
         except DeliveryError:
+            return None
+        except Exception:  # a copy is a safety net: it never costs the round its alerts
+            log.exception("aimsec outbox %r raised writing a copy", outbox)
             return None
 
     def _to_fallback(self, alert: Alert, failed: Channel) -> None:

@@ -170,6 +170,10 @@ class Grouper:
     def due(self, now: float | None = None, *, force: bool = False) -> list[Alert]:
         """Claim and return the messages due at ``now`` (default: the clock)."""
         now = self.clock() if now is None else now
+        for own in self._own.values():  # a clock that went back: a capped client's slot
+            for client, seen in own.items():  # frees repeat_interval from now, not from
+                if seen > now:  # a time the clock only reaches again after the jump
+                    own[client] = now
         alerts: list[Alert] = []
         for state in (self.state, self._local):
             if state is None:

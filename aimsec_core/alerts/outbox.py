@@ -41,7 +41,12 @@ class OutboxChannel:
     def write(self, alert: Alert) -> Path:
         """Write ``alert`` as one ``.eml`` file; returns its path. Raises
         :class:`DeliveryError` when the folder cannot take it."""
-        data = bytes(alert.email(self.sender, self.recipients))
+        try:
+            data = bytes(alert.email(self.sender, self.recipients))
+        except (ValueError, TypeError) as exc:  # an address no header can hold
+            raise DeliveryError(f"cannot write the alert as an email from {self.sender!r:.80} "
+                                f"to {list(self.recipients)!r:.200}: {exc}; expected "
+                                "name@domain addresses", retryable=False) from None
         stamp = _stamp(alert.sent_at)
         digest = hashlib.sha256(data).hexdigest()[:12]  # names never hold client text
         target = self.folder / f"{stamp}-{alert.severity}-{digest}.eml"

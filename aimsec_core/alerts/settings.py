@@ -42,6 +42,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..config import (parse_bool, parse_positive_int, parse_seconds, parse_severity,
                       redacted_url, resolve, resolve_store_url)
@@ -67,23 +68,26 @@ class SmtpSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.server, str) or not self.server.strip():
-            raise ConfigurationError(f"SMTP server (ALERT_SMTP_SERVER) must be a host name; "
+            raise ConfigurationError("SMTP server (ALERT_SMTP_SERVER): expected a host name; "
                                      f"received {self.server!r:.60}")
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             raise ConfigurationError(f"SMTP port (ALERT_SMTP_PORT) must be an integer in "
                                      f"1..65535; received {self.port!r:.40}")
         _check_timeout(self.timeout_s, "SMTP", "ALERT_SMTP_TIMEOUT")
         if self.security not in SMTP_SECURITY:
-            raise ConfigurationError(f"SMTP security must be one of {SMTP_SECURITY}; "
-                                     f"received {self.security!r}")
+            raise ConfigurationError(f"SMTP security (ALERT_SMTP_TLS): expected one of "
+                                     f"{SMTP_SECURITY}; received {self.security!r:.40}")
         if not self.recipients:
             raise ConfigurationError(
                 "SMTP alerts need at least one recipient; set ALERT_RECIPIENTS (comma-"
                 "separated) or alert_settings['email_recipients']")
-        for address in (self.sender, *self.recipients):
-            if "@" not in address or any(c in address for c in "\r\n"):
-                raise ConfigurationError(f"{address!r} is not an email address; expected "
-                                         "name@domain")
+        for variable, addresses in (("ALERT_SENDER", (self.sender,)),
+                                    ("ALERT_RECIPIENTS", self.recipients)):
+            for address in addresses:
+                try:
+                    _check_address(address)
+                except ValueError as exc:
+                    raise ConfigurationError(f"{variable}: {exc}") from None
         for part, value, variable in (("user name", self.username, "ALERT_SMTP_USERNAME"),
                                       ("password", self.password, "ALERT_SMTP_PASSWORD")):
             # smtplib sends every AUTH exchange as ASCII: any other character would fail
@@ -93,7 +97,8 @@ class SmtpSettings:
                     f"the SMTP {part} ({variable}) holds characters outside ASCII, which "
                     "SMTP login (smtplib's AUTH) cannot send; use an ASCII login")
         if not 0 < self.port < 65536:
-            raise ConfigurationError(f"SMTP port must be in 1..65535; received {self.port}")
+            raise ConfigurationError("SMTP port (ALERT_SMTP_PORT): expected an integer in "
+                                     f"1..65535; received {self.port}")
         if self.cafile is not None and self.security != "none" \
                 and not os.path.isfile(self.cafile):
             # every alert would fail its TLS handshake, retried for minutes, then the outbox
@@ -173,6 +178,10 @@ class WebhookSettings:
             shown = self.url[:6] if isinstance(self.url, str) else type(self.url).__name__
             raise ConfigurationError("the webhook URL (ALERT_WEBHOOK_URL) must be an http(s) "
                                      f"URL; received one starting {shown!r}")  # may be secret
+        problem = _unusable_url(self.url)
+        if problem:  # every alert would fail (one with a raw traceback): refused now
+            raise ConfigurationError(f"the webhook URL (ALERT_WEBHOOK_URL) {problem}; "
+                                     "expected http(s)://host[:port]/path")
         if self.secret is not None and not isinstance(self.secret, str):
             raise ConfigurationError("the webhook secret (ALERT_WEBHOOK_SECRET) must be text; "
                                      f"received {type(self.secret).__name__}")
@@ -255,7 +264,13 @@ def enabled(explicit: bool | None, env: str) -> bool:
 
 
 def incident_floor(explicit: str | None = None) -> str:
-    return resolve(explicit, "AIMSEC_INCIDENT_SEVERITY", "medium", parse_severity)
+    """The least severity that makes an incident: ``explicit``, else
+    ``AIMSEC_INCIDENT_SEVERITY``, else ``medium``; ConfigurationError for another word."""
+    floor = resolve(explicit, "AIMSEC_INCIDENT_SEVERITY", "medium", parse_severity)
+    try:
+        return parse_severity(floor)
+    except ValueError as exc:
+        raise ConfigurationError(f"incident floor (AIMSEC_INCIDENT_SEVERITY): {exc}") from None
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -287,6 +302,21 @@ def _check_timeout(value: Any, what: str, source: str) -> None:
                                  f"seconds > 0; received {value!r:.40}")
 
 
+def _unusable_url(url: str) -> str | None:
+    """Why no request can be made to ``url`` (told without quoting it: a webhook URL may
+    carry its token), or ``None``."""
+    if not url.isprintable() or any(c.isspace() for c in url):
+        return "holds a space or control character"
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises for a port that is not a number in 0..65535
+    except ValueError:
+        return "is malformed (a bracket or port that cannot be parsed)"
+    if not parts.hostname:
+        return "names no host"
+    return None
+
+
 def _port(value: Any) -> int | None:
     """``alert_settings['smtp_settings']['port']`` as an integer (``None`` if absent)."""
     if value is None:
@@ -302,9 +332,16 @@ def _port(value: Any) -> int | None:
 def parse_addresses(raw: str) -> tuple[str, ...]:
     addresses = tuple(a.strip() for a in raw.split(",") if a.strip())
     for address in addresses:
-        if "@" not in address or any(c in address for c in "\r\n"):
-            raise ValueError(f"{address!r} is not an email address")
+        _check_address(address)
     return addresses
+
+
+def _check_address(address: Any) -> None:
+    """``ValueError`` unless ``address`` is printable text shaped like name@domain: a
+    control or line-separator character (U+2028) in a header made the email library refuse
+    every alert, its outbox copy included."""
+    if not isinstance(address, str) or "@" not in address or not address.isprintable():
+        raise ValueError(f"{address!r:.80} is not an email address; expected name@domain")
 
 
 def _default_sender() -> str:

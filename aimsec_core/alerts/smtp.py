@@ -53,16 +53,19 @@ class SmtpChannel:
         client._host = s.server
         deadline = Deadline(s.timeout_s, lambda: [getattr(client, "sock", None)])
         try:
-            with deadline, client:
-                client.connect(s.server, s.port)
-                client.ehlo()
-                if s.security == "starttls":
-                    client.starttls(context=self._tls())
+            with deadline:
+                try:
+                    client.connect(s.server, s.port)
                     client.ehlo()
-                if s.username:
-                    client.login(s.username, s.password or "")
-                refused = client.send_message(message, from_addr=s.sender,
-                                              to_addrs=list(s.recipients))
+                    if s.security == "starttls":
+                        client.starttls(context=self._tls())
+                        client.ehlo()
+                    if s.username:
+                        client.login(s.username, s.password or "")
+                    refused = client.send_message(message, from_addr=s.sender,
+                                                  to_addrs=list(s.recipients))
+                finally:
+                    _hang_up(client)
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(f"SMTP server {s.server}:{s.port} refused the login of "
                                 f"{s.username!r} (code {exc.smtp_code}); check "
@@ -89,6 +92,19 @@ class SmtpChannel:
                                 f"{len(s.recipients) - len(refused)} of "
                                 f"{len(s.recipients)} recipients; refused "
                                 f"{_refusals(refused)}", retryable=False)
+
+
+def _hang_up(client: smtplib.SMTP) -> None:
+    """QUIT, whatever the answer: ``with smtplib.SMTP()`` raised for a QUIT answered with
+    anything but 221, so a message the server had already accepted was retried (sent
+    twice) or copied to the outbox as undelivered; and a failure before the message
+    must not be replaced by the hang-up's own."""
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        pass
+    finally:
+        client.close()
 
 
 def _text(raw: bytes | str) -> str:

@@ -139,7 +139,8 @@ class WebhookChannel:
     """POSTs each alert to ``settings.url``. 5xx, 408, 429 and network errors are retried
     by the dispatcher; other 4xx answers are not (the receiver rejects the request).
     ``settings.timeout_s`` bounds the whole request (connect to the answer's first KiB),
-    not only each read: a receiver that stalls or trickles fails the attempt (retried)."""
+    not only each read: a receiver that stalls or trickles fails the attempt (retried).
+    A 2xx status line is a delivery, whatever the body after it does."""
 
     name = "webhook"
 
@@ -176,7 +177,11 @@ class WebhookChannel:
         try:
             with deadline, watched.opener().open(request,
                                                  timeout=self.settings.timeout_s) as answer:
-                answer.read(1024)
+                try:
+                    answer.read(1024)
+                except (http.client.HTTPException, OSError, ValueError):
+                    pass  # a 2xx status line: the receiver took the alert, whatever the
+                    # body does after it (a retry would post it again)
         except urllib.error.HTTPError as exc:
             moved = " (a redirect, not followed: configure the final URL)" if (
                 300 <= exc.code < 400) else ""

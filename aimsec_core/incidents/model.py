@@ -60,6 +60,19 @@ def _text_of(value: Any, limit: int) -> str:
         return f"<{type(value).__name__}>"
 
 
+def _score(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None``: a score of a third-party check may be of
+    any type (text, an array, a bool, an int no float holds), and it must not fail the
+    evidence of the finding, nor the incidents of the call's later findings."""
+    if value is None or isinstance(value, (str, bytes, bytearray, bool)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 @dataclass
 class Evidence:
     """Why an incident exists, bounded whatever the number of occurrences."""
@@ -74,8 +87,9 @@ class Evidence:
             text = clip(reason, MAX_TEXT)
             if text not in self.reasons and len(self.reasons) < MAX_REASONS:
                 self.reasons.append(text)
-        if score is not None and math.isfinite(score):
-            self.scores = sorted([*self.scores, float(score)], reverse=True)[:MAX_SCORES]
+        value = _score(score)
+        if value is not None:
+            self.scores = sorted([*self.scores, value], reverse=True)[:MAX_SCORES]
         if input_hash and input_hash not in self.input_hashes \
                 and len(self.input_hashes) < MAX_HASHES:
             self.input_hashes.append(clip(input_hash, 64))

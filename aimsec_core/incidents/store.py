@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
-from ..errors import AimsecError
+from ..errors import AimsecError, ConfigurationError
 from ..severity import SEVERITIES, rank
 from .model import LAST_SECOND, MAX_NAME, STATUSES, Evidence, Incident, Occurrence, clip
 from .schema import VERSION, migrate, version_of
@@ -49,6 +50,17 @@ def database_path(explicit: str | Path | None = None) -> Path:
                         str(default), str)).resolve()
 
 
+def _seconds(value: Any, name: str, bound: str) -> float:
+    """``value`` as a finite number of seconds ``bound`` (``">= 0"`` or ``"> 0"``);
+    ConfigurationError naming ``name`` otherwise."""
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else math.nan
+    if not (0 <= number < math.inf) or (bound == "> 0" and number == 0):
+        raise ConfigurationError(f"the incident store's {name}: expected a finite number of "
+                                 f"seconds {bound}; received {value!r:.40}")
+    return float(number)
+
+
 class IncidentStoreError(AimsecError, RuntimeError):
     """The incident database could not be opened or written."""
 
@@ -72,9 +84,12 @@ class IncidentStore:
                  read_only: bool = False) -> None:
         self.path = database_path(path)
         self.read_only = read_only
-        self.window_s = resolve(window_s, "AIMSEC_INCIDENT_WINDOW", DEFAULT_WINDOW_S,
-                                parse_seconds)
-        self.timeout_s = timeout_s
+        # what the code passes is checked like what the environment sets: a negative or
+        # NaN window opened an incident per occurrence, text failed every write
+        self.window_s = _seconds(resolve(window_s, "AIMSEC_INCIDENT_WINDOW",
+                                         DEFAULT_WINDOW_S, parse_seconds),
+                                 "window_s (AIMSEC_INCIDENT_WINDOW)", ">= 0")
+        self.timeout_s = _seconds(timeout_s, "timeout_s", "> 0")
         self.clock = clock
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -181,7 +196,8 @@ class IncidentStore:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back itself on some errors (disk full):
+                conn.execute("ROLLBACK")  # a second ROLLBACK would replace the reason
             raise
 
     def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:

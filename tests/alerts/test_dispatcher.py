@@ -401,3 +401,69 @@ def test_an_alert_retried_on_two_channels_at_close_has_one_outbox_copy(
     assert dispatcher.retries == 2
     dispatcher.close(30)
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == copies
+
+
+def test_a_store_stuck_at_close_leaves_every_alert_of_the_last_round_in_the_outbox(
+        tmp_path):
+    """The final round wrote the round's occurrences to the store before it wrote a single
+    outbox copy: a database another process holds locked makes that write wait up to
+    the store's timeout_s (30 s), far past exit's 5 s, and the process ended with the
+    pending alerts neither sent nor in the outbox. The copies are now written first."""
+    entered, release = threading.Event(), threading.Event()
+
+    class StuckStore:
+        path = tmp_path / "db.sqlite3"
+        def record(self, occurrences):
+            entered.set()
+            release.wait(30)
+            return []
+
+        def record_delivery(self, **record):
+            pass
+
+        def release(self):
+            pass
+
+    store, outbox = StuckStore(), OutboxChannel(tmp_path / "outbox")
+    channel = ListChannel()
+    dispatcher = Dispatcher(store, Grouper(GroupingPolicy(group_wait=3600, floor="medium")),
+                            [channel], fallback=outbox, tick_s=3600)  # no round but the last
+    for client in ("a", "b"):
+        dispatcher.submit(Occurrence("m", "range", client, "high", time.time(), time.time()))
+    try:
+        assert not dispatcher.close(0.2)  # the store holds the final round
+        assert entered.wait(30)
+        copies = sorted((tmp_path / "outbox").glob("*.eml"))
+        subjects = sorted(email.message_from_bytes(p.read_bytes())["Subject"]
+                          for p in copies)
+        assert len(copies) == 2 and all("range on model m" in s for s in subjects), subjects
+    finally:
+        release.set()
+        thread = dispatcher._thread
+        if thread is not None:
+            thread.join(30)
+    assert sorted(a.client for a in channel.sent) == ["a", "b"]
+    assert not list((tmp_path / "outbox").glob("*.eml"))
+
+
+@pytest.mark.parametrize("capacity", ["5", 2.5, None, True])
+def test_a_capacity_that_is_not_a_whole_number_is_a_configuration_error(capacity):
+    from aimsec_core import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="capacity"):
+        Dispatcher(None, None, capacity=capacity, start=False)
+
+
+def test_an_outbox_that_raises_at_close_costs_its_copies_not_the_alerts(tmp_path, clock):
+    """The final round's copies are a safety net: an outbox raising something other than
+    a DeliveryError (here an address the email library refuses) ended the round before a
+    single alert was sent."""
+    channel = ListChannel()
+    dispatcher = Dispatcher(None, Grouper(GroupingPolicy(group_wait=3600, floor="medium"),
+                                          clock=clock), [channel],
+                            fallback=OutboxChannel(tmp_path / "outbox", sender="a@b\u2028c"),
+                            clock=clock, start=False)
+    for client in ("a", "b"):
+        dispatcher.submit(occ(clock, client))
+    assert dispatcher.close(30)
+    assert sorted(a.client for a in channel.sent) == ["a", "b"]

@@ -170,3 +170,19 @@ def test_a_clock_that_goes_back_delays_a_group_by_its_timer_not_by_the_jump(grou
     clock.advance(300)
     [update] = grouper.due()  # the quiet follow-up, group_interval after the jump
     assert (update.kind, update.suppressed) == ("update", 1)
+
+
+def test_a_clock_that_goes_back_frees_a_capped_client_slot_after_repeat_interval(clock):
+    """The client cap counts clients per repeat_interval from when each was last seen; a
+    slot taken before an NTP step back stayed taken until the clock caught up with the old
+    time again (the jump plus repeat_interval), so every new client was rolled up."""
+    policy = GroupingPolicy(group_wait=0, group_interval=60, repeat_interval=600,
+                            floor="medium", max_clients=1)
+    grouper = Grouper(policy, clock=clock)
+    grouper.observe(occurrence(clock, client="a"))
+    assert [a.client for a in grouper.due()] == ["a"]
+    clock.advance(-86_400)  # a day back
+    assert grouper.due() == []  # the worker's next round
+    clock.advance(601)  # "a" quiet for repeat_interval: its slot is free again
+    grouper.observe(occurrence(clock, client="b"))
+    assert [a.client for a in grouper.due()] == ["b"]

@@ -54,7 +54,7 @@ def test_the_password_is_never_shown(monkeypatch, caplog):
 @pytest.mark.parametrize("env, value, match", [
     ("ALERT_SMTP_PORT", "smtp", "ALERT_SMTP_PORT"),
     ("ALERT_RECIPIENTS", "not-an-address", "ALERT_RECIPIENTS"),
-    ("ALERT_SMTP_TLS", "maybe", "security must be one of"),
+    ("ALERT_SMTP_TLS", "maybe", "ALERT_SMTP_TLS"),
 ])
 def test_bad_settings_name_the_variable(monkeypatch, env, value, match):
     monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
@@ -170,3 +170,52 @@ def test_the_original_alert_settings_take_a_port_given_as_text(monkeypatch):
 def test_a_grouping_policy_built_directly_is_checked_like_the_environment(field, value):
     with pytest.raises(ConfigurationError, match=field):
         GroupingPolicy(**{field: value})
+
+
+@pytest.mark.parametrize("env, value", [
+    ("ALERT_SMTP_PORT", "70000"), ("ALERT_SMTP_PORT", "0"), ("ALERT_SMTP_TLS", "maybe"),
+    ("ALERT_SENDER", "nobody"), ("ALERT_RECIPIENTS", "a@example.org, nobody"),
+    ("ALERT_SMTP_SERVER", "   "),
+])
+def test_each_bad_smtp_variable_is_named_with_what_was_expected_and_received(
+        monkeypatch, env, value):
+    """A port out of range, an unknown TLS mode or a sender without "@" said what was wrong
+    but not which variable held it."""
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigurationError) as error:
+        SmtpSettings.from_env()
+    text = str(error.value)
+    assert env in text and "expected" in text and value.split(", ")[-1] in text, text
+
+
+@pytest.mark.parametrize("url", [
+    "http://exa mple.org/hook", "http://[::1/hook", "http:///hook", "https://h:99999/x",
+    "https://h:port/x", "http://h/x\r\nX-Injected: 1",
+])
+def test_a_webhook_url_no_request_can_use_is_refused_at_startup_without_echoing_it(
+        monkeypatch, url):
+    """Such a URL was accepted and failed every alert (each one then went to the outbox,
+    one a raw OverflowError traceback from the socket layer)."""
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", url + "?token=s3cret")
+    with pytest.raises(ConfigurationError, match="ALERT_WEBHOOK_URL") as error:
+        WebhookSettings.from_env()
+    assert "s3cret" not in str(error.value) and "expected" in str(error.value)
+
+
+@pytest.mark.parametrize("env", ["ALERT_SENDER", "ALERT_RECIPIENTS"])
+@pytest.mark.parametrize("bad", ["\u2028", "\x0b", "\x1b", "\x85"])
+def test_an_address_with_a_control_or_line_separator_character_is_refused(monkeypatch, env,
+                                                                          bad):
+    """Only CR and LF were refused: a U+2028 made the email library refuse every alert's
+    header (the outbox copy too, built from the same addresses: every alert lost), and
+    other control characters went into To:/From: raw."""
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    monkeypatch.setenv(env, f"soc@example.org{bad}x")
+    with pytest.raises(ConfigurationError, match=env):
+        SmtpSettings.from_env()
+    with pytest.raises(ConfigurationError, match="ALERT_RECIPIENTS"):
+        SmtpSettings(server="h", port=25, sender="a@example.org",
+                     recipients=(f"soc@example.org{bad}x",), security="none")

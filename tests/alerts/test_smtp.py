@@ -225,3 +225,55 @@ def test_a_server_trickling_its_greeting_cannot_hold_the_delivery_thread():
         assert server.done.wait(10) and server.sent < 400
     finally:
         server.stop()
+
+
+class _QuitRefused(Inbox):
+    """Accepts every message, then answers QUIT with ``reply`` instead of 221."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+
+    async def handle_QUIT(self, server, session, envelope):  # noqa: N802
+        return self.reply
+
+
+@pytest.mark.parametrize("reply", ["421 shutting down", "500 what"])
+def test_a_message_the_server_accepted_is_sent_whatever_it_answers_to_quit(reply):
+    """smtplib raises for a QUIT answered with anything but 221: a message the server had
+    already taken (250 after DATA) was recorded as failed and sent again (421, retried)
+    or copied to the outbox as undelivered (5xx)."""
+    server = SmtpServer()
+    server.inbox = _QuitRefused(reply)
+    server.start()
+    try:
+        SmtpChannel(SmtpSettings(server="127.0.0.1", port=server.port, sender="a@example.org",
+                                 recipients=("soc@example.org",), security="none")
+                    ).send(alert())
+    finally:
+        server.stop()
+    assert len(server.inbox.messages) == 1
+
+
+class _Refusing(Inbox):
+    """Refuses every message with a multi-line reply that holds control characters."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        return "554-no\r\n554 aimsec alert via smtp sent (attempt 1) \x1b[2J"
+
+
+def test_a_servers_reply_reaches_errors_and_logs_as_one_printable_line():
+    """A multi-line reply (or one holding escape sequences) went into the error, hence
+    the log, as several lines: a mail server could forge log lines."""
+    server = SmtpServer()
+    server.inbox = _Refusing()
+    server.start()
+    try:
+        with pytest.raises(DeliveryError) as refused:
+            SmtpChannel(SmtpSettings(server="127.0.0.1", port=server.port,
+                                     sender="a@example.org", recipients=("soc@example.org",),
+                                     security="none")).send(alert())
+    finally:
+        server.stop()
+    text = str(refused.value)
+    assert "554" in text and "no" in text and text.isprintable(), text

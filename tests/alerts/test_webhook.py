@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from aimsec_core import ConfigurationError
 from aimsec_core.alerts import (Backoff, DeliveryError, Dispatcher, Grouper, GroupingPolicy,
                                 WebhookChannel, WebhookSettings)
 from aimsec_core.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
@@ -134,11 +135,14 @@ def test_the_webhook_url_stays_out_of_errors_records_and_reprs(tmp_path, hook_se
     assert len(errors) == 2 and "HTTP 500" in errors[0] and "HTTP 503" in errors[1]
     shown = [*errors, repr(channel), repr(channel.settings), str(channel.settings)]
     unreachable = WebhookChannel(WebhookSettings(f"http://127.0.0.1:1/hook/{token}"))
-    for bad in (unreachable, WebhookChannel(WebhookSettings(f"http://[::1/{token}"))):
-        try:
-            bad.send(alert())
-        except DeliveryError as exc:
-            shown.append(str(exc))
+    try:
+        unreachable.send(alert())
+    except DeliveryError as exc:
+        shown.append(str(exc))
+    try:  # a URL no request can use is refused when configured, not at each alert
+        WebhookSettings(f"http://[::1/{token}")
+    except ConfigurationError as exc:
+        shown.append(str(exc))
     assert len(shown) == 7
     assert not [text for text in shown if token in text]
     assert all("127.0.0.1" in text for text in shown[:5])
@@ -191,5 +195,18 @@ def test_an_answer_that_is_not_http_is_a_retryable_delivery_error():
             WebhookChannel(WebhookSettings(f"http://127.0.0.1:{server.port}/hook")
                            ).send(alert())
         assert garbled.value.retryable
+    finally:
+        server.stop()
+
+
+def test_an_alert_the_receiver_answered_2xx_is_sent_even_if_its_body_never_ends():
+    """The status line says the receiver took the alert; a body cut short or stalled
+    after it (here: 10 of 5000 bytes, then silence until the deadline) failed the
+    delivery as retryable, and every retry posted the alert again."""
+    server = TrickleServer(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 10,
+                           interval_s=0)
+    try:
+        WebhookChannel(WebhookSettings(f"http://127.0.0.1:{server.port}/hook",
+                                       timeout_s=1.0)).send(alert())
     finally:
         server.stop()

@@ -127,3 +127,27 @@ def test_a_demo_can_alert_on_medium_findings(model, tmp_path):
         guarded.predict(X * 2)
     assert guarded.close(30)
     assert len(list(default_locations()["outbox"].glob("*.eml"))) == 1
+
+
+@pytest.mark.parametrize("score", ["0.9", b"1", np.array([1.0, 2.0]), 10**400, object(),
+                                   True])
+def test_a_score_that_is_not_one_number_loses_no_finding(clock, score):
+    """A third-party check's score of another type (text, an array, an int no float can
+    hold) raised from the evidence, failing the sink: that finding and every later one of
+    the call made no incident. The score is now left out of the evidence."""
+    dispatcher = Dispatcher(None, None, clock=clock, start=False)
+    sink = IncidentSink(dispatcher, floor="medium")
+    sink.record(call(Finding("third_party", "odd", score=score),
+                     Finding("adversarial", "odd", score=np.float32(3.5))))
+    queued = {o.threat: o for level in dispatcher._pending for o in level.values()}
+    assert set(queued) == {"third_party", "adversarial"}
+    assert queued["third_party"].evidence.scores == []
+    assert queued["adversarial"].evidence.scores == [3.5]
+
+
+@pytest.mark.parametrize("floor", ["bogus", "HIGH", 3])
+def test_a_floor_given_in_code_is_a_configuration_error(clock, floor):
+    """AIMSEC_INCIDENT_SEVERITY=bogus is a ConfigurationError naming the setting;
+    IncidentSink(floor="bogus") was a bare ValueError from the severity scale."""
+    with pytest.raises(aimsec_core.ConfigurationError, match="AIMSEC_INCIDENT_SEVERITY"):
+        IncidentSink(Dispatcher(None, None, clock=clock, start=False), floor=floor)

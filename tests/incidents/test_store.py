@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aimsec_core import ConfigurationError
 from aimsec_core.incidents import Evidence, IncidentStore, IncidentStoreError, Occurrence
 from aimsec_core.incidents.schema import MIGRATIONS, VERSION
 
@@ -308,3 +309,33 @@ def test_acknowledging_an_unreadable_incident_changes_nothing(tmp_path, clock):
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT status FROM incidents").fetchone() == ("open",)
     conn.close()
+
+
+@pytest.mark.parametrize("argument, value", [
+    ("window_s", -5), ("window_s", float("nan")), ("window_s", float("inf")),
+    ("window_s", "an hour"), ("timeout_s", float("nan")), ("timeout_s", -1),
+    ("timeout_s", 0), ("timeout_s", None),
+])
+def test_a_window_or_timeout_given_in_code_is_checked_like_the_environment(
+        tmp_path, argument, value):
+    """AIMSEC_INCIDENT_WINDOW=-5 is refused, but window_s=-5 was taken as given: every
+    occurrence then opened an incident of its own (NaN the same); text failed every write
+    in the worker with a TypeError, a NaN timeout every connection with a ValueError."""
+    with pytest.raises(ConfigurationError, match=argument) as error:
+        IncidentStore(tmp_path / "db.sqlite3", **{argument: value})
+    assert "expected" in str(error.value) and "received" in str(error.value)
+    assert not (tmp_path / "db.sqlite3").exists()
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path, clock):
+    """SQLite rolls a transaction back itself when the disk is full; the store's own
+    ROLLBACK then failed, and its "cannot rollback - no transaction is active" replaced
+    the reason in the error and the logs."""
+    store = IncidentStore(tmp_path / "db.sqlite3", clock=clock)
+    store.record([Occurrence("m", "range", "c", "high", clock(), clock())])
+    conn = store._conn()
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(IncidentStoreError, match="database or disk is full"):
+        store.record([Occurrence("m", "range", f"c{i}" * 50, "high", clock(), clock())
+                      for i in range(2000)])
+    assert [i.client for i in store.incidents()] == ["c"]  # the batch left nothing behind
