@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError, ConfigurationError
 from ..severity import SEVERITIES, rank
+from ..visible import visible
 from .model import LAST_SECOND, MAX_NAME, STATUSES, Evidence, Incident, Occurrence, clip
 from .schema import VERSION, migrate, version_of
 
@@ -44,10 +45,17 @@ _COLUMNS = (f"id, substr(model, 1, {MAX_NAME + 1}), substr(threat, 1, {MAX_NAME 
 
 def database_path(explicit: str | Path | None = None) -> Path:
     """The incident database: ``explicit``, else ``AIMSEC_INCIDENT_DB``, else
-    ``<SECURITY_LOG_PATH>/incidents.sqlite3`` (absolute)."""
+    ``<SECURITY_LOG_PATH>/incidents.sqlite3`` (absolute). Raises
+    :class:`ConfigurationError` for a path whose symbolic links lead back to themselves."""
     default = log_folder() / INCIDENTS_FILE
-    return Path(resolve(None if explicit is None else str(explicit), "AIMSEC_INCIDENT_DB",
-                        str(default), str)).resolve()
+    path = Path(resolve(None if explicit is None else str(explicit), "AIMSEC_INCIDENT_DB",
+                        str(default), str))
+    try:
+        return path.resolve()
+    except RuntimeError:  # pathlib's "Symlink loop from ..." (before Python 3.13)
+        raise ConfigurationError(
+            f"the incident database {visible(str(path))}: the path leads to itself through "
+            f"symbolic links; expected a file or a place for one") from None
 
 
 def _seconds(value: Any, name: str, bound: str) -> float:

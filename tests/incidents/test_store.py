@@ -339,3 +339,16 @@ def test_a_full_disk_is_reported_as_such(tmp_path, clock):
         store.record([Occurrence("m", "range", f"c{i}" * 50, "high", clock(), clock())
                       for i in range(2000)])
     assert [i.client for i in store.incidents()] == ["c"]  # the batch left nothing behind
+
+
+def test_a_database_path_that_loops_on_its_own_links_is_a_configuration_error(tmp_path):
+    # pathlib's resolve() raised RuntimeError ("Symlink loop from ...") from the Python
+    # API (the CLI caught it; report(db=...) and IncidentStore did not)
+    from aimsec_core.incidents.store import database_path
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(ConfigurationError, match="symbolic links"):
+        database_path(loop)
+    with pytest.raises(ConfigurationError, match="symbolic links"):
+        IncidentStore(loop)
