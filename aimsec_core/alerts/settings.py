@@ -226,13 +226,16 @@ class GroupingPolicy:
     max_clients: int = 3
 
     def __post_init__(self) -> None:
-        # a NaN timer never came due (no alert, ever); a negative one sent at once
-        for name in ("group_wait", "group_interval", "repeat_interval"):
+        # a NaN timer never came due (no alert, ever); a negative one sent at once; a zero
+        # interval a message per round for a group that keeps firing (Alertmanager refuses
+        # a zero group_interval and repeat_interval too)
+        for name, least in (("group_wait", 0), ("group_interval", 1), ("repeat_interval", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0 <= value < math.inf:
-                raise ConfigurationError(f"alert {name} must be a finite number of seconds "
-                                         f">= 0; received {value!r:.40}")
+                    or not 0 <= value < math.inf or (least and value == 0):
+                raise ConfigurationError(
+                    f"alert {name} (AIMSEC_ALERT_{name.upper()}) must be a finite number of "
+                    f"seconds {'> 0' if least else '>= 0'}; received {value!r:.40}")
         try:
             parse_severity(self.floor)
         except ValueError as exc:

@@ -163,6 +163,9 @@ def test_the_original_alert_settings_take_a_port_given_as_text(monkeypatch):
     ("group_wait", float("nan")),   # the timer never came due: no alert, ever
     ("group_interval", -5),
     ("repeat_interval", float("inf")),
+    # zero: a message every round for a group that keeps firing (Alertmanager refuses it)
+    ("group_interval", 0),
+    ("repeat_interval", 0),
     ("floor", "severe"),
     ("max_clients", -1),
     ("max_clients", 2.5),
@@ -219,3 +222,12 @@ def test_an_address_with_a_control_or_line_separator_character_is_refused(monkey
     with pytest.raises(ConfigurationError, match="ALERT_RECIPIENTS"):
         SmtpSettings(server="h", port=25, sender="a@example.org",
                      recipients=(f"soc@example.org{bad}x",), security="none")
+
+
+def test_a_zero_repeat_interval_from_the_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("AIMSEC_ALERT_REPEAT_INTERVAL", "0")
+    with pytest.raises(ConfigurationError, match="AIMSEC_ALERT_REPEAT_INTERVAL.*> 0"):
+        GroupingPolicy.resolve()
+    monkeypatch.setenv("AIMSEC_ALERT_REPEAT_INTERVAL", "60")
+    monkeypatch.setenv("AIMSEC_ALERT_GROUP_WAIT", "0")  # no wait before the first: fine
+    assert GroupingPolicy.resolve().group_wait == 0
