@@ -38,6 +38,7 @@ from ..incidents.model import Occurrence
 from ..incidents.store import IncidentStore
 from ..metrics import Metrics, NullMetrics
 from ..severity import SEVERITIES, rank
+from ..visible import visible
 from .channel import Backoff, Channel, DeliveryError
 from .grouping import Grouper
 from .message import Alert
@@ -438,8 +439,9 @@ class Dispatcher:
               error: str | None = None) -> None:
         self.metrics.alert(channel.name, status)
         if status != "sent":
+            # a channel's own error text may hold anything a server answered
             log.warning("aimsec alert via %s %s (attempt %d): %s", channel.name, status,
-                        attempt, error or alert.summary())
+                        attempt, visible(error) if error else alert.summary())
         if self.store is None:
             return
         record = dict(group_key=alert.group_key, channel=channel.name, status=status,

@@ -467,3 +467,20 @@ def test_an_outbox_that_raises_at_close_costs_its_copies_not_the_alerts(tmp_path
         dispatcher.submit(occ(clock, client))
     assert dispatcher.close(30)
     assert sorted(a.client for a in channel.sent) == ["a", "b"]
+
+
+def test_a_channel_error_that_is_not_a_delivery_error_is_logged_as_one_printable_line(
+        clock, caplog):
+    # a third-party channel raising with a server's answer in its message: the warning
+    # carried its line breaks and escape sequences raw (forged log lines, a driven terminal)
+    class Raising(ListChannel):
+        def send(self, alert):
+            raise RuntimeError("refused\nFAKE LOG LINE \x1b[2J")
+
+    dispatcher = Dispatcher(None, Grouper(NOW_POLICY, clock=clock), [Raising()],
+                            clock=clock, start=False)
+    dispatcher.submit(occ(clock, "x"))
+    dispatcher.pump()
+    warnings = [r.getMessage() for r in caplog.records if "alert via" in r.getMessage()]
+    assert warnings and all("\n" not in w and "\x1b" not in w for w in warnings)
+    assert "FAKE LOG LINE" in warnings[0]  # the text is kept, made visible
