@@ -109,7 +109,9 @@ class Policy:
                 f"policy must be a dict of settings (e.g. the original SECURITY_CONFIG); "
                 f"received {type(policy).__name__}")
         settings = _plain(policy)
-        tiers_raw = settings.pop("tiers", None) or {}
+        tiers_raw = settings.pop("tiers", None)
+        if tiers_raw is None:
+            tiers_raw = {}
         rule_keys = {f.name for f in dataclasses.fields(ClientRules)}
         policy_keys = {f.name for f in dataclasses.fields(cls)} - {"rules", "tiers"}
         unknown = sorted(set(map(str, settings)) - rule_keys - policy_keys)
@@ -186,7 +188,8 @@ _LARGEST_COUNT = 2**31 - 1
 
 
 def _rules(values: dict[str, Any], base: ClientRules, where: str) -> ClientRules:
-    if values.get("max_requests_per_minute") in (0,):
+    quota = values.get("max_requests_per_minute")
+    if type(quota) is int and quota == 0:  # not False or 0.0: those are refused below
         values["max_requests_per_minute"] = None
     try:
         rules = dataclasses.replace(base, **values)

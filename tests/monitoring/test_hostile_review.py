@@ -1,0 +1,79 @@
+"""Hostile settings, windows and clocks found in review: each was accepted silently or
+ended in a raw traceback."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core.adapter import HostArrays
+from aimsec_core.errors import ConfigurationError
+from aimsec_core.guard import Guard
+from aimsec_core.monitoring import build_monitor
+from aimsec_core.monitoring.memory import MemoryStore
+from aimsec_core.monitoring.policy import Policy
+
+
+def _guard(clock, sink, store=None, **policy):
+    return Guard(None, HostArrays(None), name="m", sinks=[sink], clock=clock, policy=policy,
+                 store=store or MemoryStore(secret=b"s" * 32))
+
+
+def _call(guard, who, x):
+    with aimsec_core.client(who):
+        return guard.call({"input": x}, lambda: None)
+
+
+@pytest.mark.parametrize("value", [False, 0.0, np.False_])
+def test_a_quota_that_is_not_an_integer_is_refused_even_when_it_equals_zero(value):
+    # False and 0.0 compared equal to 0 and silently meant "no rate limit"
+    with pytest.raises(ConfigurationError, match="max_requests_per_minute.*received"):
+        Policy.coerce({"max_requests_per_minute": value})
+    with pytest.raises(ConfigurationError, match="max_requests_per_minute"):
+        Policy.coerce({"tiers": {"t": {"max_requests_per_minute": value}}})
+
+
+def test_zero_and_none_still_mean_no_quota():
+    assert Policy.coerce({"max_requests_per_minute": 0}).rules.max_requests_per_minute is None
+    assert Policy.coerce({"max_requests_per_minute": np.int64(0)}
+                         ).rules.max_requests_per_minute is None
+    policy = Policy.coerce({"max_requests_per_minute": 5,
+                            "tiers": {"t": {"max_requests_per_minute": None}}})
+    assert policy.rules_for("t").max_requests_per_minute is None
+
+
+@pytest.mark.parametrize("tiers", [0, "", False, [], ()])
+def test_tiers_that_are_not_a_mapping_are_refused_even_when_empty(tiers):
+    # a falsy value of any type was read as "no tiers"
+    with pytest.raises(ConfigurationError, match="tiers.*received"):
+        Policy.coerce({"tiers": tiers})
+
+
+def test_no_tiers_is_none_or_an_empty_dict():
+    assert Policy.coerce({"tiers": None}).tiers == {}
+    assert Policy.coerce({"tiers": {}}).tiers == {}
+
+
+@pytest.mark.parametrize("window", [1e-300, 5e-324, 0.5, np.float32(1e-45), Fraction(1, 3)])
+def test_a_window_shorter_than_a_minute_reads_one_minute(clock, sink, window):
+    # the counters resolve minutes: a window of 1e-300 minutes reported the current
+    # minute's calls at a rate of 10^10 a minute, np.float32(1e-45) none at all
+    guard = _guard(clock, sink)
+    for i in range(3):
+        _call(guard, "a", np.full((1, 4), float(i)))
+    report = guard.monitor.request_analysis(window)
+    assert report["window_minutes"] == 1.0 and type(report["window_minutes"]) is float
+    assert report["total_requests"] == 3 and report["request_rate"] == 3.0
+
+
+@pytest.mark.parametrize("window", [np.float16(60), np.float32(60), Fraction(60), 60])
+def test_a_window_of_any_real_type_is_read_as_a_float(clock, sink, window):
+    # np.float16(60) made the window's start overflow float16: a raw ValueError (NaN)
+    guard = _guard(clock, sink)
+    _call(guard, "a", np.ones((1, 4)))
+    report = guard.monitor.request_analysis(window)
+    assert report["window_minutes"] == 60.0 and type(report["window_minutes"]) is float
+    assert report["total_requests"] == 1
