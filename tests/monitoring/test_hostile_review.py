@@ -12,7 +12,6 @@ import aimsec_core
 from aimsec_core.adapter import HostArrays
 from aimsec_core.errors import ConfigurationError
 from aimsec_core.guard import Guard
-from aimsec_core.monitoring import build_monitor
 from aimsec_core.monitoring.memory import MemoryStore
 from aimsec_core.monitoring.policy import Policy
 
