@@ -145,10 +145,10 @@ class RedisStore(Store):
                 keys, args = pending
                 pipe.evalsha(self._shas["apply"], len(keys), *keys, *args)
             pipe.evalsha(self._shas["admit"], 3, f"{base}:lock", f"{base}:last", _SECRET_KEY,
-                         repr(now), repr(rules.min_request_interval), "1" if lockout else "0",
+                         _num(now), _num(rules.min_request_interval), "1" if lockout else "0",
                          self._secret or self._local_secret)
             if limit is not None:
-                pipe.evalsha(self._shas["acquire"], 1, rate_key, repr(now), limit, 60, 1)
+                pipe.evalsha(self._shas["acquire"], 1, rate_key, _num(now), limit, 60, 1)
                 pipe.lindex(rate_key, limit - 1)
 
         try:
@@ -186,7 +186,7 @@ class RedisStore(Store):
         base = f"{namespace}:{client}"
         fingerprints = None if query is None else query.fingerprints()
         counting = bool(rules.max_repeats and call_hash)
-        head: list[Any] = [repr(now), repr(policy.near_duplicate_ttl),
+        head: list[Any] = [_num(now), _num(policy.near_duplicate_ttl),
                            policy.near_duplicate_max_fingerprints, WAYS, client_tag & _TAG]
         slices = [(None, None)] if fingerprints is None else [
             (fingerprints[0][i:i + ROWS_PER_SCRIPT], fingerprints[1][i:i + ROWS_PER_SCRIPT])
@@ -194,7 +194,7 @@ class RedisStore(Store):
         repeats, suspect, matches = 0, "", []
         for k, (hashes, contents) in enumerate(slices):
             keys = [f"{base}:rep:{call_hash}", f"{base}:suspect", f"{namespace}:fp:serial"]
-            args: list[Any] = [head[0], repr(rules.repeat_window) if counting and not k
+            args: list[Any] = [head[0], _num(rules.repeat_window) if counting and not k
                                else "0", *head[1:]]
             sizes = []
             if hashes is not None:
@@ -227,14 +227,14 @@ class RedisStore(Store):
         with self._lock:
             # a token per failure: re-sent after a lost reply, it still counts once
             self._pending_keys += [f"{base}:failed", f"{base}:lock"]
-            self._pending_failures += [os.urandom(8).hex(), repr(now),
-                                       rules.max_failed_attempts, repr(rules.failure_window),
-                                       repr(rules.session_timeout)]
+            self._pending_failures += [os.urandom(8).hex(), _num(now),
+                                       rules.max_failed_attempts, _num(rules.failure_window),
+                                       _num(rules.session_timeout)]
 
     def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
         with self._lock:
             self._pending_suspects[0].append(f"{_namespace(model)}:{client}:suspect")
-            self._pending_suspects[1].extend([repr(until), repr(until - now)])
+            self._pending_suspects[1].extend([_num(until), _num(until - now)])
 
     def flush(self) -> None:
         pending = self._take_pending()
@@ -311,6 +311,12 @@ def _buckets(policy: Policy) -> int:
     (a fixed key count, so Redis memory stays bounded whatever the traffic)."""
     entries = policy.near_duplicate_max_fingerprints * policy.near_duplicate_hashes
     return 1 << max(4, math.ceil(math.log2(entries / WAYS)))
+
+
+def _num(seconds: Any) -> str:
+    """A time or duration as the scripts read it (``tonumber``): a clock may read numpy
+    scalars, whose repr (``np.float64(1.7e9)``) is not a number to Lua."""
+    return repr(float(seconds))
 
 
 def _text(value: Any) -> str:

@@ -76,3 +76,44 @@ def test_a_window_of_any_real_type_is_read_as_a_float(clock, sink, window):
     report = guard.monitor.request_analysis(window)
     assert report["window_minutes"] == 60.0 and type(report["window_minutes"]) is float
     assert report["total_requests"] == 1
+
+
+class _NumpyClock:
+    """A clock reading numpy scalars (a time computed with numpy)."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind, self.now = kind, 1_700_000_000
+
+    def __call__(self):
+        return self.kind(self.now)
+
+
+@pytest.mark.parametrize("kind", [np.float64, np.int64])
+def test_a_clock_reading_numpy_scalars_works_on_redis(redis_server, sink, kind):
+    # numpy 2 writes repr(np.float64(t)) as 'np.float64(t)': every Redis script failed on
+    # it, so the store looked down for good (every call refused under fail_closed)
+    clock = _NumpyClock(kind)
+    guard = _guard(clock, sink, store=redis_server.url, max_requests_per_minute=2,
+                   max_failed_attempts=1, store_failure="fail_closed")
+    for i in range(2):
+        _call(guard, "a", np.full((1, 4), float(i)))
+    with pytest.raises(aimsec_core.RateLimitedError):
+        _call(guard, "a", np.full((1, 4), 5.0))
+    clock.now += 1
+    with pytest.raises(aimsec_core.ClientBlockedError):  # the failure reached Redis
+        _call(guard, "a", np.full((1, 4), 6.0))
+    report = guard.monitor.request_analysis()
+    assert "store_unavailable" not in report["findings"]
+    assert report["active_suspicions"][0]["check"] == "lockout"
+
+
+def test_a_clock_reading_float32_reports_its_lockouts(clock, sink):
+    # datetime refused np.float32 times: a raw TypeError ended the call that was locked out
+    clock32 = _NumpyClock(np.float32)
+    guard = _guard(clock32, sink, max_failed_attempts=1, watch_anonymous=True,
+                   max_requests_per_minute=1)
+    _call(guard, "a", np.ones((1, 4)))
+    for error in (aimsec_core.RateLimitedError, aimsec_core.ClientBlockedError):
+        with pytest.raises(error):
+            _call(guard, "a", np.ones((1, 4)))
+    assert guard.monitor.request_analysis()["active_suspicions"][0]["client"] == "a"
