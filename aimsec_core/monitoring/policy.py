@@ -159,6 +159,14 @@ class Policy:
                 f"extraction_min_queries ({self.extraction_min_queries}) must not exceed "
                 f"extraction_window ({self.extraction_window}): the test reads at most the "
                 "window's distances, so it would never run")
+        held = self.extraction_clients * self.extraction_set_size
+        if held > _EXTRACTION_QUERIES:
+            raise ConfigurationError(
+                f"extraction_clients x extraction_set_size must be at most "
+                f"{_EXTRACTION_QUERIES:,} (each client may keep extraction_set_size "
+                f"queries of up to 128 values for each of 16 classes, 8 KB per query "
+                f"slot: 16 GB at this bound); received {self.extraction_clients} x "
+                f"{self.extraction_set_size} = {held:,}")
         if self.store_failure not in (FAIL_OPEN, FAIL_CLOSED):
             raise ConfigurationError(f"store_failure must be {FAIL_OPEN!r} or "
                                      f"{FAIL_CLOSED!r}; received {self.store_failure!r}")
@@ -180,6 +188,13 @@ def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
 _LARGEST = {"near_duplicate_window": 65_536, "near_duplicate_hashes": 4_096,
             "near_duplicate_max_fingerprints": 10_000_000,
             "extraction_set_size": 65_536, "extraction_window": 5_000}
+
+
+#: Most stored PRADA queries over all tracked clients (extraction_clients x
+#: extraction_set_size): a client keeps up to 16 classes x set_size queries of 128
+#: float32 values, 8 KB per unit of this product, so 16 GB at the bound (the default
+#: 1,024 x 64 is 512 MB at most).
+_EXTRACTION_QUERIES = 1 << 21
 
 
 #: Largest count a per-client setting may hold (the stores keep counts in machine

@@ -117,3 +117,22 @@ def test_a_clock_reading_float32_reports_its_lockouts(clock, sink):
         with pytest.raises(error):
             _call(guard, "a", np.ones((1, 4)))
     assert guard.monitor.request_analysis()["active_suspicions"][0]["client"] == "a"
+
+
+@pytest.mark.parametrize("settings", [{"extraction_clients": 10**30},
+                                      {"extraction_clients": 10**6},
+                                      {"extraction_set_size": 65_536},
+                                      {"extraction_clients": 4096, "extraction_set_size": 1024}])
+def test_extraction_state_that_could_outgrow_memory_is_refused(settings):
+    # each tracked client may hold set_size queries of 128 values for 16 classes (512 KB
+    # at the default 64): a million clients, or 1,024 at the largest set size, let ids
+    # rotating through the extraction check claim hundreds of gigabytes
+    with pytest.raises(ConfigurationError,
+                       match="extraction_clients.*extraction_set_size.*received"):
+        Policy.coerce(settings)
+
+
+@pytest.mark.parametrize("settings", [{}, {"extraction_clients": 32_768},
+                                      {"extraction_clients": 32, "extraction_set_size": 65_536}])
+def test_extraction_state_within_its_budget_is_accepted(settings):
+    Policy.coerce(settings)
