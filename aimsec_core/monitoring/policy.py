@@ -159,6 +159,11 @@ class Policy:
                 f"extraction_min_queries ({self.extraction_min_queries}) must not exceed "
                 f"extraction_window ({self.extraction_window}): the test reads at most the "
                 "window's distances, so it would never run")
+        if self.extraction_test_every > self.extraction_window:
+            raise ConfigurationError(
+                f"extraction_test_every ({self.extraction_test_every}) must not exceed "
+                f"extraction_window ({self.extraction_window}): the distances that leave "
+                "the window between two tests would never be tested")
         held = self.extraction_clients * self.extraction_set_size
         if held > _EXTRACTION_QUERIES:
             raise ConfigurationError(

@@ -136,3 +136,12 @@ def test_extraction_state_that_could_outgrow_memory_is_refused(settings):
                                       {"extraction_clients": 32, "extraction_set_size": 65_536}])
 def test_extraction_state_within_its_budget_is_accepted(settings):
     Policy.coerce(settings)
+
+
+@pytest.mark.parametrize("every", [201, 2**63, 10**30])
+def test_tests_further_apart_than_the_window_are_refused(every):
+    # accepted: a client's distances between two tests left the window untested (and
+    # 2**63 never tested anyone while extraction was on)
+    with pytest.raises(ConfigurationError, match="extraction_test_every.*extraction_window"):
+        Policy.coerce({"extraction_test_every": every})
+    Policy.coerce({"extraction_test_every": 200})
