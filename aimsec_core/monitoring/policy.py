@@ -147,7 +147,15 @@ class Policy:
                      "extraction_clients"):
             _require(name, getattr(self, name), int, 1, _LARGEST.get(name, math.inf))
         for name in ("near_duplicate_ttl", "store_timeout", "store_retry"):
-            _require(name, getattr(self, name), float, 0.0, strict=True)
+            _require(name, getattr(self, name), float, 0.0, _LARGEST.get(name, math.inf),
+                     strict=True)
+        hashes = self.near_duplicate_max_fingerprints * self.near_duplicate_hashes
+        if hashes > _INDEX_HASHES:
+            raise ConfigurationError(
+                f"near_duplicate_max_fingerprints x near_duplicate_hashes must be at most "
+                f"{_INDEX_HASHES:,} (about 13 GB of index: 10^7 fingerprints of the "
+                f"default 50 hashes); received {self.near_duplicate_max_fingerprints} x "
+                f"{self.near_duplicate_hashes} = {hashes:,}")
         for name in ("near_duplicate_step", "near_duplicate_unit"):  # finite reciprocals
             _require(name, getattr(self, name), float, _SMALLEST_SCALE)
         _require("extraction_delta", self.extraction_delta, float, 0.0, 1.0)
@@ -189,10 +197,18 @@ def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
 #: ``near_duplicate_hashes`` per slot; a window of many values is one hash). The
 #: fingerprints: 10^7 is about 13 GB at the default 50 hashes. The extraction window:
 #: Royston's approximation of the Shapiro-Wilk coefficients holds for up to 5,000 values
-#: (AS R94), and each tracked client keeps the window (8 bytes a distance).
+#: (AS R94), and each tracked client keeps the window (8 bytes a distance). The store's
+#: timeout: a socket cannot wait past time_t, and a store slower than an hour is down.
 _LARGEST = {"near_duplicate_window": 65_536, "near_duplicate_hashes": 4_096,
             "near_duplicate_max_fingerprints": 10_000_000,
-            "extraction_set_size": 65_536, "extraction_window": 5_000}
+            "extraction_set_size": 65_536, "extraction_window": 5_000,
+            "store_timeout": 3600.0}
+
+
+#: Most hashes the fingerprint index may hold (near_duplicate_max_fingerprints x
+#: near_duplicate_hashes): about 26 bytes each in memory, and Redis' bucket count (a
+#: uint32) is sized from it.
+_INDEX_HASHES = 500_000_000
 
 
 #: Most stored PRADA queries over all tracked clients (extraction_clients x

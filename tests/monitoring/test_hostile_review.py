@@ -145,3 +145,35 @@ def test_tests_further_apart_than_the_window_are_refused(every):
     with pytest.raises(ConfigurationError, match="extraction_test_every.*extraction_window"):
         Policy.coerce({"extraction_test_every": every})
     Policy.coerce({"extraction_test_every": 200})
+
+
+@pytest.mark.parametrize("timeout", [1e10, 1e308, 3601])
+def test_a_store_timeout_no_socket_can_wait_is_refused(timeout):
+    # accepted, then every call on Redis ended in a raw OverflowError (time_t)
+    with pytest.raises(ConfigurationError, match="store_timeout.*received"):
+        Policy.coerce({"store_timeout": timeout})
+
+
+def test_the_longest_store_timeout_works_on_redis(redis_server, clock, sink):
+    guard = _guard(clock, sink, store=redis_server.url, store_timeout=3600,
+                   store_failure="fail_closed")
+    _call(guard, "a", np.ones((1, 4)))
+    assert sink.outcomes == ["allowed"]
+
+
+@pytest.mark.parametrize("settings", [
+    {"near_duplicate_max_fingerprints": 10**7, "near_duplicate_hashes": 4096},
+    {"near_duplicate_max_fingerprints": 10**6, "near_duplicate_hashes": 501}])
+def test_a_fingerprint_index_that_could_outgrow_memory_is_refused(settings):
+    # 10^7 fingerprints of 4,096 hashes: a terabyte of index in memory; on Redis its
+    # bucket count overflowed uint32 and every call ended in a raw OverflowError
+    with pytest.raises(ConfigurationError,
+                       match="near_duplicate_max_fingerprints.*near_duplicate_hashes.*received"):
+        Policy.coerce(settings)
+
+
+@pytest.mark.parametrize("settings", [{}, {"near_duplicate_max_fingerprints": 10**7},
+                                      {"near_duplicate_max_fingerprints": 100_000,
+                                       "near_duplicate_hashes": 4096}])
+def test_a_fingerprint_index_within_its_budget_is_accepted(settings):
+    Policy.coerce(settings)
