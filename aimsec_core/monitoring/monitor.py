@@ -349,12 +349,13 @@ class Monitor:
         rules = visit.rules
         if not rules.max_failed_attempts:
             return
-        visit.store.record_failure(self.model, visit.key, visit.now, rules)
-        if visit.store is self.local:
-            return
-        # the shared store sends it with its next round trip; remember the lockout here
-        # too, so an outage in between cannot hide it
-        self.local.record_failure(self.model, visit.key, visit.now, rules)
+        # the shared store sends it with its next round trip, also when this call was
+        # served on local state in an outage (else the lockout it earns would be
+        # forgotten once the store answers); remember it here too, so an outage in
+        # between cannot hide it
+        self.store.record_failure(self.model, visit.key, visit.now, rules)
+        if self.store is not self.local:
+            self.local.record_failure(self.model, visit.key, visit.now, rules)
 
     def seen(self, client: str, input_hash: str, outcome: str, checks: tuple[str, ...],
              visit: Visit | None) -> None:

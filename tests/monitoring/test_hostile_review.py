@@ -177,3 +177,28 @@ def test_a_fingerprint_index_that_could_outgrow_memory_is_refused(settings):
                                        "near_duplicate_hashes": 4096}])
 def test_a_fingerprint_index_within_its_budget_is_accepted(settings):
     Policy.coerce(settings)
+
+
+def test_failures_refused_during_an_outage_reach_redis_when_it_answers(redis_server, clock,
+                                                                       sink):
+    # refused during a fail_open outage, a client's failed attempts were counted in this
+    # process's memory only: once Redis answered again its lockout was forgotten, here
+    # and on every other replica
+    def guard():
+        return Guard(None, HostArrays(None), name="m", sinks=[sink], clock=clock,
+                     store=redis_server.url, constraints={"max_value": 1.0},
+                     policy={"max_failed_attempts": 3, "store_retry": 5.0})
+
+    first, second = guard(), guard()
+    _call(first, "a", np.zeros((1, 4)))  # connected
+    redis_server.stop()
+    for _ in range(3):
+        clock.advance(1)
+        with pytest.raises(aimsec_core.ValueRangeError):
+            _call(first, "a", np.full((1, 4), 2.0))
+    redis_server.start()
+    clock.advance(10)  # past store_retry: the shared store is used again
+    with pytest.raises(aimsec_core.ClientBlockedError):
+        _call(first, "a", np.zeros((1, 4)))
+    with pytest.raises(aimsec_core.ClientBlockedError):
+        _call(second, "a", np.zeros((1, 4)))
