@@ -1,6 +1,7 @@
 """The Redis store: monitoring state shared by every replica of a model.
 
-Each guarded call of up to :data:`ROWS_PER_SCRIPT` samples costs at most two round
+Each guarded call of up to :data:`ROWS_PER_SCRIPT` samples (fewer with more than the
+default 50 fingerprint hashes: :data:`HASHES_PER_SCRIPT`) costs at most two round
 trips: admission (one pipeline: buffered failures and suspicions, lockout and minimum
 interval, ``limits``' moving-window quota) and observation (one script: repeats,
 suspicion, fingerprint match-and-store); a larger batch adds one observation round trip
@@ -35,8 +36,12 @@ from .store import Admission, Observation, Store, StoreError
 #: Entries kept per index bucket (a bucket is one Redis list).
 WAYS = 16
 #: Fingerprinted samples matched and stored per script call (about 20 ms of the server's
-#: time): a larger batch takes one more round trip per slice.
+#: time at the default 50 hashes): a larger batch takes one more round trip per slice.
 ROWS_PER_SCRIPT = 64
+#: Fingerprint hashes matched and stored per script call: with more hashes per row than
+#: the default 50, a slice holds fewer rows (at 4,096 hashes, 64 rows held the server
+#: for about 3 s, past every replica's timeout); at least one row.
+HASHES_PER_SCRIPT = ROWS_PER_SCRIPT * 50
 _SECRET_KEY = "aimsec:secret"
 #: Longest model name used as it is in keys (UTF-8 bytes); a longer one, or one Redis
 #: cannot encode, is keyed by its hash.
@@ -188,9 +193,10 @@ class RedisStore(Store):
         counting = bool(rules.max_repeats and call_hash)
         head: list[Any] = [_num(now), _num(policy.near_duplicate_ttl),
                            policy.near_duplicate_max_fingerprints, WAYS, client_tag & _TAG]
+        rows = min(ROWS_PER_SCRIPT, max(1, HASHES_PER_SCRIPT // policy.near_duplicate_hashes))
         slices = [(None, None)] if fingerprints is None else [
-            (fingerprints[0][i:i + ROWS_PER_SCRIPT], fingerprints[1][i:i + ROWS_PER_SCRIPT])
-            for i in range(0, max(len(fingerprints[0]), 1), ROWS_PER_SCRIPT)]
+            (fingerprints[0][i:i + rows], fingerprints[1][i:i + rows])
+            for i in range(0, max(len(fingerprints[0]), 1), rows)]
         repeats, suspect, matches = 0, "", []
         for k, (hashes, contents) in enumerate(slices):
             keys = [f"{base}:rep:{call_hash}", f"{base}:suspect", f"{namespace}:fp:serial"]

@@ -202,3 +202,24 @@ def test_failures_refused_during_an_outage_reach_redis_when_it_answers(redis_ser
         _call(first, "a", np.zeros((1, 4)))
     with pytest.raises(aimsec_core.ClientBlockedError):
         _call(second, "a", np.zeros((1, 4)))
+
+
+def test_a_batch_of_many_hashed_rows_is_observed_in_slices_of_bounded_hashes(redis_server,
+                                                                           clock, sink):
+    # slices were 64 rows whatever the hashes per row: at 4,096 hashes one script held
+    # the server for about 3 s, past every replica's store_timeout
+    import redis
+
+    from aimsec_core.monitoring.redis_store import RedisStore
+    from tests.monitoring.test_redis import CountingConnection
+
+    pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1",
+                                port=redis_server.port, socket_timeout=5)
+    store = RedisStore(redis_server.url, connection_pool=pool)
+    guard = _guard(clock, sink, store=store, near_duplicate_hashes=500,
+                   near_duplicate_window=2, near_duplicate_max_fingerprints=1000)
+    rows = 10.0 ** np.random.default_rng(0).uniform(-3, 30, (20, 2048))
+    _call(guard, "a", rows[:1])  # scripts and secret loaded
+    before = CountingConnection.sent
+    _call(guard, "a", rows[1:])
+    assert CountingConnection.sent - before == 1 + 4  # admission, 19 rows by 6 (3,000 hashes)
