@@ -214,7 +214,7 @@ def _iso(seconds: float) -> str:
     """UTC ISO 8601; a time past what ``datetime`` holds (a lockout of 1e300 s, which the
     policy allows) reads as its last or first representable instant."""
     try:
-        return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
+        return datetime.fromtimestamp(float(seconds), timezone.utc).isoformat()  # numpy too
     except (OverflowError, OSError, ValueError):
         edge = datetime.max if seconds > 0 else datetime.min
         return edge.replace(tzinfo=timezone.utc).isoformat()

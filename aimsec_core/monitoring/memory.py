@@ -177,9 +177,9 @@ class MemoryStore(Store):
         Windows are fixed per tier, so insertion order is about expiry order; an expired
         entry that a longer-lived one keeps from the front waits for the next sweeps (every
         read treats an expired entry as absent)."""
-        if self._quota is not None:
-            self._quota.windows.now = now
-            self._quota.windows.sweep(60.0)
+        if self._quota is not None:  # a window expires a minute after its newest call
+            _forget(self._quota.windows.events, lambda events: not events
+                    or events[0] < now - 60.0)
         _forget(self._locked, lambda end: end <= now)
         _forget(self._suspects, lambda end: end <= now)
         _forget(self._repeats, lambda seen: seen[1] <= now)

@@ -349,12 +349,13 @@ class Monitor:
         rules = visit.rules
         if not rules.max_failed_attempts:
             return
-        visit.store.record_failure(self.model, visit.key, visit.now, rules)
-        if visit.store is self.local:
-            return
-        # the shared store sends it with its next round trip; remember the lockout here
-        # too, so an outage in between cannot hide it
-        self.local.record_failure(self.model, visit.key, visit.now, rules)
+        # the shared store sends it with its next round trip, also when this call was
+        # served on local state in an outage (else the lockout it earns would be
+        # forgotten once the store answers); remember it here too, so an outage in
+        # between cannot hide it
+        self.store.record_failure(self.model, visit.key, visit.now, rules)
+        if self.store is not self.local:
+            self.local.record_failure(self.model, visit.key, visit.now, rules)
 
     def seen(self, client: str, input_hash: str, outcome: str, checks: tuple[str, ...],
              visit: Visit | None) -> None:
@@ -397,8 +398,9 @@ class Monitor:
         """Totals, unique inputs, rates and top clients, repeated inputs, near-duplicate
         matches and active suspicions over the last ``window_minutes``.
 
-        The counters keep the last 24 hours: a longer window is read as 24 h, and the
-        result's ``window_minutes`` (the span its rates are per) says so. Raises
+        The counters keep the last 24 hours in whole minutes: a longer window is read as
+        24 h, a shorter one than a minute as one minute, and the result's
+        ``window_minutes`` (a float: the span its rates are per) says so. Raises
         :class:`ConfigurationError` unless ``window_minutes`` is a positive finite number.
         """
         if isinstance(window_minutes, int) and not isinstance(window_minutes, bool) \
@@ -408,7 +410,10 @@ class Monitor:
                 or not math.isfinite(window_minutes) or window_minutes <= 0:
             raise ConfigurationError(f"window_minutes must be a positive number of minutes; "
                                      f"received {window_minutes!r:.80}")
-        window_minutes = min(window_minutes, HORIZON_MINUTES)
+        # a float (np.float16's minutes overflow as seconds; a Fraction is no clock
+        # time), at least a minute: the counters resolve minutes, and a shorter window
+        # read its whole minute's calls as a rate of up to 10^10 a minute
+        window_minutes = min(max(float(window_minutes), 1.0), float(HORIZON_MINUTES))
         try:
             self.store.flush()
         except StoreError:

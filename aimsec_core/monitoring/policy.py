@@ -109,7 +109,9 @@ class Policy:
                 f"policy must be a dict of settings (e.g. the original SECURITY_CONFIG); "
                 f"received {type(policy).__name__}")
         settings = _plain(policy)
-        tiers_raw = settings.pop("tiers", None) or {}
+        tiers_raw = settings.pop("tiers", None)
+        if tiers_raw is None:
+            tiers_raw = {}
         rule_keys = {f.name for f in dataclasses.fields(ClientRules)}
         policy_keys = {f.name for f in dataclasses.fields(cls)} - {"rules", "tiers"}
         unknown = sorted(set(map(str, settings)) - rule_keys - policy_keys)
@@ -145,7 +147,15 @@ class Policy:
                      "extraction_clients"):
             _require(name, getattr(self, name), int, 1, _LARGEST.get(name, math.inf))
         for name in ("near_duplicate_ttl", "store_timeout", "store_retry"):
-            _require(name, getattr(self, name), float, 0.0, strict=True)
+            _require(name, getattr(self, name), float, 0.0, _LARGEST.get(name, math.inf),
+                     strict=True)
+        hashes = self.near_duplicate_max_fingerprints * self.near_duplicate_hashes
+        if hashes > _INDEX_HASHES:
+            raise ConfigurationError(
+                f"near_duplicate_max_fingerprints x near_duplicate_hashes must be at most "
+                f"{_INDEX_HASHES:,} (about 13 GB of index: 10^7 fingerprints of the "
+                f"default 50 hashes); received {self.near_duplicate_max_fingerprints} x "
+                f"{self.near_duplicate_hashes} = {hashes:,}")
         for name in ("near_duplicate_step", "near_duplicate_unit"):  # finite reciprocals
             _require(name, getattr(self, name), float, _SMALLEST_SCALE)
         _require("extraction_delta", self.extraction_delta, float, 0.0, 1.0)
@@ -157,6 +167,19 @@ class Policy:
                 f"extraction_min_queries ({self.extraction_min_queries}) must not exceed "
                 f"extraction_window ({self.extraction_window}): the test reads at most the "
                 "window's distances, so it would never run")
+        if self.extraction_test_every > self.extraction_window:
+            raise ConfigurationError(
+                f"extraction_test_every ({self.extraction_test_every}) must not exceed "
+                f"extraction_window ({self.extraction_window}): the distances that leave "
+                "the window between two tests would never be tested")
+        held = self.extraction_clients * self.extraction_set_size
+        if held > _EXTRACTION_QUERIES:
+            raise ConfigurationError(
+                f"extraction_clients x extraction_set_size must be at most "
+                f"{_EXTRACTION_QUERIES:,} (each client may keep extraction_set_size "
+                f"queries of up to 128 values for each of 16 classes, 8 KB per query "
+                f"slot: 16 GB at this bound); received {self.extraction_clients} x "
+                f"{self.extraction_set_size} = {held:,}")
         if self.store_failure not in (FAIL_OPEN, FAIL_CLOSED):
             raise ConfigurationError(f"store_failure must be {FAIL_OPEN!r} or "
                                      f"{FAIL_CLOSED!r}; received {self.store_failure!r}")
@@ -174,10 +197,25 @@ def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
 #: ``near_duplicate_hashes`` per slot; a window of many values is one hash). The
 #: fingerprints: 10^7 is about 13 GB at the default 50 hashes. The extraction window:
 #: Royston's approximation of the Shapiro-Wilk coefficients holds for up to 5,000 values
-#: (AS R94), and each tracked client keeps the window (8 bytes a distance).
+#: (AS R94), and each tracked client keeps the window (8 bytes a distance). The store's
+#: timeout: a socket cannot wait past time_t, and a store slower than an hour is down.
 _LARGEST = {"near_duplicate_window": 65_536, "near_duplicate_hashes": 4_096,
             "near_duplicate_max_fingerprints": 10_000_000,
-            "extraction_set_size": 65_536, "extraction_window": 5_000}
+            "extraction_set_size": 65_536, "extraction_window": 5_000,
+            "store_timeout": 3600.0}
+
+
+#: Most hashes the fingerprint index may hold (near_duplicate_max_fingerprints x
+#: near_duplicate_hashes): about 26 bytes each in memory, and Redis' bucket count (a
+#: uint32) is sized from it.
+_INDEX_HASHES = 500_000_000
+
+
+#: Most stored PRADA queries over all tracked clients (extraction_clients x
+#: extraction_set_size): a client keeps up to 16 classes x set_size queries of 128
+#: float32 values, 8 KB per unit of this product, so 16 GB at the bound (the default
+#: 1,024 x 64 is 512 MB at most).
+_EXTRACTION_QUERIES = 1 << 21
 
 
 #: Largest count a per-client setting may hold (the stores keep counts in machine
@@ -186,7 +224,8 @@ _LARGEST_COUNT = 2**31 - 1
 
 
 def _rules(values: dict[str, Any], base: ClientRules, where: str) -> ClientRules:
-    if values.get("max_requests_per_minute") in (0,):
+    quota = values.get("max_requests_per_minute")
+    if type(quota) is int and quota == 0:  # not False or 0.0: those are refused below
         values["max_requests_per_minute"] = None
     try:
         rules = dataclasses.replace(base, **values)

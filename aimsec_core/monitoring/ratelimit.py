@@ -36,7 +36,8 @@ class ClockedWindows(Storage, MovingWindowSupport):
     """``limits``' moving-window storage over timestamps the caller sets.
 
     Each key holds its admitted calls' times, newest first, at most ``limit`` of them,
-    as ``limits``' ``MemoryStorage`` does. Set :attr:`now` before each use (the store
+    as ``limits``' ``MemoryStorage`` does; :attr:`events` keeps the most recently counted
+    key last, so the store's sweep drops the least recently counted first. Set :attr:`now` before each use (the store
     does, under its lock). Not registered under a URL scheme; only the moving window is
     implemented.
     """
@@ -72,7 +73,9 @@ class ClockedWindows(Storage, MovingWindowSupport):
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         if amount > limit:
             return False
-        events = self.events.setdefault(key, [])
+        # the most recently counted key last (the store's sweep drops from the front)
+        events = self.events.pop(key, None) or []
+        self.events[key] = events
         if events and events[0] > self.now:  # stamped by a clock since set back: now
             events[:] = [min(t, self.now) for t in events]
         if len(events) >= limit - amount + 1 and events[limit - amount] >= self.now - expiry:
@@ -87,13 +90,6 @@ class ClockedWindows(Storage, MovingWindowSupport):
 
     def clear(self, key: str) -> None:
         self.events.pop(key, None)
-
-    def sweep(self, expiry: float) -> None:
-        """Forget keys whose newest call is older than ``expiry`` seconds."""
-        cutoff = self.now - expiry
-        for key in [k for k, v in self.events.items() if not v or v[0] < cutoff]:
-            del self.events[key]
-
 
 class Quota:
     """``limits``' moving-window limiter over :class:`ClockedWindows`."""

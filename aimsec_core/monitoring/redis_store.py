@@ -1,6 +1,7 @@
 """The Redis store: monitoring state shared by every replica of a model.
 
-Each guarded call of up to :data:`ROWS_PER_SCRIPT` samples costs at most two round
+Each guarded call of up to :data:`ROWS_PER_SCRIPT` samples (fewer with more than the
+default 50 fingerprint hashes: :data:`HASHES_PER_SCRIPT`) costs at most two round
 trips: admission (one pipeline: buffered failures and suspicions, lockout and minimum
 interval, ``limits``' moving-window quota) and observation (one script: repeats,
 suspicion, fingerprint match-and-store); a larger batch adds one observation round trip
@@ -35,8 +36,12 @@ from .store import Admission, Observation, Store, StoreError
 #: Entries kept per index bucket (a bucket is one Redis list).
 WAYS = 16
 #: Fingerprinted samples matched and stored per script call (about 20 ms of the server's
-#: time): a larger batch takes one more round trip per slice.
+#: time at the default 50 hashes): a larger batch takes one more round trip per slice.
 ROWS_PER_SCRIPT = 64
+#: Fingerprint hashes matched and stored per script call: with more hashes per row than
+#: the default 50, a slice holds fewer rows (at 4,096 hashes, 64 rows held the server
+#: for about 3 s, past every replica's timeout); at least one row.
+HASHES_PER_SCRIPT = ROWS_PER_SCRIPT * 50
 _SECRET_KEY = "aimsec:secret"
 #: Longest model name used as it is in keys (UTF-8 bytes); a longer one, or one Redis
 #: cannot encode, is keyed by its hash.
@@ -145,10 +150,10 @@ class RedisStore(Store):
                 keys, args = pending
                 pipe.evalsha(self._shas["apply"], len(keys), *keys, *args)
             pipe.evalsha(self._shas["admit"], 3, f"{base}:lock", f"{base}:last", _SECRET_KEY,
-                         repr(now), repr(rules.min_request_interval), "1" if lockout else "0",
+                         _num(now), _num(rules.min_request_interval), "1" if lockout else "0",
                          self._secret or self._local_secret)
             if limit is not None:
-                pipe.evalsha(self._shas["acquire"], 1, rate_key, repr(now), limit, 60, 1)
+                pipe.evalsha(self._shas["acquire"], 1, rate_key, _num(now), limit, 60, 1)
                 pipe.lindex(rate_key, limit - 1)
 
         try:
@@ -186,15 +191,16 @@ class RedisStore(Store):
         base = f"{namespace}:{client}"
         fingerprints = None if query is None else query.fingerprints()
         counting = bool(rules.max_repeats and call_hash)
-        head: list[Any] = [repr(now), repr(policy.near_duplicate_ttl),
+        head: list[Any] = [_num(now), _num(policy.near_duplicate_ttl),
                            policy.near_duplicate_max_fingerprints, WAYS, client_tag & _TAG]
+        rows = min(ROWS_PER_SCRIPT, max(1, HASHES_PER_SCRIPT // policy.near_duplicate_hashes))
         slices = [(None, None)] if fingerprints is None else [
-            (fingerprints[0][i:i + ROWS_PER_SCRIPT], fingerprints[1][i:i + ROWS_PER_SCRIPT])
-            for i in range(0, max(len(fingerprints[0]), 1), ROWS_PER_SCRIPT)]
+            (fingerprints[0][i:i + rows], fingerprints[1][i:i + rows])
+            for i in range(0, max(len(fingerprints[0]), 1), rows)]
         repeats, suspect, matches = 0, "", []
         for k, (hashes, contents) in enumerate(slices):
             keys = [f"{base}:rep:{call_hash}", f"{base}:suspect", f"{namespace}:fp:serial"]
-            args: list[Any] = [head[0], repr(rules.repeat_window) if counting and not k
+            args: list[Any] = [head[0], _num(rules.repeat_window) if counting and not k
                                else "0", *head[1:]]
             sizes = []
             if hashes is not None:
@@ -227,14 +233,14 @@ class RedisStore(Store):
         with self._lock:
             # a token per failure: re-sent after a lost reply, it still counts once
             self._pending_keys += [f"{base}:failed", f"{base}:lock"]
-            self._pending_failures += [os.urandom(8).hex(), repr(now),
-                                       rules.max_failed_attempts, repr(rules.failure_window),
-                                       repr(rules.session_timeout)]
+            self._pending_failures += [os.urandom(8).hex(), _num(now),
+                                       rules.max_failed_attempts, _num(rules.failure_window),
+                                       _num(rules.session_timeout)]
 
     def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
         with self._lock:
             self._pending_suspects[0].append(f"{_namespace(model)}:{client}:suspect")
-            self._pending_suspects[1].extend([repr(until), repr(until - now)])
+            self._pending_suspects[1].extend([_num(until), _num(until - now)])
 
     def flush(self) -> None:
         pending = self._take_pending()
@@ -311,6 +317,12 @@ def _buckets(policy: Policy) -> int:
     (a fixed key count, so Redis memory stays bounded whatever the traffic)."""
     entries = policy.near_duplicate_max_fingerprints * policy.near_duplicate_hashes
     return 1 << max(4, math.ceil(math.log2(entries / WAYS)))
+
+
+def _num(seconds: Any) -> str:
+    """A time or duration as the scripts read it (``tonumber``): a clock may read numpy
+    scalars, whose repr (``np.float64(1.7e9)``) is not a number to Lua."""
+    return repr(float(seconds))
 
 
 def _text(value: Any) -> str:

@@ -86,3 +86,25 @@ def test_refused_calls_from_rotating_ids_are_swept_without_a_quota(small, digits
             guarded.predict(bad)
         clock.advance(0.1)
     assert len(small._failures) <= 64 + 16
+
+
+QUOTA = ClientRules(max_requests_per_minute=3)
+
+
+def test_rotating_ids_within_a_minute_keep_at_most_kept_quota_windows(small):
+    # the quota's windows were only swept by age: a flood of fresh ids within one
+    # minute held one window each (about 400 bytes: gigabytes at millions of ids)
+    for i in range(2_000):
+        small.admit("m", f"id-{i}", i * 1e-3, QUOTA, lockout=False)
+    assert len(small._quota.windows.events) <= 64 + 16
+
+
+def test_a_busy_client_keeps_its_quota_while_ids_rotate_past_it(small):
+    # the least recently counted windows go first: a client calling all along keeps its
+    # count (it is not the oldest id) and stays refused past its quota
+    for _ in range(3):
+        assert small.admit("m", "busy", 0.0, QUOTA, lockout=False).rate_retry is None
+    for i in range(2_000):
+        small.admit("m", f"id-{i}", 1.0, QUOTA, lockout=False)
+        if i % 32 == 0:
+            assert small.admit("m", "busy", 1.0, QUOTA, lockout=False).rate_retry is not None
