@@ -144,7 +144,7 @@ def test_the_detector_aware_attack_gets_across_the_boundary_it_guards():
     """-log(log-odds) has no bound at the decision boundary: differentiated as it is, it
     walled the boundary off and the adaptive attack fooled nothing (a gradient-masking
     artefact that flatters the detector); its copy takes a smoothed gradient."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     import aimsec_core
     from aimsec_core.evaluation import adaptive
     from aimsec_core.evaluation.measure import predict

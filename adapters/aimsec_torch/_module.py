@@ -145,10 +145,10 @@ class GuardedModule(GuardedMixin, nn.Module):
         self._aimsec_original.compile(*args, **kwargs)
 
     def __prepare_scriptable__(self) -> Any:
-        raise UnguardedCallError(f"torch.jit.script would compile the model without its "
-                                 f"guard; script the plain model and guard the result "
-                                 f"instead: aimsec_core.guard(torch.jit.script("
-                                 f"aimsec_core.unguard(guarded)))")
+        raise UnguardedCallError("torch.jit.script would compile the model without its "
+                                 "guard; script the plain model and guard the result "
+                                 "instead: aimsec_core.guard(torch.jit.script("
+                                 "aimsec_core.unguard(guarded)))")
 
     @property
     def __aimsec_guard__(self) -> Guard:

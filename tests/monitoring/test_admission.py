@@ -10,7 +10,6 @@ from aimsec_core import ClientBlockedError, RateLimitedError, ValueRangeError
 from aimsec_core.guard import Guard
 from aimsec_core.registry import adapter_for
 from tests.cases import digits
-from tests.conftest import ListSink
 
 
 def _guard(model, clock, sink, mode="enforce", **policy):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -64,7 +63,7 @@ def test_incidents_come_from_the_real_store_with_their_taxonomy(tmp_path):
 
 
 def test_audit_lines_carry_the_detection_summary(tmp_path):
-    sklearn = pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn")
     from sklearn.naive_bayes import GaussianNB
 
     from aimsec_core import digits
