@@ -1,0 +1,78 @@
+"""Threat-model inputs a user controls (a catalogue file's name, a model config's values)
+reach the Markdown export as text, never as markup, and every refusal of a model config
+names the file."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from aimsec_core import ConfigurationError
+from aimsec_core.threats import ThreatModeler
+from aimsec_core.threats.export import to_markdown
+from aimsec_core.threats.model_config import load_model_config
+
+EVIL = "x` <img src=x onerror=alert(1)> [c](javascript:alert(1))\n# injected"
+
+
+def _catalogue(tmp_path, name):
+    document = {"format": "aimsec-threat-catalogue/1", "name": name,
+                "controls": {"c1": {"name": "C1", "description": "d"}},
+                "threats": [{"id": "t1", "category": "c", "severity": "high",
+                             "likelihood": "high", "description": "d", "impact": "i",
+                             "controls": ["c1"], "owasp": ["ML01"],
+                             "atlas": {"techniques": ["AML.T0043"],
+                                       "mitigations": ["AML.M0015"]}}]}
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return str(path)
+
+
+def test_a_catalogue_name_is_text_in_the_markdown(tmp_path):
+    markdown = to_markdown(ThreatModeler(_catalogue(tmp_path, EVIL)).assess(set(),
+                                                                            subject="s"))
+    # it sat in a code span, which a backtick closes: raw HTML and a heading followed
+    assert not re.search(r"(?<!\\)<img|(?<!\\)\]\(javascript|(?<!\\)`", markdown)
+    assert "\n# injected" not in markdown
+    assert r"\<img src=x onerror=alert(1)\>" in markdown
+
+
+def test_the_built_in_catalogue_name_still_reads_plainly():
+    markdown = to_markdown(ThreatModeler("model-endpoint").assess(set()))
+    assert "Catalogue model-endpoint," in markdown
+
+
+@pytest.mark.parametrize("name", [5, ["a"], {"a": 1}, "", True])
+def test_a_name_that_is_not_text_is_refused(tmp_path, name):
+    path = tmp_path / "guard.json"
+    path.write_text(json.dumps({"name": name, "audit": False}), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="name must be a non-empty string") as caught:
+        load_model_config(path)  # was str(name): a guard named "[1, 2]"
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("settings, says", [
+    ({"mode": "bogus"}, "mode: expected one of"),
+    ({"constraints": {"min_value": "a"}}, "constraint 'min_value' must be a finite number"),
+    ({"constraints": [1]}, "constraints must be a Constraints or a dict"),
+    ({"guard": {"policy": {"max_requests_per_minute": "x"}}}, "max_requests_per_minute"),
+    ({"guard": {"store": "ftp://x"}}, "store must be"),
+    ({"guard": {"on_flagged": "x"}}, "on_flagged must be one of"),
+])
+def test_a_setting_the_guard_refuses_names_the_file(tmp_path, settings, says):
+    path = tmp_path / "guard.json"
+    path.write_text(json.dumps({"audit": False, **settings}), encoding="utf-8")
+    with pytest.raises(ConfigurationError) as caught:
+        load_model_config(path)
+    assert says in str(caught.value)
+    assert str(caught.value).startswith(f"model config {path}: ")  # the guard's words alone
+
+
+@pytest.mark.parametrize("text", ["name: x\nmode: enforce\n", "", "{'name': 'x'}"])
+def test_a_file_that_is_not_json_says_what_was_expected(tmp_path, text):
+    path = tmp_path / "guard.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="expected a UTF-8 JSON object"):
+        load_model_config(path)
