@@ -195,11 +195,20 @@ def _ids(value: Any, pattern: re.Pattern[str], what: str, note: Any, fail: Any) 
 
 def control_ids(value: Any, name: str) -> set[Any]:
     """``value``, an iterable of control ids, as a set (ids are checked against a
-    catalogue by the caller). Raises :class:`ConfigurationError` for a string, whose
-    letters are no ids, and for anything that is not an iterable of ids."""
+    catalogue by the caller); a mapping of id -> ``True``/``False`` gives the ids mapped
+    to ``True`` (iterated as it is, ``{"rate_limiting": False}`` would count the control
+    as in place). Raises :class:`ConfigurationError` for a string, whose letters are no
+    ids, a mapping to other values, and anything that is not an iterable of ids."""
     if isinstance(value, (str, bytes)):
         raise ConfigurationError(f"{name} must be a set of control ids; received the string "
                                  f"{value!r:.80}")
+    if isinstance(value, Mapping):
+        odd = sorted((str(k) for k, v in value.items() if not isinstance(v, bool)), key=str)
+        if odd:
+            raise ConfigurationError(
+                f"{name} must be a set of control ids (or a dict of id -> True/False); "
+                f"received other values for {odd!r:.200}")
+        return {k for k, v in value.items() if v}
     try:
         return set(value)
     except TypeError:  # not iterable, or holding unhashable items

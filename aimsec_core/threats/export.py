@@ -68,13 +68,20 @@ def write(assessment: Assessment, json_path: str | Path | None = None,
     """Write the JSON and/or Markdown files. Raises :class:`ConfigurationError` naming the
     file for one that cannot be written (a folder, a missing folder, a full disk)."""
     for path, render in ((json_path, to_json), (markdown_path, to_markdown)):
-        if not path:
-            continue
-        try:
-            Path(path).write_text(render(assessment), encoding="utf-8")
-        except OSError as exc:  # a full disk's error carries no file name of its own
-            raise ConfigurationError(f"cannot write {_shown(str(path))}: "
-                                     f"{exc.strerror or exc}") from exc
+        if path:
+            write_text(Path(path), render(assessment))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as UTF-8. Raises :class:`ConfigurationError` naming the
+    file and the reason for one that cannot be written (a folder, a missing folder, a name
+    too long, a full disk)."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a full disk's error carries no file name of its own
+        raise ConfigurationError(f"cannot write {_shown(str(path))}: "
+                                 f"{exc.strerror or exc}; expected a file in an existing "
+                                 "folder") from exc
 
 
 def table(assessment: Assessment) -> Table:

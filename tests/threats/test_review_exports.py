@@ -76,3 +76,54 @@ def test_a_file_that_is_not_json_says_what_was_expected(tmp_path, text):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigurationError, match="expected a UTF-8 JSON object"):
         load_model_config(path)
+
+
+# -- the original ChatbotThreatModeler -------------------------------------------------
+
+def test_a_dict_of_control_states_counts_only_those_in_place():
+    from aimsec_core import ChatbotThreatModeler
+
+    modeler = ChatbotThreatModeler()
+    every = dict.fromkeys(modeler.security_controls, False)
+    # iterated as it was, every control mapped to False counted as implemented: score 0
+    assessment = modeler.assess_implementation(every)
+    assert assessment["risk_score"] == 100.0 and len(assessment["missing_controls"]) == 9
+    assert modeler.assess_implementation({**every, "rate_limiting": True})["missing_controls"] \
+        == modeler.assess_implementation({"rate_limiting"})["missing_controls"]
+    with pytest.raises(ConfigurationError, match="True/False"):
+        modeler.assess_implementation({"rate_limiting": "no"})
+
+
+def test_a_declared_dict_counts_only_the_controls_marked_true():
+    from aimsec_core.threats.catalogue import control_ids
+
+    assert control_ids({"artifact_verification": False, "feedback_review": True},
+                       "declared") == {"feedback_review"}
+
+
+@pytest.mark.parametrize("score", [10 ** 400, -(10 ** 400)])
+def test_a_score_beyond_any_float_is_refused_clearly(score):
+    from aimsec_core import ChatbotThreatModeler
+
+    with pytest.raises(ConfigurationError, match="risk_score"):  # was OverflowError
+        ChatbotThreatModeler().generate_report({"risk_score": score})
+
+
+def test_a_numpy_score_gives_a_report_json_can_write():
+    import numpy as np
+
+    from aimsec_core import ChatbotThreatModeler
+
+    report = ChatbotThreatModeler().generate_report({"risk_score": np.int64(80)})
+    assert report["risk_level"] == "Critical"
+    json.dumps(report)  # np.int64 was copied into the report
+
+
+@pytest.mark.parametrize("where", ["missing/report.json", "x" * 300 + ".json"])
+def test_export_to_a_file_that_cannot_be_made_names_it(tmp_path, where):
+    from aimsec_core import ChatbotThreatModeler
+
+    modeler = ChatbotThreatModeler()
+    report = modeler.generate_report(modeler.assess_implementation(set()))
+    with pytest.raises(ConfigurationError, match="cannot write .*report|cannot write .*xxx"):
+        modeler.export_report(report, tmp_path / where)  # was a raw FileNotFoundError
