@@ -108,3 +108,31 @@ def test_monitor_clients_given_as_ip_address_objects_are_their_address(monitor):
     monitor.detect_threat({"ip_address": "", "input_data": [1e9]})
     assert monitor.get_incident_summary()["unique_ips"] == 2
     assert {i.client for i in monitor.store.incidents()} == {"203.0.113.7", "anonymous"}
+
+
+def test_monitor_logging_path_under_a_file_is_refused_at_once(tmp_path):
+    from aimsec_core import ConfigurationError
+
+    taken = tmp_path / "afile"
+    taken.write_text("x")
+    # it was accepted; the first incident and its alert were then lost in the background
+    with pytest.raises(ConfigurationError, match="logging_path .*cannot be used"):
+        AISecurityMonitor("m", {}, taken / "sub", channels=[])
+
+
+def test_monitor_security_log_path_naming_a_file_is_named(tmp_path, monkeypatch):
+    from aimsec_core import ConfigurationError
+
+    taken = tmp_path / "afile"
+    taken.write_text("x")
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(taken))
+    with pytest.raises(ConfigurationError, match="SECURITY_LOG_PATH .*is not a folder"):
+        AISecurityMonitor("m", {}, channels=[])
+
+
+def test_monitor_makes_its_logging_path(tmp_path):
+    made = AISecurityMonitor("m", {}, tmp_path / "a" / "b", channels=[])
+    try:
+        assert (tmp_path / "a" / "b").is_dir()
+    finally:
+        made.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -108,10 +109,9 @@ class AISecurityMonitor:
         self.alert_settings = dict(alert_settings or {})
         self.logging_path = log_folder(None if logging_path is None
                                        else str(as_path(logging_path, "logging_path")))
-        if self.logging_path.exists() and not self.logging_path.is_dir():
-            raise ConfigurationError(  # incidents and alerts written under it would be lost
-                f"logging_path {str(self.logging_path)!r:.200} is not a folder; expected a "
-                "folder for the incident database and the alert outbox")
+        _make_folder(self.logging_path, "logging_path" if logging_path is not None
+                     else "SECURITY_LOG_PATH" if os.environ.get("SECURITY_LOG_PATH")
+                     else "the default logging_path")
         self.max_requests_per_minute = _max_requests(self.alert_settings)
         self.clock = clock
         self._admit = limiter or per_minute_limiter(self.max_requests_per_minute, clock)
@@ -200,6 +200,22 @@ class AISecurityMonitor:
         evidence.add(reason=f"{threat}: {_details_text(details)}")
         self._dispatcher.submit(Occurrence(self.model_name, threat, ip, severity, now, now, 1,
                                            evidence))
+
+
+def _make_folder(folder: Path, named: str) -> None:
+    """Make ``folder`` now, so that a path where none can be made (a file, under a file, no
+    permission) is refused here: found at the first incident, the incident and its
+    alert would be lost. Raises :class:`ConfigurationError` naming ``named`` and the
+    folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "it is not a folder" if isinstance(exc, FileExistsError) else \
+            exc.strerror or str(exc)
+        raise ConfigurationError(
+            f"{named} {str(folder)!r:.200} cannot be used: {reason}; expected a folder "
+            "(or a path where one can be made) for the incident database and the alert "
+            "outbox") from exc
 
 
 def _details_text(details: Any) -> str:
