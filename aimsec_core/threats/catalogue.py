@@ -30,11 +30,14 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..files import read_bounded
 from ..severity import SEVERITIES
 
 FORMAT = "aimsec-threat-catalogue/1"
 LIKELIHOODS = ("low", "medium", "high")
 BUILT_IN = {"model-endpoint": "model_endpoint.json", "chatbot": "chatbot.json"}
+#: The longest catalogue file read (the built-in ones take a few kilobytes).
+MAX_CATALOGUE_BYTES = 4 << 20
 _OWASP = re.compile(r"^ML(0[1-9]|10)$")
 _TECHNIQUE = re.compile(r"^AML\.T\d{4}(\.\d{3})?$")
 _MITIGATION = re.compile(r"^AML\.M\d{4}$")
@@ -81,7 +84,8 @@ class Catalogue:
 
 
 def load_catalogue(source: str | Path) -> Catalogue:
-    """A built-in catalogue by name (``"model-endpoint"``, ``"chatbot"``) or one from a file.
+    """A built-in catalogue by name (``"model-endpoint"``, ``"chatbot"``) or one from a file
+    (a regular file of at most :data:`MAX_CATALOGUE_BYTES`).
 
     Raises :class:`ConfigurationError` naming the file and the first problem found.
     """
@@ -94,12 +98,13 @@ def load_catalogue(source: str | Path) -> Catalogue:
             raise ConfigurationError(
                 f"cannot read threat catalogue {source!r:.80}: expected a built-in name "
                 f"({', '.join(BUILT_IN)}) or the path of a JSON file")
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        try:  # bounded, and a regular file only: a FIFO blocked, /dev/zero filled memory
+            text = read_bounded(Path(source), MAX_CATALOGUE_BYTES).decode("utf-8")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigurationError(
                 f"cannot read threat catalogue {source}: {exc}; expected a built-in name "
-                f"({', '.join(BUILT_IN)}) or a JSON file") from exc
+                f"({', '.join(BUILT_IN)}) or a UTF-8 JSON file of at most "
+                f"{MAX_CATALOGUE_BYTES} bytes") from exc
         where = f"threat catalogue {source}"
     try:
         raw = json.loads(text)

@@ -5,6 +5,7 @@ names the file."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -127,3 +128,32 @@ def test_export_to_a_file_that_cannot_be_made_names_it(tmp_path, where):
     report = modeler.generate_report(modeler.assess_implementation(set()))
     with pytest.raises(ConfigurationError, match="cannot write .*report|cannot write .*xxx"):
         modeler.export_report(report, tmp_path / where)  # was a raw FileNotFoundError
+
+
+# -- catalogue files ----------------------------------------------------------------------
+
+def test_a_catalogue_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    from aimsec_core.threats import load_catalogue
+
+    fifo = tmp_path / "catalogue.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigurationError, match="not a regular file .*FIFO"):
+        load_catalogue(str(fifo))  # read_text blocked until a writer came
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_a_catalogue_that_never_ends_is_refused():
+    from aimsec_core.threats import ThreatModeler
+
+    with pytest.raises(ConfigurationError, match="not a regular file"):
+        ThreatModeler("/dev/zero")  # read_text filled memory
+
+
+def test_a_catalogue_too_long_is_refused(tmp_path, monkeypatch):
+    from aimsec_core.threats import catalogue, load_catalogue
+
+    monkeypatch.setattr(catalogue, "MAX_CATALOGUE_BYTES", 64)
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps({"format": "x", "pad": "y" * 100}), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="longer than 64 bytes"):
+        load_catalogue(str(path))
