@@ -87,9 +87,7 @@ class ChatbotThreatModeler:
                                         datetime.now(timezone.utc).isoformat()),
             "risk_score": score,
             "risk_level": risk_level(score),
-            "threats": [{k: copy.deepcopy(t[k]) for k in
-                         ("category", "severity", "description", "impact", "likelihood",
-                          "recommended_controls")} for t in threats],
+            "threats": _copied([{k: t[k] for k in _THREAT_KEYS} for t in threats]),
             "missing_controls": [dict(self.security_controls[c]) for c in missing],
             "recommendations": [
                 f"Implement {self.security_controls[c]['name']}: "
@@ -114,6 +112,17 @@ class ChatbotThreatModeler:
         from ..threats.export import write_text  # (rich, which it imports, only when used)
 
         write_text(path, text)
+
+
+def _copied(threats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A deep copy of the report's threats. Raises :class:`ConfigurationError` for values
+    nested too deep to copy (a caller's assessment may hold anything)."""
+    try:
+        return copy.deepcopy(threats)
+    except RecursionError:
+        raise ConfigurationError("assessment['threats'] holds values nested too deep to "
+                                 "copy; expected the dict assess_implementation "
+                                 "returns") from None
 
 
 def _is_dir(path: Path) -> bool:
@@ -153,8 +162,9 @@ def _assessment_parts(assessment: Any) -> tuple[float, list[str], list[dict[str,
                                  f"received {score!r:.80}")
     score = float(score)  # a numpy number as the plain float a report can be written with
     missing = assessment.get("missing_controls", [])
-    if isinstance(missing, (str, bytes)) or not isinstance(missing, Iterable) \
-            or isinstance(missing, Mapping) or not all(isinstance(c, str) for c in missing):
+    if not isinstance(missing, (str, bytes, Mapping)) and isinstance(missing, Iterable):
+        missing = list(missing)  # once: checked, then listed (an iterator was used up)
+    if not isinstance(missing, list) or not all(isinstance(c, str) for c in missing):
         raise ConfigurationError("assessment['missing_controls'] must be a list of control "
                                  f"ids; received {missing!r:.80}")
     threats = assessment.get("threats", [])

@@ -157,3 +157,29 @@ def test_a_catalogue_too_long_is_refused(tmp_path, monkeypatch):
     path.write_text(json.dumps({"format": "x", "pad": "y" * 100}), encoding="utf-8")
     with pytest.raises(ConfigurationError, match="longer than 64 bytes"):
         load_catalogue(str(path))
+
+
+def test_a_report_from_iterators_lists_every_missing_control():
+    from aimsec_core import ChatbotThreatModeler
+
+    modeler = ChatbotThreatModeler()
+    assessment = modeler.assess_implementation(set())
+    report = modeler.generate_report({**assessment,
+                                      "missing_controls": iter(assessment["missing_controls"]),
+                                      "threats": iter(assessment["threats"])})
+    # the check used the iterator up: the report listed no missing control at all
+    assert len(report["missing_controls"]) == len(assessment["missing_controls"]) == 9
+    assert len(report["recommendations"]) == 9 and len(report["threats"]) == 3
+
+
+def test_a_report_of_values_nested_too_deep_is_refused_clearly():
+    from aimsec_core import ChatbotThreatModeler
+
+    modeler = ChatbotThreatModeler()
+    assessment = modeler.assess_implementation(set())
+    deep: list = [1]
+    for _ in range(20_000):
+        deep = [deep]
+    threat = {**assessment["threats"][0], "impact": deep}
+    with pytest.raises(ConfigurationError, match="nested too deep"):  # was RecursionError
+        modeler.generate_report({**assessment, "threats": [threat]})
