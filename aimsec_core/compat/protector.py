@@ -17,8 +17,8 @@ from __future__ import annotations
 import reprlib
 import time
 from collections.abc import Callable, Mapping
-from numbers import Integral, Real
 from datetime import datetime
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -111,7 +111,8 @@ class AIModelProtector:
 
 def _identity(metadata: dict[str, Any] | None) -> str:
     """The client a request's metadata names (the original's callers pass ``ip``, as text
-    or an ``ipaddress`` object: see :func:`.identity.client_name`). Raises :class:`ConfigurationError` for metadata that is not a dict."""
+    or an ``ipaddress`` object: see :func:`.identity.client_name`). Raises
+    :class:`ConfigurationError` for metadata that is not a dict."""
     if metadata is not None and not isinstance(metadata, Mapping):
         raise ConfigurationError(f"metadata must be a dict such as {{'ip': '203.0.113.7'}}; "
                                  f"received {type(metadata).__name__}")
