@@ -13,6 +13,7 @@ the guard, not accuracy. ``aimsec evaluate`` trains the full-size models.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -29,10 +30,11 @@ from rich.table import Table
 from . import digits
 from .api import guard
 from .audit import AuditLog
-from .config import DEFAULT_LOG_PATH, resolve
+from .config import log_folder
 from .context import client
-from .errors import AimsecError, MissingExtraError
+from .errors import AimsecError, ConfigurationError, MissingExtraError
 from .extras import require
+from .files import as_path
 from .sinks import CallRecord
 from .visible import shown
 
@@ -203,12 +205,23 @@ class _Steps:
 
 
 def run_folder(base: str | Path | None = None) -> Path:
-    """A new folder for one demo run: ``<base>/demo-<UTC time>``."""
-    root = Path(resolve(None if base is None else str(base), "SECURITY_LOG_PATH",
-                        DEFAULT_LOG_PATH, str))
+    """A new folder for one demo run: ``<base>/demo-<UTC time>`` (``base`` defaults to
+    ``SECURITY_LOG_PATH``, else ``./security_logs``). Raises :class:`ConfigurationError`
+    for a ``base`` that is no path, and naming the folder (and ``SECURITY_LOG_PATH`` when
+    it came from there) when the run's folder cannot be made under it: a file there, no
+    permission."""
+    root = log_folder(None if base is None else as_path(base, "the demo's output folder"))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     folder = root / f"demo-{stamp}"
-    folder.mkdir(parents=True, exist_ok=False)
+    try:
+        folder.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        named = ("the output folder" if base is not None else "SECURITY_LOG_PATH"
+                 if os.environ.get("SECURITY_LOG_PATH") else "the default folder")
+        raise ConfigurationError(
+            f"cannot make the demo's folder {shown(folder)}: {exc.strerror or exc}; "
+            f"expected {named} ({shown(root)}) to be a folder that can be written to, or "
+            "a path where one can be made") from exc
     return folder
 
 

@@ -13,14 +13,16 @@ The checks are the original's: ``rate_limit_exceeded`` (more than
 ``extreme_values`` (a value beyond ±1e6), ``suspicious_sparsity`` (under 1% non-zero),
 ``potential_adversarial_pattern`` (every finite difference of the input above 100; a
 property of the input alone, not of the model: the guard's calibrated detectors are the
-real adversarial-input check) and ``analysis_error`` (the input is not numeric, or holds
-NaN, against which every comparison is false), severity high.
+real adversarial-input check) and ``analysis_error`` (the input is not numeric: text,
+even text of digits, times, complex numbers, as the original, whose checks failed on
+them; or it holds NaN, against which every comparison is false), severity high.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -42,11 +44,14 @@ from ..files import as_path
 from ..incidents.model import MAX_TEXT, Evidence, Occurrence, clip
 from ..incidents.store import IncidentStore
 from ..severity import SEVERITIES, highest, severity_of
+from .identity import client_name, given
 
 EXTREME_VALUE = 1e6
 MIN_NON_ZERO_SHARE = 0.01
 MAX_DIFFERENCE = 100.0
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
+#: dtype kinds the input checks read: bool, integers, floats, and objects holding numbers
+NUMERIC_KINDS = "biufO"
 #: the original's threat names and the severity each gives
 SEVERITY = {"rate_limit_exceeded": "medium", "extreme_values": "high",
             "suspicious_sparsity": "high", "potential_adversarial_pattern": "high",
@@ -104,10 +109,9 @@ class AISecurityMonitor:
         self.alert_settings = dict(alert_settings or {})
         self.logging_path = log_folder(None if logging_path is None
                                        else str(as_path(logging_path, "logging_path")))
-        if self.logging_path.exists() and not self.logging_path.is_dir():
-            raise ConfigurationError(  # incidents and alerts written under it would be lost
-                f"logging_path {str(self.logging_path)!r:.200} is not a folder; expected a "
-                "folder for the incident database and the alert outbox")
+        _make_folder(self.logging_path, "logging_path" if logging_path is not None
+                     else "SECURITY_LOG_PATH" if os.environ.get("SECURITY_LOG_PATH")
+                     else "the default logging_path")
         self.max_requests_per_minute = _max_requests(self.alert_settings)
         self.clock = clock
         self._admit = limiter or per_minute_limiter(self.max_requests_per_minute, clock)
@@ -132,9 +136,7 @@ class AISecurityMonitor:
                                      f"'input_data': array}}; received "
                                      f"{type(request_data).__name__}")
         now = self.clock()
-        ip = request_data.get("ip_address")
-        # not "or": an array's truth value is an error, and any object may be sent here
-        ip = ANONYMOUS if ip is None or (isinstance(ip, str) and not ip) else clip(ip)
+        ip = clip(client_name(request_data.get("ip_address")))
         details: dict[str, Any] = {}
         admitted, seen = self._admit(ip)
         if not admitted:
@@ -152,17 +154,19 @@ class AISecurityMonitor:
     def log_incident(self, incident: Mapping[str, Any]) -> None:
         """Record an incident the caller found (``{"type": str, "details": ...}``, optional
         ``"severity"`` and ``"ip_address"``), e.g. an inference error."""
-        if not isinstance(incident, Mapping) or not incident.get("type"):
+        kind = incident.get("type") if isinstance(incident, Mapping) else None
+        if not given(kind):
             raise ConfigurationError("log_incident expects {'type': str, 'details': ...}; "
-                                     f"received {incident!r:.200}")
-        threat = clip(incident["type"])
+                                     f"received {clip(incident, MAX_TEXT)}")
+        threat = clip(kind)
         severity = incident.get("severity")
-        if severity not in SEVERITIES:
+        if not isinstance(severity, str) or severity not in SEVERITIES:
             severity = severity_of(threat)
         details = incident.get("details")
-        ip = incident.get("ip_address") or (details.get("ip_address")
-                                            if isinstance(details, Mapping) else None)
-        self._raise(threat, severity, clip(ip or ANONYMOUS), self.clock(), details)
+        ip = client_name(incident.get("ip_address"))
+        if ip == ANONYMOUS and isinstance(details, Mapping):
+            ip = client_name(details.get("ip_address"))
+        self._raise(threat, severity, clip(ip), self.clock(), details)
 
     def get_incident_summary(self, hours: float = 24) -> dict[str, Any]:
         """``{"total_incidents", "by_severity": {"low", "medium", "high"}, "unique_ips",
@@ -196,6 +200,22 @@ class AISecurityMonitor:
         evidence.add(reason=f"{threat}: {_details_text(details)}")
         self._dispatcher.submit(Occurrence(self.model_name, threat, ip, severity, now, now, 1,
                                            evidence))
+
+
+def _make_folder(folder: Path, named: str) -> None:
+    """Make ``folder`` now, so that a path where none can be made (a file, under a file, no
+    permission) is refused here: found at the first incident, the incident and its
+    alert would be lost. Raises :class:`ConfigurationError` naming ``named`` and the
+    folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "it is not a folder" if isinstance(exc, FileExistsError) else \
+            exc.strerror or str(exc)
+        raise ConfigurationError(
+            f"{named} {str(folder)!r:.200} cannot be used: {reason}; expected a folder "
+            "(or a path where one can be made) for the incident database and the alert "
+            "outbox") from exc
 
 
 def _details_text(details: Any) -> str:
@@ -233,7 +253,10 @@ def _max_requests(alert_settings: Mapping[str, Any]) -> int:
 def _input_threats(input_data: Any) -> dict[str, Any]:
     """The original's input checks: threat name -> details, for those that fire."""
     try:
-        x = np.asarray(input_data, dtype=np.float64)
+        raw = np.asarray(input_data)
+        if raw.dtype.kind not in NUMERIC_KINDS:  # text read as numbers, times, complex
+            raise TypeError(f"the input has dtype {raw.dtype}; expected real numbers")
+        x = raw.astype(np.float64)  # an object array: its items as floats, or an error
         if x.size == 0:
             raise ValueError("the input is empty")
     except (TypeError, ValueError, OverflowError) as exc:

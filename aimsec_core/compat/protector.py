@@ -18,6 +18,7 @@ import reprlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from ..guard import Guard
 from ..monitoring import Store
 from ..signature import Constraints
 from ..verdict import Verdict
+from .identity import client_name
 
 #: The original tool applied these two structural checks even when not configured.
 _LEGACY_DEFAULTS = {"max_gradient": 100.0, "min_sparsity": 0.01}
@@ -86,7 +88,7 @@ class AIModelProtector:
         monitor = self._guard.monitor
         if monitor is None:
             return {}
-        analysis = monitor.request_analysis(window_minutes)
+        analysis = monitor.request_analysis(_plain_number(window_minutes))
         return analysis if analysis["total_requests"] else {}
 
     def protect(self, input_data: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -108,16 +110,29 @@ class AIModelProtector:
 
 
 def _identity(metadata: dict[str, Any] | None) -> str:
-    """The client a request's metadata names (the original's callers pass ``ip``).
-    Raises :class:`ConfigurationError` for metadata that is not a dict."""
+    """The client a request's metadata names (the original's callers pass ``ip``, as text
+    or an ``ipaddress`` object: see :func:`.identity.client_name`). Raises
+    :class:`ConfigurationError` for metadata that is not a dict."""
     if metadata is not None and not isinstance(metadata, Mapping):
         raise ConfigurationError(f"metadata must be a dict such as {{'ip': '203.0.113.7'}}; "
                                  f"received {type(metadata).__name__}")
     for key in _IDENTITY_KEYS:
-        value = (metadata or {}).get(key)
-        if isinstance(value, str) and value:
-            return value
+        name = client_name((metadata or {}).get(key))
+        if name != ANONYMOUS:
+            return name
     return ANONYMOUS
+
+
+def _plain_number(value: Any) -> Any:
+    """A number of another type (``np.int64(5)``, a ``Fraction``) as the ``int`` or
+    ``float`` it holds, so the result it is copied into stays JSON-writable; anything
+    else as it is (the monitor refuses it)."""
+    if isinstance(value, bool) or type(value) in (int, float) or not isinstance(value, Real):
+        return value
+    try:
+        return int(value) if isinstance(value, Integral) else float(value)
+    except OverflowError:  # a Fraction beyond any float
+        return float("inf")
 
 
 def _as_result(verdict: Verdict | None, validation_only: bool = False) -> dict[str, Any]:

@@ -87,9 +87,7 @@ class ChatbotThreatModeler:
                                         datetime.now(timezone.utc).isoformat()),
             "risk_score": score,
             "risk_level": risk_level(score),
-            "threats": [{k: copy.deepcopy(t[k]) for k in
-                         ("category", "severity", "description", "impact", "likelihood",
-                          "recommended_controls")} for t in threats],
+            "threats": _copied([{k: t[k] for k in _THREAT_KEYS} for t in threats]),
             "missing_controls": [dict(self.security_controls[c]) for c in missing],
             "recommendations": [
                 f"Implement {self.security_controls[c]['name']}: "
@@ -100,17 +98,38 @@ class ChatbotThreatModeler:
         """Write ``report`` as JSON to ``filename``. numpy values, sets and datetimes are
         written as JSON numbers, lists and ISO 8601 text. Raises
         :class:`ConfigurationError` for a report JSON cannot hold (other objects, NaN or
-        infinity, a reference cycle) or a ``filename`` that is a folder."""
+        infinity, a reference cycle) or a ``filename`` that cannot be written (a folder, in
+        a missing folder, a name too long)."""
         try:
             text = json.dumps(report, indent=2, default=_json_value, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
             raise ConfigurationError(f"the report cannot be written as JSON: {exc}; expected "
                                      "the dict generate_threat_report returns") from None
         path = as_path(filename, "filename")
-        if path.is_dir():
+        if _is_dir(path):
             raise ConfigurationError(f"filename {str(path)!r:.200} is a folder; expected a "
                                      "file to write the report to")
-        path.write_text(text, encoding="utf-8")
+        from ..threats.export import write_text  # (rich, which it imports, only when used)
+
+        write_text(path, text)
+
+
+def _copied(threats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A deep copy of the report's threats. Raises :class:`ConfigurationError` for values
+    nested too deep to copy (a caller's assessment may hold anything)."""
+    try:
+        return copy.deepcopy(threats)
+    except RecursionError:
+        raise ConfigurationError("assessment['threats'] holds values nested too deep to "
+                                 "copy; expected the dict assess_implementation "
+                                 "returns") from None
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long: writing it says so, with the file's name
+        return False
 
 
 def _json_value(value: Any) -> Any:
@@ -137,13 +156,15 @@ def _assessment_parts(assessment: Any) -> tuple[float, list[str], list[dict[str,
         raise ConfigurationError(f"assessment must be a dict; {expected}; received "
                                  f"{type(assessment).__name__}")
     score = assessment.get("risk_score")
-    if isinstance(score, bool) or not isinstance(score, Real) \
-            or not 0 <= float(score) <= 100:
+    if isinstance(score, bool) or not isinstance(score, Real) or not 0 <= score <= 100:
+        # compared as it is: float() of an int beyond any float raised OverflowError
         raise ConfigurationError(f"assessment['risk_score'] must be a number in [0, 100]; "
                                  f"received {score!r:.80}")
+    score = float(score)  # a numpy number as the plain float a report can be written with
     missing = assessment.get("missing_controls", [])
-    if isinstance(missing, (str, bytes)) or not isinstance(missing, Iterable) \
-            or isinstance(missing, Mapping) or not all(isinstance(c, str) for c in missing):
+    if not isinstance(missing, (str, bytes, Mapping)) and isinstance(missing, Iterable):
+        missing = list(missing)  # once: checked, then listed (an iterator was used up)
+    if not isinstance(missing, list) or not all(isinstance(c, str) for c in missing):
         raise ConfigurationError("assessment['missing_controls'] must be a list of control "
                                  f"ids; received {missing!r:.80}")
     threats = assessment.get("threats", [])

@@ -30,11 +30,14 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..files import read_bounded
 from ..severity import SEVERITIES
 
 FORMAT = "aimsec-threat-catalogue/1"
 LIKELIHOODS = ("low", "medium", "high")
 BUILT_IN = {"model-endpoint": "model_endpoint.json", "chatbot": "chatbot.json"}
+#: The longest catalogue file read (the built-in ones take a few kilobytes).
+MAX_CATALOGUE_BYTES = 4 << 20
 _OWASP = re.compile(r"^ML(0[1-9]|10)$")
 _TECHNIQUE = re.compile(r"^AML\.T\d{4}(\.\d{3})?$")
 _MITIGATION = re.compile(r"^AML\.M\d{4}$")
@@ -81,7 +84,8 @@ class Catalogue:
 
 
 def load_catalogue(source: str | Path) -> Catalogue:
-    """A built-in catalogue by name (``"model-endpoint"``, ``"chatbot"``) or one from a file.
+    """A built-in catalogue by name (``"model-endpoint"``, ``"chatbot"``) or one from a file
+    (a regular file of at most :data:`MAX_CATALOGUE_BYTES`).
 
     Raises :class:`ConfigurationError` naming the file and the first problem found.
     """
@@ -94,12 +98,13 @@ def load_catalogue(source: str | Path) -> Catalogue:
             raise ConfigurationError(
                 f"cannot read threat catalogue {source!r:.80}: expected a built-in name "
                 f"({', '.join(BUILT_IN)}) or the path of a JSON file")
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        try:  # bounded, and a regular file only: a FIFO blocked, /dev/zero filled memory
+            text = read_bounded(Path(source), MAX_CATALOGUE_BYTES).decode("utf-8")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigurationError(
                 f"cannot read threat catalogue {source}: {exc}; expected a built-in name "
-                f"({', '.join(BUILT_IN)}) or a JSON file") from exc
+                f"({', '.join(BUILT_IN)}) or a UTF-8 JSON file of at most "
+                f"{MAX_CATALOGUE_BYTES} bytes") from exc
         where = f"threat catalogue {source}"
     try:
         raw = json.loads(text)
@@ -195,11 +200,20 @@ def _ids(value: Any, pattern: re.Pattern[str], what: str, note: Any, fail: Any) 
 
 def control_ids(value: Any, name: str) -> set[Any]:
     """``value``, an iterable of control ids, as a set (ids are checked against a
-    catalogue by the caller). Raises :class:`ConfigurationError` for a string, whose
-    letters are no ids, and for anything that is not an iterable of ids."""
+    catalogue by the caller); a mapping of id -> ``True``/``False`` gives the ids mapped
+    to ``True`` (iterated as it is, ``{"rate_limiting": False}`` would count the control
+    as in place). Raises :class:`ConfigurationError` for a string, whose letters are no
+    ids, a mapping to other values, and anything that is not an iterable of ids."""
     if isinstance(value, (str, bytes)):
         raise ConfigurationError(f"{name} must be a set of control ids; received the string "
                                  f"{value!r:.80}")
+    if isinstance(value, Mapping):
+        odd = sorted((str(k) for k, v in value.items() if not isinstance(v, bool)), key=str)
+        if odd:
+            raise ConfigurationError(
+                f"{name} must be a set of control ids (or a dict of id -> True/False); "
+                f"received other values for {odd!r:.200}")
+        return {k for k, v in value.items() if v}
     try:
         return set(value)
     except TypeError:  # not iterable, or holding unhashable items

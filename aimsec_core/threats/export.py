@@ -36,22 +36,28 @@ def _shown(text: str) -> str:
     return visible(text).encode("utf-8", "replace").decode("utf-8")
 
 
+def _joined(ids: list[str]) -> str:
+    return ", ".join(_cell(i) for i in ids)
+
+
 def to_markdown(assessment: Assessment) -> str:
+    # every text is escaped, the catalogue's too: a catalogue file's name or a caller's
+    # Assessment may hold anything, and a code span cannot escape a backtick
     lines = [f"# Threat model: {_cell(assessment.subject or assessment.catalogue)}", "",
-             f"Catalogue `{assessment.catalogue}`, {assessment.timestamp}. "
-             f"**Risk {assessment.risk_score:g}/100 ({assessment.risk_level})**.", "",
+             f"Catalogue {_cell(assessment.catalogue)}, {_cell(assessment.timestamp)}. "
+             f"**Risk {assessment.risk_score:g}/100 ({_cell(assessment.risk_level)})**.", "",
              "## Controls", "", "| control | in place | source | detail |", "|---|---|---|---|"]
     for c in assessment.controls:
         lines.append(f"| {_cell(c.name or c.id)} | {'yes' if c.implemented else 'no'} | "
-                     f"{c.source} | {_cell(c.detail)} |")
+                     f"{_cell(c.source)} | {_cell(c.detail)} |")
     lines += ["", "## Threats left open", "",
               "| threat | severity | likelihood | missing controls | OWASP | ATLAS techniques "
               "| ATLAS mitigations |", "|---|---|---|---|---|---|---|"]
     for t in assessment.threats:
-        lines.append(f"| {_cell(t.category)} | {t.severity} | {t.likelihood} | "
-                     f"{', '.join(t.missing_controls)} | {', '.join(t.owasp) or '–'} | "
-                     f"{', '.join(t.atlas_techniques) or '–'} | "
-                     f"{', '.join(t.atlas_mitigations)} |")
+        lines.append(f"| {_cell(t.category)} | {_cell(t.severity)} | {_cell(t.likelihood)} | "
+                     f"{_joined(t.missing_controls)} | {_joined(t.owasp) or '–'} | "
+                     f"{_joined(t.atlas_techniques) or '–'} | "
+                     f"{_joined(t.atlas_mitigations)} |")
     lines += ["", "## Recommendations, most risk removed first", ""]
     lines += [f"{i}. {_cell(r)}" for i, r in enumerate(assessment.recommendations, 1)]
     return "\n".join(lines) + "\n"
@@ -62,20 +68,28 @@ def write(assessment: Assessment, json_path: str | Path | None = None,
     """Write the JSON and/or Markdown files. Raises :class:`ConfigurationError` naming the
     file for one that cannot be written (a folder, a missing folder, a full disk)."""
     for path, render in ((json_path, to_json), (markdown_path, to_markdown)):
-        if not path:
-            continue
-        try:
-            Path(path).write_text(render(assessment), encoding="utf-8")
-        except OSError as exc:  # a full disk's error carries no file name of its own
-            raise ConfigurationError(f"cannot write {_shown(str(path))}: "
-                                     f"{exc.strerror or exc}") from exc
+        if path:
+            write_text(Path(path), render(assessment))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as UTF-8. Raises :class:`ConfigurationError` naming the
+    file and the reason for one that cannot be written (a folder, a missing folder, a name
+    too long, a full disk)."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a full disk's error carries no file name of its own
+        raise ConfigurationError(f"cannot write {_shown(str(path))}: "
+                                 f"{exc.strerror or exc}; expected a file in an existing "
+                                 "folder") from exc
 
 
 def table(assessment: Assessment) -> Table:
     """Controls with their state, and the threats each leaves open."""
     result = Table(title=f"threat model: "
                          f"{escape(_shown(assessment.subject or assessment.catalogue))}"
-                         f" — risk {assessment.risk_score:g}/100 ({assessment.risk_level})")
+                         f" — risk {assessment.risk_score:g}/100 "
+                         f"({escape(_shown(assessment.risk_level))})")
     for column in ("control", "in place", "detail", "leaves open"):
         result.add_column(column)
     open_threats: dict[str, list[str]] = {}
@@ -85,5 +99,5 @@ def table(assessment: Assessment) -> Table:
     for c in assessment.controls:
         mark = "[green]yes[/]" if c.implemented else "[red]no[/]"
         result.add_row(escape(_shown(c.name or c.id)), mark, escape(_shown(c.detail)),
-                       escape(", ".join(open_threats.get(c.id, []))))
+                       escape(_shown(", ".join(open_threats.get(c.id, [])))))
     return result

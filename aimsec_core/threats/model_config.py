@@ -62,7 +62,8 @@ def load_model_config(path: str | Path) -> DescribedGuard:
         raise ConfigurationError(f"cannot read the model config {path}: JSON nested too "
                                  "deep; expected a JSON object of guard settings") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigurationError(f"cannot read the model config {path}: {exc}") from exc
+        raise ConfigurationError(f"cannot read the model config {path}: {exc}; expected a "
+                                 "UTF-8 JSON object of guard settings") from exc
     if not isinstance(raw, dict):
         raise ConfigurationError(f"model config {path}: expected a JSON object with keys "
                                  f"among {list(KEYS)}")
@@ -81,9 +82,18 @@ def load_model_config(path: str | Path) -> DescribedGuard:
             f"model config {path}: \"guard\" settings {sorted(set(extra) - accepted)} are not "
             f"settings of this aimsec's guard a file can give; it accepts {sorted(accepted)} "
             f"(and {list(KEYS[:5])} at the top level)")
-    guard = Guard(None, HostArrays(None), name=str(raw.get("name", path.stem)),
-                  mode=raw.get("mode"), constraints=raw.get("constraints"),
-                  sinks=_sinks(raw.get("audit", True), path), **extra)
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"model config {path}: name must be a non-empty string; "
+                                 f"received {_shown(name)}")
+    try:
+        guard = Guard(None, HostArrays(None), name=name, mode=raw.get("mode"),
+                      constraints=raw.get("constraints"),
+                      sinks=_sinks(raw.get("audit", True), path), **extra)
+    except ConfigurationError as exc:  # the guard's own words, and the file they concern
+        if str(exc).startswith(f"model config {path}"):
+            raise
+        raise ConfigurationError(f"model config {path}: {exc}") from exc
     if raw.get("calibration"):
         location = _path(raw["calibration"], "calibration", path)
         try:
