@@ -150,6 +150,15 @@ class SmtpSettings:
                                      f"{type(recipients).__name__}")
         port = _port(smtp.get("port"))
         use_tls = smtp.get("use_tls")
+        if isinstance(use_tls, str):  # "false" is a true string: read it as the word it is
+            try:
+                use_tls = parse_bool(use_tls)
+            except ValueError as exc:
+                raise ConfigurationError(f"alert_settings['smtp_settings']['use_tls']: {exc}; "
+                                         f"received {use_tls!r:.40}") from None
+        elif use_tls is not None and not isinstance(use_tls, (bool, int)):
+            raise ConfigurationError("alert_settings['smtp_settings']['use_tls'] must be true "
+                                     f"or false; received {type(use_tls).__name__}")
         security = None
         if use_tls is not None:
             security = "starttls" if use_tls else ("ssl" if port == 465 else "none")

@@ -144,6 +144,10 @@ def test_a_zero_smtp_timeout_from_the_environment_is_refused(monkeypatch):
     ({"email_recipients": ["a@b.c"], "smtp_settings": {"server": "x", "port": "abc"}}, "port"),
     ({"email_recipients": ["a@b.c"], "smtp_settings": {"server": "x", "port": 25.5}}, "port"),
     ({"email_recipients": ["a@b.c"], "smtp_settings": {"server": 5}}, "SMTP server"),
+    ({"email_recipients": ["a@b.c"], "smtp_settings": {"server": "x", "use_tls": "maybe"}},
+     "use_tls"),
+    ({"email_recipients": ["a@b.c"], "smtp_settings": {"server": "x", "use_tls": [1]}},
+     "use_tls"),
 ])
 def test_the_original_alert_settings_with_wrong_types_are_configuration_errors(
         monkeypatch, settings, match):
@@ -231,3 +235,13 @@ def test_a_zero_repeat_interval_from_the_environment_is_refused(monkeypatch):
     monkeypatch.setenv("AIMSEC_ALERT_REPEAT_INTERVAL", "60")
     monkeypatch.setenv("AIMSEC_ALERT_GROUP_WAIT", "0")  # no wait before the first: fine
     assert GroupingPolicy.resolve().group_wait == 0
+
+
+@pytest.mark.parametrize("word, security", [("false", "none"), ("no", "none"), ("true", "starttls"),
+                                            ("1", "starttls"), (False, "none")])
+def test_use_tls_given_as_a_word_is_read_as_the_word(monkeypatch, word, security):
+    # "false" is a true string: it turned STARTTLS on
+    monkeypatch.delenv("ALERT_SMTP_SECURITY", raising=False)
+    settings = SmtpSettings.from_alert_settings({"email_recipients": ["a@b.c"], "smtp_settings": {
+        "server": "mail.example.org", "port": 25, "sender": "s@example.org", "use_tls": word}})
+    assert settings.security == security
