@@ -216,13 +216,17 @@ class GuardedModule(GuardedMixin, nn.Module):
         original = self.__dict__.get("_aimsec_original")
         if (original is not None and name not in self.__dict__
                 and not hasattr(nn.Module, name)  # nn.Module's own (_compiled_call_impl)
+                and not isinstance(getattr(type(self), name, None), property)
                 and (name in original.__dict__ or isinstance(value, torch.Tensor))):
             # A plain attribute of the model (a number, a tensor; pruning's masked weight):
             # one copy of it, the one its forward reads. A parameter or module given in its
             # place is registered by the model's own __setattr__, into the dicts both share.
+            # A property (a parametrized weight's) takes the value itself: right_inverse.
             setattr(original, name, value)
             return
         super().__setattr__(name, value)
+        if name == "parametrizations" and original is not None:
+            _reads_parametrizations(original, type(self))
 
     def __delattr__(self, name: str) -> None:
         original = self.__dict__.get("_aimsec_original")
@@ -285,6 +289,29 @@ class GuardedModule(GuardedMixin, nn.Module):
 
     # Pickling (``pickle``, ``torch.save``) carries the guard whole: ``Guard.__getstate__``
     # takes its settings, calibration, policy and sinks (re-opened in the loading process).
+
+
+def _reads_parametrizations(original: nn.Module, guarded_type: type) -> None:
+    """Let ``original`` read the tensors parametrized on the guarded module.
+
+    ``torch.nn.utils.parametrize`` (``spectral_norm``, ``orthogonal``, ``weight_norm``
+    applied to the guarded module) moves a parameter of the shared dicts into
+    ``parametrizations`` (a submodule both share) and computes it in a property of the
+    guarded module's class; the original's forward, reading ``self.weight``, would find
+    nothing. Its class gains the guarded class's parametrized properties as a fallback."""
+    base = type(original)
+    if getattr(base, "_aimsec_parametrized_by", None) is guarded_type:
+        return
+
+    def __getattr__(self: nn.Module, name: str) -> Any:
+        attribute = vars(guarded_type).get(name)
+        if isinstance(attribute, property):  # the parametrized tensor, computed
+            return attribute.__get__(self, type(self))
+        return base.__getattr__(self, name)
+
+    original.__class__ = type(base.__name__, (base,), {
+        "__getattr__": __getattr__, "_aimsec_parametrized_by": guarded_type,
+        "__module__": base.__module__, "__qualname__": base.__qualname__})
 
 
 def _masks_as_bytes(inputs: dict[str, Any]) -> dict[str, Any]:
