@@ -22,7 +22,8 @@
     aimsec_core.errors.InputFormatError: digits-keras: input 'pixels' has shape (5, 63); ...
 
 ``predict``, ``predict_on_batch``, ``evaluate``, ``test_on_batch`` and calling the model are
-guarded; every other attribute (``fit``, ``layers``, ``save``, ``compile`` ...) is the
+guarded; a call screens every array in its arguments (``call(x, bias)``, ``mask=``) by
+parameter name. Every other attribute (``fit``, ``layers``, ``save``, ``compile`` ...) is the
 original model's. A ``dtype="string"`` input takes text (object arrays of ``str``, or a
 TensorFlow string tensor of UTF-8 bytes, screened as the text it holds).
 Works on the TensorFlow and the torch backend (``KERAS_BACKEND``); input gradients for the

@@ -16,17 +16,20 @@ import inspect
 import itertools
 import sys
 import types
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
+import numpy as np
 
 from aimsec_core.errors import (SecurityViolation, UncopyableError, UnguardedAttributeError,
                                 UnguardedCallError)
 from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
-from aimsec_core.validation import native_order
+from aimsec_core.validation import Refused, native_order
 from aimsec_core.verdict import Verdict
+from aimsec_torch._arguments import ArgumentsError, Binder, tensors_in
 
 from ._gradients import Forward, OwnOutput
 
@@ -100,7 +103,10 @@ class GuardedModel(GuardedMixin):
         # calibrated on, so they take their own ``training=False`` pass beside it.
         if kwargs.get("training"):
             forward = None
-        return guard.call(guard.adapter.inputs_of(x), lambda: model(*args, **kwargs), forward)
+        inputs = guard.adapter.inputs_of(x)
+        if len(args) > 1 or len(kwargs) > (0 if args else 1):  # more than the input itself
+            inputs = _with_other_arguments(inputs, model, args, kwargs)
+        return guard.call(inputs, lambda: model(*args, **kwargs), forward)
 
     def _screened(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         guard = self._aimsec_guard
@@ -189,6 +195,72 @@ class GuardedModel(GuardedMixin):
             "twin.set_weights(model.get_weights()); compile it as needed; then "
             "aimsec_core.guard(twin, calibration=aimsec_core.guard_of(guarded).calibration, "
             "...) with the same settings")
+
+
+def _with_other_arguments(inputs: dict[str, Any], model: Any, args: list[Any],
+                          kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``inputs`` and every array or tensor in the call's other arguments (a subclassed
+    model's ``call(x, bias)``, a ``mask``), named by ``call``'s parameter (``bias``,
+    ``mask[0]``), as the torch adapter names a ``forward``'s; ``training`` and other
+    plain values are not inputs. Arguments that do not fit ``call`` are named by position
+    (``args[1]``) or keyword: Keras says what is wrong with them."""
+    binder = _binder(model)
+    try:
+        bound = binder.bind(tuple(args), kwargs)
+    except ArgumentsError:
+        bound = ([(f"args[{i}]", v, None) for i, v in enumerate(args)]
+                 + [(k, v, None) for k, v in kwargs.items()])
+    primary = bound and (bound[0][0] == binder.first_name or (args and bound[0][1] is args[0]))
+    rest = bound[1:] if primary else bound
+    kinds = _array_types()
+    try:
+        found, _ = tensors_in(rest, kinds)
+    except ArgumentsError as exc:
+        return {**inputs, "arguments": Refused(str(exc))}
+    merged = dict(inputs)
+    for name, value in found.items():
+        if isinstance(value, kinds):  # not tensors_in's stand-in for an array-less call
+            merged[name if name not in merged else f"argument {name}"] = _bool_as_bytes(value)
+    return merged
+
+
+def _bool_as_bytes(value: Any) -> Any:
+    """A boolean mask as its uint8 view (the same 0/1 values, in a dtype the core takes as
+    numbers); anything else as it is."""
+    if isinstance(value, np.ndarray):
+        return value.view(np.uint8) if value.dtype == np.bool_ else value
+    try:
+        boolean = keras.backend.standardize_dtype(value.dtype) == "bool"
+    except (AttributeError, ValueError, TypeError):
+        return value
+    return keras.ops.convert_to_numpy(value).view(np.uint8) if boolean else value
+
+
+def _binder(model: Any) -> Binder:
+    """``model.call``'s signature, read once per ``call`` function."""
+    call = model.call
+    key = getattr(call, "__func__", call)
+    cached = _BINDERS.get(type(model))
+    if cached is None or cached[0] is not key:
+        cached = _BINDERS[type(model)] = (key, Binder(call))
+    return cached[1]
+
+
+_BINDERS: weakref.WeakKeyDictionary[type, tuple[Any, Binder]] = weakref.WeakKeyDictionary()
+
+
+def _array_types() -> tuple[type, ...]:
+    """The array and tensor types a call's arguments may hold: numpy's, Keras' variables,
+    and those of the backends loaded."""
+    kinds: list[type] = [np.ndarray, keras.Variable]
+    tf, torch, jax = (sys.modules.get(name) for name in ("tensorflow", "torch", "jax"))
+    if tf is not None:
+        kinds += [tf.Tensor, tf.Variable]
+    if torch is not None:
+        kinds.append(torch.Tensor)
+    if jax is not None:
+        kinds.append(jax.Array)
+    return tuple(kinds)
 
 
 def _native(x: Any) -> Any:

@@ -1,0 +1,66 @@
+"""Calling a guarded Keras model screens every array in the call, not only the first:
+a subclassed model's ``call(x, bias)`` (by position or keyword) and a mask have their
+tensors screened by parameter name, as the torch adapter screens a ``forward``'s."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import aimsec_core
+from aimsec_core import NonFiniteInputError, ValueRangeError
+
+X = np.random.default_rng(0).random((4, 3)).astype("float32")
+NAN = np.full((4, 3), np.nan, dtype="float32")
+
+
+class Biased(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, x, bias=None, training=None):
+        out = self.dense(x)
+        return out if bias is None else out + keras.ops.sum(keras.ops.cast(bias, out.dtype))
+
+
+@pytest.fixture(scope="module")
+def plain() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = Biased()
+    model(X)
+    return model
+
+
+@pytest.fixture
+def guarded(plain, sink):
+    return aimsec_core.guard(plain, name="biased", sinks=[sink],
+                             constraints={"min_value": 0.0, "max_value": 1.0})
+
+
+@pytest.mark.parametrize("call", [lambda g, b: g(X, b), lambda g, b: g(X, bias=b),
+                                  lambda g, b: g(x=X, bias=b), lambda g, b: g(X, b, False)],
+                         ids=["positional", "keyword", "both-keywords", "with-training"])
+def test_every_array_argument_is_screened_by_name(guarded, sink, call):
+    with pytest.raises(NonFiniteInputError, match="'bias'"):
+        call(guarded, NAN)
+    assert [e.outcome for e in sink.events] == ["rejected"]
+    with pytest.raises(ValueRangeError, match="'bias'"):
+        call(guarded, X + 5)
+
+
+def test_valid_extra_arguments_give_the_plain_answer(guarded, plain, sink):
+    expected = keras.ops.convert_to_numpy(plain(X, bias=X, training=False))
+    got = keras.ops.convert_to_numpy(guarded(X, bias=X, training=False))
+    assert np.array_equal(got, expected)
+    assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, training=False)),
+                          keras.ops.convert_to_numpy(plain(X, training=False)))
+    assert [e.outcome for e in sink.events] == ["allowed", "allowed"]
+
+
+def test_a_boolean_mask_argument_is_screened_as_its_0_1_values(guarded, plain, sink):
+    mask = np.ones((4, 3), dtype=bool)
+    expected = keras.ops.convert_to_numpy(plain(X, bias=mask))
+    assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, bias=mask)), expected)
+    assert sink.events[-1].outcome == "allowed"
