@@ -104,7 +104,8 @@ class GuardedModel(GuardedMixin):
         if kwargs.get("training"):
             forward = None
         inputs = guard.adapter.inputs_of(x)
-        if len(args) > 1 or len(kwargs) > (0 if args else 1):  # more than the input itself
+        if any(not isinstance(value, _PLAIN) for value in (*args[1:], *kwargs.values())
+               if value is not x):  # arrays beside the input (training=False is not one)
             inputs = _with_other_arguments(inputs, model, args, kwargs)
         return guard.call(inputs, lambda: model(*args, **kwargs), forward)
 
@@ -222,6 +223,11 @@ def _with_other_arguments(inputs: dict[str, Any], model: Any, args: list[Any],
         if isinstance(value, kinds):  # not tensors_in's stand-in for an array-less call
             merged[name if name not in merged else f"argument {name}"] = _bool_as_bytes(value)
     return merged
+
+
+#: Argument values that are never arrays: a call passing only these besides its input
+#: (``training=False``, ``mask=None``) skips binding its arguments.
+_PLAIN = (bool, int, float, str, type(None))
 
 
 def _bool_as_bytes(value: Any) -> Any:
