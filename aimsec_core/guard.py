@@ -617,8 +617,24 @@ class Guard:
     def copied_for(self, model: Any) -> Guard:
         """This guard for a copy of its model (``copy.deepcopy`` of a guarded module): the
         same settings, calibration, sinks, policy and monitoring store."""
+        return self._rebuilt(model=model)
+
+    def with_settings(self, **settings: Any) -> Guard:
+        """This guard for the same model with other settings (``name``, ``mode``,
+        ``constraints``, ``sinks``; ``mode=None``: the configured default), built as the
+        constructor builds one; the calibration, policy, store, ``on_flagged`` and clock
+        kept as :meth:`copied_for` keeps them (a guarded estimator's ``set_params``).
+        Raises :class:`ConfigurationError` for an invalid setting or another key."""
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise ConfigurationError(f"with_settings takes {list(SETTINGS)}; received "
+                                     f"{unknown}")
+        return self._rebuilt(**settings)
+
+    def _rebuilt(self, **changes: Any) -> Guard:
+        """A new guard from this one's state with ``changes``."""
         state = self._state(portable=False)
-        state["model"] = model
+        state.update(changes)
         guard = Guard.__new__(Guard)
         guard.__setstate__(state)
         # the same store, from the same place: a pickle of the copy re-reads the variable too
@@ -643,6 +659,11 @@ class Guard:
         guard.monitor = self.monitor
         guard._last = self._last
         return guard
+
+
+#: The settings :meth:`Guard.with_settings` changes (the constructor's parameters of those
+#: names).
+SETTINGS = ("name", "mode", "constraints", "sinks")
 
 
 def allowed_rows(verdict: Verdict) -> np.ndarray | None:

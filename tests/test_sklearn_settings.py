@@ -79,3 +79,11 @@ def test_a_grid_search_over_the_guards_constraints_uses_each_setting(sink):
                           cv=2, error_score="raise")
     with pytest.raises(ValueRangeError):
         search.fit(X, Y)
+
+
+def test_with_settings_takes_only_the_guard_settings():
+    guard = aimsec_core.guard_of(aimsec_core.guard(LogisticRegression(), sinks=[]))
+    with pytest.raises(ConfigurationError, match="with_settings takes"):
+        guard.with_settings(policy=False)  # not a setting it changes
+    assert guard.with_settings(mode="monitor").mode == "monitor"
+    assert guard.mode == "enforce"  # the original guard is left as it was

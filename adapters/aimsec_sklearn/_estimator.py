@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
-from aimsec_core.guard import Guard
+from aimsec_core.guard import SETTINGS, Guard
 from aimsec_core.guarded import GuardedMixin
 
 
@@ -77,17 +77,18 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
                 guard = guard.refitted(model)
             self._aimsec_guard = guard
         return guard
+
     def __setattr__(self, name: str, value: Any) -> None:
         """A guard setting (``name``, ``mode``, ``constraints``, ``sinks``) changed once the
         guard exists (``set_params``, a grid search over them) is the guard's from the next
         call on: the guard is built again with it, keeping its calibration, monitoring
         policy and store, ``on_flagged`` and clock. An invalid setting raises the guard's
         ``ConfigurationError`` and changes nothing."""
-        guard = getattr(self, "_aimsec_guard", None) if name in _SETTINGS else None
+        guard = getattr(self, "_aimsec_guard", None) if name in SETTINGS else None
         if guard is not None:
-            settings = {key: self.__dict__.get(key) for key in _SETTINGS}
+            settings = {key: self.__dict__.get(key) for key in SETTINGS}
             settings[name] = value
-            self._aimsec_guard = _resettled(guard, settings)
+            self._aimsec_guard = guard.with_settings(**settings)
         super().__setattr__(name, value)
 
     def _screened(self, method: str, X: Any, *args: Any, **kwargs: Any) -> Any:
@@ -235,19 +236,6 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         self._aimsec_guard = guard  # restored with the estimator: nothing built lazily
 
 
-def _resettled(guard: Guard, settings: dict[str, Any]) -> Guard:
-    """``guard`` for the same model with other settings, built as the constructor builds
-    one (``mode=None``: the configured default); everything else as in ``copied_for``."""
-    state = guard._state(portable=False)
-    state.update(settings)
-    new = Guard.__new__(Guard)
-    new.__setstate__(state)
-    new._store_from_environment = guard._store_from_environment
-    return new
-
-
-#: The constructor's parameters that are the guard's settings.
-_SETTINGS = ("name", "mode", "constraints", "sinks")
 
 #: Serialises building a guard on first use (cheap: taken only when one must be built).
 _BUILDING = threading.Lock()
