@@ -176,6 +176,9 @@ def check_meta(meta: dict[str, Any]) -> None:
     for key in ("samples", "reference_samples"):
         if key in meta:
             _count(meta, key)
+    if not (meta.get("samples") or meta["threshold_samples"]):  # sets fpr_interval's n
+        raise CalibrationError("calibration fields 'samples' and 'threshold_samples' are 0; "
+                               "expected the number of clean samples calibrated on")
     if not isinstance(meta.get("sigmoid_output", False), bool):
         raise CalibrationError("calibration field 'sigmoid_output' must be true or false")
     top = meta.get("top")
