@@ -59,6 +59,36 @@ def test_a_numpy_integer_seed_is_a_seed(model, data):
     assert chosen.suite.threshold == plain.suite.threshold
 
 
+@pytest.mark.parametrize("scale, detectors, match", [
+    (1e200, ["margin", "density", "sparsity"], "'density' gives 300 of the 300"),
+    (1e25, ["neighbours"], "'neighbours' gives"),
+    (1e152, ["margin", "jump"], "could not be saved and loaded again"),
+    (1e151, ["density"], "could not be saved and loaded again"),
+])
+def test_clean_data_too_large_for_a_detector_is_refused_at_calibration(
+        tmp_path, model, data, scale, detectors, match):
+    """Finite values past a detector's arithmetic gave infinite clean scores and NaN
+    tails (saving then raised a raw ValueError), or stored arrays a file may not hold
+    (the saved file then refused to load): calibrate refuses, naming the detector and the
+    data's magnitude, and the calibration in use stays."""
+    x, _ = data
+    guarded = _guard(model)
+    kept = guarded.calibrate(x[600:900], detectors=["margin"])
+    with pytest.raises(CalibrationError, match=match) as raised:
+        guarded.calibrate(x[600:900] * scale, detectors=detectors)
+    assert f"magnitude up to {scale:.3g}" in str(raised.value)
+    assert guarded.__aimsec_guard__.calibration is kept
+
+
+def test_a_calibration_with_a_non_finite_tail_is_not_saved_raw(tmp_path, model, data):
+    x, _ = data
+    calibration = _guard(model).calibrate(x[600:900], detectors=["margin"])
+    calibration.suite.references["margin"].tail = float("nan")
+    with pytest.raises(CalibrationError, match="NaN or infinite"):
+        calibration.save(tmp_path / "c.npz")
+    assert not list(tmp_path.iterdir())
+
+
 # -- calibration files -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -44,8 +44,13 @@ def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Pa
     as any new file, under the process's umask), then renamed over ``path``. A reader
     meanwhile sees the old file or the new one, never a half-written archive, and two
     writers at once leave one of the two files, not a mix."""
-    meta = seal(meta, arrays)
-    encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
+    try:
+        meta = seal(meta, arrays)
+        encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
+    except ValueError as exc:  # a NaN or infinity: strict JSON has none, nor would a load
+        raise CalibrationError(f"cannot write the calibration file {path}: its metadata "
+                               f"holds a NaN or infinite number ({exc}); expected finite "
+                               "thresholds and tails") from exc
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
