@@ -212,7 +212,11 @@ class Guard:
         """Turn detection on with ``calibration`` (an object or a file path).
 
         A calibration made for another model (its recorded fingerprint differs) is refused
-        with :class:`CalibrationError`; ``force=True`` uses it anyway, with a warning."""
+        with :class:`CalibrationError`; ``force=True`` uses it anyway, with a warning.
+        ``force`` must be a bool (:class:`ConfigurationError` otherwise: ``"false"``, a
+        non-empty string, would have used it)."""
+        if not isinstance(force, (bool, np.bool_)):
+            raise ConfigurationError(f"force must be True or False; received {force!r:.80}")
         if not isinstance(calibration, Calibration):
             if not isinstance(calibration, (str, os.PathLike)):
                 raise ConfigurationError(f"calibration must be a Calibration or the path of a "

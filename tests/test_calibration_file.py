@@ -292,6 +292,32 @@ def test_a_calibration_for_another_model_is_refused_unless_forced(model, saved, 
     assert aimsec_core.guard_of(guarded).calibration is not None
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("force", ["false", "no", 1, 0, None])
+def test_force_is_a_bool(model, saved, data, force):
+    """``force="false"`` is a non-empty string, so truthy: it loaded a calibration made
+    for another model without a word but the warning."""
+    x, y = data
+    other = _guard(LogisticRegression(max_iter=50).fit(x[:300], y[:300]))
+    with pytest.raises(ConfigurationError, match="force must be True or False"):
+        other.load_calibration(saved, force=force)
+    assert aimsec_core.guard_of(other).calibration is None
+
+
+@pytest.mark.parametrize("path, error, match", [
+    (None, ConfigurationError, "must be a str or a path object; received NoneType"),
+    (7, ConfigurationError, "received int"),
+    (b"c.npz", ConfigurationError, "received bytes"),
+    ("c\0d.npz", CalibrationError, "embedded null byte"),
+    ("/", CalibrationError, "empty name"),
+])
+def test_saving_to_a_path_that_names_no_file_is_a_typed_error(model, saved, path, error, match):
+    guarded = _guard(model)
+    guarded.load_calibration(saved)
+    with pytest.raises(error, match=match):
+        guarded.save_calibration(path)
+
+
 @settings(max_examples=150, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())

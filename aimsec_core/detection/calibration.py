@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -87,8 +88,15 @@ class Calibration:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> Path:
+        """Write the calibration file at ``path`` (``.npz`` added where the name has another
+        suffix); returns the path written. Raises :class:`ConfigurationError` for a path
+        that is not text or a path object, :class:`CalibrationError` where it cannot be
+        written."""
+        if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+            raise ConfigurationError(f"a calibration file's path must be a str or a path "
+                                     f"object; received {type(path).__name__}")
         path = Path(path)
-        if path.suffix != ".npz":
+        if path.suffix != ".npz" and path.name:  # no name ("/"): refused by the writer
             path = path.with_suffix(".npz")
         return calibration_file.write(path, self.summary(), self.arrays())
 

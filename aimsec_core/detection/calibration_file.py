@@ -51,8 +51,8 @@ def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Pa
         raise CalibrationError(f"cannot write the calibration file {path}: its metadata "
                                f"holds a NaN or infinite number ({exc}); expected finite "
                                "thresholds and tails") from exc
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
@@ -62,10 +62,11 @@ def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Pa
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-    except OSError as exc:
-        raise CalibrationError(f"cannot write the calibration file {path}: "
-                               f"{exc.strerror or exc}; expected a writable file path "
-                               "in an existing or creatable folder") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, no file name
+        raise CalibrationError(f"cannot write the calibration file {str(path)!r:.200}: "
+                               f"{getattr(exc, 'strerror', None) or exc}; expected a "
+                               "writable file path in an existing or creatable "
+                               "folder") from exc
     return path
 
 
