@@ -224,3 +224,27 @@ def test_evaluate_refuses_bad_arguments_before_it_trains(tmp_path, capsys, never
     assert last.startswith("aimsec evaluate") and says.replace("{tmp}", str(tmp_path)) in last
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_a_detector_object_given_to_two_calibrations_serves_each_unchanged(model, data):
+    """The object was fitted in place: calibrating a second guard with it refitted the
+    first guard's detector under that guard's clean scores, whose clean calls then
+    scored differently (and were refused)."""
+    from aimsec_core.detection import DensityDetector
+
+    x, _ = data
+    shared = DensityDetector()
+    first, second = _guard(model), _guard(model)
+    first.calibrate(x[600:1000], detectors=[shared, "margin"])
+    guard = first.__aimsec_guard__
+    before = guard.calibration.suite.detectors[0].score(_probe(x[1000:1010]))
+    second.calibrate(x[1000:1100] * 0.5, detectors=[shared, "margin"])
+    after = guard.calibration.suite.detectors[0].score(_probe(x[1000:1010]))
+    np.testing.assert_array_equal(before, after)
+    assert guard.calibration.suite.detectors[0] is not shared
+
+
+def _probe(x):
+    from aimsec_core.detection import Probe
+
+    return Probe(x, None, lambda batch: np.full((len(batch), 10), 0.1))
