@@ -234,11 +234,16 @@ class Guard:
                 if not force:
                     raise CalibrationError(message + ", or pass force=True to use it anyway")
                 warnings.warn(message, RuntimeWarning, stacklevel=3)
+        able = self.adapter.capabilities
         for detector in calibration.suite.detectors:
-            if detector.needs_gradient and not self.adapter.capabilities.gradients:
-                raise CalibrationError(
-                    f"the calibration uses detector {detector.name!r}, which needs "
-                    f"gradients; the {self.adapter.framework} adapter has none")
+            # a forced or older file's detectors: every call would raise the adapter's error
+            for needed, has, what in ((detector.needs_gradient, able.gradients, "gradients"),
+                                      (detector.needs_features, able.features,
+                                       "internal features")):
+                if needed and not has:
+                    raise CalibrationError(
+                        f"the calibration uses detector {detector.name!r}, which needs "
+                        f"{what}; the {self.adapter.framework} adapter has none")
         self.calibration = calibration
 
     # -- the pipeline ------------------------------------------------------------------

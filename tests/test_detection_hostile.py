@@ -248,3 +248,22 @@ def _probe(x):
     from aimsec_core.detection import Probe
 
     return Probe(x, None, lambda batch: np.full((len(batch), 10), 0.1))
+
+
+@pytest.mark.filterwarnings("ignore:the calibration was made for another model")
+def test_a_calibration_whose_detectors_this_adapter_cannot_feed_is_refused(model, data):
+    """A calibration with the ``features`` detector (made on a torch model) forced onto a
+    scikit-learn model loaded, and then every call raised the adapter's raw
+    NotImplementedError."""
+    torch = pytest.importorskip("torch")
+    x, _ = data
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, 10)).eval()
+    made = aimsec_core.guard(net, sinks=[]).calibrate(
+        torch.tensor(x[600:900], dtype=torch.float32), detectors=["features", "margin"])
+    guarded = _guard(model)
+    with pytest.raises(CalibrationError, match="'features', which needs internal features"):
+        guarded.__aimsec_guard__.use_calibration(made, force=True)
+    assert guarded.__aimsec_guard__.calibration is None
+    guarded.predict(x[:3])
