@@ -212,7 +212,11 @@ class Guard:
         """Turn detection on with ``calibration`` (an object or a file path).
 
         A calibration made for another model (its recorded fingerprint differs) is refused
-        with :class:`CalibrationError`; ``force=True`` uses it anyway, with a warning."""
+        with :class:`CalibrationError`; ``force=True`` uses it anyway, with a warning.
+        ``force`` must be a bool (:class:`ConfigurationError` otherwise: ``"false"``, a
+        non-empty string, would have used it)."""
+        if not isinstance(force, (bool, np.bool_)):
+            raise ConfigurationError(f"force must be True or False; received {force!r:.80}")
         if not isinstance(calibration, Calibration):
             if not isinstance(calibration, (str, os.PathLike)):
                 raise ConfigurationError(f"calibration must be a Calibration or the path of a "
@@ -230,11 +234,16 @@ class Guard:
                 if not force:
                     raise CalibrationError(message + ", or pass force=True to use it anyway")
                 warnings.warn(message, RuntimeWarning, stacklevel=3)
+        able = self.adapter.capabilities
         for detector in calibration.suite.detectors:
-            if detector.needs_gradient and not self.adapter.capabilities.gradients:
-                raise CalibrationError(
-                    f"the calibration uses detector {detector.name!r}, which needs "
-                    f"gradients; the {self.adapter.framework} adapter has none")
+            # a forced or older file's detectors: every call would raise the adapter's error
+            for needed, has, what in ((detector.needs_gradient, able.gradients, "gradients"),
+                                      (detector.needs_features, able.features,
+                                       "internal features")):
+                if needed and not has:
+                    raise CalibrationError(
+                        f"the calibration uses detector {detector.name!r}, which needs "
+                        f"{what}; the {self.adapter.framework} adapter has none")
         self.calibration = calibration
 
     # -- the pipeline ------------------------------------------------------------------

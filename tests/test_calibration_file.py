@@ -100,6 +100,30 @@ def test_metadata_of_the_wrong_type_or_range_is_refused(tmp_path, model, saved, 
         _load(model, _write(tmp_path / "bad.npz", _with_meta(members, text)))
 
 
+@pytest.mark.parametrize("counts", [
+    {"samples": 0, "fit_samples": 0, "threshold_samples": 0},  # was a raw ValueError
+    {"samples": 0, "threshold_samples": 0},
+])
+def test_a_file_of_no_samples_is_refused(tmp_path, model, saved, counts):
+    members = _members(saved)
+    text = json.dumps({**_meta(members), **counts})
+    with pytest.raises(CalibrationError, match="'samples' and 'threshold_samples'"):
+        _load(model, _write(tmp_path / "bad.npz", _with_meta(members, text)))
+
+
+def test_a_file_claiming_a_huge_sample_count_loads_at_once(tmp_path, model, saved):
+    """The count sets the false-positive interval, which summed one term per flagged
+    sample: 2**40 samples at a rate of 0.5 asked for a 4 TiB array."""
+    members = _members(saved)
+    text = json.dumps({**_meta(members), "samples": 2**40, "achieved_fpr": 0.5})
+    guarded = _guard(model)
+    calibration = guarded.load_calibration(_write(tmp_path / "big.npz",
+                                                  _with_meta(members, text)))
+    low, high = calibration.fpr_interval
+    assert 0.499 < low < 0.5 < high < 0.501
+    assert calibration.id  # the summary (with the interval) names the calibration
+
+
 @pytest.mark.parametrize("tail", ["NaN", "Infinity", "null", "0", "-1"])
 def test_a_non_finite_tail_is_refused(tmp_path, model, saved, tail):
     members = _members(saved)
@@ -266,6 +290,32 @@ def test_a_calibration_for_another_model_is_refused_unless_forced(model, saved, 
     with pytest.warns(RuntimeWarning, match="another model"):
         guarded.load_calibration(saved, force=True)
     assert aimsec_core.guard_of(guarded).calibration is not None
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("force", ["false", "no", 1, 0, None])
+def test_force_is_a_bool(model, saved, data, force):
+    """``force="false"`` is a non-empty string, so truthy: it loaded a calibration made
+    for another model without a word but the warning."""
+    x, y = data
+    other = _guard(LogisticRegression(max_iter=50).fit(x[:300], y[:300]))
+    with pytest.raises(ConfigurationError, match="force must be True or False"):
+        other.load_calibration(saved, force=force)
+    assert aimsec_core.guard_of(other).calibration is None
+
+
+@pytest.mark.parametrize("path, error, match", [
+    (None, ConfigurationError, "must be a str or a path object; received NoneType"),
+    (7, ConfigurationError, "received int"),
+    (b"c.npz", ConfigurationError, "received bytes"),
+    ("c\0d.npz", CalibrationError, "embedded null byte"),
+    ("/", CalibrationError, "empty name"),
+])
+def test_saving_to_a_path_that_names_no_file_is_a_typed_error(model, saved, path, error, match):
+    guarded = _guard(model)
+    guarded.load_calibration(saved)
+    with pytest.raises(error, match=match):
+        guarded.save_calibration(path)
 
 
 @settings(max_examples=150, deadline=None, database=None,

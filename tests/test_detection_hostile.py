@@ -59,6 +59,36 @@ def test_a_numpy_integer_seed_is_a_seed(model, data):
     assert chosen.suite.threshold == plain.suite.threshold
 
 
+@pytest.mark.parametrize("scale, detectors, match", [
+    (1e200, ["margin", "density", "sparsity"], "'density' gives 300 of the 300"),
+    (1e25, ["neighbours"], "'neighbours' gives"),
+    (1e152, ["margin", "jump"], "could not be saved and loaded again"),
+    (1e151, ["density"], "could not be saved and loaded again"),
+])
+def test_clean_data_too_large_for_a_detector_is_refused_at_calibration(
+        tmp_path, model, data, scale, detectors, match):
+    """Finite values past a detector's arithmetic gave infinite clean scores and NaN
+    tails (saving then raised a raw ValueError), or stored arrays a file may not hold
+    (the saved file then refused to load): calibrate refuses, naming the detector and the
+    data's magnitude, and the calibration in use stays."""
+    x, _ = data
+    guarded = _guard(model)
+    kept = guarded.calibrate(x[600:900], detectors=["margin"])
+    with pytest.raises(CalibrationError, match=match) as raised:
+        guarded.calibrate(x[600:900] * scale, detectors=detectors)
+    assert f"magnitude up to {scale:.3g}" in str(raised.value)
+    assert guarded.__aimsec_guard__.calibration is kept
+
+
+def test_a_calibration_with_a_non_finite_tail_is_not_saved_raw(tmp_path, model, data):
+    x, _ = data
+    calibration = _guard(model).calibrate(x[600:900], detectors=["margin"])
+    calibration.suite.references["margin"].tail = float("nan")
+    with pytest.raises(CalibrationError, match="NaN or infinite"):
+        calibration.save(tmp_path / "c.npz")
+    assert not list(tmp_path.iterdir())
+
+
 # -- calibration files -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -194,3 +224,46 @@ def test_evaluate_refuses_bad_arguments_before_it_trains(tmp_path, capsys, never
     assert last.startswith("aimsec evaluate") and says.replace("{tmp}", str(tmp_path)) in last
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_a_detector_object_given_to_two_calibrations_serves_each_unchanged(model, data):
+    """The object was fitted in place: calibrating a second guard with it refitted the
+    first guard's detector under that guard's clean scores, whose clean calls then
+    scored differently (and were refused)."""
+    from aimsec_core.detection import DensityDetector
+
+    x, _ = data
+    shared = DensityDetector()
+    first, second = _guard(model), _guard(model)
+    first.calibrate(x[600:1000], detectors=[shared, "margin"])
+    guard = first.__aimsec_guard__
+    before = guard.calibration.suite.detectors[0].score(_probe(x[1000:1010]))
+    second.calibrate(x[1000:1100] * 0.5, detectors=[shared, "margin"])
+    after = guard.calibration.suite.detectors[0].score(_probe(x[1000:1010]))
+    np.testing.assert_array_equal(before, after)
+    assert guard.calibration.suite.detectors[0] is not shared
+
+
+def _probe(x):
+    from aimsec_core.detection import Probe
+
+    return Probe(x, None, lambda batch: np.full((len(batch), 10), 0.1))
+
+
+@pytest.mark.filterwarnings("ignore:the calibration was made for another model")
+def test_a_calibration_whose_detectors_this_adapter_cannot_feed_is_refused(model, data):
+    """A calibration with the ``features`` detector (made on a torch model) forced onto a
+    scikit-learn model loaded, and then every call raised the adapter's raw
+    NotImplementedError."""
+    torch = pytest.importorskip("torch")
+    x, _ = data
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, 10)).eval()
+    made = aimsec_core.guard(net, sinks=[]).calibrate(
+        torch.tensor(x[600:900], dtype=torch.float32), detectors=["features", "margin"])
+    guarded = _guard(model)
+    with pytest.raises(CalibrationError, match="'features', which needs internal features"):
+        guarded.__aimsec_guard__.use_calibration(made, force=True)
+    assert guarded.__aimsec_guard__.calibration is None
+    guarded.predict(x[:3])

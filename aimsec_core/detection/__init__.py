@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -62,7 +63,8 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
                      image_shape: tuple[int, int] | None = None) -> list[Detector]:
     """Detector objects for ``names`` (default: :data:`DEFAULT_DETECTORS`, the margin in
     the boundary detector's place where the adapter has no autograd); a detector that
-    needs the input gradient is refused when asked for without autograd."""
+    needs the input gradient is refused when asked for without autograd. A
+    :class:`Detector` object given is copied, never fitted in place."""
     image_shape = arguments.image_shape(image_shape)  # checked even where no detector reads it
     if isinstance(names, (str, bytes)):  # its letters are no detectors
         raise ConfigurationError(f"detectors must be a list of detector names; received the "
@@ -77,7 +79,10 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
     detectors = []
     for item in chosen:
         if isinstance(item, Detector):
-            detectors.append(item)
+            # a copy: calibration fits it, and the object given may already serve another
+            # calibration (an earlier one, another guard's), which refitting it in place
+            # changed under that calibration's clean scores and threshold
+            detectors.append(copy.deepcopy(item))
             continue
         if not isinstance(item, str):
             raise ConfigurationError(f"unknown detector {item!r:.80}; expected one of "

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -87,14 +88,33 @@ class Calibration:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> Path:
+        """Write the calibration file at ``path`` (``.npz`` added where the name has another
+        suffix); returns the path written. Raises :class:`ConfigurationError` for a path
+        that is not text or a path object, :class:`CalibrationError` where it cannot be
+        written."""
+        if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+            raise ConfigurationError(f"a calibration file's path must be a str or a path "
+                                     f"object; received {type(path).__name__}")
         path = Path(path)
-        if path.suffix != ".npz":
+        if path.suffix != ".npz" and path.name:  # no name ("/"): refused by the writer
             path = path.with_suffix(".npz")
+        return calibration_file.write(path, self.summary(), self.arrays())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays a file of this calibration holds, by member name."""
         arrays = {f"{d.name}.{key}": np.asarray(value)
                   for d in self.suite.detectors for key, value in d.state().items()
                   if value is not None}
         arrays.update({f"suite.{k}": v for k, v in self.suite.state().items()})
-        return calibration_file.write(path, self.summary(), arrays)
+        return arrays
+
+    def check_loadable(self) -> None:
+        """``ValueError`` (or :class:`CalibrationError`) saying what a file of this
+        calibration would be refused for when loaded: a calibration that works in memory
+        must also survive :meth:`save` and :meth:`load`."""
+        meta = self.summary()
+        calibration_file.check_meta(meta)
+        type(self)._restore(meta, self.arrays())
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
@@ -319,6 +339,13 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
         raise CalibrationError(
             f"the clean data is too uniform to fit the detectors ({exc}); calibrate on "
             "varied, representative inputs") from exc
+    for name, scores in clean.items():
+        if not np.isfinite(scores).all():
+            raise CalibrationError(
+                f"detector {name!r} gives {int((~np.isfinite(scores)).sum())} of the "
+                f"{len(x)} clean samples a NaN or infinite score: {_magnitude(x, reference)}"
+                "; expected values its arithmetic keeps finite. Scale the inputs (as the "
+                "model's own preprocessing would) or choose other detectors")
     calibration = Calibration(suite, value_range, content_hash([x]), len(x), len(x),
                               achieved, model, adapter.framework,
                               datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -326,6 +353,14 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
                               0 if reference is None else len(reference), samples=len(x),
                               model_fingerprint=model_fingerprint(adapter),
                               sigmoid_output=sigmoid)
+    try:
+        calibration.check_loadable()
+    except (CalibrationError, ConfigurationError, ValueError) as exc:
+        raise CalibrationError(
+            f"the calibration these samples give could not be saved and loaded again "
+            f"({exc}): {_magnitude(x, reference)}; expected values the detectors can "
+            "store. Scale the inputs (as the model's own preprocessing would) or choose "
+            "other detectors") from exc
     low, high = calibration.fpr_interval
     if high > 2 * fpr:
         warnings.warn(
@@ -334,3 +369,10 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
             f"calibrate on more clean data (about {int(np.ceil(10 / fpr))} samples keep it "
             "under twice the target)", UserWarning, stacklevel=4)
     return calibration
+
+
+def _magnitude(x: np.ndarray, reference: np.ndarray | None) -> str:
+    """The largest magnitude in the clean data, in words (what usually breaks a detector)."""
+    largest = max(float(np.abs(data, dtype=np.float64).max()) for data in (x, reference)
+                  if data is not None and data.size)
+    return f"the clean data holds values of magnitude up to {largest:.3g}"

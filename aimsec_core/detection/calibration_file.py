@@ -44,10 +44,15 @@ def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Pa
     as any new file, under the process's umask), then renamed over ``path``. A reader
     meanwhile sees the old file or the new one, never a half-written archive, and two
     writers at once leave one of the two files, not a mix."""
-    meta = seal(meta, arrays)
-    encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
+        meta = seal(meta, arrays)
+        encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
+    except ValueError as exc:  # a NaN or infinity: strict JSON has none, nor would a load
+        raise CalibrationError(f"cannot write the calibration file {path}: its metadata "
+                               f"holds a NaN or infinite number ({exc}); expected finite "
+                               "thresholds and tails") from exc
+    try:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
@@ -57,10 +62,11 @@ def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Pa
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-    except OSError as exc:
-        raise CalibrationError(f"cannot write the calibration file {path}: "
-                               f"{exc.strerror or exc}; expected a writable file path "
-                               "in an existing or creatable folder") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, no file name
+        raise CalibrationError(f"cannot write the calibration file {str(path)!r:.200}: "
+                               f"{getattr(exc, 'strerror', None) or exc}; expected a "
+                               "writable file path in an existing or creatable "
+                               "folder") from exc
     return path
 
 
@@ -176,6 +182,9 @@ def check_meta(meta: dict[str, Any]) -> None:
     for key in ("samples", "reference_samples"):
         if key in meta:
             _count(meta, key)
+    if not (meta.get("samples") or meta["threshold_samples"]):  # sets fpr_interval's n
+        raise CalibrationError("calibration fields 'samples' and 'threshold_samples' are 0; "
+                               "expected the number of clean samples calibrated on")
     if not isinstance(meta.get("sigmoid_output", False), bool):
         raise CalibrationError("calibration field 'sigmoid_output' must be true or false")
     top = meta.get("top")
