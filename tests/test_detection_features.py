@@ -234,6 +234,34 @@ def test_torch_layers_a_model_runs_in_a_worker_thread_are_captured():
     assert np.allclose(guarded.last_verdict.scores["features"], alone)
 
 
+
+@pytest.mark.parametrize("pass_", ["scores", "input_gradient"])
+def test_torch_detector_passes_in_another_thread_stay_out_of_a_capture(pass_):
+    """A detector's or calibration's own pass of the model in one thread, while a guarded
+    call captures the same layers in another: the pass's layers were taken for the model's
+    own worker thread and joined that capture (the call was then refused: 'the model
+    gives 34 internal features; ... made for 18'; seen recalibrating while other threads
+    called the guarded model)."""
+    import threading
+
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from aimsec_torch._features import _capturing, _points
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    adapter = aimsec_core.guard_of(aimsec_core.guard(model, sinks=[])).adapter
+    x = torch.rand(5, 8)
+    with _capturing(_points(adapter)) as captured:  # a guarded call under way, here
+        worker = threading.Thread(target=lambda: (
+            adapter.scores(x) if pass_ == "scores" else adapter.input_gradient(x, [0] * 5)))
+        worker.start()
+        worker.join(30)
+        assert captured == []  # nothing of the other thread's pass
+        model(x)  # this thread's own call is captured as before
+    assert len(captured) == 1
+
 def test_a_features_calibration_for_other_layers_is_a_calibration_error_by_name():
     """Features of another width than the calibration's (a file made for another model, or
     layers changed since) are a ``CalibrationError`` saying to recalibrate, not numpy's or

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from aimsec_core.adapter import Adapter, Capabilities
 from aimsec_core.signature import InputSpec
 
+from ._features import own_passes
 from ._modes import evaluating as _evaluating
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ class TorchAdapter(Adapter):
         import torch
 
         x = self._as_tensor(x)
-        with _evaluating(self.model), torch.no_grad():
+        with _evaluating(self.model), torch.no_grad(), own_passes():
             logits = _class_logits(self.model(x), self)
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
@@ -221,7 +222,8 @@ class TorchAdapter(Adapter):
 
         x = self._as_tensor(x)
         _require_float(x)
-        with _evaluating(self.model), torch.inference_mode(False), torch.enable_grad():
+        with _evaluating(self.model), torch.inference_mode(False), torch.enable_grad(), \
+                own_passes():
             leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
             logits = _class_logits(self.model(leaf), self).float()
             target = torch.as_tensor(labels, device=logits.device)
@@ -247,7 +249,7 @@ class TorchAdapter(Adapter):
 
         _require_float(x)
         grad_mode = torch.is_grad_enabled()  # False under no_grad and inference_mode
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), own_passes(always=False):
             if grad_mode and x.requires_grad:
                 target = x  # keep the caller's graph: the output must reach x's history
             else:

@@ -13,9 +13,11 @@ same time, capture their own tensors, and the model itself carries no hook. A la
 model runs in a thread of its own (a pool inside its forward) goes to the captures of the
 one thread watching that layer, and is not captured where calls in several threads watch
 it at once (the detector then refuses the call's feature count with a
-``CalibrationError``). The cost of that: an unguarded call of the same modules in another
-thread, during a guarded call, is taken for the model's own worker (its layers join the
-guarded call's capture, which is then refused alike).
+``CalibrationError``). aimsec's own passes (detectors', calibration's) register their
+thread (:func:`own_passes`) and stay out of other threads' captures; the cost that
+remains: an unguarded call of the same modules in another thread, during a guarded call,
+is taken for the model's own worker (its layers join the guarded call's capture, which is
+then refused alike).
 """
 
 from __future__ import annotations
@@ -108,14 +110,35 @@ _HOOKS = SharedHook(_register)
 def _capturing(points: list[tuple[Any, bool]]) -> Iterator[list[Any]]:
     """Captures ``points`` of this call (this thread) for the duration; yields the list
     the captured tensors join, in the order the layers ran."""
-    global _RUNNING
     captured: list[Any] = []
-    run = (threading.get_ident(), {id(m): before for m, before in points}, captured)
+    with _registered({id(m): before for m, before in points}, captured), _HOOKS.active():
+        yield captured
+
+
+@contextmanager
+def own_passes(*, always: bool = True) -> Iterator[None]:
+    """aimsec's own passes of the model in this thread (a detector's or calibration's
+    pass, the guarded call itself): registered as this thread's capture of nothing, so a
+    capture under way in another thread does not take their layers for the model's own
+    worker thread's (it was then refused with a ``CalibrationError``). Without
+    ``always``, only while some capture is under way when the pass starts (one read: the
+    guarded call's path, where a capture starting meanwhile is the documented cost)."""
+    if not always and not _RUNNING:
+        yield
+        return
+    with _registered({}, []):
+        yield
+
+
+@contextmanager
+def _registered(points: dict[int, bool], captured: list[Any]) -> Iterator[None]:
+    """``(this thread, points, captured)`` among the captures under way, for the duration."""
+    global _RUNNING
+    run = (threading.get_ident(), points, captured)
     with _RUNNING_LOCK:
         _RUNNING = (*_RUNNING, run)
     try:
-        with _HOOKS.active():
-            yield captured
+        yield
     finally:
         with _RUNNING_LOCK:
             _RUNNING = tuple(other for other in _RUNNING if other is not run)
