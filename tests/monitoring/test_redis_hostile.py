@@ -209,3 +209,25 @@ def test_a_failure_counted_into_a_lockout_does_not_count_again(redis_server, clo
     store.flush()
     assert store.admit("m", "client", after + 1, rules, lockout=True).locked_for is None
     store.close()
+
+
+def test_failures_buffered_through_a_long_outage_are_bounded():
+    # refused calls served on local state during an outage are buffered for Redis too;
+    # the buffer had no bound (an hour of refused calls held millions of failures, and
+    # the first round trip after the outage sent them all in one script, which timed
+    # out and was put back whole, so nothing was ever sent again)
+    from aimsec_core.monitoring.redis_store import PENDING_FAILURES
+
+    rules = Policy.coerce({"max_failed_attempts": 3}).rules
+    store = RedisStore("redis://127.0.0.1:1/0")  # never reached: record_failure buffers
+    for i in range(3 * PENDING_FAILURES):
+        store.record_failure("m", f"client{i}", float(i), rules)
+    keys, args = store._take_pending()
+    assert len(keys) == 2 * PENDING_FAILURES and args[0] == PENDING_FAILURES
+    assert keys[-2].endswith(f"client{3 * PENDING_FAILURES - 1}:failed")  # the newest kept
+    store.record_failure("m", "late", 0.0, rules)
+    store._restore_pending((keys, args))  # a round trip failed: kept, within the bound
+    keys, args = store._take_pending()
+    assert len(keys) == 2 * PENDING_FAILURES and args[0] == PENDING_FAILURES
+    assert len(args) == 1 + 5 * PENDING_FAILURES
+    assert keys[-2].endswith("late:failed")
