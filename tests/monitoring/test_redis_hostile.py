@@ -62,7 +62,7 @@ def test_long_but_valid_durations_work_on_redis(redis_server, digits_model, cloc
     # failing every later one, so the store looked down for good
     sink = ListSink()
     policy = {setting: 1e300, "max_failed_attempts": 1, "max_repeats": 2,
-              "store_failure": "fail_closed"}
+              "store_failure": "fail_closed", "store_timeout": 10.0}  # a loaded machine
     guarded = _guard(digits_model, clock, redis_server.url, sink, **policy)
     x = digits()[0]
     with aimsec_core.client("c"):
