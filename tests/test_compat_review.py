@@ -87,7 +87,9 @@ def test_log_incident_of_the_type_anonymous_is_kept(monitor):
 
 @pytest.mark.parametrize("data", [["1", "2", "3"], np.array(["1e7"]), [b"1", b"2"],
                                   np.array(["2020-01-01"], dtype="datetime64[D]"),
-                                  np.array([1, 2], dtype="timedelta64[s]"), [1 + 1j]])
+                                  np.array([1, 2], dtype="timedelta64[s]"), [1 + 1j],
+                                  np.array(["1.5", "2"], dtype=object),  # a pandas column
+                                  np.array([b"1", 2.0], dtype=object)])
 def test_input_that_is_not_numbers_cannot_be_analysed(monitor, data):
     # text of digits was parsed as numbers and a time read as a count: no threat found
     result = monitor.detect_threat({"ip_address": "a", "input_data": data})

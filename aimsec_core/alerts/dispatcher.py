@@ -30,6 +30,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +76,13 @@ class Dispatcher:
                  metrics: Metrics | NullMetrics | None = None, start: bool = True,
                  tick_s: float = 1.0, idle_exit_s: float = 30.0,
                  store_retry_s: float = 5.0) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        if isinstance(capacity, bool) or not isinstance(capacity, Integral) or capacity < 1:
             raise ConfigurationError("the dispatcher's capacity: expected a whole number >= 1; "
                                      f"received {capacity!r:.40}")
         self.store, self.grouper = store, grouper
         self.channels = list(channels)
         self.fallback = fallback
-        self.capacity = capacity
+        self.capacity = int(capacity)  # np.int64 too
         self.backoff = backoff or Backoff()
         self.clock = clock
         self.metrics = metrics or NullMetrics()

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from ..config import (parse_bool, parse_positive_int, parse_seconds, parse_severity,
                       redacted_url, resolve, resolve_store_url)
 from ..errors import ConfigurationError
@@ -151,11 +153,13 @@ class SmtpSettings:
         port = _port(smtp.get("port"))
         use_tls = smtp.get("use_tls")
         if isinstance(use_tls, str):  # "false" is a true string: read it as the word it is
-            try:
-                use_tls = parse_bool(use_tls)
+            try:  # blank (an unset variable's ""): false, as the original read it
+                use_tls = parse_bool(use_tls) if use_tls.strip() else False
             except ValueError as exc:
                 raise ConfigurationError(f"alert_settings['smtp_settings']['use_tls']: {exc}; "
                                          f"received {use_tls!r:.40}") from None
+        elif isinstance(use_tls, np.bool_):  # from a numpy or pandas config
+            use_tls = bool(use_tls)
         elif use_tls is not None and not isinstance(use_tls, (bool, int)):
             raise ConfigurationError("alert_settings['smtp_settings']['use_tls'] must be true "
                                      f"or false; received {type(use_tls).__name__}")

@@ -254,7 +254,10 @@ def _input_threats(input_data: Any) -> dict[str, Any]:
     """The original's input checks: threat name -> details, for those that fire."""
     try:
         raw = np.asarray(input_data)
-        if raw.dtype.kind not in NUMERIC_KINDS:  # text read as numbers, times, complex
+        if raw.dtype.kind not in NUMERIC_KINDS or (raw.dtype.kind == "O" and any(
+                isinstance(item, (str, bytes, bytearray)) for item in raw.flat)):
+            # text read as numbers (astype parses an object array's text too), times,
+            # complex numbers
             raise TypeError(f"the input has dtype {raw.dtype}; expected real numbers")
         x = raw.astype(np.float64)  # an object array: its items as floats, or an error
         if x.size == 0:

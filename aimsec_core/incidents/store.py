@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from numbers import Real
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,8 +62,11 @@ def database_path(explicit: str | Path | None = None) -> Path:
 def _seconds(value: Any, name: str, bound: str) -> float:
     """``value`` as a finite number of seconds ``bound`` (``">= 0"`` or ``"> 0"``);
     ConfigurationError naming ``name`` otherwise."""
-    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else math.nan
+    try:  # numpy numbers too
+        number = float(value) if isinstance(value, Real) and not isinstance(value, bool) \
+            else math.nan
+    except OverflowError:  # an int beyond any float
+        number = math.inf
     if not (0 <= number < math.inf) or (bound == "> 0" and number == 0):
         raise ConfigurationError(f"the incident store's {name}: expected a finite number of "
                                  f"seconds {bound}; received {value!r:.40}")

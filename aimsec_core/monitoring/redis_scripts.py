@@ -26,8 +26,10 @@ end
 #: A failure is a member named by its token (unique per failure), scored by its time:
 #: sent twice (a round trip whose reply was lost is sent again with the next one) it
 #: counts once; one from before the lockout in force began (it was counted into that
-#: lockout) counts no more. A client is locked out when its last ``max`` failures lie
-#: within ``window`` seconds of the newest.
+#: lockout) counts no more: the lock holds its end as 17 digits (exact; tostring's 14
+#: could round below the end, and the failure that began the lockout counted again),
+#: compared as ``now + lockout`` (rounded as when the lock was set). A client is locked
+#: out when its last ``max`` failures lie within ``window`` seconds of the newest.
 APPLY = _SECONDS + """
 local nf = tonumber(ARGV[1])
 local a = 2
@@ -37,7 +39,7 @@ for i = 1, nf do
   local window, lockout = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   a = a + 5
   local locked = tonumber(redis.call('GET', lkey) or '0')
-  if not (locked > 0 and now <= locked - lockout) then
+  if not (locked > 0 and now + lockout <= locked) then
     redis.call('ZADD', fkey, now, token)
     redis.call('ZREMRANGEBYRANK', fkey, 0, -max - 1)
     redis.call('EXPIRE', fkey, seconds(window))
@@ -45,7 +47,7 @@ for i = 1, nf do
       local oldest = redis.call('ZRANGE', fkey, 0, 0, 'WITHSCORES')
       local newest = redis.call('ZRANGE', fkey, -1, -1, 'WITHSCORES')
       if tonumber(oldest[2]) >= tonumber(newest[2]) - window then
-        redis.call('SET', lkey, tostring(now + lockout), 'EX', seconds(lockout))
+        redis.call('SET', lkey, string.format('%.17g', now + lockout), 'EX', seconds(lockout))
         redis.call('DEL', fkey)
       end
     end

@@ -48,6 +48,9 @@ _SECRET_KEY = "aimsec:secret"
 _NAME_BYTES = 128
 _TAG = 0xFFFF  #: client and content tags keep their low 16 bits in an index entry
 _FAILURE_ARGS = 5  #: a buffered failure's arguments to the APPLY script
+#: Refused calls buffered for the next round trip at most (an outage buffers every refused
+#: call; past this the oldest go: this process's own state still counts them).
+PENDING_FAILURES = 1024
 
 
 class RedisStore(Store):
@@ -231,6 +234,8 @@ class RedisStore(Store):
             return
         base = f"{_namespace(model)}:{client}"
         with self._lock:
+            if len(self._pending_keys) >= 2 * PENDING_FAILURES:
+                del self._pending_keys[:2], self._pending_failures[:_FAILURE_ARGS]
             # a token per failure: re-sent after a lost reply, it still counts once
             self._pending_keys += [f"{base}:failed", f"{base}:lock"]
             self._pending_failures += [os.urandom(8).hex(), _num(now),
@@ -272,9 +277,11 @@ class RedisStore(Store):
         keys, args = pending
         nf = int(args[0])
         with self._lock:
-            if len(self._pending_keys) < 2048:
-                self._pending_keys[:0] = keys[:2 * nf]
-                self._pending_failures[:0] = args[1:1 + _FAILURE_ARGS * nf]
+            # older than what was buffered since: the newest of them that fit
+            kept = max(0, min(nf, PENDING_FAILURES - len(self._pending_keys) // 2))
+            self._pending_keys[:0] = keys[2 * (nf - kept):2 * nf]
+            self._pending_failures[:0] = args[1 + _FAILURE_ARGS * (nf - kept):
+                                              1 + _FAILURE_ARGS * nf]
             if len(self._pending_suspects[0]) < 1024:
                 self._pending_suspects[0][:0] = keys[2 * nf:]
                 self._pending_suspects[1][:0] = args[1 + _FAILURE_ARGS * nf:]

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -484,3 +485,9 @@ def test_a_channel_error_that_is_not_a_delivery_error_is_logged_as_one_printable
     warnings = [r.getMessage() for r in caplog.records if "alert via" in r.getMessage()]
     assert warnings and all("\n" not in w and "\x1b" not in w for w in warnings)
     assert "FAKE LOG LINE" in warnings[0]  # the text is kept, made visible
+
+
+def test_a_numpy_capacity_is_a_whole_number():
+    # since the capacity was checked, np.int64(8) was refused as 'expected a whole number'
+    dispatcher = Dispatcher(None, None, capacity=np.int64(8), start=False)
+    assert dispatcher.capacity == 8 and type(dispatcher.capacity) is int

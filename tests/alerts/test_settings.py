@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 
 from aimsec_core import ConfigurationError
@@ -238,7 +239,10 @@ def test_a_zero_repeat_interval_from_the_environment_is_refused(monkeypatch):
 
 
 @pytest.mark.parametrize("word, security", [("false", "none"), ("no", "none"), ("true", "starttls"),
-                                            ("1", "starttls"), (False, "none")])
+                                            ("1", "starttls"), (False, "none"),
+                                            ("", "none"), ("  ", "none"),  # blank: false
+                                            (np.bool_(True), "starttls"),
+                                            (np.bool_(False), "none")])
 def test_use_tls_given_as_a_word_is_read_as_the_word(monkeypatch, word, security):
     # "false" is a true string: it turned STARTTLS on
     monkeypatch.delenv("ALERT_SMTP_SECURITY", raising=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -352,3 +353,13 @@ def test_a_database_path_that_loops_on_its_own_links_is_a_configuration_error(tm
         database_path(loop)
     with pytest.raises(ConfigurationError, match="symbolic links"):
         IncidentStore(loop)
+
+
+@pytest.mark.parametrize("settings", [{"window_s": np.int64(60)}, {"timeout_s": np.int64(5)},
+                                      {"window_s": np.float32(60)}])
+def test_numpy_numbers_are_seconds_like_any_other(tmp_path, settings):
+    # since settings given in code were checked, a numpy number (read from a config
+    # array) was refused as 'expected a finite number of seconds'
+    store = IncidentStore(tmp_path / "db.sqlite3", **settings)
+    assert type(store.window_s) is float and type(store.timeout_s) is float
+    store.close()

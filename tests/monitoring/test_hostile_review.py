@@ -187,7 +187,8 @@ def test_failures_refused_during_an_outage_reach_redis_when_it_answers(redis_ser
     def guard():
         return Guard(None, HostArrays(None), name="m", sinks=[sink], clock=clock,
                      store=redis_server.url, constraints={"max_value": 1.0},
-                     policy={"max_failed_attempts": 3, "store_retry": 5.0})
+                     policy={"max_failed_attempts": 3, "store_retry": 5.0,
+                             "store_timeout": 10.0})  # a loaded machine: no timeout
 
     first, second = guard(), guard()
     _call(first, "a", np.zeros((1, 4)))  # connected

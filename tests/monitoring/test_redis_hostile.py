@@ -62,7 +62,7 @@ def test_long_but_valid_durations_work_on_redis(redis_server, digits_model, cloc
     # failing every later one, so the store looked down for good
     sink = ListSink()
     policy = {setting: 1e300, "max_failed_attempts": 1, "max_repeats": 2,
-              "store_failure": "fail_closed"}
+              "store_failure": "fail_closed", "store_timeout": 10.0}  # a loaded machine
     guarded = _guard(digits_model, clock, redis_server.url, sink, **policy)
     x = digits()[0]
     with aimsec_core.client("c"):
@@ -204,6 +204,52 @@ def test_a_failure_counted_into_a_lockout_does_not_count_again(redis_server, clo
     store.flush()
     assert store.admit("m", "client", now + 1, rules, lockout=True).locked_for > 0
     after = now + 11  # the lockout is over: one new failure is one, not three
+    assert store.admit("m", "client", after, rules, lockout=True).locked_for is None
+    store.record_failure("m", "client", after, rules)
+    store.flush()
+    assert store.admit("m", "client", after + 1, rules, lockout=True).locked_for is None
+    store.close()
+
+
+def test_failures_buffered_through_a_long_outage_are_bounded():
+    # refused calls served on local state during an outage are buffered for Redis too;
+    # the buffer had no bound (an hour of refused calls held millions of failures, and
+    # the first round trip after the outage sent them all in one script, which timed
+    # out and was put back whole, so nothing was ever sent again)
+    from aimsec_core.monitoring.redis_store import PENDING_FAILURES
+
+    rules = Policy.coerce({"max_failed_attempts": 3}).rules
+    store = RedisStore("redis://127.0.0.1:1/0")  # never reached: record_failure buffers
+    for i in range(3 * PENDING_FAILURES):
+        store.record_failure("m", f"client{i}", float(i), rules)
+    keys, args = store._take_pending()
+    assert len(keys) == 2 * PENDING_FAILURES and args[0] == PENDING_FAILURES
+    assert keys[-2].endswith(f"client{3 * PENDING_FAILURES - 1}:failed")  # the newest kept
+    store.record_failure("m", "late", 0.0, rules)
+    store._restore_pending((keys, args))  # a round trip failed: kept, within the bound
+    keys, args = store._take_pending()
+    assert len(keys) == 2 * PENDING_FAILURES and args[0] == PENDING_FAILURES
+    assert len(args) == 1 + 5 * PENDING_FAILURES
+    assert keys[-2].endswith("late:failed")
+
+
+@pytest.mark.parametrize("fraction", [0.12344, 0.12346, 0.5, 0.99999999])
+def test_the_failure_that_began_a_lockout_does_not_count_again_at_any_time(redis_server,
+                                                                          fraction):
+    # the lockout's end was stored as Lua's tostring (14 significant digits), so the
+    # start read back from it could fall just before the failure that began it: sent
+    # again after a lost reply, that failure counted towards the next lockout
+    rules = Policy.coerce({"max_failed_attempts": 2, "session_timeout": 10}).rules
+    store = RedisStore(redis_server.url, timeout=2.0)
+    now = 1_700_000_000 + fraction
+    store.record_failure("m", "client", now - 1, rules)
+    store.record_failure("m", "client", now, rules)
+    _losing_one_reply(store)
+    with pytest.raises(StoreError):
+        store.flush()
+    store.flush()
+    assert store.admit("m", "client", now + 1, rules, lockout=True).locked_for > 0
+    after = now + 11  # the lockout is over: one new failure is one, not two
     assert store.admit("m", "client", after, rules, lockout=True).locked_for is None
     store.record_failure("m", "client", after, rules)
     store.flush()
