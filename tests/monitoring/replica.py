@@ -28,8 +28,10 @@ def model() -> Any:
 def guarded(url: str, policy: dict[str, Any]) -> Any:
     import aimsec_core
 
-    return aimsec_core.guard(model(), name="digits", sinks=[], policy=policy,
-                             store=url)
+    # a loaded machine may take longer than the default 50 ms for a round trip, and a
+    # call timed out is served on local state (fail_open): the shared counts would differ
+    return aimsec_core.guard(model(), name="digits", sinks=[],
+                             policy={"store_timeout": 5.0, **policy}, store=url)
 
 
 def send(url: str, policy: dict[str, Any], client: str, rows: list[int], start: Any) -> int:

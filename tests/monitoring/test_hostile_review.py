@@ -17,6 +17,7 @@ from aimsec_core.monitoring.policy import Policy
 
 
 def _guard(clock, sink, store=None, **policy):
+    policy.setdefault("store_timeout", 5.0)  # a loaded machine: no round trip timed out
     return Guard(None, HostArrays(None), name="m", sinks=[sink], clock=clock, policy=policy,
                  store=store or MemoryStore(secret=b"s" * 32))
 

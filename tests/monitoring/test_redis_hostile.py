@@ -21,6 +21,9 @@ from tests.servers import answering_server
 
 
 def _guard(model, clock, store, sink=None, mode="enforce", name="digits", **policy):
+    # a loaded machine may take longer than the default 50 ms for a round trip: the
+    # tests about outages stop the server (refused at once) or name their timeout
+    policy.setdefault("store_timeout", 5.0)
     adapter = adapter_for(model)
     return adapter.wrap(Guard(model, adapter, name=name, mode=mode,
                               sinks=[sink if sink is not None else ListSink()],
