@@ -27,6 +27,7 @@ from .adapter import Adapter
 from .arrays import (MAX_NESTING, STRUCTURED, ColumnBlocks, SparseValues, astype, declared_size,
                      dtype_kind, dtype_name, element_count, host_view, largest_jump, namespace,
                      to_host)
+from .errors import exception_text
 from .signature import Constraints, InputSpec
 from .verdict import Finding
 
@@ -94,7 +95,11 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         if array is None:
             return out
         out.seen[name] = array
-        if not _check_format(name, array, spec, out, cast=name in listed):
+        try:
+            if not _check_format(name, array, spec, out, cast=name in listed):
+                return out
+        except Exception as exc:  # an element's own methods raised (see _unreadable)
+            _unreadable(out, name, exc)
             return out
         target = None if isinstance(array, STRUCTURED) else _cast_target(array, spec)
         if target is not None:
@@ -120,13 +125,17 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         out.views[name] = array = array if view is None else view
         target = reads_as.get(name)
         own = constraints.for_input(name)  # the call's constraints with this input's own
-        if name in batched:
-            _check_values(name, array, out.batch_size, own, specs.get(name), out, target)
-        else:  # a call-level input (no batch axis): its findings concern the whole call
-            whole = Validated(flags=np.zeros(1, dtype=bool))
-            _check_values(name, array, 1, own, specs.get(name), whole, target)
-            for finding in whole.findings:
-                _add(out, dataclasses.replace(finding, samples=()))
+        try:
+            if name in batched:
+                _check_values(name, array, out.batch_size, own, specs.get(name), out, target)
+            else:  # a call-level input (no batch axis): its findings concern the whole call
+                whole = Validated(flags=np.zeros(1, dtype=bool))
+                _check_values(name, array, 1, own, specs.get(name), whole, target)
+                for finding in whole.findings:
+                    _add(out, dataclasses.replace(finding, samples=()))
+        except Exception as exc:  # an element's own methods raised (see _unreadable)
+            _unreadable(out, name, exc)
+            return out
     for name in listed:  # a nested list: the array the framework builds from it
         spec = specs.get(name)
         if spec is not None and _numeric(spec.dtype) and dtype_name(out.arrays[name]) != spec.dtype:
@@ -195,6 +204,17 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                expected="rectangular numeric array", received=type(value).__name__,
                detail=str(exc))
         return None
+
+
+def _unreadable(out: Validated, name: str, exc: Exception) -> None:
+    """Refuse an input whose values could not be read: the elements of an object array
+    are the caller's objects, and reading them (for missing values, for text) runs their
+    own methods, which may raise; the input is refused as a format finding, never lets
+    the element's exception escape the call without its line."""
+    _block(out, "format", f"input {shown_name(name)!r} holds values that could not be read "
+           f"({type(exc).__name__}); expected numbers, or str where the model takes text",
+           expected="numbers or str", received=dtype_name(out.seen[name]),
+           detail=exception_text(exc))
 
 
 def _first_leaf_is_text(value: Any) -> bool:

@@ -234,3 +234,45 @@ def test_an_audit_file_that_is_a_folder_is_refused_when_the_log_is_made(tmp_path
         AuditLog(file=tmp_path)
     with pytest.raises(aimsec_core.ConfigurationError, match="not a regular file"):
         AIModelProtector("m", log_file=str(tmp_path))
+
+
+class _FloatWhoseComparisonsRaise(float):
+    def __eq__(self, other):
+        raise RuntimeError("no comparisons")
+
+    __ne__ = __eq__
+    __hash__ = float.__hash__
+
+
+class _StrWhoseMethodsRaise(str):
+    def __contains__(self, item):
+        raise RuntimeError("no membership")
+
+    def isascii(self):
+        raise RuntimeError("no isascii")
+
+
+class _PosingAsStr:
+    """``isinstance(x, str)`` is true (through ``__class__``); it is no str at all."""
+
+    __class__ = property(lambda self: str)  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("element, spec", [
+    (_FloatWhoseComparisonsRaise("nan"), {"accepts_strings": True}),
+    (_StrWhoseMethodsRaise("a"), {"dtype": "str"}),
+    (_PosingAsStr(), {"dtype": "str"}),
+], ids=["float-subclass-missing-check", "str-subclass-text-check", "posing-as-str"])
+def test_an_object_whose_methods_raise_is_a_typed_refusal_with_one_line(element, spec):
+    """Validation reads each element of an object array (for missing values, for text a
+    runtime can read); an element whose own methods raise, or that poses as a ``str``,
+    is a typed refusal of that input, recorded once, never the element's own exception
+    escaping the guard with no line."""
+    sink = ListSink()
+    guard = aimsec_core.Guard(None, HostArrays(None), name="objects", sinks=[sink],
+                              policy=False)
+    guard.specs_for = lambda names: {n: aimsec_core.InputSpec(n, **spec) for n in names}
+    with pytest.raises(aimsec_core.InvalidInputError, match="input 'x'") as caught:
+        guard.call({"x": np.array([[element, "b"]], dtype=object)}, lambda: "read")
+    assert sink.outcomes == ["rejected"]
+    assert caught.value.verdict.findings[0].blocking
