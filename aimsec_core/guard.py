@@ -285,7 +285,10 @@ class Guard:
         # one calibration screens the whole call, whatever another thread's calibrate,
         # use_calibration or refit sets meanwhile
         calibration, reader = self._screening
-        validated, verdict = self.screen(inputs, refusals, calibration=calibration)
+        try:
+            validated, verdict = self.screen(inputs, refusals, calibration=calibration)
+        except BaseException as exc:  # interrupted while reading: the call still gets its line
+            self._unscreened(exc, visit, start)
         if visit is not None:
             verdict = self._query_checks(visit, validated, verdict)
         output: Any = _NOT_YET
@@ -381,18 +384,30 @@ class Guard:
         """Refuse a call at admission (quota, interval, lockout): the input is never read."""
         raise self._refused_unread(tuple(visit.findings), visit, start)
 
-    def _refused_unread(self, findings: tuple[Finding, ...], visit: Visit | None,
-                        start: float) -> SecurityViolation:
-        """Record a call refused before its input was read; the error to raise."""
+    def _unread(self, findings: tuple[Finding, ...], visit: Visit | None) -> Verdict:
+        """The verdict of a call whose input was not (or not fully) read."""
         verdict = Verdict(allowed=False, mode=self.mode, model=self.name,
                           client=current_client(), batch_size=0, findings=findings,
                           timestamp=visit.now if visit is not None else self.clock(),
                           request_id=current_request_id() or new_request_id(),
                           calibration_id=self.calibration_id)
         self._last.set(verdict)
+        return verdict
+
+    def _refused_unread(self, findings: tuple[Finding, ...], visit: Visit | None,
+                        start: float) -> SecurityViolation:
+        """Record a call refused before its input was read; the error to raise."""
+        verdict = self._unread(findings, visit)
         error = _violation(verdict, self._advisory)
         self._record(verdict, "rejected", start, None, str(error), visit)
         return error
+
+    def _unscreened(self, exc: BaseException, visit: Visit | None, start: float) -> NoReturn:
+        """Write the ``error`` line of a call whose screening was interrupted (Ctrl-C, a
+        signal's handler raising), then let ``exc`` go on: the model was not called."""
+        self._record(self._unread((), visit), "error", start, None, exception_text(exc),
+                     visit)
+        raise exc
 
     def refuse(self, error: InvalidInputError) -> SecurityViolation:
         """Record a request that serving code refused before it could reach the model (a

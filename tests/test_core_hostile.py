@@ -276,3 +276,29 @@ def test_an_object_whose_methods_raise_is_a_typed_refusal_with_one_line(element,
         guard.call({"x": np.array([[element, "b"]], dtype=object)}, lambda: "read")
     assert sink.outcomes == ["rejected"]
     assert caught.value.verdict.findings[0].blocking
+
+
+class _InterruptedWhileRead(float):
+    """Reading this element is where an interruption (Ctrl-C, a signal's handler) lands."""
+
+    def __eq__(self, other):
+        raise KeyboardInterrupt
+
+    __ne__ = __eq__
+    __hash__ = float.__hash__
+
+
+def test_a_call_interrupted_while_its_input_is_screened_still_gets_its_line():
+    """An interruption during screening goes on as it came (it is not the input's fault),
+    after the call's ``error`` line is written: no call goes unrecorded."""
+    sink = ListSink()
+    guard = aimsec_core.Guard(None, HostArrays(None), name="objects", sinks=[sink],
+                              policy=False)
+    guard.specs_for = lambda names: {n: aimsec_core.InputSpec(n, accepts_strings=True)
+                                     for n in names}
+    with pytest.raises(KeyboardInterrupt):
+        guard.call({"x": np.array([[_InterruptedWhileRead("nan")]], dtype=object)},
+                   lambda: "read")
+    assert sink.outcomes == ["error"]
+    assert sink.events[0].error.startswith("KeyboardInterrupt")
+    assert not sink.events[0].verdict.allowed
