@@ -28,7 +28,9 @@ class SparseValues:
     summed (as the model will sum them); every other entry is an implicit zero. The row of
     each stored value comes from ``indptr`` (compressed rows, CSR) or ``row`` (one row
     index per value, as CSC's ``indices`` or COO's ``row``). ``parts`` are the arrays that
-    place the values (indices, indptr, ...), hashed with ``data``, ``format`` and ``shape``.
+    place the values, hashed with ``data``, ``format`` and ``shape``; two parts are the
+    compressed form's ``(indices, indptr)``: by rows where ``indptr`` is set (CSR), else by
+    columns (CSC), and :meth:`misplaced` checks them.
     ``densify`` is how the caller makes a dense copy of the input, for refusals.
     """
 
@@ -55,6 +57,37 @@ class SparseValues:
             return np.asarray(self.row, dtype=np.int64)
         assert self.indptr is not None
         return np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))
+
+    def misplaced(self) -> str | None:
+        """Why the compressed form's ``(indices, indptr)`` do not place ``data`` inside
+        ``shape`` (an index past the shape or negative, a pointer array of the wrong length
+        or out of order), or ``None`` where they do (or where ``parts`` are not that pair).
+        Sparse kernels trust these arrays: an index outside the shape reads memory outside
+        the matrix (other values, or a crash of the process)."""
+        if len(self.parts) != 2:
+            return None
+        indices, pointer = self.parts
+        outer, inner = self.shape if self.indptr is not None else self.shape[::-1]
+        for what, part in (("indices", indices), ("index pointer", pointer)):
+            if part.dtype.kind not in "iu" or part.ndim != 1:
+                return (f"its {what} are {part.dtype.name} of shape {part.shape}; expected "
+                        "a vector of integers")
+        if indices.size != self.data.size:
+            return f"it has {indices.size} indices for {self.data.size} stored values"
+        if pointer.size != outer + 1:
+            return f"its index pointer has {pointer.size} entries; expected {outer + 1}"
+        if pointer[0] != 0:
+            return f"its index pointer starts at {pointer[0]}; expected 0"
+        if pointer[-1] != indices.size:
+            return (f"its index pointer ends at {pointer[-1]}; expected {indices.size} (the "
+                    "stored values)")
+        if outer > 1 and bool((pointer[1:] < pointer[:-1]).any()):
+            return "its index pointer decreases"
+        if indices.size:
+            low, high = indices.min(), indices.max()
+            if low < 0 or high >= inner:
+                return f"it stores an index {low if low < 0 else high} outside [0, {inner})"
+        return None
 
     def stored_per_row(self) -> np.ndarray:
         if self.indptr is not None:

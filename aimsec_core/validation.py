@@ -255,6 +255,12 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
                f"model does not take sparse input. Convert it to a dense array first "
                f"({array.densify})", expected="dense array", received=f"sparse {array.format}")
         return False
+    if isinstance(array, SparseValues) and (wrong := array.misplaced()) is not None:
+        _block(out, "format", f"input {name!r} is a sparse matrix ({array.format}) whose "
+               f"indices place values outside it: {wrong}; expected a valid sparse matrix "
+               "(scipy's x.check_format() finds what is wrong)", expected="valid sparse matrix",
+               received=f"sparse {array.format}", detail=wrong)
+        return False
     received = dtype_name(array)
     if spec is not None and spec.dtype == _TEXT:
         return _check_text(name, array, dtype_kind(array), received, out) and _check_shape(

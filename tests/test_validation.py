@@ -120,3 +120,66 @@ def test_bad_constraints_are_configuration_errors(bad):
 
 def test_constraints_repr_shows_only_what_was_set():
     assert repr(Constraints(max_value=1.0)) == "Constraints(max_value=1.0)"
+
+
+def _csr(indices, indptr, shape=(2, 3), data=None):
+    from aimsec_core.arrays import SparseValues
+
+    indices, indptr = np.asarray(indices), np.asarray(indptr)
+    data = np.ones(len(indices)) if data is None else data
+    return SparseValues("csr", shape, data, (indices, indptr), indptr=indptr)
+
+
+def _csc(indices, indptr, shape=(2, 3)):
+    from aimsec_core.arrays import SparseValues
+
+    indices, indptr = np.asarray(indices), np.asarray(indptr)
+    return SparseValues("csc", shape, np.ones(len(indices)), (indices, indptr), row=indices)
+
+
+@pytest.mark.parametrize("matrix, wrong", [
+    (_csr([0, 3], [0, 1, 2]), "index 3 outside [0, 3)"),  # a column past the last
+    (_csr([0, -1], [0, 1, 2]), "index -1 outside [0, 3)"),
+    (_csr([0, 1], [0, 3, 2]), "decreases"),
+    (_csr([0, 1], [0, 1, 5]), "ends at 5"),
+    (_csr([0, 1], [1, 1, 2]), "starts at 1"),
+    (_csr([0, 1], [0, 2]), "2 entries; expected 3"),
+    (_csr(np.array([0.0, 1.0]), [0, 1, 2]), "float64"),
+    (_csc([0, 2], [0, 1, 1, 2]), "index 2 outside [0, 2)"),  # a row past the last
+], ids=["csr-column-past-end", "csr-negative", "pointer-decreases", "pointer-past-data",
+        "pointer-start", "pointer-length", "float-indices", "csc-row-past-end"])
+def test_a_sparse_matrix_whose_indices_point_outside_it_is_refused(matrix, wrong):
+    """Sparse kernels trust a matrix's indices: one past its shape reads memory outside
+    it (other values, or a crash of the process). Such a matrix is a format finding,
+    told apart from its values, before anything reads it."""
+    class SparseArrays(HostArrays):  # hands a sparse matrix on as an adapter reads it
+        def native(self, value):
+            return value
+
+    def run(value):
+        return validate({"x": value}, SparseArrays(None),
+                        {"x": InputSpec("x", accepts_sparse=True)}, Constraints())
+
+    out = run(matrix)
+    assert [f.check for f in out.findings] == ["format"] and out.blocked
+    assert wrong in out.findings[0].reason and "sparse" in out.findings[0].reason
+    assert run(_csr([0, 2], [0, 1, 2])).findings == []  # a valid one passes
+
+
+def test_a_guarded_estimator_never_reads_a_sparse_matrix_pointing_outside_it():
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    import aimsec_core
+    from tests.conftest import ListSink
+
+    x = np.random.default_rng(0).random((20, 4))
+    model = LogisticRegression().fit(x, np.arange(20) % 2)
+    sink = ListSink()
+    guarded = aimsec_core.guard(model, name="sparse", sinks=[sink])
+    matrix = sp.csr_matrix(x[:2])
+    matrix.indices = matrix.indices.copy()
+    matrix.indices[0] = 4  # one column past the last: the model would read past its weights
+    with pytest.raises(aimsec_core.InputFormatError, match="outside"):
+        guarded.predict(matrix)
+    assert sink.outcomes == ["rejected"]
