@@ -275,8 +275,9 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
         wanted = ("numbers, booleans, strings or other objects" if spec and spec.accepts_strings
                   else "real numbers (float or int)"
                   + (" or booleans" if spec and spec.accepts_bool else ""))
-        _block(out, "dtype", f"input {name!r} has dtype {received} ({names}); expected "
-               f"{wanted}", expected=spec.dtype if spec and spec.dtype else "real numeric",
+        _block(out, "dtype", f"input {name!r} has dtype {_spelled(array, received)} "
+               f"({names}); expected {wanted}",
+               expected=spec.dtype if spec and spec.dtype else "real numeric",
                received=received)
         return False
     if spec is None:
@@ -288,6 +289,15 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
                expected=spec.dtype, received=received)
         return False
     return _check_shape(name, shape, spec, out)
+
+
+def _spelled(array: Any, name: str) -> str:
+    """A dtype as its caller writes it: numpy's ``name`` gives text and record dtypes by
+    their size in bits (``str96`` for ``<U3``, ``void48`` for a record), hiding the length
+    and the fields (bounded: a record may have thousands)."""
+    if isinstance(array, np.ndarray) and array.dtype.kind in "USV":
+        return shown_name(str(array.dtype))
+    return name
 
 
 def _check_text(name: str, array: Any, kind: str, received: str, out: Validated) -> bool:

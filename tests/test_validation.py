@@ -183,3 +183,16 @@ def test_a_guarded_estimator_never_reads_a_sparse_matrix_pointing_outside_it():
     with pytest.raises(aimsec_core.InputFormatError, match="outside"):
         guarded.predict(matrix)
     assert sink.outcomes == ["rejected"]
+
+
+@pytest.mark.parametrize("value, shown", [
+    (np.array([["abc"]]), "<U3"), (np.array([[b"abc"]]), "|S3"),
+    (np.zeros((1, 2), [("a", "<f4"), ("b", "<i2")]), "[('a', '<f4'), ('b', '<i2')]"),
+    (np.zeros((1, 2), "V4"), "|V4"),
+], ids=["str", "bytes", "structured", "void"])
+def test_a_refused_text_or_record_dtype_is_named_as_numpy_spells_it(value, shown):
+    """numpy's ``dtype.name`` gives these by their size in bits (``str96`` for ``<U3``,
+    ``void48`` for a record of a float32 and an int16): the message names the dtype as
+    the caller wrote it, with its fields."""
+    finding, = _run(value).findings
+    assert finding.check == "dtype" and f"has dtype {shown} (" in finding.reason
