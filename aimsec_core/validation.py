@@ -19,6 +19,7 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -585,8 +586,27 @@ def _report_density(name: str, density: np.ndarray, c: Constraints, out: Validat
             detail=f"least share of non-zero values {density.min():.3g}"))
 
 
+#: pandas' missing-value markers (``pd.NA``, ``pd.NaT``), known by type name: the core
+#: imports no pandas
+_MISSING_TYPES = frozenset({"NAType", "NaTType"})
+
+
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    """Whether an object marks a missing value: ``None``, a NaN of any float type
+    (Python's, numpy's, ``Decimal``'s), numpy's NaT, pandas' NA and NaT. Reads each by
+    its type, so the usual spellings of NaN all count."""
+    kind = type(value)
+    if kind is str:  # the common case among objects
+        return False
+    if value is None:
+        return True
+    if issubclass(kind, (float, np.floating)):
+        return math.isnan(value)
+    if issubclass(kind, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(value))
+    if issubclass(kind, Decimal):
+        return value.is_nan()
+    return kind.__name__ in _MISSING_TYPES
 
 
 _missing = np.frompyfunc(_is_missing, 1, 1)
@@ -596,8 +616,8 @@ def _check_missing(name: str, array: np.ndarray, n: int, out: Validated) -> None
     """Python objects (strings, categories): ``None`` or NaN marks a missing value."""
     missing = _missing(array.reshape(n, -1)).astype(bool).any(axis=1)
     if missing.any():
-        _add(out, Finding("null", f"input {name!r}, {_which(missing)}: missing values (None "
-                          "or NaN); expected a value in every place, as the model does not "
+        _add(out, Finding("null", f"input {name!r}, {_which(missing)}: missing values (None, "
+                          "NaN, NA or NaT); expected a value in every place, as the model does not "
                           "handle missing values", samples=_indices(missing),
                           expected="no missing values", received="None/NaN"))
 

@@ -196,3 +196,23 @@ def test_a_refused_text_or_record_dtype_is_named_as_numpy_spells_it(value, shown
     the caller wrote it, with its fields."""
     finding, = _run(value).findings
     assert finding.check == "dtype" and f"has dtype {shown} (" in finding.reason
+
+
+def _missing_spellings():
+    from decimal import Decimal
+
+    import pandas as pd
+
+    return [None, float("nan"), np.float64("nan"), np.float32("nan"), np.float16("nan"),
+            Decimal("NaN"), pd.NA, pd.NaT, np.datetime64("NaT"), np.timedelta64("NaT")]
+
+
+@pytest.mark.parametrize("missing", _missing_spellings(), ids=repr)
+def test_a_missing_value_among_objects_is_found_however_it_is_spelled(missing):
+    """A model taking strings and objects refuses missing values (the null check): numpy's
+    float32 NaN, Decimal's, pandas' NA and NaT, numpy's NaT mark one as None does."""
+    value = np.array([["a", "b"], ["c", missing]], dtype=object)
+    out = _run(value, InputSpec("x", accepts_strings=True))
+    assert [(f.check, f.samples) for f in out.findings] == [("null", (1,))]
+    assert _run(np.array([["a", "nan"], [0.5, np.float32(2)]], dtype=object),
+                InputSpec("x", accepts_strings=True)).findings == []  # values, not missing
