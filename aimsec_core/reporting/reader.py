@@ -98,6 +98,7 @@ class ReadStats:
     oversized: int = 0      #: longer than MAX_LINE_BYTES
     outside: int = 0        #: outside the period or of another model
     used: int = 0
+    wrong_type: int = 0     #: used, with a field of a type no writer produces (read as absent)
     vanished: list[str] = field(default_factory=list)  #: listed, gone before being read
     chain: ChainCheck = field(default_factory=ChainCheck)
 
@@ -204,6 +205,8 @@ def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
             stats.outside += 1
             continue
         stats.used += 1
+        if entry.wrong_type:
+            stats.wrong_type += 1
         yield entry
     stats.bytes += pending
     if progress is not None and pending:
