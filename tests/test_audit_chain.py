@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 import aimsec_core
 from aimsec_core import AuditLog
@@ -275,3 +276,32 @@ def test_a_guard_folder_read_mid_rotation_is_its_trail_not_several(tmp_path):
     assert result.intact and result.lines == lines
     with open_trail(tmp_path) as files:
         assert [file.path.name for file in files][-1] == "audit.jsonl.1"
+
+
+def _prev_first(line: bytes) -> bytes:
+    fields = json.loads(line)
+    return json.dumps({"prev": fields.pop("prev"), **fields},
+                      separators=(",", ":")).encode() + b"\n"
+
+
+@pytest.mark.parametrize("rewrite", [
+    lambda line: line.replace(b',"prev":', b',"prev": '),
+    lambda line: line.replace(b',"prev":', b', "prev" : '),
+    _prev_first,
+], ids=["space", "spaces", "prev-first"])
+def test_a_link_not_written_as_the_writer_writes_it_is_a_break_for_verify_and_report(
+        trail, capsys, tmp_path, rewrite):
+    """The writer puts the link last, as ``,"prev":...}``: a line whose link is elsewhere
+    or spaced was rewritten. ``aimsec audit verify`` and ``aimsec report`` read the link
+    the same way, so the report's "critical: the chain breaks, run aimsec audit verify"
+    is never answered by verify with "intact" (a rewritten last line has no successor to
+    expose it otherwise)."""
+    lines = _lines(trail)
+    lines[-1] = rewrite(lines[-1])
+    assert json.loads(lines[-1])["prev"] == json.loads(_lines(trail)[-1])["prev"]
+    trail.write_bytes(b"".join(lines))
+    assert "line 6:" in _broken_at(trail, capsys)
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True),
+                               db=tmp_path / "none.sqlite3")
+    assert files.report.sources["chain"]["first_break"]["line"] == 6

@@ -15,13 +15,13 @@ counted was changed (:class:`ChainCheck`), as ``aimsec audit verify`` would.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..audit import AUDIT_FILE
+from ..audit.chain import written_link
 from ..audit.snapshot import TrailFile, snapshot, trail_path
 from ..errors import ConfigurationError
 from .records import AuditEntry, as_read, parse_line
@@ -29,9 +29,6 @@ from .records import AuditEntry, as_read, parse_line
 #: Longest audit line read; longer ones (e.g. unbounded ``flagged`` lists) are skipped.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
-
-#: A line's link as the writer puts it, last: ``,"prev":null}`` or ``,"prev":"<64 hex>"}``.
-_LINK = re.compile(rb',"prev":(null|"[0-9a-f]{64}")\}\r?\n\Z')
 
 
 @dataclass
@@ -60,7 +57,7 @@ class ChainCheck:
         if not line.endswith(b"\n"):
             self._expected = None  # cut short (or being written): no successor to check
             return
-        link = _LINK.search(line[-80:])
+        link = written_link(line)
         if link is None and not self._started:
             if line.isspace():
                 return  # a blank line before the chain begins is no line of a trail
@@ -69,9 +66,8 @@ class ChainCheck:
             self.checked += 1
             if not self._started:
                 self._started = True
-                self.anchored = link is not None and link.group(1) == b"null"
-            elif self._expected is not None and (
-                    link is None or link.group(1) != b'"' + self._expected + b'"'):
+                self.anchored = link == b"null"
+            elif self._expected is not None and link != b'"' + self._expected + b'"':
                 self.breaks += 1
                 if self.first_break is None:
                     self.first_break = {"file": str(file), "line": number}
