@@ -305,3 +305,34 @@ def test_a_link_not_written_as_the_writer_writes_it_is_a_break_for_verify_and_re
                                console=Console(quiet=True),
                                db=tmp_path / "none.sqlite3")
     assert files.report.sources["chain"]["first_break"]["line"] == 6
+
+
+def test_a_line_longer_than_any_writer_writes_is_a_break_for_verify_and_report(
+        trail, capsys, tmp_path):
+    """A last line padded to 100 KB with its link intact: verify named it (no writer
+    writes a line over 8 KB), while the report's chain check called the trail intact."""
+    lines = _lines(trail)
+    pad = b',"pad":"' + b"A" * 100_000 + b'"'
+    lines[-1] = lines[-1].replace(b',"prev":', pad + b',"prev":')
+    trail.write_bytes(b"".join(lines))
+    assert "line 6:" in _broken_at(trail, capsys)
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    chain = files.report.sources["chain"]
+    assert chain["breaks"] == 1 and chain["first_break"]["line"] == 6
+    assert files.report.sources["used"] == 6  # still read and counted
+
+
+def test_a_line_as_long_as_verify_allows_is_no_break_for_either(trail, capsys, tmp_path):
+    from aimsec_core.audit.verify import LONGEST_LINE
+
+    lines = _lines(trail)
+    body = lines[-1][:lines[-1].rindex(b',"prev":')]
+    pad = b',"pad":"' + b"A" * (LONGEST_LINE + 1 - len(lines[-1]) - 9) + b'"'
+    lines[-1] = body + pad + lines[-1][len(body):]
+    assert len(lines[-1]) == LONGEST_LINE + 1  # the newline included
+    trail.write_bytes(b"".join(lines))
+    assert main(["audit", "verify", str(trail)]) == 0
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    assert files.report.sources["chain"]["breaks"] == 0

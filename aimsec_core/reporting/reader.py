@@ -23,6 +23,7 @@ from pathlib import Path
 from ..audit import AUDIT_FILE
 from ..audit.chain import written_link
 from ..audit.snapshot import TrailFile, snapshot, trail_path
+from ..audit.verify import LONGEST_LINE
 from ..errors import ConfigurationError
 from .records import AuditEntry, as_read, parse_line
 
@@ -42,6 +43,8 @@ class ChainCheck:
     chain has begun, a line without a link (a blank one too) is a break. ``anchored``: the first linked line
     starts the trail (``prev`` null) rather than following lines rotated away; ``None``
     without a link. A last line without its newline (being written) is left unchecked.
+    A linked line longer than ``aimsec audit verify`` reads (64 KiB; the writer's are at
+    most 8 KB) is a break too, as verify says, though the report still counts its call.
     """
 
     checked: int = 0
@@ -52,8 +55,12 @@ class ChainCheck:
     _expected: bytes | None = field(default=None, repr=False)  #: the last line's digest
     _started: bool = field(default=False, repr=False)
 
-    def add(self, line: bytes, digest: bytes, file: Path, number: int) -> None:
-        """Check ``line`` (its bytes, newline included) whose own digest is ``digest``."""
+    def add(self, line: bytes, digest: bytes, file: Path, number: int,
+            size: int | None = None) -> None:
+        """Check ``line`` (its bytes, newline included; of an oversized line, its end)
+        whose own digest is ``digest`` and whole length ``size`` (``len(line)`` if not
+        given). A linked line longer than ``aimsec audit verify`` reads (no writer writes
+        one) is a break there, so it is one here too."""
         if not line.endswith(b"\n"):
             self._expected = None  # cut short (or being written): no successor to check
             return
@@ -64,14 +71,21 @@ class ChainCheck:
             self.unchained += 1
         else:
             self.checked += 1
+            too_long = (len(line) if size is None else size) > LONGEST_LINE + 1
             if not self._started:
                 self._started = True
                 self.anchored = link == b"null"
-            elif self._expected is not None and link != b'"' + self._expected + b'"':
-                self.breaks += 1
-                if self.first_break is None:
-                    self.first_break = {"file": str(file), "line": number}
+                if too_long:
+                    self._break(file, number)
+            elif too_long or (self._expected is not None
+                              and link != b'"' + self._expected + b'"'):
+                self._break(file, number)
         self._expected = digest
+
+    def _break(self, file: Path, number: int) -> None:
+        self.breaks += 1
+        if self.first_break is None:
+            self.first_break = {"file": str(file), "line": number}
 
     def lost(self) -> None:
         """Lines went missing between two files (one rotated away while being read)."""
@@ -177,7 +191,7 @@ def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
             line = last  # its end, where the link would be
         # a blank line is no audit line: once the chain has begun it is a break,
         # as aimsec audit verify says (the file was edited)
-        stats.chain.add(line, hasher.hexdigest().encode(), file.path, number)
+        stats.chain.add(line, hasher.hexdigest().encode(), file.path, number, size)
         pending += size
         if pending >= 1 << 20:
             stats.bytes += pending
