@@ -91,9 +91,7 @@ def parse_line(line: str | bytes) -> AuditEntry | None:
     if latency is not None and (latency_ms is None or latency_ms < 0):
         wrong.append("latency_ms")
         latency_ms = None
-    read_detection = _detection(detection)
-    if detection is not None and read_detection is None:
-        wrong.append("detection")
+    read_detection = _detection(detection, wrong)
     for name, value in (("model", model), ("client", client)):
         if value is not None and type(value) is not str:
             wrong.append(name)
@@ -197,16 +195,21 @@ def _checks(value: Any, wrong: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _detection(value: Any) -> Detection | None:
+def _detection(value: Any, wrong: list[str]) -> Detection | None:
     if not isinstance(value, dict):
+        if value is not None:
+            wrong.append("detection")
         return None
     threshold = _number(value.get("threshold"))
     suspicion = value.get("suspicion_max")
     if suspicion in ("inf", "Infinity"):  # the writer spells non-finite numbers as strings
         suspicion = math.inf
+    elif suspicion in ("-inf", "nan"):  # as written, but no suspicion a threshold can judge
+        return None
     else:
         suspicion = _number(suspicion)
     if threshold is None or suspicion is None:
+        wrong.append("detection")
         return None
     return Detection(suspicion, threshold, _rate(value.get("fpr")),
                      _count(value.get("above")))

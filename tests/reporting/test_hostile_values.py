@@ -202,6 +202,12 @@ def test_fields_as_the_writer_writes_them_are_not_counted_as_wrong(tmp_path):
                     _line(flagged=[0], findings=[{"check": "range"}], latency_ms=0),
                     _line(flagged={"count": 1, "first": [0]}, batch_size=2),
                     _line(detection={"suspicion_max": "inf", "threshold": 2.0,
-                                     "fpr": 0.05, "above": 1}))
+                                     "fpr": 0.05, "above": 1}),
+                    # a detector's NaN or -inf, as the writer spells them: not readable as a
+                    # suspicion, but no damage either
+                    _line(detection={"suspicion_max": "nan", "threshold": 2.0,
+                                     "fpr": 0.05, "above": 0}),
+                    _line(detection={"suspicion_max": "-inf", "threshold": 2.0,
+                                     "fpr": None, "above": 0}))
     assert files.report.sources["wrong_type"] == 0
     assert not any(r.section == "sources" for r in files.report.recommendations)
