@@ -336,3 +336,31 @@ def test_a_line_as_long_as_verify_allows_is_no_break_for_either(trail, capsys, t
     files = aimsec_core.report(trail.parent, out=tmp_path / "out",
                                console=Console(quiet=True), db=tmp_path / "none.sqlite3")
     assert files.report.sources["chain"]["breaks"] == 0
+
+
+def test_a_rotated_file_cut_mid_line_is_a_break_for_verify_and_report(tmp_path, capsys):
+    """The end of a rotated file cut away mid-line (its last lines removed): verify named
+    it, while the report counted one unreadable line and called the chain intact."""
+    audit = AuditLog(tmp_path / "logs", max_bytes=2_000, backups=50)
+    _write(audit, 40)
+    files = verify_trail(tmp_path / "logs").files
+    middle = files[len(files) // 2]
+    data = middle.read_bytes()
+    middle.write_bytes(data[:data.rindex(b"\n", 0, len(data) - 1) - 30])
+    cut_at = len(_lines(middle))
+    assert f"{middle}, line {cut_at}:" in _broken_at(tmp_path / "logs", capsys)
+    files = aimsec_core.report(tmp_path / "logs", out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    chain = files.report.sources["chain"]
+    assert chain["first_break"] == {"file": str(middle), "line": cut_at}
+    assert files.report.sources["malformed"] == 1
+
+
+def test_the_newest_file_ending_mid_line_is_no_chain_break_in_the_report(trail, tmp_path):
+    """Its last line may still be being written where writers do not lock: the report
+    counts it as unreadable, not as a break (verify, a check of the trail, names it)."""
+    trail.write_bytes(trail.read_bytes()[:-40])
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    assert files.report.sources["chain"]["breaks"] == 0
+    assert files.report.sources["malformed"] == 1

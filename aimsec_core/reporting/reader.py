@@ -42,7 +42,9 @@ class ChainCheck:
     first link (a trail written before the chain existed) are ``unchained``; once the
     chain has begun, a line without a link (a blank one too) is a break. ``anchored``: the first linked line
     starts the trail (``prev`` null) rather than following lines rotated away; ``None``
-    without a link. A last line without its newline (being written) is left unchecked.
+    without a link. The newest file's last line without its newline (being written, where
+    writers do not lock) is left unchecked; a line cut short anywhere else (a rotated file
+    cut mid-line) is a break, as verify says.
     A linked line longer than ``aimsec audit verify`` reads (64 KiB; the writer's are at
     most 8 KB) is a break too, as verify says, though the report still counts its call.
     """
@@ -56,13 +58,17 @@ class ChainCheck:
     _started: bool = field(default=False, repr=False)
 
     def add(self, line: bytes, digest: bytes, file: Path, number: int,
-            size: int | None = None) -> None:
+            size: int | None = None, newest: bool = True) -> None:
         """Check ``line`` (its bytes, newline included; of an oversized line, its end)
         whose own digest is ``digest`` and whole length ``size`` (``len(line)`` if not
-        given). A linked line longer than ``aimsec audit verify`` reads (no writer writes
-        one) is a break there, so it is one here too."""
+        given), read from the trail's ``newest`` file or an older one. A linked line
+        longer than ``aimsec audit verify`` reads (no writer writes one) is a break there,
+        so it is one here too."""
         if not line.endswith(b"\n"):
             self._expected = None  # cut short (or being written): no successor to check
+            if not newest and self._started:  # a rotated file is written no more
+                self.checked += 1
+                self._break(file, number)
             return
         link = written_link(line)
         if link is None and not self._started:
@@ -160,14 +166,15 @@ def read_entries(files: list[TrailFile], stats: ReadStats, *, since: float | Non
     :class:`ConfigurationError` when a file cannot be read.
     """
     model = None if model is None else as_read(model)  # a long name is read cut short
-    for file in files:
+    for index, file in enumerate(files):
         if file.vanished:  # rotated away after it was listed: its lines moved on
             stats.vanished.append(str(file.path))
             stats.chain.lost()
             continue
         stats.files.append(str(file.path))
         try:
-            yield from _file_entries(file, stats, since, until, model, progress)
+            yield from _file_entries(file, stats, since, until, model, progress,
+                                     newest=index == len(files) - 1)
         except OSError as exc:
             raise ConfigurationError(f"cannot read the audit file {file.path}: "
                                      f"{exc.strerror or exc}") from exc
@@ -175,7 +182,8 @@ def read_entries(files: list[TrailFile], stats: ReadStats, *, since: float | Non
 
 def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
                   until: float | None, model: str | None,
-                  progress: Callable[[int], None] | None) -> Iterator[AuditEntry]:
+                  progress: Callable[[int], None] | None,
+                  newest: bool = True) -> Iterator[AuditEntry]:
     pending = number = 0
     while True:
         line = file.readline(MAX_LINE_BYTES)
@@ -191,7 +199,7 @@ def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
             line = last  # its end, where the link would be
         # a blank line is no audit line: once the chain has begun it is a break,
         # as aimsec audit verify says (the file was edited)
-        stats.chain.add(line, hasher.hexdigest().encode(), file.path, number, size)
+        stats.chain.add(line, hasher.hexdigest().encode(), file.path, number, size, newest)
         pending += size
         if pending >= 1 << 20:
             stats.bytes += pending
