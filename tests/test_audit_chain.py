@@ -364,3 +364,19 @@ def test_the_newest_file_ending_mid_line_is_no_chain_break_in_the_report(trail, 
                                console=Console(quiet=True), db=tmp_path / "none.sqlite3")
     assert files.report.sources["chain"]["breaks"] == 0
     assert files.report.sources["malformed"] == 1
+
+
+@pytest.mark.parametrize("body", [b'{"time":"2026-11-26T04:12:20+00:00",,,',
+                                  b'["time"', b'{"time":"2026-11-26T04:12:20+00:00"]'])
+def test_a_line_that_is_no_json_object_but_keeps_its_link_is_a_break_for_both(
+        trail, capsys, tmp_path, body):
+    """The last line's body replaced by text that is no JSON object, its link kept: verify
+    named it, the report counted it unreadable but called the chain intact."""
+    lines = _lines(trail)
+    lines[-1] = body + lines[-1][lines[-1].rindex(b',"prev":'):]
+    trail.write_bytes(b"".join(lines))
+    assert "line 6:" in _broken_at(trail, capsys)
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    assert files.report.sources["chain"]["first_break"] == {"file": str(trail), "line": 6}
+    assert files.report.sources["malformed"] == 1

@@ -25,7 +25,7 @@ from ..audit.chain import written_link
 from ..audit.snapshot import TrailFile, snapshot, trail_path
 from ..audit.verify import LONGEST_LINE
 from ..errors import ConfigurationError
-from .records import AuditEntry, as_read, parse_line
+from .records import AuditEntry, as_read, is_json_object, parse_line
 
 #: Longest audit line read; longer ones (e.g. unbounded ``flagged`` lists) are skipped.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -56,6 +56,7 @@ class ChainCheck:
     anchored: bool | None = None
     _expected: bytes | None = field(default=None, repr=False)  #: the last line's digest
     _started: bool = field(default=False, repr=False)
+    _last_break: tuple[Path, int] | None = field(default=None, repr=False)
 
     def add(self, line: bytes, digest: bytes, file: Path, number: int,
             size: int | None = None, newest: bool = True) -> None:
@@ -88,7 +89,14 @@ class ChainCheck:
                 self._break(file, number)
         self._expected = digest
 
+    def unreadable(self, file: Path, number: int) -> None:
+        """The line just added (ending with its newline) is no JSON object: once the chain
+        has begun that is a break (verify's "not a JSON line"), its link whatever it is."""
+        if self._started and self._last_break != (file, number):
+            self._break(file, number)
+
     def _break(self, file: Path, number: int) -> None:
+        self._last_break = (file, number)
         self.breaks += 1
         if self.first_break is None:
             self.first_break = {"file": str(file), "line": number}
@@ -216,6 +224,8 @@ def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
         entry = parse_line(line)
         if entry is None:
             stats.malformed += 1
+            if line.endswith(b"\n") and not is_json_object(line):
+                stats.chain.unreadable(file.path, number)
             continue
         if ((since is not None and entry.time < since)
                 or (until is not None and entry.time >= until)

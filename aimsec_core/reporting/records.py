@@ -109,6 +109,14 @@ def parse_line(line: str | bytes) -> AuditEntry | None:
     )
 
 
+def is_json_object(line: str | bytes) -> bool:
+    """Whether ``line`` is a JSON object at all (of a line :func:`parse_line` refused)."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 #: Years an audit time may fall in; others are malformed (charts cannot place them).
 _FIRST_YEAR, _LAST_YEAR = 1970, 9000
 
