@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 import aimsec_core
 from aimsec_core import AuditLog
@@ -275,3 +276,107 @@ def test_a_guard_folder_read_mid_rotation_is_its_trail_not_several(tmp_path):
     assert result.intact and result.lines == lines
     with open_trail(tmp_path) as files:
         assert [file.path.name for file in files][-1] == "audit.jsonl.1"
+
+
+def _prev_first(line: bytes) -> bytes:
+    fields = json.loads(line)
+    return json.dumps({"prev": fields.pop("prev"), **fields},
+                      separators=(",", ":")).encode() + b"\n"
+
+
+@pytest.mark.parametrize("rewrite", [
+    lambda line: line.replace(b',"prev":', b',"prev": '),
+    lambda line: line.replace(b',"prev":', b', "prev" : '),
+    _prev_first,
+], ids=["space", "spaces", "prev-first"])
+def test_a_link_not_written_as_the_writer_writes_it_is_a_break_for_verify_and_report(
+        trail, capsys, tmp_path, rewrite):
+    """The writer puts the link last, as ``,"prev":...}``: a line whose link is elsewhere
+    or spaced was rewritten. ``aimsec audit verify`` and ``aimsec report`` read the link
+    the same way, so the report's "critical: the chain breaks, run aimsec audit verify"
+    is never answered by verify with "intact" (a rewritten last line has no successor to
+    expose it otherwise)."""
+    lines = _lines(trail)
+    lines[-1] = rewrite(lines[-1])
+    assert json.loads(lines[-1])["prev"] == json.loads(_lines(trail)[-1])["prev"]
+    trail.write_bytes(b"".join(lines))
+    assert "line 6:" in _broken_at(trail, capsys)
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True),
+                               db=tmp_path / "none.sqlite3")
+    assert files.report.sources["chain"]["first_break"]["line"] == 6
+
+
+def test_a_line_longer_than_any_writer_writes_is_a_break_for_verify_and_report(
+        trail, capsys, tmp_path):
+    """A last line padded to 100 KB with its link intact: verify named it (no writer
+    writes a line over 8 KB), while the report's chain check called the trail intact."""
+    lines = _lines(trail)
+    pad = b',"pad":"' + b"A" * 100_000 + b'"'
+    lines[-1] = lines[-1].replace(b',"prev":', pad + b',"prev":')
+    trail.write_bytes(b"".join(lines))
+    assert "line 6:" in _broken_at(trail, capsys)
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    chain = files.report.sources["chain"]
+    assert chain["breaks"] == 1 and chain["first_break"]["line"] == 6
+    assert files.report.sources["used"] == 6  # still read and counted
+
+
+def test_a_line_as_long_as_verify_allows_is_no_break_for_either(trail, capsys, tmp_path):
+    from aimsec_core.audit.verify import LONGEST_LINE
+
+    lines = _lines(trail)
+    body = lines[-1][:lines[-1].rindex(b',"prev":')]
+    pad = b',"pad":"' + b"A" * (LONGEST_LINE + 1 - len(lines[-1]) - 9) + b'"'
+    lines[-1] = body + pad + lines[-1][len(body):]
+    assert len(lines[-1]) == LONGEST_LINE + 1  # the newline included
+    trail.write_bytes(b"".join(lines))
+    assert main(["audit", "verify", str(trail)]) == 0
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    assert files.report.sources["chain"]["breaks"] == 0
+
+
+def test_a_rotated_file_cut_mid_line_is_a_break_for_verify_and_report(tmp_path, capsys):
+    """The end of a rotated file cut away mid-line (its last lines removed): verify named
+    it, while the report counted one unreadable line and called the chain intact."""
+    audit = AuditLog(tmp_path / "logs", max_bytes=2_000, backups=50)
+    _write(audit, 40)
+    files = verify_trail(tmp_path / "logs").files
+    middle = files[len(files) // 2]
+    data = middle.read_bytes()
+    middle.write_bytes(data[:data.rindex(b"\n", 0, len(data) - 1) - 30])
+    cut_at = len(_lines(middle))
+    assert f"{middle}, line {cut_at}:" in _broken_at(tmp_path / "logs", capsys)
+    files = aimsec_core.report(tmp_path / "logs", out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    chain = files.report.sources["chain"]
+    assert chain["first_break"] == {"file": str(middle), "line": cut_at}
+    assert files.report.sources["malformed"] == 1
+
+
+def test_the_newest_file_ending_mid_line_is_no_chain_break_in_the_report(trail, tmp_path):
+    """Its last line may still be being written where writers do not lock: the report
+    counts it as unreadable, not as a break (verify, a check of the trail, names it)."""
+    trail.write_bytes(trail.read_bytes()[:-40])
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    assert files.report.sources["chain"]["breaks"] == 0
+    assert files.report.sources["malformed"] == 1
+
+
+@pytest.mark.parametrize("body", [b'{"time":"2026-11-26T04:12:20+00:00",,,',
+                                  b'["time"', b'{"time":"2026-11-26T04:12:20+00:00"]'])
+def test_a_line_that_is_no_json_object_but_keeps_its_link_is_a_break_for_both(
+        trail, capsys, tmp_path, body):
+    """The last line's body replaced by text that is no JSON object, its link kept: verify
+    named it, the report counted it unreadable but called the chain intact."""
+    lines = _lines(trail)
+    lines[-1] = body + lines[-1][lines[-1].rindex(b',"prev":'):]
+    trail.write_bytes(b"".join(lines))
+    assert "line 6:" in _broken_at(trail, capsys)
+    files = aimsec_core.report(trail.parent, out=tmp_path / "out",
+                               console=Console(quiet=True), db=tmp_path / "none.sqlite3")
+    assert files.report.sources["chain"]["first_break"] == {"file": str(trail), "line": 6}
+    assert files.report.sources["malformed"] == 1

@@ -58,7 +58,7 @@ def test_a_forged_link_of_kilobytes_is_named_in_a_bounded_line(tmp_path, capsys)
 
     logs = tmp_path / "logs"
     logs.mkdir()
-    (logs / "audit.jsonl").write_text(json.dumps({"prev": None}) + "\n"
+    (logs / "audit.jsonl").write_text('{"time":"2026-11-26T04:12:20+00:00","prev":null}\n'
                                       + json.dumps({"prev": "A" * 60_000}) + "\n")
     assert main(["audit", "verify", str(logs)]) == 1
     out = capsys.readouterr().out

@@ -12,6 +12,7 @@ logs to support computer forensics", ACM TISSEC 2(2), 1999, without the MAC keys
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from ..files import open_regular
@@ -20,6 +21,17 @@ from ..files import open_regular
 GENESIS = b"null"
 _PREV = b',"prev":'
 _BLOCK = 64 * 1024
+#: A line's link as the writer puts it, last: ``,"prev":null}`` or ``,"prev":"<64 hex>"}``.
+_LINK = re.compile(rb',"prev":(null|"[0-9a-f]{64}")\}\r?\n\Z')
+
+
+def written_link(line: bytes) -> bytes | None:
+    """The link of ``line`` (its bytes, newline included) where the writer puts it, last:
+    ``null`` or a quoted hex digest (JSON text, as :func:`digest` gives it); ``None`` when
+    the line does not end so (no link, or one moved, spaced or otherwise rewritten).
+    Reads the line's last 80 bytes only."""
+    match = _LINK.search(line[-80:])
+    return None if match is None else match.group(1)
 
 
 def link(body: bytes, prev: bytes) -> bytes:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .chain import written_link
 from .snapshot import TrailFile, snapshot, trail_files
 
 __all__ = ["LONGEST_LINE", "Verification", "trail_files", "verify_trail"]
@@ -116,10 +117,14 @@ def _check(raw: bytes, expected: str | None, first: bool) -> str | None:
         return "not an audit line (no \"prev\" link)"
     if first:  # null: the trail's start; a digest: it starts after lines rotated away
         prev = line["prev"]
-        if prev is None or (isinstance(prev, str) and _DIGEST.fullmatch(prev)):
-            return None
-        return (f"the first line's \"prev\" is {prev!r:.100}; expected null (the trail's "
-                "first line) or the 64-hex-digit digest of a line before it")
+        if not (prev is None or (isinstance(prev, str) and _DIGEST.fullmatch(prev))):
+            return (f"the first line's \"prev\" is {prev!r:.100}; expected null (the "
+                    "trail's first line) or the 64-hex-digit digest of a line before it")
+    if written_link(raw) is None:
+        return ("its \"prev\" link is not where the writer puts it (last, written "
+                "exactly ,\"prev\":...}): the line was rewritten")
+    if first:
+        return None
     if line["prev"] != expected:
         return (f"its \"prev\" is {line['prev']!r:.100}, but the line before it hashes to "
                 f"{expected!r}: a line was changed, removed, inserted or reordered here "

@@ -15,23 +15,21 @@ counted was changed (:class:`ChainCheck`), as ``aimsec audit verify`` would.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..audit import AUDIT_FILE
+from ..audit.chain import written_link
 from ..audit.snapshot import TrailFile, snapshot, trail_path
+from ..audit.verify import LONGEST_LINE
 from ..errors import ConfigurationError
-from .records import AuditEntry, as_read, parse_line
+from .records import AuditEntry, as_read, is_json_object, parse_line
 
 #: Longest audit line read; longer ones (e.g. unbounded ``flagged`` lists) are skipped.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
-
-#: A line's link as the writer puts it, last: ``,"prev":null}`` or ``,"prev":"<64 hex>"}``.
-_LINK = re.compile(rb',"prev":(null|"[0-9a-f]{64}")\}\r?\n\Z')
 
 
 @dataclass
@@ -44,7 +42,11 @@ class ChainCheck:
     first link (a trail written before the chain existed) are ``unchained``; once the
     chain has begun, a line without a link (a blank one too) is a break. ``anchored``: the first linked line
     starts the trail (``prev`` null) rather than following lines rotated away; ``None``
-    without a link. A last line without its newline (being written) is left unchecked.
+    without a link. The newest file's last line without its newline (being written, where
+    writers do not lock) is left unchecked; a line cut short anywhere else (a rotated file
+    cut mid-line) is a break, as verify says.
+    A linked line longer than ``aimsec audit verify`` reads (64 KiB; the writer's are at
+    most 8 KB) is a break too, as verify says, though the report still counts its call.
     """
 
     checked: int = 0
@@ -54,28 +56,50 @@ class ChainCheck:
     anchored: bool | None = None
     _expected: bytes | None = field(default=None, repr=False)  #: the last line's digest
     _started: bool = field(default=False, repr=False)
+    _last_break: tuple[Path, int] | None = field(default=None, repr=False)
 
-    def add(self, line: bytes, digest: bytes, file: Path, number: int) -> None:
-        """Check ``line`` (its bytes, newline included) whose own digest is ``digest``."""
+    def add(self, line: bytes, digest: bytes, file: Path, number: int,
+            size: int | None = None, newest: bool = True) -> None:
+        """Check ``line`` (its bytes, newline included; of an oversized line, its end)
+        whose own digest is ``digest`` and whole length ``size`` (``len(line)`` if not
+        given), read from the trail's ``newest`` file or an older one. A linked line
+        longer than ``aimsec audit verify`` reads (no writer writes one) is a break there,
+        so it is one here too."""
         if not line.endswith(b"\n"):
             self._expected = None  # cut short (or being written): no successor to check
+            if not newest and self._started:  # a rotated file is written no more
+                self.checked += 1
+                self._break(file, number)
             return
-        link = _LINK.search(line[-80:])
+        link = written_link(line)
         if link is None and not self._started:
             if line.isspace():
                 return  # a blank line before the chain begins is no line of a trail
             self.unchained += 1
         else:
             self.checked += 1
+            too_long = (len(line) if size is None else size) > LONGEST_LINE + 1
             if not self._started:
                 self._started = True
-                self.anchored = link is not None and link.group(1) == b"null"
-            elif self._expected is not None and (
-                    link is None or link.group(1) != b'"' + self._expected + b'"'):
-                self.breaks += 1
-                if self.first_break is None:
-                    self.first_break = {"file": str(file), "line": number}
+                self.anchored = link == b"null"
+                if too_long:
+                    self._break(file, number)
+            elif too_long or (self._expected is not None
+                              and link != b'"' + self._expected + b'"'):
+                self._break(file, number)
         self._expected = digest
+
+    def unreadable(self, file: Path, number: int) -> None:
+        """The line just added (ending with its newline) is no JSON object: once the chain
+        has begun that is a break (verify's "not a JSON line"), its link whatever it is."""
+        if self._started and self._last_break != (file, number):
+            self._break(file, number)
+
+    def _break(self, file: Path, number: int) -> None:
+        self._last_break = (file, number)
+        self.breaks += 1
+        if self.first_break is None:
+            self.first_break = {"file": str(file), "line": number}
 
     def lost(self) -> None:
         """Lines went missing between two files (one rotated away while being read)."""
@@ -98,6 +122,7 @@ class ReadStats:
     oversized: int = 0      #: longer than MAX_LINE_BYTES
     outside: int = 0        #: outside the period or of another model
     used: int = 0
+    wrong_type: int = 0     #: used, with a field of a type no writer produces (read as absent)
     vanished: list[str] = field(default_factory=list)  #: listed, gone before being read
     chain: ChainCheck = field(default_factory=ChainCheck)
 
@@ -149,14 +174,15 @@ def read_entries(files: list[TrailFile], stats: ReadStats, *, since: float | Non
     :class:`ConfigurationError` when a file cannot be read.
     """
     model = None if model is None else as_read(model)  # a long name is read cut short
-    for file in files:
+    for index, file in enumerate(files):
         if file.vanished:  # rotated away after it was listed: its lines moved on
             stats.vanished.append(str(file.path))
             stats.chain.lost()
             continue
         stats.files.append(str(file.path))
         try:
-            yield from _file_entries(file, stats, since, until, model, progress)
+            yield from _file_entries(file, stats, since, until, model, progress,
+                                     newest=index == len(files) - 1)
         except OSError as exc:
             raise ConfigurationError(f"cannot read the audit file {file.path}: "
                                      f"{exc.strerror or exc}") from exc
@@ -164,7 +190,8 @@ def read_entries(files: list[TrailFile], stats: ReadStats, *, since: float | Non
 
 def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
                   until: float | None, model: str | None,
-                  progress: Callable[[int], None] | None) -> Iterator[AuditEntry]:
+                  progress: Callable[[int], None] | None,
+                  newest: bool = True) -> Iterator[AuditEntry]:
     pending = number = 0
     while True:
         line = file.readline(MAX_LINE_BYTES)
@@ -180,7 +207,7 @@ def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
             line = last  # its end, where the link would be
         # a blank line is no audit line: once the chain has begun it is a break,
         # as aimsec audit verify says (the file was edited)
-        stats.chain.add(line, hasher.hexdigest().encode(), file.path, number)
+        stats.chain.add(line, hasher.hexdigest().encode(), file.path, number, size, newest)
         pending += size
         if pending >= 1 << 20:
             stats.bytes += pending
@@ -197,6 +224,8 @@ def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
         entry = parse_line(line)
         if entry is None:
             stats.malformed += 1
+            if line.endswith(b"\n") and not is_json_object(line):
+                stats.chain.unreadable(file.path, number)
             continue
         if ((since is not None and entry.time < since)
                 or (until is not None and entry.time >= until)
@@ -204,6 +233,8 @@ def _file_entries(file: TrailFile, stats: ReadStats, since: float | None,
             stats.outside += 1
             continue
         stats.used += 1
+        if entry.wrong_type:
+            stats.wrong_type += 1
         yield entry
     stats.bytes += pending
     if progress is not None and pending:

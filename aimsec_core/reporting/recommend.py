@@ -155,10 +155,16 @@ def _operations(report: Report) -> Iterator[Recommendation]:
             "read the audit lines' error field: the model or a detector failed",
             {"error_calls": errors, "calls": calls}, "summary")
     unreadable = report.sources["malformed"] + report.sources["oversized"]
-    if unreadable:
+    wrong = report.sources["wrong_type"]
+    if unreadable or wrong:
+        title = (f"{unreadable} audit {'lines' if unreadable != 1 else 'line'} could not be "
+                 "read" if unreadable else "")
+        if wrong:
+            title += (", and " if title else "") + (
+                f"{wrong} audit {'lines' if wrong != 1 else 'line'} had a field of the wrong "
+                "type (counted, that field read as absent)")
         yield Recommendation(
-            "medium", f"{unreadable} audit {'lines' if unreadable > 1 else 'line'} could not "
-            "be read",
+            "medium", title,
             "check the trail's integrity: lines were cut, edited or written by something else",
             {"malformed": report.sources["malformed"],
-             "oversized": report.sources["oversized"]}, "sources")
+             "oversized": report.sources["oversized"], "wrong_type": wrong}, "sources")

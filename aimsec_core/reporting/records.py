@@ -5,6 +5,10 @@ The line format grows (request ids, versions, a hash chain, bounded ``flagged`` 
 ``flagged`` may be a list of batch indices or ``{"count": n, "first": [...]}``; a finding
 without a ``check`` counts as ``"unknown"``. A line that is not a JSON object, or has no
 readable ``time``, is malformed: :func:`parse_line` returns ``None`` and the reader counts it.
+A field present with a type or value no writer produces (a model that is an object, a
+batch size of ``"3"`` or -1, a latency of NaN) is read as absent, and the entry says so
+(:attr:`AuditEntry.wrong_type`), so the report counts the line rather than letting it pass
+for an ordinary call.
 
 Everything in a line is treated as hostile text: strings are cut to :data:`MAX_TEXT`
 characters, so one forged line cannot grow the report's memory.
@@ -53,6 +57,8 @@ class AuditEntry:
     checks: tuple[str, ...]           #: the checks that objected, without repeats
     latency_ms: float | None
     detection: Detection | None
+    #: fields present with a type or value no writer produces, read as absent
+    wrong_type: tuple[str, ...] = ()
 
     @property
     def refused(self) -> bool:
@@ -70,20 +76,45 @@ def parse_line(line: str | bytes) -> AuditEntry | None:
     when = parse_time(raw.get("time"))
     if when is None:
         return None
+    wrong: list[str] = []
     decision = raw.get("decision")
     if not isinstance(decision, str):  # a forged object or list would not even hash
+        if decision is not None:
+            wrong.append("decision")
         decision = "other"
+    model, client = raw.get("model"), raw.get("client")
+    latency, detection = raw.get("latency_ms"), raw.get("detection")
+    batch_size = _count(raw.get("batch_size"), "batch_size", wrong)
+    flagged = _flagged_count(raw.get("flagged"), wrong)
+    checks = _checks(raw.get("findings"), wrong)
+    latency_ms = _number(latency)
+    if latency is not None and (latency_ms is None or latency_ms < 0):
+        wrong.append("latency_ms")
+        latency_ms = None
+    read_detection = _detection(detection, wrong)
+    for name, value in (("model", model), ("client", client)):
+        if value is not None and type(value) is not str:
+            wrong.append(name)
     return AuditEntry(
         time=when,
-        model=_text(raw.get("model"), "unknown"),
-        client=_text(raw.get("client"), "anonymous"),
+        model=_text(model, "unknown"),
+        client=_text(client, "anonymous"),
         decision=SAME_AS.get(decision, decision if decision in DECISIONS else "other"),
-        batch_size=_count(raw.get("batch_size")),
-        flagged=_flagged_count(raw.get("flagged")),
-        checks=_checks(raw.get("findings")),
-        latency_ms=_number(raw.get("latency_ms")),
-        detection=_detection(raw.get("detection")),
+        batch_size=batch_size,
+        flagged=flagged,
+        checks=checks,
+        latency_ms=latency_ms,
+        detection=read_detection,
+        wrong_type=tuple(wrong),
     )
+
+
+def is_json_object(line: str | bytes) -> bool:
+    """Whether ``line`` is a JSON object at all (of a line :func:`parse_line` refused)."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 #: Years an audit time may fall in; others are malformed (charts cannot place them).
@@ -134,9 +165,15 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _count(value: Any) -> int:
+def _count(value: Any, name: str = "", wrong: list[str] | None = None) -> int:
+    """A count as the writer writes it (a whole number, 0 to MAX_COUNT); else 0, and
+    ``name`` is added to ``wrong`` when the value was present."""
     number = _number(value)
-    return int(number) if number is not None and 0 <= number <= MAX_COUNT else 0
+    if number is not None and 0 <= number <= MAX_COUNT and number == int(number):
+        return int(number)
+    if wrong is not None and value is not None:
+        wrong.append(name)
+    return 0
 
 
 def _rate(value: Any) -> float | None:
@@ -144,32 +181,43 @@ def _rate(value: Any) -> float | None:
     return number if number is not None and 0 <= number <= 1 else None
 
 
-def _flagged_count(value: Any) -> int:
+def _flagged_count(value: Any, wrong: list[str]) -> int:
     if isinstance(value, list):
         return len(value)
     if isinstance(value, dict):
-        return _count(value.get("count"))
+        return _count(value.get("count"), "flagged", wrong)
+    if value is not None:
+        wrong.append("flagged")
     return 0
 
 
-def _checks(value: Any) -> tuple[str, ...]:
+def _checks(value: Any, wrong: list[str]) -> tuple[str, ...]:
     if not isinstance(value, list):
+        if value is not None:
+            wrong.append("findings")
         return ()
+    if not all(isinstance(f, dict) and isinstance(f.get("check", ""), str) for f in value):
+        wrong.append("findings")
     names = (_text(f.get("check"), "unknown") if isinstance(f, dict) else "unknown"
              for f in value)
     return tuple(dict.fromkeys(names))
 
 
-def _detection(value: Any) -> Detection | None:
+def _detection(value: Any, wrong: list[str]) -> Detection | None:
     if not isinstance(value, dict):
+        if value is not None:
+            wrong.append("detection")
         return None
     threshold = _number(value.get("threshold"))
     suspicion = value.get("suspicion_max")
     if suspicion in ("inf", "Infinity"):  # the writer spells non-finite numbers as strings
         suspicion = math.inf
+    elif suspicion in ("-inf", "nan"):  # as written, but no suspicion a threshold can judge
+        return None
     else:
         suspicion = _number(suspicion)
     if threshold is None or suspicion is None:
+        wrong.append("detection")
         return None
     return Detection(suspicion, threshold, _rate(value.get("fpr")),
                      _count(value.get("above")))

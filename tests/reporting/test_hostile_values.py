@@ -169,3 +169,45 @@ def test_calls_far_apart_get_bars_wide_enough_to_see(tmp_path, times):
     width = files.report.timeline_bucket_seconds
     assert (max(seconds) - min(seconds)) / width <= 200  # minute-wide bars before
     assert sum(sum(b.decisions.values()) for b in files.report.timeline) == len(times)
+
+
+WRONG_TYPES = [
+    {"model": {"a": 1}}, {"model": ["m"]}, {"model": 7}, {"client": True},
+    {"client": {"ip": "x"}}, {"decision": ["allowed"]}, {"decision": 1},
+    {"batch_size": "3"}, {"batch_size": True}, {"batch_size": -1}, {"batch_size": 1.5},
+    {"batch_size": HUGE}, {"flagged": "0"}, {"flagged": 3}, {"flagged": {"count": "2"}},
+    {"findings": {"check": "range"}}, {"findings": "range"}, {"findings": [3]},
+    {"findings": [{"check": ["range"]}]}, {"latency_ms": "0.4"}, {"latency_ms": -5},
+    {"latency_ms": HUGE}, {"latency_ms": float("nan")}, {"latency_ms": float("inf")},
+    {"detection": "high"}, {"detection": {"threshold": "2", "suspicion_max": 1}},
+]
+
+
+@pytest.mark.parametrize("fields", WRONG_TYPES, ids=lambda f: json.dumps(f)[:40])
+def test_a_field_of_the_wrong_type_is_counted_not_read_silently(tmp_path, fields):
+    # a line no writer produces: its call is counted (its time is readable), but the
+    # report says how many lines had a field it could not read, so a forged or damaged
+    # line never passes for an ordinary call with made-up defaults
+    files = _report(tmp_path, _line(), _line(**fields))
+    sources = files.report.sources
+    assert sources["used"] == 2 and sources["wrong_type"] == 1
+    assert json.loads(files.json_path.read_text())["sources"]["wrong_type"] == 1
+    assert any(r.section == "sources" and r.evidence.get("wrong_type") == 1
+               for r in files.report.recommendations)
+    assert "1 with a field of the wrong type" in files.html_path.read_text()
+
+
+def test_fields_as_the_writer_writes_them_are_not_counted_as_wrong(tmp_path):
+    files = _report(tmp_path, _line(), _line(model=None, client=None, detection=None),
+                    _line(flagged=[0], findings=[{"check": "range"}], latency_ms=0),
+                    _line(flagged={"count": 1, "first": [0]}, batch_size=2),
+                    _line(detection={"suspicion_max": "inf", "threshold": 2.0,
+                                     "fpr": 0.05, "above": 1}),
+                    # a detector's NaN or -inf, as the writer spells them: not readable as a
+                    # suspicion, but no damage either
+                    _line(detection={"suspicion_max": "nan", "threshold": 2.0,
+                                     "fpr": 0.05, "above": 0}),
+                    _line(detection={"suspicion_max": "-inf", "threshold": 2.0,
+                                     "fpr": None, "above": 0}))
+    assert files.report.sources["wrong_type"] == 0
+    assert not any(r.section == "sources" for r in files.report.recommendations)
