@@ -29,7 +29,7 @@ from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused, native_order
 from aimsec_core.verdict import Verdict
-from aimsec_torch._arguments import ArgumentsError, Binder, tensors_in
+from aimsec_core.call_arguments import ArgumentsError, Binder, tensors_in
 
 from ._gradients import Forward, OwnOutput
 

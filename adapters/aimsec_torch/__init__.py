@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from aimsec_core.guard import Guard
 
-    from ._arguments import Binder
+    from aimsec_core.call_arguments import Binder
 
 __all__ = ["TorchAdapter"]
 
@@ -131,7 +131,7 @@ class TorchAdapter(Adapter):
         key = getattr(forward, "__func__", forward)
         cached = self.__dict__.get("_binder")
         if cached is None or cached[0] is not key:
-            from ._arguments import Binder
+            from aimsec_core.call_arguments import Binder
 
             cached = self._binder = (key, Binder(forward))
         return cached[1]

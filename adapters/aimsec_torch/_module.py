@@ -37,7 +37,7 @@ from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused
 
-from ._arguments import ArgumentsError, tensors_in
+from aimsec_core.call_arguments import ArgumentsError, tensors_in
 from ._global_hooks import SharedHook
 from ._modes import own_mode, own_modes, own_training, set_modes
 from ._tensors import inside_transforms, outside_transforms, transforming

@@ -1,7 +1,7 @@
-"""A call's arguments bound to the model's ``forward`` signature, and every tensor in them
-named by parameter: ``x``, ``mask``, ``inputs[0]``, ``batch['ids']``, ``args[1]``.
-
-Pure Python apart from the tensor type check (``torch`` is imported by the caller first).
+"""A call's arguments bound to the model's signature (torch's ``forward``, Keras'
+``call``), and every array in them named by parameter: ``x``, ``mask``, ``inputs[0]``,
+``batch['ids']``, ``args[1]``. Pure Python: the adapters pass their framework's array
+types, and the core names a call's inputs one way for every framework.
 """
 
 from __future__ import annotations
