@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -62,22 +63,37 @@ def per_call(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(rounds)
 
 
-def paired(off: Callable[[], object], on: Callable[[], object], repeats: int
-           ) -> tuple[float, float]:
-    """Median seconds per call of ``off`` and of ``on``, timed in alternating rounds (5 of
-    ``repeats // 5`` calls each), so load on the machine hits both alike."""
+class Paired(NamedTuple):
+    """Seconds per call of two callables timed in alternating rounds."""
+
+    off: float  #: median over rounds of the first
+    on: float  #: median over rounds of the second
+    added: float  #: median over rounds of (second - first): what the second adds
+    low: float  #: lower quartile of the per-round differences
+    high: float  #: upper quartile of the per-round differences
+
+
+def paired(off: Callable[[], object], on: Callable[[], object], calls: int,
+           rounds: int = 15) -> Paired:
+    """``off`` and ``on`` timed in ``rounds`` alternating rounds of ``calls // rounds``
+    calls each, so load on the machine hits both alike; what ``on`` adds is the median of
+    the per-round differences (a paired estimate: a round disturbed by other work moves
+    both of its halves), given with its quartiles."""
     for fn in (off, on):
         for _ in range(20):
             fn()
-    rounds: tuple[list[float], list[float]] = ([], [])
-    calls = max(1, repeats // 5)
-    for _ in range(5):
-        for fn, times in zip((off, on), rounds):
+    per_round = max(1, calls // rounds)
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for fn, spent in zip((off, on), times):
             start = CLOCK[0]()
-            for _ in range(calls):
+            for _ in range(per_round):
                 fn()
-            times.append((CLOCK[0]() - start) / calls)
-    return statistics.median(rounds[0]), statistics.median(rounds[1])
+            spent.append((CLOCK[0]() - start) / per_round)
+    added = [b - a for a, b in zip(*times)]
+    low, _, high = statistics.quantiles(added, n=4)
+    return Paired(statistics.median(times[0]), statistics.median(times[1]),
+                  statistics.median(added), low, high)
 
 
 def fingerprinter() -> Fingerprinter:
@@ -176,7 +192,7 @@ def bench_guarded_call(repeats: int) -> None:
     """A guarded call on the digits scikit-learn MLP, one row: monitoring off
     (``policy=False``) against on (default policy, memory store) for the same identified
     client, in one run, timed in alternating rounds; a guard per measurement, so each sees
-    every row once."""
+    every row once (its fingerprint index grows as it would in service)."""
     data = digits.load()
     model = digits.sklearn_mlp(data)
     benign = benign_digits()
@@ -204,22 +220,27 @@ def bench_guarded_call(repeats: int) -> None:
 
             return call
 
-        calls = min(repeats, len(benign) - 40)  # each row once per measurement
-        plain = per_call(lambda: model.predict(benign[:1]), calls)
-        t_off, t_on = paired(caller(False, benign), caller(None, benign), calls)
-        t_anon_off, t_anon = paired(caller(False, benign, client=None),
-                                    caller(None, benign, client=None), calls)
-        t_flag_off, t_flag = paired(caller(False, repeating, 1e-4),
-                                    caller(None, repeating, 1e-4), calls)
+        calls = len(benign) - 40  # every row once per measurement (20 warm-up calls each)
+        plain = per_call(lambda: model.predict(benign[:1]), min(repeats, calls))
+        identified = paired(caller(False, benign), caller(None, benign), calls)
+        anonymous = paired(caller(False, benign, client=None),
+                           caller(None, benign, client=None), calls)
+        flagged = paired(caller(False, repeating, 1e-4), caller(None, repeating, 1e-4), calls)
+
+    def added(p: Paired) -> str:
+        return (f"{p.off * 1e6:.0f} us -> {p.on * 1e6:.0f} us ({p.added * 1e6:+.1f} us; "
+                f"quartiles {p.low * 1e6:+.1f} to {p.high * 1e6:+.1f})")
+
     print(f"sklearn digits MLP, one row (plain model {plain * 1e6:.0f} us), identified client "
-          f"'x', benign digits: guarded with monitoring off (policy=False) {t_off * 1e6:.0f} us"
-          f" | on (default policy, memory store) {t_on * 1e6:.0f} us: monitoring adds "
-          f"{(t_on - t_off) * 1e6:+.1f} us per call (target <= 30)")
-    print(f"  same, anonymous caller (query checks off by default): {t_anon_off * 1e6:.0f} us"
-          f" -> {t_anon * 1e6:.0f} us ({(t_anon - t_anon_off) * 1e6:+.1f} us)")
-    print(f"  same, identified client repeating 360 rows (near-duplicate findings on almost "
-          f"every call): {t_flag_off * 1e6:.0f} us -> {t_flag * 1e6:.0f} us "
-          f"({(t_flag - t_flag_off) * 1e6:+.1f} us)")
+          f"'x', benign digits, {calls} calls in 15 paired rounds: guarded with monitoring "
+          f"off (policy=False) {identified.off * 1e6:.0f} us | on (default policy, memory "
+          f"store) {identified.on * 1e6:.0f} us: monitoring adds "
+          f"{identified.added * 1e6:+.1f} us per call (median of the rounds' differences; "
+          f"quartiles {identified.low * 1e6:+.1f} to {identified.high * 1e6:+.1f}; "
+          "target <= 30)")
+    print(f"  same, anonymous caller (query checks off by default): {added(anonymous)}")
+    print("  same, identified client repeating 360 rows (near-duplicate findings on almost "
+          f"every call): {added(flagged)}")
 
 
 def redis_server() -> tuple[subprocess.Popen[bytes], str] | None:
