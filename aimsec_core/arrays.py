@@ -30,7 +30,8 @@ class SparseValues:
     index per value, as CSC's ``indices`` or COO's ``row``). ``parts`` are the arrays that
     place the values, hashed with ``data``, ``format`` and ``shape``; two parts are the
     compressed form's ``(indices, indptr)``: by rows where ``indptr`` is set (CSR), else by
-    columns (CSC), and :meth:`misplaced` checks them.
+    columns (CSC), and :meth:`misplaced` checks them; in coordinate form (COO, ``col``
+    set) they are ``(row, col)``, one of each per value, which it checks too.
     ``densify`` is how the caller makes a dense copy of the input, for refusals.
     """
 
@@ -41,6 +42,7 @@ class SparseValues:
     indptr: np.ndarray | None = None
     row: np.ndarray | None = None
     densify: str = "x.toarray()"
+    col: np.ndarray | None = None  #: the column of each value, in coordinate form
 
     @property
     def ndim(self) -> int:
@@ -63,7 +65,10 @@ class SparseValues:
         ``shape`` (an index past the shape or negative, a pointer array of the wrong length
         or out of order), or ``None`` where they do (or where ``parts`` are not that pair).
         Sparse kernels trust these arrays: an index outside the shape reads memory outside
-        the matrix (other values, or a crash of the process)."""
+        the matrix (other values, or a crash of the process). In coordinate form: a row or
+        column index outside the shape, or not one of each per value."""
+        if self.col is not None and self.row is not None:
+            return _coordinates_misplaced(self.shape, self.data.size, self.row, self.col)
         if len(self.parts) != 2:
             return None
         indices, pointer = self.parts
@@ -98,6 +103,24 @@ class SparseValues:
         """A JSON-able description (for audit lines that include their inputs)."""
         return {"format": self.format, "shape": list(self.shape),
                 "data": self.data.tolist(), "parts": [p.tolist() for p in self.parts]}
+
+
+def _coordinates_misplaced(shape: tuple[int, int], values: int, row: np.ndarray,
+                           col: np.ndarray) -> str | None:
+    """:meth:`SparseValues.misplaced` for coordinate form: why ``row`` and ``col`` do not
+    give each of ``values`` stored values a place inside ``shape``, or ``None``."""
+    for what, part, size in (("row", row, shape[0]), ("column", col, shape[1])):
+        if part.dtype.kind not in "iu" or part.ndim != 1:
+            return (f"its {what} indices are {part.dtype.name} of shape {part.shape}; "
+                    "expected a vector of integers")
+        if part.size != values:
+            return f"it has {part.size} {what} indices for {values} stored values"
+        if part.size:
+            low, high = part.min(), part.max()
+            if low < 0 or high >= size:
+                return (f"it stores a {what} index {low if low < 0 else high} outside "
+                        f"[0, {size})")
+    return None
 
 
 @dataclass(frozen=True, eq=False)

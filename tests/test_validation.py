@@ -130,6 +130,13 @@ def _csr(indices, indptr, shape=(2, 3), data=None):
     return SparseValues("csr", shape, data, (indices, indptr), indptr=indptr)
 
 
+def _coo(row, col, shape=(2, 3)):
+    from aimsec_core.arrays import SparseValues
+
+    row, col = np.asarray(row), np.asarray(col)
+    return SparseValues("coo", shape, np.ones(len(row)), (row, col), row=row, col=col)
+
+
 def _csc(indices, indptr, shape=(2, 3)):
     from aimsec_core.arrays import SparseValues
 
@@ -146,8 +153,13 @@ def _csc(indices, indptr, shape=(2, 3)):
     (_csr([0, 1], [0, 2]), "2 entries; expected 3"),
     (_csr(np.array([0.0, 1.0]), [0, 1, 2]), "float64"),
     (_csc([0, 2], [0, 1, 1, 2]), "index 2 outside [0, 2)"),  # a row past the last
+    (_coo([0, 2], [0, 1]), "row index 2 outside [0, 2)"),
+    (_coo([0, 1], [-4, 1]), "column index -4 outside [0, 3)"),
+    (_coo([0, 1, 1], [0, 1]), "2 column indices for 3 stored values"),
+    (_coo([0.0, 1.0], [0, 1]), "row indices are float64"),
 ], ids=["csr-column-past-end", "csr-negative", "pointer-decreases", "pointer-past-data",
-        "pointer-start", "pointer-length", "float-indices", "csc-row-past-end"])
+        "pointer-start", "pointer-length", "float-indices", "csc-row-past-end",
+        "coo-row-past-end", "coo-negative-column", "coo-lengths", "coo-float-rows"])
 def test_a_sparse_matrix_whose_indices_point_outside_it_is_refused(matrix, wrong):
     """Sparse kernels trust a matrix's indices: one past its shape reads memory outside
     it (other values, or a crash of the process). Such a matrix is a format finding,
@@ -183,6 +195,60 @@ def test_a_guarded_estimator_never_reads_a_sparse_matrix_pointing_outside_it():
     with pytest.raises(aimsec_core.InputFormatError, match="outside"):
         guarded.predict(matrix)
     assert sink.outcomes == ["rejected"]
+
+
+_BROKEN_SPARSE = """
+import sys
+import numpy as np, scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+import aimsec_core
+
+x = np.random.default_rng(0).random((20, 5))
+guarded = aimsec_core.guard(LogisticRegression().fit(x, np.arange(20) % 2), sinks=[])
+d = sp.csr_matrix(x[:2])
+def changed(matrix, part, at, value):
+    getattr(matrix, part)[at] = value  # the arrays of a built matrix, changed in place
+    return matrix
+cases = {
+    "csr built with a pointer past its values": lambda: sp.csr_matrix(
+        (d.data, d.indices, np.array([0, 10**8, d.nnz])), shape=d.shape),
+    "csr pointer": lambda: changed(sp.csr_matrix(x[:2]), "indptr", 1, 10**8),
+    "csc pointer": lambda: changed(sp.csc_matrix(x[:2]), "indptr", 1, 10**8),
+    "bsr pointer": lambda: changed(sp.bsr_matrix(x[:2]), "indptr", 1, 10**8),
+    "coo row": lambda: changed(sp.coo_matrix(x[:2]), "row", 0, 10**8),
+    "coo column": lambda: changed(sp.coo_matrix(x[:2]), "col", 0, -10**8),
+}
+for name, make in cases.items():
+    try:
+        guarded.predict(make())
+    except aimsec_core.InputFormatError as exc:
+        print(name, "|", exc)
+    else:
+        print(name, "| served")
+    sys.stdout.flush()
+"""
+
+
+def test_sparse_arrays_pointing_outside_the_matrix_are_refused_before_scipy_reads_them():
+    # scipy's compiled conversions (COO to CSR, summing a CSR's duplicates, asking
+    # whether its format is canonical) trust these arrays: each case crashed the process
+    # with a segmentation fault before the core's checks ran; a child process runs them,
+    # so a crash fails this test instead of the test run
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), str(root / "adapters"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", _BROKEN_SPARSE], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = dict(line.split(" | ", 1) for line in done.stdout.splitlines())
+    assert len(lines) == 6
+    for name, said in lines.items():
+        assert "place values outside it" in said, (name, said)
 
 
 @pytest.mark.parametrize("value, shown", [

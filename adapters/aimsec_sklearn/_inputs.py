@@ -8,7 +8,8 @@ are looked up through ``sys.modules``, so they are never imported here).
   once, and the estimator gets that array (so it is converted exactly once);
 - scipy sparse matrices and arrays: their stored values, never densified (formats other
   than canonical CSR/CSC are converted to CSR, summing duplicate entries as the estimator
-  will); a DataFrame whose columns are all pandas ``SparseDtype`` likewise, as the sparse
+  will, once the core found the arrays that place the values inside the matrix: scipy's
+  compiled conversions trust them); a DataFrame whose columns are all pandas ``SparseDtype`` likewise, as the sparse
   matrix ``check_array`` makes of it (``frame.sparse.to_coo()``; fill value 0 only);
 - pandas DataFrames and Series: their values converted by scikit-learn's rules (one
   common numeric dtype, nullable columns as float with NaN, object columns as float64
@@ -115,6 +116,9 @@ def _sparse(matrix: Any) -> SparseValues:
     if matrix.ndim != 2:
         raise ValueError(f"a sparse input must be 2-D (n_samples, n_features); received "
                          f"shape {matrix.shape}")
+    given = _as_given(matrix)
+    if given is not None and given.misplaced() is not None:
+        return given  # refused by the core's checks before any scipy routine reads it
     canonical = matrix
     if matrix.format not in ("csr", "csc"):
         canonical = matrix.tocsr()  # sums duplicate entries, as the estimator's CSR will
@@ -126,6 +130,33 @@ def _sparse(matrix: Any) -> SparseValues:
     if canonical.format == "csr":
         return SparseValues(matrix.format, shape, canonical.data, parts, indptr=canonical.indptr)
     return SparseValues(matrix.format, shape, canonical.data, parts, row=canonical.indices)
+
+
+def _as_given(matrix: Any) -> SparseValues | None:
+    """The arrays that place ``matrix``'s values, as it holds them (compressed or
+    coordinate form; a block matrix by its blocks), for the core to check before scipy's
+    compiled routines read them: they trust these arrays, and one that points outside the
+    matrix (possible after the matrix was built: its arrays can be changed in place, and
+    scipy's constructors check few of them) crashes the process. ``None`` for formats
+    whose conversion reads them in Python (DIA, DOK, LIL)."""
+    shape = (int(matrix.shape[0]), int(matrix.shape[1]))
+    form = matrix.format
+    if form == "coo":
+        return SparseValues(form, shape, np.asarray(matrix.data), (matrix.row, matrix.col),
+                            row=matrix.row, col=matrix.col)
+    if form not in ("csr", "csc", "bsr"):
+        return None
+    indices, indptr, data = matrix.indices, matrix.indptr, np.asarray(matrix.data)
+    if form == "bsr":  # placed block by block: one value per block stands for it
+        rows, cols = matrix.blocksize
+        if data.ndim != 3 or data.shape[1:] != (rows, cols):
+            raise ValueError(f"a block sparse matrix's data must be (blocks, {rows}, {cols});"
+                             f" received shape {data.shape}")
+        return SparseValues(form, (shape[0] // rows, shape[1] // cols), data[:, 0, 0],
+                            (indices, indptr), indptr=indptr)
+    if form == "csr":
+        return SparseValues(form, shape, data, (indices, indptr), indptr=indptr)
+    return SparseValues(form, shape, data, (indices, indptr), row=indices)
 
 
 def _frame(frame: Any, takes_strings: bool) -> Any:
