@@ -102,6 +102,18 @@ def test_redis_url_must_be_a_redis_url_and_is_not_echoed(monkeypatch):
     assert redis_url() == "redis://10.0.0.6:6379/1"
 
 
+def test_an_unparsable_store_url_names_the_variable_it_came_from(monkeypatch):
+    # the error named only an "alert group Redis URL" the operator never set
+    from aimsec_core.alerts.state import RedisGroupState
+    from aimsec_core.alerts.settings import redis_url
+
+    monkeypatch.delenv("AIMSEC_REDIS_URL", raising=False)
+    monkeypatch.setenv("AIMSEC_STORE_URL", "redis://:pw@[::1")
+    with pytest.raises(ConfigurationError, match="AIMSEC_STORE_URL") as caught:
+        RedisGroupState.from_url(redis_url())
+    assert "pw" not in str(caught.value)
+
+
 def test_a_ca_bundle_that_is_not_a_file_is_a_configuration_error(monkeypatch, tmp_path):
     # accepted: every alert then failed its TLS handshake, retried for minutes
     monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
