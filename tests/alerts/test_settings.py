@@ -150,6 +150,20 @@ def test_a_zero_smtp_timeout_from_the_environment_is_refused(monkeypatch):
         SmtpSettings.from_env()
 
 
+@pytest.mark.parametrize("variable", ["ALERT_SMTP_TIMEOUT", "AIMSEC_ALERT_GROUP_INTERVAL",
+                                      "AIMSEC_ALERT_REPEAT_INTERVAL"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan"])
+def test_a_duration_that_cannot_be_zero_says_so_whatever_was_wrong(monkeypatch, variable, value):
+    # -1 was answered "expected a finite number of seconds >= 0", and then 0 refused too
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        SmtpSettings.from_env() if variable == "ALERT_SMTP_TIMEOUT" else GroupingPolicy.resolve()
+    assert variable in str(caught.value) and "seconds > 0" in str(caught.value)
+    assert ">= 0" not in str(caught.value)
+
+
 @pytest.mark.parametrize("settings, match", [
     ({"email_recipients": 5, "smtp_settings": {"server": "x"}}, "email_recipients"),
     ({"email_recipients": "not-an-address", "smtp_settings": {"server": "x"}},
