@@ -237,3 +237,21 @@ def test_a_trail_of_only_unreadable_lines_says_so(tmp_path):
     assert [(r.priority, r.title) for r in unreadable] == [
         ("medium", "5 audit lines could not be read")]
     assert report.recommendations[0] is unreadable[0]  # before the low "no calls" one
+
+
+def test_an_output_that_cannot_be_made_is_refused_before_the_trail_is_read(tmp_path,
+                                                                        monkeypatch):
+    # the whole trail (a gigabyte: minutes) was read before the folder was found unusable
+    from aimsec_core.reporting import build
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "audit.jsonl").write_text("{}\n")
+    (tmp_path / "file").write_text("")
+
+    def read(*args, **kwargs):
+        raise AssertionError("the trail was read")
+
+    monkeypatch.setattr(build, "read_entries", read)
+    with pytest.raises(aimsec_core.ConfigurationError, match="cannot create the report folder"):
+        aimsec_core.report(tmp_path / "logs", out=tmp_path / "file" / "out", console=QUIET,
+                           incidents=[])
