@@ -69,7 +69,12 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     start, end = parse_period(since, until, now)
     out = as_path(out, "out")
     db = None if db is None else as_path(db, "db")
-    if incidents is not None and not isinstance(incidents, Iterable):
+    if model is not None and not isinstance(model, str):
+        raise ConfigurationError(f"model must be a model's name (str), or None for every "
+                                 f"model; received {type(model).__name__}")
+    # text and a single mapping iterate (their letters, its keys) but hold no incidents
+    if incidents is not None and (not isinstance(incidents, Iterable)
+                                  or isinstance(incidents, (str, bytes, Mapping))):
         raise ConfigurationError(f"incidents must be an iterable of incident mappings (or None "
                                  f"to read the store); received {type(incidents).__name__}")
     folder = resolve(None if logs is None else str(logs), "SECURITY_LOG_PATH",
