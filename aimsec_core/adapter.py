@@ -59,6 +59,10 @@ class Adapter(ABC):
     #: same model (Keras names a ``Sequential`` input ``keras_tensor_7`` on one load and
     #: ``input_layer`` on the next): a calibration's model fingerprint then leaves them out.
     stable_input_names: ClassVar[bool] = True
+    #: True where ``signature()`` names every input a call can carry (a scikit-learn
+    #: estimator's ``X``, an ONNX session's feed): per-input constraints for any other
+    #: name are then refused when the guard is built, since they would never apply.
+    closed_signature: ClassVar[bool] = False
     #: Whether a binary classifier's single output column is the probability of class 1
     #: (a sigmoid's output) rather than a logit. Adapters that can read the model say so
     #: (torch: ``nn.Sigmoid`` last; Keras and ONNX: a sigmoid producing the output);

@@ -127,6 +127,18 @@ def parse_seconds(raw: Any) -> float:
     return value
 
 
+def parse_positive_seconds(raw: Any) -> float:
+    """As :func:`parse_seconds`, for a duration that cannot be 0 (a timeout, an interval):
+    the message states the bound that applies."""
+    try:
+        value = parse_seconds(raw)
+    except ValueError:
+        value = 0.0
+    if value == 0:
+        raise ValueError(f"expected a finite number of seconds > 0, received {raw!r}")
+    return value
+
+
 def parse_severity(raw: Any) -> str:
     from .severity import SEVERITIES
 

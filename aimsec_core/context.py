@@ -37,10 +37,11 @@ def _checked(value: object, what: str) -> str:
     if not isinstance(value, str) or not str.__len__(value):
         from .errors import ConfigurationError
 
-        shown = str.__str__(value)[:80] if isinstance(value, str) else ""
+        # a string is shown (cut short); any other object only by its type, whose own
+        # __repr__ is never run
+        shown = f" {str.__str__(value)[:80]!r}" if isinstance(value, str) else ""
         raise ConfigurationError(
-            f"{what} must be a non-empty string; received {type(value).__name__} "
-            f"{shown!r}")
+            f"{what} must be a non-empty string; received {type(value).__name__}{shown}")
     # a str subclass is read as the plain string it holds: its own methods (a __len__ or
     # __getitem__ that lies) never decide what the audit line or the store key holds
     return value if type(value) is str else str.__str__(value)

@@ -92,6 +92,8 @@ class Guard:
         self._screening: tuple[Calibration | None, Adapter] = (None, adapter)
         self._calibration_id: tuple[Calibration | None, str | None] = (None, None)
         self._declared: list[InputSpec] | None = adapter.signature()
+        self.constraints.check_input_names(
+            self._declared if adapter.closed_signature else None, self.name)
         self._specs: dict[tuple[Any, ...], dict[str, InputSpec | None]] = {}
         self._last: contextvars.ContextVar[Verdict | None] = contextvars.ContextVar(
             f"aimsec_last_verdict_{id(self)}", default=None)

@@ -89,8 +89,9 @@ class GuardedMixin:
         return monitor.request_analysis(window_minutes)
 
     def save_calibration(self, path: str | Path) -> Path:
-        """Write the calibration to ``path`` (``.npz``; load it with ``guard(...,
-        calibration=path)``)."""
+        """Write the calibration to ``path`` (``.npz``, appended to a name that ends
+        otherwise); returns the path written: load it with ``guard(..., calibration=path)``.
+        A folder is a :class:`CalibrationError`."""
         calibration = self.__aimsec_guard__.calibration
         if calibration is None:
             raise CalibrationError("nothing to save: call calibrate(x_clean) first")

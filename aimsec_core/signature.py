@@ -150,6 +150,20 @@ class Constraints:
                 raise ConfigurationError(f"input {name!r}: {exc}") from None
         object.__setattr__(self, "inputs", normalised)
 
+    def check_input_names(self, declared: list[InputSpec] | None, model: str) -> None:
+        """Raise :class:`ConfigurationError` when ``inputs`` names an input that is not
+        among ``declared`` (every input the model takes; ``None``: not known, no check).
+        A misspelt name would otherwise leave that input checked by the general
+        constraints only, silently."""
+        if not self.inputs or declared is None:
+            return
+        names = [spec.name for spec in declared]
+        unknown = sorted(set(self.inputs) - set(names))
+        if unknown:
+            raise ConfigurationError(
+                f"{model}: constraint 'inputs' names {unknown!r:.200}, which the model does "
+                f"not take; expected names among its inputs {names!r:.200}")
+
     def for_input(self, name: str) -> Constraints:
         """The constraints input ``name`` is checked against (its overrides applied)."""
         return self._per_input.get(name, self) if self._per_input else self

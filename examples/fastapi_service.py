@@ -226,6 +226,15 @@ def serve_port() -> int:
     return int(raw)
 
 
+def check_library_settings(policy: dict[str, Any] | None = SECURITY_CONFIG) -> None:
+    """Read the library's own settings (``SECURITY_LOG_PATH``, ``AIMSEC_STORE_URL``, the
+    incident and ``ALERT_*`` ones) as the guard made at start-up will read them: a bad
+    one raises :class:`aimsec_core.ConfigurationError` here, before the model is trained
+    and anything listens, instead of failing the start-up with a traceback."""
+    aimsec_core.Guard(None, aimsec_core.adapter.HostArrays(None), name="digits",
+                      mode="enforce", policy=policy if policy is not None else {})
+
+
 def main() -> None:
     """Serve on ``AIMSEC_SERVE_HOST``:``AIMSEC_SERVE_PORT``. A bad setting ends the start
     with one line (exit status 2), before anything listens."""
@@ -233,6 +242,7 @@ def main() -> None:
     host = os.environ.get("AIMSEC_SERVE_HOST", "127.0.0.1")
     try:
         port = serve_port()
+        check_library_settings()
         app = create_app()
     except aimsec_core.ConfigurationError as exc:
         print(f"fastapi_service: {exc}", file=sys.stderr)

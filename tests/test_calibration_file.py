@@ -436,3 +436,25 @@ def test_detector_choices_that_cannot_work_are_clear_errors(model, data, options
     x, _ = data
     with pytest.raises(ConfigurationError, match=match):
         _guard(model).calibrate(x[900:1300], fpr=0.05, **options)
+
+
+def test_a_name_with_another_suffix_gets_npz_appended_not_replaced(model, saved, tmp_path):
+    # digits.v1 and digits.v2 were both written as digits.npz, the second over the first
+    guarded = _guard(model)
+    guarded.load_calibration(saved)
+    first = guarded.save_calibration(tmp_path / "digits.v1")
+    second = guarded.save_calibration(tmp_path / "digits.v2")
+    assert (first.name, second.name) == ("digits.v1.npz", "digits.v2.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.v1.npz", "digits.v2.npz"]
+    assert guarded.save_calibration(tmp_path / "digits.npz").name == "digits.npz"
+
+
+def test_saving_to_a_folder_is_refused_not_written_beside_it(model, saved, tmp_path):
+    # save_calibration(folder) wrote "<folder>.npz" beside the folder
+    guarded = _guard(model)
+    guarded.load_calibration(saved)
+    folder = tmp_path / "calibrations"
+    folder.mkdir()
+    with pytest.raises(CalibrationError, match="it is a folder; expected a file path"):
+        guarded.save_calibration(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrations"]

@@ -42,6 +42,9 @@ BAD = [
     (["evaluate", "--out", "{tmp}/fifo"], "FIFO nobody is reading"),  # it used to hang
     (["evaluate", "--attack", ""], "is empty"),  # it used to select every attack
     (["evaluate", "--attack", "Boundary"], "names none of the attacks"),
+    # it trained every model, then ended in a traceback from the adaptive attacks
+    (["evaluate", "--adaptive", "--quick", "--detector", "squeeze", "--detector", "margin"],
+     "--detector squeeze with --adaptive: the adaptive attacks have no differentiable copy"),
     (["incidents", "--db", "{tmp}/loop"], "symbolic links"),
     (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/o", "--db", "{tmp}/loop"],
      "symbolic links"),

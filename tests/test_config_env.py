@@ -11,7 +11,7 @@ from aimsec_core.errors import ConfigurationError
     ("AIMSEC_LOG_MAX_BYTES", "abc", "expected a non-negative integer, received 'abc'"),
     ("AIMSEC_LOG_BACKUPS", "2.5", "expected a non-negative integer, received '2.5'"),
     ("AIMSEC_INCIDENT_WINDOW", "1h", "expected a finite number of seconds >= 0, received '1h'"),
-    ("AIMSEC_ALERT_GROUP_INTERVAL", "x", "expected a finite number of seconds >= 0"),
+    ("AIMSEC_ALERT_GROUP_INTERVAL", "x", "expected a finite number of seconds > 0"),
     ("AIMSEC_ALERT_MAX_CLIENTS", "three", "expected a non-negative integer, received 'three'"),
     ("ALERT_SMTP_PORT", "smtp", "expected an integer, received 'smtp'"),
 ])

@@ -154,3 +154,16 @@ def test_request_ids_nest_and_default_to_generated_ones():
     with pytest.raises(ConfigurationError):
         with request_id(""):
             pass
+
+
+@pytest.mark.parametrize("value,says", [
+    (None, "client identity must be a non-empty string; received NoneType"),
+    (5, "client identity must be a non-empty string; received int"),
+    ("", "client identity must be a non-empty string; received str ''"),
+])
+def test_a_bad_client_is_named_by_what_it_is(value, says):
+    # a non-string was shown as "received NoneType ''", as if an empty string came
+    with pytest.raises(ConfigurationError) as raised:
+        with client(value):
+            pass
+    assert str(raised.value) == says

@@ -595,3 +595,12 @@ def test_calibrating_a_two_input_model_says_the_detectors_read_one_input(two_inp
         guarded.calibrate(_split(40))
     with pytest.raises(aimsec_core.AimsecError, match="single-input"):
         guarded.calibrate(_split(40)["upper"])
+
+
+def test_per_input_constraints_name_the_sessions_inputs(plain, sink):
+    # constraints for a name the feed cannot carry would never apply: refused when guarding
+    with pytest.raises(aimsec_core.ConfigurationError, match=r"names \['input'\], which the "
+                                                             r"model does not take"):
+        aimsec_core.guard(plain, sinks=[sink], constraints={"inputs": {"input": {"max_value": 1}}})
+    name = plain.get_inputs()[0].name
+    assert aimsec_core.guard(plain, sinks=[sink], constraints={"inputs": {name: {"max_value": 1}}})

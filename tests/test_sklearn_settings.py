@@ -87,3 +87,18 @@ def test_with_settings_takes_only_the_guard_settings():
         guard.with_settings(policy=False)  # not a setting it changes
     assert guard.with_settings(mode="monitor").mode == "monitor"
     assert guard.mode == "enforce"  # the original guard is left as it was
+
+
+def test_per_input_constraints_for_an_input_the_estimator_does_not_take_are_refused(
+        fitted, sink):
+    # a misspelt name ("x" for "X") was accepted and never applied: every value passed
+    good = _guard(fitted, sink)
+    bounded = {"inputs": {"X": {"min_value": 0.0, "max_value": 1.0}}}
+    assert aimsec_core.guard(fitted, sinks=[sink], constraints=bounded)
+    typo = {"inputs": {"x": {"min_value": 0.0, "max_value": 1.0}}}
+    with pytest.raises(ConfigurationError, match=r"names \['x'\], which the model does not "
+                                                 r"take; expected names among its inputs \['X'\]"):
+        aimsec_core.guard(fitted, sinks=[sink], constraints=typo)
+    with pytest.raises(ConfigurationError, match="which the model does not take"):
+        good.set_params(constraints=typo)
+        good.predict(X[:2])

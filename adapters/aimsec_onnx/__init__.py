@@ -67,6 +67,7 @@ class OnnxAdapter(Adapter):
     input_types = "a numpy array"
     # onnxruntime's run takes nested lists too, cast to the declared element type.
     capabilities = Capabilities(probabilities=True, signature=True, host_sequences=True)
+    closed_signature = True  # the feed holds the declared inputs and nothing else
 
     @classmethod
     def accepts(cls, model: Any) -> bool:

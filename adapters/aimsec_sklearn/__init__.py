@@ -54,6 +54,7 @@ class SklearnAdapter(Adapter):
     requires = ("sklearn",)
     input_types = "an array-like of shape (n_samples, n_features)"
     capabilities = Capabilities(probabilities=True, signature=True, host_sequences=True)
+    closed_signature = True  # the estimator takes X and nothing else
 
     @classmethod
     def accepts(cls, model: Any) -> bool:

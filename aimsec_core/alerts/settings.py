@@ -46,8 +46,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..config import (parse_bool, parse_positive_int, parse_seconds, parse_severity,
-                      redacted_url, resolve, resolve_store_url)
+from ..config import (parse_bool, parse_positive_int, parse_positive_seconds, parse_seconds,
+                      parse_severity, redacted_url, resolve, resolve_store_url)
 from ..errors import ConfigurationError
 
 SMTP_SECURITY = ("starttls", "ssl", "none")
@@ -126,7 +126,7 @@ class SmtpSettings:
             username=resolve(explicit.get("username"), "ALERT_SMTP_USERNAME", None, str),
             password=resolve(explicit.get("password"), "ALERT_SMTP_PASSWORD", None, str),
             timeout_s=resolve(explicit.get("timeout_s"), "ALERT_SMTP_TIMEOUT", 10.0,
-                              parse_seconds),
+                              parse_positive_seconds),
             cafile=resolve(explicit.get("cafile"), "ALERT_SMTP_CAFILE", None, str))
 
     @classmethod
@@ -265,9 +265,9 @@ class GroupingPolicy:
         return cls(
             resolve(group_wait, "AIMSEC_ALERT_GROUP_WAIT", cls.group_wait, parse_seconds),
             resolve(group_interval, "AIMSEC_ALERT_GROUP_INTERVAL", cls.group_interval,
-                    parse_seconds),
+                    parse_positive_seconds),
             resolve(repeat_interval, "AIMSEC_ALERT_REPEAT_INTERVAL", cls.repeat_interval,
-                    parse_seconds),
+                    parse_positive_seconds),
             resolve(floor, "AIMSEC_ALERT_SEVERITY", cls.floor, parse_severity),
             resolve(max_clients, "AIMSEC_ALERT_MAX_CLIENTS", cls.max_clients,
                     parse_positive_int))

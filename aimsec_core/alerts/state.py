@@ -163,7 +163,8 @@ class RedisGroupState:
             client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         except ValueError as exc:  # redis' own parsing: a bad port, db or query value
             raise ConfigurationError(f"alert group Redis URL {redacted_url(url, path=True)!r} "
-                                     f"cannot be used: {exc}") from None
+                                     f"(redis_url, else AIMSEC_REDIS_URL, else AIMSEC_STORE_URL "
+                                     f"where it is a Redis URL) cannot be used: {exc}") from None
         return cls(client, **kwargs)
 
     def __repr__(self) -> str:

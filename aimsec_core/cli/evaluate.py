@@ -68,7 +68,8 @@ def register(commands: Any) -> None:
 
 def _refusal(args: argparse.Namespace) -> str | None:
     """What is wrong with the arguments, found before minutes of training: an attack
-    that names none, detectors the suite would refuse, an output that cannot be written."""
+    that names none, detectors the suite (or, with ``--adaptive``, the adaptive attacks)
+    would refuse, an output that cannot be written."""
     runs = QUICK_ATTACKS if args.quick else ATTACK_NAMES
     for wanted in args.attack or ():
         if not wanted.strip():  # a prefix of every name: it would select them all
@@ -83,9 +84,18 @@ def _refusal(args: argparse.Namespace) -> str | None:
         from ..errors import ConfigurationError
 
         try:
-            select_detectors(args.detector, Capabilities(gradients=True, features=True))
+            chosen = select_detectors(args.detector, Capabilities(gradients=True, features=True))
         except ConfigurationError as exc:
             return f"--detector: {exc}"
+        if args.adaptive:
+            from ..evaluation.surrogates import SUPPORTED
+
+            unsupported = sorted({d.name for d in chosen} - set(SUPPORTED))
+            if unsupported:
+                return (f"--detector {', '.join(unsupported)} with --adaptive: the adaptive "
+                        "attacks have no differentiable copy of it, so they would report "
+                        f"the suite too kindly; expected detectors among "
+                        f"{', '.join(SUPPORTED)}, or no --adaptive")
     return _unwritable(Path(args.out))
 
 

@@ -88,16 +88,21 @@ class Calibration:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> Path:
-        """Write the calibration file at ``path`` (``.npz`` added where the name has another
-        suffix); returns the path written. Raises :class:`ConfigurationError` for a path
-        that is not text or a path object, :class:`CalibrationError` where it cannot be
-        written."""
+        """Write the calibration file at ``path`` (``.npz`` appended where the name ends
+        otherwise: ``digits.v2`` is written as ``digits.v2.npz``, never over a
+        ``digits.npz``); returns the path written. Raises :class:`ConfigurationError` for a
+        path that is not text or a path object, :class:`CalibrationError` for a folder or
+        where it cannot be written."""
         if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
             raise ConfigurationError(f"a calibration file's path must be a str or a path "
                                      f"object; received {type(path).__name__}")
         path = Path(path)
-        if path.suffix != ".npz" and path.name:  # no name ("/"): refused by the writer
-            path = path.with_suffix(".npz")
+        if path.name and _is_folder(path):  # no name ("/"): refused by the writer
+            raise CalibrationError(f"cannot write the calibration file {str(path)!r:.200}: "
+                                   "it is a folder; expected a file path such as "
+                                   f"{str(path / 'calibration.npz')!r:.200}")
+        if path.suffix != ".npz" and path.name:
+            path = path.with_name(path.name + ".npz")
         return calibration_file.write(path, self.summary(), self.arrays())
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -376,3 +381,10 @@ def _magnitude(x: np.ndarray, reference: np.ndarray | None) -> str:
     largest = max(float(np.abs(data, dtype=np.float64).max()) for data in (x, reference)
                   if data is not None and data.size)
     return f"the clean data holds values of magnitude up to {largest:.3g}"
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # unreadable, or a NUL in it: the writer says why
+        return False

@@ -69,7 +69,12 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     start, end = parse_period(since, until, now)
     out = as_path(out, "out")
     db = None if db is None else as_path(db, "db")
-    if incidents is not None and not isinstance(incidents, Iterable):
+    if model is not None and not isinstance(model, str):
+        raise ConfigurationError(f"model must be a model's name (str), or None for every "
+                                 f"model; received {type(model).__name__}")
+    # text and a single mapping iterate (their letters, its keys) but hold no incidents
+    if incidents is not None and (not isinstance(incidents, Iterable)
+                                  or isinstance(incidents, (str, bytes, Mapping))):
         raise ConfigurationError(f"incidents must be an iterable of incident mappings (or None "
                                  f"to read the store); received {type(incidents).__name__}")
     folder = resolve(None if logs is None else str(logs), "SECURITY_LOG_PATH",
@@ -78,6 +83,7 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     # two hours of calls is still drawn in minutes (the timeline widens as calls spread)
     aggregator, stats = Aggregator(), ReadStats()
     with open_trail(folder) as files:  # as they are now: a guard may rotate meanwhile
+        _make_folder(out)  # said now, not after minutes of reading a large trail
         if db is None and incidents is None:  # the incident store beside the trail, if any
             beside = files[-1].path.parent / "incidents.sqlite3"
             db = beside if beside.exists() else None
@@ -110,11 +116,7 @@ def write_report(result: Report, out: str | Path) -> tuple[Path, Path]:
     from .charts import all_charts
     from .html import render_html
 
-    folder = Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot create the report folder {folder}: {exc}") from exc
+    folder = _make_folder(Path(out))
     json_path, html_path = folder / JSON_FILE, folder / HTML_FILE
     try:
         _write(json_path, json.dumps(result.as_dict(), indent=2, default=str))
@@ -123,6 +125,15 @@ def write_report(result: Report, out: str | Path) -> tuple[Path, Path]:
         raise ConfigurationError(f"cannot write the report into {folder}: "
                                  f"{exc.strerror or exc}") from exc
     return json_path, html_path
+
+
+def _make_folder(folder: Path) -> Path:
+    """``folder``, created if needed; :class:`ConfigurationError` where it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create the report folder {folder}: {exc}") from exc
+    return folder
 
 
 def _write(path: Path, text: str) -> None:

@@ -133,9 +133,29 @@ def _incidents(report: Report) -> Iterator[Recommendation]:
             {"open_by_severity": serious}, "incidents")
 
 
+def _unreadable(report: Report) -> Iterator[Recommendation]:
+    """Lines the reader could not use: said whether or not any call was read (a trail
+    whose every line was mangled has no calls, and must not read as a quiet one)."""
+    unreadable = report.sources["malformed"] + report.sources["oversized"]
+    wrong = report.sources["wrong_type"]
+    if unreadable or wrong:
+        title = (f"{unreadable} audit {'lines' if unreadable != 1 else 'line'} could not be "
+                 "read" if unreadable else "")
+        if wrong:
+            title += (", and " if title else "") + (
+                f"{wrong} audit {'lines' if wrong != 1 else 'line'} had a field of the wrong "
+                "type (counted, that field read as absent)")
+        yield Recommendation(
+            "medium", title,
+            "check the trail's integrity: lines were cut, edited or written by something else",
+            {"malformed": report.sources["malformed"],
+             "oversized": report.sources["oversized"], "wrong_type": wrong}, "sources")
+
+
 def _operations(report: Report) -> Iterator[Recommendation]:
     calls = report.calls
     if calls == 0:
+        yield from _unreadable(report)
         yield Recommendation(
             "low", "no calls in the period", "check --logs, --since, --until and --model",
             {"lines_read": report.sources["lines"],
@@ -154,17 +174,4 @@ def _operations(report: Report) -> Iterator[Recommendation]:
             "medium", f"{_share(errors, calls)} of calls ended in an error",
             "read the audit lines' error field: the model or a detector failed",
             {"error_calls": errors, "calls": calls}, "summary")
-    unreadable = report.sources["malformed"] + report.sources["oversized"]
-    wrong = report.sources["wrong_type"]
-    if unreadable or wrong:
-        title = (f"{unreadable} audit {'lines' if unreadable != 1 else 'line'} could not be "
-                 "read" if unreadable else "")
-        if wrong:
-            title += (", and " if title else "") + (
-                f"{wrong} audit {'lines' if wrong != 1 else 'line'} had a field of the wrong "
-                "type (counted, that field read as absent)")
-        yield Recommendation(
-            "medium", title,
-            "check the trail's integrity: lines were cut, edited or written by something else",
-            {"malformed": report.sources["malformed"],
-             "oversized": report.sources["oversized"], "wrong_type": wrong}, "sources")
+    yield from _unreadable(report)

@@ -102,6 +102,18 @@ def test_redis_url_must_be_a_redis_url_and_is_not_echoed(monkeypatch):
     assert redis_url() == "redis://10.0.0.6:6379/1"
 
 
+def test_an_unparsable_store_url_names_the_variable_it_came_from(monkeypatch):
+    # the error named only an "alert group Redis URL" the operator never set
+    from aimsec_core.alerts.state import RedisGroupState
+    from aimsec_core.alerts.settings import redis_url
+
+    monkeypatch.delenv("AIMSEC_REDIS_URL", raising=False)
+    monkeypatch.setenv("AIMSEC_STORE_URL", "redis://:pw@[::1")
+    with pytest.raises(ConfigurationError, match="AIMSEC_STORE_URL") as caught:
+        RedisGroupState.from_url(redis_url())
+    assert "pw" not in str(caught.value)
+
+
 def test_a_ca_bundle_that_is_not_a_file_is_a_configuration_error(monkeypatch, tmp_path):
     # accepted: every alert then failed its TLS handshake, retried for minutes
     monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
@@ -136,6 +148,20 @@ def test_a_zero_smtp_timeout_from_the_environment_is_refused(monkeypatch):
     monkeypatch.setenv("ALERT_SMTP_TIMEOUT", "0")
     with pytest.raises(ConfigurationError, match="ALERT_SMTP_TIMEOUT"):
         SmtpSettings.from_env()
+
+
+@pytest.mark.parametrize("variable", ["ALERT_SMTP_TIMEOUT", "AIMSEC_ALERT_GROUP_INTERVAL",
+                                      "AIMSEC_ALERT_REPEAT_INTERVAL"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan"])
+def test_a_duration_that_cannot_be_zero_says_so_whatever_was_wrong(monkeypatch, variable, value):
+    # -1 was answered "expected a finite number of seconds >= 0", and then 0 refused too
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        SmtpSettings.from_env() if variable == "ALERT_SMTP_TIMEOUT" else GroupingPolicy.resolve()
+    assert variable in str(caught.value) and "seconds > 0" in str(caught.value)
+    assert ">= 0" not in str(caught.value)
 
 
 @pytest.mark.parametrize("settings, match", [

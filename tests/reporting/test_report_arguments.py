@@ -57,7 +57,11 @@ def test_a_naive_now_is_utc():
 @pytest.mark.parametrize("kwargs, match", [
     ({"out": None}, "out"), ({"out": 5}, "out"), ({"out": "a\x00b"}, "out"),
     ({"db": "a\x00b"}, "db"), ({"db": 5.5}, "db"), ({"incidents": 5}, "incidents"),
-], ids=["out-none", "out-int", "out-nul", "db-nul", "db-float", "incidents-int"])
+    # a raw TypeError from the incident summary; text and one mapping read as no incidents
+    ({"model": 5}, "model must be a model's name"), ({"incidents": "abc"}, "incidents"),
+    ({"incidents": {"id": 1, "model": "m"}}, "incidents"),
+], ids=["out-none", "out-int", "out-nul", "db-nul", "db-float", "incidents-int", "model-int",
+        "incidents-str", "incidents-one-mapping"])
 def test_paths_and_incidents_of_the_wrong_kind_are_refused(logs, tmp_path, kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         aimsec_core.report(logs, console=QUIET, **{"out": tmp_path / "out",

@@ -224,3 +224,34 @@ def test_a_client_that_already_is_an_api_key_is_told_to_revoke_it(tmp_path):
                if r.section == "clients"}
     assert actions["key:00ff00ff00ff00ff"].startswith("revoke its API key or block it")
     assert actions["198.51.100.9"].startswith("block it or require an API key")
+
+
+def test_a_trail_of_only_unreadable_lines_says_so(tmp_path):
+    """Every line mangled leaves no call to count: the report still names the unreadable
+    lines instead of reading as a quiet period."""
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "audit.jsonl").write_text("garbage\n" * 4 + '["a"]\n')
+    report = _report(tmp_path)
+    assert report.calls == 0
+    unreadable = [r for r in report.recommendations if r.section == "sources"]
+    assert [(r.priority, r.title) for r in unreadable] == [
+        ("medium", "5 audit lines could not be read")]
+    assert report.recommendations[0] is unreadable[0]  # before the low "no calls" one
+
+
+def test_an_output_that_cannot_be_made_is_refused_before_the_trail_is_read(tmp_path,
+                                                                        monkeypatch):
+    # the whole trail (a gigabyte: minutes) was read before the folder was found unusable
+    from aimsec_core.reporting import build
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "audit.jsonl").write_text("{}\n")
+    (tmp_path / "file").write_text("")
+
+    def read(*args, **kwargs):
+        raise AssertionError("the trail was read")
+
+    monkeypatch.setattr(build, "read_entries", read)
+    with pytest.raises(aimsec_core.ConfigurationError, match="cannot create the report folder"):
+        aimsec_core.report(tmp_path / "logs", out=tmp_path / "file" / "out", console=QUIET,
+                           incidents=[])

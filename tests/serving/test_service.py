@@ -384,3 +384,19 @@ def test_main_stops_when_its_start_up_fails(service, monkeypatch):
     monkeypatch.setattr(service.uvicorn, "run", lambda *a, **k: started.append(k))
     service.main()
     assert started[0]["lifespan"] == "on" and started[0]["proxy_headers"] is False
+
+
+def test_a_bad_library_setting_is_one_line_and_nothing_starts(service, monkeypatch, capsys,
+                                                              tmp_path):
+    # the guard is made at start-up: a bad SECURITY_LOG_PATH failed it with a traceback
+    # and uvicorn's exit status 3, after the model had been trained
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path / "file" / "logs"))
+    monkeypatch.delenv("AIMSEC_SERVE_PORT", raising=False)
+    started = []
+    monkeypatch.setattr(service.uvicorn, "run", lambda *a, **k: started.append(k))
+    with pytest.raises(SystemExit) as exited:
+        service.main()
+    assert exited.value.code == 2 and not started
+    err = capsys.readouterr().err
+    assert "audit log's folder" in err and "Traceback" not in err
