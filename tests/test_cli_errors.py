@@ -181,3 +181,24 @@ def test_evaluate_prints_an_output_named_like_markup_as_named(tmp_path, capsys, 
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "x[/]y.json" in captured.out.replace("\n", "")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    # `aimsec incidents --json | head`: the pipe closed under the command printed
+    # "aimsec incidents: [Errno 32] Broken pipe" (whenever the reader left first)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "AIMSEC_INCIDENTS_DB": str(tmp_path / "incidents.db"),
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line: every write fails
+    try:
+        done = subprocess.run([sys.executable, "-m", "aimsec_core.cli", "incidents", "--json"],
+                              stdout=write, stderr=subprocess.PIPE, text=True, env=env,
+                              timeout=120)
+    finally:
+        os.close(write)
+    assert done.stderr == "" and done.returncode == 1

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.handler(args) or 0)
+    except BrokenPipeError:  # the reader went away (`aimsec incidents --json | head`)
+        _silence_stdout()
+        return 1
     except (AimsecError, OSError) as exc:  # a bad file or setting: one line, no traceback
         return fail(args.command, exc)
     except RuntimeError as exc:
@@ -43,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
                                   "expected a file or folder")
     except KeyboardInterrupt:
         return fail(args.command, "interrupted", 130)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so the interpreter's last flush into a
+    closed pipe is not a second error (the recipe of Python's ``signal`` documentation,
+    "Note on SIGPIPE")."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no descriptor behind it (a test's)
+        pass
 
 
 if __name__ == "__main__":
