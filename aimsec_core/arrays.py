@@ -31,7 +31,9 @@ class SparseValues:
     place the values, hashed with ``data``, ``format`` and ``shape``; two parts are the
     compressed form's ``(indices, indptr)``: by rows where ``indptr`` is set (CSR), else by
     columns (CSC), and :meth:`misplaced` checks them; in coordinate form (COO, ``col``
-    set) they are ``(row, col)``, one of each per value, which it checks too.
+    set) they are ``(row, col)``, one of each per value, which it checks too. In diagonal
+    form (DIA, ``offsets`` set) ``data`` is the 2-D array of diagonals, one row per offset,
+    as given (not yet summed or placed), and :meth:`misplaced` checks it against ``offsets``.
     ``densify`` is how the caller makes a dense copy of the input, for refusals.
     """
 
@@ -43,6 +45,7 @@ class SparseValues:
     row: np.ndarray | None = None
     densify: str = "x.toarray()"
     col: np.ndarray | None = None  #: the column of each value, in coordinate form
+    offsets: np.ndarray | None = None  #: the diagonal of each row of ``data``, in DIA form
 
     @property
     def ndim(self) -> int:
@@ -66,7 +69,11 @@ class SparseValues:
         or out of order), or ``None`` where they do (or where ``parts`` are not that pair).
         Sparse kernels trust these arrays: an index outside the shape reads memory outside
         the matrix (other values, or a crash of the process). In coordinate form: a row or
-        column index outside the shape, or not one of each per value."""
+        column index outside the shape, or not one of each per value. In diagonal form: not
+        one integer offset per row of ``data``, an offset twice, or one whose diagonal
+        misses the matrix."""
+        if self.offsets is not None:
+            return _diagonals_misplaced(self.shape, self.data, self.offsets)
         if self.col is not None and self.row is not None:
             return _coordinates_misplaced(self.shape, self.data.size, self.row, self.col)
         if len(self.parts) != 2:
@@ -120,6 +127,27 @@ def _coordinates_misplaced(shape: tuple[int, int], values: int, row: np.ndarray,
             if low < 0 or high >= size:
                 return (f"it stores a {what} index {low if low < 0 else high} outside "
                         f"[0, {size})")
+    return None
+
+
+def _diagonals_misplaced(shape: tuple[int, int], data: np.ndarray,
+                         offsets: np.ndarray) -> str | None:
+    """:meth:`SparseValues.misplaced` for diagonal form: why ``data`` (one row per
+    diagonal) and ``offsets`` do not describe distinct diagonals of ``shape``, or ``None``.
+    scipy's compiled conversion reads one offset per row of ``data``, each diagonal once."""
+    if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
+        return (f"its offsets are {offsets.dtype.name} of shape {offsets.shape}; expected a "
+                "vector of integers")
+    if data.ndim != 2 or data.shape[0] != offsets.size:
+        return (f"its diagonals have shape {data.shape} for {offsets.size} offsets; expected "
+                f"({offsets.size}, length), one row per offset")
+    if offsets.size:
+        low, high = int(offsets.min()), int(offsets.max())
+        if low <= -shape[0] or high >= shape[1]:
+            return (f"it stores a diagonal at offset {low if low <= -shape[0] else high} "
+                    f"outside ({-shape[0]}, {shape[1]})")
+        if np.unique(offsets).size != offsets.size:
+            return "it stores a diagonal twice (an offset repeated)"
     return None
 
 

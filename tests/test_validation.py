@@ -229,11 +229,10 @@ for name, make in cases.items():
 """
 
 
-def test_sparse_arrays_pointing_outside_the_matrix_are_refused_before_scipy_reads_them():
-    # scipy's compiled conversions (COO to CSR, summing a CSR's duplicates, asking
-    # whether its format is canonical) trust these arrays: each case crashed the process
-    # with a segmentation fault before the core's checks ran; a child process runs them,
-    # so a crash fails this test instead of the test run
+def _in_child(script: str, cases: str = "") -> dict[str, str]:
+    """Run ``script`` (with ``cases`` in place of its ``cases = {}``) in a child process,
+    so a crash of the process fails the test instead of the test run; its lines
+    ``name | said``, by name."""
     import os
     import subprocess
     import sys
@@ -242,13 +241,62 @@ def test_sparse_arrays_pointing_outside_the_matrix_are_refused_before_scipy_read
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(root), str(root / "adapters"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", _BROKEN_SPARSE], capture_output=True,
+    if cases:
+        script = script.replace("cases = {\n", "cases = {\n" + cases, 1)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
                           text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = dict(line.split(" | ", 1) for line in done.stdout.splitlines())
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    return dict(line.split(" | ", 1) for line in done.stdout.splitlines())
+
+
+def test_sparse_arrays_pointing_outside_the_matrix_are_refused_before_scipy_reads_them():
+    # scipy's compiled conversions (COO to CSR, summing a CSR's duplicates, asking
+    # whether its format is canonical) trust these arrays: each case crashed the process
+    # with a segmentation fault before the core's checks ran
+    lines = _in_child(_BROKEN_SPARSE)
     assert len(lines) == 6
     for name, said in lines.items():
         assert "place values outside it" in said, (name, said)
+
+
+_BROKEN_DIAGONALS_AND_LISTS = """
+    "dia with more diagonals than offsets": lambda: changed(
+        sp.dia_matrix(x[:2]), "offsets", slice(None), None, sp.dia_matrix(x[:2]).offsets[:1]),
+    "dia with offsets that are not integers": lambda: changed(
+        sp.dia_matrix(x[:2]), "offsets", slice(None), None,
+        sp.dia_matrix(x[:2]).offsets.astype(float) + 0.5),
+    "dia with an offset repeated": lambda: changed(
+        sp.dia_matrix(x[:2]), "offsets", slice(None), None, sp.dia_matrix(x[:2]).offsets * 0),
+    "lil with more values than columns in a row": lambda: changed(
+        changed(sp.lil_matrix(x[:2]), "rows", 0, [0]), "data", 0, [1.0, 2.0, 3.0]),
+    "lil with fewer rows than its shape": lambda: changed(
+        changed(sp.lil_matrix(x[:2]), "rows", slice(None), None, sp.lil_matrix(x[:1]).rows),
+        "data", slice(None), None, sp.lil_matrix(x[:1]).data),
+"""
+
+
+def test_diagonal_and_list_of_lists_matrices_are_checked_before_scipy_converts_them():
+    """scipy's compiled DIA and LIL conversions trust one offset per stored diagonal and
+    one list of values per list of columns, per row: a DIA matrix with fewer offsets than
+    diagonals crashed the process (segmentation fault), one with float offsets and a LIL
+    matrix with more values than columns in a row corrupted its heap (abort), and one with
+    fewer rows than its shape had the conversion read memory never written. Each is now
+    refused as a format error before scipy reads it; so is a repeated offset, which
+    scipy's own constructor refuses and whose conversion stored one entry twice."""
+    lines = _in_child(_BROKEN_SPARSE.replace(
+        "def changed(matrix, part, at, value):\n    getattr(matrix, part)[at] = value",
+        "def changed(matrix, part, at, value, whole=None):\n"
+        "    if whole is not None:\n        setattr(matrix, part, whole)\n"
+        "    else:\n        getattr(matrix, part)[at] = value"), _BROKEN_DIAGONALS_AND_LISTS)
+    assert len(lines) == 11, lines
+    assert "served" not in lines.values()  # every case raised InputFormatError
+    said = {name: lines[name] for name in lines if name.startswith(("dia", "lil"))}
+    assert "for 1 offsets" in said["dia with more diagonals than offsets"]
+    assert "expected a vector of integers" in said["dia with offsets that are not integers"]
+    assert "an offset repeated" in said["dia with an offset repeated"]
+    assert "6 row indices for 8 stored values" in said["lil with more values than columns in a row"]
+    assert "one list of columns and one of values per row" in said[
+        "lil with fewer rows than its shape"]
 
 
 @pytest.mark.parametrize("value, shown", [

@@ -138,12 +138,19 @@ def _as_given(matrix: Any) -> SparseValues | None:
     compiled routines read them: they trust these arrays, and one that points outside the
     matrix (possible after the matrix was built: its arrays can be changed in place, and
     scipy's constructors check few of them) crashes the process. ``None`` for formats
-    whose conversion reads them in Python (DIA, DOK, LIL)."""
+    whose conversion reads them in Python (DOK). A list-of-lists matrix is read in Python,
+    as coordinates (its compiled conversion trusts one list of columns and one of values
+    per row, of equal lengths), a diagonal one by its diagonals and offsets."""
     shape = (int(matrix.shape[0]), int(matrix.shape[1]))
     form = matrix.format
     if form == "coo":
         return SparseValues(form, shape, np.asarray(matrix.data), (matrix.row, matrix.col),
                             row=matrix.row, col=matrix.col)
+    if form == "dia":
+        offsets = np.asarray(matrix.offsets)
+        return SparseValues(form, shape, np.asarray(matrix.data), (offsets,), offsets=offsets)
+    if form == "lil":
+        return _lists(matrix, shape)
     if form not in ("csr", "csc", "bsr"):
         return None
     indices, indptr, data = matrix.indices, matrix.indptr, np.asarray(matrix.data)
@@ -157,6 +164,21 @@ def _as_given(matrix: Any) -> SparseValues | None:
     if form == "csr":
         return SparseValues(form, shape, data, (indices, indptr), indptr=indptr)
     return SparseValues(form, shape, data, (indices, indptr), row=indices)
+
+
+def _lists(matrix: Any, shape: tuple[int, int]) -> SparseValues:
+    """A list-of-lists matrix's coordinates and values, read in Python; ``ValueError``
+    where it does not hold one list of columns and one of values for each row."""
+    rows, values = matrix.rows, matrix.data
+    if not (isinstance(rows, np.ndarray) and isinstance(values, np.ndarray)
+            and rows.shape == values.shape == (shape[0],)):
+        raise ValueError(f"a list-of-lists sparse matrix of shape {shape} holds one list of "
+                         f"columns and one of values per row; received {np.shape(rows)} "
+                         f"columns and {np.shape(values)} values")
+    row = np.repeat(np.arange(shape[0]), [len(r) for r in rows])
+    col = np.asarray([c for r in rows for c in r]) if row.size else row.copy()
+    data = np.asarray([v for d in values for v in d])
+    return SparseValues("lil", shape, data, (row, col), row=row, col=col)
 
 
 def _frame(frame: Any, takes_strings: bool) -> Any:
