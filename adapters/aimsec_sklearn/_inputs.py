@@ -7,8 +7,8 @@ are looked up through ``sys.modules``, so they are never imported here).
 - anything else with ``__array__`` (a tensor, an xarray, a lazy array): ``np.asarray``
   once, and the estimator gets that array (so it is converted exactly once);
 - scipy sparse matrices and arrays: their stored values, never densified (formats other
-  than canonical CSR/CSC are converted to CSR, summing duplicate entries as the estimator
-  will, once the core found the arrays that place the values inside the matrix: scipy's
+  than CSR/CSC are converted to CSR, and duplicate entries are summed as the estimator
+  will sum them, once the core found the arrays that place the values inside the matrix: scipy's
   compiled conversions trust them); a DataFrame whose columns are all pandas ``SparseDtype`` likewise, as the sparse
   matrix ``check_array`` makes of it (``frame.sparse.to_coo()``; fill value 0 only);
 - pandas DataFrames and Series: their values converted by scikit-learn's rules (one
@@ -119,11 +119,11 @@ def _sparse(matrix: Any) -> SparseValues:
     given = _as_given(matrix)
     if given is not None and given.misplaced() is not None:
         return given  # refused by the core's checks before any scipy routine reads it
-    canonical = matrix
-    if matrix.format not in ("csr", "csc"):
-        canonical = matrix.tocsr()  # sums duplicate entries, as the estimator's CSR will
-    elif not matrix.has_canonical_format:
-        canonical = matrix.copy()
+    # COO's conversion sums duplicate entries; LIL's and BSR's keep them, as may a CSR or
+    # CSC given: summed here, as the estimator's arithmetic sums them
+    canonical = matrix if matrix.format in ("csr", "csc") else matrix.tocsr()
+    if not canonical.has_canonical_format:
+        canonical = canonical.copy()
         canonical.sum_duplicates()
     shape = (int(matrix.shape[0]), int(matrix.shape[1]))
     parts = (canonical.indices, canonical.indptr)
