@@ -158,6 +158,18 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
         _block(out, "null", f"input {name!r} is None; expected {adapter.input_types}",
                expected=adapter.input_types, received=None)
         return None
+    limit = constraints.max_size
+    if limit is not None and type(value) is not np.ndarray:
+        try:
+            declared = adapter.declared_elements(value)
+        except Exception:  # noqa: BLE001 - native() says what is wrong with the value
+            declared = None
+        if declared is not None and declared > limit:  # before native() converts it
+            out.oversized = True
+            _block(out, "size", f"input {name!r} declares {declared} elements; expected at "
+                   f"most {limit} (max_size); refused before it was read or converted",
+                   expected=limit, received=declared)
+            return None
     try:
         array = adapter.native(value)
     except Exception as exc:  # an adapter refusing a value is a format finding, not a crash
@@ -177,7 +189,6 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                f"{adapter.input_types}", expected=adapter.input_types,
                received=type(value).__name__)
         return None
-    limit = constraints.max_size
     if is_sequence and limit is not None:
         try:
             declared = declared_size(value, limit)

@@ -102,6 +102,22 @@ def test_backend_tensors_are_screened(guarded):
     assert guarded.last_verdict.flags == (False, True, False, False)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.SparseTensor is TensorFlow's")
+def test_a_sparse_tensor_declaring_more_than_max_size_is_refused_before_it_is_made_dense(
+        guarded, sink):
+    """The guard reads a tf.SparseTensor made dense: one stored value in a shape of 10^12
+    places had TensorFlow allocate for all of them (12 times max_size, 3 * 10^8 x 4,
+    took seconds and gigabytes) before the core counted them; it is now refused from
+    its shape."""
+    import tensorflow as tf
+
+    one = tf.SparseTensor(indices=[[0, 0]], values=[1.0], dense_shape=[10**6, 10**6])
+    with pytest.raises(aimsec_core.InputTooLargeError, match="before it was read"):
+        guarded(one)
+    small = tf.SparseTensor(indices=[[0, 0]], values=[0.5], dense_shape=[2, 64])
+    assert guarded(small).shape[0] == 2  # still read made dense, as before
+
+
 def test_symbolic_input_is_refused_with_the_way_out(guarded, sink):
     with pytest.raises(aimsec_core.UnguardedCallError, match="unguard"):
         guarded(keras.Input((64,)))

@@ -299,6 +299,54 @@ def test_diagonal_and_list_of_lists_matrices_are_checked_before_scipy_converts_t
         "lil with fewer rows than its shape"]
 
 
+_DECLARING_MORE_THAN_THEY_HOLD = """
+import resource, sys
+import numpy as np, pandas as pd, scipy.sparse as sp, torch
+from sklearn.linear_model import LogisticRegression
+import aimsec_core
+
+x = np.random.default_rng(0).random((20, 5))
+estimator = aimsec_core.guard(LogisticRegression().fit(x, np.arange(20) % 2), sinks=[])
+module = aimsec_core.guard(torch.nn.Linear(5, 2), sinks=[])
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + 4 * 2**30,) * 2)  # a bomb fails, not swaps
+one = (np.ones(1), (np.zeros(1, int), np.zeros(1, int)))
+cases = {
+    "coo": lambda: (estimator.predict, sp.coo_matrix(one, shape=(10**12, 5))),
+    "dok": lambda: (estimator.predict, sp.dok_matrix((10**12, 5))),
+    "dia": lambda: (estimator.predict, sp.dia_matrix((np.ones((1, 5)), [0]), shape=(10**12, 5))),
+    "frame of sparse columns": lambda: (estimator.predict, pd.DataFrame({
+        f"c{i}": pd.arrays.SparseArray.from_spmatrix(sp.csc_matrix((10**10, 1)))
+        for i in range(5)})),
+    "negative view of one value": lambda: (module, torch.zeros(
+        1, dtype=torch.complex64).expand(10**12, 5).conj().imag),
+}
+for name, make in cases.items():
+    call, value = make()
+    try:
+        call(value)
+    except aimsec_core.AimsecError as exc:
+        print(name, "|", type(exc).__name__, exc)
+    else:
+        print(name, "| served")
+    sys.stdout.flush()
+"""
+
+
+def test_a_value_declaring_more_elements_than_max_size_is_refused_before_it_is_converted():
+    """A sparse matrix storing one value in a shape of 10^12 rows, or a negative view of
+    one value expanded to 10^12, holds a few bytes; converting it (scipy's CSR pointers,
+    one per row; torch resolving the sign bit) allocated for every declared element
+    before the core counted them (a MemoryError here, under a memory limit; without
+    one, gigabytes written). The core now asks the adapter what the value declares and
+    refuses it from its shape, as it refuses a large array."""
+    lines = _in_child(_DECLARING_MORE_THAN_THEY_HOLD)
+    assert len(lines) == 5, lines
+    for name, said in lines.items():
+        assert said.startswith("InputTooLargeError") and "before it was read" in said, (
+            name, said)
+
+
 @pytest.mark.parametrize("value, shown", [
     (np.array([["abc"]]), "<U3"), (np.array([[b"abc"]]), "|S3"),
     (np.zeros((1, 2), [("a", "<f4"), ("b", "<i2")]), "[('a', '<f4'), ('b', '<i2')]"),

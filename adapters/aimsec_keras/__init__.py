@@ -32,6 +32,7 @@ detectors use ``tf.GradientTape`` or ``torch.autograd`` and leave the model unto
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping
 from functools import cached_property
@@ -169,6 +170,13 @@ class KerasAdapter(Adapter):
             return self.native(value) is not None
         except Exception:  # an array we refuse to read: screening says why, by name
             return True
+
+    def declared_elements(self, value: Any) -> int | None:
+        # a tf.SparseTensor is read made dense: one stored value may claim 10^12 places
+        tf = sys.modules.get("tensorflow")
+        if tf is not None and isinstance(value, tf.SparseTensor):
+            return math.prod(int(d) for d in value.shape)
+        return None
 
     def native(self, value: Any) -> Any | None:
         import numpy as np

@@ -69,6 +69,16 @@ def read(value: Any, takes_strings: bool, fitted_names: Any = None) -> Any | Non
     return None
 
 
+def declared_elements(value: Any) -> int | None:
+    """The rows of a sparse matrix or of a DataFrame of sparse columns, read from its shape
+    alone (the core counts at least those): converting it allocates one pointer per row,
+    however few values it stores. ``None`` for anything else (its conversion allocates
+    no more than it holds)."""
+    if _is_sparse(value) or (_is_pandas(value) and _all_sparse_columns(value)):
+        return int(value.shape[0])
+    return None
+
+
 def _numeric_objects(array: np.ndarray, takes_strings: bool) -> np.ndarray:
     if array.dtype.kind != "O" or takes_strings:
         return array

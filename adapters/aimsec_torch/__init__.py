@@ -136,6 +136,15 @@ class TorchAdapter(Adapter):
             cached = self._binder = (key, Binder(forward))
         return cached[1]
 
+    def declared_elements(self, value: Any) -> int | None:
+        # reading a view whose sign bit is set copies it: an expanded view of one value
+        # may claim 10^12 elements
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(value, torch.Tensor) and (
+                value.is_neg() or value.is_conj()):
+            return value.numel()
+        return None
+
     def native(self, value: Any) -> Any | None:
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(value, torch.Tensor):
