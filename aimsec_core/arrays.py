@@ -209,9 +209,22 @@ def to_host(array: Any) -> np.ndarray:
     return np.asarray(array_api_compat.to_device(array, "cpu"))
 
 
+#: dtypes a framework has and numpy lacks (bfloat16, the float8 and float4 kinds, torch's
+#: complex32), by a part of their name: numpy cannot take them through DLPack either
+_NOT_IN_NUMPY = ("bfloat16", "float8", "float4", "complex32")
+
+
+_in_numpy: dict[Any, bool] = {}
+
+
 def numpy_has_dtype(dtype: Any) -> bool:
-    """Whether numpy has this dtype (it lacks bfloat16 and the float8 kinds)."""
-    return "bfloat16" not in str(dtype) and "float8" not in str(dtype)
+    """Whether numpy has this dtype (it lacks bfloat16, the float8 and float4 kinds and
+    complex32; cached per dtype)."""
+    has = _in_numpy.get(dtype)
+    if has is None:
+        name = str(dtype)
+        has = _in_numpy[dtype] = not any(part in name for part in _NOT_IN_NUMPY)
+    return has
 
 
 def on_host(array: Any) -> bool:
