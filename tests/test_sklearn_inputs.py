@@ -99,6 +99,24 @@ def _with_a_column_twice(x):
     return x
 
 
+class _NumberWhoseValueRaises:
+    def __float__(self):
+        raise ZeroDivisionError("no value")
+
+
+def test_an_object_array_whose_elements_cannot_be_read_as_numbers_is_a_typed_refusal(
+        logreg, sink):
+    """The estimator is handed an object array of numbers as float64, converted before
+    screening: an element whose ``__float__`` raised anything but TypeError, ValueError or
+    OverflowError escaped the guarded call raw, with no line; it is now refused for its
+    dtype, as an object array of other non-numbers is."""
+    guarded = _guard(logreg, sink)
+    x = np.array([[_NumberWhoseValueRaises()] * 64], dtype=object)
+    with pytest.raises(aimsec_core.InputFormatError, match="dtype object"):
+        guarded.predict(x)
+    assert sink.outcomes == ["rejected"]
+
+
 def test_max_size_counts_stored_values_or_rows(logreg, sink):
     guarded = _guard(logreg, sink, max_size=100)
     few = sp.random(50, 64, density=0.02, format="csr", random_state=0)  # 64 stored, 3,200 cells

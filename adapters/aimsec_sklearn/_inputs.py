@@ -84,8 +84,8 @@ def _numeric_objects(array: np.ndarray, takes_strings: bool) -> np.ndarray:
         return array
     try:
         return array.astype(np.float64)
-    except (TypeError, ValueError, OverflowError):
-        return array  # not numbers: the dtype check refuses it
+    except Exception:  # noqa: BLE001 - not numbers, or an element whose __float__ raises:
+        return array  # the dtype check refuses it
 
 
 def _is_sparse(value: Any) -> bool:
