@@ -118,6 +118,25 @@ def test_a_sparse_tensor_declaring_more_than_max_size_is_refused_before_it_is_ma
     assert guarded(small).shape[0] == 2  # still read made dense, as before
 
 
+def test_torch_tensors_are_read_as_the_torch_adapter_reads_them(guarded, sink):
+    """The adapter took any torch tensor as it was: a sparse, nested or meta one raised
+    torch's own error out of the guarded call (from DLPack or the content hash), and a
+    negative view (logically -0.5) was checked as its raw memory (0.5) and allowed.
+    torch's adapter reads them: the first are format errors, the view is checked as the
+    values the model reads."""
+    torch = pytest.importorskip("torch")
+
+    dense = torch.full((2, 64), 0.5)
+    for unreadable, named in ((dense.to_sparse(), "sparse"), (torch.empty(2, 64, device="meta"),
+                              "meta"), (torch.nested.nested_tensor([dense[0], dense[1]]),
+                                        "nested")):
+        with pytest.raises(InputFormatError, match=named):
+            guarded(unreadable)
+    with pytest.raises(ValueRangeError, match="outside the allowed range"):
+        guarded(torch._neg_view(dense))
+    assert sink.outcomes == ["rejected"] * 4
+
+
 def test_symbolic_input_is_refused_with_the_way_out(guarded, sink):
     with pytest.raises(aimsec_core.UnguardedCallError, match="unguard"):
         guarded(keras.Input((64,)))

@@ -176,6 +176,11 @@ class KerasAdapter(Adapter):
         tf = sys.modules.get("tensorflow")
         if tf is not None and isinstance(value, tf.SparseTensor):
             return math.prod(int(d) for d in value.shape)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(value, torch.Tensor):
+            from aimsec_torch import tensor_elements
+
+            return tensor_elements(value)
         return None
 
     def native(self, value: Any) -> Any | None:
@@ -190,8 +195,10 @@ class KerasAdapter(Adapter):
         if isinstance(value, keras.KerasTensor):
             raise TypeError(_SYMBOLIC)
         torch = sys.modules.get("torch")
-        if torch is not None and isinstance(value, torch.Tensor):
-            return value.detach()  # stays on its device; the core reads it there
+        if torch is not None and isinstance(value, torch.Tensor):  # read as torch's adapter
+            from aimsec_torch import tensor_input  # reads it (a sign bit resolved ...)
+
+            return tensor_input(value)  # stays on its device; the core reads it there
         tf = sys.modules.get("tensorflow")
         if tf is not None and isinstance(value, tf.RaggedTensor):  # converting pads it
             raise TypeError("a tf.RaggedTensor is not supported: the guard would check a "
