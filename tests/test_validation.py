@@ -320,6 +320,8 @@ cases = {
         for i in range(5)})),
     "negative view of one value": lambda: (module, torch.zeros(
         1, dtype=torch.complex64).expand(10**12, 5).conj().imag),
+    "vmapped view of one value": lambda: (torch.func.vmap(module),
+                                          torch.zeros(1, 5).expand(10**12, 5)),
 }
 for name, make in cases.items():
     call, value = make()
@@ -335,13 +337,14 @@ for name, make in cases.items():
 
 def test_a_value_declaring_more_elements_than_max_size_is_refused_before_it_is_converted():
     """A sparse matrix storing one value in a shape of 10^12 rows, or a negative view of
-    one value expanded to 10^12, holds a few bytes; converting it (scipy's CSR pointers,
-    one per row; torch resolving the sign bit) allocated for every declared element
+    one value expanded to 10^12 (or such a view as vmap's batch), holds a few bytes;
+    converting it (scipy's CSR pointers, one per row; torch resolving the sign bit or
+    merging vmap's levels) allocated for every declared element
     before the core counted them (a MemoryError here, under a memory limit; without
     one, gigabytes written). The core now asks the adapter what the value declares and
     refuses it from its shape, as it refuses a large array."""
     lines = _in_child(_DECLARING_MORE_THAN_THEY_HOLD)
-    assert len(lines) == 5, lines
+    assert len(lines) == 6, lines
     for name, said in lines.items():
         assert said.startswith("InputTooLargeError") and "before it was read" in said, (
             name, said)

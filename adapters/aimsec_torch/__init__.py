@@ -292,11 +292,15 @@ class TorchAdapter(Adapter):
 def tensor_elements(value: Any) -> int | None:
     """``Adapter.declared_elements`` for a torch tensor (any adapter reading torch
     tensors): its elements where reading it copies it (a view whose sign or conjugate bit
-    is set: an expanded view of one value may claim 10^12 elements), else ``None``."""
+    is set, a batch under ``vmap`` whose levels are merged: an expanded view of one value
+    may claim 10^12 elements), else ``None``."""
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor) and (
-            value.is_neg() or value.is_conj()):
+    if torch is None or not isinstance(value, torch.Tensor):
+        return None
+    if value.is_neg() or value.is_conj():
         return value.numel()
+    if torch._C._functorch.is_functorch_wrapped_tensor(value):
+        return _helpers().wrapped_elements(value)
     return None
 
 
