@@ -514,6 +514,8 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
     xp = namespace(array)
     flat = array.reshape(n, -1) if xp is np else xp.reshape(array, (n, -1))  # skip dispatch
     kind = array.dtype.kind if xp is np else dtype_kind(array)
+    if kind == "V":  # ml_dtypes' bfloat16, float8 and int4 numpy arrays: float32 holds
+        flat, kind = flat.astype(np.float32), "f"  # every value, NaN and inf as they are
     if kind == "f" or c.min_value is not None or c.max_value is not None or target is not None:
         lows = highs = None
         # .item(): Python ints for integer inputs, so bounds compare exactly beyond 2**53

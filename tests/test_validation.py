@@ -350,6 +350,20 @@ def test_a_value_declaring_more_elements_than_max_size_is_refused_before_it_is_c
             name, said)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn"])
+def test_nan_and_inf_are_found_in_bfloat16_and_float8_numpy_arrays(dtype):
+    """ml_dtypes' numpy arrays (what Keras and TensorFlow hand over for bfloat16, and a
+    caller may feed a model declaring it) have kind "V", not "f": with no range
+    constraint their values were never read, so NaN and inf reached the model."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.ones((3, 4), getattr(ml_dtypes, dtype))
+    x[1, 2], x[2, 0] = np.nan, np.inf if dtype == "bfloat16" else np.nan
+    out = _run(x, InputSpec("x", dtype=dtype))
+    assert [(f.check, f.samples) for f in out.findings] == [("finite", (1, 2))]
+    assert _run(np.ones((3, 4), getattr(ml_dtypes, dtype)), InputSpec("x", dtype=dtype)
+                ).findings == []
+
+
 @pytest.mark.parametrize("value, shown", [
     (np.array([["abc"]]), "<U3"), (np.array([[b"abc"]]), "|S3"),
     (np.zeros((1, 2), [("a", "<f4"), ("b", "<i2")]), "[('a', '<f4'), ('b', '<i2')]"),
