@@ -282,7 +282,9 @@ MAX_NESTING = 64
 
 
 def declared_size(value: Any, limit: int) -> int:
-    """Elements a nested sequence declares, read along its first elements only.
+    """Elements a nested sequence declares, read along its first elements only; an array
+    met on the way (a list holding numpy arrays or tensors, which converting copies whole)
+    counts with all of its elements.
 
     Stops as soon as the count passes ``limit``, so a list declaring 10^9 elements is
     measured in microseconds and never converted.
@@ -303,6 +305,9 @@ def declared_size(value: Any, limit: int) -> int:
         if size == 0 or size > limit:
             return size
         node = node[0]
+    shape = getattr(node, "shape", None)  # a broadcast view of one value claims 10^12
+    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+        size *= math.prod(shape)
     return size
 
 

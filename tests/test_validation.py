@@ -350,6 +350,17 @@ def test_a_value_declaring_more_elements_than_max_size_is_refused_before_it_is_c
             name, said)
 
 
+def test_a_list_holding_an_array_counts_the_arrays_elements_before_converting_it():
+    """A list holding a broadcast view of one value declared one element per list item:
+    numpy's conversion then copied the view whole (a list holding a (3 * 10^8, 4) view
+    took 11 s and 4.6 GB before its shape was refused; this one asks for petabytes)."""
+    huge = [np.broadcast_to(np.float32(0), (10**15, 4))]
+    out = _run(huge, max_size=10**6)
+    assert [f.check for f in out.findings] == ["size"] and "declares more than" in (
+        out.findings[0].reason)
+    assert _run([np.zeros(4), np.ones(4)], max_size=10).findings == []  # 8 elements
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn"])
 def test_nan_and_inf_are_found_in_bfloat16_and_float8_numpy_arrays(dtype):
     """ml_dtypes' numpy arrays (what Keras and TensorFlow hand over for bfloat16, and a
