@@ -87,6 +87,17 @@ class Adapter(ABC):
         """``value`` as an array the core can screen (array API), or ``None`` if ``value``
         is not an array type of this framework. Never copies device arrays to the host."""
 
+    def declared_elements(self, value: Any) -> int | None:
+        """Elements ``value`` declares by its shape, read without converting it, where
+        :meth:`native` may allocate more than ``value`` holds to make its array (a sparse
+        matrix converted, a sparse tensor made dense, a view's values resolved); at most
+        what ``max_size`` counts of that array. The core refuses a value declaring more
+        than ``max_size`` before :meth:`native` runs (in monitor mode too, as a nested list
+        declaring more), so a tiny value claiming 10^12 elements costs nothing. ``None``
+        (the default): :meth:`native` allocates nothing beyond ``value`` itself. Never
+        called for numpy arrays."""
+        return None
+
     @abstractmethod
     def wrap(self, guard: Guard) -> Any:
         """The framework-shaped guarded object; it must expose ``__aimsec_guard__``."""

@@ -31,7 +31,9 @@ class SparseValues:
     place the values, hashed with ``data``, ``format`` and ``shape``; two parts are the
     compressed form's ``(indices, indptr)``: by rows where ``indptr`` is set (CSR), else by
     columns (CSC), and :meth:`misplaced` checks them; in coordinate form (COO, ``col``
-    set) they are ``(row, col)``, one of each per value, which it checks too.
+    set) they are ``(row, col)``, one of each per value, which it checks too. In diagonal
+    form (DIA, ``offsets`` set) ``data`` is the 2-D array of diagonals, one row per offset,
+    as given (not yet summed or placed), and :meth:`misplaced` checks it against ``offsets``.
     ``densify`` is how the caller makes a dense copy of the input, for refusals.
     """
 
@@ -43,6 +45,7 @@ class SparseValues:
     row: np.ndarray | None = None
     densify: str = "x.toarray()"
     col: np.ndarray | None = None  #: the column of each value, in coordinate form
+    offsets: np.ndarray | None = None  #: the diagonal of each row of ``data``, in DIA form
 
     @property
     def ndim(self) -> int:
@@ -66,7 +69,11 @@ class SparseValues:
         or out of order), or ``None`` where they do (or where ``parts`` are not that pair).
         Sparse kernels trust these arrays: an index outside the shape reads memory outside
         the matrix (other values, or a crash of the process). In coordinate form: a row or
-        column index outside the shape, or not one of each per value."""
+        column index outside the shape, or not one of each per value. In diagonal form: not
+        one integer offset per row of ``data``, an offset twice, or one whose diagonal
+        misses the matrix."""
+        if self.offsets is not None:
+            return _diagonals_misplaced(self.shape, self.data, self.offsets)
         if self.col is not None and self.row is not None:
             return _coordinates_misplaced(self.shape, self.data.size, self.row, self.col)
         if len(self.parts) != 2:
@@ -120,6 +127,27 @@ def _coordinates_misplaced(shape: tuple[int, int], values: int, row: np.ndarray,
             if low < 0 or high >= size:
                 return (f"it stores a {what} index {low if low < 0 else high} outside "
                         f"[0, {size})")
+    return None
+
+
+def _diagonals_misplaced(shape: tuple[int, int], data: np.ndarray,
+                         offsets: np.ndarray) -> str | None:
+    """:meth:`SparseValues.misplaced` for diagonal form: why ``data`` (one row per
+    diagonal) and ``offsets`` do not describe distinct diagonals of ``shape``, or ``None``.
+    scipy's compiled conversion reads one offset per row of ``data``, each diagonal once."""
+    if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
+        return (f"its offsets are {offsets.dtype.name} of shape {offsets.shape}; expected a "
+                "vector of integers")
+    if data.ndim != 2 or data.shape[0] != offsets.size:
+        return (f"its diagonals have shape {data.shape} for {offsets.size} offsets; expected "
+                f"({offsets.size}, length), one row per offset")
+    if offsets.size:
+        low, high = int(offsets.min()), int(offsets.max())
+        if low <= -shape[0] or high >= shape[1]:
+            return (f"it stores a diagonal at offset {low if low <= -shape[0] else high} "
+                    f"outside ({-shape[0]}, {shape[1]})")
+        if np.unique(offsets).size != offsets.size:
+            return "it stores a diagonal twice (an offset repeated)"
     return None
 
 
@@ -181,9 +209,22 @@ def to_host(array: Any) -> np.ndarray:
     return np.asarray(array_api_compat.to_device(array, "cpu"))
 
 
+#: dtypes a framework has and numpy lacks (bfloat16, the float8 and float4 kinds, torch's
+#: complex32), by a part of their name: numpy cannot take them through DLPack either
+_NOT_IN_NUMPY = ("bfloat16", "float8", "float4", "complex32")
+
+
+_in_numpy: dict[Any, bool] = {}
+
+
 def numpy_has_dtype(dtype: Any) -> bool:
-    """Whether numpy has this dtype (it lacks bfloat16 and the float8 kinds)."""
-    return "bfloat16" not in str(dtype) and "float8" not in str(dtype)
+    """Whether numpy has this dtype (it lacks bfloat16, the float8 and float4 kinds and
+    complex32; cached per dtype)."""
+    has = _in_numpy.get(dtype)
+    if has is None:
+        name = str(dtype)
+        has = _in_numpy[dtype] = not any(part in name for part in _NOT_IN_NUMPY)
+    return has
 
 
 def on_host(array: Any) -> bool:
@@ -241,7 +282,9 @@ MAX_NESTING = 64
 
 
 def declared_size(value: Any, limit: int) -> int:
-    """Elements a nested sequence declares, read along its first elements only.
+    """Elements a nested sequence declares, read along its first elements only; an array
+    met on the way (a list holding numpy arrays or tensors, which converting copies whole)
+    counts with all of its elements.
 
     Stops as soon as the count passes ``limit``, so a list declaring 10^9 elements is
     measured in microseconds and never converted.
@@ -262,6 +305,9 @@ def declared_size(value: Any, limit: int) -> int:
         if size == 0 or size > limit:
             return size
         node = node[0]
+    shape = getattr(node, "shape", None)  # a broadcast view of one value claims 10^12
+    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+        size *= math.prod(shape)
     return size
 
 

@@ -158,6 +158,18 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
         _block(out, "null", f"input {name!r} is None; expected {adapter.input_types}",
                expected=adapter.input_types, received=None)
         return None
+    limit = constraints.max_size
+    if limit is not None and type(value) is not np.ndarray:
+        try:
+            declared = adapter.declared_elements(value)
+        except Exception:  # noqa: BLE001 - native() says what is wrong with the value
+            declared = None
+        if declared is not None and declared > limit:  # before native() converts it
+            out.oversized = True
+            _block(out, "size", f"input {name!r} declares {declared} elements; expected at "
+                   f"most {limit} (max_size); refused before it was read or converted",
+                   expected=limit, received=declared)
+            return None
     try:
         array = adapter.native(value)
     except Exception as exc:  # an adapter refusing a value is a format finding, not a crash
@@ -177,7 +189,6 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                f"{adapter.input_types}", expected=adapter.input_types,
                received=type(value).__name__)
         return None
-    limit = constraints.max_size
     if is_sequence and limit is not None:
         try:
             declared = declared_size(value, limit)
@@ -503,6 +514,8 @@ def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated
     xp = namespace(array)
     flat = array.reshape(n, -1) if xp is np else xp.reshape(array, (n, -1))  # skip dispatch
     kind = array.dtype.kind if xp is np else dtype_kind(array)
+    if kind == "V":  # ml_dtypes' bfloat16, float8 and int4 numpy arrays: float32 holds
+        flat, kind = flat.astype(np.float32), "f"  # every value, NaN and inf as they are
     if kind == "f" or c.min_value is not None or c.max_value is not None or target is not None:
         lows = highs = None
         # .item(): Python ints for integer inputs, so bounds compare exactly beyond 2**53

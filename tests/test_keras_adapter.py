@@ -102,6 +102,41 @@ def test_backend_tensors_are_screened(guarded):
     assert guarded.last_verdict.flags == (False, True, False, False)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.SparseTensor is TensorFlow's")
+def test_a_sparse_tensor_declaring_more_than_max_size_is_refused_before_it_is_made_dense(
+        guarded, sink):
+    """The guard reads a tf.SparseTensor made dense: one stored value in a shape of 10^12
+    places had TensorFlow allocate for all of them (12 times max_size, 3 * 10^8 x 4,
+    took seconds and gigabytes) before the core counted them; it is now refused from
+    its shape."""
+    import tensorflow as tf
+
+    one = tf.SparseTensor(indices=[[0, 0]], values=[1.0], dense_shape=[10**6, 10**6])
+    with pytest.raises(aimsec_core.InputTooLargeError, match="before it was read"):
+        guarded(one)
+    small = tf.SparseTensor(indices=[[0, 0]], values=[0.5], dense_shape=[2, 64])
+    assert guarded(small).shape[0] == 2  # still read made dense, as before
+
+
+def test_torch_tensors_are_read_as_the_torch_adapter_reads_them(guarded, sink):
+    """The adapter took any torch tensor as it was: a sparse, nested or meta one raised
+    torch's own error out of the guarded call (from DLPack or the content hash), and a
+    negative view (logically -0.5) was checked as its raw memory (0.5) and allowed.
+    torch's adapter reads them: the first are format errors, the view is checked as the
+    values the model reads."""
+    torch = pytest.importorskip("torch")
+
+    dense = torch.full((2, 64), 0.5)
+    for unreadable, named in ((dense.to_sparse(), "sparse"), (torch.empty(2, 64, device="meta"),
+                              "meta"), (torch.nested.nested_tensor([dense[0], dense[1]]),
+                                        "nested")):
+        with pytest.raises(InputFormatError, match=named):
+            guarded(unreadable)
+    with pytest.raises(ValueRangeError, match="outside the allowed range"):
+        guarded(torch._neg_view(dense))
+    assert sink.outcomes == ["rejected"] * 4
+
+
 def test_symbolic_input_is_refused_with_the_way_out(guarded, sink):
     with pytest.raises(aimsec_core.UnguardedCallError, match="unguard"):
         guarded(keras.Input((64,)))

@@ -81,6 +81,42 @@ def test_duplicate_coo_entries_are_checked_as_the_summed_value_the_model_reads(l
         guarded.predict(twice)
 
 
+@pytest.mark.parametrize("twice", [
+    lambda: _with_a_column_twice(sp.lil_matrix((1, 64))),
+    lambda: sp.bsr_matrix((np.full((2, 1, 64), 0.6), [0, 0], [0, 2]), shape=(1, 64)),
+], ids=["lil", "bsr"])
+def test_duplicate_lil_and_bsr_entries_are_checked_as_the_summed_value_the_model_reads(
+        twice, logreg, sink):
+    """scipy's LIL and BSR conversions to CSR keep an entry stored twice (COO's sums it):
+    the guard checked each stored 0.6 against max_value=1 while the estimator read 1.2."""
+    guarded = _guard(logreg, sink, max_value=1.0)
+    with pytest.raises(aimsec_core.ValueRangeError, match="1.2"):
+        guarded.predict(twice())
+
+
+def _with_a_column_twice(x):
+    x.rows[0], x.data[0] = [3, 3], [0.6, 0.6]  # what scipy's own setters never store
+    return x
+
+
+class _NumberWhoseValueRaises:
+    def __float__(self):
+        raise ZeroDivisionError("no value")
+
+
+def test_an_object_array_whose_elements_cannot_be_read_as_numbers_is_a_typed_refusal(
+        logreg, sink):
+    """The estimator is handed an object array of numbers as float64, converted before
+    screening: an element whose ``__float__`` raised anything but TypeError, ValueError or
+    OverflowError escaped the guarded call raw, with no line; it is now refused for its
+    dtype, as an object array of other non-numbers is."""
+    guarded = _guard(logreg, sink)
+    x = np.array([[_NumberWhoseValueRaises()] * 64], dtype=object)
+    with pytest.raises(aimsec_core.InputFormatError, match="dtype object"):
+        guarded.predict(x)
+    assert sink.outcomes == ["rejected"]
+
+
 def test_max_size_counts_stored_values_or_rows(logreg, sink):
     guarded = _guard(logreg, sink, max_size=100)
     few = sp.random(50, 64, density=0.02, format="csr", random_state=0)  # 64 stored, 3,200 cells

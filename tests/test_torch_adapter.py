@@ -286,6 +286,21 @@ def test_unusable_tensors_are_format_errors():
             g(bad)
 
 
+@pytest.mark.parametrize("dtype", ["complex32", "float4_e2m1fn_x2"])
+def test_tensors_of_dtypes_numpy_lacks_beyond_bfloat16_are_refused_by_their_dtype(dtype):
+    """numpy has neither torch's complex32 nor float4: reading such a tensor through DLPack
+    (for the content hash) raised torch's RuntimeError ("Unsupported dtype in DLTensor")
+    out of the guarded call instead of the dtype refusal."""
+    if not hasattr(torch, dtype):
+        pytest.skip(f"this torch has no {dtype}")
+    sink = ListSink()
+    g = guarded(linear(), sink)
+    x = torch.zeros(3, 3, dtype=getattr(torch, dtype))
+    with pytest.raises(InputFormatError, match=f"dtype {dtype}"):
+        g(x)
+    assert sink.outcomes == ["rejected"]
+
+
 def test_bfloat16_model():
     model = linear().to(torch.bfloat16)
     g = guarded(model)

@@ -229,11 +229,10 @@ for name, make in cases.items():
 """
 
 
-def test_sparse_arrays_pointing_outside_the_matrix_are_refused_before_scipy_reads_them():
-    # scipy's compiled conversions (COO to CSR, summing a CSR's duplicates, asking
-    # whether its format is canonical) trust these arrays: each case crashed the process
-    # with a segmentation fault before the core's checks ran; a child process runs them,
-    # so a crash fails this test instead of the test run
+def _in_child(script: str, cases: str = "") -> dict[str, str]:
+    """Run ``script`` (with ``cases`` in place of its ``cases = {}``) in a child process,
+    so a crash of the process fails the test instead of the test run; its lines
+    ``name | said``, by name."""
     import os
     import subprocess
     import sys
@@ -242,13 +241,138 @@ def test_sparse_arrays_pointing_outside_the_matrix_are_refused_before_scipy_read
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(root), str(root / "adapters"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", _BROKEN_SPARSE], capture_output=True,
+    if cases:
+        script = script.replace("cases = {\n", "cases = {\n" + cases, 1)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
                           text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = dict(line.split(" | ", 1) for line in done.stdout.splitlines())
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    return dict(line.split(" | ", 1) for line in done.stdout.splitlines())
+
+
+def test_sparse_arrays_pointing_outside_the_matrix_are_refused_before_scipy_reads_them():
+    # scipy's compiled conversions (COO to CSR, summing a CSR's duplicates, asking
+    # whether its format is canonical) trust these arrays: each case crashed the process
+    # with a segmentation fault before the core's checks ran
+    lines = _in_child(_BROKEN_SPARSE)
     assert len(lines) == 6
     for name, said in lines.items():
         assert "place values outside it" in said, (name, said)
+
+
+_BROKEN_DIAGONALS_AND_LISTS = """
+    "dia with more diagonals than offsets": lambda: changed(
+        sp.dia_matrix(x[:2]), "offsets", slice(None), None, sp.dia_matrix(x[:2]).offsets[:1]),
+    "dia with offsets that are not integers": lambda: changed(
+        sp.dia_matrix(x[:2]), "offsets", slice(None), None,
+        sp.dia_matrix(x[:2]).offsets.astype(float) + 0.5),
+    "dia with an offset repeated": lambda: changed(
+        sp.dia_matrix(x[:2]), "offsets", slice(None), None, sp.dia_matrix(x[:2]).offsets * 0),
+    "lil with more values than columns in a row": lambda: changed(
+        changed(sp.lil_matrix(x[:2]), "rows", 0, [0]), "data", 0, [1.0, 2.0, 3.0]),
+    "lil with fewer rows than its shape": lambda: changed(
+        changed(sp.lil_matrix(x[:2]), "rows", slice(None), None, sp.lil_matrix(x[:1]).rows),
+        "data", slice(None), None, sp.lil_matrix(x[:1]).data),
+"""
+
+
+def test_diagonal_and_list_of_lists_matrices_are_checked_before_scipy_converts_them():
+    """scipy's compiled DIA and LIL conversions trust one offset per stored diagonal and
+    one list of values per list of columns, per row: a DIA matrix with fewer offsets than
+    diagonals crashed the process (segmentation fault), one with float offsets and a LIL
+    matrix with more values than columns in a row corrupted its heap (abort), and one with
+    fewer rows than its shape had the conversion read memory never written. Each is now
+    refused as a format error before scipy reads it; so is a repeated offset, which
+    scipy's own constructor refuses and whose conversion stored one entry twice."""
+    lines = _in_child(_BROKEN_SPARSE.replace(
+        "def changed(matrix, part, at, value):\n    getattr(matrix, part)[at] = value",
+        "def changed(matrix, part, at, value, whole=None):\n"
+        "    if whole is not None:\n        setattr(matrix, part, whole)\n"
+        "    else:\n        getattr(matrix, part)[at] = value"), _BROKEN_DIAGONALS_AND_LISTS)
+    assert len(lines) == 11, lines
+    assert "served" not in lines.values()  # every case raised InputFormatError
+    said = {name: lines[name] for name in lines if name.startswith(("dia", "lil"))}
+    assert "for 1 offsets" in said["dia with more diagonals than offsets"]
+    assert "expected a vector of integers" in said["dia with offsets that are not integers"]
+    assert "an offset repeated" in said["dia with an offset repeated"]
+    assert "6 row indices for 8 stored values" in said["lil with more values than columns in a row"]
+    assert "one list of columns and one of values per row" in said[
+        "lil with fewer rows than its shape"]
+
+
+_DECLARING_MORE_THAN_THEY_HOLD = """
+import resource, sys
+import numpy as np, pandas as pd, scipy.sparse as sp, torch
+from sklearn.linear_model import LogisticRegression
+import aimsec_core
+
+x = np.random.default_rng(0).random((20, 5))
+estimator = aimsec_core.guard(LogisticRegression().fit(x, np.arange(20) % 2), sinks=[])
+module = aimsec_core.guard(torch.nn.Linear(5, 2), sinks=[])
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + 4 * 2**30,) * 2)  # a bomb fails, not swaps
+one = (np.ones(1), (np.zeros(1, int), np.zeros(1, int)))
+cases = {
+    "coo": lambda: (estimator.predict, sp.coo_matrix(one, shape=(10**12, 5))),
+    "dok": lambda: (estimator.predict, sp.dok_matrix((10**12, 5))),
+    "dia": lambda: (estimator.predict, sp.dia_matrix((np.ones((1, 5)), [0]), shape=(10**12, 5))),
+    "frame of sparse columns": lambda: (estimator.predict, pd.DataFrame({
+        f"c{i}": pd.arrays.SparseArray.from_spmatrix(sp.csc_matrix((10**10, 1)))
+        for i in range(5)})),
+    "negative view of one value": lambda: (module, torch.zeros(
+        1, dtype=torch.complex64).expand(10**12, 5).conj().imag),
+    "vmapped view of one value": lambda: (torch.func.vmap(module),
+                                          torch.zeros(1, 5).expand(10**12, 5)),
+}
+for name, make in cases.items():
+    call, value = make()
+    try:
+        call(value)
+    except aimsec_core.AimsecError as exc:
+        print(name, "|", type(exc).__name__, exc)
+    else:
+        print(name, "| served")
+    sys.stdout.flush()
+"""
+
+
+def test_a_value_declaring_more_elements_than_max_size_is_refused_before_it_is_converted():
+    """A sparse matrix storing one value in a shape of 10^12 rows, or a negative view of
+    one value expanded to 10^12 (or such a view as vmap's batch), holds a few bytes;
+    converting it (scipy's CSR pointers, one per row; torch resolving the sign bit or
+    merging vmap's levels) allocated for every declared element
+    before the core counted them (a MemoryError here, under a memory limit; without
+    one, gigabytes written). The core now asks the adapter what the value declares and
+    refuses it from its shape, as it refuses a large array."""
+    lines = _in_child(_DECLARING_MORE_THAN_THEY_HOLD)
+    assert len(lines) == 6, lines
+    for name, said in lines.items():
+        assert said.startswith("InputTooLargeError") and "before it was read" in said, (
+            name, said)
+
+
+def test_a_list_holding_an_array_counts_the_arrays_elements_before_converting_it():
+    """A list holding a broadcast view of one value declared one element per list item:
+    numpy's conversion then copied the view whole (a list holding a (3 * 10^8, 4) view
+    took 11 s and 4.6 GB before its shape was refused; this one asks for petabytes)."""
+    huge = [np.broadcast_to(np.float32(0), (10**15, 4))]
+    out = _run(huge, max_size=10**6)
+    assert [f.check for f in out.findings] == ["size"] and "declares more than" in (
+        out.findings[0].reason)
+    assert _run([np.zeros(4), np.ones(4)], max_size=10).findings == []  # 8 elements
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn"])
+def test_nan_and_inf_are_found_in_bfloat16_and_float8_numpy_arrays(dtype):
+    """ml_dtypes' numpy arrays (what Keras and TensorFlow hand over for bfloat16, and a
+    caller may feed a model declaring it) have kind "V", not "f": with no range
+    constraint their values were never read, so NaN and inf reached the model."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.ones((3, 4), getattr(ml_dtypes, dtype))
+    x[1, 2], x[2, 0] = np.nan, np.inf if dtype == "bfloat16" else np.nan
+    out = _run(x, InputSpec("x", dtype=dtype))
+    assert [(f.check, f.samples) for f in out.findings] == [("finite", (1, 2))]
+    assert _run(np.ones((3, 4), getattr(ml_dtypes, dtype)), InputSpec("x", dtype=dtype)
+                ).findings == []
 
 
 @pytest.mark.parametrize("value, shown", [

@@ -32,6 +32,7 @@ detectors use ``tf.GradientTape`` or ``torch.autograd`` and leave the model unto
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping
 from functools import cached_property
@@ -170,6 +171,18 @@ class KerasAdapter(Adapter):
         except Exception:  # an array we refuse to read: screening says why, by name
             return True
 
+    def declared_elements(self, value: Any) -> int | None:
+        # a tf.SparseTensor is read made dense: one stored value may claim 10^12 places
+        tf = sys.modules.get("tensorflow")
+        if tf is not None and isinstance(value, tf.SparseTensor):
+            return math.prod(int(d) for d in value.shape)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(value, torch.Tensor):
+            from aimsec_torch import tensor_elements
+
+            return tensor_elements(value)
+        return None
+
     def native(self, value: Any) -> Any | None:
         import numpy as np
 
@@ -182,8 +195,10 @@ class KerasAdapter(Adapter):
         if isinstance(value, keras.KerasTensor):
             raise TypeError(_SYMBOLIC)
         torch = sys.modules.get("torch")
-        if torch is not None and isinstance(value, torch.Tensor):
-            return value.detach()  # stays on its device; the core reads it there
+        if torch is not None and isinstance(value, torch.Tensor):  # read as torch's adapter
+            from aimsec_torch import tensor_input  # reads it (a sign bit resolved ...)
+
+            return tensor_input(value)  # stays on its device; the core reads it there
         tf = sys.modules.get("tensorflow")
         if tf is not None and isinstance(value, tf.RaggedTensor):  # converting pads it
             raise TypeError("a tf.RaggedTensor is not supported: the guard would check a "

@@ -73,6 +73,9 @@ class SklearnAdapter(Adapter):
         """What the estimator is handed for ``value`` (see ``_inputs.model_input``)."""
         return _inputs.model_input(value, self.spec.accepts_strings)
 
+    def declared_elements(self, value: Any) -> int | None:
+        return _inputs.declared_elements(value)
+
     def native(self, value: Any) -> Any | None:
         return _inputs.read(value, self.spec.accepts_strings,
                             getattr(self.model, "feature_names_in_", None))

@@ -7,8 +7,8 @@ are looked up through ``sys.modules``, so they are never imported here).
 - anything else with ``__array__`` (a tensor, an xarray, a lazy array): ``np.asarray``
   once, and the estimator gets that array (so it is converted exactly once);
 - scipy sparse matrices and arrays: their stored values, never densified (formats other
-  than canonical CSR/CSC are converted to CSR, summing duplicate entries as the estimator
-  will, once the core found the arrays that place the values inside the matrix: scipy's
+  than CSR/CSC are converted to CSR, and duplicate entries are summed as the estimator
+  will sum them, once the core found the arrays that place the values inside the matrix: scipy's
   compiled conversions trust them); a DataFrame whose columns are all pandas ``SparseDtype`` likewise, as the sparse
   matrix ``check_array`` makes of it (``frame.sparse.to_coo()``; fill value 0 only);
 - pandas DataFrames and Series: their values converted by scikit-learn's rules (one
@@ -69,13 +69,23 @@ def read(value: Any, takes_strings: bool, fitted_names: Any = None) -> Any | Non
     return None
 
 
+def declared_elements(value: Any) -> int | None:
+    """The rows of a sparse matrix or of a DataFrame of sparse columns, read from its shape
+    alone (the core counts at least those): converting it allocates one pointer per row,
+    however few values it stores. ``None`` for anything else (its conversion allocates
+    no more than it holds)."""
+    if _is_sparse(value) or (_is_pandas(value) and _all_sparse_columns(value)):
+        return int(value.shape[0])
+    return None
+
+
 def _numeric_objects(array: np.ndarray, takes_strings: bool) -> np.ndarray:
     if array.dtype.kind != "O" or takes_strings:
         return array
     try:
         return array.astype(np.float64)
-    except (TypeError, ValueError, OverflowError):
-        return array  # not numbers: the dtype check refuses it
+    except Exception:  # noqa: BLE001 - not numbers, or an element whose __float__ raises:
+        return array  # the dtype check refuses it
 
 
 def _is_sparse(value: Any) -> bool:
@@ -119,11 +129,11 @@ def _sparse(matrix: Any) -> SparseValues:
     given = _as_given(matrix)
     if given is not None and given.misplaced() is not None:
         return given  # refused by the core's checks before any scipy routine reads it
-    canonical = matrix
-    if matrix.format not in ("csr", "csc"):
-        canonical = matrix.tocsr()  # sums duplicate entries, as the estimator's CSR will
-    elif not matrix.has_canonical_format:
-        canonical = matrix.copy()
+    # COO's conversion sums duplicate entries; LIL's and BSR's keep them, as may a CSR or
+    # CSC given: summed here, as the estimator's arithmetic sums them
+    canonical = matrix if matrix.format in ("csr", "csc") else matrix.tocsr()
+    if not canonical.has_canonical_format:
+        canonical = canonical.copy()
         canonical.sum_duplicates()
     shape = (int(matrix.shape[0]), int(matrix.shape[1]))
     parts = (canonical.indices, canonical.indptr)
@@ -138,12 +148,19 @@ def _as_given(matrix: Any) -> SparseValues | None:
     compiled routines read them: they trust these arrays, and one that points outside the
     matrix (possible after the matrix was built: its arrays can be changed in place, and
     scipy's constructors check few of them) crashes the process. ``None`` for formats
-    whose conversion reads them in Python (DIA, DOK, LIL)."""
+    whose conversion reads them in Python (DOK). A list-of-lists matrix is read in Python,
+    as coordinates (its compiled conversion trusts one list of columns and one of values
+    per row, of equal lengths), a diagonal one by its diagonals and offsets."""
     shape = (int(matrix.shape[0]), int(matrix.shape[1]))
     form = matrix.format
     if form == "coo":
         return SparseValues(form, shape, np.asarray(matrix.data), (matrix.row, matrix.col),
                             row=matrix.row, col=matrix.col)
+    if form == "dia":
+        offsets = np.asarray(matrix.offsets)
+        return SparseValues(form, shape, np.asarray(matrix.data), (offsets,), offsets=offsets)
+    if form == "lil":
+        return _lists(matrix, shape)
     if form not in ("csr", "csc", "bsr"):
         return None
     indices, indptr, data = matrix.indices, matrix.indptr, np.asarray(matrix.data)
@@ -157,6 +174,21 @@ def _as_given(matrix: Any) -> SparseValues | None:
     if form == "csr":
         return SparseValues(form, shape, data, (indices, indptr), indptr=indptr)
     return SparseValues(form, shape, data, (indices, indptr), row=indices)
+
+
+def _lists(matrix: Any, shape: tuple[int, int]) -> SparseValues:
+    """A list-of-lists matrix's coordinates and values, read in Python; ``ValueError``
+    where it does not hold one list of columns and one of values for each row."""
+    rows, values = matrix.rows, matrix.data
+    if not (isinstance(rows, np.ndarray) and isinstance(values, np.ndarray)
+            and rows.shape == values.shape == (shape[0],)):
+        raise ValueError(f"a list-of-lists sparse matrix of shape {shape} holds one list of "
+                         f"columns and one of values per row; received {np.shape(rows)} "
+                         f"columns and {np.shape(values)} values")
+    row = np.repeat(np.arange(shape[0]), [len(r) for r in rows])
+    col = np.asarray([c for r in rows for c in r]) if row.size else row.copy()
+    data = np.asarray([v for d in values for v in d])
+    return SparseValues("lil", shape, data, (row, col), row=row, col=col)
 
 
 def _frame(frame: Any, takes_strings: bool) -> Any:

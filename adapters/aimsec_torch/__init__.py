@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
     from aimsec_core.call_arguments import Binder
 
-__all__ = ["TorchAdapter"]
+__all__ = ["TorchAdapter", "tensor_elements", "tensor_input"]
 
 
 _NO_FLOAT: Any = (None, None)
@@ -136,22 +136,11 @@ class TorchAdapter(Adapter):
             cached = self._binder = (key, Binder(forward))
         return cached[1]
 
+    def declared_elements(self, value: Any) -> int | None:
+        return tensor_elements(value)
+
     def native(self, value: Any) -> Any | None:
-        torch = sys.modules.get("torch")
-        if torch is None or not isinstance(value, torch.Tensor):
-            return None
-        if value.is_nested:  # its layout may read torch.strided: name it by what it is
-            raise TypeError("a nested tensor is not supported; expected a dense (strided) "
-                            "tensor. Pad it first (x.to_padded_tensor(0.0))")
-        if value.layout is not torch.strided:
-            raise TypeError(f"a {value.layout} tensor is not supported; expected a dense "
-                            "(strided) tensor. Convert it first (x.to_dense())")
-        if value.is_quantized:
-            raise TypeError("a quantized tensor is not supported; expected a float or "
-                            "integer tensor. Convert it first (x.dequantize())")
-        if value.device.type == "meta":
-            raise TypeError("a meta tensor holds no values; expected a tensor with data")
-        return _helpers().readable(value)  # the values the model reads, on their device
+        return tensor_input(value)
 
     def host_bytes(self, array: Any) -> Any:
         return _helpers().exact_bytes(array)
@@ -298,6 +287,43 @@ class TorchAdapter(Adapter):
     # -- internal features for the detectors (see _features.py) ---------------------------
     from ._features import features, forward_with_features  # noqa: E402
     capabilities = Capabilities(**{**capabilities.__dict__, "features": True})
+
+
+def tensor_elements(value: Any) -> int | None:
+    """``Adapter.declared_elements`` for a torch tensor (any adapter reading torch
+    tensors): its elements where reading it copies it (a view whose sign or conjugate bit
+    is set, a batch under ``vmap`` whose levels are merged: an expanded view of one value
+    may claim 10^12 elements), else ``None``."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return None
+    if value.is_neg() or value.is_conj():
+        return value.numel()
+    if torch._C._functorch.is_functorch_wrapped_tensor(value):
+        return _helpers().wrapped_elements(value)
+    return None
+
+
+def tensor_input(value: Any) -> Any | None:
+    """``Adapter.native`` for a torch tensor (any adapter reading torch tensors): the
+    values the model reads, as a plain tensor on their device; ``None`` for anything but
+    a tensor. Raises ``TypeError`` for tensors whose values cannot be read in place:
+    nested, sparse, quantized, meta (and those ``_tensors.readable`` names)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return None
+    if value.is_nested:  # its layout may read torch.strided: name it by what it is
+        raise TypeError("a nested tensor is not supported; expected a dense (strided) "
+                        "tensor. Pad it first (x.to_padded_tensor(0.0))")
+    if value.layout is not torch.strided:
+        raise TypeError(f"a {value.layout} tensor is not supported; expected a dense "
+                        "(strided) tensor. Convert it first (x.to_dense())")
+    if value.is_quantized:
+        raise TypeError("a quantized tensor is not supported; expected a float or "
+                        "integer tensor. Convert it first (x.dequantize())")
+    if value.device.type == "meta":
+        raise TypeError("a meta tensor holds no values; expected a tensor with data")
+    return _helpers().readable(value)  # the values the model reads, on their device
 
 
 def _helpers() -> Any:

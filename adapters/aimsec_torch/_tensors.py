@@ -50,6 +50,14 @@ def readable(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def wrapped_elements(value: torch.Tensor) -> int:
+    """Elements of the plain tensor under ``value``'s transform levels, which
+    :func:`readable` reads (merging vmapped axes copies an expanded view)."""
+    while _functorch.is_functorch_wrapped_tensor(value):
+        value = _functorch.get_unwrapped(value)
+    return value.numel()
+
+
 def _unwrapped(value: torch.Tensor) -> torch.Tensor:
     """The plain tensor under every transform level, each vmapped axis merged into the
     logical first one. Call it with the transforms' interpreter stack cleared
