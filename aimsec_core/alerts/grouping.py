@@ -26,7 +26,8 @@ from ..incidents.model import Occurrence
 from ..severity import SEVERITIES, rank
 from .message import Alert
 from .settings import GroupingPolicy
-from .state import DELETE, Action, Group, GroupRecord, GroupState, MemoryGroupState
+from .state import (DELETE, Action, CommitUnknown, Group, GroupRecord, GroupState,
+                    MemoryGroupState)
 
 log = logging.getLogger("aimsec.alerts")
 #: The client of a roll-up group: occurrences from clients beyond ``max_clients``.
@@ -194,11 +195,15 @@ class Grouper:
                 try:
                     alert = state.transact(group_id, lambda r: self._claim(
                         r, now, force and (not shared or r.group in self._fed)))
-                except Exception:
+                except Exception as exc:
                     if shared:
                         self._shared_failed()
                     self._log_failure(state, "failed on a group")
-                    continue
+                    # a claim sent whose answer was lost may be stored as sent: no replica
+                    # would send it again, so send it (at worst twice, never lost)
+                    alert = exc.result if isinstance(exc, CommitUnknown) else None
+                    if alert is None:
+                        continue
                 if alert is not None:
                     alerts.append(alert)
                     if shared:

@@ -52,6 +52,16 @@ class _Delete:
     """``transact`` action: forget the group."""
 
 
+class CommitUnknown(Exception):
+    """``transact`` sent its change but the answer never came (the server hung, was
+    killed or answered too late): the change may be stored. ``result`` is what the change
+    decided, for the caller to act on (a claimed message sent rather than lost)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("the change was sent but its answer was lost")
+        self.result = result
+
+
 DELETE = _Delete()
 Action = Union[GroupRecord, _Delete, None]  #: a new record, DELETE, or None (unchanged)
 
@@ -66,7 +76,8 @@ class GroupState(Protocol):
 
     def transact(self, group_id: Any,
                  change: Callable[[GroupRecord], tuple[R, Action]]) -> R | None:
-        """Atomically apply ``change`` to the record; ``None`` if the group is gone."""
+        """Atomically apply ``change`` to the record; ``None`` if the group is gone.
+        Raises :class:`CommitUnknown` when the change was sent but not confirmed."""
 
 
 def _fresh(group: Group, count: int, rank: int, first_seen: float, last_seen: float,
@@ -186,10 +197,13 @@ class RedisGroupState:
 
     def transact(self, group_id: Any,
                  change: Callable[[GroupRecord], tuple[R, Action]]) -> R | None:
-        from redis.exceptions import WatchError
+        from redis.exceptions import ConnectionError, TimeoutError, WatchError
 
-        with self.client.pipeline() as pipe:
+        lost = (ConnectionError, TimeoutError, OSError)
+        pipe = self.client.pipeline()
+        try:
             for _ in range(100):
+                sent = False
                 try:
                     pipe.watch(group_id)
                     raw = pipe.hgetall(group_id)
@@ -207,11 +221,27 @@ class RedisGroupState:
                         pipe.zrem(self._index, group_id)
                     else:
                         pipe.hset(group_id, mapping=_encode(action))
+                    sent = True
                     pipe.execute()
                     return result
-                except WatchError:
-                    continue  # another replica changed the group: decide again
-        return None  # contended all along: the next tick decides
+                except WatchError as exc:
+                    # redis-py raises WatchError for a connection lost while watching too
+                    # (a timeout): no conflict then, and a change sent may be stored
+                    if not isinstance(exc.__context__, lost):
+                        continue  # another replica changed the group: decide again
+                    if sent:
+                        raise CommitUnknown(result) from exc
+                    raise
+                except lost as exc:
+                    if sent:
+                        raise CommitUnknown(result) from exc
+                    raise
+            return None  # contended all along: the next tick decides
+        finally:
+            try:
+                pipe.reset()
+            except lost:  # the connection is lost already (its UNWATCH could not go)
+                pass
 
 
 def _decode(raw: dict[bytes, bytes]) -> GroupRecord:

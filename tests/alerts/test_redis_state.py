@@ -92,3 +92,36 @@ def test_redis_down_falls_back_to_grouping_in_this_process(clock):
     grouper.clock.advance(30)
     [alert] = grouper.due()
     assert alert.count == 3
+
+
+def test_a_claim_whose_reply_is_lost_is_still_sent(redis_server, clock):
+    """Redis paused (SIGSTOP) after a replica decided to send a group: the claim reaches
+    the server and is stored when it resumes, but its reply never came. The alert goes out
+    all the same (it was stored as sent: no replica would send it again)."""
+    import os
+    import signal
+
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=0.5,
+                                  retry=Retry(NoBackoff(), 0))
+    grouper = Grouper(POLICY, RedisGroupState(client, prefix="lost:"), clock=clock)
+    grouper.observe(occ(clock, count=4))
+    clock.advance(30)
+    claim = grouper._claim
+    pid = redis_server.process.pid
+
+    def claim_then_pause(*args):
+        decided = claim(*args)
+        os.kill(pid, signal.SIGSTOP)  # the server stops before the claim is written
+        return decided
+
+    grouper._claim = claim_then_pause
+    try:
+        sent = grouper.due()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    del grouper._claim
+    [alert] = sent
+    assert (alert.kind, alert.count) == ("new", 4)
