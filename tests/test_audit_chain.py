@@ -380,3 +380,46 @@ def test_a_line_that_is_no_json_object_but_keeps_its_link_is_a_break_for_both(
                                console=Console(quiet=True), db=tmp_path / "none.sqlite3")
     assert files.report.sources["chain"]["first_break"] == {"file": str(trail), "line": 6}
     assert files.report.sources["malformed"] == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="processes coordinate through flock")
+def test_a_writer_whose_folder_was_removed_and_made_again_locks_the_new_lock_file(
+        tmp_path, monkeypatch):
+    """The trail's folder removed under a running writer (a clean-up) and made again by
+    another process: the writer must write under the lock file that process and every
+    later one takes, not the removed one it still holds (two writers each under its own
+    lock fork the chain)."""
+    import fcntl
+    import shutil
+
+    from aimsec_core.audit.writer import lock_path
+
+    folder = tmp_path / "logs"
+    file = folder / "audit.jsonl"
+    first = AuditWriter(file, 0, 0, False)
+    first.write(b'{"n":1')
+    shutil.rmtree(folder)
+    other = AuditWriter(file, 0, 0, False)  # a worker started after the clean-up
+    other.write(b'{"n":2')
+    other.close()
+    held, real = [], os.write
+
+    def append(fd, data):
+        if not held:  # while the first writer appends: may anyone else take the lock?
+            probe = os.open(lock_path(file), os.O_RDWR)
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+            finally:
+                os.close(probe)
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", append)
+    first.write(b'{"n":3')
+    monkeypatch.undo()
+    first.close()
+    assert held == [True]
+    result = verify_trail(folder)
+    assert result.intact and result.lines == 2, result.reason

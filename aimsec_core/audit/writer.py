@@ -70,7 +70,7 @@ class AuditWriter:
                 self._size += size
                 self._prev = digest(line[:-1])
             finally:
-                if locked:
+                if locked and self._lock_fd >= 0:  # none: taking the new lock file failed
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         return line
 
@@ -100,10 +100,34 @@ class AuditWriter:
         except FileNotFoundError:
             inode = None
         if inode is None or inode != self._inode or self._fd < 0:
+            if self._relocked():  # state read under a lock nobody else takes: read again
+                self._follow_file()
+                return
             self._open()
             stat = os.fstat(self._fd)
         if stat.st_size != self._size:
             self._resume()
+
+    def _relocked(self) -> bool:
+        """Take the lock file now at the lock path when it is no longer the one held (the
+        folder was removed, and made again by whoever wrote next): every other writer
+        locks that one. True when the lock changed. Asked only when the trail's file
+        changed under this writer, which is what removing the folder does."""
+        if fcntl is None or self._lock_fd < 0:
+            return False
+        held = os.fstat(self._lock_fd)
+        try:
+            now = os.stat(lock_path(self.file))
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return False
+        except FileNotFoundError:
+            pass
+        old, self._lock_fd = self._lock_fd, -1
+        try:
+            self._lock_processes()
+        finally:
+            os.close(old)  # and with it this writer's lock on the removed file
+        return True
 
     def _open(self) -> None:
         if self._fd >= 0:
