@@ -50,6 +50,7 @@ class OutboxChannel:
         stamp = _stamp(alert.sent_at)
         digest = hashlib.sha256(data).hexdigest()[:12]  # names never hold client text
         target = self.folder / f"{stamp}-{alert.severity}-{digest}.eml"
+        tmp = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
@@ -57,6 +58,11 @@ class OutboxChannel:
                 out.write(data)
             os.replace(tmp, target)
         except OSError as exc:
+            if tmp is not None:  # a full disk: the part written goes, not left as a .tmp
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
             raise DeliveryError(f"cannot write the alert to the outbox {self.folder}: {exc}; "
                                 "expected a writable folder (SECURITY_LOG_PATH)") from exc
         return target

@@ -491,3 +491,31 @@ def test_a_numpy_capacity_is_a_whole_number():
     # since the capacity was checked, np.int64(8) was refused as 'expected a whole number'
     dispatcher = Dispatcher(None, None, capacity=np.int64(8), start=False)
     assert dispatcher.capacity == 8 and type(dispatcher.capacity) is int
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs setrlimit")
+def test_an_outbox_on_a_full_disk_fails_the_copy_and_leaves_no_partial_file(tmp_path):
+    """A disk that fills up while an alert is written (here: a file size limit, so the
+    write fails with EFBIG as it would with ENOSPC) fails that outbox write with
+    DeliveryError and leaves nothing behind: each failed try left a .tmp file."""
+    import subprocess
+    import sys
+
+    script = f"""
+import resource, signal
+from aimsec_core.alerts import DeliveryError, OutboxChannel
+from tests.alerts.test_smtp import alert
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+outbox = OutboxChannel({str(tmp_path / "outbox")!r})
+for _ in range(3):
+    try:
+        outbox.write(alert())
+    except DeliveryError as exc:
+        print("refused", "File too large" in str(exc))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              sys.path)})
+    assert done.stdout.split() == ["refused", "True"] * 3, done.stderr
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == []
