@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from ..incidents.model import Occurrence
 from ..severity import SEVERITIES, rank
@@ -83,7 +84,9 @@ class Grouper:
     duplicates rather than silence), and the shared state is left alone for ``retry_s``
     seconds: a Redis that hangs costs one timeout per ``retry_s``, not one per group.
     A forced pass (a flush, the exit of a process) sends the shared groups this replica
-    fed since it last sent them; the other replicas' groups keep their timers.
+    fed and has not seen sent since; the other replicas' groups keep their timers. A
+    shared group that vanishes unsent (a Redis restarted empty or flushed) is grouped
+    again in this process from what this replica fed it, and sent from here.
     """
 
     def __init__(self, policy: GroupingPolicy | None = None, state: GroupState | None = None,
@@ -94,8 +97,10 @@ class Grouper:
         self.clock = clock
         self.retry_s = retry_s
         self._shared_retry_at = 0.0  #: time.monotonic() before which a failed state rests
-        #: shared groups this replica fed since it last sent them (what a forced pass sends)
-        self._fed: OrderedDict[Group, None] = OrderedDict()
+        #: shared groups this replica fed and has not seen sent (what a forced pass sends),
+        #: with what it fed them since: the occurrences a group lost with the shared state
+        #: (a Redis restarted empty, flushed, evicting) are grouped here again
+        self._fed: OrderedDict[Group, dict[str, Any]] = OrderedDict()
         self._floor = rank(self.policy.floor)
         #: (model, threat) -> clients with groups of their own -> when last seen
         self._own: dict[tuple[str, str], dict[str, float]] = {}
@@ -141,8 +146,12 @@ class Grouper:
             self._local.add(key, **fields)  # type: ignore[arg-type]
             return
         if self._local is not None:
-            self._fed[key] = None
-            self._fed.move_to_end(key)
+            fed = self._fed.pop(key, None)
+            self._fed[key] = fields if fed is None else dict(
+                count=fed["count"] + o.count, rank=max(fed["rank"], fields["rank"]),
+                first_seen=min(fed["first_seen"], o.first_seen),
+                last_seen=max(fed["last_seen"], o.last_seen),
+                reason=fields["reason"] or fed["reason"])
             while len(self._fed) > _MAX_FED:
                 self._fed.popitem(last=False)
 
@@ -189,15 +198,28 @@ class Grouper:
                     self._shared_failed()
                 self._log_failure(state, "failed to list groups")
                 continue
+            seen: set[Group] = set()  #: the shared groups read
+            every = shared  #: every shared group was read
+
+            def claim(record: GroupRecord, shared: bool = shared
+                      ) -> tuple[Alert | None, Action]:
+                if shared:
+                    seen.add(record.group)
+                    if record.pending == 0:  # sent since this replica fed it (by any)
+                        self._fed.pop(record.group, None)
+                return self._claim(record, now,
+                                   force and (not shared or record.group in self._fed))
+
             for group_id in ids:
                 if shared and self._shared_resting():
+                    every = False
                     break
                 try:
-                    alert = state.transact(group_id, lambda r: self._claim(
-                        r, now, force and (not shared or r.group in self._fed)))
+                    alert = state.transact(group_id, claim)
                 except Exception as exc:
                     if shared:
                         self._shared_failed()
+                        every = False
                     self._log_failure(state, "failed on a group")
                     # a claim sent whose answer was lost may be stored as sent: no replica
                     # would send it again, so send it (at worst twice, never lost)
@@ -208,7 +230,21 @@ class Grouper:
                     alerts.append(alert)
                     if shared:
                         self._fed.pop((alert.model, alert.threat, alert.client), None)
+            if every and self._local is not None:
+                self._regroup_lost(seen)
         return alerts
+
+    def _regroup_lost(self, seen: set[Group]) -> None:
+        """Group here what this replica fed to shared groups that are gone unsent (the
+        shared state lost them: a Redis restarted empty or flushed): every group was read
+        (``seen``), and these were not. Sent from this process (by the pass under way),
+        rather than never."""
+        assert self._local is not None
+        for group in [g for g in self._fed if g not in seen]:
+            fed = self._fed.pop(group)
+            log.warning("aimsec alert group %r was lost by %r before it was sent; "
+                        "grouping it in this process", group, self.state)
+            self._local.add(group, **fed)
 
     def _log_failure(self, state: GroupState, what: str) -> None:
         """Log a state's failure: with its traceback at most once a minute per state (an

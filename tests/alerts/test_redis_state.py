@@ -125,3 +125,37 @@ def test_a_claim_whose_reply_is_lost_is_still_sent(redis_server, clock):
     del grouper._claim
     [alert] = sent
     assert (alert.kind, alert.count) == ("new", 4)
+
+
+def test_a_group_lost_with_a_redis_restarted_empty_is_still_sent(redis_server, clock):
+    """Redis restarted empty (no persistence) while a group waited its group_wait: the
+    replica that fed it sends it from its own process; it was never sent by anyone."""
+    state = RedisGroupState(redis.Redis.from_url(redis_server.url), prefix="gone:")
+    feeder, other = (Grouper(POLICY, state, clock=clock) for _ in range(2))
+    feeder.observe(occ(clock, count=3))
+    clock.advance(10)
+    feeder.observe(occ(clock, count=2))
+    redis_server.stop()
+    redis_server.start()
+    clock.advance(30)
+    assert other.due() == []  # fed nothing: nothing to send
+    [alert] = feeder.due()
+    assert (alert.count, alert.client) == (5, "203.0.113.7")
+    clock.advance(600)
+    assert feeder.due() == [] and other.due() == []  # once
+
+
+def test_a_group_another_replica_sent_is_not_sent_again_when_it_is_forgotten(replicas,
+                                                                            clock):
+    """A group fed by one replica and sent by another is seen as sent; once the shared
+    state forgets it (quiet for repeat_interval), the feeder does not take it for lost."""
+    feeder, sender, _ = replicas
+    feeder.observe(occ(clock, count=2))
+    clock.advance(30)
+    [alert] = sender.due()
+    assert alert.count == 2
+    assert feeder.due() == []  # reads it sent
+    clock.advance(POLICY.repeat_interval + 1)
+    assert [a for r in replicas for a in r.due()] == []  # forgotten, not resent
+    clock.advance(30)
+    assert [a for r in replicas for a in r.due()] == []
