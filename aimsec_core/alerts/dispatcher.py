@@ -94,6 +94,11 @@ class Dispatcher:
         self._where: dict[Group, int] = {}
         self._cond = threading.Condition(threading.Lock())
         self._pump_lock = threading.RLock()
+        #: held while occurrences are stored (not while alerts are sent): a reader's
+        #: ingest waits for the store, never for a channel
+        self._ingest_lock = threading.RLock()
+        #: stored by a reader's ingest, not yet counted into their groups (the worker does)
+        self._unobserved: list[Occurrence] = []
         self._retries: list[_Retry] = []
         self._seq = itertools.count()
         self._incident_ids: OrderedDict[Group, int] = OrderedDict()
@@ -174,7 +179,7 @@ class Dispatcher:
 
     def _idle(self) -> bool:
         return (not self._where and not self._retries and not self._unstored
-                and not self._unnoted
+                and not self._unnoted and not self._unobserved
                 and (self.grouper is None or self.grouper.idle))
 
     def _run(self) -> None:
@@ -218,7 +223,8 @@ class Dispatcher:
                 self._store_retry_at = 0.0
             if final:
                 return self._final_round(self.clock())
-            processed = self.ingest()
+            processed = self._ingest()
+            self._observe()
             now = self.clock()
             self._retry_due(now, force)
             if self.grouper is not None:
@@ -227,16 +233,36 @@ class Dispatcher:
             return processed
 
     def ingest(self) -> int:
-        """Store what is queued and count it into its groups, sending nothing (readers call
-        it to see their latest incidents). Returns the number of occurrences."""
-        with self._pump_lock:
+        """Store what is queued, sending nothing (readers call it to see their latest
+        incidents). It waits for a store under way, not for a round's deliveries (a
+        channel that hangs held a reader for every alert of the round); the worker counts
+        what it stored into its groups. Returns the number of occurrences."""
+        processed = self._ingest()
+        if processed and self.grouper is not None:
+            with self._cond:  # the worker groups what was stored: wake or start one
+                if self._thread is None and self._autostart:
+                    self._start_locked()
+                elif self._resting:
+                    self._cond.notify()
+        return processed
+
+    def _ingest(self) -> int:
+        with self._ingest_lock:
             batch = self._drain()
             if batch or self._unstored or self._unnoted:  # what a failed write kept too
                 self._store(batch)
-                if self.grouper is not None:
-                    for occurrence in batch:
-                        self.grouper.observe(occurrence)
-            return sum(o.count for o in batch)
+            if self.grouper is not None and batch:
+                self._unobserved += batch
+        return sum(o.count for o in batch)
+
+    def _observe(self, batch: Sequence[Occurrence] = ()) -> None:
+        """Count into their groups the occurrences stored since (the round's, a reader's
+        ingest's) and ``batch``; under the pump lock, as the grouper is the worker's."""
+        with self._ingest_lock:
+            stored, self._unobserved = self._unobserved, []
+        if self.grouper is not None:
+            for occurrence in [*stored, *batch]:
+                self.grouper.observe(occurrence)
 
     def _drain(self) -> list[Occurrence]:
         with self._cond:
@@ -356,10 +382,9 @@ class Dispatcher:
         may keep its copy too (sent twice, never lost). An alert waiting for retries on
         several channels has one copy, removed once all of them took it. Returns the
         number of occurrences processed."""
-        batch = self._drain()
-        if self.grouper is not None:
-            for occurrence in batch:
-                self.grouper.observe(occurrence)
+        with self._ingest_lock:
+            batch = self._drain()
+        self._observe(batch)
         jobs: list[tuple[Alert, list[Channel], int]] = []
         while self._retries:
             retry = heapq.heappop(self._retries)
@@ -376,8 +401,9 @@ class Dispatcher:
             if id(alert) not in copies:
                 copies[id(alert)] = self._copy(outbox, alert, channels)
             left[id(alert)] = left.get(id(alert), 0) + 1
-        if batch or self._unstored or self._unnoted:
-            self._store(batch)
+        with self._ingest_lock:
+            if batch or self._unstored or self._unnoted:
+                self._store(batch)
         missed: set[int] = set()
         for index, (alert, channels, attempt) in enumerate(jobs):
             key = id(alert)
@@ -448,6 +474,11 @@ class Dispatcher:
         record = dict(group_key=alert.group_key, channel=channel.name, status=status,
                       attempt=attempt, incident_id=alert.incident_id, error=error,
                       time_s=self.clock())
+        with self._ingest_lock:  # a reader's ingest writes the waiting records meanwhile
+            self._note_stored(record)
+
+    def _note_stored(self, record: dict[str, Any]) -> None:
+        assert self.store is not None
         if not self._unnoted and not self._store_resting():
             try:
                 self.store.record_delivery(**record)
@@ -471,6 +502,8 @@ class Dispatcher:
         worker."""
         self._cond = threading.Condition(threading.Lock())
         self._pump_lock = threading.RLock()
+        self._ingest_lock = threading.RLock()
+        self._unobserved = []
         self._flushed = threading.Event()
         self._thread, self._resting = None, False
         self._flush_requested = self._stopping = False

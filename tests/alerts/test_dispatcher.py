@@ -519,3 +519,39 @@ for _ in range(3):
                               sys.path)})
     assert done.stdout.split() == ["refused", "True"] * 3, done.stderr
     assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == []
+
+
+def test_a_reader_sees_its_incidents_without_waiting_for_a_stuck_channel(tmp_path, clock):
+    """A reader's ingest (the original API's get_incident_summary) stores what is queued
+    while the worker's round is stuck in a send: it waited for the whole round, a hung
+    mail server's timeout for every alert of it (30 s for three at the default 10 s).
+    What it stored is grouped and sent by the worker all the same."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck:
+        name = "stuck"
+
+        def __init__(self):
+            self.sent = []
+
+        def send(self, alert):
+            entered.set()
+            release.wait(60)
+            self.sent.append(alert.client)
+
+    store, channel = IncidentStore(tmp_path / "db.sqlite3"), Stuck()
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel], clock=clock,
+                            tick_s=0.01)
+    dispatcher.submit(occ(clock, "first"))
+    assert entered.wait(30)  # the worker is inside send() and stays there
+    dispatcher.submit(occ(clock, "second"))
+    read = threading.Event()
+    reader = threading.Thread(target=lambda: (dispatcher.ingest(), read.set()), daemon=True)
+    reader.start()
+    try:
+        assert read.wait(30)  # the old code waited here until the channel was released
+        assert sorted(i.client for i in store.incidents()) == ["first", "second"]
+    finally:
+        release.set()
+    assert dispatcher.close(30)
+    assert sorted(channel.sent) == ["first", "second"]
