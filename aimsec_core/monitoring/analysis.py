@@ -25,6 +25,9 @@ _CAP = 4096
 #: report, which merges the detail of its minutes.
 _DETAIL = 4 * _CAP
 _EVENTS = 256
+#: Sample indices a near-duplicate match keeps (the audit line's ``first``): a batch of
+#: 10^5 near-duplicate rows would otherwise hold 10^5 of them in each of :data:`_EVENTS`.
+_SAMPLES_KEPT = 10
 _PENDING = 256  #: calls kept before they are counted into their minutes
 
 
@@ -136,8 +139,12 @@ class RequestStats:
 
     def match(self, now: float, client: str, samples: list[int], share: float,
               same_client: bool) -> None:
+        """Keep one near-duplicate match: its first :data:`_SAMPLES_KEPT` sample indices
+        and their count."""
         with self._lock:
-            self._matches.append({"time": _iso(now), "client": client, "samples": samples,
+            self._matches.append({"time": _iso(now), "client": client,
+                                  "samples": samples[:_SAMPLES_KEPT],
+                                  "sample_count": len(samples),
                                   "shared": round(share, 3),
                                   "with": "same client" if same_client else "another client",
                                   "_t": now})
