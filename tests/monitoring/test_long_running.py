@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from aimsec_core.monitoring.analysis import RequestStats
 from aimsec_core.monitoring.memory import MemoryStore
 from aimsec_core.monitoring.monitor import Monitor
 from aimsec_core.monitoring.policy import Policy
@@ -25,3 +26,35 @@ def test_a_near_duplicate_batch_keeps_ten_sample_indices_not_one_per_row():
     assert kept["sample_count"] == len(findings[0].samples)
     match = monitor.request_analysis()["near_duplicate_matches"][-1]
     assert len(match["samples"]) == 10 and match["sample_count"] >= rows - 1
+
+
+class _CountingDict(dict):
+    """A dict counting its whole-table walks."""
+
+    walks = 0
+
+    def items(self):
+        type(self).walks += 1
+        return super().items()
+
+    def values(self):
+        type(self).walks += 1
+        return super().values()
+
+
+def test_a_lockout_renewed_on_every_refused_call_does_not_walk_a_full_table():
+    stats = RequestStats()
+    stats._suspicions = _CountingDict()
+    now = 1_000.0
+    for i in range(4096):  # as many locked-out clients as the table keeps
+        stats.suspect(now, f"bot-{i}", "lockout", now + 3600, "r")
+    walks = _CountingDict.walks
+    for i in range(2_000):  # each refused call of a locked-out client renews its entry
+        stats.suspect(now + i * 0.01, f"bot-{i}", "lockout", now + 3600, "r")
+    for i in range(2_000):  # new ones while nothing has expired: dropped, no walk each
+        stats.suspect(now + 30 + i * 0.01, f"new-{i}", "lockout", now + 3600, "r")
+    assert _CountingDict.walks - walks <= 2
+    # once the first ones end, a new one takes an expired one's place
+    stats.suspect(now + 3601, "late", "lockout", now + 7200, "r")
+    found = stats.report(now + 3601, 60, 5)["active_suspicions"]
+    assert [s["client"] for s in found] == ["late"]
