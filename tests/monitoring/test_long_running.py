@@ -58,3 +58,40 @@ def test_a_lockout_renewed_on_every_refused_call_does_not_walk_a_full_table():
     stats.suspect(now + 3601, "late", "lockout", now + 7200, "r")
     found = stats.report(now + 3601, 60, 5)["active_suspicions"]
     assert [s["client"] for s in found] == ["late"]
+
+
+class _CountingTimes(list):
+    """A client's call times, counting the ones read."""
+
+    reads = 0
+
+    def __getitem__(self, index):
+        found = super().__getitem__(index)
+        type(self).reads += len(found) if isinstance(index, slice) else 1
+        return found
+
+    def __iter__(self):
+        for value in super().__iter__():
+            type(self).reads += 1
+            yield value
+
+
+def test_a_refusal_at_a_large_quota_reads_a_few_call_times_not_all():
+    from aimsec_core.monitoring.ratelimit import Quota
+
+    quota, now, limit = Quota(), 1_000.0, 50_000
+    for _ in range(limit):
+        now += 1e-4
+        assert quota.hit(limit, now, "m", "c") is None
+    (key,) = quota.windows.events
+    quota.windows.events[key] = _CountingTimes(quota.windows.events[key])
+    now += 1e-4
+    retry = quota.hit(limit, now, "m", "c")
+    assert retry is not None and abs(retry - (60 - limit * 1e-4)) < 1e-6
+    assert _CountingTimes.reads < 100
+    # at the window's edge: a call exactly 60 s old still counts
+    assert quota.windows.get_moving_window(key, limit, 60) == (1_000.0001, limit)
+    quota.windows.now = 1_060.0001
+    assert quota.windows.get_moving_window(key, limit, 60)[1] == limit
+    quota.windows.now = 1_060.0002
+    assert quota.windows.get_moving_window(key, limit, 60)[1] == limit - 1
