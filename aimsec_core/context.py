@@ -14,6 +14,7 @@ import contextvars
 import itertools
 import os
 import uuid
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -182,3 +183,40 @@ def isolated_generator(function: Callable[..., Generator[Y, S, R]]
 def current_tier() -> str | None:
     """The policy tier set by the innermost :func:`client` block (``None``: the base)."""
     return _current_tier.get()
+
+
+#: Context variables of owners that are gone, for the next owners to reuse.
+_free_slots: list[contextvars.ContextVar[Any]] = []
+
+
+class ContextSlot:
+    """One value per thread and asyncio task, belonging to one owner (a guard's
+    ``last_verdict``), as its own ``ContextVar`` would hold it.
+
+    A context keeps every variable ever set in it, and its value, as long as it lives: a
+    variable made per guard kept each guard's last verdict (its flags and scores: 160 KB
+    for 20,000 rows) in a long-lived thread after the guard was gone, so a loop wrapping
+    or cloning a model (a grid search) grew without bound. A slot's variable goes back to
+    a pool when the slot is collected, and a later slot reuses it: a thread holds at most
+    one value per slot alive at once. Values are stored with the slot's token, so a
+    value a former owner left is never read as the new owner's.
+    """
+
+    __slots__ = ("_var", "_token", "__weakref__")
+
+    def __init__(self) -> None:
+        try:
+            self._var: contextvars.ContextVar[Any] = _free_slots.pop()
+        except IndexError:
+            self._var = contextvars.ContextVar("aimsec_slot", default=None)
+        self._token = object()
+        weakref.finalize(self, _free_slots.append, self._var)
+
+    def get(self) -> Any:
+        """This context's value (``None`` where none was set)."""
+        found = self._var.get()
+        return found[1] if found is not None and found[0] is self._token else None
+
+    def set(self, value: Any) -> None:
+        """Set this context's value."""
+        self._var.set((self._token, value))

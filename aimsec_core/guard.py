@@ -11,7 +11,6 @@ exactly what the unguarded model returns.
 
 from __future__ import annotations
 
-import contextvars
 import copy
 import dataclasses
 import hashlib
@@ -31,7 +30,8 @@ import numpy as np
 from .adapter import Adapter, LaterAnswer, read_single_column
 from .arrays import STRUCTURED, ColumnBlocks, content_hash, dtype_kind, dtype_name, to_host
 from .config import resolve_mode
-from .context import current_client, current_request_id, current_tier, new_request_id
+from .context import (ContextSlot, current_client, current_request_id, current_tier,
+                      new_request_id)
 from .detection import DetectorSuite, Probe, select_detectors, softmax_if_needed
 from .detection.calibration import (Calibration, calibrate, model_fingerprint,
                                     per_sample_rate)
@@ -95,8 +95,9 @@ class Guard:
         self.constraints.check_input_names(
             self._declared if adapter.closed_signature else None, self.name)
         self._specs: dict[tuple[Any, ...], dict[str, InputSpec | None]] = {}
-        self._last: contextvars.ContextVar[Verdict | None] = contextvars.ContextVar(
-            f"aimsec_last_verdict_{id(self)}", default=None)
+        #: this thread's or task's last verdict (a slot, not a variable of its own: a
+        #: context keeps its variables after the guard is gone)
+        self._last = ContextSlot()
         if calibration is not None:
             self.use_calibration(calibration)
 

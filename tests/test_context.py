@@ -167,3 +167,31 @@ def test_a_bad_client_is_named_by_what_it_is(value, says):
         with client(value):
             pass
     assert str(raised.value) == says
+
+
+def test_guards_made_and_dropped_in_a_loop_leave_no_verdicts_in_the_thread(sink):
+    """A context keeps every variable set in it: one variable per guard kept each dropped
+    guard's last verdict (flags and scores per row) for as long as the thread lived."""
+    import contextvars
+    import gc
+
+    import numpy as np
+
+    from aimsec_core.adapter import HostArrays
+    from aimsec_core.guard import Guard
+
+    def call_one():
+        guard = Guard(None, HostArrays(None), name="m", sinks=[sink], policy=False)
+        guard.call({"input": np.zeros((1000, 4))}, lambda: None)
+        assert guard.last_verdict.batch_size == 1000
+
+    call_one()
+    gc.collect()
+    before = len(contextvars.copy_context())
+    for _ in range(50):
+        call_one()
+        gc.collect()
+    assert len(contextvars.copy_context()) <= before + 1
+    # a variable a dropped guard used is reused, never with the dropped guard's verdict
+    fresh = Guard(None, HostArrays(None), name="m", sinks=[sink], policy=False)
+    assert fresh.last_verdict is None

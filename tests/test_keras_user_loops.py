@@ -165,3 +165,28 @@ def test_a_subclassed_model_called_by_its_own_argument_name(sink):
     with pytest.raises(aimsec_core.NonFiniteInputError) as caught:
         guarded(features=x)
     assert caught.value.verdict.flags[3] and sink.outcomes == ["allowed", "rejected"]
+
+
+def test_a_long_pipeline_holds_its_latest_verdict_not_one_per_batch(pair):
+    """Each batch's verdict (its flags per sample) was kept in a list until the call
+    returned: memory that grew with the data read."""
+    import gc
+
+    from aimsec_core.verdict import Verdict
+
+    _, model = pair
+    guarded = aimsec_core.guard(model, sinks=[], policy=False)
+    alive = []
+
+    def batches():
+        for i in range(150):
+            if i == 149:  # 149 batches screened by now
+                gc.collect()
+                alive.append(sum(isinstance(o, Verdict) and o.client == "pipeline"
+                                 for o in gc.get_objects()))
+            yield (X[:8],)
+
+    with aimsec_core.client("pipeline"):
+        guarded.predict(batches(), verbose=0)
+    assert alive and alive[0] < 20
+    assert guarded.last_verdict is not None and guarded.last_verdict.batch_size == 8

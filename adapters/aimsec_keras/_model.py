@@ -17,6 +17,7 @@ import itertools
 import sys
 import types
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -357,7 +358,9 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     """
     caller = contextvars.copy_context()
     refused: list[SecurityViolation] = []
-    seen: list[Verdict | None] = []
+    #: the latest batch's verdict (only the latest: a list of every batch's grew with the
+    #: data, each with its flags per sample, until the call returned)
+    seen: deque[Verdict | None] = deque(maxlen=1)
 
     def allowed(data: Any) -> bool:
         x = keras.utils.unpack_x_y_sample_weight(data)[0]  # already in native order

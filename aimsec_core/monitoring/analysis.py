@@ -25,6 +25,9 @@ _CAP = 4096
 #: report, which merges the detail of its minutes.
 _DETAIL = 4 * _CAP
 _EVENTS = 256
+#: Sample indices a near-duplicate match keeps (the audit line's ``first``): a batch of
+#: 10^5 near-duplicate rows would otherwise hold 10^5 of them in each of :data:`_EVENTS`.
+_SAMPLES_KEPT = 10
 _PENDING = 256  #: calls kept before they are counted into their minutes
 
 
@@ -49,6 +52,8 @@ class RequestStats:
         self._minutes: deque[_Minute] = deque(maxlen=horizon_minutes)
         self._matches: deque[dict[str, Any]] = deque(maxlen=_EVENTS)
         self._suspicions: dict[tuple[str, str], dict[str, Any]] = {}
+        #: no kept suspicion ends before this (a lower bound: a renewal may end later)
+        self._earliest_end = float("inf")
         self._lock = threading.Lock()
         #: calls not yet counted: (time, client, input hash, refused, checks)
         #: (a deque: appended without the lock, atomically; drained under it)
@@ -136,21 +141,35 @@ class RequestStats:
 
     def match(self, now: float, client: str, samples: list[int], share: float,
               same_client: bool) -> None:
+        """Keep one near-duplicate match: its first :data:`_SAMPLES_KEPT` sample indices
+        and their count."""
         with self._lock:
-            self._matches.append({"time": _iso(now), "client": client, "samples": samples,
+            self._matches.append({"time": _iso(now), "client": client,
+                                  "samples": samples[:_SAMPLES_KEPT],
+                                  "sample_count": len(samples),
                                   "shared": round(share, 3),
                                   "with": "same client" if same_client else "another client",
                                   "_t": now})
 
     def suspect(self, now: float, client: str, check: str, until: float, reason: str) -> None:
+        """Keep (or renew) ``client``'s suspicion by ``check`` until ``until``; at most
+        :data:`_CAP` at once. Every call a lockout refuses renews one, so the expired ones
+        are looked for only when a new one finds the table full and the earliest end has
+        passed (not once per call)."""
+        key = (client, check)
         with self._lock:
-            if len(self._suspicions) >= _CAP:
-                for key in [k for k, v in self._suspicions.items() if v["_until"] <= now]:
-                    del self._suspicions[key]
-            if len(self._suspicions) < _CAP or (client, check) in self._suspicions:
-                self._suspicions[(client, check)] = {
+            suspicions = self._suspicions
+            if (key not in suspicions and len(suspicions) >= _CAP
+                    and now >= self._earliest_end):
+                for old in [k for k, v in suspicions.items() if v["_until"] <= now]:
+                    del suspicions[old]
+                self._earliest_end = min((v["_until"] for v in suspicions.values()),
+                                         default=float("inf"))
+            if len(suspicions) < _CAP or key in suspicions:
+                suspicions[key] = {
                     "client": client, "check": check, "since": _iso(now),
                     "until": _iso(until), "reason": reason, "_until": until}
+                self._earliest_end = min(self._earliest_end, until)
 
     def report(self, now: float, window_minutes: float, max_repeats: int) -> dict[str, Any]:
         """The ``request_analysis`` dictionary over the last ``window_minutes``."""

@@ -15,7 +15,9 @@ test could not drive them without sleeping. Hence:
 
 from __future__ import annotations
 
+import bisect
 from functools import lru_cache
+from operator import neg as _negated
 
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.storage import MovingWindowSupport, RedisStorage, Storage
@@ -85,8 +87,13 @@ class ClockedWindows(Storage, MovingWindowSupport):
         return True
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        events = [t for t in self.events.get(key, ()) if t >= self.now - expiry]
-        return (events[-1], len(events)) if events else (self.now, 0)
+        """The oldest of ``key``'s calls within ``expiry`` seconds and their number, found
+        by bisection (the times are newest first): every refused call asks, and walking
+        a full window cost a client at a quota of 100,000 calls a minute 2 ms per
+        refusal."""
+        events = self.events.get(key, ())
+        inside = bisect.bisect_right(events, expiry - self.now, key=_negated)
+        return (events[inside - 1], inside) if inside else (self.now, 0)
 
     def clear(self, key: str) -> None:
         self.events.pop(key, None)

@@ -10,7 +10,7 @@ when ``aimsec_core.incidents`` is installed, and otherwise says why there is non
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,9 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
             kept.append(((-rank, -row.count), number, row))
             if len(kept) > 4 * MAX_LISTED:  # stay bounded: keep only the best candidates
                 kept = sorted(kept, key=lambda k: (k[0], k[1]))[:MAX_LISTED]
+    failure = getattr(source, "failure", "")
+    if failure:
+        return IncidentsSection(False, failure)
     section.listed = [r for _, _, r in sorted(kept, key=lambda k: (k[0], k[1]))[:MAX_LISTED]]
     section.by_status = dict(statuses)
     section.open_by_severity = {s: open_severity[s] for s in reversed(SEVERITIES)
@@ -100,7 +103,8 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
                    ) -> tuple[Iterable[Mapping[str, Any]] | None, str]:
     """``(source, note)``: the incident store's incidents (every status, last seen at or
     after ``since``, of ``model`` when given; the ``limit`` most severe and recent, the
-    note saying so when there were more), or ``None`` and the reason none could be read.
+    note saying so when there were more) as a :class:`StoredIncidents`, read as it is
+    iterated, or ``None`` and the reason none could be read.
 
     ``db`` is the SQLite file (default: ``AIMSEC_INCIDENT_DB``, else
     ``<SECURITY_LOG_PATH>/incidents.sqlite3``); a file that does not exist is reported,
@@ -116,17 +120,47 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
     if not path.is_file():
         return None, f"the incident store {path} is not a file"
     store = IncidentStore(path, read_only=True)  # a report never changes the file it reads
+    selection = {"statuses": INCIDENT_STATUSES, "since": since,
+                 "model": None if model is None else clip(model)}
     try:
-        incidents = store.incidents(statuses=INCIDENT_STATUSES, since=since,
-                                    model=None if model is None else clip(model),
-                                    limit=limit + 1)
-        note = (f"only the {limit:,} most severe and recent incidents were read; more are "
-                "in the store (aimsec incidents --status all)") if len(incidents) > limit else ""
-        return [_flattened(incident.as_dict()) for incident in incidents[:limit]], note
+        found = store.count(**selection, at_most=limit + 1)
     except Exception as exc:  # a damaged store is reported on the page, not raised
-        return None, f"the incident store {path} could not be read ({type(exc).__name__})"
+        return None, _unreadable(path, exc)
     finally:
         store.close()
+    note = (f"only the {limit:,} most severe and recent incidents were read; more are "
+            "in the store (aimsec incidents --status all)") if found > limit else ""
+    return StoredIncidents(path, selection, min(found, limit)), note
+
+
+class StoredIncidents:
+    """The incidents :func:`load_incidents` selected, read from the store as they are
+    iterated, so a report holds a few of them at a time (a list of the 100,000 it reads
+    at most held 580 MB with their evidence). ``len()`` is their number; ``failure``
+    says why the store could not be read to the end (``""`` when it could)."""
+
+    def __init__(self, path: Path, selection: dict[str, Any], count: int) -> None:
+        self.path, self.selection, self.count = path, selection, count
+        self.failure = ""
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from ..incidents import IncidentStore
+
+        store = IncidentStore(self.path, read_only=True)
+        try:
+            for incident in store.each(**self.selection, limit=self.count):
+                yield _flattened(incident.as_dict())
+        except Exception as exc:  # a store damaged meanwhile: said on the page, not raised
+            self.failure = _unreadable(self.path, exc)
+        finally:
+            store.close()
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    return f"the incident store {path} could not be read ({type(exc).__name__})"
 
 
 def _flattened(incident: dict[str, Any]) -> dict[str, Any]:

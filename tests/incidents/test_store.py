@@ -363,3 +363,28 @@ def test_numpy_numbers_are_seconds_like_any_other(tmp_path, settings):
     store = IncidentStore(tmp_path / "db.sqlite3", **settings)
     assert type(store.window_s) is float and type(store.timeout_s) is float
     store.close()
+
+
+def test_a_thread_that_ends_takes_its_connection_with_it(store, clock):
+    """A service answering each request in a new thread (reading summaries, recording)
+    kept one open database per thread it had ever run, until out of file descriptors."""
+    import threading
+
+    store.record([occ(clock)])  # this thread's own connection stays open
+    opened = []
+
+    def request():
+        store.summary(0.0)
+        opened.append(store._conn())
+
+    for _ in range(20):
+        thread = threading.Thread(target=request)
+        thread.start()
+        thread.join()
+    assert len(store._connections) == 1
+    for conn in opened:  # closed when its thread ended, without waiting for a gc pass
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    assert store.summary(0.0)["total_incidents"] == 1
+    store.close()
+    assert len(store._connections) == 0

@@ -139,3 +139,30 @@ def test_old_severe_incidents_cannot_crowd_the_periods_out_of_the_report(tmp_pat
     files = aimsec_core.report(tmp_path / "logs", since="2026-09-21", out=tmp_path / "out",
                                console=Console(quiet=True))
     assert files.report.incidents.total == 1
+
+
+def test_the_report_reads_the_incident_store_a_few_rows_at_a_time(tmp_path, monkeypatch):
+    """The store's incidents were read into one list first: 100,000 of them with their
+    evidence held 580 MB, where the rest of the report stays in a few MB."""
+    from aimsec_core.incidents import IncidentStore
+    from aimsec_core.incidents import store as store_module
+    from aimsec_core.incidents.model import Occurrence
+
+    path = tmp_path / "incidents.sqlite3"
+    store = IncidentStore(path)
+    store.record([Occurrence("m", "range", f"c{i}", "medium", 1.7e9, 1.7e9, 1)
+                  for i in range(1_000)])
+    store.close()
+    built = []
+    real = store_module._incident
+    monkeypatch.setattr(store_module, "_incident", lambda row: built.append(1) or real(row))
+    source, note = load_incidents(path)
+    assert note == "" and len(source) == 1_000 and not built
+    next(iter(source))
+    assert len(built) <= 256  # one batch of rows, not every incident
+    section = summarise_incidents(source)
+    assert (section.total, section.open, len(section.listed)) == (1_000, 1_000, MAX_LISTED)
+    # a store that cannot be read to the end is said so, not counted short
+    path.write_bytes(b"not a database" * 100)
+    broken = summarise_incidents(source)
+    assert not broken.available and "could not be read" in broken.note
