@@ -326,8 +326,10 @@ def content_hash(arrays: Sequence[Any], host_bytes: Any = None,
     for i, array in enumerate(arrays):
         label = f"{names[i]!r}:" if names is not None else ""
         digest.update(f"{label}{dtype_name(array)}{tuple(array.shape)}|".encode())
-        if isinstance(array, np.ndarray) and array.dtype.kind == "V" and not array.dtype.names:
-            # dtypes numpy lacks, added by ml_dtypes (bfloat16, float8): no buffer protocol
+        if isinstance(array, np.ndarray) and (array.dtype.isbuiltin == 2 or (
+                array.dtype.kind == "V" and not array.dtype.names)):
+            # dtypes numpy lacks, added by ml_dtypes (bfloat16, float8: kind 'V', but
+            # float8_e5m2 kind 'f'), and raw void: no buffer protocol, read as bytes
             data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
         elif isinstance(array, np.ndarray) and array.dtype.kind != "O":
             data = np.ascontiguousarray(array).data

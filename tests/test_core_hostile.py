@@ -297,3 +297,26 @@ def test_a_call_interrupted_while_its_input_is_screened_still_gets_its_line():
     assert sink.outcomes == ["error"]
     assert sink.events[0].error.startswith("KeyboardInterrupt")
     assert not sink.events[0].verdict.allowed
+
+
+@pytest.mark.parametrize("dtype", ["float8_e5m2", "float8_e4m3fn", "bfloat16"])
+def test_the_content_hash_reads_ml_dtypes_arrays_of_any_kind(dtype):
+    """ml_dtypes' float8_e5m2 has kind 'f' (its other extra dtypes kind 'V'), and numpy's
+    buffer protocol refuses it: the hash took it as a numpy dtype and raised numpy's
+    ValueError ('cannot include dtype '5' in a buffer') out of the guarded call."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from aimsec_core.arrays import content_hash
+
+    x = np.ones((3, 4), getattr(ml_dtypes, dtype))
+    same, other = x.copy(), x.copy()
+    other[0, 0] = 2
+    assert content_hash([x]) == content_hash([same]) != content_hash([other])
+    assert content_hash([x]) != content_hash([x.view(np.uint8)])  # the dtype is hashed
+    if dtype == "float8_e5m2":  # a dtype the checks read: its inf is found, with a line
+        sink = ListSink()
+        guard = aimsec_core.Guard(None, HostArrays(None), name="f8", sinks=[sink],
+                                  policy=False)
+        x[1, 1] = np.inf
+        with pytest.raises(aimsec_core.NonFiniteInputError):
+            guard.call({"input": x}, lambda: None)
+        assert len(sink.events) == 1
