@@ -70,8 +70,7 @@ class SparseValues:
         Sparse kernels trust these arrays: an index outside the shape reads memory outside
         the matrix (other values, or a crash of the process). In coordinate form: a row or
         column index outside the shape, or not one of each per value. In diagonal form: not
-        one integer offset per row of ``data``, an offset twice, or one whose diagonal
-        misses the matrix."""
+        one integer offset per row of ``data``, or an offset twice."""
         if self.offsets is not None:
             return _diagonals_misplaced(self.shape, self.data, self.offsets)
         if self.col is not None and self.row is not None:
@@ -133,22 +132,19 @@ def _coordinates_misplaced(shape: tuple[int, int], values: int, row: np.ndarray,
 def _diagonals_misplaced(shape: tuple[int, int], data: np.ndarray,
                          offsets: np.ndarray) -> str | None:
     """:meth:`SparseValues.misplaced` for diagonal form: why ``data`` (one row per
-    diagonal) and ``offsets`` do not describe distinct diagonals of ``shape``, or ``None``.
-    scipy's compiled conversion reads one offset per row of ``data``, each diagonal once."""
+    diagonal) and ``offsets`` do not describe distinct diagonals, or ``None``. scipy's
+    compiled conversion reads one offset per row of ``data``, each diagonal once; a
+    diagonal that misses ``shape`` places nothing (scipy builds such matrices: ``spdiags``
+    with a band wider than the matrix), and the caller leaves it out before converting."""
     if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
         return (f"its offsets are {offsets.dtype.name} of shape {offsets.shape}; expected a "
                 "vector of integers")
     if data.ndim != 2 or data.shape[0] != offsets.size:
         return (f"its diagonals have shape {data.shape} for {offsets.size} offsets; expected "
                 f"({offsets.size}, length), one row per offset")
-    if offsets.size:
-        low, high = int(offsets.min()), int(offsets.max())
-        if low <= -shape[0] or high >= shape[1]:
-            return (f"it stores a diagonal at offset {low if low <= -shape[0] else high} "
-                    f"outside ({-shape[0]}, {shape[1]})")
-        if np.unique(offsets).size != offsets.size:
-            return "it stores a diagonal twice (an offset repeated)"
-    return None
+    if offsets.size and np.unique(offsets).size != offsets.size:
+        return "it stores a diagonal twice (an offset repeated)"
+    return None  # a diagonal missing the matrix places nothing (as scipy reads it)
 
 
 @dataclass(frozen=True, eq=False)

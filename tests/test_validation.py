@@ -299,6 +299,34 @@ def test_diagonal_and_list_of_lists_matrices_are_checked_before_scipy_converts_t
         "lil with fewer rows than its shape"]
 
 
+_DIAGONALS_BESIDE = """
+import numpy as np, scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+import aimsec_core
+
+x = np.random.default_rng(0).random((20, 4))
+model = LogisticRegression().fit(x, np.arange(20) % 2)
+guarded = aimsec_core.guard(model, sinks=[])
+inside = sp.dia_matrix((x[:1], [0]), shape=(4, 4))
+expected = model.predict_proba(inside).tolist()
+for name, offset in (("next to it", 4), ("below it", -4), ("far", 1 << 40)):
+    matrix = sp.dia_matrix((x[:2], [0, 1]), shape=(4, 4))
+    matrix.offsets = np.array([0, offset])  # one diagonal inside, one missing the matrix
+    served = guarded.predict_proba(matrix).tolist()
+    print(name, "|", "same" if served == expected else served)
+"""
+
+
+def test_a_diagonal_matrix_with_a_diagonal_missing_it_is_served_as_scipy_reads_it():
+    """scipy builds diagonal matrices whose bands miss them (``spdiags`` with a band wider
+    than the matrix) and reads them without those diagonals; the guard refused them as
+    values placed outside. Such a diagonal is now left out before any conversion, also of
+    the matrix the estimator is handed: scipy's compiled one casts offsets to its index
+    type, where a far one (2^40) wrapped onto diagonal 0 and corrupted the heap."""
+    assert _in_child(_DIAGONALS_BESIDE) == {"next to it": "same", "below it": "same",
+                                            "far": "same"}
+
+
 _DECLARING_MORE_THAN_THEY_HOLD = """
 import resource, sys
 import numpy as np, pandas as pd, scipy.sparse as sp, torch

@@ -37,7 +37,9 @@ def model_input(value: Any, takes_strings: bool) -> Any:
     would convert it to where converting twice could differ or cost twice."""
     if isinstance(value, np.ndarray):
         return _numeric_objects(value, takes_strings)
-    if _is_sparse(value) or _is_pandas(value) or not hasattr(value, "__array__"):
+    if _is_sparse(value):
+        return _crossing(value) if value.format == "dia" else value
+    if _is_pandas(value) or not hasattr(value, "__array__"):
         return value
     try:
         array = np.asarray(value)
@@ -129,6 +131,8 @@ def _sparse(matrix: Any) -> SparseValues:
     given = _as_given(matrix)
     if given is not None and given.misplaced() is not None:
         return given  # refused by the core's checks before any scipy routine reads it
+    if matrix.format == "dia":
+        matrix = _crossing(matrix)
     # COO's conversion sums duplicate entries; LIL's and BSR's keep them, as may a CSR or
     # CSC given: summed here, as the estimator's arithmetic sums them
     canonical = matrix if matrix.format in ("csr", "csc") else matrix.tocsr()
@@ -174,6 +178,23 @@ def _as_given(matrix: Any) -> SparseValues | None:
     if form == "csr":
         return SparseValues(form, shape, data, (indices, indptr), indptr=indptr)
     return SparseValues(form, shape, data, (indices, indptr), row=indices)
+
+
+def _crossing(matrix: Any) -> Any:
+    """A diagonal matrix without its diagonals that miss it (they place nothing): scipy's
+    compiled conversion casts the offsets to its index type, where a far one (2^40) wraps
+    onto a diagonal of the matrix, stored twice into a buffer sized for once.
+    The estimator is handed this matrix too. One whose offsets do not match its diagonals
+    is given back as it is, for the core to refuse."""
+    rows, cols = int(matrix.shape[0]), int(matrix.shape[1])
+    offsets, data = np.asarray(matrix.offsets), np.asarray(matrix.data)
+    if not (offsets.dtype.kind in "iu" and offsets.ndim == 1 and data.ndim == 2
+            and data.shape[0] == offsets.size):
+        return matrix
+    keep = [i for i, k in enumerate(offsets.tolist()) if -rows < k < cols]
+    if len(keep) == offsets.size:
+        return matrix
+    return type(matrix)((data[keep], offsets[keep]), shape=(rows, cols))
 
 
 def _lists(matrix: Any, shape: tuple[int, int]) -> SparseValues:
