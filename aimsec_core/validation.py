@@ -268,9 +268,12 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
                f"({array.densify})", expected="dense array", received=f"sparse {array.format}")
         return False
     if isinstance(array, SparseValues) and (wrong := array.misplaced()) is not None:
+        # scipy checks the compressed formats only (COO, DIA and LIL have no check_format)
+        hint = (" (scipy's x.check_format() finds what is wrong)"
+                if array.format in ("csr", "csc", "bsr") else "")
         _block(out, "format", f"input {name!r} is a sparse matrix ({array.format}) whose "
-               f"indices place values outside it: {wrong}; expected a valid sparse matrix "
-               "(scipy's x.check_format() finds what is wrong)", expected="valid sparse matrix",
+               f"indices place values outside it: {wrong}; expected a valid sparse "
+               f"matrix{hint}", expected="valid sparse matrix",
                received=f"sparse {array.format}", detail=wrong)
         return False
     received = dtype_name(array)

@@ -257,6 +257,9 @@ def test_sparse_arrays_pointing_outside_the_matrix_are_refused_before_scipy_read
     assert len(lines) == 6
     for name, said in lines.items():
         assert "place values outside it" in said, (name, said)
+        # the hint names a check scipy has for the compressed formats only (a COO matrix
+        # has no check_format: following it ended in an AttributeError)
+        assert ("check_format()" in said) == (not name.startswith("coo")), (name, said)
 
 
 _BROKEN_DIAGONALS_AND_LISTS = """
@@ -297,6 +300,7 @@ def test_diagonal_and_list_of_lists_matrices_are_checked_before_scipy_converts_t
     assert "6 row indices for 8 stored values" in said["lil with more values than columns in a row"]
     assert "one list of columns and one of values per row" in said[
         "lil with fewer rows than its shape"]
+    assert not any("check_format" in text for text in said.values())  # scipy has none
 
 
 _DIAGONALS_BESIDE = """
