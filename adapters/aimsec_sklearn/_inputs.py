@@ -8,9 +8,10 @@ are looked up through ``sys.modules``, so they are never imported here).
   once, and the estimator gets that array (so it is converted exactly once);
 - scipy sparse matrices and arrays: their stored values, never densified (formats other
   than CSR/CSC are converted to CSR, and duplicate entries are summed as the estimator
-  will sum them, once the core found the arrays that place the values inside the matrix: scipy's
-  compiled conversions trust them); a DataFrame whose columns are all pandas ``SparseDtype`` likewise, as the sparse
-  matrix ``check_array`` makes of it (``frame.sparse.to_coo()``; fill value 0 only);
+  will sum them, once the core found the arrays that place the values inside the matrix:
+  scipy's compiled conversions trust them); a DataFrame whose columns are all pandas
+  ``SparseDtype`` likewise, as the sparse matrix ``check_array`` makes of it
+  (``frame.sparse.to_coo()``; fill value 0 only);
 - pandas DataFrames and Series: their values converted by scikit-learn's rules (one
   common numeric dtype, nullable columns as float with NaN, object columns as float64
   where they hold numbers); a frame whose columns differ in kind becomes column blocks.
