@@ -165,10 +165,7 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
         except Exception:  # noqa: BLE001 - native() says what is wrong with the value
             declared = None
         if declared is not None and declared > limit:  # before native() converts it
-            out.oversized = True
-            _block(out, "size", f"input {name!r} declares {declared} elements; expected at "
-                   f"most {limit} (max_size); refused before it was read or converted",
-                   expected=limit, received=declared)
+            _refuse_declared(out, name, declared, limit)
             return None
     try:
         array = adapter.native(value)
@@ -198,10 +195,8 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                    expected="rectangular numeric array", received=type(value).__name__,
                    detail=str(exc))
             return None
-        if declared > limit:
-            _block(out, "size", f"input {name!r} declares more than {limit} elements; "
-                   f"refused before conversion (max_size={limit})", expected=limit,
-                   received=f">{limit}")
+        if declared > limit:  # counted up to the first past the limit only
+            _refuse_declared(out, name, declared, limit, at_least=True)
             return None
     try:
         if spec is not None and spec.accepts_strings and _first_leaf_is_text(value):
@@ -216,6 +211,21 @@ def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,
                expected="rectangular numeric array", received=type(value).__name__,
                detail=str(exc))
         return None
+
+
+def _refuse_declared(out: Validated, name: str, declared: int, limit: int, *,
+                     at_least: bool = False) -> None:
+    """Refuse input ``name`` for the ``declared`` elements its shape claims (more than
+    ``limit``, ``max_size``), before anything converts or reads it; ``at_least``: the
+    count stopped once past the limit, so ``declared`` is a lower bound."""
+    out.oversized = True
+    if at_least:  # a nested sequence: converting it is what would cost
+        _block(out, "size", f"input {name!r} declares more than {limit} elements; refused "
+               f"before conversion (max_size={limit})", expected=limit, received=f">{limit}")
+    else:
+        _block(out, "size", f"input {name!r} declares {declared} elements; expected at most "
+               f"{limit} (max_size); refused before it was read or converted",
+               expected=limit, received=declared)
 
 
 def _unreadable(out: Validated, name: str, exc: Exception) -> None:
