@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -305,6 +305,52 @@ def declared_size(value: Any, limit: int) -> int:
     if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
         size *= math.prod(shape)
     return size
+
+
+def masks_as_bytes(inputs: Mapping[str, Any], read: Callable[[Any], Any] | None = None, *,
+                   after: int = 1) -> dict[str, Any]:
+    """``inputs`` (name -> value, the model's own inputs first) with every boolean array
+    after the first ``after`` (the arguments beside the model's inputs: attention and
+    padding masks) as its ``uint8`` view: the same 0/1 values, in a dtype the checks take
+    as numbers. Zero-copy and on its device where the array has a dtype ``view`` (numpy,
+    torch, JAX); otherwise (a TensorFlow tensor, a Keras variable) ``read`` (the adapter's
+    conversion to numpy) reads it first. The model's own inputs stay as they are (a
+    boolean input to a float model is a dtype error), and so does a value that cannot be
+    viewed or read (validation says what is wrong with it)."""
+    out = dict(inputs)
+    for name in list(out)[after:]:
+        value = out[name]
+        if _is_boolean(value):
+            out[name] = _bytes_of(value, read)
+    return out
+
+
+def _is_boolean(value: Any) -> bool:
+    """Whether ``value`` is an array of booleans, by its dtype's name (numpy's ``bool``,
+    torch's ``torch.bool``, TensorFlow's ``tf.bool``, Keras' ``"bool"``)."""
+    try:
+        dtype = value.dtype
+        name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
+        return (name if isinstance(name, str) else str(dtype).rsplit(".", 1)[-1]) == "bool"
+    except Exception:  # no dtype (None, a list), or one that cannot be read
+        return False
+
+
+def _bytes_of(value: Any, read: Callable[[Any], Any] | None) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.view(np.uint8)
+    try:
+        return value.view(namespace(value).uint8)
+    except Exception:  # not an array-API array (TensorFlow), or one without a view
+        pass
+    if read is None:
+        return value
+    try:
+        host = read(value)
+    except Exception:
+        return value
+    return host.view(np.uint8) if isinstance(host, np.ndarray) and host.dtype == np.bool_ \
+        else value
 
 
 def content_hash(arrays: Sequence[Any], host_bytes: Any = None,

@@ -2,13 +2,24 @@
 ``call``), and every array in them named by parameter: ``x``, ``mask``, ``inputs[0]``,
 ``batch['ids']``, ``args[1]``. Pure Python: the adapters pass their framework's array
 types, and the core names a call's inputs one way for every framework.
+
+Arguments that are not inputs (a batch size, a verbosity, callbacks, run options) are
+checked before the model runs against declarative :class:`Rule` s: a bad one is a blocking
+``format`` finding (:func:`argument_findings`), so the call is refused with
+``InputFormatError`` and one ``rejected`` audit line, never the framework's own error.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from numbers import Integral
 from typing import Any, NamedTuple
+
+import numpy as np
+
+from .errors import EmptyInputError, InputFormatError
+from .verdict import Finding
 
 #: Tensors screened in one call at most, and how deep containers are searched for them: a
 #: call beyond either is refused (a list of a million tiny tensors costs a million checks).
@@ -159,3 +170,122 @@ def _add(found: dict[str, Any], name: str, tensor: Any) -> None:
 def _key(key: Any) -> str:
     text = repr(key) if isinstance(key, (str, int)) else f"<{type(key).__name__}>"
     return text if len(text) <= _KEY_CHARS else text[:_KEY_CHARS - 3] + "..."
+
+
+# --- arguments that are not inputs: a batch size, a verbosity, callbacks ------------------
+
+class Rule(NamedTuple):
+    """What one argument that is not an input must be: ``expected`` says it in words (an
+    error's "expected ..."), ``accepts`` tests a value. Build one with the helpers below."""
+
+    expected: str
+    accepts: Callable[[Any], bool]
+
+
+def positive_int(*, optional: bool = True) -> Rule:
+    """A positive integer (a numpy integer too; not a bool), or ``None`` if ``optional``."""
+    return Rule("a positive integer" + (" or None" if optional else ""),
+                lambda v: (v is None and optional) or (
+                    isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)) and v > 0))
+
+
+def boolean(*, optional: bool = False) -> Rule:
+    """``True`` or ``False`` (numpy's too), or ``None`` if ``optional``."""
+    return Rule("True or False" + (" or None" if optional else ""),
+                lambda v: isinstance(v, (bool, np.bool_)) or (v is None and optional))
+
+
+def one_of(*values: Any) -> Rule:
+    """One of ``values`` (compared with ``==``, by type too: ``1.0`` is not ``1``; a bool
+    counts as the integer it equals, as Python's own ``True == 1``)."""
+    def accepts(v: Any) -> bool:
+        kind = int if isinstance(v, (bool, np.bool_, Integral)) else type(v)
+        return any(kind is (int if isinstance(w, Integral) else type(w)) and v == w
+                   for w in values)
+    return Rule("one of " + ", ".join(map(repr, values)), accepts)
+
+
+def instance_of(kinds: type | tuple[type, ...], what: str, *,
+                optional: bool = True) -> Rule:
+    """An instance of ``kinds`` (``what`` names them), or ``None`` if ``optional``."""
+    return Rule(what + (" or None" if optional else ""),
+                lambda v: (v is None and optional) or isinstance(v, kinds))
+
+
+def sequence_of(kinds: type | tuple[type, ...], what: str, *, also: tuple[type, ...] = (),
+                optional: bool = True) -> Rule:
+    """A list or tuple of ``kinds`` (``what`` names the whole), an instance of ``also``, or
+    ``None`` if ``optional``. Only the first :data:`MAX_ITEMS` items are looked at; a longer
+    sequence is refused."""
+    def accepts(v: Any) -> bool:
+        if (v is None and optional) or isinstance(v, also):
+            return True
+        return (isinstance(v, (list, tuple)) and len(v) <= MAX_ITEMS
+                and all(isinstance(item, kinds) for item in v))
+    return Rule(what + (" or None" if optional else ""), accepts)
+
+
+def callable_value() -> Rule:
+    """Something to call (a function, a bound method, an object with ``__call__``)."""
+    return Rule("a callable", callable)
+
+
+_SHOWN = 60  # characters of a refused value's repr shown in an error, at most
+
+
+def shown_value(value: Any) -> str:
+    """A refused argument's bounded repr (a value whose ``__repr__`` raises shows as its
+    type's name in angle brackets)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= _SHOWN else text[:_SHOWN - 3] + "..."
+
+
+def argument_findings(method: str, values: Mapping[str, Any],
+                      rules: Mapping[str, Rule]) -> tuple[Finding, ...]:
+    """One blocking ``format`` finding per argument in ``values`` (name -> value, as the
+    call passed them) that breaks its rule in ``rules``; names without a rule are not
+    checked. ``method`` names the call in the message (``predict``). The reason names the
+    argument, what it must be and the type received; the value itself is the finding's
+    detail (errors show it; audit lines only where raw inputs are logged)."""
+    out = []
+    for name, value in values.items():
+        rule = rules.get(name)
+        if rule is None or rule.accepts(value):
+            continue
+        kind = type(value).__name__
+        out.append(Finding(
+            "format", f"argument {name!r} of {method}: expected {rule.expected}; received "
+            f"{kind}", expected=rule.expected, received=kind, blocking=True,
+            detail=f"value {shown_value(value)}"))
+    return tuple(out)
+
+
+def unfit_finding(method: str, problem: str) -> Finding:
+    """The blocking ``format`` finding for a call whose arguments do not fit ``method``'s
+    signature (too many positional arguments, an unknown keyword); ``problem`` says how."""
+    return Finding("format", f"the arguments do not fit {method}: {problem}",
+                   expected=f"the arguments {method} takes", received=problem, blocking=True)
+
+
+def arguments_error(findings: tuple[Finding, ...]) -> InputFormatError:
+    """The typed error for a call refused for its arguments alone, before any input was
+    read (a data pipeline's call, or arguments that do not fit): for ``Guard.refuse``,
+    which records it and names the model. Named after the first finding."""
+    first = findings[0]
+    more = len(findings) - 1
+    return InputFormatError(
+        first.message + (f" (+{more} more finding{'s' if more > 1 else ''})" if more else ""),
+        check="format", expected=first.expected, received=first.received)
+
+
+def no_batches_error(source: str) -> EmptyInputError:
+    """The typed error for data given as a pipeline (``source`` names its kind: a
+    generator, a ``tf.data.Dataset``) that yields no batch: there is nothing to screen nor
+    predict, as an empty array is refused. For ``Guard.refuse``, which records it and
+    names the model."""
+    return EmptyInputError(
+        f"the {source} given as data yields no batch; expected at least one batch "
+        "of samples", check="empty", expected="at least one batch", received="no batch")

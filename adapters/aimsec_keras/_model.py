@@ -7,6 +7,8 @@ not guard on the original. Data given as a ``tf.data.Dataset``, a generator, a
 consumes it; each batch is then one screened call in the audit trail. A refused batch ends
 the data there (Keras warns that the input ran out) and the refusal is raised once Keras
 has stopped; the batches before it were predicted, the refused one never reaches the model.
+Data that yields no batch at all is refused with ``EmptyInputError`` (one ``rejected``
+audit line), as an empty array is.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from aimsec_core.errors import (SecurityViolation, UncopyableError, UnguardedAtt
                                 UnguardedCallError)
 from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
-from aimsec_core.validation import Refused, native_order
+from aimsec_core.validation import Refused, native_order, shown_name
 from aimsec_core.verdict import Verdict
-from aimsec_core.call_arguments import ArgumentsError, Binder, tensors_in
+from aimsec_core.arrays import masks_as_bytes
+from aimsec_core.call_arguments import (ArgumentsError, Binder, Rule, argument_findings,
+                                        arguments_error, boolean, no_batches_error, one_of,
+                                        positive_int, sequence_of, tensors_in, unfit_finding)
 
 from ._gradients import Forward, OwnOutput
 
@@ -52,8 +57,14 @@ UNGUARDED = {
 
 class GuardedModel(GuardedMixin):
     """A Keras model whose ``predict``, ``predict_on_batch``, ``evaluate``,
-    ``test_on_batch`` and ``__call__`` go through the guard; everything else is the original model's. ``last_verdict``,
-    ``calibrate`` and ``save_calibration`` come with every guarded object."""
+    ``test_on_batch`` and ``__call__`` go through the guard; everything else is the
+    original model's. ``last_verdict``, ``calibrate`` and ``save_calibration`` come with
+    every guarded object.
+
+    Their arguments besides the data (``batch_size``, ``verbose``, ``steps``,
+    ``callbacks``, ``return_dict``, ``training``) are checked against Keras' documented
+    values (:data:`RULES`) and arguments that do not fit the method are refused too:
+    ``InputFormatError`` naming the argument, before the model runs."""
 
     __slots__ = ("_aimsec_guard",)
 
@@ -108,16 +119,22 @@ class GuardedModel(GuardedMixin):
         if any(not isinstance(value, _PLAIN) for value in (*args[1:], *kwargs.values())
                if value is not x):  # arrays beside the input (training=False is not one)
             inputs = _with_other_arguments(inputs, model, args, kwargs)
-        return guard.call(inputs, lambda: model(*args, **kwargs), forward)
+        findings = argument_findings("call", {"training": kwargs["training"]},
+                                     RULES["call"]) if "training" in kwargs else ()
+        return guard.call(inputs, lambda: model(*args, **kwargs), forward,
+                          refusals=findings)
 
     def _screened(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         guard = self._aimsec_guard
         method = getattr(guard.model, method_name)
         signature = inspect.signature(method)
-        bound = signature.bind_partial(*args, **kwargs)
         first = next(iter(signature.parameters))  # x, whatever an override calls it
-        x = bound.arguments.get(first)
+        bound, findings = _bound(method_name, method, signature, args, kwargs)
+        x = bound.arguments.get(first) if bound is not None else None
         pipeline = _pipeline(x)
+        if bound is None or (findings and pipeline is not None):
+            # nothing to screen the arguments with: refused before any input is read
+            raise guard.refuse(arguments_error(findings)) from None
         if pipeline is None:
             if first in bound.arguments:
                 x = bound.arguments[first] = _native(x)
@@ -125,12 +142,16 @@ class GuardedModel(GuardedMixin):
             # pass beside it (evaluate returns no predictions to reuse)
             size = bound.arguments.get("batch_size")
             run = OwnOutput(lambda: method(*bound.args, **bound.kwargs),
-                            batch_size=size if isinstance(size, int) and size > 0 else None)
+                            batch_size=int(size) if not findings and size else None)
             return guard.call(guard.adapter.inputs_of(x), run,
-                              run if method_name == "predict" else None)
+                              run if method_name == "predict" else None, refusals=findings)
         batches, length = pipeline
+        if length == 0:  # known before reading: refused as an empty array is
+            _close(x, batches)
+            raise guard.refuse(no_batches_error(_kind_of(x))) from None
         steps = bound.arguments.get("steps")
-        if isinstance(steps, int) and steps > 0:
+        if steps is not None:  # a positive integer: the rules refused anything else
+            steps = bound.arguments["steps"] = int(steps)
             # Keras reads no more than that, but TensorFlow's reader of a generator reads
             # ahead: a batch past the last step would be screened (and could be refused)
             # though the model never reads it.
@@ -144,10 +165,9 @@ class GuardedModel(GuardedMixin):
             return method(*bound.args, **bound.kwargs)
 
         try:
-            return _consume_screened(guard, batches, run)
+            return _consume_screened(guard, batches, run, _kind_of(x))
         finally:
-            if isinstance(x, keras.utils.PyDataset):  # its epoch ends with the call
-                pipeline[0].close()  # type: ignore[attr-defined]
+            _close(x, pipeline[0])
 
     # --- everything else is the original model's ------------------------------------------
     @property  # type: ignore[misc]
@@ -199,6 +219,42 @@ class GuardedModel(GuardedMixin):
             "...) with the same settings")
 
 
+#: What the arguments of the guarded methods that are not data must be (Keras' documented
+#: values); a call breaking one is refused before the model runs.
+_ROUNDS = {"batch_size": positive_int(), "steps": positive_int(),
+           "verbose": one_of("auto", 0, 1, 2),
+           "callbacks": sequence_of(keras.callbacks.Callback,
+                                    "a list of keras.callbacks.Callback",
+                                    also=(keras.callbacks.CallbackList,)),
+           "return_dict": boolean()}
+RULES: dict[str, dict[str, Rule]] = {
+    "predict": _ROUNDS, "evaluate": _ROUNDS, "test_on_batch": _ROUNDS,
+    "call": {"training": boolean(optional=True)},
+}
+
+
+def _bound(method_name: str, method: Any, signature: inspect.Signature,
+           args: tuple[Any, ...], kwargs: dict[str, Any]
+           ) -> tuple[inspect.BoundArguments | None, tuple[Any, ...]]:
+    """The call bound to ``method``'s signature and the findings refusing its arguments
+    (:data:`RULES`); ``None`` where the arguments do not fit the signature. Keras' own
+    ``evaluate`` takes ``**kwargs`` only to refuse what it does not know: so does this."""
+    try:
+        bound = signature.bind_partial(*args, **kwargs)
+    except TypeError as exc:
+        return None, (unfit_finding(method_name, str(exc)),)
+    values = dict(bound.arguments)
+    for name, parameter in signature.parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD and values.get(name):
+            extra = values.pop(name)
+            if getattr(method, "__module__", "").startswith("keras."):
+                unknown = [shown_name(key) for key in itertools.islice(extra, 10)]
+                return bound, (unfit_finding(
+                    method_name, f"unknown keyword argument(s) {unknown}; expected those "
+                    f"of {method_name}{signature}"),)
+    return bound, argument_findings(method_name, values, RULES.get(method_name, {}))
+
+
 def _with_other_arguments(inputs: dict[str, Any], model: Any, args: list[Any],
                           kwargs: dict[str, Any]) -> dict[str, Any]:
     """``inputs`` and every array or tensor in the call's other arguments (a subclassed
@@ -222,25 +278,13 @@ def _with_other_arguments(inputs: dict[str, Any], model: Any, args: list[Any],
     merged = dict(inputs)
     for name, value in found.items():
         if isinstance(value, kinds):  # not tensors_in's stand-in for an array-less call
-            merged[name if name not in merged else f"argument {name}"] = _bool_as_bytes(value)
-    return merged
+            merged[name if name not in merged else f"argument {name}"] = value
+    return masks_as_bytes(merged, keras.ops.convert_to_numpy, after=len(inputs))
 
 
 #: Argument values that are never arrays: a call passing only these besides its input
 #: (``training=False``, ``mask=None``) skips binding its arguments.
 _PLAIN = (bool, int, float, str, type(None))
-
-
-def _bool_as_bytes(value: Any) -> Any:
-    """A boolean mask as its uint8 view (the same 0/1 values, in a dtype the core takes as
-    numbers); anything else as it is."""
-    if isinstance(value, np.ndarray):
-        return value.view(np.uint8) if value.dtype == np.bool_ else value
-    try:
-        boolean = keras.backend.standardize_dtype(value.dtype) == "bool"
-    except (AttributeError, ValueError, TypeError):
-        return value
-    return keras.ops.convert_to_numpy(value).view(np.uint8) if boolean else value
 
 
 def _binder(model: Any) -> Binder:
@@ -347,7 +391,23 @@ def _input_argument(model: Any) -> str:
     return parameter.name
 
 
-def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any], Any]) -> Any:
+def _close(x: Any, batches: Iterator[Any]) -> None:
+    """End a ``keras.utils.PyDataset``'s epoch (its ``on_epoch_end``) with the call."""
+    if isinstance(x, keras.utils.PyDataset):
+        batches.close()  # type: ignore[attr-defined]
+
+
+def _kind_of(x: Any) -> str:
+    """A data pipeline's kind, as messages name it."""
+    if isinstance(x, types.GeneratorType):
+        return "generator"
+    if isinstance(x, keras.utils.PyDataset):
+        return "keras.utils.PyDataset"
+    return "tf.data.Dataset" if type(x).__module__.startswith("tensorflow") else "DataLoader"
+
+
+def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any], Any],
+                      source: str) -> Any:
     """``run`` on a generator that screens each batch before Keras sees it.
 
     TensorFlow pulls generator batches on its own threads, in a fresh context: each batch
@@ -355,6 +415,9 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     the data there and the refusal is raised here once Keras has stopped: an error raised
     inside TensorFlow's generator thread comes back wrapped, and its frames keep
     TensorFlow's generator state alive until exit, where collecting it can deadlock.
+    Data that ends before its first batch (``source`` names its kind) is refused as
+    empty, whatever Keras made of it (an error for a generator, an empty result for some
+    datasets): the call still gets its one ``rejected`` line.
     """
     caller = contextvars.copy_context()
     refused: list[SecurityViolation] = []
@@ -373,19 +436,24 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
             seen.append(guard.last_verdict)
         return True
 
+    #: batches read from the source, and whether it ran out (not refused, not stopped)
+    read = [0, False]
+
     def screened() -> Iterator[Any]:
         for data in batches:
+            read[0] += 1
             data = _native(data)
             if not caller.copy().run(allowed, data):
                 return
             # A generator must yield tuples; a bare batch or a list reads the same as one.
             yield data if isinstance(data, tuple) else tuple(data) if isinstance(
                 data, list) else (data,)
+        read[1] = True
 
     try:
         output = run(screened())
     except Exception:
-        if not refused:
+        if not refused and not (read[1] and not read[0]):
             raise
         # Keras choked on data that ended before it began (the first batch refused).
     finally:
@@ -394,5 +462,7 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     if refused:
         error = refused.pop()  # a traceback will hold this frame: no cycle through it
         raise error from None
+    if read[1] and not read[0]:
+        raise guard.refuse(no_batches_error(source)) from None
     return output
 

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime
 
 from aimsec_core.adapter import LaterAnswer
+from aimsec_core.call_arguments import argument_findings, callable_value, instance_of
 from aimsec_core.errors import UnguardedAttributeError, UnguardedCallError
 from aimsec_core.guard import Guard, allowed_rows, take_rows
 from aimsec_core.guarded import GuardedMixin
@@ -17,6 +18,10 @@ from aimsec_core.validation import Refused, shown_name
 from aimsec_core.verdict import Finding
 
 T = TypeVar("T")
+#: What the arguments of the guarded runs that are not the feed must be; a run breaking
+#: one is refused before the session runs (``output_names`` has its own check).
+RULES = {"run_options": instance_of(onnxruntime.RunOptions, "an onnxruntime.RunOptions"),
+         "callback": callable_value()}
 
 
 class GuardedSession(GuardedMixin):
@@ -46,7 +51,7 @@ class GuardedSession(GuardedMixin):
             run_options: Any = None) -> list[Any]:
         """``InferenceSession.run``, screened."""
         return self._call(output_names, input_feed, lambda feed: self._session.run(
-            output_names, feed, run_options))
+            output_names, feed, run_options), "run", {"run_options": run_options})
 
     def run_with_ort_values(self, output_names: Sequence[str] | None,
                             input_dict_ort_values: Mapping[str, Any],
@@ -54,7 +59,8 @@ class GuardedSession(GuardedMixin):
         """``InferenceSession.run_with_ort_values``, screened (CPU ``OrtValue`` inputs)."""
         return self._call(output_names, input_dict_ort_values,
                           lambda feed: self._allowed_rows(self._session.run_with_ort_values(
-                              output_names, feed, run_options)), ort_values=True)
+                              output_names, feed, run_options)), "run_with_ort_values",
+                          {"run_options": run_options}, ort_values=True)
 
     def run_async(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
                   callback: Callable[..., Any], user_data: Any,
@@ -70,7 +76,8 @@ class GuardedSession(GuardedMixin):
                                     user_data, run_options)
             return later
 
-        self._call(output_names, input_feed, schedule)  # onnxruntime's run_async: None
+        self._call(output_names, input_feed, schedule, "run_async",  # onnxruntime's: None
+                   {"callback": callback, "run_options": run_options})
 
     def _answering(self, later: LaterAnswer, callback: Callable[..., Any]
                    ) -> Callable[..., Any]:
@@ -111,12 +118,14 @@ class GuardedSession(GuardedMixin):
     def io_binding(self) -> Any:
         raise self._unguarded("io_binding")
 
-    def _call(self, output_names: Any, feed: Any, predict: Callable[[Any], T], *,
-              ort_values: bool = False) -> T:
-        """Screen ``feed`` (and ``output_names``) and run ``predict`` on the feed with the
-        arrays the core rebuilt in place of the caller's (native byte order, lists as
-        arrays), so onnxruntime reads exactly what was checked."""
-        refusals = self._check_outputs(output_names)
+    def _call(self, output_names: Any, feed: Any, predict: Callable[[Any], T], method: str,
+              arguments: Mapping[str, Any], *, ort_values: bool = False) -> T:
+        """Screen ``feed``, ``output_names`` and ``method``'s other ``arguments`` (by
+        :data:`RULES`), and run ``predict`` on the feed with the arrays the core rebuilt
+        in place of the caller's (native byte order, lists as arrays), so onnxruntime
+        reads exactly what was checked."""
+        refusals = self._check_outputs(output_names) + argument_findings(
+            method, arguments, RULES)
 
         def run(rebuilt: Mapping[str, Any]) -> T:
             return predict({**feed, **rebuilt} if rebuilt else feed)

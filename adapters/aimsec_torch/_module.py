@@ -37,6 +37,7 @@ from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused
 
+from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import ArgumentsError, tensors_in
 from ._global_hooks import SharedHook
 from ._modes import own_mode, own_modes, own_training, set_modes
@@ -96,7 +97,7 @@ class GuardedModule(GuardedMixin, nn.Module):
         if not inputs:
             inputs = {binder.first_name: None}
         elif len(inputs) > 1:
-            inputs = _masks_as_bytes(inputs)
+            inputs = masks_as_bytes(inputs)
 
         if transforming():
             return self._aimsec_transformed(inputs, args, kwargs)
@@ -312,19 +313,6 @@ def _reads_parametrizations(original: nn.Module, guarded_type: type) -> None:
     original.__class__ = type(base.__name__, (base,), {
         "__getattr__": __getattr__, "_aimsec_parametrized_by": guarded_type,
         "__module__": base.__module__, "__qualname__": base.__qualname__})
-
-
-def _masks_as_bytes(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Boolean masks among the extra arguments (attention and padding masks), screened as
-    their zero-copy uint8 view: the same 0/1 values, in a dtype the core takes as numbers.
-    A boolean primary input stays as it is (a dtype error for a float model)."""
-    names = iter(inputs)
-    next(names)
-    masks = [n for n in names if isinstance(t := inputs[n], torch.Tensor)
-             and t.dtype is torch.bool]
-    if not masks:
-        return inputs
-    return {n: t.view(torch.uint8) if n in masks else t for n, t in inputs.items()}
 
 
 def _active_tracer() -> str | None:
