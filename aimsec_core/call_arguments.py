@@ -12,6 +12,7 @@ checked before the model runs against declarative :class:`Rule` s: a bad one is 
 from __future__ import annotations
 
 import inspect
+import reprlib
 from collections.abc import Callable, Mapping
 from numbers import Integral
 from typing import Any, NamedTuple
@@ -230,17 +231,19 @@ def callable_value() -> Rule:
     return Rule("a callable", callable)
 
 
-_SHOWN = 60  # characters of a refused value's repr shown in an error, at most
+_SHOWN = reprlib.Repr()  # a refused value as an error shows it: bounded
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 2, 40, 40
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
 
 
 def shown_value(value: Any) -> str:
-    """A refused argument's bounded repr (a value whose ``__repr__`` raises shows as its
-    type's name in angle brackets)."""
+    """A refused argument's repr, bounded in length and in the items of containers shown
+    (a list of a million items costs no more to show than one of four); a value whose
+    ``__repr__`` raises shows as its type's name in angle brackets."""
     try:
-        text = repr(value)
+        return _SHOWN.repr(value)
     except Exception:
         return f"<{type(value).__name__}>"
-    return text if len(text) <= _SHOWN else text[:_SHOWN - 3] + "..."
 
 
 def argument_findings(method: str, values: Mapping[str, Any],

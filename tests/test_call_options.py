@@ -101,8 +101,11 @@ def test_a_bad_keras_option_is_refused_by_name_before_the_model_runs(guarded, si
     lambda g: g.predict(X, 8, 0, None, None, "extra"),
     lambda g: g.evaluate(X, Y, verbose=0, colour="red"),
     lambda g: g.test_on_batch(X, Y, None, False, "extra"),
+    lambda g: g.predict_on_batch(X, 8),
+    lambda g: g.predict_on_batch(X, verbose=0),
 ], ids=["predict-unknown-keyword", "predict-too-many", "evaluate-unknown-keyword",
-        "test_on_batch-too-many"])
+        "test_on_batch-too-many", "predict_on_batch-too-many",
+        "predict_on_batch-unknown-keyword"])
 def test_keras_arguments_that_do_not_fit_the_method_are_refused(guarded, sink, call):
     with pytest.raises(InputFormatError, match="do not fit"):
         call(guarded)

@@ -86,10 +86,15 @@ class GuardedModel(GuardedMixin):
         """``evaluate`` on one batch (its loss and metrics answer the caller): screened."""
         return self._screened("test_on_batch", args, kwargs)
 
-    def predict_on_batch(self, x: Any) -> Any:
+    def predict_on_batch(self, *args: Any, **kwargs: Any) -> Any:
         guard = self._aimsec_guard
-        x = _native(x)
-        run = OwnOutput(lambda: guard.model.predict_on_batch(x))
+        method = guard.model.predict_on_batch
+        signature = inspect.signature(method)
+        bound, findings = _bound("predict_on_batch", method, signature, args, kwargs)
+        if bound is None:  # predict_on_batch(x, 2), (x=..., y=...): nothing fits
+            raise guard.refuse(arguments_error(findings)) from None
+        x = _native(bound.arguments.get(next(iter(signature.parameters))))
+        run = OwnOutput(lambda: method(x))
         return guard.call(guard.adapter.inputs_of(x), run, run)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

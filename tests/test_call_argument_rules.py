@@ -1,0 +1,87 @@
+"""The core's declarative rules for call arguments that are not inputs: each accepts
+exactly what it says, and a broken one is a blocking ``format`` finding naming the
+argument, what it must be and the type received (the value only in the detail)."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aimsec_core import EmptyInputError, InputFormatError
+from aimsec_core.call_arguments import (arguments_error, argument_findings, boolean,
+                                        callable_value, instance_of, no_batches_error,
+                                        one_of, positive_int, sequence_of, shown_value)
+
+ANYTHING = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+    st.text(max_size=8), st.binary(max_size=4), st.builds(np.int64, st.integers(-9, 9)),
+    st.builds(np.bool_, st.booleans()), st.builds(np.float32, st.floats(width=32)),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=2), st.integers(),
+                                                         max_size=2),
+    st.just(np.zeros(3)), st.just(object()), st.just(print))
+
+
+def _is_positive_int(value) -> bool:
+    return (isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+            and value > 0)
+
+
+@given(value=ANYTHING)
+def test_each_rule_accepts_exactly_what_it_says(value):
+    assert positive_int().accepts(value) == (value is None or _is_positive_int(value))
+    assert positive_int(optional=False).accepts(value) == _is_positive_int(value)
+    assert boolean().accepts(value) == isinstance(value, (bool, np.bool_))
+    assert boolean(optional=True).accepts(value) == (
+        value is None or isinstance(value, (bool, np.bool_)))
+    assert instance_of(str, "a string").accepts(value) == (value is None
+                                                          or isinstance(value, str))
+    assert callable_value().accepts(value) == callable(value)
+    verbosity = one_of("auto", 0, 1, 2)
+    expected = (isinstance(value, str) and value == "auto") or (
+        isinstance(value, (Integral, np.bool_)) and not isinstance(value, np.ndarray)
+        and value in (0, 1, 2))
+    assert verbosity.accepts(value) == expected
+
+
+@given(items=st.lists(st.one_of(st.integers(), st.text(max_size=2)), max_size=6),
+       kind=st.sampled_from([list, tuple]))
+def test_a_sequence_rule_reads_every_item(items, kind):
+    rule = sequence_of(int, "a list of ints")
+    assert rule.accepts(kind(items)) == all(isinstance(i, int) for i in items)
+    assert not rule.accepts(set(items)) and rule.accepts(None)
+    assert not rule.accepts([0] * 100_000)  # past MAX_ITEMS: refused unread
+
+
+@given(value=ANYTHING)
+def test_a_broken_rule_is_a_blocking_format_finding_naming_the_argument(value):
+    findings = argument_findings("predict", {"batch_size": value, "free": value},
+                                 {"batch_size": positive_int()})
+    if value is None or _is_positive_int(value):
+        assert findings == ()
+        return
+    (finding,) = findings  # "free" has no rule: never checked
+    assert finding.check == "format" and finding.blocking
+    assert finding.reason == (f"argument 'batch_size' of predict: expected a positive "
+                              f"integer or None; received {type(value).__name__}")
+    assert finding.expected == "a positive integer or None"
+    assert finding.detail == f"value {shown_value(value)}" and len(finding.detail) < 120
+
+
+def test_refusals_before_any_input_is_read_are_typed():
+    findings = argument_findings("predict", {"steps": -1, "verbose": 7},
+                                 {"steps": positive_int(), "verbose": one_of(0, 1)})
+    error = arguments_error(findings)
+    assert isinstance(error, InputFormatError) and error.check == "format"
+    assert "argument 'steps'" in str(error) and "+1 more finding" in str(error)
+    empty = no_batches_error("generator")
+    assert isinstance(empty, EmptyInputError) and empty.check == "empty"
+    assert "generator" in str(empty)
+
+
+@pytest.mark.parametrize("value", [[0] * 10 ** 6, "x" * 10 ** 6, {i: i for i in range(999)}])
+def test_a_huge_value_is_shown_bounded(value):
+    assert len(shown_value(value)) < 80
