@@ -259,3 +259,22 @@ def test_every_run_options_value_is_a_typed_refusal_or_the_plain_answer(ort_sess
     assert [e.outcome for e in sink.events] == ["allowed"]
     expected = ort_session.run(None, FEED, run_options=value)
     assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+
+
+# --- scikit-learn ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda g, x: g.predict(x, 5), lambda g, x: g.predict(x, colour="red"),
+    lambda g, x: g.predict_proba(x, None), lambda g, x: g.decision_function(x, check=True),
+], ids=["predict-too-many", "predict-unknown-keyword", "predict_proba-too-many",
+        "decision_function-unknown-keyword"])
+def test_sklearn_arguments_that_do_not_fit_the_method_are_refused(sink, call):
+    from sklearn.linear_model import LogisticRegression
+
+    x = RNG.random((20, 3))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
+    guarded = aimsec_core.guard(model, name="sk-options", sinks=[sink])
+    with pytest.raises(InputFormatError, match="do not fit"):
+        call(guarded, x)
+    np.testing.assert_array_equal(guarded.predict(x), model.predict(x))
+    assert [e.outcome for e in sink.events] == ["rejected", "allowed"]

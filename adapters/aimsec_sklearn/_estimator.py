@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import threading
 import warnings
 from typing import Any
@@ -12,6 +13,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
+from aimsec_core.call_arguments import unfit_finding
 from aimsec_core.guard import SETTINGS, Guard
 from aimsec_core.guarded import GuardedMixin
 
@@ -33,6 +35,22 @@ def _screened_method(method: str, doc: str) -> Any:
     call.__name__ = call.__qualname__ = method
     call.__doc__ = doc
     return available_if(_inner_has(method))(call)
+
+
+def _unfit(method: str, run: Any, X: Any, args: tuple[Any, ...],
+           kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The finding refusing a call whose arguments do not fit the estimator's method
+    (``predict(X, 5)``, an unknown keyword), checked with ``X`` so the call's one audit
+    line holds both; none where they fit or the method has no signature to read."""
+    try:
+        signature = inspect.signature(run)
+    except (TypeError, ValueError):
+        return ()
+    try:
+        signature.bind(X, *args, **kwargs)
+    except TypeError as exc:
+        return (unfit_finding(method, str(exc)),)
+    return ()
 
 
 class GuardedEstimator(GuardedMixin, BaseEstimator):
@@ -95,7 +113,9 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         guard = self.__aimsec_guard__
         if type(X) is not np.ndarray or X.dtype.kind == "O":  # plain numeric arrays as they are
             X = guard.adapter.model_input(X)  # type: ignore[attr-defined]
-        return guard.call({"X": X}, lambda: getattr(guard.model, method)(X, *args, **kwargs))
+        run = getattr(guard.model, method)
+        refusals = _unfit(method, run, X, args, kwargs) if args or kwargs else ()
+        return guard.call({"X": X}, lambda: run(X, *args, **kwargs), refusals=refusals)
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> GuardedEstimator:
         """Fit a clone of ``estimator`` into ``estimator_`` (training data is not screened).
