@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import aimsec_core
-from aimsec_core import NonFiniteInputError, ValueRangeError
+from aimsec_core import InputFormatError, NonFiniteInputError, ValueRangeError
 
 X = np.random.default_rng(0).random((4, 3)).astype("float32")
 NAN = np.full((4, 3), np.nan, dtype="float32")
@@ -64,3 +64,31 @@ def test_a_boolean_mask_argument_is_screened_as_its_0_1_values(guarded, plain, s
     expected = keras.ops.convert_to_numpy(plain(X, bias=mask))
     assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, bias=mask)), expected)
     assert sink.events[-1].outcome == "allowed"
+
+
+@pytest.mark.parametrize("call", [
+    lambda g: g(X, colour="red"), lambda g: g(X, mask=None), lambda g: g(X, X, False, 5),
+    lambda g: g(X, bias=X, x=X), lambda g: g(X, training="yes"),
+], ids=["unknown-keyword", "mask-not-taken", "too-many", "input-twice", "training-not-bool"])
+def test_arguments_that_do_not_fit_call_are_refused_before_the_model_runs(guarded, sink,
+                                                                          call):
+    """As plain Keras refuses them (its TypeError, ValueError), but typed and recorded."""
+    with pytest.raises(InputFormatError, match="do not fit call|'training'"):
+        call(guarded)
+    assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+def test_training_given_to_a_call_without_it_is_dropped_as_keras_drops_it(sink):
+    class NoTraining(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = NoTraining()
+    expected = keras.ops.convert_to_numpy(model(X, training=False))
+    guarded = aimsec_core.guard(model, name="no-training", sinks=[sink])
+    assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, training=False)), expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]

@@ -124,10 +124,8 @@ class GuardedModel(GuardedMixin):
         if any(not isinstance(value, _PLAIN) for value in (*args[1:], *kwargs.values())
                if value is not x):  # arrays beside the input (training=False is not one)
             inputs = _with_other_arguments(inputs, model, args, kwargs)
-        findings = argument_findings("call", {"training": kwargs["training"]},
-                                     RULES["call"]) if "training" in kwargs else ()
         return guard.call(inputs, lambda: model(*args, **kwargs), forward,
-                          refusals=findings)
+                          refusals=_call_findings(model, args, kwargs))
 
     def _screened(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         guard = self._aimsec_guard
@@ -258,6 +256,26 @@ def _bound(method_name: str, method: Any, signature: inspect.Signature,
                     method_name, f"unknown keyword argument(s) {unknown}; expected those "
                     f"of {method_name}{signature}"),)
     return bound, argument_findings(method_name, values, RULES.get(method_name, {}))
+
+
+def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The findings refusing a call of the model for its arguments: a ``training`` that
+    is not a bool (:data:`RULES`), and arguments that do not fit ``call``, bound as Keras
+    binds them (a call-context argument such as ``training`` that ``call`` does not
+    take is dropped, not refused)."""
+    findings = argument_findings("call", {"training": kwargs["training"]},
+                                 RULES["call"]) if "training" in kwargs else ()
+    signature = _binder(model).signature
+    if signature is None or (len(args) <= 1 and not kwargs):
+        return findings
+    context = getattr(model, "_call_context_args", ("training",))
+    passed = {k: v for k, v in kwargs.items()
+              if k in signature.parameters or k not in context}
+    try:
+        signature.bind(*args, **passed)
+    except TypeError as exc:
+        findings += (unfit_finding("call", f"{exc}; expected call{signature}"),)
+    return findings
 
 
 def _with_other_arguments(inputs: dict[str, Any], model: Any, args: list[Any],
