@@ -121,6 +121,24 @@ def test_a_bad_training_flag_is_refused_and_a_good_one_runs(guarded, plain, sink
     assert [e.outcome for e in sink.events] == ["rejected", "allowed"]
 
 
+class _Forwarding(keras.Sequential):
+    """A model whose own ``predict`` forwards its options to Keras' by ``**kwargs``."""
+
+    def predict(self, x, **options):
+        return super().predict(x, **options)
+
+
+def test_options_an_override_forwards_by_keyword_are_checked_by_name(sink):
+    keras.utils.set_random_seed(0)
+    model = _Forwarding([keras.Input((3,)), keras.layers.Dense(2)])
+    guarded = aimsec_core.guard(model, name="forwarding", sinks=[sink])
+    with pytest.raises(InputFormatError, match="argument 'batch_size' of predict"):
+        guarded.predict(X, batch_size=-1, verbose=0)
+    assert np.array_equal(guarded.predict(X, batch_size=2, verbose=0),
+                          model.predict(X, batch_size=2, verbose=0))
+    assert [e.outcome for e in sink.events] == ["rejected", "allowed"]
+
+
 def _gen(n: int):
     for _ in range(n):
         yield X

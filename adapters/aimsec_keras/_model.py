@@ -224,14 +224,14 @@ class GuardedModel(GuardedMixin):
 
 #: What the arguments of the guarded methods that are not data must be (Keras' documented
 #: values); a call breaking one is refused before the model runs.
-_ROUNDS = {"batch_size": positive_int(), "steps": positive_int(),
+_LOOP_OPTIONS = {"batch_size": positive_int(), "steps": positive_int(),
            "verbose": one_of("auto", 0, 1, 2),
            "callbacks": sequence_of(keras.callbacks.Callback,
                                     "a list of keras.callbacks.Callback",
                                     also=(keras.callbacks.CallbackList,)),
            "return_dict": boolean()}
 RULES: dict[str, dict[str, Rule]] = {
-    "predict": _ROUNDS, "evaluate": _ROUNDS, "test_on_batch": _ROUNDS,
+    "predict": _LOOP_OPTIONS, "evaluate": _LOOP_OPTIONS, "test_on_batch": _LOOP_OPTIONS,
     "call": {"training": boolean(optional=True)},
 }
 
@@ -248,13 +248,14 @@ def _bound(method_name: str, method: Any, signature: inspect.Signature,
         return None, (unfit_finding(method_name, str(exc)),)
     values = dict(bound.arguments)
     for name, parameter in signature.parameters.items():
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD and values.get(name):
-            extra = values.pop(name)
-            if getattr(method, "__module__", "").startswith("keras."):
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in values:
+            extra = values.pop(name)  # an override's **kwargs: checked by name too
+            if extra and getattr(method, "__module__", "").startswith("keras."):
                 unknown = [shown_name(key) for key in itertools.islice(extra, 10)]
                 return bound, (unfit_finding(
                     method_name, f"unknown keyword argument(s) {unknown}; expected those "
                     f"of {method_name}{signature}"),)
+            values.update(extra)
     return bound, argument_findings(method_name, values, RULES.get(method_name, {}))
 
 
