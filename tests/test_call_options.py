@@ -121,7 +121,27 @@ def test_a_bad_training_flag_is_refused_and_a_good_one_runs(guarded, plain, sink
     assert [e.outcome for e in sink.events] == ["rejected", "allowed"]
 
 
-class _Forwarding(keras.Sequential):
+@pytest.mark.parametrize("flag", [0, 1, np.int64(0), True, None,
+                                  "tensor-true", "tensor-false"])
+def test_every_training_flag_keras_reads_as_a_bool_runs_as_plain_keras_does(
+        guarded, plain, sink, flag):
+    """Keras reads ``training`` by truth value: 0 and 1, and a boolean scalar tensor (the
+    flag of code traced by tf.function), are flags, not bad arguments."""
+    if isinstance(flag, str):
+        flag = keras.ops.convert_to_tensor(flag == "tensor-true")
+    expected = keras.ops.convert_to_numpy(plain(X, training=flag))
+    assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, training=flag)), expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+@pytest.mark.parametrize("flag", [2, -1, 0.5, "yes", [True]])
+def test_a_training_flag_that_is_no_bool_is_refused(guarded, sink, flag):
+    with pytest.raises(InputFormatError, match="argument 'training' of call"):
+        guarded(X, training=flag)
+    assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+class Forwarding(keras.Sequential):
     """A model whose own ``predict`` forwards its options to Keras' by ``**kwargs``."""
 
     def predict(self, x, **options):
@@ -130,7 +150,7 @@ class _Forwarding(keras.Sequential):
 
 def test_options_an_override_forwards_by_keyword_are_checked_by_name(sink):
     keras.utils.set_random_seed(0)
-    model = _Forwarding([keras.Input((3,)), keras.layers.Dense(2)])
+    model = Forwarding([keras.Input((3,)), keras.layers.Dense(2)])
     guarded = aimsec_core.guard(model, name="forwarding", sinks=[sink])
     with pytest.raises(InputFormatError, match="argument 'batch_size' of predict"):
         guarded.predict(X, batch_size=-1, verbose=0)

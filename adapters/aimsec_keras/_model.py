@@ -232,7 +232,12 @@ _LOOP_OPTIONS = {"batch_size": positive_int(), "steps": positive_int(),
            "return_dict": boolean()}
 RULES: dict[str, dict[str, Rule]] = {
     "predict": _LOOP_OPTIONS, "evaluate": _LOOP_OPTIONS, "test_on_batch": _LOOP_OPTIONS,
-    "call": {"training": boolean(optional=True)},
+    "call": {"training": Rule(
+        "True, False, 0, 1, None or a boolean scalar tensor",
+        lambda v: v is None or isinstance(v, (bool, np.bool_)) or (
+            isinstance(v, (int, np.integer)) and v in (0, 1)) or (
+            keras.ops.is_tensor(v) and tuple(v.shape) == ()
+            and keras.backend.standardize_dtype(v.dtype) == "bool"))},
 }
 
 
