@@ -196,16 +196,6 @@ def boolean(*, optional: bool = False) -> Rule:
                 lambda v: isinstance(v, (bool, np.bool_)) or (v is None and optional))
 
 
-def one_of(*values: Any) -> Rule:
-    """One of ``values`` (compared with ``==``, by type too: ``1.0`` is not ``1``; a bool
-    counts as the integer it equals, as Python's own ``True == 1``)."""
-    def accepts(v: Any) -> bool:
-        kind = int if isinstance(v, (bool, np.bool_, Integral)) else type(v)
-        return any(kind is (int if isinstance(w, Integral) else type(w)) and v == w
-                   for w in values)
-    return Rule("one of " + ", ".join(map(repr, values)), accepts)
-
-
 def instance_of(kinds: type | tuple[type, ...], what: str, *,
                 optional: bool = True) -> Rule:
     """An instance of ``kinds`` (``what`` names them), or ``None`` if ``optional``."""

@@ -60,7 +60,7 @@ KERAS_BAD = [
     ("predict", "batch_size", -1), ("predict", "batch_size", 0), ("predict", "batch_size", 1.5),
     ("predict", "batch_size", "8"), ("predict", "batch_size", True),
     ("predict", "steps", -1), ("predict", "steps", "a"), ("predict", "steps", 1.5),
-    ("predict", "verbose", 5), ("predict", "verbose", "loud"), ("predict", "verbose", None),
+    ("predict", "verbose", 1.0), ("predict", "verbose", "loud"), ("predict", "verbose", [0]),
     ("predict", "callbacks", 5), ("predict", "callbacks", [5]),
     ("predict", "callbacks", keras.callbacks.History()),
     ("evaluate", "batch_size", -1), ("evaluate", "steps", 0), ("evaluate", "callbacks", [1]),
@@ -131,6 +131,12 @@ def test_every_training_flag_keras_reads_as_a_bool_runs_as_plain_keras_does(
         flag = keras.ops.convert_to_tensor(flag == "tensor-true")
     expected = keras.ops.convert_to_numpy(plain(X, training=flag))
     assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, training=flag)), expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+@pytest.mark.parametrize("verbose", [None, 3, -1, np.int64(0), False, "auto"])
+def test_every_verbosity_keras_takes_runs(guarded, plain, sink, verbose):
+    assert np.array_equal(guarded.predict(X, verbose=verbose), plain.predict(X, verbose=0))
     assert [e.outcome for e in sink.events] == ["allowed"]
 
 

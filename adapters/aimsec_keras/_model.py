@@ -34,7 +34,7 @@ from aimsec_core.validation import Refused, native_order, shown_name
 from aimsec_core.verdict import Verdict
 from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import (ArgumentsError, Binder, Rule, argument_findings,
-                                        arguments_error, boolean, no_batches_error, one_of,
+                                        arguments_error, boolean, no_batches_error,
                                         positive_int, sequence_of, tensors_in, unfit_finding)
 
 from ._gradients import Forward, OwnOutput
@@ -225,7 +225,9 @@ class GuardedModel(GuardedMixin):
 #: What the arguments of the guarded methods that are not data must be (Keras' documented
 #: values); a call breaking one is refused before the model runs.
 _LOOP_OPTIONS = {"batch_size": positive_int(), "steps": positive_int(),
-           "verbose": one_of("auto", 0, 1, 2),
+           # Keras reads any integer (above 1: one line per epoch) and None as quiet
+           "verbose": Rule("'auto', an integer or None", lambda v: v is None or v == "auto"
+                           and isinstance(v, str) or isinstance(v, (int, np.integer))),
            "callbacks": sequence_of(keras.callbacks.Callback,
                                     "a list of keras.callbacks.Callback",
                                     also=(keras.callbacks.CallbackList,)),
