@@ -24,6 +24,10 @@ MAX_SCORES = 10  #: scores kept (the highest)
 MAX_HASHES = 10  #: distinct input hashes kept (the first ones seen)
 MAX_TEXT = 300  #: characters kept of a reason
 MAX_NAME = 200  #: characters kept of a model, threat or client name
+MAX_CLIENTS = 20  #: distinct client ids a rolled-up incident keeps as its sample
+#: The client of a rolled-up incident: new incidents of one (model, threat) folded into
+#: one row while the store holds its most unresolved incidents (``max_open``).
+ROLLUP_CLIENT = "(further clients)"
 #: The latest time an incident can carry: datetime's last second (9999-12-31).
 LAST_SECOND = 253_402_300_799.0
 
@@ -75,11 +79,17 @@ def _score(value: Any) -> float | None:
 
 @dataclass
 class Evidence:
-    """Why an incident exists, bounded whatever the number of occurrences."""
+    """Why an incident exists, bounded whatever the number of occurrences.
+
+    A rolled-up incident also carries ``clients`` (the first :data:`MAX_CLIENTS` distinct
+    client ids folded in) and ``rolled_up`` (how many incidents it stands for: each time
+    a finding would have opened an incident of its own, one more)."""
 
     reasons: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     input_hashes: list[str] = field(default_factory=list)
+    clients: list[str] = field(default_factory=list)
+    rolled_up: int = 0
 
     def add(self, reason: str | None = None, score: float | None = None,
             input_hash: str | None = None) -> None:
@@ -94,6 +104,15 @@ class Evidence:
                 and len(self.input_hashes) < MAX_HASHES:
             self.input_hashes.append(clip(input_hash, 64))
 
+    def roll_up(self, client: str | None = None, incidents: int = 1) -> None:
+        """Count ``incidents`` more folded in, ``client`` into the sample while it has
+        room."""
+        self.rolled_up = min(self.rolled_up + max(0, int(incidents)), MOST_COUNTED)
+        if client is not None:
+            name = clip(client)
+            if name not in self.clients and len(self.clients) < MAX_CLIENTS:
+                self.clients.append(name)
+
     def merge(self, other: Evidence) -> None:
         for reason in other.reasons:
             self.add(reason=reason)
@@ -101,10 +120,18 @@ class Evidence:
             self.add(score=score)
         for input_hash in other.input_hashes:
             self.add(input_hash=input_hash)
+        self.roll_up(incidents=other.rolled_up)
+        for client in other.clients:
+            self.roll_up(client, 0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"reasons": list(self.reasons), "scores": list(self.scores),
-                "input_hashes": list(self.input_hashes)}
+        """``reasons``, ``scores``, ``input_hashes``; and ``clients`` and ``rolled_up``
+        for a rolled-up incident only."""
+        found: dict[str, Any] = {"reasons": list(self.reasons), "scores": list(self.scores),
+                                 "input_hashes": list(self.input_hashes)}
+        if self.rolled_up or self.clients:
+            found.update(clients=list(self.clients), rolled_up=self.rolled_up)
+        return found
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Evidence:
@@ -127,6 +154,16 @@ class Evidence:
             for value in values:
                 if type(value) in kinds:  # exact types: a bool is no score
                     evidence.add(**{argument: float(value) if key == "scores" else value})
+        clients = data.get("clients", [])
+        if not isinstance(clients, list):
+            raise ValueError(f"evidence 'clients' is a JSON {type(clients).__name__}; "
+                             "expected a list")
+        for client in clients:
+            if type(client) is str:
+                evidence.roll_up(client, 0)
+        rolled_up = data.get("rolled_up", 0)
+        if type(rolled_up) is int and rolled_up > 0:
+            evidence.roll_up(incidents=rolled_up)
         return evidence
 
 
@@ -201,6 +238,12 @@ class Incident:
     evidence: Evidence
 
     @property
+    def rolled_up(self) -> bool:
+        """Whether this incident stands for many clients' (see :data:`ROLLUP_CLIENT`):
+        ``evidence.rolled_up`` says how many incidents, ``evidence.clients`` names some."""
+        return self.client == ROLLUP_CLIENT
+
+    @property
     def taxonomy(self) -> ThreatMapping:
         """The threat's OWASP ML Top 10 ids and MITRE ATLAS techniques and mitigations."""
         return mapping_for(self.threat)
@@ -213,6 +256,10 @@ class Incident:
             "count": self.count, "evidence": self.evidence.as_dict(),
             "taxonomy": self.taxonomy.as_dict(),
         }
+
+
+#: SQLite's largest INTEGER: no count the store keeps exceeds it.
+MOST_COUNTED = 2**63 - 1
 
 
 def iso(timestamp: float) -> str:
