@@ -209,8 +209,8 @@ def table(incidents: list[Any], now: float) -> Any:
 
 
 def client_cell(incident: Any) -> str:
-    """The client column: the client, or for a rolled-up incident how many incidents it
-    stands for and the first clients of its sample."""
+    """The client column: the client, or for a rolled-up incident how many clients'
+    incidents it stands for and the first clients of its sample."""
     if not incident.rolled_up:
         return shown(incident.client)
     sample = ", ".join(incident.evidence.clients[:3])

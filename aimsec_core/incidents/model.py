@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..severity import rank
+from . import distinct
 from .taxonomy import ThreatMapping, mapping_for
 
 STATUSES = ("open", "acknowledged", "resolved")
@@ -82,14 +83,23 @@ class Evidence:
     """Why an incident exists, bounded whatever the number of occurrences.
 
     A rolled-up incident also carries ``clients`` (the first :data:`MAX_CLIENTS` distinct
-    client ids folded in) and ``rolled_up`` (how many incidents it stands for: each time
-    a finding would have opened an incident of its own, one more)."""
+    client ids folded in) and ``client_sketch`` (all of them, counted by
+    :mod:`.distinct`); :attr:`rolled_up` is their number."""
 
     reasons: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     input_hashes: list[str] = field(default_factory=list)
     clients: list[str] = field(default_factory=list)
-    rolled_up: int = 0
+    client_sketch: str = ""
+
+    @property
+    def rolled_up(self) -> int:
+        """How many distinct clients were folded in: exact while the sample has room (it
+        holds them all), else the sketch's estimate (standard error about 6.5%); 0 for
+        an incident of one client."""
+        if len(self.clients) < MAX_CLIENTS:
+            return len(self.clients)
+        return max(MAX_CLIENTS, distinct.estimate(self.client_sketch))
 
     def add(self, reason: str | None = None, score: float | None = None,
             input_hash: str | None = None) -> None:
@@ -104,14 +114,15 @@ class Evidence:
                 and len(self.input_hashes) < MAX_HASHES:
             self.input_hashes.append(clip(input_hash, 64))
 
-    def roll_up(self, client: str | None = None, incidents: int = 1) -> None:
-        """Count ``incidents`` more folded in, ``client`` into the sample while it has
-        room."""
-        self.rolled_up = min(self.rolled_up + max(0, int(incidents)), MOST_COUNTED)
-        if client is not None:
-            name = clip(client)
-            if name not in self.clients and len(self.clients) < MAX_CLIENTS:
-                self.clients.append(name)
+    def roll_up(self, client: str) -> None:
+        """Count ``client`` as folded in (into the sample while it has room)."""
+        name = clip(client)
+        self.client_sketch = distinct.add(self.client_sketch, name)
+        self._sample(name)
+
+    def _sample(self, name: str) -> None:
+        if name not in self.clients and len(self.clients) < MAX_CLIENTS:
+            self.clients.append(name)
 
     def merge(self, other: Evidence) -> None:
         for reason in other.reasons:
@@ -120,17 +131,18 @@ class Evidence:
             self.add(score=score)
         for input_hash in other.input_hashes:
             self.add(input_hash=input_hash)
-        self.roll_up(incidents=other.rolled_up)
-        for client in other.clients:
-            self.roll_up(client, 0)
+        for client in other.clients:  # counted by its sketch already
+            self._sample(client)
+        self.client_sketch = distinct.merge(self.client_sketch, other.client_sketch)
 
     def as_dict(self) -> dict[str, Any]:
-        """``reasons``, ``scores``, ``input_hashes``; and ``clients`` and ``rolled_up``
-        for a rolled-up incident only."""
+        """``reasons``, ``scores``, ``input_hashes``; and ``clients``, ``rolled_up`` and
+        ``client_sketch`` for a rolled-up incident only."""
         found: dict[str, Any] = {"reasons": list(self.reasons), "scores": list(self.scores),
                                  "input_hashes": list(self.input_hashes)}
-        if self.rolled_up or self.clients:
-            found.update(clients=list(self.clients), rolled_up=self.rolled_up)
+        if self.clients:
+            found.update(clients=list(self.clients), rolled_up=self.rolled_up,
+                         client_sketch=self.client_sketch)
         return found
 
     @classmethod
@@ -158,12 +170,12 @@ class Evidence:
         if not isinstance(clients, list):
             raise ValueError(f"evidence 'clients' is a JSON {type(clients).__name__}; "
                              "expected a list")
-        for client in clients:
+        for client in clients:  # the sample; the sketch counts them all
             if type(client) is str:
-                evidence.roll_up(client, 0)
-        rolled_up = data.get("rolled_up", 0)
-        if type(rolled_up) is int and rolled_up > 0:
-            evidence.roll_up(incidents=rolled_up)
+                evidence._sample(clip(client))
+        sketch = data.get("client_sketch", "")  # ``rolled_up`` is derived: not read
+        if distinct.valid(sketch):
+            evidence.client_sketch = sketch
         return evidence
 
 
