@@ -491,7 +491,8 @@ class IncidentStore:
     def summary(self, since: float, model: str | None = None) -> dict[str, Any]:
         """The original tool's summary of incidents active since ``since``:
         ``total_incidents``, ``by_severity``, ``unique_ips``, ``most_common_threats``
-        (occurrences per threat, most first)."""
+        (occurrences per threat, most first). A rolled-up incident is one of the
+        incidents; its clients count among ``unique_ips`` by its ``rolled_up``."""
         where, params = "last_seen >= ?", [since]
         if model is not None:
             where, params = where + " AND model = ?", [since, model]
@@ -535,8 +536,14 @@ def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[st
         f"SELECT severity, COUNT(*) FROM incidents WHERE {where} GROUP BY severity",
         params).fetchall())
     total, clients = conn.execute(
-        f"SELECT COUNT(*), COUNT(DISTINCT client) FROM incidents WHERE {where}",
-        params).fetchone()
+        "SELECT COUNT(*), COUNT(DISTINCT CASE WHEN client != ? THEN client END) FROM "
+        f"incidents WHERE {where}", [ROLLUP_CLIENT, *params]).fetchone()
+    # a damaged row's evidence reads as no clients rather than failing the summary
+    rolled = conn.execute(
+        "SELECT TOTAL(CASE WHEN json_valid(evidence) AND json_type(evidence, '$.rolled_up') "
+        f"= 'integer' THEN json_extract(evidence, '$.rolled_up') END) FROM incidents WHERE "
+        f"{where} AND client = ?", [*params, ROLLUP_CLIENT]).fetchone()[0]
+    clients = int(clients) + int(min(max(rolled, 0.0), MOST_COUNTED))
     threats = conn.execute(
         f"SELECT threat, SUM(count) FROM incidents WHERE {where} GROUP BY threat "
         "ORDER BY SUM(count) DESC, threat", params).fetchall()

@@ -493,3 +493,47 @@ def test_the_report_page_shows_a_roll_up(tmp_path, clock):
         "{% for i in r.listed %}{% if i.rolled_up %}{{ i.client }}: {{ i.rolled_up | num }} "
         "incidents, e.g. {{ i.clients[:5] | join(', ') }}{% endif %}{% endfor %}")
     assert template.render(r=section) == f"{ROLLUP_CLIENT}: 2 incidents, e.g. c1, c2"
+
+
+def test_the_original_summary_counts_a_roll_up_s_clients(tmp_path, clock):
+    store = store_at(tmp_path / "i.sqlite3", clock, max_open=2)
+    store.record([occ(clock(), client=f"10.0.0.{i}") for i in range(7)])
+    summary = store.summary(since=clock() - 60)
+    assert summary["total_incidents"] == 3  # two of their own, one roll-up
+    assert summary["unique_ips"] == 7  # not 3 with "(further clients)" among them
+    assert summary["most_common_threats"] == {"rate_limit": 7}
+
+
+def test_a_flood_through_the_guard_s_sink_and_worker_stays_bounded(tmp_path, clock,
+                                                                   channel):
+    """The path a guard takes: the sink queues, the worker writes a batch a round and
+    sends the alerts; 20,000 rotating ids over two hours leave the cap's rows, a roll-up,
+    and delivery records within their cap."""
+    from aimsec_core.alerts import Dispatcher, Grouper, GroupingPolicy
+    from aimsec_core.incidents import IncidentSink
+    from aimsec_core.sinks import CallRecord
+    from aimsec_core.verdict import Finding, Verdict
+
+    path = tmp_path / "i.sqlite3"
+    store = store_at(path, clock, max_open=50, max_deliveries=30, batch=10, every_s=0)
+    policy = GroupingPolicy(group_wait=0, max_clients=0, floor="medium")
+    dispatcher = Dispatcher(store, Grouper(policy, clock=clock), [channel], clock=clock,
+                            start=False)
+    sink = IncidentSink(dispatcher)
+    for i in range(20_000):
+        verdict = Verdict(allowed=False, mode="enforce", model="digits",
+                          client=f"198.51.{i // 250}.{i % 250}", batch_size=1,
+                          flags=(True,), findings=(Finding("rate_limit", "over the rate"),),
+                          timestamp=clock())
+        sink.record(CallRecord(verdict, "rejected", 0.0001))
+        if i % 100 == 99:
+            clock.advance(36)
+            dispatcher.pump()
+    dispatcher.pump(force=True)
+    assert rows(path, "incidents") == 51
+    assert rows(path, "deliveries") <= 30
+    assert len(channel.sent) > 30  # an alert per id (no client cap): records pruned
+    found = store.incidents(limit=100)
+    assert sum(i.count for i in found) == 20_000
+    [rolled] = [i for i in found if i.rolled_up]
+    assert abs(rolled.evidence.rolled_up - 19_950) < 0.15 * 19_950
