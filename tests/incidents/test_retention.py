@@ -537,3 +537,23 @@ def test_a_flood_through_the_guard_s_sink_and_worker_stays_bounded(tmp_path, clo
     assert sum(i.count for i in found) == 20_000
     [rolled] = [i for i in found if i.rolled_up]
     assert abs(rolled.evidence.rolled_up - 19_950) < 0.15 * 19_950
+
+
+def test_the_report_recommends_triage_when_incidents_roll_up(tmp_path, clock):
+    from datetime import datetime, timezone
+
+    from aimsec_core.reporting.aggregate import Aggregator
+    from aimsec_core.reporting.model import build_report
+    from aimsec_core.reporting.reader import ReadStats
+    from aimsec_core.reporting.recommend import recommend
+
+    store = store_at(tmp_path / "i.sqlite3", clock, max_open=1)
+    store.record([occ(clock(), client=f"c{i}", severity="medium") for i in range(4)])
+    store.close()
+    source, note = load_incidents(tmp_path / "i.sqlite3")
+    section = summarise_incidents(source, note=note)
+    report = build_report(Aggregator(), ReadStats(), section, since=None, until=None,
+                          model=None, generated=datetime.now(timezone.utc))
+    [advice] = [r for r in recommend(report) if "rolled_up_incidents" in r.evidence]
+    assert advice.evidence == {"rolled_up_incidents": 1, "clients_rolled_up": 3}
+    assert "AIMSEC_INCIDENT_MAX_OPEN" in advice.title and "--resolve" in advice.action
