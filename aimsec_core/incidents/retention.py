@@ -186,10 +186,9 @@ def _tally(conn: sqlite3.Connection, kind: str, rows: int, findings: int,
         return
     conn.execute(
         "INSERT INTO pruned (kind, rows, findings, latest) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (kind) DO UPDATE SET rows = min(rows + excluded.rows, :most), "
-        "findings = min(findings + excluded.findings, :most), "
-        "latest = max(latest, excluded.latest)".replace(":most", str(MOST_COUNTED)),
-        (kind, rows, findings, latest))
+        f"ON CONFLICT (kind) DO UPDATE SET rows = min(rows + excluded.rows, {MOST_COUNTED}), "
+        f"findings = min(findings + excluded.findings, {MOST_COUNTED}), "
+        "latest = max(latest, excluded.latest)", (kind, rows, findings, latest))
 
 
 def pruned_tally(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:

@@ -329,10 +329,9 @@ class IncidentStore:
     def _recent(self, conn: sqlite3.Connection, model: str, threat: str, client: str,
                 since: float) -> Incident | None:
         """The latest unresolved incident of the group last seen at ``since`` or later. A
-        row aimsec
-        cannot read (an edited file) is passed over, logged, and left as it is: the
-        occurrence joins the next readable one or opens a new incident, so one damaged row
-        never blocks the writes of every batch it falls in."""
+        row aimsec cannot read (an edited file) is passed over, logged, and left as it is:
+        the occurrence joins the next readable one or opens a new incident, so one damaged
+        row never blocks the writes of every batch it falls in."""
         rows = conn.execute(
             f"SELECT {_COLUMNS} FROM incidents WHERE model = ? AND threat = ? AND client = ?"
             " AND last_seen >= ? AND status != 'resolved' ORDER BY last_seen DESC LIMIT ?",
@@ -374,7 +373,7 @@ class IncidentStore:
         writer's thread; a failure is logged and tried again a period later, never
         raised into the write that was already committed. A thread that finds another
         pruning goes on without waiting."""
-        if self.retention.cutoff(0.0) is None and not self.retention.max_deliveries:
+        if not self.retention.retention_days and not self.retention.max_deliveries:
             return  # nothing is ever pruned: not even a transaction a period
         now = self.clock()
         # a clock stepped back by more than the period: due now, not after the jump
