@@ -557,3 +557,21 @@ def test_the_report_recommends_triage_when_incidents_roll_up(tmp_path, clock):
     [advice] = [r for r in recommend(report) if "rolled_up_incidents" in r.evidence]
     assert advice.evidence == {"rolled_up_incidents": 1, "clients_rolled_up": 3}
     assert "AIMSEC_INCIDENT_MAX_OPEN" in advice.title and "--resolve" in advice.action
+
+
+def test_an_alert_of_a_client_whose_incident_rolled_up_names_the_rolled_up_incident(
+        tmp_path, clock, channel):
+    from aimsec_core.alerts import Dispatcher, Grouper, GroupingPolicy
+
+    store = store_at(tmp_path / "i.sqlite3", clock, max_open=1)
+    policy = GroupingPolicy(group_wait=0, max_clients=5)  # the alert groups are per client
+    dispatcher = Dispatcher(store, Grouper(policy, clock=clock), [channel], clock=clock,
+                            start=False)
+    dispatcher.submit(occ(clock(), client="first", severity="high"))
+    dispatcher.submit(occ(clock(), client="second", severity="high"))
+    dispatcher.pump()
+    clock.advance(1)
+    dispatcher.pump()
+    [rolled] = [i for i in store.incidents() if i.rolled_up]
+    sent = {alert.client: alert.incident_id for alert in channel.sent}
+    assert sent["second"] == rolled.id and sent["first"] != rolled.id
