@@ -268,17 +268,39 @@ class IncidentStore:
 
     def record(self, occurrences: Iterable[Occurrence]) -> list[tuple[Incident, bool]]:
         """Add ``occurrences`` in one transaction; returns each one's incident after the
-        update (a rolled-up one for an occurrence beyond ``max_open``) and whether it was
-        opened by this call. Then prunes a step when one is due."""
+        update (for an occurrence beyond ``max_open``, the rolled-up one after the batch)
+        and whether it was opened by this call (a new roll-up: for its first occurrence). Then prunes a step when one is due."""
         batch = list(occurrences)
         if not batch:
             return []
-
-        def work(conn: sqlite3.Connection) -> list[tuple[Incident, bool]]:
-            room = self._room(conn)
-            return [self._upsert(conn, o, room) for o in batch]
-        results = self._transaction(work)
+        results = self._transaction(lambda conn: self._upsert_all(conn, batch))
         self._maybe_prune()
+        return results
+
+    def _upsert_all(self, conn: sqlite3.Connection,
+                    batch: list[Occurrence]) -> list[tuple[Incident, bool]]:
+        """The writes of :meth:`record`. An occurrence with no incident to join while the
+        store holds ``max_open`` unresolved ones is folded, with the batch's others of
+        its (model, threat), into one occurrence of the roll-up client: the rolled-up
+        incident is read and written once per batch, not once per client."""
+        room = self._room(conn)
+        results: list[Any] = []  # the rolled-up ones' places are filled last
+        overflow: dict[tuple[str, str], tuple[Occurrence, list[int]]] = {}
+        for o in batch:
+            found = self._recent(conn, o.model, o.threat, o.client,
+                                 o.first_seen - self.window_s)
+            if found is None and room[0] == 0:
+                _fold(overflow, o, len(results))
+                results.append(None)
+            else:
+                results.append(self._upsert(conn, o, found, room))
+        for joined, places in overflow.values():
+            # joined however long ago it was last seen: the rows beyond the cap stay one
+            # per (model, threat) until an operator resolves it
+            found = self._recent(conn, joined.model, joined.threat, ROLLUP_CLIENT, 0.0)
+            incident, opened = self._upsert(conn, joined, found, room)
+            for n, place in enumerate(places):
+                results[place] = (incident, opened and n == 0)
         return results
 
     def _room(self, conn: sqlite3.Connection) -> list[int | None]:
@@ -293,29 +315,22 @@ class IncidentStore:
             (*UNRESOLVED, cap)).fetchone()[0]
         return [max(0, cap - int(held))]
 
-    def _upsert(self, conn: sqlite3.Connection, o: Occurrence,
+    def _upsert(self, conn: sqlite3.Connection, o: Occurrence, found: Incident | None,
                 room: list[int | None]) -> tuple[Incident, bool]:
-        found = self._recent(conn, o.model, o.threat, o.client, o.first_seen - self.window_s)
-        client, joining = o.client, o.evidence
-        if found is None and room[0] == 0:  # the cap: one row per (model, threat) instead
-            client, joining = ROLLUP_CLIENT, Evidence.from_dict(o.evidence.as_dict())
-            joining.roll_up(o.client)  # a copy: a retried batch must not count twice
-            # joined however long ago it was last seen: the rows beyond the cap stay one
-            # per (model, threat) until an operator resolves it
-            found = self._recent(conn, o.model, o.threat, ROLLUP_CLIENT, 0.0)
+        """``o`` joins ``found``, or opens an incident of its own when ``None``."""
         if found is None:
             if room[0] is not None:
                 room[0] = max(0, room[0] - 1)
             cursor = conn.execute(
                 "INSERT INTO incidents (model, threat, client, severity, severity_rank, "
                 "first_seen, last_seen, count, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (o.model, o.threat, client, o.severity, rank(o.severity), o.first_seen,
-                 o.last_seen, o.count, json.dumps(joining.as_dict())))
-            return Incident(int(cursor.lastrowid or 0), o.model, o.threat, client,
+                (o.model, o.threat, o.client, o.severity, rank(o.severity), o.first_seen,
+                 o.last_seen, o.count, json.dumps(o.evidence.as_dict())))
+            return Incident(int(cursor.lastrowid or 0), o.model, o.threat, o.client,
                             o.severity, "open", o.first_seen, o.last_seen, o.count,
-                            joining), True
+                            o.evidence), True
         evidence = found.evidence
-        evidence.merge(joining)
+        evidence.merge(o.evidence)
         severity = max(found.severity, o.severity, key=rank)
         first, last = min(found.first_seen, o.first_seen), max(found.last_seen, o.last_seen)
         conn.execute(
@@ -509,6 +524,23 @@ class IncidentStore:
 
 #: What reading a file that is not aimsec's (or a row aimsec did not write) raises.
 _UNREADABLE = (sqlite3.Error, ValueError, TypeError, AttributeError, OverflowError)
+
+
+def _fold(overflow: dict[tuple[str, str], tuple[Occurrence, list[int]]], o: Occurrence,
+          place: int) -> None:
+    """Fold ``o`` (result ``place`` of its batch) into its (model, threat)'s occurrence of
+    the roll-up client in ``overflow``; ``o`` itself is left as it was (a batch written
+    again after a failed write must not count twice)."""
+    key = (o.model, o.threat)
+    if key not in overflow:
+        copy = Evidence.from_dict(o.evidence.as_dict())
+        overflow[key] = (Occurrence(o.model, o.threat, ROLLUP_CLIENT, o.severity,
+                                    o.first_seen, o.last_seen, o.count, copy), [])
+    else:
+        overflow[key][0].merge(o)
+    joined, places = overflow[key]
+    joined.evidence.roll_up(o.client)
+    places.append(place)
 
 
 def _selection(statuses: Iterable[str], since: float | None, severity: str | None,

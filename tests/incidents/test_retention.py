@@ -575,3 +575,16 @@ def test_an_alert_of_a_client_whose_incident_rolled_up_names_the_rolled_up_incid
     [rolled] = [i for i in store.incidents() if i.rolled_up]
     sent = {alert.client: alert.incident_id for alert in channel.sent}
     assert sent["second"] == rolled.id and sent["first"] != rolled.id
+
+
+def test_a_batch_beyond_the_cap_writes_its_roll_up_once_and_opens_it_once(tmp_path, clock):
+    store = store_at(tmp_path / "i.sqlite3", clock, max_open=1)
+    results = store.record([occ(clock(), client=c, count=2, severity=s)
+                            for c, s in (("a", "medium"), ("b", "medium"), ("c", "high"),
+                                         ("d", "medium"))])
+    assert [(i.client, opened) for i, opened in results] == [
+        ("a", True), (ROLLUP_CLIENT, True), (ROLLUP_CLIENT, False), (ROLLUP_CLIENT, False)]
+    rolled = store.get(results[1][0].id)
+    assert (rolled.count, rolled.severity, rolled.evidence.clients) == (6, "high",
+                                                                        ["b", "c", "d"])
+    assert results[3][0] == rolled
