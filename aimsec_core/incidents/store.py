@@ -269,7 +269,8 @@ class IncidentStore:
     def record(self, occurrences: Iterable[Occurrence]) -> list[tuple[Incident, bool]]:
         """Add ``occurrences`` in one transaction; returns each one's incident after the
         update (for an occurrence beyond ``max_open``, the rolled-up one after the batch)
-        and whether it was opened by this call (a new roll-up: for its first occurrence). Then prunes a step when one is due."""
+        and whether it was opened by this call (a new roll-up: for its first occurrence).
+        Then prunes a step when one is due."""
         batch = list(occurrences)
         if not batch:
             return []
