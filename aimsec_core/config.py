@@ -17,6 +17,8 @@ variable                      meaning                                           
 Incidents, alerts and metrics (resolved in :mod:`aimsec_core.alerts.settings`, the table of
 their variables is in its docstring and the README): ``AIMSEC_INCIDENTS``,
 ``AIMSEC_INCIDENT_DB``, ``AIMSEC_INCIDENT_SEVERITY``, ``AIMSEC_INCIDENT_WINDOW``,
+``AIMSEC_INCIDENT_RETENTION_DAYS``, ``AIMSEC_INCIDENT_MAX_OPEN``,
+``AIMSEC_INCIDENT_MAX_DELIVERIES`` (the last three in :mod:`aimsec_core.incidents.retention`),
 ``AIMSEC_ALERTS``, ``AIMSEC_ALERT_SEVERITY``, ``AIMSEC_ALERT_GROUP_WAIT``,
 ``AIMSEC_ALERT_GROUP_INTERVAL``, ``AIMSEC_ALERT_REPEAT_INTERVAL``,
 ``AIMSEC_ALERT_MAX_CLIENTS``, ``AIMSEC_REDIS_URL``,

@@ -289,12 +289,14 @@ class Dispatcher:
             self._unstored = todo[-self.capacity:]
             return
         self._record_unnoted()
-        for incident, opened in results:
+        for occurrence, (incident, opened) in zip(todo, results):
             if opened:
                 self.metrics.incident_opened(incident.severity)
-            key = (incident.model, incident.threat, incident.client)
-            self._incident_ids[key] = incident.id
-            self._incident_ids.move_to_end(key)
+            # by the occurrence's group: one the store rolled up (its incident cap) names
+            # the rolled-up incident in its alerts
+            for key in {occurrence.key, (incident.model, incident.threat, incident.client)}:
+                self._incident_ids[key] = incident.id
+                self._incident_ids.move_to_end(key)
         while len(self._incident_ids) > _MAX_IDS:
             self._incident_ids.popitem(last=False)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..incidents.model import Occurrence
+from ..incidents.model import ROLLUP_CLIENT, Occurrence
 from ..severity import SEVERITIES, rank
 from .message import Alert
 from .settings import GroupingPolicy
@@ -31,8 +31,10 @@ from .state import (DELETE, Action, CommitUnknown, Group, GroupRecord, GroupStat
                     MemoryGroupState)
 
 log = logging.getLogger("aimsec.alerts")
-#: The client of a roll-up group: occurrences from clients beyond ``max_clients``.
-ROLLUP = "(further clients)"
+#: The client of a roll-up group: occurrences from clients beyond ``max_clients``. The
+#: incident store names its rolled-up incidents the same way, so a roll-up group's alert
+#: carries the rolled-up incident's id when both caps apply.
+ROLLUP = ROLLUP_CLIENT
 #: Shared groups remembered as fed by this replica (the oldest are forgotten first).
 _MAX_FED = 10_000
 

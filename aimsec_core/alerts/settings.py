@@ -8,6 +8,11 @@ variable                           meaning                                     d
                                                                                ``incidents.sqlite3``
 ``AIMSEC_INCIDENT_SEVERITY``       least severity that makes an incident       ``medium``
 ``AIMSEC_INCIDENT_WINDOW``         seconds a repeat still joins an incident    ``3600``
+``AIMSEC_INCIDENT_RETENTION_DAYS`` days resolved incidents and delivery        ``90``
+                                   records are kept; ``0``: forever
+``AIMSEC_INCIDENT_MAX_OPEN``       unresolved incidents before new ones roll   ``10000``
+                                   up per (model, threat); ``0``: no cap
+``AIMSEC_INCIDENT_MAX_DELIVERIES`` delivery records kept; ``0``: no cap        ``100000``
 ``AIMSEC_ALERTS``                  ``0`` turns alerts off                      ``1``
 ``AIMSEC_ALERT_SEVERITY``          least severity that alerts                  ``high``
 ``AIMSEC_ALERT_GROUP_WAIT``        seconds collected before a group's first    ``30``

@@ -1,4 +1,5 @@
-"""``aimsec incidents``: list incidents from the SQLite incident store, or change a status."""
+"""``aimsec incidents``: list incidents from the SQLite incident store, change a status, or
+prune what retention says goes."""
 
 from __future__ import annotations
 
@@ -54,18 +55,48 @@ def register(commands: Any) -> None:
     parser.add_argument("--ack", type=row_id, metavar="ID", help="mark incident ID acknowledged")
     parser.add_argument("--resolve", type=row_id, metavar="ID",
                         help="mark incident ID resolved")
+    parser.add_argument("--prune", action="store_true",
+                        help="delete now the resolved incidents and delivery records older "
+                             "than the retention (AIMSEC_INCIDENT_RETENTION_DAYS, default 90) "
+                             "and the delivery records beyond AIMSEC_INCIDENT_MAX_DELIVERIES")
+    parser.add_argument("--retention-days", type=retention_days, metavar="DAYS",
+                        help="with --prune: days to keep instead of the setting")
     parser.set_defaults(handler=run)
+
+
+def retention_days(text: str) -> float:
+    """``--retention-days``: a finite number of days > 0 (pruning with 0 would keep all)."""
+    from ..incidents.retention import parse_days
+
+    try:
+        value = parse_days(text)
+    except ValueError:
+        value = 0.0
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of days > 0; "
+                                         f"received {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..incidents.store import IncidentStore, IncidentStoreError, database_path
+    from ..incidents.store import IncidentStoreError, database_path
 
     console = Console(width=None if sys.stdout.isatty() else 80)
     path = database_path(args.db)
-    changing = args.ack is not None or args.resolve is not None
+    if args.retention_days is not None and not args.prune:
+        return fail("incidents", "--retention-days goes with --prune; expected both or "
+                                 "neither")
+    if args.prune and (args.ack is not None or args.resolve is not None):
+        return fail("incidents", "--prune cannot be combined with --ack or --resolve; "
+                                 "expected one of them per command")
+    changing = args.ack is not None or args.resolve is not None or args.prune
     if not path.exists():
+        if args.prune:
+            console.print(f"no incident database at {shown(path)}: nothing to prune",
+                          highlight=False)
+            return 0
         if changing:  # nothing to mark: as for an unknown id in an existing database
             wanted = args.ack if args.ack is not None else args.resolve
             return fail("incidents", f"no incident with id {wanted}: there is no incident "
@@ -80,13 +111,48 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         return fail("incidents", f"{path} is not a file; expected the incident database "
                                  "(an SQLite file)")
-    store = IncidentStore(path, read_only=not changing)  # listing never changes the file
+    store = _opened(args, path, changing)  # a bad setting: main says it in one line
     try:
+        if args.prune:
+            return _prune(args, store, path, console)
         return _show(args, store, path, console)
     except IncidentStoreError as exc:  # not an incident database, or one that cannot be read
         return fail("incidents", exc)
     finally:
         store.close()
+
+
+def _opened(args: argparse.Namespace, path: Any, changing: bool) -> Any:
+    """The store at ``path``: read-only unless a command changes it (listing never
+    does); ``--retention-days`` replaces the setting for ``--prune``. Raises
+    ConfigurationError for a bad AIMSEC_INCIDENT_* setting."""
+    from ..incidents.retention import RetentionPolicy
+    from ..incidents.store import IncidentStore
+
+    policy = RetentionPolicy.resolve(retention_days=args.retention_days) if args.prune \
+        else None
+    return IncidentStore(path, read_only=not changing, retention=policy)
+
+
+def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:
+    """Delete what retention says goes, in bounded steps; print what went."""
+    policy = store.retention
+    if policy.retention_days == 0 and not policy.max_deliveries:
+        console.print("retention keeps everything (AIMSEC_INCIDENT_RETENTION_DAYS=0 and "
+                      "AIMSEC_INCIDENT_MAX_DELIVERIES=0): nothing pruned", highlight=False)
+        return 0
+    done = store.prune()
+    if args.json:
+        print(json.dumps({"incidents": done.incidents, "findings": done.findings,
+                          "deliveries": done.deliveries,
+                          "retention_days": policy.retention_days}))
+        return 0
+    kept = ("kept forever" if policy.retention_days == 0
+            else f"older than {policy.retention_days:g} day(s)")
+    console.print(f"pruned {done.incidents:,} resolved incident(s) ({done.findings:,} "
+                  f"finding(s)) and {done.deliveries:,} delivery record(s) {kept} from "
+                  f"{shown(path)}", highlight=False)
+    return 0
 
 
 def _show(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:
@@ -137,9 +203,19 @@ def table(incidents: list[Any], now: float) -> Any:
     out.add_column("last", justify="right", no_wrap=True)
     for i in incidents:
         out.add_row(str(i.id), f"[{_STYLE.get(i.severity, '')}]{i.severity}[/]",
-                    shown(i.threat), shown(i.model), shown(i.client), f"{i.count:,}",
+                    shown(i.threat), shown(i.model), client_cell(i), f"{i.count:,}",
                     ago(now - i.last_seen))
     return out
+
+
+def client_cell(incident: Any) -> str:
+    """The client column: the client, or for a rolled-up incident how many clients'
+    incidents it stands for and the first clients of its sample."""
+    if not incident.rolled_up:
+        return shown(incident.client)
+    sample = ", ".join(incident.evidence.clients[:3])
+    return shown(f"{incident.client}: {incident.evidence.rolled_up:,} incidents"
+                 + (f" ({sample}, …)" if sample else ""))
 
 
 def legend(incidents: list[Any]) -> list[str]:

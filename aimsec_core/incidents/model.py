@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..severity import rank
+from . import distinct
 from .taxonomy import ThreatMapping, mapping_for
 
 STATUSES = ("open", "acknowledged", "resolved")
@@ -24,6 +25,10 @@ MAX_SCORES = 10  #: scores kept (the highest)
 MAX_HASHES = 10  #: distinct input hashes kept (the first ones seen)
 MAX_TEXT = 300  #: characters kept of a reason
 MAX_NAME = 200  #: characters kept of a model, threat or client name
+MAX_CLIENTS = 20  #: distinct client ids a rolled-up incident keeps as its sample
+#: The client of a rolled-up incident: new incidents of one (model, threat) folded into
+#: one row while the store holds its most unresolved incidents (``max_open``).
+ROLLUP_CLIENT = "(further clients)"
 #: The latest time an incident can carry: datetime's last second (9999-12-31).
 LAST_SECOND = 253_402_300_799.0
 
@@ -75,11 +80,26 @@ def _score(value: Any) -> float | None:
 
 @dataclass
 class Evidence:
-    """Why an incident exists, bounded whatever the number of occurrences."""
+    """Why an incident exists, bounded whatever the number of occurrences.
+
+    A rolled-up incident also carries ``clients`` (the first :data:`MAX_CLIENTS` distinct
+    client ids folded in) and ``client_sketch`` (all of them, counted by
+    :mod:`.distinct`); :attr:`rolled_up` is their number."""
 
     reasons: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     input_hashes: list[str] = field(default_factory=list)
+    clients: list[str] = field(default_factory=list)
+    client_sketch: str = ""
+
+    @property
+    def rolled_up(self) -> int:
+        """How many distinct clients were folded in: exact while the sample has room (it
+        holds them all), else the sketch's estimate (standard error about 6.5%); 0 for
+        an incident of one client."""
+        if len(self.clients) < MAX_CLIENTS:
+            return len(self.clients)
+        return max(MAX_CLIENTS, distinct.estimate(self.client_sketch))
 
     def add(self, reason: str | None = None, score: float | None = None,
             input_hash: str | None = None) -> None:
@@ -94,6 +114,16 @@ class Evidence:
                 and len(self.input_hashes) < MAX_HASHES:
             self.input_hashes.append(clip(input_hash, 64))
 
+    def roll_up(self, client: str) -> None:
+        """Count ``client`` as folded in (into the sample while it has room)."""
+        name = clip(client)
+        self.client_sketch = distinct.add(self.client_sketch, name)
+        self._sample(name)
+
+    def _sample(self, name: str) -> None:
+        if name not in self.clients and len(self.clients) < MAX_CLIENTS:
+            self.clients.append(name)
+
     def merge(self, other: Evidence) -> None:
         for reason in other.reasons:
             self.add(reason=reason)
@@ -101,10 +131,19 @@ class Evidence:
             self.add(score=score)
         for input_hash in other.input_hashes:
             self.add(input_hash=input_hash)
+        for client in other.clients:  # counted by its sketch already
+            self._sample(client)
+        self.client_sketch = distinct.merge(self.client_sketch, other.client_sketch)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"reasons": list(self.reasons), "scores": list(self.scores),
-                "input_hashes": list(self.input_hashes)}
+        """``reasons``, ``scores``, ``input_hashes``; and ``clients``, ``rolled_up`` and
+        ``client_sketch`` for a rolled-up incident only."""
+        found: dict[str, Any] = {"reasons": list(self.reasons), "scores": list(self.scores),
+                                 "input_hashes": list(self.input_hashes)}
+        if self.clients:
+            found.update(clients=list(self.clients), rolled_up=self.rolled_up,
+                         client_sketch=self.client_sketch)
+        return found
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Evidence:
@@ -127,6 +166,16 @@ class Evidence:
             for value in values:
                 if type(value) in kinds:  # exact types: a bool is no score
                     evidence.add(**{argument: float(value) if key == "scores" else value})
+        clients = data.get("clients", [])
+        if not isinstance(clients, list):
+            raise ValueError(f"evidence 'clients' is a JSON {type(clients).__name__}; "
+                             "expected a list")
+        for client in clients:  # the sample; the sketch counts them all
+            if type(client) is str:
+                evidence._sample(clip(client))
+        sketch = data.get("client_sketch", "")  # ``rolled_up`` is derived: not read
+        if distinct.valid(sketch):
+            evidence.client_sketch = sketch
         return evidence
 
 
@@ -201,6 +250,12 @@ class Incident:
     evidence: Evidence
 
     @property
+    def rolled_up(self) -> bool:
+        """Whether this incident stands for many clients' (see :data:`ROLLUP_CLIENT`):
+        ``evidence.rolled_up`` says how many incidents, ``evidence.clients`` names some."""
+        return self.client == ROLLUP_CLIENT
+
+    @property
     def taxonomy(self) -> ThreatMapping:
         """The threat's OWASP ML Top 10 ids and MITRE ATLAS techniques and mitigations."""
         return mapping_for(self.threat)
@@ -213,6 +268,10 @@ class Incident:
             "count": self.count, "evidence": self.evidence.as_dict(),
             "taxonomy": self.taxonomy.as_dict(),
         }
+
+
+#: SQLite's largest INTEGER: no count the store keeps exceeds it.
+MOST_COUNTED = 2**63 - 1
 
 
 def iso(timestamp: float) -> str:

@@ -41,6 +41,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX deliveries_time ON deliveries (time)",
     ),
+    (  # 3: retention: unresolved incidents counted and old resolved ones found by index;
+        # what retention removed, tallied per table (reports say what is no longer there)
+        "CREATE INDEX incidents_status ON incidents (status, last_seen)",
+        """CREATE TABLE pruned (
+            kind TEXT PRIMARY KEY,
+            rows INTEGER NOT NULL,
+            findings INTEGER NOT NULL,
+            latest REAL NOT NULL
+        )""",
+    ),
 )
 
 VERSION = len(MIGRATIONS)

@@ -27,7 +27,9 @@ from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError, ConfigurationError
 from ..severity import SEVERITIES, rank
 from ..visible import visible
-from .model import LAST_SECOND, MAX_NAME, STATUSES, Evidence, Incident, Occurrence, clip
+from .model import (LAST_SECOND, MAX_NAME, MOST_COUNTED, ROLLUP_CLIENT, STATUSES, Evidence,
+                    Incident, Occurrence, clip)
+from .retention import UNRESOLVED, Pruned, RetentionPolicy, prune_step, pruned_tally
 from .schema import VERSION, migrate, version_of
 
 T = TypeVar("T")
@@ -107,6 +109,13 @@ class IncidentStore:
     that is not resolved; otherwise it opens a new one. ``timeout_s`` bounds how long a
     write waits for other writers before :class:`IncidentStoreError`.
 
+    ``retention`` (default :meth:`RetentionPolicy.resolve`, i.e. the environment) bounds
+    what the file keeps: while it holds ``max_open`` unresolved incidents, a new one joins
+    its (model, threat)'s rolled-up incident instead (client ``(further clients)``); and
+    the writes prune, in bounded steps, resolved incidents and delivery records older
+    than ``retention_days`` (see :mod:`.retention`). ``clock`` (seconds since the epoch)
+    dates delivery records and decides what is old.
+
     ``read_only=True`` is for readers (reports, listings): the file is opened read-only,
     never created, migrated nor switched to WAL, and a file without aimsec's schema raises
     :class:`IncidentStoreError` at the first read instead of gaining aimsec's tables.
@@ -114,7 +123,7 @@ class IncidentStore:
 
     def __init__(self, path: str | Path | None = None, *, window_s: float | None = None,
                  timeout_s: float = 30.0, clock: Callable[[], float] = time.time,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, retention: RetentionPolicy | None = None) -> None:
         self.path = database_path(path)
         self.read_only = read_only
         # what the code passes is checked like what the environment sets: a negative or
@@ -123,7 +132,15 @@ class IncidentStore:
                                          DEFAULT_WINDOW_S, parse_seconds),
                                  "window_s (AIMSEC_INCIDENT_WINDOW)", ">= 0")
         self.timeout_s = _seconds(timeout_s, "timeout_s", "> 0")
+        if retention is not None and not isinstance(retention, RetentionPolicy):
+            raise ConfigurationError("the incident store's retention: expected a "
+                                     "RetentionPolicy or None; received "
+                                     f"{type(retention).__name__}")
+        self.retention = retention or RetentionPolicy.resolve()
         self.clock = clock
+        #: the store's clock time of the next pruning step, and who is pruning now
+        self._prune_at = -math.inf
+        self._pruning = threading.Lock()
         self._local = threading.local()
         #: every live thread's connection, for close(): weak, so a thread's end closes it
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
@@ -140,7 +157,7 @@ class IncidentStore:
             # its lock may have been held by a thread that did not come along
             self._local, self._pid = threading.local(), os.getpid()
             self._connections = weakref.WeakSet()
-            self._lock = threading.Lock()
+            self._lock, self._pruning = threading.Lock(), threading.Lock()
         held: _Connection | None = getattr(self._local, "conn", None)
         conn = None if held is None else held.conn
         if conn is None and self.read_only:
@@ -251,14 +268,60 @@ class IncidentStore:
 
     def record(self, occurrences: Iterable[Occurrence]) -> list[tuple[Incident, bool]]:
         """Add ``occurrences`` in one transaction; returns each one's incident after the
-        update and whether it was opened by this call."""
+        update (for an occurrence beyond ``max_open``, the rolled-up one after the batch)
+        and whether it was opened by this call (a new roll-up: for its first occurrence).
+        Then prunes a step when one is due."""
         batch = list(occurrences)
-        return self._transaction(lambda conn: [self._upsert(conn, o) for o in batch]) \
-            if batch else []
+        if not batch:
+            return []
+        results = self._transaction(lambda conn: self._upsert_all(conn, batch))
+        self._maybe_prune()
+        return results
 
-    def _upsert(self, conn: sqlite3.Connection, o: Occurrence) -> tuple[Incident, bool]:
-        found = self._recent(conn, o)
+    def _upsert_all(self, conn: sqlite3.Connection,
+                    batch: list[Occurrence]) -> list[tuple[Incident, bool]]:
+        """The writes of :meth:`record`. An occurrence with no incident to join while the
+        store holds ``max_open`` unresolved ones is folded, with the batch's others of
+        its (model, threat), into one occurrence of the roll-up client: the rolled-up
+        incident is read and written once per batch, not once per client."""
+        room = self._room(conn)
+        results: list[Any] = []  # the rolled-up ones' places are filled last
+        overflow: dict[tuple[str, str], tuple[Occurrence, list[int]]] = {}
+        for o in batch:
+            found = self._recent(conn, o.model, o.threat, o.client,
+                                 o.first_seen - self.window_s)
+            if found is None and room[0] == 0:
+                _fold(overflow, o, len(results))
+                results.append(None)
+            else:
+                results.append(self._upsert(conn, o, found, room))
+        for joined, places in overflow.values():
+            # joined however long ago it was last seen: the rows beyond the cap stay one
+            # per (model, threat) until an operator resolves it
+            found = self._recent(conn, joined.model, joined.threat, ROLLUP_CLIENT, 0.0)
+            incident, opened = self._upsert(conn, joined, found, room)
+            for n, place in enumerate(places):
+                results[place] = (incident, opened and n == 0)
+        return results
+
+    def _room(self, conn: sqlite3.Connection) -> list[int | None]:
+        """How many more incidents may open in this transaction (``[None]``: no cap), as a
+        one-item list the transaction's inserts count down. Counting stops at the cap: the
+        index makes it at most ``max_open`` entries read per batch."""
+        cap = self.retention.max_open
+        if not cap:
+            return [None]
+        held = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM incidents WHERE status IN (?, ?) LIMIT ?)",
+            (*UNRESOLVED, cap)).fetchone()[0]
+        return [max(0, cap - int(held))]
+
+    def _upsert(self, conn: sqlite3.Connection, o: Occurrence, found: Incident | None,
+                room: list[int | None]) -> tuple[Incident, bool]:
+        """``o`` joins ``found``, or opens an incident of its own when ``None``."""
         if found is None:
+            if room[0] is not None:
+                room[0] = max(0, room[0] - 1)
             cursor = conn.execute(
                 "INSERT INTO incidents (model, threat, client, severity, severity_rank, "
                 "first_seen, last_seen, count, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -279,15 +342,16 @@ class IncidentStore:
         return Incident(found.id, found.model, found.threat, found.client, severity,
                         found.status, first, last, found.count + o.count, evidence), False
 
-    def _recent(self, conn: sqlite3.Connection, o: Occurrence) -> Incident | None:
-        """The latest unresolved incident of ``o``'s group within the window. A row aimsec
-        cannot read (an edited file) is passed over, logged, and left as it is: the
-        occurrence joins the next readable one or opens a new incident, so one damaged row
-        never blocks the writes of every batch it falls in."""
+    def _recent(self, conn: sqlite3.Connection, model: str, threat: str, client: str,
+                since: float) -> Incident | None:
+        """The latest unresolved incident of the group last seen at ``since`` or later. A
+        row aimsec cannot read (an edited file) is passed over, logged, and left as it is:
+        the occurrence joins the next readable one or opens a new incident, so one damaged
+        row never blocks the writes of every batch it falls in."""
         rows = conn.execute(
             f"SELECT {_COLUMNS} FROM incidents WHERE model = ? AND threat = ? AND client = ?"
             " AND last_seen >= ? AND status != 'resolved' ORDER BY last_seen DESC LIMIT ?",
-            (o.model, o.threat, o.client, o.first_seen - self.window_s, _DAMAGED_PASSED + 1))
+            (model, threat, client, since, _DAMAGED_PASSED + 1))
         for row in rows:
             try:
                 return _incident(row)
@@ -316,6 +380,62 @@ class IncidentStore:
             "error) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (self.clock() if time_s is None else time_s, incident_id, clip(group_key, 600),
              channel, status, attempt, None if error is None else clip(error, 500))))
+        self._maybe_prune()
+
+    # -- retention -----------------------------------------------------------------------
+
+    def _maybe_prune(self) -> None:
+        """One pruning step when due (see :mod:`.retention`), after a write on the
+        writer's thread; a failure is logged and tried again a period later, never
+        raised into the write that was already committed. A thread that finds another
+        pruning goes on without waiting."""
+        if not self.retention.retention_days and not self.retention.max_deliveries:
+            return  # nothing is ever pruned: not even a transaction a period
+        now = self.clock()
+        # a clock stepped back by more than the period: due now, not after the jump
+        if now < self._prune_at and self._prune_at - now <= self.retention.every_s:
+            return
+        if not self._pruning.acquire(blocking=False):
+            return
+        try:
+            done = self._prune_step(now)
+        except Exception as exc:
+            self._prune_at = now + self.retention.every_s
+            log.warning("aimsec could not prune the incident database %s (%s: %s); tried "
+                        "again in %g s", self.path, type(exc).__name__, exc,
+                        self.retention.every_s)
+        else:
+            self._prune_at = now if done.more else now + self.retention.every_s
+        finally:
+            self._pruning.release()
+
+    def _prune_step(self, now: float) -> Pruned:
+        done = self._transaction(lambda conn: prune_step(conn, self.retention, now))
+        if done.incidents or done.deliveries:
+            log.info("aimsec pruned %d resolved incident(s) and %d delivery record(s) "
+                     "from %s", done.incidents, done.deliveries, self.path)
+        return done
+
+    def prune(self, *, now: float | None = None, max_steps: int | None = None) -> Pruned:
+        """Delete what retention says goes, at once: steps of at most ``batch`` rows per
+        table, each its own transaction (other writers wait for one step at most), until
+        none is left or ``max_steps`` were taken. ``now`` defaults to the store's clock.
+        Returns what was deleted. Raises IncidentStoreError for a read-only store or a
+        file that cannot be written."""
+        if self.read_only:
+            raise IncidentStoreError(f"the incident database {self.path} was opened "
+                                     "read-only; pruning needs it writable")
+        moment = self.clock() if now is None else float(now)
+        total, steps = Pruned(more=True), 0
+        while total.more and (max_steps is None or steps < max_steps):
+            total.add(self._prune_step(moment))
+            steps += 1
+        return total
+
+    def pruned(self) -> dict[str, dict[str, Any]]:
+        """What retention has deleted from this file so far (see
+        :func:`.retention.pruned_tally`); ``{}`` when nothing."""
+        return self._reading(pruned_tally)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -386,7 +506,8 @@ class IncidentStore:
     def summary(self, since: float, model: str | None = None) -> dict[str, Any]:
         """The original tool's summary of incidents active since ``since``:
         ``total_incidents``, ``by_severity``, ``unique_ips``, ``most_common_threats``
-        (occurrences per threat, most first)."""
+        (occurrences per threat, most first). A rolled-up incident is one of the
+        incidents; its clients count among ``unique_ips`` by its ``rolled_up``."""
         where, params = "last_seen >= ?", [since]
         if model is not None:
             where, params = where + " AND model = ?", [since, model]
@@ -404,6 +525,23 @@ class IncidentStore:
 
 #: What reading a file that is not aimsec's (or a row aimsec did not write) raises.
 _UNREADABLE = (sqlite3.Error, ValueError, TypeError, AttributeError, OverflowError)
+
+
+def _fold(overflow: dict[tuple[str, str], tuple[Occurrence, list[int]]], o: Occurrence,
+          place: int) -> None:
+    """Fold ``o`` (result ``place`` of its batch) into its (model, threat)'s occurrence of
+    the roll-up client in ``overflow``; ``o`` itself is left as it was (a batch written
+    again after a failed write must not count twice)."""
+    key = (o.model, o.threat)
+    if key not in overflow:
+        copy = Evidence.from_dict(o.evidence.as_dict())
+        overflow[key] = (Occurrence(o.model, o.threat, ROLLUP_CLIENT, o.severity,
+                                    o.first_seen, o.last_seen, o.count, copy), [])
+    else:
+        overflow[key][0].merge(o)
+    joined, places = overflow[key]
+    joined.evidence.roll_up(o.client)
+    places.append(place)
 
 
 def _selection(statuses: Iterable[str], since: float | None, severity: str | None,
@@ -430,8 +568,14 @@ def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[st
         f"SELECT severity, COUNT(*) FROM incidents WHERE {where} GROUP BY severity",
         params).fetchall())
     total, clients = conn.execute(
-        f"SELECT COUNT(*), COUNT(DISTINCT client) FROM incidents WHERE {where}",
-        params).fetchone()
+        "SELECT COUNT(*), COUNT(DISTINCT CASE WHEN client != ? THEN client END) FROM "
+        f"incidents WHERE {where}", [ROLLUP_CLIENT, *params]).fetchone()
+    # a damaged row's evidence reads as no clients rather than failing the summary
+    rolled = conn.execute(
+        "SELECT TOTAL(CASE WHEN json_valid(evidence) AND json_type(evidence, '$.rolled_up') "
+        f"= 'integer' THEN json_extract(evidence, '$.rolled_up') END) FROM incidents WHERE "
+        f"{where} AND client = ?", [*params, ROLLUP_CLIENT]).fetchone()[0]
+    clients = int(clients) + int(min(max(rolled, 0.0), MOST_COUNTED))
     threats = conn.execute(
         f"SELECT threat, SUM(count) FROM incidents WHERE {where} GROUP BY threat "
         "ORDER BY SUM(count) DESC, threat", params).fetchall()
@@ -443,8 +587,6 @@ def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[st
             "most_common_threats": {threat: int(n) for threat, n in threats}}
 
 
-#: SQLite's largest INTEGER: an incident's count never exceeds it.
-_MOST_COUNTED = 2**63 - 1
 #: Evidence is a few bounded lists (about 5 KB); far longer text was not written by aimsec.
 _LONGEST_EVIDENCE = 65536  # as _COLUMNS reads it
 
@@ -469,9 +611,9 @@ def _incident(row: tuple[Any, ...]) -> Incident:
     first, last = float(first), float(last)
     if not (0.0 <= first <= LAST_SECOND and 0.0 <= last <= LAST_SECOND):
         raise ValueError("first or last seen outside the calendar")
-    if type(count) is not int or not 0 <= count <= _MOST_COUNTED:
+    if type(count) is not int or not 0 <= count <= MOST_COUNTED:
         raise ValueError(f"count {str(count)[:20]!r} is not a whole number from 0 to "
-                         f"{_MOST_COUNTED}")
+                         f"{MOST_COUNTED}")
     if not isinstance(evidence, (str, bytes)) or len(evidence) > _LONGEST_EVIDENCE:
         raise ValueError(f"evidence is not JSON text of at most {_LONGEST_EVIDENCE} bytes")
     try:

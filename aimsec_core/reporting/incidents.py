@@ -5,6 +5,12 @@ An incident source is any iterable of mappings with the incident store's fields:
 ``count``, ``evidence``, ``owasp``, ``atlas_techniques``, ``atlas_mitigations``. Tests and
 other tools pass plain dicts; :func:`load_incidents` reads aimsec's SQLite incident store
 when ``aimsec_core.incidents`` is installed, and otherwise says why there is none.
+
+A rolled-up incident (the store held its most unresolved incidents: client ``(further
+clients)``) is one row standing for many clients' incidents: its ``evidence`` has
+``rolled_up`` (how many) and ``clients`` (a sample); the section counts the row once and
+adds what it stands for to ``rolled_up``. Incidents that retention deleted are not there
+to count: :func:`load_incidents` says how many were, when the period reaches back to them.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ class IncidentRow:
     owasp: list[str]
     atlas_techniques: list[str]
     atlas_mitigations: list[str]
+    #: incidents this row stands for beyond itself (0: an incident of one client)
+    rolled_up: int = 0
+    #: a sample of the clients of a rolled-up row
+    clients: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -52,6 +62,9 @@ class IncidentsSection:
     open_by_severity: dict[str, int] = field(default_factory=dict)
     by_status: dict[str, int] = field(default_factory=dict)
     listed: list[IncidentRow] = field(default_factory=list)
+    #: rows of the period that are rolled up, and the incidents they stand for
+    rolled_up_rows: int = 0
+    rolled_up: int = 0
 
 
 def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
@@ -80,6 +93,9 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
         if until is not None and first is not None and first >= until:
             continue
         section.total += 1
+        if row.rolled_up:
+            section.rolled_up_rows += 1
+            section.rolled_up += row.rolled_up
         statuses[row.status] += 1
         if row.status in OPEN_STATUSES:
             section.open += 1
@@ -124,13 +140,28 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
                  "model": None if model is None else clip(model)}
     try:
         found = store.count(**selection, at_most=limit + 1)
+        pruned = store.pruned().get("incidents")
     except Exception as exc:  # a damaged store is reported on the page, not raised
         return None, _unreadable(path, exc)
     finally:
         store.close()
-    note = (f"only the {limit:,} most severe and recent incidents were read; more are "
-            "in the store (aimsec incidents --status all)") if found > limit else ""
-    return StoredIncidents(path, selection, min(found, limit)), note
+    notes = []
+    if found > limit:
+        notes.append(f"only the {limit:,} most severe and recent incidents were read; more "
+                     "are in the store (aimsec incidents --status all)")
+    if pruned and (since is None or since <= pruned["latest"]):
+        notes.append(pruned_note(pruned))
+    return StoredIncidents(path, selection, min(found, limit)), "; ".join(notes)
+
+
+def pruned_note(pruned: Mapping[str, Any]) -> str:
+    """What retention deleted, said for the period's reader: ``pruned`` is the store's
+    tally (``rows``, ``findings``, ``latest``)."""
+    from ..incidents.model import iso
+
+    return (f"retention deleted {pruned['rows']:,} resolved incident(s) ("
+            f"{pruned['findings']:,} finding(s)) last seen up to {iso(pruned['latest'])}; "
+            "they are not counted here (AIMSEC_INCIDENT_RETENTION_DAYS)")
 
 
 class StoredIncidents:
@@ -185,6 +216,10 @@ def _row(raw: Mapping[str, Any]) -> IncidentRow:
         return [str(v)[:40] for v in value[:12]]
 
     count = raw.get("count")
+    evidence = raw.get("evidence")
+    evidence = evidence if isinstance(evidence, Mapping) else {}
+    rolled_up = evidence.get("rolled_up")
+    clients = evidence.get("clients")
     return IncidentRow(
         id=text("id"), model=text("model", "unknown"), threat=text("threat", "unknown"),
         client=text("client", "anonymous"), severity=text("severity", "unknown").lower(),
@@ -192,7 +227,10 @@ def _row(raw: Mapping[str, Any]) -> IncidentRow:
         last_seen=_time_text(raw.get("last_seen")),
         count=count if isinstance(count, int) and not isinstance(count, bool) else 1,
         owasp=ids("owasp"), atlas_techniques=ids("atlas_techniques"),
-        atlas_mitigations=ids("atlas_mitigations"))
+        atlas_mitigations=ids("atlas_mitigations"),
+        rolled_up=rolled_up if type(rolled_up) is int and rolled_up > 0 else 0,
+        clients=[str(c)[:MAX_TEXT] for c in clients[:20]] if isinstance(clients, list)
+        else [])
 
 
 def _time_text(value: Any) -> str:

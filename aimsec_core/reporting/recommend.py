@@ -10,8 +10,9 @@ is absent, so a quiet period gives a short list. Rules, most urgent first:
 - calibration drift (see :func:`~.model.drift_test`): recalibrate;
 - a model whose calls carried no detection summary: adversarial detection is off;
 - a broken hash chain: the trail was changed, its numbers are not to be trusted;
-- open high/critical incidents; calls let through in monitor mode; calls ending in error;
-  unreadable audit lines; no incident store; no calls at all.
+- open high/critical incidents; incidents rolled up beyond the cap; calls let through in
+  monitor mode; calls ending in error; unreadable audit lines; no incident store; no calls
+  at all.
 """
 
 from __future__ import annotations
@@ -131,6 +132,16 @@ def _incidents(report: Report) -> Iterator[Recommendation]:
             f"{total} open incident{'s' if total > 1 else ''} of high or critical severity",
             "triage them: acknowledge, block the clients behind them, resolve",
             {"open_by_severity": serious}, "incidents")
+    if section.rolled_up_rows:
+        yield Recommendation(
+            "medium", f"{section.rolled_up:,} clients' incidents rolled up into "
+                      f"{section.rolled_up_rows} incident(s): the store held its most "
+                      "unresolved incidents (AIMSEC_INCIDENT_MAX_OPEN)",
+            "resolve the incidents already dealt with (aimsec incidents --resolve ID) so new "
+            "clients get incidents of their own; a roll-up names a sample of its clients "
+            "(aimsec incidents --json)",
+            {"rolled_up_incidents": section.rolled_up_rows,
+             "clients_rolled_up": section.rolled_up}, "incidents")
 
 
 def _unreadable(report: Report) -> Iterator[Recommendation]:
