@@ -15,6 +15,7 @@ lookup keeps the last good answer.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -53,6 +54,7 @@ class Resolver:
         self.clock = clock
         self._lock = threading.Lock()
         self._entries: dict[_Key, _Entry] = {}
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"Resolver(names={len(self._entries)})"
@@ -69,6 +71,9 @@ class Resolver:
             return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0,
                                       socket.AI_NUMERICHOST)
         key = (host, int(port), family)
+        if self._pid != os.getpid():  # forked: the parent's lookups under way (and the
+            # holder of its lock) did not come along, and would be waited for in vain
+            self._lock, self._entries, self._pid = threading.Lock(), {}, os.getpid()
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:

@@ -257,3 +257,32 @@ def test_shared_alert_groups_resolve_their_host_off_the_call_too(hung):
         state.ids()
     assert not hung.gave_up.is_set()
     state.client.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_looks_up_again_instead_of_waiting_for_the_parents_lookup():
+    # a lookup under way at the fork has no thread in the child: its answer never comes
+    import os
+
+    release = threading.Event()
+
+    def lookup(host, port, *args):
+        if os.getpid() == parent:
+            release.wait(GIVE_UP_S)
+        return socket.getaddrinfo("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)
+
+    parent = os.getpid()
+    resolver = Resolver(lookup)
+    with pytest.raises(socket.timeout):
+        resolver.addresses("redis.test", 6379, wait=0)  # the parent's lookup hangs
+    pid = os.fork()
+    if pid == 0:  # the child: answered by a lookup of its own
+        code = 1
+        try:
+            code = int(resolver.addresses("redis.test", 6379, wait=GIVE_UP_S)[0][4][1]
+                       != 6379)
+        finally:
+            os._exit(code)
+    release.set()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
