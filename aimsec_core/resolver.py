@@ -91,8 +91,9 @@ class Resolver:
         with self._lock:
             if entry.addresses is not None:
                 return entry.addresses
-            if entry.pending is None and entry.error is not None:
-                raise entry.error
+            error = entry.error if entry.pending is None else None
+        if error is not None:  # a new one each time: one raised again keeps its frames
+            raise type(error)(*error.args)
         raise socket.timeout(f"resolving {host!r} took longer than {wait} s (the lookup "
                              "goes on in the background)")
 
