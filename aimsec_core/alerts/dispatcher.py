@@ -249,8 +249,8 @@ class Dispatcher:
     def _ingest(self) -> int:
         with self._ingest_lock:
             batch = self._drain()
-            if batch or self._unstored or self._unnoted:  # what a failed write kept too
-                self._store(batch)
+            if self._unstored or self._unnoted:  # the batch, what a failed write kept too
+                self._store()
             if self.grouper is not None and batch:
                 self._unobserved += batch
         return sum(o.count for o in batch)
@@ -265,18 +265,28 @@ class Dispatcher:
                 self.grouper.observe(occurrence)
 
     def _drain(self) -> list[Occurrence]:
+        """Take the queued occurrences, oldest first; with a store they join
+        ``_unstored`` before they leave the queue, and leave it only once written (see
+        :meth:`_store`): an interrupt (``KeyboardInterrupt`` in ``close``) anywhere
+        between leaves them for the next round, ``close`` or exit, never lost."""
         with self._cond:
             batch = [o for level in self._pending for o in level.values()]
+            batch.sort(key=lambda o: o.first_seen)
+            if self.store is not None:
+                self._unstored += batch
             for level in self._pending:
                 level.clear()
             self._where.clear()
-        batch.sort(key=lambda o: o.first_seen)
         return batch
 
-    def _store(self, batch: list[Occurrence]) -> None:
+    def _store(self) -> None:
+        """Write ``_unstored`` (the drained batch, what earlier writes kept) in one
+        transaction; it stays there until the write returned, so an interrupt during
+        the write leaves it rolled back and still queued (written twice, never lost,
+        where the interrupt comes between the commit and its return)."""
         if self.store is None:
             return
-        todo, self._unstored = self._unstored + batch, []
+        todo = self._unstored
         results = None
         if not self._store_resting():
             try:
@@ -288,6 +298,7 @@ class Dispatcher:
                 self._count_drop(lost.severity)
             self._unstored = todo[-self.capacity:]
             return
+        self._unstored = []
         self._record_unnoted()
         for occurrence, (incident, opened) in zip(todo, results):
             if opened:
@@ -404,8 +415,8 @@ class Dispatcher:
                 copies[id(alert)] = self._copy(outbox, alert, channels)
             left[id(alert)] = left.get(id(alert), 0) + 1
         with self._ingest_lock:
-            if batch or self._unstored or self._unnoted:
-                self._store(batch)
+            if self._unstored or self._unnoted:
+                self._store()
         missed: set[int] = set()
         for index, (alert, channels, attempt) in enumerate(jobs):
             key = id(alert)
@@ -536,14 +547,18 @@ class Dispatcher:
         later occurrence starts a new worker (the dispatcher may be shared by guards)."""
         thread = self._thread
         _live.discard(self)
-        if thread is None or not thread.is_alive():
-            self.pump(force=True, final=True)
-            return True
-        with self._cond:
-            self._flushed.clear()
-            self._stopping = True
-            self._cond.notify()
-        thread.join(timeout)
+        try:
+            if thread is None or not thread.is_alive():
+                self.pump(force=True, final=True)
+                return True
+            with self._cond:
+                self._flushed.clear()
+                self._stopping = True
+                self._cond.notify()
+            thread.join(timeout)
+        except BaseException:  # interrupted (Ctrl-C): what it holds is written at the next
+            _live.add(self)  # close or at exit, not dropped with a daemon worker
+            raise
         return not thread.is_alive()
 
 

@@ -168,10 +168,10 @@ class RedisGroupState:
         from ..extras import require
 
         require(("redis",), "redis", "alert groups shared through Redis")
-        import redis
+        from ..redis_client import redis_client
 
-        try:
-            client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        try:  # the host resolved in the background, waited for 2 s at most too
+            client = redis_client(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         except ValueError as exc:  # redis' own parsing: a bad port, db or query value
             raise ConfigurationError(f"alert group Redis URL {redacted_url(url, path=True)!r} "
                                      f"(redis_url, else AIMSEC_REDIS_URL, else AIMSEC_STORE_URL "

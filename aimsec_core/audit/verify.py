@@ -62,16 +62,15 @@ def verify_trail(path: str | Path, head: str | None = None) -> Verification:
     ambiguous or a file of it is no regular file, and ``OSError`` when a file cannot be
     opened (see :func:`~aimsec_core.audit.snapshot.snapshot`)."""
     with snapshot(Path(path)) as opened:
-        gone = [file.path for file in opened if file.vanished]
-        if gone:  # only where writers do not lock: the names shifted while being opened
-            raise FileNotFoundError(f"{gone[0]} was rotated away while the trail was "
-                                    "opened; check again")
         files = tuple(file.path for file in opened)
         expected: str | None = None
         anchored = True
         count = 0
         for trail_file in opened:
             file = trail_file.path
+            if trail_file.vanished:  # rotated away meanwhile (opened as it is reached)
+                raise FileNotFoundError(f"{file} was rotated away while the trail was "
+                                        "read; check again")
             for number, raw in _lines(trail_file):
                 count += 1
                 problem = _check(raw, expected, first=count == 1)

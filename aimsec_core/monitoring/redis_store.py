@@ -9,7 +9,10 @@ per further slice of that many samples. Every script is atomic on the server, so
 replicas never admit more than a quota between them.
 Commands never wait longer than ``timeout`` seconds (default 50 ms) and are not retried;
 a failure (no answer in time, an error reply, an answer that is not Redis's) raises
-:class:`StoreError`, which the monitor turns into its failure policy.
+:class:`StoreError`, which the monitor turns into its failure policy. The server's host
+name is resolved in the background (:mod:`aimsec_core.resolver`): a connection waits
+for a name at most ``timeout`` seconds too, so a DNS server that hangs or fails is an
+outage like any other, not a guarded call held for the resolver's own retries.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..config import redacted_url
+from ..resolver import Resolver
 from .fingerprint import Query
 from .index import Match
 from .policy import ClientRules, Policy
@@ -54,12 +58,17 @@ PENDING_FAILURES = 1024
 
 
 class RedisStore(Store):
-    """``url``: ``redis://host:port/db``; ``connection_pool`` lets tests count round trips."""
+    """``url``: ``redis://host:port/db``; ``connection_pool`` lets tests count round trips;
+    ``resolver`` resolves the host (default: the process's shared
+    :data:`~aimsec_core.resolver.RESOLVER`)."""
 
-    def __init__(self, url: str, *, timeout: float = 0.05, connection_pool: Any = None) -> None:
+    def __init__(self, url: str, *, timeout: float = 0.05, connection_pool: Any = None,
+                 resolver: Resolver | None = None) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
+
+        from ..redis_client import redis_client
 
         self.url = url
         _check_database(url)
@@ -67,8 +76,8 @@ class RedisStore(Store):
         if connection_pool is not None:
             self.client = redis.Redis(connection_pool=connection_pool)
         else:
-            self.client = redis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            self.client = redis_client(
+                url, resolver=resolver, socket_timeout=timeout, socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
                 health_check_interval=0)
         # any failure of the store is an outage for the failure policy, not only an

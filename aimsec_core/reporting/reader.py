@@ -2,10 +2,11 @@
 
 The trail is ``audit.jsonl`` plus the files rotation left beside it, ``audit.jsonl.1``
 (the most recent) to ``audit.jsonl.N`` (the oldest). A guard may rotate it while it is
-read, so the files are opened together as they are at one moment (:func:`open_trail`, the
-snapshot ``aimsec audit verify`` reads too) and each is read up to its size then. Lines
-are read one at a time from binary files, so memory does not grow with the trail; a line
-longer than :data:`MAX_LINE_BYTES` is skipped (and counted) without being held whole.
+read, so the files are taken as they are at one moment (:func:`open_trail`, the
+snapshot ``aimsec audit verify`` reads too, a bounded number of them open at once) and
+each is read up to its size then. Lines are read one at a time from binary files, so
+memory does not grow with the trail; a line longer than :data:`MAX_LINE_BYTES` is
+skipped (and counted) without being held whole.
 
 Every line's hash-chain link (its ``"prev"``, see :mod:`aimsec_core.audit.chain`) is
 checked on the way, lines outside the period included, so a report says when the trail it
@@ -130,13 +131,15 @@ class ReadStats:
 @contextmanager
 def open_trail(logs: str | Path) -> Iterator[list[TrailFile]]:
     """The trail's files at ``logs`` (a folder holding ``audit.jsonl``, or a file: the
-    files ``aimsec audit verify`` checks, oldest first), opened together as they
-    are at this moment (:func:`aimsec_core.audit.snapshot.snapshot`, as ``aimsec audit
-    verify`` reads them), for :func:`read_entries`; closed when the block ends. A
-    rotation meanwhile changes nothing they hold, and lines written later are not read.
+    files ``aimsec audit verify`` checks, oldest first), as they are at this moment
+    (:func:`aimsec_core.audit.snapshot.snapshot`, as ``aimsec audit verify`` reads them:
+    a bounded number open at once, however many there are), for :func:`read_entries`;
+    closed when the block ends. A rotation meanwhile changes nothing they hold (a file
+    rotated away before it is read is counted as vanished), and lines written later are
+    not read.
 
     Raises :class:`ConfigurationError` when nothing is there, a file is not a regular
-    one, cannot be opened, or the trail has more files than may be open at once.
+    one, cannot be opened, or the process is at its limit of open files already.
     """
     with ExitStack() as stack:
         try:
@@ -175,12 +178,12 @@ def read_entries(files: list[TrailFile], stats: ReadStats, *, since: float | Non
     """
     model = None if model is None else as_read(model)  # a long name is read cut short
     for index, file in enumerate(files):
-        if file.vanished:  # rotated away after it was listed: its lines moved on
-            stats.vanished.append(str(file.path))
-            stats.chain.lost()
-            continue
-        stats.files.append(str(file.path))
         try:
+            if file.vanished:  # rotated away after it was listed: its lines moved on
+                stats.vanished.append(str(file.path))
+                stats.chain.lost()
+                continue
+            stats.files.append(str(file.path))
             yield from _file_entries(file, stats, since, until, model, progress,
                                      newest=index == len(files) - 1)
         except OSError as exc:

@@ -1,0 +1,69 @@
+"""Redis clients whose connections resolve the server's name through :mod:`.resolver`.
+
+redis-py resolves the host of a ``redis://`` or ``rediss://`` URL with
+``socket.getaddrinfo`` each time it connects, outside its ``socket_connect_timeout``: a
+slow DNS server held a guarded call for seconds past the store's timeout. The
+connections made here ask a :class:`~aimsec_core.resolver.Resolver` instead, waiting for a
+name at most ``socket_connect_timeout`` seconds, and connect to the addresses it answers.
+TLS (``rediss://``) still checks the certificate against the host *name* of the URL. A
+``unix://`` URL resolves nothing and is left to redis-py. Imported only where the
+``redis`` extra is installed.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.connection import Connection, SSLConnection
+
+from .resolver import RESOLVER, Resolver
+
+
+class ResolvedConnection(Connection):
+    """A TCP connection to the addresses ``resolver`` answers for its host."""
+
+    def __init__(self, *args: Any, resolver: Resolver = RESOLVER, **kwargs: Any) -> None:
+        self.resolver = resolver
+        super().__init__(*args, **kwargs)
+
+    def _connect(self) -> socket.socket:
+        addresses = self.resolver.addresses(self.host, self.port, self.socket_type,
+                                            wait=self.socket_connect_timeout)
+        failure: OSError | None = None
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.socket_keepalive:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                    for option, value in (self.socket_keepalive_options or {}).items():
+                        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+                sock.settimeout(self.socket_connect_timeout)
+                sock.connect(address)
+                sock.settimeout(self.socket_timeout)
+                return sock
+            except OSError as exc:
+                failure = exc
+                sock.close()
+        self.resolver.refresh(self.host, self.port, self.socket_type)  # moved, perhaps
+        raise failure or OSError(f"no address for {self.host!r}")
+
+
+class ResolvedSSLConnection(SSLConnection, ResolvedConnection):
+    """:class:`ResolvedConnection` wrapped in TLS, checked against the URL's host name."""
+
+
+def redis_client(url: str, *, resolver: Resolver | None = None, **kwargs: Any) -> redis.Redis:
+    """``redis.Redis.from_url(url, **kwargs)``, its TCP connections resolving their host
+    through ``resolver`` (default: the process's
+    :data:`~aimsec_core.resolver.RESOLVER`). Raises ``ValueError`` as redis-py does for
+    a URL it cannot use."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis", "rediss"):
+        kwargs["connection_class"] = (ResolvedSSLConnection if scheme == "rediss"
+                                      else ResolvedConnection)
+        kwargs["resolver"] = resolver or RESOLVER
+    return redis.Redis.from_url(url, **kwargs)

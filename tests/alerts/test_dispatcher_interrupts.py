@@ -1,0 +1,117 @@
+"""An interrupt (Ctrl-C: ``KeyboardInterrupt``, any ``BaseException``) while the
+dispatcher writes its incidents in ``close`` or ``flush`` loses none of them: the batch
+is rolled back and still queued, and the next ``close`` (or the one at interpreter exit)
+writes it."""
+
+from __future__ import annotations
+
+import pytest
+
+from aimsec_core.alerts import Dispatcher, Grouper, GroupingPolicy, OutboxChannel
+from aimsec_core.alerts import dispatcher as dispatching
+from aimsec_core.incidents import IncidentStore, Occurrence
+
+NOW_POLICY = GroupingPolicy(group_wait=0, group_interval=300, repeat_interval=14400,
+                            floor="medium")
+
+
+class InterruptedStore(IncidentStore):
+    """Raises ``KeyboardInterrupt`` inside its first write's transaction, after one
+    occurrence of the batch was written (as Ctrl-C arriving mid-write)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.upserts = 0
+
+    def _upsert(self, conn, o):
+        self.upserts += 1
+        if self.upserts == 2:
+            raise KeyboardInterrupt
+        return super()._upsert(conn, o)
+
+
+class InterruptedOutbox(OutboxChannel):
+    """Raises ``KeyboardInterrupt`` writing its first copy (before the incidents are
+    written in close's final round)."""
+
+    interrupted = False
+
+    def write(self, alert):
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return super().write(alert)
+
+
+def _occurrences(dispatcher: Dispatcher, clock) -> None:
+    for client in ("x", "y"):
+        dispatcher.submit(Occurrence("m", "adversarial", client, "high", clock(), clock()))
+
+
+def _clients(store: IncidentStore) -> list[str]:
+    return sorted(i.client for i in IncidentStore(store.path).incidents())
+
+
+@pytest.mark.parametrize("how", ["close", "flush"])
+def test_an_interrupted_incident_write_keeps_its_batch_for_the_next_close(tmp_path, clock,
+                                                                          channel, how):
+    # the old code took the batch out of the queue into a local list: an interrupt during
+    # the write rolled the transaction back and the batch was gone (only the alerts'
+    # outbox copies stayed); guarded.close() flushes through the same write
+    store = InterruptedStore(tmp_path / "db.sqlite3")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
+                            fallback=OutboxChannel(tmp_path / "outbox"), clock=clock,
+                            start=False)
+    _occurrences(dispatcher, clock)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            getattr(dispatcher, how)()
+        assert _clients(store) == []  # rolled back: nothing half written
+        if how == "close":  # the close at exit writes it, if nobody closes again
+            assert dispatcher in dispatching._live
+    finally:
+        assert dispatcher.close()
+    assert _clients(store) == ["x", "y"]
+    assert [i.count for i in store.incidents()] == [1, 1]  # each written once
+    assert dispatcher not in dispatching._live
+
+
+def test_an_interrupt_before_the_write_in_close_keeps_the_batch(tmp_path, clock, channel):
+    # close's final round writes the alerts' outbox copies first, then the incidents: an
+    # interrupt writing a copy lost the batch already taken from the queue
+    store = IncidentStore(tmp_path / "db.sqlite3")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
+                            fallback=InterruptedOutbox(tmp_path / "outbox"), clock=clock,
+                            start=False)
+    _occurrences(dispatcher, clock)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dispatcher.close()
+    finally:
+        assert dispatcher.close()
+    assert _clients(store) == ["x", "y"]
+
+
+def test_an_interrupted_close_waiting_for_the_worker_is_closed_again_at_exit(tmp_path,
+                                                                              clock):
+    # Ctrl-C while close() waited for the worker's final round dropped the dispatcher
+    # from those closed at exit: the daemon worker then died with the interpreter
+    # in the middle of its round
+    dispatcher = Dispatcher(IncidentStore(tmp_path / "db.sqlite3"), None, clock=clock,
+                            start=False)
+
+    class Worker:
+        def is_alive(self):
+            return True
+
+        def join(self, timeout=None):
+            raise KeyboardInterrupt
+
+    dispatcher._thread = Worker()  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dispatcher.close()
+        assert dispatcher in dispatching._live
+    finally:
+        dispatcher._thread = None
+        dispatching._live.discard(dispatcher)
