@@ -23,11 +23,11 @@ class InterruptedStore(IncidentStore):
         super().__init__(*args, **kwargs)
         self.upserts = 0
 
-    def _upsert(self, conn, o):
+    def _upsert(self, conn, o, *rest):
         self.upserts += 1
         if self.upserts == 2:
             raise KeyboardInterrupt
-        return super()._upsert(conn, o)
+        return super()._upsert(conn, o, *rest)
 
 
 class InterruptedOutbox(OutboxChannel):
