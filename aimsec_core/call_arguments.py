@@ -6,6 +6,7 @@ types, and the core names a call's inputs one way for every framework.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -128,6 +129,53 @@ def tensors_in(bound: list[tuple[str, Any, Located]], tensor_type: type
         if fallback is not None:
             return {fallback[0]: fallback[1]}, fallback[2]
     return found, primary
+
+
+def substituted(bound: list[tuple[str, Any, Located]], given: Mapping[str, Any],
+                replacements: Mapping[str, Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``args`` and ``kwargs`` (bound as ``bound``) with the tensor :func:`tensors_in`
+    named ``name`` replaced by ``replacements[name]``, wherever it sits: an argument, or
+    an item of a list, tuple or dict in one (rebuilt around it: a copy, never the caller's
+    container changed). A tensor is replaced only where it is ``given[name]`` itself
+    (two dict keys shown alike name one tensor only); one in a container that cannot be
+    rebuilt (a mapping without item assignment) stays as it is."""
+    for name, value, where in bound:
+        new = _substitute(name, value, given, replacements, 1)
+        if new is not value:
+            args, kwargs = where.replaced(args, kwargs, new)
+    return args, kwargs
+
+
+def _substitute(name: str, value: Any, given: Mapping[str, Any],
+                replacements: Mapping[str, Any], depth: int) -> Any:
+    if name in replacements and given.get(name) is value:
+        return replacements[name]
+    if depth > MAX_DEPTH or not isinstance(value, (list, tuple, Mapping)) or isinstance(
+            value, (str, bytes)):
+        return value
+    items = (((key, f"[{_key(key)}]", item) for key, item in value.items())
+             if isinstance(value, Mapping) else
+             ((i, f"[{i}]", item) for i, item in enumerate(value)))
+    changed = [(key, new) for key, suffix, item in items
+               if (new := _substitute(name + suffix, item, given, replacements, depth + 1))
+               is not item]
+    if not changed:
+        return value
+    if isinstance(value, tuple):
+        items_now = list(value)
+        for key, new in changed:
+            items_now[key] = new
+        make = getattr(type(value), "_make", None)  # a named tuple
+        return (make(items_now) if make is not None else
+                tuple(items_now) if type(value) is tuple else value)
+    try:
+        rebuilt = copy.copy(value)
+        for key, new in changed:
+            rebuilt[key] = new
+    except Exception:  # noqa: BLE001 - a container that cannot be copied or assigned to
+        return value
+    return rebuilt
 
 
 def _search(found: dict[str, Any], name: str, value: Any, tensor_type: type,

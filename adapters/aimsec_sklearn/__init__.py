@@ -31,7 +31,10 @@ numbers or booleans, nested lists, objects with ``__array__``, pandas DataFrames
 over unchanged, feature names included), scipy sparse matrices where the estimator's tags
 say ``sparse`` (checked on their stored values, never densified), strings and categories
 where the estimators reading ``X`` first say ``string`` or ``categorical``, and NaN where
-every part of the model says ``allow_nan``.
+every part of the model says ``allow_nan``. A numpy ``X`` (and a nested list of numbers) is
+handed to the estimator as the array the guard checked, copied at the check, so another
+thread writing into the caller's array meanwhile changes nothing the estimator reads;
+DataFrames and sparse matrices are handed over as given.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from aimsec_core.adapter import Adapter, Capabilities
+from aimsec_core.adapter import Adapter, Capabilities, host_snapshot
 from aimsec_core.guard import Guard
 from aimsec_core.signature import InputSpec
 
@@ -79,6 +82,11 @@ class SklearnAdapter(Adapter):
     def native(self, value: Any) -> Any | None:
         return _inputs.read(value, self.spec.accepts_strings,
                             getattr(self.model, "feature_names_in_", None))
+
+    def snapshot(self, value: Any, array: Any) -> Any | None:
+        """A numpy ``X`` as a copy (the estimator is handed it, see ``Adapter.snapshot``);
+        ``None`` for DataFrames, sparse matrices and the rest, handed over as they are."""
+        return host_snapshot(value, array)
 
     def parameters_digest(self) -> str | None:
         """SHA-256 over the estimator's parameters and fitted arrays (attributes ending in

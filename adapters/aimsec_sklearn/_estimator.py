@@ -95,7 +95,10 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         guard = self.__aimsec_guard__
         if type(X) is not np.ndarray or X.dtype.kind == "O":  # plain numeric arrays as they are
             X = guard.adapter.model_input(X)  # type: ignore[attr-defined]
-        return guard.call({"X": X}, lambda: getattr(guard.model, method)(X, *args, **kwargs))
+        def run(rebuilt: dict[str, Any]) -> Any:  # the array the core checked, if it made one
+            return getattr(guard.model, method)(rebuilt.get("X", X), *args, **kwargs)
+
+        return guard.call({"X": X}, run, rebuilt=True)
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> GuardedEstimator:
         """Fit a clone of ``estimator`` into ``estimator_`` (training data is not screened).
