@@ -135,31 +135,28 @@ def substituted(bound: list[tuple[str, Any, Located]], given: Mapping[str, Any],
                 replacements: Mapping[str, Any], args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``args`` and ``kwargs`` (bound as ``bound``) with the tensor :func:`tensors_in`
-    named ``name`` replaced by ``replacements[name]``, wherever it sits: an argument, or
-    an item of a list, tuple or dict in one (rebuilt around it: a copy, never the caller's
-    container changed). A tensor is replaced only where it is ``given[name]`` itself
-    (two dict keys shown alike name one tensor only); one in a container that cannot be
-    rebuilt (a mapping without item assignment) stays as it is."""
-    for name, value, where in bound:
-        new = _substitute(name, value, given, replacements, 1)
+    named ``name`` (``given[name]``) replaced by ``replacements[name]`` wherever it sits:
+    an argument, or an item of a list, tuple or dict in one (rebuilt around it: a copy,
+    never the caller's container changed). A container that cannot be rebuilt (a mapping
+    without item assignment) keeps its tensors as they are."""
+    by_id = {id(given[name]): new for name, new in replacements.items()}
+    for _, value, where in bound:
+        new = _substitute(value, by_id, 0)
         if new is not value:
             args, kwargs = where.replaced(args, kwargs, new)
     return args, kwargs
 
 
-def _substitute(name: str, value: Any, given: Mapping[str, Any],
-                replacements: Mapping[str, Any], depth: int) -> Any:
-    if name in replacements and given.get(name) is value:
-        return replacements[name]
-    if depth > MAX_DEPTH or not isinstance(value, (list, tuple, Mapping)) or isinstance(
+def _substitute(value: Any, by_id: Mapping[int, Any], depth: int) -> Any:
+    new = by_id.get(id(value))
+    if new is not None:
+        return new
+    if depth >= MAX_DEPTH or not isinstance(value, (list, tuple, Mapping)) or isinstance(
             value, (str, bytes)):
         return value
-    items = (((key, f"[{_key(key)}]", item) for key, item in value.items())
-             if isinstance(value, Mapping) else
-             ((i, f"[{i}]", item) for i, item in enumerate(value)))
-    changed = [(key, new) for key, suffix, item in items
-               if (new := _substitute(name + suffix, item, given, replacements, depth + 1))
-               is not item]
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    changed = [(key, new) for key, item in items
+               if (new := _substitute(item, by_id, depth + 1)) is not item]
     if not changed:
         return value
     if isinstance(value, tuple):
@@ -201,6 +198,8 @@ def _add(found: dict[str, Any], name: str, tensor: Any) -> None:
     if len(found) >= MAX_TENSORS:
         raise ArgumentsError(f"the call holds more than {MAX_TENSORS} tensors; expected at "
                              f"most {MAX_TENSORS} tensor arguments")
+    if name in found:  # two keys shown alike (cut to _KEY_CHARS): each screened, numbered
+        name = f"{name}#{len(found)}"
     found[name] = tensor
 
 

@@ -149,3 +149,27 @@ def test_a_model_guarded_on_copies_is_not_written_through_by_the_caller():
     out = guarded(InPlace())(x)
     torch.testing.assert_close(out, torch.from_numpy(X) * 2)
     torch.testing.assert_close(x, torch.from_numpy(X))
+
+
+class _Pair(nn.Module):
+    def forward(self, batch: dict) -> torch.Tensor:
+        return sum(batch.values())
+
+
+def test_dict_keys_shown_alike_are_each_screened_and_read_as_checked():
+    """Two keys whose names are cut to the same 40 characters: the first tensor was
+    named like the second and dropped, so it reached the model unscreened. Each is now
+    screened under a name of its own, and the model reads both as checked."""
+    from aimsec_core import InvalidInputError
+
+    first, second = "feature_" + "a" * 40 + "_1", "feature_" + "a" * 40 + "_2"
+    sink = ListSink()
+    g = guarded(_Pair(), sink)
+    with torch.no_grad(), pytest.raises(InvalidInputError):
+        g({first: torch.full((2, 3), 5.0), second: torch.zeros(2, 3)})
+    assert sink.outcomes == ["rejected"]
+    a, b = torch.full((2, 3), 0.25), torch.full((2, 3), 0.5)
+    tamper_after_check(g, a, b)
+    with torch.no_grad():
+        out = g({first: a, second: b})
+    torch.testing.assert_close(out, torch.full((2, 3), 0.75), rtol=0, atol=0)
