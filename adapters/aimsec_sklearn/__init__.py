@@ -31,10 +31,11 @@ numbers or booleans, nested lists, objects with ``__array__``, pandas DataFrames
 over unchanged, feature names included), scipy sparse matrices where the estimator's tags
 say ``sparse`` (checked on their stored values, never densified), strings and categories
 where the estimators reading ``X`` first say ``string`` or ``categorical``, and NaN where
-every part of the model says ``allow_nan``. A numpy ``X`` (and a nested list of numbers) is
-handed to the estimator as the array the guard checked, copied at the check, so another
-thread writing into the caller's array meanwhile changes nothing the estimator reads;
-DataFrames and sparse matrices are handed over as given.
+every part of the model says ``allow_nan``. A numpy ``X`` is handed to the estimator as
+the copy the guard checked, taken at the check, so another thread writing into the
+caller's array meanwhile changes nothing the estimator reads; DataFrames, sparse matrices
+and nested lists are handed over as given (an estimator fitted on float32 reads a list as
+float32, not as the float64 array the guard reads from it).
 """
 
 from __future__ import annotations

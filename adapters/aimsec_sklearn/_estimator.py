@@ -95,8 +95,13 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         guard = self.__aimsec_guard__
         if type(X) is not np.ndarray or X.dtype.kind == "O":  # plain numeric arrays as they are
             X = guard.adapter.model_input(X)  # type: ignore[attr-defined]
-        def run(rebuilt: dict[str, Any]) -> Any:  # the array the core checked, if it made one
-            return getattr(guard.model, method)(rebuilt.get("X", X), *args, **kwargs)
+
+        def run(rebuilt: dict[str, Any]) -> Any:
+            # a numpy X as the copy the core checked; anything else as given (a nested
+            # list too: an estimator fitted on float32 reads a list as float32, where the
+            # array the core reads from it is float64)
+            checked = rebuilt.get("X", X) if isinstance(X, np.ndarray) else X
+            return getattr(guard.model, method)(checked, *args, **kwargs)
 
         return guard.call({"X": X}, run, rebuilt=True)
 
