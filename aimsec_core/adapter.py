@@ -136,6 +136,17 @@ class Adapter(ABC):
         for one model is not silently used on another."""
         return None
 
+    def snapshot(self, value: Any, array: Any) -> Any | None:
+        """A copy of ``array`` (what :meth:`native` made of ``value``), of the same
+        dtype, shape and device, that this adapter hands the model in place of ``value``
+        (``Guard.call(..., rebuilt=True)``); ``None`` where the model must be handed
+        ``value`` itself (a DataFrame whose column names the model reads, an array the
+        copy would not stand for). Validation checks the copy, so the model reads exactly
+        the values checked, whatever another thread writes into ``value`` meanwhile.
+        Called only for inputs validation found within ``max_size``. The default:
+        ``None`` (an adapter whose model reads the caller's objects)."""
+        return None
+
     def host_bytes(self, array: Any) -> bytes | memoryview | None:
         """The exact bytes of ``array`` (its values in C order) on the host, for the content
         hash of arrays numpy cannot read in place (on an accelerator, or of a dtype numpy
@@ -166,6 +177,15 @@ class HostArrays(Adapter):
 
     def wrap(self, guard: Guard) -> Any:
         raise NotImplementedError("HostArrays screens data; there is no model to wrap")
+
+
+def host_snapshot(value: Any, array: Any) -> np.ndarray | None:
+    """:meth:`Adapter.snapshot` for a framework that takes numpy arrays as they are: a
+    copy of ``array`` in its memory layout where it is ``value`` itself (a plain
+    ``np.ndarray``), else ``None``."""
+    if array is value and type(array) is np.ndarray:
+        return array.copy(order="K")
+    return None
 
 
 def read_single_column(adapter: Adapter, probability: bool) -> None:

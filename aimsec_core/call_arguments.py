@@ -11,6 +11,7 @@ checked before the model runs against declarative :class:`Rule` s: a bad one is 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import reprlib
 from collections.abc import Callable, Mapping
@@ -142,6 +143,50 @@ def tensors_in(bound: list[tuple[str, Any, Located]], tensor_type: type
     return found, primary
 
 
+def substituted(bound: list[tuple[str, Any, Located]], given: Mapping[str, Any],
+                replacements: Mapping[str, Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``args`` and ``kwargs`` (bound as ``bound``) with the tensor :func:`tensors_in`
+    named ``name`` (``given[name]``) replaced by ``replacements[name]`` wherever it sits:
+    an argument, or an item of a list, tuple or dict in one (rebuilt around it: a copy,
+    never the caller's container changed). A container that cannot be rebuilt (a mapping
+    without item assignment) keeps its tensors as they are."""
+    by_id = {id(given[name]): new for name, new in replacements.items()}
+    for _, value, where in bound:
+        new = _substitute(value, by_id, 0)
+        if new is not value:
+            args, kwargs = where.replaced(args, kwargs, new)
+    return args, kwargs
+
+
+def _substitute(value: Any, by_id: Mapping[int, Any], depth: int) -> Any:
+    new = by_id.get(id(value))
+    if new is not None:
+        return new
+    if depth >= MAX_DEPTH or not isinstance(value, (list, tuple, Mapping)) or isinstance(
+            value, (str, bytes)):
+        return value
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    changed = [(key, new) for key, item in items
+               if (new := _substitute(item, by_id, depth + 1)) is not item]
+    if not changed:
+        return value
+    if isinstance(value, tuple):
+        items_now = list(value)
+        for key, new in changed:
+            items_now[key] = new
+        make = getattr(type(value), "_make", None)  # a named tuple
+        return (make(items_now) if make is not None else
+                tuple(items_now) if type(value) is tuple else value)
+    try:
+        rebuilt = copy.copy(value)
+        for key, new in changed:
+            rebuilt[key] = new
+    except Exception:  # noqa: BLE001 - a container that cannot be copied or assigned to
+        return value
+    return rebuilt
+
+
 def _search(found: dict[str, Any], name: str, value: Any, tensor_type: type,
             depth: int, budget: list[int]) -> None:
     if depth > MAX_DEPTH:
@@ -165,6 +210,8 @@ def _add(found: dict[str, Any], name: str, tensor: Any) -> None:
     if len(found) >= MAX_TENSORS:
         raise ArgumentsError(f"the call holds more than {MAX_TENSORS} tensors; expected at "
                              f"most {MAX_TENSORS} tensor arguments")
+    if name in found:  # two keys shown alike (cut to _KEY_CHARS): each screened, numbered
+        name = f"{name}#{len(found)}"
     found[name] = tensor
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -265,16 +266,18 @@ class Guard:
                                         self._digest(calibration))  # type: ignore[arg-type]
 
     def call(self, inputs: Mapping[str, Any], predict: Callable[..., T],
-             forward: Callable[[Any], T] | None = None, *, rebuilt: bool = False,
+             forward: Callable[..., T] | None = None, *, rebuilt: bool = False,
              refusals: Sequence[Finding] = ()) -> T:
         """Screen ``inputs``; if allowed, return the model's output; record either way.
 
         ``forward(x)`` runs the same call on a replacement input; adapters with autograd
         pass it so gradient analysis and the prediction share one forward pass.
         With ``rebuilt``, ``predict`` takes one argument: name -> array for each input the
-        core rebuilt in place of the caller's object (a native-order copy of a big-endian
-        array, the array a nested list becomes), which a framework reading raw memory must
-        be handed so the model reads exactly what was checked.
+        core rebuilt in place of the caller's object (the adapter's snapshot of an array
+        the caller could still write to, a native-order copy of a big-endian array, the
+        array a nested list becomes; see ``Validated.replaced``), which the adapter hands
+        the model in place of the caller's objects, so the model reads exactly what was
+        checked; ``forward`` then takes the same mapping as its keyword ``rebuilt``.
         ``refusals`` are blocking findings the adapter made about arguments that are not
         inputs (onnxruntime's ``output_names``): recorded with the input findings, in one
         verdict and one record.
@@ -294,6 +297,8 @@ class Guard:
             self._unscreened(exc, visit, start)
         if visit is not None:
             verdict = self._query_checks(visit, validated, verdict)
+        if rebuilt and forward is not None:
+            forward = functools.partial(forward, rebuilt=_replacements(validated))
         output: Any = _NOT_YET
         try:
             if verdict.allowed and self._detecting(validated, calibration):
@@ -367,7 +372,7 @@ class Guard:
     def _predict(predict: Callable[..., T], validated: Validated, rebuilt: bool) -> T:
         """Run the model: with ``rebuilt``, handing it the arrays the core rebuilt."""
         if rebuilt:
-            return predict({name: validated.arrays[name] for name in validated.replaced})
+            return predict(_replacements(validated))
         return predict()
 
     def _refuses_samples_only(self, verdict: Verdict) -> bool:
@@ -715,6 +720,11 @@ def take_rows(output: Any, keep: np.ndarray, batch_size: int) -> Any:
             and shape[0] == batch_size:
         return output[keep]
     return output
+
+
+def _replacements(validated: Validated) -> dict[str, Any]:
+    """Name -> the array the core made for each input it replaced (see ``Guard.call``)."""
+    return {name: validated.arrays[name] for name in validated.replaced}
 
 
 def _detection_finding(scored: Any, suite: DetectorSuite) -> Finding:

@@ -4,9 +4,12 @@ Cheap checks run first and a check that makes the input unusable stops the rest.
 content checks read each sample once for its minimum and maximum, which decide finiteness
 and range together; the structural checks run only when configured.
 
-What is checked is what the model reads. A numpy array whose memory is not its values in
-native order (big-endian data from a ``.npy`` file, say) is checked, hashed and handed on
-as a native-order copy (``Validated.arrays``); a framework that casts inputs to its
+What is checked is what the model reads. An array the caller could still write to (from
+another thread, while the call runs) is copied once its size is known to be within
+``max_size``, by the adapter that hands the model the copy (``Adapter.snapshot``); the
+checks read the copy. A numpy array whose memory is not its values in native order
+(big-endian data from a ``.npy`` file, say) is checked, hashed and handed on as a
+native-order copy (``Validated.arrays``); a framework that casts inputs to its
 declared dtype (a non-strict :class:`InputSpec`, or a nested list under a strict one) has
 the values checked as that cast leaves them, so ``1e39`` on its way to ``float32`` is an
 infinite value, and ``300`` on its way to ``int8`` a value out of range.
@@ -77,7 +80,8 @@ class Validated:
     #: more elements than ``max_size``: decided from the shapes, the content was not read
     oversized: bool = False
     #: inputs whose array the core built for the model to read, in place of the caller's
-    #: object: a native-order copy, or the array a nested list becomes (see Guard.call)
+    #: object: the adapter's snapshot of an array the caller could still write to, a
+    #: native-order copy, or the array a nested list becomes (see Guard.call)
     replaced: set[str] = field(default_factory=set)
 
     @property
@@ -90,6 +94,7 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
     out = Validated()
     reads_as: dict[str, np.dtype] = {}  # inputs the framework casts before the model reads
     listed: set[str] = set()  # nested lists, which the framework casts to the declared dtype
+    checked: dict[str, tuple[Any, Any]] = {}  # each input's shape and dtype, as checked
     for name, value in raw.items():
         spec = specs.get(name)
         array = _coerce(name, value, adapter, spec, constraints, out, listed)
@@ -106,6 +111,7 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         if target is not None:
             reads_as[name] = target
         out.arrays[name] = array
+        checked[name] = (array.shape, array.dtype)
     out.replaced |= listed
     batched = _batched_inputs(out.arrays, specs, out)
     if batched is None:
@@ -119,6 +125,8 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         _add(out, Finding("size", f"input has {total} elements; expected at most "
                           f"{constraints.max_size} (max_size); its content was not read",
                           expected=constraints.max_size, received=total))
+        return out
+    if not _snapshot(raw, adapter, out, checked):
         return out
     out.flags = np.zeros(out.batch_size, dtype=bool)
     for name, array in out.arrays.items():
@@ -143,6 +151,34 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
             out.arrays[name] = out.views[name] = out.seen[name] = _cast(
                 out.arrays[name], np.dtype(spec.dtype))
     return out
+
+
+def _snapshot(raw: Mapping[str, Any], adapter: Adapter, out: Validated,
+              checked: Mapping[str, tuple[Any, Any]]) -> bool:
+    """Replace each input the caller could still write to (an array handed over as it
+    is) with the adapter's copy of it, named in ``out.replaced``: the content checks read
+    the copy and the model is handed it, so values another thread writes into the
+    caller's array after this point never reach the model unchecked. Run once the sizes
+    passed ``max_size`` (copying reads every value). Returns ``False`` after refusing an
+    input whose shape or dtype (``checked``: as its format was checked) changed since
+    (a numpy array's are settable in place)."""
+    for name, array in out.arrays.items():
+        if name in out.replaced or isinstance(array, STRUCTURED):
+            continue  # already the core's own array, or read through its own structure
+        copy = adapter.snapshot(raw[name], array)
+        if copy is None:
+            continue
+        shape, dtype = checked[name]
+        if copy.shape != shape or copy.dtype != dtype:
+            _block(out, "format", f"input {shown_name(name)!r} changed shape or dtype while "
+                   f"it was being read (checked as {tuple(shape)} {dtype}, copied as "
+                   f"{tuple(copy.shape)} {copy.dtype}); expected an input no other thread "
+                   "changes during the call", expected=tuple(shape),
+                   received=tuple(copy.shape))
+            return False
+        out.arrays[name] = out.seen[name] = copy
+        out.replaced.add(name)
+    return True
 
 
 def _coerce(name: str, value: Any, adapter: Adapter, spec: InputSpec | None,

@@ -25,8 +25,9 @@ feed is screened against the element type and shape the model declares (every te
 element type numpy has, ``str`` for ``tensor(string)``; symbolic dimensions by name: only
 dimensions sharing a symbol must agree), a missing or unknown input name is refused with
 the name in the message, and so are unknown ``output_names``, in the same verdict and audit
-record as the feed's findings. A big-endian array (which onnxruntime would read as raw
-little-endian bytes) is checked and run as the native-order copy the core makes of it.
+record as the feed's findings. Each numpy array of the feed is run as the copy the core checked (values another
+thread writes into the caller's array meanwhile never reach the session); a big-endian
+array (which onnxruntime would read as raw little-endian bytes) as the native-order copy.
 ``run_with_iobinding``, ``run_with_ortvaluevector`` and ``io_binding`` take inputs the guard
 cannot read, and the session's private attributes (``_sess``) reach the unguarded runtime,
 so they raise :class:`UnguardedCallError`; ``aimsec_core.unguard(guarded)`` gives the
@@ -45,7 +46,7 @@ import warnings
 from functools import cached_property
 from typing import Any
 
-from aimsec_core.adapter import Adapter, Capabilities
+from aimsec_core.adapter import Adapter, Capabilities, host_snapshot
 from aimsec_core.errors import UnguardedCallError
 from aimsec_core.guard import Guard
 from aimsec_core.signature import InputSpec
@@ -118,6 +119,11 @@ class OnnxAdapter(Adapter):
             raise TypeError(f"onnxruntime takes no {type(value).__name__}; expected a numpy "
                             "array (or a nested list), e.g. np.asarray(value, dtype=...)")
         return None
+
+    def snapshot(self, value: Any, array: Any) -> Any | None:
+        """A numpy array of the feed as a copy, which the session runs on (see
+        ``Adapter.snapshot``); ``None`` for an ``OrtValue``, which it runs as given."""
+        return host_snapshot(value, array)
 
     def scores(self, x: Any) -> Any:
         inputs = self.model.get_inputs()

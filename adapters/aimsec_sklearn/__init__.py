@@ -31,7 +31,11 @@ numbers or booleans, nested lists, objects with ``__array__``, pandas DataFrames
 over unchanged, feature names included), scipy sparse matrices where the estimator's tags
 say ``sparse`` (checked on their stored values, never densified), strings and categories
 where the estimators reading ``X`` first say ``string`` or ``categorical``, and NaN where
-every part of the model says ``allow_nan``.
+every part of the model says ``allow_nan``. A numpy ``X`` is handed to the estimator as
+the copy the guard checked, taken at the check, so another thread writing into the
+caller's array meanwhile changes nothing the estimator reads; DataFrames, sparse matrices
+and nested lists are handed over as given (an estimator fitted on float32 reads a list as
+float32, not as the float64 array the guard reads from it).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from aimsec_core.adapter import Adapter, Capabilities
+from aimsec_core.adapter import Adapter, Capabilities, host_snapshot
 from aimsec_core.guard import Guard
 from aimsec_core.signature import InputSpec
 
@@ -79,6 +83,11 @@ class SklearnAdapter(Adapter):
     def native(self, value: Any) -> Any | None:
         return _inputs.read(value, self.spec.accepts_strings,
                             getattr(self.model, "feature_names_in_", None))
+
+    def snapshot(self, value: Any, array: Any) -> Any | None:
+        """A numpy ``X`` as a copy (the estimator is handed it, see ``Adapter.snapshot``);
+        ``None`` for DataFrames, sparse matrices and the rest, handed over as they are."""
+        return host_snapshot(value, array)
 
     def parameters_digest(self) -> str | None:
         """SHA-256 over the estimator's parameters and fitted arrays (attributes ending in

@@ -113,9 +113,17 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         guard = self.__aimsec_guard__
         if type(X) is not np.ndarray or X.dtype.kind == "O":  # plain numeric arrays as they are
             X = guard.adapter.model_input(X)  # type: ignore[attr-defined]
-        run = getattr(guard.model, method)
-        refusals = _unfit(method, run, X, args, kwargs) if args or kwargs else ()
-        return guard.call({"X": X}, lambda: run(X, *args, **kwargs), refusals=refusals)
+        model_method = getattr(guard.model, method)
+        refusals = _unfit(method, model_method, X, args, kwargs) if args or kwargs else ()
+
+        def run(rebuilt: dict[str, Any]) -> Any:
+            # a numpy X as the copy the core checked; anything else as given (a nested
+            # list too: an estimator fitted on float32 reads a list as float32, where the
+            # array the core reads from it is float64)
+            checked = rebuilt.get("X", X) if isinstance(X, np.ndarray) else X
+            return model_method(checked, *args, **kwargs)
+
+        return guard.call({"X": X}, run, rebuilt=True, refusals=refusals)
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> GuardedEstimator:
         """Fit a clone of ``estimator`` into ``estimator_`` (training data is not screened).

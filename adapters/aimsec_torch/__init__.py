@@ -19,8 +19,12 @@
 
 ``forward`` is guarded: the call's arguments are bound to the original's ``forward``
 signature and every tensor in them is screened under its parameter's name (``x``, ``mask``,
-``inputs[0]``), then the original module runs on the original arguments, so its hooks fire
-once and a valid call returns exactly what the plain model returns. With calibrated
+``inputs[0]``), then the original module runs on the original arguments with each plain
+tensor in them replaced by the copy the guard checked (taken at the check, on the tensor's
+device: another thread writing into the caller's tensor meanwhile changes nothing the
+model reads; joined to the caller's autograd graph where the tensor requires grad, so its
+gradient is the plain call's), so its hooks fire once and a valid call returns exactly
+what the plain model returns. With calibrated
 detectors, the gradient detector reuses that one forward pass on the first (primary) input.
 The guarded module shares the original's parameters, buffers and submodules (same objects,
 same ``state_dict`` keys), so optimisers, checkpoints, ``.to(device)``, ``.double()``,
@@ -141,6 +145,13 @@ class TorchAdapter(Adapter):
 
     def native(self, value: Any) -> Any | None:
         return tensor_input(value)
+
+    def snapshot(self, value: Any, array: Any) -> Any | None:
+        """A clone of the checked values of a plain tensor, on its device, in its memory
+        format (see ``Adapter.snapshot``); the guarded module hands it to the model, joined
+        to the caller's tensor's graph where that one requires grad. ``None`` for tensor
+        subclasses and tensors under ``torch.func`` transforms, read as given."""
+        return _helpers().snapshot(value, array)
 
     def host_bytes(self, array: Any) -> Any:
         return _helpers().exact_bytes(array)

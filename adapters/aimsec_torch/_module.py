@@ -38,7 +38,7 @@ from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused
 
 from aimsec_core.arrays import masks_as_bytes
-from aimsec_core.call_arguments import ArgumentsError, tensors_in
+from aimsec_core.call_arguments import ArgumentsError, substituted, tensors_in
 from ._global_hooks import SharedHook
 from ._modes import own_mode, own_modes, own_training, set_modes
 from ._tensors import inside_transforms, outside_transforms, transforming
@@ -87,29 +87,34 @@ class GuardedModule(GuardedMixin, nn.Module):
         return self._aimsec_screened(args, kwargs)
 
     def _aimsec_screened(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Screen every tensor argument by name; run the original on the arguments as given."""
+        """Screen every tensor argument by name; run the original on the arguments with
+        each tensor replaced by the core's snapshot of the values it checked."""
         guard, original = self._aimsec_guard, self._aimsec_original
         binder = guard.adapter.binder()
+        bound: list[Any] = []
         try:
-            inputs, where = tensors_in(binder.bind(args, kwargs), torch.Tensor)
+            bound = binder.bind(args, kwargs)
+            inputs, where = tensors_in(bound, torch.Tensor)
         except ArgumentsError as exc:
             inputs, where = {binder.first_name: Refused(str(exc))}, None
+        given = inputs  # the caller's tensors, by name
         if not inputs:
             inputs = {binder.first_name: None}
         elif len(inputs) > 1:
             inputs = masks_as_bytes(inputs)
 
         if transforming():
-            return self._aimsec_transformed(inputs, args, kwargs)
+            return self._aimsec_transformed(inputs, bound, given, args, kwargs)
 
         # the mode the user set, whatever another thread's detector pass switched it to
         training = own_training(original)
 
-        def predict() -> Any:
+        def predict(rebuilt: dict[str, Any]) -> Any:
+            a, k = _checked(bound, given, rebuilt, args, kwargs)
             if training:  # the model's own train mode, never a detector's eval switch
                 with own_mode(original):
-                    return original(*args, **kwargs)
-            return original(*args, **kwargs)
+                    return original(*a, **k)
+            return original(*a, **k)
 
         forward = None
         x = next(iter(inputs.values()))
@@ -117,26 +122,37 @@ class GuardedModule(GuardedMixin, nn.Module):
         # the detectors were calibrated on: they take their own eval-mode pass instead.
         if where is not None and isinstance(x, torch.Tensor) and not training:
             joined = torch.is_grad_enabled() and x.requires_grad
+            first = next(iter(inputs))
 
-            def forward(replacement: Any) -> Any:  # the same call on x's autograd twin
-                if joined and replacement is not x:  # the output must still reach x's graph
+            def forward(replacement: Any, rebuilt: dict[str, Any]) -> Any:
+                # the same call on x's autograd twin (the checked values); the output must
+                # still reach x's graph
+                if joined and replacement is not x:
                     replacement = _Joined.apply(x, replacement)
-                a, k = where.replaced(args, kwargs, replacement)
+                others = {name: t for name, t in rebuilt.items() if name != first}
+                a, k = _checked(bound, given, others, args, kwargs)
+                a, k = where.replaced(a, k, replacement)
                 return original(*a, **k)
 
         return _screened_call(guard, inputs, predict, forward)
 
-    def _aimsec_transformed(self, inputs: dict[str, Any], args: tuple[Any, ...],
+    def _aimsec_transformed(self, inputs: dict[str, Any], bound: list[Any],
+                            given: dict[str, Any], args: tuple[Any, ...],
                             kwargs: dict[str, Any]) -> Any:
         """Under ``torch.func`` transforms: screen the real values with the transforms
-        suspended, run the model under them (detectors use their own passes)."""
+        suspended, run the model under them (detectors use their own passes) on the
+        snapshots of plain tensors that require no grad (the transforms' own wrappers,
+        and tensors a custom autograd function could not join under them, as given)."""
         original = self._aimsec_original
         with outside_transforms() as stack:
 
-            def predict() -> Any:
+            def predict(rebuilt: dict[str, Any]) -> Any:
+                plain = {name: t for name, t in rebuilt.items()
+                         if not given[name].requires_grad}
+                a, k = _checked(bound, given, plain, args, kwargs)
                 with inside_transforms(stack), (
                         own_mode(original) if own_training(original) else nullcontext()):
-                    return original(*args, **kwargs)
+                    return original(*a, **k)
 
             return _screened_call(self._aimsec_guard, inputs, predict)
 
@@ -339,11 +355,11 @@ _SCREENING: contextvars.ContextVar[bool] = contextvars.ContextVar("aimsec_torch_
                                                                   default=False)
 
 
-def _screened_call(guard: Guard, inputs: dict[str, Any], predict: Callable[[], Any],
-                   forward: Callable[[Any], Any] | None = None) -> Any:
+def _screened_call(guard: Guard, inputs: dict[str, Any], predict: Callable[[Any], Any],
+                   forward: Callable[[Any, Any], Any] | None = None) -> Any:
     token = _SCREENING.set(True)
     try:
-        return guard.call(inputs, predict, forward)
+        return guard.call(inputs, predict, forward, rebuilt=True)
     finally:
         _SCREENING.reset(token)
 
@@ -398,13 +414,37 @@ _REFUSING = SharedHook(lambda: [nn.modules.module.register_module_forward_pre_ho
     _refuse_bypass)])
 
 
+def _checked(bound: list[Any], given: dict[str, Any], rebuilt: dict[str, Any],
+             args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments with each tensor the core took a snapshot of (``rebuilt``:
+    name -> the values it checked) replaced by it: a boolean mask as ``bool`` again (it
+    was screened as bytes), and joined to the caller's tensor's graph where that one
+    requires grad (its gradient flows back to it as from the plain call)."""
+    if not rebuilt:
+        return args, kwargs
+    grad = torch.is_grad_enabled()
+    replacements = {}
+    for name, checked in rebuilt.items():
+        tensor = given.get(name)
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        if tensor.dtype is torch.bool and checked.dtype is not torch.bool:
+            checked = checked.view(torch.bool)
+        if grad and tensor.requires_grad:
+            checked = _Joined.apply(tensor, checked)
+        replacements[name] = checked
+    return substituted(bound, given, replacements, args, kwargs)
+
+
 class _Joined(torch.autograd.Function):
-    """``x`` in value; backward sends the gradient to ``x``'s graph and to the detector's
-    twin of ``x`` alike, so one forward pass serves the caller and the detector."""
+    """``twin``'s values (what was checked); backward sends the gradient to ``x``'s graph
+    and to ``twin`` alike: the caller's input gets its gradient as from the plain call,
+    and one forward pass serves the caller and the detector (whose leaf ``twin`` is)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, twin: torch.Tensor) -> torch.Tensor:
-        return x.clone()
+        return twin.clone()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,6 +50,19 @@ def readable(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def snapshot(value: torch.Tensor, array: torch.Tensor) -> torch.Tensor | None:
+    """A copy of ``array`` (:func:`readable` of ``value``) that the model can be handed in
+    place of ``value``: for a plain tensor (or a parameter), on its device and in its
+    memory format, detached; ``None`` for a subclass (the model would get another type)
+    and a tensor under transforms or functionalization (its wrappers are what the model
+    reads)."""
+    if (type(value) not in (torch.Tensor, torch.nn.Parameter)
+            or _functorch.is_functorch_wrapped_tensor(value)
+            or torch._is_functional_tensor(value)):
+        return None
+    return array.clone()
+
+
 def wrapped_elements(value: torch.Tensor) -> int:
     """Elements of the plain tensor under ``value``'s transform levels, which
     :func:`readable` reads (merging vmapped axes copies an expanded view)."""

@@ -1,0 +1,175 @@
+"""The guarded torch module hands the model the values it checked (a snapshot taken at the
+check), so a tensor another thread writes to after its check never reaches the model
+unchecked; and it keeps every gradient the plain call gives: a caller computing gradients
+with respect to its input, training with ``loss.backward()``, or differentiating twice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import aimsec_core  # noqa: E402
+from tests.conftest import ListSink  # noqa: E402
+
+X = np.array([[0.1, 0.2, 0.3], [0.5, 0.9, 0.2], [0.0, 0.4, 0.25], [0.7, 0.1, 0.6]],
+             dtype=np.float32)
+BOUNDS = {"min_value": 0.0, "max_value": 1.0}
+
+
+def net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Dropout(0.5),
+                         nn.Linear(8, 2))
+
+
+def guarded(model: nn.Module, sink: ListSink | None = None, **kw):
+    return aimsec_core.guard(model, name="snap", sinks=[sink] if sink is not None else [],
+                             policy=False, constraints=BOUNDS, **kw)
+
+
+def tamper_after_check(g, *tensors) -> None:
+    """Write out-of-range values into ``tensors`` from the guard's clock: after the
+    checks, before the model reads them (as another thread could)."""
+    guard = aimsec_core.guard_of(g)
+    clock = guard.clock
+
+    def stamp_then_tamper() -> float:
+        with torch.no_grad():
+            for t in tensors:
+                t.fill_(1e30) if t.is_floating_point() else t.zero_()
+        return clock()
+
+    guard.clock = stamp_then_tamper
+
+
+@pytest.mark.parametrize("calibrated", [False, True], ids=["plain", "gradient-detector"])
+def test_training_with_an_input_requiring_grad_gets_the_plain_gradients(calibrated):
+    """Train mode (dropout, batch statistics), the input requiring grad (adversarial
+    training): the loss's gradients for the input and every parameter, and the running
+    statistics, are the plain model's exactly."""
+    model, reference = net().train(), net().train()
+    g = guarded(model, mode="monitor")  # a flagged sample is still answered
+    if calibrated:
+        model.eval()
+        g.calibrate(torch.rand(60, 3, generator=torch.Generator().manual_seed(1)),
+                    detectors=["gradient"])
+        model.train()
+    y = torch.tensor([0, 1, 1, 0])
+    x, x_plain = (torch.from_numpy(X.copy()).requires_grad_(True) for _ in range(2))
+    torch.manual_seed(3)
+    nn.functional.cross_entropy(g(x), y).backward()
+    torch.manual_seed(3)  # the same dropout mask
+    nn.functional.cross_entropy(reference(x_plain), y).backward()
+    torch.testing.assert_close(x.grad, x_plain.grad, rtol=0, atol=0)
+    for ours, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=0)
+    torch.testing.assert_close(model[1].running_mean, reference[1].running_mean,
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("calibrated", [False, True], ids=["plain", "gradient-detector"])
+def test_input_gradients_and_second_derivatives_are_the_plain_calls(calibrated):
+    """An attack step or a gradient penalty: d(output)/dx, and the gradient of that
+    gradient's norm (create_graph=True), are exactly the plain model's."""
+    model = net().eval()
+    g = guarded(model, mode="monitor")  # a flagged sample is still answered
+    if calibrated:
+        g.calibrate(torch.rand(60, 3, generator=torch.Generator().manual_seed(1)),
+                    detectors=["gradient"])
+    results = []
+    for call in (g, model):
+        x = torch.from_numpy(X.copy()).requires_grad_(True)
+        (grad,) = torch.autograd.grad(call(x).sum(), x, create_graph=True)
+        grad.pow(2).sum().backward()
+        results.append((grad.detach(), x.grad))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_an_input_requiring_grad_changed_after_its_check_still_gets_its_gradient():
+    """The model reads the checked values (not the 1e30 written after the check) and the
+    gradient still reaches the caller's tensor."""
+    model = net().eval()
+    g = guarded(model)
+    x = torch.from_numpy(X.copy()).requires_grad_(True)
+    expected = model(torch.from_numpy(X))
+    tamper_after_check(g, x)
+    out = g(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+class _Batch(nn.Module):
+    """Takes a dict of features and a boolean mask; refuses a mask of any other dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+        assert mask.dtype is torch.bool
+        self.seen.append(batch["features"])
+        return self.linear(batch["features"]) * mask[:, None]
+
+
+def test_tensors_in_containers_and_boolean_masks_are_read_as_checked():
+    """A tensor inside a dict argument and a boolean mask beside it, both changed after
+    their check: the model reads the checked values, the mask as bool, and the caller's
+    dict is left as it was (rebuilt around the snapshot, never changed)."""
+    torch.manual_seed(0)
+    model = _Batch()
+    sink = ListSink()
+    g = guarded(model, sink)
+    features = torch.from_numpy(X.copy())
+    mask = torch.tensor([True, False, True, True])
+    batch = {"features": features, "ids": [1, 2, 3, 4]}
+    with torch.no_grad():
+        expected = model({"features": features.clone()}, mask.clone())
+        tamper_after_check(g, features, mask)
+        out = g(batch, mask)
+    assert sink.outcomes == ["allowed"]
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert batch["features"] is features and model.seen[-1] is not features
+
+
+def test_a_model_guarded_on_copies_is_not_written_through_by_the_caller():
+    """The snapshot is the core's own: a model changing its input in place changes the
+    snapshot, and the caller's tensor keeps its values (the plain model would have
+    changed them)."""
+
+    class InPlace(nn.Module):
+        def forward(self, x):
+            return x.mul_(2)
+
+    x = torch.from_numpy(X.copy())
+    out = guarded(InPlace())(x)
+    torch.testing.assert_close(out, torch.from_numpy(X) * 2)
+    torch.testing.assert_close(x, torch.from_numpy(X))
+
+
+class _Pair(nn.Module):
+    def forward(self, batch: dict) -> torch.Tensor:
+        return sum(batch.values())
+
+
+def test_dict_keys_shown_alike_are_each_screened_and_read_as_checked():
+    """Two keys whose names are cut to the same 40 characters: the first tensor was
+    named like the second and dropped, so it reached the model unscreened. Each is now
+    screened under a name of its own, and the model reads both as checked."""
+    from aimsec_core import InvalidInputError
+
+    first, second = "feature_" + "a" * 40 + "_1", "feature_" + "a" * 40 + "_2"
+    sink = ListSink()
+    g = guarded(_Pair(), sink)
+    with torch.no_grad(), pytest.raises(InvalidInputError):
+        g({first: torch.full((2, 3), 5.0), second: torch.zeros(2, 3)})
+    assert sink.outcomes == ["rejected"]
+    a, b = torch.full((2, 3), 0.25), torch.full((2, 3), 0.5)
+    tamper_after_check(g, a, b)
+    with torch.no_grad():
+        out = g({first: a, second: b})
+    torch.testing.assert_close(out, torch.full((2, 3), 0.75), rtol=0, atol=0)
