@@ -8,6 +8,16 @@ from tests.fakes import FakeClock, ListChannel
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
 
+# IBM ART configures logging when imported (logging.config.dictConfig), which closes every
+# handler that exists then. TensorFlow's absl handler, made while a test's captured stream
+# was sys.stderr, closes that stream on close: pytest's own capture, which then fails the
+# run ("I/O operation on closed file") whenever a test imports ART after one imported
+# TensorFlow. Imported first, ART finds no handler to close.
+try:
+    import art  # noqa: F401
+except ImportError:
+    pass
+
 
 class ListSink:
     """Keeps every call record, for assertions."""
