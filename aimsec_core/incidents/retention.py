@@ -32,7 +32,7 @@ from typing import Any
 
 from ..config import parse_positive_int, resolve
 from ..errors import ConfigurationError
-from .model import MOST_COUNTED
+from .model import LAST_SECOND, MOST_COUNTED
 
 DAY_S = 86400.0
 #: Unresolved statuses, as the index ``incidents_status`` finds them.
@@ -195,7 +195,8 @@ def pruned_tally(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """What retention has deleted from the file behind ``conn``: ``{"incidents": {"rows",
     "findings", "latest"}, "deliveries": {...}}`` (``latest``: the last seen time of the
     latest row deleted, seconds since the epoch); ``{}`` for a file older than the
-    ``pruned`` table or never pruned."""
+    ``pruned`` table or never pruned. A row aimsec did not write (a count below 0, a
+    time no calendar holds: an edited file) is left out, as if nothing was pruned."""
     exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                           "name = 'pruned'").fetchone()
     if not exists:
@@ -203,8 +204,8 @@ def pruned_tally(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for kind, rows, findings, latest in conn.execute(
             "SELECT kind, rows, findings, latest FROM pruned"):
-        if kind in ("incidents", "deliveries") and type(rows) is int \
-                and type(findings) is int and isinstance(latest, (int, float)) \
-                and math.isfinite(latest):
+        if kind in ("incidents", "deliveries") and type(rows) is int and rows >= 0 \
+                and type(findings) is int and findings >= 0 \
+                and type(latest) in (int, float) and 0 <= latest <= LAST_SECOND:
             found[kind] = {"rows": rows, "findings": findings, "latest": float(latest)}
     return found

@@ -1,0 +1,62 @@
+"""Retention against edited files, odd settings and operators' mistakes: what a file holds
+that aimsec did not write never fails a report or a write, and a command that changes the
+database refuses a file that is not one."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from aimsec_core.incidents import Evidence, IncidentStore, Occurrence
+from aimsec_core.incidents.retention import DAY_S, RetentionPolicy
+from aimsec_core.reporting.incidents import load_incidents, summarise_incidents
+
+ALL = ("open", "acknowledged", "resolved")
+
+
+def occ(at, client="203.0.113.7", threat="rate_limit", count=1):
+    return Occurrence("digits", threat, client, "high", at, at, count, Evidence())
+
+
+def store_at(path, clock, **policy):
+    return IncidentStore(path, clock=clock, window_s=3600,
+                         retention=RetentionPolicy(**policy))
+
+
+def pruned_once(path, clock):
+    """A file whose retention deleted one resolved incident of two findings."""
+    store = store_at(path, clock, retention_days=30)
+    [(old, _)] = store.record([occ(clock() - 40 * DAY_S, client="old", count=2)])
+    store.set_status(old.id, "resolved")
+    store.record([occ(clock(), client="new")])
+    assert store.prune().incidents == 1
+    store.close()
+
+
+def edit(path, statement, *params):
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(statement, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("latest", [1e300, -1e20, 253_402_300_800.0, 1e18, "soon"])
+def test_an_edited_pruned_tally_reads_as_nothing_pruned_and_the_report_still_runs(
+        tmp_path, clock, latest):
+    path = tmp_path / "i.sqlite3"
+    pruned_once(path, clock)
+    edit(path, "UPDATE pruned SET latest = ? WHERE kind = 'incidents'", latest)
+    source, note = load_incidents(path)  # iso() of such a time raised out of the report
+    assert note == ""
+    assert summarise_incidents(source, note=note).total == 1
+    assert IncidentStore(path, read_only=True).pruned().get("incidents") is None
+
+
+def test_a_pruned_tally_with_negative_counts_is_left_out(tmp_path, clock):
+    path = tmp_path / "i.sqlite3"
+    pruned_once(path, clock)
+    edit(path, "UPDATE pruned SET rows = -5 WHERE kind = 'incidents'")
+    assert load_incidents(path)[1] == ""
