@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
                                  "(an SQLite file)")
     store = _opened(args, path, changing)  # a bad setting: main says it in one line
     try:
+        if changing:
+            _check_ours(path)
         if args.prune:
             return _prune(args, store, path, console)
         return _show(args, store, path, console)
@@ -132,6 +134,19 @@ def _opened(args: argparse.Namespace, path: Any, changing: bool) -> Any:
     policy = RetentionPolicy.resolve(retention_days=args.retention_days) if args.prune \
         else None
     return IncidentStore(path, read_only=not changing, retention=policy)
+
+
+def _check_ours(path: Any) -> None:
+    """Raise IncidentStoreError unless ``path`` is an incident database (of this or an
+    older schema): a command that changes the file would otherwise give aimsec's tables
+    to any other SQLite file it was pointed at."""
+    from ..incidents.store import IncidentStore
+
+    probe = IncidentStore(path, read_only=True)
+    try:
+        probe.count(statuses=STATUSES, at_most=1)
+    finally:
+        probe.close()
 
 
 def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:

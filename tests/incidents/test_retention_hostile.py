@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from aimsec_core.cli import main
 from aimsec_core.incidents import Evidence, IncidentStore, Occurrence
 from aimsec_core.incidents.retention import DAY_S, RetentionPolicy
 from aimsec_core.reporting.incidents import load_incidents, summarise_incidents
@@ -60,3 +61,30 @@ def test_a_pruned_tally_with_negative_counts_is_left_out(tmp_path, clock):
     pruned_once(path, clock)
     edit(path, "UPDATE pruned SET rows = -5 WHERE kind = 'incidents'")
     assert load_incidents(path)[1] == ""
+
+
+@pytest.mark.parametrize("command", [["--prune"], ["--ack", "1"], ["--resolve", "1"]])
+def test_a_command_that_changes_the_database_leaves_another_sqlite_file_as_it_was(
+        tmp_path, capsys, command):
+    path = tmp_path / "other.sqlite3"
+    edit(path, "CREATE TABLE notes (body TEXT)")
+    assert main(["incidents", "--db", str(path), *command]) == 2
+    assert "is not an incident database" in capsys.readouterr().err
+    conn = sqlite3.connect(path)
+    try:  # it gained aimsec's incidents, deliveries and pruned tables
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_pruning_a_file_of_the_previous_schema_migrates_it(tmp_path, capsys):
+    from aimsec_core.incidents.schema import migrate
+
+    path = tmp_path / "v2.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, 2)
+    conn.close()
+    assert main(["incidents", "--db", str(path), "--prune"]) == 0
+    assert "pruned 0 resolved incident(s)" in capsys.readouterr().out
+    assert IncidentStore(path, read_only=True).pruned() == {}
