@@ -168,15 +168,17 @@ def prune_step(conn: sqlite3.Connection, policy: RetentionPolicy, now: float) ->
 def _delete(conn: sqlite3.Connection, table: str, query: str, params: dict[str, Any],
             count_at: int | None, time_at: int) -> tuple[int, int, float]:
     """Delete the rows ``query`` selects from ``table``; (rows, their counts summed,
-    their latest time)."""
+    their latest time). A count or time aimsec did not write (an edited file: text, a
+    negative count, a time no calendar holds) is not summed; the row still goes."""
     found = conn.execute(query, params).fetchall()
     if not found:
-        return 0, 0, -math.inf
+        return 0, 0, 0.0
     conn.executemany(f"DELETE FROM {table} WHERE id = ?", [(row[0],) for row in found])
     findings = 0 if count_at is None else sum(
-        row[count_at] for row in found if type(row[count_at]) is int)
-    latest = max(float(row[time_at]) for row in found
-                 if isinstance(row[time_at], (int, float)))
+        row[count_at] for row in found if type(row[count_at]) is int and row[count_at] > 0)
+    latest = max((float(row[time_at]) for row in found
+                  if type(row[time_at]) in (int, float) and 0 <= row[time_at] <= LAST_SECOND),
+                 default=0.0)
     return len(found), min(findings, MOST_COUNTED), latest
 
 
@@ -188,7 +190,10 @@ def _tally(conn: sqlite3.Connection, kind: str, rows: int, findings: int,
         "INSERT INTO pruned (kind, rows, findings, latest) VALUES (?, ?, ?, ?) "
         f"ON CONFLICT (kind) DO UPDATE SET rows = min(rows + excluded.rows, {MOST_COUNTED}), "
         f"findings = min(findings + excluded.findings, {MOST_COUNTED}), "
-        "latest = max(latest, excluded.latest)", (kind, rows, findings, latest))
+        # an edited tally's time no calendar holds is replaced, not kept as the maximum
+        f"latest = CASE WHEN latest BETWEEN 0 AND {LAST_SECOND} THEN "
+        "max(latest, excluded.latest) ELSE excluded.latest END",
+        (kind, rows, findings, latest))
 
 
 def pruned_tally(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:

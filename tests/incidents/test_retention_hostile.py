@@ -88,3 +88,34 @@ def test_pruning_a_file_of_the_previous_schema_migrates_it(tmp_path, capsys):
     assert main(["incidents", "--db", str(path), "--prune"]) == 0
     assert "pruned 0 resolved incident(s)" in capsys.readouterr().out
     assert IncidentStore(path, read_only=True).pruned() == {}
+
+
+def test_a_delivery_record_with_an_edited_time_is_pruned_by_the_cap_like_any_other(
+        tmp_path, clock):
+    path = tmp_path / "i.sqlite3"
+    store = store_at(path, clock, retention_days=0, max_deliveries=3)
+    store.pruned()  # creates the file
+    edit(path, "INSERT INTO deliveries (time, group_key, channel, status, attempt) "
+               "VALUES ('soon', 'g', 'smtp', 'sent', 1)")
+    for _ in range(3):
+        store.record_delivery(group_key="g", channel="smtp", status="sent", attempt=1)
+    # the oldest record beyond the cap alone had no time to take the latest of: every
+    # step raised ValueError (max() of nothing), so the cap was never kept again
+    done = store.prune()
+    assert done.deliveries == 1 and len(store.deliveries()) == 3
+    assert store.pruned()["deliveries"] == {"rows": 1, "findings": 0, "latest": 0.0}
+
+
+def test_an_edited_tally_time_is_replaced_by_the_next_step_and_bad_counts_not_summed(
+        tmp_path, clock):
+    path = tmp_path / "i.sqlite3"
+    pruned_once(path, clock)
+    edit(path, "UPDATE pruned SET latest = 1e300 WHERE kind = 'incidents'")
+    store = store_at(path, clock, retention_days=30)
+    [(old, _)] = store.record([occ(clock() - 50 * DAY_S, client="older")])
+    store.set_status(old.id, "resolved")
+    edit(path, "UPDATE incidents SET count = -7 WHERE id = ?", old.id)
+    store.record([occ(clock(), client="newest")])
+    assert store.prune().findings == 0
+    assert store.pruned()["incidents"] == {"rows": 2, "findings": 2,
+                                           "latest": clock() - 50 * DAY_S}
