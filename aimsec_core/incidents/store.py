@@ -575,7 +575,7 @@ def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[st
         "SELECT TOTAL(CASE WHEN json_valid(evidence) AND json_type(evidence, '$.rolled_up') "
         f"= 'integer' THEN json_extract(evidence, '$.rolled_up') END) FROM incidents WHERE "
         f"{where} AND client = ?", [*params, ROLLUP_CLIENT]).fetchone()[0]
-    clients = int(clients) + int(min(max(rolled, 0.0), MOST_COUNTED))
+    clients = min(int(clients) + int(max(rolled, 0.0)), MOST_COUNTED)  # TOTAL is a float
     threats = conn.execute(
         f"SELECT threat, SUM(count) FROM incidents WHERE {where} GROUP BY threat "
         "ORDER BY SUM(count) DESC, threat", params).fetchall()

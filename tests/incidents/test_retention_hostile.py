@@ -4,13 +4,16 @@ database refuses a file that is not one."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 
 from aimsec_core.cli import main
 from aimsec_core.incidents import Evidence, IncidentStore, Occurrence
+from aimsec_core.incidents.model import MOST_COUNTED, ROLLUP_CLIENT
 from aimsec_core.incidents.retention import DAY_S, RetentionPolicy
+from aimsec_core.incidents.schema import migrate
 from aimsec_core.reporting.incidents import load_incidents, summarise_incidents
 
 ALL = ("open", "acknowledged", "resolved")
@@ -79,8 +82,6 @@ def test_a_command_that_changes_the_database_leaves_another_sqlite_file_as_it_wa
 
 
 def test_pruning_a_file_of_the_previous_schema_migrates_it(tmp_path, capsys):
-    from aimsec_core.incidents.schema import migrate
-
     path = tmp_path / "v2.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     migrate(conn, 2)
@@ -119,3 +120,19 @@ def test_an_edited_tally_time_is_replaced_by_the_next_step_and_bad_counts_not_su
     assert store.prune().findings == 0
     assert store.pruned()["incidents"] == {"rows": 2, "findings": 2,
                                            "latest": clock() - 50 * DAY_S}
+
+
+def test_an_edited_sketch_at_its_top_counts_no_more_clients_than_sqlite_holds(
+        tmp_path, clock):
+    path = tmp_path / "i.sqlite3"
+    store = store_at(path, clock, max_open=1)
+    store.record([occ(clock(), client=f"c{i}") for i in range(30)])
+    [rolled] = [i for i in store.incidents() if i.client == ROLLUP_CLIENT]
+    evidence = rolled.evidence.as_dict()
+    evidence["client_sketch"] = "V" * 256  # every register at 57, the largest rank
+    edit(path, "UPDATE incidents SET evidence = ? WHERE id = ?", json.dumps(evidence),
+         rolled.id)
+    [(joined, _)] = store.record([occ(clock(), client="one more")])
+    assert joined.evidence.rolled_up == MOST_COUNTED  # was 26,499,581,405,668,102,144
+    assert store.summary(0)["unique_ips"] == MOST_COUNTED  # was 2**63
+    assert summarise_incidents(load_incidents(path)[0]).rolled_up == MOST_COUNTED
