@@ -29,6 +29,10 @@ MAX_CLIENTS = 20  #: distinct client ids a rolled-up incident keeps as its sampl
 #: The client of a rolled-up incident: new incidents of one (model, threat) folded into
 #: one row while the store holds its most unresolved incidents (``max_open``).
 ROLLUP_CLIENT = "(further clients)"
+#: What a client whose id is :data:`ROLLUP_CLIENT` is stored as: a client calling itself
+#: so would otherwise pass for a roll-up (not counted as a client, listed as standing for
+#: others) and take in the findings rolled up beyond the cap.
+CLIENT_NAMED_ROLLUP = f'"{ROLLUP_CLIENT}"'
 #: The latest time an incident can carry: datetime's last second (9999-12-31).
 LAST_SECOND = 253_402_300_799.0
 

@@ -19,6 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from numbers import Real
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,8 +28,8 @@ from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError, ConfigurationError
 from ..severity import SEVERITIES, rank
 from ..visible import visible
-from .model import (LAST_SECOND, MAX_NAME, MOST_COUNTED, ROLLUP_CLIENT, STATUSES, Evidence,
-                    Incident, Occurrence, clip)
+from .model import (CLIENT_NAMED_ROLLUP, LAST_SECOND, MAX_NAME, MOST_COUNTED, ROLLUP_CLIENT,
+                    STATUSES, Evidence, Incident, Occurrence, clip)
 from .retention import UNRESOLVED, Pruned, RetentionPolicy, prune_step, pruned_tally
 from .schema import VERSION, migrate, version_of
 
@@ -283,11 +284,14 @@ class IncidentStore:
         """The writes of :meth:`record`. An occurrence with no incident to join while the
         store holds ``max_open`` unresolved ones is folded, with the batch's others of
         its (model, threat), into one occurrence of the roll-up client: the rolled-up
-        incident is read and written once per batch, not once per client."""
+        incident is read and written once per batch, not once per client. A client
+        whose id is the roll-up's name is stored as :data:`~.model.CLIENT_NAMED_ROLLUP`."""
         room = self._room(conn)
         results: list[Any] = []  # the rolled-up ones' places are filled last
         overflow: dict[tuple[str, str], tuple[Occurrence, list[int]]] = {}
         for o in batch:
+            if o.client == ROLLUP_CLIENT:  # a copy: a batch written again is as it was
+                o = replace(o, client=CLIENT_NAMED_ROLLUP)
             found = self._recent(conn, o.model, o.threat, o.client,
                                  o.first_seen - self.window_s)
             if found is None and room[0] == 0:

@@ -11,7 +11,7 @@ import pytest
 
 from aimsec_core.cli import main
 from aimsec_core.incidents import Evidence, IncidentStore, Occurrence
-from aimsec_core.incidents.model import MOST_COUNTED, ROLLUP_CLIENT
+from aimsec_core.incidents.model import CLIENT_NAMED_ROLLUP, MOST_COUNTED, ROLLUP_CLIENT
 from aimsec_core.incidents.retention import DAY_S, RetentionPolicy
 from aimsec_core.incidents.schema import migrate
 from aimsec_core.reporting.incidents import load_incidents, summarise_incidents
@@ -136,3 +136,19 @@ def test_an_edited_sketch_at_its_top_counts_no_more_clients_than_sqlite_holds(
     assert joined.evidence.rolled_up == MOST_COUNTED  # was 26,499,581,405,668,102,144
     assert store.summary(0)["unique_ips"] == MOST_COUNTED  # was 2**63
     assert summarise_incidents(load_incidents(path)[0]).rolled_up == MOST_COUNTED
+
+
+def test_a_client_calling_itself_the_roll_up_neither_passes_for_one_nor_takes_its_findings(
+        tmp_path, clock):
+    path = tmp_path / "i.sqlite3"
+    store = store_at(path, clock, max_open=2)
+    [(own, opened)] = store.record([occ(clock(), client=ROLLUP_CLIENT)])
+    assert opened and own.client == CLIENT_NAMED_ROLLUP and not own.rolled_up
+    store.record([occ(clock(), client="c1")])
+    results = store.record([occ(clock(), client=f"flood{i}") for i in range(5)]
+                           + [occ(clock(), client=ROLLUP_CLIENT)])
+    # the flood rolls up into a row of its own; the client keeps adding to its incident
+    [rolled] = [i for i in store.incidents() if i.rolled_up]
+    assert rolled.id != own.id and rolled.count == 5 and rolled.evidence.rolled_up == 5
+    assert results[-1][0].id == own.id and store.get(own.id).count == 2
+    assert store.summary(0)["unique_ips"] == 2 + 5  # the client counts as one
