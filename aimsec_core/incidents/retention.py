@@ -86,8 +86,9 @@ class RetentionPolicy:
                 or not 0 <= float(every) < math.inf:
             raise ConfigurationError("incident pruning every_s: expected a finite number of "
                                      f"seconds >= 0; received {every!r:.40}")
-        # numpy numbers become plain ones (they are compared and written to SQLite)
-        object.__setattr__(self, "retention_days", float(days))
+        # numpy numbers become plain ones (they are compared and written to SQLite); -0
+        # becomes 0 ('-0' from the environment printed as "-0 day(s)", "-0.0" in JSON)
+        object.__setattr__(self, "retention_days", float(days) + 0.0)
         object.__setattr__(self, "every_s", float(every))
         for name in ("max_open", "max_deliveries", "batch"):
             object.__setattr__(self, name, int(getattr(self, name)))

@@ -9,6 +9,7 @@ import sqlite3
 
 import pytest
 
+from aimsec_core import ConfigurationError
 from aimsec_core.cli import main
 from aimsec_core.incidents import Evidence, IncidentStore, Occurrence
 from aimsec_core.incidents.model import CLIENT_NAMED_ROLLUP, MOST_COUNTED, ROLLUP_CLIENT
@@ -152,3 +153,17 @@ def test_a_client_calling_itself_the_roll_up_neither_passes_for_one_nor_takes_it
     assert rolled.id != own.id and rolled.count == 5 and rolled.evidence.rolled_up == 5
     assert results[-1][0].id == own.id and store.get(own.id).count == 2
     assert store.summary(0)["unique_ips"] == 2 + 5  # the client counts as one
+
+
+@pytest.mark.parametrize("raw, days", [("-0", 0.0), (" 90 ", 90.0), ("-0.0", 0.0)])
+def test_environment_values_as_shells_write_them(monkeypatch, raw, days):
+    monkeypatch.setenv("AIMSEC_INCIDENT_RETENTION_DAYS", raw)
+    found = RetentionPolicy.resolve().retention_days
+    assert found == days and str(found) == str(days)  # never "-0.0"
+
+
+@pytest.mark.parametrize("raw", ["1e309", "90days", "0x10", "nan", "-1e-9"])
+def test_days_no_calendar_counts_are_refused(monkeypatch, raw):
+    monkeypatch.setenv("AIMSEC_INCIDENT_RETENTION_DAYS", raw)
+    with pytest.raises(ConfigurationError, match="AIMSEC_INCIDENT_RETENTION_DAYS"):
+        RetentionPolicy.resolve()
