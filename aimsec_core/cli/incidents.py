@@ -162,12 +162,21 @@ def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int
                           "deliveries": done.deliveries,
                           "retention_days": policy.retention_days}))
         return 0
-    kept = ("kept forever" if policy.retention_days == 0
-            else f"older than {policy.retention_days:g} day(s)")
     console.print(f"pruned {done.incidents:,} resolved incident(s) ({done.findings:,} "
-                  f"finding(s)) and {done.deliveries:,} delivery record(s) {kept} from "
-                  f"{shown(path)}", highlight=False)
+                  f"finding(s)) and {done.deliveries:,} delivery record(s) "
+                  f"{_pruned_why(policy)} from {shown(path)}", highlight=False)
     return 0
+
+
+def _pruned_why(policy: Any) -> str:
+    """What made rows go: the retention, the delivery cap, or both (with 0 days only the
+    cap deletes, and it deletes delivery records alone)."""
+    reasons = []
+    if policy.retention_days:
+        reasons.append(f"older than {policy.retention_days:g} day(s)")
+    if policy.max_deliveries:
+        reasons.append(f"beyond the {policy.max_deliveries:,} delivery records kept")
+    return f"({' or '.join(reasons)})"
 
 
 def _show(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:

@@ -163,7 +163,26 @@ def test_environment_values_as_shells_write_them(monkeypatch, raw, days):
 
 
 @pytest.mark.parametrize("raw", ["1e309", "90days", "0x10", "nan", "-1e-9"])
-def test_days_no_calendar_counts_are_refused(monkeypatch, raw):
+def test_retention_days_that_are_no_number_of_days_are_refused(monkeypatch, raw):
     monkeypatch.setenv("AIMSEC_INCIDENT_RETENTION_DAYS", raw)
     with pytest.raises(ConfigurationError, match="AIMSEC_INCIDENT_RETENTION_DAYS"):
         RetentionPolicy.resolve()
+
+
+def test_the_command_says_why_rows_went(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "i.sqlite3"
+    store = IncidentStore(path, retention=RetentionPolicy(retention_days=0,
+                                                          max_deliveries=0))
+    for _ in range(5):
+        store.record_delivery(group_key="g", channel="smtp", status="sent", attempt=1)
+    store.close()
+    monkeypatch.setenv("AIMSEC_INCIDENT_RETENTION_DAYS", "0")
+    monkeypatch.setenv("AIMSEC_INCIDENT_MAX_DELIVERIES", "2")
+    assert main(["incidents", "--db", str(path), "--prune"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    # it said "3 delivery record(s) kept forever"
+    assert "and 3 delivery record(s) (beyond the 2 delivery records kept) from" in out
+    monkeypatch.setenv("AIMSEC_INCIDENT_RETENTION_DAYS", "30")
+    assert main(["incidents", "--db", str(path), "--prune"]) == 0
+    assert "(older than 30 day(s) or beyond the 2 delivery records kept)" in " ".join(
+        capsys.readouterr().out.split())
