@@ -186,3 +186,21 @@ def test_the_command_says_why_rows_went(tmp_path, capsys, monkeypatch):
     assert main(["incidents", "--db", str(path), "--prune"]) == 0
     assert "(older than 30 day(s) or beyond the 2 delivery records kept)" in " ".join(
         capsys.readouterr().out.split())
+
+
+def test_the_delivery_cap_counts_records_not_ids(tmp_path, clock):
+    path = tmp_path / "i.sqlite3"
+    store = store_at(path, clock, retention_days=30, max_deliveries=5)
+    late = clock() - 40 * DAY_S  # written late: the alert worker's store was resting
+    for group, at in (["a", clock()], ["b", clock()], ["c", clock()], ["old1", late],
+                      ["old2", late], ["old3", late], ["d", clock()], ["e", clock()]):
+        store.record_delivery(group_key=group, channel="smtp", status="sent", attempt=1,
+                              time_s=at)
+    done = store.prune()
+    # retention deletes the three late records (ids 4 to 6), leaving five: the cap's
+    # MAX(id) - 5 deleted a, b and c as well
+    assert done.deliveries == 3
+    assert [d["group_key"] for d in store.deliveries()] == ["a", "b", "c", "d", "e"]
+    store.record_delivery(group_key="f", channel="smtp", status="sent", attempt=1)
+    assert store.prune().deliveries == 1
+    assert [d["group_key"] for d in store.deliveries()] == ["b", "c", "d", "e", "f"]
