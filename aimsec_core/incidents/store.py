@@ -40,12 +40,19 @@ log = logging.getLogger("aimsec.incidents")
 DEFAULT_WINDOW_S = 3600.0
 #: Damaged rows of one group passed over before a new incident is opened for it.
 _DAMAGED_PASSED = 8
+#: The longest evidence aimsec writes is about 75,000 characters: its bounded lists as JSON
+#: writes them, each character beyond the BMP as a 12-character surrogate pair escape
+#: (5 reasons of 300, 10 hashes of 64, a rolled-up incident's 20 clients of 200); far
+#: longer text was not written by aimsec. (At 65,536, a roll-up whose sample held long
+#: client ids of emoji could not be read back: each batch opened a new roll-up and the
+#: listing and report failed.)
+_LONGEST_EVIDENCE = 131_072
 #: The columns an incident is read from; text is read cut one character past the longest
 #: aimsec writes, so an edited row of megabytes is refused without being held whole.
 _COLUMNS = (f"id, substr(model, 1, {MAX_NAME + 1}), substr(threat, 1, {MAX_NAME + 1}), "
             f"substr(client, 1, {MAX_NAME + 1}), substr(severity, 1, 20), "
             "substr(status, 1, 20), first_seen, last_seen, count, "
-            "substr(evidence, 1, 65537)")
+            f"substr(evidence, 1, {_LONGEST_EVIDENCE + 1})")
 
 
 def database_path(explicit: str | Path | None = None) -> Path:
@@ -590,9 +597,6 @@ def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[st
             "unique_ips": int(clients),
             "most_common_threats": {threat: int(n) for threat, n in threats}}
 
-
-#: Evidence is a few bounded lists (about 5 KB); far longer text was not written by aimsec.
-_LONGEST_EVIDENCE = 65536  # as _COLUMNS reads it
 
 
 def _text(raw: bytes) -> str:

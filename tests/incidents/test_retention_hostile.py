@@ -204,3 +204,47 @@ def test_the_delivery_cap_counts_records_not_ids(tmp_path, clock):
     store.record_delivery(group_key="f", channel="smtp", status="sent", attempt=1)
     assert store.prune().deliveries == 1
     assert [d["group_key"] for d in store.deliveries()] == ["b", "c", "d", "e", "f"]
+
+
+def fat(client, reason):
+    evidence = Evidence()
+    evidence.add(reason=reason, input_hash="ab" * 32)
+    return Occurrence("digits", "rate_limit", client, "high", 1.8e9, 1.8e9, 1, evidence)
+
+
+def test_a_roll_up_of_long_emoji_client_ids_reads_back_and_keeps_being_joined(
+        tmp_path, clock, capsys):
+    path = tmp_path / "i.sqlite3"
+    store = store_at(path, clock, max_open=1)
+    store.record([fat("first", "x")])
+    # JSON writes each emoji as a 12-character escape: 20 clients of 200 and 5 reasons of
+    # 300 made about 66,000 characters, beyond what the store read back (65,536)
+    results = store.record([fat(f"{i:02d}" + "\U0001F600" * 198, f"{i}" + "\U0001F600" * 299)
+                            for i in range(25)])
+    rolled = results[0][0]
+    conn = sqlite3.connect(path)
+    written = conn.execute("SELECT length(evidence) FROM incidents WHERE id = ?",
+                           (rolled.id,)).fetchone()[0]
+    conn.close()
+    assert written > 65536
+    [(joined, opened)] = store.record([fat("one more", "y")])
+    assert joined.id == rolled.id and not opened  # it opened a new roll-up each batch
+    assert store.get(rolled.id).evidence.rolled_up == 26
+    store.close()
+    assert main(["incidents", "--db", str(path)]) == 0  # "could not be read"
+    section = summarise_incidents(load_incidents(path)[0])
+    assert section.available and section.rolled_up == 26
+
+
+def test_the_longest_evidence_aimsec_writes_is_read_back():
+    from aimsec_core.incidents import store as store_module
+    from aimsec_core.incidents.model import MAX_CLIENTS, MAX_HASHES, MAX_REASONS, MAX_TEXT
+
+    evidence = Evidence()
+    for i in range(MAX_REASONS):
+        evidence.add(reason=f"{i}" + "\U0001F600" * MAX_TEXT)
+    for i in range(MAX_HASHES):
+        evidence.add(input_hash=f"{i}" + "\U0001F600" * 64, score=-1.2345678901234567e-300)
+    for i in range(MAX_CLIENTS):
+        evidence.roll_up(f"{i}" + "\U0001F600" * 200)
+    assert len(json.dumps(evidence.as_dict())) <= store_module._LONGEST_EVIDENCE
