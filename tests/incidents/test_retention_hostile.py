@@ -248,3 +248,11 @@ def test_the_longest_evidence_aimsec_writes_is_read_back():
     for i in range(MAX_CLIENTS):
         evidence.roll_up(f"{i}" + "\U0001F600" * 200)
     assert len(json.dumps(evidence.as_dict())) <= store_module._LONGEST_EVIDENCE
+
+
+def test_a_report_of_one_model_says_the_pruned_tally_is_of_every_model(tmp_path, clock):
+    path = tmp_path / "i.sqlite3"
+    pruned_once(path, clock)  # the deleted incident was of "digits"
+    assert "retention deleted 1 resolved incident(s) (2 finding(s))" in load_incidents(path)[1]
+    note = load_incidents(path, model="another")[1]
+    assert "retention deleted 1 resolved incident(s) of every model (2 finding(s))" in note
