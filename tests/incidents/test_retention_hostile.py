@@ -256,3 +256,28 @@ def test_a_report_of_one_model_says_the_pruned_tally_is_of_every_model(tmp_path,
     assert "retention deleted 1 resolved incident(s) (2 finding(s))" in load_incidents(path)[1]
     note = load_incidents(path, model="another")[1]
     assert "retention deleted 1 resolved incident(s) of every model (2 finding(s))" in note
+
+
+def test_a_schema_2_file_migrates_while_a_writer_of_that_schema_keeps_writing(tmp_path):
+    """The previous release's writer holds its connection open across the migration: its
+    writes go on, none is lost, and the file ends at version 3 with the tally table."""
+    path = tmp_path / "v2.sqlite3"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode = WAL")
+    migrate(old, 2)
+    insert = ("INSERT INTO incidents (model, threat, client, severity, severity_rank, "
+              "first_seen, last_seen, count) VALUES ('m', 't', ?, 'high', 2, ?, ?, 1)")
+    old.executemany(insert, [(f"old{i}", 1.8e9, 1.8e9) for i in range(1000)])
+    store = IncidentStore(path, clock=lambda: 1.8e9 + 10,
+                          retention=RetentionPolicy(max_open=0))
+    store.record([Occurrence("m", "t", "new", "high", 1.8e9 + 10, 1.8e9 + 10)])
+    old.execute(insert, ("old-after", 1.8e9 + 20, 1.8e9 + 20))  # its schema is unchanged
+    old.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("SELECT COUNT(*), SUM(count) FROM incidents").fetchone() == (
+            1002, 1002)
+    finally:
+        conn.close()
+    assert store.count(statuses=ALL) == 1002 and store.pruned() == {}
