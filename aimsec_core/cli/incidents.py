@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
                                  "(an SQLite file)")
     store = _opened(args, path, changing)  # a bad setting: main says it in one line
     try:
+        if changing:
+            _check_ours(path)
         if args.prune:
             return _prune(args, store, path, console)
         return _show(args, store, path, console)
@@ -134,6 +136,19 @@ def _opened(args: argparse.Namespace, path: Any, changing: bool) -> Any:
     return IncidentStore(path, read_only=not changing, retention=policy)
 
 
+def _check_ours(path: Any) -> None:
+    """Raise IncidentStoreError unless ``path`` is an incident database (of this or an
+    older schema): a command that changes the file would otherwise give aimsec's tables
+    to any other SQLite file it was pointed at."""
+    from ..incidents.store import IncidentStore
+
+    probe = IncidentStore(path, read_only=True)
+    try:
+        probe.count(statuses=STATUSES, at_most=1)
+    finally:
+        probe.close()
+
+
 def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:
     """Delete what retention says goes, in bounded steps; print what went."""
     policy = store.retention
@@ -147,12 +162,21 @@ def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int
                           "deliveries": done.deliveries,
                           "retention_days": policy.retention_days}))
         return 0
-    kept = ("kept forever" if policy.retention_days == 0
-            else f"older than {policy.retention_days:g} day(s)")
     console.print(f"pruned {done.incidents:,} resolved incident(s) ({done.findings:,} "
-                  f"finding(s)) and {done.deliveries:,} delivery record(s) {kept} from "
-                  f"{shown(path)}", highlight=False)
+                  f"finding(s)) and {done.deliveries:,} delivery record(s) "
+                  f"{_pruned_why(policy)} from {shown(path)}", highlight=False)
     return 0
+
+
+def _pruned_why(policy: Any) -> str:
+    """What made rows go: the retention, the delivery cap, or both (with 0 days only the
+    cap deletes, and it deletes delivery records alone)."""
+    reasons = []
+    if policy.retention_days:
+        reasons.append(f"older than {policy.retention_days:g} day(s)")
+    if policy.max_deliveries:
+        reasons.append(f"beyond the {policy.max_deliveries:,} delivery records kept")
+    return f"({' or '.join(reasons)})"
 
 
 def _show(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:

@@ -29,6 +29,10 @@ MAX_CLIENTS = 20  #: distinct client ids a rolled-up incident keeps as its sampl
 #: The client of a rolled-up incident: new incidents of one (model, threat) folded into
 #: one row while the store holds its most unresolved incidents (``max_open``).
 ROLLUP_CLIENT = "(further clients)"
+#: What a client whose id is :data:`ROLLUP_CLIENT` is stored as: a client calling itself
+#: so would otherwise pass for a roll-up (not counted as a client, listed as standing for
+#: others) and take in the findings rolled up beyond the cap.
+CLIENT_NAMED_ROLLUP = f'"{ROLLUP_CLIENT}"'
 #: The latest time an incident can carry: datetime's last second (9999-12-31).
 LAST_SECOND = 253_402_300_799.0
 
@@ -96,10 +100,11 @@ class Evidence:
     def rolled_up(self) -> int:
         """How many distinct clients were folded in: exact while the sample has room (it
         holds them all), else the sketch's estimate (standard error about 6.5%); 0 for
-        an incident of one client."""
+        an incident of one client. At most :data:`MOST_COUNTED`: an edited sketch of
+        registers at their top claims about 2.6e19 clients."""
         if len(self.clients) < MAX_CLIENTS:
             return len(self.clients)
-        return max(MAX_CLIENTS, distinct.estimate(self.client_sketch))
+        return min(max(MAX_CLIENTS, distinct.estimate(self.client_sketch)), MOST_COUNTED)
 
     def add(self, reason: str | None = None, score: float | None = None,
             input_hash: str | None = None) -> None:

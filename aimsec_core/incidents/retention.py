@@ -32,7 +32,7 @@ from typing import Any
 
 from ..config import parse_positive_int, resolve
 from ..errors import ConfigurationError
-from .model import MOST_COUNTED
+from .model import LAST_SECOND, MOST_COUNTED
 
 DAY_S = 86400.0
 #: Unresolved statuses, as the index ``incidents_status`` finds them.
@@ -86,8 +86,9 @@ class RetentionPolicy:
                 or not 0 <= float(every) < math.inf:
             raise ConfigurationError("incident pruning every_s: expected a finite number of "
                                      f"seconds >= 0; received {every!r:.40}")
-        # numpy numbers become plain ones (they are compared and written to SQLite)
-        object.__setattr__(self, "retention_days", float(days))
+        # numpy numbers become plain ones (they are compared and written to SQLite); -0
+        # becomes 0 ('-0' from the environment printed as "-0 day(s)", "-0.0" in JSON)
+        object.__setattr__(self, "retention_days", float(days) + 0.0)
         object.__setattr__(self, "every_s", float(every))
         for name in ("max_open", "max_deliveries", "batch"):
             object.__setattr__(self, name, int(getattr(self, name)))
@@ -135,9 +136,13 @@ _OLD_INCIDENTS = ("SELECT id, count, last_seen FROM incidents WHERE status = 're
                   "ORDER BY last_seen LIMIT :batch")
 _OLD_DELIVERIES = ("SELECT id, time FROM deliveries WHERE time < :cutoff "
                    "ORDER BY time LIMIT :batch")
-# the records beyond the cap: ids are given in order, so those max_deliveries below the top
-_EXCESS_DELIVERIES = ("SELECT id, time FROM deliveries WHERE id <= "
-                      "(SELECT MAX(id) FROM deliveries) - :keep ORDER BY id LIMIT :batch")
+# the records beyond the cap: the oldest ids below the newest max_deliveries records (ids
+# have gaps where retention or an operator deleted records: MAX(id) - max_deliveries
+# deleted records from a table holding fewer than the cap). The walk down the newest
+# max_deliveries ids costs about 1 ms per 100,000.
+_EXCESS_DELIVERIES = ("SELECT id, time FROM deliveries WHERE id <= (SELECT id FROM "
+                      "deliveries ORDER BY id DESC LIMIT 1 OFFSET :keep) "
+                      "ORDER BY id LIMIT :batch")
 
 
 def prune_step(conn: sqlite3.Connection, policy: RetentionPolicy, now: float) -> Pruned:
@@ -168,15 +173,17 @@ def prune_step(conn: sqlite3.Connection, policy: RetentionPolicy, now: float) ->
 def _delete(conn: sqlite3.Connection, table: str, query: str, params: dict[str, Any],
             count_at: int | None, time_at: int) -> tuple[int, int, float]:
     """Delete the rows ``query`` selects from ``table``; (rows, their counts summed,
-    their latest time)."""
+    their latest time). A count or time aimsec did not write (an edited file: text, a
+    negative count, a time no calendar holds) is not summed; the row still goes."""
     found = conn.execute(query, params).fetchall()
     if not found:
-        return 0, 0, -math.inf
+        return 0, 0, 0.0
     conn.executemany(f"DELETE FROM {table} WHERE id = ?", [(row[0],) for row in found])
     findings = 0 if count_at is None else sum(
-        row[count_at] for row in found if type(row[count_at]) is int)
-    latest = max(float(row[time_at]) for row in found
-                 if isinstance(row[time_at], (int, float)))
+        row[count_at] for row in found if type(row[count_at]) is int and row[count_at] > 0)
+    latest = max((float(row[time_at]) for row in found
+                  if type(row[time_at]) in (int, float) and 0 <= row[time_at] <= LAST_SECOND),
+                 default=0.0)
     return len(found), min(findings, MOST_COUNTED), latest
 
 
@@ -188,14 +195,18 @@ def _tally(conn: sqlite3.Connection, kind: str, rows: int, findings: int,
         "INSERT INTO pruned (kind, rows, findings, latest) VALUES (?, ?, ?, ?) "
         f"ON CONFLICT (kind) DO UPDATE SET rows = min(rows + excluded.rows, {MOST_COUNTED}), "
         f"findings = min(findings + excluded.findings, {MOST_COUNTED}), "
-        "latest = max(latest, excluded.latest)", (kind, rows, findings, latest))
+        # an edited tally's time no calendar holds is replaced, not kept as the maximum
+        f"latest = CASE WHEN latest BETWEEN 0 AND {LAST_SECOND} THEN "
+        "max(latest, excluded.latest) ELSE excluded.latest END",
+        (kind, rows, findings, latest))
 
 
 def pruned_tally(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """What retention has deleted from the file behind ``conn``: ``{"incidents": {"rows",
     "findings", "latest"}, "deliveries": {...}}`` (``latest``: the last seen time of the
     latest row deleted, seconds since the epoch); ``{}`` for a file older than the
-    ``pruned`` table or never pruned."""
+    ``pruned`` table or never pruned. A row aimsec did not write (a count below 0, a
+    time no calendar holds: an edited file) is left out, as if nothing was pruned."""
     exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                           "name = 'pruned'").fetchone()
     if not exists:
@@ -203,8 +214,8 @@ def pruned_tally(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for kind, rows, findings, latest in conn.execute(
             "SELECT kind, rows, findings, latest FROM pruned"):
-        if kind in ("incidents", "deliveries") and type(rows) is int \
-                and type(findings) is int and isinstance(latest, (int, float)) \
-                and math.isfinite(latest):
+        if kind in ("incidents", "deliveries") and type(rows) is int and rows >= 0 \
+                and type(findings) is int and findings >= 0 \
+                and type(latest) in (int, float) and 0 <= latest <= LAST_SECOND:
             found[kind] = {"rows": rows, "findings": findings, "latest": float(latest)}
     return found

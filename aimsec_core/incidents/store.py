@@ -19,6 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from numbers import Real
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,8 +28,8 @@ from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError, ConfigurationError
 from ..severity import SEVERITIES, rank
 from ..visible import visible
-from .model import (LAST_SECOND, MAX_NAME, MOST_COUNTED, ROLLUP_CLIENT, STATUSES, Evidence,
-                    Incident, Occurrence, clip)
+from .model import (CLIENT_NAMED_ROLLUP, LAST_SECOND, MAX_NAME, MOST_COUNTED, ROLLUP_CLIENT,
+                    STATUSES, Evidence, Incident, Occurrence, clip)
 from .retention import UNRESOLVED, Pruned, RetentionPolicy, prune_step, pruned_tally
 from .schema import VERSION, migrate, version_of
 
@@ -39,12 +40,19 @@ log = logging.getLogger("aimsec.incidents")
 DEFAULT_WINDOW_S = 3600.0
 #: Damaged rows of one group passed over before a new incident is opened for it.
 _DAMAGED_PASSED = 8
+#: The longest evidence aimsec writes is about 75,000 characters: its bounded lists as JSON
+#: writes them, each character beyond the BMP as a 12-character surrogate pair escape
+#: (5 reasons of 300, 10 hashes of 64, a rolled-up incident's 20 clients of 200); far
+#: longer text was not written by aimsec. (At 65,536, a roll-up whose sample held long
+#: client ids of emoji could not be read back: each batch opened a new roll-up and the
+#: listing and report failed.)
+_LONGEST_EVIDENCE = 131_072
 #: The columns an incident is read from; text is read cut one character past the longest
 #: aimsec writes, so an edited row of megabytes is refused without being held whole.
 _COLUMNS = (f"id, substr(model, 1, {MAX_NAME + 1}), substr(threat, 1, {MAX_NAME + 1}), "
             f"substr(client, 1, {MAX_NAME + 1}), substr(severity, 1, 20), "
             "substr(status, 1, 20), first_seen, last_seen, count, "
-            "substr(evidence, 1, 65537)")
+            f"substr(evidence, 1, {_LONGEST_EVIDENCE + 1})")
 
 
 def database_path(explicit: str | Path | None = None) -> Path:
@@ -283,11 +291,14 @@ class IncidentStore:
         """The writes of :meth:`record`. An occurrence with no incident to join while the
         store holds ``max_open`` unresolved ones is folded, with the batch's others of
         its (model, threat), into one occurrence of the roll-up client: the rolled-up
-        incident is read and written once per batch, not once per client."""
+        incident is read and written once per batch, not once per client. A client
+        whose id is the roll-up's name is stored as :data:`~.model.CLIENT_NAMED_ROLLUP`."""
         room = self._room(conn)
         results: list[Any] = []  # the rolled-up ones' places are filled last
         overflow: dict[tuple[str, str], tuple[Occurrence, list[int]]] = {}
         for o in batch:
+            if o.client == ROLLUP_CLIENT:  # a copy: a batch written again is as it was
+                o = replace(o, client=CLIENT_NAMED_ROLLUP)
             found = self._recent(conn, o.model, o.threat, o.client,
                                  o.first_seen - self.window_s)
             if found is None and room[0] == 0:
@@ -575,7 +586,7 @@ def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[st
         "SELECT TOTAL(CASE WHEN json_valid(evidence) AND json_type(evidence, '$.rolled_up') "
         f"= 'integer' THEN json_extract(evidence, '$.rolled_up') END) FROM incidents WHERE "
         f"{where} AND client = ?", [*params, ROLLUP_CLIENT]).fetchone()[0]
-    clients = int(clients) + int(min(max(rolled, 0.0), MOST_COUNTED))
+    clients = min(int(clients) + int(max(rolled, 0.0)), MOST_COUNTED)  # TOTAL is a float
     threats = conn.execute(
         f"SELECT threat, SUM(count) FROM incidents WHERE {where} GROUP BY threat "
         "ORDER BY SUM(count) DESC, threat", params).fetchall()
@@ -586,9 +597,6 @@ def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[st
             "unique_ips": int(clients),
             "most_common_threats": {threat: int(n) for threat, n in threats}}
 
-
-#: Evidence is a few bounded lists (about 5 KB); far longer text was not written by aimsec.
-_LONGEST_EVIDENCE = 65536  # as _COLUMNS reads it
 
 
 def _text(raw: bytes) -> str:

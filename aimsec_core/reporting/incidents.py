@@ -150,16 +150,18 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
         notes.append(f"only the {limit:,} most severe and recent incidents were read; more "
                      "are in the store (aimsec incidents --status all)")
     if pruned and (since is None or since <= pruned["latest"]):
-        notes.append(pruned_note(pruned))
+        notes.append(pruned_note(pruned, every_model=model is not None))
     return StoredIncidents(path, selection, min(found, limit)), "; ".join(notes)
 
 
-def pruned_note(pruned: Mapping[str, Any]) -> str:
+def pruned_note(pruned: Mapping[str, Any], every_model: bool = False) -> str:
     """What retention deleted, said for the period's reader: ``pruned`` is the store's
-    tally (``rows``, ``findings``, ``latest``)."""
+    tally (``rows``, ``findings``, ``latest``), kept for the whole file: ``every_model``
+    says so where the report is of one model."""
     from ..incidents.model import iso
 
-    return (f"retention deleted {pruned['rows']:,} resolved incident(s) ("
+    whose = " of every model" if every_model else ""
+    return (f"retention deleted {pruned['rows']:,} resolved incident(s){whose} ("
             f"{pruned['findings']:,} finding(s)) last seen up to {iso(pruned['latest'])}; "
             "they are not counted here (AIMSEC_INCIDENT_RETENTION_DAYS)")
 
