@@ -240,13 +240,14 @@ def argument_findings(method: str, values: Mapping[str, Any],
                       rules: Mapping[str, Rule]) -> tuple[Finding, ...]:
     """One blocking ``format`` finding per argument in ``values`` (name -> value, as the
     call passed them) that breaks its rule in ``rules``; names without a rule are not
-    checked. ``method`` names the call in the message (``predict``). The reason names the
+    checked, and a value the rule cannot even test (its ``__eq__`` or ``__bool__`` raises) breaks
+    it. ``method`` names the call in the message (``predict``). The reason names the
     argument, what it must be and the type received; the value itself is the finding's
     detail (errors show it; audit lines only where raw inputs are logged)."""
     out = []
     for name, value in values.items():
         rule = rules.get(name)
-        if rule is None or rule.accepts(value):
+        if rule is None or _accepted(rule, value):
             continue
         kind = type(value).__name__
         out.append(Finding(
@@ -254,6 +255,16 @@ def argument_findings(method: str, values: Mapping[str, Any],
             f"{kind}", expected=rule.expected, received=kind, blocking=True,
             detail=f"value {shown_value(value)}"))
     return tuple(out)
+
+
+def _accepted(rule: Rule, value: Any) -> bool:
+    """Whether ``rule`` accepts ``value``; a value whose comparisons, truth or ``__index__``
+    raise while the rule tests it is none of the values a rule names: refused, so the
+    call still gets its typed error and its one audit line."""
+    try:
+        return bool(rule.accepts(value))
+    except Exception:
+        return False
 
 
 def unfit_finding(method: str, problem: str) -> Finding:

@@ -80,3 +80,38 @@ def test_refusals_before_any_input_is_read_are_typed():
 @pytest.mark.parametrize("value", [[0] * 10 ** 6, "x" * 10 ** 6, {i: i for i in range(999)}])
 def test_a_huge_value_is_shown_bounded(value):
     assert len(shown_value(value)) < 80
+
+
+class _Hostile(int):
+    """An integer whose comparisons, truth value and repr raise."""
+
+    def _raise(self, *args):
+        raise RuntimeError("hostile")
+
+    __eq__ = __ne__ = __gt__ = __lt__ = __ge__ = __le__ = __bool__ = __repr__ = _raise
+    __hash__ = int.__hash__
+
+
+class _Opaque:
+    def _raise(self, *args):
+        raise RuntimeError("hostile")
+
+    __eq__ = __bool__ = __index__ = __repr__ = _raise
+    __hash__ = object.__hash__
+
+
+@pytest.mark.parametrize("value", [_Hostile(3), _Opaque(), np.array([0, 1])],
+                         ids=["int-raising", "object-raising", "array"])
+@pytest.mark.parametrize("rule", [
+    positive_int(), boolean(),
+    __import__("aimsec_core.call_arguments", fromlist=["Rule"]).Rule(
+        "'auto'", lambda v: v == "auto" and True)],
+    ids=["positive_int", "boolean", "compares"])
+def test_a_value_a_rule_cannot_test_is_a_finding_not_an_exception(rule, value):
+    """A rule testing a value whose ``__eq__``, ``__gt__`` or truth raises (or a
+    many-element array, whose truth is ambiguous) refuses it: the call is refused with
+    its typed error, never the value's own exception."""
+    findings = argument_findings("predict", {"verbose": value}, {"verbose": rule})
+    assert len(findings) == 1 and findings[0].blocking
+    assert "argument 'verbose' of predict" in findings[0].message
+    assert findings[0].detail.startswith("value ")

@@ -322,3 +322,38 @@ def test_sklearn_arguments_that_do_not_fit_the_method_are_refused(sink, call):
         call(guarded, x)
     np.testing.assert_array_equal(guarded.predict(x), model.predict(x))
     assert [e.outcome for e in sink.events] == ["rejected", "allowed"]
+
+
+class _Raising:
+    """An argument whose comparisons, truth value, ``__index__`` and repr raise."""
+
+    def _raise(self, *args):
+        raise RuntimeError("hostile argument")
+
+    __eq__ = __bool__ = __index__ = __repr__ = __gt__ = _raise
+    __hash__ = object.__hash__
+
+
+HOSTILE_OPTIONS = [(method, name, value)
+                   for method, name in [("predict", "verbose"), ("predict", "batch_size"),
+                                        ("predict", "steps"), ("predict", "callbacks"),
+                                        ("evaluate", "return_dict"),
+                                        ("evaluate", "verbose")]
+                   for value in (_Raising(), np.array([0, 1]))]
+
+
+@pytest.mark.parametrize("method,name,value", HOSTILE_OPTIONS,
+                         ids=[f"{m}-{n}-{type(v).__name__}" for m, n, v in HOSTILE_OPTIONS])
+def test_an_option_whose_comparisons_raise_is_refused_with_one_line(guarded, sink, method,
+                                                                    name, value):
+    with pytest.raises(InputFormatError, match=f"argument '{name}' of {method}"):
+        _keras_call(guarded, method, **{name: value})
+    assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+@pytest.mark.parametrize("flag", [_Raising(), np.array([True, False])],
+                         ids=["raising", "array"])
+def test_a_training_flag_whose_truth_raises_is_refused_with_one_line(guarded, sink, flag):
+    with pytest.raises(InputFormatError, match="argument 'training' of call"):
+        guarded(X, training=flag)
+    assert [e.outcome for e in sink.events] == ["rejected"]

@@ -114,18 +114,20 @@ class GuardedModel(GuardedMixin):
                 "around it, tf.function, export): the guard cannot screen inputs that do "
                 "not exist yet, and would not be in the traced graph. Build on "
                 "aimsec_core.unguard(guarded) and guard the resulting model instead"))
+        refusals = _call_findings(model, args, kwargs)
         # Calling the model is eager: the gradient's forward pass computes exactly what
         # the plain call does, so the two share it. Not with ``training=True`` (dropout,
         # batch statistics): that is another function than the one the detectors were
-        # calibrated on, so they take their own ``training=False`` pass beside it.
-        if kwargs.get("training"):
+        # calibrated on, so they take their own ``training=False`` pass beside it. A
+        # refused flag is never read (its truth value may raise).
+        if refusals or kwargs.get("training"):
             forward = None
         inputs = guard.adapter.inputs_of(x)
         if any(not isinstance(value, _PLAIN) for value in (*args[1:], *kwargs.values())
                if value is not x):  # arrays beside the input (training=False is not one)
             inputs = _with_other_arguments(inputs, model, args, kwargs)
         return guard.call(inputs, lambda: model(*args, **kwargs), forward,
-                          refusals=_call_findings(model, args, kwargs))
+                          refusals=refusals)
 
     def _screened(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         guard = self._aimsec_guard
@@ -226,8 +228,8 @@ class GuardedModel(GuardedMixin):
 #: values); a call breaking one is refused before the model runs.
 _LOOP_OPTIONS = {"batch_size": positive_int(), "steps": positive_int(),
            # Keras reads any integer (above 1: one line per epoch) and None as quiet
-           "verbose": Rule("'auto', an integer or None", lambda v: v is None or v == "auto"
-                           and isinstance(v, str) or isinstance(v, (int, np.integer))),
+           "verbose": Rule("'auto', an integer or None", lambda v: v is None or isinstance(
+                           v, (int, np.integer)) or isinstance(v, str) and v == "auto"),
            "callbacks": sequence_of(keras.callbacks.Callback,
                                     "a list of keras.callbacks.Callback",
                                     also=(keras.callbacks.CallbackList,)),
