@@ -196,6 +196,15 @@ def boolean(*, optional: bool = False) -> Rule:
                 lambda v: isinstance(v, (bool, np.bool_)) or (v is None and optional))
 
 
+def flag(*, optional: bool = True) -> Rule:
+    """A flag as frameworks read one, by its truth value: ``True`` or ``False`` (numpy's
+    too), ``0`` or ``1`` (numpy integers too), or ``None`` (read as false) if
+    ``optional``."""
+    return Rule("True, False, 0, 1" + (" or None" if optional else ""),
+                lambda v: (v is None and optional) or isinstance(v, (bool, np.bool_)) or (
+                    isinstance(v, Integral) and v in (0, 1)))
+
+
 def instance_of(kinds: type | tuple[type, ...], what: str, *,
                 optional: bool = True) -> Rule:
     """An instance of ``kinds`` (``what`` names them), or ``None`` if ``optional``."""

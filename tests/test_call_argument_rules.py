@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aimsec_core import EmptyInputError, InputFormatError
-from aimsec_core.call_arguments import (arguments_error, argument_findings, boolean,
+from aimsec_core.call_arguments import (arguments_error, argument_findings, boolean, flag,
                                         callable_value, instance_of, no_batches_error,
                                         positive_int, sequence_of, shown_value)
 
@@ -115,3 +115,11 @@ def test_a_value_a_rule_cannot_test_is_a_finding_not_an_exception(rule, value):
     assert len(findings) == 1 and findings[0].blocking
     assert "argument 'verbose' of predict" in findings[0].message
     assert findings[0].detail.startswith("value ")
+
+
+@given(value=ANYTHING)
+def test_a_flag_is_what_frameworks_read_by_truth_value(value):
+    is_flag = isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, Integral) and value in (0, 1))
+    assert flag().accepts(value) == (value is None or is_flag)
+    assert flag(optional=False).accepts(value) == is_flag

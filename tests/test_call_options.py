@@ -357,3 +357,14 @@ def test_a_training_flag_whose_truth_raises_is_refused_with_one_line(guarded, si
     with pytest.raises(InputFormatError, match="argument 'training' of call"):
         guarded(X, training=flag)
     assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+@pytest.mark.parametrize("method", ["evaluate", "test_on_batch"])
+@pytest.mark.parametrize("value", [0, 1, None, np.int64(1), np.bool_(True)],
+                         ids=["0", "1", "None", "int64-1", "bool_-True"])
+def test_every_return_dict_keras_reads_as_a_flag_runs_as_plain_keras_does(
+        guarded, plain, sink, method, value):
+    """Keras reads ``return_dict`` by truth value (``None`` as false), as ``training``."""
+    expected = _keras_call(plain, method, return_dict=value)
+    assert _keras_call(guarded, method, return_dict=value) == pytest.approx(expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]

@@ -34,7 +34,7 @@ from aimsec_core.validation import Refused, native_order, shown_name
 from aimsec_core.verdict import Verdict
 from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import (ArgumentsError, Binder, Rule, argument_findings,
-                                        arguments_error, boolean, no_batches_error,
+                                        arguments_error, flag, no_batches_error,
                                         positive_int, sequence_of, tensors_in, unfit_finding)
 
 from ._gradients import Forward, OwnOutput
@@ -224,6 +224,7 @@ class GuardedModel(GuardedMixin):
             "...) with the same settings")
 
 
+_FLAG = flag()
 #: What the arguments of the guarded methods that are not data must be (Keras' documented
 #: values); a call breaking one is refused before the model runs.
 _LOOP_OPTIONS = {"batch_size": positive_int(), "steps": positive_int(),
@@ -233,13 +234,13 @@ _LOOP_OPTIONS = {"batch_size": positive_int(), "steps": positive_int(),
            "callbacks": sequence_of(keras.callbacks.Callback,
                                     "a list of keras.callbacks.Callback",
                                     also=(keras.callbacks.CallbackList,)),
-           "return_dict": boolean()}
+           # read by its truth value, as training is: 0, 1 and None too
+           "return_dict": _FLAG}
 RULES: dict[str, dict[str, Rule]] = {
     "predict": _LOOP_OPTIONS, "evaluate": _LOOP_OPTIONS, "test_on_batch": _LOOP_OPTIONS,
     "call": {"training": Rule(
-        "True, False, 0, 1, None or a boolean scalar tensor",
-        lambda v: v is None or isinstance(v, (bool, np.bool_)) or (
-            isinstance(v, (int, np.integer)) and v in (0, 1)) or (
+        f"{_FLAG.expected} or a boolean scalar tensor",
+        lambda v: _FLAG.accepts(v) or (
             keras.ops.is_tensor(v) and tuple(v.shape) == ()
             and keras.backend.standardize_dtype(v.dtype) == "bool"))},
 }
