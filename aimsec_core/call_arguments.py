@@ -183,11 +183,14 @@ class Rule(NamedTuple):
     accepts: Callable[[Any], bool]
 
 
-def positive_int(*, optional: bool = True) -> Rule:
-    """A positive integer (a numpy integer too; not a bool), or ``None`` if ``optional``."""
-    return Rule("a positive integer" + (" or None" if optional else ""),
+def positive_int(*, optional: bool = True, at_most: int | None = None) -> Rule:
+    """A positive integer (a numpy integer too; not a bool) no larger than ``at_most``
+    where given (a framework storing it in 64 bits), or ``None`` if ``optional``."""
+    return Rule("a positive integer" + (f" up to {at_most}" if at_most is not None else "")
+                + (" or None" if optional else ""),
                 lambda v: (v is None and optional) or (
-                    isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)) and v > 0))
+                    isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)) and v > 0
+                    and (at_most is None or v <= at_most)))
 
 
 def boolean(*, optional: bool = False) -> Rule:

@@ -123,3 +123,8 @@ def test_a_flag_is_what_frameworks_read_by_truth_value(value):
         isinstance(value, Integral) and value in (0, 1))
     assert flag().accepts(value) == (value is None or is_flag)
     assert flag(optional=False).accepts(value) == is_flag
+
+
+@given(value=st.integers())
+def test_a_bounded_positive_int_refuses_what_overflows(value):
+    assert positive_int(at_most=2 ** 63 - 1).accepts(value) == (0 < value < 2 ** 63)

@@ -59,6 +59,7 @@ def guarded(plain, sink):
 KERAS_BAD = [
     ("predict", "batch_size", -1), ("predict", "batch_size", 0), ("predict", "batch_size", 1.5),
     ("predict", "batch_size", "8"), ("predict", "batch_size", True),
+    ("predict", "batch_size", 2 ** 63), ("evaluate", "batch_size", 10 ** 30),
     ("predict", "steps", -1), ("predict", "steps", "a"), ("predict", "steps", 1.5),
     ("predict", "verbose", 1.0), ("predict", "verbose", "loud"), ("predict", "verbose", [0]),
     ("predict", "callbacks", 5), ("predict", "callbacks", [5]),

@@ -225,9 +225,10 @@ class GuardedModel(GuardedMixin):
 
 
 _FLAG = flag()
+_INT64_MAX = 2 ** 63 - 1  # Keras' batch size is a 64-bit shape: larger ones overflow
 #: What the arguments of the guarded methods that are not data must be (Keras' documented
 #: values); a call breaking one is refused before the model runs.
-_LOOP_OPTIONS = {"batch_size": positive_int(), "steps": positive_int(),
+_LOOP_OPTIONS = {"batch_size": positive_int(at_most=_INT64_MAX), "steps": positive_int(),
            # Keras reads any integer (above 1: one line per epoch) and None as quiet
            "verbose": Rule("'auto', an integer or None", lambda v: v is None or isinstance(
                            v, (int, np.integer)) or isinstance(v, str) and v == "auto"),
