@@ -161,6 +161,31 @@ def _search(found: dict[str, Any], name: str, value: Any, tensor_type: type,
             _search(found, name + suffix, item, tensor_type, depth + 1, budget)
 
 
+def first_non_tensor(values: Any, tensor_type: type | tuple[type, ...]) -> Any:
+    """The first leaf of ``values`` (searched inside lists, tuples and dicts, as far as
+    :data:`MAX_DEPTH` and :data:`MAX_ITEMS` allow) that is neither a tensor nor ``None``,
+    or ``None`` where every leaf is one: what a framework that takes only tensors by
+    position (Keras) refuses. Past the bounds nothing is returned: :func:`tensors_in`
+    refuses such a call."""
+    budget = [MAX_ITEMS]
+
+    def walk(value: Any, depth: int) -> Any:
+        if value is None or isinstance(value, tensor_type):
+            return None
+        if not isinstance(value, (list, tuple, Mapping)) or depth > MAX_DEPTH:
+            return value if depth <= MAX_DEPTH else None
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            return None
+        for item in (value.values() if isinstance(value, Mapping) else value):
+            found = walk(item, depth + 1)
+            if found is not None:
+                return found
+        return None
+
+    return walk(values, 0)
+
+
 def _add(found: dict[str, Any], name: str, tensor: Any) -> None:
     if len(found) >= MAX_TENSORS:
         raise ArgumentsError(f"the call holds more than {MAX_TENSORS} tensors; expected at "

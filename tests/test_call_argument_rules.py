@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aimsec_core import EmptyInputError, InputFormatError
-from aimsec_core.call_arguments import (arguments_error, argument_findings, boolean, flag,
+from aimsec_core.call_arguments import (arguments_error, argument_findings, boolean,
+                                        first_non_tensor, flag,
                                         callable_value, instance_of, no_batches_error,
                                         positive_int, sequence_of, shown_value)
 
@@ -128,3 +129,14 @@ def test_a_flag_is_what_frameworks_read_by_truth_value(value):
 @given(value=st.integers())
 def test_a_bounded_positive_int_refuses_what_overflows(value):
     assert positive_int(at_most=2 ** 63 - 1).accepts(value) == (0 < value < 2 ** 63)
+
+
+@pytest.mark.parametrize("values,odd", [
+    ((np.zeros(2), None, [np.zeros(1), (None,)]), None),
+    ((np.zeros(2), False), False), (([np.zeros(1), 1.5],), 1.5), (({"k": "v"},), "v"),
+    (([[[[[["deep"]]]]]],), None),  # past MAX_DEPTH: tensors_in refuses the call
+    (([0] * 100_000,), None),  # past MAX_ITEMS: likewise
+], ids=["tensors-and-none", "bool", "float-in-list", "str-in-dict", "too-deep", "too-many"])
+def test_first_non_tensor_finds_a_value_only_tensors_may_stand_for(values, odd):
+    found = first_non_tensor(values, np.ndarray)
+    assert found is odd if odd is None or isinstance(odd, bool) else found == odd

@@ -40,7 +40,8 @@ def guarded(plain, sink):
 
 
 @pytest.mark.parametrize("call", [lambda g, b: g(X, b), lambda g, b: g(X, bias=b),
-                                  lambda g, b: g(x=X, bias=b), lambda g, b: g(X, b, False)],
+                                  lambda g, b: g(x=X, bias=b),
+                                  lambda g, b: g(X, b, training=False)],
                          ids=["positional", "keyword", "both-keywords", "with-training"])
 def test_every_array_argument_is_screened_by_name(guarded, sink, call):
     with pytest.raises(NonFiniteInputError, match="'bias'"):
@@ -69,10 +70,15 @@ def test_a_boolean_mask_argument_is_screened_as_its_0_1_values(guarded, plain, s
 @pytest.mark.parametrize("call", [
     lambda g: g(X, colour="red"), lambda g: g(X, mask=None), lambda g: g(X, X, False, 5),
     lambda g: g(X, bias=X, x=X), lambda g: g(X, training="yes"),
-], ids=["unknown-keyword", "mask-not-taken", "too-many", "input-twice", "training-not-bool"])
+    lambda g: g(X, X, False), lambda g: g(X, None, True), lambda g: g(X, 2),
+    lambda g: g(X, "yes"), lambda g: g(X, [X, 1.5]), lambda g: g(X, {"b": "x"}),
+], ids=["unknown-keyword", "mask-not-taken", "too-many", "input-twice", "training-not-bool",
+        "training-by-position", "true-by-position", "int-by-position", "str-by-position",
+        "float-in-list-by-position", "str-in-dict-by-position"])
 def test_arguments_that_do_not_fit_call_are_refused_before_the_model_runs(guarded, sink,
                                                                           call):
-    """As plain Keras refuses them (its TypeError, ValueError), but typed and recorded."""
+    """As plain Keras refuses them (its TypeError, ValueError; only tensors may be passed
+    by position after the input), but typed and recorded."""
     with pytest.raises(InputFormatError, match="do not fit call|'training'"):
         call(guarded)
     assert [e.outcome for e in sink.events] == ["rejected"]

@@ -34,8 +34,9 @@ from aimsec_core.validation import Refused, native_order, shown_name
 from aimsec_core.verdict import Verdict
 from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import (ArgumentsError, Binder, Rule, argument_findings,
-                                        arguments_error, flag, no_batches_error,
-                                        positive_int, sequence_of, tensors_in, unfit_finding)
+                                        arguments_error, first_non_tensor, flag,
+                                        no_batches_error, positive_int, sequence_of,
+                                        tensors_in, unfit_finding)
 
 from ._gradients import Forward, OwnOutput
 
@@ -277,6 +278,14 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
     take is dropped, not refused)."""
     findings = argument_findings("call", {"training": kwargs["training"]},
                                  RULES["call"]) if "training" in kwargs else ()
+    if len(args) > 1 and not getattr(model, "_allow_non_tensor_positional_args", False):
+        # Keras takes only tensors (arrays, None) by position after the input
+        odd = first_non_tensor(args[1:], _array_types())
+        if odd is not None:
+            findings += (unfit_finding(
+                "call", f"a {type(odd).__name__} was passed by position; expected only "
+                "tensors by position after the input (pass other values by keyword, "
+                "training=False)"),)
     signature = _binder(model).signature
     if signature is None or (len(args) <= 1 and not kwargs):
         return findings
