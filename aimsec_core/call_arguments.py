@@ -161,16 +161,17 @@ def _search(found: dict[str, Any], name: str, value: Any, tensor_type: type,
             _search(found, name + suffix, item, tensor_type, depth + 1, budget)
 
 
-def first_non_tensor(values: Any, tensor_type: type | tuple[type, ...]) -> Any:
+def first_non_tensor(values: Any, is_tensor: Callable[[Any], bool]) -> Any:
     """The first leaf of ``values`` (searched inside lists, tuples and dicts, as far as
-    :data:`MAX_DEPTH` and :data:`MAX_ITEMS` allow) that is neither a tensor nor ``None``,
-    or ``None`` where every leaf is one: what a framework that takes only tensors by
-    position (Keras) refuses. Past the bounds nothing is returned: :func:`tensors_in`
+    :data:`MAX_DEPTH` and :data:`MAX_ITEMS` allow) that is neither ``None`` nor a tensor
+    by the framework's ``is_tensor`` (which the adapter gives: a ragged or sparse tensor
+    is one), or ``None`` where every leaf is one: what a framework that takes only tensors
+    by position (Keras) refuses. Past the bounds nothing is returned: :func:`tensors_in`
     refuses such a call."""
     budget = [MAX_ITEMS]
 
     def walk(value: Any, depth: int) -> Any:
-        if value is None or isinstance(value, tensor_type):
+        if value is None or is_tensor(value):
             return None
         if not isinstance(value, (list, tuple, Mapping)) or depth > MAX_DEPTH:
             return value if depth <= MAX_DEPTH else None

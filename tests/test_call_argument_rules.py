@@ -138,5 +138,5 @@ def test_a_bounded_positive_int_refuses_what_overflows(value):
     (([0] * 100_000,), None),  # past MAX_ITEMS: likewise
 ], ids=["tensors-and-none", "bool", "float-in-list", "str-in-dict", "too-deep", "too-many"])
 def test_first_non_tensor_finds_a_value_only_tensors_may_stand_for(values, odd):
-    found = first_non_tensor(values, np.ndarray)
+    found = first_non_tensor(values, lambda v: isinstance(v, np.ndarray))
     assert found is odd if odd is None or isinstance(odd, bool) else found == odd

@@ -98,3 +98,30 @@ def test_training_given_to_a_call_without_it_is_dropped_as_keras_drops_it(sink):
     guarded = aimsec_core.guard(model, name="no-training", sinks=[sink])
     assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, training=False)), expected)
     assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def test_a_ragged_tensor_by_position_runs_as_in_plain_keras(sink):
+    """Keras takes any tensor of its backend by position (TensorFlow's ragged and sparse
+    ones too), not only dense ones: such a call is not refused for its position."""
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("ragged tensors are TensorFlow's")
+
+    class Lengths(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x, ragged=None):
+            out = self.dense(x)
+            if ragged is None:
+                return out
+            return out + keras.ops.cast(keras.ops.expand_dims(ragged.row_lengths(), 1),
+                                        out.dtype)
+
+    model = Lengths()
+    ragged = tf.ragged.constant([[1.0], [1.0, 2.0], [], [3.0]])
+    expected = keras.ops.convert_to_numpy(model(X, ragged))
+    guarded = aimsec_core.guard(model, name="ragged", sinks=[sink])
+    assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, ragged)), expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]

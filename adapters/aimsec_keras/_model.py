@@ -280,7 +280,9 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
                                  RULES["call"]) if "training" in kwargs else ()
     if len(args) > 1 and not getattr(model, "_allow_non_tensor_positional_args", False):
         # Keras takes only tensors (arrays, None) by position after the input
-        odd = first_non_tensor(args[1:], _array_types())
+        kinds = (*_array_types(), keras.KerasTensor)
+        odd = first_non_tensor(args[1:], lambda v: isinstance(v, kinds)
+                               or keras.ops.is_tensor(v))
         if odd is not None:
             findings += (unfit_finding(
                 "call", f"a {type(odd).__name__} was passed by position; expected only "
