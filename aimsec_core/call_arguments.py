@@ -161,20 +161,18 @@ def _search(found: dict[str, Any], name: str, value: Any, tensor_type: type,
             _search(found, name + suffix, item, tensor_type, depth + 1, budget)
 
 
-def first_non_tensor(values: Any, is_tensor: Callable[[Any], bool]) -> Any:
+def first_leaf(values: Any, wanted: Callable[[Any], bool]) -> Any:
     """The first leaf of ``values`` (searched inside lists, tuples and dicts, as far as
-    :data:`MAX_DEPTH` and :data:`MAX_ITEMS` allow) that is neither ``None`` nor a tensor
-    by the framework's ``is_tensor`` (which the adapter gives: a ragged or sparse tensor
-    is one), or ``None`` where every leaf is one: what a framework that takes only tensors
-    by position (Keras) refuses. Past the bounds nothing is returned: :func:`tensors_in`
-    refuses such a call."""
+    :data:`MAX_DEPTH` and :data:`MAX_ITEMS` allow) for which ``wanted`` is true, or
+    ``None`` where there is none. Past the bounds the search stops with ``None``: a list
+    holding itself costs no more than a list nested :data:`MAX_DEPTH` deep."""
     budget = [MAX_ITEMS]
 
     def walk(value: Any, depth: int) -> Any:
-        if value is None or is_tensor(value):
+        if depth > MAX_DEPTH:
             return None
-        if not isinstance(value, (list, tuple, Mapping)) or depth > MAX_DEPTH:
-            return value if depth <= MAX_DEPTH else None
+        if not isinstance(value, (list, tuple, Mapping)):
+            return value if wanted(value) else None
         budget[0] -= len(value)
         if budget[0] < 0:
             return None
@@ -185,6 +183,15 @@ def first_non_tensor(values: Any, is_tensor: Callable[[Any], bool]) -> Any:
         return None
 
     return walk(values, 0)
+
+
+def first_non_tensor(values: Any, is_tensor: Callable[[Any], bool]) -> Any:
+    """The first leaf of ``values`` (:func:`first_leaf`) that is neither ``None`` nor a
+    tensor by the framework's ``is_tensor`` (which the adapter gives: a ragged or sparse
+    tensor is one), or ``None`` where every leaf is one: what a framework that takes only
+    tensors by position (Keras) refuses. Past the bounds nothing is returned:
+    :func:`tensors_in` refuses such a call."""
+    return first_leaf(values, lambda v: v is not None and not is_tensor(v))
 
 
 def _add(found: dict[str, Any], name: str, tensor: Any) -> None:

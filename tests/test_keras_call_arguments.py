@@ -125,3 +125,28 @@ def test_a_ragged_tensor_by_position_runs_as_in_plain_keras(sink):
     guarded = aimsec_core.guard(model, name="ragged", sinks=[sink])
     assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, ragged)), expected)
     assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def _recursive_list():
+    loop = []
+    loop.append(loop)
+    return loop
+
+
+def _recursive_dict():
+    loop = {}
+    loop["x"] = loop
+    return loop
+
+
+@pytest.mark.parametrize("make", [_recursive_list, lambda: [X, _recursive_list()],
+                                  _recursive_dict, lambda: [[[[[[[X]]]]]]]],
+                         ids=["list-holding-itself", "inside-a-list", "dict-holding-itself",
+                              "nested-past-the-bound"])
+@pytest.mark.parametrize("how", ["call", "predict"])
+def test_a_self_referencing_input_is_refused_with_one_line(guarded, sink, make, how):
+    """A structure holding itself given as the input is refused as no array, as an
+    unreadable list is; never a RecursionError with no audit line."""
+    with pytest.raises(InputFormatError):
+        guarded(make()) if how == "call" else guarded.predict(make(), verbose=0)
+    assert [e.outcome for e in sink.events] == ["rejected"]

@@ -34,8 +34,8 @@ from aimsec_core.validation import Refused, native_order, shown_name
 from aimsec_core.verdict import Verdict
 from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import (ArgumentsError, Binder, Rule, argument_findings,
-                                        arguments_error, first_non_tensor, flag,
-                                        no_batches_error, positive_int, sequence_of,
+                                        arguments_error, first_leaf, first_non_tensor,
+                                        flag, no_batches_error, positive_int, sequence_of,
                                         tensors_in, unfit_finding)
 
 from ._gradients import Forward, OwnOutput
@@ -385,12 +385,14 @@ def _symbolic(x: Any) -> bool:
     """Whether ``x`` holds symbolic tensors: Keras' own (functional models) or graph
     tensors of a ``tf.function`` being traced."""
     tf = sys.modules.get("tensorflow")
-    for leaf in keras.tree.flatten(x) if isinstance(x, (list, tuple, dict)) else [x]:
-        if isinstance(leaf, keras.KerasTensor):
-            return True
-        if tf is not None and isinstance(leaf, tf.Tensor) and not hasattr(leaf, "numpy"):
-            return True
-    return False
+
+    def symbolic(leaf: Any) -> bool:
+        return isinstance(leaf, keras.KerasTensor) or (
+            tf is not None and isinstance(leaf, tf.Tensor) and not hasattr(leaf, "numpy"))
+
+    # searched within the core's container bounds: a list holding itself, or one nested
+    # past them, is no structure of tensors (validation refuses it), never a RecursionError
+    return first_leaf(x, symbolic) is not None
 
 
 def _pipeline(x: Any) -> tuple[Iterator[Any], int | None] | None:
