@@ -249,15 +249,24 @@ def instance_of(kinds: type | tuple[type, ...], what: str, *,
 
 
 def sequence_of(kinds: type | tuple[type, ...], what: str, *, also: tuple[type, ...] = (),
-                optional: bool = True) -> Rule:
+                optional: bool = True, nested: bool = False) -> Rule:
     """A list or tuple of ``kinds`` (``what`` names the whole), an instance of ``also``, or
-    ``None`` if ``optional``. Only the first :data:`MAX_ITEMS` items are looked at; a longer
-    sequence is refused."""
+    ``None`` if ``optional``. With ``nested``, as frameworks that flatten the argument read
+    it (Keras' callbacks): lists and tuples inside it (up to :data:`MAX_DEPTH` deep) hold
+    ``kinds`` too, and a single instance of ``kinds`` is a sequence of one. At most
+    :data:`MAX_ITEMS` items are looked at; a longer sequence is refused."""
+    def holds_only(v: Any, depth: int, budget: list[int]) -> bool:
+        budget[0] -= len(v)
+        if budget[0] < 0 or depth > MAX_DEPTH:
+            return False
+        return all(isinstance(item, kinds) or (
+            nested and isinstance(item, (list, tuple)) and holds_only(item, depth + 1, budget))
+            for item in v)
+
     def accepts(v: Any) -> bool:
-        if (v is None and optional) or isinstance(v, also):
+        if (v is None and optional) or isinstance(v, also) or (nested and isinstance(v, kinds)):
             return True
-        return (isinstance(v, (list, tuple)) and len(v) <= MAX_ITEMS
-                and all(isinstance(item, kinds) for item in v))
+        return isinstance(v, (list, tuple)) and holds_only(v, 1, [MAX_ITEMS])
     return Rule(what + (" or None" if optional else ""), accepts)
 
 

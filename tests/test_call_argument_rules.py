@@ -140,3 +140,13 @@ def test_a_bounded_positive_int_refuses_what_overflows(value):
 def test_first_non_tensor_finds_a_value_only_tensors_may_stand_for(values, odd):
     found = first_non_tensor(values, lambda v: isinstance(v, np.ndarray))
     assert found is odd if odd is None or isinstance(odd, bool) else found == odd
+
+
+def test_a_nested_sequence_rule_reads_lists_inside_within_the_bounds():
+    rule = sequence_of(int, "a list of ints", nested=True)
+    loop: list = [1]
+    loop.append(loop)
+    assert rule.accepts(3) and rule.accepts([1, [2, (3,)], ()]) and rule.accepts(None)
+    assert not rule.accepts([1, ["2"]]) and not rule.accepts(loop)
+    assert not rule.accepts([[[[[1]]]]]) and not rule.accepts([[0] * 5000])
+    assert not sequence_of(int, "ints").accepts([1, [2]])  # not nested: items only

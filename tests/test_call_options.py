@@ -63,7 +63,8 @@ KERAS_BAD = [
     ("predict", "steps", -1), ("predict", "steps", "a"), ("predict", "steps", 1.5),
     ("predict", "verbose", 1.0), ("predict", "verbose", "loud"), ("predict", "verbose", [0]),
     ("predict", "callbacks", 5), ("predict", "callbacks", [5]),
-    ("predict", "callbacks", keras.callbacks.History()),
+    ("predict", "callbacks", [[keras.callbacks.History(), 5]]),
+    ("predict", "callbacks", {"a": keras.callbacks.History()}),
     ("evaluate", "batch_size", -1), ("evaluate", "steps", 0), ("evaluate", "callbacks", [1]),
     ("evaluate", "return_dict", 5), ("test_on_batch", "return_dict", "yes"),
 ]
@@ -369,3 +370,27 @@ def test_every_return_dict_keras_reads_as_a_flag_runs_as_plain_keras_does(
     expected = _keras_call(plain, method, return_dict=value)
     assert _keras_call(guarded, method, return_dict=value) == pytest.approx(expected)
     assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def _holding_itself():
+    loop = [keras.callbacks.History()]
+    loop.append(loop)
+    return loop
+
+
+@pytest.mark.parametrize("callbacks", [
+    lambda: keras.callbacks.History(), lambda: [[keras.callbacks.History()], ()],
+    lambda: ([keras.callbacks.History()], keras.callbacks.History()),
+], ids=["bare-callback", "nested-lists", "tuple-of-list-and-callback"])
+def test_callbacks_keras_flattens_run_as_in_plain_keras(guarded, plain, sink, callbacks):
+    """Keras flattens ``callbacks`` (a bare Callback is a list of one, lists in the list
+    are read through): those run, each callback called as plain Keras calls it."""
+    assert np.array_equal(guarded.predict(X, verbose=0, callbacks=callbacks()),
+                          plain.predict(X, verbose=0, callbacks=callbacks()))
+    assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def test_callbacks_holding_themselves_are_refused_with_one_line(guarded, sink):
+    with pytest.raises(InputFormatError, match="argument 'callbacks' of predict"):
+        guarded.predict(X, verbose=0, callbacks=_holding_itself())
+    assert [e.outcome for e in sink.events] == ["rejected"]

@@ -233,9 +233,10 @@ _LOOP_OPTIONS = {"batch_size": positive_int(at_most=_INT64_MAX), "steps": positi
            # Keras reads any integer (above 1: one line per epoch) and None as quiet
            "verbose": Rule("'auto', an integer or None", lambda v: v is None or isinstance(
                            v, (int, np.integer)) or isinstance(v, str) and v == "auto"),
+           # Keras flattens callbacks: a bare Callback and nested lists run too
            "callbacks": sequence_of(keras.callbacks.Callback,
                                     "a list of keras.callbacks.Callback",
-                                    also=(keras.callbacks.CallbackList,)),
+                                    also=(keras.callbacks.CallbackList,), nested=True),
            # read by its truth value, as training is: 0, 1 and None too
            "return_dict": _FLAG}
 RULES: dict[str, dict[str, Rule]] = {
