@@ -164,15 +164,19 @@ def _search(found: dict[str, Any], name: str, value: Any, tensor_type: type,
 def first_leaf(values: Any, wanted: Callable[[Any], bool]) -> Any:
     """The first leaf of ``values`` (searched inside lists, tuples and dicts, as far as
     :data:`MAX_DEPTH` and :data:`MAX_ITEMS` allow) for which ``wanted`` is true, or
-    ``None`` where there is none. Past the bounds the search stops with ``None``: a list
-    holding itself costs no more than a list nested :data:`MAX_DEPTH` deep."""
+    ``None`` where there is none; a leaf for which ``wanted`` raises is returned too. Past
+    the bounds the search stops with ``None``: a list holding itself costs no more than a
+    list nested :data:`MAX_DEPTH` deep."""
     budget = [MAX_ITEMS]
 
     def walk(value: Any, depth: int) -> Any:
         if depth > MAX_DEPTH:
             return None
         if not isinstance(value, (list, tuple, Mapping)):
-            return value if wanted(value) else None
+            try:
+                return value if wanted(value) else None
+            except Exception:  # a leaf that cannot be told apart (hostile) is reported
+                return value
         budget[0] -= len(value)
         if budget[0] < 0:
             return None

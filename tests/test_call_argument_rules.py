@@ -150,3 +150,12 @@ def test_a_nested_sequence_rule_reads_lists_inside_within_the_bounds():
     assert not rule.accepts([1, ["2"]]) and not rule.accepts(loop)
     assert not rule.accepts([[[[[1]]]]]) and not rule.accepts([[0] * 5000])
     assert not sequence_of(int, "ints").accepts([1, [2]])  # not nested: items only
+
+
+def test_a_leaf_the_predicate_cannot_judge_is_reported():
+    def judge(value):
+        if value == "hostile":
+            raise RuntimeError("cannot tell")
+        return False
+
+    assert first_non_tensor([None, ["hostile"]], judge) == "hostile"

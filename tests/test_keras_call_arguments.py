@@ -150,3 +150,16 @@ def test_a_self_referencing_input_is_refused_with_one_line(guarded, sink, make, 
     with pytest.raises(InputFormatError):
         guarded(make()) if how == "call" else guarded.predict(make(), verbose=0)
     assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+@pytest.mark.parametrize("make", [lambda: np.float32(0.5), lambda: np.bool_(True),
+                                  lambda: [np.float32(1), np.float32(2)],
+                                  lambda: __import__("pandas").DataFrame(X)],
+                         ids=["numpy-scalar", "numpy-bool", "list-of-numpy-scalars",
+                              "dataframe"])
+def test_values_keras_converts_to_tensors_run_by_position(plain, guarded, sink, make):
+    """Keras converts what has ``__array__`` before it checks positional arguments: such
+    values run as in plain Keras, not refused as values that are no tensor."""
+    expected = keras.ops.convert_to_numpy(plain(X, make()))
+    assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, make())), expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]

@@ -281,9 +281,7 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
                                  RULES["call"]) if "training" in kwargs else ()
     if len(args) > 1 and not getattr(model, "_allow_non_tensor_positional_args", False):
         # Keras takes only tensors (arrays, None) by position after the input
-        kinds = (*_array_types(), keras.KerasTensor)
-        odd = first_non_tensor(args[1:], lambda v: isinstance(v, kinds)
-                               or keras.ops.is_tensor(v))
+        odd = first_non_tensor(args[1:], _positional_tensor(model))
         if odd is not None:
             findings += (unfit_finding(
                 "call", f"a {type(odd).__name__} was passed by position; expected only "
@@ -300,6 +298,19 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
     except TypeError as exc:
         findings += (unfit_finding("call", f"{exc}; expected call{signature}"),)
     return findings
+
+
+def _positional_tensor(model: Any) -> Callable[[Any], bool]:
+    """What Keras takes by position after the input: a tensor of its backend (ragged and
+    sparse ones too), a symbolic tensor, and, as the model converts its arguments (the
+    default), anything with ``__array__`` (an array, a numpy scalar, a DataFrame)."""
+    kinds = (*_array_types(), keras.KerasTensor)
+    converts = getattr(model, "_convert_input_args", True)
+
+    def is_tensor(value: Any) -> bool:
+        return isinstance(value, kinds) or keras.ops.is_tensor(value) or (
+            converts and hasattr(value, "__array__"))
+    return is_tensor
 
 
 def _with_other_arguments(inputs: dict[str, Any], model: Any, args: list[Any],
