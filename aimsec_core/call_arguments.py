@@ -284,14 +284,19 @@ _SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 2, 40, 40
 _SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
 
 
+_SHOWN_CHARS = 100  # a refused value as shown, at most
+
+
 def shown_value(value: Any) -> str:
-    """A refused argument's repr, bounded in length and in the items of containers shown
-    (a list of a million items costs no more to show than one of four); a value whose
-    ``__repr__`` raises shows as its type's name in angle brackets."""
+    """A refused argument's repr, at most :data:`_SHOWN_CHARS` characters and bounded in
+    the items of containers shown (a list of a million items costs no more to show than
+    one of four); a value whose ``__repr__`` raises shows as its type's name in angle
+    brackets."""
     try:
-        return _SHOWN.repr(value)
+        text = _SHOWN.repr(value)
     except Exception:
-        return f"<{type(value).__name__}>"
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 3] + "..."
 
 
 def argument_findings(method: str, values: Mapping[str, Any],

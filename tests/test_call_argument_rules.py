@@ -8,7 +8,7 @@ from numbers import Integral
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from aimsec_core import EmptyInputError, InputFormatError
@@ -53,6 +53,8 @@ def test_a_sequence_rule_reads_every_item(items, kind):
 
 
 @given(value=ANYTHING)
+@example(value=[-10 ** 34] * 3)  # four long numbers shown in full ran past the bound
+@example(value=type("Long", (), {"__repr__": lambda self: "x" * 10_000})())
 def test_a_broken_rule_is_a_blocking_format_finding_naming_the_argument(value):
     findings = argument_findings("predict", {"batch_size": value, "free": value},
                                  {"batch_size": positive_int()})
