@@ -163,3 +163,8 @@ def test_values_keras_converts_to_tensors_run_by_position(plain, guarded, sink, 
     expected = keras.ops.convert_to_numpy(plain(X, make()))
     assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, make())), expected)
     assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def test_a_value_passed_by_position_is_named_by_its_type(guarded, sink):
+    with pytest.raises(InputFormatError, match="a value of type int was passed by position"):
+        guarded(X, 2)

@@ -284,9 +284,9 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
         odd = first_non_tensor(args[1:], _positional_tensor(model))
         if odd is not None:
             findings += (unfit_finding(
-                "call", f"a {type(odd).__name__} was passed by position; expected only "
-                "tensors by position after the input (pass other values by keyword, "
-                "training=False)"),)
+                "call", f"a value of type {type(odd).__name__} was passed by position; "
+                "expected only tensors by position after the input (pass other values by "
+                "keyword, training=False)"),)
     signature = _binder(model).signature
     if signature is None or (len(args) <= 1 and not kwargs):
         return findings
