@@ -206,6 +206,43 @@ def _search(found: dict[str, Any], name: str, value: Any, tensor_type: type,
             _search(found, name + suffix, item, tensor_type, depth + 1, budget)
 
 
+def first_leaf(values: Any, wanted: Callable[[Any], bool]) -> Any:
+    """The first leaf of ``values`` (searched inside lists, tuples and dicts, as far as
+    :data:`MAX_DEPTH` and :data:`MAX_ITEMS` allow) for which ``wanted`` is true, or
+    ``None`` where there is none; a leaf for which ``wanted`` raises is returned too. Past
+    the bounds the search stops with ``None``: a list holding itself costs no more than a
+    list nested :data:`MAX_DEPTH` deep."""
+    budget = [MAX_ITEMS]
+
+    def walk(value: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            return None
+        if not isinstance(value, (list, tuple, Mapping)):
+            try:
+                return value if wanted(value) else None
+            except Exception:  # a leaf that cannot be told apart (hostile) is reported
+                return value
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            return None
+        for item in (value.values() if isinstance(value, Mapping) else value):
+            found = walk(item, depth + 1)
+            if found is not None:
+                return found
+        return None
+
+    return walk(values, 0)
+
+
+def first_non_tensor(values: Any, is_tensor: Callable[[Any], bool]) -> Any:
+    """The first leaf of ``values`` (:func:`first_leaf`) that is neither ``None`` nor a
+    tensor by the framework's ``is_tensor`` (which the adapter gives: a ragged or sparse
+    tensor is one), or ``None`` where every leaf is one: what a framework that takes only
+    tensors by position (Keras) refuses. Past the bounds nothing is returned:
+    :func:`tensors_in` refuses such a call."""
+    return first_leaf(values, lambda v: v is not None and not is_tensor(v))
+
+
 def _add(found: dict[str, Any], name: str, tensor: Any) -> None:
     if len(found) >= MAX_TENSORS:
         raise ArgumentsError(f"the call holds more than {MAX_TENSORS} tensors; expected at "
@@ -230,17 +267,29 @@ class Rule(NamedTuple):
     accepts: Callable[[Any], bool]
 
 
-def positive_int(*, optional: bool = True) -> Rule:
-    """A positive integer (a numpy integer too; not a bool), or ``None`` if ``optional``."""
-    return Rule("a positive integer" + (" or None" if optional else ""),
+def positive_int(*, optional: bool = True, at_most: int | None = None) -> Rule:
+    """A positive integer (a numpy integer too; not a bool) no larger than ``at_most``
+    where given (a framework storing it in 64 bits), or ``None`` if ``optional``."""
+    return Rule("a positive integer" + (f" up to {at_most}" if at_most is not None else "")
+                + (" or None" if optional else ""),
                 lambda v: (v is None and optional) or (
-                    isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)) and v > 0))
+                    isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)) and v > 0
+                    and (at_most is None or v <= at_most)))
 
 
 def boolean(*, optional: bool = False) -> Rule:
     """``True`` or ``False`` (numpy's too), or ``None`` if ``optional``."""
     return Rule("True or False" + (" or None" if optional else ""),
                 lambda v: isinstance(v, (bool, np.bool_)) or (v is None and optional))
+
+
+def flag(*, optional: bool = True) -> Rule:
+    """A flag as frameworks read one, by its truth value: ``True`` or ``False`` (numpy's
+    too), ``0`` or ``1`` (numpy integers too), or ``None`` (read as false) if
+    ``optional``."""
+    return Rule("True, False, 0, 1" + (" or None" if optional else ""),
+                lambda v: (v is None and optional) or isinstance(v, (bool, np.bool_)) or (
+                    isinstance(v, Integral) and v in (0, 1)))
 
 
 def instance_of(kinds: type | tuple[type, ...], what: str, *,
@@ -251,15 +300,24 @@ def instance_of(kinds: type | tuple[type, ...], what: str, *,
 
 
 def sequence_of(kinds: type | tuple[type, ...], what: str, *, also: tuple[type, ...] = (),
-                optional: bool = True) -> Rule:
+                optional: bool = True, nested: bool = False) -> Rule:
     """A list or tuple of ``kinds`` (``what`` names the whole), an instance of ``also``, or
-    ``None`` if ``optional``. Only the first :data:`MAX_ITEMS` items are looked at; a longer
-    sequence is refused."""
+    ``None`` if ``optional``. With ``nested``, as frameworks that flatten the argument read
+    it (Keras' callbacks): lists and tuples inside it (up to :data:`MAX_DEPTH` deep) hold
+    ``kinds`` too, and a single instance of ``kinds`` is a sequence of one. At most
+    :data:`MAX_ITEMS` items are looked at; a longer sequence is refused."""
+    def holds_only(v: Any, depth: int, budget: list[int]) -> bool:
+        budget[0] -= len(v)
+        if budget[0] < 0 or depth > MAX_DEPTH:
+            return False
+        return all(isinstance(item, kinds) or (
+            nested and isinstance(item, (list, tuple)) and holds_only(item, depth + 1, budget))
+            for item in v)
+
     def accepts(v: Any) -> bool:
-        if (v is None and optional) or isinstance(v, also):
+        if (v is None and optional) or isinstance(v, also) or (nested and isinstance(v, kinds)):
             return True
-        return (isinstance(v, (list, tuple)) and len(v) <= MAX_ITEMS
-                and all(isinstance(item, kinds) for item in v))
+        return isinstance(v, (list, tuple)) and holds_only(v, 1, [MAX_ITEMS])
     return Rule(what + (" or None" if optional else ""), accepts)
 
 
@@ -273,27 +331,33 @@ _SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 2, 40, 40
 _SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
 
 
+_SHOWN_CHARS = 100  # a refused value as shown, at most
+
+
 def shown_value(value: Any) -> str:
-    """A refused argument's repr, bounded in length and in the items of containers shown
-    (a list of a million items costs no more to show than one of four); a value whose
-    ``__repr__`` raises shows as its type's name in angle brackets."""
+    """A refused argument's repr, at most :data:`_SHOWN_CHARS` characters and bounded in
+    the items of containers shown (a list of a million items costs no more to show than
+    one of four); a value whose ``__repr__`` raises shows as its type's name in angle
+    brackets."""
     try:
-        return _SHOWN.repr(value)
+        text = _SHOWN.repr(value)
     except Exception:
-        return f"<{type(value).__name__}>"
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 3] + "..."
 
 
 def argument_findings(method: str, values: Mapping[str, Any],
                       rules: Mapping[str, Rule]) -> tuple[Finding, ...]:
     """One blocking ``format`` finding per argument in ``values`` (name -> value, as the
     call passed them) that breaks its rule in ``rules``; names without a rule are not
-    checked. ``method`` names the call in the message (``predict``). The reason names the
+    checked, and a value the rule cannot even test (its ``__eq__`` or ``__bool__`` raises) breaks
+    it. ``method`` names the call in the message (``predict``). The reason names the
     argument, what it must be and the type received; the value itself is the finding's
     detail (errors show it; audit lines only where raw inputs are logged)."""
     out = []
     for name, value in values.items():
         rule = rules.get(name)
-        if rule is None or rule.accepts(value):
+        if rule is None or _accepted(rule, value):
             continue
         kind = type(value).__name__
         out.append(Finding(
@@ -301,6 +365,16 @@ def argument_findings(method: str, values: Mapping[str, Any],
             f"{kind}", expected=rule.expected, received=kind, blocking=True,
             detail=f"value {shown_value(value)}"))
     return tuple(out)
+
+
+def _accepted(rule: Rule, value: Any) -> bool:
+    """Whether ``rule`` accepts ``value``; a value whose comparisons, truth or ``__index__``
+    raise while the rule tests it is none of the values a rule names: refused, so the
+    call still gets its typed error and its one audit line."""
+    try:
+        return bool(rule.accepts(value))
+    except Exception:
+        return False
 
 
 def unfit_finding(method: str, problem: str) -> Finding:

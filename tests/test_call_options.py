@@ -59,10 +59,12 @@ def guarded(plain, sink):
 KERAS_BAD = [
     ("predict", "batch_size", -1), ("predict", "batch_size", 0), ("predict", "batch_size", 1.5),
     ("predict", "batch_size", "8"), ("predict", "batch_size", True),
+    ("predict", "batch_size", 2 ** 63), ("evaluate", "batch_size", 10 ** 30),
     ("predict", "steps", -1), ("predict", "steps", "a"), ("predict", "steps", 1.5),
     ("predict", "verbose", 1.0), ("predict", "verbose", "loud"), ("predict", "verbose", [0]),
     ("predict", "callbacks", 5), ("predict", "callbacks", [5]),
-    ("predict", "callbacks", keras.callbacks.History()),
+    ("predict", "callbacks", [[keras.callbacks.History(), 5]]),
+    ("predict", "callbacks", {"a": keras.callbacks.History()}),
     ("evaluate", "batch_size", -1), ("evaluate", "steps", 0), ("evaluate", "callbacks", [1]),
     ("evaluate", "return_dict", 5), ("test_on_batch", "return_dict", "yes"),
 ]
@@ -322,3 +324,73 @@ def test_sklearn_arguments_that_do_not_fit_the_method_are_refused(sink, call):
         call(guarded, x)
     np.testing.assert_array_equal(guarded.predict(x), model.predict(x))
     assert [e.outcome for e in sink.events] == ["rejected", "allowed"]
+
+
+class _Raising:
+    """An argument whose comparisons, truth value, ``__index__`` and repr raise."""
+
+    def _raise(self, *args):
+        raise RuntimeError("hostile argument")
+
+    __eq__ = __bool__ = __index__ = __repr__ = __gt__ = _raise
+    __hash__ = object.__hash__
+
+
+HOSTILE_OPTIONS = [(method, name, value)
+                   for method, name in [("predict", "verbose"), ("predict", "batch_size"),
+                                        ("predict", "steps"), ("predict", "callbacks"),
+                                        ("evaluate", "return_dict"),
+                                        ("evaluate", "verbose")]
+                   for value in (_Raising(), np.array([0, 1]))]
+
+
+@pytest.mark.parametrize("method,name,value", HOSTILE_OPTIONS,
+                         ids=[f"{m}-{n}-{type(v).__name__}" for m, n, v in HOSTILE_OPTIONS])
+def test_an_option_whose_comparisons_raise_is_refused_with_one_line(guarded, sink, method,
+                                                                    name, value):
+    with pytest.raises(InputFormatError, match=f"argument '{name}' of {method}"):
+        _keras_call(guarded, method, **{name: value})
+    assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+@pytest.mark.parametrize("flag", [_Raising(), np.array([True, False])],
+                         ids=["raising", "array"])
+def test_a_training_flag_whose_truth_raises_is_refused_with_one_line(guarded, sink, flag):
+    with pytest.raises(InputFormatError, match="argument 'training' of call"):
+        guarded(X, training=flag)
+    assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+@pytest.mark.parametrize("method", ["evaluate", "test_on_batch"])
+@pytest.mark.parametrize("value", [0, 1, None, np.int64(1), np.bool_(True)],
+                         ids=["0", "1", "None", "int64-1", "bool_-True"])
+def test_every_return_dict_keras_reads_as_a_flag_runs_as_plain_keras_does(
+        guarded, plain, sink, method, value):
+    """Keras reads ``return_dict`` by truth value (``None`` as false), as ``training``."""
+    expected = _keras_call(plain, method, return_dict=value)
+    assert _keras_call(guarded, method, return_dict=value) == pytest.approx(expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def _holding_itself():
+    loop = [keras.callbacks.History()]
+    loop.append(loop)
+    return loop
+
+
+@pytest.mark.parametrize("callbacks", [
+    lambda: keras.callbacks.History(), lambda: [[keras.callbacks.History()], ()],
+    lambda: ([keras.callbacks.History()], keras.callbacks.History()),
+], ids=["bare-callback", "nested-lists", "tuple-of-list-and-callback"])
+def test_callbacks_keras_flattens_run_as_in_plain_keras(guarded, plain, sink, callbacks):
+    """Keras flattens ``callbacks`` (a bare Callback is a list of one, lists in the list
+    are read through): those run, each callback called as plain Keras calls it."""
+    assert np.array_equal(guarded.predict(X, verbose=0, callbacks=callbacks()),
+                          plain.predict(X, verbose=0, callbacks=callbacks()))
+    assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def test_callbacks_holding_themselves_are_refused_with_one_line(guarded, sink):
+    with pytest.raises(InputFormatError, match="argument 'callbacks' of predict"):
+        guarded.predict(X, verbose=0, callbacks=_holding_itself())
+    assert [e.outcome for e in sink.events] == ["rejected"]

@@ -40,7 +40,8 @@ def guarded(plain, sink):
 
 
 @pytest.mark.parametrize("call", [lambda g, b: g(X, b), lambda g, b: g(X, bias=b),
-                                  lambda g, b: g(x=X, bias=b), lambda g, b: g(X, b, False)],
+                                  lambda g, b: g(x=X, bias=b),
+                                  lambda g, b: g(X, b, training=False)],
                          ids=["positional", "keyword", "both-keywords", "with-training"])
 def test_every_array_argument_is_screened_by_name(guarded, sink, call):
     with pytest.raises(NonFiniteInputError, match="'bias'"):
@@ -69,10 +70,15 @@ def test_a_boolean_mask_argument_is_screened_as_its_0_1_values(guarded, plain, s
 @pytest.mark.parametrize("call", [
     lambda g: g(X, colour="red"), lambda g: g(X, mask=None), lambda g: g(X, X, False, 5),
     lambda g: g(X, bias=X, x=X), lambda g: g(X, training="yes"),
-], ids=["unknown-keyword", "mask-not-taken", "too-many", "input-twice", "training-not-bool"])
+    lambda g: g(X, X, False), lambda g: g(X, None, True), lambda g: g(X, 2),
+    lambda g: g(X, "yes"), lambda g: g(X, [X, 1.5]), lambda g: g(X, {"b": "x"}),
+], ids=["unknown-keyword", "mask-not-taken", "too-many", "input-twice", "training-not-bool",
+        "training-by-position", "true-by-position", "int-by-position", "str-by-position",
+        "float-in-list-by-position", "str-in-dict-by-position"])
 def test_arguments_that_do_not_fit_call_are_refused_before_the_model_runs(guarded, sink,
                                                                           call):
-    """As plain Keras refuses them (its TypeError, ValueError), but typed and recorded."""
+    """As plain Keras refuses them (its TypeError, ValueError; only tensors may be passed
+    by position after the input), but typed and recorded."""
     with pytest.raises(InputFormatError, match="do not fit call|'training'"):
         call(guarded)
     assert [e.outcome for e in sink.events] == ["rejected"]
@@ -92,3 +98,73 @@ def test_training_given_to_a_call_without_it_is_dropped_as_keras_drops_it(sink):
     guarded = aimsec_core.guard(model, name="no-training", sinks=[sink])
     assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, training=False)), expected)
     assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def test_a_ragged_tensor_by_position_runs_as_in_plain_keras(sink):
+    """Keras takes any tensor of its backend by position (TensorFlow's ragged and sparse
+    ones too), not only dense ones: such a call is not refused for its position."""
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("ragged tensors are TensorFlow's")
+
+    class Lengths(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x, ragged=None):
+            out = self.dense(x)
+            if ragged is None:
+                return out
+            return out + keras.ops.cast(keras.ops.expand_dims(ragged.row_lengths(), 1),
+                                        out.dtype)
+
+    model = Lengths()
+    ragged = tf.ragged.constant([[1.0], [1.0, 2.0], [], [3.0]])
+    expected = keras.ops.convert_to_numpy(model(X, ragged))
+    guarded = aimsec_core.guard(model, name="ragged", sinks=[sink])
+    assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, ragged)), expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def _recursive_list():
+    loop = []
+    loop.append(loop)
+    return loop
+
+
+def _recursive_dict():
+    loop = {}
+    loop["x"] = loop
+    return loop
+
+
+@pytest.mark.parametrize("make", [_recursive_list, lambda: [X, _recursive_list()],
+                                  _recursive_dict, lambda: [[[[[[[X]]]]]]]],
+                         ids=["list-holding-itself", "inside-a-list", "dict-holding-itself",
+                              "nested-past-the-bound"])
+@pytest.mark.parametrize("how", ["call", "predict"])
+def test_a_self_referencing_input_is_refused_with_one_line(guarded, sink, make, how):
+    """A structure holding itself given as the input is refused as no array, as an
+    unreadable list is; never a RecursionError with no audit line."""
+    with pytest.raises(InputFormatError):
+        guarded(make()) if how == "call" else guarded.predict(make(), verbose=0)
+    assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+@pytest.mark.parametrize("make", [lambda: np.float32(0.5), lambda: np.bool_(True),
+                                  lambda: [np.float32(1), np.float32(2)],
+                                  lambda: __import__("pandas").DataFrame(X)],
+                         ids=["numpy-scalar", "numpy-bool", "list-of-numpy-scalars",
+                              "dataframe"])
+def test_values_keras_converts_to_tensors_run_by_position(plain, guarded, sink, make):
+    """Keras converts what has ``__array__`` before it checks positional arguments: such
+    values run as in plain Keras, not refused as values that are no tensor."""
+    expected = keras.ops.convert_to_numpy(plain(X, make()))
+    assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, make())), expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]
+
+
+def test_a_value_passed_by_position_is_named_by_its_type(guarded, sink):
+    with pytest.raises(InputFormatError, match="a value of type int was passed by position"):
+        guarded(X, 2)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 from functools import lru_cache
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import numpy as np
@@ -604,3 +605,42 @@ def test_per_input_constraints_name_the_sessions_inputs(plain, sink):
         aimsec_core.guard(plain, sinks=[sink], constraints={"inputs": {"input": {"max_value": 1}}})
     name = plain.get_inputs()[0].name
     assert aimsec_core.guard(plain, sinks=[sink], constraints={"inputs": {name: {"max_value": 1}}})
+
+
+class _RaisingName(str):
+    """An output name whose comparisons raise."""
+
+    def __eq__(self, other):
+        raise RuntimeError("hostile name")
+
+    __hash__ = str.__hash__
+
+
+class _UnreadableNames(Sequence):
+    """output_names whose items cannot be read."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        raise RuntimeError("hostile sequence")
+
+
+@pytest.mark.parametrize("names,match", [
+    ([_RaisingName("label")], None),
+    (_UnreadableNames(), "output_names could not be read"),
+    (["label"] * 1000 + ["nope"], r"unknown output name\(s\) \['nope'\]"),
+], ids=["name-eq-raises", "unreadable-sequence", "bad-name-past-1000"])
+def test_hostile_output_names_are_refused_or_run_with_one_line(plain, guarded, sink, names,
+                                                               match):
+    """output_names are read once, each name as the string it holds, every one of them:
+    a name whose ``__eq__`` raises is still the name it spells; names that cannot be read,
+    or an unknown one however far down the list, are refused before the session runs."""
+    if match is None:
+        np.testing.assert_array_equal(guarded.run(names, {"X": _x()})[0],
+                                      plain.run(["label"], {"X": _x()})[0])
+        assert sink.outcomes == ["allowed"]
+        return
+    with pytest.raises(InputFormatError, match=match):
+        guarded.run(names, {"X": _x()})
+    assert sink.outcomes == ["rejected"]

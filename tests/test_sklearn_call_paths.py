@@ -123,3 +123,20 @@ def test_fit_changes_no_parameter_and_predict_no_attribute(sink):
     guarded.predict(X[:2])
     assert guarded.__dict__.keys() == before.keys()
     assert all(guarded.__dict__[k] is v for k, v in before.items())
+
+
+#: A method's arguments after X given by position, as the plain estimator takes them.
+POSITIONAL = [("linear", "score", (Y, np.linspace(0.1, 1, len(Y)))),
+              ("kmeans", "score", (None, np.linspace(0.1, 1, len(Y)))),
+              ("linear", "score", (Y,))]
+
+
+@pytest.mark.parametrize(("model", "method", "args"), POSITIONAL,
+                         ids=[f"{m}.{p}-{len(a)}" for m, p, a in POSITIONAL])
+def test_arguments_after_x_given_by_position_run_as_on_the_plain_estimator(
+        model, method, args, models, sink):
+    """``score(X, y, sample_weight)`` by position is a call the plain estimator takes."""
+    plain = models[model]
+    guarded = aimsec_core.guard(plain, name="positional", sinks=[sink])
+    assert getattr(guarded, method)(X, *args) == getattr(plain, method)(X, *args)
+    assert sink.outcomes == ["allowed"]

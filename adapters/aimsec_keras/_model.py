@@ -34,8 +34,9 @@ from aimsec_core.validation import Refused, native_order, shown_name
 from aimsec_core.verdict import Verdict
 from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import (ArgumentsError, Binder, Rule, argument_findings,
-                                        arguments_error, boolean, no_batches_error,
-                                        positive_int, sequence_of, tensors_in, unfit_finding)
+                                        arguments_error, first_leaf, first_non_tensor,
+                                        flag, no_batches_error, positive_int, sequence_of,
+                                        tensors_in, unfit_finding)
 
 from ._gradients import Forward, OwnOutput
 
@@ -114,18 +115,20 @@ class GuardedModel(GuardedMixin):
                 "around it, tf.function, export): the guard cannot screen inputs that do "
                 "not exist yet, and would not be in the traced graph. Build on "
                 "aimsec_core.unguard(guarded) and guard the resulting model instead"))
+        refusals = _call_findings(model, args, kwargs)
         # Calling the model is eager: the gradient's forward pass computes exactly what
         # the plain call does, so the two share it. Not with ``training=True`` (dropout,
         # batch statistics): that is another function than the one the detectors were
-        # calibrated on, so they take their own ``training=False`` pass beside it.
-        if kwargs.get("training"):
+        # calibrated on, so they take their own ``training=False`` pass beside it. A
+        # refused flag is never read (its truth value may raise).
+        if refusals or kwargs.get("training"):
             forward = None
         inputs = guard.adapter.inputs_of(x)
         if any(not isinstance(value, _PLAIN) for value in (*args[1:], *kwargs.values())
                if value is not x):  # arrays beside the input (training=False is not one)
             inputs = _with_other_arguments(inputs, model, args, kwargs)
         return guard.call(inputs, lambda: model(*args, **kwargs), forward,
-                          refusals=_call_findings(model, args, kwargs))
+                          refusals=refusals)
 
     def _screened(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         guard = self._aimsec_guard
@@ -222,22 +225,25 @@ class GuardedModel(GuardedMixin):
             "...) with the same settings")
 
 
+_FLAG = flag()
+_INT64_MAX = 2 ** 63 - 1  # Keras' batch size is a 64-bit shape: larger ones overflow
 #: What the arguments of the guarded methods that are not data must be (Keras' documented
 #: values); a call breaking one is refused before the model runs.
-_LOOP_OPTIONS = {"batch_size": positive_int(), "steps": positive_int(),
+_LOOP_OPTIONS = {"batch_size": positive_int(at_most=_INT64_MAX), "steps": positive_int(),
            # Keras reads any integer (above 1: one line per epoch) and None as quiet
-           "verbose": Rule("'auto', an integer or None", lambda v: v is None or v == "auto"
-                           and isinstance(v, str) or isinstance(v, (int, np.integer))),
+           "verbose": Rule("'auto', an integer or None", lambda v: v is None or isinstance(
+                           v, (int, np.integer)) or isinstance(v, str) and v == "auto"),
+           # Keras flattens callbacks: a bare Callback and nested lists run too
            "callbacks": sequence_of(keras.callbacks.Callback,
                                     "a list of keras.callbacks.Callback",
-                                    also=(keras.callbacks.CallbackList,)),
-           "return_dict": boolean()}
+                                    also=(keras.callbacks.CallbackList,), nested=True),
+           # read by its truth value, as training is: 0, 1 and None too
+           "return_dict": _FLAG}
 RULES: dict[str, dict[str, Rule]] = {
     "predict": _LOOP_OPTIONS, "evaluate": _LOOP_OPTIONS, "test_on_batch": _LOOP_OPTIONS,
     "call": {"training": Rule(
-        "True, False, 0, 1, None or a boolean scalar tensor",
-        lambda v: v is None or isinstance(v, (bool, np.bool_)) or (
-            isinstance(v, (int, np.integer)) and v in (0, 1)) or (
+        f"{_FLAG.expected} or a boolean scalar tensor",
+        lambda v: _FLAG.accepts(v) or (
             keras.ops.is_tensor(v) and tuple(v.shape) == ()
             and keras.backend.standardize_dtype(v.dtype) == "bool"))},
 }
@@ -273,6 +279,14 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
     take is dropped, not refused)."""
     findings = argument_findings("call", {"training": kwargs["training"]},
                                  RULES["call"]) if "training" in kwargs else ()
+    if len(args) > 1 and not getattr(model, "_allow_non_tensor_positional_args", False):
+        # Keras takes only tensors (arrays, None) by position after the input
+        odd = first_non_tensor(args[1:], _positional_tensor(model))
+        if odd is not None:
+            findings += (unfit_finding(
+                "call", f"a value of type {type(odd).__name__} was passed by position; "
+                "expected only tensors by position after the input (pass other values by "
+                "keyword, training=False)"),)
     signature = _binder(model).signature
     if signature is None or (len(args) <= 1 and not kwargs):
         return findings
@@ -284,6 +298,19 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
     except TypeError as exc:
         findings += (unfit_finding("call", f"{exc}; expected call{signature}"),)
     return findings
+
+
+def _positional_tensor(model: Any) -> Callable[[Any], bool]:
+    """What Keras takes by position after the input: a tensor of its backend (ragged and
+    sparse ones too), a symbolic tensor, and, as the model converts its arguments (the
+    default), anything with ``__array__`` (an array, a numpy scalar, a DataFrame)."""
+    kinds = (*_array_types(), keras.KerasTensor)
+    converts = getattr(model, "_convert_input_args", True)
+
+    def is_tensor(value: Any) -> bool:
+        return isinstance(value, kinds) or keras.ops.is_tensor(value) or (
+            converts and hasattr(value, "__array__"))
+    return is_tensor
 
 
 def _with_other_arguments(inputs: dict[str, Any], model: Any, args: list[Any],
@@ -370,12 +397,14 @@ def _symbolic(x: Any) -> bool:
     """Whether ``x`` holds symbolic tensors: Keras' own (functional models) or graph
     tensors of a ``tf.function`` being traced."""
     tf = sys.modules.get("tensorflow")
-    for leaf in keras.tree.flatten(x) if isinstance(x, (list, tuple, dict)) else [x]:
-        if isinstance(leaf, keras.KerasTensor):
-            return True
-        if tf is not None and isinstance(leaf, tf.Tensor) and not hasattr(leaf, "numpy"):
-            return True
-    return False
+
+    def symbolic(leaf: Any) -> bool:
+        return isinstance(leaf, keras.KerasTensor) or (
+            tf is not None and isinstance(leaf, tf.Tensor) and not hasattr(leaf, "numpy"))
+
+    # searched within the core's container bounds: a list holding itself, or one nested
+    # past them, is no structure of tensors (validation refuses it), never a RecursionError
+    return first_leaf(x, symbolic) is not None
 
 
 def _pipeline(x: Any) -> tuple[Iterator[Any], int | None] | None:

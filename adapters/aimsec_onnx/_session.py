@@ -10,7 +10,8 @@ import numpy as np
 import onnxruntime
 
 from aimsec_core.adapter import LaterAnswer
-from aimsec_core.call_arguments import argument_findings, callable_value, instance_of
+from aimsec_core.call_arguments import (MAX_ITEMS, argument_findings, callable_value,
+                                        instance_of)
 from aimsec_core.errors import UnguardedAttributeError, UnguardedCallError
 from aimsec_core.guard import Guard, allowed_rows, take_rows
 from aimsec_core.guarded import GuardedMixin
@@ -42,6 +43,7 @@ class GuardedSession(GuardedMixin):
         self._optional = frozenset(arg.name for arg in session.get_inputs()
                                    if arg.type.startswith("optional("))
         self._outputs = [arg.name for arg in session.get_outputs()]
+        self._output_set = frozenset(self._outputs)
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # what isinstance() consults after type()
@@ -180,8 +182,22 @@ class GuardedSession(GuardedMixin):
                 f"of output names from {self._outputs}, or None for all of them",
                 expected="list of output names", received=type(output_names).__name__,
                 blocking=True),)
-        unknown = [n for n in islice(output_names, 1000)
-                   if not isinstance(n, str) or n not in self._outputs][:10]
+        try:  # every name, read once (a client-built list may be long, or unreadable)
+            names = list(islice(output_names, MAX_ITEMS + 1))
+        except Exception as exc:
+            return (Finding(
+                "format", f"output_names could not be read ({type(exc).__name__}); expected "
+                f"a list of output names from {self._outputs}, or None for all of them",
+                expected="list of output names", received=type(output_names).__name__,
+                blocking=True),)
+        if len(names) > MAX_ITEMS:
+            return (Finding(
+                "format", f"output_names holds more than {MAX_ITEMS} names; expected output "
+                f"names from {self._outputs}", expected=f"at most {MAX_ITEMS} names",
+                received=f"more than {MAX_ITEMS}", blocking=True),)
+        # each name as the plain string it holds (a str subclass may override __eq__)
+        unknown = [n for n in names if not isinstance(n, str)
+                   or str.__str__(n) not in self._output_set][:10]
         if unknown:
             return (Finding(
                 "format", f"unknown output name(s) {[shown_name(n) for n in unknown]}; the "

@@ -187,9 +187,10 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
                                          "Screened ``decision_function(X)``.")
 
     @available_if(_inner_has("score"))
-    def score(self, X: Any, y: Any = None, **kwargs: Any) -> Any:
-        """Screened ``estimator.score(X, y)`` (``X`` is screened; ``y`` is the caller's)."""
-        return self._screened("score", X, y, **kwargs)
+    def score(self, X: Any, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Screened ``estimator.score(X, y, ...)`` (``X`` is screened; ``y`` and the rest,
+        ``sample_weight`` by position or keyword, are the caller's)."""
+        return self._screened("score", X, y, *args, **kwargs)
 
     score_samples = _screened_method("score_samples", "Screened ``score_samples(X)``.")
     transform = _screened_method("transform", "Screened ``transform(X)``.")
