@@ -417,6 +417,14 @@ class Guard:
                      visit)
         raise exc
 
+    def failed_unread(self, exc: BaseException) -> None:
+        """Record the ``error`` line of a call that failed before any of its input reached
+        the guard (a caller's data pipeline raising before its first batch): every call
+        leaves one audit line, this one naming ``exc``. The model was not called; the
+        client's quota is not charged (nothing was served)."""
+        self._record(self._unread((), None), "error", time.perf_counter(), None,
+                     exception_text(exc), None)
+
     def refuse(self, error: InvalidInputError) -> SecurityViolation:
         """Record a request that serving code refused before it could reach the model (a
         body too large to read, one that is not JSON): one ``rejected`` audit line naming

@@ -256,6 +256,37 @@ def test_a_pipeline_yielding_no_batch_is_refused_as_empty_with_one_line(guarded,
     assert sink.events[0].verdict.findings[0].check == "empty"
 
 
+class _Broken(keras.utils.PyDataset):
+    """A data set whose reading fails before its first batch (the caller's own bug)."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        raise _SourceError("the caller's data source failed")
+
+
+class _SourceError(RuntimeError):
+    pass
+
+
+def _raising_generator():
+    raise _SourceError("the caller's data source failed")
+    yield X  # a generator that raises on its first next()
+
+
+@pytest.mark.parametrize("method", ["predict", "evaluate"])
+@pytest.mark.parametrize("source", [_raising_generator, _Broken], ids=["generator", "PyDataset"])
+def test_a_pipeline_that_fails_before_its_first_batch_leaves_one_error_line(
+        guarded, sink, source, method):
+    """Nothing was screened, yet the call happened: the source's own error goes on to the
+    caller as from plain Keras, and the audit trail has its one ``error`` line."""
+    with pytest.raises(_SourceError):
+        getattr(guarded, method)(source(), verbose=0)
+    assert [e.outcome for e in sink.events] == ["error"]
+    assert "data source failed" in sink.events[0].error
+
+
 # --- onnxruntime ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

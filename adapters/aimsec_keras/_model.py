@@ -512,8 +512,10 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
 
     try:
         output = run(screened())
-    except Exception:
+    except Exception as exc:
         if not refused and not (read[1] and not read[0]):
+            if not seen:  # nothing screened (the source raised first): its error line
+                guard.failed_unread(exc)
             raise
         # Keras choked on data that ended before it began (the first batch refused).
     finally:
