@@ -34,8 +34,9 @@ class ResolvedConnection(Connection):
                                             wait=self.socket_connect_timeout)
         failure: OSError | None = None
         for family, kind, proto, _, address in addresses:
-            sock = socket.socket(family, kind, proto)
-            try:
+            sock = None
+            try:  # creating it fails too (::1 first on a host without IPv6): try the next
+                sock = socket.socket(family, kind, proto)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.socket_keepalive:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -47,7 +48,8 @@ class ResolvedConnection(Connection):
                 return sock
             except OSError as exc:
                 failure = exc
-                sock.close()
+                if sock is not None:
+                    sock.close()
         self.resolver.refresh(self.host, self.port, self.socket_type)  # moved, perhaps
         raise failure or OSError(f"no address for {self.host!r}")
 

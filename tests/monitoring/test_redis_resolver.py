@@ -286,3 +286,19 @@ def test_a_forked_child_looks_up_again_instead_of_waiting_for_the_parents_lookup
     release.set()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_address_of_a_family_the_host_lacks_is_skipped_for_the_next(redis_server, clock):
+    # localhost answered ::1 first on a host without IPv6: creating the socket failed
+    # outside the loop's handler, so the IPv4 address after it was never tried
+    def lookup(host, port, *args, **kwargs):
+        usable = socket.getaddrinfo("127.0.0.1", redis_server.port, socket.AF_INET,
+                                    socket.SOCK_STREAM)
+        unsupported = (255, socket.SOCK_STREAM, 0, "", ("::1", redis_server.port, 0, 0))
+        return [unsupported, *usable]
+
+    store = RedisStore(f"redis://redis.test:{redis_server.port}/0", timeout=5.0,
+                       resolver=Resolver(lookup))
+    monitor = _monitor(store, clock, store_timeout=5.0)
+    assert _checks(monitor.admit("client-1")) == []
+    store.close()
