@@ -88,7 +88,8 @@ class TrailFile:
         past the recorded size; ``b""`` at that size. Raises ``OSError`` when the file
         cannot be read."""
         self._open()
-        if self._stream is None or self._left <= 0:
+        if self._stream is None or self._left <= 0:  # nothing (left) to read: an empty
+            self.close()  # file's descriptor goes too
             return b""
         raw = self._stream.readline(min(limit, self._left))
         self._left -= len(raw)
