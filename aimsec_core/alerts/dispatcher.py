@@ -249,10 +249,12 @@ class Dispatcher:
     def _ingest(self) -> int:
         with self._ingest_lock:
             batch = self._drain()
-            if self._unstored or self._unnoted:  # the batch, what a failed write kept too
-                self._store()
-            if self.grouper is not None and batch:
-                self._unobserved += batch
+            try:
+                if self._unstored or self._unnoted:  # the batch, what a failed write kept
+                    self._store()
+            finally:  # interrupted too: the batch stays queued for the store, and its
+                if self.grouper is not None and batch:  # groups count it (their alerts)
+                    self._unobserved += batch
         return sum(o.count for o in batch)
 
     def _observe(self, batch: Sequence[Occurrence] = ()) -> None:

@@ -115,3 +115,21 @@ def test_an_interrupted_close_waiting_for_the_worker_is_closed_again_at_exit(tmp
     finally:
         dispatcher._thread = None
         dispatching._live.discard(dispatcher)
+
+
+def test_an_interrupted_flush_still_alerts_on_its_batch(tmp_path, clock, channel):
+    # flush stores the batch before the grouper counts it: the batch stayed queued for
+    # the store, but was never counted into its groups, so the next close wrote its
+    # incidents and sent no alert for them
+    store = InterruptedStore(tmp_path / "db.sqlite3")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
+                            fallback=OutboxChannel(tmp_path / "outbox"), clock=clock,
+                            start=False)
+    _occurrences(dispatcher, clock)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dispatcher.flush()
+    finally:
+        assert dispatcher.close()
+    assert _clients(store) == ["x", "y"]
+    assert sorted(alert.client for alert in channel.sent) == ["x", "y"]
