@@ -401,6 +401,19 @@ class Dispatcher:
             batch = self._drain()
         self._observe(batch)
         jobs: list[tuple[Alert, list[Channel], int]] = []
+        try:
+            return self._final_jobs(now, batch, jobs)
+        except BaseException:  # interrupted (Ctrl-C): the alerts not tried yet wait as due
+            for alert, channels, attempt in jobs:  # retries for the next close or exit
+                for channel in channels:
+                    heapq.heappush(self._retries,
+                                   _Retry(now, next(self._seq), alert, channel, attempt))
+            raise
+
+    def _final_jobs(self, now: float, batch: list[Occurrence],
+                    jobs: list[tuple[Alert, list[Channel], int]]) -> int:
+        """:meth:`_final_round` after its drain: ``jobs`` holds the alerts taken to go and
+        not tried yet (an interrupted round puts them back)."""
         while self._retries:
             retry = heapq.heappop(self._retries)
             jobs.append((retry.alert, [retry.channel], retry.attempt))
@@ -420,7 +433,7 @@ class Dispatcher:
             if self._unstored or self._unnoted:
                 self._store()
         missed: set[int] = set()
-        for index, (alert, channels, attempt) in enumerate(jobs):
+        for index, (alert, channels, attempt) in enumerate(list(jobs)):
             key = id(alert)
             copy = copies[key]
             if index >= fresh:  # a new group's alert: its incident id, stored meanwhile
@@ -429,6 +442,7 @@ class Dispatcher:
                 log.warning("aimsec alert with no channel: %s", alert.summary())
             sent = [self._attempt(alert, channel, attempt, now, True,
                                   fallback=copy is None) for channel in channels]
+            del jobs[0]  # tried (one interrupted meanwhile is tried again: twice, not lost)
             if not all(sent):
                 missed.add(key)
             left[key] -= 1

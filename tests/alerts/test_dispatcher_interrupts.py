@@ -10,6 +10,7 @@ import pytest
 from aimsec_core.alerts import Dispatcher, Grouper, GroupingPolicy, OutboxChannel
 from aimsec_core.alerts import dispatcher as dispatching
 from aimsec_core.incidents import IncidentStore, Occurrence
+from tests.fakes import ListChannel
 
 NOW_POLICY = GroupingPolicy(group_wait=0, group_interval=300, repeat_interval=14400,
                             floor="medium")
@@ -133,3 +134,40 @@ def test_an_interrupted_flush_still_alerts_on_its_batch(tmp_path, clock, channel
         assert dispatcher.close()
     assert _clients(store) == ["x", "y"]
     assert sorted(alert.client for alert in channel.sent) == ["x", "y"]
+
+
+class InterruptedChannel(ListChannel):
+    """Raises ``KeyboardInterrupt`` at its first send."""
+
+    interrupted = False
+
+    def send(self, alert):
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        super().send(alert)
+
+
+@pytest.mark.parametrize("where", ["outbox copy", "incident write", "channel send"])
+def test_an_interrupted_close_loses_no_alert(tmp_path, clock, where):
+    # close's final round took the alerts to go (due groups, waiting retries) out of the
+    # grouper and the retry queue before writing their outbox copies: an interrupt
+    # before a copy was written lost the alert, neither sent nor in the outbox
+    channel = InterruptedChannel() if where == "channel send" else ListChannel()
+    outbox_class = InterruptedOutbox if where == "outbox copy" else OutboxChannel
+    store_class = InterruptedStore if where == "incident write" else IncidentStore
+    store = store_class(tmp_path / "db.sqlite3")
+    outbox = outbox_class(tmp_path / "outbox")
+    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
+                            fallback=outbox, clock=clock, start=False)
+    _occurrences(dispatcher, clock)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dispatcher.close()
+    finally:
+        assert dispatcher.close()
+    assert _clients(store) == ["x", "y"]
+    kept = {client for copy in (tmp_path / "outbox").glob("*.eml")
+            for client in ("x", "y") if f"Client:      {client}\n" in copy.read_text()}
+    sent = {alert.client for alert in channel.sent}
+    assert sent | kept == {"x", "y"}, (sent, kept)
