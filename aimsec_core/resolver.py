@@ -122,7 +122,8 @@ class Resolver:
                 error = OSError(f"no address for {host!r}")
         except OSError as exc:
             error = exc
-        except Exception as exc:  # a name getaddrinfo cannot take (UnicodeError, ...)
+        except BaseException as exc:  # a name getaddrinfo cannot take (UnicodeError),
+            # a cancelled lookup (no Exception): the lookup ends either way
             error = OSError(f"cannot resolve {host!r}: {type(exc).__name__}: {exc}")
         with self._lock:
             if found:

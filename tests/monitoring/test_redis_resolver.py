@@ -302,3 +302,25 @@ def test_an_address_of_a_family_the_host_lacks_is_skipped_for_the_next(redis_ser
     monitor = _monitor(store, clock, store_timeout=5.0)
     assert _checks(monitor.admit("client-1")) == []
     store.close()
+
+
+def test_a_lookup_ending_in_an_exception_of_any_kind_is_looked_up_again():
+    # a lookup that raised something no Exception (gevent's Timeout, a cancellation)
+    # killed its thread before it marked the lookup ended: every later caller waited
+    # for it in vain and the name was never looked up again
+    class Cancelled(BaseException):
+        pass
+
+    calls = []
+
+    def lookup(host, port, *args, **kwargs):
+        calls.append(host)
+        if len(calls) == 1:
+            raise Cancelled("lookup cancelled")
+        return socket.getaddrinfo("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)
+
+    resolver = Resolver(lookup)
+    with pytest.raises(OSError, match="Cancelled"):
+        resolver.addresses("redis.test", 6379, wait=GIVE_UP_S)
+    assert resolver.addresses("redis.test", 6379, wait=GIVE_UP_S)[0][4] == ("127.0.0.1", 6379)
+    assert len(calls) == 2
