@@ -117,3 +117,23 @@ def test_an_empty_file_read_to_its_end_leaves_no_descriptor_open(tmp_path):
         before = len(os.listdir("/proc/self/fd"))
         _lines(files[snapshots.HELD_OPEN:])
         assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_files_removed_while_read_cost_one_folder_scan_not_one_each(tmp_path, monkeypatch):
+    # each file not found where it was nor where the last scan saw it scanned the whole
+    # folder again: a trail of thousands of files whose old files were removed while it
+    # was read (a clean-up) scanned it once per removed file, quadratic in the files;
+    # the folder is scanned again only when it changed since the last scan
+    folder = tmp_path / "logs"
+    _chained_trail(folder, snapshots.HELD_OPEN + 41).close()
+    scans = []
+    real_scan = snapshots._Finder._scan
+    monkeypatch.setattr(snapshots._Finder, "_scan",
+                        lambda self: scans.append(1) or real_scan(self))
+    with snapshots.snapshot(folder) as files:
+        removed = files[snapshots.HELD_OPEN:-1]
+        for file in removed:
+            file.path.unlink()
+        assert all(file.vanished for file in removed)
+        assert not files[-1].vanished and files[-1].readline(1000).startswith(b"{")
+    assert len(scans) == 1
