@@ -171,3 +171,60 @@ def test_an_interrupted_close_loses_no_alert(tmp_path, clock, where):
             for client in ("x", "y") if f"Client:      {client}\n" in copy.read_text()}
     sent = {alert.client for alert in channel.sent}
     assert sent | kept == {"x", "y"}, (sent, kept)
+
+
+# run in a child: on the old code the signal handler's close waited for itself forever
+_SIGNALLED = r"""
+import signal, sys, tempfile
+from pathlib import Path
+from aimsec_core.alerts import Dispatcher, Grouper, GroupingPolicy
+from aimsec_core.alerts import dispatcher as dispatching
+from aimsec_core.incidents import IncidentStore, Occurrence
+from tests.fakes import ListChannel
+
+where = sys.argv[1]
+folder = Path(tempfile.mkdtemp())
+closed = []
+signal.signal(signal.SIGUSR1, lambda *_: closed.append(dispatcher.close()))
+
+class Signalling(Occurrence):  # merged into its queued twin under the queue's lock
+    def merge(self, other):
+        signal.raise_signal(signal.SIGUSR1)
+        super().merge(other)
+
+class SignallingStore(IncidentStore):  # inside the store's write, under its lock
+    def _upsert(self, *args):
+        if not closed:
+            signal.raise_signal(signal.SIGUSR1)
+        return super()._upsert(*args)
+
+store = (SignallingStore if where == "store" else IncidentStore)(folder / "db.sqlite3")
+channel = ListChannel()
+policy = GroupingPolicy(group_wait=0, group_interval=300, repeat_interval=14400,
+                        floor="medium")
+dispatcher = Dispatcher(store, Grouper(policy), [channel], start=False)
+kind = Signalling if where == "queue" else Occurrence
+dispatcher.submit(kind("m", "adversarial", "x", "high", 1.0, 1.0))
+dispatcher.submit(Occurrence("m", "adversarial", "x", "high", 2.0, 2.0))
+if where == "store":
+    dispatcher.flush()
+assert closed == [False], closed
+assert dispatcher in dispatching._live  # closed at exit instead
+dispatching._close_all()
+assert [i.count for i in IncidentStore(store.path).incidents()] == [2]
+assert [a.client for a in channel.sent] == ["x"]
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("where", ["queue", "store"])
+def test_close_from_a_signal_handler_inside_the_dispatcher_defers_to_exit(where):
+    # a SIGTERM handler calling guarded.close() while the main thread was queueing a
+    # finding (holding the queue's lock) or writing incidents (holding the store's)
+    # waited for that lock forever: the process hung
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SIGNALLED, where], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
