@@ -324,3 +324,32 @@ def test_a_lookup_ending_in_an_exception_of_any_kind_is_looked_up_again():
         resolver.addresses("redis.test", 6379, wait=GIVE_UP_S)
     assert resolver.addresses("redis.test", 6379, wait=GIVE_UP_S)[0][4] == ("127.0.0.1", 6379)
     assert len(calls) == 2
+
+
+def test_a_name_moved_to_another_server_that_answers_is_followed(redis_server, clock):
+    # a failover by DNS where the old server still answers (demoted, not down): the
+    # pooled connection to it never failed, so the name was never looked up again and
+    # the replica kept talking to the old server for ever; the answer is refreshed as
+    # it ages, and a connection to an address it no longer holds reconnects
+    from tests.servers import RedisServer
+
+    other = RedisServer().start()
+    try:
+        answers = Answers(redis_server.port, other.port)
+        resolver = Resolver(answers, fresh_s=60, clock=clock)
+        store = RedisStore(f"redis://redis.test:{redis_server.port}/0", timeout=5.0,
+                           resolver=resolver)
+        old, new = redis.Redis(port=redis_server.port), redis.Redis(port=other.port)
+        store.client.set("where", "x")
+        assert old.get("where") == b"x"
+        clock.advance(60)
+        store.client.set("where", "y")  # the aged answer is looked up again meanwhile
+        pending = resolver._entries[("redis.test", redis_server.port, 0)].pending
+        assert pending is None or pending.wait(GIVE_UP_S)
+        store.client.set("where", "z")
+        assert new.get("where") == b"z" and old.get("where") != b"z"
+        store.close()
+        old.close()
+        new.close()
+    finally:
+        other.stop()
