@@ -353,3 +353,30 @@ def test_a_name_moved_to_another_server_that_answers_is_followed(redis_server, c
         new.close()
     finally:
         other.stop()
+
+
+def test_lookups_under_way_are_bounded_however_many_names_hang():
+    # each name not known yet started a thread; with a DNS server that hangs, a process
+    # asked for many names (every one a new thread, the cache forgetting those under way
+    # past 256 names, so asking again started more) held a thread per name and more
+    from aimsec_core import resolver as resolving
+
+    lookup = HungLookup("unused")
+    lookup.name = None  # every name hangs
+
+    def hangs(host, port, *args, **kwargs):
+        lookup.calls += 1
+        lookup.release.wait(GIVE_UP_S)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    resolver = Resolver(hangs)
+    before = threading.active_count()
+    try:
+        for round_ in range(2):
+            for index in range(resolving._NAMES + 44):
+                with pytest.raises(OSError):
+                    resolver.addresses(f"n{index}.test", 6379, wait=0)
+        assert threading.active_count() - before <= 32  # resolver._LOOKUPS
+        assert lookup.calls <= 32
+    finally:
+        lookup.release.set()
