@@ -262,9 +262,18 @@ class Dispatcher:
         ingest's) and ``batch``; under the pump lock, as the grouper is the worker's."""
         with self._ingest_lock:
             stored, self._unobserved = self._unobserved, []
-        if self.grouper is not None:
-            for occurrence in [*stored, *batch]:
+        if self.grouper is None:
+            return
+        todo = [*stored, *batch]
+        for index, occurrence in enumerate(todo):
+            try:
                 self.grouper.observe(occurrence)
+            except Exception:
+                raise
+            except BaseException:  # interrupted: the rest (this one too: counted twice
+                with self._ingest_lock:  # rather than lost) is counted by the next round
+                    self._unobserved[:0] = todo[index:]
+                raise
 
     def _drain(self) -> list[Occurrence]:
         """Take the queued occurrences, oldest first; with a store they join
