@@ -27,15 +27,35 @@ class ResolvedConnection(Connection):
 
     def __init__(self, *args: Any, resolver: Resolver = RESOLVER, **kwargs: Any) -> None:
         self.resolver = resolver
+        self._address: Any = None  #: the address connected to (a sockaddr tuple)
         super().__init__(*args, **kwargs)
+
+    def connect(self) -> None:
+        """Connect if not connected (redis-py calls it each time the pool hands the
+        connection out); a connection to an address the name no longer answers (a
+        failover by DNS to another server, the old one still answering) is closed and
+        made again to the new one. The answer is looked up again once it is older than
+        the resolver's ``fresh_s``, so a moved name is followed within about that long."""
+        if self._address is not None and self._sock is not None and self._moved():
+            self.disconnect()
+        super().connect()
+
+    def _moved(self) -> bool:
+        try:  # the cached answer at once (an aged one is looked up in the background)
+            answer = self.resolver.addresses(self.host, self.port, self.socket_type,
+                                             wait=0)
+        except OSError:  # nothing known yet, or the lookup failed: keep what works
+            return False
+        return all(found[4] != self._address for found in answer)
 
     def _connect(self) -> socket.socket:
         addresses = self.resolver.addresses(self.host, self.port, self.socket_type,
                                             wait=self.socket_connect_timeout)
         failure: OSError | None = None
         for family, kind, proto, _, address in addresses:
-            sock = socket.socket(family, kind, proto)
-            try:
+            sock = None
+            try:  # creating it fails too (::1 first on a host without IPv6): try the next
+                sock = socket.socket(family, kind, proto)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.socket_keepalive:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -44,10 +64,12 @@ class ResolvedConnection(Connection):
                 sock.settimeout(self.socket_connect_timeout)
                 sock.connect(address)
                 sock.settimeout(self.socket_timeout)
+                self._address = address
                 return sock
             except OSError as exc:
                 failure = exc
-                sock.close()
+                if sock is not None:
+                    sock.close()
         self.resolver.refresh(self.host, self.port, self.socket_type)  # moved, perhaps
         raise failure or OSError(f"no address for {self.host!r}")
 

@@ -25,8 +25,12 @@ from typing import Any
 #: ``getaddrinfo``'s answer: (family, type, proto, canonname, sockaddr) tuples
 AddressInfo = Sequence[tuple[Any, ...]]
 _Key = tuple[str, int, int]
-#: Names remembered at most (each a configured server's; a new one past this forgets all)
+#: Names remembered at most (each a configured server's; a new one past this forgets all
+#: but those being looked up)
 _NAMES = 256
+#: Lookups under way at most (threads; a DNS server that hangs holds each): a name past
+#: them is not looked up until one ends (its callers' ``TimeoutError`` says so)
+_LOOKUPS = 32
 
 
 class _Entry:
@@ -54,6 +58,7 @@ class Resolver:
         self.clock = clock
         self._lock = threading.Lock()
         self._entries: dict[_Key, _Entry] = {}
+        self._running = 0  #: lookups under way
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -74,14 +79,16 @@ class Resolver:
         if self._pid != os.getpid():  # forked: the parent's lookups under way (and the
             # holder of its lock) did not come along, and would be waited for in vain
             self._lock, self._entries, self._pid = threading.Lock(), {}, os.getpid()
+            self._running = 0
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                if len(self._entries) >= _NAMES:
-                    self._entries.clear()
+                if len(self._entries) >= _NAMES:  # those under way stay: one lookup each
+                    self._entries = {k: e for k, e in self._entries.items() if e.pending}
                 entry = self._entries[key] = _Entry()
-            if entry.pending is None and (entry.addresses is None or entry.moved
-                                          or self.clock() - entry.at >= self.fresh_s):
+            if entry.pending is None and self._running < _LOOKUPS and (
+                    entry.addresses is None or entry.moved
+                    or self.clock() - entry.at >= self.fresh_s):
                 self._start(key, entry)
             if entry.addresses is not None and not entry.moved:
                 return entry.addresses
@@ -94,6 +101,9 @@ class Resolver:
             error = entry.error if entry.pending is None else None
         if error is not None:  # a new one each time: one raised again keeps its frames
             raise type(error)(*error.args)
+        if pending is None:  # none started: as many under way as may be
+            raise socket.timeout(f"cannot resolve {host!r} now: {_LOOKUPS} lookups of "
+                                 "other names are under way (the DNS server hangs?)")
         raise socket.timeout(f"resolving {host!r} took longer than {wait} s (the lookup "
                              "goes on in the background)")
 
@@ -108,6 +118,7 @@ class Resolver:
     def _start(self, key: _Key, entry: _Entry) -> None:
         """Start the lookup of ``key`` (under the lock)."""
         done = entry.pending = threading.Event()
+        self._running += 1
         threading.Thread(target=self._resolve, args=(key, entry, done), daemon=True,
                          name="aimsec-resolve").start()
 
@@ -122,7 +133,8 @@ class Resolver:
                 error = OSError(f"no address for {host!r}")
         except OSError as exc:
             error = exc
-        except Exception as exc:  # a name getaddrinfo cannot take (UnicodeError, ...)
+        except BaseException as exc:  # a name getaddrinfo cannot take (UnicodeError),
+            # a cancelled lookup (no Exception): the lookup ends either way
             error = OSError(f"cannot resolve {host!r}: {type(exc).__name__}: {exc}")
         with self._lock:
             if found:
@@ -130,6 +142,7 @@ class Resolver:
             else:  # a failed lookup keeps the last good answer, looked up again later
                 entry.error, entry.at = error, -float("inf")
             entry.pending, entry.moved = None, False
+            self._running -= 1
         done.set()
 
 

@@ -92,7 +92,7 @@ class Dispatcher:
         self.dropped: dict[str, int] = {s: 0 for s in SEVERITIES}
         self._pending: list[OrderedDict[Group, Occurrence]] = [OrderedDict() for _ in SEVERITIES]
         self._where: dict[Group, int] = {}
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = threading.Condition(_OwnedLock())
         self._pump_lock = threading.RLock()
         #: held while occurrences are stored (not while alerts are sent): a reader's
         #: ingest waits for the store, never for a channel
@@ -249,10 +249,12 @@ class Dispatcher:
     def _ingest(self) -> int:
         with self._ingest_lock:
             batch = self._drain()
-            if self._unstored or self._unnoted:  # the batch, what a failed write kept too
-                self._store()
-            if self.grouper is not None and batch:
-                self._unobserved += batch
+            try:
+                if self._unstored or self._unnoted:  # the batch, what a failed write kept
+                    self._store()
+            finally:  # interrupted too: the batch stays queued for the store, and its
+                if self.grouper is not None and batch:  # groups count it (their alerts)
+                    self._unobserved += batch
         return sum(o.count for o in batch)
 
     def _observe(self, batch: Sequence[Occurrence] = ()) -> None:
@@ -260,9 +262,18 @@ class Dispatcher:
         ingest's) and ``batch``; under the pump lock, as the grouper is the worker's."""
         with self._ingest_lock:
             stored, self._unobserved = self._unobserved, []
-        if self.grouper is not None:
-            for occurrence in [*stored, *batch]:
+        if self.grouper is None:
+            return
+        todo = [*stored, *batch]
+        for index, occurrence in enumerate(todo):
+            try:
                 self.grouper.observe(occurrence)
+            except Exception:
+                raise
+            except BaseException:  # interrupted: the rest (this one too: counted twice
+                with self._ingest_lock:  # rather than lost) is counted by the next round
+                    self._unobserved[:0] = todo[index:]
+                raise
 
     def _drain(self) -> list[Occurrence]:
         """Take the queued occurrences, oldest first; with a store they join
@@ -399,6 +410,19 @@ class Dispatcher:
             batch = self._drain()
         self._observe(batch)
         jobs: list[tuple[Alert, list[Channel], int]] = []
+        try:
+            return self._final_jobs(now, batch, jobs)
+        except BaseException:  # interrupted (Ctrl-C): the alerts not tried yet wait as due
+            for alert, channels, attempt in jobs:  # retries for the next close or exit
+                for channel in channels:
+                    heapq.heappush(self._retries,
+                                   _Retry(now, next(self._seq), alert, channel, attempt))
+            raise
+
+    def _final_jobs(self, now: float, batch: list[Occurrence],
+                    jobs: list[tuple[Alert, list[Channel], int]]) -> int:
+        """:meth:`_final_round` after its drain: ``jobs`` holds the alerts taken to go and
+        not tried yet (an interrupted round puts them back)."""
         while self._retries:
             retry = heapq.heappop(self._retries)
             jobs.append((retry.alert, [retry.channel], retry.attempt))
@@ -418,7 +442,7 @@ class Dispatcher:
             if self._unstored or self._unnoted:
                 self._store()
         missed: set[int] = set()
-        for index, (alert, channels, attempt) in enumerate(jobs):
+        for index, (alert, channels, attempt) in enumerate(list(jobs)):
             key = id(alert)
             copy = copies[key]
             if index >= fresh:  # a new group's alert: its incident id, stored meanwhile
@@ -427,6 +451,7 @@ class Dispatcher:
                 log.warning("aimsec alert with no channel: %s", alert.summary())
             sent = [self._attempt(alert, channel, attempt, now, True,
                                   fallback=copy is None) for channel in channels]
+            del jobs[0]  # tried (one interrupted meanwhile is tried again: twice, not lost)
             if not all(sent):
                 missed.add(key)
             left[key] -= 1
@@ -513,7 +538,7 @@ class Dispatcher:
         what the parent queued or holds in its groups is the parent's to send (sending
         it here too would duplicate it); the child's own findings start the child's
         worker."""
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = threading.Condition(_OwnedLock())
         self._pump_lock = threading.RLock()
         self._ingest_lock = threading.RLock()
         self._unobserved = []
@@ -531,7 +556,10 @@ class Dispatcher:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Store and send everything queued now (pending groups included, ignoring their
-        timers); True when done within ``timeout`` seconds."""
+        timers); True when done within ``timeout`` seconds. False at once on a thread
+        inside the dispatcher already (a signal handler; see :meth:`close`)."""
+        if self._entered_here():
+            return False
         thread = self._thread
         if thread is None or not thread.is_alive() or thread is threading.current_thread():
             self.pump(force=True)
@@ -542,9 +570,27 @@ class Dispatcher:
             self._cond.notify()
         return self._flushed.wait(timeout)
 
+    def _entered_here(self) -> bool:
+        """Whether the calling thread is inside the dispatcher already: queueing (it holds
+        the queue's lock) or in a round (storing, sending), where a signal handler can
+        run and call :meth:`close`, which would wait for the locks it holds itself (the
+        queue's, the incident store's)."""
+        return (self._cond._lock.owned()  # type: ignore[attr-defined]
+                or self._pump_lock._is_owned()  # type: ignore[attr-defined]
+                or self._ingest_lock._is_owned())  # type: ignore[attr-defined]
+
     def close(self, timeout: float = 5.0) -> bool:
         """Flush, then stop the worker. Alerts still undeliverable go to the fallback. A
-        later occurrence starts a new worker (the dispatcher may be shared by guards)."""
+        later occurrence starts a new worker (the dispatcher may be shared by guards).
+
+        Called on a thread that is inside the dispatcher already (a signal handler that
+        interrupted it queueing or writing), it would wait for itself: it closes nothing
+        then, returns False and leaves the dispatcher to the close at exit."""
+        if self._entered_here():
+            log.warning("aimsec dispatcher close() called inside the dispatcher (from a "
+                        "signal handler?); it closes at exit instead")
+            _live.add(self)
+            return False
         thread = self._thread
         _live.discard(self)
         try:
@@ -560,6 +606,34 @@ class Dispatcher:
             _live.add(self)  # close or at exit, not dropped with a daemon worker
             raise
         return not thread.is_alive()
+
+
+class _OwnedLock:
+    """A lock that knows whether the calling thread holds it (``threading.Lock`` does
+    not), for :meth:`Dispatcher._entered_here`; a ``Condition`` takes it as its lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._owner = threading.get_ident()
+        return True
+
+    def release(self) -> None:
+        self._owner = None
+        self._lock.release()
+
+    def owned(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        return self._owner == threading.get_ident()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 _live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()

@@ -88,7 +88,8 @@ class TrailFile:
         past the recorded size; ``b""`` at that size. Raises ``OSError`` when the file
         cannot be read."""
         self._open()
-        if self._stream is None or self._left <= 0:
+        if self._stream is None or self._left <= 0:  # nothing (left) to read: an empty
+            self.close()  # file's descriptor goes too
             return b""
         raw = self._stream.readline(min(limit, self._left))
         self._left -= len(raw)
@@ -110,20 +111,40 @@ class _Finder:
     def __init__(self, base: Path) -> None:
         self.base = base
         self._names: dict[tuple[int, int], Path] = {}  #: identity -> name, at the last scan
+        self._scanned: object = None  #: :meth:`_rotation` at the last scan
 
     def reopen(self, path: Path, identity: tuple[int, int], head: bytes) -> BinaryIO | None:
         """The file of ``identity`` whose first bytes are ``head``: at ``path``, else
-        where the last scan of the trail found it, else where a new scan finds it; None
-        when it is gone. Raises ``OSError`` when it is there but cannot be opened."""
+        where the last scan of the trail found it, else where a new scan finds it (none
+        when no rotation happened since the last: files removed meanwhile cost one scan,
+        not one each); None when it is gone. Raises ``OSError`` when it is there but
+        cannot be opened."""
         with _writers_held(self.base):
             for scan in (False, True):
                 if scan:
-                    self._names = self._scan()
+                    rotation = self._rotation()
+                    if rotation == self._scanned:
+                        break
+                    self._names, self._scanned = self._scan(), rotation
                 for name in (path, self._names.get(identity)):
                     stream = None if name is None else _matching(name, identity, head)
                     if stream is not None:
                         return stream
         return None
+
+    def _rotation(self) -> object:
+        """What every rotation changes: the identities of the trail's newest file and of
+        its ``.1`` (the newest file renamed, a file whose inode is alive as ``.2`` after
+        the next rotation, so never the same twice in a row)."""
+        found = []
+        for name in (self.base, self.base.with_name(f"{self.base.name}.1")):
+            try:
+                info = name.stat()
+            except OSError:
+                found.append(None)
+            else:
+                found.append((info.st_dev, info.st_ino))
+        return found
 
     def _scan(self) -> dict[tuple[int, int], Path]:
         names = {}

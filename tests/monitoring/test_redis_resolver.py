@@ -286,3 +286,97 @@ def test_a_forked_child_looks_up_again_instead_of_waiting_for_the_parents_lookup
     release.set()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_address_of_a_family_the_host_lacks_is_skipped_for_the_next(redis_server, clock):
+    # localhost answered ::1 first on a host without IPv6: creating the socket failed
+    # outside the loop's handler, so the IPv4 address after it was never tried
+    def lookup(host, port, *args, **kwargs):
+        usable = socket.getaddrinfo("127.0.0.1", redis_server.port, socket.AF_INET,
+                                    socket.SOCK_STREAM)
+        unsupported = (255, socket.SOCK_STREAM, 0, "", ("::1", redis_server.port, 0, 0))
+        return [unsupported, *usable]
+
+    store = RedisStore(f"redis://redis.test:{redis_server.port}/0", timeout=5.0,
+                       resolver=Resolver(lookup))
+    monitor = _monitor(store, clock, store_timeout=5.0)
+    assert _checks(monitor.admit("client-1")) == []
+    store.close()
+
+
+def test_a_lookup_ending_in_an_exception_of_any_kind_is_looked_up_again():
+    # a lookup that raised something no Exception (gevent's Timeout, a cancellation)
+    # killed its thread before it marked the lookup ended: every later caller waited
+    # for it in vain and the name was never looked up again
+    class Cancelled(BaseException):
+        pass
+
+    calls = []
+
+    def lookup(host, port, *args, **kwargs):
+        calls.append(host)
+        if len(calls) == 1:
+            raise Cancelled("lookup cancelled")
+        return socket.getaddrinfo("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)
+
+    resolver = Resolver(lookup)
+    with pytest.raises(OSError, match="Cancelled"):
+        resolver.addresses("redis.test", 6379, wait=GIVE_UP_S)
+    assert resolver.addresses("redis.test", 6379, wait=GIVE_UP_S)[0][4] == ("127.0.0.1", 6379)
+    assert len(calls) == 2
+
+
+def test_a_name_moved_to_another_server_that_answers_is_followed(redis_server, clock):
+    # a failover by DNS where the old server still answers (demoted, not down): the
+    # pooled connection to it never failed, so the name was never looked up again and
+    # the replica kept talking to the old server for ever; the answer is refreshed as
+    # it ages, and a connection to an address it no longer holds reconnects
+    from tests.servers import RedisServer
+
+    other = RedisServer().start()
+    try:
+        answers = Answers(redis_server.port, other.port)
+        resolver = Resolver(answers, fresh_s=60, clock=clock)
+        store = RedisStore(f"redis://redis.test:{redis_server.port}/0", timeout=5.0,
+                           resolver=resolver)
+        old, new = redis.Redis(port=redis_server.port), redis.Redis(port=other.port)
+        store.client.set("where", "x")
+        assert old.get("where") == b"x"
+        clock.advance(60)
+        store.client.set("where", "y")  # the aged answer is looked up again meanwhile
+        pending = resolver._entries[("redis.test", redis_server.port, 0)].pending
+        assert pending is None or pending.wait(GIVE_UP_S)
+        store.client.set("where", "z")
+        assert new.get("where") == b"z" and old.get("where") != b"z"
+        store.close()
+        old.close()
+        new.close()
+    finally:
+        other.stop()
+
+
+def test_lookups_under_way_are_bounded_however_many_names_hang():
+    # each name not known yet started a thread; with a DNS server that hangs, a process
+    # asked for many names (every one a new thread, the cache forgetting those under way
+    # past 256 names, so asking again started more) held a thread per name and more
+    from aimsec_core import resolver as resolving
+
+    lookup = HungLookup("unused")
+    lookup.name = None  # every name hangs
+
+    def hangs(host, port, *args, **kwargs):
+        lookup.calls += 1
+        lookup.release.wait(GIVE_UP_S)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    resolver = Resolver(hangs)
+    before = threading.active_count()
+    try:
+        for round_ in range(2):
+            for index in range(resolving._NAMES + 44):
+                with pytest.raises(OSError):
+                    resolver.addresses(f"n{index}.test", 6379, wait=0)
+        assert threading.active_count() - before <= 32  # resolver._LOOKUPS
+        assert lookup.calls <= 32
+    finally:
+        lookup.release.set()

@@ -6,6 +6,7 @@ a file is found under its new name."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,38 @@ def test_a_file_gone_before_it_is_read_is_vanished_not_another_file(tmp_path):
         assert gone.vanished and gone.readline(100) == b""
         assert reused.vanished and reused.readline(100) == b""
         assert not files[-1].vanished and files[-1].readline(1000).startswith(b"{")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+def test_an_empty_file_read_to_its_end_leaves_no_descriptor_open(tmp_path):
+    # a file not held open was opened when it was reached and closed once a read met its
+    # end; one with nothing to read (emptied, or empty when rotated) was opened and never
+    # closed, so a trail of many empty files ran into the open-file limit again
+    folder = tmp_path / "logs"
+    _chained_trail(folder, snapshots.HELD_OPEN + 1).close()
+    for index in range(snapshots.HELD_OPEN + 1, snapshots.HELD_OPEN + 41):
+        (folder / f"audit.jsonl.{index}").write_bytes(b"")
+    with snapshots.snapshot(folder) as files:
+        before = len(os.listdir("/proc/self/fd"))
+        _lines(files[snapshots.HELD_OPEN:])
+        assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_files_removed_while_read_cost_one_folder_scan_not_one_each(tmp_path, monkeypatch):
+    # each file not found where it was nor where the last scan saw it scanned the whole
+    # folder again: a trail of thousands of files whose old files were removed while it
+    # was read (a clean-up) scanned it once per removed file, quadratic in the files;
+    # the folder is scanned again only when it changed since the last scan
+    folder = tmp_path / "logs"
+    _chained_trail(folder, snapshots.HELD_OPEN + 41).close()
+    scans = []
+    real_scan = snapshots._Finder._scan
+    monkeypatch.setattr(snapshots._Finder, "_scan",
+                        lambda self: scans.append(1) or real_scan(self))
+    with snapshots.snapshot(folder) as files:
+        removed = files[snapshots.HELD_OPEN:-1]
+        for file in removed:
+            file.path.unlink()
+        assert all(file.vanished for file in removed)
+        assert not files[-1].vanished and files[-1].readline(1000).startswith(b"{")
+    assert len(scans) == 1
