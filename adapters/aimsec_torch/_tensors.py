@@ -60,7 +60,8 @@ def snapshot(value: torch.Tensor, array: torch.Tensor) -> torch.Tensor | None:
             or _functorch.is_functorch_wrapped_tensor(value)
             or torch._is_functional_tensor(value)):
         return None
-    return array.clone()
+    with torch.inference_mode(False):  # a tensor with a version counter, which tells
+        return array.clone()            # whether the model wrote into it in place
 
 
 def wrapped_elements(value: torch.Tensor) -> int:
