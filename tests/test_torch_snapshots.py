@@ -222,3 +222,18 @@ def test_dict_keys_shown_alike_are_each_screened_and_read_as_checked():
     with torch.no_grad():
         out = g({first: a, second: b})
     torch.testing.assert_close(out, torch.full((2, 3), 0.75), rtol=0, atol=0)
+
+
+def test_what_a_failing_model_wrote_in_place_reaches_the_callers_tensor():
+    """A model that writes into its state, then raises: the caller's state holds the
+    write, as after the plain call, and the caller gets the model's own error."""
+
+    class WritesThenFails(nn.Module):
+        def forward(self, x, state):
+            state.fill_(0.5)
+            raise RuntimeError("the model's own failure")
+
+    state = torch.zeros(4, 3)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="the model's own failure"):
+        guarded(WritesThenFails())(torch.from_numpy(X), state)
+    torch.testing.assert_close(state, torch.full((4, 3), 0.5), rtol=0, atol=0)
