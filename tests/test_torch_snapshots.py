@@ -237,3 +237,20 @@ def test_what_a_failing_model_wrote_in_place_reaches_the_callers_tensor():
     with torch.no_grad(), pytest.raises(RuntimeError, match="the model's own failure"):
         guarded(WritesThenFails())(torch.from_numpy(X), state)
     torch.testing.assert_close(state, torch.full((4, 3), 0.5), rtol=0, atol=0)
+
+
+def test_a_state_reshaped_in_place_is_not_written_back():
+    """A snapshot the model transposes or resizes in place no longer fits the caller's
+    tensor: the call returns the model's output (copying it back raised a size error
+    after the model had answered), and the caller's tensor keeps its values."""
+
+    class Transposes(nn.Module):
+        def forward(self, x, state):
+            state.t_()
+            return x + 1
+
+    state = torch.zeros(2, 3)
+    with torch.no_grad():
+        out = guarded(Transposes())(torch.from_numpy(X), state)
+    torch.testing.assert_close(out, torch.from_numpy(X) + 1)
+    assert state.shape == (2, 3)

@@ -474,7 +474,9 @@ def _write_back(written: list[_Written]) -> None:
     grad is enabled, so gradients through the written values reach the model's graph
     (a leaf requiring grad refuses the write, as it refuses the plain model's)."""
     for entry in written:
-        if entry.snapshot._version != entry.version:
+        # (a snapshot resized or transposed in place, x.t_(), keeps its values to itself)
+        if (entry.snapshot._version != entry.version
+                and entry.snapshot.shape == entry.tensor.shape):
             entry.tensor.copy_(entry.snapshot)
 
 
