@@ -254,3 +254,29 @@ def test_a_state_reshaped_in_place_is_not_written_back():
         out = guarded(Transposes())(torch.from_numpy(X), state)
     torch.testing.assert_close(out, torch.from_numpy(X) + 1)
     assert state.shape == (2, 3)
+
+
+def test_a_broadcast_argument_is_copied_without_materializing_it():
+    """An attention mask expanded over heads and queries (stride 0) was copied at its
+    full logical size, a buffer of b*h*q*k values per call where the caller holds b*k;
+    the snapshot is now the compact values broadcast again, as the caller's, read as
+    checked."""
+    strides = []
+
+    class Masked(nn.Module):
+        def forward(self, x, mask):
+            strides.append(mask.stride())
+            return x * mask
+
+    mask = torch.rand(2, 1, 1, 8).expand(2, 4, 8, 8)
+    x = torch.rand(2, 4, 8, 8)
+    with torch.no_grad():
+        out = guarded(Masked())(x, mask)
+    assert strides == [mask.stride()]  # broadcast, as given (no 512 values allocated)
+    torch.testing.assert_close(out, x * mask, rtol=0, atol=0)
+    base = torch.full((2, 1, 1, 8), 0.5)
+    g = guarded(Masked())
+    tamper_after_check(g, base)  # the caller's compact values, written after the check
+    with torch.no_grad():
+        out = g(x, base.expand(2, 4, 8, 8))
+    torch.testing.assert_close(out, x * 0.5, rtol=0, atol=0)
