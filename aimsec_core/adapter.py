@@ -182,8 +182,14 @@ class HostArrays(Adapter):
 def host_snapshot(value: Any, array: Any) -> np.ndarray | None:
     """:meth:`Adapter.snapshot` for a framework that takes numpy arrays as they are: a
     copy of ``array`` in its memory layout where it is ``value`` itself (a plain
-    ``np.ndarray``), else ``None``."""
+    ``np.ndarray``), else ``None``. A broadcast axis (stride 0, ``np.broadcast_to``) is
+    copied once and broadcast again (read-only, as ``np.broadcast_to`` gives it), never
+    materialized at its full size."""
     if array is value and type(array) is np.ndarray:
+        compact = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None)
+                        for size, stride in zip(array.shape, array.strides))
+        if any(axis.stop == 1 for axis in compact):
+            return np.broadcast_to(array[compact].copy(order="K"), array.shape)
         return array.copy(order="K")
     return None
 
