@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from .arrays import broadcast_index
+
 if TYPE_CHECKING:
     from .guard import Guard
     from .signature import InputSpec
@@ -186,9 +188,8 @@ def host_snapshot(value: Any, array: Any) -> np.ndarray | None:
     copied once and broadcast again (read-only, as ``np.broadcast_to`` gives it), never
     materialized at its full size."""
     if array is value and type(array) is np.ndarray:
-        compact = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None)
-                        for size, stride in zip(array.shape, array.strides))
-        if any(axis.stop == 1 for axis in compact):
+        compact = broadcast_index(array.shape, array.strides)
+        if compact is not None:
             return np.broadcast_to(array[compact].copy(order="K"), array.shape)
         return array.copy(order="K")
     return None

@@ -19,6 +19,8 @@ from torch._C import _functorch
 from torch._subclasses.fake_tensor import is_fake
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
+from aimsec_core.arrays import broadcast_index
+
 
 def readable(value: torch.Tensor) -> torch.Tensor:
     """``value``'s logical values as a plain, detached tensor on its device (no copy unless
@@ -62,11 +64,10 @@ def snapshot(value: torch.Tensor, array: torch.Tensor) -> torch.Tensor | None:
         return None
     # a broadcast axis (stride 0: an attention mask expanded over heads and queries) is
     # copied once and broadcast again, as the caller's tensor is: never materialized
-    broadcast = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None)
-                      for size, stride in zip(array.shape, array.stride()))
+    broadcast = broadcast_index(array.shape, array.stride())
     with torch.inference_mode(False):  # a tensor with a version counter, which tells
         # whether the model wrote into it in place
-        if any(axis.stop == 1 for axis in broadcast):
+        if broadcast is not None:
             return array[broadcast].clone().expand(array.shape)
         return array.clone()
 
