@@ -88,7 +88,8 @@ class GuardedModule(GuardedMixin, nn.Module):
 
     def _aimsec_screened(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Screen every tensor argument by name; run the original on the arguments with
-        each tensor replaced by the core's snapshot of the values it checked."""
+        each tensor replaced by the core's snapshot of the values it checked, and copy
+        what it wrote into a snapshot in place back into the caller's tensor."""
         guard, original = self._aimsec_guard, self._aimsec_original
         binder = guard.adapter.binder()
         bound: list[Any] = []
