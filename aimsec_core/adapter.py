@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from .arrays import broadcast_index
+
 if TYPE_CHECKING:
     from .guard import Guard
     from .signature import InputSpec
@@ -182,8 +184,13 @@ class HostArrays(Adapter):
 def host_snapshot(value: Any, array: Any) -> np.ndarray | None:
     """:meth:`Adapter.snapshot` for a framework that takes numpy arrays as they are: a
     copy of ``array`` in its memory layout where it is ``value`` itself (a plain
-    ``np.ndarray``), else ``None``."""
+    ``np.ndarray``), else ``None``. A broadcast axis (stride 0, ``np.broadcast_to``) is
+    copied once and broadcast again (read-only, as ``np.broadcast_to`` gives it), never
+    materialized at its full size."""
     if array is value and type(array) is np.ndarray:
+        compact = broadcast_index(array.shape, array.strides)
+        if compact is not None:
+            return np.broadcast_to(array[compact].copy(order="K"), array.shape)
         return array.copy(order="K")
     return None
 

@@ -307,6 +307,16 @@ def declared_size(value: Any, limit: int) -> int:
     return size
 
 
+def broadcast_index(shape: Sequence[int], strides: Sequence[int]) -> tuple[slice, ...] | None:
+    """The index that keeps one entry of each broadcast axis (stride 0, longer than 1) of
+    an array of ``shape`` and ``strides`` (numpy's bytes or torch's elements alike), the
+    rest whole: a copy of ``array[index]`` broadcast back to ``shape`` holds its values
+    without materializing them. ``None`` where no axis is broadcast."""
+    index = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None)
+                  for size, stride in zip(shape, strides))
+    return index if any(axis.stop == 1 for axis in index) else None
+
+
 def masks_as_bytes(inputs: Mapping[str, Any], read: Callable[[Any], Any] | None = None, *,
                    after: int = 1) -> dict[str, Any]:
     """``inputs`` (name -> value, the model's own inputs first) with every boolean array

@@ -5,8 +5,9 @@ real model's output only when allowed, and hands the outcome to the sinks. Valid
 findings stop a call before the model runs; detectors need the model's view of the input,
 so a call they refuse has run it (with gradient analysis, that is the call's own forward
 pass). Adapters build the framework-shaped object around it and pass in a ``predict``
-callable that runs the original model on the original arguments, so a valid call returns
-exactly what the unguarded model returns.
+callable that runs the original model on the call's arguments (with ``rebuilt``, each
+input the core copied or converted replaced by the array it checked), so a valid call
+returns exactly what the unguarded model returns.
 """
 
 from __future__ import annotations

@@ -140,3 +140,28 @@ def test_arguments_after_x_given_by_position_run_as_on_the_plain_estimator(
     guarded = aimsec_core.guard(plain, name="positional", sinks=[sink])
     assert getattr(guarded, method)(X, *args) == getattr(plain, method)(X, *args)
     assert sink.outcomes == ["allowed"]
+
+
+def test_a_broadcast_x_is_copied_without_materializing_it(tmp_path, monkeypatch):
+    """A numpy X broadcast from one row (np.broadcast_to, stride 0) was copied at its
+    full size for the estimator; the copy is now the row, broadcast again, and the
+    estimator answers as on the caller's array."""
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+
+    import aimsec_core
+
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path))
+    seen = []
+
+    class Recording(LinearRegression):
+        def predict(self, X):
+            seen.append(X.strides)
+            return super().predict(X)
+
+    rng = np.random.default_rng(0)
+    model = Recording().fit(rng.random((20, 3)), rng.random(20))
+    X = np.broadcast_to(rng.random((1, 3)), (1000, 3))
+    out = aimsec_core.guard(model, policy=False).predict(X)
+    assert seen == [X.strides]  # (0, 8): the row broadcast, not 1000 rows
+    np.testing.assert_array_equal(out, LinearRegression.predict(model, X))

@@ -136,10 +136,39 @@ def test_tensors_in_containers_and_boolean_masks_are_read_as_checked():
     assert batch["features"] is features and model.seen[-1] is not features
 
 
-def test_a_model_guarded_on_copies_is_not_written_through_by_the_caller():
-    """The snapshot is the core's own: a model changing its input in place changes the
-    snapshot, and the caller's tensor keeps its values (the plain model would have
-    changed them)."""
+class _Cached(nn.Module):
+    """Writes each step's keys into the caller's cache, as decoders with a preallocated
+    key/value cache do, and reads the steps so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor, pos: int) -> torch.Tensor:
+        cache[:, pos] = torch.sigmoid(self.lin(x))
+        return cache[:, :pos + 1].sum(1)
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode", "grad"])
+def test_a_model_writing_into_its_arguments_writes_into_the_callers_tensors(context):
+    """A model that writes into a tensor argument in place (a key/value cache, a
+    recurrent state, its input) wrote into the snapshot only: the caller's cache stayed
+    empty, so each step read zeros where the plain model reads the earlier steps. The
+    caller's tensor now ends as after the plain call."""
+    modes = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
+             "grad": torch.enable_grad}
+    xs = [torch.from_numpy(X[:2, :] * (step + 1) / 3) for step in range(3)]
+    caches, outs = [], []
+    for model in (_Cached(), guarded(_Cached())):
+        cache = torch.zeros(2, 3, 3)
+        with modes[context]():
+            outs.append([model(x, cache, pos).detach().clone()
+                         for pos, x in enumerate(xs)])
+        caches.append(cache.detach())
+    torch.testing.assert_close(caches[1], caches[0], rtol=0, atol=0)
+    for got, expected in zip(outs[1], outs[0]):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
     class InPlace(nn.Module):
         def forward(self, x):
@@ -148,7 +177,27 @@ def test_a_model_guarded_on_copies_is_not_written_through_by_the_caller():
     x = torch.from_numpy(X.copy())
     out = guarded(InPlace())(x)
     torch.testing.assert_close(out, torch.from_numpy(X) * 2)
-    torch.testing.assert_close(x, torch.from_numpy(X))
+    torch.testing.assert_close(x, torch.from_numpy(X) * 2)  # as the plain model leaves it
+
+
+def test_the_callers_writes_after_the_check_do_not_reach_the_model_that_writes_back():
+    """Writing back what the model wrote keeps the check: values the caller's thread
+    writes after the check still never reach the model."""
+    seen = []
+
+    class Reads(nn.Module):
+        def forward(self, x, state):
+            seen.append(state.clone())
+            state.add_(0.5)
+            return x + state
+
+    state = torch.full((4, 3), 0.25)
+    g = guarded(Reads())
+    tamper_after_check(g, state)
+    with torch.no_grad():
+        g(torch.from_numpy(X), state)
+    torch.testing.assert_close(seen[0], torch.full((4, 3), 0.25), rtol=0, atol=0)
+    torch.testing.assert_close(state, torch.full((4, 3), 0.75), rtol=0, atol=0)
 
 
 class _Pair(nn.Module):
@@ -173,3 +222,61 @@ def test_dict_keys_shown_alike_are_each_screened_and_read_as_checked():
     with torch.no_grad():
         out = g({first: a, second: b})
     torch.testing.assert_close(out, torch.full((2, 3), 0.75), rtol=0, atol=0)
+
+
+def test_what_a_failing_model_wrote_in_place_reaches_the_callers_tensor():
+    """A model that writes into its state, then raises: the caller's state holds the
+    write, as after the plain call, and the caller gets the model's own error."""
+
+    class WritesThenFails(nn.Module):
+        def forward(self, x, state):
+            state.fill_(0.5)
+            raise RuntimeError("the model's own failure")
+
+    state = torch.zeros(4, 3)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="the model's own failure"):
+        guarded(WritesThenFails())(torch.from_numpy(X), state)
+    torch.testing.assert_close(state, torch.full((4, 3), 0.5), rtol=0, atol=0)
+
+
+def test_a_state_reshaped_in_place_is_not_written_back():
+    """A snapshot the model transposes or resizes in place no longer fits the caller's
+    tensor: the call returns the model's output (copying it back raised a size error
+    after the model had answered), and the caller's tensor keeps its values."""
+
+    class Transposes(nn.Module):
+        def forward(self, x, state):
+            state.t_()
+            return x + 1
+
+    state = torch.zeros(2, 3)
+    with torch.no_grad():
+        out = guarded(Transposes())(torch.from_numpy(X), state)
+    torch.testing.assert_close(out, torch.from_numpy(X) + 1)
+    assert state.shape == (2, 3)
+
+
+def test_a_broadcast_argument_is_copied_without_materializing_it():
+    """An attention mask expanded over heads and queries (stride 0) was copied at its
+    full logical size, a buffer of b*h*q*k values per call where the caller holds b*k;
+    the snapshot is now the compact values broadcast again, as the caller's, read as
+    checked."""
+    strides = []
+
+    class Masked(nn.Module):
+        def forward(self, x, mask):
+            strides.append(mask.stride())
+            return x * mask
+
+    mask = torch.rand(2, 1, 1, 8).expand(2, 4, 8, 8)
+    x = torch.rand(2, 4, 8, 8)
+    with torch.no_grad():
+        out = guarded(Masked())(x, mask)
+    assert strides == [mask.stride()]  # broadcast, as given (no 512 values allocated)
+    torch.testing.assert_close(out, x * mask, rtol=0, atol=0)
+    base = torch.full((2, 1, 1, 8), 0.5)
+    g = guarded(Masked())
+    tamper_after_check(g, base)  # the caller's compact values, written after the check
+    with torch.no_grad():
+        out = g(x, base.expand(2, 4, 8, 8))
+    torch.testing.assert_close(out, x * 0.5, rtol=0, atol=0)

@@ -23,8 +23,9 @@ signature and every tensor in them is screened under its parameter's name (``x``
 tensor in them replaced by the copy the guard checked (taken at the check, on the tensor's
 device: another thread writing into the caller's tensor meanwhile changes nothing the
 model reads; joined to the caller's autograd graph where the tensor requires grad, so its
-gradient is the plain call's), so its hooks fire once and a valid call returns exactly
-what the plain model returns. With calibrated
+gradient is the plain call's; what the model writes into the copy in place, a cache or
+state it updates, is copied back into the caller's tensor after the call), so its hooks
+fire once and a valid call returns exactly what the plain model returns. With calibrated
 detectors, the gradient detector reuses that one forward pass on the first (primary) input.
 The guarded module shares the original's parameters, buffers and submodules (same objects,
 same ``state_dict`` keys), so optimisers, checkpoints, ``.to(device)``, ``.double()``,

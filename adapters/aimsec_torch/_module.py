@@ -25,9 +25,9 @@ import copy
 import functools
 import types
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -88,7 +88,8 @@ class GuardedModule(GuardedMixin, nn.Module):
 
     def _aimsec_screened(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Screen every tensor argument by name; run the original on the arguments with
-        each tensor replaced by the core's snapshot of the values it checked."""
+        each tensor replaced by the core's snapshot of the values it checked, and copy
+        what it wrote into a snapshot in place back into the caller's tensor."""
         guard, original = self._aimsec_guard, self._aimsec_original
         binder = guard.adapter.binder()
         bound: list[Any] = []
@@ -110,11 +111,11 @@ class GuardedModule(GuardedMixin, nn.Module):
         training = own_training(original)
 
         def predict(rebuilt: dict[str, Any]) -> Any:
-            a, k = _checked(bound, given, rebuilt, args, kwargs)
+            a, k, written = _checked(bound, given, rebuilt, args, kwargs)
             if training:  # the model's own train mode, never a detector's eval switch
                 with own_mode(original):
-                    return original(*a, **k)
-            return original(*a, **k)
+                    return _run(original, a, k, written)
+            return _run(original, a, k, written)
 
         forward = None
         x = next(iter(inputs.values()))
@@ -130,9 +131,9 @@ class GuardedModule(GuardedMixin, nn.Module):
                 if joined and replacement is not x:
                     replacement = _Joined.apply(x, replacement)
                 others = {name: t for name, t in rebuilt.items() if name != first}
-                a, k = _checked(bound, given, others, args, kwargs)
+                a, k, written = _checked(bound, given, others, args, kwargs)
                 a, k = where.replaced(a, k, replacement)
-                return original(*a, **k)
+                return _run(original, a, k, written)
 
         return _screened_call(guard, inputs, predict, forward)
 
@@ -149,10 +150,12 @@ class GuardedModule(GuardedMixin, nn.Module):
             def predict(rebuilt: dict[str, Any]) -> Any:
                 plain = {name: t for name, t in rebuilt.items()
                          if not given[name].requires_grad}
-                a, k = _checked(bound, given, plain, args, kwargs)
+                a, k, written = _checked(bound, given, plain, args, kwargs)
                 with inside_transforms(stack), (
                         own_mode(original) if own_training(original) else nullcontext()):
-                    return original(*a, **k)
+                    result = original(*a, **k)
+                _write_back(written)
+                return result
 
             return _screened_call(self._aimsec_guard, inputs, predict)
 
@@ -416,15 +419,17 @@ _REFUSING = SharedHook(lambda: [nn.modules.module.register_module_forward_pre_ho
 
 def _checked(bound: list[Any], given: dict[str, Any], rebuilt: dict[str, Any],
              args: tuple[Any, ...], kwargs: dict[str, Any]
-             ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+             ) -> tuple[tuple[Any, ...], dict[str, Any], list[_Written]]:
     """The call's arguments with each tensor the core took a snapshot of (``rebuilt``:
     name -> the values it checked) replaced by it: a boolean mask as ``bool`` again (it
     was screened as bytes), and joined to the caller's tensor's graph where that one
-    requires grad (its gradient flows back to it as from the plain call)."""
+    requires grad (its gradient flows back to it as from the plain call). Also what
+    each was replaced by, with its version, for :func:`_write_back`."""
     if not rebuilt:
-        return args, kwargs
+        return args, kwargs, []
     grad = torch.is_grad_enabled()
     replacements = {}
+    written = []
     for name, checked in rebuilt.items():
         tensor = given.get(name)
         if not isinstance(tensor, torch.Tensor):
@@ -433,8 +438,47 @@ def _checked(bound: list[Any], given: dict[str, Any], rebuilt: dict[str, Any],
             checked = checked.view(torch.bool)
         if grad and tensor.requires_grad:
             checked = _Joined.apply(tensor, checked)
+        if not checked.is_inference():  # an inference tensor has no version counter
+            written.append(_Written(tensor, checked, checked._version))
         replacements[name] = checked
-    return substituted(bound, given, replacements, args, kwargs)
+    a, k = substituted(bound, given, replacements, args, kwargs)
+    return a, k, written
+
+
+class _Written(NamedTuple):
+    """A snapshot handed to the model in place of the caller's ``tensor``, and the
+    snapshot's version counter then (an in-place write moves it)."""
+
+    tensor: torch.Tensor
+    snapshot: torch.Tensor
+    version: int
+
+
+def _run(original: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+         written: list[_Written]) -> Any:
+    """``original(*args, **kwargs)``, then :func:`_write_back` (also where the model
+    raised, as its writes would have reached the caller's tensors before it did)."""
+    try:
+        result = original(*args, **kwargs)
+    except BaseException:
+        with suppress(Exception):  # the model's own error is what the caller gets
+            _write_back(written)
+        raise
+    _write_back(written)
+    return result
+
+
+def _write_back(written: list[_Written]) -> None:
+    """Copy into the caller's tensors what the model wrote in place into their snapshots
+    (a cache or recurrent state the model updates: ``cache[:, pos] = k``), so the
+    caller's tensor ends as after the plain call; the copy is recorded by autograd where
+    grad is enabled, so gradients through the written values reach the model's graph
+    (a leaf requiring grad refuses the write, as it refuses the plain model's)."""
+    for entry in written:
+        # (a snapshot resized or transposed in place, x.t_(), keeps its values to itself)
+        if (entry.snapshot._version != entry.version
+                and entry.snapshot.shape == entry.tensor.shape):
+            entry.tensor.copy_(entry.snapshot)
 
 
 class _Joined(torch.autograd.Function):

@@ -19,6 +19,8 @@ from torch._C import _functorch
 from torch._subclasses.fake_tensor import is_fake
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
+from aimsec_core.arrays import broadcast_index
+
 
 def readable(value: torch.Tensor) -> torch.Tensor:
     """``value``'s logical values as a plain, detached tensor on its device (no copy unless
@@ -53,14 +55,21 @@ def readable(value: torch.Tensor) -> torch.Tensor:
 def snapshot(value: torch.Tensor, array: torch.Tensor) -> torch.Tensor | None:
     """A copy of ``array`` (:func:`readable` of ``value``) that the model can be handed in
     place of ``value``: for a plain tensor (or a parameter), on its device and in its
-    memory format, detached; ``None`` for a subclass (the model would get another type)
+    memory format (broadcast axes broadcast again), detached; ``None`` for a subclass (the model would get another type)
     and a tensor under transforms or functionalization (its wrappers are what the model
     reads)."""
     if (type(value) not in (torch.Tensor, torch.nn.Parameter)
             or _functorch.is_functorch_wrapped_tensor(value)
             or torch._is_functional_tensor(value)):
         return None
-    return array.clone()
+    # a broadcast axis (stride 0: an attention mask expanded over heads and queries) is
+    # copied once and broadcast again, as the caller's tensor is: never materialized
+    broadcast = broadcast_index(array.shape, array.stride())
+    with torch.inference_mode(False):  # a tensor with a version counter, which tells
+        # whether the model wrote into it in place
+        if broadcast is not None:
+            return array[broadcast].clone().expand(array.shape)
+        return array.clone()
 
 
 def wrapped_elements(value: torch.Tensor) -> int:
