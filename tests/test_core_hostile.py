@@ -115,12 +115,19 @@ def _writable_host_view(native):
     return None
 
 
-# Keras is left out: its adapter does not hand Keras the core's snapshots yet (predict,
-# evaluate, calling the model and its data pipelines pass the caller's own structures, and
-# its gradient pass tells predict's own output apart by the call object the guard would
-# wrap), so another thread's write after the check still reaches a Keras model.
-@pytest.mark.parametrize("case", [c for c in CASES if c.id != "keras"],
-                         ids=[c.id for c in CASES if c.id != "keras"])
+def _toctou_cases() -> list:
+    """Every case; Keras as a known gap (strict xfail)."""
+    return [pytest.param(c, id=c.id, marks=() if c.id != "keras" else pytest.mark.xfail(
+        strict=True, reason=(
+            "time of check to time of use, Keras: its adapter does not hand Keras the "
+            "core's snapshots yet (predict, evaluate, calling the model and its data "
+            "pipelines pass the caller's own structures, and its gradient pass tells "
+            "predict's own output apart by the call object the guard would wrap), so "
+            "another thread's write after the check still reaches a Keras model")))
+            for c in CASES]
+
+
+@pytest.mark.parametrize("case", _toctou_cases())
 def test_the_model_reads_exactly_what_was_checked_when_another_thread_changes_the_input(case):
     """Another thread writes out-of-range values into the caller's array after the guard
     checked it and before the model reads it (deterministically: from the guard's clock,
