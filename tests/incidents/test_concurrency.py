@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from aimsec_core.incidents import IncidentStore, Occurrence
+from tests.incidents import in_threads
 
 PROCESSES, THREADS, ROUNDS = 4, 4, 60
 SHARED = ("alpha", "beta", "gamma")  #: clients every thread hits (contended groups)
@@ -16,31 +17,20 @@ SHARED = ("alpha", "beta", "gamma")  #: clients every thread hits (contended gro
 
 def raise_incidents(path: str, process: int) -> None:
     store = IncidentStore(path, timeout_s=60)
-    errors: list[BaseException] = []
 
     def work(thread: int) -> None:
-        try:
-            for i in range(ROUNDS):
-                now = time.time()
-                batch = [Occurrence("m", "adversarial", c, "high", now, now) for c in SHARED]
-                batch.append(Occurrence("m", "range", f"p{process}t{thread}", "medium", now,
-                                        now, count=2))
-                if i % 2:
-                    store.record(batch)  # one transaction
-                else:
-                    for occurrence in batch:  # one transaction each
-                        store.record([occurrence])
-        except BaseException as exc:  # reported to the parent through the exit code
-            errors.append(exc)
+        for i in range(ROUNDS):
+            now = time.time()
+            batch = [Occurrence("m", "adversarial", c, "high", now, now) for c in SHARED]
+            batch.append(Occurrence("m", "range", f"p{process}t{thread}", "medium", now,
+                                    now, count=2))
+            if i % 2:
+                store.record(batch)  # one transaction
+            else:
+                for occurrence in batch:  # one transaction each
+                    store.record([occurrence])
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    store.close()
-    if errors:
-        raise errors[0]
+    in_threads(store, work, THREADS)
 
 
 def test_processes_and_threads_writing_at_once(tmp_path: Path):

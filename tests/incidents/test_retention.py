@@ -9,7 +9,6 @@ import json
 import logging
 import multiprocessing
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from aimsec_core.incidents.schema import MIGRATIONS
 from aimsec_core.reporting.incidents import load_incidents, summarise_incidents
 
 from tests.fakes import FakeClock
+from tests.incidents import in_threads
 
 ALL = ("open", "acknowledged", "resolved")
 
@@ -302,26 +302,14 @@ def write_and_prune(path: str, worker: int) -> None:
     store = IncidentStore(path, clock=lambda: FAR_FUTURE, timeout_s=60,
                           retention=RetentionPolicy(retention_days=30, max_open=40,
                                                     batch=7, every_s=0))
-    errors: list[BaseException] = []
 
     def work(thread: int) -> None:
-        try:
-            for i in range(50):
-                store.record([occ(FAR_FUTURE, client=f"w{worker}t{thread}c{i % 20}",
-                                  count=2)])
-                store.record_delivery(group_key=f"w{worker}", channel="smtp",
-                                      status="sent", attempt=1, time_s=FAR_FUTURE)
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(50):
+            store.record([occ(FAR_FUTURE, client=f"w{worker}t{thread}c{i % 20}", count=2)])
+            store.record_delivery(group_key=f"w{worker}", channel="smtp",
+                                  status="sent", attempt=1, time_s=FAR_FUTURE)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    store.close()
-    if errors:
-        raise errors[0]
+    in_threads(store, work, 3)
 
 
 def test_two_processes_writing_and_pruning_at_once(tmp_path: Path):
