@@ -53,6 +53,14 @@ def _clients(store: IncidentStore) -> list[str]:
     return sorted(i.client for i in IncidentStore(store.path).incidents())
 
 
+def _loaded(store, channel, fallback, clock, grouper=Grouper) -> Dispatcher:
+    """A dispatcher (no worker thread) with the occurrences of clients x and y queued."""
+    dispatcher = Dispatcher(store, grouper(NOW_POLICY, clock=clock), [channel],
+                            fallback=fallback, clock=clock, start=False)
+    _occurrences(dispatcher, clock)
+    return dispatcher
+
+
 @pytest.mark.parametrize("how", ["close", "flush"])
 def test_an_interrupted_incident_write_keeps_its_batch_for_the_next_close(tmp_path, clock,
                                                                           channel, how):
@@ -60,10 +68,7 @@ def test_an_interrupted_incident_write_keeps_its_batch_for_the_next_close(tmp_pa
     # the write rolled the transaction back and the batch was gone (only the alerts'
     # outbox copies stayed); guarded.close() flushes through the same write
     store = InterruptedStore(tmp_path / "db.sqlite3")
-    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
-                            fallback=OutboxChannel(tmp_path / "outbox"), clock=clock,
-                            start=False)
-    _occurrences(dispatcher, clock)
+    dispatcher = _loaded(store, channel, OutboxChannel(tmp_path / "outbox"), clock)
     try:
         with pytest.raises(KeyboardInterrupt):
             getattr(dispatcher, how)()
@@ -81,10 +86,7 @@ def test_an_interrupt_before_the_write_in_close_keeps_the_batch(tmp_path, clock,
     # close's final round writes the alerts' outbox copies first, then the incidents: an
     # interrupt writing a copy lost the batch already taken from the queue
     store = IncidentStore(tmp_path / "db.sqlite3")
-    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
-                            fallback=InterruptedOutbox(tmp_path / "outbox"), clock=clock,
-                            start=False)
-    _occurrences(dispatcher, clock)
+    dispatcher = _loaded(store, channel, InterruptedOutbox(tmp_path / "outbox"), clock)
     try:
         with pytest.raises(KeyboardInterrupt):
             dispatcher.close()
@@ -123,10 +125,7 @@ def test_an_interrupted_flush_still_alerts_on_its_batch(tmp_path, clock, channel
     # the store, but was never counted into its groups, so the next close wrote its
     # incidents and sent no alert for them
     store = InterruptedStore(tmp_path / "db.sqlite3")
-    dispatcher = Dispatcher(store, Grouper(NOW_POLICY, clock=clock), [channel],
-                            fallback=OutboxChannel(tmp_path / "outbox"), clock=clock,
-                            start=False)
-    _occurrences(dispatcher, clock)
+    dispatcher = _loaded(store, channel, OutboxChannel(tmp_path / "outbox"), clock)
     try:
         with pytest.raises(KeyboardInterrupt):
             dispatcher.flush()
@@ -174,9 +173,7 @@ def test_an_interrupted_close_loses_no_alert(tmp_path, clock, where):
     grouper_class = InterruptedGrouper if where == "grouping" else Grouper
     store = store_class(tmp_path / "db.sqlite3")
     outbox = outbox_class(tmp_path / "outbox")
-    dispatcher = Dispatcher(store, grouper_class(NOW_POLICY, clock=clock), [channel],
-                            fallback=outbox, clock=clock, start=False)
-    _occurrences(dispatcher, clock)
+    dispatcher = _loaded(store, channel, outbox, clock, grouper=grouper_class)
     try:
         with pytest.raises(KeyboardInterrupt):
             dispatcher.close()
