@@ -280,3 +280,41 @@ def test_a_broadcast_argument_is_copied_without_materializing_it():
     with torch.no_grad():
         out = g(x, base.expand(2, 4, 8, 8))
     torch.testing.assert_close(out, x * 0.5, rtol=0, atol=0)
+
+
+def test_a_no_grad_write_into_a_leaf_requiring_grad_is_copied_back_as_the_plain_write():
+    """A model writing under ``torch.no_grad()`` into an argument that is a leaf
+    requiring grad (its own parameter passed in, an input the caller differentiates):
+    the plain write succeeds, but copying it back was recorded by autograd and raised
+    'a leaf Variable that requires grad is being used in an in-place operation' after
+    the model had answered. The unrecorded write is now copied back unrecorded; a write
+    autograd records is still refused as in the plain call."""
+
+    class NoGradWrite(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.full((3,), 0.5))
+
+        def forward(self, x):
+            with torch.no_grad():
+                x.add_(0.25)
+            return (x * self.w).sum()
+
+    for make in (NoGradWrite, lambda: guarded(NoGradWrite())):
+        model = make()
+        x = torch.full((2, 3), 0.25, requires_grad=True)
+        model(x).backward()
+        torch.testing.assert_close(x.detach(), torch.full((2, 3), 0.5), rtol=0, atol=0)
+        torch.testing.assert_close(x.grad, torch.full((2, 3), 0.5), rtol=0, atol=0)
+    model = NoGradWrite()
+    g = guarded(model)
+    g(model.w)  # the model's own parameter, written in place by the model
+    torch.testing.assert_close(model.w.detach(), torch.full((3,), 0.75), rtol=0, atol=0)
+
+    class GradWrite(nn.Module):
+        def forward(self, x):
+            return x.add_(0.25).sum()
+
+    for model in (GradWrite(), guarded(GradWrite())):
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            model(torch.full((2, 3), 0.25, requires_grad=True))

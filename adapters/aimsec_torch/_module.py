@@ -439,7 +439,7 @@ def _checked(bound: list[Any], given: dict[str, Any], rebuilt: dict[str, Any],
         if grad and tensor.requires_grad:
             checked = _Joined.apply(tensor, checked)
         if not checked.is_inference():  # an inference tensor has no version counter
-            written.append(_Written(tensor, checked, checked._version))
+            written.append(_Written(tensor, checked, checked._version, checked.grad_fn))
         replacements[name] = checked
     a, k = substituted(bound, given, replacements, args, kwargs)
     return a, k, written
@@ -447,11 +447,13 @@ def _checked(bound: list[Any], given: dict[str, Any], rebuilt: dict[str, Any],
 
 class _Written(NamedTuple):
     """A snapshot handed to the model in place of the caller's ``tensor``, and the
-    snapshot's version counter then (an in-place write moves it)."""
+    snapshot's version counter and autograd node then (an in-place write moves the
+    counter; one autograd records replaces the node)."""
 
     tensor: torch.Tensor
     snapshot: torch.Tensor
     version: int
+    grad_fn: Any
 
 
 def _run(original: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -471,14 +473,18 @@ def _run(original: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
 def _write_back(written: list[_Written]) -> None:
     """Copy into the caller's tensors what the model wrote in place into their snapshots
     (a cache or recurrent state the model updates: ``cache[:, pos] = k``), so the
-    caller's tensor ends as after the plain call; the copy is recorded by autograd where
-    grad is enabled, so gradients through the written values reach the model's graph
-    (a leaf requiring grad refuses the write, as it refuses the plain model's)."""
+    caller's tensor ends as after the plain call. A write autograd recorded (the
+    snapshot's node changed) is copied back recorded too, so gradients through the
+    written values reach the model's graph (a leaf requiring grad refuses it, as it
+    refuses the plain model's write); a write the model made under ``torch.no_grad()``
+    is copied back unrecorded, as the plain write was (a leaf requiring grad takes it)."""
     for entry in written:
         # (a snapshot resized or transposed in place, x.t_(), keeps its values to itself)
         if (entry.snapshot._version != entry.version
                 and entry.snapshot.shape == entry.tensor.shape):
-            entry.tensor.copy_(entry.snapshot)
+            recorded = entry.snapshot.grad_fn is not entry.grad_fn
+            with nullcontext() if recorded else torch.no_grad():
+                entry.tensor.copy_(entry.snapshot)
 
 
 class _Joined(torch.autograd.Function):
