@@ -318,3 +318,40 @@ def test_a_no_grad_write_into_a_leaf_requiring_grad_is_copied_back_as_the_plain_
     for model in (GradWrite(), guarded(GradWrite())):
         with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
             model(torch.full((2, 3), 0.25, requires_grad=True))
+
+
+@pytest.mark.parametrize("train", ["train", "eval", "gradient-detector"])
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_an_argument_the_model_returns_is_the_callers_own_tensor(train, requires_grad):
+    """A model returning an argument as it is (an identity, ``return out, cache``)
+    returned the guard's copy (or, through a detector's pass, the copy detached):
+    ``out is x`` was False, and the caller's later writes into ``x`` did not show in
+    ``out``. The caller now gets its own tensor back, as from the plain call, with its
+    gradient."""
+
+    class Returns(nn.Module):
+        def forward(self, x, cache=None):
+            if cache is None:
+                return x
+            cache.add_(1.0)
+            return {"out": x * 2, "cache": cache}, (x, [cache])
+
+    g = guarded(Returns(), mode="monitor").train(train == "train")
+    if train == "gradient-detector":
+        g.calibrate(torch.rand(60, 3, generator=torch.Generator().manual_seed(1)),
+                    detectors=["gradient"])
+    x = torch.from_numpy(X.copy()).requires_grad_(requires_grad)
+    out = g(x)
+    assert out is x
+    x.data[0, 0] = 0.5  # a later write reaches out, as it is x
+    assert out[0, 0].item() == 0.5
+    if requires_grad:
+        out.sum().backward()
+        torch.testing.assert_close(x.grad, torch.ones_like(x))
+    if train == "gradient-detector":
+        return  # the detector's pass reads class logits: no (dict, tuple) output
+    cache = torch.zeros(4, 3)
+    with torch.no_grad():
+        first, (again, [written]) = g(x, cache)
+    assert first["cache"] is cache and written is cache and again is x
+    torch.testing.assert_close(cache, torch.ones(4, 3), rtol=0, atol=0)

@@ -110,8 +110,11 @@ class GuardedModule(GuardedMixin, nn.Module):
         # the mode the user set, whatever another thread's detector pass switched it to
         training = own_training(original)
 
+        handed: list[tuple[torch.Tensor, torch.Tensor]] = []  # (model's copy, caller's)
+
         def predict(rebuilt: dict[str, Any]) -> Any:
             a, k, written = _checked(bound, given, rebuilt, args, kwargs)
+            handed.extend((w.snapshot, w.tensor) for w in written)
             if training:  # the model's own train mode, never a detector's eval switch
                 with own_mode(original):
                     return _run(original, a, k, written)
@@ -132,10 +135,12 @@ class GuardedModule(GuardedMixin, nn.Module):
                     replacement = _Joined.apply(x, replacement)
                 others = {name: t for name, t in rebuilt.items() if name != first}
                 a, k, written = _checked(bound, given, others, args, kwargs)
+                handed.append((replacement, x))
+                handed.extend((w.snapshot, w.tensor) for w in written)
                 a, k = where.replaced(a, k, replacement)
                 return _run(original, a, k, written)
 
-        return _screened_call(guard, inputs, predict, forward)
+        return _as_given(_screened_call(guard, inputs, predict, forward), handed)
 
     def _aimsec_transformed(self, inputs: dict[str, Any], bound: list[Any],
                             given: dict[str, Any], args: tuple[Any, ...],
@@ -468,6 +473,44 @@ def _run(original: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         raise
     _write_back(written)
     return result
+
+
+def _as_given(result: Any, handed: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """``result`` with each copy the model was handed in place of a caller's tensor, and
+    returned as it is (an identity model, ``return out, cache``: at the top, or in a tuple,
+    list or dict; also detached, as a detector's pass returns it), as the caller's tensor
+    again: the plain call returns the caller's own object (``out is x``), which the
+    caller's later writes reach. Its values are the copy's, written back (see
+    :func:`_write_back`)."""
+    if not handed:
+        return result
+    if isinstance(result, torch.Tensor):
+        return next((given for copy, given in handed if _same_tensor(result, copy)), result)
+    if type(result) in (tuple, list):
+        items = [_as_given(item, handed) for item in result]
+        if any(a is not b for a, b in zip(items, result)):
+            return type(result)(items)
+    elif isinstance(result, tuple) and hasattr(result, "_make"):  # a named tuple
+        items = [_as_given(item, handed) for item in result]
+        if any(a is not b for a, b in zip(items, result)):
+            return result._make(items)
+    elif type(result) is dict:
+        items = {key: _as_given(value, handed) for key, value in result.items()}
+        if any(items[key] is not value for key, value in result.items()):
+            return items
+    return result
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` is ``b`` or ``b`` detached: the same values in the same memory."""
+    if a is b:
+        return True
+    try:
+        return (a.numel() > 0 and a.device == b.device and a.dtype == b.dtype
+                and a.shape == b.shape and a.stride() == b.stride()
+                and a.data_ptr() == b.data_ptr())
+    except RuntimeError:  # a tensor without storage (a functorch wrapper)
+        return False
 
 
 def _write_back(written: list[_Written]) -> None:
