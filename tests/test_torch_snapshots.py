@@ -247,13 +247,14 @@ def test_a_state_reshaped_in_place_is_not_written_back():
     class Transposes(nn.Module):
         def forward(self, x, state):
             state.t_()
-            return x + 1
+            return x + 1, state
 
     state = torch.zeros(2, 3)
     with torch.no_grad():
-        out = guarded(Transposes())(torch.from_numpy(X), state)
+        out, transposed = guarded(Transposes())(torch.from_numpy(X), state)
     torch.testing.assert_close(out, torch.from_numpy(X) + 1)
     assert state.shape == (2, 3)
+    assert transposed.shape == (3, 2)  # the model's own result, not the caller's tensor
 
 
 def test_a_broadcast_argument_is_copied_without_materializing_it():

@@ -485,7 +485,8 @@ def _as_given(result: Any, handed: list[tuple[torch.Tensor, torch.Tensor]]) -> A
     if not handed:
         return result
     if isinstance(result, torch.Tensor):
-        return next((given for copy, given in handed if _same_tensor(result, copy)), result)
+        return next((given for copy, given in handed  # (not one reshaped in place)
+                     if _same_tensor(result, copy) and given.shape == result.shape), result)
     if type(result) in (tuple, list):
         items = [_as_given(item, handed) for item in result]
         if any(a is not b for a, b in zip(items, result)):
