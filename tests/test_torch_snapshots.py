@@ -356,3 +356,34 @@ def test_an_argument_the_model_returns_is_the_callers_own_tensor(train, requires
         first, (again, [written]) = g(x, cache)
     assert first["cache"] is cache and written is cache and again is x
     torch.testing.assert_close(cache, torch.ones(4, 3), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_a_write_into_the_input_reaches_the_caller_through_a_detectors_pass(requires_grad):
+    """In eval mode with the feature detector, the call runs as the detector's pass on
+    the input's copy; what the model wrote into that copy in place (``x.mul_(0.5)``) was
+    not copied back (only the other arguments were), so the caller's input kept its
+    values where the plain model halves them. It is now copied back as the others."""
+
+    class Halves(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.l = nn.Linear(3, 3)
+
+        def forward(self, x):
+            x.mul_(0.5)
+            return self.l(x)
+
+    model = Halves().eval()
+    g = guarded(model, mode="monitor")
+    g.calibrate(torch.rand(60, 3, generator=torch.Generator().manual_seed(1)),
+                detectors=["features"])
+    results = []
+    for call in (g, model):
+        x = torch.from_numpy(X.copy())
+        given = x.clone().requires_grad_(True) * 1.0 if requires_grad else x
+        out = call(given)
+        results.append((given.detach().clone(), out.detach()))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+    torch.testing.assert_close(results[0][0], torch.from_numpy(X) * 0.5)

@@ -138,6 +138,10 @@ class GuardedModule(GuardedMixin, nn.Module):
                 handed.append((replacement, x))
                 handed.extend((w.snapshot, w.tensor) for w in written)
                 a, k = where.replaced(a, k, replacement)
+                if (replacement is not x and isinstance(replacement, torch.Tensor)
+                        and not replacement.is_inference()):  # written back too
+                    written.append(_Written(x, replacement, replacement._version,
+                                            replacement.grad_fn))
                 return _run(original, a, k, written)
 
         return _as_given(_screened_call(guard, inputs, predict, forward), handed)
