@@ -387,3 +387,21 @@ def test_a_write_into_the_input_reaches_the_caller_through_a_detectors_pass(requ
         results.append((given.detach().clone(), out.detach()))
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
     torch.testing.assert_close(results[0][0], torch.from_numpy(X) * 0.5)
+
+
+def test_what_a_failing_model_wrote_under_vmap_reaches_the_callers_tensor():
+    """Under ``torch.func.vmap``, a model that writes into a state captured as a plain
+    tensor, then raises: the write stayed in the guard's copy (the write-back ran only
+    after a call that returned); the caller's state now holds it, as after the plain
+    call, and the caller gets the model's own error."""
+
+    class WritesThenFails(nn.Module):
+        def forward(self, x, state):
+            state.add_(0.5)
+            raise RuntimeError("the model's own failure")
+
+    for model in (WritesThenFails(), guarded(WritesThenFails())):
+        state = torch.zeros(3)
+        with pytest.raises(RuntimeError, match="the model's own failure"):
+            torch.func.vmap(lambda x: model(x, state))(torch.from_numpy(X))
+        torch.testing.assert_close(state, torch.full((3,), 0.5), rtol=0, atol=0)

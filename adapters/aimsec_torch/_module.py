@@ -160,11 +160,13 @@ class GuardedModule(GuardedMixin, nn.Module):
                 plain = {name: t for name, t in rebuilt.items()
                          if not given[name].requires_grad}
                 a, k, written = _checked(bound, given, plain, args, kwargs)
-                with inside_transforms(stack), (
-                        own_mode(original) if own_training(original) else nullcontext()):
-                    result = original(*a, **k)
-                _write_back(written)
-                return result
+
+                def transformed(*a: Any, **k: Any) -> Any:
+                    with inside_transforms(stack), (
+                            own_mode(original) if own_training(original) else nullcontext()):
+                        return original(*a, **k)
+
+                return _run(transformed, a, k, written)  # written back outside them
 
             return _screened_call(self._aimsec_guard, inputs, predict)
 
@@ -465,7 +467,7 @@ class _Written(NamedTuple):
     grad_fn: Any
 
 
-def _run(original: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+def _run(original: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
          written: list[_Written]) -> Any:
     """``original(*args, **kwargs)``, then :func:`_write_back` (also where the model
     raised, as its writes would have reached the caller's tensors before it did)."""
