@@ -405,3 +405,27 @@ def test_what_a_failing_model_wrote_under_vmap_reaches_the_callers_tensor():
         with pytest.raises(RuntimeError, match="the model's own failure"):
             torch.func.vmap(lambda x: model(x, state))(torch.from_numpy(X))
         torch.testing.assert_close(state, torch.full((3,), 0.5), rtol=0, atol=0)
+
+
+def test_a_write_into_a_broadcast_argument_reaches_the_callers_compact_values():
+    """A model writing into a broadcast argument where the plain call allows it
+    (``mask[0] = v`` through the broadcast axis, ``mask.fill_(v)``): the copy back into
+    the caller's broadcast tensor raised 'more than one element of the written-to
+    tensor refers to a single memory location' after the model had answered. The
+    written compact values are now copied into the caller's, as the plain write lands."""
+
+    class Writes(nn.Module):
+        def forward(self, x, mask):
+            mask[0] = 0.5
+            out = x * mask
+            mask.fill_(0.25)
+            return out
+
+    results = []
+    for model in (Writes(), guarded(Writes())):
+        base = torch.ones(1, 3)
+        with torch.no_grad():
+            out = model(torch.from_numpy(X), base.expand(4, 3))
+        results.append((out, base))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+    torch.testing.assert_close(results[1][1], torch.full((1, 3), 0.25), rtol=0, atol=0)

@@ -37,7 +37,7 @@ from aimsec_core.guard import Guard
 from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused
 
-from aimsec_core.arrays import masks_as_bytes
+from aimsec_core.arrays import broadcast_index, masks_as_bytes
 from aimsec_core.call_arguments import ArgumentsError, substituted, tensors_in
 from ._global_hooks import SharedHook
 from ._modes import own_mode, own_modes, own_training, set_modes
@@ -533,8 +533,16 @@ def _write_back(written: list[_Written]) -> None:
         if (entry.snapshot._version != entry.version
                 and entry.snapshot.shape == entry.tensor.shape):
             recorded = entry.snapshot.grad_fn is not entry.grad_fn
+            tensor, snapshot = entry.tensor, entry.snapshot
+            # a broadcast argument (stride 0, its snapshot broadcast alike): the write
+            # went into the compact values, which are copied into the caller's (copying
+            # into the broadcast whole raises, as several elements share one place)
+            index = broadcast_index(tensor.shape, tensor.stride())
+            if index is not None and index == broadcast_index(snapshot.shape,
+                                                              snapshot.stride()):
+                tensor, snapshot = tensor[index], snapshot[index]
             with nullcontext() if recorded else torch.no_grad():
-                entry.tensor.copy_(entry.snapshot)
+                tensor.copy_(snapshot)
 
 
 class _Joined(torch.autograd.Function):
