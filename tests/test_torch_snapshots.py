@@ -349,6 +349,15 @@ def test_an_argument_the_model_returns_is_the_callers_own_tensor(train, requires
     if requires_grad:
         out.sum().backward()
         torch.testing.assert_close(x.grad, torch.ones_like(x))
+        if train != "gradient-detector":  # (its pass returns the output detached)
+            with torch.no_grad():
+                assert g(x) is x  # requiring grad, as the plain call returns it
+
+        class Detaches(nn.Module):
+            def forward(self, x):
+                return x.detach()
+
+        assert not guarded(Detaches()).train(train == "train")(x).requires_grad
     if train == "gradient-detector":
         return  # the detector's pass reads class logits: no (dict, tuple) output
     cache = torch.zeros(4, 3)

@@ -492,7 +492,8 @@ def _as_given(result: Any, handed: list[tuple[torch.Tensor, torch.Tensor]]) -> A
         return result
     if isinstance(result, torch.Tensor):
         return next((given for copy, given in handed  # (not one reshaped in place)
-                     if _same_tensor(result, copy) and given.shape == result.shape), result)
+                     if _same_tensor(result, copy, given) and given.shape == result.shape),
+                    result)
     if type(result) in (tuple, list):
         items = [_as_given(item, handed) for item in result]
         if any(a is not b for a, b in zip(items, result)):
@@ -508,12 +509,15 @@ def _as_given(result: Any, handed: list[tuple[torch.Tensor, torch.Tensor]]) -> A
     return result
 
 
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether ``a`` is ``b`` or ``b`` detached: the same values in the same memory."""
+def _same_tensor(a: torch.Tensor, b: torch.Tensor, given: torch.Tensor) -> bool:
+    """Whether ``a`` is ``b``, or the same values in the same memory as ``b`` and as
+    ``given`` in requiring grad (``b`` detached by a detector's pass; not ``x.detach()``
+    of an ``x`` requiring grad, which the plain call returns detached too)."""
     if a is b:
         return True
     try:
-        return (a.numel() > 0 and a.device == b.device and a.dtype == b.dtype
+        return (a.numel() > 0 and a.requires_grad == given.requires_grad
+                and a.device == b.device and a.dtype == b.dtype
                 and a.shape == b.shape and a.stride() == b.stride()
                 and a.data_ptr() == b.data_ptr())
     except RuntimeError:  # a tensor without storage (a functorch wrapper)
