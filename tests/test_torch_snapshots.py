@@ -438,3 +438,31 @@ def test_a_write_into_a_broadcast_argument_reaches_the_callers_compact_values():
         results.append((out, base))
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
     torch.testing.assert_close(results[1][1], torch.full((1, 3), 0.25), rtol=0, atol=0)
+
+
+def test_the_models_own_state_passed_as_an_argument_is_handed_as_it_is():
+    """A model given its own buffer or parameter as an argument (a recurrent state kept
+    on the model, ``model(x, model.state)``, or a slice of it) and writing through the
+    argument, then reading ``self.state``: it read the state before its write (the write
+    went into the copy, copied back only after the call). The model's own tensors are
+    now handed as they are, as in the plain call."""
+
+    class Stateful(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("state", torch.zeros(4, 3))
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x, state, w):
+            state.add_(0.25)
+            return x + self.state[:len(x)], w is self.w
+
+    results = []
+    for make in (Stateful, lambda: guarded(Stateful())):
+        model = make()
+        with torch.no_grad():
+            out, same = model(torch.from_numpy(X), model.state, model.w)
+            sliced, _ = model(torch.from_numpy(X[:2]), model.state[:2], model.w)
+        results.append((out, sliced, same, model.state.clone()))
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+    assert results[1][2] is True

@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextvars
 import copy
 import functools
+import itertools
 import types
+import weakref
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
@@ -113,7 +115,7 @@ class GuardedModule(GuardedMixin, nn.Module):
         handed: list[tuple[torch.Tensor, torch.Tensor]] = []  # (model's copy, caller's)
 
         def predict(rebuilt: dict[str, Any]) -> Any:
-            a, k, written = _checked(bound, given, rebuilt, args, kwargs)
+            a, k, written = _checked(original, bound, given, rebuilt, args, kwargs)
             handed.extend((w.snapshot, w.tensor) for w in written)
             if training:  # the model's own train mode, never a detector's eval switch
                 with own_mode(original):
@@ -134,7 +136,7 @@ class GuardedModule(GuardedMixin, nn.Module):
                 if joined and replacement is not x:
                     replacement = _Joined.apply(x, replacement)
                 others = {name: t for name, t in rebuilt.items() if name != first}
-                a, k, written = _checked(bound, given, others, args, kwargs)
+                a, k, written = _checked(original, bound, given, others, args, kwargs)
                 handed.append((replacement, x))
                 handed.extend((w.snapshot, w.tensor) for w in written)
                 a, k = where.replaced(a, k, replacement)
@@ -159,7 +161,7 @@ class GuardedModule(GuardedMixin, nn.Module):
             def predict(rebuilt: dict[str, Any]) -> Any:
                 plain = {name: t for name, t in rebuilt.items()
                          if not given[name].requires_grad}
-                a, k, written = _checked(bound, given, plain, args, kwargs)
+                a, k, written = _checked(original, bound, given, plain, args, kwargs)
 
                 def transformed(*a: Any, **k: Any) -> Any:
                     with inside_transforms(stack), (
@@ -428,7 +430,8 @@ _REFUSING = SharedHook(lambda: [nn.modules.module.register_module_forward_pre_ho
     _refuse_bypass)])
 
 
-def _checked(bound: list[Any], given: dict[str, Any], rebuilt: dict[str, Any],
+def _checked(original: nn.Module, bound: list[Any], given: dict[str, Any],
+             rebuilt: dict[str, Any],
              args: tuple[Any, ...], kwargs: dict[str, Any]
              ) -> tuple[tuple[Any, ...], dict[str, Any], list[_Written]]:
     """The call's arguments with each tensor the core took a snapshot of (``rebuilt``:
@@ -443,7 +446,7 @@ def _checked(bound: list[Any], given: dict[str, Any], rebuilt: dict[str, Any],
     written = []
     for name, checked in rebuilt.items():
         tensor = given.get(name)
-        if not isinstance(tensor, torch.Tensor):
+        if not isinstance(tensor, torch.Tensor) or _own_state(original, tensor):
             continue
         if tensor.dtype is torch.bool and checked.dtype is not torch.bool:
             checked = checked.view(torch.bool)
@@ -454,6 +457,32 @@ def _checked(bound: list[Any], given: dict[str, Any], rebuilt: dict[str, Any],
         replacements[name] = checked
     a, k = substituted(bound, given, replacements, args, kwargs)
     return a, k, written
+
+
+#: model -> its parameters and buffers when first asked (see :func:`_own_state`).
+_OWN: weakref.WeakKeyDictionary[nn.Module, weakref.WeakValueDictionary[int, torch.Tensor]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _own_state(original: nn.Module, tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` (or the tensor it is a view of) is a parameter or buffer of
+    ``original``: handed to the model as it is, not as a copy, since the model reads it
+    through ``self`` too (a copy would hide from ``self.state`` what the model writes
+    through the argument), and no copy keeps another thread's writes from the state it
+    reads there. Asked of a set taken once per model (a membership test per call); a hit
+    is confirmed against the model's state now, so a tensor it no longer holds is copied."""
+    known = _OWN.get(original)
+    if known is None:
+        known = _OWN[original] = weakref.WeakValueDictionary(
+            (id(t), t) for t in _state_of(original))
+    base = tensor._base
+    if known.get(id(tensor)) is not tensor and (base is None or known.get(id(base)) is not base):
+        return False
+    return any(t is tensor or t is base for t in _state_of(original))
+
+
+def _state_of(original: nn.Module) -> Any:
+    return itertools.chain(original.parameters(), original.buffers())
 
 
 class _Written(NamedTuple):
