@@ -466,3 +466,47 @@ def test_the_models_own_state_passed_as_an_argument_is_handed_as_it_is():
         results.append((out, sliced, same, model.state.clone()))
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
     assert results[1][2] is True
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode", "grad"])
+def test_arguments_viewing_one_memory_see_each_others_writes(context):
+    """Two arguments that are overlapping views of one tensor (a cache and a slice of
+    it): the model's write through one did not show through the other (each had a copy
+    of its own), so the model read the slice as before its write where the plain model
+    reads the written values. Their copies now share one buffer laid out as the caller's
+    memory; the caller's tensor ends as after the plain call."""
+    modes = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
+             "grad": torch.enable_grad}
+
+    class Appends(nn.Module):
+        def forward(self, x, cache, recent):
+            cache[:, 1] = x
+            return recent.sum(1), recent.is_contiguous()
+
+    results = []
+    for model in (Appends(), guarded(Appends())):
+        base = torch.zeros(4, 3, 3)
+        with modes[context]():
+            out, contiguous = model(torch.from_numpy(X), base, base[:, 1:])
+        results.append((out.clone(), contiguous, base.clone()))
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+    torch.testing.assert_close(results[1][0], torch.from_numpy(X))
+
+
+def test_arguments_viewing_one_memory_are_read_as_checked():
+    """The shared buffer of overlapping views holds the checked values: the caller's
+    writes after the check do not reach the model."""
+    seen = []
+
+    class Reads(nn.Module):
+        def forward(self, x, cache, recent):
+            seen.append((cache.clone(), recent.clone()))
+            return x
+
+    base = torch.full((4, 3, 3), 0.5)
+    g = guarded(Reads())
+    tamper_after_check(g, base)
+    with torch.no_grad():
+        g(torch.from_numpy(X), base[:, :2], base[:, 1:])
+    torch.testing.assert_close(seen[0][0], torch.full((4, 2, 3), 0.5), rtol=0, atol=0)
+    torch.testing.assert_close(seen[0][1], torch.full((4, 2, 3), 0.5), rtol=0, atol=0)

@@ -443,20 +443,71 @@ def _checked(original: nn.Module, bound: list[Any], given: dict[str, Any],
         return args, kwargs, []
     grad = torch.is_grad_enabled()
     replacements = {}
-    written = []
     for name, checked in rebuilt.items():
         tensor = given.get(name)
         if not isinstance(tensor, torch.Tensor) or _own_state(original, tensor):
             continue
         if tensor.dtype is torch.bool and checked.dtype is not torch.bool:
             checked = checked.view(torch.bool)
+        replacements[name] = checked
+    _share_overlaps(given, replacements, joined=grad)
+    written = []
+    for name, checked in replacements.items():
+        tensor = given[name]
         if grad and tensor.requires_grad:
-            checked = _Joined.apply(tensor, checked)
+            checked = replacements[name] = _Joined.apply(tensor, checked)
         if not checked.is_inference():  # an inference tensor has no version counter
             written.append(_Written(tensor, checked, checked._version, checked.grad_fn))
-        replacements[name] = checked
     a, k = substituted(bound, given, replacements, args, kwargs)
     return a, k, written
+
+
+def _share_overlaps(given: dict[str, torch.Tensor], copies: dict[str, torch.Tensor], *,
+                    joined: bool) -> None:
+    """Make the copies (name -> checked values) of arguments that are overlapping views
+    of one memory (``t[:2]`` and ``t[1:3]``, a cache and a slice of it) views of one
+    buffer laid out as the caller's memory, so a write through one shows through the
+    other, as in the plain call. Each buffer spans the group's memory from its first to
+    its last element, and is made only where that is at most twice the group's elements
+    (no copy of a huge tensor's untouched middle); arguments requiring grad (``joined``:
+    their copies are joined to the caller's graph one by one), broadcast or negative
+    strides keep copies of their own."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for name, copy_ in copies.items():
+        tensor = given[name]
+        if (tensor.numel() == 0 or (joined and tensor.requires_grad)
+                or any(stride <= 0 for stride in tensor.stride()) or copy_.is_inference()):
+            continue
+        try:
+            key = (tensor.device, tensor.dtype, tensor.untyped_storage().data_ptr())
+        except RuntimeError:  # no storage to share
+            continue
+        groups.setdefault(key, []).append(name)
+    for (device, dtype, _), names in groups.items():
+        if len(names) < 2:
+            continue
+        spans = {name: _extent(given[name]) for name in names}
+        low = min(span[0] for span in spans.values())
+        high = max(span[1] for span in spans.values())
+        ordered = sorted(spans.values())
+        if (all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))  # none overlap
+                or high - low > 2 * sum(given[name].numel() for name in names)):
+            continue
+        with torch.inference_mode(False):  # versions counted, as the copies' are
+            buffer = torch.empty(high - low, dtype=dtype, device=device)
+            for name in names:  # in argument order: the last copy of an overlap wins
+                tensor = given[name]
+                view = buffer.as_strided(tensor.shape, tensor.stride(),
+                                         tensor.storage_offset() - low)
+                view.copy_(copies[name])
+                copies[name] = view
+
+
+def _extent(tensor: torch.Tensor) -> tuple[int, int]:
+    """The elements of its storage ``tensor`` spans, first to last + 1."""
+    start = tensor.storage_offset()
+    return start, start + sum((size - 1) * stride
+                              for size, stride in zip(tensor.shape, tensor.stride())) + 1
 
 
 #: model -> its parameters and buffers when first asked (see :func:`_own_state`).
