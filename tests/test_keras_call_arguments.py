@@ -72,9 +72,10 @@ def test_a_boolean_mask_argument_is_screened_as_its_0_1_values(guarded, plain, s
     lambda g: g(X, bias=X, x=X), lambda g: g(X, training="yes"),
     lambda g: g(X, X, False), lambda g: g(X, None, True), lambda g: g(X, 2),
     lambda g: g(X, "yes"), lambda g: g(X, [X, 1.5]), lambda g: g(X, {"b": "x"}),
+    lambda g: g(X, X, X),
 ], ids=["unknown-keyword", "mask-not-taken", "too-many", "input-twice", "training-not-bool",
         "training-by-position", "true-by-position", "int-by-position", "str-by-position",
-        "float-in-list-by-position", "str-in-dict-by-position"])
+        "float-in-list-by-position", "str-in-dict-by-position", "tensor-as-training"])
 def test_arguments_that_do_not_fit_call_are_refused_before_the_model_runs(guarded, sink,
                                                                           call):
     """As plain Keras refuses them (its TypeError, ValueError; only tensors may be passed

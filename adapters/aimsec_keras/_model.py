@@ -294,9 +294,16 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
     passed = {k: v for k, v in kwargs.items()
               if k in signature.parameters or k not in context}
     try:
-        signature.bind(*args, **passed)
+        bound = signature.bind(*args, **passed)
     except TypeError as exc:
         findings += (unfit_finding("call", f"{exc}; expected call{signature}"),)
+        return findings
+    # Keras passes a training value it reads by keyword as well: one given by position
+    # meets itself there ("got multiple values for argument 'training'")
+    by_position = list(bound.arguments)[:len(args)]
+    if "training" in by_position and bound.arguments["training"] is not None:
+        findings += (unfit_finding("call", "'training' was passed by position; expected "
+                                   "it by keyword (training=False)"),)
     return findings
 
 
