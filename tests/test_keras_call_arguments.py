@@ -169,3 +169,22 @@ def test_values_keras_converts_to_tensors_run_by_position(plain, guarded, sink, 
 def test_a_value_passed_by_position_is_named_by_its_type(guarded, sink):
     with pytest.raises(InputFormatError, match="a value of type int was passed by position"):
         guarded(X, 2)
+
+
+def test_training_by_keyword_after_star_args_runs_as_in_plain_keras(sink):
+    """Only a training value given by position is refused (Keras passes it by keyword
+    too): one given by keyword to a call taking ``*rest`` runs as in plain Keras."""
+    class Rest(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x, *rest, training=None):
+            return self.dense(x)
+
+    model = Rest()
+    expected = keras.ops.convert_to_numpy(model(X, X, X, training=False))
+    guarded = aimsec_core.guard(model, name="rest", sinks=[sink])
+    got = keras.ops.convert_to_numpy(guarded(X, X, X, training=False))
+    assert np.array_equal(got, expected)
+    assert [e.outcome for e in sink.events] == ["allowed"]

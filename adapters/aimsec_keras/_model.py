@@ -300,8 +300,9 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
         return findings
     # Keras passes a training value it reads by keyword as well: one given by position
     # meets itself there ("got multiple values for argument 'training'")
-    by_position = list(bound.arguments)[:len(args)]
-    if "training" in by_position and bound.arguments["training"] is not None:
+    ordered = [p.name for p in signature.parameters.values()
+               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if "training" in ordered[:len(args)] and bound.arguments["training"] is not None:
         findings += (unfit_finding("call", "'training' was passed by position; expected "
                                    "it by keyword (training=False)"),)
     return findings
