@@ -302,7 +302,8 @@ def _call_findings(model: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple
     # meets itself there ("got multiple values for argument 'training'")
     ordered = [p.name for p in signature.parameters.values()
                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if "training" in ordered[:len(args)] and bound.arguments["training"] is not None:
+    if not findings and "training" in ordered[:len(args)] \
+            and bound.arguments["training"] is not None:
         findings += (unfit_finding("call", "'training' was passed by position; expected "
                                    "it by keyword (training=False)"),)
     return findings
