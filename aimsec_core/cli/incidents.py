@@ -92,6 +92,15 @@ def run(args: argparse.Namespace) -> int:
         return fail("incidents", "--prune cannot be combined with --ack or --resolve; "
                                  "expected one of them per command")
     changing = args.ack is not None or args.resolve is not None or args.prune
+    filters = [flag for flag, given in (("--since", args.since is not None),
+                                        ("--severity", args.severity is not None),
+                                        ("--status", args.status != "open"),
+                                        ("--limit", args.limit != 200)) if given]
+    if changing and filters:  # they would be ignored: the change is not what they say
+        return fail("incidents", f"{', '.join(filters)} select the incidents to list; "
+                                 "--ack, --resolve and --prune act on one incident or on "
+                                 "what retention says goes: expected no listing filter "
+                                 "with them")
     if not path.exists():
         if args.prune:
             console.print(f"no incident database at {shown(path)}: nothing to prune",

@@ -434,6 +434,12 @@ def test_the_command_prunes_on_demand(tmp_path, capsys):
     assert main(["incidents", "--db", str(path), "--retention-days", "3"]) == 2
     assert "--retention-days goes with --prune" in capsys.readouterr().err
     assert main(["incidents", "--db", str(path), "--prune", "--ack", "1"]) == 2
+    for change in (["--prune"], ["--ack", "1"], ["--resolve", "1"]):
+        for listing in (["--since", "1h"], ["--severity", "high"], ["--status", "all"],
+                        ["--limit", "5"]):  # ignored, they let an operator think the
+            # change was limited to what they select
+            assert main(["incidents", "--db", str(path), *change, *listing]) == 2
+            assert "expected no listing filter" in capsys.readouterr().err
     assert main(["incidents", "--db", str(tmp_path / "none.sqlite3"), "--prune"]) == 0
     assert "nothing to prune" in capsys.readouterr().out
     assert not (tmp_path / "none.sqlite3").exists()
