@@ -61,6 +61,15 @@ def _loaded(store, channel, fallback, clock, grouper=Grouper) -> Dispatcher:
     return dispatcher
 
 
+def _interrupted_then_closed(action, dispatcher: Dispatcher) -> None:
+    """``action()`` is interrupted (Ctrl-C); a second ``close()`` then finishes."""
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            action()
+    finally:
+        assert dispatcher.close()
+
+
 @pytest.mark.parametrize("how", ["close", "flush"])
 def test_an_interrupted_incident_write_keeps_its_batch_for_the_next_close(tmp_path, clock,
                                                                           channel, how):
@@ -80,19 +89,6 @@ def test_an_interrupted_incident_write_keeps_its_batch_for_the_next_close(tmp_pa
     assert _clients(store) == ["x", "y"]
     assert [i.count for i in store.incidents()] == [1, 1]  # each written once
     assert dispatcher not in dispatching._live
-
-
-def test_an_interrupt_before_the_write_in_close_keeps_the_batch(tmp_path, clock, channel):
-    # close's final round writes the alerts' outbox copies first, then the incidents: an
-    # interrupt writing a copy lost the batch already taken from the queue
-    store = IncidentStore(tmp_path / "db.sqlite3")
-    dispatcher = _loaded(store, channel, InterruptedOutbox(tmp_path / "outbox"), clock)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            dispatcher.close()
-    finally:
-        assert dispatcher.close()
-    assert _clients(store) == ["x", "y"]
 
 
 def test_an_interrupted_close_waiting_for_the_worker_is_closed_again_at_exit(tmp_path,
@@ -126,11 +122,7 @@ def test_an_interrupted_flush_still_alerts_on_its_batch(tmp_path, clock, channel
     # incidents and sent no alert for them
     store = InterruptedStore(tmp_path / "db.sqlite3")
     dispatcher = _loaded(store, channel, OutboxChannel(tmp_path / "outbox"), clock)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            dispatcher.flush()
-    finally:
-        assert dispatcher.close()
+    _interrupted_then_closed(dispatcher.flush, dispatcher)
     assert _clients(store) == ["x", "y"]
     assert sorted(alert.client for alert in channel.sent) == ["x", "y"]
 
@@ -163,10 +155,12 @@ class InterruptedGrouper(Grouper):
 @pytest.mark.parametrize("where", ["grouping", "outbox copy", "incident write",
                                    "channel send"])
 def test_an_interrupted_close_loses_no_alert(tmp_path, clock, where):
-    # close's final round took the alerts to go (due groups, waiting retries) out of the
-    # grouper and the retry queue before writing their outbox copies: an interrupt
-    # before a copy was written lost the alert, neither sent nor in the outbox; one
-    # while the batch was counted into its groups lost the alerts of the batch
+    # close's final round writes the alerts' outbox copies first, then the incidents: an
+    # interrupt writing a copy lost the batch already taken from the queue; and it took
+    # the alerts to go (due groups, waiting retries) out of the grouper and the retry
+    # queue before writing their copies: an interrupt before a copy was written lost the
+    # alert, neither sent nor in the outbox; one while the batch was counted into its
+    # groups lost the alerts of the batch
     channel = InterruptedChannel() if where == "channel send" else ListChannel()
     outbox_class = InterruptedOutbox if where == "outbox copy" else OutboxChannel
     store_class = InterruptedStore if where == "incident write" else IncidentStore
@@ -174,11 +168,7 @@ def test_an_interrupted_close_loses_no_alert(tmp_path, clock, where):
     store = store_class(tmp_path / "db.sqlite3")
     outbox = outbox_class(tmp_path / "outbox")
     dispatcher = _loaded(store, channel, outbox, clock, grouper=grouper_class)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            dispatcher.close()
-    finally:
-        assert dispatcher.close()
+    _interrupted_then_closed(dispatcher.close, dispatcher)
     assert _clients(store) == ["x", "y"]
     kept = {client for copy in (tmp_path / "outbox").glob("*.eml")
             for client in ("x", "y") if f"Client:      {client}\n" in copy.read_text()}
