@@ -22,6 +22,7 @@ power of two): 830 bytes to 1.4 KB at S = 50 (1.3 KB measured with 10^6 stored).
 
 from __future__ import annotations
 
+import ctypes
 import heapq
 import sys
 import threading
@@ -75,22 +76,28 @@ class FingerprintIndex:
         self._lock = threading.Lock()
         self._serial = 0
         self._initial = min(capacity, initial)
+        #: the next size's memory, faulted in on a background thread: (slots, packed)
+        self._spare: tuple[int, np.ndarray] | None = None
+        self._preparing: threading.Thread | None = None  #: the thread faulting it in
         self._allocate(self._initial)
 
     def _allocate(self, slots: int) -> None:
         self._slots = slots
         #: the serial before which to grow (under capacity) or start over (past 2^32)
         self._limit = slots if slots < self.capacity else _SERIALS
+        #: the serial from which the next size's memory is prepared (half the slots)
+        self._prepare_at = slots // 2 if slots < self.capacity else _SERIALS
         #: the kernels' results for a one-row call (reused under the lock)
         self._found = np.empty((3, 1), dtype=np.int64)
-        buckets = 1 << max(4, int(np.ceil(np.log2(1.5 * slots * self.hashes / self.ways))))
+        buckets = self._buckets(slots)
         self._mask = buckets - 1
         # every array below is a view of one packed array, the compiled kernels' one
         # argument for the index's state (views there too: see _compiled.index_state)
         half = (slots + 1) // 2  # words holding ``slots`` uint32 values
         start = _STATE_HEADER + buckets * self.ways
-        self._packed = packed = _aligned_zeros(
-            start + 3 * slots + half + (slots * self.hashes + 1) // 2)
+        spare, self._spare = self._spare, None
+        self._packed = packed = (spare[1] if spare is not None and spare[0] == slots
+                                 else _aligned_zeros(self._words(slots)))
         packed[:4] = buckets, self.ways, slots, self.hashes
         #: (buckets, ways) entries: serial << 32 | hash; 0 is empty (no hash is 0)
         self.table = packed[_STATE_HEADER:start].reshape(buckets, self.ways)
@@ -153,6 +160,8 @@ class FingerprintIndex:
                 out.append(self._best(found >> _HALF, len(hashes), content, client, since)
                            if len(found) else Match(0, len(hashes), False))
                 self._add(hashes, buckets, entries, content, client, now)
+            if self._serial >= self._prepare_at:
+                self._prepare()
         return out
 
     def fingerprint_match_and_add(self, query: Query, client: int, now: float,
@@ -173,6 +182,8 @@ class FingerprintIndex:
             _, self._serial, shared, size, same = compiled.fingerprint_match_and_add_rows(
                 x, layout, 0, client, now, now - ttl, self._packed, self._serial,
                 self._limit, self._found)
+            if self._serial >= self._prepare_at:
+                self._prepare()
         # tuple.__new__: a named tuple's own __new__ is a Python function, a call more
         return [tuple.__new__(Match, (shared, size, same == 1))]
 
@@ -193,6 +204,8 @@ class FingerprintIndex:
                     self._make_room()
                 done, self._serial = kernel(*rows, done, client, now, since, self._packed,
                                             self._serial, self._limit, found)[:2]
+            if self._serial >= self._prepare_at:
+                self._prepare()
             shared, sizes, same = found.tolist()
         if n == 1:
             return [Match(shared[0], sizes[0], same[0] == 1)]
@@ -285,6 +298,40 @@ class FingerprintIndex:
             if shared[bucket] > 1:
                 entry = self.table[bucket]
                 entry[int(entry.argmin())] = values[j]
+
+    def _buckets(self, slots: int) -> int:
+        """Table buckets for ``slots`` fingerprints: 1.5 entries per hash, a power of two."""
+        return 1 << max(4, int(np.ceil(np.log2(1.5 * slots * self.hashes / self.ways))))
+
+    def _words(self, slots: int) -> int:
+        """Words of the packed state for ``slots`` fingerprints (see :meth:`_allocate`)."""
+        return (_STATE_HEADER + self._buckets(slots) * self.ways + 3 * slots + (slots + 1) // 2
+                + (slots * self.hashes + 1) // 2)
+
+    def _prepare(self) -> None:
+        """Start faulting in the next size's memory on a background thread (called under
+        the lock once the ring is half full). A fresh allocation is mapped by the
+        operating system page by page as it is first written, which for the larger sizes
+        took longer than the growth itself (up to 0.1 s for 64 MB on a virtual machine):
+        done here, a guarded call that grows the index only copies and re-buckets."""
+        self._prepare_at = _SERIALS
+        slots = min(self.capacity, self._slots * 2)
+        self._preparing = threading.Thread(target=self._fault_in, args=(slots,),
+                                           name="aimsec-index-memory", daemon=True)
+        self._preparing.start()
+
+    def _fault_in(self, slots: int) -> None:
+        """Allocate the packed state for ``slots`` and write each of its pages (zeros,
+        with C's ``memset``: ctypes releases the GIL for it, so guarded calls go on), then
+        offer it to the next growth."""
+        try:
+            packed = _aligned_zeros(self._words(slots))
+            ctypes.memset(packed.ctypes.data, 0, packed.nbytes)
+        except MemoryError:  # the growth allocates then, as without a spare
+            return
+        with self._lock:
+            if slots > self._slots:  # not grown past it meanwhile
+                self._spare = (slots, packed)
 
     def _grow(self) -> None:
         """Double the slots (up to ``capacity``) and split each bucket of the table into

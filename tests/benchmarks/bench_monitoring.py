@@ -10,6 +10,8 @@ Prints side by side:
 1. the near-duplicate check (fingerprint + index match-and-store of one digits row) with
    10^3 and 10^6 fingerprints stored (target ratio <= 1.3), and the bytes per stored
    fingerprint (target <= 2 KB) in memory and, with a local ``redis-server``, in Redis;
+   Then the index growing from 1,024 to 100,000 slots: the longest single check with
+   the next size's memory prepared in the background against allocated by the call;
 2. query checks per second (one identified client, digits rows) on memory and on Redis;
 3. a guarded call on the scikit-learn digits model, one row, identified client, benign
    digits: monitoring on (default policy, memory store) against the same guard with
@@ -331,6 +333,52 @@ def bench_attacks() -> None:
             print(f"{name:<9}{attack:<13}{cells[0]:>32}{cells[1]:>20}")
 
 
+def _growth_times(capacity: int, prepared: bool, pace: float = 100e-6
+                  ) -> tuple[float, float, float]:
+    """Median, mean and longest one-row check (seconds, wall) while an index grows from
+    1,024 slots to ``capacity``, one check every ``pace`` seconds (the rest of a guarded
+    call: the model, the guard; spent busy, holding the GIL); ``prepared``: as shipped,
+    else growth allocates."""
+    from aimsec_core.monitoring import kernels
+    from aimsec_core.monitoring.fingerprint import Query
+    from aimsec_core.monitoring.index import _SERIALS
+
+    kernels.load(wait=True)
+    rows = np.random.default_rng(3).random((capacity, 64))
+    f = fingerprinter()
+    index = FingerprintIndex(capacity, 50)
+    if not prepared:
+        index._prepare = lambda: setattr(index, "_prepare_at", _SERIALS)  # type: ignore
+    times = np.empty(capacity)
+    for i in range(capacity):
+        start = time.perf_counter()
+        index.fingerprint_match_and_add(Query(f, rows[i:i + 1]), 7, 1.0, 1e9)
+        times[i] = time.perf_counter() - start
+        while time.perf_counter() < start + pace:
+            pass
+    return float(np.median(times)), float(times.mean()), float(times.max())
+
+
+def bench_growth(capacity: int = 100_000) -> None:
+    """One-row checks on an index growing from 1,024 slots to ``capacity`` (as a guarded
+    model's does in its first hours), one every 100 us, each way in a fresh process (memory a process has
+    freed is mapped already, and would flatter the second): the next size's memory
+    faulted in on a background thread (as shipped) against growth allocating it."""
+    import multiprocessing
+
+    longest = []
+    for label, prepared in (("prepared in the background", True),
+                            ("allocated by the growing call", False)):
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            median, mean, worst = pool.apply(_growth_times, (capacity, prepared))
+        longest.append(worst)
+        print(f"growing to {capacity:,} fingerprints, memory {label}: median "
+              f"{median * 1e6:.1f} us, mean {mean * 1e6:.1f} us, longest single check "
+              f"{worst * 1e3:.1f} ms")
+    print(f"  longest check while growing: {longest[0] / longest[1]:.2f} of the growing "
+          "call allocating itself")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stored", type=int, default=1_000_000)
@@ -357,6 +405,7 @@ def main() -> None:
                                 else "wall time"))
     if "index" in parts:
         bench_index(args.stored, args.repeats)
+        bench_growth()
     if "checks" in parts:
         server = None if args.no_redis else redis_server()
         try:

@@ -333,6 +333,62 @@ def test_growing_keeps_every_entry_and_finds_what_it_found():
     assert [m.shared for m in again] == [20, 20, 20]
 
 
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "not-yet"])
+def test_growing_takes_memory_faulted_in_off_the_calling_thread(monkeypatch, prepared):
+    """Half full, the index starts writing the next size's memory on a background
+    thread (a fresh allocation is mapped page by page as first written: that took longer
+    than the growth itself); growth then allocates nothing on the calling thread. A
+    preparation still under way when growth comes changes nothing but who allocates."""
+    import threading
+
+    from aimsec_core.monitoring import index as index_module
+
+    allocated: list[str] = []
+    real = index_module._aligned_zeros
+
+    def recording(words: int) -> np.ndarray:
+        allocated.append(threading.current_thread().name)
+        return real(words)
+
+    monkeypatch.setattr(index_module, "_aligned_zeros", recording)
+    release = threading.Event()
+    if not prepared:  # the background thread held up until growth is done
+        fault_in = FingerprintIndex._fault_in
+
+        def held(self, slots):
+            release.wait(10)
+            fault_in(self, slots)
+
+        monkeypatch.setattr(FingerprintIndex, "_fault_in", held)
+    rng = np.random.default_rng(2)
+    rows = np.sort(rng.integers(1, 3000, (64, 1, 20), dtype=np.uint32), axis=2)[:, :, ::-1]
+    index = FingerprintIndex(1000, 20, ways=4, initial=32)
+    direct = FingerprintIndex(1000, 20, ways=4, initial=64)
+    for k, row in enumerate(rows[:31]):
+        index.match_and_add(row, np.array([k], np.uint32), 1, float(k), 1e9)
+    assert index._preparing is not None  # started at 16 of 32
+    if prepared:
+        index._preparing.join(10)
+    allocated.clear()
+    for k, row in enumerate(rows):
+        if k >= 31:
+            index.match_and_add(row, np.array([k], np.uint32), 1, float(k), 1e9)
+        direct.match_and_add(row, np.array([k], np.uint32), 1, float(k), 1e9)
+    assert index._slots == 64
+    caller = threading.current_thread().name
+    assert (caller in allocated) is not prepared
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name == "aimsec-index-memory":
+            thread.join(10)
+    # a late preparation for the size already reached is dropped; the next size's kept
+    assert index._spare is None or index._spare[0] == 128
+    for name in ("fp_serial", "fp_time", "fp_client", "fp_content", "fp_hashes"):
+        assert np.array_equal(getattr(index, name), getattr(direct, name))
+    again = index.match_and_add(rows[-1], np.array([99], np.uint32), 1, 99.0, 1e9)
+    assert [m.shared for m in again] == [20]
+
+
 def test_the_index_starts_over_when_serials_no_longer_fit(monkeypatch):
     """Serials share a 64-bit table entry with the hash; past 2^32 stored fingerprints
     the index empties itself once and goes on matching what comes after."""
