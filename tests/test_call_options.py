@@ -357,6 +357,45 @@ def test_sklearn_arguments_that_do_not_fit_the_method_are_refused(sink, call):
     assert [e.outcome for e in sink.events] == ["rejected", "allowed"]
 
 
+@pytest.mark.parametrize("call", [
+    lambda g, x: g.predict(x, colour="red"),
+    lambda g, x: g.predict_proba(x, logisticregression__colour=1),
+    lambda g, x: g.decision_function(x, check=True),
+    lambda g, x: g.score(x, None, weights=[1]),
+], ids=["predict", "predict_proba", "decision_function", "score"])
+def test_pipeline_keywords_its_last_step_does_not_take_are_refused(sink, call):
+    """A Pipeline takes ``**params`` and, with metadata routing off, hands them to its
+    last step's method, which raised scikit-learn's own TypeError or ValueError past
+    the guard; refused now, naming the step, before anything runs."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = RNG.random((20, 3))
+    y = (x[:, 0] > 0.5).astype(int)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    guarded = aimsec_core.guard(model, name="sk-pipeline", sinks=[sink])
+    with pytest.raises(InputFormatError, match="last step LogisticRegression"):
+        call(guarded, x)
+    assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the regressor's fit on 20 points
+def test_pipeline_keywords_its_last_step_takes_run_as_in_scikit_learn(sink):
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = RNG.random((20, 3))
+    model = make_pipeline(StandardScaler(), GaussianProcessRegressor()).fit(x, x[:, 0])
+    guarded = aimsec_core.guard(model, name="sk-pipeline", sinks=[sink])
+    mean, std = guarded.predict(x, return_std=True)
+    expected_mean, expected_std = model.predict(x, return_std=True)
+    np.testing.assert_array_equal(mean, expected_mean)
+    np.testing.assert_array_equal(std, expected_std)
+    assert [e.outcome for e in sink.events] == ["allowed"]
+
+
 class _Raising:
     """An argument whose comparisons, truth value, ``__index__`` and repr raise."""
 

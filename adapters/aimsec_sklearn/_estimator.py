@@ -50,7 +50,28 @@ def _unfit(method: str, run: Any, X: Any, args: tuple[Any, ...],
         signature.bind(X, *args, **kwargs)
     except TypeError as exc:
         return (unfit_finding(method, str(exc)),)
+    final = _final_step(run, method) if kwargs else None
+    if final is not None:  # a Pipeline hands its keywords on to its last step's method
+        return _unfit(f"{method} of the pipeline's last step {type(final.__self__).__name__}",
+                      final, X, (), kwargs)
     return ()
+
+
+def _final_step(run: Any, method: str) -> Any:
+    """The bound ``method`` of the last step of the Pipeline ``run`` belongs to, when
+    scikit-learn's metadata routing is off (the pipeline then passes its keyword
+    arguments to that method as they are; with routing on it checks them itself), else
+    ``None``."""
+    from sklearn import get_config
+    from sklearn.pipeline import Pipeline
+
+    owner = getattr(run, "__self__", None)
+    if not isinstance(owner, Pipeline) or not owner.steps \
+            or get_config().get("enable_metadata_routing", False):
+        return None
+    last = owner.steps[-1][1]
+    step = getattr(last, method, None) if last not in (None, "passthrough") else None
+    return step if getattr(step, "__self__", None) is last else None
 
 
 class GuardedEstimator(GuardedMixin, BaseEstimator):
