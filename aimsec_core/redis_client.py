@@ -3,8 +3,10 @@
 redis-py resolves the host of a ``redis://`` or ``rediss://`` URL with
 ``socket.getaddrinfo`` each time it connects, outside its ``socket_connect_timeout``: a
 slow DNS server held a guarded call for seconds past the store's timeout. The
-connections made here ask a :class:`~aimsec_core.resolver.Resolver` instead, waiting for a
-name at most ``socket_connect_timeout`` seconds, and connect to the addresses it answers.
+connections made here ask a :class:`~aimsec_core.resolver.Resolver` instead, and connect
+to whichever address it answers connects first (:mod:`.happy_eyeballs`): the lookup and
+every attempt share one deadline, ``socket_connect_timeout`` seconds away (each address
+had a timeout of its own before: two addresses dropping every packet cost two timeouts).
 TLS (``rediss://``) still checks the certificate against the host *name* of the URL. A
 ``unix://`` URL resolves nothing and is left to redis-py. Imported only where the
 ``redis`` extra is installed.
@@ -13,12 +15,14 @@ TLS (``rediss://``) still checks the certificate against the host *name* of the 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 from redis.connection import Connection, SSLConnection
 
+from .happy_eyeballs import connect_first
 from .resolver import RESOLVER, Resolver
 
 
@@ -49,29 +53,25 @@ class ResolvedConnection(Connection):
         return all(found[4] != self._address for found in answer)
 
     def _connect(self) -> socket.socket:
+        timeout = self.socket_connect_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         addresses = self.resolver.addresses(self.host, self.port, self.socket_type,
-                                            wait=self.socket_connect_timeout)
-        failure: OSError | None = None
-        for family, kind, proto, _, address in addresses:
-            sock = None
-            try:  # creating it fails too (::1 first on a host without IPv6): try the next
-                sock = socket.socket(family, kind, proto)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.socket_keepalive:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                    for option, value in (self.socket_keepalive_options or {}).items():
-                        sock.setsockopt(socket.IPPROTO_TCP, option, value)
-                sock.settimeout(self.socket_connect_timeout)
-                sock.connect(address)
-                sock.settimeout(self.socket_timeout)
-                self._address = address
-                return sock
-            except OSError as exc:
-                failure = exc
-                if sock is not None:
-                    sock.close()
-        self.resolver.refresh(self.host, self.port, self.socket_type)  # moved, perhaps
-        raise failure or OSError(f"no address for {self.host!r}")
+                                            wait=timeout)
+        try:
+            sock, self._address = connect_first(addresses, deadline, self._prepare)
+        except OSError:
+            self.resolver.refresh(self.host, self.port, self.socket_type)  # moved, perhaps
+            raise
+        sock.settimeout(self.socket_timeout)
+        return sock
+
+    def _prepare(self, sock: socket.socket) -> None:
+        """redis-py's socket options, set before the socket connects."""
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.socket_keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in (self.socket_keepalive_options or {}).items():
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class ResolvedSSLConnection(SSLConnection, ResolvedConnection):
