@@ -90,10 +90,12 @@ def _start(info: Any, prepare: Callable[[socket.socket], None]
         prepare(sock)
         sock.setblocking(False)
         code = sock.connect_ex(address)
-    except OSError as exc:
+    except BaseException as exc:  # an option redis-py was given that the socket refuses
         if sock is not None:
             sock.close()
-        return exc
+        if isinstance(exc, OSError):
+            return exc
+        raise
     if code == 0:
         sock.setblocking(True)
         return sock, address, True

@@ -92,7 +92,7 @@ def test_an_address_dropping_packets_does_not_hold_back_the_next(blackholes, rec
 def test_none_answering_is_a_timeout_after_every_address_was_tried(blackholes, recording):
     first, second = blackholes(), blackholes()
     with pytest.raises(socket.timeout):
-        connect_first([first, second], _deadline(1.0))
+        connect_first([first, second], _deadline(4.0))
     # both tried within the one deadline: the second before the first gave up
     assert recording[:2] == [("start", first[4]), ("start", second[4])]
     assert sorted(recording[2:]) == [("close", first[4]), ("close", second[4])]
@@ -152,3 +152,19 @@ def _deadline(seconds: float) -> float:
     import time
 
     return time.monotonic() + seconds
+
+
+def test_an_option_the_socket_refuses_closes_it_and_raises(recording):
+    good = socket.create_server(("127.0.0.1", 0))
+
+    def prepare(sock):
+        recording.append(("prepared", None))
+        sock.target = "prepared"
+        raise TypeError("keepalive option values must be integers")
+
+    try:
+        with pytest.raises(TypeError, match="keepalive"):
+            connect_first([_info(good.getsockname()[1])], _deadline(5.0), prepare)
+    finally:
+        good.close()
+    assert recording == [("prepared", None), ("close", "prepared")]
