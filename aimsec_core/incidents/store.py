@@ -28,6 +28,7 @@ from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError, ConfigurationError
 from ..severity import SEVERITIES, rank
 from ..visible import visible
+from .damaged import DamagedRows
 from .model import (CLIENT_NAMED_ROLLUP, LAST_SECOND, MAX_NAME, MOST_COUNTED, ROLLUP_CLIENT,
                     STATUSES, Evidence, Incident, Occurrence, clip)
 from .retention import UNRESOLVED, Pruned, RetentionPolicy, prune_step, pruned_tally
@@ -106,6 +107,15 @@ class _Connection:
 
 class IncidentStoreError(AimsecError, RuntimeError):
     """The incident database could not be opened or written."""
+
+
+class DamagedIncidentError(IncidentStoreError):
+    """An incident row aimsec cannot read (a disk error, a buggy writer, a hand edit):
+    ``incident_id`` names it; the row is left as it was."""
+
+    def __init__(self, message: str, incident_id: int) -> None:
+        super().__init__(message)
+        self.incident_id = incident_id
 
 
 class IncidentStore:
@@ -270,7 +280,15 @@ class IncidentStore:
             return self._retry(attempt)
         except sqlite3.Error as exc:
             raise IncidentStoreError(f"writing to the incident database {self.path} "
-                                     f"failed: {exc}") from exc
+                                     f"failed: {self._why_failed(exc)}") from exc
+
+    def _why_failed(self, exc: sqlite3.Error) -> str:
+        """``exc`` said for an operator: a lock held beyond ``timeout_s`` is named so."""
+        text = str(exc)
+        if "locked" in text.lower() or "busy" in text.lower():
+            return (f"{text}: other processes kept it locked for more than "
+                    f"{self.timeout_s:g} s; nothing was changed by this write: try again")
+        return text
 
     # -- writes --------------------------------------------------------------------------
 
@@ -451,16 +469,20 @@ class IncidentStore:
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, incident_id: int) -> Incident:
-        found = self._read(f"SELECT {_COLUMNS} FROM incidents WHERE id = ?",
-                           (int(incident_id),))
-        if not found:
+        """The incident ``incident_id``. Raises ``KeyError`` when there is none,
+        :class:`DamagedIncidentError` when its row cannot be read (saying why), and
+        :class:`IncidentStoreError` when the file is not aimsec's."""
+        rows = self._reading(lambda conn: conn.execute(
+            f"SELECT {_COLUMNS} FROM incidents WHERE id = ?", (int(incident_id),)).fetchall())
+        if not rows:
             raise KeyError(f"no incident with id {incident_id} in {self.path}")
-        return found[0]
-
-    def _read(self, query: str, params: tuple[Any, ...]) -> list[Incident]:
-        """The incidents ``query`` selects (see :meth:`_reading`)."""
-        return self._reading(lambda conn: [
-            _incident(row) for row in conn.execute(query, params).fetchall()])
+        try:
+            return _incident(rows[0])
+        except _ROW_DAMAGE as exc:
+            raise DamagedIncidentError(
+                f"incident {incident_id} in {self.path} is damaged ({_why(exc)}); expected "
+                "a row aimsec wrote: it was left as it was (aimsec incidents lists the "
+                "others)", int(incident_id)) from exc
 
     def _reading(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work`` on the connection; a file whose tables or rows are not aimsec's
@@ -477,30 +499,51 @@ class IncidentStore:
 
     def incidents(self, *, statuses: Iterable[str] = ("open",), since: float | None = None,
                   severity: str | None = None, model: str | None = None,
-                  limit: int = 1000) -> list[Incident]:
-        """Incidents with one of ``statuses``, last seen at or after ``since`` (seconds
-        since the epoch), at least as severe as ``severity``; most severe, then latest
-        first."""
-        where, params = _selection(statuses, since, severity, model)
-        return self._read(
-            f"SELECT {_COLUMNS} FROM incidents WHERE {where} "
-            "ORDER BY severity_rank DESC, last_seen DESC LIMIT ?", (*params, int(limit)))
+                  limit: int = 1000, damaged: DamagedRows | None = None) -> list[Incident]:
+        """At most ``limit`` incidents with one of ``statuses`` (all of them: any status,
+        so that a row of a status aimsec does not know is seen), last seen at or after
+        ``since`` (seconds since the epoch), at least as severe as ``severity``; most
+        severe, then latest first (then highest id).
+
+        A row aimsec cannot read (a disk error, a buggy writer, a hand edit) raises
+        :class:`IncidentStoreError`; with ``damaged`` (a :class:`DamagedRows`) it is
+        passed over and counted there instead, and ``limit`` counts readable rows."""
+        return list(self.each(statuses=statuses, since=since, severity=severity,
+                              model=model, limit=limit, damaged=damaged))
 
     def each(self, *, statuses: Iterable[str] = ("open",), since: float | None = None,
              severity: str | None = None, model: str | None = None,
-             limit: int = 1000) -> Iterator[Incident]:
+             limit: int = 1000, damaged: DamagedRows | None = None) -> Iterator[Incident]:
         """:meth:`incidents`, read as they are iterated: the memory of a few rows, however
         many there are (a list of 100,000 incidents with full evidence held 580 MB).
-        Raises IncidentStoreError while iterating where the file is not aimsec's."""
+        Raises IncidentStoreError while iterating where the file is not aimsec's. The
+        order is found on the ids and sort keys alone, then the rows are read 256 at a
+        time by id: passing over damaged rows never sorts whole rows without a bound."""
         where, params = _selection(statuses, since, severity, model)
         conn = self._conn()
+        left = int(limit)
         try:
-            cursor = conn.execute(
-                f"SELECT {_COLUMNS} FROM incidents WHERE {where} "
-                "ORDER BY severity_rank DESC, last_seen DESC LIMIT ?", (*params, int(limit)))
-            while rows := cursor.fetchmany(256):
-                for row in rows:
-                    yield _incident(row)
+            order = conn.execute(
+                f"SELECT id FROM incidents WHERE {where} "
+                "ORDER BY severity_rank DESC, last_seen DESC, id DESC", params)
+            while left > 0 and (ids := [row[0] for row in order.fetchmany(256)]):
+                rows = {row[0]: row for row in conn.execute(
+                    f"SELECT {_COLUMNS} FROM incidents WHERE id IN "
+                    f"({','.join('?' * len(ids))})", ids)}
+                for row_id in ids:
+                    if row_id not in rows:  # deleted since the ids were read (pruned)
+                        continue
+                    try:
+                        incident = _incident(rows[row_id])
+                    except _ROW_DAMAGE as exc:
+                        if damaged is None:
+                            raise
+                        damaged.add(row_id, _why(exc))
+                        continue
+                    yield incident
+                    left -= 1
+                    if left <= 0:
+                        break
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from exc
 
@@ -534,8 +577,15 @@ class IncidentStore:
             "FROM deliveries WHERE time >= ? ORDER BY id", (since,)).fetchall()])
 
 
+#: What reading one row aimsec did not write (a damaged or edited one) raises.
+_ROW_DAMAGE = (ValueError, TypeError, AttributeError, OverflowError)
 #: What reading a file that is not aimsec's (or a row aimsec did not write) raises.
-_UNREADABLE = (sqlite3.Error, ValueError, TypeError, AttributeError, OverflowError)
+_UNREADABLE = (sqlite3.Error, *_ROW_DAMAGE)
+
+
+def _why(exc: Exception) -> str:
+    """Why a row could not be read, in one short line."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _fold(overflow: dict[tuple[str, str], tuple[Occurrence, list[int]]], o: Occurrence,
@@ -559,8 +609,10 @@ def _selection(statuses: Iterable[str], since: float | None, severity: str | Non
                model: str | None) -> tuple[str, list[Any]]:
     """The WHERE clause and parameters of :meth:`IncidentStore.incidents`."""
     wanted = [str(status) for status in statuses]  # read once: it may be a generator
-    where = ["status IN (%s)" % ",".join("?" * len(wanted))]
-    params: list[Any] = list(wanted)
+    # every status: every row, so that one of a status aimsec does not know is seen
+    where = ["1"] if set(STATUSES) <= set(wanted) else [
+        "status IN (%s)" % ",".join("?" * len(wanted))]
+    params: list[Any] = [] if where == ["1"] else list(wanted)
     if since is not None:
         where.append("last_seen >= ?")
         params.append(since)
