@@ -63,6 +63,9 @@ def register(commands: Any) -> None:
                              "and the delivery records beyond AIMSEC_INCIDENT_MAX_DELIVERIES")
     parser.add_argument("--retention-days", type=retention_days, metavar="DAYS",
                         help="with --prune: days to keep instead of the setting")
+    parser.add_argument("--vacuum", action="store_true",
+                        help="with --prune: then give the freed space back to the disk "
+                             "(SQLite VACUUM; guards writing meanwhile wait for it)")
     parser.set_defaults(handler=run)
 
 
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 80)
     path = database_path(args.db)
-    for flag, given in (("--retention-days", args.retention_days is not None),):
+    for flag, given in (("--retention-days", args.retention_days is not None),
+                        ("--vacuum", args.vacuum)):
         if given and not args.prune:
             return fail("incidents", f"{flag} goes with --prune; expected both or neither")
     given = [flag for flag, on in (("--ack", args.ack is not None),
@@ -174,7 +178,7 @@ def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int
     policy = store.retention
     keeps_all = policy.retention_days == 0 and not policy.max_deliveries
     done = Pruned() if keeps_all else store.prune()
-    sizes = None
+    sizes = store.vacuum() if args.vacuum else None
     if args.json:
         print(json.dumps(_pruned_json(path, done, policy, sizes)))
         return 0

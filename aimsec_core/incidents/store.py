@@ -461,6 +461,42 @@ class IncidentStore:
             steps += 1
         return total
 
+    def vacuum(self) -> tuple[int, int]:
+        """Give the pages that deleted rows freed back to the disk: SQLite's ``VACUUM``
+        (the file rewritten into a compact copy, in one transaction), then a checkpoint
+        that moves the copy from the write-ahead log into the file and empties the log.
+        Returns the bytes of the file and its log before and after.
+
+        Safe while other processes use the file: ``VACUUM`` takes SQLite's write lock,
+        so their writes wait for it (up to their own ``timeout_s``) and their readers
+        keep reading; it waits up to this store's ``timeout_s`` for a writer to finish.
+        It needs free disk space about the file's size, twice. Raises
+        IncidentStoreError for a read-only store, a database other processes keep
+        locked beyond ``timeout_s`` (nothing changed), or a disk without room."""
+        if self.read_only:
+            raise IncidentStoreError(f"the incident database {self.path} was opened "
+                                     "read-only; compacting it needs it writable")
+        before = self._bytes()
+        conn = self._conn()
+        try:
+            self._retry(lambda: conn.execute("VACUUM"))
+            # TRUNCATE waits (busy_timeout) for readers still on the old pages
+            self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        except sqlite3.Error as exc:
+            raise IncidentStoreError(f"compacting the incident database {self.path} "
+                                     f"failed: {self._why_failed(exc)}") from exc
+        return before, self._bytes()
+
+    def _bytes(self) -> int:
+        """The size of the file and its write-ahead log, in bytes."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                total += path.stat().st_size
+            except OSError:
+                pass
+        return total
+
     def pruned(self) -> dict[str, dict[str, Any]]:
         """What retention has deleted from this file so far (see
         :func:`.retention.pruned_tally`); ``{}`` when nothing."""

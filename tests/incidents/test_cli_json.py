@@ -75,6 +75,7 @@ def test_pruning_without_a_database_prints_one_object(tmp_path, capsys):
     (["--ack", "99"], 1),
     (["--ack", "1", "--resolve", "2"], 2),
     (["--resolve", "1", "--prune"], 2),
+    (["--vacuum"], 2),
 ])
 def test_an_error_under_json_prints_nothing_on_standard_output(db, capsys, argv, status):
     assert main(["incidents", "--db", str(db), "--json", *argv]) == status
