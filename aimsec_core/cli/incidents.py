@@ -14,9 +14,9 @@ from typing import Any
 from ..incidents.model import STATUSES
 from ..severity import SEVERITIES
 from ..visible import shown
-from .arguments import demo_run_hint, fail, row_id, row_limit
+from .arguments import database_file, demo_run_hint, fail, received, row_id, row_limit
 
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.ASCII)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 #: How long a command waits for other processes writing the file before it gives up.
 WAIT_S = 30.0
@@ -33,7 +33,7 @@ def since(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a span such as 30m, 24h, 7d or an ISO date such as 2026-01-31; "
-            f"received {text!r}") from None
+            f"received {received(text)}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
@@ -52,7 +52,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--limit", type=row_limit, default=200,
                         help="most rows (default 200)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--db", metavar="PATH", help="the incident database (default: "
+    parser.add_argument("--db", type=database_file, metavar="PATH", help="the incident database (default: "
                         "AIMSEC_INCIDENT_DB, else SECURITY_LOG_PATH/incidents.sqlite3)")
     parser.add_argument("--ack", type=row_id, metavar="ID", help="mark incident ID acknowledged")
     parser.add_argument("--resolve", type=row_id, metavar="ID",
@@ -79,7 +79,7 @@ def retention_days(text: str) -> float:
         value = 0.0
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a finite number of days > 0; "
-                                         f"received {text!r}")
+                                         f"received {received(text)}")
     return value
 
 
@@ -111,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
                                  "--ack, --resolve and --prune act on one incident or on "
                                  "what retention says goes: expected no listing filter "
                                  "with them")
-    if not path.exists():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except OSError as exc:  # a name too long, a folder that may not be searched
+        return fail("incidents", f"the incident database {received(str(path), 120)}: "
+                                 f"{exc.strerror or exc}; expected the path of an SQLite file")
+    if not exists:
         if args.prune:
             if args.json:
                 print(json.dumps(_pruned_json(path, None, None, None)))
@@ -130,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"no incident database at {shown(path)}: nothing recorded "
                           f"yet{shown(hint)}", highlight=False)
         return 0
-    if not path.is_file():
+    if not is_file:
         return fail("incidents", f"{path} is not a file; expected the incident database "
                                  "(an SQLite file)")
     store = _opened(args, path, changing)  # a bad setting: main says it in one line
@@ -164,7 +169,7 @@ def _check_ours(path: Any) -> None:
     to any other SQLite file it was pointed at."""
     from ..incidents.store import IncidentStore
 
-    probe = IncidentStore(path, read_only=True)
+    probe = IncidentStore(path, read_only=True, timeout_s=WAIT_S)
     try:
         probe.count(statuses=STATUSES, at_most=1)
     finally:

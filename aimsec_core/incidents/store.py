@@ -191,10 +191,11 @@ class IncidentStore:
                 conn.execute("PRAGMA synchronous = NORMAL")
                 self._retry(lambda: migrate(conn))
             except (sqlite3.Error, OSError, RuntimeError) as exc:
+                why = self._why_failed(exc)
                 raise IncidentStoreError(
-                    f"cannot open the incident database {self.path}: {exc}; expected a "
-                    "writable SQLite file (set AIMSEC_INCIDENT_DB or SECURITY_LOG_PATH)"
-                ) from exc
+                    f"cannot open the incident database {self.path}: " + (
+                        why if why != str(exc) else f"{exc}; expected a writable SQLite "
+                        "file (set AIMSEC_INCIDENT_DB or SECURITY_LOG_PATH)")) from exc
             self._hold(conn)
         return conn
 
@@ -216,8 +217,9 @@ class IncidentStore:
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
-            raise IncidentStoreError(f"cannot read the incident database {self.path}: "
-                                     f"{exc}; expected an SQLite file") from exc
+            why = self._why_failed(exc)
+            raise IncidentStoreError(f"cannot read the incident database {self.path}: " + (
+                why if why != str(exc) else f"{exc}; expected an SQLite file")) from exc
         if not 1 <= found <= VERSION:
             conn.close()
             raise IncidentStoreError(
@@ -282,12 +284,15 @@ class IncidentStore:
             raise IncidentStoreError(f"writing to the incident database {self.path} "
                                      f"failed: {self._why_failed(exc)}") from exc
 
-    def _why_failed(self, exc: sqlite3.Error) -> str:
+    def _why_failed(self, exc: Exception) -> str:
         """``exc`` said for an operator: a lock held beyond ``timeout_s`` is named so."""
         text = str(exc)
         if "locked" in text.lower() or "busy" in text.lower():
             return (f"{text}: other processes kept it locked for more than "
-                    f"{self.timeout_s:g} s; nothing was changed by this write: try again")
+                    f"{self.timeout_s:g} s; nothing was changed: try again")
+        if "readonly" in text.lower() or "read-only" in text.lower():
+            return (f"{text}; expected a file (and a folder, for its journal) this user "
+                    "may write")
         return text
 
     # -- writes --------------------------------------------------------------------------
@@ -470,15 +475,25 @@ class IncidentStore:
         Safe while other processes use the file: ``VACUUM`` takes SQLite's write lock,
         so their writes wait for it (up to their own ``timeout_s``) and their readers
         keep reading; it waits up to this store's ``timeout_s`` for a writer to finish.
-        It needs free disk space about the file's size, twice. Raises
-        IncidentStoreError for a read-only store, a database other processes keep
-        locked beyond ``timeout_s`` (nothing changed), or a disk without room."""
+        It needs free disk space about the file's size, twice. A file that SQLite's
+        ``quick_check`` finds damaged is left as it is: ``VACUUM`` would copy only what it
+        can still read and drop the rest, which a recovery could have saved. Raises
+        IncidentStoreError for a read-only store, a damaged file, a database other
+        processes keep locked beyond ``timeout_s`` (nothing changed), or a disk without
+        room."""
         if self.read_only:
             raise IncidentStoreError(f"the incident database {self.path} was opened "
                                      "read-only; compacting it needs it writable")
         before = self._bytes()
         conn = self._conn()
         try:
+            found = self._retry(lambda: conn.execute("PRAGMA quick_check(1)").fetchone())
+            if found is None or found[0] != "ok":
+                problem = " ".join(str(found and found[0]).split())[:200]
+                raise IncidentStoreError(
+                    f"the incident database {self.path} is damaged (SQLite's quick_check: "
+                    f"{problem}); it was not compacted, which would keep only what can "
+                    "still be read: copy it and recover it (sqlite3 FILE .recover)")
             self._retry(lambda: conn.execute("VACUUM"))
             # TRUNCATE waits (busy_timeout) for readers still on the old pages
             self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
