@@ -690,15 +690,20 @@ def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[st
         f"= 'integer' THEN json_extract(evidence, '$.rolled_up') END) FROM incidents WHERE "
         f"{where} AND client = ?", [*params, ROLLUP_CLIENT]).fetchone()[0]
     clients = min(int(clients) + int(max(rolled, 0.0)), MOST_COUNTED)  # TOTAL is a float
+    # a damaged row's count (text, NULL, a fraction, SQLite's largest integer that a
+    # second row pushes past it: "integer overflow") adds nothing, and a threat that is
+    # not text is left out, rather than failing the summary
     threats = conn.execute(
-        f"SELECT threat, SUM(count) FROM incidents WHERE {where} GROUP BY threat "
-        "ORDER BY SUM(count) DESC, threat", params).fetchall()
+        "SELECT threat, TOTAL(CASE WHEN typeof(count) = 'integer' AND count > 0 THEN count "
+        f"END) AS n FROM incidents WHERE {where} AND typeof(threat) = 'text' GROUP BY "
+        "threat ORDER BY n DESC, threat", params).fetchall()
     severities = {name: int(by_severity.get(name, 0)) for name in SEVERITIES[:3]}
     if by_severity.get("critical"):
         severities["critical"] = int(by_severity["critical"])
     return {"total_incidents": int(total), "by_severity": severities,
             "unique_ips": int(clients),
-            "most_common_threats": {threat: int(n) for threat, n in threats}}
+            "most_common_threats": {threat: min(int(n), MOST_COUNTED)
+                                    for threat, n in threats}}
 
 
 

@@ -166,3 +166,20 @@ def test_the_report_counts_the_good_rows_and_notes_the_damaged_ones(tmp_path):
                                console=Console(quiet=True))
     assert files.report.incidents.total == 3
     assert "2 damaged incident rows skipped" in files.html_path.read_text()
+
+
+def test_the_summary_of_the_original_api_reads_past_damaged_counts_and_threats(tmp_path):
+    """A count at SQLite's largest integer beside another row of its threat made the
+    summary fail ("integer overflow"); a count that is text or NULL, or a threat that is
+    a blob, adds nothing instead of failing or showing."""
+    path = _db(tmp_path)
+    _damage(path, 1, "count", str(2**63 - 1))
+    _damage(path, 2, "count", "NULL")
+    _damage(path, 3, "count", "'twelve'")
+    _damage(path, 4, "threat", "X'00ff'")
+    store = IncidentStore(path, read_only=True)
+    summary = store.summary(0.0)
+    store.close()
+    assert summary["total_incidents"] == 5
+    assert summary["most_common_threats"] == {"range": 2**63 - 1}
+    json.dumps(summary)
