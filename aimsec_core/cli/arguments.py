@@ -109,6 +109,9 @@ def fail(command: str, message: object, status: int = 2) -> int:
     from ..visible import visible
 
     text = visible(" ".join(str(message).split()))
+    # a path's bytes that are not UTF-8 (lone surrogates) as escapes, as Python's own
+    # standard error writes them: a stream that is strict raised UnicodeEncodeError
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     print(f"aimsec {command}: {text}", file=sys.stderr)
     return status
 

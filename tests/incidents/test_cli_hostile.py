@@ -12,6 +12,7 @@ import time
 import pytest
 
 from aimsec_core.cli import incidents as incidents_cli
+from aimsec_core.cli import main
 from aimsec_core.incidents import IncidentStore, Occurrence
 from aimsec_core.incidents import store as store_module
 from tests.conftest import run_cli
@@ -154,3 +155,34 @@ def test_compacting_a_damaged_file_is_refused_and_leaves_it_as_it_was(db, capsys
     _refused(capsys, ["--db", str(db), "--prune", "--vacuum", "--retention-days", "1"],
              "quick_check")
     assert db.read_bytes() == copy.read_bytes()
+
+
+@pytest.mark.parametrize("value", ["\udcff", "\u0663h", "1e3h", "nan", "2026-02-30",
+                                   "2026-01-01T00:00+25:00", "7d" * 3000])
+def test_an_odd_since_is_refused(db, capsys, value):
+    """A span in another script's digits (``٣h``) was read as 3 hours."""
+    last = _refused(capsys, ["--db", str(db), "--since", value],
+                    "expected a span such as 30m, 24h, 7d or an ISO date")
+    assert "\udcff" not in last and len(last) < 400
+
+
+@pytest.mark.parametrize("value, listed", [("9999-12-31", 0), ("0001-01-01T00:00+14:00", 12),
+                                           ("9" * 400 + "w", 12)])
+def test_a_since_at_the_ends_of_the_calendar_lists(db, capsys, value, listed):
+    import json
+
+    assert main(["incidents", "--db", str(db), "--since", value, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["incidents"]) == listed
+
+
+def test_a_database_whose_name_is_not_utf8_lists(tmp_path, capsys):
+    import json
+
+    name = os.fsdecode(b"inc\xff.sqlite3")
+    store = IncidentStore(tmp_path / name)
+    store.record([Occurrence("m", "range", "c", "medium", time.time(), time.time())])
+    store.close()
+    assert main(["incidents", "--db", str(tmp_path / name), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["incidents"][0]["client"] == "c"
+    status, err = run_cli(["incidents", "--db", str(tmp_path / name), "--ack", "99"], capsys)
+    assert status == 1 and "inc\\udcff.sqlite3" in err
