@@ -545,8 +545,12 @@ class IncidentStore:
             raise self._unreadable(exc) from exc
 
     def _unreadable(self, exc: Exception) -> IncidentStoreError:
+        hint = ""
+        if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+            hint = ("; the file is damaged (a disk error or a cut copy): copy it and recover "
+                    "what can be read with sqlite3 FILE .recover")
         return IncidentStoreError(f"the incident database {self.path} could not be read "
-                                  f"({type(exc).__name__}: {exc})")
+                                  f"({type(exc).__name__}: {exc}){hint}")
 
     def incidents(self, *, statuses: Iterable[str] = ("open",), since: float | None = None,
                   severity: str | None = None, model: str | None = None,

@@ -27,6 +27,23 @@ def db(tmp_path):
     return store.path
 
 
+def _damage_the_table_page(db) -> None:
+    """300 more incidents, then the incidents table's root page header overwritten, as a
+    disk error leaves it."""
+    store = IncidentStore(db)
+    store.record([Occurrence("m", "range", f"more-{i}", "medium", time.time(), time.time())
+                  for i in range(300)])
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root, = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'incidents'").fetchone()
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek(page * (root - 1))
+        f.write(b"\x0d\xff\xff\x00\x50" + b"\xee" * 40)
+
+
 def _refused(capsys, argv, says):
     status, err = run_cli(["incidents", *argv], capsys)
     assert status == 2, err
@@ -138,18 +155,7 @@ def test_a_file_another_process_keeps_locked_is_a_clear_error(db, capsys, monkey
 def test_compacting_a_damaged_file_is_refused_and_leaves_it_as_it_was(db, capsys):
     """VACUUM of a file with a damaged table page "succeeded": it kept what it could
     still read, shrank the file from 180 kB to 64 kB, and the damage stayed."""
-    store = IncidentStore(db)
-    store.record([Occurrence("m", "range", f"more-{i}", "medium", time.time(), time.time())
-                  for i in range(300)])
-    store.close()
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    root, = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'incidents'").fetchone()
-    page = conn.execute("PRAGMA page_size").fetchone()[0]
-    conn.close()
-    with open(db, "r+b") as f:  # the table's root page: its header overwritten
-        f.seek(page * (root - 1))
-        f.write(b"\x0d\xff\xff\x00\x50" + b"\xee" * 40)
+    _damage_the_table_page(db)
     copy = db.with_name("copy.sqlite3")
     shutil.copy(db, copy)
     _refused(capsys, ["--db", str(db), "--prune", "--vacuum", "--retention-days", "1"],
@@ -186,3 +192,12 @@ def test_a_database_whose_name_is_not_utf8_lists(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["incidents"][0]["client"] == "c"
     status, err = run_cli(["incidents", "--db", str(tmp_path / name), "--ack", "99"], capsys)
     assert status == 1 and "inc\\udcff.sqlite3" in err
+
+
+@pytest.mark.parametrize("argv", [["--status", "all"], ["--json"]])
+def test_a_damaged_page_is_one_line_naming_the_damage(db, capsys, argv):
+    """A page SQLite cannot read fails the listing as a whole (rows cannot be read past
+    it): said in one line, with how to recover what can be read."""
+    _damage_the_table_page(db)
+    _refused(capsys, ["--db", str(db), *argv], "database disk image is malformed); the file "
+                                               "is damaged")
