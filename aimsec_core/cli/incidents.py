@@ -52,8 +52,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--limit", type=row_limit, default=200,
                         help="most rows (default 200)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--db", type=database_file, metavar="PATH", help="the incident database (default: "
-                        "AIMSEC_INCIDENT_DB, else SECURITY_LOG_PATH/incidents.sqlite3)")
+    parser.add_argument("--db", type=database_file, metavar="PATH",
+                        help="the incident database (default: AIMSEC_INCIDENT_DB, else "
+                             "SECURITY_LOG_PATH/incidents.sqlite3)")
     parser.add_argument("--ack", type=row_id, metavar="ID", help="mark incident ID acknowledged")
     parser.add_argument("--resolve", type=row_id, metavar="ID",
                         help="mark incident ID resolved")
@@ -179,11 +180,16 @@ def _check_ours(path: Any) -> None:
 def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:
     """Delete what retention says goes, in bounded steps; print what went."""
     from ..incidents.retention import Pruned
+    from ..incidents.store import IncidentStoreError
 
     policy = store.retention
     keeps_all = policy.retention_days == 0 and not policy.max_deliveries
     done = Pruned() if keeps_all else store.prune()
-    sizes = store.vacuum() if args.vacuum else None
+    try:
+        sizes = store.vacuum() if args.vacuum else None
+    except IncidentStoreError as exc:  # what was pruned stays pruned: said with the error
+        return fail("incidents", f"pruned {done.incidents:,} resolved incident(s) and "
+                                 f"{done.deliveries:,} delivery record(s), then {exc}")
     if args.json:
         print(json.dumps(_pruned_json(path, done, policy, sizes)))
         return 0
@@ -206,10 +212,11 @@ def _pruned_json(path: Any, done: Any, policy: Any, sizes: tuple[int, int] | Non
     ``deliveries`` deleted; ``retention_days`` and ``max_deliveries`` applied (``null``
     without a database); ``vacuum``: ``{"bytes_before", "bytes_after"}`` with
     ``--vacuum``, else ``null``."""
-    return {"database": str(path),
-            "incidents": done.incidents if done else 0,
-            "findings": done.findings if done else 0,
-            "deliveries": done.deliveries if done else 0,
+    from ..incidents.retention import Pruned
+
+    done = done or Pruned()
+    return {"database": str(path), "incidents": done.incidents, "findings": done.findings,
+            "deliveries": done.deliveries,
             "retention_days": policy.retention_days if policy else None,
             "max_deliveries": policy.max_deliveries if policy else None,
             "vacuum": None if sizes is None else {"bytes_before": sizes[0],
