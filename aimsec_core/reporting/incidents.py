@@ -65,6 +65,9 @@ class IncidentsSection:
     #: rows of the period that are rolled up, and the incidents they stand for
     rolled_up_rows: int = 0
     rolled_up: int = 0
+    #: rows the store could not read (damaged), passed over; the first ones' ids
+    damaged: int = 0
+    damaged_ids: list[int] = field(default_factory=list)
 
 
 def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
@@ -110,6 +113,7 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
     damaged = getattr(source, "damaged", None)
     if damaged:  # rows the store could not read: passed over, said beside the counts
         section.note = "; ".join(filter(None, (section.note, damaged.note())))
+        section.damaged, section.damaged_ids = damaged.count, list(damaged.ids)
     section.listed = [r for _, _, r in sorted(kept, key=lambda k: (k[0], k[1]))[:MAX_LISTED]]
     section.by_status = dict(statuses)
     section.open_by_severity = {s: open_severity[s] for s in reversed(SEVERITIES)

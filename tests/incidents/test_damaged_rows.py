@@ -165,7 +165,11 @@ def test_the_report_counts_the_good_rows_and_notes_the_damaged_ones(tmp_path):
     files = aimsec_core.report(logs, out=tmp_path / "out", db=path,
                                console=Console(quiet=True))
     assert files.report.incidents.total == 3
+    assert (files.report.incidents.damaged, files.report.incidents.damaged_ids) == (2, [2, 4])
     assert "2 damaged incident rows skipped" in files.html_path.read_text()
+    [advice] = [r for r in files.report.recommendations if "could not be read (damaged)" in
+                r.title]
+    assert advice.title.startswith("2 incident rows") and advice.evidence["ids"] == [2, 4]
 
 
 def test_the_summary_of_the_original_api_reads_past_damaged_counts_and_threats(tmp_path):
