@@ -89,7 +89,7 @@ def test_listing_a_foreign_database_leaves_it_unchanged(paths, capsys):
         "fifo", "foreign.sqlite3", "logs", "loop", "loop.json", "text.txt"]
 
 
-def test_a_damaged_incident_row_is_an_error_not_a_traceback(tmp_path, capsys):
+def test_a_damaged_incident_row_is_skipped_not_a_traceback(tmp_path, capsys):
     from aimsec_core.incidents import IncidentStore
 
     db = tmp_path / "incidents.sqlite3"
@@ -102,8 +102,11 @@ def test_a_damaged_incident_row_is_an_error_not_a_traceback(tmp_path, capsys):
                  "('m', 't', 'c', 'high', 2, 'x', 'y', 1, 'not json')")
     conn.commit()
     conn.close()
-    status, err = run_cli(["incidents", "--db", str(db), "--status", "all"], capsys)
-    assert status == 2 and "could not be read" in err and err.count("\n") == 1
+    status = main(["incidents", "--db", str(db), "--status", "all"])
+    captured = capsys.readouterr()
+    assert status == 0 and captured.err == ""
+    assert "1 damaged incident row skipped (id 1: could not convert string to float: 'x')" \
+        in captured.out
 
 
 def test_file_names_in_an_error_cannot_drive_the_terminal(tmp_path, capsys):

@@ -8,24 +8,44 @@ prints ``usage`` and the message, exit status 2); a command's own checks call :f
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 #: SQLite's largest INTEGER: row ids (incident ids) above it cannot exist.
 SQLITE_MAX_INT = 2**63 - 1
+#: A whole number as an operator types it: ASCII digits, an optional sign.
+_WHOLE = re.compile(r"\s*([+-]?)([0-9]+)\s*", re.ASCII)
+#: Digits beyond which a number is out of every range (and not converted: Python refuses
+#: to convert more than 4,300 digits, which read as "not a whole number").
+_MOST_DIGITS = 40
+
+
+def received(text: str, shown: int = 60) -> str:
+    """``text`` quoted for an error message, cut to ``shown`` characters (an argument of
+    megabytes is not echoed whole): ``'12345…' (5,000 characters)``."""
+    if len(text) <= shown:
+        return repr(text)
+    return f"{text[:shown]!r}… ({len(text):,} characters)"
 
 
 def whole_number(text: str, low: int, high: int | None = None) -> int:
     """``text`` as an integer from ``low`` to ``high`` (no bound when ``None``); an
-    ``argparse.ArgumentTypeError`` saying what was expected otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number; received {text!r}") from None
+    ``argparse.ArgumentTypeError`` saying what was expected otherwise. Only ASCII digits
+    count: ``int`` also reads ``1_0`` as 10 and other scripts' digits (``٣`` as 3), so a
+    mistyped incident id acted on another incident."""
+    expected = (f"a number of at least {low}" if high is None
+                else f"a number from {low} to {high}")
+    match = _WHOLE.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a whole number in ASCII digits "
+                                         f"({expected}); received {received(text)}")
+    sign, digits = match.groups()
+    if len(digits.lstrip("0")) > _MOST_DIGITS:
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {received(text)}")
+    value = int(sign + digits)
     if value < low or (high is not None and value > high):
-        expected = (f"a number of at least {low}" if high is None
-                    else f"a number from {low} to {high}")
-        raise argparse.ArgumentTypeError(f"expected {expected}; received {text}")
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {received(text)}")
     return value
 
 
@@ -39,7 +59,7 @@ def row_id(text: str) -> int:
     value = positive_int(text)
     if value > SQLITE_MAX_INT:
         raise argparse.ArgumentTypeError(f"expected an id of at most {SQLITE_MAX_INT}; "
-                                         f"received {text}")
+                                         f"received {received(text)}")
     return value
 
 
@@ -49,8 +69,16 @@ def row_limit(text: str) -> int:
     value = positive_int(text)
     if value > SQLITE_MAX_INT - 1:
         raise argparse.ArgumentTypeError(f"expected a number of rows of at most "
-                                         f"{SQLITE_MAX_INT - 1}; received {text}")
+                                         f"{SQLITE_MAX_INT - 1}; received {received(text)}")
     return value
+
+
+def database_file(text: str) -> str:
+    """``--db``: a path that is not empty (an empty one read as the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected the path of an SQLite file; received "
+                                         f"{received(text)}")
+    return text
 
 
 def rate(text: str) -> float:
@@ -81,6 +109,9 @@ def fail(command: str, message: object, status: int = 2) -> int:
     from ..visible import visible
 
     text = visible(" ".join(str(message).split()))
+    # a path's bytes that are not UTF-8 (lone surrogates) as escapes, as Python's own
+    # standard error writes them: a stream that is strict raised UnicodeEncodeError
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     print(f"aimsec {command}: {text}", file=sys.stderr)
     return status
 

@@ -14,10 +14,12 @@ from typing import Any
 from ..incidents.model import STATUSES
 from ..severity import SEVERITIES
 from ..visible import shown
-from .arguments import demo_run_hint, fail, row_id, row_limit
+from .arguments import database_file, demo_run_hint, fail, received, row_id, row_limit
 
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.ASCII)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: How long a command waits for other processes writing the file before it gives up.
+WAIT_S = 30.0
 _STYLE = {"low": "dim", "medium": "yellow", "high": "bold red", "critical": "bold white on red"}
 
 
@@ -31,7 +33,7 @@ def since(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a span such as 30m, 24h, 7d or an ISO date such as 2026-01-31; "
-            f"received {text!r}") from None
+            f"received {received(text)}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
@@ -50,8 +52,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--limit", type=row_limit, default=200,
                         help="most rows (default 200)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--db", metavar="PATH", help="the incident database (default: "
-                        "AIMSEC_INCIDENT_DB, else SECURITY_LOG_PATH/incidents.sqlite3)")
+    parser.add_argument("--db", type=database_file, metavar="PATH",
+                        help="the incident database (default: AIMSEC_INCIDENT_DB, else "
+                             "SECURITY_LOG_PATH/incidents.sqlite3)")
     parser.add_argument("--ack", type=row_id, metavar="ID", help="mark incident ID acknowledged")
     parser.add_argument("--resolve", type=row_id, metavar="ID",
                         help="mark incident ID resolved")
@@ -61,6 +64,9 @@ def register(commands: Any) -> None:
                              "and the delivery records beyond AIMSEC_INCIDENT_MAX_DELIVERIES")
     parser.add_argument("--retention-days", type=retention_days, metavar="DAYS",
                         help="with --prune: days to keep instead of the setting")
+    parser.add_argument("--vacuum", action="store_true",
+                        help="with --prune: then give the freed space back to the disk "
+                             "(SQLite VACUUM; guards writing meanwhile wait for it)")
     parser.set_defaults(handler=run)
 
 
@@ -74,23 +80,28 @@ def retention_days(text: str) -> float:
         value = 0.0
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a finite number of days > 0; "
-                                         f"received {text!r}")
+                                         f"received {received(text)}")
     return value
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ..incidents.damaged import DamagedRows
     from ..incidents.store import IncidentStoreError, database_path
 
     console = Console(width=None if sys.stdout.isatty() else 80)
     path = database_path(args.db)
-    if args.retention_days is not None and not args.prune:
-        return fail("incidents", "--retention-days goes with --prune; expected both or "
-                                 "neither")
-    if args.prune and (args.ack is not None or args.resolve is not None):
-        return fail("incidents", "--prune cannot be combined with --ack or --resolve; "
-                                 "expected one of them per command")
+    for flag, given in (("--retention-days", args.retention_days is not None),
+                        ("--vacuum", args.vacuum)):
+        if given and not args.prune:
+            return fail("incidents", f"{flag} goes with --prune; expected both or neither")
+    given = [flag for flag, on in (("--ack", args.ack is not None),
+                                   ("--resolve", args.resolve is not None),
+                                   ("--prune", args.prune)) if on]
+    if len(given) > 1:
+        return fail("incidents", f"{' and '.join(given)} cannot be combined; expected one "
+                                 "of --ack, --resolve and --prune per command")
     changing = args.ack is not None or args.resolve is not None or args.prune
     filters = [flag for flag, given in (("--since", args.since is not None),
                                         ("--severity", args.severity is not None),
@@ -101,23 +112,31 @@ def run(args: argparse.Namespace) -> int:
                                  "--ack, --resolve and --prune act on one incident or on "
                                  "what retention says goes: expected no listing filter "
                                  "with them")
-    if not path.exists():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except OSError as exc:  # a name too long, a folder that may not be searched
+        return fail("incidents", f"the incident database {received(str(path), 120)}: "
+                                 f"{exc.strerror or exc}; expected the path of an SQLite file")
+    if not exists:
         if args.prune:
-            console.print(f"no incident database at {shown(path)}: nothing to prune",
-                          highlight=False)
+            if args.json:
+                print(json.dumps(_pruned_json(path, None, None, None)))
+            else:
+                console.print(f"no incident database at {shown(path)}: nothing to prune",
+                              highlight=False)
             return 0
         if changing:  # nothing to mark: as for an unknown id in an existing database
             wanted = args.ack if args.ack is not None else args.resolve
             return fail("incidents", f"no incident with id {wanted}: there is no incident "
                                      f"database at {path}", 1)
         if args.json:
-            print("[]")
+            print(json.dumps(_listing_json(path, [], False, DamagedRows()), indent=2))
         else:
             hint = demo_run_hint(path.parent, "--db") if args.db is None else ""
             console.print(f"no incident database at {shown(path)}: nothing recorded "
                           f"yet{shown(hint)}", highlight=False)
         return 0
-    if not path.is_file():
+    if not is_file:
         return fail("incidents", f"{path} is not a file; expected the incident database "
                                  "(an SQLite file)")
     store = _opened(args, path, changing)  # a bad setting: main says it in one line
@@ -142,7 +161,7 @@ def _opened(args: argparse.Namespace, path: Any, changing: bool) -> Any:
 
     policy = RetentionPolicy.resolve(retention_days=args.retention_days) if args.prune \
         else None
-    return IncidentStore(path, read_only=not changing, retention=policy)
+    return IncidentStore(path, read_only=not changing, retention=policy, timeout_s=WAIT_S)
 
 
 def _check_ours(path: Any) -> None:
@@ -151,7 +170,7 @@ def _check_ours(path: Any) -> None:
     to any other SQLite file it was pointed at."""
     from ..incidents.store import IncidentStore
 
-    probe = IncidentStore(path, read_only=True)
+    probe = IncidentStore(path, read_only=True, timeout_s=WAIT_S)
     try:
         probe.count(statuses=STATUSES, at_most=1)
     finally:
@@ -160,21 +179,48 @@ def _check_ours(path: Any) -> None:
 
 def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:
     """Delete what retention says goes, in bounded steps; print what went."""
+    from ..incidents.retention import Pruned
+    from ..incidents.store import IncidentStoreError
+
     policy = store.retention
-    if policy.retention_days == 0 and not policy.max_deliveries:
+    keeps_all = policy.retention_days == 0 and not policy.max_deliveries
+    done = Pruned() if keeps_all else store.prune()
+    try:
+        sizes = store.vacuum() if args.vacuum else None
+    except IncidentStoreError as exc:  # what was pruned stays pruned: said with the error
+        return fail("incidents", f"pruned {done.incidents:,} resolved incident(s) and "
+                                 f"{done.deliveries:,} delivery record(s), then {exc}")
+    if args.json:
+        print(json.dumps(_pruned_json(path, done, policy, sizes)))
+        return 0
+    if keeps_all:
         console.print("retention keeps everything (AIMSEC_INCIDENT_RETENTION_DAYS=0 and "
                       "AIMSEC_INCIDENT_MAX_DELIVERIES=0): nothing pruned", highlight=False)
-        return 0
-    done = store.prune()
-    if args.json:
-        print(json.dumps({"incidents": done.incidents, "findings": done.findings,
-                          "deliveries": done.deliveries,
-                          "retention_days": policy.retention_days}))
-        return 0
-    console.print(f"pruned {done.incidents:,} resolved incident(s) ({done.findings:,} "
-                  f"finding(s)) and {done.deliveries:,} delivery record(s) "
-                  f"{_pruned_why(policy)} from {shown(path)}", highlight=False)
+    else:
+        console.print(f"pruned {done.incidents:,} resolved incident(s) ({done.findings:,} "
+                      f"finding(s)) and {done.deliveries:,} delivery record(s) "
+                      f"{_pruned_why(policy)} from {shown(path)}", highlight=False)
+    if sizes is not None:
+        console.print(f"compacted {shown(path)}: {sizes[0]:,} bytes before, {sizes[1]:,} "
+                      "after (file and write-ahead log)", highlight=False)
     return 0
+
+
+def _pruned_json(path: Any, done: Any, policy: Any, sizes: tuple[int, int] | None
+                 ) -> dict[str, Any]:
+    """The JSON of ``--prune --json``: ``database``; ``incidents``, ``findings`` and
+    ``deliveries`` deleted; ``retention_days`` and ``max_deliveries`` applied (``null``
+    without a database); ``vacuum``: ``{"bytes_before", "bytes_after"}`` with
+    ``--vacuum``, else ``null``."""
+    from ..incidents.retention import Pruned
+
+    done = done or Pruned()
+    return {"database": str(path), "incidents": done.incidents, "findings": done.findings,
+            "deliveries": done.deliveries,
+            "retention_days": policy.retention_days if policy else None,
+            "max_deliveries": policy.max_deliveries if policy else None,
+            "vacuum": None if sizes is None else {"bytes_before": sizes[0],
+                                                  "bytes_after": sizes[1]}}
 
 
 def _pruned_why(policy: Any) -> str:
@@ -191,34 +237,50 @@ def _pruned_why(policy: Any) -> str:
 def _show(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int:
     """Change a status (``--ack``/``--resolve``) or list incidents; ``IncidentStoreError``
     when the file is not an incident database."""
+    from ..incidents.damaged import DamagedRows
+
     for incident_id, status in ((args.ack, "acknowledged"), (args.resolve, "resolved")):
         if incident_id is not None:
             try:
-                store.set_status(incident_id, status)
+                changed = store.set_status(incident_id, status)
             except KeyError as exc:
                 return fail("incidents", exc.args[0], 1)
-            console.print(f"incident #{incident_id} {status}")
-    if args.ack is not None or args.resolve is not None:
-        return 0
+            if args.json:
+                print(json.dumps({"database": str(path), "incident": changed.as_dict()},
+                                 indent=2))
+            else:
+                console.print(f"incident #{incident_id} {status}")
+            return 0
     statuses = STATUSES if args.status == "all" else (args.status,)
+    damaged = DamagedRows()
     found = store.incidents(statuses=statuses, since=args.since, severity=args.severity,
-                            limit=args.limit + 1)
+                            limit=args.limit + 1, damaged=damaged)
     cut = len(found) > args.limit
     found = found[:args.limit]
     if args.json:
-        print(json.dumps([i.as_dict() for i in found], indent=2))
+        print(json.dumps(_listing_json(path, found, cut, damaged), indent=2))
         return 0
     if not found:
         console.print(f"no {args.status if args.status != 'all' else ''} incidents in "
                       .replace("  ", " ") + shown(path), highlight=False)
-        return 0
-    console.print(table(found, time.time()))
-    for line in legend(found):
-        console.print(line, highlight=False)
-    more = f" (the {args.limit} most severe and recent; --limit shows more)" if cut else ""
-    console.print(f"{len(found)} incident(s){more} from {shown(path)}; details: aimsec incidents "
-                  "--json")
+    else:
+        console.print(table(found, time.time()))
+        for line in legend(found):
+            console.print(line, highlight=False)
+        more = f" (the {args.limit} most severe and recent; --limit shows more)" if cut else ""
+        console.print(f"{len(found)} incident(s){more} from {shown(path)}; details: aimsec "
+                      "incidents --json", highlight=False)
+    if damaged:
+        console.print(shown(damaged.note()), highlight=False)
     return 0
+
+
+def _listing_json(path: Any, found: list[Any], cut: bool, damaged: Any) -> dict[str, Any]:
+    """The JSON of a listing: ``database``; ``incidents`` (each as
+    :meth:`Incident.as_dict`); ``more`` (whether ``--limit`` left some out); ``damaged``
+    (:meth:`DamagedRows.as_dict`: rows passed over because they cannot be read)."""
+    return {"database": str(path), "incidents": [i.as_dict() for i in found], "more": cut,
+            "damaged": damaged.as_dict()}
 
 
 def table(incidents: list[Any], now: float) -> Any:

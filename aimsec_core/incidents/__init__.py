@@ -9,12 +9,13 @@ techniques and mitigations (:mod:`.taxonomy`, one table). The file stays bounded
 pruned, and beyond ``max_open`` unresolved incidents new ones roll up per (model, threat).
 """
 
+from .damaged import DamagedRows
 from .model import ROLLUP_CLIENT, STATUSES, Evidence, Incident, Occurrence
 from .retention import Pruned, RetentionPolicy
 from .sink import IncidentSink
-from .store import IncidentStore, IncidentStoreError
+from .store import DamagedIncidentError, IncidentStore, IncidentStoreError
 from .taxonomy import TAXONOMY, ThreatMapping, mapping_for
 
-__all__ = ["ROLLUP_CLIENT", "STATUSES", "TAXONOMY", "Evidence", "Incident", "IncidentSink",
-           "IncidentStore", "IncidentStoreError", "Occurrence", "Pruned", "RetentionPolicy",
-           "ThreatMapping", "mapping_for"]
+__all__ = ["ROLLUP_CLIENT", "STATUSES", "TAXONOMY", "DamagedIncidentError", "DamagedRows",
+           "Evidence", "Incident", "IncidentSink", "IncidentStore", "IncidentStoreError",
+           "Occurrence", "Pruned", "RetentionPolicy", "ThreatMapping", "mapping_for"]

@@ -28,6 +28,7 @@ from ..config import INCIDENTS_FILE, log_folder, parse_seconds, resolve
 from ..errors import AimsecError, ConfigurationError
 from ..severity import SEVERITIES, rank
 from ..visible import visible
+from .damaged import DamagedRows
 from .model import (CLIENT_NAMED_ROLLUP, LAST_SECOND, MAX_NAME, MOST_COUNTED, ROLLUP_CLIENT,
                     STATUSES, Evidence, Incident, Occurrence, clip)
 from .retention import UNRESOLVED, Pruned, RetentionPolicy, prune_step, pruned_tally
@@ -108,6 +109,15 @@ class IncidentStoreError(AimsecError, RuntimeError):
     """The incident database could not be opened or written."""
 
 
+class DamagedIncidentError(IncidentStoreError):
+    """An incident row aimsec cannot read (a disk error, a buggy writer, a hand edit):
+    ``incident_id`` names it; the row is left as it was."""
+
+    def __init__(self, message: str, incident_id: int) -> None:
+        super().__init__(message)
+        self.incident_id = incident_id
+
+
 class IncidentStore:
     """Incidents in the SQLite file ``path``.
 
@@ -181,10 +191,11 @@ class IncidentStore:
                 conn.execute("PRAGMA synchronous = NORMAL")
                 self._retry(lambda: migrate(conn))
             except (sqlite3.Error, OSError, RuntimeError) as exc:
+                why = self._why_failed(exc)
                 raise IncidentStoreError(
-                    f"cannot open the incident database {self.path}: {exc}; expected a "
-                    "writable SQLite file (set AIMSEC_INCIDENT_DB or SECURITY_LOG_PATH)"
-                ) from exc
+                    f"cannot open the incident database {self.path}: " + (
+                        why if why != str(exc) else f"{exc}; expected a writable SQLite "
+                        "file (set AIMSEC_INCIDENT_DB or SECURITY_LOG_PATH)")) from exc
             self._hold(conn)
         return conn
 
@@ -206,8 +217,9 @@ class IncidentStore:
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
-            raise IncidentStoreError(f"cannot read the incident database {self.path}: "
-                                     f"{exc}; expected an SQLite file") from exc
+            why = self._why_failed(exc)
+            raise IncidentStoreError(f"cannot read the incident database {self.path}: " + (
+                why if why != str(exc) else f"{exc}; expected an SQLite file")) from exc
         if not 1 <= found <= VERSION:
             conn.close()
             raise IncidentStoreError(
@@ -270,7 +282,18 @@ class IncidentStore:
             return self._retry(attempt)
         except sqlite3.Error as exc:
             raise IncidentStoreError(f"writing to the incident database {self.path} "
-                                     f"failed: {exc}") from exc
+                                     f"failed: {self._why_failed(exc)}") from exc
+
+    def _why_failed(self, exc: Exception) -> str:
+        """``exc`` said for an operator: a lock held beyond ``timeout_s`` is named so."""
+        text = str(exc)
+        if "locked" in text.lower() or "busy" in text.lower():
+            return (f"{text}: other processes kept it locked for more than "
+                    f"{self.timeout_s:g} s; nothing was changed: try again")
+        if "readonly" in text.lower() or "read-only" in text.lower():
+            return (f"{text}; expected a file (and a folder, for its journal) this user "
+                    "may write")
+        return text
 
     # -- writes --------------------------------------------------------------------------
 
@@ -443,6 +466,52 @@ class IncidentStore:
             steps += 1
         return total
 
+    def vacuum(self) -> tuple[int, int]:
+        """Give the pages that deleted rows freed back to the disk: SQLite's ``VACUUM``
+        (the file rewritten into a compact copy, in one transaction), then a checkpoint
+        that moves the copy from the write-ahead log into the file and empties the log.
+        Returns the bytes of the file and its log before and after.
+
+        Safe while other processes use the file: ``VACUUM`` takes SQLite's write lock,
+        so their writes wait for it (up to their own ``timeout_s``) and their readers
+        keep reading; it waits up to this store's ``timeout_s`` for a writer to finish.
+        It needs free disk space about the file's size, twice. A file that SQLite's
+        ``quick_check`` finds damaged is left as it is: ``VACUUM`` would copy only what it
+        can still read and drop the rest, which a recovery could have saved. Raises
+        IncidentStoreError for a read-only store, a damaged file, a database other
+        processes keep locked beyond ``timeout_s`` (nothing changed), or a disk without
+        room."""
+        if self.read_only:
+            raise IncidentStoreError(f"the incident database {self.path} was opened "
+                                     "read-only; compacting it needs it writable")
+        before = self._bytes()
+        conn = self._conn()
+        try:
+            found = self._retry(lambda: conn.execute("PRAGMA quick_check(1)").fetchone())
+            if found is None or found[0] != "ok":
+                problem = " ".join(str(found and found[0]).split())[:200]
+                raise IncidentStoreError(
+                    f"the incident database {self.path} is damaged (SQLite's quick_check: "
+                    f"{problem}); it was not compacted, which would keep only what can "
+                    "still be read: copy it and recover it (sqlite3 FILE .recover)")
+            self._retry(lambda: conn.execute("VACUUM"))
+            # TRUNCATE waits (busy_timeout) for readers still on the old pages
+            self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        except sqlite3.Error as exc:
+            raise IncidentStoreError(f"compacting the incident database {self.path} "
+                                     f"failed: {self._why_failed(exc)}") from exc
+        return before, self._bytes()
+
+    def _bytes(self) -> int:
+        """The size of the file and its write-ahead log, in bytes."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                total += path.stat().st_size
+            except OSError:
+                pass
+        return total
+
     def pruned(self) -> dict[str, dict[str, Any]]:
         """What retention has deleted from this file so far (see
         :func:`.retention.pruned_tally`); ``{}`` when nothing."""
@@ -451,16 +520,20 @@ class IncidentStore:
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, incident_id: int) -> Incident:
-        found = self._read(f"SELECT {_COLUMNS} FROM incidents WHERE id = ?",
-                           (int(incident_id),))
-        if not found:
+        """The incident ``incident_id``. Raises ``KeyError`` when there is none,
+        :class:`DamagedIncidentError` when its row cannot be read (saying why), and
+        :class:`IncidentStoreError` when the file is not aimsec's."""
+        rows = self._reading(lambda conn: conn.execute(
+            f"SELECT {_COLUMNS} FROM incidents WHERE id = ?", (int(incident_id),)).fetchall())
+        if not rows:
             raise KeyError(f"no incident with id {incident_id} in {self.path}")
-        return found[0]
-
-    def _read(self, query: str, params: tuple[Any, ...]) -> list[Incident]:
-        """The incidents ``query`` selects (see :meth:`_reading`)."""
-        return self._reading(lambda conn: [
-            _incident(row) for row in conn.execute(query, params).fetchall()])
+        try:
+            return _incident(rows[0])
+        except _ROW_DAMAGE as exc:
+            raise DamagedIncidentError(
+                f"incident {incident_id} in {self.path} is damaged ({_why(exc)}); expected "
+                "a row aimsec wrote: it was left as it was (aimsec incidents lists the "
+                "others)", int(incident_id)) from exc
 
     def _reading(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work`` on the connection; a file whose tables or rows are not aimsec's
@@ -472,35 +545,60 @@ class IncidentStore:
             raise self._unreadable(exc) from exc
 
     def _unreadable(self, exc: Exception) -> IncidentStoreError:
+        hint = ""
+        if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+            hint = ("; the file is damaged (a disk error or a cut copy): copy it and recover "
+                    "what can be read with sqlite3 FILE .recover")
         return IncidentStoreError(f"the incident database {self.path} could not be read "
-                                  f"({type(exc).__name__}: {exc})")
+                                  f"({type(exc).__name__}: {exc}){hint}")
 
     def incidents(self, *, statuses: Iterable[str] = ("open",), since: float | None = None,
                   severity: str | None = None, model: str | None = None,
-                  limit: int = 1000) -> list[Incident]:
-        """Incidents with one of ``statuses``, last seen at or after ``since`` (seconds
-        since the epoch), at least as severe as ``severity``; most severe, then latest
-        first."""
-        where, params = _selection(statuses, since, severity, model)
-        return self._read(
-            f"SELECT {_COLUMNS} FROM incidents WHERE {where} "
-            "ORDER BY severity_rank DESC, last_seen DESC LIMIT ?", (*params, int(limit)))
+                  limit: int = 1000, damaged: DamagedRows | None = None) -> list[Incident]:
+        """At most ``limit`` incidents with one of ``statuses`` (all of them: any status,
+        so that a row of a status aimsec does not know is seen), last seen at or after
+        ``since`` (seconds since the epoch), at least as severe as ``severity``; most
+        severe, then latest first (then highest id).
+
+        A row aimsec cannot read (a disk error, a buggy writer, a hand edit) raises
+        :class:`IncidentStoreError`; with ``damaged`` (a :class:`DamagedRows`) it is
+        passed over and counted there instead, and ``limit`` counts readable rows."""
+        return list(self.each(statuses=statuses, since=since, severity=severity,
+                              model=model, limit=limit, damaged=damaged))
 
     def each(self, *, statuses: Iterable[str] = ("open",), since: float | None = None,
              severity: str | None = None, model: str | None = None,
-             limit: int = 1000) -> Iterator[Incident]:
+             limit: int = 1000, damaged: DamagedRows | None = None) -> Iterator[Incident]:
         """:meth:`incidents`, read as they are iterated: the memory of a few rows, however
         many there are (a list of 100,000 incidents with full evidence held 580 MB).
-        Raises IncidentStoreError while iterating where the file is not aimsec's."""
+        Raises IncidentStoreError while iterating where the file is not aimsec's. The
+        order is found on the ids and sort keys alone, then the rows are read 256 at a
+        time by id: passing over damaged rows never sorts whole rows without a bound."""
         where, params = _selection(statuses, since, severity, model)
         conn = self._conn()
+        left = int(limit)
         try:
-            cursor = conn.execute(
-                f"SELECT {_COLUMNS} FROM incidents WHERE {where} "
-                "ORDER BY severity_rank DESC, last_seen DESC LIMIT ?", (*params, int(limit)))
-            while rows := cursor.fetchmany(256):
-                for row in rows:
-                    yield _incident(row)
+            order = conn.execute(
+                f"SELECT id FROM incidents WHERE {where} "
+                "ORDER BY severity_rank DESC, last_seen DESC, id DESC", params)
+            while left > 0 and (ids := [row[0] for row in order.fetchmany(256)]):
+                rows = {row[0]: row for row in conn.execute(
+                    f"SELECT {_COLUMNS} FROM incidents WHERE id IN "
+                    f"({','.join('?' * len(ids))})", ids)}
+                for row_id in ids:
+                    if row_id not in rows:  # deleted since the ids were read (pruned)
+                        continue
+                    try:
+                        incident = _incident(rows[row_id])
+                    except _ROW_DAMAGE as exc:
+                        if damaged is None:
+                            raise
+                        damaged.add(row_id, _why(exc))
+                        continue
+                    yield incident
+                    left -= 1
+                    if left <= 0:
+                        break
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from exc
 
@@ -534,8 +632,15 @@ class IncidentStore:
             "FROM deliveries WHERE time >= ? ORDER BY id", (since,)).fetchall()])
 
 
+#: What reading one row aimsec did not write (a damaged or edited one) raises.
+_ROW_DAMAGE = (ValueError, TypeError, AttributeError, OverflowError)
 #: What reading a file that is not aimsec's (or a row aimsec did not write) raises.
-_UNREADABLE = (sqlite3.Error, ValueError, TypeError, AttributeError, OverflowError)
+_UNREADABLE = (sqlite3.Error, *_ROW_DAMAGE)
+
+
+def _why(exc: Exception) -> str:
+    """Why a row could not be read, in one short line."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _fold(overflow: dict[tuple[str, str], tuple[Occurrence, list[int]]], o: Occurrence,
@@ -559,8 +664,10 @@ def _selection(statuses: Iterable[str], since: float | None, severity: str | Non
                model: str | None) -> tuple[str, list[Any]]:
     """The WHERE clause and parameters of :meth:`IncidentStore.incidents`."""
     wanted = [str(status) for status in statuses]  # read once: it may be a generator
-    where = ["status IN (%s)" % ",".join("?" * len(wanted))]
-    params: list[Any] = list(wanted)
+    # every status: every row, so that one of a status aimsec does not know is seen
+    where = ["1"] if set(STATUSES) <= set(wanted) else [
+        "status IN (%s)" % ",".join("?" * len(wanted))]
+    params: list[Any] = [] if where == ["1"] else list(wanted)
     if since is not None:
         where.append("last_seen >= ?")
         params.append(since)
@@ -587,15 +694,20 @@ def _summary(conn: sqlite3.Connection, where: str, params: list[Any]) -> dict[st
         f"= 'integer' THEN json_extract(evidence, '$.rolled_up') END) FROM incidents WHERE "
         f"{where} AND client = ?", [*params, ROLLUP_CLIENT]).fetchone()[0]
     clients = min(int(clients) + int(max(rolled, 0.0)), MOST_COUNTED)  # TOTAL is a float
+    # a damaged row's count (text, NULL, a fraction, SQLite's largest integer that a
+    # second row pushes past it: "integer overflow") adds nothing, and a threat that is
+    # not text is left out, rather than failing the summary
     threats = conn.execute(
-        f"SELECT threat, SUM(count) FROM incidents WHERE {where} GROUP BY threat "
-        "ORDER BY SUM(count) DESC, threat", params).fetchall()
+        "SELECT threat, TOTAL(CASE WHEN typeof(count) = 'integer' AND count > 0 THEN count "
+        f"END) AS n FROM incidents WHERE {where} AND typeof(threat) = 'text' GROUP BY "
+        "threat ORDER BY n DESC, threat", params).fetchall()
     severities = {name: int(by_severity.get(name, 0)) for name in SEVERITIES[:3]}
     if by_severity.get("critical"):
         severities["critical"] = int(by_severity["critical"])
     return {"total_incidents": int(total), "by_severity": severities,
             "unique_ips": int(clients),
-            "most_common_threats": {threat: int(n) for threat, n in threats}}
+            "most_common_threats": {threat: min(int(n), MOST_COUNTED)
+                                    for threat, n in threats}}
 
 
 

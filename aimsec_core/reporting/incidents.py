@@ -65,6 +65,9 @@ class IncidentsSection:
     #: rows of the period that are rolled up, and the incidents they stand for
     rolled_up_rows: int = 0
     rolled_up: int = 0
+    #: rows the store could not read (damaged), passed over; the first ones' ids
+    damaged: int = 0
+    damaged_ids: list[int] = field(default_factory=list)
 
 
 def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
@@ -107,6 +110,10 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
     failure = getattr(source, "failure", "")
     if failure:
         return IncidentsSection(False, failure)
+    damaged = getattr(source, "damaged", None)
+    if damaged:  # rows the store could not read: passed over, said beside the counts
+        section.note = "; ".join(filter(None, (section.note, damaged.note())))
+        section.damaged, section.damaged_ids = damaged.count, list(damaged.ids)
     section.listed = [r for _, _, r in sorted(kept, key=lambda k: (k[0], k[1]))[:MAX_LISTED]]
     section.by_status = dict(statuses)
     section.open_by_severity = {s: open_severity[s] for s in reversed(SEVERITIES)
@@ -169,22 +176,30 @@ def pruned_note(pruned: Mapping[str, Any], every_model: bool = False) -> str:
 class StoredIncidents:
     """The incidents :func:`load_incidents` selected, read from the store as they are
     iterated, so a report holds a few of them at a time (a list of the 100,000 it reads
-    at most held 580 MB with their evidence). ``len()`` is their number; ``failure``
-    says why the store could not be read to the end (``""`` when it could)."""
+    at most held 580 MB with their evidence). ``len()`` is their number (damaged rows
+    included); ``failure`` says why the store could not be read to the end (``""`` when
+    it could); ``damaged`` (a :class:`~aimsec_core.incidents.damaged.DamagedRows`) counts
+    the rows of the last pass that could not be read and were passed over."""
 
     def __init__(self, path: Path, selection: dict[str, Any], count: int) -> None:
+        from ..incidents.damaged import DamagedRows
+
         self.path, self.selection, self.count = path, selection, count
         self.failure = ""
+        self.damaged = DamagedRows()
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from ..incidents import IncidentStore
+        from ..incidents.damaged import DamagedRows
 
         store = IncidentStore(self.path, read_only=True)
+        self.damaged = DamagedRows()
         try:
-            for incident in store.each(**self.selection, limit=self.count):
+            for incident in store.each(**self.selection, limit=self.count,
+                                       damaged=self.damaged):
                 yield _flattened(incident.as_dict())
         except Exception as exc:  # a store damaged meanwhile: said on the page, not raised
             self.failure = _unreadable(self.path, exc)

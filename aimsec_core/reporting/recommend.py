@@ -10,9 +10,9 @@ is absent, so a quiet period gives a short list. Rules, most urgent first:
 - calibration drift (see :func:`~.model.drift_test`): recalibrate;
 - a model whose calls carried no detection summary: adversarial detection is off;
 - a broken hash chain: the trail was changed, its numbers are not to be trusted;
-- open high/critical incidents; incidents rolled up beyond the cap; calls let through in
-  monitor mode; calls ending in error; unreadable audit lines; no incident store; no calls
-  at all.
+- open high/critical incidents; damaged incident rows; incidents rolled up beyond the
+  cap; calls let through in monitor mode; calls ending in error; unreadable audit lines;
+  no incident store; no calls at all.
 """
 
 from __future__ import annotations
@@ -132,6 +132,15 @@ def _incidents(report: Report) -> Iterator[Recommendation]:
             f"{total} open incident{'s' if total > 1 else ''} of high or critical severity",
             "triage them: acknowledge, block the clients behind them, resolve",
             {"open_by_severity": serious}, "incidents")
+    if section.damaged:
+        rows = "row" if section.damaged == 1 else "rows"
+        yield Recommendation(
+            "medium", f"{section.damaged:,} incident {rows} of the store could not be read "
+                      "(damaged) and are not counted",
+            "inspect them (sqlite3 FILE \"SELECT * FROM incidents WHERE id = ...\"), then "
+            "delete or repair them; a disk error may have damaged more (sqlite3 FILE "
+            "\"PRAGMA integrity_check\")",
+            {"damaged_rows": section.damaged, "ids": section.damaged_ids}, "incidents")
     if section.rolled_up_rows:
         yield Recommendation(
             "medium", f"{section.rolled_up:,} clients' incidents rolled up into "
