@@ -20,7 +20,7 @@ from typing import Any
 from ..config import OUTBOX_FOLDER, log_folder
 from ..errors import ConfigurationError
 from ..incidents.sink import IncidentSink
-from ..incidents.store import IncidentStore, database_path
+from ..incidents.store import IncidentStore, check_writable_place, database_path
 from ..metrics import MetricsSink, NullMetrics, metrics_for
 from ..sinks import Sink
 from .channel import Channel
@@ -98,11 +98,17 @@ def _store(option: IncidentsOption) -> IncidentStore | None:
     if isinstance(option, IncidentStore):
         return option
     if isinstance(option, (str, Path)):
-        return IncidentStore(option)
+        return _checked(IncidentStore(option))
     if option is None or isinstance(option, bool):
-        return IncidentStore() if enabled(option, "AIMSEC_INCIDENTS") else None
+        return _checked(IncidentStore()) if enabled(option, "AIMSEC_INCIDENTS") else None
     raise ConfigurationError(f"incidents= must be True, False, a database path or an "
                              f"IncidentStore; received {type(option).__name__}")
+
+
+def _checked(store: IncidentStore) -> IncidentStore:
+    """``store``, once its path can hold a database (ConfigurationError otherwise)."""
+    check_writable_place(store.path)
+    return store
 
 
 def _channels(option: AlertsOption) -> tuple[list[Channel], bool]:
