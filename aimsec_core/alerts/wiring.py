@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,14 @@ def _channels(option: AlertsOption) -> tuple[list[Channel], bool]:
         if hook is not None:
             found.append(WebhookChannel(hook))
         return found, True
-    chosen = [option] if isinstance(option, Channel) else list(option)
+    if isinstance(option, Channel):
+        chosen = [option]
+    elif isinstance(option, (str, bytes)) or not isinstance(option, Iterable):
+        raise ConfigurationError(
+            f"alerts= takes True, False, a channel or a list of channels (objects with name "
+            f"and send(alert)); received {type(option).__name__}")
+    else:
+        chosen = list(option)
     for channel in chosen:
         if not isinstance(channel, Channel):
             raise ConfigurationError(

@@ -107,6 +107,13 @@ def test_sinks_and_incidents_together_are_refused(model, sink):
         aimsec_core.guard(model, incidents=42)
 
 
+@pytest.mark.parametrize("alerts", [42, 1.5, "webhook"])
+def test_alerts_of_the_wrong_kind_are_a_configuration_error(model, alerts):
+    """``alerts=42`` ended in a bare TypeError: 'int' object is not iterable."""
+    with pytest.raises(aimsec_core.ConfigurationError, match="alerts= takes True, False"):
+        aimsec_core.guard(model, incidents=False, alerts=alerts)
+
+
 def test_a_broken_incident_database_never_reaches_a_prediction(model, tmp_path):
     guarded = aimsec_core.guard(model, constraints={"max_value": 1.0},
                                 incidents=tmp_path / "db.sqlite3", alerts=False)
