@@ -62,6 +62,9 @@ BAD = [
     (["report", "--logs", "{tmp}/logs", "--since", "99999999999d", "--out", "{tmp}/o"],
      "--since"),
     (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/text.txt"], "report folder"),
+    # it said "[Errno 17] File exists", naming no culprit
+    (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/text.txt"],
+     "text.txt: it is a file; expected a folder"),
     (["report", "--logs", "{tmp}/missing"], "no audit trail"),
     (["threat-model", "--chatbot", "rate_limiting", "--json", "{tmp}"], "cannot write"),
     (["threat-model", "--chatbot", "rate_limiting", "--markdown", "{tmp}/no/such/x.md"],
