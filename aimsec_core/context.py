@@ -21,6 +21,10 @@ from functools import wraps
 from typing import Any, TypeVar
 
 ANONYMOUS = "anonymous"
+#: What a caller's identity that is literally ``"anonymous"`` is recorded as: the name
+#: of calls with no identity, which the default policy neither throttles nor watches,
+#: would otherwise exempt a client (a user id chosen as "anonymous") from every check.
+NAMED_ANONYMOUS = '"anonymous"'
 
 Y = TypeVar("Y")
 S = TypeVar("S")
@@ -55,8 +59,9 @@ def client(identity: str, tier: str | None = None) -> Iterator[str]:
     """Attribute every guarded call inside the block to ``identity`` (an address or key id).
 
     ``identity`` is written to the audit trail escaped and truncated (it may come from a
-    client). Raises :class:`~aimsec_core.errors.ConfigurationError` unless it is a
-    non-empty string.
+    client); ``"anonymous"`` itself is recorded as ``'"anonymous"'`` (in quotes), an
+    identified client, never the anonymous caller. Raises
+    :class:`~aimsec_core.errors.ConfigurationError` unless it is a non-empty string.
     ``tier`` names the policy tier whose limits apply (``policy={"tiers": {...}}``).
 
     >>> with client("203.0.113.7"):
@@ -67,10 +72,26 @@ def client(identity: str, tier: str | None = None) -> Iterator[str]:
         from .errors import ConfigurationError
 
         raise ConfigurationError(f"client tier must be a string or None; received {tier!r}")
-    token = _current_client.set(_checked(identity, "client identity"))
+    checked = _checked(identity, "client identity")
+    with _identified(NAMED_ANONYMOUS if checked == ANONYMOUS else checked, tier):
+        yield identity
+
+
+@contextmanager
+def unidentified() -> Iterator[str]:
+    """Every guarded call inside the block is the anonymous caller's, as outside any
+    :func:`client` block (serving code for a request with no identity: an inner block
+    of a caller that is not known)."""
+    with _identified(ANONYMOUS, None):
+        yield ANONYMOUS
+
+
+@contextmanager
+def _identified(identity: str, tier: str | None) -> Iterator[None]:
+    token = _current_client.set(identity)
     tier_token = _current_tier.set(tier)
     try:
-        yield identity
+        yield
     finally:
         _current_tier.reset(tier_token)
         _current_client.reset(token)

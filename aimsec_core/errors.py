@@ -171,6 +171,9 @@ ERROR_FOR_CHECK: dict[str, type[SecurityViolation]] = {
     "range": ValueRangeError,
     "max_gradient": StructuralAnomalyError,
     "min_sparsity": StructuralAnomalyError,
+    # the checks of a bare InvalidInputError / StructuralAnomalyError given to refuse()
+    "input": InvalidInputError,
+    "structure": StructuralAnomalyError,
     # request monitoring
     "rate_limit": RateLimitedError,
     "min_interval": RateLimitedError,

@@ -404,10 +404,13 @@ class Guard:
         return verdict
 
     def _refused_unread(self, findings: tuple[Finding, ...], visit: Visit | None,
-                        start: float) -> SecurityViolation:
-        """Record a call refused before its input was read; the error to raise."""
+                        start: float,
+                        unknown: type[SecurityViolation] = AdversarialInputError
+                        ) -> SecurityViolation:
+        """Record a call refused before its input was read; the error to raise (of type
+        ``unknown`` where the deciding check is none of aimsec's own)."""
         verdict = self._unread(findings, visit)
-        error = _violation(verdict, self._advisory)
+        error = _violation(verdict, self._advisory, unknown)
         self._record(verdict, "rejected", start, None, str(error), visit)
         return error
 
@@ -455,9 +458,11 @@ class Guard:
         finding = Finding(error.check, str(error)[:500], expected=error.expected,
                           received=error.received)
         admission = tuple(visit.findings) if visit is not None else ()
+        # a check of the caller's own (a third-party InvalidInputError) keeps its class
         if self._allows(admission):  # monitor mode, or advisory only: the request's own
-            return self._refused_unread((finding, *admission), visit, start)  # error
-        return self._refused_unread((*admission, finding), visit, start)
+            return self._refused_unread((finding, *admission), visit, start,  # error
+                                        type(error))
+        return self._refused_unread((*admission, finding), visit, start, type(error))
 
     def _query_checks(self, visit: Visit, validated: Validated, verdict: Verdict) -> Verdict:
         """Admission findings (monitor mode) and the repeat / near-duplicate / suspicion
@@ -801,19 +806,25 @@ def _message(verdict: Verdict, advisory: frozenset[str] = frozenset(),
     return message
 
 
-def _violation(verdict: Verdict, advisory: frozenset[str] = frozenset()) -> SecurityViolation:
-    """The typed error for a refused call, named after :func:`_deciding`'s finding."""
+def _violation(verdict: Verdict, advisory: frozenset[str] = frozenset(),
+               unknown: type[SecurityViolation] = AdversarialInputError) -> SecurityViolation:
+    """The typed error for a refused call, named after :func:`_deciding`'s finding
+    (``unknown`` for a check :data:`ERROR_FOR_CHECK` does not name: the detectors')."""
     finding = _deciding(verdict, advisory)
     message = _message(verdict, advisory)
-    error_type = ERROR_FOR_CHECK.get(finding.check)
-    if error_type is None:
+    error_type = ERROR_FOR_CHECK.get(finding.check, unknown)
+    if error_type is AdversarialInputError:
         return AdversarialInputError(message, verdict)
     if issubclass(error_type, (RateLimitedError, ClientBlockedError)):
         return error_type(message, verdict, retry_after=finding.score or 0.0)
     if not issubclass(error_type, InvalidInputError):
         return error_type(message, verdict)
-    return error_type(message, verdict, check=finding.check, expected=finding.expected,
-                      received=finding.received)
+    try:
+        return error_type(message, verdict, check=finding.check, expected=finding.expected,
+                          received=finding.received)
+    except TypeError:  # a caller's subclass whose constructor takes other arguments
+        return InvalidInputError(message, verdict, check=finding.check,
+                                 expected=finding.expected, received=finding.received)
 
 
 def _default_sinks(incidents: Any = None, alerts: Any = None) -> Sinks:

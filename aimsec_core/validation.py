@@ -346,10 +346,21 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
     if spec.dtype and spec.strict_dtype and received != spec.dtype and not (
             cast and _numeric(spec.dtype)):
         _block(out, "dtype", f"input {name!r} has dtype {received}; the model declares "
-               f"{spec.dtype}. Convert it first (e.g. x.astype('{spec.dtype}'))",
+               f"{spec.dtype}. Convert it first{_conversion(array, spec.dtype)}",
                expected=spec.dtype, received=received)
         return False
     return _check_shape(name, shape, spec, out)
+
+
+def _conversion(array: Any, dtype: str) -> str:
+    """How the caller converts ``array`` to ``dtype``, in its own library's words: numpy's
+    ``astype`` (which torch tensors lack: ``x.to(torch.float32)``); nothing where
+    neither is known (a TensorFlow tensor)."""
+    if hasattr(array, "astype"):
+        return f" (e.g. x.astype('{dtype}'))"
+    if type(array).__module__.split(".")[0] == "torch":
+        return f" (e.g. x.to(torch.{dtype}))"
+    return ""
 
 
 def _spelled(array: Any, name: str) -> str:

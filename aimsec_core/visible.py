@@ -5,14 +5,17 @@ drive a terminal (escape sequences) or break an HTML page (NUL is a parse error 
 and Unicode bidirectional formatting characters (U+202A-U+202E, U+2066-U+2069, U+200E,
 U+200F, U+061C) reorder what follows them on screen, so ``evil\\u202egnp.exe`` would read
 as another name (CVE-2021-42574, "Trojan Source", shows the same trick in source code).
-Each is shown as its escape (``\\x1b``, ``\\u202e``) instead.
+Lone surrogates (U+D800-U+DFFF: a file name's undecodable bytes as Python reads them,
+``\\udcff`` for the byte 0xff) cannot be written to a UTF-8 page or terminal at all.
+Each is shown as its escape (``\\x1b``, ``\\u202e``, ``\\udcff``) instead.
 """
 
 from __future__ import annotations
 
 import re
 
-_ACTING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_ACTING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -21,7 +24,8 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def visible(text: str) -> str:
-    """``text`` with control and bidirectional formatting characters written as escapes
+    """``text`` with control and bidirectional formatting characters and lone surrogates
+    written as escapes
     (``"a\\x00b"`` for ``"a<NUL>b"``); other characters unchanged."""
     return _ACTING.sub(_escape, text)
 

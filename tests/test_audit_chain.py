@@ -423,3 +423,22 @@ def test_a_writer_whose_folder_was_removed_and_made_again_locks_the_new_lock_fil
     assert held == [True]
     result = verify_trail(folder)
     assert result.intact and result.lines == 2, result.reason
+
+
+def test_lowering_the_backups_kept_leaves_no_false_break(tmp_path, monkeypatch, caplog):
+    """A service restarted with fewer backups (AIMSEC_LOG_BACKUPS 8, then 2) left the
+    files numbered above 2 in place: older than `.2` and separated from it by the lines
+    rotation dropped, they made `aimsec audit verify` report the trail as changed."""
+    from aimsec_core.audit import writer as writer_module
+
+    _write(AuditLog(tmp_path, max_bytes=2_000, backups=8), 40)
+    assert (tmp_path / "audit.jsonl.8").exists()
+    assert verify_trail(tmp_path).intact
+    writer_module._writers.pop(tmp_path / "audit.jsonl").close()  # the restart
+    with caplog.at_level("WARNING", logger="aimsec.audit"):
+        _write(AuditLog(tmp_path, max_bytes=2_000, backups=2), 10)
+    assert sorted(p.name for p in tmp_path.glob("audit.jsonl.*[0-9]")) == [
+        "audit.jsonl.1", "audit.jsonl.2"]
+    result = verify_trail(tmp_path)
+    assert result.intact, result.reason
+    assert "removed 6 rotated audit file(s) numbered above 2" in caplog.text

@@ -458,3 +458,13 @@ def test_saving_to_a_folder_is_refused_not_written_beside_it(model, saved, tmp_p
     with pytest.raises(CalibrationError, match="it is a folder; expected a file path"):
         guarded.save_calibration(folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrations"]
+
+
+def test_saving_under_a_file_names_the_file(model, saved, tmp_path):
+    """A path under a file was refused with "File exists", which named no culprit."""
+    guarded = _guard(model)
+    guarded.load_calibration(saved)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CalibrationError, match=r"its folder '.*notes\.txt' is a file; "
+                                               r"expected a folder"):
+        guarded.save_calibration(tmp_path / "notes.txt" / "digits.npz")

@@ -53,9 +53,18 @@ BAD = [
     (["audit", "verify", "{tmp}/fifo"], "not a regular file"),
     (["demo", "--calls", "0"], "--calls"),
     (["demo", "--calls", "many"], "--calls"),
+    # it replayed for ever (a quarter of an hour per 100,000 calls and model)
+    (["demo", "--calls", "99999999999999999999"], "expected a number from 1 to 100000"),
+    # a scikit-learn InvalidParameterError traceback from the data split
+    (["demo", "--seed", "-1"], "--seed: expected a number from 0 to 4294967295"),
+    (["demo", "--seed", "4294967296"], "--seed: expected a number from 0 to 4294967295"),
+    (["incidents", "--prune", "--since", "1h"], "--since selects the incidents"),
     (["report", "--logs", "{tmp}/logs", "--since", "99999999999d", "--out", "{tmp}/o"],
      "--since"),
     (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/text.txt"], "report folder"),
+    # it said "[Errno 17] File exists", naming no culprit
+    (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/text.txt"],
+     "text.txt: it is a file; expected a folder"),
     (["report", "--logs", "{tmp}/missing"], "no audit trail"),
     (["threat-model", "--chatbot", "rate_limiting", "--json", "{tmp}"], "cannot write"),
     (["threat-model", "--chatbot", "rate_limiting", "--markdown", "{tmp}/no/such/x.md"],

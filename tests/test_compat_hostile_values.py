@@ -41,6 +41,9 @@ def test_one_nan_does_not_hide_an_adversarial_pattern(monitor):
 def test_a_request_without_input_data_cannot_be_analysed(monitor):
     result = monitor.detect_threat({"ip_address": "a"})  # read as a 0-d NaN: no threat
     assert result["severity"] == "high" and result["threats_detected"] == ["analysis_error"]
+    # it said "the input holds 1 NaN value(s) of 1", of a request that held no input
+    error = result["details"]["analysis_error"]["error"]
+    assert "no 'input_data'" in error and "NaN" not in error
 
 
 def test_clean_input_still_draws_nothing(monitor):

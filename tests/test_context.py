@@ -140,6 +140,38 @@ def test_guarded_calls_from_isolated_generators_are_attributed_to_their_client(t
     assert clients == ["a", "b", "a", "b"]
 
 
+def test_a_client_named_anonymous_is_watched_like_any_other(tmp_path):
+    """``client("anonymous")`` (a user id chosen so, passed through by serving code) was
+    the anonymous caller itself, whom the default policy never throttles nor watches:
+    that client could repeat one query for ever. It is now recorded in quotes and
+    watched; calls outside any block, and inside unidentified(), stay anonymous."""
+    import json
+
+    import numpy as np
+
+    import aimsec_core
+    from aimsec_core.adapter import HostArrays
+    from aimsec_core.context import unidentified
+
+    audit = aimsec_core.AuditLog(tmp_path)
+    guard = aimsec_core.Guard(None, HostArrays(None), sinks=[audit], mode="monitor")
+
+    def repeat(times: int) -> None:
+        for _ in range(times):
+            guard.call({"x": np.zeros((1, 2))}, lambda: None)
+
+    with client("anonymous"):
+        assert current_client() == '"anonymous"'
+        repeat(7)  # past max_repeats (5): a watched client draws repeat findings
+        with unidentified():
+            assert current_client() == "anonymous"
+    repeat(7)  # the anonymous caller: never watched by default
+    lines = [json.loads(line) for line in audit.file.read_text().splitlines()]
+    assert [line["client"] for line in lines] == ['"anonymous"'] * 7 + ["anonymous"] * 7
+    assert [line["decision"] for line in lines] == ["allowed"] * 5 + ["flagged"] * 2 + [
+        "allowed"] * 7
+
+
 # -- request ids ---------------------------------------------------------------------------
 
 def test_request_ids_nest_and_default_to_generated_ones():

@@ -177,6 +177,14 @@ def test_float64_into_a_float32_model_is_a_format_error_not_a_torch_error(sink):
     assert sink.outcomes == ["rejected"]
 
 
+def test_a_wrong_dtype_is_told_how_to_convert_in_torch_words(sink):
+    """The hint was numpy's ``x.astype('float32')``, which a torch tensor does not have."""
+    with pytest.raises(InputFormatError, match=r"x\.to\(torch\.float32\)") as caught:
+        guarded(linear(), sink)(torch.from_numpy(X).double())
+    assert "astype" not in str(caught.value)
+    torch.zeros(1).to(getattr(torch, caught.value.expected))  # the hint is real torch
+
+
 def test_parameters_and_buffers_are_the_originals_objects():
     model = bn_net()
     g = guarded(model)

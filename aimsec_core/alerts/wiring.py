@@ -13,14 +13,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import OUTBOX_FOLDER, log_folder
 from ..errors import ConfigurationError
 from ..incidents.sink import IncidentSink
-from ..incidents.store import IncidentStore, database_path
+from ..incidents.store import IncidentStore, check_writable_place, database_path
 from ..metrics import MetricsSink, NullMetrics, metrics_for
 from ..sinks import Sink
 from .channel import Channel
@@ -98,11 +98,17 @@ def _store(option: IncidentsOption) -> IncidentStore | None:
     if isinstance(option, IncidentStore):
         return option
     if isinstance(option, (str, Path)):
-        return IncidentStore(option)
+        return _checked(IncidentStore(option))
     if option is None or isinstance(option, bool):
-        return IncidentStore() if enabled(option, "AIMSEC_INCIDENTS") else None
+        return _checked(IncidentStore()) if enabled(option, "AIMSEC_INCIDENTS") else None
     raise ConfigurationError(f"incidents= must be True, False, a database path or an "
                              f"IncidentStore; received {type(option).__name__}")
+
+
+def _checked(store: IncidentStore) -> IncidentStore:
+    """``store``, once its path can hold a database (ConfigurationError otherwise)."""
+    check_writable_place(store.path)
+    return store
 
 
 def _channels(option: AlertsOption) -> tuple[list[Channel], bool]:
@@ -117,7 +123,14 @@ def _channels(option: AlertsOption) -> tuple[list[Channel], bool]:
         if hook is not None:
             found.append(WebhookChannel(hook))
         return found, True
-    chosen = [option] if isinstance(option, Channel) else list(option)
+    if isinstance(option, Channel):
+        chosen = [option]
+    elif isinstance(option, (str, bytes)) or not isinstance(option, Iterable):
+        raise ConfigurationError(
+            f"alerts= takes True, False, a channel or a list of channels (objects with name "
+            f"and send(alert)); received {type(option).__name__}")
+    else:
+        chosen = list(option)
     for channel in chosen:
         if not isinstance(channel, Channel):
             raise ConfigurationError(

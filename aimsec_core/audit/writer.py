@@ -182,8 +182,31 @@ class AuditWriter:
             self._size = size  # the same file: nobody appended (we hold the lock)
             return
         self._rotation_failing = False
+        self._drop_beyond_backups()
         self._open()
         self._size = 0
+
+    def _drop_beyond_backups(self) -> None:
+        """Remove the rotated files numbered above ``backups``: left by a run with more
+        backups (``AIMSEC_LOG_BACKUPS`` lowered since), older than every file kept, they
+        sat before ``.backups`` in the trail with the lines rotation had dropped between
+        them, and ``aimsec audit verify`` (and the report) called the trail changed."""
+        index, dropped = self.backups + 1, 0
+        while True:
+            try:
+                os.unlink(rotated(self.file, index))
+            except FileNotFoundError:
+                break
+            except OSError as exc:  # kept: a later rotation tries again
+                _log.warning("aimsec: cannot remove %s, beyond the %d rotated audit files "
+                             "kept (%s)", rotated(self.file, index), self.backups,
+                             exc.strerror or exc)
+                break
+            index, dropped = index + 1, dropped + 1
+        if dropped:
+            _log.warning("aimsec: removed %d rotated audit file(s) numbered above %d, the "
+                         "number kept (AIMSEC_LOG_BACKUPS), left by an earlier setting",
+                         dropped, self.backups)
 
     def _append(self, line: bytes) -> None:
         """Write ``line`` whole or not at all: after a short write (a signal, a disk

@@ -14,6 +14,10 @@ from pathlib import Path
 
 #: SQLite's largest INTEGER: row ids (incident ids) above it cannot exist.
 SQLITE_MAX_INT = 2**63 - 1
+#: Largest seed: scikit-learn's ``random_state`` and numpy's legacy seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+#: Most calls ``aimsec demo`` replays per model (about a quarter of an hour each).
+MAX_DEMO_CALLS = 100_000
 #: A whole number as an operator types it: ASCII digits, an optional sign.
 _WHOLE = re.compile(r"\s*([+-]?)([0-9]+)\s*", re.ASCII)
 #: Digits beyond which a number is out of every range (and not converted: Python refuses
@@ -50,8 +54,18 @@ def whole_number(text: str, low: int, high: int | None = None) -> int:
 
 
 def positive_int(text: str) -> int:
-    """An integer of at least 1 (``--limit``, ``--calls``)."""
+    """An integer of at least 1."""
     return whole_number(text, 1)
+
+
+def seed(text: str) -> int:
+    """A seed from 0 to 2**32 - 1 (``--seed``)."""
+    return whole_number(text, 0, MAX_SEED)
+
+
+def demo_calls(text: str) -> int:
+    """Calls per model for ``aimsec demo --calls``: 1 to :data:`MAX_DEMO_CALLS`."""
+    return whole_number(text, 1, MAX_DEMO_CALLS)
 
 
 def row_id(text: str) -> int:

@@ -6,16 +6,17 @@ import argparse
 from typing import Any
 
 from .. import digits
-from .arguments import positive_int
+from .arguments import MAX_DEMO_CALLS, demo_calls, seed
 
 
 def register(commands: Any) -> None:
     demo = commands.add_parser("demo", help="guard digits models and replay mixed traffic")
-    demo.add_argument("--calls", type=positive_int, default=200,
-                      help="calls per model (default 200)")
+    demo.add_argument("--calls", type=demo_calls, default=200,
+                      help=f"calls per model (default 200, at most {MAX_DEMO_CALLS:,})")
     demo.add_argument("--framework", action="append", choices=digits.FRAMEWORKS,
                       help="only this framework (repeatable); default: every installed one")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=seed, default=0,
+                      help="seed of the data split, models and traffic, 0 to 2**32 - 1")
     demo.add_argument("--out", help="folder under which the run's folder is made "
                                     "(default: SECURITY_LOG_PATH, else ./security_logs)")
     demo.set_defaults(handler=run)

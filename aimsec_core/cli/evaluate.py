@@ -12,7 +12,7 @@ from typing import Any
 from .. import digits
 from ..extras import require
 from ..visible import shown
-from .arguments import fail, rate
+from .arguments import MAX_SEED, fail, rate, seed
 
 #: The data sets of ``aimsec_core.evaluation.datasets`` (named here so that building the
 #: parser imports no evaluation code).
@@ -21,17 +21,6 @@ DATASET_NAMES = ("digits", "digits-textured", "wine", "tabular")
 #: ``--quick`` runs.
 ATTACK_NAMES = ("FGSM", "PGD-Linf", "CW-L2", "DeepFool", "HopSkipJump")
 QUICK_ATTACKS = ("FGSM", "PGD-Linf")
-#: Largest seed: scikit-learn's ``random_state`` and numpy's legacy seeds are 32-bit.
-MAX_SEED = 2**32 - 1
-
-
-def seed(text: str) -> int:
-    """A seed from 0 to 2**32 - 1 (``--seed``)."""
-    from .arguments import whole_number
-
-    return whole_number(text, 0, MAX_SEED)
-
-
 def register(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="measure adversarial-input detection against IBM ART attacks")

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
                                         ("--status", args.status != "open"),
                                         ("--limit", args.limit != 200)) if given]
     if changing and filters:  # they would be ignored: the change is not what they say
-        return fail("incidents", f"{', '.join(filters)} select the incidents to list; "
+        verb = "selects" if len(filters) == 1 else "select"
+        return fail("incidents", f"{', '.join(filters)} {verb} the incidents to list; "
                                  "--ack, --resolve and --prune act on one incident or on "
                                  "what retention says goes: expected no listing filter "
                                  "with them")

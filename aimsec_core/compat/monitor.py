@@ -252,6 +252,9 @@ def _max_requests(alert_settings: Mapping[str, Any]) -> int:
 
 def _input_threats(input_data: Any) -> dict[str, Any]:
     """The original's input checks: threat name -> details, for those that fire."""
+    if input_data is None:  # read as an array it is one NaN, and the error would say so
+        return {"analysis_error": {"error": "the request has no 'input_data' (or it is "
+                                            "None); expected an array of real numbers"}}
     try:
         raw = np.asarray(input_data)
         if raw.dtype.kind not in NUMERIC_KINDS or (raw.dtype.kind == "O" and any(

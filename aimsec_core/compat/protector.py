@@ -26,7 +26,7 @@ import numpy as np
 from ..adapter import HostArrays
 from ..arrays import content_hash
 from ..audit import AuditLog
-from ..context import ANONYMOUS, client
+from ..context import ANONYMOUS, client, unidentified
 from ..errors import ConfigurationError, SecurityViolation
 from ..files import as_path
 from ..guard import Guard
@@ -94,7 +94,8 @@ class AIModelProtector:
     def protect(self, input_data: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         """Validate, check and log one request; ``allow_inference`` is the decision."""
         timestamp = datetime.now().isoformat()
-        with client(_identity(metadata)):
+        name = _identity(metadata)
+        with unidentified() if name == ANONYMOUS else client(name):
             try:
                 self._guard.call({"input": input_data}, lambda: None)
                 allowed = True

@@ -53,7 +53,13 @@ def write(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Pa
                                "thresholds and tails") from exc
     try:
         temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # "File exists" named no culprit: the folder is a file
+            raise CalibrationError(f"cannot write the calibration file {str(path)!r:.200}: "
+                                   f"its folder {str(path.parent)!r:.200} is a file; "
+                                   "expected a folder (or a path where one can be made)"
+                                   ) from None
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as out:

@@ -71,6 +71,38 @@ def database_path(explicit: str | Path | None = None) -> Path:
             f"symbolic links; expected a file or a place for one") from None
 
 
+#: The first bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_writable_place(path: Path) -> None:
+    """Raise :class:`ConfigurationError` when ``path`` can never hold the incident
+    database: it is a folder, a file that is not SQLite (an empty one is: SQLite starts
+    it), or it would be made under a file. A guard built on such a path lost every
+    incident, one logged error per round. Reads only (a stat and the first 16 bytes)."""
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    shown = visible(str(path))
+    problem = None
+    if existing == path and path.is_dir():
+        problem = "is a folder"
+    elif existing != path and not existing.is_dir():
+        problem = f"would be made under {visible(str(existing))}, which is a file"
+    elif existing == path:
+        try:
+            with open(path, "rb") as stream:
+                head = stream.read(len(_SQLITE_HEADER))
+        except OSError:  # unreadable now: the store reports it when it opens the file
+            return
+        if head and head != _SQLITE_HEADER:
+            problem = "is a file that is not an SQLite database"
+    if problem is not None:
+        raise ConfigurationError(f"the incident database {shown} {problem}; expected an "
+                                 "SQLite file or a path where one can be made "
+                                 "(AIMSEC_INCIDENT_DB, SECURITY_LOG_PATH or incidents=)")
+
+
 def _seconds(value: Any, name: str, bound: str) -> float:
     """``value`` as a finite number of seconds ``bound`` (``">= 0"`` or ``"> 0"``);
     ConfigurationError naming ``name`` otherwise."""

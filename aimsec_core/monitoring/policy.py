@@ -233,7 +233,7 @@ def _rules(values: dict[str, Any], base: ClientRules, where: str) -> ClientRules
         raise ConfigurationError(f"{where}: {exc}") from exc
     if rules.max_requests_per_minute is not None:
         _require("max_requests_per_minute", rules.max_requests_per_minute, int, 1,
-                 _LARGEST_COUNT, where=where)
+                 _LARGEST_COUNT, where=where, otherwise="0 or None for no limit")
     for name in ("max_failed_attempts", "max_repeats"):
         _require(name, getattr(rules, name), int, 0, _LARGEST_COUNT, where=where)
     for name in ("min_request_interval",):
@@ -252,7 +252,9 @@ def _rules(values: dict[str, Any], base: ClientRules, where: str) -> ClientRules
 
 
 def _require(name: str, value: Any, kind: type, low: float, high: float = math.inf, *,
-             strict: bool = False, where: str = "policy") -> None:
+             strict: bool = False, where: str = "policy", otherwise: str = "") -> None:
+    """:class:`ConfigurationError` unless ``value`` is a ``kind`` in the bounds; the
+    message names ``otherwise``, the other values the setting takes, too."""
     ok_type = (isinstance(value, int) and not isinstance(value, bool)) if kind is int else (
         isinstance(value, (int, float)) and not isinstance(value, bool))
     in_range = ok_type and _finite(value) if kind is float else ok_type
@@ -260,8 +262,9 @@ def _require(name: str, value: Any, kind: type, low: float, high: float = math.i
         in_range = (value > low if strict else value >= low) and value <= high
     if not in_range:
         bound = f"{'>' if strict else '>='} {low}" + (f" and <= {high}" if high < math.inf else "")
+        also = f", or {otherwise}" if otherwise else ""
         raise ConfigurationError(f"{where}: {name} must be {'an integer' if kind is int else 'a number'} "
-                                 f"{bound}; received {value!r}")
+                                 f"{bound}{also}; received {value!r}")
 
 
 def _finite(value: float) -> bool:

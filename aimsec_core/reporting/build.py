@@ -131,6 +131,10 @@ def _make_folder(folder: Path) -> Path:
     """``folder``, created if needed; :class:`ConfigurationError` where it cannot be."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # "[Errno 17] File exists" named no culprit: a file is there
+        raise ConfigurationError(f"cannot create the report folder {folder}: it is a file; "
+                                 "expected a folder (or a path where one can be made) "
+                                 "for report.html and report.json") from None
     except OSError as exc:
         raise ConfigurationError(f"cannot create the report folder {folder}: {exc}") from exc
     return folder

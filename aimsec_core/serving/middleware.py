@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from ..config import resolve
-from ..context import ANONYMOUS, client
+from ..context import ANONYMOUS, client, unidentified
 from ..errors import ConfigurationError, SecurityViolation
 from .addresses import (Address, Network, TrustedProxies, checked_prefix, client_network,
                         parse_address)
@@ -138,7 +138,8 @@ class AimsecMiddleware:
             return
         identity = self._identity(scope, keys, forwarded)
         scope = {**scope, SCOPE_KEY: {"client": identity, "request_id": request_id}}
-        with client(identity), request_id_context(request_id):
+        who = unidentified() if identity == ANONYMOUS else client(identity)
+        with who, request_id_context(request_id):
             if kind == "websocket":
                 await serve_websocket(
                     self.app, scope, receive, send,

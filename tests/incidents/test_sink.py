@@ -107,14 +107,47 @@ def test_sinks_and_incidents_together_are_refused(model, sink):
         aimsec_core.guard(model, incidents=42)
 
 
+@pytest.mark.parametrize("alerts", [42, 1.5, "webhook"])
+def test_alerts_of_the_wrong_kind_are_a_configuration_error(model, alerts):
+    """``alerts=42`` ended in a bare TypeError: 'int' object is not iterable."""
+    with pytest.raises(aimsec_core.ConfigurationError, match="alerts= takes True, False"):
+        aimsec_core.guard(model, incidents=False, alerts=alerts)
+
+
 def test_a_broken_incident_database_never_reaches_a_prediction(model, tmp_path):
-    (tmp_path / "file").write_text("x")
     guarded = aimsec_core.guard(model, constraints={"max_value": 1.0},
-                                incidents=tmp_path / "file" / "db.sqlite3", alerts=False)
+                                incidents=tmp_path / "db.sqlite3", alerts=False)
+    (tmp_path / "db.sqlite3").mkdir()  # broken after the guard was built: no file opens
     with pytest.raises(aimsec_core.ValueRangeError):
         guarded.predict(X * 2)
     assert guarded.predict(X).tolist() == model.predict(X).tolist()
     guarded.close(5)
+
+
+@pytest.mark.parametrize("place", ["folder", "text file", "under a file"])
+@pytest.mark.parametrize("given", ["argument", "environment"])
+def test_a_path_that_can_never_hold_the_database_is_refused_when_built(model, tmp_path,
+                                                                       monkeypatch, place,
+                                                                       given):
+    """``AIMSEC_INCIDENT_DB`` naming a folder (or a text file, or a path under a file) was
+    accepted: every incident was then lost, one logged error per round, and the last
+    ones at exit with "kept, retried in 5 s"."""
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    path = {"folder": tmp_path, "text file": tmp_path / "notes.txt",
+            "under a file": tmp_path / "notes.txt" / "db.sqlite3"}[place]
+    if given == "environment":
+        monkeypatch.setenv("AIMSEC_INCIDENT_DB", str(path))
+    with pytest.raises(aimsec_core.ConfigurationError, match="the incident database .*; "
+                       "expected an SQLite file or a path where one can be made"):
+        aimsec_core.guard(model, incidents=path if given == "argument" else None,
+                          alerts=False)
+
+
+def test_an_empty_file_or_an_existing_database_is_taken(model, tmp_path):
+    (tmp_path / "empty.sqlite3").touch()  # SQLite starts an empty file as a database
+    IncidentStore(tmp_path / "db.sqlite3").incidents()
+    for name in ("empty.sqlite3", "db.sqlite3"):
+        aimsec_core.guard(model, incidents=tmp_path / name, alerts=False).close(5)
 
 
 def test_a_demo_can_alert_on_medium_findings(model, tmp_path):

@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 import aimsec_core
 from aimsec_core import errors
+from aimsec_core.errors import InvalidInputError, StructuralAnomalyError
 from aimsec_core.alerts import Grouper, GroupingPolicy
 from aimsec_core.incidents import Occurrence
 from aimsec_core.incidents.taxonomy import TAXONOMY, UNMAPPED, mapping_for
@@ -93,3 +94,33 @@ def test_an_escalation_is_alerted_once():
         assert grouper.due() == []
     now[0] += 301
     assert [(a.kind, a.count, a.suppressed) for a in grouper.due()] == [("update", 5, 3)]
+
+
+class _ThirdPartyError(InvalidInputError):
+    check = "third_party_check"
+
+
+class _OwnArguments(InvalidInputError):
+    check = "own_arguments"
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"field {field!r} is missing")
+
+
+@pytest.mark.parametrize("error, kind, status", [
+    (InvalidInputError("request body is not JSON"), InvalidInputError, 422),
+    (StructuralAnomalyError("neighbouring values jump"), StructuralAnomalyError, 422),
+    (_ThirdPartyError("a field of our own is wrong"), _ThirdPartyError, 422),
+    (_OwnArguments("amount"), InvalidInputError, 422),
+])
+def test_a_refused_request_comes_back_as_the_kind_of_error_it_was(error, kind, status):
+    """refuse(InvalidInputError(...)) without a check of aimsec's table came back as an
+    AdversarialInputError: the middleware answered the client's malformed request 403
+    'refused' instead of 422, and an ``except InvalidInputError`` missed it."""
+    from aimsec_core.serving import refusal_for
+
+    model = LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])
+    guarded = aimsec_core.guard(model, name="m", sinks=[], policy=False)
+    refused = aimsec_core.guard_of(guarded).refuse(error)
+    assert type(refused) is kind and refused.check == error.check
+    assert refusal_for(refused).status == status

@@ -51,6 +51,14 @@ def test_bad_values_are_configuration_errors(key, value):
         Policy.coerce({key: value})
 
 
+def test_a_refused_rate_limit_names_the_zero_that_turns_it_off():
+    """-1 was told "must be an integer >= 1", though 0 (no limit) is taken as well."""
+    with pytest.raises(ConfigurationError, match=r">= 1 and <= 2147483647, or 0 or None "
+                       r"for no limit; received -1"):
+        Policy.coerce({"max_requests_per_minute": -1})
+    assert Policy.coerce({"max_requests_per_minute": 0}).rules.max_requests_per_minute is None
+
+
 def test_a_first_extraction_test_past_the_window_is_a_configuration_error():
     # the test reads at most the window's distances: it would never run, silently
     with pytest.raises(ConfigurationError, match="extraction_min_queries.*extraction_window"):

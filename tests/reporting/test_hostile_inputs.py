@@ -313,3 +313,16 @@ def test_a_process_out_of_descriptors_gets_one_clear_line(tmp_path, command):
     assert err.startswith("aimsec audit verify: " if command == "verify" else "aimsec report: ")
     assert "cannot open the 61 files of the audit trail" in err and "ulimit -n" in err
     assert "Traceback" not in err and not (tmp_path / "out" / "second").exists()
+
+
+def test_a_trail_folder_whose_name_is_not_utf8_gets_its_report(tmp_path):
+    """A folder named with a byte UTF-8 cannot decode (``n\\xffname``, read by Python as
+    the lone surrogate ``\\udcff``) made the page unwritable: ``aimsec report`` ended in a
+    UnicodeEncodeError traceback after reading the whole trail."""
+    import os
+
+    logs = _trail(tmp_path / os.fsdecode(b"n\xffname"), _line())
+    files = aimsec_core.report(logs, out=tmp_path / "out", incidents=[], console=QUIET)
+    page = files.html_path.read_text(encoding="utf-8")
+    assert "n\\udcffname" in page and files.report.calls == 1
+    json.loads(files.json_path.read_text(encoding="utf-8"))
