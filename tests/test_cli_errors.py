@@ -214,3 +214,12 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     finally:
         os.close(write)
     assert done.stderr == "" and done.returncode == 1
+
+
+def test_version_names_the_release(capsys):
+    import aimsec_core
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"aimsec {aimsec_core.__version__}"

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(variable, value)
     parser = argparse.ArgumentParser(
         prog="aimsec", description="Security middleware for trained ML models.")
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"aimsec {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(commands)
