@@ -38,6 +38,11 @@ from .errors import ConfigurationError
 
 T = TypeVar("T")
 
+#: Fewest bytes of a secret aimsec signs or keys with (the client-key HMAC, the
+#: calibration signature): the 128-bit security level an HMAC key should give at least
+#: (NIST SP 800-107, section 5.3.4).
+MIN_SECRET_BYTES = 16
+
 MODES = ("enforce", "monitor")
 DEFAULT_LOG_PATH = "security_logs"
 DEFAULT_LOG_MAX_BYTES = 50 * 1024 * 1024

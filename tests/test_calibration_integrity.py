@@ -123,7 +123,7 @@ def test_damaged_arrays_do_not_load(tmp_path, monkeypatch, model, calibrated, da
 def test_with_a_key_only_files_signed_with_it_load(tmp_path, monkeypatch, model, calibrated):
     signed = _save(calibrated, tmp_path / "signed.npz", monkeypatch, key=KEY)
     unsigned = _save(calibrated, tmp_path / "unsigned.npz", monkeypatch)
-    other = _save(calibrated, tmp_path / "other.npz", monkeypatch, key="another-key")
+    other = _save(calibrated, tmp_path / "other.npz", monkeypatch, key="another-signing-key")
     assert KEY not in signed.read_bytes().decode("latin-1")  # the key is never written
     monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, KEY)
     assert _load(model, signed).id == aimsec_core.guard_of(calibrated).calibration.id
@@ -206,11 +206,25 @@ def test_a_key_set_but_empty_is_an_error_not_no_key(tmp_path, monkeypatch, model
         calibrated.save_calibration(tmp_path / "v.npz")
 
 
+@pytest.mark.parametrize("key", ["k", " " * 3, "fifteen-bytes!!"], ids=["one", "spaces", "15"])
+def test_a_key_too_short_to_keep_a_secret_is_an_error(tmp_path, monkeypatch, model,
+                                                      calibrated, key):
+    # a one-byte key signed as readily as a long one, though anyone could find it by
+    # trying 256 keys: at least 16 bytes, as the client-key secret already asks
+    unsigned = _save(calibrated, tmp_path / "u.npz", monkeypatch)
+    monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, key)
+    with pytest.raises(CalibrationError, match="at least 16 bytes"):
+        calibrated.save_calibration(tmp_path / "v.npz")
+    with pytest.raises(CalibrationError, match="at least 16 bytes"):
+        _load(model, unsigned)
+
+
 def test_a_non_ascii_key_signs_and_verifies(tmp_path, monkeypatch, model, calibrated):
-    path = _save(calibrated, tmp_path / "c.npz", monkeypatch, key="cl\u00e9-\u79d8\u5bc6")
-    monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, "cl\u00e9-\u79d8\u5bc6")
+    path = _save(calibrated, tmp_path / "c.npz", monkeypatch,
+                 key="cl\u00e9-\u79d8\u5bc6-de-signature")
+    monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, "cl\u00e9-\u79d8\u5bc6-de-signature")
     assert _load(model, path).id == aimsec_core.guard_of(calibrated).calibration.id
-    monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, "cle-\u79d8\u5bc6")
+    monkeypatch.setenv(calibration_integrity.KEY_VARIABLE, "cle-\u79d8\u5bc6-de-signature")
     with pytest.raises(CalibrationError, match="signed with another key"):
         _load(model, path)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import MIN_SECRET_BYTES
 from ..errors import CalibrationError
 
 FIELD = "integrity"
@@ -30,14 +31,21 @@ KEY_VARIABLE = "AIMSEC_CALIBRATION_KEY"
 def _key() -> bytes | None:
     """The key's bytes as the environment holds them (``os.fsencode``: a key that is not
     valid UTF-8 keeps its bytes); ``None`` where the variable is unset. Set but empty (a
-    secret that did not arrive) is an error, not "no key": signing must not fail open."""
+    secret that did not arrive) is an error, not "no key": signing must not fail open;
+    so is a key shorter than :data:`~aimsec_core.config.MIN_SECRET_BYTES`."""
     raw = os.environ.get(KEY_VARIABLE)
     if raw is None:
         return None
     if not raw:
         raise CalibrationError(f"{KEY_VARIABLE} is set but empty; set the signing key, or "
                                "unset the variable to use calibrations without signatures")
-    return os.fsencode(raw)
+    key = os.fsencode(raw)
+    if len(key) < MIN_SECRET_BYTES:  # a guessable key signs nothing an attacker can't
+        raise CalibrationError(
+            f"{KEY_VARIABLE} must be at least {MIN_SECRET_BYTES} bytes; received {len(key)} "
+            "bytes. Generate one with `python -c 'import secrets; "
+            "print(secrets.token_hex(32))'`")
+    return key
 
 
 def _feed(digest: Any, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:

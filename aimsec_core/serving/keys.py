@@ -15,15 +15,12 @@ import os
 import secrets
 import threading
 
-from ..config import resolve
+from ..config import MIN_SECRET_BYTES, resolve
 from ..errors import ConfigurationError
 
 KEY_PREFIX = "key:"
 #: Hex digits of the keyed hash kept in the identity.
 DIGEST_CHARS = 16
-#: Shortest secret accepted, in bytes (the HMAC key should be at least the 128-bit
-#: security level aimed at; NIST SP 800-107 section 5.3.4).
-MIN_SECRET_BYTES = 16
 
 _process_secret: bytes | None = None
 _process_secret_lock = threading.Lock()
