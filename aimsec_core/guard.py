@@ -96,6 +96,8 @@ class Guard:
         self._declared: list[InputSpec] | None = adapter.signature()
         self.constraints.check_input_names(
             self._declared if adapter.closed_signature else None, self.name)
+        if adapter.static_signature:
+            self.constraints.check_declared_shapes(self._declared, self.name)
         self._specs: dict[tuple[Any, ...], dict[str, InputSpec | None]] = {}
         #: this thread's or task's last verdict (a slot, not a variable of its own: a
         #: context keeps its variables after the guard is gone)

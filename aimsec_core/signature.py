@@ -164,6 +164,26 @@ class Constraints:
                 f"{model}: constraint 'inputs' names {unknown!r:.200}, which the model does "
                 f"not take; expected names among its inputs {names!r:.200}")
 
+    def check_declared_shapes(self, declared: list[InputSpec] | None, model: str) -> None:
+        """Raise :class:`ConfigurationError` when an explicit ``sample_shape`` contradicts
+        the shape the model declares for that input (another rank, or another length
+        where the model's is fixed: ``(5,)`` for an estimator fitted on 4 features). It
+        wins over the declared one, so every call would otherwise be refused, the error
+        naming the wrong shape as the model's."""
+        for spec in declared or ():
+            explicit = self.explicit_spec(spec.name)
+            if explicit is None or explicit.shape is None or spec.shape is None:
+                continue
+            fits = len(explicit.shape) == len(spec.shape) and all(
+                want is None or have is None or want == have
+                for want, have in zip(explicit.shape[1:], spec.shape[1:]))
+            if not fits:
+                raise ConfigurationError(
+                    f"{model}: constraint 'sample_shape' {tuple(explicit.shape[1:])} "
+                    f"contradicts input {spec.name!r:.80}, which the model declares with "
+                    f"samples of shape {tuple(spec.shape[1:])}; expected a shape that fits "
+                    "it (None where any length goes), or no sample_shape")
+
     def for_input(self, name: str) -> Constraints:
         """The constraints input ``name`` is checked against (its overrides applied)."""
         return self._per_input.get(name, self) if self._per_input else self

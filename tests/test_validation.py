@@ -438,3 +438,25 @@ def test_a_missing_value_among_objects_is_found_however_it_is_spelled(missing):
     assert [(f.check, f.samples) for f in out.findings] == [("null", (1,))]
     assert _run(np.array([["a", "nan"], [0.5, np.float32(2)]], dtype=object),
                 InputSpec("x", accepts_strings=True)).findings == []  # values, not missing
+
+
+@pytest.mark.parametrize("sample_shape, fits", [
+    ((5,), False), ((4, 1), False), ((), False), ((4,), True), ((None,), True),
+], ids=["other-length", "other-rank", "no-axes", "same", "any-length"])
+def test_a_sample_shape_contradicting_the_model_is_refused_when_the_guard_is_built(
+        sample_shape, fits):
+    """A sample_shape wins over the shape the model declares: (5,) for an estimator
+    fitted on 4 features was accepted, then every call was refused, the error naming
+    (N, 5) as what the model expects."""
+    import aimsec_core
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(0).random((20, 4))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
+    constraints = {"sample_shape": sample_shape}
+    if not fits:
+        with pytest.raises(ConfigurationError, match=r"contradicts input 'X'.*\(4,\)"):
+            aimsec_core.guard(model, sinks=[], constraints=constraints)
+        return
+    guarded = aimsec_core.guard(model, sinks=[], constraints=constraints)
+    np.testing.assert_array_equal(guarded.predict(x), model.predict(x))
