@@ -108,7 +108,7 @@ class GuardedModel(GuardedMixin):
         guard = self._aimsec_guard
         model = guard.model
         args = list(args)  # type: ignore[assignment]
-        given: dict[str, Any] = {}  # what the call holds besides x, by name (see below)
+        given: dict[str, Any] = {}  # each array the call holds, by its screened name
 
         def others(rebuilt: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
             """The call's arguments with the copies the core checked in the caller's
