@@ -88,6 +88,27 @@ def test_every_array_argument_is_read_as_checked(plain, sink, bias, call):
     assert sink.outcomes == ["allowed"]
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a tf.Variable")
+def test_a_variable_beside_the_input_is_read_once_before_the_checks(plain, sink):
+    """A ``tf.Variable`` passed beside the input is read once, before the checks: an
+    assignment after them never reaches the model, and a tape still reaches it."""
+    import tensorflow as tf
+
+    bias = tf.Variable(X)
+    with tf.GradientTape() as tape:
+        expected = plain(X, bias=bias)
+    expected_gradient = tape.gradient(expected, bias)
+    guarded = aimsec_core.guard(plain, name="biased", sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    write_after_check(guarded, lambda: bias.assign(X + 5))
+    with tf.GradientTape() as tape:
+        output = guarded(X, bias=bias)
+    np.testing.assert_array_equal(output.numpy(), expected.numpy())
+    np.testing.assert_array_equal(tape.gradient(output, bias).numpy(),
+                                  expected_gradient.numpy())
+    assert sink.outcomes == ["allowed"]
+
+
 @pytest.mark.parametrize("call", [
     lambda g: g(X, colour="red"), lambda g: g(X, mask=None), lambda g: g(X, X, False, 5),
     lambda g: g(X, bias=X, x=X), lambda g: g(X, training="yes"),

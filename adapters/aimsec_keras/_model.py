@@ -107,7 +107,9 @@ class GuardedModel(GuardedMixin):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         guard = self._aimsec_guard
         model = guard.model
-        args = list(args)  # type: ignore[assignment]
+        # a variable beside the input is read once, now, as the input is (see _native)
+        args = [args[0], *map(_value_of, args[1:])] if args else []  # type: ignore[assignment]
+        kwargs = {k: v if k == "training" else _value_of(v) for k, v in kwargs.items()}
         given: dict[str, Any] = {}  # each array the call holds, by its screened name
 
         def others(rebuilt: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -468,12 +470,17 @@ def _native(x: Any) -> Any:
 
 def _read(value: Any) -> Any:
     """One input as :func:`_native` hands it on."""
+    return native_order(_value_of(value))
+
+
+def _value_of(value: Any) -> Any:
+    """A variable's value read now (see :func:`_native`); anything else as it is."""
     if isinstance(value, keras.Variable):  # its backend's variable (or tensor) under it
         value = value.value
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(value, tf.Variable):
         return tf.identity(value)
-    return native_order(value)
+    return value
 
 
 def _as_is(error: Exception) -> Exception:
