@@ -159,6 +159,17 @@ def substituted(bound: list[tuple[str, Any, Located]], given: Mapping[str, Any],
     return args, kwargs
 
 
+def replaced_in(value: Any, given: Mapping[str, Any], replacements: Mapping[str, Any]) -> Any:
+    """``value`` (an argument, a call's ``args`` tuple or ``kwargs`` dict, or a list, tuple
+    or dict holding inputs) with each object ``given[name]`` replaced by
+    ``replacements[name]`` wherever it sits, as :func:`substituted` replaces them: the
+    containers around it rebuilt, never the caller's changed; ``value`` itself where
+    nothing in it is replaced."""
+    if not replacements:
+        return value
+    return _substitute(value, {id(given[name]): new for name, new in replacements.items()}, 0)
+
+
 def _substitute(value: Any, by_id: Mapping[int, Any], depth: int) -> Any:
     new = by_id.get(id(value))
     if new is not None:

@@ -280,7 +280,8 @@ class Guard:
         the caller could still write to, a native-order copy of a big-endian array, the
         array a nested list becomes; see ``Validated.replaced``), which the adapter hands
         the model in place of the caller's objects, so the model reads exactly what was
-        checked; ``forward`` then takes the same mapping as its keyword ``rebuilt``.
+        checked; ``forward`` then takes the same mapping as its keyword ``rebuilt`` (it is
+        handed to the adapter as ``functools.partial(forward, rebuilt=...)``).
         ``refusals`` are blocking findings the adapter made about arguments that are not
         inputs (onnxruntime's ``output_names``): recorded with the input findings, in one
         verdict and one record.

@@ -34,6 +34,22 @@ class ListSink:
         return [e.outcome for e in self.events]
 
 
+def write_after_check(guarded, write) -> None:
+    """Run ``write()`` whenever the guard of ``guarded`` stamps a verdict: after its checks
+    read the input, before the model reads it. Another thread's write between check and
+    use, made deterministic."""
+    import aimsec_core
+
+    guard = aimsec_core.guard_of(guarded)
+    clock = guard.clock
+
+    def stamp_then_write() -> float:
+        write()
+        return clock()
+
+    guard.clock = stamp_then_write
+
+
 @pytest.fixture
 def sink() -> ListSink:
     return ListSink()

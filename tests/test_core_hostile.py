@@ -16,7 +16,7 @@ from aimsec_core import AuditLog
 from aimsec_core.adapter import HostArrays
 from aimsec_core.audit import verify_trail
 from tests.cases import all_cases, digits
-from tests.conftest import ListSink
+from tests.conftest import ListSink, write_after_check
 
 
 def _guard(audit: AuditLog) -> aimsec_core.Guard:
@@ -115,19 +115,7 @@ def _writable_host_view(native):
     return None
 
 
-def _toctou_cases() -> list:
-    """Every case; Keras as a known gap (strict xfail)."""
-    return [pytest.param(c, id=c.id, marks=() if c.id != "keras" else pytest.mark.xfail(
-        strict=True, reason=(
-            "time of check to time of use, Keras: its adapter does not hand Keras the "
-            "core's snapshots yet (predict, evaluate, calling the model and its data "
-            "pipelines pass the caller's own structures, and its gradient pass tells "
-            "predict's own output apart by the call object the guard would wrap), so "
-            "another thread's write after the check still reaches a Keras model")))
-            for c in CASES]
-
-
-@pytest.mark.parametrize("case", _toctou_cases())
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_the_model_reads_exactly_what_was_checked_when_another_thread_changes_the_input(case):
     """Another thread writes out-of-range values into the caller's array after the guard
     checked it and before the model reads it (deterministically: from the guard's clock,
@@ -144,14 +132,7 @@ def test_the_model_reads_exactly_what_was_checked_when_another_thread_changes_th
     sink = ListSink()
     guarded = aimsec_core.guard(case.model(), name=f"toctou-{case.id}", sinks=[sink],
                                 constraints=constraints, policy=False)
-    guard = aimsec_core.guard_of(guarded)
-    clock = guard.clock
-
-    def stamp_then_tamper() -> float:
-        memory[...] = 1e30  # the other thread's write, between check and use
-        return clock()
-
-    guard.clock = stamp_then_tamper
+    write_after_check(guarded, lambda: memory.__setitem__(..., 1e30))
     try:
         output = case.call_guarded(guarded, native)
     except aimsec_core.AimsecError:

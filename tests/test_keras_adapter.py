@@ -21,6 +21,7 @@ from aimsec_core import InputFormatError, NonFiniteInputError, ValueRangeError
 from aimsec_keras import KerasAdapter
 from tests.cases import digits
 from tests.cases.keras_case import CASE
+from tests.conftest import write_after_check
 
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,6 +184,23 @@ def test_every_input_of_a_multi_input_model_is_screened(sink, as_dict):
         guarded.predict([image, meta, meta], verbose=0)
     with pytest.raises(InputFormatError, match="batch size"):
         guarded.predict({"image": image, "meta": meta[:4]}, verbose=0)
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["list-inputs", "dict-inputs"])
+def test_each_input_of_a_multi_input_model_is_read_as_checked(sink, as_dict):
+    """Another thread's write into either input after the check never reaches the model,
+    and the caller's list or dict is left as it was given."""
+    model = _two_input_model(as_dict)
+    image, meta = _batch(5), np.full((5, 3), 0.5, np.float32)
+    given = {"image": image, "meta": meta} if as_dict else [image, meta]
+    expected = model.predict({"image": image.copy(), "meta": meta.copy()}, verbose=0)
+    guarded = aimsec_core.guard(model, sinks=[sink], constraints={"max_value": 1.0})
+
+    def write() -> None:
+        image[...], meta[...] = 1e30, -1e30
+    write_after_check(guarded, write)
+    np.testing.assert_array_equal(guarded.predict(given, verbose=0), expected)
+    assert (given["meta"] if as_dict else given[1]) is meta and sink.outcomes == ["allowed"]
 
 
 def test_a_subclassed_model_taking_a_list_has_each_array_screened(sink):
@@ -375,7 +393,76 @@ def test_calibrated_detectors_share_the_prediction_forward_pass(sink, monkeypatc
     assert sum(guarded.last_verdict.flags) > 3 * max(clean_flagged, 5)
 
 
+@pytest.mark.parametrize("path", ["predict", "predict_on_batch", "call"])
+def test_the_gradient_pass_reads_the_copy_the_model_reads(sink, path):
+    """With the gradient detectors calibrated, a write into the caller's array after the
+    check reaches neither the prediction nor the input gradient the detectors score."""
+    x, _ = digits()
+    guarded = aimsec_core.guard(CASE.model(), mode="monitor", sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    guarded.calibrate(x[:600], fpr=0.05)
+    run = {"predict": lambda v: guarded.predict(v, verbose=0),
+           "predict_on_batch": lambda v: guarded.predict_on_batch(v),
+           "call": lambda v: keras.ops.convert_to_numpy(guarded(v, training=False))}[path]
+    clean = x[1000:1064].copy()
+    expected = run(clean.copy())
+    scores = guarded.last_verdict.scores
+    assert "boundary" in scores
+    write_after_check(guarded, lambda: clean.__setitem__(..., 1e30))
+    np.testing.assert_array_equal(run(clean), expected)
+    assert guarded.last_verdict.scores == scores and (clean == 1e30).all()
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a tf.Variable: TensorFlow backend")
+@pytest.mark.parametrize("kind", ["tf.Variable", "keras.Variable"])
+def test_a_variable_is_read_once_and_keeps_its_gradient(sink, kind):
+    """A variable input is read once, before the checks: an assignment after the check
+    never reaches the model, and a gradient tape still reaches the variable."""
+    import tensorflow as tf
+
+    make = tf.Variable if kind == "tf.Variable" else keras.Variable
+    model = CASE.model()
+    plain = make(_batch(4))
+    with tf.GradientTape() as tape:
+        expected = model(plain)
+    expected_gradient = tape.gradient(expected, plain)
+    x = make(_batch(4))
+    guarded = aimsec_core.guard(model, sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    write_after_check(guarded, lambda: x.assign(tf.fill(x.shape, 1e30)))
+    with tf.GradientTape() as tape:
+        output = guarded(x)
+    np.testing.assert_array_equal(output.numpy(), expected.numpy())
+    np.testing.assert_array_equal(tape.gradient(output, x).numpy(), expected_gradient.numpy())
+    x.assign(_batch(4))
+    np.testing.assert_array_equal(guarded.predict(x, verbose=0), model.predict(
+        _batch(4), verbose=0))
+    assert sink.outcomes == ["allowed", "allowed"]
+
+
 # --- the torch backend ---------------------------------------------------------------------
+
+@pytest.mark.skipif(BACKEND != "torch", reason="a torch tensor with autograd: torch backend")
+def test_a_torch_tensor_is_read_as_checked_and_keeps_its_gradient(sink):
+    """On the torch backend the model reads the copy of a torch tensor that was checked,
+    and that copy is joined to the caller's graph: the output and the caller's gradient
+    are the plain call's."""
+    import torch
+
+    model = CASE.model()
+    plain = torch.tensor(_batch(4), requires_grad=True)
+    expected = model(plain)
+    expected.sum().backward()
+    x = torch.tensor(_batch(4), requires_grad=True)
+    guarded = aimsec_core.guard(model, sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    write_after_check(guarded, lambda: x.data.fill_(1e30))
+    output = guarded(x)
+    output.sum().backward()
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    torch.testing.assert_close(x.grad, plain.grad, rtol=0, atol=0)
+    assert sink.outcomes == ["allowed"] and (x == 1e30).all()
+
 
 def test_torch_backend_in_a_subprocess():
     """Conformance, this file and the call paths again, with Keras on torch (chosen before

@@ -10,6 +10,7 @@ import pytest
 
 import aimsec_core
 from aimsec_core import InputFormatError, NonFiniteInputError, ValueRangeError
+from tests.conftest import write_after_check
 
 X = np.random.default_rng(0).random((4, 3)).astype("float32")
 NAN = np.full((4, 3), np.nan, dtype="float32")
@@ -65,6 +66,47 @@ def test_a_boolean_mask_argument_is_screened_as_its_0_1_values(guarded, plain, s
     expected = keras.ops.convert_to_numpy(plain(X, bias=mask))
     assert np.array_equal(keras.ops.convert_to_numpy(guarded(X, bias=mask)), expected)
     assert sink.events[-1].outcome == "allowed"
+
+
+@pytest.mark.parametrize("bias", [X, np.ones((4, 3), dtype=bool)], ids=["array", "mask"])
+@pytest.mark.parametrize("call", [lambda m, x, b: m(x, b), lambda m, x, b: m(x, bias=b),
+                                  lambda m, x, b: m(x=x, bias=[b])],
+                         ids=["positional", "keyword", "in-a-list"])
+def test_every_array_argument_is_read_as_checked(plain, sink, bias, call):
+    """Another thread's write into the input or an argument beside it (a boolean mask
+    too) after the check never reaches the model; the model gets a mask as booleans."""
+    x, bias = X.copy(), bias.copy()
+    expected = keras.ops.convert_to_numpy(call(plain, x.copy(), bias.copy()))
+    guarded = aimsec_core.guard(plain, name="biased", sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+
+    def write() -> None:
+        x[...], bias[...] = 0.5, 0
+    write_after_check(guarded, write)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(call(guarded, x, bias)),
+                                  expected)
+    assert sink.outcomes == ["allowed"]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a tf.Variable")
+def test_a_variable_beside_the_input_is_read_once_before_the_checks(plain, sink):
+    """A ``tf.Variable`` passed beside the input is read once, before the checks: an
+    assignment after them never reaches the model, and a tape still reaches it."""
+    import tensorflow as tf
+
+    bias = tf.Variable(X)
+    with tf.GradientTape() as tape:
+        expected = plain(X, bias=bias)
+    expected_gradient = tape.gradient(expected, bias)
+    guarded = aimsec_core.guard(plain, name="biased", sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    write_after_check(guarded, lambda: bias.assign(X + 5))
+    with tf.GradientTape() as tape:
+        output = guarded(X, bias=bias)
+    np.testing.assert_array_equal(output.numpy(), expected.numpy())
+    np.testing.assert_array_equal(tape.gradient(output, bias).numpy(),
+                                  expected_gradient.numpy())
+    assert sink.outcomes == ["allowed"]
 
 
 @pytest.mark.parametrize("call", [

@@ -49,6 +49,7 @@ import pytest
 
 import aimsec_core
 from aimsec_core import NonFiniteInputError, UnguardedCallError
+from tests.conftest import write_after_check
 
 tf = pytest.importorskip("tensorflow") if keras.backend.backend() == "tensorflow" else None
 LABELS = np.array([0, 1, 2, 0])
@@ -126,6 +127,26 @@ def test_each_path_is_screened(guarded, sink, path):
     # type, with its own message: the verdict is then on last_verdict only)
     verdict = caught.value.verdict or guarded.last_verdict
     assert verdict is sink.events[1].verdict and verdict.flags == (False, False, True, False)
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+@pytest.mark.parametrize("path", list(SCREENED))
+def test_each_path_runs_on_exactly_what_was_checked(model, guarded, sink, path):
+    """Another thread writes out-of-range values into the caller's array after the guard
+    checked it and before Keras reads it: every path answers for the values checked. The
+    model (and a pipeline's reader) is handed the copy the checks read."""
+    run = SCREENED[path]
+    expected = _numbers(run(model, _x()))
+    x = _x()
+    write_after_check(guarded, lambda: x.__setitem__(..., 1e30))
+    np.testing.assert_allclose(_numbers(run(guarded, x)), expected, rtol=1e-6)
+    assert sink.outcomes == ["allowed"] and (x == 1e30).all()
+
+
+def _numbers(result: Any) -> np.ndarray:
+    """A call's result (an array, a backend tensor, a loss) as numpy."""
+    return np.asarray(keras.ops.convert_to_numpy(result) if keras.ops.is_tensor(result)
+                      else result)
 
 
 REFUSED: dict[str, Callable[[Any, np.ndarray], Any]] = {

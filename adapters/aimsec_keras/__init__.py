@@ -23,8 +23,9 @@
 
 ``predict``, ``predict_on_batch``, ``evaluate``, ``test_on_batch`` and calling the model are
 guarded; a call screens every array in its arguments (``call(x, bias)``, ``mask=``) by
-parameter name. Every other attribute (``fit``, ``layers``, ``save``, ``compile`` ...) is the
-original model's. A ``dtype="string"`` input takes text (object arrays of ``str``, or a
+parameter name, and Keras runs on the copies of the arrays the checks read (the
+caller's arrays may change meanwhile). Every other attribute (``fit``, ``layers``,
+``save``, ``compile`` ...) is the original model's. A ``dtype="string"`` input takes text (object arrays of ``str``, or a
 TensorFlow string tensor of UTF-8 bytes, screened as the text it holds).
 Works on the TensorFlow and the torch backend (``KERAS_BACKEND``); input gradients for the
 detectors use ``tf.GradientTape`` or ``torch.autograd`` and leave the model untouched.
@@ -39,7 +40,7 @@ from functools import cached_property
 from itertools import islice
 from typing import Any
 
-from aimsec_core.adapter import Adapter, Capabilities
+from aimsec_core.adapter import Adapter, Capabilities, host_snapshot
 from aimsec_core.guard import Guard
 from aimsec_core.signature import InputSpec
 from aimsec_core.validation import Refused, shown_name
@@ -225,6 +226,29 @@ class KerasAdapter(Adapter):
             return value.to_numpy()
         return None
 
+    def snapshot(self, value: Any, array: Any) -> Any | None:
+        """A copy of what the model would read from ``value`` (see ``Adapter.snapshot``),
+        which the guarded model hands Keras in its place: of a numpy array (broadcast axes
+        broadcast again), of a torch tensor on the torch backend (on its device), of the
+        array a pandas object is read as. ``None`` for a TensorFlow or JAX tensor, which
+        nothing can write once made (``numpy()`` reads a copy), and for the variables the
+        guarded model reads once before screening (a ``tf.Variable`` as a tensor)."""
+        import numpy as np
+
+        copy = host_snapshot(value, array)
+        if copy is not None:
+            return copy
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(value, torch.Tensor):
+            from aimsec_torch import tensor_snapshot
+
+            return tensor_snapshot(value, array)
+        pandas = sys.modules.get("pandas")
+        if (pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series))
+                and type(array) is np.ndarray):  # to_numpy() may be a view of the frame
+            return host_snapshot(array, array)
+        return None
+
     @cached_property
     def sigmoid_output(self) -> bool:
         """Whether a sigmoid produces the model's output (a binary classifier's single
@@ -267,11 +291,12 @@ class KerasAdapter(Adapter):
 
         from ._gradients import OwnOutput, class_probabilities, forward_backward
 
-        if isinstance(call, OwnOutput):
-            output = call()
+        own = OwnOutput.within(call)
+        if own is not None:
+            output = call()  # on the copies the core checked; so is the gradient's pass
             probabilities = class_probabilities(np.asarray(output), self.sigmoid_output)[0]
             labels = probabilities.argmax(axis=1)
-            chunk = max(call.batch_size or KERAS_BATCH_SIZE, GRADIENT_CHUNK)
+            chunk = max(own.batch_size or KERAS_BATCH_SIZE, GRADIENT_CHUNK)
             return output, probabilities, forward_backward(
                 self.model, x, labels, chunk=chunk, sigmoid=self.sigmoid_output)[2]
         return forward_backward(self.model, x, None, call, sigmoid=self.sigmoid_output)

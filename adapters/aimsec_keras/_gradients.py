@@ -7,7 +7,8 @@ unless the caller's own call asks otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
@@ -81,30 +82,43 @@ def _output_layer(model: Any) -> Any:
 class Forward:
     """The guarded call run on a replacement input (the watched twin of ``x``).
 
-    ``run`` returns the model's output tensor; with ``to_numpy`` the caller gets it as
-    numpy (``predict``), otherwise as that tensor (calling the model)."""
+    ``run(x, rebuilt)`` returns the model's output tensor; ``rebuilt`` maps the name of
+    each other input the core copied to the copy it checked (``Guard.call(...,
+    rebuilt=True)``), which the call hands the model in place of the caller's. With
+    ``to_numpy`` the caller gets the output as numpy (``predict``), otherwise as that
+    tensor (calling the model)."""
 
-    def __init__(self, run: Callable[[Any], Any], *, to_numpy: bool = False) -> None:
+    def __init__(self, run: Callable[[Any, Mapping[str, Any]], Any], *,
+                 to_numpy: bool = False) -> None:
         self.run = run
         self.to_numpy = to_numpy
 
-    def __call__(self, x: Any) -> Any:
-        return self.run(x)
+    def __call__(self, x: Any, rebuilt: Mapping[str, Any] | None = None) -> Any:
+        return self.run(x, rebuilt or {})
 
 
 class OwnOutput:
-    """The guarded call itself (``predict``, ``predict_on_batch``), run as it is: its
-    output is what the caller gets, bit for bit, and the gradient comes from a pass of its
-    own at the labels that output predicts. (``predict`` runs a compiled function on
-    batches of its own size; an eager pass over the whole input rounds differently.)"""
+    """The guarded call itself (``predict``, ``predict_on_batch``), run as it is on the
+    copies the core checked (``run(rebuilt)``, see :class:`Forward`): its output is what
+    the caller gets, bit for bit, and the gradient comes from a pass of its own, on the
+    same copy, at the labels that output predicts. (``predict`` runs a compiled function
+    on batches of its own size; an eager pass over the whole input rounds differently.)"""
 
-    def __init__(self, run: Callable[[], Any], batch_size: int | None = None) -> None:
+    def __init__(self, run: Callable[[Mapping[str, Any]], Any],
+                 batch_size: int | None = None) -> None:
         self.run = run
         #: the call's own batch size, which the gradient pass works in (Keras' default 32)
         self.batch_size = batch_size
 
-    def __call__(self) -> Any:
-        return self.run()
+    def __call__(self, rebuilt: Mapping[str, Any] | None = None) -> Any:
+        return self.run(rebuilt or {})
+
+    @staticmethod
+    def within(call: Any) -> OwnOutput | None:
+        """The :class:`OwnOutput` that ``call`` runs: ``call`` itself, or the one the guard
+        bound its copies to (``functools.partial(own, rebuilt=...)``); else ``None``."""
+        own = call.func if isinstance(call, functools.partial) else call
+        return own if isinstance(own, OwnOutput) else None
 
 
 def forward_backward(model: Any, x: Any, labels: Any = None,
@@ -159,7 +173,7 @@ def _one_pass(model: Any, x: Any, labels: Any, call: Callable[[Any], Any] | None
               sigmoid: bool) -> tuple[Any, np.ndarray, Any]:
     """:func:`forward_backward` on all of ``x`` at once."""
     if call is None:
-        call = Forward(lambda inputs: model(inputs, training=False), to_numpy=True)
+        call = Forward(lambda inputs, _: model(inputs, training=False), to_numpy=True)
     to_numpy = bool(getattr(call, "to_numpy", False))
     backend = keras.backend.backend()
     flat = [_leaf(v, backend) for v in keras.tree.flatten(x)]

@@ -4,7 +4,8 @@ The proxy reports the original model's class (as ``wrapt.ObjectProxy`` does), so
 ``isinstance(guarded, keras.Model)`` holds, and it reads and writes every attribute it does
 not guard on the original. Data given as a ``tf.data.Dataset``, a generator, a
 ``keras.utils.PyDataset`` or a torch ``DataLoader`` is screened batch by batch as Keras
-consumes it; each batch is then one screened call in the audit trail. A refused batch ends
+consumes it; each batch is then one screened call in the audit trail, and Keras is handed
+the copies of its arrays that screening checked. A refused batch ends
 the data there (Keras warns that the input ran out) and the refusal is raised once Keras
 has stopped; the batches before it were predicted, the refused one never reaches the model.
 Data that yields no batch at all is refused with ``EmptyInputError`` (one ``rejected``
@@ -20,7 +21,7 @@ import sys
 import types
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import keras
@@ -35,8 +36,8 @@ from aimsec_core.verdict import Verdict
 from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import (ArgumentsError, Binder, Rule, argument_findings,
                                         arguments_error, first_leaf, first_non_tensor,
-                                        flag, no_batches_error, positive_int, sequence_of,
-                                        tensors_in, unfit_finding)
+                                        flag, no_batches_error, positive_int, replaced_in,
+                                        sequence_of, tensors_in, unfit_finding)
 
 from ._gradients import Forward, OwnOutput
 
@@ -61,6 +62,10 @@ class GuardedModel(GuardedMixin):
     ``test_on_batch`` and ``__call__`` go through the guard; everything else is the
     original model's. ``last_verdict``, ``calibrate`` and ``save_calibration`` come with
     every guarded object.
+
+    Keras runs on the copies the guard checked of the arrays and torch tensors in the
+    data and in a call's other arguments (see ``KerasAdapter.snapshot``), never on the
+    caller's objects, which another thread may still write into.
 
     Their arguments besides the data (``batch_size``, ``verbose``, ``steps``,
     ``callbacks``, ``return_dict``, ``training``) are checked against Keras' documented
@@ -95,20 +100,37 @@ class GuardedModel(GuardedMixin):
         if bound is None:  # predict_on_batch(x, 2), (x=..., y=...): nothing fits
             raise guard.refuse(arguments_error(findings)) from None
         x = _native(bound.arguments.get(next(iter(signature.parameters))))
-        run = OwnOutput(lambda: method(x))
-        return guard.call(guard.adapter.inputs_of(x), run, run)
+        inputs = guard.adapter.inputs_of(x)
+        run = OwnOutput(lambda rebuilt: method(_checked(x, inputs, rebuilt)))
+        return guard.call(inputs, run, run, rebuilt=True)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         guard = self._aimsec_guard
         model = guard.model
-        args = list(args)  # type: ignore[assignment]
+        # a variable beside the input is read once, now, as the input is (see _native)
+        args = [args[0], *map(_value_of, args[1:])] if args else []  # type: ignore[assignment]
+        kwargs = {k: v if k == "training" else _value_of(v) for k, v in kwargs.items()}
+        given: dict[str, Any] = {}  # each array the call holds, by its screened name
+
+        def others(rebuilt: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            """The call's arguments with the copies the core checked in the caller's
+            places (x too, where it holds one)."""
+            return (_checked(tuple(args), given, rebuilt),
+                    _checked(kwargs, given, rebuilt))
+
         if args:
             x = args[0] = _native(args[0])
-            forward = Forward(lambda t: model(t, *args[1:], **kwargs))
+
+            def run_on(t: Any, rebuilt: Mapping[str, Any]) -> Any:
+                a, k = others(rebuilt)
+                return model(t, *a[1:], **k)
         else:  # by keyword: Keras binds it to ``call``'s first argument, whatever its name
             name = _input_argument(model)
             x = kwargs[name] = _native(kwargs.get(name))
-            forward = Forward(lambda t: model(**{**kwargs, name: t}))
+
+            def run_on(t: Any, rebuilt: Mapping[str, Any]) -> Any:
+                return model(**{**others(rebuilt)[1], name: t})
+        forward = Forward(run_on)
         if _symbolic(x):
             raise _as_is(UnguardedCallError(
                 "the guarded model was called on symbolic tensors (building a larger model "
@@ -124,11 +146,16 @@ class GuardedModel(GuardedMixin):
         if refusals or kwargs.get("training"):
             forward = None
         inputs = guard.adapter.inputs_of(x)
+        given.update(inputs)
         if any(not isinstance(value, _PLAIN) for value in (*args[1:], *kwargs.values())
                if value is not x):  # arrays beside the input (training=False is not one)
-            inputs = _with_other_arguments(inputs, model, args, kwargs)
-        return guard.call(inputs, lambda: model(*args, **kwargs), forward,
-                          refusals=refusals)
+            inputs, beside = _with_other_arguments(inputs, model, args, kwargs)
+            given.update(beside)
+
+        def predict(rebuilt: Mapping[str, Any]) -> Any:
+            a, k = others(rebuilt)
+            return model(*a, **k)
+        return guard.call(inputs, predict, forward, rebuilt=True, refusals=refusals)
 
     def _screened(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         guard = self._aimsec_guard
@@ -147,10 +174,15 @@ class GuardedModel(GuardedMixin):
             # predict's own output is returned as it is; gradient detectors take their
             # pass beside it (evaluate returns no predictions to reuse)
             size = bound.arguments.get("batch_size")
-            run = OwnOutput(lambda: method(*bound.args, **bound.kwargs),
-                            batch_size=int(size) if not findings and size else None)
-            return guard.call(guard.adapter.inputs_of(x), run,
-                              run if method_name == "predict" else None, refusals=findings)
+            inputs = guard.adapter.inputs_of(x)
+
+            def checked(rebuilt: Mapping[str, Any]) -> Any:
+                if first in bound.arguments:  # the copies the core checked, in x's places
+                    bound.arguments[first] = _checked(x, inputs, rebuilt)
+                return method(*bound.args, **bound.kwargs)
+            run = OwnOutput(checked, batch_size=int(size) if not findings and size else None)
+            return guard.call(inputs, run, run if method_name == "predict" else None,
+                              rebuilt=True, refusals=findings)
         batches, length = pipeline
         if length == 0:  # known before reading: refused as an empty array is
             _close(x, batches)
@@ -323,12 +355,14 @@ def _positional_tensor(model: Any) -> Callable[[Any], bool]:
 
 
 def _with_other_arguments(inputs: dict[str, Any], model: Any, args: list[Any],
-                          kwargs: dict[str, Any]) -> dict[str, Any]:
+                          kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``inputs`` and every array or tensor in the call's other arguments (a subclassed
     model's ``call(x, bias)``, a ``mask``), named by ``call``'s parameter (``bias``,
     ``mask[0]``), as the torch adapter names a ``forward``'s; ``training`` and other
     plain values are not inputs. Arguments that do not fit ``call`` are named by position
-    (``args[1]``) or keyword: Keras says what is wrong with them."""
+    (``args[1]``) or keyword: Keras says what is wrong with them. Also the other
+    arguments' arrays as the call holds them, by the same names (a boolean mask is
+    screened as its bytes)."""
     binder = _binder(model)
     try:
         bound = binder.bind(tuple(args), kwargs)
@@ -341,12 +375,13 @@ def _with_other_arguments(inputs: dict[str, Any], model: Any, args: list[Any],
     try:
         found, _ = tensors_in(rest, kinds)
     except ArgumentsError as exc:
-        return {**inputs, "arguments": Refused(str(exc))}
+        return {**inputs, "arguments": Refused(str(exc))}, {}
     merged = dict(inputs)
     for name, value in found.items():
         if isinstance(value, kinds):  # not tensors_in's stand-in for an array-less call
             merged[name if name not in merged else f"argument {name}"] = value
-    return masks_as_bytes(merged, keras.ops.convert_to_numpy, after=len(inputs))
+    beside = dict(itertools.islice(merged.items(), len(inputs), None))
+    return masks_as_bytes(merged, keras.ops.convert_to_numpy, after=len(inputs)), beside
 
 
 #: Argument values that are never arrays: a call passing only these besides its input
@@ -381,18 +416,71 @@ def _array_types() -> tuple[type, ...]:
     return tuple(kinds)
 
 
+def _checked(value: Any, given: Mapping[str, Any], rebuilt: Mapping[str, Any]) -> Any:
+    """``value`` (the call's data, its ``args`` or ``kwargs``) with each array
+    ``given[name]`` the core made a copy of (``rebuilt``: name -> the copy it checked)
+    replaced by that copy as the model is handed it (:func:`_handed`), in its place:
+    inside a list, tuple or dict that is rebuilt around it (the caller's is not changed)."""
+    handed = {}
+    for name, copy in rebuilt.items():
+        if name in given:
+            new = _handed(given[name], copy)
+            if new is not given[name]:
+                handed[name] = new
+    return replaced_in(value, given, handed)
+
+
+def _handed(value: Any, copy: Any) -> Any:
+    """The copy the core checked of ``value`` as Keras is handed it in ``value``'s place:
+    booleans again for a boolean mask (screened as its bytes), joined to a torch tensor's
+    autograd graph where that one requires grad (``aimsec_torch.tensor_handed``).
+    ``value`` itself where it is no numpy array, pandas object or torch tensor: a
+    TensorFlow tensor (whose mask was read to numpy to be screened) cannot change."""
+    if isinstance(value, np.ndarray):
+        return copy.view(np.bool_) if value.dtype == np.bool_ and copy.dtype != np.bool_ \
+            else copy
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        from aimsec_torch import tensor_handed
+
+        return tensor_handed(value, copy)
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)):
+        return copy
+    return value
+
+
 def _native(x: Any) -> Any:
     """``x`` with every numpy array stored in non-native byte order replaced by the
     native-order copy validation checks (the torch backend reads raw memory and refuses
-    them; TensorFlow reads their values): an array, or a tuple, list or dict of them."""
+    them; TensorFlow reads their values), every ``tf.Variable`` by its value read now (a
+    tensor, which the variable's later assignments do not change; read on the caller's
+    gradient tape, as Keras reads it), and a ``keras.Variable`` by its backend's variable
+    so read (on torch, its tensor: copied when checked): an array, or a tuple, list or
+    dict of them."""
     if isinstance(x, (list, tuple)):
-        converted = [native_order(v) for v in x]
+        converted = [_read(v) for v in x]
         if any(a is not b for a, b in zip(converted, x)):
             return type(x)(converted) if type(x) in (list, tuple) else x
         return x
     if isinstance(x, dict):
-        return {k: native_order(v) for k, v in x.items()}
-    return native_order(x)
+        return {k: _read(v) for k, v in x.items()}
+    return _read(x)
+
+
+def _read(value: Any) -> Any:
+    """One input as :func:`_native` hands it on."""
+    return native_order(_value_of(value))
+
+
+def _value_of(value: Any) -> Any:
+    """A variable's value read now (see :func:`_native`); anything else as it is."""
+    if isinstance(value, keras.Variable):  # its backend's variable (or tensor) under it
+        value = value.value
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(value, tf.Variable):
+        return tf.identity(value)
+    return value
 
 
 def _as_is(error: Exception) -> Exception:
@@ -494,16 +582,20 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     #: data, each with its flags per sample, until the call returned)
     seen: deque[Verdict | None] = deque(maxlen=1)
 
-    def allowed(data: Any) -> bool:
+    def allowed(data: Any) -> Any:
+        """``data`` with its inputs replaced by the copies screening checked, or
+        ``None`` where the batch was refused."""
         x = keras.utils.unpack_x_y_sample_weight(data)[0]  # already in native order
+        inputs = guard.adapter.inputs_of(x)
+        checked: dict[str, Any] = {}
         try:
-            guard.call(guard.adapter.inputs_of(x), lambda: None)
+            guard.call(inputs, checked.update, rebuilt=True)  # (the model runs later)
+            return _checked(data, inputs, checked)
         except SecurityViolation as exc:
             refused.append(exc.with_traceback(None))
-            return False
+            return None
         finally:
             seen.append(guard.last_verdict)
-        return True
 
     #: batches read from the source, and whether it ran out (not refused, not stopped)
     read = [0, False]
@@ -511,8 +603,10 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     def screened() -> Iterator[Any]:
         for data in batches:
             read[0] += 1
-            data = _native(data)
-            if not caller.copy().run(allowed, data):
+            # Keras is handed the copies screening checked: the source's owner may still
+            # write into the arrays it yielded
+            data = caller.copy().run(allowed, _native(data))
+            if data is None:
                 return
             # A generator must yield tuples; a bare batch or a list reads the same as one.
             yield data if isinstance(data, tuple) else tuple(data) if isinstance(

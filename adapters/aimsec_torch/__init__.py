@@ -64,7 +64,8 @@ if TYPE_CHECKING:
 
     from aimsec_core.call_arguments import Binder
 
-__all__ = ["TorchAdapter", "tensor_elements", "tensor_input"]
+__all__ = ["TorchAdapter", "tensor_elements", "tensor_handed", "tensor_input",
+           "tensor_snapshot"]
 
 
 _NO_FLOAT: Any = (None, None)
@@ -152,7 +153,7 @@ class TorchAdapter(Adapter):
         format (see ``Adapter.snapshot``); the guarded module hands it to the model, joined
         to the caller's tensor's graph where that one requires grad. ``None`` for tensor
         subclasses and tensors under ``torch.func`` transforms, read as given."""
-        return _helpers().snapshot(value, array)
+        return tensor_snapshot(value, array)
 
     def host_bytes(self, array: Any) -> Any:
         return _helpers().exact_bytes(array)
@@ -336,6 +337,31 @@ def tensor_input(value: Any) -> Any | None:
     if value.device.type == "meta":
         raise TypeError("a meta tensor holds no values; expected a tensor with data")
     return _helpers().readable(value)  # the values the model reads, on their device
+
+
+def tensor_snapshot(value: Any, array: Any) -> Any | None:
+    """``Adapter.snapshot`` for a torch tensor (any adapter reading torch tensors): a
+    clone of ``array`` (:func:`tensor_input` of ``value``), on its device, in its memory
+    format, broadcast axes broadcast again; ``None`` for tensor subclasses and tensors
+    under ``torch.func`` transforms (their wrappers are what the model reads)."""
+    return _helpers().snapshot(value, array)
+
+
+def tensor_handed(value: Any, checked: Any) -> Any:
+    """The copy ``checked`` (:func:`tensor_snapshot`) as a model is handed it in place of
+    the caller's tensor ``value``: booleans again where ``value`` is a boolean mask (the
+    core screened it as bytes), and joined to ``value``'s autograd graph where grad mode
+    is on and ``value`` requires grad, so gradients reach ``value`` as from the plain
+    call."""
+    import torch
+
+    from ._snapshots import Joined
+
+    if value.dtype is torch.bool and checked.dtype is not torch.bool:
+        checked = checked.view(torch.bool)
+    if torch.is_grad_enabled() and value.requires_grad:
+        checked = Joined.apply(value, checked)
+    return checked
 
 
 def _helpers() -> Any:
