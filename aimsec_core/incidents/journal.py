@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import secrets
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,7 @@ class Journal:
                 os.close(fd)
             raise
         self._fds = fds
+        _opened.add(self)
 
     def append(self, occurrence: Occurrence, seq: int) -> None:
         """Write ``occurrence`` (sequence number ``seq``) to the active file: one
@@ -122,7 +124,12 @@ class Journal:
             return
         if self.pid != os.getpid():  # forked by a dispatcher the fork hook did not reset
             self.after_fork()
-        line = _line(occurrence, seq)
+        try:
+            line = _line(occurrence, seq)
+        except Exception:  # never into the predict path
+            self.skipped += 1
+            log.exception("aimsec could not journal an incident occurrence")
+            return
         active = self._active
         if self._sizes[active] + len(line) > self.max_bytes:
             self.skipped += 1
@@ -184,6 +191,8 @@ class Journal:
     def after_fork(self) -> None:
         """In a forked child: the parent's files stay the parent's (its locks too: the
         descriptors are closed, not unlocked); the child writes files of its own."""
+        if self.pid == os.getpid():
+            return
         for fd in self._fds:
             try:
                 os.close(fd)
@@ -192,12 +201,32 @@ class Journal:
         self._start()
 
 
+_opened: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child, every journal the parent had open lets go of the parent's files:
+    a child that outlived its parent's kill would otherwise hold their locks, and the
+    parent's journal would wait for the child's end to be replayed."""
+    for journal in list(_opened):
+        journal.after_fork()
+    _opened.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+#: one encoder for every line (``json.dumps`` with options builds one per call)
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def _line(o: Occurrence, seq: int) -> bytes:
-    return (json.dumps({"s": seq, "m": o.model, "t": o.threat, "c": o.client,
-                        "v": o.severity, "f": o.first_seen, "l": o.last_seen, "n": o.count,
-                        "e": o.evidence.as_dict()}, separators=(",", ":"),
-                       ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8",
-                                                                            "replace")
+    """One journal line: ``{"s": seq, "m": model, "t": threat, "c": client, "v": severity,
+    "f": first_seen, "l": last_seen, "n": count, "e": evidence}`` and a newline, UTF-8."""
+    return (_encode({"s": seq, "m": o.model, "t": o.threat, "c": o.client, "v": o.severity,
+                     "f": o.first_seen, "l": o.last_seen, "n": o.count,
+                     "e": o.evidence.as_dict()}) + "\n").encode("utf-8", "replace")
 
 
 def _occurrence(line: bytes) -> tuple[int, Occurrence]:

@@ -275,3 +275,56 @@ def test_record_refuses_sequence_numbers_not_one_per_occurrence(tmp_path):
     assert store.record([o], journal="j", seqs=[1]) != [None]
     assert store.record([o], journal="j", seqs=[1]) == [None]  # written before
     assert _counts(store.path) == {("range", "c"): 1}
+
+
+FORKED = """
+    import os, sys, time
+    from aimsec_core.alerts import Dispatcher
+    from aimsec_core.incidents import IncidentStore, Occurrence
+    dispatcher = Dispatcher(IncidentStore(sys.argv[1]), start=False)
+    dispatcher.submit(Occurrence("m", "range", "parent", "medium", 1.8e9, 1.8e9))
+    done, said = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child lives on after its parent is killed
+        dispatcher.submit(Occurrence("m", "range", "child", "medium", 1.8e9, 1.8e9))
+        os.write(said, b"x")
+        time.sleep(600)
+    os.read(done, 1)
+    print("child", child, flush=True)
+    print("ready", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_forked_child_does_not_hold_its_killed_parents_journal(tmp_path):
+    db = tmp_path / "incidents.sqlite3"
+    said = _killed(tmp_path, FORKED, str(db))
+    [child] = [int(line.split()[1]) for line in said if line.startswith("child")]
+    try:
+        done = replay(IncidentStore(db))
+        assert (done.journals, done.findings) == (1, 1)  # the parent's, not the child's
+        assert _counts(db) == {("range", "parent"): 1}
+    finally:
+        os.kill(child, signal.SIGKILL)
+    assert _wait_gone(child)
+    replay(IncidentStore(db))
+    assert _counts(db) == {("range", "parent"): 1, ("range", "child"): 1}
+
+
+def _wait_gone(pid: int) -> bool:
+    """Whether process ``pid`` (not our child: its parent was killed) has ended."""
+    import time
+
+    for _ in range(600):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # a zombie awaiting its reaper has ended too
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ")[-1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
