@@ -98,8 +98,17 @@ class Journal:
 
     def _open(self) -> None:
         """Create both files under temporary names, lock them, then give them their names:
-        a replay never sees a file of a live process unlocked."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        a replay never sees a file of a live process unlocked. A folder another process
+        removed meanwhile (empty, at its close) is made again."""
+        for attempt in range(3):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                return self._create()
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+
+    def _create(self) -> None:
         fds = []
         try:
             for path in self.paths():
@@ -184,6 +193,10 @@ class Journal:
                 pass
         for fd in self._fds:
             os.close(fd)
+        try:  # the folder goes with the last journal (another process may be in it)
+            self.folder.rmdir()
+        except OSError:
+            pass
         name = self.name
         self._start()
         return name
@@ -297,6 +310,11 @@ def replay(store: IncidentStore, folder: Path | None = None, *,
     for name, paths in journals.items():
         if name != own:
             _replay_one(store, name, paths, done)
+    if done:
+        try:  # empty now, unless a live process has its journal there
+            folder.rmdir()
+        except OSError:
+            pass
     return done
 
 
