@@ -299,15 +299,7 @@ def replay(store: IncidentStore, folder: Path | None = None, *,
     if fcntl is None:
         return done
     folder = journal_folder(store.path) if folder is None else Path(folder)
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return done
-    journals: dict[str, list[Path]] = {}
-    for n in names:
-        if n.endswith(SUFFIX) and n[:-len(SUFFIX)][-2:] in ("-0", "-1"):
-            journals.setdefault(n[:-len(SUFFIX) - 2], []).append(folder / n)
-    for name, paths in journals.items():
+    for name, paths in _journals(folder).items():
         if name != own:
             _replay_one(store, name, paths, done)
     if done:
@@ -318,7 +310,44 @@ def replay(store: IncidentStore, folder: Path | None = None, *,
     return done
 
 
-def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replayed) -> None:
+def unwritten(store: IncidentStore, folder: Path | None = None) -> Replayed:
+    """What :func:`replay` would write, changing nothing (for readers such as reports,
+    which open the store read-only): the journals of ended processes in ``folder``
+    (default: ``store``'s) and the findings they hold that the store has not. A store
+    of a schema before the journal counts every line."""
+    done = Replayed()
+    if fcntl is None:
+        return done
+    for name, paths in _journals(journal_folder(store.path) if folder is None
+                                 else Path(folder)).items():
+        _replay_one(store, name, paths, done, write=False)
+    return done
+
+
+def _journals(folder: Path) -> dict[str, list[Path]]:
+    """The journal files in ``folder``, by journal name."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return {}
+    journals: dict[str, list[Path]] = {}
+    for n in names:
+        if n.endswith(SUFFIX) and n[:-len(SUFFIX)][-2:] in ("-0", "-1"):
+            journals.setdefault(n[:-len(SUFFIX) - 2], []).append(folder / n)
+    return journals
+
+
+def _mark(store: IncidentStore, name: str) -> int:
+    try:
+        return store.journal_mark(name)
+    except Exception:  # a read-only store of a schema before the journal: nothing written
+        if store.read_only:
+            return 0
+        raise
+
+
+def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replayed, *,
+                write: bool = True) -> None:
     fds: list[int] = []
     try:
         for path in paths:
@@ -328,14 +357,14 @@ def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replay
                 continue
             fds.append(fd)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB)
             except OSError:  # its process is alive (or another replay holds it)
                 return
             if os.fstat(fd).st_nlink == 0:  # replayed and deleted meanwhile
                 return
         if not fds:
             return
-        mark = store.journal_mark(name)
+        mark = _mark(store, name)
         merged: dict[tuple[str, str, str], Occurrence] = {}
         top = 0
         for fd in fds:
@@ -354,6 +383,10 @@ def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replay
                 else:
                     merged[occurrence.key] = occurrence
         written = list(merged.values())
+        if not write:
+            done.journals += 1
+            done.occurrences += len(written)
+            return
         results = store.record(written, journal=name, seqs=[top] * len(written)) \
             if written else []
         done.journals += 1

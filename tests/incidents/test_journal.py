@@ -97,6 +97,12 @@ def test_incidents_queued_when_the_process_is_killed_are_replayed_once(tmp_path,
     audit = [json.loads(line) for line in (tmp_path / "logs" / "audit.jsonl").open()]
     flagged = Counter(line["client"] for line in audit if line["findings"])
     assert flagged == {c: 5 for c in "abc"}  # the audit trail has every call
+    # a report (read-only) says what waits in the journal, and changes nothing
+    from aimsec_core.reporting.incidents import load_incidents
+
+    _, note = load_incidents(db)
+    assert "9 finding(s) of 1 process(es) that ended without writing them" in note
+    assert len(list(journal_folder(db).glob("*.jsonl"))) == 2
     # aimsec incidents replays the journal of the killed process, and says so
     assert main(["incidents", "--db", str(db), "--json"]) == 0
     out, err = capsys.readouterr()
@@ -107,6 +113,7 @@ def test_incidents_queued_when_the_process_is_killed_are_replayed_once(tmp_path,
     # replayed once: a second listing, a new dispatcher, change nothing
     assert main(["incidents", "--db", str(db), "--json"]) == 0
     assert "replayed" not in capsys.readouterr().err
+    assert "journals" not in load_incidents(db)[1]
     Dispatcher(IncidentStore(db), start=False).pump()
     assert _counts(db) == {("range", c): 5 for c in "abc"}
 
