@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import secrets
+import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ log = logging.getLogger("aimsec.incidents")
 #: failed for long, under a flood) occurrences are held in memory only, and counted.
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 SUFFIX = ".jsonl"
+#: Seconds a journal that could not be written (a full or read-only disk) is left alone.
+RETRY_S = 60.0
 
 
 def journal_folder(database: Path) -> Path:
@@ -88,7 +91,10 @@ class Journal:
         self._sizes = [0, 0]
         self._sealed = [0, 0]  #: the highest sequence number the sealed file may hold
         self._active = 0
-        self._failed = False
+        #: time.monotonic() before which a journal that failed is not tried again
+        self._failed_until = 0.0
+        #: a write failed part way: the next line starts on a line of its own
+        self._cut = False
 
     def __repr__(self) -> str:
         return f"Journal({str(self.folder)!r}, name={self.name!r})"
@@ -128,7 +134,8 @@ class Journal:
     def append(self, occurrence: Occurrence, seq: int) -> None:
         """Write ``occurrence`` (sequence number ``seq``) to the active file: one
         ``write`` to the page cache, no fsync. Never raises for I/O (logged once)."""
-        if not self.enabled or self._failed:
+        if not self.enabled or (self._failed_until
+                                and time.monotonic() < self._failed_until):
             self.skipped += 1
             return
         if self.pid != os.getpid():  # forked by a dispatcher the fork hook did not reset
@@ -139,10 +146,13 @@ class Journal:
             self.skipped += 1
             log.exception("aimsec could not journal an incident occurrence")
             return
+        if self._cut:
+            line = b"\n" + line
         active = self._active
         if self._sizes[active] + len(line) > self.max_bytes:
             self.skipped += 1
             return
+        done = 0
         try:
             if not self._fds:
                 self._open()
@@ -151,13 +161,18 @@ class Journal:
             while done < len(line):  # a regular file writes all but on a full disk
                 done += os.write(fd, line[done:])
         except OSError as exc:
-            self._failed = True
+            self._cut = self._cut or 0 < done < len(line)
             self.skipped += 1
-            log.error("aimsec cannot write the incident journal in %s (%s); queued "
-                      "incidents of this process are held in memory only (a kill loses "
-                      "them)", self.folder, exc)
+            if not self._failed_until:
+                log.error("aimsec cannot write the incident journal in %s (%s); queued "
+                          "incidents of this process are held in memory only (a kill "
+                          "loses them) and the journal is tried again every %g s",
+                          self.folder, exc, RETRY_S)
+            self._failed_until = time.monotonic() + RETRY_S
             return
         self._sizes[active] += len(line)
+        self._cut = False
+        self._failed_until = 0.0
 
     def seal(self, seq: int) -> None:
         """The queue was drained up to ``seq``: later lines go to the other file, when it

@@ -335,3 +335,23 @@ def _wait_gone(pid: int) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_a_journal_that_cannot_be_written_never_fails_the_call(tmp_path, clock, caplog):
+    import logging
+
+    db = tmp_path / "incidents.sqlite3"
+    journal_folder(db).write_text("a file where the folder goes")
+    dispatcher = Dispatcher(IncidentStore(db, clock=clock), clock=clock, start=False)
+    with caplog.at_level(logging.ERROR, logger="aimsec.incidents"):
+        for client in "ab":
+            dispatcher.submit(Occurrence("m", "range", client, "medium", clock(), clock()))
+    assert dispatcher.journal.skipped == 2
+    assert sum("cannot write the incident journal" in r.message for r in caplog.records) == 1
+    journal_folder(db).unlink()  # the disk is writable again: tried after RETRY_S
+    dispatcher.journal._failed_until = 1e-9  # (as if RETRY_S had passed)
+    dispatcher.submit(Occurrence("m", "range", "c", "medium", clock(), clock()))
+    assert dispatcher.journal.skipped == 2
+    assert len(list(journal_folder(db).glob("*.jsonl"))) == 2
+    assert dispatcher.close()
+    assert _counts(db) == {("range", c): 1 for c in "abc"}
