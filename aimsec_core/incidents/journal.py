@@ -201,11 +201,7 @@ class Journal:
         occurrence opens files under a new name)."""
         if not self._fds or self.pid != os.getpid():
             return None
-        for path in self.paths():
-            try:
-                path.unlink()
-            except OSError:
-                pass
+        gone = _delete(self.paths())
         for fd in self._fds:
             os.close(fd)
         try:  # the folder goes with the last journal (another process may be in it)
@@ -214,7 +210,8 @@ class Journal:
             pass
         name = self.name
         self._start()
-        return name
+        return name if gone else None  # files left: their number keeps a replay from
+        # writing them again
 
     def after_fork(self) -> None:
         """In a forked child: the parent's files stay the parent's (its locks too: the
@@ -408,15 +405,25 @@ def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replay
         done.occurrences += sum(r is not None for r in results)
         done.written += [o for o, r in zip(written, results) if r is not None]
         done.results += [r for r in results if r is not None]
-        for path in paths:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        store.forget_journal(name)
+        if _delete(paths):  # else the number stays: a later replay writes nothing twice
+            store.forget_journal(name)
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _delete(paths: Iterable[Path]) -> bool:
+    """Delete ``paths``; whether none is left."""
+    gone = True
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            gone = False
+            log.warning("aimsec could not delete the incident journal %s (%s)", path, exc)
+    return gone
 
 
 def _lines(fd: int) -> Iterable[bytes]:

@@ -355,3 +355,28 @@ def test_a_journal_that_cannot_be_written_never_fails_the_call(tmp_path, clock, 
     assert len(list(journal_folder(db).glob("*.jsonl"))) == 2
     assert dispatcher.close()
     assert _counts(db) == {("range", c): 1 for c in "abc"}
+
+
+def test_a_journal_replayed_but_not_deleted_is_not_written_again(tmp_path, clock,
+                                                                 monkeypatch):
+    """A replay whose journal could not be deleted (or whose process was killed after
+    its commit) forgot the journal's number: the next replay wrote it all again."""
+    db = tmp_path / "incidents.sqlite3"
+    folder = journal_folder(db)
+    folder.mkdir()
+    line = json.dumps({"s": 7, "m": "m", "t": "range", "c": "c", "v": "medium", "f": 1.8e9,
+                       "l": 1.8e9, "n": 3, "e": {}})
+    (folder / "4242-dead-0.jsonl").write_text(line + "\n")
+    store = IncidentStore(db, clock=clock)
+    real = Path.unlink
+
+    def refused(path, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert replay(store).findings == 3
+    monkeypatch.setattr(Path, "unlink", real)
+    again = replay(store)
+    assert (again.journals, again.findings) == (1, 0)  # taken, nothing written twice
+    assert _counts(db) == {("range", "c"): 3}
+    assert not list(folder.glob("*.jsonl"))
