@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..incidents.model import Occurrence
+from ..incidents.journal import Journal, journal_folder, pending, replay
+from ..incidents.model import Incident, Occurrence
 from ..incidents.store import IncidentStore
 from ..metrics import Metrics, NullMetrics
 from ..severity import SEVERITIES, rank
@@ -49,6 +50,8 @@ log = logging.getLogger("aimsec.alerts")
 
 Group = tuple[str, str, str]
 _MAX_IDS = 10_000  #: group -> latest incident id, remembered for messages
+#: Seconds between two looks for journals of ended processes while the worker runs.
+REPLAY_EVERY_S = 60.0
 
 
 @dataclass(order=True)
@@ -67,7 +70,15 @@ class Dispatcher:
     A store that fails (locked by another process, read-only, damaged) is left alone for
     ``store_retry_s`` seconds: alerts still go out, and the occurrences and delivery
     records wait in memory (at most ``capacity`` of each) for a later round, a flush or
-    ``close``."""
+    ``close``.
+
+    With a store, every occurrence queued is first appended to this process's journal
+    (``journal``: default a :class:`~aimsec_core.incidents.journal.Journal` in the
+    store's ``<database>.journal`` folder; ``False``: none), so that a process killed
+    before its worker wrote it loses nothing: the dispatchers of later processes (at
+    their start, then every :data:`REPLAY_EVERY_S`) replay the journals of ended
+    processes. Each batch is written once, by its journal's sequence numbers, however
+    often it is retried."""
 
     def __init__(self, store: IncidentStore | None = None, grouper: Grouper | None = None,
                  channels: Sequence[Channel] = (), *, fallback: Channel | None = None,
@@ -75,7 +86,7 @@ class Dispatcher:
                  clock: Callable[[], float] = time.time,
                  metrics: Metrics | NullMetrics | None = None, start: bool = True,
                  tick_s: float = 1.0, idle_exit_s: float = 30.0,
-                 store_retry_s: float = 5.0) -> None:
+                 store_retry_s: float = 5.0, journal: Journal | bool = True) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, Integral) or capacity < 1:
             raise ConfigurationError("the dispatcher's capacity: expected a whole number >= 1; "
                                      f"received {capacity!r:.40}")
@@ -114,7 +125,21 @@ class Dispatcher:
         self._store_retry_at = 0.0
         self._store_failure_logged = -math.inf
         self._autostart = start
+        #: the journal of queued occurrences, its last sequence number handed out, and
+        #: the number of the drain that took each of ``_unstored``
+        self.journal: Journal | None = None
+        if store is not None:
+            self.journal = journal if isinstance(journal, Journal) else Journal(
+                journal_folder(store.path), enabled=journal is not False)
+        self._submitted = 0
+        self._unstored_seqs: list[int] = []
+        #: time.monotonic() of the next look for journals of ended processes
+        self._replay_at = 0.0
+        self._replay_pending = self.journal is not None and self.journal.enabled \
+            and pending(self.journal.folder)
         self.metrics.watch_queue(self)
+        if self._replay_pending and start:  # a process killed before: replayed at once
+            self.start()
 
     # -- the predict path ----------------------------------------------------------------
 
@@ -122,6 +147,9 @@ class Dispatcher:
         """Queue ``occurrence``; never blocks on I/O, never raises for a full queue."""
         key, level = occurrence.key, rank(occurrence.severity)
         with self._cond:
+            if self.journal is not None:  # on disk (the page cache) before the call returns
+                self._submitted += 1
+                self.journal.append(occurrence, self._submitted)
             where = self._where.get(key)
             if where is not None:
                 queued = self._pending[where][key]
@@ -179,7 +207,7 @@ class Dispatcher:
 
     def _idle(self) -> bool:
         return (not self._where and not self._retries and not self._unstored
-                and not self._unnoted and not self._unobserved
+                and not self._unnoted and not self._unobserved and not self._replay_pending
                 and (self.grouper is None or self.grouper.idle))
 
     def _run(self) -> None:
@@ -248,6 +276,7 @@ class Dispatcher:
 
     def _ingest(self) -> int:
         with self._ingest_lock:
+            self._replay_due()
             batch = self._drain()
             try:
                 if self._unstored or self._unnoted:  # the batch, what a failed write kept
@@ -285,6 +314,9 @@ class Dispatcher:
             batch.sort(key=lambda o: o.first_seen)
             if self.store is not None:
                 self._unstored += batch
+                self._unstored_seqs += [self._submitted] * len(batch)
+                if self.journal is not None:
+                    self.journal.seal(self._submitted)
             for level in self._pending:
                 level.clear()
             self._where.clear()
@@ -297,21 +329,36 @@ class Dispatcher:
         where the interrupt comes between the commit and its return)."""
         if self.store is None:
             return
-        todo = self._unstored
+        todo, seqs = self._unstored, self._unstored_seqs
         results = None
         if not self._store_resting():
             try:
-                results = self.store.record(todo)
+                results = self.store.record(
+                    todo, journal=None if self.journal is None else self.journal.name,
+                    seqs=seqs)
             except Exception:
                 self._store_failed(f"could not write {len(todo)} incident occurrence(s)")
         if results is None:  # kept for a later round
             for lost in todo[:-self.capacity]:
                 self._count_drop(lost.severity)
             self._unstored = todo[-self.capacity:]
+            self._unstored_seqs = seqs[-self.capacity:]
             return
-        self._unstored = []
+        self._unstored, self._unstored_seqs = [], []
+        if self.journal is not None and seqs:
+            with self._cond:
+                self.journal.committed(max(seqs))
         self._record_unnoted()
-        for occurrence, (incident, opened) in zip(todo, results):
+        self._remember(todo, results)
+
+    def _remember(self, todo: Sequence[Occurrence],
+                  results: Sequence[tuple[Incident, bool] | None]) -> None:
+        """Count the incidents ``todo`` opened and remember their ids for the alerts;
+        ``None`` in ``results``: written before (a retried or replayed batch)."""
+        for occurrence, result in zip(todo, results):
+            if result is None:
+                continue
+            incident, opened = result
             if opened:
                 self.metrics.incident_opened(incident.severity)
             # by the occurrence's group: one the store rolled up (its incident cap) names
@@ -321,6 +368,43 @@ class Dispatcher:
                 self._incident_ids.move_to_end(key)
         while len(self._incident_ids) > _MAX_IDS:
             self._incident_ids.popitem(last=False)
+
+    def _close_journal(self) -> None:
+        """Delete this process's journal when everything it held was written (a store
+        that failed leaves it, for a later process to replay)."""
+        if self.journal is None or self.store is None:
+            return
+        with self._cond:
+            if self._where or self._unstored:
+                return
+            name = self.journal.close()
+        if name is not None:
+            try:
+                self.store.forget_journal(name)
+            except Exception:  # a stale number is harmless: the name is never used again
+                pass
+
+    def _replay_due(self) -> None:
+        """Replay the journals of ended processes when it is time (see
+        :func:`~aimsec_core.incidents.journal.replay`): written to the store, said in the
+        log, and counted into the alert groups like this process's own occurrences."""
+        if self.journal is None or not self.journal.enabled or self.store is None \
+                or time.monotonic() < self._replay_at or self._store_resting():
+            return
+        self._replay_at = time.monotonic() + REPLAY_EVERY_S
+        self._replay_pending = False
+        try:
+            done = replay(self.store, self.journal.folder, own=self.journal.name)
+        except Exception:
+            self._store_failed("could not replay the incident journals of ended processes")
+            self._replay_at = 0.0
+            return
+        if not done:
+            return
+        log.warning("aimsec replayed %s into %s", done.summary(), self.store.path)
+        self._remember(done.written, done.results)
+        if self.grouper is not None:
+            self._unobserved += done.written
 
     def _store_resting(self) -> bool:
         return time.monotonic() < self._store_retry_at
@@ -441,6 +525,7 @@ class Dispatcher:
         with self._ingest_lock:
             if self._unstored or self._unnoted:
                 self._store()
+            self._close_journal()
         missed: set[int] = set()
         for index, (alert, channels, attempt) in enumerate(list(jobs)):
             key = id(alert)
@@ -548,7 +633,10 @@ class Dispatcher:
         self._pending = [OrderedDict() for _ in SEVERITIES]
         self._where.clear()
         self._retries.clear()
-        self._unstored, self._unnoted = [], []
+        self._unstored, self._unnoted, self._unstored_seqs = [], [], []
+        self._submitted = 0
+        if self.journal is not None:  # the parent's journal stays the parent's
+            self.journal.after_fork()
         if self.grouper is not None:
             self.grouper.forget_local()
 

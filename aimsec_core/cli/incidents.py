@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_file:
         return fail("incidents", f"{path} is not a file; expected the incident database "
                                  "(an SQLite file)")
+    _replay(path)
     store = _opened(args, path, changing)  # a bad setting: main says it in one line
     try:
         if changing:
@@ -163,6 +164,31 @@ def _opened(args: argparse.Namespace, path: Any, changing: bool) -> Any:
     policy = RetentionPolicy.resolve(retention_days=args.retention_days) if args.prune \
         else None
     return IncidentStore(path, read_only=not changing, retention=policy, timeout_s=WAIT_S)
+
+
+def _replay(path: Any) -> None:
+    """Write what the journals of processes that ended without writing it hold (a kill),
+    so the command sees every incident; said in one line on standard error. A file that
+    is not an incident database, or one this user may not write, is left as it is (the
+    line says so; the command goes on)."""
+    from ..incidents.journal import journal_folder, pending, replay
+    from ..incidents.store import IncidentStore, IncidentStoreError
+
+    if not pending(journal_folder(path)):
+        return
+    try:
+        _check_ours(path)
+        store = IncidentStore(path, timeout_s=WAIT_S)
+        try:
+            done = replay(store)
+        finally:
+            store.close()
+    except IncidentStoreError as exc:
+        print(f"aimsec incidents: the journals of ended processes in "
+              f"{journal_folder(path)} were not replayed: {exc}", file=sys.stderr)
+        return
+    if done:
+        print(f"aimsec incidents: replayed {done.summary()}", file=sys.stderr)
 
 
 def _check_ours(path: Any) -> None:

@@ -1,7 +1,8 @@
 """Incidents: serious findings kept as a queryable history.
 
 A finding at or above the incident severity becomes an occurrence (:class:`IncidentSink`,
-on the predict path, enqueue only); the background dispatcher folds occurrences of the
+on the predict path: enqueued, and journaled so a killed process loses none,
+:mod:`.journal`); the background dispatcher folds occurrences of the
 same (model, threat, client) into one :class:`Incident` with a count, in a SQLite file
 (:class:`IncidentStore`). Each threat maps to OWASP ML Top 10 ids and MITRE ATLAS
 techniques and mitigations (:mod:`.taxonomy`, one table). The file stays bounded

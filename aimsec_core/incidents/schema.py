@@ -51,6 +51,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             latest REAL NOT NULL
         )""",
     ),
+    (  # 4: per journal of a process (see .journal), the highest sequence number written:
+        # an occurrence retried or replayed is written once
+        """CREATE TABLE journals (
+            name TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL
+        )""",
+    ),
 )
 
 VERSION = len(MIGRATIONS)

@@ -2,8 +2,9 @@
 
 It runs on the predict path, so it only filters and enqueues: a clean call costs one
 length check, a call with findings one severity comparison per finding and, for those at
-or above the floor, one queue insertion. Storage and alerts happen in the dispatcher's
-background thread.
+or above the floor, one queue insertion and one line appended to the process's journal
+(:mod:`.journal`: written to the operating system before the call returns, so a killed
+process loses none). Storage and alerts happen in the dispatcher's background thread.
 """
 
 from __future__ import annotations

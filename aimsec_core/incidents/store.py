@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from numbers import Real
@@ -329,17 +329,56 @@ class IncidentStore:
 
     # -- writes --------------------------------------------------------------------------
 
-    def record(self, occurrences: Iterable[Occurrence]) -> list[tuple[Incident, bool]]:
+    def record(self, occurrences: Iterable[Occurrence], *, journal: str | None = None,
+               seqs: Sequence[int] | None = None) -> list[tuple[Incident, bool] | None]:
         """Add ``occurrences`` in one transaction; returns each one's incident after the
         update (for an occurrence beyond ``max_open``, the rolled-up one after the batch)
         and whether it was opened by this call (a new roll-up: for its first occurrence).
-        Then prunes a step when one is due."""
+        Then prunes a step when one is due.
+
+        ``journal`` (a journal's name, see :mod:`.journal`) with ``seqs`` (one sequence
+        number per occurrence) makes the write idempotent: an occurrence whose number is
+        at most the highest one this file has written for that journal was written
+        before (a batch retried after an interrupt that came after its commit, a journal
+        replayed twice) and is passed over (``None`` in its place); the highest number
+        is stored in the same transaction. Raises ``ValueError`` for ``seqs`` not of the
+        batch's length."""
         batch = list(occurrences)
         if not batch:
             return []
-        results = self._transaction(lambda conn: self._upsert_all(conn, batch))
+        numbers = None if journal is None else [int(n) for n in (seqs or ())]
+        if numbers is not None and len(numbers) != len(batch):
+            raise ValueError(f"record: {len(numbers)} sequence number(s) for "
+                             f"{len(batch)} occurrence(s); expected one each")
+        results = self._transaction(lambda conn: self._journaled(conn, batch, journal,
+                                                                 numbers))
         self._maybe_prune()
         return results
+
+    def _journaled(self, conn: sqlite3.Connection, batch: list[Occurrence],
+                   journal: str | None,
+                   numbers: list[int] | None) -> list[tuple[Incident, bool] | None]:
+        """:meth:`_upsert_all` of what ``journal`` has not written yet."""
+        if journal is None or numbers is None:
+            return self._upsert_all(conn, batch)
+        row = conn.execute("SELECT seq FROM journals WHERE name = ?", (journal,)).fetchone()
+        mark = -1 if row is None else int(row[0])
+        fresh = [n > mark for n in numbers]
+        written = iter(self._upsert_all(conn, [o for o, f in zip(batch, fresh) if f]))
+        conn.execute("INSERT INTO journals (name, seq) VALUES (?, ?) ON CONFLICT (name) "
+                     "DO UPDATE SET seq = max(seq, excluded.seq)", (journal, max(numbers)))
+        return [next(written) if f else None for f in fresh]
+
+    def journal_mark(self, journal: str) -> int:
+        """The highest sequence number of ``journal`` this file has written; 0 if none."""
+        row = self._reading(lambda conn: conn.execute(
+            "SELECT seq FROM journals WHERE name = ?", (journal,)).fetchone())
+        return 0 if row is None else int(row[0])
+
+    def forget_journal(self, journal: str) -> None:
+        """Delete the number of ``journal`` (its files are gone: it is never used again)."""
+        self._transaction(lambda conn: conn.execute(
+            "DELETE FROM journals WHERE name = ?", (journal,)))
 
     def _upsert_all(self, conn: sqlite3.Connection,
                     batch: list[Occurrence]) -> list[tuple[Incident, bool]]:

@@ -133,6 +133,7 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
     ``<SECURITY_LOG_PATH>/incidents.sqlite3``); a file that does not exist is reported,
     never created."""
     from ..incidents import IncidentStore
+    from ..incidents.journal import unwritten
     from ..incidents.model import clip
     from ..incidents.store import database_path
 
@@ -148,6 +149,7 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
     try:
         found = store.count(**selection, at_most=limit + 1)
         pruned = store.pruned().get("incidents")
+        waiting = unwritten(store)
     except Exception as exc:  # a damaged store is reported on the page, not raised
         return None, _unreadable(path, exc)
     finally:
@@ -158,6 +160,10 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
                      "are in the store (aimsec incidents --status all)")
     if pruned and (since is None or since <= pruned["latest"]):
         notes.append(pruned_note(pruned, every_model=model is not None))
+    if waiting.findings:
+        notes.append(f"{waiting.findings:,} finding(s) of {waiting.journals:,} process(es) "
+                     "that ended without writing them (killed) are in their journals, not "
+                     "counted here: aimsec incidents (or the next guard) writes them")
     return StoredIncidents(path, selection, min(found, limit)), "; ".join(notes)
 
 

@@ -283,9 +283,9 @@ class CountingStore(IncidentStore):
         super().__init__(*args, **kwargs)
         self.calls = {"record": 0, "record_delivery": 0, "get": 0}
 
-    def record(self, occurrences):
+    def record(self, occurrences, **journaled):
         self.calls["record"] += 1
-        return super().record(occurrences)
+        return super().record(occurrences, **journaled)
 
     def record_delivery(self, **kwargs):
         self.calls["record_delivery"] += 1
@@ -414,7 +414,7 @@ def test_a_store_stuck_at_close_leaves_every_alert_of_the_last_round_in_the_outb
 
     class StuckStore:
         path = tmp_path / "db.sqlite3"
-        def record(self, occurrences):
+        def record(self, occurrences, **journaled):
             entered.set()
             release.wait(30)
             return []

@@ -9,7 +9,11 @@
    message after 5 s. Printed: the plain model's time and each configuration's
    guarded/plain ratio, measured interleaved in the same run. Target: the ratio with
    alerting on equals alerting off within noise.
-2. Incident updates per second from one process: occurrences of 500 distinct groups
+2. What the incident journal (a kill loses no queued incident) adds to the sink's part of
+   a guarded call: a clean call, and a call with one medium finding from one of 300
+   clients, with the journal off (before) and on (after), interleaved in the same run.
+   Target: a clean call pays nothing; a flagged call a few microseconds.
+3. Incident updates per second from one process: occurrences of 500 distinct groups
    written by the dispatcher (one transaction per round), and, for reference, one
    transaction per occurrence. Target: >= 2,000 updates/s.
 """
@@ -115,6 +119,54 @@ def bench_predict(calls: int) -> None:
     slow.stop()
 
 
+def bench_journal(calls: int = 20_000) -> None:
+    from aimsec_core.alerts import Dispatcher
+    from aimsec_core.incidents import IncidentSink, IncidentStore
+    from aimsec_core.sinks import CallRecord
+    from aimsec_core.verdict import Finding, Verdict
+
+    def call(client: str, *findings: Finding) -> CallRecord:
+        return CallRecord(Verdict(allowed=True, mode="monitor", model="digits",
+                                  client=client, batch_size=16, findings=findings,
+                                  input_hash="ab" * 16, timestamp=time.time()),
+                          "flagged" if findings else "allowed", 0.0)
+
+    clean = [call(f"203.0.113.{i % 300}") for i in range(calls)]
+    flagged = [call(f"203.0.113.{i % 300}",
+                    Finding("range", "sample 3: value 7.5 above 1.0", severity="medium",
+                            score=7.5)) for i in range(calls)]
+    with tempfile.TemporaryDirectory() as folder:
+        sinks = {}
+        for name, journal in (("journal off", False), ("journal on", True)):
+            store = IncidentStore(Path(folder) / "incidents.sqlite3")
+            dispatcher = Dispatcher(store, None, capacity=100_000, start=False,
+                                    journal=journal)
+            sinks[name] = (dispatcher, IncidentSink(dispatcher))
+
+        def run(sink: IncidentSink, dispatcher: Dispatcher, events: list) -> float:
+            start = time.perf_counter()
+            for event in events:
+                sink.record(event)
+            spent = time.perf_counter() - start
+            dispatcher.pump()  # written off the clock, as the worker does
+            return spent / len(events)
+
+        timings: dict[tuple[str, str], list[float]] = {}
+        for _ in range(5):  # interleaved rounds
+            for kind, events in (("clean", clean), ("flagged", flagged)):
+                for name, (dispatcher, sink) in sinks.items():
+                    timings.setdefault((kind, name), []).append(
+                        run(sink, dispatcher, events))
+        print(f"incident sink per call, {calls} calls x 5 rounds (medians, us/call)")
+        print(f"{'call':<10}{'journal off':>14}{'journal on':>14}{'added':>10}")
+        for kind in ("clean", "flagged"):
+            off = statistics.median(timings[(kind, "journal off")]) * 1e6
+            on = statistics.median(timings[(kind, "journal on")]) * 1e6
+            print(f"{kind:<10}{off:>14.2f}{on:>14.2f}{on - off:>10.2f}")
+        for dispatcher, _ in sinks.values():
+            dispatcher.close(5)
+
+
 def bench_writes(rounds: int = 40, groups: int = 500) -> None:
     from aimsec_core.alerts import Dispatcher
     from aimsec_core.incidents import IncidentStore, Occurrence
@@ -145,9 +197,15 @@ def bench_writes(rounds: int = 40, groups: int = 500) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--journal-only", action="store_true",
+                        help="measure only what the incident journal adds")
     args = parser.parse_args()
+    if args.journal_only:
+        bench_journal()
+        return
     os.environ.setdefault("SECURITY_LOG_PATH", tempfile.mkdtemp())
     bench_predict(args.calls)
+    bench_journal()
     bench_writes()
 
 

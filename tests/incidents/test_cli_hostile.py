@@ -110,7 +110,7 @@ def test_a_schema_from_the_future_is_refused_unchanged(db, capsys, argv):
     conn.commit()
     conn.close()
     before = db.read_bytes()
-    _refused(capsys, ["--db", str(db), *argv], "schema version 9; expected 1 to 3")
+    _refused(capsys, ["--db", str(db), *argv], "schema version 9; expected 1 to 4")
     assert db.read_bytes() == before
 
 

@@ -275,7 +275,7 @@ def test_a_schema_2_file_migrates_while_a_writer_of_that_schema_keeps_writing(tm
     old.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
         assert conn.execute("SELECT COUNT(*), SUM(count) FROM incidents").fetchone() == (
             1002, 1002)
     finally:

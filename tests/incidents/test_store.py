@@ -131,7 +131,7 @@ def test_an_old_schema_is_migrated_in_place(tmp_path, clock):
     assert incident.count == 4
     store.record_delivery(group_key="k", channel="smtp", status="sent", attempt=1)
     assert store.deliveries()[0]["status"] == "sent"
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION == 4
 
 
 def test_a_newer_schema_or_a_bad_path_is_a_clear_error(tmp_path, clock):

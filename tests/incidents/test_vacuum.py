@@ -55,7 +55,7 @@ def test_pruning_with_vacuum_gives_the_space_back(tmp_path, capsys, monkeypatch)
     assert found["vacuum"]["bytes_after"] == _size(path) < pruned // 4
     assert found["vacuum"]["bytes_before"] >= pruned
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     assert conn.execute("SELECT id FROM incidents").fetchall() == [(kept,)]
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
