@@ -37,31 +37,51 @@ def _screened_method(method: str, doc: str) -> Any:
     return available_if(_inner_has(method))(call)
 
 
+#: Pipeline methods that, with metadata routing off, hand their ``**params`` to the last
+#: step's method as they are; the others (``decision_function``, ``transform``…) then
+#: raise scikit-learn's ValueError for any, and ``score`` hands on ``y`` and
+#: ``sample_weight`` (:func:`_handed_on`)
+_HANDED_ON = frozenset({"predict", "predict_proba", "predict_log_proba"})
+
+
 def _unfit(method: str, run: Any, X: Any, args: tuple[Any, ...],
-           kwargs: dict[str, Any]) -> tuple[Any, ...]:
+           kwargs: dict[str, Any], label: str | None = None) -> tuple[Any, ...]:
     """The finding refusing a call whose arguments do not fit the estimator's method
     (``predict(X, 5)``, an unknown keyword), checked with ``X`` so the call's one audit
-    line holds both; none where they fit or the method has no signature to read."""
+    line holds both; none where they fit or the method has no signature to read. A
+    Pipeline's arguments are checked again as it hands them to its last step (nested
+    pipelines down to the last estimator); ``label`` names the method in the finding
+    (``method`` itself by default)."""
+    shown = label or method
     try:
         signature = inspect.signature(run)
     except (TypeError, ValueError):
         return ()
     try:
-        signature.bind(X, *args, **kwargs)
+        bound = signature.bind(X, *args, **kwargs)
     except TypeError as exc:
-        return (unfit_finding(method, str(exc)),)
-    final = _final_step(run, method) if kwargs else None
-    if final is not None:  # a Pipeline hands its keywords on to its last step's method
-        return _unfit(f"{method} of the pipeline's last step {type(final.__self__).__name__}",
-                      final, X, (), kwargs)
-    return ()
+        return (unfit_finding(shown, str(exc)),)
+    last = _last_step(run)
+    if last is None:
+        return ()
+    handed = _handed_on(method, bound)
+    if handed is None:
+        return (unfit_finding(shown, "a Pipeline hands keyword arguments of "
+                              f"{method} on only with scikit-learn's metadata routing on "
+                              "(sklearn.set_config(enable_metadata_routing=True))"),)
+    step = getattr(last, method, None)
+    if not handed[0] and not handed[1] or getattr(step, "__self__", None) is not last:
+        return ()
+    name = type(last).__name__
+    return _unfit(method, step, X, *handed, label=f"{label}'s last step {name}" if label
+                  else f"{method} of the pipeline's last step {name}")
 
 
-def _final_step(run: Any, method: str) -> Any:
-    """The bound ``method`` of the last step of the Pipeline ``run`` belongs to, when
-    scikit-learn's metadata routing is off (the pipeline then passes its keyword
-    arguments to that method as they are; with routing on it checks them itself), else
-    ``None``."""
+def _last_step(run: Any) -> Any:
+    """The last step of the Pipeline the bound method ``run`` belongs to, when
+    scikit-learn's metadata routing is off (the pipeline then passes its arguments to
+    that step's method itself; with routing on it checks them itself), else ``None``
+    (also for a last step ``None`` or ``'passthrough'``)."""
     from sklearn import get_config
     from sklearn.pipeline import Pipeline
 
@@ -70,8 +90,26 @@ def _final_step(run: Any, method: str) -> Any:
             or get_config().get("enable_metadata_routing", False):
         return None
     last = owner.steps[-1][1]
-    step = getattr(last, method, None) if last not in (None, "passthrough") else None
-    return step if getattr(step, "__self__", None) is last else None
+    return None if last is None or isinstance(last, str) else last
+
+
+def _handed_on(method: str, bound: inspect.BoundArguments
+               ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """The positional arguments after ``X`` and the keywords a Pipeline's ``method``,
+    called with ``bound``, hands its last step with metadata routing off; ``None`` when
+    it refuses the keywords it was given (scikit-learn's ValueError)."""
+    params: dict[str, Any] = {}
+    for name, parameter in bound.signature.parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            params = dict(bound.arguments.get(name, {}))
+    if method == "score":  # y, and sample_weight when given; the rest it drops
+        weight = bound.arguments.get("sample_weight")
+        if weight is not None:
+            params["sample_weight"] = weight
+        return (bound.arguments.get("y"),), params
+    if method in _HANDED_ON or not params:
+        return (), params
+    return None
 
 
 class GuardedEstimator(GuardedMixin, BaseEstimator):
