@@ -1,8 +1,9 @@
-"""A guarded scikit-learn Pipeline's keyword arguments, with metadata routing off, are
-checked as the pipeline hands them on: to its last step's method (down nested pipelines
-to the last estimator), ``score``'s ``y`` and ``sample_weight`` included; keywords the
-pipeline itself refuses without routing (``decision_function``, ``transform``) are refused
-by the guard before anything runs, whatever the last step would take."""
+"""A guarded scikit-learn meta-estimator's keyword arguments, with metadata routing off,
+are checked as it hands them on: a Pipeline's to its last step's method (down nested
+pipelines to the last estimator), ``score``'s ``y`` and ``sample_weight`` included, a
+TransformedTargetRegressor's to its regressor; keywords one refuses without routing (a
+Pipeline's ``decision_function`` or ``transform``, a search's ``score``) are refused by
+the guard before anything runs, whatever the estimator inside would take."""
 
 from __future__ import annotations
 
@@ -82,7 +83,40 @@ def test_keywords_a_pipeline_refuses_without_routing_are_refused_first(sink, met
     with pytest.raises(ValueError, match="enable_metadata_routing"):
         getattr(model, method)(X, depth=2)
     guarded = aimsec_core.guard(model, name="sk-lenient", sinks=[sink], policy=False)
-    with pytest.raises(InputFormatError, match=f"{method}: a Pipeline hands keyword "
-                                               "arguments .* metadata routing on"):
+    with pytest.raises(InputFormatError, match=f"{method}: Pipeline takes keyword "
+                                               f"arguments of {method} only with"):
         getattr(guarded, method)(X, depth=2)
     assert [e.outcome for e in sink.events] == ["rejected"]
+
+
+def test_a_transformed_target_regressor_checks_its_regressor(sink):
+    """TransformedTargetRegressor.predict hands its keywords to its regressor's
+    predict, like a Pipeline to its last step: scikit-learn's TypeError came past."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.linear_model import LinearRegression
+
+    model = TransformedTargetRegressor(LinearRegression(), func=np.log1p,
+                                       inverse_func=np.expm1).fit(X, X[:, 0])
+    guarded = aimsec_core.guard(model, name="sk-ttr", sinks=[sink], policy=False)
+    with pytest.raises(InputFormatError, match="regressor LinearRegression: got an "
+                                               "unexpected keyword argument 'colour'"):
+        guarded.predict(X, colour="red")
+    np.testing.assert_array_equal(guarded.predict(X), model.predict(X))
+    assert [e.outcome for e in sink.events] == ["rejected", "allowed"]
+
+
+def test_a_grid_search_refuses_score_keywords_without_routing(sink):
+    """GridSearchCV.score takes **params but raises scikit-learn's ValueError for any
+    while metadata routing is off (sample_weight too): that error came past the guard."""
+    from sklearn.model_selection import GridSearchCV
+
+    search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression()),
+                          {"logisticregression__C": [0.5, 1.0]}, cv=2).fit(X, Y)
+    with pytest.raises(ValueError, match="enable_metadata_routing"):
+        search.score(X, Y, sample_weight=np.ones(20))
+    guarded = aimsec_core.guard(search, name="sk-search", sinks=[sink], policy=False)
+    with pytest.raises(InputFormatError, match="GridSearchCV takes keyword arguments of "
+                                               "score only with .* metadata routing on"):
+        guarded.score(X, Y, sample_weight=np.ones(20))
+    assert guarded.score(X, Y) == search.score(X, Y)
+    assert [e.outcome for e in sink.events] == ["rejected", "allowed"]
