@@ -8,6 +8,9 @@ Eyeballs (RFC 8305, section 5): one starts, and while none has connected, the ne
 after an attempt delay; the first to connect wins and the others are closed. The delay is
 the time left divided among the addresses (RFC 8305 suggests 250 ms, longer than a
 monitoring store's whole budget of 50 ms), so every address is tried before the deadline.
+An address answered twice is tried once, and at most :data:`_AT_ONCE` attempts are under
+way together (the oldest gives way to the next): a name answering thousands of addresses
+opens no more sockets than that.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 #: ``connect_ex`` codes of a connection under way on a non-blocking socket
 _UNDER_WAY = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EALREADY}
 _NO_DEADLINE_DELAY = 0.25  #: RFC 8305's connection attempt delay, without a deadline
+_AT_ONCE = 8  #: attempts under way together, at most
 
 
 def connect_first(addresses: Sequence[Any], deadline: float | None,
@@ -35,9 +39,10 @@ def connect_first(addresses: Sequence[Any], deadline: float | None,
 
     Raises ``TimeoutError`` (``socket.timeout``) when none connected by the deadline, else
     the last attempt's ``OSError`` (``ConnectionRefusedError``…), or ``OSError`` when
-    ``addresses`` is empty.
+    ``addresses`` is empty. An address listed again is not tried again; at most
+    :data:`_AT_ONCE` attempts are under way at once (the oldest is closed for the next).
     """
-    queue = list(addresses)
+    queue = _distinct(addresses)
     attempts: dict[socket.socket, Any] = {}  #: under way: socket -> its sockaddr
     failure: OSError | None = None
     selector = selectors.DefaultSelector()
@@ -46,6 +51,11 @@ def connect_first(addresses: Sequence[Any], deadline: float | None,
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if queue:
+                if len(attempts) >= _AT_ONCE:  # the oldest gives way: it had the longest
+                    oldest = next(iter(attempts))
+                    selector.unregister(oldest)
+                    oldest.close()
+                    del attempts[oldest]
                 started = _start(queue.pop(0), prepare)
                 if isinstance(started, OSError):
                     failure = started
@@ -61,13 +71,14 @@ def connect_first(addresses: Sequence[Any], deadline: float | None,
             for key, _ in selector.select(wait):
                 sock = key.fileobj  # type: ignore[assignment]
                 selector.unregister(sock)
-                address = attempts.pop(sock)
+                # kept in ``attempts`` until returned or closed: closed there otherwise
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code == 0:
                     sock.setblocking(True)
-                    return sock, address
+                    return sock, attempts.pop(sock)
                 failure = OSError(code, os.strerror(code))
                 sock.close()
+                del attempts[sock]
         if attempts or failure is None:
             raise socket.timeout(
                 "no address answered in time" if addresses else "no address to connect to")
@@ -76,6 +87,14 @@ def connect_first(addresses: Sequence[Any], deadline: float | None,
         for sock in attempts:
             sock.close()
         selector.close()
+
+
+def _distinct(addresses: Sequence[Any]) -> list[Any]:
+    """``addresses`` in their order, each family and sockaddr once (its first entry)."""
+    first: dict[tuple[Any, Any], Any] = {}
+    for info in addresses:
+        first.setdefault((info[0], info[4]), info)
+    return list(first.values())
 
 
 def _start(info: Any, prepare: Callable[[socket.socket], None]

@@ -360,9 +360,8 @@ def test_sklearn_arguments_that_do_not_fit_the_method_are_refused(sink, call):
 @pytest.mark.parametrize("call", [
     lambda g, x: g.predict(x, colour="red"),
     lambda g, x: g.predict_proba(x, logisticregression__colour=1),
-    lambda g, x: g.decision_function(x, check=True),
     lambda g, x: g.score(x, None, weights=[1]),
-], ids=["predict", "predict_proba", "decision_function", "score"])
+], ids=["predict", "predict_proba", "score"])
 def test_pipeline_keywords_its_last_step_does_not_take_are_refused(sink, call):
     """A Pipeline takes ``**params`` and, with metadata routing off, hands them to its
     last step's method, which raised scikit-learn's own TypeError or ValueError past

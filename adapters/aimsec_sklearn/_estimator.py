@@ -37,41 +37,83 @@ def _screened_method(method: str, doc: str) -> Any:
     return available_if(_inner_has(method))(call)
 
 
+#: Pipeline methods that, with metadata routing off, hand their ``**params`` to the last
+#: step's method as they are; the others (``decision_function``, ``transform``…) then
+#: raise scikit-learn's ValueError for any, and ``score`` hands on ``y`` and
+#: ``sample_weight`` (:func:`_forwarded`)
+_HANDED_ON = frozenset({"predict", "predict_proba", "predict_log_proba"})
+_REFUSED = "refused"  #: :func:`_forwarded`: the meta-estimator raises for the keywords
+
+
 def _unfit(method: str, run: Any, X: Any, args: tuple[Any, ...],
-           kwargs: dict[str, Any]) -> tuple[Any, ...]:
+           kwargs: dict[str, Any], label: str | None = None) -> tuple[Any, ...]:
     """The finding refusing a call whose arguments do not fit the estimator's method
     (``predict(X, 5)``, an unknown keyword), checked with ``X`` so the call's one audit
-    line holds both; none where they fit or the method has no signature to read."""
+    line holds both; none where they fit or the method has no signature to read. A
+    meta-estimator's arguments are checked again as it hands them on (a Pipeline to its
+    last step, nested pipelines down to the last estimator; :func:`_forwarded`);
+    ``label`` names the method in the finding (``method`` itself by default)."""
+    shown = label or method
     try:
         signature = inspect.signature(run)
     except (TypeError, ValueError):
         return ()
     try:
-        signature.bind(X, *args, **kwargs)
+        bound = signature.bind(X, *args, **kwargs)
     except TypeError as exc:
-        return (unfit_finding(method, str(exc)),)
-    final = _final_step(run, method) if kwargs else None
-    if final is not None:  # a Pipeline hands its keywords on to its last step's method
-        return _unfit(f"{method} of the pipeline's last step {type(final.__self__).__name__}",
-                      final, X, (), kwargs)
-    return ()
+        return (unfit_finding(shown, str(exc)),)
+    forwarded = _forwarded(run, method, bound)
+    if forwarded is None:
+        return ()
+    owner = type(run.__self__).__name__
+    if forwarded == _REFUSED:
+        return (unfit_finding(shown, f"{owner} takes keyword arguments of {method} only "
+                              "with scikit-learn's metadata routing on "
+                              "(sklearn.set_config(enable_metadata_routing=True))"),)
+    inner, role, inner_args, inner_kwargs = forwarded
+    step = getattr(inner, method, None)
+    if not inner_args and not inner_kwargs or getattr(step, "__self__", None) is not inner:
+        return ()
+    return _unfit(method, step, X, inner_args, inner_kwargs,
+                  label=f"{label or f'{method} of {owner}'}'s {role} {type(inner).__name__}")
 
 
-def _final_step(run: Any, method: str) -> Any:
-    """The bound ``method`` of the last step of the Pipeline ``run`` belongs to, when
-    scikit-learn's metadata routing is off (the pipeline then passes its keyword
-    arguments to that method as they are; with routing on it checks them itself), else
-    ``None``."""
+def _forwarded(run: Any, method: str, bound: inspect.BoundArguments) -> Any:
+    """What the meta-estimator the bound method ``run`` belongs to does with the call's
+    arguments (``bound``) while scikit-learn's metadata routing is off: ``None`` when
+    nothing is known to check (not such a meta-estimator, or routing on: scikit-learn
+    then checks them itself), :data:`_REFUSED` when it raises scikit-learn's ValueError
+    for the keywords given, else the estimator it hands them to, how to name it, and the
+    positional arguments after ``X`` and the keywords it hands on."""
     from sklearn import get_config
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.model_selection._search import BaseSearchCV  # every search
     from sklearn.pipeline import Pipeline
 
     owner = getattr(run, "__self__", None)
-    if not isinstance(owner, Pipeline) or not owner.steps \
-            or get_config().get("enable_metadata_routing", False):
+    if owner is None or get_config().get("enable_metadata_routing", False):
         return None
-    last = owner.steps[-1][1]
-    step = getattr(last, method, None) if last not in (None, "passthrough") else None
-    return step if getattr(step, "__self__", None) is last else None
+    params: dict[str, Any] = {}
+    for name, parameter in bound.signature.parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            params = dict(bound.arguments.get(name, {}))
+    if isinstance(owner, Pipeline):
+        last = owner.steps[-1][1] if owner.steps else None
+        if last is None or isinstance(last, str):  # 'passthrough'
+            return None
+        if method == "score":  # y, and sample_weight when given; the rest it drops
+            weight = bound.arguments.get("sample_weight")
+            if weight is not None:
+                params["sample_weight"] = weight
+            return last, "last step", (bound.arguments.get("y"),), params
+        if method in _HANDED_ON:
+            return last, "last step", (), params
+    elif isinstance(owner, TransformedTargetRegressor) and method == "predict":
+        regressor = getattr(owner, "regressor_", None)
+        return None if regressor is None else (regressor, "regressor", (), params)
+    elif not isinstance(owner, BaseSearchCV):  # its score raises for any keyword
+        return None
+    return _REFUSED if params else None
 
 
 class GuardedEstimator(GuardedMixin, BaseEstimator):

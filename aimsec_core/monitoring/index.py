@@ -76,8 +76,10 @@ class FingerprintIndex:
         self._lock = threading.Lock()
         self._serial = 0
         self._initial = min(capacity, initial)
-        #: the next size's memory, faulted in on a background thread: (slots, packed)
-        self._spare: tuple[int, np.ndarray] | None = None
+        #: the next size's memory, faulted in on a background thread: slots -> packed.
+        #: Handed over by single dict operations (atomic), never under ``_lock``: a
+        #: process forked while that thread held the lock would keep it held for ever
+        self._spares: dict[int, np.ndarray] = {}
         self._preparing: threading.Thread | None = None  #: the thread faulting it in
         self._allocate(self._initial)
 
@@ -95,8 +97,8 @@ class FingerprintIndex:
         # argument for the index's state (views there too: see _compiled.index_state)
         half = (slots + 1) // 2  # words holding ``slots`` uint32 values
         start = _STATE_HEADER + buckets * self.ways
-        spare, self._spare = self._spare, None
-        self._packed = packed = (spare[1] if spare is not None and spare[0] == slots
+        spare = self._spares.pop(slots, None)  # one taker, copies of the index included
+        self._packed = packed = (spare if spare is not None
                                  else _aligned_zeros(self._words(slots)))
         packed[:4] = buckets, self.ways, slots, self.hashes
         #: (buckets, ways) entries: serial << 32 | hash; 0 is empty (no hash is 0)
@@ -316,22 +318,26 @@ class FingerprintIndex:
         done here, a guarded call that grows the index only copies and re-buckets."""
         self._prepare_at = _SERIALS
         slots = min(self.capacity, self._slots * 2)
-        self._preparing = threading.Thread(target=self._fault_in, args=(slots,),
-                                           name="aimsec-index-memory", daemon=True)
-        self._preparing.start()
+        thread = threading.Thread(target=self._fault_in, args=(slots,),
+                                  name="aimsec-index-memory", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had (a limit on threads, shutting down):
+            return  # the growth allocates, as without a spare
+        self._preparing = thread
 
     def _fault_in(self, slots: int) -> None:
         """Allocate the packed state for ``slots`` and write each of its pages (zeros,
         with C's ``memset``: ctypes releases the GIL for it, so guarded calls go on), then
-        offer it to the next growth."""
+        offer it to the next growth (without taking the index's lock: see ``_spares``)."""
         try:
             packed = _aligned_zeros(self._words(slots))
             ctypes.memset(packed.ctypes.data, 0, packed.nbytes)
-        except MemoryError:  # the growth allocates then, as without a spare
+        except (MemoryError, ValueError):  # the growth allocates then, as without a spare
             return
-        with self._lock:
-            if slots > self._slots:  # not grown past it meanwhile
-                self._spare = (slots, packed)
+        self._spares[slots] = packed
+        if self._slots >= slots:  # grown to it meanwhile (after _allocate looked, or
+            self._spares.pop(slots, None)  # before: then it took this one): not kept
 
     def _grow(self) -> None:
         """Double the slots (up to ``capacity``) and split each bucket of the table into

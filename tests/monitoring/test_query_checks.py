@@ -382,11 +382,76 @@ def test_growing_takes_memory_faulted_in_off_the_calling_thread(monkeypatch, pre
         if thread.name == "aimsec-index-memory":
             thread.join(10)
     # a late preparation for the size already reached is dropped; the next size's kept
-    assert index._spare is None or index._spare[0] == 128
+    assert set(index._spares) <= {128}
     for name in ("fp_serial", "fp_time", "fp_client", "fp_content", "fp_hashes"):
         assert np.array_equal(getattr(index, name), getattr(direct, name))
     again = index.match_and_add(rows[-1], np.array([99], np.uint32), 1, 99.0, 1e9)
     assert [m.shared for m in again] == [20]
+
+
+def _half_fill(index: FingerprintIndex, rows: int, seed: int = 3) -> np.ndarray:
+    """Store ``rows`` random one-row batches of 20 hashes; the batches, in order."""
+    rng = np.random.default_rng(seed)
+    batches = np.sort(rng.integers(1, 3000, (rows, 1, 20), dtype=np.uint32), axis=2)[:, :, ::-1]
+    for k, row in enumerate(batches):
+        index.match_and_add(row, np.array([k], np.uint32), 1, float(k), 1e9)
+    return batches
+
+
+def test_no_thread_to_be_had_leaves_the_check_to_grow_as_before(monkeypatch):
+    """Starting the memory thread can fail (a container's limit on threads, an
+    interpreter shutting down): the check that crossed half full raised RuntimeError
+    ('can't start new thread') out of the guarded call; now the growth allocates."""
+    import threading
+
+    def refuse(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    index = FingerprintIndex(1000, 20, ways=4, initial=32)
+    direct = FingerprintIndex(1000, 20, ways=4, initial=64)
+    rows = _half_fill(index, 40)
+    _half_fill(direct, 40)
+    assert index._slots == 64 and index._preparing is None and not index._spares
+    for name in ("fp_serial", "fp_time", "fp_client", "fp_content", "fp_hashes"):
+        assert np.array_equal(getattr(index, name), getattr(direct, name))
+    again = index.match_and_add(rows[-1], np.array([99], np.uint32), 1, 99.0, 1e9)
+    assert [m.shared for m in again] == [20]
+
+
+def test_the_memory_thread_never_waits_for_the_index_lock():
+    """The thread took the index's lock to hand its memory over: a process forked
+    while it held it (a server preloading the guarded model, then forking workers) kept
+    the lock held for ever in the child, every check there waiting on it. It hands over
+    without the lock now: here it ends while the lock is held."""
+    import threading
+
+    index = FingerprintIndex(1000, 20, ways=4, initial=32)
+    with index._lock:
+        thread = threading.Thread(target=index._fault_in, args=(64,))
+        thread.start()
+        thread.join(20)
+        ended = not thread.is_alive()
+    thread.join()
+    assert ended and set(index._spares) == {64}
+    _half_fill(index, 40)
+    assert index._slots == 64 and 64 not in index._spares  # taken by the growth
+
+
+def test_copies_of_an_index_never_grow_into_the_same_memory():
+    """A shallow copy shares the prepared memory with its original: both grew into the
+    one spare, two indexes writing one table (the compiled-against-numpy table test
+    compared an array with itself). The spare goes to one of them only."""
+    import copy
+
+    index = FingerprintIndex(1000, 20, ways=4, initial=32)
+    _half_fill(index, 20)
+    index._preparing.join(60)  # the next size's memory ready
+    first, second = copy.copy(index), copy.copy(index)
+    first._grow()
+    second._grow()
+    assert first._slots == second._slots == 64
+    assert not np.shares_memory(first._packed, second._packed)
 
 
 def test_the_index_starts_over_when_serials_no_longer_fit(monkeypatch):
