@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a name too long, a folder that may not be searched
         return fail("incidents", f"the incident database {received(str(path), 120)}: "
                                  f"{exc.strerror or exc}; expected the path of an SQLite file")
+    if not exists:  # a process killed before its first write: its journal makes it
+        _replay(path)
+        exists, is_file = path.exists(), path.is_file()
     if not exists:
         if args.prune:
             if args.json:
@@ -177,7 +180,8 @@ def _replay(path: Any) -> None:
     if not pending(journal_folder(path)):
         return
     try:
-        _check_ours(path)
+        if path.exists():  # else made by the replay, as by a guard
+            _check_ours(path)
         store = IncidentStore(path, timeout_s=WAIT_S)
         try:
             done = replay(store)

@@ -121,3 +121,27 @@ def test_aimsec_incidents_lists_beside_a_poisoned_journal(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert sorted(i["client"] for i in json.loads(out)["incidents"]) == ["before", "good"]
     assert "1 unreadable line(s) skipped" in err
+
+
+def test_aimsec_incidents_replays_a_journal_whose_database_was_never_made(tmp_path, capsys):
+    # a process killed within its first second: its journal is all there is
+    db = tmp_path / "incidents.sqlite3"
+    journal_folder(db).mkdir()
+    (journal_folder(db) / "7-first-0.jsonl").write_text(_line(client="first"))
+    assert main(["incidents", "--db", str(db), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [i["client"] for i in json.loads(out)["incidents"]] == ["first"]
+    assert "replayed 1 finding(s)" in err
+    assert not journal_folder(db).exists()
+
+
+def test_a_report_says_what_waits_beside_a_database_never_made(tmp_path):
+    from aimsec_core.reporting.incidents import load_incidents
+
+    db = tmp_path / "incidents.sqlite3"
+    journal_folder(db).mkdir()
+    (journal_folder(db) / "7-first-0.jsonl").write_text(_line(client="first", n=3))
+    source, note = load_incidents(db)
+    assert source is None and "no incident store" in note
+    assert "3 finding(s) of 1 process(es) that ended without writing them" in note
+    assert not db.exists()  # a report writes nothing
