@@ -466,9 +466,10 @@ _foreign: set[Path] = set()
 
 
 def _open_file(path: Path) -> int | None:
-    """``path`` opened for reading, or ``None`` when it is gone or is not a regular file
-    of its own (a symbolic link, a FIFO, whose open would wait for a writer, a device, a
-    folder): such a file is left where it is, said once in the log."""
+    """``path`` opened for reading, or ``None`` when it is gone, is not a regular file of
+    its own (a symbolic link, a FIFO, whose open would wait for a writer, a device, a
+    folder) or may not be read (another user's): such a file is left where it is, for
+    its owner's processes, said once in the log."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
                      | getattr(os, "O_CLOEXEC", 0))
@@ -490,6 +491,6 @@ def _open_file(path: Path) -> int | None:
 def _not_journal(path: Path, why: str) -> None:
     if path not in _foreign and len(_foreign) < 1000:
         _foreign.add(path)
-        log.warning("aimsec left %s in the incident journal folder: it is not a journal "
-                    "(%s)", path, why)
+        log.warning("aimsec left %s in the incident journal folder unread (%s); expected "
+                    "a journal: a regular file this user may read", path, why)
     return None

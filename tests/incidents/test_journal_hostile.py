@@ -94,7 +94,7 @@ def test_a_fifo_named_as_a_journal_is_left_without_waiting(tmp_path, caplog):
     assert done.journals == 1
     assert _counts(store) == {"good": 1}
     assert (folder / "1-fifo-0.jsonl").exists()
-    assert "is not a journal (not a regular file)" in caplog.text
+    assert "unread (not a regular file)" in caplog.text
 
 
 def test_a_link_named_as_a_journal_is_not_followed(tmp_path):
@@ -145,3 +145,24 @@ def test_a_report_says_what_waits_beside_a_database_never_made(tmp_path):
     assert source is None and "no incident store" in note
     assert "3 finding(s) of 1 process(es) that ended without writing them" in note
     assert not db.exists()  # a report writes nothing
+
+
+def test_a_journal_this_user_may_not_read_is_left_to_its_owner(tmp_path, monkeypatch,
+                                                               caplog):
+    # another user's (mode 600): simulated, as the tests may run as root
+    store, folder = _setup(tmp_path)
+    theirs = folder / "5-theirs-0.jsonl"
+    theirs.write_text(_line(client="theirs"))
+    real_open = os.open
+
+    def open_(path, flags, *args):
+        if Path(path) == theirs:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(journaling.os, "open", open_)
+    done = replay(store)
+    assert done.journals == 1
+    assert _counts(store) == {"good": 1}
+    assert theirs.exists()
+    assert "unread (Permission denied)" in caplog.text
