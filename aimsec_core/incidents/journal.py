@@ -311,13 +311,14 @@ def pending(folder: Path, own: str | None = None) -> bool:
 
 
 def replay(store: IncidentStore, folder: Path | None = None, *,
-           own: str | None = None) -> Replayed:
+           own: str | None = None, into: Replayed | None = None) -> Replayed:
     """Record what the journals in ``folder`` (default: ``store``'s) of ended processes
     hold and the store has not (``own``: this process's journal name, left alone), then
     delete them. Each journal is written in one transaction, its occurrences merged per
     (model, threat, client). Raises IncidentStoreError when the store cannot be written
-    (the journals stay for a later replay)."""
-    done = Replayed()
+    (that journal and those after it stay for a later replay); what was written before
+    is in ``into`` (filled as each journal is written), for its alerts."""
+    done = Replayed() if into is None else into
     if fcntl is None:
         return done
     folder = journal_folder(store.path) if folder is None else Path(folder)

@@ -166,3 +166,41 @@ def test_a_journal_this_user_may_not_read_is_left_to_its_owner(tmp_path, monkeyp
     assert _counts(store) == {"good": 1}
     assert theirs.exists()
     assert "unread (Permission denied)" in caplog.text
+
+
+def test_journals_written_before_a_replay_failed_are_alerted(tmp_path, clock):
+    # the database locked (or full) part way through a replay: the journals written
+    # before are in the store, and their alerts are sent as for every replayed occurrence
+    from aimsec_core.alerts import Dispatcher, Grouper, GroupingPolicy
+    from aimsec_core.incidents.store import IncidentStoreError
+
+    from tests.fakes import ListChannel
+
+    class FailingSecond(IncidentStore):
+        writes = 0
+
+        def record(self, occurrences, **journaled):
+            FailingSecond.writes += 1
+            if FailingSecond.writes == 2:
+                raise IncidentStoreError("database is locked")
+            return super().record(occurrences, **journaled)
+
+    db = tmp_path / "incidents.sqlite3"
+    folder = journal_folder(db)
+    folder.mkdir()
+    (folder / "1-first-0.jsonl").write_text(_line(client="first"))
+    (folder / "2-second-0.jsonl").write_text(_line(client="second"))
+    store = FailingSecond(db)
+    channel = ListChannel()
+    policy = GroupingPolicy(group_wait=0, group_interval=300, repeat_interval=14400,
+                            floor="medium")
+    dispatcher = Dispatcher(store, Grouper(policy, clock=clock), [channel], clock=clock,
+                            start=False, store_retry_s=0)
+    dispatcher.pump()
+    assert _counts(store) == {"first": 1}
+    assert [a.client for a in channel.sent] == ["first"]
+    assert (folder / "2-second-0.jsonl").exists()
+    dispatcher._replay_at = 0.0  # the next look (a minute later): the rest
+    dispatcher.pump()
+    assert _counts(store) == {"first": 1, "second": 1}
+    assert sorted(a.client for a in channel.sent) == ["first", "second"]
