@@ -390,7 +390,7 @@ def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replay
             return
         mark = _mark(store, name)
         merged: dict[tuple[str, str, str], Occurrence] = {}
-        top = 0
+        top = findings = unreadable = 0  # counted into ``done`` once written
         for fd in fds:
             for raw in _lines(fd):
                 try:
@@ -398,12 +398,12 @@ def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replay
                         raise ValueError("longer than MAX_LINE")
                     seq, occurrence = _occurrence(raw)
                 except (ValueError, TypeError, KeyError):
-                    done.unreadable += 1
+                    unreadable += 1
                     continue
                 if seq <= mark:
                     continue
                 top = max(top, seq)
-                done.findings += occurrence.count
+                findings += occurrence.count
                 if occurrence.key in merged:
                     joined = merged[occurrence.key]
                     joined.merge(occurrence)
@@ -411,13 +411,14 @@ def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replay
                 else:
                     merged[occurrence.key] = occurrence
         written = list(merged.values())
+        results = (store.record(written, journal=name, seqs=[top] * len(written))
+                   if write and written else [])
+        done.journals += 1
+        done.findings += findings
+        done.unreadable += unreadable
         if not write:
-            done.journals += 1
             done.occurrences += len(written)
             return
-        results = store.record(written, journal=name, seqs=[top] * len(written)) \
-            if written else []
-        done.journals += 1
         done.occurrences += sum(r is not None for r in results)
         done.written += [o for o, r in zip(written, results) if r is not None]
         done.results += [r for r in results if r is not None]

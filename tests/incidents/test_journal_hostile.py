@@ -204,3 +204,29 @@ def test_journals_written_before_a_replay_failed_are_alerted(tmp_path, clock):
     dispatcher.pump()
     assert _counts(store) == {"first": 1, "second": 1}
     assert sorted(a.client for a in channel.sent) == ["first", "second"]
+
+
+def test_aimsec_incidents_says_what_it_replayed_before_a_failure(tmp_path, monkeypatch,
+                                                                 capsys):
+    from aimsec_core.incidents.store import IncidentStoreError
+
+    store, folder = _setup(tmp_path)  # "99-good" is written second
+    (folder / "1-first-0.jsonl").write_text(_line(client="first"))
+    store.record([Occurrence("m", "range", "before", "high", time.time(), time.time())])
+    store.close()
+    record = IncidentStore.record
+    calls = []
+
+    def failing_second(self, occurrences, **journaled):
+        calls.append(1)
+        if len(calls) == 2:
+            raise IncidentStoreError("database is locked")
+        return record(self, occurrences, **journaled)
+
+    monkeypatch.setattr(IncidentStore, "record", failing_second)
+    assert main(["incidents", "--db", str(store.path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert sorted(i["client"] for i in json.loads(out)["incidents"]) == ["before", "first"]
+    assert ("replayed 1 finding(s) in 1 occurrence(s) from 1 journal(s) of processes that "
+            "ended without writing them, then the journals") in err
+    assert "were not replayed: database is locked" in err
