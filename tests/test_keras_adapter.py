@@ -532,3 +532,29 @@ def test_dtypes_keras_casts_itself_are_accepted(sink):
     if np.dtype(np.longdouble).itemsize > 8:  # where long double is wider than float64
         with pytest.raises(InputFormatError, match="long double"):
             guarded.predict_on_batch(np.ones((2, 4), np.longdouble))
+
+
+@pytest.mark.parametrize("kind", ["memmap", "masked", "subclass"])
+def test_a_numpy_subclass_is_read_as_checked(sink, tmp_path, kind):
+    """An np.memmap (whose file any process may write), a masked array or another ndarray
+    subclass: a write after the check never reaches the model, which reads the copy of
+    the plain array the checks read."""
+    clean = _batch(4)
+    if kind == "memmap":
+        x = np.memmap(tmp_path / "x.dat", dtype=clean.dtype, mode="w+", shape=clean.shape)
+        x[...] = clean
+    elif kind == "masked":
+        x = np.ma.masked_array(clean.copy())
+    else:
+        x = clean.copy().view(type("Batch", (np.ndarray,), {}))
+    model = CASE.model()
+    expected = model.predict(clean, verbose=0)
+    guarded = aimsec_core.guard(model, sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    write_after_check(guarded, lambda: x.__setitem__(..., 1e30))
+    np.testing.assert_array_equal(guarded.predict(x, verbose=0), expected)
+    x[...] = clean
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(guarded(x)),
+                                  keras.ops.convert_to_numpy(model(clean)))
+    assert sink.outcomes == ["allowed", "allowed"]
+    assert (np.asarray(x) == np.float32(1e30)).all()  # written, after each check
