@@ -558,3 +558,20 @@ def test_a_numpy_subclass_is_read_as_checked(sink, tmp_path, kind):
                                   keras.ops.convert_to_numpy(model(clean)))
     assert sink.outcomes == ["allowed", "allowed"]
     assert (np.asarray(x) == np.float32(1e30)).all()  # written, after each check
+
+
+def test_variables_in_a_named_tuple_are_read_once_before_the_checks(sink):
+    """A named tuple of variables (Keras takes one as a list of inputs): each is read
+    once, before the checks, as alone or in a list; an assignment after the check never
+    reaches the model, in enforce mode an out-of-range value included."""
+    import collections
+
+    Pair = collections.namedtuple("Pair", "image meta")
+    model = _two_input_model()
+    image, meta = _batch(5), np.full((5, 3), 0.5, np.float32)
+    expected = keras.ops.convert_to_numpy(model([image, meta]))
+    x = Pair(keras.Variable(image), keras.Variable(meta))
+    guarded = aimsec_core.guard(model, sinks=[sink], constraints={"max_value": 1.0})
+    write_after_check(guarded, lambda: x.image.assign(keras.ops.full(image.shape, 1e30)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(guarded(x)), expected)
+    assert sink.outcomes == ["allowed"]
