@@ -532,3 +532,46 @@ def test_dtypes_keras_casts_itself_are_accepted(sink):
     if np.dtype(np.longdouble).itemsize > 8:  # where long double is wider than float64
         with pytest.raises(InputFormatError, match="long double"):
             guarded.predict_on_batch(np.ones((2, 4), np.longdouble))
+
+
+@pytest.mark.parametrize("kind", ["memmap", "masked", "subclass"])
+def test_a_numpy_subclass_is_read_as_checked(sink, tmp_path, kind):
+    """An np.memmap (whose file any process may write), a masked array or another ndarray
+    subclass: a write after the check never reaches the model, which reads the copy of
+    the plain array the checks read."""
+    clean = _batch(4)
+    if kind == "memmap":
+        x = np.memmap(tmp_path / "x.dat", dtype=clean.dtype, mode="w+", shape=clean.shape)
+        x[...] = clean
+    elif kind == "masked":
+        x = np.ma.masked_array(clean.copy())
+    else:
+        x = clean.copy().view(type("Batch", (np.ndarray,), {}))
+    model = CASE.model()
+    expected = model.predict(clean, verbose=0)
+    guarded = aimsec_core.guard(model, sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    write_after_check(guarded, lambda: x.__setitem__(..., 1e30))
+    np.testing.assert_array_equal(guarded.predict(x, verbose=0), expected)
+    x[...] = clean
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(guarded(x)),
+                                  keras.ops.convert_to_numpy(model(clean)))
+    assert sink.outcomes == ["allowed", "allowed"]
+    assert (np.asarray(x) == np.float32(1e30)).all()  # written, after each check
+
+
+def test_variables_in_a_named_tuple_are_read_once_before_the_checks(sink):
+    """A named tuple of variables (Keras takes one as a list of inputs): each is read
+    once, before the checks, as alone or in a list; an assignment after the check never
+    reaches the model, in enforce mode an out-of-range value included."""
+    import collections
+
+    Pair = collections.namedtuple("Pair", "image meta")
+    model = _two_input_model()
+    image, meta = _batch(5), np.full((5, 3), 0.5, np.float32)
+    expected = keras.ops.convert_to_numpy(model([image, meta]))
+    x = Pair(keras.Variable(image), keras.Variable(meta))
+    guarded = aimsec_core.guard(model, sinks=[sink], constraints={"max_value": 1.0})
+    write_after_check(guarded, lambda: x.image.assign(keras.ops.full(image.shape, 1e30)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(guarded(x)), expected)
+    assert sink.outcomes == ["allowed"]

@@ -229,7 +229,8 @@ class KerasAdapter(Adapter):
     def snapshot(self, value: Any, array: Any) -> Any | None:
         """A copy of what the model would read from ``value`` (see ``Adapter.snapshot``),
         which the guarded model hands Keras in its place: of a numpy array (broadcast axes
-        broadcast again), of a torch tensor on the torch backend (on its device), of the
+        broadcast again; a subclass, ``np.memmap`` or a masked array, as the plain array
+        it is read as), of a torch tensor on the torch backend (on its device), of the
         array a pandas object is read as. ``None`` for a TensorFlow or JAX tensor, which
         nothing can write once made (``numpy()`` reads a copy), and for the variables the
         guarded model reads once before screening (a ``tf.Variable`` as a tensor)."""
@@ -238,15 +239,17 @@ class KerasAdapter(Adapter):
         copy = host_snapshot(value, array)
         if copy is not None:
             return copy
+        pandas = sys.modules.get("pandas")
+        if type(array) is np.ndarray and (isinstance(value, np.ndarray) or (
+                pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)))):
+            # read as a plain array that may be a view of it (np.memmap: of a file any
+            # process may write; to_numpy() of the frame)
+            return host_snapshot(array, array)
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(value, torch.Tensor):
             from aimsec_torch import tensor_snapshot
 
             return tensor_snapshot(value, array)
-        pandas = sys.modules.get("pandas")
-        if (pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series))
-                and type(array) is np.ndarray):  # to_numpy() may be a view of the frame
-            return host_snapshot(array, array)
         return None
 
     @cached_property

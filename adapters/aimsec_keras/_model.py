@@ -456,12 +456,14 @@ def _native(x: Any) -> Any:
     them; TensorFlow reads their values), every ``tf.Variable`` by its value read now (a
     tensor, which the variable's later assignments do not change; read on the caller's
     gradient tape, as Keras reads it), and a ``keras.Variable`` by its backend's variable
-    so read (on torch, its tensor: copied when checked): an array, or a tuple, list or
-    dict of them."""
+    so read (on torch, its tensor: copied when checked): an array, or a tuple (a named
+    tuple too), list or dict of them."""
     if isinstance(x, (list, tuple)):
         converted = [_read(v) for v in x]
         if any(a is not b for a, b in zip(converted, x)):
-            return type(x)(converted) if type(x) in (list, tuple) else x
+            make = getattr(type(x), "_make", None)  # a named tuple
+            return (make(converted) if isinstance(x, tuple) and make is not None
+                    else type(x)(converted) if type(x) in (list, tuple) else x)
         return x
     if isinstance(x, dict):
         return {k: _read(v) for k, v in x.items()}

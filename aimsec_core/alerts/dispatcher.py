@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..incidents.journal import Journal, journal_folder, pending, replay
+from ..incidents.journal import Journal, Replayed, journal_folder, pending, replay
 from ..incidents.model import Incident, Occurrence
 from ..incidents.store import IncidentStore
 from ..metrics import Metrics, NullMetrics
@@ -393,13 +393,13 @@ class Dispatcher:
             return
         self._replay_at = time.monotonic() + REPLAY_EVERY_S
         self._replay_pending = False
+        done = Replayed()
         try:
-            done = replay(self.store, self.journal.folder, own=self.journal.name)
+            replay(self.store, self.journal.folder, own=self.journal.name, into=done)
         except Exception:
             self._store_failed("could not replay the incident journals of ended processes")
             self._replay_at = 0.0
-            return
-        if not done:
+        if not done:  # (the journals written before a failure are alerted all the same)
             return
         log.warning("aimsec replayed %s into %s", done.summary(), self.store.path)
         self._remember(done.written, done.results)

@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a name too long, a folder that may not be searched
         return fail("incidents", f"the incident database {received(str(path), 120)}: "
                                  f"{exc.strerror or exc}; expected the path of an SQLite file")
+    if not exists:  # a process killed before its first write: its journal makes it
+        _replay(path)
+        exists, is_file = path.exists(), path.is_file()
     if not exists:
         if args.prune:
             if args.json:
@@ -171,21 +174,24 @@ def _replay(path: Any) -> None:
     so the command sees every incident; said in one line on standard error. A file that
     is not an incident database, or one this user may not write, is left as it is (the
     line says so; the command goes on)."""
-    from ..incidents.journal import journal_folder, pending, replay
+    from ..incidents.journal import Replayed, journal_folder, pending, replay
     from ..incidents.store import IncidentStore, IncidentStoreError
 
     if not pending(journal_folder(path)):
         return
+    done = Replayed()
     try:
-        _check_ours(path)
+        if path.exists():  # else made by the replay, as by a guard
+            _check_ours(path)
         store = IncidentStore(path, timeout_s=WAIT_S)
         try:
-            done = replay(store)
+            replay(store, into=done)
         finally:
             store.close()
     except IncidentStoreError as exc:
-        print(f"aimsec incidents: the journals of ended processes in "
-              f"{journal_folder(path)} were not replayed: {exc}", file=sys.stderr)
+        print(f"aimsec incidents: {f'replayed {done.summary()}, then ' if done else ''}"
+              f"the journals of ended processes in {journal_folder(path)} were not "
+              f"replayed: {exc}", file=sys.stderr)
         return
     if done:
         print(f"aimsec incidents: replayed {done.summary()}", file=sys.stderr)

@@ -31,14 +31,15 @@ import json
 import logging
 import os
 import secrets
+import stat
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .model import Evidence, Incident, Occurrence
+from .model import MOST_COUNTED, Evidence, Incident, Occurrence
 
 try:
     import fcntl
@@ -54,6 +55,9 @@ log = logging.getLogger("aimsec.incidents")
 #: failed for long, under a flood) occurrences are held in memory only, and counted.
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 SUFFIX = ".jsonl"
+#: The longest line a replay reads: aimsec's are a few KiB (their evidence is bounded); a
+#: longer one is not aimsec's, skipped and counted unreadable without being held whole.
+MAX_LINE = 1 << 20
 #: Seconds a journal that could not be written (a full or read-only disk) is left alone.
 RETRY_S = 60.0
 
@@ -256,11 +260,17 @@ def _line(o: Occurrence, seq: int) -> bytes:
 
 def _occurrence(line: bytes) -> tuple[int, Occurrence]:
     """One journal line read back; ``ValueError`` (or ``TypeError``, ``KeyError``) for
-    one cut short or not aimsec's."""
-    data = json.loads(line)
-    seq = data["s"]
-    if type(seq) is not int or seq < 1:
+    one cut short or not aimsec's: nested past the parser's depth, a sequence number or
+    count beyond SQLite's integers included."""
+    try:
+        data = json.loads(line)
+    except RecursionError:  # nested deeper than the parser goes: not aimsec's
+        raise ValueError("nested too deep") from None
+    seq, count = data["s"], data["n"]
+    if type(seq) is not int or not 1 <= seq <= MOST_COUNTED:
         raise ValueError("sequence number")
+    if type(count) is not int or count > MOST_COUNTED:  # no count SQLite holds
+        raise ValueError("count")
     return seq, Occurrence(data["m"], data["t"], data["c"], data["v"], data["f"], data["l"],
                            data["n"], Evidence.from_dict(data["e"]))
 
@@ -301,13 +311,14 @@ def pending(folder: Path, own: str | None = None) -> bool:
 
 
 def replay(store: IncidentStore, folder: Path | None = None, *,
-           own: str | None = None) -> Replayed:
+           own: str | None = None, into: Replayed | None = None) -> Replayed:
     """Record what the journals in ``folder`` (default: ``store``'s) of ended processes
     hold and the store has not (``own``: this process's journal name, left alone), then
     delete them. Each journal is written in one transaction, its occurrences merged per
     (model, threat, client). Raises IncidentStoreError when the store cannot be written
-    (the journals stay for a later replay)."""
-    done = Replayed()
+    (that journal and those after it stay for a later replay); what was written before
+    is in ``into`` (filled as each journal is written), for its alerts."""
+    done = Replayed() if into is None else into
     if fcntl is None:
         return done
     folder = journal_folder(store.path) if folder is None else Path(folder)
@@ -361,13 +372,14 @@ def _mark(store: IncidentStore, name: str) -> int:
 def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replayed, *,
                 write: bool = True) -> None:
     fds: list[int] = []
+    taken: list[Path] = []  #: what is deleted after the write: a file not a journal stays
     try:
         for path in paths:
-            try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except FileNotFoundError:  # another replay took it
+            fd = _open_file(path)
+            if fd is None:  # another replay took it, or it is not a journal
                 continue
             fds.append(fd)
+            taken.append(path)
             try:
                 fcntl.flock(fd, (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB)
             except OSError:  # its process is alive (or another replay holds it)
@@ -378,34 +390,39 @@ def _replay_one(store: IncidentStore, name: str, paths: list[Path], done: Replay
             return
         mark = _mark(store, name)
         merged: dict[tuple[str, str, str], Occurrence] = {}
-        top = 0
+        top = findings = unreadable = 0  # counted into ``done`` once written
         for fd in fds:
             for raw in _lines(fd):
                 try:
+                    if raw is None:
+                        raise ValueError("longer than MAX_LINE")
                     seq, occurrence = _occurrence(raw)
                 except (ValueError, TypeError, KeyError):
-                    done.unreadable += 1
+                    unreadable += 1
                     continue
                 if seq <= mark:
                     continue
                 top = max(top, seq)
-                done.findings += occurrence.count
+                findings += occurrence.count
                 if occurrence.key in merged:
-                    merged[occurrence.key].merge(occurrence)
+                    joined = merged[occurrence.key]
+                    joined.merge(occurrence)
+                    joined.count = min(joined.count, MOST_COUNTED)
                 else:
                     merged[occurrence.key] = occurrence
         written = list(merged.values())
+        results = (store.record(written, journal=name, seqs=[top] * len(written))
+                   if write and written else [])
+        done.journals += 1
+        done.findings += findings
+        done.unreadable += unreadable
         if not write:
-            done.journals += 1
             done.occurrences += len(written)
             return
-        results = store.record(written, journal=name, seqs=[top] * len(written)) \
-            if written else []
-        done.journals += 1
         done.occurrences += sum(r is not None for r in results)
         done.written += [o for o, r in zip(written, results) if r is not None]
         done.results += [r for r in results if r is not None]
-        if _delete(paths):  # else the number stays: a later replay writes nothing twice
+        if _delete(taken):  # else the number stays: a later replay writes nothing twice
             store.forget_journal(name)
     finally:
         for fd in fds:
@@ -426,8 +443,56 @@ def _delete(paths: Iterable[Path]) -> bool:
     return gone
 
 
-def _lines(fd: int) -> Iterable[bytes]:
-    chunks = []
+def _lines(fd: int) -> Iterator[bytes | None]:
+    """The lines of the file ``fd``, empty ones left out, read a MiB at a time: ``None``
+    for one longer than :data:`MAX_LINE`, whose bytes are not held."""
+    held, overlong = b"", False
     while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return [line for line in b"".join(chunks).split(b"\n") if line.strip()]
+        *parts, held = (held + chunk).split(b"\n")
+        for part in parts:
+            if overlong or len(part) > MAX_LINE:
+                overlong = False
+                yield None
+            elif part.strip():
+                yield part
+        if len(held) > MAX_LINE:
+            held, overlong = b"", True
+    if overlong:
+        yield None
+    elif held.strip():
+        yield held
+
+
+#: the paths of files not journals already said in the log (once per process each)
+_foreign: set[Path] = set()
+
+
+def _open_file(path: Path) -> int | None:
+    """``path`` opened for reading, or ``None`` when it is gone, is not a regular file of
+    its own (a symbolic link, a FIFO, whose open would wait for a writer, a device, a
+    folder) or may not be read (another user's): such a file is left where it is, for
+    its owner's processes, said once in the log."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return _not_journal(path, exc.strerror or str(exc))
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        return _not_journal(path, exc.strerror or str(exc))
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        return _not_journal(path, "not a regular file")
+    return fd
+
+
+def _not_journal(path: Path, why: str) -> None:
+    if path not in _foreign and len(_foreign) < 1000:
+        _foreign.add(path)
+        log.warning("aimsec left %s in the incident journal folder unread (%s); expected "
+                    "a journal: a regular file this user may read", path, why)
+    return None

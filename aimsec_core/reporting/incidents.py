@@ -139,8 +139,10 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
 
     path = database_path(db)
     if not path.exists():
+        waiting = _waiting(unwritten(IncidentStore(path, read_only=True)))
         return None, (f"no incident store at {path} (a guard creates it with its first "
-                      "incident: none configured there, or nothing recorded yet)")
+                      "incident: none configured there, or nothing recorded yet)"
+                      + (f"; {waiting}" if waiting else ""))
     if not path.is_file():
         return None, f"the incident store {path} is not a file"
     store = IncidentStore(path, read_only=True)  # a report never changes the file it reads
@@ -161,10 +163,18 @@ def load_incidents(db: str | Path | None, *, since: float | None = None,
     if pruned and (since is None or since <= pruned["latest"]):
         notes.append(pruned_note(pruned, every_model=model is not None))
     if waiting.findings:
-        notes.append(f"{waiting.findings:,} finding(s) of {waiting.journals:,} process(es) "
-                     "that ended without writing them (killed) are in their journals, not "
-                     "counted here: aimsec incidents (or the next guard) writes them")
+        notes.append(_waiting(waiting))
     return StoredIncidents(path, selection, min(found, limit)), "; ".join(notes)
+
+
+def _waiting(waiting: Any) -> str:
+    """What journals of killed processes hold, unwritten (a ``Replayed`` dry run); ""
+    for nothing."""
+    if not waiting.findings:
+        return ""
+    return (f"{waiting.findings:,} finding(s) of {waiting.journals:,} process(es) that "
+            "ended without writing them (killed) are in their journals, not counted here: "
+            "aimsec incidents (or the next guard) writes them")
 
 
 def pruned_note(pruned: Mapping[str, Any], every_model: bool = False) -> str:
