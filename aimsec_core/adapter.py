@@ -184,10 +184,12 @@ class HostArrays(Adapter):
 def host_snapshot(value: Any, array: Any) -> np.ndarray | None:
     """:meth:`Adapter.snapshot` for a framework that takes numpy arrays as they are: a
     copy of ``array`` in its memory layout where it is ``value`` itself (a plain
-    ``np.ndarray``), else ``None``. A broadcast axis (stride 0, ``np.broadcast_to``) is
-    copied once and broadcast again (read-only, as ``np.broadcast_to`` gives it), never
-    materialized at its full size."""
-    if array is value and type(array) is np.ndarray:
+    ``np.ndarray``) or the plain array a numpy subclass ``value`` is read as (an
+    ``np.memmap``, whose file any process may write; a masked array; a matrix), else
+    ``None``. A broadcast axis (stride 0, ``np.broadcast_to``) is copied once and
+    broadcast again (read-only, as ``np.broadcast_to`` gives it), never materialized at
+    its full size."""
+    if type(array) is np.ndarray and (array is value or isinstance(value, np.ndarray)):
         compact = broadcast_index(array.shape, array.strides)
         if compact is not None:
             return np.broadcast_to(array[compact].copy(order="K"), array.shape)

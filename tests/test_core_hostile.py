@@ -142,6 +142,34 @@ def test_the_model_reads_exactly_what_was_checked_when_another_thread_changes_th
     np.testing.assert_array_equal(output, expected)
 
 
+NUMPY_CASES = [c for c in CASES if isinstance(c.to_native(digits()[0][:1].copy()), np.ndarray)]
+
+
+@pytest.mark.parametrize("case", NUMPY_CASES, ids=[c.id for c in NUMPY_CASES])
+@pytest.mark.parametrize("kind", ["memmap", "masked"])
+def test_a_numpy_subclass_is_read_as_checked_too(case, kind, tmp_path):
+    """An np.memmap (whose file any process may write) or a masked array was handed to
+    scikit-learn and onnxruntime as the caller's object, while the checks read the plain
+    array it is read as: a write between the two reached the model unchecked."""
+    x = case.to_native(digits()[0][:4].copy())
+    expected = case.call_plain(case.model(), x.copy())
+    if kind == "memmap":
+        native = np.memmap(tmp_path / "x.dat", dtype=x.dtype, mode="w+", shape=x.shape)
+        native[...] = x
+    else:
+        native = np.ma.masked_array(x.copy(), mask=np.zeros(x.shape, bool))
+    constraints = {"min_value": 0.0, "max_value": 1.0}
+    if not case.declares_shape:
+        constraints["sample_shape"] = case.sample_shape
+    sink = ListSink()
+    guarded = aimsec_core.guard(case.model(), name=f"toctou-{kind}-{case.id}", sinks=[sink],
+                                constraints=constraints, policy=False)
+    write_after_check(guarded, lambda: np.asarray(native).__setitem__(..., 1e30))
+    output = case.call_guarded(guarded, native)
+    assert sink.outcomes == ["allowed"]
+    np.testing.assert_array_equal(output, expected)
+
+
 def test_an_array_reshaped_in_place_before_its_snapshot_is_refused():
     """A numpy array's shape is settable in place: one reshaped by another thread after
     its format check and before the core's copy is refused, never checked or run in a

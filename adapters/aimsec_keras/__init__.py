@@ -240,10 +240,8 @@ class KerasAdapter(Adapter):
         if copy is not None:
             return copy
         pandas = sys.modules.get("pandas")
-        if type(array) is np.ndarray and (isinstance(value, np.ndarray) or (
-                pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)))):
-            # read as a plain array that may be a view of it (np.memmap: of a file any
-            # process may write; to_numpy() of the frame)
+        if (pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series))
+                and type(array) is np.ndarray):  # to_numpy() may be a view of the frame
             return host_snapshot(array, array)
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(value, torch.Tensor):
