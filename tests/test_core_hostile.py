@@ -115,6 +115,19 @@ def _writable_host_view(native):
     return None
 
 
+def _written_after_check(case, name, write):
+    """A guard of ``case``'s model checking values in [0, 1], whose ``write()`` runs after
+    its checks and before the model reads the input; and its sink."""
+    constraints = {"min_value": 0.0, "max_value": 1.0}
+    if not case.declares_shape:
+        constraints["sample_shape"] = case.sample_shape
+    sink = ListSink()
+    guarded = aimsec_core.guard(case.model(), name=name, sinks=[sink],
+                                constraints=constraints, policy=False)
+    write_after_check(guarded, write)
+    return guarded, sink
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_the_model_reads_exactly_what_was_checked_when_another_thread_changes_the_input(case):
     """Another thread writes out-of-range values into the caller's array after the guard
@@ -126,13 +139,8 @@ def test_the_model_reads_exactly_what_was_checked_when_another_thread_changes_th
     memory = _writable_host_view(native)
     assert memory is not None
     expected = case.call_plain(case.model(), case.to_native(x.copy()))
-    constraints = {"min_value": 0.0, "max_value": 1.0}
-    if not case.declares_shape:
-        constraints["sample_shape"] = case.sample_shape
-    sink = ListSink()
-    guarded = aimsec_core.guard(case.model(), name=f"toctou-{case.id}", sinks=[sink],
-                                constraints=constraints, policy=False)
-    write_after_check(guarded, lambda: memory.__setitem__(..., 1e30))
+    guarded, sink = _written_after_check(case, f"toctou-{case.id}",
+                                         lambda: memory.__setitem__(..., 1e30))
     try:
         output = case.call_guarded(guarded, native)
     except aimsec_core.AimsecError:
@@ -158,13 +166,8 @@ def test_a_numpy_subclass_is_read_as_checked_too(case, kind, tmp_path):
         native[...] = x
     else:
         native = np.ma.masked_array(x.copy(), mask=np.zeros(x.shape, bool))
-    constraints = {"min_value": 0.0, "max_value": 1.0}
-    if not case.declares_shape:
-        constraints["sample_shape"] = case.sample_shape
-    sink = ListSink()
-    guarded = aimsec_core.guard(case.model(), name=f"toctou-{kind}-{case.id}", sinks=[sink],
-                                constraints=constraints, policy=False)
-    write_after_check(guarded, lambda: np.asarray(native).__setitem__(..., 1e30))
+    guarded, sink = _written_after_check(case, f"toctou-{kind}-{case.id}",
+                                         lambda: np.asarray(native).__setitem__(..., 1e30))
     output = case.call_guarded(guarded, native)
     assert sink.outcomes == ["allowed"]
     np.testing.assert_array_equal(output, expected)
