@@ -217,6 +217,9 @@ def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int
 
     policy = store.retention
     keeps_all = policy.retention_days == 0 and not policy.max_deliveries
+    if args.vacuum:  # a damaged file is refused before anything is pruned
+        store.check_intact("nothing was pruned or compacted (compacting would keep only "
+                           "what can still be read)")
     done = Pruned() if keeps_all else store.prune()
     try:
         sizes = store.vacuum() if args.vacuum else None

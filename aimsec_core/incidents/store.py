@@ -556,15 +556,10 @@ class IncidentStore:
             raise IncidentStoreError(f"the incident database {self.path} was opened "
                                      "read-only; compacting it needs it writable")
         before = self._bytes()
+        self.check_intact("it was not compacted, which would keep only what can still be "
+                          "read")
         conn = self._conn()
         try:
-            found = self._retry(lambda: conn.execute("PRAGMA quick_check(1)").fetchone())
-            if found is None or found[0] != "ok":
-                problem = " ".join(str(found and found[0]).split())[:200]
-                raise IncidentStoreError(
-                    f"the incident database {self.path} is damaged (SQLite's quick_check: "
-                    f"{problem}); it was not compacted, which would keep only what can "
-                    "still be read: copy it and recover it (sqlite3 FILE .recover)")
             self._retry(lambda: conn.execute("VACUUM"))
             # TRUNCATE waits (busy_timeout) for readers still on the old pages
             self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
@@ -572,6 +567,22 @@ class IncidentStore:
             raise IncidentStoreError(f"compacting the incident database {self.path} "
                                      f"failed: {self._why_failed(exc)}") from exc
         return before, self._bytes()
+
+    def check_intact(self, consequence: str) -> None:
+        """Raise :class:`IncidentStoreError` when SQLite's ``quick_check`` finds the file
+        damaged, the message saying ``consequence`` (what was not done) and how to recover
+        it; also when the check itself cannot run (locked beyond ``timeout_s``)."""
+        conn = self._conn()
+        try:
+            found = self._retry(lambda: conn.execute("PRAGMA quick_check(1)").fetchone())
+        except sqlite3.Error as exc:
+            raise IncidentStoreError(f"checking the incident database {self.path} failed: "
+                                     f"{self._why_failed(exc)}") from exc
+        if found is None or found[0] != "ok":
+            problem = " ".join(str(found and found[0]).split())[:200]
+            raise IncidentStoreError(
+                f"the incident database {self.path} is damaged (SQLite's quick_check: "
+                f"{problem}); {consequence}: copy it and recover it (sqlite3 FILE .recover)")
 
     def _bytes(self) -> int:
         """The size of the file and its write-ahead log, in bytes."""

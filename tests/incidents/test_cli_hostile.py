@@ -160,7 +160,7 @@ def test_compacting_a_damaged_file_is_refused_and_leaves_it_as_it_was(db, capsys
     shutil.copy(db, copy)
     last = _refused(capsys, ["--db", str(db), "--prune", "--vacuum", "--retention-days", "1"],
                     "quick_check")
-    assert "pruned 0 resolved incident(s) and 0 delivery record(s), then " in last
+    assert "nothing was pruned or compacted" in last
     assert db.read_bytes() == copy.read_bytes()
 
 
@@ -202,3 +202,29 @@ def test_a_damaged_page_is_one_line_naming_the_damage(db, capsys, argv):
     _damage_the_table_page(db)
     _refused(capsys, ["--db", str(db), *argv], "database disk image is malformed); the file "
                                                "is damaged")
+
+
+def test_pruning_and_compacting_a_damaged_file_prunes_nothing(db, capsys):
+    """With --vacuum, a damaged file was pruned first (old resolved incidents deleted),
+    and only then refused by the compaction's integrity check: a damaged file is now
+    refused before anything is deleted, and left byte for byte as it was."""
+    old = time.time() - 10 * 86400
+    store = IncidentStore(db)
+    store.record([Occurrence("m", "range", f"old-{i}", "medium", old, old) for i in range(5)])
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE incidents SET status = 'resolved' WHERE client LIKE 'old-%'")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root, = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'journals'").fetchone()
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as f:  # a table pruning does not read, damaged
+        f.seek(page * (root - 1))
+        f.write(b"\x0d\xff\xff\x00\x50" + b"\xee" * 40)
+    copy = db.with_name("copy.sqlite3")
+    shutil.copy(db, copy)
+    last = _refused(capsys, ["--db", str(db), "--prune", "--vacuum", "--retention-days", "1"],
+                    "nothing was pruned or compacted")
+    assert "quick_check" in last
+    assert db.read_bytes() == copy.read_bytes()
