@@ -43,7 +43,10 @@ def register(commands: Any) -> None:
     parser = commands.add_parser(
         "incidents", help="list open incidents (most severe first)",
         description="List incidents from the incident database, most severe and latest "
-                    "first; or acknowledge/resolve one.")
+                    "first; or acknowledge/resolve one, or prune what retention says "
+                    "goes. Before any of these, what the journals of processes killed "
+                    "before writing their incidents hold is written into the database "
+                    "(said on standard error).")
     parser.add_argument("--since", type=since, metavar="SPAN|DATE",
                         help="only incidents seen since then: 30m, 24h, 7d or an ISO date")
     parser.add_argument("--severity", choices=SEVERITIES, help="at least this severity")
@@ -66,7 +69,9 @@ def register(commands: Any) -> None:
                         help="with --prune: days to keep instead of the setting")
     parser.add_argument("--vacuum", action="store_true",
                         help="with --prune: then give the freed space back to the disk "
-                             "(SQLite VACUUM; guards writing meanwhile wait for it)")
+                             "(SQLite VACUUM; guards writing meanwhile wait for it); a "
+                             "file SQLite's quick_check finds damaged is refused before "
+                             "anything is pruned")
     parser.set_defaults(handler=run)
 
 

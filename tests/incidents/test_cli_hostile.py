@@ -231,3 +231,14 @@ def test_pruning_and_compacting_a_damaged_file_prunes_nothing(db, capsys):
     conn.close()
     _damage_root_page(db, "journals")  # a table pruning does not read
     _refused_as_damaged_and_unchanged(db, capsys)
+
+
+def test_the_help_says_what_the_command_changes(capsys):
+    """The help described a read-only listing, while every form first writes the journals
+    of killed processes into the database, and said nothing of ``--vacuum`` refusing a
+    damaged file."""
+    with pytest.raises(SystemExit):
+        main(["incidents", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "journals of processes killed before writing their incidents" in text
+    assert "quick_check finds damaged is refused before anything is pruned" in text

@@ -380,3 +380,28 @@ def test_a_journal_replayed_but_not_deleted_is_not_written_again(tmp_path, clock
     assert (again.journals, again.findings) == (1, 0)  # taken, nothing written twice
     assert _counts(db) == {("range", "c"): 3}
     assert not list(folder.glob("*.jsonl"))
+
+
+def test_close_empties_the_journal_and_a_normal_exit_deletes_it(tmp_path):
+    """As the README says: ``guarded.close()`` writes the journal's occurrences and leaves
+    its files empty (the shared worker lives on); the process's exit deletes them."""
+    script = """
+        import os
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        import aimsec_core
+        X = np.eye(4)
+        guarded = aimsec_core.guard(LogisticRegression().fit(X, [0, 1, 0, 1]), name="lr",
+                                    mode="monitor", constraints={"max_value": 1.0})
+        guarded.predict(X * 5)
+        folder = "logs/incidents.sqlite3.journal"
+        assert sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+        assert guarded.close(30)
+        print(sorted(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)))
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=_env(tmp_path),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[0,", "0]"]
+    assert not journal_folder(tmp_path / "logs" / "incidents.sqlite3").exists()
+    assert _counts(tmp_path / "logs" / "incidents.sqlite3") == {("range", "anonymous"): 1}
