@@ -161,11 +161,21 @@ def _snapshot(raw: Mapping[str, Any], adapter: Adapter, out: Validated,
     caller's array after this point never reach the model unchecked. Run once the sizes
     passed ``max_size`` (copying reads every value). Returns ``False`` after refusing an
     input whose shape or dtype (``checked``: as its format was checked) changed since
-    (a numpy array's are settable in place)."""
+    (a numpy array's are settable in place), or one the process has not the memory to
+    copy (a ``size`` finding, not numpy's ``MemoryError``)."""
     for name, array in out.arrays.items():
         if name in out.replaced or isinstance(array, STRUCTURED):
             continue  # already the core's own array, or read through its own structure
-        copy = adapter.snapshot(raw[name], array)
+        try:
+            copy = adapter.snapshot(raw[name], array)
+        except MemoryError:  # a memmap larger than memory, with max_size raised or off
+            nbytes = getattr(array, "nbytes", None)
+            out.oversized = True
+            _block(out, "size", f"input {shown_name(name)!r} ({nbytes} bytes) could not be "
+                   "copied for checking: this process has not the memory for it; expected "
+                   "an input the guard can copy (max_size bounds it)",
+                   expected="an input that fits in memory", received=f"{nbytes} bytes")
+            return False
         if copy is None:
             continue
         shape, dtype = checked[name]

@@ -191,6 +191,26 @@ def test_an_array_reshaped_in_place_before_its_snapshot_is_refused():
     assert "changed shape or dtype" in out.findings[0].reason
 
 
+def test_an_input_too_large_to_copy_is_a_size_refusal_not_a_memory_error(tmp_path):
+    """A memmap larger than memory (with max_size raised or off) reached the copy the
+    checks read, and numpy's MemoryError came out of the guarded call untyped; it is a
+    ``size`` refusal with one audit line, and the model never runs."""
+    sink = ListSink()
+
+    class Starved(HostArrays):
+        def snapshot(self, value, array):
+            raise MemoryError("Unable to allocate 1.19 GiB")  # as numpy says it
+
+    guard = aimsec_core.Guard(None, Starved(None), name="starved", sinks=[sink],
+                              policy=False, constraints={"max_size": None})
+    native = np.memmap(tmp_path / "x.dat", dtype=np.float32, mode="w+", shape=(2, 6))
+    ran = []
+    with pytest.raises(aimsec_core.AimsecError, match="could not be copied") as info:
+        guard.call({"x": native}, lambda: ran.append(1))
+    assert info.value.check == "size" and not ran
+    assert sink.outcomes == ["rejected"]
+
+
 def _ragged_rows():
     tf = pytest.importorskip("tensorflow")
     return tf.ragged.constant([[0.1] * 64, [0.2] * 63])
