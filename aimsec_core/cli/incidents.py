@@ -227,7 +227,7 @@ def _prune(args: argparse.Namespace, store: Any, path: Any, console: Any) -> int
                            "what can still be read)")
     done = Pruned() if keeps_all else store.prune()
     try:
-        sizes = store.vacuum() if args.vacuum else None
+        sizes = store.vacuum(checked=True) if args.vacuum else None
     except IncidentStoreError as exc:  # what was pruned stays pruned: said with the error
         return fail("incidents", f"pruned {done.incidents:,} resolved incident(s) and "
                                  f"{done.deliveries:,} delivery record(s), then {exc}")

@@ -127,16 +127,23 @@ def test_an_interrupted_flush_still_alerts_on_its_batch(tmp_path, clock, channel
     assert sorted(alert.client for alert in channel.sent) == ["x", "y"]
 
 
+def _interrupted_once(method):
+    """``method`` raising ``KeyboardInterrupt`` at its first call on an instance."""
+
+    def first_interrupted(self, *args):
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return method(self, *args)
+
+    return first_interrupted
+
+
 class InterruptedChannel(ListChannel):
     """Raises ``KeyboardInterrupt`` at its first send."""
 
     interrupted = False
-
-    def send(self, alert):
-        if not self.interrupted:
-            self.interrupted = True
-            raise KeyboardInterrupt
-        super().send(alert)
+    send = _interrupted_once(ListChannel.send)
 
 
 class InterruptedGrouper(Grouper):
@@ -144,12 +151,7 @@ class InterruptedGrouper(Grouper):
     Redis counts it in a round trip)."""
 
     interrupted = False
-
-    def observe(self, occurrence):
-        if not self.interrupted:
-            self.interrupted = True
-            raise KeyboardInterrupt
-        super().observe(occurrence)
+    observe = _interrupted_once(Grouper.observe)
 
 
 @pytest.mark.parametrize("where", ["grouping", "outbox copy", "incident write",
