@@ -190,12 +190,10 @@ def _split(raw: str) -> tuple[str, ...]:
 
 
 def _network(entry: str | Address | Network) -> Network:
+    # ipaddress objects are read as the text they print, so that '::ffff:10.0.0.7' given
+    # as an IPv6Address names the IPv4 host peers are matched as, as the string does
+    text = str(entry).strip()
     try:
-        if isinstance(entry, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-            return ipaddress.ip_network(entry)
-        if isinstance(entry, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            return entry
-        text = str(entry).strip()
         network = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
         raise ConfigurationError(

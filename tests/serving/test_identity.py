@@ -331,6 +331,25 @@ def test_trusted_proxies_take_ipaddress_objects():
     assert ipaddress.ip_address("10.0.0.6") not in proxies
 
 
+@pytest.mark.parametrize("entry", [ipaddress.ip_address("::ffff:10.0.0.5"),
+                                   ipaddress.ip_network("::ffff:10.0.0.0/120")])
+@pytest.mark.parametrize("peer", [PROXY, ("::ffff:10.0.0.5", 443)])
+def test_ipv4_mapped_proxy_objects_match_as_their_strings_do(entry, peer):
+    # given as an ipaddress object, the IPv4-mapped form (what a dual-stack server shows as
+    # its proxy's address) was kept as an IPv6 network that no peer is matched against
+    # (peers are unwrapped to IPv4): the proxy was untrusted, and every client behind it
+    # shared the proxy's identity
+    assert identity(xff("198.51.100.66"), peer=peer, trusted_proxies=[entry]) \
+        == "198.51.100.66"
+    assert identity(xff("198.51.100.66"), peer=peer, trusted_proxies=[str(entry)]) \
+        == "198.51.100.66"
+
+
+def test_an_interface_object_is_refused_as_its_string_is():
+    with pytest.raises(ConfigurationError, match="host bits"):
+        TrustedProxies([ipaddress.ip_interface("10.0.0.5/24")])
+
+
 @pytest.mark.parametrize("raw, expected", [
     ("1.2.3.4", "1.2.3.4"), ("1.2.3.4:8080", "1.2.3.4"), (" 1.2.3.4 ", "1.2.3.4"),
     ("[::1]:443", "::1"), ("[::1]", "::1"), ("fe80::1%eth0", "fe80::1"),
