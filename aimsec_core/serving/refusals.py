@@ -36,6 +36,8 @@ from ..errors import (ClientBlockedError, EmptyInputError, InputFormatError,
 
 #: Longest ``Retry-After`` sent (one day): a bound on what a broken limiter can say.
 MAX_RETRY_AFTER_S = 86_400
+#: Shortest ``Retry-After`` sent: a refused call is never to be retried at once.
+MIN_RETRY_AFTER_S = 1
 
 # error type -> (status, code, message); the first matching entry wins (subclasses first).
 _ANSWERS: tuple[tuple[type[SecurityViolation], int, str, str], ...] = (
@@ -72,8 +74,9 @@ def refusal_for(error: SecurityViolation, *, request_id: str | None = None,
     """The answer to ``error`` (see the module's table).
 
     ``Retry-After`` is the error's ``retry_after`` (any real number: int, float, numpy
-    scalar, fraction) rounded up to whole seconds (RFC 9110 section 10.2.3), 0 to one day;
-    left out when the error has none that is finite.
+    scalar, fraction) rounded up to whole seconds (RFC 9110 section 10.2.3), 1 to one day
+    (a refused caller told 0, as by an error made without one, would retry at once, into
+    the same refusal); left out when the error has none that is finite.
     ``include_model`` adds the refusing model's name from the verdict.
     """
     status, code, message = next(
@@ -142,11 +145,11 @@ def _retry_after(seconds: object) -> int | None:
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
         return None
     if isinstance(seconds, numbers.Integral):  # exact: a huge int has no float
-        return min(MAX_RETRY_AFTER_S, max(0, int(seconds)))
+        return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, int(seconds)))
     try:
         value = float(seconds)
     except OverflowError:  # a fraction past float's range
-        return MAX_RETRY_AFTER_S if seconds > 0 else 0
+        return MAX_RETRY_AFTER_S if seconds > 0 else MIN_RETRY_AFTER_S
     if not math.isfinite(value):
         return None
-    return min(MAX_RETRY_AFTER_S, max(0, math.ceil(value)))
+    return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, math.ceil(value)))

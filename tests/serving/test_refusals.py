@@ -61,8 +61,10 @@ def test_each_refusal_has_its_status_and_code_and_leaks_nothing(error, status, c
 
 
 @pytest.mark.parametrize("seconds, header", [
-    (2.2, b"3"), (3.0, b"3"), (0.001, b"1"), (0, b"0"), (-5, b"0"), (1e12, b"86400"),
-    (10**400, b"86400"), (-(10**400), b"0"),  # ints too large for a float raised before
+    (2.2, b"3"), (3.0, b"3"), (0.001, b"1"), (1e12, b"86400"),
+    (10**400, b"86400"),  # ints too large for a float raised before
+    # 0 told a refused caller to retry at once, into the same refusal: never below 1
+    (0, b"1"), (0.0, b"1"), (-0.0, b"1"), (-5, b"1"), (-(10**400), b"1"),
 ])
 def test_retry_after_is_whole_seconds_rounded_up(seconds, header):
     for error in (RateLimitedError("x", retry_after=seconds),
@@ -72,8 +74,8 @@ def test_retry_after_is_whole_seconds_rounded_up(seconds, header):
 
 @pytest.mark.parametrize("seconds, header", [
     (np.float32(2.5), b"3"), (np.float16(0.2), b"1"), (np.int64(7), b"7"),
-    (Fraction(5, 2), b"3"), (np.int64(-3), b"0"), (np.uint64(2**63), b"86400"),
-    (Fraction(10**400, 3), b"86400"), (Fraction(-(10**400), 3), b"0"),
+    (Fraction(5, 2), b"3"), (np.int64(-3), b"1"), (np.uint64(2**63), b"86400"),
+    (Fraction(10**400, 3), b"86400"), (Fraction(-(10**400), 3), b"1"),
 ])
 def test_retry_after_from_any_real_number(seconds, header):
     # a limiter computing with numpy float32 or fractions lost its Retry-After header

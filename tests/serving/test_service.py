@@ -278,17 +278,22 @@ def test_rate_limited_and_blocked_answers_through_uvicorn():
             return
         if scope["path"] == "/limited":
             raise aimsec_core.RateLimitedError("120 calls in 60 s; limit 100", retry_after=12.4)
+        if scope["path"] == "/unknown":  # an error made without a retry_after: 0.0
+            raise aimsec_core.RateLimitedError("limit 100")
         raise aimsec_core.ClientBlockedError("5 refused calls; locked out", retry_after=3599.5)
 
     with running(aimsec_core.AimsecMiddleware(app, key_secret=SECRET)) as url:
         with httpx.Client(base_url=url, timeout=60) as http:
             limited = http.get("/limited", headers={"X-API-Key": RAW_KEY})
             blocked = http.get("/blocked")
+            unknown = http.get("/unknown")
     assert limited.status_code == 429 and limited.headers["retry-after"] == "13"
     assert limited.json()["error"] == "rate_limited"
     assert blocked.status_code == 403 and blocked.headers["retry-after"] == "3600"
     assert blocked.json()["error"] == "client_blocked"
-    for answer in (limited, blocked):
+    # 'Retry-After: 0' told the refused caller to retry at once, into the same refusal
+    assert unknown.status_code == 429 and unknown.headers["retry-after"] == "1"
+    for answer in (limited, blocked, unknown):
         assert "limit 100" not in answer.text and "5 refused" not in answer.text
 
 
