@@ -156,8 +156,9 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
             raise  # the middleware answers 422 / 403 / 429 / 503
         except Exception as exc:
             request_id = request.scope["aimsec"]["request_id"]
+            # ip_address: the field log_incident reads the caller from (any identity)
             on_incident({"type": "inference_error", "model": aimsec_core.guard_of(guarded).name,
-                         "client": aimsec_core.current_client(), "request_id": request_id,
+                         "ip_address": aimsec_core.current_client(), "request_id": request_id,
                          "details": f"{type(exc).__name__}: {str(exc)[:200]}"})
             return JSONResponse(
                 {"error": "inference_failed", "message": "The model could not process "

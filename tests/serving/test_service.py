@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import aimsec_core
+from aimsec_core.incidents import IncidentStore
 from aimsec_core.serving import key_identity
 from tests.conftest import ListSink
 
@@ -261,10 +262,39 @@ def test_inference_error_becomes_an_incident_and_a_generic_500(service, digits):
                              "message": "The model could not process this request."}
     (incident,) = incidents
     assert incident["type"] == "inference_error"
-    assert incident["client"] == key_identity(RAW_KEY, SECRET.encode())
+    assert incident["ip_address"] == key_identity(RAW_KEY, SECRET.encode())
     assert incident["request_id"] == "r-9"
     assert "RuntimeError" in incident["details"]
     assert RAW_KEY not in json.dumps(incident)
+
+
+def test_inference_errors_are_stored_under_their_client(service, digits, tmp_path,
+                                                        monkeypatch):
+    """The shipped incident path (``log_incident``, the incident database): the incident
+    was passed its caller as ``client``, a field ``log_incident`` does not read, so every
+    client's inference errors were stored, grouped and alerted as one ``anonymous``'s."""
+    from sklearn.dummy import DummyClassifier
+
+    class Crashing(DummyClassifier):
+        def predict(self, X):
+            raise RuntimeError("CUDA out of memory at layer 3")
+
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path))
+    monkeypatch.setattr(service, "_monitor", None)
+    model = Crashing().fit(digits[:50], np.arange(50) % 10)
+    app = service.create_app(model=model, calibrate=False, sinks=[], key_secret=SECRET,
+                             api_keys=[RAW_KEY])
+    try:
+        with running(app) as url:
+            assert post(url, digits[:1], headers={"X-API-Key": RAW_KEY}).status_code == 500
+            assert post(url, digits[:1]).status_code == 500
+    finally:
+        if service._monitor is not None:
+            service._monitor.close()  # written to the database
+    store = IncidentStore(tmp_path / "incidents.sqlite3")
+    clients = [incident.client for incident in store.incidents(model="digits")]
+    store.close()
+    assert sorted(clients) == sorted([key_identity(RAW_KEY, SECRET.encode()), "127.0.0.1"])
 
 
 def test_rate_limited_and_blocked_answers_through_uvicorn():
