@@ -72,7 +72,8 @@ class AimsecMiddleware:
        in front of a Unix socket).
 
     The application's ``http.response.start`` is passed on with its first body message
-    (the ASGI specification lets a server send nothing before that one), so a violation
+    that is not an empty chunk with more to come (the ASGI specification lets a server
+    send nothing before the first body message), so a violation
     raised between the two, as when a guarded generator feeds Starlette's
     ``StreamingResponse``, is still answered as a refusal; one raised after the first body
     chunk propagates (the answer is on its way).
@@ -204,6 +205,8 @@ class AimsecMiddleware:
                     headers.append(id_header)
                 pending = {**message, "headers": headers}
                 return
+            if pending is not None and _carries_nothing(message):
+                return  # an empty chunk with more to come: nothing has got out yet
             started = True
             if pending is not None:
                 held, pending = pending, None
@@ -250,6 +253,13 @@ async def _send_refusal(send: Send, refusal: Refusal, id_header: tuple[bytes, by
     await send({"type": "http.response.start", "status": refusal.status,
                 "headers": [*refusal.headers, id_header]})
     await send({"type": "http.response.body", "body": refusal.body})
+
+
+def _carries_nothing(message: Message) -> bool:
+    """Whether ``message`` is an empty body chunk with more to come (a streamed response's
+    ``b""``, sent to flush its start): one the server would write nothing for."""
+    return message.get("type") == "http.response.body" and not message.get("body") \
+        and bool(message.get("more_body"))
 
 
 def _distinct_keys(keys: list[bytes]) -> set[bytes]:

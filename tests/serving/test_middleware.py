@@ -381,3 +381,29 @@ def test_a_guarded_stream_refused_before_its_first_chunk_is_answered_over_http()
     assert refused.json()["error"] == "rate_limited" and "limit 100" not in refused.text
     assert whole.status_code == 200 and whole.text == "chunk 0\nchunk 1\nchunk 2\n"
     assert whole.headers["x-request-id"]
+
+
+def test_a_stream_refused_after_an_empty_first_chunk_is_answered_over_http():
+    """A generator that yields ``b""`` first (to flush the response's start) and is
+    refused at its next chunk: the empty chunk let the held start go, and the client got a
+    connection closed with no answer; nothing had got out, so now the refusal."""
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+    app.add_middleware(AimsecMiddleware, key_secret=SECRET)
+
+    @app.get("/stream")
+    async def stream(refuse: bool) -> StreamingResponse:
+        async def chunks():
+            yield b""
+            if refuse:
+                raise RateLimitedError("120 calls in 60 s; limit 100", retry_after=7)
+            yield b"chunk"
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        refused = http.get("/stream", params={"refuse": True})
+        whole = http.get("/stream", params={"refuse": False})
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "7"
+    assert refused.json()["error"] == "rate_limited" and "limit 100" not in refused.text
+    assert whole.status_code == 200 and whole.text == "chunk"
