@@ -77,9 +77,11 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 def check_writable_place(path: Path) -> None:
     """Raise :class:`ConfigurationError` when ``path`` can never hold the incident
-    database: it is a folder, a file that is not SQLite (an empty one is: SQLite starts
-    it), or it would be made under a file. A guard built on such a path lost every
-    incident, one logged error per round. Reads only (a stat and the first 16 bytes)."""
+    database: it is a folder, not a regular file (a FIFO, whose read waited for a writer
+    for good; a device such as ``/dev/null``, which SQLite cannot use), a file that is
+    not SQLite (an empty one is: SQLite starts it), or it would be made under a file. A
+    guard built on such a path lost every incident, one logged error per round. Reads
+    only (a stat and the first 16 bytes)."""
     existing = path
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
@@ -89,6 +91,8 @@ def check_writable_place(path: Path) -> None:
         problem = "is a folder"
     elif existing != path and not existing.is_dir():
         problem = f"would be made under {visible(str(existing))}, which is a file"
+    elif existing == path and not path.is_file():
+        problem = "is not a regular file (a FIFO, socket or device)"
     elif existing == path:
         try:
             with open(path, "rb") as stream:
