@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -315,12 +316,14 @@ def redis_url(explicit: str | None = None) -> str | None:
 
 
 def _check_timeout(value: Any, what: str, source: str) -> None:
-    """A timeout socket and timer can use: a finite number of seconds > 0 (0 made a
-    non-blocking socket, NaN or a negative one a ValueError at every alert)."""
+    """A timeout socket and timer can use: a number of seconds > 0 and at most
+    ``threading.TIMEOUT_MAX`` (0 made a non-blocking socket, NaN or a negative one a
+    ValueError at every alert, one beyond the bound an OverflowError)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not 0 < value < math.inf:
+            or not 0 < value <= threading.TIMEOUT_MAX:
         raise ConfigurationError(f"the {what} timeout ({source}) must be a finite number of "
-                                 f"seconds > 0; received {value!r:.40}")
+                                 f"seconds > 0 and at most {threading.TIMEOUT_MAX:.0f} (what "
+                                 f"a socket or timer can wait); received {value!r:.40}")
 
 
 def _unusable_url(url: str) -> str | None:

@@ -107,17 +107,18 @@ def check_writable_place(path: Path) -> None:
                                  "(AIMSEC_INCIDENT_DB, SECURITY_LOG_PATH or incidents=)")
 
 
-def _seconds(value: Any, name: str, bound: str) -> float:
-    """``value`` as a finite number of seconds ``bound`` (``">= 0"`` or ``"> 0"``);
-    ConfigurationError naming ``name`` otherwise."""
+def _seconds(value: Any, name: str, bound: str, *, most: float = math.inf) -> float:
+    """``value`` as a finite number of seconds ``bound`` (``">= 0"`` or ``"> 0"``), and at
+    most ``most`` when given; ConfigurationError naming ``name`` otherwise."""
     try:  # numpy numbers too
         number = float(value) if isinstance(value, Real) and not isinstance(value, bool) \
             else math.nan
     except OverflowError:  # an int beyond any float
         number = math.inf
-    if not (0 <= number < math.inf) or (bound == "> 0" and number == 0):
+    if not (0 <= number < math.inf) or (bound == "> 0" and number == 0) or number > most:
+        limit = f" and at most {most:.0f}" if most < math.inf else ""
         raise ConfigurationError(f"the incident store's {name}: expected a finite number of "
-                                 f"seconds {bound}; received {value!r:.40}")
+                                 f"seconds {bound}{limit}; received {value!r:.40}")
     return float(number)
 
 
@@ -185,7 +186,7 @@ class IncidentStore:
         self.window_s = _seconds(resolve(window_s, "AIMSEC_INCIDENT_WINDOW",
                                          DEFAULT_WINDOW_S, parse_seconds),
                                  "window_s (AIMSEC_INCIDENT_WINDOW)", ">= 0")
-        self.timeout_s = _seconds(timeout_s, "timeout_s", "> 0")
+        self.timeout_s = _seconds(timeout_s, "timeout_s", "> 0", most=threading.TIMEOUT_MAX)
         if retention is not None and not isinstance(retention, RetentionPolicy):
             raise ConfigurationError("the incident store's retention: expected a "
                                      "RetentionPolicy or None; received "

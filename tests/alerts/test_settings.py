@@ -132,9 +132,12 @@ def test_a_webhook_built_directly_must_be_http_too(url):
         WebhookSettings(url)
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10", True])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10", True, 1e10,
+                                     1e308])
 def test_a_timeout_no_socket_can_use_is_a_configuration_error(timeout):
-    # accepted: every alert then raised ValueError (non-blocking socket, out of range)
+    # accepted: every alert then raised ValueError (non-blocking socket, out of range), or
+    # beyond what a socket or timer can wait (threading.TIMEOUT_MAX, about 292 years) an
+    # OverflowError out of the channel, the alert sent nowhere but the outbox
     with pytest.raises(ConfigurationError, match="timeout"):
         SmtpSettings("mail.example.org", 25, "a@example.org", ("b@example.org",),
                      security="none", timeout_s=timeout)
