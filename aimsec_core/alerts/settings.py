@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -107,11 +108,13 @@ class SmtpSettings:
         if not 0 < self.port < 65536:
             raise ConfigurationError("SMTP port (ALERT_SMTP_PORT): expected an integer in "
                                      f"1..65535; received {self.port}")
-        if self.cafile is not None and self.security != "none" \
-                and not os.path.isfile(self.cafile):
+        if self.cafile is not None and self.security != "none":
             # every alert would fail its TLS handshake, retried for minutes, then the outbox
-            raise ConfigurationError(f"SMTP CA bundle {self.cafile!r} (ALERT_SMTP_CAFILE) "
-                                     "is not a file; expected a PEM file of CA certificates")
+            problem = "is not a file" if not os.path.isfile(self.cafile) else _unusable_ca(
+                self.cafile)
+            if problem:
+                raise ConfigurationError(f"SMTP CA bundle {self.cafile!r} (ALERT_SMTP_CAFILE) "
+                                         f"{problem}; expected a PEM file of CA certificates")
 
     @classmethod
     def from_env(cls, **explicit: Any) -> SmtpSettings | None:
@@ -324,6 +327,16 @@ def _check_timeout(value: Any, what: str, source: str) -> None:
         raise ConfigurationError(f"the {what} timeout ({source}) must be a finite number of "
                                  f"seconds > 0 and at most {threading.TIMEOUT_MAX:.0f} (what "
                                  f"a socket or timer can wait); received {value!r:.40}")
+
+
+def _unusable_ca(cafile: str) -> str | None:
+    """Why TLS cannot take ``cafile`` as its CA bundle (no certificate in it, unreadable),
+    or ``None``."""
+    try:
+        ssl.create_default_context(cafile=cafile)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return f"cannot be loaded ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
 
 
 def _unusable_url(url: str) -> str | None:

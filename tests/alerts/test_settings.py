@@ -125,6 +125,25 @@ def test_a_ca_bundle_that_is_not_a_file_is_a_configuration_error(monkeypatch, tm
     assert SmtpSettings.from_env().cafile is not None
 
 
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_a_ca_bundle_that_holds_no_certificate_is_a_configuration_error(monkeypatch, tmp_path,
+                                                                         tls_ca, security):
+    """A file that is not a PEM bundle was taken: with ssl every alert then raised a bare
+    ssl.SSLError out of the channel (to the outbox with a traceback), with starttls each
+    was retried for minutes before the outbox."""
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "soc@example.org")
+    monkeypatch.setenv("ALERT_SMTP_TLS", security)
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    monkeypatch.setenv("ALERT_SMTP_CAFILE", str(tmp_path / "notes.txt"))
+    with pytest.raises(ConfigurationError, match="ALERT_SMTP_CAFILE.*expected a PEM file of "
+                       "CA certificates"):
+        SmtpSettings.from_env()
+    tls_ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("ALERT_SMTP_CAFILE", str(tmp_path / "ca.pem"))
+    assert SmtpSettings.from_env().cafile == str(tmp_path / "ca.pem")
+
+
 @pytest.mark.parametrize("url", ["file:///etc/hostname", "ftp://127.0.0.1/x", "hooks.example/x"])
 def test_a_webhook_built_directly_must_be_http_too(url):
     # urllib opened a file:// "webhook" as a local file: every alert was recorded as sent
