@@ -41,6 +41,7 @@ variable                           meaning                                     d
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import socket
@@ -76,8 +77,11 @@ class SmtpSettings:
     cafile: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.server, str) or not self.server.strip():
-            raise ConfigurationError("SMTP server (ALERT_SMTP_SERVER): expected a host name; "
+        if not isinstance(self.server, str) or not self.server.strip() \
+                or _unusable_host(self.server):
+            raise ConfigurationError("SMTP server (ALERT_SMTP_SERVER): expected a host name "
+                                     "or an IP address (labels of 1 to 63 characters, no "
+                                     "space, port or brackets: the port is ALERT_SMTP_PORT); "
                                      f"received {self.server!r:.60}")
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             raise ConfigurationError(f"SMTP port (ALERT_SMTP_PORT) must be an integer in "
@@ -327,6 +331,24 @@ def _check_timeout(value: Any, what: str, source: str) -> None:
         raise ConfigurationError(f"the {what} timeout ({source}) must be a finite number of "
                                  f"seconds > 0 and at most {threading.TIMEOUT_MAX:.0f} (what "
                                  f"a socket or timer can wait); received {value!r:.40}")
+
+
+def _unusable_host(host: str) -> bool:
+    """Whether no resolver can look ``host`` up: a space or control character, a port or
+    brackets, or a name the idna codec refuses (a label empty or over 63 characters, a
+    character no encoding holds), which raised UnicodeError out of every connection."""
+    if not host.isprintable() or any(c.isspace() for c in host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return True
+    return any(c in host for c in ":[]/@")
 
 
 def _unusable_ca(cafile: str) -> str | None:

@@ -246,6 +246,28 @@ def test_each_bad_smtp_variable_is_named_with_what_was_expected_and_received(
     assert env in text and "expected" in text and value.split(", ")[-1] in text, text
 
 
+@pytest.mark.parametrize("server", ["a" * 64 + ".example.org", "mail..example.org",
+                                    "mail\udcff.example.org", "mail example.org",
+                                    "mail.example.org:587", "[::1]"])
+def test_an_smtp_server_no_resolver_can_look_up_is_refused_at_startup(monkeypatch, server):
+    """Such a host was taken: a label over 63 characters, an empty one or a byte the
+    environment could not decode made every alert raise a bare UnicodeError (the idna
+    codec) out of the channel, to the outbox with a traceback; a space, a port or brackets
+    failed each alert's lookup, retried for minutes."""
+    monkeypatch.setenv("ALERT_SMTP_SERVER", server)
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    with pytest.raises(ConfigurationError, match="ALERT_SMTP_SERVER.*expected a host name"):
+        SmtpSettings.from_env()
+
+
+@pytest.mark.parametrize("server", ["mail.example.org", "mail.example.org.", "127.0.0.1",
+                                    "::1", "b\u00fccher.example", "localhost"])
+def test_an_smtp_server_a_resolver_can_look_up_is_taken(monkeypatch, server):
+    monkeypatch.setenv("ALERT_SMTP_SERVER", server)
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    assert SmtpSettings.from_env().server == server
+
+
 @pytest.mark.parametrize("url", [
     "http://exa mple.org/hook", "http://[::1/hook", "http:///hook", "https://h:99999/x",
     "https://h:port/x", "http://h/x\r\nX-Injected: 1",
