@@ -211,6 +211,12 @@ class WebhookSettings:
         if self.secret is not None and not isinstance(self.secret, str):
             raise ConfigurationError("the webhook secret (ALERT_WEBHOOK_SECRET) must be text; "
                                      f"received {type(self.secret).__name__}")
+        try:  # the HMAC key is its UTF-8: a byte the environment could not decode (a lone
+            (self.secret or "").encode()  # surrogate) failed every alert's signature
+        except UnicodeEncodeError:
+            raise ConfigurationError("the webhook secret (ALERT_WEBHOOK_SECRET) holds "
+                                     "characters UTF-8 cannot encode (bytes the environment "
+                                     "could not decode); expected text") from None
         _check_timeout(self.timeout_s, "webhook", "timeout_s")
 
     @property
@@ -373,6 +379,8 @@ def _unusable_url(url: str) -> str | None:
         return "is malformed (a bracket or port that cannot be parsed)"
     if not parts.hostname:
         return "names no host"
+    if _unusable_host(parts.hostname):
+        return "names a host no resolver can look up (a label empty or over 63 characters)"
     return None
 
 

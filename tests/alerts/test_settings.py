@@ -270,7 +270,8 @@ def test_an_smtp_server_a_resolver_can_look_up_is_taken(monkeypatch, server):
 
 @pytest.mark.parametrize("url", [
     "http://exa mple.org/hook", "http://[::1/hook", "http:///hook", "https://h:99999/x",
-    "https://h:port/x", "http://h/x\r\nX-Injected: 1",
+    "https://h:port/x", "http://h/x\r\nX-Injected: 1", "https://" + "a" * 64 + ".example/x",
+    "https://hooks..example/x",
 ])
 def test_a_webhook_url_no_request_can_use_is_refused_at_startup_without_echoing_it(
         monkeypatch, url):
@@ -280,6 +281,17 @@ def test_a_webhook_url_no_request_can_use_is_refused_at_startup_without_echoing_
     with pytest.raises(ConfigurationError, match="ALERT_WEBHOOK_URL") as error:
         WebhookSettings.from_env()
     assert "s3cret" not in str(error.value) and "expected" in str(error.value)
+
+
+def test_a_webhook_secret_utf_8_cannot_encode_is_refused_at_startup(monkeypatch):
+    """A secret holding a byte the environment could not decode (read as a lone
+    surrogate) was taken: every alert then raised a bare UnicodeEncodeError out of the
+    channel while signing, and went to the outbox with a traceback."""
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "https://hooks.example/x")
+    monkeypatch.setenv("ALERT_WEBHOOK_SECRET", "s3cret\udcff")
+    with pytest.raises(ConfigurationError, match="ALERT_WEBHOOK_SECRET.*UTF-8") as error:
+        WebhookSettings.from_env()
+    assert "s3cret" not in str(error.value)
 
 
 @pytest.mark.parametrize("env", ["ALERT_SENDER", "ALERT_RECIPIENTS"])
