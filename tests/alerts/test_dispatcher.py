@@ -365,6 +365,34 @@ def test_a_channel_hanging_at_close_leaves_every_alert_of_the_last_round_in_the_
     assert not list((tmp_path / "outbox").glob("*.eml"))
 
 
+def test_a_close_that_times_out_is_closed_again_at_exit(tmp_path, clock):
+    """close(timeout) returning False (the worker still in a slow send) dropped the
+    dispatcher from those closed at exit: the exit then waited for nothing, and the daemon
+    worker died with the interpreter mid-send, its pending groups neither sent nor in the
+    outbox, where a process that never called close() had them all sent. It now stays
+    among those closed at exit until a close finds the worker done."""
+    from aimsec_core.alerts import dispatcher as dispatching
+
+    dispatcher = Dispatcher(IncidentStore(tmp_path / "db.sqlite3"), None, clock=clock,
+                            start=False)
+
+    class Busy:  # a worker still in a send when close's wait ends
+        def is_alive(self):
+            return True
+
+        def join(self, timeout=None):
+            pass
+
+    dispatcher._thread = Busy()  # type: ignore[assignment]
+    try:
+        assert not dispatcher.close(0.1)
+        assert dispatcher in dispatching._live
+    finally:
+        dispatcher._thread = None
+    assert dispatcher.close()
+    assert dispatcher not in dispatching._live
+
+
 def test_copies_of_alerts_a_channel_refuses_at_close_stay_as_their_outbox_delivery(
         tmp_path, clock):
     store = IncidentStore(tmp_path / "db.sqlite3", clock=clock)
