@@ -244,6 +244,7 @@ class GroupingPolicy:
     been quiet this long sends what it suppressed since its last message.
     ``repeat_interval``: a group still firing is reminded this often; a group quiet this
     long after its last message is forgotten (its next occurrence starts a new group).
+    One below ``group_interval`` acts as ``group_interval``.
     A severity higher than the last message's is sent at once.
     ``max_clients``: clients of one (model, threat) that get groups of their own within a
     ``repeat_interval``; occurrences from further clients share one roll-up group, so an

@@ -99,6 +99,19 @@ def test_a_repeat_interval_beyond_what_redis_can_expire_still_shares_groups(
     assert (alert.kind, alert.count) == ("new", 4)
 
 
+def test_shared_groups_outlive_a_group_interval_longer_than_the_repeat_interval(
+        redis_server, monkeypatch):
+    """A group is forgotten after its group interval when the repeat interval is shorter;
+    Redis kept it only twice the repeat interval (2 s for AIMSEC_ALERT_REPEAT_INTERVAL=1),
+    so a returning group expired there and was sent again as new."""
+    from aimsec_core.alerts import security_sinks
+
+    monkeypatch.setenv("AIMSEC_REDIS_URL", redis_server.url)
+    policy = GroupingPolicy(group_interval=300, repeat_interval=1, floor="medium")
+    *_, sink = security_sinks(incidents=False, metrics=False, policy=policy)
+    assert sink.dispatcher.grouper.state.ttl_ms == 600_000
+
+
 def test_redis_down_falls_back_to_grouping_in_this_process(clock):
     from .servers import free_port
 
