@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Protocol, runtime_checkable
 
-from ..errors import AimsecError
+from ..errors import AimsecError, ConfigurationError
 from ..incidents.model import clip
 from .message import Alert
 
@@ -38,7 +40,10 @@ class Backoff:
     ``min(cap_s, base_s * factor ** (n - 1))`` seconds before attempt ``n + 1``; after
     ``attempts`` attempts the alert goes to the fallback channel (the outbox).
 
-    The defaults try 10 times over about 17 minutes (1, 2, 4, ... 256 s).
+    The defaults try 10 times over about 17 minutes (1, 2, 4, ... 256 s). Raises
+    ``ConfigurationError`` for a wait or factor that is not a number >= 0 (> 0 for the
+    factor; NaN made a retry that never came due) or ``attempts`` that is not a whole
+    number >= 1.
     """
 
     base_s: float = 1.0
@@ -46,5 +51,22 @@ class Backoff:
     cap_s: float = 300.0
     attempts: int = 10
 
+    def __post_init__(self) -> None:
+        for name, least in (("base_s", 0.0), ("factor", 0.0), ("cap_s", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or not value >= least \
+                    or (name == "factor" and not 0 < value < math.inf):
+                bound = "a finite number > 0" if name == "factor" else "a number of seconds >= 0"
+                raise ConfigurationError(f"backoff {name}: expected {bound}; received "
+                                         f"{value!r:.40}")
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, Integral) \
+                or self.attempts < 1:
+            raise ConfigurationError("backoff attempts: expected a whole number >= 1; "
+                                     f"received {self.attempts!r:.40}")
+
     def delay(self, attempt: int) -> float:
-        return min(self.cap_s, self.base_s * self.factor ** max(0, attempt - 1))
+        try:
+            grown = self.base_s * self.factor ** max(0, attempt - 1)
+        except OverflowError:  # past any float (factor 1e200, the third wait): the cap
+            grown = math.inf
+        return min(self.cap_s, grown)

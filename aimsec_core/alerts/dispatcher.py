@@ -671,6 +671,9 @@ class Dispatcher:
         """Flush, then stop the worker. Alerts still undeliverable go to the fallback. A
         later occurrence starts a new worker (the dispatcher may be shared by guards).
 
+        One that times out (the worker still in a send) leaves the dispatcher to be
+        closed again at exit, which waits for the worker once more.
+
         Called on a thread that is inside the dispatcher already (a signal handler that
         interrupted it queueing or writing), it would wait for itself: it closes nothing
         then, returns False and leaves the dispatcher to the close at exit."""
@@ -693,7 +696,10 @@ class Dispatcher:
         except BaseException:  # interrupted (Ctrl-C): what it holds is written at the next
             _live.add(self)  # close or at exit, not dropped with a daemon worker
             raise
-        return not thread.is_alive()
+        if thread.is_alive():  # still in a send: the close at exit waits for it again,
+            _live.add(self)  # rather than let the daemon worker die mid-round
+            return False
+        return True
 
 
 class _OwnedLock:

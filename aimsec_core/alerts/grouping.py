@@ -55,6 +55,10 @@ def decide(record: GroupRecord, now: float, policy: GroupingPolicy, *, force: bo
                          last_seen=min(record.last_seen, now),
                          sent_at=min(record.sent_at, now))
     quiet_since = max(record.last_seen, record.sent_at)
+    # group_interval is the least time between two messages (escalations aside): a repeat
+    # interval below it reminded, and forgot, a group every round (Alertmanager's
+    # reminders also wait for the group's interval)
+    repeat = max(policy.repeat_interval, policy.group_interval)
     kind: str | None = None
     if record.sent_at < 0:
         if force or now >= record.created + policy.group_wait:
@@ -64,12 +68,12 @@ def decide(record: GroupRecord, now: float, policy: GroupingPolicy, *, force: bo
             kind = "escalation"
         elif force:
             kind = "flush"
-        elif now >= record.sent_at + policy.repeat_interval:
+        elif now >= record.sent_at + repeat:
             kind = "reminder"
         elif now >= record.sent_at + policy.group_interval \
                 and now >= record.last_seen + policy.group_interval:
             kind = "update"
-    elif now >= quiet_since + policy.repeat_interval:
+    elif now >= quiet_since + repeat:
         return None, DELETE
     if kind is None:
         return None, record if ahead else None

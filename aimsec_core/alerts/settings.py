@@ -41,9 +41,12 @@ variable                           meaning                                     d
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import socket
+import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,8 +77,11 @@ class SmtpSettings:
     cafile: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.server, str) or not self.server.strip():
-            raise ConfigurationError("SMTP server (ALERT_SMTP_SERVER): expected a host name; "
+        if not isinstance(self.server, str) or not self.server.strip() \
+                or _unusable_host(self.server):
+            raise ConfigurationError("SMTP server (ALERT_SMTP_SERVER): expected a host name "
+                                     "or an IP address (labels of 1 to 63 characters, no "
+                                     "space, port or brackets: the port is ALERT_SMTP_PORT); "
                                      f"received {self.server!r:.60}")
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             raise ConfigurationError(f"SMTP port (ALERT_SMTP_PORT) must be an integer in "
@@ -106,11 +112,13 @@ class SmtpSettings:
         if not 0 < self.port < 65536:
             raise ConfigurationError("SMTP port (ALERT_SMTP_PORT): expected an integer in "
                                      f"1..65535; received {self.port}")
-        if self.cafile is not None and self.security != "none" \
-                and not os.path.isfile(self.cafile):
+        if self.cafile is not None and self.security != "none":
             # every alert would fail its TLS handshake, retried for minutes, then the outbox
-            raise ConfigurationError(f"SMTP CA bundle {self.cafile!r} (ALERT_SMTP_CAFILE) "
-                                     "is not a file; expected a PEM file of CA certificates")
+            problem = "is not a file" if not os.path.isfile(self.cafile) else _unusable_ca(
+                self.cafile)
+            if problem:
+                raise ConfigurationError(f"SMTP CA bundle {self.cafile!r} (ALERT_SMTP_CAFILE) "
+                                         f"{problem}; expected a PEM file of CA certificates")
 
     @classmethod
     def from_env(cls, **explicit: Any) -> SmtpSettings | None:
@@ -203,6 +211,12 @@ class WebhookSettings:
         if self.secret is not None and not isinstance(self.secret, str):
             raise ConfigurationError("the webhook secret (ALERT_WEBHOOK_SECRET) must be text; "
                                      f"received {type(self.secret).__name__}")
+        try:  # the HMAC key is its UTF-8: a byte the environment could not decode (a lone
+            (self.secret or "").encode()  # surrogate) failed every alert's signature
+        except UnicodeEncodeError:
+            raise ConfigurationError("the webhook secret (ALERT_WEBHOOK_SECRET) holds "
+                                     "characters UTF-8 cannot encode (bytes the environment "
+                                     "could not decode); expected text") from None
         _check_timeout(self.timeout_s, "webhook", "timeout_s")
 
     @property
@@ -230,6 +244,7 @@ class GroupingPolicy:
     been quiet this long sends what it suppressed since its last message.
     ``repeat_interval``: a group still firing is reminded this often; a group quiet this
     long after its last message is forgotten (its next occurrence starts a new group).
+    One below ``group_interval`` acts as ``group_interval``.
     A severity higher than the last message's is sent at once.
     ``max_clients``: clients of one (model, threat) that get groups of their own within a
     ``repeat_interval``; occurrences from further clients share one roll-up group, so an
@@ -315,12 +330,42 @@ def redis_url(explicit: str | None = None) -> str | None:
 
 
 def _check_timeout(value: Any, what: str, source: str) -> None:
-    """A timeout socket and timer can use: a finite number of seconds > 0 (0 made a
-    non-blocking socket, NaN or a negative one a ValueError at every alert)."""
+    """A timeout socket and timer can use: a number of seconds > 0 and at most
+    ``threading.TIMEOUT_MAX`` (0 made a non-blocking socket, NaN or a negative one a
+    ValueError at every alert, one beyond the bound an OverflowError)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not 0 < value < math.inf:
+            or not 0 < value <= threading.TIMEOUT_MAX:
         raise ConfigurationError(f"the {what} timeout ({source}) must be a finite number of "
-                                 f"seconds > 0; received {value!r:.40}")
+                                 f"seconds > 0 and at most {threading.TIMEOUT_MAX:.0f} (what "
+                                 f"a socket or timer can wait); received {value!r:.40}")
+
+
+def _unusable_host(host: str) -> bool:
+    """Whether no resolver can look ``host`` up: a space or control character, a port or
+    brackets, or a name the idna codec refuses (a label empty or over 63 characters, a
+    character no encoding holds), which raised UnicodeError out of every connection."""
+    if not host.isprintable() or any(c.isspace() for c in host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return True
+    return any(c in host for c in ":[]/@")
+
+
+def _unusable_ca(cafile: str) -> str | None:
+    """Why TLS cannot take ``cafile`` as its CA bundle (no certificate in it, unreadable),
+    or ``None``."""
+    try:
+        ssl.create_default_context(cafile=cafile)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return f"cannot be loaded ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
 
 
 def _unusable_url(url: str) -> str | None:
@@ -335,6 +380,8 @@ def _unusable_url(url: str) -> str | None:
         return "is malformed (a bracket or port that cannot be parsed)"
     if not parts.hostname:
         return "names no host"
+    if _unusable_host(parts.hostname):
+        return "names a host no resolver can look up (a label empty or over 63 characters)"
     return None
 
 

@@ -144,6 +144,9 @@ return 1
 """
 
 _FLOATS = ("created", "first_seen", "last_seen", "sent_at")
+#: The longest expiry given to Redis (about 146 million years), far from where its
+#: clock plus the expiry would pass the largest 64-bit integer.
+_MOST_TTL_MS = 2**62
 _INTS = ("rank", "total", "pending", "sent_rank", "messages")
 
 
@@ -159,7 +162,9 @@ class RedisGroupState:
                  ) -> None:
         self.client = client
         self.prefix = prefix
-        self.ttl_ms = max(1000, int(ttl_s * 1000))
+        # Redis refuses an expiry that, added to its clock in ms, passes 2**63 - 1: a
+        # longer one (a repeat interval of 1e16 s) failed every group's PEXPIRE
+        self.ttl_ms = max(1000, int(min(ttl_s * 1000, _MOST_TTL_MS)))
         self._index = f"{prefix}groups"
         self._add = client.register_script(_ADD)
 

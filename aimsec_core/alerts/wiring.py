@@ -159,4 +159,7 @@ def _group_state(policy: GroupingPolicy) -> Any:
         return None
     from .state import RedisGroupState
 
-    return RedisGroupState.from_url(url, ttl_s=2 * policy.repeat_interval)
+    # a group is forgotten once quiet for its repeat interval, never less than its group
+    # interval (grouping.decide): kept twice that in Redis
+    return RedisGroupState.from_url(url, ttl_s=2 * max(policy.repeat_interval,
+                                                       policy.group_interval))

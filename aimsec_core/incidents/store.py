@@ -77,9 +77,11 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 def check_writable_place(path: Path) -> None:
     """Raise :class:`ConfigurationError` when ``path`` can never hold the incident
-    database: it is a folder, a file that is not SQLite (an empty one is: SQLite starts
-    it), or it would be made under a file. A guard built on such a path lost every
-    incident, one logged error per round. Reads only (a stat and the first 16 bytes)."""
+    database: it is a folder, not a regular file (a FIFO, whose read waited for a writer
+    for good; a device such as ``/dev/null``, which SQLite cannot use), a file that is
+    not SQLite (an empty one is: SQLite starts it), or it would be made under a file. A
+    guard built on such a path lost every incident, one logged error per round. Reads
+    only (a stat and the first 16 bytes)."""
     existing = path
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
@@ -89,6 +91,8 @@ def check_writable_place(path: Path) -> None:
         problem = "is a folder"
     elif existing != path and not existing.is_dir():
         problem = f"would be made under {visible(str(existing))}, which is a file"
+    elif existing == path and not path.is_file():
+        problem = "is not a regular file (a FIFO, socket or device)"
     elif existing == path:
         try:
             with open(path, "rb") as stream:
@@ -103,17 +107,18 @@ def check_writable_place(path: Path) -> None:
                                  "(AIMSEC_INCIDENT_DB, SECURITY_LOG_PATH or incidents=)")
 
 
-def _seconds(value: Any, name: str, bound: str) -> float:
-    """``value`` as a finite number of seconds ``bound`` (``">= 0"`` or ``"> 0"``);
-    ConfigurationError naming ``name`` otherwise."""
+def _seconds(value: Any, name: str, bound: str, *, most: float = math.inf) -> float:
+    """``value`` as a finite number of seconds ``bound`` (``">= 0"`` or ``"> 0"``), and at
+    most ``most`` when given; ConfigurationError naming ``name`` otherwise."""
     try:  # numpy numbers too
         number = float(value) if isinstance(value, Real) and not isinstance(value, bool) \
             else math.nan
     except OverflowError:  # an int beyond any float
         number = math.inf
-    if not (0 <= number < math.inf) or (bound == "> 0" and number == 0):
+    if not (0 <= number < math.inf) or (bound == "> 0" and number == 0) or number > most:
+        limit = f" and at most {most:.0f}" if most < math.inf else ""
         raise ConfigurationError(f"the incident store's {name}: expected a finite number of "
-                                 f"seconds {bound}; received {value!r:.40}")
+                                 f"seconds {bound}{limit}; received {value!r:.40}")
     return float(number)
 
 
@@ -181,7 +186,7 @@ class IncidentStore:
         self.window_s = _seconds(resolve(window_s, "AIMSEC_INCIDENT_WINDOW",
                                          DEFAULT_WINDOW_S, parse_seconds),
                                  "window_s (AIMSEC_INCIDENT_WINDOW)", ">= 0")
-        self.timeout_s = _seconds(timeout_s, "timeout_s", "> 0")
+        self.timeout_s = _seconds(timeout_s, "timeout_s", "> 0", most=threading.TIMEOUT_MAX)
         if retention is not None and not isinstance(retention, RetentionPolicy):
             raise ConfigurationError("the incident store's retention: expected a "
                                      "RetentionPolicy or None; received "

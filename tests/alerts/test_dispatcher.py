@@ -102,6 +102,36 @@ def test_a_failing_channel_is_retried_with_backoff_then_the_outbox(tmp_path, clo
                                      {"channel": "outbox", "status": "outbox"}) == 1
 
 
+def test_a_backoff_that_grows_past_any_float_still_ends_in_the_outbox(clock):
+    """Backoff(factor=1e200): the third wait, 1e400 s, raised OverflowError inside the
+    failed attempt's handling, out of the round: the alert was neither retried nor handed
+    to the outbox. A wait that grows past any float is the cap."""
+    failing, outbox = ListChannel(failures=99), ListChannel()
+    outbox.name = "outbox"
+    dispatcher = Dispatcher(None, Grouper(NOW_POLICY, clock=clock), [failing],
+                            fallback=outbox, backoff=Backoff(factor=1e200, cap_s=5,
+                                                             attempts=4),
+                            clock=clock, start=False)
+    dispatcher.submit(occ(clock, "x"))
+    for _ in range(30):
+        dispatcher.pump()
+        clock.advance(1)
+    assert failing.failures == 95 and [a.client for a in outbox.sent] == ["x"]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("base_s", float("nan")), ("base_s", -1), ("cap_s", float("nan")), ("factor", 0),
+    ("factor", float("nan")), ("attempts", 0), ("attempts", 2.5), ("attempts", True),
+])
+def test_a_backoff_no_retry_schedule_can_follow_is_a_configuration_error(field, value):
+    """Taken as given: a NaN wait made a retry that never came due (held until close),
+    attempts=2.5 a comparison with a float."""
+    from aimsec_core import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=f"backoff {field}.*expected.*received"):
+        Backoff(**{field: value})
+
+
 def test_a_channel_back_up_gets_the_alert_and_nothing_is_sent_twice(tmp_path, clock):
     flaky = ListChannel(failures=2)
     dispatcher = Dispatcher(IncidentStore(tmp_path / "db.sqlite3"),
@@ -363,6 +393,34 @@ def test_a_channel_hanging_at_close_leaves_every_alert_of_the_last_round_in_the_
         thread.join(30)
     assert sorted(a.client for a in channel.sent) == ["a", "b", "c"]
     assert not list((tmp_path / "outbox").glob("*.eml"))
+
+
+def test_a_close_that_times_out_is_closed_again_at_exit(tmp_path, clock):
+    """close(timeout) returning False (the worker still in a slow send) dropped the
+    dispatcher from those closed at exit: the exit then waited for nothing, and the daemon
+    worker died with the interpreter mid-send, its pending groups neither sent nor in the
+    outbox, where a process that never called close() had them all sent. It now stays
+    among those closed at exit until a close finds the worker done."""
+    from aimsec_core.alerts import dispatcher as dispatching
+
+    dispatcher = Dispatcher(IncidentStore(tmp_path / "db.sqlite3"), None, clock=clock,
+                            start=False)
+
+    class Busy:  # a worker still in a send when close's wait ends
+        def is_alive(self):
+            return True
+
+        def join(self, timeout=None):
+            pass
+
+    dispatcher._thread = Busy()  # type: ignore[assignment]
+    try:
+        assert not dispatcher.close(0.1)
+        assert dispatcher in dispatching._live
+    finally:
+        dispatcher._thread = None
+    assert dispatcher.close()
+    assert dispatcher not in dispatching._live
 
 
 def test_copies_of_alerts_a_channel_refuses_at_close_stay_as_their_outbox_delivery(

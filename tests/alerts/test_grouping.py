@@ -66,6 +66,26 @@ def test_a_group_that_keeps_firing_is_reminded_every_repeat_interval(grouper, cl
     assert kinds == [("reminder", 240), ("reminder", 240)]
 
 
+@pytest.mark.parametrize("pattern", ["firing", "returning"])
+def test_a_repeat_interval_below_the_group_interval_sends_no_faster_than_the_group_interval(
+        clock, pattern):
+    """AIMSEC_ALERT_REPEAT_INTERVAL=1 (accepted: > 0) reminded a group that keeps firing
+    every second, and forgot a group quiet for a second, so its next finding was a new
+    group sent at once: a message per round, the flood grouping exists to prevent.
+    group_interval is the least time between two messages of a group (escalations
+    aside), as in Alertmanager, where reminders wait for the group's interval too."""
+    grouper = Grouper(GroupingPolicy(group_wait=0, group_interval=300, repeat_interval=1,
+                                     floor="medium"), clock=clock)
+    sent_at = []
+    for step in range(360):  # an hour: every 10 s, or every 2 s out of 10 returning
+        clock.advance(10 if pattern == "firing" else (2 if step % 2 else 8))
+        if pattern == "firing" or step % 2:
+            grouper.observe(occurrence(clock))
+        sent_at += [clock() for _ in grouper.due()]
+    gaps = [later - earlier for earlier, later in zip(sent_at, sent_at[1:])]
+    assert sent_at and gaps and min(gaps) >= 300, gaps[:5]
+
+
 def test_severity_escalation_is_sent_at_once(grouper, clock):
     grouper.observe(occurrence(clock, severity="medium"))
     clock.advance(30)

@@ -79,6 +79,39 @@ def test_groups_expire_in_redis(redis_server, clock):
     assert 0 < client.pttl(group_id) <= 60_000
 
 
+@pytest.mark.parametrize("repeat_interval", [1e16, 1e308])
+def test_a_repeat_interval_beyond_what_redis_can_expire_still_shares_groups(
+        redis_server, clock, repeat_interval):
+    """Groups expire twice the repeat interval after their last occurrence. An
+    AIMSEC_ALERT_REPEAT_INTERVAL of 1e308 (a finite number of seconds, so accepted) made
+    building the shared state raise OverflowError out of guard(); one of 1e16 made Redis
+    refuse every group's PEXPIRE, so no group was ever shared (each replica grouped alone,
+    logging a failure each time). The expiry is now capped where Redis can keep it."""
+    client = redis.Redis.from_url(redis_server.url)
+    policy = GroupingPolicy(repeat_interval=repeat_interval, floor="medium")
+    state = RedisGroupState(client, prefix="far:", ttl_s=2 * policy.repeat_interval)
+    grouper = Grouper(policy, state, clock=clock)
+    grouper.observe(occ(clock, count=4))
+    [group_id] = state.ids()
+    assert client.pttl(group_id) > 10**15  # a long way off
+    clock.advance(30)
+    [alert] = grouper.due()
+    assert (alert.kind, alert.count) == ("new", 4)
+
+
+def test_shared_groups_outlive_a_group_interval_longer_than_the_repeat_interval(
+        redis_server, monkeypatch):
+    """A group is forgotten after its group interval when the repeat interval is shorter;
+    Redis kept it only twice the repeat interval (2 s for AIMSEC_ALERT_REPEAT_INTERVAL=1),
+    so a returning group expired there and was sent again as new."""
+    from aimsec_core.alerts import security_sinks
+
+    monkeypatch.setenv("AIMSEC_REDIS_URL", redis_server.url)
+    policy = GroupingPolicy(group_interval=300, repeat_interval=1, floor="medium")
+    *_, sink = security_sinks(incidents=False, metrics=False, policy=policy)
+    assert sink.dispatcher.grouper.state.ttl_ms == 600_000
+
+
 def test_redis_down_falls_back_to_grouping_in_this_process(clock):
     from .servers import free_port
 

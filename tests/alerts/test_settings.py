@@ -125,6 +125,25 @@ def test_a_ca_bundle_that_is_not_a_file_is_a_configuration_error(monkeypatch, tm
     assert SmtpSettings.from_env().cafile is not None
 
 
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_a_ca_bundle_that_holds_no_certificate_is_a_configuration_error(monkeypatch, tmp_path,
+                                                                         tls_ca, security):
+    """A file that is not a PEM bundle was taken: with ssl every alert then raised a bare
+    ssl.SSLError out of the channel (to the outbox with a traceback), with starttls each
+    was retried for minutes before the outbox."""
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "mail.example.org")
+    monkeypatch.setenv("ALERT_RECIPIENTS", "soc@example.org")
+    monkeypatch.setenv("ALERT_SMTP_TLS", security)
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    monkeypatch.setenv("ALERT_SMTP_CAFILE", str(tmp_path / "notes.txt"))
+    with pytest.raises(ConfigurationError, match="ALERT_SMTP_CAFILE.*expected a PEM file of "
+                       "CA certificates"):
+        SmtpSettings.from_env()
+    tls_ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("ALERT_SMTP_CAFILE", str(tmp_path / "ca.pem"))
+    assert SmtpSettings.from_env().cafile == str(tmp_path / "ca.pem")
+
+
 @pytest.mark.parametrize("url", ["file:///etc/hostname", "ftp://127.0.0.1/x", "hooks.example/x"])
 def test_a_webhook_built_directly_must_be_http_too(url):
     # urllib opened a file:// "webhook" as a local file: every alert was recorded as sent
@@ -132,9 +151,12 @@ def test_a_webhook_built_directly_must_be_http_too(url):
         WebhookSettings(url)
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10", True])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10", True, 1e10,
+                                     1e308])
 def test_a_timeout_no_socket_can_use_is_a_configuration_error(timeout):
-    # accepted: every alert then raised ValueError (non-blocking socket, out of range)
+    # accepted: every alert then raised ValueError (non-blocking socket, out of range), or
+    # beyond what a socket or timer can wait (threading.TIMEOUT_MAX, about 292 years) an
+    # OverflowError out of the channel, the alert sent nowhere but the outbox
     with pytest.raises(ConfigurationError, match="timeout"):
         SmtpSettings("mail.example.org", 25, "a@example.org", ("b@example.org",),
                      security="none", timeout_s=timeout)
@@ -224,9 +246,32 @@ def test_each_bad_smtp_variable_is_named_with_what_was_expected_and_received(
     assert env in text and "expected" in text and value.split(", ")[-1] in text, text
 
 
+@pytest.mark.parametrize("server", ["a" * 64 + ".example.org", "mail..example.org",
+                                    "mail\udcff.example.org", "mail example.org",
+                                    "mail.example.org:587", "[::1]"])
+def test_an_smtp_server_no_resolver_can_look_up_is_refused_at_startup(monkeypatch, server):
+    """Such a host was taken: a label over 63 characters, an empty one or a byte the
+    environment could not decode made every alert raise a bare UnicodeError (the idna
+    codec) out of the channel, to the outbox with a traceback; a space, a port or brackets
+    failed each alert's lookup, retried for minutes."""
+    monkeypatch.setenv("ALERT_SMTP_SERVER", server)
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    with pytest.raises(ConfigurationError, match="ALERT_SMTP_SERVER.*expected a host name"):
+        SmtpSettings.from_env()
+
+
+@pytest.mark.parametrize("server", ["mail.example.org", "mail.example.org.", "127.0.0.1",
+                                    "::1", "b\u00fccher.example", "localhost"])
+def test_an_smtp_server_a_resolver_can_look_up_is_taken(monkeypatch, server):
+    monkeypatch.setenv("ALERT_SMTP_SERVER", server)
+    monkeypatch.setenv("ALERT_RECIPIENTS", "a@example.org")
+    assert SmtpSettings.from_env().server == server
+
+
 @pytest.mark.parametrize("url", [
     "http://exa mple.org/hook", "http://[::1/hook", "http:///hook", "https://h:99999/x",
-    "https://h:port/x", "http://h/x\r\nX-Injected: 1",
+    "https://h:port/x", "http://h/x\r\nX-Injected: 1", "https://" + "a" * 64 + ".example/x",
+    "https://hooks..example/x",
 ])
 def test_a_webhook_url_no_request_can_use_is_refused_at_startup_without_echoing_it(
         monkeypatch, url):
@@ -236,6 +281,17 @@ def test_a_webhook_url_no_request_can_use_is_refused_at_startup_without_echoing_
     with pytest.raises(ConfigurationError, match="ALERT_WEBHOOK_URL") as error:
         WebhookSettings.from_env()
     assert "s3cret" not in str(error.value) and "expected" in str(error.value)
+
+
+def test_a_webhook_secret_utf_8_cannot_encode_is_refused_at_startup(monkeypatch):
+    """A secret holding a byte the environment could not decode (read as a lone
+    surrogate) was taken: every alert then raised a bare UnicodeEncodeError out of the
+    channel while signing, and went to the outbox with a traceback."""
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "https://hooks.example/x")
+    monkeypatch.setenv("ALERT_WEBHOOK_SECRET", "s3cret\udcff")
+    with pytest.raises(ConfigurationError, match="ALERT_WEBHOOK_SECRET.*UTF-8") as error:
+        WebhookSettings.from_env()
+    assert "s3cret" not in str(error.value)
 
 
 @pytest.mark.parametrize("env", ["ALERT_SENDER", "ALERT_RECIPIENTS"])

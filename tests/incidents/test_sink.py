@@ -4,6 +4,8 @@ incidents=, alerts=) and the environment choose; close() delivers what is queued
 from __future__ import annotations
 
 import email
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,6 +143,28 @@ def test_a_path_that_can_never_hold_the_database_is_refused_when_built(model, tm
                        "expected an SQLite file or a path where one can be made"):
         aimsec_core.guard(model, incidents=path if given == "argument" else None,
                           alerts=False)
+
+
+@pytest.mark.parametrize("place", ["fifo", "device"])
+def test_a_path_that_is_not_a_regular_file_is_refused_when_built(model, tmp_path, place):
+    """``AIMSEC_INCIDENT_DB`` naming a FIFO hung ``guard()`` for good (the check read its
+    first bytes, waiting for a writer), and one naming a device (``/dev/null``) was taken:
+    every incident was then lost ("disk I/O error" each round). Here the FIFO holds an
+    SQLite header, so that the old check returned instead of hanging the test."""
+    if place == "fifo":
+        path = tmp_path / "incidents.sqlite3"
+        os.mkfifo(path)
+        held = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # a writer, with a header waiting
+        os.write(held, b"SQLite format 3\x00")
+    else:
+        path, held = Path(os.devnull), None
+    try:
+        with pytest.raises(aimsec_core.ConfigurationError, match="is not a regular file.*"
+                           "expected an SQLite file or a path where one can be made"):
+            aimsec_core.guard(model, incidents=path, alerts=False)
+    finally:
+        if held is not None:
+            os.close(held)
 
 
 def test_an_empty_file_or_an_existing_database_is_taken(model, tmp_path):

@@ -315,13 +315,14 @@ def test_acknowledging_an_unreadable_incident_changes_nothing(tmp_path, clock):
 @pytest.mark.parametrize("argument, value", [
     ("window_s", -5), ("window_s", float("nan")), ("window_s", float("inf")),
     ("window_s", "an hour"), ("timeout_s", float("nan")), ("timeout_s", -1),
-    ("timeout_s", 0), ("timeout_s", None),
+    ("timeout_s", 0), ("timeout_s", None), ("timeout_s", 1e308),
 ])
 def test_a_window_or_timeout_given_in_code_is_checked_like_the_environment(
         tmp_path, argument, value):
     """AIMSEC_INCIDENT_WINDOW=-5 is refused, but window_s=-5 was taken as given: every
     occurrence then opened an incident of its own (NaN the same); text failed every write
-    in the worker with a TypeError, a NaN timeout every connection with a ValueError."""
+    in the worker with a TypeError, a NaN timeout every connection with a ValueError, a
+    timeout of 1e308 s every connection with an OverflowError (its busy_timeout in ms)."""
     with pytest.raises(ConfigurationError, match=argument) as error:
         IncidentStore(tmp_path / "db.sqlite3", **{argument: value})
     assert "expected" in str(error.value) and "received" in str(error.value)
