@@ -66,20 +66,31 @@ def resolve(explicit: T | None, env: str, default: T, parse: Callable[[str], T])
             f"environment variable {env}={raw!r} is invalid: {exc}") from exc
 
 
+def ascii_number(raw: Any) -> Any:
+    """``raw`` for ``int()`` or ``float()``, text as an operator types a number: ASCII,
+    no ``_`` (Python also reads ``1_0`` as 10 and other scripts' digits, ``٥٨٧`` as 587,
+    so a mistyped setting took a value nobody wrote); ``ValueError`` otherwise."""
+    if isinstance(raw, str) and (not raw.isascii() or "_" in raw):
+        raise ValueError(raw)
+    return raw
+
+
 def parse_int(raw: str) -> int:
-    """``raw`` as an integer (``ValueError`` saying so, not Python's literal message)."""
+    """``raw`` as an integer in ASCII digits (``ValueError`` saying so, not Python's
+    literal message)."""
     try:
-        return int(raw)
+        return int(ascii_number(raw))
     except ValueError:
-        raise ValueError(f"expected an integer, received {raw!r}") from None
+        raise ValueError(f"expected an integer in ASCII digits, received {raw!r}") from None
 
 
 def parse_float(raw: str) -> float:
-    """``raw`` as a number (``ValueError`` saying so, not Python's conversion message)."""
+    """``raw`` as a number in ASCII digits (``ValueError`` saying so, not Python's
+    conversion message)."""
     try:
-        return float(raw)
+        return float(ascii_number(raw))
     except ValueError:
-        raise ValueError(f"expected a number, received {raw!r}") from None
+        raise ValueError(f"expected a number in ASCII digits, received {raw!r}") from None
 
 
 #: ``resolve(..., int)`` and ``resolve(..., float)`` read through these.
@@ -97,7 +108,7 @@ def parse_bool(raw: str) -> bool:
 
 def parse_positive_int(raw: str) -> int:
     try:
-        value = int(raw)
+        value = int(ascii_number(raw))
     except ValueError:
         value = -1
     if value < 0:
@@ -126,7 +137,7 @@ def log_folder(explicit: str | Path | None = None) -> Path:
 
 def parse_seconds(raw: Any) -> float:
     try:
-        value = float(raw)
+        value = float(ascii_number(raw))
     except ValueError:
         value = float("nan")
     if not value >= 0 or value == float("inf"):

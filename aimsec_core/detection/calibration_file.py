@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import ascii_number
 from ..errors import CalibrationError
 from ..files import open_regular
 from .calibration_integrity import seal, verify
@@ -109,7 +110,7 @@ def _member_cap() -> int:
     if not raw:
         return MAX_MEMBER_BYTES
     try:
-        value = int(raw)
+        value = int(ascii_number(raw))
     except ValueError:
         value = 0
     if value <= 0:

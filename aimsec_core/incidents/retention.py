@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
-from ..config import parse_positive_int, resolve
+from ..config import ascii_number, parse_positive_int, resolve
 from ..errors import ConfigurationError
 from .model import LAST_SECOND, MOST_COUNTED
 
@@ -42,7 +42,7 @@ UNRESOLVED = ("open", "acknowledged")
 def parse_days(raw: Any) -> float:
     """``raw`` as a finite number of days >= 0 (``ValueError`` saying what was expected)."""
     try:
-        value = float(raw)
+        value = float(ascii_number(raw))
     except (TypeError, ValueError):
         value = math.nan
     if not 0 <= value < math.inf:
