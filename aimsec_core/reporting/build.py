@@ -137,7 +137,8 @@ def _make_folder(folder: Path) -> Path:
         culprit = Path(exc.filename or folder)  # the folder, or one above it
         what = ("a symbolic link to nothing (its target is missing, or leads back to "
                 "itself)" if culprit.is_symlink() else "a file")
-        raise ConfigurationError(f"cannot create the report folder {folder}: {culprit} is "
+        where = "it" if culprit == folder else str(culprit)
+        raise ConfigurationError(f"cannot create the report folder {folder}: {where} is "
                                  f"{what}; expected a folder (or a path where one can be "
                                  "made) for report.html and report.json") from None
     except OSError as exc:
