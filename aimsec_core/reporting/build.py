@@ -58,8 +58,8 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     store at ``db`` (when ``None``: the ``incidents.sqlite3`` beside the trail, else the
     store's default location). A short summary goes to ``console`` (pass ``Console(quiet=True)`` for none).
 
-    Raises :class:`ConfigurationError` for a missing trail, a bad period, or ``out``,
-    ``db`` or ``incidents`` of the wrong kind; malformed
+    Raises :class:`ConfigurationError` for a missing trail, a bad period, or ``logs``,
+    ``out``, ``db``, ``model`` or ``incidents`` of the wrong kind; malformed
     lines are counted in the report, never raised. Needs the ``report`` extra (Jinja2,
     matplotlib): without it, :class:`MissingExtraError` before anything is read.
     """
@@ -79,8 +79,9 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
                                   or isinstance(incidents, (str, bytes, Mapping))):
         raise ConfigurationError(f"incidents must be an iterable of incident mappings (or None "
                                  f"to read the store); received {type(incidents).__name__}")
-    folder = resolve(None if logs is None else str(logs), "SECURITY_LOG_PATH",
-                     DEFAULT_LOG_PATH, str)
+    # str() of bytes or a number named another folder ("no audit trail at b'/var/log'")
+    folder = resolve(None if logs is None else str(as_path(logs, "logs")),
+                     "SECURITY_LOG_PATH", DEFAULT_LOG_PATH, str)
     # the bars' width follows the calls found, not the period asked for: a year asked of
     # two hours of calls is still drawn in minutes (the timeline widens as calls spread)
     aggregator, stats = Aggregator(), ReadStats()

@@ -78,3 +78,10 @@ def test_an_empty_model_name_is_refused_not_read_as_a_model_without_calls(logs, 
     assert main(["report", "--logs", str(logs), "--out", str(tmp_path / "cli"),
                  "--model", ""]) == 2
     assert not (tmp_path / "cli").exists()
+
+
+@pytest.mark.parametrize("value", [5, b"logs", "lo\x00gs"], ids=["int", "bytes", "nul"])
+def test_a_trail_location_of_the_wrong_kind_is_refused_by_name(logs, tmp_path, value):
+    """str() of it was taken as the folder: bytes read "no audit trail at b'logs'"."""
+    with pytest.raises(ConfigurationError, match=r"^logs must be a path"):
+        aimsec_core.report(value, out=tmp_path / "out", console=QUIET, incidents=[])
