@@ -89,9 +89,18 @@ def row_limit(text: str) -> int:
 
 def database_file(text: str) -> str:
     """``--db``: a path that is not empty (an empty one read as the current folder)."""
+    return _not_blank(text, "the path of an SQLite file")
+
+
+def output_file(text: str) -> str:
+    """A file to write (``--json``, ``--markdown``): a path that is not empty (an empty one
+    read as "not asked for", and nothing was written)."""
+    return _not_blank(text, "the path of a file to write")
+
+
+def _not_blank(text: str, expected: str) -> str:
     if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected the path of an SQLite file; received "
-                                         f"{received(text)}")
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {received(text)}")
     return text
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .arguments import database_file
+
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
@@ -18,7 +20,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--out", default=".", help="folder for the report (default: here)")
     parser.add_argument("--logs", help="audit folder or file (default: SECURITY_LOG_PATH, "
                         "else ./security_logs)")
-    parser.add_argument("--db", help="incident store file (default: incidents.sqlite3 beside the "
+    parser.add_argument("--db", type=database_file,
+                        help="incident store file (default: incidents.sqlite3 beside the "
                         "trail, else the store's own)")
     parser.set_defaults(handler=run)
 

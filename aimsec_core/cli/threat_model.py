@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .arguments import output_file
+
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
@@ -25,8 +27,10 @@ def register(commands: Any) -> None:
                              "(not with --chatbot)")
     parser.add_argument("--declare", action="append", default=[], metavar="ID",
                         help="a control outside the guard that is in place (repeatable)")
-    parser.add_argument("--json", metavar="PATH", help="write the assessment as JSON")
-    parser.add_argument("--markdown", metavar="PATH", help="write it as Markdown")
+    parser.add_argument("--json", metavar="PATH", type=output_file,
+                        help="write the assessment as JSON")
+    parser.add_argument("--markdown", metavar="PATH", type=output_file,
+                        help="write it as Markdown (to another file than --json)")
     parser.set_defaults(handler=run)
 
 
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     try:
         assessment = _assess(args, console)
-        export.write(assessment, args.json, args.markdown)
+        export.write(assessment, args.json, args.markdown,
+                     sources=[args.model_config] if args.model_config else [])
     except AimsecError as exc:
         return fail("threat-model", exc)
     except OSError as exc:  # --json or --markdown names a folder, or one that is missing

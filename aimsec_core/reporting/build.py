@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -58,8 +58,8 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     store at ``db`` (when ``None``: the ``incidents.sqlite3`` beside the trail, else the
     store's default location). A short summary goes to ``console`` (pass ``Console(quiet=True)`` for none).
 
-    Raises :class:`ConfigurationError` for a missing trail, a bad period, or ``out``,
-    ``db`` or ``incidents`` of the wrong kind; malformed
+    Raises :class:`ConfigurationError` for a missing trail, a bad period, or ``logs``,
+    ``out``, ``db``, ``model`` or ``incidents`` of the wrong kind; malformed
     lines are counted in the report, never raised. Needs the ``report`` extra (Jinja2,
     matplotlib): without it, :class:`MissingExtraError` before anything is read.
     """
@@ -69,16 +69,19 @@ def report(logs: str | Path | None = None, *, since: str | datetime | None = Non
     start, end = parse_period(since, until, now)
     out = as_path(out, "out")
     db = None if db is None else as_path(db, "db")
-    if model is not None and not isinstance(model, str):
-        raise ConfigurationError(f"model must be a model's name (str), or None for every "
-                                 f"model; received {type(model).__name__}")
+    if model is not None and (not isinstance(model, str) or not model):
+        # "": no guard has that name (guard() refuses it), so the report would hold no call
+        raise ConfigurationError(f"model must be a model's name (a non-empty str), or None "
+                                 f"for every model; received {type(model).__name__} "
+                                 f"{model!r:.80}")
     # text and a single mapping iterate (their letters, its keys) but hold no incidents
     if incidents is not None and (not isinstance(incidents, Iterable)
                                   or isinstance(incidents, (str, bytes, Mapping))):
         raise ConfigurationError(f"incidents must be an iterable of incident mappings (or None "
                                  f"to read the store); received {type(incidents).__name__}")
-    folder = resolve(None if logs is None else str(logs), "SECURITY_LOG_PATH",
-                     DEFAULT_LOG_PATH, str)
+    # str() of bytes or a number named another folder ("no audit trail at b'/var/log'")
+    folder = resolve(None if logs is None else str(as_path(logs, "logs")),
+                     "SECURITY_LOG_PATH", DEFAULT_LOG_PATH, str)
     # the bars' width follows the calls found, not the period asked for: a year asked of
     # two hours of calls is still drawn in minutes (the timeline widens as calls spread)
     aggregator, stats = Aggregator(), ReadStats()
@@ -131,10 +134,14 @@ def _make_folder(folder: Path) -> Path:
     """``folder``, created if needed; :class:`ConfigurationError` where it cannot be."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # "[Errno 17] File exists" named no culprit: a file is there
-        raise ConfigurationError(f"cannot create the report folder {folder}: it is a file; "
-                                 "expected a folder (or a path where one can be made) "
-                                 "for report.html and report.json") from None
+    except FileExistsError as exc:  # "[Errno 17] File exists" named no culprit
+        culprit = Path(exc.filename or folder)  # the folder, or one above it
+        what = ("a symbolic link to nothing (its target is missing, or leads back to "
+                "itself)" if culprit.is_symlink() else "a file")
+        where = "it" if culprit == folder else str(culprit)
+        raise ConfigurationError(f"cannot create the report folder {folder}: {where} is "
+                                 f"{what}; expected a folder (or a path where one can be "
+                                 "made) for report.html and report.json") from None
     except OSError as exc:
         raise ConfigurationError(f"cannot create the report folder {folder}: {exc}") from exc
     return folder
@@ -142,9 +149,11 @@ def _make_folder(folder: Path) -> Path:
 
 def _write(path: Path, text: str) -> None:
     """Write through a temporary file of its own, so a reader never sees half a report and
-    two reports written into one folder at once never write into the same file."""
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                   suffix=".partial")
+    two reports written into one folder at once never write into the same file. The file
+    is created as any new file, under the process's umask (``mkstemp``'s were readable by
+    their owner only, so a web server could not serve the report)."""
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             stream.write(text)

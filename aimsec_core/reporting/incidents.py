@@ -29,6 +29,9 @@ MAX_LISTED = 50
 OPEN_STATUSES = ("open", "acknowledged")
 #: Every status an incident can have: the report counts them all.
 INCIDENT_STATUSES = ("open", "acknowledged", "resolved")
+#: Where open incidents of a severity aimsec does not know are counted (a source of plain
+#: mappings may hold any text there), so the counts by severity add up to the open ones.
+UNKNOWN_SEVERITY = "unknown"
 
 
 @dataclass
@@ -102,8 +105,9 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
         statuses[row.status] += 1
         if row.status in OPEN_STATUSES:
             section.open += 1
-            open_severity[row.severity] += 1
-            rank = SEVERITIES.index(row.severity) if row.severity in SEVERITIES else -1
+            known = row.severity in SEVERITIES  # others count as "unknown": the sum is open
+            open_severity[row.severity if known else UNKNOWN_SEVERITY] += 1
+            rank = SEVERITIES.index(row.severity) if known else -1
             kept.append(((-rank, -row.count), number, row))
             if len(kept) > 4 * MAX_LISTED:  # stay bounded: keep only the best candidates
                 kept = sorted(kept, key=lambda k: (k[0], k[1]))[:MAX_LISTED]
@@ -116,7 +120,8 @@ def summarise_incidents(source: Iterable[Mapping[str, Any]] | None, *,
         section.damaged, section.damaged_ids = damaged.count, list(damaged.ids)
     section.listed = [r for _, _, r in sorted(kept, key=lambda k: (k[0], k[1]))[:MAX_LISTED]]
     section.by_status = dict(statuses)
-    section.open_by_severity = {s: open_severity[s] for s in reversed(SEVERITIES)
+    section.open_by_severity = {s: open_severity[s]
+                                for s in (*reversed(SEVERITIES), UNKNOWN_SEVERITY)
                                 if open_severity[s]}
     return section
 
@@ -224,7 +229,13 @@ class StoredIncidents:
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
-    return f"the incident store {path} could not be read ({type(exc).__name__})"
+    """Why the store at ``path`` could not be read: the store's own words (they name the
+    file and say what it is not: an SQLite file, a schema this aimsec reads), else only
+    the error's type."""
+    from ..errors import AimsecError
+
+    why = f": {exc}" if isinstance(exc, AimsecError) else ""
+    return f"the incident store {path} could not be read ({type(exc).__name__}{why})"
 
 
 def _flattened(incident: dict[str, Any]) -> dict[str, Any]:

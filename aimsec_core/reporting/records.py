@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ..detection.calibration_file import MAX_THRESHOLD
+
 #: Longest client id, model or check name kept (longer ones are cut and marked with "…").
 MAX_TEXT = 200
 DECISIONS = ("allowed", "flagged", "rejected", "error")
@@ -216,7 +218,9 @@ def _detection(value: Any, wrong: list[str]) -> Detection | None:
         return None
     else:
         suspicion = _number(suspicion)
-    if threshold is None or suspicion is None:
+    # a threshold no calibration holds (one of 1e308 stretched the chart's axis past
+    # what matplotlib can draw) is no summary a guard wrote
+    if suspicion is None or threshold is None or not 0 <= threshold <= MAX_THRESHOLD:
         wrong.append("detection")
         return None
     return Detection(suspicion, threshold, _rate(value.get("fpr")),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigurationError
+from ..files import as_path
 from ..visible import visible
 from .modeler import Assessment
 
@@ -64,12 +67,37 @@ def to_markdown(assessment: Assessment) -> str:
 
 
 def write(assessment: Assessment, json_path: str | Path | None = None,
-          markdown_path: str | Path | None = None) -> None:
-    """Write the JSON and/or Markdown files. Raises :class:`ConfigurationError` naming the
-    file for one that cannot be written (a folder, a missing folder, a full disk)."""
-    for path, render in ((json_path, to_json), (markdown_path, to_markdown)):
-        if path:
-            write_text(Path(path), render(assessment))
+          markdown_path: str | Path | None = None, *,
+          sources: Iterable[str | Path] = ()) -> None:
+    """Write the JSON and/or Markdown files (a path of ``None`` or ``""`` is not written).
+    Raises :class:`ConfigurationError` naming the file for one that cannot be written (a
+    folder, a missing folder, a full disk), and before writing anything for a path that
+    is no path (NUL), both paths naming one file (the Markdown replaced the JSON) or a path
+    naming one of ``sources``, the files the assessment was read from (a model config)."""
+    targets = [(as_path(path, what), render) for path, what, render in (
+        (json_path, "json_path", to_json), (markdown_path, "markdown_path", to_markdown))
+        if path]
+    if len(targets) == 2 and _same_file(targets[0][0], targets[1][0]):
+        raise ConfigurationError(f"cannot write the JSON and the Markdown both to "
+                                 f"{_shown(str(targets[1][0]))}: the one written second "
+                                 "would replace the other; expected two different files")
+    for path, _ in targets:
+        for source in sources:
+            if _same_file(path, as_path(source, "source")):
+                raise ConfigurationError(f"cannot write {_shown(str(path))}: it is "
+                                         f"{_shown(str(source))}, which the assessment was "
+                                         "read from; expected another file")
+    for path, render in targets:
+        write_text(path, render(assessment))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same file through any link, or (one not
+    there yet) the same path once symbolic links are followed."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def write_text(path: Path, text: str) -> None:

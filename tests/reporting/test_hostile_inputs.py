@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import stat
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -326,3 +328,30 @@ def test_a_trail_folder_whose_name_is_not_utf8_gets_its_report(tmp_path):
     page = files.html_path.read_text(encoding="utf-8")
     assert "n\\udcffname" in page and files.report.calls == 1
     json.loads(files.json_path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_the_report_files_are_created_under_the_umask_as_any_new_file(tmp_path, umask):
+    """They were written through ``mkstemp``, whose files only their owner can read: a
+    web server or a colleague's account could not open the report it was made for."""
+    previous = os.umask(umask)
+    try:
+        files = aimsec_core.report(_trail(tmp_path / "logs", _line()), out=tmp_path / "out",
+                                   incidents=[], console=QUIET)
+    finally:
+        os.umask(previous)
+    for path in (files.json_path, files.html_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("target", ["missing", "itself"])
+def test_an_output_folder_that_is_a_link_to_nothing_is_named_as_such(tmp_path, target):
+    """A symbolic link whose target is missing (or leads back to itself) was called "a
+    file", and a link one level up was not named at all."""
+    link = tmp_path / "reports"
+    link.symlink_to(tmp_path / "missing" if target == "missing" else link)
+    logs = _trail(tmp_path / "logs", _line())
+    for out in (link, link / "today"):  # the folder, or one above it
+        with pytest.raises(ConfigurationError, match="reports(: it)? is a symbolic link to nothing"
+                           if target == "missing" or out == link else "symbolic links"):
+            aimsec_core.report(logs, out=out, incidents=[], console=QUIET)

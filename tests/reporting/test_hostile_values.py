@@ -180,6 +180,9 @@ WRONG_TYPES = [
     {"findings": [{"check": ["range"]}]}, {"latency_ms": "0.4"}, {"latency_ms": -5},
     {"latency_ms": HUGE}, {"latency_ms": float("nan")}, {"latency_ms": float("inf")},
     {"detection": "high"}, {"detection": {"threshold": "2", "suspicion_max": 1}},
+    # thresholds no calibration holds (they are 0 to 1e6)
+    {"detection": {"threshold": 1e308, "suspicion_max": 1}},
+    {"detection": {"threshold": -1.0, "suspicion_max": 1}},
 ]
 
 
@@ -211,3 +214,15 @@ def test_fields_as_the_writer_writes_them_are_not_counted_as_wrong(tmp_path):
                                      "fpr": None, "above": 0}))
     assert files.report.sources["wrong_type"] == 0
     assert not any(r.section == "sources" for r in files.report.recommendations)
+
+
+def test_a_threshold_beyond_any_calibration_leaves_the_charts_drawable(tmp_path):
+    """A forged threshold of 1e308 stretched the suspicion chart's axis until matplotlib
+    overflowed (RuntimeWarnings on the terminal, an unreadable chart)."""
+    import warnings
+
+    forged = {"suspicion_max": 1.0, "threshold": 1e308, "fpr": 0.05, "above": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        files = _report(tmp_path, _line(detection=forged))
+    assert files.report.calls == 1 and files.report.detection == []

@@ -166,3 +166,38 @@ def test_the_report_reads_the_incident_store_a_few_rows_at_a_time(tmp_path, monk
     path.write_bytes(b"not a database" * 100)
     broken = summarise_incidents(source)
     assert not broken.available and "could not be read" in broken.note
+
+
+def test_open_incidents_of_an_unknown_severity_are_counted_by_severity_too():
+    """A mapping whose severity aimsec does not know was counted open but in no severity:
+    "3 open (1 critical)"."""
+    items = [_incident(1, severity="critical"), _incident(2, severity="urgent"),
+             _incident(3, severity=None), _incident(4, severity="urgent", status="resolved")]
+    section = summarise_incidents(items)
+    assert section.open == 3 and section.open_by_severity == {"critical": 1, "unknown": 2}
+    assert sum(section.open_by_severity.values()) == section.open
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "schema version 0"), (b"not a database" * 100, "file is not a database")])
+def test_an_unreadable_store_is_said_with_the_reason(tmp_path, content, reason):
+    """The page said only "could not be read (IncidentStoreError)", dropping the store's
+    own words on what the file is not."""
+    path = tmp_path / "incidents.sqlite3"
+    path.write_bytes(content)
+    source, note = load_incidents(path)
+    assert source is None and "could not be read" in note and reason in note
+
+
+def test_an_empty_db_argument_is_refused_not_read_as_the_current_folder(tmp_path, capsys):
+    """``aimsec report --db ""`` (an unset variable) read the current folder as the store
+    and reported "no incident store", as ``aimsec incidents`` refuses it."""
+    from .trail import write_trail
+
+    write_trail(tmp_path / "logs", calls=3)
+    with pytest.raises(SystemExit) as stop:
+        main(["report", "--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "out"),
+              "--db", ""])
+    assert stop.value.code == 2 and "expected the path of an SQLite file" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -12,6 +12,7 @@ from rich.console import Console
 
 import aimsec_core
 from aimsec_core import ConfigurationError
+from aimsec_core.cli import main
 from aimsec_core.reporting.period import parse_period
 
 QUIET = Console(quiet=True)
@@ -67,3 +68,20 @@ def test_paths_and_incidents_of_the_wrong_kind_are_refused(logs, tmp_path, kwarg
         aimsec_core.report(logs, console=QUIET, **{"out": tmp_path / "out",
                                                    "db": tmp_path / "none.sqlite3",
                                                    **kwargs})
+
+
+def test_an_empty_model_name_is_refused_not_read_as_a_model_without_calls(logs, tmp_path):
+    """``--model ""`` (a shell variable left unset) selected no call, and the page, which
+    hides an empty model name, read as a trail with nothing in the period."""
+    with pytest.raises(ConfigurationError, match="model must be a model's name .*''"):
+        _calls(logs, tmp_path, model="")
+    assert main(["report", "--logs", str(logs), "--out", str(tmp_path / "cli"),
+                 "--model", ""]) == 2
+    assert not (tmp_path / "cli").exists()
+
+
+@pytest.mark.parametrize("value", [5, b"logs", "lo\x00gs"], ids=["int", "bytes", "nul"])
+def test_a_trail_location_of_the_wrong_kind_is_refused_by_name(logs, tmp_path, value):
+    """str() of it was taken as the folder: bytes read "no audit trail at b'logs'"."""
+    with pytest.raises(ConfigurationError, match=r"^logs must be a path"):
+        aimsec_core.report(value, out=tmp_path / "out", console=QUIET, incidents=[])

@@ -183,3 +183,50 @@ def test_a_report_of_values_nested_too_deep_is_refused_clearly():
     threat = {**assessment["threats"][0], "impact": deep}
     with pytest.raises(ConfigurationError, match="nested too deep"):  # was RecursionError
         modeler.generate_report({**assessment, "threats": [threat]})
+
+
+# -- where the exports go -----------------------------------------------------------------
+
+def test_json_and_markdown_to_one_file_are_refused_before_either_is_written(tmp_path,
+                                                                            capsys):
+    """``--json tm --markdown tm`` wrote the JSON, then the Markdown over it, and said
+    "written" twice; a link to the other path did the same."""
+    from aimsec_core.cli import main
+    from aimsec_core.threats.export import write
+
+    (tmp_path / "link.md").symlink_to(tmp_path / "tm.md")
+    for other in ("tm.md", "link.md"):
+        assert main(["threat-model", "--chatbot", "rate_limiting", "--json",
+                     str(tmp_path / "tm.md"), "--markdown", str(tmp_path / other)]) == 2
+        assert "expected two different files" in capsys.readouterr().err
+        assert not (tmp_path / "tm.md").exists()
+    assessment = ThreatModeler("chatbot").assess(set())
+    with pytest.raises(ConfigurationError, match="no path|without NUL"):
+        write(assessment, tmp_path / "a.json", "b\x00.md")  # a raw ValueError
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_an_export_over_the_model_config_it_was_read_from_is_refused(tmp_path, capsys):
+    """``--model-config endpoint.json --json endpoint.json`` replaced the settings with
+    the assessment."""
+    from aimsec_core.cli import main
+
+    config = tmp_path / "endpoint.json"
+    settings = json.dumps({"name": "fraud", "audit": False})
+    config.write_text(settings)
+    for option in ("--json", "--markdown"):
+        assert main(["threat-model", "--model-config", str(config), option,
+                     str(tmp_path / "." / "endpoint.json")]) == 2
+        assert "which the assessment was read from" in capsys.readouterr().err
+        assert config.read_text() == settings
+
+
+@pytest.mark.parametrize("option", ["--json", "--markdown"])
+def test_an_empty_export_path_is_refused_not_skipped(tmp_path, option, capsys):
+    """``--markdown ""`` (an unset variable) wrote nothing and exited 0."""
+    from aimsec_core.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["threat-model", "--chatbot", "rate_limiting", option, " "])
+    assert stop.value.code == 2
+    assert "expected the path of a file to write" in capsys.readouterr().err
