@@ -250,15 +250,43 @@ def test_controls_and_bidi_overrides_are_shown_as_escapes_on_the_page(tmp_path):
     assert files.report.top_clients.by_calls[0].client == hostile  # the data keeps it
 
 
+def _acts_or_hides(c: str) -> bool:
+    """Whether ``c`` acts (controls, bidi) or prints as nothing or a plain space."""
+    import unicodedata
+
+    return c in ACTING or (c != " " and unicodedata.category(c) in (
+        "Cc", "Cf", "Cs", "Zl", "Zp", "Zs")) or "\ufe00" <= c <= "\ufe0f" or c in (
+        "\u115f\u1160\u3164\uffa0\u2800\U000e0100")
+
+
 @given(st.text())
 def test_visible_text_holds_no_acting_character_and_keeps_the_rest(text):
     from aimsec_core.visible import visible
 
-    acting = set(ACTING) | {chr(c) for c in (*range(0x20), *range(0x7f, 0xa0))}
     shown = visible(text)
-    assert not set(shown) & acting
-    if not set(text) & acting:
+    assert not any(_acts_or_hides(c) for c in shown)
+    if not any(_acts_or_hides(c) for c in text):
         assert shown == text
+
+
+@pytest.mark.parametrize("hidden", ["\u200b", "\u2060", "\ufeff", "\u00ad", "\u00a0",
+                                    "\u2028", "\u3000", "\ufe0f", "\U000e0041", "\u3164"])
+def test_a_client_id_with_an_invisible_character_does_not_read_as_another(tmp_path, hidden):
+    """``10.0.0.1\\u200b`` (a zero-width space) showed on the page and in the terminal
+    exactly as the client ``10.0.0.1``: two clients that look like one, or an attacker
+    that looks like a known host."""
+    from aimsec_core.visible import visible
+
+    spoof = "10.0.0.1" + hidden
+    lines = [json.dumps({"time": "2026-09-21T10:00:00+00:00", "model": "m", "client": c,
+                         "decision": "rejected", "findings": [{"check": "range"}]})
+             for c in ("10.0.0.1", spoof)]
+    files = aimsec_core.report(_trail(tmp_path / "logs", *lines), out=tmp_path / "out",
+                               incidents=[], console=QUIET)
+    page = files.html_path.read_text(encoding="utf-8")
+    escape = visible(hidden)
+    assert escape.startswith("\\") and hidden not in page
+    assert "10.0.0.1" + escape in page
 
 
 def test_a_report_is_written_whatever_lies_at_a_fixed_temporary_name(tmp_path):
