@@ -76,6 +76,13 @@ class SmtpChannel:
                 f"SMTP server {s.server}:{s.port} answered {exc.smtp_code} "
                 f"{_text(exc.smtp_error)}",
                 retryable=exc.smtp_code not in _PERMANENT or exc.smtp_code == 552) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            # an extension this configuration needs and the server does not offer
+            # (STARTTLS, AUTH, SMTPUTF8 for a non-ASCII address): no retry brings it
+            raise DeliveryError(f"SMTP server {s.server}:{s.port} does not support what "
+                                f"the settings need ({exc}); expected a server offering "
+                                "it, or other ALERT_SMTP_SECURITY/ALERT_SMTP_USERNAME "
+                                "settings", retryable=False) from None
         except smtplib.SMTPRecipientsRefused as exc:
             # a 4yz per recipient is temporary (greylisting, a full mailbox): try again
             raise DeliveryError(f"SMTP server {s.server}:{s.port} refused every recipient: "

@@ -277,3 +277,23 @@ def test_a_servers_reply_reaches_errors_and_logs_as_one_printable_line():
         server.stop()
     text = str(refused.value)
     assert "554" in text and "no" in text and text.isprintable(), text
+
+
+@pytest.mark.parametrize("overrides", [
+    {"security": "starttls"},  # a server offering no STARTTLS
+    {"username": "alerts", "password": "secret"},  # nor AUTH
+    {"sender": "al\u00e9rtes@example.org"},  # nor SMTPUTF8, for a non-ASCII sender
+])
+def test_a_server_lacking_an_extension_the_settings_need_is_not_retried(overrides):
+    """Each was retried with backoff for about 17 minutes, though no retry can give the
+    server an extension: the alert now goes to the fallback at once, saying why."""
+    server = SmtpServer(enable_SMTPUTF8=False).start()
+    try:
+        with pytest.raises(DeliveryError) as refused:
+            SmtpChannel(settings(server, **overrides)).send(alert())
+        assert not refused.value.retryable
+        assert "does not support" in str(refused.value)
+        assert "secret" not in str(refused.value)
+        assert server.inbox.messages == []
+    finally:
+        server.stop()
