@@ -30,6 +30,8 @@ end
 #: could round below the end, and the failure that began the lockout counted again),
 #: compared as ``now + lockout`` (rounded as when the lock was set). A client is locked
 #: out when its last ``max`` failures lie within ``window`` seconds of the newest.
+#: Failures stamped after ``now`` (by a clock since set back) count as ``now``: kept as
+#: they were, one stayed the newest and no later ones were ever within the window of it.
 APPLY = _SECONDS + """
 local nf = tonumber(ARGV[1])
 local a = 2
@@ -40,6 +42,9 @@ for i = 1, nf do
   a = a + 5
   local locked = tonumber(redis.call('GET', lkey) or '0')
   if not (locked > 0 and now + lockout <= locked) then
+    for _, ahead in ipairs(redis.call('ZRANGEBYSCORE', fkey, '(' .. ARGV[a - 4], '+inf')) do
+      redis.call('ZADD', fkey, now, ahead)
+    end
     redis.call('ZADD', fkey, now, token)
     redis.call('ZREMRANGEBYRANK', fkey, 0, -max - 1)
     redis.call('EXPIRE', fkey, seconds(window))
@@ -62,8 +67,12 @@ end
 return nf
 """
 
-#: Lockout and minimum interval, and the fingerprint secret. KEYS: lock, last, secret.
-#: ARGV: now, interval, check lock (0/1), the caller's secret.
+#: Lockout and minimum interval, and the fingerprint secret. KEYS: lock, last, secret,
+#: and the quota's moving window when there is a quota.
+#: ARGV: now, interval, check lock (0/1), the caller's secret, the lockout's duration.
+#: Times after ``now`` were stamped by a clock since set back (as in the memory store): a
+#: lock ending later than a lockout from now ends a lockout from now, and the last call
+#: and the window's calls count as made ``now``, so none outlasts its setting.
 #: Returns {"locked", seconds, secret} / {"interval", seconds, secret} / {"ok", "", secret}
 #: where secret is "" when the caller's is the stored one, else the stored one (the key
 #: was flushed or evicted and another replica wrote its own first); a missing secret is
@@ -76,13 +85,33 @@ if not secret then
 end
 if secret == ARGV[4] then secret = '' end
 local now = tonumber(ARGV[1])
+if KEYS[4] then  -- the window's calls, newest first: those ahead of now lead
+  local i = 0
+  local call = redis.call('LINDEX', KEYS[4], 0)
+  while call and tonumber(call) > now do
+    redis.call('LSET', KEYS[4], i, ARGV[1])
+    i = i + 1
+    call = redis.call('LINDEX', KEYS[4], i)
+  end
+end
 if ARGV[3] == '1' then
   local locked = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if locked > now then return {'locked', tostring(locked - now), secret} end
+  if locked > now then
+    local lockout = tonumber(ARGV[5])
+    if locked - now > lockout then
+      locked = now + lockout
+      redis.call('SET', KEYS[1], string.format('%.17g', locked), 'KEEPTTL')
+    end
+    return {'locked', tostring(locked - now), secret}
+  end
 end
 local interval = tonumber(ARGV[2])
 if interval > 0 then
   local last = tonumber(redis.call('GET', KEYS[2]) or '-1e300')
+  if last > now then
+    last = now
+    redis.call('SET', KEYS[2], ARGV[1], 'EX', seconds(interval + 1))
+  end
   if now - last < interval then
     return {'interval', tostring(last + interval - now), secret}
   end
@@ -94,25 +123,33 @@ return {'ok', '', secret}
 #: Repeats, standing suspicion, and the fingerprint index (match, then store, sample by
 #: sample). KEYS: repeat, suspect, serial, then one bucket key per hash of every sample.
 #: ARGV: now, repeat window (0: no repeat counting), ttl, capacity, ways, client tag,
-#: nsamples, then per sample: content tag, k, k hashes.
+#: the suspicion's longest duration (session_timeout: one set by a clock since set back
+#: ends that long from now), nsamples, then per sample: content tag, k, k hashes.
 #: Returns {repeats, suspect (string seconds or ""), best1, same1, best2, same2, ...}.
 OBSERVE = _SECONDS + """
 local now = tonumber(ARGV[1])
 local rwindow = tonumber(ARGV[2])
 local ttl, capacity, ways = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local client, n = tonumber(ARGV[6]), tonumber(ARGV[7])
+local client, n = tonumber(ARGV[6]), tonumber(ARGV[8])
 local out = {0, ''}
 if rwindow > 0 then
   out[1] = redis.call('INCR', KEYS[1]) - 1
   if out[1] == 0 then redis.call('EXPIRE', KEYS[1], seconds(rwindow)) end
 end
 local suspect = tonumber(redis.call('GET', KEYS[2]) or '0')
-if suspect > now then out[2] = tostring(suspect - now) end
+if suspect > now then
+  local longest = tonumber(ARGV[7])
+  if suspect - now > longest then
+    suspect = now + longest
+    redis.call('SET', KEYS[2], string.format('%.17g', suspect), 'KEEPTTL')
+  end
+  out[2] = tostring(suspect - now)
+end
 if n == 0 then return out end
 local serials = 4294967296
 local serial = tonumber(redis.call('GET', KEYS[3]) or '0') % serials
 local since = math.floor(now - ttl)
-local a, k = 8, 4
+local a, k = 9, 4
 for s = 1, n do
   local content, m = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2

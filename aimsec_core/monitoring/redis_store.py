@@ -161,9 +161,11 @@ class RedisStore(Store):
             if pending is not None:
                 keys, args = pending
                 pipe.evalsha(self._shas["apply"], len(keys), *keys, *args)
-            pipe.evalsha(self._shas["admit"], 3, f"{base}:lock", f"{base}:last", _SECRET_KEY,
-                         _num(now), _num(rules.min_request_interval), "1" if lockout else "0",
-                         self._secret or self._local_secret)
+            admit_keys = (f"{base}:lock", f"{base}:last", _SECRET_KEY,
+                          *((rate_key,) if limit is not None else ()))
+            pipe.evalsha(self._shas["admit"], len(admit_keys), *admit_keys, _num(now),
+                         _num(rules.min_request_interval), "1" if lockout else "0",
+                         self._secret or self._local_secret, _num(rules.session_timeout))
             if limit is not None:
                 pipe.evalsha(self._shas["acquire"], 1, rate_key, _num(now), limit, 60, 1)
                 pipe.lindex(rate_key, limit - 1)
@@ -204,7 +206,8 @@ class RedisStore(Store):
         fingerprints = None if query is None else query.fingerprints()
         counting = bool(rules.max_repeats and call_hash)
         head: list[Any] = [_num(now), _num(policy.near_duplicate_ttl),
-                           policy.near_duplicate_max_fingerprints, WAYS, client_tag & _TAG]
+                           policy.near_duplicate_max_fingerprints, WAYS, client_tag & _TAG,
+                           _num(rules.session_timeout)]
         rows = min(ROWS_PER_SCRIPT, max(1, HASHES_PER_SCRIPT // policy.near_duplicate_hashes))
         slices = [(None, None)] if fingerprints is None else [
             (fingerprints[0][i:i + rows], fingerprints[1][i:i + rows])

@@ -238,3 +238,81 @@ def test_the_failure_that_began_a_lockout_does_not_count_again_at_any_time(redis
     store.flush()
     assert store.admit("m", "client", after + 1, rules, lockout=True).locked_for is None
     store.close()
+
+
+YEARS = 5 * 365 * 86400.0
+
+
+def _hosted(redis_server, clock, **policy):
+    from aimsec_core.adapter import HostArrays
+
+    policy.setdefault("store_timeout", 5.0)
+    return Guard(None, HostArrays(None), name="m", sinks=[ListSink()], clock=clock,
+                 policy=policy, store=redis_server.url, constraints={"max_value": 1.0})
+
+
+def _hosted_call(guard, who, x):
+    with aimsec_core.client(who):
+        return guard.call({"input": x}, lambda: None)
+
+
+def test_a_clock_set_back_after_a_jump_ahead_does_not_refuse_clients_for_years_on_redis(
+        redis_server, clock):
+    # the memory store's test, on Redis: the lock's end, the last call's time and the
+    # quota's entries were kept as the clock had read them, so once it was set back a
+    # client was refused with a Retry-After of years (and, on a clock that does not run
+    # on by itself, for as long)
+    guard = _hosted(redis_server, clock, min_request_interval=1.0, max_requests_per_minute=3,
+                    max_failed_attempts=2, session_timeout=60)
+    rng = np.random.default_rng(0)
+    clock.advance(YEARS)  # a clock running years ahead, then corrected
+    for _ in range(3):
+        _hosted_call(guard, "a", rng.random((1, 4)))
+        clock.advance(1)
+    with pytest.raises(aimsec_core.RateLimitedError):
+        _hosted_call(guard, "a", rng.random((1, 4)))
+    for _ in range(3):  # out of range: failed attempts, then the lockout
+        try:
+            _hosted_call(guard, "b", np.full((1, 4), 5.0))
+        except aimsec_core.SecurityViolation:
+            pass
+    clock.advance(-YEARS)
+    for who in ("a", "b"):
+        with pytest.raises(aimsec_core.SecurityViolation) as refused:
+            _hosted_call(guard, who, rng.random((1, 4)))
+        assert refused.value.retry_after <= 60  # never longer than a window or a lockout
+    clock.advance(61)
+    _hosted_call(guard, "a", rng.random((1, 4)))
+    _hosted_call(guard, "b", rng.random((1, 4)))
+
+
+def test_a_failure_stamped_by_a_clock_since_set_back_does_not_hide_later_ones(redis_server,
+                                                                              clock):
+    # the failures were ranked by time and the newest max_failed_attempts kept: one from
+    # a clock that ran ahead stayed the newest, so the oldest kept was never within the
+    # failure window of it and the client, failing on, was never locked out again
+    rules = Policy.coerce({"max_failed_attempts": 3, "failure_window": 600}).rules
+    store = RedisStore(redis_server.url, timeout=2.0)
+    now = clock()
+    store.record_failure("m", "client", now + YEARS, rules)
+    store.flush()
+    for i in range(3):
+        store.record_failure("m", "client", now + i, rules)
+    store.flush()
+    assert store.admit("m", "client", now + 3, rules, lockout=True).locked_for is not None
+    store.close()
+
+
+def test_a_suspicion_set_by_a_clock_since_set_back_lasts_at_most_its_timeout(redis_server,
+                                                                             clock):
+    rules = Policy.coerce({"session_timeout": 60}).rules
+    policy = Policy.coerce({})
+    store = RedisStore(redis_server.url, timeout=2.0)
+    now = clock()
+    store.mark_suspect("m", "client", now + YEARS, now + YEARS + 60)
+    store.flush()
+    seen = store.observe("m", "client", now, rules, policy, "", None, 0)
+    assert 0 < seen.suspect_for <= 60
+    assert store.observe("m", "client", now + 61, rules, policy, "", None, 0).suspect_for \
+        is None
+    store.close()
