@@ -1,7 +1,7 @@
 """Per-client quotas on the ``limits`` library, driven by the guard's clock.
 
-The quota is ``limits``' moving window (exact: at most N calls in any 60 s), through
-``MovingWindowRateLimiter`` and ``RateLimitItemPerMinute``. ``limits``' own storages read
+The quota is ``limits``' moving window (exact: at most N calls in any 60 s), one window
+per client whatever the quota its call comes under. ``limits``' own storages read
 the wall clock inside (``MemoryStorage`` stamps entries with ``time.time()`` and expires
 them from a timer thread; ``RedisStorage`` passes ``time.time()`` to its Lua script), so a
 test could not drive them without sleeping. Hence:
@@ -16,22 +16,13 @@ test could not drive them without sleeping. Hence:
 from __future__ import annotations
 
 import bisect
-from functools import lru_cache
 from operator import neg as _negated
 
-from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.storage import MovingWindowSupport, RedisStorage, Storage
-from limits.strategies import MovingWindowRateLimiter
 
 #: ``limits``' own Lua script for the moving window (KEYS: list; ARGV: now, limit,
 #: expiry, amount); returns true when the call is admitted.
 REDIS_ACQUIRE_SCRIPT: str = RedisStorage.SCRIPT_ACQUIRE_MOVING_WINDOW
-
-
-@lru_cache(maxsize=256)
-def per_minute(calls: int) -> RateLimitItem:
-    """The quota item for ``calls`` per minute (namespace ``aimsec``)."""
-    return RateLimitItemPerMinute(calls, namespace="aimsec")
 
 
 class ClockedWindows(Storage, MovingWindowSupport):
@@ -99,17 +90,29 @@ class ClockedWindows(Storage, MovingWindowSupport):
         self.events.pop(key, None)
 
 class Quota:
-    """``limits``' moving-window limiter over :class:`ClockedWindows`."""
+    """``limits``' moving window over :class:`ClockedWindows`, one window per client
+    whatever its quota.
+
+    ``limits``' limiter keys a window by the item's amount too, so a client whose calls
+    came under tiers of different quotas had a window per quota and made their sum in a
+    minute; on Redis the window is the client's alone. Hence the storage is driven here,
+    as ``MovingWindowRateLimiter.hit`` and ``get_window_stats`` drive it, under a key of
+    the identifiers alone: each call is judged by its own quota against all of the
+    client's calls (one admitted under a smaller quota had fewer than that many calls in
+    the minute, so trimming the window to it drops only older ones)."""
 
     def __init__(self) -> None:
         self.windows = ClockedWindows()
-        self.limiter = MovingWindowRateLimiter(self.windows)  # type: ignore[arg-type]
 
     def hit(self, calls: int, now: float, *identifiers: str) -> float | None:
         """Count one call; ``None`` when admitted, else seconds until one would be."""
-        self.windows.now = now
-        item = per_minute(calls)
-        if self.limiter.hit(item, *identifiers):
+        windows = self.windows
+        windows.now = now
+        key = "/".join(identifiers)
+        if windows.acquire_entry(key, calls, _MINUTE):
             return None
-        reset, _remaining = self.limiter.get_window_stats(item, *identifiers)
-        return max(0.0, reset - now)
+        start, _calls = windows.get_moving_window(key, calls, _MINUTE)
+        return max(0.0, start + _MINUTE - now)
+
+
+_MINUTE = 60  #: the window's length in seconds (limits' expiry of a per-minute item)

@@ -150,6 +150,32 @@ def test_tiers_are_chosen_per_call(digits_model, clock, sink):
             guarded.predict(_x(1))
 
 
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_one_client_has_one_quota_whatever_tiers_its_calls_come_under(request, clock, store):
+    # in memory a client had one window per quota (the limits library keys a window by
+    # its amount too): calls under tiers of 2, 3 and 4 a minute made 9 in a minute, where
+    # Redis (one window per client) admitted 4. Each call is judged by its own tier's
+    # quota against all of the client's calls
+    from aimsec_core.monitoring import build_monitor
+
+    url = request.getfixturevalue("redis_server").url if store == "redis" else None
+    monitor = build_monitor("api", {
+        "max_requests_per_minute": 2, "max_failed_attempts": 0, "store_timeout": 5.0,
+        "tiers": {"pro": {"max_requests_per_minute": 3},
+                  "big": {"max_requests_per_minute": 4}}}, url, clock)
+    admitted = []
+    for tier in (None, "pro", "big", None):
+        for _ in range(5):
+            clock.advance(0.1)
+            admitted.append(tier if not monitor.admit_client("c", tier) else "-")
+    assert admitted.count(None) == 2 and admitted.count("pro") == 1
+    assert admitted.count("big") == 1 and len(admitted) - admitted.count("-") == 4
+    clock.advance(60)  # the minute is over: a small tier's call is judged by its quota
+    assert monitor.admit_client("c") == [] and monitor.admit_client("c") == []
+    assert [f.check for f in monitor.admit_client("c")] == ["rate_limit"]
+
+
 def test_anonymous_training_loop_is_never_throttled_or_flagged(digits_model, clock, sink):
     """No client identity, the same validation set every epoch, thousands of calls."""
     guarded = _guard(digits_model, clock, sink)
