@@ -125,7 +125,8 @@ class Monitor:
         """``op`` on the shared store, else on the local one with an outage finding."""
         store = self.store
         if store is not self.local and (visit is None or not visit.outage):
-            if now >= self._down_until:
+            # or the retry is further off than store_retry: set by a clock since set back
+            if now >= self._down_until or self._down_until - now > self.policy.store_retry:
                 try:
                     result = op(store)
                 except StoreError as exc:

@@ -316,3 +316,23 @@ def test_a_suspicion_set_by_a_clock_since_set_back_lasts_at_most_its_timeout(red
     assert store.observe("m", "client", now + 61, rules, policy, "", None, 0).suspect_for \
         is None
     store.close()
+
+
+def test_a_clock_set_back_during_an_outage_does_not_put_off_the_next_try(redis_server,
+                                                                         clock):
+    # the next try of a failed store was due store_retry after the failure as the clock
+    # read it: set back a day, the store answering again was not tried for a day, and
+    # under fail_closed every call was refused meanwhile
+    guard = _hosted(redis_server, clock, store_failure="fail_closed", store_retry=1.0,
+                    max_requests_per_minute=100)
+    x = np.full((1, 4), 0.5)
+    _hosted_call(guard, "a", x)
+    redis_server.stop()
+    clock.advance(YEARS)
+    with pytest.raises(StoreUnavailableError):
+        _hosted_call(guard, "a", x)
+    redis_server.start()
+    clock.advance(-YEARS)
+    clock.advance(2)
+    _hosted_call(guard, "a", x)
+    assert guard.last_verdict.clean
