@@ -175,7 +175,8 @@ class Monitor:
         now = self.clock()
         key, tag = self._keys.get(client) or self._key(client)
         store = self.store
-        visit = Visit(client[:_READABLE_ID], key, tag, rules, now, watched, store)
+        visit = Visit(client if len(client) <= _READABLE_ID else _shortened(client, key),
+                      key, tag, rules, now, watched, store)
         lockout = watched and rules.max_failed_attempts > 0
         if store is self.local:  # this process's memory: nothing to fall back on
             admission = store.admit(self.model, key, now, rules, lockout=lockout)
@@ -361,9 +362,13 @@ class Monitor:
     def seen(self, client: str, input_hash: str, outcome: str, checks: tuple[str, ...],
              visit: Visit | None) -> None:
         """Count one finished call (every call, watched or not) for ``request_analysis``."""
-        now = visit.now if visit is not None else self.clock()
-        self.stats.record(now, client[:_READABLE_ID], input_hash, outcome == "rejected",
-                          checks)
+        if visit is not None:
+            now, client = visit.now, visit.client
+        else:
+            now = self.clock()
+            if len(client) > _READABLE_ID:
+                client = _shortened(client, client_key(client))
+        self.stats.record(now, client, input_hash, outcome == "rejected", checks)
         if visit is not None and "lockout" in checks:
             for finding in visit.findings:
                 if finding.check == "lockout" and finding.score:
@@ -393,7 +398,8 @@ class Monitor:
             key = client_key(client)
             self._use(now, None, lambda s: s.observe(self.model, key, now, rules, self.policy,
                                                      input_hash, None, 0))
-        self.stats.record(now, client[:_READABLE_ID], input_hash, False, ())
+        self.stats.record(now, client if len(client) <= _READABLE_ID
+                          else _shortened(client, client_key(client)), input_hash, False, ())
 
     def request_analysis(self, window_minutes: float = 60) -> dict[str, Any]:
         """Totals, unique inputs, rates and top clients, repeated inputs, near-duplicate
@@ -421,6 +427,14 @@ class Monitor:
             pass
         return self.stats.report(self.clock(), window_minutes,
                                  self.policy.rules.max_repeats)
+
+
+def _shortened(client: str, key: str) -> str:
+    """A client id longer than :data:`_READABLE_ID` characters as findings and
+    ``request_analysis`` name it: its start, its length and its key's first 12 hex
+    digits, so that two ids sharing their first characters stay two clients (cut alone,
+    they read as one, and as an id that is the cut itself)."""
+    return f"{client[:_READABLE_ID - 48]}...[{len(client)} chars, key {key[:12]}]"
 
 
 def _admission_findings(client: str, rules: ClientRules, admission: Admission

@@ -225,3 +225,23 @@ def test_a_batch_of_many_hashed_rows_is_observed_in_slices_of_bounded_hashes(red
     before = CountingConnection.sent
     _call(guard, "a", rows[1:])
     assert CountingConnection.sent - before == 1 + 4  # admission, 19 rows by 6 (3,000 hashes)
+
+
+def test_long_client_ids_sharing_their_start_stay_two_clients_in_reports(clock, sink):
+    # ids were cut to their first 200 characters for findings and request_analysis: two
+    # clients whose ids share them (a long common prefix) were counted as one, under
+    # the name of a third id that is that prefix itself
+    guard = _guard(clock, sink, max_requests_per_minute=1)
+    prefix = "org-7/" + "x" * 194
+    ids = [prefix, prefix + "/user-1", prefix + "/user-2"]
+    for who in ids:
+        _call(guard, who, np.ones((1, 4)))
+    with pytest.raises(aimsec_core.RateLimitedError) as refused:
+        _call(guard, ids[1], np.ones((1, 4)))
+    report = guard.monitor.request_analysis()
+    named = [c["client"] for c in report["top_clients"]]
+    assert len(set(named)) == 3 and prefix in named
+    assert all(len(name) <= 200 for name in named)
+    (reason,) = [f.reason for f in refused.value.verdict.findings]
+    one = next(name for name in named if name != prefix and name in reason)
+    assert report["rate_per_client"][one] == 2.0 / 60
