@@ -10,7 +10,8 @@ test could not drive them without sleeping. Hence:
   (``acquire_entry``, ``get_moving_window``) with the time the store is given;
 - on Redis, the store runs ``limits``' own moving-window Lua script
   (``RedisStorage.SCRIPT_ACQUIRE_MOVING_WINDOW``) with the guard's clock as its timestamp,
-  pipelined with the lockout script so admission stays one round trip.
+  pipelined with the lockout script so admission stays one round trip (behind a check
+  of the lockout: a locked-out call is not counted, see ``redis_scripts.ACQUIRE``).
 """
 
 from __future__ import annotations

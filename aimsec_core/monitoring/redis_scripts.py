@@ -10,6 +10,8 @@ Short tags only blur two rare cases: a near-duplicate taken for an exact repeat 
 same content (1 in 65,536 pairs) and a match attributed to the same client.
 """
 
+from .ratelimit import REDIS_ACQUIRE_SCRIPT
+
 #: Seconds as Redis' EXPIRE / SET EX take them: whole, at least 1, and at most about 68
 #: years (a valid policy may say 1e300 s, which Redis refuses as out of range; a key
 #: that outlives its use is harmless, as each entry carries its own time).
@@ -67,12 +69,11 @@ end
 return nf
 """
 
-#: Lockout and minimum interval, and the fingerprint secret. KEYS: lock, last, secret,
-#: and the quota's moving window when there is a quota.
+#: Lockout and minimum interval, and the fingerprint secret. KEYS: lock, last, secret.
 #: ARGV: now, interval, check lock (0/1), the caller's secret, the lockout's duration.
 #: Times after ``now`` were stamped by a clock since set back (as in the memory store): a
 #: lock ending later than a lockout from now ends a lockout from now, and the last call
-#: and the window's calls count as made ``now``, so none outlasts its setting.
+#: counts as made ``now``, so neither outlasts its setting.
 #: Returns {"locked", seconds, secret} / {"interval", seconds, secret} / {"ok", "", secret}
 #: where secret is "" when the caller's is the stored one, else the stored one (the key
 #: was flushed or evicted and another replica wrote its own first); a missing secret is
@@ -85,15 +86,6 @@ if not secret then
 end
 if secret == ARGV[4] then secret = '' end
 local now = tonumber(ARGV[1])
-if KEYS[4] then  -- the window's calls, newest first: those ahead of now lead
-  local i = 0
-  local call = redis.call('LINDEX', KEYS[4], 0)
-  while call and tonumber(call) > now do
-    redis.call('LSET', KEYS[4], i, ARGV[1])
-    i = i + 1
-    call = redis.call('LINDEX', KEYS[4], i)
-  end
-end
 if ARGV[3] == '1' then
   local locked = tonumber(redis.call('GET', KEYS[1]) or '0')
   if locked > now then
@@ -183,3 +175,26 @@ end
 redis.call('SET', KEYS[3], serial)
 return out
 """
+
+#: The quota: ``limits``' own moving-window script (KEYS[1]: the client's window, newest
+#: call first; ARGV: now, limit, expiry, amount; true when admitted) after two steps of
+#: its own. KEYS[2]: the client's lock; ARGV[5]: check it (0/1). A call the lockout
+#: refuses is not counted (returns -1, as in the memory store): counted, a client calling
+#: on through its lockout found its quota full of those calls when it ended, was refused,
+#: and so was locked out again at once. Calls stamped after ``now`` (by a clock since set
+#: back) count as made ``now``, so the window never outlasts its minute.
+ACQUIRE = """
+if ARGV[5] == '1' and tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[1]) then
+  return -1
+end
+do
+  local i, now = 0, tonumber(ARGV[1])
+  local call = redis.call('LINDEX', KEYS[1], 0)
+  while call and tonumber(call) > now do
+    redis.call('LSET', KEYS[1], i, ARGV[1])
+    i = i + 1
+    call = redis.call('LINDEX', KEYS[1], i)
+  end
+end
+""" + (REDIS_ACQUIRE_SCRIPT.decode() if isinstance(REDIS_ACQUIRE_SCRIPT, bytes)
+       else REDIS_ACQUIRE_SCRIPT)

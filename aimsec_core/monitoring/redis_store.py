@@ -33,8 +33,7 @@ from ..resolver import Resolver
 from .fingerprint import Query
 from .index import Match
 from .policy import ClientRules, Policy
-from .ratelimit import REDIS_ACQUIRE_SCRIPT
-from .redis_scripts import ADMIT, APPLY, OBSERVE
+from .redis_scripts import ACQUIRE, ADMIT, APPLY, OBSERVE
 from .store import Admission, Observation, Store, StoreError
 
 #: Entries kept per index bucket (a bucket is one Redis list).
@@ -106,7 +105,7 @@ class RedisStore(Store):
         """Load the scripts and agree on the secret (on first use and after an outage)."""
         try:
             pipe = self.client.pipeline(transaction=False)
-            for script in (APPLY, ADMIT, OBSERVE, REDIS_ACQUIRE_SCRIPT):
+            for script in (APPLY, ADMIT, OBSERVE, ACQUIRE):
                 pipe.script_load(script)
             pipe.set(_SECRET_KEY, self._secret or self._local_secret, nx=True)
             pipe.get(_SECRET_KEY)
@@ -161,13 +160,13 @@ class RedisStore(Store):
             if pending is not None:
                 keys, args = pending
                 pipe.evalsha(self._shas["apply"], len(keys), *keys, *args)
-            admit_keys = (f"{base}:lock", f"{base}:last", _SECRET_KEY,
-                          *((rate_key,) if limit is not None else ()))
-            pipe.evalsha(self._shas["admit"], len(admit_keys), *admit_keys, _num(now),
-                         _num(rules.min_request_interval), "1" if lockout else "0",
+            checked = "1" if lockout else "0"
+            pipe.evalsha(self._shas["admit"], 3, f"{base}:lock", f"{base}:last", _SECRET_KEY,
+                         _num(now), _num(rules.min_request_interval), checked,
                          self._secret or self._local_secret, _num(rules.session_timeout))
             if limit is not None:
-                pipe.evalsha(self._shas["acquire"], 1, rate_key, _num(now), limit, 60, 1)
+                pipe.evalsha(self._shas["acquire"], 2, rate_key, f"{base}:lock", _num(now),
+                             limit, 60, 1, checked)
                 pipe.lindex(rate_key, limit - 1)
 
         try:

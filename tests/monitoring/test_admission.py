@@ -176,6 +176,32 @@ def test_one_client_has_one_quota_whatever_tiers_its_calls_come_under(request, c
     assert [f.check for f in monitor.admit_client("c")] == ["rate_limit"]
 
 
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_calls_refused_by_a_lockout_do_not_fill_the_quota_after_it(request, clock, store):
+    # on Redis the quota's script ran after the lockout's in the same round trip, so a
+    # call the lockout refused was counted against the quota: a client calling on
+    # through its lockout found its quota full when it ended, was refused, and those
+    # refusals locked it out again at once (the memory store never counted them)
+    from aimsec_core.monitoring import build_monitor
+
+    url = request.getfixturevalue("redis_server").url if store == "redis" else None
+    monitor = build_monitor("api", {"max_requests_per_minute": 3, "max_failed_attempts": 2,
+                                    "session_timeout": 100, "store_timeout": 5.0},
+                            url, clock)
+    checks = []
+    for _ in range(5):
+        checks.append([f.check for f in monitor.admit_client("c")])
+        clock.advance(1)
+    assert checks == [[], [], [], ["rate_limit"], ["rate_limit"]]
+    clock.advance(50)
+    for _ in range(10):  # retrying through the lockout's last minute
+        assert [f.check for f in monitor.admit_client("c")] == ["lockout"]
+        clock.advance(5)
+    clock.advance(1)  # the lockout is over
+    assert [monitor.admit_client("c") for _ in range(3)] == [[], [], []]
+
+
 def test_anonymous_training_loop_is_never_throttled_or_flagged(digits_model, clock, sink):
     """No client identity, the same validation set every epoch, thousands of calls."""
     guarded = _guard(digits_model, clock, sink)
