@@ -149,8 +149,8 @@ class Monitor:
         closed = self.policy.store_failure != FAIL_OPEN
         visit.findings.append(Finding(
             "store_unavailable",
-            f"the state store {self.store!r} did not answer within "
-            f"{self.policy.store_timeout * 1000:.0f} ms ({self._down_reason}); "
+            f"the state store {self.store!r} failed ({self._down_reason}; each command "
+            f"waits at most {self.policy.store_timeout * 1000:.0f} ms, store_timeout); "
             + ("the call is refused (store_failure='fail_closed'); expected a reachable "
                "store" if closed else
                "served on this process's own monitoring state (store_failure='fail_open')"),
