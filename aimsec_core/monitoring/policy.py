@@ -146,9 +146,12 @@ class Policy:
                      "extraction_min_queries", "extraction_test_every", "extraction_set_size",
                      "extraction_clients"):
             _require(name, getattr(self, name), int, 1, _LARGEST.get(name, math.inf))
-        for name in ("near_duplicate_ttl", "store_timeout", "store_retry"):
-            _require(name, getattr(self, name), float, 0.0, _LARGEST.get(name, math.inf),
-                     strict=True)
+        _require("near_duplicate_ttl", self.near_duplicate_ttl, float, 0.0, strict=True)
+        # a store that may take less than a millisecond is down at every call; one
+        # retried less often than hourly stays unused long after a blip
+        _require("store_timeout", self.store_timeout, float, 0.001, _LARGEST["store_timeout"])
+        _require("store_retry", self.store_retry, float, 0.0, _LARGEST["store_retry"],
+                 strict=True)
         hashes = self.near_duplicate_max_fingerprints * self.near_duplicate_hashes
         if hashes > _INDEX_HASHES:
             raise ConfigurationError(
@@ -198,11 +201,12 @@ def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
 #: fingerprints: 10^7 is about 13 GB at the default 50 hashes. The extraction window:
 #: Royston's approximation of the Shapiro-Wilk coefficients holds for up to 5,000 values
 #: (AS R94), and each tracked client keeps the window (8 bytes a distance). The store's
-#: timeout: a socket cannot wait past time_t, and a store slower than an hour is down.
+#: timeout: a socket cannot wait past time_t, and a store slower than an hour is down;
+#: its retry: an hour (1000, meant as milliseconds, left it unused for 17 minutes).
 _LARGEST = {"near_duplicate_window": 65_536, "near_duplicate_hashes": 4_096,
             "near_duplicate_max_fingerprints": 10_000_000,
             "extraction_set_size": 65_536, "extraction_window": 5_000,
-            "store_timeout": 3600.0}
+            "store_timeout": 3600.0, "store_retry": 3600.0}
 
 
 #: Most hashes the fingerprint index may hold (near_duplicate_max_fingerprints x

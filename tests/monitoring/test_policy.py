@@ -45,6 +45,10 @@ def test_unknown_keys_name_the_valid_ones():
     ("near_duplicate_hashes", 10**30), ("near_duplicate_window", 10**9),
     # subnormal: the reciprocal the fingerprint scales by is inf, and 0 * inf is NaN
     ("near_duplicate_step", 1e-320), ("near_duplicate_unit", 1e-320),
+    # a store given no time to answer is down at every call; one retried every 1e300 s
+    # (or 1000, meant as milliseconds: 17 minutes) stays unused after one blip
+    ("store_timeout", 1e-300), ("store_timeout", 0.0005), ("store_retry", 1e300),
+    ("store_retry", 3601), ("store_retry", 0),
 ])
 def test_bad_values_are_configuration_errors(key, value):
     with pytest.raises(ConfigurationError, match=key):
