@@ -14,10 +14,11 @@ TLS (``rediss://``) still checks the certificate against the host *name* of the 
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.connection import Connection, SSLConnection
@@ -78,11 +79,37 @@ class ResolvedSSLConnection(SSLConnection, ResolvedConnection):
     """:class:`ResolvedConnection` wrapped in TLS, checked against the URL's host name."""
 
 
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` for a ``redis://`` or ``rediss://`` URL that redis-py would
+    read as another one, silently: a path that is not a database number (redis-py
+    ignores it, so the state would go to database 0, and reads ``/1/2`` as database
+    12), a database in the query beside one in the path (the query's wins, while the
+    URL reads as the path's), port 0 (read as the default 6379). The message never
+    repeats the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return  # redis-py's own parsing reports it
+    if parts.scheme not in ("redis", "rediss"):
+        return
+    if parts.path not in ("", "/") and not re.fullmatch(r"/[0-9]+", parts.path):
+        raise ValueError("the path after host:port must be empty or a database number "
+                         "such as /0 (is a '/' in the password not escaped as %2F?)")
+    if parts.path not in ("", "/") and "db" in parse_qs(parts.query):
+        raise ValueError("the database is given twice, in the path and as ?db=; expected "
+                         "one of them")
+    if port == 0:
+        raise ValueError("port 0 is no port to connect to (redis-py would use 6379); "
+                         "expected a port from 1 to 65535, or none for 6379")
+
+
 def redis_client(url: str, *, resolver: Resolver | None = None, **kwargs: Any) -> redis.Redis:
     """``redis.Redis.from_url(url, **kwargs)``, its TCP connections resolving their host
     through ``resolver`` (default: the process's
     :data:`~aimsec_core.resolver.RESOLVER`). Raises ``ValueError`` as redis-py does for
-    a URL it cannot use."""
+    a URL it cannot use, and for one it would read as another (:func:`check_url`)."""
+    check_url(url)
     scheme = urlsplit(url).scheme
     if scheme in ("redis", "rediss"):
         kwargs["connection_class"] = (ResolvedSSLConnection if scheme == "rediss"

@@ -20,11 +20,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import threading
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -67,10 +65,10 @@ class RedisStore(Store):
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        from ..redis_client import redis_client
+        from ..redis_client import check_url, redis_client
 
         self.url = url
-        _check_database(url)
+        check_url(url)
         self._redis = redis
         if connection_pool is not None:
             self.client = redis.Redis(connection_pool=connection_pool)
@@ -314,20 +312,6 @@ def _namespace(model: str) -> str:
         return f"aimsec:{model}"
     digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return f"aimsec:#{digest}"
-
-
-def _check_database(url: str) -> None:
-    """Raise ``ValueError`` unless a ``redis://`` URL's path is empty or a database number
-    (redis-py ignores a path it cannot read as one, so the state would silently go to
-    database 0, and reads ``/1/2`` as database 12). The message never repeats the URL."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return  # redis-py's own parsing reports it
-    if parts.scheme in ("redis", "rediss") and parts.path not in ("", "/") \
-            and not re.fullmatch(r"/[0-9]+", parts.path):
-        raise ValueError("the path after host:port must be empty or a database number "
-                         "such as /0 (is a '/' in the password not escaped as %2F?)")
 
 
 def _buckets(policy: Policy) -> int:

@@ -141,9 +141,31 @@ def test_a_redis_url_whose_path_is_not_a_database_number_is_refused(path):
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379", "redis://127.0.0.1:6379/",
-                                 "redis://127.0.0.1:6379/15", "redis://127.0.0.1/0?db=3"])
+                                 "redis://127.0.0.1:6379/15", "redis://127.0.0.1?db=3"])
 def test_a_redis_url_with_a_database_number_or_none_is_accepted(url):
     assert isinstance(open_store(url), RedisStore)
+
+
+@pytest.mark.parametrize("url, why", [
+    # redis-py reads the query's db over the path's: the URL read as db 0, the state
+    # went to db 3
+    ("redis://:hunter2@127.0.0.1/0?db=3", "database is given twice"),
+    # redis-py reads port 0 as 6379: another server than the URL names
+    ("redis://:hunter2@127.0.0.1:0/0", "port 0"),
+])
+def test_a_redis_url_redis_py_would_read_as_another_is_refused(url, why):
+    with pytest.raises(ConfigurationError, match=why) as caught:
+        open_store(url)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1/0?db=3", "redis://127.0.0.1:0",
+                                 "redis://127.0.0.1/abc"])
+def test_the_alert_groups_redis_url_is_checked_the_same_way(url):
+    from aimsec_core.alerts.state import RedisGroupState
+
+    with pytest.raises(ConfigurationError):
+        RedisGroupState.from_url(url)
 
 
 @pytest.mark.parametrize("url", ["redis://user:pa/ss@127.0.0.1:6379/0",
