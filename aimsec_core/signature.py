@@ -70,7 +70,10 @@ class Constraints:
     ``sample_shape`` (without the batch axis) and ``dtype`` give an explicit spec for
     models that declare none; they override a declared one. ``allow_nan`` lets NaN
     through as a missing value (``True``) or refuses it (``False``) whatever the model
-    declares; ``None`` follows the model.
+    declares; ``None`` follows the model. ``allow_inf=True`` lets infinities through as
+    values the model reads (an additive attention mask's ``-inf``, as torch's
+    ``generate_square_subsequent_mask`` makes); ``min_value`` and ``max_value`` still
+    apply to them. Set it for that input alone (``inputs``, below).
 
     Every constraint applies to every input of a call. ``inputs`` overrides them per input
     name, field by field: ``{"min_value": 0, "max_value": 1, "inputs": {"ids": {"max_value":
@@ -86,6 +89,7 @@ class Constraints:
     sample_shape: tuple[int | None, ...] | None = None
     dtype: str | None = None
     allow_nan: bool | None = None
+    allow_inf: bool = False
     #: input name -> {constraint: value} overriding the ones above for that input
     inputs: Mapping[str, Mapping[str, Any]] | None = field(default=None, hash=False)
     _per_input: dict[str, Constraints] = field(init=False, repr=False, compare=False,
@@ -118,6 +122,9 @@ class Constraints:
         if self.allow_nan is not None and not isinstance(self.allow_nan, bool):
             raise ConfigurationError(
                 f"constraint 'allow_nan' must be True, False or None; received {self.allow_nan!r}")
+        if not isinstance(self.allow_inf, bool):
+            raise ConfigurationError(
+                f"constraint 'allow_inf' must be True or False; received {self.allow_inf!r:.80}")
         if self.sample_shape is not None:
             object.__setattr__(self, "sample_shape", _sample_shape(self.sample_shape))
         if self.dtype is not None:

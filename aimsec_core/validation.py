@@ -572,9 +572,15 @@ def _within(low: Any, high: Any, c: Constraints, target: np.dtype | None,
         (low, high), lost = _as_read(np.array([low, high]), target)
         if lost.any():
             return False
-    return (math.isfinite(low) and math.isfinite(high)
+    number = _number if c.allow_inf else math.isfinite
+    return (number(low) and number(high)
             and (c.min_value is None or low >= c.min_value)
             and (c.max_value is None or high <= c.max_value))
+
+
+def _number(value: float) -> bool:
+    """Whether ``value`` is a number, infinities included (not NaN)."""
+    return not math.isnan(value)
 
 
 def _check_content(name: str, array: Any, n: int, c: Constraints, out: Validated,
@@ -714,19 +720,24 @@ def _report_extremes(name: str, lows: np.ndarray, highs: np.ndarray, c: Constrai
     wide_lows, wide_highs = lows.astype(np.float64), highs.astype(np.float64)
     nan = np.isnan(wide_lows) | np.isnan(wide_highs)
     inf = np.isinf(wide_lows) | np.isinf(wide_highs)
-    bad = inf if allow_nan else inf | nan
+    bad_nan, bad_inf = nan & (not allow_nan), inf & (not c.allow_inf)
+    bad = bad_nan | bad_inf
     if bad.any():
-        if allow_nan or not nan.any():
+        if not bad_nan.any():
             what, received = "infinite values (inf)", "inf"
         else:
-            what, received = ("NaN values" if not inf.any() else "NaN or infinite values",
-                              "NaN" if not inf.any() else "NaN/Inf")
-        expected = ("finite numbers or NaN (a missing value, which the model handles)"
-                    if allow_nan else "finite numbers")
+            what, received = ("NaN values" if not bad_inf.any() else "NaN or infinite values",
+                              "NaN" if not bad_inf.any() else "NaN/Inf")
+        expected = "finite numbers" + (
+            " or NaN (a missing value, which the model handles)" if allow_nan else "") + (
+            " or infinities (allow_inf)" if c.allow_inf else "")
+        hint = ("; where infinities are values the model reads (an additive attention "
+                f"mask's -inf), allow them for this input: constraints={{'inputs': "
+                f"{{{name!r}: {{'allow_inf': True}}}}}}") if bad_inf.any() else ""
         _add(out, Finding("finite", f"input {name!r}, {_which(bad)}: {what}; expected "
-                          f"{expected}", samples=_indices(bad), expected="finite",
+                          f"{expected}{hint}", samples=_indices(bad), expected="finite",
                           received=received))
-    finite = ~(nan | inf)
+    finite = ~(nan | bad_inf)  # the values range bounds judge (infinities where allowed)
     if target is not None:
         (wide_lows, lost_low), (wide_highs, lost_high) = (_as_read(lows, target),
                                                           _as_read(highs, target))

@@ -498,3 +498,22 @@ def test_huge_nested_lists_are_refused_without_being_walked(sink):
     with pytest.raises(InputFormatError, match="deep"):
         g([[[[[X]]]]])
     assert sink.outcomes == ["rejected", "rejected"] and model.seen == []
+
+
+def test_a_causal_float_mask_passes_where_its_infinities_are_allowed(sink):
+    """torch's own causal mask is 0 above -inf: refused as non-finite by default (with
+    the constraint to set in the message), the plain call's output where allowed."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    model = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval()
+    x, mask = torch.rand(2, 5, 8), nn.Transformer.generate_square_subsequent_mask(5)
+    strict = aimsec_core.guard(model, sinks=[sink])
+    with pytest.raises(NonFiniteInputError, match="'inputs': {'mask': {'allow_inf': True}}"):
+        strict(x, mask=mask)
+    allowed = aimsec_core.guard(model, sinks=[sink], constraints={
+        **LIMITS, "inputs": {"mask": {"allow_inf": True, "min_value": None}}})
+    with torch.no_grad():
+        assert torch.equal(allowed(x, mask=mask), model(x, mask=mask))
+    with pytest.raises(NonFiniteInputError):  # the input itself: infinities still refused
+        allowed(torch.full((2, 5, 8), math.inf), mask=mask)
+    assert sink.outcomes == ["rejected", "allowed", "rejected"]

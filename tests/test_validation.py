@@ -460,3 +460,19 @@ def test_a_sample_shape_contradicting_the_model_is_refused_when_the_guard_is_bui
         return
     guarded = aimsec_core.guard(model, sinks=[], constraints=constraints)
     np.testing.assert_array_equal(guarded.predict(x), model.predict(x))
+
+
+def test_infinities_pass_only_where_allowed_and_ranges_still_judge_them():
+    mask = np.array([[0.0, -np.inf], [0.0, 0.0]])  # an additive attention mask
+    refused = _run(mask)
+    assert [f.check for f in refused.findings] == ["finite"]
+    assert "allow_inf" in refused.findings[0].reason  # says how to let them through
+    assert _run(mask, allow_inf=True).findings == []
+    bounded = _run(mask, allow_inf=True, min_value=0)
+    assert [f.check for f in bounded.findings] == ["range"] and bounded.flags.tolist() == [
+        True, False]
+    with_nan = _run(np.array([[np.nan, -np.inf]]), allow_inf=True)
+    assert [f.check for f in with_nan.findings] == ["finite"]  # NaN stays refused
+    assert "NaN values" in with_nan.findings[0].reason
+    with pytest.raises(ConfigurationError, match="allow_inf"):
+        Constraints(allow_inf=1)
