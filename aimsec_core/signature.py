@@ -37,6 +37,12 @@ class InputSpec:
     categories: format checks apply, numeric content checks only to numeric values),
     ``accepts_sparse`` (sparse matrices, checked on their stored values) and ``allow_nan``
     (NaN marks a missing value; infinities stay refused).
+
+    ``index_rows``: the model looks the input's values up as rows of a table of this many
+    rows (torch's ``nn.Embedding`` as its first layer: token ids). Each value must then be
+    an int64 or int32 index from 0 to ``index_rows - 1``, where no constraint sets the
+    input's range: any other raises inside the framework (on CUDA, a device-side assert
+    that leaves the process's GPU context unusable, for every later call).
     """
 
     name: str
@@ -47,6 +53,7 @@ class InputSpec:
     accepts_strings: bool = False
     accepts_sparse: bool = False
     allow_nan: bool = False
+    index_rows: int | None = None
 
     def describe(self) -> str:
         dims = "?" if self.shape is None else "(" + ", ".join(
@@ -195,6 +202,14 @@ class Constraints:
         """The constraints input ``name`` is checked against (its overrides applied)."""
         return self._per_input.get(name, self) if self._per_input else self
 
+    def sets_range(self, name: str) -> bool:
+        """Whether these constraints say anything of input ``name``'s range: a
+        ``min_value`` or ``max_value`` for every input, or one (``None`` too: lifted) in
+        its own overrides."""
+        own = (self.inputs or {}).get(name, {})
+        return (self.min_value is not None or self.max_value is not None
+                or "min_value" in own or "max_value" in own)
+
     @classmethod
     def coerce(cls, value: Constraints | Mapping[str, Any] | None) -> Constraints:
         """Accept a ``Constraints``, a plain dict (the original tool's form) or ``None``."""
@@ -290,8 +305,11 @@ def merge_specs(declared: Sequence[InputSpec] | None, constraints: Constraints,
         spec = by_name.get(name)
         explicit = constraints.explicit_spec(name)
         if explicit is not None and spec is not None:
+            # a dtype the user declares that no index has: the input is not indices
+            indices = explicit.dtype is None or explicit.dtype in ("int64", "int32")
             spec = replace(spec, dtype=explicit.dtype or spec.dtype,
                            shape=explicit.shape or spec.shape,
-                           strict_dtype=explicit.strict_dtype or spec.strict_dtype)
+                           strict_dtype=explicit.strict_dtype or spec.strict_dtype,
+                           index_rows=spec.index_rows if indices else None)
         merged[name] = explicit if spec is None else spec
     return merged

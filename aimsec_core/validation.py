@@ -134,6 +134,12 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         out.views[name] = array = array if view is None else view
         target = reads_as.get(name)
         own = constraints.for_input(name)  # the call's constraints with this input's own
+        spec = specs.get(name)
+        indexed = (spec is not None and spec.index_rows is not None
+                   and not constraints.sets_range(name))
+        if indexed:
+            own = _index_range(own, spec.index_rows)  # type: ignore[union-attr]
+            before = len(out.findings)
         try:
             if name in batched:
                 _check_values(name, array, out.batch_size, own, specs.get(name), out, target)
@@ -145,6 +151,8 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         except Exception as exc:  # an element's own methods raised (see _unreadable)
             _unreadable(out, name, exc)
             return out
+        if indexed:
+            _name_the_table(out, before, name, spec.index_rows)  # type: ignore[union-attr]
     for name in listed:  # a nested list: the array the framework builds from it
         spec = specs.get(name)
         if spec is not None and _numeric(spec.dtype) and dtype_name(out.arrays[name]) != spec.dtype:
@@ -353,6 +361,14 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
         return False
     if spec is None:
         return True
+    if spec.index_rows is not None and received not in _INDEX_DTYPES:
+        _block(out, "dtype", f"input {name!r} has dtype {received}; the model looks its "
+               f"values up as rows of a table of {spec.index_rows} (an embedding), so they "
+               f"must be integer indices, int64 or int32. Convert it first"
+               f"{_conversion(array, 'int64')}, or, if it is not indices, declare its dtype "
+               f"(constraints={{'inputs': {{{name!r}: {{'dtype': {received!r}}}}}}})",
+               expected="int64 or int32", received=received)
+        return False
     if spec.dtype and spec.strict_dtype and received != spec.dtype and not (
             cast and _numeric(spec.dtype)):
         _block(out, "dtype", f"input {name!r} has dtype {received}; the model declares "
@@ -360,6 +376,30 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
                expected=spec.dtype, received=received)
         return False
     return _check_shape(name, shape, spec, out)
+
+
+#: Dtypes of indices into a table (torch's embedding takes these two alone).
+_INDEX_DTYPES = frozenset({"int64", "int32"})
+
+
+@functools.lru_cache(maxsize=64)
+def _index_range(constraints: Constraints, rows: int) -> Constraints:
+    """``constraints`` with the range of indices into a table of ``rows`` rows."""
+    return dataclasses.replace(constraints, inputs=None, min_value=0, max_value=rows - 1)
+
+
+def _name_the_table(out: Validated, first: int, name: str, rows: int) -> None:
+    """Say in the range findings (from ``out.findings[first:]``) of input ``name`` what
+    the range comes from and how to set another."""
+    for i in range(first, len(out.findings)):
+        finding = out.findings[i]
+        if finding.check == "range":
+            out.findings[i] = dataclasses.replace(finding, reason=(
+                f"{finding.reason}: the model looks the values up as rows of a table of "
+                f"{rows} (an embedding), and another index would fail inside it (on "
+                f"CUDA, for every later call too); a constraint on the range of {name!r} "
+                f"replaces this one (constraints={{'inputs': {{{name!r}: "
+                "{'max_value': ...}}})"))
 
 
 def _conversion(array: Any, dtype: str) -> str:

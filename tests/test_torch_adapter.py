@@ -106,6 +106,10 @@ def test_signature_is_the_first_floating_parameter_dtype():
     for model in (nn.ReLU(), nn.Sequential(nn.Embedding(5, 3))):
         spec = TorchAdapter(model).signature()[0]
         assert (spec.name, spec.dtype, spec.strict_dtype) == ("input", None, False)
+    # indices into the first embedding's table (or bag's): their number declared
+    assert TorchAdapter(nn.Sequential(nn.Embedding(5, 3))).signature()[0].index_rows == 5
+    assert TorchAdapter(nn.EmbeddingBag(7, 3)).signature()[0].index_rows == 7
+    assert TorchAdapter(nn.ReLU()).signature()[0].index_rows is None
     assert TorchAdapter(Net()).signature()[0].name == "x"  # named after forward's parameter
 
 

@@ -25,6 +25,7 @@ Refused with ``UnguardedCallError`` (the tracer would record the model without i
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -517,3 +518,64 @@ def test_a_causal_float_mask_passes_where_its_infinities_are_allowed(sink):
     with pytest.raises(NonFiniteInputError):  # the input itself: infinities still refused
         allowed(torch.full((2, 5, 8), math.inf), mask=mask)
     assert sink.outcomes == ["rejected", "allowed", "rejected"]
+
+
+def _token_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 3)).eval()
+
+
+@pytest.mark.parametrize("ids, error, says", [
+    ([[1, 2, 10]], ValueRangeError, "table of 10"),  # one past the table
+    ([[-1, 2, 3]], ValueRangeError, "[0, 9]"),  # torch reads -1 as out of range too
+    ([[1, 2, 2**40]], ValueRangeError, "[0, 9]"),
+    ([[1.0, 2.0, 3.0]], InputFormatError, "int64 or int32"),  # torch: a raw RuntimeError
+])
+def test_an_index_outside_the_first_embedding_is_refused_before_torch_reads_it(ids, error,
+                                                                                 says):
+    """Token ids past an embedding's table raised torch's own IndexError out of the
+    guarded call (audited as an error; on CUDA a device-side assert that leaves the
+    process's GPU context unusable for every later call): a client could end a GPU
+    server's service with one request."""
+    sink = ListSink()
+    guarded = aimsec_core.guard(_token_model(), sinks=[sink])
+    dtype = torch.float32 if isinstance(ids[0][0], float) else torch.int64
+    with pytest.raises(error, match=re.escape(says)):
+        guarded(torch.tensor(ids, dtype=dtype))
+    assert sink.outcomes == ["rejected"]
+
+
+def test_ids_inside_the_table_pass_and_a_range_constraint_replaces_the_tables():
+    model = _token_model()
+    ids = torch.tensor([[0, 5, 9], [3, 3, 1]])
+    for kind in (torch.int64, torch.int32):
+        assert torch.equal(aimsec_core.guard(model)(ids.to(kind)), model(ids.to(kind)))
+    narrower = aimsec_core.guard(model, constraints={"inputs": {"input": {"max_value": 5}}})
+    with pytest.raises(ValueRangeError) as refused:
+        narrower(ids)
+    assert "table" not in str(refused.value)  # the user's range, not the table's
+    lifted = aimsec_core.guard(model, constraints={"inputs": {"input": {"max_value": None}}})
+    with pytest.raises(IndexError):  # lifted: torch's own answer, as the user asked
+        lifted(torch.tensor([[1, 2, 10]]))
+
+
+def test_a_model_whose_first_embedding_does_not_read_the_input_is_declared_so():
+    """An embedding registered first need not read the input (a learned position table
+    indexed by arange): the refusal says how to declare the input's dtype, and with it
+    declared the input is checked as that dtype, not as indices."""
+
+    class Positions(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.position = nn.Embedding(3, 4)
+            self.out = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(x + self.position(torch.arange(x.shape[1])))
+
+    model = Positions().eval()
+    x = torch.rand(2, 3, 4)
+    with pytest.raises(InputFormatError, match=re.escape("{'dtype': 'float32'}")):
+        aimsec_core.guard(model)(x)
+    declared = aimsec_core.guard(model, constraints={"inputs": {"x": {"dtype": "float32"}}})
+    assert torch.equal(declared(x), model(x))

@@ -100,8 +100,10 @@ class TorchAdapter(Adapter):
 
     def signature(self) -> list[InputSpec] | None:
         """The forward's first parameter, with the dtype of the first floating-point
-        parameter, strictly (torch does not cast); no dtype where the model takes integer
-        indices (an embedding first) or has no floating-point parameter.
+        parameter, strictly (torch does not cast); no dtype where the model has no
+        floating-point parameter, and where an embedding's comes first the input is
+        integer indices into its table (``index_rows``: the core refuses others, which
+        would fail inside torch, on CUDA with a device-side assert).
 
         Read on every call (``.double()`` may come after guarding), so the parameter is
         found once and only its current dtype is looked up afterwards."""
@@ -110,21 +112,23 @@ class TorchAdapter(Adapter):
         if found is None or (found is not _NO_FLOAT and (
                 found[1] not in found[0]._parameters or found[0]._parameters[found[1]] is None)):
             found = self._first_float = _first_float_parameter(self.model)
-        dtype = None
+        dtype = rows = None
         if found is not _NO_FLOAT:
             module, param = found
             torch = sys.modules["torch"]
-            if not isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
-                dtype = module._parameters[param].dtype  # else the input is indices
+            if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+                rows = module.num_embeddings  # the input is indices into its table
+            else:
+                dtype = module._parameters[param].dtype
                 if not dtype.is_floating_point:
                     self._first_float = None  # converted to integers: look again next call
                     dtype = None
         specs = self.__dict__.setdefault("_specs", {})
-        spec = specs.get((name, dtype))
+        spec = specs.get((name, dtype, rows))
         if spec is None:
-            spec = specs[(name, dtype)] = [InputSpec(
+            spec = specs[(name, dtype, rows)] = [InputSpec(
                 name, None if dtype is None else _dtype_name(dtype), None,
-                strict_dtype=dtype is not None)]
+                strict_dtype=dtype is not None, index_rows=rows)]
         return spec
 
     def binder(self) -> Binder:
