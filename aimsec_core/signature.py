@@ -39,10 +39,12 @@ class InputSpec:
     (NaN marks a missing value; infinities stay refused).
 
     ``index_rows``: the model looks the input's values up as rows of a table of this many
-    rows (torch's ``nn.Embedding`` as its first layer: token ids). Each value must then be
-    an int64 or int32 index from 0 to ``index_rows - 1``, where no constraint sets the
-    input's range: any other raises inside the framework (on CUDA, a device-side assert
-    that leaves the process's GPU context unusable, for every later call).
+    rows (torch's ``nn.Embedding`` as its first layer, Keras' reading the input: token
+    ids). Each value must then be an index from 0 to ``index_rows - 1``, where no
+    constraint sets the input's range, and, where no ``dtype`` is declared (the framework
+    reads the input as given), int64 or int32: any other raises inside the framework (on
+    CUDA, a device-side assert that leaves the process's GPU context unusable, for every
+    later call).
     """
 
     name: str

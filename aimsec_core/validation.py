@@ -361,7 +361,9 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
         return False
     if spec is None:
         return True
-    if spec.index_rows is not None and received not in _INDEX_DTYPES:
+    if spec.index_rows is not None and spec.dtype is None and received not in _INDEX_DTYPES:
+        # (where the model declares a dtype, the framework casts to it: only the values
+        # as the cast leaves them count)
         _block(out, "dtype", f"input {name!r} has dtype {received}; the model looks its "
                f"values up as rows of a table of {spec.index_rows} (an embedding), so they "
                f"must be integer indices, int64 or int32. Convert it first"

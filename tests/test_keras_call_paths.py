@@ -184,3 +184,34 @@ def test_each_path_the_guard_cannot_screen_is_refused(guarded, sink, path):
 def test_the_plain_model_is_one_unguard_away(guarded, model):
     x = _x(nan=True)
     assert np.isnan(keras.ops.convert_to_numpy(aimsec_core.unguard(guarded).call(x))).any()
+
+
+def _token_models() -> list[Any]:
+    """One Sequential and one functional model whose input is read by an Embedding."""
+    keras.utils.set_random_seed(0)
+    sequential = keras.Sequential([keras.Input((3,), dtype="int32"),
+                                   keras.layers.Embedding(10, 4), keras.layers.Flatten(),
+                                   keras.layers.Dense(2)])
+    ids = keras.Input((3,))
+    out = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(10, 4)(ids)))
+    return [sequential, keras.Model(ids, out)]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("ids", [[[1, 2, 10]], [[-1, 2, 3]]])
+def test_an_index_outside_the_embeddings_table_is_refused_before_keras_reads_it(which, ids):
+    """Token ids past the table raised TensorFlow's InvalidArgumentError out of the
+    guarded call, its graph's traceback with it."""
+    from aimsec_core import ValueRangeError
+
+    from tests.conftest import ListSink
+
+    model = _token_models()[which]
+    sink = ListSink()
+    guarded = aimsec_core.guard(model, sinks=[sink])
+    with pytest.raises(ValueRangeError, match="table of 10"):
+        guarded.predict(np.array(ids), verbose=0)
+    assert sink.outcomes == ["rejected"]
+    good = np.array([[0, 5, 9]])
+    np.testing.assert_array_equal(guarded.predict(good, verbose=0),
+                                  model.predict(good, verbose=0))

@@ -90,9 +90,27 @@ class KerasAdapter(Adapter):
                 # Any batch size: predict cuts the data into batches itself. Keras casts
                 # any real dtype to the declared one, hence not strict.
                 InputSpec(name, "str" if str(t.dtype) == "string" else str(t.dtype),
-                          (None, *tuple(t.shape)[1:]), strict_dtype=False)
+                          (None, *tuple(t.shape)[1:]), strict_dtype=False,
+                          index_rows=self._table_rows(t))
                 for name, t in zip(self._input_names(tensors), tensors)]
         return self._specs
+
+    def _table_rows(self, tensor: Any) -> int | None:
+        """The rows of the smallest table an input is looked up in, where every layer
+        reading it is an ``Embedding`` (token ids: another index fails in TensorFlow's
+        gather); ``None`` otherwise, or where the graph cannot be read."""
+        embedding = _keras().layers.Embedding
+        rows = []
+        try:
+            for layer in self.model.layers:
+                for node in getattr(layer, "_inbound_nodes", ()):
+                    if any(t is tensor for t in node.input_tensors):
+                        if not isinstance(layer, embedding):
+                            return None
+                        rows.append(int(layer.input_dim))
+        except (AttributeError, TypeError, ValueError):  # another Keras' graph
+            return None
+        return min(rows) if rows else None
 
     def _input_names(self, tensors: list[Any]) -> list[str]:
         """The names Keras matches dict inputs by: the keys of a model built on a dict of
