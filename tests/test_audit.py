@@ -79,6 +79,28 @@ def test_an_audit_folder_that_would_be_made_under_a_file_is_a_configuration_erro
     assert taken.read_text() == "root:x:0:0\n"
 
 
+@pytest.mark.parametrize("make", [
+    lambda lock: lock.mkdir(),
+    lambda lock: os.mkfifo(lock),
+    lambda lock: os.symlink(lock.parent / "gone" / "lock", lock),
+], ids=["folder", "fifo", "dangling-link"])
+def test_a_lock_file_that_is_no_regular_file_is_a_configuration_error(tmp_path, make):
+    # accepted: a folder or a link to nowhere failed every line (lost, one logged error
+    # each); a FIFO took the lock but readers of the trail could not, and read it unlocked
+    make(tmp_path / "audit.jsonl.lock")
+    with pytest.raises(ConfigurationError, match="lock file .* is not a regular file"):
+        AuditLog(tmp_path)
+
+
+@pytest.mark.parametrize("folder", ["a\x00b", "x" * 5000, "loop"])
+def test_an_audit_path_that_names_no_folder_is_a_configuration_error(tmp_path, folder):
+    # a NUL raised ValueError, a too-long name OSError, a loop of links RuntimeError, all
+    # raw from constructing the sink (or the guard that makes the default one)
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    with pytest.raises(ConfigurationError, match="audit log"):
+        AuditLog(tmp_path / folder)
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
                     reason="root may write to any folder")
 def test_an_audit_folder_the_process_may_not_write_is_a_configuration_error(tmp_path):

@@ -254,6 +254,22 @@ def test_a_member_larger_than_the_cap_is_refused_before_it_is_read(model, saved,
         _load(model, saved)
 
 
+def test_members_each_under_the_cap_but_huge_together_are_refused_before_reading(
+        tmp_path, model, saved, monkeypatch):
+    # each member just under the cap was inflated in turn: a few MB of compressed zeros
+    # under every name the metadata calls for made the loader allocate 512 MiB per name
+    monkeypatch.setenv("AIMSEC_CALIBRATION_MAX_BYTES", str(2 ** 20))
+    members = _members(saved)
+    bomb = _npy(np.zeros(2 ** 20 // 8 - 16))
+    named = [name for name in members if name != "__meta__.npy"][:6]
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, raw in members.items():
+            archive.writestr(name, bomb if name in named else raw)
+    with pytest.raises(CalibrationError, match="members declare .* bytes together"):
+        _load(model, path)
+
+
 @pytest.mark.parametrize("shape", [(10 ** 12,), (2 ** 20, 2 ** 20), (3, 64)])
 def test_a_member_whose_header_claims_more_than_it_holds_is_refused_unallocated(
         tmp_path, model, saved, shape):

@@ -11,9 +11,10 @@ from typing import Any
 from ..config import (DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_PATH,
                       parse_bool, parse_positive_int, resolve)
 from ..errors import ConfigurationError
+from ..files import as_path
 from ..sinks import CallRecord
 from .line import render
-from .writer import writer_for
+from .writer import lock_path, writer_for
 
 AUDIT_FILE = "audit.jsonl"
 
@@ -24,8 +25,13 @@ def _check_folder(folder: Path) -> None:
     write to (every call's line would otherwise be lost, one logged error each). Reads
     only: nothing is created here."""
     existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
+    try:
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+    except OSError as exc:  # a name longer than the system allows, a loop of links
+        raise ConfigurationError(f"the audit log's folder {str(folder)!r:.200} cannot be "
+                                 f"used ({exc.strerror or exc}); expected a folder (or a "
+                                 "path where one can be made) (SECURITY_LOG_PATH)") from None
     if not existing.is_dir():
         raise ConfigurationError(f"the audit log's folder {folder} cannot be made: "
                                  f"{existing} is a file; expected a folder (or a path "
@@ -35,6 +41,36 @@ def _check_folder(folder: Path) -> None:
         raise ConfigurationError(f"the audit log's folder {folder} {what} not writable by "
                                  "this process; expected a folder it can write to "
                                  "(SECURITY_LOG_PATH)")
+
+
+def _resolved(file: Path) -> Path:
+    """``file`` as an absolute path without symbolic links. Raises
+    :class:`ConfigurationError` where that cannot be found (a loop of links, a name
+    longer than the system allows)."""
+    try:
+        return file.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop, before Python 3.13
+        raise ConfigurationError(f"the audit log file {str(file)!r:.200} cannot be "
+                                 f"resolved ({getattr(exc, 'strerror', None) or exc}); "
+                                 "expected a path to a file or where one can be made "
+                                 "(SECURITY_LOG_PATH)") from None
+
+
+def _check_regular(file: Path, what: str, use: str) -> None:
+    """Raise :class:`ConfigurationError` when ``file`` exists and is no regular file (a
+    folder, a FIFO, a device, a link to nowhere): every line would be lost, one logged
+    error each. One stat: another process's rotation may move the file between two."""
+    try:
+        mode: int | None = file.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None if not file.is_symlink() else 0  # made on the first line; or a
+    except OSError as exc:  # link to nowhere
+        raise ConfigurationError(f"{what} {file} cannot be read ({exc.strerror or exc}); "
+                                 f"expected a file {use}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a link to a missing path" if mode == 0 else "a folder, a FIFO or a device"
+        raise ConfigurationError(f"{what} {file} is not a regular file ({kind}); expected "
+                                 f"a file {use}, or a path where one can be made")
 
 
 class AuditLog:
@@ -57,9 +93,10 @@ class AuditLog:
     settings, not the open file).
 
     Raises :class:`~aimsec_core.errors.ConfigurationError` for invalid environment values,
-    a folder that is (or would be made under) a file or that this process may not write
-    to, or when the file is already open in this process with another
-    rotation policy.
+    a path that names no folder (a NUL in it, a loop of links, a name too long), a folder
+    that is (or would be made under) a file or that this process may not write to, a file
+    or lock file (``audit.jsonl.lock``) that is no regular file, or when the file is
+    already open in this process with another rotation policy.
     """
 
     def __init__(self, path: str | Path | None = None, *, file: str | Path | None = None,
@@ -67,18 +104,13 @@ class AuditLog:
                  include_inputs: bool | None = None, fsync: bool | None = None,
                  also_log_to: str | None = None) -> None:
         if file is None:
-            folder = Path(resolve(path, "SECURITY_LOG_PATH", DEFAULT_LOG_PATH, str))
+            folder = as_path(resolve(path, "SECURITY_LOG_PATH", DEFAULT_LOG_PATH, str),
+                             "the audit log's folder")
             file = folder / AUDIT_FILE
-        self.file = Path(file).resolve()
+        self.file = _resolved(as_path(file, "the audit log file"))
         _check_folder(self.file.parent)
-        try:  # one stat: another process's rotation may move the file between two
-            mode: int | None = self.file.stat().st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            mode = None  # made on the first line
-        if mode is not None and not stat.S_ISREG(mode):
-            raise ConfigurationError(
-                f"the audit log file {self.file} is not a regular file (a folder, a FIFO or "
-                "a device); expected a file to append to, or a path where one can be made")
+        _check_regular(self.file, "the audit log file", "to append to")
+        _check_regular(lock_path(self.file), "the audit log's lock file", "to lock")
         self.include_inputs = resolve(include_inputs, "AIMSEC_LOG_INPUTS", False, parse_bool)
         self.max_bytes = resolve(max_bytes, "AIMSEC_LOG_MAX_BYTES", DEFAULT_LOG_MAX_BYTES,
                                  parse_positive_int)

@@ -31,9 +31,13 @@ from .calibration_integrity import seal, verify
 
 FORMAT = "aimsec-calibration/1"
 META = "__meta__"
-#: Largest member read (bytes, uncompressed), and largest file in all; raise them with
+#: Largest member read (bytes, uncompressed); raise it with
 #: ``AIMSEC_CALIBRATION_MAX_BYTES`` for detectors of very wide inputs.
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
+#: The members read together may declare this many times the member cap (a default
+#: calibration of 224x224x3 images holds about 1.2 GB): each one under the cap, a few MB of
+#: zip-compressed zeros made the loader allocate and inflate 512 MiB per member it names.
+MEMBERS_TOTAL_FACTOR = 4
 MAX_META_BYTES = 1024 * 1024
 #: Largest plausible threshold: a suspicion is the sum of two rarities (-log10 p-values
 #: of clean scores, about 3 each for a thousand samples); far beyond it nothing is flagged.
@@ -90,10 +94,9 @@ def read(path: str | Path, members_for: Any) -> tuple[dict[str, Any], dict[str, 
         with open_regular(Path(path)) as stream, zipfile.ZipFile(stream) as archive:
             sizes = {info.filename: info.file_size for info in archive.infolist()}
             meta = _meta(_read_member(archive, META, sizes, MAX_META_BYTES), path)
-            arrays = {}
-            for name in members_for(meta):
-                if f"{name}.npy" in sizes:
-                    arrays[name] = _read_member(archive, name, sizes, cap)
+            names = [name for name in members_for(meta) if f"{name}.npy" in sizes]
+            _check_total(names, sizes, cap)
+            arrays = {name: _read_member(archive, name, sizes, cap) for name in names}
     except CalibrationError:
         raise
     except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError,
@@ -119,15 +122,33 @@ def _member_cap() -> int:
     return value
 
 
+def _check_total(names: list[str], sizes: dict[str, int], cap: int) -> None:
+    """Refuse, before any of them is inflated, a member that declares more than ``cap``
+    bytes, and members that declare more together than :data:`MEMBERS_TOTAL_FACTOR`
+    times that."""
+    for name in names:
+        _check_size(name, sizes[f"{name}.npy"], cap)
+    total = sum(sizes[f"{name}.npy"] for name in names)
+    if total > MEMBERS_TOTAL_FACTOR * cap:
+        raise CalibrationError(
+            f"the calibration file's {len(names)} members declare {total} bytes together; "
+            f"at most {MEMBERS_TOTAL_FACTOR * cap} are read ({MEMBERS_TOTAL_FACTOR} times "
+            "AIMSEC_CALIBRATION_MAX_BYTES, which raises the cap for trusted files)")
+
+
+def _check_size(name: str, size: int, cap: int) -> None:
+    if size > cap:
+        raise CalibrationError(
+            f"member {name!r} declares {size} bytes; at most {cap} are read "
+            "(AIMSEC_CALIBRATION_MAX_BYTES raises the cap for trusted files)")
+
+
 def _read_member(archive: zipfile.ZipFile, name: str, sizes: dict[str, int],
                  cap: int) -> np.ndarray:
     member = f"{name}.npy"
     if member not in sizes:
         raise CalibrationError(f"the calibration file has no member {name!r}")
-    if sizes[member] > cap:
-        raise CalibrationError(
-            f"member {name!r} declares {sizes[member]} bytes; at most {cap} are read "
-            "(AIMSEC_CALIBRATION_MAX_BYTES raises the cap for trusted files)")
+    _check_size(name, sizes[member], cap)
     with archive.open(member) as stream:  # yields at most the declared size
         shape, fortran, dtype = _npy_header(stream)
         if dtype.kind not in "biuf" or dtype.hasobject:
