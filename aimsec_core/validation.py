@@ -373,7 +373,8 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
         return False
     if spec.dtype and spec.strict_dtype and received != spec.dtype and not (
             cast and _numeric(spec.dtype)):
-        _block(out, "dtype", f"input {name!r} has dtype {received}; the model declares "
+        # "expected", not "the model declares": a dtype constraint sets it too
+        _block(out, "dtype", f"input {name!r} has dtype {received}; expected "
                f"{spec.dtype}. Convert it first{_conversion(array, spec.dtype)}",
                expected=spec.dtype, received=received)
         return False

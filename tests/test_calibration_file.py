@@ -296,6 +296,18 @@ def test_a_corrupted_compressed_member_is_a_calibration_error(tmp_path, model, s
         _load(model, broken)
 
 
+def test_a_calibration_file_that_cannot_be_opened_says_why(tmp_path, model):
+    """A path with no file said "it is not a readable .npz archive", as if the file were
+    damaged; the error now says there is no such file (or what is there instead)."""
+    missing = tmp_path / "digits.npz"
+    with pytest.raises(CalibrationError, match="No such file or directory") as caught:
+        aimsec_core.guard(model, sinks=[], calibration=missing)
+    assert "not a readable" not in str(caught.value)
+    assert str(missing) in str(caught.value)
+    with pytest.raises(CalibrationError, match=r"is not a regular file \(it is a folder\)"):
+        _load(model, tmp_path)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_a_calibration_for_another_model_is_refused_unless_forced(model, saved, data):
     x, y = data

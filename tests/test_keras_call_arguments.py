@@ -127,6 +127,18 @@ def test_arguments_that_do_not_fit_call_are_refused_before_the_model_runs(guarde
     assert [e.outcome for e in sink.events] == ["rejected"]
 
 
+def test_a_call_without_its_input_names_what_was_passed(guarded, sink):
+    """The input under another keyword than ``call``'s (``guarded(pixels=x)``, the
+    ``keras.Input``'s name) was refused as "input 'x' is None" (EmptyInputError), as if
+    None had been sent; plain Keras says the input argument is missing."""
+    with pytest.raises(InputFormatError, match=r"do not fit call: no input; expected it "
+                       r"first or as x=\.\.\.; received the keyword\(s\) \['pixels'\]"):
+        guarded(pixels=X)
+    with pytest.raises(InputFormatError, match="no input; .* received no argument"):
+        guarded()
+    assert [e.outcome for e in sink.events] == ["rejected", "rejected"]
+
+
 def test_training_given_to_a_call_without_it_is_dropped_as_keras_drops_it(sink):
     class NoTraining(keras.Model):
         def __init__(self) -> None:

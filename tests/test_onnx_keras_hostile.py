@@ -62,7 +62,7 @@ def test_an_optional_input_may_be_left_out_and_is_screened_when_given(sink):
     with pytest.raises(aimsec_core.NonFiniteInputError):
         guarded.run(None, {"x": x, "o": x * np.nan})
     # the element type inside optional(...) is the declared one
-    with pytest.raises(InputFormatError, match="declares float32"):
+    with pytest.raises(InputFormatError, match="has dtype float64; expected float32"):
         guarded.run(None, {"x": x, "o": x.astype(np.float64)})
     with pytest.raises(InputFormatError, match="missing"):
         guarded.run(None, {"o": x})

@@ -77,6 +77,22 @@ def test_strict_dtype_names_expected_and_received():
     assert (finding.check, finding.expected, finding.received) == ("dtype", "float32", "float64")
 
 
+def test_a_dtype_constraint_is_not_said_to_be_the_models():
+    """constraints={"dtype": "float32"} on an estimator that declares no dtype refused
+    float64 with "the model declares float32": the model declares nothing, the caller's
+    constraint asked for it."""
+    import aimsec_core
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(0).random((20, 4))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
+    guarded = aimsec_core.guard(model, sinks=[], constraints={"dtype": "float32"})
+    with pytest.raises(aimsec_core.InputFormatError) as caught:
+        guarded.predict(x)
+    assert "has dtype float64; expected float32. Convert it first" in str(caught.value)
+    assert "declares" not in str(caught.value)
+
+
 @pytest.mark.parametrize("value", [np.array([[True, False]]), np.array([["a", "b"]]),
                                    np.array([[1 + 2j]]), np.array([[None]], dtype=object)])
 def test_non_numeric_dtypes_are_refused(value):

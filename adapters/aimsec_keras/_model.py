@@ -126,7 +126,12 @@ class GuardedModel(GuardedMixin):
                 return model(t, *a[1:], **k)
         else:  # by keyword: Keras binds it to ``call``'s first argument, whatever its name
             name = _input_argument(model)
-            x = kwargs[name] = _native(kwargs.get(name))
+            if name not in kwargs:  # model(pixels=x): Keras' "missing a required argument"
+                passed = [shown_name(key) for key in itertools.islice(kwargs, 10)]
+                raise guard.refuse(arguments_error((unfit_finding(
+                    "call", f"no input; expected it first or as {name}=...; received "
+                    + (f"the keyword(s) {passed}" if passed else "no argument")),))) from None
+            x = kwargs[name] = _native(kwargs[name])
 
             def run_on(t: Any, rebuilt: Mapping[str, Any]) -> Any:
                 return model(**{**others(rebuilt)[1], name: t})

@@ -589,9 +589,12 @@ class Dispatcher:
               error: str | None = None) -> None:
         self.metrics.alert(channel.name, status)
         if status != "sent":
-            # a channel's own error text may hold anything a server answered
-            log.warning("aimsec alert via %s %s (attempt %d): %s", channel.name, status,
-                        attempt, visible(error) if error else alert.summary())
+            # a channel's own error text may hold anything a server answered; "outbox"
+            # read "aimsec alert via outbox outbox": it says where the alert went instead
+            what = ("written to the outbox instead" if status == "outbox"
+                    else f"via {channel.name} {status}")
+            log.warning("aimsec alert %s (attempt %d): %s", what, attempt,
+                        visible(error) if error else alert.summary())
         if self.store is None:
             return
         record = dict(group_key=alert.group_key, channel=channel.name, status=status,

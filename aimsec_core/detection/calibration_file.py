@@ -91,7 +91,15 @@ def read(path: str | Path, members_for: Any) -> tuple[dict[str, Any], dict[str, 
     cap = _member_cap()
     try:
         # a FIFO here blocked forever and /dev/zero was read without end: regular files only
-        with open_regular(Path(path)) as stream, zipfile.ZipFile(stream) as archive:
+        opened = open_regular(Path(path))
+    except ValueError as exc:  # not a regular file: the error names what it is
+        raise CalibrationError(f"cannot open calibration file: {exc}") from exc
+    except OSError as exc:  # missing, a folder, not allowed
+        raise CalibrationError(f"cannot open calibration file {path}: "
+                               f"{exc.strerror or exc}; expected a file that "
+                               "save_calibration wrote") from exc
+    try:
+        with opened as stream, zipfile.ZipFile(stream) as archive:
             sizes = {info.filename: info.file_size for info in archive.infolist()}
             meta = _meta(_read_member(archive, META, sizes, MAX_META_BYTES), path)
             names = [name for name in members_for(meta) if f"{name}.npy" in sizes]

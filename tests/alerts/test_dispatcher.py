@@ -155,6 +155,21 @@ def test_a_refusal_is_not_retried(tmp_path, clock):
     assert dispatcher.retries == 0 and len(outbox.sent) == 1
 
 
+def test_an_alert_sent_to_the_outbox_instead_is_logged_as_such(clock, caplog):
+    # the warning read "aimsec alert via outbox outbox (attempt 1): ..."
+    outbox = ListChannel()
+    outbox.name = "outbox"
+    dispatcher = Dispatcher(None, Grouper(NOW_POLICY, clock=clock),
+                            [ListChannel(failures=1, retryable=False)], fallback=outbox,
+                            clock=clock, start=False)
+    dispatcher.submit(occ(clock, "x"))
+    dispatcher.pump()
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("aimsec alert written to the outbox instead (attempt 1): ")
+               for m in logged)
+    assert not any("outbox outbox" in m for m in logged)
+
+
 def test_without_channels_alerts_go_to_the_outbox(tmp_path, clock):
     dispatcher = Dispatcher(None, Grouper(NOW_POLICY, clock=clock), [],
                             fallback=OutboxChannel(tmp_path / "outbox"), clock=clock,
