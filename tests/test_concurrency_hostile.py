@@ -334,6 +334,54 @@ def test_refits_in_another_thread_lose_no_call_count_and_no_threads_last_verdict
     assert aimsec_core.guard_of(guarded).calibration is None
 
 
+def test_set_params_in_another_thread_keeps_the_calls_verdict_and_its_count():
+    """``set_params(mode=...)`` (or ``constraints``, ``sinks``) rebuilt the guard around a
+    fresh monitor and a fresh ``last_verdict``: a call under way in another thread read
+    ``None`` as its ``last_verdict`` when it returned, and ``request_analysis`` (and the
+    extraction statistics) forgot every call made before the change."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits()
+    model = LogisticRegression(max_iter=100).fit(x[:300], y[:300])
+    guarded = aimsec_core.guard(model, sinks=[])
+    with aimsec_core.client("earlier"):
+        guarded.predict(x[:1])
+    inside, release = threading.Event(), threading.Event()
+    plain = model.predict
+
+    def held(rows: Any) -> Any:  # the model, answering once the settings have changed
+        inside.set()
+        release.wait(JOIN_S)
+        return plain(rows)
+
+    model.predict = held
+    seen: list[Any] = []
+
+    def caller() -> None:
+        with aimsec_core.client("busy"), aimsec_core.request_id("under-way"):
+            guarded.predict(x[1:2])
+            seen.append(guarded.last_verdict)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert inside.wait(JOIN_S)
+    guarded.set_params(mode="monitor")
+    release.set()
+    thread.join(JOIN_S)
+    assert not thread.is_alive(), "a thread hung"
+    del model.predict
+    assert seen[0] is not None and seen[0].request_id == "under-way"
+    analysis = guarded.request_analysis()
+    assert analysis["total_requests"] == 2
+    assert {c["client"] for c in analysis["top_clients"]} == {"earlier", "busy"}
+    with aimsec_core.client("busy"), aimsec_core.request_id("after"):
+        guarded.predict(x[2:3])
+    assert guarded.last_verdict.mode == "monitor"
+    guarded.set_params(name="renamed")  # another model to the monitoring state
+    assert guarded.request_analysis()["total_requests"] == 0
+    assert guarded.last_verdict.request_id == "after"
+
+
 def test_a_clone_still_counts_its_own_calls():
     """A clone (cross-validation) is another estimator: its calls are not the original's."""
     from sklearn.base import clone
