@@ -673,12 +673,21 @@ class Guard:
         ``constraints``, ``sinks``; ``mode=None``: the configured default), built as the
         constructor builds one; the calibration, policy, store, ``on_flagged`` and clock
         kept as :meth:`copied_for` keeps them (a guarded estimator's ``set_params``).
+        Like :meth:`refitted`, it keeps each thread's ``last_verdict`` and, under the same
+        name, the monitor (``request_analysis``'s counts, the extraction statistics), so
+        calls still running on this guard in other threads are counted and remembered
+        where the next calls are; a new ``name`` is another model to the monitoring state
+        and starts its own.
         Raises :class:`ConfigurationError` for an invalid setting or another key."""
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
             raise ConfigurationError(f"with_settings takes {list(SETTINGS)}; received "
                                      f"{unknown}")
-        return self._rebuilt(**settings)
+        guard = self._rebuilt(**settings)
+        if guard.name == self.name:
+            guard.monitor = self.monitor
+        guard._last = self._last
+        return guard
 
     def _rebuilt(self, **changes: Any) -> Guard:
         """A new guard from this one's state with ``changes``."""

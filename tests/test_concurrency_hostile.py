@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import pickle
+import signal
 import threading
 import warnings
 from typing import Any
@@ -334,6 +336,54 @@ def test_refits_in_another_thread_lose_no_call_count_and_no_threads_last_verdict
     assert aimsec_core.guard_of(guarded).calibration is None
 
 
+def test_set_params_in_another_thread_keeps_the_calls_verdict_and_its_count():
+    """``set_params(mode=...)`` (or ``constraints``, ``sinks``) rebuilt the guard around a
+    fresh monitor and a fresh ``last_verdict``: a call under way in another thread read
+    ``None`` as its ``last_verdict`` when it returned, and ``request_analysis`` (and the
+    extraction statistics) forgot every call made before the change."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits()
+    model = LogisticRegression(max_iter=100).fit(x[:300], y[:300])
+    guarded = aimsec_core.guard(model, sinks=[])
+    with aimsec_core.client("earlier"):
+        guarded.predict(x[:1])
+    inside, release = threading.Event(), threading.Event()
+    plain = model.predict
+
+    def held(rows: Any) -> Any:  # the model, answering once the settings have changed
+        inside.set()
+        release.wait(JOIN_S)
+        return plain(rows)
+
+    model.predict = held
+    seen: list[Any] = []
+
+    def caller() -> None:
+        with aimsec_core.client("busy"), aimsec_core.request_id("under-way"):
+            guarded.predict(x[1:2])
+            seen.append(guarded.last_verdict)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert inside.wait(JOIN_S)
+    guarded.set_params(mode="monitor")
+    release.set()
+    thread.join(JOIN_S)
+    assert not thread.is_alive(), "a thread hung"
+    del model.predict
+    assert seen[0] is not None and seen[0].request_id == "under-way"
+    analysis = guarded.request_analysis()
+    assert analysis["total_requests"] == 2
+    assert {c["client"] for c in analysis["top_clients"]} == {"earlier", "busy"}
+    with aimsec_core.client("busy"), aimsec_core.request_id("after"):
+        guarded.predict(x[2:3])
+    assert guarded.last_verdict.mode == "monitor"
+    guarded.set_params(name="renamed")  # another model to the monitoring state
+    assert guarded.request_analysis()["total_requests"] == 0
+    assert guarded.last_verdict.request_id == "after"
+
+
 def test_a_clone_still_counts_its_own_calls():
     """A clone (cross-validation) is another estimator: its calls are not the original's."""
     from sklearn.base import clone
@@ -445,3 +495,60 @@ def test_a_calibration_file_that_cannot_be_written_is_a_calibration_error(tmp_pa
         with pytest.raises(aimsec_core.CalibrationError, match="cannot write the calibration"):
             guarded.save_calibration(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "taken.npz"]
+
+
+# -- fork: a child forked while other threads are inside a guarded call ------------------
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_threads_hold_the_monitoring_locks_serves_its_calls(tmp_path):
+    """A thread inside a guarded call holds the fingerprint index's lock (most of a
+    watched call), the in-memory store's, PRADA's, the request counters' or the
+    detectors' BLAS lock; a process forked then (a ``multiprocessing`` worker forked from
+    a serving process) copied the lock held, by a thread that does not exist in it, and
+    its first guarded call hung for ever (16 of 30 children forked beside four busy
+    threads)."""
+    from aimsec_core.detection import suite as detection_suite
+    from aimsec_core.monitoring import shapiro
+
+    model = digits_logistic()
+    x, _ = digits()
+    audit = AuditLog(file=tmp_path / "audit.jsonl")
+    guarded = aimsec_core.guard(model, sinks=[audit], policy={"max_repeats": 0})
+    guarded.calibrate(x[600:900], detectors=["margin", "density"])
+    with aimsec_core.client("parent"):
+        guarded.predict(x[:1])  # the index, the counters and PRADA's state exist
+    monitor = aimsec_core.guard_of(guarded).monitor
+    [index] = monitor.store._indexes.values()
+    locks = [index._lock, monitor.store._lock, monitor.extraction._lock, monitor.stats._lock,
+             monitor._lock, shapiro._lock, detection_suite._blas_lock]
+    held, release = threading.Event(), threading.Event()
+
+    def inside() -> None:  # a serving thread, inside every one of them at the fork
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(JOIN_S)
+        for lock in locks:
+            lock.release()
+
+    thread = threading.Thread(target=inside)
+    thread.start()
+    assert held.wait(JOIN_S)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's status says how it went
+        signal.alarm(60)  # a hang ends the child with SIGALRM instead of stalling the run
+        try:
+            with aimsec_core.client("child"):
+                for i in range(3):
+                    guarded.predict(x[1 + i:2 + i])
+            ok = guarded.request_analysis()["total_requests"] == 4
+        except BaseException:
+            os._exit(2)
+        os._exit(0 if ok else 1)
+    release.set()
+    thread.join(JOIN_S)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (
+        f"the child hung or failed (status {status:#x})")
+    clients = [line["client"] for line in _lines(audit)]
+    assert clients == ["parent"] + ["child"] * 3

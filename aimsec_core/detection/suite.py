@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationError
+from ..forks import renew_after_fork
 from . import arguments
 from .base import Detector, Probe
 
 
 _blas_lock = threading.Lock()
+renew_after_fork(sys.modules[__name__], "_blas_lock")  # a child forked while it was held
 _blas_users = 0
 #: ``(get, set)`` thread-count functions of each BLAS library numpy and others loaded
 _blas_libraries: Any = None

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from itertools import chain
 from typing import Any
 
+from ..forks import renew_after_fork
+
 HORIZON_MINUTES = 24 * 60
 _CAP = 4096
 #: Distinct clients and (client, input) pairs kept over the whole horizon: past it the
@@ -55,6 +57,7 @@ class RequestStats:
         #: no kept suspicion ends before this (a lower bound: a renewal may end later)
         self._earliest_end = float("inf")
         self._lock = threading.Lock()
+        renew_after_fork(self)  # a child forked while a thread held it
         #: calls not yet counted: (time, client, input hash, refused, checks)
         #: (a deque: appended without the lock, atomically; drained under it)
         self._pending: deque[tuple[float, str, str, bool, tuple[str, ...]]] = deque()

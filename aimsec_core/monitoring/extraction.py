@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..forks import renew_after_fork
 from . import kernels
 from .shapiro import coefficients, shapiro_w
 
@@ -127,6 +128,7 @@ class ExtractionTracker:
         self.set_size, self.max_clients = set_size, clients
         self._clients: OrderedDict[str, _ClientState] = OrderedDict()
         self._lock = threading.Lock()
+        renew_after_fork(self)  # a child forked while a thread held it
         self._seed = int.from_bytes(os.urandom(8), "little")
         self._positions: dict[int, np.ndarray] = {}  #: width -> positions kept
         self._one = np.zeros(1, np.int64)  #: the slot of a one-row call (under the lock)

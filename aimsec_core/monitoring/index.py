@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..forks import renew_after_fork
 from . import kernels
 from .fingerprint import Query
 
@@ -74,6 +75,7 @@ class FingerprintIndex:
         self.hashes = hashes
         self.ways = ways
         self._lock = threading.Lock()
+        renew_after_fork(self)  # a child forked while a thread held it
         self._serial = 0
         self._initial = min(capacity, initial)
         #: the next size's memory, faulted in on a background thread: slots -> packed.

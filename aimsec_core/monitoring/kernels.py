@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -28,9 +29,11 @@ from typing import Any
 import numpy as np
 
 from ..config import parse_bool, resolve
+from ..forks import renew_after_fork
 
 _log = logging.getLogger("aimsec")
 _lock = threading.Lock()
+renew_after_fork(sys.modules[__name__])  # a child forked while a thread held it
 _loaded: list[Any] = []  #: the kernels once loading ended (``None`` when unavailable)
 _loader: list[threading.Thread] = []  #: the thread compiling them, once started
 

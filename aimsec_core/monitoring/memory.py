@@ -12,6 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
+from ..forks import renew_after_fork
 from .fingerprint import Query
 from .index import FingerprintIndex, Match
 from .policy import ClientRules, Policy
@@ -33,6 +34,7 @@ class MemoryStore(Store):
         """``secret``: the fingerprint salt (32 random bytes unless given, e.g. by a test
         that needs reproducible fingerprints)."""
         self._lock = threading.Lock()
+        renew_after_fork(self)  # a child forked while a thread held it
         self._secret = secret if secret is not None else os.urandom(32)
         self._quota: Any = None  # limits is imported when a quota is first used
         # keyed by (model, client key); repeats by (model, client key, content hash)

@@ -36,6 +36,7 @@ import numpy as np
 from ..arrays import to_host
 from ..context import ANONYMOUS
 from ..errors import ConfigurationError
+from ..forks import renew_after_fork
 from ..verdict import Finding
 from .analysis import HORIZON_MINUTES, RequestStats
 from .extraction import ExtractionTracker
@@ -110,6 +111,7 @@ class Monitor:
         self._down_until = -float("inf")
         self._down_reason = ""
         self._lock = threading.Lock()
+        renew_after_fork(self)  # a child forked while a thread held it
         #: checks that record without refusing (the outage finding under fail_open)
         self.advisory_checks = frozenset(
             {"store_unavailable"} if policy.store_failure == FAIL_OPEN else ())

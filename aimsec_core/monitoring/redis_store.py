@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..config import redacted_url
+from ..forks import renew_after_fork
 from ..resolver import Resolver
 from .fingerprint import Query
 from .index import Match
@@ -85,6 +86,7 @@ class RedisStore(Store):
         #: speaking Redis' protocol without being Redis, e.g. answering "+OK" to anything)
         self._garbled = (AttributeError, TypeError, ValueError, IndexError, KeyError)
         self._lock = threading.Lock()
+        renew_after_fork(self)  # a child forked while a thread held it
         self._pending_keys: list[str] = []
         self._pending_failures: list[Any] = []
         self._pending_suspects: tuple[list[str], list[Any]] = ([], [])

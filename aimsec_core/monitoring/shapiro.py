@@ -23,10 +23,13 @@ few hundred values costs a sort and two dot products (and needs no scipy).
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from statistics import NormalDist
 
 import numpy as np
+
+from ..forks import renew_after_fork
 
 _KEPT = 32  #: sample sizes whose coefficients are kept (an extraction window's sizes vary
 #: by the few outliers removed before each test)
@@ -34,6 +37,7 @@ _AN = (0.221157, -0.147981, -2.071190, 4.434685, -2.706056)  #: a_n's polynomial
 _AN1 = (0.042981, -0.293762, -1.752461, 5.682633, -3.582633)  #: a_(n-1)'s
 _cache: dict[int, np.ndarray] = {}
 _lock = threading.Lock()
+renew_after_fork(sys.modules[__name__])  # a child forked while a thread held it
 
 
 def shapiro_w(x: np.ndarray) -> float:
