@@ -552,3 +552,41 @@ def test_a_child_forked_while_threads_hold_the_monitoring_locks_serves_its_calls
         f"the child hung or failed (status {status:#x})")
     clients = [line["client"] for line in _lines(audit)]
     assert clients == ["parent"] + ["child"] * 3
+
+
+def test_two_settings_changed_at_once_in_two_threads_are_both_kept(monkeypatch):
+    """Each change rebuilt the guard from the settings it read, without a lock: a change
+    made while another was being applied was lost from the guard (get_params showing
+    both)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from aimsec_core.guard import Guard
+
+    x, y = digits()
+    guarded = aimsec_core.guard(LogisticRegression(max_iter=100).fit(x[:300], y[:300]),
+                                sinks=[])
+    guarded.predict(x[:1])
+    inside, release = threading.Event(), threading.Event()
+    rebuild = Guard.with_settings
+
+    def slow(self: Guard, **settings: Any) -> Guard:  # the mode's rebuild, held
+        if settings.get("mode") == "monitor" and not inside.is_set():
+            inside.set()
+            release.wait(JOIN_S)
+        return rebuild(self, **settings)
+
+    monkeypatch.setattr(Guard, "with_settings", slow)
+    mode = threading.Thread(target=lambda: guarded.set_params(mode="monitor"))
+    mode.start()
+    assert inside.wait(JOIN_S)
+    limits = threading.Thread(target=lambda: guarded.set_params(
+        constraints={"min_value": 0, "max_value": 16}))
+    limits.start()
+    limits.join(1.0)  # done at once without the lock; waits for the mode's with it
+    release.set()
+    for thread in (mode, limits):
+        thread.join(JOIN_S)
+        assert not thread.is_alive(), "a thread hung"
+    guard = aimsec_core.guard_of(guarded)
+    assert guard.mode == "monitor"
+    assert guard.constraints.max_value == 16

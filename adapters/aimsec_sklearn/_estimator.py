@@ -165,12 +165,18 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
         call on: the guard is built again with it, keeping its calibration, monitoring
         policy and store, ``on_flagged`` and clock. An invalid setting raises the guard's
         ``ConfigurationError`` and changes nothing."""
-        guard = getattr(self, "_aimsec_guard", None) if name in SETTINGS else None
-        if guard is not None:
-            settings = {key: self.__dict__.get(key) for key in SETTINGS}
-            settings[name] = value
-            self._aimsec_guard = guard.with_settings(**settings)
-        super().__setattr__(name, value)
+        if name not in SETTINGS:
+            super().__setattr__(name, value)
+            return
+        # two settings changed at once in two threads, or one changed while the first
+        # call builds the guard: each sees the other's
+        with _BUILDING:
+            guard = getattr(self, "_aimsec_guard", None)
+            if guard is not None:
+                settings = {key: self.__dict__.get(key) for key in SETTINGS}
+                settings[name] = value
+                self._aimsec_guard = guard.with_settings(**settings)
+            super().__setattr__(name, value)
 
     def _screened(self, method: str, X: Any, *args: Any, **kwargs: Any) -> Any:
         guard = self.__aimsec_guard__
