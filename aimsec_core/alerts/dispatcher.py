@@ -401,7 +401,8 @@ class Dispatcher:
             self._replay_at = 0.0
         if not done:  # (the journals written before a failure are alerted all the same)
             return
-        log.warning("aimsec replayed %s into %s", done.summary(), self.store.path)
+        (log.warning if done.noteworthy else log.debug)(  # no warning about nothing
+            "aimsec replayed %s into %s", done.summary(), self.store.path)
         self._remember(done.written, done.results)
         if self.grouper is not None:
             self._unobserved += done.written

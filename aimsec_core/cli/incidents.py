@@ -198,7 +198,7 @@ def _replay(path: Any) -> None:
               f"the journals of ended processes in {journal_folder(path)} were not "
               f"replayed: {exc}", file=sys.stderr)
         return
-    if done:
+    if done.noteworthy:
         print(f"aimsec incidents: replayed {done.summary()}", file=sys.stderr)
 
 

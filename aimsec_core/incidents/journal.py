@@ -292,6 +292,13 @@ class Replayed:
     def __bool__(self) -> bool:
         return bool(self.journals)
 
+    @property
+    def noteworthy(self) -> bool:
+        """Whether the journals held anything (findings, or unreadable lines): those of
+        processes that closed, then ended without exit handlers (``os._exit``), are empty
+        and only tidied away."""
+        return bool(self.findings or self.unreadable)
+
     def summary(self) -> str:
         return (f"{self.findings} finding(s) in {self.occurrences} occurrence(s) from "
                 f"{self.journals} journal(s) of processes that ended without writing them"

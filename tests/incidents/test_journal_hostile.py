@@ -230,3 +230,30 @@ def test_aimsec_incidents_says_what_it_replayed_before_a_failure(tmp_path, monke
     assert ("replayed 1 finding(s) in 1 occurrence(s) from 1 journal(s) of processes that "
             "ended without writing them, then the journals") in err
     assert "were not replayed: database is locked" in err
+
+
+def test_empty_journals_of_ended_processes_are_tidied_without_a_warning(tmp_path, capsys,
+                                                                        caplog):
+    """Processes that closed their guard and then ended through os._exit leave empty
+    journals: each next process warned 'replayed 0 finding(s) in 0 occurrence(s) from N
+    journal(s) of processes that ended without writing them', about nothing."""
+    import logging
+
+    from aimsec_core.alerts import Dispatcher
+
+    db = tmp_path / "incidents.sqlite3"
+    IncidentStore(db).close()
+    folder = journal_folder(db)
+    folder.mkdir()
+    for pid in (11, 12):
+        (folder / f"{pid}-gone-0.jsonl").write_text("")
+    with caplog.at_level(logging.DEBUG, logger="aimsec.alerts"):
+        Dispatcher(IncidentStore(db), start=False).pump()
+    assert not folder.exists()  # tidied away
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING
+                and "replayed" in r.getMessage()]
+    folder.mkdir()
+    (folder / "13-gone-1.jsonl").write_text("")
+    assert main(["incidents", "--db", str(db), "--json"]) == 0
+    assert "replayed" not in capsys.readouterr().err
+    assert not folder.exists()
