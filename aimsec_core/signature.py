@@ -44,7 +44,8 @@ class InputSpec:
     constraint sets the input's range, and, where no ``dtype`` is declared (the framework
     reads the input as given), int64 or int32: any other raises inside the framework (on
     CUDA, a device-side assert that leaves the process's GPU context unusable, for every
-    later call).
+    later call). A float input where no ``dtype`` is declared is not indices (no framework
+    takes a float index): the table is read from another input.
     """
 
     name: str

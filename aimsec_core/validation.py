@@ -135,8 +135,7 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         target = reads_as.get(name)
         own = constraints.for_input(name)  # the call's constraints with this input's own
         spec = specs.get(name)
-        indexed = (spec is not None and spec.index_rows is not None
-                   and not constraints.sets_range(name))
+        indexed = _reads_indices(array, spec) and not constraints.sets_range(name)
         if indexed:
             own = _index_range(own, spec.index_rows)  # type: ignore[union-attr]
             before = len(out.findings)
@@ -361,7 +360,7 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
         return False
     if spec is None:
         return True
-    if spec.index_rows is not None and spec.dtype is None and received not in _INDEX_DTYPES:
+    if _reads_indices(array, spec) and spec.dtype is None and received not in _INDEX_DTYPES:
         # (where the model declares a dtype, the framework casts to it: only the values
         # as the cast leaves them count)
         _block(out, "dtype", f"input {name!r} has dtype {received}; the model looks its "
@@ -383,6 +382,15 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
 
 #: Dtypes of indices into a table (torch's embedding takes these two alone).
 _INDEX_DTYPES = frozenset({"int64", "int32"})
+
+
+def _reads_indices(array: Any, spec: InputSpec | None) -> bool:
+    """Whether the model reads ``array`` as indices into a table (``spec.index_rows``):
+    not a float or complex input where the model declares no dtype to cast it to (the
+    framework takes no such index, so the table read is another input: a conditional
+    model's label embedding registered before the layer reading its noise)."""
+    return spec is not None and spec.index_rows is not None and not (
+        spec.dtype is None and dtype_kind(array) in "fc")
 
 
 @functools.lru_cache(maxsize=64)
