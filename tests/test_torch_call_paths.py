@@ -559,6 +559,24 @@ def test_ids_inside_the_table_pass_and_a_range_constraint_replaces_the_tables():
         lifted(torch.tensor([[1, 2, 10]]))
 
 
+@pytest.mark.parametrize("constraints", [
+    {"inputs": {"input": {"min_value": 0}}},  # meant to refuse negative ids
+    {"inputs": {"input": {"min_value": 0, "max_value": 50}}},
+    {"min_value": -100, "max_value": 100},  # every input's range (a model's other inputs)
+])
+def test_a_range_constraint_narrows_the_tables_and_only_none_lifts_it(constraints):
+    """A constraint naming one bound of the ids, or a range wider than the table (one
+    set for every input too), lifted the whole table's range: ids past it reached torch
+    (IndexError; on CUDA, the device-side assert)."""
+    guarded = aimsec_core.guard(_token_model(), constraints=constraints)
+    with pytest.raises(ValueRangeError, match=re.escape("[0, 9]: the model looks")):
+        guarded(torch.tensor([[1, 2, 10]]))
+    narrowed = aimsec_core.guard(_token_model(), constraints={"inputs": {"input": {
+        **constraints.get("inputs", {}).get("input", {}), "min_value": 2}}})
+    with pytest.raises(ValueRangeError, match=re.escape("[2, 9]")):
+        narrowed(torch.tensor([[1, 2, 3]]))
+
+
 def test_a_model_whose_first_embedding_does_not_read_the_input_is_declared_so():
     """An embedding registered first need not read the input (a learned position table
     indexed by arange): a float input is not read as indices, and with its dtype
