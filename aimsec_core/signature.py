@@ -40,11 +40,13 @@ class InputSpec:
 
     ``index_rows``: the model looks the input's values up as rows of a table of this many
     rows (torch's ``nn.Embedding`` as its first layer, Keras' reading the input: token
-    ids). Each value must then be an index from 0 to ``index_rows - 1``, where no
-    constraint sets the input's range, and, where no ``dtype`` is declared (the framework
-    reads the input as given), int64 or int32: any other raises inside the framework (on
-    CUDA, a device-side assert that leaves the process's GPU context unusable, for every
-    later call).
+    ids). Each value must then be an index from 0 to ``index_rows - 1`` (a ``min_value``
+    or ``max_value`` constraint narrows that range; only ``None`` in the input's own
+    overrides lifts a bound) and, where no ``dtype`` is declared (the framework reads the
+    input as given), int64 or int32: any other raises inside the framework (on CUDA, a
+    device-side assert that leaves the process's GPU context unusable, for every later
+    call). A float input where no ``dtype`` is declared is not indices (no framework
+    takes a float index): the table is read from another input.
     """
 
     name: str
@@ -203,14 +205,6 @@ class Constraints:
     def for_input(self, name: str) -> Constraints:
         """The constraints input ``name`` is checked against (its overrides applied)."""
         return self._per_input.get(name, self) if self._per_input else self
-
-    def sets_range(self, name: str) -> bool:
-        """Whether these constraints say anything of input ``name``'s range: a
-        ``min_value`` or ``max_value`` for every input, or one (``None`` too: lifted) in
-        its own overrides."""
-        own = (self.inputs or {}).get(name, {})
-        return (self.min_value is not None or self.max_value is not None
-                or "min_value" in own or "max_value" in own)
 
     @classmethod
     def coerce(cls, value: Constraints | Mapping[str, Any] | None) -> Constraints:

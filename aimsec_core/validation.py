@@ -135,10 +135,9 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         target = reads_as.get(name)
         own = constraints.for_input(name)  # the call's constraints with this input's own
         spec = specs.get(name)
-        indexed = (spec is not None and spec.index_rows is not None
-                   and not constraints.sets_range(name))
+        indexed = _reads_indices(array, spec)
         if indexed:
-            own = _index_range(own, spec.index_rows)  # type: ignore[union-attr]
+            own, table = _index_range(constraints, name, spec.index_rows)  # type: ignore[union-attr]
             before = len(out.findings)
         try:
             if name in batched:
@@ -151,7 +150,7 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         except Exception as exc:  # an element's own methods raised (see _unreadable)
             _unreadable(out, name, exc)
             return out
-        if indexed:
+        if indexed and table:
             _name_the_table(out, before, name, spec.index_rows)  # type: ignore[union-attr]
     for name in listed:  # a nested list: the array the framework builds from it
         spec = specs.get(name)
@@ -361,7 +360,7 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
         return False
     if spec is None:
         return True
-    if spec.index_rows is not None and spec.dtype is None and received not in _INDEX_DTYPES:
+    if _reads_indices(array, spec) and spec.dtype is None and received not in _INDEX_DTYPES:
         # (where the model declares a dtype, the framework casts to it: only the values
         # as the cast leaves them count)
         _block(out, "dtype", f"input {name!r} has dtype {received}; the model looks its "
@@ -385,10 +384,33 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
 _INDEX_DTYPES = frozenset({"int64", "int32"})
 
 
+def _reads_indices(array: Any, spec: InputSpec | None) -> bool:
+    """Whether the model reads ``array`` as indices into a table (``spec.index_rows``):
+    not a float or complex input where the model declares no dtype to cast it to (the
+    framework takes no such index, so the table read is another input: a conditional
+    model's label embedding registered before the layer reading its noise)."""
+    return spec is not None and spec.index_rows is not None and not (
+        spec.dtype is None and dtype_kind(array) in "fc")
+
+
 @functools.lru_cache(maxsize=64)
-def _index_range(constraints: Constraints, rows: int) -> Constraints:
-    """``constraints`` with the range of indices into a table of ``rows`` rows."""
-    return dataclasses.replace(constraints, inputs=None, min_value=0, max_value=rows - 1)
+def _index_range(constraints: Constraints, name: str, rows: int) -> tuple[Constraints, bool]:
+    """The constraints input ``name`` is checked against where its values index a table
+    of ``rows`` rows: the table's range, narrowed by a ``min_value``/``max_value`` (every
+    input's or its own), and a bound its own overrides set to ``None`` lifted; and whether
+    that range is the table's."""
+    own = constraints.for_input(name)
+    overrides = (constraints.inputs or {}).get(name, {})
+
+    def bound(key: str, table: int, tighter: Any) -> Any:
+        value = getattr(own, key)
+        if value is None:
+            return None if key in overrides else table
+        return tighter(table, value)
+
+    low, high = bound("min_value", 0, max), bound("max_value", rows - 1, min)
+    return (dataclasses.replace(own, inputs=None, min_value=low, max_value=high),
+            (low, high) == (0, rows - 1))
 
 
 def _name_the_table(out: Validated, first: int, name: str, rows: int) -> None:
@@ -400,9 +422,9 @@ def _name_the_table(out: Validated, first: int, name: str, rows: int) -> None:
             out.findings[i] = dataclasses.replace(finding, reason=(
                 f"{finding.reason}: the model looks the values up as rows of a table of "
                 f"{rows} (an embedding), and another index would fail inside it (on "
-                f"CUDA, for every later call too); a constraint on the range of {name!r} "
-                f"replaces this one (constraints={{'inputs': {{{name!r}: "
-                "{'max_value': ...}}})"))
+                f"CUDA, for every later call too); a range constraint narrows it, and "
+                f"only None lifts it (constraints={{'inputs': {{{name!r}: "
+                "{'max_value': None}}})"))
 
 
 def _conversion(array: Any, dtype: str) -> str:

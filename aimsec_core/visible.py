@@ -10,10 +10,10 @@ zero-width space U+200B, the word joiner U+2060, U+FEFF, the soft hyphen U+00AD,
 characters; category Cf, the bidirectional ones among them), line and paragraph
 separators (U+2028, U+2029, which also break a line), spaces other than U+0020 (U+00A0,
 U+2000-U+200A, U+3000), variation selectors and the Hangul fillers, so
-``10.0.0.1\u200b`` would read as the client ``10.0.0.1``.
+``10.0.0.1\\u200b`` would read as the client ``10.0.0.1``.
 Lone surrogates (U+D800-U+DFFF: a file name's undecodable bytes as Python reads them,
-``\udcff`` for the byte 0xff) cannot be written to a UTF-8 page or terminal at all.
-Each is shown as its escape (``\x1b``, ``\u202e``, ``\udcff``, ``\U000e0041``) instead.
+``\\udcff`` for the byte 0xff) cannot be written to a UTF-8 page or terminal at all.
+Each is shown as its escape (``\\x1b``, ``\\u202e``, ``\\udcff``, ``\\U000e0041``) instead.
 """
 
 from __future__ import annotations

@@ -529,7 +529,7 @@ def _token_model() -> nn.Module:
     ([[1, 2, 10]], ValueRangeError, "table of 10"),  # one past the table
     ([[-1, 2, 3]], ValueRangeError, "[0, 9]"),  # torch reads -1 as out of range too
     ([[1, 2, 2**40]], ValueRangeError, "[0, 9]"),
-    ([[1.0, 2.0, 3.0]], InputFormatError, "int64 or int32"),  # torch: a raw RuntimeError
+    ([[1, 2, 3]], InputFormatError, "int64 or int32"),  # int16: torch, a raw RuntimeError
 ])
 def test_an_index_outside_the_first_embedding_is_refused_before_torch_reads_it(ids, error,
                                                                                  says):
@@ -539,7 +539,7 @@ def test_an_index_outside_the_first_embedding_is_refused_before_torch_reads_it(i
     server's service with one request."""
     sink = ListSink()
     guarded = aimsec_core.guard(_token_model(), sinks=[sink])
-    dtype = torch.float32 if isinstance(ids[0][0], float) else torch.int64
+    dtype = torch.int16 if error is InputFormatError else torch.int64
     with pytest.raises(error, match=re.escape(says)):
         guarded(torch.tensor(ids, dtype=dtype))
     assert sink.outcomes == ["rejected"]
@@ -559,10 +559,28 @@ def test_ids_inside_the_table_pass_and_a_range_constraint_replaces_the_tables():
         lifted(torch.tensor([[1, 2, 10]]))
 
 
+@pytest.mark.parametrize("constraints", [
+    {"inputs": {"input": {"min_value": 0}}},  # meant to refuse negative ids
+    {"inputs": {"input": {"min_value": 0, "max_value": 50}}},
+    {"min_value": -100, "max_value": 100},  # every input's range (a model's other inputs)
+])
+def test_a_range_constraint_narrows_the_tables_and_only_none_lifts_it(constraints):
+    """A constraint naming one bound of the ids, or a range wider than the table (one
+    set for every input too), lifted the whole table's range: ids past it reached torch
+    (IndexError; on CUDA, the device-side assert)."""
+    guarded = aimsec_core.guard(_token_model(), constraints=constraints)
+    with pytest.raises(ValueRangeError, match=re.escape("[0, 9]: the model looks")):
+        guarded(torch.tensor([[1, 2, 10]]))
+    narrowed = aimsec_core.guard(_token_model(), constraints={"inputs": {"input": {
+        **constraints.get("inputs", {}).get("input", {}), "min_value": 2}}})
+    with pytest.raises(ValueRangeError, match=re.escape("[2, 9]")):
+        narrowed(torch.tensor([[1, 2, 3]]))
+
+
 def test_a_model_whose_first_embedding_does_not_read_the_input_is_declared_so():
     """An embedding registered first need not read the input (a learned position table
-    indexed by arange): the refusal says how to declare the input's dtype, and with it
-    declared the input is checked as that dtype, not as indices."""
+    indexed by arange): a float input is not read as indices, and with its dtype
+    declared the input is checked as that dtype."""
 
     class Positions(nn.Module):
         def __init__(self) -> None:
@@ -575,7 +593,32 @@ def test_a_model_whose_first_embedding_does_not_read_the_input_is_declared_so():
 
     model = Positions().eval()
     x = torch.rand(2, 3, 4)
-    with pytest.raises(InputFormatError, match=re.escape("{'dtype': 'float32'}")):
-        aimsec_core.guard(model)(x)
+    assert torch.equal(aimsec_core.guard(model)(x), model(x))
     declared = aimsec_core.guard(model, constraints={"inputs": {"x": {"dtype": "float32"}}})
     assert torch.equal(declared(x), model(x))
+    with pytest.raises(InputFormatError, match="expected float32"):
+        declared(x.to(torch.int64))
+
+
+@pytest.mark.parametrize("mode", ["enforce", "monitor"])
+def test_a_float_input_beside_a_first_embedding_is_not_read_as_ids(mode):
+    """A conditional generator registers its label embedding first and takes the noise
+    first: float noise was refused as 'must be integer indices' in either mode (every
+    call of a model that had worked), as was a model whose first embedding holds
+    positions. torch takes no float as an index, so a float input is not ids."""
+
+    class Generator(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.labels = nn.Embedding(10, 4)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.cat([noise, self.labels(labels)], dim=-1))
+
+    torch.manual_seed(0)
+    model, sink = Generator().eval(), ListSink()
+    guarded = aimsec_core.guard(model, mode=mode, sinks=[sink])
+    noise, labels = torch.randn(2, 4) * 30, torch.tensor([1, 9])
+    assert torch.equal(guarded(noise, labels), model(noise, labels))
+    assert sink.outcomes == ["allowed"]

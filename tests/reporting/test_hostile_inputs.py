@@ -269,6 +269,18 @@ def test_visible_text_holds_no_acting_character_and_keeps_the_rest(text):
         assert shown == text
 
 
+def test_the_escaping_modules_own_documentation_holds_what_it_escapes():
+    """Its docstring spelled the escapes as Python reads them, so it held a lone
+    surrogate, ESC, a right-to-left override and a zero-width space: ``help()`` on a
+    UTF-8 terminal raised UnicodeEncodeError, and the text it showed reordered itself."""
+    import aimsec_core.visible as module
+
+    for text in (module.__doc__, module.visible.__doc__):
+        lines = text.split("\n")
+        assert [module.visible(line) for line in lines] == lines
+        text.encode("utf-8")
+
+
 @pytest.mark.parametrize("hidden", ["\u200b", "\u2060", "\ufeff", "\u00ad", "\u00a0",
                                     "\u2028", "\u3000", "\ufe0f", "\U000e0041", "\u3164"])
 def test_a_client_id_with_an_invisible_character_does_not_read_as_another(tmp_path, hidden):
