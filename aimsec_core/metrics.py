@@ -26,10 +26,12 @@ metric                                 type       labels
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from typing import Any, Protocol
 
+from .forks import renew_after_fork
 from .sinks import CallRecord
 from .verdict import Verdict
 
@@ -68,6 +70,7 @@ def outcome_of(event: CallRecord) -> str:
 #: id(registry) -> its Metrics (which holds the registry, so the id is never reused)
 _by_registry: dict[int, Metrics] = {}
 _lock = threading.Lock()
+renew_after_fork(sys.modules[__name__])  # a child forked while it was held
 
 
 class Queue(Protocol):

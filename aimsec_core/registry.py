@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from importlib.metadata import entry_points
 from typing import Any
 
 from .adapter import Adapter
 from .errors import AdapterNotFoundError
+from .forks import renew_after_fork
 from .extras import installed
 
 ENTRY_POINT_GROUP = "aimsec.adapters"
@@ -17,6 +19,7 @@ log = logging.getLogger("aimsec")
 _registered: list[type[Adapter]] = []
 _plugins: list[type[Adapter]] | None = None
 _lock = threading.Lock()
+renew_after_fork(sys.modules[__name__])  # a child forked while it was held
 
 
 def register_adapter(adapter: type[Adapter]) -> type[Adapter]:

@@ -590,3 +590,38 @@ def test_two_settings_changed_at_once_in_two_threads_are_both_kept(monkeypatch):
     guard = aimsec_core.guard_of(guarded)
     assert guard.mode == "monitor"
     assert guard.constraints.max_value == 16
+
+
+def test_a_child_forked_while_the_adapters_and_registries_locks_are_held_can_take_them():
+    """The registry's, the metrics', scikit-learn's guard-building and torch's
+    feature-capture locks were copied held into a child forked while a thread held
+    them: its first guard built, metrics sink made, set_params or torch feature capture
+    waited for ever."""
+    torch_features = pytest.importorskip("aimsec_torch._features")
+    from aimsec_core import metrics, registry
+    from aimsec_sklearn import _estimator
+
+    owners = [(registry, "_lock"), (metrics, "_lock"), (_estimator, "_BUILDING"),
+              (torch_features, "_RUNNING_LOCK")]
+    held, release = threading.Event(), threading.Event()
+
+    def inside() -> None:
+        locks = [getattr(owner, name) for owner, name in owners]
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(JOIN_S)
+        for lock in locks:
+            lock.release()
+
+    thread = threading.Thread(target=inside)
+    thread.start()
+    assert held.wait(JOIN_S)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's status says how it went
+        free = all(getattr(owner, name).acquire(blocking=False) for owner, name in owners)
+        os._exit(0 if free else 1)
+    release.set()
+    thread.join(JOIN_S)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "a lock stayed held"

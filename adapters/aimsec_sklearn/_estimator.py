@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import sys
 import threading
 import warnings
 from typing import Any
@@ -14,6 +15,7 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
 from aimsec_core.call_arguments import unfit_finding
+from aimsec_core.forks import renew_after_fork
 from aimsec_core.guard import SETTINGS, Guard
 from aimsec_core.guarded import GuardedMixin
 
@@ -337,3 +339,4 @@ class GuardedEstimator(GuardedMixin, BaseEstimator):
 
 #: Serialises building a guard on first use (cheap: taken only when one must be built).
 _BUILDING = threading.Lock()
+renew_after_fork(sys.modules[__name__], "_BUILDING")  # a child forked while it was held

@@ -22,12 +22,15 @@ then refused alike).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+
+from aimsec_core.forks import renew_after_fork
 
 from ._global_hooks import SharedHook
 
@@ -65,6 +68,7 @@ def _points(adapter: Any) -> list[tuple[Any, bool]]:
 #: lock, read without it.
 _RUNNING: tuple[tuple[int, dict[int, bool], list[Any]], ...] = ()
 _RUNNING_LOCK = threading.Lock()
+renew_after_fork(sys.modules[__name__], "_RUNNING_LOCK")  # a child forked while it was held
 
 
 def _captures(module: Any) -> list[tuple[dict[int, bool], list[Any]]]:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from aimsec_core.forks import renew_after_fork
+
 
 class SharedHook:
     """Global hooks registered by ``register`` (it returns their handles) while any
@@ -24,6 +26,7 @@ class SharedHook:
     def __init__(self, register: Callable[[], list[Any]]) -> None:
         self._register = register
         self._lock = threading.Lock()
+        renew_after_fork(self)  # a child forked while a thread held it
         self._users = 0
         self._handles: list[Any] = []
 
