@@ -84,7 +84,7 @@ def check_url(url: str) -> None:
     read as another one, silently: a path that is not a database number (redis-py
     ignores it, so the state would go to database 0, and reads ``/1/2`` as database
     12), a database in the query beside one in the path (the query's wins, while the
-    URL reads as the path's), port 0 (read as the default 6379). The message never
+    URL reads as the path's) or twice in the query (the first wins), port 0 (read as the default 6379). The message never
     repeats the URL (it may hold a password)."""
     try:
         parts = urlsplit(url)
@@ -96,9 +96,10 @@ def check_url(url: str) -> None:
     if parts.path not in ("", "/") and not re.fullmatch(r"/[0-9]+", parts.path):
         raise ValueError("the path after host:port must be empty or a database number "
                          "such as /0 (is a '/' in the password not escaped as %2F?)")
-    if parts.path not in ("", "/") and "db" in parse_qs(parts.query):
-        raise ValueError("the database is given twice, in the path and as ?db=; expected "
-                         "one of them")
+    databases = len(parse_qs(parts.query).get("db", ()))
+    if databases > 1 or (databases and parts.path not in ("", "/")):
+        raise ValueError("the database is given twice (in the path and as ?db=, or as ?db= "
+                         "twice); expected one of them")
     if port == 0:
         raise ValueError("port 0 is no port to connect to (redis-py would use 6379); "
                          "expected a port from 1 to 65535, or none for 6379")

@@ -150,6 +150,7 @@ def test_a_redis_url_with_a_database_number_or_none_is_accepted(url):
     # redis-py reads the query's db over the path's: the URL read as db 0, the state
     # went to db 3
     ("redis://:hunter2@127.0.0.1/0?db=3", "database is given twice"),
+    ("redis://:hunter2@127.0.0.1?db=1&db=2", "database is given twice"),
     # redis-py reads port 0 as 6379: another server than the URL names
     ("redis://:hunter2@127.0.0.1:0/0", "port 0"),
 ])
