@@ -12,6 +12,7 @@ every call once; no thread hangs and no untyped exception escapes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -500,6 +501,29 @@ def test_a_calibration_file_that_cannot_be_written_is_a_calibration_error(tmp_pa
 # -- fork: a child forked while other threads are inside a guarded call ------------------
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@contextlib.contextmanager
+def _held_by_a_thread(locks: list[Any]) -> Any:
+    """Inside the block, another thread holds every one of ``locks``."""
+    held, release = threading.Event(), threading.Event()
+
+    def inside() -> None:
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(JOIN_S)
+        for lock in locks:
+            lock.release()
+
+    thread = threading.Thread(target=inside)
+    thread.start()
+    assert held.wait(JOIN_S)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(JOIN_S)
+
+
 def test_a_child_forked_while_threads_hold_the_monitoring_locks_serves_its_calls(tmp_path):
     """A thread inside a guarded call holds the fingerprint index's lock (most of a
     watched call), the in-memory store's, PRADA's, the request counters' or the
@@ -521,32 +545,18 @@ def test_a_child_forked_while_threads_hold_the_monitoring_locks_serves_its_calls
     [index] = monitor.store._indexes.values()
     locks = [index._lock, monitor.store._lock, monitor.extraction._lock, monitor.stats._lock,
              monitor._lock, shapiro._lock, detection_suite._blas_lock]
-    held, release = threading.Event(), threading.Event()
-
-    def inside() -> None:  # a serving thread, inside every one of them at the fork
-        for lock in locks:
-            lock.acquire()
-        held.set()
-        release.wait(JOIN_S)
-        for lock in locks:
-            lock.release()
-
-    thread = threading.Thread(target=inside)
-    thread.start()
-    assert held.wait(JOIN_S)
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child's status says how it went
-        signal.alarm(60)  # a hang ends the child with SIGALRM instead of stalling the run
-        try:
-            with aimsec_core.client("child"):
-                for i in range(3):
-                    guarded.predict(x[1 + i:2 + i])
-            ok = guarded.request_analysis()["total_requests"] == 4
-        except BaseException:
-            os._exit(2)
-        os._exit(0 if ok else 1)
-    release.set()
-    thread.join(JOIN_S)
+    with _held_by_a_thread(locks):  # a serving thread, inside every one of them
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's status says how it went
+            signal.alarm(60)  # a hang ends the child with SIGALRM, not the run stalled
+            try:
+                with aimsec_core.client("child"):
+                    for i in range(3):
+                        guarded.predict(x[1 + i:2 + i])
+                ok = guarded.request_analysis()["total_requests"] == 4
+            except BaseException:
+                os._exit(2)
+            os._exit(0 if ok else 1)
     _, status = os.waitpid(child, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (
         f"the child hung or failed (status {status:#x})")
@@ -603,25 +613,10 @@ def test_a_child_forked_while_the_adapters_and_registries_locks_are_held_can_tak
 
     owners = [(registry, "_lock"), (metrics, "_lock"), (_estimator, "_BUILDING"),
               (torch_features, "_RUNNING_LOCK")]
-    held, release = threading.Event(), threading.Event()
-
-    def inside() -> None:
-        locks = [getattr(owner, name) for owner, name in owners]
-        for lock in locks:
-            lock.acquire()
-        held.set()
-        release.wait(JOIN_S)
-        for lock in locks:
-            lock.release()
-
-    thread = threading.Thread(target=inside)
-    thread.start()
-    assert held.wait(JOIN_S)
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child's status says how it went
-        free = all(getattr(owner, name).acquire(blocking=False) for owner, name in owners)
-        os._exit(0 if free else 1)
-    release.set()
-    thread.join(JOIN_S)
+    with _held_by_a_thread([getattr(owner, name) for owner, name in owners]):
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's status says how it went
+            free = all(getattr(owner, name).acquire(blocking=False) for owner, name in owners)
+            os._exit(0 if free else 1)
     _, status = os.waitpid(child, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "a lock stayed held"

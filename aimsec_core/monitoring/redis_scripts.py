@@ -14,10 +14,19 @@ from .ratelimit import REDIS_ACQUIRE_SCRIPT
 
 #: Seconds as Redis' EXPIRE / SET EX take them: whole, at least 1, and at most about 68
 #: years (a valid policy may say 1e300 s, which Redis refuses as out of range; a key
-#: that outlives its use is harmless, as each entry carries its own time).
+#: that outlives its use is harmless, as each entry carries its own time); and
+#: ``capped``: the end of a lock or suspicion stored at ``key``, at most ``longest``
+#: seconds from ``now`` (one set by a clock since set back is shortened, and stored so).
 _SECONDS = """
 local function seconds(x)
   return math.min(math.max(1, math.ceil(x)), 2147483647)
+end
+local function capped(key, ends, now, longest)
+  if ends - now > longest then
+    ends = now + longest
+    redis.call('SET', key, string.format('%.17g', ends), 'KEEPTTL')
+  end
+  return ends
 end
 """
 
@@ -89,11 +98,7 @@ local now = tonumber(ARGV[1])
 if ARGV[3] == '1' then
   local locked = tonumber(redis.call('GET', KEYS[1]) or '0')
   if locked > now then
-    local lockout = tonumber(ARGV[5])
-    if locked - now > lockout then
-      locked = now + lockout
-      redis.call('SET', KEYS[1], string.format('%.17g', locked), 'KEEPTTL')
-    end
+    locked = capped(KEYS[1], locked, now, tonumber(ARGV[5]))
     return {'locked', tostring(locked - now), secret}
   end
 end
@@ -130,11 +135,7 @@ if rwindow > 0 then
 end
 local suspect = tonumber(redis.call('GET', KEYS[2]) or '0')
 if suspect > now then
-  local longest = tonumber(ARGV[7])
-  if suspect - now > longest then
-    suspect = now + longest
-    redis.call('SET', KEYS[2], string.format('%.17g', suspect), 'KEEPTTL')
-  end
+  suspect = capped(KEYS[2], suspect, now, tonumber(ARGV[7]))
   out[2] = tostring(suspect - now)
 end
 if n == 0 then return out end
