@@ -215,3 +215,21 @@ def test_an_index_outside_the_embeddings_table_is_refused_before_keras_reads_it(
     good = np.array([[0, 5, 9]])
     np.testing.assert_array_equal(guarded.predict(good, verbose=0),
                                   model.predict(good, verbose=0))
+
+
+def test_ids_read_by_an_embedding_and_another_layer_are_range_checked_too():
+    """An input read by an Embedding and beside it by another layer (its ids also
+    counted by a Dense) reached TensorFlow's gather unchecked: InvalidArgumentError."""
+    from aimsec_core import ValueRangeError
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((3,))
+    looked_up = keras.layers.Flatten()(keras.layers.Embedding(10, 4)(ids))
+    both = keras.layers.Concatenate()([looked_up, keras.layers.Dense(2)(ids)])
+    model = keras.Model(ids, keras.layers.Dense(2)(both))
+    guarded = aimsec_core.guard(model, sinks=[])
+    with pytest.raises(ValueRangeError, match="table of 10"):
+        guarded.predict(np.array([[1, 2, 10]]), verbose=0)
+    good = np.array([[0, 5, 9]])
+    np.testing.assert_array_equal(guarded.predict(good, verbose=0),
+                                  model.predict(good, verbose=0))

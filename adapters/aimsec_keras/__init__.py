@@ -96,17 +96,17 @@ class KerasAdapter(Adapter):
         return self._specs
 
     def _table_rows(self, tensor: Any) -> int | None:
-        """The rows of the smallest table an input is looked up in, where every layer
-        reading it is an ``Embedding`` (token ids: another index fails in TensorFlow's
-        gather); ``None`` otherwise, or where the graph cannot be read."""
+        """The rows of the smallest table an input is looked up in by an ``Embedding``
+        reading it directly (token ids: another index fails in TensorFlow's gather,
+        whatever other layers read the same input); ``None`` where none does, or where
+        the graph cannot be read."""
         embedding = _keras().layers.Embedding
         rows = []
         try:
             for layer in self.model.layers:
                 for node in getattr(layer, "_inbound_nodes", ()):
-                    if any(t is tensor for t in node.input_tensors):
-                        if not isinstance(layer, embedding):
-                            return None
+                    if isinstance(layer, embedding) and any(
+                            t is tensor for t in node.input_tensors):
                         rows.append(int(layer.input_dim))
         except (AttributeError, TypeError, ValueError):  # another Keras' graph
             return None
