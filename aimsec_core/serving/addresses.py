@@ -64,7 +64,15 @@ class TrustedProxies:
                     RuntimeWarning, stacklevel=2)
 
     def __contains__(self, address: Address) -> bool:
-        return any(address in network for network in self.networks)
+        """Whether ``address`` is a trusted proxy's; one of the NAT64 prefix (a proxy
+        reached through NAT64 or SIIT) as the IPv4 address it carries, as a client's
+        identity is read (:func:`client_network`)."""
+        if any(address in network for network in self.networks):
+            return True
+        if isinstance(address, ipaddress.IPv6Address) and address in NAT64_PREFIX:
+            carried = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+            return any(carried in network for network in self.networks)
+        return False
 
     def __bool__(self) -> bool:
         return self.unix or bool(self.networks)

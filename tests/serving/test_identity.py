@@ -202,6 +202,16 @@ def test_ipv6_prefix_from_the_environment_and_checked(monkeypatch):
             identity(ipv6_prefix=bad)
 
 
+def test_a_proxy_reached_through_nat64_matches_its_ipv4_entry():
+    """A proxy at 10.0.0.5 reached through NAT64 (64:ff9b::a00:5) was not trusted, so
+    every client behind it took the proxy's identity; the client's own NAT64 address
+    already counted as the IPv4 it carries."""
+    assert identity(xff("198.51.100.66"), peer=("64:ff9b::10.0.0.5", 443),
+                    trusted_proxies=["10.0.0.5"]) == "198.51.100.66"
+    assert identity(xff("198.51.100.66"), peer=("64:ff9b::10.0.0.6", 443),
+                    trusted_proxies=["10.0.0.5"]) != "198.51.100.66"
+
+
 def test_ipv4_mapped_peer_matches_an_ipv4_proxy_entry():
     assert identity(xff("198.51.100.66"), peer=("::ffff:10.0.0.5", 443),
                     trusted_proxies=["10.0.0.0/24"]) == "198.51.100.66"
