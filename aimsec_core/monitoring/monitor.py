@@ -177,8 +177,8 @@ class Monitor:
         now = self.clock()
         key, tag = self._keys.get(client) or self._key(client)
         store = self.store
-        visit = Visit(client if len(client) <= _READABLE_ID else _shortened(client, key),
-                      key, tag, rules, now, watched, store)
+        visit = Visit(client if len(client) <= _READABLE_ID else _readable(client, key),
+                      key, tag, rules, now, watched, store)  # (the test inline: every call)
         lockout = watched and rules.max_failed_attempts > 0
         if store is self.local:  # this process's memory: nothing to fall back on
             admission = store.admit(self.model, key, now, rules, lockout=lockout)
@@ -367,9 +367,7 @@ class Monitor:
         if visit is not None:
             now, client = visit.now, visit.client
         else:
-            now = self.clock()
-            if len(client) > _READABLE_ID:
-                client = _shortened(client, client_key(client))
+            now, client = self.clock(), _readable(client)
         self.stats.record(now, client, input_hash, outcome == "rejected", checks)
         if visit is not None and "lockout" in checks:
             for finding in visit.findings:
@@ -400,8 +398,7 @@ class Monitor:
             key = client_key(client)
             self._use(now, None, lambda s: s.observe(self.model, key, now, rules, self.policy,
                                                      input_hash, None, 0))
-        self.stats.record(now, client if len(client) <= _READABLE_ID
-                          else _shortened(client, client_key(client)), input_hash, False, ())
+        self.stats.record(now, _readable(client), input_hash, False, ())
 
     def request_analysis(self, window_minutes: float = 60) -> dict[str, Any]:
         """Totals, unique inputs, rates and top clients, repeated inputs, near-duplicate
@@ -431,11 +428,15 @@ class Monitor:
                                  self.policy.rules.max_repeats)
 
 
-def _shortened(client: str, key: str) -> str:
-    """A client id longer than :data:`_READABLE_ID` characters as findings and
-    ``request_analysis`` name it: its start, its length and its key's first 12 hex
-    digits, so that two ids sharing their first characters stay two clients (cut alone,
-    they read as one, and as an id that is the cut itself)."""
+def _readable(client: str, key: str | None = None) -> str:
+    """``client`` as findings and ``request_analysis`` name it: as it is up to
+    :data:`_READABLE_ID` characters; a longer id by its start, its length and its key's
+    (``key``, else computed) first 12 hex digits, so that two ids sharing their first
+    characters stay two clients (cut alone, they read as one, and as an id that is the
+    cut itself)."""
+    if len(client) <= _READABLE_ID:
+        return client
+    key = client_key(client) if key is None else key
     return f"{client[:_READABLE_ID - 48]}...[{len(client)} chars, key {key[:12]}]"
 
 
