@@ -46,7 +46,9 @@ class InputSpec:
     input as given), int64 or int32: any other raises inside the framework (on CUDA, a
     device-side assert that leaves the process's GPU context unusable, for every later
     call). A float input where no ``dtype`` is declared is not indices (no framework
-    takes a float index): the table is read from another input.
+    takes a float index): the table is read from another input. ``negative_indices``: the
+    framework also reads ``-index_rows`` to ``-1``, counting from the table's end (ONNX's
+    ``Gather``), so those pass too.
     """
 
     name: str
@@ -58,6 +60,7 @@ class InputSpec:
     accepts_sparse: bool = False
     allow_nan: bool = False
     index_rows: int | None = None
+    negative_indices: bool = False
 
     def describe(self) -> str:
         dims = "?" if self.shape is None else "(" + ", ".join(
@@ -306,6 +309,7 @@ def merge_specs(declared: Sequence[InputSpec] | None, constraints: Constraints,
             spec = replace(spec, dtype=explicit.dtype or spec.dtype,
                            shape=explicit.shape or spec.shape,
                            strict_dtype=explicit.strict_dtype or spec.strict_dtype,
-                           index_rows=spec.index_rows if indices else None)
+                           index_rows=spec.index_rows if indices else None,
+                           negative_indices=spec.negative_indices and indices)
         merged[name] = explicit if spec is None else spec
     return merged

@@ -137,7 +137,8 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         spec = specs.get(name)
         indexed = _reads_indices(array, spec)
         if indexed:
-            own, table = _index_range(constraints, name, spec.index_rows)  # type: ignore[union-attr]
+            own, table = _index_range(constraints, name, spec.index_rows,  # type: ignore[union-attr]
+                                      spec.negative_indices)  # type: ignore[union-attr]
             before = len(out.findings)
         try:
             if name in batched:
@@ -394,9 +395,11 @@ def _reads_indices(array: Any, spec: InputSpec | None) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _index_range(constraints: Constraints, name: str, rows: int) -> tuple[Constraints, bool]:
+def _index_range(constraints: Constraints, name: str, rows: int,
+                 negative: bool = False) -> tuple[Constraints, bool]:
     """The constraints input ``name`` is checked against where its values index a table
-    of ``rows`` rows: the table's range, narrowed by a ``min_value``/``max_value`` (every
+    of ``rows`` rows: the table's range (from ``-rows`` where ``negative`` indices count
+    from its end, else from 0), narrowed by a ``min_value``/``max_value`` (every
     input's or its own), and a bound its own overrides set to ``None`` lifted; and whether
     that range is the table's."""
     own = constraints.for_input(name)
@@ -408,9 +411,10 @@ def _index_range(constraints: Constraints, name: str, rows: int) -> tuple[Constr
             return None if key in overrides else table
         return tighter(table, value)
 
-    low, high = bound("min_value", 0, max), bound("max_value", rows - 1, min)
+    lowest = -rows if negative else 0
+    low, high = bound("min_value", lowest, max), bound("max_value", rows - 1, min)
     return (dataclasses.replace(own, inputs=None, min_value=low, max_value=high),
-            (low, high) == (0, rows - 1))
+            (low, high) == (lowest, rows - 1))
 
 
 def _name_the_table(out: Validated, first: int, name: str, rows: int) -> None:

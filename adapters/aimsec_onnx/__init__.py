@@ -60,6 +60,8 @@ _FLOAT_TYPES = frozenset({"tensor(float)", "tensor(double)", "tensor(float16)"})
 #: Nodes whose output holds their first input's values (reshaped or cast).
 _VALUE_PRESERVING = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                                "Cast"})
+#: Element types of indices (``Gather`` takes these two).
+_INDEX_TYPES = frozenset({"int64", "int32"})
 
 
 class OnnxAdapter(Adapter):
@@ -76,9 +78,21 @@ class OnnxAdapter(Adapter):
         return ort is not None and isinstance(model, ort.InferenceSession)
 
     def signature(self) -> list[InputSpec] | None:
-        # onnxruntime refuses any dtype but the declared one, hence strict_dtype.
-        return [InputSpec(arg.name, onnx_dtype(arg.type), onnx_shape(arg.shape),
-                          strict_dtype=True) for arg in self.model.get_inputs()]
+        """Each declared input, with the element type onnxruntime insists on (hence
+        ``strict_dtype``); an integer input that a ``Gather`` node reads as indices into a
+        constant table (token ids into an embedding, directly or through nodes that only
+        move values) declares that table's rows, from ``-rows`` (ONNX counts negative
+        indices from the end): another index stops the session with onnxruntime's own
+        ``INVALID_ARGUMENT`` error, so the core refuses it first. Tables are read from the
+        model the session was opened from, where onnxruntime keeps it and ``onnx`` is
+        installed; otherwise no input declares one."""
+        specs = []
+        for arg in self.model.get_inputs():
+            dtype = onnx_dtype(arg.type)
+            rows = self._tables.get(arg.name) if dtype in _INDEX_TYPES else None
+            specs.append(InputSpec(arg.name, dtype, onnx_shape(arg.shape), strict_dtype=True,
+                                   index_rows=rows, negative_indices=rows is not None))
+        return specs
 
     def parameters_digest(self) -> str | None:
         """SHA-256 over the model the session was opened from (its bytes, or its file's);
@@ -153,13 +167,8 @@ class OnnxAdapter(Adapter):
         from the model the session was opened from, where onnxruntime keeps it and ``onnx``
         is installed. Where it cannot be read, a ``RuntimeWarning`` says the column is
         taken for a logit."""
-        model = self.model.__dict__.get("_model_bytes") or self.model.__dict__.get(
-            "_model_path")
         try:
-            import onnx
-
-            graph = (onnx.load_model_from_string(model) if isinstance(model, bytes)
-                     else onnx.load(model, load_external_data=False)).graph
+            graph = self._graph()
         except Exception as exc:  # no onnx package, no model kept, or one onnx cannot parse
             warnings.warn(
                 f"cannot read the ONNX graph ({type(exc).__name__}: {exc}) to tell whether "
@@ -180,6 +189,26 @@ class OnnxAdapter(Adapter):
                 return False
             name = node.input[0]
         return False
+
+    @cached_property
+    def _tables(self) -> dict[str, int]:
+        """:func:`gathered_tables` of the session's graph, found once; none where the graph
+        cannot be read."""
+        try:
+            return gathered_tables(self._graph())
+        except Exception:  # no onnx package, no model kept, or one onnx cannot parse
+            return {}
+
+    def _graph(self) -> Any:
+        """The ONNX graph the session was opened from (``onnx.GraphProto``, external data
+        left unread); raises where onnxruntime kept no model, ``onnx`` is missing or cannot
+        parse it."""
+        model = self.model.__dict__.get("_model_bytes") or self.model.__dict__.get(
+            "_model_path")
+        import onnx
+
+        return (onnx.load_model_from_string(model) if isinstance(model, bytes)
+                else onnx.load(model, load_external_data=False)).graph
 
     @cached_property
     def probability_output(self) -> str:
@@ -206,6 +235,40 @@ class OnnxAdapter(Adapter):
         from ._session import GuardedSession
 
         return GuardedSession(guard)
+
+
+def gathered_tables(graph: Any) -> dict[str, int]:
+    """Graph input name -> rows of the smallest constant table a ``Gather`` node looks its
+    values up in (along the node's ``axis``), following the indices back through nodes
+    that only move values (``Identity``, ``Reshape``, ``Flatten``, ``Squeeze``,
+    ``Unsqueeze``, ``Cast``); tables are initializers or ``Constant`` nodes."""
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    producers = {}
+    for node in graph.node:
+        for name in node.output:
+            producers[name] = node
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None and node.output:
+                shapes[node.output[0]] = tuple(value.dims)
+    inputs = {arg.name for arg in graph.input} - {t.name for t in graph.initializer}
+    tables: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in shapes:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        dims = shapes[node.input[0]]
+        if not -len(dims) <= axis < len(dims):
+            continue
+        name = node.input[1]
+        for _ in range(len(graph.node)):
+            source = producers.get(name)
+            if source is None or source.op_type not in _VALUE_PRESERVING or not source.input:
+                break
+            name = source.input[0]
+        if name in inputs:
+            tables[name] = min(tables.get(name, dims[axis]), dims[axis])
+    return tables
 
 
 def onnx_dtype(onnx_type: str) -> str | None:

@@ -1,0 +1,101 @@
+"""An ONNX model that looks an input's values up in a table (``Gather``: token ids into an
+embedding) has out-of-range ids refused by the guard, with the table named, instead of
+onnxruntime's own INVALID_ARGUMENT error from inside the session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import aimsec_core  # noqa: E402
+from aimsec_core import ValueRangeError  # noqa: E402
+
+ROWS = 10
+
+
+def _session(ids_type: int = TensorProto.INT64, via: tuple[str, ...] = (),
+             constant_table: bool = False) -> ort.InferenceSession:
+    """ids (N, 5) -> Gather from a (10, 4) table -> mean over the 5 -> (N, 3) logits;
+    ``via``: nodes between the input and the Gather."""
+    table = np.arange(ROWS * 4, dtype=np.float32).reshape(ROWS, 4) / 40
+    weights = numpy_helper.from_array(np.ones((4, 3), dtype=np.float32), "w")
+    nodes, initializers, name = [], [weights], "ids"
+    for i, op in enumerate(via):
+        out = f"moved{i}"
+        attributes = {"to": TensorProto.INT64} if op == "Cast" else {}
+        nodes.append(helper.make_node(op, [name], [out], **attributes))
+        name = out
+    if constant_table:
+        nodes.append(helper.make_node("Constant", [], ["table"],
+                                      value=numpy_helper.from_array(table, "t")))
+    else:
+        initializers.append(numpy_helper.from_array(table, "table"))
+    nodes += [helper.make_node("Gather", ["table", name], ["emb"], axis=0),
+              helper.make_node("ReduceMean", ["emb"], ["pooled"], axes=[1], keepdims=0),
+              helper.make_node("MatMul", ["pooled", "w"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "gather", [helper.make_tensor_value_info("ids", ids_type, ["N", 5])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+
+
+def _run(guarded: Any, ids: list[list[int]], dtype: str = "int64") -> Any:
+    return guarded.run(None, {"ids": np.array(ids, dtype=dtype)})[0]
+
+
+@pytest.mark.parametrize("via", [(), ("Identity",), ("Cast",)],
+                         ids=["direct", "identity", "cast"])
+@pytest.mark.parametrize("bad", [ROWS, 50, -ROWS - 1, -(2**40)])
+def test_an_id_past_the_table_is_refused_naming_it(bad, via, sink):
+    guarded = aimsec_core.guard(_session(via=via), sinks=[sink])
+    with pytest.raises(ValueRangeError, match=rf"\[-{ROWS}, {ROWS - 1}\].*table of {ROWS}"):
+        _run(guarded, [[1, 2, 3, 4, bad]])
+    assert sink.outcomes == ["rejected"]  # refused and audited, never run
+
+
+def test_ids_in_the_table_run_as_on_the_plain_session_negative_ones_too(sink):
+    session = _session()
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    for ids in ([[0, 1, 2, 3, ROWS - 1]], [[-1, -ROWS, 0, 5, 9]]):
+        plain = session.run(None, {"ids": np.array(ids)})[0]
+        np.testing.assert_array_equal(_run(guarded, ids), plain)
+
+
+def test_a_constant_node_table_and_int32_ids_are_read_too(sink):
+    guarded = aimsec_core.guard(_session(TensorProto.INT32, constant_table=True),
+                                sinks=[sink])
+    with pytest.raises(ValueRangeError, match=f"table of {ROWS}"):
+        _run(guarded, [[0, 0, 0, 0, ROWS]], "int32")
+    assert _run(guarded, [[0, 0, 0, 0, ROWS - 1]], "int32").shape == (1, 3)
+
+
+def test_a_constraint_narrows_the_table_range_and_none_lifts_it(sink):
+    narrowed = aimsec_core.guard(_session(), sinks=[sink],
+                                 constraints={"inputs": {"ids": {"min_value": 0}}})
+    with pytest.raises(ValueRangeError, match=rf"\[0, {ROWS - 1}\]"):
+        _run(narrowed, [[-1, 0, 0, 0, 0]])
+    lifted = aimsec_core.guard(_session(), sinks=[sink],
+                               constraints={"inputs": {"ids": {"max_value": None}}})
+    with pytest.raises(Exception) as raised:  # onnxruntime's own error, as asked
+        _run(lifted, [[0, 0, 0, 0, ROWS]])
+    assert not isinstance(raised.value, ValueRangeError)
+
+
+def test_a_session_whose_graph_cannot_be_read_declares_no_table(sink, monkeypatch):
+    from aimsec_onnx import OnnxAdapter
+
+    def unreadable(self: Any) -> Any:
+        raise ValueError("no model kept")
+
+    monkeypatch.setattr(OnnxAdapter, "_graph", unreadable)
+    adapter = OnnxAdapter(_session())
+    assert adapter.signature()[0].index_rows is None
