@@ -76,7 +76,9 @@ class AimsecMiddleware:
     send nothing before the first body message), so a violation
     raised between the two, as when a guarded generator feeds Starlette's
     ``StreamingResponse``, is still answered as a refusal; one raised after the first body
-    chunk propagates (the answer is on its way).
+    chunk propagates (the answer is on its way: the server cuts it short); one raised once
+    the whole answer is sent (a background task's guarded call) is logged as a warning of
+    the ``aimsec.serving`` logger and goes no further.
 
     ``X-Request-ID`` is kept when safe (:mod:`aimsec_core.serving.request_ids`), else one is
     generated; it is returned in the response's ``X-Request-ID`` header and the refusal
@@ -194,11 +196,12 @@ class AimsecMiddleware:
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send, identity: str,
                           request_id: str) -> None:
         started = False  # whether anything of the response has gone to the server
+        finished = False  # whether its last body chunk has
         pending: Message | None = None  # the app's start, held until its first body chunk
         id_header = (self._request_id_header, request_id.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started, pending
+            nonlocal started, finished, pending
             if message.get("type") == "http.response.start" and not started:
                 headers = list(message.get("headers") or ())
                 if not any(name.lower() == id_header[0] for name, _ in headers):
@@ -212,11 +215,21 @@ class AimsecMiddleware:
                 held, pending = pending, None
                 await send(held)
             await send(message)
+            if message.get("type") == "http.response.body" and not message.get("more_body"):
+                finished = True
 
         try:
             await self.app(scope, receive, send_with_id)
         except BaseException as raised:
             error = violation_in(raised)
+            if error is not None and finished:
+                # raised after the whole answer went out (a background task's guarded
+                # call): the guard has audited the refusal and the client has its answer,
+                # so the server is not handed an error to log as the application's crash
+                log.warning("aimsec: request %s from %s: a guarded call after the response "
+                            "was sent was refused (%s: %s)", request_id, identity,
+                            type(error).__name__, error)
+                return
             if error is None or started:  # started: nothing left to say the refusal with
                 raise
             await _send_refusal(send, self._refusal(error, identity, request_id), id_header)

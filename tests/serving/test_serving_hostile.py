@@ -4,6 +4,9 @@ on a loopback port (httpx, or raw sockets where httpx cannot say it)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import time
 import json
 import socket
 
@@ -237,3 +240,48 @@ def test_concurrent_guarded_calls_each_audit_their_own_client():
         by_request.setdefault(event.verdict.request_id, set()).add(event.verdict.client)
     assert by_request == {f"req-{i}": {expected(i)} for i in range(60)}
     assert sorted(background_seen) == sorted((f"req-{i}", expected(i)) for i in range(60))
+
+
+def test_a_refusal_in_a_background_task_after_the_answer_is_logged_not_raised(caplog):
+    """A guarded call refused in a background task runs after the whole answer went out:
+    the client keeps its 200, the refusal is audited, and the server is not handed an
+    exception to log as the application's crash (it was: uvicorn's 'Exception in ASGI
+    application' traceback for every such call)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    import aimsec_core
+    from tests.conftest import ListSink
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    sink = ListSink()
+    guarded = aimsec_core.guard(model, name="m", sinks=[sink], mode="enforce",
+                                policy={"max_requests_per_minute": 1})
+    app = FastAPI()
+    app.add_middleware(AimsecMiddleware, key_secret=SECRET)
+    done = threading.Event()
+
+    def later() -> None:
+        try:
+            guarded.predict(x[:1])  # the second call in the minute: refused
+        finally:
+            done.set()
+
+    @app.get("/")
+    async def predict(tasks: BackgroundTasks) -> dict[str, int]:
+        guarded.predict(x[:1])
+        tasks.add_task(later)
+        return {"ok": 1}
+
+    with caplog.at_level(logging.WARNING), running(app) as url:
+        answer = httpx.get(url + "/", headers={"X-API-Key": "k"}, timeout=60)
+        assert done.wait(60)
+        deadline = time.monotonic() + 60
+        while not any("after the response" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the refusal was never logged"
+            time.sleep(0.02)
+    assert answer.status_code == 200 and answer.json() == {"ok": 1}
+    assert sink.outcomes == ["allowed", "rejected"]
+    assert not any("Exception in ASGI application" in r.getMessage() for r in caplog.records)
+    assert not any(r.exc_info for r in caplog.records)
