@@ -267,3 +267,23 @@ def test_a_calibration_whose_detectors_this_adapter_cannot_feed_is_refused(model
         guarded.__aimsec_guard__.use_calibration(made, force=True)
     assert guarded.__aimsec_guard__.calibration is None
     guarded.predict(x[:3])
+
+
+def test_clean_data_the_model_cannot_take_is_a_calibration_error(data):
+    """A torch module declares no input shape, so flat rows given to a convolutional one
+    passed validation and calibrate() raised torch's own RuntimeError (conv2d expects 4-d
+    input); the calibration in use stayed, as it does now."""
+    torch = pytest.importorskip("torch")
+    x, _ = data
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(),
+                              torch.nn.Linear(144, 10)).eval()
+    guarded = aimsec_core.guard(net, sinks=[])
+    images = torch.tensor(x[:300], dtype=torch.float32).reshape(-1, 1, 8, 8)
+    before = guarded.calibrate(images, detectors=["margin", "density"])
+    flat = torch.tensor(x[300:600], dtype=torch.float32)
+    with pytest.raises(CalibrationError,
+                       match=r"RuntimeError on x_clean, samples of shape \(64,\)") as raised:
+        guarded.calibrate(flat, detectors=["margin", "density"])
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert guarded.__aimsec_guard__.calibration is before
