@@ -287,3 +287,41 @@ def test_clean_data_the_model_cannot_take_is_a_calibration_error(data):
         guarded.calibrate(flat, detectors=["margin", "density"])
     assert isinstance(raised.value.__cause__, RuntimeError)
     assert guarded.__aimsec_guard__.calibration is before
+
+
+def test_a_detector_object_a_file_cannot_restore_is_refused(tmp_path, model, data):
+    """A subclass of a known detector calibrated, was saved under its kind's name and
+    loaded as that kind: the guard loading the file scored every call otherwise than the
+    guard that wrote it (here flagging what it passed). A detector of a kind of its own
+    was refused only after fitting, blamed on the data's magnitude."""
+    from aimsec_core.detection import Detector, MarginDetector
+
+    class Inverted(MarginDetector):
+        def score(self, probe):
+            return -super().score(probe)
+
+    class Own(Detector):
+        name = "own"
+
+        def fit(self, probe, value_range):
+            pass
+
+        def score(self, probe):
+            return np.zeros(len(probe.x))
+
+    x, _ = data
+    for detector, named in ((Inverted(), "Inverted named 'margin'"),
+                            (Own(), "Own named 'own'")):
+        guarded = _guard(model)
+        with pytest.raises(aimsec_core.ConfigurationError,
+                           match=f"detector objects must be of aimsec's own kinds.*{named}"):
+            guarded.calibrate(x[600:1000], detectors=[detector, "density"])
+        assert guarded.__aimsec_guard__.calibration is None
+    # an object of aimsec's own kind still calibrates and loads
+    own_kind = aimsec_core.guard(model, sinks=[], mode="monitor")
+    own_kind.calibrate(x[600:1000], detectors=[MarginDetector(), "density"])
+    path = own_kind.save_calibration(tmp_path / "margin.npz")
+    again = aimsec_core.guard(model, sinks=[], mode="monitor", calibration=path)
+    own_kind.predict(x[1000:1100])
+    again.predict(x[1000:1100])
+    assert again.last_verdict.scores == own_kind.last_verdict.scores
