@@ -325,3 +325,18 @@ def test_a_detector_object_a_file_cannot_restore_is_refused(tmp_path, model, dat
     own_kind.predict(x[1000:1100])
     again.predict(x[1000:1100])
     assert again.last_verdict.scores == own_kind.last_verdict.scores
+
+
+def test_an_estimator_without_class_scores_cannot_be_calibrated_and_says_why(data):
+    """A regressor has neither predict_proba nor decision_function: calibrate() let
+    scikit-learn's AttributeError ('LinearRegression' object has no attribute
+    'decision_function') out."""
+    from sklearn.linear_model import LinearRegression
+
+    x, y = data
+    guarded = _guard(LinearRegression().fit(x[:600], y[:600]))
+    with pytest.raises(CalibrationError, match="LinearRegression gives no class scores "
+                       r"\(it has neither predict_proba nor decision_function\)"):
+        guarded.calibrate(x[600:900], detectors=["sparsity", "density"])
+    assert guarded.__aimsec_guard__.calibration is None
+    guarded.predict(x[:3])  # still served, uncalibrated
