@@ -267,3 +267,76 @@ def test_a_calibration_whose_detectors_this_adapter_cannot_feed_is_refused(model
         guarded.__aimsec_guard__.use_calibration(made, force=True)
     assert guarded.__aimsec_guard__.calibration is None
     guarded.predict(x[:3])
+
+
+def test_clean_data_the_model_cannot_take_is_a_calibration_error(data):
+    """A torch module declares no input shape, so flat rows given to a convolutional one
+    passed validation and calibrate() raised torch's own RuntimeError (conv2d expects 4-d
+    input); the calibration in use stayed, as it does now."""
+    torch = pytest.importorskip("torch")
+    x, _ = data
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(),
+                              torch.nn.Linear(144, 10)).eval()
+    guarded = aimsec_core.guard(net, sinks=[])
+    images = torch.tensor(x[:300], dtype=torch.float32).reshape(-1, 1, 8, 8)
+    before = guarded.calibrate(images, detectors=["margin", "density"])
+    flat = torch.tensor(x[300:600], dtype=torch.float32)
+    with pytest.raises(CalibrationError,
+                       match=r"RuntimeError on x_clean, samples of shape \(64,\)") as raised:
+        guarded.calibrate(flat, detectors=["margin", "density"])
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert guarded.__aimsec_guard__.calibration is before
+
+
+def test_a_detector_object_a_file_cannot_restore_is_refused(tmp_path, model, data):
+    """A subclass of a known detector calibrated, was saved under its kind's name and
+    loaded as that kind: the guard loading the file scored every call otherwise than the
+    guard that wrote it (here flagging what it passed). A detector of a kind of its own
+    was refused only after fitting, blamed on the data's magnitude."""
+    from aimsec_core.detection import Detector, MarginDetector
+
+    class Inverted(MarginDetector):
+        def score(self, probe):
+            return -super().score(probe)
+
+    class Own(Detector):
+        name = "own"
+
+        def fit(self, probe, value_range):
+            pass
+
+        def score(self, probe):
+            return np.zeros(len(probe.x))
+
+    x, _ = data
+    for detector, named in ((Inverted(), "Inverted named 'margin'"),
+                            (Own(), "Own named 'own'")):
+        guarded = _guard(model)
+        with pytest.raises(aimsec_core.ConfigurationError,
+                           match=f"detector objects must be of aimsec's own kinds.*{named}"):
+            guarded.calibrate(x[600:1000], detectors=[detector, "density"])
+        assert guarded.__aimsec_guard__.calibration is None
+    # an object of aimsec's own kind still calibrates and loads
+    own_kind = aimsec_core.guard(model, sinks=[], mode="monitor")
+    own_kind.calibrate(x[600:1000], detectors=[MarginDetector(), "density"])
+    path = own_kind.save_calibration(tmp_path / "margin.npz")
+    again = aimsec_core.guard(model, sinks=[], mode="monitor", calibration=path)
+    own_kind.predict(x[1000:1100])
+    again.predict(x[1000:1100])
+    assert again.last_verdict.scores == own_kind.last_verdict.scores
+
+
+def test_an_estimator_without_class_scores_cannot_be_calibrated_and_says_why(data):
+    """A regressor has neither predict_proba nor decision_function: calibrate() let
+    scikit-learn's AttributeError ('LinearRegression' object has no attribute
+    'decision_function') out."""
+    from sklearn.linear_model import LinearRegression
+
+    x, y = data
+    guarded = _guard(LinearRegression().fit(x[:600], y[:600]))
+    with pytest.raises(CalibrationError, match="LinearRegression gives no class scores "
+                       r"\(it has neither predict_proba nor decision_function\)"):
+        guarded.calibrate(x[600:900], detectors=["sparsity", "density"])
+    assert guarded.__aimsec_guard__.calibration is None
+    guarded.predict(x[:3])  # still served, uncalibrated

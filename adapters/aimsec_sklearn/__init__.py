@@ -101,7 +101,12 @@ class SklearnAdapter(Adapter):
     def scores(self, x: Any) -> Any:
         if hasattr(self.model, "predict_proba"):
             return self.model.predict_proba(x)
-        return self.model.decision_function(x)
+        if hasattr(self.model, "decision_function"):
+            return self.model.decision_function(x)
+        raise NotImplementedError(  # a regressor, a clusterer: no classes to score
+            f"{type(self.model).__name__} gives no class scores (it has neither "
+            "predict_proba nor decision_function), which the detectors read; only "
+            "classifiers can be calibrated")
 
     def wrap(self, guard: Guard) -> Any:
         from ._estimator import GuardedEstimator

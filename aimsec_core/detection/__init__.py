@@ -64,7 +64,9 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
     """Detector objects for ``names`` (default: :data:`DEFAULT_DETECTORS`, the margin in
     the boundary detector's place where the adapter has no autograd); a detector that
     needs the input gradient is refused when asked for without autograd. A
-    :class:`Detector` object given is copied, never fitted in place."""
+    :class:`Detector` object given is copied, never fitted in place; it must be of one of
+    the kinds in :data:`DETECTORS` (a subclass, saved under its kind's name, would load
+    as that kind and score otherwise). Raises :class:`ConfigurationError`."""
     image_shape = arguments.image_shape(image_shape)  # checked even where no detector reads it
     if isinstance(names, (str, bytes)):  # its letters are no detectors
         raise ConfigurationError(f"detectors must be a list of detector names; received the "
@@ -79,6 +81,15 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
     detectors = []
     for item in chosen:
         if isinstance(item, Detector):
+            kind = getattr(item, "name", None)
+            if not isinstance(kind, str) or DETECTORS.get(kind) is not type(item):
+                # a file names each detector by kind and restores it as that class: any
+                # other object would score otherwise (or not at all) once loaded again
+                raise ConfigurationError(
+                    f"detector objects must be of aimsec's own kinds "
+                    f"({', '.join(k.__name__ for k in DETECTORS.values())}), which a "
+                    f"calibration file restores as they were; received a "
+                    f"{type(item).__name__:.80} named {kind!r:.80}")
             # a copy: calibration fits it, and the object given may already serve another
             # calibration (an earlier one, another guard's), which refitting it in place
             # changed under that calibration's clean scores and threshold

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..adapter import Adapter, read_single_column
 from ..arrays import content_hash, to_host
-from ..errors import CalibrationError, ConfigurationError
+from ..errors import AimsecError, CalibrationError, ConfigurationError
 from . import DETECTORS, build_detector, calibration_file
 from .base import Detector, Probe, softmax_if_needed
 from .coverage import fpr_interval
@@ -199,6 +199,24 @@ def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool,
                  ask_features=ask_features if adapter.capabilities.features else None)
 
 
+def _probe_clean(adapter: Adapter, x: np.ndarray, what: str, need_gradient: bool,
+                 need_features: bool) -> Probe:
+    """:func:`probe_for` on clean data ``what`` (``x_clean``, ``reference``). The model's
+    own error on it (samples of a shape a model declaring none does not take: flat rows
+    for a convolutional torch module) is a :class:`CalibrationError` naming the shape, the
+    error as its cause; the adapter's ``NotImplementedError`` (what it cannot give the
+    detectors) and aimsec's own errors go on as they are."""
+    try:
+        return probe_for(adapter, x, need_gradient, need_features)
+    except (AimsecError, NotImplementedError):
+        raise
+    except Exception as exc:
+        raise CalibrationError(
+            f"the model raised {type(exc).__name__} on {what}, samples of shape "
+            f"{tuple(x.shape[1:])}: {str(exc)[:300]}; expected data the model takes, "
+            "samples shaped as its calls' are") from exc
+
+
 #: sigmoid(1): a probability read as a logit z gives class 1 the probability
 #: sigmoid(z) <= sigmoid(1) (float32 rounding allowed for)
 _SIGMOID_OF_ONE = 1.0 / (1.0 + math.exp(-1.0)) + 1e-6
@@ -332,11 +350,13 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
     try:
         if not any(d.learns for d in suite.detectors):
             reference = None  # nothing would read it
-        probe = probe_for(adapter, shuffled, suite.needs_gradient, suite.needs_features)
+        probe = _probe_clean(adapter, shuffled, "x_clean", suite.needs_gradient,
+                             suite.needs_features)
         probe, sigmoid = _hidden_sigmoid(adapter, probe, suite)
         _warn_if_one_class(probe)
-        reference_probe = None if reference is None or not len(reference) else probe_for(
-            adapter, reference, any(d.learns and d.needs_gradient for d in suite.detectors),
+        reference_probe = None if reference is None or not len(reference) else _probe_clean(
+            adapter, reference, "reference",
+            any(d.learns and d.needs_gradient for d in suite.detectors),
             any(d.learns and d.needs_features for d in suite.detectors))
         clean = suite.fit(probe, value_range, reference=reference_probe)
         achieved = suite.set_threshold_cross_fitted(clean, fpr)
