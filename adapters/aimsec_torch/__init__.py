@@ -226,10 +226,12 @@ class TorchAdapter(Adapter):
         import torch
         import torch.nn.functional as F
 
+        from ._checkpoint import own_saved_tensors
+
         x = self._as_tensor(x)
         _require_float(x)
         with _evaluating(self.model), torch.inference_mode(False), torch.enable_grad(), \
-                own_passes():
+                own_passes(), own_saved_tensors():
             leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
             logits = _class_logits(self.model(leaf), self).float()
             target = torch.as_tensor(labels, device=logits.device)
