@@ -109,3 +109,15 @@ def test_the_detectors_own_pass_is_not_seen_by_hooks_on_saved_tensors(calibrated
             nn.functional.cross_entropy(model(x), y).backward()
         counts.append(len(saved))
     assert counts[0] == counts[1]
+
+
+def test_inference_mode_gives_inference_tensors_with_a_calibrated_guard(calibrated, data):
+    """The gradient detector's pass leaves inference mode for its backward: the output
+    came back as a normal tensor, where the plain model's is an inference tensor."""
+    x, _, _ = data
+    plain, guarded, _ = _pair(calibrated)
+    with torch.inference_mode():
+        expected, output = plain(x), guarded(x)
+    assert "boundary" in guarded.last_verdict.scores
+    assert expected.is_inference() and output.is_inference()
+    assert torch.equal(output, expected) and not output.requires_grad
