@@ -464,6 +464,48 @@ def test_a_torch_tensor_is_read_as_checked_and_keeps_its_gradient(sink):
     assert sink.outcomes == ["allowed"] and (x == 1e30).all()
 
 
+def _input_gradient(values: np.ndarray):
+    """A function returning, for a model, d(sum of its output)/d(its input) with
+    ``values`` given as a backend tensor the caller differentiates against."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(values)
+
+        def gradient(model):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                total = keras.ops.sum(model(x))
+            found = tape.gradient(total, x)
+            return None if found is None else found.numpy()
+        return gradient
+    import torch
+
+    def gradient(model):
+        x = torch.tensor(values, requires_grad=True)
+        keras.ops.sum(model(x)).backward()
+        return None if x.grad is None else x.grad.numpy()
+    return gradient
+
+
+def test_a_calibrated_call_keeps_the_gradient_to_the_callers_input(sink):
+    """With the gradient detectors calibrated, calling the model shares its forward pass
+    with the detector, whose watched twin of the input was a tensor of its own: the
+    caller's gradient tape (or torch graph) no longer reached the input (d output / d x
+    was None, as for adversarial training through the guard). The twin is now joined to
+    the caller's input."""
+    x, _ = digits()
+    model = CASE.model()
+    guarded = aimsec_core.guard(model, mode="monitor", sinks=[sink],
+                                constraints={"min_value": 0.0, "max_value": 1.0})
+    guarded.calibrate(x[:600], fpr=0.05, detectors=["boundary"])
+    gradient = _input_gradient(x[1000:1016])
+    expected = gradient(model)
+    assert expected is not None
+    np.testing.assert_array_equal(gradient(guarded), expected)
+    assert "boundary" in guarded.last_verdict.scores
+
+
 def test_torch_backend_in_a_subprocess():
     """Conformance, this file and the call paths again, with Keras on torch (chosen before
     keras loads)."""

@@ -86,12 +86,16 @@ class Forward:
     each other input the core copied to the copy it checked (``Guard.call(...,
     rebuilt=True)``), which the call hands the model in place of the caller's. With
     ``to_numpy`` the caller gets the output as numpy (``predict``), otherwise as that
-    tensor (calling the model)."""
+    tensor (calling the model). ``source`` is the caller's own input where it is one
+    tensor the caller may differentiate against (a TensorFlow tensor, perhaps on the
+    caller's gradient tape; a torch tensor): the watched twin is then joined to it, so
+    the output reaches the caller's input as the plain call's does."""
 
     def __init__(self, run: Callable[[Any, Mapping[str, Any]], Any], *,
-                 to_numpy: bool = False) -> None:
+                 to_numpy: bool = False, source: Any = None) -> None:
         self.run = run
         self.to_numpy = to_numpy
+        self.source = source
 
     def __call__(self, x: Any, rebuilt: Mapping[str, Any] | None = None) -> Any:
         return self.run(x, rebuilt or {})
@@ -177,7 +181,8 @@ def _one_pass(model: Any, x: Any, labels: Any, call: Callable[[Any], Any] | None
     to_numpy = bool(getattr(call, "to_numpy", False))
     backend = keras.backend.backend()
     flat = [_leaf(v, backend) for v in keras.tree.flatten(x)]
-    inputs = keras.tree.pack_sequence_as(x, flat)
+    handed = _joined(call, flat, backend)  # what the model reads: flat, or joined to it
+    inputs = keras.tree.pack_sequence_as(x, handed)
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -204,6 +209,35 @@ def _one_pass(model: Any, x: Any, labels: Any, call: Callable[[Any], Any] | None
             f"process runs Keras on {backend!r}")
     gradient = keras.tree.pack_sequence_as(x, [ops.convert_to_numpy(g) for g in grads])
     return (values if to_numpy else output), probabilities, gradient
+
+
+def _joined(call: Any, flat: list[Any], backend: str) -> list[Any]:
+    """The watched leaves ``flat`` as the model is handed them: where ``call`` (a
+    :class:`Forward`, perhaps with its copies bound) has the caller's one input as its
+    ``source``, joined to that input's graph, so gradients reach it as from the plain
+    call (a TensorFlow tensor, which cannot change once made, is watched itself: its
+    values are those checked; a torch tensor requiring grad, with grad mode on, gets
+    the twin's values and its gradient). Changes ``flat`` in place where the watched
+    leaf is the caller's tensor."""
+    own = call.func if isinstance(call, functools.partial) else call
+    source = getattr(own, "source", None)
+    if source is None or len(flat) != 1 or not keras.backend.is_float_dtype(
+            keras.backend.standardize_dtype(source.dtype)):
+        return flat
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(source, tf.Tensor) and hasattr(source, "numpy"):  # eager
+            flat[0] = source
+    elif backend == "torch":
+        import torch
+
+        if isinstance(source, torch.Tensor) and torch.is_grad_enabled() \
+                and source.requires_grad:
+            from aimsec_torch import tensor_handed
+
+            return [tensor_handed(source, flat[0])]
+    return flat
 
 
 def _leaf(value: Any, backend: str) -> Any:

@@ -135,7 +135,7 @@ class GuardedModel(GuardedMixin):
 
             def run_on(t: Any, rebuilt: Mapping[str, Any]) -> Any:
                 return model(**{**others(rebuilt)[1], name: t})
-        forward = Forward(run_on)
+        forward = Forward(run_on, source=x if keras.ops.is_tensor(x) else None)
         if _symbolic(x):
             raise _as_is(UnguardedCallError(
                 "the guarded model was called on symbolic tensors (building a larger model "

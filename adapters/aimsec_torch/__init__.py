@@ -226,10 +226,12 @@ class TorchAdapter(Adapter):
         import torch
         import torch.nn.functional as F
 
+        from ._checkpoint import own_saved_tensors
+
         x = self._as_tensor(x)
         _require_float(x)
         with _evaluating(self.model), torch.inference_mode(False), torch.enable_grad(), \
-                own_passes():
+                own_passes(), own_saved_tensors():
             leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
             logits = _class_logits(self.model(leaf), self).float()
             target = torch.as_tensor(labels, device=logits.device)
@@ -255,6 +257,7 @@ class TorchAdapter(Adapter):
 
         _require_float(x)
         grad_mode = torch.is_grad_enabled()  # False under no_grad and inference_mode
+        inference = torch.is_inference_mode_enabled()
         with torch.inference_mode(False), torch.enable_grad(), own_passes(always=False):
             if grad_mode and x.requires_grad:
                 target = x  # keep the caller's graph: the output must reach x's history
@@ -277,6 +280,9 @@ class TorchAdapter(Adapter):
         if not keep_graph:
             output = (output.detach() if isinstance(output, torch.Tensor)
                       else _output_detached(output))
+        if inference:  # the caller's inference_mode gets inference tensors, as plainly
+            with torch.inference_mode():
+                output = _output_detached(output, clone=True)
         scores = probabilities.cpu().numpy()
         grad = torch.zeros_like(target) if grad is None else grad.detach()
         return output, scores, grad
@@ -393,12 +399,14 @@ def _output_tensors(output: Any) -> list[Any]:
     return [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
 
 
-def _output_detached(output: Any) -> Any:
-    """A model's output (a tuple, dict... of tensors) with every tensor detached."""
+def _output_detached(output: Any, clone: bool = False) -> Any:
+    """A model's output (a tensor, or a tuple, dict... of tensors) with every tensor
+    detached (with ``clone``, cloned: under ``inference_mode``, into inference tensors)."""
     import torch
     from torch.utils._pytree import tree_map_only
 
-    return tree_map_only(torch.Tensor, lambda t: t.detach(), output)
+    return tree_map_only(torch.Tensor, (lambda t: t.clone()) if clone else
+                         (lambda t: t.detach()), output)
 
 
 def _reaches_other_leaves(outputs: list[Any], leaf: Any) -> bool:

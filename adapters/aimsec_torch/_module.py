@@ -39,6 +39,7 @@ from aimsec_core.validation import Refused
 
 from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import ArgumentsError, tensors_in
+from ._checkpoint import recomputing
 from ._global_hooks import SharedHook
 from ._modes import own_mode, own_modes, own_training, set_modes
 from ._snapshots import Joined, Written, as_given, run_then_write_back, with_snapshots
@@ -85,7 +86,18 @@ class GuardedModule(GuardedMixin, nn.Module):
         if tracer is not None:
             raise UnguardedCallError(f"{tracer} would record the model without its guard; "
                                      f"{_HOW_TO_TRACE}")
+        if recomputing():  # checkpointing replays a screened call: the plain model's
+            return self._aimsec_replayed(args, kwargs)
         return self._aimsec_screened(args, kwargs)
+
+    def _aimsec_replayed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``torch.utils.checkpoint`` rebuilding the activations of a call it took in the
+        forward pass, which the guard screened: the model runs on the same arguments (the
+        ones checkpointing kept, refused by autograd if written since), unscreened and
+        unrecorded, exactly as the plain model's replay (see ``_checkpoint``)."""
+        original = self._aimsec_original
+        with own_mode(original) if own_training(original) else nullcontext():
+            return original(*args, **kwargs)
 
     def _aimsec_screened(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Screen every tensor argument by name; run the original on the arguments with
