@@ -223,3 +223,24 @@ def test_version_names_the_release(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"aimsec {aimsec_core.__version__}"
+
+
+def test_evaluate_writes_through_an_output_link_and_keeps_it(tmp_path, capsys, monkeypatch):
+    # --out a link to a file not yet written: the check of the path created the link's
+    # file, then removed the link itself, leaving an empty file beside a regular one
+    import json
+
+    from aimsec_core import evaluation
+
+    (tmp_path / "runs").mkdir()
+    link, target = tmp_path / "latest.json", tmp_path / "runs" / "e.json"
+    link.symlink_to(target)
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: [])
+    monkeypatch.setattr(evaluation, "tables", lambda rows, fpr: [])
+    status = main(["evaluate", "--framework", "sklearn", "--dataset", "wine", "--dataset",
+                   "wine", "--out", str(link)])
+    assert status == 0, capsys.readouterr().err
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    written = json.loads(target.read_text())
+    assert written["rows"] == [] and written["datasets"] == ["wine"]  # named twice, once
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["e.json", "latest.json", "runs"]
