@@ -45,6 +45,11 @@ BAD = [
     # it trained every model, then ended in a traceback from the adaptive attacks
     (["evaluate", "--adaptive", "--quick", "--detector", "squeeze", "--detector", "margin"],
      "--detector squeeze with --adaptive: the adaptive attacks have no differentiable copy"),
+    # each trained the models, measured nothing and ended with status 0 and an empty table
+    (["evaluate", "--dataset", "wine", "--framework", "sklearn", "--attack", "FGSM eps=0.5",
+      "--out", "{tmp}/e.json"], "'FGSM eps=0.5' starts the name of none of the attacks"),
+    (["evaluate", "--dataset", "digits", "--framework", "sklearn", "--attack", "HopSkipJump",
+      "--out", "{tmp}/e.json"], "'HopSkipJump' starts the name of none of the attacks"),
     (["incidents", "--db", "{tmp}/loop"], "symbolic links"),
     (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/o", "--db", "{tmp}/loop"],
      "symbolic links"),

@@ -1,4 +1,5 @@
-"""The evaluation's JSON, without training: a file written whole or not at all."""
+"""The evaluation's loop and its JSON, without training: what it runs for a selection,
+and a file written whole or not at all."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import signal
 
 import pytest
 
-from aimsec_core.evaluation import Row, report
+from aimsec_core.evaluation import Row, report, run
+
+
+def test_a_data_set_named_twice_is_measured_once(monkeypatch):
+    # it was measured twice: every row twice in its table and in the JSON
+    measured = []
+    monkeypatch.setattr(run, "_evaluate", lambda dataset, *a, **k: measured.append(
+        dataset.name) or [])
+    run.evaluate(["sklearn"], datasets=["wine", "tabular", "wine"], only_attacks=["FGSM"])
+    assert measured == ["wine", "tabular"]
 
 
 def test_an_interrupted_write_leaves_the_previous_json_whole(tmp_path):
