@@ -249,3 +249,30 @@ def test_evaluate_writes_through_an_output_link_and_keeps_it(tmp_path, capsys, m
     written = json.loads(target.read_text())
     assert written["rows"] == [] and written["datasets"] == ["wine"]  # named twice, once
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["e.json", "latest.json", "runs"]
+
+
+def test_evaluate_keeps_tensorflows_advice_to_other_libraries_off_its_output(
+        tmp_path, caplog, monkeypatch):
+    # every ART attack on the Keras model printed TensorFlow's "Calling
+    # GradientTape.gradient on a persistent tape ... less efficient" to standard error
+    import logging
+
+    from aimsec_core import evaluation
+
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+
+    def evaluate(*args, **kwargs):  # as TensorFlow logs it; the record reaches caplog
+        import tensorflow
+
+        tensorflow.get_logger().warning(
+            "Calling GradientTape.gradient on a persistent tape inside its context")
+        return []
+
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    monkeypatch.setattr(evaluation, "tables", lambda rows, fpr: [])
+    try:
+        status = main(["evaluate", "--framework", "keras", "--out", str(tmp_path / "e.json")])
+    finally:
+        logger.setLevel(level)
+    assert status == 0 and "GradientTape" not in caplog.text
