@@ -47,8 +47,8 @@ def register(commands: Any) -> None:
                           help="calibrate on the calibration split alone, without the "
                                "training set as reference data")
     evaluate.add_argument("--quick", action="store_true",
-                          help="one epsilon, no CW/DeepFool/HopSkipJump, 200 test samples "
-                               "per data set, shorter adaptive attacks")
+                          help="one epsilon, no CW/DeepFool/HopSkipJump, at most 200 test "
+                               "samples per data set, shorter adaptive attacks")
     evaluate.add_argument("--out", default="evaluation.json",
                           help="where the JSON goes (default: evaluation.json, here)")
     evaluate.add_argument("--seed", type=seed, default=0,
