@@ -238,8 +238,7 @@ def run(calls: int = 200, frameworks: list[str] | None = None, seed: int = 0,
     chosen = frameworks or digits.available()
     missing = sorted(set(chosen) - set(digits.available()))
     if missing and set(missing) == set(chosen):
-        raise MissingExtraError(f"{', '.join(missing)}: not installed (pip install "
-                                f"'aimsec[{','.join(missing)}]')", name=missing[0])
+        raise digits.not_installed(missing)
     if missing:
         console.print(f"not installed, skipped: {', '.join(missing)}")
     chosen = [f for f in chosen if f not in missing]

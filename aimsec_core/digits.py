@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import MissingExtraError
+
 FRAMEWORKS = ("sklearn", "torch", "keras", "onnx")
 _REQUIRES = {"sklearn": ("sklearn",), "torch": ("torch",), "keras": ("keras",),
              "onnx": ("onnxruntime", "skl2onnx", "sklearn")}
@@ -56,6 +58,13 @@ def available() -> list[str]:
     """Frameworks whose packages are installed (checked without importing them)."""
     return [f for f in FRAMEWORKS
             if all(importlib.util.find_spec(m) is not None for m in _REQUIRES[f])]
+
+
+def not_installed(missing: list[str]) -> MissingExtraError:
+    """The :class:`MissingExtraError` for the frameworks ``missing`` (each is the name of
+    its extra): "keras, onnx: not installed (pip install 'aimsec[keras,onnx]')"."""
+    return MissingExtraError(f"{', '.join(missing)}: not installed (pip install "
+                             f"'aimsec[{','.join(missing)}]')", name=missing[0])
 
 
 def sklearn_mlp(data: DigitsSplit, seed: int = 0, max_iter: int = 400) -> Any:

@@ -8,8 +8,10 @@ listing is refused too. :func:`read_bounded` also refuses a file too large to ho
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import BinaryIO
@@ -91,3 +93,23 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "special file"
+
+
+def write_whole(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all: through a temporary file of
+    its own beside it, renamed over ``path``, so a reader never sees half a file, an
+    interrupted or failed write (Ctrl-C, a full disk) leaves the previous file as it was,
+    and two writers into one folder at once never write into the same file. The file is
+    created as any new file, under the process's umask (``mkstemp``'s were readable by
+    their owner only, so a web server could not serve a report). Raises ``OSError``."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise

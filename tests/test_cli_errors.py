@@ -45,6 +45,11 @@ BAD = [
     # it trained every model, then ended in a traceback from the adaptive attacks
     (["evaluate", "--adaptive", "--quick", "--detector", "squeeze", "--detector", "margin"],
      "--detector squeeze with --adaptive: the adaptive attacks have no differentiable copy"),
+    # each trained the models, measured nothing and ended with status 0 and an empty table
+    (["evaluate", "--dataset", "wine", "--framework", "sklearn", "--attack", "FGSM eps=0.5",
+      "--out", "{tmp}/e.json"], "'FGSM eps=0.5' starts the name of none of the attacks"),
+    (["evaluate", "--dataset", "digits", "--framework", "sklearn", "--attack", "HopSkipJump",
+      "--out", "{tmp}/e.json"], "'HopSkipJump' starts the name of none of the attacks"),
     (["incidents", "--db", "{tmp}/loop"], "symbolic links"),
     (["report", "--logs", "{tmp}/logs", "--out", "{tmp}/o", "--db", "{tmp}/loop"],
      "symbolic links"),
@@ -223,3 +228,51 @@ def test_version_names_the_release(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"aimsec {aimsec_core.__version__}"
+
+
+def test_evaluate_writes_through_an_output_link_and_keeps_it(tmp_path, capsys, monkeypatch):
+    # --out a link to a file not yet written: the check of the path created the link's
+    # file, then removed the link itself, leaving an empty file beside a regular one
+    import json
+
+    from aimsec_core import evaluation
+
+    (tmp_path / "runs").mkdir()
+    link, target = tmp_path / "latest.json", tmp_path / "runs" / "e.json"
+    link.symlink_to(target)
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: [])
+    monkeypatch.setattr(evaluation, "tables", lambda rows, fpr: [])
+    status = main(["evaluate", "--framework", "sklearn", "--dataset", "wine", "--dataset",
+                   "wine", "--out", str(link)])
+    assert status == 0, capsys.readouterr().err
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    written = json.loads(target.read_text())
+    assert written["rows"] == [] and written["datasets"] == ["wine"]  # named twice, once
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["e.json", "latest.json", "runs"]
+
+
+def test_evaluate_keeps_tensorflows_advice_to_other_libraries_off_its_output(
+        tmp_path, caplog, monkeypatch):
+    # every ART attack on the Keras model printed TensorFlow's "Calling
+    # GradientTape.gradient on a persistent tape ... less efficient" to standard error
+    import logging
+
+    from aimsec_core import evaluation
+
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+
+    def evaluate(*args, **kwargs):  # as TensorFlow logs it; the record reaches caplog
+        import tensorflow
+
+        tensorflow.get_logger().warning(
+            "Calling GradientTape.gradient on a persistent tape inside its context")
+        return []
+
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    monkeypatch.setattr(evaluation, "tables", lambda rows, fpr: [])
+    try:
+        status = main(["evaluate", "--framework", "keras", "--out", str(tmp_path / "e.json")])
+    finally:
+        logger.setLevel(level)
+    assert status == 0 and "GradientTape" not in caplog.text

@@ -101,6 +101,18 @@ def test_evaluate_without_art_names_the_eval_extra(tmp_path, capsys, monkeypatch
     assert "pip install 'aimsec[eval]'" in err
 
 
+@pytest.mark.parametrize("framework, missing", [("keras", "keras"), ("onnx", "onnxruntime")])
+def test_evaluate_of_a_framework_not_installed_names_its_extra(tmp_path, capsys, monkeypatch,
+                                                               framework, missing):
+    # it trained the torch model, then ended in a ModuleNotFoundError traceback
+    _uninstall(monkeypatch, missing)
+    status, err = run_cli(["evaluate", "--framework", framework, "--dataset", "wine",
+                           "--attack", "FGSM", "--out", str(tmp_path / "e.json")], capsys)
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{framework}: not installed (pip install 'aimsec[{framework}]')" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_demo_says_how_to_get_its_report(tmp_path, monkeypatch):
     from aimsec_core import demo
 

@@ -38,16 +38,17 @@ def register(commands: Any) -> None:
     evaluate.add_argument("--detector", action="append",
                           help="detector to use (repeatable); default: the standard set")
     evaluate.add_argument("--attack", action="append",
-                          help="only attacks whose name starts with this (repeatable): "
-                               "FGSM, PGD, CW, DeepFool, HopSkipJump")
+                          help="only the standard attacks whose name starts with this "
+                               "(repeatable): FGSM, PGD, CW, DeepFool, HopSkipJump; "
+                               "--adaptive runs its attacks regardless")
     evaluate.add_argument("--architecture", choices=("cnn", "mlp"), default="cnn",
                           help="the torch and Keras models (scikit-learn's is an MLP)")
     evaluate.add_argument("--no-reference", dest="reference", action="store_false",
                           help="calibrate on the calibration split alone, without the "
                                "training set as reference data")
     evaluate.add_argument("--quick", action="store_true",
-                          help="one epsilon, no CW/DeepFool/HopSkipJump, 200 test samples "
-                               "per data set, shorter adaptive attacks")
+                          help="one epsilon, no CW/DeepFool/HopSkipJump, at most 200 test "
+                               "samples per data set, shorter adaptive attacks")
     evaluate.add_argument("--out", default="evaluation.json",
                           help="where the JSON goes (default: evaluation.json, here)")
     evaluate.add_argument("--seed", type=seed, default=0,
@@ -92,18 +93,21 @@ def _unwritable(path: Path) -> str | None:
     """Why ``path`` cannot be written, or None; a file this check creates is removed.
 
     Opened without blocking: a FIFO nobody reads is refused here (``ENXIO``) instead of
-    holding the command before it starts."""
+    holding the command before it starts. A symbolic link is checked at the file it
+    leads to (the one the JSON will be written to), and left in place."""
     if path.is_dir():
         return f"--out {path} is a folder; expected a file to write the JSON to"
-    existed = path.exists()
+    target = Path(os.path.realpath(path))
+    existed = target.exists()
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666))
+        os.close(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,
+                         0o666))
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             return f"--out {path} is a FIFO nobody is reading; expected a file to write the JSON to"
         return f"--out {path}: cannot write there ({exc.strerror or exc})"
     if not existed:
-        path.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
     return None
 
 
@@ -113,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import evaluation
     from .quiet import import_quietly
 
+    if args.dataset:  # a data set named twice is measured once
+        args.dataset = list(dict.fromkeys(args.dataset))
     refusal = _refusal(args)
     if refusal is not None:
         return fail("evaluate", refusal)

@@ -3,16 +3,24 @@
 TensorFlow's C++ runtime writes its start-up notices (oneDNN, CPU features, absl) straight
 to file descriptor 2 when it is first imported, past Python's ``sys.stderr`` and past
 ``TF_CPP_MIN_LOG_LEVEL``. The commands import it inside :func:`native_stderr_silenced`,
-which points descriptor 2 at ``/dev/null`` for that moment only.
+which points descriptor 2 at ``/dev/null`` for that moment only. Its Python logger's
+warnings are advice to the authors of the code calling it (ART's attacks on a Keras model:
+"Calling GradientTape.gradient on a persistent tape inside its context is significantly
+less efficient..."), so :func:`import_quietly` lets through its errors alone, unless the
+application has set that logger's level itself.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+#: Frameworks' Python loggers that :func:`import_quietly` sets to errors alone.
+QUIET_LOGGERS = ("tensorflow",)
 
 
 @contextmanager
@@ -36,10 +44,15 @@ def native_stderr_silenced() -> Iterator[None]:
 
 
 def import_quietly(*modules: str) -> None:
-    """Import ``modules`` (those installed) with their native start-up lines silenced."""
+    """Import ``modules`` (those installed) with their native start-up lines silenced, and
+    :data:`QUIET_LOGGERS` that nobody has set a level for at ``ERROR``."""
     with native_stderr_silenced():
         for name in modules:
             try:
                 importlib.import_module(name)
             except ImportError:
                 continue
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.ERROR)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import digits
 from ..api import guard, guard_of
+from ..errors import ConfigurationError
 from . import standard
 from .datasets import DATASETS, Dataset, load
 from .measure import Row, Screened, measure, predict, screen
@@ -45,22 +46,64 @@ def evaluate(frameworks: list[str] | None = None, *, datasets: list[str] | None 
     ``adaptive`` adds the attacks that know the detectors (``adaptive.py``), run against
     the torch model and transferred to the others. ``architecture`` picks the torch and
     Keras models on image data ("cnn" or "mlp"); tabular data always gets the MLP.
+
+    Raises :class:`MissingExtraError` when one of ``frameworks`` is not installed, and
+    :class:`ConfigurationError` when one of ``only_attacks`` starts the name of no
+    standard attack these data sets run: both before any model is trained.
     """
+    missing = sorted(set(frameworks or ()) - set(digits.available()))
+    if missing:
+        raise digits.not_installed(missing)
+    names = dict.fromkeys(datasets or (QUICK_DATASETS if quick else list(DATASETS)))
+    loaded = [load(name, seed) for name in names]  # a data set named twice runs once
+    _check_attacks(loaded, frameworks, quick, only_attacks)
     rows: list[Row] = []
-    for name in datasets or (QUICK_DATASETS if quick else list(DATASETS)):
-        rows += _evaluate(load(name, seed), frameworks, fpr=fpr, quick=quick, seed=seed,
+    for dataset in loaded:
+        rows += _evaluate(dataset, frameworks, fpr=fpr, quick=quick, seed=seed,
                           detectors=detectors, only_attacks=only_attacks,
                           reference=reference, architecture=architecture,
                           adaptive=adaptive, progress=progress)
     return rows
 
 
+def _selected(name: str, only_attacks: list[str] | None) -> bool:
+    """Whether the standard attack ``name`` runs: no ``only_attacks``, or it starts with one."""
+    return not only_attacks or any(name.startswith(o) for o in only_attacks)
+
+
+def _black_box(dataset: Dataset, frameworks: list[str] | None, quick: bool) -> str | None:
+    """The black-box attack's row name where it runs (tabular data, not ``quick``, a
+    scikit-learn or ONNX model among the frameworks), else None."""
+    if dataset.image_shape is not None or quick or not {"sklearn", "onnx"} & set(
+            _frameworks(frameworks)):
+        return None
+    return f"HopSkipJump eps={dataset.epsilons[0]}"
+
+
+def _check_attacks(loaded: list[Dataset], frameworks: list[str] | None, quick: bool,
+                   only_attacks: list[str] | None) -> None:
+    """Refuse an entry of ``only_attacks`` that selects no standard attack on any of the
+    ``loaded`` data sets (the run would train every model and measure nothing)."""
+    names = [n for d in loaded for n in (*standard.attacks(quick, None, d.epsilons),
+                                         _black_box(d, frameworks, quick)) if n]
+    for wanted in only_attacks or ():
+        if not any(n.startswith(wanted) for n in names):
+            raise ConfigurationError(
+                f"attack {wanted!r} starts the name of none of the attacks run here; "
+                f"expected the start of one of: {', '.join(dict.fromkeys(names))}")
+
+
+def _frameworks(frameworks: list[str] | None) -> list[str]:
+    """The frameworks evaluated, in order: torch first (its examples are transferred to
+    scikit-learn and ONNX, and it is the adaptive attacks' target; it always runs), then
+    the other framework ART can attack directly."""
+    order = ("torch", "keras", "sklearn", "onnx")
+    return [f for f in order if f in (frameworks or digits.available()) or f == "torch"]
+
+
 def _models(dataset: Dataset, frameworks: list[str] | None, seed: int,
             architecture: str) -> dict[str, Any]:
-    # torch first: its examples are transferred to scikit-learn and ONNX, and it is the
-    # adaptive attacks' target; then the other framework ART can attack directly.
-    order = ("torch", "keras", "sklearn", "onnx")
-    chosen = [f for f in order if f in (frameworks or digits.available()) or f == "torch"]
+    chosen = _frameworks(frameworks)
     arch = architecture if dataset.image_shape else "mlp"
     models = {f: digits.build(f, dataset.split, seed, arch) for f in chosen if f != "onnx"}
     if "onnx" in chosen:
@@ -146,8 +189,8 @@ def _evaluate(dataset: Dataset, frameworks: list[str] | None, *, fpr: float, qui
                 continue
             add(target, name + (" (transfer)" if target.framework in ("sklearn", "onnx")
                                 else ""), "standard", x_adv, started)
-    if dataset.image_shape is None and not quick and (
-            not only_attacks or any("HopSkipJump".startswith(o) for o in only_attacks)):
+    black_box = _black_box(dataset, frameworks, quick)
+    if black_box is not None and _selected(black_box, only_attacks):
         for target in targets:
             if target.framework not in ("sklearn", "onnx"):
                 continue
@@ -157,8 +200,7 @@ def _evaluate(dataset: Dataset, frameworks: list[str] | None, *, fpr: float, qui
             x_adv = x.copy()  # samples outside the subset stay clean: never counted
             x_adv[subset] = standard.black_box(
                 _scores_of(target, dataset), dataset, x[subset], dataset.epsilons[0], seed)
-            eps = dataset.epsilons[0]
-            add(target, f"HopSkipJump eps={eps}", "standard", x_adv, started)
+            add(target, black_box, "standard", x_adv, started)
             rows[-1].attempted = int((target.correct & subset).sum())
             rows[-1].success_rate = rows[-1].successful / max(rows[-1].attempted, 1)
     if adaptive:

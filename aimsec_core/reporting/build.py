@@ -3,10 +3,7 @@ report.html."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,7 +15,7 @@ from rich.console import Console
 from ..config import DEFAULT_LOG_PATH, resolve
 from ..errors import ConfigurationError
 from ..extras import require
-from ..files import as_path
+from ..files import as_path, write_whole
 from .aggregate import Aggregator
 from .console import print_summary, reading_progress
 from .incidents import load_incidents, summarise_incidents
@@ -122,8 +119,8 @@ def write_report(result: Report, out: str | Path) -> tuple[Path, Path]:
     folder = _make_folder(Path(out))
     json_path, html_path = folder / JSON_FILE, folder / HTML_FILE
     try:
-        _write(json_path, json.dumps(result.as_dict(), indent=2, default=str))
-        _write(html_path, render_html(result, all_charts(result)))
+        write_whole(json_path, json.dumps(result.as_dict(), indent=2, default=str))
+        write_whole(html_path, render_html(result, all_charts(result)))
     except OSError as exc:
         raise ConfigurationError(f"cannot write the report into {folder}: "
                                  f"{exc.strerror or exc}") from exc
@@ -145,23 +142,6 @@ def _make_folder(folder: Path) -> Path:
     except OSError as exc:
         raise ConfigurationError(f"cannot create the report folder {folder}: {exc}") from exc
     return folder
-
-
-def _write(path: Path, text: str) -> None:
-    """Write through a temporary file of its own, so a reader never sees half a report and
-    two reports written into one folder at once never write into the same file. The file
-    is created as any new file, under the process's umask (``mkstemp``'s were readable by
-    their owner only, so a web server could not serve the report)."""
-    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(partial, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
 
 
 def _require_renderers() -> None:
