@@ -99,3 +99,31 @@ def test_a_session_whose_graph_cannot_be_read_declares_no_table(sink, monkeypatc
     monkeypatch.setattr(OnnxAdapter, "_graph", unreadable)
     adapter = OnnxAdapter(_session())
     assert adapter.signature()[0].index_rows is None
+
+
+def _model(nodes: list, inputs: list, outputs: list, initializers: list = ()) -> Any:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("bounds, length", [({}, 3), ({"start": 1}, 2), ({"end": -1}, 2)])
+def test_an_index_into_a_shape_output_is_checked_against_the_rank(sink, bounds, length):
+    """``Shape(x)`` then ``Gather`` by a caller's index (a dimension picked per call): the
+    shape vector is a table as long as the rank the ``Shape`` node reads."""
+    session = _model(
+        [helper.make_node("Shape", ["x"], ["shape"], **bounds),
+         helper.make_node("Gather", ["shape", "i"], ["d"], axis=0),
+         helper.make_node("Cast", ["d"], ["out"], to=TensorProto.FLOAT)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 2]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [])])
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    x = np.zeros((4, 3, 2), dtype=np.float32)
+    for i in (length - 1, -length):
+        feed = {"x": x, "i": np.array(i)}
+        np.testing.assert_array_equal(guarded.run(None, feed)[0], session.run(None, feed)[0])
+    with pytest.raises(ValueRangeError, match=rf"\[-{length}, {length - 1}\]"):
+        guarded.run(None, {"x": x, "i": np.array(length)})
+    assert sink.outcomes == ["allowed", "allowed", "rejected"]

@@ -238,11 +238,26 @@ class OnnxAdapter(Adapter):
 
 
 def gathered_tables(graph: Any) -> dict[str, int]:
-    """Graph input name -> rows of the smallest constant table a ``Gather`` node looks its
-    values up in (along the node's ``axis``), following the indices back through nodes
-    that only move values (``Identity``, ``Reshape``, ``Flatten``, ``Squeeze``,
-    ``Unsqueeze``, ``Cast``); tables are initializers or ``Constant`` nodes."""
+    """Graph input name -> rows of the smallest table a ``Gather`` node looks its values up
+    in (along the node's ``axis``), following the indices back through nodes that only move
+    values (``Identity``, ``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Cast``);
+    see :func:`gathers` for the tables read."""
+    tables: dict[str, int] = {}
+    for name, _, _, rows in gathers(graph):
+        tables[name] = min(tables.get(name, rows), rows)
+    return tables
+
+
+def gathers(graph: Any) -> list[tuple[str, str, int, int]]:
+    """``(indices input, table, axis, rows)`` for each ``Gather`` node whose indices are a
+    graph input's values (through nodes that only move values) and whose table's length
+    along ``axis`` is known: an initializer (also one a caller may override, whose default
+    is named), a ``Constant`` node, or a ``Shape`` node's output (as long as the rank it
+    reads, within its ``start``/``end``)."""
     shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    ranks = {arg.name: len(arg.type.tensor_type.shape.dim) for arg in graph.input
+             if arg.type.HasField("tensor_type") and arg.type.tensor_type.HasField("shape")}
+    ranks.update((name, len(dims)) for name, dims in shapes.items())
     producers = {}
     for node in graph.node:
         for name in node.output:
@@ -251,8 +266,12 @@ def gathered_tables(graph: Any) -> dict[str, int]:
             value = next((a.t for a in node.attribute if a.name == "value"), None)
             if value is not None and node.output:
                 shapes[node.output[0]] = tuple(value.dims)
+        elif node.op_type == "Shape" and node.input and node.output and node.input[0] in ranks:
+            bounds = {a.name: a.i for a in node.attribute if a.name in ("start", "end")}
+            dims = range(ranks[node.input[0]])[bounds.get("start", 0):bounds.get("end")]
+            shapes[node.output[0]] = (len(dims),)
     inputs = {arg.name for arg in graph.input} - {t.name for t in graph.initializer}
-    tables: dict[str, int] = {}
+    found = []
     for node in graph.node:
         if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in shapes:
             continue
@@ -267,8 +286,8 @@ def gathered_tables(graph: Any) -> dict[str, int]:
                 break
             name = source.input[0]
         if name in inputs:
-            tables[name] = min(tables.get(name, dims[axis]), dims[axis])
-    return tables
+            found.append((name, node.input[0], axis % len(dims), dims[axis]))
+    return found
 
 
 def onnx_dtype(onnx_type: str) -> str | None:
