@@ -36,7 +36,10 @@ plain session for callers who bypass the guard on purpose. Everything else
 session's own.
 
 Overridable initializers (``get_overridable_initializers``) may be fed as with the plain
-session; they are model constants, not samples, and pass through unscreened.
+session; they are model constants, not samples: their values pass through unscreened, but
+one that is not an array of the element type and shape the model declares for it is
+refused (``InputFormatError``), and so is a ``Gather`` table of another length than the
+default the guard checks indices against.
 """
 
 from __future__ import annotations
@@ -194,10 +197,22 @@ class OnnxAdapter(Adapter):
     def _tables(self) -> dict[str, int]:
         """:func:`gathered_tables` of the session's graph, found once; none where the graph
         cannot be read."""
+        return gathered_tables(self._gathers)
+
+    @cached_property
+    def table_lengths(self) -> dict[str, tuple[int, int]]:
+        """Table name -> ``(axis, length)`` for each table a ``Gather`` node bounds an
+        input's indices by (see :func:`gathers`): a caller feeding another value for one
+        that is an overridable initializer must keep that length, or the bound checked
+        would not be the one the session applies."""
+        return {table: (axis, rows) for _, table, axis, rows in self._gathers}
+
+    @cached_property
+    def _gathers(self) -> list[tuple[str, str, int, int]]:
         try:
-            return gathered_tables(self._graph())
+            return gathers(self._graph())
         except Exception:  # no onnx package, no model kept, or one onnx cannot parse
-            return {}
+            return []
 
     def _graph(self) -> Any:
         """The ONNX graph the session was opened from (``onnx.GraphProto``, external data
@@ -237,13 +252,11 @@ class OnnxAdapter(Adapter):
         return GuardedSession(guard)
 
 
-def gathered_tables(graph: Any) -> dict[str, int]:
+def gathered_tables(found: list[tuple[str, str, int, int]]) -> dict[str, int]:
     """Graph input name -> rows of the smallest table a ``Gather`` node looks its values up
-    in (along the node's ``axis``), following the indices back through nodes that only move
-    values (``Identity``, ``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Cast``);
-    see :func:`gathers` for the tables read."""
+    in (along the node's ``axis``), from :func:`gathers`."""
     tables: dict[str, int] = {}
-    for name, _, _, rows in gathers(graph):
+    for name, _, _, rows in found:
         tables[name] = min(tables.get(name, rows), rows)
     return tables
 
