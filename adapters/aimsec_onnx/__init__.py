@@ -244,7 +244,8 @@ class OnnxAdapter(Adapter):
             f"cannot tell which output holds class probabilities among "
             f"{[(arg.name, arg.type, arg.shape) for arg in outputs]}; expected one named "
             "'probabilities' or a single 2-D float output (export scikit-learn classifiers "
-            "with options={id(model): {'zipmap': False}})")
+            "with options={id(model): {'zipmap': False}}; name a torch model's class-score "
+            "output 'probabilities' with torch.onnx.export(..., output_names=[...]))")
 
     def wrap(self, guard: Guard) -> Any:
         from ._session import GuardedSession
