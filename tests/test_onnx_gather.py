@@ -99,3 +99,75 @@ def test_a_session_whose_graph_cannot_be_read_declares_no_table(sink, monkeypatc
     monkeypatch.setattr(OnnxAdapter, "_graph", unreadable)
     adapter = OnnxAdapter(_session())
     assert adapter.signature()[0].index_rows is None
+
+
+def _model(nodes: list, inputs: list, outputs: list, initializers: list = ()) -> Any:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("bounds, length", [({}, 3), ({"start": 1}, 2), ({"end": -1}, 2)])
+def test_an_index_into_a_shape_output_is_checked_against_the_rank(sink, bounds, length):
+    """``Shape(x)`` then ``Gather`` by a caller's index (a dimension picked per call): the
+    shape vector is a table as long as the rank the ``Shape`` node reads."""
+    session = _model(
+        [helper.make_node("Shape", ["x"], ["shape"], **bounds),
+         helper.make_node("Gather", ["shape", "i"], ["d"], axis=0),
+         helper.make_node("Cast", ["d"], ["out"], to=TensorProto.FLOAT)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 2]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [])])
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    x = np.zeros((4, 3, 2), dtype=np.float32)
+    for i in (length - 1, -length):
+        feed = {"x": x, "i": np.array(i)}
+        np.testing.assert_array_equal(guarded.run(None, feed)[0], session.run(None, feed)[0])
+    with pytest.raises(ValueRangeError, match=rf"\[-{length}, {length - 1}\]"):
+        guarded.run(None, {"x": x, "i": np.array(length)})
+    assert sink.outcomes == ["allowed", "allowed", "rejected"]
+
+
+def _overridable_table() -> ort.InferenceSession:
+    """ids (N, 5) -> Gather from ``table``, a graph input (R, 4) whose initializer is its
+    default: a caller may feed another table."""
+    table = np.arange(ROWS * 4, dtype=np.float32).reshape(ROWS, 4)
+    return _model(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"]),
+         helper.make_node("ReduceMean", ["emb"], ["out"], axes=[1], keepdims=0)],
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 5]),
+         helper.make_tensor_value_info("table", TensorProto.FLOAT, ["R", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(table, "table")])
+
+
+def test_a_fed_table_of_the_default_length_runs_as_on_the_plain_session(sink):
+    session = _overridable_table()
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    ids = np.array([[0, 1, 2, 3, ROWS - 1]])
+    other = np.ones((ROWS, 4), dtype=np.float32)
+    for feed in ({"ids": ids}, {"ids": ids, "table": other}):
+        np.testing.assert_array_equal(guarded.run(None, feed)[0], session.run(None, feed)[0])
+    as_ort = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in (("ids", ids), ("table", other))}
+    np.testing.assert_array_equal(guarded.run_with_ort_values(None, as_ort)[0].numpy(),
+                                  session.run(None, {"ids": ids, "table": other})[0])
+    with pytest.raises(ValueRangeError, match=f"table of {ROWS}"):  # the default's bound
+        guarded.run(None, {"ids": np.array([[0, 0, 0, 0, ROWS]])})
+
+
+@pytest.mark.parametrize("table, says", [
+    (np.ones((ROWS + 10, 4), np.float32), f"table of {ROWS} along axis 0.*one of {ROWS + 10}"),
+    (np.ones((3, 4), np.float32), f"table of {ROWS} along axis 0.*one of 3"),
+    (np.ones((ROWS, 4), np.float64), "dtype float64; expected float32"),
+    (np.ones(ROWS * 4, np.float32), r"shape \(40,\); the model declares \('R', 4\)"),
+    (np.ones((ROWS, 4), np.float32).tolist(), "takes a numpy array; received a list"),
+], ids=["longer", "shorter", "dtype", "rank", "list"])
+def test_a_fed_table_the_bound_would_not_hold_for_is_refused_typed(sink, table, says):
+    """A longer table made the guard refuse ids the session takes; a shorter one let ids past
+    its end reach the session (onnxruntime's INVALID_ARGUMENT; on CUDA, reads out of
+    bounds); the rest failed inside onnxruntime."""
+    guarded = aimsec_core.guard(_overridable_table(), sinks=[sink])
+    with pytest.raises(aimsec_core.InputFormatError, match=f"'table'.*{says}"):
+        guarded.run(None, {"ids": np.array([[0, 1, 2, 3, 5]]), "table": table})
+    assert sink.outcomes == ["rejected"]

@@ -36,7 +36,10 @@ plain session for callers who bypass the guard on purpose. Everything else
 session's own.
 
 Overridable initializers (``get_overridable_initializers``) may be fed as with the plain
-session; they are model constants, not samples, and pass through unscreened.
+session; they are model constants, not samples: their values pass through unscreened, but
+one that is not an array of the element type and shape the model declares for it is
+refused (``InputFormatError``), and so is a ``Gather`` table of another length than the
+default the guard checks indices against.
 """
 
 from __future__ import annotations
@@ -194,10 +197,22 @@ class OnnxAdapter(Adapter):
     def _tables(self) -> dict[str, int]:
         """:func:`gathered_tables` of the session's graph, found once; none where the graph
         cannot be read."""
+        return gathered_tables(self._gathers)
+
+    @cached_property
+    def table_lengths(self) -> dict[str, tuple[int, int]]:
+        """Table name -> ``(axis, length)`` for each table a ``Gather`` node bounds an
+        input's indices by (see :func:`gathers`): a caller feeding another value for one
+        that is an overridable initializer must keep that length, or the bound checked
+        would not be the one the session applies."""
+        return {table: (axis, rows) for _, table, axis, rows in self._gathers}
+
+    @cached_property
+    def _gathers(self) -> list[tuple[str, str, int, int]]:
         try:
-            return gathered_tables(self._graph())
+            return gathers(self._graph())
         except Exception:  # no onnx package, no model kept, or one onnx cannot parse
-            return {}
+            return []
 
     def _graph(self) -> Any:
         """The ONNX graph the session was opened from (``onnx.GraphProto``, external data
@@ -229,7 +244,8 @@ class OnnxAdapter(Adapter):
             f"cannot tell which output holds class probabilities among "
             f"{[(arg.name, arg.type, arg.shape) for arg in outputs]}; expected one named "
             "'probabilities' or a single 2-D float output (export scikit-learn classifiers "
-            "with options={id(model): {'zipmap': False}})")
+            "with options={id(model): {'zipmap': False}}; name a torch model's class-score "
+            "output 'probabilities' with torch.onnx.export(..., output_names=[...]))")
 
     def wrap(self, guard: Guard) -> Any:
         from ._session import GuardedSession
@@ -237,12 +253,25 @@ class OnnxAdapter(Adapter):
         return GuardedSession(guard)
 
 
-def gathered_tables(graph: Any) -> dict[str, int]:
-    """Graph input name -> rows of the smallest constant table a ``Gather`` node looks its
-    values up in (along the node's ``axis``), following the indices back through nodes
-    that only move values (``Identity``, ``Reshape``, ``Flatten``, ``Squeeze``,
-    ``Unsqueeze``, ``Cast``); tables are initializers or ``Constant`` nodes."""
+def gathered_tables(found: list[tuple[str, str, int, int]]) -> dict[str, int]:
+    """Graph input name -> rows of the smallest table a ``Gather`` node looks its values up
+    in (along the node's ``axis``), from :func:`gathers`."""
+    tables: dict[str, int] = {}
+    for name, _, _, rows in found:
+        tables[name] = min(tables.get(name, rows), rows)
+    return tables
+
+
+def gathers(graph: Any) -> list[tuple[str, str, int, int]]:
+    """``(indices input, table, axis, rows)`` for each ``Gather`` node whose indices are a
+    graph input's values (through nodes that only move values) and whose table's length
+    along ``axis`` is known: an initializer (also one a caller may override, whose default
+    is named), a ``Constant`` node, or a ``Shape`` node's output (as long as the rank it
+    reads, within its ``start``/``end``)."""
     shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    ranks = {arg.name: len(arg.type.tensor_type.shape.dim) for arg in graph.input
+             if arg.type.HasField("tensor_type") and arg.type.tensor_type.HasField("shape")}
+    ranks.update((name, len(dims)) for name, dims in shapes.items())
     producers = {}
     for node in graph.node:
         for name in node.output:
@@ -251,8 +280,12 @@ def gathered_tables(graph: Any) -> dict[str, int]:
             value = next((a.t for a in node.attribute if a.name == "value"), None)
             if value is not None and node.output:
                 shapes[node.output[0]] = tuple(value.dims)
+        elif node.op_type == "Shape" and node.input and node.output and node.input[0] in ranks:
+            bounds = {a.name: a.i for a in node.attribute if a.name in ("start", "end")}
+            dims = range(ranks[node.input[0]])[bounds.get("start", 0):bounds.get("end")]
+            shapes[node.output[0]] = (len(dims),)
     inputs = {arg.name for arg in graph.input} - {t.name for t in graph.initializer}
-    tables: dict[str, int] = {}
+    found = []
     for node in graph.node:
         if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in shapes:
             continue
@@ -267,8 +300,8 @@ def gathered_tables(graph: Any) -> dict[str, int]:
                 break
             name = source.input[0]
         if name in inputs:
-            tables[name] = min(tables.get(name, dims[axis]), dims[axis])
-    return tables
+            found.append((name, node.input[0], axis % len(dims), dims[axis]))
+    return found
 
 
 def onnx_dtype(onnx_type: str) -> str | None:

@@ -18,6 +18,8 @@ from aimsec_core.guarded import GuardedMixin
 from aimsec_core.validation import Refused, shown_name
 from aimsec_core.verdict import Finding
 
+from . import onnx_dtype, onnx_shape
+
 T = TypeVar("T")
 #: What the arguments of the guarded runs that are not the feed must be; a run breaking
 #: one is refused before the session runs (``output_names`` has its own check).
@@ -37,7 +39,9 @@ class GuardedSession(GuardedMixin):
         self._session = session = guard.model
         # element type per declared input, for feeds given as nested lists
         self._inputs = {spec.name: spec.dtype for spec in guard.adapter.signature() or ()}
-        self._constants = frozenset(arg.name for arg in session.get_overridable_initializers())
+        # overridable initializers: model constants a feed may replace (name -> NodeArg)
+        self._constants = {arg.name: arg for arg in session.get_overridable_initializers()}
+        self._table_lengths = guard.adapter.table_lengths
         # optional(...) inputs the caller may leave out of the feed or give as None, as
         # onnxruntime allows
         self._optional = frozenset(arg.name for arg in session.get_inputs()
@@ -169,7 +173,47 @@ class GuardedSession(GuardedMixin):
                 screened[unknown] = Refused(
                     f"no input of the model has this name; expected one of {declared}",
                     check="unknown", received=shown_name(unknown))
+            bad = next(((name, reason) for name in self._constants if name in feed
+                        for reason in [self._constant_refusal(name, feed[name], ort_values)]
+                        if reason), None)
+            if bad is not None:
+                screened[bad[0]] = Refused(bad[1], received=type(feed[bad[0]]).__name__)
         return screened
+
+    def _constant_refusal(self, name: str, value: Any, ort_values: bool) -> str | None:
+        """Why the session cannot take ``value`` for the overridable initializer ``name``
+        (a model constant, not screened as samples): a value that is not an array (an
+        ``OrtValue`` for ``run_with_ort_values``), of another element type or shape than
+        the model declares for it, or a ``Gather`` table of another length than the one
+        the guard bounds indices by; ``None`` where it may be fed."""
+        arg = self._constants[name]
+        if isinstance(value, onnxruntime.OrtValue) if ort_values else isinstance(
+                value, np.ndarray):
+            shape = tuple(value.shape()) if ort_values else value.shape
+            dtype = (onnx_dtype(value.data_type()) if ort_values
+                     else "str" if value.dtype.kind in "UO" else value.dtype.name)
+        else:
+            return (f"overridable initializer {name!r} takes "
+                    f"{'an onnxruntime.OrtValue' if ort_values else 'a numpy array'}; "
+                    f"received a {type(value).__name__}")
+        wanted = onnx_dtype(arg.type)
+        declared = onnx_shape(arg.shape)
+        if wanted is not None and dtype != wanted:
+            return (f"overridable initializer {name!r} has dtype {dtype}; expected {wanted}"
+                    f" (the model's {arg.type})")
+        if declared is not None and (len(shape) != len(declared) or any(
+                isinstance(d, int) and d != n for d, n in zip(declared, shape))):
+            return (f"overridable initializer {name!r} has shape {shape}; the model "
+                    f"declares {tuple(declared)}")
+        if name in self._table_lengths:
+            axis, length = self._table_lengths[name]
+            if shape[axis] != length:
+                return (f"overridable initializer {name!r} is a table of {length} along axis "
+                        f"{axis} that the guard checks indices against; received one of "
+                        f"{shape[axis]}. A table of another length would change which "
+                        f"indices the session accepts: feed one of {length}, or guard a "
+                        f"session of the model exported with that table")
+        return None
 
     def _check_outputs(self, output_names: Any) -> tuple[Finding, ...]:
         """Findings that refuse the call for its ``output_names``: checked with the feed,
