@@ -223,3 +223,32 @@ def test_each_adapter_extra_brings_the_framework_the_adapter_requires():
         for module in requires:
             assert _name(DISTRIBUTIONS.get(module, module)) in declared[framework]
 
+
+PLATFORMS = {
+    "Linux x86-64": {"sys_platform": "linux", "platform_machine": "x86_64"},
+    "Linux ARM": {"sys_platform": "linux", "platform_machine": "aarch64"},
+    "macOS Apple silicon": {"sys_platform": "darwin", "platform_machine": "arm64"},
+    "macOS Intel": {"sys_platform": "darwin", "platform_machine": "x86_64"},
+    "Windows": {"sys_platform": "win32", "platform_machine": "AMD64"},
+}
+
+
+@pytest.mark.parametrize("platform", sorted(PLATFORMS))
+def test_the_keras_extra_brings_a_backend_on_every_platform(platform):
+    """Keras 3 imports no backend of its own: the extra brought TensorFlow only where
+    platform_machine was 'x86_64', so on macOS (arm64), Windows (AMD64) and Linux on ARM
+    ``import keras`` failed after installing it."""
+    requirements = pytest.importorskip("packaging.requirements")
+    environment = {"python_version": "3.11", "python_full_version": "3.11.0",
+                   "os_name": "nt" if platform == "Windows" else "posix",
+                   "platform_system": "", "platform_release": "", "platform_version": "",
+                   "platform_python_implementation": "CPython", "implementation_name":
+                   "cpython", "implementation_version": "3.11.0", "extra": "keras",
+                   **PLATFORMS[platform]}
+    brought = set()
+    for text in _project()["optional-dependencies"]["keras"]:
+        requirement = requirements.Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            brought.add(_name(requirement.name))
+    assert "keras" in brought
+    assert len(brought & {"tensorflow", "tensorflow-cpu"}) == 1, brought
