@@ -269,3 +269,24 @@ def test_the_keras_extra_brings_a_backend_on_every_platform(platform):
             brought.add(_name(requirement.name))
     assert "keras" in brought
     assert len(brought & {"tensorflow", "tensorflow-cpu"}) == 1, brought
+
+
+# first torch release with each torch.compiler function the adapters call
+TORCH_COMPILER_SINCE = {"disable": (2, 1), "is_compiling": (2, 3), "is_exporting": (2, 6)}
+
+
+def test_the_torch_extra_asks_for_a_torch_with_every_compiler_function_called():
+    """The extra asked for torch>=2.1, while every call of a guarded module reads
+    torch.compiler.is_compiling (2.3) and, compiled, torch.compiler.is_exporting (2.6):
+    pip kept an older torch, and the guard failed with AttributeError."""
+    called = set()
+    for folder in PACKAGES.values():
+        for path in folder.rglob("*.py"):
+            called |= set(re.findall(r"\btorch\.compiler\.(\w+)", path.read_text()))
+    assert called, "no torch.compiler function found: the scan is stale"
+    assert called <= set(TORCH_COMPILER_SINCE), called - set(TORCH_COMPILER_SINCE)
+    (requirement,) = _project()["optional-dependencies"]["torch"]
+    floor = re.fullmatch(r"torch>=(\d+)\.(\d+)(?:\.\d+)?", requirement)
+    assert floor, requirement
+    needed = max(TORCH_COMPILER_SINCE[name] for name in called)
+    assert (int(floor.group(1)), int(floor.group(2))) >= needed, (requirement, needed)
