@@ -105,7 +105,11 @@ class Adapter(ABC):
         """The framework-shaped guarded object; it must expose ``__aimsec_guard__``."""
 
     def scores(self, x: Any) -> Any:
-        """Class scores for a batch, computed outside the guard (no audit, no limits)."""
+        """Class scores for a batch, computed outside the guard (no audit, no limits).
+
+        Here and in :meth:`features` and :meth:`input_gradient`, a model whose
+        :meth:`signature` fixes the batch length is handed batches of exactly that length
+        (the core pads and cuts them: ``aimsec_core.batches``)."""
         raise NotImplementedError(f"{type(self).__name__} gives no class scores")
 
     def input_gradient(self, x: Any, labels: Any) -> Any:

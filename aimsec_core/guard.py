@@ -31,6 +31,7 @@ import numpy as np
 
 from .adapter import Adapter, LaterAnswer, read_single_column
 from .arrays import STRUCTURED, ColumnBlocks, content_hash, dtype_kind, dtype_name, to_host
+from .batches import batched, fixed_batch, free_batch
 from .config import resolve_mode
 from .context import (ContextSlot, current_client, current_request_id, current_tier,
                       new_request_id)
@@ -206,8 +207,10 @@ class Guard:
                 f"{type(data).__name__} of {len(data)} (one per input?). The detectors "
                 f"cannot screen a model that needs several inputs: use it uncalibrated "
                 f"(every input is still validated), or guard a single-input model")
-        validated = validate({name: self.adapter.from_host(data)}, self.adapter,
-                             self.specs_for((name,)),
+        # any number of samples: a batch length the model fixes is its batch size, in
+        # which the detectors run it (see batches.batched), not a length data must have
+        specs = {key: free_batch(spec) for key, spec in self.specs_for((name,)).items()}
+        validated = validate({name: self.adapter.from_host(data)}, self.adapter, specs,
                              self.constraints)
         if validated.findings:
             raise CalibrationError(f"{what} must be clean and valid: "
@@ -523,12 +526,17 @@ class Guard:
             return _NOT_YET, dataclasses.replace(verdict, allowed=False, calibration_id=named,
                                                  findings=verdict.findings + (finding,))
         output, probabilities, gradient, features = _NOT_YET, None, None, None
+        # the detectors' passes (transformed copies, their own batch sizes) in batches the
+        # model takes: of its fixed batch where it declares one, else whole
+        batch = fixed_batch(self._declared if self.adapter.static_signature
+                            else reader.signature())
+        ask = batched(reader.scores, batch)
         if suite.needs_gradient and forward is not None:
             output, probabilities, gradient = reader.forward_with_gradient(forward, native)
             probabilities = softmax_if_needed(probabilities)
         elif suite.needs_gradient:
-            probabilities = softmax_if_needed(reader.scores(x))
-            gradient = reader.input_gradient(x, probabilities.argmax(axis=1))
+            probabilities = softmax_if_needed(ask(x))
+            gradient = batched(reader.input_gradient, batch)(x, probabilities.argmax(axis=1))
         elif suite.needs_features and forward is not None:
             try:  # the real call, with the features captured on the way
                 output, probabilities, features = reader.forward_with_features(
@@ -536,9 +544,9 @@ class Guard:
                 probabilities = softmax_if_needed(probabilities)
             except NotImplementedError:
                 pass
-        probe = Probe(x, probabilities, reader.scores,
+        probe = Probe(x, probabilities, ask,
                       None if gradient is None else np.asarray(to_host(gradient)),
-                      given_features=features, ask_features=reader.features)
+                      given_features=features, ask_features=batched(reader.features, batch))
         scored = suite.score(probe)
         flags = (scored.flags | np.asarray(verdict.flags, dtype=bool) if any(verdict.flags)
                  else scored.flags)

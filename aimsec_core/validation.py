@@ -31,6 +31,7 @@ from .adapter import Adapter
 from .arrays import (MAX_NESTING, STRUCTURED, ColumnBlocks, SparseValues, astype, declared_size,
                      dtype_kind, dtype_name, element_count, host_view, largest_jump, namespace,
                      to_host)
+from .batches import fixed_batch
 from .errors import exception_text
 from .signature import Constraints, InputSpec
 from .verdict import Finding
@@ -485,9 +486,7 @@ def _check_shape(name: str, shape: tuple[int, ...], spec: InputSpec, out: Valida
     sharing a symbol are compared in :func:`_batched_inputs`)."""
     if spec.shape is not None:
         expected = spec.shape
-        fits = len(shape) == len(expected) and all(
-            not isinstance(e, int) or e == r for e, r in zip(expected, shape))
-        if not fits:
+        if not _fits_shape(shape, expected):
             hint = (" Reshape your data: for a single sample, add the batch axis "
                     "(x.reshape(1, -1) or x[None])." if len(shape) == len(expected) - 1 else "")
             if (len(shape) == len(expected) == 2 and isinstance(expected[1], int)
@@ -495,10 +494,23 @@ def _check_shape(name: str, shape: tuple[int, ...], spec: InputSpec, out: Valida
                 # scikit-learn's wording, which tools written for it look for
                 hint = (f" ({name} has {shape[1]} features, but it is expecting "
                         f"{expected[1]} features as input.)")
+            batch = fixed_batch([spec])
+            if (batch is not None and len(shape) == len(expected) and shape[0] != batch
+                    and _fits_shape(shape[1:], expected[1:])):
+                hint = (f" The model takes batches of exactly {batch} sample"
+                        f"{'s' if batch > 1 else ''} (it declares a fixed batch length): "
+                        f"call it with {batch} at a time, or export it with a dynamic "
+                        "batch axis.")
             _block(out, "shape", f"input {name!r} has shape {shape}; the model expects "
                    f"{spec.describe()}.{hint}", expected=spec.describe(), received=shape)
             return False
     return True
+
+
+def _fits_shape(shape: tuple[int, ...], expected: tuple[int | str | None, ...]) -> bool:
+    """Whether ``shape`` has the rank of ``expected`` and every length it fixes."""
+    return len(shape) == len(expected) and all(
+        not isinstance(e, int) or e == r for e, r in zip(expected, shape))
 
 
 def _batched_inputs(arrays: Mapping[str, Any], specs: Mapping[str, InputSpec | None],

@@ -47,7 +47,7 @@ class _CNN(torch.nn.Module):
 
 
 @lru_cache(maxsize=None)
-def _exported(kind: str) -> bytes:
+def _trained(kind: str) -> torch.nn.Module:
     torch.manual_seed(0)
     model = _CNN(kind)
     x, y = torch.tensor(_images()[:600]), torch.tensor(digits()[1][:600])
@@ -60,10 +60,17 @@ def _exported(kind: str) -> bytes:
                 if kind == "sigmoid" else torch.nn.functional.cross_entropy(out, y))
         loss.backward()
         optimiser.step()
-    model.eval()
+    return model.eval()
+
+
+@lru_cache(maxsize=None)
+def _exported(kind: str, batch: int = 1) -> bytes:
+    """``kind``'s model as ONNX; ``"fixed"``: the ``"dynamic"`` model with its batch fixed
+    at ``batch`` (torch.onnx.export's default, without ``dynamic_axes``)."""
+    model = _trained("dynamic" if kind == "fixed" else kind)
     if kind == "float16":
-        model = model.half()
-    sample = torch.tensor(_images()[:1 if kind == "fixed" else 2])
+        model = copy.deepcopy(model).half()
+    sample = torch.tensor(_images()[:batch if kind == "fixed" else 2])
     sample = sample.half() if kind == "float16" else sample
     names = ["a", "b"] if kind == "two_inputs" else ["x"]
     outputs = ["logits", "embedding"] if kind == "two_outputs" else ["out"]
@@ -75,8 +82,8 @@ def _exported(kind: str) -> bytes:
     return file.getvalue()
 
 
-def _session(kind: str, tmp_path=None) -> ort.InferenceSession:
-    model = _exported(kind)
+def _session(kind: str, tmp_path=None, batch: int = 1) -> ort.InferenceSession:
+    model = _exported(kind, batch)
     if tmp_path is not None:  # opened from a file
         (tmp_path / f"{kind}.onnx").write_bytes(model)
         model = str(tmp_path / f"{kind}.onnx")
@@ -140,7 +147,6 @@ def test_calibration_works_saves_and_travels(kind, tmp_path, sink):
     ("two_outputs", r"which output holds class probabilities.*'logits'.*'embedding'"
                     r".*output_names"),
     ("two_inputs", r"single-input model.*'a', 'b'"),
-    ("fixed", r"shape \(300, 1, 8, 8\); the model expects x: float32 \(1, 1, 8, 8\)"),
 ])
 def test_calibration_the_detectors_cannot_do_is_a_calibration_error(kind, says):
     session = _session(kind)
@@ -172,8 +178,92 @@ def test_bad_feeds_are_typed_errors_not_onnxruntime_s(bad, sink):
 
 def test_a_fixed_batch_of_one_refuses_a_longer_batch_typed(sink):
     guarded = aimsec_core.guard(_session("fixed"), sinks=[sink])
-    with pytest.raises(InputFormatError, match=r"\(2, 1, 8, 8\).*\(1, 1, 8, 8\)"):
+    with pytest.raises(InputFormatError, match=r"\(2, 1, 8, 8\).*\(1, 1, 8, 8\).*"
+                                               r"batches of exactly 1 sample \("):
         guarded.run(None, {"x": _images()[:2]})
+
+
+#: detectors that ask the model about the batch itself and about transformed copies of it
+#: (squeezed, noisy, interpolated towards neighbours), in batches of their own sizes
+COPIES = ["margin", "squeeze", "noise", "neighbours", "robust"]
+
+
+def _guarded_pair(batch: int, x: np.ndarray, sink, detectors=None, reference=None) -> list:
+    """The same trained CNN exported with a batch fixed at ``batch`` and with a dynamic
+    one, each guarded (monitor mode: verdicts, never refusals) and calibrated on ``x``."""
+    pair = []
+    for session in (_session("fixed", batch=batch), _session("dynamic")):
+        guarded = aimsec_core.guard(session, sinks=[sink], mode="monitor")
+        guarded.calibrate(x, detectors=detectors, reference=reference)
+        pair.append(guarded)
+    return pair
+
+
+def _noisy(x: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.clip(x + rng.normal(0, 0.5, x.shape), 0, 1).astype(np.float32)
+
+
+def _same_verdicts(got, want) -> None:
+    assert got.allowed == want.allowed and got.flags == want.flags
+    assert got.scores.keys() == want.scores.keys()
+    for name in want.scores:
+        np.testing.assert_allclose(got.scores[name], want.scores[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("detectors", [None, COPIES], ids=["default", "copies"])
+def test_a_fixed_batch_of_one_calibrates_and_screens_as_the_dynamic_export(
+        detectors, tmp_path, sink):
+    fixed, dynamic = _guarded_pair(1, _images()[1000:1300], sink, detectors)
+    calibrations = [aimsec_core.guard_of(g).calibration for g in (fixed, dynamic)]
+    np.testing.assert_allclose(calibrations[0].suite.threshold,
+                               calibrations[1].suite.threshold, rtol=1e-6)
+    assert calibrations[0].sample_shape == (1, 8, 8)
+    loaded = aimsec_core.guard(_session("fixed"), sinks=[sink], mode="monitor",
+                               calibration=fixed.save_calibration(tmp_path / "fixed.npz"))
+    calls = np.concatenate([_images()[:3], _noisy(_images()[3:6])])
+    flagged = 0
+    for sample in calls:
+        feed = {"x": sample[None]}
+        want = dynamic.run(None, feed)
+        for guarded in (fixed, loaded):
+            _same(guarded.run(None, feed), want)
+            _same_verdicts(guarded.last_verdict, dynamic.last_verdict)
+        flagged += dynamic.last_verdict.flags[0]
+    # the default detectors flag noisy samples (so refusals compare too); the copies'
+    # detectors score them without flagging any
+    assert flagged == (3 if detectors is None else 0)
+
+
+@pytest.mark.filterwarnings("ignore:calibrated on 42 clean samples")
+def test_a_fixed_batch_of_four_calibrates_on_samples_it_does_not_divide(sink):
+    """42 calibration samples (ten batches of 4, then 2 padded to 4, whose padding's
+    outputs are dropped) and 10 reference samples (two batches, then 2 padded)."""
+    fixed, dynamic = _guarded_pair(4, _images()[1000:1042], sink,
+                                   ["margin", "squeeze", "noise", "neighbours"],
+                                   reference=_images()[1100:1110])
+    calibrations = [aimsec_core.guard_of(g).calibration for g in (fixed, dynamic)]
+    assert calibrations[0].samples == calibrations[1].samples == 42
+    assert calibrations[0].reference_samples == 10
+    np.testing.assert_allclose(calibrations[0].suite.threshold,
+                               calibrations[1].suite.threshold, rtol=1e-6)
+    for calls in (_images()[:4], _noisy(_images()[4:8])):
+        want = dynamic.run(None, {"x": calls})
+        _same(fixed.run(None, {"x": calls}), want)
+        _same_verdicts(fixed.last_verdict, dynamic.last_verdict)
+    with pytest.raises(InputFormatError, match=r"\(2, 1, 8, 8\).*\(4, 1, 8, 8\).*"
+                                               r"batches of exactly 4 samples"):
+        fixed.run(None, {"x": _images()[:2]})
+    with pytest.raises(InputFormatError, match=r"\(4, 64\).*\(4, 1, 8, 8\)"):
+        fixed.run(None, {"x": _images()[:4].reshape(4, 64)})
+    assert fixed.last_verdict.findings[0].check == "shape"
+
+
+def test_calibration_data_of_another_sample_shape_is_refused_for_a_fixed_batch():
+    session = _session("fixed", batch=4)
+    with pytest.raises(CalibrationError, match=r"shape \(10, 64\); the model expects "
+                                               r"x: float32 \(N, 1, 8, 8\)"):
+        aimsec_core.guard(session, sinks=[]).calibrate(_images()[:10].reshape(10, 64))
 
 
 def test_session_options_travel_with_copies(sink):

@@ -40,6 +40,11 @@ session; they are model constants, not samples: their values pass through unscre
 one that is not an array of the element type and shape the model declares for it is
 refused (``InputFormatError``), and so is a ``Gather`` table of another length than the
 default the guard checks indices against.
+
+A model exported with a fixed batch length (``torch.onnx.export`` without
+``dynamic_axes``) declares it, and the core reads it as the model's batch size: calls must
+have exactly that many samples, calibration data any number, and :meth:`OnnxAdapter.scores`
+is handed batches of exactly that length.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..adapter import Adapter, read_single_column
 from ..arrays import content_hash, to_host
+from ..batches import batched, fixed_batch
 from ..errors import AimsecError, CalibrationError, ConfigurationError
 from . import DETECTORS, build_detector, calibration_file
 from .base import Detector, Probe, softmax_if_needed
@@ -178,22 +179,17 @@ def _members(meta: dict[str, Any]) -> list[str]:
 
 def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool,
               need_features: bool = False) -> Probe:
-    """Ask the model about ``x`` outside the guard, in chunks."""
-    def ask(batch: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.asarray(adapter.scores(batch[i:i + CHUNK]))
-                               for i in range(0, len(batch), CHUNK)])
-
-    def ask_features(batch: np.ndarray) -> list[np.ndarray]:
-        parts = [adapter.features(batch[i:i + CHUNK]) for i in range(0, len(batch), CHUNK)]
-        return [np.concatenate(layer) for layer in zip(*parts)]
-
+    """Ask the model about ``x`` outside the guard, in chunks (in batches of the model's
+    own size where it declares a fixed one: see :func:`~aimsec_core.batches.batched`)."""
+    batch = fixed_batch(adapter.signature())
+    ask = batched(lambda part: np.asarray(adapter.scores(part)), batch, CHUNK)
+    ask_features = batched(lambda part: [np.asarray(layer) for layer in adapter.features(part)],
+                           batch, CHUNK)
     probabilities = softmax_if_needed(ask(x))
     gradient = None
     if need_gradient:
-        labels = probabilities.argmax(axis=1)
-        gradient = np.concatenate([
-            to_host(adapter.input_gradient(x[i:i + CHUNK], labels[i:i + CHUNK]))
-            for i in range(0, len(x), CHUNK)])
+        gradient = np.asarray(to_host(batched(adapter.input_gradient, batch, CHUNK)(
+            x, probabilities.argmax(axis=1))))
     features = ask_features(x) if need_features else None
     return Probe(x, probabilities, ask, gradient, given_features=features,
                  ask_features=ask_features if adapter.capabilities.features else None)
