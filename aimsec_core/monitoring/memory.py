@@ -1,13 +1,18 @@
 """The in-process store: the default, and the local state a ``fail_open`` guard falls back
 on while Redis is unreachable. Bounded: entries expire with their windows (swept every few
-thousand writes), each table keeps at most :data:`KEPT` entries (the oldest go first: a
-client sending endless distinct inputs, or rotating endless ids, cannot grow it), and
-fingerprints are capped per model."""
+thousand writes), each table keeps at most :data:`KEPT` entries (a client sending endless
+distinct inputs, or rotating endless ids, cannot grow it), and fingerprints are capped per
+model. Past the cap the least recently renewed entries go first, except lockouts and
+suspicions: one in force is never dropped to make room (a client locked out could
+otherwise lock out :data:`KEPT` fresh ids of its own and be admitted again); while
+:data:`KEPT` are in force a new one is not kept, and a warning says so."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +23,17 @@ from .index import FingerprintIndex, Match
 from .policy import ClientRules, Policy
 from .store import ADMITTED, Admission, Observation, Store
 
+log = logging.getLogger("aimsec.monitoring")
 _SWEEP_EVERY = 4096
+#: Seconds (monotonic) between two scans of a full lockout or suspicion table for ended
+#: entries behind the oldest (a tier's longer ``session_timeout`` keeps them from the
+#: front): a scan walks the whole table, so a flood never buys one per call.
+_SCAN_EVERY = 1.0
+#: Seconds (monotonic) between two warnings that a lockout or suspicion was not kept.
+_WARN_EVERY = 60.0
 #: Entries each table keeps: past it the least recently renewed are forgotten, so an input
-#: last repeated before the last KEPT distinct inputs starts its count again. Full, as
+#: last repeated before the last KEPT distinct inputs starts its count again (lockouts and
+#: suspicions in force are kept, and a new one waits for room: see :meth:`_hold`). Full, as
 #: rotating ids fill them (measured): failed attempts about 240 MB (a deque each), quota
 #: windows with minimum intervals 105 MB, repeats 85 MB, lockouts 60 MB, suspicions 50 MB:
 #: some 540 MB in all.
@@ -47,6 +60,11 @@ class MemoryStore(Store):
         self._suspects: dict[tuple[str, str], float] = {}
         self._indexes: dict[str, FingerprintIndex] = {}
         self._writes = 0
+        #: per held table (lockouts, suspicions): when it may next be scanned whole, when
+        #: one it could not keep was last logged, and how many it could not keep
+        self._next_scan = {"lockout": 0.0, "suspicion": 0.0}
+        self._warned = {"lockout": -_WARN_EVERY, "suspicion": -_WARN_EVERY}
+        self.not_kept = {"lockout": 0, "suspicion": 0}
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -155,15 +173,42 @@ class MemoryStore(Store):
             self._failures[key] = failures  # the most recently failed last
             failures.append(now)
             if (len(failures) == rules.max_failed_attempts
-                    and failures[0] >= now - rules.failure_window):
-                _renew(self._locked, key, now + rules.session_timeout)
-                failures.clear()
+                    and failures[0] >= now - rules.failure_window
+                    and self._hold(self._locked, "lockout", key, now + rules.session_timeout,
+                                   now)):
+                failures.clear()  # (one not kept is tried again at the next failure)
             self._tick(now)
 
     def mark_suspect(self, model: str, client: str, now: float, until: float) -> None:
         with self._lock:
-            _renew(self._suspects, (model, client), until)
+            self._hold(self._suspects, "suspicion", (model, client), until, now)
             self._tick(now)
+
+    def _hold(self, table: dict[Any, float], what: str, key: Any, end: float,
+              now: float) -> bool:
+        """Set ``key``'s lockout or suspicion (``what``) in ``table`` to end at ``end``
+        (under the lock); ``False`` when it could not be kept: :data:`KEPT` others are
+        in force. One in force is never dropped for a newer one: a client could otherwise
+        clear its own by earning :data:`KEPT` more with ids of its own."""
+        if key in table or len(table) < KEPT:
+            _renew(table, key, end)
+            return True
+        _forget(table, lambda ends: ends <= now, live=True)  # ended ones at the front
+        if len(table) >= KEPT and time.monotonic() >= self._next_scan[what]:
+            self._next_scan[what] = time.monotonic() + _SCAN_EVERY
+            for ended in [k for k, ends in table.items() if ends <= now]:
+                del table[ended]
+        if len(table) < KEPT:
+            _renew(table, key, end)
+            return True
+        self.not_kept[what] += 1
+        if time.monotonic() - self._warned[what] >= _WARN_EVERY:
+            self._warned[what] = time.monotonic()
+            log.warning("aimsec: %d %ss are in force, the most the memory store keeps; a new "
+                        "one is not kept until one of them ends (%d not kept so far): "
+                        "many clients are being refused at once, which looks like a flood "
+                        "of rotating client ids", len(table), what, self.not_kept[what])
+        return False
 
     def _tick(self, now: float) -> None:
         """Count one write (under the lock); every :data:`_SWEEP_EVERY` writes, sweep.
@@ -184,8 +229,8 @@ class MemoryStore(Store):
         if self._quota is not None:  # a window expires a minute after its newest call
             _forget(self._quota.windows.events, lambda events: not events
                     or events[0] < now - 60.0)
-        _forget(self._locked, lambda end: end <= now)
-        _forget(self._suspects, lambda end: end <= now)
+        _forget(self._locked, lambda end: end <= now, live=True)
+        _forget(self._suspects, lambda end: end <= now, live=True)
         _forget(self._repeats, lambda seen: seen[1] <= now)
         _forget(self._last, lambda last: last < now - 3600)
         _forget(self._failures, lambda failures: not failures or failures[-1] < now - 86400)
@@ -204,10 +249,11 @@ def _renew(table: dict[Any, Any], key: Any, value: Any) -> None:
     table[key] = value
 
 
-def _forget(table: dict[Any, Any], expired: Callable[[Any], bool]) -> None:
+def _forget(table: dict[Any, Any], expired: Callable[[Any], bool], *,
+            live: bool = False) -> None:
     """Drop ``table``'s entries from the oldest on while they are expired or more than
-    :data:`KEPT` remain."""
-    excess = len(table) - KEPT
+    :data:`KEPT` remain (``live``: only expired ones, whatever their number)."""
+    excess = 0 if live else len(table) - KEPT
     doomed = []
     for key, value in table.items():
         if len(doomed) < excess or expired(value):

@@ -108,3 +108,73 @@ def test_a_busy_client_keeps_its_quota_while_ids_rotate_past_it(small):
         small.admit("m", f"id-{i}", 1.0, QUOTA, lockout=False)
         if i % 32 == 0:
             assert small.admit("m", "busy", 1.0, QUOTA, lockout=False).rate_retry is not None
+
+
+def _lock_out(store: MemoryStore, client: str, now: float) -> None:
+    for _ in range(RULES.max_failed_attempts):
+        store.record_failure("m", client, now, RULES)
+
+
+def _locked_for(store: MemoryStore, client: str, now: float) -> float | None:
+    return store.admit("m", client, now, RULES, lockout=True).locked_for
+
+
+def test_a_flood_of_locked_out_ids_cannot_evict_a_live_lockout(small, caplog):
+    # the cap dropped the least recently renewed lockouts first: a client locked out could
+    # lock out KEPT fresh ids of its own (two refused calls each here, five by default)
+    # and be admitted again long before its session_timeout
+    _lock_out(small, "attacker", 0.0)
+    assert _locked_for(small, "attacker", 0.0) is not None
+    with caplog.at_level("WARNING", logger="aimsec.monitoring"):
+        for i in range(2_000):
+            _lock_out(small, f"flood-{i}", 1.0 + i * 1e-3)
+    assert _locked_for(small, "attacker", 5.0) is not None
+    assert len(small._locked) <= 64 + 16  # still bounded
+    assert small.not_kept["lockout"] > 0
+    assert len([r for r in caplog.records if "lockouts are in force" in r.getMessage()]) == 1
+
+
+def test_a_client_locked_out_through_the_guard_stays_locked_out_under_a_flood(
+        small, digits_model, clock):
+    import aimsec_core
+    from aimsec_core import ClientBlockedError, ValueRangeError
+    from aimsec_core.guard import Guard
+    from aimsec_core.registry import adapter_for
+    from tests.cases import digits
+
+    adapter = adapter_for(digits_model)
+    guard = Guard(digits_model, adapter, name="digits", sinks=[], clock=clock, store=small,
+                  constraints={"min_value": 0.0, "max_value": 1.0},
+                  policy={"max_failed_attempts": 2, "session_timeout": 600})
+    guarded = adapter.wrap(guard)
+    bad = digits()[0][:1] + 2.0
+
+    def lock_out(client: str) -> None:
+        with aimsec_core.client(client):
+            for _ in range(2):
+                with pytest.raises(ValueRangeError):
+                    guarded.predict(bad)
+
+    lock_out("attacker")
+    for i in range(200):  # more lockouts than the (patched) cap of 64
+        lock_out(f"flood-{i}")
+        clock.advance(0.1)
+    with aimsec_core.client("attacker"), pytest.raises(ClientBlockedError):
+        guarded.predict(digits()[0][:1])
+
+
+def test_lockouts_are_kept_again_once_the_live_ones_expire(small):
+    for i in range(200):
+        _lock_out(small, f"flood-{i}", 0.0)
+    later = RULES.session_timeout + 1.0  # every lockout of the flood has ended
+    _lock_out(small, "next", later)
+    assert _locked_for(small, "next", later) is not None
+    assert len(small._locked) <= 64 + 16
+
+
+def test_a_flood_of_suspected_ids_cannot_evict_a_live_suspicion(small):
+    small.mark_suspect("m", "extractor", 0.0, 1_000.0)
+    for i in range(2_000):
+        small.mark_suspect("m", f"flood-{i}", 1.0, 1_000.0)
+    assert small.observe("m", "extractor", 5.0, RULES, Policy(), "", None, 0).suspect_for
+    assert len(small._suspects) <= 64 + 16
