@@ -123,8 +123,12 @@ class Metrics:
         self.dropped = prom.Counter("aimsec_alert_queue_dropped",
                                     "Incident/alert work dropped because the queue was full",
                                     ["severity"], registry=r)
+        # computed at scrape time (below), which prometheus_client's multiprocess mode
+        # skips: there it reads 0; "livesum" makes that one series, not one per process
+        # id (a series more for every recycled worker, kept in the folder for ever)
         self._depth = prom.Gauge("aimsec_alert_queue_depth",
-                                 "Occurrences waiting for the background worker", registry=r)
+                                 "Occurrences waiting for the background worker", registry=r,
+                                 multiprocess_mode="livesum")
         self._queues: weakref.WeakSet[Any] = weakref.WeakSet()
         self._depth.set_function(lambda: sum(queue.depth for queue in list(self._queues)))
 

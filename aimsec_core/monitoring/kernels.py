@@ -14,7 +14,9 @@ quantization boundary differently about once in 10^13 values).
 a background thread (about 3 s the first time, half a second from numba's on-disk cache),
 and the numpy implementations in :mod:`.fingerprint`, :mod:`.index` and
 :mod:`.extraction` serve until then. Either gives the same results, so no guarded call
-waits for a compiler.
+waits for a compiler. A process forked while they compile (a ``multiprocessing`` or
+pre-fork worker started right after its parent's first watched call) cannot use the
+copy of the compiler it holds: it runs the numpy forms, with one warning.
 """
 
 from __future__ import annotations
@@ -56,8 +58,7 @@ def load(*, wait: bool = False) -> Any:
             if not enabled():
                 _loaded.append(None)
                 return None
-            # a daemon: a process that ends (or a forked child whose compiler state was
-            # copied mid-compile) never waits for it
+            # a daemon: a process that ends never waits for it
             thread = threading.Thread(target=lambda: _loaded.append(_compile()),
                                       name="aimsec-kernels", daemon=True)
             _loader.append(thread)
@@ -77,13 +78,23 @@ def kernel_array(x: Any, dtype: type) -> np.ndarray:
     return np.require(x, dtype, ("C", "A", "W"))
 
 
-def _forget_loader() -> None:
-    """In a forked child the compiling thread does not exist: start over if needed."""
-    if not _loaded:
-        _loader.clear()
+def _after_fork_in_child() -> None:
+    """In a forked child the compiling thread does not exist. Forked before it started,
+    the child compiles at its first watched call. Forked while it ran, the child holds a
+    copy of numba's compiler caught mid-work (its lock held by a thread that is not
+    there, a module half imported): compiling again would fail or wait for ever, so the
+    child runs the numpy forms (the same results) for its whole life, and says so."""
+    if _loaded or not _loader:
+        return
+    _loaded.append(None)
+    _log.warning("aimsec: this process was forked while the monitoring kernels compiled "
+                 "in its parent (pid %d); it runs their numpy forms instead (the same "
+                 "results, more CPU per call). To give forked workers the kernels, call "
+                 "aimsec_core.monitoring.kernels.load(wait=True) before forking, or fork "
+                 "before the first guarded call", os.getppid())
 
 
-os.register_at_fork(after_in_child=_forget_loader)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _compile() -> Any:

@@ -155,3 +155,55 @@ def test_counts_across_a_fork_are_as_documented(tmp_path, multiprocess, expected
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[-2] == expected
+
+
+_POOL = """
+import multiprocessing, os, sys
+import numpy as np
+
+
+def work(calls):
+    from sklearn.linear_model import LogisticRegression
+    import aimsec_core
+    model = LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])
+    guarded = aimsec_core.guard(model, name="p", mode="monitor", policy=False, incidents=False,
+                                alerts=False, constraints={"max_value": 1})
+    for i in range(calls):
+        guarded.predict(np.eye(4) * (5 if i % 4 == 0 else 1))
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+    with multiprocessing.get_context(sys.argv[1]).Pool(3) as pool:
+        pids = pool.map(work, [40, 40, 40])
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    print(generate_latest(registry).decode())
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_worker_processes_in_multiprocess_mode_sum_into_one_scrape(tmp_path, method):
+    """A pool of workers in prometheus_client's multiprocess mode: a scrape through a
+    MultiProcessCollector sums their counts, and the queue-depth gauge is one series (it
+    was one per process id, ``{pid="..."}``, a series more for every recycled worker, kept
+    for ever in the folder)."""
+    import os
+    (tmp_path / "prom").mkdir()
+    script = tmp_path / "pool.py"
+    script.write_text(textwrap.dedent(_POOL))
+    env = {"SECURITY_LOG_PATH": str(tmp_path / "logs"), "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "AIMSEC_JIT": "0",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    done = subprocess.run([sys.executable, str(script), method], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    families = {f.name: f for f in text_string_to_metric_families(done.stdout)}
+    calls = {s.labels["outcome"]: s.value for s in families["aimsec_calls"].samples
+             if s.name == "aimsec_calls_total"}
+    assert calls == {"allowed": 90.0, "invalid": 30.0}
+    depth = families["aimsec_alert_queue_depth"].samples
+    assert [(s.labels, s.value) for s in depth] == [({}, 0.0)]
+    audit = (tmp_path / "logs" / "audit.jsonl").read_text().splitlines()
+    assert len(audit) == 120
