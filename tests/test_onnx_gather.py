@@ -161,7 +161,7 @@ def test_a_fed_table_of_the_default_length_runs_as_on_the_plain_session(sink):
     (np.ones((3, 4), np.float32), f"table of {ROWS} along axis 0.*one of 3"),
     (np.ones((ROWS, 4), np.float64), "dtype float64; expected float32"),
     (np.ones(ROWS * 4, np.float32), r"shape \(40,\); the model declares \('R', 4\)"),
-    (np.ones((ROWS, 4), np.float32).tolist(), "takes a numpy array; received a list"),
+    (np.ones((ROWS, 4), np.float32).tolist(), "takes a numpy array or an .*OrtValue; received a list"),
 ], ids=["longer", "shorter", "dtype", "rank", "list"])
 def test_a_fed_table_the_bound_would_not_hold_for_is_refused_typed(sink, table, says):
     """A longer table made the guard refuse ids the session takes; a shorter one let ids past
@@ -171,3 +171,58 @@ def test_a_fed_table_the_bound_would_not_hold_for_is_refused_typed(sink, table, 
     with pytest.raises(aimsec_core.InputFormatError, match=f"'table'.*{says}"):
         guarded.run(None, {"ids": np.array([[0, 1, 2, 3, 5]]), "table": table})
     assert sink.outcomes == ["rejected"]
+
+
+def test_a_fed_table_as_an_ortvalue_runs_through_run_as_on_the_plain_session(sink):
+    """``run`` takes an ``OrtValue`` for an overridable initializer, as the plain session
+    does (it was refused as 'takes a numpy array'); one of another length is still
+    refused."""
+    session = _overridable_table()
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    ids = np.array([[0, 1, 2, 3, ROWS - 1]])
+    other = np.ones((ROWS, 4), dtype=np.float32)
+    feed = {"ids": ids, "table": ort.OrtValue.ortvalue_from_numpy(other)}
+    np.testing.assert_array_equal(guarded.run(None, feed)[0], session.run(None, feed)[0])
+    short = ort.OrtValue.ortvalue_from_numpy(np.ones((3, 4), np.float32))
+    with pytest.raises(aimsec_core.InputFormatError, match="table of 10 along axis 0"):
+        guarded.run(None, {"ids": ids, "table": short})
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+@pytest.mark.parametrize("ids_type, dtype", [(TensorProto.UINT8, "uint8"),
+                                             (TensorProto.INT16, "int16"),
+                                             (TensorProto.UINT64, "uint64")])
+def test_ids_of_another_integer_type_cast_to_indices_are_checked_too(sink, ids_type, dtype):
+    """An integer input of another type than int64/int32 reaches a ``Gather`` through a
+    ``Cast``: an id past the table stopped the session with onnxruntime's INVALID_ARGUMENT
+    error, unchecked."""
+    session = _session(ids_type, via=("Cast",))
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    ids = [[0, 1, 2, 3, ROWS - 1]]
+    np.testing.assert_array_equal(
+        _run(guarded, ids, dtype), session.run(None, {"ids": np.array(ids, dtype)})[0])
+    with pytest.raises(ValueRangeError, match=f"table of {ROWS}"):
+        _run(guarded, [[0, 0, 0, 0, 200]], dtype)
+    assert sink.outcomes == ["allowed", "rejected"]
+
+
+def test_ids_moved_by_a_transpose_are_checked_and_a_picked_column_leaves_the_rest(sink):
+    """Every value of an input a ``Transpose`` moves reaches the ``Gather``; one column
+    picked by a constant ``Gather`` (``x[:, 0]``) leaves the other columns, which may be no
+    indices at all, unbounded."""
+    table = numpy_helper.from_array(np.ones((ROWS, 4), np.float32), "table")
+    zero = numpy_helper.from_array(np.array(0, dtype=np.int64), "zero")
+    moved = _model(
+        [helper.make_node("Transpose", ["ids"], ["t"], perm=[1, 0]),
+         helper.make_node("Gather", ["table", "t"], ["out"])],
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, "N", 4])], [table])
+    with pytest.raises(ValueRangeError, match=f"table of {ROWS}"):
+        aimsec_core.guard(moved, sinks=[sink]).run(None, {"ids": np.array([[0, ROWS]])})
+    picked = _model(
+        [helper.make_node("Gather", ["x", "zero"], ["first"], axis=1),
+         helper.make_node("Gather", ["table", "first"], ["out"])],
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4])], [table, zero])
+    guarded = aimsec_core.guard(picked, sinks=[sink])
+    assert guarded.run(None, {"x": np.array([[ROWS - 1, 500]])})[0].shape == (1, 4)

@@ -68,8 +68,15 @@ _FLOAT_TYPES = frozenset({"tensor(float)", "tensor(double)", "tensor(float16)"})
 #: Nodes whose output holds their first input's values (reshaped or cast).
 _VALUE_PRESERVING = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                                "Cast"})
-#: Element types of indices (``Gather`` takes these two).
-_INDEX_TYPES = frozenset({"int64", "int32"})
+#: Nodes whose output holds every value of their first input, moved or repeated: an input
+#: reaching a ``Gather``'s indices through them has each of its values read as an index.
+#: (Not ``Gather`` by constant indices nor ``Slice``, ``ids[:, 0]`` and ``ids[:, :3]``:
+#: they pick some values, and the others may be no indices at all.)
+_VALUE_MOVING = _VALUE_PRESERVING | {"Transpose", "Expand", "Tile"}
+#: Element types of an input whose values may reach a ``Gather``'s indices (it takes int64
+#: and int32; the others through a ``Cast``).
+_INDEX_TYPES = frozenset({"int64", "int32", "int16", "int8", "uint64", "uint32", "uint16",
+                          "uint8"})
 
 
 class OnnxAdapter(Adapter):
@@ -91,7 +98,8 @@ class OnnxAdapter(Adapter):
         constant table (token ids into an embedding, directly or through nodes that only
         move values) declares that table's rows, from ``-rows`` (ONNX counts negative
         indices from the end): another index stops the session with onnxruntime's own
-        ``INVALID_ARGUMENT`` error, so the core refuses it first. Tables are read from the
+        ``INVALID_ARGUMENT`` error, so the core refuses it first (values a ``Cast`` would
+        wrap into the table are refused too). Tables are read from the
         model the session was opened from, where onnxruntime keeps it and ``onnx`` is
         installed; otherwise no input declares one."""
         specs = []
@@ -269,7 +277,8 @@ def gathered_tables(found: list[tuple[str, str, int, int]]) -> dict[str, int]:
 
 def gathers(graph: Any) -> list[tuple[str, str, int, int]]:
     """``(indices input, table, axis, rows)`` for each ``Gather`` node whose indices are a
-    graph input's values (through nodes that only move values) and whose table's length
+    graph input's values (through nodes that only move or repeat them: see
+    :data:`_VALUE_MOVING`) and whose table's length
     along ``axis`` is known: an initializer (also one a caller may override, whose default
     is named), a ``Constant`` node, or a ``Shape`` node's output (as long as the rank it
     reads, within its ``start``/``end``)."""
@@ -301,7 +310,7 @@ def gathers(graph: Any) -> list[tuple[str, str, int, int]]:
         name = node.input[1]
         for _ in range(len(graph.node)):
             source = producers.get(name)
-            if source is None or source.op_type not in _VALUE_PRESERVING or not source.input:
+            if source is None or source.op_type not in _VALUE_MOVING or not source.input:
                 break
             name = source.input[0]
         if name in inputs:

@@ -183,19 +183,21 @@ class GuardedSession(GuardedMixin):
     def _constant_refusal(self, name: str, value: Any, ort_values: bool) -> str | None:
         """Why the session cannot take ``value`` for the overridable initializer ``name``
         (a model constant, not screened as samples): a value that is not an array (an
+        ``OrtValue``, which ``run`` takes too, as the plain session does; only an
         ``OrtValue`` for ``run_with_ort_values``), of another element type or shape than
         the model declares for it, or a ``Gather`` table of another length than the one
         the guard bounds indices by; ``None`` where it may be fed."""
         arg = self._constants[name]
-        if isinstance(value, onnxruntime.OrtValue) if ort_values else isinstance(
-                value, np.ndarray):
-            shape = tuple(value.shape()) if ort_values else value.shape
-            dtype = (onnx_dtype(value.data_type()) if ort_values
-                     else "str" if value.dtype.kind in "UO" else value.dtype.name)
+        if isinstance(value, onnxruntime.OrtValue):
+            shape, dtype = tuple(value.shape()), onnx_dtype(value.data_type())
+        elif isinstance(value, np.ndarray) and not ort_values:
+            shape = value.shape
+            dtype = "str" if value.dtype.kind in "UO" else value.dtype.name
         else:
-            return (f"overridable initializer {name!r} takes "
-                    f"{'an onnxruntime.OrtValue' if ort_values else 'a numpy array'}; "
-                    f"received a {type(value).__name__}")
+            takes = ("an onnxruntime.OrtValue" if ort_values
+                     else "a numpy array or an onnxruntime.OrtValue")
+            return (f"overridable initializer {name!r} takes {takes}; received a "
+                    f"{type(value).__name__}")
         wanted = onnx_dtype(arg.type)
         declared = onnx_shape(arg.shape)
         if wanted is not None and dtype != wanted:
