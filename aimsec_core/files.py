@@ -113,3 +113,27 @@ def write_whole(path: str | Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
+
+
+def write_target(path: str | Path) -> tuple[Path, bool]:
+    """Where writing to ``path`` goes, and whether :func:`write_whole` may write it: the
+    file a symbolic link leads to, for a regular file or one not there yet (the link is
+    kept); ``path`` itself, written in place, for anything else (a FIFO, a device) and for
+    a link the file system cannot name: ``/dev/stdout`` on a pipe leads to
+    ``/proc/<pid>/fd/pipe:[...]``, no file a temporary one could be renamed over."""
+    path = Path(path)
+    try:
+        status = os.stat(path)
+    except OSError:
+        status = None
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        return path, False
+    target = Path(os.path.realpath(path))
+    if status is not None:
+        try:
+            same = os.path.samestat(status, os.stat(target))
+        except OSError:
+            same = False
+        if not same:  # a file of another process's, or one since unlinked
+            return path, False
+    return target, True

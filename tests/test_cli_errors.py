@@ -276,3 +276,26 @@ def test_evaluate_keeps_tensorflows_advice_to_other_libraries_off_its_output(
     finally:
         logger.setLevel(level)
     assert status == 0 and "GradientTape" not in caplog.text
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.timeout(30)
+def test_evaluate_writes_to_an_output_pipe_named_by_its_descriptor(capsys, monkeypatch):
+    # `aimsec evaluate --out /dev/stdout | jq`: /dev/stdout on a pipe leads to
+    # /proc/<pid>/fd/pipe:[...], no file, which the check and the write were handed:
+    # refused up front as "cannot write there (No such file or directory)"
+    import json
+
+    from aimsec_core import evaluation
+
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: [])
+    monkeypatch.setattr(evaluation, "tables", lambda rows, fpr: [])
+    read, write = os.pipe()
+    with os.fdopen(read) as pipe:
+        try:
+            status = main(["evaluate", "--framework", "sklearn", "--dataset", "wine",
+                           "--out", f"/proc/self/fd/{write}"])
+        finally:
+            os.close(write)
+        assert status == 0, capsys.readouterr().err
+        assert json.loads(pipe.read())["rows"] == []

@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import digits
 from ..extras import require
+from ..files import write_target
 from ..visible import shown
 from .arguments import MAX_SEED, fail, rate, seed
 
@@ -97,7 +98,7 @@ def _unwritable(path: Path) -> str | None:
     leads to (the one the JSON will be written to), and left in place."""
     if path.is_dir():
         return f"--out {path} is a folder; expected a file to write the JSON to"
-    target = Path(os.path.realpath(path))
+    target, _ = write_target(path)  # where write_json will write
     existed = target.exists()
     try:
         os.close(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..files import write_whole
+from ..files import write_target, write_whole
 from .measure import Row
 
 TITLES = {"standard": "attacks that don't know the detectors",
@@ -20,14 +19,14 @@ def write_json(rows: list[Row], path: str | Path, **meta: Any) -> Path:
     """``meta`` and every row as JSON at ``path``, written whole or not at all
     (:func:`files.write_whole`): an interrupted run or write leaves no half file, and the
     previous one as it was. A symbolic link is written through (the link stays); a FIFO or
-    device is written to directly. Raises ``OSError``."""
+    device (``/dev/stdout``) is written to directly. Raises ``OSError``."""
     path = Path(path)
     text = json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2)
-    target = Path(os.path.realpath(path))
-    if target.exists() and not target.is_file():
-        target.write_text(text)  # a pipe or a device: nothing to put in its place
-    else:
+    target, whole = write_target(path)
+    if whole:
         write_whole(target, text)
+    else:  # a pipe or a device: nothing to put in its place
+        target.write_text(text)
     return path
 
 
