@@ -81,7 +81,7 @@ class SmtpChannel:
             # (STARTTLS, AUTH, SMTPUTF8 for a non-ASCII address): no retry brings it
             raise DeliveryError(f"SMTP server {s.server}:{s.port} does not support what "
                                 f"the settings need ({exc}); expected a server offering "
-                                "it, or other ALERT_SMTP_SECURITY/ALERT_SMTP_USERNAME "
+                                "it, or other ALERT_SMTP_TLS/ALERT_SMTP_USERNAME "
                                 "settings", retryable=False) from None
         except smtplib.SMTPRecipientsRefused as exc:
             # a 4yz per recipient is temporary (greylisting, a full mailbox): try again

@@ -4,10 +4,12 @@ with login, implicit TLS; a server that is down, then back."""
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
 
+from aimsec_core.alerts import settings as alert_settings
 from aimsec_core.alerts import (Alert, DeliveryError, Dispatcher, Grouper, GroupingPolicy,
                                 SmtpChannel, SmtpSettings)
 from aimsec_core.incidents import IncidentStore, Occurrence
@@ -15,6 +17,7 @@ from aimsec_core.incidents import IncidentStore, Occurrence
 from .servers import Inbox, SmtpServer, TrickleServer, authenticator
 
 T0 = 1_800_000_000.0
+settings_doc = alert_settings.__doc__  # the variables the settings read
 
 
 def alert(**overrides) -> Alert:
@@ -294,6 +297,10 @@ def test_a_server_lacking_an_extension_the_settings_need_is_not_retried(override
         assert not refused.value.retryable
         assert "does not support" in str(refused.value)
         assert "secret" not in str(refused.value)
+        # it names the settings to change by the variables that exist (ALERT_SMTP_TLS;
+        # there is no ALERT_SMTP_SECURITY)
+        named = set(re.findall(r"ALERT_[A-Z_]+", str(refused.value)))
+        assert named and named <= set(re.findall(r"ALERT_[A-Z_]+", settings_doc)), named
         assert server.inbox.messages == []
     finally:
         server.stop()
