@@ -49,6 +49,12 @@ class InputSpec:
     takes a float index): the table is read from another input. ``negative_indices``: the
     framework also reads ``-index_rows`` to ``-1``, counting from the table's end (ONNX's
     ``Gather``), so those pass too.
+
+    ``numeric_columns``: for a table taken column by column (``accepts_strings``: a
+    scikit-learn ``ColumnTransformer`` that scales some columns and encodes others), the
+    labels (as ``str``) of the columns the model reads as numbers; a column among them
+    holding strings, dates or other objects that are not numbers is refused, as the part
+    reading it would fail on it.
     """
 
     name: str
@@ -61,6 +67,7 @@ class InputSpec:
     allow_nan: bool = False
     index_rows: int | None = None
     negative_indices: bool = False
+    numeric_columns: frozenset[str] = frozenset()
 
     def describe(self) -> str:
         dims = "?" if self.shape is None else "(" + ", ".join(

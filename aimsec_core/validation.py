@@ -302,6 +302,22 @@ def _first_leaf_is_text(value: Any) -> bool:
     return isinstance(value, (str, bytes))
 
 
+def _columns_not_numbers(array: ColumnBlocks, numeric: frozenset[str]
+                         ) -> list[tuple[str, str]]:
+    """``(label, kind)`` of each column of ``array`` the model reads as numbers
+    (``numeric``: their labels) that sits in a block of another kind than numbers or
+    booleans (the adapter puts a column of objects that convert to numbers among the
+    numbers), in column order."""
+    wrong = []
+    labels = iter(array.columns)
+    for block in array.blocks:
+        kind = block.dtype.kind
+        for label in (next(labels, None) for _ in range(block.shape[1])):
+            if kind not in _CHECKED_KINDS and label in numeric:
+                wrong.append((label, _KIND_NAMES.get(kind, kind)))
+    return wrong
+
+
 def _refused_kinds(array: Any, spec: InputSpec | None) -> list[str]:
     """The dtype kinds in ``array`` the model does not take (usually none)."""
     accepted = _NUMERIC_KINDS if spec is None else _accepted_kinds(spec.accepts_bool,
@@ -345,6 +361,18 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
     if spec is not None and spec.dtype == _TEXT:
         return _check_text(name, array, dtype_kind(array), received, out) and _check_shape(
             name, shape, spec, out)
+    if isinstance(array, ColumnBlocks) and spec is not None and spec.numeric_columns:
+        wrong = _columns_not_numbers(array, spec.numeric_columns)
+        if wrong:
+            shown = ", ".join(f"{shown_name(label)!r} ({kind})" for label, kind in wrong[:5])
+            more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+            _block(out, "dtype", f"input {name!r}: column{'s' if len(wrong) > 1 else ''} "
+                   f"{shown}{more} hold{'' if len(wrong) > 1 else 's'} values that are not "
+                   "numbers; the model reads "
+                   f"{'these columns' if len(wrong) > 1 else 'this column'} as numbers "
+                   "(expected real numbers, booleans or values convertible to float)",
+                   expected="real numbers", received={label: kind for label, kind in wrong})
+            return False
     refused = (() if not isinstance(array, STRUCTURED) and dtype_kind(array) in _NUMERIC_KINDS
                else _refused_kinds(array, spec))  # real numbers, the common case, first
     casts = spec is not None and bool(spec.dtype) and (cast or not spec.strict_dtype)

@@ -24,8 +24,11 @@ are looked up through ``sys.modules``, so they are never imported here).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -49,11 +52,18 @@ def model_input(value: Any, takes_strings: bool) -> Any:
     return _numeric_objects(array, takes_strings)
 
 
-def read(value: Any, takes_strings: bool, fitted_names: Any = None) -> Any | None:
+def read(value: Any, takes_strings: bool, fitted_names: Any = None,
+         numeric: frozenset[str] = frozenset(), by_name: bool = False) -> Any | None:
     """``value`` as the core reads it: an ndarray, ``SparseValues``, ``ColumnBlocks``, or
     ``None`` for Python lists and scalars (the core converts those itself).
     ``fitted_names`` (the estimator's ``feature_names_in_``) are the column names a
-    DataFrame must carry, in that order, when its columns are named."""
+    DataFrame must carry, in that order, when its columns are named. ``numeric``: the
+    labels of the columns the model reads as numbers (``InputSpec.numeric_columns``),
+    whose objects are read as the float64 they convert to where they all do.
+    ``by_name``: the model picks columns by label (``_spec.selects_by_name``), so anything
+    but a DataFrame whose labels are all ``str`` raises ``ValueError``."""
+    if by_name:
+        _check_named(value, fitted_names)
     if type(value) is np.ndarray and value.dtype.kind != "O":
         return value  # the common case, first
     if _is_sparse(value):
@@ -63,7 +73,7 @@ def read(value: Any, takes_strings: bool, fitted_names: Any = None) -> Any | Non
             _check_feature_names(value, fitted_names)
         if _all_sparse_columns(value):
             return _sparse_frame(value)
-        return _frame(value, takes_strings)
+        return _frame(value, takes_strings, numeric)
     if isinstance(value, np.matrix):  # check_array refuses it: so does the guard
         raise TypeError("np.matrix is not supported, as scikit-learn refuses it; convert "
                         "it first (np.asarray(X))")
@@ -86,9 +96,20 @@ def _numeric_objects(array: np.ndarray, takes_strings: bool) -> np.ndarray:
     if array.dtype.kind != "O" or takes_strings:
         return array
     try:
-        return array.astype(np.float64)
+        with _no_complex():
+            return array.astype(np.float64)
     except Exception:  # noqa: BLE001 - not numbers, or an element whose __float__ raises:
         return array  # the dtype check refuses it
+
+
+@contextlib.contextmanager
+def _no_complex() -> Iterator[None]:
+    """A context in which numpy's cast of a complex element to float (which drops its
+    imaginary part with a ``ComplexWarning``) raises instead, as in ``check_array``
+    ("Complex data not supported")."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", np.exceptions.ComplexWarning)
+        yield
 
 
 def _is_sparse(value: Any) -> bool:
@@ -213,7 +234,7 @@ def _lists(matrix: Any, shape: tuple[int, int]) -> SparseValues:
     return SparseValues("lil", shape, data, (row, col), row=row, col=col)
 
 
-def _frame(frame: Any, takes_strings: bool) -> Any:
+def _frame(frame: Any, takes_strings: bool, numbers: frozenset[str] = frozenset()) -> Any:
     pandas = sys.modules["pandas"]
     if isinstance(frame, pandas.Series):
         frame = frame.to_frame()
@@ -222,13 +243,16 @@ def _frame(frame: Any, takes_strings: bool) -> Any:
         one_d = False
         _check_labels(frame.columns)
     dtypes = list(frame.dtypes)
-    numeric = [_numeric(d) for d in dtypes]
+    numeric = [_numeric(d) or (takes_strings and str(label) in numbers
+                               and _converts(frame.iloc[:, i], d))
+               for i, (label, d) in enumerate(zip(frame.columns, dtypes))]
     if all(numeric) or not takes_strings:
         values = None  # strings, objects, dates: refused below unless the model takes them
         if all(_kind(d) in "biufO" for d in dtypes):  # complex, dates: never numbers
             try:
-                values = _as_numbers(frame, dtypes)
-            except (TypeError, ValueError):
+                with _no_complex():
+                    values = _as_numbers(frame, dtypes)
+            except (TypeError, ValueError, OverflowError, np.exceptions.ComplexWarning):
                 pass
         if values is not None:
             return values.ravel() if one_d else values
@@ -245,6 +269,20 @@ def _frame(frame: Any, takes_strings: bool) -> Any:
             columns.extend(str(c) for c in chosen.columns)
     return ColumnBlocks((int(frame.shape[0]), int(frame.shape[1])), tuple(blocks),
                         tuple(columns))
+
+
+def _converts(column: Any, dtype: Any) -> bool:
+    """Whether a column of objects (strings, categories, ``Decimal``) converts to float64
+    as a scikit-learn scaler converts it; never one of dates, durations or complex numbers
+    (``check_array`` refuses those)."""
+    if _kind(dtype) != "O":
+        return False
+    try:
+        with _no_complex():
+            column.to_numpy(dtype=np.float64, na_value=np.nan)
+    except Exception:  # noqa: BLE001 - text, an int past float's range, a hostile __float__
+        return False
+    return True
 
 
 def _kind(dtype: Any) -> str:
@@ -272,6 +310,26 @@ def _check_labels(columns: Any) -> None:
     repeated = columns[columns.duplicated()].unique()[:5].tolist()
     raise ValueError(f"the DataFrame has duplicate column labels {repeated}; expected "
                      "each column label once")
+
+
+def _check_named(value: Any, fitted: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a DataFrame whose column labels are all
+    ``str`` (scikit-learn reads no other labels as names, not even ``np.str_``), which a
+    model picking columns by label needs."""
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(value, pandas.DataFrame):
+        odd = sorted({type(c).__name__ for c in value.columns if type(c) is not str})
+        if not odd:
+            return
+        received = f"a DataFrame with column labels of type {odd}"
+    else:
+        received = f"a {type(value).__name__}"
+    wanted = [str(name)[:40] for name in fitted[:5]] if fitted is not None else []
+    raise ValueError(f"the model picks its columns by name (a ColumnTransformer fitted on "
+                     f"named columns), so it reads only a DataFrame whose column labels are "
+                     f"str; expected a DataFrame with the columns {wanted}"
+                     f"{' ...' if fitted is not None and len(fitted) > 5 else ''}; "
+                     f"received {received}")
 
 
 def _check_feature_names(frame: Any, fitted: Any) -> None:

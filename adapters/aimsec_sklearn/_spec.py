@@ -17,6 +17,13 @@ parts are read too:
   isolation forests, a pipeline or ensemble containing one) declares float32, so float64
   values beyond float32's range are refused instead of becoming infinite inside it. Trees
   are scikit-learn 1.9's only narrowing cast (``HistGradientBoosting*`` reads float64).
+- numbers by column: a fitted ``ColumnTransformer`` that reads ``X`` first sends each
+  column to one transformer; the columns whose transformer first reads them with one of
+  scikit-learn's scalers, polynomial or spline features, discretizers or decompositions
+  (``NUMERIC_READERS``: these convert ``X`` to float, so a column of strings or dates
+  fails inside them) are the spec's ``numeric_columns``. No tag says this (an imputer or
+  a ``FunctionTransformer`` tags itself as taking no strings, and takes them), so the
+  other columns are taken as they are.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ from aimsec_core.signature import InputSpec
 
 #: The dtype scikit-learn's decision trees convert ``X`` to (``sklearn/tree/_classes.py``).
 TREE_DTYPE = "float32"
+#: Modules whose estimators convert every column they read to float (``validate_data``
+#: with float dtypes): scalers, polynomial and spline features, discretizers, decompositions.
+NUMERIC_READERS = ("sklearn.preprocessing._data", "sklearn.preprocessing._polynomial",
+                   "sklearn.preprocessing._discretization", "sklearn.decomposition.")
 _MAX_DEPTH = 4  # composites nest a few levels at most; bounds the walk on odd objects
 
 
@@ -50,7 +61,58 @@ def input_spec(model: Any) -> InputSpec:
     return InputSpec(
         "X", _tree_dtype(model, 0), shape, accepts_bool=True, accepts_strings=strings,
         accepts_sparse=bool(own.sparse),
-        allow_nan=all(_tags(part).allow_nan for part in _leaves(model, 0)))
+        allow_nan=all(_tags(part).allow_nan for part in _leaves(model, 0)),
+        numeric_columns=numeric_columns(model) if strings else frozenset())
+
+
+def _column_transformer(model: Any) -> Any:
+    """The fitted ``ColumnTransformer`` that reads ``X`` first (a pipeline's first step,
+    however nested), or ``None``."""
+    reader = model
+    for _ in range(_MAX_DEPTH):
+        steps = _steps(reader)
+        if not steps:
+            break
+        reader = steps[0]
+    fitted = getattr(reader, "transformers_", None)
+    return reader if isinstance(fitted, list) and isinstance(
+        getattr(reader, "_transformer_to_input_indices", None), dict) else None
+
+
+def selects_by_name(model: Any) -> bool:
+    """Whether the fitted ``ColumnTransformer`` reading ``X`` first picks a column by its
+    label (``["age", "city"]``): it then reads only a DataFrame whose labels are all
+    ``str`` (scikit-learn reads no other labels as names)."""
+    reader = _column_transformer(model)
+    if reader is None:
+        return False
+    for entry in reader.transformers_:
+        if isinstance(entry, tuple) and len(entry) > 2 and entry[2] is not None:
+            columns = entry[2]
+            if isinstance(columns, str) or (isinstance(columns, (list, tuple)) and any(
+                    isinstance(c, str) for c in columns)):
+                return True
+    return False
+
+
+def numeric_columns(model: Any) -> frozenset[str]:
+    """The labels (as ``str``; positions where it was fitted without names) of the
+    columns the fitted ``ColumnTransformer`` reading ``X`` first hands to a transformer
+    that reads them as numbers (see ``NUMERIC_READERS``); empty where there is none."""
+    reader = _column_transformer(model)
+    if reader is None:
+        return frozenset()
+    positions = reader._transformer_to_input_indices
+    names = getattr(reader, "feature_names_in_", None)
+    numeric: set[str] = set()
+    for entry in reader.transformers_:
+        if not (isinstance(entry, tuple) and len(entry) > 1 and _is_estimator(entry[1])):
+            continue  # "drop", "passthrough"
+        readers = _first_readers(entry[1], 1)
+        if readers and all(type(r).__module__.startswith(NUMERIC_READERS) for r in readers):
+            for i in positions.get(entry[0], ()):
+                numeric.add(str(names[i]) if names is not None else str(i))
+    return frozenset(numeric)
 
 
 def _tags(estimator: Any) -> Any:
