@@ -76,7 +76,9 @@ class Binder:
                 inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
                 for p in params[len(leading):]))
         first = params[0] if params else None
-        if first is None or first.kind is inspect.Parameter.VAR_KEYWORD:
+        if self.signature is None:  # positional arguments are named as bind names them
+            self.first_name = "args[0]"
+        elif first is None or first.kind is inspect.Parameter.VAR_KEYWORD:
             self.first_name = "input"
         elif first.kind is inspect.Parameter.VAR_POSITIONAL:
             self.first_name = f"{first.name}[0]"

@@ -156,7 +156,8 @@ class Guard:
                 f"reference data must have samples shaped like the calibration data, "
                 f"{tuple(x.shape[1:])}; received {tuple(extra.shape[1:])}")
         suite = DetectorSuite(select_detectors(detectors, self.adapter.capabilities,
-                                               image_shape))
+                                               image_shape,
+                                               integer_input=x.dtype.kind in "biu"))
         bounds = (self.constraints.min_value, self.constraints.max_value)
         value_range = bounds if None not in bounds else None
         try:

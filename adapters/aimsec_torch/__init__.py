@@ -427,7 +427,10 @@ def _reaches_other_leaves(outputs: list[Any], leaf: Any) -> bool:
 
 
 def _class_logits(output: Any, adapter: Any = None) -> torch.Tensor:
-    """The (N, C) class logits in a model's output.
+    """The (N, C) class logits in a model's output: a tensor; a mapping's (a dict, a
+    ``ModelOutput``) ``"logits"`` entry, or its only tensor (several and no ``"logits"``:
+    ``NotImplementedError``, calibration's ``CalibrationError``); a namedtuple's or other
+    object's ``logits``; a plain tuple's or list's first item.
 
     A single column is a binary classifier's: a logit ``z`` becomes ``[0, z]``
     (``softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]``); where the ``adapter``'s model
@@ -438,7 +441,19 @@ def _class_logits(output: Any, adapter: Any = None) -> torch.Tensor:
     import torch
 
     if isinstance(output, Mapping):
-        output = output["logits"] if "logits" in output else next(iter(output.values()))
+        if "logits" in output:
+            output = output["logits"]
+        else:
+            tensors = [k for k, v in output.items() if isinstance(v, torch.Tensor)]
+            if len(tensors) != 1:  # the first of several may be a hidden state
+                raise NotImplementedError(
+                    f"cannot tell which output holds class scores among the keys "
+                    f"{[str(k) for k in output][:10]} of the {type(output).__name__} the "
+                    "model returned; expected a 'logits' key or a single tensor (return the "
+                    "class scores under 'logits')")
+            output = output[tensors[0]]
+    elif isinstance(output, tuple) and "logits" in getattr(type(output), "_fields", ()):
+        output = output.logits  # a namedtuple: its field, wherever it sits
     elif isinstance(output, (tuple, list)):
         output = output[0]
     elif not isinstance(output, torch.Tensor) and hasattr(output, "logits"):

@@ -60,10 +60,12 @@ def build_detector(name: str, **config: Any) -> Detector:
 
 
 def select_detectors(names: list[str | Detector] | None, capabilities: Capabilities,
-                     image_shape: tuple[int, int] | None = None) -> list[Detector]:
+                     image_shape: tuple[int, int] | None = None,
+                     integer_input: bool = False) -> list[Detector]:
     """Detector objects for ``names`` (default: :data:`DEFAULT_DETECTORS`, the margin in
-    the boundary detector's place where the adapter has no autograd); a detector that
-    needs the input gradient is refused when asked for without autograd. A
+    the boundary detector's place where the adapter has no autograd, or the input holds
+    integers, token ids, which have no gradient); a detector that needs the input
+    gradient is refused when asked for without autograd or on integers. A
     :class:`Detector` object given is copied, never fitted in place; it must be of one of
     the kinds in :data:`DETECTORS` (a subclass, saved under its kind's name, would load
     as that kind and score otherwise). Raises :class:`ConfigurationError`."""
@@ -74,8 +76,9 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
     if names is not None and not isinstance(names, Iterable):
         raise ConfigurationError(f"detectors must be a list of detector names; received "
                                  f"{type(names).__name__}")
+    gradients = capabilities.gradients and not integer_input
     chosen = list(names) if names is not None else [
-        n if not DETECTORS[n].needs_gradient or capabilities.gradients
+        n if not DETECTORS[n].needs_gradient or gradients
         else CONFIDENCE_WITHOUT_GRADIENTS
         for n in DEFAULT_DETECTORS]
     detectors = []
@@ -106,10 +109,12 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
                 f"detector {detector.name!r} reads the model's internal features, which "
                 "this model's adapter cannot give; use 'density' (the same model on the "
                 "input itself) instead")
-        if detector.needs_gradient and not capabilities.gradients:
+        if detector.needs_gradient and not gradients:
             raise ConfigurationError(
-                f"detector {detector.name!r} needs input gradients, which this model's "
-                "adapter cannot compute; choose model-agnostic detectors "
+                f"detector {detector.name!r} needs input gradients, which "
+                + ("integer inputs (token ids) do not have" if capabilities.gradients
+                   else "this model's adapter cannot compute")
+                + "; choose model-agnostic detectors "
                 f"({', '.join(n for n, d in DETECTORS.items() if not d.needs_gradient)})")
     if not detectors:
         raise ConfigurationError("at least one detector is needed")
