@@ -120,3 +120,17 @@ def test_a_traced_module_has_its_dtype_checked_on_its_positional_input():
     assert torch.equal(guarded(_data(2)), traced(_data(2)))
     with pytest.raises(InputFormatError, match=r"'args\[0\]' has dtype float16"):
         guarded(_data(2).half())
+
+
+@pytest.mark.xfail(strict=True, reason="a model passed through torch.compile, calibrated, "
+                   "called in grad mode: the gradient detector's backward keeps the "
+                   "caller's graph (retain_graph), which the compiled backward's donated "
+                   "buffers refuse with torch's own RuntimeError")
+def test_a_compiled_model_calibrated_runs_in_grad_mode():
+    torch.manual_seed(0)
+    model = torch.compile(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval())
+    guarded = aimsec_core.guard(model, sinks=[], mode="monitor")
+    with torch.no_grad():
+        guarded(_data(3))
+    guarded.calibrate(_data())
+    guarded(_data(5)).sum().backward()
