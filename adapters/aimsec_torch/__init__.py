@@ -275,8 +275,22 @@ class TorchAdapter(Adapter):
             # any other leaf (a parameter): keep the graph for the caller's backward then.
             keep_graph = grad_mode and (target is x or _reaches_other_leaves(
                 _output_tensors(output), target))
-            (grad,) = torch.autograd.grad(logits, target, grad_outputs=seed.to(logits.dtype),
-                                          retain_graph=keep_graph, allow_unused=True)
+            shared = not (keep_graph and self._donates_buffers)
+            grad = None
+            if shared:
+                try:
+                    (grad,) = torch.autograd.grad(logits, target,
+                                                  grad_outputs=seed.to(logits.dtype),
+                                                  retain_graph=keep_graph, allow_unused=True)
+                except RuntimeError as exc:
+                    if not (keep_graph and "donated buffer" in str(exc)):
+                        raise
+                    self._donates_buffers, shared = True, False  # found out once
+        if not shared:
+            # a compiled backward that frees what it saved (torch.compile's donated
+            # buffers) cannot run and keep the caller's graph: the gradient from an
+            # eval-mode pass of its own (one more forward), the call's graph untouched
+            grad = self.input_gradient(target.detach(), predicted.squeeze(-1))
         if not keep_graph:
             output = (output.detach() if isinstance(output, torch.Tensor)
                       else _output_detached(output))
@@ -286,6 +300,10 @@ class TorchAdapter(Adapter):
         scores = probabilities.cpu().numpy()
         grad = torch.zeros_like(target) if grad is None else grad.detach()
         return output, scores, grad
+
+    #: Whether the model's backward refuses to keep its graph (``torch.compile``'s donated
+    #: buffers), found on the first call that needed it kept.
+    _donates_buffers = False
 
     @cached_property
     def sigmoid_output(self) -> bool:
