@@ -416,3 +416,18 @@ def no_batches_error(source: str) -> EmptyInputError:
     return EmptyInputError(
         f"the {source} given as data yields no batch; expected at least one batch "
         "of samples", check="empty", expected="at least one batch", received="no batch")
+
+
+#: What one batch of a data pipeline may hold: the inputs, optionally the labels and the
+#: sample weights.
+BATCH_LAYOUT = "(x,), (x, y) or (x, y, sample_weight)"
+
+
+def batch_layout_error(source: str, number: int, received: str) -> InputFormatError:
+    """The typed error for batch ``number`` (from 1) of a data pipeline (``source`` names
+    its kind) that is not laid out as a batch (:data:`BATCH_LAYOUT`; ``received`` says what
+    it was): the model cannot read it. For ``Guard.refuse``, which records it and names
+    the model."""
+    return InputFormatError(
+        f"batch {number} of the {source} given as data is {received}; expected a tuple "
+        f"{BATCH_LAYOUT}", check="format", expected=BATCH_LAYOUT, received=received)

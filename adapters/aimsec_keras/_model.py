@@ -35,10 +35,11 @@ from aimsec_core.validation import Refused, native_order, shown_name
 from aimsec_core.verdict import Verdict
 from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import (ArgumentsError, Binder, Rule, argument_findings,
-                                        arguments_error, first_leaf, first_non_tensor,
-                                        flag, no_batches_error, positive_int, replaced_in,
+                                        arguments_error, batch_layout_error, first_leaf,
+                                        first_non_tensor, flag, no_batches_error, positive_int, replaced_in,
                                         sequence_of, tensors_in, unfit_finding)
 
+from . import KERAS_BATCH_SIZE
 from ._gradients import Forward, OwnOutput
 
 _OWN = frozenset({"_aimsec_guard"})
@@ -176,6 +177,15 @@ class GuardedModel(GuardedMixin):
         if pipeline is None:
             if first in bound.arguments:
                 x = bound.arguments[first] = _native(x)
+            if bound.arguments.get("steps") and not findings:
+                # Keras reads the first steps * batch_size samples: so does the screening
+                # (the detectors compare the samples with the outputs, one per sample)
+                read = int(bound.arguments["steps"]) * int(
+                    bound.arguments.get("batch_size") or KERAS_BATCH_SIZE)
+                for name in (first, "y", "sample_weight"):
+                    if name in bound.arguments:
+                        bound.arguments[name] = _first_samples(bound.arguments[name], read)
+                x = bound.arguments.get(first)
             # predict's own output is returned as it is; gradient detectors take their
             # pass beside it (evaluate returns no predictions to reuse)
             size = bound.arguments.get("batch_size")
@@ -592,7 +602,7 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     def allowed(data: Any) -> Any:
         """``data`` with its inputs replaced by the copies screening checked, or
         ``None`` where the batch was refused."""
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]  # already in native order
+        x = data[0]  # already in native order
         inputs = guard.adapter.inputs_of(x)
         checked: dict[str, Any] = {}
         try:
@@ -607,17 +617,26 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     #: batches read from the source, and whether it ran out (not refused, not stopped)
     read = [0, False]
 
+    def refuse(error: Any) -> None:
+        """A batch Keras could not read: one ``rejected`` line, raised once Keras stops."""
+        try:
+            refused.append(guard.refuse(error).with_traceback(None))
+        finally:
+            seen.append(guard.last_verdict)
+
     def screened() -> Iterator[Any]:
         for data in batches:
             read[0] += 1
+            layout = _batch_layout(data, tuples_only=source == "generator")
+            if isinstance(layout, str):
+                caller.copy().run(refuse, batch_layout_error(source, read[0], layout))
+                return
             # Keras is handed the copies screening checked: the source's owner may still
             # write into the arrays it yielded
-            data = caller.copy().run(allowed, _native(data))
+            data = caller.copy().run(allowed, tuple(map(_native, layout)))
             if data is None:
                 return
-            # A generator must yield tuples; a bare batch or a list reads the same as one.
-            yield data if isinstance(data, tuple) else tuple(data) if isinstance(
-                data, list) else (data,)
+            yield data
         read[1] = True
 
     try:
@@ -638,3 +657,36 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
         raise guard.refuse(no_batches_error(source)) from None
     return output
 
+
+
+def _batch_layout(data: Any, tuples_only: bool) -> tuple[Any, ...] | str:
+    """One batch of a data pipeline as the tuple Keras reads it, ``(x,)``, ``(x, y)`` or
+    ``(x, y, sample_weight)``, or what is wrong with it, as a message says it. A
+    ``PyDataset``, a ``tf.data.Dataset`` or a ``DataLoader`` may also yield a list (read as
+    a tuple) or the inputs alone (an array, a dict); Keras refuses a generator's batch that
+    is not a tuple."""
+    if not isinstance(data, tuple):
+        if tuples_only:
+            return f"of type {type(data).__name__}, not a tuple"
+        data = tuple(data) if isinstance(data, list) else (data,)
+    if not 1 <= len(data) <= 3:
+        return f"a tuple of {len(data)} values"
+    return data
+
+
+def _first_samples(data: Any, count: int) -> Any:
+    """``data`` (an array or dense tensor, or a list, tuple or dict of them) cut to its
+    first ``count`` samples, as Keras reads array data for a number of ``steps``; other
+    values (a sparse tensor, ``None``) as they are."""
+    tf, pandas = sys.modules.get("tensorflow"), sys.modules.get("pandas")
+
+    def first(leaf: Any) -> Any:
+        if pandas is not None and isinstance(leaf, (pandas.DataFrame, pandas.Series)):
+            return leaf.iloc[:count] if len(leaf) > count else leaf
+        dense = isinstance(leaf, np.ndarray) or (
+            keras.ops.is_tensor(leaf) and not (tf is not None and isinstance(leaf, (tf.SparseTensor, tf.RaggedTensor))))
+        if dense and len(leaf.shape) and leaf.shape[0] is not None and leaf.shape[0] > count:
+            return leaf[:count]
+        return leaf
+
+    return keras.tree.map_structure(first, data)
