@@ -177,9 +177,10 @@ class GuardedModel(GuardedMixin):
         if pipeline is None:
             if first in bound.arguments:
                 x = bound.arguments[first] = _native(x)
-            if bound.arguments.get("steps") and not findings:
+            if not findings and bound.arguments.get("steps") is not None:
                 # Keras reads the first steps * batch_size samples: so does the screening
-                # (the detectors compare the samples with the outputs, one per sample)
+                # (the detectors compare the samples with the outputs, one per sample);
+                # without findings, the rules have made both positive integers
                 read = int(bound.arguments["steps"]) * int(
                     bound.arguments.get("batch_size") or KERAS_BATCH_SIZE)
                 for name in (first, "y", "sample_weight"):
