@@ -138,8 +138,9 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         spec = specs.get(name)
         indexed = _reads_indices(array, spec)
         if indexed:
-            own, table = _index_range(constraints, name, spec.index_rows,  # type: ignore[union-attr]
-                                      spec.negative_indices)  # type: ignore[union-attr]
+            assert spec is not None and spec.index_rows is not None  # _reads_indices says so
+            own, table = _index_range(constraints, name, spec.index_rows,
+                                      spec.negative_indices)
             before = len(out.findings)
         try:
             if name in batched:

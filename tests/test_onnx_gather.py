@@ -161,7 +161,8 @@ def test_a_fed_table_of_the_default_length_runs_as_on_the_plain_session(sink):
     (np.ones((3, 4), np.float32), f"table of {ROWS} along axis 0.*one of 3"),
     (np.ones((ROWS, 4), np.float64), "dtype float64; expected float32"),
     (np.ones(ROWS * 4, np.float32), r"shape \(40,\); the model declares \('R', 4\)"),
-    (np.ones((ROWS, 4), np.float32).tolist(), "takes a numpy array or an .*OrtValue; received a list"),
+    (np.ones((ROWS, 4), np.float32).tolist(),
+     "takes a numpy array or an .*OrtValue; received a list"),
 ], ids=["longer", "shorter", "dtype", "rank", "list"])
 def test_a_fed_table_the_bound_would_not_hold_for_is_refused_typed(sink, table, says):
     """A longer table made the guard refuse ids the session takes; a shorter one let ids past

@@ -36,8 +36,9 @@ from aimsec_core.verdict import Verdict
 from aimsec_core.arrays import masks_as_bytes
 from aimsec_core.call_arguments import (ArgumentsError, Binder, Rule, argument_findings,
                                         arguments_error, batch_layout_error, first_leaf,
-                                        first_non_tensor, flag, no_batches_error, positive_int, replaced_in,
-                                        sequence_of, tensors_in, unfit_finding)
+                                        first_non_tensor, flag, no_batches_error,
+                                        positive_int, replaced_in, sequence_of, tensors_in,
+                                        unfit_finding)
 
 from . import KERAS_BATCH_SIZE
 from ._gradients import Forward, OwnOutput
@@ -659,7 +660,6 @@ def _consume_screened(guard: Guard, batches: Iterator[Any], run: Callable[[Any],
     return output
 
 
-
 def _batch_layout(data: Any, tuples_only: bool) -> tuple[Any, ...] | str:
     """One batch of a data pipeline as the tuple Keras reads it, ``(x,)``, ``(x, y)`` or
     ``(x, y, sample_weight)``, or what is wrong with it, as a message says it. A
@@ -684,8 +684,10 @@ def _first_samples(data: Any, count: int) -> Any:
     def first(leaf: Any) -> Any:
         if pandas is not None and isinstance(leaf, (pandas.DataFrame, pandas.Series)):
             return leaf.iloc[:count] if len(leaf) > count else leaf
-        dense = isinstance(leaf, np.ndarray) or (
-            keras.ops.is_tensor(leaf) and not (tf is not None and isinstance(leaf, (tf.SparseTensor, tf.RaggedTensor))))
+        ragged_or_sparse = tf is not None and isinstance(leaf, (tf.SparseTensor,
+                                                                 tf.RaggedTensor))
+        dense = isinstance(leaf, np.ndarray) or (keras.ops.is_tensor(leaf)
+                                                 and not ragged_or_sparse)
         if dense and len(leaf.shape) and leaf.shape[0] is not None and leaf.shape[0] > count:
             return leaf[:count]
         return leaf

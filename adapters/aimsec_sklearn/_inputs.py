@@ -24,11 +24,8 @@ are looked up through ``sys.modules``, so they are never imported here).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import sys
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -96,20 +93,19 @@ def _numeric_objects(array: np.ndarray, takes_strings: bool) -> np.ndarray:
     if array.dtype.kind != "O" or takes_strings:
         return array
     try:
-        with _no_complex():
-            return array.astype(np.float64)
+        _refuse_complex(array)
+        return array.astype(np.float64)
     except Exception:  # noqa: BLE001 - not numbers, or an element whose __float__ raises:
         return array  # the dtype check refuses it
 
 
-@contextlib.contextmanager
-def _no_complex() -> Iterator[None]:
-    """A context in which numpy's cast of a complex element to float (which drops its
-    imaginary part with a ``ComplexWarning``) raises instead, as in ``check_array``
-    ("Complex data not supported")."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", np.exceptions.ComplexWarning)
-        yield
+def _refuse_complex(values: Any) -> None:
+    """Raise ``ValueError`` where ``values`` (an object array or column) hold a complex
+    number: numpy's and pandas' casts to float drop its imaginary part with a mere warning,
+    where ``check_array`` refuses complex data. (A scan, not a warnings filter: filters are
+    process-wide, and one set here could outlive this call in another thread's.)"""
+    if any(isinstance(v, (complex, np.complexfloating)) for v in np.asarray(values).ravel()):
+        raise ValueError("Complex data not supported")
 
 
 def _is_sparse(value: Any) -> bool:
@@ -250,9 +246,11 @@ def _frame(frame: Any, takes_strings: bool, numbers: frozenset[str] = frozenset(
         values = None  # strings, objects, dates: refused below unless the model takes them
         if all(_kind(d) in "biufO" for d in dtypes):  # complex, dates: never numbers
             try:
-                with _no_complex():
-                    values = _as_numbers(frame, dtypes)
-            except (TypeError, ValueError, OverflowError, np.exceptions.ComplexWarning):
+                for i, dtype in enumerate(dtypes):
+                    if _kind(dtype) == "O":
+                        _refuse_complex(frame.iloc[:, i].to_numpy())
+                values = _as_numbers(frame, dtypes)
+            except (TypeError, ValueError, OverflowError):
                 pass
         if values is not None:
             return values.ravel() if one_d else values
@@ -278,8 +276,8 @@ def _converts(column: Any, dtype: Any) -> bool:
     if _kind(dtype) != "O":
         return False
     try:
-        with _no_complex():
-            column.to_numpy(dtype=np.float64, na_value=np.nan)
+        _refuse_complex(column.to_numpy())
+        column.to_numpy(dtype=np.float64, na_value=np.nan)
     except Exception:  # noqa: BLE001 - text, an int past float's range, a hostile __float__
         return False
     return True
