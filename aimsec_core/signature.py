@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigurationError
+from .indices import IndexBound
 
 #: Elements per call refused by default: a request this large is a denial-of-service
 #: attempt more often than a real batch. Raise it with ``max_size`` where it is not.
@@ -48,7 +49,9 @@ class InputSpec:
     call). A float input where no ``dtype`` is declared is not indices (no framework
     takes a float index): the table is read from another input. ``negative_indices``: the
     framework also reads ``-index_rows`` to ``-1``, counting from the table's end (ONNX's
-    ``Gather``), so those pass too.
+    ``Gather``), so those pass too. ``index_bounds``: further bounds on indices the
+    ``index_rows`` cannot state (some of the input's values only, or a table fed with the
+    call): see :class:`~aimsec_core.indices.IndexBound`.
 
     ``numeric_columns``: for a table taken column by column (``accepts_strings``: a
     scikit-learn ``ColumnTransformer`` that scales some columns and encodes others), the
@@ -67,6 +70,7 @@ class InputSpec:
     allow_nan: bool = False
     index_rows: int | None = None
     negative_indices: bool = False
+    index_bounds: tuple[IndexBound, ...] = ()
     numeric_columns: frozenset[str] = frozenset()
 
     def describe(self) -> str:
@@ -317,6 +321,7 @@ def merge_specs(declared: Sequence[InputSpec] | None, constraints: Constraints,
                            shape=explicit.shape or spec.shape,
                            strict_dtype=explicit.strict_dtype or spec.strict_dtype,
                            index_rows=spec.index_rows if indices else None,
-                           negative_indices=spec.negative_indices and indices)
+                           negative_indices=spec.negative_indices and indices,
+                           index_bounds=spec.index_bounds if indices else ())
         merged[name] = explicit if spec is None else spec
     return merged

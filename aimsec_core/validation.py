@@ -33,6 +33,7 @@ from .arrays import (MAX_NESTING, STRUCTURED, ColumnBlocks, SparseValues, astype
                      to_host)
 from .batches import fixed_batch
 from .errors import exception_text
+from .indices import IndexBound
 from .signature import Constraints, InputSpec
 from .verdict import Finding
 
@@ -155,6 +156,14 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
             return out
         if indexed and table:
             _name_the_table(out, before, name, spec.index_rows)  # type: ignore[union-attr]
+        if spec is not None and spec.index_bounds and not (
+                spec.dtype is None and dtype_kind(array) in "fc"):
+            try:
+                for bound in spec.index_bounds:
+                    _check_bound(name, array, bound, constraints, out, name in batched)
+            except Exception as exc:  # an element's own methods raised (see _unreadable)
+                _unreadable(out, name, exc)
+                return out
     for name in listed:  # a nested list: the array the framework builds from it
         spec = specs.get(name)
         if spec is not None and _numeric(spec.dtype) and dtype_name(out.arrays[name]) != spec.dtype:
@@ -447,17 +456,52 @@ def _index_range(constraints: Constraints, name: str, rows: int,
             (low, high) == (lowest, rows - 1))
 
 
-def _name_the_table(out: Validated, first: int, name: str, rows: int) -> None:
+def _check_bound(name: str, array: Any, bound: IndexBound, constraints: Constraints,
+                 out: Validated, batched: bool) -> None:
+    """Range findings for the values of input ``name`` that ``bound`` reads as indices:
+    its picks of ``array`` (a host array), against its table's length in this call (the
+    table's range alone, a bound the input's own overrides set to ``None`` lifted: the
+    input's other constraints were checked on all of it). Picks from the batch axis, or
+    an input without one, make findings about the whole call."""
+    rows = bound.length(out.arrays)
+    found = None if rows is None or not isinstance(array, np.ndarray) else bound.values(array)
+    if found is None:
+        return
+    values, batch_picked = found
+    overrides = (constraints.inputs or {}).get(name, {})
+    lowest = -rows if bound.negative else 0
+    own = Constraints(min_value=None if overrides.get("min_value", 0) is None else lowest,
+                      max_value=None if overrides.get("max_value", 0) is None else rows - 1,
+                      max_size=None)
+    if own.min_value is None and own.max_value is None:
+        return
+    whole = Validated(flags=np.zeros(1, dtype=bool))
+    per_sample = batched and not batch_picked
+    target = whole if not per_sample else out
+    before = len(target.findings)
+    _check_content(name, values, out.batch_size if per_sample else 1, own, target)
+    table = (f"a table of {rows}" if bound.table is None else
+             f"input {shown_name(bound.table)!r}, {rows} long along axis {bound.table_axis} "
+             "in this call")
+    _name_the_table(target, before, name, rows, f"{bound.describe()} up as rows of {table}")
+    if not per_sample:
+        for finding in whole.findings:
+            _add(out, dataclasses.replace(finding, samples=()))
+
+
+def _name_the_table(out: Validated, first: int, name: str, rows: int,
+                    lookup: str | None = None) -> None:
     """Say in the range findings (from ``out.findings[first:]``) of input ``name`` what
-    the range comes from and how to set another."""
+    the range comes from and how to set another; ``lookup``: which values the model
+    looks up in what (every value, in a table of ``rows``, where not given)."""
+    lookup = lookup or f"the values up as rows of a table of {rows} (an embedding)"
     for i in range(first, len(out.findings)):
         finding = out.findings[i]
         if finding.check == "range":
             out.findings[i] = dataclasses.replace(finding, reason=(
-                f"{finding.reason}: the model looks the values up as rows of a table of "
-                f"{rows} (an embedding), and another index would fail inside it (on "
-                f"CUDA, for every later call too); a range constraint narrows it, and "
-                f"only None lifts it (constraints={{'inputs': {{{name!r}: "
+                f"{finding.reason}: the model looks {lookup}, and another index would fail "
+                f"inside it (on CUDA, for every later call too); a range constraint narrows "
+                f"it, and only None lifts it (constraints={{'inputs': {{{name!r}: "
                 "{'max_value': None}}})"))
 
 

@@ -59,20 +59,14 @@ from aimsec_core.errors import UnguardedCallError
 from aimsec_core.guard import Guard
 from aimsec_core.signature import InputSpec
 
+from ._lookups import VALUE_PRESERVING, Lookup, gathered_tables, index_bounds, lookups
+
 __all__ = ["OnnxAdapter", "UnguardedCallError"]
 
 #: ONNX element types whose numpy dtype name differs from the ONNX one; ``str`` is the
 #: core's name for text (numpy str arrays, object arrays of str).
 _DTYPES = {"float": "float32", "double": "float64", "string": "str"}
 _FLOAT_TYPES = frozenset({"tensor(float)", "tensor(double)", "tensor(float16)"})
-#: Nodes whose output holds their first input's values (reshaped or cast).
-_VALUE_PRESERVING = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                               "Cast"})
-#: Nodes whose output holds every value of their first input, moved or repeated: an input
-#: reaching a ``Gather``'s indices through them has each of its values read as an index.
-#: (Not ``Gather`` by constant indices nor ``Slice``, ``ids[:, 0]`` and ``ids[:, :3]``:
-#: they pick some values, and the others may be no indices at all.)
-_VALUE_MOVING = _VALUE_PRESERVING | {"Transpose", "Expand", "Tile"}
 #: Element types of an input whose values may reach a ``Gather``'s indices (it takes int64
 #: and int32; the others through a ``Cast``).
 _INDEX_TYPES = frozenset({"int64", "int32", "int16", "int8", "uint64", "uint32", "uint16",
@@ -99,15 +93,21 @@ class OnnxAdapter(Adapter):
         move values) declares that table's rows, from ``-rows`` (ONNX counts negative
         indices from the end): another index stops the session with onnxruntime's own
         ``INVALID_ARGUMENT`` error, so the core refuses it first (values a ``Cast`` would
-        wrap into the table are refused too). Tables are read from the
+        wrap into the table are refused too). An integer input a ``GatherND`` node reads
+        as index tuples into a constant tensor (directly or through ``Identity``/``Cast``)
+        declares ``index_bounds``: each tuple's ``j``-th component indexes the data's axis
+        ``batch_dims + j``, and is checked against its length. Tables are read from the
         model the session was opened from, where onnxruntime keeps it and ``onnx`` is
         installed; otherwise no input declares one."""
         specs = []
         for arg in self.model.get_inputs():
             dtype = onnx_dtype(arg.type)
-            rows = self._tables.get(arg.name) if dtype in _INDEX_TYPES else None
+            indices = dtype in _INDEX_TYPES
+            rows = self._tables.get(arg.name) if indices else None
             specs.append(InputSpec(arg.name, dtype, onnx_shape(arg.shape), strict_dtype=True,
-                                   index_rows=rows, negative_indices=rows is not None))
+                                   index_rows=rows, negative_indices=rows is not None,
+                                   index_bounds=self._bounds.get(arg.name, ()) if indices
+                                   else ()))
         return specs
 
     def parameters_digest(self) -> str | None:
@@ -201,7 +201,7 @@ class OnnxAdapter(Adapter):
                 return False
             if node.op_type == "Sigmoid":
                 return True
-            if node.op_type not in _VALUE_PRESERVING:
+            if node.op_type not in VALUE_PRESERVING:
                 return False
             name = node.input[0]
         return False
@@ -210,20 +210,30 @@ class OnnxAdapter(Adapter):
     def _tables(self) -> dict[str, int]:
         """:func:`gathered_tables` of the session's graph, found once; none where the graph
         cannot be read."""
-        return gathered_tables(self._gathers)
+        return gathered_tables(self._lookups)
 
     @cached_property
-    def table_lengths(self) -> dict[str, tuple[int, int]]:
-        """Table name -> ``(axis, length)`` for each table a ``Gather`` node bounds an
-        input's indices by (see :func:`gathers`): a caller feeding another value for one
-        that is an overridable initializer must keep that length, or the bound checked
-        would not be the one the session applies."""
-        return {table: (axis, rows) for _, table, axis, rows in self._gathers}
+    def _bounds(self) -> dict[str, tuple[Any, ...]]:
+        """:func:`index_bounds` of the session's graph, found once."""
+        return index_bounds(self._lookups)
 
     @cached_property
-    def _gathers(self) -> list[tuple[str, str, int, int]]:
+    def table_lengths(self) -> dict[str, dict[int, int]]:
+        """Table name -> ``{axis: length}`` for each table of a fixed length that a
+        ``Gather`` or ``GatherND`` node bounds an input's indices by (see :func:`lookups`):
+        a caller feeding another value for one that is an overridable initializer must
+        keep those lengths, or the bound checked would not be the one the session
+        applies."""
+        lengths: dict[str, dict[int, int]] = {}
+        for lookup in self._lookups:
+            if lookup.rows is not None:
+                lengths.setdefault(lookup.table, {})[lookup.axis] = lookup.rows
+        return lengths
+
+    @cached_property
+    def _lookups(self) -> list[Lookup]:
         try:
-            return gathers(self._graph())
+            return lookups(self._graph())
         except Exception:  # no onnx package, no model kept, or one onnx cannot parse
             return []
 
@@ -264,58 +274,6 @@ class OnnxAdapter(Adapter):
         from ._session import GuardedSession
 
         return GuardedSession(guard)
-
-
-def gathered_tables(found: list[tuple[str, str, int, int]]) -> dict[str, int]:
-    """Graph input name -> rows of the smallest table a ``Gather`` node looks its values up
-    in (along the node's ``axis``), from :func:`gathers`."""
-    tables: dict[str, int] = {}
-    for name, _, _, rows in found:
-        tables[name] = min(tables.get(name, rows), rows)
-    return tables
-
-
-def gathers(graph: Any) -> list[tuple[str, str, int, int]]:
-    """``(indices input, table, axis, rows)`` for each ``Gather`` node whose indices are a
-    graph input's values (through nodes that only move or repeat them: see
-    :data:`_VALUE_MOVING`) and whose table's length
-    along ``axis`` is known: an initializer (also one a caller may override, whose default
-    is named), a ``Constant`` node, or a ``Shape`` node's output (as long as the rank it
-    reads, within its ``start``/``end``)."""
-    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
-    ranks = {arg.name: len(arg.type.tensor_type.shape.dim) for arg in graph.input
-             if arg.type.HasField("tensor_type") and arg.type.tensor_type.HasField("shape")}
-    ranks.update((name, len(dims)) for name, dims in shapes.items())
-    producers = {}
-    for node in graph.node:
-        for name in node.output:
-            producers[name] = node
-        if node.op_type == "Constant":
-            value = next((a.t for a in node.attribute if a.name == "value"), None)
-            if value is not None and node.output:
-                shapes[node.output[0]] = tuple(value.dims)
-        elif node.op_type == "Shape" and node.input and node.output and node.input[0] in ranks:
-            bounds = {a.name: a.i for a in node.attribute if a.name in ("start", "end")}
-            dims = range(ranks[node.input[0]])[bounds.get("start", 0):bounds.get("end")]
-            shapes[node.output[0]] = (len(dims),)
-    inputs = {arg.name for arg in graph.input} - {t.name for t in graph.initializer}
-    found = []
-    for node in graph.node:
-        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in shapes:
-            continue
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        dims = shapes[node.input[0]]
-        if not -len(dims) <= axis < len(dims):
-            continue
-        name = node.input[1]
-        for _ in range(len(graph.node)):
-            source = producers.get(name)
-            if source is None or source.op_type not in _VALUE_MOVING or not source.input:
-                break
-            name = source.input[0]
-        if name in inputs:
-            found.append((name, node.input[0], axis % len(dims), dims[axis]))
-    return found
 
 
 def onnx_dtype(onnx_type: str) -> str | None:

@@ -207,8 +207,7 @@ class GuardedSession(GuardedMixin):
                 isinstance(d, int) and d != n for d, n in zip(declared, shape))):
             return (f"overridable initializer {name!r} has shape {shape}; the model "
                     f"declares {tuple(declared)}")
-        if name in self._table_lengths:
-            axis, length = self._table_lengths[name]
+        for axis, length in self._table_lengths.get(name, {}).items():
             if shape[axis] != length:
                 return (f"overridable initializer {name!r} is a table of {length} along axis "
                         f"{axis} that the guard checks indices against; received one of "

@@ -1,0 +1,148 @@
+"""Where an ONNX graph looks a graph input's values up in a table (``Gather``,
+``GatherND``): read from the ``onnx.GraphProto``, for the core's index checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aimsec_core.indices import IndexBound, Pick
+
+#: Nodes whose output holds their first input's values (reshaped or cast).
+VALUE_PRESERVING = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                              "Cast"})
+#: Nodes whose output holds every value of their first input, moved or repeated: an input
+#: reaching a ``Gather``'s indices through them has each of its values read as an index.
+VALUE_MOVING = VALUE_PRESERVING | {"Transpose", "Expand", "Tile"}
+#: Nodes whose output holds their first input's values at the same positions: an input
+#: reaching ``GatherND``'s indices through them keeps its last axis the index tuples.
+SAME_PLACES = frozenset({"Identity", "Cast"})
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Graph input ``ids`` (some of its values: ``picks``, as ``IndexBound.picks``)
+    indexes axis ``axis`` of ``table``: an initializer, ``Constant`` node or ``Shape``
+    output whose length along it is ``rows``, or a graph input without a default, fed
+    with each call (``rows`` is then ``None``)."""
+
+    ids: str
+    table: str
+    axis: int
+    rows: int | None
+    picks: tuple[Any, ...] = ()
+
+
+class GraphFacts:
+    """What the lookups are read from: each constant's shape (initializers, ``Constant``
+    nodes, ``Shape`` outputs), each tensor's rank where known, each tensor's producer, and
+    the graph inputs fed with each call (without a default)."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+        self.shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+        self.ranks = {arg.name: len(arg.type.tensor_type.shape.dim) for arg in graph.input
+                      if arg.type.HasField("tensor_type")
+                      and arg.type.tensor_type.HasField("shape")}
+        self.ranks.update((name, len(dims)) for name, dims in self.shapes.items())
+        self.producers: dict[str, Any] = {}
+        for node in graph.node:
+            for name in node.output:
+                self.producers[name] = node
+            if node.op_type == "Constant":
+                value = next((a.t for a in node.attribute if a.name == "value"), None)
+                if value is not None and node.output:
+                    self.shapes[node.output[0]] = tuple(value.dims)
+            elif (node.op_type == "Shape" and node.input and node.output
+                  and node.input[0] in self.ranks):
+                bounds = {a.name: a.i for a in node.attribute if a.name in ("start", "end")}
+                dims = range(self.ranks[node.input[0]])[bounds.get("start", 0):
+                                                        bounds.get("end")]
+                self.shapes[node.output[0]] = (len(dims),)
+        self.inputs = ({arg.name for arg in graph.input}
+                       - {t.name for t in graph.initializer})
+
+    def trace(self, name: str, through: frozenset[str]) -> str:
+        """The tensor ``name``'s values come from, up through nodes of ``through``."""
+        for _ in range(len(self.graph.node)):
+            source = self.producers.get(name)
+            if source is None or source.op_type not in through or not source.input:
+                break
+            name = source.input[0]
+        return name
+
+
+def lookups(graph: Any) -> list[Lookup]:
+    """Each place ``graph`` (an ``onnx.GraphProto``) looks a graph input's values up in a
+    table of a known length, or in a graph input fed with the call:
+
+    * ``Gather``: every value of an input reaching its indices through
+      :data:`VALUE_MOVING` nodes indexes the table along the node's ``axis``;
+    * ``GatherND``: an input reaching its indices through :data:`SAME_PLACES` nodes holds
+      index tuples along its last axis, whose ``j``-th component indexes the data's axis
+      ``batch_dims + j``.
+    """
+    facts = GraphFacts(graph)
+    found = []
+    for node in graph.node:
+        if node.op_type == "Gather" and len(node.input) >= 2:
+            found += _gather(facts, node)
+        elif node.op_type == "GatherND" and len(node.input) >= 2:
+            found += _gather_nd(facts, node)
+    return found
+
+
+def _gather(facts: GraphFacts, node: Any) -> list[Lookup]:
+    table = node.input[0]
+    if table not in facts.shapes:
+        return []
+    axis = _attribute(node, "axis", 0)
+    dims = facts.shapes[table]
+    if not -len(dims) <= axis < len(dims):
+        return []
+    ids = facts.trace(node.input[1], VALUE_MOVING)
+    if ids not in facts.inputs:
+        return []
+    return [Lookup(ids, table, axis % len(dims), dims[axis])]
+
+
+def _gather_nd(facts: GraphFacts, node: Any) -> list[Lookup]:
+    table, batch = node.input[0], _attribute(node, "batch_dims", 0)
+    ids = facts.trace(node.input[1], SAME_PLACES)
+    if ids not in facts.inputs or table not in facts.shapes:
+        return []
+    dims = facts.shapes[table]
+    return [Lookup(ids, table, batch + j, dims[batch + j], (Pick(-1, (j,)),))
+            for j in range(len(dims) - batch)]
+
+
+def index_bounds(found: list[Lookup]) -> dict[str, tuple[IndexBound, ...]]:
+    """Graph input name -> the bounds the core checks at each call for the lookups of
+    ``found`` that a table's fixed length cannot bound every value of (see
+    :func:`gathered_tables` for those): some values only, or a table fed with the call.
+    ONNX counts a negative index from the table's end."""
+    bounds: dict[str, tuple[IndexBound, ...]] = {}
+    for lookup in found:
+        if lookup.rows is not None and not lookup.picks:
+            continue
+        bound = (IndexBound(rows=lookup.rows, picks=lookup.picks, negative=True)
+                 if lookup.rows is not None else
+                 IndexBound(table=lookup.table, table_axis=lookup.axis, picks=lookup.picks,
+                            negative=True))
+        if bound not in bounds.get(lookup.ids, ()):
+            bounds[lookup.ids] = bounds.get(lookup.ids, ()) + (bound,)
+    return bounds
+
+
+def gathered_tables(found: list[Lookup]) -> dict[str, int]:
+    """Graph input name -> rows of the smallest table a lookup of ``found`` reads every
+    value of it in (along its ``axis``), where that table's length is fixed."""
+    tables: dict[str, int] = {}
+    for lookup in found:
+        if lookup.rows is not None and not lookup.picks:
+            tables[lookup.ids] = min(tables.get(lookup.ids, lookup.rows), lookup.rows)
+    return tables
+
+
+def _attribute(node: Any, name: str, default: int) -> int:
+    return next((a.i for a in node.attribute if a.name == name), default)

@@ -1,0 +1,99 @@
+"""Indices into a table that bound only some of an input's values, or whose table is fed
+with the call: what a model reads, declared (:class:`IndexBound`), and the values and
+table length it names in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Positions along one axis of an input (``axis``; a negative one counts from the
+    last): ``indices`` (each may count from the axis' end, as numpy's), or, where
+    ``indices`` is ``None``, those a Python slice ``start:stop:step`` reads (ONNX's
+    ``Slice`` reads the same ones, out-of-range bounds clamped alike)."""
+
+    axis: int
+    indices: tuple[int, ...] | None = None
+    start: int | None = None
+    stop: int | None = None
+    step: int = 1
+
+    def positions(self, length: int) -> list[int]:
+        """The positions picked along an axis of ``length``, each from 0; an index past
+        it is left out (the model's own pick fails on it first)."""
+        if self.indices is None:
+            return list(range(length)[slice(self.start, self.stop, self.step)])
+        return [i % length for i in self.indices if -length <= i < length]
+
+    def describe(self) -> str:
+        """The pick as numpy indexing would read it (``'0'``, ``'1:3'``, ``'::2'``)."""
+        if self.indices is not None:
+            return (str(self.indices[0]) if len(self.indices) == 1
+                    else str(list(self.indices)))
+        start, stop = ("" if end is None else end for end in (self.start, self.stop))
+        return f"{start}:{stop}" + (f":{self.step}" if self.step != 1 else "")
+
+
+@dataclass(frozen=True)
+class IndexBound:
+    """Values of an input that the model reads as indices into a table (``Gather`` and
+    ``GatherND``), where the input's ``index_rows`` cannot say it: only some of its values
+    are indices (``picks``, applied one after the other to the input: the other values
+    may legitimately hold anything), or the table's length is known only from the call
+    (``table``: the input holding the table; its length along ``table_axis`` bounds the
+    indices). ``rows``: the table's length where it is fixed. ``negative``: ``-rows`` to
+    ``-1`` count from the table's end (ONNX), so they pass too.
+
+    Each picked value must be in ``[0, rows - 1]`` (from ``-rows`` with ``negative``);
+    a ``min_value``/``max_value`` of the input's own set to ``None`` lifts that bound.
+    """
+
+    rows: int | None = None
+    table: str | None = None
+    table_axis: int = 0
+    picks: tuple[Pick, ...] = ()
+    negative: bool = False
+
+    def describe(self) -> str:
+        """Which values of the input the bound reads: ``'the values'``, or those at
+        ``[:, 0]`` (``[..., 1]`` for a pick on the last axis)."""
+        if not self.picks:
+            return "the values"
+        return "the values at " + " then ".join(_indexing(p) for p in self.picks)
+
+    def length(self, arrays: Mapping[str, Any]) -> int | None:
+        """The table's length in this call (``arrays``: the call's inputs by name);
+        ``None`` where the table input is absent (an optional one left out) or has not
+        the axis (its own shape check refuses it)."""
+        if self.table is None:
+            return self.rows
+        shape = getattr(arrays.get(self.table), "shape", None)
+        if shape is None or not -len(shape) <= self.table_axis < len(shape):
+            return None
+        return int(shape[self.table_axis])
+
+    def values(self, array: Any) -> tuple[Any, bool] | None:
+        """The picked values of ``array`` (a numpy array), axes kept, and whether axis 0
+        (the batch) was picked from (they are then no longer one row per sample);
+        ``None`` where a pick's axis is past the array's rank or nothing is picked."""
+        batch_picked = False
+        for pick in self.picks:
+            if not -array.ndim <= pick.axis < array.ndim:
+                return None
+            axis = pick.axis % array.ndim
+            batch_picked |= axis == 0
+            array = np.take(array, pick.positions(array.shape[axis]), axis=axis)
+        return (array, batch_picked) if array.size else None
+
+
+def _indexing(pick: Pick) -> str:
+    """``[:, 0]`` for a pick of 0 on axis 1; ``[..., 0, :]`` for one on axis -2."""
+    if pick.axis >= 0:
+        return "[" + ":, " * pick.axis + pick.describe() + "]"
+    return "[..., " + ", ".join([pick.describe()] + [":"] * (-pick.axis - 1)) + "]"
