@@ -480,10 +480,10 @@ def _check_bound(name: str, array: Any, bound: IndexBound, constraints: Constrai
     target = whole if not per_sample else out
     before = len(target.findings)
     _check_content(name, values, out.batch_size if per_sample else 1, own, target)
-    table = (f"a table of {rows}" if bound.table is None else
-             f"input {shown_name(bound.table)!r}, {rows} long along axis {bound.table_axis} "
-             "in this call")
-    _name_the_table(target, before, name, rows, f"{bound.describe()} up as rows of {table}")
+    table = (f"rows of a table of {rows}" if bound.table is None else
+             f"positions along axis {bound.table_axis} of input {shown_name(bound.table)!r} "
+             f"({rows} long in this call)")
+    _name_the_table(target, before, name, rows, f"{bound.describe()} up as {table}")
     if not per_sample:
         for finding in whole.findings:
             _add(out, dataclasses.replace(finding, samples=()))

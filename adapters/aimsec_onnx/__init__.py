@@ -96,7 +96,10 @@ class OnnxAdapter(Adapter):
         wrap into the table are refused too). An integer input a ``GatherND`` node reads
         as index tuples into a constant tensor (directly or through ``Identity``/``Cast``)
         declares ``index_bounds``: each tuple's ``j``-th component indexes the data's axis
-        ``batch_dims + j``, and is checked against its length. Tables are read from the
+        ``batch_dims + j``, and is checked against its length. Where the table (either
+        node's data) is a graph input without a default, fed with each call, the ids are
+        checked against the fed table's length along the axis they index, read from the
+        call (``IndexBound.table``). Tables are read from the
         model the session was opened from, where onnxruntime keeps it and ``onnx`` is
         installed; otherwise no input declares one."""
         specs = []

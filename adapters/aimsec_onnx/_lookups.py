@@ -78,6 +78,9 @@ def lookups(graph: Any) -> list[Lookup]:
 
     * ``Gather``: every value of an input reaching its indices through
       :data:`VALUE_MOVING` nodes indexes the table along the node's ``axis``;
+    * the table (``Gather``'s or ``GatherND``'s data) may be a graph input without a
+      default, fed with each call: the lookup then says which of its axes the ids index,
+      and the core reads its length from the call;
     * ``GatherND``: an input reaching its indices through :data:`SAME_PLACES` nodes holds
       index tuples along its last axis, whose ``j``-th component indexes the data's axis
       ``batch_dims + j``.
@@ -93,15 +96,15 @@ def lookups(graph: Any) -> list[Lookup]:
 
 
 def _gather(facts: GraphFacts, node: Any) -> list[Lookup]:
-    table = node.input[0]
-    if table not in facts.shapes:
-        return []
-    axis = _attribute(node, "axis", 0)
-    dims = facts.shapes[table]
-    if not -len(dims) <= axis < len(dims):
-        return []
+    table, axis = node.input[0], _attribute(node, "axis", 0)
     ids = facts.trace(node.input[1], VALUE_MOVING)
     if ids not in facts.inputs:
+        return []
+    if table in facts.inputs:  # fed with the call: its length is read then
+        rank = facts.ranks.get(table)
+        return [Lookup(ids, table, axis if rank is None else axis % max(rank, 1), None)]
+    dims = facts.shapes.get(table)
+    if dims is None or not -len(dims) <= axis < len(dims):
         return []
     return [Lookup(ids, table, axis % len(dims), dims[axis])]
 
@@ -109,11 +112,13 @@ def _gather(facts: GraphFacts, node: Any) -> list[Lookup]:
 def _gather_nd(facts: GraphFacts, node: Any) -> list[Lookup]:
     table, batch = node.input[0], _attribute(node, "batch_dims", 0)
     ids = facts.trace(node.input[1], SAME_PLACES)
-    if ids not in facts.inputs or table not in facts.shapes:
+    fed = table in facts.inputs
+    rank = facts.ranks.get(table) if fed else len(facts.shapes.get(table, ()))
+    if ids not in facts.inputs or not rank:
         return []
-    dims = facts.shapes[table]
-    return [Lookup(ids, table, batch + j, dims[batch + j], (Pick(-1, (j,)),))
-            for j in range(len(dims) - batch)]
+    return [Lookup(ids, table, batch + j, None if fed else facts.shapes[table][batch + j],
+                   (Pick(-1, (j,)),))
+            for j in range(rank - batch)]
 
 
 def index_bounds(found: list[Lookup]) -> dict[str, tuple[IndexBound, ...]]:
