@@ -99,7 +99,9 @@ class OnnxAdapter(Adapter):
         ``batch_dims + j``, and is checked against its length. Where the table (either
         node's data) is a graph input without a default, fed with each call, the ids are
         checked against the fed table's length along the axis they index, read from the
-        call (``IndexBound.table``). Tables are read from the
+        call (``IndexBound.table``). Ids a ``Gather`` of constant indices or a ``Slice``
+        of constant bounds picks out of a wider input on the way are checked at those
+        positions only (``IndexBound.picks``). Tables are read from the
         model the session was opened from, where onnxruntime keeps it and ``onnx`` is
         installed; otherwise no input declares one."""
         specs = []

@@ -59,8 +59,8 @@ class GraphFacts:
                 dims = range(self.ranks[node.input[0]])[bounds.get("start", 0):
                                                         bounds.get("end")]
                 self.shapes[node.output[0]] = (len(dims),)
-        self.inputs = ({arg.name for arg in graph.input}
-                       - {t.name for t in graph.initializer})
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.inputs = {arg.name for arg in graph.input} - set(self.initializers)
 
     def trace(self, name: str, through: frozenset[str]) -> str:
         """The tensor ``name``'s values come from, up through nodes of ``through``."""
@@ -71,13 +71,93 @@ class GraphFacts:
             name = source.input[0]
         return name
 
+    def ids(self, name: str, through: frozenset[str]) -> tuple[str, tuple[Pick, ...]] | None:
+        """The graph input whose values the tensor ``name`` holds, up through nodes of
+        ``through``, with the picks that select them where a constant ``Slice`` or
+        ``Gather`` (:meth:`picks`) takes them from an input (up through
+        :data:`SAME_PLACES` nodes, which keep its axes); ``None`` where they come from
+        elsewhere."""
+        name = self.trace(name, through)
+        if name in self.inputs:
+            return name, ()
+        node = self.producers.get(name)
+        picks = None if node is None else self.picks(node)
+        if picks is None:
+            return None
+        name = self.trace(node.input[0], SAME_PLACES)
+        return (name, picks) if name in self.inputs else None
+
+    def picks(self, node: Any) -> tuple[Pick, ...] | None:
+        """What a ``Gather`` by constant indices or a ``Slice`` by constant starts, ends,
+        axes and steps (inputs from opset 10, attributes before) takes from its first
+        input; ``None`` for another node, or one whose picks are not constants."""
+        if node.op_type == "Gather" and len(node.input) >= 2:
+            indices = self.constant(node.input[1])
+            return None if indices is None else (
+                Pick(_attribute(node, "axis", 0), tuple(indices)),)
+        if node.op_type != "Slice" or not node.input:
+            return None
+        if len(node.input) == 1:  # opset 1: attributes
+            given = {a.name: list(a.ints) for a in node.attribute}
+            starts, ends, axes = (given.get(key) for key in ("starts", "ends", "axes"))
+            steps = None
+        else:
+            starts, ends, axes, steps = (
+                self.constant(node.input[i]) if i < len(node.input) and node.input[i]
+                else None for i in range(1, 5))
+            if any(value is None for value, i in ((axes, 3), (steps, 4))
+                   if i < len(node.input) and node.input[i]):
+                return None  # given, but not a constant
+        if starts is None or ends is None or len(starts) != len(ends):
+            return None
+        axes = list(range(len(starts))) if axes is None else axes
+        steps = [1] * len(starts) if steps is None else steps
+        if not len(axes) == len(steps) == len(starts) or 0 in steps:
+            return None
+        return tuple(Pick(axis, start=start, stop=stop, step=step)
+                     for axis, start, stop, step in zip(axes, starts, ends, steps))
+
+    def constant(self, name: str) -> list[int] | None:
+        """The integers (flattened) of ``name`` where it is a small integer constant: an
+        initializer or a ``Constant`` node's ``value``, ``value_int`` or
+        ``value_ints``."""
+        tensor = self.initializers.get(name)
+        node = self.producers.get(name)
+        if tensor is None and node is not None and node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value_int":
+                    return [attribute.i]
+                if attribute.name == "value_ints":
+                    return list(attribute.ints)
+                if attribute.name == "value":
+                    tensor = attribute.t
+        if tensor is None or _size(tensor.dims) > _MAX_PICKED:
+            return None
+        from onnx import numpy_helper
+
+        values = numpy_helper.to_array(tensor)
+        return ([int(v) for v in values.ravel()] if values.dtype.kind in "iu" else None)
+
+
+#: Constants larger than this are not read as picks (indices or slice bounds).
+_MAX_PICKED = 4096
+
+
+def _size(dims: Any) -> int:
+    size = 1
+    for dim in dims:
+        size *= dim
+    return size
+
 
 def lookups(graph: Any) -> list[Lookup]:
     """Each place ``graph`` (an ``onnx.GraphProto``) looks a graph input's values up in a
     table of a known length, or in a graph input fed with the call:
 
     * ``Gather``: every value of an input reaching its indices through
-      :data:`VALUE_MOVING` nodes indexes the table along the node's ``axis``;
+      :data:`VALUE_MOVING` nodes indexes the table along the node's ``axis``; so do the
+      values a constant ``Slice`` or ``Gather`` picks out of an input on the way (their
+      positions then go with the lookup: the input's other values are left alone);
     * the table (``Gather``'s or ``GatherND``'s data) may be a graph input without a
       default, fed with each call: the lookup then says which of its axes the ids index,
       and the core reads its length from the call;
@@ -97,16 +177,18 @@ def lookups(graph: Any) -> list[Lookup]:
 
 def _gather(facts: GraphFacts, node: Any) -> list[Lookup]:
     table, axis = node.input[0], _attribute(node, "axis", 0)
-    ids = facts.trace(node.input[1], VALUE_MOVING)
-    if ids not in facts.inputs:
+    source = facts.ids(node.input[1], VALUE_MOVING)
+    if source is None:
         return []
+    ids, picks = source
     if table in facts.inputs:  # fed with the call: its length is read then
         rank = facts.ranks.get(table)
-        return [Lookup(ids, table, axis if rank is None else axis % max(rank, 1), None)]
+        return [Lookup(ids, table, axis if rank is None else axis % max(rank, 1), None,
+                       picks)]
     dims = facts.shapes.get(table)
     if dims is None or not -len(dims) <= axis < len(dims):
         return []
-    return [Lookup(ids, table, axis % len(dims), dims[axis])]
+    return [Lookup(ids, table, axis % len(dims), dims[axis], picks)]
 
 
 def _gather_nd(facts: GraphFacts, node: Any) -> list[Lookup]:
