@@ -153,3 +153,26 @@ def test_a_column_picked_from_the_batch_axis_refuses_the_whole_call(sink):
                                   session.run(None, {"x": x})[0])
     with pytest.raises(ValueRangeError, match=r"values at \[0\]"):
         guarded.run(None, {"x": x[::-1].copy()})
+
+
+@pytest.mark.xfail(strict=True, reason="lookups inside If/Loop subgraphs are not read: ids "
+                   "they capture from the outer graph meet onnxruntime's own check")
+def test_ids_looked_up_inside_an_if_branch_are_checked(sink):
+    def branch(name: str) -> Any:
+        return helper.make_graph(
+            [helper.make_node("Gather", ["table", "x"], [f"{name}_out"])], name, [],
+            [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)])
+
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["out"], then_branch=branch("then"),
+                          else_branch=branch("else"))], "g",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 2]),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], [_table()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    guarded = aimsec_core.guard(
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]),
+        sinks=[sink])
+    with pytest.raises(ValueRangeError):
+        guarded.run(None, {"x": np.array([[0, ROWS]]), "cond": np.array(True)})
