@@ -98,3 +98,19 @@ def test_an_overridable_data_tensor_must_keep_every_indexed_length(sink):
     np.testing.assert_array_equal(guarded.run(None, same)[0], session.run(None, same)[0])
     with pytest.raises(aimsec_core.InputFormatError, match="table of 4 along axis 1"):
         guarded.run(None, {"ids": ids, "data": np.ones((3, 5, 2), np.float32)})
+
+
+def test_an_overridable_table_declared_without_a_shape_fed_with_fewer_axes_is_refused(sink):
+    # the length check read shape[axis] of the fed array: an IndexError for a 1-D feed
+    nodes = [helper.make_node("GatherND", ["data", "ids"], ["out"])]
+    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 2]),
+              helper.make_tensor_value_info("data", TensorProto.FLOAT, None)]
+    session = _model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT,
+                                                                   None)],
+                     [numpy_helper.from_array(DATA, "data")])
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    ids = np.array([[2, 3]])
+    np.testing.assert_array_equal(guarded.run(None, {"ids": ids})[0],
+                                  session.run(None, {"ids": ids})[0])
+    with pytest.raises(aimsec_core.InputFormatError, match="has no axis 1"):
+        guarded.run(None, {"ids": ids, "data": np.ones(3, np.float32)})

@@ -208,6 +208,10 @@ class GuardedSession(GuardedMixin):
             return (f"overridable initializer {name!r} has shape {shape}; the model "
                     f"declares {tuple(declared)}")
         for axis, length in self._table_lengths.get(name, {}).items():
+            if len(shape) <= axis:
+                return (f"overridable initializer {name!r} is a table the guard checks "
+                        f"indices against along axis {axis}; received an array of shape "
+                        f"{shape}, which has no axis {axis}")
             if shape[axis] != length:
                 return (f"overridable initializer {name!r} is a table of {length} along axis "
                         f"{axis} that the guard checks indices against; received one of "
