@@ -188,6 +188,8 @@ class Guard:
                 f"a guard's calibration is a Calibration (from calibrate() or "
                 f"load_calibration()) or None; received {type(calibration).__name__}. To "
                 f"use a calibration file, pass its path to use_calibration()")
+        if calibration is not None:
+            self._check_inputs(calibration)
         # read the model's output as it was calibrated; without a calibration, its own
         # way. A copy of the adapter: calls screened meanwhile keep their own reading
         reader = self.adapter
@@ -195,6 +197,21 @@ class Guard:
             reader = copy.copy(self.adapter)
             read_single_column(reader, True)
         self._screening = (calibration, reader)
+
+    def _check_inputs(self, calibration: Calibration) -> None:
+        """:class:`CalibrationError` where ``calibration`` cannot screen this model's calls:
+        one made on a single input (forced onto the model, or set directly) cannot screen
+        a model that declares several, whose detector passes would run it on its first
+        input alone (the framework's own error on every call)."""
+        declared = self._declared if self.adapter.static_signature else (
+            self.adapter.signature())
+        if declared and len(declared) > 1:
+            raise CalibrationError(
+                f"the calibration was made on one input (samples of shape "
+                f"{tuple(calibration.sample_shape)}); this model declares "
+                f"{len(declared)} inputs {[spec.name for spec in declared]}, and the "
+                "detectors cannot screen a model that needs several inputs: use it "
+                "uncalibrated (every input is still validated)")
 
     def _clean_data(self, data: Any, what: str) -> np.ndarray:
         """``data`` as a host array, refused unless it passes validation cleanly."""
