@@ -41,6 +41,11 @@ class Capabilities:
     signature: bool = False  #: the model declares its inputs' dtype and shape
     host_sequences: bool = False  #: nested Python lists are valid model input
     features: bool = False  #: ``features`` gives the model's internal activations
+    #: For a model declaring several inputs, ``scores``, ``input_gradient``,
+    #: ``forward_with_gradient`` and ``features`` take its batch as a list of arrays, one
+    #: per declared input in declared order, and give the gradient as such a list: the
+    #: detectors then read the inputs joined (``detection/joined.py``)
+    several_inputs: bool = False
 
 
 class Adapter(ABC):

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import math
 import logging
@@ -38,13 +39,14 @@ from .context import (ContextSlot, current_client, current_request_id, current_t
 from .detection import DetectorSuite, Probe, select_detectors, softmax_if_needed
 from .detection.calibration import (Calibration, calibrate, model_fingerprint,
                                     per_sample_rate)
+from .detection.joined import JoinedInputs, join, model_passes
 from .errors import (ERROR_FOR_CHECK, AdversarialInputError, CalibrationError,
                      ClientBlockedError, ConfigurationError, InvalidInputError,
                      RateLimitedError, SecurityViolation, UncopyableError, exception_text)
 from .monitoring import Monitor, Policy, Store, Visit, build_monitor
 from .signature import Constraints, InputSpec, merge_specs
 from .sinks import CallRecord, Sink, Sinks, deliver
-from .validation import Refused, Validated, validate
+from .validation import Refused, Validated, shown_name, validate
 from .verdict import Finding, Verdict
 
 T = TypeVar("T")
@@ -142,6 +144,11 @@ class Guard:
         achieved on them is ``Calibration.achieved_fpr``. The detectors that learn from data
         also learn from ``reference``, if given. ``fpr`` is per sample; with ``batch_size``
         it is per call of that many samples (see ``per_sample_rate``).
+
+        For a model declaring several inputs, ``x_clean`` (and ``reference``) is a list
+        (in declared order) or a dict (by input name) of one array per input, where the
+        adapter can run the model on them (``Capabilities.several_inputs``); the detectors
+        read each sample as its inputs flattened and concatenated (``detection/joined.py``).
         """
         asked = (None if batch_size is None  # how the rate was put, for errors about it
                  else f"fpr={fpr} per call of batch_size={batch_size} samples")
@@ -149,21 +156,26 @@ class Guard:
         if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
             raise ConfigurationError(f"seed must be a non-negative integer; received {seed!r}")
         seed = int(seed)  # a numpy integer too
-        x = self._clean_data(x_clean, "calibration data")
-        extra = None if reference is None else self._clean_data(reference, "reference data")
-        if extra is not None and extra.shape[1:] != x.shape[1:]:
-            raise CalibrationError(
-                f"reference data must have samples shaped like the calibration data, "
-                f"{tuple(x.shape[1:])}; received {tuple(extra.shape[1:])}")
-        suite = DetectorSuite(select_detectors(detectors, self.adapter.capabilities,
-                                               image_shape,
-                                               integer_input=x.dtype.kind in "biu"))
+        x, layout = self._clean_data(x_clean, "calibration data")
+        extra = None
+        if reference is not None:
+            extra, extra_layout = self._clean_data(reference, "reference data")
+            shapes = (tuple(x.shape[1:]),) if layout is None else layout.shapes
+            given = (tuple(extra.shape[1:]),) if extra_layout is None else extra_layout.shapes
+            if given != shapes:
+                raise CalibrationError(
+                    f"reference data must have samples shaped like the calibration data, "
+                    f"{_shapes_text(shapes)}; received {_shapes_text(given)}")
+        suite = DetectorSuite(select_detectors(
+            detectors, self.adapter.capabilities, image_shape,
+            integer_input=x.dtype.kind in "biu" if layout is None else layout.integer,
+            joined=layout is not None))
         bounds = (self.constraints.min_value, self.constraints.max_value)
         value_range = bounds if None not in bounds else None
         try:
             self.calibration = calibrate(self.adapter, suite, x, fpr=fpr, model=self.name,
                                          seed=seed, value_range=value_range,
-                                         reference=extra, asked=asked)
+                                         reference=extra, asked=asked, layout=layout)
         except NotImplementedError as exc:  # what the adapter cannot give the detectors
             raise CalibrationError(f"the detectors cannot read this {self.adapter.framework} "
                                    f"model: {exc}") from exc
@@ -188,6 +200,8 @@ class Guard:
                 f"a guard's calibration is a Calibration (from calibrate() or "
                 f"load_calibration()) or None; received {type(calibration).__name__}. To "
                 f"use a calibration file, pass its path to use_calibration()")
+        if calibration is not None:
+            self._check_inputs(calibration)
         # read the model's output as it was calibrated; without a calibration, its own
         # way. A copy of the adapter: calls screened meanwhile keep their own reading
         reader = self.adapter
@@ -196,27 +210,87 @@ class Guard:
             read_single_column(reader, True)
         self._screening = (calibration, reader)
 
-    def _clean_data(self, data: Any, what: str) -> np.ndarray:
-        """``data`` as a host array, refused unless it passes validation cleanly."""
-        name = self._declared[0].name if self._declared else "input"
-        if (self._declared and len(self._declared) > 1
-                and isinstance(data, (list, tuple, Mapping))
-                and len(data) == len(self._declared)):
+    def _check_inputs(self, calibration: Calibration) -> None:
+        """:class:`CalibrationError` where ``calibration`` was made on another number of
+        inputs than this model declares: one made on a single input (forced onto the
+        model, or set directly) would run a model of several on its first input alone
+        (the framework's own error on every call), one made on several cannot read a
+        model of one."""
+        declared = self._declared if self.adapter.static_signature else (
+            self.adapter.signature())
+        inputs = len(declared) if declared else 1
+        calibrated = len(calibration.input_shapes) or 1
+        if inputs != calibrated:
+            made = (f"one input (samples of shape {tuple(calibration.sample_shape)})"
+                    if calibrated == 1 else f"{calibrated} inputs "
+                    f"{_shapes_text(calibration.input_shapes)}")
+            model = (f"declares {inputs} inputs {[spec.name for spec in declared]}"
+                     if declared and inputs > 1 else "takes one input")
             raise CalibrationError(
-                f"the detectors read one input, and {what} is one array of it; this model "
-                f"declares inputs {[spec.name for spec in self._declared]} and received a "
-                f"{type(data).__name__} of {len(data)} (one per input?). The detectors "
-                f"cannot screen a model that needs several inputs: use it uncalibrated "
-                f"(every input is still validated), or guard a single-input model")
+                f"the calibration was made on {made}; this model {model}, and the "
+                "detectors read the inputs it was calibrated on: recalibrate on this "
+                "model, or use it uncalibrated (every input is still validated)")
+        if calibrated > 1 and not self.adapter.capabilities.several_inputs:
+            raise CalibrationError(
+                f"the calibration was made on {calibrated} inputs; the "
+                f"{self.adapter.framework} adapter cannot run a model of several inputs for "
+                "the detectors: use this model uncalibrated (every input is still "
+                "validated)")
+
+    def _clean_data(self, data: Any, what: str) -> tuple[np.ndarray, JoinedInputs | None]:
+        """``data`` as a host array, refused unless it passes validation cleanly; for a
+        model declaring several inputs, the joined rows of its arrays (one per input, a
+        list in declared order or a dict by name) and their layout (``None`` otherwise)."""
+        declared = self._declared
+        if declared and len(declared) > 1:
+            names = [spec.name for spec in declared]
+            arrays = self._validated_clean(self._per_input(data, what, names), what)
+            host = [np.asarray(to_host(arrays[name])) for name in names]
+            return join(host), JoinedInputs.of(host)
+        name = declared[0].name if declared else "input"
+        return np.asarray(to_host(self._validated_clean({name: data}, what)[name])), None
+
+    def _per_input(self, data: Any, what: str, names: list[str]) -> dict[str, Any]:
+        """``data`` for a model of the inputs ``names``: name -> one array each, from a
+        list or tuple in that order or a dict by name; :class:`CalibrationError` for
+        anything else, or where the adapter cannot run such a model for the detectors."""
+        if not self.adapter.capabilities.several_inputs:
+            given = (f"a {type(data).__name__} of {len(data)} (one per input?)"
+                     if isinstance(data, (list, tuple, Mapping)) else
+                     f"a {type(data).__name__}")
+            raise CalibrationError(
+                f"the detectors read one input of a {self.adapter.framework} model; this "
+                f"one declares inputs {names}, and {what} is {given}. The "
+                f"{self.adapter.framework} adapter cannot run a model of several inputs for "
+                "the detectors: use it uncalibrated (every input is still validated), or "
+                "guard a single-input model")
+        expected = "expected a list (in this order) or a dict (by name) of one array per input"
+        if isinstance(data, Mapping):
+            if len(data) != len(names) or not all(name in data for name in names):
+                held = [shown_name(key) for key in itertools.islice(data, 10)]
+                raise CalibrationError(f"{what} for a model of inputs {names}: {expected}; "
+                                       f"received a dict of {held}")
+            return {name: data[name] for name in names}
+        if isinstance(data, (list, tuple)) and len(data) == len(names):
+            return dict(zip(names, data))
+        received = (f"a {type(data).__name__} of {len(data)}"
+                    if isinstance(data, (list, tuple)) else f"a {type(data).__name__}")
+        raise CalibrationError(f"{what} for a model of inputs {names}: {expected}; "
+                               f"received {received}")
+
+    def _validated_clean(self, data: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """Each array of ``data`` (name -> raw value) as validation read it, refused
+        unless it passes validation cleanly."""
         # any number of samples: a batch length the model fixes is its batch size, in
         # which the detectors run it (see batches.batched), not a length data must have
-        specs = {key: free_batch(spec) for key, spec in self.specs_for((name,)).items()}
-        validated = validate({name: self.adapter.from_host(data)}, self.adapter, specs,
+        specs = {key: free_batch(spec) for key, spec in self.specs_for(tuple(data)).items()}
+        validated = validate({name: self.adapter.from_host(value)
+                              for name, value in data.items()}, self.adapter, specs,
                              self.constraints)
         if validated.findings:
             raise CalibrationError(f"{what} must be clean and valid: "
                                    + "; ".join(f.message for f in validated.findings[:3]))
-        return np.asarray(to_host(validated.arrays[name]))
+        return dict(validated.arrays)
 
     def use_calibration(self, calibration: Calibration | str | Path, *,
                         force: bool = False) -> None:
@@ -495,7 +569,8 @@ class Guard:
 
     def _detecting(self, validated: Validated, calibration: Calibration | None) -> bool:
         # NaN/Inf would only break the detectors' own passes; the finding already stands.
-        # Detectors read the first (primary) input; other inputs are validated only.
+        # Detectors read the first (primary) input, other inputs validated only; or, where
+        # calibrated on a model of several declared inputs, those inputs joined.
         return (calibration is not None and len(validated.arrays) >= 1
                 and not validated.oversized
                 and not any(f.check == "finite" for f in validated.findings))
@@ -508,36 +583,28 @@ class Guard:
         adapter reading the model's output as ``calibration`` says."""
         named = self._digest(calibration)
         suite = calibration.suite
-        native = next(iter(validated.arrays.values()))
-        if isinstance(native, STRUCTURED):  # never densified, so the detectors can't read it
-            finding = Finding(
-                "format", f"input is a {type(native).__name__}; the detectors were calibrated "
-                "on dense arrays and read only those. Pass a dense array (x.toarray(), "
-                "df.to_numpy())", expected="dense array", received=type(native).__name__,
-                blocking=True)
+        read = self._detector_input(validated, calibration)
+        if isinstance(read, Finding):
             return _NOT_YET, dataclasses.replace(verdict, allowed=False, calibration_id=named,
-                                                 findings=verdict.findings + (finding,))
-        x = np.asarray(to_host(next(iter(validated.views.values()))))
-        calibrated = tuple(calibration.sample_shape)
-        if tuple(x.shape[1:]) != calibrated:
-            finding = Finding(
-                "shape", f"input has samples of shape {tuple(x.shape[1:])}; the detectors were "
-                f"calibrated on samples of shape {calibrated}", expected=calibrated,
-                received=tuple(x.shape[1:]), blocking=True)
-            return _NOT_YET, dataclasses.replace(verdict, allowed=False, calibration_id=named,
-                                                 findings=verdict.findings + (finding,))
+                                                 findings=verdict.findings + (read,))
+        if read is None:  # an input is missing: its finding stands (monitor mode)
+            return _NOT_YET, dataclasses.replace(verdict, calibration_id=named)
+        native, x, layout = read
         output, probabilities, gradient, features = _NOT_YET, None, None, None
         # the detectors' passes (transformed copies, their own batch sizes) in batches the
         # model takes: of its fixed batch where it declares one, else whole
         batch = fixed_batch(self._declared if self.adapter.static_signature
                             else reader.signature())
-        ask = batched(reader.scores, batch)
+        scores_of, gradient_of, features_of = model_passes(reader, layout)
+        ask = batched(scores_of, batch)
         if suite.needs_gradient and forward is not None:
             output, probabilities, gradient = reader.forward_with_gradient(forward, native)
             probabilities = softmax_if_needed(probabilities)
+            if layout is not None:  # one gradient per input: joined as the inputs are
+                gradient = join(gradient)
         elif suite.needs_gradient:
             probabilities = softmax_if_needed(ask(x))
-            gradient = batched(reader.input_gradient, batch)(x, probabilities.argmax(axis=1))
+            gradient = batched(gradient_of, batch)(x, probabilities.argmax(axis=1))
         elif suite.needs_features and forward is not None:
             try:  # the real call, with the features captured on the way
                 output, probabilities, features = reader.forward_with_features(
@@ -547,7 +614,7 @@ class Guard:
                 pass
         probe = Probe(x, probabilities, ask,
                       None if gradient is None else np.asarray(to_host(gradient)),
-                      given_features=features, ask_features=batched(reader.features, batch))
+                      given_features=features, ask_features=batched(features_of, batch))
         scored = suite.score(probe)
         flags = (scored.flags | np.asarray(verdict.flags, dtype=bool) if any(verdict.flags)
                  else scored.flags)
@@ -561,6 +628,45 @@ class Guard:
                                            findings=findings, scores=scores,
                                            threshold=suite.threshold, fpr=suite.fpr_target,
                                            calibration_id=named)
+
+    def _detector_input(self, validated: Validated, calibration: Calibration
+                        ) -> tuple[Any, np.ndarray, JoinedInputs | None] | Finding | None:
+        """What the detectors read of a call: ``(native, x, layout)``, the input as the
+        model takes it (for a model of several inputs, the list of its arrays in declared
+        order), the host rows the detectors read (those arrays joined, ``layout`` their
+        layout; else ``layout`` is ``None``). A blocking :class:`Finding` where the
+        detectors cannot read it (a sparse matrix, samples of another shape than
+        calibrated); ``None`` where a declared input is missing (refused by validation)."""
+        if calibration.input_shapes:
+            declared = self._declared if self.adapter.static_signature else (
+                self.adapter.signature())
+            names = [spec.name for spec in declared or ()]
+            if not all(name in validated.views for name in names):
+                return None
+            shapes = calibration.input_shapes
+        else:
+            names = list(validated.arrays)[:1]
+            shapes = (tuple(calibration.sample_shape),)
+        natives = [validated.arrays[name] for name in names]
+        for native in natives:
+            if isinstance(native, STRUCTURED):  # never densified: the detectors can't read it
+                return Finding(
+                    "format", f"input is a {type(native).__name__}; the detectors were "
+                    "calibrated on dense arrays and read only those. Pass a dense array "
+                    "(x.toarray(), df.to_numpy())", expected="dense array",
+                    received=type(native).__name__, blocking=True)
+        views = [np.asarray(to_host(validated.views[name])) for name in names]
+        for name, view, calibrated in zip(names, views, shapes):
+            if tuple(view.shape[1:]) != tuple(calibrated):
+                which = f"input {name!r}" if calibration.input_shapes else "input"
+                return Finding(
+                    "shape", f"{which} has samples of shape {tuple(view.shape[1:])}; the "
+                    f"detectors were calibrated on samples of shape {tuple(calibrated)}",
+                    expected=tuple(calibrated), received=tuple(view.shape[1:]),
+                    blocking=True)
+        if not calibration.input_shapes:
+            return natives[0], views[0], None
+        return natives, join(views), JoinedInputs.of(views)
 
     def _verdict(self, validated: Validated, inputs: Mapping[str, Any],
                  calibration_id: str | None) -> Verdict:
@@ -846,6 +952,11 @@ def _violation(verdict: Verdict, advisory: frozenset[str] = frozenset(),
     except TypeError:  # a caller's subclass whose constructor takes other arguments
         return InvalidInputError(message, verdict, check=finding.check,
                                  expected=finding.expected, received=finding.received)
+
+
+def _shapes_text(shapes: Sequence[tuple[int, ...]]) -> str:
+    """Per-sample shapes in a message: ``(64,)``, or ``(64,) and (3,)`` for several inputs."""
+    return " and ".join(str(tuple(shape)) for shape in shapes)
 
 
 def _default_sinks(incidents: Any = None, alerts: Any = None) -> Sinks:

@@ -62,7 +62,8 @@ class KerasAdapter(Adapter):
     requires = ("keras",)
     input_types = "a numpy array or backend tensor"
     # Keras' predict refuses nested lists ("Unrecognized data type"), so neither do we.
-    capabilities = Capabilities(gradients=True, probabilities=True, signature=True)
+    capabilities = Capabilities(gradients=True, probabilities=True, signature=True,
+                                several_inputs=True)
     # A Sequential model's input tensor is named afresh on every build or load.
     stable_input_names = False
 
@@ -73,7 +74,8 @@ class KerasAdapter(Adapter):
         # until then the guard asks again on every call (cheap: the answer is cached).
         self.static_signature = self.signature() is not None
         if _keras().backend.backend() not in _GRADIENT_BACKENDS:
-            self.capabilities = Capabilities(probabilities=True, signature=True)
+            self.capabilities = Capabilities(probabilities=True, signature=True,
+                                             several_inputs=True)
 
     @classmethod
     def accepts(cls, model: Any) -> bool:
@@ -276,36 +278,66 @@ class KerasAdapter(Adapter):
 
         return ends_in_sigmoid(self.model)
 
+    def model_input(self, x: Any) -> Any:
+        """``x`` as the model takes it: a list of arrays, one per declared input in
+        declared order (how the core hands a model of several inputs over), becomes the
+        dict by input name a model built on a dict of inputs reads (Keras warns of a list
+        there); anything else is kept as it is."""
+        specs = self.signature()
+        if isinstance(x, list) and specs and len(x) == len(specs):
+            try:
+                keyed = isinstance(self.model.input, Mapping)
+            except (AttributeError, ValueError):
+                keyed = False
+            if keyed:
+                return {spec.name: value for spec, value in zip(specs, x)}
+        return x
+
+    @staticmethod
+    def as_given(x: Any, gradient: Any) -> Any:
+        """``gradient`` (structured as :meth:`model_input` made ``x``) as ``x`` is: a list
+        of arrays in declared order for a list ``x``."""
+        if isinstance(x, list):
+            return _keras().tree.flatten(gradient)
+        return gradient
+
     def scores(self, x: Any) -> Any:
         """Class probabilities, computed ``GRADIENT_CHUNK`` samples at a time, from the
-        model's first output where it has several (a list or dict of heads)."""
+        model's first output where it has several (a list or dict of heads). ``x``: an
+        array, or one per declared input (:meth:`model_input`)."""
         import numpy as np
 
-        from ._gradients import class_probabilities
+        from ._gradients import batch_length, class_probabilities
 
         keras = _keras()
-        total = len(x) if hasattr(x, "__len__") and not isinstance(x, Mapping) else None
-        if total is None or total <= GRADIENT_CHUNK or isinstance(x, (list, tuple)):
+        x = self.model_input(x)
+        total = batch_length(x)
+        if total is None or total <= GRADIENT_CHUNK:
             parts = [x]
         else:
-            parts = [x[i:i + GRADIENT_CHUNK] for i in range(0, total, GRADIENT_CHUNK)]
+            parts = [keras.tree.map_structure(lambda v, i=i: v[i:i + GRADIENT_CHUNK], x)
+                     for i in range(0, total, GRADIENT_CHUNK)]
         output = np.concatenate([
             keras.ops.convert_to_numpy(keras.tree.flatten(self.model(p, training=False))[0])
             for p in parts])
         return class_probabilities(output, self.sigmoid_output)[0]
 
     def input_gradient(self, x: Any, labels: Any) -> Any:
+        """The gradient of the loss at ``labels`` for ``x``, structured as ``x`` (a list
+        of arrays, one per declared input, for a list)."""
         from ._gradients import forward_backward
 
-        return forward_backward(self.model, x, labels, chunk=GRADIENT_CHUNK,
-                                sigmoid=self.sigmoid_output)[2]
+        return self.as_given(x, forward_backward(
+            self.model, self.model_input(x), labels, chunk=GRADIENT_CHUNK,
+            sigmoid=self.sigmoid_output)[2])
 
     def forward_with_gradient(self, call: Any, x: Any) -> tuple[Any, Any, Any]:
         """``call`` maps the input (backend tensors, watched) to the model's output tensor,
         and that one forward pass gives the output and the gradient; ``None`` means
         ``model(x, training=False)`` with the output as numpy. An :class:`OwnOutput` is
         the guarded call itself: its output is returned untouched, and the gradient comes
-        from a pass of its own. The gradient is of the loss at the predicted label."""
+        from a pass of its own. The gradient is of the loss at the predicted label,
+        structured as ``x`` (a list of arrays, one per declared input, for a list)."""
         import numpy as np
 
         from ._gradients import OwnOutput, class_probabilities, forward_backward
@@ -316,9 +348,12 @@ class KerasAdapter(Adapter):
             probabilities = class_probabilities(np.asarray(output), self.sigmoid_output)[0]
             labels = probabilities.argmax(axis=1)
             chunk = max(own.batch_size or KERAS_BATCH_SIZE, GRADIENT_CHUNK)
-            return output, probabilities, forward_backward(
-                self.model, x, labels, chunk=chunk, sigmoid=self.sigmoid_output)[2]
-        return forward_backward(self.model, x, None, call, sigmoid=self.sigmoid_output)
+            return output, probabilities, self.as_given(x, forward_backward(
+                self.model, self.model_input(x), labels, chunk=chunk,
+                sigmoid=self.sigmoid_output)[2])
+        output, probabilities, gradient = forward_backward(
+            self.model, self.model_input(x), None, call, sigmoid=self.sigmoid_output)
+        return output, probabilities, self.as_given(x, gradient)
 
     def wrap(self, guard: Guard) -> Any:
         from ._model import GuardedModel

@@ -49,7 +49,9 @@ def _extractor(model: Any) -> tuple[Any, bool]:
 
 
 def features(self: Any, x: Any) -> list[np.ndarray]:
-    """The model's features for ``x`` (see module doc), outside the guard."""
+    """The model's features for ``x`` (see module doc), outside the guard; ``x`` is an
+    array, or a list of one per declared input (the intermediate-output model takes the
+    model's inputs as a list)."""
     import keras
 
     cached = self.__dict__.get("_feature_extractor")
@@ -57,7 +59,7 @@ def features(self: Any, x: Any) -> list[np.ndarray]:
         cached = self._feature_extractor = _extractor(self.model)
     extractor, softmax = cached
     if extractor is None:
-        outputs = [self.model(x, training=False)]
+        outputs = [self.model(self.model_input(x), training=False)]
     else:
         outputs = extractor(x, training=False)
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]

@@ -148,7 +148,7 @@ def forward_backward(model: Any, x: Any, labels: Any = None,
     """
     if sigmoid is None:
         sigmoid = ends_in_sigmoid(model)
-    total = _batch_length(x)
+    total = batch_length(x)
     if call is not None or chunk is None or total is None or total <= chunk:
         return _one_pass(model, x, labels, call, sigmoid)
     parts = []
@@ -165,7 +165,7 @@ def forward_backward(model: Any, x: Any, labels: Any = None,
     return values, probabilities, gradient
 
 
-def _batch_length(x: Any) -> int | None:
+def batch_length(x: Any) -> int | None:
     """The number of samples in ``x`` (its leaves' first dimension), if it has one."""
     leaves = keras.tree.flatten(x)
     shape = getattr(leaves[0], "shape", None) if leaves else None

@@ -61,14 +61,17 @@ def build_detector(name: str, **config: Any) -> Detector:
 
 def select_detectors(names: list[str | Detector] | None, capabilities: Capabilities,
                      image_shape: tuple[int, int] | None = None,
-                     integer_input: bool = False) -> list[Detector]:
+                     integer_input: bool = False, joined: bool = False) -> list[Detector]:
     """Detector objects for ``names`` (default: :data:`DEFAULT_DETECTORS`, the margin in
     the boundary detector's place where the adapter has no autograd, or the input holds
     integers, token ids, which have no gradient); a detector that needs the input
     gradient is refused when asked for without autograd or on integers. A
     :class:`Detector` object given is copied, never fitted in place; it must be of one of
     the kinds in :data:`DETECTORS` (a subclass, saved under its kind's name, would load
-    as that kind and score otherwise). Raises :class:`ConfigurationError`."""
+    as that kind and score otherwise). ``joined``: the detectors read a model of several
+    inputs as the flat concatenation of its inputs (``joined.py``), which is no image, so
+    an ``image_shape`` (given, or set on a detector object) is refused. Raises
+    :class:`ConfigurationError`."""
     image_shape = arguments.image_shape(image_shape)  # checked even where no detector reads it
     if isinstance(names, (str, bytes)):  # its letters are no detectors
         raise ConfigurationError(f"detectors must be a list of detector names; received the "
@@ -104,6 +107,13 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
         config = {"image_shape": image_shape} if item in ("squeeze", "jump") else {}
         detectors.append(build_detector(item, **config))
     for detector in detectors:
+        if joined and getattr(detector, "image_shape", None) is not None:
+            raise ConfigurationError(
+                f"detector {detector.name!r} is set to read samples as images of shape "
+                f"{detector.image_shape}; this model takes several inputs, which the "
+                "detectors read as one flat row per sample (each input flattened, "
+                "concatenated), no image: leave image_shape out (squeeze then reduces the "
+                "bit depth only, jump reads the row)")
         if detector.needs_features and not capabilities.features:
             raise ConfigurationError(
                 f"detector {detector.name!r} reads the model's internal features, which "

@@ -27,6 +27,7 @@ from ..errors import AimsecError, CalibrationError, ConfigurationError
 from . import DETECTORS, build_detector, calibration_file
 from .base import Detector, Probe, softmax_if_needed
 from .coverage import fpr_interval
+from .joined import JoinedInputs, model_passes
 from .suite import DetectorSuite
 
 FORMAT = calibration_file.FORMAT
@@ -55,6 +56,9 @@ class Calibration:
     #: The model's single output column is read as a probability though the adapter saw
     #: no sigmoid: calibration found one applied inside the model (:func:`calibrate`).
     sigmoid_output: bool = False
+    #: For a model of several inputs, each one's per-sample shape, in declared order (the
+    #: detectors read them joined: ``sample_shape`` is the joined row's); empty for one.
+    input_shapes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def fpr_interval(self) -> tuple[float, float]:
@@ -78,6 +82,8 @@ class Calibration:
             "model_fingerprint": self.model_fingerprint,
             # only where set: the digests of calibrations that never needed it stay as they were
             **({"sigmoid_output": True} if self.sigmoid_output else {}),
+            **({"input_shapes": [list(s) for s in self.input_shapes]}
+               if self.input_shapes else {}),
             **self.suite.describe(),
         }
 
@@ -162,7 +168,8 @@ class Calibration:
                    meta["framework"], meta["created"], tuple(meta["sample_shape"]),
                    meta.get("reference_samples", 0), meta.get("samples", 0),
                    fingerprint if isinstance(fingerprint, str) else None,
-                   meta.get("sigmoid_output", False))
+                   meta.get("sigmoid_output", False),
+                   tuple(tuple(s) for s in meta.get("input_shapes", ())))
 
 
 def _members(meta: dict[str, Any]) -> list[str]:
@@ -178,17 +185,19 @@ def _members(meta: dict[str, Any]) -> list[str]:
 
 
 def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool,
-              need_features: bool = False) -> Probe:
+              need_features: bool = False, layout: JoinedInputs | None = None) -> Probe:
     """Ask the model about ``x`` outside the guard, in chunks (in batches of the model's
-    own size where it declares a fixed one: see :func:`~aimsec_core.batches.batched`)."""
+    own size where it declares a fixed one: see :func:`~aimsec_core.batches.batched`).
+    With ``layout``, ``x`` holds the joined rows of a model of several inputs."""
     batch = fixed_batch(adapter.signature())
-    ask = batched(lambda part: np.asarray(adapter.scores(part)), batch, CHUNK)
-    ask_features = batched(lambda part: [np.asarray(layer) for layer in adapter.features(part)],
+    scores, input_gradient, features = model_passes(adapter, layout)
+    ask = batched(lambda part: np.asarray(scores(part)), batch, CHUNK)
+    ask_features = batched(lambda part: [np.asarray(layer) for layer in features(part)],
                            batch, CHUNK)
     probabilities = softmax_if_needed(ask(x))
     gradient = None
     if need_gradient:
-        gradient = np.asarray(to_host(batched(adapter.input_gradient, batch, CHUNK)(
+        gradient = np.asarray(to_host(batched(input_gradient, batch, CHUNK)(
             x, probabilities.argmax(axis=1))))
     features = ask_features(x) if need_features else None
     return Probe(x, probabilities, ask, gradient, given_features=features,
@@ -196,14 +205,14 @@ def probe_for(adapter: Adapter, x: np.ndarray, need_gradient: bool,
 
 
 def _probe_clean(adapter: Adapter, x: np.ndarray, what: str, need_gradient: bool,
-                 need_features: bool) -> Probe:
+                 need_features: bool, layout: JoinedInputs | None) -> Probe:
     """:func:`probe_for` on clean data ``what`` (``x_clean``, ``reference``). The model's
     own error on it (samples of a shape a model declaring none does not take: flat rows
     for a convolutional torch module) is a :class:`CalibrationError` naming the shape, the
     error as its cause; the adapter's ``NotImplementedError`` (what it cannot give the
     detectors) and aimsec's own errors go on as they are."""
     try:
-        return probe_for(adapter, x, need_gradient, need_features)
+        return probe_for(adapter, x, need_gradient, need_features, layout)
     except (AimsecError, NotImplementedError):
         raise
     except Exception as exc:
@@ -218,8 +227,8 @@ def _probe_clean(adapter: Adapter, x: np.ndarray, what: str, need_gradient: bool
 _SIGMOID_OF_ONE = 1.0 / (1.0 + math.exp(-1.0)) + 1e-6
 
 
-def _hidden_sigmoid(adapter: Adapter, probe: Probe, suite: DetectorSuite
-                    ) -> tuple[Probe, bool]:
+def _hidden_sigmoid(adapter: Adapter, probe: Probe, suite: DetectorSuite,
+                    layout: JoinedInputs | None) -> tuple[Probe, bool]:
     """The probe to calibrate on, and whether the model's single output column turned out
     to be a probability the adapter could not see (a sigmoid applied inside a torch
     ``forward``, a custom layer).
@@ -234,7 +243,7 @@ def _hidden_sigmoid(adapter: Adapter, probe: Probe, suite: DetectorSuite
             or not np.all((p[:, 1] >= 0.5) & (p[:, 1] <= _SIGMOID_OF_ONE))):
         return probe, False
     read_single_column(adapter, True)
-    again = probe_for(adapter, probe.x, suite.needs_gradient, suite.needs_features)
+    again = probe_for(adapter, probe.x, suite.needs_gradient, suite.needs_features, layout)
     if len(np.unique(again.predicted)) < 2:
         read_single_column(adapter, False)  # not that either: the warning below says so
         return probe, False
@@ -307,14 +316,17 @@ def model_fingerprint(adapter: Adapter) -> str:
 
 def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: float,
               model: str, seed: int = 0, value_range: tuple[float, float] | None = None,
-              reference: np.ndarray | None = None, asked: str | None = None) -> Calibration:
+              reference: np.ndarray | None = None, asked: str | None = None,
+              layout: JoinedInputs | None = None) -> Calibration:
     """Fit ``suite`` on clean ``x`` and set its threshold on the same data, cross-fitted:
     the samples are split into folds, and each fold is scored by what the others taught
     (see ``DetectorSuite.fit`` and ``set_threshold_cross_fitted``).
 
     ``reference`` is more clean data for the detectors that learn from data; it is never
     scored, so the clean scores and the threshold come from ``x`` alone. ``asked`` says
-    how the caller put the rate, where ``fpr`` was derived from it (a per-call rate)."""
+    how the caller put the rate, where ``fpr`` was derived from it (a per-call rate).
+    ``layout``: ``x`` and ``reference`` hold the joined rows of a model of several inputs
+    (``joined.py``), which the model is handed split."""
     if len(x) < 40:
         raise CalibrationError(
             f"calibration needs at least 40 clean samples; received {len(x)}. With n "
@@ -347,13 +359,13 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
         if not any(d.learns for d in suite.detectors):
             reference = None  # nothing would read it
         probe = _probe_clean(adapter, shuffled, "x_clean", suite.needs_gradient,
-                             suite.needs_features)
-        probe, sigmoid = _hidden_sigmoid(adapter, probe, suite)
+                             suite.needs_features, layout)
+        probe, sigmoid = _hidden_sigmoid(adapter, probe, suite, layout)
         _warn_if_one_class(probe)
         reference_probe = None if reference is None or not len(reference) else _probe_clean(
             adapter, reference, "reference",
             any(d.learns and d.needs_gradient for d in suite.detectors),
-            any(d.learns and d.needs_features for d in suite.detectors))
+            any(d.learns and d.needs_features for d in suite.detectors), layout)
         clean = suite.fit(probe, value_range, reference=reference_probe)
         achieved = suite.set_threshold_cross_fitted(clean, fpr)
     except np.linalg.LinAlgError as exc:
@@ -373,7 +385,8 @@ def calibrate(adapter: Adapter, suite: DetectorSuite, x: np.ndarray, *, fpr: flo
                               tuple(int(d) for d in x.shape[1:]),
                               0 if reference is None else len(reference), samples=len(x),
                               model_fingerprint=model_fingerprint(adapter),
-                              sigmoid_output=sigmoid)
+                              sigmoid_output=sigmoid,
+                              input_shapes=() if layout is None else layout.shapes)
     try:
         calibration.check_loadable()
     except (CalibrationError, ConfigurationError, ValueError) as exc:

@@ -237,12 +237,10 @@ def check_meta(meta: dict[str, Any]) -> None:
         raise CalibrationError(f"calibration field 'value_range' is {value_range!r:.80}; "
                                "expected [low, high], finite, low <= high")
     shape = meta.get("sample_shape")
-    if (not isinstance(shape, list) or len(shape) > 8
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 24
-                       for d in shape)
-            or math.prod(shape) > 1 << 32):
+    if not _is_shape(shape) or math.prod(shape) > 1 << 32:
         raise CalibrationError(f"calibration field 'sample_shape' is {shape!r:.80}; expected "
                                "a list of at most 8 positive sizes")
+    _check_input_shapes(meta.get("input_shapes", []), shape)
     detectors = meta.get("detectors")
     if not isinstance(detectors, dict) or not detectors or len(detectors) > 32:
         raise CalibrationError("calibration field 'detectors' must map 1 to 32 detector "
@@ -255,6 +253,27 @@ def check_meta(meta: dict[str, Any]) -> None:
         if not (_is_finite(tail) and tail > 0):
             raise CalibrationError(f"detector {name[:40]!r}: 'tail' is {tail!r:.40}; "
                                    "expected a finite positive number")
+
+
+def _check_input_shapes(shapes: Any, sample_shape: list[int]) -> None:
+    """``input_shapes`` (a model of several inputs: each one's per-sample shape) must be
+    empty, or 2 to 64 lists of at most 8 positive sizes whose values make the joined row
+    of ``sample_shape``."""
+    if isinstance(shapes, list) and not shapes:
+        return
+    if (not isinstance(shapes, list) or not 2 <= len(shapes) <= 64
+            or not all(_is_shape(s) for s in shapes)
+            or len(sample_shape) != 1
+            or sum(math.prod(s) for s in shapes) != sample_shape[0]):
+        raise CalibrationError(f"calibration field 'input_shapes' is {shapes!r:.80}; "
+                               "expected 2 to 64 per-input sample shapes whose values "
+                               f"make the joined sample_shape {sample_shape!r:.40}")
+
+
+def _is_shape(value: Any) -> bool:
+    """A list of at most 8 positive sizes, each at most 2**24."""
+    return isinstance(value, list) and len(value) <= 8 and all(
+        isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 24 for d in value)
 
 
 def _is_finite(value: Any) -> bool:
