@@ -15,8 +15,10 @@ import numpy as np
 class Pick:
     """Positions along one axis of an input (``axis``; a negative one counts from the
     last): ``indices`` (each may count from the axis' end, as numpy's), or, where
-    ``indices`` is ``None``, those a Python slice ``start:stop:step`` reads (ONNX's
-    ``Slice`` reads the same ones, out-of-range bounds clamped alike)."""
+    ``indices`` is ``None``, those ONNX's ``Slice`` reads from ``start`` to ``stop`` by
+    ``step``: a Python slice's, out-of-range bounds clamped alike, except that a ``start``
+    before the axis' beginning with a negative ``step`` is clamped to position 0 (where
+    Python's slice reads nothing)."""
 
     axis: int
     indices: tuple[int, ...] | None = None
@@ -28,7 +30,10 @@ class Pick:
         """The positions picked along an axis of ``length``, each from 0; an index past
         it is left out (the model's own pick fails on it first)."""
         if self.indices is None:
-            return list(range(length)[slice(self.start, self.stop, self.step)])
+            start = self.start
+            if self.step < 0 and start is not None and start < -length:
+                start = 0  # ONNX clamps it into the axis; Python's slice reads nothing
+            return list(range(length)[slice(start, self.stop, self.step)])
         return [i % length for i in self.indices if -length <= i < length]
 
     def describe(self) -> str:

@@ -140,9 +140,13 @@ def validate(raw: Mapping[str, Any], adapter: Adapter, specs: Mapping[str, Input
         indexed = _reads_indices(array, spec)
         if indexed:
             assert spec is not None and spec.index_rows is not None  # _reads_indices says so
-            own, table = _index_range(constraints, name, spec.index_rows,
-                                      spec.negative_indices)
-            before = len(out.findings)
+            if not spec.index_rows:  # no index is valid: _index_range's range is empty
+                _no_rows(name, "the values", out)
+                indexed = False
+            else:
+                own, table = _index_range(constraints, name, spec.index_rows,
+                                          spec.negative_indices)
+                before = len(out.findings)
         try:
             if name in batched:
                 _check_values(name, array, out.batch_size, own, specs.get(name), out, target)
@@ -468,6 +472,9 @@ def _check_bound(name: str, array: Any, bound: IndexBound, constraints: Constrai
     if found is None:
         return
     values, batch_picked = found
+    if not rows:
+        _no_rows(name, bound.describe(), out)
+        return
     overrides = (constraints.inputs or {}).get(name, {})
     lowest = -rows if bound.negative else 0
     own = Constraints(min_value=None if overrides.get("min_value", 0) is None else lowest,
@@ -487,6 +494,16 @@ def _check_bound(name: str, array: Any, bound: IndexBound, constraints: Constrai
     if not per_sample:
         for finding in whole.findings:
             _add(out, dataclasses.replace(finding, samples=()))
+
+
+def _no_rows(name: str, lookup: str, out: Validated) -> None:
+    """The range finding for input ``name``, some of whose values (``lookup``: which)
+    the model looks up in a table of length 0 along the axis they index: no value is a
+    valid index. A finding about the whole call."""
+    _add(out, Finding("range", f"input {name!r}: the model looks {lookup} up in a table "
+                      "of length 0 along the axis they index, so no value is a valid index "
+                      "(any would fail inside it); expected no values",
+                      expected="no values (the table is empty)", received="values"))
 
 
 def _name_the_table(out: Validated, first: int, name: str, rows: int,

@@ -231,3 +231,27 @@ def test_a_calibration_of_two_inputs_is_refused_where_the_adapter_cannot_run_the
                                                    "of several inputs"):
             guard.use_calibration(made, force=True)
     assert guard.calibration is None
+
+
+def test_a_list_for_a_model_built_on_a_dict_of_unsorted_keys_is_refused_typed(sink):
+    """Keras takes a list or tuple for a model built on a dict only where the dict's keys
+    are in sorted order; otherwise it raises its own ValueError. The guard screened such
+    a list in sorted order and let Keras' error end the call; it is now refused with an
+    InputFormatError saying to pass a dict, and a dict runs as on the plain model."""
+    zeta, alpha = keras.Input((3,), name="zeta"), keras.Input((5,), name="alpha")
+    out = keras.layers.Dense(4)(keras.layers.Concatenate()([zeta, alpha]))
+    model = keras.Model({"zeta": zeta, "alpha": alpha}, out)
+    z, a = np.ones((2, 3), np.float32), np.ones((2, 5), np.float32)
+    with pytest.raises(ValueError):
+        model.predict([a, z], verbose=0)  # what the plain model does, in sorted order too
+    guarded = aimsec_core.guard(model, sinks=[sink])
+    for given in ([a, z], (a, z), [z, a]):
+        for run in (lambda: guarded.predict(given, verbose=0), lambda: guarded(given),
+                    lambda: guarded.predict_on_batch(given)):
+            with pytest.raises(aimsec_core.InputFormatError,
+                               match=r"built on a dict of inputs \['zeta', 'alpha'\].*"
+                                     r"by name only; received a (list|tuple)"):
+                run()
+    given = {"alpha": a, "zeta": z}
+    np.testing.assert_array_equal(guarded.predict(given, verbose=0),
+                                  model.predict(given, verbose=0))

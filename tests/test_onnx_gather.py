@@ -227,3 +227,26 @@ def test_ids_moved_by_a_transpose_are_checked_and_a_picked_column_leaves_the_res
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4])], [table, zero])
     guarded = aimsec_core.guard(picked, sinks=[sink])
     assert guarded.run(None, {"x": np.array([[ROWS - 1, 500]])})[0].shape == (1, 4)
+
+
+@pytest.mark.parametrize("op, ids", [("Gather", "ids"), ("GatherND", "ids"),
+                                     ("Gather", "picked")])
+def test_ids_into_a_table_of_no_rows_are_refused_as_out_of_range(sink, op, ids):
+    """No index is valid in a table of length 0: each call's ids are a range finding,
+    not a configuration error about min_value exceeding max_value."""
+    nodes = [helper.make_node("Gather", ["x", "one"], ["picked"], axis=1)]
+    table = np.zeros((0, 3) if op == "Gather" else (3, 0), dtype=np.float32)
+    session = _model(
+        nodes + [helper.make_node(op, ["table", ids], ["out"])],
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 2]),
+         helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(table, "table"),
+         numpy_helper.from_array(np.array([1], dtype=np.int64), "one")])
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    feed = {"ids": np.zeros((2, 2), np.int64), "x": np.zeros((2, 2), np.int64)}
+    with pytest.raises(Exception, match="INVALID_ARGUMENT|out of data bounds|out of bounds"):
+        session.run(None, feed)
+    with pytest.raises(ValueRangeError, match=r"input '(ids|x)': .*table of length 0"):
+        guarded.run(None, feed)
+    assert sink.outcomes == ["rejected"]

@@ -83,6 +83,30 @@ def test_only_the_sliced_positions_are_checked(sink, starts, ends, steps, as_nod
     assert sink.outcomes == ["allowed", "rejected"]
 
 
+# (starts, ends, steps, the positions onnxruntime's Slice reads): where a negative step
+# makes ONNX's clamping differ from a Python slice's (a start before the axis is clamped
+# to position 0; an end of INT32_MAX or INT64_MAX reads to the axis' beginning).
+ONNX_ONLY_SLICES = [([-7], [-7], [-2], [0]), ([-(2**63)], [-(2**63)], [-1], [0]),
+                    ([-1], [BIG], [-1], [4, 3, 2, 1, 0]), ([3], [2**31 - 1], [-2], [3, 1])]
+
+
+@pytest.mark.parametrize("starts, ends, steps, picked", ONNX_ONLY_SLICES)
+def test_a_negative_step_slice_is_read_with_onnx_clamping(sink, starts, ends, steps, picked):
+    session = _slice(starts, ends, steps, as_nodes=False)
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    x = np.full((2, WIDTH), 10**6, dtype=np.int64)
+    x[:, picked] = ROWS - 1
+    np.testing.assert_array_equal(guarded.run(None, {"x": x})[0],
+                                  session.run(None, {"x": x})[0])
+    for position in picked:
+        bad = x.copy()
+        bad[1, position] = ROWS
+        with pytest.raises(Exception, match="INVALID_ARGUMENT"):
+            session.run(None, {"x": bad})
+        with pytest.raises(ValueRangeError, match=r"sample 1: .*table of"):
+            guarded.run(None, {"x": bad})
+
+
 def test_a_column_picked_by_a_constant_gather_is_checked_alone(sink):
     for index in (np.array(0), np.array([0]), np.array(-WIDTH)):
         session = _picked([helper.make_node("Gather", ["x", "i"], ["picked"], axis=1)],

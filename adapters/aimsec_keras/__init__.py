@@ -161,6 +161,12 @@ class KerasAdapter(Adapter):
                                             f"one of {names}", check="unknown",
                                             received=shown_name(unknown))
             return screened
+        by_name = self._by_name_only()
+        if by_name is not None:
+            return {by_name[0]: Refused(
+                f"the model is built on a dict of inputs {by_name} (not in sorted order), "
+                f"which Keras takes by name only; received a {type(x).__name__}. Pass a "
+                "dict of one array per input name", received=type(x).__name__)}
         if isinstance(x, (list, tuple)):
             if names is None:
                 if not x or not all(self._is_array(v) for v in x):
@@ -171,6 +177,19 @@ class KerasAdapter(Adapter):
         if not names:
             return {DEFAULT_INPUT: x}
         return self._in_order([x], names)
+
+    def _by_name_only(self) -> list[str] | None:
+        """The keys of a model built on a dict of inputs whose keys are not in sorted
+        order (Keras refuses a list, tuple or single array for it: it would not know which
+        input each is), in the dict's order; ``None`` for another model."""
+        try:
+            struct = self.model.input
+        except (AttributeError, ValueError):  # Sequential has no single ``input`` node
+            return None
+        if not isinstance(struct, Mapping):
+            return None
+        keys = [str(key) for key in struct]
+        return keys if keys != sorted(keys) else None
 
     @staticmethod
     def _in_order(values: list[Any], names: list[str]) -> dict[str, Any]:

@@ -114,7 +114,8 @@ class GraphFacts:
         steps = [1] * len(starts) if steps is None else steps
         if not len(axes) == len(steps) == len(starts) or 0 in steps:
             return None
-        return tuple(Pick(axis, start=start, stop=stop, step=step)
+        return tuple(Pick(axis, start=start, stop=None if stop in _TO_THE_END else stop,
+                          step=step)
                      for axis, start, stop, step in zip(axes, starts, ends, steps))
 
     def constant(self, name: str) -> list[int] | None:
@@ -139,6 +140,10 @@ class GraphFacts:
         return ([int(v) for v in values.ravel()] if values.dtype.kind in "iu" else None)
 
 
+#: Ends of a ``Slice`` that onnxruntime reads as "to the axis' end in the step's direction"
+#: (numpy's ``None``): with a negative step too, where the clamp to the last position
+#: would otherwise read nothing.
+_TO_THE_END = frozenset({2**31 - 1, 2**63 - 1})
 #: Constants larger than this are not read as picks (indices or slice bounds).
 _MAX_PICKED = 4096
 
