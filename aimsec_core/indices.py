@@ -18,13 +18,16 @@ class Pick:
     ``indices`` is ``None``, those ONNX's ``Slice`` reads from ``start`` to ``stop`` by
     ``step``: a Python slice's, out-of-range bounds clamped alike, except that a ``start``
     before the axis' beginning with a negative ``step`` is clamped to position 0 (where
-    Python's slice reads nothing)."""
+    Python's slice reads nothing). ``optional``: the model reads the ``indices`` only
+    where the axis has them (a ``GatherND`` index tuple's later components, absent from a
+    shorter tuple); otherwise a position the input lacks makes the model's pick fail."""
 
     axis: int
     indices: tuple[int, ...] | None = None
     start: int | None = None
     stop: int | None = None
     step: int = 1
+    optional: bool = False
 
     def positions(self, length: int) -> list[int]:
         """The positions picked along an axis of ``length``, each from 0; an index past
@@ -82,6 +85,32 @@ class IndexBound:
         if shape is None or not -len(shape) <= self.table_axis < len(shape):
             return None
         return int(shape[self.table_axis])
+
+    def missing(self, array: Any, arrays: Mapping[str, Any]) -> tuple[str, str, str] | None:
+        """What this call lacks that the model reads: the axis of the table input the
+        indices run along, or a position a pick names (``array``: the indices' input, a
+        numpy array; ``arrays``: the call's inputs by name), as ``(what, expected,
+        received)``; ``None`` where nothing is missing. The model's own lookup or pick
+        fails on such a call."""
+        shape = getattr(arrays.get(self.table), "shape", None) if self.table else None
+        if shape is not None and not -len(shape) <= self.table_axis < len(shape):
+            return (f"input {self.table!r}, the table they index along axis "
+                    f"{self.table_axis}, has no such axis",
+                    f"an array with axis {self.table_axis}", f"shape {tuple(shape)}")
+        for pick in self.picks:
+            if not -array.ndim <= pick.axis < array.ndim:
+                return (f"the model picks {_indexing(pick)} of it, an axis it lacks",
+                        f"an array with axis {pick.axis}", f"shape {array.shape}")
+            length = array.shape[pick.axis]
+            absent = [] if pick.optional else [
+                i for i in pick.indices or () if not -length <= i < length]
+            if absent:
+                return (f"the model picks {_indexing(pick)} of it, past its length "
+                        f"{length} along axis {pick.axis}",
+                        f"more than {max(i if i >= 0 else -i - 1 for i in absent)} along "
+                        f"axis {pick.axis}", f"shape {array.shape}")
+            array = np.take(array, pick.positions(length), axis=pick.axis % array.ndim)
+        return None
 
     def values(self, array: Any) -> tuple[Any, bool] | None:
         """The picked values of ``array`` (a numpy array), axes kept, and whether axis 0

@@ -467,6 +467,13 @@ def _check_bound(name: str, array: Any, bound: IndexBound, constraints: Constrai
     table's range alone, a bound the input's own overrides set to ``None`` lifted: the
     input's other constraints were checked on all of it). Picks from the batch axis, or
     an input without one, make findings about the whole call."""
+    if isinstance(array, np.ndarray):
+        missing = bound.missing(array, out.arrays)
+        if missing is not None:
+            what, expected, received = missing
+            _block(out, "shape", f"input {name!r}: {what}", expected=expected,
+                   received=received)
+            return
     rows = bound.length(out.arrays)
     found = None if rows is None or not isinstance(array, np.ndarray) else bound.values(array)
     if found is None:

@@ -200,3 +200,43 @@ def test_ids_looked_up_inside_an_if_branch_are_checked(sink):
         sinks=[sink])
     with pytest.raises(ValueRangeError):
         guarded.run(None, {"x": np.array([[0, ROWS]]), "cond": np.array(True)})
+
+
+def test_a_pick_past_the_inputs_width_is_a_typed_refusal(sink):
+    # x's width is symbolic: x[:, 3] of a two-column x reached onnxruntime's own error
+    session = _model(
+        [helper.make_node("Gather", ["x", "i"], ["picked"], axis=1),
+         helper.make_node("Gather", ["table", "picked"], ["out"])],
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", "W"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [_table(), numpy_helper.from_array(np.array(3, dtype=np.int64), "i")])
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    x = np.array([[500, 500, 500, ROWS - 1]])
+    np.testing.assert_array_equal(guarded.run(None, {"x": x})[0],
+                                  session.run(None, {"x": x})[0])
+    narrow = np.array([[0, 0]])
+    with pytest.raises(Exception) as raised:
+        session.run(None, {"x": narrow})
+    assert not isinstance(raised.value, aimsec_core.AimsecError)
+    with pytest.raises(aimsec_core.InputFormatError, match=r"picks \[:, 3\] of it, past "
+                       r"its length 2 along axis 1"):
+        guarded.run(None, {"x": narrow})
+
+
+def test_a_fed_table_without_the_indexed_axis_is_a_typed_refusal(sink):
+    # a table declared without a shape, fed with one axis where ids index its second
+    session = _model(
+        [helper.make_node("Gather", ["table", "x"], ["out"], axis=1)],
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("table", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    guarded = aimsec_core.guard(session, sinks=[sink])
+    feed = {"x": np.array([0, 2]), "table": np.ones((4, 3), np.float32)}
+    np.testing.assert_array_equal(guarded.run(None, feed)[0], session.run(None, feed)[0])
+    flat = {"x": np.array([0]), "table": np.ones(4, np.float32)}
+    with pytest.raises(Exception) as raised:
+        session.run(None, flat)
+    assert not isinstance(raised.value, aimsec_core.AimsecError)
+    with pytest.raises(aimsec_core.InputFormatError, match="'table', the table they index "
+                       "along axis 1, has no such axis"):
+        guarded.run(None, flat)

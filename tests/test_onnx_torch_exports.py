@@ -146,7 +146,7 @@ def test_calibration_works_saves_and_travels(kind, tmp_path, sink):
 @pytest.mark.parametrize("kind, says", [
     ("two_outputs", r"which output holds class probabilities.*'logits'.*'embedding'"
                     r".*output_names"),
-    ("two_inputs", r"single-input model.*'a', 'b'"),
+    ("two_inputs", r"declares inputs \['a', 'b'\].*single-input model"),
 ])
 def test_calibration_the_detectors_cannot_do_is_a_calibration_error(kind, says):
     session = _session(kind)

@@ -204,7 +204,7 @@ def _gather_nd(facts: GraphFacts, node: Any) -> list[Lookup]:
     if ids not in facts.inputs or not rank:
         return []
     return [Lookup(ids, table, batch + j, None if fed else facts.shapes[table][batch + j],
-                   (Pick(-1, (j,)),))
+                   (Pick(-1, (j,), optional=True),))
             for j in range(rank - batch)]
 
 
