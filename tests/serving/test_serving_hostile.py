@@ -105,6 +105,42 @@ def test_conflicting_api_keys_deny_a_websocket_handshake():
     assert [m["type"] for m in sent] == ["websocket.close"]
 
 
+@pytest.mark.parametrize("kind", ["http", "websocket"])
+@pytest.mark.parametrize("peer, client", [(("203.0.113.7", 50000), "203.0.113.7"),
+                                          (None, "anonymous")])
+def test_conflicting_api_keys_leave_a_rejected_audit_line(kind, peer, client):
+    # the 400 was answered by the middleware alone: no guard ran, and no line was written
+    from tests.conftest import ListSink
+
+    sink = ListSink()
+    answer = call(middleware(Recorder(), sinks=[sink]),
+                  [(b"x-api-key", b"alpha"), (b"x-api-key", b"beta"),
+                   (b"x-request-id", b"req-9")], peer=peer, kind=kind)
+    assert answer.status in (400, None)  # a websocket without the denial extension: closed
+    (event,) = sink.events
+    assert event.outcome == "rejected"
+    verdict = event.verdict
+    assert (verdict.model, verdict.client, verdict.request_id) == ("aimsec.serving", client,
+                                                                   "req-9")
+    assert not verdict.allowed and verdict.checks == ("input",)
+    assert "2 different API keys" in verdict.findings[0].reason
+    assert "alpha" not in repr(event) and "beta" not in repr(event)
+
+
+def test_conflicting_api_keys_are_audited_in_the_default_trail(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path / "logs"))
+    guarded_app = middleware(Recorder())
+    assert not (tmp_path / "logs").exists()  # opened at the first refusal, not before
+    answer = call(guarded_app, [(b"x-api-key", b"alpha"), (b"x-api-key", b"beta")])
+    assert answer.status == 400
+    (line,) = (tmp_path / "logs" / "audit.jsonl").read_text().splitlines()
+    record = json.loads(line)
+    assert (record["model"], record["client"], record["decision"]) == (
+        "aimsec.serving", "203.0.113.7", "rejected")
+    assert record["request_id"] == answer.headers[b"x-request-id"].decode()
+    assert "alpha" not in line and "beta" not in line
+
+
 def test_repeated_equal_api_keys_are_one_key():
     app = Recorder()
     answer = call(middleware(app), [(b"x-api-key", b"alpha"), (b"X-API-Key", b" alpha")])
