@@ -25,7 +25,7 @@ from ..sinks import CallRecord, Sink, Sinks, deliver
 from ..verdict import Finding, Verdict
 from .addresses import (Address, Network, TrustedProxies, checked_prefix, client_network,
                         parse_address)
-from .keys import key_identity, resolve_secret
+from .keys import key_bytes, key_identity, resolve_secret
 from .refusals import Refusal, ambiguous_key_refusal, refusal_for, violation_in
 from .request_ids import is_safe_request_id, request_id_context, request_id_from
 from .websocket import deny_websocket, serve_websocket
@@ -62,6 +62,10 @@ class AimsecMiddleware:
        key identifies unless ``api_keys`` lists the accepted ones: then another key is
        ignored (the address identifies), so a caller inventing a fresh key per request
        cannot shed its rate limit or lockout. Checking keys stays the application's job.
+       The hash is over the header's bytes; a key listed as text stands for its latin-1
+       bytes, as Starlette's ``request.headers`` reads them
+       (:func:`~aimsec_core.serving.keys.key_bytes`), so an application hashing the key
+       it reads gets the same identity.
        A request with several different keys is answered 400 ``ambiguous_api_key`` and
        never reaches the application: which one the application would read is its
        framework's choice, so a locked-out key sent along with an invented one would be
@@ -295,7 +299,7 @@ def _accepted_identities(keys: Iterable[str | bytes] | None,
                                  "expected e.g. ['key-1', 'key-2']")
     accepted = set()
     for key in keys:
-        raw = key.encode("utf-8") if isinstance(key, str) else key
+        raw = key_bytes(key) if isinstance(key, (str, bytes)) else None
         if not isinstance(raw, bytes) or not raw.strip() or len(raw.strip()) > MAX_KEY_BYTES:
             raise ConfigurationError(
                 f"api_keys holds an unusable key (a {type(key).__name__}); expected "
