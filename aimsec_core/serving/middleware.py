@@ -183,8 +183,9 @@ class AimsecMiddleware:
         keys (never the keys themselves)."""
         start = time.perf_counter()
         count = len(_distinct_keys(keys))
+        header = (self._key_header or b"").decode("ascii")
         finding = Finding("input", f"the request carried {count} different API keys in "
-                          f"{(self._key_header or b'').decode('ascii')}; expected one", expected=1, received=count)
+                          f"{header}; expected one", expected=1, received=count)
         verdict = Verdict(allowed=False, mode="enforce", model=AUDIT_MODEL,
                           client=self._identity(scope, keys, forwarded), batch_size=0,
                           findings=(finding,), timestamp=time.time(), request_id=request_id)
