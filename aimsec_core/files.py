@@ -102,8 +102,7 @@ def write_whole(path: str | Path, text: str) -> None:
     and two writers into one folder at once never write into the same file. The file is
     created as any new file, under the process's umask (``mkstemp``'s were readable by
     their owner only, so a web server could not serve a report). Raises ``OSError``."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+    partial = _partial(Path(path))
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
@@ -113,6 +112,22 @@ def write_whole(path: str | Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
+
+
+def check_whole(path: str | Path) -> None:
+    """Raise ``OSError`` when :func:`write_whole` could not write ``path``: its temporary
+    file cannot be made beside it (the folder does not exist, is no folder, or this user
+    may not create files in it: a read-only folder refuses even where ``path`` itself is
+    a writable file). Found out by making that file, which is removed again: a command
+    that writes its result after minutes of work checks first."""
+    partial = _partial(Path(path))
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    os.unlink(partial)
+
+
+def _partial(path: Path) -> Path:
+    """A new name beside ``path`` for :func:`write_whole`'s temporary file."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
 
 
 def write_target(path: str | Path) -> tuple[Path, bool]:

@@ -108,8 +108,9 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
                trusted_proxies: Iterable[str] | None = None, key_secret: str | None = None,
                api_keys: Iterable[str] | None = None,
                on_incident: Callable[[Incident], None] = log_incident) -> FastAPI:
-    """The service. ``model`` defaults to a freshly trained digits model; ``sinks`` to the
-    audit log; ``trusted_proxies`` and ``key_secret`` to the environment; ``api_keys`` (the
+    """The service. ``model`` defaults to a freshly trained digits model; ``sinks`` (the
+    guard's, and the middleware's for the requests it refuses itself) to the audit log;
+    ``trusted_proxies`` and ``key_secret`` to the environment; ``api_keys`` (the
     keys that identify a caller) to ``AIMSEC_API_KEYS``, else :data:`DEMO_KEYS`."""
     if api_keys is None:
         listed = os.environ.get("AIMSEC_API_KEYS", "")
@@ -124,7 +125,7 @@ def create_app(*, model: Any = None, sinks: list[aimsec_core.Sink] | None = None
 
     app = FastAPI(title="guarded digits", lifespan=lifespan)
     settings = {"trusted_proxies": _listed(trusted_proxies), "key_secret": key_secret,
-                "api_keys": _listed(api_keys)}
+                "api_keys": _listed(api_keys), "sinks": sinks}  # its own refusals
     # Starlette builds its middleware at the first event it serves: a bad setting would
     # only surface there, once per request as a 500. Checked here, it stops the start.
     aimsec_core.AimsecMiddleware(app, **settings)

@@ -496,3 +496,93 @@ def test_saving_under_a_file_names_the_file(model, saved, tmp_path):
     with pytest.raises(CalibrationError, match=r"its folder '.*notes\.txt' is a file; "
                                                r"expected a folder"):
         guarded.save_calibration(tmp_path / "notes.txt" / "digits.npz")
+
+
+def _inflating(path, members, name, size):
+    """``members`` as a zip at ``path`` with member ``name`` an ``.npy`` of ``size`` zero
+    bytes of float64 data, deflated (about a thousandth of that on disk), written in
+    pieces so the test itself never holds it."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (size // 8,)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, raw in members.items():
+            if member != name:
+                archive.writestr(member, raw)
+        info = zipfile.ZipInfo(name)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w") as stream:
+            stream.write(header.getvalue())
+            zeros = bytes(1 << 20)
+            for start in range(0, size, len(zeros)):
+                stream.write(zeros[:min(len(zeros), size - start)])
+    return path
+
+
+def _claiming(path, members, name, size):
+    """``members`` as a zip at ``path`` whose member ``name`` holds 16 bytes of float64 data
+    while its header and the zip's directory declare ``size`` bytes (a damaged file)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (size // 8,)})
+    raw = header.getvalue()
+    _write(path, {**members, name: raw + bytes(16)})
+    data = bytearray(path.read_bytes())
+    entry = data.find(b"PK\x01\x02")  # the directory's entries (local headers: PK\3\4)
+    while entry >= 0:
+        length = int.from_bytes(data[entry + 28:entry + 30], "little")
+        if data[entry + 46:entry + 46 + length] == name.encode():
+            data[entry + 24:entry + 28] = (len(raw) + size).to_bytes(4, "little")
+        entry = data.find(b"PK\x01\x02", entry + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("craft", [_inflating, _claiming], ids=["zip bomb", "size lie"])
+def test_a_file_declaring_far_more_than_it_holds_is_refused_in_bounded_memory(
+        tmp_path, model, saved, craft):
+    # each member under the 512 MiB cap, 2 GiB together, was allocated and inflated (twice
+    # over: the zip member's readinto read the whole into a second buffer) before anything
+    # could say that a few KB of file cannot hold a calibration of that size
+    import tracemalloc
+
+    from aimsec_core.detection import calibration_file
+
+    members = _members(saved)
+    size = 64 * 1024 * 1024
+    path = craft(tmp_path / "bomb.npz", members, "density.precision.npy", size)
+    assert path.stat().st_size * calibration_file.MAX_INFLATION < size  # a bomb, and
+    assert calibration_file.INFLATION_ALLOWANCE < size  # larger than the allowance
+    guard = _guard(model)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CalibrationError) as refused:
+            guard.load_calibration(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < calibration_file.INFLATION_ALLOWANCE // 4
+    message = str(refused.value)
+    assert "bytes together" in message
+    assert f"in a file of {path.stat().st_size} bytes" in message
+    bound = max(calibration_file.INFLATION_ALLOWANCE,
+                calibration_file.MAX_INFLATION * path.stat().st_size)
+    assert f"at most {bound} are inflated" in message
+
+
+def test_a_member_is_read_without_a_second_copy_of_it(tmp_path, model, saved):
+    # the zip member's readinto read the whole member into bytes, then copied it
+    import tracemalloc
+
+    members = _members(saved)
+    size = 8 * 1024 * 1024  # within the allowance: read, then refused for its shape
+    path = _inflating(tmp_path / "big.npz", members, "density.precision.npy", size)
+    guard = _guard(model)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CalibrationError):
+            guard.load_calibration(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < size * 3 // 2  # the member, a chunk, the file's small arrays

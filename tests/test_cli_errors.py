@@ -299,3 +299,55 @@ def test_evaluate_writes_to_an_output_pipe_named_by_its_descriptor(capsys, monke
             os.close(write)
         assert status == 0, capsys.readouterr().err
         assert json.loads(pipe.read())["rows"] == []
+
+
+def _as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param("read-only folder, file there", marks=pytest.mark.skipif(
+        _as_root(), reason="root may create files in a read-only folder")),
+    pytest.param("read-only folder, new file", marks=pytest.mark.skipif(
+        _as_root(), reason="root may create files in a read-only folder")),
+    pytest.param("folder not searchable", marks=pytest.mark.skipif(
+        _as_root(), reason="root may search any folder")),
+    "no such folder", "folder is a file", "out is a folder"])
+def test_evaluate_refuses_an_output_it_could_not_write_before_it_trains(
+        tmp_path, capsys, monkeypatch, case):
+    # the JSON is written whole through a temporary file beside it: a writable file in a
+    # read-only folder passed the check, and the write failed once the run had ended
+    from aimsec_core import evaluation
+
+    def evaluate(*args, **kwargs):
+        raise AssertionError("the evaluation ran though its output cannot be written")
+
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = {"read-only folder, file there": folder / "e.json",
+           "read-only folder, new file": folder / "e.json",
+           "folder not searchable": folder / "e.json",
+           "no such folder": folder / "missing" / "e.json",
+           "folder is a file": folder / "e.json" / "x.json",
+           "out is a folder": folder}[case]
+    if case in ("read-only folder, file there", "folder is a file"):
+        (folder / "e.json").write_text("previous")
+    mode = {"read-only folder, file there": 0o500, "read-only folder, new file": 0o500,
+            "folder not searchable": 0o000}.get(case)
+    if mode is not None:
+        folder.chmod(mode)
+    try:
+        status, err = run_cli(["evaluate", "--framework", "sklearn", "--out", str(out)],
+                              capsys)
+    finally:
+        folder.chmod(0o700)
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"aimsec evaluate: --out {out}"), err
+    assert "expected" in lines[0] and "Traceback" not in err
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == (["e.json"] if case in ("read-only folder, file there",
+                                           "folder is a file") else [])
+    if left:
+        assert (folder / "e.json").read_text() == "previous"

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import digits
 from ..extras import require
-from ..files import write_target
+from ..files import check_whole, write_target
 from ..visible import shown
 from .arguments import MAX_SEED, fail, rate, seed
 
@@ -93,22 +93,32 @@ def _refusal(args: argparse.Namespace) -> str | None:
 def _unwritable(path: Path) -> str | None:
     """Why ``path`` cannot be written, or None; a file this check creates is removed.
 
-    Opened without blocking: a FIFO nobody reads is refused here (``ENXIO``) instead of
-    holding the command before it starts. A symbolic link is checked at the file it
-    leads to (the one the JSON will be written to), and left in place."""
-    if path.is_dir():
-        return f"--out {path} is a folder; expected a file to write the JSON to"
-    target, _ = write_target(path)  # where write_json will write
-    existed = target.exists()
-    try:
+    Checked as ``write_json`` will write: a regular file (or one not there yet) is
+    written whole through a temporary file beside it, so that file must be creatable
+    too (:func:`~aimsec_core.files.check_whole`): a writable file in a read-only folder
+    failed only once the run had ended. Opened without blocking: a FIFO nobody reads is
+    refused here (``ENXIO``) instead of holding the command before it starts. A symbolic
+    link is checked at the file it leads to (the one the JSON will be written to), and
+    left in place."""
+    created = False
+    try:  # is_dir and exists raise too, where a folder on the way may not be searched
+        if path.is_dir():
+            return f"--out {path} is a folder; expected a file to write the JSON to"
+        target, whole = write_target(path)  # where write_json will write
+        existed = target.exists()
         os.close(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,
                          0o666))
+        created = not existed
+        if whole:
+            check_whole(target)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             return f"--out {path} is a FIFO nobody is reading; expected a file to write the JSON to"
-        return f"--out {path}: cannot write there ({exc.strerror or exc})"
-    if not existed:
-        target.unlink(missing_ok=True)
+        return (f"--out {path}: cannot write there ({exc.strerror or exc}); expected a file "
+                "in an existing folder where this user may create files")
+    finally:
+        if created:
+            target.unlink(missing_ok=True)
     return None
 
 

@@ -3,7 +3,8 @@ JSON document (``__meta__``) and the detectors' arrays.
 
 A calibration file is untrusted input: it decides what the guard lets through. Reading
 one therefore opens only the members the metadata names for known detectors, checks each
-member's declared size against a cap before anything is decompressed, reads arrays
+member's declared size against a cap, and their sizes together against what a file of its
+size can hold (:data:`MAX_INFLATION`), before anything is decompressed, reads arrays
 without pickle and only where the array header's shape matches the member's size, checks
 the metadata's types and values (finite thresholds, sane counts), and checks the file's
 digest (and signature, where ``AIMSEC_CALIBRATION_KEY`` is set:
@@ -39,6 +40,23 @@ MAX_MEMBER_BYTES = 512 * 1024 * 1024
 #: zip-compressed zeros made the loader allocate and inflate 512 MiB per member it names.
 MEMBERS_TOTAL_FACTOR = 4
 MAX_META_BYTES = 1024 * 1024
+#: The array members read may inflate to at most this many times the file's own size
+#: (bytes on disk), or to :data:`INFLATION_ALLOWANCE`, whichever is more. What a
+#: calibration holds in bulk is float64 learnt from data: random projections of wide
+#: inputs (width x 256), the robust detector's weights (width x hidden), neighbour points
+#: (up to 100,000 x 1,024), precision matrices; deflate shrinks those about 1.05 times
+#: (projections, weights), 5 to 15 times (8-bit images) and at most about 50 times (sparse
+#: 0/1 images), while a deflated run of zeros shrinks about 1,030 times: a few KB of file
+#: declaring hundreds of MB is a zip bomb or a damaged file, refused before anything is
+#: allocated or inflated, instead of up to the 2 GiB the member caps allow.
+MAX_INFLATION = 100
+#: What the members read may inflate to whatever the file's size: small calibrations of
+#: repetitive arrays (integer labels, clean scores with ties) compress beyond
+#: :data:`MAX_INFLATION` times, and 16 MiB is more than a calibration of narrow inputs
+#: holds in all (a default one of 8x8 digits: about 330 KB).
+INFLATION_ALLOWANCE = 16 * 1024 * 1024
+#: Bytes inflated per read of a member: the array's buffer is all it holds in memory.
+READ_CHUNK = 1024 * 1024
 #: Largest plausible threshold: a suspicion is the sum of two rarities (-log10 p-values
 #: of clean scores, about 3 each for a thousand samples); far beyond it nothing is flagged.
 MAX_THRESHOLD = 1e6
@@ -104,6 +122,7 @@ def read(path: str | Path, members_for: Any) -> tuple[dict[str, Any], dict[str, 
             meta = _meta(_read_member(archive, META, sizes, MAX_META_BYTES), path)
             names = [name for name in members_for(meta) if f"{name}.npy" in sizes]
             _check_total(names, sizes, cap)
+            _check_inflation(names, sizes, os.fstat(stream.fileno()).st_size)
             arrays = {name: _read_member(archive, name, sizes, cap) for name in names}
     except CalibrationError:
         raise
@@ -144,6 +163,21 @@ def _check_total(names: list[str], sizes: dict[str, int], cap: int) -> None:
             "AIMSEC_CALIBRATION_MAX_BYTES, which raises the cap for trusted files)")
 
 
+def _check_inflation(names: list[str], sizes: dict[str, int], file_bytes: int) -> None:
+    """Refuse, before any of them is inflated, members that declare more bytes together
+    than the file's ``file_bytes`` could hold as a calibration (:data:`MAX_INFLATION`,
+    :data:`INFLATION_ALLOWANCE`): what the loader allocates and inflates stays within
+    that bound, whatever the file declares."""
+    total = sum(sizes[f"{name}.npy"] for name in names)
+    bound = max(INFLATION_ALLOWANCE, MAX_INFLATION * file_bytes)
+    if total > bound:
+        raise CalibrationError(
+            f"the calibration file's {len(names)} members declare {total} bytes together "
+            f"in a file of {file_bytes} bytes; at most {bound} are inflated "
+            f"({MAX_INFLATION} times the file's size, at least {INFLATION_ALLOWANCE}): a "
+            "calibration's arrays compress far less, so this is a damaged file or a zip bomb")
+
+
 def _check_size(name: str, size: int, cap: int) -> None:
     if size > cap:
         raise CalibrationError(
@@ -169,10 +203,25 @@ def _read_member(archive: zipfile.ZipFile, name: str, sizes: dict[str, int],
                 f"member {name!r} declares an array of shape {shape} ({claimed} bytes) but "
                 f"holds {sizes[member] - stream.tell()} bytes of data")
         data = bytearray(claimed)  # writable, as read_array's arrays are
-        got = stream.readinto(data)
+        got = _read_into(stream, data)
     if got != claimed:
         raise CalibrationError(f"member {name!r} ends early ({got} of {claimed} bytes)")
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _read_into(stream: Any, data: bytearray) -> int:
+    """Fill ``data`` from ``stream`` :data:`READ_CHUNK` bytes at a time; the bytes read.
+    (A zip member's ``readinto`` reads the whole size asked for into a second buffer
+    first, doubling what a member holds in memory.)"""
+    view, got = memoryview(data), 0
+    with view:
+        while got < len(data):
+            chunk = stream.read(min(READ_CHUNK, len(data) - got))
+            if not chunk:
+                break
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+    return got
 
 
 def _npy_header(stream: Any) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -14,15 +14,18 @@ it.)
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from ..config import resolve
 from ..context import ANONYMOUS, client, unidentified
 from ..errors import ConfigurationError, SecurityViolation
+from ..sinks import CallRecord, Sink, Sinks, deliver
+from ..verdict import Finding, Verdict
 from .addresses import (Address, Network, TrustedProxies, checked_prefix, client_network,
                         parse_address)
-from .keys import key_identity, resolve_secret
+from .keys import key_bytes, key_identity, resolve_secret
 from .refusals import Refusal, ambiguous_key_refusal, refusal_for, violation_in
 from .request_ids import is_safe_request_id, request_id_context, request_id_from
 from .websocket import deny_websocket, serve_websocket
@@ -41,6 +44,9 @@ MAX_KEY_BYTES = 4096
 DEFAULT_IPV6_PREFIX = 64
 #: Key under which the downstream scope carries ``{"client": ..., "request_id": ...}``.
 SCOPE_KEY = "aimsec"
+#: The ``model`` of the audit line of a request the middleware refuses itself: no model
+#: was called.
+AUDIT_MODEL = "aimsec.serving"
 
 
 class AimsecMiddleware:
@@ -56,10 +62,18 @@ class AimsecMiddleware:
        key identifies unless ``api_keys`` lists the accepted ones: then another key is
        ignored (the address identifies), so a caller inventing a fresh key per request
        cannot shed its rate limit or lockout. Checking keys stays the application's job.
+       The hash is over the header's bytes; a key listed as text stands for its latin-1
+       bytes, as Starlette's ``request.headers`` reads them
+       (:func:`~aimsec_core.serving.keys.key_bytes`), so an application hashing the key
+       it reads gets the same identity.
        A request with several different keys is answered 400 ``ambiguous_api_key`` and
        never reaches the application: which one the application would read is its
        framework's choice, so a locked-out key sent along with an invented one would be
-       served as the one and counted as the other.
+       served as the one and counted as the other. It leaves one ``rejected`` line in
+       ``sinks`` (default: the audit log under ``SECURITY_LOG_PATH``, opened at the first
+       such request; where it cannot be, the ``aimsec.serving`` logger says so), model
+       :data:`AUDIT_MODEL`, check ``input``, for the address's identity (as
+       :meth:`identify` gives it; ``"anonymous"`` without one), under its request id.
     2. The direct peer's address, or, when the peer is one of ``trusted_proxies``
        (addresses or CIDR networks; else ``AIMSEC_TRUSTED_PROXIES``), the right-most
        untrusted hop of ``X-Forwarded-For`` (:mod:`aimsec_core.serving.addresses`). An
@@ -93,8 +107,9 @@ class AimsecMiddleware:
     would sit outside Starlette's error handler, which answers 500 first.
 
     Raises :class:`ConfigurationError` for an invalid proxy, secret or header name, for
-    one header named for two jobs, and for ``forwarded_header="Forwarded"`` (RFC 7239's
-    syntax is not ``X-Forwarded-For``'s).
+    one header named for two jobs, for ``forwarded_header="Forwarded"`` (RFC 7239's
+    syntax is not ``X-Forwarded-For``'s), and for ``sinks`` that are not objects
+    with ``record(event)``.
     """
 
     def __init__(self, app: ASGIApp, *, api_key_header: str | None = "X-API-Key",
@@ -103,7 +118,7 @@ class AimsecMiddleware:
                  forwarded_header: str = "X-Forwarded-For",
                  request_id_header: str = "X-Request-ID",
                  include_model: bool = False, api_keys: Iterable[str | bytes] | None = None,
-                 ipv6_prefix: int | None = None) -> None:
+                 ipv6_prefix: int | None = None, sinks: Iterable[Sink] | None = None) -> None:
         self.app = app
         self.trusted_proxies = TrustedProxies(trusted_proxies)
         self._secret = resolve_secret(key_secret)
@@ -117,6 +132,9 @@ class AimsecMiddleware:
         _check_distinct(self._key_header, self._forwarded_header, self._request_id_header)
         self.include_model = include_model
         self._warned_unix = False
+        # where the requests the middleware refuses itself are recorded; the default audit
+        # log is opened at the first (an application that never meets one writes nothing)
+        self._sinks = Sinks(sinks) if sinks is not None else None
 
     def __repr__(self) -> str:  # the secret stays out of reprs and tracebacks
         return (f"AimsecMiddleware(app={self.app!r}, trusted_proxies={self.trusted_proxies!r},"
@@ -134,6 +152,7 @@ class AimsecMiddleware:
             refusal = ambiguous_key_refusal(request_id)
             log.debug("refused request %s: %s (HTTP %d)", request_id, refusal.code,
                       refusal.status)
+            self._record_ambiguous(scope, keys, forwarded, request_id, refusal)
             if kind == "websocket":
                 await deny_websocket(scope, send, refusal, id_header)
             else:
@@ -157,6 +176,28 @@ class AimsecMiddleware:
         keys, forwarded, request_ids = self._read_headers(scope)
         request_id = _outer_request_id(scope) or request_id_from(request_ids)
         return self._identity(scope, keys, forwarded), request_id
+
+    def _record_ambiguous(self, scope: Scope, keys: list[bytes], forwarded: list[bytes],
+                          request_id: str, refusal: Refusal) -> None:
+        """The ``rejected`` line of a request refused for carrying several different API
+        keys (never the keys themselves)."""
+        start = time.perf_counter()
+        count = len(_distinct_keys(keys))
+        header = (self._key_header or b"").decode("ascii")
+        finding = Finding("input", f"the request carried {count} different API keys in "
+                          f"{header}; expected one", expected=1, received=count)
+        verdict = Verdict(allowed=False, mode="enforce", model=AUDIT_MODEL,
+                          client=self._identity(scope, keys, forwarded), batch_size=0,
+                          findings=(finding,), timestamp=time.time(), request_id=request_id)
+        if self._sinks is None:
+            try:
+                self._sinks = _audit_log()
+            except ConfigurationError:  # the answer still goes out: say why no line did
+                log.exception("aimsec: request %s was refused (%s) but the audit log "
+                              "could not be opened", request_id, refusal.code)
+                return
+        deliver(self._sinks, CallRecord(verdict, "rejected", time.perf_counter() - start,
+                                        error=f"{refusal.code}: {finding.reason}"))
 
     def _read_headers(self, scope: Scope) -> tuple[list[bytes], list[bytes], list[bytes]]:
         """The values of the API key, forwarded-for and request id headers, in order."""
@@ -244,6 +285,12 @@ class AimsecMiddleware:
         return refusal
 
 
+def _audit_log() -> Sinks:
+    from ..audit import AuditLog
+
+    return Sinks([AuditLog()])
+
+
 def _accepted_identities(keys: Iterable[str | bytes] | None,
                          secret: bytes) -> frozenset[str] | None:
     if keys is None:
@@ -253,7 +300,7 @@ def _accepted_identities(keys: Iterable[str | bytes] | None,
                                  "expected e.g. ['key-1', 'key-2']")
     accepted = set()
     for key in keys:
-        raw = key.encode("utf-8") if isinstance(key, str) else key
+        raw = key_bytes(key) if isinstance(key, (str, bytes)) else None
         if not isinstance(raw, bytes) or not raw.strip() or len(raw.strip()) > MAX_KEY_BYTES:
             raise ConfigurationError(
                 f"api_keys holds an unusable key (a {type(key).__name__}); expected "

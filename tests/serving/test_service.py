@@ -124,6 +124,20 @@ def test_hostile_headers_over_the_wire(served, digits):
     assert len(answer.headers["x-request-id"]) == 32
 
 
+def test_several_api_keys_are_400_and_audited_for_the_address(served, digits):
+    # the middleware's own 400 left no line in the trail: the guard never saw the request
+    url, sink, audit = served
+    answer = post(url, digits[:1], headers=[("X-API-Key", RAW_KEY), ("X-API-Key", "sk-other"),
+                                            ("X-Request-ID", "req-two-keys")])
+    assert answer.status_code == 400 and answer.json()["error"] == "ambiguous_api_key"
+    assert sink.outcomes[-1] == "rejected" and last_client(sink) == "127.0.0.1"
+    lines = [json.loads(line) for line in audit.file.read_text().splitlines()]
+    assert [(r["model"], r["client"], r["decision"]) for r in lines
+            if r["request_id"] == "req-two-keys"] == [("aimsec.serving", "127.0.0.1",
+                                                       "rejected")]
+    assert RAW_KEY not in audit.file.read_text() and "sk-other" not in audit.file.read_text()
+
+
 def test_nan_input_is_422_and_recorded_for_its_client(served, digits):
     url, sink, _ = served
     row = ", ".join(["NaN"] + ["0"] * 63)

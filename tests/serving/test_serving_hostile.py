@@ -105,6 +105,90 @@ def test_conflicting_api_keys_deny_a_websocket_handshake():
     assert [m["type"] for m in sent] == ["websocket.close"]
 
 
+@pytest.mark.parametrize("kind", ["http", "websocket"])
+@pytest.mark.parametrize("peer, client", [(("203.0.113.7", 50000), "203.0.113.7"),
+                                          (None, "anonymous")])
+def test_conflicting_api_keys_leave_a_rejected_audit_line(kind, peer, client):
+    # the 400 was answered by the middleware alone: no guard ran, and no line was written
+    from tests.conftest import ListSink
+
+    sink = ListSink()
+    answer = call(middleware(Recorder(), sinks=[sink]),
+                  [(b"x-api-key", b"alpha"), (b"x-api-key", b"beta"),
+                   (b"x-request-id", b"req-9")], peer=peer, kind=kind)
+    assert answer.status in (400, None)  # a websocket without the denial extension: closed
+    (event,) = sink.events
+    assert event.outcome == "rejected"
+    verdict = event.verdict
+    assert (verdict.model, verdict.client, verdict.request_id) == ("aimsec.serving", client,
+                                                                   "req-9")
+    assert not verdict.allowed and verdict.checks == ("input",)
+    assert "2 different API keys" in verdict.findings[0].reason
+    assert "alpha" not in repr(event) and "beta" not in repr(event)
+
+
+def test_conflicting_api_keys_are_audited_in_the_default_trail(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECURITY_LOG_PATH", str(tmp_path / "logs"))
+    guarded_app = middleware(Recorder())
+    assert not (tmp_path / "logs").exists()  # opened at the first refusal, not before
+    answer = call(guarded_app, [(b"x-api-key", b"alpha"), (b"x-api-key", b"beta")])
+    assert answer.status == 400
+    (line,) = (tmp_path / "logs" / "audit.jsonl").read_text().splitlines()
+    record = json.loads(line)
+    assert (record["model"], record["client"], record["decision"]) == (
+        "aimsec.serving", "203.0.113.7", "rejected")
+    assert record["request_id"] == answer.headers[b"x-request-id"].decode()
+    assert "alpha" not in line and "beta" not in line
+
+
+def _key_echoing_app(**options) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(AimsecMiddleware, key_secret=SECRET, **options)
+
+    @app.get("/key")
+    async def endpoint(request: Request) -> dict[str, str]:
+        # the key as the application reads it: Starlette decodes header bytes as latin-1
+        return {"middleware": current_client(),
+                "application": key_identity(request.headers["x-api-key"], SECRET.encode())}
+
+    return app
+
+
+@pytest.mark.parametrize("sent", [b"cl\xe9", b"cl\xc3\xa9", b"\xff\x80key"],
+                         ids=["latin-1", "utf-8", "no text"])
+def test_a_non_ascii_key_is_the_same_client_to_the_middleware_and_the_application(sent):
+    # the middleware hashed the header's bytes, the application's text (latin-1 decoded)
+    # was hashed as UTF-8: the same request was two different clients
+    with running(_key_echoing_app()) as url, httpx.Client(base_url=url, timeout=60) as http:
+        answer = http.get("/key", headers=[(b"X-API-Key", sent)])
+    assert answer.status_code == 200, answer.text
+    seen = answer.json()
+    assert seen["middleware"] == seen["application"] == key_identity(sent, SECRET.encode())
+
+
+@pytest.mark.parametrize("listed, sent, identifies", [
+    ("cl\u00e9", b"cl\xe9", True),  # the text Starlette shows for that byte
+    ("cl\u00e9", b"cl\xc3\xa9", False),  # Starlette shows "cl\u00c3\u00a9": another key
+    ("cl\u00e9".encode(), b"cl\xc3\xa9", True),  # listed as the bytes UTF-8 clients send
+])
+def test_a_listed_non_ascii_key_is_matched_as_the_application_reads_it(listed, sent,
+                                                                       identifies):
+    app = _key_echoing_app(api_keys=[listed])
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        answer = http.get("/key", headers=[(b"X-API-Key", sent)])
+    assert answer.status_code == 200, answer.text
+    expected = key_identity(sent, SECRET.encode()) if identifies else "127.0.0.1"
+    assert answer.json()["middleware"] == expected
+
+
+def test_a_listed_key_no_header_text_can_hold_is_refused_unshown():
+    from aimsec_core import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="past U\\+00FF") as refused:
+        middleware(Recorder(), api_keys=["cl\u00e9-\u043a\u043b\u044e\u0447"])
+    assert "\u043a" not in str(refused.value)
+
+
 def test_repeated_equal_api_keys_are_one_key():
     app = Recorder()
     answer = call(middleware(app), [(b"x-api-key", b"alpha"), (b"X-API-Key", b" alpha")])
