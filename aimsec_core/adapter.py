@@ -89,6 +89,15 @@ class Adapter(ABC):
         """Declared inputs, in call order, or ``None`` where the model declares nothing."""
         return None
 
+    def input_names(self) -> list[str] | None:
+        """The names of the inputs every call of the model carries, in call order, where
+        they are others than :meth:`signature`'s (a torch ``forward`` taking several
+        required tensors, whose signature declares the first alone: its other arguments
+        are validated as passed, never declared); ``None`` (the default): the declared
+        inputs. A model of several is calibrated on all of them (where
+        ``capabilities.several_inputs``), and its calls screened on them joined."""
+        return None
+
     @abstractmethod
     def native(self, value: Any) -> Any | None:
         """``value`` as an array the core can screen (array API), or ``None`` if ``value``

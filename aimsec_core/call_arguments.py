@@ -75,6 +75,12 @@ class Binder:
             and all(p.default is not inspect.Parameter.empty or p.kind in (
                 inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
                 for p in params[len(leading):]))
+        #: the parameters every call must pass, in order (positional ones, then
+        #: keyword-only ones: ``(positional, keyword)``)
+        self.required: tuple[tuple[str, ...], tuple[str, ...]] = (
+            tuple(p.name for p in leading if p.default is inspect.Parameter.empty),
+            tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
+                  and p.default is inspect.Parameter.empty))
         first = params[0] if params else None
         if self.signature is None:  # positional arguments are named as bind names them
             self.first_name = "args[0]"

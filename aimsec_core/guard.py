@@ -145,8 +145,9 @@ class Guard:
         also learn from ``reference``, if given. ``fpr`` is per sample; with ``batch_size``
         it is per call of that many samples (see ``per_sample_rate``).
 
-        For a model declaring several inputs, ``x_clean`` (and ``reference``) is a list
-        (in declared order) or a dict (by input name) of one array per input, where the
+        For a model of several inputs (declared, or ``Adapter.input_names``), ``x_clean``
+        (and ``reference``) is a list (in their order) or a dict (by input name) of one
+        array per input, as many samples in each (else :class:`CalibrationError`), where the
         adapter can run the model on them (``Capabilities.several_inputs``); the detectors
         read each sample as its inputs flattened and concatenated (``detection/joined.py``).
         """
@@ -216,16 +217,14 @@ class Guard:
         model, or set directly) would run a model of several on its first input alone
         (the framework's own error on every call), one made on several cannot read a
         model of one."""
-        declared = self._declared if self.adapter.static_signature else (
-            self.adapter.signature())
-        inputs = len(declared) if declared else 1
+        names = self._input_names()
+        inputs = len(names) or 1
         calibrated = len(calibration.input_shapes) or 1
         if inputs != calibrated:
             made = (f"one input (samples of shape {tuple(calibration.sample_shape)})"
                     if calibrated == 1 else f"{calibrated} inputs "
                     f"{_shapes_text(calibration.input_shapes)}")
-            model = (f"declares {inputs} inputs {[spec.name for spec in declared]}"
-                     if declared and inputs > 1 else "takes one input")
+            model = f"declares {inputs} inputs {names}" if inputs > 1 else "takes one input"
             raise CalibrationError(
                 f"the calibration was made on {made}; this model {model}, and the "
                 "detectors read the inputs it was calibrated on: recalibrate on this "
@@ -237,17 +236,31 @@ class Guard:
                 "the detectors: use this model uncalibrated (every input is still "
                 "validated)")
 
+    def _input_names(self) -> list[str]:
+        """The inputs every call of the model carries, in call order (the adapter's
+        ``input_names``, else the declared inputs'); empty where it declares none."""
+        named = self.adapter.input_names()
+        if named is not None:
+            return list(named)
+        declared = self._declared if self.adapter.static_signature else (
+            self.adapter.signature())
+        return [spec.name for spec in declared or ()]
+
     def _clean_data(self, data: Any, what: str) -> tuple[np.ndarray, JoinedInputs | None]:
         """``data`` as a host array, refused unless it passes validation cleanly; for a
-        model declaring several inputs, the joined rows of its arrays (one per input, a
-        list in declared order or a dict by name) and their layout (``None`` otherwise)."""
-        declared = self._declared
-        if declared and len(declared) > 1:
-            names = [spec.name for spec in declared]
+        model of several inputs, the joined rows of its arrays (one per input, a list in
+        declared order or a dict by name, as many samples in each) and their layout
+        (``None`` otherwise)."""
+        names = self._input_names()
+        if len(names) > 1:
             arrays = self._validated_clean(self._per_input(data, what, names), what)
             host = [np.asarray(to_host(arrays[name])) for name in names]
+            unbatched = _unbatched(names, host)
+            if unbatched:
+                raise CalibrationError(f"{what} must hold as many samples in every input; "
+                                       f"received {unbatched}")
             return join(host), JoinedInputs.of(host)
-        name = declared[0].name if declared else "input"
+        name = names[0] if names else "input"
         return np.asarray(to_host(self._validated_clean({name: data}, what)[name])), None
 
     def _per_input(self, data: Any, what: str, names: list[str]) -> dict[str, Any]:
@@ -636,13 +649,19 @@ class Guard:
         order), the host rows the detectors read (those arrays joined, ``layout`` their
         layout; else ``layout`` is ``None``). A blocking :class:`Finding` where the
         detectors cannot read it (a sparse matrix, samples of another shape than
-        calibrated); ``None`` where a declared input is missing (refused by validation)."""
+        calibrated, inputs of different batch lengths, an input that holds no array);
+        ``None`` where an input is missing and validation has found something (its
+        finding stands)."""
         if calibration.input_shapes:
-            declared = self._declared if self.adapter.static_signature else (
-                self.adapter.signature())
-            names = [spec.name for spec in declared or ()]
-            if not all(name in validated.views for name in names):
+            names = self._input_names()
+            missing = [name for name in names if name not in validated.views]
+            if missing and validated.findings:
                 return None
+            if missing:  # an argument holding no array (a tensor inside a tuple)
+                return Finding(
+                    "format", f"input {missing[0]!r} is not an array; the detectors were "
+                    f"calibrated on the model's inputs {names}, each an array of samples",
+                    expected="an array", received="none", blocking=True)
             shapes = calibration.input_shapes
         else:
             names = list(validated.arrays)[:1]
@@ -666,6 +685,11 @@ class Guard:
                     blocking=True)
         if not calibration.input_shapes:
             return natives[0], views[0], None
+        unbatched = _unbatched(names, views)
+        if unbatched:
+            return Finding("shape", f"inputs hold different numbers of samples: {unbatched}; "
+                           "the detectors read each sample of every input together",
+                           expected="equal batch sizes", received=unbatched, blocking=True)
         return natives, join(views), JoinedInputs.of(views)
 
     def _verdict(self, validated: Validated, inputs: Mapping[str, Any],
@@ -952,6 +976,15 @@ def _violation(verdict: Verdict, advisory: frozenset[str] = frozenset(),
     except TypeError:  # a caller's subclass whose constructor takes other arguments
         return InvalidInputError(message, verdict, check=finding.check,
                                  expected=finding.expected, received=finding.received)
+
+
+def _unbatched(names: Sequence[str], arrays: Sequence[np.ndarray]) -> dict[str, int]:
+    """Each input's number of samples where the inputs of a model of several hold
+    different numbers (validation checks batch agreement among declared inputs only);
+    empty where they agree."""
+    lengths = {name: int(array.shape[0]) if array.ndim else 1
+               for name, array in zip(names, arrays)}
+    return lengths if len(set(lengths.values())) > 1 else {}
 
 
 def _shapes_text(shapes: Sequence[tuple[int, ...]]) -> str:

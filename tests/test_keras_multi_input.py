@@ -217,14 +217,26 @@ def test_a_one_input_calibration_forced_onto_a_subclassed_model_of_two_arrays(si
 
 
 def test_a_calibration_of_two_inputs_is_refused_where_the_adapter_cannot_run_them():
-    """Forced onto an ONNX graph of two feeds, whose adapter runs a model on one array."""
+    """Forced onto an ONNX graph of two feeds through an adapter that runs a model on
+    one array (the ONNX adapter's capabilities without ``several_inputs``)."""
+    import dataclasses
+
     ort = pytest.importorskip("onnxruntime")
+    from aimsec_core.guard import Guard
+    from aimsec_onnx import OnnxAdapter
     from tests.test_onnx_adapter import _two_input_model as onnx_two_inputs
+
+    class OneArray(OnnxAdapter):
+        capabilities = dataclasses.replace(OnnxAdapter.capabilities, several_inputs=False)
 
     session = ort.InferenceSession(onnx_two_inputs(), providers=["CPUExecutionProvider"])
     made = aimsec_core.guard(_trained(), sinks=[]).calibrate(
         _given(CALIBRATION, False), detectors=["margin"])
-    guard = aimsec_core.guard_of(aimsec_core.guard(session, sinks=[]))
+    guard = Guard(session, OneArray(session), sinks=[])
+    with pytest.raises(CalibrationError, match=r"\['upper', 'lower'\], and calibration "
+                                               "data is a list of 2 .*cannot run a model "
+                                               "of several inputs"):
+        guard.calibrate([np.zeros((40, 32), np.float32), np.zeros((40, 32), np.int64)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # made for another model
         with pytest.raises(CalibrationError, match="onnx adapter cannot run a model "

@@ -124,12 +124,12 @@ def test_every_run_path_and_copy_gives_the_plain_outputs(kind, from_file, tmp_pa
     assert sink.outcomes.count("rejected") == 0
 
 
-@pytest.mark.parametrize("kind", ["dynamic", "float16", "sigmoid"])
+@pytest.mark.parametrize("kind", ["dynamic", "float16", "sigmoid", "two_inputs"])
 def test_calibration_works_saves_and_travels(kind, tmp_path, sink):
     session = _session(kind)
     guarded = aimsec_core.guard(session, sinks=[sink], mode="monitor")
-    x = _feed(session, _images()[1000:1300])["x"]
-    guarded.calibrate(x)
+    data = _feed(session, _images()[1000:1300])
+    guarded.calibrate(data["x"] if kind != "two_inputs" else data)  # both feeds, by name
     feed = _feed(session, _images()[:5])
     _same(guarded.run(None, feed), session.run(None, feed))
     path = guarded.save_calibration(tmp_path / "cnn.npz")
@@ -146,7 +146,7 @@ def test_calibration_works_saves_and_travels(kind, tmp_path, sink):
 @pytest.mark.parametrize("kind, says", [
     ("two_outputs", r"which output holds class probabilities.*'logits'.*'embedding'"
                     r".*output_names"),
-    ("two_inputs", r"declares inputs \['a', 'b'\].*single-input model"),
+    ("two_inputs", r"\['a', 'b'\].*one array per input; received a ndarray"),
 ])
 def test_calibration_the_detectors_cannot_do_is_a_calibration_error(kind, says):
     session = _session(kind)

@@ -78,7 +78,8 @@ class OnnxAdapter(Adapter):
     requires = ("onnxruntime",)
     input_types = "a numpy array"
     # onnxruntime's run takes nested lists too, cast to the declared element type.
-    capabilities = Capabilities(probabilities=True, signature=True, host_sequences=True)
+    capabilities = Capabilities(probabilities=True, signature=True, host_sequences=True,
+                                several_inputs=True)
     closed_signature = True  # the feed holds the declared inputs and nothing else
 
     @classmethod
@@ -161,17 +162,23 @@ class OnnxAdapter(Adapter):
         return host_snapshot(value, array)
 
     def scores(self, x: Any) -> Any:
-        inputs = self.model.get_inputs()
-        if len(inputs) != 1:
-            raise NotImplementedError(
-                f"class scores need a single-input model; this one takes "
-                f"{[arg.name for arg in inputs]}")
-        dtype = onnx_dtype(inputs[0].type)
-        if dtype is not None:  # detectors may hand in float64 copies; onnxruntime is strict
-            import numpy as np
+        """The class probabilities of :attr:`probability_output` for ``x``: an array, or
+        for a session of several inputs a list of one per input in declared order (the
+        feed is built by name)."""
+        import numpy as np
 
-            x = np.asarray(x, dtype=dtype)
-        scores = self.model.run([self.probability_output], {inputs[0].name: x})[0]
+        inputs = self.model.get_inputs()
+        given = x if isinstance(x, list) else [x]
+        if len(inputs) != len(given):
+            raise NotImplementedError(
+                f"class scores need one array per input of {[arg.name for arg in inputs]}; "
+                f"received {len(given)}")
+        feed = {}
+        for arg, value in zip(inputs, given):
+            dtype = onnx_dtype(arg.type)
+            # detectors may hand in float64 copies; onnxruntime is strict
+            feed[arg.name] = value if dtype is None else np.asarray(value, dtype=dtype)
+        scores = self.model.run([self.probability_output], feed)[0]
         ndim = getattr(scores, "ndim", 0)
         if ndim == 1 or (ndim == 2 and scores.shape[1] == 1):  # a binary classifier's column
             from aimsec_core.detection import binary_probabilities

@@ -26,7 +26,9 @@ model reads; joined to the caller's autograd graph where the tensor requires gra
 gradient is the plain call's; what the model writes into the copy in place, a cache or
 state it updates, is copied back into the caller's tensor after the call), so its hooks
 fire once and a valid call returns exactly what the plain model returns. With calibrated
-detectors, the gradient detector reuses that one forward pass on the first (primary) input.
+detectors, the gradient detector reuses that one forward pass on the first (primary) input;
+on every input where ``forward`` requires several (``forward(self, image, meta)``: see
+``TorchAdapter.input_names``), each input's copy requiring grad.
 The guarded module shares the original's parameters, buffers and submodules (same objects,
 same ``state_dict`` keys), so optimisers, checkpoints, ``.to(device)``, ``.double()``,
 ``.train()``/``.eval()``, ``torch.no_grad()`` and ``torch.inference_mode()`` work unchanged.
@@ -85,7 +87,7 @@ class TorchAdapter(Adapter):
     requires = ("torch",)
     input_types = "a torch.Tensor"
     capabilities = Capabilities(gradients=True, probabilities=True, device_arrays=True,
-                                signature=True, host_sequences=False)
+                                signature=True, host_sequences=False, several_inputs=True)
     static_signature = False  # model.double() after guarding changes the declared dtype
 
     @classmethod
@@ -130,6 +132,15 @@ class TorchAdapter(Adapter):
                 name, None if dtype is None else _dtype_name(dtype), None,
                 strict_dtype=dtype is not None, index_rows=rows)]
         return spec
+
+    def input_names(self) -> list[str] | None:
+        """Every parameter ``forward`` requires, in order (positional ones, then
+        keyword-only ones), where it requires several: ``forward(self, image, meta)``
+        takes its batch as both tensors, passed positionally or by keyword. ``None`` (the
+        declared first parameter alone) where it requires one; optional arguments (a
+        ``mask=None``) are validated as passed, never read by the detectors."""
+        positional, keyword = self.binder().required
+        return [*positional, *keyword] if len(positional) + len(keyword) > 1 else None
 
     def binder(self) -> Binder:
         """The model's ``forward`` signature, read once per forward function."""
@@ -213,15 +224,27 @@ class TorchAdapter(Adapter):
 
         x = self._as_tensor(x)
         with _evaluating(self.model), torch.no_grad(), own_passes():
-            logits = _class_logits(self.model(x), self)
+            logits = _class_logits(self.run_on(x), self)
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
-    def input_gradient(self, x: Any, labels: Any) -> torch.Tensor:
-        """d(sum of cross-entropy against ``labels``)/dx, a tensor on x's device.
+    def run_on(self, x: Any) -> Any:
+        """The model's output for ``x``: a tensor, or a list of one per input of
+        :meth:`input_names` (each passed as ``forward`` takes it: positionally, then by
+        keyword)."""
+        if not isinstance(x, list):
+            return self.model(x)
+        positional, keyword = self.binder().required
+        return self.model(*x[:len(positional)], **dict(zip(keyword, x[len(positional):])))
+
+    def input_gradient(self, x: Any, labels: Any) -> Any:
+        """d(sum of cross-entropy against ``labels``)/dx, a tensor on x's device; for a
+        list of one tensor per input (:meth:`input_names`), a list of each one's gradient
+        (zeros for an integer input, which has none).
 
         Summed, not averaged, so each sample's gradient is that of its own loss. Runs in
         eval mode; parameters' ``.grad``, ``requires_grad`` and every module's mode are left
         exactly as found, and it works under ``torch.no_grad()`` and ``inference_mode``.
+        Raises ``TypeError`` for a single input that is not floating-point.
         """
         import torch
         import torch.nn.functional as F
@@ -229,24 +252,28 @@ class TorchAdapter(Adapter):
         from ._checkpoint import own_saved_tensors
 
         x = self._as_tensor(x)
-        _require_float(x)
+        several = isinstance(x, list)
+        if not several:
+            _require_float(x)
         with _evaluating(self.model), torch.inference_mode(False), torch.enable_grad(), \
                 own_passes(), own_saved_tensors():
-            leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
-            logits = _class_logits(self.model(leaf), self).float()
+            leaves = [_leaf(t) for t in (x if several else [x])]
+            logits = _class_logits(self.run_on(leaves if several else leaves[0]), self).float()
             target = torch.as_tensor(labels, device=logits.device)
             if target.is_inference():
                 target = target.clone()  # inference tensors cannot be saved for backward
             if not target.is_floating_point():
                 target = target.long()  # class indices; float targets are probabilities
             loss = F.cross_entropy(logits, target, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, leaf, allow_unused=True)
-        return torch.zeros_like(leaf) if grad is None else grad.detach()
+            grads = _gradients(loss, leaves)
+        return grads if several else grads[0]
 
     def forward_with_gradient(self, call: Callable[[Any], Any],
-                              x: Any) -> tuple[Any, np.ndarray, torch.Tensor]:
+                              x: Any) -> tuple[Any, np.ndarray, Any]:
         """Run ``call`` once with autograd on ``x``: ``(output, softmax scores, gradient of
-        the cross-entropy at the predicted label w.r.t. x)``.
+        the cross-entropy at the predicted label w.r.t. x)``. ``x`` may be a list of one
+        tensor per input (:meth:`input_names`): ``call`` then takes the list, and the
+        gradient is a list of each one's (zeros for an integer input).
 
         ``output`` is what ``call(x)`` returns in the caller's mode: detached when grad mode
         is off or nothing in the call requires grad, still attached to the parameters' (and
@@ -255,15 +282,17 @@ class TorchAdapter(Adapter):
         """
         import torch
 
-        _require_float(x)
+        several = isinstance(x, list)
+        given = x if several else [x]
+        if not several:
+            _require_float(x)
         grad_mode = torch.is_grad_enabled()  # False under no_grad and inference_mode
         inference = torch.is_inference_mode_enabled()
         with torch.inference_mode(False), torch.enable_grad(), own_passes(always=False):
-            if grad_mode and x.requires_grad:
-                target = x  # keep the caller's graph: the output must reach x's history
-            else:
-                target = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
-            output = call(target)
+            # keep the caller's graph where a tensor requires grad: the output must reach
+            # its history
+            targets = [t if grad_mode and t.requires_grad else _leaf(t) for t in given]
+            output = call(targets if several else targets[0])
             logits = _class_logits(output, self)
             probabilities = torch.softmax(logits.detach().float(), dim=-1)
             # d(sum of cross-entropy at the predicted labels)/d(logits) = softmax - one-hot:
@@ -273,15 +302,14 @@ class TorchAdapter(Adapter):
                 predicted.shape, -1.0, dtype=probabilities.dtype, device=predicted.device))
             # The plain call's output is attached when x requires grad or the graph reaches
             # any other leaf (a parameter): keep the graph for the caller's backward then.
-            keep_graph = grad_mode and (target is x or _reaches_other_leaves(
-                _output_tensors(output), target))
+            keep_graph = grad_mode and (
+                any(t is g for t, g in zip(targets, given))
+                or _reaches_other_leaves(_output_tensors(output), targets))
             shared = not (keep_graph and self._donates_buffers)
-            grad = None
             if shared:
                 try:
-                    (grad,) = torch.autograd.grad(logits, target,
-                                                  grad_outputs=seed.to(logits.dtype),
-                                                  retain_graph=keep_graph, allow_unused=True)
+                    grads = _gradients(logits, targets, grad_outputs=seed.to(logits.dtype),
+                                       retain_graph=keep_graph)
                 except RuntimeError as exc:
                     if not (keep_graph and "donated buffer" in str(exc)):
                         raise
@@ -290,16 +318,17 @@ class TorchAdapter(Adapter):
             # a compiled backward that frees what it saved (torch.compile's donated
             # buffers) cannot run and keep the caller's graph: the gradient from an
             # eval-mode pass of its own (one more forward), the call's graph untouched
-            grad = self.input_gradient(target.detach(), predicted.squeeze(-1))
+            detached = [t.detach() for t in targets]
+            grads = self.input_gradient(detached if several else detached[0],
+                                        predicted.squeeze(-1))
+            grads = grads if several else [grads]
         if not keep_graph:
             output = (output.detach() if isinstance(output, torch.Tensor)
                       else _output_detached(output))
         if inference:  # the caller's inference_mode gets inference tensors, as plainly
             with torch.inference_mode():
                 output = _output_detached(output, clone=True)
-        scores = probabilities.cpu().numpy()
-        grad = torch.zeros_like(target) if grad is None else grad.detach()
-        return output, scores, grad
+        return output, probabilities.cpu().numpy(), grads if several else grads[0]
 
     #: Whether the model's backward refuses to keep its graph (``torch.compile``'s donated
     #: buffers), found on the first call that needed it kept.
@@ -312,10 +341,13 @@ class TorchAdapter(Adapter):
         model's binary classifier on its hot path."""
         return _ends_in_sigmoid(self.model)
 
-    def _as_tensor(self, x: Any) -> torch.Tensor:
-        """A tensor as is; anything else (numpy) onto the model's device and float dtype."""
+    def _as_tensor(self, x: Any) -> Any:
+        """A tensor as is; anything else (numpy) onto the model's device and float dtype;
+        a list (one per input) item by item."""
         import torch
 
+        if isinstance(x, list):  # one per input
+            return [self._as_tensor(part) for part in x]
         if isinstance(x, torch.Tensor):
             return x
         tensor = torch.as_tensor(x)
@@ -409,6 +441,31 @@ def _require_float(x: Any) -> None:
                         "models taking integer inputs")
 
 
+def _leaf(x: Any) -> Any:
+    """A leaf of ``x``'s values for a gradient of its own (requiring grad where it is
+    floating-point; an inference tensor cloned, as those cannot be saved for backward)."""
+    leaf = x.clone() if x.is_inference() else x.detach()
+    return leaf.requires_grad_(True) if leaf.is_floating_point() else leaf
+
+
+def _gradients(output: Any, leaves: list[Any], **kwargs: Any) -> list[Any]:
+    """d``output``/d each of ``leaves``, detached (``kwargs``: ``torch.autograd.grad``'s):
+    zeros where a leaf takes no gradient (integers) or the output does not depend on it,
+    float32 for integers."""
+    import torch
+
+    wanted = [t for t in leaves if t.requires_grad]
+    found = iter(torch.autograd.grad(output, wanted, allow_unused=True, **kwargs)
+                 if wanted else ())
+    grads = []
+    for t in leaves:
+        grad = next(found) if t.requires_grad else None
+        grads.append(grad.detach() if grad is not None else torch.zeros(
+            t.shape, device=t.device,
+            dtype=t.dtype if t.is_floating_point() else torch.float32))
+    return grads
+
+
 def _output_tensors(output: Any) -> list[Any]:
     """The tensors in a model's output (a tensor, or a tuple, dict... holding some)."""
     import torch
@@ -427,9 +484,10 @@ def _output_detached(output: Any, clone: bool = False) -> Any:
                          (lambda t: t.detach()), output)
 
 
-def _reaches_other_leaves(outputs: list[Any], leaf: Any) -> bool:
-    """Whether autograd can reach a leaf other than ``leaf`` from ``outputs``: stops at
+def _reaches_other_leaves(outputs: list[Any], leaves: list[Any]) -> bool:
+    """Whether autograd can reach a leaf other than ``leaves`` from ``outputs``: stops at
     the first one (a parameter, usually a step or two from the output)."""
+    ours = {id(leaf) for leaf in leaves}
     stack = [t.grad_fn for t in outputs if t.requires_grad]
     seen = set()
     while stack:
@@ -438,10 +496,10 @@ def _reaches_other_leaves(outputs: list[Any], leaf: Any) -> bool:
             continue
         seen.add(node)
         variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf
-        if variable is not None and variable is not leaf:
+        if variable is not None and id(variable) not in ours:
             return True
         stack.extend(child for child, _ in node.next_functions)
-    return any(t.requires_grad and t.grad_fn is None and t is not leaf for t in outputs)
+    return any(t.requires_grad and t.grad_fn is None and id(t) not in ours for t in outputs)
 
 
 def _class_logits(output: Any, adapter: Any = None) -> torch.Tensor:

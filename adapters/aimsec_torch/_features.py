@@ -159,14 +159,15 @@ def _reduced(tensors: list[Any], logits: Any) -> list[np.ndarray]:
 
 
 def features(self: Any, x: Any) -> list[np.ndarray]:
-    """The model's features for ``x``, in eval mode, outside the guard (see module doc)."""
+    """The model's features for ``x`` (a tensor, or a list of one per input: see
+    ``TorchAdapter.run_on``), in eval mode, outside the guard (see module doc)."""
     import torch
 
     from . import _class_logits, _evaluating
 
     x = self._as_tensor(x)
     with _evaluating(self.model), torch.no_grad(), _capturing(_points(self)) as captured:
-        logits = _class_logits(self.model(x), self)
+        logits = _class_logits(self.run_on(x), self)
     return _reduced(captured, logits)
 
 

@@ -138,23 +138,30 @@ class GuardedModule(GuardedMixin, nn.Module):
         # In train mode (dropout, batch statistics) the caller's pass is not the function
         # the detectors were calibrated on: they take their own eval-mode pass instead.
         if where is not None and isinstance(x, torch.Tensor) and not training:
-            joined = torch.is_grad_enabled() and x.requires_grad
+            grad_mode = torch.is_grad_enabled()
             first = next(iter(inputs))
+            located = {name: at for name, _, at in bound}  # the arguments themselves
 
             def forward(replacement: Any, rebuilt: dict[str, Any]) -> Any:
-                # the same call on x's autograd twin (the checked values); the output must
-                # still reach x's graph
-                if joined and replacement is not x:
-                    replacement = Joined.apply(x, replacement)
-                others = {name: t for name, t in rebuilt.items() if name != first}
+                # the same call on the autograd twins of the inputs the detectors read
+                # (the checked values: the primary one, or, for a model of several inputs,
+                # a list of one per input in its order); the output must still reach the
+                # caller's tensors' graphs
+                several = isinstance(replacement, list)
+                names = guard.adapter.input_names() if several else [first]
+                twins = dict(zip(names, replacement if several else [replacement]))
+                others = {name: t for name, t in rebuilt.items() if name not in twins}
                 a, k, written = with_snapshots(original, bound, given, others, args, kwargs)
-                handed.append((replacement, x))
                 handed.extend((w.snapshot, w.tensor) for w in written)
-                a, k = where.replaced(a, k, replacement)
-                if (replacement is not x and isinstance(replacement, torch.Tensor)
-                        and not replacement.is_inference()):  # written back too
-                    written.append(Written(x, replacement, replacement._version,
-                                            replacement.grad_fn))
+                for name, twin in twins.items():
+                    caller = given[name]
+                    if grad_mode and caller.requires_grad and twin is not caller:
+                        twin = Joined.apply(caller, twin)
+                    handed.append((twin, caller))
+                    a, k = located[name].replaced(a, k, twin)
+                    if (twin is not caller and isinstance(twin, torch.Tensor)
+                            and not twin.is_inference()):  # written back too
+                        written.append(Written(caller, twin, twin._version, twin.grad_fn))
                 return run_then_write_back(original, a, k, written)
 
         return as_given(_screened_call(guard, inputs, predict, forward), handed)
