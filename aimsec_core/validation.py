@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -316,20 +316,67 @@ def _first_leaf_is_text(value: Any) -> bool:
     return isinstance(value, (str, bytes))
 
 
+def _columns(array: ColumnBlocks) -> Iterator[tuple[str, str, str, str]]:
+    """``(label, block kind, read kind, dtype name)`` of each column of ``array``, in
+    column order: the kind of the block holding it, the kind it is read as column by
+    column and its own dtype's name (the block's where the adapter gave none)."""
+    i = 0
+    for block in array.blocks:
+        kind = block.dtype.kind
+        for _ in range(block.shape[1]):
+            label = array.columns[i] if i < len(array.columns) else str(i)
+            yield (label, kind, array.kinds[i] if i < len(array.kinds) else kind,
+                   array.dtypes[i] if i < len(array.dtypes) else block.dtype.name)
+            i += 1
+
+
 def _columns_not_numbers(array: ColumnBlocks, numeric: frozenset[str]
                          ) -> list[tuple[str, str]]:
     """``(label, kind)`` of each column of ``array`` the model reads as numbers
     (``numeric``: their labels) that sits in a block of another kind than numbers or
     booleans (the adapter puts a column of objects that convert to numbers among the
     numbers), in column order."""
-    wrong = []
-    labels = iter(array.columns)
-    for block in array.blocks:
-        kind = block.dtype.kind
-        for label in (next(labels, None) for _ in range(block.shape[1])):
-            if kind not in _CHECKED_KINDS and label in numeric:
-                wrong.append((label, _KIND_NAMES.get(kind, kind)))
-    return wrong
+    return [(label, _KIND_NAMES.get(kind, kind)) for label, kind, _, _ in _columns(array)
+            if kind not in _CHECKED_KINDS and label in numeric]
+
+
+#: What a column an encoder fitted on strings reads as, by kind, where the encoder fails
+#: on it (it compares the values with its strings: TypeError for numbers, ValueError for
+#: booleans, complex numbers, dates and durations); objects, strings among them, pass.
+_NOT_STRINGS = {"b": "booleans", "i": "numbers", "u": "numbers", "f": "numbers",
+                "c": "complex numbers", "M": "dates", "m": "durations"}
+
+
+def _columns_not_strings(array: Any, strings: frozenset[str]) -> list[tuple[str, str, str]]:
+    """``(label, what, dtype)`` of each column of ``array`` an encoder fitted on strings
+    reads (``strings``: their labels) that it reads as another kind (``_NOT_STRINGS``),
+    in column order; every one of them for an array of such a dtype (read by position)."""
+    if isinstance(array, ColumnBlocks):
+        return [(label, _NOT_STRINGS[kind], dtype) for label, _, kind, dtype in _columns(array)
+                if kind in _NOT_STRINGS and label in strings]
+    if isinstance(array, SparseValues) or dtype_kind(array) not in _NOT_STRINGS:
+        return []  # (sparse matrices reach no encoder fitted on strings: refused as sparse)
+    what = _NOT_STRINGS[dtype_kind(array)]
+    return [(label, what, dtype_name(array)) for label in sorted(strings, key=_label_order)]
+
+
+def _label_order(label: str) -> tuple[int, int | str]:
+    """Positions (``"2"``, for a model fitted without column names) in numeric order."""
+    return (0, int(label)) if label.isdigit() else (1, label)
+
+
+def _refuse_columns_not_strings(name: str, wrong: list[tuple[str, str, str]],
+                                out: Validated) -> None:
+    shown = ", ".join(f"{shown_name(label)!r} ({what}, {dtype})"
+                      for label, what, dtype in wrong[:5])
+    more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+    many = len(wrong) > 1
+    _block(out, "dtype", f"input {name!r}: column{'s' if many else ''} {shown}{more} "
+           f"hold{'' if many else 's'} values of another kind than the strings the model's "
+           f"encoder of {'these columns' if many else 'this column'} was fitted on, which "
+           "it cannot compare with them; expected strings (str, pandas string or "
+           "categories of strings; missing values allowed), as fitted",
+           expected="strings, as fitted", received={label: dtype for label, _, dtype in wrong})
 
 
 def _refused_kinds(array: Any, spec: InputSpec | None) -> list[str]:
@@ -375,6 +422,10 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
     if spec is not None and spec.dtype == _TEXT:
         return _check_text(name, array, dtype_kind(array), received, out) and _check_shape(
             name, shape, spec, out)
+    if spec is not None and spec.string_columns and (
+            wrong_kinds := _columns_not_strings(array, spec.string_columns)):
+        _refuse_columns_not_strings(name, wrong_kinds, out)
+        return False
     if isinstance(array, ColumnBlocks) and spec is not None and spec.numeric_columns:
         wrong = _columns_not_numbers(array, spec.numeric_columns)
         if wrong:

@@ -84,7 +84,8 @@ class SklearnAdapter(Adapter):
     def native(self, value: Any) -> Any | None:
         return _inputs.read(value, self.spec.accepts_strings,
                             getattr(self.model, "feature_names_in_", None),
-                            self.spec.numeric_columns, self.by_name)
+                            self.spec.numeric_columns, self.by_name,
+                            self.spec.string_columns)
 
     def snapshot(self, value: Any, array: Any) -> Any | None:
         """A numpy ``X`` as a copy (the estimator is handed it, see ``Adapter.snapshot``);

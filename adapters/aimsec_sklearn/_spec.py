@@ -24,6 +24,8 @@ parts are read too:
   fails inside them) are the spec's ``numeric_columns``. No tag says this (an imputer or
   a ``FunctionTransformer`` tags itself as taking no strings, and takes them), so the
   other columns are taken as they are.
+- strings by column: the columns an encoder fitted on strings reads first (its fitted
+  ``categories_`` are strings) are the spec's ``string_columns`` (see ``string_columns``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def input_spec(model: Any) -> InputSpec:
         "X", _tree_dtype(model, 0), shape, accepts_bool=True, accepts_strings=strings,
         accepts_sparse=bool(own.sparse),
         allow_nan=all(_tags(part).allow_nan for part in _leaves(model, 0)),
-        numeric_columns=numeric_columns(model) if strings else frozenset())
+        numeric_columns=numeric_columns(model) if strings else frozenset(),
+        string_columns=string_columns(model) if strings else frozenset())
 
 
 def _column_transformer(model: Any) -> Any:
@@ -99,20 +102,67 @@ def numeric_columns(model: Any) -> frozenset[str]:
     """The labels (as ``str``; positions where it was fitted without names) of the
     columns the fitted ``ColumnTransformer`` reading ``X`` first hands to a transformer
     that reads them as numbers (see ``NUMERIC_READERS``); empty where there is none."""
+    numeric: set[str] = set()
+    for labels, readers in _column_readers(model, whole=False):
+        if readers and all(type(r).__module__.startswith(NUMERIC_READERS) for r in readers):
+            numeric.update(labels)
+    return frozenset(numeric)
+
+
+def string_columns(model: Any) -> frozenset[str]:
+    """The labels (as ``numeric_columns`` gives them) of the columns a fitted encoder
+    (``OneHotEncoder``, ``OrdinalEncoder``, ``TargetEncoder``: scikit-learn's
+    ``_BaseEncoder``) fitted on strings reads first: one a ``ColumnTransformer`` reading
+    ``X`` first hands them to (alone, as a nested pipeline's first step or in a union),
+    or the model's own first step. Its ``categories_`` say what each column held at fit
+    time; the columns whose categories are strings (``str``/``bytes`` arrays, or objects
+    among which a ``str`` or ``bytes``) are these. The encoder compares what it is given
+    with those strings, and fails on numbers (``TypeError``), booleans, complex numbers,
+    dates and durations (``ValueError``), whatever its ``handle_unknown``."""
+    encoders = sys.modules.get("sklearn.preprocessing._encoders")
+    base = getattr(encoders, "_BaseEncoder", None)
+    if base is None:
+        return frozenset()
+    strings: set[str] = set()
+    for labels, readers in _column_readers(model, whole=True):
+        for reader in readers:
+            categories = reader.__dict__.get("categories_") if isinstance(reader, base) else None
+            if isinstance(categories, list) and len(categories) == len(labels):
+                strings.update(label for label, fitted in zip(labels, categories)
+                               if _holds_strings(fitted))
+    return frozenset(strings)
+
+
+def _holds_strings(categories: Any) -> bool:
+    kind = getattr(categories, "dtype", np.dtype("O")).kind
+    return kind in "US" or (kind == "O" and any(
+        isinstance(value, (str, bytes)) for value in categories))
+
+
+def _column_readers(model: Any, whole: bool) -> Iterator[tuple[list[str], list[Any]]]:
+    """``(labels, readers)`` for the columns of ``X``: the labels (as ``str``; positions
+    where fitted without names) of the columns the fitted ``ColumnTransformer`` reading
+    ``X`` first hands to one of its transformers, in the order it hands them over, and
+    the estimators that read them first. ``whole``: where no ``ColumnTransformer`` reads
+    ``X`` first, the estimator that does (not a composite) and every column of ``X``."""
     reader = _column_transformer(model)
     if reader is None:
-        return frozenset()
+        first = _first_readers(model, 0)
+        width = getattr(first[0], "n_features_in_", None)
+        if whole and len(first) == 1 and isinstance(width, (int, np.integer)):
+            yield _labels(first[0], range(int(width))), first
+        return
     positions = reader._transformer_to_input_indices
-    names = getattr(reader, "feature_names_in_", None)
-    numeric: set[str] = set()
     for entry in reader.transformers_:
-        if not (isinstance(entry, tuple) and len(entry) > 1 and _is_estimator(entry[1])):
-            continue  # "drop", "passthrough"
-        readers = _first_readers(entry[1], 1)
-        if readers and all(type(r).__module__.startswith(NUMERIC_READERS) for r in readers):
-            for i in positions.get(entry[0], ()):
-                numeric.add(str(names[i]) if names is not None else str(i))
-    return frozenset(numeric)
+        if isinstance(entry, tuple) and len(entry) > 1 and _is_estimator(entry[1]):
+            # (not "drop", "passthrough")
+            yield (_labels(reader, positions.get(entry[0], ())),
+                   _first_readers(entry[1], 1))
+
+
+def _labels(reader: Any, positions: Any) -> list[str]:
+    names = getattr(reader, "feature_names_in_", None)
+    return [str(names[i]) if names is not None else str(i) for i in positions]
 
 
 def _tags(estimator: Any) -> Any:
