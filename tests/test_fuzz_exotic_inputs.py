@@ -236,7 +236,8 @@ _LABELS = {
 def _frames(frame: pd.DataFrame):
     rows = st.integers(2, 6).map(lambda n: frame.iloc[:n].copy())
     column = st.tuples(rows, st.sampled_from(list(frame.columns)), st.sampled_from(
-        sorted(_COLUMNS))).map(lambda t: t[0].assign(**{t[1]: _COLUMNS[t[2]](len(t[0]))}))
+        sorted(_COLUMNS))).filter(lambda t: t[1:] != ("c", "nested lists")).map(  # a gap
+        lambda t: t[0].assign(**{t[1]: _COLUMNS[t[2]](len(t[0]))}))
     labels = st.tuples(rows, st.sampled_from(sorted(_LABELS))).map(
         lambda t: t[0].set_axis(_LABELS[t[1]](list(t[0].columns)), axis=1))
     other = rows.flatmap(lambda f: st.sampled_from([
@@ -335,6 +336,15 @@ def test_an_array_to_a_pipeline_picking_columns_by_name_is_refused(pipeline, fra
 def test_numbers_in_a_column_an_encoder_fitted_on_strings_reads_are_refused(
         pipeline, frame, sink, kind):
     bad = frame.iloc[:5].assign(c=_COLUMNS[kind](5))
+    with pytest.raises(InputFormatError):
+        aimsec_core.guard(pipeline, sinks=[sink]).predict(bad)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "unhashable objects (lists) in a column an encoder reads: the encoder puts every value "
+    "in a set, and raises its own TypeError; nothing checks the elements are hashable"))
+def test_lists_in_a_column_an_encoder_reads_are_refused(pipeline, frame, sink):
+    bad = frame.iloc[:5].assign(c=_COLUMNS["nested lists"](5))
     with pytest.raises(InputFormatError):
         aimsec_core.guard(pipeline, sinks=[sink]).predict(bad)
 
