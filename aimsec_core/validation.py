@@ -756,7 +756,20 @@ def _check_values(name: str, array: Any, n: int, c: Constraints, spec: InputSpec
     ``target`` is the dtype the framework casts the input to before the model reads it."""
     allow_nan = c.allow_nan if c.allow_nan is not None else (spec is not None and spec.allow_nan)
     if isinstance(array, ColumnBlocks):
+        imputed = spec.imputed_columns if spec is not None else frozenset()
+        labels = [label for label, _, _, _ in _columns(array)] if imputed else []
+        start = 0
         for block in array.blocks:
+            width = block.shape[1]
+            chosen = np.array([label in imputed for label in labels[start:start + width]],
+                              dtype=bool)
+            start += width
+            if chosen.any():
+                _check_imputed(name, block[:, chosen], np.array(labels)[start - width:start][
+                    chosen].tolist(), n, c, spec, out)
+                block = block[:, ~chosen]
+                if not block.shape[1]:
+                    continue
             _check_values(name, block, n, c, spec, out, _cast_target(block, spec))
     elif isinstance(array, SparseValues):
         _check_sparse(name, array, n, c, out, allow_nan, _cast_target(array.data, spec))
@@ -765,6 +778,35 @@ def _check_values(name: str, array: Any, n: int, c: Constraints, spec: InputSpec
             _check_missing(name, array, n, out)
     else:
         _check_content(name, array, n, c, out, allow_nan, target)
+
+
+def _check_imputed(name: str, block: np.ndarray, labels: list[str], n: int, c: Constraints,
+                   spec: InputSpec | None, out: Validated) -> None:
+    """The columns ``labels`` of one block, which an imputer reads first
+    (``InputSpec.imputed_columns``): missing values pass (unless ``c.allow_nan`` is
+    ``False``), pandas' NA held as an object is refused (the imputer compares each value
+    with itself to find NaN, and NA's comparison has no truth value), the rest is checked
+    as any other column."""
+    if block.dtype.kind == "O":
+        held = _pandas_na(block).astype(bool).any(axis=0)
+        if held.any():
+            wrong = [label for label, found in zip(labels, held) if found]
+            shown = ", ".join(repr(shown_name(label)) for label in wrong[:5])
+            many = len(wrong) > 1
+            _block(out, "dtype", f"input {name!r}: column{'s' if many else ''} {shown} "
+                   f"hold{'' if many else 's'} pandas' NA (pd.NA, as a nullable pandas "
+                   "column holds a missing value), which the model's imputer of "
+                   f"{'these columns' if many else 'this column'} cannot compare; expected "
+                   "None or NaN for a missing value (a column of object dtype, "
+                   "column.astype(object).where(column.notna(), None))",
+                   expected="None or NaN for missing values", received={
+                       label: "pd.NA" for label in wrong})
+            return
+    own = dataclasses.replace(c, allow_nan=True) if c.allow_nan is None else c
+    _check_values(name, block, n, own, spec, out, _cast_target(block, spec))
+
+
+_pandas_na = np.frompyfunc(lambda value: type(value).__name__ == "NAType", 1, 1)
 
 
 def _extremes(xp: Any, flat: Any, skip_nan: bool = False) -> tuple[np.ndarray, np.ndarray]:

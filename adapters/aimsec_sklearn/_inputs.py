@@ -51,7 +51,8 @@ def model_input(value: Any, takes_strings: bool) -> Any:
 
 def read(value: Any, takes_strings: bool, fitted_names: Any = None,
          numeric: frozenset[str] = frozenset(), by_name: bool = False,
-         strings: frozenset[str] = frozenset()) -> Any | None:
+         strings: frozenset[str] = frozenset(),
+         objects: frozenset[str] = frozenset()) -> Any | None:
     """``value`` as the core reads it: an ndarray, ``SparseValues``, ``ColumnBlocks``, or
     ``None`` for Python lists and scalars (the core converts those itself).
     ``fitted_names`` (the estimator's ``feature_names_in_``) are the column names a
@@ -60,7 +61,11 @@ def read(value: Any, takes_strings: bool, fitted_names: Any = None,
     whose objects are read as the float64 they convert to where they all do. ``strings``:
     the labels of the columns an encoder fitted on strings reads
     (``InputSpec.string_columns``); a frame holding one is always column blocks, each
-    column's kind as the encoder reads it named (``ColumnBlocks.kinds``).
+    column's kind as the encoder reads it named (``ColumnBlocks.kinds``). ``objects``: the
+    labels of the columns an imputer fitted on strings reads (``_spec.object_columns``),
+    which it converts to objects whatever their dtype: a frame holding one is column
+    blocks, those columns among the objects as it reads them (a nullable column's
+    missing values as pandas' ``NA``).
     ``by_name``: the model picks columns by label (``_spec.selects_by_name``), so anything
     but a DataFrame whose labels are all ``str`` raises ``ValueError``."""
     if by_name:
@@ -74,7 +79,7 @@ def read(value: Any, takes_strings: bool, fitted_names: Any = None,
             _check_feature_names(value, fitted_names)
         if _all_sparse_columns(value):
             return _sparse_frame(value)
-        return _frame(value, takes_strings, numeric, strings)
+        return _frame(value, takes_strings, numeric, strings, objects)
     if isinstance(value, np.matrix):  # check_array refuses it: so does the guard
         raise TypeError("np.matrix is not supported, as scikit-learn refuses it; convert "
                         "it first (np.asarray(X))")
@@ -235,7 +240,8 @@ def _lists(matrix: Any, shape: tuple[int, int]) -> SparseValues:
 
 
 def _frame(frame: Any, takes_strings: bool, numbers: frozenset[str] = frozenset(),
-           strings: frozenset[str] = frozenset()) -> Any:
+           strings: frozenset[str] = frozenset(), objects: frozenset[str] = frozenset()
+           ) -> Any:
     pandas = sys.modules["pandas"]
     if isinstance(frame, pandas.Series):
         frame = frame.to_frame()
@@ -244,10 +250,11 @@ def _frame(frame: Any, takes_strings: bool, numbers: frozenset[str] = frozenset(
         one_d = False
         _check_labels(frame.columns)
     dtypes = list(frame.dtypes)
-    numeric = [_numeric(d) or (takes_strings and str(label) in numbers
-                               and _converts(frame.iloc[:, i], d))
+    numeric = [str(label) not in objects and (  # an imputer reading objects: objects
+                   _numeric(d) or (takes_strings and str(label) in numbers
+                                   and _converts(frame.iloc[:, i], d)))
                for i, (label, d) in enumerate(zip(frame.columns, dtypes))]
-    encoded = bool(strings) and any(str(label) in strings for label in frame.columns)
+    encoded = any(str(label) in strings or str(label) in objects for label in frame.columns)
     if (all(numeric) and not encoded) or not takes_strings:
         values = None  # strings, objects, dates: refused below unless the model takes them
         if all(_kind(d) in "biufO" for d in dtypes):  # complex, dates: never numbers
