@@ -151,12 +151,20 @@ def _diagonals_misplaced(shape: tuple[int, int], data: np.ndarray,
 class ColumnBlocks:
     """A table whose columns differ in kind (a DataFrame of numbers and strings), as
     blocks of columns sharing one numpy dtype, each of shape ``(n_rows, k)``: numeric
-    blocks get the numeric checks, the others the checks that apply to any value."""
+    blocks get the numeric checks, the others the checks that apply to any value.
+
+    ``columns``: the labels, in block order. ``kinds`` (where the adapter knows them): the
+    numpy dtype kind each column is read as column by column (``"f"`` for a nullable
+    integer column holding ``NA``, the categories' kind for a categorical column, ``"O"``
+    for strings and other objects) and ``dtypes`` its own dtype's name, as the caller
+    handed it (``"Int64"``, ``"category"``), both in ``columns`` order."""
 
     shape: tuple[int, int]
     blocks: tuple[np.ndarray, ...]
     columns: tuple[str, ...] = ()
     dtype: str = "mixed"
+    kinds: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
 
     @property
     def ndim(self) -> int:

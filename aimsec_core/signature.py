@@ -57,7 +57,16 @@ class InputSpec:
     scikit-learn ``ColumnTransformer`` that scales some columns and encodes others), the
     labels (as ``str``) of the columns the model reads as numbers; a column among them
     holding strings, dates or other objects that are not numbers is refused, as the part
-    reading it would fail on it.
+    reading it would fail on it. ``string_columns``: likewise, the labels of the columns
+    an encoder fitted on strings reads (scikit-learn's ``OneHotEncoder``,
+    ``OrdinalEncoder``, ``TargetEncoder``): a column among them read as numbers,
+    booleans, complex numbers, dates or durations is refused, as the encoder fails
+    comparing those with the strings it was fitted on (strings, categories of strings and
+    other objects, missing values among them, pass). ``imputed_columns``: likewise, the
+    labels of the columns an imputer that replaces NaN reads first (scikit-learn's
+    ``SimpleImputer``): missing values (``None``, NaN, NaT) pass there whatever
+    ``allow_nan`` says (a ``Constraints.allow_nan`` of ``False`` still refuses them), and
+    pandas' ``NA`` held as an object is refused, as the imputer fails comparing it.
     """
 
     name: str
@@ -72,6 +81,8 @@ class InputSpec:
     negative_indices: bool = False
     index_bounds: tuple[IndexBound, ...] = ()
     numeric_columns: frozenset[str] = frozenset()
+    string_columns: frozenset[str] = frozenset()
+    imputed_columns: frozenset[str] = frozenset()
 
     def describe(self) -> str:
         dims = "?" if self.shape is None else "(" + ", ".join(

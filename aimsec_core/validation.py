@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -316,20 +316,67 @@ def _first_leaf_is_text(value: Any) -> bool:
     return isinstance(value, (str, bytes))
 
 
+def _columns(array: ColumnBlocks) -> Iterator[tuple[str, str, str, str]]:
+    """``(label, block kind, read kind, dtype name)`` of each column of ``array``, in
+    column order: the kind of the block holding it, the kind it is read as column by
+    column and its own dtype's name (the block's where the adapter gave none)."""
+    i = 0
+    for block in array.blocks:
+        kind = block.dtype.kind
+        for _ in range(block.shape[1]):
+            label = array.columns[i] if i < len(array.columns) else str(i)
+            yield (label, kind, array.kinds[i] if i < len(array.kinds) else kind,
+                   array.dtypes[i] if i < len(array.dtypes) else block.dtype.name)
+            i += 1
+
+
 def _columns_not_numbers(array: ColumnBlocks, numeric: frozenset[str]
                          ) -> list[tuple[str, str]]:
     """``(label, kind)`` of each column of ``array`` the model reads as numbers
     (``numeric``: their labels) that sits in a block of another kind than numbers or
     booleans (the adapter puts a column of objects that convert to numbers among the
     numbers), in column order."""
-    wrong = []
-    labels = iter(array.columns)
-    for block in array.blocks:
-        kind = block.dtype.kind
-        for label in (next(labels, None) for _ in range(block.shape[1])):
-            if kind not in _CHECKED_KINDS and label in numeric:
-                wrong.append((label, _KIND_NAMES.get(kind, kind)))
-    return wrong
+    return [(label, _KIND_NAMES.get(kind, kind)) for label, kind, _, _ in _columns(array)
+            if kind not in _CHECKED_KINDS and label in numeric]
+
+
+#: What a column an encoder fitted on strings reads as, by kind, where the encoder fails
+#: on it (it compares the values with its strings: TypeError for numbers, ValueError for
+#: booleans, complex numbers, dates and durations); objects, strings among them, pass.
+_NOT_STRINGS = {"b": "booleans", "i": "numbers", "u": "numbers", "f": "numbers",
+                "c": "complex numbers", "M": "dates", "m": "durations"}
+
+
+def _columns_not_strings(array: Any, strings: frozenset[str]) -> list[tuple[str, str, str]]:
+    """``(label, what, dtype)`` of each column of ``array`` an encoder fitted on strings
+    reads (``strings``: their labels) that it reads as another kind (``_NOT_STRINGS``),
+    in column order; every one of them for an array of such a dtype (read by position)."""
+    if isinstance(array, ColumnBlocks):
+        return [(label, _NOT_STRINGS[kind], dtype) for label, _, kind, dtype in _columns(array)
+                if kind in _NOT_STRINGS and label in strings]
+    if isinstance(array, SparseValues) or dtype_kind(array) not in _NOT_STRINGS:
+        return []  # (sparse matrices reach no encoder fitted on strings: refused as sparse)
+    what = _NOT_STRINGS[dtype_kind(array)]
+    return [(label, what, dtype_name(array)) for label in sorted(strings, key=_label_order)]
+
+
+def _label_order(label: str) -> tuple[int, int | str]:
+    """Positions (``"2"``, for a model fitted without column names) in numeric order."""
+    return (0, int(label)) if label.isdigit() else (1, label)
+
+
+def _refuse_columns_not_strings(name: str, wrong: list[tuple[str, str, str]],
+                                out: Validated) -> None:
+    shown = ", ".join(f"{shown_name(label)!r} ({what}, {dtype})"
+                      for label, what, dtype in wrong[:5])
+    more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+    many = len(wrong) > 1
+    _block(out, "dtype", f"input {name!r}: column{'s' if many else ''} {shown}{more} "
+           f"hold{'' if many else 's'} values of another kind than the strings the model's "
+           f"encoder of {'these columns' if many else 'this column'} was fitted on, which "
+           "it cannot compare with them; expected strings (str, pandas string or "
+           "categories of strings; missing values allowed), as fitted",
+           expected="strings, as fitted", received={label: dtype for label, _, dtype in wrong})
 
 
 def _refused_kinds(array: Any, spec: InputSpec | None) -> list[str]:
@@ -375,6 +422,10 @@ def _check_format(name: str, array: Any, spec: InputSpec | None, out: Validated,
     if spec is not None and spec.dtype == _TEXT:
         return _check_text(name, array, dtype_kind(array), received, out) and _check_shape(
             name, shape, spec, out)
+    if spec is not None and spec.string_columns and (
+            wrong_kinds := _columns_not_strings(array, spec.string_columns)):
+        _refuse_columns_not_strings(name, wrong_kinds, out)
+        return False
     if isinstance(array, ColumnBlocks) and spec is not None and spec.numeric_columns:
         wrong = _columns_not_numbers(array, spec.numeric_columns)
         if wrong:
@@ -705,7 +756,20 @@ def _check_values(name: str, array: Any, n: int, c: Constraints, spec: InputSpec
     ``target`` is the dtype the framework casts the input to before the model reads it."""
     allow_nan = c.allow_nan if c.allow_nan is not None else (spec is not None and spec.allow_nan)
     if isinstance(array, ColumnBlocks):
+        imputed = spec.imputed_columns if spec is not None else frozenset()
+        labels = [label for label, _, _, _ in _columns(array)] if imputed else []
+        start = 0
         for block in array.blocks:
+            width = block.shape[1]
+            chosen = np.array([label in imputed for label in labels[start:start + width]],
+                              dtype=bool)
+            start += width
+            if chosen.any():
+                _check_imputed(name, block[:, chosen], np.array(labels)[start - width:start][
+                    chosen].tolist(), n, c, spec, out)
+                block = block[:, ~chosen]
+                if not block.shape[1]:
+                    continue
             _check_values(name, block, n, c, spec, out, _cast_target(block, spec))
     elif isinstance(array, SparseValues):
         _check_sparse(name, array, n, c, out, allow_nan, _cast_target(array.data, spec))
@@ -714,6 +778,35 @@ def _check_values(name: str, array: Any, n: int, c: Constraints, spec: InputSpec
             _check_missing(name, array, n, out)
     else:
         _check_content(name, array, n, c, out, allow_nan, target)
+
+
+def _check_imputed(name: str, block: np.ndarray, labels: list[str], n: int, c: Constraints,
+                   spec: InputSpec | None, out: Validated) -> None:
+    """The columns ``labels`` of one block, which an imputer reads first
+    (``InputSpec.imputed_columns``): missing values pass (unless ``c.allow_nan`` is
+    ``False``), pandas' NA held as an object is refused (the imputer compares each value
+    with itself to find NaN, and NA's comparison has no truth value), the rest is checked
+    as any other column."""
+    if block.dtype.kind == "O":
+        held = _pandas_na(block).astype(bool).any(axis=0)
+        if held.any():
+            wrong = [label for label, found in zip(labels, held) if found]
+            shown = ", ".join(repr(shown_name(label)) for label in wrong[:5])
+            many = len(wrong) > 1
+            _block(out, "dtype", f"input {name!r}: column{'s' if many else ''} {shown} "
+                   f"hold{'' if many else 's'} pandas' NA (pd.NA, as a nullable pandas "
+                   "column holds a missing value), which the model's imputer of "
+                   f"{'these columns' if many else 'this column'} cannot compare; expected "
+                   "None or NaN for a missing value (a column of object dtype, "
+                   "column.astype(object).where(column.notna(), None))",
+                   expected="None or NaN for missing values", received={
+                       label: "pd.NA" for label in wrong})
+            return
+    own = dataclasses.replace(c, allow_nan=True) if c.allow_nan is None else c
+    _check_values(name, block, n, own, spec, out, _cast_target(block, spec))
+
+
+_pandas_na = np.frompyfunc(lambda value: type(value).__name__ == "NAType", 1, 1)
 
 
 def _extremes(xp: Any, flat: Any, skip_nan: bool = False) -> tuple[np.ndarray, np.ndarray]:

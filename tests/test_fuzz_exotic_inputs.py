@@ -220,11 +220,6 @@ _COLUMNS = {
     "nested lists": lambda n: pd.Series([[1.0]] * n, dtype=object),
     "None": lambda n: pd.Series([None] * n, dtype=object),
 }
-#: What the encoder fitted on the strings of column "c" cannot take (scikit-learn's
-#: encoders compare numbers with the fitted strings and fail): a known gap, see below.
-_NUMBERS = {"Int64 with NA", "Int64", "Float64 with NA", "boolean with NA", "boolean",
-            "numeric category", "Sparse", "Sparse NaN fill", "float16", "longdouble",
-            "uint64 max", "inf", "complex", "datetime", "timedelta"}
 _LABELS = {
     "int": lambda cols: list(range(len(cols))),
     "mixed": lambda cols: [0] + cols[1:],
@@ -241,7 +236,7 @@ _LABELS = {
 def _frames(frame: pd.DataFrame):
     rows = st.integers(2, 6).map(lambda n: frame.iloc[:n].copy())
     column = st.tuples(rows, st.sampled_from(list(frame.columns)), st.sampled_from(
-        sorted(_COLUMNS))).filter(lambda t: not (t[1] == "c" and t[2] in _NUMBERS)).map(
+        sorted(_COLUMNS))).filter(lambda t: t[1:] != ("c", "nested lists")).map(  # a gap
         lambda t: t[0].assign(**{t[1]: _COLUMNS[t[2]](len(t[0]))}))
     labels = st.tuples(rows, st.sampled_from(sorted(_LABELS))).map(
         lambda t: t[0].set_axis(_LABELS[t[1]](list(t[0].columns)), axis=1))
@@ -337,14 +332,19 @@ def test_an_array_to_a_pipeline_picking_columns_by_name_is_refused(pipeline, fra
     assert sink.outcomes == ["rejected"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an encoder fitted on strings (OneHotEncoder on column 'c') is handed numbers: the "
-    "spec does not say which columns must hold strings, so the guard lets them through "
-    "and the encoder raises its own TypeError"))
 @pytest.mark.parametrize("kind", ["Int64", "float16"])
 def test_numbers_in_a_column_an_encoder_fitted_on_strings_reads_are_refused(
         pipeline, frame, sink, kind):
     bad = frame.iloc[:5].assign(c=_COLUMNS[kind](5))
+    with pytest.raises(InputFormatError):
+        aimsec_core.guard(pipeline, sinks=[sink]).predict(bad)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "unhashable objects (lists) in a column an encoder reads: the encoder puts every value "
+    "in a set, and raises its own TypeError; nothing checks the elements are hashable"))
+def test_lists_in_a_column_an_encoder_reads_are_refused(pipeline, frame, sink):
+    bad = frame.iloc[:5].assign(c=_COLUMNS["nested lists"](5))
     with pytest.raises(InputFormatError):
         aimsec_core.guard(pipeline, sinks=[sink]).predict(bad)
 

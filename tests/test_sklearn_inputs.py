@@ -296,17 +296,17 @@ def test_nan_is_allowed_where_the_model_handles_it_and_inf_never(data, boosting,
         _guard(model, sink, allow_nan=False).predict(holes[:2])
 
 
-def test_the_allow_nan_constraint_opens_a_pipeline_that_imputes(data, sink):
+def test_a_pipeline_that_imputes_first_takes_nan_and_the_constraint_closes_it(data, sink):
     x, y = data
     model = make_pipeline(SimpleImputer(), LogisticRegression(max_iter=300)).fit(x, y)
     holes = x[:3].copy()
     holes[0, :5] = np.nan
-    with pytest.raises(aimsec_core.NonFiniteInputError):  # no tag says the imputer comes first
-        _guard(model, sink).predict(holes)
-    opened = _guard(model, sink, allow_nan=True)
-    np.testing.assert_array_equal(opened.predict(holes), model.predict(holes))
+    guarded = _guard(model, sink)  # the imputer reads every column first
+    np.testing.assert_array_equal(guarded.predict(holes), model.predict(holes))
     with pytest.raises(aimsec_core.NonFiniteInputError, match="infinite"):
-        opened.predict(np.where(np.isnan(holes), np.inf, holes))
+        guarded.predict(np.where(np.isnan(holes), np.inf, holes))
+    with pytest.raises(aimsec_core.NonFiniteInputError):
+        _guard(model, sink, allow_nan=False).predict(holes)
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int8, np.uint8, np.bool_, np.float16,

@@ -50,13 +50,22 @@ def model_input(value: Any, takes_strings: bool) -> Any:
 
 
 def read(value: Any, takes_strings: bool, fitted_names: Any = None,
-         numeric: frozenset[str] = frozenset(), by_name: bool = False) -> Any | None:
+         numeric: frozenset[str] = frozenset(), by_name: bool = False,
+         strings: frozenset[str] = frozenset(),
+         objects: frozenset[str] = frozenset()) -> Any | None:
     """``value`` as the core reads it: an ndarray, ``SparseValues``, ``ColumnBlocks``, or
     ``None`` for Python lists and scalars (the core converts those itself).
     ``fitted_names`` (the estimator's ``feature_names_in_``) are the column names a
     DataFrame must carry, in that order, when its columns are named. ``numeric``: the
     labels of the columns the model reads as numbers (``InputSpec.numeric_columns``),
-    whose objects are read as the float64 they convert to where they all do.
+    whose objects are read as the float64 they convert to where they all do. ``strings``:
+    the labels of the columns an encoder fitted on strings reads
+    (``InputSpec.string_columns``); a frame holding one is always column blocks, each
+    column's kind as the encoder reads it named (``ColumnBlocks.kinds``). ``objects``: the
+    labels of the columns an imputer fitted on strings reads (``_spec.object_columns``),
+    which it converts to objects whatever their dtype: a frame holding one is column
+    blocks, those columns among the objects as it reads them (a nullable column's
+    missing values as pandas' ``NA``).
     ``by_name``: the model picks columns by label (``_spec.selects_by_name``), so anything
     but a DataFrame whose labels are all ``str`` raises ``ValueError``."""
     if by_name:
@@ -70,7 +79,7 @@ def read(value: Any, takes_strings: bool, fitted_names: Any = None,
             _check_feature_names(value, fitted_names)
         if _all_sparse_columns(value):
             return _sparse_frame(value)
-        return _frame(value, takes_strings, numeric)
+        return _frame(value, takes_strings, numeric, strings, objects)
     if isinstance(value, np.matrix):  # check_array refuses it: so does the guard
         raise TypeError("np.matrix is not supported, as scikit-learn refuses it; convert "
                         "it first (np.asarray(X))")
@@ -230,7 +239,9 @@ def _lists(matrix: Any, shape: tuple[int, int]) -> SparseValues:
     return SparseValues("lil", shape, data, (row, col), row=row, col=col)
 
 
-def _frame(frame: Any, takes_strings: bool, numbers: frozenset[str] = frozenset()) -> Any:
+def _frame(frame: Any, takes_strings: bool, numbers: frozenset[str] = frozenset(),
+           strings: frozenset[str] = frozenset(), objects: frozenset[str] = frozenset()
+           ) -> Any:
     pandas = sys.modules["pandas"]
     if isinstance(frame, pandas.Series):
         frame = frame.to_frame()
@@ -239,10 +250,12 @@ def _frame(frame: Any, takes_strings: bool, numbers: frozenset[str] = frozenset(
         one_d = False
         _check_labels(frame.columns)
     dtypes = list(frame.dtypes)
-    numeric = [_numeric(d) or (takes_strings and str(label) in numbers
-                               and _converts(frame.iloc[:, i], d))
+    numeric = [str(label) not in objects and (  # an imputer reading objects: objects
+                   _numeric(d) or (takes_strings and str(label) in numbers
+                                   and _converts(frame.iloc[:, i], d)))
                for i, (label, d) in enumerate(zip(frame.columns, dtypes))]
-    if all(numeric) or not takes_strings:
+    encoded = any(str(label) in strings or str(label) in objects for label in frame.columns)
+    if (all(numeric) and not encoded) or not takes_strings:
         values = None  # strings, objects, dates: refused below unless the model takes them
         if all(_kind(d) in "biufO" for d in dtypes):  # complex, dates: never numbers
             try:
@@ -257,7 +270,7 @@ def _frame(frame: Any, takes_strings: bool, numbers: frozenset[str] = frozenset(
     if one_d:
         return frame.iloc[:, 0].to_numpy(dtype=object)
     kinds = np.asarray(numeric)
-    blocks, columns = [], []
+    blocks, columns, read_as, names = [], [], [], []
     for is_numeric in (True, False):
         chosen = frame.loc[:, kinds == is_numeric]
         if chosen.shape[1]:
@@ -265,8 +278,23 @@ def _frame(frame: Any, takes_strings: bool, numbers: frozenset[str] = frozenset(
                           else chosen.to_numpy(dtype=object) if takes_strings
                           else chosen.to_numpy())  # its own dtype, named in the refusal
             columns.extend(str(c) for c in chosen.columns)
+            read_as.extend(_read_kind(d) for d in chosen.dtypes)
+            names.extend(str(d) for d in chosen.dtypes)
     return ColumnBlocks((int(frame.shape[0]), int(frame.shape[1])), tuple(blocks),
-                        tuple(columns))
+                        tuple(columns), kinds=tuple(read_as), dtypes=tuple(names))
+
+
+def _read_kind(dtype: Any) -> str:
+    """The kind a column of ``dtype`` is read as column by column (scikit-learn's encoders
+    convert each column with ``check_array(dtype=None)``): a categorical column as its
+    categories' kind, a datetime column with a time zone as objects (its ``Timestamp``s),
+    pandas' nullable ones as their numbers, any other as its dtype's kind."""
+    categories = getattr(dtype, "categories", None)
+    if categories is not None:
+        return _kind(categories.dtype)
+    if getattr(dtype, "tz", None) is not None:
+        return "O"
+    return _kind(dtype)
 
 
 def _converts(column: Any, dtype: Any) -> bool:

@@ -24,6 +24,18 @@ parts are read too:
   fails inside them) are the spec's ``numeric_columns``. No tag says this (an imputer or
   a ``FunctionTransformer`` tags itself as taking no strings, and takes them), so the
   other columns are taken as they are.
+- strings by column: the columns an encoder fitted on strings reads first (its fitted
+  ``categories_`` are strings) are the spec's ``string_columns`` (see ``string_columns``).
+- imputers: a ``SimpleImputer`` fitted on objects (its ``statistics_`` are objects:
+  ``most_frequent`` or ``constant`` on strings) takes strings, reading every column it is
+  handed as objects (so the encoder after it is handed objects, and fails on none of
+  them). One that computes a mean or median, and the other imputers, read numbers; a
+  ``most_frequent`` or ``constant`` one keeps what it is handed, so the step after it
+  says whether its columns must be numbers. The columns an imputer replacing NaN reads
+  first are the spec's ``imputed_columns``: missing values pass there, and where every
+  column of ``X`` is one, anywhere (``allow_nan``).
+- pass-through: a ``FunctionTransformer`` without a function or validation hands ``X``
+  on unchanged, so the step after it reads ``X`` first.
 """
 
 from __future__ import annotations
@@ -47,8 +59,10 @@ _MAX_DEPTH = 4  # composites nest a few levels at most; bounds the walk on odd o
 
 def input_spec(model: Any) -> InputSpec:
     """The ``InputSpec`` of ``X`` for a (fitted or not) scikit-learn estimator."""
-    first = [_tags(part) for part in _first_readers(model, 0)]
-    strings = any(t.string or t.categorical for t in first)
+    readers = _first_readers(model, 0)
+    first = [_tags(part) for part in readers]
+    strings = any(t.string or t.categorical for t in first) or any(
+        imputes_objects(part) for part in readers)
     documents = strings and not any(t.two_d_array for t in first)  # TfidfVectorizer
     n_features = getattr(model, "n_features_in_", None)
     if documents:
@@ -58,11 +72,15 @@ def input_spec(model: Any) -> InputSpec:
     else:
         shape = (None, None) if all(t.two_d_array for t in first) else None
     own = _tags(model)
+    imputed = imputed_columns(model)
     return InputSpec(
         "X", _tree_dtype(model, 0), shape, accepts_bool=True, accepts_strings=strings,
         accepts_sparse=bool(own.sparse),
-        allow_nan=all(_tags(part).allow_nan for part in _leaves(model, 0)),
-        numeric_columns=numeric_columns(model) if strings else frozenset())
+        allow_nan=all(_tags(part).allow_nan for part in _leaves(model, 0)) or (
+            bool(imputed) and imputed >= _all_labels(model)),
+        numeric_columns=numeric_columns(model) if strings else frozenset(),
+        string_columns=string_columns(model) if strings else frozenset(),
+        imputed_columns=imputed)
 
 
 def _column_transformer(model: Any) -> Any:
@@ -99,20 +117,172 @@ def numeric_columns(model: Any) -> frozenset[str]:
     """The labels (as ``str``; positions where it was fitted without names) of the
     columns the fitted ``ColumnTransformer`` reading ``X`` first hands to a transformer
     that reads them as numbers (see ``NUMERIC_READERS``); empty where there is none."""
+    numeric: set[str] = set()
+    for labels, _, branch in _column_readers(model, whole=False):
+        if _reading(branch, 1) == _NUMBERS:
+            numeric.update(labels)
+    return frozenset(numeric)
+
+
+def imputed_columns(model: Any) -> frozenset[str]:
+    """The labels (as ``numeric_columns`` gives them) of the columns that only imputers
+    replacing NaN (scikit-learn's ``sklearn.impute`` estimators whose ``missing_values``
+    is NaN) read first, whether a ``ColumnTransformer`` reading ``X`` first hands them
+    over or the imputer is the model's first step: every missing value (``None``, NaN,
+    NaT) there is replaced, or passed on as the imputer found it, before another step
+    reads the column."""
+    imputed: set[str] = set()
+    for labels, readers, _ in _column_readers(model, whole=True):
+        if readers and all(_imputes_nan(r) for r in readers):
+            imputed.update(labels)
+    return frozenset(imputed)
+
+
+def object_columns(model: Any) -> frozenset[str]:
+    """The labels of the columns an imputer fitted on objects reads first
+    (``imputes_objects``): it reads each as objects, pandas' ``NA`` of a nullable column
+    among them."""
+    found: set[str] = set()
+    for labels, readers, _ in _column_readers(model, whole=True):
+        if readers and all(imputes_objects(r) for r in readers):
+            found.update(labels)
+    return frozenset(found)
+
+
+def imputes_objects(estimator: Any) -> bool:
+    """Whether ``estimator`` is a fitted ``SimpleImputer`` fitted on objects (strings):
+    its ``statistics_`` are objects (scikit-learn then converts what it is handed to
+    objects, numbers and dates included, before imputing)."""
+    statistics = estimator.__dict__.get("statistics_") if _is_imputer(estimator) else None
+    return getattr(statistics, "dtype", None) == np.dtype("O")
+
+
+def _is_imputer(estimator: Any) -> bool:
+    module = sys.modules.get("sklearn.impute")
+    imputer = getattr(module, "SimpleImputer", None)
+    return imputer is not None and isinstance(estimator, imputer)
+
+
+def _imputes_nan(estimator: Any) -> bool:
+    if not type(estimator).__module__.startswith("sklearn.impute"):
+        return False
+    missing = getattr(estimator, "missing_values", None)
+    return isinstance(missing, float) and missing != missing
+
+
+#: What a part does with the columns it reads (see ``_reading``).
+_NUMBERS, _KEEPS, _OTHER = "numbers", "keeps", "other"
+
+
+def _reading(part: Any, depth: int) -> str:
+    """``_NUMBERS`` where ``part`` converts the columns it reads to float (see
+    ``NUMERIC_READERS``; an imputer computing a mean or median, ``KNNImputer``,
+    ``IterativeImputer``; a pipeline whose first step that does not keep its input's kind
+    does; a union all of whose parts do), ``_KEEPS`` where it hands them on as it got
+    them (a ``most_frequent`` or ``constant`` ``SimpleImputer`` not fitted on objects, a
+    pass-through ``FunctionTransformer``), ``_OTHER`` otherwise."""
+    if depth < _MAX_DEPTH:
+        steps = _steps(part)
+        if steps:
+            for step in steps:
+                found = _reading(step, depth + 1)
+                if found != _KEEPS:
+                    return found
+            return _KEEPS
+        transformers = _transformers(part)
+        if transformers:
+            return _NUMBERS if all(_reading(t, depth + 1) == _NUMBERS
+                                   for t in transformers) else _OTHER
+    if _passes_through(part):
+        return _KEEPS
+    if _is_imputer(part):
+        if getattr(part, "strategy", None) in ("mean", "median"):
+            return _NUMBERS
+        return _OTHER if imputes_objects(part) else _KEEPS
+    module = type(part).__module__
+    if module.startswith(NUMERIC_READERS) or (
+            module.startswith("sklearn.impute") and type(part).__name__ in (
+                "KNNImputer", "IterativeImputer")):
+        return _NUMBERS
+    return _OTHER
+
+
+def _passes_through(step: Any) -> bool:
+    """A ``FunctionTransformer`` with neither a function nor validation: it hands ``X``
+    on unchanged."""
+    module = sys.modules.get("sklearn.preprocessing")
+    kind = getattr(module, "FunctionTransformer", None)
+    return (kind is not None and isinstance(step, kind) and step.func is None
+            and not step.validate)
+
+
+def string_columns(model: Any) -> frozenset[str]:
+    """The labels (as ``numeric_columns`` gives them) of the columns a fitted encoder
+    (``OneHotEncoder``, ``OrdinalEncoder``, ``TargetEncoder``: scikit-learn's
+    ``_BaseEncoder``) fitted on strings reads first: one a ``ColumnTransformer`` reading
+    ``X`` first hands them to (alone, as a nested pipeline's first step or in a union),
+    or the model's own first step. Its ``categories_`` say what each column held at fit
+    time; the columns whose categories are strings (``str``/``bytes`` arrays, or objects
+    among which a ``str`` or ``bytes``) are these. The encoder compares what it is given
+    with those strings, and fails on numbers (``TypeError``), booleans, complex numbers,
+    dates and durations (``ValueError``), whatever its ``handle_unknown``."""
+    encoders = sys.modules.get("sklearn.preprocessing._encoders")
+    base = getattr(encoders, "_BaseEncoder", None)
+    if base is None:
+        return frozenset()
+    strings: set[str] = set()
+    for labels, readers, _ in _column_readers(model, whole=True):
+        for reader in readers:
+            categories = reader.__dict__.get("categories_") if isinstance(reader, base) else None
+            if isinstance(categories, list) and len(categories) == len(labels):
+                strings.update(label for label, fitted in zip(labels, categories)
+                               if _holds_strings(fitted))
+    return frozenset(strings)
+
+
+def _holds_strings(categories: Any) -> bool:
+    kind = getattr(categories, "dtype", np.dtype("O")).kind
+    return kind in "US" or (kind == "O" and any(
+        isinstance(value, (str, bytes)) for value in categories))
+
+
+def _column_readers(model: Any, whole: bool
+                    ) -> Iterator[tuple[list[str], list[Any], Any]]:
+    """``(labels, readers, branch)`` for the columns of ``X``: the labels (as ``str``;
+    positions where fitted without names) of the columns the fitted ``ColumnTransformer``
+    reading ``X`` first hands to one of its transformers (``branch``), in the order it
+    hands them over, and the estimators that read them first. ``whole``: where no
+    ``ColumnTransformer`` reads ``X`` first, the estimator that does (not a composite),
+    every column of ``X`` and the model."""
     reader = _column_transformer(model)
     if reader is None:
-        return frozenset()
+        first = _first_readers(model, 0)
+        width = getattr(first[0], "n_features_in_", None)
+        if whole and len(first) == 1 and isinstance(width, (int, np.integer)):
+            yield _labels(first[0], range(int(width))), first, model
+        return
     positions = reader._transformer_to_input_indices
-    names = getattr(reader, "feature_names_in_", None)
-    numeric: set[str] = set()
     for entry in reader.transformers_:
-        if not (isinstance(entry, tuple) and len(entry) > 1 and _is_estimator(entry[1])):
-            continue  # "drop", "passthrough"
-        readers = _first_readers(entry[1], 1)
-        if readers and all(type(r).__module__.startswith(NUMERIC_READERS) for r in readers):
-            for i in positions.get(entry[0], ()):
-                numeric.add(str(names[i]) if names is not None else str(i))
-    return frozenset(numeric)
+        if isinstance(entry, tuple) and len(entry) > 1 and _is_estimator(entry[1]):
+            # (not "drop", "passthrough")
+            yield (_labels(reader, positions.get(entry[0], ())),
+                   _first_readers(entry[1], 1), entry[1])
+
+
+def _all_labels(model: Any) -> frozenset[str]:
+    """The labels of every column of ``X`` (as ``numeric_columns`` gives them); where the
+    model does not say how many it reads, one label no column has (so no set of imputed
+    columns covers them)."""
+    width = getattr(model, "n_features_in_", None)
+    if not isinstance(width, (int, np.integer)):
+        return frozenset({""})  # never a subset of the imputed labels
+    names = getattr(model, "feature_names_in_", None)
+    return frozenset(str(names[i]) if names is not None else str(i) for i in range(width))
+
+
+def _labels(reader: Any, positions: Any) -> list[str]:
+    names = getattr(reader, "feature_names_in_", None)
+    return [str(names[i]) if names is not None else str(i) for i in positions]
 
 
 def _tags(estimator: Any) -> Any:
@@ -137,7 +307,7 @@ def _steps(model: Any) -> list[Any] | None:
 
 
 def _transformers(model: Any) -> list[Any] | None:
-    for attribute in ("transformers", "transformer_list"):
+    for attribute in ("transformers_", "transformers", "transformer_list"):  # fitted first
         found = getattr(model, attribute, None)
         if isinstance(found, list):
             return [t[1] for t in found if isinstance(t, tuple) and len(t) > 1
@@ -149,8 +319,9 @@ def _first_readers(model: Any, depth: int) -> list[Any]:
     """The estimators that read ``X`` as the caller passed it."""
     if depth < _MAX_DEPTH:
         steps = _steps(model)
-        if steps:
-            return _first_readers(steps[0], depth + 1)
+        if steps:  # the first that does not hand X on unchanged (or the last)
+            doing = [step for step in steps if not _passes_through(step)]
+            return _first_readers((doing or steps)[0], depth + 1)
         transformers = _transformers(model)
         if transformers:
             return [r for t in transformers for r in _first_readers(t, depth + 1)]
