@@ -217,3 +217,22 @@ def _encoded(frame):
     if id(frame) not in _ENCODED:
         _ENCODED[id(frame)] = _fit(frame, OneHotEncoder(handle_unknown="ignore"))
     return _ENCODED[id(frame)]
+
+
+@pytest.mark.parametrize("categorical", ["from_dtype", ["b"]])
+def test_a_gradient_boosting_model_on_categories_takes_them_as_it_does_unguarded(
+        frame, categorical):
+    # HistGradientBoosting* fitted with categorical features reads X through its own
+    # OrdinalEncoder: strings and categories pass there (they were refused as
+    # 'dtype mixed (object)'), numbers in that column are refused by name
+    data = frame[["a", "b"]].astype({"b": "category"})
+    model = HistGradientBoostingClassifier(categorical_features=categorical,
+                                           max_iter=5).fit(data, Y)
+    guarded = aimsec_core.guard(model)
+    for value in (data.iloc[:6], data.iloc[:6].astype({"b": object})):
+        np.testing.assert_array_equal(guarded.predict_proba(value), model.predict_proba(value))
+    assert input_spec(model).string_columns == frozenset({"b"})
+    wrong = data.iloc[:6].assign(b=np.arange(6))
+    assert _outcome(model.predict_proba, wrong)[0] == "raised"
+    with pytest.raises(InputFormatError, match="column 'b'"):
+        guarded.predict_proba(wrong)

@@ -90,6 +90,7 @@ def _column_transformer(model: Any) -> Any:
     for _ in range(_MAX_DEPTH):
         steps = _steps(reader)
         if not steps:
+            reader = _encoding_step(reader) or reader
             break
         reader = steps[0]
     fitted = getattr(reader, "transformers_", None)
@@ -315,9 +316,23 @@ def _transformers(model: Any) -> list[Any] | None:
     return None
 
 
+def _encoding_step(model: Any) -> Any:
+    """The fitted ``ColumnTransformer`` a ``HistGradientBoosting*`` model fitted with
+    categorical features reads ``X`` through (its ``_preprocessor``: an ``OrdinalEncoder``
+    on the categorical columns, which takes strings and categories, numbers on the
+    others), or ``None``."""
+    if not type(model).__module__.startswith("sklearn.ensemble._hist_gradient_boosting"):
+        return None
+    found = getattr(model, "__dict__", {}).get("_preprocessor")
+    return found if isinstance(getattr(found, "transformers_", None), list) else None
+
+
 def _first_readers(model: Any, depth: int) -> list[Any]:
     """The estimators that read ``X`` as the caller passed it."""
     if depth < _MAX_DEPTH:
+        encoding = _encoding_step(model)
+        if encoding is not None:
+            return _first_readers(encoding, depth + 1)
         steps = _steps(model)
         if steps:  # the first that does not hand X on unchanged (or the last)
             doing = [step for step in steps if not _passes_through(step)]
