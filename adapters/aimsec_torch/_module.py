@@ -142,7 +142,7 @@ class GuardedModule(GuardedMixin, nn.Module):
             first = next(iter(inputs))
             located = {name: at for name, _, at in bound}  # the arguments themselves
 
-            def forward(replacement: Any, rebuilt: dict[str, Any]) -> Any:
+            def on_twins(replacement: Any, rebuilt: dict[str, Any]) -> Any:
                 # the same call on the autograd twins of the inputs the detectors read
                 # (the checked values: the primary one, or, for a model of several inputs,
                 # a list of one per input in its order); the output must still reach the
@@ -164,6 +164,7 @@ class GuardedModule(GuardedMixin, nn.Module):
                         written.append(Written(caller, twin, twin._version, twin.grad_fn))
                 return run_then_write_back(original, a, k, written)
 
+            forward = on_twins
         return as_given(_screened_call(guard, inputs, predict, forward), handed)
 
     def _aimsec_transformed(self, inputs: dict[str, Any], bound: list[Any],
