@@ -252,6 +252,8 @@ def test_what_a_model_of_two_inputs_cannot_be_calibrated_or_screened_with_is_ref
         guarded.calibrate([data[0], data[1][:-1]])
     with pytest.raises(aimsec_core.ConfigurationError, match="no image"):
         guarded.calibrate(data, detectors=["squeeze"], image_shape=(8, 8))
+    with pytest.raises(aimsec_core.ConfigurationError, match="no image"):
+        guarded.calibrate(data, image_shape=(8, 8))  # the default detectors: no squeeze
     assert guarded.__aimsec_guard__.calibration is None
     guarded.calibrate(data, detectors=["margin", "density"])
     image, meta = _given(HELD_OUT[:4])

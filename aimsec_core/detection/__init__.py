@@ -106,6 +106,11 @@ def select_detectors(names: list[str | Detector] | None, capabilities: Capabilit
                                      f"{sorted(DETECTORS)}")
         config = {"image_shape": image_shape} if item in ("squeeze", "jump") else {}
         detectors.append(build_detector(item, **config))
+    if joined and image_shape is not None:  # even where no chosen detector reads it
+        raise ConfigurationError(
+            f"image_shape {image_shape} asks for samples read as images; this model takes "
+            "several inputs, which the detectors read as one flat row per sample (each "
+            "input flattened, concatenated), no image: leave image_shape out")
     for detector in detectors:
         if joined and getattr(detector, "image_shape", None) is not None:
             raise ConfigurationError(
