@@ -48,7 +48,7 @@ from aimsec_core.guard import Guard
 from aimsec_core.signature import InputSpec
 
 from . import _inputs
-from ._spec import input_spec, object_columns, selects_by_name
+from ._spec import input_spec, label_selection, object_columns, selects_by_name
 
 __all__ = ["SklearnAdapter"]
 
@@ -70,6 +70,7 @@ class SklearnAdapter(Adapter):
         super().__init__(model)
         self.spec = input_spec(model)
         self.by_name = selects_by_name(model)
+        self.selection = label_selection(model)
         self.objects = object_columns(model) if self.spec.accepts_strings else frozenset()
 
     def signature(self) -> list[InputSpec] | None:
@@ -86,7 +87,7 @@ class SklearnAdapter(Adapter):
         return _inputs.read(value, self.spec.accepts_strings,
                             getattr(self.model, "feature_names_in_", None),
                             self.spec.numeric_columns, self.by_name,
-                            self.spec.string_columns, self.objects)
+                            self.spec.string_columns, self.objects, self.selection)
 
     def snapshot(self, value: Any, array: Any) -> Any | None:
         """A numpy ``X`` as a copy (the estimator is handed it, see ``Adapter.snapshot``);

@@ -18,7 +18,10 @@ are looked up through ``sys.modules``, so they are never imported here).
   Complex, datetime and timedelta columns are never read as numbers (``check_array``
   refuses them; pandas would hand over real parts and nanosecond counts). Column labels
   scikit-learn refuses (duplicates, strings mixed with other types, string names that
-  are not the fitted ``feature_names_in_`` in order) raise ``ValueError``.
+  are not the fitted ``feature_names_in_`` in order) raise ``ValueError``. A model whose
+  first step is a ``ColumnTransformer`` fitted on a DataFrame picks a DataFrame's columns
+  by name: they are read in the fitted order, whatever their order, without the others,
+  and only those it reads must be there.
   The estimator gets the frame itself, feature names and all.
 """
 
@@ -52,7 +55,7 @@ def model_input(value: Any, takes_strings: bool) -> Any:
 def read(value: Any, takes_strings: bool, fitted_names: Any = None,
          numeric: frozenset[str] = frozenset(), by_name: bool = False,
          strings: frozenset[str] = frozenset(),
-         objects: frozenset[str] = frozenset()) -> Any | None:
+         objects: frozenset[str] = frozenset(), selection: Any = None) -> Any | None:
     """``value`` as the core reads it: an ndarray, ``SparseValues``, ``ColumnBlocks``, or
     ``None`` for Python lists and scalars (the core converts those itself).
     ``fitted_names`` (the estimator's ``feature_names_in_``) are the column names a
@@ -67,7 +70,11 @@ def read(value: Any, takes_strings: bool, fitted_names: Any = None,
     blocks, those columns among the objects as it reads them (a nullable column's
     missing values as pandas' ``NA``).
     ``by_name``: the model picks columns by label (``_spec.selects_by_name``), so anything
-    but a DataFrame whose labels are all ``str`` raises ``ValueError``."""
+    but a DataFrame whose labels are all ``str`` raises ``ValueError``. ``selection``
+    (``_spec.LabelSelection``, where the model picks a DataFrame's columns by label
+    whatever their order): a DataFrame is read as the model reads it, its columns in
+    the fitted order without the others (see ``_selected``); ``fitted_names`` then
+    checks no order."""
     if by_name:
         _check_named(value, fitted_names)
     if type(value) is np.ndarray and value.dtype.kind != "O":
@@ -75,7 +82,9 @@ def read(value: Any, takes_strings: bool, fitted_names: Any = None,
     if _is_sparse(value):
         return _sparse(value)
     if _is_pandas(value):
-        if fitted_names is not None:
+        if selection is not None and isinstance(value, sys.modules["pandas"].DataFrame):
+            value = _selected(value, selection)
+        elif fitted_names is not None:
             _check_feature_names(value, fitted_names)
         if _all_sparse_columns(value):
             return _sparse_frame(value)
@@ -356,6 +365,42 @@ def _check_named(value: Any, fitted: Any) -> None:
                      f"str; expected a DataFrame with the columns {wanted}"
                      f"{' ...' if fitted is not None and len(fitted) > 5 else ''}; "
                      f"received {received}")
+
+
+def _selected(frame: Any, selection: Any) -> Any:
+    """``frame`` as a model picking its columns by label reads it
+    (``ColumnTransformer.transform`` on a frame, fitted on one): the fitted columns in
+    their fitted order, whatever their order in ``frame``, without the columns it was
+    not fitted with (never read). The fitted columns only dropped transformers read are
+    columns of zeros here, for the checks (the model never reads them, and they may be
+    missing).
+    ``ValueError`` where scikit-learn raises: labels that are not all ``str`` (it then
+    has no names to pick by), a column the model reads missing."""
+    _check_labels(frame.columns)
+    columns = list(frame.columns)
+    if not columns or not all(isinstance(c, str) for c in columns):
+        odd = sorted({type(c).__name__ for c in columns if not isinstance(c, str)})
+        received = f"labels of type {odd}" if odd else "no columns"
+        raise ValueError(f"the model picks the columns of a DataFrame by name (a "
+                         f"ColumnTransformer fitted on a DataFrame), so it reads only one "
+                         f"whose column labels are str; expected the columns "
+                         f"{_shown(selection.names)}; received a DataFrame with {received}")
+    missing = sorted(selection.needed - set(columns))
+    if missing:
+        raise ValueError(f"the DataFrame lacks columns the model reads: "
+                         f"{[m[:40] for m in missing[:5]]}{' ...' if len(missing) > 5 else ''}"
+                         f"; expected the columns {_shown(selection.names)} (in any order, "
+                         f"others ignored); received {_shown(columns)}")
+    if columns == list(selection.names) and len(selection.needed) == len(columns):
+        return frame
+    pandas = sys.modules["pandas"]
+    zeros = np.zeros(len(frame), dtype=np.int64)
+    return pandas.DataFrame({name: frame[name] if name in selection.needed else zeros
+                             for name in selection.names}, index=frame.index)
+
+
+def _shown(names: Any) -> list[str]:
+    return [str(n)[:40] for n in names[:5]] + (["..."] if len(names) > 5 else [])
 
 
 def _check_feature_names(frame: Any, fitted: Any) -> None:

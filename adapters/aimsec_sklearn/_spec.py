@@ -40,6 +40,7 @@ parts are read too:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -112,6 +113,36 @@ def selects_by_name(model: Any) -> bool:
                     isinstance(c, str) for c in columns)):
                 return True
     return False
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSelection:
+    """How a model picks the columns of a DataFrame by label: ``names``, the labels it
+    was fitted with, in their order; ``needed``, those it reads (the others, dropped, may
+    be missing)."""
+
+    names: tuple[str, ...]
+    needed: frozenset[str]
+
+
+def label_selection(model: Any) -> LabelSelection | None:
+    """How the model reads a DataFrame by label, or ``None`` where it reads one by
+    position (in the order of its ``feature_names_in_``, which scikit-learn then checks).
+    A fitted ``ColumnTransformer`` reading ``X`` first (the model, or a pipeline's first
+    step, or a ``HistGradientBoosting*`` model's own encoding its categorical features,
+    which the model hands ``X`` to unchecked) that was fitted on a DataFrame selects each
+    column of a DataFrame it is handed by its label (``ColumnTransformer.transform``):
+    the columns may come in any order, with others it ignores, and only those its
+    dropped transformers read may be missing."""
+    reader = _column_transformer(model)
+    names = getattr(reader, "feature_names_in_", None) if reader is not None else None
+    if names is None:
+        return None
+    named = getattr(reader, "named_transformers_", {})
+    needed = {str(names[i]) for key, positions in reader._transformer_to_input_indices.items()
+              if key in named and not (isinstance(named[key], str) and named[key] == "drop")
+              for i in positions}
+    return LabelSelection(tuple(str(n) for n in names), frozenset(needed))
 
 
 def numeric_columns(model: Any) -> frozenset[str]:
