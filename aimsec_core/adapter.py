@@ -98,6 +98,13 @@ class Adapter(ABC):
         ``capabilities.several_inputs``), and its calls screened on them joined."""
         return None
 
+    def undeclared_inputs(self) -> str | None:
+        """Where the model's call declares no inputs the guard can read, so that it reads
+        the model as one of a single input although it may take several: a sentence
+        saying so and what to do (added to the error for calibration data given as one
+        array per input). ``None`` (the default) where the inputs are declared."""
+        return None
+
     @abstractmethod
     def native(self, value: Any) -> Any | None:
         """``value`` as an array the core can screen (array API), or ``None`` if ``value``

@@ -261,7 +261,17 @@ class Guard:
                                        f"received {unbatched}")
             return join(host), JoinedInputs.of(host)
         name = names[0] if names else "input"
-        return np.asarray(to_host(self._validated_clean({name: data}, what)[name])), None
+        try:
+            checked = self._validated_clean({name: data}, what)[name]
+        except CalibrationError as exc:
+            unknown = (self.adapter.undeclared_inputs()
+                       if isinstance(data, (list, tuple, Mapping)) else None)
+            if unknown is None:
+                raise
+            raise CalibrationError(f"{what} is a {type(data).__name__} of {len(data)} (one "
+                                   f"array per input?), read as one input: {unknown} "
+                                   f"({exc})") from None
+        return np.asarray(to_host(checked)), None
 
     def _per_input(self, data: Any, what: str, names: list[str]) -> dict[str, Any]:
         """``data`` for a model of the inputs ``names``: name -> one array each, from a

@@ -267,3 +267,39 @@ def test_what_a_model_of_two_inputs_cannot_be_calibrated_or_screened_with_is_ref
                                         match="input 'meta' is not an array"):
         guarded(image, 0.5)  # no tensor where the detectors read one
     assert sink.outcomes[-3:] == ["rejected"] * 3
+
+
+def test_a_traced_module_of_two_inputs_says_why_it_cannot_be_calibrated_on_both():
+    """A ``torch.jit.trace`` of a module whose forward takes two tensors has no Python
+    signature, so the guard reads it as a model of one input: calibrate([image, meta])
+    gave only "input 'args[0]' is a list; expected a torch.Tensor". It now says the
+    traced module declares no signature (naming the parameters its compiled forward
+    takes) and what to do."""
+    model = _trained()
+    example = (torch.from_numpy(X[:4]), torch.from_numpy(META[:4]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example)
+    guarded = aimsec_core.guard(traced)
+    with torch.no_grad():  # calls with both tensors still run (each validated)
+        torch.testing.assert_close(guarded(*example), model(*example))
+    with pytest.raises(CalibrationError, match=r"traced module \(torch\.jit\.trace\) declares "
+                       r"no signature.*\['image', 'meta'\].*cannot tell that it takes "
+                       r"several inputs.*guard the module itself.*torch\.jit\.script"):
+        guarded.calibrate([X[CALIBRATION], META[CALIBRATION]])
+    # what the message advises: a scripted module keeps forward's parameters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated, still works
+        scripted = torch.jit.script(model)
+    assert TorchAdapter(scripted).input_names() == ["image", "meta"]
+
+
+def test_a_traced_module_of_one_input_given_a_list_gets_no_such_hint():
+    linear = nn.Linear(64, 10).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(linear, torch.from_numpy(X[:4]))
+    assert TorchAdapter(traced).undeclared_inputs() is None
+    with pytest.raises(CalibrationError) as caught:
+        aimsec_core.guard(traced).calibrate([X[CALIBRATION], META[CALIBRATION]])
+    assert "traced" not in str(caught.value)

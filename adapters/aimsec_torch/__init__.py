@@ -142,6 +142,30 @@ class TorchAdapter(Adapter):
         positional, keyword = self.binder().required
         return [*positional, *keyword] if len(positional) + len(keyword) > 1 else None
 
+    def undeclared_inputs(self) -> str | None:
+        """A traced module (``torch.jit.trace``) has a ``forward`` without a Python
+        signature: the guard cannot tell that it takes several tensors, and reads its first
+        argument as its one input. Says so, with the parameters its compiled schema lists
+        where it has them; ``None`` for other modules, and for a traced one whose schema
+        lists a single parameter."""
+        torch = sys.modules["torch"]
+        if self.binder().signature is not None or not isinstance(
+                self.model, torch.jit.TracedModule):
+            return None
+        try:
+            names = [a.name for a in self.model.forward.schema.arguments][1:]  # not self
+        except Exception:  # noqa: BLE001 - no schema to read: the parameters go unnamed
+            names = []
+        if len(names) == 1:
+            return None  # one input indeed
+        takes = f" (its compiled forward takes {names})" if names else ""
+        return (f"this traced module (torch.jit.trace) declares no signature for forward"
+                f"{takes}, so the guard cannot tell that it takes several inputs and reads "
+                "the first argument as its only one; guard the module itself, not its trace "
+                "(aimsec_core.guard(model), the plain nn.Module), or a scripted one "
+                "(aimsec_core.guard(torch.jit.script(model)), whose forward keeps its "
+                "parameters), to calibrate on several inputs")
+
     def binder(self) -> Binder:
         """The model's ``forward`` signature, read once per forward function."""
         target = self.model
