@@ -65,7 +65,8 @@ def logreg(data):
 
 
 def _outcome(call, value):
-    """``("ok", result)``, ``("refused", error)`` (an aimsec error) or ``("raw", error)``."""
+    """``("ok", result)``, ``("refused", error)`` (an aimsec error) or ``("raised", error)``
+    (anything else: the plain model's own error, or one a guard must never let out)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -73,7 +74,7 @@ def _outcome(call, value):
         except AimsecError as exc:
             return "refused", exc
         except Exception as exc:  # noqa: BLE001 - what must never come out of a guard
-            return "raw", exc
+            return "raised", exc
 
 
 def _check(plain, guarded, sink, value):
@@ -81,7 +82,7 @@ def _check(plain, guarded, sink, value):
     before = len(sink.events)
     kind, got = _outcome(guarded, value)
     assert len(sink.events) == before + 1, f"{len(sink.events) - before} records"
-    assert kind != "raw", f"raw {type(got).__name__}: {got}"
+    assert kind != "raised", f"raw {type(got).__name__}: {got}"
     if kind == "refused":
         assert isinstance(got, aimsec_core.InvalidInputError), got
         # "expected ...", "the model expects ...", "could not be read as <what it takes>"

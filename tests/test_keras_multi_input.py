@@ -13,6 +13,9 @@ import pytest
 import aimsec_core
 from aimsec_core import CalibrationError
 from tests.cases import digits
+from tests.cases.two_inputs import (CALIBRATION, HELD_OUT, META, ORDER, X,
+                                     assert_one_input_calibration_refused)
+from tests.cases.two_inputs import meta as _meta
 
 
 @lru_cache(maxsize=2)
@@ -31,10 +34,6 @@ def _trained(as_dict: bool = False) -> keras.Model:
     return model
 
 
-def _meta(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 1, (n, 3)).astype(np.float32)
-
-
 def _single_input_calibration() -> aimsec_core.Calibration:
     """A calibration made on a one-input model whose input is shaped as ``image``."""
     keras.utils.set_random_seed(4)
@@ -49,18 +48,8 @@ def test_a_calibration_for_one_input_is_refused_by_a_model_of_two(sink, tmp_path
     CalibrationError when it is installed, and the calls go on unscreened."""
     x = digits()[0]
     guarded = aimsec_core.guard(_trained(), sinks=[sink])
-    guard = aimsec_core.guard_of(guarded)
     made = _single_input_calibration()
-    saved = made.save(tmp_path / "single.npz")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # made for another model
-        for install in (lambda: guard.use_calibration(made, force=True),
-                        lambda: guarded.load_calibration(saved, force=True)):
-            with pytest.raises(CalibrationError, match=r"2 inputs \['image', 'meta'\]"):
-                install()
-    with pytest.raises(CalibrationError, match="one input"):
-        guard.calibration = made
-    assert guard.calibration is None
+    assert_one_input_calibration_refused(guarded, made, tmp_path / "single.npz")
     for given in ([x[:5], _meta(5, 1)], {"image": x[:5], "meta": _meta(5, 1)}):
         assert guarded.predict(given, verbose=0).shape == (5, 10)
         assert tuple(guarded(given).shape) == (5, 10)
@@ -68,12 +57,6 @@ def test_a_calibration_for_one_input_is_refused_by_a_model_of_two(sink, tmp_path
 
 
 # --- calibrated on all its inputs ------------------------------------------------------------
-
-X, _ = digits()
-META = _meta(len(X), 1)
-ORDER = np.random.default_rng(0).permutation(len(X))
-CALIBRATION, HELD_OUT = ORDER[:400], ORDER[400:600]
-
 
 def _given(rows: np.ndarray, as_dict: bool, scale: float = 1.0, meta_scale: float = 1.0):
     image, meta = X[rows] * scale, META[rows] * meta_scale

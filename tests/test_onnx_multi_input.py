@@ -16,18 +16,11 @@ import aimsec_core  # noqa: E402
 from aimsec_core import CalibrationError  # noqa: E402
 from aimsec_onnx import OnnxAdapter  # noqa: E402
 from tests.cases import digits  # noqa: E402
+from tests.cases.two_inputs import (CALIBRATION, HELD_OUT, META, ORDER, X,  # noqa: E402
+                                     assert_one_input_calibration_refused)
+from tests.cases.two_inputs import meta as _meta  # noqa: E402
 from tests.cases.onnx_case import session as digits_session  # noqa: E402
 from tests.test_onnx_adapter import _graph_session, _two_input_model  # noqa: E402
-
-
-def _meta(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 1, (n, 3)).astype(np.float32)
-
-
-X = digits()[0].astype(np.float32)
-META = _meta(len(X), 1)
-ORDER = np.random.default_rng(0).permutation(len(X))
-CALIBRATION, HELD_OUT = ORDER[:400], ORDER[400:600]
 
 
 @lru_cache(maxsize=1)
@@ -66,18 +59,8 @@ def _feed(rows: np.ndarray, scale: float = 1.0, meta_scale: float = 1.0) -> dict
 def test_a_calibration_for_one_input_is_refused_by_a_session_of_two(sink, tmp_path):
     session = _session()
     guarded = aimsec_core.guard(session, sinks=[sink])
-    guard = aimsec_core.guard_of(guarded)
     made = aimsec_core.guard(digits_session(), sinks=[]).calibrate(X[:300], fpr=0.05)
-    saved = made.save(tmp_path / "single.npz")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # made for another model
-        for install in (lambda: guard.use_calibration(made, force=True),
-                        lambda: guarded.load_calibration(saved, force=True)):
-            with pytest.raises(CalibrationError, match=r"2 inputs \['image', 'meta'\]"):
-                install()
-    with pytest.raises(CalibrationError, match="one input"):
-        guard.calibration = made
-    assert guard.calibration is None
+    assert_one_input_calibration_refused(guarded, made, tmp_path / "single.npz")
     feed = _feed(HELD_OUT[:5])
     np.testing.assert_array_equal(guarded.run(None, feed)[0], session.run(None, feed)[0])
     assert set(sink.outcomes) == {"allowed"}

@@ -7,8 +7,6 @@ per-column checks follow the columns by name."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,7 +20,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import aimsec_core
-from aimsec_core import AimsecError, InputFormatError
+from aimsec_core import InputFormatError
+from tests.test_fuzz_exotic_inputs import _outcome
 
 
 @pytest.fixture(scope="module")
@@ -140,17 +139,6 @@ def test_a_hist_gradient_boosting_model_with_categories_reads_a_frame_by_name(fr
         plain.predict(frame[["d", "a", "b"]])
     with pytest.raises(InputFormatError, match="another order"):
         aimsec_core.guard(plain).predict(frame[["d", "a", "b"]])
-
-
-def _outcome(call, value):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return "ok", call(value)
-        except AimsecError as exc:
-            return "refused", exc
-        except Exception as exc:  # noqa: BLE001 - the plain pipeline's own refusal
-            return "raised", exc
 
 
 @pytest.mark.parametrize("remainder", ["drop", "passthrough"])

@@ -23,7 +23,8 @@ from sklearn.preprocessing import (FunctionTransformer, OneHotEncoder, OrdinalEn
 import aimsec_core
 from aimsec_core import InputFormatError
 from aimsec_sklearn._spec import input_spec
-from tests.test_sklearn_encoder_columns import RIGHT, WRONG, _outcome
+from tests.test_fuzz_exotic_inputs import _outcome
+from tests.test_sklearn_encoder_columns import RIGHT, WRONG
 
 N = 40
 Y = np.arange(N) % 2

@@ -16,6 +16,9 @@ import aimsec_core  # noqa: E402
 from aimsec_core import CalibrationError  # noqa: E402
 from aimsec_torch import TorchAdapter  # noqa: E402
 from tests.cases import digits  # noqa: E402
+from tests.cases.two_inputs import (CALIBRATION, HELD_OUT, META, ORDER, X,  # noqa: E402
+                                     assert_one_input_calibration_refused)
+from tests.cases.two_inputs import meta as _meta  # noqa: E402
 
 
 class ImageAndMeta(nn.Module):
@@ -35,16 +38,6 @@ class MetaByKeyword(ImageAndMeta):
 
     def forward(self, image: torch.Tensor, *, meta: torch.Tensor) -> torch.Tensor:
         return super().forward(image, meta)
-
-
-def _meta(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 1, (n, 3)).astype(np.float32)
-
-
-X = digits()[0].astype(np.float32)
-META = _meta(len(X), 1)
-ORDER = np.random.default_rng(0).permutation(len(X))
-CALIBRATION, HELD_OUT = ORDER[:400], ORDER[400:600]
 
 
 @lru_cache(maxsize=2)
@@ -94,19 +87,9 @@ def test_a_calibration_for_one_input_is_refused_by_a_model_of_two(sink, tmp_path
     ran the model on one tensor. It is now a CalibrationError when it is installed, and
     the calls go on unscreened."""
     guarded = aimsec_core.guard(_trained(), sinks=[sink])
-    guard = aimsec_core.guard_of(guarded)
     torch.manual_seed(4)
     made = aimsec_core.guard(nn.Linear(64, 10), sinks=[]).calibrate(X[:300], fpr=0.05)
-    saved = made.save(tmp_path / "single.npz")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # made for another model
-        for install in (lambda: guard.use_calibration(made, force=True),
-                        lambda: guarded.load_calibration(saved, force=True)):
-            with pytest.raises(CalibrationError, match=r"2 inputs \['image', 'meta'\]"):
-                install()
-    with pytest.raises(CalibrationError, match="one input"):
-        guard.calibration = made
-    assert guard.calibration is None
+    assert_one_input_calibration_refused(guarded, made, tmp_path / "single.npz")
     given = _given(HELD_OUT[:5])
     assert torch.equal(_call(guarded, given, False), _trained()(*given))
     assert set(sink.outcomes) == {"allowed"}
