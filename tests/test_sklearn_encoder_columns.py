@@ -224,3 +224,27 @@ def test_a_gradient_boosting_model_on_categories_takes_them_as_it_does_unguarded
     assert _outcome(model.predict_proba, wrong)[0] == "raised"
     with pytest.raises(InputFormatError, match="column 'b'"):
         guarded.predict_proba(wrong)
+
+
+@pytest.mark.parametrize("categorical", ["from_dtype", ["b"]])
+def test_a_gradient_boosting_model_on_categories_reads_its_other_columns_as_numbers(
+        frame, categorical):
+    # its other columns go through check_array with a float dtype (its own numerical
+    # branch): strings there raised the model's own ValueError out of the guard; they are
+    # refused by name, while NaN, None, numeric strings and ints still pass as unguarded
+    data = frame[["a", "b", "c"]].astype({"b": "category"})
+    model = HistGradientBoostingClassifier(categorical_features=categorical,
+                                           max_iter=5).fit(data, Y)
+    guarded = aimsec_core.guard(model)
+    assert input_spec(model).numeric_columns == frozenset({"a", "c"})
+    rows = data.iloc[:4]
+    for value in (rows, rows.assign(a=[np.nan, 0.5, np.nan, 0.1]),
+                  rows.assign(c=pd.Series([None, "0.5", 1, 2.5], dtype=object)),
+                  rows.assign(a=pd.array([1, None, 2, 3], dtype="Int64")),
+                  rows.assign(b=["zz", None, "u", "v"])):
+        np.testing.assert_array_equal(guarded.predict_proba(value), model.predict_proba(value))
+    for wrong in (rows.assign(a=["x", "y", "z", "w"]),
+                  rows.assign(c=pd.Series(["x", 1.0, 2.0, 3.0], dtype=object))):
+        assert _outcome(model.predict_proba, wrong)[0] == "raised"
+        with pytest.raises(InputFormatError, match=r"column '[ac]' \(object\).*numbers"):
+            guarded.predict_proba(wrong)

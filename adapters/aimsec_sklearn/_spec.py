@@ -23,7 +23,10 @@ parts are read too:
   (``NUMERIC_READERS``: these convert ``X`` to float, so a column of strings or dates
   fails inside them) are the spec's ``numeric_columns``. No tag says this (an imputer or
   a ``FunctionTransformer`` tags itself as taking no strings, and takes them), so the
-  other columns are taken as they are.
+  other columns are taken as they are. A ``FunctionTransformer`` whose function is
+  scikit-learn's ``check_array`` with a float dtype (a ``HistGradientBoosting*`` model's
+  own branch for its numeric columns, beside its categorical encoder) reads its columns
+  as numbers too.
 - strings by column: the columns an encoder fitted on strings reads first (its fitted
   ``categories_`` are strings) are the spec's ``string_columns`` (see ``string_columns``).
 - imputers: a ``SimpleImputer`` fitted on objects (its ``statistics_`` are objects:
@@ -41,6 +44,7 @@ parts are read too:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -209,7 +213,8 @@ _NUMBERS, _KEEPS, _OTHER = "numbers", "keeps", "other"
 def _reading(part: Any, depth: int) -> str:
     """``_NUMBERS`` where ``part`` converts the columns it reads to float (see
     ``NUMERIC_READERS``; an imputer computing a mean or median, ``KNNImputer``,
-    ``IterativeImputer``; a pipeline whose first step that does not keep its input's kind
+    ``IterativeImputer``; a ``FunctionTransformer`` checking floats (``_checks_floats``);
+    a pipeline whose first step that does not keep its input's kind
     does; a union all of whose parts do), ``_KEEPS`` where it hands them on as it got
     them (a ``most_frequent`` or ``constant`` ``SimpleImputer`` not fitted on objects, a
     pass-through ``FunctionTransformer``), ``_OTHER`` otherwise."""
@@ -227,6 +232,8 @@ def _reading(part: Any, depth: int) -> str:
                                    for t in transformers) else _OTHER
     if _passes_through(part):
         return _KEEPS
+    if _checks_floats(part):
+        return _NUMBERS
     if _is_imputer(part):
         if getattr(part, "strategy", None) in ("mean", "median"):
             return _NUMBERS
@@ -246,6 +253,29 @@ def _passes_through(step: Any) -> bool:
     kind = getattr(module, "FunctionTransformer", None)
     return (kind is not None and isinstance(step, kind) and step.func is None
             and not step.validate)
+
+
+def _checks_floats(step: Any) -> bool:
+    """A ``FunctionTransformer`` whose function is scikit-learn's ``check_array`` with a
+    float ``dtype`` (as a ``HistGradientBoosting*`` model fitted with categorical features
+    reads its other columns): it converts each column it reads to float, and fails
+    (``ValueError``) on strings there; its ``ensure_all_finite`` says whether NaN passes,
+    which the model's own ``allow_nan`` tag already tells."""
+    module = sys.modules.get("sklearn.preprocessing")
+    kind = getattr(module, "FunctionTransformer", None)
+    func = getattr(step, "func", None)
+    if kind is None or not isinstance(step, kind) or not isinstance(func, functools.partial):
+        return False
+    validation = sys.modules.get("sklearn.utils.validation")
+    if validation is None or func.func is not getattr(validation, "check_array", None):
+        return False
+    dtype = func.keywords.get("dtype")
+    dtypes = dtype if isinstance(dtype, (list, tuple)) else [dtype]
+    try:
+        return bool(dtypes) and all(
+            d is not None and np.dtype(d).kind == "f" for d in dtypes)
+    except TypeError:  # "numeric" and other names numpy does not read as a dtype
+        return False
 
 
 def string_columns(model: Any) -> frozenset[str]:
