@@ -86,30 +86,33 @@ class IndexBound:
             return None
         return int(shape[self.table_axis])
 
-    def missing(self, array: Any, arrays: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    def missing(self, shape: tuple[int, ...], arrays: Mapping[str, Any]
+                ) -> tuple[str, str, str] | None:
         """What this call lacks that the model reads: the axis of the table input the
-        indices run along, or a position a pick names (``array``: the indices' input, a
-        numpy array; ``arrays``: the call's inputs by name), as ``(what, expected,
-        received)``; ``None`` where nothing is missing. The model's own lookup or pick
-        fails on such a call."""
-        shape = getattr(arrays.get(self.table), "shape", None) if self.table else None
-        if shape is not None and not -len(shape) <= self.table_axis < len(shape):
+        indices run along, or a position a pick names (``shape``: the indices' input's;
+        ``arrays``: the call's inputs by name), as ``(what, expected, received)``;
+        ``None`` where nothing is missing. The model's own lookup or pick fails on such
+        a call. Read from shapes alone: no values are copied."""
+        table = getattr(arrays.get(self.table), "shape", None) if self.table else None
+        if table is not None and not -len(table) <= self.table_axis < len(table):
             return (f"input {self.table!r}, the table they index along axis "
                     f"{self.table_axis}, has no such axis",
-                    f"an array with axis {self.table_axis}", f"shape {tuple(shape)}")
+                    f"an array with axis {self.table_axis}", f"shape {tuple(table)}")
+        shape = tuple(shape)
         for pick in self.picks:
-            if not -array.ndim <= pick.axis < array.ndim:
+            if not -len(shape) <= pick.axis < len(shape):
                 return (f"the model picks {_indexing(pick)} of it, an axis it lacks",
-                        f"an array with axis {pick.axis}", f"shape {array.shape}")
-            length = array.shape[pick.axis]
+                        f"an array with axis {pick.axis}", f"shape {shape}")
+            length = shape[pick.axis]
             absent = [] if pick.optional else [
                 i for i in pick.indices or () if not -length <= i < length]
             if absent:
                 return (f"the model picks {_indexing(pick)} of it, past its length "
                         f"{length} along axis {pick.axis}",
                         f"more than {max(i if i >= 0 else -i - 1 for i in absent)} along "
-                        f"axis {pick.axis}", f"shape {array.shape}")
-            array = np.take(array, pick.positions(length), axis=pick.axis % array.ndim)
+                        f"axis {pick.axis}", f"shape {shape}")
+            axis = pick.axis % len(shape)
+            shape = shape[:axis] + (len(pick.positions(length)),) + shape[axis + 1:]
         return None
 
     def values(self, array: Any) -> tuple[Any, bool] | None:

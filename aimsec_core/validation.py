@@ -519,7 +519,7 @@ def _check_bound(name: str, array: Any, bound: IndexBound, constraints: Constrai
     input's other constraints were checked on all of it). Picks from the batch axis, or
     an input without one, make findings about the whole call."""
     if isinstance(array, np.ndarray):
-        missing = bound.missing(array, out.arrays)
+        missing = bound.missing(array.shape, out.arrays)
         if missing is not None:
             what, expected, received = missing
             _block(out, "shape", f"input {name!r}: {what}", expected=expected,

@@ -28,11 +28,16 @@ N = 40
 Y = np.arange(N) % 2
 
 
-@pytest.fixture(scope="module")
-def frame():
-    rng = np.random.default_rng(3)
+def mixed_frame(seed: int) -> pd.DataFrame:
+    """N rows: numbers in 'a' and 'c', strings in 'b' (3 values) and 'd' (2)."""
+    rng = np.random.default_rng(seed)
     return pd.DataFrame({"a": rng.random(N), "b": rng.choice(["u", "v", "w"], N),
                          "c": rng.random(N), "d": rng.choice(["x", "y"], N)})
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return mixed_frame(3)
 
 
 def _fit(frame, encoder, columns=("b", "d"), model=None):

@@ -24,17 +24,11 @@ import aimsec_core
 from aimsec_core import InputFormatError
 from aimsec_sklearn._spec import input_spec
 from tests.test_fuzz_exotic_inputs import _outcome
-from tests.test_sklearn_encoder_columns import RIGHT, WRONG
-
-N = 40
-Y = np.arange(N) % 2
-
+from tests.test_sklearn_encoder_columns import RIGHT, WRONG, Y, mixed_frame
 
 @pytest.fixture(scope="module")
 def frame():
-    rng = np.random.default_rng(5)
-    return pd.DataFrame({"a": rng.random(N), "b": rng.choice(["u", "v", "w"], N),
-                         "c": rng.random(N), "d": rng.choice(["x", "y"], N)})
+    return mixed_frame(5)
 
 
 def _half(values, n, dtype=object):
